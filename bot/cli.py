@@ -1,0 +1,487 @@
+"""The ``pairbot`` command: the owner's shell over the same services and store as the bot.
+
+Exit status: 0 success; 1 the code, request, sender or node is unknown or expired; 2 a usage,
+configuration or state-file error. Errors are one line on stderr (``--debug`` adds the
+traceback) and never contain a code or a token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import stat
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from bot import __version__
+from bot.clock import Clock, SystemClock
+from bot.config import Config, find_config, load_config
+from bot.errors import LookupFailed, PairbotError
+from bot.models import KNOWN_PROVIDERS, NodeRequest, PairedNode, PendingRequest
+from bot.nodes import NodeService, NodeSettings
+from bot.pairing import PairingService, PairingSettings
+from bot.text import ago, clean
+from stores import STATE_DIR_ENV, JsonFileStore, open_store, resolve_state_dir
+from stores.jsonfile import format_time
+
+EXIT_OK, EXIT_LOOKUP, EXIT_USAGE = 0, 1, 2
+
+log = logging.getLogger("bot.cli")
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as written (exit 2)."""
+
+
+@dataclass(slots=True)
+class Context:
+    """What every command gets: the services, the store, the clock and where to print."""
+
+    args: argparse.Namespace
+    config: Config | None
+    store: JsonFileStore
+    pairing: PairingService
+    nodes: NodeService
+    clock: Clock
+    out: Console
+    actor: str
+
+
+# --- argument parsing --------------------------------------------------------------------------
+
+
+def _provider(value: str) -> str:
+    if value not in KNOWN_PROVIDERS:
+        raise argparse.ArgumentTypeError(
+            f"unknown provider {value!r} (choose from {', '.join(KNOWN_PROVIDERS)})"
+        )
+    return value
+
+
+def _limit(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the whole ``pairbot`` argument parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", default=argparse.SUPPRESS, metavar="DIR",
+                        help=f"state dir (default: ${STATE_DIR_ENV}, else ~/.pairbot)")
+    common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH",
+                        help="config file (default: $PAIRBOT_CONFIG); for TTLs and allow_from")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks and debug logs")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print a JSON array")
+    provider_opt = argparse.ArgumentParser(add_help=False)
+    provider_opt.add_argument("--provider", "--channel", dest="provider_opt", type=_provider,
+                              metavar="P", help=f"one of: {', '.join(KNOWN_PROVIDERS)}")
+
+    parser = argparse.ArgumentParser(
+        prog="pairbot", parents=[common],
+        description="Owner approval in front of a chat assistant: DM pairing and node pairing.",
+    )
+    parser.add_argument("--version", action="version", version=f"pairbot {__version__}")
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+
+    def leaf(sub: Any, name: str, func: Callable[[Context], int], help_text: str,
+             parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text,
+                                                    parents=[common, *parents])
+        p.set_defaults(func=func)
+        return p
+
+    pairing = groups.add_parser("pairing", help="pending DM pairing requests")
+    psub = pairing.add_subparsers(dest="command", metavar="ACTION", required=True)
+    p = leaf(psub, "list", cmd_pairing_list, "list pending requests", [as_json, provider_opt])
+    p.add_argument("provider_pos", nargs="?", type=_provider, metavar="PROVIDER")
+    for name, func, verb in (("approve", cmd_pairing_approve, "approve"),
+                             ("reject", cmd_pairing_reject, "reject")):
+        p = leaf(psub, name, func, f"{verb} a request by its code", [provider_opt])
+        p.add_argument("words", nargs="+", metavar="[PROVIDER] CODE")
+
+    allow = groups.add_parser("allowlist", help="senders allowed to reach the assistant")
+    asub = allow.add_subparsers(dest="command", metavar="ACTION", required=True)
+    p = leaf(asub, "list", cmd_allow_list, "list allowed senders", [as_json, provider_opt])
+    p.add_argument("provider_pos", nargs="?", type=_provider, metavar="PROVIDER")
+    for name, func, verb in (("add", cmd_allow_add, "allow a sender by immutable id"),
+                             ("remove", cmd_allow_remove, "revoke a sender")):
+        p = leaf(asub, name, func, verb, [provider_opt])
+        p.add_argument("words", nargs="+", metavar="[PROVIDER] ID")
+
+    nodes = groups.add_parser("nodes", help="devices paired with the gateway")
+    nsub = nodes.add_subparsers(dest="command", metavar="ACTION", required=True)
+    leaf(nsub, "pending", cmd_nodes_pending, "list node pairing requests", [as_json])
+    p = leaf(nsub, "approve", cmd_nodes_approve, "approve a node; prints its token once",
+             [as_json])
+    p.add_argument("request_id", metavar="REQUEST_ID")
+    p = leaf(nsub, "reject", cmd_nodes_reject, "reject a node pairing request")
+    p.add_argument("request_id", metavar="REQUEST_ID")
+    leaf(nsub, "list", cmd_nodes_list, "list paired nodes", [as_json])
+    p = leaf(nsub, "revoke", cmd_nodes_revoke, "unpair a node; its token stops working")
+    p.add_argument("node_id", metavar="NODE_ID")
+
+    p = leaf(groups, "audit", cmd_audit, "show the audit log", [as_json])
+    p.add_argument("--limit", type=_limit, default=50, metavar="N",
+                   help="last N entries (default 50)")
+    leaf(groups, "doctor", cmd_doctor, "check permissions, state files and config")
+    return parser
+
+
+def _provider_and_value(args: argparse.Namespace, what: str) -> tuple[str, str]:
+    """Accept ``--provider P VALUE`` and ``P VALUE``, refuse anything else."""
+    words: list[str] = args.words
+    if args.provider_opt:
+        if len(words) != 1:
+            raise UsageError(f"expected one {what} after --provider, got {len(words)} words")
+        return args.provider_opt, words[0]
+    if len(words) != 2:
+        raise UsageError(f"expected PROVIDER {what} (or --provider PROVIDER {what})")
+    try:
+        return _provider(words[0]), words[1]
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _list_provider(args: argparse.Namespace) -> str | None:
+    if args.provider_opt and args.provider_pos and args.provider_opt != args.provider_pos:
+        raise UsageError("two different providers given")
+    return args.provider_opt or args.provider_pos  # type: ignore[no-any-return]
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def cmd_pairing_list(ctx: Context) -> int:
+    """``pairbot pairing list``."""
+    provider = _list_provider(ctx.args)
+    requests = ctx.pairing.pending(provider)
+    if ctx.args.json:
+        _print_json(ctx, [_request_json(r) for r in requests])
+        return EXIT_OK
+    if not requests:
+        ctx.out.print(f"No pending {provider + ' ' if provider else ''}pairing requests.")
+        return EXIT_OK
+    now = ctx.clock.now()
+    ttl = ctx.pairing.settings.pending_ttl
+    table = Table(title=f"Pairing requests ({len(requests)})", title_justify="left")
+    for column in ("Code", "Provider", "Sender id", "Name (as given)", "Requested", "Expires"):
+        table.add_column(column)
+    for r in requests:
+        table.add_row(Text(r.code), Text(r.provider), Text(r.id), Text(clean(r.display_name())),
+                      f"{ago(now - r.created_at)} ago", f"in {ago(r.expires_at(ttl) - now)}")
+    ctx.out.print(table)
+    return EXIT_OK
+
+
+def cmd_pairing_approve(ctx: Context) -> int:
+    """``pairbot pairing approve``."""
+    provider, code = _provider_and_value(ctx.args, "CODE")
+    req = ctx.pairing.approve(code, provider=provider, actor=ctx.actor)
+    name = clean(req.display_name())
+    ctx.out.print(Text(f"Approved {req.provider} sender {req.id}"
+                       f"{f' ({name})' if name else ''}."))
+    return EXIT_OK
+
+
+def cmd_pairing_reject(ctx: Context) -> int:
+    """``pairbot pairing reject``."""
+    provider, code = _provider_and_value(ctx.args, "CODE")
+    req = ctx.pairing.reject(code, provider=provider, actor=ctx.actor)
+    ctx.out.print(Text(f"Rejected {req.provider} sender {req.id}."))
+    return EXIT_OK
+
+
+def cmd_allow_list(ctx: Context) -> int:
+    """``pairbot allowlist list``."""
+    entries = ctx.pairing.allowed(_list_provider(ctx.args))
+    if ctx.args.json:
+        _print_json(ctx, [{"provider": e.provider, "id": e.id, "source": e.source.value}
+                          for e in entries])
+        return EXIT_OK
+    if not entries:
+        ctx.out.print("The allowlist is empty.")
+        return EXIT_OK
+    table = Table(title=f"Allowed senders ({len(entries)})", title_justify="left")
+    for column in ("Provider", "Sender id", "Source"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(Text(e.provider), Text(e.id), e.source.value)
+    ctx.out.print(table)
+    return EXIT_OK
+
+
+def cmd_allow_add(ctx: Context) -> int:
+    """``pairbot allowlist add``."""
+    provider, sender = _provider_and_value(ctx.args, "ID")
+    sender = _check_sender_id(provider, sender)
+    if ctx.pairing.allow(provider, sender, actor=ctx.actor):
+        ctx.out.print(Text(f"Added {provider} sender {sender}."))
+    else:
+        ctx.out.print(Text(f"{provider} sender {sender} was already allowed."))
+    return EXIT_OK
+
+
+def cmd_allow_remove(ctx: Context) -> int:
+    """``pairbot allowlist remove``."""
+    provider, sender = _provider_and_value(ctx.args, "ID")
+    ctx.pairing.revoke(provider, sender.strip(), actor=ctx.actor)
+    ctx.out.print(Text(f"Removed {provider} sender {sender.strip()}."))
+    return EXIT_OK
+
+
+def cmd_nodes_pending(ctx: Context) -> int:
+    """``pairbot nodes pending``."""
+    pending = ctx.nodes.pending()
+    if ctx.args.json:
+        _print_json(ctx, [_node_request_json(r) for r in pending])
+        return EXIT_OK
+    if not pending:
+        ctx.out.print("No pending node pairing requests.")
+        return EXIT_OK
+    now = ctx.clock.now()
+    table = Table(title=f"Pending nodes ({len(pending)})", title_justify="left")
+    for column in ("Request", "Node id", "Name", "Platform", "Version", "Requested"):
+        table.add_column(column)
+    for r in pending:
+        table.add_row(Text(r.request_id), Text(clean(r.node_id)), Text(clean(r.display_name)),
+                      Text(clean(r.platform)), Text(clean(r.version)),
+                      f"{ago(now - r.created_at)} ago")
+    ctx.out.print(table)
+    return EXIT_OK
+
+
+def cmd_nodes_approve(ctx: Context) -> int:
+    """``pairbot nodes approve``: the token is printed here once and never again."""
+    node, token = ctx.nodes.approve(ctx.args.request_id, actor=ctx.actor)
+    if ctx.args.json:
+        _print_json(ctx, {**_node_json(node), "token": token})
+        return EXIT_OK
+    name = clean(node.display_name)
+    ctx.out.print(Text(f"Approved node {clean(node.node_id)}{f' ({name})' if name else ''}."))
+    ctx.out.print("Its token, shown once (pairbot keeps only a hash):")
+    sys.stdout.write(token + "\n")
+    return EXIT_OK
+
+
+def cmd_nodes_reject(ctx: Context) -> int:
+    """``pairbot nodes reject``."""
+    req = ctx.nodes.reject(ctx.args.request_id, actor=ctx.actor)
+    ctx.out.print(Text(f"Rejected node {clean(req.node_id)} (request {req.request_id})."))
+    return EXIT_OK
+
+
+def cmd_nodes_list(ctx: Context) -> int:
+    """``pairbot nodes list``."""
+    paired = ctx.nodes.paired()
+    if ctx.args.json:
+        _print_json(ctx, [_node_json(n) for n in paired])
+        return EXIT_OK
+    if not paired:
+        ctx.out.print("No paired nodes.")
+        return EXIT_OK
+    now = ctx.clock.now()
+    table = Table(title=f"Paired nodes ({len(paired)})", title_justify="left")
+    for column in ("Node id", "Name", "Platform", "Version", "Approved", "Last connected"):
+        table.add_column(column)
+    for n in paired:
+        seen = f"{ago(now - n.last_connected_at)} ago" if n.last_connected_at else "never"
+        table.add_row(Text(clean(n.node_id)), Text(clean(n.display_name)),
+                      Text(clean(n.platform)), Text(clean(n.version)),
+                      f"{ago(now - n.approved_at)} ago", seen)
+    ctx.out.print(table)
+    return EXIT_OK
+
+
+def cmd_nodes_revoke(ctx: Context) -> int:
+    """``pairbot nodes revoke``."""
+    node = ctx.nodes.revoke(ctx.args.node_id, actor=ctx.actor)
+    ctx.out.print(Text(f"Revoked node {clean(node.node_id)}; its token no longer works."))
+    return EXIT_OK
+
+
+def cmd_audit(ctx: Context) -> int:
+    """``pairbot audit``."""
+    records = ctx.store.read_audit(limit=ctx.args.limit)
+    if ctx.args.json:
+        _print_json(ctx, records)
+        return EXIT_OK
+    if not records:
+        ctx.out.print("The audit log is empty.")
+        return EXIT_OK
+    table = Table(title=f"Audit (last {len(records)})", title_justify="left")
+    for column in ("Time", "Event", "Actor", "Provider", "Subject", "Outcome"):
+        table.add_column(column)
+    for r in records:
+        when = str(r.get("ts", "")).replace("T", " ")[:19]
+        table.add_row(when, *(Text(clean(str(r.get(k, "") or ""), limit=40))
+                              for k in ("event", "actor", "provider", "subject", "outcome")))
+    ctx.out.print(table)
+    return EXIT_OK
+
+
+def cmd_doctor(ctx: Context) -> int:
+    """``pairbot doctor``: report what would stop pairbot or weaken it; exit 1 on problems."""
+    problems = 0
+
+    def report(ok: bool, message: str) -> None:
+        nonlocal problems
+        problems += 0 if ok else 1
+        ctx.out.print(Text(f"{'ok  ' if ok else 'FAIL'} {message}"))
+
+    uid = os.getuid()
+    dirs = [ctx.store.state_dir, ctx.store.credentials_dir, ctx.store.nodes_dir]
+    for directory in dirs:
+        st = directory.stat()
+        mode = stat.S_IMODE(st.st_mode)
+        report(mode & 0o077 == 0, f"{directory} mode {mode:04o}")
+        if st.st_uid != uid:
+            report(False, f"{directory} belongs to uid {st.st_uid}, not {uid}")
+    for path in ctx.store.state_files():
+        if not path.exists():
+            continue
+        st = path.stat()
+        mode = stat.S_IMODE(st.st_mode)
+        report(mode & 0o077 == 0, f"{path} mode {mode:04o}")
+        if st.st_uid != uid:
+            report(False, f"{path} belongs to uid {st.st_uid}, not {uid}")
+        if path != ctx.store.audit_path:
+            try:
+                ctx.store.load_check(path)
+            except PairbotError as exc:
+                report(False, str(exc))
+            else:
+                report(True, f"{path} parses")
+        if path.name.endswith("-allowFrom.json") and "*" in _raw_list(path, "allowFrom"):
+            report(False, f'{path} contains "*"; pairbot ignores it (allow senders by id)')
+    config_path = find_config(getattr(ctx.args, "config", None))
+    if config_path is None:
+        ctx.out.print("info no config file given (--config or $PAIRBOT_CONFIG)")
+    elif ctx.config is not None:
+        report(True, f"{config_path} is valid")
+        cmode = stat.S_IMODE(config_path.stat().st_mode)
+        report(cmode & 0o077 == 0, f"{config_path} mode {cmode:04o} (may hold secrets)")
+        if not ctx.config.owners:
+            report(False, "no owners configured: nobody can approve from chat")
+    ctx.out.print("No problems found." if not problems else f"{problems} problem(s) found.")
+    return EXIT_OK if not problems else EXIT_LOOKUP
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _check_sender_id(provider: str, sender: str) -> str:
+    sender = sender.strip()
+    if not sender or sender.startswith("@"):
+        raise UsageError(f"{provider} sender ids are immutable ids, not @usernames")
+    if provider in ("telegram", "discord") and not sender.lstrip("-").isdigit():
+        raise UsageError(f"{provider} sender ids are numeric (usernames can change hands)")
+    return sender
+
+
+def _raw_list(path: Path, key: str) -> list[Any]:
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return []
+    value = doc.get(key) if isinstance(doc, dict) else doc
+    return value if isinstance(value, list) else []
+
+
+def _print_json(ctx: Context, value: Any) -> None:
+    ctx.out.file.write(json.dumps(value, indent=2) + "\n")
+
+
+def _request_json(r: PendingRequest) -> dict[str, Any]:
+    return {"provider": r.provider, "id": r.id, "code": r.code,
+            "createdAt": format_time(r.created_at), "lastSeenAt": format_time(r.last_seen_at),
+            "meta": dict(r.meta)}
+
+
+def _node_request_json(r: NodeRequest) -> dict[str, Any]:
+    return {"requestId": r.request_id, "nodeId": r.node_id, "displayName": r.display_name,
+            "platform": r.platform, "version": r.version, "createdAt": format_time(r.created_at)}
+
+
+def _node_json(n: PairedNode) -> dict[str, Any]:
+    return {"nodeId": n.node_id, "displayName": n.display_name, "platform": n.platform,
+            "version": n.version, "createdAt": format_time(n.created_at),
+            "approvedAt": format_time(n.approved_at),
+            "lastConnectedAt": format_time(n.last_connected_at) if n.last_connected_at else None}
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid{os.getuid()}"
+
+
+def make_context(args: argparse.Namespace, *, clock: Clock | None = None) -> Context:
+    """Load the config (if any), open the store and build the services for a command."""
+    config_path = find_config(getattr(args, "config", None))
+    config = load_config(config_path) if config_path else None
+    explicit = getattr(args, "state_dir", None) or os.environ.get(STATE_DIR_ENV)
+    state_dir = resolve_state_dir(explicit or (config.state_dir if config else None))
+    store = open_store(state_dir)
+    clock = clock or SystemClock()
+    pairing_settings = PairingSettings()
+    node_settings = NodeSettings()
+    if config is not None:
+        pairing_settings = PairingSettings(
+            pending_ttl=config.pairing.pending_ttl, resend_after=config.pairing.resend_after,
+            max_pending_per_provider=config.pairing.max_pending_per_provider)
+        node_settings = NodeSettings(pending_ttl=config.nodes.pending_ttl)
+    return Context(
+        args=args, config=config, store=store, clock=clock,
+        pairing=PairingService(store, clock=clock, settings=pairing_settings,
+                               static_allow=config.static_allow() if config else None),
+        nodes=NodeService(store, clock=clock, settings=node_settings),
+        out=Console(highlight=False, soft_wrap=True), actor=_actor(),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pairbot``; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="pairbot: %(levelname)s: %(message)s")
+    try:
+        ctx = make_context(args)
+        try:
+            return int(args.func(ctx))
+        finally:
+            ctx.store.close()
+    except UsageError as exc:
+        parser.exit(EXIT_USAGE, f"pairbot: error: {exc}\n")
+    except LookupFailed as exc:
+        return _fail(exc, EXIT_LOOKUP, debug)
+    except (PairbotError, ValueError) as exc:
+        return _fail(exc, EXIT_USAGE, debug)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(exc: Exception, status: int, debug: bool) -> int:
+    if debug:
+        log.exception("failed")
+    sys.stderr.write(f"pairbot: error: {exc}\n")
+    return status

@@ -1,0 +1,234 @@
+"""Configuration: YAML in, validated pydantic models out, or one line saying what is wrong.
+
+``${VAR}`` in any string is read from the environment; durations are written ``90s``, ``5m``,
+``1h``, ``2d`` (or plain seconds). Secrets belong in the environment: a literal token in the
+file is accepted with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from bot.errors import ConfigError
+from bot.models import KNOWN_PROVIDERS, DmPolicy
+
+log = logging.getLogger(__name__)
+
+CONFIG_ENV = "PAIRBOT_CONFIG"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SECRET_KEYS = frozenset({"token", "bot_token", "app_token", "operator_token", "signing_secret"})
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Read ``90s``/``5m``/``1h``/``2d`` (or a number of seconds) as a positive timedelta."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 5m, 1h)")
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Owner(_Model):
+    """Who may send owner commands; their DM with the bot is the owner chat."""
+
+    provider: str
+    user_id: str
+
+    @field_validator("provider")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in KNOWN_PROVIDERS:
+            raise ValueError(f"unknown provider {value!r}")
+        return value
+
+    @field_validator("user_id", mode="before")
+    @classmethod
+    def _immutable(cls, value: Any) -> str:
+        text = str(value).strip()
+        if not text or text.startswith("@"):
+            raise ValueError("must be the platform's immutable user id, not a @username")
+        return text
+
+
+class PairingConfig(_Model):
+    """``pairing:`` — DM pairing knobs."""
+
+    pending_ttl: Duration = timedelta(hours=1)
+    prune_interval: Duration = timedelta(minutes=5)
+    max_pending_per_provider: int = Field(default=3, ge=1, le=10_000)
+    resend_after: Duration = timedelta(minutes=10)
+
+
+class NodesConfig(_Model):
+    """``nodes:`` — node pairing knobs."""
+
+    pending_ttl: Duration = timedelta(minutes=5)
+
+
+class GatewayConfig(_Model):
+    """``gateway:`` — where nodes connect."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=18789, ge=0, le=65535)
+    operator_token: str | None = None
+
+
+class StoreConfig(_Model):
+    """``store:`` — which backend keeps the state."""
+
+    backend: Literal["json"] = "json"
+
+
+class HandlerConfig(_Model):
+    """``handler:`` — where approved messages go."""
+
+    kind: Literal["echo", "forward", "webhook", "python"] = "echo"
+    url: str | None = None
+    target: str | None = None
+    timeout: Duration = timedelta(seconds=10)
+
+
+class TelegramConfig(_Model):
+    """``providers.telegram:``."""
+
+    token: str
+    dm_policy: DmPolicy = DmPolicy.PAIRING
+    allow_from: list[str] = Field(default_factory=list)
+    api_base_url: str | None = None
+
+    @field_validator("allow_from", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> list[str]:
+        items = [str(v).strip() for v in (value or [])]
+        for item in items:
+            if not item.lstrip("-").isdigit():
+                raise ValueError(
+                    f"{item!r} is not a numeric Telegram user id (usernames can change hands)"
+                )
+        return items
+
+
+class ProvidersConfig(_Model):
+    """``providers:`` — one block per platform pairbot connects to."""
+
+    telegram: TelegramConfig | None = None
+
+
+class Config(_Model):
+    """The whole configuration file."""
+
+    state_dir: str = "~/.pairbot"
+    store: StoreConfig = StoreConfig()
+    owners: list[Owner] = Field(default_factory=list)
+    pairing: PairingConfig = PairingConfig()
+    nodes: NodesConfig = NodesConfig()
+    gateway: GatewayConfig = GatewayConfig()
+    handler: HandlerConfig = HandlerConfig()
+    providers: ProvidersConfig = ProvidersConfig()
+
+    def static_allow(self) -> dict[str, list[str]]:
+        """Return each provider's ``allow_from`` from the config."""
+        out: dict[str, list[str]] = {}
+        for name in type(self.providers).model_fields:
+            block = getattr(self.providers, name)
+            if block is not None:
+                out[name] = list(block.allow_from)
+        return out
+
+
+def _interpolate(value: Any, path: str, source: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), source)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{path}[{i}]", source) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"environment variable {name} is not set",
+                                  source=source, field=path)
+            return os.environ[name]
+
+        return _ENV_REF.sub(lookup, value)
+    return value
+
+
+def _warn_literal_secrets(value: Any, path: str, source: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key in _SECRET_KEYS and isinstance(item, str) and item and "${" not in item:
+                log.warning("%s: %s holds a literal secret; use ${ENV_VAR} instead", source,
+                            where)
+            _warn_literal_secrets(item, where, source)
+
+
+def load_config(path: Path) -> Config:
+    """Load and validate a config file; any problem raises one-line :class:`ConfigError`."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=source) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot be read: {exc.strerror}", source=source) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"not valid YAML: {problem}{where}", source=source) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("top level must be a mapping of keys", source=source)
+    _warn_literal_secrets(raw, "", source)
+    data = _interpolate(raw, "", source)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        raise ConfigError(message, source=source, field=field or None) from None
+
+
+def find_config(explicit: str | None) -> Path | None:
+    """Return the config path from ``--config`` or ``$PAIRBOT_CONFIG``, if either is set."""
+    chosen = explicit or os.environ.get(CONFIG_ENV)
+    return Path(chosen).expanduser() if chosen else None

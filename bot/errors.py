@@ -1,0 +1,92 @@
+"""Every error pairbot raises on purpose, under one root.
+
+The tree::
+
+    PairbotError
+    ├── ConfigError (ValueError)          a config file, field or argument is wrong
+    ├── StoreError                        the state dir cannot be used
+    │   ├── StoreCorruptError             a state file does not parse or has the wrong shape
+    │   ├── SchemaVersionError            a state file was written by a newer pairbot
+    │   └── StoreLockTimeoutError         another process held the state lock too long
+    └── LookupFailed (LookupError)        the thing asked for is not there (CLI exit 1)
+        ├── UnknownCodeError              no live pairing request has this code
+        ├── CodeExpiredError              the request with this code expired
+        ├── UnknownRequestError           no pending node request has this id
+        └── UnknownSubjectError           no such sender in the allowlist / no such node
+
+Messages name the file, field, argument or request id; they never carry a pairing code or a
+token, so they are safe to log.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PairbotError(Exception):
+    """Root of every error pairbot raises on purpose."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(PairbotError, ValueError):
+    """A configuration file, field or command-line argument is wrong."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        field: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = ": ".join(part for part in (source, field) if part)
+        super().__init__(f"{where}: {message}" if where else message, hint=hint)
+        self.source = source
+        self.field = field
+
+
+class StoreError(PairbotError):
+    """The state dir or one of its files cannot be used as it is."""
+
+    def __init__(self, message: str, *, path: Path | None = None, hint: str | None = None):
+        super().__init__(f"{path}: {message}" if path else message, hint=hint)
+        self.path = path
+
+
+class StoreCorruptError(StoreError):
+    """A state file does not parse or has the wrong shape; it was left byte-identical."""
+
+
+class SchemaVersionError(StoreError):
+    """A state file declares a version this pairbot does not know."""
+
+
+class StoreLockTimeoutError(StoreError):
+    """The cross-process state lock could not be taken in time."""
+
+
+class LookupFailed(PairbotError, LookupError):
+    """What was asked for is not there (the CLI exits 1)."""
+
+
+class UnknownCodeError(LookupFailed):
+    """No live pairing request carries this code."""
+
+
+class CodeExpiredError(LookupFailed):
+    """The pairing request with this code has expired and can no longer be approved."""
+
+
+class UnknownRequestError(LookupFailed):
+    """No pending node request has this id."""
+
+
+class UnknownSubjectError(LookupFailed):
+    """The sender is not in the allowlist, or the node is not paired."""

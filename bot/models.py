@@ -1,0 +1,143 @@
+"""The values that flow between layers: frozen, slotted, keyword-only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+KNOWN_PROVIDERS: tuple[str, ...] = (
+    "telegram", "slack", "discord", "whatsapp", "signal", "imessage"
+)
+"""Every chat platform pairbot knows; any other provider name is a usage error."""
+
+
+class DmPolicy(StrEnum):
+    """What a provider does with a direct message from someone not yet allowed."""
+
+    PAIRING = "pairing"
+    ALLOWLIST = "allowlist"
+    OPEN = "open"
+    DISABLED = "disabled"
+
+
+class ChatKind(StrEnum):
+    """The kind of chat a message arrived in. Only ``dm`` can create a pairing request."""
+
+    DM = "dm"
+    GROUP = "group"
+    CHANNEL = "channel"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Button:
+    """An inline button; pressing it sends ``command`` back as if the owner had typed it."""
+
+    label: str
+    command: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inbound:
+    """One message (or button press) as a provider hands it to the core.
+
+    ``sender_id`` is the platform's immutable id (never a username or display name);
+    ``sender_name`` is whatever the sender calls themselves and is untrusted.
+    """
+
+    provider: str
+    chat_id: str
+    chat_kind: ChatKind
+    sender_id: str
+    text: str
+    sender_name: str = ""
+    message_id: str | None = None
+    is_button: bool = False
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingRequest:
+    """A stranger waiting for the owner's approval (one entry of ``<provider>-pairing.json``)."""
+
+    provider: str
+    id: str
+    code: str
+    created_at: datetime
+    last_seen_at: datetime
+    meta: Mapping[str, str] = field(default_factory=dict)
+    last_sent_at: datetime | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Keys pairbot does not know, kept as they were so other tools' data survives a rewrite."""
+
+    def expires_at(self, ttl: timedelta) -> datetime:
+        """Return when this request stops being approvable (TTL counts from ``created_at``)."""
+        return self.created_at + ttl
+
+    def display_name(self) -> str:
+        """Return the name the sender gave, best effort (untrusted)."""
+        meta = self.meta
+        full = " ".join(p for p in (meta.get("firstName", ""), meta.get("lastName", "")) if p)
+        return meta.get("name") or full or meta.get("username") or meta.get("tag") or ""
+
+
+class RequestOutcome(StrEnum):
+    """What :meth:`PairingService.request` did."""
+
+    CREATED = "created"
+    PENDING = "pending"
+    CAPPED = "capped"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestResult:
+    """The answer to a stranger's message: their request, and whether to (re)send the code."""
+
+    outcome: RequestOutcome
+    request: PendingRequest | None
+    send_code: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeRequest:
+    """A device asking to join (one entry of ``nodes/pending.json``)."""
+
+    request_id: str
+    node_id: str
+    display_name: str
+    platform: str
+    version: str
+    created_at: datetime
+    remote: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PairedNode:
+    """A device the owner approved (one entry of ``nodes/paired.json``); only a token hash."""
+
+    node_id: str
+    display_name: str
+    platform: str
+    version: str
+    token_hash: str
+    created_at: datetime
+    approved_at: datetime
+    last_connected_at: datetime | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEvent:
+    """One line of ``audit.jsonl``. Never carries a code, a token or message text."""
+
+    ts: datetime
+    event: str
+    actor: str
+    subject: str
+    outcome: str
+    provider: str | None = None
+    request_id: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)

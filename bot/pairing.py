@@ -1,0 +1,326 @@
+"""DM pairing rules: who gets a code, when it is (re)sent, approval, rejection, revocation, expiry.
+
+:class:`PairingService` owns the rules; the store owns durability. Every time comes from the
+injected clock and every code from :func:`bot.codes.new_code`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from bot import codes
+from bot.clock import Clock
+from bot.errors import CodeExpiredError, LookupFailed, UnknownCodeError, UnknownSubjectError
+from bot.models import (
+    KNOWN_PROVIDERS,
+    AuditEvent,
+    PendingRequest,
+    RequestOutcome,
+    RequestResult,
+)
+from bot.protocols import StateStore, StateTxn
+
+log = logging.getLogger(__name__)
+
+_CODE_ATTEMPTS = 200
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PairingSettings:
+    """The knobs of DM pairing (``pairing:`` in the config)."""
+
+    pending_ttl: timedelta = timedelta(hours=1)
+    resend_after: timedelta = timedelta(minutes=10)
+    max_pending_per_provider: int = 3
+
+
+class AllowSource(StrEnum):
+    """Where an allowlist entry comes from."""
+
+    STORE = "store"
+    CONFIG = "config"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllowEntry:
+    """One allowed sender, and whether the store or the config allows them."""
+
+    provider: str
+    id: str
+    source: AllowSource
+
+
+class PairingService:
+    """DM pairing over a :class:`~bot.protocols.StateStore`, safe to share between threads."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        clock: Clock,
+        settings: PairingSettings | None = None,
+        static_allow: Mapping[str, Iterable[str]] | None = None,
+        new_code: Callable[[], str] = codes.new_code,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self.settings = settings or PairingSettings()
+        self._static = {p: frozenset(ids) for p, ids in (static_allow or {}).items()}
+        self._new_code = new_code
+        self._capped: Counter[str] = Counter()
+        self._capped_seen: dict[tuple[str, str], datetime] = {}
+        self._counter_lock = threading.Lock()
+
+    # --- the gate's questions ----------------------------------------------------------------
+
+    def is_allowed(self, provider: str, sender_id: str) -> bool:
+        """Return whether the sender is on the config or the stored allowlist (from memory)."""
+        static = self._static.get(provider)
+        if static is not None and sender_id in static:
+            return True
+        return self._store.is_allowed(provider, sender_id)
+
+    def request(
+        self, provider: str, sender_id: str, meta: Mapping[str, str] | None = None
+    ) -> RequestResult:
+        """Record that a stranger wrote; create their request or refresh the pending one.
+
+        ``send_code`` is true when the request is created and again only once
+        ``resend_after`` has passed since the code was last sent: never on every message.
+        """
+        _check_provider(provider)
+        now = self._clock.now()
+        ttl = self.settings.pending_ttl
+        clean_meta = {k: v for k, v in (meta or {}).items() if v}
+        with self._store.transaction() as txn:
+            live = self._drop_expired(txn, provider, now, actor="system:expiry")
+            mine = next((r for r in live if r.id == sender_id), None)
+            if mine is not None:
+                last_sent = mine.last_sent_at or mine.created_at
+                resend = now - last_sent >= self.settings.resend_after
+                refreshed = replace(mine, last_seen_at=now, meta=clean_meta or mine.meta,
+                                     last_sent_at=now if resend else mine.last_sent_at)
+                txn.put_request(refreshed)
+                return RequestResult(outcome=RequestOutcome.PENDING, request=refreshed,
+                                     send_code=resend)
+            if len(live) >= self.settings.max_pending_per_provider:
+                self._count_capped(txn, provider, sender_id, now, ttl)
+                return RequestResult(outcome=RequestOutcome.CAPPED, request=None,
+                                     send_code=False)
+            code = self._unique_code(txn, now)
+            created = PendingRequest(provider=provider, id=sender_id, code=code,
+                                     created_at=now, last_seen_at=now, meta=clean_meta,
+                                     last_sent_at=now)
+            txn.put_request(created)
+            txn.audit(AuditEvent(ts=now, event="request", actor=f"{provider}:{sender_id}",
+                                 provider=provider, subject=sender_id, outcome="created"))
+        log.info("pairing request created provider=%s sender=%s", provider, sender_id)
+        return RequestResult(outcome=RequestOutcome.CREATED, request=created, send_code=True)
+
+    def take_capped(self, provider: str) -> int:
+        """Return how many strangers the cap turned away since the last call, and reset."""
+        with self._counter_lock:
+            return self._capped.pop(provider, 0)
+
+    # --- the owner's actions -----------------------------------------------------------------
+
+    def approve(self, code: str, *, provider: str | None = None, actor: str) -> PendingRequest:
+        """Approve the live request with this code: the sender joins the allowlist.
+
+        The allowlist is written before the request is dropped (see the store), so a crash
+        can leave the request pending but never consume it without the grant.
+
+        Raises:
+            UnknownCodeError: no request (of ``provider``, if given) has this code.
+            CodeExpiredError: the request expired; it is removed and cannot be approved.
+        """
+        return self._decide(code, provider=provider, actor=actor, approve=True)
+
+    def reject(self, code: str, *, provider: str | None = None, actor: str) -> PendingRequest:
+        """Drop the live request with this code; the sender stays a stranger."""
+        return self._decide(code, provider=provider, actor=actor, approve=False)
+
+    def _decide(
+        self, raw_code: str, *, provider: str | None, actor: str, approve: bool
+    ) -> PendingRequest:
+        providers = [provider] if provider else list(KNOWN_PROVIDERS)
+        for name in providers:
+            _check_provider(name)
+        code = codes.normalize_code(raw_code)
+        now = self._clock.now()
+        expired: PendingRequest | None = None
+        with self._store.transaction() as txn:
+            found = self._find(txn, providers, code) if code else None
+            if found is None:
+                txn.audit(AuditEvent(ts=now, event="approve" if approve else "reject",
+                                     actor=actor, provider=provider, subject="-",
+                                     outcome="unknown-code"))
+            elif now >= found.expires_at(self.settings.pending_ttl):
+                txn.drop_request(found.provider, found.id)
+                txn.audit(_expire_event(found, now, actor))
+                expired = found
+            elif approve:
+                txn.allow(found.provider, found.id)
+                txn.drop_request(found.provider, found.id)
+                txn.audit(AuditEvent(ts=now, event="approve", actor=actor,
+                                     provider=found.provider, subject=found.id,
+                                     outcome="approved"))
+            else:
+                txn.drop_request(found.provider, found.id)
+                txn.audit(AuditEvent(ts=now, event="reject", actor=actor,
+                                     provider=found.provider, subject=found.id,
+                                     outcome="rejected"))
+        where = f" for {provider}" if provider else ""
+        if expired is not None:
+            raise CodeExpiredError(
+                f"the pairing request{where} from {expired.provider} sender {expired.id} "
+                "expired; ask them to write again for a new code"
+            )
+        if found is None:
+            raise UnknownCodeError(f"no pending pairing request{where} has that code")
+        log.info("pairing %s provider=%s sender=%s by=%s",
+                 "approved" if approve else "rejected", found.provider, found.id, actor)
+        return found
+
+    def revoke(self, provider: str, sender_id: str, *, actor: str) -> None:
+        """Remove a sender from the stored allowlist; their next message is a stranger's."""
+        _check_provider(provider)
+        now = self._clock.now()
+        with self._store.transaction() as txn:
+            removed = txn.disallow(provider, sender_id)
+            if removed:
+                txn.audit(AuditEvent(ts=now, event="revoke", actor=actor, provider=provider,
+                                     subject=sender_id, outcome="revoked"))
+        if not removed:
+            if sender_id in self._static.get(provider, frozenset()):
+                raise LookupFailed(
+                    f"{provider} sender {sender_id} is allowed by the config's allow_from; "
+                    "remove it there"
+                )
+            raise UnknownSubjectError(f"{provider} sender {sender_id} is not in the allowlist")
+
+    def allow(self, provider: str, sender_id: str, *, actor: str) -> bool:
+        """Add a sender to the allowlist directly; return False if already there."""
+        _check_provider(provider)
+        now = self._clock.now()
+        with self._store.transaction() as txn:
+            added = txn.allow(provider, sender_id)
+            if added:
+                txn.drop_request(provider, sender_id)
+                txn.audit(AuditEvent(ts=now, event="allow", actor=actor, provider=provider,
+                                     subject=sender_id, outcome="added"))
+        return added
+
+    # --- listing and expiry ------------------------------------------------------------------
+
+    def pending(self, provider: str | None = None) -> list[PendingRequest]:
+        """Return live (unexpired) requests, oldest first."""
+        now = self._clock.now()
+        ttl = self.settings.pending_ttl
+        with self._store.transaction() as txn:
+            found = [r for name in _providers(provider) for r in txn.requests(name)
+                     if now < r.expires_at(ttl)]
+        return sorted(found, key=lambda r: (r.created_at, r.provider, r.id))
+
+    def find(self, code: str) -> PendingRequest | None:
+        """Return the live request with this code, whatever its provider, or None."""
+        normalized = codes.normalize_code(code)
+        if normalized is None:
+            return None
+        now = self._clock.now()
+        with self._store.transaction() as txn:
+            found = self._find(txn, list(KNOWN_PROVIDERS), normalized)
+        if found is None or now >= found.expires_at(self.settings.pending_ttl):
+            return None
+        return found
+
+    def allowed(self, provider: str | None = None) -> list[AllowEntry]:
+        """Return the allowlist: stored entries, then config entries not also stored."""
+        entries: list[AllowEntry] = []
+        with self._store.transaction() as txn:
+            for name in _providers(provider):
+                stored = txn.allow_from(name)
+                entries += [AllowEntry(provider=name, id=i, source=AllowSource.STORE)
+                            for i in stored]
+                entries += [AllowEntry(provider=name, id=i, source=AllowSource.CONFIG)
+                            for i in sorted(self._static.get(name, ())) if i not in stored]
+        return entries
+
+    def prune(self, *, actor: str = "system:scheduler") -> list[PendingRequest]:
+        """Drop every expired request of every provider (audited); return what was dropped."""
+        now = self._clock.now()
+        before: list[PendingRequest] = []
+        with self._store.transaction() as txn:
+            for name in KNOWN_PROVIDERS:
+                ttl = self.settings.pending_ttl
+                before += [r for r in txn.requests(name) if now >= r.expires_at(ttl)]
+                self._drop_expired(txn, name, now, actor=actor)
+        with self._counter_lock:
+            horizon = now - self.settings.pending_ttl
+            self._capped_seen = {k: t for k, t in self._capped_seen.items() if t > horizon}
+        return before
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _drop_expired(
+        self, txn: StateTxn, provider: str, now: datetime, *, actor: str
+    ) -> list[PendingRequest]:
+        live = []
+        ttl = self.settings.pending_ttl
+        for req in txn.requests(provider):
+            if now >= req.expires_at(ttl):
+                txn.drop_request(provider, req.id)
+                txn.audit(_expire_event(req, now, actor))
+            else:
+                live.append(req)
+        return live
+
+    def _find(self, txn: StateTxn, providers: list[str], code: str) -> PendingRequest | None:
+        everything = [r for name in providers for r in txn.requests(name)]
+        index = codes.find_code(code, [r.code for r in everything])
+        return None if index is None else everything[index]
+
+    def _unique_code(self, txn: StateTxn, now: datetime) -> str:
+        ttl = self.settings.pending_ttl
+        taken = {r.code for name in KNOWN_PROVIDERS for r in txn.requests(name)
+                 if now < r.expires_at(ttl)}
+        for _ in range(_CODE_ATTEMPTS):
+            code = self._new_code()
+            if code not in taken:
+                return code
+        raise RuntimeError(f"no unique pairing code after {_CODE_ATTEMPTS} draws")
+
+    def _count_capped(
+        self, txn: StateTxn, provider: str, sender_id: str, now: datetime, ttl: timedelta
+    ) -> None:
+        with self._counter_lock:
+            self._capped[provider] += 1
+            first = self._capped_seen.get((provider, sender_id))
+            if first is not None and now - first < ttl:
+                return
+            self._capped_seen[(provider, sender_id)] = now
+        txn.audit(AuditEvent(ts=now, event="request", actor=f"{provider}:{sender_id}",
+                             provider=provider, subject=sender_id, outcome="capped"))
+
+
+def _expire_event(req: PendingRequest, now: datetime, actor: str) -> AuditEvent:
+    return AuditEvent(ts=now, event="expire", actor=actor, provider=req.provider,
+                      subject=req.id, outcome="expired")
+
+
+def _check_provider(name: str) -> None:
+    if name not in KNOWN_PROVIDERS:
+        raise ValueError(f"unknown provider {name!r} (known: {', '.join(KNOWN_PROVIDERS)})")
+
+
+def _providers(provider: str | None) -> list[str]:
+    if provider is None:
+        return list(KNOWN_PROVIDERS)
+    _check_provider(provider)
+    return [provider]

@@ -1,0 +1,130 @@
+"""Every seam in pairbot, in one file: what a provider, a store and an audit log must do.
+
+The core (``bot/``) talks to platforms only through :class:`Provider` and to disk only
+through :class:`StateStore`; it imports no platform SDK and no storage code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from bot.models import AuditEvent, Button, Inbound, NodeRequest, PairedNode, PendingRequest
+
+OnInbound = Callable[[Inbound], Awaitable[None]]
+
+
+class Provider(Protocol):
+    """One chat platform. Turns platform events into :class:`Inbound` values; sends text.
+
+    A provider knows nothing of pairing or storage. Button presses come back as an
+    :class:`Inbound` whose ``text`` is the button's command and ``is_button`` is true.
+    """
+
+    name: str
+
+    async def start(self, on_inbound: OnInbound) -> None:
+        """Connect and begin delivering inbound messages to ``on_inbound``; return once running."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop receiving and close connections. Safe to call twice."""
+        ...
+
+    async def send(self, chat_id: str, text: str, *, buttons: Sequence[Button] = ()) -> str | None:
+        """Send ``text`` (plain, never parsed as markup) to a chat; return the message id."""
+        ...
+
+    async def edit(self, chat_id: str, message_id: str, text: str) -> None:
+        """Replace the text of a message the bot sent, removing its buttons."""
+        ...
+
+
+class StateTxn(Protocol):
+    """A view of the whole state, taken under the store's exclusive cross-process lock.
+
+    Reads see every write committed before the lock was taken. Changes are written when the
+    transaction ends without an exception: allowlists and paired nodes first, pending files
+    after, so a crash in between leaves "still pending", never "approved and lost".
+    """
+
+    def requests(self, provider: str) -> list[PendingRequest]:
+        """Return the provider's pending DM requests, in file order."""
+        ...
+
+    def put_request(self, request: PendingRequest) -> None:
+        """Insert or replace (by sender id) a pending DM request."""
+        ...
+
+    def drop_request(self, provider: str, sender_id: str) -> bool:
+        """Remove a pending DM request; return whether it was there."""
+        ...
+
+    def allow_from(self, provider: str) -> list[str]:
+        """Return the provider's stored allowlist, in file order."""
+        ...
+
+    def allow(self, provider: str, sender_id: str) -> bool:
+        """Add a sender to the allowlist; return False if already there."""
+        ...
+
+    def disallow(self, provider: str, sender_id: str) -> bool:
+        """Remove a sender from the allowlist; return whether it was there."""
+        ...
+
+    def node_requests(self) -> list[NodeRequest]:
+        """Return pending node requests."""
+        ...
+
+    def put_node_request(self, request: NodeRequest) -> None:
+        """Insert or replace (by request id) a pending node request."""
+        ...
+
+    def drop_node_request(self, request_id: str) -> bool:
+        """Remove a pending node request; return whether it was there."""
+        ...
+
+    def paired_nodes(self) -> list[PairedNode]:
+        """Return paired nodes."""
+        ...
+
+    def put_paired_node(self, node: PairedNode) -> None:
+        """Insert or replace (by node id) a paired node."""
+        ...
+
+    def drop_paired_node(self, node_id: str) -> bool:
+        """Remove a paired node; return whether it was there."""
+        ...
+
+    def audit(self, event: AuditEvent) -> None:
+        """Queue an audit line, written durably after the state files when the txn commits."""
+        ...
+
+
+class StateStore(Protocol):
+    """Where pairing state lives. Each transaction is atomic and safe across processes.
+
+    Unreadable data raises :class:`bot.errors.StoreCorruptError` and is never read as empty.
+    Stores never read a clock: times arrive inside the values.
+    """
+
+    def transaction(self) -> AbstractContextManager[StateTxn]:
+        """Take the exclusive lock and return a view of the state; commit on clean exit."""
+        ...
+
+    def is_allowed(self, provider: str, sender_id: str) -> bool:
+        """Answer from memory whether the stored allowlist has the sender.
+
+        Must be cheap (the gate calls it per message) and must notice writes made by other
+        processes without being told.
+        """
+        ...
+
+    def read_audit(self, *, limit: int | None = None) -> list[dict[str, object]]:
+        """Return the last ``limit`` audit records (all when None), oldest first."""
+        ...
+
+    def close(self) -> None:
+        """Release anything held open."""
+        ...

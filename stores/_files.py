@@ -1,0 +1,191 @@
+"""Durable file primitives: atomic writes, private modes, the cross-process lock, debris.
+
+Every state file pairbot writes goes through :func:`atomic_write`: a temp file in the same
+directory, ``fsync``, ``rename`` over the target, then ``fsync`` of the directory. The lock is
+a kernel ``flock`` (through :mod:`filelock`), so a writer killed with ``kill -9`` releases it at
+once and the next writer never waits on a stale lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import filelock
+
+from bot.errors import StoreError, StoreLockTimeoutError
+
+log = logging.getLogger(__name__)
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+TEMP_SUFFIX = ".pairbot-tmp"
+
+FileKey = tuple[int, int, int]
+"""(inode, size, mtime in ns) of a state file: changes on every write pairbot makes."""
+
+
+def file_key(st: os.stat_result) -> FileKey:
+    """Return the identity of one version of a file, from its stat."""
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) as 0700, and bring an existing dir down to 0700."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode != DIR_MODE:
+        if mode & 0o077:
+            log.warning("state dir %s was mode %o; set to 0700", path, mode)
+        path.chmod(DIR_MODE)
+
+
+def atomic_write(path: Path, data: bytes, *, after: FileKey | None = None) -> FileKey:
+    """Replace ``path`` with ``data`` durably and atomically; return the new file's key.
+
+    ``after`` is the key of the version being replaced: the new file's mtime is set strictly
+    later than it, so two writes never share a key even when the filesystem's clock is coarse
+    and the inode number is reused (readers rely on the key to notice changes).
+    """
+    directory = path.parent
+    tmp = directory / f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    try:
+        try:
+            os.fchmod(fd, FILE_MODE)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if after is not None:
+                mtime = os.fstat(fd).st_mtime_ns
+                if mtime <= after[2]:
+                    mtime = after[2] + 1
+                    os.utime(fd, ns=(mtime, mtime))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(directory)
+    return file_key(path.stat())
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush a directory entry change (a rename) to disk."""
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def append_durably(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` (created 0600) with one write, then fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != FILE_MODE:
+            os.fchmod(fd, FILE_MODE)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_versioned(path: Path) -> tuple[FileKey, bytes] | None:
+    """Read a whole file and the key of exactly the version read; None if it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except PermissionError as exc:
+        raise StoreError(
+            "cannot be read by this user",
+            path=path,
+            hint=f"owned by uid {_owner(path)}; chown it to uid {os.getuid()} or run as its owner",
+        ) from exc
+    try:
+        key = file_key(os.fstat(fd))
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return key, b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def stat_key(path: Path) -> FileKey | None:
+    """Return the key of the file now at ``path``, or None if there is none."""
+    try:
+        return file_key(os.stat(path))
+    except FileNotFoundError:
+        return None
+
+
+def remove_debris(directory: Path) -> int:
+    """Delete temp files left by writers that died mid-write; call only under the lock."""
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if entry.name.endswith(TEMP_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    if removed:
+        log.info("removed %d stray temp file(s) from %s", removed, directory)
+    return removed
+
+
+def _owner(path: Path) -> str:
+    try:
+        return str(path.stat().st_uid)
+    except OSError:
+        return "?"
+
+
+class StateLock:
+    """The state dir's exclusive lock: in-process (threads) and cross-process (``flock``)."""
+
+    __slots__ = ("_file_lock", "_path", "_thread_lock", "_timeout")
+
+    def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
+        self._path = path
+        self._timeout = timeout
+        self._thread_lock = threading.Lock()
+        self._file_lock = filelock.UnixFileLock(
+            path,
+            timeout=timeout,
+            mode=FILE_MODE,
+            thread_local=False,
+            poll_interval=0.002,
+            fallback_to_soft=False,
+        )
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold the lock for the duration of the ``with`` block."""
+        if not self._thread_lock.acquire(timeout=self._timeout):
+            raise StoreLockTimeoutError("state lock busy in this process", path=self._path)
+        try:
+            try:
+                self._file_lock.acquire()
+            except filelock.Timeout as exc:
+                raise StoreLockTimeoutError(
+                    f"another process held the state lock for over {self._timeout:g}s",
+                    path=self._path,
+                ) from exc
+            try:
+                yield
+            finally:
+                self._file_lock.release()
+        finally:
+            self._thread_lock.release()

@@ -1,0 +1,560 @@
+"""The default store: JSON files in the state dir, in the shapes the Clawdbot project writes.
+
+Layout (``~/.pairbot`` or ``$PAIRBOT_STATE_DIR``)::
+
+    credentials/<provider>-pairing.json   {"version": 1, "requests": [{id, code, createdAt,
+                                                                     lastSeenAt, meta}]}
+    credentials/<provider>-allowFrom.json {"version": 1, "allowFrom": ["<sender id>", ...]}
+    nodes/pending.json                    {"version": 1, "requests": [{requestId, nodeId, ...}]}
+    nodes/paired.json                     {"version": 1, "nodes": [{nodeId, tokenHash, ...}]}
+    audit.jsonl                           one JSON object per line, append-only
+
+Parsed files are kept in memory with the key (inode, size, mtime) of the version read; every
+transaction re-checks the key under the lock and re-reads only files another process changed.
+Entries are serialised once and their text reused, so a write costs a join, not a re-encode of
+every entry. Unknown keys, at the top level and inside entries, survive every rewrite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from bot.errors import SchemaVersionError, StoreCorruptError, StoreError
+from bot.models import KNOWN_PROVIDERS, AuditEvent, NodeRequest, PairedNode, PendingRequest
+from stores._files import (
+    FileKey,
+    StateLock,
+    append_durably,
+    atomic_write,
+    ensure_private_dir,
+    read_versioned,
+    remove_debris,
+    stat_key,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------
+# Time and field codecs
+
+
+def format_time(value: datetime) -> str:
+    """ISO-8601 in UTC with milliseconds and a ``Z``, as Clawdbot writes it."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Bad(Exception):
+    """A field of one entry is wrong; carries the field path for the error message."""
+
+    def __init__(self, field_path: str, problem: str) -> None:
+        super().__init__(f"{field_path}: {problem}")
+
+
+def _time(raw: Mapping[str, Any], key: str, where: str) -> datetime:
+    value = raw.get(key)
+    if value is None:
+        raise _Bad(f"{where}.{key}", "missing")
+    return _parse_time(value, f"{where}.{key}")
+
+
+def _opt_time(raw: Mapping[str, Any], key: str, where: str) -> datetime | None:
+    value = raw.get(key)
+    return None if value is None else _parse_time(value, f"{where}.{key}")
+
+
+def _parse_time(value: Any, where: str) -> datetime:
+    if not isinstance(value, str):
+        raise _Bad(where, "must be an ISO-8601 time string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _Bad(where, f"not an ISO-8601 time: {value[:40]!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _str(raw: Mapping[str, Any], key: str, where: str, *, default: str | None = None) -> str:
+    value = raw.get(key, default)
+    if value is None:
+        raise _Bad(f"{where}.{key}", "missing")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise _Bad(f"{where}.{key}", "must be a string")
+    return str(value).strip()
+
+
+def _meta(raw: Mapping[str, Any], where: str) -> dict[str, str]:
+    value = raw.get("meta") or {}
+    if not isinstance(value, dict):
+        raise _Bad(f"{where}.meta", "must be an object")
+    return {str(k): str(v) for k, v in value.items() if v is not None and str(v) != ""}
+
+
+def _extra(raw: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if k not in known}
+
+
+_REQUEST_KEYS = frozenset({"id", "code", "createdAt", "lastSeenAt", "meta", "lastSentAt"})
+_NODE_REQUEST_KEYS = frozenset(
+    {"requestId", "nodeId", "displayName", "platform", "version", "createdAt", "remote"}
+)
+_PAIRED_KEYS = frozenset(
+    {"nodeId", "displayName", "platform", "version", "tokenHash", "createdAt", "approvedAt",
+     "lastConnectedAt"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind(Generic[T]):
+    """How one kind of file maps to models: its list key, entry codec and identity."""
+
+    list_key: str
+    decode: Callable[[Any, str, str], T]  # (raw entry, field path, provider) -> model
+    encode: Callable[[T], Any]
+    ident: Callable[[T], str]
+
+
+def _decode_request(raw: Any, where: str, provider: str) -> PendingRequest:
+    if not isinstance(raw, dict):
+        raise _Bad(where, "must be an object")
+    created = _time(raw, "createdAt", where)
+    return PendingRequest(
+        provider=provider,
+        id=_str(raw, "id", where),
+        code=_str(raw, "code", where).upper(),
+        created_at=created,
+        last_seen_at=_opt_time(raw, "lastSeenAt", where) or created,
+        meta=_meta(raw, where),
+        last_sent_at=_opt_time(raw, "lastSentAt", where),
+        extra=_extra(raw, _REQUEST_KEYS),
+    )
+
+
+def _encode_request(req: PendingRequest) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": req.id,
+        "code": req.code,
+        "createdAt": format_time(req.created_at),
+        "lastSeenAt": format_time(req.last_seen_at),
+        "meta": dict(req.meta),
+    }
+    if req.last_sent_at is not None:
+        out["lastSentAt"] = format_time(req.last_sent_at)
+    out.update(req.extra)
+    return out
+
+
+def _decode_allow(raw: Any, where: str, provider: str) -> str:  # noqa: ARG001
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise _Bad(where, "must be a sender id string")
+    return str(raw).strip()
+
+
+def _decode_node_request(raw: Any, where: str, provider: str) -> NodeRequest:  # noqa: ARG001
+    if not isinstance(raw, dict):
+        raise _Bad(where, "must be an object")
+    return NodeRequest(
+        request_id=_str(raw, "requestId", where),
+        node_id=_str(raw, "nodeId", where),
+        display_name=_str(raw, "displayName", where, default=""),
+        platform=_str(raw, "platform", where, default=""),
+        version=_str(raw, "version", where, default=""),
+        created_at=_time(raw, "createdAt", where),
+        remote=_str(raw, "remote", where, default=""),
+        extra=_extra(raw, _NODE_REQUEST_KEYS),
+    )
+
+
+def _encode_node_request(req: NodeRequest) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "requestId": req.request_id,
+        "nodeId": req.node_id,
+        "displayName": req.display_name,
+        "platform": req.platform,
+        "version": req.version,
+        "createdAt": format_time(req.created_at),
+    }
+    if req.remote:
+        out["remote"] = req.remote
+    out.update(req.extra)
+    return out
+
+
+def _decode_paired(raw: Any, where: str, provider: str) -> PairedNode:  # noqa: ARG001
+    if not isinstance(raw, dict):
+        raise _Bad(where, "must be an object")
+    token_hash = _str(raw, "tokenHash", where)
+    if len(token_hash) != 64:
+        raise _Bad(f"{where}.tokenHash", "must be a SHA-256 hex digest")
+    return PairedNode(
+        node_id=_str(raw, "nodeId", where),
+        display_name=_str(raw, "displayName", where, default=""),
+        platform=_str(raw, "platform", where, default=""),
+        version=_str(raw, "version", where, default=""),
+        token_hash=token_hash,
+        created_at=_time(raw, "createdAt", where),
+        approved_at=_time(raw, "approvedAt", where),
+        last_connected_at=_opt_time(raw, "lastConnectedAt", where),
+        extra=_extra(raw, _PAIRED_KEYS),
+    )
+
+
+def _encode_paired(node: PairedNode) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "nodeId": node.node_id,
+        "displayName": node.display_name,
+        "platform": node.platform,
+        "version": node.version,
+        "tokenHash": node.token_hash,
+        "createdAt": format_time(node.created_at),
+        "approvedAt": format_time(node.approved_at),
+    }
+    if node.last_connected_at is not None:
+        out["lastConnectedAt"] = format_time(node.last_connected_at)
+    out.update(node.extra)
+    return out
+
+
+REQUESTS: _Kind[PendingRequest] = _Kind("requests", _decode_request, _encode_request,
+                                        lambda r: r.id)
+ALLOW: _Kind[str] = _Kind("allowFrom", _decode_allow, lambda s: s, lambda s: s)
+NODE_REQUESTS: _Kind[NodeRequest] = _Kind("requests", _decode_node_request,
+                                          _encode_node_request, lambda r: r.request_id)
+PAIRED: _Kind[PairedNode] = _Kind("nodes", _decode_paired, _encode_paired, lambda n: n.node_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# One file, parsed
+
+
+@dataclass(slots=True)
+class _Doc(Generic[T]):
+    """One state file in memory: its entries, their serialised text, and the version read."""
+
+    path: Path
+    kind: _Kind[T]
+    provider: str
+    key: FileKey | None = None
+    head: dict[str, Any] = field(default_factory=lambda: {"version": SCHEMA_VERSION})
+    items: list[T] = field(default_factory=list)
+    texts: list[str | None] = field(default_factory=list)
+    dirty: bool = False
+
+    def index(self, ident: str) -> int | None:
+        identify = self.kind.ident
+        for i, item in enumerate(self.items):
+            if identify(item) == ident:
+                return i
+        return None
+
+    def put(self, item: T) -> None:
+        i = self.index(self.kind.ident(item))
+        if i is None:
+            self.items.append(item)
+            self.texts.append(None)
+        else:
+            self.items[i] = item
+            self.texts[i] = None
+        self.dirty = True
+
+    def drop(self, ident: str) -> bool:
+        i = self.index(ident)
+        if i is None:
+            return False
+        del self.items[i]
+        del self.texts[i]
+        self.dirty = True
+        return True
+
+    def render(self) -> bytes:
+        """Serialise: top-level keys one per line, one entry per line (readable, diffable)."""
+        for i, text in enumerate(self.texts):
+            if text is None:
+                self.texts[i] = json.dumps(self.kind.encode(self.items[i]), ensure_ascii=False)
+        lines = []
+        self.head.setdefault(self.kind.list_key, None)
+        for name, value in self.head.items():
+            if name == self.kind.list_key:
+                body = ",\n    ".join(t for t in self.texts if t is not None)
+                rendered = f"[\n    {body}\n  ]" if body else "[]"
+            else:
+                rendered = json.dumps(value, ensure_ascii=False)
+            lines.append(f"  {json.dumps(name)}: {rendered}")
+        return ("{\n" + ",\n".join(lines) + "\n}\n").encode()
+
+
+def _parse(path: Path, kind: _Kind[T], provider: str, key: FileKey, data: bytes) -> _Doc[T]:
+    """Parse one file; any problem raises with the file and field named, file untouched."""
+    hint = "pairbot left the file as it is; fix it or move it away"
+    try:
+        doc = json.loads(data)
+    except UnicodeDecodeError:
+        raise StoreCorruptError("not valid UTF-8", path=path, hint=hint) from None
+    except json.JSONDecodeError as exc:
+        raise StoreCorruptError(
+            f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+            path=path, hint=hint,
+        ) from None
+    if isinstance(doc, list) and kind is ALLOW:  # Clawdbot's migration reader accepts a bare list
+        doc = {"version": SCHEMA_VERSION, kind.list_key: doc}
+    if not isinstance(doc, dict):
+        raise StoreCorruptError("top level must be a JSON object", path=path, hint=hint)
+    version = doc.get("version", SCHEMA_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise StoreCorruptError("version: must be an integer", path=path, hint=hint)
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"version {version} is newer than this pairbot knows ({SCHEMA_VERSION})",
+            path=path, hint="upgrade pairbot; the file was left as it is",
+        )
+    raw_items = doc.get(kind.list_key, [])
+    if not isinstance(raw_items, list):
+        raise StoreCorruptError(f"{kind.list_key}: must be a list", path=path, hint=hint)
+    items: list[T] = []
+    try:
+        for i, raw in enumerate(raw_items):
+            items.append(kind.decode(raw, f"{kind.list_key}[{i}]", provider))
+    except _Bad as exc:
+        raise StoreCorruptError(str(exc), path=path, hint=hint) from None
+    head = dict(doc)
+    head.setdefault("version", SCHEMA_VERSION)
+    head.setdefault(kind.list_key, None)
+    return _Doc(path, kind, provider, key, head, items, [None] * len(items))
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+
+
+class JsonFileStore:
+    """The JSON state dir store. Thread-safe; safe across processes sharing the dir."""
+
+    def __init__(self, state_dir: Path, *, lock_timeout: float = 10.0) -> None:
+        self.state_dir = state_dir
+        self.credentials_dir = state_dir / "credentials"
+        self.nodes_dir = state_dir / "nodes"
+        self.audit_path = state_dir / "audit.jsonl"
+        for directory in (state_dir, self.credentials_dir, self.nodes_dir):
+            ensure_private_dir(directory)
+        self._lock = StateLock(state_dir / ".lock", timeout=lock_timeout)
+        self._docs: dict[Path, _Doc[Any]] = {}
+        self._allow_cache: dict[str, tuple[FileKey | None, frozenset[str]]] = {}
+        with self._lock.hold():
+            remove_debris(self.credentials_dir)
+            remove_debris(self.nodes_dir)
+
+    # paths -----------------------------------------------------------------------------------
+
+    def pairing_path(self, provider: str) -> Path:
+        """Return ``credentials/<provider>-pairing.json``."""
+        return self.credentials_dir / f"{_provider(provider)}-pairing.json"
+
+    def allow_path(self, provider: str) -> Path:
+        """Return ``credentials/<provider>-allowFrom.json``."""
+        return self.credentials_dir / f"{_provider(provider)}-allowFrom.json"
+
+    def state_files(self) -> list[Path]:
+        """Return every state file pairbot may write, existing or not."""
+        files = [p for name in KNOWN_PROVIDERS for p in (self.pairing_path(name),
+                                                        self.allow_path(name))]
+        return [*files, self.nodes_dir / "pending.json", self.nodes_dir / "paired.json",
+                self.audit_path]
+
+    # reading ---------------------------------------------------------------------------------
+
+    def _doc(self, path: Path, kind: _Kind[T], provider: str = "") -> _Doc[T]:
+        """Return the current version of a file (cached unless another writer changed it)."""
+        cached = self._docs.get(path)
+        if cached is not None and (cached.dirty or cached.key == stat_key(path)):
+            return cached
+        loaded = read_versioned(path)
+        if loaded is None:
+            doc: _Doc[T] = _Doc(path, kind, provider)
+        else:
+            doc = _parse(path, kind, provider, *loaded)
+        self._docs[path] = doc
+        return doc
+
+    def load_check(self, path: Path) -> None:
+        """Parse one state file and raise if it is unusable (used by ``pairbot doctor``)."""
+        kind, provider = self._kind_of(path)
+        loaded = read_versioned(path)
+        if loaded is not None:
+            _parse(path, kind, provider, *loaded)
+
+    def _kind_of(self, path: Path) -> tuple[_Kind[Any], str]:
+        if path.parent == self.nodes_dir:
+            return (NODE_REQUESTS if path.name == "pending.json" else PAIRED), ""
+        provider, _, suffix = path.name.rpartition("-")
+        return (ALLOW if suffix == "allowFrom.json" else REQUESTS), provider
+
+    def is_allowed(self, provider: str, sender_id: str) -> bool:
+        """Answer from memory; re-read the allowlist only when its file changed on disk."""
+        cached = self._allow_cache.get(provider)
+        path = self.allow_path(provider)
+        key = stat_key(path)
+        if cached is None or cached[0] != key:
+            cached = self._read_allow_set(provider, path)
+        return sender_id in cached[1]
+
+    def _read_allow_set(self, provider: str, path: Path) -> tuple[FileKey | None, frozenset[str]]:
+        loaded = read_versioned(path)
+        if loaded is None:
+            entry: tuple[FileKey | None, frozenset[str]] = (None, frozenset())
+        else:
+            doc = _parse(path, ALLOW, provider, *loaded)
+            entry = (doc.key, frozenset(doc.items) - {"*", ""})
+        self._allow_cache[provider] = entry
+        return entry
+
+    def read_audit(self, *, limit: int | None = None) -> list[dict[str, object]]:
+        """Return the last ``limit`` audit records, oldest first (unparsable lines skipped)."""
+        loaded = read_versioned(self.audit_path)
+        if loaded is None:
+            return []
+        lines = loaded[1].decode(errors="replace").splitlines()
+        if limit is not None:
+            lines = lines[-limit:] if limit > 0 else []
+        records: list[dict[str, object]] = []
+        for line in lines:
+            with contextlib.suppress(json.JSONDecodeError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    records.append(record)
+        return records
+
+    # writing ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_Txn]:
+        """Take the lock, hand out a view, and commit what changed on a clean exit."""
+        with self._lock.hold():
+            txn = _Txn(self)
+            try:
+                yield txn
+            except BaseException:
+                self._forget_dirty()
+                raise
+            self._commit(txn)
+
+    def _forget_dirty(self) -> None:
+        for path in [p for p, d in self._docs.items() if d.dirty]:
+            del self._docs[path]
+
+    def _commit(self, txn: _Txn) -> None:
+        dirty = [d for d in self._docs.values() if d.dirty]
+        # Grants first, pending second: a crash between them leaves "still pending",
+        # never "request consumed and grant lost".
+        dirty.sort(key=lambda d: 0 if d.kind is ALLOW or d.kind is PAIRED else 1)
+        try:
+            for doc in dirty:
+                doc.key = atomic_write(doc.path, doc.render(), after=doc.key)
+                doc.dirty = False
+        except OSError as exc:
+            self._forget_dirty()
+            raise StoreError(f"write failed: {exc.strerror}", path=doc.path) from exc
+        if txn.events:
+            payload = "".join(_audit_line(e) for e in txn.events).encode()
+            try:
+                append_durably(self.audit_path, payload)
+            except OSError as exc:
+                raise StoreError(f"audit append failed: {exc.strerror}",
+                                 path=self.audit_path) from exc
+
+    def close(self) -> None:
+        """Drop cached state (the lock file is kept; it is reused by every process)."""
+        self._docs.clear()
+        self._allow_cache.clear()
+
+
+class _Txn:
+    """The view a transaction hands out; see :class:`bot.protocols.StateTxn`."""
+
+    __slots__ = ("_store", "events")
+
+    def __init__(self, store: JsonFileStore) -> None:
+        self._store = store
+        self.events: list[AuditEvent] = []
+
+    def _requests(self, provider: str) -> _Doc[PendingRequest]:
+        return self._store._doc(self._store.pairing_path(provider), REQUESTS, provider)
+
+    def _allow(self, provider: str) -> _Doc[str]:
+        return self._store._doc(self._store.allow_path(provider), ALLOW, provider)
+
+    def _node_requests(self) -> _Doc[NodeRequest]:
+        return self._store._doc(self._store.nodes_dir / "pending.json", NODE_REQUESTS)
+
+    def _paired(self) -> _Doc[PairedNode]:
+        return self._store._doc(self._store.nodes_dir / "paired.json", PAIRED)
+
+    def requests(self, provider: str) -> list[PendingRequest]:
+        return list(self._requests(provider).items)
+
+    def put_request(self, request: PendingRequest) -> None:
+        self._requests(request.provider).put(request)
+
+    def drop_request(self, provider: str, sender_id: str) -> bool:
+        return self._requests(provider).drop(sender_id)
+
+    def allow_from(self, provider: str) -> list[str]:
+        return list(self._allow(provider).items)
+
+    def allow(self, provider: str, sender_id: str) -> bool:
+        doc = self._allow(provider)
+        if doc.index(sender_id) is not None:
+            return False
+        doc.put(sender_id)
+        return True
+
+    def disallow(self, provider: str, sender_id: str) -> bool:
+        return self._allow(provider).drop(sender_id)
+
+    def node_requests(self) -> list[NodeRequest]:
+        return list(self._node_requests().items)
+
+    def put_node_request(self, request: NodeRequest) -> None:
+        self._node_requests().put(request)
+
+    def drop_node_request(self, request_id: str) -> bool:
+        return self._node_requests().drop(request_id)
+
+    def paired_nodes(self) -> list[PairedNode]:
+        return list(self._paired().items)
+
+    def put_paired_node(self, node: PairedNode) -> None:
+        self._paired().put(node)
+
+    def drop_paired_node(self, node_id: str) -> bool:
+        return self._paired().drop(node_id)
+
+    def audit(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+
+def _provider(name: str) -> str:
+    if name not in KNOWN_PROVIDERS:
+        raise ValueError(f"unknown provider {name!r} (known: {', '.join(KNOWN_PROVIDERS)})")
+    return name
+
+
+def _audit_line(event: AuditEvent) -> str:
+    record: dict[str, Any] = {"ts": format_time(event.ts), "event": event.event,
+                              "actor": event.actor}
+    if event.provider is not None:
+        record["provider"] = event.provider
+    record["subject"] = event.subject
+    if event.request_id is not None:
+        record["requestId"] = event.request_id
+    record["outcome"] = event.outcome
+    record.update(event.detail)
+    return json.dumps(record, ensure_ascii=False) + "\n"

@@ -1,0 +1,266 @@
+"""The installed ``pairbot`` command, run as a subprocess on a temp state dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.clock import FakeClock, SystemClock
+from bot.nodes import NodeService
+from bot.pairing import PairingService
+from stores.jsonfile import JsonFileStore
+
+PAIRBOT = Path(sys.executable).with_name("pairbot")
+
+
+def run(state: Path, *args: str, env: dict[str, str] | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG")}
+    full_env.update(env or {})
+    cmd = [str(PAIRBOT), *args]
+    if "PAIRBOT_STATE_DIR" not in (env or {}):
+        cmd[1:1] = ["--state-dir", str(state)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=60,
+                          check=False, cwd=cwd)
+
+
+@pytest.fixture
+def live(state_dir: Path) -> tuple[JsonFileStore, PairingService, NodeService]:
+    store = JsonFileStore(state_dir)
+    clock = SystemClock()
+    return store, PairingService(store, clock=clock), NodeService(store, clock=clock)
+
+
+def test_the_command_is_installed_and_has_help(state_dir):
+    result = run(state_dir, "--help")
+    assert result.returncode == 0
+    for group in ("pairing", "allowlist", "nodes", "audit", "doctor"):
+        assert group in result.stdout
+
+
+def test_empty_state_lists_nothing(state_dir):
+    result = run(state_dir, "pairing", "list")
+    assert (result.returncode, result.stdout.strip()) == (0, "No pending pairing requests.")
+    assert json.loads(run(state_dir, "pairing", "list", "--json").stdout) == []
+
+
+def test_pairing_list_json_has_the_documented_fields(state_dir, live):
+    _, pairing, _ = live
+    made = pairing.request("telegram", "42", {"firstName": "Alice", "username": "alice"})
+    pairing.request("slack", "U0SLACK", {"name": "Bob"})
+    everything = json.loads(run(state_dir, "pairing", "list", "--json").stdout)
+    assert {r["provider"] for r in everything} == {"telegram", "slack"}
+    for form in (["pairing", "list", "telegram", "--json"],
+                 ["pairing", "list", "--provider", "telegram", "--json"]):
+        rows = json.loads(run(state_dir, *form).stdout)
+        assert [sorted(r) for r in rows] == [
+            ["code", "createdAt", "id", "lastSeenAt", "meta", "provider"]]
+        assert rows[0]["code"] == made.request.code
+        assert rows[0]["id"] == "42"
+        assert rows[0]["meta"] == {"firstName": "Alice", "username": "alice"}
+    table = run(state_dir, "pairing", "list")
+    assert made.request.code in table.stdout
+    assert "Alice" in table.stdout
+
+
+@pytest.mark.parametrize("form", ["positional", "option"])
+def test_approve_by_code_in_either_form_and_tolerant_input(state_dir, live, form):
+    store, pairing, _ = live
+    code = pairing.request("telegram", "42", {"firstName": "Alice"}).request.code
+    typed = f" {code[:4].lower()}-{code[4:].lower()} "
+    args = (["pairing", "approve", "telegram", typed] if form == "positional"
+            else ["pairing", "approve", "--provider", "telegram", typed])
+    result = run(state_dir, *args)
+    assert result.returncode == 0, result.stderr
+    assert "Approved telegram sender 42 (Alice)." in result.stdout
+    assert pairing.is_allowed("telegram", "42")
+    again = run(state_dir, *args)
+    assert again.returncode == 1
+    assert again.stderr.strip() == "pairbot: error: no pending pairing request for telegram " \
+                                   "has that code"
+    assert code not in again.stderr
+
+
+def test_approve_for_the_wrong_provider_is_unknown(state_dir, live):
+    _, pairing, _ = live
+    code = pairing.request("telegram", "42").request.code
+    result = run(state_dir, "pairing", "approve", "slack", code)
+    assert result.returncode == 1
+    assert pairing.pending("telegram")
+
+
+def test_expired_code_says_expired(state_dir):
+    store = JsonFileStore(state_dir)
+    past = FakeClock(SystemClock().now() - timedelta(hours=2))
+    code = PairingService(store, clock=past).request("telegram", "42").request.code
+    result = run(state_dir, "pairing", "approve", "telegram", code)
+    assert result.returncode == 1
+    assert "expired" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_reject_drops_the_request(state_dir, live):
+    _, pairing, _ = live
+    code = pairing.request("discord", "1234").request.code
+    result = run(state_dir, "pairing", "reject", "--provider", "discord", code)
+    assert result.returncode == 0, result.stderr
+    assert "Rejected discord sender 1234." in result.stdout
+    assert pairing.pending() == []
+    assert not pairing.is_allowed("discord", "1234")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["pairing", "list", "matrix"],
+        ["pairing", "approve", "--provider", "matrix", "ABCD2345"],
+        ["pairing", "approve", "ABCD2345"],
+        ["pairing", "approve", "telegram", "ABCD2345", "extra"],
+        ["pairing", "approve", "--provider", "telegram", "telegram", "ABCD2345"],
+        ["allowlist", "add", "--provider", "telegram", "@alice"],
+        ["allowlist", "add", "telegram", "alice"],
+        ["audit", "--limit", "0"],
+        ["nodes"],
+    ],
+    ids=["unknown-provider", "unknown-provider-option", "missing-provider", "too-many",
+         "both-forms", "username", "non-numeric-id", "bad-limit", "no-action"],
+)
+def test_usage_errors_exit_2_with_one_line(state_dir, args):
+    result = run(state_dir, *args)
+    assert result.returncode == 2
+    assert "error:" in result.stderr.strip().splitlines()[-1]
+
+
+def test_allowlist_add_list_remove(state_dir, live):
+    _, pairing, _ = live
+    assert run(state_dir, "allowlist", "add", "--provider", "telegram", "42").returncode == 0
+    assert run(state_dir, "allowlist", "add", "slack", "U0SLACK").returncode == 0
+    again = run(state_dir, "allowlist", "add", "telegram", "42")
+    assert (again.returncode, "already allowed" in again.stdout) == (0, True)
+    rows = json.loads(run(state_dir, "allowlist", "list", "--json").stdout)
+    assert rows == [{"provider": "telegram", "id": "42", "source": "store"},
+                    {"provider": "slack", "id": "U0SLACK", "source": "store"}]
+    only = json.loads(run(state_dir, "allowlist", "list", "--provider", "slack", "--json").stdout)
+    assert only == [{"provider": "slack", "id": "U0SLACK", "source": "store"}]
+    assert pairing.is_allowed("telegram", "42")
+    assert run(state_dir, "allowlist", "remove", "--provider", "telegram", "42").returncode == 0
+    assert not pairing.is_allowed("telegram", "42")
+    missing = run(state_dir, "allowlist", "remove", "telegram", "42")
+    assert missing.returncode == 1
+    assert "not in the allowlist" in missing.stderr
+
+
+def test_nodes_approve_prints_the_token_once_and_stores_only_its_hash(state_dir, live):
+    _, _, nodes = live
+    ask = nodes.request("pixel-9", display_name="Pixel 9", platform="android", version="1.0")
+    pending = json.loads(run(state_dir, "nodes", "pending", "--json").stdout)
+    assert [(p["requestId"], p["nodeId"], p["displayName"], p["platform"]) for p in pending] == [
+        (ask.request.request_id, "pixel-9", "Pixel 9", "android")]
+    result = run(state_dir, "nodes", "approve", ask.request.request_id.lower())
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip().splitlines()[-1]
+    assert len(token) >= 43
+    assert nodes.verify("pixel-9", token) is not None
+    for path in state_dir.rglob("*"):
+        if path.is_file():
+            assert token not in path.read_text(errors="replace"), path
+    listed = json.loads(run(state_dir, "nodes", "list", "--json").stdout)
+    assert [n["nodeId"] for n in listed] == ["pixel-9"]
+    assert "token" not in json.dumps(listed).lower().replace("tokenhash", "")
+    assert run(state_dir, "nodes", "pending", "--json").stdout.strip() == "[]"
+    assert run(state_dir, "nodes", "revoke", "pixel-9").returncode == 0
+    assert nodes.verify("pixel-9", token) is None
+    assert run(state_dir, "nodes", "revoke", "pixel-9").returncode == 1
+
+
+def test_nodes_reject_and_unknown_ids(state_dir, live):
+    _, _, nodes = live
+    ask = nodes.request("esp32-kitchen")
+    assert run(state_dir, "nodes", "reject", ask.request.request_id).returncode == 0
+    assert nodes.paired() == []
+    unknown = run(state_dir, "nodes", "approve", ask.request.request_id)
+    assert unknown.returncode == 1
+    assert "no pending node request" in unknown.stderr
+
+
+def test_audit_lists_events_without_secrets(state_dir, live):
+    _, pairing, _ = live
+    code = pairing.request("telegram", "42").request.code
+    run(state_dir, "pairing", "approve", "telegram", code)
+    records = json.loads(run(state_dir, "audit", "--json").stdout)
+    assert [(r["event"], r["outcome"]) for r in records] == [
+        ("request", "created"), ("approve", "approved")]
+    assert records[1]["actor"].startswith("cli:")
+    assert all({"ts", "actor", "provider", "subject", "outcome"} <= r.keys() for r in records)
+    assert len(json.loads(run(state_dir, "audit", "--json", "--limit", "1").stdout)) == 1
+    assert code not in (state_dir / "audit.jsonl").read_text()
+    assert "approve" in run(state_dir, "audit").stdout
+
+
+def test_state_dir_from_environment(tmp_path):
+    env_dir = tmp_path / "from-env"
+    result = run(tmp_path, "allowlist", "add", "telegram", "7",
+                 env={"PAIRBOT_STATE_DIR": str(env_dir)})
+    assert result.returncode == 0, result.stderr
+    assert json.loads((env_dir / "credentials" / "telegram-allowFrom.json").read_text()) == {
+        "version": 1, "allowFrom": ["7"]}
+
+
+def test_corrupt_state_file_is_reported_and_left_byte_identical(state_dir, live):
+    path = state_dir / "credentials" / "telegram-pairing.json"
+    path.write_bytes(b'{"version": 1, "requests": [')
+    before = path.read_bytes()
+    result = run(state_dir, "pairing", "list")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(path) in lines[0]
+    assert "not valid JSON" in lines[0]
+    assert path.read_bytes() == before
+    assert run(state_dir, "pairing", "approve", "telegram", "ABCD2345").returncode == 2
+    assert path.read_bytes() == before
+
+
+def test_doctor_passes_on_a_clean_dir_and_flags_loose_modes(state_dir, live):
+    _, pairing, _ = live
+    pairing.request("telegram", "42")
+    ok = run(state_dir, "doctor")
+    assert ok.returncode == 0, ok.stdout
+    assert "No problems found." in ok.stdout
+    loose = state_dir / "credentials" / "telegram-pairing.json"
+    loose.chmod(0o644)
+    bad = run(state_dir, "doctor")
+    assert bad.returncode == 1
+    assert "0644" in bad.stdout
+
+
+def test_config_errors_name_the_field(state_dir, tmp_path):
+    config = tmp_path / "pairbot.yaml"
+    config.write_text("pairing:\n  pending_ttl: soon\n")
+    result = run(state_dir, "--config", str(config), "pairing", "list")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"pairbot: error: {config}: pairing.pending_ttl: not a duration: 'soon' "
+        "(use e.g. 90s, 5m, 1h)")
+
+
+def test_config_ttl_and_allow_from_are_used(state_dir, tmp_path):
+    config = tmp_path / "pairbot.yaml"
+    config.write_text(
+        "pairing: {pending_ttl: 3h}\n"
+        "providers:\n  telegram: {token: x, allow_from: ['99']}\n")
+    store = JsonFileStore(state_dir)
+    past = FakeClock(SystemClock().now() - timedelta(hours=2))
+    code = PairingService(store, clock=past).request("telegram", "42").request.code
+    rows = json.loads(run(state_dir, "--config", str(config), "allowlist", "list",
+                          "--json").stdout)
+    assert rows == [{"provider": "telegram", "id": "99", "source": "config"}]
+    result = run(state_dir, "pairing", "approve", "--config", str(config), "telegram", code)
+    assert result.returncode == 0, result.stderr

@@ -58,6 +58,10 @@ class NodeService:
     ) -> NodeAsk:
         """Ask to join. A node already pending gets its same request back, unchanged."""
         node_id = _field("nodeId", node_id, required=True)
+        display_name = _field("displayName", display_name)
+        platform = _field("platform", platform)
+        version = _field("version", version)
+        remote = _field("remote", remote)
         now = self._clock.now()
         with self._store.transaction() as txn:
             live = self._drop_expired(txn, now, actor="system:expiry")
@@ -72,11 +76,11 @@ class NodeService:
             created = NodeRequest(
                 request_id=request_id,
                 node_id=node_id,
-                display_name=_field("displayName", display_name),
-                platform=_field("platform", platform),
-                version=_field("version", version),
+                display_name=display_name,
+                platform=platform,
+                version=version,
                 created_at=now,
-                remote=_field("remote", remote),
+                remote=remote,
             )
             txn.put_node_request(created)
             txn.audit(AuditEvent(ts=now, event="node.request", actor=f"node:{node_id}",

@@ -113,7 +113,7 @@ class PairingService:
                 self._count_capped(txn, provider, sender_id, now, ttl)
                 return RequestResult(outcome=RequestOutcome.CAPPED, request=None,
                                      send_code=False)
-            code = self._unique_code(txn, now)
+            code = self._unique_code(txn)
             created = PendingRequest(provider=provider, id=sender_id, code=code,
                                      created_at=now, last_seen_at=now, meta=clean_meta,
                                      last_sent_at=now)
@@ -286,10 +286,10 @@ class PairingService:
         index = codes.find_code(code, [r.code for r in everything])
         return None if index is None else everything[index]
 
-    def _unique_code(self, txn: StateTxn, now: datetime) -> str:
-        ttl = self.settings.pending_ttl
-        taken = {r.code for name in KNOWN_PROVIDERS for r in txn.requests(name)
-                 if now < r.expires_at(ttl)}
+    def _unique_code(self, txn: StateTxn) -> str:
+        # Expired requests of other providers stay on file until pruned and are still matched
+        # by approve (which then reports "expired"), so their codes count as taken too.
+        taken = {r.code.upper() for name in KNOWN_PROVIDERS for r in txn.requests(name)}
         for _ in range(_CODE_ATTEMPTS):
             code = self._new_code()
             if code not in taken:

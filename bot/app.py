@@ -1,0 +1,423 @@
+"""The running bot: wires config, store, services, providers, gate, owner chat and scheduler.
+
+``async with App(config) as app`` starts everything (store → services → providers → scheduler
+→ watcher) and stops it in reverse, also when start-up fails half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from bot import messages
+from bot.clock import Clock, SystemClock
+from bot.config import Config
+from bot.errors import ConfigError
+from bot.gate import Decision, decide
+from bot.handlers import Handler, build_handler
+from bot.models import Button, DmPolicy, Inbound, NodeRequest, PairedNode, PendingRequest
+from bot.nodes import NodeService, NodeSettings
+from bot.owner import OwnerCommands, OwnerReply
+from bot.pairing import PairingService, PairingSettings
+from bot.protocols import Provider
+from bot.scheduler import PruneScheduler
+from bot.text import ago
+from stores import STATE_DIR_ENV, JsonFileStore, open_store, resolve_state_dir
+
+log = logging.getLogger(__name__)
+
+NodeListener = Callable[[str, dict[str, Any]], Awaitable[bool]]
+"""Called with ``(event, payload)`` when a node request is resolved; True if delivered."""
+
+
+class OwnerNotifier:
+    """Sends notices to every owner chat, at most ``limit`` per ``window``; folds the rest.
+
+    Notices beyond the limit are counted and sent as one digest when the window frees up, so
+    a flood of strangers becomes one message, not a wall of prompts to approve.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[str, Sequence[Button]], Awaitable[None]],
+        *,
+        clock: Clock,
+        limit: int = 5,
+        window: timedelta = timedelta(minutes=1),
+    ) -> None:
+        self._send = send
+        self._clock = clock
+        self._limit = limit
+        self._window = window
+        self._sent: deque[datetime] = deque()
+        self._folded = 0
+        self._flush_task: asyncio.Task[None] | None = None
+
+    async def notify(self, text: str, buttons: Sequence[Button] = ()) -> None:
+        """Send a notice now if the rate allows, else fold it into the next digest."""
+        now = self._clock.now()
+        while self._sent and now - self._sent[0] >= self._window:
+            self._sent.popleft()
+        if len(self._sent) < self._limit and not self._folded:
+            self._sent.append(now)
+            await self._send(text, buttons)
+            return
+        self._folded += 1
+        if self._flush_task is None or self._flush_task.done():
+            wait = (self._sent[0] + self._window - now).total_seconds() if self._sent else 0
+            self._flush_task = asyncio.create_task(self._flush_after(max(wait, 0.0)))
+
+    async def _flush_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        count, self._folded = self._folded, 0
+        if count:
+            self._sent.append(self._clock.now())
+            await self._send(messages.owner_digest(count), ())
+
+    async def aclose(self) -> None:
+        """Cancel a pending digest."""
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flush_task
+
+
+class App:
+    """pairbot, running."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        providers: Mapping[str, Provider] | None = None,
+        state_dir: Path | None = None,
+        notice_limit: int = 5,
+        notice_window: timedelta = timedelta(minutes=1),
+        watch_interval: float = 0.5,
+        capped_delay: float = 5.0,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self._given_providers = dict(providers) if providers is not None else None
+        self.state_dir = state_dir or resolve_state_dir(
+            os.environ.get(STATE_DIR_ENV) or config.state_dir)
+        self._notice_limit = notice_limit
+        self._notice_window = notice_window
+        self._watch_interval = watch_interval
+        self._capped_delay = capped_delay
+        self._owners = {(o.provider, o.user_id) for o in config.owners}
+        self._policies: dict[str, DmPolicy] = {}
+        self.providers: dict[str, Provider] = {}
+        self._told: Counter[tuple[str, str]] = Counter()
+        self._capped_tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._node_listeners: list[NodeListener] = []
+        self._stack = contextlib.AsyncExitStack()
+        self._stopped = asyncio.Event()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start everything; on failure, undo what was started and re-raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        cfg = self.config
+        self.store: JsonFileStore = await asyncio.to_thread(open_store, self.state_dir)
+        self._stack.callback(self.store.close)
+        self.pairing = PairingService(
+            self.store, clock=self.clock, static_allow=cfg.static_allow(),
+            settings=PairingSettings(pending_ttl=cfg.pairing.pending_ttl,
+                                     resend_after=cfg.pairing.resend_after,
+                                     max_pending_per_provider=cfg.pairing.max_pending_per_provider))
+        self.nodes = NodeService(self.store, clock=self.clock,
+                                 settings=NodeSettings(pending_ttl=cfg.nodes.pending_ttl))
+        self.owner = OwnerCommands(self.pairing, self.nodes, clock=self.clock)
+        self.notifier = OwnerNotifier(self._send_to_owners, clock=self.clock,
+                                      limit=self._notice_limit, window=self._notice_window)
+        self._stack.push_async_callback(self.notifier.aclose)
+        self.handler: Handler = build_handler(cfg.handler, self._forward_to_owners)
+        self._stack.push_async_callback(self.handler.aclose)
+        self._audit_offset = await asyncio.to_thread(self._audit_size)
+
+        providers = self._given_providers
+        if providers is None:
+            providers = build_providers(cfg)
+        for name, provider in providers.items():
+            block = getattr(cfg.providers, name, None)
+            self._policies[name] = block.dm_policy if block is not None else DmPolicy.PAIRING
+            await provider.start(self.on_inbound)
+            self.providers[name] = provider
+            self._stack.push_async_callback(provider.stop)
+        self.scheduler = PruneScheduler(self.prune, interval=cfg.pairing.prune_interval)
+        await self.scheduler.start()
+        self._stack.push_async_callback(self.scheduler.stop)
+        watcher = asyncio.create_task(self._watch_approvals(), name="pairbot-watch")
+        self._stack.push_async_callback(_cancel, watcher)
+        log.info("pairbot running: providers=%s state_dir=%s", ",".join(self.providers),
+                 self.state_dir)
+
+    async def stop(self) -> None:
+        """Stop in reverse order of start; waits for in-flight message handling first."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in self._capped_tasks.values():
+            task.cancel()
+        await self._stack.aclose()
+        self._stopped.set()
+
+    def add_node_listener(self, listener: NodeListener) -> None:
+        """Subscribe to node resolutions (the gateway pushes them to waiting nodes)."""
+        self._node_listeners.append(listener)
+
+    # --- inbound -----------------------------------------------------------------------------
+
+    async def on_inbound(self, msg: Inbound) -> None:
+        """Handle one inbound message or button press; never raises into the provider."""
+        try:
+            await self._on_inbound(msg)
+        except Exception:
+            log.exception("failed to handle a %s message from %s", msg.provider, msg.sender_id)
+
+    async def _on_inbound(self, msg: Inbound) -> None:
+        is_owner = (msg.provider, msg.sender_id) in self._owners
+        policy = self._policies.get(msg.provider, DmPolicy.PAIRING)
+        allowed = False
+        if not is_owner and policy in (DmPolicy.PAIRING, DmPolicy.ALLOWLIST):
+            allowed = self.pairing.is_allowed(msg.provider, msg.sender_id)
+        decision = decide(msg, policy=policy, is_owner=is_owner, is_allowed=allowed)
+        log.debug("decision=%s provider=%s sender=%s", decision, msg.provider, msg.sender_id)
+        if decision is Decision.OWNER_COMMAND:
+            await self._owner_command(msg)
+        elif decision is Decision.FORWARD:
+            reply = await self.handler(msg)
+            if reply:
+                await self.providers[msg.provider].send(msg.chat_id, reply)
+        elif decision is Decision.CHALLENGE:
+            await self._challenge(msg)
+
+    async def _challenge(self, msg: Inbound) -> None:
+        meta = dict(msg.meta)
+        if msg.chat_id != msg.sender_id:
+            meta["chatId"] = msg.chat_id
+        result = await asyncio.to_thread(self.pairing.request, msg.provider, msg.sender_id, meta)
+        req = result.request
+        if result.send_code and req is not None:
+            await self.providers[msg.provider].send(msg.chat_id, messages.stranger_code(req))
+        if result.outcome == "created" and req is not None:
+            await self._notice_request(req)
+        elif result.outcome == "capped":
+            self._schedule_capped_notice(msg.provider)
+
+    async def _notice_request(self, req: PendingRequest) -> None:
+        expires = ago(req.expires_at(self.pairing.settings.pending_ttl) - self.clock.now())
+        buttons = (Button(label="Approve", command=f"/approve {req.code}"),
+                   Button(label="Reject", command=f"/reject {req.code}"))
+        await self.notifier.notify(messages.owner_notice(req, expires_in=expires), buttons)
+
+    async def notice_node_request(self, req: NodeRequest) -> None:
+        """Tell the owner a node asks to join, with Approve / Reject buttons."""
+        expires = ago(req.created_at + self.nodes.settings.pending_ttl - self.clock.now())
+        buttons = (Button(label="Approve", command=f"/nodes approve {req.request_id}"),
+                   Button(label="Reject", command=f"/nodes reject {req.request_id}"))
+        await self.notifier.notify(messages.node_notice(req, expires_in=expires), buttons)
+
+    def _schedule_capped_notice(self, provider: str) -> None:
+        task = self._capped_tasks.get(provider)
+        if task is None or task.done():
+            self._capped_tasks[provider] = asyncio.create_task(self._capped_notice(provider))
+
+    async def _capped_notice(self, provider: str) -> None:
+        await asyncio.sleep(self._capped_delay)
+        count = self.pairing.take_capped(provider)
+        if count:
+            cap = self.pairing.settings.max_pending_per_provider
+            await self.notifier.notify(messages.owner_capped(provider, count, cap))
+
+    async def _owner_command(self, msg: Inbound) -> None:
+        actor = f"owner:{msg.provider}:{msg.sender_id}"
+        reply = await asyncio.to_thread(self.owner.run, msg.text, actor=actor)
+        text = reply.text
+        if reply.approved is not None:
+            await self._tell_approved(reply.approved)
+        if reply.node_approved is not None or reply.node_rejected or reply.node_revoked:
+            text = await self._node_effects(reply) or text
+        provider = self.providers[msg.provider]
+        if msg.is_button and msg.message_id:
+            if reply.failure == "unknown":
+                text = messages.already_handled()
+            await provider.edit(msg.chat_id, msg.message_id, text)
+        else:
+            await provider.send(msg.chat_id, text)
+
+    async def _node_effects(self, reply: OwnerReply) -> str | None:
+        if reply.node_approved is not None:
+            node, token = reply.node_approved
+            delivered = await self.resolve_node(node.node_id, "approved",
+                                                request_id=None, token=token)
+            return messages.node_approved(node, delivered=delivered)
+        if reply.node_rejected is not None:
+            req = reply.node_rejected
+            await self.resolve_node(req.node_id, "rejected", request_id=req.request_id)
+        if reply.node_revoked is not None:
+            await self.resolve_node(reply.node_revoked.node_id, "revoked", request_id=None)
+        return None
+
+    async def resolve_node(self, node_id: str, decision: str, *, request_id: str | None,
+                           token: str | None = None) -> bool:
+        """Push a node decision to listeners (the gateway); return True if one delivered it."""
+        payload: dict[str, Any] = {"nodeId": node_id, "decision": decision}
+        if request_id:
+            payload["requestId"] = request_id
+        if token:
+            payload["token"] = token
+        delivered = False
+        for listener in self._node_listeners:
+            with contextlib.suppress(Exception):
+                delivered = bool(await listener("node.pair.resolved", payload)) or delivered
+        return delivered
+
+    async def _tell_approved(self, req: PendingRequest) -> None:
+        key = (req.provider, req.id)
+        self._told[key] += 1
+        provider = self.providers.get(req.provider)
+        if provider is None:
+            return
+        chat_id = req.meta.get("chatId", req.id)
+        try:
+            await provider.send(chat_id, messages.approved_sender())
+        except Exception:
+            log.warning("could not tell %s sender %s they were approved", req.provider, req.id)
+
+    # --- approvals made elsewhere (the CLI) --------------------------------------------------
+
+    def _audit_size(self) -> int:
+        try:
+            return self.store.audit_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _read_audit_since(self) -> list[dict[str, Any]]:
+        path = self.store.audit_path
+        size = self._audit_size()
+        if size < self._audit_offset:
+            self._audit_offset = 0
+        if size == self._audit_offset:
+            return []
+        with path.open("rb") as fh:
+            fh.seek(self._audit_offset)
+            chunk = fh.read(size - self._audit_offset)
+        end = chunk.rfind(b"\n") + 1
+        self._audit_offset += end
+        records = []
+        for line in chunk[:end].splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    records.append(record)
+        return records
+
+    async def _watch_approvals(self) -> None:
+        """Tell senders approved by another process (the CLI) that they may write now."""
+        while True:
+            await asyncio.sleep(self._watch_interval)
+            try:
+                records = await asyncio.to_thread(self._read_audit_since)
+                for record in records:
+                    await self._on_foreign_audit(record)
+            except Exception:
+                log.exception("watching the audit log failed")
+
+    async def _on_foreign_audit(self, record: dict[str, Any]) -> None:
+        if record.get("event") != "approve" or record.get("outcome") != "approved":
+            return
+        provider, subject = str(record.get("provider")), str(record.get("subject"))
+        key = (provider, subject)
+        if self._told[key] > 0:
+            self._told[key] -= 1
+            return
+        target = self.providers.get(provider)
+        if target is not None:
+            try:
+                await target.send(subject, messages.approved_sender())
+            except Exception:
+                log.warning("could not tell %s sender %s they were approved", provider, subject)
+
+    # --- scheduled work ----------------------------------------------------------------------
+
+    async def prune(self) -> None:
+        """Drop expired DM and node requests (audited); tell waiting nodes theirs expired."""
+        await asyncio.to_thread(self.pairing.prune)
+        expired = await asyncio.to_thread(self.nodes.prune)
+        for req in expired:
+            await self.resolve_node(req.node_id, "expired", request_id=req.request_id)
+
+    # --- owner chat ----------------------------------------------------------------------------
+
+    async def _send_to_owners(self, text: str, buttons: Sequence[Button] = ()) -> None:
+        for provider_name, user_id in sorted(self._owners):
+            provider = self.providers.get(provider_name)
+            if provider is None:
+                continue
+            try:
+                await provider.send(user_id, text, buttons=buttons)
+            except Exception:
+                log.warning("could not reach owner %s on %s", user_id, provider_name)
+
+    async def _forward_to_owners(self, text: str) -> None:
+        await self._send_to_owners(text)
+
+    async def wait_stopped(self) -> None:
+        """Wait until :meth:`stop` has run."""
+        await self._stopped.wait()
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def build_providers(config: Config) -> dict[str, Provider]:
+    """Instantiate every provider configured, through the lazy registry."""
+    from providers import load_provider_class
+
+    built: dict[str, Provider] = {}
+    for name in type(config.providers).model_fields:
+        block = getattr(config.providers, name)
+        if block is None:
+            continue
+        kwargs = block.model_dump(exclude={"dm_policy", "allow_from"})
+        try:
+            built[name] = load_provider_class(name)(**kwargs)
+        except ImportError as exc:
+            raise ConfigError(f"cannot load the {name} provider: {exc}",
+                              field=f"providers.{name}") from None
+    if not built:
+        raise ConfigError("no provider configured", field="providers")
+    return built
+
+
+__all__ = ["App", "OwnerNotifier", "PairedNode", "build_providers"]

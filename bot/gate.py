@@ -1,0 +1,59 @@
+"""The gate: one pure decision per inbound message. No I/O; the app carries the decision out.
+
+Order matters and is the whole security model:
+
+1. Group and channel traffic is dropped: it never creates a request and never runs an owner
+   command (button presses included).
+2. An owner, in their own DM with the bot, gets owner commands; their other text is allowed.
+3. A button press from anyone else is dropped (a button is only ever shown to an owner).
+4. The provider's DM policy: ``disabled`` drops, ``open`` forwards, ``allowlist`` forwards
+   allowed senders and drops the rest, ``pairing`` forwards allowed senders and challenges
+   strangers. A non-owner typing ``/approve`` is just text: forwarded if allowed, challenged
+   if a stranger, exactly as any other message (no oracle).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from bot.models import ChatKind, DmPolicy, Inbound
+
+OWNER_COMMANDS = frozenset(
+    {"/approve", "/reject", "/pending", "/allowlist", "/revoke", "/nodes", "/help"}
+)
+
+
+class Decision(StrEnum):
+    """What to do with one inbound message."""
+
+    OWNER_COMMAND = "owner_command"
+    FORWARD = "forward"
+    CHALLENGE = "challenge"
+    DROP = "drop"
+
+
+def command_word(text: str) -> str:
+    """Return the command word of ``text`` (``/approve@my_bot x`` → ``/approve``), or ``""``."""
+    first = text.strip().split(maxsplit=1)[0] if text.strip() else ""
+    return first.split("@", 1)[0].lower() if first.startswith("/") else ""
+
+
+def decide(msg: Inbound, *, policy: DmPolicy, is_owner: bool, is_allowed: bool) -> Decision:
+    """Decide what happens to ``msg``.
+
+    ``is_owner`` must be true only when the sender's immutable id is a configured owner on
+    this provider; ``is_allowed`` is the allowlist answer for the sender.
+    """
+    if msg.chat_kind is not ChatKind.DM:
+        return Decision.DROP
+    if is_owner:
+        if msg.is_button or command_word(msg.text) in OWNER_COMMANDS:
+            return Decision.OWNER_COMMAND
+        return Decision.FORWARD
+    if msg.is_button or policy is DmPolicy.DISABLED:
+        return Decision.DROP
+    if policy is DmPolicy.OPEN or is_allowed:
+        return Decision.FORWARD
+    if policy is DmPolicy.ALLOWLIST:
+        return Decision.DROP
+    return Decision.CHALLENGE

@@ -1,0 +1,134 @@
+"""Every text a stranger, an approved sender or the owner reads, in one place."""
+
+from __future__ import annotations
+
+from bot.codes import format_code
+from bot.models import NodeRequest, PairedNode, PendingRequest
+from bot.text import ago, clean
+
+PROVIDER_LABELS = {"telegram": "Telegram", "slack": "Slack", "discord": "Discord",
+                   "whatsapp": "WhatsApp", "signal": "Signal", "imessage": "iMessage"}
+
+
+def label(provider: str) -> str:
+    """Return the platform's proper name."""
+    return PROVIDER_LABELS.get(provider, provider)
+
+
+def stranger_code(req: PendingRequest) -> str:
+    """The reply a stranger gets: what is going on, their code, what to do. Nothing else."""
+    return (
+        "Hi! This assistant only answers people its owner has approved, so your message was "
+        "not passed on.\n\n"
+        f"Your pairing code: {format_code(req.code)}\n"
+        f"Your {label(req.provider)} id: {req.id}\n\n"
+        "If you know the owner, send them this code. Once they approve it, write here "
+        "again. The code works for one hour."
+    )
+
+
+def approved_sender() -> str:
+    """Told once to a sender when the owner approves them."""
+    return "You're approved. Send a message to start chatting."
+
+
+def owner_notice(req: PendingRequest, *, expires_in: str) -> str:
+    """Told to the owner about each new request; the name is marked as the sender's claim."""
+    name = clean(req.display_name()) or "(none)"
+    username = clean(req.meta.get("username", ""))
+    lines = [
+        "New pairing request",
+        f"Provider: {label(req.provider)}",
+        f"Sender id: {req.id}",
+        f"Name (given by the sender, unverified): {name}",
+    ]
+    if username:
+        lines.append(f"Username (given by the sender, can change): @{username}")
+    lines += [
+        f"Code: {format_code(req.code)}  (expires in {expires_in})",
+        "",
+        f"Approve only if you know who holds this code. /approve {req.code} or /reject "
+        f"{req.code}, or use the buttons.",
+    ]
+    return "\n".join(lines)
+
+
+def owner_digest(count: int) -> str:
+    """Told instead of single notices once more than the rate limit arrive in a minute."""
+    return (f"{count} more pairing request{'s' if count != 1 else ''} arrived in the last "
+            "minute. Send /pending to see them all.")
+
+
+def owner_capped(provider: str, count: int, cap: int) -> str:
+    """Told once per burst when strangers were turned away by the pending cap."""
+    return (f"{count} {label(provider)} stranger{'s were' if count != 1 else ' was'} turned "
+            f"away: {cap} requests are already pending. Approve or reject some (/pending) "
+            "to make room.")
+
+
+def approved(req: PendingRequest) -> str:
+    """The owner's confirmation of an approval."""
+    name = clean(req.display_name())
+    who = f" ({name}, as given by the sender)" if name else ""
+    return f"Approved {label(req.provider)} sender {req.id}{who}. They have been told."
+
+
+def rejected(req: PendingRequest) -> str:
+    """The owner's confirmation of a rejection."""
+    return f"Rejected {label(req.provider)} sender {req.id}. Their code no longer works."
+
+
+def already_handled() -> str:
+    """A button pressed after its request was decided."""
+    return "This request was already handled; nothing changed."
+
+
+def node_notice(req: NodeRequest, *, expires_in: str) -> str:
+    """Told to the owner about each node asking to join."""
+    return "\n".join([
+        "New node pairing request",
+        f"Node id: {clean(req.node_id)}",
+        f"Name (given by the node, unverified): {clean(req.display_name) or '(none)'}",
+        f"Platform: {clean(req.platform) or '?'}  Version: {clean(req.version) or '?'}",
+        f"From: {clean(req.remote) or '?'}",
+        f"Request: {req.request_id}  (expires in {expires_in})",
+        "",
+        f"/nodes approve {req.request_id} or /nodes reject {req.request_id}, or the buttons.",
+    ])
+
+
+def node_approved(node: PairedNode, *, delivered: bool) -> str:
+    """The owner's confirmation of a node approval."""
+    where = ("its token was sent to the waiting node" if delivered else
+             "the node was not connected; it will get a token when it asks again")
+    name = clean(node.display_name) or "no name"
+    return f"Approved node {clean(node.node_id)} ({name}): {where}."
+
+
+HELP = """Owner commands (only here, in your own chat with the bot):
+/pending                      pending pairing and node requests
+/approve CODE                 let the sender with this code in
+/reject CODE                  drop the request with this code
+/allowlist [provider]         who is allowed
+/revoke PROVIDER ID           remove someone from the allowlist
+/nodes                        pending and paired nodes
+/nodes approve ID | reject ID pair a node (it gets a token) or refuse it
+/nodes revoke NODE_ID         unpair a node; its token stops working
+/help                         this text"""
+
+
+def pending_line(req: PendingRequest, *, age: str) -> str:
+    """One line of ``/pending``."""
+    name = clean(req.display_name(), limit=32)
+    return (f"{format_code(req.code)}  {label(req.provider)} {req.id}"
+            f"{f' ({name})' if name else ''}, {age} ago")
+
+
+def node_line(req: NodeRequest, *, age: str) -> str:
+    """One line of ``/nodes`` for a pending node."""
+    name = clean(req.display_name, limit=32)
+    return f"{req.request_id}  {clean(req.node_id, limit=40)}{f' ({name})' if name else ''}, " \
+           f"{age} ago"
+
+
+__all__ = ["HELP", "ago", "label"]

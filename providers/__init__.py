@@ -1,0 +1,49 @@
+"""Chat platform providers: one module per platform, each a class satisfying ``Provider``.
+
+This package owns everything platform-specific: the SDK imports (nowhere else in pairbot),
+the conversion of platform events into :class:`~bot.models.Inbound` values, and the loopback
+fakes of the platforms' APIs in :mod:`providers.fakes`. :data:`REGISTRY` maps a provider name
+to its class as ``"module:Class"``, imported only when asked for, so a missing SDK breaks only
+the provider that needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import cast
+
+from bot.errors import ConfigError
+from bot.models import KNOWN_PROVIDERS
+from bot.protocols import Provider
+
+REGISTRY: dict[str, str] = {"telegram": "providers.telegram:TelegramProvider"}
+"""Provider name → ``"module:Class"`` of its implementation."""
+
+
+def load_provider_class(name: str) -> type[Provider]:
+    """Import and return the provider class registered under ``name``.
+
+    Raises:
+        ConfigError: ``name`` is not a provider pairbot knows or implements, or the SDK it
+            needs is not installed.
+    """
+    target = REGISTRY.get(name)
+    if target is None:
+        implemented = ", ".join(sorted(REGISTRY))
+        if name in KNOWN_PROVIDERS:
+            message = f"provider {name!r} is not implemented yet"
+        else:
+            message = f"unknown provider {name!r}"
+        raise ConfigError(message, field="providers", hint=f"available: {implemented}")
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise  # a broken registry entry is a bug, not a configuration problem
+        raise ConfigError(
+            f"provider {name!r} needs the {exc.name!r} package, which is not installed",
+            field="providers",
+            hint="reinstall pairbot with its dependencies",
+        ) from exc
+    return cast(type[Provider], getattr(module, class_name))

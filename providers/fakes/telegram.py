@@ -1,0 +1,647 @@
+"""A loopback fake of the Telegram Bot API, for ``pairbot demo`` and the e2e tests.
+
+It serves ``/bot{token}/{method}`` on 127.0.0.1 the way api.telegram.org does, so the real
+python-telegram-bot runs against it unmodified (only the base URL changes). Tests and the demo
+play the human side through the injection API (:meth:`FakeTelegramServer.dm`,
+:meth:`~FakeTelegramServer.group_message`, :meth:`~FakeTelegramServer.press_button`) and read
+what the bot did from the records (``sent``, ``edits``, ``callback_answers``, ``calls``).
+
+Responses use the official shapes: ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error_code": ..., "description": ...}`` with the same HTTP status, plus
+``parameters.retry_after`` on 429. It keeps one global message-id counter (Telegram's ids are
+per chat, which the bot cannot tell apart here), and it lets any user press any button on any
+message the bot sent, even one since edited, so tests can play stale and forged presses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Self
+
+from aiohttp import web
+
+from bot.clock import Clock, SystemClock
+
+JsonDict = dict[str, Any]
+
+DEFAULT_TOKEN = "123456:fake-telegram-token"  # noqa: S105 (the fake's, not a secret)
+"""The token a :class:`FakeTelegramServer` accepts unless told otherwise (not a secret)."""
+
+_MAX_TEXT = 4096
+_MAX_CALLBACK_DATA = 64
+
+# PTB posts form fields and JSON-encodes every value that is not a string, so a field is
+# decoded as JSON unless it is one of these, whose values are text ("42" stays "42").
+_STRING_FIELDS = frozenset(
+    {
+        "text",
+        "caption",
+        "parse_mode",
+        "callback_query_id",
+        "inline_message_id",
+        "url",
+        "language_code",
+        "action",
+        "business_connection_id",
+        "message_effect_id",
+        "secret_token",
+    }
+)
+
+_UPDATE_KINDS = frozenset(
+    {"message", "edited_message", "channel_post", "edited_channel_post", "callback_query"}
+)
+
+
+class _ApiError(Exception):
+    """An error answer of the Bot API, raised inside a method and turned into a response."""
+
+    def __init__(self, code: int, description: str, *, retry_after: int | None = None) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+        self.retry_after = retry_after
+
+
+def _error_response(error: _ApiError) -> web.Response:
+    body: JsonDict = {"ok": False, "error_code": error.code, "description": error.description}
+    if error.retry_after is not None:
+        body["parameters"] = {"retry_after": error.retry_after}
+    return web.json_response(body, status=error.code)
+
+
+def _decode(key: str, value: object) -> object:
+    """Undo PTB's form encoding of one field: JSON for everything but known text fields."""
+    if not isinstance(value, str) or key in _STRING_FIELDS:
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value  # a bare string such as "@channelname"
+
+
+def _text(params: Mapping[str, Any], key: str, what: str) -> str:
+    value = params.get(key)
+    if value is None or value == "":
+        raise _ApiError(400, f"Bad Request: {what} is empty")
+    return str(value)
+
+
+def _int(params: Mapping[str, Any], key: str) -> int:
+    value = params.get(key)
+    if value is None or value == "":
+        raise _ApiError(400, f"Bad Request: {key} is empty")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _ApiError(400, f"Bad Request: invalid {key} specified")
+    return value
+
+
+def _check_markup(markup: object) -> JsonDict | None:
+    """Validate an inline keyboard the way Telegram does; return it as a dict (or None)."""
+    if markup is None:
+        return None
+    if not isinstance(markup, dict) or not isinstance(markup.get("inline_keyboard"), list):
+        raise _ApiError(400, "Bad Request: can't parse reply keyboard markup JSON object")
+    for row in markup["inline_keyboard"]:
+        for button in row:
+            data = button.get("callback_data")
+            if data is not None and not 1 <= len(str(data).encode()) <= _MAX_CALLBACK_DATA:
+                raise _ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+    return markup
+
+
+class FakeTelegramServer:
+    """A Telegram Bot API on 127.0.0.1 that one bot talks to and the tests play users on.
+
+    Use as ``async with FakeTelegramServer() as fake:`` or call :meth:`start` and
+    :meth:`stop`; point the SDK at :attr:`base_url`. Everything runs on the caller's event loop.
+
+    Attributes:
+        token: the only bot token the server accepts; any other answers 401 like Telegram.
+        sent: every message the bot sent, in order, as
+            ``{"chat_id", "text", "message_id", "reply_markup", "parse_mode"}``.
+        edits: every successful edit, as ``{"method", "chat_id", "message_id", "text",
+            "reply_markup"}`` (text and keyboard as they are after the edit).
+        callback_answers: every answerCallbackQuery, as
+            ``{"callback_query_id", "text", "show_alert"}``.
+        calls: every authorised API call in order, as ``(method, decoded params)``.
+        commands: the list last given to setMyCommands.
+    """
+
+    def __init__(
+        self,
+        token: str = DEFAULT_TOKEN,
+        *,
+        port: int = 0,
+        bot_id: int = 123456,
+        bot_username: str = "pairbot_demo_bot",
+        bot_name: str = "Pairbot Demo",
+        clock: Clock | None = None,
+    ) -> None:
+        self.token = token
+        self.sent: list[JsonDict] = []
+        self.edits: list[JsonDict] = []
+        self.callback_answers: list[JsonDict] = []
+        self.calls: list[tuple[str, JsonDict]] = []
+        self.commands: list[JsonDict] = []
+        self.bot_user: JsonDict = {
+            "id": bot_id,
+            "is_bot": True,
+            "first_name": bot_name,
+            "username": bot_username,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
+        self._port = port
+        self._clock: Clock = clock or SystemClock()
+        self._runner: web.AppRunner | None = None
+        self._base_url: str | None = None
+        self._updates: list[JsonDict] = []
+        self._new_update = asyncio.Event()
+        self._closing = False
+        self._next_update_id = 1
+        self._next_message_id = 1
+        self._next_query_id = 1
+        self._messages: dict[int, JsonDict] = {}
+        self._users: dict[int, JsonDict] = {}
+        self._chats: dict[int, JsonDict] = {}
+        self._open_queries: set[str] = set()
+        self._fail_sends = 0
+        self._fail_retry_after = 1
+        self._methods: dict[str, Callable[[JsonDict], Awaitable[object]]] = {
+            "getme": self._get_me,
+            "deletewebhook": self._true,
+            "getupdates": self._get_updates,
+            "sendmessage": self._send_message,
+            "editmessagetext": self._edit_message_text,
+            "editmessagereplymarkup": self._edit_message_reply_markup,
+            "answercallbackquery": self._answer_callback_query,
+            "setmycommands": self._set_my_commands,
+            "deletemycommands": self._delete_my_commands,
+            "getmycommands": self._get_my_commands,
+            "sendchataction": self._send_chat_action,
+            "getchat": self._get_chat,
+            "close": self._true,
+            "logout": self._true,
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start serving on 127.0.0.1 (port 0 picks a free port; read :attr:`base_url`)."""
+        if self._runner is not None:
+            raise RuntimeError("FakeTelegramServer is already running")
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        # Long polls are woken at stop, so a short grace period is enough.
+        runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self._port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        host, port = runner.addresses[0][:2]
+        self._runner = runner
+        self._closing = False
+        self._base_url = f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        """Wake held long polls, stop serving and free the port. Safe to call twice."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        self._closing = True
+        self._new_update.set()
+        await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """The server root, e.g. ``http://127.0.0.1:PORT`` (PTB's base_url is this + ``/bot``)."""
+        if self._base_url is None:
+            raise RuntimeError("FakeTelegramServer is not started")
+        return self._base_url
+
+    # -- injection: what users do ------------------------------------------------------------
+
+    def dm(
+        self,
+        user_id: int,
+        text: str,
+        *,
+        first_name: str = "",
+        last_name: str = "",
+        username: str | None = None,
+    ) -> JsonDict:
+        """Queue a private-chat message from ``user_id`` to the bot; return the Update."""
+        user = self._remember_user(user_id, first_name, last_name, username)
+        chat: JsonDict = {"id": user_id, "type": "private", "first_name": first_name}
+        if last_name:
+            chat["last_name"] = last_name
+        if username:
+            chat["username"] = username
+        self._chats[user_id] = chat
+        return self.queue_update({"message": self._new_message(chat, text, sender=user)})
+
+    def group_message(
+        self,
+        chat_id: int,
+        user_id: int,
+        text: str,
+        *,
+        chat_type: str = "group",
+        title: str = "Group",
+        first_name: str = "",
+        last_name: str = "",
+        username: str | None = None,
+    ) -> JsonDict:
+        """Queue a message from ``user_id`` in a group or supergroup; return the Update."""
+        if chat_type not in ("group", "supergroup"):
+            raise ValueError(f"chat_type must be 'group' or 'supergroup', not {chat_type!r}")
+        user = self._remember_user(user_id, first_name, last_name, username)
+        chat: JsonDict = {"id": chat_id, "type": chat_type, "title": title}
+        self._chats[chat_id] = chat
+        return self.queue_update({"message": self._new_message(chat, text, sender=user)})
+
+    def channel_post(
+        self, chat_id: int, text: str, *, title: str = "Channel", username: str | None = None
+    ) -> JsonDict:
+        """Queue a post in a channel the bot is in (channel posts have no sender user)."""
+        chat: JsonDict = {"id": chat_id, "type": "channel", "title": title}
+        if username:
+            chat["username"] = username
+        self._chats[chat_id] = chat
+        message = self._new_message(chat, text, sender=None)
+        message["sender_chat"] = dict(chat)
+        return self.queue_update({"channel_post": message})
+
+    def press_button(self, user_id: int, message_id: int, data: str) -> str:
+        """Queue ``user_id`` pressing an inline button with ``data`` on a message the bot sent.
+
+        Returns the callback query id, which the bot must answer with answerCallbackQuery.
+
+        Raises:
+            KeyError: the bot sent no message with this id.
+        """
+        message = self._messages.get(message_id)
+        if message is None or message["from"]["id"] != self.bot_user["id"]:
+            raise KeyError(f"the bot sent no message with id {message_id}")
+        query_id = str(self._next_query_id)
+        self._next_query_id += 1
+        self._open_queries.add(query_id)
+        user = self._users.get(user_id) or {"id": user_id, "is_bot": False, "first_name": ""}
+        query = {
+            "id": query_id,
+            "from": dict(user),
+            "message": copy.deepcopy(message),
+            "chat_instance": str(message["chat"]["id"]),
+            "data": data,
+        }
+        self.queue_update({"callback_query": query})
+        return query_id
+
+    def queue_update(self, update: Mapping[str, Any]) -> JsonDict:
+        """Queue any Update body (e.g. a recorded payload); an ``update_id`` is assigned."""
+        body = copy.deepcopy(dict(update))
+        body["update_id"] = self._next_update_id
+        self._next_update_id += 1
+        self._updates.append(body)
+        self._new_update.set()
+        return body
+
+    def fail_next_sends(self, n: int, retry_after: int = 1) -> None:
+        """Make the next ``n`` sendMessage calls answer 429 with ``retry_after`` seconds."""
+        self._fail_sends = n
+        self._fail_retry_after = retry_after
+
+    # -- reading what the bot did ------------------------------------------------------------
+
+    def messages_to(self, chat_id: int | str) -> list[str]:
+        """Return the texts the bot sent to ``chat_id``, in order."""
+        return [m["text"] for m in self.sent if str(m["chat_id"]) == str(chat_id)]
+
+    def message(self, message_id: int | str) -> JsonDict:
+        """Return a copy of a message as it is now (after edits). Raises KeyError if unknown."""
+        return copy.deepcopy(self._messages[int(message_id)])
+
+    def methods_called(self) -> list[str]:
+        """Return the API method names called so far, in order."""
+        return [method for method, _ in self.calls]
+
+    async def wait_for_sent(
+        self,
+        predicate: Callable[[JsonDict], bool] | None = None,
+        *,
+        count: int = 1,
+        timeout: float = 5.0,  # noqa: ASYNC109 (a deadline for polling, not an I/O timeout)
+    ) -> list[JsonDict]:
+        """Wait until ``count`` sent messages match ``predicate``; return all that match.
+
+        Raises:
+            TimeoutError: fewer than ``count`` matched within ``timeout`` seconds.
+        """
+
+        def matching() -> list[JsonDict]:
+            return [m for m in self.sent if predicate is None or predicate(m)]
+
+        try:
+            await self.wait_until(lambda: len(matching()) >= count, timeout=timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"{len(matching())} of {count} expected messages sent within {timeout}s "
+                f"({len(self.sent)} sent in all)"
+            ) from None
+        return matching()
+
+    async def wait_for_call(
+        self,
+        method: str,
+        *,
+        count: int = 1,
+        timeout: float = 5.0,  # noqa: ASYNC109 (a deadline for polling)
+    ) -> list[JsonDict]:
+        """Wait until ``method`` was called ``count`` times; return the params of each call."""
+
+        def params() -> list[JsonDict]:
+            return [p for m, p in self.calls if m.lower() == method.lower()]
+
+        try:
+            await self.wait_until(lambda: len(params()) >= count, timeout=timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"{method} called {len(params())} of {count} times within {timeout}s"
+            ) from None
+        return params()
+
+    @staticmethod
+    async def wait_until(
+        condition: Callable[[], bool],
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 (a deadline for polling)
+    ) -> None:
+        """Poll ``condition`` every 10 ms until it holds; raise TimeoutError at the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition():
+            if loop.time() >= deadline:
+                raise TimeoutError(f"condition not met within {timeout}s")
+            await asyncio.sleep(0.01)
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return _error_response(_ApiError(401, "Unauthorized"))
+        method = request.match_info["method"]
+        params = await self._read_params(request)
+        self.calls.append((method, params))
+        handler = self._methods.get(method.lower())
+        if handler is None:
+            return _error_response(_ApiError(404, "Not Found"))
+        try:
+            result = await handler(params)
+        except _ApiError as error:
+            return _error_response(error)
+        return web.json_response({"ok": True, "result": result})
+
+    @staticmethod
+    async def _read_params(request: web.Request) -> JsonDict:
+        raw: dict[str, object] = dict(request.query)
+        if request.content_type == "application/json":
+            try:
+                body = await request.json()
+            except ValueError:
+                raise web.HTTPBadRequest(text="malformed JSON body") from None
+            if isinstance(body, dict):
+                raw.update(body)
+        elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            for key, value in (await request.post()).items():
+                # An uploaded file is recorded by name only.
+                raw[key] = (
+                    value
+                    if isinstance(value, str)
+                    else {"filename": getattr(value, "filename", None)}
+                )
+        return {key: _decode(key, value) for key, value in raw.items()}
+
+    # -- Bot API methods ---------------------------------------------------------------------
+
+    async def _true(self, _params: JsonDict) -> bool:
+        return True
+
+    async def _get_me(self, _params: JsonDict) -> JsonDict:
+        return dict(self.bot_user)
+
+    async def _get_updates(self, params: JsonDict) -> list[JsonDict]:
+        offset = params.get("offset")
+        if isinstance(offset, int) and offset > 0:
+            # Telegram forgets every update older than the offset: that is the ack.
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+        allowed = params.get("allowed_updates")
+        kinds = frozenset(allowed) if isinstance(allowed, list) and allowed else _UPDATE_KINDS
+        limit = params.get("limit")
+        limit = limit if isinstance(limit, int) and 1 <= limit <= 100 else 100
+        timeout = params.get("timeout")
+        timeout = float(timeout) if isinstance(timeout, int | float) else 0.0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            ready = [u for u in self._updates if not kinds.isdisjoint(u)]
+            remaining = deadline - loop.time()
+            if ready or remaining <= 0 or self._closing:
+                return copy.deepcopy(ready[:limit])
+            self._new_update.clear()
+            try:
+                await asyncio.wait_for(self._new_update.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    async def _send_message(self, params: JsonDict) -> JsonDict:
+        if self._fail_sends > 0:
+            self._fail_sends -= 1
+            retry = self._fail_retry_after
+            raise _ApiError(429, f"Too Many Requests: retry after {retry}", retry_after=retry)
+        chat = self._chat(params.get("chat_id"))
+        text = _text(params, "text", "message text")
+        if len(text) > _MAX_TEXT:
+            raise _ApiError(400, "Bad Request: message is too long")
+        markup = _check_markup(params.get("reply_markup"))
+        message = self._new_message(chat, text, sender=self.bot_user)
+        if markup is not None:
+            message["reply_markup"] = markup
+        self.sent.append(
+            {
+                "chat_id": chat["id"],
+                "text": text,
+                "message_id": message["message_id"],
+                "reply_markup": copy.deepcopy(markup),
+                "parse_mode": params.get("parse_mode"),
+            }
+        )
+        return copy.deepcopy(message)
+
+    async def _edit_message_text(self, params: JsonDict) -> JsonDict:
+        message = self._editable(params)
+        text = _text(params, "text", "text")
+        markup = _check_markup(params.get("reply_markup"))
+        if message["text"] == text and message.get("reply_markup") == markup:
+            raise _ApiError(
+                400,
+                "Bad Request: message is not modified: specified new message content and "
+                "reply markup are exactly the same as a current content and reply markup "
+                "of the message",
+            )
+        message["text"] = text
+        return self._apply_edit("editMessageText", message, markup)
+
+    async def _edit_message_reply_markup(self, params: JsonDict) -> JsonDict:
+        message = self._editable(params)
+        markup = _check_markup(params.get("reply_markup"))
+        if message.get("reply_markup") == markup:
+            raise _ApiError(
+                400,
+                "Bad Request: message is not modified: specified new message content and "
+                "reply markup are exactly the same as a current content and reply markup "
+                "of the message",
+            )
+        return self._apply_edit("editMessageReplyMarkup", message, markup)
+
+    async def _answer_callback_query(self, params: JsonDict) -> bool:
+        query_id = _text(params, "callback_query_id", "callback_query_id")
+        if query_id not in self._open_queries:
+            raise _ApiError(
+                400,
+                "Bad Request: query is too old and response timeout expired or query ID is "
+                "invalid",
+            )
+        self._open_queries.discard(query_id)
+        self.callback_answers.append(
+            {
+                "callback_query_id": query_id,
+                "text": params.get("text"),
+                "show_alert": bool(params.get("show_alert", False)),
+            }
+        )
+        return True
+
+    async def _set_my_commands(self, params: JsonDict) -> bool:
+        commands = params.get("commands")
+        if not isinstance(commands, list):
+            raise _ApiError(400, "Bad Request: can't parse commands JSON object")
+        self.commands = commands
+        return True
+
+    async def _delete_my_commands(self, _params: JsonDict) -> bool:
+        self.commands = []
+        return True
+
+    async def _get_my_commands(self, _params: JsonDict) -> list[JsonDict]:
+        return copy.deepcopy(self.commands)
+
+    async def _send_chat_action(self, params: JsonDict) -> bool:
+        self._chat(params.get("chat_id"))
+        _text(params, "action", "action")
+        return True
+
+    async def _get_chat(self, params: JsonDict) -> JsonDict:
+        chat = self._chat(params.get("chat_id"))
+        no_gifts = dict.fromkeys(
+            (
+                "unlimited_gifts",
+                "limited_gifts",
+                "unique_gifts",
+                "premium_subscription",
+                "gifts_from_channels",
+            ),
+            False,
+        )
+        # The fields ChatFullInfo requires besides the Chat ones.
+        return {
+            **chat,
+            "accent_color_id": 0,
+            "max_reaction_count": 11,
+            "accepted_gift_types": no_gifts,
+        }
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _now(self) -> int:
+        return int(self._clock.now().timestamp())
+
+    def _remember_user(
+        self, user_id: int, first_name: str, last_name: str, username: str | None
+    ) -> JsonDict:
+        user: JsonDict = {"id": user_id, "is_bot": False, "first_name": first_name}
+        if last_name:
+            user["last_name"] = last_name
+        if username:
+            user["username"] = username
+        self._users[user_id] = user
+        return user
+
+    def _new_message(self, chat: JsonDict, text: str, *, sender: JsonDict | None) -> JsonDict:
+        message: JsonDict = {
+            "message_id": self._next_message_id,
+            "date": self._now(),
+            "chat": dict(chat),
+            "text": text,
+        }
+        self._next_message_id += 1
+        if sender is not None:
+            message["from"] = dict(sender)
+        if text.startswith("/"):
+            command = text.split(maxsplit=1)[0]
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+        self._messages[message["message_id"]] = message
+        return message
+
+    def _chat(self, chat_id: object) -> JsonDict:
+        """Return the chat ``chat_id`` names, made up if the fake has not seen it yet."""
+        if chat_id is None or chat_id == "":
+            raise _ApiError(400, "Bad Request: chat_id is empty")
+        if isinstance(chat_id, bool) or not isinstance(chat_id, int):
+            raise _ApiError(400, "Bad Request: chat not found")
+        known = self._chats.get(chat_id)
+        if known is not None:
+            return known
+        if chat_id > 0:
+            return {"id": chat_id, "type": "private", "first_name": ""}
+        return {"id": chat_id, "type": "supergroup", "title": "Group"}
+
+    def _editable(self, params: JsonDict) -> JsonDict:
+        chat = self._chat(params.get("chat_id"))
+        message = self._messages.get(_int(params, "message_id"))
+        if message is None or message["chat"]["id"] != chat["id"]:
+            raise _ApiError(400, "Bad Request: message to edit not found")
+        if message.get("from", {}).get("id") != self.bot_user["id"]:
+            raise _ApiError(400, "Bad Request: message can't be edited")
+        return message
+
+    def _apply_edit(self, method: str, message: JsonDict, markup: JsonDict | None) -> JsonDict:
+        if markup is None:
+            message.pop("reply_markup", None)  # an edit without a keyboard removes it
+        else:
+            message["reply_markup"] = markup
+        message["edit_date"] = self._now()
+        self.edits.append(
+            {
+                "method": method,
+                "chat_id": message["chat"]["id"],
+                "message_id": message["message_id"],
+                "text": message["text"],
+                "reply_markup": copy.deepcopy(markup),
+            }
+        )
+        return copy.deepcopy(message)

@@ -1,0 +1,49 @@
+"""Shared fixtures: a fake clock, a private state dir, a real JSON store and the services."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.clock import FakeClock
+from bot.nodes import NodeService
+from bot.pairing import PairingService
+from stores.jsonfile import JsonFileStore
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's own state dir and config out of every test."""
+    monkeypatch.delenv("PAIRBOT_STATE_DIR", raising=False)
+    monkeypatch.delenv("PAIRBOT_CONFIG", raising=False)
+    # PTB 22 warns about its float/timedelta switch on a 429; opt into the new behaviour.
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def store(state_dir: Path) -> Iterator[JsonFileStore]:
+    opened = JsonFileStore(state_dir)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def pairing(store: JsonFileStore, clock: FakeClock) -> PairingService:
+    return PairingService(store, clock=clock)
+
+
+@pytest.fixture
+def nodes(store: JsonFileStore, clock: FakeClock) -> NodeService:
+    return NodeService(store, clock=clock)

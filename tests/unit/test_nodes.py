@@ -1,0 +1,305 @@
+"""Node pairing rules (bot/nodes.py) over a real JSON store, with a fake clock."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bot import codes
+from bot.clock import FakeClock
+from bot.errors import UnknownRequestError, UnknownSubjectError
+from bot.nodes import NodeService
+from stores.jsonfile import JsonFileStore
+
+OWNER = "owner:cli"
+TTL = timedelta(minutes=5)
+SECOND = timedelta(seconds=1)
+
+
+def files_containing(state_dir: Path, needle: str) -> list[str]:
+    return sorted(str(p.relative_to(state_dir)) for p in state_dir.rglob("*")
+                  if p.is_file() and needle.encode() in p.read_bytes())
+
+
+def node_events(store: JsonFileStore) -> list[tuple[object, ...]]:
+    return [(r["event"], r["actor"], r["subject"], r.get("requestId"), r["outcome"])
+            for r in store.read_audit() if str(r["event"]).startswith("node.")]
+
+
+# --- request --------------------------------------------------------------------------------
+
+
+def test_request_is_pending_with_a_random_id(nodes: NodeService, clock: FakeClock) -> None:
+    ask = nodes.request("laptop", display_name="Ann's laptop", platform="linux", version="1.2")
+    other = nodes.request("phone")
+
+    assert ask.created is True
+    assert ask.already_paired is False
+    req = ask.request
+    assert (req.node_id, req.display_name, req.platform, req.version, req.created_at) == (
+        "laptop", "Ann's laptop", "linux", "1.2", clock.now())
+    assert len(req.request_id) == 10
+    assert set(req.request_id) <= set(codes.ALPHABET)
+    assert other.request.request_id != req.request_id
+    assert nodes.pending() == [req, other.request]
+
+
+def test_request_id_is_drawn_until_unique(
+    nodes: NodeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn = iter(["AAAAA22222", "AAAAA22222", "BBBBB33333"])
+    monkeypatch.setattr(codes, "new_request_id", lambda: next(drawn))
+
+    first = nodes.request("laptop").request
+    second = nodes.request("phone").request
+
+    assert (first.request_id, second.request_id) == ("AAAAA22222", "BBBBB33333")
+
+
+def test_asking_again_while_pending_returns_the_same_request(
+    nodes: NodeService, clock: FakeClock
+) -> None:
+    first = nodes.request("laptop", display_name="Laptop")
+    clock.advance(TTL - SECOND)
+
+    again = nodes.request("laptop", display_name="Renamed")
+
+    assert again.created is False
+    assert again.request == first.request
+    assert nodes.pending() == [first.request]
+
+
+@pytest.mark.parametrize(
+    ("node_id", "field", "value", "named"),
+    [
+        ("", "display_name", "", "nodeId"),
+        ("   ", "display_name", "", "nodeId"),
+        ("\x00\x1b", "display_name", "", "nodeId"),
+        ("laptop", "display_name", "x" * 1000, "displayName"),
+        ("laptop", "platform", "x" * 1000, "platform"),
+        ("laptop", "version", "x" * 129, "version"),
+        ("laptop", "remote", "x" * 1000, "remote"),
+    ],
+    ids=["empty-id", "blank-id", "control-only-id", "long-name", "long-platform",
+         "long-version", "long-remote"],
+)
+def test_bad_input_is_a_value_error(
+    nodes: NodeService, node_id: str, field: str, value: str, named: str
+) -> None:
+    with pytest.raises(ValueError, match=named):
+        nodes.request(node_id, **{field: value})
+    assert nodes.pending() == []
+
+
+def test_bad_input_is_refused_even_while_pending(nodes: NodeService) -> None:
+    nodes.request("laptop")
+
+    with pytest.raises(ValueError, match="displayName"):
+        nodes.request("laptop", display_name="x" * 1000)
+
+
+def test_fields_at_the_limit_are_kept(nodes: NodeService) -> None:
+    ask = nodes.request("laptop", display_name="n" * 128)
+
+    assert ask.request.display_name == "n" * 128
+
+
+# --- expiry ---------------------------------------------------------------------------------
+
+
+def test_approve_works_just_before_the_ttl(nodes: NodeService, clock: FakeClock) -> None:
+    req = nodes.request("laptop").request
+    clock.advance(TTL - SECOND)
+
+    node, _ = nodes.approve(req.request_id, actor=OWNER)
+
+    assert node.node_id == "laptop"
+
+
+def test_expired_request_cannot_be_approved(
+    nodes: NodeService, clock: FakeClock, store: JsonFileStore
+) -> None:
+    req = nodes.request("laptop").request
+    clock.advance(TTL)
+
+    with pytest.raises(UnknownRequestError):
+        nodes.approve(req.request_id, actor=OWNER)
+
+    assert nodes.paired() == []
+    assert nodes.pending() == []
+    assert ("node.expire", "system:expiry", "laptop", req.request_id, "expired") in node_events(
+        store)
+
+
+def test_prune_removes_expired_requests_and_audits(
+    nodes: NodeService, clock: FakeClock, store: JsonFileStore, state_dir: Path
+) -> None:
+    old = nodes.request("laptop").request
+    clock.advance(TTL - timedelta(minutes=1))
+    young = nodes.request("phone").request
+    clock.advance(timedelta(minutes=1))
+
+    assert nodes.prune() == [old]
+    assert nodes.prune() == []
+
+    assert nodes.pending() == [young]
+    on_disk = json.loads((state_dir / "nodes" / "pending.json").read_text())
+    assert [r["requestId"] for r in on_disk["requests"]] == [young.request_id]
+    assert node_events(store)[-1] == (
+        "node.expire", "system:scheduler", "laptop", old.request_id, "expired")
+
+
+def test_get_pending_sees_live_requests_only(nodes: NodeService, clock: FakeClock) -> None:
+    req = nodes.request("laptop").request
+
+    assert nodes.get_pending(req.request_id.lower()) == req
+    clock.advance(TTL)
+    assert nodes.get_pending(req.request_id) is None
+
+
+# --- approve, verify, rotate ----------------------------------------------------------------
+
+
+def test_approve_returns_a_256_bit_token_once(
+    nodes: NodeService, clock: FakeClock, state_dir: Path
+) -> None:
+    req = nodes.request("laptop", display_name="Laptop", platform="linux").request
+    clock.advance(30)
+
+    node, token = nodes.approve(req.request_id, actor=OWNER)
+
+    assert len(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))) == 32
+    assert node.token_hash == hashlib.sha256(token.encode()).hexdigest()
+    assert (node.node_id, node.display_name, node.platform) == ("laptop", "Laptop", "linux")
+    assert (node.created_at, node.approved_at) == (req.created_at, clock.now())
+    assert nodes.paired() == [node]
+    assert nodes.pending() == []
+    with pytest.raises(UnknownRequestError):  # the request is consumed: no second token
+        nodes.approve(req.request_id, actor=OWNER)
+
+
+def test_only_the_token_hash_is_stored(nodes: NodeService, state_dir: Path) -> None:
+    req = nodes.request("laptop").request
+    node, token = nodes.approve(req.request_id, actor=OWNER)
+
+    assert files_containing(state_dir, token) == []
+    assert files_containing(state_dir, token[:16]) == []
+    paired = json.loads((state_dir / "nodes" / "paired.json").read_text())
+    assert [n["tokenHash"] for n in paired["nodes"]] == [node.token_hash]
+
+
+def test_verify_accepts_only_the_current_token(nodes: NodeService) -> None:
+    req = nodes.request("laptop").request
+    node, token = nodes.approve(req.request_id, actor=OWNER)
+
+    assert nodes.verify("laptop", token) == node
+    assert nodes.verify("laptop", codes.new_token()) is None
+    assert nodes.verify("laptop", token[:-1]) is None
+    assert nodes.verify("phone", token) is None
+
+
+def test_verify_reads_what_another_process_wrote(
+    nodes: NodeService, clock: FakeClock, state_dir: Path
+) -> None:
+    req = nodes.request("laptop").request
+    _, token = nodes.approve(req.request_id, actor=OWNER)
+
+    other = NodeService(JsonFileStore(state_dir), clock=clock)
+
+    assert other.verify("laptop", token) is not None
+
+
+def test_re_pairing_rotates_the_token(
+    nodes: NodeService, clock: FakeClock, store: JsonFileStore
+) -> None:
+    first = nodes.request("laptop").request
+    node, old_token = nodes.approve(first.request_id, actor=OWNER)
+    clock.advance(3600)
+
+    ask = nodes.request("laptop", version="2.0")
+    assert ask.created is True
+    assert ask.already_paired is True
+    rotated, new_token = nodes.approve(ask.request.request_id, actor=OWNER)
+
+    assert new_token != old_token
+    assert nodes.verify("laptop", old_token) is None
+    assert nodes.verify("laptop", new_token) == rotated
+    assert nodes.paired() == [rotated]
+    assert (rotated.created_at, rotated.approved_at, rotated.version) == (
+        node.created_at, clock.now(), "2.0")
+    assert [e[4] for e in node_events(store) if e[0] == "node.approve"] == [
+        "approved", "rotated"]
+
+
+@pytest.mark.parametrize("typed", ["lower", "padded"])
+def test_request_ids_match_case_insensitively(nodes: NodeService, typed: str) -> None:
+    req = nodes.request("laptop").request
+    wanted = req.request_id.lower() if typed == "lower" else f"  {req.request_id}\n"
+
+    node, _ = nodes.approve(wanted, actor=OWNER)
+
+    assert node.node_id == "laptop"
+
+
+def test_approve_of_an_unknown_request(nodes: NodeService) -> None:
+    nodes.request("laptop")
+
+    with pytest.raises(UnknownRequestError):
+        nodes.approve("ZZZZZ99999", actor=OWNER)
+    assert nodes.paired() == []
+
+
+# --- reject, revoke -------------------------------------------------------------------------
+
+
+def test_reject_drops_the_request_and_pairs_nothing(
+    nodes: NodeService, store: JsonFileStore
+) -> None:
+    req = nodes.request("laptop").request
+
+    assert nodes.reject(req.request_id.lower(), actor=OWNER) == req
+
+    assert nodes.pending() == []
+    assert nodes.paired() == []
+    with pytest.raises(UnknownRequestError):
+        nodes.reject(req.request_id, actor=OWNER)
+    assert node_events(store)[-1] == ("node.reject", OWNER, "laptop", req.request_id,
+                                      "rejected")
+
+
+def test_revoke_stops_the_token_at_once(
+    nodes: NodeService, store: JsonFileStore, state_dir: Path, clock: FakeClock
+) -> None:
+    req = nodes.request("laptop").request
+    _, token = nodes.approve(req.request_id, actor=OWNER)
+    other_process = NodeService(JsonFileStore(state_dir), clock=clock)
+    assert other_process.verify("laptop", token) is not None
+
+    revoked = nodes.revoke("laptop", actor=OWNER)
+
+    assert revoked.node_id == "laptop"
+    assert nodes.verify("laptop", token) is None
+    assert other_process.verify("laptop", token) is None
+    assert nodes.paired() == []
+    assert node_events(store)[-1] == ("node.revoke", OWNER, "laptop", None, "revoked")
+
+
+def test_revoke_of_an_unknown_node(nodes: NodeService) -> None:
+    with pytest.raises(UnknownSubjectError):
+        nodes.revoke("laptop", actor=OWNER)
+
+
+def test_touch_records_the_last_connection(nodes: NodeService, clock: FakeClock) -> None:
+    req = nodes.request("laptop").request
+    nodes.approve(req.request_id, actor=OWNER)
+    clock.advance(90)
+
+    nodes.touch("laptop")
+    nodes.touch("phone")  # unknown: nothing to record
+
+    assert [n.last_connected_at for n in nodes.paired()] == [clock.now()]

@@ -225,7 +225,9 @@ class App:
         result = await asyncio.to_thread(self.pairing.request, msg.provider, msg.sender_id, meta)
         req = result.request
         if result.send_code and req is not None:
-            await self.providers[msg.provider].send(msg.chat_id, messages.stranger_code(req))
+            left = ago(req.expires_at(self.pairing.settings.pending_ttl) - self.clock.now())
+            await self.providers[msg.provider].send(
+                msg.chat_id, messages.stranger_code(req, valid_for=left))
         if result.outcome == "created" and req is not None:
             await self._notice_request(req)
         elif result.outcome == "capped":

@@ -141,7 +141,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_limit, default=50, metavar="N",
                    help="last N entries (default 50)")
     leaf(groups, "doctor", cmd_doctor, "check permissions, state files and config")
+    p = groups.add_parser("run", help="run the bot (needs a config)", parents=[common],
+                          description="Run the bot until SIGINT/SIGTERM.")
+    p.set_defaults(plain=cmd_run)
+    p = groups.add_parser("demo", help="watch the whole flow on a loopback Telegram, no account",
+                          parents=[common], description="Play the pairing flow end to end.")
+    p.set_defaults(plain=cmd_demo)
     return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``pairbot run``: serve until SIGINT or SIGTERM, then stop cleanly."""
+    import asyncio
+    import signal
+
+    from bot.app import App
+    from bot.logs import setup_logging
+
+    config_path = find_config(getattr(args, "config", None))
+    if config_path is None:
+        raise UsageError("no config: pass --config PATH or set PAIRBOT_CONFIG "
+                         "(see config.example.yaml)")
+    config = load_config(config_path)
+    secrets = [config.gateway.operator_token or ""]
+    secrets += [b.token for b in (config.providers.telegram,) if b is not None]
+    setup_logging(level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
+                  secrets=secrets)
+    state_dir = getattr(args, "state_dir", None)
+    chosen = Path(state_dir).expanduser() if state_dir else None
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        app = App(config, state_dir=chosen)
+        async with app:
+            await stop.wait()
+            log.info("stopping")
+
+    asyncio.run(serve())
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:  # noqa: ARG001
+    """``pairbot demo``."""
+    from bot.demo import main as demo_main
+
+    return demo_main()
 
 
 def _provider_and_value(args: argparse.Namespace, what: str) -> tuple[str, str]:
@@ -465,6 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="pairbot: %(levelname)s: %(message)s")
     try:
+        plain = getattr(args, "plain", None)
+        if plain is not None:
+            return int(plain(args))
         ctx = make_context(args)
         try:
             return int(args.func(ctx))

@@ -15,7 +15,7 @@ def label(provider: str) -> str:
     return PROVIDER_LABELS.get(provider, provider)
 
 
-def stranger_code(req: PendingRequest) -> str:
+def stranger_code(req: PendingRequest, *, valid_for: str = "1h") -> str:
     """The reply a stranger gets: what is going on, their code, what to do. Nothing else."""
     return (
         "Hi! This assistant only answers people its owner has approved, so your message was "
@@ -23,7 +23,7 @@ def stranger_code(req: PendingRequest) -> str:
         f"Your pairing code: {format_code(req.code)}\n"
         f"Your {label(req.provider)} id: {req.id}\n\n"
         "If you know the owner, send them this code. Once they approve it, write here "
-        "again. The code works for one hour."
+        f"again. The code works for {valid_for}."
     )
 
 

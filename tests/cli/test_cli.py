@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.clock import FakeClock, SystemClock
+from bot.models import RequestResult
 from bot.nodes import NodeService
 from bot.pairing import PairingService
 from stores.jsonfile import JsonFileStore
@@ -29,6 +30,11 @@ def run(state: Path, *args: str, env: dict[str, str] | None = None,
         cmd[1:1] = ["--state-dir", str(state)]
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=60,
                           check=False, cwd=cwd)
+
+
+def code_of(result: RequestResult) -> str:
+    assert result.request is not None
+    return result.request.code
 
 
 @pytest.fixture
@@ -62,18 +68,18 @@ def test_pairing_list_json_has_the_documented_fields(state_dir, live):
         rows = json.loads(run(state_dir, *form).stdout)
         assert [sorted(r) for r in rows] == [
             ["code", "createdAt", "id", "lastSeenAt", "meta", "provider"]]
-        assert rows[0]["code"] == made.request.code
+        assert rows[0]["code"] == code_of(made)
         assert rows[0]["id"] == "42"
         assert rows[0]["meta"] == {"firstName": "Alice", "username": "alice"}
     table = run(state_dir, "pairing", "list")
-    assert made.request.code in table.stdout
+    assert code_of(made) in table.stdout
     assert "Alice" in table.stdout
 
 
 @pytest.mark.parametrize("form", ["positional", "option"])
 def test_approve_by_code_in_either_form_and_tolerant_input(state_dir, live, form):
-    store, pairing, _ = live
-    code = pairing.request("telegram", "42", {"firstName": "Alice"}).request.code
+    _, pairing, _ = live
+    code = code_of(pairing.request("telegram", "42", {"firstName": "Alice"}))
     typed = f" {code[:4].lower()}-{code[4:].lower()} "
     args = (["pairing", "approve", "telegram", typed] if form == "positional"
             else ["pairing", "approve", "--provider", "telegram", typed])
@@ -90,7 +96,7 @@ def test_approve_by_code_in_either_form_and_tolerant_input(state_dir, live, form
 
 def test_approve_for_the_wrong_provider_is_unknown(state_dir, live):
     _, pairing, _ = live
-    code = pairing.request("telegram", "42").request.code
+    code = code_of(pairing.request("telegram", "42"))
     result = run(state_dir, "pairing", "approve", "slack", code)
     assert result.returncode == 1
     assert pairing.pending("telegram")
@@ -99,7 +105,7 @@ def test_approve_for_the_wrong_provider_is_unknown(state_dir, live):
 def test_expired_code_says_expired(state_dir):
     store = JsonFileStore(state_dir)
     past = FakeClock(SystemClock().now() - timedelta(hours=2))
-    code = PairingService(store, clock=past).request("telegram", "42").request.code
+    code = code_of(PairingService(store, clock=past).request("telegram", "42"))
     result = run(state_dir, "pairing", "approve", "telegram", code)
     assert result.returncode == 1
     assert "expired" in result.stderr
@@ -108,7 +114,7 @@ def test_expired_code_says_expired(state_dir):
 
 def test_reject_drops_the_request(state_dir, live):
     _, pairing, _ = live
-    code = pairing.request("discord", "1234").request.code
+    code = code_of(pairing.request("discord", "1234"))
     result = run(state_dir, "pairing", "reject", "--provider", "discord", code)
     assert result.returncode == 0, result.stderr
     assert "Rejected discord sender 1234." in result.stdout
@@ -192,7 +198,7 @@ def test_nodes_reject_and_unknown_ids(state_dir, live):
 
 def test_audit_lists_events_without_secrets(state_dir, live):
     _, pairing, _ = live
-    code = pairing.request("telegram", "42").request.code
+    code = code_of(pairing.request("telegram", "42"))
     run(state_dir, "pairing", "approve", "telegram", code)
     records = json.loads(run(state_dir, "audit", "--json").stdout)
     assert [(r["event"], r["outcome"]) for r in records] == [
@@ -258,7 +264,7 @@ def test_config_ttl_and_allow_from_are_used(state_dir, tmp_path):
         "providers:\n  telegram: {token: x, allow_from: ['99']}\n")
     store = JsonFileStore(state_dir)
     past = FakeClock(SystemClock().now() - timedelta(hours=2))
-    code = PairingService(store, clock=past).request("telegram", "42").request.code
+    code = code_of(PairingService(store, clock=past).request("telegram", "42"))
     rows = json.loads(run(state_dir, "--config", str(config), "allowlist", "list",
                           "--json").stdout)
     assert rows == [{"provider": "telegram", "id": "99", "source": "config"}]

@@ -1,0 +1,316 @@
+"""The whole app on real python-telegram-bot against the loopback Bot API fake."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import App
+from bot.clock import FakeClock, SystemClock
+from bot.config import Config
+from providers.fakes.telegram import FakeTelegramServer
+
+pytestmark = pytest.mark.e2e
+
+OWNER, ALICE, MALLORY, BOB = 111, 4242, 666, 5151
+PAIRBOT = Path(sys.executable).with_name("pairbot")
+
+
+def make_config(fake: FakeTelegramServer, **overrides: Any) -> Config:
+    raw: dict[str, Any] = {
+        "owners": [{"provider": "telegram", "user_id": str(OWNER)}],
+        "pairing": {"prune_interval": "0.2s"},
+        "providers": {"telegram": {"token": fake.token, "api_base_url": fake.base_url}},
+    }
+    for key, value in overrides.items():
+        if key in ("pairing", "telegram"):
+            target = raw["pairing"] if key == "pairing" else raw["providers"]["telegram"]
+            target.update(value)
+        else:
+            raw[key] = value
+    return Config.model_validate(raw)
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[FakeTelegramServer]:
+    async with FakeTelegramServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock(SystemClock().now())
+
+
+async def start_app(fake: FakeTelegramServer, state: Path, clock: FakeClock | None = None,
+                    **overrides: Any) -> App:
+    app = App(make_config(fake, **overrides), state_dir=state, clock=clock,
+              watch_interval=0.1, capped_delay=0.2, notice_window=timedelta(seconds=60))
+    await app.start()
+    return app
+
+
+@pytest.fixture
+async def app(tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
+              ) -> AsyncIterator[App]:
+    running = await start_app(tg, state_dir, fake_clock)
+    yield running
+    await running.stop()
+
+
+async def texts_to(fake: FakeTelegramServer, chat: int, count: int, timeout: float = 5.0
+                   ) -> list[str]:
+    await fake.wait_until(lambda: len(fake.messages_to(chat)) >= count, timeout=timeout)
+    return fake.messages_to(chat)
+
+
+async def settle(seconds: float = 0.4) -> None:
+    await asyncio.sleep(seconds)
+
+
+def code_in(text: str) -> str:
+    line = next(ln for ln in text.splitlines() if ln.startswith("Your pairing code:"))
+    return line.split(":", 1)[1].strip().replace("-", "")
+
+
+async def pair(fake: FakeTelegramServer, app: App, user: int, name: str = "Alice") -> str:
+    """A stranger writes, gets a code; returns the code."""
+    fake.dm(user, "hello?", first_name=name)
+    texts = await texts_to(fake, user, 1)
+    return code_in(texts[0])
+
+
+async def test_stranger_gets_a_code_and_their_message_is_not_processed(tg, app):
+    tg.dm(ALICE, "please run rm -rf", first_name="Alice", username="alice")
+    texts = await texts_to(tg, ALICE, 1)
+    assert "pairing code" in texts[0]
+    assert f"Your Telegram id: {ALICE}" in texts[0]
+    assert str(OWNER) not in texts[0]
+    code = code_in(texts[0])
+    assert app.pairing.pending()[0].code == code
+    notice = (await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER))[0]
+    assert f"Sender id: {ALICE}" in notice["text"]
+    assert "Name (given by the sender, unverified): Alice" in notice["text"]
+    buttons = notice["reply_markup"]["inline_keyboard"][0]
+    assert [(b["text"], b["callback_data"]) for b in buttons] == [
+        ("Approve", f"/approve {code}"), ("Reject", f"/reject {code}")]
+    await settle()
+    assert "please run rm -rf" not in json.dumps(tg.sent)
+
+
+async def test_repeat_messages_do_not_resend_the_code(tg, app, fake_clock):
+    await pair(tg, app, ALICE)
+    for _ in range(3):
+        tg.dm(ALICE, "hello again")
+    await settle()
+    assert len(tg.messages_to(ALICE)) == 1
+    fake_clock.advance(timedelta(minutes=11))
+    tg.dm(ALICE, "still there?")
+    texts = await texts_to(tg, ALICE, 2)
+    assert code_in(texts[1]) == code_in(texts[0])
+
+
+async def test_owner_approves_in_chat_and_the_sender_goes_through(tg, app):
+    code = await pair(tg, app, ALICE)
+    tg.dm(OWNER, f"/approve {code[:4].lower()}-{code[4:].lower()}")
+    owner_texts = await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and
+                                         m["text"].startswith("Approved"))
+    assert f"Approved Telegram sender {ALICE} (Alice" in owner_texts[0]["text"]
+    texts = await texts_to(tg, ALICE, 2)
+    assert texts[1] == "You're approved. Send a message to start chatting."
+    tg.dm(ALICE, "what's the weather?")
+    texts = await texts_to(tg, ALICE, 3)
+    assert texts[2] == "what's the weather?"
+    await settle()
+    assert tg.messages_to(ALICE).count("You're approved. Send a message to start chatting.") == 1
+
+
+async def test_non_owner_approve_changes_nothing_and_looks_like_any_text(tg, app):
+    code = await pair(tg, app, ALICE)
+    tg.dm(MALLORY, f"/approve {code}", first_name="Mallory")
+    mallory = await texts_to(tg, MALLORY, 1)
+    assert "pairing code" in mallory[0]
+    tg.dm(BOB, "hi", first_name="Bob")
+    bob = await texts_to(tg, BOB, 1)
+    assert mallory[0].split("Your pairing code")[0] == bob[0].split("Your pairing code")[0]
+    await settle()
+    assert not app.pairing.is_allowed("telegram", str(ALICE))
+    assert not app.pairing.is_allowed("telegram", str(MALLORY))
+    assert {r.id for r in app.pairing.pending()} == {str(ALICE), str(MALLORY), str(BOB)}
+
+
+async def test_group_traffic_creates_nothing_and_runs_no_command(tg, app):
+    code = await pair(tg, app, ALICE)
+    tg.group_message(-100200, MALLORY, "hello group")
+    tg.group_message(-100200, MALLORY, f"/approve {code}")
+    tg.group_message(-100200, OWNER, f"/approve {code}")
+    await settle()
+    assert [r.id for r in app.pairing.pending()] == [str(ALICE)]
+    assert not app.pairing.is_allowed("telegram", str(ALICE))
+    assert tg.messages_to(-100200) == []
+
+
+async def test_buttons_approve_once_and_say_so_when_pressed_again(tg, app):
+    await pair(tg, app, ALICE)
+    notice = (await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER))[0]
+    approve = notice["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    tg.press_button(MALLORY, notice["message_id"], approve)
+    await settle()
+    assert not app.pairing.is_allowed("telegram", str(ALICE))
+    tg.press_button(OWNER, notice["message_id"], approve)
+    await tg.wait_until(lambda: len(tg.edits) >= 1)
+    assert tg.edits[0]["text"].startswith(f"Approved Telegram sender {ALICE}")
+    assert app.pairing.is_allowed("telegram", str(ALICE))
+    tg.press_button(OWNER, notice["message_id"], approve)
+    await tg.wait_until(lambda: len(tg.edits) >= 2)
+    assert tg.edits[1]["text"] == "This request was already handled; nothing changed."
+
+
+async def test_reject_button_and_expired_button(tg, app, fake_clock):
+    await pair(tg, app, ALICE)
+    await pair(tg, app, BOB, "Bob")
+    notices = await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER, count=2)
+    reject = notices[0]["reply_markup"]["inline_keyboard"][0][1]["callback_data"]
+    tg.press_button(OWNER, notices[0]["message_id"], reject)
+    await tg.wait_until(lambda: len(tg.edits) >= 1)
+    assert tg.edits[0]["text"].startswith(f"Rejected Telegram sender {ALICE}")
+    fake_clock.advance(timedelta(hours=1, seconds=1))
+    approve = notices[1]["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    tg.press_button(OWNER, notices[1]["message_id"], approve)
+    await tg.wait_until(lambda: len(tg.edits) >= 2)
+    assert "expired" in tg.edits[1]["text"] or "already handled" in tg.edits[1]["text"]
+    assert not app.pairing.is_allowed("telegram", str(BOB))
+
+
+async def test_owner_commands(tg, app):
+    code = await pair(tg, app, ALICE)
+    tg.dm(OWNER, "/pending")
+    pending = await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and
+                                     m["text"].startswith("Pairing requests"))
+    assert f"{code[:4]}-{code[4:]}" in pending[0]["text"]
+    tg.dm(OWNER, "/approve ZZZZ2222")
+    await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and "No pending request" in m["text"])
+    tg.dm(OWNER, f"/approve {code}")
+    await tg.wait_until(lambda: app.pairing.is_allowed("telegram", str(ALICE)))
+    tg.dm(OWNER, "/allowlist")
+    await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and m["text"] == f"Telegram {ALICE}")
+    tg.dm(OWNER, f"/revoke telegram {ALICE}")
+    await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and m["text"].startswith("Revoked"))
+    assert not app.pairing.is_allowed("telegram", str(ALICE))
+    before = len(tg.messages_to(ALICE))
+    tg.dm(ALICE, "am I still in?")
+    texts = await texts_to(tg, ALICE, before + 1)
+    assert "pairing code" in texts[-1]
+    tg.dm(OWNER, "/help")
+    await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and "Owner commands" in m["text"])
+    tg.dm(OWNER, "/nodes")
+    await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and "Pending nodes (0)" in m["text"])
+
+
+async def test_cli_approval_reaches_the_running_bot_within_two_seconds(tg, app, state_dir):
+    code = await pair(tg, app, ALICE)
+    result = await asyncio.to_thread(
+        subprocess.run, [str(PAIRBOT), "--state-dir", str(state_dir), "pairing", "approve",
+                         "telegram", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    started = asyncio.get_running_loop().time()
+    texts = await texts_to(tg, ALICE, 2, timeout=2.0)
+    assert asyncio.get_running_loop().time() - started < 2.0
+    assert texts[1] == "You're approved. Send a message to start chatting."
+    tg.dm(ALICE, "hi")
+    assert (await texts_to(tg, ALICE, 3))[2] == "hi"
+
+
+async def test_scheduler_prunes_expired_requests_and_audits_them(tg, app, fake_clock):
+    await pair(tg, app, ALICE)
+    fake_clock.advance(timedelta(hours=1))
+    await tg.wait_until(lambda: not app.store.pairing_path("telegram").read_text().count('"id"'))
+    records = app.store.read_audit()
+    assert [(r["event"], r["outcome"], r["actor"]) for r in records][-1] == (
+        "expire", "expired", "system:scheduler")
+
+
+async def test_restart_keeps_every_approval(tg, state_dir, fake_clock):
+    app = await start_app(tg, state_dir, fake_clock)
+    try:
+        code = await pair(tg, app, ALICE)
+        tg.dm(OWNER, f"/approve {code}")
+        await tg.wait_until(lambda: app.pairing.is_allowed("telegram", str(ALICE)))
+    finally:
+        await app.stop()
+    again = await start_app(tg, state_dir, fake_clock)
+    try:
+        before = len(tg.messages_to(ALICE))
+        tg.dm(ALICE, "after restart")
+        texts = await texts_to(tg, ALICE, before + 1)
+        assert texts[-1] == "after restart"
+    finally:
+        await again.stop()
+
+
+@pytest.mark.parametrize(
+    ("policy", "expect_reply"),
+    [("open", "hi there"), ("allowlist", None), ("disabled", None)],
+)
+async def test_dm_policies(tg, state_dir, policy, expect_reply):
+    app = await start_app(tg, state_dir, telegram={"dm_policy": policy, "allow_from": ["777"]})
+    try:
+        tg.dm(ALICE, "hi there")
+        tg.dm(777, "from the allowlist")
+        await settle(0.6)
+        assert app.pairing.pending() == []
+        assert tg.messages_to(ALICE) == ([expect_reply] if expect_reply else [])
+        expected_777 = [] if policy == "disabled" else ["from the allowlist"]
+        assert tg.messages_to(777) == expected_777
+    finally:
+        await app.stop()
+
+
+async def test_cap_turns_strangers_away_and_tells_the_owner_once(tg, app):
+    for user in range(9001, 9006):
+        tg.dm(user, "hi", first_name=f"u{user}")
+    await tg.wait_until(lambda: any("turned away" in m["text"] for m in tg.sent), timeout=5)
+    await settle(0.5)
+    assert len(app.pairing.pending()) == 3
+    coded = [u for u in range(9001, 9006) if tg.messages_to(u)]
+    assert len(coded) == 3
+    turned = [m["text"] for m in tg.sent if "turned away" in m["text"]]
+    assert turned == ["2 Telegram strangers were turned away: 3 requests are already pending. "
+                      "Approve or reject some (/pending) to make room."]
+
+
+async def test_owner_notices_are_throttled_into_a_digest(tg, state_dir, fake_clock):
+    app = App(make_config(tg, pairing={"max_pending_per_provider": 20}), state_dir=state_dir,
+              clock=fake_clock, notice_limit=5, notice_window=timedelta(seconds=0.5))
+    await app.start()
+    try:
+        for user in range(9101, 9109):
+            tg.dm(user, "hi")
+        await tg.wait_until(lambda: any("more pairing request" in m["text"]
+                                        for m in tg.sent if m["chat_id"] == OWNER), timeout=5)
+        owner = tg.messages_to(OWNER)
+        assert sum(t.startswith("New pairing request") for t in owner) == 5
+        assert owner[-1] == "3 more pairing requests arrived in the last minute. Send /pending " \
+                            "to see them all."
+    finally:
+        await app.stop()
+
+
+async def test_lockout_after_ten_wrong_codes(tg, app):
+    code = await pair(tg, app, ALICE)
+    for i in range(10):
+        tg.dm(OWNER, f"/approve ZZZZ{2222 + i}")
+    await tg.wait_until(lambda: sum("No pending request" in t for t in tg.messages_to(OWNER))
+                        >= 10)
+    tg.dm(OWNER, f"/approve {code}")
+    await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and "approvals are paused" in
+                           m["text"])
+    assert not app.pairing.is_allowed("telegram", str(ALICE))

@@ -8,6 +8,7 @@ file is accepted with a warning.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from datetime import timedelta
@@ -22,6 +23,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from bot.errors import ConfigError
@@ -33,6 +35,7 @@ CONFIG_ENV = "PAIRBOT_CONFIG"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_TELEGRAM_ID = re.compile(r"-?[0-9]+\Z")
 _SECRET_KEYS = frozenset({"token", "bot_token", "app_token", "operator_token", "signing_secret"})
 
 
@@ -46,9 +49,14 @@ def parse_duration(value: Any) -> timedelta:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     else:
         raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 5m, 1h)")
+    if not math.isfinite(seconds):
+        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 5m, 1h)")
     if seconds <= 0:
         raise ValueError("must be longer than zero")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"too long: {value!r}") from None
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -74,10 +82,21 @@ class Owner(_Model):
     @field_validator("user_id", mode="before")
     @classmethod
     def _immutable(cls, value: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValueError("must be the platform's immutable user id (a string or number)")
         text = str(value).strip()
         if not text or text.startswith("@"):
             raise ValueError("must be the platform's immutable user id, not a @username")
         return text
+
+    @model_validator(mode="after")
+    def _numeric_on_telegram(self) -> Owner:
+        if self.provider == "telegram" and not _TELEGRAM_ID.match(self.user_id):
+            raise ValueError(
+                f"user_id {self.user_id!r} is not a numeric Telegram user id "
+                "(names and usernames can change hands)"
+            )
+        return self
 
 
 class PairingConfig(_Model):
@@ -126,13 +145,18 @@ class TelegramConfig(_Model):
     dm_policy: DmPolicy = DmPolicy.PAIRING
     allow_from: list[str] = Field(default_factory=list)
     api_base_url: str | None = None
+    max_send_rate: float = Field(default=30.0, gt=0)
 
     @field_validator("allow_from", mode="before")
     @classmethod
     def _ids(cls, value: Any) -> list[str]:
-        items = [str(v).strip() for v in (value or [])]
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise ValueError("must be a list of numeric Telegram user ids, e.g. [123456789]")
+        items = [str(v).strip() for v in value]
         for item in items:
-            if not item.lstrip("-").isdigit():
+            if not _TELEGRAM_ID.match(item):
                 raise ValueError(
                     f"{item!r} is not a numeric Telegram user id (usernames can change hands)"
                 )
@@ -172,7 +196,8 @@ def _interpolate(value: Any, path: str, source: str) -> Any:
         return {k: _interpolate(v, f"{path}.{k}" if path else str(k), source)
                 for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, f"{path}[{i}]", source) for i, v in enumerate(value)]
+        # owners.0.user_id: the same dotted form validation errors use.
+        return [_interpolate(v, f"{path}.{i}", source) for i, v in enumerate(value)]
     if isinstance(value, str):
         def lookup(match: re.Match[str]) -> str:
             name = match.group(1)
@@ -202,6 +227,8 @@ def load_config(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("file not found", source=source) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", source=source) from None
     except OSError as exc:
         raise ConfigError(f"cannot be read: {exc.strerror}", source=source) from None
     try:
@@ -222,7 +249,7 @@ def load_config(path: Path) -> Config:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
+        message = " ".join(first["msg"].removeprefix("Value error, ").split())
         if first["type"] == "extra_forbidden":
             message = "unknown key"
         raise ConfigError(message, source=source, field=field or None) from None

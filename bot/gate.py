@@ -44,16 +44,17 @@ def decide(msg: Inbound, *, policy: DmPolicy, is_owner: bool, is_allowed: bool) 
     ``is_owner`` must be true only when the sender's immutable id is a configured owner on
     this provider; ``is_allowed`` is the allowlist answer for the sender.
     """
-    if msg.chat_kind is not ChatKind.DM:
+    # == (not ``is``): a plain "dm" / "disabled" string from a provider compares equal too.
+    if msg.chat_kind != ChatKind.DM:
         return Decision.DROP
     if is_owner:
         if msg.is_button or command_word(msg.text) in OWNER_COMMANDS:
             return Decision.OWNER_COMMAND
         return Decision.FORWARD
-    if msg.is_button or policy is DmPolicy.DISABLED:
+    if msg.is_button or policy == DmPolicy.DISABLED:
         return Decision.DROP
-    if policy is DmPolicy.OPEN or is_allowed:
+    if policy == DmPolicy.OPEN or is_allowed:
         return Decision.FORWARD
-    if policy is DmPolicy.ALLOWLIST:
-        return Decision.DROP
-    return Decision.CHALLENGE
+    if policy == DmPolicy.PAIRING:
+        return Decision.CHALLENGE
+    return Decision.DROP

@@ -82,7 +82,7 @@ class WebhookHandler:
         try:
             response = await self._client.post(self._url, json=payload)
             response.raise_for_status()
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # httpx.HTTPError, but also InvalidURL, ExceptionGroup ...
             log.warning("webhook handler failed: %s", type(exc).__name__)
             return None
         if not response.content.strip():
@@ -94,8 +94,11 @@ class WebhookHandler:
                 log.warning("webhook handler returned invalid JSON")
                 return None
             if isinstance(body, dict):
-                reply = body.get("text", body.get("reply"))
-                return reply if isinstance(reply, str) and reply else None
+                for key in ("text", "reply"):
+                    reply = body.get(key)
+                    if isinstance(reply, str) and reply:
+                        return reply
+                return None
             return body if isinstance(body, str) and body else None
         return response.text
 
@@ -113,12 +116,15 @@ class PythonHandler:
 
     async def __call__(self, msg: Inbound) -> str | None:
         """Call the function, off the event loop if it is synchronous."""
+        func = self._func
         try:
-            if inspect.iscoroutinefunction(self._func):
-                result = await asyncio.wait_for(self._func(msg), self._timeout)
-            else:
-                result = await asyncio.wait_for(asyncio.to_thread(self._func, msg),
-                                                self._timeout)
+            async with asyncio.timeout(self._timeout):
+                if _is_async(func):
+                    result = await func(msg)
+                else:
+                    result = await asyncio.to_thread(func, msg)
+                if inspect.isawaitable(result):  # e.g. a sync wrapper returning a coroutine
+                    result = await result
         except Exception as exc:
             log.warning("python handler failed: %s", type(exc).__name__)
             return None
@@ -136,8 +142,9 @@ def load_callable(target: str) -> Callable[..., Any]:
                           field="handler.target")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {module_name!r}: {exc}",
+    except Exception as exc:  # ImportError, but also a relative name or a module that fails
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(f"cannot import {module_name!r}: {detail}",
                           field="handler.target") from None
     func = getattr(module, attr, None)
     if not callable(func):
@@ -153,9 +160,28 @@ def build_handler(config: HandlerConfig,
     if config.kind == "webhook":
         if not config.url:
             raise ConfigError("required when kind is webhook", field="handler.url")
+        _check_url(config.url)
         return WebhookHandler(config.url, timeout=config.timeout)
     if config.kind == "python":
         if not config.target:
             raise ConfigError("required when kind is python", field="handler.target")
         return PythonHandler(config.target, timeout=config.timeout)
     return EchoHandler()
+
+
+def _check_url(url: str) -> None:
+    """Refuse a webhook URL that could never be called, at start-up rather than per message."""
+    try:
+        parsed = httpx.URL(url)
+    except Exception:
+        parsed = None
+    if (parsed is None or parsed.scheme not in ("http", "https") or not parsed.host
+            or not 0 <= (parsed.port or 0) <= 65535):
+        raise ConfigError("must be an http:// or https:// URL with a host",
+                          field="handler.url")
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    """True for an ``async def`` function, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        type(func).__call__)

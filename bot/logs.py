@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 
 _BOT_TOKEN = re.compile(r"\d{5,}:[A-Za-z0-9_-]{20,}")
+_FORMATTER = logging.Formatter()
 
 
 class RedactFilter(logging.Filter):
@@ -22,14 +23,32 @@ class RedactFilter(logging.Filter):
         self._secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message with secrets masked; never drop a record."""
-        message = record.getMessage()
-        cleaned = _BOT_TOKEN.sub("[redacted]", message)
-        for secret in self._secrets:
-            cleaned = cleaned.replace(secret, "[redacted]")
+        """Rewrite the record's message with secrets masked; never drop a record.
+
+        The traceback of ``log.exception`` (an httpx error names the URL, which carries the
+        bot token) and ``stack_info`` are masked too.
+        """
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad %-format: mask what would be printed about it
+            message = f"{record.msg} {record.args}"
+        cleaned = self.redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _FORMATTER.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
         return True
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with every known secret and bot-token-shaped string masked."""
+        cleaned = _BOT_TOKEN.sub("[redacted]", text)
+        for secret in self._secrets:
+            cleaned = cleaned.replace(secret, "[redacted]")
+        return cleaned
 
 
 def setup_logging(*, level: int = logging.INFO, secrets: Iterable[str] = ()) -> None:

@@ -95,12 +95,11 @@ class OwnerCommands:
                 req = self._pairing.reject(code, actor=actor)
                 reply = OwnerReply(text=messages.rejected(req))
         except CodeExpiredError as exc:
-            self._fail(actor)
-            return OwnerReply(text=str(exc).capitalize() + ".", ok=False, failure="expired")
+            text = str(exc)[:1].upper() + str(exc)[1:] + "."  # not capitalize(): keeps ids
+            return OwnerReply(text=self._fail(actor, text), ok=False, failure="expired")
         except UnknownCodeError:
-            self._fail(actor)
-            return OwnerReply(text="No pending request has that code (check it, or see "
-                              "/pending).", ok=False, failure="unknown")
+            text = "No pending request has that code (check it, or see /pending)."
+            return OwnerReply(text=self._fail(actor, text), ok=False, failure="unknown")
         self._failures.pop(actor, None)
         return reply
 
@@ -112,7 +111,8 @@ class OwnerCommands:
                     f"{ago(state.locked_until - now)}.")
         return None
 
-    def _fail(self, actor: str) -> None:
+    def _fail(self, actor: str, text: str) -> str:
+        """Count a failed approval; return ``text``, plus the lockout notice if this locks."""
         now = self._clock.now()
         state = self._failures.setdefault(actor, _Failures())
         state.history = [t for t in state.history if now - t < LOCKOUT] + [now]
@@ -122,6 +122,8 @@ class OwnerCommands:
                         state.lockout, len(state.history))
             state.lockout = min(state.lockout * 2, MAX_LOCKOUT)
             state.history = []
+            return f"{text}\n{self._locked(actor)}"
+        return text
 
     def _pending(self) -> str:
         now = self._clock.now()

@@ -11,6 +11,7 @@ _INVISIBLE = frozenset(
     [*range(0x200B, 0x2010), *range(0x2028, 0x2030), *range(0x2066, 0x206A), 0xFEFF, 0x061C,
      0x180E]
 )
+_STRIPPED = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 
 
 def clean(text: str, *, limit: int = NAME_LIMIT) -> str:
@@ -19,14 +20,15 @@ def clean(text: str, *, limit: int = NAME_LIMIT) -> str:
     The result cannot move the cursor, reorder a line, hide characters or break a notice
     into several lines.
     """
+    if limit <= 0:
+        return ""
     kept = []
     for ch in text:
-        code = ord(ch)
-        if code in _INVISIBLE:
+        if ch.isspace():
+            # Every line break and space (\n, \r, U+0085, U+2028, U+202F ...) folds to one space.
+            kept.append(" ")
             continue
-        category = unicodedata.category(ch)
-        if category in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp"):
-            kept.append(" " if ch in "\t\n\r\v\f" else "")
+        if ord(ch) in _INVISIBLE or unicodedata.category(ch) in _STRIPPED:
             continue
         kept.append(ch)
     folded = " ".join("".join(kept).split())

@@ -108,6 +108,8 @@ class TelegramProvider:
         name: the provider name carried by every :class:`~bot.models.Inbound`.
         poll_timeout: seconds each getUpdates long poll may be held open (rounded to whole
             seconds, at least 1).
+        max_send_rate: messages per second the bot sends at most, all chats together
+            (Telegram allows about 30); sends beyond it wait their turn.
 
     :meth:`start` can be called again after :meth:`stop`. Updates are handled one at a time,
     in order; an exception from the handler is logged and polling goes on.
@@ -120,6 +122,7 @@ class TelegramProvider:
         api_base_url: str | None = None,
         name: str = "telegram",
         poll_timeout: float = 10.0,
+        max_send_rate: float = 30.0,
     ) -> None:
         if not token or not token.strip():
             raise ConfigError("the bot token is empty", source=f"providers.{name}", field="token")
@@ -130,6 +133,10 @@ class TelegramProvider:
         self._root = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
         # Telegram takes whole seconds; 0 would turn long polling into a busy loop.
         self._poll_timeout = timedelta(seconds=max(1, round(poll_timeout)))
+        if not max_send_rate > 0:
+            raise ConfigError("must be positive", source=f"providers.{name}",
+                              field="max_send_rate")
+        self._max_send_rate = max_send_rate
         self._app: _App | None = None
         self._on_inbound: OnInbound | None = None
         self._starting = False
@@ -329,7 +336,9 @@ class TelegramProvider:
             .job_queue(None)
         )
         app: _App = (
-            builder.rate_limiter(AIORateLimiter(max_retries=_MAX_RETRIES)).build()
+            builder.rate_limiter(
+                AIORateLimiter(overall_max_rate=self._max_send_rate, max_retries=_MAX_RETRIES)
+            ).build()
             if _HAVE_AIOLIMITER
             else builder.build()
         )

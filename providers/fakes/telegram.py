@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Self
 
@@ -122,7 +123,8 @@ class FakeTelegramServer:
     Attributes:
         token: the only bot token the server accepts; any other answers 401 like Telegram.
         sent: every message the bot sent, in order, as
-            ``{"chat_id", "text", "message_id", "reply_markup", "parse_mode"}``.
+            ``{"chat_id", "text", "message_id", "reply_markup", "parse_mode", "received_at"}``
+            (``received_at`` is the ``time.perf_counter()`` of arrival, for benchmarks).
         edits: every successful edit, as ``{"method", "chat_id", "message_id", "text",
             "reply_markup"}`` (text and keyboard as they are after the edit).
         callback_answers: every answerCallbackQuery, as
@@ -488,6 +490,7 @@ class FakeTelegramServer:
                 "message_id": message["message_id"],
                 "reply_markup": copy.deepcopy(markup),
                 "parse_mode": params.get("parse_mode"),
+                "received_at": time.perf_counter(),
             }
         )
         return copy.deepcopy(message)

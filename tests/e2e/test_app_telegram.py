@@ -66,9 +66,9 @@ async def app(tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
     await running.stop()
 
 
-async def texts_to(fake: FakeTelegramServer, chat: int, count: int, timeout: float = 5.0
+async def texts_to(fake: FakeTelegramServer, chat: int, count: int, wait: float = 5.0
                    ) -> list[str]:
-    await fake.wait_until(lambda: len(fake.messages_to(chat)) >= count, timeout=timeout)
+    await fake.wait_until(lambda: len(fake.messages_to(chat)) >= count, timeout=wait)
     return fake.messages_to(chat)
 
 
@@ -222,7 +222,7 @@ async def test_cli_approval_reaches_the_running_bot_within_two_seconds(tg, app, 
                          "telegram", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     started = asyncio.get_running_loop().time()
-    texts = await texts_to(tg, ALICE, 2, timeout=2.0)
+    texts = await texts_to(tg, ALICE, 2, wait=2.0)
     assert asyncio.get_running_loop().time() - started < 2.0
     assert texts[1] == "You're approved. Send a message to start chatting."
     tg.dm(ALICE, "hi")

@@ -1,0 +1,85 @@
+"""``pairbot run`` and ``pairbot demo`` as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from providers.fakes.telegram import FakeTelegramServer
+
+PAIRBOT = Path(sys.executable).with_name("pairbot")
+TOKEN = "987654321:AAH-run-test-token-not-real-000"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG")}
+    env.update(extra)
+    return env
+
+
+def test_demo_plays_the_whole_flow_and_exits_0():
+    result = subprocess.run([str(PAIRBOT), "demo"], capture_output=True, text=True,
+                            timeout=120, check=False, env=clean_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for expected in ("Your pairing code:", "Mallory → bot: /approve", "Owner → bot: /approve",
+                     "You're approved.", "bot → Alice: Hi again!", "Nothing is pending.",
+                     "expire", "Demo complete"):
+        assert expected in out, expected
+
+
+def test_run_without_a_config_is_a_usage_error(tmp_path):
+    result = subprocess.run([str(PAIRBOT), "run"], capture_output=True, text=True, timeout=60,
+                            check=False, env=clean_env())
+    assert result.returncode == 2
+    assert "no config" in result.stderr
+
+
+def test_run_with_a_bad_config_names_the_field(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("providers:\n  telegram: {token: x, dm_policy: everyone}\n")
+    result = subprocess.run([str(PAIRBOT), "run", "--config", str(config)], capture_output=True,
+                            text=True, timeout=60, check=False, env=clean_env())
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"pairbot: error: {config}: providers.telegram.dm_policy:")
+
+
+@pytest.mark.e2e
+async def test_run_serves_telegram_and_stops_cleanly_on_sigterm(tmp_path):
+    async with FakeTelegramServer(token=TOKEN) as fake:
+        config = tmp_path / "pairbot.yaml"
+        config.write_text(
+            f"state_dir: {tmp_path / 'state'}\n"
+            "owners: [{provider: telegram, user_id: '111'}]\n"
+            "providers:\n"
+            f"  telegram: {{token: '${{TG_TOKEN}}', api_base_url: '{fake.base_url}'}}\n")
+        proc = await asyncio.create_subprocess_exec(
+            str(PAIRBOT), "run", "--config", str(config), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=clean_env(TG_TOKEN=TOKEN))
+        try:
+            await fake.wait_for_call("getUpdates", timeout=20)
+            fake.dm(4242, "hello", first_name="Alice")
+            sent = await fake.wait_for_sent(lambda m: m["chat_id"] == 4242, timeout=10)
+            assert "Your pairing code:" in sent[0]["text"]
+            await fake.wait_for_sent(lambda m: m["chat_id"] == 111, timeout=10)
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode == 0, stderr.decode()
+        log = stderr.decode()
+        assert "pairbot running" in log
+        assert TOKEN not in log
+        assert TOKEN.split(":")[1] not in log
+        pairing = (tmp_path / "state" / "credentials" / "telegram-pairing.json").read_text()
+        assert '"id": "4242"' in pairing

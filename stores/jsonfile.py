@@ -238,58 +238,71 @@ PAIRED: _Kind[PairedNode] = _Kind("nodes", _decode_paired, _encode_paired, lambd
 
 @dataclass(slots=True)
 class _Doc(Generic[T]):
-    """One state file in memory: its entries, their serialised text, and the version read."""
+    """One state file in memory: its entries by identity, their serialised text, the version read.
+
+    ``entries`` and ``texts`` are dicts with the same keys in the same (file) order: a put of
+    a known identity replaces it in place, a new one goes to the end, a drop removes it from
+    both. Lookups are O(1); a write joins the cached texts instead of re-encoding every entry.
+    ``texts`` is None until the first write after a load (a read-only load never encodes).
+    """
 
     path: Path
     kind: _Kind[T]
     provider: str
     key: FileKey | None = None
     head: dict[str, Any] = field(default_factory=lambda: {"version": SCHEMA_VERSION})
-    items: list[T] = field(default_factory=list)
-    texts: list[str | None] = field(default_factory=list)
+    entries: dict[str, T] = field(default_factory=dict)
+    texts: dict[str, bytes] | None = None
     dirty: bool = False
 
-    def index(self, ident: str) -> int | None:
-        identify = self.kind.ident
-        for i, item in enumerate(self.items):
-            if identify(item) == ident:
-                return i
-        return None
+    def items(self) -> list[T]:
+        return list(self.entries.values())
 
     def put(self, item: T) -> None:
-        i = self.index(self.kind.ident(item))
-        if i is None:
-            self.items.append(item)
-            self.texts.append(None)
-        else:
-            self.items[i] = item
-            self.texts[i] = None
+        ident = self.kind.ident(item)
+        self.entries[ident] = item
+        if self.texts is not None:
+            self.texts[ident] = self._dump(item)
         self.dirty = True
 
     def drop(self, ident: str) -> bool:
-        i = self.index(ident)
-        if i is None:
+        if self.entries.pop(ident, _MISSING) is _MISSING:
             return False
-        del self.items[i]
-        del self.texts[i]
+        if self.texts is not None:
+            del self.texts[ident]
         self.dirty = True
         return True
 
+    def _dump(self, item: T) -> bytes:
+        return json.dumps(self.kind.encode(item), ensure_ascii=False).encode()
+
     def render(self) -> bytes:
-        """Serialise: top-level keys one per line, one entry per line (readable, diffable)."""
-        for i, text in enumerate(self.texts):
-            if text is None:
-                self.texts[i] = json.dumps(self.kind.encode(self.items[i]), ensure_ascii=False)
-        lines = []
-        self.head.setdefault(self.kind.list_key, None)
+        """Serialise: top-level keys one per line, one entry per line (readable, diffable).
+
+        The entries' cached texts are joined once, straight into the output: no re-encoding
+        and no intermediate copies of the (possibly large) list.
+        """
+        if self.texts is None:
+            dump = self._dump
+            self.texts = {ident: dump(item) for ident, item in self.entries.items()}
+        list_key = self.kind.list_key
+        self.head.setdefault(list_key, None)  # a new file: the list goes after "version"
+        parts = [b"{\n"]
         for name, value in self.head.items():
-            if name == self.kind.list_key:
-                body = ",\n    ".join(t for t in self.texts if t is not None)
-                rendered = f"[\n    {body}\n  ]" if body else "[]"
+            if len(parts) > 1:
+                parts.append(b",\n")
+            parts.append(f"  {json.dumps(name, ensure_ascii=False)}: ".encode())
+            if name != list_key:
+                parts.append(json.dumps(value, ensure_ascii=False).encode())
+            elif self.texts:
+                parts += (b"[\n    ", b",\n    ".join(self.texts.values()), b"\n  ]")
             else:
-                rendered = json.dumps(value, ensure_ascii=False)
-            lines.append(f"  {json.dumps(name)}: {rendered}")
-        return ("{\n" + ",\n".join(lines) + "\n}\n").encode()
+                parts.append(b"[]")
+        parts.append(b"\n}\n")
+        return b"".join(parts)
+
+
+_MISSING: Any = object()
 
 
 def _parse(path: Path, kind: _Kind[T], provider: str, key: FileKey, data: bytes) -> _Doc[T]:
@@ -319,16 +332,26 @@ def _parse(path: Path, kind: _Kind[T], provider: str, key: FileKey, data: bytes)
     raw_items = doc.get(kind.list_key, [])
     if not isinstance(raw_items, list):
         raise StoreCorruptError(f"{kind.list_key}: must be a list", path=path, hint=hint)
-    items: list[T] = []
+    entries: dict[str, T] = {}
+    decode, ident = kind.decode, kind.ident
+    duplicates = 0
     try:
         for i, raw in enumerate(raw_items):
-            items.append(kind.decode(raw, f"{kind.list_key}[{i}]", provider))
+            item = decode(raw, f"{kind.list_key}[{i}]", provider)
+            name = ident(item)
+            if name in entries:
+                duplicates += 1  # the first one wins, as every lookup always found it first
+            else:
+                entries[name] = item
     except _Bad as exc:
         raise StoreCorruptError(str(exc), path=path, hint=hint) from None
+    if duplicates:
+        log.warning("%s: %d duplicate %s entr%s ignored (kept the first of each)", path,
+                    duplicates, kind.list_key, "y" if duplicates == 1 else "ies")
     head = dict(doc)
     head.setdefault("version", SCHEMA_VERSION)
     head.setdefault(kind.list_key, None)
-    return _Doc(path, kind, provider, key, head, items, [None] * len(items))
+    return _Doc(path, kind, provider, key, head, entries)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,8 +368,16 @@ class JsonFileStore:
         self.audit_path = state_dir / "audit.jsonl"
         for directory in (state_dir, self.credentials_dir, self.nodes_dir):
             ensure_private_dir(directory)
+        self._pairing_paths = {name: self.credentials_dir / f"{name}-pairing.json"
+                               for name in KNOWN_PROVIDERS}
+        self._allow_paths = {name: self.credentials_dir / f"{name}-allowFrom.json"
+                             for name in KNOWN_PROVIDERS}
+        self._allow_strs = {name: str(path) for name, path in self._allow_paths.items()}
+        self._pending_path = self.nodes_dir / "pending.json"
+        self._paired_path = self.nodes_dir / "paired.json"
         self._lock = StateLock(state_dir / ".lock", timeout=lock_timeout)
         self._docs: dict[Path, _Doc[Any]] = {}
+        self._checked: set[Path] = set()  # docs re-validated against disk in this transaction
         self._allow_cache: dict[str, tuple[FileKey | None, frozenset[str]]] = {}
         with self._lock.hold():
             remove_debris(self.credentials_dir)
@@ -356,25 +387,36 @@ class JsonFileStore:
 
     def pairing_path(self, provider: str) -> Path:
         """Return ``credentials/<provider>-pairing.json``."""
-        return self.credentials_dir / f"{_provider(provider)}-pairing.json"
+        try:
+            return self._pairing_paths[provider]
+        except KeyError:
+            raise _unknown_provider(provider) from None
 
     def allow_path(self, provider: str) -> Path:
         """Return ``credentials/<provider>-allowFrom.json``."""
-        return self.credentials_dir / f"{_provider(provider)}-allowFrom.json"
+        try:
+            return self._allow_paths[provider]
+        except KeyError:
+            raise _unknown_provider(provider) from None
 
     def state_files(self) -> list[Path]:
         """Return every state file pairbot may write, existing or not."""
         files = [p for name in KNOWN_PROVIDERS for p in (self.pairing_path(name),
                                                         self.allow_path(name))]
-        return [*files, self.nodes_dir / "pending.json", self.nodes_dir / "paired.json",
-                self.audit_path]
+        return [*files, self._pending_path, self._paired_path, self.audit_path]
 
     # reading ---------------------------------------------------------------------------------
 
     def _doc(self, path: Path, kind: _Kind[T], provider: str = "") -> _Doc[T]:
-        """Return the current version of a file (cached unless another writer changed it)."""
+        """Return the current version of a file (cached unless another writer changed it).
+
+        Called only under the lock: a file checked once in a transaction cannot change until
+        the transaction ends, so it is stat'ed at most once per transaction.
+        """
         cached = self._docs.get(path)
-        if cached is not None and (cached.dirty or cached.key == stat_key(path)):
+        if cached is not None and (path in self._checked or cached.dirty
+                                   or cached.key == stat_key(path)):
+            self._checked.add(path)
             return cached
         loaded = read_versioned(path)
         if loaded is None:
@@ -382,6 +424,7 @@ class JsonFileStore:
         else:
             doc = _parse(path, kind, provider, *loaded)
         self._docs[path] = doc
+        self._checked.add(path)
         return doc
 
     def load_check(self, path: Path) -> None:
@@ -398,12 +441,17 @@ class JsonFileStore:
         return (ALLOW if suffix == "allowFrom.json" else REQUESTS), provider
 
     def is_allowed(self, provider: str, sender_id: str) -> bool:
-        """Answer from memory; re-read the allowlist only when its file changed on disk."""
-        cached = self._allow_cache.get(provider)
-        path = self.allow_path(provider)
+        """Answer from memory; re-read the allowlist only when its file changed on disk.
+
+        The hot path is one ``stat`` and two dict lookups: no Path objects are built.
+        """
+        path = self._allow_strs.get(provider)
+        if path is None:
+            raise _unknown_provider(provider)
         key = stat_key(path)
+        cached = self._allow_cache.get(provider)
         if cached is None or cached[0] != key:
-            cached = self._read_allow_set(provider, path)
+            cached = self._read_allow_set(provider, self._allow_paths[provider])
         return sender_id in cached[1]
 
     def _read_allow_set(self, provider: str, path: Path) -> tuple[FileKey | None, frozenset[str]]:
@@ -412,7 +460,7 @@ class JsonFileStore:
             entry: tuple[FileKey | None, frozenset[str]] = (None, frozenset())
         else:
             doc = _parse(path, ALLOW, provider, *loaded)
-            entry = (doc.key, frozenset(doc.items) - {"*", ""})
+            entry = (doc.key, _allow_set(doc))
         self._allow_cache[provider] = entry
         return entry
 
@@ -436,15 +484,23 @@ class JsonFileStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_Txn]:
-        """Take the lock, hand out a view, and commit what changed on a clean exit."""
+        """Take the lock, hand out a view, and commit what changed on a clean exit.
+
+        If the body or the commit fails in any way (including KeyboardInterrupt mid-write),
+        every uncommitted change is dropped from memory, so the next transaction sees exactly
+        what is on disk.
+        """
         with self._lock.hold():
-            txn = _Txn(self)
+            self._checked.clear()
             try:
+                txn = _Txn(self)
                 yield txn
+                self._commit(txn)
             except BaseException:
                 self._forget_dirty()
                 raise
-            self._commit(txn)
+            finally:
+                self._checked.clear()
 
     def _forget_dirty(self) -> None:
         for path in [p for p, d in self._docs.items() if d.dirty]:
@@ -455,19 +511,20 @@ class JsonFileStore:
         # Grants first, pending second: a crash between them leaves "still pending",
         # never "request consumed and grant lost".
         dirty.sort(key=lambda d: 0 if d.kind is ALLOW or d.kind is PAIRED else 1)
-        try:
-            for doc in dirty:
+        for doc in dirty:
+            try:
                 doc.key = atomic_write(doc.path, doc.render(), after=doc.key)
-                doc.dirty = False
-        except OSError as exc:
-            self._forget_dirty()
-            raise StoreError(f"write failed: {exc.strerror}", path=doc.path) from exc
+            except OSError as exc:
+                raise StoreError(f"write failed: {exc.strerror or exc}", path=doc.path) from exc
+            doc.dirty = False
+            if doc.kind is ALLOW:  # the gate answers from the new version without a re-read
+                self._allow_cache[doc.provider] = (doc.key, _allow_set(doc))
         if txn.events:
             payload = "".join(_audit_line(e) for e in txn.events).encode()
             try:
                 append_durably(self.audit_path, payload)
             except OSError as exc:
-                raise StoreError(f"audit append failed: {exc.strerror}",
+                raise StoreError(f"audit append failed: {exc.strerror or exc}",
                                  path=self.audit_path) from exc
 
     def close(self) -> None:
@@ -492,13 +549,13 @@ class _Txn:
         return self._store._doc(self._store.allow_path(provider), ALLOW, provider)
 
     def _node_requests(self) -> _Doc[NodeRequest]:
-        return self._store._doc(self._store.nodes_dir / "pending.json", NODE_REQUESTS)
+        return self._store._doc(self._store._pending_path, NODE_REQUESTS)
 
     def _paired(self) -> _Doc[PairedNode]:
-        return self._store._doc(self._store.nodes_dir / "paired.json", PAIRED)
+        return self._store._doc(self._store._paired_path, PAIRED)
 
     def requests(self, provider: str) -> list[PendingRequest]:
-        return list(self._requests(provider).items)
+        return self._requests(provider).items()
 
     def put_request(self, request: PendingRequest) -> None:
         self._requests(request.provider).put(request)
@@ -507,11 +564,11 @@ class _Txn:
         return self._requests(provider).drop(sender_id)
 
     def allow_from(self, provider: str) -> list[str]:
-        return list(self._allow(provider).items)
+        return self._allow(provider).items()
 
     def allow(self, provider: str, sender_id: str) -> bool:
         doc = self._allow(provider)
-        if doc.index(sender_id) is not None:
+        if sender_id in doc.entries:
             return False
         doc.put(sender_id)
         return True
@@ -520,7 +577,7 @@ class _Txn:
         return self._allow(provider).drop(sender_id)
 
     def node_requests(self) -> list[NodeRequest]:
-        return list(self._node_requests().items)
+        return self._node_requests().items()
 
     def put_node_request(self, request: NodeRequest) -> None:
         self._node_requests().put(request)
@@ -529,7 +586,7 @@ class _Txn:
         return self._node_requests().drop(request_id)
 
     def paired_nodes(self) -> list[PairedNode]:
-        return list(self._paired().items)
+        return self._paired().items()
 
     def put_paired_node(self, node: PairedNode) -> None:
         self._paired().put(node)
@@ -541,10 +598,12 @@ class _Txn:
         self.events.append(event)
 
 
-def _provider(name: str) -> str:
-    if name not in KNOWN_PROVIDERS:
-        raise ValueError(f"unknown provider {name!r} (known: {', '.join(KNOWN_PROVIDERS)})")
-    return name
+def _allow_set(doc: _Doc[str]) -> frozenset[str]:
+    return frozenset(doc.entries) - {"*", ""}
+
+
+def _unknown_provider(name: str) -> ValueError:
+    return ValueError(f"unknown provider {name!r} (known: {', '.join(KNOWN_PROVIDERS)})")
 
 
 def _audit_line(event: AuditEvent) -> str:

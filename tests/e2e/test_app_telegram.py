@@ -232,7 +232,8 @@ async def test_cli_approval_reaches_the_running_bot_within_two_seconds(tg, app, 
 async def test_scheduler_prunes_expired_requests_and_audits_them(tg, app, fake_clock):
     await pair(tg, app, ALICE)
     fake_clock.advance(timedelta(hours=1))
-    await tg.wait_until(lambda: not app.store.pairing_path("telegram").read_text().count('"id"'))
+    await tg.wait_until(lambda: any(r["event"] == "expire" for r in app.store.read_audit()))
+    assert '"id"' not in app.store.pairing_path("telegram").read_text()
     records = app.store.read_audit()
     assert [(r["event"], r["outcome"], r["actor"]) for r in records][-1] == (
         "expire", "expired", "system:scheduler")

@@ -179,7 +179,7 @@ async def test_send_is_plain_text_with_no_parse_mode(
 
     message_id = await running.send("42", text)
 
-    assert fake.sent == [
+    assert [{k: v for k, v in m.items() if k != "received_at"} for m in fake.sent] == [
         {
             "chat_id": ALICE,
             "text": text,

@@ -1,0 +1,327 @@
+"""Handlers (bot/handlers.py): echo, forward, a webhook against a real loopback server, python."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from bot.config import HandlerConfig
+from bot.errors import ConfigError
+from bot.handlers import (
+    EchoHandler,
+    ForwardHandler,
+    PythonHandler,
+    WebhookHandler,
+    build_handler,
+)
+from bot.models import ChatKind, Inbound
+
+SAMPLES = "tests.unit.sample_handlers"
+SECRET_TEXT = "my secret message 12345"
+
+
+def message(text: str = "hello bot", *, name: str = "Alice") -> Inbound:
+    return Inbound(provider="telegram", chat_id="4242", chat_kind=ChatKind.DM,
+                   sender_id="4242", sender_name=name, text=text, message_id="9")
+
+
+class Recorder:
+    """An async ``to_owners`` that remembers what it was given."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def __call__(self, text: str) -> None:
+        self.sent.append(text)
+
+
+async def no_owners(text: str) -> None:
+    raise AssertionError("not expected to reach the owners")
+
+
+# --- echo and forward ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["hello", "", "  spaced  ", "line1\nline2", "😀 ünïcode"],
+                         ids=["plain", "empty", "spaces", "newline", "unicode"])
+async def test_echo_returns_exactly_the_text(text: str) -> None:
+    handler = EchoHandler()
+    assert await handler(message(text)) == text
+    await handler.aclose()
+
+
+@pytest.mark.parametrize(
+    ("name", "want"),
+    [
+        ("Alice", "From telegram 4242 (Alice):\nhello bot"),
+        ("", "From telegram 4242:\nhello bot"),
+        ("Eve\n/approve ABCD2345\u202e", "From telegram 4242 (Eve /approve ABCD2345):\nhello bot"),
+    ],
+    ids=["named", "no-name", "hostile-name-cleaned"],
+)
+async def test_forward_tells_the_owners_who_sent_it(name: str, want: str) -> None:
+    owners = Recorder()
+    handler = ForwardHandler(owners)
+    assert await handler(message(name=name)) is None
+    assert owners.sent == [want]
+
+
+# --- webhook against a real aiohttp server ----------------------------------------------------
+
+@dataclass
+class Hook:
+    """A loopback webhook server; ``received`` holds each JSON body posted to it."""
+
+    base: str
+    received: list[dict[str, Any]] = field(default_factory=list)
+    content_types: list[str] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def url(self, path: str) -> str:
+        return f"{self.base}/{path}"
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[Hook]:
+    state = Hook(base="")
+
+    def replying(respond: Callable[[], web.Response]) -> Callable[
+            [web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            state.received.append(await request.json())
+            state.content_types.append(request.content_type)
+            return respond()
+        return handle
+
+    async def slow(request: web.Request) -> web.Response:
+        state.received.append(await request.json())
+        await state.release.wait()
+        return web.json_response({"text": "too late"})
+
+    app = web.Application()
+    routes = {
+        "text": lambda: web.json_response({"text": "hi from the hook"}),
+        "reply": lambda: web.json_response({"reply": "hi via reply"}),
+        "both": lambda: web.json_response({"text": "text wins", "reply": "reply loses"}),
+        "null-text": lambda: web.json_response({"text": None, "reply": "fallback"}),
+        "empty-text": lambda: web.json_response({"text": "", "reply": "fallback"}),
+        "number-text": lambda: web.json_response({"text": 5}),
+        "no-key": lambda: web.json_response({"other": "x"}),
+        "json-string": lambda: web.json_response("just a string"),
+        "json-list": lambda: web.json_response(["a", "b"]),
+        "bad-json": lambda: web.Response(body=b"{not json", content_type="application/json"),
+        "plain": lambda: web.Response(text="plain reply"),
+        "html": lambda: web.Response(text="<p>hi</p>", content_type="text/html"),
+        "empty": lambda: web.Response(body=b""),
+        "blank": lambda: web.Response(text="  \n "),
+        "no-content": lambda: web.Response(status=204),
+        "error": lambda: web.Response(status=500, text="internal error"),
+        "not-found": lambda: web.Response(status=404, text="nope"),
+        "redirect": lambda: web.Response(status=302, headers={"Location": "/text"}),
+    }
+    for path, respond in routes.items():
+        app.router.add_post(f"/{path}", replying(respond))
+    app.router.add_post("/slow", slow)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    state.base = f"http://{host}:{port}"
+    yield state
+    state.release.set()
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def webhook_for(hook: Hook) -> AsyncIterator[Callable[..., WebhookHandler]]:
+    made: list[WebhookHandler] = []
+
+    def build(path: str, timeout: float = 2.0) -> WebhookHandler:
+        handler = WebhookHandler(hook.url(path), timeout=timedelta(seconds=timeout))
+        made.append(handler)
+        return handler
+
+    yield build
+    for handler in made:
+        await handler.aclose()
+
+
+async def test_webhook_posts_exactly_the_documented_fields(
+        hook: Hook, webhook_for: Callable[..., WebhookHandler]) -> None:
+    msg = Inbound(provider="telegram", chat_id="-100", chat_kind=ChatKind.DM,
+                  sender_id="4242", sender_name="Alice ✨", text="hello\nthere",
+                  message_id="9", meta={"username": "alice"})
+    assert await webhook_for("text")(msg) == "hi from the hook"
+    assert hook.received == [{"provider": "telegram", "sender_id": "4242",
+                              "sender_name": "Alice ✨", "chat_id": "-100",
+                              "text": "hello\nthere"}]
+    assert hook.content_types == ["application/json"]
+
+
+@pytest.mark.parametrize(
+    ("path", "want"),
+    [
+        ("text", "hi from the hook"),
+        ("reply", "hi via reply"),
+        ("both", "text wins"),
+        ("null-text", "fallback"),
+        ("empty-text", "fallback"),
+        ("number-text", None),
+        ("no-key", None),
+        ("json-string", "just a string"),
+        ("json-list", None),
+        ("bad-json", None),
+        ("plain", "plain reply"),
+        ("html", "<p>hi</p>"),
+        ("empty", None),
+        ("blank", None),
+        ("no-content", None),
+        ("error", None),
+        ("not-found", None),
+        ("redirect", None),
+    ],
+    ids=lambda v: str(v),
+)
+async def test_webhook_reply(hook: Hook, webhook_for: Callable[..., WebhookHandler], path: str,
+                             want: str | None) -> None:
+    assert await webhook_for(path)(message()) == want
+    assert len(hook.received) == 1
+
+
+async def test_webhook_500_is_logged_without_the_message(
+        webhook_for: Callable[..., WebhookHandler], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.handlers")
+    assert await webhook_for("error")(message(SECRET_TEXT)) is None
+    assert [r.getMessage() for r in caplog.records if r.name == "bot.handlers"] == [
+        "webhook handler failed: HTTPStatusError"]
+    assert SECRET_TEXT not in caplog.text
+
+
+async def test_webhook_slower_than_the_timeout_gives_none(
+        hook: Hook, webhook_for: Callable[..., WebhookHandler],
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.handlers")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await webhook_for("slow", timeout=0.2)(message(SECRET_TEXT)) is None
+    assert loop.time() - started < 1.5
+    assert len(hook.received) == 1
+    assert [r.getMessage() for r in caplog.records if r.name == "bot.handlers"] == [
+        "webhook handler failed: ReadTimeout"]
+    assert SECRET_TEXT not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:1/hook", "http://127.0.0.1:99999/hook", "http://x\x00y/", "http://[::1",
+     "ftp://127.0.0.1/hook", "not a url"],
+    ids=["refused", "bad-port", "nul-in-host", "broken-ipv6", "ftp", "garbage"],
+)
+async def test_webhook_never_raises(url: str) -> None:
+    handler = WebhookHandler(url, timeout=timedelta(seconds=1))
+    try:
+        assert await handler(message()) is None
+    finally:
+        await handler.aclose()
+
+
+# --- python ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("function", "want"),
+    [
+        ("sync_reply", "sync:4242:hello bot"),
+        ("async_reply", "async:4242:hello bot"),
+        ("async_object", "object:hello bot"),
+        ("sync_returning_coroutine", "async:4242:hello bot"),
+        ("sync_none", None),
+        ("async_none", None),
+        ("sync_empty", None),
+        ("sync_not_text", None),
+        ("sync_raises", None),
+        ("async_raises", None),
+        ("async_slow", None),
+    ],
+    ids=lambda v: str(v),
+)
+async def test_python_handler(function: str, want: str | None) -> None:
+    handler = PythonHandler(f"{SAMPLES}:{function}", timeout=timedelta(seconds=0.2))
+    assert await handler(message()) == want
+    await handler.aclose()
+
+
+async def test_python_handler_failure_is_logged_without_the_message(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.handlers")
+    handler = PythonHandler(f"{SAMPLES}:sync_raises", timeout=timedelta(seconds=1))
+    assert await handler(message(SECRET_TEXT)) is None
+    assert [r.getMessage() for r in caplog.records if r.name == "bot.handlers"] == [
+        "python handler failed: RuntimeError"]
+    assert SECRET_TEXT not in caplog.text
+
+
+# --- build_handler -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("config", "kind"),
+    [
+        (HandlerConfig(), EchoHandler),
+        (HandlerConfig(kind="echo", url="http://ignored.example"), EchoHandler),
+        (HandlerConfig(kind="forward"), ForwardHandler),
+        (HandlerConfig(kind="webhook", url="http://127.0.0.1:8080/hook"), WebhookHandler),
+        (HandlerConfig(kind="webhook", url="https://hooks.example/x"), WebhookHandler),
+        (HandlerConfig(kind="python", target=f"{SAMPLES}:sync_reply"), PythonHandler),
+    ],
+    ids=["default", "echo", "forward", "webhook-http", "webhook-https", "python"],
+)
+async def test_build_handler_kinds(config: HandlerConfig, kind: type) -> None:
+    handler = build_handler(config, no_owners)
+    assert type(handler) is kind
+    await handler.aclose()
+
+
+@pytest.mark.parametrize(
+    ("config", "field_name", "detail"),
+    [
+        (HandlerConfig(kind="webhook"), "handler.url", "required when kind is webhook"),
+        (HandlerConfig(kind="webhook", url=""), "handler.url", "required when kind is webhook"),
+        (HandlerConfig(kind="webhook", url="ftp://x/y"), "handler.url", "http:// or https://"),
+        (HandlerConfig(kind="webhook", url="localhost:8080/x"), "handler.url", "http://"),
+        (HandlerConfig(kind="webhook", url="http://"), "handler.url", "with a host"),
+        (HandlerConfig(kind="webhook", url="http://[::1"), "handler.url", "http://"),
+        (HandlerConfig(kind="python"), "handler.target", "required when kind is python"),
+        (HandlerConfig(kind="python", target="no_colon"), "handler.target",
+         "must look like module:function"),
+        (HandlerConfig(kind="python", target=":func"), "handler.target",
+         "must look like module:function"),
+        (HandlerConfig(kind="python", target=f"{SAMPLES}:"), "handler.target",
+         "must look like module:function"),
+        (HandlerConfig(kind="python", target="no_such_module_pairbot:f"), "handler.target",
+         "cannot import 'no_such_module_pairbot'"),
+        (HandlerConfig(kind="python", target=".relative:f"), "handler.target",
+         "cannot import '.relative'"),
+        (HandlerConfig(kind="python", target=f"{SAMPLES}:missing"), "handler.target",
+         "is not a function"),
+        (HandlerConfig(kind="python", target=f"{SAMPLES}:NOT_CALLABLE"), "handler.target",
+         "is not a function"),
+    ],
+    ids=["webhook-no-url", "webhook-empty-url", "webhook-ftp", "webhook-no-scheme",
+         "webhook-no-host", "webhook-invalid", "python-no-target", "python-no-colon",
+         "python-no-module", "python-no-function", "python-unknown-module", "python-relative",
+         "python-missing-attr", "python-not-callable"],
+)
+def test_build_handler_errors(config: HandlerConfig, field_name: str, detail: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_handler(config, no_owners)
+    assert caught.value.field == field_name
+    assert str(caught.value).startswith(f"{field_name}: ")
+    assert detail in str(caught.value)
+    assert "\n" not in str(caught.value)
+

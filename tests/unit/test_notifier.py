@@ -1,0 +1,150 @@
+"""The owner notifier (bot.app.OwnerNotifier): a rate limit, and one digest for the overflow.
+
+The limit is counted on the FakeClock; the digest waits in real time (``asyncio.sleep``), so
+the window here is 0.2 s to keep the tests fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+import pytest
+
+from bot import messages
+from bot.app import OwnerNotifier
+from bot.clock import FakeClock
+from bot.models import Button
+
+WINDOW = timedelta(seconds=0.2)
+LIMIT = 5
+BUTTONS = (Button(label="Approve", command="/approve ABCD2345"),
+           Button(label="Reject", command="/reject ABCD2345"))
+
+
+class Outbox:
+    """A recording ``send``: every (text, buttons) the notifier sent to the owners."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, tuple[Button, ...]]] = []
+
+    async def __call__(self, text: str, buttons: Sequence[Button]) -> None:
+        self.sent.append((text, tuple(buttons)))
+
+    def texts(self) -> list[str]:
+        return [text for text, _ in self.sent]
+
+
+@pytest.fixture
+def outbox() -> Outbox:
+    return Outbox()
+
+
+@pytest.fixture
+async def notifier(outbox: Outbox, clock: FakeClock):
+    made = OwnerNotifier(outbox, clock=clock, limit=LIMIT, window=WINDOW)
+    yield made
+    await made.aclose()
+
+
+async def until(condition: Callable[[], bool], within: float = 2.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def notice(i: int) -> str:
+    return f"New pairing request {i}"
+
+
+async def test_up_to_the_limit_goes_out_at_once_with_buttons(notifier: OwnerNotifier,
+                                                             outbox: Outbox) -> None:
+    for i in range(LIMIT):
+        await notifier.notify(notice(i), BUTTONS)
+    assert outbox.sent == [(notice(i), BUTTONS) for i in range(LIMIT)]
+    await asyncio.sleep(WINDOW.total_seconds() * 1.25)
+    assert len(outbox.sent) == LIMIT  # nothing was folded, so no digest follows
+
+
+async def test_overflow_becomes_one_digest_after_the_window(notifier: OwnerNotifier,
+                                                            outbox: Outbox,
+                                                            clock: FakeClock) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for i in range(LIMIT + 7):
+        await notifier.notify(notice(i), BUTTONS)
+    assert outbox.texts() == [notice(i) for i in range(LIMIT)]
+
+    clock.advance(WINDOW / 2)  # a notice inside the window still folds (no jumping the queue)
+    await notifier.notify(notice(99), BUTTONS)
+    await asyncio.sleep(0.05)
+    assert len(outbox.sent) == LIMIT
+
+    await until(lambda: len(outbox.sent) > LIMIT)
+    assert loop.time() - started >= WINDOW.total_seconds() * 0.9
+    assert outbox.sent[LIMIT:] == [(messages.owner_digest(8), ())]
+    assert messages.owner_digest(8) == (
+        "8 more pairing requests arrived in the last minute. Send /pending to see them all.")
+
+    await asyncio.sleep(WINDOW.total_seconds() * 1.25)
+    assert len(outbox.sent) == LIMIT + 1  # exactly one digest
+
+    clock.advance(WINDOW)  # the window has passed on the clock: normal notices resume
+    for i in range(LIMIT):
+        await notifier.notify(notice(100 + i), BUTTONS)
+    assert outbox.sent[LIMIT + 1:] == [(notice(100 + i), BUTTONS) for i in range(LIMIT)]
+
+
+async def test_single_overflow_digest_is_singular(notifier: OwnerNotifier,
+                                                  outbox: Outbox) -> None:
+    for i in range(LIMIT + 1):
+        await notifier.notify(notice(i))
+    await until(lambda: len(outbox.sent) == LIMIT + 1)
+    assert outbox.sent[-1] == (
+        "1 more pairing request arrived in the last minute. Send /pending to see them all.", ())
+
+
+async def test_digest_waits_only_until_the_oldest_notice_leaves_the_window(
+        notifier: OwnerNotifier, outbox: Outbox, clock: FakeClock) -> None:
+    loop = asyncio.get_running_loop()
+    await notifier.notify(notice(0))
+    clock.advance(WINDOW * 0.75)
+    for i in range(1, LIMIT + 1):
+        await notifier.notify(notice(i))
+    started = loop.time()
+    await until(lambda: len(outbox.sent) == LIMIT + 1)
+    # The oldest notice leaves the window WINDOW/4 after the overflow, not a whole WINDOW.
+    assert loop.time() - started < WINDOW.total_seconds() * 0.9
+    assert outbox.texts()[-1] == messages.owner_digest(1)
+
+
+async def test_burst_after_a_digest_in_the_same_window_folds_again(
+        notifier: OwnerNotifier, outbox: Outbox) -> None:
+    for i in range(LIMIT + 2):
+        await notifier.notify(notice(i))
+    await until(lambda: len(outbox.sent) == LIMIT + 1)
+    for i in range(3):  # the clock did not move: still the same window
+        await notifier.notify(notice(50 + i))
+    assert len(outbox.sent) == LIMIT + 1
+    await until(lambda: len(outbox.sent) == LIMIT + 2)
+    assert outbox.texts()[LIMIT:] == [messages.owner_digest(2), messages.owner_digest(3)]
+
+
+async def test_aclose_cancels_a_pending_digest(outbox: Outbox, clock: FakeClock) -> None:
+    notifier = OwnerNotifier(outbox, clock=clock, limit=LIMIT, window=WINDOW)
+    for i in range(LIMIT + 3):
+        await notifier.notify(notice(i))
+    await notifier.aclose()
+    await asyncio.sleep(WINDOW.total_seconds() * 1.25)
+    assert outbox.texts() == [notice(i) for i in range(LIMIT)]
+    await notifier.aclose()  # closing twice is harmless
+
+
+async def test_aclose_without_a_digest_is_harmless(outbox: Outbox, clock: FakeClock) -> None:
+    notifier = OwnerNotifier(outbox, clock=clock, limit=LIMIT, window=WINDOW)
+    await notifier.aclose()
+    await notifier.notify(notice(0))
+    assert outbox.texts() == [notice(0)]

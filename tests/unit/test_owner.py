@@ -1,0 +1,439 @@
+"""Owner commands (bot/owner.py) over the real pairing and node services, and the lockout."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+
+from bot import messages
+from bot.clock import FakeClock
+from bot.codes import format_code
+from bot.models import NodeRequest, PendingRequest
+from bot.nodes import NodeService
+from bot.owner import OwnerCommands, OwnerReply
+from bot.pairing import PairingService
+from stores.jsonfile import JsonFileStore
+
+OWNER = "owner:telegram:111"
+OTHER_OWNER = "owner:telegram:222"
+WRONG = "ZZZZ2222"  # well-formed, never live (a live code colliding is a 2^-40 event)
+SECOND = timedelta(seconds=1)
+LOCKED_15M = "Too many wrong codes: approvals are paused for 15m."
+UNKNOWN_TEXT = "No pending request has that code (check it, or see /pending)."
+
+
+@pytest.fixture
+def owner(pairing: PairingService, nodes: NodeService, clock: FakeClock) -> OwnerCommands:
+    return OwnerCommands(pairing, nodes, clock=clock)
+
+
+def stranger(pairing: PairingService, sender: str = "4242", name: str = "Alice",
+             provider: str = "telegram") -> PendingRequest:
+    result = pairing.request(provider, sender, {"firstName": name} if name else {})
+    assert result.request is not None
+    return result.request
+
+
+def node(nodes: NodeService, node_id: str = "node-1", name: str = "Kitchen Pi") -> NodeRequest:
+    return nodes.request(node_id, display_name=name, platform="linux", version="1.0").request
+
+
+def fail(owner: OwnerCommands, times: int, actor: str = OWNER) -> list[OwnerReply]:
+    return [owner.run(f"/approve {WRONG}", actor=actor) for _ in range(times)]
+
+
+# --- /approve and /reject --------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "typed",
+    ["/approve {code}", "/approve {lower}", "/approve {dashed}", "/approve {lower_dashed}",
+     "/approve {head} {tail}", "/approve@my_bot {code}", "   /approve   {code}   ",
+     "/APPROVE {code}"],
+    ids=["exact", "lowercase", "dashed", "lower-dashed", "split", "bot-suffix", "spaces",
+         "upper-command"],
+)
+def test_approve_code_variants(owner: OwnerCommands, pairing: PairingService,
+                               typed: str) -> None:
+    req = stranger(pairing)
+    text = typed.format(code=req.code, lower=req.code.lower(), dashed=format_code(req.code),
+                        lower_dashed=format_code(req.code).lower(), head=req.code[:4],
+                        tail=req.code[4:])
+    reply = owner.run(text, actor=OWNER)
+    assert reply == OwnerReply(
+        text="Approved Telegram sender 4242 (Alice, as given by the sender). They have been "
+             "told.",
+        approved=req)
+    assert pairing.is_allowed("telegram", "4242")
+    assert pairing.pending() == []
+
+
+def test_reject(owner: OwnerCommands, pairing: PairingService) -> None:
+    req = stranger(pairing)
+    reply = owner.run(f"/reject {format_code(req.code)}", actor=OWNER)
+    assert reply == OwnerReply(text="Rejected Telegram sender 4242. Their code no longer works.")
+    assert not pairing.is_allowed("telegram", "4242")
+    assert pairing.pending() == []
+    again = owner.run(f"/approve {req.code}", actor=OWNER)
+    assert (again.ok, again.failure, again.text) == (False, "unknown", UNKNOWN_TEXT)
+
+
+@pytest.mark.parametrize("command", ["/approve", "/reject"])
+@pytest.mark.parametrize("code", [WRONG, "hello", "ABCD-23456", "ABCD--2345", "OOOO1111"],
+                         ids=["unknown", "word", "too-long", "two-dashes", "ambiguous-chars"])
+def test_unknown_code(owner: OwnerCommands, pairing: PairingService, command: str,
+                      code: str) -> None:
+    req = stranger(pairing)
+    reply = owner.run(f"{command} {code}", actor=OWNER)
+    assert reply == OwnerReply(text=UNKNOWN_TEXT, ok=False, failure="unknown")
+    assert pairing.pending() == [req]
+    assert not pairing.is_allowed("telegram", "4242")
+
+
+@pytest.mark.parametrize("command", ["/approve", "/reject"])
+def test_expired_code(owner: OwnerCommands, pairing: PairingService, clock: FakeClock,
+                      command: str) -> None:
+    req = stranger(pairing, sender="U012ABC", provider="slack")
+    clock.advance(timedelta(hours=1))
+    reply = owner.run(f"{command} {req.code}", actor=OWNER)
+    assert reply == OwnerReply(
+        text="The pairing request from slack sender U012ABC expired; ask them to write again "
+             "for a new code.",
+        ok=False, failure="expired")
+    assert not pairing.is_allowed("slack", "U012ABC")
+    assert owner.run(f"{command} {req.code}", actor=OWNER).failure == "unknown"
+
+
+def test_code_is_accepted_one_second_before_expiry(owner: OwnerCommands,
+                                                   pairing: PairingService,
+                                                   clock: FakeClock) -> None:
+    req = stranger(pairing)
+    clock.advance(timedelta(hours=1) - SECOND)
+    assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
+
+
+@pytest.mark.parametrize("command", ["/approve", "/reject", "/approve@my_bot", "/reject   "])
+def test_approve_without_a_code_is_usage(owner: OwnerCommands, command: str) -> None:
+    word = command.split("@")[0].strip()
+    assert owner.run(command, actor=OWNER) == OwnerReply(
+        text=f"Usage: {word} CODE", ok=False, failure="usage")
+
+
+# --- /pending ----------------------------------------------------------------------------------
+
+def test_pending_when_nothing_is_pending(owner: OwnerCommands) -> None:
+    assert owner.run("/pending", actor=OWNER) == OwnerReply(text="Nothing is pending.")
+
+
+def test_pending_lists_dm_and_node_requests(owner: OwnerCommands, pairing: PairingService,
+                                            nodes: NodeService, clock: FakeClock) -> None:
+    alice = stranger(pairing, "4242", "Alice")
+    clock.advance(timedelta(minutes=5))
+    anon = stranger(pairing, "777", "")
+    hostile = stranger(pairing, "888", "Eve\n/approve ABCD2345\u202e")
+    kitchen = node(nodes)
+    clock.advance(timedelta(minutes=1))
+    assert owner.run("/pending", actor=OWNER).text == "\n".join([
+        "Pairing requests (3):",
+        f"{format_code(alice.code)}  Telegram 4242 (Alice), 6m ago",
+        f"{format_code(anon.code)}  Telegram 777, 1m ago",
+        f"{format_code(hostile.code)}  Telegram 888 (Eve /approve ABCD2345), 1m ago",
+        "Node requests (1):",
+        f"{kitchen.request_id}  node-1 (Kitchen Pi), 1m ago",
+    ])
+
+
+def test_pending_with_only_nodes(owner: OwnerCommands, nodes: NodeService) -> None:
+    kitchen = node(nodes, name="")
+    assert owner.run("/pending", actor=OWNER).text == (
+        f"Node requests (1):\n{kitchen.request_id}  node-1, 0s ago")
+
+
+def test_pending_leaves_out_expired_requests(owner: OwnerCommands, pairing: PairingService,
+                                             nodes: NodeService, clock: FakeClock) -> None:
+    stranger(pairing)
+    node(nodes)
+    clock.advance(timedelta(hours=1))
+    assert owner.run("/pending", actor=OWNER).text == "Nothing is pending."
+
+
+# --- /allowlist and /revoke --------------------------------------------------------------------
+
+@pytest.fixture
+def with_config_allow(store: JsonFileStore, clock: FakeClock,
+                      nodes: NodeService) -> tuple[OwnerCommands, PairingService]:
+    pairing = PairingService(store, clock=clock, static_allow={"telegram": ["99"]})
+    return OwnerCommands(pairing, nodes, clock=clock), pairing
+
+
+def test_allowlist_empty(owner: OwnerCommands) -> None:
+    assert owner.run("/allowlist", actor=OWNER) == OwnerReply(text="The allowlist is empty.")
+
+
+@pytest.mark.parametrize(
+    ("typed", "want"),
+    [
+        ("/allowlist", "Telegram 4242\nTelegram 99 (config)\nSlack U1"),
+        ("/allowlist telegram", "Telegram 4242\nTelegram 99 (config)"),
+        ("/allowlist TELEGRAM", "Telegram 4242\nTelegram 99 (config)"),
+        ("/allowlist slack", "Slack U1"),
+        ("/allowlist discord", "The allowlist is empty."),
+        ("/allowlist myspace", "Unknown provider 'myspace'."),
+        ("/allowlist " + "x" * 100, f"Unknown provider '{'x' * 19}…'."),
+    ],
+    ids=["all", "telegram", "case-insensitive", "slack", "empty-provider", "unknown-provider",
+         "long-provider-cut"],
+)
+def test_allowlist(with_config_allow: tuple[OwnerCommands, PairingService], typed: str,
+                   want: str) -> None:
+    owner, pairing = with_config_allow
+    pairing.allow("telegram", "4242", actor=OWNER)
+    pairing.allow("slack", "U1", actor=OWNER)
+    assert owner.run(typed, actor=OWNER) == OwnerReply(text=want)
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["/revoke", "/revoke telegram", "/revoke myspace 4242", "/revoke telegram 4242 extra",
+     "/revoke 4242 telegram"],
+    ids=["bare", "no-id", "unknown-provider", "extra-arg", "swapped"],
+)
+def test_revoke_usage(owner: OwnerCommands, pairing: PairingService, typed: str) -> None:
+    pairing.allow("telegram", "4242", actor=OWNER)
+    assert owner.run(typed, actor=OWNER) == OwnerReply(
+        text="Usage: /revoke PROVIDER ID", ok=False, failure="usage")
+    assert pairing.is_allowed("telegram", "4242")
+
+
+def test_revoke_takes_the_sender_off_the_allowlist(owner: OwnerCommands,
+                                                   pairing: PairingService) -> None:
+    req = stranger(pairing)
+    owner.run(f"/approve {req.code}", actor=OWNER)
+    reply = owner.run("/revoke Telegram 4242", actor=OWNER)
+    assert reply == OwnerReply(
+        text="Revoked Telegram sender 4242; their next message gets a new code.")
+    assert not pairing.is_allowed("telegram", "4242")
+    assert owner.run("/allowlist", actor=OWNER).text == "The allowlist is empty."
+
+
+def test_revoke_someone_not_allowed(owner: OwnerCommands) -> None:
+    assert owner.run("/revoke telegram 555", actor=OWNER) == OwnerReply(
+        text="telegram sender 555 is not in the allowlist", ok=False, failure="unknown")
+
+
+def test_revoke_a_config_entry_says_where_it_comes_from(
+        with_config_allow: tuple[OwnerCommands, PairingService]) -> None:
+    owner, pairing = with_config_allow
+    assert owner.run("/revoke telegram 99", actor=OWNER) == OwnerReply(
+        text="telegram sender 99 is allowed by the config's allow_from; remove it there",
+        ok=False, failure="unknown")
+    assert pairing.is_allowed("telegram", "99")
+
+
+# --- /nodes ------------------------------------------------------------------------------------
+
+def test_nodes_overview_empty(owner: OwnerCommands) -> None:
+    assert owner.run("/nodes", actor=OWNER) == OwnerReply(
+        text="Pending nodes (0):\n-\nPaired nodes (0):\n-")
+
+
+def test_nodes_overview(owner: OwnerCommands, nodes: NodeService, clock: FakeClock) -> None:
+    paired = node(nodes, "node-1", "Kitchen Pi")
+    nodes.approve(paired.request_id, actor=OWNER)
+    nameless = node(nodes, "node-2", "")
+    nodes.approve(nameless.request_id, actor=OWNER)
+    waiting = node(nodes, "node-3", "G" * 50)
+    clock.advance(timedelta(minutes=2))
+    assert owner.run("/nodes", actor=OWNER).text == "\n".join([
+        "Pending nodes (1):",
+        f"{waiting.request_id}  node-3 ({'G' * 31}…), 2m ago",
+        "Paired nodes (2):",
+        "node-1 (Kitchen Pi)",
+        "node-2 (no name)",
+    ])
+
+
+@pytest.mark.parametrize("case", [str.upper, str.lower], ids=["as-shown", "lowercase"])
+def test_nodes_approve_returns_a_token_that_verifies(owner: OwnerCommands, nodes: NodeService,
+                                                     case: object) -> None:
+    req = node(nodes)
+    assert callable(case)
+    reply = owner.run(f"/nodes approve {case(req.request_id)}", actor=OWNER)
+    assert (reply.ok, reply.text, reply.failure) == (True, "Approved node node-1.", None)
+    assert reply.node_approved is not None
+    paired, token = reply.node_approved
+    assert (paired.node_id, paired.display_name) == ("node-1", "Kitchen Pi")
+    assert nodes.verify("node-1", token) == paired
+    assert nodes.verify("node-1", token + "x") is None
+    assert nodes.pending() == []
+
+
+def test_nodes_reject(owner: OwnerCommands, nodes: NodeService) -> None:
+    req = node(nodes)
+    reply = owner.run(f"/nodes reject {req.request_id}", actor=OWNER)
+    assert reply == OwnerReply(text="Rejected node node-1.", node_rejected=req)
+    assert (nodes.pending(), nodes.paired()) == ([], [])
+
+
+def test_nodes_revoke(owner: OwnerCommands, nodes: NodeService) -> None:
+    req = node(nodes)
+    approved = owner.run(f"/nodes approve {req.request_id}", actor=OWNER).node_approved
+    assert approved is not None
+    paired, token = approved
+    reply = owner.run("/nodes revoke node-1", actor=OWNER)
+    assert reply == OwnerReply(text="Revoked node node-1; its token no longer works.",
+                               node_revoked=paired)
+    assert nodes.verify("node-1", token) is None
+    assert nodes.paired() == []
+
+
+@pytest.mark.parametrize(
+    ("typed", "want"),
+    [
+        ("/nodes approve NOPE", "no pending node request 'NOPE' (see `pairbot nodes pending`)"),
+        ("/nodes reject NOPE", "no pending node request 'NOPE' (see `pairbot nodes pending`)"),
+        ("/nodes revoke node-9", "no paired node 'node-9' (see `pairbot nodes list`)"),
+    ],
+    ids=["approve", "reject", "revoke"],
+)
+def test_nodes_unknown(owner: OwnerCommands, typed: str, want: str) -> None:
+    assert owner.run(typed, actor=OWNER) == OwnerReply(text=want, ok=False, failure="unknown")
+
+
+def test_nodes_approve_expired_request_is_unknown(owner: OwnerCommands, nodes: NodeService,
+                                                  clock: FakeClock) -> None:
+    req = node(nodes)
+    clock.advance(timedelta(minutes=5))
+    reply = owner.run(f"/nodes approve {req.request_id}", actor=OWNER)
+    assert (reply.failure, reply.node_approved) == ("unknown", None)
+    assert nodes.paired() == []
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["/nodes approve", "/nodes reject", "/nodes revoke", "/nodes list", "/nodes approve A B",
+     "/nodes pair X"],
+    ids=["approve-no-id", "reject-no-id", "revoke-no-id", "unknown-action", "two-ids",
+         "other-action"],
+)
+def test_nodes_usage(owner: OwnerCommands, typed: str) -> None:
+    assert owner.run(typed, actor=OWNER) == OwnerReply(
+        text="Usage: /nodes [approve ID | reject ID | revoke NODE_ID]", ok=False,
+        failure="usage")
+
+
+# --- /help -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("typed", ["/help", "/start", "/unknown", "hello", "", "/help@my_bot"],
+                         ids=["help", "start", "unknown", "plain-text", "empty", "bot-suffix"])
+def test_help_for_everything_else(owner: OwnerCommands, typed: str) -> None:
+    assert owner.run(typed, actor=OWNER) == OwnerReply(text=messages.HELP)
+
+
+# --- lockout (goal 7) --------------------------------------------------------------------------
+
+def test_nine_failures_do_not_lock(owner: OwnerCommands, pairing: PairingService) -> None:
+    req = stranger(pairing)
+    replies = fail(owner, 9)
+    assert {(r.failure, r.text) for r in replies} == {("unknown", UNKNOWN_TEXT)}
+    assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
+
+
+def test_ten_failures_lock_even_a_correct_code_for_fifteen_minutes(
+        owner: OwnerCommands, pairing: PairingService, clock: FakeClock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.owner")
+    req = stranger(pairing)
+    replies = fail(owner, 10)
+    assert replies[-1] == OwnerReply(text=f"{UNKNOWN_TEXT}\n{LOCKED_15M}", ok=False,
+                                     failure="unknown")
+    locked = OwnerReply(text=LOCKED_15M, ok=False, failure="locked")
+    assert owner.run(f"/approve {req.code}", actor=OWNER) == locked
+    assert owner.run(f"/reject {req.code}", actor=OWNER) == locked
+    assert pairing.pending() == [req]
+    assert not pairing.is_allowed("telegram", "4242")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"owner {OWNER} locked out of approvals for 0:15:00 after 10 failures"]
+    assert req.code not in caplog.text
+
+    clock.advance(timedelta(minutes=10))
+    assert owner.run(f"/approve {req.code}", actor=OWNER) == OwnerReply(
+        text="Too many wrong codes: approvals are paused for 5m.", ok=False, failure="locked")
+    clock.advance(timedelta(minutes=5) - SECOND)
+    assert owner.run(f"/approve {req.code}", actor=OWNER) == OwnerReply(
+        text="Too many wrong codes: approvals are paused for 1s.", ok=False, failure="locked")
+    clock.advance(SECOND)
+    assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
+
+
+def test_lockout_counts_expired_codes_and_ignores_new_codes(
+        owner: OwnerCommands, pairing: PairingService, clock: FakeClock) -> None:
+    old = stranger(pairing, "1")
+    clock.advance(timedelta(hours=1))
+    assert owner.run(f"/approve {old.code}", actor=OWNER).failure == "expired"
+    fail(owner, 4)
+    fresh = stranger(pairing, "2")  # a new code does not reset the count
+    fail(owner, 5)
+    assert owner.run(f"/approve {fresh.code}", actor=OWNER).failure == "locked"
+
+
+def test_usage_errors_do_not_count(owner: OwnerCommands, pairing: PairingService) -> None:
+    req = stranger(pairing)
+    for _ in range(20):
+        owner.run("/approve", actor=OWNER)
+        owner.run("/nodes approve NOPE", actor=OWNER)
+    assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
+
+
+def test_success_resets_the_counter(owner: OwnerCommands, pairing: PairingService) -> None:
+    first = stranger(pairing, "1")
+    second = stranger(pairing, "2")
+    fail(owner, 9)
+    assert owner.run(f"/approve {first.code}", actor=OWNER).approved == first
+    replies = fail(owner, 9)
+    assert {r.failure for r in replies} == {"unknown"}
+    assert owner.run(f"/approve {second.code}", actor=OWNER).approved == second
+
+
+def test_a_successful_reject_also_resets_the_counter(owner: OwnerCommands,
+                                                     pairing: PairingService) -> None:
+    first = stranger(pairing, "1")
+    second = stranger(pairing, "2")
+    fail(owner, 9)
+    assert owner.run(f"/reject {first.code}", actor=OWNER).ok
+    fail(owner, 9)
+    assert owner.run(f"/approve {second.code}", actor=OWNER).approved == second
+
+
+def test_failures_older_than_fifteen_minutes_fall_out(owner: OwnerCommands,
+                                                      pairing: PairingService,
+                                                      clock: FakeClock) -> None:
+    fail(owner, 9)
+    clock.advance(timedelta(minutes=15))
+    fail(owner, 1)
+    req = stranger(pairing)
+    assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
+
+
+def test_lockout_doubles_up_to_an_hour(owner: OwnerCommands, pairing: PairingService,
+                                       clock: FakeClock) -> None:
+    for minutes, shown in ((15, "15m"), (30, "30m"), (60, "1h"), (60, "1h")):
+        replies = fail(owner, 10)
+        assert replies[-1].text.endswith(f"approvals are paused for {shown}.")
+        assert [r.failure for r in replies[:-1]] == ["unknown"] * 9
+        clock.advance(timedelta(minutes=minutes) - SECOND)
+        assert fail(owner, 1)[0].failure == "locked"
+        clock.advance(SECOND)
+    req = stranger(pairing)
+    assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
+    # Success resets the escalation too: the next lock is 15 minutes again.
+    assert fail(owner, 10)[-1].text.endswith(LOCKED_15M)
+
+
+def test_one_owners_failures_do_not_lock_another(owner: OwnerCommands,
+                                                 pairing: PairingService) -> None:
+    req = stranger(pairing)
+    fail(owner, 10, actor=OTHER_OWNER)
+    assert owner.run(f"/approve {req.code}", actor=OTHER_OWNER).failure == "locked"
+    assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req

@@ -41,6 +41,7 @@ async def latency(rate: float, seconds: float, send_rate: float) -> list[float]:
             config = Config.model_validate({
                 "owners": [{"provider": "telegram", "user_id": "111"}],
                 "pairing": {"max_pending_per_provider": 10_000},
+                "gateway": {"enabled": False},
                 "providers": {"telegram": {"token": fake.token, "api_base_url": fake.base_url,
                                            "max_send_rate": send_rate}},
             })

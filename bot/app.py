@@ -23,6 +23,7 @@ from bot.clock import Clock, SystemClock
 from bot.config import Config
 from bot.errors import ConfigError
 from bot.gate import Decision, decide
+from bot.gateway import Gateway, GatewaySettings
 from bot.handlers import Handler, build_handler
 from bot.models import Button, DmPolicy, Inbound, NodeRequest, PairedNode, PendingRequest
 from bot.nodes import NodeService, NodeSettings
@@ -171,6 +172,20 @@ class App:
             await provider.start(self.on_inbound)
             self.providers[name] = provider
             self._stack.push_async_callback(provider.stop)
+        self.gateway: Gateway | None = None
+        if cfg.gateway.enabled:
+            gateway = Gateway(
+                self.nodes, clock=self.clock,
+                settings=GatewaySettings(
+                    host=cfg.gateway.host, port=cfg.gateway.port,
+                    operator_token=cfg.gateway.operator_token, socket_dir=self.state_dir,
+                    max_pending_per_address=cfg.nodes.max_pending_per_address,
+                    max_pending=cfg.nodes.max_pending),
+                on_request=self.notice_node_request, on_resolved=self._resolved_by_gateway)
+            await gateway.start()
+            self._stack.push_async_callback(gateway.stop)
+            self.gateway = gateway
+            self.add_node_listener(self._deliver_to_gateway)
         self.scheduler = PruneScheduler(self.prune, interval=cfg.pairing.prune_interval)
         await self.scheduler.start()
         self._stack.push_async_callback(self.scheduler.stop)
@@ -300,6 +315,17 @@ class App:
             with contextlib.suppress(Exception):
                 delivered = bool(await listener("node.pair.resolved", payload)) or delivered
         return delivered
+
+    async def _resolved_by_gateway(self, node_id: str, decision: str, request_id: str | None,
+                                   token: str | None) -> bool:
+        return await self.resolve_node(node_id, decision, request_id=request_id, token=token)
+
+    async def _deliver_to_gateway(self, _event: str, payload: dict[str, Any]) -> bool:
+        if self.gateway is None:
+            return False
+        return await self.gateway.resolve(payload["nodeId"], payload["decision"],
+                                          request_id=payload.get("requestId"),
+                                          token=payload.get("token"))
 
     async def _tell_approved(self, req: PendingRequest) -> None:
         key = (req.provider, req.id)

@@ -137,6 +137,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(nsub, "revoke", cmd_nodes_revoke, "unpair a node; its token stops working")
     p.add_argument("node_id", metavar="NODE_ID")
 
+    node = groups.add_parser("node", help="play a node: ask a gateway to join, connect")
+    node_sub = node.add_subparsers(dest="command", metavar="ACTION", required=True)
+    node_common = argparse.ArgumentParser(add_help=False)
+    node_common.add_argument("--gateway", default="ws://127.0.0.1:18789", metavar="URL",
+                             help="gateway WebSocket URL (default ws://127.0.0.1:18789)")
+    node_common.add_argument("--node-dir", default=None, metavar="DIR",
+                             help="where the node keeps its id and tokens "
+                                  "(default $PAIRBOT_NODE_DIR, else ~/.pairbot-node)")
+    p = node_sub.add_parser("pair", parents=[common, node_common], help="ask to join; wait "
+                            "for the owner; print and save the token",
+                            description="Ask the gateway to pair this node and wait.")
+    p.add_argument("--name", default="", help="display name shown to the owner")
+    p.add_argument("--platform", default="", help="e.g. android, ios, linux")
+    p.add_argument("--version", dest="node_version", default="", help="app version")
+    p.add_argument("--node-id", default=None, help="node id (default: a saved random id)")
+    p.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
+                   help="give up after this long (default 600)")
+    p.set_defaults(plain=cmd_node_pair)
+    p = node_sub.add_parser("connect", parents=[common, node_common],
+                            help="connect with the saved token",
+                            description="Authenticate to the gateway with the saved token.")
+    p.set_defaults(plain=cmd_node_connect)
+
     p = leaf(groups, "audit", cmd_audit, "show the audit log", [as_json])
     p.add_argument("--limit", type=_limit, default=50, metavar="N",
                    help="last N entries (default 50)")
@@ -181,6 +204,79 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.info("stopping")
 
     asyncio.run(serve())
+    return EXIT_OK
+
+
+def cmd_node_pair(args: argparse.Namespace) -> int:
+    """``pairbot node pair``: ask to join, wait for the decision, save the token."""
+    import asyncio
+
+    from bot.nodeclient import GatewayClient, NodeCredentials, NodeKeyring
+
+    keyring = NodeKeyring(Path(args.node_dir) if args.node_dir else None)
+    node_id = args.node_id or keyring.node_id()
+    saved = keyring.get(args.gateway)
+    out = Console(highlight=False, soft_wrap=True)
+
+    async def pair() -> int:
+        async with GatewayClient.open(args.gateway) as client:
+            answer = await client.call("node.pair.request", {
+                "nodeId": node_id, "displayName": args.name, "platform": args.platform,
+                "version": args.node_version, "repair": saved is None})
+            if answer.get("status") == "paired" and not answer.get("token"):
+                out.print(Text(f"Node {node_id} is already paired with {args.gateway}; use "
+                               "`pairbot node connect`."))
+                return EXIT_OK
+            if answer.get("status") == "pending":
+                out.print(Text(f"Asked {args.gateway} to pair node {node_id}. Request "
+                               f"{answer.get('requestId')}: waiting for the owner (until "
+                               f"{answer.get('expiresAt')})..."))
+                decision = await client.next_event("node.pair.resolved", wait=args.wait)
+            else:
+                decision = {"decision": "approved", "token": answer.get("token")}
+        if decision.get("decision") != "approved" or not decision.get("token"):
+            out.print(Text(f"Not paired: the request was {decision.get('decision')}."))
+            return EXIT_LOOKUP
+        token = str(decision["token"])
+        keyring.save(NodeCredentials(gateway=args.gateway, node_id=node_id, token=token,
+                                     display_name=args.name))
+        out.print(Text(f"Approved. Token saved in {keyring.path}:"))
+        sys.stdout.write(token + "\n")
+        return EXIT_OK
+
+    try:
+        return asyncio.run(pair())
+    except TimeoutError:
+        sys.stderr.write(f"pairbot: error: no decision within {args.wait:g}s\n")
+        return EXIT_LOOKUP
+
+
+def cmd_node_connect(args: argparse.Namespace) -> int:
+    """``pairbot node connect``: authenticate with the token saved by ``node pair``."""
+    import asyncio
+
+    from bot.nodeclient import GatewayCallError, GatewayClient, NodeKeyring
+
+    keyring = NodeKeyring(Path(args.node_dir) if args.node_dir else None)
+    creds = keyring.get(args.gateway)
+    if creds is None:
+        raise UsageError(f"no token saved for {args.gateway}; run `pairbot node pair` first")
+
+    async def connect() -> dict[str, Any]:
+        async with GatewayClient.open(args.gateway) as client:
+            return await client.call("node.connect", {"nodeId": creds.node_id,
+                                                      "token": creds.token})
+
+    try:
+        answer = asyncio.run(connect())
+    except GatewayCallError as exc:
+        if exc.code == "UNAUTHORIZED":
+            sys.stderr.write("pairbot: error: the gateway refused this node's token (revoked?); "
+                             "pair again with `pairbot node pair`\n")
+            return EXIT_LOOKUP
+        raise
+    Console(highlight=False).print(Text(f"Connected to {args.gateway} as node "
+                                        f"{clean(str(answer.get('nodeId')))}."))
     return EXIT_OK
 
 
@@ -314,8 +410,52 @@ def cmd_nodes_pending(ctx: Context) -> int:
     return EXIT_OK
 
 
+def _via_gateway(ctx: Context, method: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Run an operator method on the running bot's gateway, if one listens on the state dir.
+
+    Returns None when no bot runs (the caller then acts on the store directly).
+    """
+    import asyncio
+
+    from bot.gateway import SOCKET_NAME
+    from bot.nodeclient import GatewayCallError, GatewayClient, GatewayUnavailable
+
+    socket = ctx.store.state_dir / SOCKET_NAME
+    if not socket.exists():
+        return None
+
+    async def call() -> dict[str, Any]:
+        async with GatewayClient.open(unix_socket=socket, wait=5) as client:
+            return await client.call(method, {**params, "actor": ctx.actor})
+
+    try:
+        return asyncio.run(call())
+    except GatewayUnavailable:
+        log.debug("gateway socket present but not answering; acting on the store")
+        return None
+    except GatewayCallError as exc:
+        if exc.code == "NOT_FOUND":
+            raise LookupFailed(str(exc).removeprefix("gateway: ")) from None
+        raise
+
+
 def cmd_nodes_approve(ctx: Context) -> int:
-    """``pairbot nodes approve``: the token is printed here once and never again."""
+    """``pairbot nodes approve``: through the running bot if any, else the token is printed.
+
+    With the bot running, the gateway mints the token and hands it to the waiting node over
+    its connection; nobody else sees it. Without, the token is printed here, once.
+    """
+    answer = _via_gateway(ctx, "node.pair.approve", {"requestId": ctx.args.request_id})
+    if answer is not None:
+        if ctx.args.json:
+            _print_json(ctx, {"nodeId": answer.get("nodeId"),
+                              "delivered": bool(answer.get("delivered"))})
+            return EXIT_OK
+        where = ("its token went to the waiting node over the gateway" if answer.get("delivered")
+                 else "the node is not connected; it receives its token if it asks again "
+                      "before its request would have expired")
+        ctx.out.print(Text(f"Approved node {clean(str(answer.get('nodeId')))}: {where}."))
+        return EXIT_OK
     node, token = ctx.nodes.approve(ctx.args.request_id, actor=ctx.actor)
     if ctx.args.json:
         _print_json(ctx, {**_node_json(node), "token": token})
@@ -329,6 +469,11 @@ def cmd_nodes_approve(ctx: Context) -> int:
 
 def cmd_nodes_reject(ctx: Context) -> int:
     """``pairbot nodes reject``."""
+    answer = _via_gateway(ctx, "node.pair.reject", {"requestId": ctx.args.request_id})
+    if answer is not None:
+        ctx.out.print(Text(f"Rejected node {clean(str(answer.get('nodeId')))} (request "
+                           f"{answer.get('requestId')}); the node was told."))
+        return EXIT_OK
     req = ctx.nodes.reject(ctx.args.request_id, actor=ctx.actor)
     ctx.out.print(Text(f"Rejected node {clean(req.node_id)} (request {req.request_id})."))
     return EXIT_OK
@@ -358,8 +503,10 @@ def cmd_nodes_list(ctx: Context) -> int:
 
 def cmd_nodes_revoke(ctx: Context) -> int:
     """``pairbot nodes revoke``."""
-    node = ctx.nodes.revoke(ctx.args.node_id, actor=ctx.actor)
-    ctx.out.print(Text(f"Revoked node {clean(node.node_id)}; its token no longer works."))
+    answer = _via_gateway(ctx, "node.revoke", {"nodeId": ctx.args.node_id})
+    node_id = str(answer.get("nodeId")) if answer is not None else \
+        ctx.nodes.revoke(ctx.args.node_id, actor=ctx.actor).node_id
+    ctx.out.print(Text(f"Revoked node {clean(node_id)}; its token no longer works."))
     return EXIT_OK
 
 

@@ -112,6 +112,8 @@ class NodesConfig(_Model):
     """``nodes:`` — node pairing knobs."""
 
     pending_ttl: Duration = timedelta(minutes=5)
+    max_pending_per_address: int = Field(default=3, ge=1, le=1000)
+    max_pending: int = Field(default=50, ge=1, le=10_000)
 
 
 class GatewayConfig(_Model):

@@ -100,6 +100,7 @@ async def run_demo(out: Console, *, ttl_seconds: int = 4) -> int:
                 "owners": [{"provider": "telegram", "user_id": str(OWNER)}],
                 "pairing": {"pending_ttl": f"{ttl_seconds}s", "prune_interval": "1s"},
                 "handler": {"kind": "echo"},
+                "gateway": {"port": 0},
                 "providers": {"telegram": {"token": fake.token,
                                            "api_base_url": fake.base_url}},
             })

@@ -59,6 +59,7 @@ async def test_run_serves_telegram_and_stops_cleanly_on_sigterm(tmp_path):
         config.write_text(
             f"state_dir: {tmp_path / 'state'}\n"
             "owners: [{provider: telegram, user_id: '111'}]\n"
+            "gateway: {port: 0}\n"
             "providers:\n"
             f"  telegram: {{token: '${{TG_TOKEN}}', api_base_url: '{fake.base_url}'}}\n")
         proc = await asyncio.create_subprocess_exec(

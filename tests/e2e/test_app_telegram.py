@@ -28,6 +28,7 @@ def make_config(fake: FakeTelegramServer, **overrides: Any) -> Config:
     raw: dict[str, Any] = {
         "owners": [{"provider": "telegram", "user_id": str(OWNER)}],
         "pairing": {"prune_interval": "0.2s"},
+        "gateway": {"port": 0},
         "providers": {"telegram": {"token": fake.token, "api_base_url": fake.base_url}},
     }
     for key, value in overrides.items():

@@ -1,0 +1,206 @@
+"""A client of the gateway protocol, and the node side of pairing.
+
+Used by ``pairbot node pair`` / ``pairbot node connect`` (a device, or something playing
+one) and by ``pairbot nodes approve|reject|revoke``, which reach a running bot through the
+local Unix socket in the state dir so that the token goes straight to the waiting node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import aiohttp
+
+from bot.errors import PairbotError
+from stores._files import atomic_write, ensure_private_dir, read_versioned
+
+NODE_DIR_ENV = "PAIRBOT_NODE_DIR"
+DEFAULT_NODE_DIR = "~/.pairbot-node"
+
+
+class GatewayCallError(PairbotError):
+    """The gateway answered a request with ``ok: false``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"gateway: {message} ({code})")
+        self.code = code
+
+
+class GatewayUnavailable(PairbotError):
+    """The gateway could not be reached, or closed the connection."""
+
+
+class GatewayClient:
+    """One WebSocket connection to a gateway: calls, and the events that arrive between."""
+
+    def __init__(self, session: aiohttp.ClientSession,
+                 ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._session = session
+        self._ws = ws
+        self._ids = itertools.count(1)
+        self._answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, url: str | None = None, *, unix_socket: Path | None = None,
+                   wait: float = 10.0) -> AsyncIterator[Self]:
+        """Connect to ``url`` (``ws://host:port``) or to a local Unix socket."""
+        connector = aiohttp.UnixConnector(path=str(unix_socket)) if unix_socket else None
+        session = aiohttp.ClientSession(connector=connector)
+        target = "http://localhost/" if unix_socket else (url or "")
+        try:
+            try:
+                ws = await session.ws_connect(target, timeout=aiohttp.ClientWSTimeout(
+                    ws_close=wait), heartbeat=30)
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                where = unix_socket or url
+                raise GatewayUnavailable(f"cannot reach the gateway at {where}: "
+                                         f"{type(exc).__name__}") from None
+            client = cls(session, ws)
+            try:
+                yield client
+            finally:
+                await client.close()
+        finally:
+            await session.close()
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    async def call(self, method: str, params: dict[str, Any] | None = None, *,
+                   wait: float = 15.0) -> dict[str, Any]:
+        """Send a request and return its payload; raise :class:`GatewayCallError` on ok=false."""
+        req_id = str(next(self._ids))
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._answers[req_id] = future
+        await self._ws.send_str(json.dumps({"type": "req", "id": req_id, "method": method,
+                                            "params": params or {}}))
+        try:
+            answer = await asyncio.wait_for(future, wait)
+        except TimeoutError:
+            raise GatewayUnavailable(f"no answer to {method} within {wait:g}s") from None
+        finally:
+            self._answers.pop(req_id, None)
+        if not answer.get("ok"):
+            error = answer.get("error") or {}
+            raise GatewayCallError(str(error.get("code", "ERROR")),
+                                   str(error.get("message", "request failed")))
+        payload = answer.get("payload")
+        return payload if isinstance(payload, dict) else {}
+
+    async def next_event(self, name: str | None = None, *,
+                         wait: float | None = None) -> dict[str, Any]:
+        """Wait for the next event (named ``name``, if given) and return its payload."""
+        async with asyncio.timeout(wait):
+            while True:
+                frame = await self._events.get()
+                if frame is None:
+                    raise GatewayUnavailable("the gateway closed the connection")
+                if name is None or frame.get("event") == name:
+                    payload = frame.get("payload")
+                    return payload if isinstance(payload, dict) else {}
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self._ws:
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    continue
+                with contextlib.suppress(ValueError):
+                    frame = json.loads(msg.data)
+                    if not isinstance(frame, dict):
+                        continue
+                    if frame.get("type") == "res":
+                        future = self._answers.get(str(frame.get("id")))
+                        if future is not None and not future.done():
+                            future.set_result(frame)
+                    elif frame.get("type") == "event":
+                        self._events.put_nowait(frame)
+        finally:
+            self._events.put_nowait(None)
+            for future in self._answers.values():
+                if not future.done():
+                    future.set_exception(GatewayUnavailable("the gateway closed the connection"))
+
+
+# --- the node's own credentials ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCredentials:
+    """What a node keeps after pairing with one gateway."""
+
+    gateway: str
+    node_id: str
+    token: str
+    display_name: str = ""
+
+
+class NodeKeyring:
+    """The node side's private files: its stable node id and one token per gateway.
+
+    ``<dir>/node.json`` = ``{"version": 1, "nodeId": ..., "gateways": {url: {token, ...}}}``,
+    0600 in a 0700 dir, written atomically.
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
+        chosen = directory or Path(os.environ.get(NODE_DIR_ENV) or DEFAULT_NODE_DIR)
+        self.directory = chosen.expanduser()
+        self.path = self.directory / "node.json"
+
+    def _load(self) -> dict[str, Any]:
+        loaded = read_versioned(self.path)
+        if loaded is None:
+            return {"version": 1, "gateways": {}}
+        try:
+            doc = json.loads(loaded[1])
+        except ValueError:
+            raise PairbotError(f"{self.path}: not valid JSON; fix or move it away") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("gateways", {}), dict):
+            raise PairbotError(f"{self.path}: unexpected shape; fix or move it away")
+        doc.setdefault("gateways", {})
+        return doc
+
+    def node_id(self) -> str:
+        """Return this node's id, creating and saving one the first time."""
+        doc = self._load()
+        node_id = doc.get("nodeId")
+        if isinstance(node_id, str) and node_id:
+            return node_id
+        doc["nodeId"] = f"node-{secrets.token_hex(6)}"
+        self._save(doc)
+        return str(doc["nodeId"])
+
+    def get(self, gateway: str) -> NodeCredentials | None:
+        """Return the saved credentials for a gateway URL, if any."""
+        entry = self._load()["gateways"].get(gateway)
+        if not isinstance(entry, dict) or not entry.get("token"):
+            return None
+        return NodeCredentials(gateway=gateway, node_id=str(entry.get("nodeId")),
+                               token=str(entry["token"]),
+                               display_name=str(entry.get("displayName", "")))
+
+    def save(self, creds: NodeCredentials) -> None:
+        """Store (or replace) the token for a gateway."""
+        doc = self._load()
+        doc["gateways"][creds.gateway] = {"nodeId": creds.node_id, "token": creds.token,
+                                          "displayName": creds.display_name}
+        self._save(doc)
+
+    def _save(self, doc: dict[str, Any]) -> None:
+        ensure_private_dir(self.directory)
+        atomic_write(self.path, (json.dumps(doc, indent=2) + "\n").encode())

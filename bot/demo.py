@@ -3,7 +3,8 @@
 It starts the loopback Telegram Bot API fake and the real bot (real python-telegram-bot)
 against it, on a temporary state dir, then plays the people: a stranger who gets a code, a
 non-owner who tries to approve it, the owner who approves, the stranger whose next message
-goes through, and a request that expires and is pruned by the scheduler.
+goes through, a request that expires and is pruned by the scheduler, and a device that asks
+to join through the node gateway and gets its token once the owner approves.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ class Transcript:
 
     def says(self, user: int, text: str) -> None:
         self._out.print(Text(f"{NAMES[user]:>8} → bot: ", style="cyan") + Text(text))
+
+    def node(self, text: str) -> None:
+        self._out.print(Text(" Pixel 9 → gateway: ", style="magenta") + Text(text))
+
+    def node_hears(self, text: str) -> None:
+        self._out.print(Text(" gateway → Pixel 9: ", style="magenta") + Text(text))
 
     def presses(self, user: int, label: str) -> None:
         self._out.print(Text(f"{NAMES[user]:>8} presses ", style="cyan") + Text(f"[{label}]"))
@@ -154,13 +161,44 @@ async def _play(app: App, fake: FakeTelegramServer, t: Transcript, out: Console,
     pending = await t.bot_replies(OWNER)
     check(pending[OWNER][-1]["text"] == "Nothing is pending.", "a request did not expire")
 
+    await _node_scene(app, fake, t)
+
     t.scene("Audit log (no codes, no tokens)")
     for record in app.store.read_audit():
-        out.print(Text(f"   {record['ts']}  {record['event']:<8} {record['outcome']:<9} "
+        out.print(Text(f"   {record['ts']}  {record['event']:<12} {record['outcome']:<9} "
                        f"actor={record['actor']}  subject={record['subject']}"))
     out.print()
     out.print(Text("Demo complete: every step behaved as expected.", style="bold green"))
     return 0
+
+
+async def _node_scene(app: App, fake: FakeTelegramServer, t: Transcript) -> None:
+    """A device asks to join over the gateway; the owner approves it in chat."""
+    from bot.nodeclient import GatewayClient
+
+    if app.gateway is None:
+        raise DemoFailed("the gateway is not running")
+    t.scene("6. A device asks to join through the gateway")
+    async with GatewayClient.open(f"ws://127.0.0.1:{app.gateway.port}") as node:
+        t.node("node.pair.request {nodeId: pixel-9, displayName: Pixel 9, platform: android}")
+        ask = await node.call("node.pair.request", {"nodeId": "pixel-9",
+                                                    "displayName": "Pixel 9",
+                                                    "platform": "android"})
+        t.node_hears(f"pending, request {ask['requestId']}")
+        await t.bot_replies(OWNER)
+        t.says(OWNER, f"/nodes approve {ask['requestId']}")
+        fake.dm(OWNER, f"/nodes approve {ask['requestId']}")
+        resolved = await node.next_event("node.pair.resolved", wait=WAIT)
+        token = str(resolved.get("token", ""))
+        check(resolved.get("decision") == "approved" and len(token) >= 43,
+              "the node did not get its token")
+        t.node_hears(f"node.pair.resolved: approved, token {token[:6]}… ({len(token)} chars, "
+                     "sent only to this node; pairbot keeps its hash)")
+        await t.bot_replies(OWNER)
+    async with GatewayClient.open(f"ws://127.0.0.1:{app.gateway.port}") as node:
+        t.node("node.connect {nodeId: pixel-9, token: …}")
+        hello = await node.call("node.connect", {"nodeId": "pixel-9", "token": token})
+        t.node_hears(f"connected as {hello['nodeId']} ({hello['displayName']})")
 
 
 def check(ok: bool, failure: str) -> None:

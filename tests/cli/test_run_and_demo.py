@@ -31,7 +31,8 @@ def test_demo_plays_the_whole_flow_and_exits_0():
     out = result.stdout
     for expected in ("Your pairing code:", "Mallory → bot: /approve", "Owner → bot: /approve",
                      "You're approved.", "bot → Alice: Hi again!", "Nothing is pending.",
-                     "expire", "Demo complete"):
+                     "expire", "gateway → Pixel 9: node.pair.resolved: approved",
+                     "connected as pixel-9", "Demo complete"):
         assert expected in out, expected
 
 

@@ -16,7 +16,7 @@ from bot import messages
 from bot.clock import Clock
 from bot.errors import CodeExpiredError, LookupFailed, UnknownCodeError
 from bot.gate import command_word
-from bot.models import KNOWN_PROVIDERS, NodeRequest, PairedNode, PendingRequest
+from bot.models import KNOWN_PROVIDERS, AuditEvent, NodeRequest, PairedNode, PendingRequest
 from bot.nodes import NodeService
 from bot.pairing import PairingService
 from bot.text import ago, clean
@@ -120,6 +120,10 @@ class OwnerCommands:
             state.locked_until = now + state.lockout
             log.warning("owner %s locked out of approvals for %s after %d failures", actor,
                         state.lockout, len(state.history))
+            self._pairing.record(AuditEvent(
+                ts=now, event="lockout", actor=actor, subject=actor, outcome="locked",
+                detail={"failures": len(state.history),
+                        "seconds": int(state.lockout.total_seconds())}))
             state.lockout = min(state.lockout * 2, MAX_LOCKOUT)
             state.history = []
             return f"{text}\n{self._locked(actor)}"

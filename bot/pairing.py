@@ -123,6 +123,11 @@ class PairingService:
         log.info("pairing request created provider=%s sender=%s", provider, sender_id)
         return RequestResult(outcome=RequestOutcome.CREATED, request=created, send_code=True)
 
+    def record(self, event: AuditEvent) -> None:
+        """Write one audit line for something decided outside a pairing operation."""
+        with self._store.transaction() as txn:
+            txn.audit(event)
+
     def take_capped(self, provider: str) -> int:
         """Return how many strangers the cap turned away since the last call, and reset."""
         with self._counter_lock:

@@ -356,6 +356,9 @@ def test_ten_failures_lock_even_a_correct_code_for_fifteen_minutes(
     assert [r.getMessage() for r in caplog.records] == [
         f"owner {OWNER} locked out of approvals for 0:15:00 after 10 failures"]
     assert req.code not in caplog.text
+    lockouts = [r for r in pairing._store.read_audit() if r["event"] == "lockout"]
+    assert [(r["actor"], r["outcome"], r["failures"], r["seconds"]) for r in lockouts] == [
+        (OWNER, "locked", 10, 900)]
 
     clock.advance(timedelta(minutes=10))
     assert owner.run(f"/approve {req.code}", actor=OWNER) == OwnerReply(

@@ -36,6 +36,9 @@ from stores import STATE_DIR_ENV, JsonFileStore, open_store, resolve_state_dir
 
 log = logging.getLogger(__name__)
 
+STALE_STRANGER = timedelta(minutes=5)
+"""A stranger's message older than this when it arrives (a backlog) creates no request."""
+
 NodeListener = Callable[[str, dict[str, Any]], Awaitable[bool]]
 """Called with ``(event, payload)`` when a node request is resolved; True if delivered."""
 
@@ -231,6 +234,12 @@ class App:
             if reply:
                 await self.providers[msg.provider].send(msg.chat_id, reply)
         elif decision is Decision.CHALLENGE:
+            if msg.sent_at is not None and self.clock.now() - msg.sent_at > STALE_STRANGER:
+                # Platforms keep undelivered messages (Telegram: 24 h); a backlog of old
+                # stranger messages after downtime gets no codes and no owner notices.
+                log.info("ignored a stale message from stranger %s on %s", msg.sender_id,
+                         msg.provider)
+                return
             await self._challenge(msg)
 
     async def _challenge(self, msg: Inbound) -> None:

@@ -56,6 +56,8 @@ class Inbound:
     message_id: str | None = None
     is_button: bool = False
     meta: Mapping[str, str] = field(default_factory=dict)
+    sent_at: datetime | None = None
+    """When the platform says the message was sent (to ignore a backlog after downtime)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -296,6 +296,7 @@ class TelegramProvider:
             text=message.text,
             message_id=str(message.message_id),
             meta=meta,
+            sent_at=message.date,
         )
 
     async def _from_button(self, query: CallbackQuery) -> Inbound | None:

@@ -41,14 +41,14 @@ def make_config(fake: FakeTelegramServer, **overrides: Any) -> Config:
 
 
 @pytest.fixture
-async def tg() -> AsyncIterator[FakeTelegramServer]:
-    async with FakeTelegramServer() as fake:
-        yield fake
+def fake_clock() -> FakeClock:
+    return FakeClock(SystemClock().now())
 
 
 @pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock(SystemClock().now())
+async def tg(fake_clock: FakeClock) -> AsyncIterator[FakeTelegramServer]:
+    async with FakeTelegramServer(clock=fake_clock) as fake:
+        yield fake
 
 
 async def start_app(fake: FakeTelegramServer, state: Path, clock: FakeClock | None = None,
@@ -316,3 +316,15 @@ async def test_lockout_after_ten_wrong_codes(tg, app):
     await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and "approvals are paused" in
                            m["text"])
     assert not app.pairing.is_allowed("telegram", str(ALICE))
+
+
+async def test_a_backlog_of_old_stranger_messages_gets_no_codes(tg, app):
+    carol = 7777
+    old = tg.dm(carol, "written while the bot was down", first_name="Carol")
+    old["message"]["date"] -= 6 * 60
+    tg.dm(ALICE, "fresh", first_name="Alice")
+    await texts_to(tg, ALICE, 1)
+    await settle()
+    assert [r.id for r in app.pairing.pending()] == [str(ALICE)]
+    assert tg.messages_to(carol) == []
+    assert sum("New pairing request" in t for t in tg.messages_to(OWNER)) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import aiohttp
 import pytest
@@ -84,6 +85,7 @@ async def test_dm_arrives_as_dm_inbound_with_numeric_id_and_meta(
         text="hello",
         message_id=str(update["message"]["message_id"]),
         meta={"username": "alice", "firstName": "Alice", "lastName": "Liddell"},
+        sent_at=datetime.fromtimestamp(update["message"]["date"], tz=UTC),
     )
 
 

@@ -82,6 +82,8 @@ class GatewaySettings:
     socket_dir: Path | None = None
     max_pending_per_address: int = 3
     max_pending: int = 50
+    sweep_interval: float = 0.5
+    """Seconds between checks for expired requests whose node is still waiting."""
 
 
 class Gateway:
@@ -104,8 +106,11 @@ class Gateway:
         self._conns: set[_Conn] = set()
         self._waiting: dict[str, tuple[str, _Conn]] = {}
         """nodeId → (requestId, the connection that asked last): who hears the decision."""
-        self._undelivered: dict[str, tuple[str, str, datetime]] = {}
+        self._asked: dict[str, tuple[str, datetime]] = {}
+        """nodeId → (requestId, expiry) of each request handed out here and not yet decided."""
+        self._undelivered: dict[str, tuple[str | None, str, datetime]] = {}
         self._runners: list[web.AppRunner] = []
+        self._sweeper: asyncio.Task[None] | None = None
         self.port: int | None = None
         self.socket_path: Path | None = None
 
@@ -120,6 +125,7 @@ class Gateway:
         self.port = sockets[0].getsockname()[1] if sockets else self._settings.port
         if self._settings.socket_dir is not None:
             await self._start_unix(self._settings.socket_dir / SOCKET_NAME)
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="pairbot-gateway-sweep")
         log.info("gateway listening on %s:%s", self._settings.host, self.port)
 
     async def _runner(self, *, local: bool) -> web.AppRunner:
@@ -147,6 +153,11 @@ class Gateway:
 
     async def stop(self) -> None:
         """Close every connection and stop listening."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         for conn in list(self._conns):
             with contextlib.suppress(Exception):
                 await conn.ws.close(code=1001, message=b"server shutting down")
@@ -185,13 +196,13 @@ class Gateway:
     # --- frames ----------------------------------------------------------------------------------
 
     async def _frame(self, conn: _Conn, data: str) -> None:
-        if len(data) > MAX_FRAME:
+        if len(data) > MAX_FRAME or len(data.encode()) > MAX_FRAME:
             await self._error(conn, None, "FRAME_TOO_LARGE", f"frames are limited to {MAX_FRAME}"
                               " bytes")
             return
         try:
             frame = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             await self._error(conn, None, "INVALID_REQUEST", "not valid JSON")
             return
         req_id = frame.get("id") if isinstance(frame, dict) else None
@@ -248,7 +259,7 @@ class Gateway:
     # --- node methods ----------------------------------------------------------------------------
 
     async def _pair_request(self, conn: _Conn, params: dict[str, Any]) -> dict[str, Any]:
-        node_id = _param(params, "nodeId")
+        node_id = _node_id(params)
         repair = params.get("repair") is True
         held = self._take_undelivered(node_id)
         if held is not None:
@@ -268,11 +279,12 @@ class Gateway:
             version=_param(params, "version", required=False),
             remote=conn.remote)
         req = ask.request
-        self._waiting[node_id] = (req.request_id, conn)
+        expires = req.created_at + self._nodes.settings.pending_ttl
+        self._waiting[req.node_id] = (req.request_id, conn)
+        self._asked[req.node_id] = (req.request_id, expires)
         if ask.created:
             await self._broadcast_operators("node.pair.requested", _request_json(req))
             await self._on_request(req)
-        expires = req.created_at + self._nodes.settings.pending_ttl
         return {"status": "pending", "requestId": req.request_id,
                 "expiresAt": format_time(expires)}
 
@@ -284,14 +296,14 @@ class Gateway:
             raise GatewayError("RATE_LIMITED", "too many pending requests")
 
     async def _pair_verify(self, _conn: _Conn, params: dict[str, Any]) -> dict[str, Any]:
-        node = await asyncio.to_thread(self._nodes.verify, _param(params, "nodeId"),
+        node = await asyncio.to_thread(self._nodes.verify, _node_id(params),
                                        _param(params, "token"))
         if node is None:
             raise GatewayError("UNAUTHORIZED", "unknown node or wrong token")
         return {"ok": True, "nodeId": node.node_id}
 
     async def _connect(self, conn: _Conn, params: dict[str, Any]) -> dict[str, Any]:
-        node_id = _param(params, "nodeId")
+        node_id = _node_id(params)
         node = await asyncio.to_thread(self._nodes.verify, node_id, _param(params, "token"))
         if node is None:
             raise GatewayError("UNAUTHORIZED", "unknown node or wrong token")
@@ -347,7 +359,7 @@ class Gateway:
         return {"requestId": req.request_id, "nodeId": req.node_id}
 
     async def _node_revoke(self, params: dict[str, Any]) -> dict[str, Any]:
-        node = await asyncio.to_thread(self._nodes.revoke, _param(params, "nodeId"),
+        node = await asyncio.to_thread(self._nodes.revoke, _node_id(params),
                                        actor=_param(params, "actor", required=False)
                                        or "operator:gateway")
         await self._on_resolved(node.node_id, "revoked", None, None)
@@ -363,25 +375,60 @@ class Gateway:
         node asks again or its request would have expired.
         """
         if decision == "revoked":
+            self._undelivered.pop(node_id, None)
             for conn in [c for c in self._conns if c.node_id == node_id]:
                 await conn.send(_resolved(node_id, None, "revoked", None))
                 await conn.ws.close(code=4001, message=b"revoked")
             return True
-        waiting = self._waiting.pop(node_id, None)
-        if waiting is not None:
+        asked = self._asked.get(node_id)
+        if request_id is None or (asked is not None and asked[0] == request_id):
+            self._asked.pop(node_id, None)
+        request_id = request_id or (asked[0] if asked is not None else None)
+        waiting = self._waiting.get(node_id)
+        if waiting is not None and (request_id is None or waiting[0] == request_id):
+            del self._waiting[node_id]
             request_id = request_id or waiting[0]
             if await waiting[1].send(_resolved(node_id, request_id, decision, token)):
+                self._undelivered.pop(node_id, None)
                 return True
         if decision == "approved" and token is not None:
             expires = self._clock.now() + self._nodes.settings.pending_ttl
-            self._undelivered[node_id] = (request_id or "", token, expires)
+            self._undelivered[node_id] = (request_id, token, expires)
         return False
 
-    def _take_undelivered(self, node_id: str) -> tuple[str, str] | None:
+    def _take_undelivered(self, node_id: str) -> tuple[str | None, str] | None:
         held = self._undelivered.pop(node_id, None)
         if held is None or self._clock.now() >= held[2]:
             return None
         return held[0], held[1]
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.sweep_interval)
+            try:
+                await self._sweep()
+            except Exception:
+                log.exception("gateway sweep failed")
+
+    async def _sweep(self) -> None:
+        """Tell waiting nodes their request expired, however it left the store.
+
+        The scheduled prune tells them too, but a request can also be dropped as expired on
+        the way by another request or an approval (or by another process), and then nothing
+        else would: the node would wait forever.
+        """
+        now = self._clock.now()
+        for node_id, (_, _, until) in list(self._undelivered.items()):
+            if now >= until:
+                del self._undelivered[node_id]
+        for node_id, (request_id, until) in list(self._asked.items()):
+            if now < until or self._asked.get(node_id) != (request_id, until):
+                continue
+            del self._asked[node_id]
+            waiting = self._waiting.get(node_id)
+            if waiting is not None and waiting[0] == request_id:
+                del self._waiting[node_id]
+                await waiting[1].send(_resolved(node_id, request_id, "expired", None))
 
     async def _broadcast_operators(self, event: str, payload: dict[str, Any]) -> None:
         for conn in [c for c in self._conns if c.operator]:
@@ -414,6 +461,14 @@ def _param(params: dict[str, Any], name: str, *, required: bool = True) -> str:
         raise GatewayError("INVALID_REQUEST", f"params.{name} must be a string")
     if len(value) > 256:
         raise GatewayError("INVALID_REQUEST", f"params.{name} is too long")
+    return value
+
+
+def _node_id(params: dict[str, Any]) -> str:
+    value = _param(params, "nodeId")
+    if value != value.strip() or not value.isprintable():
+        raise GatewayError("INVALID_REQUEST", "params.nodeId must be printable text without "
+                           "leading or trailing spaces")
     return value
 
 

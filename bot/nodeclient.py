@@ -49,21 +49,26 @@ class GatewayClient:
         self._ids = itertools.count(1)
         self._answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._closed = False
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, url: str | None = None, *, unix_socket: Path | None = None,
                    wait: float = 10.0) -> AsyncIterator[Self]:
-        """Connect to ``url`` (``ws://host:port``) or to a local Unix socket."""
+        """Connect to ``url`` (``ws://host:port``) or to a local Unix socket.
+
+        ``wait`` bounds the connection attempt and the closing handshake.
+        """
         connector = aiohttp.UnixConnector(path=str(unix_socket)) if unix_socket else None
         session = aiohttp.ClientSession(connector=connector)
         target = "http://localhost/" if unix_socket else (url or "")
         try:
             try:
-                ws = await session.ws_connect(target, timeout=aiohttp.ClientWSTimeout(
-                    ws_close=wait), heartbeat=30)
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                async with asyncio.timeout(wait):
+                    ws = await session.ws_connect(target, timeout=aiohttp.ClientWSTimeout(
+                        ws_close=wait), heartbeat=30)
+            except (aiohttp.ClientError, OSError, ValueError, TimeoutError) as exc:
                 where = unix_socket or url
                 raise GatewayUnavailable(f"cannot reach the gateway at {where}: "
                                          f"{type(exc).__name__}") from None
@@ -85,13 +90,17 @@ class GatewayClient:
     async def call(self, method: str, params: dict[str, Any] | None = None, *,
                    wait: float = 15.0) -> dict[str, Any]:
         """Send a request and return its payload; raise :class:`GatewayCallError` on ok=false."""
+        if self._closed or self._ws.closed:
+            raise GatewayUnavailable("the gateway closed the connection")
         req_id = str(next(self._ids))
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._answers[req_id] = future
-        await self._ws.send_str(json.dumps({"type": "req", "id": req_id, "method": method,
-                                            "params": params or {}}))
         try:
+            await self._ws.send_str(json.dumps({"type": "req", "id": req_id, "method": method,
+                                                "params": params or {}}))
             answer = await asyncio.wait_for(future, wait)
+        except (ConnectionError, aiohttp.ClientError, RuntimeError):
+            raise GatewayUnavailable("the gateway closed the connection") from None
         except TimeoutError:
             raise GatewayUnavailable(f"no answer to {method} within {wait:g}s") from None
         finally:
@@ -110,6 +119,7 @@ class GatewayClient:
             while True:
                 frame = await self._events.get()
                 if frame is None:
+                    self._events.put_nowait(None)  # every later call hears it too
                     raise GatewayUnavailable("the gateway closed the connection")
                 if name is None or frame.get("event") == name:
                     payload = frame.get("payload")
@@ -131,6 +141,7 @@ class GatewayClient:
                     elif frame.get("type") == "event":
                         self._events.put_nowait(frame)
         finally:
+            self._closed = True
             self._events.put_nowait(None)
             for future in self._answers.values():
                 if not future.done():

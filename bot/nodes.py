@@ -98,9 +98,10 @@ class NodeService:
                 old = next((n for n in txn.paired_nodes() if n.node_id == req.node_id), None)
                 node = PairedNode(
                     node_id=req.node_id,
-                    display_name=req.display_name,
-                    platform=req.platform,
-                    version=req.version,
+                    # a repair request that leaves a field out keeps what the node had
+                    display_name=req.display_name or (old.display_name if old else ""),
+                    platform=req.platform or (old.platform if old else ""),
+                    version=req.version or (old.version if old else ""),
                     token_hash=codes.hash_token(token),
                     created_at=old.created_at if old else req.created_at,
                     approved_at=now,

@@ -303,3 +303,11 @@ def test_touch_records_the_last_connection(nodes: NodeService, clock: FakeClock)
     nodes.touch("phone")  # unknown: nothing to record
 
     assert [n.last_connected_at for n in nodes.paired()] == [clock.now()]
+
+
+def test_repair_without_details_keeps_the_paired_nodes_name(nodes, clock):
+    first = nodes.request("pixel-9", display_name="Pixel 9", platform="android", version="1")
+    nodes.approve(first.request.request_id, actor="owner")
+    again = nodes.request("pixel-9")
+    node, _ = nodes.approve(again.request.request_id, actor="owner")
+    assert (node.display_name, node.platform, node.version) == ("Pixel 9", "android", "1")

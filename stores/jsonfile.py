@@ -428,11 +428,18 @@ class JsonFileStore:
         return doc
 
     def load_check(self, path: Path) -> None:
-        """Parse one state file and raise if it is unusable (used by ``pairbot doctor``)."""
-        kind, provider = self._kind_of(path)
+        """Parse one state file and raise if it is unusable (used by ``pairbot doctor``).
+
+        For ``audit.jsonl`` every line must be one JSON object (the first bad line is named).
+        """
         loaded = read_versioned(path)
-        if loaded is not None:
-            _parse(path, kind, provider, *loaded)
+        if loaded is None:
+            return
+        if path == self.audit_path:
+            _check_audit(path, loaded[1])
+            return
+        kind, provider = self._kind_of(path)
+        _parse(path, kind, provider, *loaded)
 
     def _kind_of(self, path: Path) -> tuple[_Kind[Any], str]:
         if path.parent == self.nodes_dir:
@@ -604,6 +611,17 @@ def _allow_set(doc: _Doc[str]) -> frozenset[str]:
 
 def _unknown_provider(name: str) -> ValueError:
     return ValueError(f"unknown provider {name!r} (known: {', '.join(KNOWN_PROVIDERS)})")
+
+
+def _check_audit(path: Path, data: bytes) -> None:
+    for number, line in enumerate(data.splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            record = None
+        if not isinstance(record, dict):
+            raise StoreCorruptError(f"line {number}: not a JSON object", path=path,
+                                    hint="read_audit skips such lines; pairbot only appends")
 
 
 def _audit_line(event: AuditEvent) -> str:

@@ -1,0 +1,98 @@
+"""A writer process for the multi-process store tests (run as ``python -m tests.stores.writer``).
+
+Modes (all take the state dir first)::
+
+    storm DIR WORKER OPS GO_FILE  wait for GO_FILE, then OPS interleaved writes: for each
+                                  j, j % 3 == 2 approves sender j-2, else sender j requests
+    loop DIR PREFIX               request/request/approve forever, "ACK <sender>" after each
+                                  approve returned (flushed); meant to be killed with -9
+    hold DIR SECONDS              take the state lock, print "LOCKED", sleep, release
+    allow DIR SENDER              add a sender to the telegram allowlist
+    revoke DIR SENDER             remove a sender from the telegram allowlist
+
+Every mode prints "READY" once its store is open.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from bot.clock import FakeClock
+from bot.pairing import PairingService, PairingSettings
+from stores.jsonfile import JsonFileStore
+
+PROVIDER = "telegram"
+SETTINGS = PairingSettings(pending_ttl=timedelta(days=3650), max_pending_per_provider=10**6)
+
+
+def sender(worker: str, j: int) -> str:
+    """The sender id a worker uses for its j-th write."""
+    return f"{worker}-{j}"
+
+
+def expected(worker: str, ops: int) -> tuple[set[str], set[str]]:
+    """Return (approved, still pending) senders after a storm worker did ``ops`` writes."""
+    requested = {sender(worker, j) for j in range(ops) if j % 3 != 2}
+    approved = {sender(worker, j - 2) for j in range(ops) if j % 3 == 2}
+    return approved, requested - approved
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def storm(service: PairingService, worker: str, ops: int, go: Path) -> None:
+    while not go.exists():
+        time.sleep(0.005)
+    codes: dict[str, str] = {}
+    for j in range(ops):
+        if j % 3 == 2:
+            approved = service.approve(codes[sender(worker, j - 2)], provider=PROVIDER,
+                                       actor="owner")
+            assert approved.id == sender(worker, j - 2)
+        else:
+            result = service.request(PROVIDER, sender(worker, j), {"username": f"u{j}"})
+            assert result.request is not None, result
+            codes[sender(worker, j)] = result.request.code
+
+
+def loop(service: PairingService, prefix: str) -> None:
+    j = 0
+    while True:
+        first = service.request(PROVIDER, sender(prefix, j)).request
+        service.request(PROVIDER, sender(prefix, j + 1))
+        assert first is not None
+        service.approve(first.code, provider=PROVIDER, actor="owner")
+        say(f"ACK {first.id}")
+        j += 2
+
+
+def main(argv: list[str]) -> int:
+    mode, state_dir, *rest = argv
+    store = JsonFileStore(Path(state_dir))
+    service = PairingService(store, clock=FakeClock(), settings=SETTINGS)
+    say("READY")
+    if mode == "storm":
+        worker, ops, go = rest
+        storm(service, worker, int(ops), Path(go))
+    elif mode == "loop":
+        loop(service, rest[0])
+    elif mode == "hold":
+        with store.transaction():
+            say("LOCKED")
+            time.sleep(float(rest[0]))
+    elif mode == "allow":
+        service.allow(PROVIDER, rest[0], actor="other-process")
+    elif mode == "revoke":
+        service.revoke(PROVIDER, rest[0], actor="other-process")
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+    say("DONE")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

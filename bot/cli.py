@@ -27,12 +27,11 @@ from bot import __version__
 from bot.clock import Clock, SystemClock
 from bot.config import Config, find_config, load_config
 from bot.errors import LookupFailed, PairbotError
-from bot.models import KNOWN_PROVIDERS, NodeRequest, PairedNode, PendingRequest
+from bot.models import KNOWN_PROVIDERS
 from bot.nodes import NodeService, NodeSettings
 from bot.pairing import PairingService, PairingSettings
 from bot.text import ago, clean
 from stores import STATE_DIR_ENV, JsonFileStore, open_store, resolve_state_dir
-from stores.jsonfile import format_time
 
 EXIT_OK, EXIT_LOOKUP, EXIT_USAGE = 0, 1, 2
 
@@ -316,7 +315,7 @@ def cmd_pairing_list(ctx: Context) -> int:
     provider = _list_provider(ctx.args)
     requests = ctx.pairing.pending(provider)
     if ctx.args.json:
-        _print_json(ctx, [_request_json(r) for r in requests])
+        _print_json(ctx, [r.as_json() for r in requests])
         return EXIT_OK
     if not requests:
         ctx.out.print(f"No pending {provider + ' ' if provider else ''}pairing requests.")
@@ -393,7 +392,7 @@ def cmd_nodes_pending(ctx: Context) -> int:
     """``pairbot nodes pending``."""
     pending = ctx.nodes.pending()
     if ctx.args.json:
-        _print_json(ctx, [_node_request_json(r) for r in pending])
+        _print_json(ctx, [r.as_json() for r in pending])
         return EXIT_OK
     if not pending:
         ctx.out.print("No pending node pairing requests.")
@@ -458,7 +457,7 @@ def cmd_nodes_approve(ctx: Context) -> int:
         return EXIT_OK
     node, token = ctx.nodes.approve(ctx.args.request_id, actor=ctx.actor)
     if ctx.args.json:
-        _print_json(ctx, {**_node_json(node), "token": token})
+        _print_json(ctx, {**node.as_json(), "token": token})
         return EXIT_OK
     name = clean(node.display_name)
     ctx.out.print(Text(f"Approved node {clean(node.node_id)}{f' ({name})' if name else ''}."))
@@ -483,7 +482,7 @@ def cmd_nodes_list(ctx: Context) -> int:
     """``pairbot nodes list``."""
     paired = ctx.nodes.paired()
     if ctx.args.json:
-        _print_json(ctx, [_node_json(n) for n in paired])
+        _print_json(ctx, [n.as_json() for n in paired])
         return EXIT_OK
     if not paired:
         ctx.out.print("No paired nodes.")
@@ -600,24 +599,6 @@ def _raw_list(path: Path, key: str) -> list[Any]:
 
 def _print_json(ctx: Context, value: Any) -> None:
     ctx.out.file.write(json.dumps(value, indent=2) + "\n")
-
-
-def _request_json(r: PendingRequest) -> dict[str, Any]:
-    return {"provider": r.provider, "id": r.id, "code": r.code,
-            "createdAt": format_time(r.created_at), "lastSeenAt": format_time(r.last_seen_at),
-            "meta": dict(r.meta)}
-
-
-def _node_request_json(r: NodeRequest) -> dict[str, Any]:
-    return {"requestId": r.request_id, "nodeId": r.node_id, "displayName": r.display_name,
-            "platform": r.platform, "version": r.version, "createdAt": format_time(r.created_at)}
-
-
-def _node_json(n: PairedNode) -> dict[str, Any]:
-    return {"nodeId": n.node_id, "displayName": n.display_name, "platform": n.platform,
-            "version": n.version, "createdAt": format_time(n.created_at),
-            "approvedAt": format_time(n.approved_at),
-            "lastConnectedAt": format_time(n.last_connected_at) if n.last_connected_at else None}
 
 
 def _actor() -> str:

@@ -24,6 +24,11 @@ class SystemClock:
         return datetime.now(UTC)
 
 
+def iso(value: datetime) -> str:
+    """Write a time as ISO-8601 in UTC with milliseconds and a ``Z`` (Clawdbot's format)."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class FakeClock:
     """A clock that only moves when told to, so expiry is tested without sleeping."""
 

@@ -32,11 +32,10 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bot.clock import Clock
+from bot.clock import Clock, iso
 from bot.errors import LookupFailed
-from bot.models import NodeRequest, PairedNode
+from bot.models import NodeRequest
 from bot.nodes import NodeService
-from stores.jsonfile import format_time
 
 log = logging.getLogger(__name__)
 
@@ -283,10 +282,10 @@ class Gateway:
         self._waiting[req.node_id] = (req.request_id, conn)
         self._asked[req.node_id] = (req.request_id, expires)
         if ask.created:
-            await self._broadcast_operators("node.pair.requested", _request_json(req))
+            await self._broadcast_operators("node.pair.requested", req.as_json())
             await self._on_request(req)
         return {"status": "pending", "requestId": req.request_id,
-                "expiresAt": format_time(expires)}
+                "expiresAt": iso(expires)}
 
     def _check_limits(self, conn: _Conn, pending: list[NodeRequest]) -> None:
         from_here = sum(1 for r in pending if r.remote == conn.remote)
@@ -335,13 +334,13 @@ class Gateway:
     async def _pair_list(self, _params: dict[str, Any]) -> dict[str, Any]:
         pending = await asyncio.to_thread(self._nodes.pending)
         paired = await asyncio.to_thread(self._nodes.paired)
-        return {"pending": [_request_json(r) for r in pending],
-                "paired": [_node_json(n) for n in paired]}
+        return {"pending": [r.as_json() for r in pending],
+                "paired": [n.as_json() for n in paired]}
 
     async def _node_list(self, _params: dict[str, Any]) -> dict[str, Any]:
         paired = await asyncio.to_thread(self._nodes.paired)
         connected = {c.node_id for c in self._conns if c.node_id}
-        return {"nodes": [{**_node_json(n), "connected": n.node_id in connected}
+        return {"nodes": [{**n.as_json(), "connected": n.node_id in connected}
                           for n in paired]}
 
     async def _pair_approve(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -470,16 +469,3 @@ def _node_id(params: dict[str, Any]) -> str:
         raise GatewayError("INVALID_REQUEST", "params.nodeId must be printable text without "
                            "leading or trailing spaces")
     return value
-
-
-def _request_json(r: NodeRequest) -> dict[str, Any]:
-    return {"requestId": r.request_id, "nodeId": r.node_id, "displayName": r.display_name,
-            "platform": r.platform, "version": r.version, "remote": r.remote,
-            "createdAt": format_time(r.created_at)}
-
-
-def _node_json(n: PairedNode) -> dict[str, Any]:
-    return {"nodeId": n.node_id, "displayName": n.display_name, "platform": n.platform,
-            "version": n.version, "approvedAt": format_time(n.approved_at),
-            "lastConnectedAt": format_time(n.last_connected_at) if n.last_connected_at else None}
-

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from bot.clock import iso
+
 KNOWN_PROVIDERS: tuple[str, ...] = (
     "telegram", "slack", "discord", "whatsapp", "signal", "imessage"
 )
@@ -78,6 +80,12 @@ class PendingRequest:
         """Return when this request stops being approvable (TTL counts from ``created_at``)."""
         return self.created_at + ttl
 
+    def as_json(self) -> dict[str, Any]:
+        """The public JSON view (``pairbot pairing list --json``)."""
+        return {"provider": self.provider, "id": self.id, "code": self.code,
+                "createdAt": iso(self.created_at), "lastSeenAt": iso(self.last_seen_at),
+                "meta": dict(self.meta)}
+
     def display_name(self) -> str:
         """Return the name the sender gave, best effort (untrusted)."""
         meta = self.meta
@@ -115,6 +123,13 @@ class NodeRequest:
     remote: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    def as_json(self) -> dict[str, Any]:
+        """The public JSON view (CLI ``--json``, gateway ``node.pair.list``)."""
+        return {"requestId": self.request_id, "nodeId": self.node_id,
+                "displayName": self.display_name, "platform": self.platform,
+                "version": self.version, "remote": self.remote,
+                "createdAt": iso(self.created_at)}
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PairedNode:
@@ -129,6 +144,14 @@ class PairedNode:
     approved_at: datetime
     last_connected_at: datetime | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """The public JSON view, without the token hash (CLI ``--json``, the gateway)."""
+        return {"nodeId": self.node_id, "displayName": self.display_name,
+                "platform": self.platform, "version": self.version,
+                "createdAt": iso(self.created_at), "approvedAt": iso(self.approved_at),
+                "lastConnectedAt": iso(self.last_connected_at) if self.last_connected_at
+                else None}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from bot.clock import iso
 from bot.errors import SchemaVersionError, StoreCorruptError, StoreError
 from bot.models import KNOWN_PROVIDERS, AuditEvent, NodeRequest, PairedNode, PendingRequest
 from stores._files import (
@@ -49,9 +50,8 @@ T = TypeVar("T")
 # Time and field codecs
 
 
-def format_time(value: datetime) -> str:
-    """ISO-8601 in UTC with milliseconds and a ``Z``, as Clawdbot writes it."""
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+format_time = iso
+"""ISO-8601 in UTC with milliseconds and a ``Z``, as Clawdbot writes it."""
 
 
 class _Bad(Exception):

@@ -429,8 +429,8 @@ async def test_pair_list_shows_pending_and_paired_without_secrets(gw: Gw) -> Non
                      "platform": "ios", "version": "2.0", "remote": "127.0.0.1",
                      "createdAt": format_time(gw.clock.now())}],
         "paired": [{"nodeId": "pixel-9", "displayName": "Pixel 9", "platform": "",
-                    "version": "", "approvedAt": format_time(gw.clock.now()),
-                    "lastConnectedAt": None}],
+                    "version": "", "createdAt": format_time(gw.clock.now()),
+                    "approvedAt": format_time(gw.clock.now()), "lastConnectedAt": None}],
     }
     nodes = await op.ok("node.list")
     assert [(n["nodeId"], n["connected"]) for n in nodes["nodes"]] == [("pixel-9", False)]

@@ -124,7 +124,6 @@ class App:
         self.providers: dict[str, Provider] = {}
         self._told: Counter[tuple[str, str]] = Counter()
         self._capped_tasks: dict[str, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._node_listeners: list[NodeListener] = []
         self._stack = contextlib.AsyncExitStack()
         self._stopped = asyncio.Event()
@@ -151,6 +150,9 @@ class App:
         cfg = self.config
         self.store: JsonFileStore = await asyncio.to_thread(open_store, self.state_dir)
         self._stack.callback(self.store.close)
+        for ok, message in await asyncio.to_thread(self.store.access_report):
+            if not ok:
+                log.warning("state is too open: %s (run `pairbot doctor`)", message)
         self.pairing = PairingService(
             self.store, clock=self.clock, static_allow=cfg.static_allow(),
             settings=PairingSettings(pending_ttl=cfg.pairing.pending_ttl,
@@ -198,9 +200,7 @@ class App:
                  self.state_dir)
 
     async def stop(self) -> None:
-        """Stop in reverse order of start; waits for in-flight message handling first."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stop in reverse order of start (providers finish the update in hand first)."""
         for task in self._capped_tasks.values():
             task.cancel()
         await self._stack.aclose()

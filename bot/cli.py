@@ -538,22 +538,11 @@ def cmd_doctor(ctx: Context) -> int:
         problems += 0 if ok else 1
         ctx.out.print(Text(f"{'ok  ' if ok else 'FAIL'} {message}"))
 
-    uid = os.getuid()
-    dirs = [ctx.store.state_dir, ctx.store.credentials_dir, ctx.store.nodes_dir]
-    for directory in dirs:
-        st = directory.stat()
-        mode = stat.S_IMODE(st.st_mode)
-        report(mode & 0o077 == 0, f"{directory} mode {mode:04o}")
-        if st.st_uid != uid:
-            report(False, f"{directory} belongs to uid {st.st_uid}, not {uid}")
+    for ok, message in ctx.store.access_report():
+        report(ok, message)
     for path in ctx.store.state_files():
         if not path.exists():
             continue
-        st = path.stat()
-        mode = stat.S_IMODE(st.st_mode)
-        report(mode & 0o077 == 0, f"{path} mode {mode:04o}")
-        if st.st_uid != uid:
-            report(False, f"{path} belongs to uid {st.st_uid}, not {uid}")
         if path != ctx.store.audit_path:
             try:
                 ctx.store.load_check(path)

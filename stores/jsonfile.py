@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -398,6 +400,26 @@ class JsonFileStore:
             return self._allow_paths[provider]
         except KeyError:
             raise _unknown_provider(provider) from None
+
+    def access_report(self) -> list[tuple[bool, str]]:
+        """Check modes and owners of the state dirs and files: ``(ok, message)`` each.
+
+        Anything group- or world-accessible, or owned by another user, is a problem: these
+        files decide who reaches the owner's assistant.
+        """
+        uid = os.getuid()
+        report: list[tuple[bool, str]] = []
+        for path in [self.state_dir, self.credentials_dir, self.nodes_dir,
+                     *self.state_files()]:
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            mode = stat.S_IMODE(st.st_mode)
+            report.append((mode & 0o077 == 0, f"{path} mode {mode:04o}"))
+            if st.st_uid != uid:
+                report.append((False, f"{path} belongs to uid {st.st_uid}, not {uid}"))
+        return report
 
     def state_files(self) -> list[Path]:
         """Return every state file pairbot may write, existing or not."""

@@ -328,3 +328,19 @@ async def test_a_backlog_of_old_stranger_messages_gets_no_codes(tg, app):
     assert [r.id for r in app.pairing.pending()] == [str(ALICE)]
     assert tg.messages_to(carol) == []
     assert sum("New pairing request" in t for t in tg.messages_to(OWNER)) == 1
+
+
+async def test_start_warns_when_state_is_readable_by_others(tg, state_dir, caplog):
+    from stores.jsonfile import JsonFileStore
+
+    JsonFileStore(state_dir).close()
+    allow = state_dir / "credentials" / "telegram-allowFrom.json"
+    allow.write_text('{"version": 1, "allowFrom": ["42"]}\n')
+    allow.chmod(0o644)
+    caplog.set_level("WARNING", logger="bot.app")
+    app = await start_app(tg, state_dir)
+    try:
+        warnings = [r.getMessage() for r in caplog.records if r.name == "bot.app"]
+        assert warnings == [f"state is too open: {allow} mode 0644 (run `pairbot doctor`)"]
+    finally:
+        await app.stop()

@@ -22,7 +22,7 @@ from bot import messages
 from bot.clock import Clock, SystemClock
 from bot.config import Config
 from bot.errors import ConfigError
-from bot.gate import Decision, decide
+from bot.gate import Decision, decide, owner_command_text
 from bot.gateway import Gateway, GatewaySettings
 from bot.handlers import Handler, build_handler
 from bot.models import Button, DmPolicy, Inbound, NodeRequest, PairedNode, PendingRequest
@@ -225,7 +225,10 @@ class App:
         allowed = False
         if not is_owner and policy in (DmPolicy.PAIRING, DmPolicy.ALLOWLIST):
             allowed = self.pairing.is_allowed(msg.provider, msg.sender_id)
-        decision = decide(msg, policy=policy, is_owner=is_owner, is_allowed=allowed)
+        provider = self.providers.get(msg.provider)
+        bare = bool(getattr(provider, "bare_commands", False))
+        decision = decide(msg, policy=policy, is_owner=is_owner, is_allowed=allowed,
+                          bare_commands=bare)
         log.debug("decision=%s provider=%s sender=%s", decision, msg.provider, msg.sender_id)
         if decision is Decision.OWNER_COMMAND:
             await self._owner_command(msg)
@@ -284,13 +287,14 @@ class App:
 
     async def _owner_command(self, msg: Inbound) -> None:
         actor = f"owner:{msg.provider}:{msg.sender_id}"
-        reply = await asyncio.to_thread(self.owner.run, msg.text, actor=actor)
+        provider = self.providers[msg.provider]
+        line = owner_command_text(msg.text, bare_commands=provider.bare_commands) or msg.text
+        reply = await asyncio.to_thread(self.owner.run, line, actor=actor)
         text = reply.text
         if reply.approved is not None:
             await self._tell_approved(reply.approved)
         if reply.node_approved is not None or reply.node_rejected or reply.node_revoked:
             text = await self._node_effects(reply) or text
-        provider = self.providers[msg.provider]
         if msg.is_button and msg.message_id:
             if reply.failure == "unknown":
                 text = messages.already_handled()
@@ -342,8 +346,8 @@ class App:
         provider = self.providers.get(req.provider)
         if provider is None:
             return
-        chat_id = req.meta.get("chatId", req.id)
         try:
+            chat_id = req.meta.get("chatId") or await provider.dm_chat_id(req.id)
             await provider.send(chat_id, messages.approved_sender())
         except Exception:
             log.warning("could not tell %s sender %s they were approved", req.provider, req.id)
@@ -398,7 +402,7 @@ class App:
         target = self.providers.get(provider)
         if target is not None:
             try:
-                await target.send(subject, messages.approved_sender())
+                await target.send(await target.dm_chat_id(subject), messages.approved_sender())
             except Exception:
                 log.warning("could not tell %s sender %s they were approved", provider, subject)
 
@@ -419,7 +423,7 @@ class App:
             if provider is None:
                 continue
             try:
-                await provider.send(user_id, text, buttons=buttons)
+                await provider.send(await provider.dm_chat_id(user_id), text, buttons=buttons)
             except Exception:
                 log.warning("could not reach owner %s on %s", user_id, provider_name)
 
@@ -446,9 +450,8 @@ def build_providers(config: Config) -> dict[str, Provider]:
         block = getattr(config.providers, name)
         if block is None:
             continue
-        kwargs = block.model_dump(exclude={"dm_policy", "allow_from"})
         try:
-            built[name] = load_provider_class(name)(**kwargs)
+            built[name] = load_provider_class(name)(**block.provider_kwargs())
         except ImportError as exc:
             raise ConfigError(f"cannot load the {name} provider: {exc}",
                               field=f"providers.{name}") from None

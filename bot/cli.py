@@ -185,10 +185,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("no config: pass --config PATH or set PAIRBOT_CONFIG "
                          "(see config.example.yaml)")
     config = load_config(config_path)
-    secrets = [config.gateway.operator_token or ""]
-    secrets += [b.token for b in (config.providers.telegram,) if b is not None]
     setup_logging(level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
-                  secrets=secrets)
+                  secrets=config.secrets())
     state_dir = getattr(args, "state_dir", None)
     chosen = Path(state_dir).expanduser() if state_dir else None
 

@@ -36,7 +36,8 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _TELEGRAM_ID = re.compile(r"-?[0-9]+\Z")
-_SECRET_KEYS = frozenset({"token", "bot_token", "app_token", "operator_token", "signing_secret"})
+_SECRET_KEYS = frozenset({"token", "bot_token", "app_token", "operator_token", "signing_secret",
+                          "access_token", "app_secret", "verify_token", "password"})
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -147,6 +148,10 @@ class TelegramConfig(_Model):
     dm_policy: DmPolicy = DmPolicy.PAIRING
     allow_from: list[str] = Field(default_factory=list)
     api_base_url: str | None = None
+
+    def provider_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`providers.telegram.TelegramProvider`."""
+        return self.model_dump(exclude={"dm_policy", "allow_from"})
     max_send_rate: float = Field(default=30.0, gt=0)
 
     @field_validator("allow_from", mode="before")
@@ -165,10 +170,147 @@ class TelegramConfig(_Model):
         return items
 
 
+class WebhookConfig(_Model):
+    """Where pairbot listens for a platform's webhook POSTs."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    path: str = "/webhook"
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+
+def _id_list(value: Any, pattern: re.Pattern[str], what: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"must be a list of {what}")
+    items = [str(v).strip() for v in value]
+    for item in items:
+        if not pattern.match(item):
+            raise ValueError(f"{item!r} is not {what}")
+    return items
+
+
+class _ProviderBlock(_Model):
+    """What every provider block has: its DM policy and its static allowlist."""
+
+    dm_policy: DmPolicy = DmPolicy.PAIRING
+    allow_from: list[str] = Field(default_factory=list)
+
+    def provider_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for the provider class: every other field, webhooks flattened
+        to ``webhook_host``, ``webhook_port``, ``webhook_path``."""
+        kwargs = self.model_dump(exclude={"dm_policy", "allow_from", "webhook"})
+        webhook = getattr(self, "webhook", None)
+        if webhook is not None:
+            kwargs.update(webhook_host=webhook.host, webhook_port=webhook.port,
+                          webhook_path=webhook.path)
+        return kwargs
+
+
+_SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_DISCORD_ID = re.compile(r"^\d{15,22}$")
+_WA_ID = re.compile(r"^\d{6,20}$")
+_UUID = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_HANDLE = re.compile(r"^(\+\d{6,15}|[^@\s]+@[^@\s]+\.[^@\s]+)$")
+
+
+class SlackConfig(_ProviderBlock):
+    """``providers.slack:`` — a Slack app over Socket Mode (default) or the HTTP Events API."""
+
+    bot_token: str
+    app_token: str | None = None
+    signing_secret: str | None = None
+    mode: Literal["socket", "http"] = "socket"
+    api_base_url: str | None = None
+    webhook: WebhookConfig = WebhookConfig(port=3000, path="/slack/events")
+
+    @field_validator("allow_from", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> list[str]:
+        return _id_list(value, _SLACK_ID, "a Slack user id (U…), e.g. U012AB3CD")
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> SlackConfig:
+        """Socket Mode needs the app token; HTTP mode needs the signing secret."""
+        if self.mode == "socket" and not self.app_token:
+            raise ValueError("app_token is required when mode is socket")
+        if self.mode == "http" and not self.signing_secret:
+            raise ValueError("signing_secret is required when mode is http")
+        return self
+
+
+class DiscordConfig(_ProviderBlock):
+    """``providers.discord:`` — a Discord bot (discord.py)."""
+
+    token: str
+    api_base_url: str | None = None
+    gateway_url: str | None = None
+
+    @field_validator("allow_from", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> list[str]:
+        return _id_list(value, _DISCORD_ID, "a numeric Discord user id (a snowflake)")
+
+
+class WhatsAppConfig(_ProviderBlock):
+    """``providers.whatsapp:`` — the WhatsApp Business Cloud API."""
+
+    access_token: str
+    app_secret: str
+    verify_token: str
+    phone_number_id: str
+    api_base_url: str | None = None
+    api_version: str = "v21.0"
+    webhook: WebhookConfig = WebhookConfig(port=8081, path="/whatsapp/webhook")
+
+    @field_validator("allow_from", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> list[str]:
+        return _id_list(value, _WA_ID, "a WhatsApp id (wa_id: digits, no +)")
+
+
+class SignalConfig(_ProviderBlock):
+    """``providers.signal:`` — a signal-cli JSON-RPC daemon (``signal-cli daemon --http``)."""
+
+    http_url: str = "http://127.0.0.1:8080"
+    account: str
+
+    @field_validator("allow_from", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> list[str]:
+        return _id_list(value, _UUID, "a Signal account UUID (ACI), not a phone number")
+
+
+class IMessageConfig(_ProviderBlock):
+    """``providers.imessage:`` — a BlueBubbles server."""
+
+    server_url: str
+    password: str
+    webhook: WebhookConfig = WebhookConfig(port=8082, path="/bluebubbles/webhook")
+
+    @field_validator("allow_from", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> list[str]:
+        return _id_list(value, _HANDLE, "an iMessage handle (+E.164 number or email)")
+
+
 class ProvidersConfig(_Model):
     """``providers:`` — one block per platform pairbot connects to."""
 
     telegram: TelegramConfig | None = None
+    slack: SlackConfig | None = None
+    discord: DiscordConfig | None = None
+    whatsapp: WhatsAppConfig | None = None
+    signal: SignalConfig | None = None
+    imessage: IMessageConfig | None = None
 
 
 class Config(_Model):
@@ -182,6 +324,16 @@ class Config(_Model):
     gateway: GatewayConfig = GatewayConfig()
     handler: HandlerConfig = HandlerConfig()
     providers: ProvidersConfig = ProvidersConfig()
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the config (for the log redaction filter)."""
+        found = [self.gateway.operator_token or ""]
+        for name in type(self.providers).model_fields:
+            block = getattr(self.providers, name)
+            if block is not None:
+                found += [str(v) for k, v in block.model_dump().items()
+                          if k in _SECRET_KEYS and v]
+        return [s for s in found if s]
 
     def static_allow(self) -> dict[str, list[str]]:
         """Return each provider's ``allow_from`` from the config."""

@@ -38,17 +38,34 @@ def command_word(text: str) -> str:
     return first.split("@", 1)[0].lower() if first.startswith("/") else ""
 
 
-def decide(msg: Inbound, *, policy: DmPolicy, is_owner: bool, is_allowed: bool) -> Decision:
+def owner_command_text(text: str, *, bare_commands: bool) -> str | None:
+    """Return ``text`` as an owner command line (``/approve X``), or None if it is not one.
+
+    With ``bare_commands`` (Slack), ``approve X`` counts too and gets its slash back.
+    """
+    if command_word(text) in OWNER_COMMANDS:
+        return text.strip()
+    if bare_commands and text.strip():
+        word = text.strip().split(maxsplit=1)[0].lower()
+        if f"/{word}" in OWNER_COMMANDS:
+            return f"/{text.strip()}"
+    return None
+
+
+def decide(msg: Inbound, *, policy: DmPolicy, is_owner: bool, is_allowed: bool,
+           bare_commands: bool = False) -> Decision:
     """Decide what happens to ``msg``.
 
     ``is_owner`` must be true only when the sender's immutable id is a configured owner on
-    this provider; ``is_allowed`` is the allowlist answer for the sender.
+    this provider; ``is_allowed`` is the allowlist answer for the sender; ``bare_commands``
+    lets an owner omit the ``/`` (see :func:`owner_command_text`).
     """
     # == (not ``is``): a plain "dm" / "disabled" string from a provider compares equal too.
     if msg.chat_kind != ChatKind.DM:
         return Decision.DROP
     if is_owner:
-        if msg.is_button or command_word(msg.text) in OWNER_COMMANDS:
+        if msg.is_button or owner_command_text(msg.text,
+                                               bare_commands=bare_commands) is not None:
             return Decision.OWNER_COMMAND
         return Decision.FORWARD
     if msg.is_button or policy == DmPolicy.DISABLED:

@@ -23,6 +23,9 @@ class Provider(Protocol):
     """
 
     name: str
+    bare_commands: bool
+    """True where the platform's clients eat a leading ``/`` (Slack): the owner may then type
+    owner commands without it (``approve CODE``) in their DM."""
 
     async def start(self, on_inbound: OnInbound) -> None:
         """Connect and begin delivering inbound messages to ``on_inbound``; return once running."""
@@ -38,6 +41,11 @@ class Provider(Protocol):
 
     async def edit(self, chat_id: str, message_id: str, text: str) -> None:
         """Replace the text of a message the bot sent, removing its buttons."""
+        ...
+
+    async def dm_chat_id(self, user_id: str) -> str:
+        """Return the chat id of the bot's one-to-one chat with ``user_id``, opening it if
+        the platform needs that (Slack ``conversations.open``, a Discord DM channel)."""
         ...
 
 

@@ -129,6 +129,7 @@ class TelegramProvider:
         if not poll_timeout > 0:
             raise ConfigError("must be positive", source=f"providers.{name}", field="poll_timeout")
         self.name = name
+        self.bare_commands = False
         self._token = token
         self._root = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
         # Telegram takes whole seconds; 0 would turn long polling into a busy loop.
@@ -235,6 +236,10 @@ class TelegramProvider:
             lambda: bot.send_message(chat_id=_chat_ref(chat_id), text=text, reply_markup=markup)
         )
         return str(message.message_id)
+
+    async def dm_chat_id(self, user_id: str) -> str:
+        """A Telegram user's private chat with the bot has the user's id."""
+        return user_id
 
     async def edit(self, chat_id: str, message_id: str, text: str) -> None:
         """Replace a sent message's text and remove its buttons; "not modified" is success.

@@ -1,7 +1,46 @@
 """Loopback fakes of the chat platforms' APIs, one module per platform.
 
 They ship in the product so that ``pairbot demo`` and the e2e tests can drive the real SDKs
-with no account and no network: only the SDK's base URL changes.
+with no account and no network: only the SDK's base URL changes. Each module also offers a
+:class:`DemoPlatform`: the fake, played by people, as the demo and cross-provider tests use it.
 """
 
 from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class DemoPlatform(Protocol):
+    """A platform fake seen from the people side: who writes, and what the bot answered."""
+
+    provider: str
+    """The provider name (``telegram``, ``slack``, ...)."""
+    owner_id: str
+    """The owner's immutable id on this platform (put it in ``owners:``)."""
+
+    async def start(self) -> None:
+        """Start the fake's servers on 127.0.0.1."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop them."""
+        ...
+
+    def provider_config(self) -> dict[str, Any]:
+        """The ``providers.<name>`` config block that points the real SDK at this fake."""
+        ...
+
+    def user_id(self, n: int) -> str:
+        """An immutable id for demo person ``n`` (1, 2, ...), distinct from the owner's."""
+        ...
+
+    def dm(self, user_id: str, text: str, *, name: str) -> None:
+        """Person ``user_id`` (calling themselves ``name``) writes ``text`` to the bot 1:1."""
+        ...
+
+    def texts_to(self, user_id: str) -> list[str]:
+        """Every text the bot sent to that person's one-to-one chat, oldest first."""
+        ...
+
+
+__all__ = ["DemoPlatform"]

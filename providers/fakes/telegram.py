@@ -648,3 +648,37 @@ class FakeTelegramServer:
             }
         )
         return copy.deepcopy(message)
+
+
+class TelegramDemo:
+    """The Telegram fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
+
+    provider = "telegram"
+    owner_id = "111111111"
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self.fake = FakeTelegramServer(clock=clock)
+
+    async def start(self) -> None:
+        """Start the fake Bot API."""
+        await self.fake.start()
+
+    async def stop(self) -> None:
+        """Stop it."""
+        await self.fake.stop()
+
+    def provider_config(self) -> JsonDict:
+        """Point python-telegram-bot at the fake."""
+        return {"token": self.fake.token, "api_base_url": self.fake.base_url}
+
+    def user_id(self, n: int) -> str:
+        """Telegram user ids are numbers."""
+        return str(4000 + n)
+
+    def dm(self, user_id: str, text: str, *, name: str) -> None:
+        """A private message to the bot."""
+        self.fake.dm(int(user_id), text, first_name=name)
+
+    def texts_to(self, user_id: str) -> list[str]:
+        """What the bot sent to that user's private chat."""
+        return self.fake.messages_to(int(user_id))

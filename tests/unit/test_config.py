@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from bot.config import Config, Owner, load_config
+from bot.config import Config, Owner, _interpolate, load_config
 from bot.errors import ConfigError
 from bot.models import DmPolicy
 
@@ -116,8 +116,23 @@ def model_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
     return found
 
 
+def full_example() -> Any:
+    """The example with its commented-out provider blocks (``#|``) switched on."""
+    return yaml.safe_load(EXAMPLE.read_text().replace("\n#|", "\n"))
+
+
+def test_commented_provider_blocks_are_valid(monkeypatch) -> None:
+    for name in ("TELEGRAM_BOT_TOKEN", "PAIRBOT_OPERATOR_TOKEN", "SLACK_BOT_TOKEN",
+                 "SLACK_APP_TOKEN", "DISCORD_BOT_TOKEN", "WHATSAPP_ACCESS_TOKEN",
+                 "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN", "BLUEBUBBLES_PASSWORD"):
+        monkeypatch.setenv(name, f"{name.lower()}-value")
+    config = Config.model_validate(_interpolate(full_example(), "", "example"))
+    assert sorted(config.static_allow()) == ["discord", "imessage", "signal", "slack",
+                                             "telegram", "whatsapp"]
+
+
 def test_example_documents_every_field() -> None:
-    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw = full_example()
     assert sorted(model_paths(Config) - {p for p, _ in key_paths(raw, Config)}) == []
 
 

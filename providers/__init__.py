@@ -16,7 +16,14 @@ from bot.errors import ConfigError
 from bot.models import KNOWN_PROVIDERS
 from bot.protocols import Provider
 
-REGISTRY: dict[str, str] = {"telegram": "providers.telegram:TelegramProvider"}
+REGISTRY: dict[str, str] = {
+    "telegram": "providers.telegram:TelegramProvider",
+    "slack": "providers.slack:SlackProvider",
+    "discord": "providers.discord:DiscordProvider",
+    "whatsapp": "providers.whatsapp:WhatsAppProvider",
+    "signal": "providers.signal:SignalProvider",
+    "imessage": "providers.imessage:IMessageProvider",
+}
 """Provider name → ``"module:Class"`` of its implementation."""
 
 

@@ -166,8 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = groups.add_parser("run", help="run the bot (needs a config)", parents=[common],
                           description="Run the bot until SIGINT/SIGTERM.")
     p.set_defaults(plain=cmd_run)
-    p = groups.add_parser("demo", help="watch the whole flow on a loopback Telegram, no account",
+    p = groups.add_parser("demo", help="watch the whole flow on a loopback platform, no account",
                           parents=[common], description="Play the pairing flow end to end.")
+    p.add_argument("--provider", dest="demo_provider", default="telegram",
+                   choices=[*KNOWN_PROVIDERS, "all"],
+                   help="which platform to play (default telegram; all = each in turn)")
     p.set_defaults(plain=cmd_demo)
     return parser
 
@@ -277,11 +280,16 @@ def cmd_node_connect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_demo(args: argparse.Namespace) -> int:  # noqa: ARG001
+def cmd_demo(args: argparse.Namespace) -> int:
     """``pairbot demo``."""
+    from bot.demo import available_platforms
     from bot.demo import main as demo_main
 
-    return demo_main()
+    provider = args.demo_provider
+    if provider != "all" and provider not in available_platforms():
+        raise UsageError(f"no demo for {provider} yet (available: "
+                         f"{', '.join(available_platforms())})")
+    return demo_main(provider)
 
 
 def _provider_and_value(args: argparse.Namespace, what: str) -> tuple[str, str]:

@@ -47,8 +47,8 @@ def owner_notice(req: PendingRequest, *, expires_in: str) -> str:
     lines += [
         f"Code: {format_code(req.code)}  (expires in {expires_in})",
         "",
-        f"Approve only if you know who holds this code. /approve {req.code} or /reject "
-        f"{req.code}, or use the buttons.",
+        f"Approve only if you know who holds this code: /approve {req.code} "
+        f"(or /reject {req.code}).",
     ]
     return "\n".join(lines)
 
@@ -93,7 +93,7 @@ def node_notice(req: NodeRequest, *, expires_in: str) -> str:
         f"From: {clean(req.remote) or '?'}",
         f"Request: {req.request_id}  (expires in {expires_in})",
         "",
-        f"/nodes approve {req.request_id} or /nodes reject {req.request_id}, or the buttons.",
+        f"/nodes approve {req.request_id} (or /nodes reject {req.request_id}).",
     ])
 
 

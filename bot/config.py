@@ -91,12 +91,11 @@ class Owner(_Model):
         return text
 
     @model_validator(mode="after")
-    def _numeric_on_telegram(self) -> Owner:
-        if self.provider == "telegram" and not _TELEGRAM_ID.match(self.user_id):
-            raise ValueError(
-                f"user_id {self.user_id!r} is not a numeric Telegram user id "
-                "(names and usernames can change hands)"
-            )
+    def _platform_id(self) -> Owner:
+        pattern, what = _OWNER_IDS[self.provider]
+        if not pattern.match(self.user_id):
+            raise ValueError(f"user_id {self.user_id!r} is not {what} (names, usernames and "
+                             "phone numbers can change hands)")
         return self
 
 
@@ -220,6 +219,16 @@ _WA_ID = re.compile(r"^\d{6,20}$")
 _UUID = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _HANDLE = re.compile(r"^(\+\d{6,15}|[^@\s]+@[^@\s]+\.[^@\s]+)$")
+
+
+_OWNER_IDS: dict[str, tuple[re.Pattern[str], str]] = {
+    "telegram": (_TELEGRAM_ID, "a numeric Telegram user id"),
+    "slack": (_SLACK_ID, "a Slack user id (U…)"),
+    "discord": (_DISCORD_ID, "a numeric Discord user id (a snowflake)"),
+    "whatsapp": (_WA_ID, "a WhatsApp id (wa_id: digits, no +)"),
+    "signal": (_UUID, "a Signal account UUID (ACI)"),
+    "imessage": (_HANDLE, "an iMessage handle (+E.164 number or email)"),
+}
 
 
 class SlackConfig(_ProviderBlock):

@@ -234,9 +234,12 @@ BAD = [
      "owners.0.user_id: must be the platform's immutable user id, not a @username"),
     ("owner-username-spaced", "owners: [{provider: telegram, user_id: ' @alice'}]\n",
      "owners.0.user_id: must be the platform's immutable user id, not a @username"),
+    ("owner-signal-number", "owners: [{provider: signal, user_id: '+15550001111'}]\n",
+     "owners.0: user_id '+15550001111' is not a Signal account UUID (ACI) (names, usernames "
+     "and phone numbers can change hands)"),
     ("owner-display-name", "owners: [{provider: telegram, user_id: Alice}]\n",
-     "owners.0: user_id 'Alice' is not a numeric Telegram user id (names and usernames can "
-     "change hands)"),
+     "owners.0: user_id 'Alice' is not a numeric Telegram user id (names, usernames and "
+     "phone numbers can change hands)"),
     ("owner-empty", "owners: [{provider: telegram, user_id: ''}]\n",
      "owners.0.user_id: must be the platform's immutable user id, not a @username"),
     ("owner-null", "owners: [{provider: telegram, user_id: null}]\n",

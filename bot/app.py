@@ -295,6 +295,8 @@ class App:
             await self._tell_approved(reply.approved)
         if reply.node_approved is not None or reply.node_rejected or reply.node_revoked:
             text = await self._node_effects(reply) or text
+        if provider.bare_commands:
+            text = messages.without_slashes(text)
         if msg.is_button and msg.message_id:
             if reply.failure == "unknown":
                 text = messages.already_handled()
@@ -422,8 +424,9 @@ class App:
             provider = self.providers.get(provider_name)
             if provider is None:
                 continue
+            shown = messages.without_slashes(text) if provider.bare_commands else text
             try:
-                await provider.send(await provider.dm_chat_id(user_id), text, buttons=buttons)
+                await provider.send(await provider.dm_chat_id(user_id), shown, buttons=buttons)
             except Exception:
                 log.warning("could not reach owner %s on %s", user_id, provider_name)
 

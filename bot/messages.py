@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
 from bot.codes import format_code
 from bot.models import NodeRequest, PairedNode, PendingRequest
 from bot.text import ago, clean
 
 PROVIDER_LABELS = {"telegram": "Telegram", "slack": "Slack", "discord": "Discord",
                    "whatsapp": "WhatsApp", "signal": "Signal", "imessage": "iMessage"}
+
+
+_SLASHED = re.compile(r"(?<![\w/])/(approve|reject|pending|allowlist|revoke|nodes|help)\b")
+
+
+def without_slashes(text: str) -> str:
+    """Write owner commands without their ``/`` (``approve CODE``), for platforms whose
+    clients take a leading ``/`` as one of their own slash commands (Slack)."""
+    return _SLASHED.sub(r"\1", text)
 
 
 def label(provider: str) -> str:

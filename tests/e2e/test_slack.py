@@ -1,0 +1,710 @@
+"""SlackProvider on real slack-bolt / slack-sdk against the loopback Slack fake: the provider
+alone (Socket Mode and HTTP), then the whole app."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.app import App
+from bot.clock import FakeClock, SystemClock
+from bot.config import Config, SlackConfig
+from bot.errors import ConfigError
+from bot.models import Button, ChatKind, Inbound
+from providers import load_provider_class
+from providers.fakes.slack import BOT_ID, BOT_USER_ID, FakeSlackServer, SlackDemo
+from providers.slack import SlackProvider
+
+pytestmark = pytest.mark.e2e
+
+OWNER, ALICE, MALLORY, BOB = "U0OWNER", "U0ALICE", "U0MALLORY", "U0BOB"
+APPROVE = Button(label="Approve", command="/approve ABCD2345")
+REJECT = Button(label="Reject", command="/reject ABCD2345")
+
+
+class Inbox:
+    """An ``on_inbound`` callback that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.items: list[Inbound] = []
+
+    async def __call__(self, inbound: Inbound) -> None:
+        self.items.append(inbound)
+
+    async def wait(self, count: int = 1) -> list[Inbound]:
+        """Wait (5 s at most) until ``count`` inbounds arrived; return them all."""
+        await FakeSlackServer.wait_until(lambda: len(self.items) >= count)
+        return self.items
+
+
+async def settle(seconds: float = 0.3) -> None:
+    """Give wrongly delivered traffic the time it would need to show up."""
+    await asyncio.sleep(seconds)
+
+
+def all_acked(fake: FakeSlackServer) -> bool:
+    return {e["envelope_id"] for e in fake.envelopes} <= {a["envelope_id"] for a in fake.acks}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlackServer]:
+    async with FakeSlackServer() as server:
+        server.add_user(OWNER, name="The Owner")
+        server.add_user(ALICE, name="Alice Liddell", display_name="alice")
+        server.add_user(MALLORY, name="Mallory")
+        server.add_user(BOB, name="Bob")
+        yield server
+
+
+@pytest.fixture
+def inbox() -> Inbox:
+    return Inbox()
+
+
+@pytest.fixture
+async def provider(fake: FakeSlackServer) -> AsyncIterator[SlackProvider]:
+    made = SlackProvider(bot_token=fake.bot_token, app_token=fake.app_token,
+                         api_base_url=fake.api_base_url, ping_interval=1)
+    yield made
+    await made.stop()
+
+
+@pytest.fixture
+async def running(provider: SlackProvider, inbox: Inbox, fake: FakeSlackServer
+                  ) -> SlackProvider:
+    await provider.start(inbox)
+    await fake.wait_connected()
+    return provider
+
+
+@pytest.fixture
+async def http_provider(fake: FakeSlackServer, inbox: Inbox
+                        ) -> AsyncIterator[SlackProvider]:
+    made = SlackProvider(bot_token=fake.bot_token, signing_secret=fake.signing_secret,
+                         mode="http", api_base_url=fake.api_base_url, webhook_port=0)
+    await made.start(inbox)
+    fake.events_url = made.webhook_url
+    yield made
+    await made.stop()
+
+
+# -- the provider alone, Socket Mode ---------------------------------------------------------
+
+
+async def test_dm_arrives_as_dm_inbound_with_the_user_id_and_profile(
+    fake: FakeSlackServer, running: SlackProvider, inbox: Inbox
+) -> None:
+    body = fake.dm(ALICE, "hello <b> & all")
+
+    [inbound] = await inbox.wait()
+
+    event = body["event"]
+    assert inbound == Inbound(
+        provider="slack", chat_id="D0ALICE", chat_kind=ChatKind.DM, sender_id=ALICE,
+        sender_name="Alice Liddell", text="hello <b> & all", message_id=event["ts"],
+        meta={"name": "Alice Liddell", "username": "alice"},
+        sent_at=datetime.fromtimestamp(float(event["ts"]), tz=UTC),
+    )
+    assert event["text"] == "hello &lt;b&gt; &amp; all"  # as Slack sends it
+    await fake.wait_until(lambda: all_acked(fake))
+
+
+@pytest.mark.parametrize(("kind", "channel", "expected"), [
+    ("mpim", "G0MPIM", ChatKind.GROUP),
+    ("group", "C0PRIVATE", ChatKind.GROUP),
+    ("channel", "C0GENERAL", ChatKind.CHANNEL),
+])
+async def test_channel_messages_arrive_as_group_or_channel(
+    fake: FakeSlackServer, running: SlackProvider, inbox: Inbox, kind: str, channel: str,
+    expected: ChatKind,
+) -> None:
+    fake.channel_message(channel, ALICE, "hi all", kind=kind)
+
+    [inbound] = await inbox.wait()
+
+    assert (inbound.chat_kind, inbound.chat_id, inbound.sender_id) == (expected, channel, ALICE)
+
+
+async def test_bots_own_messages_edits_deletions_and_other_events_are_ignored(
+    fake: FakeSlackServer, running: SlackProvider, inbox: Inbox
+) -> None:
+    im = {"channel": "D0ALICE", "channel_type": "im", "team": "T0FAKE"}
+    fake.event({**im, "type": "message", "subtype": "bot_message", "bot_id": "B0OTHER",
+                "text": "/approve ABCD2345", "ts": "1.000001"})
+    fake.event({**im, "type": "message", "bot_id": "B0OTHER", "user": "U0OTHERBOT",
+                "text": "approve ABCD2345", "ts": "1.000002"})
+    fake.event({**im, "type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID,
+                "text": "approve ABCD2345", "ts": "1.000003"})
+    fake.event({**im, "type": "message", "subtype": "message_changed", "hidden": True,
+                "message": {"type": "message", "user": ALICE, "text": "approve ABCD2345",
+                            "ts": "1.000004"}, "ts": "1.000005"})
+    fake.event({**im, "type": "message", "subtype": "message_deleted", "hidden": True,
+                "deleted_ts": "1.000004", "ts": "1.000006"})
+    fake.event({**im, "type": "message", "subtype": "file_share", "user": ALICE,
+                "text": "a file", "ts": "1.000007"})
+    fake.event({**im, "type": "message", "user": ALICE, "text": "", "ts": "1.000008"})
+    fake.event({"type": "reaction_added", "user": ALICE, "reaction": "thumbsup",
+                "item": {"type": "message", "channel": "D0ALICE", "ts": "1.000001"},
+                "event_ts": "1.000009"})
+    fake.event({"type": "user_typing", "channel": "D0ALICE", "user": ALICE})
+    await running.send("D0ALICE", "the bot's own post comes back as an event")
+    fake.dm(ALICE, "sentinel")
+
+    await inbox.wait()
+    await settle()
+
+    assert [i.text for i in inbox.items] == ["sentinel"]
+    assert len(fake.envelopes) == 11
+    await fake.wait_until(lambda: all_acked(fake))  # ignored events are acked, never re-sent
+
+
+async def test_send_is_escaped_plain_text_without_markup_or_unfurling(
+    fake: FakeSlackServer, running: SlackProvider
+) -> None:
+    text = "<!channel> *bold* <https://evil.example|click> & co"
+
+    ts = await running.send("D0ALICE", text)
+
+    [sent] = fake.sent
+    assert (sent["ts"], sent["text"], sent["blocks"]) == (ts, text, None)
+    assert sent["raw_text"] == ("&lt;!channel&gt; *bold* &lt;https://evil.example|click&gt; "
+                                "&amp; co")
+    assert (sent["mrkdwn"], sent["unfurl_links"]) == (False, False)
+
+
+async def test_send_to_a_user_id_lands_in_their_im(
+    fake: FakeSlackServer, running: SlackProvider
+) -> None:
+    await running.send(ALICE, "hi")
+
+    assert fake.messages_to(ALICE) == ["hi"]
+    assert fake.sent[0]["channel"] == "D0ALICE"
+
+
+async def test_send_with_buttons_renders_block_kit(
+    fake: FakeSlackServer, running: SlackProvider
+) -> None:
+    ts = await running.send("D0OWNER", "Approve <Bob>?", buttons=[APPROVE, REJECT])
+
+    assert fake.sent[-1]["ts"] == ts
+    assert fake.sent[-1]["blocks"] == [
+        {"type": "section", "text": {"type": "plain_text", "text": "Approve <Bob>?",
+                                     "emoji": False}},
+        {"type": "actions", "block_id": "pairbot_actions", "elements": [
+            {"type": "button", "action_id": "pairbot:/approve ABCD2345",
+             "text": {"type": "plain_text", "text": "Approve", "emoji": False},
+             "value": "/approve ABCD2345"},
+            {"type": "button", "action_id": "pairbot:/reject ABCD2345",
+             "text": {"type": "plain_text", "text": "Reject", "emoji": False},
+             "value": "/reject ABCD2345"},
+        ]},
+    ]
+
+
+@pytest.mark.parametrize(("buttons", "match"), [
+    ([Button(label="long", command="x" * 248)], "248 characters"),
+    ([Button(label="empty", command="")], "0 characters"),
+    ([APPROVE, Button(label="again", command=APPROVE.command)], "same command"),
+])
+async def test_bad_buttons_are_refused_before_sending(
+    fake: FakeSlackServer, running: SlackProvider, buttons: list[Button], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        await running.send("D0OWNER", "x", buttons=buttons)
+
+    assert fake.sent == []
+
+
+async def test_a_button_press_is_acked_at_once_and_delivered_as_a_button_inbound(
+    fake: FakeSlackServer, running: SlackProvider, inbox: Inbox
+) -> None:
+    ts = await running.send("D0OWNER", "Approve Bob?", buttons=[APPROVE, REJECT])
+
+    fake.press_button(OWNER, ts, index=1)
+    [pressed] = await inbox.wait()
+
+    assert pressed == Inbound(
+        provider="slack", chat_id="D0OWNER", chat_kind=ChatKind.DM, sender_id=OWNER,
+        sender_name="The Owner", text="/reject ABCD2345", message_id=ts, is_button=True,
+        meta={"name": "The Owner"},
+    )
+    [envelope] = [e for e in fake.envelopes if e["type"] == "interactive"]
+    await fake.wait_until(lambda: envelope["envelope_id"] in
+                          {a["envelope_id"] for a in fake.acks})
+
+
+async def test_edit_replaces_the_text_and_removes_the_buttons(
+    fake: FakeSlackServer, running: SlackProvider
+) -> None:
+    ts = await running.send("D0OWNER", "Approve Bob?", buttons=[APPROVE, REJECT])
+
+    await running.edit("D0OWNER", ts, "Approved <Bob> & co")
+
+    now = fake.message("D0OWNER", ts)
+    assert (now["text"], "blocks" in now) == ("Approved &lt;Bob&gt; &amp; co", False)
+    assert [(e["text"], e["blocks"]) for e in fake.edits] == [("Approved <Bob> & co", None)]
+    assert fake.calls[-1][1]["blocks"] == []
+
+
+async def test_slash_command_in_the_bots_im_is_a_dm_command(
+    fake: FakeSlackServer, running: SlackProvider, inbox: Inbox
+) -> None:
+    fake.slash_command(OWNER, "approve abcd-2345")
+    fake.slash_command(OWNER, "")
+    fake.slash_command(OWNER, "/pending")
+
+    first, empty, doubled = await inbox.wait(3)
+
+    assert first == Inbound(provider="slack", chat_id="D0OWNER", chat_kind=ChatKind.DM,
+                            sender_id=OWNER, sender_name="The Owner",
+                            text="/approve abcd-2345", meta={"name": "The Owner"})
+    assert (empty.text, doubled.text) == ("/help", "/pending")
+    await fake.wait_until(lambda: len(fake.acks) == 3)
+    assert all("payload" not in a for a in fake.acks)  # acked silently: the answer is a post
+
+
+async def test_slash_command_elsewhere_is_no_dm_and_gets_a_private_hint(
+    fake: FakeSlackServer, running: SlackProvider, inbox: Inbox
+) -> None:
+    fake.add_channel("C0GENERAL", name="general")
+    fake.slash_command(OWNER, "approve ABCD2345", channel_id="C0GENERAL")
+    fake.slash_command(OWNER, "approve ABCD2345", channel_id="D0SOMEONEELSE")  # a human's IM
+
+    in_channel, other_im = await inbox.wait(2)
+
+    assert (in_channel.chat_kind, other_im.chat_kind) == (ChatKind.CHANNEL, ChatKind.GROUP)
+    await fake.wait_until(lambda: len(fake.acks) == 2)
+    assert fake.acks[0]["payload"]["text"].startswith("pairbot only takes commands")
+
+
+async def test_dm_chat_id_opens_the_im_once(
+    fake: FakeSlackServer, running: SlackProvider
+) -> None:
+    assert await running.dm_chat_id(BOB) == "D0BOB"
+    assert await running.dm_chat_id(BOB) == "D0BOB"
+
+    assert fake.methods_called().count("conversations.open") == 1
+    assert fake.calls[-1] == ("conversations.open", {"users": BOB})
+
+
+async def test_a_redelivered_envelope_or_retried_event_is_handled_once(
+    fake: FakeSlackServer, running: SlackProvider, inbox: Inbox
+) -> None:
+    body = fake.dm(ALICE, "only once")
+    await inbox.wait()
+    [envelope] = fake.envelopes
+
+    fake.redeliver(envelope["envelope_id"])  # same envelope again
+    fake.deliver("events_api", body)  # same event_id in a new envelope (Slack's retry)
+    fake.dm(ALICE, "next")
+    await inbox.wait(2)
+    await settle()
+
+    assert [i.text for i in inbox.items] == ["only once", "next"]
+    assert fake.envelopes[1]["retry_attempt"] == 1
+
+
+async def test_reconnects_after_a_disconnect_message_and_a_dropped_socket(
+    fake: FakeSlackServer, running: SlackProvider, inbox: Inbox
+) -> None:
+    fake.dm(ALICE, "one")
+    await inbox.wait(1)
+
+    await fake.request_reconnect()
+    await fake.wait_connected(2)
+    fake.dm(ALICE, "two")
+    await inbox.wait(2)
+
+    fake.ignore_acks = True  # the ack of "three" is lost with the socket: Slack re-sends it
+    fake.dm(ALICE, "three")
+    await inbox.wait(3)
+    await fake.drop_socket()
+    fake.ignore_acks = False
+    await fake.wait_connected(3)
+    fake.dm(ALICE, "four")
+    await inbox.wait(4)
+    await settle()
+
+    assert [i.text for i in inbox.items] == ["one", "two", "three", "four"]
+    resent = [e for e in fake.envelopes if e.get("retry_attempt")]
+    assert [e["payload"]["event"]["text"] for e in resent] == ["three"]
+    assert fake.methods_called().count("apps.connections.open") == 3
+
+
+async def test_a_rate_limited_post_is_retried_after_retry_after(
+    fake: FakeSlackServer, running: SlackProvider
+) -> None:
+    fake.fail_next("chat.postMessage", 1, retry_after=1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    ts = await running.send("D0ALICE", "after the limit")
+
+    assert loop.time() - started >= 1.0
+    assert fake.messages_to(ALICE) == ["after the limit"]
+    assert fake.sent[-1]["ts"] == ts
+    assert fake.methods_called().count("chat.postMessage") == 2
+
+
+@pytest.mark.parametrize("which", ["bot_token", "app_token"])
+async def test_a_rejected_token_fails_start_with_a_clear_error_without_the_token(
+    fake: FakeSlackServer, inbox: Inbox, caplog: pytest.LogCaptureFixture, which: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    tokens = {"bot_token": fake.bot_token, "app_token": fake.app_token,
+              which: "xoxb-definitely-wrong"}
+    provider = SlackProvider(bot_token=tokens["bot_token"], app_token=tokens["app_token"],
+                             api_base_url=fake.api_base_url)
+
+    with pytest.raises(ConfigError, match="rejected the") as raised:
+        await provider.start(inbox)
+
+    assert raised.value.field == which
+    assert "definitely-wrong" not in str(raised.value)
+    assert raised.value.__suppress_context__
+    assert not provider.running
+    assert "definitely-wrong" not in caplog.text
+    await provider.stop()
+
+
+async def test_tokens_secrets_and_texts_never_reach_the_log(
+    fake: FakeSlackServer, provider: SlackProvider, inbox: Inbox,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await provider.start(inbox)
+    fake.dm(ALICE, "secret text 1234")
+    await inbox.wait()
+    ts = await provider.send("D0OWNER", "reply text 5678", buttons=[APPROVE])
+    fake.press_button(OWNER, ts)
+    fake.slash_command(OWNER, "approve WXYZ9999")
+    await inbox.wait(3)
+    await provider.edit("D0OWNER", ts, "edited text 9012")
+    await provider.stop()
+
+    assert fake.bot_token not in caplog.text
+    assert fake.app_token not in caplog.text
+    shown = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    for text in ("secret text 1234", "reply text 5678", "edited text 9012", "ABCD2345",
+                 "WXYZ9999"):
+        assert text not in shown
+
+
+async def test_a_failing_handler_is_logged_and_the_next_event_is_handled(
+    fake: FakeSlackServer, provider: SlackProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[str] = []
+
+    async def handler(inbound: Inbound) -> None:
+        seen.append(inbound.text)
+        if len(seen) == 1:
+            raise RuntimeError("handler blew up")
+
+    await provider.start(handler)
+    fake.dm(ALICE, "first private words")
+    fake.dm(ALICE, "second")
+    await fake.wait_until(lambda: len(seen) == 2)
+
+    assert seen == ["first private words", "second"]
+    [record] = [r for r in caplog.records if r.name == "providers.slack"
+                and r.levelno >= logging.ERROR]
+    assert "first private words" not in record.getMessage()
+
+
+async def test_stop_is_clean_idempotent_and_restartable(
+    fake: FakeSlackServer, provider: SlackProvider, inbox: Inbox
+) -> None:
+    await provider.stop()  # before start: nothing to do
+    await provider.start(inbox)
+    with pytest.raises(RuntimeError, match="already running"):
+        await provider.start(inbox)
+
+    await asyncio.gather(provider.stop(), provider.stop())
+    await provider.stop()
+    assert not provider.running
+    with pytest.raises(RuntimeError, match="not running"):
+        await provider.send("D0ALICE", "x")
+    fake.dm(ALICE, "while stopped")  # waits in the fake's outbox
+
+    await provider.start(inbox)
+    [inbound] = await inbox.wait()
+    assert inbound.text == "while stopped"
+    assert fake.connections == 2
+
+
+async def test_config_builds_the_provider_through_the_registry(fake: FakeSlackServer) -> None:
+    block = SlackConfig.model_validate({"bot_token": fake.bot_token,
+                                        "app_token": fake.app_token,
+                                        "api_base_url": fake.api_base_url})
+    cls = load_provider_class("slack")
+
+    made = cls(**block.provider_kwargs())
+
+    assert cls is SlackProvider
+    assert (made.name, made.bare_commands) == ("slack", True)
+    with pytest.raises(ConfigError, match="app_token is required"):
+        SlackProvider(bot_token="xoxb-1")
+    with pytest.raises(ConfigError, match="signing_secret is required"):
+        SlackProvider(bot_token="xoxb-1", mode="http")
+
+
+async def test_fake_answers_like_the_web_api(fake: FakeSlackServer) -> None:
+    async def call(method: str, token: str, **data: str) -> tuple[int, dict[str, Any]]:
+        async with aiohttp.ClientSession() as session, session.post(
+            f"{fake.api_base_url}{method}", data=data,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            return response.status, await response.json()
+
+    assert await call("auth.test", "xoxb-wrong") == (200, {"ok": False, "error": "invalid_auth"})
+    assert (await call("apps.connections.open", fake.bot_token))[1]["error"] == \
+        "not_allowed_token_type"
+    assert (await call("chat.postMessage", fake.bot_token, channel="C0NOPE", text="x"))[1] == \
+        {"ok": False, "error": "channel_not_found"}
+    assert (await call("no.such", fake.bot_token))[1]["error"] == "unknown_method"
+    status, body = await call("chat.postMessage", fake.bot_token, channel=ALICE, text="a &amp; b")
+    assert (status, body["ok"], body["channel"]) == (200, True, "D0ALICE")
+    assert fake.messages_to(ALICE) == ["a & b"]
+
+
+# -- the provider alone, HTTP Events API ----------------------------------------------------
+
+
+async def test_http_signed_event_is_accepted_and_bad_or_stale_signatures_get_401(
+    fake: FakeSlackServer, http_provider: SlackProvider, inbox: Inbox,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    def dm_body(text: str) -> dict[str, Any]:
+        return fake.dm(ALICE, text, deliver=False)
+
+    now = int(SystemClock().now().timestamp())
+    assert (await fake.post("events_api", dm_body("forged"), signature="v0=" + "0" * 64))[0] \
+        == 401
+    assert (await fake.post("events_api", dm_body("stale"), timestamp=now - 6 * 60))[0] == 401
+    challenge = {"token": "legacy", "challenge": "chal-123", "type": "url_verification"}
+    status, text = await fake.post("events_api", challenge)
+    assert (status, json.loads(text)) == (200, {"challenge": "chal-123"})
+
+    good = dm_body("signed and fresh")
+    assert (await fake.post("events_api", good))[0] == 200
+    assert (await fake.post("events_api", good, retry_num=1))[0] == 200  # Slack's retry
+    [inbound] = await inbox.wait()
+    await settle()
+
+    assert [i.text for i in inbox.items] == ["signed and fresh"]
+    assert (inbound.chat_kind, inbound.sender_id) == (ChatKind.DM, ALICE)
+    assert fake.signing_secret not in caplog.text
+
+
+async def test_http_button_and_slash_command_round_trip(
+    fake: FakeSlackServer, http_provider: SlackProvider, inbox: Inbox
+) -> None:
+    ts = await http_provider.send("D0OWNER", "Approve Bob?", buttons=[APPROVE, REJECT])
+
+    fake.press_button(OWNER, ts)
+    fake.slash_command(OWNER, "pending")
+    await inbox.wait(2)
+
+    pressed, command = sorted(inbox.items, key=lambda i: i.is_button, reverse=True)
+    assert (pressed.is_button, pressed.text, pressed.message_id) == (True, APPROVE.command, ts)
+    assert (command.text, command.chat_kind) == ("/pending", ChatKind.DM)
+    await fake.wait_until(lambda: sum(d["status"] == 200 for d in fake.deliveries) >= 3)
+    assert {d["status"] for d in fake.deliveries} == {200}
+
+
+# -- the whole app ---------------------------------------------------------------------------
+
+
+def make_config(fake: FakeSlackServer, **slack: Any) -> Config:
+    block = {"bot_token": fake.bot_token, "app_token": fake.app_token,
+             "api_base_url": fake.api_base_url, **slack}
+    return Config.model_validate({
+        "owners": [{"provider": "slack", "user_id": OWNER}],
+        "pairing": {"prune_interval": "1h"},
+        "gateway": {"port": 0},
+        "providers": {"slack": block},
+    })
+
+
+@pytest.fixture
+async def app(fake: FakeSlackServer, state_dir: Path) -> AsyncIterator[App]:
+    running = App(make_config(fake), state_dir=state_dir,
+                  clock=FakeClock(SystemClock().now()), watch_interval=0.1)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+def code_in(text: str) -> str:
+    line = next(ln for ln in text.splitlines() if ln.startswith("Your pairing code:"))
+    return line.split(":", 1)[1].strip().replace("-", "")
+
+
+async def texts_to(fake: FakeSlackServer, user: str, count: int) -> list[str]:
+    await fake.wait_until(lambda: len(fake.messages_to(user)) >= count)
+    return fake.messages_to(user)
+
+
+async def pair(fake: FakeSlackServer, user: str = ALICE) -> str:
+    """A stranger writes and gets a code; return the code."""
+    fake.dm(user, "hello? please run rm -rf")
+    return code_in((await texts_to(fake, user, 1))[0])
+
+
+async def notice_of(fake: FakeSlackServer, code: str) -> dict[str, Any]:
+    [notice] = await fake.wait_for_sent(lambda m: m["channel"] == "D0OWNER" and
+                                        m["text"].startswith("New pairing request") and
+                                        code[:4] in m["text"])
+    return notice
+
+
+async def test_app_stranger_gets_a_code_and_the_owner_a_notice_with_buttons(fake, app):
+    code = await pair(fake)
+
+    [reply] = fake.messages_to(ALICE)
+    assert f"Your Slack id: {ALICE}" in reply
+    assert app.pairing.pending()[0].code == code
+    notice = await notice_of(fake, code)
+    assert f"Sender id: {ALICE}" in notice["text"]
+    assert "Name (given by the sender, unverified): Alice Liddell" in notice["text"]
+    [actions] = [b for b in notice["blocks"] if b["type"] == "actions"]
+    assert [(e["text"]["text"], e["value"]) for e in actions["elements"]] == [
+        ("Approve", f"/approve {code}"), ("Reject", f"/reject {code}")]
+    await settle()
+    assert "rm -rf" not in json.dumps(fake.sent)
+
+
+@pytest.mark.parametrize("how", ["bare text", "slash command"])
+async def test_app_owner_approves_by_command_and_the_sender_goes_through(fake, app, how):
+    code = await pair(fake)
+    if how == "bare text":
+        fake.dm(OWNER, f"approve {code[:4].lower()}-{code[4:].lower()}")
+    else:
+        fake.slash_command(OWNER, f"approve {code}")
+
+    [done] = await fake.wait_for_sent(lambda m: m["channel"] == "D0OWNER" and
+                                      m["text"].startswith("Approved"))
+    assert done["text"].startswith(f"Approved Slack sender {ALICE} (Alice Liddell")
+    texts = await texts_to(fake, ALICE, 2)
+    assert texts[1] == "You're approved. Send a message to start chatting."
+    fake.dm(ALICE, "what's the weather <today>?")
+    texts = await texts_to(fake, ALICE, 3)
+    assert texts[2] == "what's the weather <today>?"
+    assert app.pairing.is_allowed("slack", ALICE)
+
+
+async def test_app_owner_approves_by_button_and_the_notice_is_updated(fake, app):
+    code = await pair(fake)
+    notice = await notice_of(fake, code)
+
+    fake.press_button(OWNER, notice["ts"])
+
+    await fake.wait_until(lambda: len(fake.edits) == 1)
+    assert fake.edits[0]["text"].startswith(f"Approved Slack sender {ALICE}")
+    assert "blocks" not in fake.message("D0OWNER", notice["ts"])
+    assert app.pairing.is_allowed("slack", ALICE)
+    fake.dm(ALICE, "hi now")
+    assert (await texts_to(fake, ALICE, 3))[2] == "hi now"
+    fake.press_button(OWNER, notice["ts"])  # pressed again, on a client not yet refreshed
+    await fake.wait_until(lambda: len(fake.edits) == 2)
+    assert fake.edits[1]["text"] == "This request was already handled; nothing changed."
+
+
+async def test_app_non_owner_approvals_and_channel_traffic_change_nothing(fake, app):
+    code = await pair(fake)
+    notice = await notice_of(fake, code)
+    fake.add_channel("C0GENERAL", name="general")
+
+    fake.dm(MALLORY, f"approve {code}")
+    fake.slash_command(MALLORY, f"approve {code}")
+    fake.press_button(MALLORY, notice["ts"])  # forged: the owner's notice
+    fake.press_button(MALLORY, notice["ts"], channel="D0MALLORY", value=f"/approve {code}")
+    fake.channel_message("C0GENERAL", OWNER, f"approve {code}")
+    fake.channel_message("C0GENERAL", MALLORY, "hello channel")
+    fake.slash_command(OWNER, f"approve {code}", channel_id="C0GENERAL")
+    mallory = await texts_to(fake, MALLORY, 1)
+    await settle(0.5)
+
+    assert "pairing code" in mallory[0]
+    assert len(fake.messages_to(MALLORY)) == 1  # one code, whatever she tried
+    assert not app.pairing.is_allowed("slack", ALICE)
+    assert not app.pairing.is_allowed("slack", MALLORY)
+    assert {r.id for r in app.pairing.pending()} == {ALICE, MALLORY}
+    assert fake.edits == []
+    assert fake.messages_to("C0GENERAL") == []
+    assert not any(m["text"].startswith("Approved") for m in fake.sent)
+
+
+async def test_app_survives_reconnects_and_handles_each_message_once(fake, app):
+    code = await pair(fake)
+    fake.dm(OWNER, f"approve {code}")
+    await fake.wait_until(lambda: app.pairing.is_allowed("slack", ALICE))
+    await texts_to(fake, ALICE, 2)
+
+    await fake.request_reconnect()
+    await fake.wait_connected(2)
+    fake.ignore_acks = True
+    fake.dm(ALICE, "echo me once")
+    await texts_to(fake, ALICE, 3)
+    await fake.drop_socket()  # the lost ack makes the fake re-send the envelope
+    fake.ignore_acks = False
+    await fake.wait_connected(3)
+    fake.dm(ALICE, "and me")
+    await texts_to(fake, ALICE, 4)
+    await settle()
+
+    assert fake.messages_to(ALICE)[2:] == ["echo me once", "and me"]
+    assert any(e.get("retry_attempt") for e in fake.envelopes)
+
+
+async def test_app_over_http_events(fake, state_dir):
+    config = make_config(fake, mode="http", signing_secret=fake.signing_secret,
+                         app_token=None, webhook={"port": 0})
+    app = App(config, state_dir=state_dir, watch_interval=0.1)
+    await app.start()
+    try:
+        provider = app.providers["slack"]
+        assert isinstance(provider, SlackProvider)
+        fake.events_url = provider.webhook_url
+        code = await pair(fake)
+        notice = await notice_of(fake, code)
+        fake.press_button(OWNER, notice["ts"])
+        await fake.wait_until(lambda: len(fake.edits) == 1)
+        assert app.pairing.is_allowed("slack", ALICE)
+        fake.dm(ALICE, "over http")
+        assert (await texts_to(fake, ALICE, 3))[2] == "over http"
+    finally:
+        await app.stop()
+
+
+async def test_demo_platform_plays_people(state_dir):
+    demo = SlackDemo()
+    await demo.start()
+    try:
+        config = Config.model_validate({
+            "owners": [{"provider": "slack", "user_id": demo.owner_id}],
+            "gateway": {"port": 0}, "providers": {"slack": demo.provider_config()}})
+        app = App(config, state_dir=state_dir, watch_interval=0.1)
+        await app.start()
+        try:
+            alice = demo.user_id(1)
+            demo.dm(alice, "hi", name="Alice")
+            await demo.fake.wait_until(lambda: bool(demo.texts_to(alice)))
+            code = code_in(demo.texts_to(alice)[0])
+            demo.dm(demo.owner_id, f"{demo.command_prefix}approve {code}", name="Owner")
+            await demo.fake.wait_until(lambda: len(demo.texts_to(alice)) == 2)
+            assert app.pairing.is_allowed("slack", alice)
+        finally:
+            await app.stop()
+    finally:
+        await demo.stop()

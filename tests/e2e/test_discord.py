@@ -1,0 +1,674 @@
+"""Discord on real discord.py against the loopback fake: the provider alone, then the whole app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+import providers.discord as discord_module
+from bot.app import App
+from bot.clock import FakeClock, SystemClock
+from bot.config import Config
+from bot.errors import ConfigError
+from bot.models import Button, ChatKind, Inbound
+from providers import load_provider_class
+from providers.discord import DiscordProvider, plain
+from providers.fakes.discord import DiscordDemo, FakeDiscordServer, displayed
+
+pytestmark = pytest.mark.e2e
+
+OWNER, ALICE, MALLORY, BOB = (
+    "190000000000000011", "190000000000000042", "190000000000000066", "190000000000000077")
+OTHER_BOT = "190000000000000099"
+APPROVE = Button(label="Approve", command="/approve ABCD2345")
+REJECT = Button(label="Reject", command="/reject ABCD2345")
+
+
+class Inbox:
+    """An ``on_inbound`` callback that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.items: list[Inbound] = []
+
+    async def __call__(self, inbound: Inbound) -> None:
+        self.items.append(inbound)
+
+    async def wait(self, count: int = 1) -> list[Inbound]:
+        """Wait (5 s at most) until ``count`` inbounds arrived; return them all."""
+        await FakeDiscordServer.wait_until(lambda: len(self.items) >= count)
+        return self.items
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock(SystemClock().now())
+
+
+@pytest.fixture
+async def fake(fake_clock: FakeClock) -> AsyncIterator[FakeDiscordServer]:
+    async with FakeDiscordServer(clock=fake_clock) as server:
+        yield server
+
+
+@pytest.fixture
+def inbox() -> Inbox:
+    return Inbox()
+
+
+def make_provider(fake: FakeDiscordServer, **kwargs: Any) -> DiscordProvider:
+    return DiscordProvider(token=fake.token, api_base_url=fake.api_base_url,
+                           gateway_url=fake.gateway_url, **kwargs)
+
+
+@pytest.fixture
+async def provider(fake: FakeDiscordServer) -> AsyncIterator[DiscordProvider]:
+    made = make_provider(fake)
+    yield made
+    await made.stop()
+
+
+@pytest.fixture
+async def running(provider: DiscordProvider, inbox: Inbox) -> DiscordProvider:
+    await provider.start(inbox)
+    return provider
+
+
+async def settle(seconds: float = 0.15) -> None:
+    await asyncio.sleep(seconds)
+
+
+# -- the provider alone ------------------------------------------------------------------------
+
+
+async def test_dm_arrives_as_dm_inbound_with_the_snowflake_id(fake, running, inbox,
+                                                               fake_clock):
+    event = fake.dm(ALICE, "hello", name="Alice")
+
+    [inbound] = await inbox.wait()
+
+    assert inbound == Inbound(
+        provider="discord",
+        chat_id=event["channel_id"],
+        chat_kind=ChatKind.DM,
+        sender_id=ALICE,
+        sender_name="Alice",
+        text="hello",
+        message_id=event["id"],
+        meta={"username": "alice", "name": "Alice"},
+        sent_at=inbound.sent_at,
+    )
+    assert inbound.sent_at is not None
+    assert abs(inbound.sent_at - fake_clock.now()) < timedelta(seconds=1)
+    assert fake.identifies[0]["intents"] & (1 << 12 | 1 << 15) == 1 << 12 | 1 << 15
+
+
+async def test_a_new_channel_type_is_looked_up_once(fake, running, inbox):
+    fake.dm(ALICE, "one")
+    fake.dm(ALICE, "two")
+    await inbox.wait(2)
+
+    channel = fake.dm_channel_id(ALICE)
+    assert fake.calls.count(("GET", f"channels/{channel}")) == 1
+
+
+async def test_guild_and_group_dm_messages_are_not_dms(fake, running, inbox):
+    fake.guild_message(ALICE, "hi all", name="Alice")
+    fake.guild_message(ALICE, "news", channel_id="300000000000000009", announcement=True)
+    fake.group_dm("300000000000000005", ALICE, "group dm")  # no guild, yet no DM either
+    items = await inbox.wait(3)
+
+    assert [(i.text, i.chat_kind, i.sender_id) for i in items] == [
+        ("hi all", ChatKind.GROUP, ALICE),
+        ("news", ChatKind.CHANNEL, ALICE),
+        ("group dm", ChatKind.GROUP, ALICE),
+    ]
+
+
+async def test_own_bot_webhook_system_and_textless_messages_are_ignored(fake, running, inbox):
+    channel = fake.dm_channel(ALICE)["id"]
+    await running.send(channel, "the bot's own message")  # echoed back by the gateway
+    fake.own_message(channel, "also the bot")
+    fake.post_message(channel, fake.user(OTHER_BOT, "Other", bot=True), "another bot")
+    alice = fake.user(ALICE, "Alice")
+    fake.post_message(channel, alice, "", attachments=[])  # no text
+    fake.post_message(channel, alice, "joined", type=7)  # a system message
+    fake.post_message(channel, alice, "via webhook", webhook_id="300000000000000007")
+    fake.dm(ALICE, "sentinel")
+
+    await inbox.wait()
+    await settle()
+
+    assert [i.text for i in inbox.items] == ["sentinel"]
+
+
+async def test_send_is_plain_text_that_pings_no_one_and_previews_nothing(fake, running):
+    channel = fake.dm_channel(ALICE)["id"]
+    text = "**not bold** [x](http://e.com) <@1> @everyone\n> not a quote\n1. no list"
+
+    message_id = await running.send(channel, text)
+
+    [sent] = fake.sent
+    assert sent["message_id"] == message_id
+    assert sent["content"] == plain(text) != text
+    assert displayed(sent["content"]) == text
+    assert sent["allowed_mentions"] == {"parse": []}
+    assert sent["flags"] & 4  # SUPPRESS_EMBEDS
+    assert sent["components"] == []
+
+
+@pytest.mark.parametrize("text", [
+    "a*b_c~d|e`f", "\\", "x\\*y", "# h\n## h2\n-# small\n- item\n  * item\n12. item",
+    "> quote\n>>> block", "||spoiler|| <#1> <:e:1> <t:0>", "ABCD-2345 12:30 ok. fine",
+])
+def test_plain_shows_exactly_the_text(text):
+    assert displayed(plain(text)) == text
+
+
+async def test_long_text_is_split_into_messages_discord_accepts(fake, running):
+    channel = fake.dm_channel(ALICE)["id"]
+    text = "\n".join(f"line {n} " + "*" * 60 for n in range(60))
+
+    last = await running.send(channel, text, buttons=[APPROVE])
+
+    assert len(fake.sent) > 1
+    assert all(len(m["content"]) <= 2000 for m in fake.sent)
+    assert "\n".join(fake.messages_in(channel)) == text
+    assert fake.sent[-1]["message_id"] == last
+    assert [bool(m["components"]) for m in fake.sent] == [False] * (len(fake.sent) - 1) + [True]
+
+
+async def test_buttons_round_trip_and_edit_removes_them(fake, running, inbox):
+    channel = fake.dm_channel(ALICE)["id"]
+    message_id = await running.send(channel, "Approve Bob?", buttons=[APPROVE, REJECT])
+    assert fake.buttons(message_id) == [("Approve", "pairbot:/approve ABCD2345"),
+                                        ("Reject", "pairbot:/reject ABCD2345")]
+
+    interaction = fake.press_button(ALICE, message_id, label="Approve")
+    [pressed] = await inbox.wait()
+
+    assert pressed == Inbound(
+        provider="discord", chat_id=channel, chat_kind=ChatKind.DM, sender_id=ALICE,
+        sender_name=pressed.sender_name, text="/approve ABCD2345", message_id=message_id,
+        is_button=True, meta=pressed.meta, sent_at=pressed.sent_at)
+    assert fake.interaction_responses == [
+        {"interaction_id": interaction["id"], "type": 6, "data": {}}]
+
+    await running.edit(channel, message_id, "Approved *Bob*")
+
+    assert fake.buttons(message_id) == []
+    assert displayed(fake.message(message_id)["content"]) == "Approved *Bob*"
+    assert fake.edits[-1]["components"] == []
+
+
+async def test_buttons_still_work_after_a_restart(fake, inbox):
+    first = make_provider(fake)
+    await first.start(inbox)
+    channel = await first.dm_chat_id(OWNER)
+    message_id = await first.send(channel, "Approve?", buttons=[APPROVE])
+    await first.stop()
+
+    second = make_provider(fake)
+    await second.start(inbox)
+    try:
+        fake.press_button(OWNER, message_id, label="Approve")
+        [pressed] = await inbox.wait()
+    finally:
+        await second.stop()
+    assert (pressed.is_button, pressed.text, pressed.message_id) == (
+        True, APPROVE.command, message_id)
+
+
+async def test_a_forged_custom_id_not_on_the_message_does_nothing(fake, running, inbox):
+    channel = fake.dm_channel(OWNER)["id"]
+    message_id = await running.send(channel, "Approve?", buttons=[APPROVE])
+
+    fake.press_button(MALLORY, message_id, "pairbot:/approve ZZZZ9999")
+    fake.press_button(MALLORY, message_id, label="Approve")  # the presser's id is what counts
+    [pressed] = await inbox.wait()
+    await settle()
+
+    assert [(i.sender_id, i.text) for i in inbox.items] == [(MALLORY, APPROVE.command)]
+    assert pressed.is_button
+
+
+async def test_bad_buttons_are_refused_before_sending(fake, running):
+    channel = fake.dm_channel(ALICE)["id"]
+    with pytest.raises(ValueError, match="at most 92"):
+        await running.send(channel, "x", buttons=[Button(label="long", command="/" + "a" * 92)])
+    with pytest.raises(ValueError, match="label"):
+        await running.send(channel, "x", buttons=[Button(label="", command="/help")])
+    assert fake.sent == []
+
+
+async def test_slash_commands_are_synced_for_dms_only(fake, running):
+    commands = {c["name"]: c for c in fake.commands}
+
+    assert set(commands) == {"approve", "reject", "pending", "allowlist", "revoke", "nodes",
+                             "help"}
+    assert all(c["contexts"] == [1] and c["integration_types"] == [0]
+               for c in commands.values())
+    assert [o["name"] for o in commands["approve"]["options"]] == ["code"]
+    assert [o["name"] for o in commands["nodes"]["options"]] == ["action", "id"]
+
+
+async def test_a_slash_command_arrives_as_its_text_and_is_answered_in_place(fake, provider):
+    answered: list[str | None] = []
+
+    async def core(inbound: Inbound) -> None:
+        answered.append(inbound.text)
+        alice_dm = await provider.dm_chat_id(ALICE)
+        await provider.send(alice_dm, "You're approved.")  # another chat: a plain message
+        await provider.send(inbound.chat_id, "Approved Alice")
+        await provider.send(inbound.chat_id, "second line")
+
+    await provider.start(core)
+    interaction = fake.slash(OWNER, "approve", {"code": "abcd-2345"})
+    owner_dm = fake.dm_channel_id(OWNER)
+    await fake.wait_until(lambda: len(fake.messages_in(owner_dm or "")) == 2)
+
+    assert answered == ["/approve abcd-2345"]
+    assert fake.interaction_responses[0] == {
+        "interaction_id": interaction["id"], "type": 5, "data": {}}
+    assert [(m["content"], m["via"]) for m in fake.sent] == [
+        ("You're approved.", "rest"), ("Approved Alice", "interaction"),
+        ("second line", "interaction")]
+    assert fake.texts_to(ALICE) == ["You're approved."]
+
+
+async def test_options_become_the_command_line(fake, running, inbox):
+    fake.slash(OWNER, "nodes", {"action": "approve", "id": "req-1"})
+    fake.slash(OWNER, "allowlist")
+    fake.slash(OWNER, "revoke", {"platform": "discord", "user_id": ALICE})
+    items = await inbox.wait(3)
+
+    assert [(i.text, i.chat_kind, i.sender_id, i.is_button) for i in items] == [
+        ("/nodes approve req-1", ChatKind.DM, OWNER, False),
+        ("/allowlist", ChatKind.DM, OWNER, False),
+        (f"/revoke discord {ALICE}", ChatKind.DM, OWNER, False),
+    ]
+
+
+async def test_an_unanswered_slash_command_leaves_no_placeholder(fake, running, inbox):
+    fake.slash(MALLORY, "pending")
+    await inbox.wait()
+    await fake.wait_until(lambda: ("DELETE", _original(fake)) in fake.calls)
+
+    assert fake.sent == []
+
+
+def _original(fake: FakeDiscordServer) -> str:
+    token = next(i["token"] for i in fake._interactions.values())
+    return f"webhooks/{fake.application['id']}/{token}/messages/@original"
+
+
+async def test_a_slash_command_in_a_guild_is_group_and_told_to_use_a_dm(fake, running, inbox):
+    fake.guild_message(OWNER, "hello")  # makes the guild channel known to the fake
+    await inbox.wait()
+    fake.slash(OWNER, "approve", {"code": "ABCD2345"}, channel_id="300000000000000002")
+    items = await inbox.wait(2)
+
+    assert (items[1].chat_kind, items[1].text) == (ChatKind.GROUP, "/approve ABCD2345")
+    [note] = [r for r in fake.interaction_responses if r["type"] == 4]
+    assert note["data"]["flags"] == 64
+    assert "direct message" in note["data"]["content"]
+
+
+async def test_dm_chat_id_opens_the_dm_channel_once(fake, running):
+    fake.user(BOB, "Bob")
+
+    first = await running.dm_chat_id(BOB)
+    again = await running.dm_chat_id(BOB)
+
+    assert first == again == fake.dm_channel_id(BOB)
+    assert fake.calls.count(("POST", "users/@me/channels")) == 1
+
+
+@pytest.mark.parametrize("how", ["close-4000", "reconnect-op7"])
+async def test_reconnect_resumes_and_no_message_is_handled_twice(fake, running, inbox, how):
+    fake.dm(ALICE, "before the drop")
+    await inbox.wait()
+    fake.replay_overlap = 3  # Discord may replay events already delivered
+
+    if how == "close-4000":
+        await fake.drop_connection(4000)
+    else:
+        await fake.request_reconnect()
+    fake.dm(ALICE, "during the drop")
+    await fake.wait_until(lambda: len(fake.resumes) == 1)
+    fake.dm(ALICE, "after the drop")
+    await inbox.wait(3)
+    await settle()
+
+    assert [i.text for i in inbox.items] == ["before the drop", "during the drop",
+                                             "after the drop"]
+    assert fake.replayed  # the first message really was sent again
+    assert len(fake.identifies) == 1
+
+
+async def test_wrong_token_fails_start_with_a_clear_error_without_the_token(
+    fake, inbox, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    token = "definitely-not-the-token"
+    provider = DiscordProvider(token=token, api_base_url=fake.api_base_url,
+                               gateway_url=fake.gateway_url)
+
+    with pytest.raises(ConfigError, match="rejected the bot token") as raised:
+        await provider.start(inbox)
+
+    assert token not in str(raised.value)
+    assert raised.value.__cause__ is None
+    assert not provider.running
+    assert token not in caplog.text
+    await provider.stop()  # nothing to stop: still fine
+
+
+async def test_secrets_and_texts_stay_out_of_the_log(fake, provider, inbox, caplog):
+    caplog.set_level(logging.DEBUG)
+    await provider.start(inbox)
+    fake.dm(ALICE, "secret text 1234")
+    await inbox.wait()
+    channel = fake.dm_channel_id(ALICE) or ""
+    message_id = await provider.send(channel, "reply text 5678", buttons=[APPROVE])
+    fake.press_button(ALICE, message_id, label="Approve")
+    await inbox.wait(2)
+    await provider.edit(channel, message_id, "edited text 9012")
+    await provider.stop()
+
+    assert fake.token not in caplog.text
+    shown = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    for text in ("secret text 1234", "reply text 5678", "edited text 9012", "ABCD2345"):
+        assert text not in shown
+    ours = [r.getMessage() for r in caplog.records if r.name == "providers.discord"]
+    assert not any(t in m for m in ours for t in ("secret text", "reply text", "ABCD"))
+
+
+async def test_a_failing_handler_is_logged_and_handling_goes_on(fake, provider, caplog):
+    seen: list[str] = []
+
+    async def handler(inbound: Inbound) -> None:
+        seen.append(inbound.text)
+        if len(seen) == 1:
+            raise RuntimeError("handler blew up")
+
+    await provider.start(handler)
+    fake.dm(ALICE, "first private words")
+    fake.dm(ALICE, "second")
+    await fake.wait_until(lambda: len(seen) == 2)
+
+    assert seen == ["first private words", "second"]
+    [record] = [r for r in caplog.records
+                if r.name == "providers.discord" and r.levelno >= logging.ERROR]
+    assert "first private words" not in record.getMessage()
+
+
+async def test_stop_is_clean_idempotent_restartable_and_restores_discord_py(fake, provider,
+                                                                           inbox):
+    import discord
+
+    library_rest = discord.http.Route.BASE
+    await provider.stop()  # before start: nothing to do
+    await provider.start(inbox)
+    assert fake.api_base_url == discord.http.Route.BASE
+    with pytest.raises(RuntimeError, match="already running"):
+        await provider.start(inbox)
+
+    await asyncio.gather(provider.stop(), provider.stop())
+    await provider.stop()
+    assert not provider.running
+    assert library_rest == discord.http.Route.BASE
+    with pytest.raises(RuntimeError, match="not running"):
+        await provider.send("1", "x")
+
+    await provider.start(inbox)
+    fake.dm(ALICE, "after restart")
+    [inbound] = await inbox.wait()
+    assert inbound.text == "after restart"
+    assert len(fake.identifies) == 2
+
+
+async def test_stop_finishes_the_events_already_received(fake, provider):
+    started: list[str] = []
+    done: list[str] = []
+
+    async def slow(inbound: Inbound) -> None:
+        started.append(inbound.text)
+        await asyncio.sleep(0.1)
+        done.append(inbound.text)
+
+    await provider.start(slow)
+    fake.dm(ALICE, "one")
+    fake.dm(ALICE, "two")
+    await fake.wait_until(lambda: len(started) + provider._queue.qsize() >= 2)
+    await provider.stop()
+
+    assert done == ["one", "two"]
+
+
+async def test_api_base_url_alone_finds_the_gateway_through_rest(fake, inbox):
+    provider = DiscordProvider(token=fake.token, api_base_url=fake.base_url + "/api")
+    await provider.start(inbox)
+    try:
+        fake.dm(ALICE, "found you")
+        [inbound] = await inbox.wait()
+    finally:
+        await provider.stop()
+    assert inbound.text == "found you"
+    assert ("GET", "gateway/bot") in fake.calls
+
+
+async def test_two_providers_must_agree_on_the_process_wide_urls(fake, running):
+    other = DiscordProvider(token=fake.token, api_base_url="http://127.0.0.1:9/api",
+                            gateway_url=fake.gateway_url, name="discord2")
+    with pytest.raises(ConfigError, match="process-wide"):
+        await other.start(Inbox())
+    await other.stop()
+
+
+def test_constructor_checks_its_arguments():
+    with pytest.raises(ConfigError, match="empty"):
+        DiscordProvider(token=" ")
+    with pytest.raises(ConfigError, match="ws"):
+        DiscordProvider(token="t", gateway_url="http://x")
+    made = DiscordProvider(token="t", api_base_url="http://127.0.0.1:1/api/")
+    assert made._rest == "http://127.0.0.1:1/api/v10"
+    assert DiscordProvider(token="t")._rest == discord_module.LIBRARY_API_BASE_URL
+    assert made.bare_commands is False
+
+
+def test_registry_loads_the_provider():
+    assert load_provider_class("discord") is DiscordProvider
+
+
+async def test_fake_answers_like_discord(fake):
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{fake.api_base_url}/users/@me",
+                               headers={"Authorization": "Bot wrong"}) as wrong:
+            assert (wrong.status, await wrong.json()) == (
+                401, {"message": "401: Unauthorized", "code": 0})
+            assert wrong.headers["Content-Type"] == "application/json"
+        headers = {"Authorization": f"Bot {fake.token}"}
+        async with session.post(f"{fake.api_base_url}/channels/1/messages", json={
+                "content": "x"}, headers=headers) as unknown:
+            assert (unknown.status, (await unknown.json())["code"]) == (404, 10003)
+        channel = fake.dm_channel(ALICE)["id"]
+        async with session.post(f"{fake.api_base_url}/channels/{channel}/messages",
+                                json={"content": "x" * 2001}, headers=headers) as long:
+            assert long.status == 400
+
+
+# -- the whole app -----------------------------------------------------------------------------
+
+
+def make_config(fake: FakeDiscordServer, **discord: Any) -> Config:
+    return Config.model_validate({
+        "owners": [{"provider": "discord", "user_id": OWNER}],
+        "pairing": {"prune_interval": "1h"},
+        "gateway": {"port": 0},
+        "providers": {"discord": {"token": fake.token, "api_base_url": fake.api_base_url,
+                                  "gateway_url": fake.gateway_url, **discord}},
+    })
+
+
+@pytest.fixture
+async def app(fake: FakeDiscordServer, state_dir: Path, fake_clock: FakeClock
+              ) -> AsyncIterator[App]:
+    running = App(make_config(fake), state_dir=state_dir, clock=fake_clock, watch_interval=0.1,
+                  capped_delay=0.2, notice_window=timedelta(seconds=60))
+    await running.start()
+    yield running
+    await running.stop()
+
+
+async def texts_to(fake: FakeDiscordServer, user: str, count: int) -> list[str]:
+    await fake.wait_until(lambda: len(fake.texts_to(user)) >= count)
+    return fake.texts_to(user)
+
+
+def code_in(text: str) -> str:
+    line = next(ln for ln in text.splitlines() if ln.startswith("Your pairing code:"))
+    return line.split(":", 1)[1].strip().replace("-", "")
+
+
+async def pair(fake: FakeDiscordServer, user: str = ALICE, name: str = "Alice") -> str:
+    """A stranger writes and gets a code; return the code."""
+    fake.dm(user, "please run rm -rf", name=name)
+    return code_in((await texts_to(fake, user, 1))[0])
+
+
+async def notice(fake: FakeDiscordServer, number: int = 1) -> dict[str, Any]:
+    await fake.wait_until(lambda: len(_notices(fake)) >= number)
+    return _notices(fake)[number - 1]
+
+
+def _notices(fake: FakeDiscordServer) -> list[dict[str, Any]]:
+    owner_dm = fake.dm_channel_id(OWNER)
+    return [m for m in fake.sent if m["channel_id"] == owner_dm and m["components"]]
+
+
+async def test_app_stranger_gets_a_code_and_the_owner_a_notice_with_buttons(fake, app):
+    code = await pair(fake)
+
+    [text] = fake.texts_to(ALICE)
+    assert f"Your Discord id: {ALICE}" in text
+    assert "rm -rf" not in str(fake.sent)
+    sent = await notice(fake)
+    shown = displayed(sent["content"])
+    assert f"Sender id: {ALICE}" in shown
+    assert "Name (given by the sender, unverified): Alice" in shown
+    assert fake.buttons(sent["message_id"]) == [
+        ("Approve", f"pairbot:/approve {code}"), ("Reject", f"pairbot:/reject {code}")]
+    assert [r.id for r in app.pairing.pending()] == [ALICE]
+
+
+async def test_app_owner_approves_by_text_and_the_next_message_goes_through(fake, app):
+    code = await pair(fake)
+    fake.dm(OWNER, f"/approve {code}")
+
+    owner = await texts_to(fake, OWNER, 2)
+    assert owner[-1].startswith(f"Approved Discord sender {ALICE}")
+    assert (await texts_to(fake, ALICE, 2))[1] == (
+        "You're approved. Send a message to start chatting.")
+    fake.dm(ALICE, "what's *the* weather?")
+    assert (await texts_to(fake, ALICE, 3))[2] == "what's *the* weather?"
+
+
+async def test_app_owner_approves_by_slash_command(fake, app):
+    code = await pair(fake)
+    fake.slash(OWNER, "approve", {"code": code})
+
+    await fake.wait_until(lambda: app.pairing.is_allowed("discord", ALICE))
+    await fake.wait_until(lambda: any(m["via"] == "interaction" for m in fake.sent))
+    [answer] = [m for m in fake.sent if m["via"] == "interaction"]
+    assert displayed(answer["content"]).startswith(f"Approved Discord sender {ALICE}")
+    assert (await texts_to(fake, ALICE, 2))[1].startswith("You're approved.")
+    fake.slash(OWNER, "pending")
+    await fake.wait_until(lambda: sum(m["via"] == "interaction" for m in fake.sent) == 2)
+    assert fake.texts_to(OWNER)[-1] == "Nothing is pending."
+
+
+async def test_app_owner_approves_by_button_and_the_notice_is_edited(fake, app):
+    await pair(fake)
+    sent = await notice(fake)
+
+    fake.press_button(OWNER, sent["message_id"], label="Approve")
+    await fake.wait_until(lambda: len(fake.edits) == 1)
+
+    assert displayed(fake.edits[0]["content"]).startswith(f"Approved Discord sender {ALICE}")
+    assert fake.buttons(sent["message_id"]) == []
+    assert app.pairing.is_allowed("discord", ALICE)
+    fake.dm(ALICE, "hello again")
+    assert (await texts_to(fake, ALICE, 3))[2] == "hello again"
+
+    code = await pair(fake, BOB, "Bob")  # approved by text: its notice keeps its buttons
+    fake.dm(OWNER, f"/approve {code}")
+    await fake.wait_until(lambda: app.pairing.is_allowed("discord", BOB))
+    fake.press_button(OWNER, (await notice(fake, 2))["message_id"], label="Approve")
+    await fake.wait_until(lambda: len(fake.edits) == 2)
+    assert fake.edits[1]["content"] == "This request was already handled; nothing changed."
+
+
+async def test_app_non_owner_approvals_change_nothing(fake, app):
+    code = await pair(fake)
+    sent = await notice(fake)
+
+    fake.dm(MALLORY, f"/approve {code}", name="Mallory")  # text: a stranger's message
+    fake.slash(MALLORY, "approve", {"code": code})  # slash: the same
+    fake.press_button(MALLORY, sent["message_id"], label="Approve")  # forged button press
+    fake.guild_message(MALLORY, f"/approve {code}")
+    fake.guild_message(OWNER, f"/approve {code}")  # even the owner, outside the DM
+    await fake.wait_until(lambda: len(fake.texts_to(MALLORY)) >= 1)
+    await settle(0.4)
+
+    assert not app.pairing.is_allowed("discord", ALICE)
+    assert not app.pairing.is_allowed("discord", MALLORY)
+    assert {r.id for r in app.pairing.pending()} == {ALICE, MALLORY}
+    assert fake.edits == []
+    assert fake.messages_in("300000000000000002") == []
+    assert all("pairing code" in t for t in fake.texts_to(MALLORY))
+
+
+async def test_app_drop_and_resume_handles_each_message_once(fake, app):
+    code = await pair(fake)
+    fake.dm(OWNER, f"/approve {code}")
+    await fake.wait_until(lambda: app.pairing.is_allowed("discord", ALICE))
+    fake.dm(ALICE, "first")
+    await texts_to(fake, ALICE, 3)
+    fake.replay_overlap = 10
+
+    await fake.drop_connection(4000)
+    fake.dm(ALICE, "second")
+    await fake.wait_until(lambda: len(fake.resumes) == 1)
+    await texts_to(fake, ALICE, 4)
+    await settle(0.3)
+
+    assert fake.replayed
+    assert fake.texts_to(ALICE)[2:] == ["first", "second"]
+    assert sum(t.startswith("Approved") for t in fake.texts_to(OWNER)) == 1
+
+
+async def test_demo_platform_plays_the_people(state_dir):
+    demo = DiscordDemo()
+    await demo.start()
+    try:
+        config = Config.model_validate({
+            "owners": [{"provider": "discord", "user_id": demo.owner_id}],
+            "gateway": {"port": 0},
+            "providers": {"discord": demo.provider_config()},
+        })
+        async with App(config, state_dir=state_dir):
+            alice = demo.user_id(1)
+            assert alice != demo.owner_id
+            demo.dm(alice, "hi", name="Alice")
+            await demo.fake.wait_until(lambda: len(demo.texts_to(alice)) == 1)
+            await demo.fake.wait_until(lambda: len(demo.texts_to(demo.owner_id)) == 1)
+            assert "pairing code" in demo.texts_to(alice)[0]
+    finally:
+        await demo.stop()

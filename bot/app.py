@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import os
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -122,7 +122,6 @@ class App:
         self._owners = {(o.provider, o.user_id) for o in config.owners}
         self._policies: dict[str, DmPolicy] = {}
         self.providers: dict[str, Provider] = {}
-        self._told: Counter[tuple[str, str]] = Counter()
         self._capped_tasks: dict[str, asyncio.Task[None]] = {}
         self._node_listeners: list[NodeListener] = []
         self._stack = contextlib.AsyncExitStack()
@@ -343,8 +342,6 @@ class App:
                                           token=payload.get("token"))
 
     async def _tell_approved(self, req: PendingRequest) -> None:
-        key = (req.provider, req.id)
-        self._told[key] += 1
         provider = self.providers.get(req.provider)
         if provider is None:
             return
@@ -394,13 +391,13 @@ class App:
                 log.exception("watching the audit log failed")
 
     async def _on_foreign_audit(self, record: dict[str, Any]) -> None:
+        # Approvals from an owner chat were made (and told) by this process; anything else
+        # (the CLI, another tool on the same state dir) is told here, once per audit line.
         if record.get("event") != "approve" or record.get("outcome") != "approved":
             return
-        provider, subject = str(record.get("provider")), str(record.get("subject"))
-        key = (provider, subject)
-        if self._told[key] > 0:
-            self._told[key] -= 1
+        if str(record.get("actor", "")).startswith("owner:"):
             return
+        provider, subject = str(record.get("provider")), str(record.get("subject"))
         target = self.providers.get(provider)
         if target is not None:
             try:

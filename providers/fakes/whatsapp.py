@@ -1,0 +1,631 @@
+"""A loopback fake of the WhatsApp Business Cloud API, for ``pairbot demo`` and the e2e tests.
+
+It plays both of Meta's sides on 127.0.0.1:
+
+* the Graph API the bot calls: ``POST /{version}/{phone_number_id}/messages`` (bearer token
+  checked, text and reply-button messages validated against the documented limits, every send
+  recorded in :attr:`FakeWhatsAppServer.sent`, answered with the official
+  ``{"messaging_product", "contacts", "messages": [{"id": "wamid..."}]}``) and
+  ``GET /{version}/{phone_number_id}`` (the phone number's details);
+* the webhook sender: payloads in Meta's ``whatsapp_business_account`` envelope, signed with
+  ``X-Hub-Signature-256`` over the raw body, POSTed to :attr:`FakeWhatsAppServer.webhook_url`.
+  :meth:`~FakeWhatsAppServer.deliver` queues a payload and, like Meta, re-delivers it until it
+  gets a 200 (in order, one at a time); :meth:`~FakeWhatsAppServer.post_webhook` sends one
+  POST now, signed, unsigned or forged, and returns the HTTP status.
+
+By default every accepted send is followed by a ``sent`` status webhook that carries the
+send's ``biz_opaque_callback_data``, as Meta's are. Outages are played with
+:meth:`~FakeWhatsAppServer.go_down` / :meth:`~FakeWhatsAppServer.come_back` (connections
+refused or cut), :meth:`~FakeWhatsAppServer.fail_next_sends` (5xx answers),
+:meth:`~FakeWhatsAppServer.drop_next_sends` (the connection cut before or after the message
+is taken) and :meth:`~FakeWhatsAppServer.lose_next_acks` (a 200 the sender never sees, so it
+re-delivers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import hmac
+import json
+import socket
+from collections.abc import Callable
+from typing import Any, Self
+
+import aiohttp
+from aiohttp import web
+
+from bot.clock import Clock, SystemClock
+
+JsonDict = dict[str, Any]
+
+DEFAULT_ACCESS_TOKEN = "EAAfake-whatsapp-access-token"  # noqa: S105 (the fake's, not a secret)
+DEFAULT_APP_SECRET = "fake-whatsapp-app-secret"  # noqa: S105
+DEFAULT_VERIFY_TOKEN = "fake-whatsapp-verify-token"  # noqa: S105
+DEFAULT_PHONE_NUMBER_ID = "106540352242922"
+DEFAULT_DISPLAY_NUMBER = "15550001234"
+DEFAULT_WABA_ID = "102290129340398"
+
+_MAX_TEXT = 4096
+_MAX_BODY = 1024
+_MAX_BUTTONS = 3
+_MAX_ID = 256
+_MAX_TITLE = 20
+
+
+def sign(app_secret: str, raw: bytes) -> str:
+    """The ``X-Hub-Signature-256`` header Meta sends: ``sha256=`` + HMAC-SHA256 hex."""
+    return "sha256=" + hmac.new(app_secret.encode(), raw, hashlib.sha256).hexdigest()
+
+
+def first_message(payload: JsonDict) -> JsonDict:
+    """The first ``messages[]`` item of a webhook payload (e.g. to read its ``id``)."""
+    value = payload["entry"][0]["changes"][0]["value"]
+    items = value.get("messages") or value.get("message_echoes") or []
+    return dict(items[0])
+
+
+class _GraphError(Exception):
+    """A Graph API error answer: ``{"error": {"message", "type", "code", "fbtrace_id"}}``."""
+
+    def __init__(self, status: int, code: int, message: str,
+                 kind: str = "OAuthException") -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.kind = status, code, message, kind
+
+    def response(self) -> web.Response:
+        body = {"error": {"message": self.message, "type": self.kind, "code": self.code,
+                          "fbtrace_id": "AFakeTraceId"}}
+        return web.json_response(body, status=self.status)
+
+
+def _invalid(message: str) -> _GraphError:
+    return _GraphError(400, 131009, f"(#131009) Parameter value is not valid: {message}")
+
+
+class FakeWhatsAppServer:
+    """The Graph API on 127.0.0.1 plus Meta's webhook sender, for one business number.
+
+    Use as ``async with FakeWhatsAppServer() as fake:``; point the provider's
+    ``api_base_url`` at :attr:`base_url`, and set :attr:`webhook_url` to where the provider
+    listens. Everything runs on the caller's event loop.
+
+    Attributes:
+        sent: every message the bot sent, in order, as ``{"to", "type", "text", "buttons",
+            "message_id", "context", "biz_opaque_callback_data", "payload"}`` (``text`` is the
+            body of a text or interactive message; ``buttons`` is ``[{"id", "title"}]``;
+            ``context`` the wamid replied to, or None).
+        calls: every authorised Graph API call, as ``(method, path, JSON body or {})``.
+        deliveries: every webhook POST attempt, as ``{"ids", "status"}`` (``status`` None
+            when the connection failed).
+        webhook_url: where payloads are POSTed; None until set.
+    """
+
+    def __init__(
+        self,
+        *,
+        access_token: str = DEFAULT_ACCESS_TOKEN,
+        app_secret: str = DEFAULT_APP_SECRET,
+        verify_token: str = DEFAULT_VERIFY_TOKEN,
+        phone_number_id: str = DEFAULT_PHONE_NUMBER_ID,
+        display_phone_number: str = DEFAULT_DISPLAY_NUMBER,
+        waba_id: str = DEFAULT_WABA_ID,
+        port: int = 0,
+        clock: Clock | None = None,
+        send_statuses: bool = True,
+    ) -> None:
+        self.access_token = access_token
+        self.app_secret = app_secret
+        self.verify_token = verify_token
+        self.phone_number_id = phone_number_id
+        self.display_phone_number = display_phone_number
+        self.waba_id = waba_id
+        self.send_statuses = send_statuses
+        self.webhook_url: str | None = None
+        self.sent: list[JsonDict] = []
+        self.calls: list[tuple[str, str, JsonDict]] = []
+        self.deliveries: list[JsonDict] = []
+        self._port = port
+        self._clock: Clock = clock or SystemClock()
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._outbox: asyncio.Queue[JsonDict] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
+        self._messages: dict[str, JsonDict] = {}
+        self._next_id = 1
+        self._down = False
+        self._fail: list[tuple[int, int, str]] = []
+        self._drop: list[bool] = []
+        self._lose_acks = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Serve the Graph API (port 0 picks a free one) and start the webhook sender."""
+        if self._runner is not None:
+            raise RuntimeError("FakeWhatsAppServer is already running")
+        app = web.Application()
+        app.router.add_post("/{version}/{phone_id}/messages", self._post_messages)
+        app.router.add_get("/{version}/{phone_id}", self._get_phone)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self._port, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner, self._site = runner, site
+        self._port = int(runner.addresses[0][1])
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        self._sender = asyncio.create_task(self._send_loop(), name="fake-whatsapp-webhooks")
+
+    async def stop(self) -> None:
+        """Stop the webhook sender and the server. Safe to call twice."""
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.cancel()
+            try:
+                await sender
+            except asyncio.CancelledError:
+                pass
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+        runner, self._runner, self._site = self._runner, None, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """The Graph API root to use as ``api_base_url``, e.g. ``http://127.0.0.1:PORT``."""
+        if self._runner is None:
+            raise RuntimeError("FakeWhatsAppServer is not started")
+        return f"http://127.0.0.1:{self._port}"
+
+    # -- outages -----------------------------------------------------------------------------
+
+    async def go_down(self) -> None:
+        """The Graph API goes away: new connections are refused, open ones cut."""
+        self._down = True
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+
+    async def come_back(self) -> None:
+        """The Graph API answers again, on the same port."""
+        if self._runner is None:
+            raise RuntimeError("FakeWhatsAppServer is not started")
+        if self._site is None:
+            site = web.TCPSite(self._runner, "127.0.0.1", self._port, reuse_address=True)
+            await site.start()
+            self._site = site
+        self._down = False
+
+    def fail_next_sends(self, n: int, *, status: int = 503, code: int = 2) -> None:
+        """Answer the next ``n`` sends with a Graph error (default: 503, service code 2)."""
+        message = "(#2) Service temporarily unavailable" if code == 2 else f"(#{code}) Error"
+        self._fail += [(status, code, message)] * n
+
+    def drop_next_sends(self, n: int, *, after_taking: bool = False) -> None:
+        """Cut the connection of the next ``n`` sends without an answer; with
+        ``after_taking`` the message is sent (and recorded) first, so the answer is lost."""
+        self._drop += [after_taking] * n
+
+    def lose_next_acks(self, n: int) -> None:
+        """Treat the next ``n`` 200 answers to webhooks as lost: the payload is re-delivered."""
+        self._lose_acks += n
+
+    # -- what users do -----------------------------------------------------------------------
+
+    def dm(self, wa_id: str, text: str, *, name: str = "") -> JsonDict:
+        """Queue a 1:1 text message from ``wa_id`` to the business; return the payload."""
+        message = self._message(wa_id, "text", {"text": {"body": text}})
+        return self.deliver(self._payload([self._contact(wa_id, name)], messages=[message]))
+
+    def group_message(self, group_id: str, wa_id: str, text: str, *, name: str = "") -> JsonDict:
+        """Queue a text message from ``wa_id`` in a group (it carries ``group_id``)."""
+        message = self._message(wa_id, "text", {"text": {"body": text}, "group_id": group_id})
+        return self.deliver(self._payload([self._contact(wa_id, name)], messages=[message]))
+
+    def own_message(self, text: str) -> JsonDict:
+        """Queue a text message whose sender is the business number itself."""
+        number = self.display_phone_number
+        message = self._message(number, "text", {"text": {"body": text}})
+        return self.deliver(self._payload([self._contact(number, "Business")],
+                                          messages=[message]))
+
+    def echo(self, to: str, text: str) -> JsonDict:
+        """Queue an ``smb_message_echoes`` webhook: the business app wrote to ``to``."""
+        message = self._message(self.display_phone_number, "text",
+                                {"to": to, "text": {"body": text}})
+        return self.deliver(self._payload([], field="smb_message_echoes",
+                                          message_echoes=[message]))
+
+    def media(self, wa_id: str, *, caption: str = "", name: str = "") -> JsonDict:
+        """Queue an image message (with an optional caption) from ``wa_id``."""
+        image: JsonDict = {"mime_type": "image/jpeg", "sha256": "0" * 64, "id": "1234567890"}
+        if caption:
+            image["caption"] = caption
+        message = self._message(wa_id, "image", {"image": image})
+        return self.deliver(self._payload([self._contact(wa_id, name)], messages=[message]))
+
+    def number_changed(self, old: str, new: str, *, name: str = "") -> JsonDict:
+        """Queue the ``system`` message Meta sends when a user changes number."""
+        system = {"body": f"User {name or old} changed from {old} to {new}", "wa_id": new,
+                  "type": "user_changed_number"}
+        message = self._message(old, "system", {"system": system})
+        return self.deliver(self._payload(None, messages=[message]))
+
+    def press_button(self, wa_id: str, message_id: str, command: str, *,
+                     name: str = "") -> JsonDict:
+        """Queue ``wa_id`` tapping the reply button ``command`` on a message the bot sent.
+
+        Raises:
+            KeyError: the bot sent no message with this id.
+            ValueError: that message has no button with this id.
+        """
+        sent = self._messages[message_id]
+        title = next((b["title"] for b in sent["buttons"] if b["id"] == command), None)
+        if title is None:
+            raise ValueError(f"message {message_id} has no button {command!r}")
+        reply = {"type": "button_reply", "button_reply": {"id": command, "title": title}}
+        message = self._message(wa_id, "interactive", {
+            "context": {"from": self.display_phone_number, "id": message_id},
+            "interactive": reply})
+        return self.deliver(self._payload([self._contact(wa_id, name)], messages=[message]))
+
+    def status(self, message_id: str, status: str = "delivered", *,
+               key: str | None = None) -> JsonDict:
+        """Queue a status webhook (``sent``, ``delivered``, ``read``) for a sent message."""
+        sent = self._messages.get(message_id, {})
+        item: JsonDict = {
+            "id": message_id,
+            "status": status,
+            "timestamp": self._timestamp(),
+            "recipient_id": sent.get("to", ""),
+            "conversation": {"id": "CONVERSATION_ID", "origin": {"type": "service"}},
+            "pricing": {"billable": False, "pricing_model": "PMP", "category": "service",
+                        "type": "free_customer_service"},
+        }
+        if key is not None:
+            item["biz_opaque_callback_data"] = key
+        return self.deliver(self._payload(None, statuses=[item]))
+
+    def deliver(self, payload: JsonDict) -> JsonDict:
+        """Queue ``payload`` for delivery, re-delivered until answered 200; return it.
+
+        Queuing the same payload again plays Meta re-delivering it.
+        """
+        self._outbox.put_nowait(payload)
+        return payload
+
+    async def post_webhook(
+        self,
+        payload: JsonDict | bytes,
+        *,
+        secret: str | None = None,
+        signature: str | None = "sign",
+        url: str | None = None,
+    ) -> int:
+        """POST one payload now and return the HTTP status (no retry).
+
+        ``signature="sign"`` signs with ``secret`` (default: the real app secret); None
+        sends no signature header; any other string is sent as the header as is.
+        """
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json", "User-Agent": "facebookexternalua"}
+        if signature == "sign":
+            headers["X-Hub-Signature-256"] = sign(secret or self.app_secret, raw)
+        elif signature is not None:
+            headers["X-Hub-Signature-256"] = signature
+        target = url or self.webhook_url
+        if target is None:
+            raise RuntimeError("webhook_url is not set")
+        async with self._client().post(target, data=raw, headers=headers) as resp:
+            await resp.read()
+            return resp.status
+
+    async def verify(self, *, token: str | None = None, challenge: str = "1158201444",
+                     mode: str = "subscribe") -> tuple[int, str]:
+        """Play Meta's subscription check (GET with ``hub.*``); return (status, body)."""
+        if self.webhook_url is None:
+            raise RuntimeError("webhook_url is not set")
+        params = {"hub.mode": mode, "hub.challenge": challenge,
+                  "hub.verify_token": self.verify_token if token is None else token}
+        async with self._client().get(self.webhook_url, params=params) as resp:
+            return resp.status, await resp.text()
+
+    # -- reading what the bot did ------------------------------------------------------------
+
+    def messages_to(self, wa_id: str) -> list[JsonDict]:
+        """Every message the bot sent to ``wa_id``, in order."""
+        return [m for m in self.sent if m["to"] == str(wa_id)]
+
+    def texts_to(self, wa_id: str) -> list[str]:
+        """The text (or interactive body) of every message the bot sent to ``wa_id``."""
+        return [m["text"] for m in self.messages_to(wa_id)]
+
+    async def wait_delivered(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Wait until every queued webhook was answered 200."""
+        await asyncio.wait_for(self._outbox.join(), timeout)
+
+    @staticmethod
+    async def wait_until(condition: Callable[[], bool], *,
+                         timeout: float = 5.0) -> None:  # noqa: ASYNC109 (a polling deadline)
+        """Poll ``condition`` every 10 ms until it holds; raise TimeoutError at the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition():
+            if loop.time() >= deadline:
+                raise TimeoutError(f"condition not met within {timeout}s")
+            await asyncio.sleep(0.01)
+
+    # -- Graph API ---------------------------------------------------------------------------
+
+    async def _post_messages(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._authorise(request)
+            if self._down:
+                return self._cut(request)
+            body = await self._json(request)
+            self.calls.append(("POST", request.path, body))
+            if self._fail:
+                raise _GraphError(*self._fail.pop(0))
+            after_taking = self._drop.pop(0) if self._drop else None
+            if after_taking is False:
+                return self._cut(request)
+            record = self._take(body)
+        except _GraphError as error:
+            return error.response()
+        if self.send_statuses:
+            self.status(record["message_id"], "sent", key=record["biz_opaque_callback_data"])
+        if after_taking:
+            return self._cut(request)
+        return web.json_response({
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": record["to"], "wa_id": record["to"]}],
+            "messages": [{"id": record["message_id"]}],
+        })
+
+    async def _get_phone(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._authorise(request)
+        except _GraphError as error:
+            return error.response()
+        if self._down:
+            return self._cut(request)
+        self.calls.append(("GET", request.path, {}))
+        return web.json_response({
+            "verified_name": "Pairbot Demo",
+            "display_phone_number": "+1 555-000-1234",
+            "id": self.phone_number_id,
+            "quality_rating": "GREEN",
+        })
+
+    def _authorise(self, request: web.Request) -> None:
+        if request.headers.get("Authorization") != f"Bearer {self.access_token}":
+            raise _GraphError(401, 190, "Invalid OAuth access token - Cannot parse access "
+                              "token")
+        if request.match_info["phone_id"] != self.phone_number_id:
+            raise _GraphError(400, 100, "Unsupported post request. Object with ID "
+                              f"'{request.match_info['phone_id']}' does not exist",
+                              "GraphMethodException")
+
+    @staticmethod
+    async def _json(request: web.Request) -> JsonDict:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise _GraphError(400, 100, "(#100) Invalid parameter") from None
+        if not isinstance(body, dict):
+            raise _GraphError(400, 100, "(#100) Invalid parameter")
+        return body
+
+    @staticmethod
+    def _cut(request: web.Request) -> web.Response:
+        """Close the connection without an answer."""
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=500)  # never reaches the client
+
+    def _take(self, body: JsonDict) -> JsonDict:
+        """Validate a send like the Cloud API does; record it; return the record."""
+        if body.get("messaging_product") != "whatsapp":
+            raise _GraphError(400, 100, "(#100) The parameter messaging_product is required.")
+        if body.get("recipient_type", "individual") != "individual":
+            raise _invalid("recipient_type")
+        to = body.get("to")
+        if not isinstance(to, str) or not to.lstrip("+").isdigit():
+            raise _GraphError(400, 100, "(#100) Invalid parameter: to")
+        kind = body.get("type")
+        buttons: list[JsonDict] = []
+        if kind == "text":
+            text = body.get("text", {}).get("body") if isinstance(body.get("text"), dict) \
+                else None
+            if not isinstance(text, str) or not 1 <= len(text) <= _MAX_TEXT:
+                raise _invalid("text.body must be 1 to 4096 characters")
+        elif kind == "interactive":
+            text, buttons = self._interactive(body.get("interactive"))
+        else:
+            raise _GraphError(400, 100, f"(#100) Unsupported message type {kind!r} in fake")
+        context = body.get("context")
+        reply_to = context.get("message_id") if isinstance(context, dict) else None
+        key = body.get("biz_opaque_callback_data")
+        if key is not None and (not isinstance(key, str) or len(key) > 512):
+            raise _invalid("biz_opaque_callback_data")
+        record: JsonDict = {
+            "to": to.lstrip("+"),
+            "type": kind,
+            "text": text,
+            "buttons": buttons,
+            "message_id": self._new_id(),
+            "context": reply_to,
+            "biz_opaque_callback_data": key,
+            "payload": copy.deepcopy(body),
+        }
+        self.sent.append(record)
+        self._messages[record["message_id"]] = record
+        return record
+
+    @staticmethod
+    def _interactive(interactive: object) -> tuple[str, list[JsonDict]]:
+        if not isinstance(interactive, dict) or interactive.get("type") != "button":
+            raise _invalid("interactive.type must be button in this fake")
+        body = interactive.get("body")
+        text = body.get("text") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not 1 <= len(text) <= _MAX_BODY:
+            raise _invalid("interactive.body.text must be 1 to 1024 characters")
+        action = interactive.get("action")
+        raw = action.get("buttons") if isinstance(action, dict) else None
+        if not isinstance(raw, list) or not 1 <= len(raw) <= _MAX_BUTTONS:
+            raise _invalid("interactive.action.buttons must hold 1 to 3 buttons")
+        buttons = []
+        for button in raw:
+            reply = button.get("reply") if isinstance(button, dict) else None
+            if not isinstance(reply, dict) or button.get("type") != "reply":
+                raise _invalid("button type must be reply")
+            button_id, title = reply.get("id"), reply.get("title")
+            if not isinstance(button_id, str) or not 1 <= len(button_id) <= _MAX_ID:
+                raise _invalid("button id must be 1 to 256 characters")
+            if not isinstance(title, str) or not 1 <= len(title) <= _MAX_TITLE:
+                raise _invalid("button title must be 1 to 20 characters")
+            buttons.append({"id": button_id, "title": title})
+        if len({b["id"] for b in buttons}) != len(buttons) or \
+                len({b["title"] for b in buttons}) != len(buttons):
+            raise _invalid("button ids and titles must be unique")
+        return text, buttons
+
+    # -- webhook sending ---------------------------------------------------------------------
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("FakeWhatsAppServer is not started")
+        return self._session
+
+    async def _send_loop(self) -> None:
+        """Deliver queued payloads in order; retry each until a 200 (as Meta does)."""
+        while True:
+            payload = await self._outbox.get()
+            delay = 0.05
+            try:
+                while True:
+                    status: int | None = None
+                    if self.webhook_url is not None:
+                        try:
+                            status = await self.post_webhook(payload)
+                        except (aiohttp.ClientError, TimeoutError, OSError):
+                            status = None
+                    self.deliveries.append({"ids": self._ids(payload), "status": status})
+                    if status == 200 and self._lose_acks == 0:
+                        break
+                    if status == 200:
+                        self._lose_acks -= 1
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+            finally:
+                self._outbox.task_done()
+
+    @staticmethod
+    def _ids(payload: JsonDict) -> list[str]:
+        ids = []
+        for entry in payload.get("entry", []):
+            for change in entry.get("changes", []):
+                value = change.get("value", {})
+                for key in ("messages", "statuses", "message_echoes"):
+                    ids += [str(item.get("id")) for item in value.get(key, [])]
+        return ids
+
+    # -- payload building --------------------------------------------------------------------
+
+    def _payload(self, contacts: list[JsonDict] | None, *, field: str = "messages",
+                 **items: list[JsonDict]) -> JsonDict:
+        value: JsonDict = {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": self.display_phone_number,
+                         "phone_number_id": self.phone_number_id},
+        }
+        if contacts is not None:
+            value["contacts"] = contacts
+        value.update(items)
+        return {"object": "whatsapp_business_account",
+                "entry": [{"id": self.waba_id, "changes": [{"field": field, "value": value}]}]}
+
+    @staticmethod
+    def _contact(wa_id: str, name: str) -> JsonDict:
+        return {"profile": {"name": name}, "wa_id": wa_id}
+
+    def _message(self, sender: str, kind: str, fields: JsonDict) -> JsonDict:
+        return {"from": sender, "id": self._new_id(), "timestamp": self._timestamp(),
+                "type": kind, **fields}
+
+    def _new_id(self) -> str:
+        number = self._next_id
+        self._next_id += 1
+        return f"wamid.HBgLFAKE{number:010d}"
+
+    def _timestamp(self) -> str:
+        return str(int(self._clock.now().timestamp()))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a webhook the fake must know
+    before the bot binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class WhatsAppDemo:
+    """The WhatsApp fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
+
+    provider = "whatsapp"
+    owner_id = "15550000001"
+    webhook_path = "/whatsapp/webhook"
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self.fake = FakeWhatsAppServer(clock=clock)
+        self.webhook_port = 0
+
+    async def start(self) -> None:
+        """Start the fake Graph API and pick the port the bot's webhook will listen on."""
+        await self.fake.start()
+        self.webhook_port = free_port()
+        self.fake.webhook_url = f"http://127.0.0.1:{self.webhook_port}{self.webhook_path}"
+
+    async def stop(self) -> None:
+        """Stop it."""
+        await self.fake.stop()
+
+    def provider_config(self) -> JsonDict:
+        """Point the provider at the fake Graph API, and its webhook where the fake posts."""
+        return {
+            "access_token": self.fake.access_token,
+            "app_secret": self.fake.app_secret,
+            "verify_token": self.fake.verify_token,
+            "phone_number_id": self.fake.phone_number_id,
+            "api_base_url": self.fake.base_url,
+            "webhook": {"host": "127.0.0.1", "port": self.webhook_port,
+                        "path": self.webhook_path},
+        }
+
+    def user_id(self, n: int) -> str:
+        """WhatsApp ids (wa_id) are phone numbers in digits."""
+        return str(15550001000 + n)
+
+    def dm(self, user_id: str, text: str, *, name: str) -> None:
+        """A 1:1 message to the business number (delivered, and re-delivered until taken)."""
+        self.fake.dm(user_id, text, name=name)
+
+    def texts_to(self, user_id: str) -> list[str]:
+        """What the bot sent to that user."""
+        return self.fake.texts_to(user_id)

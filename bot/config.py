@@ -202,6 +202,15 @@ class _ProviderBlock(_Model):
     dm_policy: DmPolicy = DmPolicy.PAIRING
     allow_from: list[str] = Field(default_factory=list)
 
+    @field_validator("webhook", mode="before", check_fields=False)
+    @classmethod
+    def _webhook_over_defaults(cls, value: Any) -> Any:
+        """A partial ``webhook:`` block keeps this platform's defaults for what it omits."""
+        if isinstance(value, dict):
+            default = cls.model_fields["webhook"].default
+            return {**default.model_dump(), **value}
+        return value
+
     def provider_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the provider class: every other field, webhooks flattened
         to ``webhook_host``, ``webhook_port``, ``webhook_path``."""
@@ -303,6 +312,7 @@ class IMessageConfig(_ProviderBlock):
 
     server_url: str
     password: str
+    send_method: Literal["auto", "apple-script", "private-api"] = "auto"
     webhook: WebhookConfig = WebhookConfig(port=8082, path="/bluebubbles/webhook")
 
     @field_validator("allow_from", mode="before")

@@ -339,3 +339,12 @@ def test_secret_from_environment_does_not_warn(write, caplog: pytest.LogCaptureF
     caplog.set_level(logging.WARNING, logger="bot.config")
     load_config(write(TG))
     assert caplog.records == []
+
+
+def test_a_partial_webhook_block_keeps_the_platforms_defaults() -> None:
+    config = Config.model_validate({"providers": {"imessage": {
+        "server_url": "http://127.0.0.1:1234", "password": "pw", "webhook": {"port": 0}}}})
+    block = config.providers.imessage
+    assert block is not None
+    assert block.provider_kwargs()["webhook_path"] == "/bluebubbles/webhook"
+    assert block.provider_kwargs()["webhook_port"] == 0

@@ -1,0 +1,563 @@
+"""A loopback fake of a BlueBubbles server, for ``pairbot demo`` and the e2e tests.
+
+It serves the REST routes pairbot uses (``GET /api/v1/ping``, ``GET /api/v1/server/info``,
+``POST /api/v1/message/text``) on 127.0.0.1 with BlueBubbles' envelopes
+(``{"status", "message", "data"}``, errors with ``{"error": {"type", "message"}}``) and its
+``?password=`` authentication (a wrong or missing one answers 401), and it plays BlueBubbles'
+webhook sender: every event is POSTed as ``{"type": ..., "data": ...}`` to
+:attr:`FakeBlueBubbles.webhook_url`, one at a time, in order, never retried on failure (like
+BlueBubbles). The payloads follow BlueBubbles' message, handle and chat serializers.
+
+Tests and the demo play people through :meth:`~FakeBlueBubbles.dm`,
+:meth:`~FakeBlueBubbles.group_message`, :meth:`~FakeBlueBubbles.own_message`,
+:meth:`~FakeBlueBubbles.tapback`, :meth:`~FakeBlueBubbles.event` (any other event type) and
+:meth:`~FakeBlueBubbles.redeliver`, and read what the bot sent from :attr:`~FakeBlueBubbles.sent`.
+Like the real server, each message the bot sends comes back as a ``new-message`` webhook with
+``isFromMe: true``.
+
+Outages: :meth:`~FakeBlueBubbles.go_down` makes the REST API answer 503 (``mode="error"``, a
+proxy in front of a dead server) or stops listening altogether (``mode="refuse"``) until
+:meth:`~FakeBlueBubbles.come_back`; webhooks are held meanwhile unless told otherwise.
+:meth:`~FakeBlueBubbles.lose_next_responses` sends a message and then answers 504, as when the
+reply is lost on the way back. A ``tempGuid`` seen before is answered with the message it
+already sent (an idempotency key), so a retried send never duplicates; one still being sent
+answers 400 "already queued", as BlueBubbles does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import socket
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, Self
+from urllib.parse import quote
+
+import aiohttp
+from aiohttp import web
+
+from bot.clock import Clock, SystemClock
+
+JsonDict = dict[str, Any]
+
+DEFAULT_PASSWORD = "fake-bluebubbles-password"  # noqa: S105 (the fake's, not a secret)
+"""The server password a :class:`FakeBlueBubbles` accepts unless told otherwise."""
+
+WEBHOOK_PATH = "/bluebubbles/webhook"
+
+_GROUP_STYLE = 43
+_DM_STYLE = 45
+
+
+def _envelope(data: object, message: str = "Success", status: int = 200) -> web.Response:
+    return web.json_response({"status": status, "message": message, "data": data},
+                             status=status)
+
+
+def _error(status: int, kind: str, message: str, error: str) -> web.Response:
+    return web.json_response(
+        {"status": status, "message": message, "error": {"type": kind, "message": error}},
+        status=status)
+
+
+class FakeBlueBubbles:
+    """A BlueBubbles server on 127.0.0.1 that one pairbot talks to and tests play people on.
+
+    Use as ``async with FakeBlueBubbles() as fake:`` or call :meth:`start` and :meth:`stop`;
+    point the provider at :attr:`base_url` and set :attr:`webhook_url` to its endpoint
+    (with ``?password=``). Everything runs on the caller's event loop.
+
+    Attributes:
+        password: the only password the REST API accepts.
+        webhook_url: where events are POSTed; None holds them until it is set.
+        sent: every message the bot sent, once each, as ``{"chatGuid", "text", "guid",
+            "tempGuid", "method", "received_at"}`` (``received_at``: ``time.perf_counter()``).
+        send_attempts: every ``/api/v1/message/text`` request that reached the handler, in
+            order, as ``(tempGuid, HTTP status answered)``.
+        deliveries: every webhook POST made, as ``(event type, message guid or None,
+            HTTP status or None when it could not be delivered)``.
+        unauthorized: how many REST requests were refused for their password.
+    """
+
+    def __init__(
+        self,
+        password: str = DEFAULT_PASSWORD,
+        *,
+        port: int = 0,
+        clock: Clock | None = None,
+        private_api: bool = False,
+        icloud: str = "pairbot@icloud.com",
+        echo_own_messages: bool = True,
+    ) -> None:
+        self.password = password
+        self.webhook_url: str | None = None
+        self.sent: list[JsonDict] = []
+        self.send_attempts: list[tuple[str, int]] = []
+        self.deliveries: list[tuple[str, str | None, int | None]] = []
+        self.unauthorized = 0
+        self.private_api = private_api
+        self.icloud = icloud
+        self.echo_own_messages = echo_own_messages
+        self._port = port
+        self._clock: Clock = clock or SystemClock()
+        self._runner: web.AppRunner | None = None
+        self._base_url: str | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._outbox: deque[JsonDict] = deque()
+        self._wake = asyncio.Event()
+        self._down: Literal["error", "refuse"] | None = None
+        self._hold_webhooks = False
+        self._lose_responses = 0
+        self._fail_sends: list[int] = []
+        self._by_temp_guid: dict[str, JsonDict] = {}
+        self._in_flight: set[str] = set()
+        self._rowid = 100
+        self._handles: dict[str, int] = {}
+        self._chats: dict[str, int] = {}
+        self._posting = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start serving on 127.0.0.1 (port 0 picks a free port; read :attr:`base_url`)."""
+        if self._session is not None:
+            raise RuntimeError("FakeBlueBubbles is already running")
+        await self._listen()
+        # BlueBubbles (axios) opens a connection per POST; so does the fake.
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
+                                              connector=aiohttp.TCPConnector(force_close=True))
+        self._sender = asyncio.create_task(self._send_webhooks(), name="fake-bluebubbles-hooks")
+
+    async def stop(self) -> None:
+        """Stop serving and sending webhooks, free the port. Safe to call twice."""
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+        await self._unlisten()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """The server root, e.g. ``http://127.0.0.1:PORT`` (the provider's ``server_url``)."""
+        if self._base_url is None:
+            raise RuntimeError("FakeBlueBubbles is not started")
+        return self._base_url
+
+    def webhook_for(self, port: int, path: str = WEBHOOK_PATH, *, host: str = "127.0.0.1",
+                    password: str | None = None) -> str:
+        """Set and return :attr:`webhook_url` for pairbot's endpoint, with the password."""
+        secret = self.password if password is None else password
+        self.webhook_url = f"http://{host}:{port}{path}?password={quote(secret, safe='')}"
+        self._wake.set()
+        return self.webhook_url
+
+    # -- outages -----------------------------------------------------------------------------
+
+    async def go_down(self, mode: Literal["error", "refuse"] = "error", *,
+                      hold_webhooks: bool = True) -> None:
+        """Make the REST API fail until :meth:`come_back`.
+
+        ``error``: every request answers 503. ``refuse``: the server stops listening and drops
+        its open connections. With ``hold_webhooks`` (the default) events injected meanwhile
+        wait and are delivered on :meth:`come_back`, as BlueBubbles catches up on restart.
+        """
+        self._down = mode
+        self._hold_webhooks = hold_webhooks
+        if mode == "refuse":
+            await self._unlisten()
+
+    async def come_back(self) -> None:
+        """End an outage: serve again (on the same port) and deliver held webhooks."""
+        mode, self._down = self._down, None
+        self._hold_webhooks = False
+        if mode == "refuse":
+            await self._listen()
+        self._wake.set()
+
+    def lose_next_responses(self, n: int) -> None:
+        """The next ``n`` sends go out, but their answer is a 504 (lost on the way back)."""
+        self._lose_responses = n
+
+    def fail_next_sends(self, n: int, status: int = 500) -> None:
+        """The next ``n`` sends are not sent and answer ``status`` (500: iMessage failed)."""
+        self._fail_sends = [status] * n
+
+    # -- injection: what people (and BlueBubbles) do -----------------------------------------
+
+    def dm(self, address: str, text: str, *, service: str = "iMessage",
+           date_created: int | None = None) -> JsonDict:
+        """``address`` writes ``text`` to the bot one-to-one; return the queued event."""
+        event = self.dm_event(address, text, service=service, date_created=date_created)
+        return self.queue_event(event["type"], event["data"])
+
+    def dm_event(self, address: str, text: str, *, service: str = "iMessage",
+                 date_created: int | None = None) -> JsonDict:
+        """Build the ``new-message`` event :meth:`dm` would send, without sending it."""
+        chat = self._chat(f"{service};-;{address}", _DM_STYLE, address)
+        data = self._message(text, chat, sender=address, service=service,
+                             date_created=date_created)
+        return {"type": "new-message", "data": data}
+
+    def group_message(self, chat_guid: str, address: str, text: str, *,
+                      participants: tuple[str, ...] = (), title: str = "") -> JsonDict:
+        """``address`` writes ``text`` in the group chat ``chat_guid`` (``iMessage;+;chat…``)."""
+        chat = self._chat(chat_guid, _GROUP_STYLE, chat_guid.split(";")[-1], title=title)
+        chat["participants"] = [self._handle(a) for a in (participants or (address,))]
+        return self.queue_event("new-message", self._message(text, chat, sender=address))
+
+    def own_message(self, chat_guid: str, text: str) -> JsonDict:
+        """A message the bot's own Apple ID sent (``isFromMe: true``, no handle)."""
+        chat = self._chat(chat_guid, _DM_STYLE, chat_guid.split(";")[-1])
+        return self.queue_event("new-message", self._message(text, chat, sender=None))
+
+    def tapback(self, address: str, target_guid: str, reaction: str = "love") -> JsonDict:
+        """``address`` reacts to a message with a tapback (a ``new-message`` with an
+        ``associatedMessageGuid``)."""
+        chat = self._chat(f"iMessage;-;{address}", _DM_STYLE, address)
+        data = self._message(f"Loved \u201c{reaction}\u201d", chat, sender=address)
+        data["associatedMessageGuid"] = f"p:0/{target_guid}"
+        data["associatedMessageType"] = reaction
+        return self.queue_event("new-message", data)
+
+    def attachment_only(self, address: str) -> JsonDict:
+        """``address`` sends a photo without text (the text is U+FFFC)."""
+        chat = self._chat(f"iMessage;-;{address}", _DM_STYLE, address)
+        data = self._message("\ufffc", chat, sender=address)
+        data["attachments"] = [{"guid": str(uuid.uuid4()).upper(), "mimeType": "image/jpeg",
+                                "transferName": "IMG_0001.jpeg", "totalBytes": 1024}]
+        return self.queue_event("new-message", data)
+
+    def event(self, kind: str, data: Mapping[str, Any]) -> JsonDict:
+        """Queue any other webhook event (``typing-indicator``, ``updated-message``,
+        ``chat-read-status-changed``, ``group-name-change``, ...)."""
+        return self.queue_event(kind, dict(data))
+
+    def queue_event(self, kind: str, data: Mapping[str, Any]) -> JsonDict:
+        """Queue ``{"type": kind, "data": data}`` for delivery; return it."""
+        event: JsonDict = {"type": kind, "data": copy.deepcopy(dict(data))}
+        self._outbox.append(event)
+        self._wake.set()
+        return event
+
+    def redeliver(self, event: Mapping[str, Any]) -> None:
+        """Deliver an event again, as BlueBubbles sometimes does."""
+        self.queue_event(str(event["type"]), event["data"])
+
+    async def post_webhook(self, event: Mapping[str, Any], *, password: str | None,
+                           url: str | None = None) -> int:
+        """POST ``event`` to pairbot now with ``password`` (None: none at all); return the
+        status. For forged and unauthenticated requests; bypasses the outbox."""
+        base = (url or self.webhook_url or "").split("?", 1)[0]
+        if not base:
+            raise RuntimeError("no webhook URL set")
+        params = {} if password is None else {"password": password}
+        async with self._client().post(base, params=params, json=dict(event)) as resp:
+            return resp.status
+
+    # -- reading what the bot did ------------------------------------------------------------
+
+    def messages_to(self, chat_guid: str) -> list[str]:
+        """Return the texts the bot sent to ``chat_guid``, in order."""
+        return [m["text"] for m in self.sent if m["chatGuid"] == chat_guid]
+
+    def delivered(self) -> int:
+        """How many webhook POSTs were answered 2xx."""
+        return sum(1 for _, _, status in self.deliveries if status and 200 <= status < 300)
+
+    @property
+    def pending_events(self) -> int:
+        """Events queued and not yet POSTed."""
+        return len(self._outbox)
+
+    @staticmethod
+    async def wait_until(
+        condition: Callable[[], bool],
+        *,
+        timeout: float = 5.0,  # noqa: ASYNC109 (a deadline for polling, not an I/O timeout)
+        interval: float = 0.02,
+    ) -> None:
+        """Poll ``condition`` until it is true. Raises TimeoutError after ``timeout`` s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition():
+            if loop.time() >= deadline:
+                raise TimeoutError(f"condition not met within {timeout}s")
+            await asyncio.sleep(interval)
+
+    async def wait_delivered(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Wait until every queued event has been POSTed (whatever the answer)."""
+        await self.wait_until(lambda: not self._outbox and not self._posting, timeout=timeout)
+
+    # -- REST API ----------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_get("/api/v1/ping", self._ping)
+        app.router.add_get("/api/v1/server/info", self._server_info)
+        app.router.add_post("/api/v1/message/text", self._send_text)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self._port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        host, port = runner.addresses[0][:2]
+        self._port = port  # come_back() listens on the same port
+        self._runner = runner
+        self._base_url = f"http://{host}:{port}"
+
+    async def _unlisten(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            # Let a connection accepted a moment ago get its transport first: Python 3.11
+            # leaks its socket if the listener closes in between.
+            for _ in range(3):
+                await asyncio.sleep(0)
+            await runner.cleanup()
+
+    @web.middleware
+    async def _middleware(self, request: web.Request,
+                          handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        if self._down is not None:
+            return _error(503, "Server Error", "Service Unavailable", "BlueBubbles is down")
+        given = request.query.get("password") or request.query.get("guid")
+        if given != self.password:
+            self.unauthorized += 1
+            return _error(401, "Authentication Error",
+                          "You are not authorized to access this resource", "Unauthorized")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def _ping(self, _request: web.Request) -> web.Response:
+        return _envelope("pong", "Ping received!")
+
+    async def _server_info(self, _request: web.Request) -> web.Response:
+        return _envelope({
+            "computer_id": "FakeMac",
+            "os_version": "14.5",
+            "server_version": "1.9.9",
+            "private_api": self.private_api,
+            "helper_connected": self.private_api,
+            "proxy_service": "dynamic-dns",
+            "detected_icloud": self.icloud,
+            "detected_imessage": self.icloud,
+            "macos_time_sync": None,
+            "local_ipv4s": ["127.0.0.1"],
+            "local_ipv6s": [],
+        }, "Successfully fetched metadata")
+
+    async def _send_text(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return _error(400, "Validation Error", "Bad request", "Body must be JSON")
+        temp_guid = body.get("tempGuid")
+        chat_guid, text = body.get("chatGuid"), body.get("message")
+        method = body.get("method") or "apple-script"
+        problem = None
+        if not isinstance(chat_guid, str) or not chat_guid:
+            problem = "The chatGuid field is required."
+        elif not isinstance(text, str):
+            problem = "The message field must be present."
+        elif method not in ("apple-script", "private-api"):
+            problem = "The selected method is invalid."
+        elif method == "apple-script" and not temp_guid:
+            problem = "A 'tempGuid' is required when sending via AppleScript"
+        elif not text:
+            problem = "A 'message' is required"
+        if problem is not None:
+            self.send_attempts.append((str(temp_guid), 400))
+            return _error(400, "Validation Error", "Bad request", problem)
+        key = str(temp_guid or uuid.uuid4())
+        if key in self._in_flight:
+            self.send_attempts.append((key, 400))
+            return _error(400, "Validation Error", "Bad request",
+                          f"Message is already queued to be sent! (Temp GUID: {key})")
+        if method == "private-api" and not self.private_api:
+            self.send_attempts.append((key, 500))
+            return _error(500, "iMessage Error", "Message Send Error",
+                          "iMessage Private API Helper is not connected!")
+        known = self._by_temp_guid.get(key)
+        if known is None and self._fail_sends:
+            status = self._fail_sends.pop(0)
+            self.send_attempts.append((key, status))
+            return _error(status, "iMessage Error", "Message Send Error",
+                          "Failed to send message! See attached message error code.")
+        if known is None:
+            self._in_flight.add(key)
+            try:
+                await asyncio.sleep(0)  # the AppleScript round trip
+                known = self._record_sent(str(chat_guid), str(text), key, str(method))
+            finally:
+                self._in_flight.discard(key)
+        if self._lose_responses > 0:
+            self._lose_responses -= 1
+            self.send_attempts.append((key, 504))
+            return _error(504, "Server Error", "Gateway Timeout", "upstream timed out")
+        self.send_attempts.append((key, 200))
+        return _envelope(copy.deepcopy(known), "Message sent!")
+
+    def _record_sent(self, chat_guid: str, text: str, temp_guid: str, method: str) -> JsonDict:
+        style = _GROUP_STYLE if ";+;" in chat_guid else _DM_STYLE
+        chat = self._chat(chat_guid, style, chat_guid.split(";")[-1])
+        data = self._message(text, chat, sender=None)
+        data["tempGuid"] = temp_guid
+        self._by_temp_guid[temp_guid] = data
+        self.sent.append({"chatGuid": chat_guid, "text": text, "guid": data["guid"],
+                          "tempGuid": temp_guid, "method": method,
+                          "received_at": time.perf_counter()})
+        if self.echo_own_messages:
+            echo = {k: v for k, v in data.items() if k != "tempGuid"}
+            self.queue_event("new-message", echo)
+        return data
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    async def _send_webhooks(self) -> None:
+        """Deliver queued events in order, one at a time; a failed POST is not retried."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outbox and self.webhook_url and not (
+                    self._down is not None and self._hold_webhooks):
+                event = self._outbox.popleft()
+                self._posting = True
+                try:
+                    status = await self._post(event)
+                finally:
+                    self._posting = False
+                data = event.get("data")
+                guid = data.get("guid") if isinstance(data, dict) else None
+                self.deliveries.append((str(event.get("type")), guid, status))
+
+    async def _post(self, event: JsonDict) -> int | None:
+        url = self.webhook_url
+        if url is None:
+            return None
+        try:
+            async with self._client().post(url, json=event) as resp:
+                await resp.read()
+                return resp.status
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    # -- payloads (BlueBubbles' serializers) -------------------------------------------------
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("FakeBlueBubbles is not started")
+        return self._session
+
+    def _next_rowid(self) -> int:
+        self._rowid += 1
+        return self._rowid
+
+    def _handle(self, address: str, service: str = "iMessage") -> JsonDict:
+        rowid = self._handles.setdefault(address, len(self._handles) + 1)
+        return {"originalROWID": rowid, "address": address, "service": service,
+                "country": "us", "uncanonicalizedId": None}
+
+    def _chat(self, guid: str, style: int, identifier: str, *, title: str = "") -> JsonDict:
+        rowid = self._chats.setdefault(guid, len(self._chats) + 1)
+        return {"originalROWID": rowid, "guid": guid, "style": style,
+                "chatIdentifier": identifier, "isArchived": False, "displayName": title}
+
+    def _message(self, text: str, chat: JsonDict, *, sender: str | None,
+                 service: str = "iMessage", date_created: int | None = None) -> JsonDict:
+        handle = self._handle(sender, service) if sender is not None else None
+        created = date_created if date_created is not None else int(
+            self._clock.now().timestamp() * 1000)
+        return {
+            "originalROWID": self._next_rowid(),
+            "guid": str(uuid.uuid4()).upper(),
+            "text": text,
+            "attributedBody": None,
+            "handle": handle,
+            "handleId": handle["originalROWID"] if handle else 0,
+            "otherHandle": 0,
+            "attachments": [],
+            "subject": None,
+            "error": 0,
+            "dateCreated": created,
+            "dateRead": None,
+            "dateDelivered": None,
+            "isFromMe": sender is None,
+            "hasDdResults": False,
+            "isArchived": False,
+            "itemType": 0,
+            "groupTitle": None,
+            "groupActionType": 0,
+            "balloonBundleId": None,
+            "associatedMessageGuid": None,
+            "associatedMessageType": None,
+            "expressiveSendStyleId": None,
+            "threadOriginatorGuid": None,
+            "hasPayloadData": False,
+            "chats": [chat],
+        }
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that was free a moment ago (for a webhook port the fake must know)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class IMessageDemo:
+    """The BlueBubbles fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
+
+    provider = "imessage"
+    owner_id = "+15550000001"
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self.fake = FakeBlueBubbles(clock=clock)
+        self.webhook_port = 0
+
+    async def start(self) -> None:
+        """Start the fake server; pick the port pairbot's webhook will listen on."""
+        self.webhook_port = free_port()
+        self.fake.webhook_for(self.webhook_port)
+        await self.fake.start()
+
+    async def stop(self) -> None:
+        """Stop it."""
+        await self.fake.stop()
+
+    def provider_config(self) -> JsonDict:
+        """Point the provider at the fake, and its webhook where the fake POSTs."""
+        return {"server_url": self.fake.base_url, "password": self.fake.password,
+                "webhook": {"host": "127.0.0.1", "port": self.webhook_port,
+                            "path": WEBHOOK_PATH}}
+
+    def user_id(self, n: int) -> str:
+        """iMessage handles are phone numbers (+E.164) or e-mail addresses."""
+        return f"+1555{2000000 + n}"
+
+    def dm(self, user_id: str, text: str, *, name: str) -> None:
+        """A one-to-one iMessage to the bot (iMessage carries no display name)."""
+        del name
+        self.fake.dm(user_id, text)
+
+    def texts_to(self, user_id: str) -> list[str]:
+        """What the bot sent to that handle's one-to-one chat."""
+        return self.fake.messages_to(f"iMessage;-;{user_id}")

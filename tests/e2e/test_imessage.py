@@ -1,0 +1,595 @@
+"""IMessageProvider against the loopback BlueBubbles fake: alone, and inside the whole app."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from rich.console import Console
+
+from bot.app import App
+from bot.clock import FakeClock, SystemClock
+from bot.config import Config, IMessageConfig
+from bot.errors import ConfigError
+from bot.models import Button, ChatKind, Inbound
+from providers import load_provider_class
+from providers.fakes.imessage import WEBHOOK_PATH, FakeBlueBubbles, IMessageDemo
+from providers.imessage import BlueBubblesError, IMessageProvider
+
+pytestmark = pytest.mark.e2e
+
+OWNER, ALICE, BOB, MALLORY = "+15550000001", "+15551230001", "+15551230002", "+15556660000"
+GROUP = "iMessage;+;chat123456789"
+APPROVE = Button(label="Approve", command="/approve ABCD2345")
+
+
+def dm(handle: str) -> str:
+    return f"iMessage;-;{handle}"
+
+
+class Inbox:
+    """An ``on_inbound`` callback that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.items: list[Inbound] = []
+
+    async def __call__(self, inbound: Inbound) -> None:
+        self.items.append(inbound)
+
+    async def wait(self, count: int = 1) -> list[Inbound]:
+        await FakeBlueBubbles.wait_until(lambda: len(self.items) >= count)
+        return self.items
+
+
+def make_provider(fake: FakeBlueBubbles, **kwargs: Any) -> IMessageProvider:
+    options: dict[str, Any] = {"webhook_port": 0, "retry_initial": 0.05, "retry_max": 0.2,
+                               "send_retry_for": 5.0, "stop_grace": 1.0}
+    options.update(kwargs)
+    return IMessageProvider(server_url=fake.base_url, password=fake.password, **options)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBlueBubbles]:
+    async with FakeBlueBubbles() as server:
+        yield server
+
+
+@pytest.fixture
+def inbox() -> Inbox:
+    return Inbox()
+
+
+@pytest.fixture
+async def provider(fake: FakeBlueBubbles) -> AsyncIterator[IMessageProvider]:
+    made = make_provider(fake)
+    yield made
+    await made.stop()
+
+
+@pytest.fixture
+async def running(fake: FakeBlueBubbles, provider: IMessageProvider,
+                  inbox: Inbox) -> IMessageProvider:
+    await provider.start(inbox)
+    fake.webhook_for(provider.webhook_port)
+    return provider
+
+
+# -- the provider alone ------------------------------------------------------------------------
+
+
+async def test_dm_arrives_as_dm_inbound_keyed_by_the_handle(fake, running, inbox):
+    event = fake.dm(ALICE, "hello there")
+
+    [inbound] = await inbox.wait()
+
+    data = event["data"]
+    assert inbound == Inbound(
+        provider="imessage",
+        chat_id=dm(ALICE),
+        chat_kind=ChatKind.DM,
+        sender_id=ALICE,
+        text="hello there",
+        message_id=data["guid"],
+        meta={"service": "iMessage"},
+        sent_at=datetime.fromtimestamp(data["dateCreated"] / 1000, tz=UTC),
+    )
+    assert await running.dm_chat_id(ALICE) == dm(ALICE)
+
+
+async def test_email_handles_are_trimmed_and_lower_cased(fake, running, inbox):
+    event = fake.dm_event("alice@example.com", "hi")
+    event["data"]["handle"]["address"] = "  Alice@Example.COM "
+    fake.queue_event("new-message", event["data"])
+
+    [inbound] = await inbox.wait()
+
+    assert (inbound.sender_id, inbound.chat_id) == ("alice@example.com",
+                                                    "iMessage;-;alice@example.com")
+    assert await running.dm_chat_id(" Alice@Example.COM") == "iMessage;-;alice@example.com"
+
+
+async def test_sms_dm_is_a_dm_too(fake, running, inbox):
+    fake.dm(BOB, "via sms", service="SMS")
+
+    [inbound] = await inbox.wait()
+
+    assert (inbound.chat_kind, inbound.chat_id, inbound.meta) == (
+        ChatKind.DM, f"SMS;-;{BOB}", {"service": "SMS"})
+
+
+async def test_group_chats_arrive_as_group(fake, running, inbox):
+    fake.group_message(GROUP, ALICE, "hi all", participants=(ALICE, BOB), title="Friends")
+    odd = fake.dm_event(BOB, "a one-to-one guid in a group-styled chat")
+    odd["data"]["chats"][0]["style"] = 43
+    fake.queue_event("new-message", odd["data"])
+
+    first, second = await inbox.wait(2)
+
+    assert (first.chat_kind, first.chat_id, first.sender_id) == (ChatKind.GROUP, GROUP, ALICE)
+    assert second.chat_kind is ChatKind.GROUP
+
+
+async def test_own_messages_reactions_attachments_and_other_events_make_no_inbound(
+        fake, running, inbox):
+    await running.send(dm(ALICE), "the bot's own words")  # echoed back with isFromMe
+    fake.own_message(dm(OWNER), "/approve ABCD2345")
+    fake.tapback(ALICE, "SOME-GUID")
+    fake.attachment_only(ALICE)
+    no_handle = fake.dm_event(ALICE, "who am I?")
+    no_handle["data"]["handle"] = None
+    fake.queue_event("new-message", no_handle["data"])
+    rename = fake.dm_event(ALICE, "")
+    rename["data"]["itemType"] = 2
+    fake.queue_event("new-message", rename["data"])
+    fake.event("updated-message", {**fake.dm_event(ALICE, "edited")["data"],
+                                   "dateEdited": 1_700_000_000_000})
+    fake.event("typing-indicator", {"display": True, "guid": dm(ALICE)})
+    fake.event("chat-read-status-changed", {"chatGuid": dm(ALICE), "read": True})
+    fake.event("group-name-change", fake.group_message(GROUP, ALICE, "x")["data"])
+    fake.event("participant-added", {"chats": [{"guid": GROUP}]})
+    fake.dm(BOB, "sentinel")
+
+    items = await inbox.wait(2)  # the group message, then the sentinel
+    await fake.wait_delivered()
+    await asyncio.sleep(0.1)
+
+    assert [(i.chat_kind, i.text) for i in items] == [(ChatKind.GROUP, "x"),
+                                                      (ChatKind.DM, "sentinel")]
+    assert ("new-message", fake.sent[0]["guid"], 200) in fake.deliveries  # the echo came
+
+
+async def test_unauthenticated_webhook_posts_are_refused_and_change_nothing(
+        fake, running, inbox):
+    event = fake.dm_event(MALLORY, "/approve ABCD2345")
+
+    statuses = [await fake.post_webhook(event, password=None),
+                await fake.post_webhook(event, password="wrong"),
+                await fake.post_webhook(event, password=""),
+                await fake.post_webhook(event, password=fake.password.upper())]
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{running.webhook_port}{WEBHOOK_PATH}"
+        async with session.post(url, params={"guid": fake.password}, json=event) as resp:
+            statuses.append(resp.status)
+        async with session.get(url, params={"password": fake.password}) as resp:
+            statuses.append(resp.status)
+    await asyncio.sleep(0.1)
+
+    assert statuses == [401, 401, 401, 401, 401, 405]
+    assert inbox.items == []
+    # The refused POSTs did not mark the message as seen: the real delivery goes through.
+    fake.queue_event("new-message", event["data"])
+    [inbound] = await inbox.wait()
+    assert inbound.message_id == event["data"]["guid"]
+
+
+async def test_malformed_webhooks_are_answered_and_ignored(fake, running, inbox):
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{running.webhook_port}{WEBHOOK_PATH}"
+        params = {"password": fake.password}
+        async with session.post(url, params=params, data=b"not json") as resp:
+            assert resp.status == 400
+        async with session.post(url, params=params, json=["a", "list"]) as resp:
+            assert resp.status == 400
+        async with session.post(url, params=params, json={"type": "new-message"}) as resp:
+            assert resp.status == 200
+    fake.dm(ALICE, "still fine")
+    [inbound] = await inbox.wait()
+    assert inbound.text == "still fine"
+
+
+async def test_a_redelivered_message_is_handled_once(fake, running, inbox):
+    event = fake.dm(ALICE, "once")
+    fake.redeliver(event)
+    fake.redeliver(event)
+    fake.dm(ALICE, "twice")
+
+    await inbox.wait(2)
+    await fake.wait_delivered()
+    await asyncio.sleep(0.1)
+
+    assert [i.text for i in inbox.items] == ["once", "twice"]
+
+
+async def test_send_posts_plain_text_drops_buttons_and_returns_the_guid(fake, running):
+    text = "Hi <b>*there*</b> [link](http://x)"
+    guid = await running.send(dm(ALICE), text, buttons=(APPROVE,))
+
+    [sent] = fake.sent
+    assert (sent["chatGuid"], sent["text"], sent["method"]) == (dm(ALICE), text,
+                                                                "apple-script")
+    assert sent["tempGuid"].startswith("pairbot-")
+    assert guid == sent["guid"]
+
+
+async def test_edit_sends_the_new_text_as_a_new_message(fake, running):
+    guid = await running.send(dm(OWNER), "New pairing request", buttons=(APPROVE,))
+    await running.edit(dm(OWNER), guid, "Approved iMessage sender")
+
+    assert fake.messages_to(dm(OWNER)) == ["New pairing request", "Approved iMessage sender"]
+    assert fake.sent[0]["tempGuid"] != fake.sent[1]["tempGuid"]
+
+
+async def test_the_private_api_is_used_when_the_server_has_it(inbox):
+    async with FakeBlueBubbles(private_api=True) as fake:
+        provider = make_provider(fake)
+        try:
+            await provider.start(inbox)
+            await provider.send(dm(ALICE), "hi")
+        finally:
+            await provider.stop()
+    assert provider.send_method == "private-api"
+    assert fake.sent[0]["method"] == "private-api"
+
+
+async def test_a_wrong_password_fails_start_and_is_never_quoted(fake, inbox, caplog):
+    caplog.set_level(logging.DEBUG)
+    provider = IMessageProvider(server_url=fake.base_url, password="hunter2-wrong",
+                                webhook_port=0)
+    with pytest.raises(ConfigError, match="rejected the password") as caught:
+        await provider.start(inbox)
+    assert "hunter2" not in str(caught.value)
+    assert "hunter2" not in caplog.text
+    assert not provider.running
+    await provider.stop()  # nothing to stop, no error
+
+
+async def test_config_block_builds_the_provider(fake):
+    block = IMessageConfig.model_validate({
+        "server_url": fake.base_url, "password": fake.password,
+        "webhook": {"port": 0, "path": "/bb"}})
+    cls = load_provider_class("imessage")
+    provider = cls(**block.provider_kwargs())
+    assert isinstance(provider, IMessageProvider)
+    assert (provider.name, provider.bare_commands) == ("imessage", False)
+    assert provider.webhook_url == "http://127.0.0.1:0/bb"
+    with pytest.raises(ConfigError):
+        IMessageProvider(server_url="mac.lan:1234", password="x")
+    with pytest.raises(ConfigError):
+        IMessageProvider(server_url="http://mac.lan?password=x", password="x")
+    with pytest.raises(ConfigError):
+        IMessageProvider(server_url="http://mac.lan", password="")
+
+
+@pytest.mark.parametrize("mode", ["error", "refuse"])
+async def test_a_send_waits_out_an_outage_and_goes_out_once(fake, running, mode, caplog):
+    caplog.set_level(logging.DEBUG)
+    await fake.go_down(mode)
+    task = asyncio.create_task(running.send(dm(ALICE), "during the outage"))
+    await asyncio.sleep(0.4)
+    assert fake.sent == []
+    assert not task.done()
+
+    await fake.come_back()
+    guid = await asyncio.wait_for(task, 5)
+
+    assert [(m["text"], m["guid"]) for m in fake.sent] == [("during the outage", guid)]
+    assert fake.password not in caplog.text
+    assert any("retrying" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_lost_answer_is_retried_with_the_same_temp_guid_and_not_duplicated(
+        fake, running):
+    fake.lose_next_responses(2)
+
+    guid = await running.send(dm(ALICE), "exactly once")
+
+    assert [m["text"] for m in fake.sent] == ["exactly once"]
+    temp = fake.sent[0]["tempGuid"]
+    assert fake.send_attempts == [(temp, 504), (temp, 504), (temp, 200)]
+    assert guid == fake.sent[0]["guid"]
+
+
+async def test_imessage_failures_are_retried_a_little_and_refusals_not_at_all(fake, running):
+    fake.fail_next_sends(5, status=500)
+    with pytest.raises(BlueBubblesError, match="3 attempts"):
+        await running.send(dm(ALICE), "doomed")
+    assert len(fake.send_attempts) == 3
+    fake.fail_next_sends(0)
+
+    with pytest.raises(BlueBubblesError) as caught:
+        await running.send(dm(ALICE), "")  # BlueBubbles requires a message
+    assert caught.value.status == 400
+    assert len(fake.send_attempts) == 4
+    assert fake.sent == []
+
+
+async def test_a_send_gives_up_after_send_retry_for(fake, inbox, caplog):
+    caplog.set_level(logging.DEBUG)
+    provider = make_provider(fake, send_retry_for=0.3)
+    await provider.start(inbox)
+    try:
+        await fake.go_down("refuse")
+        with pytest.raises(BlueBubblesError, match="not sent") as caught:
+            await provider.send(dm(ALICE), "lost cause")
+        assert fake.password not in str(caught.value)
+        assert fake.password not in caplog.text
+    finally:
+        await provider.stop()
+        await fake.come_back()
+
+
+async def test_start_with_the_server_down_then_work_when_it_returns(fake, inbox, caplog):
+    await fake.go_down("refuse")
+    provider = make_provider(fake)
+    try:
+        await provider.start(inbox)
+        assert "not reachable" in caplog.text
+        fake.webhook_for(provider.webhook_port)
+        sending = asyncio.create_task(provider.send(dm(ALICE), "hello"))
+        fake.dm(ALICE, "written while the server was down")
+        await asyncio.sleep(0.2)
+        assert inbox.items == []  # held by BlueBubbles while it is down
+        await fake.come_back()
+        await sending
+        [inbound] = await inbox.wait()
+        assert inbound.text == "written while the server was down"
+        assert fake.messages_to(dm(ALICE)) == ["hello"]
+    finally:
+        await provider.stop()
+
+
+async def test_handler_errors_do_not_stop_the_connector(fake, provider, caplog):
+    seen: list[str] = []
+
+    async def flaky(inbound: Inbound) -> None:
+        seen.append(inbound.text)
+        if inbound.text == "boom":
+            raise RuntimeError("handler bug")
+
+    await provider.start(flaky)
+    fake.webhook_for(provider.webhook_port)
+    fake.dm(ALICE, "boom")
+    fake.dm(ALICE, "after")
+    await fake.wait_until(lambda: len(seen) == 2)
+    assert seen == ["boom", "after"]
+    assert "handling message" in caplog.text
+
+
+async def test_stop_finishes_accepted_messages_but_not_a_stuck_handler(fake, caplog):
+    seen: list[str] = []
+
+    async def slow(inbound: Inbound) -> None:
+        await asyncio.sleep(0.05 if inbound.text != "stuck" else 60)
+        seen.append(inbound.text)
+
+    provider = make_provider(fake, stop_grace=0.3)
+    await provider.start(slow)
+    fake.webhook_for(provider.webhook_port)
+    for text in ("m1", "m2", "m3"):
+        fake.dm(ALICE, text)
+    await fake.wait_delivered()
+    await provider.stop()
+    assert seen == ["m1", "m2", "m3"]
+
+    await provider.start(slow)
+    fake.webhook_for(provider.webhook_port)
+    fake.dm(ALICE, "stuck")
+    fake.dm(ALICE, "after the stuck one")
+    await fake.wait_delivered()
+    started = asyncio.get_running_loop().time()
+    await provider.stop()
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert seen == ["m1", "m2", "m3"]
+    assert "1 accepted message(s) not handled" in caplog.text
+
+
+async def test_stop_is_idempotent_frees_the_port_and_start_works_again(fake, provider, inbox):
+    await provider.start(inbox)
+    with pytest.raises(RuntimeError):
+        await provider.start(inbox)
+    port = provider.webhook_port
+    await provider.stop()
+    await provider.stop()
+    with pytest.raises(RuntimeError):
+        await provider.send(dm(ALICE), "after stop")
+    fake.webhook_for(port)
+    fake.dm(ALICE, "nobody home")
+    await fake.wait_delivered()
+    assert fake.deliveries[-1][2] is None  # connection refused: the port is free
+
+    again = make_provider(fake, webhook_port=port)
+    try:
+        await again.start(inbox)
+        fake.dm(ALICE, "back")
+        [inbound] = await inbox.wait()
+        assert inbound.text == "back"
+    finally:
+        await again.stop()
+
+
+# -- the whole app -----------------------------------------------------------------------------
+
+
+def make_config(fake: FakeBlueBubbles) -> Config:
+    return Config.model_validate({
+        "owners": [{"provider": "imessage", "user_id": OWNER}],
+        "pairing": {"prune_interval": "0.2s"},
+        "gateway": {"port": 0},
+        "providers": {"imessage": {"server_url": fake.base_url, "password": fake.password,
+                                   "webhook": {"port": 0}}},
+    })
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock(SystemClock().now())
+
+
+@pytest.fixture
+async def bb(fake_clock: FakeClock) -> AsyncIterator[FakeBlueBubbles]:
+    async with FakeBlueBubbles(clock=fake_clock) as server:
+        yield server
+
+
+@pytest.fixture
+async def app(bb: FakeBlueBubbles, state_dir: Path, fake_clock: FakeClock
+              ) -> AsyncIterator[App]:
+    running = App(make_config(bb), state_dir=state_dir, clock=fake_clock, watch_interval=0.1)
+    await running.start()
+    provider = running.providers["imessage"]
+    assert isinstance(provider, IMessageProvider)
+    bb.webhook_for(provider.webhook_port, provider.webhook_path)
+    yield running
+    await running.stop()
+
+
+async def texts_to(fake: FakeBlueBubbles, handle: str, count: int, wait: float = 5.0
+                   ) -> list[str]:
+    await fake.wait_until(lambda: len(fake.messages_to(dm(handle))) >= count, timeout=wait)
+    return fake.messages_to(dm(handle))
+
+
+def code_in(text: str) -> str:
+    line = next(ln for ln in text.splitlines() if ln.startswith("Your pairing code:"))
+    return line.split(":", 1)[1].strip().replace("-", "")
+
+
+async def pair(fake: FakeBlueBubbles, handle: str) -> str:
+    fake.dm(handle, "hello?")
+    return code_in((await texts_to(fake, handle, 1))[0])
+
+
+async def approve(fake: FakeBlueBubbles, app: App, handle: str) -> None:
+    code = await pair(fake, handle)
+    fake.dm(OWNER, f"/approve {code}")
+    await fake.wait_until(lambda: app.pairing.is_allowed("imessage", handle))
+    await texts_to(fake, handle, 2)
+
+
+async def test_app_stranger_gets_a_code_and_their_message_is_not_processed(bb, app):
+    bb.dm(ALICE, "please run rm -rf")
+
+    texts = await texts_to(bb, ALICE, 1)
+
+    assert "pairing code" in texts[0]
+    assert f"Your iMessage id: {ALICE}" in texts[0]
+    assert OWNER not in texts[0]
+    code = code_in(texts[0])
+    assert app.pairing.pending()[0].code == code
+    notice = (await texts_to(bb, OWNER, 1))[0]
+    assert f"Sender id: {ALICE}" in notice
+    assert f"/approve {code}" in notice
+    await asyncio.sleep(0.3)
+    assert all("rm -rf" not in m["text"] for m in bb.sent)
+
+
+async def test_app_owner_approves_by_command_and_the_sender_goes_through(bb, app):
+    code = await pair(bb, ALICE)
+    bb.dm(OWNER, f"/approve {code[:4].lower()}-{code[4:].lower()}")
+
+    await bb.wait_until(lambda: any(t.startswith(f"Approved iMessage sender {ALICE}")
+                                    for t in bb.messages_to(dm(OWNER))))
+    texts = await texts_to(bb, ALICE, 2)
+    assert texts[1] == "You're approved. Send a message to start chatting."
+    bb.dm(ALICE, "what's the weather?")
+    texts = await texts_to(bb, ALICE, 3)
+    assert texts[2] == "what's the weather?"
+
+
+async def test_app_non_owner_approve_changes_nothing(bb, app):
+    code = await pair(bb, ALICE)
+    bb.dm(MALLORY, f"/approve {code}")
+
+    mallory = await texts_to(bb, MALLORY, 1)
+
+    assert "pairing code" in mallory[0]
+    await asyncio.sleep(0.3)
+    assert not app.pairing.is_allowed("imessage", ALICE)
+    assert not app.pairing.is_allowed("imessage", MALLORY)
+    assert {r.id for r in app.pairing.pending()} == {ALICE, MALLORY}
+
+
+async def test_app_groups_own_messages_other_events_and_forged_posts_change_nothing(bb, app):
+    code = await pair(bb, ALICE)
+    bb.group_message(GROUP, MALLORY, "hello group", participants=(MALLORY, OWNER))
+    bb.group_message(GROUP, OWNER, f"/approve {code}", participants=(MALLORY, OWNER))
+    bb.own_message(dm(OWNER), f"/approve {code}")
+    bb.event("updated-message", bb.dm_event(OWNER, f"/approve {code}")["data"])
+    bb.event("typing-indicator", {"display": True, "guid": dm(OWNER)})
+    forged = bb.dm_event(OWNER, f"/approve {code}")
+    assert await bb.post_webhook(forged, password=None) == 401
+    assert await bb.post_webhook(forged, password="guess") == 401
+    await bb.wait_delivered()
+    await asyncio.sleep(0.4)
+
+    assert [r.id for r in app.pairing.pending()] == [ALICE]
+    assert not app.pairing.is_allowed("imessage", ALICE)
+    assert bb.messages_to(GROUP) == []
+    assert all(not t.startswith("Approved") for t in bb.messages_to(dm(OWNER)))
+
+
+async def test_app_server_dropping_and_coming_back_loses_and_duplicates_nothing(bb, app):
+    await approve(bb, app, ALICE)
+    before = len(bb.messages_to(dm(ALICE)))
+
+    # 1. The REST API refuses connections; webhooks still flow. Replies wait, in order.
+    await bb.go_down("refuse", hold_webhooks=False)
+    events = [bb.dm(ALICE, f"m{i}") for i in (1, 2, 3)]
+    bb.redeliver(events[1])
+    await bb.wait_delivered()
+    await asyncio.sleep(0.3)
+    assert len(bb.messages_to(dm(ALICE))) == before
+    await bb.come_back()
+    await texts_to(bb, ALICE, before + 3)
+
+    # 2. The whole server is down: BlueBubbles holds the webhook and replays it twice.
+    await bb.wait_delivered()  # the echoes of the bot's own replies
+    await bb.go_down("error")
+    m4 = bb.dm(ALICE, "m4")
+    bb.redeliver(m4)
+    await asyncio.sleep(0.3)
+    assert bb.pending_events == 2
+    await bb.come_back()
+    await texts_to(bb, ALICE, before + 4)
+
+    # 3. The answer to a send is lost: the retry reuses the tempGuid.
+    bb.lose_next_responses(1)
+    bb.dm(ALICE, "m5")
+    await texts_to(bb, ALICE, before + 5)
+
+    await bb.wait_delivered()
+    await asyncio.sleep(0.5)
+    assert bb.messages_to(dm(ALICE))[before:] == ["m1", "m2", "m3", "m4", "m5"]
+
+
+async def test_demo_platform_plays_the_whole_demo():
+    from bot.demo import run_demo
+
+    root = logging.getLogger()
+    level = root.level
+    out = io.StringIO()
+    try:
+        result = await run_demo(Console(file=out, width=120), provider="imessage",
+                                ttl_seconds=1, with_node=False)
+    finally:
+        root.setLevel(level)
+    assert result == 0, out.getvalue()
+    assert "Demo complete on imessage" in out.getvalue()
+    assert IMessageDemo().user_id(1) != IMessageDemo.owner_id

@@ -7,7 +7,24 @@ with no account and no network: only the SDK's base URL changes. Each module als
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any, Protocol
+
+
+async def wait_until(
+    condition: Callable[[], bool],
+    *,
+    timeout: float = 5.0,  # noqa: ASYNC109 (a deadline for polling, not an I/O timeout)
+    interval: float = 0.01,
+) -> None:
+    """Poll ``condition`` every ``interval`` s until it holds; TimeoutError at the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() >= deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
 
 
 class DemoPlatform(Protocol):
@@ -43,4 +60,4 @@ class DemoPlatform(Protocol):
         ...
 
 
-__all__ = ["DemoPlatform"]
+__all__ = ["DemoPlatform", "wait_until"]

@@ -31,6 +31,7 @@ from typing import Any, Self
 from aiohttp import WSMsgType, web
 
 from bot.clock import Clock, SystemClock
+from providers.fakes import wait_until
 
 JsonDict = dict[str, Any]
 _Handler = Callable[[web.Request, re.Match[str]], Awaitable[web.Response]]
@@ -383,19 +384,8 @@ class FakeDiscordServer:
         rows = self._messages[message_id].get("components", [])
         return [(c["label"], c["custom_id"]) for row in rows for c in row["components"]]
 
-    @staticmethod
-    async def wait_until(
-        condition: Callable[[], bool],
-        *,
-        timeout: float = 5.0,  # noqa: ASYNC109 (a deadline for polling, not an I/O timeout)
-    ) -> None:
-        """Poll ``condition`` every 10 ms until it holds; raise TimeoutError at the deadline."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not condition():
-            if loop.time() >= deadline:
-                raise TimeoutError(f"condition not met within {timeout}s")
-            await asyncio.sleep(0.01)
+    wait_until = staticmethod(wait_until)
+    """Poll a condition until it holds (see :func:`providers.fakes.wait_until`)."""
 
     # -- gateway -----------------------------------------------------------------------------
 

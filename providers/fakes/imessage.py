@@ -40,6 +40,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.clock import Clock, SystemClock
+from providers.fakes import wait_until
 
 JsonDict = dict[str, Any]
 
@@ -283,20 +284,8 @@ class FakeBlueBubbles:
         """Events queued and not yet POSTed."""
         return len(self._outbox)
 
-    @staticmethod
-    async def wait_until(
-        condition: Callable[[], bool],
-        *,
-        timeout: float = 5.0,  # noqa: ASYNC109 (a deadline for polling, not an I/O timeout)
-        interval: float = 0.02,
-    ) -> None:
-        """Poll ``condition`` until it is true. Raises TimeoutError after ``timeout`` s."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not condition():
-            if loop.time() >= deadline:
-                raise TimeoutError(f"condition not met within {timeout}s")
-            await asyncio.sleep(interval)
+    wait_until = staticmethod(wait_until)
+    """Poll a condition until it holds (see :func:`providers.fakes.wait_until`)."""
 
     async def wait_delivered(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Wait until every queued event has been POSTed (whatever the answer)."""

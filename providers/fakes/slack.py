@@ -37,6 +37,7 @@ from urllib.parse import urlencode
 from aiohttp import ClientSession, WSMsgType, web
 
 from bot.clock import Clock, SystemClock
+from providers.fakes import wait_until
 
 JsonDict = dict[str, Any]
 
@@ -467,16 +468,8 @@ class FakeSlackServer:
                                f"{timeout}s ({len(self.sent)} posted in all)") from None
         return matching()
 
-    @staticmethod
-    async def wait_until(condition: Callable[[], bool], *,
-                         timeout: float = 5.0) -> None:  # noqa: ASYNC109 (a polling deadline)
-        """Poll ``condition`` every 10 ms until it holds; raise TimeoutError at the deadline."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not condition():
-            if loop.time() >= deadline:
-                raise TimeoutError(f"condition not met within {timeout}s")
-            await asyncio.sleep(0.01)
+    wait_until = staticmethod(wait_until)
+    """Poll a condition until it holds (see :func:`providers.fakes.wait_until`)."""
 
     # -- the Web API -------------------------------------------------------------------------
 

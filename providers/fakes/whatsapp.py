@@ -30,13 +30,13 @@ import hashlib
 import hmac
 import json
 import socket
-from collections.abc import Callable
 from typing import Any, Self
 
 import aiohttp
 from aiohttp import web
 
 from bot.clock import Clock, SystemClock
+from providers.fakes import wait_until
 
 JsonDict = dict[str, Any]
 
@@ -359,16 +359,8 @@ class FakeWhatsAppServer:
         """Wait until every queued webhook was answered 200."""
         await asyncio.wait_for(self._outbox.join(), timeout)
 
-    @staticmethod
-    async def wait_until(condition: Callable[[], bool], *,
-                         timeout: float = 5.0) -> None:  # noqa: ASYNC109 (a polling deadline)
-        """Poll ``condition`` every 10 ms until it holds; raise TimeoutError at the deadline."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not condition():
-            if loop.time() >= deadline:
-                raise TimeoutError(f"condition not met within {timeout}s")
-            await asyncio.sleep(0.01)
+    wait_until = staticmethod(wait_until)
+    """Poll a condition until it holds (see :func:`providers.fakes.wait_until`)."""
 
     # -- Graph API ---------------------------------------------------------------------------
 

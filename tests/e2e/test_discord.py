@@ -21,6 +21,7 @@ from bot.models import Button, ChatKind, Inbound
 from providers import load_provider_class
 from providers.discord import DiscordProvider, plain
 from providers.fakes.discord import DiscordDemo, FakeDiscordServer, displayed
+from tests.helpers import Inbox
 
 pytestmark = pytest.mark.e2e
 
@@ -29,21 +30,6 @@ OWNER, ALICE, MALLORY, BOB = (
 OTHER_BOT = "190000000000000099"
 APPROVE = Button(label="Approve", command="/approve ABCD2345")
 REJECT = Button(label="Reject", command="/reject ABCD2345")
-
-
-class Inbox:
-    """An ``on_inbound`` callback that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.items: list[Inbound] = []
-
-    async def __call__(self, inbound: Inbound) -> None:
-        self.items.append(inbound)
-
-    async def wait(self, count: int = 1) -> list[Inbound]:
-        """Wait (5 s at most) until ``count`` inbounds arrived; return them all."""
-        await FakeDiscordServer.wait_until(lambda: len(self.items) >= count)
-        return self.items
 
 
 @pytest.fixture

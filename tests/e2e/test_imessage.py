@@ -22,6 +22,7 @@ from bot.models import Button, ChatKind, Inbound
 from providers import load_provider_class
 from providers.fakes.imessage import WEBHOOK_PATH, FakeBlueBubbles, IMessageDemo
 from providers.imessage import BlueBubblesError, IMessageProvider
+from tests.helpers import Inbox
 
 pytestmark = pytest.mark.e2e
 
@@ -32,20 +33,6 @@ APPROVE = Button(label="Approve", command="/approve ABCD2345")
 
 def dm(handle: str) -> str:
     return f"iMessage;-;{handle}"
-
-
-class Inbox:
-    """An ``on_inbound`` callback that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.items: list[Inbound] = []
-
-    async def __call__(self, inbound: Inbound) -> None:
-        self.items.append(inbound)
-
-    async def wait(self, count: int = 1) -> list[Inbound]:
-        await FakeBlueBubbles.wait_until(lambda: len(self.items) >= count)
-        return self.items
 
 
 def make_provider(fake: FakeBlueBubbles, **kwargs: Any) -> IMessageProvider:

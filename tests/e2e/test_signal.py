@@ -20,6 +20,7 @@ from bot.models import Button, ChatKind, Inbound
 from providers import load_provider_class
 from providers.fakes.signal import FakeSignalDaemon, SignalDemo
 from providers.signal import SignalProvider, SignalRpcError
+from tests.helpers import Inbox
 
 pytestmark = pytest.mark.e2e
 
@@ -29,24 +30,6 @@ MALLORY = "3a110000-0000-4000-8000-000000000666"
 OWNER = "0a11ce00-0000-4000-8000-00000000000a"
 GROUP = "c2lnbmFsLWdyb3VwLWlkLWJhc2U2NA=="
 APPROVE = Button(label="Approve", command="/approve ABCD2345")
-
-
-class Inbox:
-    """An ``on_inbound`` callback that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.items: list[Inbound] = []
-
-    async def __call__(self, inbound: Inbound) -> None:
-        self.items.append(inbound)
-
-    async def wait(self, count: int = 1) -> list[Inbound]:
-        await FakeSignalDaemon.wait_until(lambda: len(self.items) >= count)
-        return self.items
-
-    @property
-    def texts(self) -> list[str]:
-        return [i.text for i in self.items]
 
 
 async def settle(seconds: float = 0.2) -> None:

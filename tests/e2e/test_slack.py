@@ -22,27 +22,13 @@ from bot.models import Button, ChatKind, Inbound
 from providers import load_provider_class
 from providers.fakes.slack import BOT_ID, BOT_USER_ID, FakeSlackServer, SlackDemo
 from providers.slack import SlackProvider
+from tests.helpers import Inbox
 
 pytestmark = pytest.mark.e2e
 
 OWNER, ALICE, MALLORY, BOB = "U0OWNER", "U0ALICE", "U0MALLORY", "U0BOB"
 APPROVE = Button(label="Approve", command="/approve ABCD2345")
 REJECT = Button(label="Reject", command="/reject ABCD2345")
-
-
-class Inbox:
-    """An ``on_inbound`` callback that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.items: list[Inbound] = []
-
-    async def __call__(self, inbound: Inbound) -> None:
-        self.items.append(inbound)
-
-    async def wait(self, count: int = 1) -> list[Inbound]:
-        """Wait (5 s at most) until ``count`` inbounds arrived; return them all."""
-        await FakeSlackServer.wait_until(lambda: len(self.items) >= count)
-        return self.items
 
 
 async def settle(seconds: float = 0.3) -> None:

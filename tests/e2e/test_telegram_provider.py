@@ -16,27 +16,13 @@ from bot.models import Button, ChatKind, Inbound
 from providers import load_provider_class
 from providers.fakes.telegram import FakeTelegramServer
 from providers.telegram import TelegramProvider
+from tests.helpers import Inbox
 
 pytestmark = pytest.mark.e2e
 
 ALICE = 42
 APPROVE = Button(label="Approve", command="/approve ABCD2345")
 DENY = Button(label="Deny", command="/deny ABCD2345")
-
-
-class Inbox:
-    """An ``on_inbound`` callback that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.items: list[Inbound] = []
-
-    async def __call__(self, inbound: Inbound) -> None:
-        self.items.append(inbound)
-
-    async def wait(self, count: int = 1) -> list[Inbound]:
-        """Wait (5 s at most) until ``count`` inbounds arrived; return them all."""
-        await FakeTelegramServer.wait_until(lambda: len(self.items) >= count)
-        return self.items
 
 
 @pytest.fixture(autouse=True)

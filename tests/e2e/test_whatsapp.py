@@ -20,6 +20,7 @@ from bot.models import Button, ChatKind, Inbound
 from providers import load_provider_class
 from providers.fakes.whatsapp import FakeWhatsAppServer, WhatsAppDemo, first_message, sign
 from providers.whatsapp import WhatsAppApiError, WhatsAppProvider
+from tests.helpers import Inbox
 
 pytestmark = pytest.mark.e2e
 
@@ -27,20 +28,6 @@ OWNER, ALICE, MALLORY, BOB = "15550000001", "15550004242", "15550006666", "15550
 GROUP = "120363025246125486"
 APPROVE = Button(label="Approve", command="/approve ABCD2345")
 REJECT = Button(label="Reject", command="/reject ABCD2345")
-
-
-class Inbox:
-    """An ``on_inbound`` callback that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.items: list[Inbound] = []
-
-    async def __call__(self, inbound: Inbound) -> None:
-        self.items.append(inbound)
-
-    async def wait(self, count: int = 1) -> list[Inbound]:
-        await FakeWhatsAppServer.wait_until(lambda: len(self.items) >= count)
-        return self.items
 
 
 def make_provider(fake: FakeWhatsAppServer, **overrides: Any) -> WhatsAppProvider:

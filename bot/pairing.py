@@ -276,15 +276,15 @@ class PairingService:
     def _drop_expired(
         self, txn: StateTxn, provider: str, now: datetime, *, actor: str
     ) -> list[PendingRequest]:
-        live = []
-        ttl = self.settings.pending_ttl
-        for req in txn.requests(provider):
-            if now >= req.expires_at(ttl):
-                txn.drop_request(provider, req.id)
-                txn.audit(_expire_event(req, now, actor))
-            else:
-                live.append(req)
-        return live
+        # Expired means now >= created_at + ttl; comparing against one cutoff keeps this
+        # scan (it runs on every stranger's message) to a single comparison per request.
+        cutoff = now - self.settings.pending_ttl
+        requests = txn.requests(provider)
+        expired = [req for req in requests if req.created_at <= cutoff]
+        for req in expired:
+            txn.drop_request(provider, req.id)
+            txn.audit(_expire_event(req, now, actor))
+        return [req for req in requests if req.created_at > cutoff] if expired else requests
 
     def _find(self, txn: StateTxn, providers: list[str], code: str) -> PendingRequest | None:
         everything = [r for name in providers for r in txn.requests(name)]
@@ -294,7 +294,7 @@ class PairingService:
     def _unique_code(self, txn: StateTxn) -> str:
         # Expired requests of other providers stay on file until pruned and are still matched
         # by approve (which then reports "expired"), so their codes count as taken too.
-        taken = {r.code.upper() for name in KNOWN_PROVIDERS for r in txn.requests(name)}
+        taken = {r.code for name in KNOWN_PROVIDERS for r in txn.requests(name)}
         for _ in range(_CODE_ATTEMPTS):
             code = self._new_code()
             if code not in taken:

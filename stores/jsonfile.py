@@ -540,21 +540,27 @@ class JsonFileStore:
         # Grants first, pending second: a crash between them leaves "still pending",
         # never "request consumed and grant lost".
         dirty.sort(key=lambda d: 0 if d.kind is ALLOW or d.kind is PAIRED else 1)
-        for doc in dirty:
+        for written, doc in enumerate(dirty):
             try:
                 doc.key = atomic_write(doc.path, doc.render(), after=doc.key)
             except OSError as exc:
+                if written:  # a grant is on disk (the request is still pending): audit it
+                    with contextlib.suppress(OSError):
+                        self._append_audit(txn)
                 raise StoreError(f"write failed: {exc.strerror or exc}", path=doc.path) from exc
             doc.dirty = False
             if doc.kind is ALLOW:  # the gate answers from the new version without a re-read
                 self._allow_cache[doc.provider] = (doc.key, _allow_set(doc))
+        try:
+            self._append_audit(txn)
+        except OSError as exc:
+            raise StoreError(f"audit append failed: {exc.strerror or exc}",
+                             path=self.audit_path) from exc
+
+    def _append_audit(self, txn: _Txn) -> None:
         if txn.events:
-            payload = "".join(_audit_line(e) for e in txn.events).encode()
-            try:
-                append_durably(self.audit_path, payload)
-            except OSError as exc:
-                raise StoreError(f"audit append failed: {exc.strerror or exc}",
-                                 path=self.audit_path) from exc
+            append_durably(self.audit_path,
+                           "".join(_audit_line(e) for e in txn.events).encode())
 
     def close(self) -> None:
         """Drop cached state (the lock file is kept; it is reused by every process)."""

@@ -545,6 +545,9 @@ def test_failed_approve_never_loses_both_grant_and_request(
     assert (allowed, pending) != (False, False)
     # Writing allowFrom first means a failure of the pairing file keeps the grant.
     assert (allowed, pending) == ((False, True) if failing_write == 1 else (True, True))
+    # A grant that reached the disk is audited even though the operation failed after it.
+    approvals = [r for r in pairing._store.read_audit() if r["event"] == "approve"]
+    assert len(approvals) == (0 if failing_write == 1 else 1)
     # And the owner can simply approve again.
     assert pairing.approve(req.code, actor=OWNER) == req
     assert allowed_on_disk(state_dir, "telegram", "100") is True

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 MAX_FRAME = 16 * 1024
 """Frames larger than this get a FRAME_TOO_LARGE error; ten times this closes the socket."""
 SOCKET_NAME = "gateway.sock"
+MAX_BAD_OPERATOR_TOKENS = 3
+"""Wrong operator tokens one connection may send before it is closed."""
 _UNIX_PATH_MAX = 107
 
 
@@ -60,6 +62,7 @@ class _Conn:
     remote: str
     operator: bool = False
     node_id: str | None = None
+    bad_tokens: int = 0
 
     async def send(self, frame: dict[str, Any]) -> bool:
         if self.ws.closed:
@@ -224,6 +227,8 @@ class Gateway:
             payload = await handler(conn, params)
         except GatewayError as exc:
             await self._error(conn, req_id, exc.code, exc.message)
+            if conn.bad_tokens >= MAX_BAD_OPERATOR_TOKENS:
+                await conn.ws.close(code=4003, message=b"too many wrong operator tokens")
             return
         except LookupFailed as exc:
             await self._error(conn, req_id, "NOT_FOUND", exc.message)
@@ -318,6 +323,9 @@ class Gateway:
         if not expected:
             raise GatewayError("UNAUTHORIZED", "operator access is not configured")
         if not hmac.compare_digest(given.encode(), expected.encode()):
+            conn.bad_tokens += 1
+            log.warning("wrong operator token from %s (%d on this connection)", conn.remote,
+                        conn.bad_tokens)
             raise GatewayError("UNAUTHORIZED", "wrong operator token")
         conn.operator = True
         return {"role": "operator"}

@@ -911,3 +911,15 @@ async def test_a_stranger_pressing_approve_changes_nothing(gw: Gw) -> None:
     gw.tg.dm(666, f"/nodes approve {ask['requestId']}")
     assert await node.quiet(0.5) == []
     assert gw.app.nodes.paired() == []
+
+
+async def test_three_wrong_operator_tokens_close_the_connection(gw: Gw) -> None:
+    peer = await gw.peer()
+    for _ in range(3):
+        assert (await peer.fail("operator.connect", {"token": "guess"}))["code"] == \
+            "UNAUTHORIZED"
+    with pytest.raises(Closed):
+        await peer.answer()
+    assert peer.close_code == 4003
+    other = await gw.peer()
+    assert await other.ok("operator.connect", {"token": OP_TOKEN}) == {"role": "operator"}

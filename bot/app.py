@@ -1,7 +1,9 @@
 """The running bot: wires config, store, services, providers, gate, owner chat and scheduler.
 
-``async with App(config) as app`` starts everything (store → services → providers → scheduler
-→ watcher) and stops it in reverse, also when start-up fails half-way.
+``async with App(config) as app`` starts everything (store → services → gateway → providers
+→ scheduler → watcher) and stops it in reverse, also when start-up fails half-way. The
+gateway is up before any provider delivers a message, so an owner's ``/nodes approve`` can
+always reach the waiting node.
 """
 
 from __future__ import annotations
@@ -167,15 +169,6 @@ class App:
         self._stack.push_async_callback(self.handler.aclose)
         self._audit_offset = await asyncio.to_thread(self._audit_size)
 
-        providers = self._given_providers
-        if providers is None:
-            providers = build_providers(cfg)
-        for name, provider in providers.items():
-            block = getattr(cfg.providers, name, None)
-            self._policies[name] = block.dm_policy if block is not None else DmPolicy.PAIRING
-            await provider.start(self.on_inbound)
-            self.providers[name] = provider
-            self._stack.push_async_callback(provider.stop)
         self.gateway: Gateway | None = None
         if cfg.gateway.enabled:
             gateway = Gateway(
@@ -190,6 +183,15 @@ class App:
             self._stack.push_async_callback(gateway.stop)
             self.gateway = gateway
             self.add_node_listener(self._deliver_to_gateway)
+        providers = self._given_providers
+        if providers is None:
+            providers = build_providers(cfg)
+        for name, provider in providers.items():
+            block = getattr(cfg.providers, name, None)
+            self._policies[name] = block.dm_policy if block is not None else DmPolicy.PAIRING
+            await provider.start(self.on_inbound)
+            self.providers[name] = provider
+            self._stack.push_async_callback(provider.stop)
         self.scheduler = PruneScheduler(self.prune, interval=cfg.pairing.prune_interval)
         await self.scheduler.start()
         self._stack.push_async_callback(self.scheduler.stop)

@@ -8,8 +8,9 @@ with no account and no network: only the SDK's base URL changes. Each module als
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 
 async def wait_until(
@@ -60,4 +61,34 @@ class DemoPlatform(Protocol):
         ...
 
 
-__all__ = ["DemoPlatform", "wait_until"]
+class _Server(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Server)
+
+
+class FakeDemo(Generic[S]):
+    """Base of the platforms' DemoPlatform classes: start and stop their fake server."""
+
+    fake: S
+
+    async def start(self) -> None:
+        """Start the fake's servers."""
+        await self.fake.start()
+
+    async def stop(self) -> None:
+        """Stop them."""
+        await self.fake.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago: for a webhook address a fake must know before
+    the bot binds it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+__all__ = ["DemoPlatform", "FakeDemo", "free_port", "wait_until"]

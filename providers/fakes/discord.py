@@ -31,7 +31,7 @@ from typing import Any, Self
 from aiohttp import WSMsgType, web
 
 from bot.clock import Clock, SystemClock
-from providers.fakes import wait_until
+from providers.fakes import FakeDemo, wait_until
 
 JsonDict = dict[str, Any]
 _Handler = Callable[[web.Request, re.Match[str]], Awaitable[web.Response]]
@@ -756,7 +756,7 @@ async def _body(request: web.Request) -> Any:
         return {}
 
 
-class DiscordDemo:
+class DiscordDemo(FakeDemo[FakeDiscordServer]):
     """The Discord fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
 
     provider = "discord"
@@ -764,14 +764,6 @@ class DiscordDemo:
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self.fake = FakeDiscordServer(clock=clock)
-
-    async def start(self) -> None:
-        """Start the fake REST API and gateway."""
-        await self.fake.start()
-
-    async def stop(self) -> None:
-        """Stop them."""
-        await self.fake.stop()
 
     def provider_config(self) -> JsonDict:
         """Point discord.py at the fake."""

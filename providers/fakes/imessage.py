@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import socket
 import time
 import uuid
 from collections import deque
@@ -40,7 +39,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.clock import Clock, SystemClock
-from providers.fakes import wait_until
+from providers.fakes import FakeDemo, free_port, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -504,15 +503,7 @@ class FakeBlueBubbles:
         }
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that was free a moment ago (for a webhook port the fake must know)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class IMessageDemo:
+class IMessageDemo(FakeDemo[FakeBlueBubbles]):
     """The BlueBubbles fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
 
     provider = "imessage"
@@ -527,10 +518,6 @@ class IMessageDemo:
         self.webhook_port = free_port()
         self.fake.webhook_for(self.webhook_port)
         await self.fake.start()
-
-    async def stop(self) -> None:
-        """Stop it."""
-        await self.fake.stop()
 
     def provider_config(self) -> JsonDict:
         """Point the provider at the fake, and its webhook where the fake POSTs."""

@@ -34,7 +34,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from bot.clock import Clock, SystemClock
-from providers.fakes import wait_until
+from providers.fakes import FakeDemo, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -463,7 +463,7 @@ def _error(req_id: object, code: int, message: str) -> JsonDict:
             "id": req_id}
 
 
-class SignalDemo:
+class SignalDemo(FakeDemo[FakeSignalDaemon]):
     """The Signal fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
 
     provider = "signal"
@@ -471,14 +471,6 @@ class SignalDemo:
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self.fake = FakeSignalDaemon(clock=clock)
-
-    async def start(self) -> None:
-        """Start the fake daemon."""
-        await self.fake.start()
-
-    async def stop(self) -> None:
-        """Stop it."""
-        await self.fake.stop()
 
     def provider_config(self) -> JsonDict:
         """Point the provider at the fake daemon."""

@@ -37,7 +37,7 @@ from urllib.parse import urlencode
 from aiohttp import ClientSession, WSMsgType, web
 
 from bot.clock import Clock, SystemClock
-from providers.fakes import wait_until
+from providers.fakes import FakeDemo, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -689,7 +689,7 @@ class FakeSlackServer:
                               and not self._ws.closed, timeout=timeout)
 
 
-class SlackDemo:
+class SlackDemo(FakeDemo[FakeSlackServer]):
     """The Slack fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
 
     provider = "slack"
@@ -700,14 +700,6 @@ class SlackDemo:
     def __init__(self, *, clock: Clock | None = None) -> None:
         self.fake = FakeSlackServer(clock=clock)
         self.fake.add_user(self.owner_id, name="Owner")
-
-    async def start(self) -> None:
-        """Start the fake Web API and Socket Mode endpoint."""
-        await self.fake.start()
-
-    async def stop(self) -> None:
-        """Stop them."""
-        await self.fake.stop()
 
     def provider_config(self) -> JsonDict:
         """Point slack-bolt at the fake, over Socket Mode."""

@@ -25,7 +25,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from bot.clock import Clock, SystemClock
-from providers.fakes import wait_until
+from providers.fakes import FakeDemo, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -640,7 +640,7 @@ class FakeTelegramServer:
         return copy.deepcopy(message)
 
 
-class TelegramDemo:
+class TelegramDemo(FakeDemo[FakeTelegramServer]):
     """The Telegram fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
 
     provider = "telegram"
@@ -648,14 +648,6 @@ class TelegramDemo:
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self.fake = FakeTelegramServer(clock=clock)
-
-    async def start(self) -> None:
-        """Start the fake Bot API."""
-        await self.fake.start()
-
-    async def stop(self) -> None:
-        """Stop it."""
-        await self.fake.stop()
 
     def provider_config(self) -> JsonDict:
         """Point python-telegram-bot at the fake."""

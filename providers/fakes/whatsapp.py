@@ -29,14 +29,13 @@ import copy
 import hashlib
 import hmac
 import json
-import socket
 from typing import Any, Self
 
 import aiohttp
 from aiohttp import web
 
 from bot.clock import Clock, SystemClock
-from providers.fakes import wait_until
+from providers.fakes import FakeDemo, free_port, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -569,15 +568,7 @@ class FakeWhatsAppServer:
         return str(int(self._clock.now().timestamp()))
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (for a webhook the fake must know
-    before the bot binds it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class WhatsAppDemo:
+class WhatsAppDemo(FakeDemo[FakeWhatsAppServer]):
     """The WhatsApp fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
 
     provider = "whatsapp"
@@ -593,10 +584,6 @@ class WhatsAppDemo:
         await self.fake.start()
         self.webhook_port = free_port()
         self.fake.webhook_url = f"http://127.0.0.1:{self.webhook_port}{self.webhook_path}"
-
-    async def stop(self) -> None:
-        """Stop it."""
-        await self.fake.stop()
 
     def provider_config(self) -> JsonDict:
         """Point the provider at the fake Graph API, and its webhook where the fake posts."""

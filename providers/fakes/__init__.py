@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 
 async def wait_until(
@@ -61,6 +62,25 @@ class DemoPlatform(Protocol):
         ...
 
 
+class AsyncServer(ABC):
+    """``async with`` for a fake: subclasses define ``start`` and ``stop``."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Start serving."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop serving."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+
 class _Server(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -91,4 +111,4 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-__all__ = ["DemoPlatform", "FakeDemo", "free_port", "wait_until"]
+__all__ = ["AsyncServer", "DemoPlatform", "FakeDemo", "free_port", "wait_until"]

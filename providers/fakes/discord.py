@@ -26,12 +26,12 @@ import json
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from bot.clock import Clock, SystemClock
-from providers.fakes import FakeDemo, wait_until
+from providers.fakes import AsyncServer, FakeDemo, wait_until
 
 JsonDict = dict[str, Any]
 _Handler = Callable[[web.Request, re.Match[str]], Awaitable[web.Response]]
@@ -72,7 +72,7 @@ def _error(status: int, message: str, code: int = 0) -> web.Response:
     return _json({"message": message, "code": code}, status)
 
 
-class FakeDiscordServer:
+class FakeDiscordServer(AsyncServer):
     """Discord's REST API and gateway on 127.0.0.1, for one bot; tests play the users.
 
     Use as ``async with FakeDiscordServer() as fake:`` or call :meth:`start` and :meth:`stop`;
@@ -194,13 +194,6 @@ class FakeDiscordServer:
         if ws is not None and not ws.closed:
             await ws.close(code=1001)
         await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     @property
     def base_url(self) -> str:

@@ -32,14 +32,14 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 
 from bot.clock import Clock, SystemClock
-from providers.fakes import FakeDemo, free_port, wait_until
+from providers.fakes import AsyncServer, FakeDemo, free_port, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -63,7 +63,7 @@ def _error(status: int, kind: str, message: str, error: str) -> web.Response:
         status=status)
 
 
-class FakeBlueBubbles:
+class FakeBlueBubbles(AsyncServer):
     """A BlueBubbles server on 127.0.0.1 that one pairbot talks to and tests play people on.
 
     Use as ``async with FakeBlueBubbles() as fake:`` or call :meth:`start` and :meth:`stop`;
@@ -142,13 +142,6 @@ class FakeBlueBubbles:
         if session is not None:
             await session.close()
         await self._unlisten()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     @property
     def base_url(self) -> str:

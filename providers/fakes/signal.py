@@ -29,12 +29,12 @@ import asyncio
 import copy
 import json
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
 from bot.clock import Clock, SystemClock
-from providers.fakes import FakeDemo, wait_until
+from providers.fakes import AsyncServer, FakeDemo, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -64,7 +64,7 @@ class _Client:
     response: web.StreamResponse | None = None
 
 
-class FakeSignalDaemon:
+class FakeSignalDaemon(AsyncServer):
     """A signal-cli HTTP daemon on 127.0.0.1 for one account, played by the tests.
 
     Use as ``async with FakeSignalDaemon() as fake:`` or call :meth:`start` and :meth:`stop`;
@@ -142,13 +142,6 @@ class FakeSignalDaemon:
         self._drop_clients()
         self._site = None
         await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     @property
     def base_url(self) -> str:

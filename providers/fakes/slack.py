@@ -31,13 +31,13 @@ import json
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import ClientSession, WSMsgType, web
 
 from bot.clock import Clock, SystemClock
-from providers.fakes import FakeDemo, wait_until
+from providers.fakes import AsyncServer, FakeDemo, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -110,7 +110,7 @@ def _check_blocks(blocks: object) -> list[JsonDict]:
     return blocks
 
 
-class FakeSlackServer:
+class FakeSlackServer(AsyncServer):
     """Slack's Web API, Socket Mode websocket and Events API sender, on 127.0.0.1.
 
     Args:
@@ -207,13 +207,6 @@ class FakeSlackServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.stop()
 
     # -- the world ---------------------------------------------------------------------------
 

@@ -20,12 +20,12 @@ import copy
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
 from bot.clock import Clock, SystemClock
-from providers.fakes import FakeDemo, wait_until
+from providers.fakes import AsyncServer, FakeDemo, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -115,7 +115,7 @@ def _check_markup(markup: object) -> JsonDict | None:
     return markup
 
 
-class FakeTelegramServer:
+class FakeTelegramServer(AsyncServer):
     """A Telegram Bot API on 127.0.0.1 that one bot talks to and the tests play users on.
 
     Use as ``async with FakeTelegramServer() as fake:`` or call :meth:`start` and
@@ -222,13 +222,6 @@ class FakeTelegramServer:
         self._closing = True
         self._new_update.set()
         await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     @property
     def base_url(self) -> str:

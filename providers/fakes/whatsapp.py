@@ -29,13 +29,13 @@ import copy
 import hashlib
 import hmac
 import json
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from bot.clock import Clock, SystemClock
-from providers.fakes import FakeDemo, free_port, wait_until
+from providers.fakes import AsyncServer, FakeDemo, free_port, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -83,7 +83,7 @@ def _invalid(message: str) -> _GraphError:
     return _GraphError(400, 131009, f"(#131009) Parameter value is not valid: {message}")
 
 
-class FakeWhatsAppServer:
+class FakeWhatsAppServer(AsyncServer):
     """The Graph API on 127.0.0.1 plus Meta's webhook sender, for one business number.
 
     Use as ``async with FakeWhatsAppServer() as fake:``; point the provider's
@@ -176,13 +176,6 @@ class FakeWhatsAppServer:
         runner, self._runner, self._site = self._runner, None, None
         if runner is not None:
             await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     @property
     def base_url(self) -> str:

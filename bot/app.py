@@ -27,7 +27,8 @@ from bot.errors import ConfigError
 from bot.gate import Decision, decide, owner_command_text
 from bot.gateway import Gateway, GatewaySettings
 from bot.handlers import Handler, build_handler
-from bot.models import Button, DmPolicy, Inbound, NodeRequest, PairedNode, PendingRequest
+from bot.models import Button, DmPolicy, Inbound, NodeAsk, PairedNode, PendingRequest
+from bot.netguard import GuardSettings
 from bot.nodes import NodeService, NodeSettings
 from bot.owner import OwnerCommands, OwnerReply
 from bot.pairing import PairingService, PairingSettings
@@ -40,9 +41,6 @@ log = logging.getLogger(__name__)
 
 STALE_STRANGER = timedelta(minutes=5)
 """A stranger's message older than this when it arrives (a backlog) creates no request."""
-
-NodeListener = Callable[[str, dict[str, Any]], Awaitable[bool]]
-"""Called with ``(event, payload)`` when a node request is resolved; True if delivered."""
 
 
 class OwnerNotifier:
@@ -125,7 +123,6 @@ class App:
         self._policies: dict[str, DmPolicy] = {}
         self.providers: dict[str, Provider] = {}
         self._capped_tasks: dict[str, asyncio.Task[None]] = {}
-        self._node_listeners: list[NodeListener] = []
         self._stack = contextlib.AsyncExitStack()
         self._stopped = asyncio.Event()
 
@@ -160,7 +157,7 @@ class App:
                                      resend_after=cfg.pairing.resend_after,
                                      max_pending_per_provider=cfg.pairing.max_pending_per_provider))
         self.nodes = NodeService(self.store, clock=self.clock,
-                                 settings=NodeSettings(pending_ttl=cfg.nodes.pending_ttl))
+                                 settings=NodeSettings(**cfg.nodes.model_dump()))
         self.owner = OwnerCommands(self.pairing, self.nodes, clock=self.clock)
         self.notifier = OwnerNotifier(self._send_to_owners, clock=self.clock,
                                       limit=self._notice_limit, window=self._notice_window)
@@ -176,13 +173,15 @@ class App:
                 settings=GatewaySettings(
                     host=cfg.gateway.host, port=cfg.gateway.port,
                     operator_token=cfg.gateway.operator_token, socket_dir=self.state_dir,
-                    max_pending_per_address=cfg.nodes.max_pending_per_address,
-                    max_pending=cfg.nodes.max_pending),
-                on_request=self.notice_node_request, on_resolved=self._resolved_by_gateway)
+                    idle_timeout=cfg.gateway.idle_timeout.total_seconds(),
+                    guard=GuardSettings(
+                        max_connections=cfg.gateway.max_connections,
+                        max_per_address=cfg.gateway.max_connections_per_address,
+                        handshake_timeout=cfg.gateway.handshake_timeout.total_seconds())),
+                on_request=self.notice_node_request)
             await gateway.start()
             self._stack.push_async_callback(gateway.stop)
             self.gateway = gateway
-            self.add_node_listener(self._deliver_to_gateway)
         providers = self._given_providers
         if providers is None:
             providers = build_providers(cfg)
@@ -206,10 +205,6 @@ class App:
             task.cancel()
         await self._stack.aclose()
         self._stopped.set()
-
-    def add_node_listener(self, listener: NodeListener) -> None:
-        """Subscribe to node resolutions (the gateway pushes them to waiting nodes)."""
-        self._node_listeners.append(listener)
 
     # --- inbound -----------------------------------------------------------------------------
 
@@ -267,12 +262,14 @@ class App:
                    Button(label="Reject", command=f"/reject {req.code}"))
         await self.notifier.notify(messages.owner_notice(req, expires_in=expires), buttons)
 
-    async def notice_node_request(self, req: NodeRequest) -> None:
+    async def notice_node_request(self, ask: NodeAsk) -> None:
         """Tell the owner a node asks to join, with Approve / Reject buttons."""
-        expires = ago(req.created_at + self.nodes.settings.pending_ttl - self.clock.now())
+        req = ask.request
+        expires = ago(req.expires_at(self.nodes.settings.pending_ttl) - self.clock.now())
         buttons = (Button(label="Approve", command=f"/nodes approve {req.request_id}"),
                    Button(label="Reject", command=f"/nodes reject {req.request_id}"))
-        await self.notifier.notify(messages.node_notice(req, expires_in=expires), buttons)
+        await self.notifier.notify(
+            messages.node_notice(req, expires_in=expires, conflicts=ask.conflicts), buttons)
 
     def _schedule_capped_notice(self, provider: str) -> None:
         task = self._capped_tasks.get(provider)
@@ -306,42 +303,19 @@ class App:
             await provider.send(msg.chat_id, text)
 
     async def _node_effects(self, reply: OwnerReply) -> str | None:
+        """Carry an owner's node decision to the asker over the gateway."""
+        gateway = self.gateway
         if reply.node_approved is not None:
-            node, token = reply.node_approved
-            delivered = await self.resolve_node(node.node_id, "approved",
-                                                request_id=None, token=token)
-            return messages.node_approved(node, delivered=delivered)
+            approval = reply.node_approved
+            delivered = await gateway.approved(approval) if gateway is not None else False
+            return messages.node_approved(approval.node, delivered=delivered)
+        if gateway is None:
+            return None
         if reply.node_rejected is not None:
-            req = reply.node_rejected
-            await self.resolve_node(req.node_id, "rejected", request_id=req.request_id)
+            await gateway.decided(reply.node_rejected, "rejected")
         if reply.node_revoked is not None:
-            await self.resolve_node(reply.node_revoked.node_id, "revoked", request_id=None)
+            await gateway.revoked(reply.node_revoked.node_id)
         return None
-
-    async def resolve_node(self, node_id: str, decision: str, *, request_id: str | None,
-                           token: str | None = None) -> bool:
-        """Push a node decision to listeners (the gateway); return True if one delivered it."""
-        payload: dict[str, Any] = {"nodeId": node_id, "decision": decision}
-        if request_id:
-            payload["requestId"] = request_id
-        if token:
-            payload["token"] = token
-        delivered = False
-        for listener in self._node_listeners:
-            with contextlib.suppress(Exception):
-                delivered = bool(await listener("node.pair.resolved", payload)) or delivered
-        return delivered
-
-    async def _resolved_by_gateway(self, node_id: str, decision: str, request_id: str | None,
-                                   token: str | None) -> bool:
-        return await self.resolve_node(node_id, decision, request_id=request_id, token=token)
-
-    async def _deliver_to_gateway(self, _event: str, payload: dict[str, Any]) -> bool:
-        if self.gateway is None:
-            return False
-        return await self.gateway.resolve(payload["nodeId"], payload["decision"],
-                                          request_id=payload.get("requestId"),
-                                          token=payload.get("token"))
 
     async def _tell_approved(self, req: PendingRequest) -> None:
         provider = self.providers.get(req.provider)
@@ -413,8 +387,9 @@ class App:
         """Drop expired DM and node requests (audited); tell waiting nodes theirs expired."""
         await asyncio.to_thread(self.pairing.prune)
         expired = await asyncio.to_thread(self.nodes.prune)
-        for req in expired:
-            await self.resolve_node(req.node_id, "expired", request_id=req.request_id)
+        if self.gateway is not None:
+            for req in expired:
+                await self.gateway.decided(req, "expired")
 
     # --- owner chat ----------------------------------------------------------------------------
 

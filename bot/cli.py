@@ -26,7 +26,7 @@ from rich.text import Text
 from bot import __version__
 from bot.clock import Clock, SystemClock
 from bot.config import Config, find_config, load_config
-from bot.errors import LookupFailed, PairbotError
+from bot.errors import LookupFailed, NodeRefused, PairbotError
 from bot.models import KNOWN_PROVIDERS
 from bot.nodes import NodeService, NodeSettings
 from bot.pairing import PairingService, PairingSettings
@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-id", default=None, help="node id (default: a saved random id)")
     p.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
                    help="give up after this long (default 600)")
+    p.add_argument("--rotate", action="store_true",
+                   help="already paired: ask the owner for a new token (proves the old one)")
     p.set_defaults(plain=cmd_node_pair)
     p = node_sub.add_parser("connect", parents=[common, node_common],
                             help="connect with the saved token",
@@ -208,25 +210,47 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_node_pair(args: argparse.Namespace) -> int:
-    """``pairbot node pair``: ask to join, wait for the decision, save the token."""
+    """``pairbot node pair``: ask to join, wait for the decision, save the token.
+
+    The request's pickup secret is kept (0600) while it waits, so a ``node pair`` stopped and
+    run again comes back for the same request instead of making a new one. With a saved
+    token, ``--rotate`` asks the owner for a new token, proving the node holds the current one.
+    """
     import asyncio
 
-    from bot.nodeclient import GatewayClient, NodeCredentials, NodeKeyring
+    from bot.nodeclient import GatewayCallError, GatewayClient, NodeCredentials, NodeKeyring
 
     keyring = NodeKeyring(Path(args.node_dir) if args.node_dir else None)
     node_id = args.node_id or keyring.node_id()
     saved = keyring.get(args.gateway)
     out = Console(highlight=False, soft_wrap=True)
+    if saved is not None and saved.node_id == node_id and not args.rotate:
+        out.print(Text(f"Node {node_id} is already paired with {args.gateway}; use `pairbot "
+                       "node connect` (or `pairbot node pair --rotate` for a new token)."))
+        return EXIT_OK
+
+    async def ask(client: GatewayClient) -> dict[str, Any]:
+        pickup = keyring.pickup(args.gateway, node_id)
+        if pickup is not None:
+            try:
+                return await client.call("node.pair.request", {"nodeId": node_id,
+                                                               "pickup": pickup})
+            except GatewayCallError as exc:
+                if exc.code != "NOT_FOUND":
+                    raise
+                keyring.keep_pickup(args.gateway, node_id, None)
+        params = {"nodeId": node_id, "displayName": args.name, "platform": args.platform,
+                  "version": args.node_version}
+        if saved is not None and saved.node_id == node_id:
+            params["token"] = saved.token
+        answer = await client.call("node.pair.request", params)
+        if answer.get("pickup"):
+            keyring.keep_pickup(args.gateway, node_id, str(answer["pickup"]))
+        return answer
 
     async def pair() -> int:
         async with GatewayClient.open(args.gateway) as client:
-            answer = await client.call("node.pair.request", {
-                "nodeId": node_id, "displayName": args.name, "platform": args.platform,
-                "version": args.node_version, "repair": saved is None})
-            if answer.get("status") == "paired" and not answer.get("token"):
-                out.print(Text(f"Node {node_id} is already paired with {args.gateway}; use "
-                               "`pairbot node connect`."))
-                return EXIT_OK
+            answer = await ask(client)
             if answer.get("status") == "pending":
                 out.print(Text(f"Asked {args.gateway} to pair node {node_id}. Request "
                                f"{answer.get('requestId')}: waiting for the owner (until "
@@ -235,6 +259,7 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
             else:
                 decision = {"decision": "approved", "token": answer.get("token")}
         if decision.get("decision") != "approved" or not decision.get("token"):
+            keyring.keep_pickup(args.gateway, node_id, None)
             out.print(Text(f"Not paired: the request was {decision.get('decision')}."))
             return EXIT_LOOKUP
         token = str(decision["token"])
@@ -247,8 +272,17 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(pair())
     except TimeoutError:
-        sys.stderr.write(f"pairbot: error: no decision within {args.wait:g}s\n")
+        sys.stderr.write(f"pairbot: error: no decision within {args.wait:g}s (run it again to "
+                         "keep waiting for the same request)\n")
         return EXIT_LOOKUP
+    except GatewayCallError as exc:
+        if exc.code == "ALREADY_PAIRED":
+            sys.stderr.write(f"pairbot: error: node {node_id} is already paired with "
+                             f"{args.gateway} and this node has no token for it; ask the "
+                             f"owner to revoke it (`pairbot nodes revoke {node_id}`), then pair "
+                             "again\n")
+            return EXIT_LOOKUP
+        raise
 
 
 def cmd_node_connect(args: argparse.Namespace) -> int:
@@ -439,7 +473,7 @@ def _via_gateway(ctx: Context, method: str, params: dict[str, Any]) -> dict[str,
         log.debug("gateway socket present but not answering; acting on the store")
         return None
     except GatewayCallError as exc:
-        if exc.code == "NOT_FOUND":
+        if exc.code in ("NOT_FOUND", "ALREADY_PAIRED"):
             raise LookupFailed(str(exc).removeprefix("gateway: ")) from None
         raise
 
@@ -461,7 +495,8 @@ def cmd_nodes_approve(ctx: Context) -> int:
                       "before its request would have expired")
         ctx.out.print(Text(f"Approved node {clean(str(answer.get('nodeId')))}: {where}."))
         return EXIT_OK
-    node, token = ctx.nodes.approve(ctx.args.request_id, actor=ctx.actor)
+    approval = ctx.nodes.approve(ctx.args.request_id, actor=ctx.actor)
+    node, token = approval.node, approval.token
     if ctx.args.json:
         _print_json(ctx, {**node.as_json(), "token": token})
         return EXIT_OK
@@ -617,7 +652,7 @@ def make_context(args: argparse.Namespace, *, clock: Clock | None = None) -> Con
         pairing_settings = PairingSettings(
             pending_ttl=config.pairing.pending_ttl, resend_after=config.pairing.resend_after,
             max_pending_per_provider=config.pairing.max_pending_per_provider)
-        node_settings = NodeSettings(pending_ttl=config.nodes.pending_ttl)
+        node_settings = NodeSettings(**config.nodes.model_dump())
     return Context(
         args=args, config=config, store=store, clock=clock,
         pairing=PairingService(store, clock=clock, settings=pairing_settings,
@@ -645,7 +680,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ctx.store.close()
     except UsageError as exc:
         parser.exit(EXIT_USAGE, f"pairbot: error: {exc}\n")
-    except LookupFailed as exc:
+    except (LookupFailed, NodeRefused) as exc:
         return _fail(exc, EXIT_LOOKUP, debug)
     except (PairbotError, ValueError) as exc:
         return _fail(exc, EXIT_USAGE, debug)

@@ -114,6 +114,7 @@ class NodesConfig(_Model):
     pending_ttl: Duration = timedelta(minutes=5)
     max_pending_per_address: int = Field(default=3, ge=1, le=1000)
     max_pending: int = Field(default=50, ge=1, le=10_000)
+    max_pending_per_node: int = Field(default=3, ge=1, le=100)
 
 
 class GatewayConfig(_Model):
@@ -123,6 +124,10 @@ class GatewayConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=18789, ge=0, le=65535)
     operator_token: str | None = None
+    max_connections: int = Field(default=256, ge=4, le=100_000)
+    max_connections_per_address: int = Field(default=32, ge=1, le=100_000)
+    handshake_timeout: Duration = timedelta(seconds=10)
+    idle_timeout: Duration = timedelta(seconds=60)
 
 
 class StoreConfig(_Model):

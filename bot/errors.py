@@ -8,11 +8,15 @@ The tree::
     │   ├── StoreCorruptError             a state file does not parse or has the wrong shape
     │   ├── SchemaVersionError            a state file was written by a newer pairbot
     │   └── StoreLockTimeoutError         another process held the state lock too long
-    └── LookupFailed (LookupError)        the thing asked for is not there (CLI exit 1)
-        ├── UnknownCodeError              no live pairing request has this code
-        ├── CodeExpiredError              the request with this code expired
-        ├── UnknownRequestError           no pending node request has this id
-        └── UnknownSubjectError           no such sender in the allowlist / no such node
+    ├── LookupFailed (LookupError)        the thing asked for is not there (CLI exit 1)
+    │   ├── UnknownCodeError              no live pairing request has this code
+    │   ├── CodeExpiredError              the request with this code expired
+    │   ├── UnknownRequestError           no pending node request has this id
+    │   └── UnknownSubjectError           no such sender in the allowlist / no such node
+    └── NodeRefused                       a node's request is refused as asked (gateway)
+        ├── AlreadyPairedError            the node id is paired; no proof of its token
+        ├── WrongCredentialError          a token or pickup secret that does not match
+        └── RateLimitedError              a pending-request cap is full
 
 Messages name the file, field, argument or request id; they never carry a pairing code or a
 token, so they are safe to log.
@@ -90,3 +94,27 @@ class UnknownRequestError(LookupFailed):
 
 class UnknownSubjectError(LookupFailed):
     """The sender is not in the allowlist, or the node is not paired."""
+
+
+class NodeRefused(PairbotError):
+    """A node's request is refused as asked; ``code`` is the gateway's error code."""
+
+    code = "INVALID_REQUEST"
+
+
+class AlreadyPairedError(NodeRefused):
+    """The node id is already paired and the caller did not prove it holds its token."""
+
+    code = "ALREADY_PAIRED"
+
+
+class WrongCredentialError(NodeRefused):
+    """A presented node token or pickup secret does not match."""
+
+    code = "UNAUTHORIZED"
+
+
+class RateLimitedError(NodeRefused):
+    """A cap on pending requests (per address, per node id, in all) is full."""
+
+    code = "RATE_LIMITED"

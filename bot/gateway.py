@@ -13,8 +13,15 @@ Node methods: ``node.pair.request``, ``node.pair.verify``, ``node.connect``. Ope
 Unix socket in the state dir (0600 in a 0700 dir: only the owner's user can open it) is an
 operator from the start, which is how ``pairbot nodes approve`` reaches a running bot.
 
-A waiting node gets ``node.pair.resolved {requestId, decision, token?}``; the token goes to
-that node's connection only, once. See ``docs/gateway-protocol.md``.
+Every ``node.pair.request`` is its own request, bound to the connection that made it: the
+answer carries a pickup secret for that asker alone, and a decision goes only to that
+connection, or, if it went away, to whoever comes back showing the pickup secret. A node id
+that is already paired is refused unless the asker proves it holds the node's current token
+(a re-pair). See ``docs/gateway-protocol.md``.
+
+Connections are capped (in all and per address, within the process's file limit), must
+finish their handshake within a deadline, and are closed when idle with nothing to wait
+for; trouble is logged once per burst (:mod:`bot.netguard`).
 """
 
 from __future__ import annotations
@@ -25,16 +32,18 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from bot import codes
 from bot.clock import Clock, iso
-from bot.errors import LookupFailed
-from bot.models import NodeRequest
+from bot.errors import LookupFailed, NodeRefused
+from bot.models import NodeApproval, NodeAsk, NodeRequest
+from bot.netguard import BurstLog, ConnectionGuard, FailureLimiter, GuardedSite, GuardSettings
 from bot.nodes import NodeService
 
 log = logging.getLogger(__name__)
@@ -62,7 +71,10 @@ class _Conn:
     remote: str
     operator: bool = False
     node_id: str | None = None
+    """The node this connection proved to be (``node.connect``)."""
     bad_tokens: int = 0
+    asked: dict[str, str] = field(default_factory=dict)
+    """nodeId → requestId of the request this connection made (or came back for)."""
 
     async def send(self, frame: dict[str, Any]) -> bool:
         if self.ws.closed:
@@ -74,6 +86,16 @@ class _Conn:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A token approved while its asker was away: only the pickup secret collects it."""
+
+    node_id: str
+    token: str = field(repr=False)
+    pickup_hash: str = field(repr=False)
+    until: datetime
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatewaySettings:
     """Where the gateway listens and what it allows."""
@@ -82,14 +104,23 @@ class GatewaySettings:
     port: int = 18789
     operator_token: str | None = None
     socket_dir: Path | None = None
-    max_pending_per_address: int = 3
-    max_pending: int = 50
     sweep_interval: float = 0.5
     """Seconds between checks for expired requests whose node is still waiting."""
+    guard: GuardSettings = field(default_factory=GuardSettings)
+    idle_timeout: float = 60.0
+    """Seconds a connection may stay silent when it is neither an operator, nor a connected
+    node, nor waiting for a decision."""
+    operator_failures: int = 5
+    """Wrong operator tokens one address may send per ``operator_window``, across
+    connections; after that its attempts are refused unseen until the window moves on."""
+    operator_window: timedelta = timedelta(minutes=1)
+
+
+OnRequest = Callable[[NodeAsk], Awaitable[None]]
 
 
 class Gateway:
-    """Serves nodes and operators; pushes resolutions to waiting nodes."""
+    """Serves nodes and operators; pushes each decision to the one asker it belongs to."""
 
     def __init__(
         self,
@@ -97,38 +128,51 @@ class Gateway:
         *,
         clock: Clock,
         settings: GatewaySettings,
-        on_request: Callable[[NodeRequest], Awaitable[None]],
-        on_resolved: Callable[[str, str, str | None, str | None], Awaitable[bool]],
+        on_request: OnRequest,
     ) -> None:
         self._nodes = nodes
         self._clock = clock
         self._settings = settings
         self._on_request = on_request
-        self._on_resolved = on_resolved
         self._conns: set[_Conn] = set()
-        self._waiting: dict[str, tuple[str, _Conn]] = {}
-        """nodeId → (requestId, the connection that asked last): who hears the decision."""
+        self._askers: dict[str, _Conn] = {}
+        """requestId → the connection that hears its decision."""
         self._asked: dict[str, tuple[str, datetime]] = {}
-        """nodeId → (requestId, expiry) of each request handed out here and not yet decided."""
-        self._undelivered: dict[str, tuple[str | None, str, datetime]] = {}
+        """requestId → (nodeId, expiry) of each request handed out here and not yet decided."""
+        self._held: dict[str, _Held] = {}
+        """requestId → a token approved while the asker was away."""
+        self._burst = BurstLog(log, clock=clock)
+        self._guard = ConnectionGuard(settings.guard, burst=self._burst)
+        self._local_guard = ConnectionGuard(GuardSettings(max_connections=16, max_per_address=16,
+                                                          handshake_timeout=
+                                                          settings.guard.handshake_timeout),
+                                            burst=self._burst)
+        self._operator_failures = FailureLimiter(clock=clock, limit=settings.operator_failures,
+                                                 window=settings.operator_window)
         self._runners: list[web.AppRunner] = []
         self._sweeper: asyncio.Task[None] | None = None
         self.port: int | None = None
         self.socket_path: Path | None = None
+
+    @property
+    def max_connections(self) -> int:
+        """The connection cap in force (the configured one, bounded by the file limit)."""
+        return self._guard.limit
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Listen on host:port (and the state dir's Unix socket)."""
         runner = await self._runner(local=False)
-        site = web.TCPSite(runner, self._settings.host, self._settings.port)
+        site = GuardedSite(runner, self._guard, host=self._settings.host,
+                           port=self._settings.port)
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._settings.port
+        self.port = site.port or self._settings.port
         if self._settings.socket_dir is not None:
             await self._start_unix(self._settings.socket_dir / SOCKET_NAME)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="pairbot-gateway-sweep")
-        log.info("gateway listening on %s:%s", self._settings.host, self.port)
+        log.info("gateway listening on %s:%s (at most %d connections)", self._settings.host,
+                 self.port, self._guard.limit)
 
     async def _runner(self, *, local: bool) -> web.AppRunner:
         async def ws_handler(request: web.Request) -> web.StreamResponse:
@@ -138,7 +182,8 @@ class Gateway:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/", ws_handler)
         app.router.add_get("/ws", ws_handler)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                               keepalive_timeout=self._settings.guard.handshake_timeout)
         await runner.setup()
         self._runners.append(runner)
         return runner
@@ -148,7 +193,7 @@ class Gateway:
             log.warning("state dir path too long for a Unix socket; local operator socket off")
             return
         _remove(path)
-        site = web.UnixSite(await self._runner(local=True), str(path))
+        site = GuardedSite(await self._runner(local=True), self._local_guard, path=str(path))
         await site.start()
         _private(path)
         self.socket_path = path
@@ -178,22 +223,38 @@ class Gateway:
     async def _ws(self, request: web.Request, *, local: bool) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME * 10, heartbeat=30)
         await ws.prepare(request)
+        (self._local_guard if local else self._guard).handshake_done(request.transport)
         conn = _Conn(ws=ws, remote="local" if local else (request.remote or "?"),
                      operator=local)
         self._conns.add(conn)
         try:
-            async for msg in ws:
+            while True:
+                try:
+                    msg = await ws.receive(timeout=self._settings.idle_timeout)
+                except TimeoutError:
+                    if self._busy(conn):
+                        continue
+                    self._burst.note("idle", conn.remote, "gateway: closed idle connections "
+                                     f"(nothing sent for {self._settings.idle_timeout:g}s)")
+                    await ws.close(code=4008, message=b"idle")
+                    break
                 if msg.type is WSMsgType.TEXT:
                     await self._frame(conn, msg.data)
                 elif msg.type is WSMsgType.BINARY:
                     await self._error(conn, None, "INVALID_REQUEST", "frames must be JSON text")
-                elif msg.type is WSMsgType.ERROR:
+                else:  # CLOSE, CLOSING, CLOSED, ERROR
                     break
         finally:
             self._conns.discard(conn)
-            for node_id in [n for n, (_, c) in self._waiting.items() if c is conn]:
-                del self._waiting[node_id]
+            for request_id in [r for r, c in self._askers.items() if c is conn]:
+                del self._askers[request_id]
         return ws
+
+    def _busy(self, conn: _Conn) -> bool:
+        """A connection with a reason to stay silent: an operator, a connected node, or an
+        asker waiting for a decision."""
+        return (conn.operator or conn.node_id is not None
+                or any(c is conn for c in self._askers.values()))
 
     # --- frames ----------------------------------------------------------------------------------
 
@@ -230,6 +291,9 @@ class Gateway:
             if conn.bad_tokens >= MAX_BAD_OPERATOR_TOKENS:
                 await conn.ws.close(code=4003, message=b"too many wrong operator tokens")
             return
+        except NodeRefused as exc:
+            await self._error(conn, req_id, exc.code, exc.message)
+            return
         except LookupFailed as exc:
             await self._error(conn, req_id, "NOT_FOUND", exc.message)
             return
@@ -264,40 +328,50 @@ class Gateway:
 
     async def _pair_request(self, conn: _Conn, params: dict[str, Any]) -> dict[str, Any]:
         node_id = _node_id(params)
-        repair = params.get("repair") is True
-        held = self._take_undelivered(node_id)
-        if held is not None:
-            request_id, token = held
-            return {"status": "paired", "requestId": request_id, "token": token}
-        paired = await asyncio.to_thread(self._nodes.paired)
-        if any(n.node_id == node_id for n in paired) and not repair:
-            return {"status": "paired"}
-        pending = await asyncio.to_thread(self._nodes.pending)
-        mine = next((r for r in pending if r.node_id == node_id), None)
-        if mine is None:
-            self._check_limits(conn, pending)
+        pickup = _param(params, "pickup", required=False)
+        if pickup:
+            return await self._come_back(conn, node_id, pickup)
+        mine = conn.asked.get(node_id)
+        if mine is not None:  # the same connection asking again: the same request
+            req = await asyncio.to_thread(self._nodes.get_pending, mine)
+            if req is not None:
+                self._attach(conn, req)
+                return self._pending_payload(req)
         ask = await asyncio.to_thread(
             self._nodes.request, node_id,
             display_name=_param(params, "displayName", required=False),
             platform=_param(params, "platform", required=False),
             version=_param(params, "version", required=False),
-            remote=conn.remote)
-        req = ask.request
-        expires = req.created_at + self._nodes.settings.pending_ttl
-        self._waiting[req.node_id] = (req.request_id, conn)
-        self._asked[req.node_id] = (req.request_id, expires)
-        if ask.created:
-            await self._broadcast_operators("node.pair.requested", req.as_json())
-            await self._on_request(req)
-        return {"status": "pending", "requestId": req.request_id,
-                "expiresAt": iso(expires)}
+            remote=conn.remote,
+            proof=_param(params, "token", required=False) or None)
+        self._attach(conn, ask.request)
+        await self._broadcast_operators("node.pair.requested", ask.request.as_json())
+        await self._on_request(ask)
+        return {**self._pending_payload(ask.request), "pickup": ask.pickup}
 
-    def _check_limits(self, conn: _Conn, pending: list[NodeRequest]) -> None:
-        from_here = sum(1 for r in pending if r.remote == conn.remote)
-        if from_here >= self._settings.max_pending_per_address:
-            raise GatewayError("RATE_LIMITED", "too many pending requests from this address")
-        if len(pending) >= self._settings.max_pending:
-            raise GatewayError("RATE_LIMITED", "too many pending requests")
+    async def _come_back(self, conn: _Conn, node_id: str, pickup: str) -> dict[str, Any]:
+        """An asker back with its pickup secret: its held token, or its pending request."""
+        held = self._take_held(node_id, pickup)
+        if held is not None:
+            request_id, token = held
+            return {"status": "paired", "requestId": request_id, "token": token}
+        req = await asyncio.to_thread(self._nodes.claim, node_id, pickup)
+        if req is None:
+            raise GatewayError("NOT_FOUND", "no pending request or held decision matches this "
+                               "pickup (rejected, expired, already collected, or the bot "
+                               "restarted after approving); ask again without one")
+        self._attach(conn, req)
+        return self._pending_payload(req)
+
+    def _attach(self, conn: _Conn, req: NodeRequest) -> None:
+        self._askers[req.request_id] = conn
+        conn.asked[req.node_id] = req.request_id
+        self._asked[req.request_id] = (req.node_id,
+                                       req.expires_at(self._nodes.settings.pending_ttl))
+
+    def _pending_payload(self, req: NodeRequest) -> dict[str, Any]:
+        return {"status": "pending", "requestId": req.request_id,
+                "expiresAt": iso(req.expires_at(self._nodes.settings.pending_ttl))}
 
     async def _pair_verify(self, _conn: _Conn, params: dict[str, Any]) -> dict[str, Any]:
         node = await asyncio.to_thread(self._nodes.verify, _node_id(params),
@@ -322,10 +396,18 @@ class Gateway:
         given = _param(params, "token")
         if not expected:
             raise GatewayError("UNAUTHORIZED", "operator access is not configured")
+        if self._operator_failures.blocked(conn.remote):
+            conn.bad_tokens += 1
+            self._burst.note("operator", conn.remote, "gateway: operator.connect refused "
+                             f"unseen from {conn.remote}: too many wrong tokens")
+            raise GatewayError("RATE_LIMITED", "too many wrong operator tokens from this "
+                               "address; try again later")
         if not hmac.compare_digest(given.encode(), expected.encode()):
             conn.bad_tokens += 1
-            log.warning("wrong operator token from %s (%d on this connection)", conn.remote,
-                        conn.bad_tokens)
+            failures = self._operator_failures.fail(conn.remote)
+            self._burst.note("operator", conn.remote, f"gateway: wrong operator token from "
+                             f"{conn.remote} ({failures} in the last "
+                             f"{int(self._settings.operator_window.total_seconds())}s)")
             raise GatewayError("UNAUTHORIZED", "wrong operator token")
         conn.operator = True
         return {"role": "operator"}
@@ -352,62 +434,80 @@ class Gateway:
                           for n in paired]}
 
     async def _pair_approve(self, params: dict[str, Any]) -> dict[str, Any]:
-        node, token = await asyncio.to_thread(self._nodes.approve, _param(params, "requestId"),
-                                              actor=_param(params, "actor", required=False)
-                                              or "operator:gateway")
-        delivered = await self._on_resolved(node.node_id, "approved", None, token)
-        return {"nodeId": node.node_id, "delivered": delivered}
+        approval = await asyncio.to_thread(
+            self._nodes.approve, _param(params, "requestId"),
+            actor=_param(params, "actor", required=False) or "operator:gateway")
+        delivered = await self.approved(approval)
+        return {"nodeId": approval.node.node_id, "requestId": approval.request.request_id,
+                "delivered": delivered}
 
     async def _pair_reject(self, params: dict[str, Any]) -> dict[str, Any]:
         req = await asyncio.to_thread(self._nodes.reject, _param(params, "requestId"),
                                       actor=_param(params, "actor", required=False)
                                       or "operator:gateway")
-        await self._on_resolved(req.node_id, "rejected", req.request_id, None)
+        await self.decided(req, "rejected")
         return {"requestId": req.request_id, "nodeId": req.node_id}
 
     async def _node_revoke(self, params: dict[str, Any]) -> dict[str, Any]:
         node = await asyncio.to_thread(self._nodes.revoke, _node_id(params),
                                        actor=_param(params, "actor", required=False)
                                        or "operator:gateway")
-        await self._on_resolved(node.node_id, "revoked", None, None)
+        await self.revoked(node.node_id)
         return {"nodeId": node.node_id}
 
-    # --- pushing resolutions ---------------------------------------------------------------------
+    # --- pushing decisions -----------------------------------------------------------------------
 
-    async def resolve(self, node_id: str, decision: str, *, request_id: str | None,
-                      token: str | None) -> bool:
-        """Tell the node waiting on ``node_id`` what the owner decided; True if it heard.
+    async def approved(self, approval: NodeApproval) -> bool:
+        """Hand the new token to the asker of the approved request; True if it heard.
 
-        An approval whose node is not connected is held in memory (never on disk) until the
-        node asks again or its request would have expired.
+        If that asker is not connected, the token is held in memory (never on disk) for the
+        pending TTL, for whoever comes back with the request's pickup secret. Requests the
+        approval superseded hear "rejected".
         """
-        if decision == "revoked":
-            self._undelivered.pop(node_id, None)
-            for conn in [c for c in self._conns if c.node_id == node_id]:
-                await conn.send(_resolved(node_id, None, "revoked", None))
-                await conn.ws.close(code=4001, message=b"revoked")
+        for other in approval.superseded:
+            await self.decided(other, "rejected")
+        req = approval.request
+        self._asked.pop(req.request_id, None)
+        asker = self._askers.pop(req.request_id, None)
+        if asker is not None and await asker.send(
+                _resolved(req.node_id, req.request_id, "approved", approval.token)):
             return True
-        asked = self._asked.get(node_id)
-        if request_id is None or (asked is not None and asked[0] == request_id):
-            self._asked.pop(node_id, None)
-        request_id = request_id or (asked[0] if asked is not None else None)
-        waiting = self._waiting.get(node_id)
-        if waiting is not None and (request_id is None or waiting[0] == request_id):
-            del self._waiting[node_id]
-            request_id = request_id or waiting[0]
-            if await waiting[1].send(_resolved(node_id, request_id, decision, token)):
-                self._undelivered.pop(node_id, None)
-                return True
-        if decision == "approved" and token is not None:
-            expires = self._clock.now() + self._nodes.settings.pending_ttl
-            self._undelivered[node_id] = (request_id, token, expires)
+        if req.pickup_hash:
+            until = self._clock.now() + self._nodes.settings.pending_ttl
+            self._held[req.request_id] = _Held(req.node_id, approval.token, req.pickup_hash,
+                                               until)
         return False
 
-    def _take_undelivered(self, node_id: str) -> tuple[str | None, str] | None:
-        held = self._undelivered.pop(node_id, None)
-        if held is None or self._clock.now() >= held[2]:
-            return None
-        return held[0], held[1]
+    async def decided(self, req: NodeRequest, decision: str) -> bool:
+        """Tell the asker of ``req`` that it was rejected or expired; True if it heard."""
+        self._asked.pop(req.request_id, None)
+        asker = self._askers.pop(req.request_id, None)
+        if asker is None:
+            return False
+        return await asker.send(_resolved(req.node_id, req.request_id, decision, None))
+
+    async def revoked(self, node_id: str) -> None:
+        """Tell and close the connections of a revoked node; drop any token held for it."""
+        for request_id in [r for r, h in self._held.items() if h.node_id == node_id]:
+            del self._held[request_id]
+        for conn in [c for c in self._conns if c.node_id == node_id]:
+            await conn.send(_resolved(node_id, None, "revoked", None))
+            await conn.ws.close(code=4001, message=b"revoked")
+
+    def _take_held(self, node_id: str, pickup: str) -> tuple[str, str] | None:
+        """Pop the token held for ``node_id`` whose pickup secret is ``pickup`` (single use;
+        every held entry of the node is compared in constant time)."""
+        now = self._clock.now()
+        found: tuple[str, str] | None = None
+        for request_id, held in list(self._held.items()):
+            if now >= held.until:
+                del self._held[request_id]
+            elif (held.node_id == node_id and codes.token_matches(pickup, held.pickup_hash)
+                  and found is None):
+                found = (request_id, held.token)
+        if found is not None:
+            del self._held[found[0]]
+        return found
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -425,17 +525,16 @@ class Gateway:
         else would: the node would wait forever.
         """
         now = self._clock.now()
-        for node_id, (_, _, until) in list(self._undelivered.items()):
-            if now >= until:
-                del self._undelivered[node_id]
-        for node_id, (request_id, until) in list(self._asked.items()):
-            if now < until or self._asked.get(node_id) != (request_id, until):
+        for request_id, held in list(self._held.items()):
+            if now >= held.until:
+                del self._held[request_id]
+        for request_id, (node_id, until) in list(self._asked.items()):
+            if now < until:
                 continue
-            del self._asked[node_id]
-            waiting = self._waiting.get(node_id)
-            if waiting is not None and waiting[0] == request_id:
-                del self._waiting[node_id]
-                await waiting[1].send(_resolved(node_id, request_id, "expired", None))
+            del self._asked[request_id]
+            asker = self._askers.pop(request_id, None)
+            if asker is not None:
+                await asker.send(_resolved(node_id, request_id, "expired", None))
 
     async def _broadcast_operators(self, event: str, payload: dict[str, Any]) -> None:
         for conn in [c for c in self._conns if c.operator]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from bot.codes import format_code
 from bot.models import NodeRequest, PairedNode, PendingRequest
@@ -94,18 +95,29 @@ def already_handled() -> str:
     return "This request was already handled; nothing changed."
 
 
-def node_notice(req: NodeRequest, *, expires_in: str) -> str:
-    """Told to the owner about each node asking to join."""
-    return "\n".join([
-        "New node pairing request",
+def node_notice(req: NodeRequest, *, expires_in: str,
+                conflicts: Sequence[NodeRequest] = ()) -> str:
+    """Told to the owner about each node asking to join; a re-pair and a second asker for
+    the same node id are said plainly."""
+    lines = ["Node asks for a new token (re-pair)" if req.is_repair
+             else "New node pairing request"]
+    if req.is_repair:
+        lines.append("It is already paired and proved it holds its current token; approving "
+                     "gives it a new one and the old one stops working.")
+    lines += [
         f"Node id: {clean(req.node_id)}",
         f"Name (given by the node, unverified): {clean(req.display_name) or '(none)'}",
         f"Platform: {clean(req.platform) or '?'}  Version: {clean(req.version) or '?'}",
         f"From: {clean(req.remote) or '?'}",
         f"Request: {req.request_id}  (expires in {expires_in})",
-        "",
-        f"/nodes approve {req.request_id} (or /nodes reject {req.request_id}).",
-    ])
+    ]
+    if conflicts:
+        others = ", ".join(f"{r.request_id} from {clean(r.remote) or '?'}" for r in conflicts)
+        lines += ["", f"Warning: another device asks with the same node id ({others}). Only "
+                      "one can be approved; approve only the one you expect, and reject the "
+                      "rest."]
+    lines += ["", f"/nodes approve {req.request_id} (or /nodes reject {req.request_id})."]
+    return "\n".join(lines)
 
 
 def node_approved(node: PairedNode, *, delivered: bool) -> str:

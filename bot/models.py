@@ -121,14 +121,24 @@ class NodeRequest:
     version: str
     created_at: datetime
     remote: str = ""
+    pickup_hash: str = field(default="", repr=False)
+    """SHA-256 of the pickup secret handed to the asker alone: only whoever shows it may come
+    back for this request's decision (and its token)."""
+    is_repair: bool = False
+    """Asked for a node that is already paired, by a caller that proved it holds the node's
+    current token: approving it rotates the token."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    def expires_at(self, ttl: timedelta) -> datetime:
+        """Return when this request stops being approvable (TTL counts from ``created_at``)."""
+        return self.created_at + ttl
+
     def as_json(self) -> dict[str, Any]:
-        """The public JSON view (CLI ``--json``, gateway ``node.pair.list``)."""
+        """The public JSON view (CLI ``--json``, gateway ``node.pair.list``); no pickup hash."""
         return {"requestId": self.request_id, "nodeId": self.node_id,
                 "displayName": self.display_name, "platform": self.platform,
                 "version": self.version, "remote": self.remote,
-                "createdAt": iso(self.created_at)}
+                "isRepair": self.is_repair, "createdAt": iso(self.created_at)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +162,33 @@ class PairedNode:
                 "createdAt": iso(self.created_at), "approvedAt": iso(self.approved_at),
                 "lastConnectedAt": iso(self.last_connected_at) if self.last_connected_at
                 else None}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeApproval:
+    """What approving a node request did: the node as paired now, its new token (shown once,
+    to the asker only), the request approved, and the other requests for the same node id
+    that the approval superseded (dropped, to be told "rejected")."""
+
+    node: PairedNode
+    token: str = field(repr=False)
+    request: NodeRequest
+    superseded: tuple[NodeRequest, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeAsk:
+    """The answer to a node asking to join.
+
+    ``pickup`` is the plain pickup secret, present only when the request was just created:
+    it goes to the asker alone and is stored only as a hash. ``conflicts`` are the other live
+    requests for the same node id (the owner is warned: only one of them can be approved).
+    """
+
+    request: NodeRequest
+    created: bool
+    pickup: str | None = field(default=None, repr=False)
+    conflicts: tuple[NodeRequest, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -164,8 +164,10 @@ class NodeCredentials:
 class NodeKeyring:
     """The node side's private files: its stable node id and one token per gateway.
 
-    ``<dir>/node.json`` = ``{"version": 1, "nodeId": ..., "gateways": {url: {token, ...}}}``,
-    0600 in a 0700 dir, written atomically.
+    ``<dir>/node.json`` = ``{"version": 1, "nodeId": ..., "gateways": {url: {token, ...}},
+    "pickups": {url: {nodeId, pickup}}}``, 0600 in a 0700 dir, written atomically. A pickup
+    secret is kept only while a request waits for the owner, so a node stopped meanwhile can
+    come back for its decision.
     """
 
     def __init__(self, directory: Path | None = None) -> None:
@@ -206,10 +208,33 @@ class NodeKeyring:
                                display_name=str(entry.get("displayName", "")))
 
     def save(self, creds: NodeCredentials) -> None:
-        """Store (or replace) the token for a gateway."""
+        """Store (or replace) the token for a gateway; a pickup secret kept for it is spent."""
         doc = self._load()
         doc["gateways"][creds.gateway] = {"nodeId": creds.node_id, "token": creds.token,
                                           "displayName": creds.display_name}
+        doc.get("pickups", {}).pop(creds.gateway, None)
+        self._save(doc)
+
+    def pickup(self, gateway: str, node_id: str) -> str | None:
+        """Return the pickup secret of a request this node made to ``gateway`` and has not
+        heard the answer to (the node was stopped while it waited)."""
+        entry = self._load().get("pickups", {}).get(gateway)
+        if not isinstance(entry, dict) or entry.get("nodeId") != node_id:
+            return None
+        value = entry.get("pickup")
+        return value if isinstance(value, str) and value else None
+
+    def keep_pickup(self, gateway: str, node_id: str, pickup: str | None) -> None:
+        """Remember (or, with None, forget) the pickup secret of a pending request."""
+        doc = self._load()
+        pickups = doc.setdefault("pickups", {})
+        if not isinstance(pickups, dict):
+            raise PairbotError(f"{self.path}: unexpected shape; fix or move it away")
+        if pickup is None:
+            if pickups.pop(gateway, None) is None:
+                return
+        else:
+            pickups[gateway] = {"nodeId": node_id, "pickup": pickup}
         self._save(doc)
 
     def _save(self, doc: dict[str, Any]) -> None:

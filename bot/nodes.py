@@ -1,7 +1,11 @@
 """Node pairing rules: devices ask to join, the owner approves or rejects, tokens are minted.
 
-A token is returned once, to the caller of :meth:`NodeService.approve`, and stored only as
-its SHA-256. Re-pairing a node rotates its token; revoking it makes the token fail at once.
+Every ask is its own request with its own pickup secret (handed to that asker alone, stored
+only as a hash), so a decision can reach only the asker the owner saw. A node id that is
+already paired can ask again only with proof of its current token (a re-pair, which rotates
+the token); a lost device is revoked first. A token is returned once, to the caller of
+:meth:`NodeService.approve`, and stored only as its SHA-256; revoking a node makes the token
+fail at once.
 """
 
 from __future__ import annotations
@@ -12,8 +16,16 @@ from datetime import datetime, timedelta
 
 from bot import codes
 from bot.clock import Clock
-from bot.errors import UnknownRequestError, UnknownSubjectError
-from bot.models import AuditEvent, NodeRequest, PairedNode
+from bot.errors import (
+    AlreadyPairedError,
+    NodeRefused,
+    PairbotError,
+    RateLimitedError,
+    UnknownRequestError,
+    UnknownSubjectError,
+    WrongCredentialError,
+)
+from bot.models import AuditEvent, NodeApproval, NodeAsk, NodeRequest, PairedNode
 from bot.protocols import StateStore, StateTxn
 
 log = logging.getLogger(__name__)
@@ -26,15 +38,10 @@ class NodeSettings:
     """The knobs of node pairing (``nodes:`` in the config)."""
 
     pending_ttl: timedelta = timedelta(minutes=5)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NodeAsk:
-    """The answer to a node asking to join."""
-
-    request: NodeRequest
-    created: bool
-    already_paired: bool
+    max_pending_per_address: int = 3
+    max_pending: int = 50
+    max_pending_per_node: int = 3
+    """Live requests one node id may have at once (each from a different asker)."""
 
 
 class NodeService:
@@ -55,68 +62,158 @@ class NodeService:
         platform: str = "",
         version: str = "",
         remote: str = "",
+        proof: str | None = None,
     ) -> NodeAsk:
-        """Ask to join. A node already pending gets its same request back, unchanged."""
+        """Ask to join: always a new request, with a pickup secret for this asker alone.
+
+        A node id that is already paired is refused (:class:`AlreadyPairedError`) unless
+        ``proof`` is its current token: then the request is a re-pair (``is_repair``), and
+        approving it rotates the token. Another live request for the same node id does not
+        stop this one; it is returned in ``conflicts`` so the owner is warned. The caps (per
+        address, per node id, in all) are checked and the request written in one
+        transaction, so concurrent askers cannot overshoot them.
+
+        Raises:
+            AlreadyPairedError: the node is paired and no proof was given.
+            WrongCredentialError: a proof was given and it is not the node's current token.
+            RateLimitedError: a cap is full.
+        """
         node_id = _field("nodeId", node_id, required=True)
         display_name = _field("displayName", display_name)
         platform = _field("platform", platform)
         version = _field("version", version)
         remote = _field("remote", remote)
+        pickup = codes.new_token()
         now = self._clock.now()
+        outcome: NodeRequest | NodeRefused
         with self._store.transaction() as txn:
+            # Expired requests are dropped (and audited) even when this ask is refused.
             live = self._drop_expired(txn, now, actor="system:expiry")
-            paired = any(n.node_id == node_id for n in txn.paired_nodes())
-            mine = next((r for r in live if r.node_id == node_id), None)
-            if mine is not None:
-                return NodeAsk(request=mine, created=False, already_paired=paired)
-            taken = {r.request_id for r in live}
-            request_id = codes.new_request_id()
-            while request_id in taken:
-                request_id = codes.new_request_id()
-            created = NodeRequest(
-                request_id=request_id,
+            paired = next((n for n in txn.paired_nodes() if n.node_id == node_id), None)
+            conflicts = tuple(r for r in live if r.node_id == node_id)
+            outcome = self._refusal(live, paired, node_id, remote, proof) or NodeRequest(
+                request_id=self._fresh_id(live),
                 node_id=node_id,
                 display_name=display_name,
                 platform=platform,
                 version=version,
                 created_at=now,
                 remote=remote,
+                pickup_hash=codes.hash_token(pickup),
+                is_repair=paired is not None,
             )
-            txn.put_node_request(created)
-            txn.audit(AuditEvent(ts=now, event="node.request", actor=f"node:{node_id}",
-                                 subject=node_id, request_id=request_id, outcome="pending"))
-        log.info("node pairing request id=%s node=%s", request_id, node_id)
-        return NodeAsk(request=created, created=True, already_paired=paired)
+            if isinstance(outcome, NodeRequest):
+                txn.put_node_request(outcome)
+                txn.audit(AuditEvent(ts=now, event="node.request", actor=f"node:{node_id}",
+                                     subject=node_id, request_id=outcome.request_id,
+                                     outcome="repair" if outcome.is_repair else
+                                     "conflict" if conflicts else "pending"))
+        if isinstance(outcome, NodeRefused):
+            raise outcome
+        log.info("node pairing request id=%s node=%s%s", outcome.request_id, node_id,
+                 " (conflicts with another request)" if conflicts else "")
+        return NodeAsk(request=outcome, created=True, pickup=pickup, conflicts=conflicts)
 
-    def approve(self, request_id: str, *, actor: str) -> tuple[PairedNode, str]:
-        """Approve a pending request; return the paired node and its new token (shown once)."""
+    @staticmethod
+    def _fresh_id(live: list[NodeRequest]) -> str:
+        taken = {r.request_id for r in live}
+        request_id = codes.new_request_id()
+        while request_id in taken:
+            request_id = codes.new_request_id()
+        return request_id
+
+    def _refusal(self, live: list[NodeRequest], paired: PairedNode | None, node_id: str,
+                 remote: str, proof: str | None) -> NodeRefused | None:
+        if paired is not None:
+            if proof is None:
+                return AlreadyPairedError(
+                    f"node {node_id!r} is already paired: connect with its token, send the "
+                    "current token to ask for a new one, or have the owner revoke it")
+            if not codes.token_matches(proof, paired.token_hash):
+                return WrongCredentialError(f"that is not node {node_id!r}'s current token")
+        settings = self.settings
+        if remote and sum(1 for r in live if r.remote == remote) >= \
+                settings.max_pending_per_address:
+            return RateLimitedError("too many pending requests from this address")
+        if sum(1 for r in live if r.node_id == node_id) >= settings.max_pending_per_node:
+            return RateLimitedError("too many pending requests for this node id")
+        if len(live) >= settings.max_pending:
+            return RateLimitedError("too many pending requests")
+        return None
+
+    def claim(self, node_id: str, pickup: str) -> NodeRequest | None:
+        """Return the live request of ``node_id`` whose pickup secret is ``pickup``, or None.
+
+        Every candidate is compared in constant time; nothing is written.
+        """
+        now = self._clock.now()
+        ttl = self.settings.pending_ttl
+        with self._store.transaction() as txn:
+            candidates = [r for r in txn.node_requests()
+                          if r.node_id == node_id and now < r.expires_at(ttl) and r.pickup_hash]
+        found = None
+        for req in candidates:
+            if codes.token_matches(pickup, req.pickup_hash) and found is None:
+                found = req
+        return found
+
+    def approve(self, request_id: str, *, actor: str) -> NodeApproval:
+        """Approve a pending request; return the paired node and its new token (shown once).
+
+        Other live requests for the same node id are dropped in the same transaction
+        (``superseded``): one node id, one approved asker.
+
+        Raises:
+            UnknownRequestError: no live request has this id.
+            AlreadyPairedError: the node was paired meanwhile and this is no re-pair.
+        """
         now = self._clock.now()
         token = codes.new_token()
+        outcome: NodeApproval | PairbotError
         with self._store.transaction() as txn:
             req = self._live(txn, request_id, now)
-            if req is not None:
-                old = next((n for n in txn.paired_nodes() if n.node_id == req.node_id), None)
-                node = PairedNode(
-                    node_id=req.node_id,
-                    # a repair request that leaves a field out keeps what the node had
-                    display_name=req.display_name or (old.display_name if old else ""),
-                    platform=req.platform or (old.platform if old else ""),
-                    version=req.version or (old.version if old else ""),
-                    token_hash=codes.hash_token(token),
-                    created_at=old.created_at if old else req.created_at,
-                    approved_at=now,
-                    extra=old.extra if old else {},
-                )
-                txn.put_paired_node(node)
-                txn.drop_node_request(req.request_id)
-                txn.audit(AuditEvent(ts=now, event="node.approve", actor=actor,
-                                     subject=req.node_id, request_id=req.request_id,
-                                     outcome="rotated" if old else "approved"))
-        if req is None:
-            raise UnknownRequestError(f"no pending node request {request_id!r}",
-                                      hint="see `pairbot nodes pending`")
-        log.info("node approved id=%s node=%s by=%s", req.request_id, req.node_id, actor)
-        return node, token
+            old = None if req is None else \
+                next((n for n in txn.paired_nodes() if n.node_id == req.node_id), None)
+            if req is None:
+                outcome = UnknownRequestError(f"no pending node request {request_id!r}",
+                                              hint="see `pairbot nodes pending`")
+            elif old is not None and not req.is_repair:
+                outcome = AlreadyPairedError(
+                    f"node {req.node_id!r} was paired in the meantime; revoke it first "
+                    f"(`pairbot nodes revoke {req.node_id}`) if this request is the real one")
+            else:
+                outcome = self._pair(txn, req, old, token, now, actor)
+        if isinstance(outcome, PairbotError):
+            raise outcome
+        log.info("node approved id=%s node=%s by=%s", outcome.request.request_id,
+                 outcome.node.node_id, actor)
+        return outcome
+
+    @staticmethod
+    def _pair(txn: StateTxn, req: NodeRequest, old: PairedNode | None, token: str,
+              now: datetime, actor: str) -> NodeApproval:
+        node = PairedNode(
+            node_id=req.node_id,
+            # a repair request that leaves a field out keeps what the node had
+            display_name=req.display_name or (old.display_name if old else ""),
+            platform=req.platform or (old.platform if old else ""),
+            version=req.version or (old.version if old else ""),
+            token_hash=codes.hash_token(token),
+            created_at=old.created_at if old else req.created_at,
+            approved_at=now,
+            extra=old.extra if old else {},
+        )
+        txn.put_paired_node(node)
+        txn.drop_node_request(req.request_id)
+        txn.audit(AuditEvent(ts=now, event="node.approve", actor=actor, subject=req.node_id,
+                             request_id=req.request_id, outcome="rotated" if old else "approved"))
+        superseded = tuple(r for r in txn.node_requests() if r.node_id == req.node_id)
+        for other in superseded:
+            txn.drop_node_request(other.request_id)
+            txn.audit(AuditEvent(ts=now, event="node.reject", actor="system:superseded",
+                                 subject=other.node_id, request_id=other.request_id,
+                                 outcome="superseded"))
+        return NodeApproval(node=node, token=token, request=req, superseded=superseded)
 
     def reject(self, request_id: str, *, actor: str) -> NodeRequest:
         """Drop a pending request; the node gets no token."""

@@ -14,9 +14,16 @@ from datetime import datetime, timedelta
 
 from bot import messages
 from bot.clock import Clock
-from bot.errors import CodeExpiredError, LookupFailed, UnknownCodeError
+from bot.errors import CodeExpiredError, LookupFailed, NodeRefused, UnknownCodeError
 from bot.gate import command_word
-from bot.models import KNOWN_PROVIDERS, AuditEvent, NodeRequest, PairedNode, PendingRequest
+from bot.models import (
+    KNOWN_PROVIDERS,
+    AuditEvent,
+    NodeApproval,
+    NodeRequest,
+    PairedNode,
+    PendingRequest,
+)
 from bot.nodes import NodeService
 from bot.pairing import PairingService
 from bot.text import ago, clean
@@ -35,9 +42,9 @@ class OwnerReply:
     text: str
     ok: bool = True
     failure: str | None = None
-    """Why it failed: ``unknown``, ``expired``, ``locked`` or ``usage``."""
+    """Why it failed: ``unknown``, ``expired``, ``locked``, ``refused`` or ``usage``."""
     approved: PendingRequest | None = None
-    node_approved: tuple[PairedNode, str] | None = None
+    node_approved: NodeApproval | None = None
     node_rejected: NodeRequest | None = None
     node_revoked: PairedNode | None = None
 
@@ -77,6 +84,8 @@ class OwnerCommands:
             return OwnerReply(text=messages.HELP)
         except LookupFailed as exc:
             return OwnerReply(text=str(exc), ok=False, failure="unknown")
+        except NodeRefused as exc:
+            return OwnerReply(text=str(exc), ok=False, failure="refused")
 
     # --- DM pairing ----------------------------------------------------------------------------
 
@@ -172,9 +181,9 @@ class OwnerCommands:
             return OwnerReply(text="Usage: /nodes [approve ID | reject ID | revoke NODE_ID]",
                               ok=False, failure="usage")
         if action == "approve":
-            node, token = self._nodes.approve(rest[0], actor=actor)
-            return OwnerReply(text=f"Approved node {clean(node.node_id)}.",
-                              node_approved=(node, token))
+            approval = self._nodes.approve(rest[0], actor=actor)
+            return OwnerReply(text=f"Approved node {clean(approval.node.node_id)}.",
+                              node_approved=approval)
         if action == "reject":
             req = self._nodes.reject(rest[0], actor=actor)
             return OwnerReply(text=f"Rejected node {clean(req.node_id)}.", node_rejected=req)

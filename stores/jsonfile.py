@@ -107,7 +107,8 @@ def _extra(raw: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
 
 _REQUEST_KEYS = frozenset({"id", "code", "createdAt", "lastSeenAt", "meta", "lastSentAt"})
 _NODE_REQUEST_KEYS = frozenset(
-    {"requestId", "nodeId", "displayName", "platform", "version", "createdAt", "remote"}
+    {"requestId", "nodeId", "displayName", "platform", "version", "createdAt", "remote",
+     "pickupHash", "isRepair"}
 )
 _PAIRED_KEYS = frozenset(
     {"nodeId", "displayName", "platform", "version", "tokenHash", "createdAt", "approvedAt",
@@ -172,6 +173,8 @@ def _decode_node_request(raw: Any, where: str, provider: str) -> NodeRequest:  #
         version=_str(raw, "version", where, default=""),
         created_at=_time(raw, "createdAt", where),
         remote=_str(raw, "remote", where, default=""),
+        pickup_hash=_str(raw, "pickupHash", where, default=""),
+        is_repair=raw.get("isRepair") is True,
         extra=_extra(raw, _NODE_REQUEST_KEYS),
     )
 
@@ -187,6 +190,10 @@ def _encode_node_request(req: NodeRequest) -> dict[str, Any]:
     }
     if req.remote:
         out["remote"] = req.remote
+    if req.pickup_hash:
+        out["pickupHash"] = req.pickup_hash
+    if req.is_repair:
+        out["isRepair"] = True
     out.update(req.extra)
     return out
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,8 +14,14 @@ import pytest
 
 from bot import codes
 from bot.clock import FakeClock
-from bot.errors import UnknownRequestError, UnknownSubjectError
-from bot.nodes import NodeService
+from bot.errors import (
+    AlreadyPairedError,
+    RateLimitedError,
+    UnknownRequestError,
+    UnknownSubjectError,
+    WrongCredentialError,
+)
+from bot.nodes import NodeService, NodeSettings
 from stores.jsonfile import JsonFileStore
 
 OWNER = "owner:cli"
@@ -39,7 +47,7 @@ def test_request_is_pending_with_a_random_id(nodes: NodeService, clock: FakeCloc
     other = nodes.request("phone")
 
     assert ask.created is True
-    assert ask.already_paired is False
+    assert ask.conflicts == ()
     req = ask.request
     assert (req.node_id, req.display_name, req.platform, req.version, req.created_at) == (
         "laptop", "Ann's laptop", "linux", "1.2", clock.now())
@@ -61,17 +69,65 @@ def test_request_id_is_drawn_until_unique(
     assert (first.request_id, second.request_id) == ("AAAAA22222", "BBBBB33333")
 
 
-def test_asking_again_while_pending_returns_the_same_request(
-    nodes: NodeService, clock: FakeClock
+def test_a_second_asker_gets_its_own_request_marked_as_a_conflict(
+    nodes: NodeService, clock: FakeClock, store: JsonFileStore
 ) -> None:
-    first = nodes.request("laptop", display_name="Laptop")
+    first = nodes.request("laptop", display_name="Laptop", remote="10.0.0.5")
     clock.advance(TTL - SECOND)
 
-    again = nodes.request("laptop", display_name="Renamed")
+    second = nodes.request("laptop", display_name="Renamed", remote="10.0.0.9")
 
-    assert again.created is False
-    assert again.request == first.request
-    assert nodes.pending() == [first.request]
+    assert second.created is True
+    assert second.request.request_id != first.request.request_id
+    assert second.request.display_name == "Renamed"
+    assert second.conflicts == (first.request,)
+    assert second.pickup != first.pickup
+    assert nodes.pending() == [first.request, second.request], "the first is left as it was"
+    assert [e[4] for e in node_events(store)] == ["pending", "conflict"]
+
+
+def test_the_pickup_secret_is_stored_only_as_a_hash_and_claims_its_own_request(
+    nodes: NodeService, state_dir: Path
+) -> None:
+    first = nodes.request("laptop")
+    second = nodes.request("laptop")
+    assert first.pickup is not None
+    assert second.pickup is not None
+    assert len(base64.urlsafe_b64decode(first.pickup + "=" * (-len(first.pickup) % 4))) == 32
+
+    assert files_containing(state_dir, first.pickup) == []
+    assert "pickup" not in json.dumps(first.request.as_json()).lower()
+    assert nodes.claim("laptop", first.pickup) == first.request
+    assert nodes.claim("laptop", second.pickup) == second.request
+    assert nodes.claim("laptop", first.pickup[:-1] + "A") is None
+    assert nodes.claim("phone", first.pickup) is None, "bound to its node id"
+
+
+def test_a_pickup_stops_working_when_its_request_expires(nodes: NodeService,
+                                                        clock: FakeClock) -> None:
+    ask = nodes.request("laptop")
+    assert ask.pickup is not None
+    clock.advance(TTL)
+
+    assert nodes.claim("laptop", ask.pickup) is None
+
+
+def test_approving_one_asker_supersedes_the_others_for_that_node_id(
+    nodes: NodeService, store: JsonFileStore
+) -> None:
+    real = nodes.request("laptop", remote="10.0.0.5").request
+    fake = nodes.request("laptop", remote="10.0.0.66").request
+    other = nodes.request("phone").request
+
+    approval = nodes.approve(real.request_id, actor=OWNER)
+
+    assert approval.request == real
+    assert approval.superseded == (fake,)
+    assert nodes.pending() == [other]
+    with pytest.raises(UnknownRequestError):
+        nodes.approve(fake.request_id, actor=OWNER)
+    assert ("node.reject", "system:superseded", "laptop", fake.request_id,
+            "superseded") in node_events(store)
 
 
 @pytest.mark.parametrize(
@@ -116,9 +172,7 @@ def test_approve_works_just_before_the_ttl(nodes: NodeService, clock: FakeClock)
     req = nodes.request("laptop").request
     clock.advance(TTL - SECOND)
 
-    node, _ = nodes.approve(req.request_id, actor=OWNER)
-
-    assert node.node_id == "laptop"
+    assert nodes.approve(req.request_id, actor=OWNER).node.node_id == "laptop"
 
 
 def test_expired_request_cannot_be_approved(
@@ -171,8 +225,10 @@ def test_approve_returns_a_256_bit_token_once(
     req = nodes.request("laptop", display_name="Laptop", platform="linux").request
     clock.advance(30)
 
-    node, token = nodes.approve(req.request_id, actor=OWNER)
+    approval = nodes.approve(req.request_id, actor=OWNER)
+    node, token = approval.node, approval.token
 
+    assert token not in repr(approval)
     assert len(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))) == 32
     assert node.token_hash == hashlib.sha256(token.encode()).hexdigest()
     assert (node.node_id, node.display_name, node.platform) == ("laptop", "Laptop", "linux")
@@ -185,7 +241,8 @@ def test_approve_returns_a_256_bit_token_once(
 
 def test_only_the_token_hash_is_stored(nodes: NodeService, state_dir: Path) -> None:
     req = nodes.request("laptop").request
-    node, token = nodes.approve(req.request_id, actor=OWNER)
+    approval = nodes.approve(req.request_id, actor=OWNER)
+    node, token = approval.node, approval.token
 
     assert files_containing(state_dir, token) == []
     assert files_containing(state_dir, token[:16]) == []
@@ -195,7 +252,8 @@ def test_only_the_token_hash_is_stored(nodes: NodeService, state_dir: Path) -> N
 
 def test_verify_accepts_only_the_current_token(nodes: NodeService) -> None:
     req = nodes.request("laptop").request
-    node, token = nodes.approve(req.request_id, actor=OWNER)
+    approval = nodes.approve(req.request_id, actor=OWNER)
+    node, token = approval.node, approval.token
 
     assert nodes.verify("laptop", token) == node
     assert nodes.verify("laptop", codes.new_token()) is None
@@ -207,24 +265,46 @@ def test_verify_reads_what_another_process_wrote(
     nodes: NodeService, clock: FakeClock, state_dir: Path
 ) -> None:
     req = nodes.request("laptop").request
-    _, token = nodes.approve(req.request_id, actor=OWNER)
+    token = nodes.approve(req.request_id, actor=OWNER).token
 
     other = NodeService(JsonFileStore(state_dir), clock=clock)
 
     assert other.verify("laptop", token) is not None
 
 
-def test_re_pairing_rotates_the_token(
+def test_a_paired_node_id_is_refused_without_proof_of_its_token(
+    nodes: NodeService, store: JsonFileStore
+) -> None:
+    first = nodes.request("laptop").request
+    token = nodes.approve(first.request_id, actor=OWNER).token
+    before = node_events(store)
+
+    with pytest.raises(AlreadyPairedError, match="already paired"):
+        nodes.request("laptop", display_name="Evil twin")
+    with pytest.raises(WrongCredentialError):
+        nodes.request("laptop", proof=codes.new_token())
+    with pytest.raises(WrongCredentialError):
+        nodes.request("laptop", proof=token[:-1])
+
+    assert nodes.pending() == []
+    assert node_events(store) == before
+    assert nodes.verify("laptop", token) is not None, "the real node keeps working"
+
+
+def test_re_pairing_with_proof_rotates_the_token(
     nodes: NodeService, clock: FakeClock, store: JsonFileStore
 ) -> None:
     first = nodes.request("laptop").request
-    node, old_token = nodes.approve(first.request_id, actor=OWNER)
+    approval = nodes.approve(first.request_id, actor=OWNER)
+    node, old_token = approval.node, approval.token
     clock.advance(3600)
 
-    ask = nodes.request("laptop", version="2.0")
+    ask = nodes.request("laptop", version="2.0", proof=old_token)
     assert ask.created is True
-    assert ask.already_paired is True
-    rotated, new_token = nodes.approve(ask.request.request_id, actor=OWNER)
+    assert ask.request.is_repair is True
+    assert ask.request.as_json()["isRepair"] is True
+    rotated_by = nodes.approve(ask.request.request_id, actor=OWNER)
+    rotated, new_token = rotated_by.node, rotated_by.token
 
     assert new_token != old_token
     assert nodes.verify("laptop", old_token) is None
@@ -232,8 +312,27 @@ def test_re_pairing_rotates_the_token(
     assert nodes.paired() == [rotated]
     assert (rotated.created_at, rotated.approved_at, rotated.version) == (
         node.created_at, clock.now(), "2.0")
-    assert [e[4] for e in node_events(store) if e[0] == "node.approve"] == [
-        "approved", "rotated"]
+    assert [e[4] for e in node_events(store) if e[0] in ("node.request", "node.approve")] == [
+        "pending", "approved", "repair", "rotated"]
+
+
+def test_a_request_made_before_the_node_was_paired_cannot_take_it_over(
+    nodes: NodeService, store: JsonFileStore, state_dir: Path, clock: FakeClock
+) -> None:
+    mine = nodes.request("laptop").request
+    # Another process pairs the node behind this one's back (e.g. an edited state dir):
+    other = NodeService(JsonFileStore(state_dir), clock=clock)
+    token = other.approve(mine.request_id, actor=OWNER).token
+    late = nodes.request("laptop", proof=token).request
+    store_requests = json.loads((state_dir / "nodes" / "pending.json").read_text())
+    store_requests["requests"].append({**store_requests["requests"][0],
+                                       "requestId": "LATE222222", "isRepair": False})
+    (state_dir / "nodes" / "pending.json").write_text(json.dumps(store_requests))
+
+    with pytest.raises(AlreadyPairedError, match="revoke it first"):
+        nodes.approve("LATE222222", actor=OWNER)
+    assert nodes.verify("laptop", token) is not None
+    assert [r.request_id for r in nodes.pending()] == [late.request_id, "LATE222222"]
 
 
 @pytest.mark.parametrize("typed", ["lower", "padded"])
@@ -241,9 +340,7 @@ def test_request_ids_match_case_insensitively(nodes: NodeService, typed: str) ->
     req = nodes.request("laptop").request
     wanted = req.request_id.lower() if typed == "lower" else f"  {req.request_id}\n"
 
-    node, _ = nodes.approve(wanted, actor=OWNER)
-
-    assert node.node_id == "laptop"
+    assert nodes.approve(wanted, actor=OWNER).node.node_id == "laptop"
 
 
 def test_approve_of_an_unknown_request(nodes: NodeService) -> None:
@@ -276,7 +373,7 @@ def test_revoke_stops_the_token_at_once(
     nodes: NodeService, store: JsonFileStore, state_dir: Path, clock: FakeClock
 ) -> None:
     req = nodes.request("laptop").request
-    _, token = nodes.approve(req.request_id, actor=OWNER)
+    token = nodes.approve(req.request_id, actor=OWNER).token
     other_process = NodeService(JsonFileStore(state_dir), clock=clock)
     assert other_process.verify("laptop", token) is not None
 
@@ -307,7 +404,53 @@ def test_touch_records_the_last_connection(nodes: NodeService, clock: FakeClock)
 
 def test_repair_without_details_keeps_the_paired_nodes_name(nodes, clock):
     first = nodes.request("pixel-9", display_name="Pixel 9", platform="android", version="1")
-    nodes.approve(first.request.request_id, actor="owner")
-    again = nodes.request("pixel-9")
-    node, _ = nodes.approve(again.request.request_id, actor="owner")
+    token = nodes.approve(first.request.request_id, actor="owner").token
+    again = nodes.request("pixel-9", proof=token)
+    node = nodes.approve(again.request.request_id, actor="owner").node
     assert (node.display_name, node.platform, node.version) == ("Pixel 9", "android", "1")
+
+
+# --- caps, checked and written in one transaction -------------------------------------------
+
+
+def test_caps_per_address_per_node_and_in_all(store: JsonFileStore, clock: FakeClock) -> None:
+    nodes = NodeService(store, clock=clock, settings=NodeSettings(
+        max_pending_per_address=2, max_pending_per_node=2, max_pending=4))
+    nodes.request("a", remote="10.0.0.1")
+    nodes.request("b", remote="10.0.0.1")
+    with pytest.raises(RateLimitedError, match="address"):
+        nodes.request("c", remote="10.0.0.1")
+    nodes.request("a", remote="10.0.0.2")
+    with pytest.raises(RateLimitedError, match="node id"):
+        nodes.request("a", remote="10.0.0.3")
+    nodes.request("d", remote="10.0.0.3")
+    with pytest.raises(RateLimitedError, match="too many pending requests$"):
+        nodes.request("e", remote="10.0.0.4")
+    assert len(nodes.pending()) == 4
+
+
+def test_concurrent_askers_never_overshoot_the_caps(state_dir: Path, clock: FakeClock) -> None:
+    """100 askers at once, each through its own store (as separate processes would be)."""
+    settings = NodeSettings(max_pending_per_address=3, max_pending=50)
+    start = threading.Barrier(100)
+    outcomes: list[str] = []
+
+    def ask(i: int) -> None:
+        service = NodeService(JsonFileStore(state_dir), clock=clock, settings=settings)
+        start.wait()
+        try:
+            service.request(f"node-{i}", remote=f"10.0.{i % 20}.1")
+            outcomes.append("ok")
+        except RateLimitedError:
+            outcomes.append("limited")
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    pending = NodeService(JsonFileStore(state_dir), clock=clock).pending()
+    assert len(pending) == outcomes.count("ok") == 50
+    per_address = Counter(r.remote for r in pending)
+    assert max(per_address.values()) <= 3

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import stat
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,308 +13,30 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.app import App
-from bot.clock import FakeClock, SystemClock
-from bot.config import Config
+from bot.clock import FakeClock
 from bot.gateway import MAX_FRAME
 from bot.nodeclient import GatewayCallError, GatewayClient, GatewayUnavailable
 from providers.fakes.telegram import FakeTelegramServer
 from stores.jsonfile import format_time
+from tests.gateway.support import (
+    OP_TOKEN,
+    OWNER,
+    TTL,
+    WAIT,
+    Closed,
+    Gw,
+    Peer,
+    assert_error_shape,
+    connected_nodes,
+    disconnect,
+    mentions_a_token,
+    resolved,
+    running,
+    within,
+)
 
 pytestmark = pytest.mark.e2e
 
-OWNER = 111
-OP_TOKEN = "op-secret-for-the-gateway-tests"
-WAIT = 2.0
-"""How long a decision may take to reach a node (the protocol promises a second or two)."""
-QUIET = 0.3
-"""How long a connection listens to show that nothing arrives."""
-TTL = timedelta(minutes=5)
-
-Frame = dict[str, Any]
-
-
-class Closed(Exception):
-    """The server closed the connection while a frame was awaited."""
-
-
-class Peer:
-    """One raw WebSocket connection that records every frame it receives, in order."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.received: list[Frame] = []
-        self.close_code: int | None = None
-        self._inbox: asyncio.Queue[Frame | None] = asyncio.Queue()
-        self._held: list[Frame] = []
-        self._ids = itertools.count(1)
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        try:
-            while True:
-                msg = await self.ws.receive()
-                if msg.type is aiohttp.WSMsgType.TEXT:
-                    frame = json.loads(msg.data)
-                    assert isinstance(frame, dict), msg.data
-                    self.received.append(frame)
-                    self._inbox.put_nowait(frame)
-                elif msg.type is aiohttp.WSMsgType.CLOSE:
-                    self.close_code = msg.data
-                elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                    break
-        finally:
-            self._inbox.put_nowait(None)
-
-    async def close(self) -> None:
-        await self.ws.close()
-        self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
-
-    async def send_text(self, text: str) -> None:
-        await self.ws.send_str(text)
-
-    async def send(self, frame: Any) -> None:
-        await self.ws.send_str(json.dumps(frame))
-
-    async def _next(self, wait: float) -> Frame:
-        try:
-            frame = await asyncio.wait_for(self._inbox.get(), wait)
-        except TimeoutError:
-            raise AssertionError(f"nothing arrived within {wait}s") from None
-        if frame is None:
-            self._inbox.put_nowait(None)
-            raise Closed(self.close_code)
-        return frame
-
-    async def answer(self, wait: float = WAIT) -> Frame:
-        """The next answer frame; events arriving first are kept for :meth:`event`."""
-        while True:
-            frame = await self._next(wait)
-            if frame.get("type") == "res":
-                return frame
-            self._held.append(frame)
-
-    async def event(self, name: str, wait: float = WAIT) -> Frame:
-        """The next event frame named ``name`` (an answer arriving first is a failure)."""
-        for frame in self._held:
-            if frame.get("event") == name:
-                self._held.remove(frame)
-                return frame
-        while True:
-            frame = await self._next(wait)
-            assert frame.get("type") == "event", f"expected an event, got {frame}"
-            if frame.get("event") == name:
-                return frame
-            self._held.append(frame)
-
-    async def quiet(self, wait: float = QUIET) -> list[Frame]:
-        """Listen for ``wait`` seconds; return whatever arrived (tests expect nothing)."""
-        got = list(self._held)
-        self._held.clear()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while (left := deadline - loop.time()) > 0:
-            try:
-                frame = await asyncio.wait_for(self._inbox.get(), left)
-            except TimeoutError:
-                break
-            if frame is None:
-                self._inbox.put_nowait(None)
-                break
-            got.append(frame)
-        return got
-
-    async def call(self, method: str, params: Any = None, *, req_id: Any = None) -> Frame:
-        """Send a request and return the whole answer frame (checked to carry the same id)."""
-        rid = req_id if req_id is not None else f"r{next(self._ids)}"
-        await self.send({"type": "req", "id": rid, "method": method,
-                         "params": {} if params is None else params})
-        frame = await self.answer()
-        assert frame["id"] == rid, frame
-        return frame
-
-    async def ok(self, method: str, params: Any = None) -> Frame:
-        """Call and expect success; return the payload (the frame's shape is checked)."""
-        frame = await self.call(method, params)
-        assert frame == {"type": "res", "id": frame["id"], "ok": True,
-                         "payload": frame.get("payload")}, frame
-        assert isinstance(frame["payload"], dict)
-        return frame["payload"]
-
-    async def fail(self, method: str, params: Any = None) -> Frame:
-        """Call and expect an error answer; return ``{"code", "message"}``."""
-        frame = await self.call(method, params)
-        assert_error_shape(frame, frame["id"])
-        return frame["error"]  # type: ignore[no-any-return]
-
-
-def assert_error_shape(frame: Frame, req_id: Any) -> None:
-    assert set(frame) == {"type", "id", "ok", "error"}, frame
-    assert frame["type"] == "res"
-    assert frame["id"] == req_id
-    assert frame["ok"] is False
-    assert set(frame["error"]) == {"code", "message"}, frame
-    assert isinstance(frame["error"]["code"], str)
-    assert isinstance(frame["error"]["message"], str)
-    assert frame["error"]["message"]
-
-
-def resolved(request_id: str | None, node_id: str, decision: str,
-             token: str | None = None) -> Frame:
-    payload: Frame = {"requestId": request_id, "nodeId": node_id, "decision": decision}
-    if token is not None:
-        payload["token"] = token
-    return {"type": "event", "event": "node.pair.resolved", "payload": payload}
-
-
-def mentions_a_token(frames: list[Frame]) -> bool:
-    text = json.dumps(frames).lower()
-    return "token" in text
-
-
-@dataclass
-class Gw:
-    """A running app with its gateway, and the connections a test opened to it."""
-
-    app: App
-    tg: FakeTelegramServer
-    clock: FakeClock
-    session: aiohttp.ClientSession
-    peers: list[Peer] = field(default_factory=list)
-    sessions: list[aiohttp.ClientSession] = field(default_factory=list)
-    _operator: Peer | None = None
-
-    @property
-    def port(self) -> int:
-        assert self.app.gateway is not None
-        assert self.app.gateway.port is not None
-        return self.app.gateway.port
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/"
-
-    async def peer(self) -> Peer:
-        peer = Peer(await self.session.ws_connect(self.url))
-        self.peers.append(peer)
-        return peer
-
-    async def unix_peer(self) -> Peer:
-        assert self.app.gateway is not None
-        assert self.app.gateway.socket_path is not None
-        session = aiohttp.ClientSession(
-            connector=aiohttp.UnixConnector(path=str(self.app.gateway.socket_path)))
-        self.sessions.append(session)
-        peer = Peer(await session.ws_connect("http://localhost/"))
-        self.peers.append(peer)
-        return peer
-
-    async def operator(self) -> Peer:
-        """A new TCP connection that has done ``operator.connect``."""
-        peer = await self.peer()
-        assert await peer.ok("operator.connect", {"token": OP_TOKEN}) == {"role": "operator"}
-        return peer
-
-    async def op(self) -> Peer:
-        """One shared operator connection for tests that only need approvals done."""
-        if self._operator is None:
-            self._operator = await self.operator()
-        return self._operator
-
-    async def ask(self, node_id: str, peer: Peer | None = None, **params: Any
-                  ) -> tuple[Peer, Frame]:
-        node = peer or await self.peer()
-        payload = await node.ok("node.pair.request", {"nodeId": node_id, **params})
-        return node, payload
-
-    async def pair(self, node_id: str, name: str = "") -> tuple[Peer, str]:
-        """Ask, approve through the operator, return the waiting connection and its token."""
-        node, ask = await self.ask(node_id, displayName=name)
-        assert ask["status"] == "pending"
-        op = await self.op()
-        assert await op.ok("node.pair.approve", {"requestId": ask["requestId"]}) == {
-            "nodeId": node_id, "delivered": True}
-        event = await node.event("node.pair.resolved")
-        token = event["payload"]["token"]
-        assert isinstance(token, str)
-        return node, token
-
-    async def aclose(self) -> None:
-        for peer in self.peers:
-            await peer.close()
-        for session in self.sessions:
-            await session.close()
-        await self.session.close()
-
-
-def make_config(tg: FakeTelegramServer, **sections: dict[str, Any]) -> Config:
-    raw: dict[str, Any] = {
-        "owners": [{"provider": "telegram", "user_id": str(OWNER)}],
-        "pairing": {"prune_interval": "0.2s"},
-        "gateway": {"port": 0, "operator_token": OP_TOKEN},
-        "providers": {"telegram": {"token": tg.token, "api_base_url": tg.base_url}},
-    }
-    for name, values in sections.items():
-        raw.setdefault(name, {}).update(values)
-    return Config.model_validate(raw)
-
-
-@contextlib.asynccontextmanager
-async def running(tg: FakeTelegramServer, state_dir: Path, clock: FakeClock,
-                  **sections: dict[str, Any]) -> AsyncIterator[Gw]:
-    app = App(make_config(tg, **sections), state_dir=state_dir, clock=clock,
-              watch_interval=0.1)
-    await app.start()
-    gw = Gw(app=app, tg=tg, clock=clock, session=aiohttp.ClientSession())
-    try:
-        yield gw
-    finally:
-        await gw.aclose()
-        await app.stop()
-
-
-@pytest.fixture
-async def tg() -> AsyncIterator[FakeTelegramServer]:
-    async with FakeTelegramServer() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock(SystemClock().now())
-
-
-@pytest.fixture
-async def gw(tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
-             ) -> AsyncIterator[Gw]:
-    async with running(tg, state_dir, fake_clock) as started:
-        yield started
-
-
-def connected_nodes(gw: Gw) -> list[str | None]:
-    """The node id of each connection the gateway holds (None: not a node)."""
-    assert gw.app.gateway is not None
-    return [c.node_id for c in gw.app.gateway._conns]
-
-
-async def disconnect(gw: Gw, peer: Peer) -> None:
-    """Close ``peer`` and wait until the gateway has let go of the connection."""
-    before = len(connected_nodes(gw))
-    await peer.close()
-    await within(WAIT, lambda: len(connected_nodes(gw)) < before)
-
-
-async def within(seconds: float, condition: Callable[[], bool]) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not condition():
-        assert loop.time() < deadline, f"condition not met within {seconds}s"
-        await asyncio.sleep(0.01)
-
-
-# --- HTTP and frame shapes ---------------------------------------------------------------------
 
 
 async def test_healthz_answers_on_the_gateway_port(gw: Gw) -> None:
@@ -334,46 +53,95 @@ async def test_pair_request_answer_has_the_exact_shape_and_is_idempotent(gw: Gw)
                      "params": params})
     first = await node.answer()
     rid = first["payload"]["requestId"]
+    pickup = first["payload"]["pickup"]
     assert first == {"type": "res", "id": "a1", "ok": True, "payload": {
-        "status": "pending", "requestId": rid,
+        "status": "pending", "requestId": rid, "pickup": pickup,
         "expiresAt": format_time(gw.clock.now() + TTL)}}
     assert isinstance(rid, str)
     assert len(rid) == 10
+    assert isinstance(pickup, str)
+    assert len(pickup) == 43
 
     gw.clock.advance(timedelta(minutes=1))
     await node.send({"type": "req", "id": 7, "method": "node.pair.request", "params": params})
     again = await node.answer()
     assert again["id"] == 7
-    assert again["payload"] == first["payload"], "same request, same expiry (from first ask)"
-
-    other = await gw.peer()
-    _, third = await gw.ask("pixel-9", other)
-    assert third["requestId"] == rid
+    assert again["payload"] == {"status": "pending", "requestId": rid,
+                                "expiresAt": first["payload"]["expiresAt"]}, \
+        "the same connection asking again: the same request (expiry from the first ask)"
     [pending] = gw.app.nodes.pending()
     assert (pending.node_id, pending.display_name, pending.platform, pending.version) == (
         "pixel-9", "Pixel 9", "android", "1.4.0")
+    assert pickup not in json.dumps(pending.as_json())
 
 
-async def test_an_already_paired_node_gets_paired_without_a_token(gw: Gw) -> None:
+async def test_a_second_asker_never_shares_the_first_askers_request(gw: Gw) -> None:
+    """Issue 9, item 1: a token used to go to whoever asked last with the same nodeId."""
+    real, ask = await gw.ask("pixel-9", displayName="Pixel 9", platform="android")
+    [notice] = await gw.tg.wait_for_sent(lambda m: m["chat_id"] == OWNER, timeout=WAIT)
+    assert ask["requestId"] in notice["text"]
+
+    attacker, theirs = await gw.ask("pixel-9", displayName="Pixel 9", platform="android")
+    assert theirs["requestId"] != ask["requestId"]
+    assert theirs["pickup"] != ask["pickup"]
+    warning = (await gw.tg.wait_for_sent(
+        lambda m: m["chat_id"] == OWNER and theirs["requestId"] in m["text"], timeout=WAIT))[-1]
+    assert "another device asks with the same node id" in warning["text"]
+    assert ask["requestId"] in warning["text"], "the owner sees which request came first"
+
+    op = await gw.op()
+    assert await op.ok("node.pair.approve", {"requestId": ask["requestId"]}) == {
+        "nodeId": "pixel-9", "requestId": ask["requestId"], "delivered": True}
+    event = await real.event("node.pair.resolved")
+    assert event == resolved(ask["requestId"], "pixel-9", "approved", event["payload"]["token"])
+    assert await attacker.event("node.pair.resolved") == resolved(
+        theirs["requestId"], "pixel-9", "rejected"), "superseded: the other asker is refused"
+    assert not mentions_a_token(attacker.received)
+    assert gw.app.nodes.pending() == []
+
+
+async def test_approving_the_second_asker_gives_the_first_nothing(gw: Gw) -> None:
+    first, ask1 = await gw.ask("pixel-9")
+    second, ask2 = await gw.ask("pixel-9")
+    op = await gw.op()
+    await op.ok("node.pair.approve", {"requestId": ask2["requestId"]})
+    token = (await second.event("node.pair.resolved"))["payload"]["token"]
+    assert await first.event("node.pair.resolved") == resolved(ask1["requestId"], "pixel-9",
+                                                               "rejected")
+    assert token not in json.dumps(first.received)
+
+
+async def test_a_paired_node_id_is_refused_without_proof(gw: Gw) -> None:
+    """Issue 9, item 3: re-pairing used to look like a new request and revoke the real node."""
     _, token = await gw.pair("pixel-9")
-    node, again = await gw.ask("pixel-9")
-    assert again == {"status": "paired"}
+    node = await gw.peer()
+    error = await node.fail("node.pair.request", {"nodeId": "pixel-9", "displayName": "Pixel"})
+    assert error["code"] == "ALREADY_PAIRED"
+    assert "already paired" in error["message"]
+    assert (await node.fail("node.pair.request", {"nodeId": "pixel-9", "repair": True}))[
+        "code"] == "ALREADY_PAIRED", "the old repair flag alone proves nothing"
+    assert (await node.fail("node.pair.request", {"nodeId": "pixel-9", "token": "guess"}))[
+        "code"] == "UNAUTHORIZED"
     assert await node.quiet() == []
     assert gw.app.nodes.pending() == []
     assert await node.ok("node.pair.verify", {"nodeId": "pixel-9", "token": token}) == {
         "ok": True, "nodeId": "pixel-9"}
 
 
-async def test_repair_asks_again_and_approval_rotates_the_token(gw: Gw) -> None:
+async def test_repair_with_proof_is_said_plainly_and_rotates_the_token(gw: Gw) -> None:
     first_conn, old = await gw.pair("pixel-9", "Pixel 9")
     assert await first_conn.ok("node.connect", {"nodeId": "pixel-9", "token": old}) == {
         "nodeId": "pixel-9", "displayName": "Pixel 9"}
-    ask = await first_conn.ok("node.pair.request", {"nodeId": "pixel-9", "repair": True,
+    ask = await first_conn.ok("node.pair.request", {"nodeId": "pixel-9", "token": old,
                                                     "displayName": "Pixel 9 Pro"})
     assert ask["status"] == "pending"
+    notice = (await gw.tg.wait_for_sent(
+        lambda m: m["chat_id"] == OWNER and ask["requestId"] in m["text"], timeout=WAIT))[-1]
+    assert notice["text"].startswith("Node asks for a new token (re-pair)")
+    assert "proved it holds its current token" in notice["text"]
     op = await gw.op()
     assert await op.ok("node.pair.approve", {"requestId": ask["requestId"]}) == {
-        "nodeId": "pixel-9", "delivered": True}
+        "nodeId": "pixel-9", "requestId": ask["requestId"], "delivered": True}
     event = await first_conn.event("node.pair.resolved")
     new = event["payload"]["token"]
     assert event == resolved(ask["requestId"], "pixel-9", "approved", new)
@@ -388,6 +156,14 @@ async def test_repair_asks_again_and_approval_rotates_the_token(gw: Gw) -> None:
     assert await checker.ok("node.connect", {"nodeId": "pixel-9", "token": new}) == {
         "nodeId": "pixel-9", "displayName": "Pixel 9 Pro"}
     assert len(gw.app.nodes.paired()) == 1
+
+
+async def test_a_lost_device_is_re_paired_after_a_revoke(gw: Gw) -> None:
+    await gw.pair("pixel-9")
+    op = await gw.op()
+    await op.ok("node.revoke", {"nodeId": "pixel-9"})
+    _, fresh = await gw.ask("pixel-9")
+    assert fresh["status"] == "pending"
 
 
 # --- operators ---------------------------------------------------------------------------------
@@ -427,7 +203,7 @@ async def test_pair_list_shows_pending_and_paired_without_secrets(gw: Gw) -> Non
     assert listing == {
         "pending": [{"requestId": ask["requestId"], "nodeId": "tab-1", "displayName": "Tab",
                      "platform": "ios", "version": "2.0", "remote": "127.0.0.1",
-                     "createdAt": format_time(gw.clock.now())}],
+                     "isRepair": False, "createdAt": format_time(gw.clock.now())}],
         "paired": [{"nodeId": "pixel-9", "displayName": "Pixel 9", "platform": "",
                     "version": "", "createdAt": format_time(gw.clock.now()),
                     "approvedAt": format_time(gw.clock.now()), "lastConnectedAt": None}],
@@ -443,13 +219,14 @@ async def test_operator_sees_requests_and_approves_but_never_sees_the_token(gw: 
     requested = await op.event("node.pair.requested")
     assert requested == {"type": "event", "event": "node.pair.requested", "payload": {
         "requestId": ask["requestId"], "nodeId": "pixel-9", "displayName": "Pixel 9",
-        "platform": "android", "version": "", "remote": "127.0.0.1",
+        "platform": "android", "version": "", "remote": "127.0.0.1", "isRepair": False,
         "createdAt": format_time(gw.clock.now())}}
+    assert ask["pickup"] not in json.dumps(requested), "the pickup goes to the asker alone"
     await gw.ask("pixel-9", node)
     assert await op.quiet() == [], "asking again is not a new request"
 
     assert await op.ok("node.pair.approve", {"requestId": ask["requestId"].lower()}) == {
-        "nodeId": "pixel-9", "delivered": True}
+        "nodeId": "pixel-9", "requestId": ask["requestId"], "delivered": True}
     event = await node.event("node.pair.resolved")
     token = event["payload"]["token"]
     assert event == resolved(ask["requestId"], "pixel-9", "approved", token)
@@ -542,33 +319,45 @@ async def test_two_waiting_nodes_each_hear_only_their_own_decision(gw: Gw) -> No
     assert await b.quiet(0.1) == []
 
 
-async def test_the_newest_connection_that_asked_hears_the_decision(gw: Gw) -> None:
-    first, ask = await gw.ask("pixel-9")
-    second, _ = await gw.ask("pixel-9")
-    op = await gw.op()
-    await op.ok("node.pair.approve", {"requestId": ask["requestId"]})
-    assert (await second.event("node.pair.resolved"))["payload"]["decision"] == "approved"
-    assert await first.quiet() == []
-
-
-# --- approval while the node is away ----------------------------------------------------------
-
-
-async def test_approval_while_disconnected_is_held_and_handed_over_once(gw: Gw) -> None:
+async def test_approval_while_disconnected_is_held_for_the_pickup_secret_only(gw: Gw) -> None:
+    """Issue 9, item 2: a held token used to go to the next connection with that nodeId."""
     node, ask = await gw.ask("pixel-9")
     await disconnect(gw, node)
     op = await gw.op()
     assert await op.ok("node.pair.approve", {"requestId": ask["requestId"]}) == {
-        "nodeId": "pixel-9", "delivered": False}
+        "nodeId": "pixel-9", "requestId": ask["requestId"], "delivered": False}
     gw.clock.advance(TTL - timedelta(seconds=1))
-    back, got = await gw.ask("pixel-9")
+
+    thief = await gw.peer()
+    assert (await thief.fail("node.pair.request", {"nodeId": "pixel-9"}))["code"] == \
+        "ALREADY_PAIRED"
+    wrong = await thief.fail("node.pair.request", {"nodeId": "pixel-9",
+                                                   "pickup": ask["pickup"][:-2] + "AA"})
+    assert wrong["code"] == "NOT_FOUND"
+    assert (await thief.fail("node.pair.request", {"nodeId": "tab-1",
+                                                   "pickup": ask["pickup"]}))["code"] == \
+        "NOT_FOUND", "the pickup is bound to its node id"
+
+    back, got = await gw.ask("pixel-9", pickup=ask["pickup"])
     token = got.pop("token")
     assert got == {"status": "paired", "requestId": ask["requestId"]}
     assert await back.ok("node.connect", {"nodeId": "pixel-9", "token": token}) == {
         "nodeId": "pixel-9", "displayName": ""}
-    _, later = await gw.ask("pixel-9")
-    assert later == {"status": "paired"}
-    assert token not in json.dumps(op.received)
+    again = await back.fail("node.pair.request", {"nodeId": "pixel-9", "pickup": ask["pickup"]})
+    assert again["code"] == "NOT_FOUND", "single use"
+    assert token not in json.dumps([op.received, thief.received])
+
+
+async def test_an_asker_comes_back_to_its_pending_request_with_its_pickup(gw: Gw) -> None:
+    node, ask = await gw.ask("pixel-9")
+    await disconnect(gw, node)
+    back, again = await gw.ask("pixel-9", pickup=ask["pickup"])
+    assert again == {"status": "pending", "requestId": ask["requestId"],
+                     "expiresAt": ask["expiresAt"]}
+    assert len(gw.app.nodes.pending()) == 1
+    op = await gw.op()
+    await op.ok("node.pair.approve", {"requestId": ask["requestId"]})
+    assert (await back.event("node.pair.resolved"))["payload"]["decision"] == "approved"
 
 
 async def test_a_held_token_is_dropped_after_the_ttl(gw: Gw) -> None:
@@ -578,8 +367,10 @@ async def test_a_held_token_is_dropped_after_the_ttl(gw: Gw) -> None:
     assert (await op.ok("node.pair.approve", {"requestId": ask["requestId"]}))[
         "delivered"] is False
     gw.clock.advance(TTL + timedelta(seconds=1))
-    _, late = await gw.ask("pixel-9")
-    assert late == {"status": "paired"}, "too late: the node must ask again with repair"
+    late = await gw.peer()
+    assert (await late.fail("node.pair.request", {"nodeId": "pixel-9",
+                                                  "pickup": ask["pickup"]}))["code"] == \
+        "NOT_FOUND", "too late: the owner must revoke and the node pair again"
 
 
 async def test_revoking_a_node_drops_its_held_token(gw: Gw) -> None:
@@ -589,6 +380,10 @@ async def test_revoking_a_node_drops_its_held_token(gw: Gw) -> None:
     assert (await op.ok("node.pair.approve", {"requestId": ask["requestId"]}))[
         "delivered"] is False
     await op.ok("node.revoke", {"nodeId": "pixel-9"})
+    late = await gw.peer()
+    assert (await late.fail("node.pair.request", {"nodeId": "pixel-9",
+                                                  "pickup": ask["pickup"]}))["code"] == \
+        "NOT_FOUND"
     _, again = await gw.ask("pixel-9")
     assert again["status"] == "pending", again
     assert "token" not in again
@@ -639,7 +434,7 @@ async def test_the_unix_socket_is_an_operator_without_a_token(gw: Gw) -> None:
                                                                          "127.0.0.1")]
     assert await local.ok("node.pair.approve", {"requestId": ask["requestId"],
                                                 "actor": "owner:cli"}) == {
-        "nodeId": "pixel-9", "delivered": True}
+        "nodeId": "pixel-9", "requestId": ask["requestId"], "delivered": True}
     token = (await node.event("node.pair.resolved"))["payload"]["token"]
     assert token not in json.dumps(local.received)
     records = gw.app.store.read_audit()

@@ -75,7 +75,8 @@ def test_node_files_shape(state_dir: Path, nodes: NodeService, clock: FakeClock)
     assert_iso(entry["createdAt"])
 
     clock.advance(5)
-    node, token = nodes.approve(ask.request.request_id, actor="owner")
+    approval = nodes.approve(ask.request.request_id, actor="owner")
+    node, token = approval.node, approval.token
     paired = load(state_dir / "nodes" / "paired.json")
     assert list(paired) == ["version", "nodes"]
     assert paired["version"] == 1

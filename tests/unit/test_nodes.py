@@ -424,7 +424,7 @@ def test_caps_per_address_per_node_and_in_all(store: JsonFileStore, clock: FakeC
     with pytest.raises(RateLimitedError, match="node id"):
         nodes.request("a", remote="10.0.0.3")
     nodes.request("d", remote="10.0.0.3")
-    with pytest.raises(RateLimitedError, match="too many pending requests$"):
+    with pytest.raises(RateLimitedError, match=r"too many pending requests$"):
         nodes.request("e", remote="10.0.0.4")
     assert len(nodes.pending()) == 4
 

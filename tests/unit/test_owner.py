@@ -262,7 +262,7 @@ def test_nodes_approve_returns_a_token_that_verifies(owner: OwnerCommands, nodes
     reply = owner.run(f"/nodes approve {case(req.request_id)}", actor=OWNER)
     assert (reply.ok, reply.text, reply.failure) == (True, "Approved node node-1.", None)
     assert reply.node_approved is not None
-    paired, token = reply.node_approved
+    paired, token = reply.node_approved.node, reply.node_approved.token
     assert (paired.node_id, paired.display_name) == ("node-1", "Kitchen Pi")
     assert nodes.verify("node-1", token) == paired
     assert nodes.verify("node-1", token + "x") is None
@@ -280,7 +280,7 @@ def test_nodes_revoke(owner: OwnerCommands, nodes: NodeService) -> None:
     req = node(nodes)
     approved = owner.run(f"/nodes approve {req.request_id}", actor=OWNER).node_approved
     assert approved is not None
-    paired, token = approved
+    paired, token = approved.node, approved.token
     reply = owner.run("/nodes revoke node-1", actor=OWNER)
     assert reply == OwnerReply(text="Revoked node node-1; its token no longer works.",
                                node_revoked=paired)

@@ -11,21 +11,26 @@ import logging
 import math
 import os
 import re
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from bot.codes import MIN_SECRET_BITS, RANDOM_STRING_COMMAND, weakness
 from bot.errors import ConfigError
 from bot.models import KNOWN_PROVIDERS, DmPolicy
 
@@ -61,6 +66,45 @@ def parse_duration(value: Any) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+DURATION_BOUNDS: Mapping[str, tuple[timedelta, timedelta]] = MappingProxyType({
+    # A code must outlive the owner's reply, and not linger for a month.
+    "pairing.pending_ttl": (timedelta(minutes=1), timedelta(days=30)),
+    # Under a second the pruner only burns CPU (1 ms took 40 %); over a day, nothing is pruned.
+    "pairing.prune_interval": (timedelta(seconds=1), timedelta(days=1)),
+    # Sooner than 10 s is a reply to every message; the code also must not outlive pending_ttl.
+    "pairing.resend_after": (timedelta(seconds=10), timedelta(days=1)),
+    # A node waits on an open connection while the owner decides.
+    "nodes.pending_ttl": (timedelta(seconds=10), timedelta(days=1)),
+    # Each approved message waits for the handler this long at most.
+    "handler.timeout": (timedelta(milliseconds=100), timedelta(minutes=5)),
+})
+"""The range a config file may give each duration, in one place: the example file and the
+error quote it. Trusted Python callers can step outside it: :meth:`Config.with_any_durations`."""
+
+_ANY_DURATIONS = "any_durations"
+
+
+def span(value: timedelta) -> str:
+    """Write a duration the way the config does, in its largest whole unit: ``90s``, ``1d``."""
+    ms = round(value.total_seconds() * 1000)
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def _within(field: str) -> Callable[[timedelta, ValidationInfo], timedelta]:
+    low, high = DURATION_BOUNDS[field]
+
+    def check(value: timedelta, info: ValidationInfo) -> timedelta:
+        if isinstance(info.context, dict) and info.context.get(_ANY_DURATIONS):
+            return value
+        if not low <= value <= high:
+            raise ValueError(f"must be from {span(low)} to {span(high)}")
+        return value
+
+    return check
 
 
 class _Model(BaseModel):
@@ -102,16 +146,30 @@ class Owner(_Model):
 class PairingConfig(_Model):
     """``pairing:`` — DM pairing knobs."""
 
-    pending_ttl: Duration = timedelta(hours=1)
-    prune_interval: Duration = timedelta(minutes=5)
+    pending_ttl: Annotated[Duration, AfterValidator(_within("pairing.pending_ttl"))] = \
+        timedelta(hours=1)
+    prune_interval: Annotated[Duration, AfterValidator(_within("pairing.prune_interval"))] = \
+        timedelta(minutes=5)
     max_pending_per_provider: int = Field(default=3, ge=1, le=10_000)
-    resend_after: Duration = timedelta(minutes=10)
+    resend_after: Annotated[Duration, AfterValidator(_within("pairing.resend_after"))] = \
+        timedelta(minutes=10)
+
+    @field_validator("resend_after")
+    @classmethod
+    def _before_expiry(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        """Only when written: the default (10m) with a shorter TTL just means "never resent"."""
+        ttl = info.data.get("pending_ttl")
+        if ttl is not None and value > ttl:
+            raise ValueError("must not be longer than pairing.pending_ttl (the code would "
+                             "expire before it is sent again)")
+        return value
 
 
 class NodesConfig(_Model):
     """``nodes:`` — node pairing knobs."""
 
-    pending_ttl: Duration = timedelta(minutes=5)
+    pending_ttl: Annotated[Duration, AfterValidator(_within("nodes.pending_ttl"))] = \
+        timedelta(minutes=5)
     max_pending_per_address: int = Field(default=3, ge=1, le=1000)
     max_pending: int = Field(default=50, ge=1, le=10_000)
 
@@ -123,6 +181,16 @@ class GatewayConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=18789, ge=0, le=65535)
     operator_token: str | None = None
+
+    @field_validator("operator_token")
+    @classmethod
+    def _strong(cls, value: str | None) -> str | None:
+        """Anyone who reaches the port may guess it: refuse what can be guessed."""
+        if value is not None and (reason := weakness(value)):
+            raise ValueError(f"too weak ({reason}; at least {MIN_SECRET_BITS} bits of "
+                             f"randomness needed): make one with {RANDOM_STRING_COMMAND}, "
+                             "or set null to turn remote operators off")
+        return value
 
 
 class StoreConfig(_Model):
@@ -137,7 +205,8 @@ class HandlerConfig(_Model):
     kind: Literal["echo", "forward", "webhook", "python"] = "echo"
     url: str | None = None
     target: str | None = None
-    timeout: Duration = timedelta(seconds=10)
+    timeout: Annotated[Duration, AfterValidator(_within("handler.timeout"))] = \
+        timedelta(seconds=10)
 
 
 class TelegramConfig(_Model):
@@ -343,6 +412,15 @@ class Config(_Model):
     gateway: GatewayConfig = GatewayConfig()
     handler: HandlerConfig = HandlerConfig()
     providers: ProvidersConfig = ProvidersConfig()
+
+    @classmethod
+    def with_any_durations(cls, data: Any) -> Config:
+        """Validate ``data`` as a file would be, except that durations need only be positive.
+
+        For trusted Python callers that need a pace no user should configure: the demo shows
+        a 4 s code expire, tests run the pruner every 0.2 s. :func:`load_config` never uses it.
+        """
+        return cls.model_validate(data, context={_ANY_DURATIONS: True})
 
     def secrets(self) -> list[str]:
         """Every secret value in the config (for the log redaction filter)."""

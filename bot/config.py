@@ -45,6 +45,19 @@ _SECRET_KEYS = frozenset({"token", "bot_token", "app_token", "operator_token", "
                           "access_token", "app_secret", "verify_token", "password"})
 
 
+class _Invalid(ValueError):
+    """A validation message that quotes the value it refuses, where ``{value}`` stands.
+
+    Rendered with the value's repr; :func:`load_config` renders it again with "the value
+    from ${VAR}" when the value came from the environment, so such a value is never echoed.
+    """
+
+    def __init__(self, template: str, value: Any) -> None:
+        super().__init__(template.replace("{value}", repr(value)))
+        self.template = template
+        self.value = value
+
+
 def parse_duration(value: Any) -> timedelta:
     """Read ``90s``/``5m``/``1h``/``2d`` (or a number of seconds) as a positive timedelta."""
     if isinstance(value, timedelta):
@@ -54,15 +67,15 @@ def parse_duration(value: Any) -> timedelta:
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     else:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 5m, 1h)")
+        raise _Invalid("not a duration: {value} (use e.g. 90s, 5m, 1h)", value)
     if not math.isfinite(seconds):
-        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 5m, 1h)")
+        raise _Invalid("not a duration: {value} (use e.g. 90s, 5m, 1h)", value)
     if seconds <= 0:
         raise ValueError("must be longer than zero")
     try:
         return timedelta(seconds=seconds)
     except OverflowError:
-        raise ValueError(f"too long: {value!r}") from None
+        raise _Invalid("too long: {value}", value) from None
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -121,7 +134,7 @@ class Owner(_Model):
     @classmethod
     def _known(cls, value: str) -> str:
         if value not in KNOWN_PROVIDERS:
-            raise ValueError(f"unknown provider {value!r}")
+            raise _Invalid("unknown provider {value}", value)
         return value
 
     @field_validator("user_id", mode="before")
@@ -134,13 +147,16 @@ class Owner(_Model):
             raise ValueError("must be the platform's immutable user id, not a @username")
         return text
 
-    @model_validator(mode="after")
-    def _platform_id(self) -> Owner:
-        pattern, what = _OWNER_IDS[self.provider]
-        if not pattern.match(self.user_id):
-            raise ValueError(f"user_id {self.user_id!r} is not {what} (names, usernames and "
-                             "phone numbers can change hands)")
-        return self
+    @field_validator("user_id")
+    @classmethod
+    def _platform_id(cls, value: str, info: ValidationInfo) -> str:
+        provider = info.data.get("provider")  # absent when the provider itself was refused
+        if provider is not None:
+            pattern, what = _OWNER_IDS[provider]
+            if not pattern.match(value):
+                raise _Invalid(f"{{value}} is not {what} (names, usernames and phone numbers "
+                               "can change hands)", value)
+        return value
 
 
 class PairingConfig(_Model):
@@ -232,9 +248,8 @@ class TelegramConfig(_Model):
         items = [str(v).strip() for v in value]
         for item in items:
             if not _TELEGRAM_ID.match(item):
-                raise ValueError(
-                    f"{item!r} is not a numeric Telegram user id (usernames can change hands)"
-                )
+                raise _Invalid("{value} is not a numeric Telegram user id (usernames can "
+                               "change hands)", item)
         return items
 
 
@@ -261,7 +276,7 @@ def _id_list(value: Any, pattern: re.Pattern[str], what: str) -> list[str]:
     items = [str(v).strip() for v in value]
     for item in items:
         if not pattern.match(item):
-            raise ValueError(f"{item!r} is not {what}")
+            raise _Invalid(f"{{value}} is not {what}", item)
     return items
 
 
@@ -442,19 +457,23 @@ class Config(_Model):
         return out
 
 
-def _interpolate(value: Any, path: str, source: str) -> Any:
+def _interpolate(value: Any, path: str, source: str,
+                 used: dict[str, dict[str, str]] | None = None) -> Any:
+    """Replace each ``${VAR}``; note in ``used`` which variables (and values) each path took."""
     if isinstance(value, dict):
-        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), source)
+        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), source, used)
                 for k, v in value.items()}
     if isinstance(value, list):
         # owners.0.user_id: the same dotted form validation errors use.
-        return [_interpolate(v, f"{path}.{i}", source) for i, v in enumerate(value)]
+        return [_interpolate(v, f"{path}.{i}", source, used) for i, v in enumerate(value)]
     if isinstance(value, str):
         def lookup(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in os.environ:
                 raise ConfigError(f"environment variable {name} is not set",
                                   source=source, field=path)
+            if used is not None:
+                used.setdefault(path, {})[name] = os.environ[name]
             return os.environ[name]
 
         return _ENV_REF.sub(lookup, value)
@@ -494,16 +513,52 @@ def load_config(path: Path) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError("top level must be a mapping of keys", source=source)
     _warn_literal_secrets(raw, "", source)
-    data = _interpolate(raw, "", source)
+    used: dict[str, dict[str, str]] = {}
+    data = _interpolate(raw, "", source, used)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        message = " ".join(first["msg"].removeprefix("Value error, ").split())
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
+        field, message = _explain(exc.errors()[0], used)
         raise ConfigError(message, source=source, field=field or None) from None
+
+
+_MASK_FROM = 6
+"""Environment values this long are masked wherever they appear in an error; shorter ones
+("1", "json") would also hit words and numbers the message says on its own."""
+
+
+def _explain(error: Any, used: Mapping[str, Mapping[str, str]]) -> tuple[str, str]:
+    """The field and one-line message of a validation error, with no environment value in it.
+
+    A refused value that came from ``${VAR}`` is named by its variable: a templated message
+    says "the value from ${VAR}" where it would quote the value, any other gets the variable
+    appended. Last, any longer environment value still in the text is masked: a secret is
+    never echoed, however a message was built.
+    """
+    field = ".".join(str(part) for part in error["loc"])
+    message = " ".join(error["msg"].removeprefix("Value error, ").split())
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    cause = (error.get("ctx") or {}).get("error")
+    refused = cause.value if isinstance(cause, _Invalid) else error.get("input")
+    names: list[str] = []
+    if isinstance(refused, str):
+        for path, variables in used.items():
+            if field and path != field and not path.startswith(f"{field}."):
+                continue
+            names += [name for name, value in variables.items()
+                      if value and (value in refused or refused in value)]
+    if names:
+        where = "the value from " + ", ".join(f"${{{name}}}" for name in dict.fromkeys(names))
+        if isinstance(cause, _Invalid) and "{value}" in cause.template:
+            message = " ".join(cause.template.replace("{value}", where).split())
+        else:
+            message = f"{message} ({where})"
+    for variables in used.values():
+        for name, value in variables.items():
+            if len(value) >= _MASK_FROM:
+                message = message.replace(value, f"${{{name}}}")
+    return field, message
 
 
 def find_config(explicit: str | None) -> Path | None:

@@ -12,7 +12,15 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from bot.config import DURATION_BOUNDS, Config, Owner, _interpolate, load_config, parse_duration
+from bot.config import (
+    DURATION_BOUNDS,
+    Config,
+    Owner,
+    _explain,
+    _interpolate,
+    load_config,
+    parse_duration,
+)
 from bot.errors import ConfigError
 from bot.models import DmPolicy
 
@@ -320,10 +328,10 @@ BAD = [
     ("owner-username-spaced", "owners: [{provider: telegram, user_id: ' @alice'}]\n",
      "owners.0.user_id: must be the platform's immutable user id, not a @username"),
     ("owner-signal-number", "owners: [{provider: signal, user_id: '+15550001111'}]\n",
-     "owners.0: user_id '+15550001111' is not a Signal account UUID (ACI) (names, usernames "
+     "owners.0.user_id: '+15550001111' is not a Signal account UUID (ACI) (names, usernames "
      "and phone numbers can change hands)"),
     ("owner-display-name", "owners: [{provider: telegram, user_id: Alice}]\n",
-     "owners.0: user_id 'Alice' is not a numeric Telegram user id (names, usernames and "
+     "owners.0.user_id: 'Alice' is not a numeric Telegram user id (names, usernames and "
      "phone numbers can change hands)"),
     ("owner-empty", "owners: [{provider: telegram, user_id: ''}]\n",
      "owners.0.user_id: must be the platform's immutable user id, not a @username"),
@@ -453,3 +461,78 @@ def test_strong_or_no_operator_token_is_accepted(write) -> None:
     assert load_config(write(f"gateway: {{operator_token: '{STRONG_TOKEN}'}}\n")
                        ).gateway.operator_token == STRONG_TOKEN
     assert load_config(write("gateway: {operator_token: null}\n")).gateway.operator_token is None
+
+
+# --- a value from ${VAR} is never echoed -------------------------------------------------------
+
+ENV_SECRET = "sk_live_4f9a2b7c"
+
+FROM_ENV = [
+    ("owner-id", "owners: [{provider: telegram, user_id: '${PB_SECRET}'}]\n",
+     "owners.0.user_id: the value from ${PB_SECRET} is not a numeric Telegram user id (names, "
+     "usernames and phone numbers can change hands)"),
+    ("owner-id-partly", "owners: [{provider: discord, user_id: '42${PB_SECRET}'}]\n",
+     "owners.0.user_id: the value from ${PB_SECRET} is not a numeric Discord user id (a "
+     "snowflake) (names, usernames and phone numbers can change hands)"),
+    ("provider-block-wrong-type", "providers: {telegram: '${PB_SECRET}'}\n",
+     "providers.telegram: Input should be a valid dictionary or instance of TelegramConfig "
+     "(the value from ${PB_SECRET})"),
+    ("provider-number", "providers:\n  telegram: {token: x, max_send_rate: '${PB_SECRET}'}\n",
+     "providers.telegram.max_send_rate: Input should be a valid number, unable to parse string "
+     "as a number (the value from ${PB_SECRET})"),
+    ("port", "gateway: {port: '${PB_SECRET}'}\n",
+     "gateway.port: Input should be a valid integer, unable to parse string as an integer "
+     "(the value from ${PB_SECRET})"),
+    ("operator-token", "gateway: {operator_token: '${PB_SECRET}'}\n",
+     "gateway.operator_token: too weak (about 84 bits; at least 128 bits of randomness "
+     "needed): make one with python3 -c 'import secrets; print(secrets.token_urlsafe(32))', "
+     "or set null to turn remote operators off (the value from ${PB_SECRET})"),
+    ("duration", "pairing: {pending_ttl: '${PB_SECRET}'}\n",
+     "pairing.pending_ttl: not a duration: the value from ${PB_SECRET} (use e.g. 90s, 5m, 1h)"),
+    ("allow-from", "providers:\n  telegram: {token: x, allow_from: [1, '${PB_SECRET}']}\n",
+     "providers.telegram.allow_from: the value from ${PB_SECRET} is not a numeric Telegram "
+     "user id (usernames can change hands)"),
+    ("slack-allow-from", "providers:\n  slack: {bot_token: x, app_token: y, allow_from: "
+     "['${PB_SECRET}']}\n",
+     "providers.slack.allow_from: the value from ${PB_SECRET} is not a Slack user id (U…), "
+     "e.g. U012AB3CD"),
+    ("dm-policy", "providers:\n  telegram: {token: x, dm_policy: '${PB_SECRET}'}\n",
+     "providers.telegram.dm_policy: Input should be 'pairing', 'allowlist', 'open' or "
+     "'disabled' (the value from ${PB_SECRET})"),
+    ("two-variables", "owners: [{provider: telegram, user_id: '${PB_SECRET}${PB_OTHER}'}]\n",
+     "owners.0.user_id: the value from ${PB_SECRET}, ${PB_OTHER} is not a numeric Telegram "
+     "user id (names, usernames and phone numbers can change hands)"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), [(t, m) for _, t, m in FROM_ENV],
+                         ids=[i for i, _, _ in FROM_ENV])
+def test_an_error_names_the_variable_never_its_value(write, monkeypatch: pytest.MonkeyPatch,
+                                                     text: str, message: str) -> None:
+    monkeypatch.setenv("PB_SECRET", ENV_SECRET)
+    monkeypatch.setenv("PB_OTHER", "zz_other_9q")
+    got = config_error(write(text))
+    assert ENV_SECRET not in got
+    assert "4f9a2b" not in got
+    assert "zz_other" not in got
+    assert got == message
+
+
+def test_a_variable_elsewhere_leaves_the_message_alone(write,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PB_OWNER", "555")
+    monkeypatch.setenv("PB_BOT", ENV_SECRET)
+    assert config_error(write(
+        "owners: [{provider: telegram, user_id: '${PB_OWNER}'}]\n"
+        "gateway: {port: 70000}\n")) == "gateway.port: Input should be less than or equal to 65535"
+    assert config_error(write(
+        "providers:\n  slack: {bot_token: '${PB_BOT}', mode: http}\n")) == (
+        "providers.slack: signing_secret is required when mode is http")
+
+
+def test_any_message_that_would_quote_an_environment_value_is_masked() -> None:
+    """The backstop, for a message no template knows about (e.g. a future validator's)."""
+    used = {"providers.telegram.token": {"PB_SECRET": ENV_SECRET}, "state_dir": {"PB_N": "1"}}
+    error = {"loc": ("gateway", "host"), "type": "value_error", "input": 5,
+             "msg": f"Value error, {ENV_SECRET!r} does not resolve, 1 try"}
+    assert _explain(error, used) == ("gateway.host", "'${PB_SECRET}' does not resolve, 1 try")

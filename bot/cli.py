@@ -12,7 +12,6 @@ import getpass
 import json
 import logging
 import os
-import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,8 +24,8 @@ from rich.text import Text
 
 from bot import __version__
 from bot.clock import Clock, SystemClock
-from bot.config import Config, find_config, load_config
-from bot.errors import LookupFailed, PairbotError
+from bot.config import NO_OWNERS, Config, check_file_mode, find_config, load_config
+from bot.errors import ConfigError, LookupFailed, PairbotError
 from bot.models import KNOWN_PROVIDERS
 from bot.nodes import NodeService, NodeSettings
 from bot.pairing import PairingService, PairingSettings
@@ -188,8 +187,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("no config: pass --config PATH or set PAIRBOT_CONFIG "
                          "(see config.example.yaml)")
     config = load_config(config_path)
+    mode = check_file_mode(config_path)
+    if mode.verdict == "refuse":
+        raise ConfigError(mode.message, source=str(config_path))
     setup_logging(level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
                   secrets=config.secrets())
+    if mode.verdict == "warn":
+        log.warning("%s: %s", config_path, mode.message)
+    if not config.owners:
+        log.warning("%s", NO_OWNERS)
     state_dir = getattr(args, "state_dir", None)
     chosen = Path(state_dir).expanduser() if state_dir else None
 
@@ -563,10 +569,10 @@ def cmd_doctor(ctx: Context) -> int:
         ctx.out.print("info no config file given (--config or $PAIRBOT_CONFIG)")
     elif ctx.config is not None:
         report(True, f"{config_path} is valid")
-        cmode = stat.S_IMODE(config_path.stat().st_mode)
-        report(cmode & 0o077 == 0, f"{config_path} mode {cmode:04o} (may hold secrets)")
+        mode = check_file_mode(config_path)
+        report(mode.verdict == "ok", f"{config_path}: {mode.message}")
         if not ctx.config.owners:
-            report(False, "no owners configured: nobody can approve from chat")
+            report(False, NO_OWNERS)
     ctx.out.print("No problems found." if not problems else f"{problems} problem(s) found.")
     return EXIT_OK if not problems else EXIT_LOOKUP
 

@@ -11,11 +11,12 @@ import logging
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import (
@@ -559,6 +560,35 @@ def _explain(error: Any, used: Mapping[str, Mapping[str, str]]) -> tuple[str, st
             if len(value) >= _MASK_FROM:
                 message = message.replace(value, f"${{{name}}}")
     return field, message
+
+
+NO_OWNERS = "no owners configured: nobody can approve from chat; use the CLI"
+"""Said by ``pairbot run`` at start (a warning) and by ``pairbot doctor``."""
+
+
+class FileModeCheck(NamedTuple):
+    """What the config file's mode means: ``ok``, ``warn`` (others can read it) or
+    ``refuse`` (others can write it); ``message`` says why in one line."""
+
+    verdict: Literal["ok", "warn", "refuse"]
+    message: str
+
+
+def check_file_mode(path: Path) -> FileModeCheck:
+    """Judge who besides its owner may read or write the config file.
+
+    Writable by group or others: refused, since the owners list is in it. Readable: a
+    warning, since tokens may be in it (or in the environment it names).
+    """
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o022:
+        return FileModeCheck("refuse", f"group or others can write it (mode {mode:04o}), and "
+                             "whoever can write it can make themselves owner (chmod 600 the "
+                             "file)")
+    if mode & 0o044:
+        return FileModeCheck("warn", f"group or others can read it (mode {mode:04o}), and it "
+                             "may hold secrets (chmod 600 the file)")
+    return FileModeCheck("ok", f"mode {mode:04o}, only its owner can read or write it")
 
 
 def find_config(explicit: str | None) -> Path | None:

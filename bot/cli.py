@@ -29,7 +29,7 @@ from bot.errors import ConfigError, LookupFailed, PairbotError
 from bot.models import KNOWN_PROVIDERS
 from bot.nodes import NodeService, NodeSettings
 from bot.pairing import PairingService, PairingSettings
-from bot.text import ago, clean
+from bot.text import ago, clean, clean_name, remaining
 from stores import STATE_DIR_ENV, JsonFileStore, open_store, resolve_state_dir
 
 EXIT_OK, EXIT_LOOKUP, EXIT_USAGE = 0, 1, 2
@@ -338,8 +338,9 @@ def cmd_pairing_list(ctx: Context) -> int:
     for column in ("Code", "Provider", "Sender id", "Name (as given)", "Requested", "Expires"):
         table.add_column(column)
     for r in requests:
-        table.add_row(Text(r.code), Text(r.provider), Text(r.id), Text(clean(r.display_name())),
-                      f"{ago(now - r.created_at)} ago", f"in {ago(r.expires_at(ttl) - now)}")
+        table.add_row(Text(r.code), Text(r.provider), Text(r.id),
+                      Text(clean_name(r.display_name())), f"{ago(now - r.created_at)} ago",
+                      f"in {remaining(r.expires_at(ttl) - now)}")
     ctx.out.print(table)
     return EXIT_OK
 
@@ -348,7 +349,7 @@ def cmd_pairing_approve(ctx: Context) -> int:
     """``pairbot pairing approve``."""
     provider, code = _provider_and_value(ctx.args, "CODE")
     req = ctx.pairing.approve(code, provider=provider, actor=ctx.actor)
-    name = clean(req.display_name())
+    name = clean_name(req.display_name())
     ctx.out.print(Text(f"Approved {req.provider} sender {req.id}"
                        f"{f' ({name})' if name else ''}."))
     return EXIT_OK
@@ -414,7 +415,7 @@ def cmd_nodes_pending(ctx: Context) -> int:
     for column in ("Request", "Node id", "Name", "Platform", "Version", "Requested"):
         table.add_column(column)
     for r in pending:
-        table.add_row(Text(r.request_id), Text(clean(r.node_id)), Text(clean(r.display_name)),
+        table.add_row(Text(r.request_id), Text(clean(r.node_id)), Text(clean_name(r.display_name)),
                       Text(clean(r.platform)), Text(clean(r.version)),
                       f"{ago(now - r.created_at)} ago")
     ctx.out.print(table)
@@ -471,7 +472,7 @@ def cmd_nodes_approve(ctx: Context) -> int:
     if ctx.args.json:
         _print_json(ctx, {**node.as_json(), "token": token})
         return EXIT_OK
-    name = clean(node.display_name)
+    name = clean_name(node.display_name)
     ctx.out.print(Text(f"Approved node {clean(node.node_id)}{f' ({name})' if name else ''}."))
     ctx.out.print("Its token, shown once (pairbot keeps only a hash):")
     sys.stdout.write(token + "\n")
@@ -505,7 +506,7 @@ def cmd_nodes_list(ctx: Context) -> int:
         table.add_column(column)
     for n in paired:
         seen = f"{ago(now - n.last_connected_at)} ago" if n.last_connected_at else "never"
-        table.add_row(Text(clean(n.node_id)), Text(clean(n.display_name)),
+        table.add_row(Text(clean(n.node_id)), Text(clean_name(n.display_name)),
                       Text(clean(n.platform)), Text(clean(n.version)),
                       f"{ago(now - n.approved_at)} ago", seen)
     ctx.out.print(table)

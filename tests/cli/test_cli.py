@@ -247,6 +247,19 @@ def test_doctor_passes_on_a_clean_dir_and_flags_loose_modes(state_dir, live):
     assert "0644" in bad.stdout
 
 
+def test_pairing_list_shows_a_blank_name_and_rounds_the_time_left_up(state_dir):
+    store = JsonFileStore(state_dir)
+    ten_minutes_ago = FakeClock(SystemClock().now() - timedelta(minutes=10))
+    PairingService(store, clock=ten_minutes_ago).request("telegram", "42",
+                                                         {"firstName": "\u3164\u2800"})
+    store.close()
+    result = run(state_dir, "pairing", "list")
+    [row] = [line for line in result.stdout.splitlines() if " 42 " in line]
+    assert "[blank name]" in row
+    assert "10m ago" in row
+    assert "in 50m" in row  # 49m59.x left: said as 50m, not 49m
+
+
 def private_config(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
     config = tmp_path / "pairbot.yaml"
     config.write_text(text)

@@ -19,7 +19,7 @@ from bot.gate import command_word
 from bot.models import KNOWN_PROVIDERS, AuditEvent, NodeRequest, PairedNode, PendingRequest
 from bot.nodes import NodeService
 from bot.pairing import PairingService
-from bot.text import ago, clean
+from bot.text import ago, clean, remaining
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class OwnerCommands:
         now = self._clock.now()
         if state and state.locked_until and now < state.locked_until:
             return (f"Too many wrong codes: approvals are paused for "
-                    f"{ago(state.locked_until - now)}.")
+                    f"{remaining(state.locked_until - now)}.")
         return None
 
     def _fail(self, actor: str, text: str) -> str:

@@ -34,7 +34,7 @@ from bot.owner import OwnerCommands, OwnerReply
 from bot.pairing import PairingService, PairingSettings
 from bot.protocols import Provider
 from bot.scheduler import PruneScheduler
-from bot.text import ago
+from bot.text import remaining
 from stores import STATE_DIR_ENV, JsonFileStore, open_store, resolve_state_dir
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ class App:
         result = await asyncio.to_thread(self.pairing.request, msg.provider, msg.sender_id, meta)
         req = result.request
         if result.send_code and req is not None:
-            left = ago(req.expires_at(self.pairing.settings.pending_ttl) - self.clock.now())
+            left = remaining(req.expires_at(self.pairing.settings.pending_ttl) - self.clock.now())
             await self.providers[msg.provider].send(
                 msg.chat_id, messages.stranger_code(req, valid_for=left))
         if result.outcome == "created" and req is not None:
@@ -257,7 +257,7 @@ class App:
             self._schedule_capped_notice(msg.provider)
 
     async def _notice_request(self, req: PendingRequest) -> None:
-        expires = ago(req.expires_at(self.pairing.settings.pending_ttl) - self.clock.now())
+        expires = remaining(req.expires_at(self.pairing.settings.pending_ttl) - self.clock.now())
         buttons = (Button(label="Approve", command=f"/approve {req.code}"),
                    Button(label="Reject", command=f"/reject {req.code}"))
         await self.notifier.notify(messages.owner_notice(req, expires_in=expires), buttons)
@@ -265,7 +265,7 @@ class App:
     async def notice_node_request(self, ask: NodeAsk) -> None:
         """Tell the owner a node asks to join, with Approve / Reject buttons."""
         req = ask.request
-        expires = ago(req.expires_at(self.nodes.settings.pending_ttl) - self.clock.now())
+        expires = remaining(req.expires_at(self.nodes.settings.pending_ttl) - self.clock.now())
         buttons = (Button(label="Approve", command=f"/nodes approve {req.request_id}"),
                    Button(label="Reject", command=f"/nodes reject {req.request_id}"))
         await self.notifier.notify(

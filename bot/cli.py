@@ -12,7 +12,6 @@ import getpass
 import json
 import logging
 import os
-import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,12 +24,12 @@ from rich.text import Text
 
 from bot import __version__
 from bot.clock import Clock, SystemClock
-from bot.config import Config, find_config, load_config
-from bot.errors import LookupFailed, NodeRefused, PairbotError
+from bot.config import NO_OWNERS, Config, check_file_mode, find_config, load_config
+from bot.errors import ConfigError, LookupFailed, NodeRefused, PairbotError
 from bot.models import KNOWN_PROVIDERS
 from bot.nodes import NodeService, NodeSettings
 from bot.pairing import PairingService, PairingSettings
-from bot.text import ago, clean
+from bot.text import ago, clean, clean_name, remaining
 from stores import STATE_DIR_ENV, JsonFileStore, open_store, resolve_state_dir
 
 EXIT_OK, EXIT_LOOKUP, EXIT_USAGE = 0, 1, 2
@@ -190,8 +189,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("no config: pass --config PATH or set PAIRBOT_CONFIG "
                          "(see config.example.yaml)")
     config = load_config(config_path)
+    mode = check_file_mode(config_path)
+    if mode.verdict == "refuse":
+        raise ConfigError(mode.message, source=str(config_path))
     setup_logging(level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
                   secrets=config.secrets())
+    if mode.verdict == "warn":
+        log.warning("%s: %s", config_path, mode.message)
+    if not config.owners:
+        log.warning("%s", NO_OWNERS)
     state_dir = getattr(args, "state_dir", None)
     chosen = Path(state_dir).expanduser() if state_dir else None
 
@@ -366,8 +372,9 @@ def cmd_pairing_list(ctx: Context) -> int:
     for column in ("Code", "Provider", "Sender id", "Name (as given)", "Requested", "Expires"):
         table.add_column(column)
     for r in requests:
-        table.add_row(Text(r.code), Text(r.provider), Text(r.id), Text(clean(r.display_name())),
-                      f"{ago(now - r.created_at)} ago", f"in {ago(r.expires_at(ttl) - now)}")
+        table.add_row(Text(r.code), Text(r.provider), Text(r.id),
+                      Text(clean_name(r.display_name())), f"{ago(now - r.created_at)} ago",
+                      f"in {remaining(r.expires_at(ttl) - now)}")
     ctx.out.print(table)
     return EXIT_OK
 
@@ -376,7 +383,7 @@ def cmd_pairing_approve(ctx: Context) -> int:
     """``pairbot pairing approve``."""
     provider, code = _provider_and_value(ctx.args, "CODE")
     req = ctx.pairing.approve(code, provider=provider, actor=ctx.actor)
-    name = clean(req.display_name())
+    name = clean_name(req.display_name())
     ctx.out.print(Text(f"Approved {req.provider} sender {req.id}"
                        f"{f' ({name})' if name else ''}."))
     return EXIT_OK
@@ -442,7 +449,7 @@ def cmd_nodes_pending(ctx: Context) -> int:
     for column in ("Request", "Node id", "Name", "Platform", "Version", "Requested"):
         table.add_column(column)
     for r in pending:
-        table.add_row(Text(r.request_id), Text(clean(r.node_id)), Text(clean(r.display_name)),
+        table.add_row(Text(r.request_id), Text(clean(r.node_id)), Text(clean_name(r.display_name)),
                       Text(clean(r.platform)), Text(clean(r.version)),
                       f"{ago(now - r.created_at)} ago")
     ctx.out.print(table)
@@ -500,7 +507,7 @@ def cmd_nodes_approve(ctx: Context) -> int:
     if ctx.args.json:
         _print_json(ctx, {**node.as_json(), "token": token})
         return EXIT_OK
-    name = clean(node.display_name)
+    name = clean_name(node.display_name)
     ctx.out.print(Text(f"Approved node {clean(node.node_id)}{f' ({name})' if name else ''}."))
     ctx.out.print("Its token, shown once (pairbot keeps only a hash):")
     sys.stdout.write(token + "\n")
@@ -534,7 +541,7 @@ def cmd_nodes_list(ctx: Context) -> int:
         table.add_column(column)
     for n in paired:
         seen = f"{ago(now - n.last_connected_at)} ago" if n.last_connected_at else "never"
-        table.add_row(Text(clean(n.node_id)), Text(clean(n.display_name)),
+        table.add_row(Text(clean(n.node_id)), Text(clean_name(n.display_name)),
                       Text(clean(n.platform)), Text(clean(n.version)),
                       f"{ago(now - n.approved_at)} ago", seen)
     ctx.out.print(table)
@@ -598,10 +605,10 @@ def cmd_doctor(ctx: Context) -> int:
         ctx.out.print("info no config file given (--config or $PAIRBOT_CONFIG)")
     elif ctx.config is not None:
         report(True, f"{config_path} is valid")
-        cmode = stat.S_IMODE(config_path.stat().st_mode)
-        report(cmode & 0o077 == 0, f"{config_path} mode {cmode:04o} (may hold secrets)")
+        mode = check_file_mode(config_path)
+        report(mode.verdict == "ok", f"{config_path}: {mode.message}")
         if not ctx.config.owners:
-            report(False, "no owners configured: nobody can approve from chat")
+            report(False, NO_OWNERS)
     ctx.out.print("No problems found." if not problems else f"{problems} problem(s) found.")
     return EXIT_OK if not problems else EXIT_LOOKUP
 

@@ -11,21 +11,27 @@ import logging
 import math
 import os
 import re
+import stat
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from bot.codes import MIN_SECRET_BITS, RANDOM_STRING_COMMAND, weakness
 from bot.errors import ConfigError
 from bot.models import KNOWN_PROVIDERS, DmPolicy
 
@@ -40,6 +46,19 @@ _SECRET_KEYS = frozenset({"token", "bot_token", "app_token", "operator_token", "
                           "access_token", "app_secret", "verify_token", "password"})
 
 
+class _Invalid(ValueError):
+    """A validation message that quotes the value it refuses, where ``{value}`` stands.
+
+    Rendered with the value's repr; :func:`load_config` renders it again with "the value
+    from ${VAR}" when the value came from the environment, so such a value is never echoed.
+    """
+
+    def __init__(self, template: str, value: Any) -> None:
+        super().__init__(template.replace("{value}", repr(value)))
+        self.template = template
+        self.value = value
+
+
 def parse_duration(value: Any) -> timedelta:
     """Read ``90s``/``5m``/``1h``/``2d`` (or a number of seconds) as a positive timedelta."""
     if isinstance(value, timedelta):
@@ -49,18 +68,61 @@ def parse_duration(value: Any) -> timedelta:
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     else:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 5m, 1h)")
+        raise _Invalid("not a duration: {value} (use e.g. 90s, 5m, 1h)", value)
     if not math.isfinite(seconds):
-        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 5m, 1h)")
+        raise _Invalid("not a duration: {value} (use e.g. 90s, 5m, 1h)", value)
     if seconds <= 0:
         raise ValueError("must be longer than zero")
     try:
         return timedelta(seconds=seconds)
     except OverflowError:
-        raise ValueError(f"too long: {value!r}") from None
+        raise _Invalid("too long: {value}", value) from None
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+DURATION_BOUNDS: Mapping[str, tuple[timedelta, timedelta]] = MappingProxyType({
+    # A code must outlive the owner's reply, and not linger for a month.
+    "pairing.pending_ttl": (timedelta(minutes=1), timedelta(days=30)),
+    # Under a second the pruner only burns CPU (1 ms took 40 %); over a day, nothing is pruned.
+    "pairing.prune_interval": (timedelta(seconds=1), timedelta(days=1)),
+    # Sooner than 10 s is a reply to every message; the code also must not outlive pending_ttl.
+    "pairing.resend_after": (timedelta(seconds=10), timedelta(days=1)),
+    # A node waits on an open connection while the owner decides.
+    "nodes.pending_ttl": (timedelta(seconds=10), timedelta(days=1)),
+    # Each approved message waits for the handler this long at most.
+    "handler.timeout": (timedelta(milliseconds=100), timedelta(minutes=5)),
+    # A connection must finish its HTTP request this soon; a slow link needs a second or two.
+    "gateway.handshake_timeout": (timedelta(seconds=1), timedelta(minutes=5)),
+    # A silent connection with nothing to wait for is closed after this.
+    "gateway.idle_timeout": (timedelta(seconds=5), timedelta(days=1)),
+})
+"""The range a config file may give each duration, in one place: the example file and the
+error quote it. Trusted Python callers can step outside it: :meth:`Config.with_any_durations`."""
+
+_ANY_DURATIONS = "any_durations"
+
+
+def span(value: timedelta) -> str:
+    """Write a duration the way the config does, in its largest whole unit: ``90s``, ``1d``."""
+    ms = round(value.total_seconds() * 1000)
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def _within(field: str) -> Callable[[timedelta, ValidationInfo], timedelta]:
+    low, high = DURATION_BOUNDS[field]
+
+    def check(value: timedelta, info: ValidationInfo) -> timedelta:
+        if isinstance(info.context, dict) and info.context.get(_ANY_DURATIONS):
+            return value
+        if not low <= value <= high:
+            raise ValueError(f"must be from {span(low)} to {span(high)}")
+        return value
+
+    return check
 
 
 class _Model(BaseModel):
@@ -77,7 +139,7 @@ class Owner(_Model):
     @classmethod
     def _known(cls, value: str) -> str:
         if value not in KNOWN_PROVIDERS:
-            raise ValueError(f"unknown provider {value!r}")
+            raise _Invalid("unknown provider {value}", value)
         return value
 
     @field_validator("user_id", mode="before")
@@ -90,28 +152,45 @@ class Owner(_Model):
             raise ValueError("must be the platform's immutable user id, not a @username")
         return text
 
-    @model_validator(mode="after")
-    def _platform_id(self) -> Owner:
-        pattern, what = _OWNER_IDS[self.provider]
-        if not pattern.match(self.user_id):
-            raise ValueError(f"user_id {self.user_id!r} is not {what} (names, usernames and "
-                             "phone numbers can change hands)")
-        return self
+    @field_validator("user_id")
+    @classmethod
+    def _platform_id(cls, value: str, info: ValidationInfo) -> str:
+        provider = info.data.get("provider")  # absent when the provider itself was refused
+        if provider is not None:
+            pattern, what = _OWNER_IDS[provider]
+            if not pattern.match(value):
+                raise _Invalid(f"{{value}} is not {what} (names, usernames and phone numbers "
+                               "can change hands)", value)
+        return value
 
 
 class PairingConfig(_Model):
     """``pairing:`` — DM pairing knobs."""
 
-    pending_ttl: Duration = timedelta(hours=1)
-    prune_interval: Duration = timedelta(minutes=5)
+    pending_ttl: Annotated[Duration, AfterValidator(_within("pairing.pending_ttl"))] = \
+        timedelta(hours=1)
+    prune_interval: Annotated[Duration, AfterValidator(_within("pairing.prune_interval"))] = \
+        timedelta(minutes=5)
     max_pending_per_provider: int = Field(default=3, ge=1, le=10_000)
-    resend_after: Duration = timedelta(minutes=10)
+    resend_after: Annotated[Duration, AfterValidator(_within("pairing.resend_after"))] = \
+        timedelta(minutes=10)
+
+    @field_validator("resend_after")
+    @classmethod
+    def _before_expiry(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        """Only when written: the default (10m) with a shorter TTL just means "never resent"."""
+        ttl = info.data.get("pending_ttl")
+        if ttl is not None and value > ttl:
+            raise ValueError("must not be longer than pairing.pending_ttl (the code would "
+                             "expire before it is sent again)")
+        return value
 
 
 class NodesConfig(_Model):
     """``nodes:`` — node pairing knobs."""
 
-    pending_ttl: Duration = timedelta(minutes=5)
+    pending_ttl: Annotated[Duration, AfterValidator(_within("nodes.pending_ttl"))] = \
+        timedelta(minutes=5)
     max_pending_per_address: int = Field(default=3, ge=1, le=1000)
     max_pending: int = Field(default=50, ge=1, le=10_000)
     max_pending_per_node: int = Field(default=3, ge=1, le=100)
@@ -126,8 +205,20 @@ class GatewayConfig(_Model):
     operator_token: str | None = None
     max_connections: int = Field(default=256, ge=4, le=100_000)
     max_connections_per_address: int = Field(default=32, ge=1, le=100_000)
-    handshake_timeout: Duration = timedelta(seconds=10)
-    idle_timeout: Duration = timedelta(seconds=60)
+    handshake_timeout: Annotated[Duration, AfterValidator(
+        _within("gateway.handshake_timeout"))] = timedelta(seconds=10)
+    idle_timeout: Annotated[Duration, AfterValidator(
+        _within("gateway.idle_timeout"))] = timedelta(seconds=60)
+
+    @field_validator("operator_token")
+    @classmethod
+    def _strong(cls, value: str | None) -> str | None:
+        """Anyone who reaches the port may guess it: refuse what can be guessed."""
+        if value is not None and (reason := weakness(value)):
+            raise ValueError(f"too weak ({reason}; at least {MIN_SECRET_BITS} bits of "
+                             f"randomness needed): make one with {RANDOM_STRING_COMMAND}, "
+                             "or set null to turn remote operators off")
+        return value
 
 
 class StoreConfig(_Model):
@@ -142,7 +233,8 @@ class HandlerConfig(_Model):
     kind: Literal["echo", "forward", "webhook", "python"] = "echo"
     url: str | None = None
     target: str | None = None
-    timeout: Duration = timedelta(seconds=10)
+    timeout: Annotated[Duration, AfterValidator(_within("handler.timeout"))] = \
+        timedelta(seconds=10)
 
 
 class TelegramConfig(_Model):
@@ -168,9 +260,8 @@ class TelegramConfig(_Model):
         items = [str(v).strip() for v in value]
         for item in items:
             if not _TELEGRAM_ID.match(item):
-                raise ValueError(
-                    f"{item!r} is not a numeric Telegram user id (usernames can change hands)"
-                )
+                raise _Invalid("{value} is not a numeric Telegram user id (usernames can "
+                               "change hands)", item)
         return items
 
 
@@ -197,7 +288,7 @@ def _id_list(value: Any, pattern: re.Pattern[str], what: str) -> list[str]:
     items = [str(v).strip() for v in value]
     for item in items:
         if not pattern.match(item):
-            raise ValueError(f"{item!r} is not {what}")
+            raise _Invalid(f"{{value}} is not {what}", item)
     return items
 
 
@@ -349,6 +440,15 @@ class Config(_Model):
     handler: HandlerConfig = HandlerConfig()
     providers: ProvidersConfig = ProvidersConfig()
 
+    @classmethod
+    def with_any_durations(cls, data: Any) -> Config:
+        """Validate ``data`` as a file would be, except that durations need only be positive.
+
+        For trusted Python callers that need a pace no user should configure: the demo shows
+        a 4 s code expire, tests run the pruner every 0.2 s. :func:`load_config` never uses it.
+        """
+        return cls.model_validate(data, context={_ANY_DURATIONS: True})
+
     def secrets(self) -> list[str]:
         """Every secret value in the config (for the log redaction filter)."""
         found = [self.gateway.operator_token or ""]
@@ -369,19 +469,23 @@ class Config(_Model):
         return out
 
 
-def _interpolate(value: Any, path: str, source: str) -> Any:
+def _interpolate(value: Any, path: str, source: str,
+                 used: dict[str, dict[str, str]] | None = None) -> Any:
+    """Replace each ``${VAR}``; note in ``used`` which variables (and values) each path took."""
     if isinstance(value, dict):
-        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), source)
+        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), source, used)
                 for k, v in value.items()}
     if isinstance(value, list):
         # owners.0.user_id: the same dotted form validation errors use.
-        return [_interpolate(v, f"{path}.{i}", source) for i, v in enumerate(value)]
+        return [_interpolate(v, f"{path}.{i}", source, used) for i, v in enumerate(value)]
     if isinstance(value, str):
         def lookup(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in os.environ:
                 raise ConfigError(f"environment variable {name} is not set",
                                   source=source, field=path)
+            if used is not None:
+                used.setdefault(path, {})[name] = os.environ[name]
             return os.environ[name]
 
         return _ENV_REF.sub(lookup, value)
@@ -421,16 +525,81 @@ def load_config(path: Path) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError("top level must be a mapping of keys", source=source)
     _warn_literal_secrets(raw, "", source)
-    data = _interpolate(raw, "", source)
+    used: dict[str, dict[str, str]] = {}
+    data = _interpolate(raw, "", source, used)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        message = " ".join(first["msg"].removeprefix("Value error, ").split())
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
+        field, message = _explain(exc.errors()[0], used)
         raise ConfigError(message, source=source, field=field or None) from None
+
+
+_MASK_FROM = 6
+"""Environment values this long are masked wherever they appear in an error; shorter ones
+("1", "json") would also hit words and numbers the message says on its own."""
+
+
+def _explain(error: Any, used: Mapping[str, Mapping[str, str]]) -> tuple[str, str]:
+    """The field and one-line message of a validation error, with no environment value in it.
+
+    A refused value that came from ``${VAR}`` is named by its variable: a templated message
+    says "the value from ${VAR}" where it would quote the value, any other gets the variable
+    appended. Last, any longer environment value still in the text is masked: a secret is
+    never echoed, however a message was built.
+    """
+    field = ".".join(str(part) for part in error["loc"])
+    message = " ".join(error["msg"].removeprefix("Value error, ").split())
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    cause = (error.get("ctx") or {}).get("error")
+    refused = cause.value if isinstance(cause, _Invalid) else error.get("input")
+    names: list[str] = []
+    if isinstance(refused, str):
+        for path, variables in used.items():
+            if field and path != field and not path.startswith(f"{field}."):
+                continue
+            names += [name for name, value in variables.items()
+                      if value and (value in refused or refused in value)]
+    if names:
+        where = "the value from " + ", ".join(f"${{{name}}}" for name in dict.fromkeys(names))
+        if isinstance(cause, _Invalid) and "{value}" in cause.template:
+            message = " ".join(cause.template.replace("{value}", where).split())
+        else:
+            message = f"{message} ({where})"
+    for variables in used.values():
+        for name, value in variables.items():
+            if len(value) >= _MASK_FROM:
+                message = message.replace(value, f"${{{name}}}")
+    return field, message
+
+
+NO_OWNERS = "no owners configured: nobody can approve from chat; use the CLI"
+"""Said by ``pairbot run`` at start (a warning) and by ``pairbot doctor``."""
+
+
+class FileModeCheck(NamedTuple):
+    """What the config file's mode means: ``ok``, ``warn`` (others can read it) or
+    ``refuse`` (others can write it); ``message`` says why in one line."""
+
+    verdict: Literal["ok", "warn", "refuse"]
+    message: str
+
+
+def check_file_mode(path: Path) -> FileModeCheck:
+    """Judge who besides its owner may read or write the config file.
+
+    Writable by group or others: refused, since the owners list is in it. Readable: a
+    warning, since tokens may be in it (or in the environment it names).
+    """
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o022:
+        return FileModeCheck("refuse", f"group or others can write it (mode {mode:04o}), and "
+                             "whoever can write it can make themselves owner (chmod 600 the "
+                             "file)")
+    if mode & 0o044:
+        return FileModeCheck("warn", f"group or others can read it (mode {mode:04o}), and it "
+                             "may hold secrets (chmod 600 the file)")
+    return FileModeCheck("ok", f"mode {mode:04o}, only its owner can read or write it")
 
 
 def find_config(explicit: str | None) -> Path | None:

@@ -120,7 +120,7 @@ async def run_demo(out: Console, *, provider: str = "telegram", ttl_seconds: int
     with tempfile.TemporaryDirectory(prefix="pairbot-demo-") as tmp:
         await platform.start()
         try:
-            config = Config.model_validate({
+            config = Config.with_any_durations({
                 "owners": [{"provider": provider, "user_id": platform.owner_id}],
                 "pairing": {"pending_ttl": f"{ttl_seconds}s", "prune_interval": "1s"},
                 "handler": {"kind": "echo"},

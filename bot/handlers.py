@@ -19,7 +19,7 @@ import httpx
 from bot.config import HandlerConfig
 from bot.errors import ConfigError
 from bot.models import Inbound
-from bot.text import clean
+from bot.text import clean_name
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class ForwardHandler:
 
     async def __call__(self, msg: Inbound) -> str | None:
         """Forward to the owners."""
-        name = clean(msg.sender_name)
+        name = clean_name(msg.sender_name)
         who = f"{msg.provider} {msg.sender_id}{f' ({name})' if name else ''}"
         await self._to_owners(f"From {who}:\n{msg.text}")
         return None

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from bot.codes import format_code
 from bot.models import NodeRequest, PairedNode, PendingRequest
-from bot.text import ago, clean
+from bot.text import ago, clean, clean_name
 
 PROVIDER_LABELS = {"telegram": "Telegram", "slack": "Slack", "discord": "Discord",
                    "whatsapp": "WhatsApp", "signal": "Signal", "imessage": "iMessage"}
@@ -46,7 +46,7 @@ def approved_sender() -> str:
 
 def owner_notice(req: PendingRequest, *, expires_in: str) -> str:
     """Told to the owner about each new request; the name is marked as the sender's claim."""
-    name = clean(req.display_name()) or "(none)"
+    name = clean_name(req.display_name()) or "(none)"
     username = clean(req.meta.get("username", ""))
     lines = [
         "New pairing request",
@@ -80,7 +80,7 @@ def owner_capped(provider: str, count: int, cap: int) -> str:
 
 def approved(req: PendingRequest) -> str:
     """The owner's confirmation of an approval."""
-    name = clean(req.display_name())
+    name = clean_name(req.display_name())
     who = f" ({name}, as given by the sender)" if name else ""
     return f"Approved {label(req.provider)} sender {req.id}{who}. They have been told."
 
@@ -106,7 +106,7 @@ def node_notice(req: NodeRequest, *, expires_in: str,
                      "gives it a new one and the old one stops working.")
     lines += [
         f"Node id: {clean(req.node_id)}",
-        f"Name (given by the node, unverified): {clean(req.display_name) or '(none)'}",
+        f"Name (given by the node, unverified): {clean_name(req.display_name) or '(none)'}",
         f"Platform: {clean(req.platform) or '?'}  Version: {clean(req.version) or '?'}",
         f"From: {clean(req.remote) or '?'}",
         f"Request: {req.request_id}  (expires in {expires_in})",
@@ -124,7 +124,7 @@ def node_approved(node: PairedNode, *, delivered: bool) -> str:
     """The owner's confirmation of a node approval."""
     where = ("its token was sent to the waiting node" if delivered else
              "the node was not connected; it will get a token when it asks again")
-    name = clean(node.display_name) or "no name"
+    name = clean_name(node.display_name) or "no name"
     return f"Approved node {clean(node.node_id)} ({name}): {where}."
 
 
@@ -142,14 +142,14 @@ HELP = """Owner commands (only here, in your own chat with the bot):
 
 def pending_line(req: PendingRequest, *, age: str) -> str:
     """One line of ``/pending``."""
-    name = clean(req.display_name(), limit=32)
+    name = clean_name(req.display_name(), limit=32)
     return (f"{format_code(req.code)}  {label(req.provider)} {req.id}"
             f"{f' ({name})' if name else ''}, {age} ago")
 
 
 def node_line(req: NodeRequest, *, age: str) -> str:
     """One line of ``/nodes`` for a pending node."""
-    name = clean(req.display_name, limit=32)
+    name = clean_name(req.display_name, limit=32)
     return f"{req.request_id}  {clean(req.node_id, limit=40)}{f' ({name})' if name else ''}, " \
            f"{age} ago"
 

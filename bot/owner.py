@@ -26,7 +26,7 @@ from bot.models import (
 )
 from bot.nodes import NodeService
 from bot.pairing import PairingService
-from bot.text import ago, clean
+from bot.text import ago, clean, remaining
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class OwnerCommands:
         now = self._clock.now()
         if state and state.locked_until and now < state.locked_until:
             return (f"Too many wrong codes: approvals are paused for "
-                    f"{ago(state.locked_until - now)}.")
+                    f"{remaining(state.locked_until - now)}.")
         return None
 
     def _fail(self, actor: str, text: str) -> str:

@@ -247,6 +247,69 @@ def test_doctor_passes_on_a_clean_dir_and_flags_loose_modes(state_dir, live):
     assert "0644" in bad.stdout
 
 
+def test_pairing_list_shows_a_blank_name_and_rounds_the_time_left_up(state_dir):
+    store = JsonFileStore(state_dir)
+    ten_minutes_ago = FakeClock(SystemClock().now() - timedelta(minutes=10))
+    PairingService(store, clock=ten_minutes_ago).request("telegram", "42",
+                                                         {"firstName": "\u3164\u2800"})
+    store.close()
+    result = run(state_dir, "pairing", "list")
+    [row] = [line for line in result.stdout.splitlines() if " 42 " in line]
+    assert "[blank name]" in row
+    assert "10m ago" in row
+    assert "in 50m" in row  # 49m59.x left: said as 50m, not 49m
+
+
+def private_config(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
+    config = tmp_path / "pairbot.yaml"
+    config.write_text(text)
+    config.chmod(mode)
+    return config
+
+
+OWNED = "owners: [{provider: telegram, user_id: '111'}]\n"
+
+
+@pytest.mark.parametrize(
+    ("mode", "line"),
+    [(0o600, "ok   {config}: mode 0600, only its owner can read or write it"),
+     (0o400, "ok   {config}: mode 0400, only its owner can read or write it"),
+     (0o640, "FAIL {config}: group or others can read it (mode 0640), and it may hold secrets "
+             "(chmod 600 the file)"),
+     (0o664, "FAIL {config}: group or others can write it (mode 0664), and whoever can write "
+             "it can make themselves owner (chmod 600 the file)")],
+    ids=["0600", "0400", "0640", "0664"])
+def test_doctor_says_what_run_says_of_the_config_mode(state_dir, tmp_path, mode, line):
+    config = private_config(tmp_path, OWNED, mode)
+    result = run(state_dir, "--config", str(config), "doctor")
+    assert line.format(config=config) in result.stdout.splitlines()
+    assert result.returncode == (0 if mode in (0o600, 0o400) else 1), result.stdout
+
+
+def test_doctor_says_what_run_says_of_no_owners(state_dir, tmp_path):
+    result = run(state_dir, "--config", str(private_config(tmp_path, "")), "doctor")
+    assert "FAIL no owners configured: nobody can approve from chat; use the CLI" in (
+        result.stdout.splitlines())
+    assert result.returncode == 1
+
+
+@pytest.mark.parametrize("command", [["pairing", "list"], ["allowlist", "list"], ["doctor"],
+                                     ["nodes", "pending"], ["run"]],
+                         ids=["pairing-list", "allowlist-list", "doctor", "nodes", "run"])
+def test_a_weak_operator_token_stops_every_command_that_loads_the_config(state_dir, tmp_path,
+                                                                         command):
+    config = private_config(tmp_path, OWNED + "gateway: {operator_token: '${PB_OP}'}\n")
+    result = run(state_dir, "--config", str(config), *command, env={"PB_OP": "hunter42hunter42"})
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"pairbot: error: {config}: gateway.operator_token: too weak (a short repeated "
+        "pattern; at least 128 bits of randomness needed): make one with python3 -c 'import "
+        "secrets; print(secrets.token_urlsafe(32))', or set null to turn remote operators off "
+        "(the value from ${PB_OP})")
+    assert result.stderr.count("\n") == 1
+    assert "hunter" not in result.stderr
+
+
 def test_config_errors_name_the_field(state_dir, tmp_path):
     config = tmp_path / "pairbot.yaml"
     config.write_text("pairing:\n  pending_ttl: soon\n")

@@ -53,6 +53,40 @@ def test_run_with_a_bad_config_names_the_field(tmp_path):
     assert line.startswith(f"pairbot: error: {config}: providers.telegram.dm_policy:")
 
 
+@pytest.mark.parametrize("mode", [0o664, 0o646, 0o666, 0o620], ids=oct)
+def test_run_refuses_a_config_others_can_write(tmp_path, mode):
+    config = tmp_path / "pairbot.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\n"
+                      "owners: [{provider: telegram, user_id: '111'}]\n"
+                      "providers:\n  telegram: {token: '${TG_TOKEN}'}\n")
+    config.chmod(mode)
+    result = subprocess.run([str(PAIRBOT), "run", "--config", str(config)], capture_output=True,
+                            text=True, timeout=60, check=False, env=clean_env(TG_TOKEN=TOKEN))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"pairbot: error: {config}: group or others can write it (mode {mode:04o}), and "
+        "whoever can write it can make themselves owner (chmod 600 the file)\n")
+    assert not (tmp_path / "state").exists()
+
+
+def test_run_warns_at_start_of_a_config_others_can_read_and_of_no_owners(tmp_path):
+    config = tmp_path / "pairbot.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\ngateway: {{port: 0}}\n")
+    config.chmod(0o644)
+    result = subprocess.run([str(PAIRBOT), "run", "--config", str(config)], capture_output=True,
+                            text=True, timeout=60, check=False, env=clean_env())
+    lines = result.stderr.splitlines()
+    warnings = [line.split(" WARNING bot.cli: ", 1)[1] for line in lines
+                if " WARNING bot.cli: " in line]
+    assert warnings == [
+        f"{config}: group or others can read it (mode 0644), and it may hold secrets "
+        "(chmod 600 the file)",
+        "no owners configured: nobody can approve from chat; use the CLI"]
+    # ... and then it went on to start, which stops here only for want of a provider.
+    assert (result.returncode, lines[-1]) == (
+        2, "pairbot: error: providers: no provider configured")
+
+
 @pytest.mark.e2e
 async def test_run_serves_telegram_and_stops_cleanly_on_sigterm(tmp_path):
     async with FakeTelegramServer(token=TOKEN) as fake:
@@ -63,6 +97,7 @@ async def test_run_serves_telegram_and_stops_cleanly_on_sigterm(tmp_path):
             "gateway: {port: 0}\n"
             "providers:\n"
             f"  telegram: {{token: '${{TG_TOKEN}}', api_base_url: '{fake.base_url}'}}\n")
+        config.chmod(0o600)
         proc = await asyncio.create_subprocess_exec(
             str(PAIRBOT), "run", "--config", str(config), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, env=clean_env(TG_TOKEN=TOKEN))
@@ -81,6 +116,7 @@ async def test_run_serves_telegram_and_stops_cleanly_on_sigterm(tmp_path):
         assert proc.returncode == 0, stderr.decode()
         log = stderr.decode()
         assert "pairbot running" in log
+        assert "WARNING" not in log  # a private config with an owner: nothing to warn about
         assert TOKEN not in log
         assert TOKEN.split(":")[1] not in log
         pairing = (tmp_path / "state" / "credentials" / "telegram-pairing.json").read_text()

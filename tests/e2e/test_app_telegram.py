@@ -37,7 +37,7 @@ def make_config(fake: FakeTelegramServer, **overrides: Any) -> Config:
             target.update(value)
         else:
             raw[key] = value
-    return Config.model_validate(raw)
+    return Config.with_any_durations(raw)  # a 0.2 s pruner: no user may set one
 
 
 @pytest.fixture
@@ -117,6 +117,15 @@ async def test_repeat_messages_do_not_resend_the_code(tg, app, fake_clock):
     tg.dm(ALICE, "still there?")
     texts = await texts_to(tg, ALICE, 2)
     assert code_in(texts[1]) == code_in(texts[0])
+
+
+async def test_the_time_a_code_works_for_is_said_rounded_up(tg, app, fake_clock):
+    await pair(tg, app, ALICE)
+    fake_clock.advance(timedelta(minutes=10, seconds=1))  # resend_after passed; 49m59s left
+    tg.dm(ALICE, "still there?")
+    texts = await texts_to(tg, ALICE, 2)
+    assert texts[0].endswith("The code works for 1h.")
+    assert texts[1].endswith("The code works for 50m.")
 
 
 async def test_owner_approves_in_chat_and_the_sender_goes_through(tg, app):

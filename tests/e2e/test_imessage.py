@@ -415,7 +415,7 @@ async def test_stop_is_idempotent_frees_the_port_and_start_works_again(fake, pro
 
 
 def make_config(fake: FakeBlueBubbles) -> Config:
-    return Config.model_validate({
+    return Config.with_any_durations({  # a 0.2 s pruner: no user may set one
         "owners": [{"provider": "imessage", "user_id": OWNER}],
         "pairing": {"prune_interval": "0.2s"},
         "gateway": {"port": 0},

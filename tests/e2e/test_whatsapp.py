@@ -376,7 +376,7 @@ def test_registry_and_config_build_the_provider() -> None:
 
 
 def make_config(fake: FakeWhatsAppServer, **block: Any) -> Config:
-    return Config.model_validate({
+    return Config.with_any_durations({  # a 0.2 s pruner: no user may set one
         "owners": [{"provider": "whatsapp", "user_id": OWNER}],
         "pairing": {"prune_interval": "0.2s"},
         "gateway": {"port": 0},

@@ -254,7 +254,7 @@ def make_config(tg: FakeTelegramServer, **sections: dict[str, Any]) -> Config:
     }
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
-    return Config.model_validate(raw)
+    return Config.with_any_durations(raw)
 
 
 @contextlib.asynccontextmanager

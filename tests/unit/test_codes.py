@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import secrets
 from collections import Counter
 from collections.abc import Sequence
@@ -175,3 +176,57 @@ def test_token_matches_only_its_own_hash() -> None:
     assert codes.token_matches(token + "x", stored) is False
     assert codes.token_matches(codes.new_token(), stored) is False
     assert codes.token_matches(token, "0" * 64) is False
+
+
+# --- how strong a secret is (the operator token check) ---------------------------------------
+
+@pytest.mark.parametrize(
+    "draw",
+    [lambda: secrets.token_urlsafe(32), lambda: secrets.token_hex(16),
+     lambda: secrets.token_hex(32)],
+    ids=["token_urlsafe(32)", "token_hex(16)", "token_hex(32)"],
+)
+def test_tokens_the_docs_suggest_are_strong_enough(draw: Any) -> None:
+    for _ in range(20):
+        token = draw()
+        assert codes.weakness(token) is None, token
+        assert codes.estimate_bits(token) >= codes.MIN_SECRET_BITS
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("1", "fewer than 8 distinct characters"),
+        ("", "fewer than 8 distinct characters"),
+        ("password", "fewer than 8 distinct characters"),
+        ("Password123!", "about 78 bits"),
+        ("a" * 64, "fewer than 8 distinct characters"),
+        ("abcabcabc" * 10, "fewer than 8 distinct characters"),
+        ("abcdefgh" * 8, "a short repeated pattern"),
+        ("Tr0ub4dor&3" * 4, "a short repeated pattern"),
+        ("operator-secret", "about 72 bits"),
+        ("1234567890" * 3, "a short repeated pattern"),
+        ("31415926535897932384626433832795", "about 106 bits"),
+        ("correct-horse-battery", "about 101 bits"),
+    ],
+    ids=["one", "empty", "password", "password123", "64-a", "abc-repeated", "8-chars-repeated",
+         "phrase-repeated", "short-phrase", "digits-repeated", "32-digits", "passphrase"],
+)
+def test_weak_secrets_are_named_with_a_reason(token: str, reason: str) -> None:
+    assert codes.weakness(token) == reason
+
+
+@pytest.mark.parametrize(
+    ("token", "alphabet"),
+    [("0123456789abcdef", 16), ("0123456789ABCDEF", 16), ("0123456789", 10),
+     ("abcdefghij", 26), ("ABCDEFGHIJ", 26), ("abcdefGHIJ", 52),
+     ("abcdef0123-_", 38), ("abc123XYZ-_!", 95), ("abcdefghé", 57)],
+    ids=["hex", "hex-upper", "digits", "lower", "upper", "mixed-case", "urlsafe",
+         "punctuation", "non-ascii"],
+)
+def test_estimate_is_length_times_log2_of_the_classes_used(token: str, alphabet: int) -> None:
+    assert codes.estimate_bits(token) == pytest.approx(len(token) * math.log2(alphabet))
+
+
+def test_hex_letters_alone_count_as_hex() -> None:
+    assert codes.estimate_bits("abcdefabcdfe") == pytest.approx(12 * 4)

@@ -12,13 +12,22 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from bot.config import Config, Owner, _interpolate, load_config
+from bot.config import (
+    DURATION_BOUNDS,
+    Config,
+    Owner,
+    _explain,
+    _interpolate,
+    load_config,
+    parse_duration,
+)
 from bot.errors import ConfigError
 from bot.models import DmPolicy
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config.example.yaml"
 LITERAL_TOKEN = "123456789:AAHliteralTokenValueThatMustNotBeLogged_xyz"
+STRONG_TOKEN = "Zq3kR9vX2mW7pL4tN8bY1cH6dF5gJ0sA-uE_iOw"
 TG = "providers:\n  telegram:\n    token: ${TG_TOKEN}\n"
 
 
@@ -51,7 +60,7 @@ def test_example_config_loads(monkeypatch: pytest.MonkeyPatch,
     values = yaml.safe_load(EXAMPLE.read_text())
     referenced = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", repr(values)))
     assert referenced == {"PAIRBOT_OPERATOR_TOKEN", "TELEGRAM_BOT_TOKEN"}
-    monkeypatch.setenv("PAIRBOT_OPERATOR_TOKEN", "operator-secret")
+    monkeypatch.setenv("PAIRBOT_OPERATOR_TOKEN", STRONG_TOKEN)
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123:bot-secret")
     caplog.set_level(logging.WARNING, logger="bot.config")
     config = load_config(EXAMPLE)
@@ -61,7 +70,7 @@ def test_example_config_loads(monkeypatch: pytest.MonkeyPatch,
         timedelta(hours=1), timedelta(minutes=5), 3, timedelta(minutes=10))
     assert config.nodes.pending_ttl == timedelta(minutes=5)
     assert (config.gateway.enabled, config.gateway.host, config.gateway.port,
-            config.gateway.operator_token) == (True, "127.0.0.1", 18789, "operator-secret")
+            config.gateway.operator_token) == (True, "127.0.0.1", 18789, STRONG_TOKEN)
     assert (config.handler.kind, config.handler.url, config.handler.target,
             config.handler.timeout) == ("echo", None, None, timedelta(seconds=10))
     telegram = config.providers.telegram
@@ -188,10 +197,14 @@ def test_missing_variable_names_field_and_variable(write, text: str, field_name:
      ("10 s", 10), ("45", 45), (30, 30), (1.5, 1.5)],
     ids=["90s", "5m", "1h", "2d", "ms", "fraction", "space", "string-number", "int", "float"],
 )
-def test_durations(write, written: object, seconds: float) -> None:
-    value = f"'{written}'" if isinstance(written, str) else str(written)
-    config = load_config(write(f"pairing: {{pending_ttl: {value}}}\n"))
-    assert config.pairing.pending_ttl == timedelta(seconds=seconds)
+def test_durations(written: object, seconds: float) -> None:
+    assert parse_duration(written) == timedelta(seconds=seconds)
+
+
+def test_a_duration_in_a_file(write) -> None:
+    config = load_config(write("pairing: {pending_ttl: '1.5h', resend_after: 90}\n"))
+    assert (config.pairing.pending_ttl, config.pairing.resend_after) == (
+        timedelta(hours=1, minutes=30), timedelta(seconds=90))
 
 
 @pytest.mark.parametrize(
@@ -219,6 +232,88 @@ def test_bad_durations(write, value: str, message: str) -> None:
         f"handler.timeout: {message}")
 
 
+BOUNDS = [
+    ("pairing.pending_ttl", "1m", "30d", "59s", "31d"),
+    ("pairing.prune_interval", "1s", "1d", "1ms", "25h"),
+    ("pairing.resend_after", "10s", "1d", "9s", "2d"),
+    ("nodes.pending_ttl", "10s", "1d", "1s", "2d"),
+    ("handler.timeout", "100ms", "5m", "99ms", "301s"),
+    ("gateway.handshake_timeout", "1s", "5m", "999ms", "301s"),
+    ("gateway.idle_timeout", "5s", "1d", "4s", "25h"),
+]
+
+
+def section(field: str, value: str) -> str:
+    block, key = field.split(".")
+    extra = ", pending_ttl: 30d" if field == "pairing.resend_after" else ""
+    return f"{block}: {{{key}: '{value}'{extra}}}\n"
+
+
+@pytest.mark.parametrize(("field", "low", "high", "under", "over"), BOUNDS,
+                         ids=[b[0] for b in BOUNDS])
+def test_durations_are_bounded(write, field: str, low: str, high: str, under: str,
+                               over: str) -> None:
+    block, key = field.split(".")
+    for inside in (low, high):
+        config = load_config(write(section(field, inside)))
+        assert getattr(getattr(config, block), key) == parse_duration(inside)
+    for outside in (under, over):
+        assert config_error(write(section(field, outside))) == (
+            f"{field}: must be from {low} to {high}")
+
+
+def test_the_bounds_table_is_what_is_tested_and_holds_the_defaults() -> None:
+    assert {k: (v[0], v[1]) for k, v in DURATION_BOUNDS.items()} == {
+        b[0]: (parse_duration(b[1]), parse_duration(b[2])) for b in BOUNDS}
+    defaults = Config()
+    for field, (low, high) in DURATION_BOUNDS.items():
+        block, key = field.split(".")
+        assert low <= getattr(getattr(defaults, block), key) <= high, field
+
+
+def test_the_example_documents_each_bound() -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    for field, low, high, _, _ in BOUNDS:
+        block, key = field.split(".")
+        start = lines.index(f"{block}:") if f"{block}:" in lines else next(
+            i for i, line in enumerate(lines) if line.startswith(f"{block}:"))
+        line = next(line for line in lines[start:] if line.strip().startswith(f"{key}:"))
+        assert f"({low}..{high})" in line, line
+
+
+def test_a_millisecond_pruner_is_refused(write) -> None:
+    assert config_error(write("pairing: {prune_interval: 1ms}\n")) == (
+        "pairing.prune_interval: must be from 1s to 1d")
+
+
+def test_resend_after_may_not_outlast_the_code(write) -> None:
+    assert config_error(write("pairing: {pending_ttl: 5m, resend_after: 10m}\n")) == (
+        "pairing.resend_after: must not be longer than pairing.pending_ttl (the code would "
+        "expire before it is sent again)")
+    assert config_error(write("pairing: {resend_after: 2h}\n")).startswith(
+        "pairing.resend_after: must not be longer than pairing.pending_ttl")
+    equal = load_config(write("pairing: {pending_ttl: 5m, resend_after: 5m}\n"))
+    assert equal.pairing.resend_after == timedelta(minutes=5)
+
+
+def test_a_short_pending_ttl_with_the_default_resend_after_is_fine(write) -> None:
+    config = load_config(write("pairing: {pending_ttl: 5m}\n"))
+    assert config.pairing.resend_after == timedelta(minutes=10)  # never resent: it expires first
+
+
+def test_trusted_code_may_go_outside_the_bounds() -> None:
+    raw = {"pairing": {"prune_interval": "0.2s", "pending_ttl": "4s"}}
+    with pytest.raises(ValueError, match="must be from 1s to 1d"):
+        Config.model_validate(raw)
+    config = Config.with_any_durations(raw)
+    assert (config.pairing.prune_interval, config.pairing.pending_ttl) == (
+        timedelta(seconds=0.2), timedelta(seconds=4))
+    with pytest.raises(ValueError, match="must be longer than zero"):
+        Config.with_any_durations({"handler": {"timeout": 0}})
+    with pytest.raises(ValueError, match=r"must not be longer than pairing\.pending_ttl"):
+        Config.with_any_durations({"pairing": {"pending_ttl": "4s", "resend_after": "5s"}})
+
+
 # --- everything else that can be wrong: one line, path first, field named ---------------------
 
 BAD = [
@@ -235,10 +330,10 @@ BAD = [
     ("owner-username-spaced", "owners: [{provider: telegram, user_id: ' @alice'}]\n",
      "owners.0.user_id: must be the platform's immutable user id, not a @username"),
     ("owner-signal-number", "owners: [{provider: signal, user_id: '+15550001111'}]\n",
-     "owners.0: user_id '+15550001111' is not a Signal account UUID (ACI) (names, usernames "
+     "owners.0.user_id: '+15550001111' is not a Signal account UUID (ACI) (names, usernames "
      "and phone numbers can change hands)"),
     ("owner-display-name", "owners: [{provider: telegram, user_id: Alice}]\n",
-     "owners.0: user_id 'Alice' is not a numeric Telegram user id (names, usernames and "
+     "owners.0.user_id: 'Alice' is not a numeric Telegram user id (names, usernames and "
      "phone numbers can change hands)"),
     ("owner-empty", "owners: [{provider: telegram, user_id: ''}]\n",
      "owners.0.user_id: must be the platform's immutable user id, not a @username"),
@@ -348,3 +443,98 @@ def test_a_partial_webhook_block_keeps_the_platforms_defaults() -> None:
     assert block is not None
     assert block.provider_kwargs()["webhook_path"] == "/bluebubbles/webhook"
     assert block.provider_kwargs()["webhook_port"] == 0
+
+
+# --- the operator token must be strong --------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "token", ["1", "password", "a" * 64, "abc" * 30, "operator-secret", "hunter2hunter2"],
+    ids=["one", "password", "64-a", "abc-repeated", "short-phrase", "phrase-twice"])
+def test_weak_operator_token_is_refused_without_echoing_it(write, token: str) -> None:
+    message = config_error(write(f"gateway: {{operator_token: '{token}'}}\n"))
+    assert message.startswith("gateway.operator_token: too weak (")
+    assert "at least 128 bits" in message
+    assert "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'" in message
+    if len(token) > 1:
+        assert token not in message
+
+
+def test_strong_or_no_operator_token_is_accepted(write) -> None:
+    assert load_config(write(f"gateway: {{operator_token: '{STRONG_TOKEN}'}}\n")
+                       ).gateway.operator_token == STRONG_TOKEN
+    assert load_config(write("gateway: {operator_token: null}\n")).gateway.operator_token is None
+
+
+# --- a value from ${VAR} is never echoed -------------------------------------------------------
+
+ENV_SECRET = "sk_live_4f9a2b7c"
+
+FROM_ENV = [
+    ("owner-id", "owners: [{provider: telegram, user_id: '${PB_SECRET}'}]\n",
+     "owners.0.user_id: the value from ${PB_SECRET} is not a numeric Telegram user id (names, "
+     "usernames and phone numbers can change hands)"),
+    ("owner-id-partly", "owners: [{provider: discord, user_id: '42${PB_SECRET}'}]\n",
+     "owners.0.user_id: the value from ${PB_SECRET} is not a numeric Discord user id (a "
+     "snowflake) (names, usernames and phone numbers can change hands)"),
+    ("provider-block-wrong-type", "providers: {telegram: '${PB_SECRET}'}\n",
+     "providers.telegram: Input should be a valid dictionary or instance of TelegramConfig "
+     "(the value from ${PB_SECRET})"),
+    ("provider-number", "providers:\n  telegram: {token: x, max_send_rate: '${PB_SECRET}'}\n",
+     "providers.telegram.max_send_rate: Input should be a valid number, unable to parse string "
+     "as a number (the value from ${PB_SECRET})"),
+    ("port", "gateway: {port: '${PB_SECRET}'}\n",
+     "gateway.port: Input should be a valid integer, unable to parse string as an integer "
+     "(the value from ${PB_SECRET})"),
+    ("operator-token", "gateway: {operator_token: '${PB_SECRET}'}\n",
+     "gateway.operator_token: too weak (about 84 bits; at least 128 bits of randomness "
+     "needed): make one with python3 -c 'import secrets; print(secrets.token_urlsafe(32))', "
+     "or set null to turn remote operators off (the value from ${PB_SECRET})"),
+    ("duration", "pairing: {pending_ttl: '${PB_SECRET}'}\n",
+     "pairing.pending_ttl: not a duration: the value from ${PB_SECRET} (use e.g. 90s, 5m, 1h)"),
+    ("allow-from", "providers:\n  telegram: {token: x, allow_from: [1, '${PB_SECRET}']}\n",
+     "providers.telegram.allow_from: the value from ${PB_SECRET} is not a numeric Telegram "
+     "user id (usernames can change hands)"),
+    ("slack-allow-from", "providers:\n  slack: {bot_token: x, app_token: y, allow_from: "
+     "['${PB_SECRET}']}\n",
+     "providers.slack.allow_from: the value from ${PB_SECRET} is not a Slack user id (U…), "
+     "e.g. U012AB3CD"),
+    ("dm-policy", "providers:\n  telegram: {token: x, dm_policy: '${PB_SECRET}'}\n",
+     "providers.telegram.dm_policy: Input should be 'pairing', 'allowlist', 'open' or "
+     "'disabled' (the value from ${PB_SECRET})"),
+    ("two-variables", "owners: [{provider: telegram, user_id: '${PB_SECRET}${PB_OTHER}'}]\n",
+     "owners.0.user_id: the value from ${PB_SECRET}, ${PB_OTHER} is not a numeric Telegram "
+     "user id (names, usernames and phone numbers can change hands)"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), [(t, m) for _, t, m in FROM_ENV],
+                         ids=[i for i, _, _ in FROM_ENV])
+def test_an_error_names_the_variable_never_its_value(write, monkeypatch: pytest.MonkeyPatch,
+                                                     text: str, message: str) -> None:
+    monkeypatch.setenv("PB_SECRET", ENV_SECRET)
+    monkeypatch.setenv("PB_OTHER", "zz_other_9q")
+    got = config_error(write(text))
+    assert ENV_SECRET not in got
+    assert "4f9a2b" not in got
+    assert "zz_other" not in got
+    assert got == message
+
+
+def test_a_variable_elsewhere_leaves_the_message_alone(write,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PB_OWNER", "555")
+    monkeypatch.setenv("PB_BOT", ENV_SECRET)
+    assert config_error(write(
+        "owners: [{provider: telegram, user_id: '${PB_OWNER}'}]\n"
+        "gateway: {port: 70000}\n")) == "gateway.port: Input should be less than or equal to 65535"
+    assert config_error(write(
+        "providers:\n  slack: {bot_token: '${PB_BOT}', mode: http}\n")) == (
+        "providers.slack: signing_secret is required when mode is http")
+
+
+def test_any_message_that_would_quote_an_environment_value_is_masked() -> None:
+    """The backstop, for a message no template knows about (e.g. a future validator's)."""
+    used = {"providers.telegram.token": {"PB_SECRET": ENV_SECRET}, "state_dir": {"PB_N": "1"}}
+    error = {"loc": ("gateway", "host"), "type": "value_error", "input": 5,
+             "msg": f"Value error, {ENV_SECRET!r} does not resolve, 1 try"}
+    assert _explain(error, used) == ("gateway.host", "'${PB_SECRET}' does not resolve, 1 try")

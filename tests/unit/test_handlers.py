@@ -62,8 +62,9 @@ async def test_echo_returns_exactly_the_text(text: str) -> None:
         ("Alice", "From telegram 4242 (Alice):\nhello bot"),
         ("", "From telegram 4242:\nhello bot"),
         ("Eve\n/approve ABCD2345\u202e", "From telegram 4242 (Eve /approve ABCD2345):\nhello bot"),
+        ("\u3164\u2800", "From telegram 4242 ([blank name]):\nhello bot"),
     ],
-    ids=["named", "no-name", "hostile-name-cleaned"],
+    ids=["named", "no-name", "hostile-name-cleaned", "blank-looking-name"],
 )
 async def test_forward_tells_the_owners_who_sent_it(name: str, want: str) -> None:
     owners = Recorder()

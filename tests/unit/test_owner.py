@@ -370,6 +370,18 @@ def test_ten_failures_lock_even_a_correct_code_for_fifteen_minutes(
     assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
 
 
+def test_the_pause_is_said_rounded_up(owner: OwnerCommands, pairing: PairingService,
+                                      clock: FakeClock) -> None:
+    """A second after a 15-minute lockout began, 14m59s are left: that is "15m", not "14m"."""
+    req = stranger(pairing)
+    fail(owner, 10)
+    clock.advance(SECOND)
+    assert owner.run(f"/approve {req.code}", actor=OWNER).text == LOCKED_15M
+    clock.advance(timedelta(minutes=10))
+    assert owner.run(f"/approve {req.code}", actor=OWNER).text == (
+        "Too many wrong codes: approvals are paused for 5m.")
+
+
 def test_lockout_counts_expired_codes_and_ignores_new_codes(
         owner: OwnerCommands, pairing: PairingService, clock: FakeClock) -> None:
     old = stranger(pairing, "1")

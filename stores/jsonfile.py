@@ -639,22 +639,29 @@ class JsonFileStore:
                 doc.key = atomic_write(doc.path, doc.render(), after=doc.key)
             except OSError as exc:
                 if written:  # a grant is on disk (the request is still pending): audit it
-                    with contextlib.suppress(OSError):
-                        self._append_audit(txn)
-                raise StoreError(f"write failed: {exc.strerror or exc}", path=doc.path) from exc
+                    self._append_audit(txn)
+                raise os_error(exc, doc.path, "write failed") from exc
             doc.dirty = False
             if doc.kind is ALLOW:  # the gate answers from the new version without a re-read
                 self._allow_cache[doc.provider] = (doc.key, _allow_set(doc))
-        try:
-            self._append_audit(txn)
-        except OSError as exc:
-            raise StoreError(f"audit append failed: {exc.strerror or exc}",
-                             path=self.audit_path) from exc
+        self._append_audit(txn)
 
     def _append_audit(self, txn: _Txn) -> None:
-        if txn.events:
+        """Append the transaction's audit lines, after its state files are durable.
+
+        The change has happened by now, so a failed append does not undo or deny it: the
+        caller goes on to report what was done (an approved node's token included), and a
+        one-line warning (no code, no token) says the audit log is missing these lines.
+        """
+        if not txn.events:
+            return
+        try:
             append_durably(self.audit_path,
                            "".join(_audit_line(e) for e in txn.events).encode())
+        except OSError as exc:
+            log.warning("%s: %d audit line(s) could not be written: %s; the audit log does "
+                        "not show this change", self.audit_path, len(txn.events),
+                        exc.strerror or exc)
 
     def close(self) -> None:
         """Drop cached state (the lock file is kept; it is reused by every process)."""

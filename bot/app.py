@@ -23,10 +23,11 @@ from typing import Any, Self
 from bot import messages
 from bot.clock import Clock, SystemClock
 from bot.config import Config
-from bot.errors import ConfigError, StoreError
+from bot.errors import ConfigError, PairbotError, StartupError, StoreError
 from bot.gate import Decision, decide, owner_command_text
 from bot.gateway import Gateway, GatewaySettings
 from bot.handlers import Handler, build_handler
+from bot.logs import RedactFilter
 from bot.models import Button, DmPolicy, Inbound, NodeRequest, PairedNode, PendingRequest
 from bot.nodes import NodeService, NodeSettings
 from bot.owner import OwnerCommands, OwnerReply
@@ -180,7 +181,11 @@ class App:
                     max_pending_per_address=cfg.nodes.max_pending_per_address,
                     max_pending=cfg.nodes.max_pending),
                 on_request=self.notice_node_request, on_resolved=self._resolved_by_gateway)
-            await gateway.start()
+            try:
+                await gateway.start()
+            except OSError as exc:
+                raise StartupError.cannot_listen(cfg.gateway.host, cfg.gateway.port,
+                                                 exc) from exc
             self._stack.push_async_callback(gateway.stop)
             self.gateway = gateway
             self.add_node_listener(self._deliver_to_gateway)
@@ -190,7 +195,13 @@ class App:
         for name, provider in providers.items():
             block = getattr(cfg.providers, name, None)
             self._policies[name] = block.dm_policy if block is not None else DmPolicy.PAIRING
-            await provider.start(self.on_inbound)
+            try:
+                await provider.start(self.on_inbound)
+            except PairbotError:
+                raise
+            except Exception as exc:
+                raise StartupError.cannot_start(name, exc, redact=RedactFilter(
+                    cfg.secrets()).redact) from exc
             self.providers[name] = provider
             self._stack.push_async_callback(provider.stop)
         self.scheduler = PruneScheduler(self.prune, interval=cfg.pairing.prune_interval)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from providers.fakes import free_port
 from providers.fakes.telegram import FakeTelegramServer
 
 PAIRBOT = Path(sys.executable).with_name("pairbot")
@@ -150,3 +152,26 @@ async def test_run_names_a_state_dir_that_cannot_be_used(tmp_path, where):
     assert line.startswith(f"pairbot: error: {state}: ")
     assert str(blocker) in line
     assert blocker.read_text() == "a file\n"
+
+
+@pytest.mark.e2e
+async def test_run_names_a_gateway_port_in_use(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        async with FakeTelegramServer(token=TOKEN) as fake:
+            result = await run_until_exit(write_config(tmp_path, fake.base_url,
+                                                       state=tmp_path / "state", port=port))
+            assert fake.calls == []
+    assert the_error_line(result) == (f"pairbot: error: gateway: cannot listen on 127.0.0.1:"
+                                      f"{port}: address already in use (gateway.port)")
+
+
+@pytest.mark.e2e
+async def test_run_names_an_unreachable_platform_api(tmp_path):
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = await run_until_exit(write_config(tmp_path, closed, state=tmp_path / "state"))
+    line = the_error_line(result)
+    assert line.startswith("pairbot: error: telegram: cannot start: NetworkError: ")
+    assert TOKEN not in result.stderr

@@ -1,7 +1,7 @@
 """The running app when the state or the platform is not usable (real PTB against the fake).
 
-At start, a state file that does not parse refuses the start with one error, before any
-provider delivers a message. While
+At start, a state file that does not parse, a gateway port in use and an unreachable
+platform API refuse the start with one error, before any provider delivers a message. While
 running, a state file that goes bad refuses (closed) only the messages that need it: one log
 line each, and the owner is told once per bad file.
 """
@@ -9,13 +9,15 @@ line each, and the owner is told once per bad file.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
 from bot.app import App
 from bot.clock import FakeClock
-from bot.errors import StoreCorruptError
+from bot.errors import StartupError, StoreCorruptError
+from providers.fakes import free_port
 from providers.fakes.telegram import FakeTelegramServer
 from stores.jsonfile import JsonFileStore
 from tests.e2e.test_app_telegram import (
@@ -62,6 +64,33 @@ async def test_start_refuses_a_corrupt_state_file_before_any_provider(tg, state_
     assert "nodes[0].tokenHash" in str(caught.value)
     assert tg.calls == []  # Telegram was never contacted: no message was taken and dropped
     assert bad.read_bytes() == before
+
+
+async def test_start_refuses_a_gateway_port_in_use(tg, state_dir):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        app = App(make_config(tg, gateway={"port": port}), state_dir=state_dir)
+        with pytest.raises(StartupError) as caught:
+            await app.start()
+    assert str(caught.value) == (f"gateway: cannot listen on 127.0.0.1:{port}: address already "
+                                 "in use (gateway.port)")
+    assert tg.calls == []
+
+
+async def test_start_refuses_an_unreachable_platform_api(tg, state_dir):
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    app = App(make_config(tg, telegram={"api_base_url": closed}), state_dir=state_dir)
+
+    with pytest.raises(StartupError) as caught:
+        await app.start()
+
+    message = str(caught.value)
+    assert message.startswith("telegram: cannot start: NetworkError: ")
+    assert "\n" not in message
+    assert tg.token not in message
+    assert tg.token.split(":")[1] not in message
 
 
 # --- while running -------------------------------------------------------------------------------

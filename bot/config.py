@@ -411,14 +411,18 @@ def load_config(path: Path) -> Config:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"not valid YAML: {problem}{where}", source=source) from None
+    except RecursionError:  # the parser, like the walks below, recurses once per level
+        raise ConfigError("nested too deeply to be a config", source=source) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError("top level must be a mapping of keys", source=source)
-    _warn_literal_secrets(raw, "", source)
-    data = _interpolate(raw, "", source)
     try:
+        _warn_literal_secrets(raw, "", source)
+        data = _interpolate(raw, "", source)
         return Config.model_validate(data)
+    except RecursionError:
+        raise ConfigError("nested too deeply to be a config", source=source) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"])

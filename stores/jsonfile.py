@@ -634,9 +634,10 @@ class JsonFileStore:
         # Grants first, pending second: a crash between them leaves "still pending",
         # never "request consumed and grant lost".
         dirty.sort(key=lambda d: 0 if d.kind is ALLOW or d.kind is PAIRED else 1)
-        for written, doc in enumerate(dirty):
+        rendered = [(doc, _render(doc)) for doc in dirty]  # a failure here writes nothing
+        for written, (doc, data) in enumerate(rendered):
             try:
-                doc.key = atomic_write(doc.path, doc.render(), after=doc.key)
+                doc.key = atomic_write(doc.path, data, after=doc.key)
             except OSError as exc:
                 if written:  # a grant is on disk (the request is still pending): audit it
                     self._append_audit(txn)
@@ -752,6 +753,15 @@ def _lstat(path: Path, report: list[tuple[bool, str]]) -> os.stat_result | None:
     except OSError as exc:
         report.append((False, str(os_error(exc, path, "cannot be used"))))
         return None
+
+
+def _render(doc: _Doc[Any]) -> bytes:
+    try:
+        return doc.render()
+    except RecursionError:  # a kept unknown value parsed just under the limit, not over it
+        raise StoreCorruptError("nested too deeply to be written back", path=doc.path,
+                                hint="pairbot left the file as it is; fix it or move it away"
+                                ) from None
 
 
 def _allow_set(doc: _Doc[str]) -> frozenset[str]:

@@ -452,13 +452,20 @@ class JsonFileStore:
             if any(p in unusable for p in directory.parents):
                 continue
             st = _lstat(directory, report)
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                # The state dir itself may live elsewhere (another disk); the dirs inside it
+                # are pairbot's own and never links. Either way, look at what it points to.
+                if directory != self.state_dir:
+                    report.append((False, f"{directory} is a symlink; state dirs inside "
+                                          f"{self.state_dir} must be real directories"))
+                st = _lstat(directory, report, follow=True)
+                if st is None:
+                    report.append((False, f"{directory} is a symlink to nothing"))
+                    unusable.append(directory)
+                    continue
             if st is None:
                 if directory == self.state_dir and not report:
                     report.append((True, f"{directory} does not exist yet (made on first use)"))
-                unusable.append(directory)
-            elif stat.S_ISLNK(st.st_mode):
-                report.append((False, f"{directory} is a symlink; state dirs must be real "
-                                      "directories (a link can point pairbot anywhere)"))
                 unusable.append(directory)
             elif not stat.S_ISDIR(st.st_mode):
                 report.append((False, f"{directory} is {file_type(st)}, not a directory"))
@@ -483,6 +490,8 @@ class JsonFileStore:
             if stat.S_ISLNK(st.st_mode):
                 report.append((False, f"{path} is a symlink; state files must be regular "
                                       "files (a link can point pairbot anywhere)"))
+                if not path.exists():
+                    continue  # a dangling link: nothing to parse
             elif stat.S_ISREG(st.st_mode):
                 report += _access(path, st)
             report.append(self._check_file(path))
@@ -744,10 +753,11 @@ def _access(path: Path, st: os.stat_result) -> list[tuple[bool, str]]:
     return report
 
 
-def _lstat(path: Path, report: list[tuple[bool, str]]) -> os.stat_result | None:
-    """``lstat`` a path; None if it is missing, or (reported) if it cannot be looked at."""
+def _lstat(path: Path, report: list[tuple[bool, str]], *, follow: bool = False
+           ) -> os.stat_result | None:
+    """``lstat`` (or ``stat``) a path; None if missing, or (reported) if it cannot be used."""
     try:
-        return path.lstat()
+        return path.stat() if follow else path.lstat()
     except FileNotFoundError:
         return None
     except OSError as exc:

@@ -172,25 +172,33 @@ def test_doctor_checks_the_audit_log(state_dir: Path, capsys: pytest.CaptureFixt
 def test_doctor_flags_symlinked_state_files_and_dirs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    state = tmp_path / "state"
-    store = JsonFileStore(state)
-    allow = store.allow_path("telegram")
+    real = tmp_path / "real-state"
+    store = JsonFileStore(real)
     store.close()
+    state = tmp_path / "state"
+    state.symlink_to(real)  # the state dir itself may live elsewhere: not a problem
+    allow = state / "credentials" / "telegram-allowFrom.json"
     elsewhere = tmp_path / "elsewhere.json"
-    elsewhere.write_text('{"version": 1, "allowFrom": ["42"]}\n')
+    elsewhere.write_text('{"version": 1, "allowFrom": ["42", "*"]}\n')
     elsewhere.chmod(0o600)
     allow.symlink_to(elsewhere)
     real_nodes = tmp_path / "real-nodes"
-    (state / "nodes").rename(real_nodes)
-    (state / "nodes").symlink_to(real_nodes)
+    (real / "nodes").rename(real_nodes)
+    (real / "nodes").symlink_to(real_nodes)
+    (real_nodes / "paired.json").write_text("[" * 100_000)
+    (real_nodes / "paired.json").chmod(0o600)
 
     status = main(["--state-dir", str(state), "doctor"])
 
     out = capsys.readouterr().out
     assert status == 1
     fails = [line for line in out.splitlines() if line.startswith("FAIL")]
-    assert any(str(allow) in line and "symlink" in line for line in fails), out
-    assert any(str(state / "nodes") in line and "symlink" in line for line in fails), out
+    assert len(fails) == 4, out
+    assert any(str(allow) in line and "symlink" in line for line in fails)
+    assert any(str(allow) in line and '"*"' in line for line in fails)  # still checked
+    assert any(str(state / "nodes") in line and "symlink" in line for line in fails)
+    assert any(str(state / "nodes" / "paired.json") in line and "nested too deeply" in line
+               for line in fails)  # files under a symlinked dir are still checked
 
 
 def test_doctor_reports_a_bad_config_as_a_fail_line(

@@ -247,3 +247,30 @@ def test_installed_command_prints_one_line(
     assert len(lines) == 1, result.stderr
     assert any(str(path) in lines[0] for path in culprits)
 
+
+
+@pytest.mark.parametrize("state", STATES, ids=lambda f: f.__name__)
+def test_run_refuses_a_bad_state_with_one_line(
+    tmp_path: Path, state: Callable[[Path], tuple[Path, list[Path]]]
+) -> None:
+    state_dir, culprits = state(tmp_path)
+    before = disk(tmp_path)
+    config = tmp_path / "pairbot.yaml"
+    config.write_text(  # the platform is never reached: the state is checked first
+        f"state_dir: {state_dir}\n"
+        "gateway: {port: 0}\n"
+        "providers:\n"
+        "  telegram: {token: '${TG_TOKEN}', api_base_url: 'http://127.0.0.1:9'}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAIRBOT_")}
+    env["TG_TOKEN"] = "1:not-a-real-token"
+
+    result = subprocess.run([str(PAIRBOT), "run", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60, check=False, env=env)
+
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("pairbot: error: ")
+    assert any(str(path) in lines[0] for path in culprits), lines[0]
+    assert disk(tmp_path) == {**before, str(config): config.read_bytes()}
+    assert not (tmp_path / "victim").exists()

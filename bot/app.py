@@ -23,10 +23,11 @@ from typing import Any, Self
 from bot import messages
 from bot.clock import Clock, SystemClock
 from bot.config import Config
-from bot.errors import ConfigError
+from bot.errors import ConfigError, PairbotError, StartupError, StoreError
 from bot.gate import Decision, decide, owner_command_text
 from bot.gateway import Gateway, GatewaySettings
 from bot.handlers import Handler, build_handler
+from bot.logs import RedactFilter
 from bot.models import Button, DmPolicy, Inbound, NodeAsk, PairedNode, PendingRequest
 from bot.netguard import GuardSettings
 from bot.nodes import NodeService, NodeSettings
@@ -148,6 +149,7 @@ class App:
         cfg = self.config
         self.store: JsonFileStore = await asyncio.to_thread(open_store, self.state_dir)
         self._stack.callback(self.store.close)
+        await asyncio.to_thread(self.store.check)  # a bad file refuses the start, unchanged
         for ok, message in await asyncio.to_thread(self.store.access_report):
             if not ok:
                 log.warning("state is too open: %s (run `pairbot doctor`)", message)
@@ -179,7 +181,12 @@ class App:
                         max_per_address=cfg.gateway.max_connections_per_address,
                         handshake_timeout=cfg.gateway.handshake_timeout.total_seconds())),
                 on_request=self.notice_node_request)
-            await gateway.start()
+            try:
+                await gateway.start()
+            except OSError as exc:
+                await gateway.stop()
+                raise StartupError.cannot_listen(cfg.gateway.host, cfg.gateway.port,
+                                                 exc) from exc
             self._stack.push_async_callback(gateway.stop)
             self.gateway = gateway
         providers = self._given_providers
@@ -188,7 +195,13 @@ class App:
         for name, provider in providers.items():
             block = getattr(cfg.providers, name, None)
             self._policies[name] = block.dm_policy if block is not None else DmPolicy.PAIRING
-            await provider.start(self.on_inbound)
+            try:
+                await provider.start(self.on_inbound)
+            except PairbotError:
+                raise
+            except Exception as exc:
+                raise StartupError.cannot_start(name, exc, redact=RedactFilter(
+                    cfg.secrets()).redact) from exc
             self.providers[name] = provider
             self._stack.push_async_callback(provider.stop)
         self.scheduler = PruneScheduler(self.prune, interval=cfg.pairing.prune_interval)
@@ -212,8 +225,14 @@ class App:
         """Handle one inbound message or button press; never raises into the provider."""
         try:
             await self._on_inbound(msg)
+        except StoreError as exc:  # refused closed: no code sent, nothing granted
+            log.error("refused a %s message from %s: %s", msg.provider, msg.sender_id, exc)
+            await self._track_bad_state(exc)
         except Exception:
             log.exception("failed to handle a %s message from %s", msg.provider, msg.sender_id)
+        else:
+            if self._bad_state_files:
+                await self._track_bad_state(None)
 
     async def _on_inbound(self, msg: Inbound) -> None:
         is_owner = (msg.provider, msg.sender_id) in self._owners
@@ -410,6 +429,37 @@ class App:
     async def wait_stopped(self) -> None:
         """Wait until :meth:`stop` has run."""
         await self._stopped.wait()
+
+    # --- state files that go bad while running ------------------------------------------------
+
+    _bad_state_files: frozenset[Path] = frozenset()
+    """State files found unusable while running, whose owners were told (replaced, not mutated)."""
+
+    async def _track_bad_state(self, exc: StoreError | None) -> None:
+        """Tell the owners once about a state file that went bad; forget files good again.
+
+        A file counts as bad only if it still fails to load now: a failed write or a busy lock
+        is not a bad file. It is reported again only once it was seen good in between.
+        """
+
+        def unusable(path: Path) -> bool:
+            try:
+                self.store.load_check(path)
+            except StoreError:
+                return True
+            return False
+
+        path = exc.path if exc is not None else None
+        if path is not None and path not in self._bad_state_files \
+                and path in self.store.state_files():
+            self._bad_state_files |= {path}  # before any await: concurrent messages tell once
+            if await asyncio.to_thread(unusable, path):
+                await self.notifier.notify(messages.state_file_unusable(str(exc)))
+            else:
+                self._bad_state_files -= {path}
+        for other in self._bad_state_files - {path}:
+            if not await asyncio.to_thread(unusable, other):
+                self._bad_state_files -= {other}
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:

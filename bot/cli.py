@@ -163,7 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(groups, "audit", cmd_audit, "show the audit log", [as_json])
     p.add_argument("--limit", type=_limit, default=50, metavar="N",
                    help="last N entries (default 50)")
-    leaf(groups, "doctor", cmd_doctor, "check permissions, state files and config")
+    p = groups.add_parser("doctor", help="check permissions, state files and config",
+                          parents=[common], description="Check permissions, state files and "
+                          "config; change nothing. Exit 1 if anything is wrong.")
+    p.set_defaults(plain=cmd_doctor)
     p = groups.add_parser("run", help="run the bot (needs a config)", parents=[common],
                           description="Run the bot until SIGINT/SIGTERM.")
     p.set_defaults(plain=cmd_run)
@@ -577,39 +580,39 @@ def cmd_audit(ctx: Context) -> int:
     return EXIT_OK
 
 
-def cmd_doctor(ctx: Context) -> int:
-    """``pairbot doctor``: report what would stop pairbot or weaken it; exit 1 on problems."""
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """``pairbot doctor``: report what would stop pairbot or weaken it; exit 1 on problems.
+
+    It never fails on what it inspects: a config that does not load and a state dir that
+    cannot be opened are reported as FAIL lines like every other problem. It opens nothing
+    for writing and takes no lock, so it also works while the bot runs.
+    """
+    out = Console(highlight=False, soft_wrap=True)
     problems = 0
 
     def report(ok: bool, message: str) -> None:
         nonlocal problems
         problems += 0 if ok else 1
-        ctx.out.print(Text(f"{'ok  ' if ok else 'FAIL'} {message}"))
+        out.print(Text(f"{'ok  ' if ok else 'FAIL'} {message}"))
 
-    for ok, message in ctx.store.access_report():
-        report(ok, message)
-    for path in ctx.store.state_files():
-        if not path.exists():
-            continue
-        if path != ctx.store.audit_path:
-            try:
-                ctx.store.load_check(path)
-            except PairbotError as exc:
-                report(False, str(exc))
-            else:
-                report(True, f"{path} parses")
-        if path.name.endswith("-allowFrom.json") and "*" in _raw_list(path, "allowFrom"):
-            report(False, f'{path} contains "*"; pairbot ignores it (allow senders by id)')
-    config_path = find_config(getattr(ctx.args, "config", None))
+    config_path = find_config(getattr(args, "config", None))
+    config = None
     if config_path is None:
-        ctx.out.print("info no config file given (--config or $PAIRBOT_CONFIG)")
-    elif ctx.config is not None:
+        out.print("info no config file given (--config or $PAIRBOT_CONFIG)")
+    else:
+        try:
+            config = load_config(config_path)
+        except (PairbotError, ValueError, OSError) as exc:
+            report(False, str(exc))
+    for ok, message in JsonFileStore.inspect(_state_dir(args, config)):
+        report(ok, message)
+    if config_path is not None and config is not None:
         report(True, f"{config_path} is valid")
         mode = check_file_mode(config_path)
         report(mode.verdict == "ok", f"{config_path}: {mode.message}")
-        if not ctx.config.owners:
+        if not config.owners:
             report(False, NO_OWNERS)
-    ctx.out.print("No problems found." if not problems else f"{problems} problem(s) found.")
+    out.print("No problems found." if not problems else f"{problems} problem(s) found.")
     return EXIT_OK if not problems else EXIT_LOOKUP
 
 
@@ -625,15 +628,6 @@ def _check_sender_id(provider: str, sender: str) -> str:
     return sender
 
 
-def _raw_list(path: Path, key: str) -> list[Any]:
-    try:
-        doc = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return []
-    value = doc.get(key) if isinstance(doc, dict) else doc
-    return value if isinstance(value, list) else []
-
-
 def _print_json(ctx: Context, value: Any) -> None:
     ctx.out.file.write(json.dumps(value, indent=2) + "\n")
 
@@ -645,13 +639,16 @@ def _actor() -> str:
         return f"cli:uid{os.getuid()}"
 
 
+def _state_dir(args: argparse.Namespace, config: Config | None) -> Path:
+    explicit = getattr(args, "state_dir", None) or os.environ.get(STATE_DIR_ENV)
+    return resolve_state_dir(explicit or (config.state_dir if config else None))
+
+
 def make_context(args: argparse.Namespace, *, clock: Clock | None = None) -> Context:
     """Load the config (if any), open the store and build the services for a command."""
     config_path = find_config(getattr(args, "config", None))
     config = load_config(config_path) if config_path else None
-    explicit = getattr(args, "state_dir", None) or os.environ.get(STATE_DIR_ENV)
-    state_dir = resolve_state_dir(explicit or (config.state_dir if config else None))
-    store = open_store(state_dir)
+    store = open_store(_state_dir(args, config))
     clock = clock or SystemClock()
     pairing_settings = PairingSettings()
     node_settings = NodeSettings()

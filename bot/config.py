@@ -520,15 +520,19 @@ def load_config(path: Path) -> Config:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"not valid YAML: {problem}{where}", source=source) from None
+    except RecursionError:  # the parser, like the walks below, recurses once per level
+        raise ConfigError("nested too deeply to be a config", source=source) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError("top level must be a mapping of keys", source=source)
-    _warn_literal_secrets(raw, "", source)
     used: dict[str, dict[str, str]] = {}
-    data = _interpolate(raw, "", source, used)
     try:
+        _warn_literal_secrets(raw, "", source)
+        data = _interpolate(raw, "", source, used)
         return Config.model_validate(data)
+    except RecursionError:
+        raise ConfigError("nested too deeply to be a config", source=source) from None
     except ValidationError as exc:
         field, message = _explain(exc.errors()[0], used)
         raise ConfigError(message, source=source, field=field or None) from None

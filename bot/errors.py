@@ -8,6 +8,7 @@ The tree::
     │   ├── StoreCorruptError             a state file does not parse or has the wrong shape
     │   ├── SchemaVersionError            a state file was written by a newer pairbot
     │   └── StoreLockTimeoutError         another process held the state lock too long
+    ├── StartupError                      the gateway or a provider could not start
     ├── LookupFailed (LookupError)        the thing asked for is not there (CLI exit 1)
     │   ├── UnknownCodeError              no live pairing request has this code
     │   ├── CodeExpiredError              the request with this code expired
@@ -24,6 +25,9 @@ token, so they are safe to log.
 
 from __future__ import annotations
 
+import errno
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -74,6 +78,34 @@ class SchemaVersionError(StoreError):
 
 class StoreLockTimeoutError(StoreError):
     """The cross-process state lock could not be taken in time."""
+
+
+class StartupError(PairbotError):
+    """The gateway or a provider could not start: a port in use, a platform unreachable."""
+
+    @classmethod
+    def cannot_listen(cls, host: str, port: int, exc: OSError) -> StartupError:
+        """The gateway could not listen on ``host:port`` (in use, not allowed, no such host)."""
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        field = "gateway.host" if exc.errno == errno.EADDRNOTAVAIL else "gateway.port"
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return cls(f"gateway: cannot listen on {where}: {reason}", hint=field)
+
+    @classmethod
+    def cannot_start(cls, name: str, exc: BaseException, *,
+                     redact: Callable[[str], str]) -> StartupError:
+        """Provider ``name`` failed to start with an SDK or network error (not one of ours).
+
+        The error's text is made one line, passed through ``redact`` (SDK errors may quote a
+        URL with the bot token in it) and only then shortened, so no secret is cut in half.
+        """
+        detail = redact(" ".join(str(exc).split())) or "no detail"
+        if len(detail) > _DETAIL_MAX:
+            detail = detail[:_DETAIL_MAX - 3] + "..."
+        return cls(f"{name}: cannot start: {type(exc).__name__}: {detail}")
+
+
+_DETAIL_MAX = 200
 
 
 class LookupFailed(PairbotError, LookupError):

@@ -154,4 +154,12 @@ def node_line(req: NodeRequest, *, age: str) -> str:
            f"{age} ago"
 
 
+def state_file_unusable(problem: str) -> str:
+    """Told to the owners once when a state file goes bad while the bot runs."""
+    return (f"pairbot cannot use a state file: {problem}\n\n"
+            "Messages that need it are refused until it is fixed: nobody new gets a code and "
+            "nothing is granted. Everything else keeps working. Run `pairbot doctor` to see "
+            "every problem.")
+
+
 __all__ = ["HELP", "ago", "label"]

@@ -8,6 +8,8 @@ from datetime import UTC, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot.errors import PairbotError
+
 log = logging.getLogger(__name__)
 
 PRUNE_JOB_ID = "pairbot.prune"
@@ -43,5 +45,7 @@ class PruneScheduler:
     async def _run(self) -> None:
         try:
             await self._prune()
+        except PairbotError as exc:  # e.g. a state file went bad: it names itself, one line
+            log.warning("prune failed: %s", exc)
         except Exception:
             log.exception("prune failed")

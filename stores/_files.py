@@ -38,13 +38,35 @@ def file_key(st: os.stat_result) -> FileKey:
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) as 0700, and bring an existing dir down to 0700."""
-    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode != DIR_MODE:
-        if mode & 0o077:
-            log.warning("state dir %s was mode %o; set to 0700", path, mode)
-        path.chmod(DIR_MODE)
+    """Create ``path`` (and parents) as 0700, and bring an existing dir down to 0700.
+
+    Raises:
+        StoreError: ``path`` is a file, or cannot be created or changed (named, one line).
+    """
+    try:
+        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode != DIR_MODE:
+            if mode & 0o077:
+                log.warning("state dir %s was mode %o; set to 0700", path, mode)
+            path.chmod(DIR_MODE)
+    except FileExistsError:  # mkdir(exist_ok=True) raises it only for a non-directory
+        raise StoreError("is not a directory", path=path,
+                         hint="pairbot keeps its state in a directory here") from None
+    except OSError as exc:
+        raise os_error(exc, path, "cannot be created or used") from exc
+
+
+def os_error(exc: OSError, path: Path, what: str) -> StoreError:
+    """Turn an ``OSError`` on ``path`` into the one-line :class:`StoreError` naming it.
+
+    ``ENOTDIR`` (a file where a parent directory should be) names that file too.
+    """
+    if isinstance(exc, NotADirectoryError):
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return StoreError(f"{what}: {blocker} is not a directory", path=path)
+    return StoreError(f"{what}: {exc.strerror or exc}", path=path)
 
 
 def atomic_write(path: Path, data: bytes, *, after: FileKey | None = None) -> FileKey:
@@ -91,10 +113,18 @@ def fsync_dir(directory: Path) -> None:
 
 
 def append_durably(path: Path, data: bytes) -> None:
-    """Append ``data`` to ``path`` (created 0600) with one write, then fsync."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
+    """Append ``data`` to ``path`` (created 0600) with one write, then fsync.
+
+    Raises ``OSError`` if ``path`` is anything but a regular file (a FIFO is refused at once,
+    never waited on).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK
+    fd = os.open(path, flags, FILE_MODE)
     try:
-        if stat.S_IMODE(os.fstat(fd).st_mode) != FILE_MODE:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"is {file_type(st)}, not a regular file")
+        if stat.S_IMODE(st.st_mode) != FILE_MODE:
             os.fchmod(fd, FILE_MODE)
         os.write(fd, data)
         os.fsync(fd)
@@ -103,9 +133,38 @@ def append_durably(path: Path, data: bytes) -> None:
 
 
 def read_versioned(path: Path) -> tuple[FileKey, bytes] | None:
-    """Read a whole file and the key of exactly the version read; None if it does not exist."""
+    """Read a whole file and the key of exactly the version read; None if it does not exist.
+
+    Raises:
+        StoreError: ``path`` is not a regular file (a directory, a FIFO: never waited on) or
+            cannot be read; the message names it.
+    """
+    opened = _open_regular(path)
+    if opened is None:
+        return None
+    fd, st = opened
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return file_key(st), b"".join(chunks)
+    except OSError as exc:
+        raise os_error(exc, path, "cannot be read") from exc
+    finally:
+        os.close(fd)
+
+
+def check_readable(path: Path) -> None:
+    """Raise what :func:`read_versioned` would about ``path``, without reading it."""
+    opened = _open_regular(path)
+    if opened is not None:
+        os.close(opened[0])
+
+
+def _open_regular(path: Path) -> tuple[int, os.stat_result] | None:
+    """Open ``path`` for reading if it is a regular file; None if it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     except PermissionError as exc:
@@ -114,14 +173,32 @@ def read_versioned(path: Path) -> tuple[FileKey, bytes] | None:
             path=path,
             hint=f"owned by uid {_owner(path)}; chown it to uid {os.getuid()} or run as its owner",
         ) from exc
+    except OSError as exc:
+        raise os_error(exc, path, "cannot be read") from exc
     try:
-        key = file_key(os.fstat(fd))
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return key, b"".join(chunks)
-    finally:
+        st = os.fstat(fd)
+        check_regular(path, st)
+    except BaseException:
         os.close(fd)
+        raise
+    return fd, st
+
+
+def check_regular(path: Path, st: os.stat_result) -> None:
+    """Raise :class:`StoreError` unless ``st`` (of ``path``) is a regular file."""
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreError(f"is {file_type(st)}, not a regular file", path=path,
+                         hint="pairbot left it as it is; move it away")
+
+
+def file_type(st: os.stat_result) -> str:
+    """Name what kind of file ``st`` describes: "a directory", "a FIFO", ..."""
+    for test, name in ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(st.st_mode):
+            return name
+    return "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "special"
 
 
 def stat_key(path: str | Path) -> FileKey | None:
@@ -130,6 +207,8 @@ def stat_key(path: str | Path) -> FileKey | None:
         st = os.stat(path)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise os_error(exc, Path(path), "cannot be read") from exc
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
@@ -207,7 +286,7 @@ class StateLock:
         except OSError as exc:
             if exc.errno not in _CONTENDED:
                 os.close(fd)
-                raise
+                raise os_error(exc, self._path, "lock file cannot be locked") from exc
         else:
             return fd
         queued = _QueuedFlock(fd)  # owns fd from here on
@@ -220,7 +299,9 @@ class StateLock:
         )
 
     def _open(self) -> int:
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        # O_NOFOLLOW: a symlinked lock would let whoever planted it have pairbot open, or
+        # create, a file of their choosing with pairbot's rights.
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
             fd = os.open(self._path, flags, FILE_MODE)
         except PermissionError as exc:
@@ -228,8 +309,16 @@ class StateLock:
                 "lock file cannot be opened by this user", path=self._path,
                 hint=f"owned by uid {_owner(self._path)}; run pairbot as that user",
             ) from exc
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StoreError("lock file is a symlink; pairbot does not follow it",
+                                 path=self._path, hint="remove it; pairbot makes a new one"
+                                 ) from exc
+            raise os_error(exc, self._path, "lock file cannot be opened") from exc
         try:
-            if stat.S_IMODE(os.fstat(fd).st_mode) != FILE_MODE:
+            st = os.fstat(fd)
+            check_regular(self._path, st)
+            if stat.S_IMODE(st.st_mode) != FILE_MODE:
                 os.fchmod(fd, FILE_MODE)
         except BaseException:
             os.close(fd)

@@ -36,7 +36,10 @@ from stores._files import (
     StateLock,
     append_durably,
     atomic_write,
+    check_readable,
     ensure_private_dir,
+    file_type,
+    os_error,
     read_versioned,
     remove_debris,
     stat_key,
@@ -318,6 +321,15 @@ def _parse(path: Path, kind: _Kind[T], provider: str, key: FileKey, data: bytes)
     """Parse one file; any problem raises with the file and field named, file untouched."""
     hint = "pairbot left the file as it is; fix it or move it away"
     try:
+        return _parse_doc(path, kind, provider, key, data, hint)
+    except RecursionError:  # e.g. 100000 "[": json and the decoders recurse per level
+        raise StoreCorruptError("nested too deeply to be a state file", path=path,
+                                hint=hint) from None
+
+
+def _parse_doc(path: Path, kind: _Kind[T], provider: str, key: FileKey, data: bytes,
+               hint: str) -> _Doc[T]:
+    try:
         doc = json.loads(data)
     except UnicodeDecodeError:
         raise StoreCorruptError("not valid UTF-8", path=path, hint=hint) from None
@@ -371,12 +383,18 @@ class JsonFileStore:
     """The JSON state dir store. Thread-safe; safe across processes sharing the dir."""
 
     def __init__(self, state_dir: Path, *, lock_timeout: float = 10.0) -> None:
+        self._set_paths(state_dir, lock_timeout)
+        for directory in (state_dir, self.credentials_dir, self.nodes_dir):
+            ensure_private_dir(directory)
+        with self._lock.hold():
+            remove_debris(self.credentials_dir)
+            remove_debris(self.nodes_dir)
+
+    def _set_paths(self, state_dir: Path, lock_timeout: float) -> None:
         self.state_dir = state_dir
         self.credentials_dir = state_dir / "credentials"
         self.nodes_dir = state_dir / "nodes"
         self.audit_path = state_dir / "audit.jsonl"
-        for directory in (state_dir, self.credentials_dir, self.nodes_dir):
-            ensure_private_dir(directory)
         self._pairing_paths = {name: self.credentials_dir / f"{name}-pairing.json"
                                for name in KNOWN_PROVIDERS}
         self._allow_paths = {name: self.credentials_dir / f"{name}-allowFrom.json"
@@ -388,9 +406,6 @@ class JsonFileStore:
         self._docs: dict[Path, _Doc[Any]] = {}
         self._checked: set[Path] = set()  # docs re-validated against disk in this transaction
         self._allow_cache: dict[str, tuple[FileKey | None, frozenset[str]]] = {}
-        with self._lock.hold():
-            remove_debris(self.credentials_dir)
-            remove_debris(self.nodes_dir)
 
     # paths -----------------------------------------------------------------------------------
 
@@ -414,19 +429,89 @@ class JsonFileStore:
         Anything group- or world-accessible, or owned by another user, is a problem: these
         files decide who reaches the owner's assistant.
         """
-        uid = os.getuid()
         report: list[tuple[bool, str]] = []
         for path in [self.state_dir, self.credentials_dir, self.nodes_dir,
                      *self.state_files()]:
             try:
                 st = path.stat()
-            except FileNotFoundError:
+            except OSError:  # missing, or unusable: check() and every read name it
                 continue
-            mode = stat.S_IMODE(st.st_mode)
-            report.append((mode & 0o077 == 0, f"{path} mode {mode:04o}"))
-            if st.st_uid != uid:
-                report.append((False, f"{path} belongs to uid {st.st_uid}, not {uid}"))
+            report += _access(path, st)
         return report
+
+    @classmethod
+    def inspect(cls, state_dir: Path) -> list[tuple[bool, str]]:
+        """Everything ``pairbot doctor`` checks in a state dir: ``(ok, message)`` each.
+
+        Read-only and lock-free: it creates, locks and changes nothing, so it also works on a
+        dir the store cannot open, and reports every problem it finds, not just the first.
+        Checked: what each path is (a symlinked dir, file or lock is a problem), modes and
+        owners, that every state file parses, and that every audit line is a JSON object.
+        """
+        unopened = cls.__new__(cls)
+        unopened._set_paths(state_dir, lock_timeout=0.0)
+        return unopened._inspect()
+
+    def _inspect(self) -> list[tuple[bool, str]]:
+        report: list[tuple[bool, str]] = []
+        unusable: list[Path] = []
+        for directory in (self.state_dir, self.credentials_dir, self.nodes_dir):
+            if any(p in unusable for p in directory.parents):
+                continue
+            st = _lstat(directory, report)
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                # The state dir itself may live elsewhere (another disk); the dirs inside it
+                # are pairbot's own and never links. Either way, look at what it points to.
+                if directory != self.state_dir:
+                    report.append((False, f"{directory} is a symlink; state dirs inside "
+                                          f"{self.state_dir} must be real directories"))
+                st = _lstat(directory, report, follow=True)
+                if st is None:
+                    report.append((False, f"{directory} is a symlink to nothing"))
+                    unusable.append(directory)
+                    continue
+            if st is None:
+                if directory == self.state_dir and not report:
+                    report.append((True, f"{directory} does not exist yet (made on first use)"))
+                unusable.append(directory)
+            elif not stat.S_ISDIR(st.st_mode):
+                report.append((False, f"{directory} is {file_type(st)}, not a directory"))
+                unusable.append(directory)
+            else:
+                report += _access(directory, st)
+        if self.state_dir in unusable:
+            return report
+        lock = _lstat(self._lock.path, report)
+        if lock is not None and stat.S_ISLNK(lock.st_mode):
+            report.append((False, f"{self._lock.path}: lock file is a symlink; pairbot does "
+                                  "not follow it (remove it; pairbot makes a new one)"))
+        elif lock is not None and not stat.S_ISREG(lock.st_mode):
+            report.append((False, f"{self._lock.path}: lock file is {file_type(lock)}, not "
+                                  "a regular file"))
+        for path in self.state_files():
+            if path.parent in unusable:
+                continue
+            st = _lstat(path, report)
+            if st is None:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                report.append((False, f"{path} is a symlink; state files must be regular "
+                                      "files (a link can point pairbot anywhere)"))
+                if not path.exists():
+                    continue  # a dangling link: nothing to parse
+            elif stat.S_ISREG(st.st_mode):
+                report += _access(path, st)
+            report.append(self._check_file(path))
+        return report
+
+    def _check_file(self, path: Path) -> tuple[bool, str]:
+        try:
+            doc = self._load(path)
+        except StoreError as exc:
+            return False, str(exc)
+        if doc is not None and doc.kind is ALLOW and "*" in doc.entries:
+            return False, f'{path} contains "*"; pairbot ignores it (allow senders by id)'
+        return True, f"{path} parses"
 
     def state_files(self) -> list[Path]:
         """Return every state file pairbot may write, existing or not."""
@@ -461,14 +546,32 @@ class JsonFileStore:
 
         For ``audit.jsonl`` every line must be one JSON object (the first bad line is named).
         """
+        self._load(path)
+
+    def _load(self, path: Path) -> _Doc[Any] | None:
         loaded = read_versioned(path)
         if loaded is None:
-            return
+            return None
         if path == self.audit_path:
             _check_audit(path, loaded[1])
-            return
+            return None
         kind, provider = self._kind_of(path)
-        _parse(path, kind, provider, *loaded)
+        return _parse(path, kind, provider, *loaded)
+
+    def check(self) -> None:
+        """Raise the error of the first state file that cannot be used (the start-up check).
+
+        Every JSON state file must parse. ``audit.jsonl`` must be a readable regular file; its
+        lines are not checked (readers skip a bad line, such as one torn by a crash).
+
+        Raises:
+            StoreError: naming the file and its problem; nothing is changed on disk.
+        """
+        for path in self.state_files():
+            if path == self.audit_path:
+                check_readable(path)
+            else:
+                self.load_check(path)
 
     def _kind_of(self, path: Path) -> tuple[_Kind[Any], str]:
         if path.parent == self.nodes_dir:
@@ -510,7 +613,7 @@ class JsonFileStore:
             lines = lines[-limit:] if limit > 0 else []
         records: list[dict[str, object]] = []
         for line in lines:
-            with contextlib.suppress(json.JSONDecodeError):
+            with contextlib.suppress(ValueError, RecursionError):
                 record = json.loads(line)
                 if isinstance(record, dict):
                     records.append(record)
@@ -547,27 +650,35 @@ class JsonFileStore:
         # Grants first, pending second: a crash between them leaves "still pending",
         # never "request consumed and grant lost".
         dirty.sort(key=lambda d: 0 if d.kind is ALLOW or d.kind is PAIRED else 1)
-        for written, doc in enumerate(dirty):
+        rendered = [(doc, _render(doc)) for doc in dirty]  # a failure here writes nothing
+        for written, (doc, data) in enumerate(rendered):
             try:
-                doc.key = atomic_write(doc.path, doc.render(), after=doc.key)
+                doc.key = atomic_write(doc.path, data, after=doc.key)
             except OSError as exc:
                 if written:  # a grant is on disk (the request is still pending): audit it
-                    with contextlib.suppress(OSError):
-                        self._append_audit(txn)
-                raise StoreError(f"write failed: {exc.strerror or exc}", path=doc.path) from exc
+                    self._append_audit(txn)
+                raise os_error(exc, doc.path, "write failed") from exc
             doc.dirty = False
             if doc.kind is ALLOW:  # the gate answers from the new version without a re-read
                 self._allow_cache[doc.provider] = (doc.key, _allow_set(doc))
-        try:
-            self._append_audit(txn)
-        except OSError as exc:
-            raise StoreError(f"audit append failed: {exc.strerror or exc}",
-                             path=self.audit_path) from exc
+        self._append_audit(txn)
 
     def _append_audit(self, txn: _Txn) -> None:
-        if txn.events:
+        """Append the transaction's audit lines, after its state files are durable.
+
+        The change has happened by now, so a failed append does not undo or deny it: the
+        caller goes on to report what was done (an approved node's token included), and a
+        one-line warning (no code, no token) says the audit log is missing these lines.
+        """
+        if not txn.events:
+            return
+        try:
             append_durably(self.audit_path,
                            "".join(_audit_line(e) for e in txn.events).encode())
+        except OSError as exc:
+            log.warning("%s: %d audit line(s) could not be written: %s; the audit log does "
+                        "not show this change", self.audit_path, len(txn.events),
+                        exc.strerror or exc)
 
     def close(self) -> None:
         """Drop cached state (the lock file is kept; it is reused by every process)."""
@@ -640,6 +751,36 @@ class _Txn:
         self.events.append(event)
 
 
+def _access(path: Path, st: os.stat_result) -> list[tuple[bool, str]]:
+    """The mode line of one state dir or file, and an owner line if it is not ours."""
+    mode = stat.S_IMODE(st.st_mode)
+    report = [(mode & 0o077 == 0, f"{path} mode {mode:04o}")]
+    if st.st_uid != os.getuid():
+        report.append((False, f"{path} belongs to uid {st.st_uid}, not {os.getuid()}"))
+    return report
+
+
+def _lstat(path: Path, report: list[tuple[bool, str]], *, follow: bool = False
+           ) -> os.stat_result | None:
+    """``lstat`` (or ``stat``) a path; None if missing, or (reported) if it cannot be used."""
+    try:
+        return path.stat() if follow else path.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        report.append((False, str(os_error(exc, path, "cannot be used"))))
+        return None
+
+
+def _render(doc: _Doc[Any]) -> bytes:
+    try:
+        return doc.render()
+    except RecursionError:  # a kept unknown value parsed just under the limit, not over it
+        raise StoreCorruptError("nested too deeply to be written back", path=doc.path,
+                                hint="pairbot left the file as it is; fix it or move it away"
+                                ) from None
+
+
 def _allow_set(doc: _Doc[str]) -> frozenset[str]:
     return frozenset(doc.entries) - {"*", ""}
 
@@ -652,7 +793,7 @@ def _check_audit(path: Path, data: bytes) -> None:
     for number, line in enumerate(data.splitlines(), 1):
         try:
             record = json.loads(line)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        except (ValueError, RecursionError):  # bad JSON or UTF-8; nested too deeply
             record = None
         if not isinstance(record, dict):
             raise StoreCorruptError(f"line {number}: not a JSON object", path=path,

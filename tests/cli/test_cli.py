@@ -293,9 +293,9 @@ def test_doctor_says_what_run_says_of_no_owners(state_dir, tmp_path):
     assert result.returncode == 1
 
 
-@pytest.mark.parametrize("command", [["pairing", "list"], ["allowlist", "list"], ["doctor"],
+@pytest.mark.parametrize("command", [["pairing", "list"], ["allowlist", "list"],
                                      ["nodes", "pending"], ["run"]],
-                         ids=["pairing-list", "allowlist-list", "doctor", "nodes", "run"])
+                         ids=["pairing-list", "allowlist-list", "nodes", "run"])
 def test_a_weak_operator_token_stops_every_command_that_loads_the_config(state_dir, tmp_path,
                                                                          command):
     config = private_config(tmp_path, OWNED + "gateway: {operator_token: '${PB_OP}'}\n")
@@ -308,6 +308,14 @@ def test_a_weak_operator_token_stops_every_command_that_loads_the_config(state_d
         "(the value from ${PB_OP})")
     assert result.stderr.count("\n") == 1
     assert "hunter" not in result.stderr
+
+
+def test_doctor_reports_a_weak_operator_token_as_a_problem(state_dir, tmp_path):
+    config = private_config(tmp_path, OWNED + "gateway: {operator_token: '${PB_OP}'}\n")
+    result = run(state_dir, "--config", str(config), "doctor", env={"PB_OP": "hunter42hunter42"})
+    assert result.returncode == 1
+    assert f"FAIL {config}: gateway.operator_token: too weak" in result.stdout
+    assert "hunter" not in result.stdout + result.stderr
 
 
 def test_config_errors_name_the_field(state_dir, tmp_path):
@@ -333,3 +341,27 @@ def test_config_ttl_and_allow_from_are_used(state_dir, tmp_path):
     assert rows == [{"provider": "telegram", "id": "99", "source": "config"}]
     result = run(state_dir, "pairing", "approve", "--config", str(config), "telegram", code)
     assert result.returncode == 0, result.stderr
+
+
+def test_unwritable_audit_log_still_approves_and_prints_the_token(state_dir, live):
+    _, pairing, nodes = live
+    code = code_of(pairing.request("telegram", "42"))
+    ask = nodes.request("pixel-9", display_name="Pixel 9")
+    audit = state_dir / "audit.jsonl"
+    audit.unlink()
+    audit.mkdir()  # tests run as root: only a directory stops the append
+
+    approved = run(state_dir, "pairing", "approve", "telegram", code)
+    assert approved.returncode == 0, approved.stderr
+    assert "Approved telegram sender 42" in approved.stdout
+    node = run(state_dir, "nodes", "approve", ask.request.request_id)
+    assert node.returncode == 0, node.stderr
+    token = node.stdout.strip().splitlines()[-1]
+    assert nodes.verify("pixel-9", token) is not None
+
+    for result, secret in ((approved, code), (node, token)):
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"pairbot: WARNING: {audit}: ")
+        assert secret not in result.stderr
+    assert JsonFileStore(state_dir).is_allowed("telegram", "42")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from providers.fakes import free_port
 from providers.fakes.telegram import FakeTelegramServer
 
 PAIRBOT = Path(sys.executable).with_name("pairbot")
@@ -121,3 +123,92 @@ async def test_run_serves_telegram_and_stops_cleanly_on_sigterm(tmp_path):
         assert TOKEN.split(":")[1] not in log
         pairing = (tmp_path / "state" / "credentials" / "telegram-pairing.json").read_text()
         assert '"id": "4242"' in pairing
+
+
+# --- `pairbot run` refuses to start, with one line, on what would break it ------------------
+
+
+def write_config(tmp_path: Path, api_base_url: str, *, state: Path, port: int = 0) -> Path:
+    config = tmp_path / "pairbot.yaml"
+    config.write_text(
+        f"state_dir: {state}\n"
+        "owners: [{provider: telegram, user_id: '111'}]\n"
+        f"gateway: {{port: {port}}}\n"
+        "providers:\n"
+        f"  telegram: {{token: '${{TG_TOKEN}}', api_base_url: '{api_base_url}'}}\n")
+    config.chmod(0o600)
+    return config
+
+
+async def run_until_exit(config: Path) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run, [str(PAIRBOT), "run", "--config", str(config)], capture_output=True,
+        text=True, timeout=60, check=False, env=clean_env(TG_TOKEN=TOKEN))
+
+
+def the_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one ``pairbot: error:`` line (log lines may precede it), after common checks."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert TOKEN.split(":")[1] not in result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("pairbot: error: ")]
+    assert len(errors) == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == errors[0]
+    return errors[0]
+
+
+@pytest.mark.e2e
+async def test_run_refuses_a_corrupt_state_file_before_taking_any_message(tmp_path):
+    from stores.jsonfile import JsonFileStore
+
+    state = tmp_path / "state"
+    JsonFileStore(state).close()
+    bad = state / "credentials" / "slack-pairing.json"
+    bad.write_text('{"version": 1, "requests": [\n')
+    before = bad.read_bytes()
+    async with FakeTelegramServer(token=TOKEN) as fake:
+        result = await run_until_exit(write_config(tmp_path, fake.base_url, state=state))
+        assert fake.calls == []  # Telegram was never polled: no update taken and dropped
+    assert result.stderr.splitlines() == [
+        f"pairbot: error: {bad}: not valid JSON: Expecting value (line 2, column 1) "
+        "(pairbot left the file as it is; fix it or move it away)"]
+    assert result.returncode == 2
+    assert bad.read_bytes() == before
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+async def test_run_names_a_state_dir_that_cannot_be_used(tmp_path, where):
+    blocker = tmp_path / "state"
+    blocker.write_text("a file\n")
+    state = blocker if where == "file" else blocker / "sub"
+    async with FakeTelegramServer(token=TOKEN) as fake:
+        result = await run_until_exit(write_config(tmp_path, fake.base_url, state=state))
+        assert fake.calls == []
+    line = the_error_line(result)
+    assert line.startswith(f"pairbot: error: {state}: ")
+    assert str(blocker) in line
+    assert blocker.read_text() == "a file\n"
+
+
+@pytest.mark.e2e
+async def test_run_names_a_gateway_port_in_use(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        async with FakeTelegramServer(token=TOKEN) as fake:
+            result = await run_until_exit(write_config(tmp_path, fake.base_url,
+                                                       state=tmp_path / "state", port=port))
+            assert fake.calls == []
+    assert the_error_line(result) == (f"pairbot: error: gateway: cannot listen on 127.0.0.1:"
+                                      f"{port}: address already in use (gateway.port)")
+
+
+@pytest.mark.e2e
+async def test_run_names_an_unreachable_platform_api(tmp_path):
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = await run_until_exit(write_config(tmp_path, closed, state=tmp_path / "state"))
+    line = the_error_line(result)
+    assert line.startswith("pairbot: error: telegram: cannot start: NetworkError: ")
+    assert TOKEN not in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,6 +48,11 @@ CASES = [
      {"version": 1, "allowFrom": ["1", {"id": "2"}]}, StoreCorruptError, ["allowFrom[1]"]),
     ("allow-version-2", "credentials/telegram-allowFrom.json", {"version": 2, "allowFrom": []},
      SchemaVersionError, ["version 2"]),
+    ("deep-nesting", "credentials/telegram-pairing.json", b"[" * 100_000, StoreCorruptError,
+     ["nested too deeply"]),
+    ("deep-allow", "credentials/telegram-allowFrom.json",
+     b'{"version": 1, "allowFrom": ["1", ' + b"[" * 100_000, StoreCorruptError,
+     ["nested too deeply"]),
 ]
 
 
@@ -172,3 +178,30 @@ def test_audit_check_names_the_bad_line(store: JsonFileStore) -> None:
         store.load_check(store.audit_path)
     assert_names(caught.value, store.audit_path, ["line 2"])
     assert store.read_audit() == [{"event": "a"}]  # reading skips it
+
+
+def test_a_value_that_parses_but_is_too_deep_to_write_is_refused(
+    state_dir: Path, store: JsonFileStore, pairing: PairingService
+) -> None:
+    """Nesting just under the limit where it was read can exceed it where it is written."""
+    path = store.pairing_path("telegram")
+    for depth in range(sys.getrecursionlimit(), 0, -10):  # the deepest that parses here
+        path.write_text(f'{{"version": 1, "x": {"[" * depth}{"]" * depth}, "requests": []}}')
+        try:
+            pairing.pending("telegram")
+        except StoreCorruptError:
+            continue
+        break
+    before = snapshot(state_dir)
+
+    def from_deeper_in_the_stack(frames: int) -> None:
+        if frames:
+            from_deeper_in_the_stack(frames - 1)
+        else:
+            pairing.request("telegram", "42")
+
+    with pytest.raises(StoreCorruptError) as caught:
+        from_deeper_in_the_stack(100)
+    assert_names(caught.value, path, ["nested too deeply"])
+    assert snapshot(state_dir) == before
+    assert pairing.pending("telegram") == []  # memory still matches the disk

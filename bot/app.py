@@ -27,6 +27,7 @@ from bot.errors import ConfigError
 from bot.gate import Decision, decide, owner_command_text
 from bot.gateway import Gateway, GatewaySettings
 from bot.handlers import Handler, build_handler
+from bot.logs import remember_secret
 from bot.models import Button, DmPolicy, Inbound, NodeRequest, PairedNode, PendingRequest
 from bot.nodes import NodeService, NodeSettings
 from bot.owner import OwnerCommands, OwnerReply
@@ -159,6 +160,8 @@ class App:
             settings=PairingSettings(pending_ttl=cfg.pairing.pending_ttl,
                                      resend_after=cfg.pairing.resend_after,
                                      max_pending_per_provider=cfg.pairing.max_pending_per_provider))
+        for pending in await asyncio.to_thread(self.pairing.pending):
+            remember_secret(pending.code)  # codes issued before this start are secrets too
         self.nodes = NodeService(self.store, clock=self.clock,
                                  settings=NodeSettings(pending_ttl=cfg.nodes.pending_ttl))
         self.owner = OwnerCommands(self.pairing, self.nodes, clock=self.clock)
@@ -252,6 +255,8 @@ class App:
             meta["chatId"] = msg.chat_id
         result = await asyncio.to_thread(self.pairing.request, msg.provider, msg.sender_id, meta)
         req = result.request
+        if req is not None:
+            remember_secret(req.code)  # before any SDK logs the reply that carries it
         if result.send_code and req is not None:
             left = ago(req.expires_at(self.pairing.settings.pending_ttl) - self.clock.now())
             await self.providers[msg.provider].send(

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from bot import codes
 from bot.clock import Clock
 from bot.errors import UnknownRequestError, UnknownSubjectError
+from bot.logs import remember_secret
 from bot.models import AuditEvent, NodeRequest, PairedNode
 from bot.protocols import StateStore, StateTxn
 
@@ -92,6 +93,7 @@ class NodeService:
         """Approve a pending request; return the paired node and its new token (shown once)."""
         now = self._clock.now()
         token = codes.new_token()
+        remember_secret(token)  # never logged, by any logger (bot/logs.py)
         with self._store.transaction() as txn:
             req = self._live(txn, request_id, now)
             if req is not None:

@@ -27,7 +27,7 @@ from bot.errors import ConfigError, PairbotError, StartupError, StoreError
 from bot.gate import Decision, decide, owner_command_text
 from bot.gateway import Gateway, GatewaySettings
 from bot.handlers import Handler, build_handler
-from bot.logs import RedactFilter
+from bot.logs import RedactFilter, remember_secret
 from bot.models import Button, DmPolicy, Inbound, NodeAsk, PairedNode, PendingRequest
 from bot.netguard import GuardSettings
 from bot.nodes import NodeService, NodeSettings
@@ -158,6 +158,8 @@ class App:
             settings=PairingSettings(pending_ttl=cfg.pairing.pending_ttl,
                                      resend_after=cfg.pairing.resend_after,
                                      max_pending_per_provider=cfg.pairing.max_pending_per_provider))
+        for pending in await asyncio.to_thread(self.pairing.pending):
+            remember_secret(pending.code)  # codes issued before this start are secrets too
         self.nodes = NodeService(self.store, clock=self.clock,
                                  settings=NodeSettings(**cfg.nodes.model_dump()))
         self.owner = OwnerCommands(self.pairing, self.nodes, clock=self.clock)
@@ -266,6 +268,8 @@ class App:
             meta["chatId"] = msg.chat_id
         result = await asyncio.to_thread(self.pairing.request, msg.provider, msg.sender_id, meta)
         req = result.request
+        if req is not None:
+            remember_secret(req.code)  # before any SDK logs the reply that carries it
         if result.send_code and req is not None:
             left = remaining(req.expires_at(self.pairing.settings.pending_ttl) - self.clock.now())
             await self.providers[msg.provider].send(

@@ -26,6 +26,7 @@ from bot import __version__
 from bot.clock import Clock, SystemClock
 from bot.config import NO_OWNERS, Config, check_file_mode, find_config, load_config
 from bot.errors import ConfigError, LookupFailed, NodeRefused, PairbotError
+from bot.logs import add_secrets, install_redaction
 from bot.models import KNOWN_PROVIDERS
 from bot.nodes import NodeService, NodeSettings
 from bot.pairing import PairingService, PairingSettings
@@ -211,6 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         app = App(config, state_dir=chosen)
         async with app:
+            install_redaction()  # again: handlers (or a record factory) the SDKs set up
             await stop.wait()
             log.info("stopping")
 
@@ -648,6 +650,8 @@ def make_context(args: argparse.Namespace, *, clock: Clock | None = None) -> Con
     """Load the config (if any), open the store and build the services for a command."""
     config_path = find_config(getattr(args, "config", None))
     config = load_config(config_path) if config_path else None
+    if config is not None:
+        add_secrets(config.secrets())
     store = open_store(_state_dir(args, config))
     clock = clock or SystemClock()
     pairing_settings = PairingSettings()
@@ -673,6 +677,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="pairbot: %(levelname)s: %(message)s")
+    install_redaction()  # the same masking as `pairbot run`, for every logger at every level
     try:
         plain = getattr(args, "plain", None)
         if plain is not None:

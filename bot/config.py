@@ -33,6 +33,7 @@ from pydantic import (
 
 from bot.codes import MIN_SECRET_BITS, RANDOM_STRING_COMMAND, weakness
 from bot.errors import ConfigError
+from bot.logs import add_secrets
 from bot.models import KNOWN_PROVIDERS, DmPolicy
 
 log = logging.getLogger(__name__)
@@ -492,6 +493,15 @@ def _interpolate(value: Any, path: str, source: str,
     return value
 
 
+def _env_refs(value: Any) -> set[str]:
+    """The names of the environment variables ``${NAME}`` in the raw config."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return set().union(*(_env_refs(v) for v in value))
+    return set(_ENV_REF.findall(value)) if isinstance(value, str) else set()
+
+
 def _warn_literal_secrets(value: Any, path: str, source: str) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
@@ -530,6 +540,7 @@ def load_config(path: Path) -> Config:
     try:
         _warn_literal_secrets(raw, "", source)
         data = _interpolate(raw, "", source, used)
+        add_secrets(os.environ[name] for name in _env_refs(raw))  # never logged, whatever key
         return Config.model_validate(data)
     except RecursionError:
         raise ConfigError("nested too deeply to be a config", source=source) from None

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from bot.app import App
 from bot.config import Config
+from bot.logs import add_secrets
 from providers.fakes import DemoPlatform
 
 WAIT = 10.0
@@ -115,7 +116,9 @@ def _code(text: str) -> str:
 async def run_demo(out: Console, *, provider: str = "telegram", ttl_seconds: int = 4,
                    with_node: bool = True) -> int:
     """Play the demo on one platform; return 0 when every step behaved as it should."""
-    logging.getLogger().setLevel(logging.WARNING)
+    root = logging.getLogger()
+    if root.level != logging.DEBUG:  # `pairbot demo --debug` keeps its debug lines
+        root.setLevel(logging.WARNING)
     platform = load_platform(provider)
     with tempfile.TemporaryDirectory(prefix="pairbot-demo-") as tmp:
         await platform.start()
@@ -127,6 +130,7 @@ async def run_demo(out: Console, *, provider: str = "telegram", ttl_seconds: int
                 "gateway": {"port": 0},
                 "providers": {provider: platform.provider_config()},
             })
+            add_secrets(config.secrets())
             app = App(config, state_dir=Path(tmp) / "state", watch_interval=0.2)
             await app.start()
             try:

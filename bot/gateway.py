@@ -42,6 +42,7 @@ from aiohttp import WSMsgType, web
 from bot import codes
 from bot.clock import Clock, iso
 from bot.errors import LookupFailed, NodeRefused
+from bot.logs import remember_secret
 from bot.models import NodeApproval, NodeAsk, NodeRequest
 from bot.netguard import BurstLog, ConnectionGuard, FailureLimiter, GuardedSite, GuardSettings
 from bot.nodes import NodeService
@@ -344,6 +345,8 @@ class Gateway:
             version=_param(params, "version", required=False),
             remote=conn.remote,
             proof=_param(params, "token", required=False) or None)
+        if ask.pickup is not None:
+            remember_secret(ask.pickup)  # never logged, by any logger
         self._attach(conn, ask.request)
         await self._broadcast_operators("node.pair.requested", ask.request.as_json())
         await self._on_request(ask)
@@ -466,6 +469,7 @@ class Gateway:
         """
         for other in approval.superseded:
             await self.decided(other, "rejected")
+        remember_secret(approval.token)  # never logged, by any logger
         req = approval.request
         self._asked.pop(req.request_id, None)
         asker = self._askers.pop(req.request_id, None)

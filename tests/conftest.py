@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.clock import FakeClock
+from bot.logs import reset_redaction
 from bot.nodes import NodeService
 from bot.pairing import PairingService
 from stores.jsonfile import JsonFileStore
@@ -20,6 +21,13 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PAIRBOT_CONFIG", raising=False)
     # PTB 22 warns about its float/timedelta switch on a 429; opt into the new behaviour.
     monkeypatch.setenv("PTB_TIMEDELTA", "true")
+
+
+@pytest.fixture(autouse=True)
+def _no_redaction_left_behind() -> Iterator[None]:
+    """A test that ran ``pairbot`` in-process leaves no log record factory or secrets behind."""
+    yield
+    reset_redaction()
 
 
 @pytest.fixture

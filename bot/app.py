@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-from collections import deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,6 +27,7 @@ from bot.gate import Decision, decide, owner_command_text
 from bot.gateway import Gateway, GatewaySettings
 from bot.handlers import Handler, build_handler
 from bot.logs import RedactFilter, remember_secret
+from bot.messages import NoticeKind
 from bot.models import Button, DmPolicy, Inbound, NodeAsk, PairedNode, PendingRequest
 from bot.netguard import GuardSettings
 from bot.nodes import NodeService, NodeSettings
@@ -42,13 +42,21 @@ log = logging.getLogger(__name__)
 
 STALE_STRANGER = timedelta(minutes=5)
 """A stranger's message older than this when it arrives (a backlog) creates no request."""
+STRANGER_QUEUE = 1000
+"""Strangers' messages waiting per platform; beyond that they are dropped (and counted)."""
+NOTICE_GIVE_UP = timedelta(days=7)
+"""An approved sender who could not be told within this long is no longer tried."""
+BUTTON_MEMORY = 10_000
+"""Owner notices with buttons remembered, to tell a stale press from a guess."""
 
 
 class OwnerNotifier:
     """Sends notices to every owner chat, at most ``limit`` per ``window``; folds the rest.
 
-    Notices beyond the limit are counted and sent as one digest when the window frees up, so
-    a flood of strangers becomes one message, not a wall of prompts to approve.
+    Notices beyond the limit are counted by what they tell of (a pairing request, a node
+    request, strangers turned away; per platform) and sent as one digest when the window frees
+    up, so a flood of strangers becomes one message that says what happened, not a wall of
+    prompts to approve. Urgent notices (a state file gone bad) are never folded.
     """
 
     def __init__(
@@ -64,29 +72,31 @@ class OwnerNotifier:
         self._limit = limit
         self._window = window
         self._sent: deque[datetime] = deque()
-        self._folded = 0
+        self._folded: Counter[tuple[NoticeKind, str]] = Counter()
         self._flush_task: asyncio.Task[None] | None = None
 
-    async def notify(self, text: str, buttons: Sequence[Button] = ()) -> None:
-        """Send a notice now if the rate allows, else fold it into the next digest."""
+    async def notify(self, text: str, buttons: Sequence[Button] = (), *, kind: NoticeKind,
+                     provider: str = "", count: int = 1) -> None:
+        """Send a notice now if the rate allows, else count it (``count`` of ``kind`` on
+        ``provider``) into the next digest."""
         now = self._clock.now()
         while self._sent and now - self._sent[0] >= self._window:
             self._sent.popleft()
-        if len(self._sent) < self._limit and not self._folded:
+        if kind is NoticeKind.URGENT or (len(self._sent) < self._limit and not self._folded):
             self._sent.append(now)
             await self._send(text, buttons)
             return
-        self._folded += 1
+        self._folded[(kind, provider)] += count
         if self._flush_task is None or self._flush_task.done():
             wait = (self._sent[0] + self._window - now).total_seconds() if self._sent else 0
             self._flush_task = asyncio.create_task(self._flush_after(max(wait, 0.0)))
 
     async def _flush_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
-        count, self._folded = self._folded, 0
-        if count:
+        folded, self._folded = self._folded, Counter()
+        if folded:
             self._sent.append(self._clock.now())
-            await self._send(messages.owner_digest(count), ())
+            await self._send(messages.owner_digest(folded), ())
 
     async def aclose(self) -> None:
         """Cancel a pending digest."""
@@ -124,6 +134,13 @@ class App:
         self._policies: dict[str, DmPolicy] = {}
         self.providers: dict[str, Provider] = {}
         self._capped_tasks: dict[str, asyncio.Task[None]] = {}
+        self._strangers: dict[str, asyncio.Queue[Inbound]] = {}
+        self._stranger_workers: dict[str, asyncio.Task[None]] = {}
+        self._buttons: OrderedDict[tuple[str, str, str], frozenset[str]] = OrderedDict()
+        """(provider, chat, message) of each owner notice with buttons → their commands."""
+        self._notice_retry: dict[tuple[str, str], tuple[int, datetime]] = {}
+        """(provider, sender) → (failed sends, not before) for approved senders not told."""
+        self._telling = asyncio.Lock()
         self._stack = contextlib.AsyncExitStack()
         self._stopped = asyncio.Event()
 
@@ -168,7 +185,6 @@ class App:
         self._stack.push_async_callback(self.notifier.aclose)
         self.handler: Handler = build_handler(cfg.handler, self._forward_to_owners)
         self._stack.push_async_callback(self.handler.aclose)
-        self._audit_offset = await asyncio.to_thread(self._audit_size)
 
         self.gateway: Gateway | None = None
         if cfg.gateway.enabled:
@@ -194,6 +210,9 @@ class App:
         providers = self._given_providers
         if providers is None:
             providers = build_providers(cfg)
+        # Runs after every provider has stopped (the stack unwinds in reverse): no message
+        # can arrive for a stranger worker that is gone.
+        self._stack.push_async_callback(self._stop_stranger_workers)
         for name, provider in providers.items():
             block = getattr(cfg.providers, name, None)
             self._policies[name] = block.dm_policy if block is not None else DmPolicy.PAIRING
@@ -209,8 +228,8 @@ class App:
         self.scheduler = PruneScheduler(self.prune, interval=cfg.pairing.prune_interval)
         await self.scheduler.start()
         self._stack.push_async_callback(self.scheduler.stop)
-        watcher = asyncio.create_task(self._watch_approvals(), name="pairbot-watch")
-        self._stack.push_async_callback(_cancel, watcher)
+        teller = asyncio.create_task(self._tell_approved_forever(), name="pairbot-tell")
+        self._stack.push_async_callback(_cancel, teller)
         log.info("pairbot running: providers=%s state_dir=%s", ",".join(self.providers),
                  self.state_dir)
 
@@ -224,9 +243,18 @@ class App:
     # --- inbound -----------------------------------------------------------------------------
 
     async def on_inbound(self, msg: Inbound) -> None:
-        """Handle one inbound message or button press; never raises into the provider."""
+        """Handle one inbound message or button press; never raises into the provider.
+
+        A stranger's message is handed to that platform's stranger worker, so no stranger's
+        traffic delays an allowed sender or the owner; a repeat from a stranger already
+        pending and not due a reminder is settled in memory, without touching the store.
+        """
+        await self._guarded(msg, self._on_inbound)
+
+    async def _guarded(self, msg: Inbound,
+                       handle: Callable[[Inbound], Awaitable[None]]) -> None:
         try:
-            await self._on_inbound(msg)
+            await handle(msg)
         except StoreError as exc:  # refused closed: no code sent, nothing granted
             log.error("refused a %s message from %s: %s", msg.provider, msg.sender_id, exc)
             await self._track_bad_state(exc)
@@ -260,13 +288,61 @@ class App:
                 log.info("ignored a stale message from stranger %s on %s", msg.sender_id,
                          msg.provider)
                 return
-            await self._challenge(msg)
+            if self.pairing.settled_in_memory(msg.provider, msg.sender_id,
+                                              self._stranger_meta(msg)):
+                return
+            self._queue_stranger(msg)
 
-    async def _challenge(self, msg: Inbound) -> None:
+    def _queue_stranger(self, msg: Inbound) -> None:
+        queue = self._strangers.get(msg.provider)
+        if queue is None:
+            queue = self._strangers[msg.provider] = asyncio.Queue(STRANGER_QUEUE)
+            self._stranger_workers[msg.provider] = asyncio.create_task(
+                self._stranger_worker(queue), name=f"pairbot-strangers-{msg.provider}")
+        try:
+            queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            self._dropped_strangers += 1
+            if self._dropped_strangers in (1, 10, 100) or self._dropped_strangers % 1000 == 0:
+                log.warning("%s: %d stranger messages dropped so far: more than %d waited "
+                            "(a flood); allowed senders are not affected", msg.provider,
+                            self._dropped_strangers, STRANGER_QUEUE)
+
+    _dropped_strangers = 0
+
+    async def _stranger_worker(self, queue: asyncio.Queue[Inbound]) -> None:
+        """One platform's strangers, in the order they wrote, off the providers' path."""
+        while True:
+            msg = await queue.get()
+            try:
+                await self._guarded(msg, self._challenge)
+            finally:
+                queue.task_done()
+
+    async def _stop_stranger_workers(self) -> None:
+        for task in self._stranger_workers.values():
+            task.cancel()
+        for task in self._stranger_workers.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._stranger_workers.clear()
+        self._strangers.clear()
+
+    async def strangers_settled(self) -> None:
+        """Wait until every stranger message received so far has been handled (tests)."""
+        for queue in list(self._strangers.values()):
+            await queue.join()
+
+    @staticmethod
+    def _stranger_meta(msg: Inbound) -> dict[str, str]:
         meta = dict(msg.meta)
         if msg.chat_id != msg.sender_id:
             meta["chatId"] = msg.chat_id
-        result = await asyncio.to_thread(self.pairing.request, msg.provider, msg.sender_id, meta)
+        return meta
+
+    async def _challenge(self, msg: Inbound) -> None:
+        result = await asyncio.to_thread(self.pairing.request, msg.provider, msg.sender_id,
+                                         self._stranger_meta(msg))
         req = result.request
         if req is not None:
             remember_secret(req.code)  # before any SDK logs the reply that carries it
@@ -283,7 +359,8 @@ class App:
         expires = remaining(req.expires_at(self.pairing.settings.pending_ttl) - self.clock.now())
         buttons = (Button(label="Approve", command=f"/approve {req.code}"),
                    Button(label="Reject", command=f"/reject {req.code}"))
-        await self.notifier.notify(messages.owner_notice(req, expires_in=expires), buttons)
+        await self.notifier.notify(messages.owner_notice(req, expires_in=expires), buttons,
+                                   kind=NoticeKind.PAIRING_REQUEST, provider=req.provider)
 
     async def notice_node_request(self, ask: NodeAsk) -> None:
         """Tell the owner a node asks to join, with Approve / Reject buttons."""
@@ -292,7 +369,8 @@ class App:
         buttons = (Button(label="Approve", command=f"/nodes approve {req.request_id}"),
                    Button(label="Reject", command=f"/nodes reject {req.request_id}"))
         await self.notifier.notify(
-            messages.node_notice(req, expires_in=expires, conflicts=ask.conflicts), buttons)
+            messages.node_notice(req, expires_in=expires, conflicts=ask.conflicts), buttons,
+            kind=NoticeKind.NODE_REQUEST)
 
     def _schedule_capped_notice(self, provider: str) -> None:
         task = self._capped_tasks.get(provider)
@@ -304,22 +382,28 @@ class App:
         count = self.pairing.take_capped(provider)
         if count:
             cap = self.pairing.settings.max_pending_per_provider
-            await self.notifier.notify(messages.owner_capped(provider, count, cap))
+            await self.notifier.notify(messages.owner_capped(provider, count, cap),
+                                       kind=NoticeKind.TURNED_AWAY, provider=provider,
+                                       count=count)
 
     async def _owner_command(self, msg: Inbound) -> None:
         actor = f"owner:{msg.provider}:{msg.sender_id}"
         provider = self.providers[msg.provider]
         line = owner_command_text(msg.text, bare_commands=provider.bare_commands) or msg.text
-        reply = await asyncio.to_thread(self.owner.run, line, actor=actor)
+        # A press on one of our own notices, with the command that notice carried: a stale
+        # press is "already handled", not a wrong code (a guess cannot name a real notice).
+        pressed = bool(msg.is_button and msg.message_id and " ".join(line.split()) in
+                       self._buttons.get((msg.provider, msg.chat_id, msg.message_id), ()))
+        reply = await asyncio.to_thread(self.owner.run, line, actor=actor, pressed=pressed)
         text = reply.text
         if reply.approved is not None:
-            await self._tell_approved(reply.approved)
+            await self._tell_approved()
         if reply.node_approved is not None or reply.node_rejected or reply.node_revoked:
             text = await self._node_effects(reply) or text
         if provider.bare_commands:
             text = messages.without_slashes(text)
         if msg.is_button and msg.message_id:
-            if reply.failure == "unknown":
+            if reply.failure in ("unknown", "handled"):
                 text = messages.already_handled()
             await provider.edit(msg.chat_id, msg.message_id, text)
         else:
@@ -340,69 +424,54 @@ class App:
             await gateway.revoked(reply.node_revoked.node_id)
         return None
 
-    async def _tell_approved(self, req: PendingRequest) -> None:
-        provider = self.providers.get(req.provider)
-        if provider is None:
-            return
-        try:
-            chat_id = req.meta.get("chatId") or await provider.dm_chat_id(req.id)
-            await provider.send(chat_id, messages.approved_sender())
-        except Exception:
-            log.warning("could not tell %s sender %s they were approved", req.provider, req.id)
+    # --- telling approved senders (once, whoever approved them, whenever) --------------------
 
-    # --- approvals made elsewhere (the CLI) --------------------------------------------------
-
-    def _audit_size(self) -> int:
-        try:
-            return self.store.audit_path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def _read_audit_since(self) -> list[dict[str, Any]]:
-        path = self.store.audit_path
-        size = self._audit_size()
-        if size < self._audit_offset:
-            self._audit_offset = 0
-        if size == self._audit_offset:
-            return []
-        with path.open("rb") as fh:
-            fh.seek(self._audit_offset)
-            chunk = fh.read(size - self._audit_offset)
-        end = chunk.rfind(b"\n") + 1
-        self._audit_offset += end
-        records = []
-        for line in chunk[:end].splitlines():
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict):
-                    records.append(record)
-        return records
-
-    async def _watch_approvals(self) -> None:
-        """Tell senders approved by another process (the CLI) that they may write now."""
+    async def _tell_approved_forever(self) -> None:
+        """Tell senders approved by anyone (the owner chat, the CLI, while the bot was down)."""
         while True:
+            try:
+                await self._tell_approved()
+            except StoreError as exc:
+                log.error("could not read the approved senders to tell: %s", exc)
+            except Exception:
+                log.exception("telling approved senders failed")
             await asyncio.sleep(self._watch_interval)
-            try:
-                records = await asyncio.to_thread(self._read_audit_since)
-                for record in records:
-                    await self._on_foreign_audit(record)
-            except Exception:
-                log.exception("watching the audit log failed")
 
-    async def _on_foreign_audit(self, record: dict[str, Any]) -> None:
-        # Approvals from an owner chat were made (and told) by this process; anything else
-        # (the CLI, another tool on the same state dir) is told here, once per audit line.
-        if record.get("event") != "approve" or record.get("outcome") != "approved":
-            return
-        if str(record.get("actor", "")).startswith("owner:"):
-            return
-        provider, subject = str(record.get("provider")), str(record.get("subject"))
-        target = self.providers.get(provider)
-        if target is not None:
-            try:
-                await target.send(await target.dm_chat_id(subject), messages.approved_sender())
-            except Exception:
-                log.warning("could not tell %s sender %s they were approved", provider, subject)
+    async def _tell_approved(self) -> None:
+        """Send "you're approved" to each approved sender not yet told, on the platforms this
+        process runs, then forget the notice. A send that fails is retried with a growing
+        pause; after :data:`NOTICE_GIVE_UP` the notice is dropped with a warning."""
+        async with self._telling:
+            notices = await asyncio.to_thread(self.pairing.notices)
+            now = self.clock.now()
+            for notice in notices:
+                provider = self.providers.get(notice.provider)
+                key = (notice.provider, notice.sender_id)
+                retry = self._notice_retry.get(key)
+                if provider is None or (retry is not None and now < retry[1]):
+                    continue
+                if now - notice.approved_at > NOTICE_GIVE_UP:
+                    log.warning("gave up telling %s sender %s they were approved: not "
+                                "reachable for %s", notice.provider, notice.sender_id,
+                                NOTICE_GIVE_UP)
+                elif not await self._tell_one(provider, notice.chat_id, notice.sender_id):
+                    failures = retry[0] + 1 if retry is not None else 1
+                    pause = min(timedelta(seconds=2 ** failures), timedelta(minutes=10))
+                    self._notice_retry[key] = (failures, now + pause)
+                    continue
+                self._notice_retry.pop(key, None)
+                await asyncio.to_thread(self.pairing.notice_sent, notice.provider,
+                                        notice.sender_id)
+
+    async def _tell_one(self, provider: Provider, chat_id: str | None, sender_id: str) -> bool:
+        try:
+            await provider.send(chat_id or await provider.dm_chat_id(sender_id),
+                                messages.approved_sender())
+        except Exception:
+            log.warning("could not tell %s sender %s they were approved (will retry)",
+                        provider.name, sender_id)
+            return False
+        return True
 
     # --- scheduled work ----------------------------------------------------------------------
 
@@ -423,9 +492,16 @@ class App:
                 continue
             shown = messages.without_slashes(text) if provider.bare_commands else text
             try:
-                await provider.send(await provider.dm_chat_id(user_id), shown, buttons=buttons)
+                chat_id = await provider.dm_chat_id(user_id)
+                message_id = await provider.send(chat_id, shown, buttons=buttons)
             except Exception:
                 log.warning("could not reach owner %s on %s", user_id, provider_name)
+                continue
+            if buttons and message_id:
+                self._buttons[(provider_name, chat_id, message_id)] = frozenset(
+                    " ".join(b.command.split()) for b in buttons)
+                while len(self._buttons) > BUTTON_MEMORY:
+                    self._buttons.popitem(last=False)
 
     async def _forward_to_owners(self, text: str) -> None:
         await self._send_to_owners(text)
@@ -458,7 +534,8 @@ class App:
                 and path in self.store.state_files():
             self._bad_state_files |= {path}  # before any await: concurrent messages tell once
             if await asyncio.to_thread(unusable, path):
-                await self.notifier.notify(messages.state_file_unusable(str(exc)))
+                await self.notifier.notify(messages.state_file_unusable(str(exc)),
+                                           kind=NoticeKind.URGENT)
             else:
                 self._bad_state_files -= {path}
         for other in self._bad_state_files - {path}:

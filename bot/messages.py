@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
 
 from bot.codes import format_code
 from bot.models import NodeRequest, PairedNode, PendingRequest
@@ -65,10 +66,36 @@ def owner_notice(req: PendingRequest, *, expires_in: str) -> str:
     return "\n".join(lines)
 
 
-def owner_digest(count: int) -> str:
-    """Told instead of single notices once more than the rate limit arrive in a minute."""
-    return (f"{count} more pairing request{'s' if count != 1 else ''} arrived in the last "
-            "minute. Send /pending to see them all.")
+class NoticeKind(StrEnum):
+    """What an owner notice tells of: what a digest counts when notices are folded."""
+
+    PAIRING_REQUEST = "pairing request"
+    NODE_REQUEST = "node request"
+    TURNED_AWAY = "stranger turned away by the pending cap"
+    URGENT = "urgent"
+    """Never folded (a state file gone bad)."""
+
+
+_DIGEST_ORDER = (NoticeKind.PAIRING_REQUEST, NoticeKind.NODE_REQUEST, NoticeKind.TURNED_AWAY)
+
+
+def owner_digest(folded: Mapping[tuple[NoticeKind, str], int]) -> str:
+    """Told instead of the notices held back by the rate limit: what they would have said,
+    counted (per platform where there is one)."""
+    parts = []
+    for kind in _DIGEST_ORDER:
+        counts = {provider: n for (k, provider), n in folded.items() if k is kind and n}
+        total = sum(counts.values())
+        if not total:
+            continue
+        noun = str(kind)
+        if total != 1:
+            noun = noun.replace("request", "requests").replace("stranger ", "strangers ")
+        where = ", ".join(f"{label(p)} {n}" if len(counts) > 1 else label(p)
+                          for p, n in sorted(counts.items()) if p)
+        parts.append(f"{total} more {noun}{f' ({where})' if where else ''}")
+    return (f"Held back to keep this chat readable: {'; '.join(parts)}. Send /pending to see "
+            "what waits.")
 
 
 def owner_capped(provider: str, count: int, cap: int) -> str:

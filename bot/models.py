@@ -165,6 +165,22 @@ class PairedNode:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalNotice:
+    """A sender approved and not yet told (one entry of ``notify.json``).
+
+    Written in the same transaction as the grant, dropped once the running bot has told the
+    sender, so an approval made while the bot is down (the CLI) is told when it next runs.
+    """
+
+    provider: str
+    sender_id: str
+    approved_at: datetime
+    chat_id: str | None = None
+    """Where the sender wrote from, when that is not their DM id (a Slack DM channel)."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeApproval:
     """What approving a node request did: the node as paired now, its new token (shown once,
     to the asker only), the request approved, and the other requests for the same node id

@@ -42,7 +42,8 @@ class OwnerReply:
     text: str
     ok: bool = True
     failure: str | None = None
-    """Why it failed: ``unknown``, ``expired``, ``locked``, ``refused`` or ``usage``."""
+    """Why it failed: ``unknown``, ``expired``, ``locked``, ``refused``, ``usage``, or
+    ``handled`` (a button pressed on a notice whose request is already gone)."""
     approved: PendingRequest | None = None
     node_approved: NodeApproval | None = None
     node_rejected: NodeRequest | None = None
@@ -66,13 +67,18 @@ class OwnerCommands:
         self._clock = clock
         self._failures: dict[str, _Failures] = {}
 
-    def run(self, text: str, *, actor: str) -> OwnerReply:
-        """Run one command line typed (or pressed) by the owner identified as ``actor``."""
+    def run(self, text: str, *, actor: str, pressed: bool = False) -> OwnerReply:
+        """Run one command line typed (or pressed) by the owner identified as ``actor``.
+
+        ``pressed`` says the line came from a button on a notice this bot sent, carrying
+        that notice's own command: when its request is gone (decided, expired), the answer
+        is "already handled" and it is not counted as a wrong code.
+        """
         word = command_word(text)
         args = text.strip().split()[1:]
         try:
             if word in ("/approve", "/reject"):
-                return self._decide(word, args, actor)
+                return self._decide(word, args, actor, pressed=pressed)
             if word == "/pending":
                 return OwnerReply(text=self._pending())
             if word == "/allowlist":
@@ -89,7 +95,7 @@ class OwnerCommands:
 
     # --- DM pairing ----------------------------------------------------------------------------
 
-    def _decide(self, word: str, args: list[str], actor: str) -> OwnerReply:
+    def _decide(self, word: str, args: list[str], actor: str, *, pressed: bool) -> OwnerReply:
         if not args:
             return OwnerReply(text=f"Usage: {word} CODE", ok=False, failure="usage")
         locked = self._locked(actor)
@@ -104,9 +110,13 @@ class OwnerCommands:
                 req = self._pairing.reject(code, actor=actor)
                 reply = OwnerReply(text=messages.rejected(req))
         except CodeExpiredError as exc:
+            if pressed:
+                return OwnerReply(text=messages.already_handled(), ok=False, failure="handled")
             text = str(exc)[:1].upper() + str(exc)[1:] + "."  # not capitalize(): keeps ids
             return OwnerReply(text=self._fail(actor, text), ok=False, failure="expired")
         except UnknownCodeError:
+            if pressed:
+                return OwnerReply(text=messages.already_handled(), ok=False, failure="handled")
             text = "No pending request has that code (check it, or see /pending)."
             return OwnerReply(text=self._fail(actor, text), ok=False, failure="unknown")
         self._failures.pop(actor, None)

@@ -19,6 +19,7 @@ from bot.clock import Clock
 from bot.errors import CodeExpiredError, LookupFailed, UnknownCodeError, UnknownSubjectError
 from bot.models import (
     KNOWN_PROVIDERS,
+    ApprovalNotice,
     AuditEvent,
     PendingRequest,
     RequestOutcome,
@@ -76,6 +77,12 @@ class PairingService:
         self._capped: Counter[str] = Counter()
         self._capped_seen: dict[tuple[str, str], datetime] = {}
         self._counter_lock = threading.Lock()
+        self._quiet: dict[tuple[str, str], tuple[datetime, PendingRequest]] = {}
+        """(provider, sender) → until when their repeat messages need no store access, and
+        their request as last read: a chatty pending stranger costs a dict lookup."""
+        self._seen: dict[tuple[str, str], datetime] = {}
+        """(provider, sender) → their latest message not yet on disk (``lastSeenAt`` is not
+        worth an fsync per message; it is written with the next write of that file)."""
 
     # --- the gate's questions ----------------------------------------------------------------
 
@@ -98,17 +105,15 @@ class PairingService:
         now = self._clock.now()
         ttl = self.settings.pending_ttl
         clean_meta = {k: v for k, v in (meta or {}).items() if v}
+        key = (provider, sender_id)
+        quiet = self._settled(key, now, clean_meta)
+        if quiet is not None:
+            return RequestResult(outcome=RequestOutcome.PENDING, request=quiet, send_code=False)
         with self._store.transaction() as txn:
             live = self._drop_expired(txn, provider, now, actor="system:expiry")
             mine = next((r for r in live if r.id == sender_id), None)
             if mine is not None:
-                last_sent = mine.last_sent_at or mine.created_at
-                resend = now - last_sent >= self.settings.resend_after
-                refreshed = replace(mine, last_seen_at=now, meta=clean_meta or mine.meta,
-                                     last_sent_at=now if resend else mine.last_sent_at)
-                txn.put_request(refreshed)
-                return RequestResult(outcome=RequestOutcome.PENDING, request=refreshed,
-                                     send_code=resend)
+                return self._repeat(txn, mine, now, clean_meta)
             if len(live) >= self.settings.max_pending_per_provider:
                 self._count_capped(txn, provider, sender_id, now, ttl)
                 return RequestResult(outcome=RequestOutcome.CAPPED, request=None,
@@ -120,8 +125,63 @@ class PairingService:
             txn.put_request(created)
             txn.audit(AuditEvent(ts=now, event="request", actor=f"{provider}:{sender_id}",
                                  provider=provider, subject=sender_id, outcome="created"))
+        with self._counter_lock:
+            self._quiet[key] = (min(now + self.settings.resend_after, created.expires_at(ttl)),
+                                created)
         log.info("pairing request created provider=%s sender=%s", provider, sender_id)
         return RequestResult(outcome=RequestOutcome.CREATED, request=created, send_code=True)
+
+    def settled_in_memory(self, provider: str, sender_id: str,
+                          meta: Mapping[str, str] | None = None) -> bool:
+        """Answer a pending stranger's repeat message from memory when nothing is due.
+
+        True when :meth:`request` would neither send the code again nor write anything (the
+        stranger's request is pending, the reminder is not due, the name did not change):
+        the message is then settled with no store access and no thread hop. False means
+        :meth:`request` must run.
+        """
+        clean_meta = {k: v for k, v in (meta or {}).items() if v}
+        return self._settled((provider, sender_id), self._clock.now(), clean_meta) is not None
+
+    def _settled(self, key: tuple[str, str], now: datetime,
+                 meta: Mapping[str, str]) -> PendingRequest | None:
+        with self._counter_lock:
+            quiet = self._quiet.get(key)
+            if quiet is None or now >= quiet[0] or (meta and meta != quiet[1].meta):
+                return None
+            self._seen[key] = now
+        return replace(quiet[1], last_seen_at=now)
+
+    def _repeat(self, txn: StateTxn, mine: PendingRequest, now: datetime,
+                meta: Mapping[str, str]) -> RequestResult:
+        """A pending stranger wrote again: write only what must survive a crash.
+
+        That is the time the code was last sent (so a restart does not re-send it early) and
+        a changed name; the time of the message itself waits for the next write.
+        """
+        last_sent = mine.last_sent_at or mine.created_at
+        resend = now - last_sent >= self.settings.resend_after
+        request = replace(mine, last_seen_at=now, meta=meta or mine.meta,
+                          last_sent_at=now if resend else mine.last_sent_at)
+        written = resend or (bool(meta) and meta != mine.meta)
+        if written:
+            txn.put_request(request)
+        key = (mine.provider, mine.id)
+        next_send = (request.last_sent_at or request.created_at) + self.settings.resend_after
+        with self._counter_lock:
+            if written:
+                self._seen.pop(key, None)
+            else:
+                self._seen[key] = now
+            self._quiet[key] = (min(next_send, mine.expires_at(self.settings.pending_ttl)),
+                                request)
+        return RequestResult(outcome=RequestOutcome.PENDING, request=request, send_code=resend)
+
+    def _forget(self, provider: str, sender_id: str) -> None:
+        """Drop what this process remembers of a sender's request (decided, allowed)."""
+        with self._counter_lock:
+            self._quiet.pop((provider, sender_id), None)
+            self._seen.pop((provider, sender_id), None)
 
     def record(self, event: AuditEvent) -> None:
         """Write one audit line for something decided outside a pairing operation."""
@@ -129,7 +189,9 @@ class PairingService:
             txn.audit(event)
 
     def take_capped(self, provider: str) -> int:
-        """Return how many strangers the cap turned away since the last call, and reset."""
+        """Return how many strangers the cap turned away since the last call, and reset.
+
+        A stranger counts once per pending TTL, however many messages they send."""
         with self._counter_lock:
             return self._capped.pop(provider, 0)
 
@@ -172,6 +234,7 @@ class PairingService:
                 expired = found
             elif approve:
                 txn.allow(found.provider, found.id)
+                txn.put_notice(_notice(found, now))
                 txn.drop_request(found.provider, found.id)
                 txn.audit(AuditEvent(ts=now, event="approve", actor=actor,
                                      provider=found.provider, subject=found.id,
@@ -181,6 +244,8 @@ class PairingService:
                 txn.audit(AuditEvent(ts=now, event="reject", actor=actor,
                                      provider=found.provider, subject=found.id,
                                      outcome="rejected"))
+        if found is not None:
+            self._forget(found.provider, found.id)
         where = f" for {provider}" if provider else ""
         if expired is not None:
             raise CodeExpiredError(
@@ -197,8 +262,10 @@ class PairingService:
         """Remove a sender from the stored allowlist; their next message is a stranger's."""
         _check_provider(provider)
         now = self._clock.now()
+        self._forget(provider, sender_id)
         with self._store.transaction() as txn:
             removed = txn.disallow(provider, sender_id)
+            txn.drop_notice(provider, sender_id)  # never tell a revoked sender they may write
             if removed:
                 txn.audit(AuditEvent(ts=now, event="revoke", actor=actor, provider=provider,
                                      subject=sender_id, outcome="revoked"))
@@ -217,10 +284,27 @@ class PairingService:
         with self._store.transaction() as txn:
             added = txn.allow(provider, sender_id)
             if added:
+                asked = next((r for r in txn.requests(provider) if r.id == sender_id), None)
+                if asked is not None:  # they asked: tell them, as an approval would
+                    txn.put_notice(_notice(asked, now))
                 txn.drop_request(provider, sender_id)
                 txn.audit(AuditEvent(ts=now, event="allow", actor=actor, provider=provider,
                                      subject=sender_id, outcome="added"))
+        if added:
+            self._forget(provider, sender_id)
         return added
+
+    # --- approved senders to tell ------------------------------------------------------------
+
+    def notices(self) -> list[ApprovalNotice]:
+        """Return the senders approved and not yet told, oldest approval first."""
+        with self._store.transaction() as txn:
+            return txn.notices()
+
+    def notice_sent(self, provider: str, sender_id: str) -> None:
+        """Forget a notice once the sender has been told (they are told once)."""
+        with self._store.transaction() as txn:
+            txn.drop_notice(provider, sender_id)
 
     # --- listing and expiry ------------------------------------------------------------------
 
@@ -258,17 +342,33 @@ class PairingService:
         return entries
 
     def prune(self, *, actor: str = "system:scheduler") -> list[PendingRequest]:
-        """Drop every expired request of every provider (audited); return what was dropped."""
+        """Drop every expired request of every provider (audited); return what was dropped.
+
+        Also writes the ``lastSeenAt`` of pending strangers who wrote since their request was
+        last written (kept in memory until now, to spare a write per message).
+        """
         now = self._clock.now()
         before: list[PendingRequest] = []
-        with self._store.transaction() as txn:
-            for name in KNOWN_PROVIDERS:
-                ttl = self.settings.pending_ttl
-                before += [r for r in txn.requests(name) if now >= r.expires_at(ttl)]
-                self._drop_expired(txn, name, now, actor=actor)
+        with self._counter_lock:
+            seen, self._seen = self._seen, {}
+        try:
+            with self._store.transaction() as txn:
+                for name in KNOWN_PROVIDERS:
+                    ttl = self.settings.pending_ttl
+                    before += [r for r in txn.requests(name) if now >= r.expires_at(ttl)]
+                    for req in self._drop_expired(txn, name, now, actor=actor):
+                        when = seen.get((name, req.id))
+                        if when is not None and when > req.last_seen_at:
+                            txn.put_request(replace(req, last_seen_at=when))
+        except BaseException:
+            with self._counter_lock:
+                for key, when in seen.items():
+                    self._seen.setdefault(key, when)
+            raise
         with self._counter_lock:
             horizon = now - self.settings.pending_ttl
             self._capped_seen = {k: t for k, t in self._capped_seen.items() if t > horizon}
+            self._quiet = {k: v for k, v in self._quiet.items() if v[0] > now}
         return before
 
     # --- helpers -----------------------------------------------------------------------------
@@ -304,14 +404,19 @@ class PairingService:
     def _count_capped(
         self, txn: StateTxn, provider: str, sender_id: str, now: datetime, ttl: timedelta
     ) -> None:
-        with self._counter_lock:
-            self._capped[provider] += 1
+        with self._counter_lock:  # each stranger counts once per TTL, however often they write
             first = self._capped_seen.get((provider, sender_id))
             if first is not None and now - first < ttl:
                 return
             self._capped_seen[(provider, sender_id)] = now
+            self._capped[provider] += 1
         txn.audit(AuditEvent(ts=now, event="request", actor=f"{provider}:{sender_id}",
                              provider=provider, subject=sender_id, outcome="capped"))
+
+
+def _notice(req: PendingRequest, now: datetime) -> ApprovalNotice:
+    return ApprovalNotice(provider=req.provider, sender_id=req.id, approved_at=now,
+                          chat_id=req.meta.get("chatId"))
 
 
 def _expire_event(req: PendingRequest, now: datetime, actor: str) -> AuditEvent:

@@ -10,7 +10,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from bot.models import AuditEvent, Button, Inbound, NodeRequest, PairedNode, PendingRequest
+from bot.models import (
+    ApprovalNotice,
+    AuditEvent,
+    Button,
+    Inbound,
+    NodeRequest,
+    PairedNode,
+    PendingRequest,
+)
 
 OnInbound = Callable[[Inbound], Awaitable[None]]
 
@@ -53,8 +61,9 @@ class StateTxn(Protocol):
     """A view of the whole state, taken under the store's exclusive cross-process lock.
 
     Reads see every write committed before the lock was taken. Changes are written when the
-    transaction ends without an exception: allowlists and paired nodes first, pending files
-    after, so a crash in between leaves "still pending", never "approved and lost".
+    transaction ends without an exception: allowlists and paired nodes first, approval notices
+    next, pending files last, so a crash in between leaves "still pending" (or "approved, not
+    yet told"), never "approved and lost" nor a notice of an approval that did not happen.
     """
 
     def requests(self, provider: str) -> list[PendingRequest]:
@@ -103,6 +112,18 @@ class StateTxn(Protocol):
 
     def drop_paired_node(self, node_id: str) -> bool:
         """Remove a paired node; return whether it was there."""
+        ...
+
+    def notices(self) -> list[ApprovalNotice]:
+        """Return the approved senders not yet told, oldest first."""
+        ...
+
+    def put_notice(self, notice: ApprovalNotice) -> None:
+        """Insert or replace (by provider and sender id) a notice to send."""
+        ...
+
+    def drop_notice(self, provider: str, sender_id: str) -> bool:
+        """Remove a notice once sent; return whether it was there."""
         ...
 
     def audit(self, event: AuditEvent) -> None:

@@ -30,7 +30,14 @@ from typing import Any, Generic, TypeVar
 
 from bot.clock import iso
 from bot.errors import SchemaVersionError, StoreCorruptError, StoreError
-from bot.models import KNOWN_PROVIDERS, AuditEvent, NodeRequest, PairedNode, PendingRequest
+from bot.models import (
+    KNOWN_PROVIDERS,
+    ApprovalNotice,
+    AuditEvent,
+    NodeRequest,
+    PairedNode,
+    PendingRequest,
+)
 from stores._files import (
     FileKey,
     StateLock,
@@ -236,12 +243,43 @@ def _encode_paired(node: PairedNode) -> dict[str, Any]:
     return out
 
 
+_NOTICE_KEYS = frozenset({"provider", "id", "chatId", "approvedAt"})
+
+
+def _decode_notice(raw: Any, where: str, provider: str) -> ApprovalNotice:  # noqa: ARG001
+    if not isinstance(raw, dict):
+        raise _Bad(where, "must be an object")
+    chat_id = raw.get("chatId")
+    return ApprovalNotice(
+        provider=_str(raw, "provider", where),
+        sender_id=_str(raw, "id", where),
+        approved_at=_time(raw, "approvedAt", where),
+        chat_id=None if chat_id is None else _str(raw, "chatId", where),
+        extra=_extra(raw, _NOTICE_KEYS),
+    )
+
+
+def _encode_notice(notice: ApprovalNotice) -> dict[str, Any]:
+    out: dict[str, Any] = {"provider": notice.provider, "id": notice.sender_id,
+                           "approvedAt": format_time(notice.approved_at)}
+    if notice.chat_id is not None:
+        out["chatId"] = notice.chat_id
+    out.update(notice.extra)
+    return out
+
+
+def _notice_ident(provider: str, sender_id: str) -> str:
+    return json.dumps([provider, sender_id])
+
+
 REQUESTS: _Kind[PendingRequest] = _Kind("requests", _decode_request, _encode_request,
                                         lambda r: r.id)
 ALLOW: _Kind[str] = _Kind("allowFrom", _decode_allow, lambda s: s, lambda s: s)
 NODE_REQUESTS: _Kind[NodeRequest] = _Kind("requests", _decode_node_request,
                                           _encode_node_request, lambda r: r.request_id)
 PAIRED: _Kind[PairedNode] = _Kind("nodes", _decode_paired, _encode_paired, lambda n: n.node_id)
+NOTICES: _Kind[ApprovalNotice] = _Kind("notices", _decode_notice, _encode_notice,
+                                       lambda n: _notice_ident(n.provider, n.sender_id))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,6 +425,7 @@ class JsonFileStore:
         for directory in (state_dir, self.credentials_dir, self.nodes_dir):
             ensure_private_dir(directory)
         with self._lock.hold():
+            remove_debris(self.state_dir)
             remove_debris(self.credentials_dir)
             remove_debris(self.nodes_dir)
 
@@ -402,6 +441,7 @@ class JsonFileStore:
         self._allow_strs = {name: str(path) for name, path in self._allow_paths.items()}
         self._pending_path = self.nodes_dir / "pending.json"
         self._paired_path = self.nodes_dir / "paired.json"
+        self._notify_path = state_dir / "notify.json"
         self._lock = StateLock(state_dir / ".lock", timeout=lock_timeout)
         self._docs: dict[Path, _Doc[Any]] = {}
         self._checked: set[Path] = set()  # docs re-validated against disk in this transaction
@@ -517,7 +557,8 @@ class JsonFileStore:
         """Return every state file pairbot may write, existing or not."""
         files = [p for name in KNOWN_PROVIDERS for p in (self.pairing_path(name),
                                                         self.allow_path(name))]
-        return [*files, self._pending_path, self._paired_path, self.audit_path]
+        return [*files, self._pending_path, self._paired_path, self._notify_path,
+                self.audit_path]
 
     # reading ---------------------------------------------------------------------------------
 
@@ -574,6 +615,8 @@ class JsonFileStore:
                 self.load_check(path)
 
     def _kind_of(self, path: Path) -> tuple[_Kind[Any], str]:
+        if path == self._notify_path:
+            return NOTICES, ""
         if path.parent == self.nodes_dir:
             return (NODE_REQUESTS if path.name == "pending.json" else PAIRED), ""
         provider, _, suffix = path.name.rpartition("-")
@@ -647,9 +690,11 @@ class JsonFileStore:
 
     def _commit(self, txn: _Txn) -> None:
         dirty = [d for d in self._docs.values() if d.dirty]
-        # Grants first, pending second: a crash between them leaves "still pending",
-        # never "request consumed and grant lost".
-        dirty.sort(key=lambda d: 0 if d.kind is ALLOW or d.kind is PAIRED else 1)
+        # Grants first, then the notice that tells of one, pending last: a crash in between
+        # leaves "still pending" (or "granted, not yet told"), never "request consumed and
+        # grant lost", and never a notice of a grant that did not happen.
+        dirty.sort(key=lambda d: 0 if d.kind is ALLOW or d.kind is PAIRED else
+                   1 if d.kind is NOTICES else 2)
         rendered = [(doc, _render(doc)) for doc in dirty]  # a failure here writes nothing
         for written, (doc, data) in enumerate(rendered):
             try:
@@ -746,6 +791,18 @@ class _Txn:
 
     def drop_paired_node(self, node_id: str) -> bool:
         return self._paired().drop(node_id)
+
+    def _notices(self) -> _Doc[ApprovalNotice]:
+        return self._store._doc(self._store._notify_path, NOTICES)
+
+    def notices(self) -> list[ApprovalNotice]:
+        return sorted(self._notices().items(), key=lambda n: n.approved_at)
+
+    def put_notice(self, notice: ApprovalNotice) -> None:
+        self._notices().put(notice)
+
+    def drop_notice(self, provider: str, sender_id: str) -> bool:
+        return self._notices().drop(_notice_ident(provider, sender_id))
 
     def audit(self, event: AuditEvent) -> None:
         self.events.append(event)

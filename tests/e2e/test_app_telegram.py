@@ -184,6 +184,37 @@ async def test_buttons_approve_once_and_say_so_when_pressed_again(tg, app):
     assert tg.edits[1]["text"] == "This request was already handled; nothing changed."
 
 
+async def test_stale_presses_are_already_handled_and_never_lock_the_owner_out(tg, app):
+    """Issue 9 item 8: each press on a handled notice counted as a wrong code; ten of them
+    paused approvals for 15 minutes."""
+    await pair(tg, app, ALICE)
+    notice = (await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER))[0]
+    approve, reject = (b["callback_data"] for b in notice["reply_markup"]["inline_keyboard"][0])
+    tg.press_button(OWNER, notice["message_id"], approve)
+    await tg.wait_until(lambda: app.pairing.is_allowed("telegram", str(ALICE)))
+    for i in range(12):
+        tg.press_button(OWNER, notice["message_id"], approve if i % 2 else reject)
+    await tg.wait_until(lambda: len(tg.callback_answers) >= 13, timeout=5)
+    # (Telegram refuses an edit that changes nothing, so only the first stale press edits.)
+    assert [e["text"] for e in tg.edits[1:]] == [
+        "This request was already handled; nothing changed."]
+    code = await pair(tg, app, BOB, "Bob")
+    tg.dm(OWNER, f"/approve {code}")
+    await tg.wait_until(lambda: app.pairing.is_allowed("telegram", str(BOB)))
+    assert not any("paused" in t for t in tg.messages_to(OWNER))
+    assert not any(r["event"] == "lockout" for r in app.store.read_audit())
+
+
+async def test_a_forged_press_naming_another_code_still_counts(tg, app):
+    """A press is believed only with the command its own notice carried: a client that
+    forges button data to guess codes is counted like a typed guess."""
+    await pair(tg, app, ALICE)
+    notice = (await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER))[0]
+    for i in range(10):
+        tg.press_button(OWNER, notice["message_id"], f"/approve ZZZZ{2222 + i}")
+    await tg.wait_until(lambda: any(r["event"] == "lockout" for r in app.store.read_audit()))
+
+
 async def test_reject_button_and_expired_button(tg, app, fake_clock):
     await pair(tg, app, ALICE)
     await pair(tg, app, BOB, "Bob")
@@ -237,6 +268,41 @@ async def test_cli_approval_reaches_the_running_bot_within_two_seconds(tg, app, 
     assert texts[1] == "You're approved. Send a message to start chatting."
     tg.dm(ALICE, "hi")
     assert (await texts_to(tg, ALICE, 3))[2] == "hi"
+
+
+async def test_a_cli_approval_made_while_the_bot_is_down_is_told_once_at_start(
+        tg, state_dir, fake_clock):
+    """Issue 9 item 10: the README promised it; the bot only watched approvals made while it
+    ran."""
+    app = await start_app(tg, state_dir, fake_clock)
+    try:
+        code = await pair(tg, app, ALICE)
+    finally:
+        await app.stop()
+    result = await asyncio.to_thread(
+        subprocess.run, [str(PAIRBOT), "--state-dir", str(state_dir), "pairing", "approve",
+                         "telegram", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert len(tg.messages_to(ALICE)) == 1, "nobody ran to tell them yet"
+    for _ in range(2):  # told at the first start, and not again at the next
+        again = await start_app(tg, state_dir, fake_clock)
+        try:
+            await texts_to(tg, ALICE, 2)
+            await settle(0.5)
+        finally:
+            await again.stop()
+    assert tg.messages_to(ALICE) == [tg.messages_to(ALICE)[0],
+                                     "You're approved. Send a message to start chatting."]
+
+
+async def test_an_approved_sender_who_cannot_be_reached_is_tried_again(tg, app):
+    code = await pair(tg, app, ALICE)
+    tg.fail_next_sends(1)
+    tg.dm(OWNER, f"/approve {code}")
+    texts = await texts_to(tg, ALICE, 2, wait=6.0)
+    assert texts[1] == "You're approved. Send a message to start chatting."
+    await settle(0.5)
+    assert len(tg.messages_to(ALICE)) == 2
 
 
 async def test_scheduler_prunes_expired_requests_and_audits_them(tg, app, fake_clock):
@@ -309,8 +375,33 @@ async def test_owner_notices_are_throttled_into_a_digest(tg, state_dir, fake_clo
                                         for m in tg.sent if m["chat_id"] == OWNER), timeout=5)
         owner = tg.messages_to(OWNER)
         assert sum(t.startswith("New pairing request") for t in owner) == 5
-        assert owner[-1] == "3 more pairing requests arrived in the last minute. Send /pending " \
-                            "to see them all."
+        assert owner[-1] == ("Held back to keep this chat readable: 3 more pairing requests "
+                             "(Telegram). Send /pending to see what waits.")
+    finally:
+        await app.stop()
+
+
+async def test_a_flood_is_reported_as_it_happened(tg, state_dir, fake_clock):
+    """Issue 9 item 9: a flood digest said "9 more pairing requests" when none came, and
+    "241 turned away" for 997 strangers."""
+    app = App(make_config(tg), state_dir=state_dir, clock=fake_clock, notice_limit=2,
+              notice_window=timedelta(seconds=0.6), capped_delay=0.2)
+    await app.start()
+    try:
+        for round_ in range(3):
+            for user in range(9201, 9241):  # 40 strangers, 3 messages each
+                tg.dm(user, f"hi {round_}")
+        await tg.wait_until(lambda: any("Held back" in t for t in tg.messages_to(OWNER)),
+                            timeout=10)
+        await settle(1.0)
+        owner = tg.messages_to(OWNER)
+        assert sum(t.startswith("New pairing request") for t in owner) == 2
+        said = "\n".join(owner)
+        assert "1 more pairing request (Telegram)" in said, owner
+        assert "37 more strangers turned away by the pending cap (Telegram)" in said or \
+            "37 Telegram strangers were turned away" in said, owner
+        assert "more pairing requests" not in said, "only one request was held back"
+        assert len(app.pairing.pending()) == 3
     finally:
         await app.stop()
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from bot import messages
 from bot.app import OwnerNotifier
 from bot.clock import FakeClock
+from bot.messages import NoticeKind
 from bot.models import Button
 
 WINDOW = timedelta(seconds=0.2)
@@ -56,6 +58,13 @@ async def until(condition: Callable[[], bool], within: float = 2.0) -> None:
         await asyncio.sleep(0.01)
 
 
+PAIRING: dict[str, Any] = {"kind": NoticeKind.PAIRING_REQUEST, "provider": "telegram"}
+
+
+def digest(pairing: int) -> str:
+    return messages.owner_digest({(NoticeKind.PAIRING_REQUEST, "telegram"): pairing})
+
+
 def notice(i: int) -> str:
     return f"New pairing request {i}"
 
@@ -63,7 +72,7 @@ def notice(i: int) -> str:
 async def test_up_to_the_limit_goes_out_at_once_with_buttons(notifier: OwnerNotifier,
                                                              outbox: Outbox) -> None:
     for i in range(LIMIT):
-        await notifier.notify(notice(i), BUTTONS)
+        await notifier.notify(notice(i), BUTTONS, **PAIRING)
     assert outbox.sent == [(notice(i), BUTTONS) for i in range(LIMIT)]
     await asyncio.sleep(WINDOW.total_seconds() * 1.25)
     assert len(outbox.sent) == LIMIT  # nothing was folded, so no digest follows
@@ -75,68 +84,69 @@ async def test_overflow_becomes_one_digest_after_the_window(notifier: OwnerNotif
     loop = asyncio.get_running_loop()
     started = loop.time()
     for i in range(LIMIT + 7):
-        await notifier.notify(notice(i), BUTTONS)
+        await notifier.notify(notice(i), BUTTONS, **PAIRING)
     assert outbox.texts() == [notice(i) for i in range(LIMIT)]
 
     clock.advance(WINDOW / 2)  # a notice inside the window still folds (no jumping the queue)
-    await notifier.notify(notice(99), BUTTONS)
+    await notifier.notify(notice(99), BUTTONS, **PAIRING)
     await asyncio.sleep(0.05)
     assert len(outbox.sent) == LIMIT
 
     await until(lambda: len(outbox.sent) > LIMIT)
     assert loop.time() - started >= WINDOW.total_seconds() * 0.9
-    assert outbox.sent[LIMIT:] == [(messages.owner_digest(8), ())]
-    assert messages.owner_digest(8) == (
-        "8 more pairing requests arrived in the last minute. Send /pending to see them all.")
+    assert outbox.sent[LIMIT:] == [(digest(8), ())]
+    assert digest(8) == ("Held back to keep this chat readable: 8 more pairing requests "
+                         "(Telegram). Send /pending to see what waits.")
 
     await asyncio.sleep(WINDOW.total_seconds() * 1.25)
     assert len(outbox.sent) == LIMIT + 1  # exactly one digest
 
     clock.advance(WINDOW)  # the window has passed on the clock: normal notices resume
     for i in range(LIMIT):
-        await notifier.notify(notice(100 + i), BUTTONS)
+        await notifier.notify(notice(100 + i), BUTTONS, **PAIRING)
     assert outbox.sent[LIMIT + 1:] == [(notice(100 + i), BUTTONS) for i in range(LIMIT)]
 
 
 async def test_single_overflow_digest_is_singular(notifier: OwnerNotifier,
                                                   outbox: Outbox) -> None:
     for i in range(LIMIT + 1):
-        await notifier.notify(notice(i))
+        await notifier.notify(notice(i), **PAIRING)
     await until(lambda: len(outbox.sent) == LIMIT + 1)
     assert outbox.sent[-1] == (
-        "1 more pairing request arrived in the last minute. Send /pending to see them all.", ())
+        "Held back to keep this chat readable: 1 more pairing request (Telegram). Send "
+        "/pending to see what waits.", ())
 
 
 async def test_digest_waits_only_until_the_oldest_notice_leaves_the_window(
         notifier: OwnerNotifier, outbox: Outbox, clock: FakeClock) -> None:
     loop = asyncio.get_running_loop()
-    await notifier.notify(notice(0))
+    await notifier.notify(notice(0), **PAIRING)
     clock.advance(WINDOW * 0.75)
     for i in range(1, LIMIT + 1):
-        await notifier.notify(notice(i))
+        await notifier.notify(notice(i), **PAIRING)
     started = loop.time()
     await until(lambda: len(outbox.sent) == LIMIT + 1)
     # The oldest notice leaves the window WINDOW/4 after the overflow, not a whole WINDOW.
     assert loop.time() - started < WINDOW.total_seconds() * 0.9
-    assert outbox.texts()[-1] == messages.owner_digest(1)
+    assert outbox.texts()[-1] == digest(1)
 
 
 async def test_burst_after_a_digest_in_the_same_window_folds_again(
         notifier: OwnerNotifier, outbox: Outbox) -> None:
     for i in range(LIMIT + 2):
-        await notifier.notify(notice(i))
+        await notifier.notify(notice(i), **PAIRING)
     await until(lambda: len(outbox.sent) == LIMIT + 1)
     for i in range(3):  # the clock did not move: still the same window
-        await notifier.notify(notice(50 + i))
+        await notifier.notify(notice(50 + i), **PAIRING)
     assert len(outbox.sent) == LIMIT + 1
     await until(lambda: len(outbox.sent) == LIMIT + 2)
-    assert outbox.texts()[LIMIT:] == [messages.owner_digest(2), messages.owner_digest(3)]
+    assert outbox.texts()[LIMIT:] == [digest(2), digest(3)]
 
 
 async def test_aclose_cancels_a_pending_digest(outbox: Outbox, clock: FakeClock) -> None:
     notifier = OwnerNotifier(outbox, clock=clock, limit=LIMIT, window=WINDOW)
     for i in range(LIMIT + 3):
-        await notifier.notify(notice(i))
+        await notifier.notify(notice(i), **PAIRING)
     await notifier.aclose()
     await asyncio.sleep(WINDOW.total_seconds() * 1.25)
     assert outbox.texts() == [notice(i) for i in range(LIMIT)]
@@ -146,5 +156,33 @@ async def test_aclose_cancels_a_pending_digest(outbox: Outbox, clock: FakeClock)
 async def test_aclose_without_a_digest_is_harmless(outbox: Outbox, clock: FakeClock) -> None:
     notifier = OwnerNotifier(outbox, clock=clock, limit=LIMIT, window=WINDOW)
     await notifier.aclose()
-    await notifier.notify(notice(0))
+    await notifier.notify(notice(0), **PAIRING)
     assert outbox.texts() == [notice(0)]
+
+
+async def test_the_digest_counts_what_happened_by_kind_and_platform(
+        notifier: OwnerNotifier, outbox: Outbox) -> None:
+    """Issue 9 item 9: the digest used to call every folded notice a pairing request, and
+    strangers turned away were counted by notice, not by stranger."""
+    for i in range(LIMIT):
+        await notifier.notify(notice(i), BUTTONS, **PAIRING)
+    await notifier.notify("Slack request", kind=NoticeKind.PAIRING_REQUEST, provider="slack")
+    await notifier.notify("Node asks", kind=NoticeKind.NODE_REQUEST)
+    await notifier.notify("12 turned away", kind=NoticeKind.TURNED_AWAY, provider="telegram",
+                          count=12)
+    await notifier.notify("985 turned away", kind=NoticeKind.TURNED_AWAY,
+                          provider="telegram", count=985)
+    await notifier.notify("3 turned away", kind=NoticeKind.TURNED_AWAY, provider="discord",
+                          count=3)
+    await until(lambda: len(outbox.sent) == LIMIT + 1)
+    assert outbox.texts()[-1] == (
+        "Held back to keep this chat readable: 1 more pairing request (Slack); 1 more node "
+        "request; 1000 more strangers turned away by the pending cap (Discord 3, Telegram "
+        "997). Send /pending to see what waits.")
+
+
+async def test_urgent_notices_are_never_folded(notifier: OwnerNotifier, outbox: Outbox) -> None:
+    for i in range(LIMIT):
+        await notifier.notify(notice(i), BUTTONS, **PAIRING)
+    await notifier.notify("A state file went bad", kind=NoticeKind.URGENT)
+    assert outbox.texts()[-1] == "A state file went bad"

@@ -96,7 +96,65 @@ def test_same_sender_again_keeps_code_and_created_at(
     with JsonFileStore(state_dir).transaction() as txn:
         [on_disk] = txn.requests("telegram")
     assert (on_disk.code, on_disk.created_at, on_disk.last_seen_at) == (
-        first.code, first.created_at, clock.now())
+        first.code, first.created_at, first.created_at), "lastSeenAt waits for a write"
+    pairing.prune()
+    with JsonFileStore(state_dir).transaction() as txn:
+        [on_disk] = txn.requests("telegram")
+    assert on_disk.last_seen_at == clock.now(), "the prune writes it"
+
+
+def test_a_repeat_message_from_a_pending_stranger_costs_no_write(
+    pairing: PairingService, clock: FakeClock, state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9 item 7: every message of a pending stranger used to be an fsync'd rewrite."""
+    import os
+
+    pairing.request("telegram", "100", {"firstName": "Mallory"})
+    syncs: list[int] = []
+    real_fsync = os.fsync
+
+    def counting(fd: int) -> None:
+        syncs.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    before = (state_dir / "credentials" / "telegram-pairing.json").read_bytes()
+
+    for _ in range(2000):
+        clock.advance(0.1)  # 200 s: inside the resend window
+        assert pairing.request("telegram", "100", {"firstName": "Mallory"}).send_code is False
+
+    assert syncs == []
+    assert (state_dir / "credentials" / "telegram-pairing.json").read_bytes() == before
+    assert pairing.settled_in_memory("telegram", "100", {"firstName": "Mallory"}) is True
+    assert pairing.settled_in_memory("telegram", "100", {"firstName": "Eve"}) is False, \
+        "a new name is worth writing"
+    assert pairing.settled_in_memory("telegram", "200") is False, "unknown: ask the store"
+
+
+def test_what_must_survive_a_crash_is_still_written(
+    pairing: PairingService, clock: FakeClock, state_dir: Path
+) -> None:
+    pairing.request("telegram", "100", {"firstName": "Mallory"})
+    clock.advance(RESEND)
+    assert pairing.settled_in_memory("telegram", "100") is False, "a reminder is due"
+    assert pairing.request("telegram", "100").send_code is True
+    again = PairingService(JsonFileStore(state_dir), clock=clock)  # a restarted process
+    assert again.request("telegram", "100").send_code is False, "no early re-send"
+    pairing.request("telegram", "100", {"firstName": "Eve"})
+    with JsonFileStore(state_dir).transaction() as txn:
+        [on_disk] = txn.requests("telegram")
+    assert on_disk.meta == {"firstName": "Eve"}
+
+
+def test_a_decision_ends_the_quiet_window(pairing: PairingService, clock: FakeClock) -> None:
+    req = pairing.request("telegram", "100").request
+    assert req is not None
+    assert pairing.settled_in_memory("telegram", "100") is True
+    pairing.reject(req.code, actor="owner")
+    assert pairing.settled_in_memory("telegram", "100") is False
+    assert pairing.request("telegram", "100").outcome == RequestOutcome.CREATED
 
 
 def test_code_is_resent_once_per_resend_window(pairing: PairingService, clock: FakeClock) -> None:
@@ -322,16 +380,19 @@ def test_fourth_sender_is_capped(pairing: PairingService) -> None:
     assert pairing.request("telegram", "3").outcome == RequestOutcome.PENDING
 
 
-def test_take_capped_counts_and_resets(pairing: PairingService) -> None:
+def test_take_capped_counts_strangers_not_messages_and_resets(pairing: PairingService) -> None:
+    """Issue 9 item 9: "241 turned away" was reported for 997 strangers."""
     for sender in ("1", "2", "3"):
         pairing.request("telegram", sender)
-    pairing.request("telegram", "4")
-    pairing.request("telegram", "4")
+    for _ in range(10):
+        pairing.request("telegram", "4")
     pairing.request("telegram", "5")
 
     assert pairing.take_capped("slack") == 0
-    assert pairing.take_capped("telegram") == 3
+    assert pairing.take_capped("telegram") == 2
     assert pairing.take_capped("telegram") == 0
+    pairing.request("telegram", "4")
+    assert pairing.take_capped("telegram") == 0, "already counted in this TTL"
 
 
 def test_cap_is_per_provider(pairing: PairingService) -> None:

@@ -41,7 +41,7 @@ from aiohttp import WSMsgType, web
 
 from bot import codes
 from bot.clock import Clock, iso
-from bot.errors import LookupFailed, NodeRefused
+from bot.errors import LookupFailed, NodeRefused, StoreError
 from bot.logs import remember_secret
 from bot.models import NodeApproval, NodeAsk, NodeRequest
 from bot.netguard import BurstLog, ConnectionGuard, FailureLimiter, GuardedSite, GuardSettings
@@ -294,6 +294,10 @@ class Gateway:
             return
         except NodeRefused as exc:
             await self._error(conn, req_id, exc.code, exc.message)
+            return
+        except StoreError as exc:  # one line per burst, not a traceback per frame
+            self._burst.note("store", conn.remote, f"gateway: {frame['method']} refused: {exc}")
+            await self._error(conn, req_id, "INTERNAL", "pairing state is unavailable")
             return
         except LookupFailed as exc:
             await self._error(conn, req_id, "NOT_FOUND", exc.message)

@@ -130,7 +130,7 @@ class GatewayClient:
             async for msg in self._ws:
                 if msg.type is not aiohttp.WSMsgType.TEXT:
                     continue
-                with contextlib.suppress(ValueError):
+                with contextlib.suppress(ValueError, RecursionError):
                     frame = json.loads(msg.data)
                     if not isinstance(frame, dict):
                         continue
@@ -181,7 +181,7 @@ class NodeKeyring:
             return {"version": 1, "gateways": {}}
         try:
             doc = json.loads(loaded[1])
-        except ValueError:
+        except (ValueError, RecursionError):
             raise PairbotError(f"{self.path}: not valid JSON; fix or move it away") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("gateways", {}), dict):
             raise PairbotError(f"{self.path}: unexpected shape; fix or move it away")

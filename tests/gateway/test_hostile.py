@@ -181,3 +181,19 @@ async def test_an_asker_whose_request_expired_is_idle_again(
         with pytest.raises(Closed):
             await waiting.answer(wait=3.0)
 
+
+
+async def test_a_state_file_gone_bad_is_one_line_per_burst_not_a_traceback_per_frame(
+        tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    async with running(tg, state_dir, fake_clock) as gw:
+        (state_dir / "nodes" / "pending.json").write_text('{"version": 1, "requests": [')
+        node = await gw.peer()
+        for i in range(20):
+            error = await node.fail("node.pair.request", {"nodeId": f"n{i}"})
+            assert error == {"code": "INTERNAL", "message": "pairing state is unavailable"}
+    assert "Traceback" not in caplog.text
+    lines = [r for r in caplog.records if "pending.json" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert all(r.exc_info is None for r in caplog.records)

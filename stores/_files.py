@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from bot.errors import StoreError, StoreLockTimeoutError
 
@@ -102,10 +103,10 @@ def append_durably(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def read_versioned(path: Path) -> tuple[FileKey, bytes] | None:
-    """Read a whole file and the key of exactly the version read; None if it does not exist."""
+def open_for_reading(path: Path) -> int | None:
+    """Open a state file read-only; None if it does not exist, a StoreError if not ours."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except PermissionError as exc:
@@ -114,6 +115,13 @@ def read_versioned(path: Path) -> tuple[FileKey, bytes] | None:
             path=path,
             hint=f"owned by uid {_owner(path)}; chown it to uid {os.getuid()} or run as its owner",
         ) from exc
+
+
+def read_versioned(path: Path) -> tuple[FileKey, bytes] | None:
+    """Read a whole file and the key of exactly the version read; None if it does not exist."""
+    fd = open_for_reading(path)
+    if fd is None:
+        return None
     try:
         key = file_key(os.fstat(fd))
         chunks = []
@@ -122,6 +130,33 @@ def read_versioned(path: Path) -> tuple[FileKey, bytes] | None:
         return key, b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def last_lines_offset(file: BinaryIO, count: int, *, block: int = 1 << 16) -> int:
+    """Return where the last ``count`` lines of ``file`` start, reading back from its end.
+
+    A final newline ends the last line rather than starting an empty one. Reads only the
+    blocks that hold those lines, so the cost follows ``count``, not the file's size.
+    """
+    end = file.seek(0, os.SEEK_END)
+    if end and count > 0:
+        file.seek(end - 1)
+        if file.read(1) == b"\n":
+            end -= 1
+    position, wanted = end, count
+    while position > 0 and wanted > 0:
+        start = max(0, position - block)
+        file.seek(start)
+        chunk = file.read(position - start)
+        found = chunk.count(b"\n")
+        if found >= wanted:
+            cut = len(chunk)
+            for _ in range(wanted):
+                cut = chunk.rindex(b"\n", 0, cut)
+            return start + cut + 1
+        wanted -= found
+        position = start
+    return 0 if count > 0 else file.seek(0, os.SEEK_END)
 
 
 def stat_key(path: str | Path) -> FileKey | None:

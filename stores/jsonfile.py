@@ -13,6 +13,10 @@ Parsed files are kept in memory with the key (inode, size, mtime) of the version
 transaction re-checks the key under the lock and re-reads only files another process changed.
 Entries are serialised once and their text reused, so a write costs a join, not a re-encode of
 every entry. Unknown keys, at the top level and inside entries, survive every rewrite.
+
+Allowlists can hold millions of entries, all plain strings: they are decoded, checked and
+encoded in bulk by the C json module, never entry by entry in Python, and the text of the list
+read from disk is reused, so adding a sender appends to it instead of re-encoding the rest.
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from bot.clock import iso
 from bot.errors import SchemaVersionError, StoreCorruptError, StoreError
@@ -37,6 +41,8 @@ from stores._files import (
     append_durably,
     atomic_write,
     ensure_private_dir,
+    last_lines_offset,
+    open_for_reading,
     read_versioned,
     remove_debris,
     stat_key,
@@ -117,12 +123,17 @@ _PAIRED_KEYS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class _Kind(Generic[T]):
-    """How one kind of file maps to models: its list key, entry codec and identity."""
+    """How one kind of file maps to models: its list key, entry codec and identity.
+
+    ``plain`` kinds hold bare strings that are their own identity (allowlists): they are
+    decoded and encoded in bulk, and their list's text is kept whole instead of per entry.
+    """
 
     list_key: str
     decode: Callable[[Any, str, str], T]  # (raw entry, field path, provider) -> model
     encode: Callable[[T], Any]
     ident: Callable[[T], str]
+    plain: bool = False
 
 
 def _decode_request(raw: Any, where: str, provider: str) -> PendingRequest:
@@ -228,7 +239,7 @@ def _encode_paired(node: PairedNode) -> dict[str, Any]:
 
 REQUESTS: _Kind[PendingRequest] = _Kind("requests", _decode_request, _encode_request,
                                         lambda r: r.id)
-ALLOW: _Kind[str] = _Kind("allowFrom", _decode_allow, lambda s: s, lambda s: s)
+ALLOW: _Kind[str] = _Kind("allowFrom", _decode_allow, lambda s: s, lambda s: s, plain=True)
 NODE_REQUESTS: _Kind[NodeRequest] = _Kind("requests", _decode_node_request,
                                           _encode_node_request, lambda r: r.request_id)
 PAIRED: _Kind[PairedNode] = _Kind("nodes", _decode_paired, _encode_paired, lambda n: n.node_id)
@@ -237,15 +248,24 @@ PAIRED: _Kind[PairedNode] = _Kind("nodes", _decode_paired, _encode_paired, lambd
 # ---------------------------------------------------------------------------------------------
 # One file, parsed
 
+_SEP = b",\n    "  # between two entries of the list
+_OPEN, _CLOSE = b"[\n    ", b"\n  ]"  # around a non-empty list
+_PLAIN_LIST = json.JSONEncoder(ensure_ascii=False, separators=(_SEP.decode(), ": "))
+"""Encodes a list of strings in one C call, laid out exactly as the entries joined by ``_SEP``."""
+
+_Text = bytes | memoryview
+
 
 @dataclass(slots=True)
 class _Doc(Generic[T]):
     """One state file in memory: its entries by identity, their serialised text, the version read.
 
-    ``entries`` and ``texts`` are dicts with the same keys in the same (file) order: a put of
-    a known identity replaces it in place, a new one goes to the end, a drop removes it from
-    both. Lookups are O(1); a write joins the cached texts instead of re-encoding every entry.
-    ``texts`` is None until the first write after a load (a read-only load never encodes).
+    ``entries`` is a dict in file order: a put of a known identity replaces it in place, a
+    new one goes to the end, a drop removes it. Lookups are O(1); a write reuses text instead
+    of re-encoding every entry. Object kinds keep one text per entry in ``texts`` (same keys,
+    same order); plain kinds keep the text of the whole list in ``runs``: slices of the file
+    last read or written, plus one run per entry added since. Either is None until first
+    needed (a read-only load never encodes) and rebuilt in bulk after a plain drop.
     """
 
     path: Path
@@ -255,6 +275,7 @@ class _Doc(Generic[T]):
     head: dict[str, Any] = field(default_factory=lambda: {"version": SCHEMA_VERSION})
     entries: dict[str, T] = field(default_factory=dict)
     texts: dict[str, bytes] | None = None
+    runs: list[_Text] | None = None
     dirty: bool = False
 
     def items(self) -> list[T]:
@@ -262,9 +283,12 @@ class _Doc(Generic[T]):
 
     def put(self, item: T) -> None:
         ident = self.kind.ident(item)
+        if not self.kind.plain:
+            if self.texts is not None:
+                self.texts[ident] = self._dump(item)
+        elif self.runs is not None and ident not in self.entries:  # known: same string, same text
+            self.runs.append(_encode_plain([item]))
         self.entries[ident] = item
-        if self.texts is not None:
-            self.texts[ident] = self._dump(item)
         self.dirty = True
 
     def drop(self, ident: str) -> bool:
@@ -272,60 +296,101 @@ class _Doc(Generic[T]):
             return False
         if self.texts is not None:
             del self.texts[ident]
+        self.runs = None
         self.dirty = True
         return True
 
     def _dump(self, item: T) -> bytes:
         return json.dumps(self.kind.encode(item), ensure_ascii=False).encode()
 
+    def frame(self) -> tuple[bytes, bytes]:
+        """Return the file's text before and after the list: top-level keys one per line."""
+        list_key = self.kind.list_key
+        self.head.setdefault(list_key, None)  # a new file: the list goes after "version"
+        parts, before = [b"{\n"], b""
+        for number, (name, value) in enumerate(self.head.items()):
+            if number:
+                parts.append(b",\n")
+            parts.append(f"  {json.dumps(name, ensure_ascii=False)}: ".encode())
+            if name == list_key:
+                before, parts = b"".join(parts), []
+            else:
+                parts.append(json.dumps(value, ensure_ascii=False).encode())
+        parts.append(b"\n}\n")
+        return before, b"".join(parts)
+
     def render(self) -> bytes:
         """Serialise: top-level keys one per line, one entry per line (readable, diffable).
 
-        The entries' cached texts are joined once, straight into the output: no re-encoding
+        The entries' text is reused and joined once, straight into the output: no re-encoding
         and no intermediate copies of the (possibly large) list.
         """
+        before, after = self.frame()
+        runs = self._runs()
+        if not runs:
+            return before + b"[]" + after
+        parts: list[_Text] = [before, _OPEN]
+        for run in runs:
+            parts += (run, _SEP)
+        parts[-1] = _CLOSE
+        parts.append(after)
+        text = b"".join(parts)
+        if self.kind.plain:  # from now on the list's text is a slice of this file's
+            self.runs = [_list_text(text, before, after)]
+        return text
+
+    def _runs(self) -> list[_Text]:
+        if self.kind.plain:
+            if self.runs is None:
+                self.runs = [_encode_plain(list(self.entries))] if self.entries else []
+            return self.runs
         if self.texts is None:
             dump = self._dump
             self.texts = {ident: dump(item) for ident, item in self.entries.items()}
-        list_key = self.kind.list_key
-        self.head.setdefault(list_key, None)  # a new file: the list goes after "version"
-        parts = [b"{\n"]
-        for name, value in self.head.items():
-            if len(parts) > 1:
-                parts.append(b",\n")
-            parts.append(f"  {json.dumps(name, ensure_ascii=False)}: ".encode())
-            if name != list_key:
-                parts.append(json.dumps(value, ensure_ascii=False).encode())
-            elif self.texts:
-                parts += (b"[\n    ", b",\n    ".join(self.texts.values()), b"\n  ]")
-            else:
-                parts.append(b"[]")
-        parts.append(b"\n}\n")
-        return b"".join(parts)
+        return [_SEP.join(self.texts.values())] if self.texts else []
 
 
 _MISSING: Any = object()
+_HINT = "pairbot left the file as it is; fix it or move it away"
 
 
-def _parse(path: Path, kind: _Kind[T], provider: str, key: FileKey, data: bytes) -> _Doc[T]:
-    """Parse one file; any problem raises with the file and field named, file untouched."""
-    hint = "pairbot left the file as it is; fix it or move it away"
+def _encode_plain(items: list[Any]) -> bytes:
+    """Encode strings as list entries joined by ``_SEP``, in one call of the C encoder."""
+    return _PLAIN_LIST.encode(items)[1:-1].encode()
+
+
+def _list_text(text: bytes, before: bytes, after: bytes) -> memoryview:
+    """The entries' part of a file rendered as ``before + _OPEN + entries + _CLOSE + after``."""
+    return memoryview(text)[len(before) + len(_OPEN):len(text) - len(_CLOSE) - len(after)]
+
+
+def _read_top(path: Path, kind: _Kind[Any], data: bytes) -> tuple[dict[str, Any], list[Any], bool]:
+    """Parse a file and check its top level; return it, its list, and whether no JSON object
+    in it repeats a key. Any problem raises with the file and field named."""
+    unique = True
+
+    def no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal unique
+        obj = dict(pairs)
+        unique = unique and len(obj) == len(pairs)
+        return obj
+
     try:
-        doc = json.loads(data)
+        doc = json.loads(data, object_pairs_hook=no_repeats if kind.plain else None)
     except UnicodeDecodeError:
-        raise StoreCorruptError("not valid UTF-8", path=path, hint=hint) from None
+        raise StoreCorruptError("not valid UTF-8", path=path, hint=_HINT) from None
     except json.JSONDecodeError as exc:
         raise StoreCorruptError(
             f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
-            path=path, hint=hint,
+            path=path, hint=_HINT,
         ) from None
     if isinstance(doc, list) and kind is ALLOW:  # Clawdbot's migration reader accepts a bare list
         doc = {"version": SCHEMA_VERSION, kind.list_key: doc}
     if not isinstance(doc, dict):
-        raise StoreCorruptError("top level must be a JSON object", path=path, hint=hint)
+        raise StoreCorruptError("top level must be a JSON object", path=path, hint=_HINT)
     version = doc.get("version", SCHEMA_VERSION)
     if isinstance(version, bool) or not isinstance(version, int):
-        raise StoreCorruptError("version: must be an integer", path=path, hint=hint)
+        raise StoreCorruptError("version: must be an integer", path=path, hint=_HINT)
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(
             f"version {version} is newer than this pairbot knows ({SCHEMA_VERSION})",
@@ -333,27 +398,64 @@ def _parse(path: Path, kind: _Kind[T], provider: str, key: FileKey, data: bytes)
         )
     raw_items = doc.get(kind.list_key, [])
     if not isinstance(raw_items, list):
-        raise StoreCorruptError(f"{kind.list_key}: must be a list", path=path, hint=hint)
-    entries: dict[str, T] = {}
-    decode, ident = kind.decode, kind.ident
-    duplicates = 0
+        raise StoreCorruptError(f"{kind.list_key}: must be a list", path=path, hint=_HINT)
+    return doc, raw_items, unique
+
+
+def _decode_all(path: Path, kind: _Kind[T], provider: str, raw_items: list[Any]) -> list[T]:
+    """Decode every entry, in order; a bad one raises with its index and field named.
+
+    A plain list of nothing but strings (every allowlist pairbot writes) is checked and
+    stripped by C loops; anything else goes entry by entry, to name the bad one.
+    """
+    if kind.plain and set(map(type, raw_items)) <= {str}:
+        return cast("list[T]", list(map(str.strip, raw_items)))
+    decode, list_key = kind.decode, kind.list_key
     try:
-        for i, raw in enumerate(raw_items):
-            item = decode(raw, f"{kind.list_key}[{i}]", provider)
-            name = ident(item)
-            if name in entries:
-                duplicates += 1  # the first one wins, as every lookup always found it first
-            else:
-                entries[name] = item
+        return [decode(raw, f"{list_key}[{i}]", provider) for i, raw in enumerate(raw_items)]
     except _Bad as exc:
-        raise StoreCorruptError(str(exc), path=path, hint=hint) from None
+        raise StoreCorruptError(str(exc), path=path, hint=_HINT) from None
+
+
+def _parse(path: Path, kind: _Kind[T], provider: str, key: FileKey, data: bytes) -> _Doc[T]:
+    """Parse one file; any problem raises with the file and field named, file untouched."""
+    top, raw_items, unique = _read_top(path, kind, data)
+    items = _decode_all(path, kind, provider, raw_items)
+    entries: dict[str, T]
+    if kind.plain:  # the identity is the string; of repeats, the first place is kept
+        entries = dict(zip(cast("list[str]", items), items, strict=True))
+    else:
+        entries = {}
+        ident = kind.ident
+        for item in items:
+            entries.setdefault(ident(item), item)  # the first one wins, as every lookup did
+    duplicates = len(items) - len(entries)
     if duplicates:
         log.warning("%s: %d duplicate %s entr%s ignored (kept the first of each)", path,
                     duplicates, kind.list_key, "y" if duplicates == 1 else "ies")
-    head = dict(doc)
+    head = dict(top)
     head.setdefault("version", SCHEMA_VERSION)
     head.setdefault(kind.list_key, None)
-    return _Doc(path, kind, provider, key, head, entries)
+    doc = _Doc(path, kind, provider, key, head, entries)
+    if kind.plain and unique and not duplicates and items and items == raw_items:
+        doc.runs = _verbatim_runs(doc, data)
+    return doc
+
+
+def _verbatim_runs(doc: _Doc[Any], data: bytes) -> list[_Text] | None:
+    """Return the text of the list exactly as read, if the rest of the file is as pairbot
+    would write it; else None (the list is then encoded in bulk at the first write).
+
+    Safe because the caller checked that the list read is exactly the entries (nothing
+    stripped, repeated or converted) and that no object in the file repeats a key; with the
+    list the last top-level key and the text around it the rendering of every other key, the
+    bytes between ``_OPEN`` and ``_CLOSE`` can only be the list's own entries.
+    """
+    before, after = doc.frame()
+    if after != b"\n}\n" or not (data.startswith(before + _OPEN)
+                                 and data.endswith(_CLOSE + after)):
+        return None
+    return [_list_text(data, before, after)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,30 +586,42 @@ class JsonFileStore:
         return sender_id in cached[1]
 
     def _read_allow_set(self, provider: str, path: Path) -> tuple[FileKey | None, frozenset[str]]:
+        # Straight from the JSON list to the set: the gate needs no order, no repeats removed
+        # and no text, so no dict of the entries is built for it.
         loaded = read_versioned(path)
         if loaded is None:
             entry: tuple[FileKey | None, frozenset[str]] = (None, frozenset())
         else:
-            doc = _parse(path, ALLOW, provider, *loaded)
-            entry = (doc.key, _allow_set(doc))
+            key, data = loaded
+            raw_items = _read_top(path, ALLOW, data)[1]
+            entry = (key, _allow_set(_decode_all(path, ALLOW, provider, raw_items)))
         self._allow_cache[provider] = entry
         return entry
 
     def read_audit(self, *, limit: int | None = None) -> list[dict[str, object]]:
         """Return the last ``limit`` audit records, oldest first (unparsable lines skipped)."""
-        loaded = read_versioned(self.audit_path)
-        if loaded is None:
-            return []
-        lines = loaded[1].decode(errors="replace").splitlines()
-        if limit is not None:
-            lines = lines[-limit:] if limit > 0 else []
-        records: list[dict[str, object]] = []
-        for line in lines:
-            with contextlib.suppress(json.JSONDecodeError):
-                record = json.loads(line)
+        return list(self.iter_audit(limit=limit))
+
+    def iter_audit(self, *, limit: int | None = None) -> Iterator[dict[str, object]]:
+        """Yield the last ``limit`` audit records (all when None), oldest first.
+
+        The log is read line by line from where those records start (found by reading back
+        from the end), so memory does not grow with the log or with ``limit``. Lines that are
+        not a JSON object are skipped.
+        """
+        fd = open_for_reading(self.audit_path)
+        if fd is None:
+            return
+        with os.fdopen(fd, "rb") as file:
+            if limit is not None:
+                file.seek(last_lines_offset(file, limit))
+            for line in file:
+                try:
+                    record = json.loads(line.decode(errors="replace"))
+                except json.JSONDecodeError:
+                    continue
                 if isinstance(record, dict):
-                    records.append(record)
-        return records
+                    yield record
 
     # writing ---------------------------------------------------------------------------------
 
@@ -549,8 +663,10 @@ class JsonFileStore:
                         self._append_audit(txn)
                 raise StoreError(f"write failed: {exc.strerror or exc}", path=doc.path) from exc
             doc.dirty = False
-            if doc.kind is ALLOW:  # the gate answers from the new version without a re-read
-                self._allow_cache[doc.provider] = (doc.key, _allow_set(doc))
+            if doc.kind is ALLOW and doc.provider in self._allow_cache:
+                # A gate in this process answers from the new version without a re-read; a
+                # process that never asked (the CLI) builds no set.
+                self._allow_cache[doc.provider] = (doc.key, _allow_set(doc.entries))
         try:
             self._append_audit(txn)
         except OSError as exc:
@@ -601,6 +717,9 @@ class _Txn:
     def allow_from(self, provider: str) -> list[str]:
         return self._allow(provider).items()
 
+    def allow_has(self, provider: str, sender_id: str) -> bool:
+        return sender_id in self._allow(provider).entries
+
     def allow(self, provider: str, sender_id: str) -> bool:
         doc = self._allow(provider)
         if sender_id in doc.entries:
@@ -633,8 +752,12 @@ class _Txn:
         self.events.append(event)
 
 
-def _allow_set(doc: _Doc[str]) -> frozenset[str]:
-    return frozenset(doc.entries) - {"*", ""}
+_NEVER_ALLOWED = frozenset({"*", ""})
+
+
+def _allow_set(ids: Iterable[str]) -> frozenset[str]:
+    allowed = frozenset(ids)
+    return allowed if allowed.isdisjoint(_NEVER_ALLOWED) else allowed - _NEVER_ALLOWED
 
 
 def _unknown_provider(name: str) -> ValueError:

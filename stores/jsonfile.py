@@ -26,7 +26,8 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -257,15 +258,12 @@ _Text = bytes | memoryview
 
 
 @dataclass(slots=True)
-class _Doc(Generic[T]):
-    """One state file in memory: its entries by identity, their serialised text, the version read.
+class _Doc(ABC, Generic[T]):
+    """One state file in memory: its entries, the text to write them with, the version read.
 
-    ``entries`` is a dict in file order: a put of a known identity replaces it in place, a
-    new one goes to the end, a drop removes it. Lookups are O(1); a write reuses text instead
-    of re-encoding every entry. Object kinds keep one text per entry in ``texts`` (same keys,
-    same order); plain kinds keep the text of the whole list in ``runs``: slices of the file
-    last read or written, plus one run per entry added since. Either is None until first
-    needed (a read-only load never encodes) and rebuilt in bulk after a plain drop.
+    Entries keep file order: a put of a known identity replaces it in place, a new one goes
+    to the end, a drop removes it. Lookups are O(1), and a write reuses the entries' text
+    instead of re-encoding every entry (how depends on the kind: see the two subclasses).
     """
 
     path: Path
@@ -273,35 +271,31 @@ class _Doc(Generic[T]):
     provider: str
     key: FileKey | None = None
     head: dict[str, Any] = field(default_factory=lambda: {"version": SCHEMA_VERSION})
-    entries: dict[str, T] = field(default_factory=dict)
-    texts: dict[str, bytes] | None = None
-    runs: list[_Text] | None = None
     dirty: bool = False
 
+    @abstractmethod
     def items(self) -> list[T]:
-        return list(self.entries.values())
+        """Return the entries in file order (a copy)."""
 
+    @abstractmethod
+    def identities(self) -> Collection[str]:
+        """Return the entries' identities (a view: no copy)."""
+
+    @abstractmethod
+    def __contains__(self, ident: str) -> bool:
+        """Return whether an entry has this identity."""
+
+    @abstractmethod
     def put(self, item: T) -> None:
-        ident = self.kind.ident(item)
-        if not self.kind.plain:
-            if self.texts is not None:
-                self.texts[ident] = self._dump(item)
-        elif self.runs is not None and ident not in self.entries:  # known: same string, same text
-            self.runs.append(_encode_plain([item]))
-        self.entries[ident] = item
-        self.dirty = True
+        """Insert or replace an entry."""
 
+    @abstractmethod
     def drop(self, ident: str) -> bool:
-        if self.entries.pop(ident, _MISSING) is _MISSING:
-            return False
-        if self.texts is not None:
-            del self.texts[ident]
-        self.runs = None
-        self.dirty = True
-        return True
+        """Remove an entry; return whether it was there."""
 
-    def _dump(self, item: T) -> bytes:
-        return json.dumps(self.kind.encode(item), ensure_ascii=False).encode()
+    @abstractmethod
+    def _runs(self) -> list[_Text]:
+        """Return the text of the entries, in runs to be joined by ``_SEP``."""
 
     def frame(self) -> tuple[bytes, bytes]:
         """Return the file's text before and after the list: top-level keys one per line."""
@@ -335,26 +329,120 @@ class _Doc(Generic[T]):
         parts[-1] = _CLOSE
         parts.append(after)
         text = b"".join(parts)
-        if self.kind.plain:  # from now on the list's text is a slice of this file's
-            self.runs = [_list_text(text, before, after)]
+        self._rendered(text, before, after)
         return text
 
+    def _rendered(self, text: bytes, before: bytes, after: bytes) -> None:
+        """Called with each rendering of the file (to keep its text for the next one)."""
+
+
+@dataclass(slots=True)
+class _ObjectDoc(_Doc[T]):
+    """A file of objects (requests, nodes): a dict by identity, and one text per entry.
+
+    ``texts`` has the same keys in the same order as ``entries``; it is None until the first
+    write after a load (a read-only load never encodes).
+    """
+
+    entries: dict[str, T] = field(default_factory=dict)
+    texts: dict[str, bytes] | None = None
+
+    def items(self) -> list[T]:
+        return list(self.entries.values())
+
+    def identities(self) -> Collection[str]:
+        return self.entries.keys()
+
+    def __contains__(self, ident: str) -> bool:
+        return ident in self.entries
+
+    def put(self, item: T) -> None:
+        ident = self.kind.ident(item)
+        self.entries[ident] = item
+        if self.texts is not None:
+            self.texts[ident] = json.dumps(self.kind.encode(item), ensure_ascii=False).encode()
+        self.dirty = True
+
+    def drop(self, ident: str) -> bool:
+        if self.entries.pop(ident, _MISSING) is _MISSING:
+            return False
+        if self.texts is not None:
+            del self.texts[ident]
+        self.dirty = True
+        return True
+
     def _runs(self) -> list[_Text]:
-        if self.kind.plain:
-            if self.runs is None:
-                self.runs = [_encode_plain(list(self.entries))] if self.entries else []
-            return self.runs
         if self.texts is None:
-            dump = self._dump
-            self.texts = {ident: dump(item) for ident, item in self.entries.items()}
+            encode = self.kind.encode
+            self.texts = {ident: json.dumps(encode(item), ensure_ascii=False).encode()
+                          for ident, item in self.entries.items()}
         return [_SEP.join(self.texts.values())] if self.texts else []
+
+
+@dataclass(slots=True)
+class _PlainDoc(_Doc[str]):
+    """A file of plain strings (an allowlist of millions): a list in file order, a set to
+    look up, and the text of the whole list.
+
+    ``runs`` is the list's text as last read or written (a slice of that file's bytes) plus
+    one run per entry added since; None when unknown (after a drop, or when the file read
+    was not laid out as pairbot writes it), and then encoded in bulk at the next write.
+    """
+
+    ids: list[str] = field(default_factory=list)
+    index: set[str] = field(default_factory=set)
+    runs: list[_Text] | None = None
+
+    def items(self) -> list[str]:
+        return self.ids.copy()
+
+    def identities(self) -> Collection[str]:
+        return self.index
+
+    def __contains__(self, ident: str) -> bool:
+        return ident in self.index
+
+    def put(self, item: str) -> None:
+        if item not in self.index:  # a known one is the same string: nothing to replace
+            self.index.add(item)
+            self.ids.append(item)
+            if self.runs is not None:
+                self.runs.append(_encode_plain([item]))
+        self.dirty = True
+
+    def drop(self, ident: str) -> bool:
+        if ident not in self.index:
+            return False
+        self.index.remove(ident)
+        self.ids.remove(ident)
+        self.runs = None
+        self.dirty = True
+        return True
+
+    def _runs(self) -> list[_Text]:
+        if self.runs is None:
+            self.runs = [_encode_plain(self.ids)] if self.ids else []
+        return self.runs
+
+    def _rendered(self, text: bytes, before: bytes, after: bytes) -> None:
+        self.runs = [_list_text(text, before, after)]
 
 
 _MISSING: Any = object()
 _HINT = "pairbot left the file as it is; fix it or move it away"
 
 
-def _encode_plain(items: list[Any]) -> bytes:
+def _new_doc(path: Path, kind: _Kind[T], provider: str, key: FileKey | None = None,
+             head: dict[str, Any] | None = None) -> _Doc[T]:
+    """Return an empty doc of the class that holds this kind."""
+    doc = (_PlainDoc(path, cast("_Kind[str]", kind), provider, key) if kind.plain
+           else _ObjectDoc(path, kind, provider, key))
+    if head is not None:
+        doc.head = head
+    return cast("_Doc[T]", doc)
+
+
+def _encode_plain(items: list[str]) -> bytes:
     """Encode strings as list entries joined by ``_SEP``, in one call of the C encoder."""
     return _PLAIN_LIST.encode(items)[1:-1].encode()
 
@@ -421,28 +509,31 @@ def _parse(path: Path, kind: _Kind[T], provider: str, key: FileKey, data: bytes)
     """Parse one file; any problem raises with the file and field named, file untouched."""
     top, raw_items, unique = _read_top(path, kind, data)
     items = _decode_all(path, kind, provider, raw_items)
-    entries: dict[str, T]
-    if kind.plain:  # the identity is the string; of repeats, the first place is kept
-        entries = dict(zip(cast("list[str]", items), items, strict=True))
-    else:
-        entries = {}
-        ident = kind.ident
-        for item in items:
-            entries.setdefault(ident(item), item)  # the first one wins, as every lookup did
-    duplicates = len(items) - len(entries)
-    if duplicates:
-        log.warning("%s: %d duplicate %s entr%s ignored (kept the first of each)", path,
-                    duplicates, kind.list_key, "y" if duplicates == 1 else "ies")
     head = dict(top)
     head.setdefault("version", SCHEMA_VERSION)
     head.setdefault(kind.list_key, None)
-    doc = _Doc(path, kind, provider, key, head, entries)
-    if kind.plain and unique and not duplicates and items and items == raw_items:
+    doc = _new_doc(path, kind, provider, key, head)
+    if isinstance(doc, _PlainDoc):  # of repeats, the first place is kept (a set, not a dict:
+        ids = cast("list[str]", items)  # ordered dicts of millions build twice as slowly)
+        doc.index = set(ids)
+        doc.ids = ids if len(doc.index) == len(ids) else list(dict.fromkeys(ids))
+        kept = len(doc.ids)
+    else:
+        entries = cast("_ObjectDoc[T]", doc).entries
+        ident = kind.ident
+        for item in items:
+            entries.setdefault(ident(item), item)  # the first one wins, as every lookup did
+        kept = len(entries)
+    duplicates = len(items) - kept
+    if duplicates:
+        log.warning("%s: %d duplicate %s entr%s ignored (kept the first of each)", path,
+                    duplicates, kind.list_key, "y" if duplicates == 1 else "ies")
+    if isinstance(doc, _PlainDoc) and unique and not duplicates and items == raw_items:
         doc.runs = _verbatim_runs(doc, data)
     return doc
 
 
-def _verbatim_runs(doc: _Doc[Any], data: bytes) -> list[_Text] | None:
+def _verbatim_runs(doc: _PlainDoc, data: bytes) -> list[_Text] | None:
     """Return the text of the list exactly as read, if the rest of the file is as pairbot
     would write it; else None (the list is then encoded in bulk at the first write).
 
@@ -544,7 +635,7 @@ class JsonFileStore:
             return cached
         loaded = read_versioned(path)
         if loaded is None:
-            doc: _Doc[T] = _Doc(path, kind, provider)
+            doc = _new_doc(path, kind, provider)
         else:
             doc = _parse(path, kind, provider, *loaded)
         self._docs[path] = doc
@@ -587,7 +678,7 @@ class JsonFileStore:
 
     def _read_allow_set(self, provider: str, path: Path) -> tuple[FileKey | None, frozenset[str]]:
         # Straight from the JSON list to the set: the gate needs no order, no repeats removed
-        # and no text, so no dict of the entries is built for it.
+        # and no text, so only the set is built.
         loaded = read_versioned(path)
         if loaded is None:
             entry: tuple[FileKey | None, frozenset[str]] = (None, frozenset())
@@ -666,7 +757,7 @@ class JsonFileStore:
             if doc.kind is ALLOW and doc.provider in self._allow_cache:
                 # A gate in this process answers from the new version without a re-read; a
                 # process that never asked (the CLI) builds no set.
-                self._allow_cache[doc.provider] = (doc.key, _allow_set(doc.entries))
+                self._allow_cache[doc.provider] = (doc.key, _allow_set(doc.identities()))
         try:
             self._append_audit(txn)
         except OSError as exc:
@@ -718,11 +809,11 @@ class _Txn:
         return self._allow(provider).items()
 
     def allow_has(self, provider: str, sender_id: str) -> bool:
-        return sender_id in self._allow(provider).entries
+        return sender_id in self._allow(provider)
 
     def allow(self, provider: str, sender_id: str) -> bool:
         doc = self._allow(provider)
-        if sender_id in doc.entries:
+        if sender_id in doc:
             return False
         doc.put(sender_id)
         return True

@@ -196,3 +196,12 @@ def test_iter_allowed_is_the_list_form_one_at_a_time(store, clock):
     assert [(g.provider, g.source.value, list(g.ids)) for g in pairing.allowed_groups()] == [
         ("telegram", "store", ["1", "2"]), ("telegram", "config", ["9"]),
         ("slack", "store", ["U1"])]
+
+
+def test_a_broken_pipe_elsewhere_is_not_taken_for_a_closed_output(state_dir, monkeypatch):
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise BrokenPipeError(32, "Broken pipe")  # e.g. a socket, while stdout is fine
+
+    monkeypatch.setattr(PairingService, "allowed_groups", broken)
+    with pytest.raises(BrokenPipeError):
+        main(monkeypatch, state_dir, "allowlist", "list")

@@ -1,8 +1,13 @@
 """The ``pairbot`` command: the owner's shell over the same services and store as the bot.
 
 Exit status: 0 success; 1 the code, request, sender or node is unknown or expired; 2 a usage,
-configuration or state-file error. Errors are one line on stderr (``--debug`` adds the
+configuration or state-file error; 141 (128 + SIGPIPE, as ``yes | head`` gives) the reader of
+the output went away before it ended. Errors are one line on stderr (``--debug`` adds the
 traceback) and never contain a code or a token.
+
+Listings stream: past :data:`TABLE_ROWS` rows they print plain aligned lines as they go instead
+of a table, and ``--json`` writes its array element by element, so a listing of millions starts
+at once and its memory does not grow with its length.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ import getpass
 import json
 import logging
 import os
+import select
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +36,18 @@ from bot.errors import ConfigError, LookupFailed, NodeRefused, PairbotError
 from bot.logs import add_secrets, install_redaction
 from bot.models import KNOWN_PROVIDERS
 from bot.nodes import NodeService, NodeSettings
-from bot.pairing import PairingService, PairingSettings
+from bot.pairing import AllowGroup, PairingService, PairingSettings
 from bot.text import ago, clean, clean_name, remaining
 from stores import STATE_DIR_ENV, JsonFileStore, open_store, resolve_state_dir
 
-EXIT_OK, EXIT_LOOKUP, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_LOOKUP, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141
+
+TABLE_ROWS = 200
+"""Longer listings print plain aligned lines, one per row, as they go. Rich lays a table out
+whole before its first line appears (over 20 s for 100,000 rows), and a table longer than a
+few screens reads no better than lines, which ``grep`` and ``head`` handle too."""
+_SLICE = 4096
+"""Rows laid out per write in a long listing: few writes, and each of them small."""
 
 log = logging.getLogger("bot.cli")
 
@@ -366,21 +380,16 @@ def cmd_pairing_list(ctx: Context) -> int:
     provider = _list_provider(ctx.args)
     requests = ctx.pairing.pending(provider)
     if ctx.args.json:
-        _print_json(ctx, [r.as_json() for r in requests])
-        return EXIT_OK
-    if not requests:
-        ctx.out.print(f"No pending {provider + ' ' if provider else ''}pairing requests.")
+        _print_json_array(ctx, _json_elements(r.as_json() for r in requests))
         return EXIT_OK
     now = ctx.clock.now()
     ttl = ctx.pairing.settings.pending_ttl
-    table = Table(title=f"Pairing requests ({len(requests)})", title_justify="left")
-    for column in ("Code", "Provider", "Sender id", "Name (as given)", "Requested", "Expires"):
-        table.add_column(column)
-    for r in requests:
-        table.add_row(Text(r.code), Text(r.provider), Text(r.id),
-                      Text(clean_name(r.display_name())), f"{ago(now - r.created_at)} ago",
-                      f"in {remaining(r.expires_at(ttl) - now)}")
-    ctx.out.print(table)
+    _print_rows(ctx, "Pairing requests ({})",
+                ("Code", "Provider", "Sender id", "Name (as given)", "Requested", "Expires"),
+                ((r.code, r.provider, r.id, clean_name(r.display_name()),
+                  f"{ago(now - r.created_at)} ago", f"in {remaining(r.expires_at(ttl) - now)}")
+                 for r in requests),
+                empty=f"No pending {provider + ' ' if provider else ''}pairing requests.")
     return EXIT_OK
 
 
@@ -403,21 +412,21 @@ def cmd_pairing_reject(ctx: Context) -> int:
 
 
 def cmd_allow_list(ctx: Context) -> int:
-    """``pairbot allowlist list``."""
-    entries = ctx.pairing.allowed(_list_provider(ctx.args))
+    """``pairbot allowlist list``: millions of entries are laid out in slices by C loops."""
+    groups = ctx.pairing.allowed_groups(_list_provider(ctx.args))
     if ctx.args.json:
-        _print_json(ctx, [{"provider": e.provider, "id": e.id, "source": e.source.value}
-                          for e in entries])
+        _print_json_array(ctx, _allow_json(groups))
         return EXIT_OK
-    if not entries:
-        ctx.out.print("The allowlist is empty.")
+    columns = ("Provider", "Sender id", "Source")
+    count = sum(len(g.ids) for g in groups)
+    if count <= TABLE_ROWS:
+        _print_rows(ctx, "Allowed senders ({})", columns,
+                    ((e.provider, e.id, e.source.value) for g in groups for e in g.entries()),
+                    empty="The allowlist is empty.")
         return EXIT_OK
-    table = Table(title=f"Allowed senders ({len(entries)})", title_justify="left")
-    for column in ("Provider", "Sender id", "Source"):
-        table.add_column(column)
-    for e in entries:
-        table.add_row(Text(e.provider), Text(e.id), e.source.value)
-    ctx.out.print(table)
+    widths = [max(len(columns[0]), *(len(g.provider) for g in groups)),
+              min(_ID_WIDTH, max(len(columns[1]), *(max(map(len, g.ids)) for g in groups)))]
+    _print_lines(ctx, columns, widths, _allow_lines(groups, widths))
     return EXIT_OK
 
 
@@ -444,20 +453,14 @@ def cmd_nodes_pending(ctx: Context) -> int:
     """``pairbot nodes pending``."""
     pending = ctx.nodes.pending()
     if ctx.args.json:
-        _print_json(ctx, [r.as_json() for r in pending])
-        return EXIT_OK
-    if not pending:
-        ctx.out.print("No pending node pairing requests.")
+        _print_json_array(ctx, _json_elements(r.as_json() for r in pending))
         return EXIT_OK
     now = ctx.clock.now()
-    table = Table(title=f"Pending nodes ({len(pending)})", title_justify="left")
-    for column in ("Request", "Node id", "Name", "Platform", "Version", "Requested"):
-        table.add_column(column)
-    for r in pending:
-        table.add_row(Text(r.request_id), Text(clean(r.node_id)), Text(clean_name(r.display_name)),
-                      Text(clean(r.platform)), Text(clean(r.version)),
-                      f"{ago(now - r.created_at)} ago")
-    ctx.out.print(table)
+    _print_rows(ctx, "Pending nodes ({})",
+                ("Request", "Node id", "Name", "Platform", "Version", "Requested"),
+                ((r.request_id, clean(r.node_id), clean_name(r.display_name), clean(r.platform),
+                  clean(r.version), f"{ago(now - r.created_at)} ago") for r in pending),
+                empty="No pending node pairing requests.")
     return EXIT_OK
 
 
@@ -535,21 +538,17 @@ def cmd_nodes_list(ctx: Context) -> int:
     """``pairbot nodes list``."""
     paired = ctx.nodes.paired()
     if ctx.args.json:
-        _print_json(ctx, [n.as_json() for n in paired])
-        return EXIT_OK
-    if not paired:
-        ctx.out.print("No paired nodes.")
+        _print_json_array(ctx, _json_elements(n.as_json() for n in paired))
         return EXIT_OK
     now = ctx.clock.now()
-    table = Table(title=f"Paired nodes ({len(paired)})", title_justify="left")
-    for column in ("Node id", "Name", "Platform", "Version", "Approved", "Last connected"):
-        table.add_column(column)
-    for n in paired:
-        seen = f"{ago(now - n.last_connected_at)} ago" if n.last_connected_at else "never"
-        table.add_row(Text(clean(n.node_id)), Text(clean_name(n.display_name)),
-                      Text(clean(n.platform)), Text(clean(n.version)),
-                      f"{ago(now - n.approved_at)} ago", seen)
-    ctx.out.print(table)
+    _print_rows(ctx, "Paired nodes ({})",
+                ("Node id", "Name", "Platform", "Version", "Approved", "Last connected"),
+                ((clean(n.node_id), clean_name(n.display_name), clean(n.platform),
+                  clean(n.version),
+                  f"{ago(now - n.approved_at)} ago",
+                  f"{ago(now - n.last_connected_at)} ago" if n.last_connected_at else "never")
+                 for n in paired),
+                empty="No paired nodes.")
     return EXIT_OK
 
 
@@ -564,21 +563,16 @@ def cmd_nodes_revoke(ctx: Context) -> int:
 
 def cmd_audit(ctx: Context) -> int:
     """``pairbot audit``."""
-    records = ctx.store.read_audit(limit=ctx.args.limit)
+    records = ctx.store.iter_audit(limit=ctx.args.limit)
     if ctx.args.json:
-        _print_json(ctx, records)
+        _print_json_array(ctx, _json_elements(records))
         return EXIT_OK
-    if not records:
-        ctx.out.print("The audit log is empty.")
-        return EXIT_OK
-    table = Table(title=f"Audit (last {len(records)})", title_justify="left")
-    for column in ("Time", "Event", "Actor", "Provider", "Subject", "Outcome"):
-        table.add_column(column)
-    for r in records:
-        when = str(r.get("ts", "")).replace("T", " ")[:19]
-        table.add_row(when, *(Text(clean(str(r.get(k, "") or ""), limit=40))
-                              for k in ("event", "actor", "provider", "subject", "outcome")))
-    ctx.out.print(table)
+    keys = ("event", "actor", "provider", "subject", "outcome")
+    _print_rows(ctx, "Audit (last {})", ("Time", "Event", "Actor", "Provider", "Subject",
+                                          "Outcome"),
+                ((str(r.get("ts", "")).replace("T", " ")[:19],
+                  *(clean(str(r.get(k, "") or ""), limit=40) for k in keys)) for r in records),
+                empty="The audit log is empty.")
     return EXIT_OK
 
 
@@ -632,6 +626,120 @@ def _check_sender_id(provider: str, sender: str) -> str:
 
 def _print_json(ctx: Context, value: Any) -> None:
     ctx.out.file.write(json.dumps(value, indent=2) + "\n")
+
+
+def _print_json_array(ctx: Context, runs: Iterable[str]) -> None:
+    """Print one JSON array, laid out as ``json.dumps(..., indent=2)`` would, as it comes.
+
+    ``runs`` are elements already encoded and indented, one or more per run (joined by
+    ``",\n  "``); the whole array is never held in memory.
+    """
+    out = ctx.out.file
+    opening = "[\n  "
+    for run in runs:
+        out.write(opening + run)
+        opening = ",\n  "
+    out.write("[]\n" if opening == "[\n  " else "\n]\n")
+
+
+def _json_elements(values: Iterable[Any]) -> Iterator[str]:
+    """Encode values one by one as elements of an indented array (see _print_json_array)."""
+    for value in values:
+        yield json.dumps(value, indent=2).replace("\n", "\n  ")  # JSON strings hold no newline
+
+
+def _allow_json(groups: Sequence[AllowGroup]) -> Iterator[str]:
+    """Encode allowlist entries as array elements, a slice of ids per call of the C encoder.
+
+    Every element of a group differs only by its id, so the text between two ids is fixed:
+    it is the encoder's item separator, and a slice of ids encodes into a run of elements.
+    """
+    for group in groups:
+        head = f'{{\n    "provider": {json.dumps(group.provider)},\n    "id": '
+        tail = f',\n    "source": {json.dumps(group.source.value)}\n  }}'
+        encoder = json.JSONEncoder(separators=(f"{tail},\n  {head}", ": "))
+        for start in range(0, len(group.ids), _SLICE):
+            yield head + encoder.encode(group.ids[start:start + _SLICE])[1:-1] + tail
+
+
+def _print_rows(ctx: Context, title: str, columns: Sequence[str],
+                rows: Iterable[Sequence[str]], *, empty: str) -> None:
+    """Print a listing: a table (``title`` gets the count) up to TABLE_ROWS rows, else plain
+    aligned lines as the rows come.
+
+    Only the first TABLE_ROWS + 1 rows are read before printing starts (to choose, and to
+    size the columns), so memory does not grow with the listing.
+    """
+    rows = iter(rows)
+    ahead = list(islice(rows, TABLE_ROWS + 1))
+    if not ahead:
+        ctx.out.print(Text(empty))
+    elif len(ahead) <= TABLE_ROWS:
+        table = Table(title=title.format(len(ahead)), title_justify="left")
+        for column in columns:
+            table.add_column(column)
+        for row in ahead:
+            table.add_row(*map(Text, row))
+        ctx.out.print(table)
+    else:
+        shown = [[_shown(cell) for cell in row] for row in ahead]
+        widths = [max(map(len, column)) for column in zip(columns, *shown, strict=False)]
+        _print_lines(ctx, columns, widths, _aligned(chain(ahead, rows), widths))
+
+
+def _print_lines(ctx: Context, columns: Sequence[str], widths: Sequence[int],
+                 blocks: Iterable[str]) -> None:
+    """Print a header line and then ``blocks``: lines joined by newlines, none at the end."""
+    out = ctx.out.file
+    out.write(_line(columns, widths) + "\n")
+    for block in blocks:
+        out.write(block + "\n")
+
+
+def _aligned(rows: Iterable[Sequence[str]], widths: Sequence[int]) -> Iterator[str]:
+    """Lay rows out as aligned lines, _SLICE rows per block."""
+    rows = iter(rows)
+    while block := list(islice(rows, _SLICE)):
+        yield "\n".join(_line([_shown(cell) for cell in row], widths) for row in block)
+
+
+def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    """Pad every cell but the last to its column's width, two spaces apart."""
+    return "  ".join([*map(str.ljust, cells[:-1], widths), cells[-1]])
+
+
+_ID_WIDTH = 40
+"""Sender ids are padded to the longest, up to this: one odd id does not widen every line."""
+
+
+def _allow_lines(groups: Sequence[AllowGroup], widths: Sequence[int]) -> Iterator[str]:
+    """Lay allowlist entries out as aligned lines, a slice of ids per block, in C loops."""
+    for group in groups:
+        prefix = group.provider.ljust(widths[0]) + "  "
+        suffix = "  " + group.source.value
+        glue = f"{suffix}\n{prefix}"
+        for start in range(0, len(group.ids), _SLICE):
+            ids = group.ids[start:start + _SLICE]
+            if not "".join(ids).isprintable():
+                ids = [_shown(i) for i in ids]
+            yield prefix + glue.join(map(str.ljust, ids, repeat(widths[1]))) + suffix
+
+
+def _shown(cell: str) -> str:
+    """A cell as a plain line shows it: as is, or JSON-escaped if it holds anything that is
+    not printable (a newline, an escape sequence, an invisible character)."""
+    return cell if cell.isprintable() else json.dumps(cell)
+
+
+def _stdout_closed() -> bool:
+    """Whether nobody reads standard output any more (the far end of its pipe is closed)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 def _actor() -> str:
@@ -695,6 +803,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc, EXIT_USAGE, debug)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        # The reader went away (`pairbot allowlist list | head`): stop quietly, as `yes | head`
+        # does. Standard output now leads nowhere, so the final flush at exit cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_PIPE
 
 
 def _fail(exc: Exception, status: int, debug: bool) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -55,6 +55,25 @@ class AllowEntry:
     provider: str
     id: str
     source: AllowSource
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllowGroup:
+    """Consecutive allowlist entries with one provider and one source: the ids, in order.
+
+    A listing of millions of senders is a few of these, not millions of objects: ``ids`` is
+    one list of the ids themselves, a snapshot that later changes to the allowlist leave as
+    it is.
+    """
+
+    provider: str
+    source: AllowSource
+    ids: Sequence[str]
+
+    def entries(self) -> Iterator[AllowEntry]:
+        """Yield the group's entries one by one."""
+        for sender_id in self.ids:
+            yield AllowEntry(provider=self.provider, id=sender_id, source=self.source)
 
 
 class PairingService:
@@ -329,17 +348,31 @@ class PairingService:
             return None
         return found
 
-    def allowed(self, provider: str | None = None) -> list[AllowEntry]:
-        """Return the allowlist: stored entries, then config entries not also stored."""
-        entries: list[AllowEntry] = []
+    def allowed_groups(self, provider: str | None = None) -> list[AllowGroup]:
+        """Return the allowlist: per provider, stored entries, then config entries not stored.
+
+        One consistent snapshot, taken under the store's lock and released before the caller
+        shows anything: a slow reader of a long listing never holds up the bot.
+        """
+        groups: list[AllowGroup] = []
         with self._store.transaction() as txn:
             for name in _providers(provider):
                 stored = txn.allow_from(name)
-                entries += [AllowEntry(provider=name, id=i, source=AllowSource.STORE)
-                            for i in stored]
-                entries += [AllowEntry(provider=name, id=i, source=AllowSource.CONFIG)
-                            for i in sorted(self._static.get(name, ())) if i not in stored]
-        return entries
+                config = [i for i in sorted(self._static.get(name, ()))
+                          if not txn.allow_has(name, i)]
+                groups += [AllowGroup(provider=name, source=source, ids=ids)
+                           for source, ids in ((AllowSource.STORE, stored),
+                                               (AllowSource.CONFIG, config)) if ids]
+        return groups
+
+    def iter_allowed(self, provider: str | None = None) -> Iterator[AllowEntry]:
+        """Yield the allowlist entry by entry, from one snapshot (see :meth:`allowed_groups`)."""
+        for group in self.allowed_groups(provider):
+            yield from group.entries()
+
+    def allowed(self, provider: str | None = None) -> list[AllowEntry]:
+        """Return the whole allowlist as a list (see :meth:`iter_allowed`)."""
+        return list(self.iter_allowed(provider))
 
     def prune(self, *, actor: str = "system:scheduler") -> list[PendingRequest]:
         """Drop every expired request of every provider (audited); return what was dropped.

@@ -6,7 +6,7 @@ through :class:`StateStore`; it imports no platform SDK and no storage code.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -79,7 +79,12 @@ class StateTxn(Protocol):
         ...
 
     def allow_from(self, provider: str) -> list[str]:
-        """Return the provider's stored allowlist, in file order."""
+        """Return the provider's stored allowlist, in file order (a copy: later changes to
+        the allowlist leave it as it is)."""
+        ...
+
+    def allow_has(self, provider: str, sender_id: str) -> bool:
+        """Return whether the provider's stored allowlist lists the sender (no copy, O(1))."""
         ...
 
     def allow(self, provider: str, sender_id: str) -> bool:
@@ -152,6 +157,11 @@ class StateStore(Protocol):
 
     def read_audit(self, *, limit: int | None = None) -> list[dict[str, object]]:
         """Return the last ``limit`` audit records (all when None), oldest first."""
+        ...
+
+    def iter_audit(self, *, limit: int | None = None) -> Iterator[dict[str, object]]:
+        """Yield what :meth:`read_audit` returns, record by record, in memory that does not
+        grow with the log."""
         ...
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from bot.errors import StoreError, StoreLockTimeoutError
 
@@ -161,6 +162,16 @@ def check_readable(path: Path) -> None:
         os.close(opened[0])
 
 
+def open_for_reading(path: Path) -> int | None:
+    """Open a state file read-only if it is a regular file; None if it does not exist.
+
+    Raises:
+        StoreError: as :func:`read_versioned` does.
+    """
+    opened = _open_regular(path)
+    return None if opened is None else opened[0]
+
+
 def _open_regular(path: Path) -> tuple[int, os.stat_result] | None:
     """Open ``path`` for reading if it is a regular file; None if it does not exist."""
     try:
@@ -199,6 +210,33 @@ def file_type(st: os.stat_result) -> str:
         if test(st.st_mode):
             return name
     return "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "special"
+
+
+def last_lines_offset(file: BinaryIO, count: int, *, block: int = 1 << 16) -> int:
+    """Return where the last ``count`` lines of ``file`` start, reading back from its end.
+
+    A final newline ends the last line rather than starting an empty one. Reads only the
+    blocks that hold those lines, so the cost follows ``count``, not the file's size.
+    """
+    end = file.seek(0, os.SEEK_END)
+    if end and count > 0:
+        file.seek(end - 1)
+        if file.read(1) == b"\n":
+            end -= 1
+    position, wanted = end, count
+    while position > 0 and wanted > 0:
+        start = max(0, position - block)
+        file.seek(start)
+        chunk = file.read(position - start)
+        found = chunk.count(b"\n")
+        if found >= wanted:
+            cut = len(chunk)
+            for _ in range(wanted):
+                cut = chunk.rindex(b"\n", 0, cut)
+            return start + cut + 1
+        wanted -= found
+        position = start
+    return 0 if count > 0 else file.seek(0, os.SEEK_END)
 
 
 def stat_key(path: str | Path) -> FileKey | None:

@@ -13,6 +13,10 @@ Parsed files are kept in memory with the key (inode, size, mtime) of the version
 transaction re-checks the key under the lock and re-reads only files another process changed.
 Entries are serialised once and their text reused, so a write costs a join, not a re-encode of
 every entry. Unknown keys, at the top level and inside entries, survive every rewrite.
+
+Allowlists can hold millions of entries, all plain strings: they are decoded, checked and
+encoded in bulk by the C json module, never entry by entry in Python, and the text of the list
+read from disk is reused, so adding a sender appends to it instead of re-encoding the rest.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from bot.clock import iso
 from bot.errors import SchemaVersionError, StoreCorruptError, StoreError
@@ -46,6 +51,8 @@ from stores._files import (
     check_readable,
     ensure_private_dir,
     file_type,
+    last_lines_offset,
+    open_for_reading,
     os_error,
     read_versioned,
     remove_debris,
@@ -128,12 +135,17 @@ _PAIRED_KEYS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class _Kind(Generic[T]):
-    """How one kind of file maps to models: its list key, entry codec and identity."""
+    """How one kind of file maps to models: its list key, entry codec and identity.
+
+    ``plain`` kinds hold bare strings that are their own identity (allowlists): they are
+    decoded and encoded in bulk, and their list's text is kept whole instead of per entry.
+    """
 
     list_key: str
     decode: Callable[[Any, str, str], T]  # (raw entry, field path, provider) -> model
     encode: Callable[[T], Any]
     ident: Callable[[T], str]
+    plain: bool = False
 
 
 def _decode_request(raw: Any, where: str, provider: str) -> PendingRequest:
@@ -274,7 +286,7 @@ def _notice_ident(provider: str, sender_id: str) -> str:
 
 REQUESTS: _Kind[PendingRequest] = _Kind("requests", _decode_request, _encode_request,
                                         lambda r: r.id)
-ALLOW: _Kind[str] = _Kind("allowFrom", _decode_allow, lambda s: s, lambda s: s)
+ALLOW: _Kind[str] = _Kind("allowFrom", _decode_allow, lambda s: s, lambda s: s, plain=True)
 NODE_REQUESTS: _Kind[NodeRequest] = _Kind("requests", _decode_node_request,
                                           _encode_node_request, lambda r: r.request_id)
 PAIRED: _Kind[PairedNode] = _Kind("nodes", _decode_paired, _encode_paired, lambda n: n.node_id)
@@ -285,15 +297,21 @@ NOTICES: _Kind[ApprovalNotice] = _Kind("notices", _decode_notice, _encode_notice
 # ---------------------------------------------------------------------------------------------
 # One file, parsed
 
+_SEP = b",\n    "  # between two entries of the list
+_OPEN, _CLOSE = b"[\n    ", b"\n  ]"  # around a non-empty list
+_PLAIN_LIST = json.JSONEncoder(ensure_ascii=False, separators=(_SEP.decode(), ": "))
+"""Encodes a list of strings in one C call, laid out exactly as the entries joined by ``_SEP``."""
+
+_Text = bytes | memoryview
+
 
 @dataclass(slots=True)
-class _Doc(Generic[T]):
-    """One state file in memory: its entries by identity, their serialised text, the version read.
+class _Doc(ABC, Generic[T]):
+    """One state file in memory: its entries, the text to write them with, the version read.
 
-    ``entries`` and ``texts`` are dicts with the same keys in the same (file) order: a put of
-    a known identity replaces it in place, a new one goes to the end, a drop removes it from
-    both. Lookups are O(1); a write joins the cached texts instead of re-encoding every entry.
-    ``texts`` is None until the first write after a load (a read-only load never encodes).
+    Entries keep file order: a put of a known identity replaces it in place, a new one goes
+    to the end, a drop removes it. Lookups are O(1), and a write reuses the entries' text
+    instead of re-encoding every entry (how depends on the kind: see the two subclasses).
     """
 
     path: Path
@@ -301,18 +319,96 @@ class _Doc(Generic[T]):
     provider: str
     key: FileKey | None = None
     head: dict[str, Any] = field(default_factory=lambda: {"version": SCHEMA_VERSION})
+    dirty: bool = False
+
+    @abstractmethod
+    def items(self) -> list[T]:
+        """Return the entries in file order (a copy)."""
+
+    @abstractmethod
+    def identities(self) -> Collection[str]:
+        """Return the entries' identities (a view: no copy)."""
+
+    @abstractmethod
+    def __contains__(self, ident: str) -> bool:
+        """Return whether an entry has this identity."""
+
+    @abstractmethod
+    def put(self, item: T) -> None:
+        """Insert or replace an entry."""
+
+    @abstractmethod
+    def drop(self, ident: str) -> bool:
+        """Remove an entry; return whether it was there."""
+
+    @abstractmethod
+    def _runs(self) -> list[_Text]:
+        """Return the text of the entries, in runs to be joined by ``_SEP``."""
+
+    def frame(self) -> tuple[bytes, bytes]:
+        """Return the file's text before and after the list: top-level keys one per line."""
+        list_key = self.kind.list_key
+        self.head.setdefault(list_key, None)  # a new file: the list goes after "version"
+        parts, before = [b"{\n"], b""
+        for number, (name, value) in enumerate(self.head.items()):
+            if number:
+                parts.append(b",\n")
+            parts.append(f"  {json.dumps(name, ensure_ascii=False)}: ".encode())
+            if name == list_key:
+                before, parts = b"".join(parts), []
+            else:
+                parts.append(json.dumps(value, ensure_ascii=False).encode())
+        parts.append(b"\n}\n")
+        return before, b"".join(parts)
+
+    def render(self) -> bytes:
+        """Serialise: top-level keys one per line, one entry per line (readable, diffable).
+
+        The entries' text is reused and joined once, straight into the output: no re-encoding
+        and no intermediate copies of the (possibly large) list.
+        """
+        before, after = self.frame()
+        runs = self._runs()
+        if not runs:
+            return before + b"[]" + after
+        parts: list[_Text] = [before, _OPEN]
+        for run in runs:
+            parts += (run, _SEP)
+        parts[-1] = _CLOSE
+        parts.append(after)
+        text = b"".join(parts)
+        self._rendered(text, before, after)
+        return text
+
+    def _rendered(self, text: bytes, before: bytes, after: bytes) -> None:
+        """Called with each rendering of the file (to keep its text for the next one)."""
+
+
+@dataclass(slots=True)
+class _ObjectDoc(_Doc[T]):
+    """A file of objects (requests, nodes): a dict by identity, and one text per entry.
+
+    ``texts`` has the same keys in the same order as ``entries``; it is None until the first
+    write after a load (a read-only load never encodes).
+    """
+
     entries: dict[str, T] = field(default_factory=dict)
     texts: dict[str, bytes] | None = None
-    dirty: bool = False
 
     def items(self) -> list[T]:
         return list(self.entries.values())
+
+    def identities(self) -> Collection[str]:
+        return self.entries.keys()
+
+    def __contains__(self, ident: str) -> bool:
+        return ident in self.entries
 
     def put(self, item: T) -> None:
         ident = self.kind.ident(item)
         self.entries[ident] = item
         if self.texts is not None:
-            self.texts[ident] = self._dump(item)
+            self.texts[ident] = json.dumps(self.kind.encode(item), ensure_ascii=False).encode()
         self.dirty = True
 
     def drop(self, ident: str) -> bool:
@@ -323,66 +419,117 @@ class _Doc(Generic[T]):
         self.dirty = True
         return True
 
-    def _dump(self, item: T) -> bytes:
-        return json.dumps(self.kind.encode(item), ensure_ascii=False).encode()
-
-    def render(self) -> bytes:
-        """Serialise: top-level keys one per line, one entry per line (readable, diffable).
-
-        The entries' cached texts are joined once, straight into the output: no re-encoding
-        and no intermediate copies of the (possibly large) list.
-        """
+    def _runs(self) -> list[_Text]:
         if self.texts is None:
-            dump = self._dump
-            self.texts = {ident: dump(item) for ident, item in self.entries.items()}
-        list_key = self.kind.list_key
-        self.head.setdefault(list_key, None)  # a new file: the list goes after "version"
-        parts = [b"{\n"]
-        for name, value in self.head.items():
-            if len(parts) > 1:
-                parts.append(b",\n")
-            parts.append(f"  {json.dumps(name, ensure_ascii=False)}: ".encode())
-            if name != list_key:
-                parts.append(json.dumps(value, ensure_ascii=False).encode())
-            elif self.texts:
-                parts += (b"[\n    ", b",\n    ".join(self.texts.values()), b"\n  ]")
-            else:
-                parts.append(b"[]")
-        parts.append(b"\n}\n")
-        return b"".join(parts)
+            encode = self.kind.encode
+            self.texts = {ident: json.dumps(encode(item), ensure_ascii=False).encode()
+                          for ident, item in self.entries.items()}
+        return [_SEP.join(self.texts.values())] if self.texts else []
+
+
+@dataclass(slots=True)
+class _PlainDoc(_Doc[str]):
+    """A file of plain strings (an allowlist of millions): a list in file order, a set to
+    look up, and the text of the whole list.
+
+    ``runs`` is the list's text as last read or written (a slice of that file's bytes) plus
+    one run per entry added since; None when unknown (after a drop, or when the file read
+    was not laid out as pairbot writes it), and then encoded in bulk at the next write.
+    """
+
+    ids: list[str] = field(default_factory=list)
+    index: set[str] = field(default_factory=set)
+    runs: list[_Text] | None = None
+
+    def items(self) -> list[str]:
+        return self.ids.copy()
+
+    def identities(self) -> Collection[str]:
+        return self.index
+
+    def __contains__(self, ident: str) -> bool:
+        return ident in self.index
+
+    def put(self, item: str) -> None:
+        if item not in self.index:  # a known one is the same string: nothing to replace
+            self.index.add(item)
+            self.ids.append(item)
+            if self.runs is not None:
+                self.runs.append(_encode_plain([item]))
+        self.dirty = True
+
+    def drop(self, ident: str) -> bool:
+        if ident not in self.index:
+            return False
+        self.index.remove(ident)
+        self.ids.remove(ident)
+        self.runs = None
+        self.dirty = True
+        return True
+
+    def _runs(self) -> list[_Text]:
+        if self.runs is None:
+            self.runs = [_encode_plain(self.ids)] if self.ids else []
+        return self.runs
+
+    def _rendered(self, text: bytes, before: bytes, after: bytes) -> None:
+        self.runs = [_list_text(text, before, after)]
 
 
 _MISSING: Any = object()
+_HINT = "pairbot left the file as it is; fix it or move it away"
 
 
-def _parse(path: Path, kind: _Kind[T], provider: str, key: FileKey, data: bytes) -> _Doc[T]:
-    """Parse one file; any problem raises with the file and field named, file untouched."""
-    hint = "pairbot left the file as it is; fix it or move it away"
+def _new_doc(path: Path, kind: _Kind[T], provider: str, key: FileKey | None = None,
+             head: dict[str, Any] | None = None) -> _Doc[T]:
+    """Return an empty doc of the class that holds this kind."""
+    doc = (_PlainDoc(path, cast("_Kind[str]", kind), provider, key) if kind.plain
+           else _ObjectDoc(path, kind, provider, key))
+    if head is not None:
+        doc.head = head
+    return cast("_Doc[T]", doc)
+
+
+def _encode_plain(items: list[str]) -> bytes:
+    """Encode strings as list entries joined by ``_SEP``, in one call of the C encoder."""
+    return _PLAIN_LIST.encode(items)[1:-1].encode()
+
+
+def _list_text(text: bytes, before: bytes, after: bytes) -> memoryview:
+    """The entries' part of a file rendered as ``before + _OPEN + entries + _CLOSE + after``."""
+    return memoryview(text)[len(before) + len(_OPEN):len(text) - len(_CLOSE) - len(after)]
+
+
+def _read_top(path: Path, kind: _Kind[Any], data: bytes) -> tuple[dict[str, Any], list[Any], bool]:
+    """Parse a file and check its top level; return it, its list, and whether no JSON object
+    in it repeats a key. Any problem raises with the file and field named."""
+    unique = True
+
+    def no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal unique
+        obj = dict(pairs)
+        unique = unique and len(obj) == len(pairs)
+        return obj
+
     try:
-        return _parse_doc(path, kind, provider, key, data, hint)
-    except RecursionError:  # e.g. 100000 "[": json and the decoders recurse per level
+        doc = json.loads(data, object_pairs_hook=no_repeats if kind.plain else None)
+    except RecursionError:  # e.g. 100000 "[": the decoder recurses per level
         raise StoreCorruptError("nested too deeply to be a state file", path=path,
-                                hint=hint) from None
-
-
-def _parse_doc(path: Path, kind: _Kind[T], provider: str, key: FileKey, data: bytes,
-               hint: str) -> _Doc[T]:
-    try:
-        doc = json.loads(data)
+                                hint=_HINT) from None
     except UnicodeDecodeError:
-        raise StoreCorruptError("not valid UTF-8", path=path, hint=hint) from None
+        raise StoreCorruptError("not valid UTF-8", path=path, hint=_HINT) from None
     except json.JSONDecodeError as exc:
         raise StoreCorruptError(
             f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
-            path=path, hint=hint,
+            path=path, hint=_HINT,
         ) from None
     if isinstance(doc, list) and kind is ALLOW:  # Clawdbot's migration reader accepts a bare list
         doc = {"version": SCHEMA_VERSION, kind.list_key: doc}
     if not isinstance(doc, dict):
-        raise StoreCorruptError("top level must be a JSON object", path=path, hint=hint)
+        raise StoreCorruptError("top level must be a JSON object", path=path, hint=_HINT)
     version = doc.get("version", SCHEMA_VERSION)
     if isinstance(version, bool) or not isinstance(version, int):
-        raise StoreCorruptError("version: must be an integer", path=path, hint=hint)
+        raise StoreCorruptError("version: must be an integer", path=path, hint=_HINT)
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(
             f"version {version} is newer than this pairbot knows ({SCHEMA_VERSION})",
@@ -390,27 +537,67 @@ def _parse_doc(path: Path, kind: _Kind[T], provider: str, key: FileKey, data: by
         )
     raw_items = doc.get(kind.list_key, [])
     if not isinstance(raw_items, list):
-        raise StoreCorruptError(f"{kind.list_key}: must be a list", path=path, hint=hint)
-    entries: dict[str, T] = {}
-    decode, ident = kind.decode, kind.ident
-    duplicates = 0
+        raise StoreCorruptError(f"{kind.list_key}: must be a list", path=path, hint=_HINT)
+    return doc, raw_items, unique
+
+
+def _decode_all(path: Path, kind: _Kind[T], provider: str, raw_items: list[Any]) -> list[T]:
+    """Decode every entry, in order; a bad one raises with its index and field named.
+
+    A plain list of nothing but strings (every allowlist pairbot writes) is checked and
+    stripped by C loops; anything else goes entry by entry, to name the bad one.
+    """
+    if kind.plain and set(map(type, raw_items)) <= {str}:
+        return cast("list[T]", list(map(str.strip, raw_items)))
+    decode, list_key = kind.decode, kind.list_key
     try:
-        for i, raw in enumerate(raw_items):
-            item = decode(raw, f"{kind.list_key}[{i}]", provider)
-            name = ident(item)
-            if name in entries:
-                duplicates += 1  # the first one wins, as every lookup always found it first
-            else:
-                entries[name] = item
+        return [decode(raw, f"{list_key}[{i}]", provider) for i, raw in enumerate(raw_items)]
     except _Bad as exc:
-        raise StoreCorruptError(str(exc), path=path, hint=hint) from None
+        raise StoreCorruptError(str(exc), path=path, hint=_HINT) from None
+
+
+def _parse(path: Path, kind: _Kind[T], provider: str, key: FileKey, data: bytes) -> _Doc[T]:
+    """Parse one file; any problem raises with the file and field named, file untouched."""
+    top, raw_items, unique = _read_top(path, kind, data)
+    items = _decode_all(path, kind, provider, raw_items)
+    head = dict(top)
+    head.setdefault("version", SCHEMA_VERSION)
+    head.setdefault(kind.list_key, None)
+    doc = _new_doc(path, kind, provider, key, head)
+    if isinstance(doc, _PlainDoc):  # of repeats, the first place is kept (a set, not a dict:
+        ids = cast("list[str]", items)  # ordered dicts of millions build twice as slowly)
+        doc.index = set(ids)
+        doc.ids = ids if len(doc.index) == len(ids) else list(dict.fromkeys(ids))
+        kept = len(doc.ids)
+    else:
+        entries = cast("_ObjectDoc[T]", doc).entries
+        ident = kind.ident
+        for item in items:
+            entries.setdefault(ident(item), item)  # the first one wins, as every lookup did
+        kept = len(entries)
+    duplicates = len(items) - kept
     if duplicates:
         log.warning("%s: %d duplicate %s entr%s ignored (kept the first of each)", path,
                     duplicates, kind.list_key, "y" if duplicates == 1 else "ies")
-    head = dict(doc)
-    head.setdefault("version", SCHEMA_VERSION)
-    head.setdefault(kind.list_key, None)
-    return _Doc(path, kind, provider, key, head, entries)
+    if isinstance(doc, _PlainDoc) and unique and not duplicates and items == raw_items:
+        doc.runs = _verbatim_runs(doc, data)
+    return doc
+
+
+def _verbatim_runs(doc: _PlainDoc, data: bytes) -> list[_Text] | None:
+    """Return the text of the list exactly as read, if the rest of the file is as pairbot
+    would write it; else None (the list is then encoded in bulk at the first write).
+
+    Safe because the caller checked that the list read is exactly the entries (nothing
+    stripped, repeated or converted) and that no object in the file repeats a key; with the
+    list the last top-level key and the text around it the rendering of every other key, the
+    bytes between ``_OPEN`` and ``_CLOSE`` can only be the list's own entries.
+    """
+    before, after = doc.frame()
+    if after != b"\n}\n" or not (data.startswith(before + _OPEN)
+                                 and data.endswith(_CLOSE + after)):
+        return None
+    return [_list_text(data, before, after)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -549,7 +736,7 @@ class JsonFileStore:
             doc = self._load(path)
         except StoreError as exc:
             return False, str(exc)
-        if doc is not None and doc.kind is ALLOW and "*" in doc.entries:
+        if doc is not None and doc.kind is ALLOW and "*" in doc.identities():
             return False, f'{path} contains "*"; pairbot ignores it (allow senders by id)'
         return True, f"{path} parses"
 
@@ -575,7 +762,7 @@ class JsonFileStore:
             return cached
         loaded = read_versioned(path)
         if loaded is None:
-            doc: _Doc[T] = _Doc(path, kind, provider)
+            doc = _new_doc(path, kind, provider)
         else:
             doc = _parse(path, kind, provider, *loaded)
         self._docs[path] = doc
@@ -637,30 +824,42 @@ class JsonFileStore:
         return sender_id in cached[1]
 
     def _read_allow_set(self, provider: str, path: Path) -> tuple[FileKey | None, frozenset[str]]:
+        # Straight from the JSON list to the set: the gate needs no order, no repeats removed
+        # and no text, so only the set is built.
         loaded = read_versioned(path)
         if loaded is None:
             entry: tuple[FileKey | None, frozenset[str]] = (None, frozenset())
         else:
-            doc = _parse(path, ALLOW, provider, *loaded)
-            entry = (doc.key, _allow_set(doc))
+            key, data = loaded
+            raw_items = _read_top(path, ALLOW, data)[1]
+            entry = (key, _allow_set(_decode_all(path, ALLOW, provider, raw_items)))
         self._allow_cache[provider] = entry
         return entry
 
     def read_audit(self, *, limit: int | None = None) -> list[dict[str, object]]:
         """Return the last ``limit`` audit records, oldest first (unparsable lines skipped)."""
-        loaded = read_versioned(self.audit_path)
-        if loaded is None:
-            return []
-        lines = loaded[1].decode(errors="replace").splitlines()
-        if limit is not None:
-            lines = lines[-limit:] if limit > 0 else []
-        records: list[dict[str, object]] = []
-        for line in lines:
-            with contextlib.suppress(ValueError, RecursionError):
-                record = json.loads(line)
+        return list(self.iter_audit(limit=limit))
+
+    def iter_audit(self, *, limit: int | None = None) -> Iterator[dict[str, object]]:
+        """Yield the last ``limit`` audit records (all when None), oldest first.
+
+        The log is read line by line from where those records start (found by reading back
+        from the end), so memory does not grow with the log or with ``limit``. Lines that are
+        not a JSON object are skipped.
+        """
+        fd = open_for_reading(self.audit_path)
+        if fd is None:
+            return
+        with os.fdopen(fd, "rb") as file:
+            if limit is not None:
+                file.seek(last_lines_offset(file, limit))
+            for line in file:
+                try:
+                    record = json.loads(line.decode(errors="replace"))
+                except (ValueError, RecursionError):
+                    continue
                 if isinstance(record, dict):
-                    records.append(record)
-        return records
+                    yield record
 
     # writing ---------------------------------------------------------------------------------
 
@@ -704,8 +903,10 @@ class JsonFileStore:
                     self._append_audit(txn)
                 raise os_error(exc, doc.path, "write failed") from exc
             doc.dirty = False
-            if doc.kind is ALLOW:  # the gate answers from the new version without a re-read
-                self._allow_cache[doc.provider] = (doc.key, _allow_set(doc))
+            if doc.kind is ALLOW and doc.provider in self._allow_cache:
+                # A gate in this process answers from the new version without a re-read; a
+                # process that never asked (the CLI) builds no set.
+                self._allow_cache[doc.provider] = (doc.key, _allow_set(doc.identities()))
         self._append_audit(txn)
 
     def _append_audit(self, txn: _Txn) -> None:
@@ -764,9 +965,12 @@ class _Txn:
     def allow_from(self, provider: str) -> list[str]:
         return self._allow(provider).items()
 
+    def allow_has(self, provider: str, sender_id: str) -> bool:
+        return sender_id in self._allow(provider)
+
     def allow(self, provider: str, sender_id: str) -> bool:
         doc = self._allow(provider)
-        if sender_id in doc.entries:
+        if sender_id in doc:
             return False
         doc.put(sender_id)
         return True
@@ -838,8 +1042,12 @@ def _render(doc: _Doc[Any]) -> bytes:
                                 ) from None
 
 
-def _allow_set(doc: _Doc[str]) -> frozenset[str]:
-    return frozenset(doc.entries) - {"*", ""}
+_NEVER_ALLOWED = frozenset({"*", ""})
+
+
+def _allow_set(ids: Iterable[str]) -> frozenset[str]:
+    allowed = frozenset(ids)
+    return allowed if allowed.isdisjoint(_NEVER_ALLOWED) else allowed - _NEVER_ALLOWED
 
 
 def _unknown_provider(name: str) -> ValueError:

@@ -97,18 +97,28 @@ def seed_allowlist(state: Path, size: int) -> None:
 def seed_stranger(state: Path, run: int) -> None:
     """Write one live pending request (code ``CODE``) from a new stranger."""
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    doc = {"version": 1, "requests": [{"id": f"stranger{run}", "code": CODE, "createdAt": now,
-                                       "lastSeenAt": now, "meta": {}}]}
-    write_private(state / "credentials" / f"{PROVIDER}-pairing.json",
-                  json.dumps(doc, indent=2).encode())
+    doc = {
+        "version": 1,
+        "requests": [
+            {"id": f"stranger{run}", "code": CODE, "createdAt": now, "lastSeenAt": now, "meta": {}}
+        ],
+    }
+    write_private(
+        state / "credentials" / f"{PROVIDER}-pairing.json", json.dumps(doc, indent=2).encode()
+    )
 
 
 def measure(argv: list[str], src: Path, *, timeout: float) -> Run:
     """Run one process in ``src``, drain its stdout, and return its figures."""
     began = time.perf_counter()
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(argv, cwd=src, stdout=subprocess.PIPE, stderr=err,
-                                env={**os.environ, "PYTHONPATH": str(src)})
+        proc = subprocess.Popen(
+            argv,
+            cwd=src,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, "PYTHONPATH": str(src)},
+        )
         assert proc.stdout is not None
         killed = threading.Event()
 
@@ -130,8 +140,7 @@ def measure(argv: list[str], src: Path, *, timeout: float) -> Run:
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - began
         if killed.is_set():
-            return Run(wall=wall, first_byte=first, rss_mib=usage.ru_maxrss / 1024,
-                       timed_out=True)
+            return Run(wall=wall, first_byte=first, rss_mib=usage.ru_maxrss / 1024, timed_out=True)
         if proc.returncode != 0:
             err.seek(0)
             tail = err.read().decode(errors="replace").strip().splitlines()[-1:]
@@ -144,8 +153,9 @@ def pairbot(state: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "bot", "--state-dir", str(state), *args]
 
 
-def commands(state: Path, size: int) -> dict[str, tuple[Callable[[int], None], Callable[[int],
-                                                                                      list[str]]]]:
+def commands(
+    state: Path, size: int
+) -> dict[str, tuple[Callable[[int], None], Callable[[int], list[str]]]]:
     """Each command: (prepare run n, argv of run n)."""
 
     def nothing(_run: int) -> None:
@@ -160,17 +170,19 @@ def commands(state: Path, size: int) -> dict[str, tuple[Callable[[int], None], C
     return {
         "start": (nothing, lambda _r: pairbot(state, "allowlist", "list", "slack")),
         "list": (nothing, lambda _r: pairbot(state, "allowlist", "list", PROVIDER)),
-        "list-json": (nothing, lambda _r: pairbot(state, "allowlist", "list", PROVIDER,
-                                                  "--json")),
+        "list-json": (nothing, lambda _r: pairbot(state, "allowlist", "list", PROVIDER, "--json")),
         "approve": (stranger, lambda _r: pairbot(state, "pairing", "approve", PROVIDER, CODE)),
-        "add": (nothing, lambda r: pairbot(state, "allowlist", "add", PROVIDER,
-                                           str(FIRST_ID - 1 - r))),
+        "add": (
+            nothing,
+            lambda r: pairbot(state, "allowlist", "add", PROVIDER, str(FIRST_ID - 1 - r)),
+        ),
         "gate": (nothing, lambda _r: gate),
     }
 
 
-def bench(tmp: Path, src: Path, sizes: list[int], runs: int, only: list[str],
-          timeout: float) -> None:
+def bench(
+    tmp: Path, src: Path, sizes: list[int], runs: int, only: list[str], timeout: float
+) -> None:
     """Print one table row per (size, command)."""
     print(f"allowlist scale: code in {src}; median of {runs} run(s); load average {_load()}")
     header = f"{'N':>10}  {'command':<10}  {'wall s':>8}  {'first byte s':>12}  {'peak MiB':>9}"
@@ -193,8 +205,10 @@ def bench(tmp: Path, src: Path, sizes: list[int], runs: int, only: list[str],
                 first = f"{statistics.median(firsts):.2f}" if firsts else "none"
             rss = statistics.median(r.rss_mib for r in results)
             late = ">" if any(r.timed_out for r in results) else " "
-            print(f"{size:>10,}  {name:<10}  {late}{wall:>7.2f}  {first:>12}  {rss:>9.0f}",
-                  flush=True)
+            print(
+                f"{size:>10,}  {name:<10}  {late}{wall:>7.2f}  {first:>12}  {rss:>9.0f}",
+                flush=True,
+            )
     print(f"load average after: {_load()} (other work on the machine skews the figures)")
     print(f"'>' marks a command killed after --timeout {timeout:g}s (its figures are partial)")
 
@@ -215,17 +229,23 @@ def profile(tmp: Path, src: Path, name: str, size: int, timeout: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100000,1000000,4300000",
-                        help="allowlist sizes (comma-separated)")
-    parser.add_argument("--src", type=Path, default=ROOT,
-                        help="source tree to run (default: this one)")
+    parser.add_argument(
+        "--sizes", default="100000,1000000,4300000", help="allowlist sizes (comma-separated)"
+    )
+    parser.add_argument(
+        "--src", type=Path, default=ROOT, help="source tree to run (default: this one)"
+    )
     parser.add_argument("--runs", type=int, default=1, help="runs per figure (median)")
     parser.add_argument("--only", default="", help="commands to run (comma-separated)")
-    parser.add_argument("--timeout", type=float, default=900.0,
-                        help="kill a command after this many seconds")
-    parser.add_argument("--profile", default=None,
-                        choices=["start", "list", "list-json", "approve", "add", "gate"],
-                        help="profile one command instead of the table")
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="kill a command after this many seconds"
+    )
+    parser.add_argument(
+        "--profile",
+        default=None,
+        choices=["start", "list", "list-json", "approve", "add", "gate"],
+        help="profile one command instead of the table",
+    )
     parser.add_argument("--profile-size", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]

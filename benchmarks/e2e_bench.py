@@ -37,8 +37,9 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[index]
 
 
-async def latency(provider: str, rate: float, seconds: float,
-                  send_rate: float | None = None) -> list[float]:
+async def latency(
+    provider: str, rate: float, seconds: float, send_rate: float | None = None
+) -> list[float]:
     """Offer ``rate`` new strangers per second for ``seconds``; return each code's latency.
 
     Replies are noticed by polling the fake every millisecond for the strangers still
@@ -50,12 +51,14 @@ async def latency(provider: str, rate: float, seconds: float,
         block = platform.provider_config()
         if send_rate is not None:
             block["max_send_rate"] = send_rate
-        config = Config.model_validate({
-            "owners": [{"provider": provider, "user_id": platform.owner_id}],
-            "pairing": {"max_pending_per_provider": 10_000},
-            "gateway": {"enabled": False},
-            "providers": {provider: block},
-        })
+        config = Config.model_validate(
+            {
+                "owners": [{"provider": provider, "user_id": platform.owner_id}],
+                "pairing": {"max_pending_per_provider": 10_000},
+                "gateway": {"enabled": False},
+                "providers": {provider: block},
+            }
+        )
         with tempfile.TemporaryDirectory() as tmp:
             app = App(config, state_dir=Path(tmp) / "state")
             await app.start()
@@ -103,8 +106,13 @@ def gate_rate(n_allowed: int, rounds: int = 200_000) -> float:
             for i in range(n_allowed):
                 txn.allow("telegram", str(20_000_000 + i))
         pairing = PairingService(store, clock=SystemClock())
-        msg = Inbound(provider="telegram", chat_id="20000007", chat_kind=ChatKind.DM,
-                      sender_id="20000007", text="hi")
+        msg = Inbound(
+            provider="telegram",
+            chat_id="20000007",
+            chat_kind=ChatKind.DM,
+            sender_id="20000007",
+            text="hi",
+        )
         owners = {("telegram", "111")}
         start = time.perf_counter()
         for _ in range(rounds):
@@ -132,9 +140,11 @@ def main() -> None:
         if not samples:
             print(f"  {title:<62} no replies")
             continue
-        print(f"  {title:<62} {len(samples):>4}/{expected} answered   "
-              f"p50 {percentile(samples, 50) * 1000:8.1f} ms   "
-              f"p99 {percentile(samples, 99) * 1000:8.1f} ms")
+        print(
+            f"  {title:<62} {len(samples):>4}/{expected} answered   "
+            f"p50 {percentile(samples, 50) * 1000:8.1f} ms   "
+            f"p99 {percentile(samples, 99) * 1000:8.1f} ms"
+        )
     for n in (1_000, 10_000, 100_000):
         print(f"gate decisions for a known sender, {n:>7,} allowed: {gate_rate(n):>12,.0f}/s")
 

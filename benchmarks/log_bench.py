@@ -25,19 +25,31 @@ from bot.logs import Redactor, install_redaction, remember_secret, reset_redacti
 
 TOKEN = f"{secrets.randbelow(10**9) + 10**9}:AA{secrets.token_urlsafe(24)}"
 LINES = {
-    "INFO pairbot": ("pairing approved provider=%s sender=%s by=%s",
-                     ("telegram", "4242", "owner:telegram:111111111")),
-    "INFO httpx": ('HTTP Request: %s %s "%s %d %s"',
-                   ("POST", f"https://api.telegram.org/bot{TOKEN}/sendMessage", "HTTP/1.1", 200,
-                    "OK")),
-    "DEBUG PTB update": ("Call to Bot API endpoint `getUpdates` finished with return value `%s`",
-                         ([{"message": {"message_id": 4, "date": 1796057906,
-                                        "chat": {"id": 4001, "type": "private",
-                                                 "first_name": "Alice"},
-                                        "text": "Hello there, I would like a lesson",
-                                        "from": {"id": 4001, "is_bot": False,
-                                                 "first_name": "Alice"}},
-                            "update_id": 2}],)),
+    "INFO pairbot": (
+        "pairing approved provider=%s sender=%s by=%s",
+        ("telegram", "4242", "owner:telegram:111111111"),
+    ),
+    "INFO httpx": (
+        'HTTP Request: %s %s "%s %d %s"',
+        ("POST", f"https://api.telegram.org/bot{TOKEN}/sendMessage", "HTTP/1.1", 200, "OK"),
+    ),
+    "DEBUG PTB update": (
+        "Call to Bot API endpoint `getUpdates` finished with return value `%s`",
+        (
+            [
+                {
+                    "message": {
+                        "message_id": 4,
+                        "date": 1796057906,
+                        "chat": {"id": 4001, "type": "private", "first_name": "Alice"},
+                        "text": "Hello there, I would like a lesson",
+                        "from": {"id": 4001, "is_bot": False, "first_name": "Alice"},
+                    },
+                    "update_id": 2,
+                }
+            ],
+        ),
+    ),
 }
 
 
@@ -75,16 +87,23 @@ def main() -> None:
     print(f"{'line':<18} {'chars':>6} {'no redaction':>13} {'redacted':>9} {'cost':>7}")
     for name, (msg, args) in LINES.items():
         chars = len(msg % args)
-        print(f"{name:<18} {chars:>6} {plain[name]:>11.1f}µs {redacted[name]:>7.1f}µs "
-              f"{redacted[name] - plain[name]:>5.1f}µs")
+        print(
+            f"{name:<18} {chars:>6} {plain[name]:>11.1f}µs {redacted[name]:>7.1f}µs "
+            f"{redacted[name] - plain[name]:>5.1f}µs"
+        )
 
     redactor = Redactor()
     for _ in range(100):
         remember_secret(codes.new_token())
     print(f"\n{'hostile 1 MB line':<24} {'seconds':>8}")
-    for name, unit in (("digits", "7"), ("letters", "a"), ("code shapes", "ABCD"),
-                       ("'text': ' openers", "'text': '"), ("backslashes", "\\"),
-                       ("token-shaped run", "Qw3-")):
+    for name, unit in (
+        ("digits", "7"),
+        ("letters", "a"),
+        ("code shapes", "ABCD"),
+        ("'text': ' openers", "'text': '"),
+        ("backslashes", "\\"),
+        ("token-shaped run", "Qw3-"),
+    ):
         line = unit * (1_000_000 // len(unit))
         start = time.perf_counter()
         redactor.redact(line)

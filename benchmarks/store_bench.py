@@ -54,10 +54,17 @@ def seed_pending(store: JsonFileStore, count: int, *, first: int = 0) -> list[st
     codes = [code_for(first + i) for i in range(count)]
     with store.transaction() as txn:
         for i, code in enumerate(codes):
-            txn.put_request(PendingRequest(
-                provider=PROVIDER, id=f"seed{first + i}", code=code, created_at=START,
-                last_seen_at=START, meta={"username": f"user{first + i}"}, last_sent_at=START,
-            ))
+            txn.put_request(
+                PendingRequest(
+                    provider=PROVIDER,
+                    id=f"seed{first + i}",
+                    code=code,
+                    created_at=START,
+                    last_seen_at=START,
+                    meta={"username": f"user{first + i}"},
+                    last_sent_at=START,
+                )
+            )
     return codes
 
 
@@ -71,8 +78,9 @@ def seed_allow(store: JsonFileStore, count: int) -> None:
 def fresh(tmp: Path, name: str) -> tuple[JsonFileStore, PairingService]:
     """Open a new store in its own dir and a PairingService over it."""
     store = JsonFileStore(tmp / name)
-    service = PairingService(store, clock=FakeClock(START), settings=SETTINGS,
-                             new_code=_counter_codes())
+    service = PairingService(
+        store, clock=FakeClock(START), settings=SETTINGS, new_code=_counter_codes()
+    )
     return store, service
 
 
@@ -98,7 +106,7 @@ def approvals_per_s(tmp: Path, size: int, ops: int, run: int, *, provider: str |
     codes = seed_pending(store, size + ops + 1)
     service.approve(codes[-1], provider=provider, actor="bench")
     began = time.perf_counter()
-    for code in codes[size:size + ops]:
+    for code in codes[size : size + ops]:
         service.approve(code, provider=provider, actor="bench")
     return ops / (time.perf_counter() - began)
 
@@ -124,28 +132,43 @@ def median(runs: int, measure: Callable[[int], float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100,1000,10000",
-                        help="pending / allowlist sizes (comma-separated)")
-    parser.add_argument("--gate-sizes", default=None,
-                        help="allowlist sizes for the decision time (default: sizes + 100000)")
+    parser.add_argument(
+        "--sizes", default="100,1000,10000", help="pending / allowlist sizes (comma-separated)"
+    )
+    parser.add_argument(
+        "--gate-sizes",
+        default=None,
+        help="allowlist sizes for the decision time (default: sizes + 100000)",
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--ops", type=int, default=200, help="writes timed per run")
-    parser.add_argument("--profile", choices=["request", "approve"], default=None,
-                        help="profile one operation at the first size instead of the table")
+    parser.add_argument(
+        "--profile",
+        choices=["request", "approve"],
+        default=None,
+        help="profile one operation at the first size instead of the table",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    gate_sizes = ([int(s) for s in args.gate_sizes.split(",") if s] if args.gate_sizes
-                  else sorted({*sizes, 100_000}))
+    gate_sizes = (
+        [int(s) for s in args.gate_sizes.split(",") if s]
+        if args.gate_sizes
+        else sorted({*sizes, 100_000})
+    )
 
     with tempfile.TemporaryDirectory(prefix="pairbot-bench-", dir="/tmp") as raw:
         tmp = Path(raw)
         if args.profile:
             return profile(tmp, args.profile, sizes[0], args.ops)
-        print(f"store benchmark: median of {args.runs} runs, {args.ops} writes per run, "
-              f"state dir under {tmp.parent}; load average {_load()}")
+        print(
+            f"store benchmark: median of {args.runs} runs, {args.ops} writes per run, "
+            f"state dir under {tmp.parent}; load average {_load()}"
+        )
         print()
-        header = (f"{'N':>8}  {'requests/s':>11}  {'approvals/s':>11}  "
-                  f"{'approvals/s (any provider)':>26}  {'decision µs':>11}")
+        header = (
+            f"{'N':>8}  {'requests/s':>11}  {'approvals/s':>11}  "
+            f"{'approvals/s (any provider)':>26}  {'decision µs':>11}"
+        )
         print(header)
         print("-" * len(header))
         rows: dict[int, tuple[float | None, float | None, float | None]] = {}
@@ -154,19 +177,25 @@ def main(argv: list[str] | None = None) -> int:
             if size in sizes:
                 ops = max(20, min(args.ops, args.ops * 1000 // max(size, 1)))
                 req = median(args.runs, partial(requests_per_s, tmp, size, ops))
-                app = median(args.runs, partial(approvals_per_s, tmp, size, ops,
-                                                provider=PROVIDER))
-                app_any = median(args.runs, partial(approvals_per_s, tmp, size, ops,
-                                                    provider=None))
+                app = median(
+                    args.runs, partial(approvals_per_s, tmp, size, ops, provider=PROVIDER)
+                )
+                app_any = median(
+                    args.runs, partial(approvals_per_s, tmp, size, ops, provider=None)
+                )
             if size in gate_sizes:
                 gate = median(args.runs, partial(decision_us, tmp, size))
             rows[size] = (req, app, gate)
-            print(f"{size:>8,}  {_fmt(req, '.0f'):>11}  {_fmt(app, '.0f'):>11}  "
-                  f"{_fmt(app_any, '.0f'):>26}  {_fmt(gate, '.2f'):>11}")
+            print(
+                f"{size:>8,}  {_fmt(req, '.0f'):>11}  {_fmt(app, '.0f'):>11}  "
+                f"{_fmt(app_any, '.0f'):>26}  {_fmt(gate, '.2f'):>11}"
+            )
         print()
-        print(f"targets: >= {TARGET_REQUESTS:.0f} requests/s and >= {TARGET_APPROVALS:.0f} "
-              f"approvals/s at 1,000 pending; decision <= {TARGET_DECISION_US:g} µs at 1,000 "
-              "entries and flat to 100,000")
+        print(
+            f"targets: >= {TARGET_REQUESTS:.0f} requests/s and >= {TARGET_APPROVALS:.0f} "
+            f"approvals/s at 1,000 pending; decision <= {TARGET_DECISION_US:g} µs at 1,000 "
+            "entries and flat to 100,000"
+        )
         print(f"load average after: {_load()} (other work on the machine skews the figures)")
         return report_targets(rows)
 

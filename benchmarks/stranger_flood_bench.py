@@ -55,8 +55,7 @@ class FsyncCounter:
         os.fsync = self._real
 
 
-async def flood(provider: str, messages: int, rate: float
-                ) -> tuple[list[float], int, float]:
+async def flood(provider: str, messages: int, rate: float) -> tuple[list[float], int, float]:
     platform = load_platform(provider)
     await platform.start()
     stranger, allowed = platform.user_id(5001), platform.user_id(5002)
@@ -65,11 +64,13 @@ async def flood(provider: str, messages: int, rate: float
         if provider == "telegram":
             block["max_send_rate"] = 10_000.0  # what pairbot costs, not Telegram's limit
         block["allow_from"] = [allowed]
-        config = Config.model_validate({
-            "owners": [{"provider": provider, "user_id": platform.owner_id}],
-            "gateway": {"enabled": False},
-            "providers": {provider: block},
-        })
+        config = Config.model_validate(
+            {
+                "owners": [{"provider": provider, "user_id": platform.owner_id}],
+                "gateway": {"enabled": False},
+                "providers": {provider: block},
+            }
+        )
         with tempfile.TemporaryDirectory() as tmp:
             app = App(config, state_dir=Path(tmp) / "state")
             await app.start()
@@ -87,8 +88,9 @@ async def flood(provider: str, messages: int, rate: float
         await platform.stop()
 
 
-async def _interleave(platform: DemoPlatform, stranger: str, allowed: str,
-                      messages: int, rate: float) -> list[float]:
+async def _interleave(
+    platform: DemoPlatform, stranger: str, allowed: str, messages: int, rate: float
+) -> list[float]:
     waiting: dict[str, float] = {}
     samples: list[float] = []
 
@@ -132,23 +134,27 @@ async def _until(condition: Callable[[], bool], within: float = 30.0) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--rate", type=float, default=1000.0,
-                        help="stranger messages per second (default 1000)")
-    parser.add_argument("--provider", default="telegram",
-                        choices=[*available_platforms(), "all"])
+    parser.add_argument(
+        "--rate", type=float, default=1000.0, help="stranger messages per second (default 1000)"
+    )
+    parser.add_argument("--provider", default="telegram", choices=[*available_platforms(), "all"])
     args = parser.parse_args()
     names = available_platforms() if args.provider == "all" else [args.provider]
-    print(f"one pending stranger sends {args.messages} messages at {args.rate:g}/s; the "
-          "allowed sender writes every 50 ms")
+    print(
+        f"one pending stranger sends {args.messages} messages at {args.rate:g}/s; the "
+        "allowed sender writes every 50 ms"
+    )
     for name in names:
         samples, syncs, elapsed = asyncio.run(flood(name, args.messages, args.rate))
         if not samples:
             print(f"  {name:<10} no replies to the allowed sender")
             continue
-        print(f"  {name:<10} allowed sender: {len(samples):>4} replies   "
-              f"p50 {percentile(samples, 50) * 1000:8.1f} ms   "
-              f"p99 {percentile(samples, 99) * 1000:8.1f} ms   "
-              f"fsyncs during the flood: {syncs:>5}   ({elapsed:.1f} s)")
+        print(
+            f"  {name:<10} allowed sender: {len(samples):>4} replies   "
+            f"p50 {percentile(samples, 50) * 1000:8.1f} ms   "
+            f"p99 {percentile(samples, 99) * 1000:8.1f} ms   "
+            f"fsyncs during the flood: {syncs:>5}   ({elapsed:.1f} s)"
+        )
 
 
 if __name__ == "__main__":

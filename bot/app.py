@@ -75,8 +75,15 @@ class OwnerNotifier:
         self._folded: Counter[tuple[NoticeKind, str]] = Counter()
         self._flush_task: asyncio.Task[None] | None = None
 
-    async def notify(self, text: str, buttons: Sequence[Button] = (), *, kind: NoticeKind,
-                     provider: str = "", count: int = 1) -> None:
+    async def notify(
+        self,
+        text: str,
+        buttons: Sequence[Button] = (),
+        *,
+        kind: NoticeKind,
+        provider: str = "",
+        count: int = 1,
+    ) -> None:
         """Send a notice now if the rate allows, else count it (``count`` of ``kind`` on
         ``provider``) into the next digest."""
         now = self._clock.now()
@@ -125,7 +132,8 @@ class App:
         self.clock = clock or SystemClock()
         self._given_providers = dict(providers) if providers is not None else None
         self.state_dir = state_dir or resolve_state_dir(
-            os.environ.get(STATE_DIR_ENV) or config.state_dir)
+            os.environ.get(STATE_DIR_ENV) or config.state_dir
+        )
         self._notice_limit = notice_limit
         self._notice_window = notice_window
         self._watch_interval = watch_interval
@@ -150,8 +158,12 @@ class App:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
     async def start(self) -> None:
@@ -171,17 +183,27 @@ class App:
             if not ok:
                 log.warning("state is too open: %s (run `pairbot doctor`)", message)
         self.pairing = PairingService(
-            self.store, clock=self.clock, static_allow=cfg.static_allow(),
-            settings=PairingSettings(pending_ttl=cfg.pairing.pending_ttl,
-                                     resend_after=cfg.pairing.resend_after,
-                                     max_pending_per_provider=cfg.pairing.max_pending_per_provider))
+            self.store,
+            clock=self.clock,
+            static_allow=cfg.static_allow(),
+            settings=PairingSettings(
+                pending_ttl=cfg.pairing.pending_ttl,
+                resend_after=cfg.pairing.resend_after,
+                max_pending_per_provider=cfg.pairing.max_pending_per_provider,
+            ),
+        )
         for pending in await asyncio.to_thread(self.pairing.pending):
             remember_secret(pending.code)  # codes issued before this start are secrets too
-        self.nodes = NodeService(self.store, clock=self.clock,
-                                 settings=NodeSettings(**cfg.nodes.model_dump()))
+        self.nodes = NodeService(
+            self.store, clock=self.clock, settings=NodeSettings(**cfg.nodes.model_dump())
+        )
         self.owner = OwnerCommands(self.pairing, self.nodes, clock=self.clock)
-        self.notifier = OwnerNotifier(self._send_to_owners, clock=self.clock,
-                                      limit=self._notice_limit, window=self._notice_window)
+        self.notifier = OwnerNotifier(
+            self._send_to_owners,
+            clock=self.clock,
+            limit=self._notice_limit,
+            window=self._notice_window,
+        )
         self._stack.push_async_callback(self.notifier.aclose)
         self.handler: Handler = build_handler(cfg.handler, self._forward_to_owners)
         self._stack.push_async_callback(self.handler.aclose)
@@ -189,22 +211,27 @@ class App:
         self.gateway: Gateway | None = None
         if cfg.gateway.enabled:
             gateway = Gateway(
-                self.nodes, clock=self.clock,
+                self.nodes,
+                clock=self.clock,
                 settings=GatewaySettings(
-                    host=cfg.gateway.host, port=cfg.gateway.port,
-                    operator_token=cfg.gateway.operator_token, socket_dir=self.state_dir,
+                    host=cfg.gateway.host,
+                    port=cfg.gateway.port,
+                    operator_token=cfg.gateway.operator_token,
+                    socket_dir=self.state_dir,
                     idle_timeout=cfg.gateway.idle_timeout.total_seconds(),
                     guard=GuardSettings(
                         max_connections=cfg.gateway.max_connections,
                         max_per_address=cfg.gateway.max_connections_per_address,
-                        handshake_timeout=cfg.gateway.handshake_timeout.total_seconds())),
-                on_request=self.notice_node_request)
+                        handshake_timeout=cfg.gateway.handshake_timeout.total_seconds(),
+                    ),
+                ),
+                on_request=self.notice_node_request,
+            )
             try:
                 await gateway.start()
             except OSError as exc:
                 await gateway.stop()
-                raise StartupError.cannot_listen(cfg.gateway.host, cfg.gateway.port,
-                                                 exc) from exc
+                raise StartupError.cannot_listen(cfg.gateway.host, cfg.gateway.port, exc) from exc
             self._stack.push_async_callback(gateway.stop)
             self.gateway = gateway
         providers = self._given_providers
@@ -221,8 +248,9 @@ class App:
             except PairbotError:
                 raise
             except Exception as exc:
-                raise StartupError.cannot_start(name, exc, redact=RedactFilter(
-                    cfg.secrets()).redact) from exc
+                raise StartupError.cannot_start(
+                    name, exc, redact=RedactFilter(cfg.secrets()).redact
+                ) from exc
             self.providers[name] = provider
             self._stack.push_async_callback(provider.stop)
         self.scheduler = PruneScheduler(self.prune, interval=cfg.pairing.prune_interval)
@@ -230,8 +258,9 @@ class App:
         self._stack.push_async_callback(self.scheduler.stop)
         teller = asyncio.create_task(self._tell_approved_forever(), name="pairbot-tell")
         self._stack.push_async_callback(_cancel, teller)
-        log.info("pairbot running: providers=%s state_dir=%s", ",".join(self.providers),
-                 self.state_dir)
+        log.info(
+            "pairbot running: providers=%s state_dir=%s", ",".join(self.providers), self.state_dir
+        )
 
     async def stop(self) -> None:
         """Stop in reverse order of start (providers finish the update in hand first)."""
@@ -251,8 +280,7 @@ class App:
         """
         await self._guarded(msg, self._on_inbound)
 
-    async def _guarded(self, msg: Inbound,
-                       handle: Callable[[Inbound], Awaitable[None]]) -> None:
+    async def _guarded(self, msg: Inbound, handle: Callable[[Inbound], Awaitable[None]]) -> None:
         try:
             await handle(msg)
         except StoreError as exc:  # refused closed: no code sent, nothing granted
@@ -272,8 +300,9 @@ class App:
             allowed = self.pairing.is_allowed(msg.provider, msg.sender_id)
         provider = self.providers.get(msg.provider)
         bare = bool(getattr(provider, "bare_commands", False))
-        decision = decide(msg, policy=policy, is_owner=is_owner, is_allowed=allowed,
-                          bare_commands=bare)
+        decision = decide(
+            msg, policy=policy, is_owner=is_owner, is_allowed=allowed, bare_commands=bare
+        )
         log.debug("decision=%s provider=%s sender=%s", decision, msg.provider, msg.sender_id)
         if decision is Decision.OWNER_COMMAND:
             await self._owner_command(msg)
@@ -285,11 +314,13 @@ class App:
             if msg.sent_at is not None and self.clock.now() - msg.sent_at > STALE_STRANGER:
                 # Platforms keep undelivered messages (Telegram: 24 h); a backlog of old
                 # stranger messages after downtime gets no codes and no owner notices.
-                log.info("ignored a stale message from stranger %s on %s", msg.sender_id,
-                         msg.provider)
+                log.info(
+                    "ignored a stale message from stranger %s on %s", msg.sender_id, msg.provider
+                )
                 return
-            if self.pairing.settled_in_memory(msg.provider, msg.sender_id,
-                                              self._stranger_meta(msg)):
+            if self.pairing.settled_in_memory(
+                msg.provider, msg.sender_id, self._stranger_meta(msg)
+            ):
                 return
             self._queue_stranger(msg)
 
@@ -298,15 +329,20 @@ class App:
         if queue is None:
             queue = self._strangers[msg.provider] = asyncio.Queue(STRANGER_QUEUE)
             self._stranger_workers[msg.provider] = asyncio.create_task(
-                self._stranger_worker(queue), name=f"pairbot-strangers-{msg.provider}")
+                self._stranger_worker(queue), name=f"pairbot-strangers-{msg.provider}"
+            )
         try:
             queue.put_nowait(msg)
         except asyncio.QueueFull:
             self._dropped_strangers += 1
             if self._dropped_strangers in (1, 10, 100) or self._dropped_strangers % 1000 == 0:
-                log.warning("%s: %d stranger messages dropped so far: more than %d waited "
-                            "(a flood); allowed senders are not affected", msg.provider,
-                            self._dropped_strangers, STRANGER_QUEUE)
+                log.warning(
+                    "%s: %d stranger messages dropped so far: more than %d waited "
+                    "(a flood); allowed senders are not affected",
+                    msg.provider,
+                    self._dropped_strangers,
+                    STRANGER_QUEUE,
+                )
 
     _dropped_strangers = 0
 
@@ -341,15 +377,17 @@ class App:
         return meta
 
     async def _challenge(self, msg: Inbound) -> None:
-        result = await asyncio.to_thread(self.pairing.request, msg.provider, msg.sender_id,
-                                         self._stranger_meta(msg))
+        result = await asyncio.to_thread(
+            self.pairing.request, msg.provider, msg.sender_id, self._stranger_meta(msg)
+        )
         req = result.request
         if req is not None:
             remember_secret(req.code)  # before any SDK logs the reply that carries it
         if result.send_code and req is not None:
             left = remaining(req.expires_at(self.pairing.settings.pending_ttl) - self.clock.now())
             await self.providers[msg.provider].send(
-                msg.chat_id, messages.stranger_code(req, valid_for=left))
+                msg.chat_id, messages.stranger_code(req, valid_for=left)
+            )
         if result.outcome == "created" and req is not None:
             await self._notice_request(req)
         elif result.outcome == "capped":
@@ -357,20 +395,30 @@ class App:
 
     async def _notice_request(self, req: PendingRequest) -> None:
         expires = remaining(req.expires_at(self.pairing.settings.pending_ttl) - self.clock.now())
-        buttons = (Button(label="Approve", command=f"/approve {req.code}"),
-                   Button(label="Reject", command=f"/reject {req.code}"))
-        await self.notifier.notify(messages.owner_notice(req, expires_in=expires), buttons,
-                                   kind=NoticeKind.PAIRING_REQUEST, provider=req.provider)
+        buttons = (
+            Button(label="Approve", command=f"/approve {req.code}"),
+            Button(label="Reject", command=f"/reject {req.code}"),
+        )
+        await self.notifier.notify(
+            messages.owner_notice(req, expires_in=expires),
+            buttons,
+            kind=NoticeKind.PAIRING_REQUEST,
+            provider=req.provider,
+        )
 
     async def notice_node_request(self, ask: NodeAsk) -> None:
         """Tell the owner a node asks to join, with Approve / Reject buttons."""
         req = ask.request
         expires = remaining(req.expires_at(self.nodes.settings.pending_ttl) - self.clock.now())
-        buttons = (Button(label="Approve", command=f"/nodes approve {req.request_id}"),
-                   Button(label="Reject", command=f"/nodes reject {req.request_id}"))
+        buttons = (
+            Button(label="Approve", command=f"/nodes approve {req.request_id}"),
+            Button(label="Reject", command=f"/nodes reject {req.request_id}"),
+        )
         await self.notifier.notify(
-            messages.node_notice(req, expires_in=expires, conflicts=ask.conflicts), buttons,
-            kind=NoticeKind.NODE_REQUEST)
+            messages.node_notice(req, expires_in=expires, conflicts=ask.conflicts),
+            buttons,
+            kind=NoticeKind.NODE_REQUEST,
+        )
 
     def _schedule_capped_notice(self, provider: str) -> None:
         task = self._capped_tasks.get(provider)
@@ -382,9 +430,12 @@ class App:
         count = self.pairing.take_capped(provider)
         if count:
             cap = self.pairing.settings.max_pending_per_provider
-            await self.notifier.notify(messages.owner_capped(provider, count, cap),
-                                       kind=NoticeKind.TURNED_AWAY, provider=provider,
-                                       count=count)
+            await self.notifier.notify(
+                messages.owner_capped(provider, count, cap),
+                kind=NoticeKind.TURNED_AWAY,
+                provider=provider,
+                count=count,
+            )
 
     async def _owner_command(self, msg: Inbound) -> None:
         actor = f"owner:{msg.provider}:{msg.sender_id}"
@@ -392,8 +443,12 @@ class App:
         line = owner_command_text(msg.text, bare_commands=provider.bare_commands) or msg.text
         # A press on one of our own notices, with the command that notice carried: a stale
         # press is "already handled", not a wrong code (a guess cannot name a real notice).
-        pressed = bool(msg.is_button and msg.message_id and " ".join(line.split()) in
-                       self._buttons.get((msg.provider, msg.chat_id, msg.message_id), ()))
+        pressed = bool(
+            msg.is_button
+            and msg.message_id
+            and " ".join(line.split())
+            in self._buttons.get((msg.provider, msg.chat_id, msg.message_id), ())
+        )
         reply = await asyncio.to_thread(self.owner.run, line, actor=actor, pressed=pressed)
         text = reply.text
         if reply.approved is not None:
@@ -451,25 +506,33 @@ class App:
                 if provider is None or (retry is not None and now < retry[1]):
                     continue
                 if now - notice.approved_at > NOTICE_GIVE_UP:
-                    log.warning("gave up telling %s sender %s they were approved: not "
-                                "reachable for %s", notice.provider, notice.sender_id,
-                                NOTICE_GIVE_UP)
+                    log.warning(
+                        "gave up telling %s sender %s they were approved: not reachable for %s",
+                        notice.provider,
+                        notice.sender_id,
+                        NOTICE_GIVE_UP,
+                    )
                 elif not await self._tell_one(provider, notice.chat_id, notice.sender_id):
                     failures = retry[0] + 1 if retry is not None else 1
-                    pause = min(timedelta(seconds=2 ** failures), timedelta(minutes=10))
+                    pause = min(timedelta(seconds=2**failures), timedelta(minutes=10))
                     self._notice_retry[key] = (failures, now + pause)
                     continue
                 self._notice_retry.pop(key, None)
-                await asyncio.to_thread(self.pairing.notice_sent, notice.provider,
-                                        notice.sender_id)
+                await asyncio.to_thread(
+                    self.pairing.notice_sent, notice.provider, notice.sender_id
+                )
 
     async def _tell_one(self, provider: Provider, chat_id: str | None, sender_id: str) -> bool:
         try:
-            await provider.send(chat_id or await provider.dm_chat_id(sender_id),
-                                messages.approved_sender())
+            await provider.send(
+                chat_id or await provider.dm_chat_id(sender_id), messages.approved_sender()
+            )
         except Exception:
-            log.warning("could not tell %s sender %s they were approved (will retry)",
-                        provider.name, sender_id)
+            log.warning(
+                "could not tell %s sender %s they were approved (will retry)",
+                provider.name,
+                sender_id,
+            )
             return False
         return True
 
@@ -499,7 +562,8 @@ class App:
                 continue
             if buttons and message_id:
                 self._buttons[(provider_name, chat_id, message_id)] = frozenset(
-                    " ".join(b.command.split()) for b in buttons)
+                    " ".join(b.command.split()) for b in buttons
+                )
                 while len(self._buttons) > BUTTON_MEMORY:
                     self._buttons.popitem(last=False)
 
@@ -530,12 +594,16 @@ class App:
             return False
 
         path = exc.path if exc is not None else None
-        if path is not None and path not in self._bad_state_files \
-                and path in self.store.state_files():
+        if (
+            path is not None
+            and path not in self._bad_state_files
+            and path in self.store.state_files()
+        ):
             self._bad_state_files |= {path}  # before any await: concurrent messages tell once
             if await asyncio.to_thread(unusable, path):
-                await self.notifier.notify(messages.state_file_unusable(str(exc)),
-                                           kind=NoticeKind.URGENT)
+                await self.notifier.notify(
+                    messages.state_file_unusable(str(exc)), kind=NoticeKind.URGENT
+                )
             else:
                 self._bad_state_files -= {path}
         for other in self._bad_state_files - {path}:
@@ -561,8 +629,9 @@ def build_providers(config: Config) -> dict[str, Provider]:
         try:
             built[name] = load_provider_class(name)(**block.provider_kwargs())
         except ImportError as exc:
-            raise ConfigError(f"cannot load the {name} provider: {exc}",
-                              field=f"providers.{name}") from None
+            raise ConfigError(
+                f"cannot load the {name} provider: {exc}", field=f"providers.{name}"
+            ) from None
     if not built:
         raise ConfigError("no provider configured", field="providers")
     return built

@@ -94,29 +94,54 @@ def _limit(value: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Build the whole ``pairbot`` argument parser."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--state-dir", default=argparse.SUPPRESS, metavar="DIR",
-                        help=f"state dir (default: ${STATE_DIR_ENV}, else ~/.pairbot)")
-    common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH",
-                        help="config file (default: $PAIRBOT_CONFIG); for TTLs and allow_from")
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show tracebacks and debug logs")
+    common.add_argument(
+        "--state-dir",
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help=f"state dir (default: ${STATE_DIR_ENV}, else ~/.pairbot)",
+    )
+    common.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="PATH",
+        help="config file (default: $PAIRBOT_CONFIG); for TTLs and allow_from",
+    )
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks and debug logs",
+    )
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print a JSON array")
     provider_opt = argparse.ArgumentParser(add_help=False)
-    provider_opt.add_argument("--provider", "--channel", dest="provider_opt", type=_provider,
-                              metavar="P", help=f"one of: {', '.join(KNOWN_PROVIDERS)}")
+    provider_opt.add_argument(
+        "--provider",
+        "--channel",
+        dest="provider_opt",
+        type=_provider,
+        metavar="P",
+        help=f"one of: {', '.join(KNOWN_PROVIDERS)}",
+    )
 
     parser = argparse.ArgumentParser(
-        prog="pairbot", parents=[common],
+        prog="pairbot",
+        parents=[common],
         description="Owner approval in front of a chat assistant: DM pairing and node pairing.",
     )
     parser.add_argument("--version", action="version", version=f"pairbot {__version__}")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
 
-    def leaf(sub: Any, name: str, func: Callable[[Context], int], help_text: str,
-             parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text,
-                                                    parents=[common, *parents])
+    def leaf(
+        sub: Any,
+        name: str,
+        func: Callable[[Context], int],
+        help_text: str,
+        parents: Sequence[argparse.ArgumentParser] = (),
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(
+            name, help=help_text, description=help_text, parents=[common, *parents]
+        )
         p.set_defaults(func=func)
         return p
 
@@ -124,8 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     psub = pairing.add_subparsers(dest="command", metavar="ACTION", required=True)
     p = leaf(psub, "list", cmd_pairing_list, "list pending requests", [as_json, provider_opt])
     p.add_argument("provider_pos", nargs="?", type=_provider, metavar="PROVIDER")
-    for name, func, verb in (("approve", cmd_pairing_approve, "approve"),
-                             ("reject", cmd_pairing_reject, "reject")):
+    for name, func, verb in (
+        ("approve", cmd_pairing_approve, "approve"),
+        ("reject", cmd_pairing_reject, "reject"),
+    ):
         p = leaf(psub, name, func, f"{verb} a request by its code", [provider_opt])
         p.add_argument("words", nargs="+", metavar="[PROVIDER] CODE")
 
@@ -133,16 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     asub = allow.add_subparsers(dest="command", metavar="ACTION", required=True)
     p = leaf(asub, "list", cmd_allow_list, "list allowed senders", [as_json, provider_opt])
     p.add_argument("provider_pos", nargs="?", type=_provider, metavar="PROVIDER")
-    for name, func, verb in (("add", cmd_allow_add, "allow a sender by immutable id"),
-                             ("remove", cmd_allow_remove, "revoke a sender")):
+    for name, func, verb in (
+        ("add", cmd_allow_add, "allow a sender by immutable id"),
+        ("remove", cmd_allow_remove, "revoke a sender"),
+    ):
         p = leaf(asub, name, func, verb, [provider_opt])
         p.add_argument("words", nargs="+", metavar="[PROVIDER] ID")
 
     nodes = groups.add_parser("nodes", help="devices paired with the gateway")
     nsub = nodes.add_subparsers(dest="command", metavar="ACTION", required=True)
     leaf(nsub, "pending", cmd_nodes_pending, "list node pairing requests", [as_json])
-    p = leaf(nsub, "approve", cmd_nodes_approve, "approve a node; prints its token once",
-             [as_json])
+    p = leaf(
+        nsub, "approve", cmd_nodes_approve, "approve a node; prints its token once", [as_json]
+    )
     p.add_argument("request_id", metavar="REQUEST_ID")
     p = leaf(nsub, "reject", cmd_nodes_reject, "reject a node pairing request")
     p.add_argument("request_id", metavar="REQUEST_ID")
@@ -153,43 +183,82 @@ def build_parser() -> argparse.ArgumentParser:
     node = groups.add_parser("node", help="play a node: ask a gateway to join, connect")
     node_sub = node.add_subparsers(dest="command", metavar="ACTION", required=True)
     node_common = argparse.ArgumentParser(add_help=False)
-    node_common.add_argument("--gateway", default="ws://127.0.0.1:18789", metavar="URL",
-                             help="gateway WebSocket URL (default ws://127.0.0.1:18789)")
-    node_common.add_argument("--node-dir", default=None, metavar="DIR",
-                             help="where the node keeps its id and tokens "
-                                  "(default $PAIRBOT_NODE_DIR, else ~/.pairbot-node)")
-    p = node_sub.add_parser("pair", parents=[common, node_common], help="ask to join; wait "
-                            "for the owner; print and save the token",
-                            description="Ask the gateway to pair this node and wait.")
+    node_common.add_argument(
+        "--gateway",
+        default="ws://127.0.0.1:18789",
+        metavar="URL",
+        help="gateway WebSocket URL (default ws://127.0.0.1:18789)",
+    )
+    node_common.add_argument(
+        "--node-dir",
+        default=None,
+        metavar="DIR",
+        help="where the node keeps its id and tokens "
+        "(default $PAIRBOT_NODE_DIR, else ~/.pairbot-node)",
+    )
+    p = node_sub.add_parser(
+        "pair",
+        parents=[common, node_common],
+        help="ask to join; wait for the owner; print and save the token",
+        description="Ask the gateway to pair this node and wait.",
+    )
     p.add_argument("--name", default="", help="display name shown to the owner")
     p.add_argument("--platform", default="", help="e.g. android, ios, linux")
     p.add_argument("--version", dest="node_version", default="", help="app version")
     p.add_argument("--node-id", default=None, help="node id (default: a saved random id)")
-    p.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
-                   help="give up after this long (default 600)")
-    p.add_argument("--rotate", action="store_true",
-                   help="already paired: ask the owner for a new token (proves the old one)")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="give up after this long (default 600)",
+    )
+    p.add_argument(
+        "--rotate",
+        action="store_true",
+        help="already paired: ask the owner for a new token (proves the old one)",
+    )
     p.set_defaults(plain=cmd_node_pair)
-    p = node_sub.add_parser("connect", parents=[common, node_common],
-                            help="connect with the saved token",
-                            description="Authenticate to the gateway with the saved token.")
+    p = node_sub.add_parser(
+        "connect",
+        parents=[common, node_common],
+        help="connect with the saved token",
+        description="Authenticate to the gateway with the saved token.",
+    )
     p.set_defaults(plain=cmd_node_connect)
 
     p = leaf(groups, "audit", cmd_audit, "show the audit log", [as_json])
-    p.add_argument("--limit", type=_limit, default=50, metavar="N",
-                   help="last N entries (default 50)")
-    p = groups.add_parser("doctor", help="check permissions, state files and config",
-                          parents=[common], description="Check permissions, state files and "
-                          "config; change nothing. Exit 1 if anything is wrong.")
+    p.add_argument(
+        "--limit", type=_limit, default=50, metavar="N", help="last N entries (default 50)"
+    )
+    p = groups.add_parser(
+        "doctor",
+        help="check permissions, state files and config",
+        parents=[common],
+        description="Check permissions, state files and "
+        "config; change nothing. Exit 1 if anything is wrong.",
+    )
     p.set_defaults(plain=cmd_doctor)
-    p = groups.add_parser("run", help="run the bot (needs a config)", parents=[common],
-                          description="Run the bot until SIGINT/SIGTERM.")
+    p = groups.add_parser(
+        "run",
+        help="run the bot (needs a config)",
+        parents=[common],
+        description="Run the bot until SIGINT/SIGTERM.",
+    )
     p.set_defaults(plain=cmd_run)
-    p = groups.add_parser("demo", help="watch the whole flow on a loopback platform, no account",
-                          parents=[common], description="Play the pairing flow end to end.")
-    p.add_argument("--provider", dest="demo_provider", default="telegram",
-                   choices=[*KNOWN_PROVIDERS, "all"],
-                   help="which platform to play (default telegram; all = each in turn)")
+    p = groups.add_parser(
+        "demo",
+        help="watch the whole flow on a loopback platform, no account",
+        parents=[common],
+        description="Play the pairing flow end to end.",
+    )
+    p.add_argument(
+        "--provider",
+        dest="demo_provider",
+        default="telegram",
+        choices=[*KNOWN_PROVIDERS, "all"],
+        help="which platform to play (default telegram; all = each in turn)",
+    )
     p.set_defaults(plain=cmd_demo)
     return parser
 
@@ -204,14 +273,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config_path = find_config(getattr(args, "config", None))
     if config_path is None:
-        raise UsageError("no config: pass --config PATH or set PAIRBOT_CONFIG "
-                         "(see config.example.yaml)")
+        raise UsageError(
+            "no config: pass --config PATH or set PAIRBOT_CONFIG (see config.example.yaml)"
+        )
     config = load_config(config_path)
     mode = check_file_mode(config_path)
     if mode.verdict == "refuse":
         raise ConfigError(mode.message, source=str(config_path))
-    setup_logging(level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
-                  secrets=config.secrets())
+    setup_logging(
+        level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
+        secrets=config.secrets(),
+    )
     if mode.verdict == "warn":
         log.warning("%s: %s", config_path, mode.message)
     if not config.owners:
@@ -250,22 +322,31 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
     saved = keyring.get(args.gateway)
     out = Console(highlight=False, soft_wrap=True)
     if saved is not None and saved.node_id == node_id and not args.rotate:
-        out.print(Text(f"Node {node_id} is already paired with {args.gateway}; use `pairbot "
-                       "node connect` (or `pairbot node pair --rotate` for a new token)."))
+        out.print(
+            Text(
+                f"Node {node_id} is already paired with {args.gateway}; use `pairbot "
+                "node connect` (or `pairbot node pair --rotate` for a new token)."
+            )
+        )
         return EXIT_OK
 
     async def ask(client: GatewayClient) -> dict[str, Any]:
         pickup = keyring.pickup(args.gateway, node_id)
         if pickup is not None:
             try:
-                return await client.call("node.pair.request", {"nodeId": node_id,
-                                                               "pickup": pickup})
+                return await client.call(
+                    "node.pair.request", {"nodeId": node_id, "pickup": pickup}
+                )
             except GatewayCallError as exc:
                 if exc.code != "NOT_FOUND":
                     raise
                 keyring.keep_pickup(args.gateway, node_id, None)
-        params = {"nodeId": node_id, "displayName": args.name, "platform": args.platform,
-                  "version": args.node_version}
+        params = {
+            "nodeId": node_id,
+            "displayName": args.name,
+            "platform": args.platform,
+            "version": args.node_version,
+        }
         if saved is not None and saved.node_id == node_id:
             params["token"] = saved.token
         answer = await client.call("node.pair.request", params)
@@ -277,9 +358,13 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
         async with GatewayClient.open(args.gateway) as client:
             answer = await ask(client)
             if answer.get("status") == "pending":
-                out.print(Text(f"Asked {args.gateway} to pair node {node_id}. Request "
-                               f"{answer.get('requestId')}: waiting for the owner (until "
-                               f"{answer.get('expiresAt')})..."))
+                out.print(
+                    Text(
+                        f"Asked {args.gateway} to pair node {node_id}. Request "
+                        f"{answer.get('requestId')}: waiting for the owner (until "
+                        f"{answer.get('expiresAt')})..."
+                    )
+                )
                 decision = await client.next_event("node.pair.resolved", wait=args.wait)
             else:
                 decision = {"decision": "approved", "token": answer.get("token")}
@@ -288,8 +373,11 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
             out.print(Text(f"Not paired: the request was {decision.get('decision')}."))
             return EXIT_LOOKUP
         token = str(decision["token"])
-        keyring.save(NodeCredentials(gateway=args.gateway, node_id=node_id, token=token,
-                                     display_name=args.name))
+        keyring.save(
+            NodeCredentials(
+                gateway=args.gateway, node_id=node_id, token=token, display_name=args.name
+            )
+        )
         out.print(Text(f"Approved. Token saved in {keyring.path}:"))
         sys.stdout.write(token + "\n")
         return EXIT_OK
@@ -297,15 +385,19 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(pair())
     except TimeoutError:
-        sys.stderr.write(f"pairbot: error: no decision within {args.wait:g}s (run it again to "
-                         "keep waiting for the same request)\n")
+        sys.stderr.write(
+            f"pairbot: error: no decision within {args.wait:g}s (run it again to "
+            "keep waiting for the same request)\n"
+        )
         return EXIT_LOOKUP
     except GatewayCallError as exc:
         if exc.code == "ALREADY_PAIRED":
-            sys.stderr.write(f"pairbot: error: node {node_id} is already paired with "
-                             f"{args.gateway} and this node has no token for it; ask the "
-                             f"owner to revoke it (`pairbot nodes revoke {node_id}`), then pair "
-                             "again\n")
+            sys.stderr.write(
+                f"pairbot: error: node {node_id} is already paired with "
+                f"{args.gateway} and this node has no token for it; ask the "
+                f"owner to revoke it (`pairbot nodes revoke {node_id}`), then pair "
+                "again\n"
+            )
             return EXIT_LOOKUP
         raise
 
@@ -323,19 +415,23 @@ def cmd_node_connect(args: argparse.Namespace) -> int:
 
     async def connect() -> dict[str, Any]:
         async with GatewayClient.open(args.gateway) as client:
-            return await client.call("node.connect", {"nodeId": creds.node_id,
-                                                      "token": creds.token})
+            return await client.call(
+                "node.connect", {"nodeId": creds.node_id, "token": creds.token}
+            )
 
     try:
         answer = asyncio.run(connect())
     except GatewayCallError as exc:
         if exc.code == "UNAUTHORIZED":
-            sys.stderr.write("pairbot: error: the gateway refused this node's token (revoked?); "
-                             "pair again with `pairbot node pair`\n")
+            sys.stderr.write(
+                "pairbot: error: the gateway refused this node's token (revoked?); "
+                "pair again with `pairbot node pair`\n"
+            )
             return EXIT_LOOKUP
         raise
-    Console(highlight=False).print(Text(f"Connected to {args.gateway} as node "
-                                        f"{clean(str(answer.get('nodeId')))}."))
+    Console(highlight=False).print(
+        Text(f"Connected to {args.gateway} as node {clean(str(answer.get('nodeId')))}.")
+    )
     return EXIT_OK
 
 
@@ -346,8 +442,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     provider = args.demo_provider
     if provider != "all" and provider not in available_platforms():
-        raise UsageError(f"no demo for {provider} yet (available: "
-                         f"{', '.join(available_platforms())})")
+        raise UsageError(
+            f"no demo for {provider} yet (available: {', '.join(available_platforms())})"
+        )
     return demo_main(provider)
 
 
@@ -384,12 +481,23 @@ def cmd_pairing_list(ctx: Context) -> int:
         return EXIT_OK
     now = ctx.clock.now()
     ttl = ctx.pairing.settings.pending_ttl
-    _print_rows(ctx, "Pairing requests ({})",
-                ("Code", "Provider", "Sender id", "Name (as given)", "Requested", "Expires"),
-                ((r.code, r.provider, r.id, clean_name(r.display_name()),
-                  f"{ago(now - r.created_at)} ago", f"in {remaining(r.expires_at(ttl) - now)}")
-                 for r in requests),
-                empty=f"No pending {provider + ' ' if provider else ''}pairing requests.")
+    _print_rows(
+        ctx,
+        "Pairing requests ({})",
+        ("Code", "Provider", "Sender id", "Name (as given)", "Requested", "Expires"),
+        (
+            (
+                r.code,
+                r.provider,
+                r.id,
+                clean_name(r.display_name()),
+                f"{ago(now - r.created_at)} ago",
+                f"in {remaining(r.expires_at(ttl) - now)}",
+            )
+            for r in requests
+        ),
+        empty=f"No pending {provider + ' ' if provider else ''}pairing requests.",
+    )
     return EXIT_OK
 
 
@@ -398,8 +506,7 @@ def cmd_pairing_approve(ctx: Context) -> int:
     provider, code = _provider_and_value(ctx.args, "CODE")
     req = ctx.pairing.approve(code, provider=provider, actor=ctx.actor)
     name = clean_name(req.display_name())
-    ctx.out.print(Text(f"Approved {req.provider} sender {req.id}"
-                       f"{f' ({name})' if name else ''}."))
+    ctx.out.print(Text(f"Approved {req.provider} sender {req.id}{f' ({name})' if name else ''}."))
     return EXIT_OK
 
 
@@ -420,12 +527,18 @@ def cmd_allow_list(ctx: Context) -> int:
     columns = ("Provider", "Sender id", "Source")
     count = sum(len(g.ids) for g in groups)
     if count <= TABLE_ROWS:
-        _print_rows(ctx, "Allowed senders ({})", columns,
-                    ((e.provider, e.id, e.source.value) for g in groups for e in g.entries()),
-                    empty="The allowlist is empty.")
+        _print_rows(
+            ctx,
+            "Allowed senders ({})",
+            columns,
+            ((e.provider, e.id, e.source.value) for g in groups for e in g.entries()),
+            empty="The allowlist is empty.",
+        )
         return EXIT_OK
-    widths = [max(len(columns[0]), *(len(g.provider) for g in groups)),
-              min(_ID_WIDTH, max(len(columns[1]), *(max(map(len, g.ids)) for g in groups)))]
+    widths = [
+        max(len(columns[0]), *(len(g.provider) for g in groups)),
+        min(_ID_WIDTH, max(len(columns[1]), *(max(map(len, g.ids)) for g in groups))),
+    ]
     _print_lines(ctx, columns, widths, _allow_lines(groups, widths))
     return EXIT_OK
 
@@ -456,11 +569,23 @@ def cmd_nodes_pending(ctx: Context) -> int:
         _print_json_array(ctx, _json_elements(r.as_json() for r in pending))
         return EXIT_OK
     now = ctx.clock.now()
-    _print_rows(ctx, "Pending nodes ({})",
-                ("Request", "Node id", "Name", "Platform", "Version", "Requested"),
-                ((r.request_id, clean(r.node_id), clean_name(r.display_name), clean(r.platform),
-                  clean(r.version), f"{ago(now - r.created_at)} ago") for r in pending),
-                empty="No pending node pairing requests.")
+    _print_rows(
+        ctx,
+        "Pending nodes ({})",
+        ("Request", "Node id", "Name", "Platform", "Version", "Requested"),
+        (
+            (
+                r.request_id,
+                clean(r.node_id),
+                clean_name(r.display_name),
+                clean(r.platform),
+                clean(r.version),
+                f"{ago(now - r.created_at)} ago",
+            )
+            for r in pending
+        ),
+        empty="No pending node pairing requests.",
+    )
     return EXIT_OK
 
 
@@ -502,12 +627,16 @@ def cmd_nodes_approve(ctx: Context) -> int:
     answer = _via_gateway(ctx, "node.pair.approve", {"requestId": ctx.args.request_id})
     if answer is not None:
         if ctx.args.json:
-            _print_json(ctx, {"nodeId": answer.get("nodeId"),
-                              "delivered": bool(answer.get("delivered"))})
+            _print_json(
+                ctx, {"nodeId": answer.get("nodeId"), "delivered": bool(answer.get("delivered"))}
+            )
             return EXIT_OK
-        where = ("its token went to the waiting node over the gateway" if answer.get("delivered")
-                 else "the node is not connected; it receives its token if it asks again "
-                      "before its request would have expired")
+        where = (
+            "its token went to the waiting node over the gateway"
+            if answer.get("delivered")
+            else "the node is not connected; it receives its token if it asks again "
+            "before its request would have expired"
+        )
         ctx.out.print(Text(f"Approved node {clean(str(answer.get('nodeId')))}: {where}."))
         return EXIT_OK
     approval = ctx.nodes.approve(ctx.args.request_id, actor=ctx.actor)
@@ -526,8 +655,12 @@ def cmd_nodes_reject(ctx: Context) -> int:
     """``pairbot nodes reject``."""
     answer = _via_gateway(ctx, "node.pair.reject", {"requestId": ctx.args.request_id})
     if answer is not None:
-        ctx.out.print(Text(f"Rejected node {clean(str(answer.get('nodeId')))} (request "
-                           f"{answer.get('requestId')}); the node was told."))
+        ctx.out.print(
+            Text(
+                f"Rejected node {clean(str(answer.get('nodeId')))} (request "
+                f"{answer.get('requestId')}); the node was told."
+            )
+        )
         return EXIT_OK
     req = ctx.nodes.reject(ctx.args.request_id, actor=ctx.actor)
     ctx.out.print(Text(f"Rejected node {clean(req.node_id)} (request {req.request_id})."))
@@ -541,22 +674,34 @@ def cmd_nodes_list(ctx: Context) -> int:
         _print_json_array(ctx, _json_elements(n.as_json() for n in paired))
         return EXIT_OK
     now = ctx.clock.now()
-    _print_rows(ctx, "Paired nodes ({})",
-                ("Node id", "Name", "Platform", "Version", "Approved", "Last connected"),
-                ((clean(n.node_id), clean_name(n.display_name), clean(n.platform),
-                  clean(n.version),
-                  f"{ago(now - n.approved_at)} ago",
-                  f"{ago(now - n.last_connected_at)} ago" if n.last_connected_at else "never")
-                 for n in paired),
-                empty="No paired nodes.")
+    _print_rows(
+        ctx,
+        "Paired nodes ({})",
+        ("Node id", "Name", "Platform", "Version", "Approved", "Last connected"),
+        (
+            (
+                clean(n.node_id),
+                clean_name(n.display_name),
+                clean(n.platform),
+                clean(n.version),
+                f"{ago(now - n.approved_at)} ago",
+                f"{ago(now - n.last_connected_at)} ago" if n.last_connected_at else "never",
+            )
+            for n in paired
+        ),
+        empty="No paired nodes.",
+    )
     return EXIT_OK
 
 
 def cmd_nodes_revoke(ctx: Context) -> int:
     """``pairbot nodes revoke``."""
     answer = _via_gateway(ctx, "node.revoke", {"nodeId": ctx.args.node_id})
-    node_id = str(answer.get("nodeId")) if answer is not None else \
-        ctx.nodes.revoke(ctx.args.node_id, actor=ctx.actor).node_id
+    node_id = (
+        str(answer.get("nodeId"))
+        if answer is not None
+        else ctx.nodes.revoke(ctx.args.node_id, actor=ctx.actor).node_id
+    )
     ctx.out.print(Text(f"Revoked node {clean(node_id)}; its token no longer works."))
     return EXIT_OK
 
@@ -568,11 +713,19 @@ def cmd_audit(ctx: Context) -> int:
         _print_json_array(ctx, _json_elements(records))
         return EXIT_OK
     keys = ("event", "actor", "provider", "subject", "outcome")
-    _print_rows(ctx, "Audit (last {})", ("Time", "Event", "Actor", "Provider", "Subject",
-                                          "Outcome"),
-                ((str(r.get("ts", "")).replace("T", " ")[:19],
-                  *(clean(str(r.get(k, "") or ""), limit=40) for k in keys)) for r in records),
-                empty="The audit log is empty.")
+    _print_rows(
+        ctx,
+        "Audit (last {})",
+        ("Time", "Event", "Actor", "Provider", "Subject", "Outcome"),
+        (
+            (
+                str(r.get("ts", "")).replace("T", " ")[:19],
+                *(clean(str(r.get(k, "") or ""), limit=40) for k in keys),
+            )
+            for r in records
+        ),
+        empty="The audit log is empty.",
+    )
     return EXIT_OK
 
 
@@ -659,11 +812,12 @@ def _allow_json(groups: Sequence[AllowGroup]) -> Iterator[str]:
         tail = f',\n    "source": {json.dumps(group.source.value)}\n  }}'
         encoder = json.JSONEncoder(separators=(f"{tail},\n  {head}", ": "))
         for start in range(0, len(group.ids), _SLICE):
-            yield head + encoder.encode(group.ids[start:start + _SLICE])[1:-1] + tail
+            yield head + encoder.encode(group.ids[start : start + _SLICE])[1:-1] + tail
 
 
-def _print_rows(ctx: Context, title: str, columns: Sequence[str],
-                rows: Iterable[Sequence[str]], *, empty: str) -> None:
+def _print_rows(
+    ctx: Context, title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], *, empty: str
+) -> None:
     """Print a listing: a table (``title`` gets the count) up to TABLE_ROWS rows, else plain
     aligned lines as the rows come.
 
@@ -687,8 +841,9 @@ def _print_rows(ctx: Context, title: str, columns: Sequence[str],
         _print_lines(ctx, columns, widths, _aligned(chain(ahead, rows), widths))
 
 
-def _print_lines(ctx: Context, columns: Sequence[str], widths: Sequence[int],
-                 blocks: Iterable[str]) -> None:
+def _print_lines(
+    ctx: Context, columns: Sequence[str], widths: Sequence[int], blocks: Iterable[str]
+) -> None:
     """Print a header line and then ``blocks``: lines joined by newlines, none at the end."""
     out = ctx.out.file
     out.write(_line(columns, widths) + "\n")
@@ -719,7 +874,7 @@ def _allow_lines(groups: Sequence[AllowGroup], widths: Sequence[int]) -> Iterato
         suffix = "  " + group.source.value
         glue = f"{suffix}\n{prefix}"
         for start in range(0, len(group.ids), _SLICE):
-            ids = group.ids[start:start + _SLICE]
+            ids = group.ids[start : start + _SLICE]
             if not "".join(ids).isprintable():
                 ids = [_shown(i) for i in ids]
             yield prefix + glue.join(map(str.ljust, ids, repeat(widths[1]))) + suffix
@@ -766,15 +921,25 @@ def make_context(args: argparse.Namespace, *, clock: Clock | None = None) -> Con
     node_settings = NodeSettings()
     if config is not None:
         pairing_settings = PairingSettings(
-            pending_ttl=config.pairing.pending_ttl, resend_after=config.pairing.resend_after,
-            max_pending_per_provider=config.pairing.max_pending_per_provider)
+            pending_ttl=config.pairing.pending_ttl,
+            resend_after=config.pairing.resend_after,
+            max_pending_per_provider=config.pairing.max_pending_per_provider,
+        )
         node_settings = NodeSettings(**config.nodes.model_dump())
     return Context(
-        args=args, config=config, store=store, clock=clock,
-        pairing=PairingService(store, clock=clock, settings=pairing_settings,
-                               static_allow=config.static_allow() if config else None),
+        args=args,
+        config=config,
+        store=store,
+        clock=clock,
+        pairing=PairingService(
+            store,
+            clock=clock,
+            settings=pairing_settings,
+            static_allow=config.static_allow() if config else None,
+        ),
         nodes=NodeService(store, clock=clock, settings=node_settings),
-        out=Console(highlight=False, soft_wrap=True), actor=_actor(),
+        out=Console(highlight=False, soft_wrap=True),
+        actor=_actor(),
     )
 
 
@@ -783,8 +948,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="pairbot: %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="pairbot: %(levelname)s: %(message)s",
+    )
     install_redaction()  # the same masking as `pairbot run`, for every logger at every level
     try:
         plain = getattr(args, "plain", None)

@@ -108,8 +108,11 @@ def estimate_bits(secret: str) -> float:
         return 0.0
     if not chars <= _DIGITS and any(chars <= hex_digits for hex_digits in _HEX):
         return len(secret) * 4.0
-    size = sum(n for cls, n in ((_DIGITS, 10), (_LOWER, 26), (_UPPER, 26), (_URL_SYMBOLS, 2))
-               if chars & cls)
+    size = sum(
+        n
+        for cls, n in ((_DIGITS, 10), (_LOWER, 26), (_UPPER, 26), (_URL_SYMBOLS, 2))
+        if chars & cls
+    )
     if chars - _DIGITS - _LOWER - _UPPER - _URL_SYMBOLS:
         size += _OTHER_PRINTABLE
     return len(secret) * math.log2(size) if size > 1 else 0.0

@@ -43,8 +43,19 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _TELEGRAM_ID = re.compile(r"-?[0-9]+\Z")
-_SECRET_KEYS = frozenset({"token", "bot_token", "app_token", "operator_token", "signing_secret",
-                          "access_token", "app_secret", "verify_token", "password"})
+_SECRET_KEYS = frozenset(
+    {
+        "token",
+        "bot_token",
+        "app_token",
+        "operator_token",
+        "signing_secret",
+        "access_token",
+        "app_secret",
+        "verify_token",
+        "password",
+    }
+)
 
 
 class _Invalid(ValueError):
@@ -82,22 +93,24 @@ def parse_duration(value: Any) -> timedelta:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
-DURATION_BOUNDS: Mapping[str, tuple[timedelta, timedelta]] = MappingProxyType({
-    # A code must outlive the owner's reply, and not linger for a month.
-    "pairing.pending_ttl": (timedelta(minutes=1), timedelta(days=30)),
-    # Under a second the pruner only burns CPU (1 ms took 40 %); over a day, nothing is pruned.
-    "pairing.prune_interval": (timedelta(seconds=1), timedelta(days=1)),
-    # Sooner than 10 s is a reply to every message; the code also must not outlive pending_ttl.
-    "pairing.resend_after": (timedelta(seconds=10), timedelta(days=1)),
-    # A node waits on an open connection while the owner decides.
-    "nodes.pending_ttl": (timedelta(seconds=10), timedelta(days=1)),
-    # Each approved message waits for the handler this long at most.
-    "handler.timeout": (timedelta(milliseconds=100), timedelta(minutes=5)),
-    # A connection must finish its HTTP request this soon; a slow link needs a second or two.
-    "gateway.handshake_timeout": (timedelta(seconds=1), timedelta(minutes=5)),
-    # A silent connection with nothing to wait for is closed after this.
-    "gateway.idle_timeout": (timedelta(seconds=5), timedelta(days=1)),
-})
+DURATION_BOUNDS: Mapping[str, tuple[timedelta, timedelta]] = MappingProxyType(
+    {
+        # A code must outlive the owner's reply, and not linger for a month.
+        "pairing.pending_ttl": (timedelta(minutes=1), timedelta(days=30)),
+        # Under a second the pruner only burns CPU (1 ms took 40 %); over a day, nothing is pruned.
+        "pairing.prune_interval": (timedelta(seconds=1), timedelta(days=1)),
+        # Sooner than 10 s is a reply to every message; the code also must not outlive pending_ttl.
+        "pairing.resend_after": (timedelta(seconds=10), timedelta(days=1)),
+        # A node waits on an open connection while the owner decides.
+        "nodes.pending_ttl": (timedelta(seconds=10), timedelta(days=1)),
+        # Each approved message waits for the handler this long at most.
+        "handler.timeout": (timedelta(milliseconds=100), timedelta(minutes=5)),
+        # A connection must finish its HTTP request this soon; a slow link needs a second or two.
+        "gateway.handshake_timeout": (timedelta(seconds=1), timedelta(minutes=5)),
+        # A silent connection with nothing to wait for is closed after this.
+        "gateway.idle_timeout": (timedelta(seconds=5), timedelta(days=1)),
+    }
+)
 """The range a config file may give each duration, in one place: the example file and the
 error quote it. Trusted Python callers can step outside it: :meth:`Config.with_any_durations`."""
 
@@ -160,21 +173,27 @@ class Owner(_Model):
         if provider is not None:
             pattern, what = _OWNER_IDS[provider]
             if not pattern.match(value):
-                raise _Invalid(f"{{value}} is not {what} (names, usernames and phone numbers "
-                               "can change hands)", value)
+                raise _Invalid(
+                    f"{{value}} is not {what} (names, usernames and phone numbers "
+                    "can change hands)",
+                    value,
+                )
         return value
 
 
 class PairingConfig(_Model):
     """``pairing:`` — DM pairing knobs."""
 
-    pending_ttl: Annotated[Duration, AfterValidator(_within("pairing.pending_ttl"))] = \
-        timedelta(hours=1)
-    prune_interval: Annotated[Duration, AfterValidator(_within("pairing.prune_interval"))] = \
+    pending_ttl: Annotated[Duration, AfterValidator(_within("pairing.pending_ttl"))] = timedelta(
+        hours=1
+    )
+    prune_interval: Annotated[Duration, AfterValidator(_within("pairing.prune_interval"))] = (
         timedelta(minutes=5)
+    )
     max_pending_per_provider: int = Field(default=3, ge=1, le=10_000)
-    resend_after: Annotated[Duration, AfterValidator(_within("pairing.resend_after"))] = \
-        timedelta(minutes=10)
+    resend_after: Annotated[Duration, AfterValidator(_within("pairing.resend_after"))] = timedelta(
+        minutes=10
+    )
 
     @field_validator("resend_after")
     @classmethod
@@ -182,16 +201,19 @@ class PairingConfig(_Model):
         """Only when written: the default (10m) with a shorter TTL just means "never resent"."""
         ttl = info.data.get("pending_ttl")
         if ttl is not None and value > ttl:
-            raise ValueError("must not be longer than pairing.pending_ttl (the code would "
-                             "expire before it is sent again)")
+            raise ValueError(
+                "must not be longer than pairing.pending_ttl (the code would "
+                "expire before it is sent again)"
+            )
         return value
 
 
 class NodesConfig(_Model):
     """``nodes:`` — node pairing knobs."""
 
-    pending_ttl: Annotated[Duration, AfterValidator(_within("nodes.pending_ttl"))] = \
-        timedelta(minutes=5)
+    pending_ttl: Annotated[Duration, AfterValidator(_within("nodes.pending_ttl"))] = timedelta(
+        minutes=5
+    )
     max_pending_per_address: int = Field(default=3, ge=1, le=1000)
     max_pending: int = Field(default=50, ge=1, le=10_000)
     max_pending_per_node: int = Field(default=3, ge=1, le=100)
@@ -206,19 +228,23 @@ class GatewayConfig(_Model):
     operator_token: str | None = None
     max_connections: int = Field(default=256, ge=4, le=100_000)
     max_connections_per_address: int = Field(default=32, ge=1, le=100_000)
-    handshake_timeout: Annotated[Duration, AfterValidator(
-        _within("gateway.handshake_timeout"))] = timedelta(seconds=10)
-    idle_timeout: Annotated[Duration, AfterValidator(
-        _within("gateway.idle_timeout"))] = timedelta(seconds=60)
+    handshake_timeout: Annotated[
+        Duration, AfterValidator(_within("gateway.handshake_timeout"))
+    ] = timedelta(seconds=10)
+    idle_timeout: Annotated[Duration, AfterValidator(_within("gateway.idle_timeout"))] = timedelta(
+        seconds=60
+    )
 
     @field_validator("operator_token")
     @classmethod
     def _strong(cls, value: str | None) -> str | None:
         """Anyone who reaches the port may guess it: refuse what can be guessed."""
         if value is not None and (reason := weakness(value)):
-            raise ValueError(f"too weak ({reason}; at least {MIN_SECRET_BITS} bits of "
-                             f"randomness needed): make one with {RANDOM_STRING_COMMAND}, "
-                             "or set null to turn remote operators off")
+            raise ValueError(
+                f"too weak ({reason}; at least {MIN_SECRET_BITS} bits of "
+                f"randomness needed): make one with {RANDOM_STRING_COMMAND}, "
+                "or set null to turn remote operators off"
+            )
         return value
 
 
@@ -234,8 +260,9 @@ class HandlerConfig(_Model):
     kind: Literal["echo", "forward", "webhook", "python"] = "echo"
     url: str | None = None
     target: str | None = None
-    timeout: Annotated[Duration, AfterValidator(_within("handler.timeout"))] = \
-        timedelta(seconds=10)
+    timeout: Annotated[Duration, AfterValidator(_within("handler.timeout"))] = timedelta(
+        seconds=10
+    )
 
 
 class TelegramConfig(_Model):
@@ -249,6 +276,7 @@ class TelegramConfig(_Model):
     def provider_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`providers.telegram.TelegramProvider`."""
         return self.model_dump(exclude={"dm_policy", "allow_from"})
+
     max_send_rate: float = Field(default=30.0, gt=0)
 
     @field_validator("allow_from", mode="before")
@@ -261,8 +289,9 @@ class TelegramConfig(_Model):
         items = [str(v).strip() for v in value]
         for item in items:
             if not _TELEGRAM_ID.match(item):
-                raise _Invalid("{value} is not a numeric Telegram user id (usernames can "
-                               "change hands)", item)
+                raise _Invalid(
+                    "{value} is not a numeric Telegram user id (usernames can change hands)", item
+                )
         return items
 
 
@@ -314,8 +343,9 @@ class _ProviderBlock(_Model):
         kwargs = self.model_dump(exclude={"dm_policy", "allow_from", "webhook"})
         webhook = getattr(self, "webhook", None)
         if webhook is not None:
-            kwargs.update(webhook_host=webhook.host, webhook_port=webhook.port,
-                          webhook_path=webhook.path)
+            kwargs.update(
+                webhook_host=webhook.host, webhook_port=webhook.port, webhook_path=webhook.path
+            )
         return kwargs
 
 
@@ -323,7 +353,8 @@ _SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _DISCORD_ID = re.compile(r"^\d{15,22}$")
 _WA_ID = re.compile(r"^\d{6,20}$")
 _UUID = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 _HANDLE = re.compile(r"^(\+\d{6,15}|[^@\s]+@[^@\s]+\.[^@\s]+)$")
 
 
@@ -456,8 +487,7 @@ class Config(_Model):
         for name in type(self.providers).model_fields:
             block = getattr(self.providers, name)
             if block is not None:
-                found += [str(v) for k, v in block.model_dump().items()
-                          if k in _SECRET_KEYS and v]
+                found += [str(v) for k, v in block.model_dump().items() if k in _SECRET_KEYS and v]
         return [s for s in found if s]
 
     def static_allow(self) -> dict[str, list[str]]:
@@ -470,21 +500,26 @@ class Config(_Model):
         return out
 
 
-def _interpolate(value: Any, path: str, source: str,
-                 used: dict[str, dict[str, str]] | None = None) -> Any:
+def _interpolate(
+    value: Any, path: str, source: str, used: dict[str, dict[str, str]] | None = None
+) -> Any:
     """Replace each ``${VAR}``; note in ``used`` which variables (and values) each path took."""
     if isinstance(value, dict):
-        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), source, used)
-                for k, v in value.items()}
+        return {
+            k: _interpolate(v, f"{path}.{k}" if path else str(k), source, used)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         # owners.0.user_id: the same dotted form validation errors use.
         return [_interpolate(v, f"{path}.{i}", source, used) for i, v in enumerate(value)]
     if isinstance(value, str):
+
         def lookup(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in os.environ:
-                raise ConfigError(f"environment variable {name} is not set",
-                                  source=source, field=path)
+                raise ConfigError(
+                    f"environment variable {name} is not set", source=source, field=path
+                )
             if used is not None:
                 used.setdefault(path, {})[name] = os.environ[name]
             return os.environ[name]
@@ -507,8 +542,7 @@ def _warn_literal_secrets(value: Any, path: str, source: str) -> None:
         for key, item in value.items():
             where = f"{path}.{key}" if path else str(key)
             if key in _SECRET_KEYS and isinstance(item, str) and item and "${" not in item:
-                log.warning("%s: %s holds a literal secret; use ${ENV_VAR} instead", source,
-                            where)
+                log.warning("%s: %s holds a literal secret; use ${ENV_VAR} instead", source, where)
             _warn_literal_secrets(item, where, source)
 
 
@@ -573,8 +607,11 @@ def _explain(error: Any, used: Mapping[str, Mapping[str, str]]) -> tuple[str, st
         for path, variables in used.items():
             if field and path != field and not path.startswith(f"{field}."):
                 continue
-            names += [name for name, value in variables.items()
-                      if value and (value in refused or refused in value)]
+            names += [
+                name
+                for name, value in variables.items()
+                if value and (value in refused or refused in value)
+            ]
     if names:
         where = "the value from " + ", ".join(f"${{{name}}}" for name in dict.fromkeys(names))
         if isinstance(cause, _Invalid) and "{value}" in cause.template:
@@ -608,12 +645,18 @@ def check_file_mode(path: Path) -> FileModeCheck:
     """
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o022:
-        return FileModeCheck("refuse", f"group or others can write it (mode {mode:04o}), and "
-                             "whoever can write it can make themselves owner (chmod 600 the "
-                             "file)")
+        return FileModeCheck(
+            "refuse",
+            f"group or others can write it (mode {mode:04o}), and "
+            "whoever can write it can make themselves owner (chmod 600 the "
+            "file)",
+        )
     if mode & 0o044:
-        return FileModeCheck("warn", f"group or others can read it (mode {mode:04o}), and it "
-                             "may hold secrets (chmod 600 the file)")
+        return FileModeCheck(
+            "warn",
+            f"group or others can read it (mode {mode:04o}), and it "
+            "may hold secrets (chmod 600 the file)",
+        )
     return FileModeCheck("ok", f"mode {mode:04o}, only its owner can read or write it")
 
 

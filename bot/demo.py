@@ -91,8 +91,9 @@ class Transcript:
 
     async def bot_replies(self, *users: str) -> dict[str, list[str]]:
         """Wait until the bot wrote to every one of ``users``; print all it wrote meanwhile."""
+
         def new(user: str) -> list[str]:
-            return self._platform.texts_to(user)[self._shown[user]:]
+            return self._platform.texts_to(user)[self._shown[user] :]
 
         await self.until(lambda: all(new(u) for u in users))
         replies: dict[str, list[str]] = {}
@@ -113,8 +114,9 @@ def _code(text: str) -> str:
     return line.split(":", 1)[1].strip()
 
 
-async def run_demo(out: Console, *, provider: str = "telegram", ttl_seconds: int = 4,
-                   with_node: bool = True) -> int:
+async def run_demo(
+    out: Console, *, provider: str = "telegram", ttl_seconds: int = 4, with_node: bool = True
+) -> int:
     """Play the demo on one platform; return 0 when every step behaved as it should."""
     root = logging.getLogger()
     if root.level != logging.DEBUG:  # `pairbot demo --debug` keeps its debug lines
@@ -123,13 +125,15 @@ async def run_demo(out: Console, *, provider: str = "telegram", ttl_seconds: int
     with tempfile.TemporaryDirectory(prefix="pairbot-demo-") as tmp:
         await platform.start()
         try:
-            config = Config.with_any_durations({
-                "owners": [{"provider": provider, "user_id": platform.owner_id}],
-                "pairing": {"pending_ttl": f"{ttl_seconds}s", "prune_interval": "1s"},
-                "handler": {"kind": "echo"},
-                "gateway": {"port": 0},
-                "providers": {provider: platform.provider_config()},
-            })
+            config = Config.with_any_durations(
+                {
+                    "owners": [{"provider": provider, "user_id": platform.owner_id}],
+                    "pairing": {"pending_ttl": f"{ttl_seconds}s", "prune_interval": "1s"},
+                    "handler": {"kind": "echo"},
+                    "gateway": {"port": 0},
+                    "providers": {provider: platform.provider_config()},
+                }
+            )
             add_secrets(config.secrets())
             app = App(config, state_dir=Path(tmp) / "state", watch_interval=0.2)
             await app.start()
@@ -141,14 +145,20 @@ async def run_demo(out: Console, *, provider: str = "telegram", ttl_seconds: int
             await platform.stop()
 
 
-async def _play(app: App, platform: DemoPlatform, out: Console, ttl_seconds: int,
-                with_node: bool) -> int:
+async def _play(
+    app: App, platform: DemoPlatform, out: Console, ttl_seconds: int, with_node: bool
+) -> int:
     owner, alice, mallory = platform.owner_id, platform.user_id(1), platform.user_id(2)
     t = Transcript(platform, out, {owner: "Owner", alice: "Alice", mallory: "Mallory"})
     slash = getattr(platform, "command_prefix", "/")
     name = platform.provider
-    out.print(Text(f"pairbot demo on {name}: the real {name} connector against a loopback "
-                   "fake of its API. Echo is the assistant behind pairbot.", style="bold"))
+    out.print(
+        Text(
+            f"pairbot demo on {name}: the real {name} connector against a loopback "
+            "fake of its API. Echo is the assistant behind pairbot.",
+            style="bold",
+        )
+    )
     out.print(Text(f"State dir: {app.state_dir}   Owner: {name} user {owner}", style="dim"))
 
     t.scene("1. A stranger writes to the bot")
@@ -191,11 +201,16 @@ async def _play(app: App, platform: DemoPlatform, out: Console, ttl_seconds: int
 
     t.scene("Audit log (no codes, no tokens)")
     for record in app.store.read_audit():
-        out.print(Text(f"   {record['ts']}  {record['event']:<12} {record['outcome']:<9} "
-                       f"actor={record['actor']}  subject={record['subject']}"))
+        out.print(
+            Text(
+                f"   {record['ts']}  {record['event']:<12} {record['outcome']:<9} "
+                f"actor={record['actor']}  subject={record['subject']}"
+            )
+        )
     out.print()
-    out.print(Text(f"Demo complete on {name}: every step behaved as expected.",
-                   style="bold green"))
+    out.print(
+        Text(f"Demo complete on {name}: every step behaved as expected.", style="bold green")
+    )
     return 0
 
 
@@ -210,9 +225,10 @@ async def _node_scene(app: App, platform: DemoPlatform, t: Transcript, slash: st
     url = f"ws://127.0.0.1:{app.gateway.port}"
     async with GatewayClient.open(url) as node:
         t.node("node.pair.request {nodeId: pixel-9, displayName: Pixel 9, platform: android}")
-        ask = await node.call("node.pair.request", {"nodeId": "pixel-9",
-                                                    "displayName": "Pixel 9",
-                                                    "platform": "android"})
+        ask = await node.call(
+            "node.pair.request",
+            {"nodeId": "pixel-9", "displayName": "Pixel 9", "platform": "android"},
+        )
         t.node_hears(f"pending, request {ask['requestId']}")
         await t.bot_replies(owner)
         command = f"{slash}nodes approve {ask['requestId']}"
@@ -220,10 +236,14 @@ async def _node_scene(app: App, platform: DemoPlatform, t: Transcript, slash: st
         platform.dm(owner, command, name="Owner")
         resolved = await node.next_event("node.pair.resolved", wait=WAIT)
         token = str(resolved.get("token", ""))
-        check(resolved.get("decision") == "approved" and len(token) >= 43,
-              "the node did not get its token")
-        t.node_hears(f"node.pair.resolved: approved, token {token[:6]}… ({len(token)} chars, "
-                     "sent only to this node; pairbot keeps its hash)")
+        check(
+            resolved.get("decision") == "approved" and len(token) >= 43,
+            "the node did not get its token",
+        )
+        t.node_hears(
+            f"node.pair.resolved: approved, token {token[:6]}… ({len(token)} chars, "
+            "sent only to this node; pairbot keeps its hash)"
+        )
         await t.bot_replies(owner)
     async with GatewayClient.open(url) as node:
         t.node("node.connect {nodeId: pixel-9, token: …}")
@@ -247,8 +267,9 @@ def main(provider: str = "telegram", out: Console | None = None) -> int:
     names = available_platforms() if provider == "all" else [provider]
     for index, name in enumerate(names):
         try:
-            status = asyncio.run(run_demo(console, provider=name,
-                                          with_node=index == len(names) - 1))
+            status = asyncio.run(
+                run_demo(console, provider=name, with_node=index == len(names) - 1)
+            )
         except (DemoFailed, TimeoutError) as exc:
             console.print(Text(f"demo failed on {name}: {exc}", style="bold red"))
             return 1

@@ -92,8 +92,9 @@ class StartupError(PairbotError):
         return cls(f"gateway: cannot listen on {where}: {reason}", hint=field)
 
     @classmethod
-    def cannot_start(cls, name: str, exc: BaseException, *,
-                     redact: Callable[[str], str]) -> StartupError:
+    def cannot_start(
+        cls, name: str, exc: BaseException, *, redact: Callable[[str], str]
+    ) -> StartupError:
         """Provider ``name`` failed to start with an SDK or network error (not one of ours).
 
         The error's text is made one line, passed through ``redact`` (SDK errors may quote a
@@ -101,7 +102,7 @@ class StartupError(PairbotError):
         """
         detail = redact(" ".join(str(exc).split())) or "no detail"
         if len(detail) > _DETAIL_MAX:
-            detail = detail[:_DETAIL_MAX - 3] + "..."
+            detail = detail[: _DETAIL_MAX - 3] + "..."
         return cls(f"{name}: cannot start: {type(exc).__name__}: {detail}")
 
 

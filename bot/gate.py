@@ -52,8 +52,14 @@ def owner_command_text(text: str, *, bare_commands: bool) -> str | None:
     return None
 
 
-def decide(msg: Inbound, *, policy: DmPolicy, is_owner: bool, is_allowed: bool,
-           bare_commands: bool = False) -> Decision:
+def decide(
+    msg: Inbound,
+    *,
+    policy: DmPolicy,
+    is_owner: bool,
+    is_allowed: bool,
+    bare_commands: bool = False,
+) -> Decision:
     """Decide what happens to ``msg``.
 
     ``is_owner`` must be true only when the sender's immutable id is a configured owner on
@@ -64,8 +70,7 @@ def decide(msg: Inbound, *, policy: DmPolicy, is_owner: bool, is_allowed: bool,
     if msg.chat_kind != ChatKind.DM:
         return Decision.DROP
     if is_owner:
-        if msg.is_button or owner_command_text(msg.text,
-                                               bare_commands=bare_commands) is not None:
+        if msg.is_button or owner_command_text(msg.text, bare_commands=bare_commands) is not None:
             return Decision.OWNER_COMMAND
         return Decision.FORWARD
     if msg.is_button or policy == DmPolicy.DISABLED:

@@ -144,12 +144,17 @@ class Gateway:
         """requestId → a token approved while the asker was away."""
         self._burst = BurstLog(log, clock=clock)
         self._guard = ConnectionGuard(settings.guard, burst=self._burst)
-        self._local_guard = ConnectionGuard(GuardSettings(max_connections=16, max_per_address=16,
-                                                          handshake_timeout=
-                                                          settings.guard.handshake_timeout),
-                                            burst=self._burst)
-        self._operator_failures = FailureLimiter(clock=clock, limit=settings.operator_failures,
-                                                 window=settings.operator_window)
+        self._local_guard = ConnectionGuard(
+            GuardSettings(
+                max_connections=16,
+                max_per_address=16,
+                handshake_timeout=settings.guard.handshake_timeout,
+            ),
+            burst=self._burst,
+        )
+        self._operator_failures = FailureLimiter(
+            clock=clock, limit=settings.operator_failures, window=settings.operator_window
+        )
         self._runners: list[web.AppRunner] = []
         self._sweeper: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -165,15 +170,18 @@ class Gateway:
     async def start(self) -> None:
         """Listen on host:port (and the state dir's Unix socket)."""
         runner = await self._runner(local=False)
-        site = GuardedSite(runner, self._guard, host=self._settings.host,
-                           port=self._settings.port)
+        site = GuardedSite(runner, self._guard, host=self._settings.host, port=self._settings.port)
         await site.start()
         self.port = site.port or self._settings.port
         if self._settings.socket_dir is not None:
             await self._start_unix(self._settings.socket_dir / SOCKET_NAME)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="pairbot-gateway-sweep")
-        log.info("gateway listening on %s:%s (at most %d connections)", self._settings.host,
-                 self.port, self._guard.limit)
+        log.info(
+            "gateway listening on %s:%s (at most %d connections)",
+            self._settings.host,
+            self.port,
+            self._guard.limit,
+        )
 
     async def _runner(self, *, local: bool) -> web.AppRunner:
         async def ws_handler(request: web.Request) -> web.StreamResponse:
@@ -183,8 +191,12 @@ class Gateway:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/", ws_handler)
         app.router.add_get("/ws", ws_handler)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                               keepalive_timeout=self._settings.guard.handshake_timeout)
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            keepalive_timeout=self._settings.guard.handshake_timeout,
+        )
         await runner.setup()
         self._runners.append(runner)
         return runner
@@ -225,8 +237,7 @@ class Gateway:
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME * 10, heartbeat=30)
         await ws.prepare(request)
         (self._local_guard if local else self._guard).handshake_done(request.transport)
-        conn = _Conn(ws=ws, remote="local" if local else (request.remote or "?"),
-                     operator=local)
+        conn = _Conn(ws=ws, remote="local" if local else (request.remote or "?"), operator=local)
         self._conns.add(conn)
         try:
             while True:
@@ -235,8 +246,12 @@ class Gateway:
                 except TimeoutError:
                     if self._busy(conn):
                         continue
-                    self._burst.note("idle", conn.remote, "gateway: closed idle connections "
-                                     f"(nothing sent for {self._settings.idle_timeout:g}s)")
+                    self._burst.note(
+                        "idle",
+                        conn.remote,
+                        "gateway: closed idle connections "
+                        f"(nothing sent for {self._settings.idle_timeout:g}s)",
+                    )
                     await ws.close(code=4008, message=b"idle")
                     break
                 if msg.type is WSMsgType.TEXT:
@@ -254,15 +269,19 @@ class Gateway:
     def _busy(self, conn: _Conn) -> bool:
         """A connection with a reason to stay silent: an operator, a connected node, or an
         asker waiting for a decision."""
-        return (conn.operator or conn.node_id is not None
-                or any(c is conn for c in self._askers.values()))
+        return (
+            conn.operator
+            or conn.node_id is not None
+            or any(c is conn for c in self._askers.values())
+        )
 
     # --- frames ----------------------------------------------------------------------------------
 
     async def _frame(self, conn: _Conn, data: str) -> None:
         if len(data) > MAX_FRAME or len(data.encode()) > MAX_FRAME:
-            await self._error(conn, None, "FRAME_TOO_LARGE", f"frames are limited to {MAX_FRAME}"
-                              " bytes")
+            await self._error(
+                conn, None, "FRAME_TOO_LARGE", f"frames are limited to {MAX_FRAME} bytes"
+            )
             return
         try:
             frame = json.loads(data)
@@ -272,10 +291,18 @@ class Gateway:
         req_id = frame.get("id") if isinstance(frame, dict) else None
         if not isinstance(req_id, str | int) or isinstance(req_id, bool):
             req_id = None
-        if (not isinstance(frame, dict) or frame.get("type") != "req"
-                or not isinstance(frame.get("method"), str) or req_id is None):
-            await self._error(conn, req_id, "INVALID_REQUEST",
-                              'expected {"type": "req", "id", "method", "params"}')
+        if (
+            not isinstance(frame, dict)
+            or frame.get("type") != "req"
+            or not isinstance(frame.get("method"), str)
+            or req_id is None
+        ):
+            await self._error(
+                conn,
+                req_id,
+                "INVALID_REQUEST",
+                'expected {"type": "req", "id", "method", "params"}',
+            )
             return
         params = frame.get("params", {})
         if not isinstance(params, dict):
@@ -311,10 +338,10 @@ class Gateway:
             return
         await conn.send({"type": "res", "id": req_id, "ok": True, "payload": payload})
 
-    async def _error(self, conn: _Conn, req_id: str | int | None, code: str,
-                     message: str) -> None:
-        await conn.send({"type": "res", "id": req_id, "ok": False,
-                         "error": {"code": code, "message": message}})
+    async def _error(self, conn: _Conn, req_id: str | int | None, code: str, message: str) -> None:
+        await conn.send(
+            {"type": "res", "id": req_id, "ok": False, "error": {"code": code, "message": message}}
+        )
 
     def _methods(self) -> dict[str, Callable[[_Conn, dict[str, Any]], Awaitable[Any]]]:
         return {
@@ -343,12 +370,14 @@ class Gateway:
                 self._attach(conn, req)
                 return self._pending_payload(req)
         ask = await asyncio.to_thread(
-            self._nodes.request, node_id,
+            self._nodes.request,
+            node_id,
             display_name=_param(params, "displayName", required=False),
             platform=_param(params, "platform", required=False),
             version=_param(params, "version", required=False),
             remote=conn.remote,
-            proof=_param(params, "token", required=False) or None)
+            proof=_param(params, "token", required=False) or None,
+        )
         if ask.pickup is not None:
             remember_secret(ask.pickup)  # never logged, by any logger
         self._attach(conn, ask.request)
@@ -364,25 +393,34 @@ class Gateway:
             return {"status": "paired", "requestId": request_id, "token": token}
         req = await asyncio.to_thread(self._nodes.claim, node_id, pickup)
         if req is None:
-            raise GatewayError("NOT_FOUND", "no pending request or held decision matches this "
-                               "pickup (rejected, expired, already collected, or the bot "
-                               "restarted after approving); ask again without one")
+            raise GatewayError(
+                "NOT_FOUND",
+                "no pending request or held decision matches this "
+                "pickup (rejected, expired, already collected, or the bot "
+                "restarted after approving); ask again without one",
+            )
         self._attach(conn, req)
         return self._pending_payload(req)
 
     def _attach(self, conn: _Conn, req: NodeRequest) -> None:
         self._askers[req.request_id] = conn
         conn.asked[req.node_id] = req.request_id
-        self._asked[req.request_id] = (req.node_id,
-                                       req.expires_at(self._nodes.settings.pending_ttl))
+        self._asked[req.request_id] = (
+            req.node_id,
+            req.expires_at(self._nodes.settings.pending_ttl),
+        )
 
     def _pending_payload(self, req: NodeRequest) -> dict[str, Any]:
-        return {"status": "pending", "requestId": req.request_id,
-                "expiresAt": iso(req.expires_at(self._nodes.settings.pending_ttl))}
+        return {
+            "status": "pending",
+            "requestId": req.request_id,
+            "expiresAt": iso(req.expires_at(self._nodes.settings.pending_ttl)),
+        }
 
     async def _pair_verify(self, _conn: _Conn, params: dict[str, Any]) -> dict[str, Any]:
-        node = await asyncio.to_thread(self._nodes.verify, _node_id(params),
-                                       _param(params, "token"))
+        node = await asyncio.to_thread(
+            self._nodes.verify, _node_id(params), _param(params, "token")
+        )
         if node is None:
             raise GatewayError("UNAUTHORIZED", "unknown node or wrong token")
         return {"ok": True, "nodeId": node.node_id}
@@ -405,22 +443,32 @@ class Gateway:
             raise GatewayError("UNAUTHORIZED", "operator access is not configured")
         if self._operator_failures.blocked(conn.remote):
             conn.bad_tokens += 1
-            self._burst.note("operator", conn.remote, "gateway: operator.connect refused "
-                             f"unseen from {conn.remote}: too many wrong tokens")
-            raise GatewayError("RATE_LIMITED", "too many wrong operator tokens from this "
-                               "address; try again later")
+            self._burst.note(
+                "operator",
+                conn.remote,
+                "gateway: operator.connect refused "
+                f"unseen from {conn.remote}: too many wrong tokens",
+            )
+            raise GatewayError(
+                "RATE_LIMITED", "too many wrong operator tokens from this address; try again later"
+            )
         if not hmac.compare_digest(given.encode(), expected.encode()):
             conn.bad_tokens += 1
             failures = self._operator_failures.fail(conn.remote)
-            self._burst.note("operator", conn.remote, f"gateway: wrong operator token from "
-                             f"{conn.remote} ({failures} in the last "
-                             f"{int(self._settings.operator_window.total_seconds())}s)")
+            self._burst.note(
+                "operator",
+                conn.remote,
+                f"gateway: wrong operator token from "
+                f"{conn.remote} ({failures} in the last "
+                f"{int(self._settings.operator_window.total_seconds())}s)",
+            )
             raise GatewayError("UNAUTHORIZED", "wrong operator token")
         conn.operator = True
         return {"role": "operator"}
 
-    def _operator(self, method: Callable[[dict[str, Any]], Awaitable[Any]]
-                  ) -> Callable[[_Conn, dict[str, Any]], Awaitable[Any]]:
+    def _operator(
+        self, method: Callable[[dict[str, Any]], Awaitable[Any]]
+    ) -> Callable[[_Conn, dict[str, Any]], Awaitable[Any]]:
         async def guarded(conn: _Conn, params: dict[str, Any]) -> Any:
             if not conn.operator:
                 raise GatewayError("UNAUTHORIZED", "operator methods need operator.connect")
@@ -431,34 +479,41 @@ class Gateway:
     async def _pair_list(self, _params: dict[str, Any]) -> dict[str, Any]:
         pending = await asyncio.to_thread(self._nodes.pending)
         paired = await asyncio.to_thread(self._nodes.paired)
-        return {"pending": [r.as_json() for r in pending],
-                "paired": [n.as_json() for n in paired]}
+        return {"pending": [r.as_json() for r in pending], "paired": [n.as_json() for n in paired]}
 
     async def _node_list(self, _params: dict[str, Any]) -> dict[str, Any]:
         paired = await asyncio.to_thread(self._nodes.paired)
         connected = {c.node_id for c in self._conns if c.node_id}
-        return {"nodes": [{**n.as_json(), "connected": n.node_id in connected}
-                          for n in paired]}
+        return {"nodes": [{**n.as_json(), "connected": n.node_id in connected} for n in paired]}
 
     async def _pair_approve(self, params: dict[str, Any]) -> dict[str, Any]:
         approval = await asyncio.to_thread(
-            self._nodes.approve, _param(params, "requestId"),
-            actor=_param(params, "actor", required=False) or "operator:gateway")
+            self._nodes.approve,
+            _param(params, "requestId"),
+            actor=_param(params, "actor", required=False) or "operator:gateway",
+        )
         delivered = await self.approved(approval)
-        return {"nodeId": approval.node.node_id, "requestId": approval.request.request_id,
-                "delivered": delivered}
+        return {
+            "nodeId": approval.node.node_id,
+            "requestId": approval.request.request_id,
+            "delivered": delivered,
+        }
 
     async def _pair_reject(self, params: dict[str, Any]) -> dict[str, Any]:
-        req = await asyncio.to_thread(self._nodes.reject, _param(params, "requestId"),
-                                      actor=_param(params, "actor", required=False)
-                                      or "operator:gateway")
+        req = await asyncio.to_thread(
+            self._nodes.reject,
+            _param(params, "requestId"),
+            actor=_param(params, "actor", required=False) or "operator:gateway",
+        )
         await self.decided(req, "rejected")
         return {"requestId": req.request_id, "nodeId": req.node_id}
 
     async def _node_revoke(self, params: dict[str, Any]) -> dict[str, Any]:
-        node = await asyncio.to_thread(self._nodes.revoke, _node_id(params),
-                                       actor=_param(params, "actor", required=False)
-                                       or "operator:gateway")
+        node = await asyncio.to_thread(
+            self._nodes.revoke,
+            _node_id(params),
+            actor=_param(params, "actor", required=False) or "operator:gateway",
+        )
         await self.revoked(node.node_id)
         return {"nodeId": node.node_id}
 
@@ -478,12 +533,12 @@ class Gateway:
         self._asked.pop(req.request_id, None)
         asker = self._askers.pop(req.request_id, None)
         if asker is not None and await asker.send(
-                _resolved(req.node_id, req.request_id, "approved", approval.token)):
+            _resolved(req.node_id, req.request_id, "approved", approval.token)
+        ):
             return True
         if req.pickup_hash:
             until = self._clock.now() + self._nodes.settings.pending_ttl
-            self._held[req.request_id] = _Held(req.node_id, approval.token, req.pickup_hash,
-                                               until)
+            self._held[req.request_id] = _Held(req.node_id, approval.token, req.pickup_hash, until)
         return False
 
     async def decided(self, req: NodeRequest, decision: str) -> bool:
@@ -510,8 +565,11 @@ class Gateway:
         for request_id, held in list(self._held.items()):
             if now >= held.until:
                 del self._held[request_id]
-            elif (held.node_id == node_id and codes.token_matches(pickup, held.pickup_hash)
-                  and found is None):
+            elif (
+                held.node_id == node_id
+                and codes.token_matches(pickup, held.pickup_hash)
+                and found is None
+            ):
                 found = (request_id, held.token)
         if found is not None:
             del self._held[found[0]]
@@ -557,8 +615,9 @@ def _private(path: Path) -> None:
     path.chmod(0o600)
 
 
-def _resolved(node_id: str, request_id: str | None, decision: str,
-              token: str | None) -> dict[str, Any]:
+def _resolved(
+    node_id: str, request_id: str | None, decision: str, token: str | None
+) -> dict[str, Any]:
     payload: dict[str, Any] = {"requestId": request_id, "nodeId": node_id, "decision": decision}
     if token is not None:
         payload["token"] = token
@@ -581,6 +640,8 @@ def _param(params: dict[str, Any], name: str, *, required: bool = True) -> str:
 def _node_id(params: dict[str, Any]) -> str:
     value = _param(params, "nodeId")
     if value != value.strip() or not value.isprintable():
-        raise GatewayError("INVALID_REQUEST", "params.nodeId must be printable text without "
-                           "leading or trailing spaces")
+        raise GatewayError(
+            "INVALID_REQUEST",
+            "params.nodeId must be printable text without leading or trailing spaces",
+        )
     return value

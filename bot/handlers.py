@@ -77,8 +77,13 @@ class WebhookHandler:
 
     async def __call__(self, msg: Inbound) -> str | None:
         """Call the webhook."""
-        payload = {"provider": msg.provider, "sender_id": msg.sender_id,
-                   "sender_name": msg.sender_name, "chat_id": msg.chat_id, "text": msg.text}
+        payload = {
+            "provider": msg.provider,
+            "sender_id": msg.sender_id,
+            "sender_name": msg.sender_name,
+            "chat_id": msg.chat_id,
+            "text": msg.text,
+        }
         try:
             response = await self._client.post(self._url, json=payload)
             response.raise_for_status()
@@ -138,22 +143,23 @@ def load_callable(target: str) -> Callable[..., Any]:
     """Import ``module:function``; a bad target is a :class:`ConfigError` naming it."""
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
-        raise ConfigError(f"must look like module:function, got {target!r}",
-                          field="handler.target")
+        raise ConfigError(
+            f"must look like module:function, got {target!r}", field="handler.target"
+        )
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, but also a relative name or a module that fails
         detail = " ".join(str(exc).split()) or type(exc).__name__
-        raise ConfigError(f"cannot import {module_name!r}: {detail}",
-                          field="handler.target") from None
+        raise ConfigError(
+            f"cannot import {module_name!r}: {detail}", field="handler.target"
+        ) from None
     func = getattr(module, attr, None)
     if not callable(func):
         raise ConfigError(f"{target!r} is not a function", field="handler.target")
     return func  # type: ignore[no-any-return]
 
 
-def build_handler(config: HandlerConfig,
-                  to_owners: Callable[[str], Awaitable[None]]) -> Handler:
+def build_handler(config: HandlerConfig, to_owners: Callable[[str], Awaitable[None]]) -> Handler:
     """Build the configured handler."""
     if config.kind == "forward":
         return ForwardHandler(to_owners)
@@ -175,13 +181,15 @@ def _check_url(url: str) -> None:
         parsed = httpx.URL(url)
     except Exception:
         parsed = None
-    if (parsed is None or parsed.scheme not in ("http", "https") or not parsed.host
-            or not 0 <= (parsed.port or 0) <= 65535):
-        raise ConfigError("must be an http:// or https:// URL with a host",
-                          field="handler.url")
+    if (
+        parsed is None
+        or parsed.scheme not in ("http", "https")
+        or not parsed.host
+        or not 0 <= (parsed.port or 0) <= 65535
+    ):
+        raise ConfigError("must be an http:// or https:// URL with a host", field="handler.url")
 
 
 def _is_async(func: Callable[..., Any]) -> bool:
     """True for an ``async def`` function, or an object whose ``__call__`` is one."""
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-        type(func).__call__)
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)

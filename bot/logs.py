@@ -170,8 +170,9 @@ def _mask_runs(run: str, runs: set[str], lengths: tuple[int, ...]) -> str:
     pieces: list[str] = []
     kept = at = 0
     while at < len(run):
-        size = next((n for n in reversed(lengths)
-                     if at + n <= len(run) and run[at:at + n] in runs), 0)
+        size = next(
+            (n for n in reversed(lengths) if at + n <= len(run) and run[at : at + n] in runs), 0
+        )
         if size:
             pieces += [run[kept:at], MASK]
             at = kept = at + size
@@ -193,8 +194,9 @@ def remember_secret(value: str) -> None:
 class Redactor:
     """Masks the static secrets it was given, the registry's, and the shape rules."""
 
-    def __init__(self, secrets: Iterable[str] = (), *,
-                 registry: SecretRegistry | None = None) -> None:
+    def __init__(
+        self, secrets: Iterable[str] = (), *, registry: SecretRegistry | None = None
+    ) -> None:
         self._registry = REGISTRY if registry is None else registry
         self._static: tuple[str, ...] = ()
         self._lock = threading.Lock()
@@ -255,8 +257,11 @@ _CLEAN = "_pairbot_redacted"
 def _is_clean(record: logging.LogRecord) -> bool:
     seen = record.__dict__.get(_CLEAN)
     return seen is not None and all(
-        a is b for a, b in zip(seen, (record.msg, record.args, record.exc_text,
-                                      record.stack_info), strict=True))
+        a is b
+        for a, b in zip(
+            seen, (record.msg, record.args, record.exc_text, record.stack_info), strict=True
+        )
+    )
 
 
 def _mask_credential(match: re.Match[str]) -> str:
@@ -308,8 +313,7 @@ def _redact_or_drop(redactor: Redactor, record: logging.LogRecord) -> None:
 class RedactFilter(logging.Filter):
     """A handler filter applying a :class:`Redactor`; it never drops a record."""
 
-    def __init__(self, secrets: Iterable[str] = (), *, redactor: Redactor | None = None
-                 ) -> None:
+    def __init__(self, secrets: Iterable[str] = (), *, redactor: Redactor | None = None) -> None:
         super().__init__()
         self.redactor = redactor if redactor is not None else Redactor(secrets)
 
@@ -393,5 +397,13 @@ def setup_logging(*, level: int = logging.INFO, secrets: Iterable[str] = ()) -> 
             logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
-__all__ = ["MASK", "RedactFilter", "Redactor", "SecretRegistry", "add_secrets",
-           "install_redaction", "remember_secret", "setup_logging"]
+__all__ = [
+    "MASK",
+    "RedactFilter",
+    "Redactor",
+    "SecretRegistry",
+    "add_secrets",
+    "install_redaction",
+    "remember_secret",
+    "setup_logging",
+]

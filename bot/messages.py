@@ -10,8 +10,14 @@ from bot.codes import format_code
 from bot.models import NodeRequest, PairedNode, PendingRequest
 from bot.text import ago, clean, clean_name
 
-PROVIDER_LABELS = {"telegram": "Telegram", "slack": "Slack", "discord": "Discord",
-                   "whatsapp": "WhatsApp", "signal": "Signal", "imessage": "iMessage"}
+PROVIDER_LABELS = {
+    "telegram": "Telegram",
+    "slack": "Slack",
+    "discord": "Discord",
+    "whatsapp": "WhatsApp",
+    "signal": "Signal",
+    "imessage": "iMessage",
+}
 
 
 _SLASHED = re.compile(r"(?<![\w/])/(approve|reject|pending|allowlist|revoke|nodes|help)\b")
@@ -91,18 +97,25 @@ def owner_digest(folded: Mapping[tuple[NoticeKind, str], int]) -> str:
         noun = str(kind)
         if total != 1:
             noun = noun.replace("request", "requests").replace("stranger ", "strangers ")
-        where = ", ".join(f"{label(p)} {n}" if len(counts) > 1 else label(p)
-                          for p, n in sorted(counts.items()) if p)
+        where = ", ".join(
+            f"{label(p)} {n}" if len(counts) > 1 else label(p)
+            for p, n in sorted(counts.items())
+            if p
+        )
         parts.append(f"{total} more {noun}{f' ({where})' if where else ''}")
-    return (f"Held back to keep this chat readable: {'; '.join(parts)}. Send /pending to see "
-            "what waits.")
+    return (
+        f"Held back to keep this chat readable: {'; '.join(parts)}. Send /pending to see "
+        "what waits."
+    )
 
 
 def owner_capped(provider: str, count: int, cap: int) -> str:
     """Told once per burst when strangers were turned away by the pending cap."""
-    return (f"{count} {label(provider)} stranger{'s were' if count != 1 else ' was'} turned "
-            f"away: {cap} requests are already pending. Approve or reject some (/pending) "
-            "to make room.")
+    return (
+        f"{count} {label(provider)} stranger{'s were' if count != 1 else ' was'} turned "
+        f"away: {cap} requests are already pending. Approve or reject some (/pending) "
+        "to make room."
+    )
 
 
 def approved(req: PendingRequest) -> str:
@@ -122,15 +135,19 @@ def already_handled() -> str:
     return "This request was already handled; nothing changed."
 
 
-def node_notice(req: NodeRequest, *, expires_in: str,
-                conflicts: Sequence[NodeRequest] = ()) -> str:
+def node_notice(
+    req: NodeRequest, *, expires_in: str, conflicts: Sequence[NodeRequest] = ()
+) -> str:
     """Told to the owner about each node asking to join; a re-pair and a second asker for
     the same node id are said plainly."""
-    lines = ["Node asks for a new token (re-pair)" if req.is_repair
-             else "New node pairing request"]
+    lines = [
+        "Node asks for a new token (re-pair)" if req.is_repair else "New node pairing request"
+    ]
     if req.is_repair:
-        lines.append("It is already paired and proved it holds its current token; approving "
-                     "gives it a new one and the old one stops working.")
+        lines.append(
+            "It is already paired and proved it holds its current token; approving "
+            "gives it a new one and the old one stops working."
+        )
     lines += [
         f"Node id: {clean(req.node_id)}",
         f"Name (given by the node, unverified): {clean_name(req.display_name) or '(none)'}",
@@ -140,17 +157,23 @@ def node_notice(req: NodeRequest, *, expires_in: str,
     ]
     if conflicts:
         others = ", ".join(f"{r.request_id} from {clean(r.remote) or '?'}" for r in conflicts)
-        lines += ["", f"Warning: another device asks with the same node id ({others}). Only "
-                      "one can be approved; approve only the one you expect, and reject the "
-                      "rest."]
+        lines += [
+            "",
+            f"Warning: another device asks with the same node id ({others}). Only "
+            "one can be approved; approve only the one you expect, and reject the "
+            "rest.",
+        ]
     lines += ["", f"/nodes approve {req.request_id} (or /nodes reject {req.request_id})."]
     return "\n".join(lines)
 
 
 def node_approved(node: PairedNode, *, delivered: bool) -> str:
     """The owner's confirmation of a node approval."""
-    where = ("its token was sent to the waiting node" if delivered else
-             "the node was not connected; it will get a token when it asks again")
+    where = (
+        "its token was sent to the waiting node"
+        if delivered
+        else "the node was not connected; it will get a token when it asks again"
+    )
     name = clean_name(node.display_name) or "no name"
     return f"Approved node {clean(node.node_id)} ({name}): {where}."
 
@@ -170,23 +193,29 @@ HELP = """Owner commands (only here, in your own chat with the bot):
 def pending_line(req: PendingRequest, *, age: str) -> str:
     """One line of ``/pending``."""
     name = clean_name(req.display_name(), limit=32)
-    return (f"{format_code(req.code)}  {label(req.provider)} {req.id}"
-            f"{f' ({name})' if name else ''}, {age} ago")
+    return (
+        f"{format_code(req.code)}  {label(req.provider)} {req.id}"
+        f"{f' ({name})' if name else ''}, {age} ago"
+    )
 
 
 def node_line(req: NodeRequest, *, age: str) -> str:
     """One line of ``/nodes`` for a pending node."""
     name = clean_name(req.display_name, limit=32)
-    return f"{req.request_id}  {clean(req.node_id, limit=40)}{f' ({name})' if name else ''}, " \
-           f"{age} ago"
+    return (
+        f"{req.request_id}  {clean(req.node_id, limit=40)}{f' ({name})' if name else ''}, "
+        f"{age} ago"
+    )
 
 
 def state_file_unusable(problem: str) -> str:
     """Told to the owners once when a state file goes bad while the bot runs."""
-    return (f"pairbot cannot use a state file: {problem}\n\n"
-            "Messages that need it are refused until it is fixed: nobody new gets a code and "
-            "nothing is granted. Everything else keeps working. Run `pairbot doctor` to see "
-            "every problem.")
+    return (
+        f"pairbot cannot use a state file: {problem}\n\n"
+        "Messages that need it are refused until it is fixed: nobody new gets a code and "
+        "nothing is granted. Everything else keeps working. Run `pairbot doctor` to see "
+        "every problem."
+    )
 
 
 __all__ = ["HELP", "ago", "label"]

@@ -11,7 +11,12 @@ from typing import Any
 from bot.clock import iso
 
 KNOWN_PROVIDERS: tuple[str, ...] = (
-    "telegram", "slack", "discord", "whatsapp", "signal", "imessage"
+    "telegram",
+    "slack",
+    "discord",
+    "whatsapp",
+    "signal",
+    "imessage",
 )
 """Every chat platform pairbot knows; any other provider name is a usage error."""
 
@@ -82,9 +87,14 @@ class PendingRequest:
 
     def as_json(self) -> dict[str, Any]:
         """The public JSON view (``pairbot pairing list --json``)."""
-        return {"provider": self.provider, "id": self.id, "code": self.code,
-                "createdAt": iso(self.created_at), "lastSeenAt": iso(self.last_seen_at),
-                "meta": dict(self.meta)}
+        return {
+            "provider": self.provider,
+            "id": self.id,
+            "code": self.code,
+            "createdAt": iso(self.created_at),
+            "lastSeenAt": iso(self.last_seen_at),
+            "meta": dict(self.meta),
+        }
 
     def display_name(self) -> str:
         """Return the name the sender gave, best effort (untrusted)."""
@@ -135,10 +145,16 @@ class NodeRequest:
 
     def as_json(self) -> dict[str, Any]:
         """The public JSON view (CLI ``--json``, gateway ``node.pair.list``); no pickup hash."""
-        return {"requestId": self.request_id, "nodeId": self.node_id,
-                "displayName": self.display_name, "platform": self.platform,
-                "version": self.version, "remote": self.remote,
-                "isRepair": self.is_repair, "createdAt": iso(self.created_at)}
+        return {
+            "requestId": self.request_id,
+            "nodeId": self.node_id,
+            "displayName": self.display_name,
+            "platform": self.platform,
+            "version": self.version,
+            "remote": self.remote,
+            "isRepair": self.is_repair,
+            "createdAt": iso(self.created_at),
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,11 +173,15 @@ class PairedNode:
 
     def as_json(self) -> dict[str, Any]:
         """The public JSON view, without the token hash (CLI ``--json``, the gateway)."""
-        return {"nodeId": self.node_id, "displayName": self.display_name,
-                "platform": self.platform, "version": self.version,
-                "createdAt": iso(self.created_at), "approvedAt": iso(self.approved_at),
-                "lastConnectedAt": iso(self.last_connected_at) if self.last_connected_at
-                else None}
+        return {
+            "nodeId": self.node_id,
+            "displayName": self.display_name,
+            "platform": self.platform,
+            "version": self.version,
+            "createdAt": iso(self.created_at),
+            "approvedAt": iso(self.approved_at),
+            "lastConnectedAt": iso(self.last_connected_at) if self.last_connected_at else None,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -45,8 +45,9 @@ class BurstLog:
     says how many happened, and from how many distinct keys, since the last line.
     """
 
-    def __init__(self, logger: logging.Logger, *, clock: Clock,
-                 window: timedelta = timedelta(seconds=10)) -> None:
+    def __init__(
+        self, logger: logging.Logger, *, clock: Clock, window: timedelta = timedelta(seconds=10)
+    ) -> None:
         self._log = logger
         self._clock = clock
         self._window = window
@@ -72,9 +73,16 @@ class BurstLog:
             self._log.warning("%s", message)
             return
         top, top_count = counts.most_common(1)[0]
-        self._log.warning("%s (%d times from %d address%s in the last %ds; most from %s: %d)",
-                          message, total, len(counts), "" if len(counts) == 1 else "es",
-                          int(self._window.total_seconds()), top, top_count)
+        self._log.warning(
+            "%s (%d times from %d address%s in the last %ds; most from %s: %d)",
+            message,
+            total,
+            len(counts),
+            "" if len(counts) == 1 else "es",
+            int(self._window.total_seconds()),
+            top,
+            top_count,
+        )
 
 
 class FailureLimiter:
@@ -136,13 +144,21 @@ class ConnectionGuard:
     def admit(self, address: str) -> bool:
         """Take a slot for a new connection from ``address``, or refuse (logged per burst)."""
         if self.open >= self.limit:
-            self._burst.note("cap", address, f"gateway: refused connections: {self.limit} "
-                             "are open (gateway.max_connections, bounded by the file limit)")
+            self._burst.note(
+                "cap",
+                address,
+                f"gateway: refused connections: {self.limit} "
+                "are open (gateway.max_connections, bounded by the file limit)",
+            )
             return False
         if address != "local" and self._open[address] >= self.settings.max_per_address:
-            self._burst.note("cap-address", address, "gateway: refused connections from "
-                             f"{address}: {self.settings.max_per_address} are open "
-                             "(gateway.max_connections_per_address)")
+            self._burst.note(
+                "cap-address",
+                address,
+                "gateway: refused connections from "
+                f"{address}: {self.settings.max_per_address} are open "
+                "(gateway.max_connections_per_address)",
+            )
             return False
         self._open[address] += 1
         return True
@@ -163,8 +179,12 @@ class ConnectionGuard:
         """Close a connection whose handshake deadline passed, unless it finished."""
         if transport in self._done or transport.is_closing():
             return
-        self._burst.note("handshake", address, "gateway: closed connections that did not "
-                         f"finish their request within {self.settings.handshake_timeout:g}s")
+        self._burst.note(
+            "handshake",
+            address,
+            "gateway: closed connections that did not "
+            f"finish their request within {self.settings.handshake_timeout:g}s",
+        )
         transport.abort()
 
     def protocol(self, inner: asyncio.Protocol) -> asyncio.Protocol:
@@ -192,8 +212,9 @@ class _Guarded(asyncio.Protocol):
             return
         self._address, self._transport = address, transport
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._guard.settings.handshake_timeout,
-                                      self._guard.expired, address, transport)
+        self._timer = loop.call_later(
+            self._guard.settings.handshake_timeout, self._guard.expired, address, transport
+        )
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -225,9 +246,15 @@ class GuardedSite(web.BaseSite):
 
     __slots__ = ("_guard", "_host", "_path", "_port")
 
-    def __init__(self, runner: web.BaseRunner, guard: ConnectionGuard, *,
-                 host: str | None = None, port: int | None = None,
-                 path: str | None = None) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        guard: ConnectionGuard,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        path: str | None = None,
+    ) -> None:
         super().__init__(runner)
         self._guard = guard
         self._host, self._port, self._path = host, port, path
@@ -252,8 +279,9 @@ class GuardedSite(web.BaseSite):
         if self._path is not None:
             self._server = await loop.create_unix_server(factory, self._path, **kwargs)
         else:
-            self._server = await loop.create_server(factory, self._host, self._port,
-                                                    reuse_address=True, **kwargs)
+            self._server = await loop.create_server(
+                factory, self._host, self._port, reuse_address=True, **kwargs
+            )
 
     @property
     def port(self) -> int | None:

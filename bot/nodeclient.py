@@ -42,8 +42,9 @@ class GatewayUnavailable(PairbotError):
 class GatewayClient:
     """One WebSocket connection to a gateway: calls, and the events that arrive between."""
 
-    def __init__(self, session: aiohttp.ClientSession,
-                 ws: aiohttp.ClientWebSocketResponse) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse
+    ) -> None:
         self._session = session
         self._ws = ws
         self._ids = itertools.count(1)
@@ -54,8 +55,9 @@ class GatewayClient:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, url: str | None = None, *, unix_socket: Path | None = None,
-                   wait: float = 10.0) -> AsyncIterator[Self]:
+    async def open(
+        cls, url: str | None = None, *, unix_socket: Path | None = None, wait: float = 10.0
+    ) -> AsyncIterator[Self]:
         """Connect to ``url`` (``ws://host:port``) or to a local Unix socket.
 
         ``wait`` bounds the connection attempt and the closing handshake.
@@ -66,12 +68,14 @@ class GatewayClient:
         try:
             try:
                 async with asyncio.timeout(wait):
-                    ws = await session.ws_connect(target, timeout=aiohttp.ClientWSTimeout(
-                        ws_close=wait), heartbeat=30)
+                    ws = await session.ws_connect(
+                        target, timeout=aiohttp.ClientWSTimeout(ws_close=wait), heartbeat=30
+                    )
             except (aiohttp.ClientError, OSError, ValueError, TimeoutError) as exc:
                 where = unix_socket or url
-                raise GatewayUnavailable(f"cannot reach the gateway at {where}: "
-                                         f"{type(exc).__name__}") from None
+                raise GatewayUnavailable(
+                    f"cannot reach the gateway at {where}: {type(exc).__name__}"
+                ) from None
             client = cls(session, ws)
             try:
                 yield client
@@ -87,8 +91,9 @@ class GatewayClient:
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
 
-    async def call(self, method: str, params: dict[str, Any] | None = None, *,
-                   wait: float = 15.0) -> dict[str, Any]:
+    async def call(
+        self, method: str, params: dict[str, Any] | None = None, *, wait: float = 15.0
+    ) -> dict[str, Any]:
         """Send a request and return its payload; raise :class:`GatewayCallError` on ok=false."""
         if self._closed or self._ws.closed:
             raise GatewayUnavailable("the gateway closed the connection")
@@ -96,8 +101,9 @@ class GatewayClient:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._answers[req_id] = future
         try:
-            await self._ws.send_str(json.dumps({"type": "req", "id": req_id, "method": method,
-                                                "params": params or {}}))
+            await self._ws.send_str(
+                json.dumps({"type": "req", "id": req_id, "method": method, "params": params or {}})
+            )
             answer = await asyncio.wait_for(future, wait)
         except (ConnectionError, aiohttp.ClientError, RuntimeError):
             raise GatewayUnavailable("the gateway closed the connection") from None
@@ -107,13 +113,15 @@ class GatewayClient:
             self._answers.pop(req_id, None)
         if not answer.get("ok"):
             error = answer.get("error") or {}
-            raise GatewayCallError(str(error.get("code", "ERROR")),
-                                   str(error.get("message", "request failed")))
+            raise GatewayCallError(
+                str(error.get("code", "ERROR")), str(error.get("message", "request failed"))
+            )
         payload = answer.get("payload")
         return payload if isinstance(payload, dict) else {}
 
-    async def next_event(self, name: str | None = None, *,
-                         wait: float | None = None) -> dict[str, Any]:
+    async def next_event(
+        self, name: str | None = None, *, wait: float | None = None
+    ) -> dict[str, Any]:
         """Wait for the next event (named ``name``, if given) and return its payload."""
         async with asyncio.timeout(wait):
             while True:
@@ -203,15 +211,21 @@ class NodeKeyring:
         entry = self._load()["gateways"].get(gateway)
         if not isinstance(entry, dict) or not entry.get("token"):
             return None
-        return NodeCredentials(gateway=gateway, node_id=str(entry.get("nodeId")),
-                               token=str(entry["token"]),
-                               display_name=str(entry.get("displayName", "")))
+        return NodeCredentials(
+            gateway=gateway,
+            node_id=str(entry.get("nodeId")),
+            token=str(entry["token"]),
+            display_name=str(entry.get("displayName", "")),
+        )
 
     def save(self, creds: NodeCredentials) -> None:
         """Store (or replace) the token for a gateway; a pickup secret kept for it is spent."""
         doc = self._load()
-        doc["gateways"][creds.gateway] = {"nodeId": creds.node_id, "token": creds.token,
-                                          "displayName": creds.display_name}
+        doc["gateways"][creds.gateway] = {
+            "nodeId": creds.node_id,
+            "token": creds.token,
+            "displayName": creds.display_name,
+        }
         doc.get("pickups", {}).pop(creds.gateway, None)
         self._save(doc)
 

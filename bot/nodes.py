@@ -104,14 +104,28 @@ class NodeService:
             )
             if isinstance(outcome, NodeRequest):
                 txn.put_node_request(outcome)
-                txn.audit(AuditEvent(ts=now, event="node.request", actor=f"node:{node_id}",
-                                     subject=node_id, request_id=outcome.request_id,
-                                     outcome="repair" if outcome.is_repair else
-                                     "conflict" if conflicts else "pending"))
+                txn.audit(
+                    AuditEvent(
+                        ts=now,
+                        event="node.request",
+                        actor=f"node:{node_id}",
+                        subject=node_id,
+                        request_id=outcome.request_id,
+                        outcome="repair"
+                        if outcome.is_repair
+                        else "conflict"
+                        if conflicts
+                        else "pending",
+                    )
+                )
         if isinstance(outcome, NodeRefused):
             raise outcome
-        log.info("node pairing request id=%s node=%s%s", outcome.request_id, node_id,
-                 " (conflicts with another request)" if conflicts else "")
+        log.info(
+            "node pairing request id=%s node=%s%s",
+            outcome.request_id,
+            node_id,
+            " (conflicts with another request)" if conflicts else "",
+        )
         return NodeAsk(request=outcome, created=True, pickup=pickup, conflicts=conflicts)
 
     @staticmethod
@@ -122,18 +136,27 @@ class NodeService:
             request_id = codes.new_request_id()
         return request_id
 
-    def _refusal(self, live: list[NodeRequest], paired: PairedNode | None, node_id: str,
-                 remote: str, proof: str | None) -> NodeRefused | None:
+    def _refusal(
+        self,
+        live: list[NodeRequest],
+        paired: PairedNode | None,
+        node_id: str,
+        remote: str,
+        proof: str | None,
+    ) -> NodeRefused | None:
         if paired is not None:
             if proof is None:
                 return AlreadyPairedError(
                     f"node {node_id!r} is already paired: connect with its token, send the "
-                    "current token to ask for a new one, or have the owner revoke it")
+                    "current token to ask for a new one, or have the owner revoke it"
+                )
             if not codes.token_matches(proof, paired.token_hash):
                 return WrongCredentialError(f"that is not node {node_id!r}'s current token")
         settings = self.settings
-        if remote and sum(1 for r in live if r.remote == remote) >= \
-                settings.max_pending_per_address:
+        if (
+            remote
+            and sum(1 for r in live if r.remote == remote) >= settings.max_pending_per_address
+        ):
             return RateLimitedError("too many pending requests from this address")
         if sum(1 for r in live if r.node_id == node_id) >= settings.max_pending_per_node:
             return RateLimitedError("too many pending requests for this node id")
@@ -149,8 +172,11 @@ class NodeService:
         now = self._clock.now()
         ttl = self.settings.pending_ttl
         with self._store.transaction() as txn:
-            candidates = [r for r in txn.node_requests()
-                          if r.node_id == node_id and now < r.expires_at(ttl) and r.pickup_hash]
+            candidates = [
+                r
+                for r in txn.node_requests()
+                if r.node_id == node_id and now < r.expires_at(ttl) and r.pickup_hash
+            ]
         found = None
         for req in candidates:
             if codes.token_matches(pickup, req.pickup_hash) and found is None:
@@ -172,26 +198,41 @@ class NodeService:
         outcome: NodeApproval | PairbotError
         with self._store.transaction() as txn:
             req = self._live(txn, request_id, now)
-            old = None if req is None else \
-                next((n for n in txn.paired_nodes() if n.node_id == req.node_id), None)
+            old = (
+                None
+                if req is None
+                else next((n for n in txn.paired_nodes() if n.node_id == req.node_id), None)
+            )
             if req is None:
-                outcome = UnknownRequestError(f"no pending node request {request_id!r}",
-                                              hint="see `pairbot nodes pending`")
+                outcome = UnknownRequestError(
+                    f"no pending node request {request_id!r}", hint="see `pairbot nodes pending`"
+                )
             elif old is not None and not req.is_repair:
                 outcome = AlreadyPairedError(
                     f"node {req.node_id!r} was paired in the meantime; revoke it first "
-                    f"(`pairbot nodes revoke {req.node_id}`) if this request is the real one")
+                    f"(`pairbot nodes revoke {req.node_id}`) if this request is the real one"
+                )
             else:
                 outcome = self._pair(txn, req, old, token, now, actor)
         if isinstance(outcome, PairbotError):
             raise outcome
-        log.info("node approved id=%s node=%s by=%s", outcome.request.request_id,
-                 outcome.node.node_id, actor)
+        log.info(
+            "node approved id=%s node=%s by=%s",
+            outcome.request.request_id,
+            outcome.node.node_id,
+            actor,
+        )
         return outcome
 
     @staticmethod
-    def _pair(txn: StateTxn, req: NodeRequest, old: PairedNode | None, token: str,
-              now: datetime, actor: str) -> NodeApproval:
+    def _pair(
+        txn: StateTxn,
+        req: NodeRequest,
+        old: PairedNode | None,
+        token: str,
+        now: datetime,
+        actor: str,
+    ) -> NodeApproval:
         node = PairedNode(
             node_id=req.node_id,
             # a repair request that leaves a field out keeps what the node had
@@ -205,14 +246,29 @@ class NodeService:
         )
         txn.put_paired_node(node)
         txn.drop_node_request(req.request_id)
-        txn.audit(AuditEvent(ts=now, event="node.approve", actor=actor, subject=req.node_id,
-                             request_id=req.request_id, outcome="rotated" if old else "approved"))
+        txn.audit(
+            AuditEvent(
+                ts=now,
+                event="node.approve",
+                actor=actor,
+                subject=req.node_id,
+                request_id=req.request_id,
+                outcome="rotated" if old else "approved",
+            )
+        )
         superseded = tuple(r for r in txn.node_requests() if r.node_id == req.node_id)
         for other in superseded:
             txn.drop_node_request(other.request_id)
-            txn.audit(AuditEvent(ts=now, event="node.reject", actor="system:superseded",
-                                 subject=other.node_id, request_id=other.request_id,
-                                 outcome="superseded"))
+            txn.audit(
+                AuditEvent(
+                    ts=now,
+                    event="node.reject",
+                    actor="system:superseded",
+                    subject=other.node_id,
+                    request_id=other.request_id,
+                    outcome="superseded",
+                )
+            )
         return NodeApproval(node=node, token=token, request=req, superseded=superseded)
 
     def reject(self, request_id: str, *, actor: str) -> NodeRequest:
@@ -222,12 +278,20 @@ class NodeService:
             req = self._live(txn, request_id, now)
             if req is not None:
                 txn.drop_node_request(req.request_id)
-                txn.audit(AuditEvent(ts=now, event="node.reject", actor=actor,
-                                     subject=req.node_id, request_id=req.request_id,
-                                     outcome="rejected"))
+                txn.audit(
+                    AuditEvent(
+                        ts=now,
+                        event="node.reject",
+                        actor=actor,
+                        subject=req.node_id,
+                        request_id=req.request_id,
+                        outcome="rejected",
+                    )
+                )
         if req is None:
-            raise UnknownRequestError(f"no pending node request {request_id!r}",
-                                      hint="see `pairbot nodes pending`")
+            raise UnknownRequestError(
+                f"no pending node request {request_id!r}", hint="see `pairbot nodes pending`"
+            )
         return req
 
     def revoke(self, node_id: str, *, actor: str) -> PairedNode:
@@ -237,11 +301,19 @@ class NodeService:
             node = next((n for n in txn.paired_nodes() if n.node_id == node_id), None)
             if node is not None:
                 txn.drop_paired_node(node_id)
-                txn.audit(AuditEvent(ts=now, event="node.revoke", actor=actor,
-                                     subject=node_id, outcome="revoked"))
+                txn.audit(
+                    AuditEvent(
+                        ts=now,
+                        event="node.revoke",
+                        actor=actor,
+                        subject=node_id,
+                        outcome="revoked",
+                    )
+                )
         if node is None:
-            raise UnknownSubjectError(f"no paired node {node_id!r}",
-                                      hint="see `pairbot nodes list`")
+            raise UnknownSubjectError(
+                f"no paired node {node_id!r}", hint="see `pairbot nodes list`"
+            )
         return node
 
     def verify(self, node_id: str, token: str) -> PairedNode | None:
@@ -292,9 +364,11 @@ class NodeService:
         self, txn: StateTxn, request_id: str, now: datetime, *, drop_expired: bool = True
     ) -> NodeRequest | None:
         wanted = request_id.strip().upper()
-        live = (self._drop_expired(txn, now, actor="system:expiry") if drop_expired
-                else [r for r in txn.node_requests()
-                      if now < r.created_at + self.settings.pending_ttl])
+        live = (
+            self._drop_expired(txn, now, actor="system:expiry")
+            if drop_expired
+            else [r for r in txn.node_requests() if now < r.created_at + self.settings.pending_ttl]
+        )
         return next((r for r in live if r.request_id.upper() == wanted), None)
 
     def _drop_expired(self, txn: StateTxn, now: datetime, *, actor: str) -> list[NodeRequest]:
@@ -302,9 +376,16 @@ class NodeService:
         for req in txn.node_requests():
             if now >= req.created_at + self.settings.pending_ttl:
                 txn.drop_node_request(req.request_id)
-                txn.audit(AuditEvent(ts=now, event="node.expire", actor=actor,
-                                     subject=req.node_id, request_id=req.request_id,
-                                     outcome="expired"))
+                txn.audit(
+                    AuditEvent(
+                        ts=now,
+                        event="node.expire",
+                        actor=actor,
+                        subject=req.node_id,
+                        request_id=req.request_id,
+                        outcome="expired",
+                    )
+                )
             else:
                 live.append(req)
         return live

@@ -126,8 +126,10 @@ class OwnerCommands:
         state = self._failures.get(actor)
         now = self._clock.now()
         if state and state.locked_until and now < state.locked_until:
-            return (f"Too many wrong codes: approvals are paused for "
-                    f"{remaining(state.locked_until - now)}.")
+            return (
+                f"Too many wrong codes: approvals are paused for "
+                f"{remaining(state.locked_until - now)}."
+            )
         return None
 
     def _fail(self, actor: str, text: str) -> str:
@@ -137,12 +139,25 @@ class OwnerCommands:
         state.history = [t for t in state.history if now - t < LOCKOUT] + [now]
         if len(state.history) >= MAX_FAILURES:
             state.locked_until = now + state.lockout
-            log.warning("owner %s locked out of approvals for %s after %d failures", actor,
-                        state.lockout, len(state.history))
-            self._pairing.record(AuditEvent(
-                ts=now, event="lockout", actor=actor, subject=actor, outcome="locked",
-                detail={"failures": len(state.history),
-                        "seconds": int(state.lockout.total_seconds())}))
+            log.warning(
+                "owner %s locked out of approvals for %s after %d failures",
+                actor,
+                state.lockout,
+                len(state.history),
+            )
+            self._pairing.record(
+                AuditEvent(
+                    ts=now,
+                    event="lockout",
+                    actor=actor,
+                    subject=actor,
+                    outcome="locked",
+                    detail={
+                        "failures": len(state.history),
+                        "seconds": int(state.lockout.total_seconds()),
+                    },
+                )
+            )
             state.lockout = min(state.lockout * 2, MAX_LOCKOUT)
             state.history = []
             return f"{text}\n{self._locked(actor)}"
@@ -170,16 +185,21 @@ class OwnerCommands:
         entries = self._pairing.allowed(provider)
         if not entries:
             return "The allowlist is empty."
-        return "\n".join(f"{messages.label(e.provider)} {e.id}"
-                         f"{' (config)' if e.source.value == 'config' else ''}" for e in entries)
+        return "\n".join(
+            f"{messages.label(e.provider)} {e.id}"
+            f"{' (config)' if e.source.value == 'config' else ''}"
+            for e in entries
+        )
 
     def _revoke(self, args: list[str], actor: str) -> OwnerReply:
         if len(args) != 2 or args[0].lower() not in KNOWN_PROVIDERS:
             return OwnerReply(text="Usage: /revoke PROVIDER ID", ok=False, failure="usage")
         provider, sender = args[0].lower(), args[1]
         self._pairing.revoke(provider, sender, actor=actor)
-        return OwnerReply(text=f"Revoked {messages.label(provider)} sender {sender}; their next "
-                          "message gets a new code.")
+        return OwnerReply(
+            text=f"Revoked {messages.label(provider)} sender {sender}; their next "
+            "message gets a new code."
+        )
 
     # --- nodes ---------------------------------------------------------------------------------
 
@@ -188,18 +208,24 @@ class OwnerCommands:
             return OwnerReply(text=self._nodes_overview())
         action, rest = args[0].lower(), args[1:]
         if action not in ("approve", "reject", "revoke") or len(rest) != 1:
-            return OwnerReply(text="Usage: /nodes [approve ID | reject ID | revoke NODE_ID]",
-                              ok=False, failure="usage")
+            return OwnerReply(
+                text="Usage: /nodes [approve ID | reject ID | revoke NODE_ID]",
+                ok=False,
+                failure="usage",
+            )
         if action == "approve":
             approval = self._nodes.approve(rest[0], actor=actor)
-            return OwnerReply(text=f"Approved node {clean(approval.node.node_id)}.",
-                              node_approved=approval)
+            return OwnerReply(
+                text=f"Approved node {clean(approval.node.node_id)}.", node_approved=approval
+            )
         if action == "reject":
             req = self._nodes.reject(rest[0], actor=actor)
             return OwnerReply(text=f"Rejected node {clean(req.node_id)}.", node_rejected=req)
         paired = self._nodes.revoke(rest[0], actor=actor)
-        return OwnerReply(text=f"Revoked node {clean(paired.node_id)}; its token no longer "
-                          "works.", node_revoked=paired)
+        return OwnerReply(
+            text=f"Revoked node {clean(paired.node_id)}; its token no longer works.",
+            node_revoked=paired,
+        )
 
     def _nodes_overview(self) -> str:
         now = self._clock.now()
@@ -208,6 +234,8 @@ class OwnerCommands:
         lines = [f"Pending nodes ({len(pending)}):"]
         lines += [messages.node_line(r, age=ago(now - r.created_at)) for r in pending] or ["-"]
         lines.append(f"Paired nodes ({len(paired)}):")
-        lines += [f"{clean(n.node_id, limit=40)} ({clean(n.display_name, limit=32) or 'no name'})"
-                  for n in paired] or ["-"]
+        lines += [
+            f"{clean(n.node_id, limit=40)} ({clean(n.display_name, limit=32) or 'no name'})"
+            for n in paired
+        ] or ["-"]
         return "\n".join(lines)

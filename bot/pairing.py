@@ -135,23 +135,39 @@ class PairingService:
                 return self._repeat(txn, mine, now, clean_meta)
             if len(live) >= self.settings.max_pending_per_provider:
                 self._count_capped(txn, provider, sender_id, now, ttl)
-                return RequestResult(outcome=RequestOutcome.CAPPED, request=None,
-                                     send_code=False)
+                return RequestResult(outcome=RequestOutcome.CAPPED, request=None, send_code=False)
             code = self._unique_code(txn)
-            created = PendingRequest(provider=provider, id=sender_id, code=code,
-                                     created_at=now, last_seen_at=now, meta=clean_meta,
-                                     last_sent_at=now)
+            created = PendingRequest(
+                provider=provider,
+                id=sender_id,
+                code=code,
+                created_at=now,
+                last_seen_at=now,
+                meta=clean_meta,
+                last_sent_at=now,
+            )
             txn.put_request(created)
-            txn.audit(AuditEvent(ts=now, event="request", actor=f"{provider}:{sender_id}",
-                                 provider=provider, subject=sender_id, outcome="created"))
+            txn.audit(
+                AuditEvent(
+                    ts=now,
+                    event="request",
+                    actor=f"{provider}:{sender_id}",
+                    provider=provider,
+                    subject=sender_id,
+                    outcome="created",
+                )
+            )
         with self._counter_lock:
-            self._quiet[key] = (min(now + self.settings.resend_after, created.expires_at(ttl)),
-                                created)
+            self._quiet[key] = (
+                min(now + self.settings.resend_after, created.expires_at(ttl)),
+                created,
+            )
         log.info("pairing request created provider=%s sender=%s", provider, sender_id)
         return RequestResult(outcome=RequestOutcome.CREATED, request=created, send_code=True)
 
-    def settled_in_memory(self, provider: str, sender_id: str,
-                          meta: Mapping[str, str] | None = None) -> bool:
+    def settled_in_memory(
+        self, provider: str, sender_id: str, meta: Mapping[str, str] | None = None
+    ) -> bool:
         """Answer a pending stranger's repeat message from memory when nothing is due.
 
         True when :meth:`request` would neither send the code again nor write anything (the
@@ -162,8 +178,9 @@ class PairingService:
         clean_meta = {k: v for k, v in (meta or {}).items() if v}
         return self._settled((provider, sender_id), self._clock.now(), clean_meta) is not None
 
-    def _settled(self, key: tuple[str, str], now: datetime,
-                 meta: Mapping[str, str]) -> PendingRequest | None:
+    def _settled(
+        self, key: tuple[str, str], now: datetime, meta: Mapping[str, str]
+    ) -> PendingRequest | None:
         with self._counter_lock:
             quiet = self._quiet.get(key)
             if quiet is None or now >= quiet[0] or (meta and meta != quiet[1].meta):
@@ -171,8 +188,9 @@ class PairingService:
             self._seen[key] = now
         return replace(quiet[1], last_seen_at=now)
 
-    def _repeat(self, txn: StateTxn, mine: PendingRequest, now: datetime,
-                meta: Mapping[str, str]) -> RequestResult:
+    def _repeat(
+        self, txn: StateTxn, mine: PendingRequest, now: datetime, meta: Mapping[str, str]
+    ) -> RequestResult:
         """A pending stranger wrote again: write only what must survive a crash.
 
         That is the time the code was last sent (so a restart does not re-send it early) and
@@ -180,8 +198,12 @@ class PairingService:
         """
         last_sent = mine.last_sent_at or mine.created_at
         resend = now - last_sent >= self.settings.resend_after
-        request = replace(mine, last_seen_at=now, meta=meta or mine.meta,
-                          last_sent_at=now if resend else mine.last_sent_at)
+        request = replace(
+            mine,
+            last_seen_at=now,
+            meta=meta or mine.meta,
+            last_sent_at=now if resend else mine.last_sent_at,
+        )
         written = resend or (bool(meta) and meta != mine.meta)
         if written:
             txn.put_request(request)
@@ -192,8 +214,10 @@ class PairingService:
                 self._seen.pop(key, None)
             else:
                 self._seen[key] = now
-            self._quiet[key] = (min(next_send, mine.expires_at(self.settings.pending_ttl)),
-                                request)
+            self._quiet[key] = (
+                min(next_send, mine.expires_at(self.settings.pending_ttl)),
+                request,
+            )
         return RequestResult(outcome=RequestOutcome.PENDING, request=request, send_code=resend)
 
     def _forget(self, provider: str, sender_id: str) -> None:
@@ -244,9 +268,16 @@ class PairingService:
         with self._store.transaction() as txn:
             found = self._find(txn, providers, code) if code else None
             if found is None:
-                txn.audit(AuditEvent(ts=now, event="approve" if approve else "reject",
-                                     actor=actor, provider=provider, subject="-",
-                                     outcome="unknown-code"))
+                txn.audit(
+                    AuditEvent(
+                        ts=now,
+                        event="approve" if approve else "reject",
+                        actor=actor,
+                        provider=provider,
+                        subject="-",
+                        outcome="unknown-code",
+                    )
+                )
             elif now >= found.expires_at(self.settings.pending_ttl):
                 txn.drop_request(found.provider, found.id)
                 txn.audit(_expire_event(found, now, actor))
@@ -255,14 +286,28 @@ class PairingService:
                 txn.allow(found.provider, found.id)
                 txn.put_notice(_notice(found, now))
                 txn.drop_request(found.provider, found.id)
-                txn.audit(AuditEvent(ts=now, event="approve", actor=actor,
-                                     provider=found.provider, subject=found.id,
-                                     outcome="approved"))
+                txn.audit(
+                    AuditEvent(
+                        ts=now,
+                        event="approve",
+                        actor=actor,
+                        provider=found.provider,
+                        subject=found.id,
+                        outcome="approved",
+                    )
+                )
             else:
                 txn.drop_request(found.provider, found.id)
-                txn.audit(AuditEvent(ts=now, event="reject", actor=actor,
-                                     provider=found.provider, subject=found.id,
-                                     outcome="rejected"))
+                txn.audit(
+                    AuditEvent(
+                        ts=now,
+                        event="reject",
+                        actor=actor,
+                        provider=found.provider,
+                        subject=found.id,
+                        outcome="rejected",
+                    )
+                )
         if found is not None:
             self._forget(found.provider, found.id)
         where = f" for {provider}" if provider else ""
@@ -273,8 +318,13 @@ class PairingService:
             )
         if found is None:
             raise UnknownCodeError(f"no pending pairing request{where} has that code")
-        log.info("pairing %s provider=%s sender=%s by=%s",
-                 "approved" if approve else "rejected", found.provider, found.id, actor)
+        log.info(
+            "pairing %s provider=%s sender=%s by=%s",
+            "approved" if approve else "rejected",
+            found.provider,
+            found.id,
+            actor,
+        )
         return found
 
     def revoke(self, provider: str, sender_id: str, *, actor: str) -> None:
@@ -286,8 +336,16 @@ class PairingService:
             removed = txn.disallow(provider, sender_id)
             txn.drop_notice(provider, sender_id)  # never tell a revoked sender they may write
             if removed:
-                txn.audit(AuditEvent(ts=now, event="revoke", actor=actor, provider=provider,
-                                     subject=sender_id, outcome="revoked"))
+                txn.audit(
+                    AuditEvent(
+                        ts=now,
+                        event="revoke",
+                        actor=actor,
+                        provider=provider,
+                        subject=sender_id,
+                        outcome="revoked",
+                    )
+                )
         if not removed:
             if sender_id in self._static.get(provider, frozenset()):
                 raise LookupFailed(
@@ -307,8 +365,16 @@ class PairingService:
                 if asked is not None:  # they asked: tell them, as an approval would
                     txn.put_notice(_notice(asked, now))
                 txn.drop_request(provider, sender_id)
-                txn.audit(AuditEvent(ts=now, event="allow", actor=actor, provider=provider,
-                                     subject=sender_id, outcome="added"))
+                txn.audit(
+                    AuditEvent(
+                        ts=now,
+                        event="allow",
+                        actor=actor,
+                        provider=provider,
+                        subject=sender_id,
+                        outcome="added",
+                    )
+                )
         if added:
             self._forget(provider, sender_id)
         return added
@@ -332,8 +398,12 @@ class PairingService:
         now = self._clock.now()
         ttl = self.settings.pending_ttl
         with self._store.transaction() as txn:
-            found = [r for name in _providers(provider) for r in txn.requests(name)
-                     if now < r.expires_at(ttl)]
+            found = [
+                r
+                for name in _providers(provider)
+                for r in txn.requests(name)
+                if now < r.expires_at(ttl)
+            ]
         return sorted(found, key=lambda r: (r.created_at, r.provider, r.id))
 
     def find(self, code: str) -> PendingRequest | None:
@@ -358,11 +428,14 @@ class PairingService:
         with self._store.transaction() as txn:
             for name in _providers(provider):
                 stored = txn.allow_from(name)
-                config = [i for i in sorted(self._static.get(name, ()))
-                          if not txn.allow_has(name, i)]
-                groups += [AllowGroup(provider=name, source=source, ids=ids)
-                           for source, ids in ((AllowSource.STORE, stored),
-                                               (AllowSource.CONFIG, config)) if ids]
+                config = [
+                    i for i in sorted(self._static.get(name, ())) if not txn.allow_has(name, i)
+                ]
+                groups += [
+                    AllowGroup(provider=name, source=source, ids=ids)
+                    for source, ids in ((AllowSource.STORE, stored), (AllowSource.CONFIG, config))
+                    if ids
+                ]
         return groups
 
     def iter_allowed(self, provider: str | None = None) -> Iterator[AllowEntry]:
@@ -443,18 +516,33 @@ class PairingService:
                 return
             self._capped_seen[(provider, sender_id)] = now
             self._capped[provider] += 1
-        txn.audit(AuditEvent(ts=now, event="request", actor=f"{provider}:{sender_id}",
-                             provider=provider, subject=sender_id, outcome="capped"))
+        txn.audit(
+            AuditEvent(
+                ts=now,
+                event="request",
+                actor=f"{provider}:{sender_id}",
+                provider=provider,
+                subject=sender_id,
+                outcome="capped",
+            )
+        )
 
 
 def _notice(req: PendingRequest, now: datetime) -> ApprovalNotice:
-    return ApprovalNotice(provider=req.provider, sender_id=req.id, approved_at=now,
-                          chat_id=req.meta.get("chatId"))
+    return ApprovalNotice(
+        provider=req.provider, sender_id=req.id, approved_at=now, chat_id=req.meta.get("chatId")
+    )
 
 
 def _expire_event(req: PendingRequest, now: datetime, actor: str) -> AuditEvent:
-    return AuditEvent(ts=now, event="expire", actor=actor, provider=req.provider,
-                      subject=req.id, outcome="expired")
+    return AuditEvent(
+        ts=now,
+        event="expire",
+        actor=actor,
+        provider=req.provider,
+        subject=req.id,
+        outcome="expired",
+    )
 
 
 def _check_provider(name: str) -> None:

@@ -31,8 +31,13 @@ class PruneScheduler:
         """Prune now, then start the interval job (call from inside the running loop)."""
         await self._run()
         self._scheduler.add_job(
-            self._run, "interval", seconds=self._interval.total_seconds(), id=PRUNE_JOB_ID,
-            replace_existing=True, coalesce=True, max_instances=1,
+            self._run,
+            "interval",
+            seconds=self._interval.total_seconds(),
+            id=PRUNE_JOB_ID,
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
             misfire_grace_time=max(1, int(self._interval.total_seconds())),
         )
         self._scheduler.start()

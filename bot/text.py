@@ -14,8 +14,14 @@ BLANK_NAME = "[blank name]"
 """Shown for a name that was given but would show as nothing."""
 
 _INVISIBLE = frozenset(
-    [*range(0x200B, 0x2010), *range(0x2028, 0x2030), *range(0x2066, 0x206A), 0xFEFF, 0x061C,
-     0x180E]
+    [
+        *range(0x200B, 0x2010),
+        *range(0x2028, 0x2030),
+        *range(0x2066, 0x206A),
+        0xFEFF,
+        0x061C,
+        0x180E,
+    ]
 )
 _BLANK = frozenset({0x115F, 0x1160, 0x3164, 0xFFA0, 0x2800})
 """Letters and symbols that draw as empty space (Hangul fillers, the braille blank): they

@@ -160,7 +160,8 @@ class _LibraryUrls:
             raise ConfigError(
                 "another Discord provider in this process uses a different api_base_url or "
                 "gateway_url; discord.py reads them process-wide",
-                source=f"providers.{name}", field="api_base_url",
+                source=f"providers.{name}",
+                field="api_base_url",
             )
         if not cls.users:
             cls.saved = (discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
@@ -192,7 +193,8 @@ class _Reply:
 
 
 _REPLY: contextvars.ContextVar[_Reply | None] = contextvars.ContextVar(
-    "pairbot_discord_reply", default=None)
+    "pairbot_discord_reply", default=None
+)
 
 _Item = discord.Message | tuple[Inbound, _Reply | None]
 
@@ -213,8 +215,9 @@ class _CommandButton(
     """A button whose ``custom_id`` carries the command it sends; matched after restarts."""
 
     def __init__(self, command: str, label: str) -> None:
-        super().__init__(discord.ui.Button(label=label, style=_style(label),
-                                           custom_id=BUTTON_PREFIX + command))
+        super().__init__(
+            discord.ui.Button(label=label, style=_style(label), custom_id=BUTTON_PREFIX + command)
+        )
         self.command = command
 
     @classmethod
@@ -261,8 +264,11 @@ class _Client(discord.Client):
         try:
             await self.tree.sync()
         except discord.HTTPException as exc:
-            _LOG.warning("%s: registering slash commands failed (HTTP %s); text commands "
-                         "still work", self.provider.name, exc.status)
+            _LOG.warning(
+                "%s: registering slash commands failed (HTTP %s); text commands still work",
+                self.provider.name,
+                exc.status,
+            )
 
     async def on_connect(self) -> None:
         """READY arrived: events flow."""
@@ -282,7 +288,8 @@ def _add_commands(tree: app_commands.CommandTree[_Client], provider: DiscordProv
 
     def dm_only(command: app_commands.Command[Any, Any, None]) -> None:
         command.allowed_contexts = app_commands.AppCommandContext(
-            guild=False, dm_channel=True, private_channel=False)
+            guild=False, dm_channel=True, private_channel=False
+        )
         command.allowed_installs = app_commands.AppInstallationType(guild=True, user=False)
         tree.add_command(command)
 
@@ -302,23 +309,29 @@ def _add_commands(tree: app_commands.CommandTree[_Client], provider: DiscordProv
 
     @app_commands.command(name="allowlist", description="Show who is allowed")
     @app_commands.describe(platform="Only this platform (telegram, slack, discord, ...)")
-    async def allowlist(interaction: discord.Interaction[_Client],
-                        platform: str | None = None) -> None:
+    async def allowlist(
+        interaction: discord.Interaction[_Client], platform: str | None = None
+    ) -> None:
         await provider._on_slash(interaction, " ".join(["/allowlist", *filter(None, [platform])]))
 
     @app_commands.command(name="revoke", description="Remove a sender from the allowlist")
     @app_commands.describe(platform="The sender's platform", user_id="The sender's id")
-    async def revoke(interaction: discord.Interaction[_Client], platform: str,
-                     user_id: str) -> None:
+    async def revoke(
+        interaction: discord.Interaction[_Client], platform: str, user_id: str
+    ) -> None:
         await provider._on_slash(interaction, f"/revoke {platform} {user_id}")
 
     @app_commands.command(name="nodes", description="Show nodes, or decide on one")
-    @app_commands.describe(action="What to do (leave empty to list)",
-                           ident="The request id (approve, reject) or node id (revoke)")
+    @app_commands.describe(
+        action="What to do (leave empty to list)",
+        ident="The request id (approve, reject) or node id (revoke)",
+    )
     @app_commands.rename(ident="id")
-    async def nodes(interaction: discord.Interaction[_Client],
-                    action: Literal["approve", "reject", "revoke"] | None = None,
-                    ident: str | None = None) -> None:
+    async def nodes(
+        interaction: discord.Interaction[_Client],
+        action: Literal["approve", "reject", "revoke"] | None = None,
+        ident: str | None = None,
+    ) -> None:
         words = ["/nodes", *filter(None, [action, ident])]
         await provider._on_slash(interaction, " ".join(words))
 
@@ -327,7 +340,14 @@ def _add_commands(tree: app_commands.CommandTree[_Client], provider: DiscordProv
         await provider._on_slash(interaction, "/help")
 
     commands: list[app_commands.Command[Any, Any, None]] = [
-        approve, reject, pending, allowlist, revoke, nodes, help_]
+        approve,
+        reject,
+        pending,
+        allowlist,
+        revoke,
+        nodes,
+        help_,
+    ]
     for command in commands:
         dm_only(command)
 
@@ -346,8 +366,9 @@ def _rest_root(url: str | None, name: str) -> str:
         return LIBRARY_API_BASE_URL
     parsed = yarl.URL(url.rstrip("/"))
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigError("must be an http(s) URL", source=f"providers.{name}",
-                          field="api_base_url")
+        raise ConfigError(
+            "must be an http(s) URL", source=f"providers.{name}", field="api_base_url"
+        )
     root = str(parsed)
     return root if re.search(r"/v\d+$", parsed.path) else f"{root}/v10"
 
@@ -357,8 +378,7 @@ def _gateway(url: str | None, name: str) -> yarl.URL | None:
         return None
     parsed = yarl.URL(url)
     if parsed.scheme not in ("ws", "wss") or not parsed.host:
-        raise ConfigError("must be a ws(s) URL", source=f"providers.{name}",
-                          field="gateway_url")
+        raise ConfigError("must be a ws(s) URL", source=f"providers.{name}", field="gateway_url")
     return parsed
 
 
@@ -386,8 +406,7 @@ class DiscordProvider:
         name: str = "discord",
     ) -> None:
         if not token or not token.strip():
-            raise ConfigError("the bot token is empty", source=f"providers.{name}",
-                              field="token")
+            raise ConfigError("the bot token is empty", source=f"providers.{name}", field="token")
         self.name = name
         self.bare_commands = False
         self._token = token.strip()
@@ -441,8 +460,12 @@ class DiscordProvider:
                 await self._teardown(drain=False)
                 raise
             runner.add_done_callback(self._runner_ended)
-        _LOG.info("%s: connected as %s (id %s)", self.name, client.user,
-                  client.user.id if client.user else "?")
+        _LOG.info(
+            "%s: connected as %s (id %s)",
+            self.name,
+            client.user,
+            client.user.id if client.user else "?",
+        )
 
     async def stop(self) -> None:
         """Finish the events received, then close the gateway and HTTP session. Idempotent."""
@@ -463,25 +486,34 @@ class DiscordProvider:
     async def _until_connected(self, client: _Client, runner: asyncio.Task[None]) -> None:
         waiter = asyncio.ensure_future(client.connected.wait())
         try:
-            done, _ = await asyncio.wait({runner, waiter}, timeout=START_TIMEOUT,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {runner, waiter}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             waiter.cancel()
         if waiter in done:
             return
         if not runner.done():
-            raise TimeoutError(f"{self.name}: the Discord gateway was not ready within "
-                               f"{START_TIMEOUT:.0f}s")
+            raise TimeoutError(
+                f"{self.name}: the Discord gateway was not ready within {START_TIMEOUT:.0f}s"
+            )
         error = runner.exception()
         if isinstance(error, discord.LoginFailure):
-            raise ConfigError("Discord rejected the bot token", source=f"providers.{self.name}",
-                              field="token", hint="reset the token in the Developer Portal "
-                              "(Bot → Reset Token), and check api_base_url") from None
+            raise ConfigError(
+                "Discord rejected the bot token",
+                source=f"providers.{self.name}",
+                field="token",
+                hint="reset the token in the Developer Portal "
+                "(Bot → Reset Token), and check api_base_url",
+            ) from None
         if isinstance(error, discord.PrivilegedIntentsRequired):
-            raise ConfigError("Discord refused the Message Content intent",
-                              source=f"providers.{self.name}", field="token",
-                              hint="enable Message Content Intent under Bot → Privileged "
-                              "Gateway Intents in the Developer Portal") from None
+            raise ConfigError(
+                "Discord refused the Message Content intent",
+                source=f"providers.{self.name}",
+                field="token",
+                hint="enable Message Content Intent under Bot → Privileged "
+                "Gateway Intents in the Developer Portal",
+            ) from None
         if error is not None:
             raise error
         raise RuntimeError(f"{self.name}: the Discord client stopped while starting")
@@ -496,8 +528,11 @@ class DiscordProvider:
                     try:
                         await asyncio.wait_for(asyncio.shield(worker), DRAIN_TIMEOUT)
                     except TimeoutError:
-                        _LOG.warning("%s: events still in hand after %.0fs were dropped",
-                                     self.name, DRAIN_TIMEOUT)
+                        _LOG.warning(
+                            "%s: events still in hand after %.0fs were dropped",
+                            self.name,
+                            DRAIN_TIMEOUT,
+                        )
                 worker.cancel()
                 await asyncio.gather(worker, return_exceptions=True)
             if client is not None:
@@ -514,8 +549,11 @@ class DiscordProvider:
         if runner.cancelled() or not self._accepting:
             return
         error = runner.exception()
-        _LOG.error("%s: the Discord connection ended and will not come back (%s); restart "
-                   "pairbot", self.name, type(error).__name__ if error else "closed")
+        _LOG.error(
+            "%s: the Discord connection ended and will not come back (%s); restart pairbot",
+            self.name,
+            type(error).__name__ if error else "closed",
+        )
 
     # -- outbound ----------------------------------------------------------------------------
 
@@ -554,8 +592,7 @@ class DiscordProvider:
             discord.HTTPException: Discord refused the edit.
         """
         client = self._live_client()
-        message = client.get_partial_messageable(int(chat_id)).get_partial_message(
-            int(message_id))
+        message = client.get_partial_messageable(int(chat_id)).get_partial_message(int(message_id))
         await message.edit(content=_fit(plain(text)), view=None)
 
     async def dm_chat_id(self, user_id: str) -> str:
@@ -575,17 +612,25 @@ class DiscordProvider:
         self._dm_channels[user_id] = str(channel.id)
         return str(channel.id)
 
-    async def _respond(self, reply: _Reply, content: str,
-                       view: discord.ui.View | None) -> str | None:
+    async def _respond(
+        self, reply: _Reply, content: str, view: discord.ui.View | None
+    ) -> str | None:
         """Answer a deferred slash command; None (and the reply closed) if Discord refused."""
         extra: dict[str, Any] = {"view": view} if view is not None else {}
         try:
             message = await reply.interaction.followup.send(
-                content, wait=True, suppress_embeds=True,
-                allowed_mentions=discord.AllowedMentions.none(), **extra)
+                content,
+                wait=True,
+                suppress_embeds=True,
+                allowed_mentions=discord.AllowedMentions.none(),
+                **extra,
+            )
         except discord.HTTPException as exc:
-            _LOG.warning("%s: answering a slash command failed (HTTP %s); sending instead",
-                         self.name, exc.status)
+            _LOG.warning(
+                "%s: answering a slash command failed (HTTP %s); sending instead",
+                self.name,
+                exc.status,
+            )
             reply.open = False
             return None
         reply.used = True
@@ -654,8 +699,9 @@ class DiscordProvider:
             else:
                 await interaction.response.send_message(_DM_ONLY_NOTE, ephemeral=True)
         except discord.HTTPException as exc:
-            _LOG.warning("%s: acknowledging a slash command failed (HTTP %s)", self.name,
-                         exc.status)
+            _LOG.warning(
+                "%s: acknowledging a slash command failed (HTTP %s)", self.name, exc.status
+            )
         inbound = Inbound(
             provider=self.name,
             chat_id=str(interaction.channel_id),
@@ -692,8 +738,12 @@ class DiscordProvider:
         try:
             await callback(inbound)
         except Exception:
-            _LOG.exception("%s: handling message %s from %s failed", self.name,
-                           inbound.message_id or "(slash command)", inbound.sender_id)
+            _LOG.exception(
+                "%s: handling message %s from %s failed",
+                self.name,
+                inbound.message_id or "(slash command)",
+                inbound.sender_id,
+            )
         finally:
             _REPLY.reset(token)
             if reply is not None:
@@ -705,8 +755,9 @@ class DiscordProvider:
         try:
             await reply.interaction.delete_original_response()
         except discord.HTTPException as exc:
-            _LOG.debug("%s: removing an unused slash placeholder failed (HTTP %s)",
-                       self.name, exc.status)
+            _LOG.debug(
+                "%s: removing an unused slash placeholder failed (HTTP %s)", self.name, exc.status
+            )
 
     async def _from_message(self, message: discord.Message) -> Inbound | None:
         kind = await self._message_kind(message)
@@ -749,8 +800,9 @@ class DiscordProvider:
         try:
             fetched = await self._live_client().fetch_channel(channel_id)
         except (discord.HTTPException, discord.InvalidData) as exc:
-            _LOG.warning("%s: could not look up channel %s (%s)", self.name, channel_id,
-                         type(exc).__name__)
+            _LOG.warning(
+                "%s: could not look up channel %s (%s)", self.name, channel_id, type(exc).__name__
+            )
             return None
         if isinstance(fetched, discord.DMChannel):
             kind = ChatKind.DM

@@ -151,25 +151,33 @@ class IMessageProvider:
     ) -> None:
         source = f"providers.{name}"
         if not server_url or not server_url.strip():
-            raise ConfigError("the BlueBubbles server URL is empty", source=source,
-                              field="server_url")
+            raise ConfigError(
+                "the BlueBubbles server URL is empty", source=source, field="server_url"
+            )
         if not server_url.strip().lower().startswith(("http://", "https://")):
-            raise ConfigError("must start with http:// or https://", source=source,
-                              field="server_url")
+            raise ConfigError(
+                "must start with http:// or https://", source=source, field="server_url"
+            )
         if "?" in server_url or "#" in server_url:
-            raise ConfigError("must not carry a query (the password is passed separately)",
-                              source=source, field="server_url")
+            raise ConfigError(
+                "must not carry a query (the password is passed separately)",
+                source=source,
+                field="server_url",
+            )
         if not password:
-            raise ConfigError("the BlueBubbles password is empty", source=source,
-                              field="password")
+            raise ConfigError("the BlueBubbles password is empty", source=source, field="password")
         if not webhook_path.startswith("/"):
             raise ConfigError("must start with /", source=source, field="webhook.path")
         if send_method not in ("auto", "apple-script", "private-api"):
-            raise ConfigError("must be auto, apple-script or private-api", source=source,
-                              field="send_method")
-        for field, value in (("request_timeout", request_timeout),
-                             ("send_retry_for", send_retry_for),
-                             ("retry_initial", retry_initial), ("retry_max", retry_max)):
+            raise ConfigError(
+                "must be auto, apple-script or private-api", source=source, field="send_method"
+            )
+        for field, value in (
+            ("request_timeout", request_timeout),
+            ("send_retry_for", send_retry_for),
+            ("retry_initial", retry_initial),
+            ("retry_max", retry_max),
+        ):
             if not value > 0:
                 raise ConfigError("must be positive", source=source, field=field)
         self.name = name
@@ -259,7 +267,9 @@ class IMessageProvider:
             except OSError as exc:
                 raise ConfigError(
                     f"cannot listen on {self._host}:{self._port} ({exc.strerror})",
-                    source=f"providers.{self.name}", field="webhook.port") from None
+                    source=f"providers.{self.name}",
+                    field="webhook.port",
+                ) from None
             self._port = int(runner.addresses[0][1])
             self._runner = runner
             self._worker = asyncio.create_task(self._work(), name=f"{self.name}-inbound")
@@ -273,8 +283,12 @@ class IMessageProvider:
             raise
         finally:
             self._starting = False
-        _LOG.info("%s: webhook listening on %s (send method %s)", self.name, self.webhook_url,
-                  self._method)
+        _LOG.info(
+            "%s: webhook listening on %s (send method %s)",
+            self.name,
+            self.webhook_url,
+            self._method,
+        )
 
     async def stop(self) -> None:
         """Stop serving, finish the messages already accepted, close connections. Idempotent.
@@ -297,8 +311,11 @@ class IMessageProvider:
                 worker.cancel()
                 await asyncio.gather(worker, return_exceptions=True)
             if not self._queue.empty():
-                _LOG.warning("%s: stopped with %d accepted message(s) not handled", self.name,
-                             self._queue.qsize())
+                _LOG.warning(
+                    "%s: stopped with %d accepted message(s) not handled",
+                    self.name,
+                    self._queue.qsize(),
+                )
         finally:
             self._closing.set()
             session, self._session = self._session, None
@@ -343,11 +360,16 @@ class IMessageProvider:
                 left = deadline - loop.time()
                 if server_errors >= _MAX_SERVER_ERRORS or left <= 0 or self._closing.is_set():
                     raise BlueBubblesError(
-                        f"{self.name}: message not sent after {attempt} attempts "
-                        f"({retry.reason})") from None
+                        f"{self.name}: message not sent after {attempt} attempts ({retry.reason})"
+                    ) from None
                 wait = min(delay, left)
-                _LOG.warning("%s: send attempt %d failed (%s), retrying in %.1f s", self.name,
-                             attempt, retry.reason, wait)
+                _LOG.warning(
+                    "%s: send attempt %d failed (%s), retrying in %.1f s",
+                    self.name,
+                    attempt,
+                    retry.reason,
+                    wait,
+                )
                 if await self._closed_within(wait):
                     raise BlueBubblesError(
                         f"{self.name}: message not sent, provider stopped ({retry.reason})"
@@ -366,8 +388,9 @@ class IMessageProvider:
     async def _post_text(self, session: aiohttp.ClientSession, body: Mapping[str, Any]) -> str:
         """One attempt at ``/api/v1/message/text``: the guid, a :class:`_Retry`, or an error."""
         try:
-            async with session.post(self._url("/api/v1/message/text"),
-                                    params={"password": self._password}, json=body) as resp:
+            async with session.post(
+                self._url("/api/v1/message/text"), params={"password": self._password}, json=body
+            ) as resp:
                 status = resp.status
                 payload = await _json_or_none(resp)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -377,8 +400,9 @@ class IMessageProvider:
             guid = data.get("guid") if isinstance(data, dict) else None
             if isinstance(guid, str) and guid:
                 return guid
-            raise BlueBubblesError(f"{self.name}: BlueBubbles answered without a message guid",
-                                   status=status)
+            raise BlueBubblesError(
+                f"{self.name}: BlueBubbles answered without a message guid", status=status
+            )
         if status in _RETRY_STATUSES:
             raise _Retry(f"HTTP {status}")
         if status >= 500:
@@ -386,31 +410,47 @@ class IMessageProvider:
         if status == 400 and _ALREADY_QUEUED in _error_text(payload).lower():
             raise _Retry("this message is still being sent")  # wait for the first attempt
         if status in (401, 403):
-            raise BlueBubblesError(f"{self.name}: BlueBubbles rejected the password",
-                                   status=status)
+            raise BlueBubblesError(
+                f"{self.name}: BlueBubbles rejected the password", status=status
+            )
         raise BlueBubblesError(
             f"{self.name}: BlueBubbles refused the message (HTTP {status}: "
-            f"{_error_text(payload)})", status=status)
+            f"{_error_text(payload)})",
+            status=status,
+        )
 
     async def _check_server(self, session: aiohttp.ClientSession) -> None:
         """Check the password and, for ``auto``, whether the Private API is usable."""
         try:
-            async with session.get(self._url("/api/v1/server/info"),
-                                   params={"password": self._password},
-                                   timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            async with session.get(
+                self._url("/api/v1/server/info"),
+                params={"password": self._password},
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as resp:
                 status = resp.status
                 payload = await _json_or_none(resp)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            _LOG.warning("%s: BlueBubbles at %s is not reachable (%s); sends will retry",
-                         self.name, self._root, type(exc).__name__)
+            _LOG.warning(
+                "%s: BlueBubbles at %s is not reachable (%s); sends will retry",
+                self.name,
+                self._root,
+                type(exc).__name__,
+            )
             return
         if status in (401, 403):
-            raise ConfigError("BlueBubbles rejected the password",
-                              source=f"providers.{self.name}", field="password",
-                              hint="use the server password set in BlueBubbles")
+            raise ConfigError(
+                "BlueBubbles rejected the password",
+                source=f"providers.{self.name}",
+                field="password",
+                hint="use the server password set in BlueBubbles",
+            )
         if status != 200 or not isinstance(payload, dict):
-            _LOG.warning("%s: BlueBubbles server info answered HTTP %d; using %s", self.name,
-                         status, self._method)
+            _LOG.warning(
+                "%s: BlueBubbles server info answered HTTP %d; using %s",
+                self.name,
+                status,
+                self._method,
+            )
             return
         data = payload.get("data")
         if self._send_method == "auto" and isinstance(data, dict):
@@ -425,17 +465,20 @@ class IMessageProvider:
         """Authenticate, parse, deduplicate and queue one webhook event; answer at once."""
         given = request.query.get("password", "")
         if not hmac.compare_digest(given.encode(), self._password.encode()):
-            _LOG.warning("%s: refused a webhook POST without the right password from %s",
-                         self.name, request.remote)
+            _LOG.warning(
+                "%s: refused a webhook POST without the right password from %s",
+                self.name,
+                request.remote,
+            )
             return web.json_response({"status": 401, "message": "Unauthorized"}, status=401)
         try:
             event = await request.json()
         except ValueError:
-            return web.json_response({"status": 400, "message": "Body is not JSON"},
-                                     status=400)
+            return web.json_response({"status": 400, "message": "Body is not JSON"}, status=400)
         if not isinstance(event, dict):
-            return web.json_response({"status": 400, "message": "Body is not an event"},
-                                     status=400)
+            return web.json_response(
+                {"status": 400, "message": "Body is not an event"}, status=400
+            )
         if event.get("type") != "new-message":
             return web.json_response({"status": 200, "message": "Ignored"})
         data = event.get("data")
@@ -456,7 +499,10 @@ class IMessageProvider:
         if data.get("isFromMe"):
             return None
         if data.get("associatedMessageGuid") or data.get("associatedMessageType") not in (
-                None, 0, ""):
+            None,
+            0,
+            "",
+        ):
             return None  # a tapback or another reaction to a message
         if data.get("itemType") not in (None, 0):
             return None  # group renames, members joining, and other chat events

@@ -93,8 +93,9 @@ async def _sse_events(lines: aiohttp.StreamReader) -> AsyncIterator[_Event]:
         line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
         if not line:
             if data:
-                yield _Event(event_id if seen_id else None, event_type or "message",
-                             "\n".join(data))
+                yield _Event(
+                    event_id if seen_id else None, event_type or "message", "\n".join(data)
+                )
             event_type, data, seen_id = "", [], False
             continue
         if line.startswith(":"):
@@ -162,15 +163,24 @@ class SignalProvider:
     ) -> None:
         source = f"providers.{name}"
         if not account or not account.strip():
-            raise ConfigError("the Signal account is empty", source=source, field="account",
-                              hint="the bot's number as registered with signal-cli")
+            raise ConfigError(
+                "the Signal account is empty",
+                source=source,
+                field="account",
+                hint="the bot's number as registered with signal-cli",
+            )
         parts = urlsplit(http_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"not an http(s) URL: {http_url!r}", source=source,
-                              field="http_url", hint="e.g. http://127.0.0.1:8080")
+            raise ConfigError(
+                f"not an http(s) URL: {http_url!r}",
+                source=source,
+                field="http_url",
+                hint="e.g. http://127.0.0.1:8080",
+            )
         if not 0 < reconnect_min <= reconnect_max:
-            raise ConfigError("need 0 < reconnect_min <= reconnect_max", source=source,
-                              field="reconnect_min")
+            raise ConfigError(
+                "need 0 < reconnect_min <= reconnect_max", source=source, field="reconnect_min"
+            )
         self.name = name
         self.bare_commands = False
         self.account = account.strip()
@@ -240,8 +250,9 @@ class SignalProvider:
             raise
         self._session, self._on_inbound = session, on_inbound
         self._first_response = response
-        self._reader = asyncio.create_task(self._read_forever(response),
-                                           name=f"{self.name}-events")
+        self._reader = asyncio.create_task(
+            self._read_forever(response), name=f"{self.name}-events"
+        )
         self._busy = False
         _LOG.info("%s: receiving from the signal-cli daemon at %s", self.name, self._root)
 
@@ -304,8 +315,9 @@ class SignalProvider:
                 try:
                     await self._send(chat_id, text, edit_timestamp=sent_ms)
                 except SignalRpcError as exc:
-                    _LOG.warning("%s: edit refused (%s), sending a new message", self.name,
-                                 exc.code)
+                    _LOG.warning(
+                        "%s: edit refused (%s), sending a new message", self.name, exc.code
+                    )
                 else:
                     return
         await self._send(chat_id, text)
@@ -329,9 +341,12 @@ class SignalProvider:
         if session is None:
             raise RuntimeError(f"{self.name}: provider is not running")
         self._rpc_id += 1
-        body = {"jsonrpc": "2.0", "method": method,
-                "params": {"account": self.account, **(params or {})},
-                "id": f"pairbot-{self._rpc_id}"}
+        body = {
+            "jsonrpc": "2.0",
+            "method": method,
+            "params": {"account": self.account, **(params or {})},
+            "id": f"pairbot-{self._rpc_id}",
+        }
         delay = self._reconnect[0]
         for attempt in range(_CONNECT_RETRIES + 1):
             try:
@@ -340,14 +355,14 @@ class SignalProvider:
             except aiohttp.ClientConnectorError:
                 if attempt == _CONNECT_RETRIES:
                     raise
-                _LOG.warning("%s: daemon unreachable for %s, retrying in %.1fs", self.name,
-                             method, delay)
+                _LOG.warning(
+                    "%s: daemon unreachable for %s, retrying in %.1fs", self.name, method, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._reconnect[1])
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send(self, chat_id: str, text: str, *, edit_timestamp: int | None = None
-                    ) -> str:
+    async def _send(self, chat_id: str, text: str, *, edit_timestamp: int | None = None) -> str:
         params: dict[str, Any] = {"message": text}
         if chat_id.startswith(GROUP_PREFIX):
             params["groupId"] = chat_id.removeprefix(GROUP_PREFIX)
@@ -371,16 +386,20 @@ class SignalProvider:
         error = answer.get("error")
         if isinstance(error, dict):
             code = error.get("code")
-            raise SignalRpcError(method, code if isinstance(code, int) else response.status,
-                                 _text(error.get("message")) or "error")
+            raise SignalRpcError(
+                method,
+                code if isinstance(code, int) else response.status,
+                _text(error.get("message")) or "error",
+            )
         if "result" not in answer:
             raise SignalRpcError(method, response.status, "no result in the answer")
         return answer["result"]
 
     # -- inbound -----------------------------------------------------------------------------
 
-    async def _open_stream(self, session: aiohttp.ClientSession, *, reconnect: bool = False
-                           ) -> aiohttp.ClientResponse:
+    async def _open_stream(
+        self, session: aiohttp.ClientSession, *, reconnect: bool = False
+    ) -> aiohttp.ClientResponse:
         """Open the event stream where the last one left off.
 
         Reopened before any event was seen, it asks for every event the daemon kept (an id
@@ -395,8 +414,9 @@ class SignalProvider:
         elif reconnect and self._first_open_ms is not None:
             headers["Last-Event-ID"] = _UNKNOWN_EVENT_ID
             floor = self._first_open_ms - _FLOOR_MARGIN_MS
-        timeout = aiohttp.ClientTimeout(total=None, connect=self._request_timeout,
-                                        sock_read=self._idle_timeout)
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self._request_timeout, sock_read=self._idle_timeout
+        )
         response = await session.get(self.events_url, headers=headers, timeout=timeout)
         if response.status != 200:
             response.release()
@@ -429,8 +449,12 @@ class SignalProvider:
                 response = await self._open_stream(session, reconnect=True)
             except (aiohttp.ClientError, TimeoutError, SignalRpcError) as exc:
                 delay = min(delay * 2, self._reconnect[1])
-                _LOG.warning("%s: reconnecting to the daemon failed (%s), next try in %.1fs",
-                             self.name, type(exc).__name__, delay)
+                _LOG.warning(
+                    "%s: reconnecting to the daemon failed (%s), next try in %.1fs",
+                    self.name,
+                    type(exc).__name__,
+                    delay,
+                )
                 continue
             delay = self._reconnect[0]
             _LOG.info("%s: event stream reopened", self.name)
@@ -466,16 +490,18 @@ class SignalProvider:
         try:
             await on_inbound(inbound)
         except Exception:
-            _LOG.exception("%s: handling a message from %s failed", self.name,
-                           inbound.sender_id)
+            _LOG.exception("%s: handling a message from %s failed", self.name, inbound.sender_id)
 
     def _from_envelope(self, payload: Mapping[str, Any]) -> Inbound | None:
         account = payload.get("account")
         if isinstance(account, str) and account and account != self.account:
             if account not in self._warned_accounts:
                 self._warned_accounts.add(account)
-                _LOG.warning("%s: ignoring events of another account on the daemon (set "
-                             "`account` to the id the daemon uses)", self.name)
+                _LOG.warning(
+                    "%s: ignoring events of another account on the daemon (set "
+                    "`account` to the id the daemon uses)",
+                    self.name,
+                )
             return None
         envelope: Mapping[str, Any] = payload["envelope"]
         data = envelope.get("dataMessage")
@@ -500,8 +526,10 @@ class SignalProvider:
         if len(self._seen) > _DEDUPE_SIZE:
             self._seen.popitem(last=False)
         received = envelope.get("serverReceivedTimestamp")
-        if self._floor_ms is not None and (received if isinstance(received, int) else timestamp
-                                           ) < self._floor_ms:
+        if (
+            self._floor_ms is not None
+            and (received if isinstance(received, int) else timestamp) < self._floor_ms
+        ):
             return None  # replayed history from before this provider connected
         text = data.get("message")
         if not isinstance(text, str) or not text or data.get("remoteDelete") is not None:

@@ -62,10 +62,22 @@ MAX_LABEL_CHARS = 75
 MAX_SECTION_CHARS = 3000
 """Slack's limit on the text of one section block; longer texts take several sections."""
 
-_AUTH_ERRORS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked",
-                          "token_expired", "not_allowed_token_type"})
-_CHANNEL_KINDS = {"im": ChatKind.DM, "mpim": ChatKind.GROUP, "group": ChatKind.GROUP,
-                  "channel": ChatKind.CHANNEL}
+_AUTH_ERRORS = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "not_allowed_token_type",
+    }
+)
+_CHANNEL_KINDS = {
+    "im": ChatKind.DM,
+    "mpim": ChatKind.GROUP,
+    "group": ChatKind.GROUP,
+    "channel": ChatKind.CHANNEL,
+}
 _NOT_HERE = "pairbot only takes commands in your direct messages with it."
 _SEEN_MAX = 4096
 _PROFILE_TTL = 600.0
@@ -102,7 +114,7 @@ def _dict(value: object) -> dict[str, Any]:
 
 
 def _chunks(text: str, size: int) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)]
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def _blocks(text: str, buttons: Sequence[Button]) -> list[dict[str, Any]]:
@@ -112,16 +124,26 @@ def _blocks(text: str, buttons: Sequence[Button]) -> list[dict[str, Any]]:
     for button in buttons:
         command = button.command
         if not 1 <= len(command) <= MAX_COMMAND_CHARS:
-            raise ValueError(f"button {button.label!r}: command is {len(command)} characters, "
-                             f"Slack allows 1 to {MAX_COMMAND_CHARS} here")
+            raise ValueError(
+                f"button {button.label!r}: command is {len(command)} characters, "
+                f"Slack allows 1 to {MAX_COMMAND_CHARS} here"
+            )
         if command in seen:
             raise ValueError(f"button {button.label!r}: two buttons carry the same command")
         seen.add(command)
-        label = button.label if len(button.label) <= MAX_LABEL_CHARS else (
-            button.label[:MAX_LABEL_CHARS - 1] + "…")
-        elements.append({"type": "button", "action_id": ACTION_PREFIX + command,
-                         "text": {"type": "plain_text", "text": label or "?", "emoji": False},
-                         "value": command})
+        label = (
+            button.label
+            if len(button.label) <= MAX_LABEL_CHARS
+            else (button.label[: MAX_LABEL_CHARS - 1] + "…")
+        )
+        elements.append(
+            {
+                "type": "button",
+                "action_id": ACTION_PREFIX + command,
+                "text": {"type": "plain_text", "text": label or "?", "emoji": False},
+                "value": command,
+            }
+        )
     sections: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "plain_text", "text": chunk, "emoji": False}}
         for chunk in _chunks(text, MAX_SECTION_CHARS)
@@ -176,11 +198,15 @@ class SlackProvider:
         if mode not in ("socket", "http"):
             raise ConfigError("must be socket or http", source=source, field="mode")
         if mode == "socket" and not (app_token and app_token.strip()):
-            raise ConfigError("app_token is required when mode is socket", source=source,
-                              field="app_token")
+            raise ConfigError(
+                "app_token is required when mode is socket", source=source, field="app_token"
+            )
         if mode == "http" and not (signing_secret and signing_secret.strip()):
-            raise ConfigError("signing_secret is required when mode is http", source=source,
-                              field="signing_secret")
+            raise ConfigError(
+                "signing_secret is required when mode is http",
+                source=source,
+                field="signing_secret",
+            )
         if not webhook_path.startswith("/"):
             raise ConfigError("must start with /", source=source, field="webhook.path")
         if not ping_interval > 0 or not connect_timeout > 0:
@@ -215,8 +241,10 @@ class SlackProvider:
         self._seen: OrderedDict[str, None] = OrderedDict()
 
     def __repr__(self) -> str:
-        return f"SlackProvider(name={self.name!r}, mode={self.mode!r}, " \
-               f"api_base_url={self._api_base_url!r})"
+        return (
+            f"SlackProvider(name={self.name!r}, mode={self.mode!r}, "
+            f"api_base_url={self._api_base_url!r})"
+        )
 
     @property
     def running(self) -> bool:
@@ -249,15 +277,18 @@ class SlackProvider:
             client = AsyncWebClient(
                 token=self._bot_token,
                 base_url=self._api_base_url,
-                retry_handlers=[*async_default_handlers(), AsyncRateLimitErrorRetryHandler(
-                    max_retry_count=_RATE_LIMIT_RETRIES)],
+                retry_handlers=[
+                    *async_default_handlers(),
+                    AsyncRateLimitErrorRetryHandler(max_retry_count=_RATE_LIMIT_RETRIES),
+                ],
             )
             await self._identify(client)
             app = self._build_app(client)
             self._client, self._on_inbound = client, on_inbound
             self._queue = asyncio.Queue()
-            self._worker = asyncio.create_task(self._work(self._queue),
-                                               name=f"{self.name}-inbound")
+            self._worker = asyncio.create_task(
+                self._work(self._queue), name=f"{self.name}-inbound"
+            )
             if self.mode == "socket":
                 await self._start_socket(app, client)
             else:
@@ -267,8 +298,12 @@ class SlackProvider:
             raise
         finally:
             self._starting = False
-        _LOG.info("%s: receiving over %s as %s", self.name,
-                  "Socket Mode" if self.mode == "socket" else "the Events API", self.bot_user_id)
+        _LOG.info(
+            "%s: receiving over %s as %s",
+            self.name,
+            "Socket Mode" if self.mode == "socket" else "the Events API",
+            self.bot_user_id,
+        )
 
     async def stop(self) -> None:
         """Stop receiving, let the item in hand finish, close every connection. Idempotent."""
@@ -311,8 +346,10 @@ class SlackProvider:
         except SlackApiError as exc:
             if _str(exc.response.get("error")) in _AUTH_ERRORS:
                 raise ConfigError(
-                    "Slack rejected the bot token", source=f"providers.{self.name}",
-                    field="bot_token", hint="check the xoxb- token and api_base_url",
+                    "Slack rejected the bot token",
+                    source=f"providers.{self.name}",
+                    field="bot_token",
+                    hint="check the xoxb- token and api_base_url",
                 ) from None
             raise
         self.bot_user_id = _str(me.get("user_id"))
@@ -337,7 +374,8 @@ class SlackProvider:
         except SlackApiError as exc:
             if _str(exc.response.get("error")) in _AUTH_ERRORS:
                 raise ConfigError(
-                    "Slack rejected the app token", source=f"providers.{self.name}",
+                    "Slack rejected the app token",
+                    source=f"providers.{self.name}",
                     field="app_token",
                     hint="use an xapp- token with connections:write, and turn Socket Mode on",
                 ) from None
@@ -345,8 +383,10 @@ class SlackProvider:
         handler = AsyncSocketModeHandler(app, self._app_token, ping_interval=self._ping_interval)
         self._socket = handler
         handler.client.wss_uri = _str(opened.get("url"))
-        await asyncio.wait_for(handler.connect_async(),  # type: ignore[no-untyped-call]
-                               self._connect_timeout)
+        await asyncio.wait_for(
+            handler.connect_async(),  # type: ignore[no-untyped-call]
+            self._connect_timeout,
+        )
 
     async def _start_http(self, app: AsyncApp) -> None:
         runner = web.AppRunner(app.web_app(path=self._webhook_path), access_log=None)
@@ -373,8 +413,12 @@ class SlackProvider:
         if buttons:
             kwargs["blocks"] = _blocks(text, buttons)
         response = await client.chat_postMessage(
-            channel=chat_id, text=_escape(text), mrkdwn=False, unfurl_links=False,
-            unfurl_media=False, **kwargs,
+            channel=chat_id,
+            text=_escape(text),
+            mrkdwn=False,
+            unfurl_links=False,
+            unfurl_media=False,
+            **kwargs,
         )
         channel = _str(response.get("channel"))
         if channel.startswith("D") and not chat_id.startswith(("C", "D", "G")):
@@ -423,8 +467,11 @@ class SlackProvider:
         if not isinstance(event, dict) or not self._is_user_text(event):
             return
         channel, ts = _str(event.get("channel")), _str(event.get("ts"))
-        keys = [f"event:{_str(body.get('event_id'))}", f"ts:{channel}:{ts}",
-                f"msg:{_str(event.get('client_msg_id'))}"]
+        keys = [
+            f"event:{_str(body.get('event_id'))}",
+            f"ts:{channel}:{ts}",
+            f"msg:{_str(event.get('client_msg_id'))}",
+        ]
         if self._first_time(keys):
             self._enqueue(("message", body))
 
@@ -440,8 +487,9 @@ class SlackProvider:
         keys = [f"trigger:{_str(body.get('trigger_id'))}"]
         actions = body.get("actions")
         if isinstance(actions, list) and actions and isinstance(actions[0], dict):
-            keys.append(f"action:{_str(actions[0].get('action_ts'))}:"
-                        f"{_str(actions[0].get('action_id'))}")
+            keys.append(
+                f"action:{_str(actions[0].get('action_ts'))}:{_str(actions[0].get('action_id'))}"
+            )
         if self._first_time(keys):
             self._enqueue(("action", body))
 
@@ -464,8 +512,11 @@ class SlackProvider:
         if not user or user == self.bot_user_id:
             return False
         text = event.get("text")
-        return isinstance(text, str) and bool(text.strip()) and \
-            _str(event.get("channel_type")) in _CHANNEL_KINDS
+        return (
+            isinstance(text, str)
+            and bool(text.strip())
+            and _str(event.get("channel_type")) in _CHANNEL_KINDS
+        )
 
     def _first_time(self, keys: Sequence[str]) -> bool:
         """Remember ``keys``; False if any was seen before (a re-delivered event)."""
@@ -511,9 +562,17 @@ class SlackProvider:
         if chat_kind is ChatKind.DM:
             self._dm_ids[user] = channel  # a message.im event names the bot's IM with the user
             name, meta = await self._profile(user)
-        return Inbound(provider=self.name, chat_id=channel, chat_kind=chat_kind,
-                       sender_id=user, sender_name=name, text=_unescape(event["text"]),
-                       message_id=ts, meta=meta, sent_at=_ts_time(ts))
+        return Inbound(
+            provider=self.name,
+            chat_id=channel,
+            chat_kind=chat_kind,
+            sender_id=user,
+            sender_name=name,
+            text=_unescape(event["text"]),
+            message_id=ts,
+            meta=meta,
+            sent_at=_ts_time(ts),
+        )
 
     async def _from_action(self, body: dict[str, Any]) -> Inbound | None:
         user = body.get("user")
@@ -534,35 +593,55 @@ class SlackProvider:
             return None
         chat_kind = await self._conversation_kind(user_id, channel_id, _str(channel.get("name")))
         name, meta = await self._profile(user_id) if chat_kind is ChatKind.DM else ("", {})
-        return Inbound(provider=self.name, chat_id=channel_id, chat_kind=chat_kind,
-                       sender_id=user_id, sender_name=name, text=command,
-                       message_id=message_ts, is_button=True, meta=meta)
+        return Inbound(
+            provider=self.name,
+            chat_id=channel_id,
+            chat_kind=chat_kind,
+            sender_id=user_id,
+            sender_name=name,
+            text=command,
+            message_id=message_ts,
+            is_button=True,
+            meta=meta,
+        )
 
     async def _from_command(self, body: dict[str, Any]) -> Inbound | None:
         user_id, channel_id = _str(body.get("user_id")), _str(body.get("channel_id"))
         if not (user_id and channel_id):
             return None
         rest = _unescape(_str(body.get("text"))).strip().lstrip("/")
-        chat_kind = await self._conversation_kind(user_id, channel_id,
-                                                  _str(body.get("channel_name")))
+        chat_kind = await self._conversation_kind(
+            user_id, channel_id, _str(body.get("channel_name"))
+        )
         name, meta = await self._profile(user_id) if chat_kind is ChatKind.DM else ("", {})
-        return Inbound(provider=self.name, chat_id=channel_id, chat_kind=chat_kind,
-                       sender_id=user_id, sender_name=name, text=f"/{rest or 'help'}",
-                       meta=meta)
+        return Inbound(
+            provider=self.name,
+            chat_id=channel_id,
+            chat_kind=chat_kind,
+            sender_id=user_id,
+            sender_name=name,
+            text=f"/{rest or 'help'}",
+            meta=meta,
+        )
 
-    async def _conversation_kind(self, user_id: str, channel_id: str,
-                                 channel_name: str) -> ChatKind:
+    async def _conversation_kind(
+        self, user_id: str, channel_id: str, channel_name: str
+    ) -> ChatKind:
         """DM only for the bot's own IM with that user; another person's IM is no DM here."""
         if _looks_like_im(channel_id, channel_name):
             try:
                 mine = await self.dm_chat_id(user_id)
             except Exception:
-                _LOG.warning("%s: could not open the IM with %s; treating it as no DM",
-                             self.name, user_id)
+                _LOG.warning(
+                    "%s: could not open the IM with %s; treating it as no DM", self.name, user_id
+                )
                 return ChatKind.GROUP
             return ChatKind.DM if mine == channel_id else ChatKind.GROUP
-        if channel_id.startswith("G") or channel_name.startswith("mpdm-") or \
-                channel_name == "privategroup":
+        if (
+            channel_id.startswith("G")
+            or channel_name.startswith("mpdm-")
+            or channel_name == "privategroup"
+        ):
             return ChatKind.GROUP
         return ChatKind.CHANNEL
 
@@ -575,8 +654,7 @@ class SlackProvider:
         try:
             response = await self._live_client().users_info(user=user_id)
         except Exception as exc:  # names are a nicety; the id is what counts
-            _LOG.debug("%s: users.info for %s failed (%s)", self.name, user_id,
-                       type(exc).__name__)
+            _LOG.debug("%s: users.info for %s failed (%s)", self.name, user_id, type(exc).__name__)
             return "", {}
         user = _dict(response.get("user"))
         profile = _dict(user.get("profile"))

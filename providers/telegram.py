@@ -135,8 +135,9 @@ class TelegramProvider:
         # Telegram takes whole seconds; 0 would turn long polling into a busy loop.
         self._poll_timeout = timedelta(seconds=max(1, round(poll_timeout)))
         if not max_send_rate > 0:
-            raise ConfigError("must be positive", source=f"providers.{name}",
-                              field="max_send_rate")
+            raise ConfigError(
+                "must be positive", source=f"providers.{name}", field="max_send_rate"
+            )
         self._max_send_rate = max_send_rate
         self._app: _App | None = None
         self._on_inbound: OnInbound | None = None

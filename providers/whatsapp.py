@@ -72,7 +72,7 @@ _HINTS = {
     190: "the access token is invalid or expired",
     100: "a parameter is invalid (check phone_number_id)",
     131047: "more than 24 hours since the recipient last wrote: free text is refused "
-            "until they write again",
+    "until they write again",
     131026: "the recipient cannot receive this message (not on WhatsApp, or an old client)",
     131030: "the recipient is not on the test number's allowed list",
 }
@@ -198,9 +198,12 @@ class WhatsAppProvider:
         stop_timeout: float = 5.0,
     ) -> None:
         source = f"providers.{name}"
-        for field, value in (("access_token", access_token), ("app_secret", app_secret),
-                             ("verify_token", verify_token),
-                             ("phone_number_id", phone_number_id)):
+        for field, value in (
+            ("access_token", access_token),
+            ("app_secret", app_secret),
+            ("verify_token", verify_token),
+            ("phone_number_id", phone_number_id),
+        ):
             if not value or not value.strip():
                 raise ConfigError("must not be empty", source=source, field=field)
         if not webhook_path.startswith("/"):
@@ -234,8 +237,10 @@ class WhatsAppProvider:
         self._stopping = False
 
     def __repr__(self) -> str:
-        return (f"WhatsAppProvider(name={self.name!r}, phone_number_id="
-                f"{self._phone_number_id!r}, webhook={self.webhook_url!r})")
+        return (
+            f"WhatsAppProvider(name={self.name!r}, phone_number_id="
+            f"{self._phone_number_id!r}, webhook={self.webhook_url!r})"
+        )
 
     @property
     def webhook_url(self) -> str:
@@ -281,8 +286,13 @@ class WhatsAppProvider:
             raise
         self._worker = asyncio.create_task(self._work(), name=f"{self.name}-inbound")
         self._accepting = True
-        _LOG.info("%s: webhook listening on %s:%d%s", self.name, self.webhook_host,
-                  self.webhook_port, self.webhook_path)
+        _LOG.info(
+            "%s: webhook listening on %s:%d%s",
+            self.name,
+            self.webhook_host,
+            self.webhook_port,
+            self.webhook_path,
+        )
 
     async def stop(self) -> None:
         """Stop the webhook, let accepted events be handled, close the HTTP session.
@@ -300,8 +310,11 @@ class WhatsAppProvider:
                 try:
                     await asyncio.wait_for(self._queue.join(), self._stop_timeout)
                 except TimeoutError:
-                    _LOG.warning("%s: stopped with %d accepted events unhandled", self.name,
-                                 self._queue.qsize())
+                    _LOG.warning(
+                        "%s: stopped with %d accepted events unhandled",
+                        self.name,
+                        self._queue.qsize(),
+                    )
         finally:
             await self._close()
             self._stopping = False
@@ -332,8 +345,11 @@ class WhatsAppProvider:
                 status = resp.status
                 data = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            _LOG.warning("%s: Graph API not reachable at start (%s); sends will retry",
-                         self.name, type(exc).__name__)
+            _LOG.warning(
+                "%s: Graph API not reachable at start (%s); sends will retry",
+                self.name,
+                type(exc).__name__,
+            )
             return
         if status == 200:
             return
@@ -346,8 +362,9 @@ class WhatsAppProvider:
                 field=field,
                 hint=str(WhatsAppApiError("refused", status=status, code=code)),
             )
-        _LOG.warning("%s: Graph API answered HTTP %d at start; sends will retry", self.name,
-                     status)
+        _LOG.warning(
+            "%s: Graph API answered HTTP %d at start; sends will retry", self.name, status
+        )
 
     # -- outbound ----------------------------------------------------------------------------
 
@@ -376,8 +393,7 @@ class WhatsAppProvider:
             await self.send(chat_id, text)
             first = next((line for line in text.splitlines() if line.strip()), "…")
             body = _clip(first, MAX_BUTTON_BODY)
-        interactive = {"type": "button", "body": {"text": body},
-                       "action": {"buttons": rendered}}
+        interactive = {"type": "button", "body": {"text": body}, "action": {"buttons": rendered}}
         return await self._post_message(self._envelope(chat_id, "interactive", interactive))
 
     async def edit(self, chat_id: str, message_id: str, text: str) -> None:
@@ -404,18 +420,26 @@ class WhatsAppProvider:
         titles: list[str] = []
         for button in buttons:
             if not 1 <= len(button.command) <= MAX_BUTTON_ID:
-                raise ValueError(f"button {button.label!r}: the command must be 1 to "
-                                 f"{MAX_BUTTON_ID} characters")
+                raise ValueError(
+                    f"button {button.label!r}: the command must be 1 to {MAX_BUTTON_ID} characters"
+                )
             ids.append(button.command)
             titles.append(_clip(button.label.strip(), MAX_BUTTON_TITLE) or "…")
         if len(set(ids)) != len(ids) or len(set(titles)) != len(titles):
             raise ValueError("WhatsApp reply buttons need distinct commands and labels")
-        return [{"type": "reply", "reply": {"id": i, "title": t}} for i, t in zip(ids, titles,
-                                                                                  strict=True)]
+        return [
+            {"type": "reply", "reply": {"id": i, "title": t}}
+            for i, t in zip(ids, titles, strict=True)
+        ]
 
     def _envelope(self, to: str, kind: str, content: dict[str, Any]) -> dict[str, Any]:
-        return {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to,
-                "type": kind, kind: content}
+        return {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": kind,
+            kind: content,
+        }
 
     def _text(self, to: str, text: str) -> dict[str, Any]:
         return self._envelope(to, "text", {"body": text, "preview_url": False})
@@ -447,15 +471,24 @@ class WhatsAppProvider:
                     if attempt == self._send_attempts:
                         raise WhatsAppApiError(
                             f"{self.name}: sending failed {attempt} times ({failure.reason})",
-                            status=failure.status, code=failure.code) from None
-                    _LOG.warning("%s: send to %s failed (%s), retry %d of %d in %.1f s",
-                                 self.name, payload.get("to"), failure.reason, attempt,
-                                 self._send_attempts - 1, delay)
+                            status=failure.status,
+                            code=failure.code,
+                        ) from None
+                    _LOG.warning(
+                        "%s: send to %s failed (%s), retry %d of %d in %.1f s",
+                        self.name,
+                        payload.get("to"),
+                        failure.reason,
+                        attempt,
+                        self._send_attempts - 1,
+                        delay,
+                    )
                 # Sleep through the backoff, waking early if a status shows it went out.
                 await asyncio.wait({delivered}, timeout=delay)
                 if delivered.done():
-                    _LOG.info("%s: a status webhook shows the message went out; not resent",
-                              self.name)
+                    _LOG.info(
+                        "%s: a status webhook shows the message went out; not resent", self.name
+                    )
                     return delivered.result()
                 delay = min(delay * 2, _MAX_RETRY_DELAY)
             raise AssertionError("unreachable")  # pragma: no cover
@@ -467,8 +500,9 @@ class WhatsAppProvider:
     async def _post_once(self, payload: dict[str, Any]) -> str:
         session = self._require_session()
         try:
-            async with session.post(f"{self._phone_url}/messages", json=payload,
-                                    headers=self._auth()) as resp:
+            async with session.post(
+                f"{self._phone_url}/messages", json=payload, headers=self._auth()
+            ) as resp:
                 status = resp.status
                 raw = await resp.read()
         except aiohttp.ClientConnectorError:
@@ -485,13 +519,15 @@ class WhatsAppProvider:
             message_id = _str(sent[0].get("id")) if sent else ""
             if message_id:
                 return message_id
-            raise WhatsAppApiError(f"{self.name}: the Graph API answer has no message id",
-                                   status=status)
+            raise WhatsAppApiError(
+                f"{self.name}: the Graph API answer has no message id", status=status
+            )
         code = _int(_dict(data.get("error")).get("code"))
         if status == 429 or status >= 500 or code in _RETRY_CODES:
             raise _Retryable(f"HTTP {status}, code {code}", status=status, code=code)
-        raise WhatsAppApiError(f"{self.name}: the Graph API refused the message",
-                               status=status, code=code)
+        raise WhatsAppApiError(
+            f"{self.name}: the Graph API refused the message", status=status, code=code
+        )
 
     # -- inbound -----------------------------------------------------------------------------
 
@@ -499,12 +535,14 @@ class WhatsAppProvider:
         """Meta's subscription check: echo ``hub.challenge`` if the verify token matches."""
         query = request.query
         token = query.get("hub.verify_token", "").encode()
-        if query.get("hub.mode") == "subscribe" and hmac.compare_digest(token,
-                                                                        self._verify_token):
+        if query.get("hub.mode") == "subscribe" and hmac.compare_digest(token, self._verify_token):
             _LOG.info("%s: webhook verification answered", self.name)
             return web.Response(text=query.get("hub.challenge", ""))
-        _LOG.warning("%s: webhook verification with a wrong token from %s refused", self.name,
-                     request.remote)
+        _LOG.warning(
+            "%s: webhook verification with a wrong token from %s refused",
+            self.name,
+            request.remote,
+        )
         return web.Response(status=403, text="Forbidden")
 
     async def _receive(self, request: web.Request) -> web.Response:
@@ -513,8 +551,12 @@ class WhatsAppProvider:
         given = request.headers.get("X-Hub-Signature-256", "")
         expected = "sha256=" + hmac.new(self._app_secret, raw, hashlib.sha256).hexdigest()
         if not given.isascii() or not hmac.compare_digest(given.encode(), expected.encode()):
-            _LOG.warning("%s: webhook POST from %s with a %s signature refused", self.name,
-                         request.remote, "bad" if given else "missing")
+            _LOG.warning(
+                "%s: webhook POST from %s with a %s signature refused",
+                self.name,
+                request.remote,
+                "bad" if given else "missing",
+            )
             return web.Response(status=401, text="Unauthorized")
         if not self._accepting:
             return web.Response(status=503, text="Stopping")
@@ -549,8 +591,7 @@ class WhatsAppProvider:
                     message_id = _str(message.get("id"))
                     if message_id:
                         if message_id in self._seen:
-                            _LOG.info("%s: re-delivered message %s dropped", self.name,
-                                      message_id)
+                            _LOG.info("%s: re-delivered message %s dropped", self.name, message_id)
                             continue
                         self._remember(message_id)
                     inbound = self._inbound(message, contacts, business)
@@ -569,12 +610,17 @@ class WhatsAppProvider:
             key = _str(status.get("biz_opaque_callback_data"))
             waiter = self._awaiting.get(key)
             message_id = _str(status.get("id"))
-            if waiter is not None and not waiter.done() and message_id and \
-                    status.get("status") != "failed":
+            if (
+                waiter is not None
+                and not waiter.done()
+                and message_id
+                and status.get("status") != "failed"
+            ):
                 waiter.set_result(message_id)
 
-    def _inbound(self, message: dict[str, Any], contacts: list[dict[str, Any]],
-                 business: str) -> Inbound | None:
+    def _inbound(
+        self, message: dict[str, Any], contacts: list[dict[str, Any]], business: str
+    ) -> Inbound | None:
         sender = _str(message.get("from"))
         kind = message.get("type")
         if not sender or (business and _digits(sender) == business):
@@ -582,9 +628,12 @@ class WhatsAppProvider:
         if kind == "system":
             system = _dict(message.get("system"))
             if system.get("type") in _NUMBER_CHANGED:
-                _LOG.info("%s: sender %s changed number to %s; the new id is a stranger "
-                          "until approved", self.name, sender,
-                          _str(system.get("wa_id")) or _str(system.get("new_wa_id")) or "?")
+                _LOG.info(
+                    "%s: sender %s changed number to %s; the new id is a stranger until approved",
+                    self.name,
+                    sender,
+                    _str(system.get("wa_id")) or _str(system.get("new_wa_id")) or "?",
+                )
             return None
         is_button = False
         message_id = _str(message.get("id")) or None
@@ -604,8 +653,14 @@ class WhatsAppProvider:
         if not text:
             return None
         group = _str(message.get("group_id"))
-        name = next((_str(_dict(c.get("profile")).get("name")) for c in contacts
-                     if _str(c.get("wa_id")) == sender), "")
+        name = next(
+            (
+                _str(_dict(c.get("profile")).get("name"))
+                for c in contacts
+                if _str(c.get("wa_id")) == sender
+            ),
+            "",
+        )
         if not name and len(contacts) == 1 and not contacts[0].get("wa_id"):
             name = _str(_dict(contacts[0].get("profile")).get("name"))
         return Inbound(
@@ -629,7 +684,8 @@ class WhatsAppProvider:
                 if self._on_inbound is not None:
                     await self._on_inbound(inbound)
             except Exception:
-                _LOG.exception("%s: handling a message from %s failed", self.name,
-                               inbound.sender_id)
+                _LOG.exception(
+                    "%s: handling a message from %s failed", self.name, inbound.sender_id
+                )
             finally:
                 self._queue.task_done()

@@ -24,5 +24,10 @@ def open_store(state_dir: Path, *, backend: str = "json") -> JsonFileStore:
     return JsonFileStore(state_dir)
 
 
-__all__ = ["DEFAULT_STATE_DIR", "STATE_DIR_ENV", "JsonFileStore", "open_store",
-           "resolve_state_dir"]
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "STATE_DIR_ENV",
+    "JsonFileStore",
+    "open_store",
+    "resolve_state_dir",
+]

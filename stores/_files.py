@@ -52,8 +52,9 @@ def ensure_private_dir(path: Path) -> None:
                 log.warning("state dir %s was mode %o; set to 0700", path, mode)
             path.chmod(DIR_MODE)
     except FileExistsError:  # mkdir(exist_ok=True) raises it only for a non-directory
-        raise StoreError("is not a directory", path=path,
-                         hint="pairbot keeps its state in a directory here") from None
+        raise StoreError(
+            "is not a directory", path=path, hint="pairbot keeps its state in a directory here"
+        ) from None
     except OSError as exc:
         raise os_error(exc, path, "cannot be created or used") from exc
 
@@ -198,15 +199,22 @@ def _open_regular(path: Path) -> tuple[int, os.stat_result] | None:
 def check_regular(path: Path, st: os.stat_result) -> None:
     """Raise :class:`StoreError` unless ``st`` (of ``path``) is a regular file."""
     if not stat.S_ISREG(st.st_mode):
-        raise StoreError(f"is {file_type(st)}, not a regular file", path=path,
-                         hint="pairbot left it as it is; move it away")
+        raise StoreError(
+            f"is {file_type(st)}, not a regular file",
+            path=path,
+            hint="pairbot left it as it is; move it away",
+        )
 
 
 def file_type(st: os.stat_result) -> str:
     """Name what kind of file ``st`` describes: "a directory", "a FIFO", ..."""
-    for test, name in ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a directory"),
-                       (stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISREG, "a file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(st.st_mode):
             return name
     return "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "special"
@@ -344,14 +352,17 @@ class StateLock:
             fd = os.open(self._path, flags, FILE_MODE)
         except PermissionError as exc:
             raise StoreError(
-                "lock file cannot be opened by this user", path=self._path,
+                "lock file cannot be opened by this user",
+                path=self._path,
                 hint=f"owned by uid {_owner(self._path)}; run pairbot as that user",
             ) from exc
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise StoreError("lock file is a symlink; pairbot does not follow it",
-                                 path=self._path, hint="remove it; pairbot makes a new one"
-                                 ) from exc
+                raise StoreError(
+                    "lock file is a symlink; pairbot does not follow it",
+                    path=self._path,
+                    hint="remove it; pairbot makes a new one",
+                ) from exc
             raise os_error(exc, self._path, "lock file cannot be opened") from exc
         try:
             st = os.fstat(fd)

@@ -124,12 +124,29 @@ def _extra(raw: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
 
 _REQUEST_KEYS = frozenset({"id", "code", "createdAt", "lastSeenAt", "meta", "lastSentAt"})
 _NODE_REQUEST_KEYS = frozenset(
-    {"requestId", "nodeId", "displayName", "platform", "version", "createdAt", "remote",
-     "pickupHash", "isRepair"}
+    {
+        "requestId",
+        "nodeId",
+        "displayName",
+        "platform",
+        "version",
+        "createdAt",
+        "remote",
+        "pickupHash",
+        "isRepair",
+    }
 )
 _PAIRED_KEYS = frozenset(
-    {"nodeId", "displayName", "platform", "version", "tokenHash", "createdAt", "approvedAt",
-     "lastConnectedAt"}
+    {
+        "nodeId",
+        "displayName",
+        "platform",
+        "version",
+        "tokenHash",
+        "createdAt",
+        "approvedAt",
+        "lastConnectedAt",
+    }
 )
 
 
@@ -272,8 +289,11 @@ def _decode_notice(raw: Any, where: str, provider: str) -> ApprovalNotice:  # no
 
 
 def _encode_notice(notice: ApprovalNotice) -> dict[str, Any]:
-    out: dict[str, Any] = {"provider": notice.provider, "id": notice.sender_id,
-                           "approvedAt": format_time(notice.approved_at)}
+    out: dict[str, Any] = {
+        "provider": notice.provider,
+        "id": notice.sender_id,
+        "approvedAt": format_time(notice.approved_at),
+    }
     if notice.chat_id is not None:
         out["chatId"] = notice.chat_id
     out.update(notice.extra)
@@ -284,14 +304,17 @@ def _notice_ident(provider: str, sender_id: str) -> str:
     return json.dumps([provider, sender_id])
 
 
-REQUESTS: _Kind[PendingRequest] = _Kind("requests", _decode_request, _encode_request,
-                                        lambda r: r.id)
+REQUESTS: _Kind[PendingRequest] = _Kind(
+    "requests", _decode_request, _encode_request, lambda r: r.id
+)
 ALLOW: _Kind[str] = _Kind("allowFrom", _decode_allow, lambda s: s, lambda s: s, plain=True)
-NODE_REQUESTS: _Kind[NodeRequest] = _Kind("requests", _decode_node_request,
-                                          _encode_node_request, lambda r: r.request_id)
+NODE_REQUESTS: _Kind[NodeRequest] = _Kind(
+    "requests", _decode_node_request, _encode_node_request, lambda r: r.request_id
+)
 PAIRED: _Kind[PairedNode] = _Kind("nodes", _decode_paired, _encode_paired, lambda n: n.node_id)
-NOTICES: _Kind[ApprovalNotice] = _Kind("notices", _decode_notice, _encode_notice,
-                                       lambda n: _notice_ident(n.provider, n.sender_id))
+NOTICES: _Kind[ApprovalNotice] = _Kind(
+    "notices", _decode_notice, _encode_notice, lambda n: _notice_ident(n.provider, n.sender_id)
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,8 +445,10 @@ class _ObjectDoc(_Doc[T]):
     def _runs(self) -> list[_Text]:
         if self.texts is None:
             encode = self.kind.encode
-            self.texts = {ident: json.dumps(encode(item), ensure_ascii=False).encode()
-                          for ident, item in self.entries.items()}
+            self.texts = {
+                ident: json.dumps(encode(item), ensure_ascii=False).encode()
+                for ident, item in self.entries.items()
+            }
         return [_SEP.join(self.texts.values())] if self.texts else []
 
 
@@ -480,11 +505,19 @@ _MISSING: Any = object()
 _HINT = "pairbot left the file as it is; fix it or move it away"
 
 
-def _new_doc(path: Path, kind: _Kind[T], provider: str, key: FileKey | None = None,
-             head: dict[str, Any] | None = None) -> _Doc[T]:
+def _new_doc(
+    path: Path,
+    kind: _Kind[T],
+    provider: str,
+    key: FileKey | None = None,
+    head: dict[str, Any] | None = None,
+) -> _Doc[T]:
     """Return an empty doc of the class that holds this kind."""
-    doc = (_PlainDoc(path, cast("_Kind[str]", kind), provider, key) if kind.plain
-           else _ObjectDoc(path, kind, provider, key))
+    doc = (
+        _PlainDoc(path, cast("_Kind[str]", kind), provider, key)
+        if kind.plain
+        else _ObjectDoc(path, kind, provider, key)
+    )
     if head is not None:
         doc.head = head
     return cast("_Doc[T]", doc)
@@ -497,7 +530,7 @@ def _encode_plain(items: list[str]) -> bytes:
 
 def _list_text(text: bytes, before: bytes, after: bytes) -> memoryview:
     """The entries' part of a file rendered as ``before + _OPEN + entries + _CLOSE + after``."""
-    return memoryview(text)[len(before) + len(_OPEN):len(text) - len(_CLOSE) - len(after)]
+    return memoryview(text)[len(before) + len(_OPEN) : len(text) - len(_CLOSE) - len(after)]
 
 
 def _read_top(path: Path, kind: _Kind[Any], data: bytes) -> tuple[dict[str, Any], list[Any], bool]:
@@ -514,14 +547,16 @@ def _read_top(path: Path, kind: _Kind[Any], data: bytes) -> tuple[dict[str, Any]
     try:
         doc = json.loads(data, object_pairs_hook=no_repeats if kind.plain else None)
     except RecursionError:  # e.g. 100000 "[": the decoder recurses per level
-        raise StoreCorruptError("nested too deeply to be a state file", path=path,
-                                hint=_HINT) from None
+        raise StoreCorruptError(
+            "nested too deeply to be a state file", path=path, hint=_HINT
+        ) from None
     except UnicodeDecodeError:
         raise StoreCorruptError("not valid UTF-8", path=path, hint=_HINT) from None
     except json.JSONDecodeError as exc:
         raise StoreCorruptError(
             f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
-            path=path, hint=_HINT,
+            path=path,
+            hint=_HINT,
         ) from None
     if isinstance(doc, list) and kind is ALLOW:  # Clawdbot's migration reader accepts a bare list
         doc = {"version": SCHEMA_VERSION, kind.list_key: doc}
@@ -533,7 +568,8 @@ def _read_top(path: Path, kind: _Kind[Any], data: bytes) -> tuple[dict[str, Any]
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(
             f"version {version} is newer than this pairbot knows ({SCHEMA_VERSION})",
-            path=path, hint="upgrade pairbot; the file was left as it is",
+            path=path,
+            hint="upgrade pairbot; the file was left as it is",
         )
     raw_items = doc.get(kind.list_key, [])
     if not isinstance(raw_items, list):
@@ -577,8 +613,13 @@ def _parse(path: Path, kind: _Kind[T], provider: str, key: FileKey, data: bytes)
         kept = len(entries)
     duplicates = len(items) - kept
     if duplicates:
-        log.warning("%s: %d duplicate %s entr%s ignored (kept the first of each)", path,
-                    duplicates, kind.list_key, "y" if duplicates == 1 else "ies")
+        log.warning(
+            "%s: %d duplicate %s entr%s ignored (kept the first of each)",
+            path,
+            duplicates,
+            kind.list_key,
+            "y" if duplicates == 1 else "ies",
+        )
     if isinstance(doc, _PlainDoc) and unique and not duplicates and items == raw_items:
         doc.runs = _verbatim_runs(doc, data)
     return doc
@@ -594,8 +635,9 @@ def _verbatim_runs(doc: _PlainDoc, data: bytes) -> list[_Text] | None:
     bytes between ``_OPEN`` and ``_CLOSE`` can only be the list's own entries.
     """
     before, after = doc.frame()
-    if after != b"\n}\n" or not (data.startswith(before + _OPEN)
-                                 and data.endswith(_CLOSE + after)):
+    if after != b"\n}\n" or not (
+        data.startswith(before + _OPEN) and data.endswith(_CLOSE + after)
+    ):
         return None
     return [_list_text(data, before, after)]
 
@@ -621,10 +663,12 @@ class JsonFileStore:
         self.credentials_dir = state_dir / "credentials"
         self.nodes_dir = state_dir / "nodes"
         self.audit_path = state_dir / "audit.jsonl"
-        self._pairing_paths = {name: self.credentials_dir / f"{name}-pairing.json"
-                               for name in KNOWN_PROVIDERS}
-        self._allow_paths = {name: self.credentials_dir / f"{name}-allowFrom.json"
-                             for name in KNOWN_PROVIDERS}
+        self._pairing_paths = {
+            name: self.credentials_dir / f"{name}-pairing.json" for name in KNOWN_PROVIDERS
+        }
+        self._allow_paths = {
+            name: self.credentials_dir / f"{name}-allowFrom.json" for name in KNOWN_PROVIDERS
+        }
         self._allow_strs = {name: str(path) for name, path in self._allow_paths.items()}
         self._pending_path = self.nodes_dir / "pending.json"
         self._paired_path = self.nodes_dir / "paired.json"
@@ -657,8 +701,7 @@ class JsonFileStore:
         files decide who reaches the owner's assistant.
         """
         report: list[tuple[bool, str]] = []
-        for path in [self.state_dir, self.credentials_dir, self.nodes_dir,
-                     *self.state_files()]:
+        for path in [self.state_dir, self.credentials_dir, self.nodes_dir, *self.state_files()]:
             try:
                 st = path.stat()
             except OSError:  # missing, or unusable: check() and every read name it
@@ -690,8 +733,13 @@ class JsonFileStore:
                 # The state dir itself may live elsewhere (another disk); the dirs inside it
                 # are pairbot's own and never links. Either way, look at what it points to.
                 if directory != self.state_dir:
-                    report.append((False, f"{directory} is a symlink; state dirs inside "
-                                          f"{self.state_dir} must be real directories"))
+                    report.append(
+                        (
+                            False,
+                            f"{directory} is a symlink; state dirs inside "
+                            f"{self.state_dir} must be real directories",
+                        )
+                    )
                 st = _lstat(directory, report, follow=True)
                 if st is None:
                     report.append((False, f"{directory} is a symlink to nothing"))
@@ -710,11 +758,17 @@ class JsonFileStore:
             return report
         lock = _lstat(self._lock.path, report)
         if lock is not None and stat.S_ISLNK(lock.st_mode):
-            report.append((False, f"{self._lock.path}: lock file is a symlink; pairbot does "
-                                  "not follow it (remove it; pairbot makes a new one)"))
+            report.append(
+                (
+                    False,
+                    f"{self._lock.path}: lock file is a symlink; pairbot does "
+                    "not follow it (remove it; pairbot makes a new one)",
+                )
+            )
         elif lock is not None and not stat.S_ISREG(lock.st_mode):
-            report.append((False, f"{self._lock.path}: lock file is {file_type(lock)}, not "
-                                  "a regular file"))
+            report.append(
+                (False, f"{self._lock.path}: lock file is {file_type(lock)}, not a regular file")
+            )
         for path in self.state_files():
             if path.parent in unusable:
                 continue
@@ -722,8 +776,13 @@ class JsonFileStore:
             if st is None:
                 continue
             if stat.S_ISLNK(st.st_mode):
-                report.append((False, f"{path} is a symlink; state files must be regular "
-                                      "files (a link can point pairbot anywhere)"))
+                report.append(
+                    (
+                        False,
+                        f"{path} is a symlink; state files must be regular "
+                        "files (a link can point pairbot anywhere)",
+                    )
+                )
                 if not path.exists():
                     continue  # a dangling link: nothing to parse
             elif stat.S_ISREG(st.st_mode):
@@ -742,10 +801,10 @@ class JsonFileStore:
 
     def state_files(self) -> list[Path]:
         """Return every state file pairbot may write, existing or not."""
-        files = [p for name in KNOWN_PROVIDERS for p in (self.pairing_path(name),
-                                                        self.allow_path(name))]
-        return [*files, self._pending_path, self._paired_path, self._notify_path,
-                self.audit_path]
+        files = [
+            p for name in KNOWN_PROVIDERS for p in (self.pairing_path(name), self.allow_path(name))
+        ]
+        return [*files, self._pending_path, self._paired_path, self._notify_path, self.audit_path]
 
     # reading ---------------------------------------------------------------------------------
 
@@ -756,8 +815,9 @@ class JsonFileStore:
         the transaction ends, so it is stat'ed at most once per transaction.
         """
         cached = self._docs.get(path)
-        if cached is not None and (path in self._checked or cached.dirty
-                                   or cached.key == stat_key(path)):
+        if cached is not None and (
+            path in self._checked or cached.dirty or cached.key == stat_key(path)
+        ):
             self._checked.add(path)
             return cached
         loaded = read_versioned(path)
@@ -892,8 +952,11 @@ class JsonFileStore:
         # Grants first, then the notice that tells of one, pending last: a crash in between
         # leaves "still pending" (or "granted, not yet told"), never "request consumed and
         # grant lost", and never a notice of a grant that did not happen.
-        dirty.sort(key=lambda d: 0 if d.kind is ALLOW or d.kind is PAIRED else
-                   1 if d.kind is NOTICES else 2)
+        dirty.sort(
+            key=lambda d: (
+                0 if d.kind is ALLOW or d.kind is PAIRED else 1 if d.kind is NOTICES else 2
+            )
+        )
         rendered = [(doc, _render(doc)) for doc in dirty]  # a failure here writes nothing
         for written, (doc, data) in enumerate(rendered):
             try:
@@ -919,12 +982,15 @@ class JsonFileStore:
         if not txn.events:
             return
         try:
-            append_durably(self.audit_path,
-                           "".join(_audit_line(e) for e in txn.events).encode())
+            append_durably(self.audit_path, "".join(_audit_line(e) for e in txn.events).encode())
         except OSError as exc:
-            log.warning("%s: %d audit line(s) could not be written: %s; the audit log does "
-                        "not show this change", self.audit_path, len(txn.events),
-                        exc.strerror or exc)
+            log.warning(
+                "%s: %d audit line(s) could not be written: %s; the audit log does "
+                "not show this change",
+                self.audit_path,
+                len(txn.events),
+                exc.strerror or exc,
+            )
 
     def close(self) -> None:
         """Drop cached state (the lock file is kept; it is reused by every process)."""
@@ -1021,8 +1087,9 @@ def _access(path: Path, st: os.stat_result) -> list[tuple[bool, str]]:
     return report
 
 
-def _lstat(path: Path, report: list[tuple[bool, str]], *, follow: bool = False
-           ) -> os.stat_result | None:
+def _lstat(
+    path: Path, report: list[tuple[bool, str]], *, follow: bool = False
+) -> os.stat_result | None:
     """``lstat`` (or ``stat``) a path; None if missing, or (reported) if it cannot be used."""
     try:
         return path.stat() if follow else path.lstat()
@@ -1037,9 +1104,11 @@ def _render(doc: _Doc[Any]) -> bytes:
     try:
         return doc.render()
     except RecursionError:  # a kept unknown value parsed just under the limit, not over it
-        raise StoreCorruptError("nested too deeply to be written back", path=doc.path,
-                                hint="pairbot left the file as it is; fix it or move it away"
-                                ) from None
+        raise StoreCorruptError(
+            "nested too deeply to be written back",
+            path=doc.path,
+            hint="pairbot left the file as it is; fix it or move it away",
+        ) from None
 
 
 _NEVER_ALLOWED = frozenset({"*", ""})
@@ -1061,13 +1130,19 @@ def _check_audit(path: Path, data: bytes) -> None:
         except (ValueError, RecursionError):  # bad JSON or UTF-8; nested too deeply
             record = None
         if not isinstance(record, dict):
-            raise StoreCorruptError(f"line {number}: not a JSON object", path=path,
-                                    hint="read_audit skips such lines; pairbot only appends")
+            raise StoreCorruptError(
+                f"line {number}: not a JSON object",
+                path=path,
+                hint="read_audit skips such lines; pairbot only appends",
+            )
 
 
 def _audit_line(event: AuditEvent) -> str:
-    record: dict[str, Any] = {"ts": format_time(event.ts), "event": event.event,
-                              "actor": event.actor}
+    record: dict[str, Any] = {
+        "ts": format_time(event.ts),
+        "event": event.event,
+        "actor": event.actor,
+    }
     if event.provider is not None:
         record["provider"] = event.provider
     record["subject"] = event.subject

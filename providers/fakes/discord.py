@@ -63,7 +63,8 @@ def _json(body: object, status: int = 200) -> web.Response:
     # Exactly "application/json": aiohttp's json_response adds "; charset=utf-8", and
     # discord.py then treats the body as text.
     return web.Response(
-        body=json.dumps(body).encode(), status=status,
+        body=json.dumps(body).encode(),
+        status=status,
         headers={"Content-Type": "application/json"},
     )
 
@@ -118,14 +119,32 @@ class FakeDiscordServer(AsyncServer):
         self.lost: list[JsonDict] = []
         self.replay_overlap = 0
         self.bot_user: JsonDict = {
-            "id": bot_id, "username": bot_name, "discriminator": "0", "global_name": None,
-            "avatar": None, "bot": True, "verified": True, "mfa_enabled": False, "flags": 0,
+            "id": bot_id,
+            "username": bot_name,
+            "discriminator": "0",
+            "global_name": None,
+            "avatar": None,
+            "bot": True,
+            "verified": True,
+            "mfa_enabled": False,
+            "flags": 0,
         }
         self.application: JsonDict = {
-            "id": bot_id, "name": bot_name, "description": "", "icon": None,
-            "bot_public": False, "bot_require_code_grant": False, "verify_key": "00" * 32,
-            "flags": 0, "owner": {"id": "150000000000000002", "username": "owner",
-                                  "discriminator": "0", "global_name": None, "avatar": None},
+            "id": bot_id,
+            "name": bot_name,
+            "description": "",
+            "icon": None,
+            "bot_public": False,
+            "bot_require_code_grant": False,
+            "verify_key": "00" * 32,
+            "flags": 0,
+            "owner": {
+                "id": "150000000000000002",
+                "username": "owner",
+                "discriminator": "0",
+                "global_name": None,
+                "avatar": None,
+            },
             "team": None,
         }
         self._port = port
@@ -158,10 +177,18 @@ class FakeDiscordServer(AsyncServer):
             ("GET", re.compile(r"applications/(\d+)/commands"), self._get_commands, True),
             ("POST", re.compile(r"interactions/(\d+)/([^/]+)/callback"), self._callback, False),
             ("POST", re.compile(r"webhooks/(\d+)/([^/]+)"), self._followup, False),
-            ("PATCH", re.compile(r"webhooks/(\d+)/([^/]+)/messages/@original"),
-             self._edit_original, False),
-            ("DELETE", re.compile(r"webhooks/(\d+)/([^/]+)/messages/@original"),
-             self._delete_original, False),
+            (
+                "PATCH",
+                re.compile(r"webhooks/(\d+)/([^/]+)/messages/@original"),
+                self._edit_original,
+                False,
+            ),
+            (
+                "DELETE",
+                re.compile(r"webhooks/(\d+)/([^/]+)/messages/@original"),
+                self._delete_original,
+                False,
+            ),
         ]
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -222,8 +249,13 @@ class FakeDiscordServer(AsyncServer):
     def user(self, user_id: str, name: str = "", *, bot: bool = False) -> JsonDict:
         """Register (or update) a user; ``name`` becomes the username and global name."""
         handle = (name or f"user{user_id[-4:]}").lower().replace(" ", "_")
-        user: JsonDict = {"id": user_id, "username": handle, "discriminator": "0",
-                          "global_name": name or None, "avatar": None}
+        user: JsonDict = {
+            "id": user_id,
+            "username": handle,
+            "discriminator": "0",
+            "global_name": name or None,
+            "avatar": None,
+        }
         if bot:
             user["bot"] = True
         self._users[user_id] = user
@@ -235,26 +267,40 @@ class FakeDiscordServer(AsyncServer):
         if channel_id is None:
             channel_id = self.snowflake()
             user = self._users.get(user_id) or self.user(user_id)
-            self._channels[channel_id] = {"id": channel_id, "type": DM, "flags": 0,
-                                          "recipients": [user], "last_message_id": None}
+            self._channels[channel_id] = {
+                "id": channel_id,
+                "type": DM,
+                "flags": 0,
+                "recipients": [user],
+                "last_message_id": None,
+            }
             self._dm_by_user[user_id] = channel_id
         return self._channels[channel_id]
 
     def dm(self, user_id: str, text: str, *, name: str = "") -> JsonDict:
         """``user_id`` writes ``text`` to the bot in their DM; return the MESSAGE_CREATE data."""
-        author = self.user(user_id, name) if name else self._users.get(user_id) or self.user(
-            user_id)
+        author = (
+            self.user(user_id, name) if name else self._users.get(user_id) or self.user(user_id)
+        )
         channel = self.dm_channel(user_id)
         return self.post_message(channel["id"], author, text)
 
     def group_dm(self, channel_id: str, user_id: str, text: str, *, name: str = "") -> JsonDict:
         """``user_id`` writes in a group DM (type 3, no guild) the bot is in."""
-        author = self.user(user_id, name) if name else self._users.get(user_id) or self.user(
-            user_id)
+        author = (
+            self.user(user_id, name) if name else self._users.get(user_id) or self.user(user_id)
+        )
         if channel_id not in self._channels:
-            self._channels[channel_id] = {"id": channel_id, "type": GROUP_DM, "name": "group",
-                                          "icon": None, "owner_id": user_id, "flags": 0,
-                                          "recipients": [author], "last_message_id": None}
+            self._channels[channel_id] = {
+                "id": channel_id,
+                "type": GROUP_DM,
+                "name": "group",
+                "icon": None,
+                "owner_id": user_id,
+                "flags": 0,
+                "recipients": [author],
+                "last_message_id": None,
+            }
         return self.post_message(channel_id, author, text)
 
     def guild_message(
@@ -268,8 +314,9 @@ class FakeDiscordServer(AsyncServer):
         announcement: bool = False,
     ) -> JsonDict:
         """``user_id`` writes in a guild text (or announcement) channel the bot can read."""
-        author = self.user(user_id, name) if name else self._users.get(user_id) or self.user(
-            user_id)
+        author = (
+            self.user(user_id, name) if name else self._users.get(user_id) or self.user(user_id)
+        )
         self._guild_channel(guild_id, channel_id, announcement=announcement)
         return self.post_message(channel_id, author, text)
 
@@ -277,9 +324,7 @@ class FakeDiscordServer(AsyncServer):
         """A message authored by the bot itself appears (as when it posts from elsewhere)."""
         return self.post_message(channel_id, self.bot_user, text)
 
-    def post_message(
-        self, channel_id: str, author: JsonDict, text: str, **extra: Any
-    ) -> JsonDict:
+    def post_message(self, channel_id: str, author: JsonDict, text: str, **extra: Any) -> JsonDict:
         """Create a message in a known channel and dispatch MESSAGE_CREATE; return its data."""
         message = self._new_message(channel_id, author, text, **extra)
         return self.dispatch("MESSAGE_CREATE", self._create_event(message))
@@ -302,8 +347,9 @@ class FakeDiscordServer(AsyncServer):
             buttons = [c for row in message.get("components", []) for c in row["components"]]
             custom_id = next(b["custom_id"] for b in buttons if label in (None, b["label"]))
         data = {"custom_id": custom_id, "component_type": 2}
-        return self._interact(user_id, MESSAGE_COMPONENT, message["channel_id"], data,
-                              message=copy.deepcopy(message))
+        return self._interact(
+            user_id, MESSAGE_COMPONENT, message["channel_id"], data, message=copy.deepcopy(message)
+        )
 
     def slash(
         self,
@@ -318,7 +364,9 @@ class FakeDiscordServer(AsyncServer):
         channel_id = channel_id or self.dm_channel(user_id)["id"]
         synced = next((c for c in self.commands if c["name"] == name), None)
         data: JsonDict = {
-            "id": synced["id"] if synced else self.snowflake(), "name": name, "type": 1,
+            "id": synced["id"] if synced else self.snowflake(),
+            "name": name,
+            "type": 1,
             "options": [{"name": k, "type": 3, "value": v} for k, v in (options or {}).items()],
         }
         return self._interact(user_id, APPLICATION_COMMAND, channel_id, data)
@@ -389,8 +437,9 @@ class FakeDiscordServer(AsyncServer):
         if old is not None and not old.closed:
             await old.close(code=4000)
         wake = self._wake = asyncio.Event()
-        await ws.send_json({"op": 10, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS},
-                            "s": None, "t": None})
+        await ws.send_json(
+            {"op": 10, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}, "s": None, "t": None}
+        )
         pump = asyncio.create_task(self._pump(ws, wake))
         try:
             async for raw in ws:
@@ -410,22 +459,30 @@ class FakeDiscordServer(AsyncServer):
                 self._live = False
         return ws
 
-    async def _identify(self, ws: web.WebSocketResponse, request: web.Request,
-                        data: JsonDict) -> None:
+    async def _identify(
+        self, ws: web.WebSocketResponse, request: web.Request, data: JsonDict
+    ) -> None:
         if data.get("token") != self.token:
             await ws.close(code=4004, message=b"Authentication failed.")
             return
         self.identifies.append(data)
         # A fresh session: whatever the old one had not delivered is gone, as on Discord.
-        self.lost += [{"t": f["t"], "d": f["d"]} for f in self._log[self._delivered:]]
+        self.lost += [{"t": f["t"], "d": f["d"]} for f in self._log[self._delivered :]]
         self._session_id = secrets.token_hex(8)
         self._log, self._delivered = [], 0
-        self._append("READY", {
-            "v": 10, "user": self.bot_user, "guilds": [], "session_id": self._session_id,
-            "resume_gateway_url": f"ws://{request.host}/gateway",
-            "application": {"id": self.application["id"], "flags": 0},
-            "private_channels": [], "relationships": [],
-        })
+        self._append(
+            "READY",
+            {
+                "v": 10,
+                "user": self.bot_user,
+                "guilds": [],
+                "session_id": self._session_id,
+                "resume_gateway_url": f"ws://{request.host}/gateway",
+                "application": {"id": self.application["id"], "flags": 0},
+                "private_channels": [],
+                "relationships": [],
+            },
+        )
         self._live = True
 
     async def _resume(self, ws: web.WebSocketResponse, data: JsonDict) -> None:
@@ -482,8 +539,18 @@ class FakeDiscordServer(AsyncServer):
         return _json(self.application)
 
     async def _get_gateway(self, _request: web.Request, _match: re.Match[str]) -> web.Response:
-        return _json({"url": self.gateway_url, "shards": 1, "session_start_limit": {
-            "total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}})
+        return _json(
+            {
+                "url": self.gateway_url,
+                "shards": 1,
+                "session_start_limit": {
+                    "total": 1000,
+                    "remaining": 999,
+                    "reset_after": 0,
+                    "max_concurrency": 1,
+                },
+            }
+        )
 
     async def _get_user(self, _request: web.Request, match: re.Match[str]) -> web.Response:
         user = self._users.get(match[1])
@@ -529,10 +596,17 @@ class FakeDiscordServer(AsyncServer):
         body = await _body(request)
         commands = body if isinstance(body, list) else []
         self.commands = [
-            {**c, "id": self.snowflake(), "application_id": self.application["id"],
-             "version": self.snowflake(), "default_member_permissions": None,
-             "type": c.get("type", 1), "description": c.get("description", "")}
-            for c in commands if isinstance(c, dict)
+            {
+                **c,
+                "id": self.snowflake(),
+                "application_id": self.application["id"],
+                "version": self.snowflake(),
+                "default_member_permissions": None,
+                "type": c.get("type", 1),
+                "description": c.get("description", ""),
+            }
+            for c in commands
+            if isinstance(c, dict)
         ]
         return _json(self.commands)
 
@@ -548,17 +622,23 @@ class FakeDiscordServer(AsyncServer):
         body = await _body(request)
         kind, data = body.get("type"), body.get("data") or {}
         self.interaction_responses.append(
-            {"interaction_id": match[1], "type": kind, "data": copy.deepcopy(data)})
+            {"interaction_id": match[1], "type": kind, "data": copy.deepcopy(data)}
+        )
         interaction["responded"] = kind
-        answer: JsonDict = {"interaction": {
-            "id": match[1], "type": interaction["type"],
-            "response_message_loading": kind == 5,
-            "response_message_ephemeral": bool(int(data.get("flags", 0)) & 64),
-        }, "resource": {"type": kind}}
+        answer: JsonDict = {
+            "interaction": {
+                "id": match[1],
+                "type": interaction["type"],
+                "response_message_loading": kind == 5,
+                "response_message_ephemeral": bool(int(data.get("flags", 0)) & 64),
+            },
+            "resource": {"type": kind},
+        }
         if kind in (4, 5):  # a message, or the "thinking" placeholder for one
             fields = data if kind == 4 else {"content": "", "flags": _LOADING_FLAG}
-            message = self._bot_message(interaction["channel_id"], fields, via="interaction",
-                                        record=kind == 4)
+            message = self._bot_message(
+                interaction["channel_id"], fields, via="interaction", record=kind == 4
+            )
             interaction["original"] = message["id"]
             answer["interaction"]["response_message_id"] = message["id"]
             answer["resource"]["message"] = message
@@ -601,16 +681,14 @@ class FakeDiscordServer(AsyncServer):
             return _json(message)
         return _json(self._apply_edit(original, body))
 
-    async def _delete_original(self, _request: web.Request, match: re.Match[str]
-                               ) -> web.Response:
+    async def _delete_original(self, _request: web.Request, match: re.Match[str]) -> web.Response:
         interaction = self._by_token(match[1], match[2])
         original = (interaction or {}).get("original")
         if interaction is None or original not in self._messages:
             return _error(404, "Unknown Message", 10008)
         message = self._messages.pop(original)
         interaction["original"] = None
-        self.dispatch("MESSAGE_DELETE", {"id": message["id"],
-                                         "channel_id": message["channel_id"]})
+        self.dispatch("MESSAGE_DELETE", {"id": message["id"], "channel_id": message["channel_id"]})
         return web.Response(status=204)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -618,21 +696,42 @@ class FakeDiscordServer(AsyncServer):
     def _guild_channel(self, guild_id: str, channel_id: str, *, announcement: bool) -> None:
         if channel_id not in self._channels:
             self._channels[channel_id] = {
-                "id": channel_id, "type": GUILD_ANNOUNCEMENT if announcement else GUILD_TEXT,
-                "guild_id": guild_id, "name": "general", "position": 0,
-                "permission_overwrites": [], "nsfw": False, "parent_id": None, "topic": None,
-                "rate_limit_per_user": 0, "flags": 0, "last_message_id": None,
+                "id": channel_id,
+                "type": GUILD_ANNOUNCEMENT if announcement else GUILD_TEXT,
+                "guild_id": guild_id,
+                "name": "general",
+                "position": 0,
+                "permission_overwrites": [],
+                "nsfw": False,
+                "parent_id": None,
+                "topic": None,
+                "rate_limit_per_user": 0,
+                "flags": 0,
+                "last_message_id": None,
             }
 
-    def _new_message(self, channel_id: str, author: JsonDict, content: str,
-                     **extra: Any) -> JsonDict:
+    def _new_message(
+        self, channel_id: str, author: JsonDict, content: str, **extra: Any
+    ) -> JsonDict:
         channel = self._channels[channel_id]
         message: JsonDict = {
-            "id": self.snowflake(), "channel_id": channel_id, "type": 0, "content": content,
-            "author": copy.deepcopy(author), "timestamp": self._clock.now().isoformat(),
-            "edited_timestamp": None, "tts": False, "mention_everyone": False, "mentions": [],
-            "mention_roles": [], "attachments": [], "embeds": [], "components": [],
-            "pinned": False, "flags": 0, **extra,
+            "id": self.snowflake(),
+            "channel_id": channel_id,
+            "type": 0,
+            "content": content,
+            "author": copy.deepcopy(author),
+            "timestamp": self._clock.now().isoformat(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "components": [],
+            "pinned": False,
+            "flags": 0,
+            **extra,
         }
         if "guild_id" in channel:
             message["guild_id"] = channel["guild_id"]
@@ -646,14 +745,22 @@ class FakeDiscordServer(AsyncServer):
         event = copy.deepcopy(message)
         event["channel_type"] = channel["type"]
         if "guild_id" in channel:
-            event["member"] = {"roles": [], "joined_at": self._clock.now().isoformat(),
-                               "deaf": False, "mute": False, "flags": 0}
+            event["member"] = {
+                "roles": [],
+                "joined_at": self._clock.now().isoformat(),
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+            }
         return event
 
-    def _bot_message(self, channel_id: str, body: Mapping[str, Any], *, via: str,
-                     record: bool = True) -> JsonDict:
+    def _bot_message(
+        self, channel_id: str, body: Mapping[str, Any], *, via: str, record: bool = True
+    ) -> JsonDict:
         message = self._new_message(
-            channel_id, self.bot_user, str(body.get("content") or ""),
+            channel_id,
+            self.bot_user,
+            str(body.get("content") or ""),
             components=copy.deepcopy(body.get("components") or []),
             flags=int(body.get("flags") or 0),
         )
@@ -666,51 +773,81 @@ class FakeDiscordServer(AsyncServer):
         return copy.deepcopy(message)
 
     def _record_sent(self, message: JsonDict, body: Mapping[str, Any], *, via: str) -> None:
-        self.sent.append({
-            "channel_id": message["channel_id"], "message_id": message["id"],
-            "content": message["content"], "components": copy.deepcopy(message["components"]),
-            "flags": message["flags"], "allowed_mentions": body.get("allowed_mentions"),
-            "via": via,
-        })
+        self.sent.append(
+            {
+                "channel_id": message["channel_id"],
+                "message_id": message["id"],
+                "content": message["content"],
+                "components": copy.deepcopy(message["components"]),
+                "flags": message["flags"],
+                "allowed_mentions": body.get("allowed_mentions"),
+                "via": via,
+            }
+        )
 
-    def _apply_edit(self, message: JsonDict, body: Mapping[str, Any], *,
-                    record: bool = True) -> JsonDict:
+    def _apply_edit(
+        self, message: JsonDict, body: Mapping[str, Any], *, record: bool = True
+    ) -> JsonDict:
         if "content" in body:
             message["content"] = str(body["content"] or "")
         if "components" in body:
             message["components"] = copy.deepcopy(body["components"] or [])
         message["edited_timestamp"] = self._clock.now().isoformat()
         if record:
-            self.edits.append({"channel_id": message["channel_id"], "message_id": message["id"],
-                               "content": message["content"],
-                               "components": copy.deepcopy(message["components"])})
+            self.edits.append(
+                {
+                    "channel_id": message["channel_id"],
+                    "message_id": message["id"],
+                    "content": message["content"],
+                    "components": copy.deepcopy(message["components"]),
+                }
+            )
         self.dispatch("MESSAGE_UPDATE", self._create_event(message))
         return copy.deepcopy(message)
 
-    def _interact(self, user_id: str, kind: int, channel_id: str, data: JsonDict,
-                  **extra: Any) -> JsonDict:
+    def _interact(
+        self, user_id: str, kind: int, channel_id: str, data: JsonDict, **extra: Any
+    ) -> JsonDict:
         user = self._users.get(user_id) or self.user(user_id)
         channel = self._channels[channel_id]
         interaction: JsonDict = {
-            "id": self.snowflake(), "application_id": self.application["id"], "type": kind,
-            "token": "itok-" + secrets.token_urlsafe(16), "version": 1, "data": data,
-            "channel_id": channel_id, "channel": copy.deepcopy(channel), "locale": "en-US",
-            "app_permissions": "0", "attachment_size_limit": 8 * 1024 * 1024,
-            "entitlements": [], "authorizing_integration_owners": {}, **extra,
+            "id": self.snowflake(),
+            "application_id": self.application["id"],
+            "type": kind,
+            "token": "itok-" + secrets.token_urlsafe(16),
+            "version": 1,
+            "data": data,
+            "channel_id": channel_id,
+            "channel": copy.deepcopy(channel),
+            "locale": "en-US",
+            "app_permissions": "0",
+            "attachment_size_limit": 8 * 1024 * 1024,
+            "entitlements": [],
+            "authorizing_integration_owners": {},
+            **extra,
         }
         if "guild_id" in channel:
             interaction["guild_id"] = channel["guild_id"]
             interaction["guild_locale"] = "en-US"
-            interaction["member"] = {"user": user, "roles": [], "permissions": "0",
-                                     "joined_at": self._clock.now().isoformat(),
-                                     "deaf": False, "mute": False, "flags": 0}
+            interaction["member"] = {
+                "user": user,
+                "roles": [],
+                "permissions": "0",
+                "joined_at": self._clock.now().isoformat(),
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+            }
             interaction["context"] = 0
         else:
             interaction["user"] = user
             interaction["context"] = 1 if channel["type"] == DM else 2
         self._interactions[interaction["id"]] = {
-            "token": interaction["token"], "channel_id": channel_id, "type": kind,
-            "responded": None, "original": None,
+            "token": interaction["token"],
+            "channel_id": channel_id,
+            "type": kind,
+            "responded": None,
+            "original": None,
         }
         return self.dispatch("INTERACTION_CREATE", interaction)
 
@@ -760,8 +897,11 @@ class DiscordDemo(FakeDemo[FakeDiscordServer]):
 
     def provider_config(self) -> JsonDict:
         """Point discord.py at the fake."""
-        return {"token": self.fake.token, "api_base_url": self.fake.api_base_url,
-                "gateway_url": self.fake.gateway_url}
+        return {
+            "token": self.fake.token,
+            "api_base_url": self.fake.api_base_url,
+            "gateway_url": self.fake.gateway_url,
+        }
 
     def user_id(self, n: int) -> str:
         """Discord user ids are snowflakes."""

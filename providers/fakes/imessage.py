@@ -53,14 +53,14 @@ _DM_STYLE = 45
 
 
 def _envelope(data: object, message: str = "Success", status: int = 200) -> web.Response:
-    return web.json_response({"status": status, "message": message, "data": data},
-                             status=status)
+    return web.json_response({"status": status, "message": message, "data": data}, status=status)
 
 
 def _error(status: int, kind: str, message: str, error: str) -> web.Response:
     return web.json_response(
         {"status": status, "message": message, "error": {"type": kind, "message": error}},
-        status=status)
+        status=status,
+    )
 
 
 class FakeBlueBubbles(AsyncServer):
@@ -128,8 +128,10 @@ class FakeBlueBubbles(AsyncServer):
             raise RuntimeError("FakeBlueBubbles is already running")
         await self._listen()
         # BlueBubbles (axios) opens a connection per POST; so does the fake.
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10),
-                                              connector=aiohttp.TCPConnector(force_close=True))
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=10),
+            connector=aiohttp.TCPConnector(force_close=True),
+        )
         self._sender = asyncio.create_task(self._send_webhooks(), name="fake-bluebubbles-hooks")
 
     async def stop(self) -> None:
@@ -150,8 +152,14 @@ class FakeBlueBubbles(AsyncServer):
             raise RuntimeError("FakeBlueBubbles is not started")
         return self._base_url
 
-    def webhook_for(self, port: int, path: str = WEBHOOK_PATH, *, host: str = "127.0.0.1",
-                    password: str | None = None) -> str:
+    def webhook_for(
+        self,
+        port: int,
+        path: str = WEBHOOK_PATH,
+        *,
+        host: str = "127.0.0.1",
+        password: str | None = None,
+    ) -> str:
         """Set and return :attr:`webhook_url` for pairbot's endpoint, with the password."""
         secret = self.password if password is None else password
         self.webhook_url = f"http://{host}:{port}{path}?password={quote(secret, safe='')}"
@@ -160,8 +168,9 @@ class FakeBlueBubbles(AsyncServer):
 
     # -- outages -----------------------------------------------------------------------------
 
-    async def go_down(self, mode: Literal["error", "refuse"] = "error", *,
-                      hold_webhooks: bool = True) -> None:
+    async def go_down(
+        self, mode: Literal["error", "refuse"] = "error", *, hold_webhooks: bool = True
+    ) -> None:
         """Make the REST API fail until :meth:`come_back`.
 
         ``error``: every request answers 503. ``refuse``: the server stops listening and drops
@@ -191,22 +200,42 @@ class FakeBlueBubbles(AsyncServer):
 
     # -- injection: what people (and BlueBubbles) do -----------------------------------------
 
-    def dm(self, address: str, text: str, *, service: str = "iMessage",
-           date_created: int | None = None) -> JsonDict:
+    def dm(
+        self,
+        address: str,
+        text: str,
+        *,
+        service: str = "iMessage",
+        date_created: int | None = None,
+    ) -> JsonDict:
         """``address`` writes ``text`` to the bot one-to-one; return the queued event."""
         event = self.dm_event(address, text, service=service, date_created=date_created)
         return self.queue_event(event["type"], event["data"])
 
-    def dm_event(self, address: str, text: str, *, service: str = "iMessage",
-                 date_created: int | None = None) -> JsonDict:
+    def dm_event(
+        self,
+        address: str,
+        text: str,
+        *,
+        service: str = "iMessage",
+        date_created: int | None = None,
+    ) -> JsonDict:
         """Build the ``new-message`` event :meth:`dm` would send, without sending it."""
         chat = self._chat(f"{service};-;{address}", _DM_STYLE, address)
-        data = self._message(text, chat, sender=address, service=service,
-                             date_created=date_created)
+        data = self._message(
+            text, chat, sender=address, service=service, date_created=date_created
+        )
         return {"type": "new-message", "data": data}
 
-    def group_message(self, chat_guid: str, address: str, text: str, *,
-                      participants: tuple[str, ...] = (), title: str = "") -> JsonDict:
+    def group_message(
+        self,
+        chat_guid: str,
+        address: str,
+        text: str,
+        *,
+        participants: tuple[str, ...] = (),
+        title: str = "",
+    ) -> JsonDict:
         """``address`` writes ``text`` in the group chat ``chat_guid`` (``iMessage;+;chat…``)."""
         chat = self._chat(chat_guid, _GROUP_STYLE, chat_guid.split(";")[-1], title=title)
         chat["participants"] = [self._handle(a) for a in (participants or (address,))]
@@ -230,8 +259,14 @@ class FakeBlueBubbles(AsyncServer):
         """``address`` sends a photo without text (the text is U+FFFC)."""
         chat = self._chat(f"iMessage;-;{address}", _DM_STYLE, address)
         data = self._message("\ufffc", chat, sender=address)
-        data["attachments"] = [{"guid": str(uuid.uuid4()).upper(), "mimeType": "image/jpeg",
-                                "transferName": "IMG_0001.jpeg", "totalBytes": 1024}]
+        data["attachments"] = [
+            {
+                "guid": str(uuid.uuid4()).upper(),
+                "mimeType": "image/jpeg",
+                "transferName": "IMG_0001.jpeg",
+                "totalBytes": 1024,
+            }
+        ]
         return self.queue_event("new-message", data)
 
     def event(self, kind: str, data: Mapping[str, Any]) -> JsonDict:
@@ -250,8 +285,9 @@ class FakeBlueBubbles(AsyncServer):
         """Deliver an event again, as BlueBubbles sometimes does."""
         self.queue_event(str(event["type"]), event["data"])
 
-    async def post_webhook(self, event: Mapping[str, Any], *, password: str | None,
-                           url: str | None = None) -> int:
+    async def post_webhook(
+        self, event: Mapping[str, Any], *, password: str | None, url: str | None = None
+    ) -> int:
         """POST ``event`` to pairbot now with ``password`` (None: none at all); return the
         status. For forged and unauthenticated requests; bypasses the outbox."""
         base = (url or self.webhook_url or "").split("?", 1)[0]
@@ -313,15 +349,20 @@ class FakeBlueBubbles(AsyncServer):
             await runner.cleanup()
 
     @web.middleware
-    async def _middleware(self, request: web.Request,
-                          handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
         if self._down is not None:
             return _error(503, "Server Error", "Service Unavailable", "BlueBubbles is down")
         given = request.query.get("password") or request.query.get("guid")
         if given != self.password:
             self.unauthorized += 1
-            return _error(401, "Authentication Error",
-                          "You are not authorized to access this resource", "Unauthorized")
+            return _error(
+                401,
+                "Authentication Error",
+                "You are not authorized to access this resource",
+                "Unauthorized",
+            )
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -329,19 +370,22 @@ class FakeBlueBubbles(AsyncServer):
         return _envelope("pong", "Ping received!")
 
     async def _server_info(self, _request: web.Request) -> web.Response:
-        return _envelope({
-            "computer_id": "FakeMac",
-            "os_version": "14.5",
-            "server_version": "1.9.9",
-            "private_api": self.private_api,
-            "helper_connected": self.private_api,
-            "proxy_service": "dynamic-dns",
-            "detected_icloud": self.icloud,
-            "detected_imessage": self.icloud,
-            "macos_time_sync": None,
-            "local_ipv4s": ["127.0.0.1"],
-            "local_ipv6s": [],
-        }, "Successfully fetched metadata")
+        return _envelope(
+            {
+                "computer_id": "FakeMac",
+                "os_version": "14.5",
+                "server_version": "1.9.9",
+                "private_api": self.private_api,
+                "helper_connected": self.private_api,
+                "proxy_service": "dynamic-dns",
+                "detected_icloud": self.icloud,
+                "detected_imessage": self.icloud,
+                "macos_time_sync": None,
+                "local_ipv4s": ["127.0.0.1"],
+                "local_ipv6s": [],
+            },
+            "Successfully fetched metadata",
+        )
 
     async def _send_text(self, request: web.Request) -> web.Response:
         try:
@@ -370,18 +414,30 @@ class FakeBlueBubbles(AsyncServer):
         key = str(temp_guid or uuid.uuid4())
         if key in self._in_flight:
             self.send_attempts.append((key, 400))
-            return _error(400, "Validation Error", "Bad request",
-                          f"Message is already queued to be sent! (Temp GUID: {key})")
+            return _error(
+                400,
+                "Validation Error",
+                "Bad request",
+                f"Message is already queued to be sent! (Temp GUID: {key})",
+            )
         if method == "private-api" and not self.private_api:
             self.send_attempts.append((key, 500))
-            return _error(500, "iMessage Error", "Message Send Error",
-                          "iMessage Private API Helper is not connected!")
+            return _error(
+                500,
+                "iMessage Error",
+                "Message Send Error",
+                "iMessage Private API Helper is not connected!",
+            )
         known = self._by_temp_guid.get(key)
         if known is None and self._fail_sends:
             status = self._fail_sends.pop(0)
             self.send_attempts.append((key, status))
-            return _error(status, "iMessage Error", "Message Send Error",
-                          "Failed to send message! See attached message error code.")
+            return _error(
+                status,
+                "iMessage Error",
+                "Message Send Error",
+                "Failed to send message! See attached message error code.",
+            )
         if known is None:
             self._in_flight.add(key)
             try:
@@ -402,9 +458,16 @@ class FakeBlueBubbles(AsyncServer):
         data = self._message(text, chat, sender=None)
         data["tempGuid"] = temp_guid
         self._by_temp_guid[temp_guid] = data
-        self.sent.append({"chatGuid": chat_guid, "text": text, "guid": data["guid"],
-                          "tempGuid": temp_guid, "method": method,
-                          "received_at": time.perf_counter()})
+        self.sent.append(
+            {
+                "chatGuid": chat_guid,
+                "text": text,
+                "guid": data["guid"],
+                "tempGuid": temp_guid,
+                "method": method,
+                "received_at": time.perf_counter(),
+            }
+        )
         if self.echo_own_messages:
             echo = {k: v for k, v in data.items() if k != "tempGuid"}
             self.queue_event("new-message", echo)
@@ -417,8 +480,11 @@ class FakeBlueBubbles(AsyncServer):
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._outbox and self.webhook_url and not (
-                    self._down is not None and self._hold_webhooks):
+            while (
+                self._outbox
+                and self.webhook_url
+                and not (self._down is not None and self._hold_webhooks)
+            ):
                 event = self._outbox.popleft()
                 self._posting = True
                 try:
@@ -453,19 +519,38 @@ class FakeBlueBubbles(AsyncServer):
 
     def _handle(self, address: str, service: str = "iMessage") -> JsonDict:
         rowid = self._handles.setdefault(address, len(self._handles) + 1)
-        return {"originalROWID": rowid, "address": address, "service": service,
-                "country": "us", "uncanonicalizedId": None}
+        return {
+            "originalROWID": rowid,
+            "address": address,
+            "service": service,
+            "country": "us",
+            "uncanonicalizedId": None,
+        }
 
     def _chat(self, guid: str, style: int, identifier: str, *, title: str = "") -> JsonDict:
         rowid = self._chats.setdefault(guid, len(self._chats) + 1)
-        return {"originalROWID": rowid, "guid": guid, "style": style,
-                "chatIdentifier": identifier, "isArchived": False, "displayName": title}
+        return {
+            "originalROWID": rowid,
+            "guid": guid,
+            "style": style,
+            "chatIdentifier": identifier,
+            "isArchived": False,
+            "displayName": title,
+        }
 
-    def _message(self, text: str, chat: JsonDict, *, sender: str | None,
-                 service: str = "iMessage", date_created: int | None = None) -> JsonDict:
+    def _message(
+        self,
+        text: str,
+        chat: JsonDict,
+        *,
+        sender: str | None,
+        service: str = "iMessage",
+        date_created: int | None = None,
+    ) -> JsonDict:
         handle = self._handle(sender, service) if sender is not None else None
-        created = date_created if date_created is not None else int(
-            self._clock.now().timestamp() * 1000)
+        created = (
+            date_created if date_created is not None else int(self._clock.now().timestamp() * 1000)
+        )
         return {
             "originalROWID": self._next_rowid(),
             "guid": str(uuid.uuid4()).upper(),
@@ -514,9 +599,11 @@ class IMessageDemo(FakeDemo[FakeBlueBubbles]):
 
     def provider_config(self) -> JsonDict:
         """Point the provider at the fake, and its webhook where the fake POSTs."""
-        return {"server_url": self.fake.base_url, "password": self.fake.password,
-                "webhook": {"host": "127.0.0.1", "port": self.webhook_port,
-                            "path": WEBHOOK_PATH}}
+        return {
+            "server_url": self.fake.base_url,
+            "password": self.fake.password,
+            "webhook": {"host": "127.0.0.1", "port": self.webhook_port, "path": WEBHOOK_PATH},
+        }
 
     def user_id(self, n: int) -> str:
         """iMessage handles are phone numbers (+E.164) or e-mail addresses."""

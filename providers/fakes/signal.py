@@ -208,44 +208,63 @@ class FakeSignalDaemon(AsyncServer):
         ts = timestamp if timestamp is not None else self._timestamp()
         return self.push(self._envelope(uuid, name, number, ts, dataMessage=_data(ts, text)))
 
-    def group_message(self, group_id: str, uuid: str, text: str, *, name: str = "",
-                      number: str | None = None) -> JsonDict:
+    def group_message(
+        self, group_id: str, uuid: str, text: str, *, name: str = "", number: str | None = None
+    ) -> JsonDict:
         """Person ``uuid`` writes ``text`` in a group the bot is in."""
         ts = self._timestamp()
         data = _data(ts, text)
-        data["groupInfo"] = {"groupId": group_id, "groupName": "Group", "revision": 1,
-                             "type": "DELIVER"}
+        data["groupInfo"] = {
+            "groupId": group_id,
+            "groupName": "Group",
+            "revision": 1,
+            "type": "DELIVER",
+        }
         return self.push(self._envelope(uuid, name, number, ts, dataMessage=data))
 
     def own_message(self, text: str) -> JsonDict:
         """A data message whose source is the bot's own account."""
         ts = self._timestamp()
-        return self.push(self._envelope(self.account_uuid, "Bot", self.account, ts,
-                                        dataMessage=_data(ts, text)))
+        return self.push(
+            self._envelope(self.account_uuid, "Bot", self.account, ts, dataMessage=_data(ts, text))
+        )
 
     def sync_message(self, text: str, *, destination: str, device: int = 2) -> JsonDict:
         """The account's owner writes ``text`` to ``destination`` from a linked device (a
         ``syncMessage.sentMessage``, as signal-cli reports it to every other device)."""
         ts = self._timestamp()
-        sent = {"destination": destination, "destinationUuid": destination, "timestamp": ts,
-                "message": text, "expiresInSeconds": 0, "viewOnce": False}
-        envelope = self._envelope(self.account_uuid, "Bot", self.account, ts,
-                                  syncMessage={"sentMessage": sent})
+        sent = {
+            "destination": destination,
+            "destinationUuid": destination,
+            "timestamp": ts,
+            "message": text,
+            "expiresInSeconds": 0,
+            "viewOnce": False,
+        }
+        envelope = self._envelope(
+            self.account_uuid, "Bot", self.account, ts, syncMessage={"sentMessage": sent}
+        )
         envelope["sourceDevice"] = device
         return self.push(envelope)
 
     def receipt(self, uuid: str, timestamps: list[int], *, kind: str = "DELIVERY") -> JsonDict:
         """``uuid``'s phone reports ``kind`` (DELIVERY, READ, VIEWED) for bot messages."""
         ts = self._timestamp()
-        receipt = {"when": ts, "isDelivery": kind == "DELIVERY", "isRead": kind == "READ",
-                   "isViewed": kind == "VIEWED", "timestamps": list(timestamps)}
+        receipt = {
+            "when": ts,
+            "isDelivery": kind == "DELIVERY",
+            "isRead": kind == "READ",
+            "isViewed": kind == "VIEWED",
+            "timestamps": list(timestamps),
+        }
         return self.push(self._envelope(uuid, "", None, ts, receiptMessage=receipt))
 
     def typing(self, uuid: str, *, action: str = "STARTED") -> JsonDict:
         """``uuid`` starts (or stops) typing to the bot."""
         ts = self._timestamp()
-        return self.push(self._envelope(uuid, "", None, ts,
-                                        typingMessage={"action": action, "timestamp": ts}))
+        return self.push(
+            self._envelope(uuid, "", None, ts, typingMessage={"action": action, "timestamp": ts})
+        )
 
     def push(self, envelope: JsonDict, *, account: str | None = None) -> JsonDict:
         """Deliver any envelope as the daemon does (kept, and sent to every open stream);
@@ -267,8 +286,11 @@ class FakeSignalDaemon(AsyncServer):
     def messages_to(self, recipient: str) -> list[str]:
         """Texts the bot sent 1:1 to ``recipient`` (an ACI or number), edits included."""
         want = recipient.lower()
-        return [m["message"] for m in self.sent
-                if m["recipient"] and want in (r.lower() for r in m["recipient"])]
+        return [
+            m["message"]
+            for m in self.sent
+            if m["recipient"] and want in (r.lower() for r in m["recipient"])
+        ]
 
     def messages_to_group(self, group_id: str) -> list[str]:
         """Texts the bot sent to a group."""
@@ -310,8 +332,9 @@ class FakeSignalDaemon(AsyncServer):
             for event in self._events:
                 if event[0] > after:
                     client.queue.put_nowait(event)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                               "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         client.response = response
         self._clients.append(client)
         try:
@@ -325,8 +348,9 @@ class FakeSignalDaemon(AsyncServer):
                 if item is None:
                     break
                 seq, data = item
-                await response.write(f"id:{self._run}-{seq}\nevent:receive\ndata:{data}\n\n"
-                                     .encode())
+                await response.write(
+                    f"id:{self._run}-{seq}\nevent:receive\ndata:{data}\n\n".encode()
+                )
         except ConnectionResetError:
             pass  # the client went away
         finally:
@@ -397,11 +421,19 @@ class FakeSignalDaemon(AsyncServer):
             raise _RpcError(_USER_ERROR, "Failed to send message")
         edit = params.get("editTimestamp")
         ts = self._timestamp()
-        self.sent.append({"recipient": list(recipients) if recipients else None,
-                          "groupId": group, "message": message, "timestamp": ts,
-                          "editTimestamp": edit if isinstance(edit, int) else None})
-        results = [{"recipientAddress": {"uuid": r, "number": None}, "type": "SUCCESS"}
-                   for r in (recipients or [])]
+        self.sent.append(
+            {
+                "recipient": list(recipients) if recipients else None,
+                "groupId": group,
+                "message": message,
+                "timestamp": ts,
+                "editTimestamp": edit if isinstance(edit, int) else None,
+            }
+        )
+        results = [
+            {"recipientAddress": {"uuid": r, "number": None}, "type": "SUCCESS"}
+            for r in (recipients or [])
+        ]
         return {"timestamp": ts, "results": results}
 
     # -- helpers -----------------------------------------------------------------------------
@@ -431,8 +463,9 @@ class FakeSignalDaemon(AsyncServer):
         self._last_ts = max(now, self._last_ts + 1)
         return self._last_ts
 
-    def _envelope(self, uuid: str, name: str, number: str | None, ts: int,
-                  **content: JsonDict) -> JsonDict:
+    def _envelope(
+        self, uuid: str, name: str, number: str | None, ts: int, **content: JsonDict
+    ) -> JsonDict:
         envelope: JsonDict = {
             "source": number or uuid,
             "sourceNumber": number,
@@ -452,8 +485,11 @@ def _data(ts: int, text: str) -> JsonDict:
 
 
 def _error(req_id: object, code: int, message: str) -> JsonDict:
-    return {"jsonrpc": "2.0", "error": {"code": code, "message": message, "data": None},
-            "id": req_id}
+    return {
+        "jsonrpc": "2.0",
+        "error": {"code": code, "message": message, "data": None},
+        "id": req_id,
+    }
 
 
 class SignalDemo(FakeDemo[FakeSignalDaemon]):

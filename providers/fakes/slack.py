@@ -88,8 +88,11 @@ def _check_blocks(blocks: object) -> list[JsonDict]:
         kind = block.get("type")
         if kind == "section":
             text = block.get("text")
-            if not isinstance(text, dict) or text.get("type") not in ("plain_text", "mrkdwn") \
-                    or not 1 <= len(str(text.get("text", ""))) <= _MAX_SECTION:
+            if (
+                not isinstance(text, dict)
+                or text.get("type") not in ("plain_text", "mrkdwn")
+                or not 1 <= len(str(text.get("text", ""))) <= _MAX_SECTION
+            ):
                 raise _ApiError("invalid_blocks")
         elif kind == "actions":
             elements = block.get("elements")
@@ -98,11 +101,14 @@ def _check_blocks(blocks: object) -> list[JsonDict]:
             for element in elements:
                 label = element.get("text") if isinstance(element, dict) else None
                 action_id = str(element.get("action_id", "")) if isinstance(element, dict) else ""
-                if not isinstance(label, dict) or label.get("type") != "plain_text" \
-                        or not 1 <= len(str(label.get("text", ""))) <= _MAX_LABEL \
-                        or not 1 <= len(action_id) <= _MAX_ACTION_ID \
-                        or len(str(element.get("value", ""))) > _MAX_VALUE \
-                        or action_id in action_ids:
+                if (
+                    not isinstance(label, dict)
+                    or label.get("type") != "plain_text"
+                    or not 1 <= len(str(label.get("text", ""))) <= _MAX_LABEL
+                    or not 1 <= len(action_id) <= _MAX_ACTION_ID
+                    or len(str(element.get("value", ""))) > _MAX_VALUE
+                    or action_id in action_ids
+                ):
                     raise _ApiError("invalid_blocks")
                 action_ids.add(action_id)
         else:
@@ -210,18 +216,25 @@ class FakeSlackServer(AsyncServer):
 
     # -- the world ---------------------------------------------------------------------------
 
-    def add_user(self, user_id: str, *, name: str, display_name: str = "",
-                 is_bot: bool = False) -> JsonDict:
+    def add_user(
+        self, user_id: str, *, name: str, display_name: str = "", is_bot: bool = False
+    ) -> JsonDict:
         """Make a workspace member (``name`` is their real name, as they typed it)."""
-        user = {"id": user_id, "team_id": TEAM_ID, "name": name.lower().replace(" ", "."),
-                "deleted": False, "real_name": name, "is_bot": is_bot,
-                "profile": {"real_name": name, "display_name": display_name,
-                            "team": TEAM_ID}}
+        user = {
+            "id": user_id,
+            "team_id": TEAM_ID,
+            "name": name.lower().replace(" ", "."),
+            "deleted": False,
+            "real_name": name,
+            "is_bot": is_bot,
+            "profile": {"real_name": name, "display_name": display_name, "team": TEAM_ID},
+        }
         self.users[user_id] = user
         return user
 
-    def add_channel(self, channel_id: str, *, kind: str = "channel", name: str = "general"
-                    ) -> None:
+    def add_channel(
+        self, channel_id: str, *, kind: str = "channel", name: str = "general"
+    ) -> None:
         """Make a channel the bot is in: ``kind`` is ``channel``, ``group`` or ``mpim``."""
         self._channels[channel_id] = {"id": channel_id, "type": kind, "name": name}
 
@@ -255,63 +268,106 @@ class FakeSlackServer(AsyncServer):
 
     # -- the people side ---------------------------------------------------------------------
 
-    def dm(self, user_id: str, text: str, *, name: str | None = None, deliver: bool = True
-           ) -> JsonDict:
+    def dm(
+        self, user_id: str, text: str, *, name: str | None = None, deliver: bool = True
+    ) -> JsonDict:
         """``user_id`` writes ``text`` in their IM with the bot; return the event body
         (delivered unless ``deliver`` is false: then it is only built, e.g. to post it)."""
         if user_id not in self.users:
             self.add_user(user_id, name=name or user_id)
         return self._user_message(user_id, self.im_channel(user_id), "im", text, deliver)
 
-    def channel_message(self, channel_id: str, user_id: str, text: str, *,
-                        kind: str = "channel") -> JsonDict:
+    def channel_message(
+        self, channel_id: str, user_id: str, text: str, *, kind: str = "channel"
+    ) -> JsonDict:
         """``user_id`` writes in a channel (``kind``: ``channel``, ``group`` or ``mpim``)."""
         if user_id not in self.users:
             self.add_user(user_id, name=user_id)
         if channel_id not in self._channels:
             self.add_channel(channel_id, kind=kind, name=f"{kind}-{channel_id.lower()}")
-        return self._user_message(user_id, channel_id, self._channels[channel_id]["type"], text,
-                                  True)
+        return self._user_message(
+            user_id, channel_id, self._channels[channel_id]["type"], text, True
+        )
 
-    def _user_message(self, user_id: str, channel: str, channel_type: str, text: str,
-                      deliver: bool) -> JsonDict:
+    def _user_message(
+        self, user_id: str, channel: str, channel_type: str, text: str, deliver: bool
+    ) -> JsonDict:
         ts = self._ts()
-        event = {"client_msg_id": str(uuid.uuid4()), "type": "message", "text": _escape(text),
-                 "user": user_id, "ts": ts, "team": TEAM_ID, "channel": channel,
-                 "event_ts": ts, "channel_type": channel_type}
+        event = {
+            "client_msg_id": str(uuid.uuid4()),
+            "type": "message",
+            "text": _escape(text),
+            "user": user_id,
+            "ts": ts,
+            "team": TEAM_ID,
+            "channel": channel,
+            "event_ts": ts,
+            "channel_type": channel_type,
+        }
         self._messages[(channel, ts)] = dict(event)
         return self.event(event, deliver=deliver)
 
     def event(self, event: JsonDict, *, deliver: bool = True) -> JsonDict:
         """Deliver any event (``message`` with a subtype, ``reaction_added``, ...) as an
         ``event_callback``; return the body."""
-        body = {"token": "legacy-verification-token", "team_id": TEAM_ID,
-                "api_app_id": APP_ID, "event": copy.deepcopy(event), "type": "event_callback",
-                "event_id": f"Ev{self._next():08d}", "event_time": int(self._now()),
-                "authorizations": [{"enterprise_id": None, "team_id": TEAM_ID,
-                                    "user_id": BOT_USER_ID, "is_bot": True,
-                                    "is_enterprise_install": False}],
-                "is_ext_shared_channel": False}
+        body = {
+            "token": "legacy-verification-token",
+            "team_id": TEAM_ID,
+            "api_app_id": APP_ID,
+            "event": copy.deepcopy(event),
+            "type": "event_callback",
+            "event_id": f"Ev{self._next():08d}",
+            "event_time": int(self._now()),
+            "authorizations": [
+                {
+                    "enterprise_id": None,
+                    "team_id": TEAM_ID,
+                    "user_id": BOT_USER_ID,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+        }
         if deliver:
             self.deliver("events_api", body)
         return body
 
-    def press_button(self, user_id: str, message_ts: str, *, index: int = 0,
-                     channel: str | None = None, value: str | None = None) -> JsonDict:
+    def press_button(
+        self,
+        user_id: str,
+        message_ts: str,
+        *,
+        index: int = 0,
+        channel: str | None = None,
+        value: str | None = None,
+    ) -> JsonDict:
         """``user_id`` presses button ``index`` of the bot's message ``message_ts``.
 
         ``channel`` and ``value`` forge the press (another chat, another command).
         """
-        found = [key for key in self._messages if key[1] == message_ts
-                 and (channel is None or key[0] == channel)]
-        message: JsonDict = copy.deepcopy(self._messages[found[0]]) if found else {
-            "type": "message", "ts": message_ts}
+        found = [
+            key
+            for key in self._messages
+            if key[1] == message_ts and (channel is None or key[0] == channel)
+        ]
+        message: JsonDict = (
+            copy.deepcopy(self._messages[found[0]])
+            if found
+            else {"type": "message", "ts": message_ts}
+        )
         channel_id = channel or str(message.get("channel", ""))
         # A client that has not refreshed still shows the buttons an edit removed.
         buttons = self._buttons.get(found[0], []) if found else []
-        button: JsonDict = copy.deepcopy(buttons[index]) if index < len(buttons) else {
-            "type": "button", "action_id": "forged", "text": {"type": "plain_text",
-                                                              "text": "?"}}
+        button: JsonDict = (
+            copy.deepcopy(buttons[index])
+            if index < len(buttons)
+            else {
+                "type": "button",
+                "action_id": "forged",
+                "text": {"type": "plain_text", "text": "?"},
+            }
+        )
         if value is not None:
             button["value"] = value
         button.update(block_id="pairbot_actions", action_ts=f"{self._now():.6f}")
@@ -319,38 +375,61 @@ class FakeSlackServer(AsyncServer):
         user = self.users.get(user_id, {"name": user_id})
         payload: JsonDict = {
             "type": "block_actions",
-            "user": {"id": user_id, "username": user["name"], "name": user["name"],
-                     "team_id": TEAM_ID},
-            "api_app_id": APP_ID, "token": "legacy-verification-token",
-            "container": {"type": "message", "message_ts": message_ts,
-                          "channel_id": channel_id, "is_ephemeral": False},
+            "user": {
+                "id": user_id,
+                "username": user["name"],
+                "name": user["name"],
+                "team_id": TEAM_ID,
+            },
+            "api_app_id": APP_ID,
+            "token": "legacy-verification-token",
+            "container": {
+                "type": "message",
+                "message_ts": message_ts,
+                "channel_id": channel_id,
+                "is_ephemeral": False,
+            },
             "trigger_id": f"{self._next()}.{TEAM_ID}.{uuid.uuid4().hex}",
-            "team": {"id": TEAM_ID, "domain": TEAM_DOMAIN}, "enterprise": None,
+            "team": {"id": TEAM_ID, "domain": TEAM_DOMAIN},
+            "enterprise": None,
             "is_enterprise_install": False,
             "channel": {"id": channel_id, "name": info["name"]},
-            "message": message, "state": {"values": {}},
+            "message": message,
+            "state": {"values": {}},
             "response_url": f"{self.base_url}/actions/{self._seq}",
             "actions": [button],
         }
         self.deliver("interactive", payload)
         return payload
 
-    def slash_command(self, user_id: str, text: str, *, channel_id: str | None = None,
-                      command: str = "/pairbot") -> JsonDict:
+    def slash_command(
+        self, user_id: str, text: str, *, channel_id: str | None = None, command: str = "/pairbot"
+    ) -> JsonDict:
         """``user_id`` types ``{command} {text}`` (in their IM with the bot by default)."""
         if user_id not in self.users:
             self.add_user(user_id, name=user_id)
         channel_id = channel_id or self.im_channel(user_id)
         info = self._channel_info(channel_id)
-        name = "directmessage" if channel_id.startswith("D") else (
-            info["name"] if info else "unknown")
-        payload = {"token": "legacy-verification-token", "team_id": TEAM_ID,
-                   "team_domain": TEAM_DOMAIN, "channel_id": channel_id, "channel_name": name,
-                   "user_id": user_id, "user_name": self.users[user_id]["name"],
-                   "command": command, "text": _escape(text), "api_app_id": APP_ID,
-                   "is_enterprise_install": "false",
-                   "response_url": f"{self.base_url}/commands/{self._next()}",
-                   "trigger_id": f"{self._next()}.{TEAM_ID}.{uuid.uuid4().hex}"}
+        name = (
+            "directmessage"
+            if channel_id.startswith("D")
+            else (info["name"] if info else "unknown")
+        )
+        payload = {
+            "token": "legacy-verification-token",
+            "team_id": TEAM_ID,
+            "team_domain": TEAM_DOMAIN,
+            "channel_id": channel_id,
+            "channel_name": name,
+            "user_id": user_id,
+            "user_name": self.users[user_id]["name"],
+            "command": command,
+            "text": _escape(text),
+            "api_app_id": APP_ID,
+            "is_enterprise_install": "false",
+            "response_url": f"{self.base_url}/commands/{self._next()}",
+            "trigger_id": f"{self._next()}.{TEAM_ID}.{uuid.uuid4().hex}",
+        }
         self.deliver("slash_commands", payload)
         return payload
 
@@ -361,13 +440,17 @@ class FakeSlackServer(AsyncServer):
         :attr:`events_url` is set); return the envelope id (``""`` over HTTP)."""
         if self.events_url is not None:
             task = asyncio.get_running_loop().create_task(
-                self._post_quietly(kind, payload, retry_num))
+                self._post_quietly(kind, payload, retry_num)
+            )
             self._posts.add(task)
             task.add_done_callback(self._posts.discard)
             return ""
-        envelope = {"envelope_id": str(uuid.uuid4()), "type": kind,
-                    "payload": copy.deepcopy(payload),
-                    "accepts_response_payload": kind != "events_api"}
+        envelope = {
+            "envelope_id": str(uuid.uuid4()),
+            "type": kind,
+            "payload": copy.deepcopy(payload),
+            "accepts_response_payload": kind != "events_api",
+        }
         if kind == "events_api":
             envelope.update(retry_attempt=0, retry_reason="")
         self._outbox.append(envelope)
@@ -386,17 +469,24 @@ class FakeSlackServer(AsyncServer):
     async def request_reconnect(self, reason: str = "refresh_requested") -> None:
         """Send a ``disconnect`` message: the client must open a new connection."""
         if self._ws is not None:
-            await self._ws.send_json({"type": "disconnect", "reason": reason,
-                                      "debug_info": {"host": "applink-fake"}})
+            await self._ws.send_json(
+                {"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-fake"}}
+            )
 
     async def drop_socket(self) -> None:
         """Close the current websocket from the server side."""
         if self._ws is not None:
             await self._ws.close()
 
-    async def post(self, kind: str, payload: JsonDict, *, timestamp: int | None = None,
-                   signature: str | None = None, retry_num: int | None = None
-                   ) -> tuple[int, str]:
+    async def post(
+        self,
+        kind: str,
+        payload: JsonDict,
+        *,
+        timestamp: int | None = None,
+        signature: str | None = None,
+        retry_num: int | None = None,
+    ) -> tuple[int, str]:
         """POST one payload to :attr:`events_url`, signed unless ``signature`` is given;
         return the status and body. ``timestamp`` overrides the (real) current time."""
         if self.events_url is None or self._session is None:
@@ -408,31 +498,37 @@ class FakeSlackServer(AsyncServer):
         else:
             body, content_type = urlencode(payload), _FORM
         ts = str(timestamp if timestamp is not None else int(SystemClock().now().timestamp()))
-        headers = {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts,
-                   "X-Slack-Signature": signature or sign(self.signing_secret, ts, body)}
+        headers = {
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": signature or sign(self.signing_secret, ts, body),
+        }
         if retry_num is not None:
-            headers.update({"X-Slack-Retry-Num": str(retry_num),
-                            "X-Slack-Retry-Reason": "http_timeout"})
-        async with self._session.post(self.events_url, data=body.encode(),
-                                      headers=headers) as response:
+            headers.update(
+                {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
+            )
+        async with self._session.post(
+            self.events_url, data=body.encode(), headers=headers
+        ) as response:
             status, text = response.status, await response.text()
-        self.deliveries.append({"kind": kind, "status": status, "body": text,
-                                "payload": payload})
+        self.deliveries.append({"kind": kind, "status": status, "body": text, "payload": payload})
         return status, text
 
     async def _post_quietly(self, kind: str, payload: JsonDict, retry_num: int | None) -> None:
         try:
             await self.post(kind, payload, retry_num=retry_num)
         except (OSError, RuntimeError) as exc:  # recorded: the bot may be down
-            self.deliveries.append({"kind": kind, "status": 0, "body": type(exc).__name__,
-                                    "payload": payload})
+            self.deliveries.append(
+                {"kind": kind, "status": 0, "body": type(exc).__name__, "payload": payload}
+            )
 
     # -- reading what the bot did ------------------------------------------------------------
 
     def messages_to(self, channel_or_user: str) -> list[str]:
         """The texts (as Slack shows them) the bot posted to a channel, or a user's IM."""
-        channel = self.im_channel(channel_or_user) if channel_or_user in self.users \
-            else channel_or_user
+        channel = (
+            self.im_channel(channel_or_user) if channel_or_user in self.users else channel_or_user
+        )
         return [m["text"] for m in self.sent if m["channel"] == channel]
 
     def message(self, channel: str, ts: str) -> JsonDict:
@@ -447,18 +543,25 @@ class FakeSlackServer(AsyncServer):
         """Answer the next ``count`` calls of ``method`` with 429 ``ratelimited``."""
         self._fail[method] = (count, retry_after)
 
-    async def wait_for_sent(self, predicate: Callable[[JsonDict], bool] | None = None, *,
-                            count: int = 1, timeout: float = 5.0  # noqa: ASYNC109
-                            ) -> list[JsonDict]:
+    async def wait_for_sent(
+        self,
+        predicate: Callable[[JsonDict], bool] | None = None,
+        *,
+        count: int = 1,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> list[JsonDict]:
         """Wait until ``count`` posted messages match ``predicate``; return those that do."""
+
         def matching() -> list[JsonDict]:
             return [m for m in self.sent if predicate is None or predicate(m)]
 
         try:
             await self.wait_until(lambda: len(matching()) >= count, timeout=timeout)
         except TimeoutError:
-            raise TimeoutError(f"{len(matching())} of {count} expected messages posted within "
-                               f"{timeout}s ({len(self.sent)} posted in all)") from None
+            raise TimeoutError(
+                f"{len(matching())} of {count} expected messages posted within "
+                f"{timeout}s ({len(self.sent)} posted in all)"
+            ) from None
         return matching()
 
     wait_until = staticmethod(wait_until)
@@ -472,18 +575,26 @@ class FakeSlackServer(AsyncServer):
             params = await self._params(request)
         except _ApiError as error:
             return web.json_response({"ok": False, "error": error.error})
-        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip() \
-            or str(params.pop("token", ""))
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip() or str(
+            params.pop("token", "")
+        )
         self.calls.append((method, params))
         pending, retry_after = self._fail.get(method, (0, 0))
         if pending > 0:
             self._fail[method] = (pending - 1, retry_after)
-            return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
-                                     headers={"Retry-After": str(retry_after)})
-        handler = {"auth.test": self._auth_test, "apps.connections.open": self._open_connection,
-                   "chat.postMessage": self._post_message, "chat.update": self._update,
-                   "conversations.open": self._open_conversation,
-                   "users.info": self._users_info}.get(method)
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"},
+                status=429,
+                headers={"Retry-After": str(retry_after)},
+            )
+        handler = {
+            "auth.test": self._auth_test,
+            "apps.connections.open": self._open_connection,
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+            "conversations.open": self._open_conversation,
+            "users.info": self._users_info,
+        }.get(method)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
         wanted = self.app_token if method == "apps.connections.open" else self.bot_token
@@ -491,8 +602,11 @@ class FakeSlackServer(AsyncServer):
             if not token:
                 raise _ApiError("not_authed")
             if token != wanted:
-                raise _ApiError("not_allowed_token_type" if token in
-                                (self.app_token, self.bot_token) else "invalid_auth")
+                raise _ApiError(
+                    "not_allowed_token_type"
+                    if token in (self.app_token, self.bot_token)
+                    else "invalid_auth"
+                )
             result = await handler(params, request)
         except _ApiError as error:
             return web.json_response({"ok": False, "error": error.error})
@@ -509,8 +623,7 @@ class FakeSlackServer(AsyncServer):
             if isinstance(body, dict):
                 params.update(body)
         elif request.content_type in (_FORM, "multipart/form-data"):
-            params.update({k: v for k, v in (await request.post()).items()
-                           if isinstance(v, str)})
+            params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
         for key in ("blocks", "attachments"):  # form posts carry these JSON-encoded
             if isinstance(params.get(key), str):
                 try:
@@ -520,9 +633,15 @@ class FakeSlackServer(AsyncServer):
         return params
 
     async def _auth_test(self, _params: JsonDict, _request: web.Request) -> JsonDict:
-        return {"url": f"https://{TEAM_DOMAIN}.slack.test/", "team": "Fake", "user": "pairbot",
-                "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID,
-                "is_enterprise_install": False}
+        return {
+            "url": f"https://{TEAM_DOMAIN}.slack.test/",
+            "team": "Fake",
+            "user": "pairbot",
+            "team_id": TEAM_ID,
+            "user_id": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": False,
+        }
 
     async def _open_connection(self, _params: JsonDict, _request: web.Request) -> JsonDict:
         ticket = uuid.uuid4().hex
@@ -548,17 +667,31 @@ class FakeSlackServer(AsyncServer):
         if len(text) > _MAX_TEXT:
             raise _ApiError("msg_too_long")
         ts = self._ts()
-        message: JsonDict = {"type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID,
-                             "app_id": APP_ID, "text": text, "ts": ts, "team": TEAM_ID,
-                             "channel": channel}
+        message: JsonDict = {
+            "type": "message",
+            "user": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "app_id": APP_ID,
+            "text": text,
+            "ts": ts,
+            "team": TEAM_ID,
+            "channel": channel,
+        }
         if blocks:
             message["blocks"] = copy.deepcopy(blocks)
             self._remember_buttons(channel, ts, blocks)
         self._messages[(channel, ts)] = message
-        self.sent.append({"channel": channel, "text": _unescape(text), "raw_text": text,
-                          "ts": ts, "blocks": copy.deepcopy(blocks),
-                          "mrkdwn": params.get("mrkdwn"),
-                          "unfurl_links": params.get("unfurl_links")})
+        self.sent.append(
+            {
+                "channel": channel,
+                "text": _unescape(text),
+                "raw_text": text,
+                "ts": ts,
+                "blocks": copy.deepcopy(blocks),
+                "mrkdwn": params.get("mrkdwn"),
+                "unfurl_links": params.get("unfurl_links"),
+            }
+        )
         self._echo(message, channel)
         return {"channel": channel, "ts": ts, "message": copy.deepcopy(message)}
 
@@ -583,27 +716,53 @@ class FakeSlackServer(AsyncServer):
         else:
             message.pop("blocks", None)
         message["edited"] = {"user": BOT_USER_ID, "ts": self._ts()}
-        self.edits.append({"channel": channel, "ts": ts, "text": _unescape(message["text"]),
-                           "raw_text": message["text"], "blocks": message.get("blocks")})
-        self._echo({"type": "message", "subtype": "message_changed", "hidden": True,
-                    "message": copy.deepcopy(message), "previous_message": before,
-                    "ts": self._ts()}, channel)
-        return {"channel": channel, "ts": ts, "text": message["text"],
-                "message": copy.deepcopy(message)}
+        self.edits.append(
+            {
+                "channel": channel,
+                "ts": ts,
+                "text": _unescape(message["text"]),
+                "raw_text": message["text"],
+                "blocks": message.get("blocks"),
+            }
+        )
+        self._echo(
+            {
+                "type": "message",
+                "subtype": "message_changed",
+                "hidden": True,
+                "message": copy.deepcopy(message),
+                "previous_message": before,
+                "ts": self._ts(),
+            },
+            channel,
+        )
+        return {
+            "channel": channel,
+            "ts": ts,
+            "text": message["text"],
+            "message": copy.deepcopy(message),
+        }
 
     def _remember_buttons(self, channel: str, ts: str, blocks: list[JsonDict]) -> None:
-        buttons = [copy.deepcopy(e) for b in blocks if b.get("type") == "actions"
-                   for e in b["elements"]]
+        buttons = [
+            copy.deepcopy(e) for b in blocks if b.get("type") == "actions" for e in b["elements"]
+        ]
         if buttons:
             self._buttons[(channel, ts)] = buttons
 
     def _echo(self, event: JsonDict, channel: str) -> None:
         info = self._channel_info(channel)
         if self.echo_own_messages and info is not None and info["type"] == "im":
-            event = {**copy.deepcopy(event), "channel": channel, "channel_type": "im",
-                     "event_ts": event["ts"]}
-            event.setdefault("bot_profile", {"id": BOT_ID, "app_id": APP_ID,
-                                             "name": "pairbot", "team_id": TEAM_ID})
+            event = {
+                **copy.deepcopy(event),
+                "channel": channel,
+                "channel_type": "im",
+                "event_ts": event["ts"],
+            }
+            event.setdefault(
+                "bot_profile",
+                {"id": BOT_ID, "app_id": APP_ID, "name": "pairbot", "team_id": TEAM_ID},
+            )
             self.event(event)
 
     async def _open_conversation(self, params: JsonDict, _request: web.Request) -> JsonDict:
@@ -632,10 +791,18 @@ class FakeSlackServer(AsyncServer):
         self._sockets.add(ws)
         self._ws = ws
         self.connections += 1
-        await ws.send_json({"type": "hello", "num_connections": 1,
-                            "debug_info": {"host": "applink-fake", "build_number": 1,
-                                           "approximate_connection_time": 18060},
-                            "connection_info": {"app_id": APP_ID}})
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": 1,
+                "debug_info": {
+                    "host": "applink-fake",
+                    "build_number": 1,
+                    "approximate_connection_time": 18060,
+                },
+                "connection_info": {"app_id": APP_ID},
+            }
+        )
         # What the last connection never acked is sent again, as Slack retries it.
         for envelope in reversed(list(self._unacked.values())):
             again = copy.deepcopy(envelope)
@@ -675,11 +842,16 @@ class FakeSlackServer(AsyncServer):
             self._wake.clear()
             await self._wake.wait()
 
-    async def wait_connected(self, count: int = 1, timeout: float = 5.0  # noqa: ASYNC109
-                             ) -> None:
+    async def wait_connected(
+        self,
+        count: int = 1,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> None:
         """Wait until ``count`` websocket connections were made and one is open."""
-        await self.wait_until(lambda: self.connections >= count and self._ws is not None
-                              and not self._ws.closed, timeout=timeout)
+        await self.wait_until(
+            lambda: self.connections >= count and self._ws is not None and not self._ws.closed,
+            timeout=timeout,
+        )
 
 
 class SlackDemo(FakeDemo[FakeSlackServer]):
@@ -696,8 +868,11 @@ class SlackDemo(FakeDemo[FakeSlackServer]):
 
     def provider_config(self) -> JsonDict:
         """Point slack-bolt at the fake, over Socket Mode."""
-        return {"bot_token": self.fake.bot_token, "app_token": self.fake.app_token,
-                "api_base_url": self.fake.api_base_url}
+        return {
+            "bot_token": self.fake.bot_token,
+            "app_token": self.fake.app_token,
+            "api_base_url": self.fake.api_base_url,
+        }
 
     def user_id(self, n: int) -> str:
         """Slack user ids look like ``U0DEMO001``."""

@@ -68,14 +68,19 @@ def first_message(payload: JsonDict) -> JsonDict:
 class _GraphError(Exception):
     """A Graph API error answer: ``{"error": {"message", "type", "code", "fbtrace_id"}}``."""
 
-    def __init__(self, status: int, code: int, message: str,
-                 kind: str = "OAuthException") -> None:
+    def __init__(self, status: int, code: int, message: str, kind: str = "OAuthException") -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.kind = status, code, message, kind
 
     def response(self) -> web.Response:
-        body = {"error": {"message": self.message, "type": self.kind, "code": self.code,
-                          "fbtrace_id": "AFakeTraceId"}}
+        body = {
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "code": self.code,
+                "fbtrace_id": "AFakeTraceId",
+            }
+        }
         return web.json_response(body, status=self.status)
 
 
@@ -233,15 +238,16 @@ class FakeWhatsAppServer(AsyncServer):
         """Queue a text message whose sender is the business number itself."""
         number = self.display_phone_number
         message = self._message(number, "text", {"text": {"body": text}})
-        return self.deliver(self._payload([self._contact(number, "Business")],
-                                          messages=[message]))
+        return self.deliver(self._payload([self._contact(number, "Business")], messages=[message]))
 
     def echo(self, to: str, text: str) -> JsonDict:
         """Queue an ``smb_message_echoes`` webhook: the business app wrote to ``to``."""
-        message = self._message(self.display_phone_number, "text",
-                                {"to": to, "text": {"body": text}})
-        return self.deliver(self._payload([], field="smb_message_echoes",
-                                          message_echoes=[message]))
+        message = self._message(
+            self.display_phone_number, "text", {"to": to, "text": {"body": text}}
+        )
+        return self.deliver(
+            self._payload([], field="smb_message_echoes", message_echoes=[message])
+        )
 
     def media(self, wa_id: str, *, caption: str = "", name: str = "") -> JsonDict:
         """Queue an image message (with an optional caption) from ``wa_id``."""
@@ -253,13 +259,17 @@ class FakeWhatsAppServer(AsyncServer):
 
     def number_changed(self, old: str, new: str, *, name: str = "") -> JsonDict:
         """Queue the ``system`` message Meta sends when a user changes number."""
-        system = {"body": f"User {name or old} changed from {old} to {new}", "wa_id": new,
-                  "type": "user_changed_number"}
+        system = {
+            "body": f"User {name or old} changed from {old} to {new}",
+            "wa_id": new,
+            "type": "user_changed_number",
+        }
         message = self._message(old, "system", {"system": system})
         return self.deliver(self._payload(None, messages=[message]))
 
-    def press_button(self, wa_id: str, message_id: str, command: str, *,
-                     name: str = "") -> JsonDict:
+    def press_button(
+        self, wa_id: str, message_id: str, command: str, *, name: str = ""
+    ) -> JsonDict:
         """Queue ``wa_id`` tapping the reply button ``command`` on a message the bot sent.
 
         Raises:
@@ -271,13 +281,19 @@ class FakeWhatsAppServer(AsyncServer):
         if title is None:
             raise ValueError(f"message {message_id} has no button {command!r}")
         reply = {"type": "button_reply", "button_reply": {"id": command, "title": title}}
-        message = self._message(wa_id, "interactive", {
-            "context": {"from": self.display_phone_number, "id": message_id},
-            "interactive": reply})
+        message = self._message(
+            wa_id,
+            "interactive",
+            {
+                "context": {"from": self.display_phone_number, "id": message_id},
+                "interactive": reply,
+            },
+        )
         return self.deliver(self._payload([self._contact(wa_id, name)], messages=[message]))
 
-    def status(self, message_id: str, status: str = "delivered", *,
-               key: str | None = None) -> JsonDict:
+    def status(
+        self, message_id: str, status: str = "delivered", *, key: str | None = None
+    ) -> JsonDict:
         """Queue a status webhook (``sent``, ``delivered``, ``read``) for a sent message."""
         sent = self._messages.get(message_id, {})
         item: JsonDict = {
@@ -286,8 +302,12 @@ class FakeWhatsAppServer(AsyncServer):
             "timestamp": self._timestamp(),
             "recipient_id": sent.get("to", ""),
             "conversation": {"id": "CONVERSATION_ID", "origin": {"type": "service"}},
-            "pricing": {"billable": False, "pricing_model": "PMP", "category": "service",
-                        "type": "free_customer_service"},
+            "pricing": {
+                "billable": False,
+                "pricing_model": "PMP",
+                "category": "service",
+                "type": "free_customer_service",
+            },
         }
         if key is not None:
             item["biz_opaque_callback_data"] = key
@@ -327,13 +347,17 @@ class FakeWhatsAppServer(AsyncServer):
             await resp.read()
             return resp.status
 
-    async def verify(self, *, token: str | None = None, challenge: str = "1158201444",
-                     mode: str = "subscribe") -> tuple[int, str]:
+    async def verify(
+        self, *, token: str | None = None, challenge: str = "1158201444", mode: str = "subscribe"
+    ) -> tuple[int, str]:
         """Play Meta's subscription check (GET with ``hub.*``); return (status, body)."""
         if self.webhook_url is None:
             raise RuntimeError("webhook_url is not set")
-        params = {"hub.mode": mode, "hub.challenge": challenge,
-                  "hub.verify_token": self.verify_token if token is None else token}
+        params = {
+            "hub.mode": mode,
+            "hub.challenge": challenge,
+            "hub.verify_token": self.verify_token if token is None else token,
+        }
         async with self._client().get(self.webhook_url, params=params) as resp:
             return resp.status, await resp.text()
 
@@ -375,11 +399,13 @@ class FakeWhatsAppServer(AsyncServer):
             self.status(record["message_id"], "sent", key=record["biz_opaque_callback_data"])
         if after_taking:
             return self._cut(request)
-        return web.json_response({
-            "messaging_product": "whatsapp",
-            "contacts": [{"input": record["to"], "wa_id": record["to"]}],
-            "messages": [{"id": record["message_id"]}],
-        })
+        return web.json_response(
+            {
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": record["to"], "wa_id": record["to"]}],
+                "messages": [{"id": record["message_id"]}],
+            }
+        )
 
     async def _get_phone(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -389,21 +415,26 @@ class FakeWhatsAppServer(AsyncServer):
         if self._down:
             return self._cut(request)
         self.calls.append(("GET", request.path, {}))
-        return web.json_response({
-            "verified_name": "Pairbot Demo",
-            "display_phone_number": "+1 555-000-1234",
-            "id": self.phone_number_id,
-            "quality_rating": "GREEN",
-        })
+        return web.json_response(
+            {
+                "verified_name": "Pairbot Demo",
+                "display_phone_number": "+1 555-000-1234",
+                "id": self.phone_number_id,
+                "quality_rating": "GREEN",
+            }
+        )
 
     def _authorise(self, request: web.Request) -> None:
         if request.headers.get("Authorization") != f"Bearer {self.access_token}":
-            raise _GraphError(401, 190, "Invalid OAuth access token - Cannot parse access "
-                              "token")
+            raise _GraphError(401, 190, "Invalid OAuth access token - Cannot parse access token")
         if request.match_info["phone_id"] != self.phone_number_id:
-            raise _GraphError(400, 100, "Unsupported post request. Object with ID "
-                              f"'{request.match_info['phone_id']}' does not exist",
-                              "GraphMethodException")
+            raise _GraphError(
+                400,
+                100,
+                "Unsupported post request. Object with ID "
+                f"'{request.match_info['phone_id']}' does not exist",
+                "GraphMethodException",
+            )
 
     @staticmethod
     async def _json(request: web.Request) -> JsonDict:
@@ -434,8 +465,7 @@ class FakeWhatsAppServer(AsyncServer):
         kind = body.get("type")
         buttons: list[JsonDict] = []
         if kind == "text":
-            text = body.get("text", {}).get("body") if isinstance(body.get("text"), dict) \
-                else None
+            text = body.get("text", {}).get("body") if isinstance(body.get("text"), dict) else None
             if not isinstance(text, str) or not 1 <= len(text) <= _MAX_TEXT:
                 raise _invalid("text.body must be 1 to 4096 characters")
         elif kind == "interactive":
@@ -484,8 +514,9 @@ class FakeWhatsAppServer(AsyncServer):
             if not isinstance(title, str) or not 1 <= len(title) <= _MAX_TITLE:
                 raise _invalid("button title must be 1 to 20 characters")
             buttons.append({"id": button_id, "title": title})
-        if len({b["id"] for b in buttons}) != len(buttons) or \
-                len({b["title"] for b in buttons}) != len(buttons):
+        if len({b["id"] for b in buttons}) != len(buttons) or len(
+            {b["title"] for b in buttons}
+        ) != len(buttons):
             raise _invalid("button ids and titles must be unique")
         return text, buttons
 
@@ -531,26 +562,36 @@ class FakeWhatsAppServer(AsyncServer):
 
     # -- payload building --------------------------------------------------------------------
 
-    def _payload(self, contacts: list[JsonDict] | None, *, field: str = "messages",
-                 **items: list[JsonDict]) -> JsonDict:
+    def _payload(
+        self, contacts: list[JsonDict] | None, *, field: str = "messages", **items: list[JsonDict]
+    ) -> JsonDict:
         value: JsonDict = {
             "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": self.display_phone_number,
-                         "phone_number_id": self.phone_number_id},
+            "metadata": {
+                "display_phone_number": self.display_phone_number,
+                "phone_number_id": self.phone_number_id,
+            },
         }
         if contacts is not None:
             value["contacts"] = contacts
         value.update(items)
-        return {"object": "whatsapp_business_account",
-                "entry": [{"id": self.waba_id, "changes": [{"field": field, "value": value}]}]}
+        return {
+            "object": "whatsapp_business_account",
+            "entry": [{"id": self.waba_id, "changes": [{"field": field, "value": value}]}],
+        }
 
     @staticmethod
     def _contact(wa_id: str, name: str) -> JsonDict:
         return {"profile": {"name": name}, "wa_id": wa_id}
 
     def _message(self, sender: str, kind: str, fields: JsonDict) -> JsonDict:
-        return {"from": sender, "id": self._new_id(), "timestamp": self._timestamp(),
-                "type": kind, **fields}
+        return {
+            "from": sender,
+            "id": self._new_id(),
+            "timestamp": self._timestamp(),
+            "type": kind,
+            **fields,
+        }
 
     def _new_id(self) -> str:
         number = self._next_id
@@ -586,8 +627,7 @@ class WhatsAppDemo(FakeDemo[FakeWhatsAppServer]):
             "verify_token": self.fake.verify_token,
             "phone_number_id": self.fake.phone_number_id,
             "api_base_url": self.fake.base_url,
-            "webhook": {"host": "127.0.0.1", "port": self.webhook_port,
-                        "path": self.webhook_path},
+            "webhook": {"host": "127.0.0.1", "port": self.webhook_port, "path": self.webhook_path},
         }
 
     def user_id(self, n: int) -> str:

@@ -79,8 +79,15 @@ def files_do_not_parse(tmp_path: Path) -> tuple[Path, list[Path]]:
     return _every_file(tmp_path, lambda p: p.write_text('{"version": 1, "requests": [\n'))
 
 
-STATES = [state_dir_is_a_file, state_dir_under_a_file, lock_is_a_directory, lock_is_a_symlink,
-          files_are_directories, files_are_deeply_nested, files_do_not_parse]
+STATES = [
+    state_dir_is_a_file,
+    state_dir_under_a_file,
+    lock_is_a_directory,
+    lock_is_a_symlink,
+    files_are_directories,
+    files_are_deeply_nested,
+    files_do_not_parse,
+]
 
 COMMANDS = {
     "pairing-list": ["pairing", "list"],
@@ -106,15 +113,20 @@ def expected_status(state: Callable[..., object], command: str) -> int:
 
 def disk(root: Path) -> dict[str, bytes]:
     """Every regular file under ``root`` (symlinks not followed) and its bytes."""
-    return {str(p): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.is_symlink()}
+    return {
+        str(p): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
 @pytest.mark.parametrize("state", STATES, ids=lambda f: f.__name__)
 def test_bad_state_is_one_line_naming_the_path(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    state: Callable[[Path], tuple[Path, list[Path]]], command: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    state: Callable[[Path], tuple[Path, list[Path]]],
+    command: str,
 ) -> None:
     state_dir, culprits = state(tmp_path)
     before = disk(tmp_path)
@@ -135,7 +147,8 @@ def test_bad_state_is_one_line_naming_the_path(
 
 @pytest.mark.parametrize("state", STATES, ids=lambda f: f.__name__)
 def test_doctor_reports_a_bad_state_and_never_crashes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     state: Callable[[Path], tuple[Path, list[Path]]],
 ) -> None:
     state_dir, culprits = state(tmp_path)
@@ -155,8 +168,7 @@ def test_doctor_reports_a_bad_state_and_never_crashes(
     assert not (tmp_path / "victim").exists()
 
 
-def test_doctor_checks_the_audit_log(state_dir: Path, capsys: pytest.CaptureFixture[str]
-                                     ) -> None:
+def test_doctor_checks_the_audit_log(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = JsonFileStore(state_dir)
     store.audit_path.write_text('{"event": "approve"}\n[1, 2]\n{"event": "revoke"}\n')
     store.audit_path.chmod(0o600)
@@ -197,8 +209,10 @@ def test_doctor_flags_symlinked_state_files_and_dirs(
     assert any(str(allow) in line and "symlink" in line for line in fails)
     assert any(str(allow) in line and '"*"' in line for line in fails)  # still checked
     assert any(str(state / "nodes") in line and "symlink" in line for line in fails)
-    assert any(str(state / "nodes" / "paired.json") in line and "nested too deeply" in line
-               for line in fails)  # files under a symlinked dir are still checked
+    assert any(
+        str(state / "nodes" / "paired.json") in line and "nested too deeply" in line
+        for line in fails
+    )  # files under a symlinked dir are still checked
 
 
 def test_doctor_reports_a_bad_config_as_a_fail_line(
@@ -217,36 +231,54 @@ def test_doctor_reports_a_bad_config_as_a_fail_line(
 def test_a_fifo_where_a_state_file_belongs_does_not_hang(tmp_path: Path) -> None:
     state, files = _every_file(tmp_path, lambda p: os.mkfifo(p, 0o600))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAIRBOT_")}
-    for command in (["pairing", "list"], ["allowlist", "add", "telegram", "42"], ["audit"],
-                    ["doctor"]):
-        result = subprocess.run([str(PAIRBOT), "--state-dir", str(state), *command],
-                                capture_output=True, text=True, timeout=30, check=False, env=env)
+    for command in (
+        ["pairing", "list"],
+        ["allowlist", "add", "telegram", "42"],
+        ["audit"],
+        ["doctor"],
+    ):
+        result = subprocess.run(
+            [str(PAIRBOT), "--state-dir", str(state), *command],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env=env,
+        )
         assert "Traceback" not in result.stderr
         if command == ["doctor"]:
             assert result.returncode == 1
             assert sum(line.startswith("FAIL") for line in result.stdout.splitlines()) >= len(
-                files)
+                files
+            )
         else:
             assert result.returncode == 2, result.stderr
             assert len(result.stderr.splitlines()) == 1, result.stderr
             assert "not a regular file" in result.stderr
 
 
-@pytest.mark.parametrize("state", [state_dir_is_a_file, lock_is_a_symlink,
-                                   files_are_directories],
-                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    "state",
+    [state_dir_is_a_file, lock_is_a_symlink, files_are_directories],
+    ids=lambda f: f.__name__,
+)
 def test_installed_command_prints_one_line(
     tmp_path: Path, state: Callable[[Path], tuple[Path, list[Path]]]
 ) -> None:
     state_dir, culprits = state(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAIRBOT_")}
-    result = subprocess.run([str(PAIRBOT), "--state-dir", str(state_dir), "pairing", "list"],
-                            capture_output=True, text=True, timeout=30, check=False, env=env)
+    result = subprocess.run(
+        [str(PAIRBOT), "--state-dir", str(state_dir), "pairing", "list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=env,
+    )
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert any(str(path) in lines[0] for path in culprits)
-
 
 
 @pytest.mark.parametrize("state", STATES, ids=lambda f: f.__name__)
@@ -261,13 +293,20 @@ def test_run_refuses_a_bad_state_with_one_line(
         "owners: [{provider: telegram, user_id: '111'}]\n"
         "gateway: {port: 0}\n"
         "providers:\n"
-        "  telegram: {token: '${TG_TOKEN}', api_base_url: 'http://127.0.0.1:9'}\n")
+        "  telegram: {token: '${TG_TOKEN}', api_base_url: 'http://127.0.0.1:9'}\n"
+    )
     config.chmod(0o600)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAIRBOT_")}
     env["TG_TOKEN"] = "1:not-a-real-token"
 
-    result = subprocess.run([str(PAIRBOT), "run", "--config", str(config)],
-                            capture_output=True, text=True, timeout=60, check=False, env=env)
+    result = subprocess.run(
+        [str(PAIRBOT), "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
 
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()

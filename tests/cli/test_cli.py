@@ -20,16 +20,19 @@ from stores.jsonfile import JsonFileStore
 PAIRBOT = Path(sys.executable).with_name("pairbot")
 
 
-def run(state: Path, *args: str, env: dict[str, str] | None = None,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items()
-                if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG")}
+def run(
+    state: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {
+        k: v for k, v in os.environ.items() if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG")
+    }
     full_env.update(env or {})
     cmd = [str(PAIRBOT), *args]
     if "PAIRBOT_STATE_DIR" not in (env or {}):
         cmd[1:1] = ["--state-dir", str(state)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=60,
-                          check=False, cwd=cwd)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, env=full_env, timeout=60, check=False, cwd=cwd
+    )
 
 
 def code_of(result: RequestResult) -> str:
@@ -63,11 +66,14 @@ def test_pairing_list_json_has_the_documented_fields(state_dir, live):
     pairing.request("slack", "U0SLACK", {"name": "Bob"})
     everything = json.loads(run(state_dir, "pairing", "list", "--json").stdout)
     assert {r["provider"] for r in everything} == {"telegram", "slack"}
-    for form in (["pairing", "list", "telegram", "--json"],
-                 ["pairing", "list", "--provider", "telegram", "--json"]):
+    for form in (
+        ["pairing", "list", "telegram", "--json"],
+        ["pairing", "list", "--provider", "telegram", "--json"],
+    ):
         rows = json.loads(run(state_dir, *form).stdout)
         assert [sorted(r) for r in rows] == [
-            ["code", "createdAt", "id", "lastSeenAt", "meta", "provider"]]
+            ["code", "createdAt", "id", "lastSeenAt", "meta", "provider"]
+        ]
         assert rows[0]["code"] == code_of(made)
         assert rows[0]["id"] == "42"
         assert rows[0]["meta"] == {"firstName": "Alice", "username": "alice"}
@@ -81,16 +87,21 @@ def test_approve_by_code_in_either_form_and_tolerant_input(state_dir, live, form
     _, pairing, _ = live
     code = code_of(pairing.request("telegram", "42", {"firstName": "Alice"}))
     typed = f" {code[:4].lower()}-{code[4:].lower()} "
-    args = (["pairing", "approve", "telegram", typed] if form == "positional"
-            else ["pairing", "approve", "--provider", "telegram", typed])
+    args = (
+        ["pairing", "approve", "telegram", typed]
+        if form == "positional"
+        else ["pairing", "approve", "--provider", "telegram", typed]
+    )
     result = run(state_dir, *args)
     assert result.returncode == 0, result.stderr
     assert "Approved telegram sender 42 (Alice)." in result.stdout
     assert pairing.is_allowed("telegram", "42")
     again = run(state_dir, *args)
     assert again.returncode == 1
-    assert again.stderr.strip() == "pairbot: error: no pending pairing request for telegram " \
-                                   "has that code"
+    assert (
+        again.stderr.strip() == "pairbot: error: no pending pairing request for telegram "
+        "has that code"
+    )
     assert code not in again.stderr
 
 
@@ -135,8 +146,17 @@ def test_reject_drops_the_request(state_dir, live):
         ["audit", "--limit", "0"],
         ["nodes"],
     ],
-    ids=["unknown-provider", "unknown-provider-option", "missing-provider", "too-many",
-         "both-forms", "username", "non-numeric-id", "bad-limit", "no-action"],
+    ids=[
+        "unknown-provider",
+        "unknown-provider-option",
+        "missing-provider",
+        "too-many",
+        "both-forms",
+        "username",
+        "non-numeric-id",
+        "bad-limit",
+        "no-action",
+    ],
 )
 def test_usage_errors_exit_2_with_one_line(state_dir, args):
     result = run(state_dir, *args)
@@ -151,8 +171,10 @@ def test_allowlist_add_list_remove(state_dir, live):
     again = run(state_dir, "allowlist", "add", "telegram", "42")
     assert (again.returncode, "already allowed" in again.stdout) == (0, True)
     rows = json.loads(run(state_dir, "allowlist", "list", "--json").stdout)
-    assert rows == [{"provider": "telegram", "id": "42", "source": "store"},
-                    {"provider": "slack", "id": "U0SLACK", "source": "store"}]
+    assert rows == [
+        {"provider": "telegram", "id": "42", "source": "store"},
+        {"provider": "slack", "id": "U0SLACK", "source": "store"},
+    ]
     only = json.loads(run(state_dir, "allowlist", "list", "--provider", "slack", "--json").stdout)
     assert only == [{"provider": "slack", "id": "U0SLACK", "source": "store"}]
     assert pairing.is_allowed("telegram", "42")
@@ -168,7 +190,8 @@ def test_nodes_approve_prints_the_token_once_and_stores_only_its_hash(state_dir,
     ask = nodes.request("pixel-9", display_name="Pixel 9", platform="android", version="1.0")
     pending = json.loads(run(state_dir, "nodes", "pending", "--json").stdout)
     assert [(p["requestId"], p["nodeId"], p["displayName"], p["platform"]) for p in pending] == [
-        (ask.request.request_id, "pixel-9", "Pixel 9", "android")]
+        (ask.request.request_id, "pixel-9", "Pixel 9", "android")
+    ]
     result = run(state_dir, "nodes", "approve", ask.request.request_id.lower())
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip().splitlines()[-1]
@@ -202,7 +225,9 @@ def test_audit_lists_events_without_secrets(state_dir, live):
     run(state_dir, "pairing", "approve", "telegram", code)
     records = json.loads(run(state_dir, "audit", "--json").stdout)
     assert [(r["event"], r["outcome"]) for r in records] == [
-        ("request", "created"), ("approve", "approved")]
+        ("request", "created"),
+        ("approve", "approved"),
+    ]
     assert records[1]["actor"].startswith("cli:")
     assert all({"ts", "actor", "provider", "subject", "outcome"} <= r.keys() for r in records)
     assert len(json.loads(run(state_dir, "audit", "--json", "--limit", "1").stdout)) == 1
@@ -212,11 +237,14 @@ def test_audit_lists_events_without_secrets(state_dir, live):
 
 def test_state_dir_from_environment(tmp_path):
     env_dir = tmp_path / "from-env"
-    result = run(tmp_path, "allowlist", "add", "telegram", "7",
-                 env={"PAIRBOT_STATE_DIR": str(env_dir)})
+    result = run(
+        tmp_path, "allowlist", "add", "telegram", "7", env={"PAIRBOT_STATE_DIR": str(env_dir)}
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads((env_dir / "credentials" / "telegram-allowFrom.json").read_text()) == {
-        "version": 1, "allowFrom": ["7"]}
+        "version": 1,
+        "allowFrom": ["7"],
+    }
 
 
 def test_corrupt_state_file_is_reported_and_left_byte_identical(state_dir, live):
@@ -250,8 +278,9 @@ def test_doctor_passes_on_a_clean_dir_and_flags_loose_modes(state_dir, live):
 def test_pairing_list_shows_a_blank_name_and_rounds_the_time_left_up(state_dir):
     store = JsonFileStore(state_dir)
     ten_minutes_ago = FakeClock(SystemClock().now() - timedelta(minutes=10))
-    PairingService(store, clock=ten_minutes_ago).request("telegram", "42",
-                                                         {"firstName": "\u3164\u2800"})
+    PairingService(store, clock=ten_minutes_ago).request(
+        "telegram", "42", {"firstName": "\u3164\u2800"}
+    )
     store.close()
     result = run(state_dir, "pairing", "list")
     [row] = [line for line in result.stdout.splitlines() if " 42 " in line]
@@ -272,13 +301,22 @@ OWNED = "owners: [{provider: telegram, user_id: '111'}]\n"
 
 @pytest.mark.parametrize(
     ("mode", "line"),
-    [(0o600, "ok   {config}: mode 0600, only its owner can read or write it"),
-     (0o400, "ok   {config}: mode 0400, only its owner can read or write it"),
-     (0o640, "FAIL {config}: group or others can read it (mode 0640), and it may hold secrets "
-             "(chmod 600 the file)"),
-     (0o664, "FAIL {config}: group or others can write it (mode 0664), and whoever can write "
-             "it can make themselves owner (chmod 600 the file)")],
-    ids=["0600", "0400", "0640", "0664"])
+    [
+        (0o600, "ok   {config}: mode 0600, only its owner can read or write it"),
+        (0o400, "ok   {config}: mode 0400, only its owner can read or write it"),
+        (
+            0o640,
+            "FAIL {config}: group or others can read it (mode 0640), and it may hold secrets "
+            "(chmod 600 the file)",
+        ),
+        (
+            0o664,
+            "FAIL {config}: group or others can write it (mode 0664), and whoever can write "
+            "it can make themselves owner (chmod 600 the file)",
+        ),
+    ],
+    ids=["0600", "0400", "0640", "0664"],
+)
 def test_doctor_says_what_run_says_of_the_config_mode(state_dir, tmp_path, mode, line):
     config = private_config(tmp_path, OWNED, mode)
     result = run(state_dir, "--config", str(config), "doctor")
@@ -289,15 +327,19 @@ def test_doctor_says_what_run_says_of_the_config_mode(state_dir, tmp_path, mode,
 def test_doctor_says_what_run_says_of_no_owners(state_dir, tmp_path):
     result = run(state_dir, "--config", str(private_config(tmp_path, "")), "doctor")
     assert "FAIL no owners configured: nobody can approve from chat; use the CLI" in (
-        result.stdout.splitlines())
+        result.stdout.splitlines()
+    )
     assert result.returncode == 1
 
 
-@pytest.mark.parametrize("command", [["pairing", "list"], ["allowlist", "list"],
-                                     ["nodes", "pending"], ["run"]],
-                         ids=["pairing-list", "allowlist-list", "nodes", "run"])
-def test_a_weak_operator_token_stops_every_command_that_loads_the_config(state_dir, tmp_path,
-                                                                         command):
+@pytest.mark.parametrize(
+    "command",
+    [["pairing", "list"], ["allowlist", "list"], ["nodes", "pending"], ["run"]],
+    ids=["pairing-list", "allowlist-list", "nodes", "run"],
+)
+def test_a_weak_operator_token_stops_every_command_that_loads_the_config(
+    state_dir, tmp_path, command
+):
     config = private_config(tmp_path, OWNED + "gateway: {operator_token: '${PB_OP}'}\n")
     result = run(state_dir, "--config", str(config), *command, env={"PB_OP": "hunter42hunter42"})
     assert result.returncode == 2
@@ -305,7 +347,8 @@ def test_a_weak_operator_token_stops_every_command_that_loads_the_config(state_d
         f"pairbot: error: {config}: gateway.operator_token: too weak (a short repeated "
         "pattern; at least 128 bits of randomness needed): make one with python3 -c 'import "
         "secrets; print(secrets.token_urlsafe(32))', or set null to turn remote operators off "
-        "(the value from ${PB_OP})")
+        "(the value from ${PB_OP})"
+    )
     assert result.stderr.count("\n") == 1
     assert "hunter" not in result.stderr
 
@@ -325,19 +368,21 @@ def test_config_errors_name_the_field(state_dir, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"pairbot: error: {config}: pairing.pending_ttl: not a duration: 'soon' "
-        "(use e.g. 90s, 5m, 1h)")
+        "(use e.g. 90s, 5m, 1h)"
+    )
 
 
 def test_config_ttl_and_allow_from_are_used(state_dir, tmp_path):
     config = tmp_path / "pairbot.yaml"
     config.write_text(
-        "pairing: {pending_ttl: 3h}\n"
-        "providers:\n  telegram: {token: x, allow_from: ['99']}\n")
+        "pairing: {pending_ttl: 3h}\nproviders:\n  telegram: {token: x, allow_from: ['99']}\n"
+    )
     store = JsonFileStore(state_dir)
     past = FakeClock(SystemClock().now() - timedelta(hours=2))
     code = code_of(PairingService(store, clock=past).request("telegram", "42"))
-    rows = json.loads(run(state_dir, "--config", str(config), "allowlist", "list",
-                          "--json").stdout)
+    rows = json.loads(
+        run(state_dir, "--config", str(config), "allowlist", "list", "--json").stdout
+    )
     assert rows == [{"provider": "telegram", "id": "99", "source": "config"}]
     result = run(state_dir, "pairing", "approve", "--config", str(config), "telegram", code)
     assert result.returncode == 0, result.stderr

@@ -26,7 +26,8 @@ def seed_allowlist(state_dir: Path, provider: str, ids: list[str]) -> None:
     credentials = state_dir / "credentials"
     credentials.mkdir(mode=0o700, parents=True, exist_ok=True)
     (credentials / f"{provider}-allowFrom.json").write_text(
-        json.dumps({"version": 1, "allowFrom": ids}, indent=2) + "\n")
+        json.dumps({"version": 1, "allowFrom": ids}, indent=2) + "\n"
+    )
 
 
 def large_ids(count: int = LARGE) -> list[str]:
@@ -68,7 +69,8 @@ def no_table(*_args: Any, **_kwargs: Any) -> None:
 
 
 def test_allowlist_json_of_a_large_list_is_the_store_as_json_dumps_lays_it_out(
-        state_dir, tmp_path):
+    state_dir, tmp_path
+):
     ids = large_ids()
     seed_allowlist(state_dir, "telegram", ids)
     seed_allowlist(state_dir, "slack", ["U2", "U1"])
@@ -98,8 +100,7 @@ def test_allowlist_json_is_written_element_by_element(state_dir, monkeypatch):
     assert max(sink.sizes) <= MAX_WRITE
 
 
-def test_human_listing_of_a_large_list_prints_aligned_lines_not_a_table(
-        state_dir, monkeypatch):
+def test_human_listing_of_a_large_list_prints_aligned_lines_not_a_table(state_dir, monkeypatch):
     ids = large_ids()
     seed_allowlist(state_dir, "telegram", ids)
     monkeypatch.setattr(cli, "Table", no_table)
@@ -137,17 +138,30 @@ def test_lines_show_an_unprintable_id_escaped_never_raw(state_dir, monkeypatch):
     assert "\x1b" not in sink.text
 
 
-@pytest.mark.parametrize("args", [["allowlist", "list"], ["allowlist", "list", "--json"],
-                                  ["audit", "--limit", "100000"]])
+@pytest.mark.parametrize(
+    "args",
+    [["allowlist", "list"], ["allowlist", "list", "--json"], ["audit", "--limit", "100000"]],
+)
 def test_a_reader_that_goes_away_ends_the_listing_quietly(state_dir, args):
     seed_allowlist(state_dir, "telegram", large_ids())
     store = JsonFileStore(state_dir)
     with store.transaction() as txn:
         for i in range(20_000):
-            txn.audit(AuditEvent(ts=FakeClock().now(), event="allow", actor="cli:test",
-                                 provider="telegram", subject=str(i), outcome="added"))
-    proc = subprocess.Popen([str(PAIRBOT), "--state-dir", str(state_dir), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            txn.audit(
+                AuditEvent(
+                    ts=FakeClock().now(),
+                    event="allow",
+                    actor="cli:test",
+                    provider="telegram",
+                    subject=str(i),
+                    outcome="added",
+                )
+            )
+    proc = subprocess.Popen(
+        [str(PAIRBOT), "--state-dir", str(state_dir), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     assert proc.stderr is not None
     first = proc.stdout.readline()
@@ -165,8 +179,16 @@ def test_audit_streams_the_last_records_as_lines_past_table_rows(state_dir, monk
     clock = FakeClock()
     with store.transaction() as txn:
         for i in range(1000):
-            txn.audit(AuditEvent(ts=clock.now(), event="allow", actor="cli:test",
-                                 provider="telegram", subject=str(i), outcome="added"))
+            txn.audit(
+                AuditEvent(
+                    ts=clock.now(),
+                    event="allow",
+                    actor="cli:test",
+                    provider="telegram",
+                    subject=str(i),
+                    outcome="added",
+                )
+            )
     monkeypatch.setattr(cli, "Table", no_table)
 
     status, sink = main(monkeypatch, state_dir, "audit", "--limit", "300")
@@ -194,8 +216,10 @@ def test_iter_allowed_is_the_list_form_one_at_a_time(store, clock):
     assert (first.provider, first.id, first.source.value) == ("telegram", "1", "store")
     assert [first, *entries] == pairing.allowed()
     assert [(g.provider, g.source.value, list(g.ids)) for g in pairing.allowed_groups()] == [
-        ("telegram", "store", ["1", "2"]), ("telegram", "config", ["9"]),
-        ("slack", "store", ["U1"])]
+        ("telegram", "store", ["1", "2"]),
+        ("telegram", "config", ["9"]),
+        ("slack", "store", ["U1"]),
+    ]
 
 
 def test_a_broken_pipe_elsewhere_is_not_taken_for_a_closed_output(state_dir, monkeypatch):

@@ -25,11 +25,13 @@ OWNER = 111
 @pytest.fixture
 async def running(state_dir: Path) -> AsyncIterator[tuple[App, FakeTelegramServer]]:
     async with FakeTelegramServer() as tg:
-        config = Config.model_validate({
-            "owners": [{"provider": "telegram", "user_id": str(OWNER)}],
-            "gateway": {"port": 0},
-            "providers": {"telegram": {"token": tg.token, "api_base_url": tg.base_url}},
-        })
+        config = Config.model_validate(
+            {
+                "owners": [{"provider": "telegram", "user_id": str(OWNER)}],
+                "gateway": {"port": 0},
+                "providers": {"telegram": {"token": tg.token, "api_base_url": tg.base_url}},
+            }
+        )
         app = App(config, state_dir=state_dir)
         await app.start()
         try:
@@ -39,25 +41,46 @@ async def running(state_dir: Path) -> AsyncIterator[tuple[App, FakeTelegramServe
 
 
 def env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG", "PAIRBOT_NODE_DIR")}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG", "PAIRBOT_NODE_DIR")
+    }
 
 
 async def pairbot(*args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(subprocess.run, [str(PAIRBOT), *args], capture_output=True,
-                                   text=True, timeout=60, check=False, env=env())
+    return await asyncio.to_thread(
+        subprocess.run,
+        [str(PAIRBOT), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env(),
+    )
 
 
-async def test_node_pair_waits_gets_the_token_from_the_owner_chat_and_connects(running,
-                                                                              tmp_path):
+async def test_node_pair_waits_gets_the_token_from_the_owner_chat_and_connects(running, tmp_path):
     app, tg = running
     assert app.gateway is not None
     url = f"ws://127.0.0.1:{app.gateway.port}"
     node_dir = tmp_path / "node"
     proc = await asyncio.create_subprocess_exec(
-        str(PAIRBOT), "node", "pair", "--gateway", url, "--name", "Pixel 9", "--platform",
-        "android", "--node-dir", str(node_dir), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, env=env())
+        str(PAIRBOT),
+        "node",
+        "pair",
+        "--gateway",
+        url,
+        "--name",
+        "Pixel 9",
+        "--platform",
+        "android",
+        "--node-dir",
+        str(node_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env(),
+    )
     try:
         notice = (await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER, timeout=20))[0]
         assert "New node pairing request" in notice["text"]
@@ -94,8 +117,9 @@ async def test_cli_approval_while_the_bot_runs_reaches_the_waiting_node(running,
     assert app.gateway is not None
     async with GatewayClient.open(f"ws://127.0.0.1:{app.gateway.port}") as node:
         ask = await node.call("node.pair.request", {"nodeId": "esp32", "displayName": "Kitchen"})
-        result = await pairbot("--state-dir", str(state_dir), "nodes", "approve",
-                               ask["requestId"].lower())
+        result = await pairbot(
+            "--state-dir", str(state_dir), "nodes", "approve", ask["requestId"].lower()
+        )
         started = asyncio.get_running_loop().time()
         resolved = await node.next_event("node.pair.resolved", wait=2)
         assert asyncio.get_running_loop().time() - started < 2
@@ -112,8 +136,7 @@ async def test_cli_reject_and_revoke_while_the_bot_runs(running, state_dir):
     url = f"ws://127.0.0.1:{app.gateway.port}"
     async with GatewayClient.open(url) as node:
         ask = await node.call("node.pair.request", {"nodeId": "watch"})
-        result = await pairbot("--state-dir", str(state_dir), "nodes", "reject",
-                               ask["requestId"])
+        result = await pairbot("--state-dir", str(state_dir), "nodes", "reject", ask["requestId"])
         assert result.returncode == 0, result.stderr
         assert (await node.next_event("node.pair.resolved", wait=2))["decision"] == "rejected"
     unknown = await pairbot("--state-dir", str(state_dir), "nodes", "approve", "NOPE2345AB")
@@ -134,9 +157,17 @@ async def test_node_pair_reports_a_rejection(running, tmp_path):
     app, tg = running
     assert app.gateway is not None
     proc = await asyncio.create_subprocess_exec(
-        str(PAIRBOT), "node", "pair", "--gateway", f"ws://127.0.0.1:{app.gateway.port}",
-        "--node-dir", str(tmp_path / "n"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=env())
+        str(PAIRBOT),
+        "node",
+        "pair",
+        "--gateway",
+        f"ws://127.0.0.1:{app.gateway.port}",
+        "--node-dir",
+        str(tmp_path / "n"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env(),
+    )
     try:
         await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER, timeout=20)
         tg.dm(OWNER, f"/nodes reject {app.nodes.pending()[0].request_id}")
@@ -151,7 +182,8 @@ async def test_node_pair_reports_a_rejection(running, tmp_path):
 
 
 async def test_node_pair_without_a_gateway_is_a_clear_error(tmp_path):
-    result = await pairbot("node", "pair", "--gateway", "ws://127.0.0.1:9", "--node-dir",
-                           str(tmp_path / "n"))
+    result = await pairbot(
+        "node", "pair", "--gateway", "ws://127.0.0.1:9", "--node-dir", str(tmp_path / "n")
+    )
     assert result.returncode == 2
     assert "cannot reach the gateway at ws://127.0.0.1:9" in result.stderr

@@ -20,27 +20,46 @@ TOKEN = "987654321:AAH-run-test-token-not-real-000"
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG")}
     env.update(extra)
     return env
 
 
 def test_demo_plays_the_whole_flow_and_exits_0():
-    result = subprocess.run([str(PAIRBOT), "demo"], capture_output=True, text=True,
-                            timeout=120, check=False, env=clean_env())
+    result = subprocess.run(
+        [str(PAIRBOT), "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=clean_env(),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for expected in ("Your pairing code:", "Mallory → bot: /approve", "Owner → bot: /approve",
-                     "You're approved.", "bot → Alice: Hi again!", "Nothing is pending.",
-                     "expire", "gateway → Pixel 9: node.pair.resolved: approved",
-                     "connected as pixel-9", "Demo complete"):
+    for expected in (
+        "Your pairing code:",
+        "Mallory → bot: /approve",
+        "Owner → bot: /approve",
+        "You're approved.",
+        "bot → Alice: Hi again!",
+        "Nothing is pending.",
+        "expire",
+        "gateway → Pixel 9: node.pair.resolved: approved",
+        "connected as pixel-9",
+        "Demo complete",
+    ):
         assert expected in out, expected
 
 
 def test_run_without_a_config_is_a_usage_error(tmp_path):
-    result = subprocess.run([str(PAIRBOT), "run"], capture_output=True, text=True, timeout=60,
-                            check=False, env=clean_env())
+    result = subprocess.run(
+        [str(PAIRBOT), "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=clean_env(),
+    )
     assert result.returncode == 2
     assert "no config" in result.stderr
 
@@ -48,8 +67,14 @@ def test_run_without_a_config_is_a_usage_error(tmp_path):
 def test_run_with_a_bad_config_names_the_field(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("providers:\n  telegram: {token: x, dm_policy: everyone}\n")
-    result = subprocess.run([str(PAIRBOT), "run", "--config", str(config)], capture_output=True,
-                            text=True, timeout=60, check=False, env=clean_env())
+    result = subprocess.run(
+        [str(PAIRBOT), "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=clean_env(),
+    )
     assert result.returncode == 2
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"pairbot: error: {config}: providers.telegram.dm_policy:")
@@ -58,16 +83,25 @@ def test_run_with_a_bad_config_names_the_field(tmp_path):
 @pytest.mark.parametrize("mode", [0o664, 0o646, 0o666, 0o620], ids=oct)
 def test_run_refuses_a_config_others_can_write(tmp_path, mode):
     config = tmp_path / "pairbot.yaml"
-    config.write_text(f"state_dir: {tmp_path / 'state'}\n"
-                      "owners: [{provider: telegram, user_id: '111'}]\n"
-                      "providers:\n  telegram: {token: '${TG_TOKEN}'}\n")
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        "owners: [{provider: telegram, user_id: '111'}]\n"
+        "providers:\n  telegram: {token: '${TG_TOKEN}'}\n"
+    )
     config.chmod(mode)
-    result = subprocess.run([str(PAIRBOT), "run", "--config", str(config)], capture_output=True,
-                            text=True, timeout=60, check=False, env=clean_env(TG_TOKEN=TOKEN))
+    result = subprocess.run(
+        [str(PAIRBOT), "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=clean_env(TG_TOKEN=TOKEN),
+    )
     assert result.returncode == 2
     assert result.stderr == (
         f"pairbot: error: {config}: group or others can write it (mode {mode:04o}), and "
-        "whoever can write it can make themselves owner (chmod 600 the file)\n")
+        "whoever can write it can make themselves owner (chmod 600 the file)\n"
+    )
     assert not (tmp_path / "state").exists()
 
 
@@ -75,18 +109,28 @@ def test_run_warns_at_start_of_a_config_others_can_read_and_of_no_owners(tmp_pat
     config = tmp_path / "pairbot.yaml"
     config.write_text(f"state_dir: {tmp_path / 'state'}\ngateway: {{port: 0}}\n")
     config.chmod(0o644)
-    result = subprocess.run([str(PAIRBOT), "run", "--config", str(config)], capture_output=True,
-                            text=True, timeout=60, check=False, env=clean_env())
+    result = subprocess.run(
+        [str(PAIRBOT), "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=clean_env(),
+    )
     lines = result.stderr.splitlines()
-    warnings = [line.split(" WARNING bot.cli: ", 1)[1] for line in lines
-                if " WARNING bot.cli: " in line]
+    warnings = [
+        line.split(" WARNING bot.cli: ", 1)[1] for line in lines if " WARNING bot.cli: " in line
+    ]
     assert warnings == [
         f"{config}: group or others can read it (mode 0644), and it may hold secrets "
         "(chmod 600 the file)",
-        "no owners configured: nobody can approve from chat; use the CLI"]
+        "no owners configured: nobody can approve from chat; use the CLI",
+    ]
     # ... and then it went on to start, which stops here only for want of a provider.
     assert (result.returncode, lines[-1]) == (
-        2, "pairbot: error: providers: no provider configured")
+        2,
+        "pairbot: error: providers: no provider configured",
+    )
 
 
 @pytest.mark.e2e
@@ -98,11 +142,18 @@ async def test_run_serves_telegram_and_stops_cleanly_on_sigterm(tmp_path):
             "owners: [{provider: telegram, user_id: '111'}]\n"
             "gateway: {port: 0}\n"
             "providers:\n"
-            f"  telegram: {{token: '${{TG_TOKEN}}', api_base_url: '{fake.base_url}'}}\n")
+            f"  telegram: {{token: '${{TG_TOKEN}}', api_base_url: '{fake.base_url}'}}\n"
+        )
         config.chmod(0o600)
         proc = await asyncio.create_subprocess_exec(
-            str(PAIRBOT), "run", "--config", str(config), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=clean_env(TG_TOKEN=TOKEN))
+            str(PAIRBOT),
+            "run",
+            "--config",
+            str(config),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=clean_env(TG_TOKEN=TOKEN),
+        )
         try:
             await fake.wait_for_call("getUpdates", timeout=20)
             fake.dm(4242, "hello", first_name="Alice")
@@ -135,15 +186,22 @@ def write_config(tmp_path: Path, api_base_url: str, *, state: Path, port: int = 
         "owners: [{provider: telegram, user_id: '111'}]\n"
         f"gateway: {{port: {port}}}\n"
         "providers:\n"
-        f"  telegram: {{token: '${{TG_TOKEN}}', api_base_url: '{api_base_url}'}}\n")
+        f"  telegram: {{token: '${{TG_TOKEN}}', api_base_url: '{api_base_url}'}}\n"
+    )
     config.chmod(0o600)
     return config
 
 
 async def run_until_exit(config: Path) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
-        subprocess.run, [str(PAIRBOT), "run", "--config", str(config)], capture_output=True,
-        text=True, timeout=60, check=False, env=clean_env(TG_TOKEN=TOKEN))
+        subprocess.run,
+        [str(PAIRBOT), "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=clean_env(TG_TOKEN=TOKEN),
+    )
 
 
 def the_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -171,7 +229,8 @@ async def test_run_refuses_a_corrupt_state_file_before_taking_any_message(tmp_pa
         assert fake.calls == []  # Telegram was never polled: no update taken and dropped
     assert result.stderr.splitlines() == [
         f"pairbot: error: {bad}: not valid JSON: Expecting value (line 2, column 1) "
-        "(pairbot left the file as it is; fix it or move it away)"]
+        "(pairbot left the file as it is; fix it or move it away)"
+    ]
     assert result.returncode == 2
     assert bad.read_bytes() == before
 
@@ -198,11 +257,14 @@ async def test_run_names_a_gateway_port_in_use(tmp_path):
         holder.listen()
         port = holder.getsockname()[1]
         async with FakeTelegramServer(token=TOKEN) as fake:
-            result = await run_until_exit(write_config(tmp_path, fake.base_url,
-                                                       state=tmp_path / "state", port=port))
+            result = await run_until_exit(
+                write_config(tmp_path, fake.base_url, state=tmp_path / "state", port=port)
+            )
             assert fake.calls == []
-    assert the_error_line(result) == (f"pairbot: error: gateway: cannot listen on 127.0.0.1:"
-                                      f"{port}: address already in use (gateway.port)")
+    assert the_error_line(result) == (
+        f"pairbot: error: gateway: cannot listen on 127.0.0.1:"
+        f"{port}: address already in use (gateway.port)"
+    )
 
 
 @pytest.mark.e2e

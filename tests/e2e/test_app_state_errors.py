@@ -74,8 +74,9 @@ async def test_start_refuses_a_gateway_port_in_use(tg, state_dir):
         app = App(make_config(tg, gateway={"port": port}), state_dir=state_dir)
         with pytest.raises(StartupError) as caught:
             await app.start()
-    assert str(caught.value) == (f"gateway: cannot listen on 127.0.0.1:{port}: address already "
-                                 "in use (gateway.port)")
+    assert str(caught.value) == (
+        f"gateway: cannot listen on 127.0.0.1:{port}: address already in use (gateway.port)"
+    )
     assert tg.calls == []
 
 

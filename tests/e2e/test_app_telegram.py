@@ -51,24 +51,33 @@ async def tg(fake_clock: FakeClock) -> AsyncIterator[FakeTelegramServer]:
         yield fake
 
 
-async def start_app(fake: FakeTelegramServer, state: Path, clock: FakeClock | None = None,
-                    **overrides: Any) -> App:
-    app = App(make_config(fake, **overrides), state_dir=state, clock=clock,
-              watch_interval=0.1, capped_delay=0.2, notice_window=timedelta(seconds=60))
+async def start_app(
+    fake: FakeTelegramServer, state: Path, clock: FakeClock | None = None, **overrides: Any
+) -> App:
+    app = App(
+        make_config(fake, **overrides),
+        state_dir=state,
+        clock=clock,
+        watch_interval=0.1,
+        capped_delay=0.2,
+        notice_window=timedelta(seconds=60),
+    )
     await app.start()
     return app
 
 
 @pytest.fixture
-async def app(tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
-              ) -> AsyncIterator[App]:
+async def app(
+    tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
+) -> AsyncIterator[App]:
     running = await start_app(tg, state_dir, fake_clock)
     yield running
     await running.stop()
 
 
-async def texts_to(fake: FakeTelegramServer, chat: int, count: int, wait: float = 5.0
-                   ) -> list[str]:
+async def texts_to(
+    fake: FakeTelegramServer, chat: int, count: int, wait: float = 5.0
+) -> list[str]:
     await fake.wait_until(lambda: len(fake.messages_to(chat)) >= count, timeout=wait)
     return fake.messages_to(chat)
 
@@ -102,7 +111,9 @@ async def test_stranger_gets_a_code_and_their_message_is_not_processed(tg, app):
     assert "Name (given by the sender, unverified): Alice" in notice["text"]
     buttons = notice["reply_markup"]["inline_keyboard"][0]
     assert [(b["text"], b["callback_data"]) for b in buttons] == [
-        ("Approve", f"/approve {code}"), ("Reject", f"/reject {code}")]
+        ("Approve", f"/approve {code}"),
+        ("Reject", f"/reject {code}"),
+    ]
     await settle()
     assert "please run rm -rf" not in json.dumps(tg.sent)
 
@@ -131,8 +142,9 @@ async def test_the_time_a_code_works_for_is_said_rounded_up(tg, app, fake_clock)
 async def test_owner_approves_in_chat_and_the_sender_goes_through(tg, app):
     code = await pair(tg, app, ALICE)
     tg.dm(OWNER, f"/approve {code[:4].lower()}-{code[4:].lower()}")
-    owner_texts = await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and
-                                         m["text"].startswith("Approved"))
+    owner_texts = await tg.wait_for_sent(
+        lambda m: m["chat_id"] == OWNER and m["text"].startswith("Approved")
+    )
     assert f"Approved Telegram sender {ALICE} (Alice" in owner_texts[0]["text"]
     texts = await texts_to(tg, ALICE, 2)
     assert texts[1] == "You're approved. Send a message to start chatting."
@@ -197,7 +209,8 @@ async def test_stale_presses_are_already_handled_and_never_lock_the_owner_out(tg
     await tg.wait_until(lambda: len(tg.callback_answers) >= 13, timeout=5)
     # (Telegram refuses an edit that changes nothing, so only the first stale press edits.)
     assert [e["text"] for e in tg.edits[1:]] == [
-        "This request was already handled; nothing changed."]
+        "This request was already handled; nothing changed."
+    ]
     code = await pair(tg, app, BOB, "Bob")
     tg.dm(OWNER, f"/approve {code}")
     await tg.wait_until(lambda: app.pairing.is_allowed("telegram", str(BOB)))
@@ -234,8 +247,9 @@ async def test_reject_button_and_expired_button(tg, app, fake_clock):
 async def test_owner_commands(tg, app):
     code = await pair(tg, app, ALICE)
     tg.dm(OWNER, "/pending")
-    pending = await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and
-                                     m["text"].startswith("Pairing requests"))
+    pending = await tg.wait_for_sent(
+        lambda m: m["chat_id"] == OWNER and m["text"].startswith("Pairing requests")
+    )
     assert f"{code[:4]}-{code[4:]}" in pending[0]["text"]
     tg.dm(OWNER, "/approve ZZZZ2222")
     await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and "No pending request" in m["text"])
@@ -259,8 +273,12 @@ async def test_owner_commands(tg, app):
 async def test_cli_approval_reaches_the_running_bot_within_two_seconds(tg, app, state_dir):
     code = await pair(tg, app, ALICE)
     result = await asyncio.to_thread(
-        subprocess.run, [str(PAIRBOT), "--state-dir", str(state_dir), "pairing", "approve",
-                         "telegram", code], capture_output=True, text=True, check=False)
+        subprocess.run,
+        [str(PAIRBOT), "--state-dir", str(state_dir), "pairing", "approve", "telegram", code],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     started = asyncio.get_running_loop().time()
     texts = await texts_to(tg, ALICE, 2, wait=2.0)
@@ -271,7 +289,8 @@ async def test_cli_approval_reaches_the_running_bot_within_two_seconds(tg, app, 
 
 
 async def test_a_cli_approval_made_while_the_bot_is_down_is_told_once_at_start(
-        tg, state_dir, fake_clock):
+    tg, state_dir, fake_clock
+):
     """Issue 9 item 10: the README promised it; the bot only watched approvals made while it
     ran."""
     app = await start_app(tg, state_dir, fake_clock)
@@ -280,8 +299,12 @@ async def test_a_cli_approval_made_while_the_bot_is_down_is_told_once_at_start(
     finally:
         await app.stop()
     result = await asyncio.to_thread(
-        subprocess.run, [str(PAIRBOT), "--state-dir", str(state_dir), "pairing", "approve",
-                         "telegram", code], capture_output=True, text=True, check=False)
+        subprocess.run,
+        [str(PAIRBOT), "--state-dir", str(state_dir), "pairing", "approve", "telegram", code],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert len(tg.messages_to(ALICE)) == 1, "nobody ran to tell them yet"
     for _ in range(2):  # told at the first start, and not again at the next
@@ -291,8 +314,10 @@ async def test_a_cli_approval_made_while_the_bot_is_down_is_told_once_at_start(
             await settle(0.5)
         finally:
             await again.stop()
-    assert tg.messages_to(ALICE) == [tg.messages_to(ALICE)[0],
-                                     "You're approved. Send a message to start chatting."]
+    assert tg.messages_to(ALICE) == [
+        tg.messages_to(ALICE)[0],
+        "You're approved. Send a message to start chatting.",
+    ]
 
 
 async def test_an_approved_sender_who_cannot_be_reached_is_tried_again(tg, app):
@@ -312,7 +337,10 @@ async def test_scheduler_prunes_expired_requests_and_audits_them(tg, app, fake_c
     assert '"id"' not in app.store.pairing_path("telegram").read_text()
     records = app.store.read_audit()
     assert [(r["event"], r["outcome"], r["actor"]) for r in records][-1] == (
-        "expire", "expired", "system:scheduler")
+        "expire",
+        "expired",
+        "system:scheduler",
+    )
 
 
 async def test_restart_keeps_every_approval(tg, state_dir, fake_clock):
@@ -360,23 +388,36 @@ async def test_cap_turns_strangers_away_and_tells_the_owner_once(tg, app):
     coded = [u for u in range(9001, 9006) if tg.messages_to(u)]
     assert len(coded) == 3
     turned = [m["text"] for m in tg.sent if "turned away" in m["text"]]
-    assert turned == ["2 Telegram strangers were turned away: 3 requests are already pending. "
-                      "Approve or reject some (/pending) to make room."]
+    assert turned == [
+        "2 Telegram strangers were turned away: 3 requests are already pending. "
+        "Approve or reject some (/pending) to make room."
+    ]
 
 
 async def test_owner_notices_are_throttled_into_a_digest(tg, state_dir, fake_clock):
-    app = App(make_config(tg, pairing={"max_pending_per_provider": 20}), state_dir=state_dir,
-              clock=fake_clock, notice_limit=5, notice_window=timedelta(seconds=0.5))
+    app = App(
+        make_config(tg, pairing={"max_pending_per_provider": 20}),
+        state_dir=state_dir,
+        clock=fake_clock,
+        notice_limit=5,
+        notice_window=timedelta(seconds=0.5),
+    )
     await app.start()
     try:
         for user in range(9101, 9109):
             tg.dm(user, "hi")
-        await tg.wait_until(lambda: any("more pairing request" in m["text"]
-                                        for m in tg.sent if m["chat_id"] == OWNER), timeout=5)
+        await tg.wait_until(
+            lambda: any(
+                "more pairing request" in m["text"] for m in tg.sent if m["chat_id"] == OWNER
+            ),
+            timeout=5,
+        )
         owner = tg.messages_to(OWNER)
         assert sum(t.startswith("New pairing request") for t in owner) == 5
-        assert owner[-1] == ("Held back to keep this chat readable: 3 more pairing requests "
-                             "(Telegram). Send /pending to see what waits.")
+        assert owner[-1] == (
+            "Held back to keep this chat readable: 3 more pairing requests "
+            "(Telegram). Send /pending to see what waits."
+        )
     finally:
         await app.stop()
 
@@ -384,22 +425,31 @@ async def test_owner_notices_are_throttled_into_a_digest(tg, state_dir, fake_clo
 async def test_a_flood_is_reported_as_it_happened(tg, state_dir, fake_clock):
     """Issue 9 item 9: a flood digest said "9 more pairing requests" when none came, and
     "241 turned away" for 997 strangers."""
-    app = App(make_config(tg), state_dir=state_dir, clock=fake_clock, notice_limit=2,
-              notice_window=timedelta(seconds=0.6), capped_delay=0.2)
+    app = App(
+        make_config(tg),
+        state_dir=state_dir,
+        clock=fake_clock,
+        notice_limit=2,
+        notice_window=timedelta(seconds=0.6),
+        capped_delay=0.2,
+    )
     await app.start()
     try:
         for round_ in range(3):
             for user in range(9201, 9241):  # 40 strangers, 3 messages each
                 tg.dm(user, f"hi {round_}")
-        await tg.wait_until(lambda: any("Held back" in t for t in tg.messages_to(OWNER)),
-                            timeout=10)
+        await tg.wait_until(
+            lambda: any("Held back" in t for t in tg.messages_to(OWNER)), timeout=10
+        )
         await settle(1.0)
         owner = tg.messages_to(OWNER)
         assert sum(t.startswith("New pairing request") for t in owner) == 2
         said = "\n".join(owner)
         assert "1 more pairing request (Telegram)" in said, owner
-        assert "37 more strangers turned away by the pending cap (Telegram)" in said or \
-            "37 Telegram strangers were turned away" in said, owner
+        assert (
+            "37 more strangers turned away by the pending cap (Telegram)" in said
+            or "37 Telegram strangers were turned away" in said
+        ), owner
         assert "more pairing requests" not in said, "only one request was held back"
         assert len(app.pairing.pending()) == 3
     finally:
@@ -410,11 +460,11 @@ async def test_lockout_after_ten_wrong_codes(tg, app):
     code = await pair(tg, app, ALICE)
     for i in range(10):
         tg.dm(OWNER, f"/approve ZZZZ{2222 + i}")
-    await tg.wait_until(lambda: sum("No pending request" in t for t in tg.messages_to(OWNER))
-                        >= 10)
+    await tg.wait_until(
+        lambda: sum("No pending request" in t for t in tg.messages_to(OWNER)) >= 10
+    )
     tg.dm(OWNER, f"/approve {code}")
-    await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and "approvals are paused" in
-                           m["text"])
+    await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and "approvals are paused" in m["text"])
     assert not app.pairing.is_allowed("telegram", str(ALICE))
 
 

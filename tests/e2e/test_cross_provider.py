@@ -44,11 +44,13 @@ async def platforms() -> AsyncIterator[dict[str, DemoPlatform]]:
 @pytest.fixture
 async def app(platforms: dict[str, DemoPlatform], state_dir: Path) -> AsyncIterator[App]:
     telegram = platforms["telegram"]
-    config = Config.model_validate({
-        "owners": [{"provider": "telegram", "user_id": telegram.owner_id}],
-        "gateway": {"port": 0},
-        "providers": {name: p.provider_config() for name, p in platforms.items()},
-    })
+    config = Config.model_validate(
+        {
+            "owners": [{"provider": "telegram", "user_id": telegram.owner_id}],
+            "gateway": {"port": 0},
+            "providers": {name: p.provider_config() for name, p in platforms.items()},
+        }
+    )
     running = App(config, state_dir=state_dir)
     await running.start()
     yield running

@@ -44,14 +44,31 @@ WAIT = 30.0
 PLATFORMS = ("telegram", "slack", "discord", "whatsapp", "signal", "imessage")
 SDKS_LOG_HTTP = ("telegram", "slack", "discord")
 """Their SDKs log each HTTP call with its status; the others use aiohttp, which does not."""
-SECRET_KEYS = frozenset({"token", "bot_token", "app_token", "signing_secret", "access_token",
-                         "app_secret", "verify_token", "password"})
+SECRET_KEYS = frozenset(
+    {
+        "token",
+        "bot_token",
+        "app_token",
+        "signing_secret",
+        "access_token",
+        "app_secret",
+        "verify_token",
+        "password",
+    }
+)
 PAIRBOT_SENDS = (
     # fragments of every kind of text pairbot sends (stranger, approved sender, owner)
-    "only answers people its owner has approved", "Your pairing code", "send them this code",
-    "Send a message to start chatting", "New pairing request", "given by the sender",
-    "Approve only if you know who holds this code", "They have been told",
-    "Nothing is pending", "New node pairing request", "given by the node",
+    "only answers people its owner has approved",
+    "Your pairing code",
+    "send them this code",
+    "Send a message to start chatting",
+    "New pairing request",
+    "given by the sender",
+    "Approve only if you know who holds this code",
+    "They have been told",
+    "Nothing is pending",
+    "New node pairing request",
+    "given by the node",
     "its token was sent to the waiting node",
 )
 LINE = re.compile(r"^\S+ \S+ (?P<level>[A-Z]+) (?P<name>[\w.\-]+): ")
@@ -69,22 +86,25 @@ def _with_secrets(platform: DemoPlatform) -> DemoPlatform:
     if platform.provider == "telegram":
         fake.fake = FakeTelegramServer(token=f"{secrets.randbelow(10**9) + 10**9}:AA{word(24)}")
     elif platform.provider == "slack":
-        fake.fake = FakeSlackServer(bot_token=f"xoxb-{word(18)}", app_token=f"xapp-1-{word(18)}",
-                                    signing_secret=secrets.token_hex(16))
+        fake.fake = FakeSlackServer(
+            bot_token=f"xoxb-{word(18)}",
+            app_token=f"xapp-1-{word(18)}",
+            signing_secret=secrets.token_hex(16),
+        )
         fake.fake.add_user(platform.owner_id, name="Owner")
     elif platform.provider == "discord":
         fake.fake = FakeDiscordServer(token=f"MT{word(18)}.{word(4)}.{word(20)}")
     elif platform.provider == "whatsapp":
-        fake.fake = FakeWhatsAppServer(access_token=f"EAAG{word(60)}", app_secret=word(24),
-                                       verify_token=word(18))
+        fake.fake = FakeWhatsAppServer(
+            access_token=f"EAAG{word(60)}", app_secret=word(24), verify_token=word(18)
+        )
     elif platform.provider == "imessage":
         fake.fake = FakeBlueBubbles(password=word(15))
     return platform
 
 
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG")}
     env.update(extra)
     return env
 
@@ -127,13 +147,15 @@ class Run:
     def process_env(self) -> dict[str, str]:
         return clean_env(self.env)
 
-    async def pairbot(self, label: str, *args: str,
-                      stdout: int = subprocess.DEVNULL) -> asyncio.subprocess.Process:
+    async def pairbot(
+        self, label: str, *args: str, stdout: int = subprocess.DEVNULL
+    ) -> asyncio.subprocess.Process:
         log = self.tmp / f"{label}.stderr"
         self.stderr[label] = log
         with log.open("wb") as err:
             return await asyncio.create_subprocess_exec(
-                str(PAIRBOT), *args, stdout=stdout, stderr=err, env=self.process_env())
+                str(PAIRBOT), *args, stdout=stdout, stderr=err, env=self.process_env()
+            )
 
     def logs(self) -> dict[str, str]:
         return {label: path.read_text(errors="replace") for label, path in self.stderr.items()}
@@ -155,6 +177,7 @@ async def reply(platform: DemoPlatform, user: str, seen: int, what: str) -> str:
 
 async def reply_with(platform: DemoPlatform, user: str, fragment: str, what: str) -> str:
     """Wait for a text to ``user`` that contains ``fragment``; return it."""
+
     def found() -> list[str]:
         return [t for t in platform.texts_to(user) if fragment in t]
 
@@ -182,12 +205,16 @@ def press_approve(platform: DemoPlatform, code: str) -> bool:
         fake.press_button(owner, notice["ts"], index=0)
     elif name == "discord":
         channel = fake.dm_channel_id(owner)
-        notice = next(m for m in fake.sent if m["channel_id"] == channel
-                      and code in m["content"] and m["components"])
+        notice = next(
+            m
+            for m in fake.sent
+            if m["channel_id"] == channel and code in m["content"] and m["components"]
+        )
         fake.press_button(owner, notice["message_id"], label="Approve")
     elif name == "whatsapp":
-        notice = next(m for m in fake.messages_to(owner) if code in (m["text"] or "")
-                      and m["buttons"])
+        notice = next(
+            m for m in fake.messages_to(owner) if code in (m["text"] or "") and m["buttons"]
+        )
         fake.press_button(owner, notice["message_id"], notice["buttons"][0]["id"], name="Owner")
     else:
         return False
@@ -204,8 +231,10 @@ async def play(run: Run) -> None:
     config = run.write_config(port)
     bot = await run.pairbot("run", "run", "--debug", "--config", str(config))
     try:
-        await until(lambda: "pairbot running:" in run.stderr["run"].read_text(errors="replace"),
-                    "pairbot run to start")
+        await until(
+            lambda: "pairbot running:" in run.stderr["run"].read_text(errors="replace"),
+            "pairbot run to start",
+        )
         owner_seen = 0
 
         async def stranger(user: str, name: str) -> str:
@@ -245,8 +274,17 @@ async def play(run: Run) -> None:
 
         # 3. A third one, approved from the shell with `pairbot pairing approve --debug`.
         code = await stranger(carol, "Carol")
-        cli = await run.pairbot("pairing-approve", "pairing", "approve", "--debug", "--config",
-                                str(config), "--provider", platform.provider, code)
+        cli = await run.pairbot(
+            "pairing-approve",
+            "pairing",
+            "approve",
+            "--debug",
+            "--config",
+            str(config),
+            "--provider",
+            platform.provider,
+            code,
+        )
         assert await asyncio.wait_for(cli.wait(), WAIT) == 0
         await reply(platform, carol, 1, "Carol told she is approved")
         await writes_and_hears_back(carol, "Carol")
@@ -256,20 +294,35 @@ async def play(run: Run) -> None:
         # 4. A device pairs through the gateway; the owner approves it in chat.
         url = f"ws://127.0.0.1:{port}"
         nodes = ["--node-dir", str(run.tmp / "node")]
-        pair = await run.pairbot("node-pair", "node", "pair", "--debug", "--gateway", url,
-                                 "--name", "Pixel 9", "--platform", "android", *nodes,
-                                 stdout=subprocess.PIPE)
+        pair = await run.pairbot(
+            "node-pair",
+            "node",
+            "pair",
+            "--debug",
+            "--gateway",
+            url,
+            "--name",
+            "Pixel 9",
+            "--platform",
+            "android",
+            *nodes,
+            stdout=subprocess.PIPE,
+        )
         notice = await reply_with(platform, owner, "New node pairing request", "node notice")
-        request_id = next(ln.split(":", 1)[1].split()[0] for ln in notice.splitlines()
-                          if ln.startswith("Request:"))
+        request_id = next(
+            ln.split(":", 1)[1].split()[0]
+            for ln in notice.splitlines()
+            if ln.startswith("Request:")
+        )
         await owner_says(f"{slash}nodes approve {request_id}", "Approved node")
         out, _ = await asyncio.wait_for(pair.communicate(), WAIT)
         assert pair.returncode == 0
         token = out.decode().strip().splitlines()[-1]
         assert len(token) >= 43
         run.secrets["node token"] = token
-        connect = await run.pairbot("node-connect", "node", "connect", "--debug", "--gateway",
-                                    url, *nodes)
+        connect = await run.pairbot(
+            "node-connect", "node", "connect", "--debug", "--gateway", url, *nodes
+        )
         assert await asyncio.wait_for(connect.wait(), WAIT) == 0
     finally:
         if bot.returncode is None:
@@ -344,9 +397,14 @@ def test_demo_with_debug_logs_the_sdk_but_no_code_token_or_text():
     """``pairbot demo --debug``: the CLI's own logging set-up (``main()``), a whole flow."""
     from providers.fakes.telegram import DEFAULT_TOKEN
 
-    result = subprocess.run([str(PAIRBOT), "demo", "--provider", "telegram", "--debug"],
-                            capture_output=True, text=True, timeout=120, check=False,
-                            env=clean_env({}))
+    result = subprocess.run(
+        [str(PAIRBOT), "demo", "--provider", "telegram", "--debug"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=clean_env({}),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     codes = re.findall(r"pairing code: (\S+)", result.stdout)
     assert len(codes) == 2
@@ -374,11 +432,13 @@ async def test_the_running_bot_feeds_every_code_and_token_to_the_registry(tmp_pa
     store.close()
     assert earlier.request is not None
     async with FakeTelegramServer() as fake:
-        config = Config.model_validate({
-            "owners": [{"provider": "telegram", "user_id": "111"}],
-            "gateway": {"port": 0},
-            "providers": {"telegram": {"token": fake.token, "api_base_url": fake.base_url}},
-        })
+        config = Config.model_validate(
+            {
+                "owners": [{"provider": "telegram", "user_id": "111"}],
+                "gateway": {"port": 0},
+                "providers": {"telegram": {"token": fake.token, "api_base_url": fake.base_url}},
+            }
+        )
         async with App(config, state_dir=state) as app:
             assert earlier.request.code in REGISTRY.codes  # loaded from the store at start
             fake.dm(4002, "hello", first_name="Bob")

@@ -26,7 +26,11 @@ from tests.helpers import Inbox
 pytestmark = pytest.mark.e2e
 
 OWNER, ALICE, MALLORY, BOB = (
-    "190000000000000011", "190000000000000042", "190000000000000066", "190000000000000077")
+    "190000000000000011",
+    "190000000000000042",
+    "190000000000000066",
+    "190000000000000077",
+)
 OTHER_BOT = "190000000000000099"
 APPROVE = Button(label="Approve", command="/approve ABCD2345")
 REJECT = Button(label="Reject", command="/reject ABCD2345")
@@ -49,8 +53,9 @@ def inbox() -> Inbox:
 
 
 def make_provider(fake: FakeDiscordServer, **kwargs: Any) -> DiscordProvider:
-    return DiscordProvider(token=fake.token, api_base_url=fake.api_base_url,
-                           gateway_url=fake.gateway_url, **kwargs)
+    return DiscordProvider(
+        token=fake.token, api_base_url=fake.api_base_url, gateway_url=fake.gateway_url, **kwargs
+    )
 
 
 @pytest.fixture
@@ -73,8 +78,7 @@ async def settle(seconds: float = 0.15) -> None:
 # -- the provider alone ------------------------------------------------------------------------
 
 
-async def test_dm_arrives_as_dm_inbound_with_the_snowflake_id(fake, running, inbox,
-                                                               fake_clock):
+async def test_dm_arrives_as_dm_inbound_with_the_snowflake_id(fake, running, inbox, fake_clock):
     event = fake.dm(ALICE, "hello", name="Alice")
 
     [inbound] = await inbox.wait()
@@ -149,10 +153,18 @@ async def test_send_is_plain_text_that_pings_no_one_and_previews_nothing(fake, r
     assert sent["components"] == []
 
 
-@pytest.mark.parametrize("text", [
-    "a*b_c~d|e`f", "\\", "x\\*y", "# h\n## h2\n-# small\n- item\n  * item\n12. item",
-    "> quote\n>>> block", "||spoiler|| <#1> <:e:1> <t:0>", "ABCD-2345 12:30 ok. fine",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a*b_c~d|e`f",
+        "\\",
+        "x\\*y",
+        "# h\n## h2\n-# small\n- item\n  * item\n12. item",
+        "> quote\n>>> block",
+        "||spoiler|| <#1> <:e:1> <t:0>",
+        "ABCD-2345 12:30 ok. fine",
+    ],
+)
 def test_plain_shows_exactly_the_text(text):
     assert displayed(plain(text)) == text
 
@@ -173,18 +185,29 @@ async def test_long_text_is_split_into_messages_discord_accepts(fake, running):
 async def test_buttons_round_trip_and_edit_removes_them(fake, running, inbox):
     channel = fake.dm_channel(ALICE)["id"]
     message_id = await running.send(channel, "Approve Bob?", buttons=[APPROVE, REJECT])
-    assert fake.buttons(message_id) == [("Approve", "pairbot:/approve ABCD2345"),
-                                        ("Reject", "pairbot:/reject ABCD2345")]
+    assert fake.buttons(message_id) == [
+        ("Approve", "pairbot:/approve ABCD2345"),
+        ("Reject", "pairbot:/reject ABCD2345"),
+    ]
 
     interaction = fake.press_button(ALICE, message_id, label="Approve")
     [pressed] = await inbox.wait()
 
     assert pressed == Inbound(
-        provider="discord", chat_id=channel, chat_kind=ChatKind.DM, sender_id=ALICE,
-        sender_name=pressed.sender_name, text="/approve ABCD2345", message_id=message_id,
-        is_button=True, meta=pressed.meta, sent_at=pressed.sent_at)
+        provider="discord",
+        chat_id=channel,
+        chat_kind=ChatKind.DM,
+        sender_id=ALICE,
+        sender_name=pressed.sender_name,
+        text="/approve ABCD2345",
+        message_id=message_id,
+        is_button=True,
+        meta=pressed.meta,
+        sent_at=pressed.sent_at,
+    )
     assert fake.interaction_responses == [
-        {"interaction_id": interaction["id"], "type": 6, "data": {}}]
+        {"interaction_id": interaction["id"], "type": 6, "data": {}}
+    ]
 
     await running.edit(channel, message_id, "Approved *Bob*")
 
@@ -208,7 +231,10 @@ async def test_buttons_still_work_after_a_restart(fake, inbox):
     finally:
         await second.stop()
     assert (pressed.is_button, pressed.text, pressed.message_id) == (
-        True, APPROVE.command, message_id)
+        True,
+        APPROVE.command,
+        message_id,
+    )
 
 
 async def test_a_forged_custom_id_not_on_the_message_does_nothing(fake, running, inbox):
@@ -236,10 +262,16 @@ async def test_bad_buttons_are_refused_before_sending(fake, running):
 async def test_slash_commands_are_synced_for_dms_only(fake, running):
     commands = {c["name"]: c for c in fake.commands}
 
-    assert set(commands) == {"approve", "reject", "pending", "allowlist", "revoke", "nodes",
-                             "help"}
-    assert all(c["contexts"] == [1] and c["integration_types"] == [0]
-               for c in commands.values())
+    assert set(commands) == {
+        "approve",
+        "reject",
+        "pending",
+        "allowlist",
+        "revoke",
+        "nodes",
+        "help",
+    }
+    assert all(c["contexts"] == [1] and c["integration_types"] == [0] for c in commands.values())
     assert [o["name"] for o in commands["approve"]["options"]] == ["code"]
     assert [o["name"] for o in commands["nodes"]["options"]] == ["action", "id"]
 
@@ -261,10 +293,15 @@ async def test_a_slash_command_arrives_as_its_text_and_is_answered_in_place(fake
 
     assert answered == ["/approve abcd-2345"]
     assert fake.interaction_responses[0] == {
-        "interaction_id": interaction["id"], "type": 5, "data": {}}
+        "interaction_id": interaction["id"],
+        "type": 5,
+        "data": {},
+    }
     assert [(m["content"], m["via"]) for m in fake.sent] == [
-        ("You're approved.", "rest"), ("Approved Alice", "interaction"),
-        ("second line", "interaction")]
+        ("You're approved.", "rest"),
+        ("Approved Alice", "interaction"),
+        ("second line", "interaction"),
+    ]
     assert fake.texts_to(ALICE) == ["You're approved."]
 
 
@@ -332,19 +369,21 @@ async def test_reconnect_resumes_and_no_message_is_handled_twice(fake, running, 
     await inbox.wait(3)
     await settle()
 
-    assert [i.text for i in inbox.items] == ["before the drop", "during the drop",
-                                             "after the drop"]
+    assert [i.text for i in inbox.items] == [
+        "before the drop",
+        "during the drop",
+        "after the drop",
+    ]
     assert fake.replayed  # the first message really was sent again
     assert len(fake.identifies) == 1
 
 
-async def test_wrong_token_fails_start_with_a_clear_error_without_the_token(
-    fake, inbox, caplog
-):
+async def test_wrong_token_fails_start_with_a_clear_error_without_the_token(fake, inbox, caplog):
     caplog.set_level(logging.DEBUG)
     token = "definitely-not-the-token"
-    provider = DiscordProvider(token=token, api_base_url=fake.api_base_url,
-                               gateway_url=fake.gateway_url)
+    provider = DiscordProvider(
+        token=token, api_base_url=fake.api_base_url, gateway_url=fake.gateway_url
+    )
 
     with pytest.raises(ConfigError, match="rejected the bot token") as raised:
         await provider.start(inbox)
@@ -390,13 +429,13 @@ async def test_a_failing_handler_is_logged_and_handling_goes_on(fake, provider, 
     await fake.wait_until(lambda: len(seen) == 2)
 
     assert seen == ["first private words", "second"]
-    [record] = [r for r in caplog.records
-                if r.name == "providers.discord" and r.levelno >= logging.ERROR]
+    [record] = [
+        r for r in caplog.records if r.name == "providers.discord" and r.levelno >= logging.ERROR
+    ]
     assert "first private words" not in record.getMessage()
 
 
-async def test_stop_is_clean_idempotent_restartable_and_restores_discord_py(fake, provider,
-                                                                           inbox):
+async def test_stop_is_clean_idempotent_restartable_and_restores_discord_py(fake, provider, inbox):
     import discord
 
     library_rest = discord.http.Route.BASE
@@ -451,8 +490,12 @@ async def test_api_base_url_alone_finds_the_gateway_through_rest(fake, inbox):
 
 
 async def test_two_providers_must_agree_on_the_process_wide_urls(fake, running):
-    other = DiscordProvider(token=fake.token, api_base_url="http://127.0.0.1:9/api",
-                            gateway_url=fake.gateway_url, name="discord2")
+    other = DiscordProvider(
+        token=fake.token,
+        api_base_url="http://127.0.0.1:9/api",
+        gateway_url=fake.gateway_url,
+        name="discord2",
+    )
     with pytest.raises(ConfigError, match="process-wide"):
         await other.start(Inbox())
     await other.stop()
@@ -475,18 +518,25 @@ def test_registry_loads_the_provider():
 
 async def test_fake_answers_like_discord(fake):
     async with aiohttp.ClientSession() as session:
-        async with session.get(f"{fake.api_base_url}/users/@me",
-                               headers={"Authorization": "Bot wrong"}) as wrong:
+        async with session.get(
+            f"{fake.api_base_url}/users/@me", headers={"Authorization": "Bot wrong"}
+        ) as wrong:
             assert (wrong.status, await wrong.json()) == (
-                401, {"message": "401: Unauthorized", "code": 0})
+                401,
+                {"message": "401: Unauthorized", "code": 0},
+            )
             assert wrong.headers["Content-Type"] == "application/json"
         headers = {"Authorization": f"Bot {fake.token}"}
-        async with session.post(f"{fake.api_base_url}/channels/1/messages", json={
-                "content": "x"}, headers=headers) as unknown:
+        async with session.post(
+            f"{fake.api_base_url}/channels/1/messages", json={"content": "x"}, headers=headers
+        ) as unknown:
             assert (unknown.status, (await unknown.json())["code"]) == (404, 10003)
         channel = fake.dm_channel(ALICE)["id"]
-        async with session.post(f"{fake.api_base_url}/channels/{channel}/messages",
-                                json={"content": "x" * 2001}, headers=headers) as long:
+        async with session.post(
+            f"{fake.api_base_url}/channels/{channel}/messages",
+            json={"content": "x" * 2001},
+            headers=headers,
+        ) as long:
             assert long.status == 400
 
 
@@ -494,20 +544,35 @@ async def test_fake_answers_like_discord(fake):
 
 
 def make_config(fake: FakeDiscordServer, **discord: Any) -> Config:
-    return Config.model_validate({
-        "owners": [{"provider": "discord", "user_id": OWNER}],
-        "pairing": {"prune_interval": "1h"},
-        "gateway": {"port": 0},
-        "providers": {"discord": {"token": fake.token, "api_base_url": fake.api_base_url,
-                                  "gateway_url": fake.gateway_url, **discord}},
-    })
+    return Config.model_validate(
+        {
+            "owners": [{"provider": "discord", "user_id": OWNER}],
+            "pairing": {"prune_interval": "1h"},
+            "gateway": {"port": 0},
+            "providers": {
+                "discord": {
+                    "token": fake.token,
+                    "api_base_url": fake.api_base_url,
+                    "gateway_url": fake.gateway_url,
+                    **discord,
+                }
+            },
+        }
+    )
 
 
 @pytest.fixture
-async def app(fake: FakeDiscordServer, state_dir: Path, fake_clock: FakeClock
-              ) -> AsyncIterator[App]:
-    running = App(make_config(fake), state_dir=state_dir, clock=fake_clock, watch_interval=0.1,
-                  capped_delay=0.2, notice_window=timedelta(seconds=60))
+async def app(
+    fake: FakeDiscordServer, state_dir: Path, fake_clock: FakeClock
+) -> AsyncIterator[App]:
+    running = App(
+        make_config(fake),
+        state_dir=state_dir,
+        clock=fake_clock,
+        watch_interval=0.1,
+        capped_delay=0.2,
+        notice_window=timedelta(seconds=60),
+    )
     await running.start()
     yield running
     await running.stop()
@@ -550,7 +615,9 @@ async def test_app_stranger_gets_a_code_and_the_owner_a_notice_with_buttons(fake
     assert f"Sender id: {ALICE}" in shown
     assert "Name (given by the sender, unverified): Alice" in shown
     assert fake.buttons(sent["message_id"]) == [
-        ("Approve", f"pairbot:/approve {code}"), ("Reject", f"pairbot:/reject {code}")]
+        ("Approve", f"pairbot:/approve {code}"),
+        ("Reject", f"pairbot:/reject {code}"),
+    ]
     assert [r.id for r in app.pairing.pending()] == [ALICE]
 
 
@@ -561,7 +628,8 @@ async def test_app_owner_approves_by_text_and_the_next_message_goes_through(fake
     owner = await texts_to(fake, OWNER, 2)
     assert owner[-1].startswith(f"Approved Discord sender {ALICE}")
     assert (await texts_to(fake, ALICE, 2))[1] == (
-        "You're approved. Send a message to start chatting.")
+        "You're approved. Send a message to start chatting."
+    )
     fake.dm(ALICE, "what's *the* weather?")
     assert (await texts_to(fake, ALICE, 3))[2] == "what's *the* weather?"
 
@@ -644,11 +712,13 @@ async def test_demo_platform_plays_the_people(state_dir):
     demo = DiscordDemo()
     await demo.start()
     try:
-        config = Config.model_validate({
-            "owners": [{"provider": "discord", "user_id": demo.owner_id}],
-            "gateway": {"port": 0},
-            "providers": {"discord": demo.provider_config()},
-        })
+        config = Config.model_validate(
+            {
+                "owners": [{"provider": "discord", "user_id": demo.owner_id}],
+                "gateway": {"port": 0},
+                "providers": {"discord": demo.provider_config()},
+            }
+        )
         async with App(config, state_dir=state_dir):
             alice = demo.user_id(1)
             assert alice != demo.owner_id

@@ -36,8 +36,13 @@ def dm(handle: str) -> str:
 
 
 def make_provider(fake: FakeBlueBubbles, **kwargs: Any) -> IMessageProvider:
-    options: dict[str, Any] = {"webhook_port": 0, "retry_initial": 0.05, "retry_max": 0.2,
-                               "send_retry_for": 5.0, "stop_grace": 1.0}
+    options: dict[str, Any] = {
+        "webhook_port": 0,
+        "retry_initial": 0.05,
+        "retry_max": 0.2,
+        "send_retry_for": 5.0,
+        "stop_grace": 1.0,
+    }
     options.update(kwargs)
     return IMessageProvider(server_url=fake.base_url, password=fake.password, **options)
 
@@ -61,8 +66,9 @@ async def provider(fake: FakeBlueBubbles) -> AsyncIterator[IMessageProvider]:
 
 
 @pytest.fixture
-async def running(fake: FakeBlueBubbles, provider: IMessageProvider,
-                  inbox: Inbox) -> IMessageProvider:
+async def running(
+    fake: FakeBlueBubbles, provider: IMessageProvider, inbox: Inbox
+) -> IMessageProvider:
     await provider.start(inbox)
     fake.webhook_for(provider.webhook_port)
     return provider
@@ -97,8 +103,10 @@ async def test_email_handles_are_trimmed_and_lower_cased(fake, running, inbox):
 
     [inbound] = await inbox.wait()
 
-    assert (inbound.sender_id, inbound.chat_id) == ("alice@example.com",
-                                                    "iMessage;-;alice@example.com")
+    assert (inbound.sender_id, inbound.chat_id) == (
+        "alice@example.com",
+        "iMessage;-;alice@example.com",
+    )
     assert await running.dm_chat_id(" Alice@Example.COM") == "iMessage;-;alice@example.com"
 
 
@@ -108,7 +116,10 @@ async def test_sms_dm_is_a_dm_too(fake, running, inbox):
     [inbound] = await inbox.wait()
 
     assert (inbound.chat_kind, inbound.chat_id, inbound.meta) == (
-        ChatKind.DM, f"SMS;-;{BOB}", {"service": "SMS"})
+        ChatKind.DM,
+        f"SMS;-;{BOB}",
+        {"service": "SMS"},
+    )
 
 
 async def test_group_chats_arrive_as_group(fake, running, inbox):
@@ -124,7 +135,8 @@ async def test_group_chats_arrive_as_group(fake, running, inbox):
 
 
 async def test_own_messages_reactions_attachments_and_other_events_make_no_inbound(
-        fake, running, inbox):
+    fake, running, inbox
+):
     await running.send(dm(ALICE), "the bot's own words")  # echoed back with isFromMe
     fake.own_message(dm(OWNER), "/approve ABCD2345")
     fake.tapback(ALICE, "SOME-GUID")
@@ -135,8 +147,10 @@ async def test_own_messages_reactions_attachments_and_other_events_make_no_inbou
     rename = fake.dm_event(ALICE, "")
     rename["data"]["itemType"] = 2
     fake.queue_event("new-message", rename["data"])
-    fake.event("updated-message", {**fake.dm_event(ALICE, "edited")["data"],
-                                   "dateEdited": 1_700_000_000_000})
+    fake.event(
+        "updated-message",
+        {**fake.dm_event(ALICE, "edited")["data"], "dateEdited": 1_700_000_000_000},
+    )
     fake.event("typing-indicator", {"display": True, "guid": dm(ALICE)})
     fake.event("chat-read-status-changed", {"chatGuid": dm(ALICE), "read": True})
     fake.event("group-name-change", fake.group_message(GROUP, ALICE, "x")["data"])
@@ -147,19 +161,22 @@ async def test_own_messages_reactions_attachments_and_other_events_make_no_inbou
     await fake.wait_delivered()
     await asyncio.sleep(0.1)
 
-    assert [(i.chat_kind, i.text) for i in items] == [(ChatKind.GROUP, "x"),
-                                                      (ChatKind.DM, "sentinel")]
+    assert [(i.chat_kind, i.text) for i in items] == [
+        (ChatKind.GROUP, "x"),
+        (ChatKind.DM, "sentinel"),
+    ]
     assert ("new-message", fake.sent[0]["guid"], 200) in fake.deliveries  # the echo came
 
 
-async def test_unauthenticated_webhook_posts_are_refused_and_change_nothing(
-        fake, running, inbox):
+async def test_unauthenticated_webhook_posts_are_refused_and_change_nothing(fake, running, inbox):
     event = fake.dm_event(MALLORY, "/approve ABCD2345")
 
-    statuses = [await fake.post_webhook(event, password=None),
-                await fake.post_webhook(event, password="wrong"),
-                await fake.post_webhook(event, password=""),
-                await fake.post_webhook(event, password=fake.password.upper())]
+    statuses = [
+        await fake.post_webhook(event, password=None),
+        await fake.post_webhook(event, password="wrong"),
+        await fake.post_webhook(event, password=""),
+        await fake.post_webhook(event, password=fake.password.upper()),
+    ]
     async with aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{running.webhook_port}{WEBHOOK_PATH}"
         async with session.post(url, params={"guid": fake.password}, json=event) as resp:
@@ -209,8 +226,7 @@ async def test_send_posts_plain_text_drops_buttons_and_returns_the_guid(fake, ru
     guid = await running.send(dm(ALICE), text, buttons=(APPROVE,))
 
     [sent] = fake.sent
-    assert (sent["chatGuid"], sent["text"], sent["method"]) == (dm(ALICE), text,
-                                                                "apple-script")
+    assert (sent["chatGuid"], sent["text"], sent["method"]) == (dm(ALICE), text, "apple-script")
     assert sent["tempGuid"].startswith("pairbot-")
     assert guid == sent["guid"]
 
@@ -237,8 +253,7 @@ async def test_the_private_api_is_used_when_the_server_has_it(inbox):
 
 async def test_a_wrong_password_fails_start_and_is_never_quoted(fake, inbox, caplog):
     caplog.set_level(logging.DEBUG)
-    provider = IMessageProvider(server_url=fake.base_url, password="hunter2-wrong",
-                                webhook_port=0)
+    provider = IMessageProvider(server_url=fake.base_url, password="hunter2-wrong", webhook_port=0)
     with pytest.raises(ConfigError, match="rejected the password") as caught:
         await provider.start(inbox)
     assert "hunter2" not in str(caught.value)
@@ -248,9 +263,13 @@ async def test_a_wrong_password_fails_start_and_is_never_quoted(fake, inbox, cap
 
 
 async def test_config_block_builds_the_provider(fake):
-    block = IMessageConfig.model_validate({
-        "server_url": fake.base_url, "password": fake.password,
-        "webhook": {"port": 0, "path": "/bb"}})
+    block = IMessageConfig.model_validate(
+        {
+            "server_url": fake.base_url,
+            "password": fake.password,
+            "webhook": {"port": 0, "path": "/bb"},
+        }
+    )
     cls = load_provider_class("imessage")
     provider = cls(**block.provider_kwargs())
     assert isinstance(provider, IMessageProvider)
@@ -281,8 +300,7 @@ async def test_a_send_waits_out_an_outage_and_goes_out_once(fake, running, mode,
     assert any("retrying" in r.getMessage() for r in caplog.records)
 
 
-async def test_a_lost_answer_is_retried_with_the_same_temp_guid_and_not_duplicated(
-        fake, running):
+async def test_a_lost_answer_is_retried_with_the_same_temp_guid_and_not_duplicated(fake, running):
     fake.lose_next_responses(2)
 
     guid = await running.send(dm(ALICE), "exactly once")
@@ -415,13 +433,20 @@ async def test_stop_is_idempotent_frees_the_port_and_start_works_again(fake, pro
 
 
 def make_config(fake: FakeBlueBubbles) -> Config:
-    return Config.with_any_durations({  # a 0.2 s pruner: no user may set one
-        "owners": [{"provider": "imessage", "user_id": OWNER}],
-        "pairing": {"prune_interval": "0.2s"},
-        "gateway": {"port": 0},
-        "providers": {"imessage": {"server_url": fake.base_url, "password": fake.password,
-                                   "webhook": {"port": 0}}},
-    })
+    return Config.with_any_durations(
+        {  # a 0.2 s pruner: no user may set one
+            "owners": [{"provider": "imessage", "user_id": OWNER}],
+            "pairing": {"prune_interval": "0.2s"},
+            "gateway": {"port": 0},
+            "providers": {
+                "imessage": {
+                    "server_url": fake.base_url,
+                    "password": fake.password,
+                    "webhook": {"port": 0},
+                }
+            },
+        }
+    )
 
 
 @pytest.fixture
@@ -436,8 +461,7 @@ async def bb(fake_clock: FakeClock) -> AsyncIterator[FakeBlueBubbles]:
 
 
 @pytest.fixture
-async def app(bb: FakeBlueBubbles, state_dir: Path, fake_clock: FakeClock
-              ) -> AsyncIterator[App]:
+async def app(bb: FakeBlueBubbles, state_dir: Path, fake_clock: FakeClock) -> AsyncIterator[App]:
     running = App(make_config(bb), state_dir=state_dir, clock=fake_clock, watch_interval=0.1)
     await running.start()
     provider = running.providers["imessage"]
@@ -447,8 +471,7 @@ async def app(bb: FakeBlueBubbles, state_dir: Path, fake_clock: FakeClock
     await running.stop()
 
 
-async def texts_to(fake: FakeBlueBubbles, handle: str, count: int, wait: float = 5.0
-                   ) -> list[str]:
+async def texts_to(fake: FakeBlueBubbles, handle: str, count: int, wait: float = 5.0) -> list[str]:
     await fake.wait_until(lambda: len(fake.messages_to(dm(handle))) >= count, timeout=wait)
     return fake.messages_to(dm(handle))
 
@@ -491,8 +514,11 @@ async def test_app_owner_approves_by_command_and_the_sender_goes_through(bb, app
     code = await pair(bb, ALICE)
     bb.dm(OWNER, f"/approve {code[:4].lower()}-{code[4:].lower()}")
 
-    await bb.wait_until(lambda: any(t.startswith(f"Approved iMessage sender {ALICE}")
-                                    for t in bb.messages_to(dm(OWNER))))
+    await bb.wait_until(
+        lambda: any(
+            t.startswith(f"Approved iMessage sender {ALICE}") for t in bb.messages_to(dm(OWNER))
+        )
+    )
     texts = await texts_to(bb, ALICE, 2)
     assert texts[1] == "You're approved. Send a message to start chatting."
     bb.dm(ALICE, "what's the weather?")
@@ -573,8 +599,9 @@ async def test_demo_platform_plays_the_whole_demo():
     level = root.level
     out = io.StringIO()
     try:
-        result = await run_demo(Console(file=out, width=120), provider="imessage",
-                                ttl_seconds=1, with_node=False)
+        result = await run_demo(
+            Console(file=out, width=120), provider="imessage", ttl_seconds=1, with_node=False
+        )
     finally:
         root.setLevel(level)
     assert result == 0, out.getvalue()

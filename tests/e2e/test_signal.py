@@ -48,8 +48,13 @@ def inbox() -> Inbox:
 
 
 def make_provider(fake: FakeSignalDaemon, **kwargs: Any) -> SignalProvider:
-    return SignalProvider(http_url=fake.base_url, account=fake.account, reconnect_min=0.05,
-                          reconnect_max=0.2, **kwargs)
+    return SignalProvider(
+        http_url=fake.base_url,
+        account=fake.account,
+        reconnect_min=0.05,
+        reconnect_max=0.2,
+        **kwargs,
+    )
 
 
 @pytest.fixture
@@ -104,7 +109,10 @@ async def test_group_message_arrives_as_group(fake, running, inbox):
     [inbound] = await inbox.wait()
 
     assert (inbound.chat_kind, inbound.chat_id, inbound.sender_id) == (
-        ChatKind.GROUP, f"group:{GROUP}", ALICE)
+        ChatKind.GROUP,
+        f"group:{GROUP}",
+        ALICE,
+    )
 
 
 async def test_receipts_typing_sync_own_and_textless_envelopes_are_ignored(fake, running, inbox):
@@ -115,20 +123,60 @@ async def test_receipts_typing_sync_own_and_textless_envelopes_are_ignored(fake,
     fake.sync_message("/approve ABCD2345", destination=ALICE)
     fake.own_message("from the account itself")
     base = {"sourceUuid": ALICE, "sourceNumber": None, "sourceName": "Alice", "sourceDevice": 1}
-    fake.push({**base, "timestamp": 1, "dataMessage": {"timestamp": 1, "message": None,
-               "reaction": {"emoji": "👍", "targetTimestamp": int(sent)}}})
-    fake.push({**base, "timestamp": 2, "dataMessage": {"timestamp": 2, "message": None,
-               "attachments": [{"contentType": "image/jpeg", "id": "x"}]}})
-    fake.push({**base, "timestamp": 3, "editMessage": {"targetSentTimestamp": 9,
-               "dataMessage": {"timestamp": 3, "message": "edited"}}})
+    fake.push(
+        {
+            **base,
+            "timestamp": 1,
+            "dataMessage": {
+                "timestamp": 1,
+                "message": None,
+                "reaction": {"emoji": "👍", "targetTimestamp": int(sent)},
+            },
+        }
+    )
+    fake.push(
+        {
+            **base,
+            "timestamp": 2,
+            "dataMessage": {
+                "timestamp": 2,
+                "message": None,
+                "attachments": [{"contentType": "image/jpeg", "id": "x"}],
+            },
+        }
+    )
+    fake.push(
+        {
+            **base,
+            "timestamp": 3,
+            "editMessage": {
+                "targetSentTimestamp": 9,
+                "dataMessage": {"timestamp": 3, "message": "edited"},
+            },
+        }
+    )
     fake.push({**base, "timestamp": 4, "storyMessage": {"textAttachment": {"text": "story"}}})
     fake.push({**base, "timestamp": 5, "callMessage": {"offerMessage": {"id": 1}}})
-    fake.push({"source": "+15550000001", "sourceNumber": "+15550000001", "sourceUuid": None,
-               "timestamp": 6, "dataMessage": {"timestamp": 6, "message": "no aci"}})
-    fake.push({"sourceServiceId": "PNI:" + BOB, "timestamp": 7,
-               "dataMessage": {"timestamp": 7, "message": "pni only"}})
-    fake.push({**base, "timestamp": 8, "dataMessage": {"timestamp": 8, "message": "other"}},
-              account="+15557777777")
+    fake.push(
+        {
+            "source": "+15550000001",
+            "sourceNumber": "+15550000001",
+            "sourceUuid": None,
+            "timestamp": 6,
+            "dataMessage": {"timestamp": 6, "message": "no aci"},
+        }
+    )
+    fake.push(
+        {
+            "sourceServiceId": "PNI:" + BOB,
+            "timestamp": 7,
+            "dataMessage": {"timestamp": 7, "message": "pni only"},
+        }
+    )
+    fake.push(
+        {**base, "timestamp": 8, "dataMessage": {"timestamp": 8, "message": "other"}},
+        account="+15557777777",
+    )
     fake.dm(ALICE, "sentinel")
 
     await inbox.wait()
@@ -138,14 +186,31 @@ async def test_receipts_typing_sync_own_and_textless_envelopes_are_ignored(fake,
 
 
 async def test_the_json_rpc_receive_notification_shapes_are_read_too(fake, running, inbox):
-    envelope = {"sourceUuid": ALICE, "sourceName": "Alice", "timestamp": 11,
-                "dataMessage": {"timestamp": 11, "message": "notification"}}
-    fake.replay({"jsonrpc": "2.0", "method": "receive",
-                 "params": {"envelope": envelope, "account": fake.account}})
-    subscribed = {**envelope, "timestamp": 12,
-                  "dataMessage": {"timestamp": 12, "message": "subscription"}}
-    fake.replay({"jsonrpc": "2.0", "method": "receive",
-                 "params": {"subscription": 0, "result": {"envelope": subscribed}}})
+    envelope = {
+        "sourceUuid": ALICE,
+        "sourceName": "Alice",
+        "timestamp": 11,
+        "dataMessage": {"timestamp": 11, "message": "notification"},
+    }
+    fake.replay(
+        {
+            "jsonrpc": "2.0",
+            "method": "receive",
+            "params": {"envelope": envelope, "account": fake.account},
+        }
+    )
+    subscribed = {
+        **envelope,
+        "timestamp": 12,
+        "dataMessage": {"timestamp": 12, "message": "subscription"},
+    }
+    fake.replay(
+        {
+            "jsonrpc": "2.0",
+            "method": "receive",
+            "params": {"subscription": 0, "result": {"envelope": subscribed}},
+        }
+    )
 
     await inbox.wait(2)
 
@@ -153,8 +218,14 @@ async def test_the_json_rpc_receive_notification_shapes_are_read_too(fake, runni
 
 
 async def test_source_service_id_is_the_aci_when_source_uuid_is_absent(fake, running, inbox):
-    fake.push({"sourceServiceId": BOB, "sourceName": "Bob", "timestamp": 21,
-               "dataMessage": {"timestamp": 21, "message": "hi"}})
+    fake.push(
+        {
+            "sourceServiceId": BOB,
+            "sourceName": "Bob",
+            "timestamp": 21,
+            "dataMessage": {"timestamp": 21, "message": "hi"},
+        }
+    )
 
     [inbound] = await inbox.wait()
 
@@ -169,10 +240,18 @@ async def test_send_is_one_json_rpc_send_of_plain_text_buttons_ignored(fake, run
 
     message_id = await running.send(ALICE, text, buttons=[APPROVE])
 
-    assert fake.sent == [{"recipient": [ALICE], "groupId": None, "message": text,
-                          "timestamp": int(message_id), "editTimestamp": None}]
-    assert fake.calls == [("send", {"account": fake.account, "recipient": [ALICE],
-                                    "message": text})]
+    assert fake.sent == [
+        {
+            "recipient": [ALICE],
+            "groupId": None,
+            "message": text,
+            "timestamp": int(message_id),
+            "editTimestamp": None,
+        }
+    ]
+    assert fake.calls == [
+        ("send", {"account": fake.account, "recipient": [ALICE], "message": text})
+    ]
     assert fake.messages_to(ALICE) == [text]
 
 
@@ -216,7 +295,10 @@ async def test_edit_of_an_old_or_unknown_message_or_a_refused_edit_sends_a_new_o
     finally:
         await provider.stop()
     assert [(m["message"], m["editTimestamp"]) for m in fake.sent[1:]] == [
-        ("too old to edit", None), ("unknown", None), ("edit refused", None)]
+        ("too old to edit", None),
+        ("unknown", None),
+        ("edit refused", None),
+    ]
     assert [m for m, _ in fake.calls].count("send") == 5  # the refused edit, then a new one
 
 
@@ -268,7 +350,8 @@ async def test_a_daemon_restart_loses_nothing_and_duplicates_nothing(fake, runni
 
 
 async def test_reopened_before_any_event_it_gets_what_was_missed_but_no_history(
-        fake, provider, inbox):
+    fake, provider, inbox
+):
     an_hour_ago = int(SystemClock().now().timestamp() * 1000) - 3_600_000
     fake.dm(ALICE, "history: handled by an earlier pairbot", timestamp=an_hour_ago)
     await provider.start(inbox)  # a first stream gets no kept events
@@ -359,8 +442,9 @@ async def test_a_failing_handler_is_logged_and_the_stream_goes_on(fake, provider
     await FakeSignalDaemon.wait_until(lambda: len(seen) == 2)
 
     assert seen == ["first private words", "second"]
-    [record] = [r for r in caplog.records if r.name == "providers.signal"
-                and r.levelno >= logging.ERROR]
+    [record] = [
+        r for r in caplog.records if r.name == "providers.signal" and r.levelno >= logging.ERROR
+    ]
     assert "first private words" not in record.getMessage()
 
 
@@ -424,11 +508,15 @@ def test_bad_config_is_refused() -> None:
 
 async def test_the_registry_and_the_config_block_build_the_provider(fake) -> None:
     assert load_provider_class("signal") is SignalProvider
-    block = SignalConfig.model_validate({"http_url": fake.base_url, "account": fake.account,
-                                         "allow_from": [ALICE]})
+    block = SignalConfig.model_validate(
+        {"http_url": fake.base_url, "account": fake.account, "allow_from": [ALICE]}
+    )
     provider = SignalProvider(**block.provider_kwargs())
     assert (provider.name, provider.bare_commands, provider.account) == (
-        "signal", False, fake.account)
+        "signal",
+        False,
+        fake.account,
+    )
 
 
 async def test_the_fake_answers_like_signal_cli(fake) -> None:
@@ -439,11 +527,17 @@ async def test_the_fake_answers_like_signal_cli(fake) -> None:
         async with session.post(rpc, json={"jsonrpc": "2.0"}) as bad:
             assert (await bad.json())["error"]["code"] == -32600
         async with session.post(rpc, json={"jsonrpc": "2.0", "method": "nope", "id": 1}) as r:
-            assert (await r.json())["error"] == {"code": -32601,
-                                                 "message": "Method not implemented",
-                                                 "data": None}
-        send = {"jsonrpc": "2.0", "method": "send", "id": 4,
-                "params": {"recipient": ["+15550199999"], "message": "MESSAGE"}}
+            assert (await r.json())["error"] == {
+                "code": -32601,
+                "message": "Method not implemented",
+                "data": None,
+            }
+        send = {
+            "jsonrpc": "2.0",
+            "method": "send",
+            "id": 4,
+            "params": {"recipient": ["+15550199999"], "message": "MESSAGE"},
+        }
         async with session.post(rpc, json=[send, {**send, "id": 5}]) as batch:
             answers = await batch.json()
     assert [a["id"] for a in answers] == [4, 5]
@@ -465,15 +559,23 @@ async def daemon(fake_clock: FakeClock) -> AsyncIterator[FakeSignalDaemon]:
 
 
 @pytest.fixture
-async def app(daemon: FakeSignalDaemon, state_dir: Path, fake_clock: FakeClock
-              ) -> AsyncIterator[App]:
-    config = Config.model_validate({
-        "owners": [{"provider": "signal", "user_id": OWNER}],
-        "gateway": {"port": 0},
-        "providers": {"signal": {"http_url": daemon.base_url, "account": daemon.account}},
-    })
-    running = App(config, state_dir=state_dir, clock=fake_clock, watch_interval=0.1,
-                  notice_window=timedelta(seconds=60))
+async def app(
+    daemon: FakeSignalDaemon, state_dir: Path, fake_clock: FakeClock
+) -> AsyncIterator[App]:
+    config = Config.model_validate(
+        {
+            "owners": [{"provider": "signal", "user_id": OWNER}],
+            "gateway": {"port": 0},
+            "providers": {"signal": {"http_url": daemon.base_url, "account": daemon.account}},
+        }
+    )
+    running = App(
+        config,
+        state_dir=state_dir,
+        clock=fake_clock,
+        watch_interval=0.1,
+        notice_window=timedelta(seconds=60),
+    )
     await running.start()
     yield running
     await running.stop()
@@ -574,11 +676,13 @@ async def test_signal_demo_platform_plays_people(state_dir: Path) -> None:
     demo = SignalDemo()
     await demo.start()
     try:
-        config = Config.model_validate({
-            "owners": [{"provider": "signal", "user_id": demo.owner_id}],
-            "gateway": {"port": 0},
-            "providers": {"signal": demo.provider_config()},
-        })
+        config = Config.model_validate(
+            {
+                "owners": [{"provider": "signal", "user_id": demo.owner_id}],
+                "gateway": {"port": 0},
+                "providers": {"signal": demo.provider_config()},
+            }
+        )
         async with App(config, state_dir=state_dir):
             stranger = demo.user_id(1)
             assert stranger != demo.owner_id

@@ -57,25 +57,32 @@ def inbox() -> Inbox:
 
 @pytest.fixture
 async def provider(fake: FakeSlackServer) -> AsyncIterator[SlackProvider]:
-    made = SlackProvider(bot_token=fake.bot_token, app_token=fake.app_token,
-                         api_base_url=fake.api_base_url, ping_interval=1)
+    made = SlackProvider(
+        bot_token=fake.bot_token,
+        app_token=fake.app_token,
+        api_base_url=fake.api_base_url,
+        ping_interval=1,
+    )
     yield made
     await made.stop()
 
 
 @pytest.fixture
-async def running(provider: SlackProvider, inbox: Inbox, fake: FakeSlackServer
-                  ) -> SlackProvider:
+async def running(provider: SlackProvider, inbox: Inbox, fake: FakeSlackServer) -> SlackProvider:
     await provider.start(inbox)
     await fake.wait_connected()
     return provider
 
 
 @pytest.fixture
-async def http_provider(fake: FakeSlackServer, inbox: Inbox
-                        ) -> AsyncIterator[SlackProvider]:
-    made = SlackProvider(bot_token=fake.bot_token, signing_secret=fake.signing_secret,
-                         mode="http", api_base_url=fake.api_base_url, webhook_port=0)
+async def http_provider(fake: FakeSlackServer, inbox: Inbox) -> AsyncIterator[SlackProvider]:
+    made = SlackProvider(
+        bot_token=fake.bot_token,
+        signing_secret=fake.signing_secret,
+        mode="http",
+        api_base_url=fake.api_base_url,
+        webhook_port=0,
+    )
     await made.start(inbox)
     fake.events_url = made.webhook_url
     yield made
@@ -94,8 +101,13 @@ async def test_dm_arrives_as_dm_inbound_with_the_user_id_and_profile(
 
     event = body["event"]
     assert inbound == Inbound(
-        provider="slack", chat_id="D0ALICE", chat_kind=ChatKind.DM, sender_id=ALICE,
-        sender_name="Alice Liddell", text="hello <b> & all", message_id=event["ts"],
+        provider="slack",
+        chat_id="D0ALICE",
+        chat_kind=ChatKind.DM,
+        sender_id=ALICE,
+        sender_name="Alice Liddell",
+        text="hello <b> & all",
+        message_id=event["ts"],
         meta={"name": "Alice Liddell", "username": "alice"},
         sent_at=datetime.fromtimestamp(float(event["ts"]), tz=UTC),
     )
@@ -103,13 +115,20 @@ async def test_dm_arrives_as_dm_inbound_with_the_user_id_and_profile(
     await fake.wait_until(lambda: all_acked(fake))
 
 
-@pytest.mark.parametrize(("kind", "channel", "expected"), [
-    ("mpim", "G0MPIM", ChatKind.GROUP),
-    ("group", "C0PRIVATE", ChatKind.GROUP),
-    ("channel", "C0GENERAL", ChatKind.CHANNEL),
-])
+@pytest.mark.parametrize(
+    ("kind", "channel", "expected"),
+    [
+        ("mpim", "G0MPIM", ChatKind.GROUP),
+        ("group", "C0PRIVATE", ChatKind.GROUP),
+        ("channel", "C0GENERAL", ChatKind.CHANNEL),
+    ],
+)
 async def test_channel_messages_arrive_as_group_or_channel(
-    fake: FakeSlackServer, running: SlackProvider, inbox: Inbox, kind: str, channel: str,
+    fake: FakeSlackServer,
+    running: SlackProvider,
+    inbox: Inbox,
+    kind: str,
+    channel: str,
     expected: ChatKind,
 ) -> None:
     fake.channel_message(channel, ALICE, "hi all", kind=kind)
@@ -123,23 +142,81 @@ async def test_bots_own_messages_edits_deletions_and_other_events_are_ignored(
     fake: FakeSlackServer, running: SlackProvider, inbox: Inbox
 ) -> None:
     im = {"channel": "D0ALICE", "channel_type": "im", "team": "T0FAKE"}
-    fake.event({**im, "type": "message", "subtype": "bot_message", "bot_id": "B0OTHER",
-                "text": "/approve ABCD2345", "ts": "1.000001"})
-    fake.event({**im, "type": "message", "bot_id": "B0OTHER", "user": "U0OTHERBOT",
-                "text": "approve ABCD2345", "ts": "1.000002"})
-    fake.event({**im, "type": "message", "user": BOT_USER_ID, "bot_id": BOT_ID,
-                "text": "approve ABCD2345", "ts": "1.000003"})
-    fake.event({**im, "type": "message", "subtype": "message_changed", "hidden": True,
-                "message": {"type": "message", "user": ALICE, "text": "approve ABCD2345",
-                            "ts": "1.000004"}, "ts": "1.000005"})
-    fake.event({**im, "type": "message", "subtype": "message_deleted", "hidden": True,
-                "deleted_ts": "1.000004", "ts": "1.000006"})
-    fake.event({**im, "type": "message", "subtype": "file_share", "user": ALICE,
-                "text": "a file", "ts": "1.000007"})
+    fake.event(
+        {
+            **im,
+            "type": "message",
+            "subtype": "bot_message",
+            "bot_id": "B0OTHER",
+            "text": "/approve ABCD2345",
+            "ts": "1.000001",
+        }
+    )
+    fake.event(
+        {
+            **im,
+            "type": "message",
+            "bot_id": "B0OTHER",
+            "user": "U0OTHERBOT",
+            "text": "approve ABCD2345",
+            "ts": "1.000002",
+        }
+    )
+    fake.event(
+        {
+            **im,
+            "type": "message",
+            "user": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "text": "approve ABCD2345",
+            "ts": "1.000003",
+        }
+    )
+    fake.event(
+        {
+            **im,
+            "type": "message",
+            "subtype": "message_changed",
+            "hidden": True,
+            "message": {
+                "type": "message",
+                "user": ALICE,
+                "text": "approve ABCD2345",
+                "ts": "1.000004",
+            },
+            "ts": "1.000005",
+        }
+    )
+    fake.event(
+        {
+            **im,
+            "type": "message",
+            "subtype": "message_deleted",
+            "hidden": True,
+            "deleted_ts": "1.000004",
+            "ts": "1.000006",
+        }
+    )
+    fake.event(
+        {
+            **im,
+            "type": "message",
+            "subtype": "file_share",
+            "user": ALICE,
+            "text": "a file",
+            "ts": "1.000007",
+        }
+    )
     fake.event({**im, "type": "message", "user": ALICE, "text": "", "ts": "1.000008"})
-    fake.event({"type": "reaction_added", "user": ALICE, "reaction": "thumbsup",
-                "item": {"type": "message", "channel": "D0ALICE", "ts": "1.000001"},
-                "event_ts": "1.000009"})
+    fake.event(
+        {
+            "type": "reaction_added",
+            "user": ALICE,
+            "reaction": "thumbsup",
+            "item": {"type": "message", "channel": "D0ALICE", "ts": "1.000001"},
+            "event_ts": "1.000009",
+        }
+    )
     fake.event({"type": "user_typing", "channel": "D0ALICE", "user": ALICE})
     await running.send("D0ALICE", "the bot's own post comes back as an event")
     fake.dm(ALICE, "sentinel")
@@ -161,8 +238,9 @@ async def test_send_is_escaped_plain_text_without_markup_or_unfurling(
 
     [sent] = fake.sent
     assert (sent["ts"], sent["text"], sent["blocks"]) == (ts, text, None)
-    assert sent["raw_text"] == ("&lt;!channel&gt; *bold* &lt;https://evil.example|click&gt; "
-                                "&amp; co")
+    assert sent["raw_text"] == (
+        "&lt;!channel&gt; *bold* &lt;https://evil.example|click&gt; &amp; co"
+    )
     assert (sent["mrkdwn"], sent["unfurl_links"]) == (False, False)
 
 
@@ -182,24 +260,39 @@ async def test_send_with_buttons_renders_block_kit(
 
     assert fake.sent[-1]["ts"] == ts
     assert fake.sent[-1]["blocks"] == [
-        {"type": "section", "text": {"type": "plain_text", "text": "Approve <Bob>?",
-                                     "emoji": False}},
-        {"type": "actions", "block_id": "pairbot_actions", "elements": [
-            {"type": "button", "action_id": "pairbot:/approve ABCD2345",
-             "text": {"type": "plain_text", "text": "Approve", "emoji": False},
-             "value": "/approve ABCD2345"},
-            {"type": "button", "action_id": "pairbot:/reject ABCD2345",
-             "text": {"type": "plain_text", "text": "Reject", "emoji": False},
-             "value": "/reject ABCD2345"},
-        ]},
+        {
+            "type": "section",
+            "text": {"type": "plain_text", "text": "Approve <Bob>?", "emoji": False},
+        },
+        {
+            "type": "actions",
+            "block_id": "pairbot_actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": "pairbot:/approve ABCD2345",
+                    "text": {"type": "plain_text", "text": "Approve", "emoji": False},
+                    "value": "/approve ABCD2345",
+                },
+                {
+                    "type": "button",
+                    "action_id": "pairbot:/reject ABCD2345",
+                    "text": {"type": "plain_text", "text": "Reject", "emoji": False},
+                    "value": "/reject ABCD2345",
+                },
+            ],
+        },
     ]
 
 
-@pytest.mark.parametrize(("buttons", "match"), [
-    ([Button(label="long", command="x" * 248)], "248 characters"),
-    ([Button(label="empty", command="")], "0 characters"),
-    ([APPROVE, Button(label="again", command=APPROVE.command)], "same command"),
-])
+@pytest.mark.parametrize(
+    ("buttons", "match"),
+    [
+        ([Button(label="long", command="x" * 248)], "248 characters"),
+        ([Button(label="empty", command="")], "0 characters"),
+        ([APPROVE, Button(label="again", command=APPROVE.command)], "same command"),
+    ],
+)
 async def test_bad_buttons_are_refused_before_sending(
     fake: FakeSlackServer, running: SlackProvider, buttons: list[Button], match: str
 ) -> None:
@@ -218,13 +311,18 @@ async def test_a_button_press_is_acked_at_once_and_delivered_as_a_button_inbound
     [pressed] = await inbox.wait()
 
     assert pressed == Inbound(
-        provider="slack", chat_id="D0OWNER", chat_kind=ChatKind.DM, sender_id=OWNER,
-        sender_name="The Owner", text="/reject ABCD2345", message_id=ts, is_button=True,
+        provider="slack",
+        chat_id="D0OWNER",
+        chat_kind=ChatKind.DM,
+        sender_id=OWNER,
+        sender_name="The Owner",
+        text="/reject ABCD2345",
+        message_id=ts,
+        is_button=True,
         meta={"name": "The Owner"},
     )
     [envelope] = [e for e in fake.envelopes if e["type"] == "interactive"]
-    await fake.wait_until(lambda: envelope["envelope_id"] in
-                          {a["envelope_id"] for a in fake.acks})
+    await fake.wait_until(lambda: envelope["envelope_id"] in {a["envelope_id"] for a in fake.acks})
 
 
 async def test_edit_replaces_the_text_and_removes_the_buttons(
@@ -249,9 +347,15 @@ async def test_slash_command_in_the_bots_im_is_a_dm_command(
 
     first, empty, doubled = await inbox.wait(3)
 
-    assert first == Inbound(provider="slack", chat_id="D0OWNER", chat_kind=ChatKind.DM,
-                            sender_id=OWNER, sender_name="The Owner",
-                            text="/approve abcd-2345", meta={"name": "The Owner"})
+    assert first == Inbound(
+        provider="slack",
+        chat_id="D0OWNER",
+        chat_kind=ChatKind.DM,
+        sender_id=OWNER,
+        sender_name="The Owner",
+        text="/approve abcd-2345",
+        meta={"name": "The Owner"},
+    )
     assert (empty.text, doubled.text) == ("/help", "/pending")
     await fake.wait_until(lambda: len(fake.acks) == 3)
     assert all("payload" not in a for a in fake.acks)  # acked silently: the answer is a post
@@ -271,9 +375,7 @@ async def test_slash_command_elsewhere_is_no_dm_and_gets_a_private_hint(
     assert fake.acks[0]["payload"]["text"].startswith("pairbot only takes commands")
 
 
-async def test_dm_chat_id_opens_the_im_once(
-    fake: FakeSlackServer, running: SlackProvider
-) -> None:
+async def test_dm_chat_id_opens_the_im_once(fake: FakeSlackServer, running: SlackProvider) -> None:
     assert await running.dm_chat_id(BOB) == "D0BOB"
     assert await running.dm_chat_id(BOB) == "D0BOB"
 
@@ -345,10 +447,16 @@ async def test_a_rejected_token_fails_start_with_a_clear_error_without_the_token
     fake: FakeSlackServer, inbox: Inbox, caplog: pytest.LogCaptureFixture, which: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    tokens = {"bot_token": fake.bot_token, "app_token": fake.app_token,
-              which: "xoxb-definitely-wrong"}
-    provider = SlackProvider(bot_token=tokens["bot_token"], app_token=tokens["app_token"],
-                             api_base_url=fake.api_base_url)
+    tokens = {
+        "bot_token": fake.bot_token,
+        "app_token": fake.app_token,
+        which: "xoxb-definitely-wrong",
+    }
+    provider = SlackProvider(
+        bot_token=tokens["bot_token"],
+        app_token=tokens["app_token"],
+        api_base_url=fake.api_base_url,
+    )
 
     with pytest.raises(ConfigError, match="rejected the") as raised:
         await provider.start(inbox)
@@ -362,7 +470,9 @@ async def test_a_rejected_token_fails_start_with_a_clear_error_without_the_token
 
 
 async def test_tokens_secrets_and_texts_never_reach_the_log(
-    fake: FakeSlackServer, provider: SlackProvider, inbox: Inbox,
+    fake: FakeSlackServer,
+    provider: SlackProvider,
+    inbox: Inbox,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -379,8 +489,13 @@ async def test_tokens_secrets_and_texts_never_reach_the_log(
     assert fake.bot_token not in caplog.text
     assert fake.app_token not in caplog.text
     shown = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
-    for text in ("secret text 1234", "reply text 5678", "edited text 9012", "ABCD2345",
-                 "WXYZ9999"):
+    for text in (
+        "secret text 1234",
+        "reply text 5678",
+        "edited text 9012",
+        "ABCD2345",
+        "WXYZ9999",
+    ):
         assert text not in shown
 
 
@@ -400,8 +515,9 @@ async def test_a_failing_handler_is_logged_and_the_next_event_is_handled(
     await fake.wait_until(lambda: len(seen) == 2)
 
     assert seen == ["first private words", "second"]
-    [record] = [r for r in caplog.records if r.name == "providers.slack"
-                and r.levelno >= logging.ERROR]
+    [record] = [
+        r for r in caplog.records if r.name == "providers.slack" and r.levelno >= logging.ERROR
+    ]
     assert "first private words" not in record.getMessage()
 
 
@@ -427,9 +543,13 @@ async def test_stop_is_clean_idempotent_and_restartable(
 
 
 async def test_config_builds_the_provider_through_the_registry(fake: FakeSlackServer) -> None:
-    block = SlackConfig.model_validate({"bot_token": fake.bot_token,
-                                        "app_token": fake.app_token,
-                                        "api_base_url": fake.api_base_url})
+    block = SlackConfig.model_validate(
+        {
+            "bot_token": fake.bot_token,
+            "app_token": fake.app_token,
+            "api_base_url": fake.api_base_url,
+        }
+    )
     cls = load_provider_class("slack")
 
     made = cls(**block.provider_kwargs())
@@ -444,17 +564,24 @@ async def test_config_builds_the_provider_through_the_registry(fake: FakeSlackSe
 
 async def test_fake_answers_like_the_web_api(fake: FakeSlackServer) -> None:
     async def call(method: str, token: str, **data: str) -> tuple[int, dict[str, Any]]:
-        async with aiohttp.ClientSession() as session, session.post(
-            f"{fake.api_base_url}{method}", data=data,
-            headers={"Authorization": f"Bearer {token}"},
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{fake.api_base_url}{method}",
+                data=data,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as response,
+        ):
             return response.status, await response.json()
 
     assert await call("auth.test", "xoxb-wrong") == (200, {"ok": False, "error": "invalid_auth"})
-    assert (await call("apps.connections.open", fake.bot_token))[1]["error"] == \
-        "not_allowed_token_type"
-    assert (await call("chat.postMessage", fake.bot_token, channel="C0NOPE", text="x"))[1] == \
-        {"ok": False, "error": "channel_not_found"}
+    assert (await call("apps.connections.open", fake.bot_token))[1][
+        "error"
+    ] == "not_allowed_token_type"
+    assert (await call("chat.postMessage", fake.bot_token, channel="C0NOPE", text="x"))[1] == {
+        "ok": False,
+        "error": "channel_not_found",
+    }
     assert (await call("no.such", fake.bot_token))[1]["error"] == "unknown_method"
     status, body = await call("chat.postMessage", fake.bot_token, channel=ALICE, text="a &amp; b")
     assert (status, body["ok"], body["channel"]) == (200, True, "D0ALICE")
@@ -465,7 +592,9 @@ async def test_fake_answers_like_the_web_api(fake: FakeSlackServer) -> None:
 
 
 async def test_http_signed_event_is_accepted_and_bad_or_stale_signatures_get_401(
-    fake: FakeSlackServer, http_provider: SlackProvider, inbox: Inbox,
+    fake: FakeSlackServer,
+    http_provider: SlackProvider,
+    inbox: Inbox,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -474,8 +603,7 @@ async def test_http_signed_event_is_accepted_and_bad_or_stale_signatures_get_401
         return fake.dm(ALICE, text, deliver=False)
 
     now = int(SystemClock().now().timestamp())
-    assert (await fake.post("events_api", dm_body("forged"), signature="v0=" + "0" * 64))[0] \
-        == 401
+    assert (await fake.post("events_api", dm_body("forged"), signature="v0=" + "0" * 64))[0] == 401
     assert (await fake.post("events_api", dm_body("stale"), timestamp=now - 6 * 60))[0] == 401
     challenge = {"token": "legacy", "challenge": "chal-123", "type": "url_verification"}
     status, text = await fake.post("events_api", challenge)
@@ -512,20 +640,30 @@ async def test_http_button_and_slash_command_round_trip(
 
 
 def make_config(fake: FakeSlackServer, **slack: Any) -> Config:
-    block = {"bot_token": fake.bot_token, "app_token": fake.app_token,
-             "api_base_url": fake.api_base_url, **slack}
-    return Config.model_validate({
-        "owners": [{"provider": "slack", "user_id": OWNER}],
-        "pairing": {"prune_interval": "1h"},
-        "gateway": {"port": 0},
-        "providers": {"slack": block},
-    })
+    block = {
+        "bot_token": fake.bot_token,
+        "app_token": fake.app_token,
+        "api_base_url": fake.api_base_url,
+        **slack,
+    }
+    return Config.model_validate(
+        {
+            "owners": [{"provider": "slack", "user_id": OWNER}],
+            "pairing": {"prune_interval": "1h"},
+            "gateway": {"port": 0},
+            "providers": {"slack": block},
+        }
+    )
 
 
 @pytest.fixture
 async def app(fake: FakeSlackServer, state_dir: Path) -> AsyncIterator[App]:
-    running = App(make_config(fake), state_dir=state_dir,
-                  clock=FakeClock(SystemClock().now()), watch_interval=0.1)
+    running = App(
+        make_config(fake),
+        state_dir=state_dir,
+        clock=FakeClock(SystemClock().now()),
+        watch_interval=0.1,
+    )
     await running.start()
     yield running
     await running.stop()
@@ -548,9 +686,13 @@ async def pair(fake: FakeSlackServer, user: str = ALICE) -> str:
 
 
 async def notice_of(fake: FakeSlackServer, code: str) -> dict[str, Any]:
-    [notice] = await fake.wait_for_sent(lambda m: m["channel"] == "D0OWNER" and
-                                        m["text"].startswith("New pairing request") and
-                                        code[:4] in m["text"])
+    [notice] = await fake.wait_for_sent(
+        lambda m: (
+            m["channel"] == "D0OWNER"
+            and m["text"].startswith("New pairing request")
+            and code[:4] in m["text"]
+        )
+    )
     return notice
 
 
@@ -565,7 +707,9 @@ async def test_app_stranger_gets_a_code_and_the_owner_a_notice_with_buttons(fake
     assert "Name (given by the sender, unverified): Alice Liddell" in notice["text"]
     [actions] = [b for b in notice["blocks"] if b["type"] == "actions"]
     assert [(e["text"]["text"], e["value"]) for e in actions["elements"]] == [
-        ("Approve", f"/approve {code}"), ("Reject", f"/reject {code}")]
+        ("Approve", f"/approve {code}"),
+        ("Reject", f"/reject {code}"),
+    ]
     await settle()
     assert "rm -rf" not in json.dumps(fake.sent)
 
@@ -578,8 +722,9 @@ async def test_app_owner_approves_by_command_and_the_sender_goes_through(fake, a
     else:
         fake.slash_command(OWNER, f"approve {code}")
 
-    [done] = await fake.wait_for_sent(lambda m: m["channel"] == "D0OWNER" and
-                                      m["text"].startswith("Approved"))
+    [done] = await fake.wait_for_sent(
+        lambda m: m["channel"] == "D0OWNER" and m["text"].startswith("Approved")
+    )
     assert done["text"].startswith(f"Approved Slack sender {ALICE} (Alice Liddell")
     texts = await texts_to(fake, ALICE, 2)
     assert texts[1] == "You're approved. Send a message to start chatting."
@@ -654,8 +799,9 @@ async def test_app_survives_reconnects_and_handles_each_message_once(fake, app):
 
 
 async def test_app_over_http_events(fake, state_dir):
-    config = make_config(fake, mode="http", signing_secret=fake.signing_secret,
-                         app_token=None, webhook={"port": 0})
+    config = make_config(
+        fake, mode="http", signing_secret=fake.signing_secret, app_token=None, webhook={"port": 0}
+    )
     app = App(config, state_dir=state_dir, watch_interval=0.1)
     await app.start()
     try:
@@ -677,9 +823,13 @@ async def test_demo_platform_plays_people(state_dir):
     demo = SlackDemo()
     await demo.start()
     try:
-        config = Config.model_validate({
-            "owners": [{"provider": "slack", "user_id": demo.owner_id}],
-            "gateway": {"port": 0}, "providers": {"slack": demo.provider_config()}})
+        config = Config.model_validate(
+            {
+                "owners": [{"provider": "slack", "user_id": demo.owner_id}],
+                "gateway": {"port": 0},
+                "providers": {"slack": demo.provider_config()},
+            }
+        )
         app = App(config, state_dir=state_dir, watch_interval=0.1)
         await app.start()
         try:

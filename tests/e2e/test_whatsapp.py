@@ -32,9 +32,13 @@ REJECT = Button(label="Reject", command="/reject ABCD2345")
 
 def make_provider(fake: FakeWhatsAppServer, **overrides: Any) -> WhatsAppProvider:
     kwargs: dict[str, Any] = {
-        "access_token": fake.access_token, "app_secret": fake.app_secret,
-        "verify_token": fake.verify_token, "phone_number_id": fake.phone_number_id,
-        "api_base_url": fake.base_url, "webhook_port": 0, "retry_base_delay": 0.05,
+        "access_token": fake.access_token,
+        "app_secret": fake.app_secret,
+        "verify_token": fake.verify_token,
+        "phone_number_id": fake.phone_number_id,
+        "api_base_url": fake.base_url,
+        "webhook_port": 0,
+        "retry_base_delay": 0.05,
     }
     kwargs.update(overrides)
     return WhatsAppProvider(**kwargs)
@@ -59,8 +63,9 @@ async def provider(fake: FakeWhatsAppServer) -> AsyncIterator[WhatsAppProvider]:
 
 
 @pytest.fixture
-async def running(provider: WhatsAppProvider, inbox: Inbox,
-                  fake: FakeWhatsAppServer) -> WhatsAppProvider:
+async def running(
+    provider: WhatsAppProvider, inbox: Inbox, fake: FakeWhatsAppServer
+) -> WhatsAppProvider:
     await provider.start(inbox)
     fake.webhook_url = provider.webhook_url
     return provider
@@ -82,26 +87,35 @@ async def test_dm_arrives_as_dm_inbound_keyed_by_wa_id(fake, running, inbox) -> 
 
     message = first_message(payload)
     assert inbound == Inbound(
-        provider="whatsapp", chat_id=ALICE, chat_kind=ChatKind.DM, sender_id=ALICE,
-        sender_name="Alice", text="hello", message_id=message["id"], meta={"name": "Alice"},
-        sent_at=datetime.fromtimestamp(int(message["timestamp"]), tz=UTC))
+        provider="whatsapp",
+        chat_id=ALICE,
+        chat_kind=ChatKind.DM,
+        sender_id=ALICE,
+        sender_name="Alice",
+        text="hello",
+        message_id=message["id"],
+        meta={"name": "Alice"},
+        sent_at=datetime.fromtimestamp(int(message["timestamp"]), tz=UTC),
+    )
     assert running.webhook_port != 0
     assert running.bare_commands is False
     assert await running.dm_chat_id(ALICE) == ALICE
 
 
 async def test_verification_get_echoes_the_challenge_only_for_the_right_token(
-        fake, running) -> None:
+    fake, running
+) -> None:
     assert await fake.verify(challenge="8675309") == (200, "8675309")
     assert (await fake.verify(token="guess"))[0] == 403
     assert (await fake.verify(mode="unsubscribe"))[0] == 403
     assert (await fake.verify(token=""))[0] == 403
 
 
-async def test_unsigned_and_forged_posts_get_401_and_change_nothing(fake, running,
-                                                                    inbox) -> None:
-    payload = fake._payload([fake._contact(ALICE, "Alice")],
-                            messages=[fake._message(ALICE, "text", {"text": {"body": "x"}})])
+async def test_unsigned_and_forged_posts_get_401_and_change_nothing(fake, running, inbox) -> None:
+    payload = fake._payload(
+        [fake._contact(ALICE, "Alice")],
+        messages=[fake._message(ALICE, "text", {"text": {"body": "x"}})],
+    )
     raw = json.dumps(payload).encode()
     other = json.dumps({**payload, "object": "whatsapp_business_account "}).encode()
 
@@ -126,11 +140,15 @@ async def test_group_message_is_group_kind(fake, running, inbox) -> None:
     [inbound] = await inbox.wait()
 
     assert (inbound.chat_kind, inbound.chat_id, inbound.sender_id) == (
-        ChatKind.GROUP, GROUP, ALICE)
+        ChatKind.GROUP,
+        GROUP,
+        ALICE,
+    )
 
 
 async def test_statuses_own_messages_media_and_system_messages_produce_nothing(
-        fake, running, inbox) -> None:
+    fake, running, inbox
+) -> None:
     sent_id = await running.send(ALICE, "hi")
     fake.status(sent_id, "delivered")
     fake.status(sent_id, "read")
@@ -159,20 +177,29 @@ async def test_send_is_plain_text_without_link_previews(fake, running) -> None:
     assert (sent["to"], sent["type"], sent["context"]) == (ALICE, "text", None)
 
 
-async def test_buttons_round_trip_and_edit_replies_to_the_notice(fake, running,
-                                                                 inbox) -> None:
+async def test_buttons_round_trip_and_edit_replies_to_the_notice(fake, running, inbox) -> None:
     notice_id = await running.send(OWNER, "Approve Alice?", buttons=[APPROVE, REJECT])
     [sent] = fake.sent
     assert (sent["type"], sent["text"]) == ("interactive", "Approve Alice?")
-    assert sent["buttons"] == [{"id": "/approve ABCD2345", "title": "Approve"},
-                               {"id": "/reject ABCD2345", "title": "Reject"}]
+    assert sent["buttons"] == [
+        {"id": "/approve ABCD2345", "title": "Approve"},
+        {"id": "/reject ABCD2345", "title": "Reject"},
+    ]
 
     fake.press_button(OWNER, notice_id, "/approve ABCD2345", name="Owner")
     [inbound] = await inbox.wait()
     assert inbound == Inbound(
-        provider="whatsapp", chat_id=OWNER, chat_kind=ChatKind.DM, sender_id=OWNER,
-        sender_name="Owner", text="/approve ABCD2345", message_id=notice_id, is_button=True,
-        meta={"name": "Owner"}, sent_at=inbound.sent_at)
+        provider="whatsapp",
+        chat_id=OWNER,
+        chat_kind=ChatKind.DM,
+        sender_id=OWNER,
+        sender_name="Owner",
+        text="/approve ABCD2345",
+        message_id=notice_id,
+        is_button=True,
+        meta={"name": "Owner"},
+        sent_at=inbound.sent_at,
+    )
 
     await running.edit(OWNER, notice_id, "Approved.")
     assert (fake.sent[-1]["text"], fake.sent[-1]["context"]) == ("Approved.", notice_id)
@@ -180,25 +207,38 @@ async def test_buttons_round_trip_and_edit_replies_to_the_notice(fake, running,
 
 async def test_long_texts_and_long_labels_fit_whatsapp_limits(fake, running) -> None:
     notice = "New pairing request\n" + "x" * 1500
-    await running.send(OWNER, notice, buttons=[
-        Button(label="Approve this request now please", command="/approve A"), REJECT])
+    await running.send(
+        OWNER,
+        notice,
+        buttons=[Button(label="Approve this request now please", command="/approve A"), REJECT],
+    )
     assert [(m["type"], m["text"]) for m in fake.sent] == [
-        ("text", notice), ("interactive", "New pairing request")]
+        ("text", notice),
+        ("interactive", "New pairing request"),
+    ]
     assert fake.sent[1]["buttons"][0]["title"] == "Approve this reques…"
 
     await running.send(ALICE, "y" * 5000)
     assert [len(m["text"]) for m in fake.messages_to(ALICE)] == [4096, 904]
 
     with pytest.raises(ValueError, match="3 reply buttons"):
-        await running.send(OWNER, "x", buttons=[APPROVE, REJECT,
-                                                Button(label="a", command="a"),
-                                                Button(label="b", command="b")])
+        await running.send(
+            OWNER,
+            "x",
+            buttons=[
+                APPROVE,
+                REJECT,
+                Button(label="a", command="a"),
+                Button(label="b", command="b"),
+            ],
+        )
     with pytest.raises(ValueError, match="1 to 256"):
         await running.send(OWNER, "x", buttons=[Button(label="a", command="c" * 257)])
 
 
 async def test_redelivered_and_unacknowledged_webhooks_are_handled_once(
-        fake, running, inbox) -> None:
+    fake, running, inbox
+) -> None:
     payload = fake.dm(ALICE, "once")
     fake.deliver(payload)  # Meta re-delivers the same message
     fake.lose_next_acks(1)
@@ -210,7 +250,8 @@ async def test_redelivered_and_unacknowledged_webhooks_are_handled_once(
 
 
 async def test_webhook_delivered_while_down_arrives_once_after_restart(
-        fake, running, inbox) -> None:
+    fake, running, inbox
+) -> None:
     fake.dm(ALICE, "before")
     await inbox.wait()
     await running.stop()
@@ -249,8 +290,9 @@ async def test_graph_down_then_back_loses_and_duplicates_nothing(fake, running) 
     assert fake.sent[0]["message_id"] == message_id
 
 
-async def test_a_lost_answer_is_not_resent_when_a_status_proves_delivery(fake, running,
-                                                                         inbox) -> None:
+async def test_a_lost_answer_is_not_resent_when_a_status_proves_delivery(
+    fake, running, inbox
+) -> None:
     fake.drop_next_sends(1, after_taking=True)
 
     message_id = await running.send(ALICE, "exactly once")
@@ -285,8 +327,10 @@ async def test_refusals_are_not_retried_and_outages_give_up(fake, running) -> No
 
 
 async def test_start_checks_the_token_and_phone_number(fake) -> None:
-    for overrides, field in (({"access_token": "wrong"}, "access_token"),
-                             ({"phone_number_id": "123"}, "phone_number_id")):
+    for overrides, field in (
+        ({"access_token": "wrong"}, "access_token"),
+        ({"phone_number_id": "123"}, "phone_number_id"),
+    ):
         bad = make_provider(fake, **overrides)
         with pytest.raises(ConfigError) as caught:
             await bad.start(Inbox())
@@ -356,8 +400,13 @@ async def test_logs_carry_no_secret_token_or_text(fake, running, inbox, caplog) 
     fake.dm(ALICE, "private words")
     await inbox.wait()
     text = "\n".join(r.getMessage() for r in caplog.records)
-    for secret in (fake.access_token, fake.app_secret, fake.verify_token, "secret words",
-                   "private words"):
+    for secret in (
+        fake.access_token,
+        fake.app_secret,
+        fake.verify_token,
+        "secret words",
+        "private words",
+    ):
         assert secret not in text
     assert "retry 1" in text
     assert "signature refused" in text
@@ -365,26 +414,39 @@ async def test_logs_carry_no_secret_token_or_text(fake, running, inbox, caplog) 
 
 def test_registry_and_config_build_the_provider() -> None:
     assert load_provider_class("whatsapp") is WhatsAppProvider
-    block = WhatsAppConfig.model_validate({"access_token": "t", "app_secret": "s",
-                                           "verify_token": "v", "phone_number_id": "1"})
+    block = WhatsAppConfig.model_validate(
+        {"access_token": "t", "app_secret": "s", "verify_token": "v", "phone_number_id": "1"}
+    )
     made = WhatsAppProvider(**block.provider_kwargs())
-    assert (made.name, made.webhook_port, made.webhook_path) == ("whatsapp", 8081,
-                                                                 "/whatsapp/webhook")
+    assert (made.name, made.webhook_port, made.webhook_path) == (
+        "whatsapp",
+        8081,
+        "/whatsapp/webhook",
+    )
 
 
 # --- the whole app ---------------------------------------------------------------------------
 
 
 def make_config(fake: FakeWhatsAppServer, **block: Any) -> Config:
-    return Config.with_any_durations({  # a 0.2 s pruner: no user may set one
-        "owners": [{"provider": "whatsapp", "user_id": OWNER}],
-        "pairing": {"prune_interval": "0.2s"},
-        "gateway": {"port": 0},
-        "providers": {"whatsapp": {
-            "access_token": fake.access_token, "app_secret": fake.app_secret,
-            "verify_token": fake.verify_token, "phone_number_id": fake.phone_number_id,
-            "api_base_url": fake.base_url, "webhook": {"port": 0}, **block}},
-    })
+    return Config.with_any_durations(
+        {  # a 0.2 s pruner: no user may set one
+            "owners": [{"provider": "whatsapp", "user_id": OWNER}],
+            "pairing": {"prune_interval": "0.2s"},
+            "gateway": {"port": 0},
+            "providers": {
+                "whatsapp": {
+                    "access_token": fake.access_token,
+                    "app_secret": fake.app_secret,
+                    "verify_token": fake.verify_token,
+                    "phone_number_id": fake.phone_number_id,
+                    "api_base_url": fake.base_url,
+                    "webhook": {"port": 0},
+                    **block,
+                }
+            },
+        }
+    )
 
 
 @pytest.fixture
@@ -399,8 +461,14 @@ async def wa(fake_clock: FakeClock) -> AsyncIterator[FakeWhatsAppServer]:
 
 
 async def start_app(fake: FakeWhatsAppServer, state: Path, clock: FakeClock) -> App:
-    app = App(make_config(fake), state_dir=state, clock=clock, watch_interval=0.1,
-              capped_delay=0.2, notice_window=timedelta(seconds=60))
+    app = App(
+        make_config(fake),
+        state_dir=state,
+        clock=clock,
+        watch_interval=0.1,
+        capped_delay=0.2,
+        notice_window=timedelta(seconds=60),
+    )
     await app.start()
     provider = app.providers["whatsapp"]
     assert isinstance(provider, WhatsAppProvider)
@@ -409,8 +477,9 @@ async def start_app(fake: FakeWhatsAppServer, state: Path, clock: FakeClock) -> 
 
 
 @pytest.fixture
-async def app(wa: FakeWhatsAppServer, state_dir: Path,
-              fake_clock: FakeClock) -> AsyncIterator[App]:
+async def app(
+    wa: FakeWhatsAppServer, state_dir: Path, fake_clock: FakeClock
+) -> AsyncIterator[App]:
     running = await start_app(wa, state_dir, fake_clock)
     yield running
     await running.stop()
@@ -451,8 +520,10 @@ async def test_app_stranger_gets_a_code_and_is_not_processed(wa, app) -> None:
     assert notice["type"] == "interactive"
     assert f"Sender id: {ALICE}" in notice["text"]
     assert "Name (given by the sender, unverified): Alice" in notice["text"]
-    assert notice["buttons"] == [{"id": f"/approve {code}", "title": "Approve"},
-                                 {"id": f"/reject {code}", "title": "Reject"}]
+    assert notice["buttons"] == [
+        {"id": f"/approve {code}", "title": "Approve"},
+        {"id": f"/reject {code}", "title": "Reject"},
+    ]
     await delivered(wa)
     assert "rm -rf" not in json.dumps([m["payload"] for m in wa.sent])
 
@@ -466,8 +537,7 @@ async def test_app_owner_approves_by_command(wa, app) -> None:
     await echoed(wa, ALICE, "what's the weather?")
 
 
-async def test_app_owner_approves_by_button_and_a_second_press_changes_nothing(wa,
-                                                                                app) -> None:
+async def test_app_owner_approves_by_button_and_a_second_press_changes_nothing(wa, app) -> None:
     code = await pair(wa)
     await wa.wait_until(lambda: bool(wa.messages_to(OWNER)))
     notice = wa.messages_to(OWNER)[0]
@@ -487,8 +557,7 @@ async def test_app_owner_approves_by_button_and_a_second_press_changes_nothing(w
 
     wa.press_button(OWNER, notice["message_id"], f"/approve {code}")
     await wa.wait_until(lambda: len(wa.messages_to(OWNER)) >= 3)
-    assert wa.messages_to(OWNER)[2]["text"] == "This request was already handled; nothing " \
-                                               "changed."
+    assert wa.messages_to(OWNER)[2]["text"] == "This request was already handled; nothing changed."
 
 
 async def test_app_non_owner_group_forged_and_status_traffic_change_nothing(wa, app) -> None:
@@ -500,8 +569,10 @@ async def test_app_non_owner_group_forged_and_status_traffic_change_nothing(wa, 
     wa.own_message(f"/approve {code}")
     for message in list(wa.sent):
         wa.status(message["message_id"], "read")
-    forged = wa._payload([wa._contact(OWNER, "Owner")], messages=[
-        wa._message(OWNER, "text", {"text": {"body": f"/approve {code}"}})])
+    forged = wa._payload(
+        [wa._contact(OWNER, "Owner")],
+        messages=[wa._message(OWNER, "text", {"text": {"body": f"/approve {code}"}})],
+    )
     assert await wa.post_webhook(forged, secret="guessed") == 401
     assert await wa.post_webhook(forged, signature=None) == 401
     await delivered(wa)
@@ -530,11 +601,13 @@ async def test_app_graph_outage_loses_and_duplicates_nothing(wa, app) -> None:
     assert len(wa.texts_to(ALICE)) == 1
     assert len(wa.texts_to(BOB)) == 1
     assert [m["text"].splitlines()[0] for m in wa.messages_to(OWNER)] == [
-        "New pairing request"] * 2
+        "New pairing request"
+    ] * 2
 
 
 async def test_app_restart_takes_the_webhook_redelivered_after_a_failed_delivery_once(
-        wa, state_dir, fake_clock) -> None:
+    wa, state_dir, fake_clock
+) -> None:
     app = await start_app(wa, state_dir, fake_clock)
     try:
         code = await pair(wa)
@@ -560,10 +633,13 @@ async def test_demo_platform_plays_people(tmp_path: Path) -> None:
     demo = WhatsAppDemo()
     await demo.start()
     try:
-        config = Config.model_validate({
-            "owners": [{"provider": "whatsapp", "user_id": demo.owner_id}],
-            "gateway": {"port": 0},
-            "providers": {"whatsapp": demo.provider_config()}})
+        config = Config.model_validate(
+            {
+                "owners": [{"provider": "whatsapp", "user_id": demo.owner_id}],
+                "gateway": {"port": 0},
+                "providers": {"whatsapp": demo.provider_config()},
+            }
+        )
         app = App(config, state_dir=tmp_path / "state")
         alice = demo.user_id(1)
         demo.dm(alice, "hi", name="Alice")  # queued before the bot listens: re-delivered

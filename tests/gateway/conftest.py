@@ -24,7 +24,6 @@ def fake_clock() -> FakeClock:
 
 
 @pytest.fixture
-async def gw(tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
-             ) -> AsyncIterator[Gw]:
+async def gw(tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock) -> AsyncIterator[Gw]:
     async with running(tg, state_dir, fake_clock) as started:
         yield started

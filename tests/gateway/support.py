@@ -125,8 +125,14 @@ class Peer:
     async def call(self, method: str, params: Any = None, *, req_id: Any = None) -> Frame:
         """Send a request and return the whole answer frame (checked to carry the same id)."""
         rid = req_id if req_id is not None else f"r{next(self._ids)}"
-        await self.send({"type": "req", "id": rid, "method": method,
-                         "params": {} if params is None else params})
+        await self.send(
+            {
+                "type": "req",
+                "id": rid,
+                "method": method,
+                "params": {} if params is None else params,
+            }
+        )
         frame = await self.answer()
         assert frame["id"] == rid, frame
         return frame
@@ -134,8 +140,12 @@ class Peer:
     async def ok(self, method: str, params: Any = None) -> Frame:
         """Call and expect success; return the payload (the frame's shape is checked)."""
         frame = await self.call(method, params)
-        assert frame == {"type": "res", "id": frame["id"], "ok": True,
-                         "payload": frame.get("payload")}, frame
+        assert frame == {
+            "type": "res",
+            "id": frame["id"],
+            "ok": True,
+            "payload": frame.get("payload"),
+        }, frame
         assert isinstance(frame["payload"], dict)
         return frame["payload"]
 
@@ -157,8 +167,9 @@ def assert_error_shape(frame: Frame, req_id: Any) -> None:
     assert frame["error"]["message"]
 
 
-def resolved(request_id: str | None, node_id: str, decision: str,
-             token: str | None = None) -> Frame:
+def resolved(
+    request_id: str | None, node_id: str, decision: str, token: str | None = None
+) -> Frame:
     payload: Frame = {"requestId": request_id, "nodeId": node_id, "decision": decision}
     if token is not None:
         payload["token"] = token
@@ -201,7 +212,8 @@ class Gw:
         assert self.app.gateway is not None
         assert self.app.gateway.socket_path is not None
         session = aiohttp.ClientSession(
-            connector=aiohttp.UnixConnector(path=str(self.app.gateway.socket_path)))
+            connector=aiohttp.UnixConnector(path=str(self.app.gateway.socket_path))
+        )
         self.sessions.append(session)
         peer = Peer(await session.ws_connect("http://localhost/"))
         self.peers.append(peer)
@@ -219,8 +231,9 @@ class Gw:
             self._operator = await self.operator()
         return self._operator
 
-    async def ask(self, node_id: str, peer: Peer | None = None, **params: Any
-                  ) -> tuple[Peer, Frame]:
+    async def ask(
+        self, node_id: str, peer: Peer | None = None, **params: Any
+    ) -> tuple[Peer, Frame]:
         node = peer or await self.peer()
         payload = await node.ok("node.pair.request", {"nodeId": node_id, **params})
         return node, payload
@@ -231,7 +244,10 @@ class Gw:
         assert ask["status"] == "pending"
         op = await self.op()
         assert await op.ok("node.pair.approve", {"requestId": ask["requestId"]}) == {
-            "nodeId": node_id, "requestId": ask["requestId"], "delivered": True}
+            "nodeId": node_id,
+            "requestId": ask["requestId"],
+            "delivered": True,
+        }
         event = await node.event("node.pair.resolved")
         token = event["payload"]["token"]
         assert isinstance(token, str)
@@ -258,10 +274,10 @@ def make_config(tg: FakeTelegramServer, **sections: dict[str, Any]) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def running(tg: FakeTelegramServer, state_dir: Path, clock: FakeClock,
-                  **sections: dict[str, Any]) -> AsyncIterator[Gw]:
-    app = App(make_config(tg, **sections), state_dir=state_dir, clock=clock,
-              watch_interval=0.1)
+async def running(
+    tg: FakeTelegramServer, state_dir: Path, clock: FakeClock, **sections: dict[str, Any]
+) -> AsyncIterator[Gw]:
+    app = App(make_config(tg, **sections), state_dir=state_dir, clock=clock, watch_interval=0.1)
     await app.start()
     gw = Gw(app=app, tg=tg, clock=clock, session=aiohttp.ClientSession())
     try:

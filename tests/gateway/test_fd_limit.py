@@ -61,7 +61,8 @@ def sent_to(chat_id: int, needle: str) -> Callable[[dict[str, Any]], bool]:
 
 
 async def test_chat_survives_hundreds_of_slow_gateway_sockets_at_a_low_file_limit(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     port = free_port()
     async with FakeTelegramServer(token=TOKEN) as fake:
         config = tmp_path / "pairbot.yaml"
@@ -72,13 +73,22 @@ async def test_chat_survives_hundreds_of_slow_gateway_sockets_at_a_low_file_limi
             " max_connections_per_address: 1000}\n"
             "providers:\n"
             f"  telegram: {{token: '${{TG_TOKEN}}', api_base_url: '{fake.base_url}',"
-            f" allow_from: ['{ALLOWED}']}}\n")
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG")}
+            f" allow_from: ['{ALLOWED}']}}\n"
+        )
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG")
+        }
         env["TG_TOKEN"] = TOKEN
         proc = await asyncio.create_subprocess_exec(
-            str(PAIRBOT), "run", "--config", str(config), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=env, preexec_fn=lower_file_limit)
+            str(PAIRBOT),
+            "run",
+            "--config",
+            str(config),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            preexec_fn=lower_file_limit,
+        )
         sockets: list[asyncio.StreamWriter] = []
         try:
             await fake.wait_for_call("getUpdates", timeout=20)
@@ -87,8 +97,9 @@ async def test_chat_survives_hundreds_of_slow_gateway_sockets_at_a_low_file_limi
                 fake.dm(ALLOWED, f"hello from the allowed sender {burst}", first_name="Al")
                 fake.dm(STRANGER + burst, "hello from a stranger", first_name="Stan")
                 await fake.wait_for_sent(sent_to(ALLOWED, f"sender {burst}"), timeout=15)
-                await fake.wait_for_sent(sent_to(STRANGER + burst, "Your pairing code:"),
-                                         timeout=15)
+                await fake.wait_for_sent(
+                    sent_to(STRANGER + burst, "Your pairing code:"), timeout=15
+                )
             proc.send_signal(signal.SIGTERM)
             _, stderr_bytes = await asyncio.wait_for(proc.communicate(), timeout=30)
         finally:

@@ -23,14 +23,19 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_a_hundred_concurrent_askers_never_overshoot_the_pending_caps(
-        tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock) -> None:
+    tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
+) -> None:
     """The caps used to be checked, then written, in separate steps (17-116 pending)."""
-    async with running(tg, state_dir, fake_clock,
-                       gateway={"max_connections_per_address": 200}) as gw:
+    async with running(
+        tg, state_dir, fake_clock, gateway={"max_connections_per_address": 200}
+    ) as gw:
         peers = await asyncio.gather(*(gw.peer() for _ in range(100)))
-        answers = await asyncio.gather(*(
-            peer.call("node.pair.request", {"nodeId": f"node-{i}"})
-            for i, peer in enumerate(peers)))
+        answers = await asyncio.gather(
+            *(
+                peer.call("node.pair.request", {"nodeId": f"node-{i}"})
+                for i, peer in enumerate(peers)
+            )
+        )
         ok = [a for a in answers if a["ok"]]
         limited = [a for a in answers if not a["ok"]]
         assert len(ok) == 3, "all from 127.0.0.1: at most 3 pending from one address"
@@ -39,14 +44,22 @@ async def test_a_hundred_concurrent_askers_never_overshoot_the_pending_caps(
 
 
 async def test_the_cap_in_all_holds_under_concurrency_across_addresses(
-        tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock) -> None:
-    async with running(tg, state_dir, fake_clock, nodes={"max_pending_per_address": 100,
-                                                         "max_pending": 10},
-                       gateway={"max_connections_per_address": 200}) as gw:
+    tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
+) -> None:
+    async with running(
+        tg,
+        state_dir,
+        fake_clock,
+        nodes={"max_pending_per_address": 100, "max_pending": 10},
+        gateway={"max_connections_per_address": 200},
+    ) as gw:
         peers = await asyncio.gather(*(gw.peer() for _ in range(60)))
-        answers = await asyncio.gather(*(
-            peer.call("node.pair.request", {"nodeId": f"node-{i}"})
-            for i, peer in enumerate(peers)))
+        answers = await asyncio.gather(
+            *(
+                peer.call("node.pair.request", {"nodeId": f"node-{i}"})
+                for i, peer in enumerate(peers)
+            )
+        )
         assert sum(1 for a in answers if a["ok"]) == 10
         assert len(gw.app.nodes.pending()) == 10
 
@@ -55,16 +68,21 @@ async def test_the_cap_in_all_holds_under_concurrency_across_addresses(
 
 
 async def test_operator_token_guesses_are_limited_per_address_across_connections(
-        tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tg: FakeTelegramServer,
+    state_dir: Path,
+    fake_clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Guesses used to run at ~1,000/s across reconnects, each one logged."""
     caplog.set_level(logging.WARNING, logger="bot.gateway")
     async with running(tg, state_dir, fake_clock) as gw:
         codes = []
         for _ in range(20):  # 20 connections, 3 guesses each (a connection closes after 3)
             peer = await gw.peer()
-            codes += [(await peer.fail("operator.connect", {"token": "guess" * 9}))["code"]
-                      for _ in range(3)]
+            codes += [
+                (await peer.fail("operator.connect", {"token": "guess" * 9}))["code"]
+                for _ in range(3)
+            ]
             with pytest.raises(Closed):
                 await peer.answer()
         assert codes[:5] == ["UNAUTHORIZED"] * 5
@@ -103,7 +121,8 @@ async def closed_by_server(reader: asyncio.StreamReader, within_s: float) -> boo
 
 
 async def test_a_socket_that_never_finishes_its_request_is_closed(
-        tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock) -> None:
+    tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
+) -> None:
     """Half an HTTP request used to hold a socket open forever."""
     async with running(tg, state_dir, fake_clock, gateway={"handshake_timeout": "0.3s"}) as gw:
         reader, writer = await half_a_request(gw.port)
@@ -113,16 +132,21 @@ async def test_a_socket_that_never_finishes_its_request_is_closed(
             writer.close()
         node = await gw.peer()
         await asyncio.sleep(0.5)
-        assert (await node.ok("node.pair.request", {"nodeId": "pixel-9"}))["status"] == \
-            "pending", "a finished handshake is not timed out"
+        assert (await node.ok("node.pair.request", {"nodeId": "pixel-9"}))[
+            "status"
+        ] == "pending", "a finished handshake is not timed out"
 
 
 async def test_connections_over_the_per_address_cap_are_refused_and_logged_once(
-        tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tg: FakeTelegramServer,
+    state_dir: Path,
+    fake_clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.WARNING, logger="bot.gateway")
-    async with running(tg, state_dir, fake_clock,
-                       gateway={"max_connections_per_address": 5}) as gw:
+    async with running(
+        tg, state_dir, fake_clock, gateway={"max_connections_per_address": 5}
+    ) as gw:
         held = [await half_a_request(gw.port) for _ in range(5)]
         extra = [await half_a_request(gw.port) for _ in range(30)]
         for reader, _ in extra:
@@ -132,8 +156,7 @@ async def test_connections_over_the_per_address_cap_are_refused_and_logged_once(
         for _, writer in held:
             writer.close()
         assert gw.app.gateway is not None
-        await within(2.0, lambda: gw.app.gateway is not None and
-                     gw.app.gateway._guard.open == 0)
+        await within(2.0, lambda: gw.app.gateway is not None and gw.app.gateway._guard.open == 0)
         peer = await gw.peer()
         assert (await peer.ok("node.pair.request", {"nodeId": "after"}))["status"] == "pending"
         for _, writer in extra:
@@ -143,8 +166,8 @@ async def test_connections_over_the_per_address_cap_are_refused_and_logged_once(
 
 
 async def test_the_connection_cap_follows_the_file_limit(
-        tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import resource
 
     monkeypatch.setattr(resource, "getrlimit", lambda _which: (256, 4096))
@@ -154,7 +177,8 @@ async def test_the_connection_cap_follows_the_file_limit(
 
 
 async def test_idle_connections_are_closed_but_waiting_ones_are_not(
-        tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock) -> None:
+    tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
+) -> None:
     async with running(tg, state_dir, fake_clock, gateway={"idle_timeout": "0.3s"}) as gw:
         idle = await gw.peer()
         waiting, ask = await gw.ask("pixel-9")
@@ -173,7 +197,8 @@ async def test_idle_connections_are_closed_but_waiting_ones_are_not(
 
 
 async def test_an_asker_whose_request_expired_is_idle_again(
-        tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock) -> None:
+    tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
+) -> None:
     async with running(tg, state_dir, fake_clock, gateway={"idle_timeout": "0.3s"}) as gw:
         waiting, _ = await gw.ask("pixel-9")
         fake_clock.advance(timedelta(minutes=6))
@@ -182,10 +207,12 @@ async def test_an_asker_whose_request_expired_is_idle_again(
             await waiting.answer(wait=3.0)
 
 
-
 async def test_a_state_file_gone_bad_is_one_line_per_burst_not_a_traceback_per_frame(
-        tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tg: FakeTelegramServer,
+    state_dir: Path,
+    fake_clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.WARNING)
     async with running(tg, state_dir, fake_clock) as gw:
         (state_dir / "nodes" / "pending.json").write_text('{"version": 1, "requests": [')

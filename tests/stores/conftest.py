@@ -11,5 +11,6 @@ from stores.jsonfile import JsonFileStore
 
 @pytest.fixture
 def pairing(store: JsonFileStore, clock: FakeClock) -> PairingService:
-    return PairingService(store, clock=clock,
-                          settings=PairingSettings(max_pending_per_provider=100))
+    return PairingService(
+        store, clock=clock, settings=PairingSettings(max_pending_per_provider=100)
+    )

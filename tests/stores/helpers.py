@@ -32,8 +32,14 @@ def load(path: Path) -> Any:
 
 def writer_cmd(mode: str, state_dir: Path, *args: object) -> list[str]:
     """The command line that runs ``tests/stores/writer.py`` in one mode."""
-    return [sys.executable, "-m", "tests.stores.writer", mode, str(state_dir),
-            *(str(a) for a in args)]
+    return [
+        sys.executable,
+        "-m",
+        "tests.stores.writer",
+        mode,
+        str(state_dir),
+        *(str(a) for a in args),
+    ]
 
 
 def writer_env() -> dict[str, str]:
@@ -47,8 +53,13 @@ def writer_env() -> dict[str, str]:
 @contextlib.contextmanager
 def writer_process(mode: str, state_dir: Path, *args: object) -> Iterator[subprocess.Popen[str]]:
     """Run a writer for the ``with`` block (stdout a text pipe); kill it at the end if alive."""
-    proc = subprocess.Popen(writer_cmd(mode, state_dir, *args), cwd=REPO_ROOT, env=writer_env(),
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        writer_cmd(mode, state_dir, *args),
+        cwd=REPO_ROOT,
+        env=writer_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     with proc:
         try:
             yield proc
@@ -60,8 +71,15 @@ def writer_process(mode: str, state_dir: Path, *args: object) -> Iterator[subpro
 
 def run_writer(mode: str, state_dir: Path, *args: object) -> str:
     """Run a writer to completion; return its stdout (fails the test if it failed)."""
-    done = subprocess.run(writer_cmd(mode, state_dir, *args), cwd=REPO_ROOT, env=writer_env(),
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        writer_cmd(mode, state_dir, *args),
+        cwd=REPO_ROOT,
+        env=writer_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 

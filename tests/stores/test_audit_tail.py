@@ -25,8 +25,7 @@ LOGS = [
 
 @pytest.mark.parametrize("data", LOGS)
 @pytest.mark.parametrize("block", [1, 3, 7, 1 << 16])
-def test_the_last_lines_start_where_splitting_the_whole_file_says(data: bytes,
-                                                                  block: int) -> None:
+def test_the_last_lines_start_where_splitting_the_whole_file_says(data: bytes, block: int) -> None:
     lines = data.splitlines(keepends=True)
     for count in range(len(lines) + 2):
         offset = last_lines_offset(io.BytesIO(data), count, block=block)
@@ -35,8 +34,9 @@ def test_the_last_lines_start_where_splitting_the_whole_file_says(data: bytes,
 
 def test_iter_audit_yields_the_last_records_and_skips_bad_lines(state_dir: Path) -> None:
     store = JsonFileStore(state_dir)
-    store.audit_path.write_bytes(b'{"n": 1}\nnot json\n{"n": 2}\n\xff\xfe\n{"n": 3}\n[4]\n'
-                                 b'{"n": "\xc3\xa9"}')
+    store.audit_path.write_bytes(
+        b'{"n": 1}\nnot json\n{"n": 2}\n\xff\xfe\n{"n": 3}\n[4]\n{"n": "\xc3\xa9"}'
+    )
     assert store.read_audit() == [{"n": 1}, {"n": 2}, {"n": 3}, {"n": "é"}]
     assert list(store.iter_audit(limit=4)) == [{"n": 3}, {"n": "é"}]
     assert list(store.iter_audit(limit=0)) == []
@@ -59,8 +59,9 @@ class CountingReader(io.BufferedReader):
         return line
 
 
-def test_iter_audit_reads_only_the_end_of_a_long_log(state_dir: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_iter_audit_reads_only_the_end_of_a_long_log(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = JsonFileStore(state_dir)
     with store.audit_path.open("wb") as log:
         for i in range(100_000):

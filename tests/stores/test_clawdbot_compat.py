@@ -18,12 +18,22 @@ SEEN = "2026-03-04T09:16:01.456Z"
 CLAWDBOT_PAIRING: dict[str, Any] = {
     "version": 1,
     "requests": [
-        {"id": "123456789", "code": "K7QH2RXP", "createdAt": CREATED, "lastSeenAt": SEEN,
-         "meta": {"username": "alice", "accountId": "default"},
-         "channelHint": {"chatType": "private", "ids": [1, 2.5, None, True]}},
-        {"id": "987654321", "code": "M4ZT8WQA", "createdAt": CREATED, "lastSeenAt": SEEN,
-         "meta": {"username": "bob", "accountId": "default"},
-         "clawdbotOnly": "keep me ✓"},
+        {
+            "id": "123456789",
+            "code": "K7QH2RXP",
+            "createdAt": CREATED,
+            "lastSeenAt": SEEN,
+            "meta": {"username": "alice", "accountId": "default"},
+            "channelHint": {"chatType": "private", "ids": [1, 2.5, None, True]},
+        },
+        {
+            "id": "987654321",
+            "code": "M4ZT8WQA",
+            "createdAt": CREATED,
+            "lastSeenAt": SEEN,
+            "meta": {"username": "bob", "accountId": "default"},
+            "clawdbotOnly": "keep me ✓",
+        },
     ],
     "updatedBy": {"tool": "clawdbot", "build": 1234},
 }
@@ -112,9 +122,14 @@ def test_wildcard_is_kept_but_never_allows(state_dir: Path) -> None:
 
 
 def test_missing_optional_fields_and_naive_times(state_dir: Path) -> None:
-    write_json(state_dir / "credentials" / "signal-pairing.json", {
-        "requests": [{"id": "+4912345", "code": "abcd2345", "createdAt": "2026-03-04T09:15:00"}],
-    })
+    write_json(
+        state_dir / "credentials" / "signal-pairing.json",
+        {
+            "requests": [
+                {"id": "+4912345", "code": "abcd2345", "createdAt": "2026-03-04T09:15:00"}
+            ],
+        },
+    )
     store = JsonFileStore(state_dir)
     with store.transaction() as txn:
         [request] = txn.requests("signal")
@@ -125,12 +140,20 @@ def test_missing_optional_fields_and_naive_times(state_dir: Path) -> None:
 
 
 def test_duplicate_entries_keep_the_first(state_dir: Path) -> None:
-    write_json(state_dir / "credentials" / "telegram-allowFrom.json",
-               {"version": 1, "allowFrom": ["1", "2", "1"]})
-    write_json(state_dir / "credentials" / "telegram-pairing.json", {"version": 1, "requests": [
-        {"id": "9", "code": "AAAA2222", "createdAt": CREATED},
-        {"id": "9", "code": "BBBB3333", "createdAt": CREATED},
-    ]})
+    write_json(
+        state_dir / "credentials" / "telegram-allowFrom.json",
+        {"version": 1, "allowFrom": ["1", "2", "1"]},
+    )
+    write_json(
+        state_dir / "credentials" / "telegram-pairing.json",
+        {
+            "version": 1,
+            "requests": [
+                {"id": "9", "code": "AAAA2222", "createdAt": CREATED},
+                {"id": "9", "code": "BBBB3333", "createdAt": CREATED},
+            ],
+        },
+    )
     store = JsonFileStore(state_dir)
     with store.transaction() as txn:
         assert txn.allow_from("telegram") == ["1", "2"]

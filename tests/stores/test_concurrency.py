@@ -22,10 +22,12 @@ def test_four_processes_interleaved_lose_nothing(tmp_path: Path) -> None:
     go = tmp_path / "go"
     JsonFileStore(state_dir)
     names = [f"w{k}" for k in range(WORKERS)]
-    with (writer_process("storm", state_dir, names[0], OPS, go) as p0,
-          writer_process("storm", state_dir, names[1], OPS, go) as p1,
-          writer_process("storm", state_dir, names[2], OPS, go) as p2,
-          writer_process("storm", state_dir, names[3], OPS, go) as p3):
+    with (
+        writer_process("storm", state_dir, names[0], OPS, go) as p0,
+        writer_process("storm", state_dir, names[1], OPS, go) as p1,
+        writer_process("storm", state_dir, names[2], OPS, go) as p2,
+        writer_process("storm", state_dir, names[3], OPS, go) as p3,
+    ):
         procs = [p0, p1, p2, p3]
         for proc in procs:
             expect_line(proc, "READY")
@@ -64,5 +66,7 @@ def test_four_processes_interleaved_lose_nothing(tmp_path: Path) -> None:
     workers = [str(r["subject"]).split("-")[0] for r in audit]
     switches = sum(a != b for a, b in itertools.pairwise(workers))
     assert switches >= WORKERS * OPS // 4, switches  # waiters queue: no starvation
-    print(f"{WORKERS * OPS} writes from {WORKERS} processes in {elapsed:.2f}s, "
-          f"{switches} switches between writers")
+    print(
+        f"{WORKERS * OPS} writes from {WORKERS} processes in {elapsed:.2f}s, "
+        f"{switches} switches between writers"
+    )

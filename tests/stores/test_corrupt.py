@@ -16,43 +16,117 @@ from bot.pairing import PairingService
 from stores.jsonfile import JsonFileStore
 from tests.stores.helpers import snapshot
 
-GOOD_ENTRY = {"id": "1", "code": "AAAA2222", "createdAt": "2026-01-01T11:59:00.000Z",
-              "lastSeenAt": "2026-01-01T11:59:00.000Z", "meta": {}}
+GOOD_ENTRY = {
+    "id": "1",
+    "code": "AAAA2222",
+    "createdAt": "2026-01-01T11:59:00.000Z",
+    "lastSeenAt": "2026-01-01T11:59:00.000Z",
+    "meta": {},
+}
 
 # (case id, file, content, error type, words the message must contain)
 CASES = [
-    ("invalid-json", "credentials/telegram-pairing.json", '{"version": 1, "requests": [',
-     StoreCorruptError, ["not valid JSON", "line 1"]),
-    ("not-utf8", "credentials/telegram-pairing.json", b'{"version": 1, "x": "\xff"}',
-     StoreCorruptError, ["UTF-8"]),
-    ("top-level-list", "credentials/telegram-pairing.json", [GOOD_ENTRY],
-     StoreCorruptError, ["top level must be a JSON object"]),
-    ("top-level-string", "credentials/telegram-allowFrom.json", "allow everyone",
-     StoreCorruptError, ["top level must be a JSON object"]),
-    ("requests-not-list", "credentials/telegram-pairing.json",
-     {"version": 1, "requests": {"1": GOOD_ENTRY}}, StoreCorruptError,
-     ["requests: must be a list"]),
-    ("bad-createdAt", "credentials/telegram-pairing.json",
-     {"version": 1, "requests": [{**GOOD_ENTRY, "createdAt": "yesterday\nat noon"}]},
-     StoreCorruptError, ["requests[0].createdAt", "ISO-8601"]),
-    ("second-entry-missing-id", "credentials/telegram-pairing.json",
-     {"version": 1, "requests": [GOOD_ENTRY, {k: v for k, v in GOOD_ENTRY.items() if k != "id"}]},
-     StoreCorruptError, ["requests[1].id", "missing"]),
-    ("entry-not-object", "credentials/telegram-pairing.json", {"version": 1, "requests": ["1"]},
-     StoreCorruptError, ["requests[0]", "must be an object"]),
-    ("version-2", "credentials/telegram-pairing.json", {"version": 2, "requests": []},
-     SchemaVersionError, ["version 2", "newer"]),
-    ("version-not-int", "credentials/telegram-pairing.json", {"version": "1", "requests": []},
-     StoreCorruptError, ["version"]),
-    ("allow-entry-object", "credentials/telegram-allowFrom.json",
-     {"version": 1, "allowFrom": ["1", {"id": "2"}]}, StoreCorruptError, ["allowFrom[1]"]),
-    ("allow-version-2", "credentials/telegram-allowFrom.json", {"version": 2, "allowFrom": []},
-     SchemaVersionError, ["version 2"]),
-    ("deep-nesting", "credentials/telegram-pairing.json", b"[" * 100_000, StoreCorruptError,
-     ["nested too deeply"]),
-    ("deep-allow", "credentials/telegram-allowFrom.json",
-     b'{"version": 1, "allowFrom": ["1", ' + b"[" * 100_000, StoreCorruptError,
-     ["nested too deeply"]),
+    (
+        "invalid-json",
+        "credentials/telegram-pairing.json",
+        '{"version": 1, "requests": [',
+        StoreCorruptError,
+        ["not valid JSON", "line 1"],
+    ),
+    (
+        "not-utf8",
+        "credentials/telegram-pairing.json",
+        b'{"version": 1, "x": "\xff"}',
+        StoreCorruptError,
+        ["UTF-8"],
+    ),
+    (
+        "top-level-list",
+        "credentials/telegram-pairing.json",
+        [GOOD_ENTRY],
+        StoreCorruptError,
+        ["top level must be a JSON object"],
+    ),
+    (
+        "top-level-string",
+        "credentials/telegram-allowFrom.json",
+        "allow everyone",
+        StoreCorruptError,
+        ["top level must be a JSON object"],
+    ),
+    (
+        "requests-not-list",
+        "credentials/telegram-pairing.json",
+        {"version": 1, "requests": {"1": GOOD_ENTRY}},
+        StoreCorruptError,
+        ["requests: must be a list"],
+    ),
+    (
+        "bad-createdAt",
+        "credentials/telegram-pairing.json",
+        {"version": 1, "requests": [{**GOOD_ENTRY, "createdAt": "yesterday\nat noon"}]},
+        StoreCorruptError,
+        ["requests[0].createdAt", "ISO-8601"],
+    ),
+    (
+        "second-entry-missing-id",
+        "credentials/telegram-pairing.json",
+        {
+            "version": 1,
+            "requests": [GOOD_ENTRY, {k: v for k, v in GOOD_ENTRY.items() if k != "id"}],
+        },
+        StoreCorruptError,
+        ["requests[1].id", "missing"],
+    ),
+    (
+        "entry-not-object",
+        "credentials/telegram-pairing.json",
+        {"version": 1, "requests": ["1"]},
+        StoreCorruptError,
+        ["requests[0]", "must be an object"],
+    ),
+    (
+        "version-2",
+        "credentials/telegram-pairing.json",
+        {"version": 2, "requests": []},
+        SchemaVersionError,
+        ["version 2", "newer"],
+    ),
+    (
+        "version-not-int",
+        "credentials/telegram-pairing.json",
+        {"version": "1", "requests": []},
+        StoreCorruptError,
+        ["version"],
+    ),
+    (
+        "allow-entry-object",
+        "credentials/telegram-allowFrom.json",
+        {"version": 1, "allowFrom": ["1", {"id": "2"}]},
+        StoreCorruptError,
+        ["allowFrom[1]"],
+    ),
+    (
+        "allow-version-2",
+        "credentials/telegram-allowFrom.json",
+        {"version": 2, "allowFrom": []},
+        SchemaVersionError,
+        ["version 2"],
+    ),
+    (
+        "deep-nesting",
+        "credentials/telegram-pairing.json",
+        b"[" * 100_000,
+        StoreCorruptError,
+        ["nested too deeply"],
+    ),
+    (
+        "deep-allow",
+        "credentials/telegram-allowFrom.json",
+        b'{"version": 1, "allowFrom": ["1", ' + b"[" * 100_000,
+        StoreCorruptError,
+        ["nested too deeply"],
+    ),
 ]
 
 
@@ -77,8 +151,10 @@ def assert_names(exc: StoreError, path: Path, words: list[str]) -> None:
         assert word in message, message
 
 
-@pytest.mark.parametrize(("relpath", "content", "error", "words"),
-                         [pytest.param(*case[1:], id=case[0]) for case in CASES])
+@pytest.mark.parametrize(
+    ("relpath", "content", "error", "words"),
+    [pytest.param(*case[1:], id=case[0]) for case in CASES],
+)
 def test_corrupt_file_raises_and_is_left_alone(
     state_dir: Path, relpath: str, content: object, error: type[StoreError], words: list[str]
 ) -> None:
@@ -130,12 +206,17 @@ def test_corrupt_file_raises_and_is_left_alone(
     assert not list(state_dir.rglob("*.pairbot-tmp"))
 
 
-@pytest.mark.parametrize(("relpath", "content", "error", "words"),
-                         [pytest.param(*case[1:], id=case[0]) for case in CASES
-                          if "allowFrom" in case[1]])
+@pytest.mark.parametrize(
+    ("relpath", "content", "error", "words"),
+    [pytest.param(*case[1:], id=case[0]) for case in CASES if "allowFrom" in case[1]],
+)
 def test_is_allowed_on_corrupt_allowlist_raises(
-    state_dir: Path, store: JsonFileStore, relpath: str, content: object,
-    error: type[StoreError], words: list[str],
+    state_dir: Path,
+    store: JsonFileStore,
+    relpath: str,
+    content: object,
+    error: type[StoreError],
+    words: list[str],
 ) -> None:
     with store.transaction() as txn:
         txn.allow("telegram", "1")
@@ -152,9 +233,20 @@ def test_is_allowed_on_corrupt_allowlist_raises(
 
 def test_corrupt_node_files(state_dir: Path) -> None:
     paired = state_dir / "nodes" / "paired.json"
-    write_raw(paired, {"version": 1, "nodes": [{
-        "nodeId": "n1", "tokenHash": "abc", "createdAt": "2026-01-01T00:00:00Z",
-        "approvedAt": "2026-01-01T00:00:00Z"}]})
+    write_raw(
+        paired,
+        {
+            "version": 1,
+            "nodes": [
+                {
+                    "nodeId": "n1",
+                    "tokenHash": "abc",
+                    "createdAt": "2026-01-01T00:00:00Z",
+                    "approvedAt": "2026-01-01T00:00:00Z",
+                }
+            ],
+        },
+    )
     store = JsonFileStore(state_dir)
     nodes = NodeService(store, clock=FakeClock())
     before = snapshot(state_dir)

@@ -62,8 +62,10 @@ def test_kill_9_loses_no_acknowledged_approval(tmp_path: Path) -> None:
 
     assert max(lock_waits) < 1.0, lock_waits  # flock died with the writer: no stale lock
     assert len(acked) >= ROUNDS  # the writers did get work done before being killed
-    print(f"{ROUNDS} kills, {len(acked)} acknowledged approvals, {debris} temp files swept, "
-          f"slowest lock take {max(lock_waits) * 1000:.0f} ms")
+    print(
+        f"{ROUNDS} kills, {len(acked)} acknowledged approvals, {debris} temp files swept, "
+        f"slowest lock take {max(lock_waits) * 1000:.0f} ms"
+    )
 
 
 def test_stray_temp_files_are_swept_on_open(state_dir: Path) -> None:

@@ -43,8 +43,9 @@ def test_a_second_write_reuses_the_text_of_the_first(state_dir: Path) -> None:
     store = add(state_dir, "1")
     with store.transaction() as txn:
         txn.allow("telegram", "2")
-    assert path.read_text() == ('{\n  "version": 1,\n  "allowFrom": [\n    "caf\\u00e9",\n'
-                                '    "1",\n    "2"\n  ]\n}\n')
+    assert path.read_text() == (
+        '{\n  "version": 1,\n  "allowFrom": [\n    "caf\\u00e9",\n    "1",\n    "2"\n  ]\n}\n'
+    )
 
 
 def test_a_drop_re_encodes_the_list_the_way_pairbot_writes_it(state_dir: Path) -> None:
@@ -56,23 +57,34 @@ def test_a_drop_re_encodes_the_list_the_way_pairbot_writes_it(state_dir: Path) -
     assert path.read_text() == '{\n  "version": 1,\n  "allowFrom": [\n    "caf\u00e9"\n  ]\n}\n'
 
 
-@pytest.mark.parametrize(("written", "expected"), [
-    # another writer's layout: one line, no final newline
-    ('{"version": 1, "allowFrom": ["a", "b"]}', ["a", "b", "c"]),
-    # Clawdbot's bare list
-    ('["a", "b"]', ["a", "b", "c"]),
-    # a key after the list
-    ('{\n  "version": 1,\n  "allowFrom": [\n    "a"\n  ],\n  "note": [\n    "b"\n  ]\n}\n',
-     ["a", "c"]),
-    # entries pairbot changes on reading: stripped, numbers, repeats
-    ('{\n  "version": 1,\n  "allowFrom": [\n    " a ",\n    7,\n    "a"\n  ]\n}\n',
-     ["a", "7", "c"]),
-    # a repeated key that makes the list look as if it ended later than it does
-    ('{\n  "zz": ["b"],\n  "version": 1,\n  "allowFrom": [\n    "a"\n  ],\n  "zz": ["b"\n  ]\n}\n',
-     ["a", "c"]),
-])
-def test_any_other_layout_gets_the_right_list(state_dir: Path, written: str,
-                                              expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        # another writer's layout: one line, no final newline
+        ('{"version": 1, "allowFrom": ["a", "b"]}', ["a", "b", "c"]),
+        # Clawdbot's bare list
+        ('["a", "b"]', ["a", "b", "c"]),
+        # a key after the list
+        (
+            '{\n  "version": 1,\n  "allowFrom": [\n    "a"\n  ],\n  "note": [\n    "b"\n  ]\n}\n',
+            ["a", "c"],
+        ),
+        # entries pairbot changes on reading: stripped, numbers, repeats
+        (
+            '{\n  "version": 1,\n  "allowFrom": [\n    " a ",\n    7,\n    "a"\n  ]\n}\n',
+            ["a", "7", "c"],
+        ),
+        # a repeated key that makes the list look as if it ended later than it does
+        (
+            '{\n  "zz": ["b"],\n  "version": 1,\n  "allowFrom": [\n    "a"\n  ],\n'
+            '  "zz": ["b"\n  ]\n}\n',
+            ["a", "c"],
+        ),
+    ],
+)
+def test_any_other_layout_gets_the_right_list(
+    state_dir: Path, written: str, expected: list[str]
+) -> None:
     path = allow_file(state_dir)
     path.write_text(written)
 
@@ -80,7 +92,8 @@ def test_any_other_layout_gets_the_right_list(state_dir: Path, written: str,
 
     assert load(path)["allowFrom"] == expected
     assert [store.is_allowed("telegram", s) for s in ("a", "b", "c")] == [
-        s in expected for s in ("a", "b", "c")]
+        s in expected for s in ("a", "b", "c")
+    ]
     fresh = JsonFileStore(state_dir)
     with fresh.transaction() as txn:
         assert txn.allow_from("telegram") == expected
@@ -90,8 +103,12 @@ def test_the_gate_of_a_process_sees_its_own_writes_and_other_writers(state_dir: 
     path = allow_file(state_dir)
     path.write_text(json.dumps({"version": 1, "allowFrom": ["*", "", " 1 "]}))
     gate = JsonFileStore(state_dir)
-    assert [gate.is_allowed("telegram", s) for s in ("1", "*", "", "2")] == [True, False,
-                                                                              False, False]
+    assert [gate.is_allowed("telegram", s) for s in ("1", "*", "", "2")] == [
+        True,
+        False,
+        False,
+        False,
+    ]
     with gate.transaction() as txn:
         txn.allow("telegram", "2")
     assert gate.is_allowed("telegram", "2")  # the set was rebuilt by the commit

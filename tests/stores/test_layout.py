@@ -22,8 +22,9 @@ def assert_iso(value: object) -> None:
     assert datetime.fromisoformat(value).utcoffset() is not None
 
 
-def test_pairing_file_shape(state_dir: Path, store: JsonFileStore, pairing: PairingService,
-                            clock: FakeClock) -> None:
+def test_pairing_file_shape(
+    state_dir: Path, store: JsonFileStore, pairing: PairingService, clock: FakeClock
+) -> None:
     created = pairing.request("telegram", "42", {"username": "zoë", "firstName": ""})
     clock.advance(30)
     pairing.request("telegram", "42")
@@ -98,8 +99,10 @@ def test_audit_lines(store: JsonFileStore, pairing: PairingService) -> None:
     lines = (store.state_dir / "audit.jsonl").read_text().splitlines()
     assert len(lines) == 2
     records = store.read_audit()
-    assert [(r["event"], r["outcome"]) for r in records] == [("request", "created"),
-                                                             ("approve", "approved")]
+    assert [(r["event"], r["outcome"]) for r in records] == [
+        ("request", "created"),
+        ("approve", "approved"),
+    ]
     for record in records:
         assert_iso(record["ts"])
         assert result.request.code not in str(record)
@@ -119,8 +122,9 @@ def test_state_files_lists_every_file(state_dir: Path, store: JsonFileStore) -> 
         store.load_check(path)
 
 
-def test_every_file_is_readable_back(state_dir: Path, pairing: PairingService,
-                                     nodes: NodeService) -> None:
+def test_every_file_is_readable_back(
+    state_dir: Path, pairing: PairingService, nodes: NodeService
+) -> None:
     result = pairing.request("whatsapp", "+15550001")
     pairing.request("whatsapp", "+15550002")
     assert result.request is not None

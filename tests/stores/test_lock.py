@@ -81,5 +81,6 @@ def test_threads_of_one_store_serialise(state_dir: Path) -> None:
     for thread in threads:
         thread.join()
     with JsonFileStore(state_dir).transaction() as txn:
-        assert sorted(txn.allow_from("telegram")) == sorted(f"{p}{i}" for p in "abcd"
-                                                             for i in range(25))
+        assert sorted(txn.allow_from("telegram")) == sorted(
+            f"{p}{i}" for p in "abcd" for i in range(25)
+        )

@@ -21,8 +21,9 @@ class Boom(BaseException):
     """Stands for an interrupt (KeyboardInterrupt, SystemExit) arriving mid-commit."""
 
 
-def fail_nth(monkeypatch: pytest.MonkeyPatch, name: str, n: int,
-             error: BaseException) -> list[int]:
+def fail_nth(
+    monkeypatch: pytest.MonkeyPatch, name: str, n: int, error: BaseException
+) -> list[int]:
     """Make the n-th call (1-based) of ``os.<name>`` raise ``error``; return the call counter."""
     real: Callable[..., Any] = getattr(os, name)
     calls = [0]
@@ -57,8 +58,11 @@ def waiting(pairing: PairingService) -> str:
 
 
 def test_failed_rename_keeps_old_file_and_old_state(
-    monkeypatch: pytest.MonkeyPatch, state_dir: Path, store: JsonFileStore,
-    pairing: PairingService, waiting: str,
+    monkeypatch: pytest.MonkeyPatch,
+    state_dir: Path,
+    store: JsonFileStore,
+    pairing: PairingService,
+    waiting: str,
 ) -> None:
     before = snapshot(state_dir)
     fail_nth(monkeypatch, "replace", 1, OSError(errno.ENOSPC, "No space left on device"))
@@ -82,12 +86,19 @@ def test_failed_rename_keeps_old_file_and_old_state(
     assert [r["outcome"] for r in store.read_audit()][-1] == "approved"
 
 
-@pytest.mark.parametrize(("nth", "failing"), [(2, r"notify\.json"),
-                                              (3, r"telegram-pairing\.json")],
-                         ids=["notice", "pending"])
+@pytest.mark.parametrize(
+    ("nth", "failing"),
+    [(2, r"notify\.json"), (3, r"telegram-pairing\.json")],
+    ids=["notice", "pending"],
+)
 def test_failure_between_grant_and_pending_leaves_it_pending(
-    monkeypatch: pytest.MonkeyPatch, state_dir: Path, store: JsonFileStore,
-    pairing: PairingService, waiting: str, nth: int, failing: str,
+    monkeypatch: pytest.MonkeyPatch,
+    state_dir: Path,
+    store: JsonFileStore,
+    pairing: PairingService,
+    waiting: str,
+    nth: int,
+    failing: str,
 ) -> None:
     allow_before = store.allow_path("telegram").read_bytes()
     fail_nth(monkeypatch, "replace", nth, OSError(errno.EIO, "Input/output error"))
@@ -108,8 +119,12 @@ def test_failure_between_grant_and_pending_leaves_it_pending(
 
 @pytest.mark.parametrize("syscall", ["fsync", "write", "replace"])
 def test_interrupt_mid_commit_drops_uncommitted_changes(
-    monkeypatch: pytest.MonkeyPatch, state_dir: Path, store: JsonFileStore,
-    pairing: PairingService, waiting: str, syscall: str,
+    monkeypatch: pytest.MonkeyPatch,
+    state_dir: Path,
+    store: JsonFileStore,
+    pairing: PairingService,
+    waiting: str,
+    syscall: str,
 ) -> None:
     before = snapshot(state_dir)
     fail_nth(monkeypatch, syscall, 1, Boom())
@@ -124,7 +139,9 @@ def test_interrupt_mid_commit_drops_uncommitted_changes(
 
 
 def test_exception_in_transaction_body_writes_nothing(
-    state_dir: Path, store: JsonFileStore, waiting: str,
+    state_dir: Path,
+    store: JsonFileStore,
+    waiting: str,
 ) -> None:
     before = snapshot(state_dir)
 
@@ -142,7 +159,10 @@ def test_exception_in_transaction_body_writes_nothing(
 
 
 def test_failed_audit_append_is_a_warning_and_the_change_stands(
-    state_dir: Path, store: JsonFileStore, pairing: PairingService, waiting: str,
+    state_dir: Path,
+    store: JsonFileStore,
+    pairing: PairingService,
+    waiting: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store.audit_path.unlink()
@@ -157,8 +177,11 @@ def test_failed_audit_append_is_a_warning_and_the_change_stands(
     assert pending_ids(store) == []
     assert store.is_allowed("telegram", "alice")
     assert allow_ids(JsonFileStore(state_dir)) == ["bob", "alice"]
-    warnings = [r.getMessage() for r in caplog.records
-                if r.name.startswith("stores") and r.levelno >= logging.WARNING]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("stores") and r.levelno >= logging.WARNING
+    ]
     assert len(warnings) == 1
     assert str(store.audit_path) in warnings[0]
     assert "audit" in warnings[0]

@@ -50,8 +50,9 @@ def storm(service: PairingService, worker: str, ops: int, go: Path) -> None:
     codes: dict[str, str] = {}
     for j in range(ops):
         if j % 3 == 2:
-            approved = service.approve(codes[sender(worker, j - 2)], provider=PROVIDER,
-                                       actor="owner")
+            approved = service.approve(
+                codes[sender(worker, j - 2)], provider=PROVIDER, actor="owner"
+            )
             assert approved.id == sender(worker, j - 2)
         else:
             result = service.request(PROVIDER, sender(worker, j), {"username": f"u{j}"})

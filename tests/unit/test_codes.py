@@ -148,8 +148,11 @@ def test_find_code_compares_every_entry_in_constant_time(monkeypatch: pytest.Mon
 
     monkeypatch.setattr("bot.codes.hmac.compare_digest", spy)
     assert codes.find_code("AAAA2222", ["AAAA2222", "BBBB2222", "CCCC2222"]) == 0
-    assert compared == [(b"AAAA2222", b"AAAA2222"), (b"AAAA2222", b"BBBB2222"),
-                        (b"AAAA2222", b"CCCC2222")]
+    assert compared == [
+        (b"AAAA2222", b"AAAA2222"),
+        (b"AAAA2222", b"BBBB2222"),
+        (b"AAAA2222", b"CCCC2222"),
+    ]
 
 
 def test_new_request_id_is_10_symbols_of_the_alphabet() -> None:
@@ -180,10 +183,14 @@ def test_token_matches_only_its_own_hash() -> None:
 
 # --- how strong a secret is (the operator token check) ---------------------------------------
 
+
 @pytest.mark.parametrize(
     "draw",
-    [lambda: secrets.token_urlsafe(32), lambda: secrets.token_hex(16),
-     lambda: secrets.token_hex(32)],
+    [
+        lambda: secrets.token_urlsafe(32),
+        lambda: secrets.token_hex(16),
+        lambda: secrets.token_hex(32),
+    ],
     ids=["token_urlsafe(32)", "token_hex(16)", "token_hex(32)"],
 )
 def test_tokens_the_docs_suggest_are_strong_enough(draw: Any) -> None:
@@ -209,8 +216,20 @@ def test_tokens_the_docs_suggest_are_strong_enough(draw: Any) -> None:
         ("31415926535897932384626433832795", "about 106 bits"),
         ("correct-horse-battery", "about 101 bits"),
     ],
-    ids=["one", "empty", "password", "password123", "64-a", "abc-repeated", "8-chars-repeated",
-         "phrase-repeated", "short-phrase", "digits-repeated", "32-digits", "passphrase"],
+    ids=[
+        "one",
+        "empty",
+        "password",
+        "password123",
+        "64-a",
+        "abc-repeated",
+        "8-chars-repeated",
+        "phrase-repeated",
+        "short-phrase",
+        "digits-repeated",
+        "32-digits",
+        "passphrase",
+    ],
 )
 def test_weak_secrets_are_named_with_a_reason(token: str, reason: str) -> None:
     assert codes.weakness(token) == reason
@@ -218,11 +237,28 @@ def test_weak_secrets_are_named_with_a_reason(token: str, reason: str) -> None:
 
 @pytest.mark.parametrize(
     ("token", "alphabet"),
-    [("0123456789abcdef", 16), ("0123456789ABCDEF", 16), ("0123456789", 10),
-     ("abcdefghij", 26), ("ABCDEFGHIJ", 26), ("abcdefGHIJ", 52),
-     ("abcdef0123-_", 38), ("abc123XYZ-_!", 95), ("abcdefghé", 57)],
-    ids=["hex", "hex-upper", "digits", "lower", "upper", "mixed-case", "urlsafe",
-         "punctuation", "non-ascii"],
+    [
+        ("0123456789abcdef", 16),
+        ("0123456789ABCDEF", 16),
+        ("0123456789", 10),
+        ("abcdefghij", 26),
+        ("ABCDEFGHIJ", 26),
+        ("abcdefGHIJ", 52),
+        ("abcdef0123-_", 38),
+        ("abc123XYZ-_!", 95),
+        ("abcdefghé", 57),
+    ],
+    ids=[
+        "hex",
+        "hex-upper",
+        "digits",
+        "lower",
+        "upper",
+        "mixed-case",
+        "urlsafe",
+        "punctuation",
+        "non-ascii",
+    ],
 )
 def test_estimate_is_length_times_log2_of_the_classes_used(token: str, alphabet: int) -> None:
     assert codes.estimate_bits(token) == pytest.approx(len(token) * math.log2(alphabet))

@@ -55,8 +55,10 @@ def config_error(path: Path) -> str:
 
 # --- the example file ------------------------------------------------------------------------
 
-def test_example_config_loads(monkeypatch: pytest.MonkeyPatch,
-                              caplog: pytest.LogCaptureFixture) -> None:
+
+def test_example_config_loads(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     values = yaml.safe_load(EXAMPLE.read_text())
     referenced = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", repr(values)))
     assert referenced == {"PAIRBOT_OPERATOR_TOKEN", "TELEGRAM_BOT_TOKEN"}
@@ -65,18 +67,33 @@ def test_example_config_loads(monkeypatch: pytest.MonkeyPatch,
     caplog.set_level(logging.WARNING, logger="bot.config")
     config = load_config(EXAMPLE)
     assert config.owners == [Owner(provider="telegram", user_id="111111111")]
-    assert (config.pairing.pending_ttl, config.pairing.prune_interval,
-            config.pairing.max_pending_per_provider, config.pairing.resend_after) == (
-        timedelta(hours=1), timedelta(minutes=5), 3, timedelta(minutes=10))
+    assert (
+        config.pairing.pending_ttl,
+        config.pairing.prune_interval,
+        config.pairing.max_pending_per_provider,
+        config.pairing.resend_after,
+    ) == (timedelta(hours=1), timedelta(minutes=5), 3, timedelta(minutes=10))
     assert config.nodes.pending_ttl == timedelta(minutes=5)
-    assert (config.gateway.enabled, config.gateway.host, config.gateway.port,
-            config.gateway.operator_token) == (True, "127.0.0.1", 18789, STRONG_TOKEN)
-    assert (config.handler.kind, config.handler.url, config.handler.target,
-            config.handler.timeout) == ("echo", None, None, timedelta(seconds=10))
+    assert (
+        config.gateway.enabled,
+        config.gateway.host,
+        config.gateway.port,
+        config.gateway.operator_token,
+    ) == (True, "127.0.0.1", 18789, STRONG_TOKEN)
+    assert (
+        config.handler.kind,
+        config.handler.url,
+        config.handler.target,
+        config.handler.timeout,
+    ) == ("echo", None, None, timedelta(seconds=10))
     telegram = config.providers.telegram
     assert telegram is not None
-    assert (telegram.token, telegram.dm_policy, telegram.allow_from,
-            telegram.api_base_url) == ("123:bot-secret", DmPolicy.PAIRING, [], None)
+    assert (telegram.token, telegram.dm_policy, telegram.allow_from, telegram.api_base_url) == (
+        "123:bot-secret",
+        DmPolicy.PAIRING,
+        [],
+        None,
+    )
     assert config.static_allow() == {"telegram": []}
     assert caplog.records == []  # the example keeps its secrets in the environment
 
@@ -90,8 +107,11 @@ def key_paths(raw: Any, model: type[BaseModel], prefix: str = "") -> list[tuple[
         found.append((where, field is not None))
         if field is None:
             continue
-        inner = [a for a in (field.annotation, *getattr(field.annotation, "__args__", ()))
-                 if isinstance(a, type) and issubclass(a, BaseModel)]
+        inner = [
+            a
+            for a in (field.annotation, *getattr(field.annotation, "__args__", ()))
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
         if isinstance(value, dict) and inner:
             found += key_paths(value, inner[0], f"{where}.")
         if isinstance(value, list) and key == "owners":
@@ -105,9 +125,17 @@ def test_every_key_in_the_example_is_a_real_field() -> None:
     paths = key_paths(raw, Config)
     assert [where for where, known in paths if not known] == []
     # The walk really went deep: every section and leaf of the example was checked.
-    assert {"state_dir", "store.backend", "owners[].provider", "owners[].user_id",
-            "pairing.resend_after", "nodes.pending_ttl", "gateway.operator_token",
-            "handler.timeout", "providers.telegram.api_base_url"} <= {p for p, _ in paths}
+    assert {
+        "state_dir",
+        "store.backend",
+        "owners[].provider",
+        "owners[].user_id",
+        "pairing.resend_after",
+        "nodes.pending_ttl",
+        "gateway.operator_token",
+        "handler.timeout",
+        "providers.telegram.api_base_url",
+    } <= {p for p, _ in paths}
 
 
 def model_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
@@ -131,13 +159,27 @@ def full_example() -> Any:
 
 
 def test_commented_provider_blocks_are_valid(monkeypatch) -> None:
-    for name in ("TELEGRAM_BOT_TOKEN", "PAIRBOT_OPERATOR_TOKEN", "SLACK_BOT_TOKEN",
-                 "SLACK_APP_TOKEN", "DISCORD_BOT_TOKEN", "WHATSAPP_ACCESS_TOKEN",
-                 "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN", "BLUEBUBBLES_PASSWORD"):
+    for name in (
+        "TELEGRAM_BOT_TOKEN",
+        "PAIRBOT_OPERATOR_TOKEN",
+        "SLACK_BOT_TOKEN",
+        "SLACK_APP_TOKEN",
+        "DISCORD_BOT_TOKEN",
+        "WHATSAPP_ACCESS_TOKEN",
+        "WHATSAPP_APP_SECRET",
+        "WHATSAPP_VERIFY_TOKEN",
+        "BLUEBUBBLES_PASSWORD",
+    ):
         monkeypatch.setenv(name, f"{name.lower()}-value")
     config = Config.model_validate(_interpolate(full_example(), "", "example"))
-    assert sorted(config.static_allow()) == ["discord", "imessage", "signal", "slack",
-                                             "telegram", "whatsapp"]
+    assert sorted(config.static_allow()) == [
+        "discord",
+        "imessage",
+        "signal",
+        "slack",
+        "telegram",
+        "whatsapp",
+    ]
 
 
 def test_example_documents_every_field() -> None:
@@ -152,15 +194,19 @@ def test_empty_file_gives_the_defaults(write) -> None:
 
 # --- ${VAR} interpolation --------------------------------------------------------------------
 
+
 def test_interpolation_reads_the_environment(write, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PB_HOME", "/srv/pb")
     monkeypatch.setenv("PB_OWNER", "555")
     monkeypatch.setenv("PB_HOST", "10.0.0.1")
     monkeypatch.setenv("PB_PORT", "9000")
-    config = load_config(write(
-        "state_dir: ${PB_HOME}/state\n"
-        "owners: [{provider: telegram, user_id: '${PB_OWNER}'}]\n"
-        "gateway: {host: '${PB_HOST}', port: '${PB_PORT}'}\n" + TG))
+    config = load_config(
+        write(
+            "state_dir: ${PB_HOME}/state\n"
+            "owners: [{provider: telegram, user_id: '${PB_OWNER}'}]\n"
+            "gateway: {host: '${PB_HOST}', port: '${PB_PORT}'}\n" + TG
+        )
+    )
     assert config.state_dir == "/srv/pb/state"
     assert config.owners == [Owner(provider="telegram", user_id="555")]
     assert (config.gateway.host, config.gateway.port) == ("10.0.0.1", 9000)
@@ -186,15 +232,27 @@ def test_two_variables_in_one_string(write, monkeypatch: pytest.MonkeyPatch) -> 
 )
 def test_missing_variable_names_field_and_variable(write, text: str, field_name: str) -> None:
     assert config_error(write(text)) == (
-        f"{field_name}: environment variable PB_MISSING is not set")
+        f"{field_name}: environment variable PB_MISSING is not set"
+    )
 
 
 # --- durations -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("written", "seconds"),
-    [("90s", 90), ("5m", 300), ("1h", 3600), ("2d", 172_800), ("250ms", 0.25), ("1.5h", 5400),
-     ("10 s", 10), ("45", 45), (30, 30), (1.5, 1.5)],
+    [
+        ("90s", 90),
+        ("5m", 300),
+        ("1h", 3600),
+        ("2d", 172_800),
+        ("250ms", 0.25),
+        ("1.5h", 5400),
+        ("10 s", 10),
+        ("45", 45),
+        (30, 30),
+        (1.5, 1.5),
+    ],
     ids=["90s", "5m", "1h", "2d", "ms", "fraction", "space", "string-number", "int", "float"],
 )
 def test_durations(written: object, seconds: float) -> None:
@@ -204,7 +262,9 @@ def test_durations(written: object, seconds: float) -> None:
 def test_a_duration_in_a_file(write) -> None:
     config = load_config(write("pairing: {pending_ttl: '1.5h', resend_after: 90}\n"))
     assert (config.pairing.pending_ttl, config.pairing.resend_after) == (
-        timedelta(hours=1, minutes=30), timedelta(seconds=90))
+        timedelta(hours=1, minutes=30),
+        timedelta(seconds=90),
+    )
 
 
 @pytest.mark.parametrize(
@@ -224,12 +284,26 @@ def test_a_duration_in_a_file(write) -> None:
         (".nan", "not a duration: nan (use e.g. 90s, 5m, 1h)"),
         ("99999999999999d", "too long: '99999999999999d'"),
     ],
-    ids=["zero", "zero-s", "negative", "negative-s", "words", "weeks", "letters", "bool",
-         "list", "null", "inf", "nan", "overflow"],
+    ids=[
+        "zero",
+        "zero-s",
+        "negative",
+        "negative-s",
+        "words",
+        "weeks",
+        "letters",
+        "bool",
+        "list",
+        "null",
+        "inf",
+        "nan",
+        "overflow",
+    ],
 )
 def test_bad_durations(write, value: str, message: str) -> None:
     assert config_error(write(f"handler: {{timeout: {value}}}\n")) == (
-        f"handler.timeout: {message}")
+        f"handler.timeout: {message}"
+    )
 
 
 BOUNDS = [
@@ -249,22 +323,26 @@ def section(field: str, value: str) -> str:
     return f"{block}: {{{key}: '{value}'{extra}}}\n"
 
 
-@pytest.mark.parametrize(("field", "low", "high", "under", "over"), BOUNDS,
-                         ids=[b[0] for b in BOUNDS])
-def test_durations_are_bounded(write, field: str, low: str, high: str, under: str,
-                               over: str) -> None:
+@pytest.mark.parametrize(
+    ("field", "low", "high", "under", "over"), BOUNDS, ids=[b[0] for b in BOUNDS]
+)
+def test_durations_are_bounded(
+    write, field: str, low: str, high: str, under: str, over: str
+) -> None:
     block, key = field.split(".")
     for inside in (low, high):
         config = load_config(write(section(field, inside)))
         assert getattr(getattr(config, block), key) == parse_duration(inside)
     for outside in (under, over):
         assert config_error(write(section(field, outside))) == (
-            f"{field}: must be from {low} to {high}")
+            f"{field}: must be from {low} to {high}"
+        )
 
 
 def test_the_bounds_table_is_what_is_tested_and_holds_the_defaults() -> None:
     assert {k: (v[0], v[1]) for k, v in DURATION_BOUNDS.items()} == {
-        b[0]: (parse_duration(b[1]), parse_duration(b[2])) for b in BOUNDS}
+        b[0]: (parse_duration(b[1]), parse_duration(b[2])) for b in BOUNDS
+    }
     defaults = Config()
     for field, (low, high) in DURATION_BOUNDS.items():
         block, key = field.split(".")
@@ -275,23 +353,29 @@ def test_the_example_documents_each_bound() -> None:
     lines = EXAMPLE.read_text().splitlines()
     for field, low, high, _, _ in BOUNDS:
         block, key = field.split(".")
-        start = lines.index(f"{block}:") if f"{block}:" in lines else next(
-            i for i, line in enumerate(lines) if line.startswith(f"{block}:"))
+        start = (
+            lines.index(f"{block}:")
+            if f"{block}:" in lines
+            else next(i for i, line in enumerate(lines) if line.startswith(f"{block}:"))
+        )
         line = next(line for line in lines[start:] if line.strip().startswith(f"{key}:"))
         assert f"({low}..{high})" in line, line
 
 
 def test_a_millisecond_pruner_is_refused(write) -> None:
     assert config_error(write("pairing: {prune_interval: 1ms}\n")) == (
-        "pairing.prune_interval: must be from 1s to 1d")
+        "pairing.prune_interval: must be from 1s to 1d"
+    )
 
 
 def test_resend_after_may_not_outlast_the_code(write) -> None:
     assert config_error(write("pairing: {pending_ttl: 5m, resend_after: 10m}\n")) == (
         "pairing.resend_after: must not be longer than pairing.pending_ttl (the code would "
-        "expire before it is sent again)")
+        "expire before it is sent again)"
+    )
     assert config_error(write("pairing: {resend_after: 2h}\n")).startswith(
-        "pairing.resend_after: must not be longer than pairing.pending_ttl")
+        "pairing.resend_after: must not be longer than pairing.pending_ttl"
+    )
     equal = load_config(write("pairing: {pending_ttl: 5m, resend_after: 5m}\n"))
     assert equal.pairing.resend_after == timedelta(minutes=5)
 
@@ -307,7 +391,9 @@ def test_trusted_code_may_go_outside_the_bounds() -> None:
         Config.model_validate(raw)
     config = Config.with_any_durations(raw)
     assert (config.pairing.prune_interval, config.pairing.pending_ttl) == (
-        timedelta(seconds=0.2), timedelta(seconds=4))
+        timedelta(seconds=0.2),
+        timedelta(seconds=4),
+    )
     with pytest.raises(ValueError, match="must be longer than zero"):
         Config.with_any_durations({"handler": {"timeout": 0}})
     with pytest.raises(ValueError, match=r"must not be longer than pairing\.pending_ttl"):
@@ -319,69 +405,136 @@ def test_trusted_code_may_go_outside_the_bounds() -> None:
 BAD = [
     ("unknown-top", "colour: red\n", "colour: unknown key"),
     ("unknown-nested", "pairing: {pending_tll: 1h}\n", "pairing.pending_tll: unknown key"),
-    ("unknown-provider-key", "providers:\n  telegram: {token: x, dm_polcy: open}\n",
-     "providers.telegram.dm_polcy: unknown key"),
+    (
+        "unknown-provider-key",
+        "providers:\n  telegram: {token: x, dm_polcy: open}\n",
+        "providers.telegram.dm_polcy: unknown key",
+    ),
     ("unknown-provider", "providers: {myspace: {token: x}}\n", "providers.myspace: unknown key"),
-    ("dm-policy", "providers:\n  telegram: {token: x, dm_policy: friends}\n",
-     "providers.telegram.dm_policy: Input should be 'pairing', 'allowlist', 'open' or "
-     "'disabled'"),
-    ("owner-username", "owners: [{provider: telegram, user_id: '@alice'}]\n",
-     "owners.0.user_id: must be the platform's immutable user id, not a @username"),
-    ("owner-username-spaced", "owners: [{provider: telegram, user_id: ' @alice'}]\n",
-     "owners.0.user_id: must be the platform's immutable user id, not a @username"),
-    ("owner-signal-number", "owners: [{provider: signal, user_id: '+15550001111'}]\n",
-     "owners.0.user_id: '+15550001111' is not a Signal account UUID (ACI) (names, usernames "
-     "and phone numbers can change hands)"),
-    ("owner-display-name", "owners: [{provider: telegram, user_id: Alice}]\n",
-     "owners.0.user_id: 'Alice' is not a numeric Telegram user id (names, usernames and "
-     "phone numbers can change hands)"),
-    ("owner-empty", "owners: [{provider: telegram, user_id: ''}]\n",
-     "owners.0.user_id: must be the platform's immutable user id, not a @username"),
-    ("owner-null", "owners: [{provider: telegram, user_id: null}]\n",
-     "owners.0.user_id: must be the platform's immutable user id (a string or number)"),
+    (
+        "dm-policy",
+        "providers:\n  telegram: {token: x, dm_policy: friends}\n",
+        "providers.telegram.dm_policy: Input should be 'pairing', 'allowlist', 'open' or "
+        "'disabled'",
+    ),
+    (
+        "owner-username",
+        "owners: [{provider: telegram, user_id: '@alice'}]\n",
+        "owners.0.user_id: must be the platform's immutable user id, not a @username",
+    ),
+    (
+        "owner-username-spaced",
+        "owners: [{provider: telegram, user_id: ' @alice'}]\n",
+        "owners.0.user_id: must be the platform's immutable user id, not a @username",
+    ),
+    (
+        "owner-signal-number",
+        "owners: [{provider: signal, user_id: '+15550001111'}]\n",
+        "owners.0.user_id: '+15550001111' is not a Signal account UUID (ACI) (names, usernames "
+        "and phone numbers can change hands)",
+    ),
+    (
+        "owner-display-name",
+        "owners: [{provider: telegram, user_id: Alice}]\n",
+        "owners.0.user_id: 'Alice' is not a numeric Telegram user id (names, usernames and "
+        "phone numbers can change hands)",
+    ),
+    (
+        "owner-empty",
+        "owners: [{provider: telegram, user_id: ''}]\n",
+        "owners.0.user_id: must be the platform's immutable user id, not a @username",
+    ),
+    (
+        "owner-null",
+        "owners: [{provider: telegram, user_id: null}]\n",
+        "owners.0.user_id: must be the platform's immutable user id (a string or number)",
+    ),
     ("owner-missing-id", "owners: [{provider: telegram}]\n", "owners.0.user_id: Field required"),
-    ("owner-provider", "owners: [{provider: myspace, user_id: '1'}]\n",
-     "owners.0.provider: unknown provider 'myspace'"),
-    ("owners-not-list", "owners: {provider: telegram, user_id: '1'}\n",
-     "owners: Input should be a valid list"),
-    ("allow-username", "providers:\n  telegram: {token: x, allow_from: ['@bob']}\n",
-     "providers.telegram.allow_from: '@bob' is not a numeric Telegram user id (usernames can "
-     "change hands)"),
-    ("allow-name", "providers:\n  telegram: {token: x, allow_from: [123, bob]}\n",
-     "providers.telegram.allow_from: 'bob' is not a numeric Telegram user id (usernames can "
-     "change hands)"),
-    ("allow-scalar", "providers:\n  telegram: {token: x, allow_from: '12345'}\n",
-     "providers.telegram.allow_from: must be a list of numeric Telegram user ids, e.g. "
-     "[123456789]"),
-    ("allow-int", "providers:\n  telegram: {token: x, allow_from: 12345}\n",
-     "providers.telegram.allow_from: must be a list of numeric Telegram user ids, e.g. "
-     "[123456789]"),
-    ("token-missing", "providers:\n  telegram: {dm_policy: open}\n",
-     "providers.telegram.token: Field required"),
-    ("handler-kind", "handler: {kind: shell}\n",
-     "handler.kind: Input should be 'echo', 'forward', 'webhook' or 'python'"),
-    ("port", "gateway: {port: 70000}\n", "gateway.port: Input should be less than or equal to "
-     "65535"),
-    ("cap-zero", "pairing: {max_pending_per_provider: 0}\n",
-     "pairing.max_pending_per_provider: Input should be greater than or equal to 1"),
+    (
+        "owner-provider",
+        "owners: [{provider: myspace, user_id: '1'}]\n",
+        "owners.0.provider: unknown provider 'myspace'",
+    ),
+    (
+        "owners-not-list",
+        "owners: {provider: telegram, user_id: '1'}\n",
+        "owners: Input should be a valid list",
+    ),
+    (
+        "allow-username",
+        "providers:\n  telegram: {token: x, allow_from: ['@bob']}\n",
+        "providers.telegram.allow_from: '@bob' is not a numeric Telegram user id (usernames can "
+        "change hands)",
+    ),
+    (
+        "allow-name",
+        "providers:\n  telegram: {token: x, allow_from: [123, bob]}\n",
+        "providers.telegram.allow_from: 'bob' is not a numeric Telegram user id (usernames can "
+        "change hands)",
+    ),
+    (
+        "allow-scalar",
+        "providers:\n  telegram: {token: x, allow_from: '12345'}\n",
+        "providers.telegram.allow_from: must be a list of numeric Telegram user ids, e.g. "
+        "[123456789]",
+    ),
+    (
+        "allow-int",
+        "providers:\n  telegram: {token: x, allow_from: 12345}\n",
+        "providers.telegram.allow_from: must be a list of numeric Telegram user ids, e.g. "
+        "[123456789]",
+    ),
+    (
+        "token-missing",
+        "providers:\n  telegram: {dm_policy: open}\n",
+        "providers.telegram.token: Field required",
+    ),
+    (
+        "handler-kind",
+        "handler: {kind: shell}\n",
+        "handler.kind: Input should be 'echo', 'forward', 'webhook' or 'python'",
+    ),
+    (
+        "port",
+        "gateway: {port: 70000}\n",
+        "gateway.port: Input should be less than or equal to 65535",
+    ),
+    (
+        "cap-zero",
+        "pairing: {max_pending_per_provider: 0}\n",
+        "pairing.max_pending_per_provider: Input should be greater than or equal to 1",
+    ),
     ("backend", "store: {backend: sqlite}\n", "store.backend: Input should be 'json'"),
-    ("yaml-indent", "a: b\n  c: d\n",
-     "not valid YAML: mapping values are not allowed here (line 2, column 4)"),
-    ("yaml-unclosed", "owners: [\n",
-     "not valid YAML: expected the node content, but found '<stream end>' (line 2, column 1)"),
-    ("yaml-tab", "\tkey: 1\n",
-     "not valid YAML: found character '\\t' that cannot start any token (line 1, column 1)"),
+    (
+        "yaml-indent",
+        "a: b\n  c: d\n",
+        "not valid YAML: mapping values are not allowed here (line 2, column 4)",
+    ),
+    (
+        "yaml-unclosed",
+        "owners: [\n",
+        "not valid YAML: expected the node content, but found '<stream end>' (line 2, column 1)",
+    ),
+    (
+        "yaml-tab",
+        "\tkey: 1\n",
+        "not valid YAML: found character '\\t' that cannot start any token (line 1, column 1)",
+    ),
     ("yaml-deep", "owners: " + "[" * 100_000 + "\n", "nested too deeply to be a config"),
-    ("yaml-deep-closed", "owners: " + "[" * 5000 + "]" * 5000 + "\n",
-     "nested too deeply to be a config"),
+    (
+        "yaml-deep-closed",
+        "owners: " + "[" * 5000 + "]" * 5000 + "\n",
+        "nested too deeply to be a config",
+    ),
     ("top-list", "- a\n- b\n", "top level must be a mapping of keys"),
     ("top-scalar", "just text\n", "top level must be a mapping of keys"),
     ("top-number", "42\n", "top level must be a mapping of keys"),
 ]
 
 
-@pytest.mark.parametrize(("text", "message"), [(t, m) for _, t, m in BAD],
-                         ids=[i for i, _, _ in BAD])
+@pytest.mark.parametrize(
+    ("text", "message"), [(t, m) for _, t, m in BAD], ids=[i for i, _, _ in BAD]
+)
 def test_bad_config_is_one_line_naming_file_and_field(write, text: str, message: str) -> None:
     assert config_error(write(text)) == message
 
@@ -401,8 +554,9 @@ def test_not_utf8(tmp_path: Path) -> None:
 
 
 def test_allow_from_numbers_become_strings(write) -> None:
-    config = load_config(write(
-        "providers:\n  telegram: {token: x, allow_from: [123, '456', -100789]}\n"))
+    config = load_config(
+        write("providers:\n  telegram: {token: x, allow_from: [123, '456', -100789]}\n")
+    )
     assert config.static_allow() == {"telegram": ["123", "456", "-100789"]}
 
 
@@ -413,6 +567,7 @@ def test_numeric_owner_id_becomes_a_string(write) -> None:
 
 # --- a literal secret in the file ------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("text", "field_name"),
     [
@@ -421,14 +576,15 @@ def test_numeric_owner_id_becomes_a_string(write) -> None:
     ],
     ids=["bot-token", "operator-token"],
 )
-def test_literal_secret_warns_without_the_value(write, caplog: pytest.LogCaptureFixture,
-                                                text: str, field_name: str) -> None:
+def test_literal_secret_warns_without_the_value(
+    write, caplog: pytest.LogCaptureFixture, text: str, field_name: str
+) -> None:
     caplog.set_level(logging.WARNING, logger="bot.config")
     path = write(text)
     load_config(path)
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
-        (logging.WARNING,
-         f"{path}: {field_name} holds a literal secret; use ${{ENV_VAR}} instead")]
+        (logging.WARNING, f"{path}: {field_name} holds a literal secret; use ${{ENV_VAR}} instead")
+    ]
     assert LITERAL_TOKEN not in caplog.text
     assert "AAHliteral" not in caplog.text
 
@@ -440,8 +596,17 @@ def test_secret_from_environment_does_not_warn(write, caplog: pytest.LogCaptureF
 
 
 def test_a_partial_webhook_block_keeps_the_platforms_defaults() -> None:
-    config = Config.model_validate({"providers": {"imessage": {
-        "server_url": "http://127.0.0.1:1234", "password": "pw", "webhook": {"port": 0}}}})
+    config = Config.model_validate(
+        {
+            "providers": {
+                "imessage": {
+                    "server_url": "http://127.0.0.1:1234",
+                    "password": "pw",
+                    "webhook": {"port": 0},
+                }
+            }
+        }
+    )
     block = config.providers.imessage
     assert block is not None
     assert block.provider_kwargs()["webhook_path"] == "/bluebubbles/webhook"
@@ -450,9 +615,12 @@ def test_a_partial_webhook_block_keeps_the_platforms_defaults() -> None:
 
 # --- the operator token must be strong --------------------------------------------------------
 
+
 @pytest.mark.parametrize(
-    "token", ["1", "password", "a" * 64, "abc" * 30, "operator-secret", "hunter2hunter2"],
-    ids=["one", "password", "64-a", "abc-repeated", "short-phrase", "phrase-twice"])
+    "token",
+    ["1", "password", "a" * 64, "abc" * 30, "operator-secret", "hunter2hunter2"],
+    ids=["one", "password", "64-a", "abc-repeated", "short-phrase", "phrase-twice"],
+)
 def test_weak_operator_token_is_refused_without_echoing_it(write, token: str) -> None:
     message = config_error(write(f"gateway: {{operator_token: '{token}'}}\n"))
     assert message.startswith("gateway.operator_token: too weak (")
@@ -463,8 +631,12 @@ def test_weak_operator_token_is_refused_without_echoing_it(write, token: str) ->
 
 
 def test_strong_or_no_operator_token_is_accepted(write) -> None:
-    assert load_config(write(f"gateway: {{operator_token: '{STRONG_TOKEN}'}}\n")
-                       ).gateway.operator_token == STRONG_TOKEN
+    assert (
+        load_config(
+            write(f"gateway: {{operator_token: '{STRONG_TOKEN}'}}\n")
+        ).gateway.operator_token
+        == STRONG_TOKEN
+    )
     assert load_config(write("gateway: {operator_token: null}\n")).gateway.operator_token is None
 
 
@@ -473,47 +645,81 @@ def test_strong_or_no_operator_token_is_accepted(write) -> None:
 ENV_SECRET = "sk_live_4f9a2b7c"
 
 FROM_ENV = [
-    ("owner-id", "owners: [{provider: telegram, user_id: '${PB_SECRET}'}]\n",
-     "owners.0.user_id: the value from ${PB_SECRET} is not a numeric Telegram user id (names, "
-     "usernames and phone numbers can change hands)"),
-    ("owner-id-partly", "owners: [{provider: discord, user_id: '42${PB_SECRET}'}]\n",
-     "owners.0.user_id: the value from ${PB_SECRET} is not a numeric Discord user id (a "
-     "snowflake) (names, usernames and phone numbers can change hands)"),
-    ("provider-block-wrong-type", "providers: {telegram: '${PB_SECRET}'}\n",
-     "providers.telegram: Input should be a valid dictionary or instance of TelegramConfig "
-     "(the value from ${PB_SECRET})"),
-    ("provider-number", "providers:\n  telegram: {token: x, max_send_rate: '${PB_SECRET}'}\n",
-     "providers.telegram.max_send_rate: Input should be a valid number, unable to parse string "
-     "as a number (the value from ${PB_SECRET})"),
-    ("port", "gateway: {port: '${PB_SECRET}'}\n",
-     "gateway.port: Input should be a valid integer, unable to parse string as an integer "
-     "(the value from ${PB_SECRET})"),
-    ("operator-token", "gateway: {operator_token: '${PB_SECRET}'}\n",
-     "gateway.operator_token: too weak (about 84 bits; at least 128 bits of randomness "
-     "needed): make one with python3 -c 'import secrets; print(secrets.token_urlsafe(32))', "
-     "or set null to turn remote operators off (the value from ${PB_SECRET})"),
-    ("duration", "pairing: {pending_ttl: '${PB_SECRET}'}\n",
-     "pairing.pending_ttl: not a duration: the value from ${PB_SECRET} (use e.g. 90s, 5m, 1h)"),
-    ("allow-from", "providers:\n  telegram: {token: x, allow_from: [1, '${PB_SECRET}']}\n",
-     "providers.telegram.allow_from: the value from ${PB_SECRET} is not a numeric Telegram "
-     "user id (usernames can change hands)"),
-    ("slack-allow-from", "providers:\n  slack: {bot_token: x, app_token: y, allow_from: "
-     "['${PB_SECRET}']}\n",
-     "providers.slack.allow_from: the value from ${PB_SECRET} is not a Slack user id (U…), "
-     "e.g. U012AB3CD"),
-    ("dm-policy", "providers:\n  telegram: {token: x, dm_policy: '${PB_SECRET}'}\n",
-     "providers.telegram.dm_policy: Input should be 'pairing', 'allowlist', 'open' or "
-     "'disabled' (the value from ${PB_SECRET})"),
-    ("two-variables", "owners: [{provider: telegram, user_id: '${PB_SECRET}${PB_OTHER}'}]\n",
-     "owners.0.user_id: the value from ${PB_SECRET}, ${PB_OTHER} is not a numeric Telegram "
-     "user id (names, usernames and phone numbers can change hands)"),
+    (
+        "owner-id",
+        "owners: [{provider: telegram, user_id: '${PB_SECRET}'}]\n",
+        "owners.0.user_id: the value from ${PB_SECRET} is not a numeric Telegram user id (names, "
+        "usernames and phone numbers can change hands)",
+    ),
+    (
+        "owner-id-partly",
+        "owners: [{provider: discord, user_id: '42${PB_SECRET}'}]\n",
+        "owners.0.user_id: the value from ${PB_SECRET} is not a numeric Discord user id (a "
+        "snowflake) (names, usernames and phone numbers can change hands)",
+    ),
+    (
+        "provider-block-wrong-type",
+        "providers: {telegram: '${PB_SECRET}'}\n",
+        "providers.telegram: Input should be a valid dictionary or instance of TelegramConfig "
+        "(the value from ${PB_SECRET})",
+    ),
+    (
+        "provider-number",
+        "providers:\n  telegram: {token: x, max_send_rate: '${PB_SECRET}'}\n",
+        "providers.telegram.max_send_rate: Input should be a valid number, unable to parse string "
+        "as a number (the value from ${PB_SECRET})",
+    ),
+    (
+        "port",
+        "gateway: {port: '${PB_SECRET}'}\n",
+        "gateway.port: Input should be a valid integer, unable to parse string as an integer "
+        "(the value from ${PB_SECRET})",
+    ),
+    (
+        "operator-token",
+        "gateway: {operator_token: '${PB_SECRET}'}\n",
+        "gateway.operator_token: too weak (about 84 bits; at least 128 bits of randomness "
+        "needed): make one with python3 -c 'import secrets; print(secrets.token_urlsafe(32))', "
+        "or set null to turn remote operators off (the value from ${PB_SECRET})",
+    ),
+    (
+        "duration",
+        "pairing: {pending_ttl: '${PB_SECRET}'}\n",
+        "pairing.pending_ttl: not a duration: the value from ${PB_SECRET} (use e.g. 90s, 5m, 1h)",
+    ),
+    (
+        "allow-from",
+        "providers:\n  telegram: {token: x, allow_from: [1, '${PB_SECRET}']}\n",
+        "providers.telegram.allow_from: the value from ${PB_SECRET} is not a numeric Telegram "
+        "user id (usernames can change hands)",
+    ),
+    (
+        "slack-allow-from",
+        "providers:\n  slack: {bot_token: x, app_token: y, allow_from: ['${PB_SECRET}']}\n",
+        "providers.slack.allow_from: the value from ${PB_SECRET} is not a Slack user id (U…), "
+        "e.g. U012AB3CD",
+    ),
+    (
+        "dm-policy",
+        "providers:\n  telegram: {token: x, dm_policy: '${PB_SECRET}'}\n",
+        "providers.telegram.dm_policy: Input should be 'pairing', 'allowlist', 'open' or "
+        "'disabled' (the value from ${PB_SECRET})",
+    ),
+    (
+        "two-variables",
+        "owners: [{provider: telegram, user_id: '${PB_SECRET}${PB_OTHER}'}]\n",
+        "owners.0.user_id: the value from ${PB_SECRET}, ${PB_OTHER} is not a numeric Telegram "
+        "user id (names, usernames and phone numbers can change hands)",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("text", "message"), [(t, m) for _, t, m in FROM_ENV],
-                         ids=[i for i, _, _ in FROM_ENV])
-def test_an_error_names_the_variable_never_its_value(write, monkeypatch: pytest.MonkeyPatch,
-                                                     text: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "message"), [(t, m) for _, t, m in FROM_ENV], ids=[i for i, _, _ in FROM_ENV]
+)
+def test_an_error_names_the_variable_never_its_value(
+    write, monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
     monkeypatch.setenv("PB_SECRET", ENV_SECRET)
     monkeypatch.setenv("PB_OTHER", "zz_other_9q")
     got = config_error(write(text))
@@ -523,21 +729,31 @@ def test_an_error_names_the_variable_never_its_value(write, monkeypatch: pytest.
     assert got == message
 
 
-def test_a_variable_elsewhere_leaves_the_message_alone(write,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_variable_elsewhere_leaves_the_message_alone(
+    write, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PB_OWNER", "555")
     monkeypatch.setenv("PB_BOT", ENV_SECRET)
-    assert config_error(write(
-        "owners: [{provider: telegram, user_id: '${PB_OWNER}'}]\n"
-        "gateway: {port: 70000}\n")) == "gateway.port: Input should be less than or equal to 65535"
-    assert config_error(write(
-        "providers:\n  slack: {bot_token: '${PB_BOT}', mode: http}\n")) == (
-        "providers.slack: signing_secret is required when mode is http")
+    assert (
+        config_error(
+            write(
+                "owners: [{provider: telegram, user_id: '${PB_OWNER}'}]\ngateway: {port: 70000}\n"
+            )
+        )
+        == "gateway.port: Input should be less than or equal to 65535"
+    )
+    assert config_error(write("providers:\n  slack: {bot_token: '${PB_BOT}', mode: http}\n")) == (
+        "providers.slack: signing_secret is required when mode is http"
+    )
 
 
 def test_any_message_that_would_quote_an_environment_value_is_masked() -> None:
     """The backstop, for a message no template knows about (e.g. a future validator's)."""
     used = {"providers.telegram.token": {"PB_SECRET": ENV_SECRET}, "state_dir": {"PB_N": "1"}}
-    error = {"loc": ("gateway", "host"), "type": "value_error", "input": 5,
-             "msg": f"Value error, {ENV_SECRET!r} does not resolve, 1 try"}
+    error = {
+        "loc": ("gateway", "host"),
+        "type": "value_error",
+        "input": 5,
+        "msg": f"Value error, {ENV_SECRET!r} does not resolve, 1 try",
+    }
     assert _explain(error, used) == ("gateway.host", "'${PB_SECRET}' does not resolve, 1 try")

@@ -16,15 +16,29 @@ OWNER_TEXT = "/approve ABCD2345"
 PLAIN_TEXT = "hello there"
 
 
-def inbound(kind: ChatKind, *, text: str = PLAIN_TEXT, button: bool = False,
-            provider: str = "telegram", sender: str = "42") -> Inbound:
-    return Inbound(provider=provider, chat_id=sender if kind is ChatKind.DM else "-100500",
-                   chat_kind=kind, sender_id=sender, text=text, sender_name="Someone",
-                   message_id="7" if button else None, is_button=button)
+def inbound(
+    kind: ChatKind,
+    *,
+    text: str = PLAIN_TEXT,
+    button: bool = False,
+    provider: str = "telegram",
+    sender: str = "42",
+) -> Inbound:
+    return Inbound(
+        provider=provider,
+        chat_id=sender if kind is ChatKind.DM else "-100500",
+        chat_kind=kind,
+        sender_id=sender,
+        text=text,
+        sender_name="Someone",
+        message_id="7" if button else None,
+        is_button=button,
+    )
 
 
-def expected(kind: ChatKind, owner: bool, allowed: bool, policy: DmPolicy, button: bool,
-             command: bool) -> Decision:
+def expected(
+    kind: ChatKind, owner: bool, allowed: bool, policy: DmPolicy, button: bool, command: bool
+) -> Decision:
     """The security model, spelled out independently of bot/gate.py."""
     if kind is not ChatKind.DM:
         return Decision.DROP  # goal 10: groups and channels never pair, never command
@@ -40,15 +54,25 @@ def expected(kind: ChatKind, owner: bool, allowed: bool, policy: DmPolicy, butto
     }[policy]
 
 
-TABLE = list(itertools.product(list(ChatKind), [True, False], [True, False], list(DmPolicy),
-                               [True, False], [True, False]))
+TABLE = list(
+    itertools.product(
+        list(ChatKind), [True, False], [True, False], list(DmPolicy), [True, False], [True, False]
+    )
+)
 
 
 def table_id(row: tuple[ChatKind, bool, bool, DmPolicy, bool, bool]) -> str:
     kind, owner, allowed, policy, button, command = row
-    return "-".join([kind.value, "owner" if owner else "stranger",
-                     "allowed" if allowed else "notallowed", policy.value,
-                     "button" if button else "text", "cmd" if command else "plain"])
+    return "-".join(
+        [
+            kind.value,
+            "owner" if owner else "stranger",
+            "allowed" if allowed else "notallowed",
+            policy.value,
+            "button" if button else "text",
+            "cmd" if command else "plain",
+        ]
+    )
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[table_id(r) for r in TABLE])
@@ -74,41 +98,65 @@ def test_table_covers_every_combination() -> None:
     ],
     ids=["pairing-stranger", "pairing-allowed", "allowlist-stranger", "open", "disabled"],
 )
-def test_stranger_typing_approve_is_treated_as_any_text(policy: DmPolicy, allowed: bool,
-                                                        want: Decision) -> None:
+def test_stranger_typing_approve_is_treated_as_any_text(
+    policy: DmPolicy, allowed: bool, want: Decision
+) -> None:
     plain = decide(inbound(ChatKind.DM), policy=policy, is_owner=False, is_allowed=allowed)
-    command = decide(inbound(ChatKind.DM, text=OWNER_TEXT), policy=policy, is_owner=False,
-                     is_allowed=allowed)
+    command = decide(
+        inbound(ChatKind.DM, text=OWNER_TEXT), policy=policy, is_owner=False, is_allowed=allowed
+    )
     assert (plain, command) == (want, want)
 
 
 @pytest.mark.parametrize("word", sorted(OWNER_COMMANDS))
 def test_every_owner_command_word_is_a_command_for_the_owner(word: str) -> None:
     msg = inbound(ChatKind.DM, text=f"{word} x")
-    assert decide(msg, policy=DmPolicy.PAIRING, is_owner=True,
-                  is_allowed=False) == Decision.OWNER_COMMAND
+    assert (
+        decide(msg, policy=DmPolicy.PAIRING, is_owner=True, is_allowed=False)
+        == Decision.OWNER_COMMAND
+    )
 
 
-@pytest.mark.parametrize("text", ["/start", "/unknown", "approve ABCD2345", "/ approve", ""],
-                         ids=["start", "unknown", "no-slash", "slash-space", "empty"])
+@pytest.mark.parametrize(
+    "text",
+    ["/start", "/unknown", "approve ABCD2345", "/ approve", ""],
+    ids=["start", "unknown", "no-slash", "slash-space", "empty"],
+)
 def test_owner_non_command_text_is_forwarded(text: str) -> None:
     msg = inbound(ChatKind.DM, text=text)
-    assert decide(msg, policy=DmPolicy.PAIRING, is_owner=True,
-                  is_allowed=False) == Decision.FORWARD
+    assert (
+        decide(msg, policy=DmPolicy.PAIRING, is_owner=True, is_allowed=False) == Decision.FORWARD
+    )
 
 
 @pytest.mark.parametrize(
     ("kind", "policy", "want"),
-    [("dm", "disabled", Decision.DROP), ("dm", "allowlist", Decision.DROP),
-     ("dm", "pairing", Decision.CHALLENGE), ("group", "pairing", Decision.DROP),
-     ("dm", "bogus", Decision.DROP)],
+    [
+        ("dm", "disabled", Decision.DROP),
+        ("dm", "allowlist", Decision.DROP),
+        ("dm", "pairing", Decision.CHALLENGE),
+        ("group", "pairing", Decision.DROP),
+        ("dm", "bogus", Decision.DROP),
+    ],
     ids=["disabled", "allowlist", "pairing", "group", "unknown-policy-fails-closed"],
 )
 def test_plain_strings_compare_like_the_enums(kind: str, policy: str, want: Decision) -> None:
-    msg = Inbound(provider="telegram", chat_id="42", chat_kind=kind,  # type: ignore[arg-type]
-                  sender_id="42", text=PLAIN_TEXT)
-    assert decide(msg, policy=policy, is_owner=False,  # type: ignore[arg-type]
-                  is_allowed=False) == want
+    msg = Inbound(
+        provider="telegram",
+        chat_id="42",
+        chat_kind=kind,  # type: ignore[arg-type]
+        sender_id="42",
+        text=PLAIN_TEXT,
+    )
+    assert (
+        decide(
+            msg,
+            policy=policy,  # type: ignore[arg-type]
+            is_owner=False,
+            is_allowed=False,
+        )
+        == want
+    )
 
 
 # --- fuzz: the owner boundary (goals 6 and 10) ---------------------------------------------
@@ -136,11 +184,17 @@ def fuzzed(rng: random.Random) -> tuple[Inbound, DmPolicy, bool, bool]:
     noise = "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
     text = rng.choice([noise, f"{rng.choice(PADDING)}{rng.choice(COMMANDS)} {noise}"])
     sender = str(rng.randrange(10**9))
-    msg = Inbound(provider=rng.choice(KNOWN_PROVIDERS), chat_id=rng.choice([sender, "-100"]),
-                  chat_kind=rng.choice(list(ChatKind)), sender_id=sender, text=text,
-                  sender_name=rng.choice(NAMES), is_button=rng.random() < 0.3,
-                  message_id=rng.choice([None, "5"]),
-                  meta={"forwarded_from": "owner"} if rng.random() < 0.2 else {})
+    msg = Inbound(
+        provider=rng.choice(KNOWN_PROVIDERS),
+        chat_id=rng.choice([sender, "-100"]),
+        chat_kind=rng.choice(list(ChatKind)),
+        sender_id=sender,
+        text=text,
+        sender_name=rng.choice(NAMES),
+        is_button=rng.random() < 0.3,
+        message_id=rng.choice([None, "5"]),
+        meta={"forwarded_from": "owner"} if rng.random() < 0.2 else {},
+    )
     return msg, rng.choice(list(DmPolicy)), rng.random() < 0.5, rng.random() < 0.5
 
 
@@ -156,8 +210,12 @@ def test_fuzz_owner_boundary_over_generated_inputs() -> None:
     assert min(seen.values()) >= 1000
 
 
-commands = st.builds(lambda c, rest, pad: f"{pad}{c} {rest}", st.sampled_from(COMMANDS),
-                     st.text(max_size=12), st.sampled_from(PADDING))
+commands = st.builds(
+    lambda c, rest, pad: f"{pad}{c} {rest}",
+    st.sampled_from(COMMANDS),
+    st.text(max_size=12),
+    st.sampled_from(PADDING),
+)
 texts = st.one_of(commands, commands, commands, st.text(max_size=40))  # mostly commands
 messages = st.builds(
     Inbound,
@@ -173,16 +231,23 @@ messages = st.builds(
 )
 
 
-@settings(max_examples=400, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(msg=messages, policy=st.sampled_from(list(DmPolicy)), owner=st.booleans(),
-       allowed=st.booleans())
-def test_property_owner_boundary(msg: Inbound, policy: DmPolicy, owner: bool,
-                                 allowed: bool) -> None:
+@settings(
+    max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    msg=messages,
+    policy=st.sampled_from(list(DmPolicy)),
+    owner=st.booleans(),
+    allowed=st.booleans(),
+)
+def test_property_owner_boundary(
+    msg: Inbound, policy: DmPolicy, owner: bool, allowed: bool
+) -> None:
     check_boundary(msg, policy, owner, allowed)
 
 
 # --- command_word ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("text", "want"),
@@ -200,8 +265,20 @@ def test_property_owner_boundary(msg: Inbound, policy: DmPolicy, owner: bool,
         ("/", "/"),
         ("/approve\nABCD2345", "/approve"),
     ],
-    ids=["plain", "bot-suffix", "mixed-case-suffix", "leading-spaces", "leading-newline-tab",
-         "bare", "empty", "blank", "not-first-word", "no-slash", "slash-only", "newline-arg"],
+    ids=[
+        "plain",
+        "bot-suffix",
+        "mixed-case-suffix",
+        "leading-spaces",
+        "leading-newline-tab",
+        "bare",
+        "empty",
+        "blank",
+        "not-first-word",
+        "no-slash",
+        "slash-only",
+        "newline-arg",
+    ],
 )
 def test_command_word(text: str, want: str) -> None:
     assert command_word(text) == want

@@ -28,8 +28,15 @@ SECRET_TEXT = "my secret message 12345"
 
 
 def message(text: str = "hello bot", *, name: str = "Alice") -> Inbound:
-    return Inbound(provider="telegram", chat_id="4242", chat_kind=ChatKind.DM,
-                   sender_id="4242", sender_name=name, text=text, message_id="9")
+    return Inbound(
+        provider="telegram",
+        chat_id="4242",
+        chat_kind=ChatKind.DM,
+        sender_id="4242",
+        sender_name=name,
+        text=text,
+        message_id="9",
+    )
 
 
 class Recorder:
@@ -48,8 +55,12 @@ async def no_owners(text: str) -> None:
 
 # --- echo and forward ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", ["hello", "", "  spaced  ", "line1\nline2", "😀 ünïcode"],
-                         ids=["plain", "empty", "spaces", "newline", "unicode"])
+
+@pytest.mark.parametrize(
+    "text",
+    ["hello", "", "  spaced  ", "line1\nline2", "😀 ünïcode"],
+    ids=["plain", "empty", "spaces", "newline", "unicode"],
+)
 async def test_echo_returns_exactly_the_text(text: str) -> None:
     handler = EchoHandler()
     assert await handler(message(text)) == text
@@ -75,6 +86,7 @@ async def test_forward_tells_the_owners_who_sent_it(name: str, want: str) -> Non
 
 # --- webhook against a real aiohttp server ----------------------------------------------------
 
+
 @dataclass
 class Hook:
     """A loopback webhook server; ``received`` holds each JSON body posted to it."""
@@ -92,12 +104,14 @@ class Hook:
 async def hook() -> AsyncIterator[Hook]:
     state = Hook(base="")
 
-    def replying(respond: Callable[[], web.Response]) -> Callable[
-            [web.Request], Awaitable[web.Response]]:
+    def replying(
+        respond: Callable[[], web.Response],
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
             state.received.append(await request.json())
             state.content_types.append(request.content_type)
             return respond()
+
         return handle
 
     async def slow(request: web.Request) -> web.Response:
@@ -155,14 +169,28 @@ async def webhook_for(hook: Hook) -> AsyncIterator[Callable[..., WebhookHandler]
 
 
 async def test_webhook_posts_exactly_the_documented_fields(
-        hook: Hook, webhook_for: Callable[..., WebhookHandler]) -> None:
-    msg = Inbound(provider="telegram", chat_id="-100", chat_kind=ChatKind.DM,
-                  sender_id="4242", sender_name="Alice ✨", text="hello\nthere",
-                  message_id="9", meta={"username": "alice"})
+    hook: Hook, webhook_for: Callable[..., WebhookHandler]
+) -> None:
+    msg = Inbound(
+        provider="telegram",
+        chat_id="-100",
+        chat_kind=ChatKind.DM,
+        sender_id="4242",
+        sender_name="Alice ✨",
+        text="hello\nthere",
+        message_id="9",
+        meta={"username": "alice"},
+    )
     assert await webhook_for("text")(msg) == "hi from the hook"
-    assert hook.received == [{"provider": "telegram", "sender_id": "4242",
-                              "sender_name": "Alice ✨", "chat_id": "-100",
-                              "text": "hello\nthere"}]
+    assert hook.received == [
+        {
+            "provider": "telegram",
+            "sender_id": "4242",
+            "sender_name": "Alice ✨",
+            "chat_id": "-100",
+            "text": "hello\nthere",
+        }
+    ]
     assert hook.content_types == ["application/json"]
 
 
@@ -190,24 +218,27 @@ async def test_webhook_posts_exactly_the_documented_fields(
     ],
     ids=lambda v: str(v),
 )
-async def test_webhook_reply(hook: Hook, webhook_for: Callable[..., WebhookHandler], path: str,
-                             want: str | None) -> None:
+async def test_webhook_reply(
+    hook: Hook, webhook_for: Callable[..., WebhookHandler], path: str, want: str | None
+) -> None:
     assert await webhook_for(path)(message()) == want
     assert len(hook.received) == 1
 
 
 async def test_webhook_500_is_logged_without_the_message(
-        webhook_for: Callable[..., WebhookHandler], caplog: pytest.LogCaptureFixture) -> None:
+    webhook_for: Callable[..., WebhookHandler], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="bot.handlers")
     assert await webhook_for("error")(message(SECRET_TEXT)) is None
     assert [r.getMessage() for r in caplog.records if r.name == "bot.handlers"] == [
-        "webhook handler failed: HTTPStatusError"]
+        "webhook handler failed: HTTPStatusError"
+    ]
     assert SECRET_TEXT not in caplog.text
 
 
 async def test_webhook_slower_than_the_timeout_gives_none(
-        hook: Hook, webhook_for: Callable[..., WebhookHandler],
-        caplog: pytest.LogCaptureFixture) -> None:
+    hook: Hook, webhook_for: Callable[..., WebhookHandler], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="bot.handlers")
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -215,14 +246,21 @@ async def test_webhook_slower_than_the_timeout_gives_none(
     assert loop.time() - started < 1.5
     assert len(hook.received) == 1
     assert [r.getMessage() for r in caplog.records if r.name == "bot.handlers"] == [
-        "webhook handler failed: ReadTimeout"]
+        "webhook handler failed: ReadTimeout"
+    ]
     assert SECRET_TEXT not in caplog.text
 
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1:1/hook", "http://127.0.0.1:99999/hook", "http://x\x00y/", "http://[::1",
-     "ftp://127.0.0.1/hook", "not a url"],
+    [
+        "http://127.0.0.1:1/hook",
+        "http://127.0.0.1:99999/hook",
+        "http://x\x00y/",
+        "http://[::1",
+        "ftp://127.0.0.1/hook",
+        "not a url",
+    ],
     ids=["refused", "bad-port", "nul-in-host", "broken-ipv6", "ftp", "garbage"],
 )
 async def test_webhook_never_raises(url: str) -> None:
@@ -234,6 +272,7 @@ async def test_webhook_never_raises(url: str) -> None:
 
 
 # --- python ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("function", "want"),
@@ -259,16 +298,19 @@ async def test_python_handler(function: str, want: str | None) -> None:
 
 
 async def test_python_handler_failure_is_logged_without_the_message(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.WARNING, logger="bot.handlers")
     handler = PythonHandler(f"{SAMPLES}:sync_raises", timeout=timedelta(seconds=1))
     assert await handler(message(SECRET_TEXT)) is None
     assert [r.getMessage() for r in caplog.records if r.name == "bot.handlers"] == [
-        "python handler failed: RuntimeError"]
+        "python handler failed: RuntimeError"
+    ]
     assert SECRET_TEXT not in caplog.text
 
 
 # --- build_handler -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("config", "kind"),
@@ -298,25 +340,58 @@ async def test_build_handler_kinds(config: HandlerConfig, kind: type) -> None:
         (HandlerConfig(kind="webhook", url="http://"), "handler.url", "with a host"),
         (HandlerConfig(kind="webhook", url="http://[::1"), "handler.url", "http://"),
         (HandlerConfig(kind="python"), "handler.target", "required when kind is python"),
-        (HandlerConfig(kind="python", target="no_colon"), "handler.target",
-         "must look like module:function"),
-        (HandlerConfig(kind="python", target=":func"), "handler.target",
-         "must look like module:function"),
-        (HandlerConfig(kind="python", target=f"{SAMPLES}:"), "handler.target",
-         "must look like module:function"),
-        (HandlerConfig(kind="python", target="no_such_module_pairbot:f"), "handler.target",
-         "cannot import 'no_such_module_pairbot'"),
-        (HandlerConfig(kind="python", target=".relative:f"), "handler.target",
-         "cannot import '.relative'"),
-        (HandlerConfig(kind="python", target=f"{SAMPLES}:missing"), "handler.target",
-         "is not a function"),
-        (HandlerConfig(kind="python", target=f"{SAMPLES}:NOT_CALLABLE"), "handler.target",
-         "is not a function"),
+        (
+            HandlerConfig(kind="python", target="no_colon"),
+            "handler.target",
+            "must look like module:function",
+        ),
+        (
+            HandlerConfig(kind="python", target=":func"),
+            "handler.target",
+            "must look like module:function",
+        ),
+        (
+            HandlerConfig(kind="python", target=f"{SAMPLES}:"),
+            "handler.target",
+            "must look like module:function",
+        ),
+        (
+            HandlerConfig(kind="python", target="no_such_module_pairbot:f"),
+            "handler.target",
+            "cannot import 'no_such_module_pairbot'",
+        ),
+        (
+            HandlerConfig(kind="python", target=".relative:f"),
+            "handler.target",
+            "cannot import '.relative'",
+        ),
+        (
+            HandlerConfig(kind="python", target=f"{SAMPLES}:missing"),
+            "handler.target",
+            "is not a function",
+        ),
+        (
+            HandlerConfig(kind="python", target=f"{SAMPLES}:NOT_CALLABLE"),
+            "handler.target",
+            "is not a function",
+        ),
     ],
-    ids=["webhook-no-url", "webhook-empty-url", "webhook-ftp", "webhook-no-scheme",
-         "webhook-no-host", "webhook-invalid", "python-no-target", "python-no-colon",
-         "python-no-module", "python-no-function", "python-unknown-module", "python-relative",
-         "python-missing-attr", "python-not-callable"],
+    ids=[
+        "webhook-no-url",
+        "webhook-empty-url",
+        "webhook-ftp",
+        "webhook-no-scheme",
+        "webhook-no-host",
+        "webhook-invalid",
+        "python-no-target",
+        "python-no-colon",
+        "python-no-module",
+        "python-no-function",
+        "python-unknown-module",
+        "python-relative",
+        "python-missing-attr",
+        "python-not-callable",
+    ],
 )
 def test_build_handler_errors(config: HandlerConfig, field_name: str, detail: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -325,4 +400,3 @@ def test_build_handler_errors(config: HandlerConfig, field_name: str, detail: st
     assert str(caught.value).startswith(f"{field_name}: ")
     assert detail in str(caught.value)
     assert "\n" not in str(caught.value)
-

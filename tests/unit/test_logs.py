@@ -48,23 +48,42 @@ def capture() -> Iterator[tuple[logging.Logger, io.StringIO]]:
     ("msg", "args", "want"),
     [
         ("token %s", (BOT_TOKEN,), "token [redacted]"),
-        (f"GET https://api.telegram.org/bot{BOT_TOKEN}/getUpdates", (),
-         "GET https://api.telegram.org/bot[redacted]/getUpdates"),
-        ("url=%s status=%d", (f"https://api.telegram.org/bot{BOT_TOKEN}/sendMessage", 200),
-         "url=https://api.telegram.org/bot[redacted]/sendMessage status=200"),
+        (
+            f"GET https://api.telegram.org/bot{BOT_TOKEN}/getUpdates",
+            (),
+            "GET https://api.telegram.org/bot[redacted]/getUpdates",
+        ),
+        (
+            "url=%s status=%d",
+            (f"https://api.telegram.org/bot{BOT_TOKEN}/sendMessage", 200),
+            "url=https://api.telegram.org/bot[redacted]/sendMessage status=200",
+        ),
         ("shaped %s", (SHORT_SHAPED,), "shaped [redacted]"),
         ("operator %s", (OPERATOR,), "operator [redacted]"),
         ("operator=%(tok)s", ({"tok": OPERATOR},), "operator=[redacted]"),
         ("two %s %s", (BOT_TOKEN, OPERATOR), "two [redacted] [redacted]"),
         (f"inline {OPERATOR} twice {OPERATOR}", (), "inline [redacted] twice [redacted]"),
-        ("dashes and underscores %s", ("987654321:AA-_bb-_cc-_dd-_ee-_ff",),
-         "dashes and underscores [redacted]"),
+        (
+            "dashes and underscores %s",
+            ("987654321:AA-_bb-_cc-_dd-_ee-_ff",),
+            "dashes and underscores [redacted]",
+        ),
     ],
-    ids=["arg", "url-in-message", "url-in-args", "shortest-shape", "given-secret",
-         "mapping-args", "two-secrets", "repeated", "dash-underscore"],
+    ids=[
+        "arg",
+        "url-in-message",
+        "url-in-args",
+        "shortest-shape",
+        "given-secret",
+        "mapping-args",
+        "two-secrets",
+        "repeated",
+        "dash-underscore",
+    ],
 )
-def test_secrets_are_masked(capture: tuple[logging.Logger, io.StringIO], msg: str,
-                            args: tuple[object, ...], want: str) -> None:
+def test_secrets_are_masked(
+    capture: tuple[logging.Logger, io.StringIO], msg: str, args: tuple[object, ...], want: str
+) -> None:
     logger, buffer = capture
     logger.info(msg, *args)
     assert buffer.getvalue() == f"INFO {want}\n"
@@ -81,18 +100,25 @@ def test_secrets_are_masked(capture: tuple[logging.Logger, io.StringIO], msg: st
         "percent 100% kept",
         "",
     ],
-    ids=["plain", "clock-times", "four-digits", "nineteen-chars", "short-secret-ignored",
-         "percent", "empty"],
+    ids=[
+        "plain",
+        "clock-times",
+        "four-digits",
+        "nineteen-chars",
+        "short-secret-ignored",
+        "percent",
+        "empty",
+    ],
 )
-def test_other_text_is_left_alone(capture: tuple[logging.Logger, io.StringIO],
-                                  text: str) -> None:
+def test_other_text_is_left_alone(capture: tuple[logging.Logger, io.StringIO], text: str) -> None:
     logger, buffer = capture
     logger.warning("%s", text)
     assert buffer.getvalue() == f"WARNING {text}\n"
 
 
-def test_record_without_secrets_keeps_its_args(capture: tuple[logging.Logger, io.StringIO]
-                                               ) -> None:
+def test_record_without_secrets_keeps_its_args(
+    capture: tuple[logging.Logger, io.StringIO],
+) -> None:
     logger, _ = capture
     records: list[logging.LogRecord] = []
 
@@ -108,8 +134,10 @@ def test_record_without_secrets_keeps_its_args(capture: tuple[logging.Logger, io
         logger.info("token=%s", OPERATOR)
     finally:
         logger.removeHandler(keep)
-    assert [(r.msg, r.args) for r in records] == [("sender=%s", ("4242",)),
-                                                  ("token=[redacted]", None)]
+    assert [(r.msg, r.args) for r in records] == [
+        ("sender=%s", ("4242",)),
+        ("token=[redacted]", None),
+    ]
 
 
 def test_traceback_is_masked(capture: tuple[logging.Logger, io.StringIO]) -> None:
@@ -122,8 +150,9 @@ def test_traceback_is_masked(capture: tuple[logging.Logger, io.StringIO]) -> Non
     assert BOT_TOKEN not in out
     assert OPERATOR not in out
     assert out.startswith("ERROR request failed with [redacted]\nTraceback")
-    assert out.endswith("RuntimeError: Client error for url "
-                        "'https://api.telegram.org/bot[redacted]/x'\n")
+    assert out.endswith(
+        "RuntimeError: Client error for url 'https://api.telegram.org/bot[redacted]/x'\n"
+    )
 
 
 def test_stack_info_is_masked(capture: tuple[logging.Logger, io.StringIO]) -> None:
@@ -137,16 +166,18 @@ def test_stack_info_is_masked(capture: tuple[logging.Logger, io.StringIO]) -> No
     assert "# [redacted]\n" in out
 
 
-def test_bad_format_does_not_raise_and_is_masked(capture: tuple[logging.Logger, io.StringIO]
-                                                 ) -> None:
+def test_bad_format_does_not_raise_and_is_masked(
+    capture: tuple[logging.Logger, io.StringIO],
+) -> None:
     logger, buffer = capture
     logger.info("two args %s %s", OPERATOR)  # one argument short
     assert OPERATOR not in buffer.getvalue()
     assert buffer.getvalue() == "INFO two args %s %s ('[redacted]',)\n"
 
 
-def test_setup_logging_installs_the_filter(monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_setup_logging_installs_the_filter(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", list(root.handlers))
     monkeypatch.setattr(root, "level", root.level)
@@ -174,10 +205,20 @@ def registry_redactor(*secrets: str, limit: int = 100) -> Redactor:
     return Redactor(registry=registry)
 
 
-@pytest.mark.parametrize("form", [
-    "XK7P4MQD", "XK7P-4MQD", "xk7p-4mqd", "xk7p4mqd", "Xk7p-4mQd", "xk7p 4mqd",
-    "/approve%20XK7P4MQD", "pairbot:/approve xk7p4mqd", "0XK7P4MQD1",
-])
+@pytest.mark.parametrize(
+    "form",
+    [
+        "XK7P4MQD",
+        "XK7P-4MQD",
+        "xk7p-4mqd",
+        "xk7p4mqd",
+        "Xk7p-4mQd",
+        "xk7p 4mqd",
+        "/approve%20XK7P4MQD",
+        "pairbot:/approve xk7p4mqd",
+        "0XK7P4MQD1",
+    ],
+)
 def test_a_registered_code_is_masked_in_every_form_a_person_types(form: str) -> None:
     redactor = registry_redactor(CODE)
     assert "4MQD" not in redactor.redact(f"got {form}!").upper()
@@ -186,8 +227,10 @@ def test_a_registered_code_is_masked_in_every_form_a_person_types(form: str) -> 
 def test_a_registered_letters_only_code_is_masked_even_in_lowercase() -> None:
     redactor = registry_redactor("HWZKMPQT")
     assert redactor.redact("owner typed /approve hwzk-mpqt") == "owner typed /approve [redacted]"
-    assert registry_redactor().redact("owner typed /approve hwzk-mpqt") == \
-        "owner typed /approve hwzk-mpqt"  # not registered: a lowercase word is left alone
+    assert (
+        registry_redactor().redact("owner typed /approve hwzk-mpqt")
+        == "owner typed /approve hwzk-mpqt"
+    )  # not registered: a lowercase word is left alone
 
 
 def test_a_registered_token_is_masked_alone_and_glued_to_other_characters() -> None:
@@ -235,8 +278,10 @@ def test_remember_secret_feeds_the_process_registry() -> None:
 
 def test_static_secrets_are_masked_as_written_and_url_encoded() -> None:
     redactor = Redactor(["pa ss/w@rd+1"])
-    assert redactor.redact("GET /x?password=pa%20ss%2Fw%40rd%2B1 ok") == \
-        "GET /x?password=[redacted] ok"
+    assert (
+        redactor.redact("GET /x?password=pa%20ss%2Fw%40rd%2B1 ok")
+        == "GET /x?password=[redacted] ok"
+    )
     assert redactor.redact("pw pa+ss%2Fw%40rd%2B1") == "pw [redacted]"
     assert redactor.redact("pw pa ss/w@rd+1") == "pw [redacted]"
 
@@ -244,17 +289,24 @@ def test_static_secrets_are_masked_as_written_and_url_encoded() -> None:
 def test_add_secrets_extends_the_active_redactor() -> None:
     add_secrets(["configured-secret-1"])
     add_secrets(["configured-secret-2"])
-    assert RedactFilter(redactor=ACTIVE).redact("configured-secret-1 configured-secret-2") == \
-        "[redacted] [redacted]"
+    assert (
+        RedactFilter(redactor=ACTIVE).redact("configured-secret-1 configured-secret-2")
+        == "[redacted] [redacted]"
+    )
 
 
-@pytest.mark.parametrize(("text", "want"), [
-    ("Authorization: Bearer xoxb-1234567890-abcdefghij", "Authorization: Bearer [redacted]"),
-    ("{'Authorization': 'Bot MTIzNDU2Nzg5MDEy.GhIjKl.mnopqrstuvwx'}",
-     "{'Authorization': '[redacted]'}"),
-    ("header Basic dXNlcjpwYXNzd29yZA==", "header Basic [redacted]"),
-    ("the bot token", "the bot token"),
-])
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("Authorization: Bearer xoxb-1234567890-abcdefghij", "Authorization: Bearer [redacted]"),
+        (
+            "{'Authorization': 'Bot MTIzNDU2Nzg5MDEy.GhIjKl.mnopqrstuvwx'}",
+            "{'Authorization': '[redacted]'}",
+        ),
+        ("header Basic dXNlcjpwYXNzd29yZA==", "header Basic [redacted]"),
+        ("the bot token", "the bot token"),
+    ],
+)
 def test_credentials_after_an_auth_scheme_are_masked(text: str, want: str) -> None:
     assert Redactor().redact(text) == want
 
@@ -262,56 +314,83 @@ def test_credentials_after_an_auth_scheme_are_masked(text: str, want: str) -> No
 # --- message texts in payloads --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "want"), [
-    # JSON (discord.http, slack-bolt's socket frames, signal-cli, BlueBubbles)
-    ('{"content":"see you at 5","tts":false}', '{"content":"[redacted]","tts":false}'),
-    ('{"text": "say \\"hi\\" to Bob", "ts": "1.2"}', '{"text": "[redacted]", "ts": "1.2"}'),
-    ('{"message": "hello", "recipient": ["+15550001"]}',
-     '{"message": "[redacted]", "recipient": ["+15550001"]}'),
-    ('{"body": {"text": "tap a button"}}', '{"body": {"text": "[redacted]"}}'),
-    # Python reprs (PTB, slack-sdk, discord.gateway)
-    ("{'text': 'hi there', 'chat': {'id': 4001}}", "{'text': '[redacted]', 'chat': {'id': 4001}}"),
-    ("{'text': \"it's me\", 'id': 1}", "{'text': \"[redacted]\", 'id': 1}"),
-    ("{'caption': 'a cat \\'meme\\'', 'id': 1}", "{'caption': '[redacted]', 'id': 1}"),
-    ("Message(message_id=1, text='hi there', chat=Chat(id=4001))",
-     "Message(message_id=1, text='[redacted]', chat=Chat(id=4001))"),
-    ("Update(message=Message(text='x'), update_id=3)",
-     "Update(message=Message(text='[redacted]'), update_id=3)"),
-    ("{'raw_text': 'typed', 'message_text': 'too'}",
-     "{'raw_text': '[redacted]', 'message_text': '[redacted]'}"),
-    ("data=b'{\"text\": \"bytes\"}'", "data=b'{\"text\": \"[redacted]\"}'"),
-    ("{'content': b'raw bytes'}", "{'content': b'[redacted]'}"),
-    ("{'text': 'line one\\nline two'}", "{'text': '[redacted]'}"),
-    # JSON inside a JSON string
-    ('"payload": "{\\"text\\": \\"nested\\", \\"n\\": 1}"',
-     '"payload": "{\\"text\\": \\"[redacted]\\", \\"n\\": 1}"'),
-    # URL-encoded forms and queries (Slack slash commands over HTTP)
-    ("token=abc123def456&team_id=T1&text=approve+XK7P4MQD&user_id=U1",
-     "token=[redacted]&team_id=T1&text=[redacted]&user_id=U1"),
-    ("GET /hook?hub.verify_token=vt-123456&hub.challenge=99",
-     "GET /hook?hub.verify_token=[redacted]&hub.challenge=99"),
-    # a value a logger cut short (no closing quote): masked to the end
-    ("> TEXT '{\"type\":\"res\",\"token\":\"Qw3-rT_yU8iO...' [120 bytes]",
-     "> TEXT '{\"type\":\"res\",\"token\":\"[redacted]"),
-    # secret-like keys
-    ("{'access_token': 'EAAG1234', 'password': 'pw', 'app_secret': 's'}",
-     "{'access_token': '[redacted]', 'password': '[redacted]', 'app_secret': '[redacted]'}"),
-    ("password: hunter2 accepted", "password: [redacted] accepted"),
-])
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        # JSON (discord.http, slack-bolt's socket frames, signal-cli, BlueBubbles)
+        ('{"content":"see you at 5","tts":false}', '{"content":"[redacted]","tts":false}'),
+        ('{"text": "say \\"hi\\" to Bob", "ts": "1.2"}', '{"text": "[redacted]", "ts": "1.2"}'),
+        (
+            '{"message": "hello", "recipient": ["+15550001"]}',
+            '{"message": "[redacted]", "recipient": ["+15550001"]}',
+        ),
+        ('{"body": {"text": "tap a button"}}', '{"body": {"text": "[redacted]"}}'),
+        # Python reprs (PTB, slack-sdk, discord.gateway)
+        (
+            "{'text': 'hi there', 'chat': {'id': 4001}}",
+            "{'text': '[redacted]', 'chat': {'id': 4001}}",
+        ),
+        ("{'text': \"it's me\", 'id': 1}", "{'text': \"[redacted]\", 'id': 1}"),
+        ("{'caption': 'a cat \\'meme\\'', 'id': 1}", "{'caption': '[redacted]', 'id': 1}"),
+        (
+            "Message(message_id=1, text='hi there', chat=Chat(id=4001))",
+            "Message(message_id=1, text='[redacted]', chat=Chat(id=4001))",
+        ),
+        (
+            "Update(message=Message(text='x'), update_id=3)",
+            "Update(message=Message(text='[redacted]'), update_id=3)",
+        ),
+        (
+            "{'raw_text': 'typed', 'message_text': 'too'}",
+            "{'raw_text': '[redacted]', 'message_text': '[redacted]'}",
+        ),
+        ('data=b\'{"text": "bytes"}\'', 'data=b\'{"text": "[redacted]"}\''),
+        ("{'content': b'raw bytes'}", "{'content': b'[redacted]'}"),
+        ("{'text': 'line one\\nline two'}", "{'text': '[redacted]'}"),
+        # JSON inside a JSON string
+        (
+            '"payload": "{\\"text\\": \\"nested\\", \\"n\\": 1}"',
+            '"payload": "{\\"text\\": \\"[redacted]\\", \\"n\\": 1}"',
+        ),
+        # URL-encoded forms and queries (Slack slash commands over HTTP)
+        (
+            "token=abc123def456&team_id=T1&text=approve+XK7P4MQD&user_id=U1",
+            "token=[redacted]&team_id=T1&text=[redacted]&user_id=U1",
+        ),
+        (
+            "GET /hook?hub.verify_token=vt-123456&hub.challenge=99",
+            "GET /hook?hub.verify_token=[redacted]&hub.challenge=99",
+        ),
+        # a value a logger cut short (no closing quote): masked to the end
+        (
+            '> TEXT \'{"type":"res","token":"Qw3-rT_yU8iO...\' [120 bytes]',
+            '> TEXT \'{"type":"res","token":"[redacted]',
+        ),
+        # secret-like keys
+        (
+            "{'access_token': 'EAAG1234', 'password': 'pw', 'app_secret': 's'}",
+            "{'access_token': '[redacted]', 'password': '[redacted]', 'app_secret': '[redacted]'}",
+        ),
+        ("password: hunter2 accepted", "password: [redacted] accepted"),
+    ],
+)
 def test_message_texts_and_secret_values_in_payloads_are_masked(text: str, want: str) -> None:
     assert Redactor().redact(text) == want
 
 
-@pytest.mark.parametrize("text", [
-    "{'message': {'message_id': 4, 'chat': {'id': 4001}}}",  # a dict, not a text
-    "{'message_id': 4, 'content_type': 'text', 'token_type': 'bot'}",  # other keys
-    "{'text': '', 'body': None}",  # nothing to hide
-    "failed: message: too long (4100 > 4096)",  # prose
-    "text=None, caption=True",
-    "'Content-Type': 'application/json', 'context': 'x'",
-    "subtext='keep' pretext: 'keep'",
-    "HTTP Request: POST http://127.0.0.1:8081/v21.0/123/messages \"HTTP/1.1 200 OK\"",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{'message': {'message_id': 4, 'chat': {'id': 4001}}}",  # a dict, not a text
+        "{'message_id': 4, 'content_type': 'text', 'token_type': 'bot'}",  # other keys
+        "{'text': '', 'body': None}",  # nothing to hide
+        "failed: message: too long (4100 > 4096)",  # prose
+        "text=None, caption=True",
+        "'Content-Type': 'application/json', 'context': 'x'",
+        "subtext='keep' pretext: 'keep'",
+        'HTTP Request: POST http://127.0.0.1:8081/v21.0/123/messages "HTTP/1.1 200 OK"',
+    ],
+)
 def test_other_keys_and_prose_are_left_alone(text: str) -> None:
     assert Redactor().redact(text) == text
 
@@ -319,22 +398,44 @@ def test_other_keys_and_prose_are_left_alone(text: str) -> None:
 # --- the code-shape backstop ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", [
-    "ABCD2345", "ABCD-2345", "abcd2345", "abcd-2345", "Ab3d-2345", "HWZKMPQT",
-    "('/approve', 'ZZZZ9999')", "code=QRST-6789&x", "custom_id: 'pairbot:/reject MNPQ2345'",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ABCD2345",
+        "ABCD-2345",
+        "abcd2345",
+        "abcd-2345",
+        "Ab3d-2345",
+        "HWZKMPQT",
+        "('/approve', 'ZZZZ9999')",
+        "code=QRST-6789&x",
+        "custom_id: 'pairbot:/reject MNPQ2345'",
+    ],
+)
 def test_anything_shaped_like_a_code_is_masked(text: str) -> None:
     cleaned = Redactor(registry=SecretRegistry()).redact(text)
     assert MASK in cleaned
     assert not any(part in cleaned for part in ("2345", "HWZK", "9999", "6789"))
 
 
-@pytest.mark.parametrize("text", [
-    "telegram requests accepted", "real data", "23456789 bytes", "user 190000000000000002",
-    "sender 5e000000-0000-4000-8000-000000000001", "UUID c9f717bf-e829-4a1e-9714-a1c8fb3fde0a",
-    "request AQ95UJ9SZS", "U0DEMO001 in T0FAKE", "node-e94840319948", "ABCD2345X",
-    "/tmp/pairbot-demo-abcd2345", "Telegram WhatsApp", "at 17:02:05,954",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "telegram requests accepted",
+        "real data",
+        "23456789 bytes",
+        "user 190000000000000002",
+        "sender 5e000000-0000-4000-8000-000000000001",
+        "UUID c9f717bf-e829-4a1e-9714-a1c8fb3fde0a",
+        "request AQ95UJ9SZS",
+        "U0DEMO001 in T0FAKE",
+        "node-e94840319948",
+        "ABCD2345X",
+        "/tmp/pairbot-demo-abcd2345",
+        "Telegram WhatsApp",
+        "at 17:02:05,954",
+    ],
+)
 def test_ids_words_and_numbers_are_not_taken_for_codes(text: str) -> None:
     assert Redactor(registry=SecretRegistry()).redact(text) == text
 
@@ -359,7 +460,8 @@ def own_handler() -> Iterator[tuple[logging.Logger, io.StringIO]]:
 
 
 def test_install_redaction_covers_loggers_with_their_own_handlers(
-        own_handler: tuple[logging.Logger, io.StringIO]) -> None:
+    own_handler: tuple[logging.Logger, io.StringIO],
+) -> None:
     logger, buffer = own_handler
     remember_secret(CODE)
     add_secrets([OPERATOR])
@@ -368,9 +470,11 @@ def test_install_redaction_covers_loggers_with_their_own_handlers(
     handler.filters.clear()  # only the record factory now stands between the record and out
     logger.debug("Event: %s", {"op": 0, "d": {"content": "hello there", "code": CODE}})
     logger.debug("op=%s", OPERATOR)
-    assert buffer.getvalue() == ("tests.thirdparty Event: {'op': 0, 'd': {'content': "
-                                 "'[redacted]', 'code': '[redacted]'}}\n"
-                                 "tests.thirdparty op=[redacted]\n")
+    assert buffer.getvalue() == (
+        "tests.thirdparty Event: {'op': 0, 'd': {'content': "
+        "'[redacted]', 'code': '[redacted]'}}\n"
+        "tests.thirdparty op=[redacted]\n"
+    )
 
 
 def test_a_logger_made_after_set_up_with_its_own_handler_is_covered() -> None:
@@ -399,17 +503,23 @@ def test_install_redaction_is_idempotent_and_reset_undoes_it() -> None:
 
 
 def test_records_made_without_the_factory_are_caught_by_the_handler_filter(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", list(root.handlers))
     monkeypatch.setattr(root, "level", root.level)
     setup_logging(level=logging.DEBUG, secrets=[OPERATOR])
-    record = logging.makeLogRecord({"name": "tests.queue", "levelno": logging.INFO,
-                                    "levelname": "INFO", "msg": "op %s text='%s'",
-                                    "args": (OPERATOR, "queued text")})
+    record = logging.makeLogRecord(
+        {
+            "name": "tests.queue",
+            "levelno": logging.INFO,
+            "levelname": "INFO",
+            "msg": "op %s text='%s'",
+            "args": (OPERATOR, "queued text"),
+        }
+    )
     root.handle(record)
-    assert capsys.readouterr().err.endswith(
-        "INFO tests.queue: op [redacted] text='[redacted]'\n")
+    assert capsys.readouterr().err.endswith("INFO tests.queue: op [redacted] text='[redacted]'\n")
 
 
 def test_a_record_is_redacted_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -441,8 +551,8 @@ def test_a_record_is_redacted_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_record_the_redactor_fails_on_is_replaced_not_leaked(
-        own_handler: tuple[logging.Logger, io.StringIO],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    own_handler: tuple[logging.Logger, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
     logger, buffer = own_handler
     install_redaction()
 
@@ -461,25 +571,33 @@ def test_debug_keeps_every_library_at_debug(monkeypatch: pytest.MonkeyPatch) -> 
     for name in ("httpx", "httpcore", "apscheduler", "telegram.ext.Updater"):
         monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
     setup_logging(level=logging.DEBUG)
-    assert all(logging.getLogger(name).isEnabledFor(logging.DEBUG)
-               for name in ("httpx", "httpcore", "apscheduler", "telegram.ext.Updater"))
+    assert all(
+        logging.getLogger(name).isEnabledFor(logging.DEBUG)
+        for name in ("httpx", "httpcore", "apscheduler", "telegram.ext.Updater")
+    )
 
 
 def test_the_cli_main_redacts_like_pairbot_run(
-        tmp_path: Path, own_handler: tuple[logging.Logger, io.StringIO],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path,
+    own_handler: tuple[logging.Logger, io.StringIO],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from bot.cli import main
 
     logger, buffer = own_handler
     monkeypatch.setenv("PAIRBOT_T_TOKEN", BOT_TOKEN.replace(":", "x"))
     config = tmp_path / "pairbot.yaml"
-    config.write_text(f"state_dir: {tmp_path / 'state'}\nproviders:\n"
-                      "  discord: {token: '${PAIRBOT_T_TOKEN}'}\n")
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\nproviders:\n"
+        "  discord: {token: '${PAIRBOT_T_TOKEN}'}\n"
+    )
     logger.handlers[0].filters.clear()
     assert main(["--debug", "pairing", "list", "--config", str(config)]) == 0
     logger.debug("token %s, %s", BOT_TOKEN.replace(":", "x"), {"text": "hi", "c": "ABCD-2345"})
-    assert buffer.getvalue() == "tests.thirdparty token [redacted], {'text': '[redacted]', " \
-                                "'c': '[redacted]'}\n"
+    assert (
+        buffer.getvalue() == "tests.thirdparty token [redacted], {'text': '[redacted]', "
+        "'c': '[redacted]'}\n"
+    )
 
 
 # --- cost: linear however hostile the line ----------------------------------------------------
@@ -515,13 +633,15 @@ def _redact_seconds(redactor: Redactor, unit: str, size: int) -> float:
 def test_hostile_lines_cost_linear_time(unit: str) -> None:
     redactor = registry_redactor(TOKEN, CODE, "p@ss w0rd:!")
     small, large = 20_000, 160_000
-    ratio = _redact_seconds(redactor, unit, large) / max(_redact_seconds(redactor, unit, small),
-                                                         1e-6)
+    ratio = _redact_seconds(redactor, unit, large) / max(
+        _redact_seconds(redactor, unit, small), 1e-6
+    )
     assert ratio < 24, f"8x the input took {ratio:.0f}x the time"  # quadratic would be ~64x
 
 
 def test_every_value_a_config_reads_from_the_environment_is_a_secret(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from bot.config import load_config
 
     hook = "https://hooks.example.com/T00/B00/sEcReTpAtH"
@@ -533,7 +653,8 @@ def test_every_value_a_config_reads_from_the_environment_is_a_secret(
 
 
 def test_a_record_factory_set_by_a_library_later_is_wrapped_again(
-        own_handler: tuple[logging.Logger, io.StringIO]) -> None:
+    own_handler: tuple[logging.Logger, io.StringIO],
+) -> None:
     logger, buffer = own_handler
     install_redaction()
     logger.handlers[0].filters.clear()

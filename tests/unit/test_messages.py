@@ -13,8 +13,10 @@ from bot.messages import HELP, without_slashes
         ("/approve ABCD2345 (or /reject ABCD2345).", "approve ABCD2345 (or reject ABCD2345)."),
         ("Send /pending to see them all.", "Send pending to see them all."),
         ("/nodes approve X", "nodes approve X"),
-        ("see https://example.com/approve and a/pending", "see https://example.com/approve "
-         "and a/pending"),
+        (
+            "see https://example.com/approve and a/pending",
+            "see https://example.com/approve and a/pending",
+        ),
         ("/approvedx stays", "/approvedx stays"),
         ("/start is not ours", "/start is not ours"),
     ],

@@ -30,13 +30,19 @@ SECOND = timedelta(seconds=1)
 
 
 def files_containing(state_dir: Path, needle: str) -> list[str]:
-    return sorted(str(p.relative_to(state_dir)) for p in state_dir.rglob("*")
-                  if p.is_file() and needle.encode() in p.read_bytes())
+    return sorted(
+        str(p.relative_to(state_dir))
+        for p in state_dir.rglob("*")
+        if p.is_file() and needle.encode() in p.read_bytes()
+    )
 
 
 def node_events(store: JsonFileStore) -> list[tuple[object, ...]]:
-    return [(r["event"], r["actor"], r["subject"], r.get("requestId"), r["outcome"])
-            for r in store.read_audit() if str(r["event"]).startswith("node.")]
+    return [
+        (r["event"], r["actor"], r["subject"], r.get("requestId"), r["outcome"])
+        for r in store.read_audit()
+        if str(r["event"]).startswith("node.")
+    ]
 
 
 # --- request --------------------------------------------------------------------------------
@@ -50,7 +56,12 @@ def test_request_is_pending_with_a_random_id(nodes: NodeService, clock: FakeCloc
     assert ask.conflicts == ()
     req = ask.request
     assert (req.node_id, req.display_name, req.platform, req.version, req.created_at) == (
-        "laptop", "Ann's laptop", "linux", "1.2", clock.now())
+        "laptop",
+        "Ann's laptop",
+        "linux",
+        "1.2",
+        clock.now(),
+    )
     assert len(req.request_id) == 10
     assert set(req.request_id) <= set(codes.ALPHABET)
     assert other.request.request_id != req.request_id
@@ -103,8 +114,9 @@ def test_the_pickup_secret_is_stored_only_as_a_hash_and_claims_its_own_request(
     assert nodes.claim("phone", first.pickup) is None, "bound to its node id"
 
 
-def test_a_pickup_stops_working_when_its_request_expires(nodes: NodeService,
-                                                        clock: FakeClock) -> None:
+def test_a_pickup_stops_working_when_its_request_expires(
+    nodes: NodeService, clock: FakeClock
+) -> None:
     ask = nodes.request("laptop")
     assert ask.pickup is not None
     clock.advance(TTL)
@@ -126,8 +138,13 @@ def test_approving_one_asker_supersedes_the_others_for_that_node_id(
     assert nodes.pending() == [other]
     with pytest.raises(UnknownRequestError):
         nodes.approve(fake.request_id, actor=OWNER)
-    assert ("node.reject", "system:superseded", "laptop", fake.request_id,
-            "superseded") in node_events(store)
+    assert (
+        "node.reject",
+        "system:superseded",
+        "laptop",
+        fake.request_id,
+        "superseded",
+    ) in node_events(store)
 
 
 @pytest.mark.parametrize(
@@ -141,8 +158,15 @@ def test_approving_one_asker_supersedes_the_others_for_that_node_id(
         ("laptop", "version", "x" * 129, "version"),
         ("laptop", "remote", "x" * 1000, "remote"),
     ],
-    ids=["empty-id", "blank-id", "control-only-id", "long-name", "long-platform",
-         "long-version", "long-remote"],
+    ids=[
+        "empty-id",
+        "blank-id",
+        "control-only-id",
+        "long-name",
+        "long-platform",
+        "long-version",
+        "long-remote",
+    ],
 )
 def test_bad_input_is_a_value_error(
     nodes: NodeService, node_id: str, field: str, value: str, named: str
@@ -187,7 +211,8 @@ def test_expired_request_cannot_be_approved(
     assert nodes.paired() == []
     assert nodes.pending() == []
     assert ("node.expire", "system:expiry", "laptop", req.request_id, "expired") in node_events(
-        store)
+        store
+    )
 
 
 def test_prune_removes_expired_requests_and_audits(
@@ -205,7 +230,12 @@ def test_prune_removes_expired_requests_and_audits(
     on_disk = json.loads((state_dir / "nodes" / "pending.json").read_text())
     assert [r["requestId"] for r in on_disk["requests"]] == [young.request_id]
     assert node_events(store)[-1] == (
-        "node.expire", "system:scheduler", "laptop", old.request_id, "expired")
+        "node.expire",
+        "system:scheduler",
+        "laptop",
+        old.request_id,
+        "expired",
+    )
 
 
 def test_get_pending_sees_live_requests_only(nodes: NodeService, clock: FakeClock) -> None:
@@ -311,9 +341,16 @@ def test_re_pairing_with_proof_rotates_the_token(
     assert nodes.verify("laptop", new_token) == rotated
     assert nodes.paired() == [rotated]
     assert (rotated.created_at, rotated.approved_at, rotated.version) == (
-        node.created_at, clock.now(), "2.0")
+        node.created_at,
+        clock.now(),
+        "2.0",
+    )
     assert [e[4] for e in node_events(store) if e[0] in ("node.request", "node.approve")] == [
-        "pending", "approved", "repair", "rotated"]
+        "pending",
+        "approved",
+        "repair",
+        "rotated",
+    ]
 
 
 def test_a_request_made_before_the_node_was_paired_cannot_take_it_over(
@@ -325,8 +362,9 @@ def test_a_request_made_before_the_node_was_paired_cannot_take_it_over(
     token = other.approve(mine.request_id, actor=OWNER).token
     late = nodes.request("laptop", proof=token).request
     store_requests = json.loads((state_dir / "nodes" / "pending.json").read_text())
-    store_requests["requests"].append({**store_requests["requests"][0],
-                                       "requestId": "LATE222222", "isRepair": False})
+    store_requests["requests"].append(
+        {**store_requests["requests"][0], "requestId": "LATE222222", "isRepair": False}
+    )
     (state_dir / "nodes" / "pending.json").write_text(json.dumps(store_requests))
 
     with pytest.raises(AlreadyPairedError, match="revoke it first"):
@@ -365,8 +403,7 @@ def test_reject_drops_the_request_and_pairs_nothing(
     assert nodes.paired() == []
     with pytest.raises(UnknownRequestError):
         nodes.reject(req.request_id, actor=OWNER)
-    assert node_events(store)[-1] == ("node.reject", OWNER, "laptop", req.request_id,
-                                      "rejected")
+    assert node_events(store)[-1] == ("node.reject", OWNER, "laptop", req.request_id, "rejected")
 
 
 def test_revoke_stops_the_token_at_once(
@@ -414,8 +451,11 @@ def test_repair_without_details_keeps_the_paired_nodes_name(nodes, clock):
 
 
 def test_caps_per_address_per_node_and_in_all(store: JsonFileStore, clock: FakeClock) -> None:
-    nodes = NodeService(store, clock=clock, settings=NodeSettings(
-        max_pending_per_address=2, max_pending_per_node=2, max_pending=4))
+    nodes = NodeService(
+        store,
+        clock=clock,
+        settings=NodeSettings(max_pending_per_address=2, max_pending_per_node=2, max_pending=4),
+    )
     nodes.request("a", remote="10.0.0.1")
     nodes.request("b", remote="10.0.0.1")
     with pytest.raises(RateLimitedError, match="address"):

@@ -21,8 +21,10 @@ from bot.models import Button
 
 WINDOW = timedelta(seconds=0.2)
 LIMIT = 5
-BUTTONS = (Button(label="Approve", command="/approve ABCD2345"),
-           Button(label="Reject", command="/reject ABCD2345"))
+BUTTONS = (
+    Button(label="Approve", command="/approve ABCD2345"),
+    Button(label="Reject", command="/reject ABCD2345"),
+)
 
 
 class Outbox:
@@ -69,8 +71,9 @@ def notice(i: int) -> str:
     return f"New pairing request {i}"
 
 
-async def test_up_to_the_limit_goes_out_at_once_with_buttons(notifier: OwnerNotifier,
-                                                             outbox: Outbox) -> None:
+async def test_up_to_the_limit_goes_out_at_once_with_buttons(
+    notifier: OwnerNotifier, outbox: Outbox
+) -> None:
     for i in range(LIMIT):
         await notifier.notify(notice(i), BUTTONS, **PAIRING)
     assert outbox.sent == [(notice(i), BUTTONS) for i in range(LIMIT)]
@@ -78,9 +81,9 @@ async def test_up_to_the_limit_goes_out_at_once_with_buttons(notifier: OwnerNoti
     assert len(outbox.sent) == LIMIT  # nothing was folded, so no digest follows
 
 
-async def test_overflow_becomes_one_digest_after_the_window(notifier: OwnerNotifier,
-                                                            outbox: Outbox,
-                                                            clock: FakeClock) -> None:
+async def test_overflow_becomes_one_digest_after_the_window(
+    notifier: OwnerNotifier, outbox: Outbox, clock: FakeClock
+) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     for i in range(LIMIT + 7):
@@ -95,8 +98,10 @@ async def test_overflow_becomes_one_digest_after_the_window(notifier: OwnerNotif
     await until(lambda: len(outbox.sent) > LIMIT)
     assert loop.time() - started >= WINDOW.total_seconds() * 0.9
     assert outbox.sent[LIMIT:] == [(digest(8), ())]
-    assert digest(8) == ("Held back to keep this chat readable: 8 more pairing requests "
-                         "(Telegram). Send /pending to see what waits.")
+    assert digest(8) == (
+        "Held back to keep this chat readable: 8 more pairing requests "
+        "(Telegram). Send /pending to see what waits."
+    )
 
     await asyncio.sleep(WINDOW.total_seconds() * 1.25)
     assert len(outbox.sent) == LIMIT + 1  # exactly one digest
@@ -104,21 +109,23 @@ async def test_overflow_becomes_one_digest_after_the_window(notifier: OwnerNotif
     clock.advance(WINDOW)  # the window has passed on the clock: normal notices resume
     for i in range(LIMIT):
         await notifier.notify(notice(100 + i), BUTTONS, **PAIRING)
-    assert outbox.sent[LIMIT + 1:] == [(notice(100 + i), BUTTONS) for i in range(LIMIT)]
+    assert outbox.sent[LIMIT + 1 :] == [(notice(100 + i), BUTTONS) for i in range(LIMIT)]
 
 
-async def test_single_overflow_digest_is_singular(notifier: OwnerNotifier,
-                                                  outbox: Outbox) -> None:
+async def test_single_overflow_digest_is_singular(notifier: OwnerNotifier, outbox: Outbox) -> None:
     for i in range(LIMIT + 1):
         await notifier.notify(notice(i), **PAIRING)
     await until(lambda: len(outbox.sent) == LIMIT + 1)
     assert outbox.sent[-1] == (
         "Held back to keep this chat readable: 1 more pairing request (Telegram). Send "
-        "/pending to see what waits.", ())
+        "/pending to see what waits.",
+        (),
+    )
 
 
 async def test_digest_waits_only_until_the_oldest_notice_leaves_the_window(
-        notifier: OwnerNotifier, outbox: Outbox, clock: FakeClock) -> None:
+    notifier: OwnerNotifier, outbox: Outbox, clock: FakeClock
+) -> None:
     loop = asyncio.get_running_loop()
     await notifier.notify(notice(0), **PAIRING)
     clock.advance(WINDOW * 0.75)
@@ -132,7 +139,8 @@ async def test_digest_waits_only_until_the_oldest_notice_leaves_the_window(
 
 
 async def test_burst_after_a_digest_in_the_same_window_folds_again(
-        notifier: OwnerNotifier, outbox: Outbox) -> None:
+    notifier: OwnerNotifier, outbox: Outbox
+) -> None:
     for i in range(LIMIT + 2):
         await notifier.notify(notice(i), **PAIRING)
     await until(lambda: len(outbox.sent) == LIMIT + 1)
@@ -161,24 +169,29 @@ async def test_aclose_without_a_digest_is_harmless(outbox: Outbox, clock: FakeCl
 
 
 async def test_the_digest_counts_what_happened_by_kind_and_platform(
-        notifier: OwnerNotifier, outbox: Outbox) -> None:
+    notifier: OwnerNotifier, outbox: Outbox
+) -> None:
     """Issue 9 item 9: the digest used to call every folded notice a pairing request, and
     strangers turned away were counted by notice, not by stranger."""
     for i in range(LIMIT):
         await notifier.notify(notice(i), BUTTONS, **PAIRING)
     await notifier.notify("Slack request", kind=NoticeKind.PAIRING_REQUEST, provider="slack")
     await notifier.notify("Node asks", kind=NoticeKind.NODE_REQUEST)
-    await notifier.notify("12 turned away", kind=NoticeKind.TURNED_AWAY, provider="telegram",
-                          count=12)
-    await notifier.notify("985 turned away", kind=NoticeKind.TURNED_AWAY,
-                          provider="telegram", count=985)
-    await notifier.notify("3 turned away", kind=NoticeKind.TURNED_AWAY, provider="discord",
-                          count=3)
+    await notifier.notify(
+        "12 turned away", kind=NoticeKind.TURNED_AWAY, provider="telegram", count=12
+    )
+    await notifier.notify(
+        "985 turned away", kind=NoticeKind.TURNED_AWAY, provider="telegram", count=985
+    )
+    await notifier.notify(
+        "3 turned away", kind=NoticeKind.TURNED_AWAY, provider="discord", count=3
+    )
     await until(lambda: len(outbox.sent) == LIMIT + 1)
     assert outbox.texts()[-1] == (
         "Held back to keep this chat readable: 1 more pairing request (Slack); 1 more node "
         "request; 1000 more strangers turned away by the pending cap (Discord 3, Telegram "
-        "997). Send /pending to see what waits.")
+        "997). Send /pending to see what waits."
+    )
 
 
 async def test_urgent_notices_are_never_folded(notifier: OwnerNotifier, outbox: Outbox) -> None:

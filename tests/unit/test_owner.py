@@ -29,8 +29,9 @@ def owner(pairing: PairingService, nodes: NodeService, clock: FakeClock) -> Owne
     return OwnerCommands(pairing, nodes, clock=clock)
 
 
-def stranger(pairing: PairingService, sender: str = "4242", name: str = "Alice",
-             provider: str = "telegram") -> PendingRequest:
+def stranger(
+    pairing: PairingService, sender: str = "4242", name: str = "Alice", provider: str = "telegram"
+) -> PendingRequest:
     result = pairing.request(provider, sender, {"firstName": name} if name else {})
     assert result.request is not None
     return result.request
@@ -46,25 +47,45 @@ def fail(owner: OwnerCommands, times: int, actor: str = OWNER) -> list[OwnerRepl
 
 # --- /approve and /reject --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "typed",
-    ["/approve {code}", "/approve {lower}", "/approve {dashed}", "/approve {lower_dashed}",
-     "/approve {head} {tail}", "/approve@my_bot {code}", "   /approve   {code}   ",
-     "/APPROVE {code}"],
-    ids=["exact", "lowercase", "dashed", "lower-dashed", "split", "bot-suffix", "spaces",
-         "upper-command"],
+    [
+        "/approve {code}",
+        "/approve {lower}",
+        "/approve {dashed}",
+        "/approve {lower_dashed}",
+        "/approve {head} {tail}",
+        "/approve@my_bot {code}",
+        "   /approve   {code}   ",
+        "/APPROVE {code}",
+    ],
+    ids=[
+        "exact",
+        "lowercase",
+        "dashed",
+        "lower-dashed",
+        "split",
+        "bot-suffix",
+        "spaces",
+        "upper-command",
+    ],
 )
-def test_approve_code_variants(owner: OwnerCommands, pairing: PairingService,
-                               typed: str) -> None:
+def test_approve_code_variants(owner: OwnerCommands, pairing: PairingService, typed: str) -> None:
     req = stranger(pairing)
-    text = typed.format(code=req.code, lower=req.code.lower(), dashed=format_code(req.code),
-                        lower_dashed=format_code(req.code).lower(), head=req.code[:4],
-                        tail=req.code[4:])
+    text = typed.format(
+        code=req.code,
+        lower=req.code.lower(),
+        dashed=format_code(req.code),
+        lower_dashed=format_code(req.code).lower(),
+        head=req.code[:4],
+        tail=req.code[4:],
+    )
     reply = owner.run(text, actor=OWNER)
     assert reply == OwnerReply(
-        text="Approved Telegram sender 4242 (Alice, as given by the sender). They have been "
-             "told.",
-        approved=req)
+        text="Approved Telegram sender 4242 (Alice, as given by the sender). They have been told.",
+        approved=req,
+    )
     assert pairing.is_allowed("telegram", "4242")
     assert pairing.pending() == []
 
@@ -80,10 +101,14 @@ def test_reject(owner: OwnerCommands, pairing: PairingService) -> None:
 
 
 @pytest.mark.parametrize("command", ["/approve", "/reject"])
-@pytest.mark.parametrize("code", [WRONG, "hello", "ABCD-23456", "ABCD--2345", "OOOO1111"],
-                         ids=["unknown", "word", "too-long", "two-dashes", "ambiguous-chars"])
-def test_unknown_code(owner: OwnerCommands, pairing: PairingService, command: str,
-                      code: str) -> None:
+@pytest.mark.parametrize(
+    "code",
+    [WRONG, "hello", "ABCD-23456", "ABCD--2345", "OOOO1111"],
+    ids=["unknown", "word", "too-long", "two-dashes", "ambiguous-chars"],
+)
+def test_unknown_code(
+    owner: OwnerCommands, pairing: PairingService, command: str, code: str
+) -> None:
     req = stranger(pairing)
     reply = owner.run(f"{command} {code}", actor=OWNER)
     assert reply == OwnerReply(text=UNKNOWN_TEXT, ok=False, failure="unknown")
@@ -92,22 +117,25 @@ def test_unknown_code(owner: OwnerCommands, pairing: PairingService, command: st
 
 
 @pytest.mark.parametrize("command", ["/approve", "/reject"])
-def test_expired_code(owner: OwnerCommands, pairing: PairingService, clock: FakeClock,
-                      command: str) -> None:
+def test_expired_code(
+    owner: OwnerCommands, pairing: PairingService, clock: FakeClock, command: str
+) -> None:
     req = stranger(pairing, sender="U012ABC", provider="slack")
     clock.advance(timedelta(hours=1))
     reply = owner.run(f"{command} {req.code}", actor=OWNER)
     assert reply == OwnerReply(
         text="The pairing request from slack sender U012ABC expired; ask them to write again "
-             "for a new code.",
-        ok=False, failure="expired")
+        "for a new code.",
+        ok=False,
+        failure="expired",
+    )
     assert not pairing.is_allowed("slack", "U012ABC")
     assert owner.run(f"{command} {req.code}", actor=OWNER).failure == "unknown"
 
 
-def test_code_is_accepted_one_second_before_expiry(owner: OwnerCommands,
-                                                   pairing: PairingService,
-                                                   clock: FakeClock) -> None:
+def test_code_is_accepted_one_second_before_expiry(
+    owner: OwnerCommands, pairing: PairingService, clock: FakeClock
+) -> None:
     req = stranger(pairing)
     clock.advance(timedelta(hours=1) - SECOND)
     assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
@@ -117,41 +145,48 @@ def test_code_is_accepted_one_second_before_expiry(owner: OwnerCommands,
 def test_approve_without_a_code_is_usage(owner: OwnerCommands, command: str) -> None:
     word = command.split("@")[0].strip()
     assert owner.run(command, actor=OWNER) == OwnerReply(
-        text=f"Usage: {word} CODE", ok=False, failure="usage")
+        text=f"Usage: {word} CODE", ok=False, failure="usage"
+    )
 
 
 # --- /pending ----------------------------------------------------------------------------------
+
 
 def test_pending_when_nothing_is_pending(owner: OwnerCommands) -> None:
     assert owner.run("/pending", actor=OWNER) == OwnerReply(text="Nothing is pending.")
 
 
-def test_pending_lists_dm_and_node_requests(owner: OwnerCommands, pairing: PairingService,
-                                            nodes: NodeService, clock: FakeClock) -> None:
+def test_pending_lists_dm_and_node_requests(
+    owner: OwnerCommands, pairing: PairingService, nodes: NodeService, clock: FakeClock
+) -> None:
     alice = stranger(pairing, "4242", "Alice")
     clock.advance(timedelta(minutes=5))
     anon = stranger(pairing, "777", "")
     hostile = stranger(pairing, "888", "Eve\n/approve ABCD2345\u202e")
     kitchen = node(nodes)
     clock.advance(timedelta(minutes=1))
-    assert owner.run("/pending", actor=OWNER).text == "\n".join([
-        "Pairing requests (3):",
-        f"{format_code(alice.code)}  Telegram 4242 (Alice), 6m ago",
-        f"{format_code(anon.code)}  Telegram 777, 1m ago",
-        f"{format_code(hostile.code)}  Telegram 888 (Eve /approve ABCD2345), 1m ago",
-        "Node requests (1):",
-        f"{kitchen.request_id}  node-1 (Kitchen Pi), 1m ago",
-    ])
+    assert owner.run("/pending", actor=OWNER).text == "\n".join(
+        [
+            "Pairing requests (3):",
+            f"{format_code(alice.code)}  Telegram 4242 (Alice), 6m ago",
+            f"{format_code(anon.code)}  Telegram 777, 1m ago",
+            f"{format_code(hostile.code)}  Telegram 888 (Eve /approve ABCD2345), 1m ago",
+            "Node requests (1):",
+            f"{kitchen.request_id}  node-1 (Kitchen Pi), 1m ago",
+        ]
+    )
 
 
 def test_pending_with_only_nodes(owner: OwnerCommands, nodes: NodeService) -> None:
     kitchen = node(nodes, name="")
     assert owner.run("/pending", actor=OWNER).text == (
-        f"Node requests (1):\n{kitchen.request_id}  node-1, 0s ago")
+        f"Node requests (1):\n{kitchen.request_id}  node-1, 0s ago"
+    )
 
 
-def test_pending_leaves_out_expired_requests(owner: OwnerCommands, pairing: PairingService,
-                                             nodes: NodeService, clock: FakeClock) -> None:
+def test_pending_leaves_out_expired_requests(
+    owner: OwnerCommands, pairing: PairingService, nodes: NodeService, clock: FakeClock
+) -> None:
     stranger(pairing)
     node(nodes)
     clock.advance(timedelta(hours=1))
@@ -160,9 +195,11 @@ def test_pending_leaves_out_expired_requests(owner: OwnerCommands, pairing: Pair
 
 # --- /allowlist and /revoke --------------------------------------------------------------------
 
+
 @pytest.fixture
-def with_config_allow(store: JsonFileStore, clock: FakeClock,
-                      nodes: NodeService) -> tuple[OwnerCommands, PairingService]:
+def with_config_allow(
+    store: JsonFileStore, clock: FakeClock, nodes: NodeService
+) -> tuple[OwnerCommands, PairingService]:
     pairing = PairingService(store, clock=clock, static_allow={"telegram": ["99"]})
     return OwnerCommands(pairing, nodes, clock=clock), pairing
 
@@ -182,11 +219,19 @@ def test_allowlist_empty(owner: OwnerCommands) -> None:
         ("/allowlist myspace", "Unknown provider 'myspace'."),
         ("/allowlist " + "x" * 100, f"Unknown provider '{'x' * 19}…'."),
     ],
-    ids=["all", "telegram", "case-insensitive", "slack", "empty-provider", "unknown-provider",
-         "long-provider-cut"],
+    ids=[
+        "all",
+        "telegram",
+        "case-insensitive",
+        "slack",
+        "empty-provider",
+        "unknown-provider",
+        "long-provider-cut",
+    ],
 )
-def test_allowlist(with_config_allow: tuple[OwnerCommands, PairingService], typed: str,
-                   want: str) -> None:
+def test_allowlist(
+    with_config_allow: tuple[OwnerCommands, PairingService], typed: str, want: str
+) -> None:
     owner, pairing = with_config_allow
     pairing.allow("telegram", "4242", actor=OWNER)
     pairing.allow("slack", "U1", actor=OWNER)
@@ -195,47 +240,61 @@ def test_allowlist(with_config_allow: tuple[OwnerCommands, PairingService], type
 
 @pytest.mark.parametrize(
     "typed",
-    ["/revoke", "/revoke telegram", "/revoke myspace 4242", "/revoke telegram 4242 extra",
-     "/revoke 4242 telegram"],
+    [
+        "/revoke",
+        "/revoke telegram",
+        "/revoke myspace 4242",
+        "/revoke telegram 4242 extra",
+        "/revoke 4242 telegram",
+    ],
     ids=["bare", "no-id", "unknown-provider", "extra-arg", "swapped"],
 )
 def test_revoke_usage(owner: OwnerCommands, pairing: PairingService, typed: str) -> None:
     pairing.allow("telegram", "4242", actor=OWNER)
     assert owner.run(typed, actor=OWNER) == OwnerReply(
-        text="Usage: /revoke PROVIDER ID", ok=False, failure="usage")
+        text="Usage: /revoke PROVIDER ID", ok=False, failure="usage"
+    )
     assert pairing.is_allowed("telegram", "4242")
 
 
-def test_revoke_takes_the_sender_off_the_allowlist(owner: OwnerCommands,
-                                                   pairing: PairingService) -> None:
+def test_revoke_takes_the_sender_off_the_allowlist(
+    owner: OwnerCommands, pairing: PairingService
+) -> None:
     req = stranger(pairing)
     owner.run(f"/approve {req.code}", actor=OWNER)
     reply = owner.run("/revoke Telegram 4242", actor=OWNER)
     assert reply == OwnerReply(
-        text="Revoked Telegram sender 4242; their next message gets a new code.")
+        text="Revoked Telegram sender 4242; their next message gets a new code."
+    )
     assert not pairing.is_allowed("telegram", "4242")
     assert owner.run("/allowlist", actor=OWNER).text == "The allowlist is empty."
 
 
 def test_revoke_someone_not_allowed(owner: OwnerCommands) -> None:
     assert owner.run("/revoke telegram 555", actor=OWNER) == OwnerReply(
-        text="telegram sender 555 is not in the allowlist", ok=False, failure="unknown")
+        text="telegram sender 555 is not in the allowlist", ok=False, failure="unknown"
+    )
 
 
 def test_revoke_a_config_entry_says_where_it_comes_from(
-        with_config_allow: tuple[OwnerCommands, PairingService]) -> None:
+    with_config_allow: tuple[OwnerCommands, PairingService],
+) -> None:
     owner, pairing = with_config_allow
     assert owner.run("/revoke telegram 99", actor=OWNER) == OwnerReply(
         text="telegram sender 99 is allowed by the config's allow_from; remove it there",
-        ok=False, failure="unknown")
+        ok=False,
+        failure="unknown",
+    )
     assert pairing.is_allowed("telegram", "99")
 
 
 # --- /nodes ------------------------------------------------------------------------------------
 
+
 def test_nodes_overview_empty(owner: OwnerCommands) -> None:
     assert owner.run("/nodes", actor=OWNER) == OwnerReply(
-        text="Pending nodes (0):\n-\nPaired nodes (0):\n-")
+        text="Pending nodes (0):\n-\nPaired nodes (0):\n-"
+    )
 
 
 def test_nodes_overview(owner: OwnerCommands, nodes: NodeService, clock: FakeClock) -> None:
@@ -245,18 +304,21 @@ def test_nodes_overview(owner: OwnerCommands, nodes: NodeService, clock: FakeClo
     nodes.approve(nameless.request_id, actor=OWNER)
     waiting = node(nodes, "node-3", "G" * 50)
     clock.advance(timedelta(minutes=2))
-    assert owner.run("/nodes", actor=OWNER).text == "\n".join([
-        "Pending nodes (1):",
-        f"{waiting.request_id}  node-3 ({'G' * 31}…), 2m ago",
-        "Paired nodes (2):",
-        "node-1 (Kitchen Pi)",
-        "node-2 (no name)",
-    ])
+    assert owner.run("/nodes", actor=OWNER).text == "\n".join(
+        [
+            "Pending nodes (1):",
+            f"{waiting.request_id}  node-3 ({'G' * 31}…), 2m ago",
+            "Paired nodes (2):",
+            "node-1 (Kitchen Pi)",
+            "node-2 (no name)",
+        ]
+    )
 
 
 @pytest.mark.parametrize("case", [str.upper, str.lower], ids=["as-shown", "lowercase"])
-def test_nodes_approve_returns_a_token_that_verifies(owner: OwnerCommands, nodes: NodeService,
-                                                     case: object) -> None:
+def test_nodes_approve_returns_a_token_that_verifies(
+    owner: OwnerCommands, nodes: NodeService, case: object
+) -> None:
     req = node(nodes)
     assert callable(case)
     reply = owner.run(f"/nodes approve {case(req.request_id)}", actor=OWNER)
@@ -282,8 +344,9 @@ def test_nodes_revoke(owner: OwnerCommands, nodes: NodeService) -> None:
     assert approved is not None
     paired, token = approved.node, approved.token
     reply = owner.run("/nodes revoke node-1", actor=OWNER)
-    assert reply == OwnerReply(text="Revoked node node-1; its token no longer works.",
-                               node_revoked=paired)
+    assert reply == OwnerReply(
+        text="Revoked node node-1; its token no longer works.", node_revoked=paired
+    )
     assert nodes.verify("node-1", token) is None
     assert nodes.paired() == []
 
@@ -301,8 +364,9 @@ def test_nodes_unknown(owner: OwnerCommands, typed: str, want: str) -> None:
     assert owner.run(typed, actor=OWNER) == OwnerReply(text=want, ok=False, failure="unknown")
 
 
-def test_nodes_approve_expired_request_is_unknown(owner: OwnerCommands, nodes: NodeService,
-                                                  clock: FakeClock) -> None:
+def test_nodes_approve_expired_request_is_unknown(
+    owner: OwnerCommands, nodes: NodeService, clock: FakeClock
+) -> None:
     req = node(nodes)
     clock.advance(timedelta(minutes=5))
     reply = owner.run(f"/nodes approve {req.request_id}", actor=OWNER)
@@ -312,26 +376,43 @@ def test_nodes_approve_expired_request_is_unknown(owner: OwnerCommands, nodes: N
 
 @pytest.mark.parametrize(
     "typed",
-    ["/nodes approve", "/nodes reject", "/nodes revoke", "/nodes list", "/nodes approve A B",
-     "/nodes pair X"],
-    ids=["approve-no-id", "reject-no-id", "revoke-no-id", "unknown-action", "two-ids",
-         "other-action"],
+    [
+        "/nodes approve",
+        "/nodes reject",
+        "/nodes revoke",
+        "/nodes list",
+        "/nodes approve A B",
+        "/nodes pair X",
+    ],
+    ids=[
+        "approve-no-id",
+        "reject-no-id",
+        "revoke-no-id",
+        "unknown-action",
+        "two-ids",
+        "other-action",
+    ],
 )
 def test_nodes_usage(owner: OwnerCommands, typed: str) -> None:
     assert owner.run(typed, actor=OWNER) == OwnerReply(
-        text="Usage: /nodes [approve ID | reject ID | revoke NODE_ID]", ok=False,
-        failure="usage")
+        text="Usage: /nodes [approve ID | reject ID | revoke NODE_ID]", ok=False, failure="usage"
+    )
 
 
 # --- /help -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("typed", ["/help", "/start", "/unknown", "hello", "", "/help@my_bot"],
-                         ids=["help", "start", "unknown", "plain-text", "empty", "bot-suffix"])
+
+@pytest.mark.parametrize(
+    "typed",
+    ["/help", "/start", "/unknown", "hello", "", "/help@my_bot"],
+    ids=["help", "start", "unknown", "plain-text", "empty", "bot-suffix"],
+)
 def test_help_for_everything_else(owner: OwnerCommands, typed: str) -> None:
     assert owner.run(typed, actor=OWNER) == OwnerReply(text=messages.HELP)
 
 
 # --- lockout (goal 7) --------------------------------------------------------------------------
+
 
 def test_nine_failures_do_not_lock(owner: OwnerCommands, pairing: PairingService) -> None:
     req = stranger(pairing)
@@ -341,37 +422,46 @@ def test_nine_failures_do_not_lock(owner: OwnerCommands, pairing: PairingService
 
 
 def test_ten_failures_lock_even_a_correct_code_for_fifteen_minutes(
-        owner: OwnerCommands, pairing: PairingService, clock: FakeClock,
-        caplog: pytest.LogCaptureFixture) -> None:
+    owner: OwnerCommands,
+    pairing: PairingService,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.WARNING, logger="bot.owner")
     req = stranger(pairing)
     replies = fail(owner, 10)
-    assert replies[-1] == OwnerReply(text=f"{UNKNOWN_TEXT}\n{LOCKED_15M}", ok=False,
-                                     failure="unknown")
+    assert replies[-1] == OwnerReply(
+        text=f"{UNKNOWN_TEXT}\n{LOCKED_15M}", ok=False, failure="unknown"
+    )
     locked = OwnerReply(text=LOCKED_15M, ok=False, failure="locked")
     assert owner.run(f"/approve {req.code}", actor=OWNER) == locked
     assert owner.run(f"/reject {req.code}", actor=OWNER) == locked
     assert pairing.pending() == [req]
     assert not pairing.is_allowed("telegram", "4242")
     assert [r.getMessage() for r in caplog.records] == [
-        f"owner {OWNER} locked out of approvals for 0:15:00 after 10 failures"]
+        f"owner {OWNER} locked out of approvals for 0:15:00 after 10 failures"
+    ]
     assert req.code not in caplog.text
     lockouts = [r for r in pairing._store.read_audit() if r["event"] == "lockout"]
     assert [(r["actor"], r["outcome"], r["failures"], r["seconds"]) for r in lockouts] == [
-        (OWNER, "locked", 10, 900)]
+        (OWNER, "locked", 10, 900)
+    ]
 
     clock.advance(timedelta(minutes=10))
     assert owner.run(f"/approve {req.code}", actor=OWNER) == OwnerReply(
-        text="Too many wrong codes: approvals are paused for 5m.", ok=False, failure="locked")
+        text="Too many wrong codes: approvals are paused for 5m.", ok=False, failure="locked"
+    )
     clock.advance(timedelta(minutes=5) - SECOND)
     assert owner.run(f"/approve {req.code}", actor=OWNER) == OwnerReply(
-        text="Too many wrong codes: approvals are paused for 1s.", ok=False, failure="locked")
+        text="Too many wrong codes: approvals are paused for 1s.", ok=False, failure="locked"
+    )
     clock.advance(SECOND)
     assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
 
 
-def test_the_pause_is_said_rounded_up(owner: OwnerCommands, pairing: PairingService,
-                                      clock: FakeClock) -> None:
+def test_the_pause_is_said_rounded_up(
+    owner: OwnerCommands, pairing: PairingService, clock: FakeClock
+) -> None:
     """A second after a 15-minute lockout began, 14m59s are left: that is "15m", not "14m"."""
     req = stranger(pairing)
     fail(owner, 10)
@@ -379,11 +469,13 @@ def test_the_pause_is_said_rounded_up(owner: OwnerCommands, pairing: PairingServ
     assert owner.run(f"/approve {req.code}", actor=OWNER).text == LOCKED_15M
     clock.advance(timedelta(minutes=10))
     assert owner.run(f"/approve {req.code}", actor=OWNER).text == (
-        "Too many wrong codes: approvals are paused for 5m.")
+        "Too many wrong codes: approvals are paused for 5m."
+    )
 
 
 def test_lockout_counts_expired_codes_and_ignores_new_codes(
-        owner: OwnerCommands, pairing: PairingService, clock: FakeClock) -> None:
+    owner: OwnerCommands, pairing: PairingService, clock: FakeClock
+) -> None:
     old = stranger(pairing, "1")
     clock.advance(timedelta(hours=1))
     assert owner.run(f"/approve {old.code}", actor=OWNER).failure == "expired"
@@ -411,8 +503,9 @@ def test_success_resets_the_counter(owner: OwnerCommands, pairing: PairingServic
     assert owner.run(f"/approve {second.code}", actor=OWNER).approved == second
 
 
-def test_a_successful_reject_also_resets_the_counter(owner: OwnerCommands,
-                                                     pairing: PairingService) -> None:
+def test_a_successful_reject_also_resets_the_counter(
+    owner: OwnerCommands, pairing: PairingService
+) -> None:
     first = stranger(pairing, "1")
     second = stranger(pairing, "2")
     fail(owner, 9)
@@ -421,9 +514,9 @@ def test_a_successful_reject_also_resets_the_counter(owner: OwnerCommands,
     assert owner.run(f"/approve {second.code}", actor=OWNER).approved == second
 
 
-def test_failures_older_than_fifteen_minutes_fall_out(owner: OwnerCommands,
-                                                      pairing: PairingService,
-                                                      clock: FakeClock) -> None:
+def test_failures_older_than_fifteen_minutes_fall_out(
+    owner: OwnerCommands, pairing: PairingService, clock: FakeClock
+) -> None:
     fail(owner, 9)
     clock.advance(timedelta(minutes=15))
     fail(owner, 1)
@@ -431,8 +524,9 @@ def test_failures_older_than_fifteen_minutes_fall_out(owner: OwnerCommands,
     assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
 
 
-def test_lockout_doubles_up_to_an_hour(owner: OwnerCommands, pairing: PairingService,
-                                       clock: FakeClock) -> None:
+def test_lockout_doubles_up_to_an_hour(
+    owner: OwnerCommands, pairing: PairingService, clock: FakeClock
+) -> None:
     for minutes, shown in ((15, "15m"), (30, "30m"), (60, "1h"), (60, "1h")):
         replies = fail(owner, 10)
         assert replies[-1].text.endswith(f"approvals are paused for {shown}.")
@@ -446,8 +540,9 @@ def test_lockout_doubles_up_to_an_hour(owner: OwnerCommands, pairing: PairingSer
     assert fail(owner, 10)[-1].text.endswith(LOCKED_15M)
 
 
-def test_one_owners_failures_do_not_lock_another(owner: OwnerCommands,
-                                                 pairing: PairingService) -> None:
+def test_one_owners_failures_do_not_lock_another(
+    owner: OwnerCommands, pairing: PairingService
+) -> None:
     req = stranger(pairing)
     fail(owner, 10, actor=OTHER_OWNER)
     assert owner.run(f"/approve {req.code}", actor=OTHER_OWNER).failure == "locked"

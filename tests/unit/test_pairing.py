@@ -96,7 +96,10 @@ def test_same_sender_again_keeps_code_and_created_at(
     with JsonFileStore(state_dir).transaction() as txn:
         [on_disk] = txn.requests("telegram")
     assert (on_disk.code, on_disk.created_at, on_disk.last_seen_at) == (
-        first.code, first.created_at, first.created_at), "lastSeenAt waits for a write"
+        first.code,
+        first.created_at,
+        first.created_at,
+    ), "lastSeenAt waits for a write"
     pairing.prune()
     with JsonFileStore(state_dir).transaction() as txn:
         [on_disk] = txn.requests("telegram")
@@ -104,8 +107,7 @@ def test_same_sender_again_keeps_code_and_created_at(
 
 
 def test_a_repeat_message_from_a_pending_stranger_costs_no_write(
-    pairing: PairingService, clock: FakeClock, state_dir: Path,
-    monkeypatch: pytest.MonkeyPatch
+    pairing: PairingService, clock: FakeClock, state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 9 item 7: every message of a pending stranger used to be an fsync'd rewrite."""
     import os
@@ -128,8 +130,9 @@ def test_a_repeat_message_from_a_pending_stranger_costs_no_write(
     assert syncs == []
     assert (state_dir / "credentials" / "telegram-pairing.json").read_bytes() == before
     assert pairing.settled_in_memory("telegram", "100", {"firstName": "Mallory"}) is True
-    assert pairing.settled_in_memory("telegram", "100", {"firstName": "Eve"}) is False, \
+    assert pairing.settled_in_memory("telegram", "100", {"firstName": "Eve"}) is False, (
         "a new name is worth writing"
+    )
     assert pairing.settled_in_memory("telegram", "200") is False, "unknown: ask the store"
 
 
@@ -161,8 +164,14 @@ def test_code_is_resent_once_per_resend_window(pairing: PairingService, clock: F
     start = clock.now()
     assert pairing.request("telegram", "100").send_code is True
     sent = []
-    for offset in (RESEND - SECOND, RESEND, RESEND + SECOND, 2 * RESEND - SECOND, 2 * RESEND,
-                   2 * RESEND + SECOND):
+    for offset in (
+        RESEND - SECOND,
+        RESEND,
+        RESEND + SECOND,
+        2 * RESEND - SECOND,
+        2 * RESEND,
+        2 * RESEND + SECOND,
+    ):
         clock.advance(start + offset - clock.now())
         sent.append(pairing.request("telegram", "100").send_code)
 
@@ -182,9 +191,11 @@ def test_sender_repeated_100_times_gets_one_code_sent(
     assert [r.send_code for r in results] == [True] + [False] * 99
     assert [r.outcome for r in results] == [RequestOutcome.CREATED] + [RequestOutcome.PENDING] * 99
     assert {(r.request.code, r.request.created_at) for r in results if r.request} == {
-        (first.code, first.created_at)}
+        (first.code, first.created_at)
+    }
     assert [(r.id, r.code, r.created_at) for r in pairing.pending()] == [
-        ("100", first.code, first.created_at)]
+        ("100", first.code, first.created_at)
+    ]
 
 
 def test_unknown_provider_is_a_value_error(pairing: PairingService) -> None:
@@ -327,7 +338,8 @@ def test_approve_just_after_the_ttl_expires_the_request(
         pairing.approve(req.code, actor=OWNER)
     expire = [r for r in store.read_audit() if r["event"] == "expire"]
     assert [(r["provider"], r["subject"], r["outcome"], r["actor"]) for r in expire] == [
-        ("telegram", "100", "expired", OWNER)]
+        ("telegram", "100", "expired", OWNER)
+    ]
 
 
 def test_last_seen_does_not_extend_the_ttl(pairing: PairingService, clock: FakeClock) -> None:
@@ -404,8 +416,9 @@ def test_cap_is_per_provider(pairing: PairingService) -> None:
 
 
 def test_cap_setting_is_honoured(store: JsonFileStore, clock: FakeClock) -> None:
-    pairing = PairingService(store, clock=clock,
-                             settings=PairingSettings(max_pending_per_provider=1))
+    pairing = PairingService(
+        store, clock=clock, settings=PairingSettings(max_pending_per_provider=1)
+    )
     pairing.request("telegram", "1")
 
     assert pairing.request("telegram", "2").outcome == RequestOutcome.CAPPED
@@ -437,7 +450,8 @@ def test_approve_adds_to_the_allowlist_and_drops_the_request(
     assert approved == req
     assert pairing.is_allowed("telegram", "100") is True
     assert pairing.allowed() == [
-        AllowEntry(provider="telegram", id="100", source=AllowSource.STORE)]
+        AllowEntry(provider="telegram", id="100", source=AllowSource.STORE)
+    ]
     assert pairing.pending() == []
     assert allowed_on_disk(state_dir, "telegram", "100") is True
     assert still_pending(state_dir, "telegram", "100") is False
@@ -519,7 +533,10 @@ def test_pending_lists_live_requests_oldest_first(
     pairing.request("telegram", "a")  # lastSeenAt moves; the order does not
 
     assert [(r.provider, r.id) for r in pairing.pending()] == [
-        ("telegram", "a"), ("discord", "b"), ("slack", "c")]
+        ("telegram", "a"),
+        ("discord", "b"),
+        ("slack", "c"),
+    ]
     assert [r.id for r in pairing.pending("telegram")] == ["a"]
     assert pairing.pending("signal") == []
 
@@ -543,12 +560,18 @@ def test_prune_drops_expired_of_every_provider(
     assert still_pending(state_dir, "telegram", "1") is False
     assert still_pending(state_dir, "slack", "U2") is False
     assert pairing.allowed() == [
-        AllowEntry(provider="telegram", id="friend", source=AllowSource.STORE)]
+        AllowEntry(provider="telegram", id="friend", source=AllowSource.STORE)
+    ]
     assert pairing.prune() == []
-    expire = [(r["provider"], r["subject"], r["actor"]) for r in store.read_audit()
-              if r["event"] == "expire"]
-    assert sorted(expire) == [("slack", "U2", "system:scheduler"),
-                              ("telegram", "1", "system:scheduler")]
+    expire = [
+        (r["provider"], r["subject"], r["actor"])
+        for r in store.read_audit()
+        if r["event"] == "expire"
+    ]
+    assert sorted(expire) == [
+        ("slack", "U2", "system:scheduler"),
+        ("telegram", "1", "system:scheduler"),
+    ]
 
 
 # --- allow_from from the config -------------------------------------------------------------
@@ -583,7 +606,9 @@ def test_revoke_of_a_config_only_sender_says_so(store: JsonFileStore, clock: Fak
 
 @pytest.mark.parametrize("failing_write", [1, 2], ids=["first-write-fails", "second-write-fails"])
 def test_failed_approve_never_loses_both_grant_and_request(
-    pairing: PairingService, state_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    pairing: PairingService,
+    state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
     failing_write: int,
 ) -> None:
     req = pairing.request("telegram", "100").request
@@ -636,29 +661,76 @@ def test_every_decision_is_audited(
     pairing.prune()
 
     t1, t2, t3 = t0 + 60 * SECOND, t0 + 120 * SECOND, t0 + 120 * SECOND + TTL
-    records = [{k: r.get(k) for k in ("ts", "event", "actor", "provider", "subject", "outcome")}
-               for r in store.read_audit()]
+    records = [
+        {k: r.get(k) for k in ("ts", "event", "actor", "provider", "subject", "outcome")}
+        for r in store.read_audit()
+    ]
     assert records == [
-        {"ts": format_time(t0), "event": "request", "actor": "telegram:100",
-         "provider": "telegram", "subject": "100", "outcome": "created"},
-        {"ts": format_time(t0), "event": "request", "actor": "slack:U200",
-         "provider": "slack", "subject": "U200", "outcome": "created"},
-        {"ts": format_time(t1), "event": "approve", "actor": OWNER,
-         "provider": "telegram", "subject": "100", "outcome": "approved"},
-        {"ts": format_time(t1), "event": "reject", "actor": "owner:telegram:1",
-         "provider": "slack", "subject": "U200", "outcome": "rejected"},
-        {"ts": format_time(t2), "event": "revoke", "actor": OWNER,
-         "provider": "telegram", "subject": "100", "outcome": "revoked"},
-        {"ts": format_time(t2), "event": "request", "actor": "discord:300",
-         "provider": "discord", "subject": "300", "outcome": "created"},
-        {"ts": format_time(t3), "event": "expire", "actor": "system:scheduler",
-         "provider": "discord", "subject": "300", "outcome": "expired"},
+        {
+            "ts": format_time(t0),
+            "event": "request",
+            "actor": "telegram:100",
+            "provider": "telegram",
+            "subject": "100",
+            "outcome": "created",
+        },
+        {
+            "ts": format_time(t0),
+            "event": "request",
+            "actor": "slack:U200",
+            "provider": "slack",
+            "subject": "U200",
+            "outcome": "created",
+        },
+        {
+            "ts": format_time(t1),
+            "event": "approve",
+            "actor": OWNER,
+            "provider": "telegram",
+            "subject": "100",
+            "outcome": "approved",
+        },
+        {
+            "ts": format_time(t1),
+            "event": "reject",
+            "actor": "owner:telegram:1",
+            "provider": "slack",
+            "subject": "U200",
+            "outcome": "rejected",
+        },
+        {
+            "ts": format_time(t2),
+            "event": "revoke",
+            "actor": OWNER,
+            "provider": "telegram",
+            "subject": "100",
+            "outcome": "revoked",
+        },
+        {
+            "ts": format_time(t2),
+            "event": "request",
+            "actor": "discord:300",
+            "provider": "discord",
+            "subject": "300",
+            "outcome": "created",
+        },
+        {
+            "ts": format_time(t3),
+            "event": "expire",
+            "actor": "system:scheduler",
+            "provider": "discord",
+            "subject": "300",
+            "outcome": "expired",
+        },
     ]
 
 
 def files_containing(state_dir: Path, needle: str) -> list[str]:
-    return sorted(str(p.relative_to(state_dir)) for p in state_dir.rglob("*")
-                  if p.is_file() and needle.encode() in p.read_bytes())
+    return sorted(
+        str(p.relative_to(state_dir))
+        for p in state_dir.rglob("*")
+        if p.is_file() and needle.encode() in p.read_bytes()
+    )
 
 
 @pytest.mark.parametrize("decide", ["approve", "reject"])

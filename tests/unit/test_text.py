@@ -12,8 +12,7 @@ from bot import messages
 from bot.models import PendingRequest
 from bot.text import BLANK_NAME, MAX_MARKS, NAME_LIMIT, ago, clean, clean_name, remaining
 
-BIDI = [chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F,
-                         0x061C]]
+BIDI = [chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C]]
 ZERO_WIDTH = [chr(c) for c in [*range(0x200B, 0x2010), 0xFEFF, 0x2060, 0x180E]]
 C0 = [chr(c) for c in [*range(0x20), 0x7F]]
 C1 = [chr(c) for c in range(0x80, 0xA0)]
@@ -125,8 +124,9 @@ def longest_mark_run(text: str) -> int:
 
 
 def is_unsafe(ch: str) -> bool:
-    return (unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
-            or (ch.isspace() and ch != " "))
+    return unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") or (
+        ch.isspace() and ch != " "
+    )
 
 
 def test_corpus_is_large_enough() -> None:
@@ -167,8 +167,23 @@ def test_hostile_name_renders_inert(raw: str) -> None:
         ("\n\r\t\u202e\u200b\x00", ""),
         ("<b>Owner</b>", "<b>Owner</b>"),
     ],
-    ids=["newline", "crlf", "tab", "nel", "line-sep", "rlo", "rlo-mid", "zwsp", "bom", "nul",
-         "ansi", "fake-approve", "spaces", "only-controls", "html-kept-as-text"],
+    ids=[
+        "newline",
+        "crlf",
+        "tab",
+        "nel",
+        "line-sep",
+        "rlo",
+        "rlo-mid",
+        "zwsp",
+        "bom",
+        "nul",
+        "ansi",
+        "fake-approve",
+        "spaces",
+        "only-controls",
+        "html-kept-as-text",
+    ],
 )
 def test_clean_exact(raw: str, want: str) -> None:
     assert clean(raw) == want
@@ -176,14 +191,62 @@ def test_clean_exact(raw: str, want: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["Alice", "Alice Smith", "O'Brien-Smith", "José Álvarez", "Zoë", "Дмитрий", "Ελένη",
-     "山田太郎", "김민준", "محمد", "שרה", "प्रिया", "ผู้ใช้", "Nguyễn Văn A", "Ahmed 😀", "🎉🎉",
-     "🇩🇪 Hans", "café ☕", "A" * NAME_LIMIT, "1234567890", "שָׁלוֹם", "བསྒྲུབས", "❤️ Ana",
-     "1️⃣ Team", "Nguye\u0302\u0303n", "ضَمَّة"],
-    ids=["latin", "two-words", "punct", "accents", "diaeresis", "cyrillic", "greek", "cjk",
-         "hangul", "arabic", "hebrew", "devanagari", "thai", "vietnamese", "emoji",
-         "emoji-only", "flag", "cafe", "exactly-limit", "digits", "hebrew-niqqud",
-         "tibetan-stack", "emoji-vs16", "keycap", "decomposed", "arabic-harakat"],
+    [
+        "Alice",
+        "Alice Smith",
+        "O'Brien-Smith",
+        "José Álvarez",
+        "Zoë",
+        "Дмитрий",
+        "Ελένη",
+        "山田太郎",
+        "김민준",
+        "محمد",
+        "שרה",
+        "प्रिया",
+        "ผู้ใช้",
+        "Nguyễn Văn A",
+        "Ahmed 😀",
+        "🎉🎉",
+        "🇩🇪 Hans",
+        "café ☕",
+        "A" * NAME_LIMIT,
+        "1234567890",
+        "שָׁלוֹם",
+        "བསྒྲུབས",
+        "❤️ Ana",
+        "1️⃣ Team",
+        "Nguye\u0302\u0303n",
+        "ضَمَّة",
+    ],
+    ids=[
+        "latin",
+        "two-words",
+        "punct",
+        "accents",
+        "diaeresis",
+        "cyrillic",
+        "greek",
+        "cjk",
+        "hangul",
+        "arabic",
+        "hebrew",
+        "devanagari",
+        "thai",
+        "vietnamese",
+        "emoji",
+        "emoji-only",
+        "flag",
+        "cafe",
+        "exactly-limit",
+        "digits",
+        "hebrew-niqqud",
+        "tibetan-stack",
+        "emoji-vs16",
+        "keycap",
+        "decomposed",
+        "arabic-harakat",
+    ],
 )
 def test_normal_names_survive_unchanged(name: str) -> None:
     assert clean(name) == name
@@ -223,8 +286,15 @@ def test_no_name_at_all_stays_empty_for_the_caller_to_word() -> None:
         ("Z" + "\u0301" * 50 + "a", "Z" + "\u0301" * MAX_MARKS + "a"),
         ("e\u0302\u0323", "e\u0302\u0323"),
     ],
-    ids=["marks-first", "marks-after-space", "marks-after-stripped", "filler-inside",
-         "braille-around", "zalgo-capped", "decomposed-vietnamese"],
+    ids=[
+        "marks-first",
+        "marks-after-space",
+        "marks-after-stripped",
+        "filler-inside",
+        "braille-around",
+        "zalgo-capped",
+        "decomposed-vietnamese",
+    ],
 )
 def test_combining_marks_need_a_base_and_do_not_stack_high(raw: str, want: str) -> None:
     assert clean(raw) == want
@@ -251,8 +321,21 @@ def test_truncation_does_not_end_in_a_space_before_the_ellipsis() -> None:
         (timedelta(days=400), "400d"),
         (timedelta(seconds=-5), "0s"),
     ],
-    ids=["zero", "seconds", "fraction-floored", "one-minute", "minutes", "under-hour",
-         "one-hour", "hours", "under-day", "one-day", "days", "many-days", "negative"],
+    ids=[
+        "zero",
+        "seconds",
+        "fraction-floored",
+        "one-minute",
+        "minutes",
+        "under-hour",
+        "one-hour",
+        "hours",
+        "under-day",
+        "one-day",
+        "days",
+        "many-days",
+        "negative",
+    ],
 )
 def test_ago(delta: timedelta, want: str) -> None:
     assert ago(delta) == want
@@ -280,22 +363,39 @@ def test_ago(delta: timedelta, want: str) -> None:
         (timedelta(days=2, hours=5), "2d 5h"),
         (timedelta(days=30), "30d"),
     ],
-    ids=["zero", "negative", "fraction", "seconds", "just-over-a-minute", "minutes",
-         "lockout-minus-a-second", "lockout-minus-a-tick", "just-under-an-hour", "an-hour",
-         "hour-and-minute", "ninety-minutes", "rounds-up-the-minute", "just-under-a-day",
-         "a-day", "just-over-a-day", "days-and-hours", "a-month"],
+    ids=[
+        "zero",
+        "negative",
+        "fraction",
+        "seconds",
+        "just-over-a-minute",
+        "minutes",
+        "lockout-minus-a-second",
+        "lockout-minus-a-tick",
+        "just-under-an-hour",
+        "an-hour",
+        "hour-and-minute",
+        "ninety-minutes",
+        "rounds-up-the-minute",
+        "just-under-a-day",
+        "a-day",
+        "just-over-a-day",
+        "days-and-hours",
+        "a-month",
+    ],
 )
-def test_remaining_rounds_up_so_it_never_promises_too_little(delta: timedelta,
-                                                             want: str) -> None:
+def test_remaining_rounds_up_so_it_never_promises_too_little(delta: timedelta, want: str) -> None:
     assert remaining(delta) == want
 
 
 # --- the owner's notice built from a hostile request (goal 13) --------------------------------
 
+
 def notice_for(name: str, username: str = "") -> list[str]:
     meta = {"firstName": name, **({"username": username} if username else {})}
-    req = PendingRequest(provider="telegram", id="4242", code="ABCD2345", created_at=T0,
-                         last_seen_at=T0, meta=meta)
+    req = PendingRequest(
+        provider="telegram", id="4242", code="ABCD2345", created_at=T0, last_seen_at=T0, meta=meta
+    )
     return messages.owner_notice(req, expires_in="1h").split("\n")
 
 
@@ -305,12 +405,21 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 @pytest.mark.parametrize("raw", list(BLANK.values()), ids=list(BLANK))
 def test_owner_notice_shows_a_blank_name_as_blank(raw: str) -> None:
     assert notice_for(raw)[3] == "Name (given by the sender, unverified): [blank name]"
-    req = PendingRequest(provider="telegram", id="4242", code="ABCD2345", created_at=T0,
-                         last_seen_at=T0, meta={"firstName": raw})
+    req = PendingRequest(
+        provider="telegram",
+        id="4242",
+        code="ABCD2345",
+        created_at=T0,
+        last_seen_at=T0,
+        meta={"firstName": raw},
+    )
     assert messages.pending_line(req, age="1m") == (
-        "ABCD-2345  Telegram 4242 ([blank name]), 1m ago")
-    assert messages.approved(req) == ("Approved Telegram sender 4242 ([blank name], as given by "
-                                      "the sender). They have been told.")
+        "ABCD-2345  Telegram 4242 ([blank name]), 1m ago"
+    )
+    assert messages.approved(req) == (
+        "Approved Telegram sender 4242 ([blank name], as given by "
+        "the sender). They have been told."
+    )
 
 
 def test_owner_notice_without_a_name_says_none() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -420,6 +421,28 @@ async def test_owner_notices_are_throttled_into_a_digest(tg, state_dir, fake_clo
         )
     finally:
         await app.stop()
+
+
+async def test_an_allowed_sender_never_waits_behind_a_stranger(tg, app, monkeypatch):
+    """Issue 9 item 7: strangers' messages were handled in line with everyone else's, so a
+    slow one (an fsync each) held up the replies to allowed senders."""
+    app.pairing.allow("telegram", str(ALICE), actor="test")
+    release = threading.Event()
+    real_request = app.pairing.request
+
+    def stuck(*args: Any, **kwargs: Any) -> Any:
+        release.wait(10)  # the stranger's handling is stuck (a slow disk, say)
+        return real_request(*args, **kwargs)
+
+    monkeypatch.setattr(app.pairing, "request", stuck)
+    try:
+        tg.dm(MALLORY, "let me in", first_name="Mallory")
+        tg.dm(ALICE, "still there?", first_name="Alice")
+        assert (await texts_to(tg, ALICE, 1, wait=2.0)) == ["still there?"]
+        assert tg.messages_to(MALLORY) == []
+    finally:
+        release.set()
+    assert "pairing code" in (await texts_to(tg, MALLORY, 1))[0], "the stranger's turn comes"
 
 
 async def test_a_flood_is_reported_as_it_happened(tg, state_dir, fake_clock):

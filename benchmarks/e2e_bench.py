@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.app import App
-from bot.config import Config
-from bot.demo import available_platforms, load_platform
-from bot.gate import decide
-from bot.models import ChatKind, DmPolicy, Inbound
+from bot.cli.demo import available_platforms, load_platform
+from bot.core.gate import decide
+from bot.core.models import ChatKind, DmPolicy, Inbound
+from bot.runtime.app import App
+from bot.runtime.config import Config
 from providers.fakes import DemoPlatform
 
 
@@ -96,8 +96,8 @@ async def _offer(platform: DemoPlatform, rate: float, seconds: float) -> list[fl
 
 
 def gate_rate(n_allowed: int, rounds: int = 200_000) -> float:
-    from bot.clock import SystemClock
-    from bot.pairing import PairingService
+    from bot.core.clock import SystemClock
+    from bot.services.pairing import PairingService
     from stores.jsonfile import JsonFileStore
 
     with tempfile.TemporaryDirectory() as tmp:

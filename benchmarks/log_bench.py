@@ -3,7 +3,7 @@
 Usage: python benchmarks/log_bench.py [--records 20000]
 
 A logger writes formatted records to a null stream, first with no redaction, then with
-:func:`bot.logs.install_redaction` (the record factory plus the root filter) and a registry
+:func:`bot.runtime.logs.install_redaction` (the record factory plus the root filter) and a registry
 holding 10,000 pairing codes and 100 node tokens, as a long-running bot would. Figures are
 µs per record, the best of 5 runs. The last table times hostile single lines (1 MB each).
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot import codes
-from bot.logs import Redactor, install_redaction, remember_secret, reset_redaction
+from bot.core import codes
+from bot.runtime.logs import Redactor, install_redaction, remember_secret, reset_redaction
 
 TOKEN = f"{secrets.randbelow(10**9) + 10**9}:AA{secrets.token_urlsafe(24)}"
 LINES = {

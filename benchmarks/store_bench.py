@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.clock import FakeClock
-from bot.codes import ALPHABET, CODE_LENGTH
-from bot.models import PendingRequest
-from bot.pairing import PairingService, PairingSettings
+from bot.core.clock import FakeClock
+from bot.core.codes import ALPHABET, CODE_LENGTH
+from bot.core.models import PendingRequest
+from bot.services.pairing import PairingService, PairingSettings
 from stores.jsonfile import JsonFileStore
 
 PROVIDER = "telegram"

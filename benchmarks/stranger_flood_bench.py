@@ -24,9 +24,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.app import App
-from bot.config import Config
-from bot.demo import available_platforms, load_platform
+from bot.cli.demo import available_platforms, load_platform
+from bot.runtime.app import App
+from bot.runtime.config import Config
 from providers.fakes import DemoPlatform
 
 

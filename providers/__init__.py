@@ -1,7 +1,7 @@
 """Chat platform providers: one module per platform, each a class satisfying ``Provider``.
 
 This package owns everything platform-specific: the SDK imports (nowhere else in pairbot),
-the conversion of platform events into :class:`~bot.models.Inbound` values, and the loopback
+the conversion of platform events into :class:`~bot.core.models.Inbound` values, and the loopback
 fakes of the platforms' APIs in :mod:`providers.fakes`. :data:`REGISTRY` maps a provider name
 to its class as ``"module:Class"``, imported only when asked for, so a missing SDK breaks only
 the provider that needs it.
@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib
 from typing import cast
 
-from bot.errors import ConfigError
-from bot.models import KNOWN_PROVIDERS
-from bot.protocols import Provider
+from bot.core.errors import ConfigError
+from bot.core.models import KNOWN_PROVIDERS
+from bot.core.protocols import Provider
 
 REGISTRY: dict[str, str] = {
     "telegram": "providers.telegram:TelegramProvider",

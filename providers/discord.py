@@ -9,7 +9,7 @@ message content intents. It owns the Discord-specific rules:
   channel seen for the first time is read once from ``GET /channels/{id}`` and remembered.
   Guild channels are GROUP (announcement channels CHANNEL), group DMs GROUP.
 * Messages from bots (itself included), webhooks and system messages, edits, and messages
-  without text never become an :class:`~bot.models.Inbound`. Every message and interaction is
+  without text never become an :class:`~bot.core.models.Inbound`. Every message and interaction is
   handled at most once, by id, so events the gateway replays after a RESUME are not handled
   twice.
 * Buttons are persistent: their ``custom_id`` is ``pairbot:<command>`` and a
@@ -48,9 +48,9 @@ from typing import Any, Literal
 
 import yarl
 
-from bot.errors import ConfigError
-from bot.models import Button, ChatKind, Inbound
-from bot.protocols import OnInbound
+from bot.core.errors import ConfigError
+from bot.core.models import Button, ChatKind, Inbound
+from bot.core.protocols import OnInbound
 
 with warnings.catch_warnings():
     # discord.py imports audioop (deprecated since Python 3.11) for voice, which pairbot
@@ -392,7 +392,7 @@ class DiscordProvider:
         gateway_url: the gateway to connect to first (resumes go where READY says). Unset:
             discord.py's ``wss://gateway.discord.gg/``, or with a custom ``api_base_url`` the
             URL its ``GET /gateway/bot`` names. Process-wide while running.
-        name: the provider name carried by every :class:`~bot.models.Inbound`.
+        name: the provider name carried by every :class:`~bot.core.models.Inbound`.
 
     :meth:`start` can be called again after :meth:`stop`.
     """

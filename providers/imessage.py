@@ -1,7 +1,7 @@
 """iMessage, through a BlueBubbles server: its ``new-message`` webhook in, its REST API out.
 
 :class:`IMessageProvider` serves the webhook BlueBubbles POSTs events to and turns each
-``new-message`` from someone else into an :class:`~bot.models.Inbound`. The sender is the
+``new-message`` from someone else into an :class:`~bot.core.models.Inbound`. The sender is the
 handle's address (a ``+E.164`` phone number as BlueBubbles gives it, or an e-mail address,
 lower-cased), never a contact name. Only ``<service>;-;<handle>`` chats are DMs; group chats
 (``iMessage;+;chat…``) arrive as GROUP and the core drops them. The bot's own messages
@@ -39,9 +39,9 @@ from typing import Any, Literal
 import aiohttp
 from aiohttp import web
 
-from bot.errors import ConfigError
-from bot.models import Button, ChatKind, Inbound
-from bot.protocols import OnInbound
+from bot.core.errors import ConfigError
+from bot.core.models import Button, ChatKind, Inbound
+from bot.core.protocols import OnInbound
 
 _LOG = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class IMessageProvider:
         webhook_host: the address the webhook endpoint listens on.
         webhook_port: its port (0 picks a free one: read :attr:`webhook_port` after start).
         webhook_path: its path; BlueBubbles must POST to it with ``?password=<password>``.
-        name: the provider name carried by every :class:`~bot.models.Inbound`.
+        name: the provider name carried by every :class:`~bot.core.models.Inbound`.
         send_method: ``apple-script``, ``private-api``, or ``auto`` (the Private API when
             ``/api/v1/server/info`` says it is enabled and its helper connected).
         request_timeout: seconds one REST request may take (an AppleScript send can be slow).

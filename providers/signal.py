@@ -37,10 +37,10 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from bot.clock import Clock, SystemClock
-from bot.errors import ConfigError
-from bot.models import Button, ChatKind, Inbound
-from bot.protocols import OnInbound
+from bot.core.clock import Clock, SystemClock
+from bot.core.errors import ConfigError
+from bot.core.models import Button, ChatKind, Inbound
+from bot.core.protocols import OnInbound
 
 _LOG = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class SignalProvider:
         account: the bot's account as the daemon knows it (its number, ``+15551234567``, or
             the ACI of a numberless account); sent with every call, which a multi-account
             daemon needs and a single-account daemon ignores.
-        name: the provider name carried by every :class:`~bot.models.Inbound`.
+        name: the provider name carried by every :class:`~bot.core.models.Inbound`.
         reconnect_min: seconds before the first attempt to reopen a lost event stream;
             doubled on each failure up to ``reconnect_max``.
         reconnect_max: the longest wait between attempts.

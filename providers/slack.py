@@ -1,7 +1,7 @@
 """Slack, through slack-bolt's ``AsyncApp``: Socket Mode (default) or the HTTP Events API in,
 plain text and Block Kit buttons out.
 
-:class:`SlackProvider` turns three kinds of Slack traffic into :class:`~bot.models.Inbound`
+:class:`SlackProvider` turns three kinds of Slack traffic into :class:`~bot.core.models.Inbound`
 values, always keyed by the immutable Slack user id (``U…``/``W…``), never a name:
 
 * ``message`` events. Only plain user messages count: anything with a ``subtype`` (edits,
@@ -46,9 +46,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import ConfigError
-from bot.models import Button, ChatKind, Inbound
-from bot.protocols import OnInbound
+from bot.core.errors import ConfigError
+from bot.core.models import Button, ChatKind, Inbound
+from bot.core.protocols import OnInbound
 
 _LOG = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class SlackProvider:
         webhook_port: the port HTTP mode listens on (0 picks a free one; see
             :attr:`webhook_url`).
         webhook_path: the path Slack POSTs to (the app's Request URL).
-        name: the provider name carried by every :class:`~bot.models.Inbound`.
+        name: the provider name carried by every :class:`~bot.core.models.Inbound`.
         ping_interval: seconds between Socket Mode pings; a dead socket is noticed and
             replaced within a few of these.
         connect_timeout: seconds :meth:`start` waits for the first websocket.

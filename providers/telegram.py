@@ -1,6 +1,6 @@
 """Telegram, through python-telegram-bot: long polling in, plain text and inline buttons out.
 
-:class:`TelegramProvider` turns Telegram updates into :class:`~bot.models.Inbound` values (the
+:class:`TelegramProvider` turns Telegram updates into :class:`~bot.core.models.Inbound` values (the
 sender is always the numeric user id, never the @username, which can be reassigned) and sends
 plain text, never parsed as markup, since the text may come from strangers. Outbound calls go
 through PTB's ``AIORateLimiter`` when ``aiolimiter`` is installed
@@ -34,9 +34,9 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import AIORateLimiter, Application, ContextTypes, TypeHandler
 
-from bot.errors import ConfigError
-from bot.models import Button, ChatKind, Inbound
-from bot.protocols import OnInbound
+from bot.core.errors import ConfigError
+from bot.core.models import Button, ChatKind, Inbound
+from bot.core.protocols import OnInbound
 
 _LOG = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class TelegramProvider:
         token: the bot token from @BotFather.
         api_base_url: the Bot API server root; ``https://api.telegram.org`` unless a fake or
             a self-hosted Bot API server is used.
-        name: the provider name carried by every :class:`~bot.models.Inbound`.
+        name: the provider name carried by every :class:`~bot.core.models.Inbound`.
         poll_timeout: seconds each getUpdates long poll may be held open (rounded to whole
             seconds, at least 1).
         max_send_rate: messages per second the bot sends at most, all chats together

@@ -6,7 +6,7 @@ secret before reading anything) and sends through
 ``POST {api_base_url}/{api_version}/{phone_number_id}/messages`` with aiohttp. No SDK.
 
 Inbound: only ``text`` messages and ``interactive`` reply-button presses become
-:class:`~bot.models.Inbound` values; the sender is the ``wa_id``, the chat of a DM is the
+:class:`~bot.core.models.Inbound` values; the sender is the ``wa_id``, the chat of a DM is the
 ``wa_id`` too, a message carrying a ``group_id`` is a group. Status updates, the business
 number's own messages, system messages (a changed number) and every other message type
 never do. Meta re-delivers a webhook until it gets a 200, so each message id (``wamid``) is
@@ -43,9 +43,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bot.errors import ConfigError
-from bot.models import Button, ChatKind, Inbound
-from bot.protocols import OnInbound
+from bot.core.errors import ConfigError
+from bot.core.models import Button, ChatKind, Inbound
+from bot.core.protocols import OnInbound
 
 _LOG = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class WhatsAppProvider:
         webhook_host: the address the webhook server binds.
         webhook_port: its port (0 picks a free one: read :attr:`webhook_port` after start).
         webhook_path: the path Meta POSTs to; everything else answers 404.
-        name: the provider name carried by every :class:`~bot.models.Inbound`.
+        name: the provider name carried by every :class:`~bot.core.models.Inbound`.
         send_attempts: tries per message before :class:`WhatsAppApiError` is raised.
         retry_base_delay: seconds before the first retry; doubled each time (up to 8 s).
         request_timeout: seconds one Graph API call may take.

@@ -1,4 +1,4 @@
-"""Storage backends behind :class:`bot.protocols.StateStore`; the only code that touches disk."""
+"""Storage backends behind :class:`bot.core.protocols.StateStore`; the only code touching disk."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from bot.errors import StoreError, StoreLockTimeoutError
+from bot.core.errors import StoreError, StoreLockTimeoutError
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
-from bot.clock import iso
-from bot.errors import SchemaVersionError, StoreCorruptError, StoreError
-from bot.models import (
+from bot.core.clock import iso
+from bot.core.errors import SchemaVersionError, StoreCorruptError, StoreError
+from bot.core.models import (
     KNOWN_PROVIDERS,
     ApprovalNotice,
     AuditEvent,
@@ -999,7 +999,7 @@ class JsonFileStore:
 
 
 class _Txn:
-    """The view a transaction hands out; see :class:`bot.protocols.StateTxn`."""
+    """The view a transaction hands out; see :class:`bot.core.protocols.StateTxn`."""
 
     __slots__ = ("_store", "events")
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.clock import FakeClock
-from bot.logs import reset_redaction
-from bot.nodes import NodeService
-from bot.pairing import PairingService
+from bot.core.clock import FakeClock
+from bot.runtime.logs import reset_redaction
+from bot.services.nodes import NodeService
+from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.models import Inbound
+from bot.core.models import Inbound
 from providers.fakes import wait_until
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bot.clock import Clock, SystemClock
+from bot.core.clock import Clock, SystemClock
 from providers.fakes import AsyncServer, FakeDemo, wait_until
 
 JsonDict = dict[str, Any]

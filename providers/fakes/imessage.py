@@ -38,7 +38,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from bot.clock import Clock, SystemClock
+from bot.core.clock import Clock, SystemClock
 from providers.fakes import AsyncServer, FakeDemo, free_port, wait_until
 
 JsonDict = dict[str, Any]

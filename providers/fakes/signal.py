@@ -33,7 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.clock import Clock, SystemClock
+from bot.core.clock import Clock, SystemClock
 from providers.fakes import AsyncServer, FakeDemo, wait_until
 
 JsonDict = dict[str, Any]

@@ -36,7 +36,7 @@ from urllib.parse import urlencode
 
 from aiohttp import ClientSession, WSMsgType, web
 
-from bot.clock import Clock, SystemClock
+from bot.core.clock import Clock, SystemClock
 from providers.fakes import AsyncServer, FakeDemo, wait_until
 
 JsonDict = dict[str, Any]

@@ -1,7 +1,7 @@
 """Hostile state dirs: every command gives one line naming the path; ``doctor`` never crashes.
 
 Each bad state is built on a temp dir, then every command that touches the store is run
-in-process through :func:`bot.cli.main` (stderr captured). The command must exit 2 with
+in-process through :func:`bot.cli.main.main` (stderr captured). The command must exit 2 with
 exactly one ``pairbot: error:`` line that names the culprit, no traceback, and must leave
 every byte on disk as it was. A few cases also run as the installed ``pairbot`` process.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import main
+from bot.cli.main import main
 from stores.jsonfile import JsonFileStore
 
 PAIRBOT = Path(sys.executable).with_name("pairbot")

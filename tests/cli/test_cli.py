@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.clock import FakeClock, SystemClock
-from bot.models import RequestResult
-from bot.nodes import NodeService
-from bot.pairing import PairingService
+from bot.core.clock import FakeClock, SystemClock
+from bot.core.models import RequestResult
+from bot.services.nodes import NodeService
+from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
 
 PAIRBOT = Path(sys.executable).with_name("pairbot")

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from bot import cli
-from bot.clock import FakeClock
-from bot.models import AuditEvent
-from bot.pairing import PairingService
+from bot.cli import main as cli
+from bot.core.clock import FakeClock
+from bot.core.models import AuditEvent
+from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
 from tests.cli.test_cli import PAIRBOT, run
 

@@ -119,7 +119,9 @@ def test_run_warns_at_start_of_a_config_others_can_read_and_of_no_owners(tmp_pat
     )
     lines = result.stderr.splitlines()
     warnings = [
-        line.split(" WARNING bot.cli: ", 1)[1] for line in lines if " WARNING bot.cli: " in line
+        line.split(" WARNING bot.cli.main: ", 1)[1]
+        for line in lines
+        if " WARNING bot.cli.main: " in line
     ]
     assert warnings == [
         f"{config}: group or others can read it (mode 0644), and it may hold secrets "

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.app import App
-from bot.clock import FakeClock
-from bot.errors import StartupError, StoreCorruptError
+from bot.core.clock import FakeClock
+from bot.core.errors import StartupError, StoreCorruptError
+from bot.runtime.app import App
 from providers.fakes import free_port
 from providers.fakes.telegram import FakeTelegramServer
 from stores.jsonfile import JsonFileStore
@@ -102,7 +102,7 @@ async def test_a_state_file_that_goes_bad_refuses_only_what_needs_it(
 ):
     app = await start_app(tg, state_dir, FakeClock())
     try:
-        caplog.set_level(logging.INFO, logger="bot.app")
+        caplog.set_level(logging.INFO, logger="bot.runtime.app")
         app.pairing.allow("telegram", str(BOB), actor="test")
         pairing_file = app.store.pairing_path("telegram")
         pairing_file.write_text(BROKEN)

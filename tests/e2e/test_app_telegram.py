@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from bot.app import App
-from bot.clock import FakeClock, SystemClock
-from bot.config import Config
+from bot.core.clock import FakeClock, SystemClock
+from bot.runtime.app import App
+from bot.runtime.config import Config
 from providers.fakes.telegram import FakeTelegramServer
 
 pytestmark = pytest.mark.e2e
@@ -510,10 +510,10 @@ async def test_start_warns_when_state_is_readable_by_others(tg, state_dir, caplo
     allow = state_dir / "credentials" / "telegram-allowFrom.json"
     allow.write_text('{"version": 1, "allowFrom": ["42"]}\n')
     allow.chmod(0o644)
-    caplog.set_level("WARNING", logger="bot.app")
+    caplog.set_level("WARNING", logger="bot.runtime.app")
     app = await start_app(tg, state_dir)
     try:
-        warnings = [r.getMessage() for r in caplog.records if r.name == "bot.app"]
+        warnings = [r.getMessage() for r in caplog.records if r.name == "bot.runtime.app"]
         assert warnings == [f"state is too open: {allow} mode 0644 (run `pairbot doctor`)"]
     finally:
         await app.stop()

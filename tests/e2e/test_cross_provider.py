@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import App
-from bot.config import Config
-from bot.demo import available_platforms, load_platform
+from bot.cli.demo import available_platforms, load_platform
+from bot.runtime.app import App
+from bot.runtime.config import Config
 from providers.fakes import DemoPlatform
 
 pytestmark = pytest.mark.e2e

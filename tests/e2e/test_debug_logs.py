@@ -28,8 +28,8 @@ from typing import Any, cast
 
 import pytest
 
-from bot.codes import format_code
-from bot.demo import load_platform
+from bot.cli.demo import load_platform
+from bot.core.codes import format_code
 from providers.fakes import DemoPlatform, free_port
 from providers.fakes.discord import FakeDiscordServer
 from providers.fakes.imessage import FakeBlueBubbles
@@ -418,12 +418,12 @@ def test_demo_with_debug_logs_the_sdk_but_no_code_token_or_text():
 async def test_the_running_bot_feeds_every_code_and_token_to_the_registry(tmp_path):
     """The registry is what masks a code typed in lowercase letters only, or a token glued to
     other text; the bot feeds it codes loaded at start, codes it issues, tokens it mints."""
-    from bot.app import App
-    from bot.clock import SystemClock
-    from bot.config import Config
-    from bot.logs import REGISTRY, Redactor
-    from bot.nodeclient import GatewayClient
-    from bot.pairing import PairingService
+    from bot.core.clock import SystemClock
+    from bot.gateway.client import GatewayClient
+    from bot.runtime.app import App
+    from bot.runtime.config import Config
+    from bot.runtime.logs import REGISTRY, Redactor
+    from bot.services.pairing import PairingService
     from stores.jsonfile import JsonFileStore
 
     state = tmp_path / "state"

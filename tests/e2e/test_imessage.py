@@ -14,11 +14,11 @@ import aiohttp
 import pytest
 from rich.console import Console
 
-from bot.app import App
-from bot.clock import FakeClock, SystemClock
-from bot.config import Config, IMessageConfig
-from bot.errors import ConfigError
-from bot.models import Button, ChatKind, Inbound
+from bot.core.clock import FakeClock, SystemClock
+from bot.core.errors import ConfigError
+from bot.core.models import Button, ChatKind, Inbound
+from bot.runtime.app import App
+from bot.runtime.config import Config, IMessageConfig
 from providers import load_provider_class
 from providers.fakes.imessage import WEBHOOK_PATH, FakeBlueBubbles, IMessageDemo
 from providers.imessage import BlueBubblesError, IMessageProvider
@@ -593,7 +593,7 @@ async def test_app_server_dropping_and_coming_back_loses_and_duplicates_nothing(
 
 
 async def test_demo_platform_plays_the_whole_demo():
-    from bot.demo import run_demo
+    from bot.cli.demo import run_demo
 
     root = logging.getLogger()
     level = root.level

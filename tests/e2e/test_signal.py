@@ -12,11 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.app import App
-from bot.clock import FakeClock, SystemClock
-from bot.config import Config, SignalConfig
-from bot.errors import ConfigError
-from bot.models import Button, ChatKind, Inbound
+from bot.core.clock import FakeClock, SystemClock
+from bot.core.errors import ConfigError
+from bot.core.models import Button, ChatKind, Inbound
+from bot.runtime.app import App
+from bot.runtime.config import Config, SignalConfig
 from providers import load_provider_class
 from providers.fakes.signal import FakeSignalDaemon, SignalDemo
 from providers.signal import SignalProvider, SignalRpcError

@@ -14,11 +14,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.app import App
-from bot.clock import FakeClock, SystemClock
-from bot.config import Config, SlackConfig
-from bot.errors import ConfigError
-from bot.models import Button, ChatKind, Inbound
+from bot.core.clock import FakeClock, SystemClock
+from bot.core.errors import ConfigError
+from bot.core.models import Button, ChatKind, Inbound
+from bot.runtime.app import App
+from bot.runtime.config import Config, SlackConfig
 from providers import load_provider_class
 from providers.fakes.slack import BOT_ID, BOT_USER_ID, FakeSlackServer, SlackDemo
 from providers.slack import SlackProvider

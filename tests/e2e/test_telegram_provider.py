@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 
 import providers.telegram as telegram_module
-from bot.errors import ConfigError
-from bot.models import Button, ChatKind, Inbound
+from bot.core.errors import ConfigError
+from bot.core.models import Button, ChatKind, Inbound
 from providers import load_provider_class
 from providers.fakes.telegram import FakeTelegramServer
 from providers.telegram import TelegramProvider

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.clock import FakeClock, SystemClock
+from bot.core.clock import FakeClock, SystemClock
 from providers.fakes.telegram import FakeTelegramServer
 from tests.gateway.support import Gw, running
 

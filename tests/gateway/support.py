@@ -14,9 +14,9 @@ from typing import Any
 
 import aiohttp
 
-from bot.app import App
-from bot.clock import FakeClock
-from bot.config import Config
+from bot.core.clock import FakeClock
+from bot.runtime.app import App
+from bot.runtime.config import Config
 from providers.fakes.telegram import FakeTelegramServer
 
 OWNER = 111

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.clock import FakeClock
+from bot.core.clock import FakeClock
 from providers.fakes.telegram import FakeTelegramServer
 from tests.gateway.support import OP_TOKEN, Closed, running, within
 
@@ -74,7 +74,7 @@ async def test_operator_token_guesses_are_limited_per_address_across_connections
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Guesses used to run at ~1,000/s across reconnects, each one logged."""
-    caplog.set_level(logging.WARNING, logger="bot.gateway")
+    caplog.set_level(logging.WARNING, logger="bot.gateway.server")
     async with running(tg, state_dir, fake_clock) as gw:
         codes = []
         for _ in range(20):  # 20 connections, 3 guesses each (a connection closes after 3)
@@ -143,7 +143,7 @@ async def test_connections_over_the_per_address_cap_are_refused_and_logged_once(
     fake_clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.gateway")
+    caplog.set_level(logging.WARNING, logger="bot.gateway.server")
     async with running(
         tg, state_dir, fake_clock, gateway={"max_connections_per_address": 5}
     ) as gw:

@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.clock import FakeClock
-from bot.gateway import MAX_FRAME
-from bot.nodeclient import GatewayCallError, GatewayClient, GatewayUnavailable
+from bot.core.clock import FakeClock
+from bot.gateway.client import GatewayCallError, GatewayClient, GatewayUnavailable
+from bot.gateway.server import MAX_FRAME
 from providers.fakes.telegram import FakeTelegramServer
 from stores.jsonfile import format_time
 from tests.gateway.support import (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.clock import FakeClock
-from bot.pairing import PairingService, PairingSettings
+from bot.core.clock import FakeClock
+from bot.services.pairing import PairingService, PairingSettings
 from stores.jsonfile import JsonFileStore
 
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.clock import FakeClock
-from bot.pairing import PairingService
+from bot.core.clock import FakeClock
+from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
 from tests.stores.helpers import load
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.clock import FakeClock
-from bot.errors import SchemaVersionError, StoreCorruptError, StoreError
-from bot.nodes import NodeService
-from bot.pairing import PairingService
+from bot.core.clock import FakeClock
+from bot.core.errors import SchemaVersionError, StoreCorruptError, StoreError
+from bot.services.nodes import NodeService
+from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
 from tests.stores.helpers import snapshot
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.clock import FakeClock
-from bot.pairing import PairingService
+from bot.core.clock import FakeClock
+from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
 from tests.stores.helpers import run_writer
 

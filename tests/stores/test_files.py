@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import StoreLockTimeoutError
+from bot.core.errors import StoreLockTimeoutError
 from stores._files import (
     TEMP_SUFFIX,
     StateLock,

@@ -6,10 +6,10 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from bot.clock import FakeClock
-from bot.models import KNOWN_PROVIDERS
-from bot.nodes import NodeService
-from bot.pairing import PairingService
+from bot.core.clock import FakeClock
+from bot.core.models import KNOWN_PROVIDERS
+from bot.services.nodes import NodeService
+from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
 from tests.stores.helpers import load
 

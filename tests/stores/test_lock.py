@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import StoreLockTimeoutError
+from bot.core.errors import StoreLockTimeoutError
 from stores.jsonfile import JsonFileStore
 from tests.stores.helpers import expect_line, writer_process
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.clock import FakeClock
-from bot.nodes import NodeService
-from bot.pairing import PairingService
+from bot.core.clock import FakeClock
+from bot.services.nodes import NodeService
+from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
 
 

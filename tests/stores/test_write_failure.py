@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from bot.errors import StoreError
-from bot.pairing import PairingService
+from bot.core.errors import StoreError
+from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
 from tests.stores.helpers import snapshot
 

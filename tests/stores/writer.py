@@ -20,8 +20,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from bot.clock import FakeClock
-from bot.pairing import PairingService, PairingSettings
+from bot.core.clock import FakeClock
+from bot.services.pairing import PairingService, PairingSettings
 from stores.jsonfile import JsonFileStore
 
 PROVIDER = "telegram"

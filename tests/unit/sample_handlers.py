@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.models import Inbound
+from bot.core.models import Inbound
 
 NOT_CALLABLE = 42
 

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot import codes
-from bot.codes import ALPHABET, CODE_LENGTH
+from bot.core import codes
+from bot.core.codes import ALPHABET, CODE_LENGTH
 
 CHI2_CRITICAL_31_DOF_P001 = 61.1
 """Chi-square critical value for 31 degrees of freedom at p = 0.001."""
@@ -43,7 +43,7 @@ def test_new_code_draws_every_symbol_with_secrets(monkeypatch: pytest.MonkeyPatc
         calls.append(seq)
         return real_choice(seq)
 
-    monkeypatch.setattr("bot.codes.secrets.choice", spy)
+    monkeypatch.setattr("bot.core.codes.secrets.choice", spy)
     codes.new_code()
     assert calls == [ALPHABET] * CODE_LENGTH
 
@@ -74,7 +74,7 @@ def test_chi_square_notices_a_biased_generator(monkeypatch: pytest.MonkeyPatch) 
     """The uniformity check above can fail: a generator that never draws '9' is caught."""
     skewed = ALPHABET[:-1]
     real_choice = secrets.choice
-    monkeypatch.setattr("bot.codes.secrets.choice", lambda _seq: real_choice(skewed))
+    monkeypatch.setattr("bot.core.codes.secrets.choice", lambda _seq: real_choice(skewed))
     assert min(_chi_square_per_position(10_000)) > CHI2_CRITICAL_31_DOF_P001
 
 
@@ -146,7 +146,7 @@ def test_find_code_compares_every_entry_in_constant_time(monkeypatch: pytest.Mon
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr("bot.codes.hmac.compare_digest", spy)
+    monkeypatch.setattr("bot.core.codes.hmac.compare_digest", spy)
     assert codes.find_code("AAAA2222", ["AAAA2222", "BBBB2222", "CCCC2222"]) == 0
     assert compared == [
         (b"AAAA2222", b"AAAA2222"),

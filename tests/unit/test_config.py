@@ -12,7 +12,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from bot.config import (
+from bot.core.errors import ConfigError
+from bot.core.models import DmPolicy
+from bot.runtime.config import (
     DURATION_BOUNDS,
     Config,
     Owner,
@@ -21,8 +23,6 @@ from bot.config import (
     load_config,
     parse_duration,
 )
-from bot.errors import ConfigError
-from bot.models import DmPolicy
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config.example.yaml"
@@ -64,7 +64,7 @@ def test_example_config_loads(
     assert referenced == {"PAIRBOT_OPERATOR_TOKEN", "TELEGRAM_BOT_TOKEN"}
     monkeypatch.setenv("PAIRBOT_OPERATOR_TOKEN", STRONG_TOKEN)
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123:bot-secret")
-    caplog.set_level(logging.WARNING, logger="bot.config")
+    caplog.set_level(logging.WARNING, logger="bot.runtime.config")
     config = load_config(EXAMPLE)
     assert config.owners == [Owner(provider="telegram", user_id="111111111")]
     assert (
@@ -579,7 +579,7 @@ def test_numeric_owner_id_becomes_a_string(write) -> None:
 def test_literal_secret_warns_without_the_value(
     write, caplog: pytest.LogCaptureFixture, text: str, field_name: str
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.config")
+    caplog.set_level(logging.WARNING, logger="bot.runtime.config")
     path = write(text)
     load_config(path)
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
@@ -590,7 +590,7 @@ def test_literal_secret_warns_without_the_value(
 
 
 def test_secret_from_environment_does_not_warn(write, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.config")
+    caplog.set_level(logging.WARNING, logger="bot.runtime.config")
     load_config(write(TG))
     assert caplog.records == []
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.gate import OWNER_COMMANDS, Decision, command_word, decide
-from bot.models import KNOWN_PROVIDERS, ChatKind, DmPolicy, Inbound
+from bot.core.gate import OWNER_COMMANDS, Decision, command_word, decide
+from bot.core.models import KNOWN_PROVIDERS, ChatKind, DmPolicy, Inbound
 
 OWNER_TEXT = "/approve ABCD2345"
 PLAIN_TEXT = "hello there"

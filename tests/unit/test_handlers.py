@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot.config import HandlerConfig
-from bot.errors import ConfigError
-from bot.handlers import (
+from bot.core.errors import ConfigError
+from bot.core.models import ChatKind, Inbound
+from bot.runtime.config import HandlerConfig
+from bot.runtime.handlers import (
     EchoHandler,
     ForwardHandler,
     PythonHandler,
     WebhookHandler,
     build_handler,
 )
-from bot.models import ChatKind, Inbound
 
 SAMPLES = "tests.unit.sample_handlers"
 SECRET_TEXT = "my secret message 12345"
@@ -228,9 +228,9 @@ async def test_webhook_reply(
 async def test_webhook_500_is_logged_without_the_message(
     webhook_for: Callable[..., WebhookHandler], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.handlers")
+    caplog.set_level(logging.WARNING, logger="bot.runtime.handlers")
     assert await webhook_for("error")(message(SECRET_TEXT)) is None
-    assert [r.getMessage() for r in caplog.records if r.name == "bot.handlers"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "bot.runtime.handlers"] == [
         "webhook handler failed: HTTPStatusError"
     ]
     assert SECRET_TEXT not in caplog.text
@@ -239,13 +239,13 @@ async def test_webhook_500_is_logged_without_the_message(
 async def test_webhook_slower_than_the_timeout_gives_none(
     hook: Hook, webhook_for: Callable[..., WebhookHandler], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.handlers")
+    caplog.set_level(logging.WARNING, logger="bot.runtime.handlers")
     loop = asyncio.get_running_loop()
     started = loop.time()
     assert await webhook_for("slow", timeout=0.2)(message(SECRET_TEXT)) is None
     assert loop.time() - started < 1.5
     assert len(hook.received) == 1
-    assert [r.getMessage() for r in caplog.records if r.name == "bot.handlers"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "bot.runtime.handlers"] == [
         "webhook handler failed: ReadTimeout"
     ]
     assert SECRET_TEXT not in caplog.text
@@ -300,10 +300,10 @@ async def test_python_handler(function: str, want: str | None) -> None:
 async def test_python_handler_failure_is_logged_without_the_message(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.handlers")
+    caplog.set_level(logging.WARNING, logger="bot.runtime.handlers")
     handler = PythonHandler(f"{SAMPLES}:sync_raises", timeout=timedelta(seconds=1))
     assert await handler(message(SECRET_TEXT)) is None
-    assert [r.getMessage() for r in caplog.records if r.name == "bot.handlers"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "bot.runtime.handlers"] == [
         "python handler failed: RuntimeError"
     ]
     assert SECRET_TEXT not in caplog.text

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.logs import (
+from bot.runtime.logs import (
     ACTIVE,
     MASK,
     RedactFilter,
@@ -194,7 +194,7 @@ def test_setup_logging_installs_the_filter(
 
 # --- run-time secrets: the registry ----------------------------------------------------------
 
-CODE = "XK7P4MQD"  # a code as bot.codes draws it
+CODE = "XK7P4MQD"  # a code as bot.core.codes draws it
 TOKEN = "Qw3-rT_yU8iOp2aSdF5gHjK9lZxC7vBnM1qWeRtYuIo"  # 43 chars, as codes.new_token() draws
 
 
@@ -582,7 +582,7 @@ def test_the_cli_main_redacts_like_pairbot_run(
     own_handler: tuple[logging.Logger, io.StringIO],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from bot.cli import main
+    from bot.cli.main import main
 
     logger, buffer = own_handler
     monkeypatch.setenv("PAIRBOT_T_TOKEN", BOT_TOKEN.replace(":", "x"))
@@ -642,7 +642,7 @@ def test_hostile_lines_cost_linear_time(unit: str) -> None:
 def test_every_value_a_config_reads_from_the_environment_is_a_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot.config import load_config
+    from bot.runtime.config import load_config
 
     hook = "https://hooks.example.com/T00/B00/sEcReTpAtH"
     monkeypatch.setenv("PAIRBOT_T_HOOK", hook)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.messages import HELP, without_slashes
+from bot.core.messages import HELP, without_slashes
 
 
 @pytest.mark.parametrize(

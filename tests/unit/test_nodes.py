@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from bot import codes
-from bot.clock import FakeClock
-from bot.errors import (
+from bot.core import codes
+from bot.core.clock import FakeClock
+from bot.core.errors import (
     AlreadyPairedError,
     RateLimitedError,
     UnknownRequestError,
     UnknownSubjectError,
     WrongCredentialError,
 )
-from bot.nodes import NodeService, NodeSettings
+from bot.services.nodes import NodeService, NodeSettings
 from stores.jsonfile import JsonFileStore
 
 OWNER = "owner:cli"

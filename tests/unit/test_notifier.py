@@ -1,4 +1,4 @@
-"""The owner notifier (bot.app.OwnerNotifier): a rate limit, and one digest for the overflow.
+"""The owner notifier (bot.runtime.app.OwnerNotifier): a rate limit, one digest for the overflow.
 
 The limit is counted on the FakeClock; the digest waits in real time (``asyncio.sleep``), so
 the window here is 0.2 s to keep the tests fast.
@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from bot import messages
-from bot.app import OwnerNotifier
-from bot.clock import FakeClock
-from bot.messages import NoticeKind
-from bot.models import Button
+from bot.core import messages
+from bot.core.clock import FakeClock
+from bot.core.messages import NoticeKind
+from bot.core.models import Button
+from bot.runtime.app import OwnerNotifier
 
 WINDOW = timedelta(seconds=0.2)
 LIMIT = 5

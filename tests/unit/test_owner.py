@@ -7,13 +7,13 @@ from datetime import timedelta
 
 import pytest
 
-from bot import messages
-from bot.clock import FakeClock
-from bot.codes import format_code
-from bot.models import NodeRequest, PendingRequest
-from bot.nodes import NodeService
-from bot.owner import OwnerCommands, OwnerReply
-from bot.pairing import PairingService
+from bot.core import messages
+from bot.core.clock import FakeClock
+from bot.core.codes import format_code
+from bot.core.models import NodeRequest, PendingRequest
+from bot.services.nodes import NodeService
+from bot.services.owner import OwnerCommands, OwnerReply
+from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
 
 OWNER = "owner:telegram:111"
@@ -427,7 +427,7 @@ def test_ten_failures_lock_even_a_correct_code_for_fifteen_minutes(
     clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.owner")
+    caplog.set_level(logging.WARNING, logger="bot.services.owner")
     req = stranger(pairing)
     replies = fail(owner, 10)
     assert replies[-1] == OwnerReply(

@@ -10,17 +10,17 @@ from typing import Any
 
 import pytest
 
-from bot import codes
-from bot.clock import FakeClock
-from bot.errors import (
+from bot.core import codes
+from bot.core.clock import FakeClock
+from bot.core.errors import (
     CodeExpiredError,
     LookupFailed,
     StoreError,
     UnknownCodeError,
     UnknownSubjectError,
 )
-from bot.models import RequestOutcome
-from bot.pairing import AllowEntry, AllowSource, PairingService, PairingSettings
+from bot.core.models import RequestOutcome
+from bot.services.pairing import AllowEntry, AllowSource, PairingService, PairingSettings
 from stores._files import atomic_write
 from stores.jsonfile import JsonFileStore, format_time
 
@@ -288,7 +288,7 @@ def test_approve_compares_codes_with_compare_digest(
         compared.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr("bot.codes.hmac.compare_digest", spy)
+    monkeypatch.setattr("bot.core.codes.hmac.compare_digest", spy)
     pairing.approve("abcd-2345", actor=OWNER)
 
     assert compared == [(b"ABCD2345", b"ABCD2345")]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import errno
 
-from bot.errors import StartupError
-from bot.logs import RedactFilter
+from bot.core.errors import StartupError
+from bot.runtime.logs import RedactFilter
 
 SECRET = "xoxb-0123456789-abcdefghijklmnop"
 

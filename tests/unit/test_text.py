@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot import messages
-from bot.models import PendingRequest
-from bot.text import BLANK_NAME, MAX_MARKS, NAME_LIMIT, ago, clean, clean_name, remaining
+from bot.core import messages
+from bot.core.models import PendingRequest
+from bot.core.text import BLANK_NAME, MAX_MARKS, NAME_LIMIT, ago, clean, clean_name, remaining
 
 BIDI = [chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C]]
 ZERO_WIDTH = [chr(c) for c in [*range(0x200B, 0x2010), 0xFEFF, 0x2060, 0x180E]]

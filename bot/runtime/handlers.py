@@ -1,6 +1,6 @@
 """Where messages from allowed senders go: ``echo``, ``forward``, ``webhook`` or ``python``.
 
-A handler gets the :class:`~bot.models.Inbound` and returns the reply text, or None for no
+A handler gets the :class:`~bot.core.models.Inbound` and returns the reply text, or None for no
 reply. A handler that fails is logged and answered with nothing; it never stops the bot.
 """
 
@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 import httpx
 
-from bot.config import HandlerConfig
-from bot.errors import ConfigError
-from bot.models import Inbound
-from bot.text import clean_name
+from bot.core.errors import ConfigError
+from bot.core.models import Inbound
+from bot.core.text import clean_name
+from bot.runtime.config import HandlerConfig
 
 log = logging.getLogger(__name__)
 

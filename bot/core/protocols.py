@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from bot.models import (
+from bot.core.models import (
     ApprovalNotice,
     AuditEvent,
     Button,
@@ -139,7 +139,7 @@ class StateTxn(Protocol):
 class StateStore(Protocol):
     """Where pairing state lives. Each transaction is atomic and safe across processes.
 
-    Unreadable data raises :class:`bot.errors.StoreCorruptError` and is never read as empty.
+    Unreadable data raises :class:`bot.core.errors.StoreCorruptError` and is never read as empty.
     Stores never read a clock: times arrive inside the values.
     """
 

@@ -19,23 +19,23 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from bot import messages
-from bot.clock import Clock, SystemClock
-from bot.config import Config
-from bot.errors import ConfigError, PairbotError, StartupError, StoreError
-from bot.gate import Decision, decide, owner_command_text
-from bot.gateway import Gateway, GatewaySettings
-from bot.handlers import Handler, build_handler
-from bot.logs import RedactFilter, remember_secret
-from bot.messages import NoticeKind
-from bot.models import Button, DmPolicy, Inbound, NodeAsk, PairedNode, PendingRequest
-from bot.netguard import GuardSettings
-from bot.nodes import NodeService, NodeSettings
-from bot.owner import OwnerCommands, OwnerReply
-from bot.pairing import PairingService, PairingSettings
-from bot.protocols import Provider
-from bot.scheduler import PruneScheduler
-from bot.text import remaining
+from bot.core import messages
+from bot.core.clock import Clock, SystemClock
+from bot.core.errors import ConfigError, PairbotError, StartupError, StoreError
+from bot.core.gate import Decision, decide, owner_command_text
+from bot.core.messages import NoticeKind
+from bot.core.models import Button, DmPolicy, Inbound, NodeAsk, PairedNode, PendingRequest
+from bot.core.protocols import Provider
+from bot.core.text import remaining
+from bot.gateway.guard import GuardSettings
+from bot.gateway.server import Gateway, GatewaySettings
+from bot.runtime.config import Config
+from bot.runtime.handlers import Handler, build_handler
+from bot.runtime.logs import RedactFilter, remember_secret
+from bot.runtime.scheduler import PruneScheduler
+from bot.services.nodes import NodeService, NodeSettings
+from bot.services.owner import OwnerCommands, OwnerReply
+from bot.services.pairing import PairingService, PairingSettings
 from stores import STATE_DIR_ENV, JsonFileStore, open_store, resolve_state_dir
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from bot.clock import iso
+from bot.core.clock import iso
 
 KNOWN_PROVIDERS: tuple[str, ...] = (
     "telegram",

@@ -8,7 +8,7 @@ from datetime import UTC, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.errors import PairbotError
+from bot.core.errors import PairbotError
 
 log = logging.getLogger(__name__)
 

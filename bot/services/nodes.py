@@ -14,9 +14,9 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from bot import codes
-from bot.clock import Clock
-from bot.errors import (
+from bot.core import codes
+from bot.core.clock import Clock
+from bot.core.errors import (
     AlreadyPairedError,
     NodeRefused,
     PairbotError,
@@ -25,8 +25,8 @@ from bot.errors import (
     UnknownSubjectError,
     WrongCredentialError,
 )
-from bot.models import AuditEvent, NodeApproval, NodeAsk, NodeRequest, PairedNode
-from bot.protocols import StateStore, StateTxn
+from bot.core.models import AuditEvent, NodeApproval, NodeAsk, NodeRequest, PairedNode
+from bot.core.protocols import StateStore, StateTxn
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class NodeSettings:
 
 
 class NodeService:
-    """Node pairing over a :class:`~bot.protocols.StateStore`."""
+    """Node pairing over a :class:`~bot.core.protocols.StateStore`."""
 
     def __init__(
         self, store: StateStore, *, clock: Clock, settings: NodeSettings | None = None

@@ -1,7 +1,7 @@
 """DM pairing rules: who gets a code, when it is (re)sent, approval, rejection, revocation, expiry.
 
 :class:`PairingService` owns the rules; the store owns durability. Every time comes from the
-injected clock and every code from :func:`bot.codes.new_code`.
+injected clock and every code from :func:`bot.core.codes.new_code`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from bot import codes
-from bot.clock import Clock
-from bot.errors import CodeExpiredError, LookupFailed, UnknownCodeError, UnknownSubjectError
-from bot.models import (
+from bot.core import codes
+from bot.core.clock import Clock
+from bot.core.errors import CodeExpiredError, LookupFailed, UnknownCodeError, UnknownSubjectError
+from bot.core.models import (
     KNOWN_PROVIDERS,
     ApprovalNotice,
     AuditEvent,
@@ -25,7 +25,7 @@ from bot.models import (
     RequestOutcome,
     RequestResult,
 )
-from bot.protocols import StateStore, StateTxn
+from bot.core.protocols import StateStore, StateTxn
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class AllowGroup:
 
 
 class PairingService:
-    """DM pairing over a :class:`~bot.protocols.StateStore`, safe to share between threads."""
+    """DM pairing over a :class:`~bot.core.protocols.StateStore`, safe to share between threads."""
 
     def __init__(
         self,

@@ -22,7 +22,7 @@ What is masked (``[redacted]``):
   URL-encoded form or query (``text=hi+there&``), including a value cut short by a
   truncating logger; ``Bearer``/``Bot``/``Basic`` credentials; Telegram-bot-token shapes;
 - as a backstop, anything shaped like a pairing code that is not a plain word or number
-  (8 symbols of :data:`bot.codes.ALPHABET`, optional dash in the middle, upper case or with
+  (8 symbols of :data:`bot.core.codes.ALPHABET`, optional dash in the middle, upper case or with
   a digit in it).
 
 Ids, provider names, event and method names, URLs and status codes stay. Every rule is a
@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from bot.codes import ALPHABET, CODE_LENGTH
+from bot.core.codes import ALPHABET, CODE_LENGTH
 
 MASK = "[redacted]"
 REGISTRY_LIMIT = 10_000
@@ -334,7 +334,7 @@ _FILTER = RedactFilter(redactor=ACTIVE)
 
 
 def add_secrets(secrets: Iterable[str]) -> None:
-    """Never log these static secrets (a loaded config's :meth:`~bot.config.Config.secrets`)."""
+    """Never log these static secrets (a loaded config's ``Config.secrets()``)."""
     ACTIVE.add(secrets)
 
 

@@ -20,7 +20,7 @@ from typing import Any, Self
 
 import aiohttp
 
-from bot.errors import PairbotError
+from bot.core.errors import PairbotError
 from stores._files import atomic_write, ensure_private_dir, read_versioned
 
 NODE_DIR_ENV = "PAIRBOT_NODE_DIR"

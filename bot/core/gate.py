@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from bot.models import ChatKind, DmPolicy, Inbound
+from bot.core.models import ChatKind, DmPolicy, Inbound
 
 OWNER_COMMANDS = frozenset(
     {"/approve", "/reject", "/pending", "/allowlist", "/revoke", "/nodes", "/help"}

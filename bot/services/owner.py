@@ -1,6 +1,6 @@
 """Owner commands: parse what the owner typed (or pressed) and run it on the services.
 
-Only :mod:`bot.gate` decides who is an owner; this module trusts that decision and gives the
+Only :mod:`bot.core.gate` decides who is an owner; this module trusts that decision and gives the
 owner precise answers (approved whom, unknown code, expired). Failed approvals are counted
 per owner: after 10 in a row the owner's approvals are refused for 15 minutes (doubling up to
 an hour), so even a hijacked owner account cannot enumerate codes.
@@ -12,11 +12,11 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from bot import messages
-from bot.clock import Clock
-from bot.errors import CodeExpiredError, LookupFailed, NodeRefused, UnknownCodeError
-from bot.gate import command_word
-from bot.models import (
+from bot.core import messages
+from bot.core.clock import Clock
+from bot.core.errors import CodeExpiredError, LookupFailed, NodeRefused, UnknownCodeError
+from bot.core.gate import command_word
+from bot.core.models import (
     KNOWN_PROVIDERS,
     AuditEvent,
     NodeApproval,
@@ -24,9 +24,9 @@ from bot.models import (
     PairedNode,
     PendingRequest,
 )
-from bot.nodes import NodeService
-from bot.pairing import PairingService
-from bot.text import ago, clean, remaining
+from bot.core.text import ago, clean, remaining
+from bot.services.nodes import NodeService
+from bot.services.pairing import PairingService
 
 log = logging.getLogger(__name__)
 

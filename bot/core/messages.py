@@ -6,9 +6,9 @@ import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 
-from bot.codes import format_code
-from bot.models import NodeRequest, PairedNode, PendingRequest
-from bot.text import ago, clean, clean_name
+from bot.core.codes import format_code
+from bot.core.models import NodeRequest, PairedNode, PendingRequest
+from bot.core.text import ago, clean, clean_name
 
 PROVIDER_LABELS = {
     "telegram": "Telegram",

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.clock import Clock
+from bot.core.clock import Clock
 
 FD_RESERVE = 128
 """File descriptors kept for everything but the gateway (connectors, store, logs)."""

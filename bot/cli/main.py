@@ -30,14 +30,14 @@ from rich.table import Table
 from rich.text import Text
 
 from bot import __version__
-from bot.clock import Clock, SystemClock
-from bot.config import NO_OWNERS, Config, check_file_mode, find_config, load_config
-from bot.errors import ConfigError, LookupFailed, NodeRefused, PairbotError
-from bot.logs import add_secrets, install_redaction
-from bot.models import KNOWN_PROVIDERS
-from bot.nodes import NodeService, NodeSettings
-from bot.pairing import AllowGroup, PairingService, PairingSettings
-from bot.text import ago, clean, clean_name, remaining
+from bot.core.clock import Clock, SystemClock
+from bot.core.errors import ConfigError, LookupFailed, NodeRefused, PairbotError
+from bot.core.models import KNOWN_PROVIDERS
+from bot.core.text import ago, clean, clean_name, remaining
+from bot.runtime.config import NO_OWNERS, Config, check_file_mode, find_config, load_config
+from bot.runtime.logs import add_secrets, install_redaction
+from bot.services.nodes import NodeService, NodeSettings
+from bot.services.pairing import AllowGroup, PairingService, PairingSettings
 from stores import STATE_DIR_ENV, JsonFileStore, open_store, resolve_state_dir
 
 EXIT_OK, EXIT_LOOKUP, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141
@@ -49,7 +49,7 @@ few screens reads no better than lines, which ``grep`` and ``head`` handle too."
 _SLICE = 4096
 """Rows laid out per write in a long listing: few writes, and each of them small."""
 
-log = logging.getLogger("bot.cli")
+log = logging.getLogger("bot.cli.main")
 
 
 class UsageError(Exception):
@@ -268,8 +268,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from bot.app import App
-    from bot.logs import setup_logging
+    from bot.runtime.app import App
+    from bot.runtime.logs import setup_logging
 
     config_path = find_config(getattr(args, "config", None))
     if config_path is None:
@@ -315,7 +315,7 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
     """
     import asyncio
 
-    from bot.nodeclient import GatewayCallError, GatewayClient, NodeCredentials, NodeKeyring
+    from bot.gateway.client import GatewayCallError, GatewayClient, NodeCredentials, NodeKeyring
 
     keyring = NodeKeyring(Path(args.node_dir) if args.node_dir else None)
     node_id = args.node_id or keyring.node_id()
@@ -406,7 +406,7 @@ def cmd_node_connect(args: argparse.Namespace) -> int:
     """``pairbot node connect``: authenticate with the token saved by ``node pair``."""
     import asyncio
 
-    from bot.nodeclient import GatewayCallError, GatewayClient, NodeKeyring
+    from bot.gateway.client import GatewayCallError, GatewayClient, NodeKeyring
 
     keyring = NodeKeyring(Path(args.node_dir) if args.node_dir else None)
     creds = keyring.get(args.gateway)
@@ -437,8 +437,8 @@ def cmd_node_connect(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``pairbot demo``."""
-    from bot.demo import available_platforms
-    from bot.demo import main as demo_main
+    from bot.cli.demo import available_platforms
+    from bot.cli.demo import main as demo_main
 
     provider = args.demo_provider
     if provider != "all" and provider not in available_platforms():
@@ -596,8 +596,8 @@ def _via_gateway(ctx: Context, method: str, params: dict[str, Any]) -> dict[str,
     """
     import asyncio
 
-    from bot.gateway import SOCKET_NAME
-    from bot.nodeclient import GatewayCallError, GatewayClient, GatewayUnavailable
+    from bot.gateway.client import GatewayCallError, GatewayClient, GatewayUnavailable
+    from bot.gateway.server import SOCKET_NAME
 
     socket = ctx.store.state_dir / SOCKET_NAME
     if not socket.exists():

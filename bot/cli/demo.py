@@ -19,9 +19,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from bot.app import App
-from bot.config import Config
-from bot.logs import add_secrets
+from bot.runtime.app import App
+from bot.runtime.config import Config
+from bot.runtime.logs import add_secrets
 from providers.fakes import DemoPlatform
 
 WAIT = 10.0
@@ -216,7 +216,7 @@ async def _play(
 
 async def _node_scene(app: App, platform: DemoPlatform, t: Transcript, slash: str) -> None:
     """A device asks to join over the gateway; the owner approves it in chat."""
-    from bot.nodeclient import GatewayClient
+    from bot.gateway.client import GatewayClient
 
     if app.gateway is None:
         raise DemoFailed("the gateway is not running")

@@ -21,7 +21,7 @@ that is already paired is refused unless the asker proves it holds the node's cu
 
 Connections are capped (in all and per address, within the process's file limit), must
 finish their handshake within a deadline, and are closed when idle with nothing to wait
-for; trouble is logged once per burst (:mod:`bot.netguard`).
+for; trouble is logged once per burst (:mod:`bot.gateway.guard`).
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bot import codes
-from bot.clock import Clock, iso
-from bot.errors import LookupFailed, NodeRefused, StoreError
-from bot.logs import remember_secret
-from bot.models import NodeApproval, NodeAsk, NodeRequest
-from bot.netguard import BurstLog, ConnectionGuard, FailureLimiter, GuardedSite, GuardSettings
-from bot.nodes import NodeService
+from bot.core import codes
+from bot.core.clock import Clock, iso
+from bot.core.errors import LookupFailed, NodeRefused, StoreError
+from bot.core.models import NodeApproval, NodeAsk, NodeRequest
+from bot.gateway.guard import BurstLog, ConnectionGuard, FailureLimiter, GuardedSite, GuardSettings
+from bot.runtime.logs import remember_secret
+from bot.services.nodes import NodeService
 
 log = logging.getLogger(__name__)
 

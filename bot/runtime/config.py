@@ -31,10 +31,10 @@ from pydantic import (
     model_validator,
 )
 
-from bot.codes import MIN_SECRET_BITS, RANDOM_STRING_COMMAND, weakness
-from bot.errors import ConfigError
-from bot.logs import add_secrets
-from bot.models import KNOWN_PROVIDERS, DmPolicy
+from bot.core.codes import MIN_SECRET_BITS, RANDOM_STRING_COMMAND, weakness
+from bot.core.errors import ConfigError
+from bot.core.models import KNOWN_PROVIDERS, DmPolicy
+from bot.runtime.logs import add_secrets
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The node gateway: the WebSocket server, its connection guard, and the client."""

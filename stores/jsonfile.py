@@ -846,6 +846,16 @@ class JsonFileStore:
         kind, provider = self._kind_of(path)
         return _parse(path, kind, provider, *loaded)
 
+    def recheck(self, where: Path) -> bool:
+        """True if ``where`` is one of this store's files and still cannot be loaded."""
+        if where not in self.state_files():
+            return False
+        try:
+            self.load_check(where)
+        except StoreError:
+            return True
+        return False
+
     def check(self) -> None:
         """Raise the error of the first state file that cannot be used (the start-up check).
 

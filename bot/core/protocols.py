@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Protocol
 
 from bot.core.models import (
@@ -162,6 +163,21 @@ class StateStore(Protocol):
     def iter_audit(self, *, limit: int | None = None) -> Iterator[dict[str, object]]:
         """Yield what :meth:`read_audit` returns, record by record, in memory that does not
         grow with the log."""
+        ...
+
+    def check(self) -> None:
+        """Raise :class:`bot.core.errors.StoreError` (naming the part) if any part of the state
+        cannot be used as it is; change nothing. The bot calls it before it starts."""
+        ...
+
+    def access_report(self) -> list[tuple[bool, str]]:
+        """Say, as ``(ok, message)`` lines, whether the state is private to its owner (modes,
+        owners); an empty list when the backend has nothing of the kind to check."""
+        ...
+
+    def recheck(self, where: Path) -> bool:
+        """True if the part a :class:`~bot.core.errors.StoreError` named (its ``path``) still
+        cannot be used; False if it can be again, or if it is no part of this store."""
         ...
 
     def close(self) -> None:

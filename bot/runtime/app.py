@@ -585,20 +585,9 @@ class App:
         A file counts as bad only if it still fails to load now: a failed write or a busy lock
         is not a bad file. It is reported again only once it was seen good in between.
         """
-
-        def unusable(path: Path) -> bool:
-            try:
-                self.store.load_check(path)
-            except StoreError:
-                return True
-            return False
-
+        unusable = self.store.recheck
         path = exc.path if exc is not None else None
-        if (
-            path is not None
-            and path not in self._bad_state_files
-            and path in self.store.state_files()
-        ):
+        if path is not None and path not in self._bad_state_files:
             self._bad_state_files |= {path}  # before any await: concurrent messages tell once
             if await asyncio.to_thread(unusable, path):
                 await self.notifier.notify(

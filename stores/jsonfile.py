@@ -272,36 +272,46 @@ def _encode_paired(node: PairedNode) -> dict[str, Any]:
     return out
 
 
-_NOTICE_KEYS = frozenset({"provider", "id", "chatId", "approvedAt"})
+APPROVED_KEY = "approvedToTell"
+"""Top-level key of ``<provider>-pairing.json``: senders approved and not yet told. It is
+written in the same atomic write that drops their request, so "request → approved, to tell"
+is one step on disk, after the grant."""
+_NOTICE_KEYS = frozenset({"id", "chatId", "approvedAt"})
 
 
-def _decode_notice(raw: Any, where: str, provider: str) -> ApprovalNotice:  # noqa: ARG001
-    if not isinstance(raw, dict):
-        raise _Bad(where, "must be an object")
-    chat_id = raw.get("chatId")
-    return ApprovalNotice(
-        provider=_str(raw, "provider", where),
-        sender_id=_str(raw, "id", where),
-        approved_at=_time(raw, "approvedAt", where),
-        chat_id=None if chat_id is None else _str(raw, "chatId", where),
-        extra=_extra(raw, _NOTICE_KEYS),
-    )
+def _decode_notices(path: Path, provider: str, raw: Any) -> list[ApprovalNotice]:
+    """Read the approved-to-tell list of a pairing file; a bad entry names its field."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise StoreCorruptError(f"{APPROVED_KEY}: must be a list", path=path, hint=_HINT)
+    notices = []
+    try:
+        for i, entry in enumerate(raw):
+            where = f"{APPROVED_KEY}[{i}]"
+            if not isinstance(entry, dict):
+                raise _Bad(where, "must be an object")
+            chat_id = entry.get("chatId")
+            notices.append(
+                ApprovalNotice(
+                    provider=provider,
+                    sender_id=_str(entry, "id", where),
+                    approved_at=_time(entry, "approvedAt", where),
+                    chat_id=None if chat_id is None else _str(entry, "chatId", where),
+                    extra=_extra(entry, _NOTICE_KEYS),
+                )
+            )
+    except _Bad as exc:
+        raise StoreCorruptError(str(exc), path=path, hint=_HINT) from None
+    return notices
 
 
 def _encode_notice(notice: ApprovalNotice) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "provider": notice.provider,
-        "id": notice.sender_id,
-        "approvedAt": format_time(notice.approved_at),
-    }
+    out: dict[str, Any] = {"id": notice.sender_id, "approvedAt": format_time(notice.approved_at)}
     if notice.chat_id is not None:
         out["chatId"] = notice.chat_id
     out.update(notice.extra)
     return out
-
-
-def _notice_ident(provider: str, sender_id: str) -> str:
-    return json.dumps([provider, sender_id])
 
 
 REQUESTS: _Kind[PendingRequest] = _Kind(
@@ -312,9 +322,6 @@ NODE_REQUESTS: _Kind[NodeRequest] = _Kind(
     "requests", _decode_node_request, _encode_node_request, lambda r: r.request_id
 )
 PAIRED: _Kind[PairedNode] = _Kind("nodes", _decode_paired, _encode_paired, lambda n: n.node_id)
-NOTICES: _Kind[ApprovalNotice] = _Kind(
-    "notices", _decode_notice, _encode_notice, lambda n: _notice_ident(n.provider, n.sender_id)
-)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -596,6 +603,8 @@ def _parse(path: Path, kind: _Kind[T], provider: str, key: FileKey, data: bytes)
     """Parse one file; any problem raises with the file and field named, file untouched."""
     top, raw_items, unique = _read_top(path, kind, data)
     items = _decode_all(path, kind, provider, raw_items)
+    if kind is REQUESTS:  # refuse a bad approved-to-tell list now, not when the bot reads it
+        _decode_notices(path, provider, top.get(APPROVED_KEY))
     head = dict(top)
     head.setdefault("version", SCHEMA_VERSION)
     head.setdefault(kind.list_key, None)
@@ -672,7 +681,6 @@ class JsonFileStore:
         self._allow_strs = {name: str(path) for name, path in self._allow_paths.items()}
         self._pending_path = self.nodes_dir / "pending.json"
         self._paired_path = self.nodes_dir / "paired.json"
-        self._notify_path = state_dir / "notify.json"
         self._lock = StateLock(state_dir / ".lock", timeout=lock_timeout)
         self._docs: dict[Path, _Doc[Any]] = {}
         self._checked: set[Path] = set()  # docs re-validated against disk in this transaction
@@ -804,7 +812,7 @@ class JsonFileStore:
         files = [
             p for name in KNOWN_PROVIDERS for p in (self.pairing_path(name), self.allow_path(name))
         ]
-        return [*files, self._pending_path, self._paired_path, self._notify_path, self.audit_path]
+        return [*files, self._pending_path, self._paired_path, self.audit_path]
 
     # reading ---------------------------------------------------------------------------------
 
@@ -872,8 +880,6 @@ class JsonFileStore:
                 self.load_check(path)
 
     def _kind_of(self, path: Path) -> tuple[_Kind[Any], str]:
-        if path == self._notify_path:
-            return NOTICES, ""
         if path.parent == self.nodes_dir:
             return (NODE_REQUESTS if path.name == "pending.json" else PAIRED), ""
         provider, _, suffix = path.name.rpartition("-")
@@ -959,14 +965,10 @@ class JsonFileStore:
 
     def _commit(self, txn: _Txn) -> None:
         dirty = [d for d in self._docs.values() if d.dirty]
-        # Grants first, then the notice that tells of one, pending last: a crash in between
-        # leaves "still pending" (or "granted, not yet told"), never "request consumed and
-        # grant lost", and never a notice of a grant that did not happen.
-        dirty.sort(
-            key=lambda d: (
-                0 if d.kind is ALLOW or d.kind is PAIRED else 1 if d.kind is NOTICES else 2
-            )
-        )
+        # Grants first, pending second: a crash between them leaves "still pending", never
+        # "request consumed and grant lost". (The notice that tells of an approval is in the
+        # pending file, swapped for the request in one write, so it never precedes its grant.)
+        dirty.sort(key=lambda d: 0 if d.kind is ALLOW or d.kind is PAIRED else 1)
         rendered = [(doc, _render(doc)) for doc in dirty]  # a failure here writes nothing
         for written, (doc, data) in enumerate(rendered):
             try:
@@ -1072,17 +1074,34 @@ class _Txn:
     def drop_paired_node(self, node_id: str) -> bool:
         return self._paired().drop(node_id)
 
-    def _notices(self) -> _Doc[ApprovalNotice]:
-        return self._store._doc(self._store._notify_path, NOTICES)
-
     def notices(self) -> list[ApprovalNotice]:
-        return sorted(self._notices().items(), key=lambda n: n.approved_at)
+        found = [
+            n
+            for name in KNOWN_PROVIDERS
+            for n in _decode_notices(
+                self._store.pairing_path(name), name, self._requests(name).head.get(APPROVED_KEY)
+            )
+        ]
+        return sorted(found, key=lambda n: n.approved_at)
 
     def put_notice(self, notice: ApprovalNotice) -> None:
-        self._notices().put(notice)
+        doc = self._requests(notice.provider)
+        kept = [e for e in doc.head.get(APPROVED_KEY) or () if e.get("id") != notice.sender_id]
+        doc.head[APPROVED_KEY] = [*kept, _encode_notice(notice)]
+        doc.dirty = True
 
     def drop_notice(self, provider: str, sender_id: str) -> bool:
-        return self._notices().drop(_notice_ident(provider, sender_id))
+        doc = self._requests(provider)
+        listed = doc.head.get(APPROVED_KEY) or []
+        kept = [e for e in listed if e.get("id") != sender_id]
+        if len(kept) == len(listed):
+            return False
+        if kept:
+            doc.head[APPROVED_KEY] = kept
+        else:
+            del doc.head[APPROVED_KEY]  # an empty list leaves Clawdbot's shape as it was
+        doc.dirty = True
+        return True
 
     def audit(self, event: AuditEvent) -> None:
         self.events.append(event)

@@ -186,7 +186,7 @@ class PairedNode:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApprovalNotice:
-    """A sender approved and not yet told (one entry of ``notify.json``).
+    """A sender approved and not yet told (``approvedToTell`` in their pairing file).
 
     Written in the same transaction as the grant, dropped once the running bot has told the
     sender, so an approval made while the bot is down (the CLI) is told when it next runs.

@@ -62,9 +62,9 @@ class StateTxn(Protocol):
     """A view of the whole state, taken under the store's exclusive cross-process lock.
 
     Reads see every write committed before the lock was taken. Changes are written when the
-    transaction ends without an exception: allowlists and paired nodes first, approval notices
-    next, pending files last, so a crash in between leaves "still pending" (or "approved, not
-    yet told"), never "approved and lost" nor a notice of an approval that did not happen.
+    transaction ends without an exception: allowlists and paired nodes first, then pending
+    requests together with the notices of approvals, so a crash in between leaves "still
+    pending", never "approved and lost" nor a notice of an approval that did not happen.
     """
 
     def requests(self, provider: str) -> list[PendingRequest]:

@@ -55,6 +55,16 @@ def test_allow_file_shape(state_dir: Path, store: JsonFileStore, pairing: Pairin
     path = state_dir / "credentials" / "slack-allowFrom.json"
     assert store.allow_path("slack") == path
     assert load(path) == {"version": 1, "allowFrom": ["U1", "U2", "U3"]}
+    # Approved, not yet told (the running bot tells them and drops the list): the request and
+    # its notice swap places in one write of the pairing file.
+    when = "2026-01-01T12:00:00.000Z"
+    assert load(store.pairing_path("slack")) == {
+        "version": 1,
+        "requests": [],
+        "approvedToTell": [{"id": f"U{n}", "approvedAt": when} for n in (1, 2, 3)],
+    }
+    for sender in ("U1", "U2", "U3"):
+        pairing.notice_sent("slack", sender)
     assert load(store.pairing_path("slack")) == {"version": 1, "requests": []}
 
 

@@ -72,8 +72,8 @@ def test_private_after_every_write(tmp_path: Path) -> None:
     for step in steps:
         step()
         assert_private(state_dir)
-    # pairing + allow (telegram, discord), nodes pending + paired, notify, audit, lock
-    assert assert_private(state_dir) == 8
+    # pairing + allow (telegram, discord), nodes pending + paired, audit, lock
+    assert assert_private(state_dir) == 7
 
 
 @pytest.mark.usefixtures("umask")

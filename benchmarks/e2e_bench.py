@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bot.cli.compose import open_app
 from bot.cli.demo import available_platforms, load_platform
 from bot.core.gate import decide
 from bot.core.models import ChatKind, DmPolicy, Inbound
-from bot.runtime.app import App
 from bot.runtime.config import Config
 from providers.fakes import DemoPlatform
 
@@ -60,7 +60,7 @@ async def latency(
             }
         )
         with tempfile.TemporaryDirectory() as tmp:
-            app = App(config, state_dir=Path(tmp) / "state")
+            app = open_app(config, state_dir=Path(tmp) / "state")
             await app.start()
             try:
                 return await _offer(platform, rate, seconds)

@@ -24,8 +24,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bot.cli.compose import open_app
 from bot.cli.demo import available_platforms, load_platform
-from bot.runtime.app import App
 from bot.runtime.config import Config
 from providers.fakes import DemoPlatform
 
@@ -72,7 +72,7 @@ async def flood(provider: str, messages: int, rate: float) -> tuple[list[float],
             }
         )
         with tempfile.TemporaryDirectory() as tmp:
-            app = App(config, state_dir=Path(tmp) / "state")
+            app = open_app(config, state_dir=Path(tmp) / "state")
             await app.start()
             try:
                 platform.dm(stranger, "hello?", name="Mallory")

@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
+from bot.cli.compose import open_app
 from bot.runtime.app import App
 from bot.runtime.config import Config
 from bot.runtime.logs import add_secrets
@@ -135,7 +136,7 @@ async def run_demo(
                 }
             )
             add_secrets(config.secrets())
-            app = App(config, state_dir=Path(tmp) / "state", watch_interval=0.2)
+            app = open_app(config, state_dir=Path(tmp) / "state", watch_interval=0.2)
             await app.start()
             try:
                 return await _play(app, platform, out, ttl_seconds, with_node)

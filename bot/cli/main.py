@@ -268,7 +268,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from bot.runtime.app import App
+    from bot.cli.compose import open_app
     from bot.runtime.logs import setup_logging
 
     config_path = find_config(getattr(args, "config", None))
@@ -296,7 +296,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        app = App(config, state_dir=chosen)
+        app = open_app(config, state_dir=chosen)
         async with app:
             install_redaction()  # again: handlers (or a record factory) the SDKs set up
             await stop.wait()
@@ -315,7 +315,8 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
     """
     import asyncio
 
-    from bot.gateway.client import GatewayCallError, GatewayClient, NodeCredentials, NodeKeyring
+    from bot.cli.keyring import NodeCredentials, NodeKeyring
+    from bot.gateway.client import GatewayCallError, GatewayClient
 
     keyring = NodeKeyring(Path(args.node_dir) if args.node_dir else None)
     node_id = args.node_id or keyring.node_id()
@@ -406,7 +407,8 @@ def cmd_node_connect(args: argparse.Namespace) -> int:
     """``pairbot node connect``: authenticate with the token saved by ``node pair``."""
     import asyncio
 
-    from bot.gateway.client import GatewayCallError, GatewayClient, NodeKeyring
+    from bot.cli.keyring import NodeKeyring
+    from bot.gateway.client import GatewayCallError, GatewayClient
 
     keyring = NodeKeyring(Path(args.node_dir) if args.node_dir else None)
     creds = keyring.get(args.gateway)

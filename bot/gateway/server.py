@@ -44,7 +44,6 @@ from bot.core.clock import Clock, iso
 from bot.core.errors import LookupFailed, NodeRefused, StoreError
 from bot.core.models import NodeApproval, NodeAsk, NodeRequest
 from bot.gateway.guard import BurstLog, ConnectionGuard, FailureLimiter, GuardedSite, GuardSettings
-from bot.runtime.logs import remember_secret
 from bot.services.nodes import NodeService
 
 log = logging.getLogger(__name__)
@@ -130,11 +129,14 @@ class Gateway:
         clock: Clock,
         settings: GatewaySettings,
         on_request: OnRequest,
+        on_secret: Callable[[str], None],
     ) -> None:
         self._nodes = nodes
         self._clock = clock
         self._settings = settings
         self._on_request = on_request
+        self._on_secret = on_secret
+        """Told every secret this gateway hands out (pickups, tokens): the logs never show it."""
         self._conns: set[_Conn] = set()
         self._askers: dict[str, _Conn] = {}
         """requestId → the connection that hears its decision."""
@@ -379,7 +381,7 @@ class Gateway:
             proof=_param(params, "token", required=False) or None,
         )
         if ask.pickup is not None:
-            remember_secret(ask.pickup)  # never logged, by any logger
+            self._on_secret(ask.pickup)  # never logged, by any logger
         self._attach(conn, ask.request)
         await self._broadcast_operators("node.pair.requested", ask.request.as_json())
         await self._on_request(ask)
@@ -528,7 +530,7 @@ class Gateway:
         """
         for other in approval.superseded:
             await self.decided(other, "rejected")
-        remember_secret(approval.token)  # never logged, by any logger
+        self._on_secret(approval.token)  # never logged, by any logger
         req = approval.request
         self._asked.pop(req.request_id, None)
         asker = self._askers.pop(req.request_id, None)

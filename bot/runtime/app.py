@@ -1,9 +1,12 @@
 """The running bot: wires config, store, services, providers, gate, owner chat and scheduler.
 
-``async with App(config) as app`` starts everything (store → services → gateway → providers
-→ scheduler → watcher) and stops it in reverse, also when start-up fails half-way. The
-gateway is up before any provider delivers a message, so an owner's ``/nodes approve`` can
-always reach the waiting node.
+``async with App(config, store=..., providers=..., state_dir=...) as app`` starts everything
+(store → services → gateway → providers → scheduler → teller) and stops it in reverse, also
+when start-up fails half-way. The gateway is up before any provider delivers a message, so an
+owner's ``/nodes approve`` can always reach the waiting node.
+
+The app names no concrete store or provider: the composition root (:mod:`bot.cli.compose`)
+hands it a factory of each, called at start.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -21,11 +23,11 @@ from typing import Any, Self
 
 from bot.core import messages
 from bot.core.clock import Clock, SystemClock
-from bot.core.errors import ConfigError, PairbotError, StartupError, StoreError
+from bot.core.errors import PairbotError, StartupError, StoreError
 from bot.core.gate import Decision, decide, owner_command_text
 from bot.core.messages import NoticeKind
-from bot.core.models import Button, DmPolicy, Inbound, NodeAsk, PairedNode, PendingRequest
-from bot.core.protocols import Provider
+from bot.core.models import Button, DmPolicy, Inbound, NodeAsk, PendingRequest
+from bot.core.protocols import Provider, StateStore
 from bot.core.text import remaining
 from bot.gateway.guard import GuardSettings
 from bot.gateway.server import Gateway, GatewaySettings
@@ -36,7 +38,6 @@ from bot.runtime.scheduler import PruneScheduler
 from bot.services.nodes import NodeService, NodeSettings
 from bot.services.owner import OwnerCommands, OwnerReply
 from bot.services.pairing import PairingService, PairingSettings
-from stores import STATE_DIR_ENV, JsonFileStore, open_store, resolve_state_dir
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +121,10 @@ class App:
         self,
         config: Config,
         *,
+        store: Callable[[], StateStore],
+        providers: Callable[[], Mapping[str, Provider]],
+        state_dir: Path,
         clock: Clock | None = None,
-        providers: Mapping[str, Provider] | None = None,
-        state_dir: Path | None = None,
         notice_limit: int = 5,
         notice_window: timedelta = timedelta(minutes=1),
         watch_interval: float = 0.5,
@@ -130,10 +132,10 @@ class App:
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
-        self._given_providers = dict(providers) if providers is not None else None
-        self.state_dir = state_dir or resolve_state_dir(
-            os.environ.get(STATE_DIR_ENV) or config.state_dir
-        )
+        self._open_store = store
+        self._build_providers = providers
+        self.state_dir = state_dir
+        """Where the gateway's local operator socket lives (the state dir)."""
         self._notice_limit = notice_limit
         self._notice_window = notice_window
         self._watch_interval = watch_interval
@@ -176,7 +178,7 @@ class App:
 
     async def _start(self) -> None:
         cfg = self.config
-        self.store: JsonFileStore = await asyncio.to_thread(open_store, self.state_dir)
+        self.store: StateStore = await asyncio.to_thread(self._open_store)
         self._stack.callback(self.store.close)
         await asyncio.to_thread(self.store.check)  # a bad file refuses the start, unchanged
         for ok, message in await asyncio.to_thread(self.store.access_report):
@@ -226,6 +228,7 @@ class App:
                     ),
                 ),
                 on_request=self.notice_node_request,
+                on_secret=remember_secret,
             )
             try:
                 await gateway.start()
@@ -234,9 +237,7 @@ class App:
                 raise StartupError.cannot_listen(cfg.gateway.host, cfg.gateway.port, exc) from exc
             self._stack.push_async_callback(gateway.stop)
             self.gateway = gateway
-        providers = self._given_providers
-        if providers is None:
-            providers = build_providers(cfg)
+        providers = self._build_providers()
         # Runs after every provider has stopped (the stack unwinds in reverse): no message
         # can arrive for a stranger worker that is gone.
         self._stack.push_async_callback(self._stop_stranger_workers)
@@ -606,24 +607,4 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
         await task
 
 
-def build_providers(config: Config) -> dict[str, Provider]:
-    """Instantiate every provider configured, through the lazy registry."""
-    from providers import load_provider_class
-
-    built: dict[str, Provider] = {}
-    for name in type(config.providers).model_fields:
-        block = getattr(config.providers, name)
-        if block is None:
-            continue
-        try:
-            built[name] = load_provider_class(name)(**block.provider_kwargs())
-        except ImportError as exc:
-            raise ConfigError(
-                f"cannot load the {name} provider: {exc}", field=f"providers.{name}"
-            ) from None
-    if not built:
-        raise ConfigError("no provider configured", field="providers")
-    return built
-
-
-__all__ = ["App", "OwnerNotifier", "PairedNode", "build_providers"]
+__all__ = ["App", "OwnerNotifier"]

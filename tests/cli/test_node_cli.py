@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.cli.compose import open_app
 from bot.gateway.client import GatewayClient
 from bot.runtime.app import App
 from bot.runtime.config import Config
@@ -32,7 +33,7 @@ async def running(state_dir: Path) -> AsyncIterator[tuple[App, FakeTelegramServe
                 "providers": {"telegram": {"token": tg.token, "api_base_url": tg.base_url}},
             }
         )
-        app = App(config, state_dir=state_dir)
+        app = open_app(config, state_dir=state_dir)
         await app.start()
         try:
             yield app, tg

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bot.cli.compose import open_app
 from bot.core.clock import FakeClock
 from bot.core.errors import StartupError, StoreCorruptError
-from bot.runtime.app import App
 from providers.fakes import free_port
 from providers.fakes.telegram import FakeTelegramServer
 from stores.jsonfile import JsonFileStore
@@ -55,7 +55,7 @@ async def test_start_refuses_a_corrupt_state_file_before_any_provider(tg, state_
     bad = state_dir / "nodes" / "paired.json"
     bad.write_text('{"version": 1, "nodes": [{"nodeId": "pixel-9"}]}\n')
     before = bad.read_bytes()
-    app = App(make_config(tg), state_dir=state_dir)
+    app = open_app(make_config(tg), state_dir=state_dir)
 
     with pytest.raises(StoreCorruptError) as caught:
         await app.start()
@@ -71,7 +71,7 @@ async def test_start_refuses_a_gateway_port_in_use(tg, state_dir):
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        app = App(make_config(tg, gateway={"port": port}), state_dir=state_dir)
+        app = open_app(make_config(tg, gateway={"port": port}), state_dir=state_dir)
         with pytest.raises(StartupError) as caught:
             await app.start()
     assert str(caught.value) == (
@@ -82,7 +82,7 @@ async def test_start_refuses_a_gateway_port_in_use(tg, state_dir):
 
 async def test_start_refuses_an_unreachable_platform_api(tg, state_dir):
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    app = App(make_config(tg, telegram={"api_base_url": closed}), state_dir=state_dir)
+    app = open_app(make_config(tg, telegram={"api_base_url": closed}), state_dir=state_dir)
 
     with pytest.raises(StartupError) as caught:
         await app.start()
@@ -104,7 +104,7 @@ async def test_a_state_file_that_goes_bad_refuses_only_what_needs_it(
     try:
         caplog.set_level(logging.INFO, logger="bot.runtime.app")
         app.pairing.allow("telegram", str(BOB), actor="test")
-        pairing_file = app.store.pairing_path("telegram")
+        pairing_file = state_dir / "credentials" / "telegram-pairing.json"
         pairing_file.write_text(BROKEN)
 
         tg.dm(MALLORY, "hello", first_name="Mallory")
@@ -150,7 +150,7 @@ async def test_a_bad_allowlist_shuts_its_senders_out_not_in(tg, state_dir):
     app = await start_app(tg, state_dir, FakeClock())
     try:
         app.pairing.allow("telegram", str(BOB), actor="test")
-        allow_file = app.store.allow_path("telegram")
+        allow_file = state_dir / "credentials" / "telegram-allowFrom.json"
         allow_file.write_text('{"version": 1, "allowFrom": "*"}\n')
         tg.dm(BOB, "hi")
         tg.dm(MALLORY, "hi", first_name="Mallory")

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from bot.cli.compose import open_app
 from bot.core.clock import FakeClock, SystemClock
 from bot.runtime.app import App
 from bot.runtime.config import Config
@@ -55,7 +56,7 @@ async def tg(fake_clock: FakeClock) -> AsyncIterator[FakeTelegramServer]:
 async def start_app(
     fake: FakeTelegramServer, state: Path, clock: FakeClock | None = None, **overrides: Any
 ) -> App:
-    app = App(
+    app = open_app(
         make_config(fake, **overrides),
         state_dir=state,
         clock=clock,
@@ -331,11 +332,11 @@ async def test_an_approved_sender_who_cannot_be_reached_is_tried_again(tg, app):
     assert len(tg.messages_to(ALICE)) == 2
 
 
-async def test_scheduler_prunes_expired_requests_and_audits_them(tg, app, fake_clock):
+async def test_scheduler_prunes_expired_requests_and_audits_them(tg, app, fake_clock, state_dir):
     await pair(tg, app, ALICE)
     fake_clock.advance(timedelta(hours=1))
     await tg.wait_until(lambda: any(r["event"] == "expire" for r in app.store.read_audit()))
-    assert '"id"' not in app.store.pairing_path("telegram").read_text()
+    assert '"id"' not in (state_dir / "credentials" / "telegram-pairing.json").read_text()
     records = app.store.read_audit()
     assert [(r["event"], r["outcome"], r["actor"]) for r in records][-1] == (
         "expire",
@@ -396,7 +397,7 @@ async def test_cap_turns_strangers_away_and_tells_the_owner_once(tg, app):
 
 
 async def test_owner_notices_are_throttled_into_a_digest(tg, state_dir, fake_clock):
-    app = App(
+    app = open_app(
         make_config(tg, pairing={"max_pending_per_provider": 20}),
         state_dir=state_dir,
         clock=fake_clock,
@@ -448,7 +449,7 @@ async def test_an_allowed_sender_never_waits_behind_a_stranger(tg, app, monkeypa
 async def test_a_flood_is_reported_as_it_happened(tg, state_dir, fake_clock):
     """Issue 9 item 9: a flood digest said "9 more pairing requests" when none came, and
     "241 turned away" for 997 strangers."""
-    app = App(
+    app = open_app(
         make_config(tg),
         state_dir=state_dir,
         clock=fake_clock,

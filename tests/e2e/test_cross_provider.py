@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.cli.compose import open_app
 from bot.cli.demo import available_platforms, load_platform
 from bot.runtime.app import App
 from bot.runtime.config import Config
@@ -51,7 +52,7 @@ async def app(platforms: dict[str, DemoPlatform], state_dir: Path) -> AsyncItera
             "providers": {name: p.provider_config() for name, p in platforms.items()},
         }
     )
-    running = App(config, state_dir=state_dir)
+    running = open_app(config, state_dir=state_dir)
     await running.start()
     yield running
     await running.stop()

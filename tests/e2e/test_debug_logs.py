@@ -418,9 +418,9 @@ def test_demo_with_debug_logs_the_sdk_but_no_code_token_or_text():
 async def test_the_running_bot_feeds_every_code_and_token_to_the_registry(tmp_path):
     """The registry is what masks a code typed in lowercase letters only, or a token glued to
     other text; the bot feeds it codes loaded at start, codes it issues, tokens it mints."""
+    from bot.cli.compose import open_app
     from bot.core.clock import SystemClock
     from bot.gateway.client import GatewayClient
-    from bot.runtime.app import App
     from bot.runtime.config import Config
     from bot.runtime.logs import REGISTRY, Redactor
     from bot.services.pairing import PairingService
@@ -439,7 +439,7 @@ async def test_the_running_bot_feeds_every_code_and_token_to_the_registry(tmp_pa
                 "providers": {"telegram": {"token": fake.token, "api_base_url": fake.base_url}},
             }
         )
-        async with App(config, state_dir=state) as app:
+        async with open_app(config, state_dir=state) as app:
             assert earlier.request.code in REGISTRY.codes  # loaded from the store at start
             fake.dm(4002, "hello", first_name="Bob")
             sent = await fake.wait_for_sent(lambda m: m["chat_id"] == 4002, timeout=10)

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 import providers.discord as discord_module
+from bot.cli.compose import open_app
 from bot.core.clock import FakeClock, SystemClock
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
@@ -565,7 +566,7 @@ def make_config(fake: FakeDiscordServer, **discord: Any) -> Config:
 async def app(
     fake: FakeDiscordServer, state_dir: Path, fake_clock: FakeClock
 ) -> AsyncIterator[App]:
-    running = App(
+    running = open_app(
         make_config(fake),
         state_dir=state_dir,
         clock=fake_clock,
@@ -719,7 +720,7 @@ async def test_demo_platform_plays_the_people(state_dir):
                 "providers": {"discord": demo.provider_config()},
             }
         )
-        async with App(config, state_dir=state_dir):
+        async with open_app(config, state_dir=state_dir):
             alice = demo.user_id(1)
             assert alice != demo.owner_id
             demo.dm(alice, "hi", name="Alice")

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from rich.console import Console
 
+from bot.cli.compose import open_app
 from bot.core.clock import FakeClock, SystemClock
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
@@ -462,7 +463,7 @@ async def bb(fake_clock: FakeClock) -> AsyncIterator[FakeBlueBubbles]:
 
 @pytest.fixture
 async def app(bb: FakeBlueBubbles, state_dir: Path, fake_clock: FakeClock) -> AsyncIterator[App]:
-    running = App(make_config(bb), state_dir=state_dir, clock=fake_clock, watch_interval=0.1)
+    running = open_app(make_config(bb), state_dir=state_dir, clock=fake_clock, watch_interval=0.1)
     await running.start()
     provider = running.providers["imessage"]
     assert isinstance(provider, IMessageProvider)

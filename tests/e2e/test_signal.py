@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bot.cli.compose import open_app
 from bot.core.clock import FakeClock, SystemClock
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
@@ -569,7 +570,7 @@ async def app(
             "providers": {"signal": {"http_url": daemon.base_url, "account": daemon.account}},
         }
     )
-    running = App(
+    running = open_app(
         config,
         state_dir=state_dir,
         clock=fake_clock,
@@ -683,7 +684,7 @@ async def test_signal_demo_platform_plays_people(state_dir: Path) -> None:
                 "providers": {"signal": demo.provider_config()},
             }
         )
-        async with App(config, state_dir=state_dir):
+        async with open_app(config, state_dir=state_dir):
             stranger = demo.user_id(1)
             assert stranger != demo.owner_id
             demo.dm(stranger, "hi", name="Dana")

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bot.cli.compose import open_app
 from bot.core.clock import FakeClock, SystemClock
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
@@ -658,7 +659,7 @@ def make_config(fake: FakeSlackServer, **slack: Any) -> Config:
 
 @pytest.fixture
 async def app(fake: FakeSlackServer, state_dir: Path) -> AsyncIterator[App]:
-    running = App(
+    running = open_app(
         make_config(fake),
         state_dir=state_dir,
         clock=FakeClock(SystemClock().now()),
@@ -802,7 +803,7 @@ async def test_app_over_http_events(fake, state_dir):
     config = make_config(
         fake, mode="http", signing_secret=fake.signing_secret, app_token=None, webhook={"port": 0}
     )
-    app = App(config, state_dir=state_dir, watch_interval=0.1)
+    app = open_app(config, state_dir=state_dir, watch_interval=0.1)
     await app.start()
     try:
         provider = app.providers["slack"]
@@ -830,7 +831,7 @@ async def test_demo_platform_plays_people(state_dir):
                 "providers": {"slack": demo.provider_config()},
             }
         )
-        app = App(config, state_dir=state_dir, watch_interval=0.1)
+        app = open_app(config, state_dir=state_dir, watch_interval=0.1)
         await app.start()
         try:
             alice = demo.user_id(1)

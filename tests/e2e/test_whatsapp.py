@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bot.cli.compose import open_app
 from bot.core.clock import FakeClock, SystemClock
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
@@ -461,7 +462,7 @@ async def wa(fake_clock: FakeClock) -> AsyncIterator[FakeWhatsAppServer]:
 
 
 async def start_app(fake: FakeWhatsAppServer, state: Path, clock: FakeClock) -> App:
-    app = App(
+    app = open_app(
         make_config(fake),
         state_dir=state,
         clock=clock,
@@ -640,7 +641,7 @@ async def test_demo_platform_plays_people(tmp_path: Path) -> None:
                 "providers": {"whatsapp": demo.provider_config()},
             }
         )
-        app = App(config, state_dir=tmp_path / "state")
+        app = open_app(config, state_dir=tmp_path / "state")
         alice = demo.user_id(1)
         demo.dm(alice, "hi", name="Alice")  # queued before the bot listens: re-delivered
         await app.start()

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 
+from bot.cli.compose import open_app
 from bot.core.clock import FakeClock
 from bot.runtime.app import App
 from bot.runtime.config import Config
@@ -277,7 +278,9 @@ def make_config(tg: FakeTelegramServer, **sections: dict[str, Any]) -> Config:
 async def running(
     tg: FakeTelegramServer, state_dir: Path, clock: FakeClock, **sections: dict[str, Any]
 ) -> AsyncIterator[Gw]:
-    app = App(make_config(tg, **sections), state_dir=state_dir, clock=clock, watch_interval=0.1)
+    app = open_app(
+        make_config(tg, **sections), state_dir=state_dir, clock=clock, watch_interval=0.1
+    )
     await app.start()
     gw = Gw(app=app, tg=tg, clock=clock, session=aiohttp.ClientSession())
     try:

@@ -1,0 +1,70 @@
+"""The composition root: the one place that names the concrete store and provider classes.
+
+``pairbot run``, the demo, the benchmarks and the tests build the running bot here: the JSON
+state dir store of the chosen directory, and each configured platform's provider from the
+lazy registry (:mod:`providers`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from bot.core.clock import Clock
+from bot.core.errors import ConfigError
+from bot.core.protocols import Provider
+from bot.runtime.app import App
+from bot.runtime.config import Config
+from stores import STATE_DIR_ENV, open_store, resolve_state_dir
+
+
+def state_dir_of(config: Config, explicit: Path | None = None) -> Path:
+    """The state dir: ``explicit``, else ``$PAIRBOT_STATE_DIR``, else the config's."""
+    return explicit or resolve_state_dir(os.environ.get(STATE_DIR_ENV) or config.state_dir)
+
+
+def open_app(
+    config: Config,
+    *,
+    state_dir: Path | None = None,
+    clock: Clock | None = None,
+    providers: Mapping[str, Provider] | None = None,
+    **tuning: Any,
+) -> App:
+    """Build the running bot over the JSON store of ``state_dir`` (see :func:`state_dir_of`)
+    and the configured providers (or ``providers``, already built); ``tuning`` goes to
+    :class:`~bot.runtime.app.App` (notice limits, intervals). Nothing starts until
+    ``App.start``: the store opens and the providers are built there."""
+    chosen = state_dir_of(config, state_dir)
+    given = dict(providers) if providers is not None else None
+    return App(
+        config,
+        store=partial(open_store, chosen, backend=config.store.backend),
+        providers=(lambda: given) if given is not None else partial(build_providers, config),
+        state_dir=chosen,
+        clock=clock,
+        **tuning,
+    )
+
+
+def build_providers(config: Config) -> dict[str, Provider]:
+    """Instantiate every provider configured, through the lazy registry."""
+    from providers import load_provider_class
+
+    built: dict[str, Provider] = {}
+    for name in type(config.providers).model_fields:
+        block = getattr(config.providers, name)
+        if block is None:
+            continue
+        try:
+            built[name] = load_provider_class(name)(**block.provider_kwargs())
+        except ImportError as exc:
+            raise ConfigError(
+                f"cannot load the {name} provider: {exc}", field=f"providers.{name}"
+            ) from None
+    if not built:
+        raise ConfigError("no provider configured", field="providers")
+    return built

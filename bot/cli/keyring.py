@@ -1,0 +1,117 @@
+"""The node side's own files (``pairbot node pair|connect``): its id, tokens and pickups.
+
+These belong to the device playing a node, not to the bot's state, and are written with the
+same durable primitives as the state dir (atomic, 0600 in a 0700 dir).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.core.errors import PairbotError
+from stores._files import atomic_write, ensure_private_dir, read_versioned
+
+NODE_DIR_ENV = "PAIRBOT_NODE_DIR"
+DEFAULT_NODE_DIR = "~/.pairbot-node"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCredentials:
+    """What a node keeps after pairing with one gateway."""
+
+    gateway: str
+    node_id: str
+    token: str
+    display_name: str = ""
+
+
+class NodeKeyring:
+    """The node side's private files: its stable node id and one token per gateway.
+
+    ``<dir>/node.json`` = ``{"version": 1, "nodeId": ..., "gateways": {url: {token, ...}},
+    "pickups": {url: {nodeId, pickup}}}``, 0600 in a 0700 dir, written atomically. A pickup
+    secret is kept only while a request waits for the owner, so a node stopped meanwhile can
+    come back for its decision.
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
+        chosen = directory or Path(os.environ.get(NODE_DIR_ENV) or DEFAULT_NODE_DIR)
+        self.directory = chosen.expanduser()
+        self.path = self.directory / "node.json"
+
+    def _load(self) -> dict[str, Any]:
+        loaded = read_versioned(self.path)
+        if loaded is None:
+            return {"version": 1, "gateways": {}}
+        try:
+            doc = json.loads(loaded[1])
+        except (ValueError, RecursionError):
+            raise PairbotError(f"{self.path}: not valid JSON; fix or move it away") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("gateways", {}), dict):
+            raise PairbotError(f"{self.path}: unexpected shape; fix or move it away")
+        doc.setdefault("gateways", {})
+        return doc
+
+    def node_id(self) -> str:
+        """Return this node's id, creating and saving one the first time."""
+        doc = self._load()
+        node_id = doc.get("nodeId")
+        if isinstance(node_id, str) and node_id:
+            return node_id
+        doc["nodeId"] = f"node-{secrets.token_hex(6)}"
+        self._save(doc)
+        return str(doc["nodeId"])
+
+    def get(self, gateway: str) -> NodeCredentials | None:
+        """Return the saved credentials for a gateway URL, if any."""
+        entry = self._load()["gateways"].get(gateway)
+        if not isinstance(entry, dict) or not entry.get("token"):
+            return None
+        return NodeCredentials(
+            gateway=gateway,
+            node_id=str(entry.get("nodeId")),
+            token=str(entry["token"]),
+            display_name=str(entry.get("displayName", "")),
+        )
+
+    def save(self, creds: NodeCredentials) -> None:
+        """Store (or replace) the token for a gateway; a pickup secret kept for it is spent."""
+        doc = self._load()
+        doc["gateways"][creds.gateway] = {
+            "nodeId": creds.node_id,
+            "token": creds.token,
+            "displayName": creds.display_name,
+        }
+        doc.get("pickups", {}).pop(creds.gateway, None)
+        self._save(doc)
+
+    def pickup(self, gateway: str, node_id: str) -> str | None:
+        """Return the pickup secret of a request this node made to ``gateway`` and has not
+        heard the answer to (the node was stopped while it waited)."""
+        entry = self._load().get("pickups", {}).get(gateway)
+        if not isinstance(entry, dict) or entry.get("nodeId") != node_id:
+            return None
+        value = entry.get("pickup")
+        return value if isinstance(value, str) and value else None
+
+    def keep_pickup(self, gateway: str, node_id: str, pickup: str | None) -> None:
+        """Remember (or, with None, forget) the pickup secret of a pending request."""
+        doc = self._load()
+        pickups = doc.setdefault("pickups", {})
+        if not isinstance(pickups, dict):
+            raise PairbotError(f"{self.path}: unexpected shape; fix or move it away")
+        if pickup is None:
+            if pickups.pop(gateway, None) is None:
+                return
+        else:
+            pickups[gateway] = {"nodeId": node_id, "pickup": pickup}
+        self._save(doc)
+
+    def _save(self, doc: dict[str, Any]) -> None:
+        ensure_private_dir(self.directory)
+        atomic_write(self.path, (json.dumps(doc, indent=2) + "\n").encode())

@@ -25,8 +25,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.cli.demo import available_platforms, load_platform
+from bot.core.config import Config
 from bot.runtime.app import App
-from bot.runtime.config import Config
 from providers.fakes import DemoPlatform
 
 

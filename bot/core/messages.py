@@ -8,17 +8,8 @@ from enum import StrEnum
 
 from bot.core.codes import format_code
 from bot.core.models import NodeRequest, PairedNode, PendingRequest
+from bot.core.platforms import find
 from bot.core.text import ago, clean, clean_name
-
-PROVIDER_LABELS = {
-    "telegram": "Telegram",
-    "slack": "Slack",
-    "discord": "Discord",
-    "whatsapp": "WhatsApp",
-    "signal": "Signal",
-    "imessage": "iMessage",
-}
-
 
 _SLASHED = re.compile(r"(?<![\w/])/(approve|reject|pending|allowlist|revoke|nodes|help)\b")
 
@@ -31,7 +22,8 @@ def without_slashes(text: str) -> str:
 
 def label(provider: str) -> str:
     """Return the platform's proper name."""
-    return PROVIDER_LABELS.get(provider, provider)
+    known = find(provider)
+    return known.label if known else provider
 
 
 def stranger_code(req: PendingRequest, *, valid_for: str = "1h") -> str:

@@ -21,6 +21,7 @@ from typing import Any, Self
 
 from bot.core import messages
 from bot.core.clock import Clock, SystemClock
+from bot.core.config import Config
 from bot.core.errors import ConfigError, PairbotError, StartupError, StoreError
 from bot.core.gate import Decision, decide, owner_command_text
 from bot.core.messages import NoticeKind
@@ -29,7 +30,6 @@ from bot.core.protocols import Provider
 from bot.core.text import remaining
 from bot.gateway.guard import GuardSettings
 from bot.gateway.server import Gateway, GatewaySettings
-from bot.runtime.config import Config
 from bot.runtime.handlers import Handler, build_handler
 from bot.runtime.logs import RedactFilter, remember_secret
 from bot.runtime.scheduler import PruneScheduler

@@ -17,13 +17,13 @@ from bot.core.clock import Clock
 from bot.core.errors import CodeExpiredError, LookupFailed, NodeRefused, UnknownCodeError
 from bot.core.gate import command_word
 from bot.core.models import (
-    KNOWN_PROVIDERS,
     AuditEvent,
     NodeApproval,
     NodeRequest,
     PairedNode,
     PendingRequest,
 )
+from bot.core.platforms import KNOWN_PROVIDERS
 from bot.core.text import ago, clean, remaining
 from bot.services.nodes import NodeService
 from bot.services.pairing import PairingService

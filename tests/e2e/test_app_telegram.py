@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from bot.core.clock import FakeClock, SystemClock
+from bot.core.config import Config
 from bot.runtime.app import App
-from bot.runtime.config import Config
 from providers.fakes.telegram import FakeTelegramServer
 
 pytestmark = pytest.mark.e2e

@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 
 from bot.core.clock import FakeClock
+from bot.core.config import Config
 from bot.runtime.app import App
-from bot.runtime.config import Config
 from providers.fakes.telegram import FakeTelegramServer
 
 OWNER = 111

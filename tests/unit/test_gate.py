@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.core.gate import OWNER_COMMANDS, Decision, command_word, decide
-from bot.core.models import KNOWN_PROVIDERS, ChatKind, DmPolicy, Inbound
+from bot.core.models import ChatKind, DmPolicy, Inbound
+from bot.core.platforms import KNOWN_PROVIDERS
 
 OWNER_TEXT = "/approve ABCD2345"
 PLAIN_TEXT = "hello there"

@@ -10,6 +10,7 @@ minutes (doubling up to an hour), so even a hijacked owner account cannot enumer
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -77,33 +78,40 @@ class Lockout:
     """The per-owner count of wrong codes: :data:`MAX_FAILURES` within :data:`LOCKOUT` pause
     that owner's approvals for :data:`LOCKOUT`, doubling with each pause up to
     :data:`MAX_LOCKOUT`; a success starts the count again.
+
+    Owner commands run in worker threads, several at once: one lock guards all the
+    bookkeeping, so no failure is lost and each pause is counted once.
     """
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._failures: dict[str, _Failures] = {}
 
     def paused(self, actor: str, now: datetime) -> timedelta | None:
         """How much longer ``actor``'s approvals are paused, or None."""
-        state = self._failures.get(actor)
-        if state and state.locked_until and now < state.locked_until:
-            return state.locked_until - now
+        with self._lock:
+            state = self._failures.get(actor)
+            if state and state.locked_until and now < state.locked_until:
+                return state.locked_until - now
         return None
 
     def fail(self, actor: str, now: datetime) -> LockedOut | None:
         """Count a wrong code; return the pause it starts, if it starts one."""
-        state = self._failures.setdefault(actor, _Failures())
-        state.history = [t for t in state.history if now - t < LOCKOUT] + [now]
-        if len(state.history) < MAX_FAILURES:
-            return None
-        locked = LockedOut(failures=len(state.history), pause=state.lockout)
-        state.locked_until = now + state.lockout
-        state.lockout = min(state.lockout * 2, MAX_LOCKOUT)
-        state.history = []
+        with self._lock:
+            state = self._failures.setdefault(actor, _Failures())
+            state.history = [t for t in state.history if now - t < LOCKOUT] + [now]
+            if len(state.history) < MAX_FAILURES:
+                return None
+            locked = LockedOut(failures=len(state.history), pause=state.lockout)
+            state.locked_until = now + state.lockout
+            state.lockout = min(state.lockout * 2, MAX_LOCKOUT)
+            state.history = []
         return locked
 
     def succeed(self, actor: str) -> None:
         """A code was right: forget ``actor``'s failures (and the doubling)."""
-        self._failures.pop(actor, None)
+        with self._lock:
+            self._failures.pop(actor, None)
 
 
 def _paused_text(pause: timedelta) -> str:

@@ -4,6 +4,10 @@ lockout."""
 from __future__ import annotations
 
 import logging
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,6 +20,11 @@ from bot.core.commands import COMMANDS, Command, parse
 from bot.core.models import NodeRequest, PendingRequest
 from bot.services.nodes import NodeService
 from bot.services.owner import (
+    LOCKOUT,
+    MAX_FAILURES,
+    MAX_LOCKOUT,
+    LockedOut,
+    Lockout,
     OwnerCommands,
     OwnerFailure,
     OwnerReply,
@@ -567,6 +576,66 @@ def test_one_owners_failures_do_not_lock_another(
     fail(owner, 10, actor=OTHER_OWNER)
     assert run(owner, f"/approve {req.code}", actor=OTHER_OWNER).failure is OwnerFailure.LOCKED
     assert run(owner, f"/approve {req.code}", actor=OWNER).approved == req
+
+
+# --- the lockout under threads ------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_switch_interval() -> Iterator[None]:
+    """Switch threads as often as the interpreter can, so a race has every chance to show."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+@pytest.mark.usefixtures("tiny_switch_interval")
+def test_the_lockout_loses_no_failure_when_threads_hammer_it() -> None:
+    lockout, now = Lockout(), FakeClock().now()
+    threads, per_thread = 16, 250
+    started = threading.Barrier(threads)
+
+    def hammer(actor: str) -> list[LockedOut]:
+        started.wait()
+        return [locked for _ in range(per_thread) if (locked := lockout.fail(actor, now))]
+
+    with ThreadPoolExecutor(threads) as pool:
+        runs = list(pool.map(hammer, [OWNER, OTHER_OWNER] * (threads // 2)))
+    locks = [locked for run in runs for locked in run]
+
+    # Each failure counted once: every tenth of an owner's 2,000 locks, and each lock once.
+    per_owner = threads // 2 * per_thread
+    assert len(locks) == 2 * per_owner // MAX_FAILURES
+    assert {locked.failures for locked in locks} == {MAX_FAILURES}
+    assert sorted(locked.pause for locked in locks) == sorted(
+        [LOCKOUT, 2 * LOCKOUT, *[MAX_LOCKOUT] * (per_owner // MAX_FAILURES - 2)] * 2
+    )
+    assert lockout.paused(OWNER, now) == lockout.paused(OTHER_OWNER, now) == MAX_LOCKOUT
+
+
+@pytest.mark.usefixtures("tiny_switch_interval")
+def test_wrong_codes_from_worker_threads_lock_the_owner_once(
+    owner: OwnerCommands, pairing: PairingService
+) -> None:
+    stranger(pairing)
+    threads = 8
+    started = threading.Barrier(threads)
+
+    def guess(_: int) -> list[OwnerReply]:
+        started.wait()
+        return fail(owner, 5)
+
+    with ThreadPoolExecutor(threads) as pool:
+        replies = [reply for run in pool.map(guess, range(threads)) for reply in run]
+
+    counted = [r for r in replies if r.failure is OwnerFailure.UNKNOWN]
+    assert {r.failure for r in replies} == {OwnerFailure.UNKNOWN, OwnerFailure.LOCKED}
+    # Guesses already past the check when the lock fell still count, as the next window's.
+    assert MAX_FAILURES <= len(counted) < MAX_FAILURES + threads
+    assert [r.text for r in counted].count(f"{UNKNOWN_TEXT}\n{LOCKED_15M}") == 1
+    lockouts = [r for r in pairing._store.read_audit() if r["event"] == "lockout"]
+    assert [(r["failures"], r["seconds"]) for r in lockouts] == [(MAX_FAILURES, 900)]
 
 
 # --- commands that only read -------------------------------------------------------------------

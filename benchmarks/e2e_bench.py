@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.cli.compose import open_app
 from bot.cli.demo import available_platforms, load_platform
+from bot.core.config import Config
 from bot.core.gate import decide
 from bot.core.models import ChatKind, DmPolicy, Inbound
-from bot.runtime.config import Config
 from providers.fakes import DemoPlatform
 
 

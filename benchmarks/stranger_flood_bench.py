@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.cli.compose import open_app
 from bot.cli.demo import available_platforms, load_platform
-from bot.runtime.config import Config
+from bot.core.config import Config
 from providers.fakes import DemoPlatform
 
 

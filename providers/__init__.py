@@ -3,8 +3,8 @@
 This package owns everything platform-specific: the SDK imports (nowhere else in pairbot),
 the conversion of platform events into :class:`~bot.core.models.Inbound` values, and the loopback
 fakes of the platforms' APIs in :mod:`providers.fakes`. :data:`REGISTRY` maps a provider name
-to its class as ``"module:Class"``, imported only when asked for, so a missing SDK breaks only
-the provider that needs it.
+to its class as ``"module:Class"`` (from :data:`bot.core.platforms.PLATFORMS`), imported only
+when asked for, so a missing SDK breaks only the provider that needs it.
 """
 
 from __future__ import annotations
@@ -13,35 +13,26 @@ import importlib
 from typing import cast
 
 from bot.core.errors import ConfigError
-from bot.core.models import KNOWN_PROVIDERS
+from bot.core.platforms import PLATFORMS
 from bot.core.protocols import Provider
 
-REGISTRY: dict[str, str] = {
-    "telegram": "providers.telegram:TelegramProvider",
-    "slack": "providers.slack:SlackProvider",
-    "discord": "providers.discord:DiscordProvider",
-    "whatsapp": "providers.whatsapp:WhatsAppProvider",
-    "signal": "providers.signal:SignalProvider",
-    "imessage": "providers.imessage:IMessageProvider",
-}
-"""Provider name → ``"module:Class"`` of its implementation."""
+REGISTRY: dict[str, str] = {p.name: p.provider for p in PLATFORMS}
+"""Provider name → ``"module:Class"`` of its implementation (from the platforms table)."""
 
 
 def load_provider_class(name: str) -> type[Provider]:
     """Import and return the provider class registered under ``name``.
 
     Raises:
-        ConfigError: ``name`` is not a provider pairbot knows or implements, or the SDK it
-            needs is not installed.
+        ConfigError: ``name`` is not a provider pairbot knows, or the SDK it needs is not
+            installed.
     """
     target = REGISTRY.get(name)
     if target is None:
         implemented = ", ".join(sorted(REGISTRY))
-        if name in KNOWN_PROVIDERS:
-            message = f"provider {name!r} is not implemented yet"
-        else:
-            message = f"unknown provider {name!r}"
-        raise ConfigError(message, field="providers", hint=f"available: {implemented}")
+        raise ConfigError(
+            f"unknown provider {name!r}", field="providers", hint=f"available: {implemented}"
+        )
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -38,16 +38,18 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yarl
 
+from bot.core.commands import COMMANDS, Command
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
 from bot.core.protocols import OnInbound
@@ -284,72 +286,46 @@ class _Client(discord.Client):
 
 
 def _add_commands(tree: app_commands.CommandTree[_Client], provider: DiscordProvider) -> None:
-    """The owner commands as slash commands, usable in the bot's DMs only."""
-
-    def dm_only(command: app_commands.Command[Any, Any, None]) -> None:
+    """The owner commands (:data:`bot.core.commands.COMMANDS`) as slash commands, usable in
+    the bot's DMs only; an invocation arrives as the line it stands for (``/approve CODE``)."""
+    for spec in COMMANDS:
+        command: app_commands.Command[Any, Any, None] = app_commands.Command(
+            name=spec.name, description=spec.summary, callback=_slash_callback(spec, provider)
+        )
         command.allowed_contexts = app_commands.AppCommandContext(
             guild=False, dm_channel=True, private_channel=False
         )
         command.allowed_installs = app_commands.AppInstallationType(guild=True, user=False)
         tree.add_command(command)
 
-    @app_commands.command(name="approve", description="Approve a pairing request")
-    @app_commands.describe(code="The pairing code, e.g. ABCD-2345")
-    async def approve(interaction: discord.Interaction[_Client], code: str) -> None:
-        await provider._on_slash(interaction, f"/approve {code}")
 
-    @app_commands.command(name="reject", description="Reject a pairing request")
-    @app_commands.describe(code="The pairing code, e.g. ABCD-2345")
-    async def reject(interaction: discord.Interaction[_Client], code: str) -> None:
-        await provider._on_slash(interaction, f"/reject {code}")
+def _slash_callback(
+    spec: Command, provider: DiscordProvider
+) -> Callable[..., Coroutine[Any, Any, None]]:
+    """A callback whose signature (what discord.py turns into options) is ``spec``'s
+    arguments; it hands the provider the command's line, empty options left out."""
 
-    @app_commands.command(name="pending", description="List pending pairing and node requests")
-    async def pending(interaction: discord.Interaction[_Client]) -> None:
-        await provider._on_slash(interaction, "/pending")
-
-    @app_commands.command(name="allowlist", description="Show who is allowed")
-    @app_commands.describe(platform="Only this platform (telegram, slack, discord, ...)")
-    async def allowlist(
-        interaction: discord.Interaction[_Client], platform: str | None = None
-    ) -> None:
-        await provider._on_slash(interaction, " ".join(["/allowlist", *filter(None, [platform])]))
-
-    @app_commands.command(name="revoke", description="Remove a sender from the allowlist")
-    @app_commands.describe(platform="The sender's platform", user_id="The sender's id")
-    async def revoke(
-        interaction: discord.Interaction[_Client], platform: str, user_id: str
-    ) -> None:
-        await provider._on_slash(interaction, f"/revoke {platform} {user_id}")
-
-    @app_commands.command(name="nodes", description="Show nodes, or decide on one")
-    @app_commands.describe(
-        action="What to do (leave empty to list)",
-        ident="The request id (approve, reject) or node id (revoke)",
-    )
-    @app_commands.rename(ident="id")
-    async def nodes(
-        interaction: discord.Interaction[_Client],
-        action: Literal["approve", "reject", "revoke"] | None = None,
-        ident: str | None = None,
-    ) -> None:
-        words = ["/nodes", *filter(None, [action, ident])]
+    async def invoke(interaction: discord.Interaction[_Client], **options: str | None) -> None:
+        words = [spec.word, *filter(None, (options.get(arg.name) for arg in spec.args))]
         await provider._on_slash(interaction, " ".join(words))
 
-    @app_commands.command(name="help", description="Show the owner commands")
-    async def help_(interaction: discord.Interaction[_Client]) -> None:
-        await provider._on_slash(interaction, "/help")
-
-    commands: list[app_commands.Command[Any, Any, None]] = [
-        approve,
-        reject,
-        pending,
-        allowlist,
-        revoke,
-        nodes,
-        help_,
+    parameters = [
+        inspect.Parameter(
+            "interaction", inspect.Parameter.POSITIONAL_ONLY, annotation=discord.Interaction
+        )
     ]
-    for command in commands:
-        dm_only(command)
+    for arg in spec.args:
+        kind: Any = cast(Any, Literal)[arg.choices] if arg.choices else str
+        parameters.append(
+            inspect.Parameter(
+                arg.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=kind if arg.required else kind | None,
+                default=inspect.Parameter.empty if arg.required else None,
+            )
+        )
+    invoke.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    return app_commands.describe(**{arg.name: arg.description for arg in spec.args})(invoke)
 
 
 def _meta(user: discord.abc.User) -> dict[str, str]:

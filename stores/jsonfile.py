@@ -36,13 +36,13 @@ from typing import Any, Generic, TypeVar, cast
 from bot.core.clock import iso
 from bot.core.errors import SchemaVersionError, StoreCorruptError, StoreError
 from bot.core.models import (
-    KNOWN_PROVIDERS,
     ApprovalNotice,
     AuditEvent,
     NodeRequest,
     PairedNode,
     PendingRequest,
 )
+from bot.core.platforms import KNOWN_PROVIDERS
 from stores._files import (
     FileKey,
     StateLock,

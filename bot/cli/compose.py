@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from bot.core.clock import Clock
+from bot.core.config import Config
 from bot.core.errors import ConfigError
 from bot.core.protocols import Provider
 from bot.runtime.app import App
-from bot.runtime.config import Config
 from stores import STATE_DIR_ENV, open_store, resolve_state_dir
 
 

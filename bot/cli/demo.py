@@ -20,31 +20,23 @@ from rich.console import Console
 from rich.text import Text
 
 from bot.cli.compose import open_app
+from bot.core import platforms
+from bot.core.config import Config
 from bot.runtime.app import App
-from bot.runtime.config import Config
 from bot.runtime.logs import add_secrets
 from providers.fakes import DemoPlatform
 
 WAIT = 10.0
-PLATFORMS = {
-    "telegram": "providers.fakes.telegram:TelegramDemo",
-    "slack": "providers.fakes.slack:SlackDemo",
-    "discord": "providers.fakes.discord:DiscordDemo",
-    "whatsapp": "providers.fakes.whatsapp:WhatsAppDemo",
-    "signal": "providers.fakes.signal:SignalDemo",
-    "imessage": "providers.fakes.imessage:IMessageDemo",
-}
-"""Platforms the demo can play, as ``module:Class`` of their :class:`DemoPlatform`."""
 
 
 def available_platforms() -> list[str]:
     """The platforms whose fake is installed."""
     found = []
-    for name, target in PLATFORMS.items():
-        module, _, cls = target.partition(":")
+    for known in platforms.PLATFORMS:
+        module, _, cls = known.demo.partition(":")
         try:
             if hasattr(importlib.import_module(module), cls):
-                found.append(name)
+                found.append(known.name)
         except ImportError:
             continue
     return found
@@ -52,7 +44,7 @@ def available_platforms() -> list[str]:
 
 def load_platform(name: str) -> DemoPlatform:
     """Instantiate the named platform's demo fake."""
-    module, _, cls = PLATFORMS[name].partition(":")
+    module, _, cls = platforms.platform(name).demo.partition(":")
     platform: DemoPlatform = getattr(importlib.import_module(module), cls)()
     return platform
 
@@ -151,8 +143,8 @@ async def _play(
 ) -> int:
     owner, alice, mallory = platform.owner_id, platform.user_id(1), platform.user_id(2)
     t = Transcript(platform, out, {owner: "Owner", alice: "Alice", mallory: "Mallory"})
-    slash = getattr(platform, "command_prefix", "/")
     name = platform.provider
+    slash = "" if platforms.platform(name).bare_commands else "/"
     out.print(
         Text(
             f"pairbot demo on {name}: the real {name} connector against a loopback "

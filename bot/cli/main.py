@@ -31,10 +31,11 @@ from rich.text import Text
 
 from bot import __version__
 from bot.core.clock import Clock, SystemClock
+from bot.core.config import Config
 from bot.core.errors import ConfigError, LookupFailed, NodeRefused, PairbotError
-from bot.core.models import KNOWN_PROVIDERS
+from bot.core.platforms import KNOWN_PROVIDERS, platform
 from bot.core.text import ago, clean, clean_name, remaining
-from bot.runtime.config import NO_OWNERS, Config, check_file_mode, find_config, load_config
+from bot.runtime.config import NO_OWNERS, check_file_mode, find_config, load_config
 from bot.runtime.logs import add_secrets, install_redaction
 from bot.services.nodes import NodeService, NodeSettings
 from bot.services.pairing import AllowGroup, PairingService, PairingSettings
@@ -774,7 +775,7 @@ def _check_sender_id(provider: str, sender: str) -> str:
     sender = sender.strip()
     if not sender or sender.startswith("@"):
         raise UsageError(f"{provider} sender ids are immutable ids, not @usernames")
-    if provider in ("telegram", "discord") and not sender.lstrip("-").isdigit():
+    if platform(provider).ids.numeric and not sender.lstrip("-").isdigit():
         raise UsageError(f"{provider} sender ids are numeric (usernames can change hands)")
     return sender
 

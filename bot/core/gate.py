@@ -16,11 +16,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from bot.core.commands import is_command
 from bot.core.models import ChatKind, DmPolicy, Inbound
-
-OWNER_COMMANDS = frozenset(
-    {"/approve", "/reject", "/pending", "/allowlist", "/revoke", "/nodes", "/help"}
-)
 
 
 class Decision(StrEnum):
@@ -30,26 +27,6 @@ class Decision(StrEnum):
     FORWARD = "forward"
     CHALLENGE = "challenge"
     DROP = "drop"
-
-
-def command_word(text: str) -> str:
-    """Return the command word of ``text`` (``/approve@my_bot x`` → ``/approve``), or ``""``."""
-    first = text.strip().split(maxsplit=1)[0] if text.strip() else ""
-    return first.split("@", 1)[0].lower() if first.startswith("/") else ""
-
-
-def owner_command_text(text: str, *, bare_commands: bool) -> str | None:
-    """Return ``text`` as an owner command line (``/approve X``), or None if it is not one.
-
-    With ``bare_commands`` (Slack), ``approve X`` counts too and gets its slash back.
-    """
-    if command_word(text) in OWNER_COMMANDS:
-        return text.strip()
-    if bare_commands and text.strip():
-        word = text.strip().split(maxsplit=1)[0].lower()
-        if f"/{word}" in OWNER_COMMANDS:
-            return f"/{text.strip()}"
-    return None
 
 
 def decide(
@@ -64,13 +41,13 @@ def decide(
 
     ``is_owner`` must be true only when the sender's immutable id is a configured owner on
     this provider; ``is_allowed`` is the allowlist answer for the sender; ``bare_commands``
-    lets an owner omit the ``/`` (see :func:`owner_command_text`).
+    lets an owner omit the ``/`` (see :func:`bot.core.commands.is_command`).
     """
     # == (not ``is``): a plain "dm" / "disabled" string from a provider compares equal too.
     if msg.chat_kind != ChatKind.DM:
         return Decision.DROP
     if is_owner:
-        if msg.is_button or owner_command_text(msg.text, bare_commands=bare_commands) is not None:
+        if msg.is_button or is_command(msg.text, bare=bare_commands):
             return Decision.OWNER_COMMAND
         return Decision.FORWARD
     if msg.is_button or policy == DmPolicy.DISABLED:

@@ -7,20 +7,12 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 
 from bot.core.codes import format_code
+from bot.core.commands import COMMANDS
 from bot.core.models import NodeRequest, PairedNode, PendingRequest
+from bot.core.platforms import find
 from bot.core.text import ago, clean, clean_name
 
-PROVIDER_LABELS = {
-    "telegram": "Telegram",
-    "slack": "Slack",
-    "discord": "Discord",
-    "whatsapp": "WhatsApp",
-    "signal": "Signal",
-    "imessage": "iMessage",
-}
-
-
-_SLASHED = re.compile(r"(?<![\w/])/(approve|reject|pending|allowlist|revoke|nodes|help)\b")
+_SLASHED = re.compile(rf"(?<![\w/])/({'|'.join(c.name for c in COMMANDS)})\b")
 
 
 def without_slashes(text: str) -> str:
@@ -31,7 +23,8 @@ def without_slashes(text: str) -> str:
 
 def label(provider: str) -> str:
     """Return the platform's proper name."""
-    return PROVIDER_LABELS.get(provider, provider)
+    known = find(provider)
+    return known.label if known else provider
 
 
 def stranger_code(req: PendingRequest, *, valid_for: str = "1h") -> str:
@@ -178,16 +171,13 @@ def node_approved(node: PairedNode, *, delivered: bool) -> str:
     return f"Approved node {clean(node.node_id)} ({name}): {where}."
 
 
-HELP = """Owner commands (only here, in your own chat with the bot):
-/pending                      pending pairing and node requests
-/approve CODE                 let the sender with this code in
-/reject CODE                  drop the request with this code
-/allowlist [provider]         who is allowed
-/revoke PROVIDER ID           remove someone from the allowlist
-/nodes                        pending and paired nodes
-/nodes approve ID | reject ID pair a node (it gets a token) or refuse it
-/nodes revoke NODE_ID         unpair a node; its token stops working
-/help                         this text"""
+HELP = "\n".join(
+    [
+        "Owner commands (only here, in your own chat with the bot):",
+        *(f"{how:<29} {what}" for c in COMMANDS for how, what in c.help),
+    ]
+)
+"""``/help``: every row of the owner commands table."""
 
 
 def pending_line(req: PendingRequest, *, age: str) -> str:

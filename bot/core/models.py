@@ -10,16 +10,6 @@ from typing import Any
 
 from bot.core.clock import iso
 
-KNOWN_PROVIDERS: tuple[str, ...] = (
-    "telegram",
-    "slack",
-    "discord",
-    "whatsapp",
-    "signal",
-    "imessage",
-)
-"""Every chat platform pairbot knows; any other provider name is a usage error."""
-
 
 class DmPolicy(StrEnum):
     """What a provider does with a direct message from someone not yet allowed."""

@@ -23,20 +23,21 @@ from typing import Any, Self
 
 from bot.core import messages
 from bot.core.clock import Clock, SystemClock
+from bot.core.commands import parse
+from bot.core.config import Config
 from bot.core.errors import PairbotError, StartupError, StoreError
-from bot.core.gate import Decision, decide, owner_command_text
+from bot.core.gate import Decision, decide
 from bot.core.messages import NoticeKind
 from bot.core.models import Button, DmPolicy, Inbound, NodeAsk, PendingRequest
 from bot.core.protocols import Provider, StateStore
 from bot.core.text import remaining
 from bot.gateway.guard import GuardSettings
 from bot.gateway.server import Gateway, GatewaySettings
-from bot.runtime.config import Config
 from bot.runtime.handlers import Handler, build_handler
 from bot.runtime.logs import RedactFilter, remember_secret
 from bot.runtime.scheduler import PruneScheduler
 from bot.services.nodes import NodeService, NodeSettings
-from bot.services.owner import OwnerCommands, OwnerReply
+from bot.services.owner import OwnerCommands, OwnerFailure, OwnerReply
 from bot.services.pairing import PairingService, PairingSettings
 
 log = logging.getLogger(__name__)
@@ -441,7 +442,8 @@ class App:
     async def _owner_command(self, msg: Inbound) -> None:
         actor = f"owner:{msg.provider}:{msg.sender_id}"
         provider = self.providers[msg.provider]
-        line = owner_command_text(msg.text, bare_commands=provider.bare_commands) or msg.text
+        command = parse(msg.text, bare=provider.bare_commands)
+        line = command.line if command else msg.text
         # A press on one of our own notices, with the command that notice carried: a stale
         # press is "already handled", not a wrong code (a guess cannot name a real notice).
         pressed = bool(
@@ -450,7 +452,7 @@ class App:
             and " ".join(line.split())
             in self._buttons.get((msg.provider, msg.chat_id, msg.message_id), ())
         )
-        reply = await asyncio.to_thread(self.owner.run, line, actor=actor, pressed=pressed)
+        reply = await asyncio.to_thread(self.owner.run, command, actor=actor, pressed=pressed)
         text = reply.text
         if reply.approved is not None:
             await self._tell_approved()
@@ -459,7 +461,7 @@ class App:
         if provider.bare_commands:
             text = messages.without_slashes(text)
         if msg.is_button and msg.message_id:
-            if reply.failure in ("unknown", "handled"):
+            if reply.failure in (OwnerFailure.UNKNOWN, OwnerFailure.HANDLED):
                 text = messages.already_handled()
             await provider.edit(msg.chat_id, msg.message_id, text)
         else:

@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 import httpx
 
+from bot.core.config import HandlerConfig
 from bot.core.errors import ConfigError
 from bot.core.models import Inbound
 from bot.core.text import clean_name
-from bot.runtime.config import HandlerConfig
 
 log = logging.getLogger(__name__)
 

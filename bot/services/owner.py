@@ -1,29 +1,25 @@
-"""Owner commands: parse what the owner typed (or pressed) and run it on the services.
+"""Owner commands: run what the owner typed (or pressed), parsed once by
+:func:`bot.core.commands.parse`, on the services.
 
 Only :mod:`bot.core.gate` decides who is an owner; this module trusts that decision and gives the
 owner precise answers (approved whom, unknown code, expired). Failed approvals are counted
-per owner: after 10 in a row the owner's approvals are refused for 15 minutes (doubling up to
-an hour), so even a hijacked owner account cannot enumerate codes.
+per owner (:class:`Lockout`): after 10 in a row the owner's approvals are refused for 15
+minutes (doubling up to an hour), so even a hijacked owner account cannot enumerate codes.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
-from bot.core import messages
+from bot.core import commands, messages
 from bot.core.clock import Clock
 from bot.core.errors import CodeExpiredError, LookupFailed, NodeRefused, UnknownCodeError
-from bot.core.gate import command_word
-from bot.core.models import (
-    KNOWN_PROVIDERS,
-    AuditEvent,
-    NodeApproval,
-    NodeRequest,
-    PairedNode,
-    PendingRequest,
-)
+from bot.core.models import AuditEvent, NodeApproval, NodeRequest, PairedNode, PendingRequest
+from bot.core.platforms import find
 from bot.core.text import ago, clean, remaining
 from bot.services.nodes import NodeService
 from bot.services.pairing import PairingService
@@ -35,15 +31,28 @@ LOCKOUT = timedelta(minutes=15)
 MAX_LOCKOUT = timedelta(hours=1)
 
 
+class OwnerFailure(StrEnum):
+    """Why an owner command failed."""
+
+    UNKNOWN = "unknown"
+    """No such code, request, node or allowed sender."""
+    EXPIRED = "expired"
+    LOCKED = "locked"
+    """Too many wrong codes: approvals are paused."""
+    REFUSED = "refused"
+    """The node service refused (a request superseded, a node that changed meanwhile)."""
+    USAGE = "usage"
+    HANDLED = "handled"
+    """A button pressed on a notice whose request is already gone."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OwnerReply:
     """The answer to one owner command, and what the app must do about it."""
 
     text: str
     ok: bool = True
-    failure: str | None = None
-    """Why it failed: ``unknown``, ``expired``, ``locked``, ``refused``, ``usage``, or
-    ``handled`` (a button pressed on a notice whose request is already gone)."""
+    failure: OwnerFailure | None = None
     approved: PendingRequest | None = None
     node_approved: NodeApproval | None = None
     node_rejected: NodeRequest | None = None
@@ -52,10 +61,61 @@ class OwnerReply:
 
 @dataclass(slots=True)
 class _Failures:
-    count: int = 0
     locked_until: datetime | None = None
     lockout: timedelta = LOCKOUT
     history: list[datetime] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockedOut:
+    """A failure that paused an owner's approvals: after how many, and for how long."""
+
+    failures: int
+    pause: timedelta
+
+
+class Lockout:
+    """The per-owner count of wrong codes: :data:`MAX_FAILURES` within :data:`LOCKOUT` pause
+    that owner's approvals for :data:`LOCKOUT`, doubling with each pause up to
+    :data:`MAX_LOCKOUT`; a success starts the count again.
+
+    Owner commands run in worker threads, several at once: one lock guards all the
+    bookkeeping, so no failure is lost and each pause is counted once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failures: dict[str, _Failures] = {}
+
+    def paused(self, actor: str, now: datetime) -> timedelta | None:
+        """How much longer ``actor``'s approvals are paused, or None."""
+        with self._lock:
+            state = self._failures.get(actor)
+            if state and state.locked_until and now < state.locked_until:
+                return state.locked_until - now
+        return None
+
+    def fail(self, actor: str, now: datetime) -> LockedOut | None:
+        """Count a wrong code; return the pause it starts, if it starts one."""
+        with self._lock:
+            state = self._failures.setdefault(actor, _Failures())
+            state.history = [t for t in state.history if now - t < LOCKOUT] + [now]
+            if len(state.history) < MAX_FAILURES:
+                return None
+            locked = LockedOut(failures=len(state.history), pause=state.lockout)
+            state.locked_until = now + state.lockout
+            state.lockout = min(state.lockout * 2, MAX_LOCKOUT)
+            state.history = []
+        return locked
+
+    def succeed(self, actor: str) -> None:
+        """A code was right: forget ``actor``'s failures (and the doubling)."""
+        with self._lock:
+            self._failures.pop(actor, None)
+
+
+def _paused_text(pause: timedelta) -> str:
+    return f"Too many wrong codes: approvals are paused for {remaining(pause)}."
 
 
 class OwnerCommands:
@@ -65,103 +125,96 @@ class OwnerCommands:
         self._pairing = pairing
         self._nodes = nodes
         self._clock = clock
-        self._failures: dict[str, _Failures] = {}
+        self._lockout = Lockout()
 
-    def run(self, text: str, *, actor: str, pressed: bool = False) -> OwnerReply:
-        """Run one command line typed (or pressed) by the owner identified as ``actor``.
+    def run(
+        self, command: commands.OwnerCommand | None, *, actor: str, pressed: bool = False
+    ) -> OwnerReply:
+        """Run one command (see :func:`bot.core.commands.parse`) typed or pressed by the owner
+        identified as ``actor``; anything that is no command gets ``/help``.
 
         ``pressed`` says the line came from a button on a notice this bot sent, carrying
         that notice's own command: when its request is gone (decided, expired), the answer
         is "already handled" and it is not counted as a wrong code.
         """
-        word = command_word(text)
-        args = text.strip().split()[1:]
         try:
-            if word in ("/approve", "/reject"):
-                return self._decide(word, args, actor, pressed=pressed)
-            if word == "/pending":
-                return OwnerReply(text=self._pending())
-            if word == "/allowlist":
-                return OwnerReply(text=self._allowlist(args))
-            if word == "/revoke":
-                return self._revoke(args, actor)
-            if word == "/nodes":
-                return self._node_command(args, actor)
+            match command:
+                case commands.Usage():
+                    return OwnerReply(text=command.text, ok=False, failure=OwnerFailure.USAGE)
+                case commands.Approve() | commands.Reject():
+                    return self._decide(command, actor, pressed=pressed)
+                case commands.Pending():
+                    return OwnerReply(text=self._pending())
+                case commands.Allowlist():
+                    return OwnerReply(text=self._allowlist(command.provider))
+                case commands.Revoke():
+                    self._pairing.revoke(command.provider, command.sender_id, actor=actor)
+                    return OwnerReply(
+                        text=f"Revoked {messages.label(command.provider)} sender "
+                        f"{command.sender_id}; their next message gets a new code."
+                    )
+                case commands.Nodes():
+                    return OwnerReply(text=self._nodes_overview())
+                case commands.NodeDecision():
+                    return self._node_decision(command, actor)
             return OwnerReply(text=messages.HELP)
         except LookupFailed as exc:
-            return OwnerReply(text=str(exc), ok=False, failure="unknown")
+            return OwnerReply(text=str(exc), ok=False, failure=OwnerFailure.UNKNOWN)
         except NodeRefused as exc:
-            return OwnerReply(text=str(exc), ok=False, failure="refused")
+            return OwnerReply(text=str(exc), ok=False, failure=OwnerFailure.REFUSED)
 
     # --- DM pairing ----------------------------------------------------------------------------
 
-    def _decide(self, word: str, args: list[str], actor: str, *, pressed: bool) -> OwnerReply:
-        if not args:
-            return OwnerReply(text=f"Usage: {word} CODE", ok=False, failure="usage")
-        locked = self._locked(actor)
-        if locked:
-            return OwnerReply(text=locked, ok=False, failure="locked")
-        code = "".join(args)
+    def _decide(
+        self, command: commands.Approve | commands.Reject, actor: str, *, pressed: bool
+    ) -> OwnerReply:
+        paused = self._lockout.paused(actor, self._clock.now())
+        if paused:
+            return OwnerReply(text=_paused_text(paused), ok=False, failure=OwnerFailure.LOCKED)
         try:
-            if word == "/approve":
-                req = self._pairing.approve(code, actor=actor)
+            if isinstance(command, commands.Approve):
+                req = self._pairing.approve(command.code, actor=actor)
                 reply = OwnerReply(text=messages.approved(req), approved=req)
             else:
-                req = self._pairing.reject(code, actor=actor)
+                req = self._pairing.reject(command.code, actor=actor)
                 reply = OwnerReply(text=messages.rejected(req))
-        except CodeExpiredError as exc:
+        except (CodeExpiredError, UnknownCodeError) as exc:
             if pressed:
-                return OwnerReply(text=messages.already_handled(), ok=False, failure="handled")
-            text = str(exc)[:1].upper() + str(exc)[1:] + "."  # not capitalize(): keeps ids
-            return OwnerReply(text=self._fail(actor, text), ok=False, failure="expired")
-        except UnknownCodeError:
-            if pressed:
-                return OwnerReply(text=messages.already_handled(), ok=False, failure="handled")
-            text = "No pending request has that code (check it, or see /pending)."
-            return OwnerReply(text=self._fail(actor, text), ok=False, failure="unknown")
-        self._failures.pop(actor, None)
+                text, failure = messages.already_handled(), OwnerFailure.HANDLED
+                return OwnerReply(text=text, ok=False, failure=failure)
+            if isinstance(exc, CodeExpiredError):
+                text = str(exc)[:1].upper() + str(exc)[1:] + "."  # not capitalize(): keeps ids
+                failure = OwnerFailure.EXPIRED
+            else:
+                text = "No pending request has that code (check it, or see /pending)."
+                failure = OwnerFailure.UNKNOWN
+            return OwnerReply(text=self._fail(actor, text), ok=False, failure=failure)
+        self._lockout.succeed(actor)
         return reply
-
-    def _locked(self, actor: str) -> str | None:
-        state = self._failures.get(actor)
-        now = self._clock.now()
-        if state and state.locked_until and now < state.locked_until:
-            return (
-                f"Too many wrong codes: approvals are paused for "
-                f"{remaining(state.locked_until - now)}."
-            )
-        return None
 
     def _fail(self, actor: str, text: str) -> str:
         """Count a failed approval; return ``text``, plus the lockout notice if this locks."""
         now = self._clock.now()
-        state = self._failures.setdefault(actor, _Failures())
-        state.history = [t for t in state.history if now - t < LOCKOUT] + [now]
-        if len(state.history) >= MAX_FAILURES:
-            state.locked_until = now + state.lockout
-            log.warning(
-                "owner %s locked out of approvals for %s after %d failures",
-                actor,
-                state.lockout,
-                len(state.history),
+        locked = self._lockout.fail(actor, now)
+        if locked is None:
+            return text
+        log.warning(
+            "owner %s locked out of approvals for %s after %d failures",
+            actor,
+            locked.pause,
+            locked.failures,
+        )
+        self._pairing.record(
+            AuditEvent(
+                ts=now,
+                event="lockout",
+                actor=actor,
+                subject=actor,
+                outcome="locked",
+                detail={"failures": locked.failures, "seconds": int(locked.pause.total_seconds())},
             )
-            self._pairing.record(
-                AuditEvent(
-                    ts=now,
-                    event="lockout",
-                    actor=actor,
-                    subject=actor,
-                    outcome="locked",
-                    detail={
-                        "failures": len(state.history),
-                        "seconds": int(state.lockout.total_seconds()),
-                    },
-                )
-            )
-            state.lockout = min(state.lockout * 2, MAX_LOCKOUT)
-            state.history = []
-            return f"{text}\n{self._locked(actor)}"
-        return text
+        )
+        return f"{text}\n{_paused_text(locked.pause)}"
 
     def _pending(self) -> str:
         now = self._clock.now()
@@ -178,9 +231,8 @@ class OwnerCommands:
             lines += [messages.node_line(r, age=ago(now - r.created_at)) for r in nodes]
         return "\n".join(lines)
 
-    def _allowlist(self, args: list[str]) -> str:
-        provider = args[0].lower() if args else None
-        if provider is not None and provider not in KNOWN_PROVIDERS:
+    def _allowlist(self, provider: str | None) -> str:
+        if provider is not None and find(provider) is None:
             return f"Unknown provider {clean(provider, limit=20)!r}."
         entries = self._pairing.allowed(provider)
         if not entries:
@@ -191,37 +243,18 @@ class OwnerCommands:
             for e in entries
         )
 
-    def _revoke(self, args: list[str], actor: str) -> OwnerReply:
-        if len(args) != 2 or args[0].lower() not in KNOWN_PROVIDERS:
-            return OwnerReply(text="Usage: /revoke PROVIDER ID", ok=False, failure="usage")
-        provider, sender = args[0].lower(), args[1]
-        self._pairing.revoke(provider, sender, actor=actor)
-        return OwnerReply(
-            text=f"Revoked {messages.label(provider)} sender {sender}; their next "
-            "message gets a new code."
-        )
-
     # --- nodes ---------------------------------------------------------------------------------
 
-    def _node_command(self, args: list[str], actor: str) -> OwnerReply:
-        if not args:
-            return OwnerReply(text=self._nodes_overview())
-        action, rest = args[0].lower(), args[1:]
-        if action not in ("approve", "reject", "revoke") or len(rest) != 1:
-            return OwnerReply(
-                text="Usage: /nodes [approve ID | reject ID | revoke NODE_ID]",
-                ok=False,
-                failure="usage",
-            )
-        if action == "approve":
-            approval = self._nodes.approve(rest[0], actor=actor)
+    def _node_decision(self, command: commands.NodeDecision, actor: str) -> OwnerReply:
+        if command.action is commands.NodeAction.APPROVE:
+            approval = self._nodes.approve(command.ident, actor=actor)
             return OwnerReply(
                 text=f"Approved node {clean(approval.node.node_id)}.", node_approved=approval
             )
-        if action == "reject":
-            req = self._nodes.reject(rest[0], actor=actor)
+        if command.action is commands.NodeAction.REJECT:
+            req = self._nodes.reject(command.ident, actor=actor)
             return OwnerReply(text=f"Rejected node {clean(req.node_id)}.", node_rejected=req)
-        paired = self._nodes.revoke(rest[0], actor=actor)
+        paired = self._nodes.revoke(command.ident, actor=actor)
         return OwnerReply(
             text=f"Revoked node {clean(paired.node_id)}; its token no longer works.",
             node_revoked=paired,

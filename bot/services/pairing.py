@@ -18,13 +18,13 @@ from bot.core import codes
 from bot.core.clock import Clock
 from bot.core.errors import CodeExpiredError, LookupFailed, UnknownCodeError, UnknownSubjectError
 from bot.core.models import (
-    KNOWN_PROVIDERS,
     ApprovalNotice,
     AuditEvent,
     PendingRequest,
     RequestOutcome,
     RequestResult,
 )
+from bot.core.platforms import KNOWN_PROVIDERS, platform
 from bot.core.protocols import StateStore, StateTxn
 
 log = logging.getLogger(__name__)
@@ -546,8 +546,7 @@ def _expire_event(req: PendingRequest, now: datetime, actor: str) -> AuditEvent:
 
 
 def _check_provider(name: str) -> None:
-    if name not in KNOWN_PROVIDERS:
-        raise ValueError(f"unknown provider {name!r} (known: {', '.join(KNOWN_PROVIDERS)})")
+    platform(name)  # ValueError naming the known ones
 
 
 def _providers(provider: str | None) -> list[str]:

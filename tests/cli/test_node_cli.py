@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from bot.cli.compose import open_app
+from bot.core.config import Config
 from bot.gateway.client import GatewayClient
 from bot.runtime.app import App
-from bot.runtime.config import Config
 from providers.fakes.telegram import FakeTelegramServer
 
 pytestmark = pytest.mark.e2e

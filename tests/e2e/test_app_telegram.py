@@ -16,8 +16,8 @@ import pytest
 
 from bot.cli.compose import open_app
 from bot.core.clock import FakeClock, SystemClock
+from bot.core.config import Config
 from bot.runtime.app import App
-from bot.runtime.config import Config
 from providers.fakes.telegram import FakeTelegramServer
 
 pytestmark = pytest.mark.e2e

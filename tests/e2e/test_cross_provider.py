@@ -10,8 +10,8 @@ import pytest
 
 from bot.cli.compose import open_app
 from bot.cli.demo import available_platforms, load_platform
+from bot.core.config import Config
 from bot.runtime.app import App
-from bot.runtime.config import Config
 from providers.fakes import DemoPlatform
 
 pytestmark = pytest.mark.e2e

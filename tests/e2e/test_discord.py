@@ -15,10 +15,10 @@ import pytest
 import providers.discord as discord_module
 from bot.cli.compose import open_app
 from bot.core.clock import FakeClock, SystemClock
+from bot.core.config import Config
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
 from bot.runtime.app import App
-from bot.runtime.config import Config
 from providers import load_provider_class
 from providers.discord import DiscordProvider, plain
 from providers.fakes.discord import DiscordDemo, FakeDiscordServer, displayed

@@ -16,10 +16,11 @@ from rich.console import Console
 
 from bot.cli.compose import open_app
 from bot.core.clock import FakeClock, SystemClock
+from bot.core.config import Config
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
+from bot.core.platforms import IMessageConfig
 from bot.runtime.app import App
-from bot.runtime.config import Config, IMessageConfig
 from providers import load_provider_class
 from providers.fakes.imessage import WEBHOOK_PATH, FakeBlueBubbles, IMessageDemo
 from providers.imessage import BlueBubblesError, IMessageProvider

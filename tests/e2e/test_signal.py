@@ -14,10 +14,11 @@ import pytest
 
 from bot.cli.compose import open_app
 from bot.core.clock import FakeClock, SystemClock
+from bot.core.config import Config
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
+from bot.core.platforms import SignalConfig
 from bot.runtime.app import App
-from bot.runtime.config import Config, SignalConfig
 from providers import load_provider_class
 from providers.fakes.signal import FakeSignalDaemon, SignalDemo
 from providers.signal import SignalProvider, SignalRpcError

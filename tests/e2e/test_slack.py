@@ -16,10 +16,11 @@ import pytest
 
 from bot.cli.compose import open_app
 from bot.core.clock import FakeClock, SystemClock
+from bot.core.config import Config
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
+from bot.core.platforms import SlackConfig
 from bot.runtime.app import App
-from bot.runtime.config import Config, SlackConfig
 from providers import load_provider_class
 from providers.fakes.slack import BOT_ID, BOT_USER_ID, FakeSlackServer, SlackDemo
 from providers.slack import SlackProvider

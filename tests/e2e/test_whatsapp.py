@@ -14,10 +14,11 @@ import pytest
 
 from bot.cli.compose import open_app
 from bot.core.clock import FakeClock, SystemClock
+from bot.core.config import Config
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
+from bot.core.platforms import WhatsAppConfig
 from bot.runtime.app import App
-from bot.runtime.config import Config, WhatsAppConfig
 from providers import load_provider_class
 from providers.fakes.whatsapp import FakeWhatsAppServer, WhatsAppDemo, first_message, sign
 from providers.whatsapp import WhatsAppApiError, WhatsAppProvider

@@ -16,8 +16,8 @@ import aiohttp
 
 from bot.cli.compose import open_app
 from bot.core.clock import FakeClock
+from bot.core.config import Config
 from bot.runtime.app import App
-from bot.runtime.config import Config
 from providers.fakes.telegram import FakeTelegramServer
 
 OWNER = 111

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bot.core.clock import FakeClock
-from bot.core.models import KNOWN_PROVIDERS
+from bot.core.platforms import KNOWN_PROVIDERS
 from bot.services.nodes import NodeService
 from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore

@@ -12,17 +12,11 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from bot.core.config import DURATION_BOUNDS, SECRET_KEYS, Config, Owner, parse_duration
 from bot.core.errors import ConfigError
 from bot.core.models import DmPolicy
-from bot.runtime.config import (
-    DURATION_BOUNDS,
-    Config,
-    Owner,
-    _explain,
-    _interpolate,
-    load_config,
-    parse_duration,
-)
+from bot.core.platforms import KNOWN_PROVIDERS, TelegramConfig
+from bot.runtime.config import _env_refs, _explain, _interpolate, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config.example.yaml"
@@ -87,7 +81,7 @@ def test_example_config_loads(
         config.handler.timeout,
     ) == ("echo", None, None, timedelta(seconds=10))
     telegram = config.providers.telegram
-    assert telegram is not None
+    assert isinstance(telegram, TelegramConfig)
     assert (telegram.token, telegram.dm_policy, telegram.allow_from, telegram.api_base_url) == (
         "123:bot-secret",
         DmPolicy.PAIRING,
@@ -159,27 +153,11 @@ def full_example() -> Any:
 
 
 def test_commented_provider_blocks_are_valid(monkeypatch) -> None:
-    for name in (
-        "TELEGRAM_BOT_TOKEN",
-        "PAIRBOT_OPERATOR_TOKEN",
-        "SLACK_BOT_TOKEN",
-        "SLACK_APP_TOKEN",
-        "DISCORD_BOT_TOKEN",
-        "WHATSAPP_ACCESS_TOKEN",
-        "WHATSAPP_APP_SECRET",
-        "WHATSAPP_VERIFY_TOKEN",
-        "BLUEBUBBLES_PASSWORD",
-    ):
+    example = full_example()
+    for name in _env_refs(example):
         monkeypatch.setenv(name, f"{name.lower()}-value")
-    config = Config.model_validate(_interpolate(full_example(), "", "example"))
-    assert sorted(config.static_allow()) == [
-        "discord",
-        "imessage",
-        "signal",
-        "slack",
-        "telegram",
-        "whatsapp",
-    ]
+    config = Config.model_validate(_interpolate(example, "", "example"))
+    assert list(config.static_allow()) == list(KNOWN_PROVIDERS)
 
 
 def test_example_documents_every_field() -> None:
@@ -210,7 +188,7 @@ def test_interpolation_reads_the_environment(write, monkeypatch: pytest.MonkeyPa
     assert config.state_dir == "/srv/pb/state"
     assert config.owners == [Owner(provider="telegram", user_id="555")]
     assert (config.gateway.host, config.gateway.port) == ("10.0.0.1", 9000)
-    assert config.providers.telegram is not None
+    assert isinstance(config.providers.telegram, TelegramConfig)
     assert config.providers.telegram.token == "env-token"
 
 
@@ -587,6 +565,21 @@ def test_literal_secret_warns_without_the_value(
     ]
     assert LITERAL_TOKEN not in caplog.text
     assert "AAHliteral" not in caplog.text
+
+
+def test_the_secret_keys_are_the_fields_marked_secret() -> None:
+    marked = set(SECRET_KEYS)
+    assert marked == {
+        "token",
+        "bot_token",
+        "app_token",
+        "signing_secret",
+        "access_token",
+        "app_secret",
+        "verify_token",
+        "password",
+        "operator_token",
+    }
 
 
 def test_secret_from_environment_does_not_warn(write, caplog: pytest.LogCaptureFixture) -> None:

@@ -1,4 +1,4 @@
-"""The gate (bot/gate.py): the full decision table, a fuzz of the owner boundary, command_word."""
+"""The gate (bot/core/gate.py): the full decision table, a fuzz of the owner boundary."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.core.gate import OWNER_COMMANDS, Decision, command_word, decide
-from bot.core.models import KNOWN_PROVIDERS, ChatKind, DmPolicy, Inbound
+from bot.core.commands import COMMANDS as OWNER_COMMANDS
+from bot.core.gate import Decision, decide
+from bot.core.models import ChatKind, DmPolicy, Inbound
+from bot.core.platforms import KNOWN_PROVIDERS
 
 OWNER_TEXT = "/approve ABCD2345"
 PLAIN_TEXT = "hello there"
@@ -108,7 +110,7 @@ def test_stranger_typing_approve_is_treated_as_any_text(
     assert (plain, command) == (want, want)
 
 
-@pytest.mark.parametrize("word", sorted(OWNER_COMMANDS))
+@pytest.mark.parametrize("word", sorted(c.word for c in OWNER_COMMANDS))
 def test_every_owner_command_word_is_a_command_for_the_owner(word: str) -> None:
     msg = inbound(ChatKind.DM, text=f"{word} x")
     assert (
@@ -161,7 +163,12 @@ def test_plain_strings_compare_like_the_enums(kind: str, policy: str, want: Deci
 
 # --- fuzz: the owner boundary (goals 6 and 10) ---------------------------------------------
 
-COMMANDS = [*sorted(OWNER_COMMANDS), "/approve@my_bot", "/APPROVE", "/nodes approve"]
+COMMANDS = [
+    *sorted(c.word for c in OWNER_COMMANDS),
+    "/approve@my_bot",
+    "/APPROVE",
+    "/nodes approve",
+]
 PADDING = ["", " ", "\n", "\u200b", "\t ", "\u202e"]
 NAMES = ["", "Owner", "The Owner (verified)", "\u202eowner", "@owner"]
 FUZZ_COUNT = 5000
@@ -244,41 +251,3 @@ def test_property_owner_boundary(
     msg: Inbound, policy: DmPolicy, owner: bool, allowed: bool
 ) -> None:
     check_boundary(msg, policy, owner, allowed)
-
-
-# --- command_word ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "want"),
-    [
-        ("/approve ABCD2345", "/approve"),
-        ("/approve@my_bot ABCD2345", "/approve"),
-        ("/Approve@My_Bot", "/approve"),
-        ("   /pending", "/pending"),
-        ("\n\t/nodes approve X", "/nodes"),
-        ("/help", "/help"),
-        ("", ""),
-        ("   ", ""),
-        ("hello /approve X", ""),
-        ("approve", ""),
-        ("/", "/"),
-        ("/approve\nABCD2345", "/approve"),
-    ],
-    ids=[
-        "plain",
-        "bot-suffix",
-        "mixed-case-suffix",
-        "leading-spaces",
-        "leading-newline-tab",
-        "bare",
-        "empty",
-        "blank",
-        "not-first-word",
-        "no-slash",
-        "slash-only",
-        "newline-arg",
-    ],
-)
-def test_command_word(text: str, want: str) -> None:
-    assert command_word(text) == want

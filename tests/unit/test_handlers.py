@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from bot.core.config import HandlerConfig
 from bot.core.errors import ConfigError
 from bot.core.models import ChatKind, Inbound
-from bot.runtime.config import HandlerConfig
 from bot.runtime.handlers import (
     EchoHandler,
     ForwardHandler,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.core.messages import HELP, without_slashes
+from bot.core.messages import HELP, label, without_slashes
 
 
 @pytest.mark.parametrize(
@@ -27,3 +27,26 @@ def test_without_slashes_only_touches_owner_commands(text, expected):
 
 def test_help_on_slack_has_no_slash_commands():
     assert "/" not in without_slashes(HELP)
+
+
+def test_help_is_the_owner_commands_table_as_it_always_read():
+    assert HELP == (
+        "Owner commands (only here, in your own chat with the bot):\n"
+        "/pending                      pending pairing and node requests\n"
+        "/approve CODE                 let the sender with this code in\n"
+        "/reject CODE                  drop the request with this code\n"
+        "/allowlist [provider]         who is allowed\n"
+        "/revoke PROVIDER ID           remove someone from the allowlist\n"
+        "/nodes                        pending and paired nodes\n"
+        "/nodes approve ID | reject ID pair a node (it gets a token) or refuse it\n"
+        "/nodes revoke NODE_ID         unpair a node; its token stops working\n"
+        "/help                         this text"
+    )
+
+
+@pytest.mark.parametrize(
+    ("provider", "shown"),
+    [("telegram", "Telegram"), ("whatsapp", "WhatsApp"), ("imessage", "iMessage"), ("icq", "icq")],
+)
+def test_a_platform_is_shown_by_its_proper_name(provider, shown):
+    assert label(provider) == shown

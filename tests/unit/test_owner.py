@@ -1,18 +1,34 @@
-"""Owner commands (bot/owner.py) over the real pairing and node services, and the lockout."""
+"""Owner commands (bot/services/owner.py) over the real pairing and node services, and the
+lockout."""
 
 from __future__ import annotations
 
 import logging
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from bot.core import messages
 from bot.core.clock import FakeClock
 from bot.core.codes import format_code
+from bot.core.commands import COMMANDS, Command, parse
 from bot.core.models import NodeRequest, PendingRequest
 from bot.services.nodes import NodeService
-from bot.services.owner import OwnerCommands, OwnerReply
+from bot.services.owner import (
+    LOCKOUT,
+    MAX_FAILURES,
+    MAX_LOCKOUT,
+    LockedOut,
+    Lockout,
+    OwnerCommands,
+    OwnerFailure,
+    OwnerReply,
+)
 from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
 
@@ -41,8 +57,13 @@ def node(nodes: NodeService, node_id: str = "node-1", name: str = "Kitchen Pi") 
     return nodes.request(node_id, display_name=name, platform="linux", version="1.0").request
 
 
+def run(owner: OwnerCommands, text: str, *, actor: str, pressed: bool = False) -> OwnerReply:
+    """Run ``text`` as the app does: parsed once, then the typed command."""
+    return owner.run(parse(text), actor=actor, pressed=pressed)
+
+
 def fail(owner: OwnerCommands, times: int, actor: str = OWNER) -> list[OwnerReply]:
-    return [owner.run(f"/approve {WRONG}", actor=actor) for _ in range(times)]
+    return [run(owner, f"/approve {WRONG}", actor=actor) for _ in range(times)]
 
 
 # --- /approve and /reject --------------------------------------------------------------------
@@ -81,7 +102,7 @@ def test_approve_code_variants(owner: OwnerCommands, pairing: PairingService, ty
         head=req.code[:4],
         tail=req.code[4:],
     )
-    reply = owner.run(text, actor=OWNER)
+    reply = run(owner, text, actor=OWNER)
     assert reply == OwnerReply(
         text="Approved Telegram sender 4242 (Alice, as given by the sender). They have been told.",
         approved=req,
@@ -92,12 +113,12 @@ def test_approve_code_variants(owner: OwnerCommands, pairing: PairingService, ty
 
 def test_reject(owner: OwnerCommands, pairing: PairingService) -> None:
     req = stranger(pairing)
-    reply = owner.run(f"/reject {format_code(req.code)}", actor=OWNER)
+    reply = run(owner, f"/reject {format_code(req.code)}", actor=OWNER)
     assert reply == OwnerReply(text="Rejected Telegram sender 4242. Their code no longer works.")
     assert not pairing.is_allowed("telegram", "4242")
     assert pairing.pending() == []
-    again = owner.run(f"/approve {req.code}", actor=OWNER)
-    assert (again.ok, again.failure, again.text) == (False, "unknown", UNKNOWN_TEXT)
+    again = run(owner, f"/approve {req.code}", actor=OWNER)
+    assert (again.ok, again.failure, again.text) == (False, OwnerFailure.UNKNOWN, UNKNOWN_TEXT)
 
 
 @pytest.mark.parametrize("command", ["/approve", "/reject"])
@@ -110,8 +131,8 @@ def test_unknown_code(
     owner: OwnerCommands, pairing: PairingService, command: str, code: str
 ) -> None:
     req = stranger(pairing)
-    reply = owner.run(f"{command} {code}", actor=OWNER)
-    assert reply == OwnerReply(text=UNKNOWN_TEXT, ok=False, failure="unknown")
+    reply = run(owner, f"{command} {code}", actor=OWNER)
+    assert reply == OwnerReply(text=UNKNOWN_TEXT, ok=False, failure=OwnerFailure.UNKNOWN)
     assert pairing.pending() == [req]
     assert not pairing.is_allowed("telegram", "4242")
 
@@ -122,15 +143,15 @@ def test_expired_code(
 ) -> None:
     req = stranger(pairing, sender="U012ABC", provider="slack")
     clock.advance(timedelta(hours=1))
-    reply = owner.run(f"{command} {req.code}", actor=OWNER)
+    reply = run(owner, f"{command} {req.code}", actor=OWNER)
     assert reply == OwnerReply(
         text="The pairing request from slack sender U012ABC expired; ask them to write again "
         "for a new code.",
         ok=False,
-        failure="expired",
+        failure=OwnerFailure.EXPIRED,
     )
     assert not pairing.is_allowed("slack", "U012ABC")
-    assert owner.run(f"{command} {req.code}", actor=OWNER).failure == "unknown"
+    assert run(owner, f"{command} {req.code}", actor=OWNER).failure is OwnerFailure.UNKNOWN
 
 
 def test_code_is_accepted_one_second_before_expiry(
@@ -138,14 +159,14 @@ def test_code_is_accepted_one_second_before_expiry(
 ) -> None:
     req = stranger(pairing)
     clock.advance(timedelta(hours=1) - SECOND)
-    assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
+    assert run(owner, f"/approve {req.code}", actor=OWNER).approved == req
 
 
 @pytest.mark.parametrize("command", ["/approve", "/reject", "/approve@my_bot", "/reject   "])
 def test_approve_without_a_code_is_usage(owner: OwnerCommands, command: str) -> None:
     word = command.split("@")[0].strip()
-    assert owner.run(command, actor=OWNER) == OwnerReply(
-        text=f"Usage: {word} CODE", ok=False, failure="usage"
+    assert run(owner, command, actor=OWNER) == OwnerReply(
+        text=f"Usage: {word} CODE", ok=False, failure=OwnerFailure.USAGE
     )
 
 
@@ -153,7 +174,7 @@ def test_approve_without_a_code_is_usage(owner: OwnerCommands, command: str) -> 
 
 
 def test_pending_when_nothing_is_pending(owner: OwnerCommands) -> None:
-    assert owner.run("/pending", actor=OWNER) == OwnerReply(text="Nothing is pending.")
+    assert run(owner, "/pending", actor=OWNER) == OwnerReply(text="Nothing is pending.")
 
 
 def test_pending_lists_dm_and_node_requests(
@@ -165,7 +186,7 @@ def test_pending_lists_dm_and_node_requests(
     hostile = stranger(pairing, "888", "Eve\n/approve ABCD2345\u202e")
     kitchen = node(nodes)
     clock.advance(timedelta(minutes=1))
-    assert owner.run("/pending", actor=OWNER).text == "\n".join(
+    assert run(owner, "/pending", actor=OWNER).text == "\n".join(
         [
             "Pairing requests (3):",
             f"{format_code(alice.code)}  Telegram 4242 (Alice), 6m ago",
@@ -179,7 +200,7 @@ def test_pending_lists_dm_and_node_requests(
 
 def test_pending_with_only_nodes(owner: OwnerCommands, nodes: NodeService) -> None:
     kitchen = node(nodes, name="")
-    assert owner.run("/pending", actor=OWNER).text == (
+    assert run(owner, "/pending", actor=OWNER).text == (
         f"Node requests (1):\n{kitchen.request_id}  node-1, 0s ago"
     )
 
@@ -190,7 +211,7 @@ def test_pending_leaves_out_expired_requests(
     stranger(pairing)
     node(nodes)
     clock.advance(timedelta(hours=1))
-    assert owner.run("/pending", actor=OWNER).text == "Nothing is pending."
+    assert run(owner, "/pending", actor=OWNER).text == "Nothing is pending."
 
 
 # --- /allowlist and /revoke --------------------------------------------------------------------
@@ -205,7 +226,7 @@ def with_config_allow(
 
 
 def test_allowlist_empty(owner: OwnerCommands) -> None:
-    assert owner.run("/allowlist", actor=OWNER) == OwnerReply(text="The allowlist is empty.")
+    assert run(owner, "/allowlist", actor=OWNER) == OwnerReply(text="The allowlist is empty.")
 
 
 @pytest.mark.parametrize(
@@ -235,7 +256,7 @@ def test_allowlist(
     owner, pairing = with_config_allow
     pairing.allow("telegram", "4242", actor=OWNER)
     pairing.allow("slack", "U1", actor=OWNER)
-    assert owner.run(typed, actor=OWNER) == OwnerReply(text=want)
+    assert run(owner, typed, actor=OWNER) == OwnerReply(text=want)
 
 
 @pytest.mark.parametrize(
@@ -251,8 +272,8 @@ def test_allowlist(
 )
 def test_revoke_usage(owner: OwnerCommands, pairing: PairingService, typed: str) -> None:
     pairing.allow("telegram", "4242", actor=OWNER)
-    assert owner.run(typed, actor=OWNER) == OwnerReply(
-        text="Usage: /revoke PROVIDER ID", ok=False, failure="usage"
+    assert run(owner, typed, actor=OWNER) == OwnerReply(
+        text="Usage: /revoke PROVIDER ID", ok=False, failure=OwnerFailure.USAGE
     )
     assert pairing.is_allowed("telegram", "4242")
 
@@ -261,18 +282,18 @@ def test_revoke_takes_the_sender_off_the_allowlist(
     owner: OwnerCommands, pairing: PairingService
 ) -> None:
     req = stranger(pairing)
-    owner.run(f"/approve {req.code}", actor=OWNER)
-    reply = owner.run("/revoke Telegram 4242", actor=OWNER)
+    run(owner, f"/approve {req.code}", actor=OWNER)
+    reply = run(owner, "/revoke Telegram 4242", actor=OWNER)
     assert reply == OwnerReply(
         text="Revoked Telegram sender 4242; their next message gets a new code."
     )
     assert not pairing.is_allowed("telegram", "4242")
-    assert owner.run("/allowlist", actor=OWNER).text == "The allowlist is empty."
+    assert run(owner, "/allowlist", actor=OWNER).text == "The allowlist is empty."
 
 
 def test_revoke_someone_not_allowed(owner: OwnerCommands) -> None:
-    assert owner.run("/revoke telegram 555", actor=OWNER) == OwnerReply(
-        text="telegram sender 555 is not in the allowlist", ok=False, failure="unknown"
+    assert run(owner, "/revoke telegram 555", actor=OWNER) == OwnerReply(
+        text="telegram sender 555 is not in the allowlist", ok=False, failure=OwnerFailure.UNKNOWN
     )
 
 
@@ -280,10 +301,10 @@ def test_revoke_a_config_entry_says_where_it_comes_from(
     with_config_allow: tuple[OwnerCommands, PairingService],
 ) -> None:
     owner, pairing = with_config_allow
-    assert owner.run("/revoke telegram 99", actor=OWNER) == OwnerReply(
+    assert run(owner, "/revoke telegram 99", actor=OWNER) == OwnerReply(
         text="telegram sender 99 is allowed by the config's allow_from; remove it there",
         ok=False,
-        failure="unknown",
+        failure=OwnerFailure.UNKNOWN,
     )
     assert pairing.is_allowed("telegram", "99")
 
@@ -292,7 +313,7 @@ def test_revoke_a_config_entry_says_where_it_comes_from(
 
 
 def test_nodes_overview_empty(owner: OwnerCommands) -> None:
-    assert owner.run("/nodes", actor=OWNER) == OwnerReply(
+    assert run(owner, "/nodes", actor=OWNER) == OwnerReply(
         text="Pending nodes (0):\n-\nPaired nodes (0):\n-"
     )
 
@@ -304,7 +325,7 @@ def test_nodes_overview(owner: OwnerCommands, nodes: NodeService, clock: FakeClo
     nodes.approve(nameless.request_id, actor=OWNER)
     waiting = node(nodes, "node-3", "G" * 50)
     clock.advance(timedelta(minutes=2))
-    assert owner.run("/nodes", actor=OWNER).text == "\n".join(
+    assert run(owner, "/nodes", actor=OWNER).text == "\n".join(
         [
             "Pending nodes (1):",
             f"{waiting.request_id}  node-3 ({'G' * 31}…), 2m ago",
@@ -321,7 +342,7 @@ def test_nodes_approve_returns_a_token_that_verifies(
 ) -> None:
     req = node(nodes)
     assert callable(case)
-    reply = owner.run(f"/nodes approve {case(req.request_id)}", actor=OWNER)
+    reply = run(owner, f"/nodes approve {case(req.request_id)}", actor=OWNER)
     assert (reply.ok, reply.text, reply.failure) == (True, "Approved node node-1.", None)
     assert reply.node_approved is not None
     paired, token = reply.node_approved.node, reply.node_approved.token
@@ -333,17 +354,17 @@ def test_nodes_approve_returns_a_token_that_verifies(
 
 def test_nodes_reject(owner: OwnerCommands, nodes: NodeService) -> None:
     req = node(nodes)
-    reply = owner.run(f"/nodes reject {req.request_id}", actor=OWNER)
+    reply = run(owner, f"/nodes reject {req.request_id}", actor=OWNER)
     assert reply == OwnerReply(text="Rejected node node-1.", node_rejected=req)
     assert (nodes.pending(), nodes.paired()) == ([], [])
 
 
 def test_nodes_revoke(owner: OwnerCommands, nodes: NodeService) -> None:
     req = node(nodes)
-    approved = owner.run(f"/nodes approve {req.request_id}", actor=OWNER).node_approved
+    approved = run(owner, f"/nodes approve {req.request_id}", actor=OWNER).node_approved
     assert approved is not None
     paired, token = approved.node, approved.token
-    reply = owner.run("/nodes revoke node-1", actor=OWNER)
+    reply = run(owner, "/nodes revoke node-1", actor=OWNER)
     assert reply == OwnerReply(
         text="Revoked node node-1; its token no longer works.", node_revoked=paired
     )
@@ -361,7 +382,9 @@ def test_nodes_revoke(owner: OwnerCommands, nodes: NodeService) -> None:
     ids=["approve", "reject", "revoke"],
 )
 def test_nodes_unknown(owner: OwnerCommands, typed: str, want: str) -> None:
-    assert owner.run(typed, actor=OWNER) == OwnerReply(text=want, ok=False, failure="unknown")
+    assert run(owner, typed, actor=OWNER) == OwnerReply(
+        text=want, ok=False, failure=OwnerFailure.UNKNOWN
+    )
 
 
 def test_nodes_approve_expired_request_is_unknown(
@@ -369,8 +392,8 @@ def test_nodes_approve_expired_request_is_unknown(
 ) -> None:
     req = node(nodes)
     clock.advance(timedelta(minutes=5))
-    reply = owner.run(f"/nodes approve {req.request_id}", actor=OWNER)
-    assert (reply.failure, reply.node_approved) == ("unknown", None)
+    reply = run(owner, f"/nodes approve {req.request_id}", actor=OWNER)
+    assert (reply.failure, reply.node_approved) == (OwnerFailure.UNKNOWN, None)
     assert nodes.paired() == []
 
 
@@ -394,8 +417,10 @@ def test_nodes_approve_expired_request_is_unknown(
     ],
 )
 def test_nodes_usage(owner: OwnerCommands, typed: str) -> None:
-    assert owner.run(typed, actor=OWNER) == OwnerReply(
-        text="Usage: /nodes [approve ID | reject ID | revoke NODE_ID]", ok=False, failure="usage"
+    assert run(owner, typed, actor=OWNER) == OwnerReply(
+        text="Usage: /nodes [approve ID | reject ID | revoke NODE_ID]",
+        ok=False,
+        failure=OwnerFailure.USAGE,
     )
 
 
@@ -408,7 +433,7 @@ def test_nodes_usage(owner: OwnerCommands, typed: str) -> None:
     ids=["help", "start", "unknown", "plain-text", "empty", "bot-suffix"],
 )
 def test_help_for_everything_else(owner: OwnerCommands, typed: str) -> None:
-    assert owner.run(typed, actor=OWNER) == OwnerReply(text=messages.HELP)
+    assert run(owner, typed, actor=OWNER) == OwnerReply(text=messages.HELP)
 
 
 # --- lockout (goal 7) --------------------------------------------------------------------------
@@ -417,8 +442,8 @@ def test_help_for_everything_else(owner: OwnerCommands, typed: str) -> None:
 def test_nine_failures_do_not_lock(owner: OwnerCommands, pairing: PairingService) -> None:
     req = stranger(pairing)
     replies = fail(owner, 9)
-    assert {(r.failure, r.text) for r in replies} == {("unknown", UNKNOWN_TEXT)}
-    assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
+    assert {(r.failure, r.text) for r in replies} == {(OwnerFailure.UNKNOWN, UNKNOWN_TEXT)}
+    assert run(owner, f"/approve {req.code}", actor=OWNER).approved == req
 
 
 def test_ten_failures_lock_even_a_correct_code_for_fifteen_minutes(
@@ -431,11 +456,11 @@ def test_ten_failures_lock_even_a_correct_code_for_fifteen_minutes(
     req = stranger(pairing)
     replies = fail(owner, 10)
     assert replies[-1] == OwnerReply(
-        text=f"{UNKNOWN_TEXT}\n{LOCKED_15M}", ok=False, failure="unknown"
+        text=f"{UNKNOWN_TEXT}\n{LOCKED_15M}", ok=False, failure=OwnerFailure.UNKNOWN
     )
-    locked = OwnerReply(text=LOCKED_15M, ok=False, failure="locked")
-    assert owner.run(f"/approve {req.code}", actor=OWNER) == locked
-    assert owner.run(f"/reject {req.code}", actor=OWNER) == locked
+    locked = OwnerReply(text=LOCKED_15M, ok=False, failure=OwnerFailure.LOCKED)
+    assert run(owner, f"/approve {req.code}", actor=OWNER) == locked
+    assert run(owner, f"/reject {req.code}", actor=OWNER) == locked
     assert pairing.pending() == [req]
     assert not pairing.is_allowed("telegram", "4242")
     assert [r.getMessage() for r in caplog.records] == [
@@ -448,15 +473,19 @@ def test_ten_failures_lock_even_a_correct_code_for_fifteen_minutes(
     ]
 
     clock.advance(timedelta(minutes=10))
-    assert owner.run(f"/approve {req.code}", actor=OWNER) == OwnerReply(
-        text="Too many wrong codes: approvals are paused for 5m.", ok=False, failure="locked"
+    assert run(owner, f"/approve {req.code}", actor=OWNER) == OwnerReply(
+        text="Too many wrong codes: approvals are paused for 5m.",
+        ok=False,
+        failure=OwnerFailure.LOCKED,
     )
     clock.advance(timedelta(minutes=5) - SECOND)
-    assert owner.run(f"/approve {req.code}", actor=OWNER) == OwnerReply(
-        text="Too many wrong codes: approvals are paused for 1s.", ok=False, failure="locked"
+    assert run(owner, f"/approve {req.code}", actor=OWNER) == OwnerReply(
+        text="Too many wrong codes: approvals are paused for 1s.",
+        ok=False,
+        failure=OwnerFailure.LOCKED,
     )
     clock.advance(SECOND)
-    assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
+    assert run(owner, f"/approve {req.code}", actor=OWNER).approved == req
 
 
 def test_the_pause_is_said_rounded_up(
@@ -466,9 +495,9 @@ def test_the_pause_is_said_rounded_up(
     req = stranger(pairing)
     fail(owner, 10)
     clock.advance(SECOND)
-    assert owner.run(f"/approve {req.code}", actor=OWNER).text == LOCKED_15M
+    assert run(owner, f"/approve {req.code}", actor=OWNER).text == LOCKED_15M
     clock.advance(timedelta(minutes=10))
-    assert owner.run(f"/approve {req.code}", actor=OWNER).text == (
+    assert run(owner, f"/approve {req.code}", actor=OWNER).text == (
         "Too many wrong codes: approvals are paused for 5m."
     )
 
@@ -478,29 +507,29 @@ def test_lockout_counts_expired_codes_and_ignores_new_codes(
 ) -> None:
     old = stranger(pairing, "1")
     clock.advance(timedelta(hours=1))
-    assert owner.run(f"/approve {old.code}", actor=OWNER).failure == "expired"
+    assert run(owner, f"/approve {old.code}", actor=OWNER).failure is OwnerFailure.EXPIRED
     fail(owner, 4)
     fresh = stranger(pairing, "2")  # a new code does not reset the count
     fail(owner, 5)
-    assert owner.run(f"/approve {fresh.code}", actor=OWNER).failure == "locked"
+    assert run(owner, f"/approve {fresh.code}", actor=OWNER).failure is OwnerFailure.LOCKED
 
 
 def test_usage_errors_do_not_count(owner: OwnerCommands, pairing: PairingService) -> None:
     req = stranger(pairing)
     for _ in range(20):
-        owner.run("/approve", actor=OWNER)
-        owner.run("/nodes approve NOPE", actor=OWNER)
-    assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
+        run(owner, "/approve", actor=OWNER)
+        run(owner, "/nodes approve NOPE", actor=OWNER)
+    assert run(owner, f"/approve {req.code}", actor=OWNER).approved == req
 
 
 def test_success_resets_the_counter(owner: OwnerCommands, pairing: PairingService) -> None:
     first = stranger(pairing, "1")
     second = stranger(pairing, "2")
     fail(owner, 9)
-    assert owner.run(f"/approve {first.code}", actor=OWNER).approved == first
+    assert run(owner, f"/approve {first.code}", actor=OWNER).approved == first
     replies = fail(owner, 9)
-    assert {r.failure for r in replies} == {"unknown"}
-    assert owner.run(f"/approve {second.code}", actor=OWNER).approved == second
+    assert {r.failure for r in replies} == {OwnerFailure.UNKNOWN}
+    assert run(owner, f"/approve {second.code}", actor=OWNER).approved == second
 
 
 def test_a_successful_reject_also_resets_the_counter(
@@ -509,9 +538,9 @@ def test_a_successful_reject_also_resets_the_counter(
     first = stranger(pairing, "1")
     second = stranger(pairing, "2")
     fail(owner, 9)
-    assert owner.run(f"/reject {first.code}", actor=OWNER).ok
+    assert run(owner, f"/reject {first.code}", actor=OWNER).ok
     fail(owner, 9)
-    assert owner.run(f"/approve {second.code}", actor=OWNER).approved == second
+    assert run(owner, f"/approve {second.code}", actor=OWNER).approved == second
 
 
 def test_failures_older_than_fifteen_minutes_fall_out(
@@ -521,7 +550,7 @@ def test_failures_older_than_fifteen_minutes_fall_out(
     clock.advance(timedelta(minutes=15))
     fail(owner, 1)
     req = stranger(pairing)
-    assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
+    assert run(owner, f"/approve {req.code}", actor=OWNER).approved == req
 
 
 def test_lockout_doubles_up_to_an_hour(
@@ -530,12 +559,12 @@ def test_lockout_doubles_up_to_an_hour(
     for minutes, shown in ((15, "15m"), (30, "30m"), (60, "1h"), (60, "1h")):
         replies = fail(owner, 10)
         assert replies[-1].text.endswith(f"approvals are paused for {shown}.")
-        assert [r.failure for r in replies[:-1]] == ["unknown"] * 9
+        assert [r.failure for r in replies[:-1]] == [OwnerFailure.UNKNOWN] * 9
         clock.advance(timedelta(minutes=minutes) - SECOND)
-        assert fail(owner, 1)[0].failure == "locked"
+        assert fail(owner, 1)[0].failure is OwnerFailure.LOCKED
         clock.advance(SECOND)
     req = stranger(pairing)
-    assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
+    assert run(owner, f"/approve {req.code}", actor=OWNER).approved == req
     # Success resets the escalation too: the next lock is 15 minutes again.
     assert fail(owner, 10)[-1].text.endswith(LOCKED_15M)
 
@@ -545,5 +574,95 @@ def test_one_owners_failures_do_not_lock_another(
 ) -> None:
     req = stranger(pairing)
     fail(owner, 10, actor=OTHER_OWNER)
-    assert owner.run(f"/approve {req.code}", actor=OTHER_OWNER).failure == "locked"
-    assert owner.run(f"/approve {req.code}", actor=OWNER).approved == req
+    assert run(owner, f"/approve {req.code}", actor=OTHER_OWNER).failure is OwnerFailure.LOCKED
+    assert run(owner, f"/approve {req.code}", actor=OWNER).approved == req
+
+
+# --- the lockout under threads ------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_switch_interval() -> Iterator[None]:
+    """Switch threads as often as the interpreter can, so a race has every chance to show."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+@pytest.mark.usefixtures("tiny_switch_interval")
+def test_the_lockout_loses_no_failure_when_threads_hammer_it() -> None:
+    lockout, now = Lockout(), FakeClock().now()
+    threads, per_thread = 16, 250
+    started = threading.Barrier(threads)
+
+    def hammer(actor: str) -> list[LockedOut]:
+        started.wait()
+        return [locked for _ in range(per_thread) if (locked := lockout.fail(actor, now))]
+
+    with ThreadPoolExecutor(threads) as pool:
+        runs = list(pool.map(hammer, [OWNER, OTHER_OWNER] * (threads // 2)))
+    locks = [locked for run in runs for locked in run]
+
+    # Each failure counted once: every tenth of an owner's 2,000 locks, and each lock once.
+    per_owner = threads // 2 * per_thread
+    assert len(locks) == 2 * per_owner // MAX_FAILURES
+    assert {locked.failures for locked in locks} == {MAX_FAILURES}
+    assert sorted(locked.pause for locked in locks) == sorted(
+        [LOCKOUT, 2 * LOCKOUT, *[MAX_LOCKOUT] * (per_owner // MAX_FAILURES - 2)] * 2
+    )
+    assert lockout.paused(OWNER, now) == lockout.paused(OTHER_OWNER, now) == MAX_LOCKOUT
+
+
+@pytest.mark.usefixtures("tiny_switch_interval")
+def test_wrong_codes_from_worker_threads_lock_the_owner_once(
+    owner: OwnerCommands, pairing: PairingService
+) -> None:
+    stranger(pairing)
+    threads = 8
+    started = threading.Barrier(threads)
+
+    def guess(_: int) -> list[OwnerReply]:
+        started.wait()
+        return fail(owner, 5)
+
+    with ThreadPoolExecutor(threads) as pool:
+        replies = [reply for run in pool.map(guess, range(threads)) for reply in run]
+
+    counted = [r for r in replies if r.failure is OwnerFailure.UNKNOWN]
+    assert {r.failure for r in replies} == {OwnerFailure.UNKNOWN, OwnerFailure.LOCKED}
+    # Guesses already past the check when the lock fell still count, as the next window's.
+    assert MAX_FAILURES <= len(counted) < MAX_FAILURES + threads
+    assert [r.text for r in counted].count(f"{UNKNOWN_TEXT}\n{LOCKED_15M}") == 1
+    lockouts = [r for r in pairing._store.read_audit() if r["event"] == "lockout"]
+    assert [(r["failures"], r["seconds"]) for r in lockouts] == [(MAX_FAILURES, 900)]
+
+
+# --- commands that only read -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command", [c for c in COMMANDS if not c.changes_state], ids=lambda c: c.name
+)
+def test_a_command_that_changes_nothing_writes_nothing(
+    owner: OwnerCommands,
+    pairing: PairingService,
+    nodes: NodeService,
+    state_dir: Path,
+    command: Command,
+) -> None:
+    stranger(pairing)
+    pairing.allow("slack", "U1", actor=OWNER)
+    node(nodes)
+
+    def snapshot() -> dict[str, tuple[bytes, int]]:
+        return {
+            str(p): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(state_dir.rglob("*"))
+            if p.is_file()
+        }
+
+    before = snapshot()
+    for line in (f"{command.word}", f"{command.word} telegram", f"{command.word} x y"):
+        assert run(owner, line, actor=OWNER).ok
+    assert snapshot() == before

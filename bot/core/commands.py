@@ -1,0 +1,284 @@
+"""The owner commands: one table, and the one parser that reads an owner's line into a value.
+
+:data:`COMMANDS` says, per command, its arguments, its ``/help`` rows, its usage, and whether
+it can change state. From it come the gate's "is this an owner command?", ``/help``, the
+texts shown without slashes (Slack), Discord's slash commands and the parser. :func:`parse`
+turns a line into a typed :class:`OwnerCommand` (or a :class:`Usage` for a known command
+written wrong); :class:`bot.services.owner.OwnerCommands` runs the value and never reads the
+text again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bot.core.platforms import KNOWN_PROVIDERS, find
+
+# --- the values the parser makes ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OwnerCommand:
+    """One owner command, parsed."""
+
+    line: str
+    """The line as the owner sent it, stripped, with its ``/`` (a bare Slack line gets it)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Approve(OwnerCommand):
+    """``/approve CODE``: the words after the command, joined (``ABCD 2345`` is one code)."""
+
+    code: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reject(OwnerCommand):
+    """``/reject CODE``."""
+
+    code: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pending(OwnerCommand):
+    """``/pending``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Allowlist(OwnerCommand):
+    """``/allowlist [provider]``; ``provider`` lower-cased, and not checked: an unknown one
+    is answered, not a usage error."""
+
+    provider: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Revoke(OwnerCommand):
+    """``/revoke PROVIDER ID``, the provider one pairbot knows."""
+
+    provider: str
+    sender_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Nodes(OwnerCommand):
+    """``/nodes``: the overview."""
+
+
+class NodeAction(StrEnum):
+    """What ``/nodes`` can do to one node request or paired node."""
+
+    APPROVE = "approve"
+    REJECT = "reject"
+    REVOKE = "revoke"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeDecision(OwnerCommand):
+    """``/nodes approve ID``, ``/nodes reject ID``, ``/nodes revoke NODE_ID``."""
+
+    action: NodeAction
+    ident: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Help(OwnerCommand):
+    """``/help``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Usage(OwnerCommand):
+    """A known command written wrong (a missing code, an unknown provider in ``/revoke``)."""
+
+    command: Command
+
+    @property
+    def text(self) -> str:
+        """What the owner is told."""
+        return f"Usage: {self.command.usage or self.command.help[0][0]}"
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Arg:
+    """One argument, as a platform's command menu offers it (a Discord option)."""
+
+    name: str
+    description: str
+    required: bool = True
+    choices: tuple[str, ...] = ()
+
+
+Reader = Callable[[str, list[str]], OwnerCommand | None]
+"""Reads a command's words (after the command word) into its value; None: a usage error."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command:
+    """One owner command."""
+
+    name: str
+    summary: str
+    """One line, for a platform's command menu."""
+    help: tuple[tuple[str, str], ...]
+    """Its rows of ``/help``: how it is written, what it does."""
+    args: tuple[Arg, ...] = ()
+    changes_state: bool
+    """Running it can change the state (grant, refuse, revoke); the others only read."""
+    usage: str = ""
+    """What a line that misuses it is told after ``Usage:``, where that is not its first
+    ``/help`` row."""
+    read: Reader
+
+    @property
+    def word(self) -> str:
+        """The command as typed: ``/approve``."""
+        return f"/{self.name}"
+
+
+def _code(make: type[Approve] | type[Reject]) -> Reader:
+    return lambda line, words: make(line=line, code="".join(words)) if words else None
+
+
+def _revoke(line: str, words: list[str]) -> OwnerCommand | None:
+    if len(words) != 2 or find(words[0].lower()) is None:
+        return None
+    return Revoke(line=line, provider=words[0].lower(), sender_id=words[1])
+
+
+def _nodes(line: str, words: list[str]) -> OwnerCommand | None:
+    if not words:
+        return Nodes(line=line)
+    action, rest = words[0].lower(), words[1:]
+    if action not in set(NodeAction) or len(rest) != 1:
+        return None
+    return NodeDecision(line=line, action=NodeAction(action), ident=rest[0])
+
+
+_CODE = Arg(name="code", description="The pairing code, e.g. ABCD-2345")
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        name="pending",
+        summary="List pending pairing and node requests",
+        help=(("/pending", "pending pairing and node requests"),),
+        changes_state=False,
+        read=lambda line, _: Pending(line=line),
+    ),
+    Command(
+        name="approve",
+        summary="Approve a pairing request",
+        help=(("/approve CODE", "let the sender with this code in"),),
+        args=(_CODE,),
+        changes_state=True,
+        read=_code(Approve),
+    ),
+    Command(
+        name="reject",
+        summary="Reject a pairing request",
+        help=(("/reject CODE", "drop the request with this code"),),
+        args=(_CODE,),
+        changes_state=True,
+        read=_code(Reject),
+    ),
+    Command(
+        name="allowlist",
+        summary="Show who is allowed",
+        help=(("/allowlist [provider]", "who is allowed"),),
+        args=(
+            Arg(
+                name="platform",
+                description=f"Only this platform ({', '.join(KNOWN_PROVIDERS[:3])}, ...)",
+                required=False,
+            ),
+        ),
+        changes_state=False,
+        read=lambda line, words: Allowlist(
+            line=line, provider=words[0].lower() if words else None
+        ),
+    ),
+    Command(
+        name="revoke",
+        summary="Remove a sender from the allowlist",
+        help=(("/revoke PROVIDER ID", "remove someone from the allowlist"),),
+        args=(
+            Arg(name="platform", description="The sender's platform"),
+            Arg(name="user_id", description="The sender's id"),
+        ),
+        changes_state=True,
+        read=_revoke,
+    ),
+    Command(
+        name="nodes",
+        summary="Show nodes, or decide on one",
+        help=(
+            ("/nodes", "pending and paired nodes"),
+            ("/nodes approve ID | reject ID", "pair a node (it gets a token) or refuse it"),
+            ("/nodes revoke NODE_ID", "unpair a node; its token stops working"),
+        ),
+        args=(
+            Arg(
+                name="action",
+                description="What to do (leave empty to list)",
+                required=False,
+                choices=tuple(a.value for a in NodeAction),
+            ),
+            Arg(
+                name="id",
+                description="The request id (approve, reject) or node id (revoke)",
+                required=False,
+            ),
+        ),
+        changes_state=True,
+        usage="/nodes [approve ID | reject ID | revoke NODE_ID]",
+        read=_nodes,
+    ),
+    Command(
+        name="help",
+        summary="Show the owner commands",
+        help=(("/help", "this text"),),
+        changes_state=False,
+        read=lambda line, _: Help(line=line),
+    ),
+)
+"""Every owner command, in the order ``/help`` lists them."""
+
+_BY_WORD = {c.word: c for c in COMMANDS}
+
+
+def command_word(text: str) -> str:
+    """Return the command word of ``text`` (``/approve@my_bot x`` → ``/approve``), or ``""``."""
+    first = text.strip().split(maxsplit=1)[0] if text.strip() else ""
+    return first.split("@", 1)[0].lower() if first.startswith("/") else ""
+
+
+def _recognise(text: str, *, bare: bool) -> tuple[Command, str] | None:
+    """The command ``text`` is written as, and its line (with the slash), or None."""
+    line = text.strip()
+    command = _BY_WORD.get(command_word(line))
+    if command is None and bare and line:
+        command = _BY_WORD.get(f"/{line.split(maxsplit=1)[0].lower()}")
+        line = f"/{line}"
+    return None if command is None else (command, line)
+
+
+def is_command(text: str, *, bare: bool = False) -> bool:
+    """Return whether ``text`` is an owner command (perhaps written wrong); see :func:`parse`."""
+    return _recognise(text, bare=bare) is not None
+
+
+def parse(text: str, *, bare: bool = False) -> OwnerCommand | None:
+    """Read ``text`` as an owner command; None if it is not one.
+
+    A known command written wrong is a :class:`Usage`. With ``bare`` (Slack, whose clients
+    eat a leading ``/``), ``approve X`` counts too and is read as ``/approve X``.
+    """
+    found = _recognise(text, bare=bare)
+    if found is None:
+        return None
+    command, line = found
+    return command.read(line, line.split()[1:]) or Usage(line=line, command=command)

@@ -1,0 +1,288 @@
+"""The config file's shape: validated, frozen pydantic models, or one line saying what is wrong.
+
+Durations are written ``90s``, ``5m``, ``1h``, ``2d`` (or plain seconds), within the bounds
+of :data:`DURATION_BOUNDS`. The ``providers:`` section and the owners' ids come from the
+platforms table (:mod:`bot.core.platforms`). Reading the file and the environment is
+:mod:`bot.runtime.config`'s job.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
+
+from bot.core.codes import MIN_SECRET_BITS, RANDOM_STRING_COMMAND, weakness
+from bot.core.platforms import KNOWN_PROVIDERS, PLATFORMS, platform
+from bot.core.schema import InvalidValue, Model, OptionalSecret, ProviderBlock, secret_fields
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Read ``90s``/``5m``/``1h``/``2d`` (or a number of seconds) as a positive timedelta."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        raise InvalidValue("not a duration: {value} (use e.g. 90s, 5m, 1h)", value)
+    if not math.isfinite(seconds):
+        raise InvalidValue("not a duration: {value} (use e.g. 90s, 5m, 1h)", value)
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise InvalidValue("too long: {value}", value) from None
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+DURATION_BOUNDS: Mapping[str, tuple[timedelta, timedelta]] = MappingProxyType(
+    {
+        # A code must outlive the owner's reply, and not linger for a month.
+        "pairing.pending_ttl": (timedelta(minutes=1), timedelta(days=30)),
+        # Under a second the pruner only burns CPU (1 ms took 40 %); over a day, nothing is pruned.
+        "pairing.prune_interval": (timedelta(seconds=1), timedelta(days=1)),
+        # Sooner than 10 s is a reply to every message; the code also must not outlive pending_ttl.
+        "pairing.resend_after": (timedelta(seconds=10), timedelta(days=1)),
+        # A node waits on an open connection while the owner decides.
+        "nodes.pending_ttl": (timedelta(seconds=10), timedelta(days=1)),
+        # Each approved message waits for the handler this long at most.
+        "handler.timeout": (timedelta(milliseconds=100), timedelta(minutes=5)),
+        # A connection must finish its HTTP request this soon; a slow link needs a second or two.
+        "gateway.handshake_timeout": (timedelta(seconds=1), timedelta(minutes=5)),
+        # A silent connection with nothing to wait for is closed after this.
+        "gateway.idle_timeout": (timedelta(seconds=5), timedelta(days=1)),
+    }
+)
+"""The range a config file may give each duration, in one place: the example file and the
+error quote it. Trusted Python callers can step outside it: :meth:`Config.with_any_durations`."""
+
+_ANY_DURATIONS = "any_durations"
+
+
+def span(value: timedelta) -> str:
+    """Write a duration the way the config does, in its largest whole unit: ``90s``, ``1d``."""
+    ms = round(value.total_seconds() * 1000)
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def _within(field: str) -> Callable[[timedelta, ValidationInfo], timedelta]:
+    low, high = DURATION_BOUNDS[field]
+
+    def check(value: timedelta, info: ValidationInfo) -> timedelta:
+        if isinstance(info.context, dict) and info.context.get(_ANY_DURATIONS):
+            return value
+        if not low <= value <= high:
+            raise ValueError(f"must be from {span(low)} to {span(high)}")
+        return value
+
+    return check
+
+
+class Owner(Model):
+    """Who may send owner commands; their DM with the bot is the owner chat."""
+
+    provider: str
+    user_id: str
+
+    @field_validator("provider")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in KNOWN_PROVIDERS:
+            raise InvalidValue("unknown provider {value}", value)
+        return value
+
+    @field_validator("user_id", mode="before")
+    @classmethod
+    def _immutable(cls, value: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValueError("must be the platform's immutable user id (a string or number)")
+        text = str(value).strip()
+        if not text or text.startswith("@"):
+            raise ValueError("must be the platform's immutable user id, not a @username")
+        return text
+
+    @field_validator("user_id")
+    @classmethod
+    def _platform_id(cls, value: str, info: ValidationInfo) -> str:
+        provider = info.data.get("provider")  # absent when the provider itself was refused
+        if provider is not None:
+            ids = platform(provider).ids
+            if not ids.matches(value):
+                raise InvalidValue(
+                    f"{{value}} is not {ids.what} (names, usernames and phone numbers "
+                    "can change hands)",
+                    value,
+                )
+        return value
+
+
+class PairingConfig(Model):
+    """``pairing:`` — DM pairing knobs."""
+
+    pending_ttl: Annotated[Duration, AfterValidator(_within("pairing.pending_ttl"))] = timedelta(
+        hours=1
+    )
+    prune_interval: Annotated[Duration, AfterValidator(_within("pairing.prune_interval"))] = (
+        timedelta(minutes=5)
+    )
+    max_pending_per_provider: int = Field(default=3, ge=1, le=10_000)
+    resend_after: Annotated[Duration, AfterValidator(_within("pairing.resend_after"))] = timedelta(
+        minutes=10
+    )
+
+    @field_validator("resend_after")
+    @classmethod
+    def _before_expiry(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        """Only when written: the default (10m) with a shorter TTL just means "never resent"."""
+        ttl = info.data.get("pending_ttl")
+        if ttl is not None and value > ttl:
+            raise ValueError(
+                "must not be longer than pairing.pending_ttl (the code would "
+                "expire before it is sent again)"
+            )
+        return value
+
+
+class NodesConfig(Model):
+    """``nodes:`` — node pairing knobs."""
+
+    pending_ttl: Annotated[Duration, AfterValidator(_within("nodes.pending_ttl"))] = timedelta(
+        minutes=5
+    )
+    max_pending_per_address: int = Field(default=3, ge=1, le=1000)
+    max_pending: int = Field(default=50, ge=1, le=10_000)
+    max_pending_per_node: int = Field(default=3, ge=1, le=100)
+
+
+class GatewayConfig(Model):
+    """``gateway:`` — where nodes connect."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=18789, ge=0, le=65535)
+    operator_token: OptionalSecret = None
+    max_connections: int = Field(default=256, ge=4, le=100_000)
+    max_connections_per_address: int = Field(default=32, ge=1, le=100_000)
+    handshake_timeout: Annotated[
+        Duration, AfterValidator(_within("gateway.handshake_timeout"))
+    ] = timedelta(seconds=10)
+    idle_timeout: Annotated[Duration, AfterValidator(_within("gateway.idle_timeout"))] = timedelta(
+        seconds=60
+    )
+
+    @field_validator("operator_token")
+    @classmethod
+    def _strong(cls, value: str | None) -> str | None:
+        """Anyone who reaches the port may guess it: refuse what can be guessed."""
+        if value is not None and (reason := weakness(value)):
+            raise ValueError(
+                f"too weak ({reason}; at least {MIN_SECRET_BITS} bits of "
+                f"randomness needed): make one with {RANDOM_STRING_COMMAND}, "
+                "or set null to turn remote operators off"
+            )
+        return value
+
+
+class StoreConfig(Model):
+    """``store:`` — which backend keeps the state."""
+
+    backend: Literal["json"] = "json"
+
+
+class HandlerConfig(Model):
+    """``handler:`` — where approved messages go."""
+
+    kind: Literal["echo", "forward", "webhook", "python"] = "echo"
+    url: str | None = None
+    target: str | None = None
+    timeout: Annotated[Duration, AfterValidator(_within("handler.timeout"))] = timedelta(
+        seconds=10
+    )
+
+
+class _Providers(Model):
+    """``providers:`` — one block per platform pairbot connects to, each optional."""
+
+    def blocks(self) -> dict[str, ProviderBlock]:
+        """The configured blocks by platform name, in the table's order."""
+        found = ((name, getattr(self, name)) for name in type(self).model_fields)
+        return {name: block for name, block in found if block is not None}
+
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> ProviderBlock | None: ...
+
+
+# One field per platform, made from the table when the module loads; a type checker sees
+# the base, where reading ``providers.<name>`` gives a block or None.
+if TYPE_CHECKING:
+    ProvidersConfig = _Providers
+else:
+    ProvidersConfig = create_model(
+        "ProvidersConfig",
+        __base__=_Providers,
+        __module__=__name__,
+        __doc__=_Providers.__doc__,
+        **{p.name: (p.config | None, None) for p in PLATFORMS},
+    )
+
+SECRET_KEYS: frozenset[str] = secret_fields(GatewayConfig).union(
+    *(secret_fields(p.config) for p in PLATFORMS)
+)
+"""The keys whose values are secrets, wherever they stand in the file."""
+
+
+class Config(Model):
+    """The whole configuration file."""
+
+    state_dir: str = "~/.pairbot"
+    store: StoreConfig = StoreConfig()
+    owners: list[Owner] = Field(default_factory=list)
+    pairing: PairingConfig = PairingConfig()
+    nodes: NodesConfig = NodesConfig()
+    gateway: GatewayConfig = GatewayConfig()
+    handler: HandlerConfig = HandlerConfig()
+    providers: ProvidersConfig = ProvidersConfig()
+
+    @classmethod
+    def with_any_durations(cls, data: Any) -> Config:
+        """Validate ``data`` as a file would be, except that durations need only be positive.
+
+        For trusted Python callers that need a pace no user should configure: the demo shows
+        a 4 s code expire, tests run the pruner every 0.2 s. Loading a file
+        (:func:`bot.runtime.config.load_config`) never uses it.
+        """
+        return cls.model_validate(data, context={_ANY_DURATIONS: True})
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the config (for the log redaction filter)."""
+        found = [self.gateway.operator_token or ""]
+        for block in self.providers.blocks().values():
+            found += [str(v) for k, v in block.model_dump().items() if k in SECRET_KEYS and v]
+        return [s for s in found if s]
+
+    def static_allow(self) -> dict[str, list[str]]:
+        """Return each provider's ``allow_from`` from the config."""
+        return {name: list(block.allow_from) for name, block in self.providers.blocks().items()}

@@ -1,0 +1,236 @@
+"""The chat platforms pairbot knows: one table, everything else is derived from it.
+
+Each :class:`Platform` names its config block (``providers.<name>:``, defined just above its
+entry, with what a user id looks like there), its provider and its demo fake (as
+``"module:Class"``, imported only when asked for: the core imports no provider and no SDK),
+its proper name, and the two facts the core needs about its client. The config's
+``providers:`` and ``owners:``, the ``pairbot`` command's choices, the texts, the provider
+registry, the demo and the state dir's files all come from :data:`PLATFORMS`.
+
+Adding a platform is one block and one entry here, plus its provider and fake.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from bot.core.schema import (
+    IdRule,
+    OptionalSecret,
+    ProviderBlock,
+    Secret,
+    WebhookConfig,
+)
+
+# --- the config blocks -------------------------------------------------------------------------
+
+
+class TelegramConfig(ProviderBlock):
+    """``providers.telegram:`` — a Telegram bot (python-telegram-bot, long polling)."""
+
+    ids = IdRule(
+        pattern=re.compile(r"-?[0-9]+\Z"),
+        what="a numeric Telegram user id",
+        allow_from="a numeric Telegram user id (usernames can change hands)",
+        allow_from_list="a list of numeric Telegram user ids, e.g. [123456789]",
+        numeric=True,
+    )
+
+    token: Secret
+    api_base_url: str | None = None
+    max_send_rate: float = Field(default=30.0, gt=0)
+
+
+class SlackConfig(ProviderBlock):
+    """``providers.slack:`` — a Slack app over Socket Mode (default) or the HTTP Events API."""
+
+    ids = IdRule(
+        pattern=re.compile(r"^[UW][A-Z0-9]{2,}$"),
+        what="a Slack user id (U…)",
+        allow_from="a Slack user id (U…), e.g. U012AB3CD",
+    )
+
+    bot_token: Secret
+    app_token: OptionalSecret = None
+    signing_secret: OptionalSecret = None
+    mode: Literal["socket", "http"] = "socket"
+    api_base_url: str | None = None
+    webhook: WebhookConfig = WebhookConfig(port=3000, path="/slack/events")
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> SlackConfig:
+        """Socket Mode needs the app token; HTTP mode needs the signing secret."""
+        if self.mode == "socket" and not self.app_token:
+            raise ValueError("app_token is required when mode is socket")
+        if self.mode == "http" and not self.signing_secret:
+            raise ValueError("signing_secret is required when mode is http")
+        return self
+
+
+class DiscordConfig(ProviderBlock):
+    """``providers.discord:`` — a Discord bot (discord.py)."""
+
+    ids = IdRule(
+        pattern=re.compile(r"^\d{15,22}$"),
+        what="a numeric Discord user id (a snowflake)",
+        numeric=True,
+    )
+
+    token: Secret
+    api_base_url: str | None = None
+    gateway_url: str | None = None
+
+
+class WhatsAppConfig(ProviderBlock):
+    """``providers.whatsapp:`` — the WhatsApp Business Cloud API."""
+
+    # A wa_id is digits too, but the ``pairbot`` command never refused other sender ids for
+    # WhatsApp, so ``numeric`` stays off: this table changes no behaviour.
+    ids = IdRule(pattern=re.compile(r"^\d{6,20}$"), what="a WhatsApp id (wa_id: digits, no +)")
+
+    access_token: Secret
+    app_secret: Secret
+    verify_token: Secret
+    phone_number_id: str
+    api_base_url: str | None = None
+    api_version: str = "v21.0"
+    webhook: WebhookConfig = WebhookConfig(port=8081, path="/whatsapp/webhook")
+
+
+class SignalConfig(ProviderBlock):
+    """``providers.signal:`` — a signal-cli JSON-RPC daemon (``signal-cli daemon --http``)."""
+
+    ids = IdRule(
+        pattern=re.compile(
+            r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+        ),
+        what="a Signal account UUID (ACI)",
+        allow_from="a Signal account UUID (ACI), not a phone number",
+    )
+
+    http_url: str = "http://127.0.0.1:8080"
+    account: str
+
+
+class IMessageConfig(ProviderBlock):
+    """``providers.imessage:`` — a BlueBubbles server."""
+
+    ids = IdRule(
+        pattern=re.compile(r"^(\+\d{6,15}|[^@\s]+@[^@\s]+\.[^@\s]+)$"),
+        what="an iMessage handle (+E.164 number or email)",
+    )
+
+    server_url: str
+    password: Secret
+    send_method: Literal["auto", "apple-script", "private-api"] = "auto"
+    webhook: WebhookConfig = WebhookConfig(port=8082, path="/bluebubbles/webhook")
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Platform:
+    """One chat platform pairbot connects to."""
+
+    name: str
+    """The provider name: config key, state file prefix, ``--provider`` choice."""
+    label: str
+    """Its proper name, as texts show it."""
+    config: type[ProviderBlock]
+    """Its ``providers.<name>:`` block."""
+    provider: str
+    """``"module:Class"`` of its provider (see :func:`providers.load_provider_class`)."""
+    demo: str
+    """``"module:Class"`` of its :class:`providers.fakes.DemoPlatform` (the demo's fake)."""
+    buttons: bool
+    """Owner notices carry Approve / Reject buttons here; without, the notice's text alone
+    says the command (the provider ignores buttons)."""
+    bare_commands: bool = False
+    """Its clients take a leading ``/`` for their own slash commands (Slack), so the owner
+    types ``approve CODE`` and the texts shown there drop the slash."""
+
+    @property
+    def ids(self) -> IdRule:
+        """What a user id looks like here (from the config block)."""
+        return self.config.ids
+
+
+PLATFORMS: tuple[Platform, ...] = (
+    Platform(
+        name="telegram",
+        label="Telegram",
+        config=TelegramConfig,
+        provider="providers.telegram:TelegramProvider",
+        demo="providers.fakes.telegram:TelegramDemo",
+        buttons=True,
+    ),
+    Platform(
+        name="slack",
+        label="Slack",
+        config=SlackConfig,
+        provider="providers.slack:SlackProvider",
+        demo="providers.fakes.slack:SlackDemo",
+        buttons=True,
+        bare_commands=True,
+    ),
+    Platform(
+        name="discord",
+        label="Discord",
+        config=DiscordConfig,
+        provider="providers.discord:DiscordProvider",
+        demo="providers.fakes.discord:DiscordDemo",
+        buttons=True,
+    ),
+    Platform(
+        name="whatsapp",
+        label="WhatsApp",
+        config=WhatsAppConfig,
+        provider="providers.whatsapp:WhatsAppProvider",
+        demo="providers.fakes.whatsapp:WhatsAppDemo",
+        buttons=True,
+    ),
+    Platform(
+        name="signal",
+        label="Signal",
+        config=SignalConfig,
+        provider="providers.signal:SignalProvider",
+        demo="providers.fakes.signal:SignalDemo",
+        buttons=False,
+    ),
+    Platform(
+        name="imessage",
+        label="iMessage",
+        config=IMessageConfig,
+        provider="providers.imessage:IMessageProvider",
+        demo="providers.fakes.imessage:IMessageDemo",
+        buttons=False,
+    ),
+)
+"""Every chat platform pairbot knows, in the order lists show them."""
+
+KNOWN_PROVIDERS: tuple[str, ...] = tuple(p.name for p in PLATFORMS)
+"""Every platform's name; any other provider name is a usage error."""
+
+_BY_NAME = {p.name: p for p in PLATFORMS}
+
+
+def platform(name: str) -> Platform:
+    """Return the platform called ``name``.
+
+    Raises:
+        ValueError: no platform has that name (the message lists the known ones).
+    """
+    found = _BY_NAME.get(name)
+    if found is None:
+        raise ValueError(f"unknown provider {name!r} (known: {', '.join(KNOWN_PROVIDERS)})")
+    return found
+
+
+def find(name: str) -> Platform | None:
+    """Return the platform called ``name``, or None."""
+    return _BY_NAME.get(name)

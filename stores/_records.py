@@ -40,3 +40,9 @@ def audit_record(event: AuditEvent) -> dict[str, Any]:
 def unknown_provider(name: str) -> ValueError:
     """The error for a provider name pairbot does not know (a usage error, not a store one)."""
     return ValueError(f"unknown provider {name!r} (known: {', '.join(KNOWN_PROVIDERS)})")
+
+
+def check_provider(name: str) -> None:
+    """Raise :func:`unknown_provider`'s error unless pairbot knows ``name``."""
+    if name not in KNOWN_PROVIDERS:
+        raise unknown_provider(name)

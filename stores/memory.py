@@ -24,15 +24,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from bot.core.errors import StoreLockTimeoutError
-from bot.core.models import (
-    KNOWN_PROVIDERS,
-    ApprovalNotice,
-    AuditEvent,
-    NodeRequest,
-    PairedNode,
-    PendingRequest,
-)
-from stores._records import NEVER_ALLOWED, audit_record, unknown_provider
+from bot.core.models import ApprovalNotice, AuditEvent, NodeRequest, PairedNode, PendingRequest
+from stores._records import NEVER_ALLOWED, audit_record, check_provider
 
 _Part = dict[Any, Any]
 _PartKey = tuple[str, str]
@@ -64,10 +57,8 @@ class MemoryStore:
     def __init__(self, *, lock_timeout: float = 10.0) -> None:
         self._lock = threading.Lock()
         self._lock_timeout = lock_timeout
+        # A provider's parts are made by the first commit that changes them.
         self._parts: dict[_PartKey, _Part] = {_NODE_REQUESTS: {}, _PAIRED: {}, _NOTICES: {}}
-        for name in KNOWN_PROVIDERS:
-            self._parts[_requests_key(name)] = {}
-            self._parts[_allow_key(name)] = {}
         self._audit: list[str] = []  # one JSON text per record, as audit.jsonl holds them
 
     @contextlib.contextmanager
@@ -102,7 +93,8 @@ class MemoryStore:
         """Answer from the committed allowlist: two dict lookups, no lock."""
         allowed = self._parts.get(_allow_key(provider))
         if allowed is None:
-            raise unknown_provider(provider)
+            check_provider(provider)
+            return False
         return sender_id in allowed and sender_id not in NEVER_ALLOWED
 
     def read_audit(self, *, limit: int | None = None) -> list[dict[str, object]]:
@@ -160,8 +152,9 @@ class _Txn:
         part = self.changed.get(key)
         if part is None:
             part = committed.get(key)
-            if part is None:  # only a provider's parts can be missing
-                raise unknown_provider(key[1])
+            if part is None:  # a provider's part that no commit has made yet
+                check_provider(key[1])
+                part = {}
         return part
 
     def _write(self, key: _PartKey) -> _Part:
@@ -171,7 +164,7 @@ class _Txn:
         return part
 
     def _put(self, key: _PartKey, ident: object, value: object) -> None:
-        self._write(key)[ident] = value  # a known identity keeps its place
+        self._write(key)[ident] = value
 
     def _drop(self, key: _PartKey, ident: object) -> bool:
         if ident not in self._read(key):
@@ -179,14 +172,10 @@ class _Txn:
         del self._write(key)[ident]
         return True
 
+    # reading: lists are copies, so later changes leave them as they are
+
     def requests(self, provider: str) -> list[PendingRequest]:
         return list(self._read(_requests_key(provider)).values())
-
-    def put_request(self, request: PendingRequest) -> None:
-        self._put(_requests_key(request.provider), request.id, request)
-
-    def drop_request(self, provider: str, sender_id: str) -> bool:
-        return self._drop(_requests_key(provider), sender_id)
 
     def allow_from(self, provider: str) -> list[str]:
         return list(self._read(_allow_key(provider)))
@@ -194,50 +183,55 @@ class _Txn:
     def allow_has(self, provider: str, sender_id: str) -> bool:
         return sender_id in self._read(_allow_key(provider))
 
+    def node_requests(self) -> list[NodeRequest]:
+        return list(self._read(_NODE_REQUESTS).values())
+
+    def paired_nodes(self) -> list[PairedNode]:
+        return list(self._read(_PAIRED).values())
+
+    def notices(self) -> list[ApprovalNotice]:
+        notices: list[ApprovalNotice] = list(self._read(_NOTICES).values())
+        return sorted(notices, key=lambda n: n.approved_at)
+
+    # adding or replacing: a known identity keeps its place, a new one goes last
+
+    def put_request(self, request: PendingRequest) -> None:
+        self._put(_requests_key(request.provider), request.id, request)
+
     def allow(self, provider: str, sender_id: str) -> bool:
         if self.allow_has(provider, sender_id):
             return False
         self._put(_allow_key(provider), sender_id, None)
         return True
 
-    def disallow(self, provider: str, sender_id: str) -> bool:
-        return self._drop(_allow_key(provider), sender_id)
-
-    def node_requests(self) -> list[NodeRequest]:
-        return list(self._read(_NODE_REQUESTS).values())
-
     def put_node_request(self, request: NodeRequest) -> None:
         self._put(_NODE_REQUESTS, request.request_id, request)
-
-    def drop_node_request(self, request_id: str) -> bool:
-        return self._drop(_NODE_REQUESTS, request_id)
-
-    def paired_nodes(self) -> list[PairedNode]:
-        return list(self._read(_PAIRED).values())
 
     def put_paired_node(self, node: PairedNode) -> None:
         self._put(_PAIRED, node.node_id, node)
 
+    def put_notice(self, notice: ApprovalNotice) -> None:
+        check_provider(notice.provider)
+        self._put(_NOTICES, (notice.provider, notice.sender_id), notice)
+
+    # removing: whether it was there
+
+    def drop_request(self, provider: str, sender_id: str) -> bool:
+        return self._drop(_requests_key(provider), sender_id)
+
+    def disallow(self, provider: str, sender_id: str) -> bool:
+        return self._drop(_allow_key(provider), sender_id)
+
+    def drop_node_request(self, request_id: str) -> bool:
+        return self._drop(_NODE_REQUESTS, request_id)
+
     def drop_paired_node(self, node_id: str) -> bool:
         return self._drop(_PAIRED, node_id)
 
-    def notices(self) -> list[ApprovalNotice]:
-        notices: list[ApprovalNotice] = list(self._read(_NOTICES).values())
-        return sorted(notices, key=lambda n: n.approved_at)
-
-    def put_notice(self, notice: ApprovalNotice) -> None:
-        _known(notice.provider)
-        self._put(_NOTICES, (notice.provider, notice.sender_id), notice)
-
     def drop_notice(self, provider: str, sender_id: str) -> bool:
-        _known(provider)
+        check_provider(provider)
         return self._drop(_NOTICES, (provider, sender_id))
 
     def audit(self, event: AuditEvent) -> None:
         self._open()
         self.events.append(event)
-
-
-def _known(provider: str) -> None:
-    if provider not in KNOWN_PROVIDERS:
-        raise unknown_provider(provider)

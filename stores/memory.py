@@ -65,9 +65,9 @@ class MemoryStore:
     def transaction(self) -> Iterator[_Txn]:
         """Take the lock and hand out a view; commit what changed on a clean exit.
 
-        A body that raises changes nothing. Waiting longer than ``lock_timeout`` for another
-        transaction (a transaction opened inside another one, in the same thread) raises
-        :class:`~bot.core.errors.StoreLockTimeoutError`.
+        A body that raises changes nothing. Waiting longer than ``lock_timeout`` for the lock
+        raises :class:`~bot.core.errors.StoreLockTimeoutError`: another thread held it that
+        long, or this one opened a transaction inside its own (which would wait forever).
         """
         if not self._lock.acquire(timeout=self._lock_timeout):
             raise StoreLockTimeoutError(

@@ -58,6 +58,7 @@ from stores._files import (
     remove_debris,
     stat_key,
 )
+from stores._records import NEVER_ALLOWED, audit_record, unknown_provider
 
 log = logging.getLogger(__name__)
 
@@ -693,14 +694,14 @@ class JsonFileStore:
         try:
             return self._pairing_paths[provider]
         except KeyError:
-            raise _unknown_provider(provider) from None
+            raise unknown_provider(provider) from None
 
     def allow_path(self, provider: str) -> Path:
         """Return ``credentials/<provider>-allowFrom.json``."""
         try:
             return self._allow_paths[provider]
         except KeyError:
-            raise _unknown_provider(provider) from None
+            raise unknown_provider(provider) from None
 
     def access_report(self) -> list[tuple[bool, str]]:
         """Check modes and owners of the state dirs and files: ``(ok, message)`` each.
@@ -892,7 +893,7 @@ class JsonFileStore:
         """
         path = self._allow_strs.get(provider)
         if path is None:
-            raise _unknown_provider(provider)
+            raise unknown_provider(provider)
         key = stat_key(path)
         cached = self._allow_cache.get(provider)
         if cached is None or cached[0] != key:
@@ -1140,16 +1141,9 @@ def _render(doc: _Doc[Any]) -> bytes:
         ) from None
 
 
-_NEVER_ALLOWED = frozenset({"*", ""})
-
-
 def _allow_set(ids: Iterable[str]) -> frozenset[str]:
     allowed = frozenset(ids)
-    return allowed if allowed.isdisjoint(_NEVER_ALLOWED) else allowed - _NEVER_ALLOWED
-
-
-def _unknown_provider(name: str) -> ValueError:
-    return ValueError(f"unknown provider {name!r} (known: {', '.join(KNOWN_PROVIDERS)})")
+    return allowed if allowed.isdisjoint(NEVER_ALLOWED) else allowed - NEVER_ALLOWED
 
 
 def _check_audit(path: Path, data: bytes) -> None:
@@ -1167,16 +1161,4 @@ def _check_audit(path: Path, data: bytes) -> None:
 
 
 def _audit_line(event: AuditEvent) -> str:
-    record: dict[str, Any] = {
-        "ts": format_time(event.ts),
-        "event": event.event,
-        "actor": event.actor,
-    }
-    if event.provider is not None:
-        record["provider"] = event.provider
-    record["subject"] = event.subject
-    if event.request_id is not None:
-        record["requestId"] = event.request_id
-    record["outcome"] = event.outcome
-    record.update(event.detail)
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    return json.dumps(audit_record(event), ensure_ascii=False) + "\n"

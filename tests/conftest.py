@@ -1,4 +1,9 @@
-"""Shared fixtures: a fake clock, a private state dir, a real JSON store and the services."""
+"""Shared fixtures: a fake clock, a private state dir, a store of each backend and the services.
+
+A test that asks for ``backend`` (or ``store``, ``pairing``, ``nodes``) runs once per store
+backend, unless it is marked ``json_files``: it is about the JSON store's files on disk and
+runs on that backend alone.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,17 @@ from pathlib import Path
 import pytest
 
 from bot.core.clock import FakeClock
+from bot.core.protocols import StateStore
 from bot.runtime.logs import reset_redaction
 from bot.services.nodes import NodeService
 from bot.services.pairing import PairingService
-from stores.jsonfile import JsonFileStore
+from tests.backends import BACKENDS, Backend, JsonBackend
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        names = [JsonBackend.name] if metafunc.definition.get_closest_marker("json_files") else []
+        metafunc.parametrize("backend", names or list(BACKENDS), indirect=True)
 
 
 @pytest.fixture(autouse=True)
@@ -41,17 +53,22 @@ def state_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(state_dir: Path) -> Iterator[JsonFileStore]:
-    opened = JsonFileStore(state_dir)
-    yield opened
-    opened.close()
+def backend(request: pytest.FixtureRequest, state_dir: Path) -> Iterator[Backend]:
+    made = BACKENDS[request.param](state_dir)
+    yield made
+    made.close()
 
 
 @pytest.fixture
-def pairing(store: JsonFileStore, clock: FakeClock) -> PairingService:
+def store(backend: Backend) -> StateStore:
+    return backend.open()
+
+
+@pytest.fixture
+def pairing(store: StateStore, clock: FakeClock) -> PairingService:
     return PairingService(store, clock=clock)
 
 
 @pytest.fixture
-def nodes(store: JsonFileStore, clock: FakeClock) -> NodeService:
+def nodes(store: StateStore, clock: FakeClock) -> NodeService:
     return NodeService(store, clock=clock)

@@ -4,22 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.core.clock import FakeClock
-from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
 from tests.stores.helpers import run_writer
-
-
-def test_second_instance_grant_and_revoke_are_seen(state_dir: Path) -> None:
-    gate = JsonFileStore(state_dir)
-    owner = PairingService(JsonFileStore(state_dir), clock=FakeClock())
-    assert not gate.is_allowed("telegram", "alice")
-
-    owner.allow("telegram", "alice", actor="owner")
-    assert gate.is_allowed("telegram", "alice")
-
-    owner.revoke("telegram", "alice", actor="owner")
-    assert not gate.is_allowed("telegram", "alice")
 
 
 def test_same_size_rewrites_in_quick_succession_are_seen(state_dir: Path) -> None:
@@ -37,19 +23,6 @@ def test_same_size_rewrites_in_quick_succession_are_seen(state_dir: Path) -> Non
         assert other.allow_path("telegram").stat().st_size == size
         assert gate.is_allowed("telegram", f"u{i % 10}"), i
         assert not gate.is_allowed("telegram", f"u{(i - 1) % 10}"), i
-
-
-def test_transactions_see_the_other_instances_writes(state_dir: Path) -> None:
-    first = PairingService(JsonFileStore(state_dir), clock=FakeClock())
-    second = PairingService(JsonFileStore(state_dir), clock=FakeClock())
-    created = first.request("slack", "U1").request
-    assert created is not None
-    assert [r.id for r in second.pending("slack")] == ["U1"]
-    second.approve(created.code, actor="owner")  # second's cache must not hide U1...
-    assert first.pending("slack") == []  # ...and first must notice it is gone
-    first.request("slack", "U2")
-    assert [r.id for r in second.pending("slack")] == ["U2"]
-    assert [e.id for e in first.allowed("slack")] == ["U1"]
 
 
 def test_subprocess_grant_and_revoke_are_seen(state_dir: Path) -> None:

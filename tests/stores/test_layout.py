@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from pathlib import Path
@@ -103,21 +104,14 @@ def test_node_files_shape(state_dir: Path, nodes: NodeService, clock: FakeClock)
 
 
 def test_audit_lines(store: JsonFileStore, pairing: PairingService) -> None:
+    """One line per record, each the JSON object read back (the records: tests/contracts)."""
     result = pairing.request("telegram", "7")
     assert result.request is not None
     pairing.approve(result.request.code, actor="owner")
     lines = (store.state_dir / "audit.jsonl").read_text().splitlines()
     assert len(lines) == 2
-    records = store.read_audit()
-    assert [(r["event"], r["outcome"]) for r in records] == [
-        ("request", "created"),
-        ("approve", "approved"),
-    ]
-    for record in records:
-        assert_iso(record["ts"])
-        assert result.request.code not in str(record)
-    assert store.read_audit(limit=1) == records[-1:]
-    assert store.read_audit(limit=0) == []
+    assert [json.loads(line) for line in lines] == store.read_audit()
+    store.load_check(store.audit_path)  # every line is one JSON object
 
 
 def test_state_files_lists_every_file(state_dir: Path, store: JsonFileStore) -> None:
@@ -130,23 +124,3 @@ def test_state_files_lists_every_file(state_dir: Path, store: JsonFileStore) -> 
     assert state_dir / "audit.jsonl" in files
     for path in files:  # nothing exists yet, and a missing file checks clean
         store.load_check(path)
-
-
-def test_every_file_is_readable_back(
-    state_dir: Path, pairing: PairingService, nodes: NodeService
-) -> None:
-    result = pairing.request("whatsapp", "+15550001")
-    pairing.request("whatsapp", "+15550002")
-    assert result.request is not None
-    pairing.approve(result.request.code, actor="owner")
-    nodes.approve(nodes.request("n1").request.request_id, actor="owner")
-    nodes.request("n2")
-    again = JsonFileStore(state_dir)
-    for path in again.state_files():
-        again.load_check(path)
-    with again.transaction() as txn:
-        assert [r.id for r in txn.requests("whatsapp")] == ["+15550002"]
-        assert txn.allow_from("whatsapp") == ["+15550001"]
-        assert [n.node_id for n in txn.paired_nodes()] == ["n1"]
-        assert [r.node_id for r in txn.node_requests()] == ["n2"]
-    assert again.is_allowed("whatsapp", "+15550001")

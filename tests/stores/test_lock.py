@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -41,46 +40,3 @@ def test_opened_store_times_out_in_transaction(state_dir: Path) -> None:
             pytest.fail("got the lock another process holds")
     with store.transaction() as txn:
         assert txn.allow_from("telegram") == []
-
-
-def test_two_stores_in_one_process_exclude_each_other(state_dir: Path) -> None:
-    first = JsonFileStore(state_dir)
-    second = JsonFileStore(state_dir, lock_timeout=0.2)
-    inside = threading.Event()
-    release = threading.Event()
-
-    def hold() -> None:
-        with first.transaction():
-            inside.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        assert inside.wait(10)
-        with pytest.raises(StoreLockTimeoutError), second.transaction():
-            pytest.fail("two transactions at once")
-    finally:
-        release.set()
-        thread.join()
-    with second.transaction():
-        pass
-
-
-def test_threads_of_one_store_serialise(state_dir: Path) -> None:
-    store = JsonFileStore(state_dir)
-
-    def add(prefix: str) -> None:
-        for i in range(25):
-            with store.transaction() as txn:
-                txn.allow("telegram", f"{prefix}{i}")
-
-    threads = [threading.Thread(target=add, args=(p,)) for p in "abcd"]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    with JsonFileStore(state_dir).transaction() as txn:
-        assert sorted(txn.allow_from("telegram")) == sorted(
-            f"{p}{i}" for p in "abcd" for i in range(25)
-        )

@@ -131,26 +131,6 @@ def test_interrupt_mid_commit_drops_uncommitted_changes(
     assert not store.is_allowed("telegram", "alice")
 
 
-def test_exception_in_transaction_body_writes_nothing(
-    state_dir: Path,
-    store: JsonFileStore,
-    waiting: str,
-) -> None:
-    before = snapshot(state_dir)
-
-    def change_then_fail() -> None:
-        with store.transaction() as txn:
-            txn.allow("telegram", "mallory")
-            txn.drop_request("telegram", "alice")
-            raise RuntimeError("changed my mind")
-
-    with pytest.raises(RuntimeError):
-        change_then_fail()
-    assert snapshot(state_dir) == before
-    assert allow_ids(store) == ["bob"]
-    assert pending_ids(store) == ["alice"]
-
-
 def test_failed_audit_append_is_a_warning_and_the_change_stands(
     state_dir: Path,
     store: JsonFileStore,

@@ -1,4 +1,4 @@
-"""Node pairing rules (bot/nodes.py) over a real JSON store, with a fake clock."""
+"""Node pairing rules (bot/services/nodes.py) over every store backend, with a fake clock."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from bot.core.errors import (
     UnknownSubjectError,
     WrongCredentialError,
 )
+from bot.core.protocols import StateStore
 from bot.services.nodes import NodeService, NodeSettings
-from stores.jsonfile import JsonFileStore
+from tests.backends import Backend
 
 OWNER = "owner:cli"
 TTL = timedelta(minutes=5)
@@ -37,7 +38,7 @@ def files_containing(state_dir: Path, needle: str) -> list[str]:
     )
 
 
-def node_events(store: JsonFileStore) -> list[tuple[object, ...]]:
+def node_events(store: StateStore) -> list[tuple[object, ...]]:
     return [
         (r["event"], r["actor"], r["subject"], r.get("requestId"), r["outcome"])
         for r in store.read_audit()
@@ -81,7 +82,7 @@ def test_request_id_is_drawn_until_unique(
 
 
 def test_a_second_asker_gets_its_own_request_marked_as_a_conflict(
-    nodes: NodeService, clock: FakeClock, store: JsonFileStore
+    nodes: NodeService, clock: FakeClock, store: StateStore
 ) -> None:
     first = nodes.request("laptop", display_name="Laptop", remote="10.0.0.5")
     clock.advance(TTL - SECOND)
@@ -97,20 +98,26 @@ def test_a_second_asker_gets_its_own_request_marked_as_a_conflict(
     assert [e[4] for e in node_events(store)] == ["pending", "conflict"]
 
 
-def test_the_pickup_secret_is_stored_only_as_a_hash_and_claims_its_own_request(
-    nodes: NodeService, state_dir: Path
-) -> None:
+@pytest.mark.json_files
+def test_the_pickup_secret_is_stored_only_as_a_hash(nodes: NodeService, state_dir: Path) -> None:
+    ask = nodes.request("laptop")
+    assert ask.pickup is not None
+
+    assert files_containing(state_dir, ask.pickup) == []
+
+
+def test_each_pickup_secret_claims_its_own_request(nodes: NodeService) -> None:
     first = nodes.request("laptop")
     second = nodes.request("laptop")
     assert first.pickup is not None
     assert second.pickup is not None
     assert len(base64.urlsafe_b64decode(first.pickup + "=" * (-len(first.pickup) % 4))) == 32
 
-    assert files_containing(state_dir, first.pickup) == []
     assert "pickup" not in json.dumps(first.request.as_json()).lower()
     assert nodes.claim("laptop", first.pickup) == first.request
     assert nodes.claim("laptop", second.pickup) == second.request
-    assert nodes.claim("laptop", first.pickup[:-1] + "A") is None
+    wrong_last = "B" if first.pickup.endswith("A") else "A"  # 1 pickup in 16 ends in "A"
+    assert nodes.claim("laptop", first.pickup[:-1] + wrong_last) is None
     assert nodes.claim("phone", first.pickup) is None, "bound to its node id"
 
 
@@ -125,7 +132,7 @@ def test_a_pickup_stops_working_when_its_request_expires(
 
 
 def test_approving_one_asker_supersedes_the_others_for_that_node_id(
-    nodes: NodeService, store: JsonFileStore
+    nodes: NodeService, store: StateStore
 ) -> None:
     real = nodes.request("laptop", remote="10.0.0.5").request
     fake = nodes.request("laptop", remote="10.0.0.66").request
@@ -200,7 +207,7 @@ def test_approve_works_just_before_the_ttl(nodes: NodeService, clock: FakeClock)
 
 
 def test_expired_request_cannot_be_approved(
-    nodes: NodeService, clock: FakeClock, store: JsonFileStore
+    nodes: NodeService, clock: FakeClock, store: StateStore
 ) -> None:
     req = nodes.request("laptop").request
     clock.advance(TTL)
@@ -216,7 +223,7 @@ def test_expired_request_cannot_be_approved(
 
 
 def test_prune_removes_expired_requests_and_audits(
-    nodes: NodeService, clock: FakeClock, store: JsonFileStore, state_dir: Path
+    nodes: NodeService, clock: FakeClock, store: StateStore, backend: Backend
 ) -> None:
     old = nodes.request("laptop").request
     clock.advance(TTL - timedelta(minutes=1))
@@ -227,8 +234,8 @@ def test_prune_removes_expired_requests_and_audits(
     assert nodes.prune() == []
 
     assert nodes.pending() == [young]
-    on_disk = json.loads((state_dir / "nodes" / "pending.json").read_text())
-    assert [r["requestId"] for r in on_disk["requests"]] == [young.request_id]
+    with backend.other().transaction() as txn:  # what the next process reads
+        assert [r.request_id for r in txn.node_requests()] == [young.request_id]
     assert node_events(store)[-1] == (
         "node.expire",
         "system:scheduler",
@@ -269,6 +276,7 @@ def test_approve_returns_a_256_bit_token_once(
         nodes.approve(req.request_id, actor=OWNER)
 
 
+@pytest.mark.json_files
 def test_only_the_token_hash_is_stored(nodes: NodeService, state_dir: Path) -> None:
     req = nodes.request("laptop").request
     approval = nodes.approve(req.request_id, actor=OWNER)
@@ -292,18 +300,18 @@ def test_verify_accepts_only_the_current_token(nodes: NodeService) -> None:
 
 
 def test_verify_reads_what_another_process_wrote(
-    nodes: NodeService, clock: FakeClock, state_dir: Path
+    nodes: NodeService, clock: FakeClock, backend: Backend
 ) -> None:
     req = nodes.request("laptop").request
     token = nodes.approve(req.request_id, actor=OWNER).token
 
-    other = NodeService(JsonFileStore(state_dir), clock=clock)
+    other = NodeService(backend.other(), clock=clock)
 
     assert other.verify("laptop", token) is not None
 
 
 def test_a_paired_node_id_is_refused_without_proof_of_its_token(
-    nodes: NodeService, store: JsonFileStore
+    nodes: NodeService, store: StateStore
 ) -> None:
     first = nodes.request("laptop").request
     token = nodes.approve(first.request_id, actor=OWNER).token
@@ -322,7 +330,7 @@ def test_a_paired_node_id_is_refused_without_proof_of_its_token(
 
 
 def test_re_pairing_with_proof_rotates_the_token(
-    nodes: NodeService, clock: FakeClock, store: JsonFileStore
+    nodes: NodeService, clock: FakeClock, store: StateStore
 ) -> None:
     first = nodes.request("laptop").request
     approval = nodes.approve(first.request_id, actor=OWNER)
@@ -353,12 +361,13 @@ def test_re_pairing_with_proof_rotates_the_token(
     ]
 
 
+@pytest.mark.json_files
 def test_a_request_made_before_the_node_was_paired_cannot_take_it_over(
-    nodes: NodeService, store: JsonFileStore, state_dir: Path, clock: FakeClock
+    nodes: NodeService, backend: Backend, state_dir: Path, clock: FakeClock
 ) -> None:
     mine = nodes.request("laptop").request
     # Another process pairs the node behind this one's back (e.g. an edited state dir):
-    other = NodeService(JsonFileStore(state_dir), clock=clock)
+    other = NodeService(backend.other(), clock=clock)
     token = other.approve(mine.request_id, actor=OWNER).token
     late = nodes.request("laptop", proof=token).request
     store_requests = json.loads((state_dir / "nodes" / "pending.json").read_text())
@@ -392,9 +401,7 @@ def test_approve_of_an_unknown_request(nodes: NodeService) -> None:
 # --- reject, revoke -------------------------------------------------------------------------
 
 
-def test_reject_drops_the_request_and_pairs_nothing(
-    nodes: NodeService, store: JsonFileStore
-) -> None:
+def test_reject_drops_the_request_and_pairs_nothing(nodes: NodeService, store: StateStore) -> None:
     req = nodes.request("laptop").request
 
     assert nodes.reject(req.request_id.lower(), actor=OWNER) == req
@@ -407,11 +414,11 @@ def test_reject_drops_the_request_and_pairs_nothing(
 
 
 def test_revoke_stops_the_token_at_once(
-    nodes: NodeService, store: JsonFileStore, state_dir: Path, clock: FakeClock
+    nodes: NodeService, store: StateStore, backend: Backend, clock: FakeClock
 ) -> None:
     req = nodes.request("laptop").request
     token = nodes.approve(req.request_id, actor=OWNER).token
-    other_process = NodeService(JsonFileStore(state_dir), clock=clock)
+    other_process = NodeService(backend.other(), clock=clock)
     assert other_process.verify("laptop", token) is not None
 
     revoked = nodes.revoke("laptop", actor=OWNER)
@@ -450,7 +457,7 @@ def test_repair_without_details_keeps_the_paired_nodes_name(nodes, clock):
 # --- caps, checked and written in one transaction -------------------------------------------
 
 
-def test_caps_per_address_per_node_and_in_all(store: JsonFileStore, clock: FakeClock) -> None:
+def test_caps_per_address_per_node_and_in_all(store: StateStore, clock: FakeClock) -> None:
     nodes = NodeService(
         store,
         clock=clock,
@@ -469,14 +476,14 @@ def test_caps_per_address_per_node_and_in_all(store: JsonFileStore, clock: FakeC
     assert len(nodes.pending()) == 4
 
 
-def test_concurrent_askers_never_overshoot_the_caps(state_dir: Path, clock: FakeClock) -> None:
+def test_concurrent_askers_never_overshoot_the_caps(backend: Backend, clock: FakeClock) -> None:
     """100 askers at once, each through its own store (as separate processes would be)."""
     settings = NodeSettings(max_pending_per_address=3, max_pending=50)
     start = threading.Barrier(100)
     outcomes: list[str] = []
 
     def ask(i: int) -> None:
-        service = NodeService(JsonFileStore(state_dir), clock=clock, settings=settings)
+        service = NodeService(backend.other(), clock=clock, settings=settings)
         start.wait()
         try:
             service.request(f"node-{i}", remote=f"10.0.{i % 20}.1")
@@ -490,7 +497,7 @@ def test_concurrent_askers_never_overshoot_the_caps(state_dir: Path, clock: Fake
     for t in threads:
         t.join()
 
-    pending = NodeService(JsonFileStore(state_dir), clock=clock).pending()
+    pending = NodeService(backend.other(), clock=clock).pending()
     assert len(pending) == outcomes.count("ok") == 50
     per_address = Counter(r.remote for r in pending)
     assert max(per_address.values()) <= 3

@@ -1,5 +1,5 @@
-"""Owner commands (bot/services/owner.py) over the real pairing and node services, and the
-lockout."""
+"""Owner commands and the lockout (bot/services/owner.py), on the real services and every
+store."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from bot.core.clock import FakeClock
 from bot.core.codes import format_code
 from bot.core.commands import COMMANDS, Command, parse
 from bot.core.models import NodeRequest, PendingRequest
+from bot.core.protocols import StateStore
 from bot.services.nodes import NodeService
 from bot.services.owner import (
     LOCKOUT,
@@ -30,7 +31,6 @@ from bot.services.owner import (
     OwnerReply,
 )
 from bot.services.pairing import PairingService
-from stores.jsonfile import JsonFileStore
 
 OWNER = "owner:telegram:111"
 OTHER_OWNER = "owner:telegram:222"
@@ -219,7 +219,7 @@ def test_pending_leaves_out_expired_requests(
 
 @pytest.fixture
 def with_config_allow(
-    store: JsonFileStore, clock: FakeClock, nodes: NodeService
+    store: StateStore, clock: FakeClock, nodes: NodeService
 ) -> tuple[OwnerCommands, PairingService]:
     pairing = PairingService(store, clock=clock, static_allow={"telegram": ["99"]})
     return OwnerCommands(pairing, nodes, clock=clock), pairing

@@ -1,4 +1,4 @@
-"""DM pairing rules (bot/pairing.py) over a real JSON store, with a fake clock."""
+"""DM pairing rules (bot/services/pairing.py) over every store backend, with a fake clock."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ from bot.core.errors import (
     UnknownSubjectError,
 )
 from bot.core.models import RequestOutcome
+from bot.core.protocols import StateStore
 from bot.services.pairing import AllowEntry, AllowSource, PairingService, PairingSettings
 from stores._files import atomic_write
-from stores.jsonfile import JsonFileStore, format_time
+from stores.jsonfile import format_time
+from tests.backends import Backend
 
 OWNER = "owner:cli"
 TTL = timedelta(hours=1)
@@ -41,7 +43,7 @@ def drawing(*drawn: str) -> Callable[[], str]:
 
 
 @pytest.fixture
-def scripted(store: JsonFileStore, clock: FakeClock) -> Callable[..., PairingService]:
+def scripted(store: StateStore, clock: FakeClock) -> Callable[..., PairingService]:
     """Build a PairingService whose codes are the given strings, in order."""
 
     def build(*drawn: str) -> PairingService:
@@ -50,14 +52,14 @@ def scripted(store: JsonFileStore, clock: FakeClock) -> Callable[..., PairingSer
     return build
 
 
-def still_pending(state_dir: Path, provider: str, sender_id: str) -> bool:
-    """Ask a fresh store (what the next process would see) whether the request is on file."""
-    with JsonFileStore(state_dir).transaction() as txn:
+def still_pending(backend: Backend, provider: str, sender_id: str) -> bool:
+    """Ask another store (what the next process would see) whether the request is on file."""
+    with backend.other().transaction() as txn:
         return any(r.id == sender_id for r in txn.requests(provider))
 
 
-def allowed_on_disk(state_dir: Path, provider: str, sender_id: str) -> bool:
-    return JsonFileStore(state_dir).is_allowed(provider, sender_id)
+def allowed_elsewhere(backend: Backend, provider: str, sender_id: str) -> bool:
+    return backend.other().is_allowed(provider, sender_id)
 
 
 # --- request --------------------------------------------------------------------------------
@@ -79,7 +81,7 @@ def test_new_sender_gets_a_new_request(pairing: PairingService, clock: FakeClock
 
 
 def test_same_sender_again_keeps_code_and_created_at(
-    pairing: PairingService, clock: FakeClock, state_dir: Path
+    pairing: PairingService, clock: FakeClock, backend: Backend
 ) -> None:
     first = pairing.request("telegram", "100").request
     assert first is not None
@@ -93,7 +95,7 @@ def test_same_sender_again_keeps_code_and_created_at(
     assert again.request.code == first.code
     assert again.request.created_at == first.created_at
     assert again.request.last_seen_at == clock.now()
-    with JsonFileStore(state_dir).transaction() as txn:
+    with backend.other().transaction() as txn:
         [on_disk] = txn.requests("telegram")
     assert (on_disk.code, on_disk.created_at, on_disk.last_seen_at) == (
         first.code,
@@ -101,11 +103,12 @@ def test_same_sender_again_keeps_code_and_created_at(
         first.created_at,
     ), "lastSeenAt waits for a write"
     pairing.prune()
-    with JsonFileStore(state_dir).transaction() as txn:
+    with backend.other().transaction() as txn:
         [on_disk] = txn.requests("telegram")
     assert on_disk.last_seen_at == clock.now(), "the prune writes it"
 
 
+@pytest.mark.json_files
 def test_a_repeat_message_from_a_pending_stranger_costs_no_write(
     pairing: PairingService, clock: FakeClock, state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,16 +140,16 @@ def test_a_repeat_message_from_a_pending_stranger_costs_no_write(
 
 
 def test_what_must_survive_a_crash_is_still_written(
-    pairing: PairingService, clock: FakeClock, state_dir: Path
+    pairing: PairingService, clock: FakeClock, backend: Backend
 ) -> None:
     pairing.request("telegram", "100", {"firstName": "Mallory"})
     clock.advance(RESEND)
     assert pairing.settled_in_memory("telegram", "100") is False, "a reminder is due"
     assert pairing.request("telegram", "100").send_code is True
-    again = PairingService(JsonFileStore(state_dir), clock=clock)  # a restarted process
+    again = PairingService(backend.other(), clock=clock)  # a restarted process
     assert again.request("telegram", "100").send_code is False, "no early re-send"
     pairing.request("telegram", "100", {"firstName": "Eve"})
-    with JsonFileStore(state_dir).transaction() as txn:
+    with backend.other().transaction() as txn:
         [on_disk] = txn.requests("telegram")
     assert on_disk.meta == {"firstName": "Eve"}
 
@@ -322,7 +325,7 @@ def test_approve_works_just_before_the_ttl(pairing: PairingService, clock: FakeC
 
 
 def test_approve_just_after_the_ttl_expires_the_request(
-    pairing: PairingService, clock: FakeClock, store: JsonFileStore, state_dir: Path
+    pairing: PairingService, clock: FakeClock, store: StateStore, backend: Backend
 ) -> None:
     req = pairing.request("telegram", "100").request
     assert req is not None
@@ -333,7 +336,7 @@ def test_approve_just_after_the_ttl_expires_the_request(
 
     assert req.code not in str(caught.value)
     assert pairing.is_allowed("telegram", "100") is False
-    assert still_pending(state_dir, "telegram", "100") is False
+    assert still_pending(backend, "telegram", "100") is False
     with pytest.raises(UnknownCodeError):
         pairing.approve(req.code, actor=OWNER)
     expire = [r for r in store.read_audit() if r["event"] == "expire"]
@@ -415,7 +418,7 @@ def test_cap_is_per_provider(pairing: PairingService) -> None:
     assert pairing.take_capped("telegram") == 0
 
 
-def test_cap_setting_is_honoured(store: JsonFileStore, clock: FakeClock) -> None:
+def test_cap_setting_is_honoured(store: StateStore, clock: FakeClock) -> None:
     pairing = PairingService(
         store, clock=clock, settings=PairingSettings(max_pending_per_provider=1)
     )
@@ -440,7 +443,7 @@ def test_expired_request_frees_a_place(pairing: PairingService, clock: FakeClock
 
 
 def test_approve_adds_to_the_allowlist_and_drops_the_request(
-    pairing: PairingService, state_dir: Path
+    pairing: PairingService, backend: Backend
 ) -> None:
     req = pairing.request("telegram", "100").request
     assert req is not None
@@ -453,12 +456,12 @@ def test_approve_adds_to_the_allowlist_and_drops_the_request(
         AllowEntry(provider="telegram", id="100", source=AllowSource.STORE)
     ]
     assert pairing.pending() == []
-    assert allowed_on_disk(state_dir, "telegram", "100") is True
-    assert still_pending(state_dir, "telegram", "100") is False
+    assert allowed_elsewhere(backend, "telegram", "100") is True
+    assert still_pending(backend, "telegram", "100") is False
 
 
 def test_reject_drops_the_request_and_allows_nobody(
-    pairing: PairingService, state_dir: Path
+    pairing: PairingService, backend: Backend
 ) -> None:
     req = pairing.request("telegram", "100").request
     assert req is not None
@@ -469,10 +472,10 @@ def test_reject_drops_the_request_and_allows_nobody(
     assert pairing.pending() == []
     assert pairing.is_allowed("telegram", "100") is False
     assert pairing.allowed() == []
-    assert still_pending(state_dir, "telegram", "100") is False
+    assert still_pending(backend, "telegram", "100") is False
 
 
-def test_revoke_removes_the_sender(pairing: PairingService, state_dir: Path) -> None:
+def test_revoke_removes_the_sender(pairing: PairingService, backend: Backend) -> None:
     req = pairing.request("telegram", "100").request
     assert req is not None
     pairing.approve(req.code, actor=OWNER)
@@ -481,7 +484,7 @@ def test_revoke_removes_the_sender(pairing: PairingService, state_dir: Path) -> 
 
     assert pairing.is_allowed("telegram", "100") is False
     assert pairing.allowed() == []
-    assert allowed_on_disk(state_dir, "telegram", "100") is False
+    assert allowed_elsewhere(backend, "telegram", "100") is False
 
 
 def test_revoke_of_an_unknown_sender(pairing: PairingService) -> None:
@@ -542,7 +545,7 @@ def test_pending_lists_live_requests_oldest_first(
 
 
 def test_prune_drops_expired_of_every_provider(
-    pairing: PairingService, clock: FakeClock, store: JsonFileStore, state_dir: Path
+    pairing: PairingService, clock: FakeClock, store: StateStore, backend: Backend
 ) -> None:
     allowed = pairing.request("telegram", "friend").request
     assert allowed is not None
@@ -557,8 +560,8 @@ def test_prune_drops_expired_of_every_provider(
 
     assert sorted((r.provider, r.id) for r in dropped) == [("slack", "U2"), ("telegram", "1")]
     assert [(r.provider, r.id) for r in pairing.pending()] == [("discord", "3")]
-    assert still_pending(state_dir, "telegram", "1") is False
-    assert still_pending(state_dir, "slack", "U2") is False
+    assert still_pending(backend, "telegram", "1") is False
+    assert still_pending(backend, "slack", "U2") is False
     assert pairing.allowed() == [
         AllowEntry(provider="telegram", id="friend", source=AllowSource.STORE)
     ]
@@ -577,7 +580,7 @@ def test_prune_drops_expired_of_every_provider(
 # --- allow_from from the config -------------------------------------------------------------
 
 
-def test_config_allow_from_is_merged(store: JsonFileStore, clock: FakeClock) -> None:
+def test_config_allow_from_is_merged(store: StateStore, clock: FakeClock) -> None:
     pairing = PairingService(store, clock=clock, static_allow={"telegram": ["42", "7"]})
     pairing.allow("telegram", "7", actor=OWNER)
     pairing.allow("telegram", "100", actor=OWNER)
@@ -591,7 +594,7 @@ def test_config_allow_from_is_merged(store: JsonFileStore, clock: FakeClock) -> 
     ]
 
 
-def test_revoke_of_a_config_only_sender_says_so(store: JsonFileStore, clock: FakeClock) -> None:
+def test_revoke_of_a_config_only_sender_says_so(store: StateStore, clock: FakeClock) -> None:
     pairing = PairingService(store, clock=clock, static_allow={"telegram": ["42"]})
 
     with pytest.raises(LookupFailed, match="config") as caught:
@@ -604,10 +607,11 @@ def test_revoke_of_a_config_only_sender_says_so(store: JsonFileStore, clock: Fak
 # --- durability: the grant is written before the request is dropped -------------------------
 
 
+@pytest.mark.json_files
 @pytest.mark.parametrize("failing_write", [1, 2], ids=["first-write-fails", "second-write-fails"])
 def test_failed_approve_never_loses_both_grant_and_request(
     pairing: PairingService,
-    state_dir: Path,
+    backend: Backend,
     monkeypatch: pytest.MonkeyPatch,
     failing_write: int,
 ) -> None:
@@ -626,8 +630,8 @@ def test_failed_approve_never_loses_both_grant_and_request(
         with pytest.raises(StoreError):
             pairing.approve(req.code, actor=OWNER)
 
-    allowed = allowed_on_disk(state_dir, "telegram", "100")
-    pending = still_pending(state_dir, "telegram", "100")
+    allowed = allowed_elsewhere(backend, "telegram", "100")
+    pending = still_pending(backend, "telegram", "100")
     assert (allowed, pending) != (False, False)
     # Writing allowFrom first means a failure of the pairing file keeps the grant.
     assert (allowed, pending) == ((False, True) if failing_write == 1 else (True, True))
@@ -636,15 +640,15 @@ def test_failed_approve_never_loses_both_grant_and_request(
     assert len(approvals) == (0 if failing_write == 1 else 1)
     # And the owner can simply approve again.
     assert pairing.approve(req.code, actor=OWNER) == req
-    assert allowed_on_disk(state_dir, "telegram", "100") is True
-    assert still_pending(state_dir, "telegram", "100") is False
+    assert allowed_elsewhere(backend, "telegram", "100") is True
+    assert still_pending(backend, "telegram", "100") is False
 
 
 # --- audit ----------------------------------------------------------------------------------
 
 
 def test_every_decision_is_audited(
-    pairing: PairingService, clock: FakeClock, store: JsonFileStore
+    pairing: PairingService, clock: FakeClock, store: StateStore
 ) -> None:
     t0 = clock.now()
     ann = pairing.request("telegram", "100").request
@@ -733,6 +737,7 @@ def files_containing(state_dir: Path, needle: str) -> list[str]:
     )
 
 
+@pytest.mark.json_files
 @pytest.mark.parametrize("decide", ["approve", "reject"])
 def test_code_is_only_ever_in_the_pairing_file(
     pairing: PairingService, state_dir: Path, decide: str

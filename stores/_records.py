@@ -1,0 +1,49 @@
+"""What every backend must say the same way: the audit record, the provider check, the
+allowlist entries that never let anyone in.
+
+A backend keeps its own layout; these are the parts a caller sees through
+:class:`bot.core.protocols.StateStore`, so a record read from one backend is the record read
+from any other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.core.clock import iso
+from bot.core.models import AuditEvent
+from bot.core.platforms import KNOWN_PROVIDERS
+
+NEVER_ALLOWED = frozenset({"*", ""})
+"""Allowlist entries kept as they were written but never matched by ``is_allowed``: a
+wildcard (Clawdbot's "everyone") or an empty id must not open the gate to anyone."""
+
+
+def audit_record(event: AuditEvent) -> dict[str, Any]:
+    """Return the audit record of ``event``: what ``read_audit`` yields and ``audit.jsonl``
+    holds, key by key in this order (``provider`` and ``requestId`` only when set; the detail
+    keys last)."""
+    record: dict[str, Any] = {
+        "ts": iso(event.ts),
+        "event": event.event,
+        "actor": event.actor,
+    }
+    if event.provider is not None:
+        record["provider"] = event.provider
+    record["subject"] = event.subject
+    if event.request_id is not None:
+        record["requestId"] = event.request_id
+    record["outcome"] = event.outcome
+    record.update(event.detail)
+    return record
+
+
+def unknown_provider(name: str) -> ValueError:
+    """The error for a provider name pairbot does not know (a usage error, not a store one)."""
+    return ValueError(f"unknown provider {name!r} (known: {', '.join(KNOWN_PROVIDERS)})")
+
+
+def check_provider(name: str) -> None:
+    """Raise :func:`unknown_provider`'s error unless pairbot knows ``name``."""
+    if name not in KNOWN_PROVIDERS:
+        raise unknown_provider(name)

@@ -1,0 +1,506 @@
+"""What every store backend must do: the StateStore / StateTxn contract, on each backend.
+
+Every test runs once per backend of tests/backends.py. ``backend.open()`` is the store under
+test; ``backend.other()`` is what another process would use on the same state (a second
+JsonFileStore on the dir; the same MemoryStore). What one backend alone does (the JSON files'
+shapes, modes, fsyncs, crashes, locks across processes, corrupt files) is tested beside it,
+in tests/stores/.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.core.clock import FakeClock
+from bot.core.errors import StoreLockTimeoutError
+from bot.core.models import (
+    ApprovalNotice,
+    AuditEvent,
+    NodeRequest,
+    PairedNode,
+    PendingRequest,
+)
+from bot.core.protocols import StateStore, StateTxn
+from bot.services.nodes import NodeService
+from bot.services.pairing import PairingService
+from tests.backends import Backend
+
+T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def request(sender_id: str, code: str = "AAAA2222", provider: str = "telegram") -> PendingRequest:
+    return PendingRequest(
+        provider=provider, id=sender_id, code=code, created_at=T0, last_seen_at=T0
+    )
+
+
+def node_request(request_id: str, node_id: str, display_name: str = "") -> NodeRequest:
+    return NodeRequest(
+        request_id=request_id,
+        node_id=node_id,
+        display_name=display_name,
+        platform="",
+        version="",
+        created_at=T0,
+    )
+
+
+def paired(node_id: str, version: str = "") -> PairedNode:
+    return PairedNode(
+        node_id=node_id,
+        display_name="",
+        platform="",
+        version=version,
+        token_hash="ab" * 32,
+        created_at=T0,
+        approved_at=T0,
+    )
+
+
+def notice(
+    provider: str, sender_id: str, seconds: float, chat_id: str | None = None
+) -> ApprovalNotice:
+    return ApprovalNotice(
+        provider=provider, sender_id=sender_id, approved_at=at(seconds), chat_id=chat_id
+    )
+
+
+def event(subject: str, seconds: float = 0) -> AuditEvent:
+    return AuditEvent(ts=at(seconds), event="allow", actor="owner", subject=subject, outcome="ok")
+
+
+def subjects(records: Iterable[dict[str, object]]) -> list[object]:
+    return [r["subject"] for r in records]
+
+
+# --- entries: put, replace, drop, order ---------------------------------------------------------
+
+
+def test_requests_keep_their_order_and_a_put_replaces_in_place(backend: Backend) -> None:
+    store = backend.open()
+    with store.transaction() as txn:
+        for sender in ("1", "2", "3"):
+            txn.put_request(request(sender))
+        txn.put_request(request("2", code="BBBB3333"))
+        assert txn.requests("slack") == []
+    with backend.other().transaction() as txn:
+        assert [(r.id, r.code) for r in txn.requests("telegram")] == [
+            ("1", "AAAA2222"),
+            ("2", "BBBB3333"),
+            ("3", "AAAA2222"),
+        ]
+        assert txn.drop_request("telegram", "1") is True
+        assert txn.drop_request("telegram", "1") is False
+        assert txn.drop_request("slack", "2") is False
+        txn.put_request(request("1"))  # back, at the end
+    with store.transaction() as txn:
+        assert [r.id for r in txn.requests("telegram")] == ["2", "3", "1"]
+
+
+def test_the_allowlist_keeps_its_order_and_each_sender_once(backend: Backend) -> None:
+    store = backend.open()
+    with store.transaction() as txn:
+        assert txn.allow("telegram", "a") is True
+        assert txn.allow("telegram", "b") is True
+        assert txn.allow("telegram", "a") is False
+        listed = txn.allow_from("telegram")
+        txn.allow("telegram", "c")
+        assert listed == ["a", "b"], "a copy: later changes leave it as it is"
+        assert txn.allow_has("telegram", "b") is True
+        assert txn.allow_has("slack", "b") is False
+    with backend.other().transaction() as txn:
+        assert txn.allow_from("telegram") == ["a", "b", "c"]
+        assert txn.disallow("telegram", "b") is True
+        assert txn.disallow("telegram", "b") is False
+        assert txn.allow_has("telegram", "b") is False
+        assert txn.allow("telegram", "b") is True  # back, at the end
+    with store.transaction() as txn:
+        assert txn.allow_from("telegram") == ["a", "c", "b"]
+        assert txn.allow_from("slack") == []
+
+
+def test_node_requests_and_paired_nodes_keep_their_order(backend: Backend) -> None:
+    store = backend.open()
+    with store.transaction() as txn:
+        for request_id, node_id in (("R1", "laptop"), ("R2", "phone"), ("R3", "laptop")):
+            txn.put_node_request(node_request(request_id, node_id))
+        txn.put_node_request(node_request("R2", "phone", display_name="Renamed"))
+        for node_id in ("n1", "n2"):
+            txn.put_paired_node(paired(node_id))
+        txn.put_paired_node(paired("n1", version="2"))
+    with backend.other().transaction() as txn:
+        assert [(r.request_id, r.display_name) for r in txn.node_requests()] == [
+            ("R1", ""),
+            ("R2", "Renamed"),
+            ("R3", ""),
+        ]
+        assert [(n.node_id, n.version) for n in txn.paired_nodes()] == [("n1", "2"), ("n2", "")]
+        assert txn.drop_node_request("R1") is True
+        assert txn.drop_node_request("R1") is False
+        assert txn.drop_paired_node("n1") is True
+        assert txn.drop_paired_node("n1") is False
+    with store.transaction() as txn:
+        assert [r.request_id for r in txn.node_requests()] == ["R2", "R3"]
+        assert [n.node_id for n in txn.paired_nodes()] == ["n2"]
+
+
+def test_notices_come_oldest_first_one_per_provider_and_sender(backend: Backend) -> None:
+    store = backend.open()
+    with store.transaction() as txn:
+        txn.put_notice(notice("telegram", "1", 30))
+        txn.put_notice(notice("slack", "1", 10))  # the same id on another platform: another one
+        txn.put_notice(notice("discord", "2", 20, chat_id="D2"))
+        txn.put_notice(notice("telegram", "1", 40))  # replaces the first
+    with backend.other().transaction() as txn:
+        assert [(n.provider, n.sender_id, n.approved_at, n.chat_id) for n in txn.notices()] == [
+            ("slack", "1", at(10), None),
+            ("discord", "2", at(20), "D2"),
+            ("telegram", "1", at(40), None),
+        ]
+        assert txn.drop_notice("slack", "1") is True
+        assert txn.drop_notice("slack", "1") is False
+        assert txn.drop_notice("telegram", "2") is False
+    with store.transaction() as txn:
+        assert [(n.provider, n.sender_id) for n in txn.notices()] == [
+            ("discord", "2"),
+            ("telegram", "1"),
+        ]
+
+
+def test_what_is_put_is_read_back_whole(backend: Backend) -> None:
+    """Every field survives, unknown keys (``extra``) included."""
+    pending = PendingRequest(
+        provider="discord",
+        id="D1",
+        code="CCCC4444",
+        created_at=at(0),
+        last_seen_at=at(5),
+        meta={"username": "zoë"},
+        last_sent_at=at(3),
+        extra={"channelHint": {"ids": [1, None]}},
+    )
+    asking = NodeRequest(
+        request_id="R1",
+        node_id="n1",
+        display_name="Pixel",
+        platform="android",
+        version="1.0",
+        created_at=at(1),
+        remote="10.0.0.5",
+        pickup_hash="cd" * 32,
+        is_repair=True,
+        extra={"note": "kept"},
+    )
+    node = PairedNode(
+        node_id="n1",
+        display_name="Pixel",
+        platform="android",
+        version="1.0",
+        token_hash="ef" * 32,
+        created_at=at(1),
+        approved_at=at(2),
+        last_connected_at=at(9),
+        extra={"note": "kept"},
+    )
+    told = notice("slack", "U1", 4, chat_id="D0")
+    with backend.open().transaction() as txn:
+        txn.put_request(pending)
+        txn.put_node_request(asking)
+        txn.put_paired_node(node)
+        txn.put_notice(told)
+    with backend.other().transaction() as txn:
+        assert txn.requests("discord") == [pending]
+        assert txn.node_requests() == [asking]
+        assert txn.paired_nodes() == [node]
+        assert txn.notices() == [told]
+
+
+# --- transactions: atomic, committed, one at a time ---------------------------------------------
+
+
+def approve_mallory(txn: StateTxn) -> None:
+    """Change every part of the state, as an approval (and more) would."""
+    txn.allow("telegram", "mallory")
+    txn.put_notice(notice("telegram", "mallory", 60))
+    txn.drop_request("telegram", "alice")
+    txn.disallow("telegram", "bob")
+    txn.put_node_request(node_request("R9", "laptop"))
+    txn.put_paired_node(paired("laptop"))
+    txn.audit(event("mallory"))
+
+
+def test_a_body_that_raises_changes_nothing_and_a_clean_one_changes_all(
+    backend: Backend, pairing: PairingService, store: StateStore
+) -> None:
+    pairing.allow("telegram", "bob", actor="owner")
+    pairing.request("telegram", "alice")
+    before = backend.dump()
+
+    def change_then_fail() -> None:
+        with store.transaction() as txn:
+            approve_mallory(txn)
+            raise RuntimeError("changed my mind")
+
+    with pytest.raises(RuntimeError):
+        change_then_fail()
+
+    assert backend.dump() == before  # for JSON: no file written, not even as it was
+    for seen in (store, backend.other()):
+        with seen.transaction() as txn:
+            assert txn.allow_from("telegram") == ["bob"]
+            assert [r.id for r in txn.requests("telegram")] == ["alice"]
+            assert (txn.notices(), txn.node_requests(), txn.paired_nodes()) == ([], [], [])
+        assert seen.is_allowed("telegram", "mallory") is False
+        assert subjects(seen.read_audit()) == ["bob", "alice"]
+
+    with store.transaction() as txn:
+        approve_mallory(txn)
+
+    with backend.other().transaction() as txn:
+        assert txn.allow_from("telegram") == ["mallory"]
+        assert [n.sender_id for n in txn.notices()] == ["mallory"]
+        assert txn.requests("telegram") == []
+        assert [r.request_id for r in txn.node_requests()] == ["R9"]
+        assert [n.node_id for n in txn.paired_nodes()] == ["laptop"]
+    assert subjects(backend.other().read_audit()) == ["bob", "alice", "mallory"]
+
+
+def test_changes_are_seen_only_once_committed(backend: Backend) -> None:
+    store = backend.open()
+    with store.transaction() as txn:
+        txn.allow("telegram", "old")
+    with store.transaction() as txn:
+        txn.disallow("telegram", "old")
+        txn.allow("telegram", "new")
+        txn.audit(event("new"))
+        assert store.is_allowed("telegram", "old") is True
+        assert store.is_allowed("telegram", "new") is False
+        assert store.read_audit() == []
+    assert store.is_allowed("telegram", "old") is False
+    assert store.is_allowed("telegram", "new") is True
+    assert subjects(store.read_audit()) == ["new"]
+
+
+def test_is_allowed_sees_grants_and_revocations_made_elsewhere(backend: Backend) -> None:
+    gate = backend.open()
+    owner = PairingService(backend.other(), clock=FakeClock())
+    assert not gate.is_allowed("telegram", "alice")
+
+    owner.allow("telegram", "alice", actor="owner")
+    assert gate.is_allowed("telegram", "alice")
+
+    owner.revoke("telegram", "alice", actor="owner")
+    assert not gate.is_allowed("telegram", "alice")
+
+
+def test_transactions_see_what_another_process_wrote(backend: Backend) -> None:
+    first = PairingService(backend.open(), clock=FakeClock())
+    second = PairingService(backend.other(), clock=FakeClock())
+    created = first.request("slack", "U1").request
+    assert created is not None
+    assert [r.id for r in second.pending("slack")] == ["U1"]
+    second.approve(created.code, actor="owner")  # second's cache must not hide U1...
+    assert first.pending("slack") == []  # ...and first must notice it is gone
+    first.request("slack", "U2")
+    assert [r.id for r in second.pending("slack")] == ["U2"]
+    assert [e.id for e in first.allowed("slack")] == ["U1"]
+
+
+def test_what_the_services_wrote_is_what_another_process_reads(
+    pairing: PairingService, nodes: NodeService, backend: Backend
+) -> None:
+    result = pairing.request("whatsapp", "+15550001")
+    pairing.request("whatsapp", "+15550002")
+    assert result.request is not None
+    pairing.approve(result.request.code, actor="owner")
+    nodes.approve(nodes.request("n1").request.request_id, actor="owner")
+    nodes.request("n2")
+    again = backend.other()
+    again.check()  # for JSON: every state file parses
+    with again.transaction() as txn:
+        assert [r.id for r in txn.requests("whatsapp")] == ["+15550002"]
+        assert txn.allow_from("whatsapp") == ["+15550001"]
+        assert [n.node_id for n in txn.paired_nodes()] == ["n1"]
+        assert [r.node_id for r in txn.node_requests()] == ["n2"]
+    assert again.is_allowed("whatsapp", "+15550001")
+
+
+def test_threads_of_one_store_take_turns(backend: Backend) -> None:
+    store = backend.open()
+
+    def add(prefix: str) -> None:
+        for i in range(25):
+            with store.transaction() as txn:
+                txn.allow("telegram", f"{prefix}{i}")
+
+    threads = [threading.Thread(target=add, args=(p,)) for p in "abcd"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with backend.other().transaction() as txn:
+        assert sorted(txn.allow_from("telegram")) == sorted(
+            f"{p}{i}" for p in "abcd" for i in range(25)
+        )
+
+
+def test_one_transaction_at_a_time(backend: Backend) -> None:
+    """A second transaction waits for the first; past the lock timeout it is refused."""
+    waiter = backend.open(lock_timeout=0.2)
+    holder = backend.other()
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with holder.transaction():
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert inside.wait(10)
+        with pytest.raises(StoreLockTimeoutError), waiter.transaction():
+            pytest.fail("two transactions at once")
+    finally:
+        release.set()
+        thread.join()
+    with waiter.transaction():
+        pass
+
+
+# --- the audit log ------------------------------------------------------------------------------
+
+
+def test_audit_records_say_who_did_what_and_never_the_code(
+    pairing: PairingService, store: StateStore
+) -> None:
+    result = pairing.request("telegram", "7")
+    assert result.request is not None
+    pairing.approve(result.request.code, actor="owner")
+
+    records = store.read_audit()
+    assert [(r["ts"], r["event"], r["outcome"]) for r in records] == [
+        ("2026-01-01T12:00:00.000Z", "request", "created"),
+        ("2026-01-01T12:00:00.000Z", "approve", "approved"),
+    ]
+    for record in records:
+        assert result.request.code not in str(record)
+    assert store.read_audit(limit=1) == records[-1:]
+    assert store.read_audit(limit=0) == []
+
+
+def test_an_audit_record_has_its_keys_in_one_order(backend: Backend) -> None:
+    node_event = replace(
+        event("laptop", 1.5),
+        event="node.approve",
+        actor="owner:cli",
+        outcome="approved",
+        request_id="R1",
+        detail={"remote": "10.0.0.5", "superseded": ("R2",)},
+    )
+    dm_event = replace(event("7", 2), event="approve", outcome="approved", provider="telegram")
+    with backend.open().transaction() as txn:
+        txn.audit(node_event)
+        txn.audit(dm_event)
+    first, second = backend.other().read_audit()
+    assert list(first.items()) == [
+        ("ts", "2026-01-01T12:00:01.500Z"),
+        ("event", "node.approve"),
+        ("actor", "owner:cli"),
+        ("subject", "laptop"),
+        ("requestId", "R1"),
+        ("outcome", "approved"),
+        ("remote", "10.0.0.5"),
+        ("superseded", ["R2"]),  # as JSON has it: a list
+    ]
+    assert list(second.items()) == [
+        ("ts", "2026-01-01T12:00:02.000Z"),
+        ("event", "approve"),
+        ("actor", "owner"),
+        ("provider", "telegram"),
+        ("subject", "7"),
+        ("outcome", "approved"),
+    ]
+
+
+def test_the_audit_log_is_read_oldest_first_from_its_end(backend: Backend) -> None:
+    store = backend.open()
+    assert store.read_audit() == []
+    assert list(store.iter_audit(limit=5)) == []
+    for n in range(0, 6, 2):
+        with store.transaction() as txn:  # two records in one transaction keep their order
+            txn.audit(event(str(n)))
+            txn.audit(event(str(n + 1)))
+    everything = store.read_audit()
+    assert subjects(everything) == ["0", "1", "2", "3", "4", "5"]
+    assert list(store.iter_audit()) == everything
+    assert subjects(store.read_audit(limit=2)) == ["4", "5"]
+    assert subjects(store.iter_audit(limit=3)) == ["3", "4", "5"]
+    assert store.read_audit(limit=10) == everything
+    assert list(store.iter_audit(limit=0)) == []
+    assert backend.other().read_audit(limit=1) == everything[-1:]
+
+
+# --- the gate's question, provider names, health ------------------------------------------------
+
+
+def test_a_wildcard_or_an_empty_id_is_kept_but_never_allowed(backend: Backend) -> None:
+    store = backend.open()
+    with store.transaction() as txn:
+        for sender in ("*", "", "1"):
+            assert txn.allow("telegram", sender) is True
+    with backend.other().transaction() as txn:
+        assert txn.allow_from("telegram") == ["*", "", "1"]
+        assert txn.allow_has("telegram", "*") is True
+    for gate in (store, backend.other()):
+        assert [gate.is_allowed("telegram", s) for s in ("*", "", "1", "2")] == [
+            False,
+            False,
+            True,
+            False,
+        ]
+
+
+UNKNOWN: list[tuple[str, Callable[[StateTxn], object]]] = [
+    ("requests", lambda txn: txn.requests("myspace")),
+    ("put_request", lambda txn: txn.put_request(request("1", provider="myspace"))),
+    ("drop_request", lambda txn: txn.drop_request("myspace", "1")),
+    ("allow_from", lambda txn: txn.allow_from("myspace")),
+    ("allow_has", lambda txn: txn.allow_has("myspace", "1")),
+    ("allow", lambda txn: txn.allow("myspace", "1")),
+    ("disallow", lambda txn: txn.disallow("myspace", "1")),
+]
+
+
+@pytest.mark.parametrize("use", [use for _, use in UNKNOWN], ids=[name for name, _ in UNKNOWN])
+def test_an_unknown_provider_is_a_value_error(
+    backend: Backend, use: Callable[[StateTxn], object]
+) -> None:
+    store = backend.open()
+    before = backend.dump()
+    with pytest.raises(ValueError, match="unknown provider 'myspace'"), store.transaction() as txn:
+        use(txn)
+    with pytest.raises(ValueError, match="unknown provider 'myspace'"):
+        store.is_allowed("myspace", "1")
+    assert backend.dump() == before
+
+
+def test_a_store_in_use_reports_nothing_wrong_and_closes_without_loss(
+    backend: Backend, pairing: PairingService, store: StateStore
+) -> None:
+    pairing.allow("telegram", "1", actor="owner")
+    store.check()
+    assert all(ok for ok, _ in store.access_report())
+    assert store.recheck(backend.state_dir.parent / "elsewhere.json") is False
+    store.close()
+    assert backend.other().is_allowed("telegram", "1")

@@ -28,7 +28,7 @@ from bot.core.gate import decide
 from bot.core.models import ChatKind, DmPolicy, Inbound
 from bot.runtime.app import App
 from bot.runtime.config import Config
-from providers.fakes import DemoPlatform
+from providers.fakebase import DemoPlatform
 
 
 def percentile(values: list[float], pct: float) -> float:

@@ -1,8 +1,10 @@
-"""Chat platform providers: one module per platform, each a class satisfying ``Provider``.
+"""Chat platform providers: one package per platform, each with a class satisfying ``Provider``.
 
 This package owns everything platform-specific: the SDK imports (nowhere else in pairbot),
-the conversion of platform events into :class:`~bot.core.models.Inbound` values, and the loopback
-fakes of the platforms' APIs in :mod:`providers.fakes`. :data:`REGISTRY` maps a provider name
+the conversion of platform events into :class:`~bot.core.models.Inbound` values
+(``providers/<name>/provider.py``), and the loopback fakes of the platforms' APIs
+(``providers/<name>/fake.py``, on the shared support in :mod:`providers.fakebase`).
+:data:`REGISTRY` maps a provider name
 to its class as ``"module:Class"``, imported only when asked for, so a missing SDK breaks only
 the provider that needs it.
 """
@@ -17,12 +19,12 @@ from bot.core.models import KNOWN_PROVIDERS
 from bot.core.protocols import Provider
 
 REGISTRY: dict[str, str] = {
-    "telegram": "providers.telegram:TelegramProvider",
-    "slack": "providers.slack:SlackProvider",
-    "discord": "providers.discord:DiscordProvider",
-    "whatsapp": "providers.whatsapp:WhatsAppProvider",
-    "signal": "providers.signal:SignalProvider",
-    "imessage": "providers.imessage:IMessageProvider",
+    "telegram": "providers.telegram.provider:TelegramProvider",
+    "slack": "providers.slack.provider:SlackProvider",
+    "discord": "providers.discord.provider:DiscordProvider",
+    "whatsapp": "providers.whatsapp.provider:WhatsAppProvider",
+    "signal": "providers.signal.provider:SignalProvider",
+    "imessage": "providers.imessage.provider:IMessageProvider",
 }
 """Provider name → ``"module:Class"`` of its implementation."""
 

@@ -22,16 +22,16 @@ from rich.text import Text
 from bot.runtime.app import App
 from bot.runtime.config import Config
 from bot.runtime.logs import add_secrets
-from providers.fakes import DemoPlatform
+from providers.fakebase import DemoPlatform
 
 WAIT = 10.0
 PLATFORMS = {
-    "telegram": "providers.fakes.telegram:TelegramDemo",
-    "slack": "providers.fakes.slack:SlackDemo",
-    "discord": "providers.fakes.discord:DiscordDemo",
-    "whatsapp": "providers.fakes.whatsapp:WhatsAppDemo",
-    "signal": "providers.fakes.signal:SignalDemo",
-    "imessage": "providers.fakes.imessage:IMessageDemo",
+    "telegram": "providers.telegram.fake:TelegramDemo",
+    "slack": "providers.slack.fake:SlackDemo",
+    "discord": "providers.discord.fake:DiscordDemo",
+    "whatsapp": "providers.whatsapp.fake:WhatsAppDemo",
+    "signal": "providers.signal.fake:SignalDemo",
+    "imessage": "providers.imessage.fake:IMessageDemo",
 }
 """Platforms the demo can play, as ``module:Class`` of their :class:`DemoPlatform`."""
 

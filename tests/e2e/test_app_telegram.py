@@ -17,7 +17,7 @@ import pytest
 from bot.core.clock import FakeClock, SystemClock
 from bot.runtime.app import App
 from bot.runtime.config import Config
-from providers.fakes.telegram import FakeTelegramServer
+from providers.telegram.fake import FakeTelegramServer
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import pytest
 from bot.cli.demo import available_platforms, load_platform
 from bot.runtime.app import App
 from bot.runtime.config import Config
-from providers.fakes import DemoPlatform
+from providers.fakebase import DemoPlatform
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ from bot.core.models import Button, ChatKind, Inbound
 from bot.runtime.app import App
 from bot.runtime.config import Config, WhatsAppConfig
 from providers import load_provider_class
-from providers.fakes.whatsapp import FakeWhatsAppServer, WhatsAppDemo, first_message, sign
-from providers.whatsapp import WhatsAppApiError, WhatsAppProvider
+from providers.whatsapp.fake import FakeWhatsAppServer, WhatsAppDemo, first_message, sign
+from providers.whatsapp.provider import WhatsAppApiError, WhatsAppProvider
 from tests.helpers import Inbox
 
 pytestmark = pytest.mark.e2e

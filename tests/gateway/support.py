@@ -17,7 +17,7 @@ import aiohttp
 from bot.core.clock import FakeClock
 from bot.runtime.app import App
 from bot.runtime.config import Config
-from providers.fakes.telegram import FakeTelegramServer
+from providers.telegram.fake import FakeTelegramServer
 
 OWNER = 111
 OP_TOKEN = "op-secret-for-the-gateway-tests"

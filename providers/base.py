@@ -94,6 +94,8 @@ class BaseProvider(ABC):
 
     Args:
         name: the provider name carried by every :class:`~bot.core.models.Inbound`.
+        dedupe_size: this instance's :attr:`dedupe_size`, if its config sets one.
+        drain_timeout: this instance's :attr:`drain_timeout`, if its config sets one.
     """
 
     platform: ClassVar[str]
@@ -111,8 +113,12 @@ class BaseProvider(ABC):
     send_retry: RetryPolicy = RetryPolicy()
     """The policy of :meth:`_retrying` unless it is given one."""
 
-    def __init__(self, *, name: str) -> None:
+    def __init__(
+        self, *, name: str, dedupe_size: int | None = None, drain_timeout: float | None = None
+    ) -> None:
         self.name = name
+        if drain_timeout is not None:
+            self.drain_timeout = drain_timeout
         self._log = logging.getLogger(type(self).__module__)
         self._state = State.STOPPED
         self._lock = asyncio.Lock()
@@ -121,7 +127,7 @@ class BaseProvider(ABC):
         self._worker: asyncio.Task[None] | None = None
         self._unhandled = 0
         self._stopping = asyncio.Event()
-        self._seen = Dedupe(self.dedupe_size)
+        self._seen = Dedupe(self.dedupe_size if dedupe_size is None else dedupe_size)
 
     @property
     def state(self) -> State:

@@ -275,8 +275,15 @@ class Loopback(BaseProvider):
     button_limits: ClassVar[ButtonLimits | None] = ButtonLimits(command=20, count=2)
     text_split = TextSplit(limit=10, lines_from=0.0)
 
-    def __init__(self, *, fail_connect: bool = False, slow_connect: bool = False) -> None:
-        super().__init__(name="loop")
+    def __init__(
+        self,
+        *,
+        fail_connect: bool = False,
+        slow_connect: bool = False,
+        dedupe_size: int | None = None,
+        drain_timeout: float | None = None,
+    ) -> None:
+        super().__init__(name="loop", dedupe_size=dedupe_size, drain_timeout=drain_timeout)
         self.fail_connect = fail_connect
         self.slow_connect = slow_connect
         self.session: list[tuple[str, str, tuple[str, ...]]] | None = None
@@ -414,6 +421,17 @@ async def test_dedupe_drops_a_redelivery_across_a_restart() -> None:
     assert inbox.texts == ["first"]
 
 
+async def test_an_instance_may_remember_fewer_keys() -> None:
+    provider = Loopback(dedupe_size=1)
+    await provider.start(Inbox())
+    try:
+        assert provider.arrive("a", key="k1")
+        assert provider.arrive("b", key="k2")
+        assert provider.arrive("a again", key="k1")  # forgotten: only one key is kept
+    finally:
+        await provider.stop()
+
+
 async def test_stop_drains_within_its_bound_then_drops_the_rest(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -424,8 +442,7 @@ async def test_stop_drains_within_its_bound_then_drops_the_rest(
         handled.append(item.text)
         await release.wait()
 
-    provider = Loopback()
-    provider.drain_timeout = 0.05
+    provider = Loopback(drain_timeout=0.05)
     await provider.start(stuck)
     provider.arrive("stuck")
     provider.arrive("never")

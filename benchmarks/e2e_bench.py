@@ -28,7 +28,7 @@ from bot.cli.demo import available_platforms, load_platform
 from bot.core.config import Config
 from bot.core.gate import decide
 from bot.core.models import ChatKind, DmPolicy, Inbound
-from providers.fakes import DemoPlatform
+from providers.fakebase import DemoPlatform
 
 
 def percentile(values: list[float], pct: float) -> float:

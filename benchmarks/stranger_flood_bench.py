@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bot.cli.compose import open_app
 from bot.cli.demo import available_platforms, load_platform
 from bot.core.config import Config
-from providers.fakes import DemoPlatform
+from providers.fakebase import DemoPlatform
 
 
 def percentile(values: list[float], pct: float) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.core.models import Inbound
-from providers.fakes import wait_until
+from providers.fakebase import wait_until
 
 
 class Inbox:

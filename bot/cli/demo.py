@@ -24,7 +24,7 @@ from bot.core import platforms
 from bot.core.config import Config
 from bot.runtime.app import App
 from bot.runtime.logs import add_secrets
-from providers.fakes import DemoPlatform
+from providers.fakebase import DemoPlatform
 
 WAIT = 10.0
 

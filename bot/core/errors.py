@@ -9,6 +9,9 @@ The tree::
     │   ├── SchemaVersionError            a state file was written by a newer pairbot
     │   └── StoreLockTimeoutError         another process held the state lock too long
     ├── StartupError                      the gateway or a provider could not start
+    ├── ProviderError                     a chat platform refused or failed what was asked
+    │   ├── ProviderStateError (RuntimeError)  used while not running, or started twice
+    │   └── ButtonError (ValueError)      buttons the platform cannot show
     ├── LookupFailed (LookupError)        the thing asked for is not there (CLI exit 1)
     │   ├── UnknownCodeError              no live pairing request has this code
     │   ├── CodeExpiredError              the request with this code expired
@@ -107,6 +110,22 @@ class StartupError(PairbotError):
 
 
 _DETAIL_MAX = 200
+
+
+class ProviderError(PairbotError):
+    """A chat platform refused or failed what a provider asked of it.
+
+    A platform's own API error derives from it (``SignalRpcError``, ...); errors an SDK
+    raises pass through as they are, or chained (``raise ProviderError(...) from exc``).
+    """
+
+
+class ProviderStateError(ProviderError, RuntimeError):
+    """A provider was asked to send while not running, or to start while running."""
+
+
+class ButtonError(ProviderError, ValueError):
+    """Buttons the platform cannot show: too many, a command too long, two alike."""
 
 
 class LookupFailed(PairbotError, LookupError):

@@ -146,7 +146,7 @@ class Platform:
     provider: str
     """``"module:Class"`` of its provider (see :func:`providers.load_provider_class`)."""
     demo: str
-    """``"module:Class"`` of its :class:`providers.fakes.DemoPlatform` (the demo's fake)."""
+    """``"module:Class"`` of its :class:`providers.fakebase.DemoPlatform` (the demo's fake)."""
     buttons: bool
     """Owner notices carry Approve / Reject buttons here; without, the notice's text alone
     says the command (the provider ignores buttons)."""
@@ -165,16 +165,16 @@ PLATFORMS: tuple[Platform, ...] = (
         name="telegram",
         label="Telegram",
         config=TelegramConfig,
-        provider="providers.telegram:TelegramProvider",
-        demo="providers.fakes.telegram:TelegramDemo",
+        provider="providers.telegram.provider:TelegramProvider",
+        demo="providers.telegram.fake:TelegramDemo",
         buttons=True,
     ),
     Platform(
         name="slack",
         label="Slack",
         config=SlackConfig,
-        provider="providers.slack:SlackProvider",
-        demo="providers.fakes.slack:SlackDemo",
+        provider="providers.slack.provider:SlackProvider",
+        demo="providers.slack.fake:SlackDemo",
         buttons=True,
         bare_commands=True,
     ),
@@ -182,32 +182,32 @@ PLATFORMS: tuple[Platform, ...] = (
         name="discord",
         label="Discord",
         config=DiscordConfig,
-        provider="providers.discord:DiscordProvider",
-        demo="providers.fakes.discord:DiscordDemo",
+        provider="providers.discord.provider:DiscordProvider",
+        demo="providers.discord.fake:DiscordDemo",
         buttons=True,
     ),
     Platform(
         name="whatsapp",
         label="WhatsApp",
         config=WhatsAppConfig,
-        provider="providers.whatsapp:WhatsAppProvider",
-        demo="providers.fakes.whatsapp:WhatsAppDemo",
+        provider="providers.whatsapp.provider:WhatsAppProvider",
+        demo="providers.whatsapp.fake:WhatsAppDemo",
         buttons=True,
     ),
     Platform(
         name="signal",
         label="Signal",
         config=SignalConfig,
-        provider="providers.signal:SignalProvider",
-        demo="providers.fakes.signal:SignalDemo",
+        provider="providers.signal.provider:SignalProvider",
+        demo="providers.signal.fake:SignalDemo",
         buttons=False,
     ),
     Platform(
         name="imessage",
         label="iMessage",
         config=IMessageConfig,
-        provider="providers.imessage:IMessageProvider",
-        demo="providers.fakes.imessage:IMessageDemo",
+        provider="providers.imessage.provider:IMessageProvider",
+        demo="providers.imessage.fake:IMessageDemo",
         buttons=False,
     ),
 )

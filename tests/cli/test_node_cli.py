@@ -15,7 +15,7 @@ from bot.cli.compose import open_app
 from bot.core.config import Config
 from bot.gateway.client import GatewayClient
 from bot.runtime.app import App
-from providers.fakes.telegram import FakeTelegramServer
+from providers.telegram.fake import FakeTelegramServer
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from providers.fakes import free_port
-from providers.fakes.telegram import FakeTelegramServer
+from providers.fakebase import free_port
+from providers.telegram.fake import FakeTelegramServer
 
 PAIRBOT = Path(sys.executable).with_name("pairbot")
 TOKEN = "987654321:AAH-run-test-token-not-real-000"

@@ -17,8 +17,8 @@ import pytest
 from bot.cli.compose import open_app
 from bot.core.clock import FakeClock
 from bot.core.errors import StartupError, StoreCorruptError
-from providers.fakes import free_port
-from providers.fakes.telegram import FakeTelegramServer
+from providers.fakebase import free_port
+from providers.telegram.fake import FakeTelegramServer
 from stores.jsonfile import JsonFileStore
 from tests.e2e.test_app_telegram import (
     ALICE,

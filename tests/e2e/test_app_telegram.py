@@ -18,7 +18,7 @@ from bot.cli.compose import open_app
 from bot.core.clock import FakeClock, SystemClock
 from bot.core.config import Config
 from bot.runtime.app import App
-from providers.fakes.telegram import FakeTelegramServer
+from providers.telegram.fake import FakeTelegramServer
 
 pytestmark = pytest.mark.e2e
 

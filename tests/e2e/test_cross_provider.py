@@ -12,7 +12,7 @@ from bot.cli.compose import open_app
 from bot.cli.demo import available_platforms, load_platform
 from bot.core.config import Config
 from bot.runtime.app import App
-from providers.fakes import DemoPlatform
+from providers.fakebase import DemoPlatform
 
 pytestmark = pytest.mark.e2e
 

@@ -33,12 +33,12 @@ from bot.core import platforms
 from bot.core.codes import format_code
 from bot.core.config import SECRET_KEYS
 from bot.core.platforms import KNOWN_PROVIDERS
-from providers.fakes import DemoPlatform, free_port
-from providers.fakes.discord import FakeDiscordServer
-from providers.fakes.imessage import FakeBlueBubbles
-from providers.fakes.slack import FakeSlackServer
-from providers.fakes.telegram import FakeTelegramServer
-from providers.fakes.whatsapp import FakeWhatsAppServer
+from providers.discord.fake import FakeDiscordServer
+from providers.fakebase import DemoPlatform, free_port
+from providers.imessage.fake import FakeBlueBubbles
+from providers.slack.fake import FakeSlackServer
+from providers.telegram.fake import FakeTelegramServer
+from providers.whatsapp.fake import FakeWhatsAppServer
 
 pytestmark = pytest.mark.e2e
 
@@ -387,7 +387,7 @@ async def test_debug_logs_of_a_whole_run_hold_no_secret_and_no_text(platform, tm
 
 def test_demo_with_debug_logs_the_sdk_but_no_code_token_or_text():
     """``pairbot demo --debug``: the CLI's own logging set-up (``main()``), a whole flow."""
-    from providers.fakes.telegram import DEFAULT_TOKEN
+    from providers.telegram.fake import DEFAULT_TOKEN
 
     result = subprocess.run(
         [str(PAIRBOT), "demo", "--provider", "telegram", "--debug"],

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-import providers.discord as discord_module
+import providers.discord.provider as discord_module
 from bot.cli.compose import open_app
 from bot.core.clock import FakeClock, SystemClock
 from bot.core.config import Config
@@ -20,8 +20,8 @@ from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
 from bot.runtime.app import App
 from providers import load_provider_class
-from providers.discord import DiscordProvider, plain
-from providers.fakes.discord import DiscordDemo, FakeDiscordServer, displayed
+from providers.discord.fake import DiscordDemo, FakeDiscordServer, displayed
+from providers.discord.provider import DiscordProvider, plain
 from tests.helpers import Inbox
 
 pytestmark = pytest.mark.e2e
@@ -412,7 +412,7 @@ async def test_secrets_and_texts_stay_out_of_the_log(fake, provider, inbox, capl
     shown = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
     for text in ("secret text 1234", "reply text 5678", "edited text 9012", "ABCD2345"):
         assert text not in shown
-    ours = [r.getMessage() for r in caplog.records if r.name == "providers.discord"]
+    ours = [r.getMessage() for r in caplog.records if r.name == "providers.discord.provider"]
     assert not any(t in m for m in ours for t in ("secret text", "reply text", "ABCD"))
 
 
@@ -431,7 +431,9 @@ async def test_a_failing_handler_is_logged_and_handling_goes_on(fake, provider, 
 
     assert seen == ["first private words", "second"]
     [record] = [
-        r for r in caplog.records if r.name == "providers.discord" and r.levelno >= logging.ERROR
+        r
+        for r in caplog.records
+        if r.name == "providers.discord.provider" and r.levelno >= logging.ERROR
     ]
     assert "first private words" not in record.getMessage()
 

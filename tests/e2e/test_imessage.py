@@ -22,8 +22,8 @@ from bot.core.models import Button, ChatKind, Inbound
 from bot.core.platforms import IMessageConfig
 from bot.runtime.app import App
 from providers import load_provider_class
-from providers.fakes.imessage import WEBHOOK_PATH, FakeBlueBubbles, IMessageDemo
-from providers.imessage import BlueBubblesError, IMessageProvider
+from providers.imessage.fake import WEBHOOK_PATH, FakeBlueBubbles, IMessageDemo
+from providers.imessage.provider import BlueBubblesError, IMessageProvider
 from tests.helpers import Inbox
 
 pytestmark = pytest.mark.e2e

@@ -20,8 +20,8 @@ from bot.core.models import Button, ChatKind, Inbound
 from bot.core.platforms import SignalConfig
 from bot.runtime.app import App
 from providers import load_provider_class
-from providers.fakes.signal import FakeSignalDaemon, SignalDemo
-from providers.signal import SignalProvider, SignalRpcError
+from providers.signal.fake import FakeSignalDaemon, SignalDemo
+from providers.signal.provider import SignalProvider, SignalRpcError
 from tests.helpers import Inbox
 
 pytestmark = pytest.mark.e2e
@@ -445,7 +445,9 @@ async def test_a_failing_handler_is_logged_and_the_stream_goes_on(fake, provider
 
     assert seen == ["first private words", "second"]
     [record] = [
-        r for r in caplog.records if r.name == "providers.signal" and r.levelno >= logging.ERROR
+        r
+        for r in caplog.records
+        if r.name == "providers.signal.provider" and r.levelno >= logging.ERROR
     ]
     assert "first private words" not in record.getMessage()
 

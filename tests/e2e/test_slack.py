@@ -22,8 +22,8 @@ from bot.core.models import Button, ChatKind, Inbound
 from bot.core.platforms import SlackConfig
 from bot.runtime.app import App
 from providers import load_provider_class
-from providers.fakes.slack import BOT_ID, BOT_USER_ID, FakeSlackServer, SlackDemo
-from providers.slack import SlackProvider
+from providers.slack.fake import BOT_ID, BOT_USER_ID, FakeSlackServer, SlackDemo
+from providers.slack.provider import SlackProvider
 from tests.helpers import Inbox
 
 pytestmark = pytest.mark.e2e
@@ -518,7 +518,9 @@ async def test_a_failing_handler_is_logged_and_the_next_event_is_handled(
 
     assert seen == ["first private words", "second"]
     [record] = [
-        r for r in caplog.records if r.name == "providers.slack" and r.levelno >= logging.ERROR
+        r
+        for r in caplog.records
+        if r.name == "providers.slack.provider" and r.levelno >= logging.ERROR
     ]
     assert "first private words" not in record.getMessage()
 

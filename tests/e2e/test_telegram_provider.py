@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 import aiohttp
 import pytest
 
-import providers.telegram as telegram_module
+import providers.telegram.provider as telegram_module
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
 from providers import load_provider_class
-from providers.fakes.telegram import FakeTelegramServer
-from providers.telegram import TelegramProvider
+from providers.telegram.fake import FakeTelegramServer
+from providers.telegram.provider import TelegramProvider
 from tests.helpers import Inbox
 
 pytestmark = pytest.mark.e2e
@@ -330,7 +330,7 @@ async def test_a_failing_handler_is_logged_and_polling_goes_on(
     await FakeTelegramServer.wait_until(lambda: len(seen) == 2)
 
     assert seen == ["first private words", "second"]
-    [record] = [r for r in caplog.records if r.name == "providers.telegram"]
+    [record] = [r for r in caplog.records if r.name == "providers.telegram.provider"]
     assert record.levelno == logging.ERROR
     assert "first private words" not in record.getMessage()
 

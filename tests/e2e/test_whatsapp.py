@@ -20,8 +20,8 @@ from bot.core.models import Button, ChatKind, Inbound
 from bot.core.platforms import WhatsAppConfig
 from bot.runtime.app import App
 from providers import load_provider_class
-from providers.fakes.whatsapp import FakeWhatsAppServer, WhatsAppDemo, first_message, sign
-from providers.whatsapp import WhatsAppApiError, WhatsAppProvider
+from providers.whatsapp.fake import FakeWhatsAppServer, WhatsAppDemo, first_message, sign
+from providers.whatsapp.provider import WhatsAppApiError, WhatsAppProvider
 from tests.helpers import Inbox
 
 pytestmark = pytest.mark.e2e

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.core.clock import FakeClock, SystemClock
-from providers.fakes.telegram import FakeTelegramServer
+from providers.telegram.fake import FakeTelegramServer
 from tests.gateway.support import Gw, running
 
 

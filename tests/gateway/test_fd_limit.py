@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from providers.fakes.telegram import FakeTelegramServer
+from providers.telegram.fake import FakeTelegramServer
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.core.clock import FakeClock
-from providers.fakes.telegram import FakeTelegramServer
+from providers.telegram.fake import FakeTelegramServer
 from tests.gateway.support import OP_TOKEN, Closed, running, within
 
 pytestmark = pytest.mark.e2e

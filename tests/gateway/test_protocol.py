@@ -16,7 +16,7 @@ import pytest
 from bot.core.clock import FakeClock
 from bot.gateway.client import GatewayCallError, GatewayClient, GatewayUnavailable
 from bot.gateway.server import MAX_FRAME
-from providers.fakes.telegram import FakeTelegramServer
+from providers.telegram.fake import FakeTelegramServer
 from stores.jsonfile import format_time
 from tests.gateway.support import (
     OP_TOKEN,

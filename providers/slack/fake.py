@@ -37,7 +37,7 @@ from urllib.parse import urlencode
 from aiohttp import ClientSession, WSMsgType, web
 
 from bot.core.clock import Clock, SystemClock
-from providers.fakes import AsyncServer, FakeDemo, wait_until
+from providers.fakebase import AsyncServer, FakeDemo, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -565,7 +565,7 @@ class FakeSlackServer(AsyncServer):
         return matching()
 
     wait_until = staticmethod(wait_until)
-    """Poll a condition until it holds (see :func:`providers.fakes.wait_until`)."""
+    """Poll a condition until it holds (see :func:`providers.fakebase.wait_until`)."""
 
     # -- the Web API -------------------------------------------------------------------------
 
@@ -855,7 +855,7 @@ class FakeSlackServer(AsyncServer):
 
 
 class SlackDemo(FakeDemo[FakeSlackServer]):
-    """The Slack fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
+    """The Slack fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
 
     provider = "slack"
     owner_id = "U0OWNER"

@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from bot.core.clock import Clock, SystemClock
-from providers.fakes import AsyncServer, FakeDemo, wait_until
+from providers.fakebase import AsyncServer, FakeDemo, wait_until
 
 JsonDict = dict[str, Any]
 _Handler = Callable[[web.Request, re.Match[str]], Awaitable[web.Response]]
@@ -426,7 +426,7 @@ class FakeDiscordServer(AsyncServer):
         return [(c["label"], c["custom_id"]) for row in rows for c in row["components"]]
 
     wait_until = staticmethod(wait_until)
-    """Poll a condition until it holds (see :func:`providers.fakes.wait_until`)."""
+    """Poll a condition until it holds (see :func:`providers.fakebase.wait_until`)."""
 
     # -- gateway -----------------------------------------------------------------------------
 
@@ -887,7 +887,7 @@ async def _body(request: web.Request) -> Any:
 
 
 class DiscordDemo(FakeDemo[FakeDiscordServer]):
-    """The Discord fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
+    """The Discord fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
 
     provider = "discord"
     owner_id = "190000000000000001"

@@ -35,7 +35,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.core.clock import Clock, SystemClock
-from providers.fakes import AsyncServer, FakeDemo, free_port, wait_until
+from providers.fakebase import AsyncServer, FakeDemo, free_port, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -376,7 +376,7 @@ class FakeWhatsAppServer(AsyncServer):
         await asyncio.wait_for(self._outbox.join(), timeout)
 
     wait_until = staticmethod(wait_until)
-    """Poll a condition until it holds (see :func:`providers.fakes.wait_until`)."""
+    """Poll a condition until it holds (see :func:`providers.fakebase.wait_until`)."""
 
     # -- Graph API ---------------------------------------------------------------------------
 
@@ -603,7 +603,7 @@ class FakeWhatsAppServer(AsyncServer):
 
 
 class WhatsAppDemo(FakeDemo[FakeWhatsAppServer]):
-    """The WhatsApp fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
+    """The WhatsApp fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
 
     provider = "whatsapp"
     owner_id = "15550000001"

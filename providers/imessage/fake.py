@@ -39,7 +39,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.core.clock import Clock, SystemClock
-from providers.fakes import AsyncServer, FakeDemo, free_port, wait_until
+from providers.fakebase import AsyncServer, FakeDemo, free_port, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -313,7 +313,7 @@ class FakeBlueBubbles(AsyncServer):
         return len(self._outbox)
 
     wait_until = staticmethod(wait_until)
-    """Poll a condition until it holds (see :func:`providers.fakes.wait_until`)."""
+    """Poll a condition until it holds (see :func:`providers.fakebase.wait_until`)."""
 
     async def wait_delivered(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Wait until every queued event has been POSTed (whatever the answer)."""
@@ -582,7 +582,7 @@ class FakeBlueBubbles(AsyncServer):
 
 
 class IMessageDemo(FakeDemo[FakeBlueBubbles]):
-    """The BlueBubbles fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
+    """The BlueBubbles fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
 
     provider = "imessage"
     owner_id = "+15550000001"

@@ -34,7 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.core.clock import Clock, SystemClock
-from providers.fakes import AsyncServer, FakeDemo, wait_until
+from providers.fakebase import AsyncServer, FakeDemo, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -297,7 +297,7 @@ class FakeSignalDaemon(AsyncServer):
         return [m["message"] for m in self.sent if m["groupId"] == group_id]
 
     wait_until = staticmethod(wait_until)
-    """Poll a condition until it holds (see :func:`providers.fakes.wait_until`)."""
+    """Poll a condition until it holds (see :func:`providers.fakebase.wait_until`)."""
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -493,7 +493,7 @@ def _error(req_id: object, code: int, message: str) -> JsonDict:
 
 
 class SignalDemo(FakeDemo[FakeSignalDaemon]):
-    """The Signal fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
+    """The Signal fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
 
     provider = "signal"
     owner_id = "0a11ce00-0000-4000-8000-00000000000a"

@@ -107,11 +107,6 @@ class _Retryable(Exception):
         self.code = code
 
 
-def signature(app_secret: str, raw: bytes) -> str:
-    """Return the ``X-Hub-Signature-256`` value Meta sends for ``raw`` (``sha256=<hex>``)."""
-    return "sha256=" + hmac.new(app_secret.encode(), raw, hashlib.sha256).hexdigest()
-
-
 def _dicts(value: object) -> list[dict[str, Any]]:
     """The dict items of a JSON list (anything else in an untrusted payload is skipped)."""
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []

@@ -4,8 +4,12 @@
 sender is always the numeric user id, never the @username, which can be reassigned) and sends
 plain text, never parsed as markup, since the text may come from strangers. Outbound calls go
 through PTB's ``AIORateLimiter`` when ``aiolimiter`` is installed
-(``python-telegram-bot[rate-limiter]``), else through a small retry on ``RetryAfter``; either
-way a 429's ``retry_after`` is honoured up to three times.
+(``python-telegram-bot[rate-limiter]``), else through the base's retry on ``RetryAfter``;
+either way a 429's ``retry_after`` is honoured up to three times.
+
+Lifecycle, the ordered handling of updates and the retry loop are
+:class:`~providers.base.BaseProvider`'s; Telegram needs no dedupe (``getUpdates`` offsets
+acknowledge each update once) and no text split (pairbot's texts fit one message).
 
 The bot token never appears in what this module logs or raises, and while the provider runs a
 filter redacts it from the httpx and PTB log lines that carry it inside a URL.
@@ -13,7 +17,6 @@ filter redacts it from the httpx and PTB log lines that carry it inside a URL.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,9 +37,11 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import AIORateLimiter, Application, ContextTypes, TypeHandler
 
-from bot.core.errors import ConfigError
+from bot.core.errors import ProviderError
 from bot.core.models import Button, ChatKind, Inbound
-from bot.core.protocols import OnInbound
+from providers.base import BaseProvider
+from providers.limits import ButtonLimits
+from providers.retry import Retry, RetryPolicy
 
 _LOG = logging.getLogger(__name__)
 
@@ -98,7 +103,7 @@ def _chat_ref(chat_id: str) -> int | str:
         return chat_id
 
 
-class TelegramProvider:
+class TelegramProvider(BaseProvider):
     """The Telegram provider: a PTB application polled by hand, one per bot token.
 
     Args:
@@ -115,6 +120,10 @@ class TelegramProvider:
     in order; an exception from the handler is logged and polling goes on.
     """
 
+    platform = "Telegram"
+    button_limits = ButtonLimits(command=MAX_CALLBACK_DATA_BYTES, command_in_bytes=True)
+    send_retry = RetryPolicy(attempts=_MAX_RETRIES + 1)
+
     def __init__(
         self,
         *,
@@ -124,134 +133,112 @@ class TelegramProvider:
         poll_timeout: float = 10.0,
         max_send_rate: float = 30.0,
     ) -> None:
+        super().__init__(name=name)
         if not token or not token.strip():
-            raise ConfigError("the bot token is empty", source=f"providers.{name}", field="token")
+            raise self._config_error("token", "the bot token is empty")
         if not poll_timeout > 0:
-            raise ConfigError("must be positive", source=f"providers.{name}", field="poll_timeout")
-        self.name = name
-        self.bare_commands = False
+            raise self._config_error("poll_timeout", "must be positive")
+        if not max_send_rate > 0:
+            raise self._config_error("max_send_rate", "must be positive")
         self._token = token
         self._root = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
         # Telegram takes whole seconds; 0 would turn long polling into a busy loop.
         self._poll_timeout = timedelta(seconds=max(1, round(poll_timeout)))
-        if not max_send_rate > 0:
-            raise ConfigError(
-                "must be positive", source=f"providers.{name}", field="max_send_rate"
-            )
         self._max_send_rate = max_send_rate
         self._app: _App | None = None
-        self._on_inbound: OnInbound | None = None
-        self._starting = False
-        self._stopping = False
         self._redactor = _RedactToken(token)
 
     def __repr__(self) -> str:
         return f"TelegramProvider(name={self.name!r}, api_base_url={self._root!r})"
 
-    @property
-    def running(self) -> bool:
-        """Whether :meth:`start` has returned and :meth:`stop` has not been called."""
-        return self._app is not None and not (self._starting or self._stopping)
+    # -- lifecycle (the hooks of BaseProvider) -----------------------------------------------
 
-    async def start(self, on_inbound: OnInbound) -> None:
-        """Check the token (getMe), start long polling, and return once updates flow.
+    async def _connect(self) -> None:
+        """Check the token (getMe), start long polling; return once updates flow.
 
         Raises:
             ConfigError: Telegram rejected the token.
-            RuntimeError: the provider is already running.
             telegram.error.TelegramError: the API could not be reached or answered otherwise.
         """
-        if self._app is not None:
-            raise RuntimeError(f"{self.name}: provider is already running")
         self._redact_logs(True)
-        app = self._build()
-        # Claim the provider now: a second start() fails, and a handler that replies to the
-        # very first update (which may arrive before start_polling returns) finds the bot.
-        self._app, self._on_inbound, self._starting = app, on_inbound, True
+        # Held from now on: a handler that replies to the very first update (which may arrive
+        # before start_polling returns) finds the bot.
+        app = self._app = self._build()
         try:
-            try:
-                await app.initialize()
-            except InvalidToken:
-                # PTB's message quotes the token: raise our own, unchained.
-                raise ConfigError(
-                    "Telegram rejected the bot token",
-                    source=f"providers.{self.name}",
-                    field="token",
-                    hint="check the token @BotFather gave you, and api_base_url",
-                ) from None
-            await app.start()
-            if app.updater is None:  # the builder always makes one; this narrows the type
-                raise RuntimeError(f"{self.name}: PTB built no updater")
-            await app.updater.start_polling(
-                poll_interval=0.0,
-                timeout=self._poll_timeout,
-                allowed_updates=_ALLOWED_UPDATES,
-                error_callback=self._on_polling_error,
-            )
-        except BaseException:
-            await self._teardown(app)
-            self._app, self._on_inbound = None, None
-            self._redact_logs(False)
-            raise
-        finally:
-            self._starting = False
+            await app.initialize()
+        except InvalidToken:
+            # PTB's message quotes the token: raise our own, unchained.
+            raise self._config_error(
+                "token",
+                "Telegram rejected the bot token",
+                hint="check the token @BotFather gave you, and api_base_url",
+            ) from None
+        await app.start()
+        if app.updater is None:  # the builder always makes one; this narrows the type
+            raise ProviderError(f"{self.name}: PTB built no updater")
+        await app.updater.start_polling(
+            poll_interval=0.0,
+            timeout=self._poll_timeout,
+            allowed_updates=_ALLOWED_UPDATES,
+            error_callback=self._on_polling_error,
+        )
         _LOG.info("%s: polling started as @%s", self.name, app.bot.username)
 
-    async def stop(self) -> None:
-        """Stop polling, let the update in hand finish, close connections. Safe to call twice."""
+    async def _stop_receiving(self) -> None:
+        """Stop polling, then PTB, which hands the updates it still holds to the worker."""
         app = self._app
-        if app is None or self._starting or self._stopping:
-            return  # a failing start() cleans up after itself
-        self._stopping = True
-        try:
-            await self._teardown(app)
-        finally:
-            self._app = None
-            self._on_inbound = None
-            self._stopping = False
-            self._redact_logs(False)
-        _LOG.info("%s: stopped", self.name)
+        if app is None:
+            return
+        if app.updater is not None and app.updater.running:
+            await app.updater.stop()
+        if app.running:
+            await app.stop()
 
-    async def send(self, chat_id: str, text: str, *, buttons: Sequence[Button] = ()) -> str:
+    async def _disconnect(self) -> None:
+        """Release the connections (also those of a start that failed half-way)."""
+        app, self._app = self._app, None
+        try:
+            if app is not None:
+                try:
+                    await app.shutdown()
+                finally:
+                    # When initialize() failed after opening the HTTP clients, app.shutdown()
+                    # does nothing (the app never counted as initialized); the bot's own is
+                    # idempotent.
+                    await app.bot.shutdown()
+        finally:
+            self._redact_logs(False)
+
+    # -- outbound ----------------------------------------------------------------------------
+
+    async def _send_text(self, chat_id: str, text: str, buttons: Sequence[Button]) -> str:
         """Send plain ``text`` with an optional row of inline buttons; return the message id.
 
         Raises:
-            ValueError: a button's command is empty or over 64 bytes (Telegram's limit).
-            RuntimeError: the provider is not running.
+            ProviderStateError: the provider is not running.
             telegram.error.TelegramError: Telegram refused the message.
         """
         markup = None
         if buttons:
-            for button in buttons:
-                size = len(button.command.encode())
-                if not 1 <= size <= MAX_CALLBACK_DATA_BYTES:
-                    raise ValueError(
-                        f"button {button.label!r}: command is {size} bytes, Telegram allows "
-                        f"1 to {MAX_CALLBACK_DATA_BYTES}"
-                    )
             markup = InlineKeyboardMarkup(
                 [[InlineKeyboardButton(b.label, callback_data=b.command) for b in buttons]]
             )
         bot = self._bot()
-        message = await self._retrying(
+        message = await self._call(
             lambda: bot.send_message(chat_id=_chat_ref(chat_id), text=text, reply_markup=markup)
         )
         return str(message.message_id)
-
-    async def dm_chat_id(self, user_id: str) -> str:
-        """A Telegram user's private chat with the bot has the user's id."""
-        return user_id
 
     async def edit(self, chat_id: str, message_id: str, text: str) -> None:
         """Replace a sent message's text and remove its buttons; "not modified" is success.
 
         Raises:
-            RuntimeError: the provider is not running.
+            ProviderStateError: the provider is not running.
             telegram.error.TelegramError: Telegram refused the edit.
         """
         bot = self._bot()
         try:
-            await self._retrying(
+            await self._call(
                 lambda: bot.edit_message_text(
                     text=text, chat_id=_chat_ref(chat_id), message_id=int(message_id)
                 )
@@ -260,23 +247,38 @@ class TelegramProvider:
             if "message is not modified" not in exc.message.lower():
                 raise
 
+    def _bot(self) -> Bot:
+        bot: Bot = self._need(self._app).bot
+        return bot
+
+    async def _call(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``call``; without AIORateLimiter, wait out a 429 (the base's retry)."""
+
+        async def attempt() -> _T:
+            try:
+                return await call()
+            except RetryAfter as exc:
+                if _HAVE_AIOLIMITER:
+                    raise
+                after = exc._retry_after.total_seconds()  # public attribute warns in PTB 22
+                raise Retry("flood limit", after=after, error=exc) from None
+
+        return await self._retrying(attempt, what="a Bot API call")
+
     # -- inbound -----------------------------------------------------------------------------
 
     async def _on_update(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Turn one update into an Inbound and hand it over; never let an error escape."""
-        try:
-            if update.callback_query is not None:
-                inbound = await self._from_button(update.callback_query)
-            elif update.message is not None:
-                inbound = self._from_message(update.message)
-            elif update.channel_post is not None:
-                inbound = self._from_message(update.channel_post)
-            else:
-                inbound = None  # edits and every other kind of update are ignored
-            if inbound is not None and self._on_inbound is not None:
-                await self._on_inbound(inbound)
-        except Exception:
-            _LOG.exception("%s: handling update %s failed", self.name, update.update_id)
+        """Queue one update; the worker turns it into an Inbound, in order."""
+        self._enqueue(lambda: self._from_update(update))
+
+    async def _from_update(self, update: Update) -> Inbound | None:
+        if update.callback_query is not None:
+            return await self._from_button(update.callback_query)
+        if update.message is not None:
+            return self._from_message(update.message)
+        if update.channel_post is not None:
+            return self._from_message(update.channel_post)
+        return None  # edits and every other kind of update are ignored
 
     def _from_message(self, message: Message) -> Inbound | None:
         kind = _chat_kind(message.chat)
@@ -359,37 +361,3 @@ class TelegramProvider:
                 logger.addFilter(self._redactor)
             else:
                 logger.removeFilter(self._redactor)
-
-    def _bot(self) -> Bot:
-        if self._app is None:
-            raise RuntimeError(f"{self.name}: provider is not running")
-        bot: Bot = self._app.bot
-        return bot
-
-    async def _retrying(self, call: Callable[[], Awaitable[_T]]) -> _T:
-        """Run ``call``; without AIORateLimiter, wait out a 429 up to three times."""
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except RetryAfter as exc:
-                if _HAVE_AIOLIMITER or attempt >= _MAX_RETRIES:
-                    raise
-                attempt += 1
-                delay = exc._retry_after.total_seconds()  # public attribute warns in PTB 22
-                _LOG.info("%s: flood limit, retry %d in %.1f s", self.name, attempt, delay)
-                await asyncio.sleep(delay)
-
-    @staticmethod
-    async def _teardown(app: _App) -> None:
-        """Stop whatever of ``app`` is running and release its connections."""
-        try:
-            if app.updater is not None and app.updater.running:
-                await app.updater.stop()
-            if app.running:
-                await app.stop()
-        finally:
-            await app.shutdown()
-            # When initialize() failed after opening the HTTP clients, app.shutdown() does
-            # nothing (the app never counted as initialized); the bot's own is idempotent.
-            await app.bot.shutdown()

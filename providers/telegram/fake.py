@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.core.clock import Clock, SystemClock
-from providers.fakes import AsyncServer, FakeDemo, wait_until
+from providers.fakebase import AsyncServer, FakeDemo, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -382,7 +382,7 @@ class FakeTelegramServer(AsyncServer):
         return params()
 
     wait_until = staticmethod(wait_until)
-    """Poll a condition until it holds (see :func:`providers.fakes.wait_until`)."""
+    """Poll a condition until it holds (see :func:`providers.fakebase.wait_until`)."""
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -634,7 +634,7 @@ class FakeTelegramServer(AsyncServer):
 
 
 class TelegramDemo(FakeDemo[FakeTelegramServer]):
-    """The Telegram fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
+    """The Telegram fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
 
     provider = "telegram"
     owner_id = "111111111"

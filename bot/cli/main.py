@@ -32,7 +32,13 @@ from rich.text import Text
 from bot import __version__
 from bot.core.clock import Clock, SystemClock
 from bot.core.config import Config
-from bot.core.errors import ConfigError, LookupFailed, NodeRefused, PairbotError
+from bot.core.errors import (
+    AllowedByConfigError,
+    ConfigError,
+    LookupFailed,
+    NodeRefused,
+    PairbotError,
+)
 from bot.core.platforms import KNOWN_PROVIDERS, platform
 from bot.core.text import ago, clean, clean_name, remaining
 from bot.runtime.config import NO_OWNERS, check_file_mode, find_config, load_config
@@ -967,7 +973,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ctx.store.close()
     except UsageError as exc:
         parser.exit(EXIT_USAGE, f"pairbot: error: {exc}\n")
-    except (LookupFailed, NodeRefused) as exc:
+    except (LookupFailed, NodeRefused, AllowedByConfigError) as exc:
         return _fail(exc, EXIT_LOOKUP, debug)
     except (PairbotError, ValueError) as exc:
         return _fail(exc, EXIT_USAGE, debug)

@@ -12,6 +12,7 @@ The tree::
     ├── ProviderError                     a chat platform refused or failed what was asked
     │   ├── ProviderStateError (RuntimeError)  used while not running, or started twice
     │   └── ButtonError (ValueError)      buttons the platform cannot show
+    ├── AllowedByConfigError              a sender allowed by the config, not the store
     ├── LookupFailed (LookupError)        the thing asked for is not there (CLI exit 1)
     │   ├── UnknownCodeError              no live pairing request has this code
     │   ├── CodeExpiredError              the request with this code expired
@@ -126,6 +127,10 @@ class ProviderStateError(ProviderError, RuntimeError):
 
 class ButtonError(ProviderError, ValueError):
     """Buttons the platform cannot show: too many, a command too long, two alike."""
+
+
+class AllowedByConfigError(PairbotError):
+    """A sender can't be revoked here: the config's ``allow_from`` lets them in (CLI exit 1)."""
 
 
 class LookupFailed(PairbotError, LookupError):

@@ -17,7 +17,13 @@ from enum import StrEnum
 
 from bot.core import commands, messages
 from bot.core.clock import Clock
-from bot.core.errors import CodeExpiredError, LookupFailed, NodeRefused, UnknownCodeError
+from bot.core.errors import (
+    AllowedByConfigError,
+    CodeExpiredError,
+    LookupFailed,
+    NodeRefused,
+    UnknownCodeError,
+)
 from bot.core.models import AuditEvent, NodeApproval, NodeRequest, PairedNode, PendingRequest
 from bot.core.platforms import find
 from bot.core.text import ago, clean, remaining
@@ -44,6 +50,8 @@ class OwnerFailure(StrEnum):
     USAGE = "usage"
     HANDLED = "handled"
     """A button pressed on a notice whose request is already gone."""
+    IN_CONFIG = "in-config"
+    """The sender is allowed by the config's ``allow_from``; only the config can change that."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,6 +170,8 @@ class OwnerCommands:
             return OwnerReply(text=str(exc), ok=False, failure=OwnerFailure.UNKNOWN)
         except NodeRefused as exc:
             return OwnerReply(text=str(exc), ok=False, failure=OwnerFailure.REFUSED)
+        except AllowedByConfigError as exc:
+            return OwnerReply(text=str(exc), ok=False, failure=OwnerFailure.IN_CONFIG)
 
     # --- DM pairing ----------------------------------------------------------------------------
 

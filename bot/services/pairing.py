@@ -16,7 +16,12 @@ from enum import StrEnum
 
 from bot.core import codes
 from bot.core.clock import Clock
-from bot.core.errors import CodeExpiredError, LookupFailed, UnknownCodeError, UnknownSubjectError
+from bot.core.errors import (
+    AllowedByConfigError,
+    CodeExpiredError,
+    UnknownCodeError,
+    UnknownSubjectError,
+)
 from bot.core.models import (
     ApprovalNotice,
     AuditEvent,
@@ -348,7 +353,7 @@ class PairingService:
                 )
         if not removed:
             if sender_id in self._static.get(provider, frozenset()):
-                raise LookupFailed(
+                raise AllowedByConfigError(
                     f"{provider} sender {sender_id} is allowed by the config's allow_from; "
                     "remove it there"
                 )

@@ -388,6 +388,17 @@ def test_config_ttl_and_allow_from_are_used(state_dir, tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_removing_a_sender_the_config_allows_says_where_it_comes_from(state_dir, tmp_path):
+    config = tmp_path / "pairbot.yaml"
+    config.write_text("providers:\n  telegram: {token: x, allow_from: ['99']}\n")
+    result = run(state_dir, "--config", str(config), "allowlist", "remove", "telegram", "99")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "pairbot: error: telegram sender 99 is allowed by the config's allow_from; "
+        "remove it there"
+    )
+
+
 def test_unwritable_audit_log_still_approves_and_prints_the_token(state_dir, live):
     _, pairing, nodes = live
     code = code_of(pairing.request("telegram", "42"))

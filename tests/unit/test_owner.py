@@ -304,7 +304,7 @@ def test_revoke_a_config_entry_says_where_it_comes_from(
     assert run(owner, "/revoke telegram 99", actor=OWNER) == OwnerReply(
         text="telegram sender 99 is allowed by the config's allow_from; remove it there",
         ok=False,
-        failure=OwnerFailure.UNKNOWN,
+        failure=OwnerFailure.IN_CONFIG,
     )
     assert pairing.is_allowed("telegram", "99")
 

@@ -34,7 +34,6 @@ class Rig:
     facts: Facts
     people: ContractPlatform
     provider: RunningProvider
-    provider_class: type[Provider]
     secrets: Sequence[str]
     """Every credential in the provider's config block."""
     inbox: Inbox
@@ -63,10 +62,10 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     try:
         config = Config.model_validate({"providers": {facts.name: people.provider_config()}})
         block = getattr(config.providers, facts.name)
-        cls = load_provider_class(facts.name)
-        provider = cast(RunningProvider, cls(**block.provider_kwargs(), **facts.fast))
+        made = load_provider_class(facts.name)(**block.provider_kwargs(), **facts.fast)
+        provider = cast(RunningProvider, made)
         try:
-            yield Rig(facts, people, provider, cls, config.secrets(), Inbox())
+            yield Rig(facts, people, provider, config.secrets(), Inbox())
         finally:
             await provider.stop()
     finally:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bot.core.protocols import Provider
+from providers.discord import DiscordProvider
 from providers.fakes import ContractPlatform
 from providers.fakes.discord import DiscordDemo
 from providers.fakes.imessage import IMessageDemo
@@ -22,6 +24,11 @@ from providers.fakes.signal import SignalDemo
 from providers.fakes.slack import SlackDemo
 from providers.fakes.telegram import TelegramDemo
 from providers.fakes.whatsapp import WhatsAppDemo
+from providers.imessage import IMessageProvider
+from providers.signal import SignalProvider
+from providers.slack import SlackProvider
+from providers.telegram import TelegramProvider
+from providers.whatsapp import WhatsAppProvider
 
 NAME = "Alice"
 """The name the contract's people give themselves (one word: Discord derives a username)."""
@@ -41,6 +48,10 @@ class Buttons:
     """Characters of a label (None: no documented limit)."""
     long_label: Literal["cut", "refused"] | None
     """What the provider does with a longer label."""
+    refusal: str
+    """What the provider's ValueError says of a command one unit too long (a regex)."""
+    too_many: str = ""
+    """What it says of one button more than ``max_count`` (a regex)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,8 @@ class Facts:
     """One platform, as the contract suite needs to know it."""
 
     name: str
+    provider: type[Provider]
+    """The class the registry must load for ``name``."""
     people: Callable[..., ContractPlatform]
     """The platform's fake as people (called with ``clock=``)."""
     fast: Mapping[str, Any]
@@ -78,6 +91,7 @@ class Facts:
 FACTS: dict[str, Facts] = {
     "telegram": Facts(
         name="telegram",
+        provider=TelegramProvider,
         people=TelegramDemo,
         fast={"poll_timeout": 1},
         bare_commands=False,
@@ -90,7 +104,12 @@ FACTS: dict[str, Facts] = {
         # to the bot when the button is pressed, 1-64 bytes". No documented limit on the
         # number of buttons or on a button's text.
         buttons=Buttons(
-            max_command=64, command_in="bytes", max_count=None, max_label=None, long_label=None
+            max_command=64,
+            command_in="bytes",
+            max_count=None,
+            max_label=None,
+            long_label=None,
+            refusal="command is 65 bytes, Telegram allows 1 to 64",
         ),
         edits_in_place=True,  # editMessageText; without reply_markup the keyboard goes
         # getUpdates: "Incoming updates are stored on the server until the bot receives
@@ -107,6 +126,7 @@ FACTS: dict[str, Facts] = {
     ),
     "slack": Facts(
         name="slack",
+        provider=SlackProvider,
         people=SlackDemo,
         fast={"ping_interval": 1},
         bare_commands=True,  # Slack clients take a leading "/" as a slash command
@@ -119,7 +139,13 @@ FACTS: dict[str, Facts] = {
         # provider's "pairbot:" (8); text "Maximum length ... is 75 characters". Actions
         # block: "There is a maximum of 25 elements in each action block."
         buttons=Buttons(
-            max_command=247, command_in="chars", max_count=25, max_label=75, long_label="cut"
+            max_command=247,
+            command_in="chars",
+            max_count=25,
+            max_label=75,
+            long_label="cut",
+            refusal="command is 248 characters, Slack allows 1 to 247",
+            too_many="25",
         ),
         edits_in_place=True,  # chat.update; "blocks": [] removes the buttons
         # Events API: Slack retries a delivery it saw no ack for (3 times, with backoff) and
@@ -141,6 +167,7 @@ FACTS: dict[str, Facts] = {
     ),
     "discord": Facts(
         name="discord",
+        provider=DiscordProvider,
         people=DiscordDemo,
         fast={},
         bare_commands=False,
@@ -150,7 +177,13 @@ FACTS: dict[str, Facts] = {
         # Message components: a button's custom_id "max 100 characters" (less "pairbot:"),
         # its label "max 80 characters"; "An Action Row can contain up to 5 buttons".
         buttons=Buttons(
-            max_command=92, command_in="chars", max_count=5, max_label=80, long_label="refused"
+            max_command=92,
+            command_in="chars",
+            max_count=5,
+            max_label=80,
+            long_label="refused",
+            refusal="command must start with '/' and be at most 92 characters",
+            too_many="6 buttons: Discord allows 5 in a row",
         ),
         edits_in_place=True,  # Edit Message; components [] removes the buttons
         # Gateway: a new session (IDENTIFY) receives nothing of a closed one; only a RESUME
@@ -161,6 +194,7 @@ FACTS: dict[str, Facts] = {
     ),
     "whatsapp": Facts(
         name="whatsapp",
+        provider=WhatsAppProvider,
         people=WhatsAppDemo,
         fast={"retry_base_delay": 0.05},
         bare_commands=False,
@@ -170,7 +204,13 @@ FACTS: dict[str, Facts] = {
         # Interactive reply buttons: "You can have up to 3 buttons", button id "Maximum
         # length: 256 characters", title "Maximum length: 20 characters".
         buttons=Buttons(
-            max_command=256, command_in="chars", max_count=3, max_label=20, long_label="cut"
+            max_command=256,
+            command_in="chars",
+            max_count=3,
+            max_label=20,
+            long_label="cut",
+            refusal="the command must be 1 to 256 characters",
+            too_many="WhatsApp allows 3 reply buttons, got 4",
         ),
         edits_in_place=False,  # the Cloud API cannot edit: a reply to the message instead
         while_stopped="kept",  # Webhooks: Meta retries a failed delivery for up to 7 days
@@ -179,6 +219,7 @@ FACTS: dict[str, Facts] = {
     ),
     "signal": Facts(
         name="signal",
+        provider=SignalProvider,
         people=SignalDemo,
         fast={"reconnect_min": 0.05, "reconnect_max": 0.2},
         bare_commands=False,
@@ -210,6 +251,7 @@ FACTS: dict[str, Facts] = {
     ),
     "imessage": Facts(
         name="imessage",
+        provider=IMessageProvider,
         people=IMessageDemo,
         fast={"retry_initial": 0.05, "retry_max": 0.2, "send_retry_for": 5.0, "stop_grace": 1.0},
         bare_commands=False,

@@ -132,6 +132,25 @@ class ContractPlatform(DemoPlatform, Protocol):
         ...
 
 
+class NoButtons:
+    """:class:`ContractPlatform`'s buttons on a platform that has none: a message shows none,
+    and there is nothing to press."""
+
+    provider: str
+
+    def buttons_on(self, message_id: str) -> list[str]:
+        """None, on any message."""
+        del message_id
+        return []
+
+    def press(self, user_id: str, message_id: str, label: str) -> None:
+        """Raises LookupError: no message shows a button."""
+        del user_id
+        raise LookupError(
+            f"message {message_id} shows no button {label!r}: {self.provider} has none"
+        )
+
+
 class AsyncServer(ABC):
     """``async with`` for a fake: subclasses define ``start`` and ``stop``."""
 
@@ -186,6 +205,7 @@ __all__ = [
     "ContractPlatform",
     "DemoPlatform",
     "FakeDemo",
+    "NoButtons",
     "Written",
     "free_port",
     "wait_until",

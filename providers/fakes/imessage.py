@@ -40,7 +40,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.core.clock import Clock, SystemClock
-from providers.fakes import AsyncServer, FakeDemo, Written, free_port, wait_until
+from providers.fakes import AsyncServer, FakeDemo, NoButtons, Written, free_port, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -582,7 +582,8 @@ class FakeBlueBubbles(AsyncServer):
         }
 
 
-class IMessageDemo(FakeDemo[FakeBlueBubbles]):
+# contract (issue 10): NoButtons, as iMessage has none (BlueBubbles' message/text takes none)
+class IMessageDemo(NoButtons, FakeDemo[FakeBlueBubbles]):
     """The BlueBubbles fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
 
     provider = "imessage"
@@ -662,13 +663,3 @@ class IMessageDemo(FakeDemo[FakeBlueBubbles]):
     def shown_to(self, user_id: str) -> list[str]:
         """The bot's messages in the one-to-one chat (nothing is edited)."""
         return self.texts_to(user_id)
-
-    def buttons_on(self, message_id: str) -> list[str]:
-        """None: iMessage messages carry no buttons (BlueBubbles' message/text has none)."""
-        del message_id
-        return []
-
-    def press(self, user_id: str, message_id: str, label: str) -> None:
-        """There is nothing to press on iMessage."""
-        del user_id
-        raise LookupError(f"message {message_id} shows no button {label!r}: iMessage has none")

@@ -35,7 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.core.clock import Clock, SystemClock
-from providers.fakes import AsyncServer, FakeDemo, Written, wait_until
+from providers.fakes import AsyncServer, FakeDemo, NoButtons, Written, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -493,7 +493,8 @@ def _error(req_id: object, code: int, message: str) -> JsonDict:
     }
 
 
-class SignalDemo(FakeDemo[FakeSignalDaemon]):
+# contract (issue 10): NoButtons, as signal-cli-jsonrpc(5)'s ``send`` takes no buttons
+class SignalDemo(NoButtons, FakeDemo[FakeSignalDaemon]):
     """The Signal fake as :class:`providers.fakes.DemoPlatform` (people, not API calls)."""
 
     provider = "signal"
@@ -563,13 +564,3 @@ class SignalDemo(FakeDemo[FakeSignalDaemon]):
             if sent["recipient"] and user_id in sent["recipient"]:
                 shown[sent["editTimestamp"] or sent["timestamp"]] = sent["message"]
         return list(shown.values())
-
-    def buttons_on(self, message_id: str) -> list[str]:
-        """None: signal-cli's ``send`` has no buttons (signal-cli-jsonrpc(5))."""
-        del message_id
-        return []
-
-    def press(self, user_id: str, message_id: str, label: str) -> None:
-        """There is nothing to press on Signal."""
-        del user_id
-        raise LookupError(f"message {message_id} shows no button {label!r}: Signal has none")

@@ -3,10 +3,8 @@ provider does is in tests/providers/test_contract.py), then the whole app."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +12,15 @@ import aiohttp
 import pytest
 
 import providers.discord as discord_module
-from bot.core.clock import FakeClock, SystemClock
+from bot.core.clock import Clock, FakeClock
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
 from bot.runtime.app import App
 from bot.runtime.config import Config
 from providers.discord import DiscordProvider, plain
-from providers.fakes.discord import DiscordDemo, FakeDiscordServer, displayed
-from tests.helpers import Inbox
+from providers.fakes.discord import FakeDiscordServer, displayed
+from tests.e2e.support import app_config, app_running, code_in, settle, texts
+from tests.helpers import APPROVE, REJECT, Inbox
 
 pytestmark = pytest.mark.e2e
 
@@ -32,47 +31,16 @@ OWNER, ALICE, MALLORY, BOB = (
     "190000000000000077",
 )
 OTHER_BOT = "190000000000000099"
-APPROVE = Button(label="Approve", command="/approve ABCD2345")
-REJECT = Button(label="Reject", command="/reject ABCD2345")
 
 
-@pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock(SystemClock().now())
-
-
-@pytest.fixture
-async def fake(fake_clock: FakeClock) -> AsyncIterator[FakeDiscordServer]:
-    async with FakeDiscordServer(clock=fake_clock) as server:
-        yield server
-
-
-@pytest.fixture
-def inbox() -> Inbox:
-    return Inbox()
+def make_fake(clock: Clock) -> FakeDiscordServer:
+    return FakeDiscordServer(clock=clock)
 
 
 def make_provider(fake: FakeDiscordServer, **kwargs: Any) -> DiscordProvider:
     return DiscordProvider(
         token=fake.token, api_base_url=fake.api_base_url, gateway_url=fake.gateway_url, **kwargs
     )
-
-
-@pytest.fixture
-async def provider(fake: FakeDiscordServer) -> AsyncIterator[DiscordProvider]:
-    made = make_provider(fake)
-    yield made
-    await made.stop()
-
-
-@pytest.fixture
-async def running(provider: DiscordProvider, inbox: Inbox) -> DiscordProvider:
-    await provider.start(inbox)
-    return provider
-
-
-async def settle(seconds: float = 0.15) -> None:
-    await asyncio.sleep(seconds)
 
 
 # -- the provider alone ------------------------------------------------------------------------
@@ -117,7 +85,7 @@ async def test_other_bots_webhook_and_system_messages_are_ignored(fake, running,
     fake.dm(ALICE, "sentinel")
 
     await inbox.wait()
-    await settle()
+    await settle(0.15)
 
     assert [i.text for i in inbox.items] == ["sentinel"]
 
@@ -215,7 +183,7 @@ async def test_a_forged_custom_id_not_on_the_message_does_nothing(fake, running,
     fake.press_button(MALLORY, message_id, "pairbot:/approve ZZZZ9999")
     fake.press_button(MALLORY, message_id, label="Approve")  # the presser's id is what counts
     [pressed] = await inbox.wait()
-    await settle()
+    await settle(0.15)
 
     assert [(i.sender_id, i.text) for i in inbox.items] == [(MALLORY, APPROVE.command)]
     assert pressed.is_button
@@ -336,7 +304,7 @@ async def test_reconnect_resumes_and_no_message_is_handled_twice(fake, running, 
     await fake.wait_until(lambda: len(fake.resumes) == 1)
     fake.dm(ALICE, "after the drop")
     await inbox.wait(3)
-    await settle()
+    await settle(0.15)
 
     assert [i.text for i in inbox.items] == [
         "before the drop",
@@ -439,49 +407,22 @@ async def test_fake_answers_like_discord(fake):
 # -- the whole app -----------------------------------------------------------------------------
 
 
-def make_config(fake: FakeDiscordServer, **discord: Any) -> Config:
-    return Config.model_validate(
-        {
-            "owners": [{"provider": "discord", "user_id": OWNER}],
-            "pairing": {"prune_interval": "1h"},
-            "gateway": {"port": 0},
-            "providers": {
-                "discord": {
-                    "token": fake.token,
-                    "api_base_url": fake.api_base_url,
-                    "gateway_url": fake.gateway_url,
-                    **discord,
-                }
-            },
-        }
-    )
+def make_config(fake: FakeDiscordServer) -> Config:
+    block = {"token": fake.token, "api_base_url": fake.api_base_url}
+    block["gateway_url"] = fake.gateway_url
+    return app_config("discord", OWNER, block, pairing={"prune_interval": "1h"})
 
 
 @pytest.fixture
 async def app(
     fake: FakeDiscordServer, state_dir: Path, fake_clock: FakeClock
 ) -> AsyncIterator[App]:
-    running = App(
-        make_config(fake),
-        state_dir=state_dir,
-        clock=fake_clock,
-        watch_interval=0.1,
-        capped_delay=0.2,
-        notice_window=timedelta(seconds=60),
-    )
-    await running.start()
-    yield running
-    await running.stop()
+    async with app_running(make_config(fake), state_dir, fake_clock) as started:
+        yield started
 
 
 async def texts_to(fake: FakeDiscordServer, user: str, count: int) -> list[str]:
-    await fake.wait_until(lambda: len(fake.texts_to(user)) >= count)
-    return fake.texts_to(user)
-
-
-def code_in(text: str) -> str:
-    line = next(ln for ln in text.splitlines() if ln.startswith("Your pairing code:"))
-    return line.split(":", 1)[1].strip().replace("-", "")
+    return await texts(lambda: fake.texts_to(user), count)
 
 
 async def pair(fake: FakeDiscordServer, user: str = ALICE, name: str = "Alice") -> str:
@@ -602,25 +543,3 @@ async def test_app_drop_and_resume_handles_each_message_once(fake, app):
     assert fake.replayed
     assert fake.texts_to(ALICE)[2:] == ["first", "second"]
     assert sum(t.startswith("Approved") for t in fake.texts_to(OWNER)) == 1
-
-
-async def test_demo_platform_plays_the_people(state_dir):
-    demo = DiscordDemo()
-    await demo.start()
-    try:
-        config = Config.model_validate(
-            {
-                "owners": [{"provider": "discord", "user_id": demo.owner_id}],
-                "gateway": {"port": 0},
-                "providers": {"discord": demo.provider_config()},
-            }
-        )
-        async with App(config, state_dir=state_dir):
-            alice = demo.user_id(1)
-            assert alice != demo.owner_id
-            demo.dm(alice, "hi", name="Alice")
-            await demo.fake.wait_until(lambda: len(demo.texts_to(alice)) == 1)
-            await demo.fake.wait_until(lambda: len(demo.texts_to(demo.owner_id)) == 1)
-            assert "pairing code" in demo.texts_to(alice)[0]
-    finally:
-        await demo.stop()

@@ -14,21 +14,21 @@ import aiohttp
 import pytest
 from rich.console import Console
 
-from bot.core.clock import FakeClock, SystemClock
+from bot.core.clock import Clock, FakeClock
 from bot.core.errors import ConfigError
-from bot.core.models import Button, ChatKind, Inbound
+from bot.core.models import ChatKind, Inbound
 from bot.runtime.app import App
 from bot.runtime.config import Config, IMessageConfig
 from providers import load_provider_class
 from providers.fakes.imessage import WEBHOOK_PATH, FakeBlueBubbles, IMessageDemo
 from providers.imessage import BlueBubblesError, IMessageProvider
-from tests.helpers import Inbox
+from tests.e2e.support import app_config, app_running, code_in, texts
+from tests.helpers import APPROVE
 
 pytestmark = pytest.mark.e2e
 
 OWNER, ALICE, BOB, MALLORY = "+15550000001", "+15551230001", "+15551230002", "+15556660000"
 GROUP = "iMessage;+;chat123456789"
-APPROVE = Button(label="Approve", command="/approve ABCD2345")
 
 
 def dm(handle: str) -> str:
@@ -47,31 +47,12 @@ def make_provider(fake: FakeBlueBubbles, **kwargs: Any) -> IMessageProvider:
     return IMessageProvider(server_url=fake.base_url, password=fake.password, **options)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeBlueBubbles]:
-    async with FakeBlueBubbles() as server:
-        yield server
+def make_fake(clock: Clock) -> FakeBlueBubbles:
+    return FakeBlueBubbles(clock=clock)
 
 
-@pytest.fixture
-def inbox() -> Inbox:
-    return Inbox()
-
-
-@pytest.fixture
-async def provider(fake: FakeBlueBubbles) -> AsyncIterator[IMessageProvider]:
-    made = make_provider(fake)
-    yield made
-    await made.stop()
-
-
-@pytest.fixture
-async def running(
-    fake: FakeBlueBubbles, provider: IMessageProvider, inbox: Inbox
-) -> IMessageProvider:
-    await provider.start(inbox)
-    fake.webhook_for(provider.webhook_port)
-    return provider
+async def connect(fake: FakeBlueBubbles, provider: IMessageProvider) -> None:
+    fake.webhook_for(provider.webhook_port, provider.webhook_path)
 
 
 # -- the provider alone ------------------------------------------------------------------------
@@ -338,52 +319,21 @@ async def test_stop_does_not_wait_past_stop_grace_for_a_stuck_handler(fake, capl
 
 
 def make_config(fake: FakeBlueBubbles) -> Config:
-    return Config.with_any_durations(
-        {  # a 0.2 s pruner: no user may set one
-            "owners": [{"provider": "imessage", "user_id": OWNER}],
-            "pairing": {"prune_interval": "0.2s"},
-            "gateway": {"port": 0},
-            "providers": {
-                "imessage": {
-                    "server_url": fake.base_url,
-                    "password": fake.password,
-                    "webhook": {"port": 0},
-                }
-            },
-        }
-    )
+    block = {"server_url": fake.base_url, "password": fake.password, "webhook": {"port": 0}}
+    return app_config("imessage", OWNER, block, pairing={"prune_interval": "0.2s"})
 
 
 @pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock(SystemClock().now())
+async def app(fake: FakeBlueBubbles, state_dir: Path, fake_clock: FakeClock) -> AsyncIterator[App]:
+    async with app_running(make_config(fake), state_dir, fake_clock) as running:
+        provider = running.providers["imessage"]
+        assert isinstance(provider, IMessageProvider)
+        await connect(fake, provider)
+        yield running
 
 
-@pytest.fixture
-async def bb(fake_clock: FakeClock) -> AsyncIterator[FakeBlueBubbles]:
-    async with FakeBlueBubbles(clock=fake_clock) as server:
-        yield server
-
-
-@pytest.fixture
-async def app(bb: FakeBlueBubbles, state_dir: Path, fake_clock: FakeClock) -> AsyncIterator[App]:
-    running = App(make_config(bb), state_dir=state_dir, clock=fake_clock, watch_interval=0.1)
-    await running.start()
-    provider = running.providers["imessage"]
-    assert isinstance(provider, IMessageProvider)
-    bb.webhook_for(provider.webhook_port, provider.webhook_path)
-    yield running
-    await running.stop()
-
-
-async def texts_to(fake: FakeBlueBubbles, handle: str, count: int, wait: float = 5.0) -> list[str]:
-    await fake.wait_until(lambda: len(fake.messages_to(dm(handle))) >= count, timeout=wait)
-    return fake.messages_to(dm(handle))
-
-
-def code_in(text: str) -> str:
-    line = next(ln for ln in text.splitlines() if ln.startswith("Your pairing code:"))
-    return line.split(":", 1)[1].strip().replace("-", "")
+async def texts_to(fake: FakeBlueBubbles, handle: str, count: int) -> list[str]:
+    return await texts(lambda: fake.messages_to(dm(handle)), count)
 
 
 async def pair(fake: FakeBlueBubbles, handle: str) -> str:
@@ -398,44 +348,44 @@ async def approve(fake: FakeBlueBubbles, app: App, handle: str) -> None:
     await texts_to(fake, handle, 2)
 
 
-async def test_app_stranger_gets_a_code_and_their_message_is_not_processed(bb, app):
-    bb.dm(ALICE, "please run rm -rf")
+async def test_app_stranger_gets_a_code_and_their_message_is_not_processed(fake, app):
+    fake.dm(ALICE, "please run rm -rf")
 
-    texts = await texts_to(bb, ALICE, 1)
+    texts = await texts_to(fake, ALICE, 1)
 
     assert "pairing code" in texts[0]
     assert f"Your iMessage id: {ALICE}" in texts[0]
     assert OWNER not in texts[0]
     code = code_in(texts[0])
     assert app.pairing.pending()[0].code == code
-    notice = (await texts_to(bb, OWNER, 1))[0]
+    notice = (await texts_to(fake, OWNER, 1))[0]
     assert f"Sender id: {ALICE}" in notice
     assert f"/approve {code}" in notice
     await asyncio.sleep(0.3)
-    assert all("rm -rf" not in m["text"] for m in bb.sent)
+    assert all("rm -rf" not in m["text"] for m in fake.sent)
 
 
-async def test_app_owner_approves_by_command_and_the_sender_goes_through(bb, app):
-    code = await pair(bb, ALICE)
-    bb.dm(OWNER, f"/approve {code[:4].lower()}-{code[4:].lower()}")
+async def test_app_owner_approves_by_command_and_the_sender_goes_through(fake, app):
+    code = await pair(fake, ALICE)
+    fake.dm(OWNER, f"/approve {code[:4].lower()}-{code[4:].lower()}")
 
-    await bb.wait_until(
+    await fake.wait_until(
         lambda: any(
-            t.startswith(f"Approved iMessage sender {ALICE}") for t in bb.messages_to(dm(OWNER))
+            t.startswith(f"Approved iMessage sender {ALICE}") for t in fake.messages_to(dm(OWNER))
         )
     )
-    texts = await texts_to(bb, ALICE, 2)
+    texts = await texts_to(fake, ALICE, 2)
     assert texts[1] == "You're approved. Send a message to start chatting."
-    bb.dm(ALICE, "what's the weather?")
-    texts = await texts_to(bb, ALICE, 3)
+    fake.dm(ALICE, "what's the weather?")
+    texts = await texts_to(fake, ALICE, 3)
     assert texts[2] == "what's the weather?"
 
 
-async def test_app_non_owner_approve_changes_nothing(bb, app):
-    code = await pair(bb, ALICE)
-    bb.dm(MALLORY, f"/approve {code}")
+async def test_app_non_owner_approve_changes_nothing(fake, app):
+    code = await pair(fake, ALICE)
+    fake.dm(MALLORY, f"/approve {code}")
 
-    mallory = await texts_to(bb, MALLORY, 1)
+    mallory = await texts_to(fake, MALLORY, 1)
 
     assert "pairing code" in mallory[0]
     await asyncio.sleep(0.3)
@@ -444,57 +394,57 @@ async def test_app_non_owner_approve_changes_nothing(bb, app):
     assert {r.id for r in app.pairing.pending()} == {ALICE, MALLORY}
 
 
-async def test_app_groups_own_messages_other_events_and_forged_posts_change_nothing(bb, app):
-    code = await pair(bb, ALICE)
-    bb.group_message(GROUP, MALLORY, "hello group", participants=(MALLORY, OWNER))
-    bb.group_message(GROUP, OWNER, f"/approve {code}", participants=(MALLORY, OWNER))
-    bb.own_message(dm(OWNER), f"/approve {code}")
-    bb.event("updated-message", bb.dm_event(OWNER, f"/approve {code}")["data"])
-    bb.event("typing-indicator", {"display": True, "guid": dm(OWNER)})
-    forged = bb.dm_event(OWNER, f"/approve {code}")
-    assert await bb.post_webhook(forged, password=None) == 401
-    assert await bb.post_webhook(forged, password="guess") == 401
-    await bb.wait_delivered()
+async def test_app_groups_own_messages_other_events_and_forged_posts_change_nothing(fake, app):
+    code = await pair(fake, ALICE)
+    fake.group_message(GROUP, MALLORY, "hello group", participants=(MALLORY, OWNER))
+    fake.group_message(GROUP, OWNER, f"/approve {code}", participants=(MALLORY, OWNER))
+    fake.own_message(dm(OWNER), f"/approve {code}")
+    fake.event("updated-message", fake.dm_event(OWNER, f"/approve {code}")["data"])
+    fake.event("typing-indicator", {"display": True, "guid": dm(OWNER)})
+    forged = fake.dm_event(OWNER, f"/approve {code}")
+    assert await fake.post_webhook(forged, password=None) == 401
+    assert await fake.post_webhook(forged, password="guess") == 401
+    await fake.wait_delivered()
     await asyncio.sleep(0.4)
 
     assert [r.id for r in app.pairing.pending()] == [ALICE]
     assert not app.pairing.is_allowed("imessage", ALICE)
-    assert bb.messages_to(GROUP) == []
-    assert all(not t.startswith("Approved") for t in bb.messages_to(dm(OWNER)))
+    assert fake.messages_to(GROUP) == []
+    assert all(not t.startswith("Approved") for t in fake.messages_to(dm(OWNER)))
 
 
-async def test_app_server_dropping_and_coming_back_loses_and_duplicates_nothing(bb, app):
-    await approve(bb, app, ALICE)
-    before = len(bb.messages_to(dm(ALICE)))
+async def test_app_server_dropping_and_coming_back_loses_and_duplicates_nothing(fake, app):
+    await approve(fake, app, ALICE)
+    before = len(fake.messages_to(dm(ALICE)))
 
     # 1. The REST API refuses connections; webhooks still flow. Replies wait, in order.
-    await bb.go_down("refuse", hold_webhooks=False)
-    events = [bb.dm(ALICE, f"m{i}") for i in (1, 2, 3)]
-    bb.redeliver(events[1])
-    await bb.wait_delivered()
+    await fake.go_down("refuse", hold_webhooks=False)
+    events = [fake.dm(ALICE, f"m{i}") for i in (1, 2, 3)]
+    fake.redeliver(events[1])
+    await fake.wait_delivered()
     await asyncio.sleep(0.3)
-    assert len(bb.messages_to(dm(ALICE))) == before
-    await bb.come_back()
-    await texts_to(bb, ALICE, before + 3)
+    assert len(fake.messages_to(dm(ALICE))) == before
+    await fake.come_back()
+    await texts_to(fake, ALICE, before + 3)
 
     # 2. The whole server is down: BlueBubbles holds the webhook and replays it twice.
-    await bb.wait_delivered()  # the echoes of the bot's own replies
-    await bb.go_down("error")
-    m4 = bb.dm(ALICE, "m4")
-    bb.redeliver(m4)
+    await fake.wait_delivered()  # the echoes of the bot's own replies
+    await fake.go_down("error")
+    m4 = fake.dm(ALICE, "m4")
+    fake.redeliver(m4)
     await asyncio.sleep(0.3)
-    assert bb.pending_events == 2
-    await bb.come_back()
-    await texts_to(bb, ALICE, before + 4)
+    assert fake.pending_events == 2
+    await fake.come_back()
+    await texts_to(fake, ALICE, before + 4)
 
     # 3. The answer to a send is lost: the retry reuses the tempGuid.
-    bb.lose_next_responses(1)
-    bb.dm(ALICE, "m5")
-    await texts_to(bb, ALICE, before + 5)
+    fake.lose_next_responses(1)
+    fake.dm(ALICE, "m5")
+    await texts_to(fake, ALICE, before + 5)
 
-    await bb.wait_delivered()
+    await fake.wait_delivered()
     await asyncio.sleep(0.5)
-    assert bb.messages_to(dm(ALICE))[before:] == ["m1", "m2", "m3", "m4", "m5"]
+    assert fake.messages_to(dm(ALICE))[before:] == ["m1", "m2", "m3", "m4", "m5"]
 
 
 async def test_demo_platform_plays_the_whole_demo():

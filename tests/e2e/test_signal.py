@@ -13,15 +13,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.core.clock import FakeClock, SystemClock
+from bot.core.clock import Clock, FakeClock, SystemClock
 from bot.core.errors import ConfigError
-from bot.core.models import Button, ChatKind
+from bot.core.models import ChatKind
 from bot.runtime.app import App
-from bot.runtime.config import Config, SignalConfig
+from bot.runtime.config import SignalConfig
 from providers import load_provider_class
-from providers.fakes.signal import FakeSignalDaemon, SignalDemo
+from providers.fakes.signal import FakeSignalDaemon
 from providers.signal import SignalProvider, SignalRpcError
-from tests.helpers import Inbox
+from tests.e2e.support import app_config, app_running, code_in, settle, texts
+from tests.helpers import APPROVE, Inbox
 
 pytestmark = pytest.mark.e2e
 
@@ -30,22 +31,10 @@ BOB = "b0b00000-0000-4000-8000-000000000002"
 MALLORY = "3a110000-0000-4000-8000-000000000666"
 OWNER = "0a11ce00-0000-4000-8000-00000000000a"
 GROUP = "c2lnbmFsLWdyb3VwLWlkLWJhc2U2NA=="
-APPROVE = Button(label="Approve", command="/approve ABCD2345")
 
 
-async def settle(seconds: float = 0.2) -> None:
-    await asyncio.sleep(seconds)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSignalDaemon]:
-    async with FakeSignalDaemon(keepalive=0.2) as daemon:
-        yield daemon
-
-
-@pytest.fixture
-def inbox() -> Inbox:
-    return Inbox()
+def make_fake(_clock: Clock) -> FakeSignalDaemon:
+    return FakeSignalDaemon(keepalive=0.2)  # on the real clock, which the provider's floor reads
 
 
 def make_provider(fake: FakeSignalDaemon, **kwargs: Any) -> SignalProvider:
@@ -56,19 +45,6 @@ def make_provider(fake: FakeSignalDaemon, **kwargs: Any) -> SignalProvider:
         reconnect_max=0.2,
         **kwargs,
     )
-
-
-@pytest.fixture
-async def provider(fake: FakeSignalDaemon) -> AsyncIterator[SignalProvider]:
-    made = make_provider(fake)
-    yield made
-    await made.stop()
-
-
-@pytest.fixture
-async def running(provider: SignalProvider, inbox: Inbox) -> SignalProvider:
-    await provider.start(inbox)
-    return provider
 
 
 # -- provider alone: inbound ---------------------------------------------------------------
@@ -290,7 +266,7 @@ async def test_a_daemon_restart_loses_nothing_and_duplicates_nothing(fake, runni
     await settle(0.15)  # the provider is retrying against a closed port
     await fake.come_up()  # a new run that still holds "one" and "two"
     await inbox.wait(3)
-    await settle()
+    await settle(0.2)
 
     assert inbox.texts == ["one", "two", "three, sent while the daemon was down"]
     assert len(fake.connects) >= 2
@@ -301,7 +277,7 @@ async def test_a_daemon_restart_loses_nothing_and_duplicates_nothing(fake, runni
     await FakeSignalDaemon.wait_until(lambda: fake.streams == 1 and len(fake.connects) >= 3)
     fake.dm(BOB, "four")
     await inbox.wait(4)
-    await settle()
+    await settle(0.2)
 
     assert inbox.texts == ["one", "two", "three, sent while the daemon was down", "four"]
 
@@ -317,7 +293,7 @@ async def test_reopened_before_any_event_it_gets_what_was_missed_but_no_history(
     await fake.come_up(new_run=False)  # the provider has no event id to offer
 
     await inbox.wait()
-    await settle()
+    await settle(0.2)
 
     assert fake.connects[-1] == "0"
     assert inbox.texts == ["sent while the daemon was down"]
@@ -332,7 +308,7 @@ async def test_restarts_during_a_burst_deliver_each_message_exactly_once(fake, r
             fake.dm(ALICE if i % 2 else BOB, text)
         await fake.restart(down_for=0.05)
     await inbox.wait(len(expected))
-    await settle()
+    await settle(0.2)
 
     assert inbox.texts == expected
 
@@ -446,11 +422,6 @@ async def test_the_fake_answers_like_signal_cli(fake) -> None:
 
 
 @pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock(SystemClock().now())
-
-
-@pytest.fixture
 async def daemon(fake_clock: FakeClock) -> AsyncIterator[FakeSignalDaemon]:
     async with FakeSignalDaemon(clock=fake_clock, keepalive=0.5) as fake:
         yield fake
@@ -460,33 +431,13 @@ async def daemon(fake_clock: FakeClock) -> AsyncIterator[FakeSignalDaemon]:
 async def app(
     daemon: FakeSignalDaemon, state_dir: Path, fake_clock: FakeClock
 ) -> AsyncIterator[App]:
-    config = Config.model_validate(
-        {
-            "owners": [{"provider": "signal", "user_id": OWNER}],
-            "gateway": {"port": 0},
-            "providers": {"signal": {"http_url": daemon.base_url, "account": daemon.account}},
-        }
-    )
-    running = App(
-        config,
-        state_dir=state_dir,
-        clock=fake_clock,
-        watch_interval=0.1,
-        notice_window=timedelta(seconds=60),
-    )
-    await running.start()
-    yield running
-    await running.stop()
+    block = {"http_url": daemon.base_url, "account": daemon.account}
+    async with app_running(app_config("signal", OWNER, block), state_dir, fake_clock) as started:
+        yield started
 
 
 async def texts_to(fake: FakeSignalDaemon, user: str, count: int) -> list[str]:
-    await fake.wait_until(lambda: len(fake.messages_to(user)) >= count)
-    return fake.messages_to(user)
-
-
-def code_in(text: str) -> str:
-    line = next(ln for ln in text.splitlines() if ln.startswith("Your pairing code:"))
-    return line.split(":", 1)[1].strip().replace("-", "")
+    return await texts(lambda: fake.messages_to(user), count)
 
 
 async def pair(fake: FakeSignalDaemon, user: str, name: str = "Alice") -> str:
@@ -504,7 +455,7 @@ async def test_app_stranger_gets_a_code_and_the_owner_approves_by_command(daemon
     assert f"Sender id: {ALICE}" in notice
     assert "Name (given by the sender, unverified): Alice" in notice
     assert f"/approve {code}" in notice
-    await settle()
+    await settle(0.2)
     assert not any("rm -rf" in m["message"] for m in daemon.sent)
 
     daemon.dm(OWNER, f"/approve {code[:4].lower()}-{code[4:].lower()}", name="Owner")
@@ -523,7 +474,7 @@ async def test_app_non_owner_approve_changes_nothing(daemon, app):
     daemon.dm(MALLORY, f"/approve {code}", name="Mallory")
     mallory = await texts_to(daemon, MALLORY, 1)
     assert "pairing code" in mallory[0]
-    await settle()
+    await settle(0.2)
     assert not app.pairing.is_allowed("signal", ALICE)
     assert not app.pairing.is_allowed("signal", MALLORY)
     assert {r.id for r in app.pairing.pending()} == {ALICE, MALLORY}
@@ -568,25 +519,3 @@ async def test_app_daemon_restart_loses_and_duplicates_nothing(daemon, app):
     assert len(daemon.messages_to(BOB)) == 1
     assert len(daemon.messages_to(OWNER)) == 3  # notice, approval, Bob's notice: once each
     assert {r.id for r in app.pairing.pending()} == {BOB}
-
-
-async def test_signal_demo_platform_plays_people(state_dir: Path) -> None:
-    demo = SignalDemo()
-    await demo.start()
-    try:
-        config = Config.model_validate(
-            {
-                "owners": [{"provider": "signal", "user_id": demo.owner_id}],
-                "gateway": {"port": 0},
-                "providers": {"signal": demo.provider_config()},
-            }
-        )
-        async with App(config, state_dir=state_dir):
-            stranger = demo.user_id(1)
-            assert stranger != demo.owner_id
-            demo.dm(stranger, "hi", name="Dana")
-            await FakeSignalDaemon.wait_until(lambda: bool(demo.texts_to(stranger)))
-            await FakeSignalDaemon.wait_until(lambda: bool(demo.texts_to(demo.owner_id)))
-        assert "pairing code" in demo.texts_to(stranger)[0]
-    finally:
-        await demo.stop()

@@ -14,63 +14,45 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.core.clock import FakeClock, SystemClock
+from bot.core.clock import Clock, FakeClock, SystemClock
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
 from bot.runtime.app import App
 from bot.runtime.config import Config
-from providers.fakes.slack import FakeSlackServer, SlackDemo
+from providers.fakes.slack import FakeSlackServer
 from providers.slack import SlackProvider
-from tests.helpers import Inbox
+from tests.e2e.support import app_config, app_running, code_in, settle, texts
+from tests.helpers import APPROVE, REJECT, Inbox
 
 pytestmark = pytest.mark.e2e
 
 OWNER, ALICE, MALLORY, BOB = "U0OWNER", "U0ALICE", "U0MALLORY", "U0BOB"
-APPROVE = Button(label="Approve", command="/approve ABCD2345")
-REJECT = Button(label="Reject", command="/reject ABCD2345")
-
-
-async def settle(seconds: float = 0.3) -> None:
-    """Give wrongly delivered traffic the time it would need to show up."""
-    await asyncio.sleep(seconds)
 
 
 def all_acked(fake: FakeSlackServer) -> bool:
     return {e["envelope_id"] for e in fake.envelopes} <= {a["envelope_id"] for a in fake.acks}
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlackServer]:
-    async with FakeSlackServer() as server:
-        server.add_user(OWNER, name="The Owner")
-        server.add_user(ALICE, name="Alice Liddell", display_name="alice")
-        server.add_user(MALLORY, name="Mallory")
-        server.add_user(BOB, name="Bob")
-        yield server
+def make_fake(_clock: Clock) -> FakeSlackServer:
+    fake = FakeSlackServer()  # on the real clock: a frozen one repeats a press's action_ts
+    fake.add_user(OWNER, name="The Owner")
+    fake.add_user(ALICE, name="Alice Liddell", display_name="alice")
+    fake.add_user(MALLORY, name="Mallory")
+    fake.add_user(BOB, name="Bob")
+    return fake
 
 
-@pytest.fixture
-def inbox() -> Inbox:
-    return Inbox()
-
-
-@pytest.fixture
-async def provider(fake: FakeSlackServer) -> AsyncIterator[SlackProvider]:
-    made = SlackProvider(
+def make_provider(fake: FakeSlackServer) -> SlackProvider:
+    return SlackProvider(
         bot_token=fake.bot_token,
         app_token=fake.app_token,
         api_base_url=fake.api_base_url,
         ping_interval=1,
     )
-    yield made
-    await made.stop()
 
 
-@pytest.fixture
-async def running(provider: SlackProvider, inbox: Inbox, fake: FakeSlackServer) -> SlackProvider:
-    await provider.start(inbox)
+async def connect(fake: FakeSlackServer, _provider: SlackProvider) -> None:
     await fake.wait_connected()
-    return provider
 
 
 @pytest.fixture
@@ -516,43 +498,19 @@ async def test_http_button_and_slash_command_round_trip(
 
 
 def make_config(fake: FakeSlackServer, **slack: Any) -> Config:
-    block = {
-        "bot_token": fake.bot_token,
-        "app_token": fake.app_token,
-        "api_base_url": fake.api_base_url,
-        **slack,
-    }
-    return Config.model_validate(
-        {
-            "owners": [{"provider": "slack", "user_id": OWNER}],
-            "pairing": {"prune_interval": "1h"},
-            "gateway": {"port": 0},
-            "providers": {"slack": block},
-        }
-    )
+    block = {"bot_token": fake.bot_token, "app_token": fake.app_token}
+    block.update(api_base_url=fake.api_base_url, **slack)
+    return app_config("slack", OWNER, block, pairing={"prune_interval": "1h"})
 
 
 @pytest.fixture
-async def app(fake: FakeSlackServer, state_dir: Path) -> AsyncIterator[App]:
-    running = App(
-        make_config(fake),
-        state_dir=state_dir,
-        clock=FakeClock(SystemClock().now()),
-        watch_interval=0.1,
-    )
-    await running.start()
-    yield running
-    await running.stop()
-
-
-def code_in(text: str) -> str:
-    line = next(ln for ln in text.splitlines() if ln.startswith("Your pairing code:"))
-    return line.split(":", 1)[1].strip().replace("-", "")
+async def app(fake: FakeSlackServer, state_dir: Path, fake_clock: FakeClock) -> AsyncIterator[App]:
+    async with app_running(make_config(fake), state_dir, fake_clock) as started:
+        yield started
 
 
 async def texts_to(fake: FakeSlackServer, user: str, count: int) -> list[str]:
-    await fake.wait_until(lambda: len(fake.messages_to(user)) >= count)
-    return fake.messages_to(user)
+    return await texts(lambda: fake.messages_to(user), count)
 
 
 async def pair(fake: FakeSlackServer, user: str = ALICE) -> str:
@@ -678,9 +636,7 @@ async def test_app_over_http_events(fake, state_dir):
     config = make_config(
         fake, mode="http", signing_secret=fake.signing_secret, app_token=None, webhook={"port": 0}
     )
-    app = App(config, state_dir=state_dir, watch_interval=0.1)
-    await app.start()
-    try:
+    async with app_running(config, state_dir) as app:
         provider = app.providers["slack"]
         assert isinstance(provider, SlackProvider)
         fake.events_url = provider.webhook_url
@@ -691,32 +647,3 @@ async def test_app_over_http_events(fake, state_dir):
         assert app.pairing.is_allowed("slack", ALICE)
         fake.dm(ALICE, "over http")
         assert (await texts_to(fake, ALICE, 3))[2] == "over http"
-    finally:
-        await app.stop()
-
-
-async def test_demo_platform_plays_people(state_dir):
-    demo = SlackDemo()
-    await demo.start()
-    try:
-        config = Config.model_validate(
-            {
-                "owners": [{"provider": "slack", "user_id": demo.owner_id}],
-                "gateway": {"port": 0},
-                "providers": {"slack": demo.provider_config()},
-            }
-        )
-        app = App(config, state_dir=state_dir, watch_interval=0.1)
-        await app.start()
-        try:
-            alice = demo.user_id(1)
-            demo.dm(alice, "hi", name="Alice")
-            await demo.fake.wait_until(lambda: bool(demo.texts_to(alice)))
-            code = code_in(demo.texts_to(alice)[0])
-            demo.dm(demo.owner_id, f"{demo.command_prefix}approve {code}", name="Owner")
-            await demo.fake.wait_until(lambda: len(demo.texts_to(alice)) == 2)
-            assert app.pairing.is_allowed("slack", alice)
-        finally:
-            await app.stop()
-    finally:
-        await demo.stop()

@@ -7,27 +7,30 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.core.clock import FakeClock, SystemClock
+from bot.core.clock import Clock, FakeClock
 from bot.core.errors import ConfigError
-from bot.core.models import Button, ChatKind
+from bot.core.models import ChatKind
 from bot.runtime.app import App
 from bot.runtime.config import Config, WhatsAppConfig
-from providers.fakes.whatsapp import FakeWhatsAppServer, WhatsAppDemo, sign
+from providers.fakes.whatsapp import FakeWhatsAppServer, sign
 from providers.whatsapp import WhatsAppApiError, WhatsAppProvider
-from tests.helpers import Inbox
+from tests.e2e import support
+from tests.e2e.support import app_config, code_in, texts
+from tests.helpers import APPROVE, REJECT, Inbox
 
 pytestmark = pytest.mark.e2e
 
 OWNER, ALICE, MALLORY, BOB = "15550000001", "15550004242", "15550006666", "15550005151"
 GROUP = "120363025246125486"
-APPROVE = Button(label="Approve", command="/approve ABCD2345")
-REJECT = Button(label="Reject", command="/reject ABCD2345")
+
+
+def make_fake(clock: Clock) -> FakeWhatsAppServer:
+    return FakeWhatsAppServer(clock=clock)
 
 
 def make_provider(fake: FakeWhatsAppServer, **overrides: Any) -> WhatsAppProvider:
@@ -44,31 +47,8 @@ def make_provider(fake: FakeWhatsAppServer, **overrides: Any) -> WhatsAppProvide
     return WhatsAppProvider(**kwargs)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeWhatsAppServer]:
-    async with FakeWhatsAppServer() as server:
-        yield server
-
-
-@pytest.fixture
-def inbox() -> Inbox:
-    return Inbox()
-
-
-@pytest.fixture
-async def provider(fake: FakeWhatsAppServer) -> AsyncIterator[WhatsAppProvider]:
-    made = make_provider(fake)
-    yield made
-    await made.stop()
-
-
-@pytest.fixture
-async def running(
-    provider: WhatsAppProvider, inbox: Inbox, fake: FakeWhatsAppServer
-) -> WhatsAppProvider:
-    await provider.start(inbox)
+async def connect(fake: FakeWhatsAppServer, provider: WhatsAppProvider) -> None:
     fake.webhook_url = provider.webhook_url
-    return provider
 
 
 async def delivered(fake: FakeWhatsAppServer) -> None:
@@ -329,66 +309,32 @@ def test_the_config_block_gives_the_webhook_its_defaults() -> None:
 # --- the whole app ---------------------------------------------------------------------------
 
 
-def make_config(fake: FakeWhatsAppServer, **block: Any) -> Config:
-    return Config.with_any_durations(
-        {  # a 0.2 s pruner: no user may set one
-            "owners": [{"provider": "whatsapp", "user_id": OWNER}],
-            "pairing": {"prune_interval": "0.2s"},
-            "gateway": {"port": 0},
-            "providers": {
-                "whatsapp": {
-                    "access_token": fake.access_token,
-                    "app_secret": fake.app_secret,
-                    "verify_token": fake.verify_token,
-                    "phone_number_id": fake.phone_number_id,
-                    "api_base_url": fake.base_url,
-                    "webhook": {"port": 0},
-                    **block,
-                }
-            },
-        }
-    )
+def make_config(fake: FakeWhatsAppServer) -> Config:
+    secrets = ("access_token", "app_secret", "verify_token", "phone_number_id")
+    block: dict[str, Any] = {key: getattr(fake, key) for key in secrets}
+    block.update(api_base_url=fake.base_url, webhook={"port": 0})
+    return app_config("whatsapp", OWNER, block, pairing={"prune_interval": "0.2s"})
 
 
-@pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock(SystemClock().now())
-
-
-@pytest.fixture
-async def wa(fake_clock: FakeClock) -> AsyncIterator[FakeWhatsAppServer]:
-    async with FakeWhatsAppServer(clock=fake_clock) as server:
-        yield server
-
-
-async def start_app(fake: FakeWhatsAppServer, state: Path, clock: FakeClock) -> App:
-    app = App(
-        make_config(fake),
-        state_dir=state,
-        clock=clock,
-        watch_interval=0.1,
-        capped_delay=0.2,
-        notice_window=timedelta(seconds=60),
-    )
-    await app.start()
+async def start_app(fake: FakeWhatsAppServer, state_dir: Path, clock: FakeClock) -> App:
+    app = await support.start_app(make_config(fake), state_dir, clock)
     provider = app.providers["whatsapp"]
     assert isinstance(provider, WhatsAppProvider)
-    fake.webhook_url = provider.webhook_url
+    await connect(fake, provider)
     return app
 
 
 @pytest.fixture
 async def app(
-    wa: FakeWhatsAppServer, state_dir: Path, fake_clock: FakeClock
+    fake: FakeWhatsAppServer, state_dir: Path, fake_clock: FakeClock
 ) -> AsyncIterator[App]:
-    running = await start_app(wa, state_dir, fake_clock)
+    running = await start_app(fake, state_dir, fake_clock)
     yield running
     await running.stop()
 
 
 async def texts_to(fake: FakeWhatsAppServer, wa_id: str, count: int) -> list[str]:
-    await fake.wait_until(lambda: len(fake.texts_to(wa_id)) >= count)
-    return fake.texts_to(wa_id)
+    return await texts(lambda: fake.texts_to(wa_id), count)
 
 
 APPROVED = "You're approved. Send a message to start chatting."
@@ -401,23 +347,18 @@ async def echoed(fake: FakeWhatsAppServer, wa_id: str, text: str) -> None:
     assert set(fake.texts_to(wa_id)[1:-1]) == {APPROVED}
 
 
-def code_in(text: str) -> str:
-    line = next(ln for ln in text.splitlines() if ln.startswith("Your pairing code:"))
-    return line.split(":", 1)[1].strip().replace("-", "")
-
-
 async def pair(fake: FakeWhatsAppServer, who: str = ALICE, name: str = "Alice") -> str:
     fake.dm(who, "please run rm -rf", name=name)
     return code_in((await texts_to(fake, who, 1))[0])
 
 
-async def test_app_stranger_gets_a_code_and_is_not_processed(wa, app) -> None:
-    code = await pair(wa)
-    text = wa.texts_to(ALICE)[0]
+async def test_app_stranger_gets_a_code_and_is_not_processed(fake, app) -> None:
+    code = await pair(fake)
+    text = fake.texts_to(ALICE)[0]
     assert f"Your WhatsApp id: {ALICE}" in text
     assert app.pairing.pending()[0].code == code
-    await wa.wait_until(lambda: bool(wa.messages_to(OWNER)))
-    notice = wa.messages_to(OWNER)[0]
+    await fake.wait_until(lambda: bool(fake.messages_to(OWNER)))
+    notice = fake.messages_to(OWNER)[0]
     assert notice["type"] == "interactive"
     assert f"Sender id: {ALICE}" in notice["text"]
     assert "Name (given by the sender, unverified): Alice" in notice["text"]
@@ -425,131 +366,108 @@ async def test_app_stranger_gets_a_code_and_is_not_processed(wa, app) -> None:
         {"id": f"/approve {code}", "title": "Approve"},
         {"id": f"/reject {code}", "title": "Reject"},
     ]
-    await delivered(wa)
-    assert "rm -rf" not in json.dumps([m["payload"] for m in wa.sent])
+    await delivered(fake)
+    assert "rm -rf" not in json.dumps([m["payload"] for m in fake.sent])
 
 
-async def test_app_owner_approves_by_command(wa, app) -> None:
-    code = await pair(wa)
-    wa.dm(OWNER, f"/approve {code[:4].lower()}-{code[4:].lower()}", name="Owner")
-    await wa.wait_until(lambda: any(t.startswith("Approved") for t in wa.texts_to(OWNER)))
-    assert (await texts_to(wa, ALICE, 2))[1] == APPROVED
-    wa.dm(ALICE, "what's the weather?")
-    await echoed(wa, ALICE, "what's the weather?")
+async def test_app_owner_approves_by_command(fake, app) -> None:
+    code = await pair(fake)
+    fake.dm(OWNER, f"/approve {code[:4].lower()}-{code[4:].lower()}", name="Owner")
+    await fake.wait_until(lambda: any(t.startswith("Approved") for t in fake.texts_to(OWNER)))
+    assert (await texts_to(fake, ALICE, 2))[1] == APPROVED
+    fake.dm(ALICE, "what's the weather?")
+    await echoed(fake, ALICE, "what's the weather?")
 
 
-async def test_app_owner_approves_by_button_and_a_second_press_changes_nothing(wa, app) -> None:
-    code = await pair(wa)
-    await wa.wait_until(lambda: bool(wa.messages_to(OWNER)))
-    notice = wa.messages_to(OWNER)[0]
-    wa.press_button(MALLORY, notice["message_id"], f"/approve {code}")
-    await delivered(wa)
+async def test_app_owner_approves_by_button_and_a_second_press_changes_nothing(fake, app) -> None:
+    code = await pair(fake)
+    await fake.wait_until(lambda: bool(fake.messages_to(OWNER)))
+    notice = fake.messages_to(OWNER)[0]
+    fake.press_button(MALLORY, notice["message_id"], f"/approve {code}")
+    await delivered(fake)
     assert not app.pairing.is_allowed("whatsapp", ALICE)
 
-    wa.press_button(OWNER, notice["message_id"], f"/approve {code}", name="Owner")
-    await wa.wait_until(lambda: len(wa.messages_to(OWNER)) >= 2)
-    outcome = wa.messages_to(OWNER)[1]
+    fake.press_button(OWNER, notice["message_id"], f"/approve {code}", name="Owner")
+    await fake.wait_until(lambda: len(fake.messages_to(OWNER)) >= 2)
+    outcome = fake.messages_to(OWNER)[1]
     assert outcome["text"].startswith(f"Approved WhatsApp sender {ALICE}")
     assert outcome["context"] == notice["message_id"]  # "edit" = a reply to the notice
     assert app.pairing.is_allowed("whatsapp", ALICE)
-    assert (await texts_to(wa, ALICE, 2))[1] == APPROVED
-    wa.dm(ALICE, "hello at last")
-    await echoed(wa, ALICE, "hello at last")
+    assert (await texts_to(fake, ALICE, 2))[1] == APPROVED
+    fake.dm(ALICE, "hello at last")
+    await echoed(fake, ALICE, "hello at last")
 
-    wa.press_button(OWNER, notice["message_id"], f"/approve {code}")
-    await wa.wait_until(lambda: len(wa.messages_to(OWNER)) >= 3)
-    assert wa.messages_to(OWNER)[2]["text"] == "This request was already handled; nothing changed."
-
-
-async def test_app_non_owner_group_forged_and_status_traffic_change_nothing(wa, app) -> None:
-    code = await pair(wa)
-    wa.dm(MALLORY, f"/approve {code}", name="Mallory")
-    assert "pairing code" in (await texts_to(wa, MALLORY, 1))[0]
-    wa.group_message(GROUP, OWNER, f"/approve {code}")
-    wa.group_message(GROUP, MALLORY, "hello group")
-    wa.own_message(f"/approve {code}")
-    for message in list(wa.sent):
-        wa.status(message["message_id"], "read")
-    forged = wa._payload(
-        [wa._contact(OWNER, "Owner")],
-        messages=[wa._message(OWNER, "text", {"text": {"body": f"/approve {code}"}})],
+    fake.press_button(OWNER, notice["message_id"], f"/approve {code}")
+    await fake.wait_until(lambda: len(fake.messages_to(OWNER)) >= 3)
+    assert (
+        fake.messages_to(OWNER)[2]["text"] == "This request was already handled; nothing changed."
     )
-    assert await wa.post_webhook(forged, secret="guessed") == 401
-    assert await wa.post_webhook(forged, signature=None) == 401
-    await delivered(wa)
+
+
+async def test_app_non_owner_group_forged_and_status_traffic_change_nothing(fake, app) -> None:
+    code = await pair(fake)
+    fake.dm(MALLORY, f"/approve {code}", name="Mallory")
+    assert "pairing code" in (await texts_to(fake, MALLORY, 1))[0]
+    fake.group_message(GROUP, OWNER, f"/approve {code}")
+    fake.group_message(GROUP, MALLORY, "hello group")
+    fake.own_message(f"/approve {code}")
+    for message in list(fake.sent):
+        fake.status(message["message_id"], "read")
+    forged = fake._payload(
+        [fake._contact(OWNER, "Owner")],
+        messages=[fake._message(OWNER, "text", {"text": {"body": f"/approve {code}"}})],
+    )
+    assert await fake.post_webhook(forged, secret="guessed") == 401
+    assert await fake.post_webhook(forged, signature=None) == 401
+    await delivered(fake)
     await asyncio.sleep(0.2)
     assert not app.pairing.is_allowed("whatsapp", ALICE)
     assert not app.pairing.is_allowed("whatsapp", MALLORY)
     assert {r.id for r in app.pairing.pending()} == {ALICE, MALLORY}
-    assert wa.messages_to(GROUP) == []
-    assert not any(t.startswith("Approved") for t in wa.texts_to(OWNER))
+    assert fake.messages_to(GROUP) == []
+    assert not any(t.startswith("Approved") for t in fake.texts_to(OWNER))
 
 
-async def test_app_graph_outage_loses_and_duplicates_nothing(wa, app) -> None:
-    await wa.go_down()
-    wa.dm(ALICE, "hi during the outage", name="Alice")
-    await wa.wait_delivered()
+async def test_app_graph_outage_loses_and_duplicates_nothing(fake, app) -> None:
+    await fake.go_down()
+    fake.dm(ALICE, "hi during the outage", name="Alice")
+    await fake.wait_delivered()
     await asyncio.sleep(0.3)
-    await wa.come_back()
-    await texts_to(wa, ALICE, 1)
-    await wa.wait_until(lambda: bool(wa.messages_to(OWNER)), timeout=10)
-    wa.fail_next_sends(2, status=500)
-    wa.dm(BOB, "hi during the errors", name="Bob")
-    await texts_to(wa, BOB, 1)
-    await wa.wait_until(lambda: len(wa.messages_to(OWNER)) >= 2, timeout=10)
-    await delivered(wa)
+    await fake.come_back()
+    await texts_to(fake, ALICE, 1)
+    await fake.wait_until(lambda: bool(fake.messages_to(OWNER)), timeout=10)
+    fake.fail_next_sends(2, status=500)
+    fake.dm(BOB, "hi during the errors", name="Bob")
+    await texts_to(fake, BOB, 1)
+    await fake.wait_until(lambda: len(fake.messages_to(OWNER)) >= 2, timeout=10)
+    await delivered(fake)
     await asyncio.sleep(0.3)
-    assert len(wa.texts_to(ALICE)) == 1
-    assert len(wa.texts_to(BOB)) == 1
-    assert [m["text"].splitlines()[0] for m in wa.messages_to(OWNER)] == [
+    assert len(fake.texts_to(ALICE)) == 1
+    assert len(fake.texts_to(BOB)) == 1
+    assert [m["text"].splitlines()[0] for m in fake.messages_to(OWNER)] == [
         "New pairing request"
     ] * 2
 
 
 async def test_app_restart_takes_the_webhook_redelivered_after_a_failed_delivery_once(
-    wa, state_dir, fake_clock
+    fake, state_dir, fake_clock
 ) -> None:
-    app = await start_app(wa, state_dir, fake_clock)
+    app = await start_app(fake, state_dir, fake_clock)
     try:
-        code = await pair(wa)
-        wa.dm(OWNER, f"/approve {code}")
-        await wa.wait_until(lambda: app.pairing.is_allowed("whatsapp", ALICE))
-        await texts_to(wa, ALICE, 2)
+        code = await pair(fake)
+        fake.dm(OWNER, f"/approve {code}")
+        await fake.wait_until(lambda: app.pairing.is_allowed("whatsapp", ALICE))
+        await texts_to(fake, ALICE, 2)
     finally:
         await app.stop()
-    wa.dm(ALICE, "sent while pairbot was down")
-    await wa.wait_until(lambda: any(d["status"] is None for d in wa.deliveries))
-    again = await start_app(wa, state_dir, fake_clock)
+    fake.dm(ALICE, "sent while pairbot was down")
+    await fake.wait_until(lambda: any(d["status"] is None for d in fake.deliveries))
+    again = await start_app(fake, state_dir, fake_clock)
     try:
-        wa.lose_next_acks(1)
-        await echoed(wa, ALICE, "sent while pairbot was down")
-        await delivered(wa)
+        fake.lose_next_acks(1)
+        await echoed(fake, ALICE, "sent while pairbot was down")
+        await delivered(fake)
         await asyncio.sleep(0.2)
-        assert wa.texts_to(ALICE).count("sent while pairbot was down") == 1
+        assert fake.texts_to(ALICE).count("sent while pairbot was down") == 1
     finally:
         await again.stop()
-
-
-async def test_demo_platform_plays_people(tmp_path: Path) -> None:
-    demo = WhatsAppDemo()
-    await demo.start()
-    try:
-        config = Config.model_validate(
-            {
-                "owners": [{"provider": "whatsapp", "user_id": demo.owner_id}],
-                "gateway": {"port": 0},
-                "providers": {"whatsapp": demo.provider_config()},
-            }
-        )
-        app = App(config, state_dir=tmp_path / "state")
-        alice = demo.user_id(1)
-        demo.dm(alice, "hi", name="Alice")  # queued before the bot listens: re-delivered
-        await app.start()
-        try:
-            await FakeWhatsAppServer.wait_until(lambda: bool(demo.texts_to(alice)))
-            assert "pairing code" in demo.texts_to(alice)[0]
-            await FakeWhatsAppServer.wait_until(lambda: bool(demo.texts_to(demo.owner_id)))
-        finally:
-            await app.stop()
-    finally:
-        await demo.stop()

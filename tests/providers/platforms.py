@@ -34,24 +34,31 @@ NAME = "Alice"
 """The name the contract's people give themselves (one word: Discord derives a username)."""
 
 
+CUT = "cut"
+"""``Limit.over`` of a limit the provider meets by cutting what is longer (ending in "…")."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The most a platform takes of something, and what its provider does with more."""
+
+    most: int
+    over: str
+    """:data:`CUT`, or what the provider's ValueError says (a regex): refused before sending."""
+
+
 @dataclass(frozen=True)
 class Buttons:
     """What a platform's buttons can carry through its provider."""
 
-    max_command: int
-    """The longest command a button carries: the platform's limit on the field holding it,
-    less what the provider puts in front of it."""
-    command_in: Literal["bytes", "chars"]
-    max_count: int | None
-    """Buttons one message may carry (None: no documented limit)."""
-    max_label: int | None
+    unit: Literal["bytes", "chars"]
+    """What a command's length is counted in."""
+    command: Limit
+    """A command: the platform's limit on the field holding it, less the provider's prefix."""
+    count: Limit | None
+    """Buttons on one message (None: no documented limit)."""
+    label: Limit | None
     """Characters of a label (None: no documented limit)."""
-    long_label: Literal["cut", "refused"] | None
-    """What the provider does with a longer label."""
-    refusal: str
-    """What the provider's ValueError says of a command one unit too long (a regex)."""
-    too_many: str = ""
-    """What it says of one button more than ``max_count`` (a regex)."""
 
 
 @dataclass(frozen=True)
@@ -104,12 +111,10 @@ FACTS: dict[str, Facts] = {
         # to the bot when the button is pressed, 1-64 bytes". No documented limit on the
         # number of buttons or on a button's text.
         buttons=Buttons(
-            max_command=64,
-            command_in="bytes",
-            max_count=None,
-            max_label=None,
-            long_label=None,
-            refusal="command is 65 bytes, Telegram allows 1 to 64",
+            "bytes",
+            command=Limit(64, "command is 65 bytes, Telegram allows 1 to 64"),
+            count=None,
+            label=None,
         ),
         edits_in_place=True,  # editMessageText; without reply_markup the keyboard goes
         # getUpdates: "Incoming updates are stored on the server until the bot receives
@@ -139,13 +144,10 @@ FACTS: dict[str, Facts] = {
         # provider's "pairbot:" (8); text "Maximum length ... is 75 characters". Actions
         # block: "There is a maximum of 25 elements in each action block."
         buttons=Buttons(
-            max_command=247,
-            command_in="chars",
-            max_count=25,
-            max_label=75,
-            long_label="cut",
-            refusal="command is 248 characters, Slack allows 1 to 247",
-            too_many="25",
+            "chars",
+            command=Limit(247, "command is 248 characters, Slack allows 1 to 247"),
+            count=Limit(25, "25"),
+            label=Limit(75, CUT),
         ),
         edits_in_place=True,  # chat.update; "blocks": [] removes the buttons
         # Events API: Slack retries a delivery it saw no ack for (3 times, with backoff) and
@@ -177,13 +179,10 @@ FACTS: dict[str, Facts] = {
         # Message components: a button's custom_id "max 100 characters" (less "pairbot:"),
         # its label "max 80 characters"; "An Action Row can contain up to 5 buttons".
         buttons=Buttons(
-            max_command=92,
-            command_in="chars",
-            max_count=5,
-            max_label=80,
-            long_label="refused",
-            refusal="command must start with '/' and be at most 92 characters",
-            too_many="6 buttons: Discord allows 5 in a row",
+            "chars",
+            command=Limit(92, "command must start with '/' and be at most 92 characters"),
+            count=Limit(5, "6 buttons: Discord allows 5 in a row"),
+            label=Limit(80, "button label must be 1 to 80 characters"),
         ),
         edits_in_place=True,  # Edit Message; components [] removes the buttons
         # Gateway: a new session (IDENTIFY) receives nothing of a closed one; only a RESUME
@@ -204,13 +203,10 @@ FACTS: dict[str, Facts] = {
         # Interactive reply buttons: "You can have up to 3 buttons", button id "Maximum
         # length: 256 characters", title "Maximum length: 20 characters".
         buttons=Buttons(
-            max_command=256,
-            command_in="chars",
-            max_count=3,
-            max_label=20,
-            long_label="cut",
-            refusal="the command must be 1 to 256 characters",
-            too_many="WhatsApp allows 3 reply buttons, got 4",
+            "chars",
+            command=Limit(256, "the command must be 1 to 256 characters"),
+            count=Limit(3, "WhatsApp allows 3 reply buttons, got 4"),
+            label=Limit(20, CUT),
         ),
         edits_in_place=False,  # the Cloud API cannot edit: a reply to the message instead
         while_stopped="kept",  # Webhooks: Meta retries a failed delivery for up to 7 days

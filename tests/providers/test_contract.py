@@ -24,14 +24,13 @@ from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
 from providers import load_provider_class
 from providers.fakes import wait_until
+from tests.helpers import APPROVE, REJECT
 from tests.providers.conftest import Rig
-from tests.providers.platforms import NAME
+from tests.providers.platforms import CUT, NAME
 
 pytestmark = pytest.mark.e2e
 
 LAST = "the last word"
-APPROVE = Button(label="Approve", command="/approve ABCD2345")
-REJECT = Button(label="Reject", command="/reject ABCD2345")
 
 
 async def through(rig: Rig) -> list[Inbound]:
@@ -309,7 +308,7 @@ async def test_the_longest_command_a_button_takes_round_trips(rig: Rig) -> None:
     await rig.start()
     owner = rig.people.owner_id
     facts = rig.facts.buttons
-    command = command_of(facts.max_command, facts.command_in) if facts else "/x" * 500
+    command = command_of(facts.command.most, facts.unit) if facts else "/x" * 500
 
     notice = await to_owner(rig, "Press it", buttons=[Button(label="Go", command=command)])
 
@@ -329,9 +328,9 @@ async def test_a_command_over_the_limit_is_refused_before_sending(rig: Rig) -> N
         await to_owner(rig, "Press it", buttons=[Button(label="Go", command="/x" * 500)])
         assert rig.people.shown_to(rig.people.owner_id) == ["Press it"]
         return
-    command = command_of(facts.max_command + 1, facts.command_in)
+    command = command_of(facts.command.most + 1, facts.unit)
 
-    with pytest.raises(ValueError, match=rf"button 'Go': {facts.refusal}"):
+    with pytest.raises(ValueError, match=rf"button 'Go': {facts.command.over}"):
         await to_owner(rig, "Press it", buttons=[Button(label="Go", command=command)])
 
     assert rig.people.shown_to(rig.people.owner_id) == []
@@ -340,11 +339,13 @@ async def test_a_command_over_the_limit_is_refused_before_sending(rig: Rig) -> N
 async def test_too_many_buttons_are_refused_before_sending(rig: Rig) -> None:
     await rig.start()
     facts = rig.facts.buttons
-    limit = facts.max_count if facts else None
-    buttons = [Button(label=f"B{n}", command=f"/b {n}") for n in range((limit or 5) + 1)]
+    limit = facts.count if facts else None
+    buttons = [
+        Button(label=f"B{n}", command=f"/b {n}") for n in range((limit.most if limit else 5) + 1)
+    ]
 
-    if facts is not None and limit is not None:
-        with pytest.raises(ValueError, match=facts.too_many):
+    if limit is not None:
+        with pytest.raises(ValueError, match=limit.over):
             await to_owner(rig, "Choose", buttons=buttons)
         assert rig.people.shown_to(rig.people.owner_id) == []
         return
@@ -355,25 +356,25 @@ async def test_too_many_buttons_are_refused_before_sending(rig: Rig) -> None:
 
 async def test_a_long_label_is_cut_to_fit_or_refused(rig: Rig) -> None:
     await rig.start()
-    facts = rig.facts.buttons
+    limit = rig.facts.buttons.label if rig.facts.buttons else None
     label = "Approve this request from a person you know " * 3
     buttons = [Button(label=label, command="/approve X")]
 
-    if facts is not None and facts.long_label == "refused":
-        with pytest.raises(ValueError, match="label"):
+    if limit is not None and limit.over != CUT:
+        with pytest.raises(ValueError, match=limit.over):
             await to_owner(rig, "Approve?", buttons=buttons)
         assert rig.people.shown_to(rig.people.owner_id) == []
         return
     notice = await to_owner(rig, "Approve?", buttons=buttons)
-    if facts is None:
+    if rig.facts.buttons is None:
         assert rig.people.buttons_on(notice) == []
-    elif facts.long_label == "cut" and facts.max_label is not None:
+    elif limit is None:  # no documented limit: shown as given
+        assert rig.people.buttons_on(notice) == [label]
+    else:
         [shown] = rig.people.buttons_on(notice)
-        assert len(shown) <= facts.max_label
+        assert len(shown) <= limit.most
         assert shown.endswith("…")
         assert label.startswith(shown.removesuffix("…").rstrip())
-    else:  # no documented limit: shown as given
-        assert rig.people.buttons_on(notice) == [label]
 
 
 # -- logs ------------------------------------------------------------------------------------

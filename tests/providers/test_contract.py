@@ -100,6 +100,8 @@ def test_the_registry_refuses_a_platform_it_does_not_know() -> None:
 
 
 async def test_a_group_message_is_never_a_dm(rig: Rig) -> None:
+    """Every provider hands a group message on as GROUP (the gate then drops it): it must
+    never pass for a DM, the one kind of chat where a stranger can ask to pair."""
     await rig.start()
     alice = rig.people.user_id(1)
 
@@ -129,6 +131,7 @@ async def test_own_outbound_and_textless_messages_make_no_inbound(rig: Rig) -> N
 
 
 async def test_a_redelivered_event_is_handled_once(rig: Rig) -> None:
+    """Each platform re-delivers its own way (see each fake's ``dm_delivered_twice``)."""
     await rig.start()
     alice = rig.people.user_id(1)
 

@@ -11,6 +11,8 @@ import asyncio
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 
@@ -62,6 +64,93 @@ class DemoPlatform(Protocol):
         ...
 
 
+# -- contract capabilities (issue 10: tests/providers/test_contract.py) ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A message a person wrote, as the platform stamped it."""
+
+    message_id: str
+    """The platform's id for it, as a provider reports it in ``Inbound.message_id``."""
+    sent_at: datetime
+    """When the platform says it was sent (``Inbound.sent_at``)."""
+
+
+class ContractPlatform(DemoPlatform, Protocol):
+    """A platform fake as the provider contract suite plays it: the people of
+    :class:`DemoPlatform`, plus what every platform can do to a bot and show of what it did.
+
+    Each fake writes these from its platform's own documentation or source (cited there).
+    """
+
+    def dm_written(self, user_id: str, text: str, *, name: str) -> Written:
+        """Like :meth:`dm`; return the id and time the platform gave the message."""
+        ...
+
+    async def dm_delivered_twice(self, user_id: str, text: str, *, name: str) -> None:
+        """Person ``user_id`` writes ``text`` once and the platform delivers it twice, the
+        way its transport re-delivers; return once the second delivery was made."""
+        ...
+
+    def group_message(self, user_id: str, text: str, *, name: str) -> None:
+        """Person ``user_id`` writes ``text`` in a group chat the bot is in."""
+        ...
+
+    def own_message(self, text: str) -> None:
+        """The bot's own account writes ``text`` in a one-to-one chat (from another device
+        or app), arriving every way the platform reports such messages."""
+        ...
+
+    def non_text_dm(self, user_id: str, *, name: str) -> None:
+        """Person ``user_id`` sends the bot a one-to-one message with no text (a picture)."""
+        ...
+
+    async def handed_over(self) -> None:
+        """Wait until the platform has offered the bot every event injected so far, as far as
+        it does now: events the bot must take (a long poll, a socket) wait until taken and
+        acknowledged; events pushed once, or held for a session the bot may resume, count
+        once tried or held. TimeoutError after 5 s."""
+        ...
+
+    def shown_to(self, user_id: str) -> list[str]:
+        """The bot's messages in that person's one-to-one chat as it shows them now, oldest
+        first: edits applied in place, markup escapes undone."""
+        ...
+
+    def buttons_on(self, message_id: str) -> list[str]:
+        """The labels of the buttons a message of the bot shows now (none where the platform
+        has no buttons)."""
+        ...
+
+    def press(self, user_id: str, message_id: str, label: str) -> None:
+        """Person ``user_id`` presses the button ``label`` on a message of the bot.
+
+        Raises:
+            LookupError: the message shows no such button.
+        """
+        ...
+
+
+class NoButtons:
+    """:class:`ContractPlatform`'s buttons on a platform that has none: a message shows none,
+    and there is nothing to press."""
+
+    provider: str
+
+    def buttons_on(self, message_id: str) -> list[str]:
+        """None, on any message."""
+        del message_id
+        return []
+
+    def press(self, user_id: str, message_id: str, label: str) -> None:
+        """Raises LookupError: no message shows a button."""
+        del user_id
+        raise LookupError(
+            f"message {message_id} shows no button {label!r}: {self.provider} has none"
+        )
+
+
 class AsyncServer(ABC):
     """``async with`` for a fake: subclasses define ``start`` and ``stop``."""
 
@@ -111,4 +200,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-__all__ = ["AsyncServer", "DemoPlatform", "FakeDemo", "free_port", "wait_until"]
+__all__ = [
+    "AsyncServer",
+    "ContractPlatform",
+    "DemoPlatform",
+    "FakeDemo",
+    "NoButtons",
+    "Written",
+    "free_port",
+    "wait_until",
+]

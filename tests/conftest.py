@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.clock import FakeClock
+from bot.core.clock import FakeClock, SystemClock
 from bot.core.protocols import StateStore
 from bot.runtime.logs import reset_redaction
 from bot.services.nodes import NodeService
@@ -45,6 +45,12 @@ def _no_redaction_left_behind() -> Iterator[None]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A fake clock that starts at the real now (for fakes whose times a real SDK reads)."""
+    return FakeClock(SystemClock().now())
 
 
 @pytest.fixture

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from bot.core.models import Inbound
+from bot.core.models import Button, Inbound
 from providers.fakebase import wait_until
+
+APPROVE = Button(label="Approve", command="/approve ABCD2345")
+REJECT = Button(label="Reject", command="/reject ABCD2345")
+"""The two buttons of an owner notice, as the provider tests send them."""
 
 
 class Inbox:

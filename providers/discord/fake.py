@@ -26,12 +26,13 @@ import json
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from bot.core.clock import Clock, SystemClock
-from providers.fakebase import AsyncServer, FakeDemo, wait_until
+from providers.fakebase import AsyncServer, FakeDemo, Written, wait_until
 
 JsonDict = dict[str, Any]
 _Handler = Callable[[web.Request, re.Match[str]], Awaitable[web.Response]]
@@ -914,3 +915,86 @@ class DiscordDemo(FakeDemo[FakeDiscordServer]):
     def texts_to(self, user_id: str) -> list[str]:
         """What the bot sent to that user's DM channel, as the user's client shows it."""
         return self.fake.texts_to(user_id)
+
+    # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
+    # Played as discord-api-docs describe the gateway and REST API.
+
+    def dm_written(self, user_id: str, text: str, *, name: str) -> Written:
+        """A MESSAGE_CREATE in the DM channel; a snowflake carries its creation time in
+        milliseconds since the Discord epoch, shifted left 22 bits ("Snowflakes")."""
+        message_id = self.fake.dm(user_id, text, name=name)["id"]
+        millis = (int(message_id) >> 22) + DISCORD_EPOCH_MS
+        return Written(message_id, datetime.fromtimestamp(millis / 1000, UTC))
+
+    async def dm_delivered_twice(self, user_id: str, text: str, *, name: str) -> None:
+        """The gateway connection drops after the MESSAGE_CREATE went out; the bot RESUMEs and
+        the gateway replays the session's events from the sequence number the bot gives,
+        this one included ("Gateway: Resuming")."""
+        message_id = self.fake.dm(user_id, text, name=name)["id"]
+        await self.handed_over()
+        seq = next(
+            f["s"]
+            for f in self.fake._log
+            if f["t"] == "MESSAGE_CREATE" and f["d"]["id"] == message_id
+        )
+        resumed, overlap = len(self.fake.resumes), self.fake.replay_overlap
+        self.fake.replay_overlap = len(self.fake._log) - seq + 1
+        try:
+            await self.fake.drop_connection(4000)
+            await wait_until(lambda: len(self.fake.resumes) > resumed and self.fake.connected)
+            await self.handed_over()
+        finally:
+            self.fake.replay_overlap = overlap
+        if seq not in self.fake.replayed:
+            raise AssertionError(f"the RESUME did not replay dispatch {seq}")
+
+    def group_message(self, user_id: str, text: str, *, name: str) -> None:
+        """A MESSAGE_CREATE in a guild text channel (type 0) the bot can read."""
+        self.fake.guild_message(user_id, text, name=name)
+
+    def own_message(self, text: str) -> None:
+        """A MESSAGE_CREATE authored by the bot's own user: the gateway sends the bot its own
+        messages like any other."""
+        self.fake.own_message(self.fake.dm_channel(self.owner_id)["id"], text)
+
+    def non_text_dm(self, user_id: str, *, name: str) -> None:
+        """A DM with an attachment and empty ``content`` ("Attachment Object")."""
+        attachment = {
+            "id": self.fake.snowflake(),
+            "filename": "photo.png",
+            "size": 1024,
+            "url": "https://cdn.discordapp.com/attachments/1/2/photo.png",
+            "proxy_url": "https://media.discordapp.net/attachments/1/2/photo.png",
+            "content_type": "image/png",
+        }
+        author = self.fake.user(user_id, name)
+        self.fake.post_message(
+            self.fake.dm_channel(user_id)["id"], author, "", attachments=[attachment]
+        )
+
+    async def handed_over(self) -> None:
+        """Every dispatch of the live session written to the socket. With no live session the
+        gateway holds them for a RESUME (a fresh IDENTIFY forgets them)."""
+        await wait_until(
+            lambda: not self.fake.connected or self.fake._delivered >= len(self.fake._log)
+        )
+
+    def shown_to(self, user_id: str) -> list[str]:
+        """The bot's messages in the DM channel as the client shows them now (markdown
+        escapes undone, edits applied; deleted ones gone)."""
+        channel = self.fake.dm_channel_id(user_id)
+        return [
+            displayed(self.fake.message(m["message_id"])["content"])
+            for m in self.fake.sent
+            if m["channel_id"] == channel and m["message_id"] in self.fake._messages
+        ]
+
+    def buttons_on(self, message_id: str) -> list[str]:
+        """The labels of the message's button components now."""
+        return [label for label, _ in self.fake.buttons(message_id)]
+
+    def press(self, user_id: str, message_id: str, label: str) -> None:
+        """An INTERACTION_CREATE of type MESSAGE_COMPONENT for the pressed button."""
+        if label not in self.buttons_on(message_id):
+            raise LookupError(f"message {message_id} shows no button {label!r}")
+        self.fake.press_button(user_id, message_id, label=label)

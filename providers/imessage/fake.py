@@ -32,6 +32,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -39,7 +40,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.core.clock import Clock, SystemClock
-from providers.fakebase import AsyncServer, FakeDemo, free_port, wait_until
+from providers.fakebase import AsyncServer, FakeDemo, NoButtons, Written, free_port, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -581,8 +582,9 @@ class FakeBlueBubbles(AsyncServer):
         }
 
 
-class IMessageDemo(FakeDemo[FakeBlueBubbles]):
-    """The BlueBubbles fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
+# contract (issue 10): NoButtons, as iMessage has none (BlueBubbles' message/text takes none)
+class IMessageDemo(NoButtons, FakeDemo[FakeBlueBubbles]):
+    """The BlueBubbles fake as :class:`providers.DemoPlatform.fake` (people, not API calls)."""
 
     provider = "imessage"
     owner_id = "+15550000001"
@@ -617,3 +619,47 @@ class IMessageDemo(FakeDemo[FakeBlueBubbles]):
     def texts_to(self, user_id: str) -> list[str]:
         """What the bot sent to that handle's one-to-one chat."""
         return self.fake.messages_to(f"iMessage;-;{user_id}")
+
+    # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
+    # Played as bluebubbles-server's webhookService and message serializer shape events.
+
+    def dm_written(self, user_id: str, text: str, *, name: str) -> Written:
+        """A ``new-message`` webhook (iMessage carries no display name); the message's
+        ``guid`` and ``dateCreated`` (ms)."""
+        del name
+        data = self.fake.dm(user_id, text)["data"]
+        return Written(data["guid"], datetime.fromtimestamp(data["dateCreated"] / 1000, UTC))
+
+    async def dm_delivered_twice(self, user_id: str, text: str, *, name: str) -> None:
+        """BlueBubbles posts a ``new-message`` webhook for the same message guid more than
+        once (seen when both its Private API helper and its database watcher report the
+        message); played as the same event posted twice."""
+        del name
+        self.fake.redeliver(self.fake.dm(user_id, text))
+        await self.fake.wait_delivered()
+
+    def group_message(self, user_id: str, text: str, *, name: str) -> None:
+        """A ``new-message`` in an ``iMessage;+;chat…`` group chat (style 43)."""
+        del name
+        participants = (user_id, self.owner_id)
+        self.fake.group_message(
+            "iMessage;+;chat000000contract", user_id, text, participants=participants
+        )
+
+    def own_message(self, text: str) -> None:
+        """A ``new-message`` with ``isFromMe`` true: the bot's Apple ID wrote it elsewhere."""
+        self.fake.own_message(f"iMessage;-;{self.owner_id}", text)
+
+    def non_text_dm(self, user_id: str, *, name: str) -> None:
+        """A photo alone: the text is just U+FFFC, the attachment placeholder."""
+        del name
+        self.fake.attachment_only(user_id)
+
+    async def handed_over(self) -> None:
+        """BlueBubbles posts each webhook once, never again if it fails: wait until every
+        queued event was posted, whatever the answer."""
+        await self.fake.wait_delivered()
+
+    def shown_to(self, user_id: str) -> list[str]:
+        """The bot's messages in the one-to-one chat (nothing is edited)."""
+        return self.texts_to(user_id)

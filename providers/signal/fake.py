@@ -29,12 +29,13 @@ import asyncio
 import copy
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from bot.core.clock import Clock, SystemClock
-from providers.fakebase import AsyncServer, FakeDemo, wait_until
+from providers.fakebase import AsyncServer, FakeDemo, NoButtons, Written, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -492,8 +493,9 @@ def _error(req_id: object, code: int, message: str) -> JsonDict:
     }
 
 
-class SignalDemo(FakeDemo[FakeSignalDaemon]):
-    """The Signal fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
+# contract (issue 10): NoButtons, as signal-cli-jsonrpc(5)'s ``send`` takes no buttons
+class SignalDemo(NoButtons, FakeDemo[FakeSignalDaemon]):
+    """The Signal fake as :class:`providers.DemoPlatform.fake` (people, not API calls)."""
 
     provider = "signal"
     owner_id = "0a11ce00-0000-4000-8000-00000000000a"
@@ -516,3 +518,49 @@ class SignalDemo(FakeDemo[FakeSignalDaemon]):
     def texts_to(self, user_id: str) -> list[str]:
         """What the bot sent to that person."""
         return self.fake.messages_to(user_id)
+
+    # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
+    # Played as signal-cli-jsonrpc(5) and signal-cli's JsonReceiveMessageHandler shape events.
+
+    def dm_written(self, user_id: str, text: str, *, name: str) -> Written:
+        """A ``dataMessage`` envelope; Signal's message identity is the sender plus the
+        ``timestamp`` (ms) the sender gave it."""
+        stamp = self.fake.dm(user_id, text, name=name)["envelope"]["timestamp"]
+        return Written(str(stamp), datetime.fromtimestamp(stamp / 1000, UTC))
+
+    async def dm_delivered_twice(self, user_id: str, text: str, *, name: str) -> None:
+        """The Signal service sends an envelope again until the account's device acknowledges
+        it, and signal-cli emits it again (same sender and timestamp); played as the same
+        event payload sent twice down the stream."""
+        self.fake.replay(self.fake.dm(user_id, text, name=name))
+        await self.handed_over()
+
+    def group_message(self, user_id: str, text: str, *, name: str) -> None:
+        """A ``dataMessage`` with ``groupInfo`` (a group the account is in)."""
+        self.fake.group_message("Y29udHJhY3QtZ3JvdXAtaWQ=", user_id, text, name=name)
+
+    def own_message(self, text: str) -> None:
+        """Both ways the account's own messages arrive: a ``syncMessage.sentMessage`` from a
+        linked device, and a ``dataMessage`` whose source is the account itself."""
+        self.fake.sync_message(text, destination=self.owner_id)
+        self.fake.own_message(text)
+
+    def non_text_dm(self, user_id: str, *, name: str) -> None:
+        """A ``dataMessage`` with an attachment and no ``message``."""
+        stamp = self.fake._timestamp()
+        attachment = {"contentType": "image/jpeg", "id": "a1", "size": 1024}
+        data = {"timestamp": stamp, "message": None, "attachments": [attachment]}
+        self.fake.push(self.fake._envelope(user_id, name, None, stamp, dataMessage=data))
+
+    async def handed_over(self) -> None:
+        """Every event emitted so far taken off each open stream's queue to be written."""
+        await wait_until(lambda: all(c.queue.empty() for c in self.fake._clients))
+
+    def shown_to(self, user_id: str) -> list[str]:
+        """The bot's messages to that person; a message sent with ``editTimestamp`` replaces
+        the one it names, as Signal clients show an edit."""
+        shown: dict[int, str] = {}
+        for sent in self.fake.sent:
+            if sent["recipient"] and user_id in sent["recipient"]:
+                shown[sent["editTimestamp"] or sent["timestamp"]] = sent["message"]
+        return list(shown.values())

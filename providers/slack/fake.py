@@ -31,13 +31,14 @@ import json
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import ClientSession, WSMsgType, web
 
 from bot.core.clock import Clock, SystemClock
-from providers.fakebase import AsyncServer, FakeDemo, wait_until
+from providers.fakebase import AsyncServer, FakeDemo, Written, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -887,6 +888,119 @@ class SlackDemo(FakeDemo[FakeSlackServer]):
     def texts_to(self, user_id: str) -> list[str]:
         """What the bot posted in that person's IM."""
         return self.fake.messages_to(user_id)
+
+    # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
+    # Played as Slack's Events API and Web API document it (api.slack.com), over Socket Mode.
+
+    def dm_written(self, user_id: str, text: str, *, name: str) -> Written:
+        """A ``message.im`` event; its ``ts`` is the message's id and its time."""
+        self._meet(user_id, name)
+        ts = self.fake.dm(user_id, text)["event"]["ts"]
+        return Written(ts, datetime.fromtimestamp(float(ts), UTC))
+
+    async def dm_delivered_twice(self, user_id: str, text: str, *, name: str) -> None:
+        """Both of Slack's re-deliveries of one event: Socket Mode sends an envelope again
+        (same ``envelope_id``) when it saw no ack in time, and the Events API retries an event
+        (same ``event_id``, ``retry_attempt`` raised) in a new envelope ("Using Socket Mode",
+        "The Events API: Retries")."""
+        self._meet(user_id, name)
+        body = self.fake.dm(user_id, text)
+        await self.handed_over()
+        envelope = next(e for e in self.fake.envelopes if e["payload"] == body)
+        self.fake.redeliver(envelope["envelope_id"])
+        self.fake.deliver("events_api", body)
+        await wait_until(lambda: sum(e["payload"] == body for e in self.fake.envelopes) >= 3)
+
+    def group_message(self, user_id: str, text: str, *, name: str) -> None:
+        """A ``message.mpim`` event: a multi-person direct message the bot is in."""
+        self._meet(user_id, name)
+        self.fake.channel_message("G0CONTRACT", user_id, text, kind="mpim")
+
+    def own_message(self, text: str) -> None:
+        """The bot user's own post in an IM comes back as a ``message`` event carrying its
+        ``bot_id`` (and the app's ``bot_profile``), as every post of an app does."""
+        ts = self.fake._ts()
+        self.fake.event(
+            {
+                "type": "message",
+                "user": BOT_USER_ID,
+                "bot_id": BOT_ID,
+                "bot_profile": {"id": BOT_ID, "app_id": APP_ID, "name": "pairbot"},
+                "text": _escape(text),
+                "ts": ts,
+                "event_ts": ts,
+                "channel": self.fake.im_channel(self.owner_id),
+                "channel_type": "im",
+            }
+        )
+
+    def non_text_dm(self, user_id: str, *, name: str) -> None:
+        """A ``message`` of subtype ``file_share`` with an empty ``text`` (an upload)."""
+        self._meet(user_id, name)
+        ts = self.fake._ts()
+        self.fake.event(
+            {
+                "type": "message",
+                "subtype": "file_share",
+                "user": user_id,
+                "text": "",
+                "files": [{"id": "F0CONTRACT", "mimetype": "image/png", "name": "x.png"}],
+                "upload": False,
+                "ts": ts,
+                "event_ts": ts,
+                "channel": self.fake.im_channel(user_id),
+                "channel_type": "im",
+            }
+        )
+
+    async def handed_over(self) -> None:
+        """Over Socket Mode: every envelope written and acked (none waits in the outbox while
+        a socket is open). With no socket open, Slack holds them for the next connection."""
+
+        def offered() -> bool:
+            if self.fake._ws is None or self.fake._ws.closed:
+                return True
+            acked = {a["envelope_id"] for a in self.fake.acks}
+            return not self.fake._outbox and all(
+                e["envelope_id"] in acked for e in self.fake.envelopes
+            )
+
+        await wait_until(offered)
+
+    def shown_to(self, user_id: str) -> list[str]:
+        """What each post in the IM shows now: its plain-text sections when it has blocks
+        (clients show blocks, ``text`` is the notification fallback), else its ``text``."""
+        channel = self.fake.im_channel(user_id)
+        shown = []
+        for sent in self.fake.sent:
+            if sent["channel"] != channel:
+                continue
+            message = self.fake.message(channel, sent["ts"])
+            sections = [
+                b["text"]["text"] for b in message.get("blocks") or [] if b["type"] == "section"
+            ]
+            shown.append("".join(sections) if sections else _unescape(message["text"]))
+        return shown
+
+    def buttons_on(self, message_id: str) -> list[str]:
+        """The button elements of the post's ``actions`` blocks now, by their text."""
+        return [e["text"]["text"] for e in self._buttons(message_id)]
+
+    def press(self, user_id: str, message_id: str, label: str) -> None:
+        """A ``block_actions`` payload for the pressed button."""
+        labels = self.buttons_on(message_id)
+        if label not in labels:
+            raise LookupError(f"message {message_id} shows no button {label!r}")
+        self.fake.press_button(user_id, message_id, index=labels.index(label))
+
+    def _buttons(self, ts: str) -> list[JsonDict]:
+        channel = next(m["channel"] for m in self.fake.sent if m["ts"] == ts)
+        blocks = self.fake.message(channel, ts).get("blocks") or []
+        return [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
+
+    def _meet(self, user_id: str, name: str) -> None:
+        if user_id not in self.fake.users:
+            self.fake.add_user(user_id, name=name)
 
 
 __all__ = ["FakeSlackServer", "SlackDemo", "sign"]

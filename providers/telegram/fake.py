@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from bot.core.clock import Clock, SystemClock
-from providers.fakebase import AsyncServer, FakeDemo, wait_until
+from providers.fakebase import AsyncServer, FakeDemo, Written, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -175,6 +178,8 @@ class FakeTelegramServer(AsyncServer):
         self._open_queries: set[str] = set()
         self._fail_sends = 0
         self._fail_retry_after = 1
+        self._served: Counter[int] = Counter()  # contract (issue 10): lose_next_poll_answers
+        self._polls_to_lose = 0  # contract (issue 10)
         self._methods: dict[str, Callable[[JsonDict], Awaitable[object]]] = {
             "getme": self._get_me,
             "deletewebhook": self._true,
@@ -384,6 +389,38 @@ class FakeTelegramServer(AsyncServer):
     wait_until = staticmethod(wait_until)
     """Poll a condition until it holds (see :func:`providers.fakebase.wait_until`)."""
 
+    # -- contract capabilities (issue 10: tests/providers/test_contract.py) -------------------
+
+    def lose_next_poll_answers(self, n: int) -> None:
+        """Cut the connection of the next ``n`` getUpdates answers that carry updates, after
+        the fake has sent them: the bot never reads them, they stay unconfirmed, and the next
+        getUpdates (with the same offset) is answered with them again.
+
+        Bot API, getUpdates: "An update is considered confirmed as soon as getUpdates is
+        called with an offset higher than its update_id" (core.telegram.org/bots/api).
+        """
+        self._polls_to_lose = n
+
+    def times_served(self, update_id: int) -> int:
+        """How many getUpdates answers carried the update (lost answers included)."""
+        return self._served[update_id]
+
+    @property
+    def unconfirmed(self) -> int:
+        """Updates queued that no getUpdates offset has confirmed yet."""
+        return len(self._updates)
+
+    def _poll_lost(self, request: web.Request, result: object) -> bool:
+        if not isinstance(result, list) or not result:
+            return False
+        self._served.update(update["update_id"] for update in result)
+        if self._polls_to_lose <= 0:
+            return False
+        self._polls_to_lose -= 1
+        if request.transport is not None:
+            request.transport.close()
+        return True
+
     # -- HTTP --------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -399,6 +436,8 @@ class FakeTelegramServer(AsyncServer):
             result = await handler(params)
         except _ApiError as error:
             return _error_response(error)
+        if handler == self._get_updates and self._poll_lost(request, result):  # contract
+            return web.Response(status=502)  # never reaches the bot: the connection is cut
         return web.json_response({"ok": True, "result": result})
 
     @staticmethod
@@ -657,3 +696,77 @@ class TelegramDemo(FakeDemo[FakeTelegramServer]):
     def texts_to(self, user_id: str) -> list[str]:
         """What the bot sent to that user's private chat."""
         return self.fake.messages_to(int(user_id))
+
+    # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
+    # Played the Bot API's way (core.telegram.org/bots/api): updates come by getUpdates.
+
+    def dm_written(self, user_id: str, text: str, *, name: str) -> Written:
+        """A private message; Message.message_id and Message.date (Unix seconds)."""
+        message = self.fake.dm(int(user_id), text, first_name=name)["message"]
+        return Written(str(message["message_id"]), datetime.fromtimestamp(message["date"], UTC))
+
+    async def dm_delivered_twice(self, user_id: str, text: str, *, name: str) -> None:
+        """The getUpdates answer carrying the message is lost on the way, so Telegram sends
+        the same update (same update_id) to the next getUpdates (see
+        :meth:`FakeTelegramServer.lose_next_poll_answers`)."""
+        self.fake.lose_next_poll_answers(1)
+        update = self.fake.dm(int(user_id), text, first_name=name)
+        await wait_until(lambda: self.fake.times_served(update["update_id"]) >= 2)
+
+    def group_message(self, user_id: str, text: str, *, name: str) -> None:
+        """A message in a supergroup (Chat.type "supergroup", a negative chat id)."""
+        self.fake.group_message(
+            -1001234567890, int(user_id), text, chat_type="supergroup", first_name=name
+        )
+
+    def own_message(self, text: str) -> None:
+        """Telegram never sends a bot its own messages (they are no Update); played anyway, as
+        a private-chat message whose ``from`` is the bot's own User (``is_bot``: true)."""
+        chat = {"id": int(self.owner_id), "type": "private", "first_name": "Owner"}
+        self._queue_message(chat, dict(self.fake.bot_user), text=text)
+
+    def non_text_dm(self, user_id: str, *, name: str) -> None:
+        """A private message with a ``photo`` (an array of PhotoSize) and no ``text``."""
+        person = {"id": int(user_id), "is_bot": False, "first_name": name}
+        chat = {"id": int(user_id), "type": "private", "first_name": name}
+        photo = [{"file_id": "f1", "file_unique_id": "u1", "width": 1, "height": 1}]
+        self._queue_message(chat, person, photo=photo)
+
+    _made_ids = itertools.count(900_000_001)  # ids no message of the fake's own takes
+
+    def _queue_message(self, chat: JsonDict, sender: JsonDict, **content: object) -> None:
+        message = {"message_id": next(self._made_ids), "date": 0, "chat": chat}
+        self.fake.queue_update({"message": {**message, "from": sender, **content}})
+
+    async def handed_over(self) -> None:
+        """Updates are pulled: wait until a getUpdates offset confirmed every one."""
+        await wait_until(lambda: self.fake.unconfirmed == 0)
+
+    def shown_to(self, user_id: str) -> list[str]:
+        """The bot's messages in the private chat, as edited since."""
+        return [
+            self.fake.message(m["message_id"])["text"]
+            for m in self.fake.sent
+            if m["chat_id"] == int(user_id)
+        ]
+
+    def buttons_on(self, message_id: str) -> list[str]:
+        """The InlineKeyboardButton texts of the message's reply_markup now."""
+        markup = self.fake.message(message_id).get("reply_markup") or {}
+        return [button["text"] for row in markup.get("inline_keyboard", []) for button in row]
+
+    def press(self, user_id: str, message_id: str, label: str) -> None:
+        """A CallbackQuery carrying the pressed button's callback_data."""
+        markup = self.fake.message(message_id).get("reply_markup") or {}
+        data = next(
+            (
+                b["callback_data"]
+                for row in markup.get("inline_keyboard", [])
+                for b in row
+                if b["text"] == label
+            ),
+            None,
+        )
+        if data is None:
+            raise LookupError(f"message {message_id} shows no button {label!r}")
+        self.fake.press_button(int(user_id), int(message_id), data)

@@ -29,13 +29,14 @@ import copy
 import hashlib
 import hmac
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from bot.core.clock import Clock, SystemClock
-from providers.fakebase import AsyncServer, FakeDemo, free_port, wait_until
+from providers.fakebase import AsyncServer, FakeDemo, Written, free_port, wait_until
 
 JsonDict = dict[str, Any]
 
@@ -641,3 +642,56 @@ class WhatsAppDemo(FakeDemo[FakeWhatsAppServer]):
     def texts_to(self, user_id: str) -> list[str]:
         """What the bot sent to that user."""
         return self.fake.texts_to(user_id)
+
+    # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
+    # Played as Meta's Cloud API reference describes webhooks and messages.
+
+    def dm_written(self, user_id: str, text: str, *, name: str) -> Written:
+        """A ``messages`` webhook; the message's ``id`` (wamid) and ``timestamp`` (Unix s)."""
+        message = first_message(self.fake.dm(user_id, text, name=name))
+        return Written(message["id"], datetime.fromtimestamp(int(message["timestamp"]), UTC))
+
+    async def dm_delivered_twice(self, user_id: str, text: str, *, name: str) -> None:
+        """Meta delivers a webhook again, same payload, until it gets a 200 in time (Webhooks:
+        "retries ... for up to 7 days"); played as the answered payload posted again."""
+        payload = self.fake.dm(user_id, text, name=name)
+        await self.fake.wait_delivered()
+        self.fake.deliver(payload)
+        await self.fake.wait_delivered()
+
+    def group_message(self, user_id: str, text: str, *, name: str) -> None:
+        """A text message carrying the ``group_id`` of a group the business number is in."""
+        self.fake.group_message("120363025246125486", user_id, text, name=name)
+
+    def own_message(self, text: str) -> None:
+        """Both ways the business number's own messages arrive: a ``messages`` item whose
+        ``from`` is the business number, and an ``smb_message_echoes`` webhook (a message
+        written in the WhatsApp Business app)."""
+        self.fake.own_message(text)
+        self.fake.echo(self.owner_id, text)
+
+    def non_text_dm(self, user_id: str, *, name: str) -> None:
+        """An ``image`` message without caption."""
+        self.fake.media(user_id, name=name)
+
+    async def handed_over(self) -> None:
+        """Meta posts each webhook until it is answered 200: wait until every one was."""
+        await self.fake.wait_delivered()
+
+    def shown_to(self, user_id: str) -> list[str]:
+        """The bot's messages to that wa_id (WhatsApp cannot edit: none changes)."""
+        return self.fake.texts_to(user_id)
+
+    def buttons_on(self, message_id: str) -> list[str]:
+        """The reply buttons' titles (a sent message keeps them for good)."""
+        sent = next(m for m in self.fake.sent if m["message_id"] == message_id)
+        return [button["title"] for button in sent["buttons"]]
+
+    def press(self, user_id: str, message_id: str, label: str) -> None:
+        """An ``interactive`` message of type ``button_reply`` with the button's id, its
+        ``context.id`` the message it was on."""
+        sent = next(m for m in self.fake.sent if m["message_id"] == message_id)
+        found = [b["id"] for b in sent["buttons"] if b["title"] == label]
+        if not found:
+            raise LookupError(f"message {message_id} shows no button {label!r}")
+        self.fake.press_button(user_id, message_id, found[0])

@@ -394,8 +394,7 @@ def test_removing_a_sender_the_config_allows_says_where_it_comes_from(state_dir,
     result = run(state_dir, "--config", str(config), "allowlist", "remove", "telegram", "99")
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == (
-        "pairbot: error: telegram sender 99 is allowed by the config's allow_from; "
-        "remove it there"
+        "pairbot: error: telegram sender 99 is allowed by the config's allow_from; remove it there"
     )
 
 

@@ -20,13 +20,13 @@ from bot.core.errors import StartupError, StoreCorruptError
 from providers.fakebase import free_port
 from providers.telegram.fake import FakeTelegramServer
 from stores.jsonfile import JsonFileStore
+from tests.e2e.support import settle
 from tests.e2e.test_app_telegram import (
     ALICE,
     BOB,
     MALLORY,
     OWNER,
     make_config,
-    settle,
     start_app,
     texts_to,
 )
@@ -112,7 +112,7 @@ async def test_a_state_file_that_goes_bad_refuses_only_what_needs_it(
         await tg.wait_until(lambda: len(unusable_notices(tg)) >= 1)
         tg.dm(BOB, "still here?")  # an allowed sender needs only allowFrom: served
         assert await texts_to(tg, BOB, 1) == ["still here?"]
-        await settle()
+        await settle(0.4)
 
         # Closed: the strangers got nothing, nothing was granted, the file is as it was.
         assert tg.messages_to(MALLORY) == []
@@ -139,7 +139,7 @@ async def test_a_state_file_that_goes_bad_refuses_only_what_needs_it(
         pairing_file.write_text(BROKEN)
         tg.dm(DAVE, "hello", first_name="Dave")
         await tg.wait_until(lambda: len(unusable_notices(tg)) >= 2)
-        await settle()
+        await settle(0.4)
         assert tg.messages_to(DAVE) == []
         assert len(unusable_notices(tg)) == 2
     finally:
@@ -155,7 +155,7 @@ async def test_a_bad_allowlist_shuts_its_senders_out_not_in(tg, state_dir):
         tg.dm(BOB, "hi")
         tg.dm(MALLORY, "hi", first_name="Mallory")
         await tg.wait_until(lambda: len(unusable_notices(tg)) >= 1)
-        await settle()
+        await settle(0.4)
         assert tg.messages_to(BOB) == []
         assert tg.messages_to(MALLORY) == []
         assert len(unusable_notices(tg)) == 1

@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 
 from bot.cli.compose import open_app
-from bot.core.clock import FakeClock, SystemClock
+from bot.core.clock import FakeClock
 from bot.core.config import Config
 from bot.runtime.app import App
 from providers.telegram.fake import FakeTelegramServer
+from tests.e2e import support
+from tests.e2e.support import app_config, code_in, settle, texts
 
 pytestmark = pytest.mark.e2e
 
@@ -27,24 +29,11 @@ PAIRBOT = Path(sys.executable).with_name("pairbot")
 
 
 def make_config(fake: FakeTelegramServer, **overrides: Any) -> Config:
-    raw: dict[str, Any] = {
-        "owners": [{"provider": "telegram", "user_id": str(OWNER)}],
-        "pairing": {"prune_interval": "0.2s"},
-        "gateway": {"port": 0},
-        "providers": {"telegram": {"token": fake.token, "api_base_url": fake.base_url}},
-    }
-    for key, value in overrides.items():
-        if key in ("pairing", "telegram"):
-            target = raw["pairing"] if key == "pairing" else raw["providers"]["telegram"]
-            target.update(value)
-        else:
-            raw[key] = value
-    return Config.with_any_durations(raw)  # a 0.2 s pruner: no user may set one
-
-
-@pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock(SystemClock().now())
+    """The app's config on the fake, a 0.2 s pruner; ``pairing`` and ``telegram`` overrides
+    are merged into those blocks, any other replaces its section."""
+    block = {"token": fake.token, "api_base_url": fake.base_url, **overrides.pop("telegram", {})}
+    pairing = {"prune_interval": "0.2s", **overrides.pop("pairing", {})}
+    return app_config("telegram", str(OWNER), block, pairing=pairing, **overrides)
 
 
 @pytest.fixture
@@ -56,41 +45,33 @@ async def tg(fake_clock: FakeClock) -> AsyncIterator[FakeTelegramServer]:
 async def start_app(
     fake: FakeTelegramServer, state: Path, clock: FakeClock | None = None, **overrides: Any
 ) -> App:
-    app = open_app(
-        make_config(fake, **overrides),
-        state_dir=state,
-        clock=clock,
-        watch_interval=0.1,
-        capped_delay=0.2,
-        notice_window=timedelta(seconds=60),
-    )
-    await app.start()
-    return app
+    return await support.start_app(make_config(fake, **overrides), state, clock)
 
 
 @pytest.fixture
 async def app(
     tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
 ) -> AsyncIterator[App]:
-    running = await start_app(tg, state_dir, fake_clock)
-    yield running
-    await running.stop()
+    async with support.app_running(make_config(tg), state_dir, fake_clock) as running:
+        yield running
 
 
 async def texts_to(
     fake: FakeTelegramServer, chat: int, count: int, wait: float = 5.0
 ) -> list[str]:
-    await fake.wait_until(lambda: len(fake.messages_to(chat)) >= count, timeout=wait)
-    return fake.messages_to(chat)
+    return await texts(lambda: fake.messages_to(chat), count, wait=wait)
 
 
-async def settle(seconds: float = 0.4) -> None:
-    await asyncio.sleep(seconds)
-
-
-def code_in(text: str) -> str:
-    line = next(ln for ln in text.splitlines() if ln.startswith("Your pairing code:"))
-    return line.split(":", 1)[1].strip().replace("-", "")
+async def cli_approve(state_dir: Path, code: str) -> None:
+    """``pairbot pairing approve telegram CODE`` on the state dir, in its own process."""
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [str(PAIRBOT), "--state-dir", str(state_dir), "pairing", "approve", "telegram", code],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
 
 
 async def pair(fake: FakeTelegramServer, app: App, user: int, name: str = "Alice") -> str:
@@ -116,7 +97,7 @@ async def test_stranger_gets_a_code_and_their_message_is_not_processed(tg, app):
         ("Approve", f"/approve {code}"),
         ("Reject", f"/reject {code}"),
     ]
-    await settle()
+    await settle(0.4)
     assert "please run rm -rf" not in json.dumps(tg.sent)
 
 
@@ -124,7 +105,7 @@ async def test_repeat_messages_do_not_resend_the_code(tg, app, fake_clock):
     await pair(tg, app, ALICE)
     for _ in range(3):
         tg.dm(ALICE, "hello again")
-    await settle()
+    await settle(0.4)
     assert len(tg.messages_to(ALICE)) == 1
     fake_clock.advance(timedelta(minutes=11))
     tg.dm(ALICE, "still there?")
@@ -153,7 +134,7 @@ async def test_owner_approves_in_chat_and_the_sender_goes_through(tg, app):
     tg.dm(ALICE, "what's the weather?")
     texts = await texts_to(tg, ALICE, 3)
     assert texts[2] == "what's the weather?"
-    await settle()
+    await settle(0.4)
     assert tg.messages_to(ALICE).count("You're approved. Send a message to start chatting.") == 1
 
 
@@ -165,7 +146,7 @@ async def test_non_owner_approve_changes_nothing_and_looks_like_any_text(tg, app
     tg.dm(BOB, "hi", first_name="Bob")
     bob = await texts_to(tg, BOB, 1)
     assert mallory[0].split("Your pairing code")[0] == bob[0].split("Your pairing code")[0]
-    await settle()
+    await settle(0.4)
     assert not app.pairing.is_allowed("telegram", str(ALICE))
     assert not app.pairing.is_allowed("telegram", str(MALLORY))
     assert {r.id for r in app.pairing.pending()} == {str(ALICE), str(MALLORY), str(BOB)}
@@ -176,7 +157,7 @@ async def test_group_traffic_creates_nothing_and_runs_no_command(tg, app):
     tg.group_message(-100200, MALLORY, "hello group")
     tg.group_message(-100200, MALLORY, f"/approve {code}")
     tg.group_message(-100200, OWNER, f"/approve {code}")
-    await settle()
+    await settle(0.4)
     assert [r.id for r in app.pairing.pending()] == [str(ALICE)]
     assert not app.pairing.is_allowed("telegram", str(ALICE))
     assert tg.messages_to(-100200) == []
@@ -187,7 +168,7 @@ async def test_buttons_approve_once_and_say_so_when_pressed_again(tg, app):
     notice = (await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER))[0]
     approve = notice["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
     tg.press_button(MALLORY, notice["message_id"], approve)
-    await settle()
+    await settle(0.4)
     assert not app.pairing.is_allowed("telegram", str(ALICE))
     tg.press_button(OWNER, notice["message_id"], approve)
     await tg.wait_until(lambda: len(tg.edits) >= 1)
@@ -274,14 +255,7 @@ async def test_owner_commands(tg, app):
 
 async def test_cli_approval_reaches_the_running_bot_within_two_seconds(tg, app, state_dir):
     code = await pair(tg, app, ALICE)
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [str(PAIRBOT), "--state-dir", str(state_dir), "pairing", "approve", "telegram", code],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    await cli_approve(state_dir, code)
     started = asyncio.get_running_loop().time()
     texts = await texts_to(tg, ALICE, 2, wait=2.0)
     assert asyncio.get_running_loop().time() - started < 2.0
@@ -300,14 +274,7 @@ async def test_a_cli_approval_made_while_the_bot_is_down_is_told_once_at_start(
         code = await pair(tg, app, ALICE)
     finally:
         await app.stop()
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [str(PAIRBOT), "--state-dir", str(state_dir), "pairing", "approve", "telegram", code],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    await cli_approve(state_dir, code)
     assert len(tg.messages_to(ALICE)) == 1, "nobody ran to tell them yet"
     for _ in range(2):  # told at the first start, and not again at the next
         again = await start_app(tg, state_dir, fake_clock)
@@ -498,7 +465,7 @@ async def test_a_backlog_of_old_stranger_messages_gets_no_codes(tg, app):
     old["message"]["date"] -= 6 * 60
     tg.dm(ALICE, "fresh", first_name="Alice")
     await texts_to(tg, ALICE, 1)
-    await settle()
+    await settle(0.4)
     assert [r.id for r in app.pairing.pending()] == [str(ALICE)]
     assert tg.messages_to(carol) == []
     assert sum("New pairing request" in t for t in tg.messages_to(OWNER)) == 1

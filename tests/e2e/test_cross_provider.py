@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,11 @@ from bot.cli.demo import available_platforms, load_platform
 from bot.core.config import Config
 from bot.runtime.app import App
 from providers.fakebase import DemoPlatform
+from tests.e2e.support import code_in, texts
 
 pytestmark = pytest.mark.e2e
 
 NEEDED = ("telegram", "slack", "discord")
-
-
-async def until(condition: Callable[[], bool], wait: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + wait
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -58,14 +51,8 @@ async def app(platforms: dict[str, DemoPlatform], state_dir: Path) -> AsyncItera
     await running.stop()
 
 
-async def texts(platform: DemoPlatform, user: str, count: int) -> list[str]:
-    await until(lambda: len(platform.texts_to(user)) >= count)
-    return platform.texts_to(user)
-
-
-def code_in(text: str) -> str:
-    line = next(ln for ln in text.splitlines() if "pairing code:" in ln)
-    return line.split(":", 1)[1].strip()
+async def texts_to(platform: DemoPlatform, user: str, count: int) -> list[str]:
+    return await texts(lambda: platform.texts_to(user), count, wait=10.0)
 
 
 async def test_owner_on_telegram_approves_a_discord_and_a_slack_stranger(platforms, app):
@@ -75,17 +62,17 @@ async def test_owner_on_telegram_approves_a_discord_and_a_slack_stranger(platfor
         platform = platforms[name]
         stranger = platform.user_id(1)
         platform.dm(stranger, "hello from afar", name="Dana")
-        code = code_in((await texts(platform, stranger, 1))[0])
-        notices = await texts(telegram, owner, 1)
+        code = code_in((await texts_to(platform, stranger, 1))[0])
+        notices = await texts_to(telegram, owner, 1)
         while not any(code[:4] in t for t in notices):
-            notices = await texts(telegram, owner, len(notices) + 1)
+            notices = await texts_to(telegram, owner, len(notices) + 1)
         notice = next(t for t in notices if code[:4] in t)
         assert f"Sender id: {stranger}" in notice
         telegram.dm(owner, f"/approve {code}", name="Owner")
-        got = await texts(platform, stranger, 2)
+        got = await texts_to(platform, stranger, 2)
         assert got[1] == "You're approved. Send a message to start chatting."
         platform.dm(stranger, "now it works", name="Dana")
-        assert (await texts(platform, stranger, 3))[2] == "now it works"
+        assert (await texts_to(platform, stranger, 3))[2] == "now it works"
         assert app.pairing.is_allowed(name, stranger)
         assert not app.pairing.is_allowed("telegram", stranger)
 
@@ -94,5 +81,5 @@ async def test_an_owner_id_on_one_platform_is_a_stranger_on_another(platforms, a
     telegram, discord = platforms["telegram"], platforms["discord"]
     impostor = discord.user_id(7)
     discord.dm(impostor, "/pending", name="Owner")
-    assert "pairing code:" in (await texts(discord, impostor, 1))[0]
+    assert "pairing code:" in (await texts_to(discord, impostor, 1))[0]
     assert not any("Nothing is pending" in t for t in telegram.texts_to(telegram.owner_id))

@@ -39,6 +39,7 @@ from providers.imessage.fake import FakeBlueBubbles
 from providers.slack.fake import FakeSlackServer
 from providers.telegram.fake import FakeTelegramServer
 from providers.whatsapp.fake import FakeWhatsAppServer
+from tests.e2e.support import code_in
 
 pytestmark = pytest.mark.e2e
 
@@ -173,11 +174,6 @@ async def reply_with(platform: DemoPlatform, user: str, fragment: str, what: str
 
     await until(lambda: bool(found()), what)
     return found()[0]
-
-
-def code_in(text: str) -> str:
-    line = next(ln for ln in text.splitlines() if "pairing code:" in ln)
-    return line.split(":", 1)[1].strip().replace("-", "")
 
 
 def press_approve(platform: DemoPlatform, code: str) -> bool:

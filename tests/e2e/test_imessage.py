@@ -1,4 +1,5 @@
-"""IMessageProvider against the loopback BlueBubbles fake: alone, and inside the whole app."""
+"""IMessageProvider against the loopback BlueBubbles fake: what is iMessage's own (what every
+provider does is in tests/providers/test_contract.py), and inside the whole app."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import asyncio
 import io
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +14,22 @@ import aiohttp
 import pytest
 from rich.console import Console
 
-from bot.cli.compose import open_app
-from bot.core.clock import FakeClock, SystemClock
+from bot.core.clock import Clock, FakeClock
 from bot.core.config import Config
 from bot.core.errors import ConfigError
-from bot.core.models import Button, ChatKind, Inbound
+from bot.core.models import ChatKind, Inbound
 from bot.core.platforms import IMessageConfig
 from bot.runtime.app import App
 from providers import load_provider_class
 from providers.imessage.fake import WEBHOOK_PATH, FakeBlueBubbles, IMessageDemo
 from providers.imessage.provider import BlueBubblesError, IMessageProvider
-from tests.helpers import Inbox
+from tests.e2e.support import app_config, app_running, code_in, texts
+from tests.helpers import APPROVE
 
 pytestmark = pytest.mark.e2e
 
 OWNER, ALICE, BOB, MALLORY = "+15550000001", "+15551230001", "+15551230002", "+15556660000"
 GROUP = "iMessage;+;chat123456789"
-APPROVE = Button(label="Approve", command="/approve ABCD2345")
 
 
 def dm(handle: str) -> str:
@@ -49,53 +48,15 @@ def make_provider(fake: FakeBlueBubbles, **kwargs: Any) -> IMessageProvider:
     return IMessageProvider(server_url=fake.base_url, password=fake.password, **options)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeBlueBubbles]:
-    async with FakeBlueBubbles() as server:
-        yield server
+def make_fake(clock: Clock) -> FakeBlueBubbles:
+    return FakeBlueBubbles(clock=clock)
 
 
-@pytest.fixture
-def inbox() -> Inbox:
-    return Inbox()
-
-
-@pytest.fixture
-async def provider(fake: FakeBlueBubbles) -> AsyncIterator[IMessageProvider]:
-    made = make_provider(fake)
-    yield made
-    await made.stop()
-
-
-@pytest.fixture
-async def running(
-    fake: FakeBlueBubbles, provider: IMessageProvider, inbox: Inbox
-) -> IMessageProvider:
-    await provider.start(inbox)
-    fake.webhook_for(provider.webhook_port)
-    return provider
+async def connect(fake: FakeBlueBubbles, provider: IMessageProvider) -> None:
+    fake.webhook_for(provider.webhook_port, provider.webhook_path)
 
 
 # -- the provider alone ------------------------------------------------------------------------
-
-
-async def test_dm_arrives_as_dm_inbound_keyed_by_the_handle(fake, running, inbox):
-    event = fake.dm(ALICE, "hello there")
-
-    [inbound] = await inbox.wait()
-
-    data = event["data"]
-    assert inbound == Inbound(
-        provider="imessage",
-        chat_id=dm(ALICE),
-        chat_kind=ChatKind.DM,
-        sender_id=ALICE,
-        text="hello there",
-        message_id=data["guid"],
-        meta={"service": "iMessage"},
-        sent_at=datetime.fromtimestamp(data["dateCreated"] / 1000, tz=UTC),
-    )
-    assert await running.dm_chat_id(ALICE) == dm(ALICE)
 
 
 async def test_email_handles_are_trimmed_and_lower_cased(fake, running, inbox):
@@ -136,13 +97,8 @@ async def test_group_chats_arrive_as_group(fake, running, inbox):
     assert second.chat_kind is ChatKind.GROUP
 
 
-async def test_own_messages_reactions_attachments_and_other_events_make_no_inbound(
-    fake, running, inbox
-):
-    await running.send(dm(ALICE), "the bot's own words")  # echoed back with isFromMe
-    fake.own_message(dm(OWNER), "/approve ABCD2345")
+async def test_reactions_chat_events_and_other_event_types_make_no_inbound(fake, running, inbox):
     fake.tapback(ALICE, "SOME-GUID")
-    fake.attachment_only(ALICE)
     no_handle = fake.dm_event(ALICE, "who am I?")
     no_handle["data"]["handle"] = None
     fake.queue_event("new-message", no_handle["data"])
@@ -167,7 +123,6 @@ async def test_own_messages_reactions_attachments_and_other_events_make_no_inbou
         (ChatKind.GROUP, "x"),
         (ChatKind.DM, "sentinel"),
     ]
-    assert ("new-message", fake.sent[0]["guid"], 200) in fake.deliveries  # the echo came
 
 
 async def test_unauthenticated_webhook_posts_are_refused_and_change_nothing(fake, running, inbox):
@@ -210,35 +165,14 @@ async def test_malformed_webhooks_are_answered_and_ignored(fake, running, inbox)
     assert inbound.text == "still fine"
 
 
-async def test_a_redelivered_message_is_handled_once(fake, running, inbox):
-    event = fake.dm(ALICE, "once")
-    fake.redeliver(event)
-    fake.redeliver(event)
-    fake.dm(ALICE, "twice")
-
-    await inbox.wait(2)
-    await fake.wait_delivered()
-    await asyncio.sleep(0.1)
-
-    assert [i.text for i in inbox.items] == ["once", "twice"]
-
-
-async def test_send_posts_plain_text_drops_buttons_and_returns_the_guid(fake, running):
-    text = "Hi <b>*there*</b> [link](http://x)"
-    guid = await running.send(dm(ALICE), text, buttons=(APPROVE,))
-
-    [sent] = fake.sent
-    assert (sent["chatGuid"], sent["text"], sent["method"]) == (dm(ALICE), text, "apple-script")
-    assert sent["tempGuid"].startswith("pairbot-")
-    assert guid == sent["guid"]
-
-
-async def test_edit_sends_the_new_text_as_a_new_message(fake, running):
+async def test_each_send_has_its_own_temp_guid_and_returns_the_message_guid(fake, running):
     guid = await running.send(dm(OWNER), "New pairing request", buttons=(APPROVE,))
     await running.edit(dm(OWNER), guid, "Approved iMessage sender")
 
-    assert fake.messages_to(dm(OWNER)) == ["New pairing request", "Approved iMessage sender"]
-    assert fake.sent[0]["tempGuid"] != fake.sent[1]["tempGuid"]
+    first, second = fake.sent
+    assert (first["chatGuid"], first["method"], guid) == (dm(OWNER), "apple-script", first["guid"])
+    assert first["tempGuid"].startswith("pairbot-")
+    assert first["tempGuid"] != second["tempGuid"]
 
 
 async def test_the_private_api_is_used_when_the_server_has_it(inbox):
@@ -362,24 +296,7 @@ async def test_start_with_the_server_down_then_work_when_it_returns(fake, inbox,
         await provider.stop()
 
 
-async def test_handler_errors_do_not_stop_the_connector(fake, provider, caplog):
-    seen: list[str] = []
-
-    async def flaky(inbound: Inbound) -> None:
-        seen.append(inbound.text)
-        if inbound.text == "boom":
-            raise RuntimeError("handler bug")
-
-    await provider.start(flaky)
-    fake.webhook_for(provider.webhook_port)
-    fake.dm(ALICE, "boom")
-    fake.dm(ALICE, "after")
-    await fake.wait_until(lambda: len(seen) == 2)
-    assert seen == ["boom", "after"]
-    assert "handling message" in caplog.text
-
-
-async def test_stop_finishes_accepted_messages_but_not_a_stuck_handler(fake, caplog):
+async def test_stop_does_not_wait_past_stop_grace_for_a_stuck_handler(fake, caplog):
     seen: list[str] = []
 
     async def slow(inbound: Inbound) -> None:
@@ -389,98 +306,35 @@ async def test_stop_finishes_accepted_messages_but_not_a_stuck_handler(fake, cap
     provider = make_provider(fake, stop_grace=0.3)
     await provider.start(slow)
     fake.webhook_for(provider.webhook_port)
-    for text in ("m1", "m2", "m3"):
-        fake.dm(ALICE, text)
-    await fake.wait_delivered()
-    await provider.stop()
-    assert seen == ["m1", "m2", "m3"]
-
-    await provider.start(slow)
-    fake.webhook_for(provider.webhook_port)
     fake.dm(ALICE, "stuck")
     fake.dm(ALICE, "after the stuck one")
     await fake.wait_delivered()
     started = asyncio.get_running_loop().time()
     await provider.stop()
     assert asyncio.get_running_loop().time() - started < 1.0
-    assert seen == ["m1", "m2", "m3"]
+    assert seen == []
     assert "1 accepted message(s) not handled" in caplog.text
-
-
-async def test_stop_is_idempotent_frees_the_port_and_start_works_again(fake, provider, inbox):
-    await provider.start(inbox)
-    with pytest.raises(RuntimeError):
-        await provider.start(inbox)
-    port = provider.webhook_port
-    await provider.stop()
-    await provider.stop()
-    with pytest.raises(RuntimeError):
-        await provider.send(dm(ALICE), "after stop")
-    fake.webhook_for(port)
-    fake.dm(ALICE, "nobody home")
-    await fake.wait_delivered()
-    assert fake.deliveries[-1][2] is None  # connection refused: the port is free
-
-    again = make_provider(fake, webhook_port=port)
-    try:
-        await again.start(inbox)
-        fake.dm(ALICE, "back")
-        [inbound] = await inbox.wait()
-        assert inbound.text == "back"
-    finally:
-        await again.stop()
 
 
 # -- the whole app -----------------------------------------------------------------------------
 
 
 def make_config(fake: FakeBlueBubbles) -> Config:
-    return Config.with_any_durations(
-        {  # a 0.2 s pruner: no user may set one
-            "owners": [{"provider": "imessage", "user_id": OWNER}],
-            "pairing": {"prune_interval": "0.2s"},
-            "gateway": {"port": 0},
-            "providers": {
-                "imessage": {
-                    "server_url": fake.base_url,
-                    "password": fake.password,
-                    "webhook": {"port": 0},
-                }
-            },
-        }
-    )
+    block = {"server_url": fake.base_url, "password": fake.password, "webhook": {"port": 0}}
+    return app_config("imessage", OWNER, block, pairing={"prune_interval": "0.2s"})
 
 
 @pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock(SystemClock().now())
+async def app(fake: FakeBlueBubbles, state_dir: Path, fake_clock: FakeClock) -> AsyncIterator[App]:
+    async with app_running(make_config(fake), state_dir, fake_clock) as running:
+        provider = running.providers["imessage"]
+        assert isinstance(provider, IMessageProvider)
+        await connect(fake, provider)
+        yield running
 
 
-@pytest.fixture
-async def bb(fake_clock: FakeClock) -> AsyncIterator[FakeBlueBubbles]:
-    async with FakeBlueBubbles(clock=fake_clock) as server:
-        yield server
-
-
-@pytest.fixture
-async def app(bb: FakeBlueBubbles, state_dir: Path, fake_clock: FakeClock) -> AsyncIterator[App]:
-    running = open_app(make_config(bb), state_dir=state_dir, clock=fake_clock, watch_interval=0.1)
-    await running.start()
-    provider = running.providers["imessage"]
-    assert isinstance(provider, IMessageProvider)
-    bb.webhook_for(provider.webhook_port, provider.webhook_path)
-    yield running
-    await running.stop()
-
-
-async def texts_to(fake: FakeBlueBubbles, handle: str, count: int, wait: float = 5.0) -> list[str]:
-    await fake.wait_until(lambda: len(fake.messages_to(dm(handle))) >= count, timeout=wait)
-    return fake.messages_to(dm(handle))
-
-
-def code_in(text: str) -> str:
-    line = next(ln for ln in text.splitlines() if ln.startswith("Your pairing code:"))
-    return line.split(":", 1)[1].strip().replace("-", "")
+async def texts_to(fake: FakeBlueBubbles, handle: str, count: int) -> list[str]:
+    return await texts(lambda: fake.messages_to(dm(handle)), count)
 
 
 async def pair(fake: FakeBlueBubbles, handle: str) -> str:
@@ -495,44 +349,44 @@ async def approve(fake: FakeBlueBubbles, app: App, handle: str) -> None:
     await texts_to(fake, handle, 2)
 
 
-async def test_app_stranger_gets_a_code_and_their_message_is_not_processed(bb, app):
-    bb.dm(ALICE, "please run rm -rf")
+async def test_app_stranger_gets_a_code_and_their_message_is_not_processed(fake, app):
+    fake.dm(ALICE, "please run rm -rf")
 
-    texts = await texts_to(bb, ALICE, 1)
+    texts = await texts_to(fake, ALICE, 1)
 
     assert "pairing code" in texts[0]
     assert f"Your iMessage id: {ALICE}" in texts[0]
     assert OWNER not in texts[0]
     code = code_in(texts[0])
     assert app.pairing.pending()[0].code == code
-    notice = (await texts_to(bb, OWNER, 1))[0]
+    notice = (await texts_to(fake, OWNER, 1))[0]
     assert f"Sender id: {ALICE}" in notice
     assert f"/approve {code}" in notice
     await asyncio.sleep(0.3)
-    assert all("rm -rf" not in m["text"] for m in bb.sent)
+    assert all("rm -rf" not in m["text"] for m in fake.sent)
 
 
-async def test_app_owner_approves_by_command_and_the_sender_goes_through(bb, app):
-    code = await pair(bb, ALICE)
-    bb.dm(OWNER, f"/approve {code[:4].lower()}-{code[4:].lower()}")
+async def test_app_owner_approves_by_command_and_the_sender_goes_through(fake, app):
+    code = await pair(fake, ALICE)
+    fake.dm(OWNER, f"/approve {code[:4].lower()}-{code[4:].lower()}")
 
-    await bb.wait_until(
+    await fake.wait_until(
         lambda: any(
-            t.startswith(f"Approved iMessage sender {ALICE}") for t in bb.messages_to(dm(OWNER))
+            t.startswith(f"Approved iMessage sender {ALICE}") for t in fake.messages_to(dm(OWNER))
         )
     )
-    texts = await texts_to(bb, ALICE, 2)
+    texts = await texts_to(fake, ALICE, 2)
     assert texts[1] == "You're approved. Send a message to start chatting."
-    bb.dm(ALICE, "what's the weather?")
-    texts = await texts_to(bb, ALICE, 3)
+    fake.dm(ALICE, "what's the weather?")
+    texts = await texts_to(fake, ALICE, 3)
     assert texts[2] == "what's the weather?"
 
 
-async def test_app_non_owner_approve_changes_nothing(bb, app):
-    code = await pair(bb, ALICE)
-    bb.dm(MALLORY, f"/approve {code}")
+async def test_app_non_owner_approve_changes_nothing(fake, app):
+    code = await pair(fake, ALICE)
+    fake.dm(MALLORY, f"/approve {code}")
 
-    mallory = await texts_to(bb, MALLORY, 1)
+    mallory = await texts_to(fake, MALLORY, 1)
 
     assert "pairing code" in mallory[0]
     await asyncio.sleep(0.3)
@@ -541,57 +395,57 @@ async def test_app_non_owner_approve_changes_nothing(bb, app):
     assert {r.id for r in app.pairing.pending()} == {ALICE, MALLORY}
 
 
-async def test_app_groups_own_messages_other_events_and_forged_posts_change_nothing(bb, app):
-    code = await pair(bb, ALICE)
-    bb.group_message(GROUP, MALLORY, "hello group", participants=(MALLORY, OWNER))
-    bb.group_message(GROUP, OWNER, f"/approve {code}", participants=(MALLORY, OWNER))
-    bb.own_message(dm(OWNER), f"/approve {code}")
-    bb.event("updated-message", bb.dm_event(OWNER, f"/approve {code}")["data"])
-    bb.event("typing-indicator", {"display": True, "guid": dm(OWNER)})
-    forged = bb.dm_event(OWNER, f"/approve {code}")
-    assert await bb.post_webhook(forged, password=None) == 401
-    assert await bb.post_webhook(forged, password="guess") == 401
-    await bb.wait_delivered()
+async def test_app_groups_own_messages_other_events_and_forged_posts_change_nothing(fake, app):
+    code = await pair(fake, ALICE)
+    fake.group_message(GROUP, MALLORY, "hello group", participants=(MALLORY, OWNER))
+    fake.group_message(GROUP, OWNER, f"/approve {code}", participants=(MALLORY, OWNER))
+    fake.own_message(dm(OWNER), f"/approve {code}")
+    fake.event("updated-message", fake.dm_event(OWNER, f"/approve {code}")["data"])
+    fake.event("typing-indicator", {"display": True, "guid": dm(OWNER)})
+    forged = fake.dm_event(OWNER, f"/approve {code}")
+    assert await fake.post_webhook(forged, password=None) == 401
+    assert await fake.post_webhook(forged, password="guess") == 401
+    await fake.wait_delivered()
     await asyncio.sleep(0.4)
 
     assert [r.id for r in app.pairing.pending()] == [ALICE]
     assert not app.pairing.is_allowed("imessage", ALICE)
-    assert bb.messages_to(GROUP) == []
-    assert all(not t.startswith("Approved") for t in bb.messages_to(dm(OWNER)))
+    assert fake.messages_to(GROUP) == []
+    assert all(not t.startswith("Approved") for t in fake.messages_to(dm(OWNER)))
 
 
-async def test_app_server_dropping_and_coming_back_loses_and_duplicates_nothing(bb, app):
-    await approve(bb, app, ALICE)
-    before = len(bb.messages_to(dm(ALICE)))
+async def test_app_server_dropping_and_coming_back_loses_and_duplicates_nothing(fake, app):
+    await approve(fake, app, ALICE)
+    before = len(fake.messages_to(dm(ALICE)))
 
     # 1. The REST API refuses connections; webhooks still flow. Replies wait, in order.
-    await bb.go_down("refuse", hold_webhooks=False)
-    events = [bb.dm(ALICE, f"m{i}") for i in (1, 2, 3)]
-    bb.redeliver(events[1])
-    await bb.wait_delivered()
+    await fake.go_down("refuse", hold_webhooks=False)
+    events = [fake.dm(ALICE, f"m{i}") for i in (1, 2, 3)]
+    fake.redeliver(events[1])
+    await fake.wait_delivered()
     await asyncio.sleep(0.3)
-    assert len(bb.messages_to(dm(ALICE))) == before
-    await bb.come_back()
-    await texts_to(bb, ALICE, before + 3)
+    assert len(fake.messages_to(dm(ALICE))) == before
+    await fake.come_back()
+    await texts_to(fake, ALICE, before + 3)
 
     # 2. The whole server is down: BlueBubbles holds the webhook and replays it twice.
-    await bb.wait_delivered()  # the echoes of the bot's own replies
-    await bb.go_down("error")
-    m4 = bb.dm(ALICE, "m4")
-    bb.redeliver(m4)
+    await fake.wait_delivered()  # the echoes of the bot's own replies
+    await fake.go_down("error")
+    m4 = fake.dm(ALICE, "m4")
+    fake.redeliver(m4)
     await asyncio.sleep(0.3)
-    assert bb.pending_events == 2
-    await bb.come_back()
-    await texts_to(bb, ALICE, before + 4)
+    assert fake.pending_events == 2
+    await fake.come_back()
+    await texts_to(fake, ALICE, before + 4)
 
     # 3. The answer to a send is lost: the retry reuses the tempGuid.
-    bb.lose_next_responses(1)
-    bb.dm(ALICE, "m5")
-    await texts_to(bb, ALICE, before + 5)
+    fake.lose_next_responses(1)
+    fake.dm(ALICE, "m5")
+    await texts_to(fake, ALICE, before + 5)
 
-    await bb.wait_delivered()
+    await fake.wait_delivered()
     await asyncio.sleep(0.5)
-    assert bb.messages_to(dm(ALICE))[before:] == ["m1", "m2", "m3", "m4", "m5"]
+    assert fake.messages_to(dm(ALICE))[before:] == ["m1", "m2", "m3", "m4", "m5"]
 
 
 async def test_demo_platform_plays_the_whole_demo():

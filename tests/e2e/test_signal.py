@@ -1,28 +1,28 @@
-"""SignalProvider against the loopback signal-cli daemon fake: alone, and inside the whole app."""
+"""SignalProvider against the loopback signal-cli daemon fake: what is Signal's own (what every
+provider does is in tests/providers/test_contract.py), and inside the whole app."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from bot.cli.compose import open_app
-from bot.core.clock import FakeClock, SystemClock
-from bot.core.config import Config
+from bot.core.clock import Clock, FakeClock, SystemClock
 from bot.core.errors import ConfigError
-from bot.core.models import Button, ChatKind, Inbound
+from bot.core.models import ChatKind
 from bot.core.platforms import SignalConfig
 from bot.runtime.app import App
 from providers import load_provider_class
-from providers.signal.fake import FakeSignalDaemon, SignalDemo
+from providers.signal.fake import FakeSignalDaemon
 from providers.signal.provider import SignalProvider, SignalRpcError
-from tests.helpers import Inbox
+from tests.e2e.support import app_config, app_running, code_in, settle, texts
+from tests.helpers import APPROVE, Inbox
 
 pytestmark = pytest.mark.e2e
 
@@ -31,22 +31,10 @@ BOB = "b0b00000-0000-4000-8000-000000000002"
 MALLORY = "3a110000-0000-4000-8000-000000000666"
 OWNER = "0a11ce00-0000-4000-8000-00000000000a"
 GROUP = "c2lnbmFsLWdyb3VwLWlkLWJhc2U2NA=="
-APPROVE = Button(label="Approve", command="/approve ABCD2345")
 
 
-async def settle(seconds: float = 0.2) -> None:
-    await asyncio.sleep(seconds)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSignalDaemon]:
-    async with FakeSignalDaemon(keepalive=0.2) as daemon:
-        yield daemon
-
-
-@pytest.fixture
-def inbox() -> Inbox:
-    return Inbox()
+def make_fake(_clock: Clock) -> FakeSignalDaemon:
+    return FakeSignalDaemon(keepalive=0.2)  # on the real clock, which the provider's floor reads
 
 
 def make_provider(fake: FakeSignalDaemon, **kwargs: Any) -> SignalProvider:
@@ -59,39 +47,7 @@ def make_provider(fake: FakeSignalDaemon, **kwargs: Any) -> SignalProvider:
     )
 
 
-@pytest.fixture
-async def provider(fake: FakeSignalDaemon) -> AsyncIterator[SignalProvider]:
-    made = make_provider(fake)
-    yield made
-    await made.stop()
-
-
-@pytest.fixture
-async def running(provider: SignalProvider, inbox: Inbox) -> SignalProvider:
-    await provider.start(inbox)
-    return provider
-
-
 # -- provider alone: inbound ---------------------------------------------------------------
-
-
-async def test_dm_arrives_as_dm_inbound_keyed_by_the_aci(fake, running, inbox):
-    event = fake.dm(ALICE, "hello", name="Alice", number="+15550123456")
-
-    [inbound] = await inbox.wait()
-
-    ts = event["envelope"]["timestamp"]
-    assert inbound == Inbound(
-        provider="signal",
-        chat_id=ALICE,
-        chat_kind=ChatKind.DM,
-        sender_id=ALICE,
-        sender_name="Alice",
-        text="hello",
-        message_id=str(ts),
-        meta={"name": "Alice", "number": "+15550123456"},
-        sent_at=datetime.fromtimestamp(ts / 1000, tz=UTC),
-    )
 
 
 async def test_a_hidden_number_changes_nothing_and_the_aci_is_lowercased(fake, running, inbox):
@@ -117,13 +73,13 @@ async def test_group_message_arrives_as_group(fake, running, inbox):
     )
 
 
-async def test_receipts_typing_sync_own_and_textless_envelopes_are_ignored(fake, running, inbox):
+async def test_receipts_typing_reactions_edits_and_strangers_without_an_aci_are_ignored(
+    fake, running, inbox
+):
     sent = await running.send(ALICE, "hi")
     fake.receipt(ALICE, [int(sent)])
     fake.receipt(ALICE, [int(sent)], kind="READ")
     fake.typing(ALICE)
-    fake.sync_message("/approve ABCD2345", destination=ALICE)
-    fake.own_message("from the account itself")
     base = {"sourceUuid": ALICE, "sourceNumber": None, "sourceName": "Alice", "sourceDevice": 1}
     fake.push(
         {
@@ -133,17 +89,6 @@ async def test_receipts_typing_sync_own_and_textless_envelopes_are_ignored(fake,
                 "timestamp": 1,
                 "message": None,
                 "reaction": {"emoji": "👍", "targetTimestamp": int(sent)},
-            },
-        }
-    )
-    fake.push(
-        {
-            **base,
-            "timestamp": 2,
-            "dataMessage": {
-                "timestamp": 2,
-                "message": None,
-                "attachments": [{"contentType": "image/jpeg", "id": "x"}],
             },
         }
     )
@@ -272,16 +217,6 @@ async def test_a_refused_send_raises_with_the_daemons_code(fake, running):
     assert raised.value.code == -1
 
 
-async def test_edit_is_a_signal_edit_of_the_original_message(fake, running):
-    message_id = await running.send(OWNER, "Approve Alice?")
-
-    await running.edit(OWNER, message_id, "Approved Alice")
-
-    assert fake.sent[-1]["message"] == "Approved Alice"
-    assert fake.sent[-1]["editTimestamp"] == int(message_id)
-    assert fake.messages_to(OWNER) == ["Approve Alice?", "Approved Alice"]
-
-
 async def test_edit_of_an_old_or_unknown_message_or_a_refused_edit_sends_a_new_one(fake):
     clock = FakeClock(SystemClock().now())
     provider = make_provider(fake, clock=clock)
@@ -302,10 +237,6 @@ async def test_edit_of_an_old_or_unknown_message_or_a_refused_edit_sends_a_new_o
         ("edit refused", None),
     ]
     assert [m for m, _ in fake.calls].count("send") == 5  # the refused edit, then a new one
-
-
-async def test_dm_chat_id_is_the_aci(running):
-    assert await running.dm_chat_id(ALICE) == ALICE
 
 
 async def test_multi_account_daemon_gets_the_account_on_every_call() -> None:
@@ -335,7 +266,7 @@ async def test_a_daemon_restart_loses_nothing_and_duplicates_nothing(fake, runni
     await settle(0.15)  # the provider is retrying against a closed port
     await fake.come_up()  # a new run that still holds "one" and "two"
     await inbox.wait(3)
-    await settle()
+    await settle(0.2)
 
     assert inbox.texts == ["one", "two", "three, sent while the daemon was down"]
     assert len(fake.connects) >= 2
@@ -346,7 +277,7 @@ async def test_a_daemon_restart_loses_nothing_and_duplicates_nothing(fake, runni
     await FakeSignalDaemon.wait_until(lambda: fake.streams == 1 and len(fake.connects) >= 3)
     fake.dm(BOB, "four")
     await inbox.wait(4)
-    await settle()
+    await settle(0.2)
 
     assert inbox.texts == ["one", "two", "three, sent while the daemon was down", "four"]
 
@@ -362,23 +293,10 @@ async def test_reopened_before_any_event_it_gets_what_was_missed_but_no_history(
     await fake.come_up(new_run=False)  # the provider has no event id to offer
 
     await inbox.wait()
-    await settle()
+    await settle(0.2)
 
     assert fake.connects[-1] == "0"
     assert inbox.texts == ["sent while the daemon was down"]
-
-
-async def test_a_replayed_envelope_is_handed_on_once(fake, running, inbox):
-    first = fake.dm(ALICE, "only once")
-    await inbox.wait()
-
-    fake.replay(first)
-    fake.replay(first)
-    fake.dm(ALICE, "sentinel")
-    await inbox.wait(2)
-    await settle(0.1)
-
-    assert inbox.texts == ["only once", "sentinel"]
 
 
 async def test_restarts_during_a_burst_deliver_each_message_exactly_once(fake, running, inbox):
@@ -390,7 +308,7 @@ async def test_restarts_during_a_burst_deliver_each_message_exactly_once(fake, r
             fake.dm(ALICE if i % 2 else BOB, text)
         await fake.restart(down_for=0.05)
     await inbox.wait(len(expected))
-    await settle()
+    await settle(0.2)
 
     assert inbox.texts == expected
 
@@ -430,65 +348,17 @@ async def test_a_silent_stream_is_reopened(fake, inbox):
 # -- provider alone: lifecycle and hygiene -------------------------------------------------
 
 
-async def test_a_failing_handler_is_logged_and_the_stream_goes_on(fake, provider, caplog):
-    seen: list[str] = []
-
-    async def handler(inbound: Inbound) -> None:
-        seen.append(inbound.text)
-        if len(seen) == 1:
-            raise RuntimeError("handler blew up")
-
-    await provider.start(handler)
-    fake.dm(ALICE, "first private words")
-    fake.dm(ALICE, "second")
-    await FakeSignalDaemon.wait_until(lambda: len(seen) == 2)
-
-    assert seen == ["first private words", "second"]
-    [record] = [
-        r
-        for r in caplog.records
-        if r.name == "providers.signal.provider" and r.levelno >= logging.ERROR
-    ]
-    assert "first private words" not in record.getMessage()
-
-
-async def test_no_message_text_reaches_the_log(fake, provider, inbox, caplog):
+async def test_a_daemon_restart_logs_no_message_text(fake, running, inbox, caplog):
     caplog.set_level(logging.DEBUG)
-    await provider.start(inbox)
     fake.dm(ALICE, "secret text 1234")
     await inbox.wait()
-    message_id = await provider.send(ALICE, "reply text 5678", buttons=[APPROVE])
-    await provider.edit(ALICE, message_id, "edited text 9012")
     await fake.restart(down_for=0.05)
     fake.dm(ALICE, "secret text 3456")
     await inbox.wait(2)
-    await provider.stop()
+    await running.stop()
 
-    for text in ("secret text", "reply text", "edited text", APPROVE.command):
-        assert text not in caplog.text
-
-
-async def test_stop_is_clean_idempotent_and_restartable(fake, provider, inbox):
-    await provider.stop()  # before start: nothing to do
-    await provider.start(inbox)
-    with pytest.raises(RuntimeError, match="already running"):
-        await provider.start(inbox)
-    fake.dm(ALICE, "before stop")
-    await inbox.wait()
-
-    await asyncio.gather(provider.stop(), provider.stop())
-    await provider.stop()
-    assert not provider.running
-    fake.dm(ALICE, "while stopped")
-    await settle(0.1)
-    assert inbox.texts == ["before stop"]
-    with pytest.raises(RuntimeError, match="not running"):
-        await provider.send(ALICE, "x")
-
-    await provider.start(inbox)  # the daemon replays what came after the last event seen
-    await inbox.wait(2)
-    await settle(0.1)
-    assert inbox.texts == ["before stop", "while stopped"]
+    assert "event stream reopened" in caplog.text
+    assert "secret text" not in caplog.text
 
 
 async def test_an_unreachable_daemon_fails_start_with_a_clear_error(fake, inbox):
@@ -552,11 +422,6 @@ async def test_the_fake_answers_like_signal_cli(fake) -> None:
 
 
 @pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock(SystemClock().now())
-
-
-@pytest.fixture
 async def daemon(fake_clock: FakeClock) -> AsyncIterator[FakeSignalDaemon]:
     async with FakeSignalDaemon(clock=fake_clock, keepalive=0.5) as fake:
         yield fake
@@ -566,33 +431,13 @@ async def daemon(fake_clock: FakeClock) -> AsyncIterator[FakeSignalDaemon]:
 async def app(
     daemon: FakeSignalDaemon, state_dir: Path, fake_clock: FakeClock
 ) -> AsyncIterator[App]:
-    config = Config.model_validate(
-        {
-            "owners": [{"provider": "signal", "user_id": OWNER}],
-            "gateway": {"port": 0},
-            "providers": {"signal": {"http_url": daemon.base_url, "account": daemon.account}},
-        }
-    )
-    running = open_app(
-        config,
-        state_dir=state_dir,
-        clock=fake_clock,
-        watch_interval=0.1,
-        notice_window=timedelta(seconds=60),
-    )
-    await running.start()
-    yield running
-    await running.stop()
+    block = {"http_url": daemon.base_url, "account": daemon.account}
+    async with app_running(app_config("signal", OWNER, block), state_dir, fake_clock) as started:
+        yield started
 
 
 async def texts_to(fake: FakeSignalDaemon, user: str, count: int) -> list[str]:
-    await fake.wait_until(lambda: len(fake.messages_to(user)) >= count)
-    return fake.messages_to(user)
-
-
-def code_in(text: str) -> str:
-    line = next(ln for ln in text.splitlines() if ln.startswith("Your pairing code:"))
-    return line.split(":", 1)[1].strip().replace("-", "")
+    return await texts(lambda: fake.messages_to(user), count)
 
 
 async def pair(fake: FakeSignalDaemon, user: str, name: str = "Alice") -> str:
@@ -610,7 +455,7 @@ async def test_app_stranger_gets_a_code_and_the_owner_approves_by_command(daemon
     assert f"Sender id: {ALICE}" in notice
     assert "Name (given by the sender, unverified): Alice" in notice
     assert f"/approve {code}" in notice
-    await settle()
+    await settle(0.2)
     assert not any("rm -rf" in m["message"] for m in daemon.sent)
 
     daemon.dm(OWNER, f"/approve {code[:4].lower()}-{code[4:].lower()}", name="Owner")
@@ -629,7 +474,7 @@ async def test_app_non_owner_approve_changes_nothing(daemon, app):
     daemon.dm(MALLORY, f"/approve {code}", name="Mallory")
     mallory = await texts_to(daemon, MALLORY, 1)
     assert "pairing code" in mallory[0]
-    await settle()
+    await settle(0.2)
     assert not app.pairing.is_allowed("signal", ALICE)
     assert not app.pairing.is_allowed("signal", MALLORY)
     assert {r.id for r in app.pairing.pending()} == {ALICE, MALLORY}
@@ -674,32 +519,3 @@ async def test_app_daemon_restart_loses_and_duplicates_nothing(daemon, app):
     assert len(daemon.messages_to(BOB)) == 1
     assert len(daemon.messages_to(OWNER)) == 3  # notice, approval, Bob's notice: once each
     assert {r.id for r in app.pairing.pending()} == {BOB}
-
-
-async def test_signal_demo_platform_plays_people(state_dir: Path) -> None:
-    demo = SignalDemo()
-    await demo.start()
-    try:
-        config = Config.model_validate(
-            {
-                "owners": [{"provider": "signal", "user_id": demo.owner_id}],
-                "gateway": {"port": 0},
-                "providers": {"signal": demo.provider_config()},
-            }
-        )
-        async with open_app(config, state_dir=state_dir):
-            stranger = demo.user_id(1)
-            assert stranger != demo.owner_id
-            demo.dm(stranger, "hi", name="Dana")
-            await FakeSignalDaemon.wait_until(lambda: bool(demo.texts_to(stranger)))
-            await FakeSignalDaemon.wait_until(lambda: bool(demo.texts_to(demo.owner_id)))
-        assert "pairing code" in demo.texts_to(stranger)[0]
-    finally:
-        await demo.stop()
-
-
-async def test_stop_right_after_start_closes_everything(fake, provider, inbox):
-    for _ in range(3):
-        await provider.start(inbox)
-        await provider.stop()
-    assert not provider.running

@@ -1,5 +1,6 @@
-"""SlackProvider on real slack-bolt / slack-sdk against the loopback Slack fake: the provider
-alone (Socket Mode and HTTP), then the whole app."""
+"""SlackProvider on real slack-bolt / slack-sdk against the loopback Slack fake: what is
+Slack's own (Socket Mode and HTTP; what every provider does is in
+tests/providers/test_contract.py), then the whole app."""
 
 from __future__ import annotations
 
@@ -7,73 +8,51 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from bot.cli.compose import open_app
-from bot.core.clock import FakeClock, SystemClock
+from bot.core.clock import Clock, FakeClock, SystemClock
 from bot.core.config import Config
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
-from bot.core.platforms import SlackConfig
 from bot.runtime.app import App
-from providers import load_provider_class
-from providers.slack.fake import BOT_ID, BOT_USER_ID, FakeSlackServer, SlackDemo
+from providers.slack.fake import FakeSlackServer
 from providers.slack.provider import SlackProvider
-from tests.helpers import Inbox
+from tests.e2e.support import app_config, app_running, code_in, settle, texts
+from tests.helpers import APPROVE, REJECT, Inbox
 
 pytestmark = pytest.mark.e2e
 
 OWNER, ALICE, MALLORY, BOB = "U0OWNER", "U0ALICE", "U0MALLORY", "U0BOB"
-APPROVE = Button(label="Approve", command="/approve ABCD2345")
-REJECT = Button(label="Reject", command="/reject ABCD2345")
-
-
-async def settle(seconds: float = 0.3) -> None:
-    """Give wrongly delivered traffic the time it would need to show up."""
-    await asyncio.sleep(seconds)
 
 
 def all_acked(fake: FakeSlackServer) -> bool:
     return {e["envelope_id"] for e in fake.envelopes} <= {a["envelope_id"] for a in fake.acks}
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlackServer]:
-    async with FakeSlackServer() as server:
-        server.add_user(OWNER, name="The Owner")
-        server.add_user(ALICE, name="Alice Liddell", display_name="alice")
-        server.add_user(MALLORY, name="Mallory")
-        server.add_user(BOB, name="Bob")
-        yield server
+def make_fake(_clock: Clock) -> FakeSlackServer:
+    fake = FakeSlackServer()  # on the real clock: a frozen one repeats a press's action_ts
+    fake.add_user(OWNER, name="The Owner")
+    fake.add_user(ALICE, name="Alice Liddell", display_name="alice")
+    fake.add_user(MALLORY, name="Mallory")
+    fake.add_user(BOB, name="Bob")
+    return fake
 
 
-@pytest.fixture
-def inbox() -> Inbox:
-    return Inbox()
-
-
-@pytest.fixture
-async def provider(fake: FakeSlackServer) -> AsyncIterator[SlackProvider]:
-    made = SlackProvider(
+def make_provider(fake: FakeSlackServer) -> SlackProvider:
+    return SlackProvider(
         bot_token=fake.bot_token,
         app_token=fake.app_token,
         api_base_url=fake.api_base_url,
         ping_interval=1,
     )
-    yield made
-    await made.stop()
 
 
-@pytest.fixture
-async def running(provider: SlackProvider, inbox: Inbox, fake: FakeSlackServer) -> SlackProvider:
-    await provider.start(inbox)
+async def connect(fake: FakeSlackServer, _provider: SlackProvider) -> None:
     await fake.wait_connected()
-    return provider
 
 
 @pytest.fixture
@@ -94,26 +73,19 @@ async def http_provider(fake: FakeSlackServer, inbox: Inbox) -> AsyncIterator[Sl
 # -- the provider alone, Socket Mode ---------------------------------------------------------
 
 
-async def test_dm_arrives_as_dm_inbound_with_the_user_id_and_profile(
+async def test_a_dm_carries_the_profile_and_is_acked(
     fake: FakeSlackServer, running: SlackProvider, inbox: Inbox
 ) -> None:
     body = fake.dm(ALICE, "hello <b> & all")
 
     [inbound] = await inbox.wait()
 
-    event = body["event"]
-    assert inbound == Inbound(
-        provider="slack",
-        chat_id="D0ALICE",
-        chat_kind=ChatKind.DM,
-        sender_id=ALICE,
-        sender_name="Alice Liddell",
-        text="hello <b> & all",
-        message_id=event["ts"],
-        meta={"name": "Alice Liddell", "username": "alice"},
-        sent_at=datetime.fromtimestamp(float(event["ts"]), tz=UTC),
+    assert (inbound.sender_name, inbound.meta) == (
+        "Alice Liddell",
+        {"name": "Alice Liddell", "username": "alice"},
     )
-    assert event["text"] == "hello &lt;b&gt; &amp; all"  # as Slack sends it
+    assert inbound.text == "hello <b> & all"
+    assert body["event"]["text"] == "hello &lt;b&gt; &amp; all"  # as Slack sends it
     await fake.wait_until(lambda: all_acked(fake))
 
 
@@ -140,7 +112,7 @@ async def test_channel_messages_arrive_as_group_or_channel(
     assert (inbound.chat_kind, inbound.chat_id, inbound.sender_id) == (expected, channel, ALICE)
 
 
-async def test_bots_own_messages_edits_deletions_and_other_events_are_ignored(
+async def test_other_bots_edits_deletions_and_other_events_are_ignored_and_acked(
     fake: FakeSlackServer, running: SlackProvider, inbox: Inbox
 ) -> None:
     im = {"channel": "D0ALICE", "channel_type": "im", "team": "T0FAKE"}
@@ -168,16 +140,6 @@ async def test_bots_own_messages_edits_deletions_and_other_events_are_ignored(
         {
             **im,
             "type": "message",
-            "user": BOT_USER_ID,
-            "bot_id": BOT_ID,
-            "text": "approve ABCD2345",
-            "ts": "1.000003",
-        }
-    )
-    fake.event(
-        {
-            **im,
-            "type": "message",
             "subtype": "message_changed",
             "hidden": True,
             "message": {
@@ -199,16 +161,6 @@ async def test_bots_own_messages_edits_deletions_and_other_events_are_ignored(
             "ts": "1.000006",
         }
     )
-    fake.event(
-        {
-            **im,
-            "type": "message",
-            "subtype": "file_share",
-            "user": ALICE,
-            "text": "a file",
-            "ts": "1.000007",
-        }
-    )
     fake.event({**im, "type": "message", "user": ALICE, "text": "", "ts": "1.000008"})
     fake.event(
         {
@@ -220,14 +172,12 @@ async def test_bots_own_messages_edits_deletions_and_other_events_are_ignored(
         }
     )
     fake.event({"type": "user_typing", "channel": "D0ALICE", "user": ALICE})
-    await running.send("D0ALICE", "the bot's own post comes back as an event")
     fake.dm(ALICE, "sentinel")
 
     await inbox.wait()
-    await settle()
 
     assert [i.text for i in inbox.items] == ["sentinel"]
-    assert len(fake.envelopes) == 11
+    assert len(fake.envelopes) == 8
     await fake.wait_until(lambda: all_acked(fake))  # ignored events are acked, never re-sent
 
 
@@ -290,12 +240,11 @@ async def test_send_with_buttons_renders_block_kit(
 @pytest.mark.parametrize(
     ("buttons", "match"),
     [
-        ([Button(label="long", command="x" * 248)], "248 characters"),
         ([Button(label="empty", command="")], "0 characters"),
         ([APPROVE, Button(label="again", command=APPROVE.command)], "same command"),
     ],
 )
-async def test_bad_buttons_are_refused_before_sending(
+async def test_empty_or_repeated_commands_are_refused_before_sending(
     fake: FakeSlackServer, running: SlackProvider, buttons: list[Button], match: str
 ) -> None:
     with pytest.raises(ValueError, match=match):
@@ -304,7 +253,7 @@ async def test_bad_buttons_are_refused_before_sending(
     assert fake.sent == []
 
 
-async def test_a_button_press_is_acked_at_once_and_delivered_as_a_button_inbound(
+async def test_a_button_press_is_acked_at_once_and_carries_the_profile(
     fake: FakeSlackServer, running: SlackProvider, inbox: Inbox
 ) -> None:
     ts = await running.send("D0OWNER", "Approve Bob?", buttons=[APPROVE, REJECT])
@@ -312,37 +261,31 @@ async def test_a_button_press_is_acked_at_once_and_delivered_as_a_button_inbound
     fake.press_button(OWNER, ts, index=1)
     [pressed] = await inbox.wait()
 
-    assert pressed == Inbound(
-        provider="slack",
-        chat_id="D0OWNER",
-        chat_kind=ChatKind.DM,
-        sender_id=OWNER,
-        sender_name="The Owner",
-        text="/reject ABCD2345",
-        message_id=ts,
-        is_button=True,
-        meta={"name": "The Owner"},
+    assert (pressed.sender_name, pressed.meta, pressed.sent_at) == (
+        "The Owner",
+        {"name": "The Owner"},
+        None,
     )
     [envelope] = [e for e in fake.envelopes if e["type"] == "interactive"]
     await fake.wait_until(lambda: envelope["envelope_id"] in {a["envelope_id"] for a in fake.acks})
 
 
-async def test_edit_replaces_the_text_and_removes_the_buttons(
+async def test_an_edit_is_escaped_and_empties_the_blocks(
     fake: FakeSlackServer, running: SlackProvider
 ) -> None:
     ts = await running.send("D0OWNER", "Approve Bob?", buttons=[APPROVE, REJECT])
 
     await running.edit("D0OWNER", ts, "Approved <Bob> & co")
 
-    now = fake.message("D0OWNER", ts)
-    assert (now["text"], "blocks" in now) == ("Approved &lt;Bob&gt; &amp; co", False)
+    assert fake.message("D0OWNER", ts)["text"] == "Approved &lt;Bob&gt; &amp; co"
     assert [(e["text"], e["blocks"]) for e in fake.edits] == [("Approved <Bob> & co", None)]
     assert fake.calls[-1][1]["blocks"] == []
 
 
 async def test_slash_command_in_the_bots_im_is_a_dm_command(
-    fake: FakeSlackServer, running: SlackProvider, inbox: Inbox
+    fake: FakeSlackServer, running: SlackProvider, inbox: Inbox, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     fake.slash_command(OWNER, "approve abcd-2345")
     fake.slash_command(OWNER, "")
     fake.slash_command(OWNER, "/pending")
@@ -361,6 +304,8 @@ async def test_slash_command_in_the_bots_im_is_a_dm_command(
     assert (empty.text, doubled.text) == ("/help", "/pending")
     await fake.wait_until(lambda: len(fake.acks) == 3)
     assert all("payload" not in a for a in fake.acks)  # acked silently: the answer is a post
+    shown = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    assert "abcd-2345" not in shown
 
 
 async def test_slash_command_elsewhere_is_no_dm_and_gets_a_private_hint(
@@ -383,23 +328,6 @@ async def test_dm_chat_id_opens_the_im_once(fake: FakeSlackServer, running: Slac
 
     assert fake.methods_called().count("conversations.open") == 1
     assert fake.calls[-1] == ("conversations.open", {"users": BOB})
-
-
-async def test_a_redelivered_envelope_or_retried_event_is_handled_once(
-    fake: FakeSlackServer, running: SlackProvider, inbox: Inbox
-) -> None:
-    body = fake.dm(ALICE, "only once")
-    await inbox.wait()
-    [envelope] = fake.envelopes
-
-    fake.redeliver(envelope["envelope_id"])  # same envelope again
-    fake.deliver("events_api", body)  # same event_id in a new envelope (Slack's retry)
-    fake.dm(ALICE, "next")
-    await inbox.wait(2)
-    await settle()
-
-    assert [i.text for i in inbox.items] == ["only once", "next"]
-    assert fake.envelopes[1]["retry_attempt"] == 1
 
 
 async def test_reconnects_after_a_disconnect_message_and_a_dropped_socket(
@@ -471,95 +399,21 @@ async def test_a_rejected_token_fails_start_with_a_clear_error_without_the_token
     await provider.stop()
 
 
-async def test_tokens_secrets_and_texts_never_reach_the_log(
-    fake: FakeSlackServer,
-    provider: SlackProvider,
-    inbox: Inbox,
-    caplog: pytest.LogCaptureFixture,
+async def test_each_start_opens_its_own_socket(
+    fake: FakeSlackServer, running: SlackProvider, inbox: Inbox
 ) -> None:
-    caplog.set_level(logging.DEBUG)
-    await provider.start(inbox)
-    fake.dm(ALICE, "secret text 1234")
-    await inbox.wait()
-    ts = await provider.send("D0OWNER", "reply text 5678", buttons=[APPROVE])
-    fake.press_button(OWNER, ts)
-    fake.slash_command(OWNER, "approve WXYZ9999")
-    await inbox.wait(3)
-    await provider.edit("D0OWNER", ts, "edited text 9012")
-    await provider.stop()
+    await running.stop()
+    await running.start(inbox)
 
-    assert fake.bot_token not in caplog.text
-    assert fake.app_token not in caplog.text
-    shown = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
-    for text in (
-        "secret text 1234",
-        "reply text 5678",
-        "edited text 9012",
-        "ABCD2345",
-        "WXYZ9999",
-    ):
-        assert text not in shown
-
-
-async def test_a_failing_handler_is_logged_and_the_next_event_is_handled(
-    fake: FakeSlackServer, provider: SlackProvider, caplog: pytest.LogCaptureFixture
-) -> None:
-    seen: list[str] = []
-
-    async def handler(inbound: Inbound) -> None:
-        seen.append(inbound.text)
-        if len(seen) == 1:
-            raise RuntimeError("handler blew up")
-
-    await provider.start(handler)
-    fake.dm(ALICE, "first private words")
-    fake.dm(ALICE, "second")
-    await fake.wait_until(lambda: len(seen) == 2)
-
-    assert seen == ["first private words", "second"]
-    [record] = [
-        r
-        for r in caplog.records
-        if r.name == "providers.slack.provider" and r.levelno >= logging.ERROR
-    ]
-    assert "first private words" not in record.getMessage()
-
-
-async def test_stop_is_clean_idempotent_and_restartable(
-    fake: FakeSlackServer, provider: SlackProvider, inbox: Inbox
-) -> None:
-    await provider.stop()  # before start: nothing to do
-    await provider.start(inbox)
-    with pytest.raises(RuntimeError, match="already running"):
-        await provider.start(inbox)
-
-    await asyncio.gather(provider.stop(), provider.stop())
-    await provider.stop()
-    assert not provider.running
-    with pytest.raises(RuntimeError, match="not running"):
-        await provider.send("D0ALICE", "x")
-    fake.dm(ALICE, "while stopped")  # waits in the fake's outbox
-
-    await provider.start(inbox)
+    fake.dm(ALICE, "on the new socket")
     [inbound] = await inbox.wait()
-    assert inbound.text == "while stopped"
+
+    assert inbound.text == "on the new socket"
     assert fake.connections == 2
+    assert fake.methods_called().count("apps.connections.open") == 2
 
 
-async def test_config_builds_the_provider_through_the_registry(fake: FakeSlackServer) -> None:
-    block = SlackConfig.model_validate(
-        {
-            "bot_token": fake.bot_token,
-            "app_token": fake.app_token,
-            "api_base_url": fake.api_base_url,
-        }
-    )
-    cls = load_provider_class("slack")
-
-    made = cls(**block.provider_kwargs())
-
-    assert cls is SlackProvider
-    assert (made.name, made.bare_commands) == ("slack", True)
+def test_a_mode_without_its_credential_is_refused() -> None:
     with pytest.raises(ConfigError, match="app_token is required"):
         SlackProvider(bot_token="xoxb-1")
     with pytest.raises(ConfigError, match="signing_secret is required"):
@@ -644,43 +498,19 @@ async def test_http_button_and_slash_command_round_trip(
 
 
 def make_config(fake: FakeSlackServer, **slack: Any) -> Config:
-    block = {
-        "bot_token": fake.bot_token,
-        "app_token": fake.app_token,
-        "api_base_url": fake.api_base_url,
-        **slack,
-    }
-    return Config.model_validate(
-        {
-            "owners": [{"provider": "slack", "user_id": OWNER}],
-            "pairing": {"prune_interval": "1h"},
-            "gateway": {"port": 0},
-            "providers": {"slack": block},
-        }
-    )
+    block = {"bot_token": fake.bot_token, "app_token": fake.app_token}
+    block.update(api_base_url=fake.api_base_url, **slack)
+    return app_config("slack", OWNER, block, pairing={"prune_interval": "1h"})
 
 
 @pytest.fixture
-async def app(fake: FakeSlackServer, state_dir: Path) -> AsyncIterator[App]:
-    running = open_app(
-        make_config(fake),
-        state_dir=state_dir,
-        clock=FakeClock(SystemClock().now()),
-        watch_interval=0.1,
-    )
-    await running.start()
-    yield running
-    await running.stop()
-
-
-def code_in(text: str) -> str:
-    line = next(ln for ln in text.splitlines() if ln.startswith("Your pairing code:"))
-    return line.split(":", 1)[1].strip().replace("-", "")
+async def app(fake: FakeSlackServer, state_dir: Path, fake_clock: FakeClock) -> AsyncIterator[App]:
+    async with app_running(make_config(fake), state_dir, fake_clock) as started:
+        yield started
 
 
 async def texts_to(fake: FakeSlackServer, user: str, count: int) -> list[str]:
-    await fake.wait_until(lambda: len(fake.messages_to(user)) >= count)
-    return fake.messages_to(user)
+    return await texts(lambda: fake.messages_to(user), count)
 
 
 async def pair(fake: FakeSlackServer, user: str = ALICE) -> str:
@@ -806,9 +636,7 @@ async def test_app_over_http_events(fake, state_dir):
     config = make_config(
         fake, mode="http", signing_secret=fake.signing_secret, app_token=None, webhook={"port": 0}
     )
-    app = open_app(config, state_dir=state_dir, watch_interval=0.1)
-    await app.start()
-    try:
+    async with app_running(config, state_dir) as app:
         provider = app.providers["slack"]
         assert isinstance(provider, SlackProvider)
         fake.events_url = provider.webhook_url
@@ -819,32 +647,3 @@ async def test_app_over_http_events(fake, state_dir):
         assert app.pairing.is_allowed("slack", ALICE)
         fake.dm(ALICE, "over http")
         assert (await texts_to(fake, ALICE, 3))[2] == "over http"
-    finally:
-        await app.stop()
-
-
-async def test_demo_platform_plays_people(state_dir):
-    demo = SlackDemo()
-    await demo.start()
-    try:
-        config = Config.model_validate(
-            {
-                "owners": [{"provider": "slack", "user_id": demo.owner_id}],
-                "gateway": {"port": 0},
-                "providers": {"slack": demo.provider_config()},
-            }
-        )
-        app = open_app(config, state_dir=state_dir, watch_interval=0.1)
-        await app.start()
-        try:
-            alice = demo.user_id(1)
-            demo.dm(alice, "hi", name="Alice")
-            await demo.fake.wait_until(lambda: bool(demo.texts_to(alice)))
-            code = code_in(demo.texts_to(alice)[0])
-            demo.dm(demo.owner_id, f"{demo.command_prefix}approve {code}", name="Owner")
-            await demo.fake.wait_until(lambda: len(demo.texts_to(alice)) == 2)
-            assert app.pairing.is_allowed("slack", alice)
-        finally:
-            await app.stop()
-    finally:
-        await demo.stop()

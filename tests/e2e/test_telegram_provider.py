@@ -1,89 +1,45 @@
-"""TelegramProvider alone on real python-telegram-bot, against the loopback fake Bot API."""
+"""TelegramProvider alone on real python-telegram-bot, against the loopback fake Bot API: what
+is Telegram's own (what every provider does is in tests/providers/test_contract.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import aiohttp
 import pytest
 
 import providers.telegram.provider as telegram_module
+from bot.core.clock import Clock
 from bot.core.errors import ConfigError
-from bot.core.models import Button, ChatKind, Inbound
-from providers import load_provider_class
+from bot.core.models import Button, ChatKind
 from providers.telegram.fake import FakeTelegramServer
 from providers.telegram.provider import TelegramProvider
-from tests.helpers import Inbox
+from tests.helpers import APPROVE, Inbox
 
 pytestmark = pytest.mark.e2e
 
 ALICE = 42
-APPROVE = Button(label="Approve", command="/approve ABCD2345")
 DENY = Button(label="Deny", command="/deny ABCD2345")
 
 
-@pytest.fixture(autouse=True)
-def _ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
-    # PTB 22 warns (an error here) when it builds RetryAfter from a 429 unless this is set.
-    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+def make_fake(clock: Clock) -> FakeTelegramServer:
+    return FakeTelegramServer(clock=clock)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegramServer]:
-    async with FakeTelegramServer() as server:
-        yield server
+def make_provider(fake: FakeTelegramServer) -> TelegramProvider:
+    return TelegramProvider(token=fake.token, api_base_url=fake.base_url, poll_timeout=1)
 
 
-@pytest.fixture
-def inbox() -> Inbox:
-    return Inbox()
-
-
-@pytest.fixture
-async def provider(fake: FakeTelegramServer) -> AsyncIterator[TelegramProvider]:
-    made = TelegramProvider(token=fake.token, api_base_url=fake.base_url, poll_timeout=1)
-    yield made
-    await made.stop()
-
-
-@pytest.fixture
-async def running(provider: TelegramProvider, inbox: Inbox) -> TelegramProvider:
-    await provider.start(inbox)
-    return provider
-
-
-async def test_dm_arrives_as_dm_inbound_with_numeric_id_and_meta(
+async def test_a_dms_name_joins_first_and_last_and_its_meta_holds_the_username(
     fake: FakeTelegramServer, running: TelegramProvider, inbox: Inbox
 ) -> None:
-    update = fake.dm(ALICE, "hello", first_name="Alice", last_name="Liddell", username="alice")
+    fake.dm(ALICE, "hello", first_name="Alice", last_name="Liddell", username="alice")
 
     [inbound] = await inbox.wait()
 
-    assert inbound == Inbound(
-        provider="telegram",
-        chat_id="42",
-        chat_kind=ChatKind.DM,
-        sender_id="42",
-        sender_name="Alice Liddell",
-        text="hello",
-        message_id=str(update["message"]["message_id"]),
-        meta={"username": "alice", "firstName": "Alice", "lastName": "Liddell"},
-        sent_at=datetime.fromtimestamp(update["message"]["date"], tz=UTC),
-    )
-
-
-async def test_dm_meta_drops_empty_values(
-    fake: FakeTelegramServer, running: TelegramProvider, inbox: Inbox
-) -> None:
-    fake.dm(7, "/start", first_name="Bob")
-
-    [inbound] = await inbox.wait()
-
-    assert (inbound.sender_id, inbound.sender_name, inbound.text) == ("7", "Bob", "/start")
-    assert inbound.meta == {"firstName": "Bob"}
+    assert (inbound.sender_id, inbound.sender_name) == ("42", "Alice Liddell")
+    assert inbound.meta == {"username": "alice", "firstName": "Alice", "lastName": "Liddell"}
 
 
 @pytest.mark.parametrize("chat_type", ["group", "supergroup"])
@@ -116,28 +72,11 @@ async def test_channel_post_uses_the_chat_as_sender(
     )
 
 
-async def test_bots_textless_and_edited_messages_are_ignored(
+async def test_edits_are_neither_asked_for_nor_handed_on(
     fake: FakeTelegramServer, running: TelegramProvider, inbox: Inbox
 ) -> None:
-    bot_sender = {"id": 99, "is_bot": True, "first_name": "Other bot"}
-    chat = {"id": 99, "type": "private", "first_name": "Other bot"}
-    photo = [{"file_id": "f", "file_unique_id": "u", "width": 1, "height": 1}]
-    fake.queue_update(
-        {"message": {"message_id": 900, "date": 0, "chat": chat, "from": bot_sender, "text": "x"}}
-    )
     alice = {"id": ALICE, "is_bot": False, "first_name": "Alice"}
     alice_chat = {"id": ALICE, "type": "private", "first_name": "Alice"}
-    fake.queue_update(
-        {
-            "message": {
-                "message_id": 901,
-                "date": 0,
-                "chat": alice_chat,
-                "from": alice,
-                "photo": photo,
-            }
-        }
-    )
     fake.queue_update(
         {
             "edited_message": {
@@ -153,9 +92,9 @@ async def test_bots_textless_and_edited_messages_are_ignored(
     fake.dm(ALICE, "sentinel")
 
     await inbox.wait()
-    await asyncio.sleep(0.05)  # a wrongly delivered update would have come before the sentinel
+    await fake.wait_until(lambda: fake.unconfirmed == 0)
 
-    assert [i.text for i in inbox.items] == ["sentinel"]
+    assert inbox.texts == ["sentinel"]
     polls = [p for m, p in fake.calls if m == "getUpdates"]
     assert "edited_message" not in polls[-1]["allowed_updates"]
 
@@ -178,11 +117,12 @@ async def test_send_is_plain_text_with_no_parse_mode(
     ]
 
 
-async def test_send_with_buttons_puts_an_inline_keyboard(
-    fake: FakeTelegramServer, running: TelegramProvider
+async def test_buttons_are_one_inline_keyboard_row_and_a_press_is_answered(
+    fake: FakeTelegramServer, running: TelegramProvider, inbox: Inbox
 ) -> None:
+    fake.dm(ALICE, "hi", first_name="Alice", username="alice")
+    await inbox.wait()
     message_id = await running.send("42", "Approve Bob?", buttons=[APPROVE, DENY])
-
     assert fake.sent[-1]["message_id"] == int(message_id)
     assert fake.sent[-1]["reply_markup"] == {
         "inline_keyboard": [
@@ -193,43 +133,22 @@ async def test_send_with_buttons_puts_an_inline_keyboard(
         ]
     }
 
-
-async def test_button_command_over_64_bytes_is_refused_before_sending(
-    fake: FakeTelegramServer, running: TelegramProvider
-) -> None:
-    with pytest.raises(ValueError, match="65 bytes"):
-        await running.send("42", "x", buttons=[Button(label="long", command="é" * 32 + "a")])
-
-    assert fake.sent == []
-
-
-async def test_pressing_a_button_delivers_an_is_button_inbound_and_answers_it(
-    fake: FakeTelegramServer, running: TelegramProvider, inbox: Inbox
-) -> None:
-    fake.dm(ALICE, "hi", first_name="Alice", username="alice")
-    await inbox.wait()
-    message_id = await running.send("42", "Approve Bob?", buttons=[APPROVE, DENY])
-
     query_id = fake.press_button(ALICE, int(message_id), APPROVE.command)
     _, pressed = await inbox.wait(2)
 
-    assert pressed == Inbound(
-        provider="telegram",
-        chat_id="42",
-        chat_kind=ChatKind.DM,
-        sender_id="42",
-        sender_name="Alice",
-        text="/approve ABCD2345",
-        message_id=message_id,
-        is_button=True,
-        meta={"username": "alice", "firstName": "Alice"},
+    assert (pressed.text, pressed.message_id, pressed.is_button) == (
+        APPROVE.command,
+        message_id,
+        True,
     )
+    assert (pressed.sender_name, pressed.sent_at) == ("Alice", None)
+    assert pressed.meta == {"username": "alice", "firstName": "Alice"}
     assert fake.callback_answers == [
         {"callback_query_id": query_id, "text": None, "show_alert": False}
     ]
 
 
-async def test_edit_replaces_text_and_removes_the_keyboard(
+async def test_an_edit_that_changes_nothing_is_no_error(
     fake: FakeTelegramServer, running: TelegramProvider
 ) -> None:
     message_id = await running.send("42", "Approve Bob?", buttons=[APPROVE, DENY])
@@ -237,8 +156,6 @@ async def test_edit_replaces_text_and_removes_the_keyboard(
     await running.edit("42", message_id, "Approved Bob (7)")
     await running.edit("42", message_id, "Approved Bob (7)")  # "not modified" is success
 
-    now = fake.message(message_id)
-    assert (now["text"], "reply_markup" in now) == ("Approved Bob (7)", False)
     assert [(e["method"], e["text"], e["reply_markup"]) for e in fake.edits] == [
         ("editMessageText", "Approved Bob (7)", None)
     ]
@@ -254,7 +171,7 @@ async def test_flood_limit_429_is_waited_out_and_the_message_arrives(
     if rate_limiter and not telegram_module._HAVE_AIOLIMITER:
         pytest.skip("aiolimiter is not installed")
     monkeypatch.setattr(telegram_module, "_HAVE_AIOLIMITER", rate_limiter)
-    provider = TelegramProvider(token=fake.token, api_base_url=fake.base_url, poll_timeout=1)
+    provider = make_provider(fake)
     await provider.start(inbox)
     try:
         fake.fail_next_sends(1, retry_after=1)
@@ -290,82 +207,19 @@ async def test_wrong_token_fails_start_with_a_clear_error_without_the_token(
     await provider.stop()  # nothing to stop: still fine
 
 
-async def test_the_token_never_reaches_the_log(
-    fake: FakeTelegramServer,
-    provider: TelegramProvider,
-    inbox: Inbox,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    await provider.start(inbox)
-    fake.dm(ALICE, "secret text 1234")
-    await inbox.wait()
-    message_id = await provider.send("42", "reply text 5678", buttons=[APPROVE])
-    fake.press_button(ALICE, int(message_id), APPROVE.command)
-    await inbox.wait(2)
-    await provider.edit("42", message_id, "edited text 9012")
-    await provider.stop()
-
-    assert "HTTP Request" in caplog.text  # httpx did log the URLs, redacted
-    assert fake.token not in caplog.text
-    # PTB itself logs request parameters at DEBUG; from INFO up, no message text.
-    shown = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
-    for text in ("secret text 1234", "reply text 5678", "edited text 9012", APPROVE.command):
-        assert text not in shown
-
-
-async def test_a_failing_handler_is_logged_and_polling_goes_on(
-    fake: FakeTelegramServer, provider: TelegramProvider, caplog: pytest.LogCaptureFixture
-) -> None:
-    seen: list[str] = []
-
-    async def handler(inbound: Inbound) -> None:
-        seen.append(inbound.text)
-        if len(seen) == 1:
-            raise RuntimeError("handler blew up")
-
-    await provider.start(handler)
-    fake.dm(ALICE, "first private words")
-    fake.dm(ALICE, "second")
-    await FakeTelegramServer.wait_until(lambda: len(seen) == 2)
-
-    assert seen == ["first private words", "second"]
-    [record] = [r for r in caplog.records if r.name == "providers.telegram.provider"]
-    assert record.levelno == logging.ERROR
-    assert "first private words" not in record.getMessage()
-
-
-async def test_stop_is_clean_idempotent_and_restartable(
+async def test_the_long_poll_is_held_not_spun_and_ends_with_stop(
     fake: FakeTelegramServer, provider: TelegramProvider, inbox: Inbox
 ) -> None:
-    await provider.stop()  # before start: nothing to do
     await provider.start(inbox)
-    with pytest.raises(RuntimeError, match="already running"):
-        await provider.start(inbox)
-
     await asyncio.sleep(0.3)  # idle: the long poll is held, not spun
     assert fake.methods_called().count("getUpdates") <= 3
 
-    await asyncio.gather(provider.stop(), provider.stop())
     await provider.stop()
-    assert not provider.running
     polls = fake.methods_called().count("getUpdates")
     fake.dm(ALICE, "while stopped")
     await asyncio.sleep(0.1)
     assert fake.methods_called().count("getUpdates") == polls
     assert inbox.items == []
-    with pytest.raises(RuntimeError, match="not running"):
-        await provider.send("42", "x")
-
-    await provider.start(inbox)  # the update queued while stopped is delivered on restart
-    [inbound] = await inbox.wait()
-    assert inbound.text == "while stopped"
-
-
-async def test_registry_loads_the_provider_lazily_and_refuses_unknown_names() -> None:
-    assert load_provider_class("telegram") is TelegramProvider
-    with pytest.raises(ConfigError, match="unknown provider 'icq'"):
-        load_provider_class("icq")
 
 
 async def test_fake_answers_like_the_bot_api(fake: FakeTelegramServer) -> None:

@@ -1,4 +1,5 @@
-"""WhatsAppProvider against the loopback Cloud API fake: alone, then inside the whole app."""
+"""WhatsAppProvider against the loopback Cloud API fake: what is WhatsApp's own (what every
+provider does is in tests/providers/test_contract.py), then inside the whole app."""
 
 from __future__ import annotations
 
@@ -6,30 +7,31 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.cli.compose import open_app
-from bot.core.clock import FakeClock, SystemClock
+from bot.core.clock import Clock, FakeClock
 from bot.core.config import Config
 from bot.core.errors import ConfigError
-from bot.core.models import Button, ChatKind, Inbound
+from bot.core.models import ChatKind
 from bot.core.platforms import WhatsAppConfig
 from bot.runtime.app import App
-from providers import load_provider_class
-from providers.whatsapp.fake import FakeWhatsAppServer, WhatsAppDemo, first_message, sign
+from providers.whatsapp.fake import FakeWhatsAppServer, sign
 from providers.whatsapp.provider import WhatsAppApiError, WhatsAppProvider
-from tests.helpers import Inbox
+from tests.e2e import support
+from tests.e2e.support import app_config, code_in, texts
+from tests.helpers import APPROVE, REJECT, Inbox
 
 pytestmark = pytest.mark.e2e
 
 OWNER, ALICE, MALLORY, BOB = "15550000001", "15550004242", "15550006666", "15550005151"
 GROUP = "120363025246125486"
-APPROVE = Button(label="Approve", command="/approve ABCD2345")
-REJECT = Button(label="Reject", command="/reject ABCD2345")
+
+
+def make_fake(clock: Clock) -> FakeWhatsAppServer:
+    return FakeWhatsAppServer(clock=clock)
 
 
 def make_provider(fake: FakeWhatsAppServer, **overrides: Any) -> WhatsAppProvider:
@@ -46,31 +48,8 @@ def make_provider(fake: FakeWhatsAppServer, **overrides: Any) -> WhatsAppProvide
     return WhatsAppProvider(**kwargs)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeWhatsAppServer]:
-    async with FakeWhatsAppServer() as server:
-        yield server
-
-
-@pytest.fixture
-def inbox() -> Inbox:
-    return Inbox()
-
-
-@pytest.fixture
-async def provider(fake: FakeWhatsAppServer) -> AsyncIterator[WhatsAppProvider]:
-    made = make_provider(fake)
-    yield made
-    await made.stop()
-
-
-@pytest.fixture
-async def running(
-    provider: WhatsAppProvider, inbox: Inbox, fake: FakeWhatsAppServer
-) -> WhatsAppProvider:
-    await provider.start(inbox)
+async def connect(fake: FakeWhatsAppServer, provider: WhatsAppProvider) -> None:
     fake.webhook_url = provider.webhook_url
-    return provider
 
 
 async def delivered(fake: FakeWhatsAppServer) -> None:
@@ -82,31 +61,10 @@ async def delivered(fake: FakeWhatsAppServer) -> None:
 # --- the provider alone ----------------------------------------------------------------------
 
 
-async def test_dm_arrives_as_dm_inbound_keyed_by_wa_id(fake, running, inbox) -> None:
-    payload = fake.dm(ALICE, "hello", name="Alice")
-
-    [inbound] = await inbox.wait()
-
-    message = first_message(payload)
-    assert inbound == Inbound(
-        provider="whatsapp",
-        chat_id=ALICE,
-        chat_kind=ChatKind.DM,
-        sender_id=ALICE,
-        sender_name="Alice",
-        text="hello",
-        message_id=message["id"],
-        meta={"name": "Alice"},
-        sent_at=datetime.fromtimestamp(int(message["timestamp"]), tz=UTC),
-    )
-    assert running.webhook_port != 0
-    assert running.bare_commands is False
-    assert await running.dm_chat_id(ALICE) == ALICE
-
-
 async def test_verification_get_echoes_the_challenge_only_for_the_right_token(
     fake, running
 ) -> None:
+    assert running.webhook_port != 0  # port 0: the one bound is read back
     assert await fake.verify(challenge="8675309") == (200, "8675309")
     assert (await fake.verify(token="guess"))[0] == 403
     assert (await fake.verify(mode="unsubscribe"))[0] == 403
@@ -148,15 +106,12 @@ async def test_group_message_is_group_kind(fake, running, inbox) -> None:
     )
 
 
-async def test_statuses_own_messages_media_and_system_messages_produce_nothing(
+async def test_statuses_system_messages_and_other_numbers_produce_nothing(
     fake, running, inbox
 ) -> None:
     sent_id = await running.send(ALICE, "hi")
     fake.status(sent_id, "delivered")
     fake.status(sent_id, "read")
-    fake.own_message("/approve ABCD2345")
-    fake.echo(ALICE, "typed in the business app")
-    fake.media(OWNER, caption="/approve ABCD2345")
     fake.number_changed(ALICE, "15550009999", name="Alice")
     other_number = fake.dm(BOB, "to another number of the account")
     other_number["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999"
@@ -179,7 +134,9 @@ async def test_send_is_plain_text_without_link_previews(fake, running) -> None:
     assert (sent["to"], sent["type"], sent["context"]) == (ALICE, "text", None)
 
 
-async def test_buttons_round_trip_and_edit_replies_to_the_notice(fake, running, inbox) -> None:
+async def test_reply_buttons_carry_their_commands_and_an_edit_is_a_reply(
+    fake, running, inbox
+) -> None:
     notice_id = await running.send(OWNER, "Approve Alice?", buttons=[APPROVE, REJECT])
     [sent] = fake.sent
     assert (sent["type"], sent["text"]) == ("interactive", "Approve Alice?")
@@ -190,83 +147,43 @@ async def test_buttons_round_trip_and_edit_replies_to_the_notice(fake, running, 
 
     fake.press_button(OWNER, notice_id, "/approve ABCD2345", name="Owner")
     [inbound] = await inbox.wait()
-    assert inbound == Inbound(
-        provider="whatsapp",
-        chat_id=OWNER,
-        chat_kind=ChatKind.DM,
-        sender_id=OWNER,
-        sender_name="Owner",
-        text="/approve ABCD2345",
-        message_id=notice_id,
-        is_button=True,
-        meta={"name": "Owner"},
-        sent_at=inbound.sent_at,
-    )
+    assert (inbound.sender_name, inbound.meta) == ("Owner", {"name": "Owner"})
 
     await running.edit(OWNER, notice_id, "Approved.")
     assert (fake.sent[-1]["text"], fake.sent[-1]["context"]) == ("Approved.", notice_id)
 
 
-async def test_long_texts_and_long_labels_fit_whatsapp_limits(fake, running) -> None:
+async def test_a_notice_too_long_for_buttons_goes_first_as_text(fake, running) -> None:
     notice = "New pairing request\n" + "x" * 1500
-    await running.send(
-        OWNER,
-        notice,
-        buttons=[Button(label="Approve this request now please", command="/approve A"), REJECT],
-    )
+    await running.send(OWNER, notice, buttons=[APPROVE, REJECT])
     assert [(m["type"], m["text"]) for m in fake.sent] == [
         ("text", notice),
         ("interactive", "New pairing request"),
     ]
-    assert fake.sent[1]["buttons"][0]["title"] == "Approve this reques…"
-
-    await running.send(ALICE, "y" * 5000)
-    assert [len(m["text"]) for m in fake.messages_to(ALICE)] == [4096, 904]
-
-    with pytest.raises(ValueError, match="3 reply buttons"):
-        await running.send(
-            OWNER,
-            "x",
-            buttons=[
-                APPROVE,
-                REJECT,
-                Button(label="a", command="a"),
-                Button(label="b", command="b"),
-            ],
-        )
-    with pytest.raises(ValueError, match="1 to 256"):
-        await running.send(OWNER, "x", buttons=[Button(label="a", command="c" * 257)])
 
 
-async def test_redelivered_and_unacknowledged_webhooks_are_handled_once(
-    fake, running, inbox
-) -> None:
-    payload = fake.dm(ALICE, "once")
-    fake.deliver(payload)  # Meta re-delivers the same message
+async def test_a_webhook_whose_200_was_lost_is_handled_once(fake, running, inbox) -> None:
     fake.lose_next_acks(1)
     fake.dm(ALICE, "twice")  # its 200 is "lost": delivered again
     await delivered(fake)
 
-    assert [i.text for i in inbox.items] == ["once", "twice"]
-    assert sum(d["status"] == 200 for d in fake.deliveries) == 4
+    assert [i.text for i in inbox.items] == ["twice"]
+    assert sum(d["status"] == 200 for d in fake.deliveries) == 2
 
 
-async def test_webhook_delivered_while_down_arrives_once_after_restart(
-    fake, running, inbox
-) -> None:
-    fake.dm(ALICE, "before")
+async def test_the_ids_of_handled_messages_outlive_a_restart(fake, running, inbox) -> None:
+    payload = fake.dm(ALICE, "before")
     await inbox.wait()
     await running.stop()
-    payload = fake.dm(ALICE, "while down")
-    await fake.wait_until(lambda: any(d["status"] is None for d in fake.deliveries))
-
     await running.start(inbox)
     fake.webhook_url = running.webhook_url
+
+    fake.deliver(payload)  # re-delivered after the restart: still once
+    fake.dm(ALICE, "after")
     await inbox.wait(2)
-    fake.deliver(payload)  # re-delivered after it was taken: still once
     await delivered(fake)
 
-    assert [i.text for i in inbox.items] == ["before", "while down"]
+    assert [i.text for i in inbox.items] == ["before", "after"]
 
 
 async def test_graph_5xx_is_retried_and_sent_once(fake, running) -> None:
@@ -356,45 +273,9 @@ async def test_start_without_graph_still_serves_the_webhook(fake, inbox) -> None
         await provider.stop()
 
 
-async def test_handler_errors_do_not_stop_the_webhook(fake, provider) -> None:
-    seen: list[str] = []
-
-    async def flaky(inbound: Inbound) -> None:
-        seen.append(inbound.text)
-        if len(seen) == 1:
-            raise RuntimeError("boom")
-
-    await provider.start(flaky)
-    fake.webhook_url = provider.webhook_url
-    fake.dm(ALICE, "one")
-    fake.dm(ALICE, "two")
-    await fake.wait_until(lambda: len(seen) == 2)
-    assert seen == ["one", "two"]
-
-
-async def test_stop_finishes_accepted_events_and_is_idempotent(fake, provider) -> None:
-    done: list[str] = []
-
-    async def slow(inbound: Inbound) -> None:
-        await asyncio.sleep(0.2)
-        done.append(inbound.text)
-
-    await provider.start(slow)
-    fake.webhook_url = provider.webhook_url
-    with pytest.raises(RuntimeError, match="already running"):
-        await provider.start(slow)
-    fake.dm(ALICE, "a")
-    fake.dm(ALICE, "b")
-    await fake.wait_delivered()
-    await fake.wait_until(lambda: done == ["a"])  # "b" is in hand, the queue is empty
-    await provider.stop()
-    await provider.stop()
-    assert done == ["a", "b"]
-    with pytest.raises(RuntimeError, match="not running"):
-        await provider.send(ALICE, "x")
-
-
-async def test_logs_carry_no_secret_token_or_text(fake, running, inbox, caplog) -> None:
+async def test_retries_and_refused_signatures_log_no_secret_or_text(
+    fake, running, inbox, caplog
+) -> None:
     caplog.set_level(logging.DEBUG)
     fake.fail_next_sends(1)
     await running.send(ALICE, "secret words")
@@ -414,8 +295,7 @@ async def test_logs_carry_no_secret_token_or_text(fake, running, inbox, caplog) 
     assert "signature refused" in text
 
 
-def test_registry_and_config_build_the_provider() -> None:
-    assert load_provider_class("whatsapp") is WhatsAppProvider
+def test_the_config_block_gives_the_webhook_its_defaults() -> None:
     block = WhatsAppConfig.model_validate(
         {"access_token": "t", "app_secret": "s", "verify_token": "v", "phone_number_id": "1"}
     )
@@ -430,66 +310,32 @@ def test_registry_and_config_build_the_provider() -> None:
 # --- the whole app ---------------------------------------------------------------------------
 
 
-def make_config(fake: FakeWhatsAppServer, **block: Any) -> Config:
-    return Config.with_any_durations(
-        {  # a 0.2 s pruner: no user may set one
-            "owners": [{"provider": "whatsapp", "user_id": OWNER}],
-            "pairing": {"prune_interval": "0.2s"},
-            "gateway": {"port": 0},
-            "providers": {
-                "whatsapp": {
-                    "access_token": fake.access_token,
-                    "app_secret": fake.app_secret,
-                    "verify_token": fake.verify_token,
-                    "phone_number_id": fake.phone_number_id,
-                    "api_base_url": fake.base_url,
-                    "webhook": {"port": 0},
-                    **block,
-                }
-            },
-        }
-    )
+def make_config(fake: FakeWhatsAppServer) -> Config:
+    secrets = ("access_token", "app_secret", "verify_token", "phone_number_id")
+    block: dict[str, Any] = {key: getattr(fake, key) for key in secrets}
+    block.update(api_base_url=fake.base_url, webhook={"port": 0})
+    return app_config("whatsapp", OWNER, block, pairing={"prune_interval": "0.2s"})
 
 
-@pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock(SystemClock().now())
-
-
-@pytest.fixture
-async def wa(fake_clock: FakeClock) -> AsyncIterator[FakeWhatsAppServer]:
-    async with FakeWhatsAppServer(clock=fake_clock) as server:
-        yield server
-
-
-async def start_app(fake: FakeWhatsAppServer, state: Path, clock: FakeClock) -> App:
-    app = open_app(
-        make_config(fake),
-        state_dir=state,
-        clock=clock,
-        watch_interval=0.1,
-        capped_delay=0.2,
-        notice_window=timedelta(seconds=60),
-    )
-    await app.start()
+async def start_app(fake: FakeWhatsAppServer, state_dir: Path, clock: FakeClock) -> App:
+    app = await support.start_app(make_config(fake), state_dir, clock)
     provider = app.providers["whatsapp"]
     assert isinstance(provider, WhatsAppProvider)
-    fake.webhook_url = provider.webhook_url
+    await connect(fake, provider)
     return app
 
 
 @pytest.fixture
 async def app(
-    wa: FakeWhatsAppServer, state_dir: Path, fake_clock: FakeClock
+    fake: FakeWhatsAppServer, state_dir: Path, fake_clock: FakeClock
 ) -> AsyncIterator[App]:
-    running = await start_app(wa, state_dir, fake_clock)
+    running = await start_app(fake, state_dir, fake_clock)
     yield running
     await running.stop()
 
 
 async def texts_to(fake: FakeWhatsAppServer, wa_id: str, count: int) -> list[str]:
-    await fake.wait_until(lambda: len(fake.texts_to(wa_id)) >= count)
-    return fake.texts_to(wa_id)
+    return await texts(lambda: fake.texts_to(wa_id), count)
 
 
 APPROVED = "You're approved. Send a message to start chatting."
@@ -502,23 +348,18 @@ async def echoed(fake: FakeWhatsAppServer, wa_id: str, text: str) -> None:
     assert set(fake.texts_to(wa_id)[1:-1]) == {APPROVED}
 
 
-def code_in(text: str) -> str:
-    line = next(ln for ln in text.splitlines() if ln.startswith("Your pairing code:"))
-    return line.split(":", 1)[1].strip().replace("-", "")
-
-
 async def pair(fake: FakeWhatsAppServer, who: str = ALICE, name: str = "Alice") -> str:
     fake.dm(who, "please run rm -rf", name=name)
     return code_in((await texts_to(fake, who, 1))[0])
 
 
-async def test_app_stranger_gets_a_code_and_is_not_processed(wa, app) -> None:
-    code = await pair(wa)
-    text = wa.texts_to(ALICE)[0]
+async def test_app_stranger_gets_a_code_and_is_not_processed(fake, app) -> None:
+    code = await pair(fake)
+    text = fake.texts_to(ALICE)[0]
     assert f"Your WhatsApp id: {ALICE}" in text
     assert app.pairing.pending()[0].code == code
-    await wa.wait_until(lambda: bool(wa.messages_to(OWNER)))
-    notice = wa.messages_to(OWNER)[0]
+    await fake.wait_until(lambda: bool(fake.messages_to(OWNER)))
+    notice = fake.messages_to(OWNER)[0]
     assert notice["type"] == "interactive"
     assert f"Sender id: {ALICE}" in notice["text"]
     assert "Name (given by the sender, unverified): Alice" in notice["text"]
@@ -526,131 +367,108 @@ async def test_app_stranger_gets_a_code_and_is_not_processed(wa, app) -> None:
         {"id": f"/approve {code}", "title": "Approve"},
         {"id": f"/reject {code}", "title": "Reject"},
     ]
-    await delivered(wa)
-    assert "rm -rf" not in json.dumps([m["payload"] for m in wa.sent])
+    await delivered(fake)
+    assert "rm -rf" not in json.dumps([m["payload"] for m in fake.sent])
 
 
-async def test_app_owner_approves_by_command(wa, app) -> None:
-    code = await pair(wa)
-    wa.dm(OWNER, f"/approve {code[:4].lower()}-{code[4:].lower()}", name="Owner")
-    await wa.wait_until(lambda: any(t.startswith("Approved") for t in wa.texts_to(OWNER)))
-    assert (await texts_to(wa, ALICE, 2))[1] == APPROVED
-    wa.dm(ALICE, "what's the weather?")
-    await echoed(wa, ALICE, "what's the weather?")
+async def test_app_owner_approves_by_command(fake, app) -> None:
+    code = await pair(fake)
+    fake.dm(OWNER, f"/approve {code[:4].lower()}-{code[4:].lower()}", name="Owner")
+    await fake.wait_until(lambda: any(t.startswith("Approved") for t in fake.texts_to(OWNER)))
+    assert (await texts_to(fake, ALICE, 2))[1] == APPROVED
+    fake.dm(ALICE, "what's the weather?")
+    await echoed(fake, ALICE, "what's the weather?")
 
 
-async def test_app_owner_approves_by_button_and_a_second_press_changes_nothing(wa, app) -> None:
-    code = await pair(wa)
-    await wa.wait_until(lambda: bool(wa.messages_to(OWNER)))
-    notice = wa.messages_to(OWNER)[0]
-    wa.press_button(MALLORY, notice["message_id"], f"/approve {code}")
-    await delivered(wa)
+async def test_app_owner_approves_by_button_and_a_second_press_changes_nothing(fake, app) -> None:
+    code = await pair(fake)
+    await fake.wait_until(lambda: bool(fake.messages_to(OWNER)))
+    notice = fake.messages_to(OWNER)[0]
+    fake.press_button(MALLORY, notice["message_id"], f"/approve {code}")
+    await delivered(fake)
     assert not app.pairing.is_allowed("whatsapp", ALICE)
 
-    wa.press_button(OWNER, notice["message_id"], f"/approve {code}", name="Owner")
-    await wa.wait_until(lambda: len(wa.messages_to(OWNER)) >= 2)
-    outcome = wa.messages_to(OWNER)[1]
+    fake.press_button(OWNER, notice["message_id"], f"/approve {code}", name="Owner")
+    await fake.wait_until(lambda: len(fake.messages_to(OWNER)) >= 2)
+    outcome = fake.messages_to(OWNER)[1]
     assert outcome["text"].startswith(f"Approved WhatsApp sender {ALICE}")
     assert outcome["context"] == notice["message_id"]  # "edit" = a reply to the notice
     assert app.pairing.is_allowed("whatsapp", ALICE)
-    assert (await texts_to(wa, ALICE, 2))[1] == APPROVED
-    wa.dm(ALICE, "hello at last")
-    await echoed(wa, ALICE, "hello at last")
+    assert (await texts_to(fake, ALICE, 2))[1] == APPROVED
+    fake.dm(ALICE, "hello at last")
+    await echoed(fake, ALICE, "hello at last")
 
-    wa.press_button(OWNER, notice["message_id"], f"/approve {code}")
-    await wa.wait_until(lambda: len(wa.messages_to(OWNER)) >= 3)
-    assert wa.messages_to(OWNER)[2]["text"] == "This request was already handled; nothing changed."
-
-
-async def test_app_non_owner_group_forged_and_status_traffic_change_nothing(wa, app) -> None:
-    code = await pair(wa)
-    wa.dm(MALLORY, f"/approve {code}", name="Mallory")
-    assert "pairing code" in (await texts_to(wa, MALLORY, 1))[0]
-    wa.group_message(GROUP, OWNER, f"/approve {code}")
-    wa.group_message(GROUP, MALLORY, "hello group")
-    wa.own_message(f"/approve {code}")
-    for message in list(wa.sent):
-        wa.status(message["message_id"], "read")
-    forged = wa._payload(
-        [wa._contact(OWNER, "Owner")],
-        messages=[wa._message(OWNER, "text", {"text": {"body": f"/approve {code}"}})],
+    fake.press_button(OWNER, notice["message_id"], f"/approve {code}")
+    await fake.wait_until(lambda: len(fake.messages_to(OWNER)) >= 3)
+    assert (
+        fake.messages_to(OWNER)[2]["text"] == "This request was already handled; nothing changed."
     )
-    assert await wa.post_webhook(forged, secret="guessed") == 401
-    assert await wa.post_webhook(forged, signature=None) == 401
-    await delivered(wa)
+
+
+async def test_app_non_owner_group_forged_and_status_traffic_change_nothing(fake, app) -> None:
+    code = await pair(fake)
+    fake.dm(MALLORY, f"/approve {code}", name="Mallory")
+    assert "pairing code" in (await texts_to(fake, MALLORY, 1))[0]
+    fake.group_message(GROUP, OWNER, f"/approve {code}")
+    fake.group_message(GROUP, MALLORY, "hello group")
+    fake.own_message(f"/approve {code}")
+    for message in list(fake.sent):
+        fake.status(message["message_id"], "read")
+    forged = fake._payload(
+        [fake._contact(OWNER, "Owner")],
+        messages=[fake._message(OWNER, "text", {"text": {"body": f"/approve {code}"}})],
+    )
+    assert await fake.post_webhook(forged, secret="guessed") == 401
+    assert await fake.post_webhook(forged, signature=None) == 401
+    await delivered(fake)
     await asyncio.sleep(0.2)
     assert not app.pairing.is_allowed("whatsapp", ALICE)
     assert not app.pairing.is_allowed("whatsapp", MALLORY)
     assert {r.id for r in app.pairing.pending()} == {ALICE, MALLORY}
-    assert wa.messages_to(GROUP) == []
-    assert not any(t.startswith("Approved") for t in wa.texts_to(OWNER))
+    assert fake.messages_to(GROUP) == []
+    assert not any(t.startswith("Approved") for t in fake.texts_to(OWNER))
 
 
-async def test_app_graph_outage_loses_and_duplicates_nothing(wa, app) -> None:
-    await wa.go_down()
-    wa.dm(ALICE, "hi during the outage", name="Alice")
-    await wa.wait_delivered()
+async def test_app_graph_outage_loses_and_duplicates_nothing(fake, app) -> None:
+    await fake.go_down()
+    fake.dm(ALICE, "hi during the outage", name="Alice")
+    await fake.wait_delivered()
     await asyncio.sleep(0.3)
-    await wa.come_back()
-    await texts_to(wa, ALICE, 1)
-    await wa.wait_until(lambda: bool(wa.messages_to(OWNER)), timeout=10)
-    wa.fail_next_sends(2, status=500)
-    wa.dm(BOB, "hi during the errors", name="Bob")
-    await texts_to(wa, BOB, 1)
-    await wa.wait_until(lambda: len(wa.messages_to(OWNER)) >= 2, timeout=10)
-    await delivered(wa)
+    await fake.come_back()
+    await texts_to(fake, ALICE, 1)
+    await fake.wait_until(lambda: bool(fake.messages_to(OWNER)), timeout=10)
+    fake.fail_next_sends(2, status=500)
+    fake.dm(BOB, "hi during the errors", name="Bob")
+    await texts_to(fake, BOB, 1)
+    await fake.wait_until(lambda: len(fake.messages_to(OWNER)) >= 2, timeout=10)
+    await delivered(fake)
     await asyncio.sleep(0.3)
-    assert len(wa.texts_to(ALICE)) == 1
-    assert len(wa.texts_to(BOB)) == 1
-    assert [m["text"].splitlines()[0] for m in wa.messages_to(OWNER)] == [
+    assert len(fake.texts_to(ALICE)) == 1
+    assert len(fake.texts_to(BOB)) == 1
+    assert [m["text"].splitlines()[0] for m in fake.messages_to(OWNER)] == [
         "New pairing request"
     ] * 2
 
 
 async def test_app_restart_takes_the_webhook_redelivered_after_a_failed_delivery_once(
-    wa, state_dir, fake_clock
+    fake, state_dir, fake_clock
 ) -> None:
-    app = await start_app(wa, state_dir, fake_clock)
+    app = await start_app(fake, state_dir, fake_clock)
     try:
-        code = await pair(wa)
-        wa.dm(OWNER, f"/approve {code}")
-        await wa.wait_until(lambda: app.pairing.is_allowed("whatsapp", ALICE))
-        await texts_to(wa, ALICE, 2)
+        code = await pair(fake)
+        fake.dm(OWNER, f"/approve {code}")
+        await fake.wait_until(lambda: app.pairing.is_allowed("whatsapp", ALICE))
+        await texts_to(fake, ALICE, 2)
     finally:
         await app.stop()
-    wa.dm(ALICE, "sent while pairbot was down")
-    await wa.wait_until(lambda: any(d["status"] is None for d in wa.deliveries))
-    again = await start_app(wa, state_dir, fake_clock)
+    fake.dm(ALICE, "sent while pairbot was down")
+    await fake.wait_until(lambda: any(d["status"] is None for d in fake.deliveries))
+    again = await start_app(fake, state_dir, fake_clock)
     try:
-        wa.lose_next_acks(1)
-        await echoed(wa, ALICE, "sent while pairbot was down")
-        await delivered(wa)
+        fake.lose_next_acks(1)
+        await echoed(fake, ALICE, "sent while pairbot was down")
+        await delivered(fake)
         await asyncio.sleep(0.2)
-        assert wa.texts_to(ALICE).count("sent while pairbot was down") == 1
+        assert fake.texts_to(ALICE).count("sent while pairbot was down") == 1
     finally:
         await again.stop()
-
-
-async def test_demo_platform_plays_people(tmp_path: Path) -> None:
-    demo = WhatsAppDemo()
-    await demo.start()
-    try:
-        config = Config.model_validate(
-            {
-                "owners": [{"provider": "whatsapp", "user_id": demo.owner_id}],
-                "gateway": {"port": 0},
-                "providers": {"whatsapp": demo.provider_config()},
-            }
-        )
-        app = open_app(config, state_dir=tmp_path / "state")
-        alice = demo.user_id(1)
-        demo.dm(alice, "hi", name="Alice")  # queued before the bot listens: re-delivered
-        await app.start()
-        try:
-            await FakeWhatsAppServer.wait_until(lambda: bool(demo.texts_to(alice)))
-            assert "pairing code" in demo.texts_to(alice)[0]
-            await FakeWhatsAppServer.wait_until(lambda: bool(demo.texts_to(demo.owner_id)))
-        finally:
-            await app.stop()
-    finally:
-        await demo.stop()

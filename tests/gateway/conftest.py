@@ -1,4 +1,5 @@
-"""Fixtures of the gateway tests: the Telegram fake, a fake clock, a running app."""
+"""Fixtures of the gateway tests: the Telegram fake and a running app (the fake clock is
+tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.clock import FakeClock, SystemClock
+from bot.core.clock import FakeClock
 from providers.telegram.fake import FakeTelegramServer
 from tests.gateway.support import Gw, running
 
@@ -16,11 +17,6 @@ from tests.gateway.support import Gw, running
 async def tg() -> AsyncIterator[FakeTelegramServer]:
     async with FakeTelegramServer() as fake:
         yield fake
-
-
-@pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock(SystemClock().now())
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 from bot.core import codes
 from bot.core.clock import FakeClock
 from bot.core.errors import (
+    AllowedByConfigError,
     CodeExpiredError,
     LookupFailed,
     StoreError,
@@ -597,10 +598,10 @@ def test_config_allow_from_is_merged(store: StateStore, clock: FakeClock) -> Non
 def test_revoke_of_a_config_only_sender_says_so(store: StateStore, clock: FakeClock) -> None:
     pairing = PairingService(store, clock=clock, static_allow={"telegram": ["42"]})
 
-    with pytest.raises(LookupFailed, match="config") as caught:
+    with pytest.raises(AllowedByConfigError, match="config") as caught:
         pairing.revoke("telegram", "42", actor=OWNER)
 
-    assert not isinstance(caught.value, UnknownSubjectError)
+    assert not isinstance(caught.value, LookupFailed), "the sender is there, in the config"
     assert pairing.is_allowed("telegram", "42") is True
 
 

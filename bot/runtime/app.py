@@ -26,7 +26,15 @@ from bot.core.clock import Clock, SystemClock
 from bot.core.errors import PairbotError, StartupError, StoreError
 from bot.core.gate import Decision, decide, owner_command_text
 from bot.core.messages import NoticeKind
-from bot.core.models import Button, DmPolicy, Inbound, NodeAsk, PendingRequest
+from bot.core.models import (
+    Button,
+    DmPolicy,
+    Inbound,
+    NodeAsk,
+    NodeDecision,
+    NodeVerdict,
+    PendingRequest,
+)
 from bot.core.protocols import Provider, StateStore
 from bot.core.text import remaining
 from bot.gateway.guard import GuardSettings
@@ -470,14 +478,16 @@ class App:
         gateway = self.gateway
         if reply.node_approved is not None:
             approval = reply.node_approved
-            delivered = await gateway.approved(approval) if gateway is not None else False
+            delivered = await gateway.deliver_approval(approval) if gateway is not None else False
             return messages.node_approved(approval.node, delivered=delivered)
         if gateway is None:
             return None
         if reply.node_rejected is not None:
-            await gateway.decided(reply.node_rejected, "rejected")
+            await gateway.deliver(
+                NodeDecision.on_request(reply.node_rejected, NodeVerdict.REJECTED)
+            )
         if reply.node_revoked is not None:
-            await gateway.revoked(reply.node_revoked.node_id)
+            await gateway.deliver(NodeDecision.revocation(reply.node_revoked.node_id))
         return None
 
     # --- telling approved senders (once, whoever approved them, whenever) --------------------
@@ -545,7 +555,7 @@ class App:
         expired = await asyncio.to_thread(self.nodes.prune)
         if self.gateway is not None:
             for req in expired:
-                await self.gateway.decided(req, "expired")
+                await self.gateway.deliver(NodeDecision.on_request(req, NodeVerdict.EXPIRED))
 
     # --- owner chat ----------------------------------------------------------------------------
 

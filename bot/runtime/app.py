@@ -32,8 +32,9 @@ from bot.gateway.server import Gateway, GatewaySettings
 from bot.runtime.config import Config
 from bot.runtime.handlers import Handler, build_handler
 from bot.runtime.inbound import InboundPipeline
-from bot.runtime.logs import RedactFilter, remember_secret
+from bot.runtime.logs import RedactFilter
 from bot.runtime.notices import BadStateFiles, OwnerNotices
+from bot.runtime.remembered import remember_secret
 from bot.runtime.scheduler import PruneScheduler
 from bot.runtime.telling import ApprovedTeller
 from bot.services.nodes import NodeService, NodeSettings

@@ -26,8 +26,8 @@ from bot.core.protocols import Provider
 from bot.core.text import remaining
 from bot.gateway.server import Gateway
 from bot.runtime.handlers import Handler
-from bot.runtime.logs import remember_secret
 from bot.runtime.notices import BadStateFiles, OwnerNotices
+from bot.runtime.remembered import remember_secret
 from bot.runtime.telling import ApprovedTeller
 from bot.services.owner import OwnerCommands, OwnerReply
 from bot.services.pairing import PairingService

@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from bot.core.errors import PairbotError
 from bot.core.models import NodeDecision
+
+if TYPE_CHECKING:  # the CLI reads error codes here without loading aiohttp
+    from aiohttp import web
 
 MAX_FRAME = 16 * 1024
 """Frames larger than this get a FRAME_TOO_LARGE error; ten times this closes the socket."""

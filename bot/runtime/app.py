@@ -163,7 +163,10 @@ class App:
             self._stack.push_async_callback(gateway.stop)
             self.gateway = gateway
         teller = ApprovedTeller(
-            self.pairing, self.providers, clock=self.clock, watch_interval=self._watch_interval
+            pairing=self.pairing,
+            providers=self.providers,
+            clock=self.clock,
+            watch_interval=self._watch_interval,
         )
         inbound = InboundPipeline(
             owners=self._owners,

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from bot.core import messages
@@ -40,38 +41,26 @@ STRANGER_QUEUE = 1000
 """Strangers' messages waiting per platform; beyond that they are dropped (and counted)."""
 
 
+@dataclass(eq=False, kw_only=True)
 class InboundPipeline:
-    """Carries out the gate's decision on each inbound message; never raises into a provider."""
+    """Carries out the gate's decision on each inbound message; never raises into a provider.
 
-    def __init__(
-        self,
-        *,
-        owners: set[tuple[str, str]],
-        policies: Mapping[str, DmPolicy],
-        providers: Mapping[str, Provider],
-        clock: Clock,
-        pairing: PairingService,
-        owner: OwnerCommands,
-        handler: Handler,
-        notices: OwnerNotices,
-        teller: ApprovedTeller,
-        gateway: Gateway | None,
-        bad_state: BadStateFiles,
-    ) -> None:
-        self._owners = owners
-        self._policies = policies
-        self.providers = providers
-        """The running providers, by name (the app's own mapping, filled as they start)."""
-        self.clock = clock
-        self.pairing = pairing
-        self.owner = owner
-        self.handler = handler
-        self.notices = notices
-        self.teller = teller
-        self.gateway = gateway
-        self._bad_state = bad_state
-        self._strangers: dict[str, asyncio.Queue[Inbound]] = {}
-        self._stranger_workers: dict[str, asyncio.Task[None]] = {}
+    ``providers`` and ``policies`` are the app's own mappings, filled as providers start.
+    """
+
+    owners: set[tuple[str, str]]
+    policies: Mapping[str, DmPolicy]
+    providers: Mapping[str, Provider]
+    clock: Clock
+    pairing: PairingService
+    owner: OwnerCommands
+    handler: Handler
+    notices: OwnerNotices
+    teller: ApprovedTeller
+    gateway: Gateway | None
+    bad_state: BadStateFiles
+    _strangers: dict[str, asyncio.Queue[Inbound]] = field(default_factory=dict, init=False)
+    _stranger_workers: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
 
     async def on_inbound(self, msg: Inbound) -> None:
         """Handle one inbound message or button press; never raises into the provider.
@@ -87,16 +76,16 @@ class InboundPipeline:
             await handle(msg)
         except StoreError as exc:  # refused closed: no code sent, nothing granted
             log.error("refused a %s message from %s: %s", msg.provider, msg.sender_id, exc)
-            await self._bad_state.track(exc)
+            await self.bad_state.track(exc)
         except Exception:
             log.exception("failed to handle a %s message from %s", msg.provider, msg.sender_id)
         else:
-            if self._bad_state.known:
-                await self._bad_state.track(None)
+            if self.bad_state.known:
+                await self.bad_state.track(None)
 
     async def _on_inbound(self, msg: Inbound) -> None:
-        is_owner = (msg.provider, msg.sender_id) in self._owners
-        policy = self._policies.get(msg.provider, DmPolicy.PAIRING)
+        is_owner = (msg.provider, msg.sender_id) in self.owners
+        policy = self.policies.get(msg.provider, DmPolicy.PAIRING)
         allowed = False
         if not is_owner and policy in (DmPolicy.PAIRING, DmPolicy.ALLOWLIST):
             allowed = self.pairing.is_allowed(msg.provider, msg.sender_id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.core import messages
@@ -27,25 +28,22 @@ NOTICE_GIVE_UP = timedelta(days=7)
 """An approved sender who could not be told within this long is no longer tried."""
 
 
+@dataclass(eq=False, kw_only=True)
 class ApprovedTeller:
-    """Sends "you're approved" to each sender in the outbox, on the platforms running here."""
+    """Sends "you're approved" to each sender in the outbox, on the platforms running here.
 
-    def __init__(
-        self,
-        pairing: PairingService,
-        providers: Mapping[str, Provider],
-        *,
-        clock: Clock,
-        watch_interval: float,
-    ) -> None:
-        self.pairing = pairing
-        self.providers = providers
-        """The running providers, by name (the app's own mapping, filled as they start)."""
-        self.clock = clock
-        self._watch_interval = watch_interval
-        self._notice_retry: dict[tuple[str, str], tuple[int, datetime]] = {}
-        """(provider, sender) → (failed sends, not before) for approved senders not told."""
-        self._telling = asyncio.Lock()
+    ``providers`` is the app's own mapping, filled as providers start.
+    """
+
+    pairing: PairingService
+    providers: Mapping[str, Provider]
+    clock: Clock
+    watch_interval: float
+    _notice_retry: dict[tuple[str, str], tuple[int, datetime]] = field(
+        default_factory=dict, init=False
+    )
+    """(provider, sender) → (failed sends, not before) for approved senders not told."""
+    _telling: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     async def run_forever(self) -> None:
         """Tell senders approved by anyone (the owner chat, the CLI, while the bot was down)."""
@@ -56,7 +54,7 @@ class ApprovedTeller:
                 log.error("could not read the approved senders to tell: %s", exc)
             except Exception:
                 log.exception("telling approved senders failed")
-            await asyncio.sleep(self._watch_interval)
+            await asyncio.sleep(self.watch_interval)
 
     async def tell(self) -> None:
         """Send "you're approved" to each approved sender not yet told, on the platforms this

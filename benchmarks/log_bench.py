@@ -21,7 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.core import codes
-from bot.runtime.logs import Redactor, install_redaction, remember_secret, reset_redaction
+from bot.runtime.logs import install_redaction, reset_redaction
+from bot.runtime.redact import Redactor
+from bot.runtime.remembered import remember_secret
 
 TOKEN = f"{secrets.randbelow(10**9) + 10**9}:AA{secrets.token_urlsafe(24)}"
 LINES = {

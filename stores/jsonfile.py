@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
 from bot.core.clock import iso
-from bot.core.errors import SchemaVersionError, StoreCorruptError, StoreError
+from bot.core.errors import PairbotError, SchemaVersionError, StoreCorruptError, StoreError
 from bot.core.models import (
     ApprovalNotice,
     AuditEvent,
@@ -74,8 +74,13 @@ format_time = iso
 """ISO-8601 in UTC with milliseconds and a ``Z``, as Clawdbot writes it."""
 
 
-class _Bad(Exception):
-    """A field of one entry is wrong; carries the field path for the error message."""
+class _Bad(PairbotError):
+    """A field of one entry is wrong; carries the field path for the error message.
+
+    Always caught and re-raised as :class:`StoreCorruptError` naming the file; rooted in
+    :class:`PairbotError` so that one that ever slipped through is still one line, not a
+    traceback.
+    """
 
     def __init__(self, field_path: str, problem: str) -> None:
         super().__init__(f"{field_path}: {problem}")

@@ -22,6 +22,8 @@ from rich.text import Text
 from bot.cli.compose import open_app
 from bot.core import platforms
 from bot.core.config import Config
+from bot.core.errors import PairbotError
+from bot.core.models import NodeVerdict
 from bot.runtime.app import App
 from bot.runtime.logs import add_secrets
 from providers.fakebase import DemoPlatform
@@ -230,7 +232,7 @@ async def _node_scene(app: App, platform: DemoPlatform, t: Transcript, slash: st
         resolved = await node.next_event("node.pair.resolved", wait=WAIT)
         token = str(resolved.get("token", ""))
         check(
-            resolved.get("decision") == "approved" and len(token) >= 43,
+            resolved.get("decision") == NodeVerdict.APPROVED and len(token) >= 43,
             "the node did not get its token",
         )
         t.node_hears(
@@ -250,7 +252,7 @@ def check(ok: bool, failure: str) -> None:
         raise DemoFailed(failure)
 
 
-class DemoFailed(RuntimeError):
+class DemoFailed(PairbotError):
     """A demo step did not behave as it should."""
 
 

@@ -18,10 +18,19 @@ The tree::
     │   ├── CodeExpiredError              the request with this code expired
     │   ├── UnknownRequestError           no pending node request has this id
     │   └── UnknownSubjectError           no such sender in the allowlist / no such node
-    └── NodeRefused                       a node's request is refused as asked (gateway)
-        ├── AlreadyPairedError            the node id is paired; no proof of its token
-        ├── WrongCredentialError          a token or pickup secret that does not match
-        └── RateLimitedError              a pending-request cap is full
+    ├── NodeRefused                       a node's request is refused as asked (gateway)
+    │   ├── AlreadyPairedError            the node id is paired; no proof of its token
+    │   ├── WrongCredentialError          a token or pickup secret that does not match
+    │   └── RateLimitedError              a pending-request cap is full
+    │
+    │   defined beside the code that raises them:
+    ├── GatewayError                      bot.gateway.frames: an error answer to a peer
+    ├── GatewayCallError                  bot.gateway.client: a gateway answered ok=false
+    ├── GatewayUnavailable                bot.gateway.client: no gateway, or it went away
+    ├── UsageError                        bot.cli.context: a command line not runnable (exit 2)
+    ├── DemoFailed                        bot.cli.demo: a demo step did not behave
+    └── _Bad                              stores.jsonfile: one bad field, always re-raised as
+                                          StoreCorruptError naming the file
 
 Messages name the file, field, argument or request id; they never carry a pairing code or a
 token, so they are safe to log.

@@ -201,6 +201,73 @@ class NodeApproval:
     request: NodeRequest
     superseded: tuple[NodeRequest, ...] = ()
 
+    def decisions(self) -> tuple[NodeDecision, ...]:
+        """What the askers are told: each superseded request, then the approval (with the
+        token, for the approved asker only)."""
+        req = self.request
+        approval = NodeDecision(
+            verdict=NodeVerdict.APPROVED,
+            node_id=req.node_id,
+            request_id=req.request_id,
+            token=self.token,
+            pickup_hash=req.pickup_hash,
+        )
+        others = (NodeDecision.on_request(r, NodeVerdict.SUPERSEDED) for r in self.superseded)
+        return (*others, approval)
+
+
+class NodeVerdict(StrEnum):
+    """What became of a node's request (or of a paired node), as its asker is told."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    SUPERSEDED = "superseded"
+    """Another asker's request for the same node id was approved; this asker hears
+    ``rejected`` (:attr:`told`)."""
+
+    @property
+    def told(self) -> str:
+        """The ``decision`` a node hears in ``node.pair.resolved``."""
+        return NodeVerdict.REJECTED.value if self is NodeVerdict.SUPERSEDED else self.value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeDecision:
+    """One decision on a node, to be delivered to the one it concerns.
+
+    Every node decision, whoever made it (the owner chat, an operator over the gateway, the
+    CLI through the gateway's socket, the prune, the expiry sweep), becomes one of these, and
+    the gateway delivers it: to the connection that made the request, or, for ``revoked``, to
+    the node's own connections. ``token`` comes only with ``approved`` (never in a repr), and
+    ``pickup_hash`` lets the gateway hold that token for an asker who went away.
+    """
+
+    verdict: NodeVerdict
+    node_id: str
+    request_id: str | None = None
+    """The request decided; None only for ``revoked`` (a node, not a request)."""
+    token: str | None = field(default=None, repr=False)
+    pickup_hash: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        approved = self.verdict is NodeVerdict.APPROVED
+        if (self.token is not None) != approved:
+            raise ValueError("a node decision carries a token if and only if it approves")
+        if (self.request_id is None) != (self.verdict is NodeVerdict.REVOKED):
+            raise ValueError("a node decision names a request unless it revokes a node")
+
+    @classmethod
+    def on_request(cls, req: NodeRequest, verdict: NodeVerdict) -> NodeDecision:
+        """``req`` was rejected, expired or superseded (no token)."""
+        return cls(verdict=verdict, node_id=req.node_id, request_id=req.request_id)
+
+    @classmethod
+    def revocation(cls, node_id: str) -> NodeDecision:
+        """Paired node ``node_id`` was revoked."""
+        return cls(verdict=NodeVerdict.REVOKED, node_id=node_id)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeAsk:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bot.cli import main as cli
+from bot.cli import output
 from bot.core.clock import FakeClock
 from bot.core.models import AuditEvent
 from bot.services.pairing import PairingService
@@ -89,7 +90,7 @@ def test_allowlist_json_of_a_large_list_is_the_store_as_json_dumps_lays_it_out(
 
 def test_allowlist_json_is_written_element_by_element(state_dir, monkeypatch):
     seed_allowlist(state_dir, "telegram", large_ids())
-    monkeypatch.setattr(cli, "Table", no_table)
+    monkeypatch.setattr(output, "Table", no_table)
 
     status, sink = main(monkeypatch, state_dir, "allowlist", "list", "--json")
 
@@ -103,7 +104,7 @@ def test_allowlist_json_is_written_element_by_element(state_dir, monkeypatch):
 def test_human_listing_of_a_large_list_prints_aligned_lines_not_a_table(state_dir, monkeypatch):
     ids = large_ids()
     seed_allowlist(state_dir, "telegram", ids)
-    monkeypatch.setattr(cli, "Table", no_table)
+    monkeypatch.setattr(output, "Table", no_table)
 
     status, sink = main(monkeypatch, state_dir, "allowlist", "list")
 
@@ -118,22 +119,22 @@ def test_human_listing_of_a_large_list_prints_aligned_lines_not_a_table(state_di
 
 
 def test_a_table_up_to_table_rows_and_lines_past_it(state_dir, monkeypatch):
-    seed_allowlist(state_dir, "telegram", large_ids(cli.TABLE_ROWS))
+    seed_allowlist(state_dir, "telegram", large_ids(output.TABLE_ROWS))
     _, sink = main(monkeypatch, state_dir, "allowlist", "list")
-    assert sink.text.startswith(f"Allowed senders ({cli.TABLE_ROWS})")
+    assert sink.text.startswith(f"Allowed senders ({output.TABLE_ROWS})")
 
-    seed_allowlist(state_dir, "telegram", large_ids(cli.TABLE_ROWS + 1))
+    seed_allowlist(state_dir, "telegram", large_ids(output.TABLE_ROWS + 1))
     _, sink = main(monkeypatch, state_dir, "allowlist", "list")
     assert sink.text.startswith("Provider  Sender id   Source\n")
-    assert len(sink.text.splitlines()) == 2 + cli.TABLE_ROWS
+    assert len(sink.text.splitlines()) == 2 + output.TABLE_ROWS
 
 
 def test_lines_show_an_unprintable_id_escaped_never_raw(state_dir, monkeypatch):
     evil = "evil\nimessage  forged  store\x1b[2J"
-    seed_allowlist(state_dir, "telegram", [*large_ids(cli.TABLE_ROWS), evil])
+    seed_allowlist(state_dir, "telegram", [*large_ids(output.TABLE_ROWS), evil])
     _, sink = main(monkeypatch, state_dir, "allowlist", "list")
     lines = sink.text.splitlines()
-    assert len(lines) == 2 + cli.TABLE_ROWS
+    assert len(lines) == 2 + output.TABLE_ROWS
     assert lines[-1] == f"telegram  {json.dumps(evil)}  store"
     assert "\x1b" not in sink.text
 
@@ -189,7 +190,7 @@ def test_audit_streams_the_last_records_as_lines_past_table_rows(state_dir, monk
                     outcome="added",
                 )
             )
-    monkeypatch.setattr(cli, "Table", no_table)
+    monkeypatch.setattr(output, "Table", no_table)
 
     status, sink = main(monkeypatch, state_dir, "audit", "--limit", "300")
 

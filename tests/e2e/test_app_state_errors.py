@@ -102,7 +102,7 @@ async def test_a_state_file_that_goes_bad_refuses_only_what_needs_it(
 ):
     app = await start_app(tg, state_dir, FakeClock())
     try:
-        caplog.set_level(logging.INFO, logger="bot.runtime.app")
+        caplog.set_level(logging.INFO, logger="bot.runtime.inbound")
         app.pairing.allow("telegram", str(BOB), actor="test")
         pairing_file = state_dir / "credentials" / "telegram-pairing.json"
         pairing_file.write_text(BROKEN)

@@ -410,7 +410,8 @@ async def test_the_running_bot_feeds_every_code_and_token_to_the_registry(tmp_pa
     from bot.core.clock import SystemClock
     from bot.core.config import Config
     from bot.gateway.client import GatewayClient
-    from bot.runtime.logs import REGISTRY, Redactor
+    from bot.runtime.redact import Redactor
+    from bot.runtime.remembered import REGISTRY
     from bot.services.pairing import PairingService
     from stores.jsonfile import JsonFileStore
 

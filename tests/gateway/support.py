@@ -293,7 +293,7 @@ async def running(
 def connected_nodes(gw: Gw) -> list[str | None]:
     """The node id of each connection the gateway holds (None: not a node)."""
     assert gw.app.gateway is not None
-    return [c.node_id for c in gw.app.gateway._conns]
+    return [c.node_id for c in gw.app.gateway._peers.conns]
 
 
 async def disconnect(gw: Gw, peer: Peer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import stat
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from bot.core.clock import FakeClock
 from bot.gateway.client import GatewayCallError, GatewayClient, GatewayUnavailable
-from bot.gateway.server import MAX_FRAME
+from bot.gateway.frames import MAX_FRAME
 from providers.telegram.fake import FakeTelegramServer
 from stores.jsonfile import format_time
 from tests.gateway.support import (
@@ -443,6 +444,40 @@ async def test_approval_while_disconnected_is_held_for_the_pickup_secret_only(gw
     again = await back.fail("node.pair.request", {"nodeId": "pixel-9", "pickup": ask["pickup"]})
     assert again["code"] == "NOT_FOUND", "single use"
     assert token not in json.dumps([op.received, thief.received])
+
+
+async def test_a_decision_its_asker_missed_is_a_warning_with_ids_never_the_token(
+    gw: Gw, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.gateway.peers")
+    approved, ask = await gw.ask("pixel-9")
+    rejected, other = await gw.ask("tab-1")
+    await disconnect(gw, approved)
+    await disconnect(gw, rejected)
+    op = await gw.op()
+    await op.ok("node.pair.approve", {"requestId": ask["requestId"]})
+    await op.ok("node.pair.reject", {"requestId": other["requestId"]})
+
+    _, got = await gw.ask("pixel-9", pickup=ask["pickup"])
+    assert [r.getMessage() for r in caplog.records if r.name == "bot.gateway.peers"] == [
+        f"node pixel-9: approved on request {ask['requestId']} not delivered: its asker is "
+        "gone; its token is held for the asker's pickup secret",
+        f"node tab-1: rejected on request {other['requestId']} not delivered: its asker is gone",
+    ]
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
+    assert got["token"] not in caplog.text
+    assert ask["pickup"] not in caplog.text
+
+
+async def test_a_decision_told_once_is_not_missed_again(
+    gw: Gw, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.gateway.peers")
+    node, _ = await gw.ask("pixel-9")
+    gw.clock.advance(TTL + timedelta(seconds=1))
+    assert (await node.event("node.pair.resolved"))["payload"]["decision"] == "expired"
+    await asyncio.sleep(0.5)  # the prune (0.2 s) looks at the same request again
+    assert caplog.records == [], "told once: the second look misses nobody"
 
 
 async def test_an_asker_comes_back_to_its_pending_request_with_its_pickup(gw: Gw) -> None:

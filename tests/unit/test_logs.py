@@ -1,4 +1,5 @@
-"""Redaction (bot/logs.py): no secret, code or message text reaches a log, from any logger."""
+"""Redaction (bot/runtime/logs.py, redact.py, remembered.py): no secret, code or message text
+reaches a log, from any logger."""
 
 from __future__ import annotations
 
@@ -12,16 +13,14 @@ import pytest
 
 from bot.runtime.logs import (
     ACTIVE,
-    MASK,
     RedactFilter,
-    Redactor,
-    SecretRegistry,
     add_secrets,
     install_redaction,
-    remember_secret,
     reset_redaction,
     setup_logging,
 )
+from bot.runtime.redact import MASK, Redactor
+from bot.runtime.remembered import SecretRegistry, remember_secret
 
 BOT_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 SHORT_SHAPED = "12345:abcdefghijklmnopqrst"  # the least the pattern catches: 5 digits, 20 chars

@@ -21,6 +21,7 @@ from bot.core.errors import (
     UnknownSubjectError,
     WrongCredentialError,
 )
+from bot.core.models import NodeDecision, NodeVerdict
 from bot.core.protocols import StateStore
 from bot.services.nodes import NodeService, NodeSettings
 from tests.backends import Backend
@@ -152,6 +153,59 @@ def test_approving_one_asker_supersedes_the_others_for_that_node_id(
         fake.request_id,
         "superseded",
     ) in node_events(store)
+
+
+def test_an_approval_becomes_the_decisions_its_askers_hear(nodes: NodeService) -> None:
+    real = nodes.request("laptop", remote="10.0.0.5").request
+    fake = nodes.request("laptop", remote="10.0.0.66").request
+
+    approval = nodes.approve(real.request_id, actor=OWNER)
+    superseded, approved = approval.decisions()
+
+    assert superseded == NodeDecision.on_request(fake, NodeVerdict.SUPERSEDED)
+    assert (superseded.verdict.told, superseded.token) == ("rejected", None)
+    assert (approved.verdict, approved.request_id, approved.node_id) == (
+        NodeVerdict.APPROVED,
+        real.request_id,
+        "laptop",
+    )
+    assert approved.verdict.told == "approved"
+    assert approved.token == approval.token
+    assert approved.pickup_hash == real.pickup_hash
+    assert approval.token not in repr(approved)
+    assert real.pickup_hash not in repr(approved)
+
+
+@pytest.mark.parametrize(
+    ("verdict", "request_id", "token"),
+    [
+        (NodeVerdict.APPROVED, "R1", None),
+        (NodeVerdict.REJECTED, "R1", "t" * 43),
+        (NodeVerdict.EXPIRED, None, None),
+        (NodeVerdict.REVOKED, "R1", None),
+    ],
+    ids=[
+        "approved-without-token",
+        "token-on-reject",
+        "expired-without-request",
+        "revoked-request",
+    ],
+)
+def test_a_node_decision_carries_a_token_only_when_it_approves(
+    verdict: NodeVerdict, request_id: str | None, token: str | None
+) -> None:
+    with pytest.raises(ValueError, match="node decision"):
+        NodeDecision(verdict=verdict, node_id="laptop", request_id=request_id, token=token)
+
+
+def test_a_revocation_names_the_node_only() -> None:
+    decision = NodeDecision.revocation("laptop")
+    assert (decision.verdict, decision.node_id, decision.request_id, decision.token) == (
+        NodeVerdict.REVOKED,
+        "laptop",
+        None,
+        None,
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The owner notifier (bot.runtime.app.OwnerNotifier): a rate limit, one digest for the overflow.
+"""The owner notifier (bot.runtime.notices): a rate limit, one digest for the overflow.
 
 The limit is counted on the FakeClock; the digest waits in real time (``asyncio.sleep``), so
 the window here is 0.2 s to keep the tests fast.
@@ -17,7 +17,7 @@ from bot.core import messages
 from bot.core.clock import FakeClock
 from bot.core.messages import NoticeKind
 from bot.core.models import Button
-from bot.runtime.app import OwnerNotifier
+from bot.runtime.notices import OwnerNotifier
 
 WINDOW = timedelta(seconds=0.2)
 LIMIT = 5

@@ -1,0 +1,102 @@
+"""What every ``pairbot`` command shares: exit statuses, the usage error, the context.
+
+The context is the composition root's work for a command: the config (if any), the state
+dir's store, the services over it, the clock and the console.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from bot.core.clock import Clock, SystemClock
+from bot.core.config import Config
+from bot.core.errors import PairbotError
+from bot.core.platforms import KNOWN_PROVIDERS
+from bot.runtime.config import find_config, load_config
+from bot.runtime.logs import add_secrets
+from bot.services.nodes import NodeService, NodeSettings
+from bot.services.pairing import PairingService, PairingSettings
+from stores import STATE_DIR_ENV, JsonFileStore, open_store, resolve_state_dir
+
+EXIT_OK, EXIT_LOOKUP, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141
+"""Success; unknown or expired; a usage, config or state error; the reader went away."""
+
+
+class UsageError(PairbotError):
+    """A command line that cannot be run as written (exit 2)."""
+
+
+@dataclass(slots=True)
+class Context:
+    """What every command gets: the services, the store, the clock and where to print."""
+
+    args: argparse.Namespace
+    config: Config | None
+    store: JsonFileStore
+    pairing: PairingService
+    nodes: NodeService
+    clock: Clock
+    out: Console
+    actor: str
+
+
+def provider_name(value: str) -> str:
+    """A provider name given on the command line (an argparse ``type``)."""
+    if value not in KNOWN_PROVIDERS:
+        raise argparse.ArgumentTypeError(
+            f"unknown provider {value!r} (choose from {', '.join(KNOWN_PROVIDERS)})"
+        )
+    return value
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid{os.getuid()}"
+
+
+def cli_state_dir(args: argparse.Namespace, config: Config | None) -> Path:
+    """The state dir: ``--state-dir``, else ``$PAIRBOT_STATE_DIR``, else the config's."""
+    explicit = getattr(args, "state_dir", None) or os.environ.get(STATE_DIR_ENV)
+    return resolve_state_dir(explicit or (config.state_dir if config else None))
+
+
+def make_context(args: argparse.Namespace, *, clock: Clock | None = None) -> Context:
+    """Load the config (if any), open the store and build the services for a command."""
+    config_path = find_config(getattr(args, "config", None))
+    config = load_config(config_path) if config_path else None
+    if config is not None:
+        add_secrets(config.secrets())
+    store = open_store(cli_state_dir(args, config))
+    clock = clock or SystemClock()
+    pairing_settings = PairingSettings()
+    node_settings = NodeSettings()
+    if config is not None:
+        pairing_settings = PairingSettings(
+            pending_ttl=config.pairing.pending_ttl,
+            resend_after=config.pairing.resend_after,
+            max_pending_per_provider=config.pairing.max_pending_per_provider,
+        )
+        node_settings = NodeSettings(**config.nodes.model_dump())
+    return Context(
+        args=args,
+        config=config,
+        store=store,
+        clock=clock,
+        pairing=PairingService(
+            store,
+            clock=clock,
+            settings=pairing_settings,
+            static_allow=config.static_allow() if config else None,
+        ),
+        nodes=NodeService(store, clock=clock, settings=node_settings),
+        out=Console(highlight=False, soft_wrap=True),
+        actor=_actor(),
+    )

@@ -1,0 +1,303 @@
+"""``pairbot nodes …``, the owner's side of node pairing, and ``pairbot node …``, a device's.
+
+``nodes approve|reject|revoke`` act through the running bot when one listens on the state
+dir's gateway socket, so that a node's token goes straight to the waiting node; with no bot
+running they act on the store. ``node pair|connect`` play a device: ask a gateway to join,
+wait for the owner, keep the token; connect with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from bot.cli.context import EXIT_LOOKUP, EXIT_OK, Context, UsageError
+from bot.cli.output import json_elements, print_json, print_json_array, print_rows
+from bot.core.errors import LookupFailed
+from bot.core.models import NodeVerdict
+from bot.core.text import ago, clean, clean_name
+from bot.gateway.frames import ErrorCode
+
+log = logging.getLogger("bot.cli.main")
+"""One logger for the whole command: its lines read ``bot.cli.main``, as they always have."""
+
+
+def cmd_node_pair(args: argparse.Namespace) -> int:
+    """``pairbot node pair``: ask to join, wait for the decision, save the token.
+
+    The request's pickup secret is kept (0600) while it waits, so a ``node pair`` stopped and
+    run again comes back for the same request instead of making a new one. With a saved
+    token, ``--rotate`` asks the owner for a new token, proving the node holds the current one.
+    """
+    import asyncio
+
+    from bot.cli.keyring import NodeCredentials, NodeKeyring
+    from bot.gateway.client import GatewayCallError, GatewayClient
+
+    keyring = NodeKeyring(Path(args.node_dir) if args.node_dir else None)
+    node_id = args.node_id or keyring.node_id()
+    saved = keyring.get(args.gateway)
+    out = Console(highlight=False, soft_wrap=True)
+    if saved is not None and saved.node_id == node_id and not args.rotate:
+        out.print(
+            Text(
+                f"Node {node_id} is already paired with {args.gateway}; use `pairbot "
+                "node connect` (or `pairbot node pair --rotate` for a new token)."
+            )
+        )
+        return EXIT_OK
+
+    async def ask(client: GatewayClient) -> dict[str, Any]:
+        pickup = keyring.pickup(args.gateway, node_id)
+        if pickup is not None:
+            try:
+                return await client.call(
+                    "node.pair.request", {"nodeId": node_id, "pickup": pickup}
+                )
+            except GatewayCallError as exc:
+                if exc.code != ErrorCode.NOT_FOUND:
+                    raise
+                keyring.keep_pickup(args.gateway, node_id, None)
+        params = {
+            "nodeId": node_id,
+            "displayName": args.name,
+            "platform": args.platform,
+            "version": args.node_version,
+        }
+        if saved is not None and saved.node_id == node_id:
+            params["token"] = saved.token
+        answer = await client.call("node.pair.request", params)
+        if answer.get("pickup"):
+            keyring.keep_pickup(args.gateway, node_id, str(answer["pickup"]))
+        return answer
+
+    async def pair() -> int:
+        async with GatewayClient.open(args.gateway) as client:
+            answer = await ask(client)
+            if answer.get("status") == "pending":
+                out.print(
+                    Text(
+                        f"Asked {args.gateway} to pair node {node_id}. Request "
+                        f"{answer.get('requestId')}: waiting for the owner (until "
+                        f"{answer.get('expiresAt')})..."
+                    )
+                )
+                decision = await client.next_event("node.pair.resolved", wait=args.wait)
+            else:
+                decision = {"decision": NodeVerdict.APPROVED, "token": answer.get("token")}
+        if decision.get("decision") != NodeVerdict.APPROVED or not decision.get("token"):
+            keyring.keep_pickup(args.gateway, node_id, None)
+            out.print(Text(f"Not paired: the request was {decision.get('decision')}."))
+            return EXIT_LOOKUP
+        token = str(decision["token"])
+        keyring.save(
+            NodeCredentials(
+                gateway=args.gateway, node_id=node_id, token=token, display_name=args.name
+            )
+        )
+        out.print(Text(f"Approved. Token saved in {keyring.path}:"))
+        sys.stdout.write(token + "\n")
+        return EXIT_OK
+
+    try:
+        return asyncio.run(pair())
+    except TimeoutError:
+        sys.stderr.write(
+            f"pairbot: error: no decision within {args.wait:g}s (run it again to "
+            "keep waiting for the same request)\n"
+        )
+        return EXIT_LOOKUP
+    except GatewayCallError as exc:
+        if exc.code == ErrorCode.ALREADY_PAIRED:
+            sys.stderr.write(
+                f"pairbot: error: node {node_id} is already paired with "
+                f"{args.gateway} and this node has no token for it; ask the "
+                f"owner to revoke it (`pairbot nodes revoke {node_id}`), then pair "
+                "again\n"
+            )
+            return EXIT_LOOKUP
+        raise
+
+
+def cmd_node_connect(args: argparse.Namespace) -> int:
+    """``pairbot node connect``: authenticate with the token saved by ``node pair``."""
+    import asyncio
+
+    from bot.cli.keyring import NodeKeyring
+    from bot.gateway.client import GatewayCallError, GatewayClient
+
+    keyring = NodeKeyring(Path(args.node_dir) if args.node_dir else None)
+    creds = keyring.get(args.gateway)
+    if creds is None:
+        raise UsageError(f"no token saved for {args.gateway}; run `pairbot node pair` first")
+
+    async def connect() -> dict[str, Any]:
+        async with GatewayClient.open(args.gateway) as client:
+            return await client.call(
+                "node.connect", {"nodeId": creds.node_id, "token": creds.token}
+            )
+
+    try:
+        answer = asyncio.run(connect())
+    except GatewayCallError as exc:
+        if exc.code == ErrorCode.UNAUTHORIZED:
+            sys.stderr.write(
+                "pairbot: error: the gateway refused this node's token (revoked?); "
+                "pair again with `pairbot node pair`\n"
+            )
+            return EXIT_LOOKUP
+        raise
+    Console(highlight=False).print(
+        Text(f"Connected to {args.gateway} as node {clean(str(answer.get('nodeId')))}.")
+    )
+    return EXIT_OK
+
+
+def cmd_nodes_pending(ctx: Context) -> int:
+    """``pairbot nodes pending``."""
+    pending = ctx.nodes.pending()
+    if ctx.args.json:
+        print_json_array(ctx, json_elements(r.as_json() for r in pending))
+        return EXIT_OK
+    now = ctx.clock.now()
+    print_rows(
+        ctx,
+        "Pending nodes ({})",
+        ("Request", "Node id", "Name", "Platform", "Version", "Requested"),
+        (
+            (
+                r.request_id,
+                clean(r.node_id),
+                clean_name(r.display_name),
+                clean(r.platform),
+                clean(r.version),
+                f"{ago(now - r.created_at)} ago",
+            )
+            for r in pending
+        ),
+        empty="No pending node pairing requests.",
+    )
+    return EXIT_OK
+
+
+def _via_gateway(ctx: Context, method: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Run an operator method on the running bot's gateway, if one listens on the state dir.
+
+    Returns None when no bot runs (the caller then acts on the store directly).
+    """
+    import asyncio
+
+    from bot.gateway.client import GatewayCallError, GatewayClient, GatewayUnavailable
+    from bot.gateway.server import SOCKET_NAME
+
+    socket = ctx.store.state_dir / SOCKET_NAME
+    if not socket.exists():
+        return None
+
+    async def call() -> dict[str, Any]:
+        async with GatewayClient.open(unix_socket=socket, wait=5) as client:
+            return await client.call(method, {**params, "actor": ctx.actor})
+
+    try:
+        return asyncio.run(call())
+    except GatewayUnavailable:
+        log.debug("gateway socket present but not answering; acting on the store")
+        return None
+    except GatewayCallError as exc:
+        if exc.code in (ErrorCode.NOT_FOUND, ErrorCode.ALREADY_PAIRED):
+            raise LookupFailed(str(exc).removeprefix("gateway: ")) from None
+        raise
+
+
+def cmd_nodes_approve(ctx: Context) -> int:
+    """``pairbot nodes approve``: through the running bot if any, else the token is printed.
+
+    With the bot running, the gateway mints the token and hands it to the waiting node over
+    its connection; nobody else sees it. Without, the token is printed here, once.
+    """
+    answer = _via_gateway(ctx, "node.pair.approve", {"requestId": ctx.args.request_id})
+    if answer is not None:
+        if ctx.args.json:
+            print_json(
+                ctx, {"nodeId": answer.get("nodeId"), "delivered": bool(answer.get("delivered"))}
+            )
+            return EXIT_OK
+        where = (
+            "its token went to the waiting node over the gateway"
+            if answer.get("delivered")
+            else "the node is not connected; it receives its token if it asks again "
+            "before its request would have expired"
+        )
+        ctx.out.print(Text(f"Approved node {clean(str(answer.get('nodeId')))}: {where}."))
+        return EXIT_OK
+    approval = ctx.nodes.approve(ctx.args.request_id, actor=ctx.actor)
+    node, token = approval.node, approval.token
+    if ctx.args.json:
+        print_json(ctx, {**node.as_json(), "token": token})
+        return EXIT_OK
+    name = clean_name(node.display_name)
+    ctx.out.print(Text(f"Approved node {clean(node.node_id)}{f' ({name})' if name else ''}."))
+    ctx.out.print("Its token, shown once (pairbot keeps only a hash):")
+    sys.stdout.write(token + "\n")
+    return EXIT_OK
+
+
+def cmd_nodes_reject(ctx: Context) -> int:
+    """``pairbot nodes reject``."""
+    answer = _via_gateway(ctx, "node.pair.reject", {"requestId": ctx.args.request_id})
+    if answer is not None:
+        ctx.out.print(
+            Text(
+                f"Rejected node {clean(str(answer.get('nodeId')))} (request "
+                f"{answer.get('requestId')}); the node was told."
+            )
+        )
+        return EXIT_OK
+    req = ctx.nodes.reject(ctx.args.request_id, actor=ctx.actor)
+    ctx.out.print(Text(f"Rejected node {clean(req.node_id)} (request {req.request_id})."))
+    return EXIT_OK
+
+
+def cmd_nodes_list(ctx: Context) -> int:
+    """``pairbot nodes list``."""
+    paired = ctx.nodes.paired()
+    if ctx.args.json:
+        print_json_array(ctx, json_elements(n.as_json() for n in paired))
+        return EXIT_OK
+    now = ctx.clock.now()
+    print_rows(
+        ctx,
+        "Paired nodes ({})",
+        ("Node id", "Name", "Platform", "Version", "Approved", "Last connected"),
+        (
+            (
+                clean(n.node_id),
+                clean_name(n.display_name),
+                clean(n.platform),
+                clean(n.version),
+                f"{ago(now - n.approved_at)} ago",
+                f"{ago(now - n.last_connected_at)} ago" if n.last_connected_at else "never",
+            )
+            for n in paired
+        ),
+        empty="No paired nodes.",
+    )
+    return EXIT_OK
+
+
+def cmd_nodes_revoke(ctx: Context) -> int:
+    """``pairbot nodes revoke``."""
+    answer = _via_gateway(ctx, "node.revoke", {"nodeId": ctx.args.node_id})
+    node_id = (
+        str(answer.get("nodeId"))
+        if answer is not None
+        else ctx.nodes.revoke(ctx.args.node_id, actor=ctx.actor).node_id
+    )
+    ctx.out.print(Text(f"Revoked node {clean(node_id)}; its token no longer works."))
+    return EXIT_OK

@@ -1,0 +1,137 @@
+"""``pairbot run``, ``demo``, ``doctor`` and ``audit``: running the bot, watching the whole
+flow, checking the state and config, reading what happened."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from rich.console import Console
+from rich.text import Text
+
+from bot.cli.context import EXIT_LOOKUP, EXIT_OK, Context, UsageError, cli_state_dir
+from bot.cli.output import json_elements, print_json_array, print_rows
+from bot.core.errors import ConfigError, PairbotError
+from bot.core.text import clean
+from bot.runtime.config import NO_OWNERS, check_file_mode, find_config, load_config
+from bot.runtime.logs import install_redaction
+from stores import JsonFileStore
+
+log = logging.getLogger("bot.cli.main")
+"""One logger for the whole command: its lines read ``bot.cli.main``, as they always have."""
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``pairbot run``: serve until SIGINT or SIGTERM, then stop cleanly."""
+    import asyncio
+    import signal
+
+    from bot.cli.compose import open_app
+    from bot.runtime.logs import setup_logging
+
+    config_path = find_config(getattr(args, "config", None))
+    if config_path is None:
+        raise UsageError(
+            "no config: pass --config PATH or set PAIRBOT_CONFIG (see config.example.yaml)"
+        )
+    config = load_config(config_path)
+    mode = check_file_mode(config_path)
+    if mode.verdict == "refuse":
+        raise ConfigError(mode.message, source=str(config_path))
+    setup_logging(
+        level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
+        secrets=config.secrets(),
+    )
+    if mode.verdict == "warn":
+        log.warning("%s: %s", config_path, mode.message)
+    if not config.owners:
+        log.warning("%s", NO_OWNERS)
+    state_dir = getattr(args, "state_dir", None)
+    chosen = Path(state_dir).expanduser() if state_dir else None
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        app = open_app(config, state_dir=chosen)
+        async with app:
+            install_redaction()  # again: handlers (or a record factory) the SDKs set up
+            await stop.wait()
+            log.info("stopping")
+
+    asyncio.run(serve())
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``pairbot demo``."""
+    from bot.cli.demo import available_platforms
+    from bot.cli.demo import main as demo_main
+
+    provider = args.demo_provider
+    if provider != "all" and provider not in available_platforms():
+        raise UsageError(
+            f"no demo for {provider} yet (available: {', '.join(available_platforms())})"
+        )
+    return demo_main(provider)
+
+
+def cmd_audit(ctx: Context) -> int:
+    """``pairbot audit``."""
+    records = ctx.store.iter_audit(limit=ctx.args.limit)
+    if ctx.args.json:
+        print_json_array(ctx, json_elements(records))
+        return EXIT_OK
+    keys = ("event", "actor", "provider", "subject", "outcome")
+    print_rows(
+        ctx,
+        "Audit (last {})",
+        ("Time", "Event", "Actor", "Provider", "Subject", "Outcome"),
+        (
+            (
+                str(r.get("ts", "")).replace("T", " ")[:19],
+                *(clean(str(r.get(k, "") or ""), limit=40) for k in keys),
+            )
+            for r in records
+        ),
+        empty="The audit log is empty.",
+    )
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """``pairbot doctor``: report what would stop pairbot or weaken it; exit 1 on problems.
+
+    It never fails on what it inspects: a config that does not load and a state dir that
+    cannot be opened are reported as FAIL lines like every other problem. It opens nothing
+    for writing and takes no lock, so it also works while the bot runs.
+    """
+    out = Console(highlight=False, soft_wrap=True)
+    problems = 0
+
+    def report(ok: bool, message: str) -> None:
+        nonlocal problems
+        problems += 0 if ok else 1
+        out.print(Text(f"{'ok  ' if ok else 'FAIL'} {message}"))
+
+    config_path = find_config(getattr(args, "config", None))
+    config = None
+    if config_path is None:
+        out.print("info no config file given (--config or $PAIRBOT_CONFIG)")
+    else:
+        try:
+            config = load_config(config_path)
+        except (PairbotError, ValueError, OSError) as exc:
+            report(False, str(exc))
+    for ok, message in JsonFileStore.inspect(cli_state_dir(args, config)):
+        report(ok, message)
+    if config_path is not None and config is not None:
+        report(True, f"{config_path} is valid")
+        mode = check_file_mode(config_path)
+        report(mode.verdict == "ok", f"{config_path}: {mode.message}")
+        if not config.owners:
+            report(False, NO_OWNERS)
+    out.print("No problems found." if not problems else f"{problems} problem(s) found.")
+    return EXIT_OK if not problems else EXIT_LOOKUP

@@ -1,0 +1,228 @@
+"""The inbound pipeline: every message a provider hands in, from the gate to its answer.
+
+The gate (:func:`bot.core.gate.decide`) decides; this module carries the decision out: an
+owner's command is run and answered (a node decision goes on to the gateway), an allowed
+sender's message goes to the handler, a stranger's is handed to that platform's stranger
+worker (a bounded queue, so no stranger's traffic delays an allowed sender or the owner),
+which asks the pairing service for a code and tells the owners. A state file that goes bad
+while running refuses only the messages that need it, and the owners are told once
+(:class:`~bot.runtime.notices.BadStateFiles`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from bot.core import messages
+from bot.core.clock import Clock
+from bot.core.commands import parse
+from bot.core.errors import StoreError
+from bot.core.gate import Decision, decide
+from bot.core.models import DmPolicy, Inbound, NodeDecision, NodeVerdict, RequestOutcome
+from bot.core.protocols import Provider
+from bot.core.text import remaining
+from bot.gateway.server import Gateway
+from bot.runtime.handlers import Handler
+from bot.runtime.notices import BadStateFiles, OwnerNotices
+from bot.runtime.remembered import remember_secret
+from bot.runtime.telling import ApprovedTeller
+from bot.services.owner import OwnerCommands, OwnerFailure, OwnerReply
+from bot.services.pairing import PairingService
+
+log = logging.getLogger(__name__)
+
+STALE_STRANGER = timedelta(minutes=5)
+"""A stranger's message older than this when it arrives (a backlog) creates no request."""
+STRANGER_QUEUE = 1000
+"""Strangers' messages waiting per platform; beyond that they are dropped (and counted)."""
+
+
+@dataclass(eq=False, kw_only=True)
+class InboundPipeline:
+    """Carries out the gate's decision on each inbound message; never raises into a provider.
+
+    ``providers`` and ``policies`` are the app's own mappings, filled as providers start.
+    """
+
+    owners: set[tuple[str, str]]
+    policies: Mapping[str, DmPolicy]
+    providers: Mapping[str, Provider]
+    clock: Clock
+    pairing: PairingService
+    owner: OwnerCommands
+    handler: Handler
+    notices: OwnerNotices
+    teller: ApprovedTeller
+    gateway: Gateway | None
+    bad_state: BadStateFiles
+    _strangers: dict[str, asyncio.Queue[Inbound]] = field(default_factory=dict, init=False)
+    _stranger_workers: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
+
+    async def on_inbound(self, msg: Inbound) -> None:
+        """Handle one inbound message or button press; never raises into the provider.
+
+        A stranger's message is handed to that platform's stranger worker, so no stranger's
+        traffic delays an allowed sender or the owner; a repeat from a stranger already
+        pending and not due a reminder is settled in memory, without touching the store.
+        """
+        await self._guarded(msg, self._on_inbound)
+
+    async def _guarded(self, msg: Inbound, handle: Callable[[Inbound], Awaitable[None]]) -> None:
+        try:
+            await handle(msg)
+        except StoreError as exc:  # refused closed: no code sent, nothing granted
+            log.error("refused a %s message from %s: %s", msg.provider, msg.sender_id, exc)
+            await self.bad_state.track(exc)
+        except Exception:
+            log.exception("failed to handle a %s message from %s", msg.provider, msg.sender_id)
+        else:
+            if self.bad_state.known:
+                await self.bad_state.track(None)
+
+    async def _on_inbound(self, msg: Inbound) -> None:
+        is_owner = (msg.provider, msg.sender_id) in self.owners
+        policy = self.policies.get(msg.provider, DmPolicy.PAIRING)
+        allowed = False
+        if not is_owner and policy in (DmPolicy.PAIRING, DmPolicy.ALLOWLIST):
+            allowed = self.pairing.is_allowed(msg.provider, msg.sender_id)
+        provider = self.providers.get(msg.provider)
+        bare = bool(getattr(provider, "bare_commands", False))
+        decision = decide(
+            msg, policy=policy, is_owner=is_owner, is_allowed=allowed, bare_commands=bare
+        )
+        log.debug("decision=%s provider=%s sender=%s", decision, msg.provider, msg.sender_id)
+        if decision is Decision.OWNER_COMMAND:
+            await self._owner_command(msg)
+        elif decision is Decision.FORWARD:
+            reply = await self.handler(msg)
+            if reply:
+                await self.providers[msg.provider].send(msg.chat_id, reply)
+        elif decision is Decision.CHALLENGE:
+            if msg.sent_at is not None and self.clock.now() - msg.sent_at > STALE_STRANGER:
+                # Platforms keep undelivered messages (Telegram: 24 h); a backlog of old
+                # stranger messages after downtime gets no codes and no owner notices.
+                log.info(
+                    "ignored a stale message from stranger %s on %s", msg.sender_id, msg.provider
+                )
+                return
+            if self.pairing.settled_in_memory(
+                msg.provider, msg.sender_id, self._stranger_meta(msg)
+            ):
+                return
+            self._queue_stranger(msg)
+
+    def _queue_stranger(self, msg: Inbound) -> None:
+        queue = self._strangers.get(msg.provider)
+        if queue is None:
+            queue = self._strangers[msg.provider] = asyncio.Queue(STRANGER_QUEUE)
+            self._stranger_workers[msg.provider] = asyncio.create_task(
+                self._stranger_worker(queue), name=f"pairbot-strangers-{msg.provider}"
+            )
+        try:
+            queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            self._dropped_strangers += 1
+            if self._dropped_strangers in (1, 10, 100) or self._dropped_strangers % 1000 == 0:
+                log.warning(
+                    "%s: %d stranger messages dropped so far: more than %d waited "
+                    "(a flood); allowed senders are not affected",
+                    msg.provider,
+                    self._dropped_strangers,
+                    STRANGER_QUEUE,
+                )
+
+    _dropped_strangers = 0
+
+    async def _stranger_worker(self, queue: asyncio.Queue[Inbound]) -> None:
+        """One platform's strangers, in the order they wrote, off the providers' path."""
+        while True:
+            msg = await queue.get()
+            try:
+                await self._guarded(msg, self._challenge)
+            finally:
+                queue.task_done()
+
+    async def stop_stranger_workers(self) -> None:
+        for task in self._stranger_workers.values():
+            task.cancel()
+        for task in self._stranger_workers.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._stranger_workers.clear()
+        self._strangers.clear()
+
+    @staticmethod
+    def _stranger_meta(msg: Inbound) -> dict[str, str]:
+        meta = dict(msg.meta)
+        if msg.chat_id != msg.sender_id:
+            meta["chatId"] = msg.chat_id
+        return meta
+
+    async def _challenge(self, msg: Inbound) -> None:
+        result = await asyncio.to_thread(
+            self.pairing.request, msg.provider, msg.sender_id, self._stranger_meta(msg)
+        )
+        req = result.request
+        if req is not None:
+            remember_secret(req.code)  # before any SDK logs the reply that carries it
+        if result.send_code and req is not None:
+            left = remaining(req.expires_at(self.pairing.settings.pending_ttl) - self.clock.now())
+            await self.providers[msg.provider].send(
+                msg.chat_id, messages.stranger_code(req, valid_for=left)
+            )
+        if result.outcome is RequestOutcome.CREATED and req is not None:
+            await self.notices.pairing_request(req)
+        elif result.outcome is RequestOutcome.CAPPED:
+            self.notices.schedule_capped(msg.provider)
+
+    async def _owner_command(self, msg: Inbound) -> None:
+        actor = f"owner:{msg.provider}:{msg.sender_id}"
+        provider = self.providers[msg.provider]
+        command = parse(msg.text, bare=provider.bare_commands)
+        line = command.line if command else msg.text
+        # A press on one of our own notices, with the command that notice carried: a stale
+        # press is "already handled", not a wrong code (a guess cannot name a real notice).
+        pressed = bool(
+            msg.is_button
+            and msg.message_id
+            and self.notices.pressed(msg.provider, msg.chat_id, msg.message_id, line)
+        )
+        reply = await asyncio.to_thread(self.owner.run, command, actor=actor, pressed=pressed)
+        text = reply.text
+        if reply.approved is not None:
+            await self.teller.tell()
+        if reply.node_approved is not None or reply.node_rejected or reply.node_revoked:
+            text = await self._node_effects(reply) or text
+        if provider.bare_commands:
+            text = messages.without_slashes(text)
+        if msg.is_button and msg.message_id:
+            if reply.failure in (OwnerFailure.UNKNOWN, OwnerFailure.HANDLED):
+                text = messages.already_handled()
+            await provider.edit(msg.chat_id, msg.message_id, text)
+        else:
+            await provider.send(msg.chat_id, text)
+
+    async def _node_effects(self, reply: OwnerReply) -> str | None:
+        """Carry an owner's node decision to the asker over the gateway."""
+        gateway = self.gateway
+        if reply.node_approved is not None:
+            approval = reply.node_approved
+            delivered = await gateway.deliver_approval(approval) if gateway is not None else False
+            return messages.node_approved(approval.node, delivered=delivered)
+        if gateway is None:
+            return None
+        if reply.node_rejected is not None:
+            await gateway.deliver(
+                NodeDecision.on_request(reply.node_rejected, NodeVerdict.REJECTED)
+            )
+        if reply.node_revoked is not None:
+            await gateway.deliver(NodeDecision.revocation(reply.node_revoked.node_id))
+        return None
+
+
+__all__ = ["InboundPipeline"]

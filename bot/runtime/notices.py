@@ -1,0 +1,247 @@
+"""What the owners are told without asking: notices, their rate limit, their buttons.
+
+Every owner chat gets each notice (a stranger's pairing request, a node asking to join,
+strangers turned away over the cap, a state file gone bad). :class:`OwnerNotifier` sends at
+most a few a minute and folds the rest into one digest; :class:`OwnerNotices` words each
+notice, remembers which notices it sent with buttons (to tell a stale press from a guess),
+and counts the strangers turned away for one notice per burst; :class:`BadStateFiles` tells
+them once about each state file that goes bad while running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter, OrderedDict, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from bot.core import messages
+from bot.core.clock import Clock
+from bot.core.errors import StoreError
+from bot.core.messages import NoticeKind
+from bot.core.models import Button, NodeAsk, PendingRequest
+from bot.core.protocols import Provider, StateStore
+from bot.core.text import remaining
+from bot.services.nodes import NodeService
+from bot.services.pairing import PairingService
+
+log = logging.getLogger(__name__)
+
+BUTTON_MEMORY = 10_000
+"""Owner notices with buttons remembered, to tell a stale press from a guess."""
+
+
+class OwnerNotifier:
+    """Sends notices to every owner chat, at most ``limit`` per ``window``; folds the rest.
+
+    Notices beyond the limit are counted by what they tell of (a pairing request, a node
+    request, strangers turned away; per platform) and sent as one digest when the window frees
+    up, so a flood of strangers becomes one message that says what happened, not a wall of
+    prompts to approve. Urgent notices (a state file gone bad) are never folded.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[str, Sequence[Button]], Awaitable[None]],
+        *,
+        clock: Clock,
+        limit: int = 5,
+        window: timedelta = timedelta(minutes=1),
+    ) -> None:
+        self._send = send
+        self._clock = clock
+        self._limit = limit
+        self._window = window
+        self._sent: deque[datetime] = deque()
+        self._folded: Counter[tuple[NoticeKind, str]] = Counter()
+        self._flush_task: asyncio.Task[None] | None = None
+
+    async def notify(
+        self,
+        text: str,
+        buttons: Sequence[Button] = (),
+        *,
+        kind: NoticeKind,
+        provider: str = "",
+        count: int = 1,
+    ) -> None:
+        """Send a notice now if the rate allows, else count it (``count`` of ``kind`` on
+        ``provider``) into the next digest."""
+        now = self._clock.now()
+        while self._sent and now - self._sent[0] >= self._window:
+            self._sent.popleft()
+        if kind is NoticeKind.URGENT or (len(self._sent) < self._limit and not self._folded):
+            self._sent.append(now)
+            await self._send(text, buttons)
+            return
+        self._folded[(kind, provider)] += count
+        if self._flush_task is None or self._flush_task.done():
+            wait = (self._sent[0] + self._window - now).total_seconds() if self._sent else 0
+            self._flush_task = asyncio.create_task(self._flush_after(max(wait, 0.0)))
+
+    async def _flush_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        folded, self._folded = self._folded, Counter()
+        if folded:
+            self._sent.append(self._clock.now())
+            await self._send(messages.owner_digest(folded), ())
+
+    async def aclose(self) -> None:
+        """Cancel a pending digest."""
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flush_task
+
+
+class OwnerNotices:
+    """The notices every owner chat gets, worded; the buttons they carried, remembered."""
+
+    def __init__(
+        self,
+        owners: set[tuple[str, str]],
+        providers: Mapping[str, Provider],
+        *,
+        pairing: PairingService,
+        nodes: NodeService,
+        clock: Clock,
+        limit: int,
+        window: timedelta,
+        capped_delay: float,
+    ) -> None:
+        self._owners = owners
+        self.providers = providers
+        """The running providers, by name (the app's own mapping, filled as they start)."""
+        self.pairing = pairing
+        self.nodes = nodes
+        self.clock = clock
+        self._capped_delay = capped_delay
+        self._capped_tasks: dict[str, asyncio.Task[None]] = {}
+        self._buttons: OrderedDict[tuple[str, str, str], frozenset[str]] = OrderedDict()
+        """(provider, chat, message) of each owner notice with buttons → their commands."""
+        self.notifier = OwnerNotifier(self.send_to_owners, clock=clock, limit=limit, window=window)
+
+    def pressed(self, provider: str, chat_id: str, message_id: str, line: str) -> bool:
+        """Whether ``line`` is a command that our notice ``message_id`` carried as a button."""
+        commands = self._buttons.get((provider, chat_id, message_id), ())
+        return " ".join(line.split()) in commands
+
+    async def state_file_unusable(self, problem: str) -> None:
+        """Tell the owners a state file went bad (never folded into a digest)."""
+        await self.notifier.notify(messages.state_file_unusable(problem), kind=NoticeKind.URGENT)
+
+    def cancel_capped(self) -> None:
+        """Drop the notices of strangers turned away that wait to be counted."""
+        for task in self._capped_tasks.values():
+            task.cancel()
+
+    async def aclose(self) -> None:
+        """Cancel what is scheduled: a pending digest and the turned-away notices."""
+        self.cancel_capped()
+        await self.notifier.aclose()
+
+    async def pairing_request(self, req: PendingRequest) -> None:
+        """Tell the owners a stranger asks to be paired, with Approve / Reject buttons."""
+        expires = remaining(req.expires_at(self.pairing.settings.pending_ttl) - self.clock.now())
+        buttons = (
+            Button(label="Approve", command=f"/approve {req.code}"),
+            Button(label="Reject", command=f"/reject {req.code}"),
+        )
+        await self.notifier.notify(
+            messages.owner_notice(req, expires_in=expires),
+            buttons,
+            kind=NoticeKind.PAIRING_REQUEST,
+            provider=req.provider,
+        )
+
+    async def node_request(self, ask: NodeAsk) -> None:
+        """Tell the owner a node asks to join, with Approve / Reject buttons."""
+        req = ask.request
+        expires = remaining(req.expires_at(self.nodes.settings.pending_ttl) - self.clock.now())
+        buttons = (
+            Button(label="Approve", command=f"/nodes approve {req.request_id}"),
+            Button(label="Reject", command=f"/nodes reject {req.request_id}"),
+        )
+        await self.notifier.notify(
+            messages.node_notice(req, expires_in=expires, conflicts=ask.conflicts),
+            buttons,
+            kind=NoticeKind.NODE_REQUEST,
+        )
+
+    def schedule_capped(self, provider: str) -> None:
+        """Tell the owners, once the burst is over, how many strangers were turned away."""
+        task = self._capped_tasks.get(provider)
+        if task is None or task.done():
+            self._capped_tasks[provider] = asyncio.create_task(self._capped_notice(provider))
+
+    async def _capped_notice(self, provider: str) -> None:
+        await asyncio.sleep(self._capped_delay)
+        count = self.pairing.take_capped(provider)
+        if count:
+            cap = self.pairing.settings.max_pending_per_provider
+            await self.notifier.notify(
+                messages.owner_capped(provider, count, cap),
+                kind=NoticeKind.TURNED_AWAY,
+                provider=provider,
+                count=count,
+            )
+
+    async def send_to_owners(self, text: str, buttons: Sequence[Button] = ()) -> None:
+        """Send to every owner chat on a running platform now (no rate limit)."""
+        for provider_name, user_id in sorted(self._owners):
+            provider = self.providers.get(provider_name)
+            if provider is None:
+                continue
+            shown = messages.without_slashes(text) if provider.bare_commands else text
+            try:
+                chat_id = await provider.dm_chat_id(user_id)
+                message_id = await provider.send(chat_id, shown, buttons=buttons)
+            except Exception:
+                log.warning("could not reach owner %s on %s", user_id, provider_name)
+                continue
+            if buttons and message_id:
+                self._buttons[(provider_name, chat_id, message_id)] = frozenset(
+                    " ".join(b.command.split()) for b in buttons
+                )
+                while len(self._buttons) > BUTTON_MEMORY:
+                    self._buttons.popitem(last=False)
+
+
+class BadStateFiles:
+    """The state files found unusable while running: the owners are told once per bad file,
+    and again only after it was seen good."""
+
+    def __init__(self, store: StateStore, notices: OwnerNotices) -> None:
+        self.store = store
+        self.notices = notices
+        self._bad_state_files: frozenset[Path] = frozenset()
+        """State files found unusable, whose owners were told (replaced, not mutated)."""
+
+    @property
+    def known(self) -> bool:
+        """Whether any state file is known to be bad (then every handled message rechecks)."""
+        return bool(self._bad_state_files)
+
+    async def track(self, exc: StoreError | None) -> None:
+        """Tell the owners once about a state file that went bad; forget files good again.
+
+        A file counts as bad only if it still fails to load now: a failed write or a busy lock
+        is not a bad file. It is reported again only once it was seen good in between.
+        """
+        unusable = self.store.recheck
+        path = exc.path if exc is not None else None
+        if path is not None and path not in self._bad_state_files:
+            self._bad_state_files |= {path}  # before any await: concurrent messages tell once
+            if await asyncio.to_thread(unusable, path):
+                await self.notices.state_file_unusable(str(exc))
+            else:
+                self._bad_state_files -= {path}
+        for other in self._bad_state_files - {path}:
+            if not await asyncio.to_thread(unusable, other):
+                self._bad_state_files -= {other}
+
+
+__all__ = ["BadStateFiles", "OwnerNotices", "OwnerNotifier"]

@@ -1,0 +1,104 @@
+"""Telling approved senders they are approved: once, whoever approved them, whenever.
+
+An approval leaves a notice in the store's outbox (``approvedToTell``) in the same write as
+the grant. :class:`ApprovedTeller` reads the outbox through the store every
+``watch_interval`` (and at once after an owner-chat approval), tells each sender on a
+platform this process runs, and drops the notice. So a sender approved by the CLI, by
+another process or while the bot was down is told when a bot that runs their platform next
+looks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from bot.core import messages
+from bot.core.clock import Clock
+from bot.core.errors import StoreError
+from bot.core.protocols import Provider
+from bot.services.pairing import PairingService
+
+log = logging.getLogger(__name__)
+
+NOTICE_GIVE_UP = timedelta(days=7)
+"""An approved sender who could not be told within this long is no longer tried."""
+
+
+@dataclass(eq=False, kw_only=True)
+class ApprovedTeller:
+    """Sends "you're approved" to each sender in the outbox, on the platforms running here.
+
+    ``providers`` is the app's own mapping, filled as providers start.
+    """
+
+    pairing: PairingService
+    providers: Mapping[str, Provider]
+    clock: Clock
+    watch_interval: float
+    _notice_retry: dict[tuple[str, str], tuple[int, datetime]] = field(
+        default_factory=dict, init=False
+    )
+    """(provider, sender) → (failed sends, not before) for approved senders not told."""
+    _telling: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+
+    async def run_forever(self) -> None:
+        """Tell senders approved by anyone (the owner chat, the CLI, while the bot was down)."""
+        while True:
+            try:
+                await self.tell()
+            except StoreError as exc:
+                log.error("could not read the approved senders to tell: %s", exc)
+            except Exception:
+                log.exception("telling approved senders failed")
+            await asyncio.sleep(self.watch_interval)
+
+    async def tell(self) -> None:
+        """Send "you're approved" to each approved sender not yet told, on the platforms this
+        process runs, then forget the notice. A send that fails is retried with a growing
+        pause; after :data:`NOTICE_GIVE_UP` the notice is dropped with a warning."""
+        async with self._telling:
+            notices = await asyncio.to_thread(self.pairing.notices)
+            now = self.clock.now()
+            for notice in notices:
+                provider = self.providers.get(notice.provider)
+                key = (notice.provider, notice.sender_id)
+                retry = self._notice_retry.get(key)
+                if provider is None or (retry is not None and now < retry[1]):
+                    continue
+                if now - notice.approved_at > NOTICE_GIVE_UP:
+                    log.warning(
+                        "gave up telling %s sender %s they were approved: not reachable for %s",
+                        notice.provider,
+                        notice.sender_id,
+                        NOTICE_GIVE_UP,
+                    )
+                elif not await self._tell_one(provider, notice.chat_id, notice.sender_id):
+                    failures = retry[0] + 1 if retry is not None else 1
+                    pause = min(timedelta(seconds=2**failures), timedelta(minutes=10))
+                    self._notice_retry[key] = (failures, now + pause)
+                    continue
+                self._notice_retry.pop(key, None)
+                await asyncio.to_thread(
+                    self.pairing.notice_sent, notice.provider, notice.sender_id
+                )
+
+    async def _tell_one(self, provider: Provider, chat_id: str | None, sender_id: str) -> bool:
+        try:
+            await provider.send(
+                chat_id or await provider.dm_chat_id(sender_id), messages.approved_sender()
+            )
+        except Exception:
+            log.warning(
+                "could not tell %s sender %s they were approved (will retry)",
+                provider.name,
+                sender_id,
+            )
+            return False
+        return True
+
+
+__all__ = ["NOTICE_GIVE_UP", "ApprovedTeller"]

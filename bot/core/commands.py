@@ -2,10 +2,10 @@
 
 :data:`COMMANDS` says, per command, its arguments, its ``/help`` rows, its usage, and whether
 it can change state. From it come the gate's "is this an owner command?", ``/help``, the
-texts shown without slashes (Slack), Discord's slash commands and the parser. :func:`parse`
-turns a line into a typed :class:`OwnerCommand` (or a :class:`Usage` for a known command
-written wrong); :class:`bot.services.owner.OwnerCommands` runs the value and never reads the
-text again.
+texts shown without slashes (Slack), Discord's slash commands and the parser; Slack's one
+umbrella ``/pairbot`` is read into a line by :func:`umbrella_line`. :func:`parse` turns a line
+into a typed :class:`OwnerCommand` (or a :class:`Usage` for a known command written wrong);
+:class:`bot.services.owner.OwnerCommands` runs the value and never reads the text again.
 """
 
 from __future__ import annotations
@@ -264,6 +264,17 @@ def _recognise(text: str, *, bare: bool) -> tuple[Command, str] | None:
         command = _BY_WORD.get(f"/{line.split(maxsplit=1)[0].lower()}")
         line = f"/{line}"
     return None if command is None else (command, line)
+
+
+def umbrella_line(words: str) -> str:
+    """The line one umbrella slash command stands for, from the words typed after it.
+
+    Slack registers a single ``/pairbot`` for every owner command: ``/pairbot approve X`` is
+    ``/approve X`` (``words`` = ``approve X``; a slash before the words is one too many), and
+    ``/pairbot`` alone asks for ``/help``.
+    """
+    rest = words.strip().lstrip("/")
+    return f"/{rest or 'help'}"
 
 
 def is_command(text: str, *, bare: bool = False) -> bool:

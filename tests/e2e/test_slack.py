@@ -19,6 +19,7 @@ from bot.core.config import Config
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
 from bot.runtime.app import App
+from providers.slack.blocks import blocks
 from providers.slack.fake import FakeSlackServer
 from providers.slack.provider import SlackProvider
 from tests.e2e.support import app_config, app_running, code_in, settle, texts
@@ -235,6 +236,20 @@ async def test_send_with_buttons_renders_block_kit(
             ],
         },
     ]
+
+
+async def test_a_long_text_with_buttons_takes_several_sections_and_an_empty_one_none(
+    fake: FakeSlackServer, running: SlackProvider
+) -> None:
+    text = "a" * 3000 + "\n" + "b" * 2999 + "c" * 5
+
+    await running.send("D0OWNER", text, buttons=[APPROVE])
+
+    [sent] = fake.sent
+    assert sent["text"] == text  # the message's own text is sent whole
+    sections = [b["text"]["text"] for b in sent["blocks"] if b["type"] == "section"]
+    assert sections == [text[:3000], text[3000:6000], text[6000:]]
+    assert [b["type"] for b in blocks("", [APPROVE])] == ["actions"]  # no empty section
 
 
 @pytest.mark.parametrize(
@@ -492,6 +507,24 @@ async def test_http_button_and_slash_command_round_trip(
     assert (command.text, command.chat_kind) == ("/pending", ChatKind.DM)
     await fake.wait_until(lambda: sum(d["status"] == 200 for d in fake.deliveries) >= 3)
     assert {d["status"] for d in fake.deliveries} == {200}
+
+
+async def test_http_restart_listens_again_on_the_url_slack_was_given(
+    fake: FakeSlackServer, http_provider: SlackProvider, inbox: Inbox
+) -> None:
+    url = http_provider.webhook_url
+    assert url is not None
+    assert not url.endswith(":0/slack/events")
+
+    await http_provider.stop()
+    while_stopped = http_provider.webhook_url
+    await http_provider.start(inbox)
+
+    # port 0 was bound once; the Request URL given to Slack holds across the restart
+    assert (while_stopped, http_provider.webhook_url) == (None, url)
+    fake.dm(ALICE, "after the restart")
+    [inbound] = await inbox.wait()
+    assert inbound.text == "after the restart"
 
 
 # -- the whole app ---------------------------------------------------------------------------

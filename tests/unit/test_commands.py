@@ -22,6 +22,7 @@ from bot.core.commands import (
     command_word,
     is_command,
     parse,
+    umbrella_line,
 )
 
 # --- parse -------------------------------------------------------------------------------------
@@ -194,3 +195,23 @@ def test_every_command_is_listed_once_with_help_and_a_summary() -> None:
 )
 def test_command_word(text: str, want: str) -> None:
     assert command_word(text) == want
+
+
+@pytest.mark.parametrize(
+    ("words", "line"),
+    [
+        ("approve abcd-2345", "/approve abcd-2345"),
+        ("  pending ", "/pending"),
+        ("/pending", "/pending"),
+        ("//nodes approve r1", "/nodes approve r1"),
+        ("weather today", "/weather today"),
+    ],
+    ids=["approve", "padded", "slash-too-many", "slashes-too-many", "no-command"],
+)
+def test_an_umbrella_command_stands_for_the_line_of_its_words(words: str, line: str) -> None:
+    assert umbrella_line(words) == line
+
+
+@pytest.mark.parametrize("words", ["", "   ", "/"])
+def test_an_umbrella_command_without_words_asks_for_help(words: str) -> None:
+    assert parse(umbrella_line(words)) == Help(line="/help")

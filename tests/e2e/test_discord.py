@@ -134,6 +134,26 @@ async def test_long_text_is_split_into_messages_discord_accepts(fake, running):
     assert [bool(m["components"]) for m in fake.sent] == [False] * (len(fake.sent) - 1) + [True]
 
 
+async def test_a_hard_cut_never_separates_an_escape_from_what_it_escapes(fake, running):
+    channel = fake.dm_channel(ALICE)["id"]
+    text = "a" * 1999 + "*b"  # escaped, the backslash would be the 2000th character
+
+    await running.send(channel, text)
+
+    assert [m["content"] for m in fake.sent] == ["a" * 1999, "\\*b"]
+    assert "".join(fake.messages_in(channel)) == text
+
+
+async def test_edit_cuts_a_long_text_to_one_message_at_a_line_end(fake, running):
+    channel = fake.dm_channel(ALICE)["id"]
+    message_id = await running.send(channel, "short")
+
+    await running.edit(channel, message_id, "first *line*\n" + "y" * 2500)
+    await running.edit(channel, message_id, "z" * 2500)
+
+    assert [displayed(e["content"]) for e in fake.edits] == ["first *line*…", "z" * 1999 + "…"]
+
+
 async def test_a_button_carries_its_command_in_the_custom_id_and_a_press_is_deferred(
     fake, running, inbox
 ):
@@ -193,6 +213,8 @@ async def test_an_empty_label_is_refused_before_sending(fake, running):
     channel = fake.dm_channel(ALICE)["id"]
     with pytest.raises(ValueError, match="label"):
         await running.send(channel, "x", buttons=[Button(label="", command="/help")])
+    with pytest.raises(ValueError, match="allows 5"):
+        await running.send(channel, "x", buttons=[APPROVE] * 6)
     assert fake.sent == []
 
 

@@ -181,7 +181,7 @@ FACTS: dict[str, Facts] = {
         buttons=Buttons(
             "chars",
             command=Limit(92, "command must start with '/' and be at most 92 characters"),
-            count=Limit(5, "6 buttons: Discord allows 5 in a row"),
+            count=Limit(5, "Discord allows 5 buttons in a row, got 6"),
             label=Limit(80, "button label must be 1 to 80 characters"),
         ),
         edits_in_place=True,  # Edit Message; components [] removes the buttons

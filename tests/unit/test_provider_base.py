@@ -199,7 +199,7 @@ async def test_retrying_honours_retry_after(caplog: pytest.LogCaptureFixture) ->
 
     await retrying(attempt, policy=QUICK, what="x: send", log=LOG, stopping=asyncio.Event())
 
-    assert caplog.messages == ["x: send failed (busy), retrying in 0.2 s (try 1)"]
+    assert caplog.messages == ["x: send failed (busy), retrying in 0.2 s (retry 1)"]
 
 
 async def test_retrying_gives_up_with_the_sdks_error_the_callbacks_or_a_provider_error() -> None:
@@ -450,7 +450,11 @@ async def test_stop_drains_within_its_bound_then_drops_the_rest(
     await asyncio.wait_for(provider.stop(), 5.0)
 
     assert handled == ["stuck"]
-    assert "stopped with 2 accepted event(s) not handled" in caplog.text
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning == (
+        "loop: stopped with 1 accepted message(s) not handled after 0 s; "
+        "the one in hand was cancelled"
+    )
     assert not provider.arrive("after stop")
 
 

@@ -219,11 +219,12 @@ class BaseProvider(ABC):
         if drain:
             try:
                 await asyncio.wait_for(asyncio.shield(worker), self.drain_timeout)
-            except TimeoutError:
+            except TimeoutError:  # the worker is still in one item: cancelled below
                 self._log.warning(
-                    "%s: stopped with %d accepted event(s) not handled after %.0f s",
+                    "%s: stopped with %d accepted message(s) not handled after %.0f s; "
+                    "the one in hand was cancelled",
                     self.name,
-                    self._unhandled,
+                    self._unhandled - 1,
                     self.drain_timeout,
                 )
         worker.cancel()

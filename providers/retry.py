@@ -112,7 +112,7 @@ async def retrying(
         if spent or (left is not None and left <= 0) or stopping.is_set():
             raise _final(failure, tries, what, give_up)
         log.warning(
-            "%s failed (%s), retrying in %.1f s (try %d)", what, failure.reason, pause, tries
+            "%s failed (%s), retrying in %.1f s (retry %d)", what, failure.reason, pause, tries
         )
         if await _pause(pause, stopping, proof) and proof is not None:
             log.info("%s was done after all; not tried again", what)

@@ -1,4 +1,5 @@
-"""Webhook binding for the platforms that call pairbot: :class:`WebhookServer`.
+"""Webhook binding for the platforms that call pairbot: :class:`WebhookServer`, and
+:class:`WebhookProvider`, the base of a provider whose events only come that way.
 
 Slack's HTTP mode, WhatsApp and iMessage (BlueBubbles) each serve an aiohttp application on
 a host, port and path; the routes are the platform's, the serving is this.
@@ -7,8 +8,15 @@ a host, port and path; the routes are the platform's, the serving is this.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import ClassVar
 
 from aiohttp import web
+
+from providers.base import BaseProvider
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+"""What answers one request on the webhook's path."""
 
 
 class WebhookServer:
@@ -65,4 +73,69 @@ class WebhookServer:
         await runner.cleanup()
 
 
-__all__ = ["WebhookServer"]
+class WebhookProvider(BaseProvider):
+    """A :class:`~providers.base.BaseProvider` whose platform calls it on one webhook.
+
+    The platform writes the handlers of its path (auth, reading the event) and calls
+    :meth:`_serve` at the end of ``_connect``; :meth:`_stop_receiving` stops the server, so a
+    stop takes no request after the ones in hand. A restart binds the port bound first.
+
+    Args:
+        name: as for :class:`~providers.base.BaseProvider`, with ``dedupe_size`` and
+            ``drain_timeout``.
+        webhook: the server, not yet started: its host, port (0 picks a free one: read
+            :attr:`webhook_port` after start) and path (every other one answers 404).
+
+    Raises:
+        ConfigError: the path does not start with ``/`` (field ``webhook.path``).
+    """
+
+    max_body: ClassVar[int] = 1024 * 1024
+    """The largest request body taken, in bytes; a larger one is answered 413."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        webhook: WebhookServer,
+        dedupe_size: int | None = None,
+        drain_timeout: float | None = None,
+    ) -> None:
+        super().__init__(name=name, dedupe_size=dedupe_size, drain_timeout=drain_timeout)
+        if not webhook.path.startswith("/"):
+            raise self._config_error("webhook.path", "must start with /")
+        self._webhook = webhook
+
+    @property
+    def webhook_port(self) -> int:
+        """The webhook's port: the bound one once started (useful with port 0)."""
+        return self._webhook.port
+
+    @property
+    def webhook_path(self) -> str:
+        """The path the platform calls."""
+        return self._webhook.path
+
+    @property
+    def webhook_url(self) -> str:
+        """Where the webhook listens, e.g. ``http://127.0.0.1:8081/whatsapp/webhook``."""
+        return self._webhook.url
+
+    async def _serve(self, post: Handler, *, get: Handler | None = None) -> None:
+        """Answer POSTs (and GETs, if given) on the path; return once listening.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        app = web.Application(client_max_size=self.max_body)
+        app.router.add_post(self._webhook.path, post)
+        if get is not None:
+            app.router.add_get(self._webhook.path, get)
+        await self._webhook.start(app)
+
+    async def _stop_receiving(self) -> None:
+        """Stop listening; the requests in hand are answered (and what they accept queued)."""
+        await self._webhook.stop()
+
+
+__all__ = ["Handler", "WebhookProvider", "WebhookServer"]

@@ -11,15 +11,16 @@ BlueBubbles does not sign its webhooks, so the endpoint requires the ``password`
 parameter to equal the server password (register
 ``http://HOST:PORT/bluebubbles/webhook?password=…`` in BlueBubbles); anything else is
 answered 401 and not looked at. BlueBubbles may deliver a message twice: inbound messages are
-deduplicated on their ``guid``. Accepted messages are queued and handed to the core one at a
-time, in order, so a slow reply never holds up BlueBubbles' POST.
+deduplicated on their ``guid`` (the base's dedupe). Accepted messages are handed to the core
+one at a time, in order, by the base's worker, so a slow reply never holds up BlueBubbles'
+POST.
 
-Outbound text goes through ``POST /api/v1/message/text`` with a fresh ``tempGuid`` per
-message. When the server is unreachable or answers 429/502/503/504, the same request (same
-``tempGuid``) is retried with exponential backoff until it succeeds or ``send_retry_for``
-seconds have passed; a 500 (iMessage itself failed) is retried a few times only. iMessage has
-no buttons: :meth:`IMessageProvider.send` drops them and :meth:`IMessageProvider.edit` sends
-the new text as a new message.
+Outbound text goes through the REST API (:mod:`providers.imessage.bluebubbles`) with a fresh
+``tempGuid`` per message. When the server is unreachable or answers 429/502/503/504, the same
+request (same ``tempGuid``) is retried with exponential backoff until it succeeds or
+``send_retry_for`` seconds have passed; a 500 (iMessage itself failed) is retried a few times
+only. iMessage has no buttons: :meth:`IMessageProvider.send` drops them and
+:meth:`IMessageProvider.edit` sends the new text as a new message.
 
 The password never appears in what this module logs or raises: URLs are logged without their
 query, and client errors are reported by type only.
@@ -27,11 +28,9 @@ query, and client errors are reported by type only.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -39,41 +38,18 @@ from typing import Any, Literal
 import aiohttp
 from aiohttp import web
 
-from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
-from bot.core.protocols import OnInbound
+from providers.imessage.bluebubbles import BlueBubbles, BlueBubblesError, ServerError
+from providers.retry import Retry, RetryPolicy
+from providers.webhook import WebhookProvider, WebhookServer
 
 _LOG = logging.getLogger(__name__)
 
 SendMethod = Literal["auto", "apple-script", "private-api"]
 
-_GROUP_STYLE = 43
 _DM_STYLE = 45
 _OBJECT_REPLACEMENT = "\ufffc"  # stands in for an attachment inside a message's text
-_RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _MAX_SERVER_ERRORS = 3  # a 500 from BlueBubbles means iMessage failed; try that often at most
-_ALREADY_QUEUED = "already queued"  # BlueBubbles' 400 while a tempGuid is still being sent
-
-
-class BlueBubblesError(Exception):
-    """BlueBubbles refused a request or could not be reached (never quotes the password).
-
-    Attributes:
-        status: the HTTP status BlueBubbles answered, or None if it was not reached.
-    """
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class _Retry(Exception):
-    """One attempt failed in a way worth retrying with the same ``tempGuid``."""
-
-    def __init__(self, reason: str, *, server_error: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.server_error = server_error
 
 
 def normalize_handle(address: str) -> str:
@@ -110,7 +86,12 @@ def _sent_at(value: object) -> datetime | None:
         return None
 
 
-class IMessageProvider:
+def _answer(status: int, message: str) -> web.Response:
+    """A webhook answer in BlueBubbles' own envelope."""
+    return web.json_response({"status": status, "message": message}, status=status)
+
+
+class IMessageProvider(WebhookProvider):
     """The iMessage provider: a webhook endpoint for BlueBubbles and a REST client to it.
 
     Args:
@@ -132,6 +113,8 @@ class IMessageProvider:
     :meth:`start` can be called again after :meth:`stop`.
     """
 
+    platform = "iMessage"
+
     def __init__(
         self,
         *,
@@ -149,29 +132,11 @@ class IMessageProvider:
         dedupe_size: int = 10_000,
         stop_grace: float = 5.0,
     ) -> None:
-        source = f"providers.{name}"
-        if not server_url or not server_url.strip():
-            raise ConfigError(
-                "the BlueBubbles server URL is empty", source=source, field="server_url"
-            )
-        if not server_url.strip().lower().startswith(("http://", "https://")):
-            raise ConfigError(
-                "must start with http:// or https://", source=source, field="server_url"
-            )
-        if "?" in server_url or "#" in server_url:
-            raise ConfigError(
-                "must not carry a query (the password is passed separately)",
-                source=source,
-                field="server_url",
-            )
-        if not password:
-            raise ConfigError("the BlueBubbles password is empty", source=source, field="password")
-        if not webhook_path.startswith("/"):
-            raise ConfigError("must start with /", source=source, field="webhook.path")
-        if send_method not in ("auto", "apple-script", "private-api"):
-            raise ConfigError(
-                "must be auto, apple-script or private-api", source=source, field="send_method"
-            )
+        webhook = WebhookServer(host=webhook_host, port=webhook_port, path=webhook_path)
+        super().__init__(
+            name=name, webhook=webhook, dedupe_size=dedupe_size, drain_timeout=stop_grace
+        )
+        self._check_settings(server_url, password, send_method)
         for field, value in (
             ("request_timeout", request_timeout),
             ("send_retry_for", send_retry_for),
@@ -179,64 +144,45 @@ class IMessageProvider:
             ("retry_max", retry_max),
         ):
             if not value > 0:
-                raise ConfigError("must be positive", source=source, field=field)
-        self.name = name
-        self.bare_commands = False
+                raise self._config_error(field, "must be positive")
+        self.send_retry = RetryPolicy(
+            attempts=None,
+            first_delay=retry_initial,
+            max_delay=retry_max,
+            give_up_after=send_retry_for,
+        )
         self._root = server_url.strip().rstrip("/")
         self._password = password
-        self._host = webhook_host
-        self._port = webhook_port
-        self._path = webhook_path
         self._send_method: SendMethod = send_method
         self._method = "private-api" if send_method == "private-api" else "apple-script"
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
-        self._retry_for = send_retry_for
-        self._retry_initial = retry_initial
-        self._retry_max = max(retry_max, retry_initial)
-        self._dedupe_size = max(1, dedupe_size)
-        self._stop_grace = stop_grace
-        self._session: aiohttp.ClientSession | None = None
-        self._runner: web.AppRunner | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self._queue: asyncio.Queue[Inbound] = asyncio.Queue()
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._on_inbound: OnInbound | None = None
-        self._closing = asyncio.Event()
-        self._busy = False
-        self._starting = False
-        self._stopping = False
+        self._bluebubbles: BlueBubbles | None = None
+
+    def _check_settings(self, server_url: str, password: str, send_method: str) -> None:
+        if not server_url or not server_url.strip():
+            raise self._config_error("server_url", "the BlueBubbles server URL is empty")
+        if not server_url.strip().lower().startswith(("http://", "https://")):
+            raise self._config_error("server_url", "must start with http:// or https://")
+        if "?" in server_url or "#" in server_url:
+            raise self._config_error(
+                "server_url", "must not carry a query (the password is passed separately)"
+            )
+        if not password:
+            raise self._config_error("password", "the BlueBubbles password is empty")
+        if send_method not in ("auto", "apple-script", "private-api"):
+            raise self._config_error("send_method", "must be auto, apple-script or private-api")
 
     def __repr__(self) -> str:
         return f"IMessageProvider(name={self.name!r}, server_url={self._root!r})"
-
-    @property
-    def running(self) -> bool:
-        """Whether :meth:`start` has returned and :meth:`stop` has not been called."""
-        return self._runner is not None and not (self._starting or self._stopping)
-
-    @property
-    def webhook_port(self) -> int:
-        """The webhook endpoint's port: the bound one once started (useful with port 0)."""
-        return self._port
-
-    @property
-    def webhook_path(self) -> str:
-        """The webhook endpoint's path."""
-        return self._path
-
-    @property
-    def webhook_url(self) -> str:
-        """Where BlueBubbles must POST, without the ``?password=`` it must add."""
-        return f"http://{self._host}:{self._port}{self._path}"
 
     @property
     def send_method(self) -> str:
         """The ``method`` sends use (``apple-script`` or ``private-api``)."""
         return self._method
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- lifecycle (the hooks of BaseProvider) -----------------------------------------------
 
-    async def start(self, on_inbound: OnInbound) -> None:
+    async def _connect(self) -> None:
         """Check the password, serve the webhook endpoint, and return once it listens.
 
         An unreachable BlueBubbles server is only logged: webhooks arrive once it is back,
@@ -244,45 +190,18 @@ class IMessageProvider:
 
         Raises:
             ConfigError: BlueBubbles rejected the password, or the webhook port is taken.
-            RuntimeError: the provider is already running.
         """
-        if self._runner is not None or self._starting:
-            raise RuntimeError(f"{self.name}: provider is already running")
-        self._starting = True
-        self._closing = asyncio.Event()
-        self._queue = asyncio.Queue()
-        self._on_inbound = on_inbound
-        session = aiohttp.ClientSession(timeout=self._timeout)
-        self._session = session
-        runner: web.AppRunner | None = None
+        self._bluebubbles = BlueBubbles(
+            root=self._root, password=self._password, timeout=self._timeout, name=self.name
+        )
+        await self._check_server(self._bluebubbles)
         try:
-            await self._check_server(session)
-            app = web.Application(client_max_size=1024 * 1024)
-            app.router.add_post(self._path, self._on_webhook)
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-            await runner.setup()
-            site = web.TCPSite(runner, self._host, self._port)
-            try:
-                await site.start()
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot listen on {self._host}:{self._port} ({exc.strerror})",
-                    source=f"providers.{self.name}",
-                    field="webhook.port",
-                ) from None
-            self._port = int(runner.addresses[0][1])
-            self._runner = runner
-            self._worker = asyncio.create_task(self._work(), name=f"{self.name}-inbound")
-        except BaseException:
-            if runner is not None:
-                await runner.cleanup()
-            self._runner = None
-            self._session = None
-            self._on_inbound = None
-            await session.close()
-            raise
-        finally:
-            self._starting = False
+            await self._serve(self._on_webhook)
+        except OSError as exc:
+            raise self._config_error(
+                "webhook.port",
+                f"cannot listen on {self._webhook.host}:{self.webhook_port} ({exc.strerror})",
+            ) from None
         _LOG.info(
             "%s: webhook listening on %s (send method %s)",
             self.name,
@@ -290,145 +209,16 @@ class IMessageProvider:
             self._method,
         )
 
-    async def stop(self) -> None:
-        """Stop serving, finish the messages already accepted, close connections. Idempotent.
+    async def _disconnect(self) -> None:
+        """Close the HTTP session (also that of a start that failed half-way)."""
+        bluebubbles, self._bluebubbles = self._bluebubbles, None
+        if bluebubbles is not None:
+            await bluebubbles.close()
 
-        BlueBubbles does not deliver a webhook twice on purpose, so the messages already
-        accepted get ``stop_grace`` seconds to be handled; any left after it are dropped (and
-        counted in the log).
-        """
-        runner = self._runner
-        if runner is None or self._starting or self._stopping:
-            return
-        self._stopping = True
-        try:
-            await _close_server(runner)  # no new webhooks
-            worker = self._worker
-            if worker is not None:
-                if self._busy or not self._queue.empty():
-                    await asyncio.wait({worker}, timeout=self._stop_grace)
-                self._closing.set()  # a send still retrying gives up now
-                worker.cancel()
-                await asyncio.gather(worker, return_exceptions=True)
-            if not self._queue.empty():
-                _LOG.warning(
-                    "%s: stopped with %d accepted message(s) not handled",
-                    self.name,
-                    self._queue.qsize(),
-                )
-        finally:
-            self._closing.set()
-            session, self._session = self._session, None
-            if session is not None:
-                await session.close()
-            self._runner = None
-            self._worker = None
-            self._on_inbound = None
-            self._stopping = False
-        _LOG.info("%s: stopped", self.name)
-
-    # -- outbound ----------------------------------------------------------------------------
-
-    async def send(self, chat_id: str, text: str, *, buttons: Sequence[Button] = ()) -> str:
-        """Send plain ``text`` to a chat guid; return the message guid. Buttons are dropped.
-
-        Retries (same ``tempGuid``) while BlueBubbles is unreachable, up to ``send_retry_for``.
-
-        Raises:
-            RuntimeError: the provider is not running.
-            BlueBubblesError: BlueBubbles refused the message, or stayed unreachable.
-        """
-        del buttons  # iMessage has no buttons; owner notices carry the commands as text
-        session = self._client()
-        body = {
-            "chatGuid": chat_id,
-            "message": text,
-            "tempGuid": f"pairbot-{uuid.uuid4()}",
-            "method": self._method,
-        }
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._retry_for
-        delay = self._retry_initial
-        attempt = 0
-        server_errors = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._post_text(session, body)
-            except _Retry as retry:
-                server_errors += retry.server_error
-                left = deadline - loop.time()
-                if server_errors >= _MAX_SERVER_ERRORS or left <= 0 or self._closing.is_set():
-                    raise BlueBubblesError(
-                        f"{self.name}: message not sent after {attempt} attempts ({retry.reason})"
-                    ) from None
-                wait = min(delay, left)
-                _LOG.warning(
-                    "%s: send attempt %d failed (%s), retrying in %.1f s",
-                    self.name,
-                    attempt,
-                    retry.reason,
-                    wait,
-                )
-                if await self._closed_within(wait):
-                    raise BlueBubblesError(
-                        f"{self.name}: message not sent, provider stopped ({retry.reason})"
-                    ) from None
-                delay = min(delay * 2, self._retry_max)
-
-    async def edit(self, chat_id: str, message_id: str, text: str) -> None:
-        """iMessage cannot edit the bot's messages for it: send ``text`` as a new message."""
-        del message_id
-        await self.send(chat_id, text)
-
-    async def dm_chat_id(self, user_id: str) -> str:
-        """The one-to-one iMessage chat with a handle: ``iMessage;-;<handle>``."""
-        return f"iMessage;-;{normalize_handle(user_id)}"
-
-    async def _post_text(self, session: aiohttp.ClientSession, body: Mapping[str, Any]) -> str:
-        """One attempt at ``/api/v1/message/text``: the guid, a :class:`_Retry`, or an error."""
-        try:
-            async with session.post(
-                self._url("/api/v1/message/text"), params={"password": self._password}, json=body
-            ) as resp:
-                status = resp.status
-                payload = await _json_or_none(resp)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _Retry(type(exc).__name__) from None
-        if status == 200 and isinstance(payload, dict):
-            data = payload.get("data")
-            guid = data.get("guid") if isinstance(data, dict) else None
-            if isinstance(guid, str) and guid:
-                return guid
-            raise BlueBubblesError(
-                f"{self.name}: BlueBubbles answered without a message guid", status=status
-            )
-        if status in _RETRY_STATUSES:
-            raise _Retry(f"HTTP {status}")
-        if status >= 500:
-            raise _Retry(f"HTTP {status}: {_error_text(payload)}", server_error=True)
-        if status == 400 and _ALREADY_QUEUED in _error_text(payload).lower():
-            raise _Retry("this message is still being sent")  # wait for the first attempt
-        if status in (401, 403):
-            raise BlueBubblesError(
-                f"{self.name}: BlueBubbles rejected the password", status=status
-            )
-        raise BlueBubblesError(
-            f"{self.name}: BlueBubbles refused the message (HTTP {status}: "
-            f"{_error_text(payload)})",
-            status=status,
-        )
-
-    async def _check_server(self, session: aiohttp.ClientSession) -> None:
+    async def _check_server(self, bluebubbles: BlueBubbles) -> None:
         """Check the password and, for ``auto``, whether the Private API is usable."""
         try:
-            async with session.get(
-                self._url("/api/v1/server/info"),
-                params={"password": self._password},
-                timeout=aiohttp.ClientTimeout(total=10),
-            ) as resp:
-                status = resp.status
-                payload = await _json_or_none(resp)
+            status, payload = await bluebubbles.server_info()
         except (aiohttp.ClientError, TimeoutError) as exc:
             _LOG.warning(
                 "%s: BlueBubbles at %s is not reachable (%s); sends will retry",
@@ -438,10 +228,9 @@ class IMessageProvider:
             )
             return
         if status in (401, 403):
-            raise ConfigError(
+            raise self._config_error(
+                "password",
                 "BlueBubbles rejected the password",
-                source=f"providers.{self.name}",
-                field="password",
                 hint="use the server password set in BlueBubbles",
             )
         if status != 200 or not isinstance(payload, dict):
@@ -459,6 +248,57 @@ class IMessageProvider:
         version = data.get("server_version") if isinstance(data, dict) else None
         _LOG.info("%s: BlueBubbles server %s reachable", self.name, version or "(unknown)")
 
+    # -- outbound ----------------------------------------------------------------------------
+
+    async def dm_chat_id(self, user_id: str) -> str:
+        """The one-to-one iMessage chat with a handle: ``iMessage;-;<handle>``."""
+        return f"iMessage;-;{normalize_handle(user_id)}"
+
+    async def _send_text(self, chat_id: str, text: str, buttons: Sequence[Button]) -> str:
+        """Send ``text`` to a chat guid with a fresh ``tempGuid``; return the message guid.
+
+        Retries (same ``tempGuid``) while BlueBubbles is unreachable, up to ``send_retry_for``;
+        a 500 (iMessage failed) is tried three times in all.
+
+        Raises:
+            ProviderStateError: the provider is not running.
+            BlueBubblesError: BlueBubbles refused the message, or stayed unreachable.
+        """
+        del buttons  # none: iMessage has no buttons, so the base already dropped them
+        self._need(self._bluebubbles)
+        body = {
+            "chatGuid": chat_id,
+            "message": text,
+            "tempGuid": f"pairbot-{uuid.uuid4()}",
+            "method": self._method,
+        }
+        tries = server_errors = 0
+
+        async def attempt() -> str:
+            nonlocal tries, server_errors
+            tries += 1
+            try:
+                return await self._need(self._bluebubbles).send_text(body)
+            except ServerError as failure:
+                server_errors += 1
+                if server_errors < _MAX_SERVER_ERRORS:
+                    raise
+                reason = failure.reason
+            raise BlueBubblesError(
+                f"{self.name}: message not sent after {tries} attempts ({reason})"
+            )
+
+        return await self._retrying(attempt, what="send", give_up=self._gave_up)
+
+    def _gave_up(self, failure: Retry, tries: int) -> BlueBubblesError:
+        if self._stopping.is_set():
+            return BlueBubblesError(
+                f"{self.name}: message not sent, provider stopped ({failure.reason})"
+            )
+        return BlueBubblesError(
+            f"{self.name}: message not sent after {tries} attempts ({failure.reason})"
+        )
+
     # -- inbound -----------------------------------------------------------------------------
 
     async def _on_webhook(self, request: web.Request) -> web.Response:
@@ -470,29 +310,25 @@ class IMessageProvider:
                 self.name,
                 request.remote,
             )
-            return web.json_response({"status": 401, "message": "Unauthorized"}, status=401)
+            return _answer(401, "Unauthorized")
         try:
             event = await request.json()
         except ValueError:
-            return web.json_response({"status": 400, "message": "Body is not JSON"}, status=400)
+            return _answer(400, "Body is not JSON")
         if not isinstance(event, dict):
-            return web.json_response(
-                {"status": 400, "message": "Body is not an event"}, status=400
-            )
-        if event.get("type") != "new-message":
-            return web.json_response({"status": 200, "message": "Ignored"})
+            return _answer(400, "Body is not an event")
         data = event.get("data")
-        guid = data.get("guid") if isinstance(data, dict) else None
-        if not isinstance(data, dict) or not isinstance(guid, str) or not guid:
-            return web.json_response({"status": 200, "message": "Ignored"})
-        if guid in self._seen:
-            _LOG.debug("%s: dropped a redelivery of message %s", self.name, guid)
-            return web.json_response({"status": 200, "message": "Duplicate"})
-        self._remember(guid)
+        if event.get("type") != "new-message" or not isinstance(data, dict):
+            return _answer(200, "Ignored")
+        guid = data.get("guid")
+        if not isinstance(guid, str) or not guid:
+            return _answer(200, "Ignored")
+        if not self._first_time(guid):
+            return _answer(200, "Duplicate")
         inbound = self._from_message(data, guid)
         if inbound is not None:
-            self._queue.put_nowait(inbound)
-        return web.json_response({"status": 200, "message": "Accepted"})
+            self._enqueue(inbound)
+        return _answer(200, "Accepted")
 
     def _from_message(self, data: Mapping[str, Any], guid: str) -> Inbound | None:
         """Turn a ``new-message`` payload into an Inbound, or None for what must be ignored."""
@@ -535,69 +371,5 @@ class IMessageProvider:
             sent_at=_sent_at(data.get("dateCreated")),
         )
 
-    async def _work(self) -> None:
-        """Hand queued messages to the core one at a time; an error never stops the loop."""
-        while not (self._stopping and self._queue.empty()):
-            inbound = await self._queue.get()
-            callback = self._on_inbound
-            if callback is None:
-                continue
-            self._busy = True
-            try:
-                await callback(inbound)
-            except Exception:
-                _LOG.exception("%s: handling message %s failed", self.name, inbound.message_id)
-            finally:
-                self._busy = False
 
-    def _remember(self, guid: str) -> None:
-        self._seen[guid] = None
-        while len(self._seen) > self._dedupe_size:
-            self._seen.popitem(last=False)
-
-    # -- plumbing ----------------------------------------------------------------------------
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._closing.is_set():
-            raise RuntimeError(f"{self.name}: provider is not running")
-        return self._session
-
-    def _url(self, path: str) -> str:
-        return f"{self._root}{path}"
-
-    async def _closed_within(self, seconds: float) -> bool:
-        """Sleep ``seconds``; return True early if the provider is stopping."""
-        try:
-            await asyncio.wait_for(self._closing.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
-
-
-async def _close_server(runner: web.AppRunner) -> None:
-    """Let connections accepted a moment ago register, then stop listening and close them.
-
-    asyncio makes the transport of an accepted connection one loop turn after accepting it;
-    if the listener closes in between, Python 3.11 drops that socket without closing it.
-    """
-    for _ in range(3):
-        await asyncio.sleep(0)
-    await runner.cleanup()
-
-
-async def _json_or_none(resp: aiohttp.ClientResponse) -> Any:
-    try:
-        return await resp.json(content_type=None)
-    except (ValueError, aiohttp.ClientError):
-        return None
-
-
-def _error_text(payload: object) -> str:
-    """BlueBubbles errors read ``{"message": ..., "error": {"type", "message"}}``."""
-    if not isinstance(payload, dict):
-        return "no details"
-    error = payload.get("error")
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])[:200]
-    message = payload.get("message")
-    return str(message)[:200] if isinstance(message, str) else "no details"
+__all__ = ["BlueBubblesError", "IMessageProvider", "SendMethod", "normalize_handle"]

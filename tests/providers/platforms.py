@@ -204,7 +204,7 @@ FACTS: dict[str, Facts] = {
         # length: 256 characters", title "Maximum length: 20 characters".
         buttons=Buttons(
             "chars",
-            command=Limit(256, "the command must be 1 to 256 characters"),
+            command=Limit(256, "command is 257 characters, WhatsApp allows 1 to 256"),
             count=Limit(3, "WhatsApp allows 3 reply buttons, got 4"),
             label=Limit(20, CUT),
         ),

@@ -17,12 +17,18 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.core.errors import ButtonError, PairbotError, ProviderError, ProviderStateError
+from bot.core.errors import (
+    ButtonError,
+    ConfigError,
+    PairbotError,
+    ProviderError,
+    ProviderStateError,
+)
 from bot.core.models import Button, ChatKind, Inbound
 from providers.base import BaseProvider, Dedupe, State
 from providers.limits import ButtonLimits, TextSplit, clip
 from providers.retry import Backoff, Retry, RetryPolicy, retrying
-from providers.webhook import WebhookServer
+from providers.webhook import WebhookProvider, WebhookServer
 from tests.helpers import Inbox
 
 # -- the splitters as they were (reference) ------------------------------------------------------
@@ -199,7 +205,7 @@ async def test_retrying_honours_retry_after(caplog: pytest.LogCaptureFixture) ->
 
     await retrying(attempt, policy=QUICK, what="x: send", log=LOG, stopping=asyncio.Event())
 
-    assert caplog.messages == ["x: send failed (busy), retrying in 0.2 s (try 1)"]
+    assert caplog.messages == ["x: send failed (busy), retrying in 0.2 s (retry 1)"]
 
 
 async def test_retrying_gives_up_with_the_sdks_error_the_callbacks_or_a_provider_error() -> None:
@@ -450,7 +456,11 @@ async def test_stop_drains_within_its_bound_then_drops_the_rest(
     await asyncio.wait_for(provider.stop(), 5.0)
 
     assert handled == ["stuck"]
-    assert "stopped with 2 accepted event(s) not handled" in caplog.text
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning == (
+        "loop: stopped with 1 accepted message(s) not handled after 0 s; "
+        "the one in hand was cancelled"
+    )
     assert not provider.arrive("after stop")
 
 
@@ -536,3 +546,65 @@ async def test_webhook_server_binds_a_free_port_serves_and_rebinds_it() -> None:
     await server.start(app())
     assert server.port == port
     await server.stop()
+
+
+class Hooked(WebhookProvider):
+    """A platform that calls in on a webhook: a POST's body arrives as a message's text."""
+
+    platform = "Hooked"
+    max_body = 64
+
+    def __init__(self, *, path: str = "/hook") -> None:
+        webhook = WebhookServer(host="127.0.0.1", port=0, path=path)
+        super().__init__(name="hooked", webhook=webhook)
+
+    async def _connect(self) -> None:
+        await self._serve(self._post, get=self._get)
+
+    async def _disconnect(self) -> None:
+        pass
+
+    async def _send_text(self, chat_id: str, text: str, buttons: Sequence[Button]) -> str:
+        raise AssertionError("nothing is sent here")
+
+    async def _post(self, request: web.Request) -> web.Response:
+        self._enqueue(inbound((await request.read()).decode()))
+        return web.Response(text="queued")
+
+    async def _get(self, _request: web.Request) -> web.Response:
+        return web.Response(text="checked")
+
+
+async def test_a_webhook_provider_serves_its_path_with_a_body_limit_and_rebinds_its_port() -> None:
+    inbox = Inbox()
+    provider = Hooked()
+    await provider.start(inbox)
+    port = provider.webhook_port
+    url = provider.webhook_url
+    assert port != 0
+    assert (url, provider.webhook_path) == (f"http://127.0.0.1:{port}/hook", "/hook")
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, data=b"hello") as response:
+            assert (response.status, await response.text()) == (200, "queued")
+        async with session.post(url, data=b"x" * 65) as response:
+            assert response.status == 413
+        async with session.get(url) as response:
+            assert (response.status, await response.text()) == (200, "checked")
+        async with session.post(url + "/other", data=b"x") as response:
+            assert response.status == 404
+        assert inbox.texts == ["hello"]
+
+        await provider.stop()
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await session.post(url, data=b"after stop")
+
+    await provider.start(inbox)
+    assert provider.webhook_port == port
+    await provider.stop()
+
+
+def test_a_webhook_path_must_start_with_a_slash() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Hooked(path="hook")
+
+    assert (raised.value.source, raised.value.field) == ("providers.hooked", "webhook.path")

@@ -1,0 +1,144 @@
+"""What pairbot asks of a BlueBubbles server: its REST API, one call at a time.
+
+:class:`BlueBubbles` holds the HTTP session of a running provider and makes single calls:
+``GET /api/v1/server/info`` (:meth:`BlueBubbles.server_info`) and
+``POST /api/v1/message/text`` (:meth:`BlueBubbles.send_text`). A send that may go through on
+another try with the same ``tempGuid`` (no connection, no answer, 429/502/503/504, or "already
+queued" while the first try is still being sent) raises :class:`~providers.retry.Retry`; a 500,
+where iMessage itself failed, raises :class:`ServerError` (the provider tries that a few times
+only); anything else :class:`BlueBubblesError`.
+
+The password rides in the query of every call: it never appears in what this module raises
+(no URL is quoted, client errors are named by type only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from bot.core.errors import ProviderError
+from providers.retry import Retry
+
+_RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_ALREADY_QUEUED = "already queued"  # BlueBubbles' 400 while a tempGuid is still being sent
+
+
+class BlueBubblesError(ProviderError):
+    """BlueBubbles refused a request or could not be reached (never quotes the password).
+
+    Attributes:
+        status: the HTTP status BlueBubbles answered, or None if it was not reached.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ServerError(Retry):
+    """A 500: iMessage failed to send; worth a few more tries, not many."""
+
+
+class BlueBubbles:
+    """The REST API of one BlueBubbles server, over one HTTP session.
+
+    Args:
+        root: the server root, e.g. ``http://mac-mini.lan:1234``.
+        password: the server password, sent as ``?password=`` with every call.
+        timeout: how long one call may take.
+        name: the provider's name, for errors.
+    """
+
+    def __init__(
+        self, *, root: str, password: str, timeout: aiohttp.ClientTimeout, name: str
+    ) -> None:
+        self._root = root
+        self._auth = {"password": password}
+        self._name = name
+        self._session = aiohttp.ClientSession(timeout=timeout)
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        await self._session.close()
+
+    async def server_info(self) -> tuple[int, Any]:
+        """``GET /api/v1/server/info`` (10 s at most): the HTTP status and the JSON body
+        (None if it is not JSON).
+
+        Raises:
+            aiohttp.ClientError, TimeoutError: the server was not reached.
+        """
+        async with self._session.get(
+            f"{self._root}/api/v1/server/info",
+            params=self._auth,
+            timeout=aiohttp.ClientTimeout(total=10),
+        ) as resp:
+            return resp.status, await _json_or_none(resp)
+
+    async def send_text(self, body: Mapping[str, Any]) -> str:
+        """One try at ``POST /api/v1/message/text``; return the message guid.
+
+        Raises:
+            Retry: worth another try with the same ``tempGuid``.
+            ServerError: iMessage failed (HTTP 500 and up, other than the retried ones).
+            BlueBubblesError: BlueBubbles refused the message or the password.
+        """
+        try:
+            async with self._session.post(
+                f"{self._root}/api/v1/message/text", params=self._auth, json=body
+            ) as resp:
+                status = resp.status
+                payload = await _json_or_none(resp)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Retry(type(exc).__name__) from None
+        if status == 200 and isinstance(payload, dict):
+            data = payload.get("data")
+            guid = data.get("guid") if isinstance(data, dict) else None
+            if isinstance(guid, str) and guid:
+                return guid
+            raise BlueBubblesError(
+                f"{self._name}: BlueBubbles answered without a message guid", status=status
+            )
+        raise self._failure(status, payload)
+
+    def _failure(self, status: int, payload: object) -> Exception:
+        """What a send answered with ``status`` (not a success) raises."""
+        if status in _RETRY_STATUSES:
+            return Retry(f"HTTP {status}")
+        if status >= 500:
+            return ServerError(f"HTTP {status}: {_error_text(payload)}")
+        if status == 400 and _ALREADY_QUEUED in _error_text(payload).lower():
+            return Retry("this message is still being sent")  # wait for the first attempt
+        if status in (401, 403):
+            return BlueBubblesError(
+                f"{self._name}: BlueBubbles rejected the password", status=status
+            )
+        return BlueBubblesError(
+            f"{self._name}: BlueBubbles refused the message (HTTP {status}: "
+            f"{_error_text(payload)})",
+            status=status,
+        )
+
+
+async def _json_or_none(resp: aiohttp.ClientResponse) -> Any:
+    try:
+        return await resp.json(content_type=None)
+    except (ValueError, aiohttp.ClientError):
+        return None
+
+
+def _error_text(payload: object) -> str:
+    """BlueBubbles errors read ``{"message": ..., "error": {"type", "message"}}``."""
+    if not isinstance(payload, dict):
+        return "no details"
+    error = payload.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])[:200]
+    message = payload.get("message")
+    return str(message)[:200] if isinstance(message, str) else "no details"
+
+
+__all__ = ["BlueBubbles", "BlueBubblesError", "ServerError"]

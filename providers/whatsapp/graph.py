@@ -1,0 +1,195 @@
+"""What pairbot sends WhatsApp: Graph API messages, one call at a time, and what a refusal means.
+
+:class:`Graph` holds the HTTP session of a running provider and makes single calls:
+``POST {api_base_url}/{api_version}/{phone_number_id}/messages`` (:meth:`Graph.send`) and the
+start-up ``GET`` of the phone number (:meth:`Graph.check`). A failure that may be temporary
+(no connection, no answer, 429, 5xx, Graph throttling codes) is raised as :class:`GraphRetry`
+for the provider's retry loop; any other as :class:`WhatsAppApiError`. The message bodies are
+built here too (:func:`text_message`, :func:`button_message`). No SDK: aiohttp.
+
+Neither the access token nor any message text appears in what this module raises.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+
+from bot.core.errors import ButtonError, ProviderError
+from bot.core.models import Button
+from providers.limits import clip
+from providers.retry import Retry
+from providers.whatsapp.events import as_dict, as_int, as_str, dicts
+
+DEFAULT_API_BASE_URL = "https://graph.facebook.com"
+MAX_BUTTON_TITLE = 20
+"""Characters in a reply button's title (the label the user sees)."""
+
+# Graph error codes that mean "not done, try again later": API unknown/service, app or
+# account rate limits, Cloud API throttling, "something went wrong", service unavailable,
+# spam and pair rate limits.
+_RETRY_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131048, 131056})
+_HINTS = {
+    190: "the access token is invalid or expired",
+    100: "a parameter is invalid (check phone_number_id)",
+    131047: "more than 24 hours since the recipient last wrote: free text is refused "
+    "until they write again",
+    131026: "the recipient cannot receive this message (not on WhatsApp, or an old client)",
+    131030: "the recipient is not on the test number's allowed list",
+}
+
+
+class WhatsAppApiError(ProviderError):
+    """The Graph API refused a request, or kept failing until the retries ran out.
+
+    Attributes:
+        status: the HTTP status (0 when no answer came).
+        code: the Graph error code (0 when there was none).
+    """
+
+    def __init__(self, what: str, *, status: int = 0, code: int = 0) -> None:
+        hint = _HINTS.get(code)
+        detail = f"HTTP {status}" if status else "no answer"
+        if code:
+            detail += f", Graph error code {code}"
+        super().__init__(f"{what} ({detail})" + (f": {hint}" if hint else ""))
+        self.status = status
+        self.code = code
+
+
+class GraphRetry(Retry):
+    """One call failed in a way worth another try; ``status`` and ``code`` as it failed."""
+
+    def __init__(self, reason: str, *, status: int = 0, code: int = 0) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.code = code
+
+
+def _envelope(to: str, kind: str, content: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+        "type": kind,
+        kind: content,
+    }
+
+
+def text_message(to: str, text: str) -> dict[str, Any]:
+    """A plain text message (no link preview)."""
+    return _envelope(to, "text", {"body": text, "preview_url": False})
+
+
+def reply_buttons(buttons: Sequence[Button]) -> list[dict[str, Any]]:
+    """The ``action.buttons`` of an interactive message; titles cut to 20 characters.
+
+    Raises:
+        ButtonError: two buttons carry the same command or (once cut) the same title.
+    """
+    ids = [button.command for button in buttons]
+    titles = [
+        clip(button.label.strip(), MAX_BUTTON_TITLE, strip=True) or "…" for button in buttons
+    ]
+    if len(set(ids)) != len(ids) or len(set(titles)) != len(titles):
+        raise ButtonError("WhatsApp reply buttons need distinct commands and labels")
+    return [
+        {"type": "reply", "reply": {"id": i, "title": t}} for i, t in zip(ids, titles, strict=True)
+    ]
+
+
+def button_message(to: str, body: str, buttons: Sequence[Button]) -> dict[str, Any]:
+    """An interactive message: ``body`` with reply buttons under it.
+
+    Raises:
+        ButtonError: as :func:`reply_buttons`.
+    """
+    action = {"buttons": reply_buttons(buttons)}
+    return _envelope(
+        to, "interactive", {"type": "button", "body": {"text": body}, "action": action}
+    )
+
+
+class Graph:
+    """The Graph API for one business phone number, over one HTTP session.
+
+    Args:
+        phone_url: ``{api_base_url}/{api_version}/{phone_number_id}``.
+        access_token: the bearer token of every call.
+        timeout: how long one call may take.
+        name: the provider's name, for errors.
+    """
+
+    def __init__(
+        self, *, phone_url: str, access_token: str, timeout: aiohttp.ClientTimeout, name: str
+    ) -> None:
+        self._phone_url = phone_url
+        self._auth = {"Authorization": f"Bearer {access_token}"}
+        self._name = name
+        self._session = aiohttp.ClientSession(timeout=timeout)
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        await self._session.close()
+
+    async def check(self) -> tuple[int, int]:
+        """GET the phone number: the HTTP status and the Graph error code (0 if none).
+
+        Raises:
+            aiohttp.ClientError, TimeoutError, ValueError: no (JSON) answer came.
+        """
+        async with self._session.get(self._phone_url, headers=self._auth) as resp:
+            status = resp.status
+            data = await resp.json(content_type=None)
+        return status, as_int(as_dict(as_dict(data).get("error")).get("code"))
+
+    async def send(self, payload: dict[str, Any]) -> str:
+        """POST one message once; return its wamid.
+
+        Raises:
+            GraphRetry: no connection, no answer, or an error worth retrying.
+            WhatsAppApiError: Graph refused the message, or answered without an id.
+        """
+        try:
+            async with self._session.post(
+                f"{self._phone_url}/messages", json=payload, headers=self._auth
+            ) as resp:
+                status = resp.status
+                raw = await resp.read()
+        except aiohttp.ClientConnectorError:
+            raise GraphRetry("cannot connect") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The request may have gone out: a status webhook will tell (the provider waits).
+            raise GraphRetry(f"no answer: {type(exc).__name__}") from None
+        try:
+            data = as_dict(json.loads(raw))
+        except ValueError:
+            data = {}
+        if status == 200:
+            sent = dicts(data.get("messages"))
+            message_id = as_str(sent[0].get("id")) if sent else ""
+            if message_id:
+                return message_id
+            raise WhatsAppApiError(
+                f"{self._name}: the Graph API answer has no message id", status=status
+            )
+        code = as_int(as_dict(data.get("error")).get("code"))
+        if status == 429 or status >= 500 or code in _RETRY_CODES:
+            raise GraphRetry(f"HTTP {status}, code {code}", status=status, code=code)
+        raise WhatsAppApiError(
+            f"{self._name}: the Graph API refused the message", status=status, code=code
+        )
+
+
+__all__ = [
+    "DEFAULT_API_BASE_URL",
+    "Graph",
+    "GraphRetry",
+    "WhatsAppApiError",
+    "button_message",
+    "reply_buttons",
+    "text_message",
+]

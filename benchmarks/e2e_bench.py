@@ -16,25 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _harness import bench_config, percentile  # first: it puts the repo root on sys.path
 
-from bot.cli.compose import open_app
-from bot.cli.demo import available_platforms, load_platform
+from bot.cli.demo import available_platforms, bot_on_fake
 from bot.core.config import Config
 from bot.core.gate import decide
 from bot.core.models import ChatKind, DmPolicy, Inbound
 from providers.fakebase import DemoPlatform
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 async def latency(
@@ -45,29 +37,13 @@ async def latency(
     Replies are noticed by polling the fake every millisecond for the strangers still
     waiting (a handful at a time), so figures carry about a millisecond of resolution.
     """
-    platform = load_platform(provider)
-    await platform.start()
-    try:
-        block = platform.provider_config()
-        if send_rate is not None:
-            block["max_send_rate"] = send_rate
-        config = Config.model_validate(
-            {
-                "owners": [{"provider": provider, "user_id": platform.owner_id}],
-                "pairing": {"max_pending_per_provider": 10_000},
-                "gateway": {"enabled": False},
-                "providers": {provider: block},
-            }
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            app = open_app(config, state_dir=Path(tmp) / "state")
-            await app.start()
-            try:
-                return await _offer(platform, rate, seconds)
-            finally:
-                await app.stop()
-    finally:
-        await platform.stop()
+
+    def configure(platform: DemoPlatform) -> Config:
+        cap = {"max_pending_per_provider": 10_000}
+        return bench_config(platform, max_send_rate=send_rate, pairing=cap)
+
+    async with bot_on_fake(provider, configure) as (platform, _app):
+        return await _offer(platform, rate, seconds)
 
 
 async def _offer(platform: DemoPlatform, rate: float, seconds: float) -> list[float]:

@@ -15,25 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _harness import bench_config, percentile  # first: it puts the repo root on sys.path
 
-from bot.cli.compose import open_app
-from bot.cli.demo import available_platforms, load_platform
+from bot.cli.demo import available_platforms, bot_on_fake
 from bot.core.config import Config
 from providers.fakebase import DemoPlatform
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 class FsyncCounter:
@@ -56,36 +46,20 @@ class FsyncCounter:
 
 
 async def flood(provider: str, messages: int, rate: float) -> tuple[list[float], int, float]:
-    platform = load_platform(provider)
-    await platform.start()
-    stranger, allowed = platform.user_id(5001), platform.user_id(5002)
-    try:
-        block = platform.provider_config()
-        if provider == "telegram":
-            block["max_send_rate"] = 10_000.0  # what pairbot costs, not Telegram's limit
-        block["allow_from"] = [allowed]
-        config = Config.model_validate(
-            {
-                "owners": [{"provider": provider, "user_id": platform.owner_id}],
-                "gateway": {"enabled": False},
-                "providers": {provider: block},
-            }
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            app = open_app(config, state_dir=Path(tmp) / "state")
-            await app.start()
-            try:
-                platform.dm(stranger, "hello?", name="Mallory")
-                await _until(lambda: bool(platform.texts_to(stranger)))
-                with FsyncCounter() as syncs:
-                    started = time.perf_counter()
-                    samples = await _interleave(platform, stranger, allowed, messages, rate)
-                    elapsed = time.perf_counter() - started
-                return samples, syncs.count, elapsed
-            finally:
-                await app.stop()
-    finally:
-        await platform.stop()
+
+    def configure(platform: DemoPlatform) -> Config:
+        lifted = 10_000.0 if provider == "telegram" else None  # what pairbot costs, not Telegram
+        return bench_config(platform, max_send_rate=lifted, allow_from=[platform.user_id(5002)])
+
+    async with bot_on_fake(provider, configure) as (platform, _app):
+        stranger, allowed = platform.user_id(5001), platform.user_id(5002)
+        platform.dm(stranger, "hello?", name="Mallory")
+        await _until(lambda: bool(platform.texts_to(stranger)))
+        with FsyncCounter() as syncs:
+            started = time.perf_counter()
+            samples = await _interleave(platform, stranger, allowed, messages, rate)
+            elapsed = time.perf_counter() - started
+        return samples, syncs.count, elapsed
 
 
 async def _interleave(

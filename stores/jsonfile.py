@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypedDict, TypeVar, cast
 
 from bot.core.clock import iso
 from bot.core.errors import PairbotError, SchemaVersionError, StoreCorruptError, StoreError
@@ -129,31 +129,39 @@ def _extra(raw: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
 
 
 _REQUEST_KEYS = frozenset({"id", "code", "createdAt", "lastSeenAt", "meta", "lastSentAt"})
+_NODE_KEYS = ("nodeId", "displayName", "platform", "version")
+"""What a node says it is: the same keys in a node request and in a paired node."""
 _NODE_REQUEST_KEYS = frozenset(
-    {
-        "requestId",
-        "nodeId",
-        "displayName",
-        "platform",
-        "version",
-        "createdAt",
-        "remote",
-        "pickupHash",
-        "isRepair",
-    }
+    {"requestId", *_NODE_KEYS, "createdAt", "remote", "pickupHash", "isRepair"}
 )
-_PAIRED_KEYS = frozenset(
-    {
-        "nodeId",
-        "displayName",
-        "platform",
-        "version",
-        "tokenHash",
-        "createdAt",
-        "approvedAt",
-        "lastConnectedAt",
+_PAIRED_KEYS = frozenset({*_NODE_KEYS, "tokenHash", "createdAt", "approvedAt", "lastConnectedAt"})
+
+
+class _NodeFields(TypedDict):
+    node_id: str
+    display_name: str
+    platform: str
+    version: str
+
+
+def _decode_node(raw: Mapping[str, Any], where: str) -> _NodeFields:
+    """The :data:`_NODE_KEYS` of a node request or a paired node; only ``nodeId`` is required."""
+    return _NodeFields(
+        node_id=_str(raw, "nodeId", where),
+        display_name=_str(raw, "displayName", where, default=""),
+        platform=_str(raw, "platform", where, default=""),
+        version=_str(raw, "version", where, default=""),
+    )
+
+
+def _encode_node(node: NodeRequest | PairedNode) -> dict[str, Any]:
+    """The :data:`_NODE_KEYS` of a node request or a paired node, in their order on disk."""
+    return {
+        "nodeId": node.node_id,
+        "displayName": node.display_name,
+        "platform": node.platform,
+        "version": node.version,
     }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +220,7 @@ def _decode_node_request(raw: Any, where: str, provider: str) -> NodeRequest:  #
         raise _Bad(where, "must be an object")
     return NodeRequest(
         request_id=_str(raw, "requestId", where),
-        node_id=_str(raw, "nodeId", where),
-        display_name=_str(raw, "displayName", where, default=""),
-        platform=_str(raw, "platform", where, default=""),
-        version=_str(raw, "version", where, default=""),
+        **_decode_node(raw, where),
         created_at=_time(raw, "createdAt", where),
         remote=_str(raw, "remote", where, default=""),
         pickup_hash=_str(raw, "pickupHash", where, default=""),
@@ -227,10 +232,7 @@ def _decode_node_request(raw: Any, where: str, provider: str) -> NodeRequest:  #
 def _encode_node_request(req: NodeRequest) -> dict[str, Any]:
     out: dict[str, Any] = {
         "requestId": req.request_id,
-        "nodeId": req.node_id,
-        "displayName": req.display_name,
-        "platform": req.platform,
-        "version": req.version,
+        **_encode_node(req),
         "createdAt": format_time(req.created_at),
     }
     if req.remote:
@@ -250,10 +252,7 @@ def _decode_paired(raw: Any, where: str, provider: str) -> PairedNode:  # noqa: 
     if len(token_hash) != 64:
         raise _Bad(f"{where}.tokenHash", "must be a SHA-256 hex digest")
     return PairedNode(
-        node_id=_str(raw, "nodeId", where),
-        display_name=_str(raw, "displayName", where, default=""),
-        platform=_str(raw, "platform", where, default=""),
-        version=_str(raw, "version", where, default=""),
+        **_decode_node(raw, where),
         token_hash=token_hash,
         created_at=_time(raw, "createdAt", where),
         approved_at=_time(raw, "approvedAt", where),
@@ -264,10 +263,7 @@ def _decode_paired(raw: Any, where: str, provider: str) -> PairedNode:  # noqa: 
 
 def _encode_paired(node: PairedNode) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "nodeId": node.node_id,
-        "displayName": node.display_name,
-        "platform": node.platform,
-        "version": node.version,
+        **_encode_node(node),
         "tokenHash": node.token_hash,
         "createdAt": format_time(node.created_at),
         "approvedAt": format_time(node.approved_at),

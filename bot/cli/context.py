@@ -76,15 +76,8 @@ def make_context(args: argparse.Namespace, *, clock: Clock | None = None) -> Con
         add_secrets(config.secrets())
     store = open_store(cli_state_dir(args, config))
     clock = clock or SystemClock()
-    pairing_settings = PairingSettings()
-    node_settings = NodeSettings()
-    if config is not None:
-        pairing_settings = PairingSettings(
-            pending_ttl=config.pairing.pending_ttl,
-            resend_after=config.pairing.resend_after,
-            max_pending_per_provider=config.pairing.max_pending_per_provider,
-        )
-        node_settings = NodeSettings(**config.nodes.model_dump())
+    pairing_settings = PairingSettings.of(config.pairing) if config else PairingSettings()
+    node_settings = NodeSettings.of(config.nodes) if config else NodeSettings()
     return Context(
         args=args,
         config=config,

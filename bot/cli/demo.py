@@ -10,11 +10,13 @@ to join through the node gateway and gets its token once the owner approves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.text import Text
@@ -49,6 +51,48 @@ def load_platform(name: str) -> DemoPlatform:
     module, _, cls = platforms.platform(name).demo.partition(":")
     platform: DemoPlatform = getattr(importlib.import_module(module), cls)()
     return platform
+
+
+def fake_config(
+    platform: DemoPlatform, block: dict[str, Any] | None = None, **sections: Any
+) -> Config:
+    """The bot's config against ``platform``'s fake: its owner there, ``block`` (by default
+    the fake's own ``providers.<name>`` block) and ``sections``; any positive duration goes."""
+    return Config.with_any_durations(
+        {
+            "owners": [{"provider": platform.provider, "user_id": platform.owner_id}],
+            "providers": {
+                platform.provider: platform.provider_config() if block is None else block
+            },
+            **sections,
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def bot_on_fake(
+    provider: str, configure: Callable[[DemoPlatform], Config], **tuning: Any
+) -> AsyncIterator[tuple[DemoPlatform, App]]:
+    """Run the real bot against ``provider``'s loopback fake, on a temporary state dir.
+
+    The fake starts first (its config block says where it listens), then ``configure`` gives
+    the bot's config and the bot starts (``tuning`` goes to :class:`~bot.runtime.app.App`);
+    on the way out the bot stops, then the fake. The demo plays on it, the benchmarks measure.
+    """
+    platform = load_platform(provider)
+    with tempfile.TemporaryDirectory(prefix="pairbot-demo-") as tmp:
+        await platform.start()
+        try:
+            config = configure(platform)
+            add_secrets(config.secrets())
+            app = open_app(config, state_dir=Path(tmp) / "state", **tuning)
+            await app.start()
+            try:
+                yield platform, app
+            finally:
+                await app.stop()
+        finally:
+            await platform.stop()
 
 
 class Transcript:
@@ -116,28 +160,17 @@ async def run_demo(
     root = logging.getLogger()
     if root.level != logging.DEBUG:  # `pairbot demo --debug` keeps its debug lines
         root.setLevel(logging.WARNING)
-    platform = load_platform(provider)
-    with tempfile.TemporaryDirectory(prefix="pairbot-demo-") as tmp:
-        await platform.start()
-        try:
-            config = Config.with_any_durations(
-                {
-                    "owners": [{"provider": provider, "user_id": platform.owner_id}],
-                    "pairing": {"pending_ttl": f"{ttl_seconds}s", "prune_interval": "1s"},
-                    "handler": {"kind": "echo"},
-                    "gateway": {"port": 0},
-                    "providers": {provider: platform.provider_config()},
-                }
-            )
-            add_secrets(config.secrets())
-            app = open_app(config, state_dir=Path(tmp) / "state", watch_interval=0.2)
-            await app.start()
-            try:
-                return await _play(app, platform, out, ttl_seconds, with_node)
-            finally:
-                await app.stop()
-        finally:
-            await platform.stop()
+
+    def configure(platform: DemoPlatform) -> Config:
+        return fake_config(
+            platform,
+            pairing={"pending_ttl": f"{ttl_seconds}s", "prune_interval": "1s"},
+            handler={"kind": "echo"},
+            gateway={"port": 0},
+        )
+
+    async with bot_on_fake(provider, configure, watch_interval=0.2) as (platform, app):
+        return await _play(app, platform, out, ttl_seconds, with_node)
 
 
 async def _play(
@@ -275,4 +308,11 @@ def main(provider: str = "telegram", out: Console | None = None) -> int:
     return 0
 
 
-__all__ = ["available_platforms", "main", "run_demo"]
+__all__ = [
+    "available_platforms",
+    "bot_on_fake",
+    "fake_config",
+    "load_platform",
+    "main",
+    "run_demo",
+]

@@ -111,37 +111,57 @@ def build_parser() -> argparse.ArgumentParser:
     def leaf(
         sub: Any,
         name: str,
-        func: Callable[[Context], int],
+        func: Callable[[Context], int] | Callable[[argparse.Namespace], int],
         help_text: str,
         parents: Sequence[argparse.ArgumentParser] = (),
+        *,
+        description: str = "",
+        plain: bool = False,
     ) -> argparse.ArgumentParser:
+        """One command: it runs on the context (the store and the services), or, ``plain``,
+        on its arguments alone, building what it needs itself."""
         p: argparse.ArgumentParser = sub.add_parser(
-            name, help=help_text, description=help_text, parents=[common, *parents]
+            name,
+            help=help_text,
+            description=description or help_text,
+            parents=[common, *parents],
         )
-        p.set_defaults(func=func)
+        if plain:
+            p.set_defaults(plain=func)
+        else:
+            p.set_defaults(func=func)
         return p
 
-    pairing = groups.add_parser("pairing", help="pending DM pairing requests")
-    psub = pairing.add_subparsers(dest="command", metavar="ACTION", required=True)
-    p = leaf(psub, "list", cmd_pairing_list, "list pending requests", [as_json, provider_opt])
-    p.add_argument("provider_pos", nargs="?", type=provider_name, metavar="PROVIDER")
-    for name, func, verb in (
-        ("approve", cmd_pairing_approve, "approve"),
-        ("reject", cmd_pairing_reject, "reject"),
-    ):
-        p = leaf(psub, name, func, f"{verb} a request by its code", [provider_opt])
-        p.add_argument("words", nargs="+", metavar="[PROVIDER] CODE")
+    def by_provider(
+        name: str, help_text: str, listing: Callable[[Context], int], what: str
+    ) -> Any:
+        """A group whose ``list`` takes ``[PROVIDER]``; return its subparsers, for its actions."""
+        group = groups.add_parser(name, help=help_text)
+        sub = group.add_subparsers(dest="command", metavar="ACTION", required=True)
+        p = leaf(sub, "list", listing, what, [as_json, provider_opt])
+        p.add_argument("provider_pos", nargs="?", type=provider_name, metavar="PROVIDER")
+        return sub
 
-    allow = groups.add_parser("allowlist", help="senders allowed to reach the assistant")
-    asub = allow.add_subparsers(dest="command", metavar="ACTION", required=True)
-    p = leaf(asub, "list", cmd_allow_list, "list allowed senders", [as_json, provider_opt])
-    p.add_argument("provider_pos", nargs="?", type=provider_name, metavar="PROVIDER")
-    for name, func, verb in (
-        ("add", cmd_allow_add, "allow a sender by immutable id"),
-        ("remove", cmd_allow_remove, "revoke a sender"),
-    ):
-        p = leaf(asub, name, func, verb, [provider_opt])
-        p.add_argument("words", nargs="+", metavar="[PROVIDER] ID")
+    def on_provider(
+        sub: Any, name: str, func: Callable[[Context], int], help_text: str, value: str
+    ) -> None:
+        """An action of a :func:`by_provider` group: ``[PROVIDER] VALUE``."""
+        p = leaf(sub, name, func, help_text, [provider_opt])
+        p.add_argument("words", nargs="+", metavar=f"[PROVIDER] {value}")
+
+    psub = by_provider(
+        "pairing", "pending DM pairing requests", cmd_pairing_list, "list pending requests"
+    )
+    on_provider(psub, "approve", cmd_pairing_approve, "approve a request by its code", "CODE")
+    on_provider(psub, "reject", cmd_pairing_reject, "reject a request by its code", "CODE")
+    asub = by_provider(
+        "allowlist",
+        "senders allowed to reach the assistant",
+        cmd_allow_list,
+        "list allowed senders",
+    )
+    on_provider(asub, "add", cmd_allow_add, "allow a sender by immutable id", "ID")
+    on_provider(asub, "remove", cmd_allow_remove, "revoke a sender", "ID")
 
     nodes = groups.add_parser("nodes", help="devices paired with the gateway")
     nsub = nodes.add_subparsers(dest="command", metavar="ACTION", required=True)
@@ -172,11 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the node keeps its id and tokens "
         "(default $PAIRBOT_NODE_DIR, else ~/.pairbot-node)",
     )
-    p = node_sub.add_parser(
+    p = leaf(
+        node_sub,
         "pair",
-        parents=[common, node_common],
-        help="ask to join; wait for the owner; print and save the token",
+        cmd_node_pair,
+        "ask to join; wait for the owner; print and save the token",
+        [node_common],
         description="Ask the gateway to pair this node and wait.",
+        plain=True,
     )
     p.add_argument("--name", default="", help="display name shown to the owner")
     p.add_argument("--platform", default="", help="e.g. android, ios, linux")
@@ -194,39 +217,44 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="already paired: ask the owner for a new token (proves the old one)",
     )
-    p.set_defaults(plain=cmd_node_pair)
-    p = node_sub.add_parser(
+    leaf(
+        node_sub,
         "connect",
-        parents=[common, node_common],
-        help="connect with the saved token",
+        cmd_node_connect,
+        "connect with the saved token",
+        [node_common],
         description="Authenticate to the gateway with the saved token.",
+        plain=True,
     )
-    p.set_defaults(plain=cmd_node_connect)
 
     p = leaf(groups, "audit", cmd_audit, "show the audit log", [as_json])
     p.add_argument(
         "--limit", type=_limit, default=50, metavar="N", help="last N entries (default 50)"
     )
-    p = groups.add_parser(
+    leaf(
+        groups,
         "doctor",
-        help="check permissions, state files and config",
-        parents=[common],
-        description="Check permissions, state files and "
-        "config; change nothing. Exit 1 if anything is wrong.",
+        cmd_doctor,
+        "check permissions, state files and config",
+        description="Check permissions, state files and config; change nothing. Exit 1 if "
+        "anything is wrong.",
+        plain=True,
     )
-    p.set_defaults(plain=cmd_doctor)
-    p = groups.add_parser(
+    leaf(
+        groups,
         "run",
-        help="run the bot (needs a config)",
-        parents=[common],
+        cmd_run,
+        "run the bot (needs a config)",
         description="Run the bot until SIGINT/SIGTERM.",
+        plain=True,
     )
-    p.set_defaults(plain=cmd_run)
-    p = groups.add_parser(
+    p = leaf(
+        groups,
         "demo",
-        help="watch the whole flow on a loopback platform, no account",
-        parents=[common],
+        cmd_demo,
+        "watch the whole flow on a loopback platform, no account",
         description="Play the pairing flow end to end.",
+        plain=True,
     )
     p.add_argument(
         "--provider",
@@ -235,7 +263,6 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[*KNOWN_PROVIDERS, "all"],
         help="which platform to play (default telegram; all = each in turn)",
     )
-    p.set_defaults(plain=cmd_demo)
     return parser
 
 

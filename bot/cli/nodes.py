@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,9 @@ from rich.console import Console
 from rich.text import Text
 
 from bot.cli.context import EXIT_LOOKUP, EXIT_OK, Context, UsageError
-from bot.cli.output import json_elements, print_json, print_json_array, print_rows
+from bot.cli.output import print_json, print_listing
 from bot.core.errors import LookupFailed
-from bot.core.models import NodeVerdict
+from bot.core.models import NodeRequest, NodeVerdict, PairedNode
 from bot.core.text import ago, clean, clean_name
 from bot.gateway.frames import ErrorCode
 
@@ -159,28 +160,27 @@ def cmd_node_connect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_NODE_COLUMNS = ("Node id", "Name", "Platform", "Version")
+
+
+def _node_cells(node: NodeRequest | PairedNode) -> tuple[str, ...]:
+    """What a listing shows of the node itself (cleaned: the node chose these)."""
+    return (
+        clean(node.node_id),
+        clean_name(node.display_name),
+        clean(node.platform),
+        clean(node.version),
+    )
+
+
 def cmd_nodes_pending(ctx: Context) -> int:
     """``pairbot nodes pending``."""
-    pending = ctx.nodes.pending()
-    if ctx.args.json:
-        print_json_array(ctx, json_elements(r.as_json() for r in pending))
-        return EXIT_OK
-    now = ctx.clock.now()
-    print_rows(
+    print_listing(
         ctx,
+        ctx.nodes.pending(),
         "Pending nodes ({})",
-        ("Request", "Node id", "Name", "Platform", "Version", "Requested"),
-        (
-            (
-                r.request_id,
-                clean(r.node_id),
-                clean_name(r.display_name),
-                clean(r.platform),
-                clean(r.version),
-                f"{ago(now - r.created_at)} ago",
-            )
-            for r in pending
-        ),
+        ("Request", *_NODE_COLUMNS, "Requested"),
+        lambda r, now: (r.request_id, *_node_cells(r), f"{ago(now - r.created_at)} ago"),
         empty="No pending node pairing requests.",
     )
     return EXIT_OK
@@ -266,26 +266,21 @@ def cmd_nodes_reject(ctx: Context) -> int:
 
 def cmd_nodes_list(ctx: Context) -> int:
     """``pairbot nodes list``."""
-    paired = ctx.nodes.paired()
-    if ctx.args.json:
-        print_json_array(ctx, json_elements(n.as_json() for n in paired))
-        return EXIT_OK
-    now = ctx.clock.now()
-    print_rows(
+
+    def row(n: PairedNode, now: datetime) -> tuple[str, ...]:
+        connected = n.last_connected_at
+        return (
+            *_node_cells(n),
+            f"{ago(now - n.approved_at)} ago",
+            f"{ago(now - connected)} ago" if connected else "never",
+        )
+
+    print_listing(
         ctx,
+        ctx.nodes.paired(),
         "Paired nodes ({})",
-        ("Node id", "Name", "Platform", "Version", "Approved", "Last connected"),
-        (
-            (
-                clean(n.node_id),
-                clean_name(n.display_name),
-                clean(n.platform),
-                clean(n.version),
-                f"{ago(now - n.approved_at)} ago",
-                f"{ago(now - n.last_connected_at)} ago" if n.last_connected_at else "never",
-            )
-            for n in paired
-        ),
+        (*_NODE_COLUMNS, "Approved", "Last connected"),
+        row,
         empty="No paired nodes.",
     )
     return EXIT_OK

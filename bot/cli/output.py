@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import select
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
 from itertools import chain, islice, repeat
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from rich.table import Table
 from rich.text import Text
@@ -92,6 +93,31 @@ def print_rows(
         shown = [[_shown(cell) for cell in row] for row in ahead]
         widths = [max(map(len, column)) for column in zip(columns, *shown, strict=False)]
         print_lines(ctx, columns, widths, _aligned(chain(ahead, rows), widths))
+
+
+class _Listed(Protocol):
+    def as_json(self) -> dict[str, Any]: ...
+
+
+L = TypeVar("L", bound=_Listed)
+
+
+def print_listing(
+    ctx: Context,
+    items: Iterable[L],
+    title: str,
+    columns: Sequence[str],
+    row: Callable[[L, datetime], Sequence[str]],
+    *,
+    empty: str,
+) -> None:
+    """Print ``items`` as a listing command does: with ``--json`` an array of their public
+    JSON views, else :func:`print_rows` of ``row(item, now)``."""
+    if ctx.args.json:
+        print_json_array(ctx, json_elements(item.as_json() for item in items))
+        return
+    now = ctx.clock.now()
+    print_rows(ctx, title, columns, (row(item, now) for item in items), empty=empty)
 
 
 def print_lines(

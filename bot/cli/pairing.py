@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 
 from rich.text import Text
 
@@ -12,11 +13,12 @@ from bot.cli.output import (
     TABLE_ROWS,
     allow_json,
     allow_lines,
-    json_elements,
     print_json_array,
     print_lines,
+    print_listing,
     print_rows,
 )
+from bot.core.models import PendingRequest
 from bot.core.platforms import platform
 from bot.core.text import ago, clean_name, remaining
 
@@ -45,27 +47,24 @@ def _list_provider(args: argparse.Namespace) -> str | None:
 def cmd_pairing_list(ctx: Context) -> int:
     """``pairbot pairing list``."""
     provider = _list_provider(ctx.args)
-    requests = ctx.pairing.pending(provider)
-    if ctx.args.json:
-        print_json_array(ctx, json_elements(r.as_json() for r in requests))
-        return EXIT_OK
-    now = ctx.clock.now()
     ttl = ctx.pairing.settings.pending_ttl
-    print_rows(
+
+    def row(r: PendingRequest, now: datetime) -> tuple[str, ...]:
+        return (
+            r.code,
+            r.provider,
+            r.id,
+            clean_name(r.display_name()),
+            f"{ago(now - r.created_at)} ago",
+            f"in {remaining(r.expires_at(ttl) - now)}",
+        )
+
+    print_listing(
         ctx,
+        ctx.pairing.pending(provider),
         "Pairing requests ({})",
         ("Code", "Provider", "Sender id", "Name (as given)", "Requested", "Expires"),
-        (
-            (
-                r.code,
-                r.provider,
-                r.id,
-                clean_name(r.display_name()),
-                f"{ago(now - r.created_at)} ago",
-                f"in {remaining(r.expires_at(ttl) - now)}",
-            )
-            for r in requests
-        ),
+        row,
         empty=f"No pending {provider + ' ' if provider else ''}pairing requests.",
     )
     return EXIT_OK

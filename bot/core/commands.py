@@ -140,8 +140,19 @@ class Command:
         return f"/{self.name}"
 
 
-def _code(make: type[Approve] | type[Reject]) -> Reader:
-    return lambda line, words: make(line=line, code="".join(words)) if words else None
+_CODE = Arg(name="code", description="The pairing code, e.g. ABCD-2345")
+
+
+def _code_command(name: str, summary: str, does: str, make: type[Approve | Reject]) -> Command:
+    """``/approve CODE`` and ``/reject CODE``: one argument, the code, and a state change."""
+    return Command(
+        name=name,
+        summary=summary,
+        help=((f"/{name} CODE", does),),
+        args=(_CODE,),
+        changes_state=True,
+        read=lambda line, words: make(line=line, code="".join(words)) if words else None,
+    )
 
 
 def _revoke(line: str, words: list[str]) -> OwnerCommand | None:
@@ -159,8 +170,6 @@ def _nodes(line: str, words: list[str]) -> OwnerCommand | None:
     return NodeDecision(line=line, action=NodeAction(action), ident=rest[0])
 
 
-_CODE = Arg(name="code", description="The pairing code, e.g. ABCD-2345")
-
 COMMANDS: tuple[Command, ...] = (
     Command(
         name="pending",
@@ -169,22 +178,10 @@ COMMANDS: tuple[Command, ...] = (
         changes_state=False,
         read=lambda line, _: Pending(line=line),
     ),
-    Command(
-        name="approve",
-        summary="Approve a pairing request",
-        help=(("/approve CODE", "let the sender with this code in"),),
-        args=(_CODE,),
-        changes_state=True,
-        read=_code(Approve),
+    _code_command(
+        "approve", "Approve a pairing request", "let the sender with this code in", Approve
     ),
-    Command(
-        name="reject",
-        summary="Reject a pairing request",
-        help=(("/reject CODE", "drop the request with this code"),),
-        args=(_CODE,),
-        changes_state=True,
-        read=_code(Reject),
-    ),
+    _code_command("reject", "Reject a pairing request", "drop the request with this code", Reject),
     Command(
         name="allowlist",
         summary="Show who is allowed",

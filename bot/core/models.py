@@ -57,8 +57,20 @@ class Inbound:
     """When the platform says the message was sent (to ignore a backlog after downtime)."""
 
 
+class Expiring:
+    """A request, of a stranger or of a node: it stops being approvable a TTL after it was
+    made (the TTL is the service's setting, not the request's)."""
+
+    __slots__ = ()
+    created_at: datetime
+
+    def expires_at(self, ttl: timedelta) -> datetime:
+        """Return when this request stops being approvable (TTL counts from ``created_at``)."""
+        return self.created_at + ttl
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PendingRequest:
+class PendingRequest(Expiring):
     """A stranger waiting for the owner's approval (one entry of ``<provider>-pairing.json``)."""
 
     provider: str
@@ -70,10 +82,6 @@ class PendingRequest:
     last_sent_at: datetime | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Keys pairbot does not know, kept as they were so other tools' data survives a rewrite."""
-
-    def expires_at(self, ttl: timedelta) -> datetime:
-        """Return when this request stops being approvable (TTL counts from ``created_at``)."""
-        return self.created_at + ttl
 
     def as_json(self) -> dict[str, Any]:
         """The public JSON view (``pairbot pairing list --json``)."""
@@ -111,7 +119,7 @@ class RequestResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NodeRequest:
+class NodeRequest(Expiring):
     """A device asking to join (one entry of ``nodes/pending.json``)."""
 
     request_id: str
@@ -128,10 +136,6 @@ class NodeRequest:
     """Asked for a node that is already paired, by a caller that proved it holds the node's
     current token: approving it rotates the token."""
     extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def expires_at(self, ttl: timedelta) -> datetime:
-        """Return when this request stops being approvable (TTL counts from ``created_at``)."""
-        return self.created_at + ttl
 
     def as_json(self) -> dict[str, Any]:
         """The public JSON view (CLI ``--json``, gateway ``node.pair.list``); no pickup hash."""

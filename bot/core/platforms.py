@@ -1,9 +1,9 @@
 """The chat platforms pairbot knows: one table, everything else is derived from it.
 
-Each :class:`Platform` names its config block (``providers.<name>:``, defined just above its
-entry, with what a user id looks like there), its provider and its demo fake (as
-``"module:Class"``, imported only when asked for: the core imports no provider and no SDK),
-its proper name, and the two facts the core needs about its client. The config's
+Each :class:`Platform` names its config block (``providers.<name>:``, defined above the table,
+with what a user id looks like there), its provider and its demo fake (as ``"module:Class"``,
+named after the block's class and imported only when asked for: the core imports no provider
+and no SDK), its proper name, and the two facts the core needs about its client. The config's
 ``providers:`` and ``owners:``, the ``pairbot`` command's choices, the texts, the provider
 registry, the demo and the state dir's files all come from :data:`PLATFORMS`.
 
@@ -160,56 +160,36 @@ class Platform:
         return self.config.ids
 
 
+def _platform(
+    name: str,
+    label: str,
+    config: type[ProviderBlock],
+    *,
+    buttons: bool,
+    bare_commands: bool = False,
+) -> Platform:
+    """One row of the table. Its provider and its fake are named after its config block:
+    ``<Stem>Config`` has ``<Stem>Provider`` in ``providers/<name>/provider.py`` and
+    ``<Stem>Demo`` in ``providers/<name>/fake.py``."""
+    stem = config.__name__.removesuffix("Config")
+    return Platform(
+        name=name,
+        label=label,
+        config=config,
+        provider=f"providers.{name}.provider:{stem}Provider",
+        demo=f"providers.{name}.fake:{stem}Demo",
+        buttons=buttons,
+        bare_commands=bare_commands,
+    )
+
+
 PLATFORMS: tuple[Platform, ...] = (
-    Platform(
-        name="telegram",
-        label="Telegram",
-        config=TelegramConfig,
-        provider="providers.telegram.provider:TelegramProvider",
-        demo="providers.telegram.fake:TelegramDemo",
-        buttons=True,
-    ),
-    Platform(
-        name="slack",
-        label="Slack",
-        config=SlackConfig,
-        provider="providers.slack.provider:SlackProvider",
-        demo="providers.slack.fake:SlackDemo",
-        buttons=True,
-        bare_commands=True,
-    ),
-    Platform(
-        name="discord",
-        label="Discord",
-        config=DiscordConfig,
-        provider="providers.discord.provider:DiscordProvider",
-        demo="providers.discord.fake:DiscordDemo",
-        buttons=True,
-    ),
-    Platform(
-        name="whatsapp",
-        label="WhatsApp",
-        config=WhatsAppConfig,
-        provider="providers.whatsapp.provider:WhatsAppProvider",
-        demo="providers.whatsapp.fake:WhatsAppDemo",
-        buttons=True,
-    ),
-    Platform(
-        name="signal",
-        label="Signal",
-        config=SignalConfig,
-        provider="providers.signal.provider:SignalProvider",
-        demo="providers.signal.fake:SignalDemo",
-        buttons=False,
-    ),
-    Platform(
-        name="imessage",
-        label="iMessage",
-        config=IMessageConfig,
-        provider="providers.imessage.provider:IMessageProvider",
-        demo="providers.imessage.fake:IMessageDemo",
-        buttons=False,
-    ),
+    _platform("telegram", "Telegram", TelegramConfig, buttons=True),
+    _platform("slack", "Slack", SlackConfig, buttons=True, bare_commands=True),
+    _platform("discord", "Discord", DiscordConfig, buttons=True),
+    _platform("whatsapp", "WhatsApp", WhatsAppConfig, buttons=True),
+    _platform("signal", "Signal", SignalConfig, buttons=False),
+    _platform("imessage", "iMessage", IMessageConfig, buttons=False),
 )
 """Every chat platform pairbot knows, in the order lists show them."""
 

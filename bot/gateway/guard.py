@@ -91,7 +91,8 @@ class FailureLimiter:
     def __init__(self, *, clock: Clock, limit: int, window: timedelta) -> None:
         self._clock = clock
         self._limit = limit
-        self._window = window
+        self.window = window
+        """How far back failures count."""
         self._seen: OrderedDict[str, list[datetime]] = OrderedDict()
 
     def blocked(self, key: str) -> bool:
@@ -109,7 +110,7 @@ class FailureLimiter:
         return len(recent)
 
     def _recent(self, key: str) -> list[datetime]:
-        horizon = self._clock.now() - self._window
+        horizon = self._clock.now() - self.window
         recent = [t for t in self._seen.get(key, ()) if t > horizon]
         if not recent:
             self._seen.pop(key, None)

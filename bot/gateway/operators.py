@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from dataclasses import dataclass, field
 from typing import Any
 
-from bot.core.clock import Clock
 from bot.core.models import NodeDecision, NodeVerdict
 from bot.gateway.frames import Conn, ErrorCode, GatewayError, node_id_param, param
 from bot.gateway.guard import BurstLog, FailureLimiter
@@ -25,26 +24,19 @@ from bot.services.nodes import NodeService
 Method = Callable[[Conn, dict[str, Any]], Awaitable[Any]]
 
 
+@dataclass(eq=False, kw_only=True)
 class Operators:
-    """Operator authentication and the operator methods, by method name."""
+    """Operator authentication and the operator methods, by method name.
 
-    def __init__(
-        self,
-        nodes: NodeService,
-        peers: Peers,
-        *,
-        clock: Clock,
-        token: str | None,
-        failures: int,
-        window: timedelta,
-        burst: BurstLog,
-    ) -> None:
-        self._nodes = nodes
-        self._peers = peers
-        self._token = token
-        self._window = window
-        self._burst = burst
-        self._failures = FailureLimiter(clock=clock, limit=failures, window=window)
+    ``token`` is the operator token (None: operators only on the Unix socket); ``failures``
+    counts wrong tokens per address across connections; ``burst`` logs them quietly.
+    """
+
+    nodes: NodeService
+    peers: Peers
+    token: str | None = field(repr=False)
+    failures: FailureLimiter
+    burst: BurstLog
 
     def methods(self) -> dict[str, Method]:
         """``operator.connect`` and every method that needs it."""
@@ -58,13 +50,13 @@ class Operators:
         }
 
     async def _operator_connect(self, conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
-        expected = self._token
+        expected = self.token
         given = param(params, "token")
         if not expected:
             raise GatewayError(ErrorCode.UNAUTHORIZED, "operator access is not configured")
-        if self._failures.blocked(conn.remote):
+        if self.failures.blocked(conn.remote):
             conn.bad_tokens += 1
-            self._burst.note(
+            self.burst.note(
                 "operator",
                 conn.remote,
                 "gateway: operator.connect refused "
@@ -76,13 +68,13 @@ class Operators:
             )
         if not hmac.compare_digest(given.encode(), expected.encode()):
             conn.bad_tokens += 1
-            failures = self._failures.fail(conn.remote)
-            self._burst.note(
+            failures = self.failures.fail(conn.remote)
+            self.burst.note(
                 "operator",
                 conn.remote,
                 f"gateway: wrong operator token from "
                 f"{conn.remote} ({failures} in the last "
-                f"{int(self._window.total_seconds())}s)",
+                f"{int(self.failures.window.total_seconds())}s)",
             )
             raise GatewayError(ErrorCode.UNAUTHORIZED, "wrong operator token")
         conn.operator = True
@@ -99,22 +91,22 @@ class Operators:
         return guarded
 
     async def _pair_list(self, _params: dict[str, Any]) -> dict[str, Any]:
-        pending = await asyncio.to_thread(self._nodes.pending)
-        paired = await asyncio.to_thread(self._nodes.paired)
+        pending = await asyncio.to_thread(self.nodes.pending)
+        paired = await asyncio.to_thread(self.nodes.paired)
         return {"pending": [r.as_json() for r in pending], "paired": [n.as_json() for n in paired]}
 
     async def _node_list(self, _params: dict[str, Any]) -> dict[str, Any]:
-        paired = await asyncio.to_thread(self._nodes.paired)
-        connected = self._peers.connected_nodes()
+        paired = await asyncio.to_thread(self.nodes.paired)
+        connected = self.peers.connected_nodes()
         return {"nodes": [{**n.as_json(), "connected": n.node_id in connected} for n in paired]}
 
     async def _pair_approve(self, params: dict[str, Any]) -> dict[str, Any]:
         approval = await asyncio.to_thread(
-            self._nodes.approve,
+            self.nodes.approve,
             param(params, "requestId"),
             actor=param(params, "actor", required=False) or "operator:gateway",
         )
-        delivered = await self._peers.deliver_approval(approval)
+        delivered = await self.peers.deliver_approval(approval)
         return {
             "nodeId": approval.node.node_id,
             "requestId": approval.request.request_id,
@@ -123,18 +115,18 @@ class Operators:
 
     async def _pair_reject(self, params: dict[str, Any]) -> dict[str, Any]:
         req = await asyncio.to_thread(
-            self._nodes.reject,
+            self.nodes.reject,
             param(params, "requestId"),
             actor=param(params, "actor", required=False) or "operator:gateway",
         )
-        await self._peers.deliver(NodeDecision.on_request(req, NodeVerdict.REJECTED))
+        await self.peers.deliver(NodeDecision.on_request(req, NodeVerdict.REJECTED))
         return {"requestId": req.request_id, "nodeId": req.node_id}
 
     async def _node_revoke(self, params: dict[str, Any]) -> dict[str, Any]:
         node = await asyncio.to_thread(
-            self._nodes.revoke,
+            self.nodes.revoke,
             node_id_param(params),
             actor=param(params, "actor", required=False) or "operator:gateway",
         )
-        await self._peers.deliver(NodeDecision.revocation(node.node_id))
+        await self.peers.deliver(NodeDecision.revocation(node.node_id))
         return {"nodeId": node.node_id}

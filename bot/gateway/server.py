@@ -39,7 +39,13 @@ from bot.core.errors import LookupFailed, NodeRefused, StoreError
 from bot.core.models import NodeApproval, NodeAsk, NodeDecision, NodeRequest
 from bot.gateway import frames
 from bot.gateway.frames import Conn, ErrorCode, GatewayError, node_id_param, param
-from bot.gateway.guard import BurstLog, ConnectionGuard, GuardedSite, GuardSettings
+from bot.gateway.guard import (
+    BurstLog,
+    ConnectionGuard,
+    FailureLimiter,
+    GuardedSite,
+    GuardSettings,
+)
 from bot.gateway.operators import Method, Operators
 from bot.gateway.peers import Peers
 from bot.services.nodes import NodeService
@@ -88,7 +94,6 @@ class Gateway:
         on_secret: Callable[[str], None],
     ) -> None:
         self._nodes = nodes
-        self._clock = clock
         self._settings = settings
         self._on_request = on_request
         self._on_secret = on_secret
@@ -107,12 +112,12 @@ class Gateway:
             burst=self._burst,
         )
         self._operators = Operators(
-            nodes,
-            self._peers,
-            clock=clock,
+            nodes=nodes,
+            peers=self._peers,
             token=settings.operator_token,
-            failures=settings.operator_failures,
-            window=settings.operator_window,
+            failures=FailureLimiter(
+                clock=clock, limit=settings.operator_failures, window=settings.operator_window
+            ),
             burst=self._burst,
         )
         self._runners: list[web.AppRunner] = []

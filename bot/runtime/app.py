@@ -33,9 +33,10 @@ from bot.gateway.server import Gateway, GatewaySettings
 from bot.runtime.handlers import Handler, build_handler
 from bot.runtime.inbound import InboundPipeline
 from bot.runtime.logs import RedactFilter
-from bot.runtime.notices import BadStateFiles, OwnerNotices
+from bot.runtime.notices import BadStateFiles, NoticePacing, OwnerNotices
 from bot.runtime.remembered import remember_secret
 from bot.runtime.scheduler import PruneScheduler
+from bot.runtime.shared import Shared
 from bot.runtime.telling import ApprovedTeller
 from bot.services.nodes import NodeService, NodeSettings
 from bot.services.owner import OwnerCommands
@@ -66,10 +67,10 @@ class App:
         self._build_providers = providers
         self.state_dir = state_dir
         """Where the gateway's local operator socket lives (the state dir)."""
-        self._notice_limit = notice_limit
-        self._notice_window = notice_window
+        self._pacing = NoticePacing(
+            limit=notice_limit, window=notice_window, capped_delay=capped_delay
+        )
         self._watch_interval = watch_interval
-        self._capped_delay = capped_delay
         self._owners = {(o.provider, o.user_id) for o in config.owners}
         self._policies: dict[str, DmPolicy] = {}
         self.providers: dict[str, Provider] = {}
@@ -109,27 +110,17 @@ class App:
             self.store,
             clock=self.clock,
             static_allow=cfg.static_allow(),
-            settings=PairingSettings(
-                pending_ttl=cfg.pairing.pending_ttl,
-                resend_after=cfg.pairing.resend_after,
-                max_pending_per_provider=cfg.pairing.max_pending_per_provider,
-            ),
+            settings=PairingSettings.of(cfg.pairing),
         )
         for pending in await asyncio.to_thread(self.pairing.pending):
             remember_secret(pending.code)  # codes issued before this start are secrets too
-        self.nodes = NodeService(
-            self.store, clock=self.clock, settings=NodeSettings(**cfg.nodes.model_dump())
-        )
+        self.nodes = NodeService(self.store, clock=self.clock, settings=NodeSettings.of(cfg.nodes))
         self.owner = OwnerCommands(self.pairing, self.nodes, clock=self.clock)
+        shared = Shared(
+            owners=self._owners, providers=self.providers, clock=self.clock, pairing=self.pairing
+        )
         notices = self._notices = OwnerNotices(
-            self._owners,
-            self.providers,
-            pairing=self.pairing,
-            nodes=self.nodes,
-            clock=self.clock,
-            limit=self._notice_limit,
-            window=self._notice_window,
-            capped_delay=self._capped_delay,
+            shared=shared, nodes=self.nodes, pacing=self._pacing
         )
         self._stack.push_async_callback(notices.aclose)
         self.handler: Handler = build_handler(cfg.handler, notices.send_to_owners)
@@ -162,18 +153,10 @@ class App:
                 raise StartupError.cannot_listen(cfg.gateway.host, cfg.gateway.port, exc) from exc
             self._stack.push_async_callback(gateway.stop)
             self.gateway = gateway
-        teller = ApprovedTeller(
-            pairing=self.pairing,
-            providers=self.providers,
-            clock=self.clock,
-            watch_interval=self._watch_interval,
-        )
+        teller = ApprovedTeller(shared=shared, watch_interval=self._watch_interval)
         inbound = InboundPipeline(
-            owners=self._owners,
+            shared=shared,
             policies=self._policies,
-            providers=self.providers,
-            clock=self.clock,
-            pairing=self.pairing,
             owner=self.owner,
             handler=self.handler,
             notices=notices,

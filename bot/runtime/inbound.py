@@ -19,20 +19,18 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from bot.core import messages
-from bot.core.clock import Clock
 from bot.core.commands import parse
 from bot.core.errors import StoreError
 from bot.core.gate import Decision, decide
 from bot.core.models import DmPolicy, Inbound, NodeDecision, NodeVerdict, RequestOutcome
-from bot.core.protocols import Provider
 from bot.core.text import remaining
 from bot.gateway.server import Gateway
 from bot.runtime.handlers import Handler
 from bot.runtime.notices import BadStateFiles, OwnerNotices
 from bot.runtime.remembered import remember_secret
+from bot.runtime.shared import Shared
 from bot.runtime.telling import ApprovedTeller
 from bot.services.owner import OwnerCommands, OwnerFailure, OwnerReply
-from bot.services.pairing import PairingService
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +44,11 @@ STRANGER_QUEUE = 1000
 class InboundPipeline:
     """Carries out the gate's decision on each inbound message; never raises into a provider.
 
-    ``providers`` and ``policies`` are the app's own mappings, filled as providers start.
+    ``policies`` is the app's own mapping, filled as providers start.
     """
 
-    owners: set[tuple[str, str]]
+    shared: Shared
     policies: Mapping[str, DmPolicy]
-    providers: Mapping[str, Provider]
-    clock: Clock
-    pairing: PairingService
     owner: OwnerCommands
     handler: Handler
     notices: OwnerNotices
@@ -85,12 +80,12 @@ class InboundPipeline:
                 await self.bad_state.track(None)
 
     async def _on_inbound(self, msg: Inbound) -> None:
-        is_owner = (msg.provider, msg.sender_id) in self.owners
+        is_owner = (msg.provider, msg.sender_id) in self.shared.owners
         policy = self.policies.get(msg.provider, DmPolicy.PAIRING)
         allowed = False
         if not is_owner and policy in (DmPolicy.PAIRING, DmPolicy.ALLOWLIST):
-            allowed = self.pairing.is_allowed(msg.provider, msg.sender_id)
-        provider = self.providers.get(msg.provider)
+            allowed = self.shared.pairing.is_allowed(msg.provider, msg.sender_id)
+        provider = self.shared.providers.get(msg.provider)
         bare = bool(getattr(provider, "bare_commands", False))
         decision = decide(
             msg, policy=policy, is_owner=is_owner, is_allowed=allowed, bare_commands=bare
@@ -101,16 +96,16 @@ class InboundPipeline:
         elif decision is Decision.FORWARD:
             reply = await self.handler(msg)
             if reply:
-                await self.providers[msg.provider].send(msg.chat_id, reply)
+                await self.shared.providers[msg.provider].send(msg.chat_id, reply)
         elif decision is Decision.CHALLENGE:
-            if msg.sent_at is not None and self.clock.now() - msg.sent_at > STALE_STRANGER:
+            if msg.sent_at is not None and self.shared.clock.now() - msg.sent_at > STALE_STRANGER:
                 # Platforms keep undelivered messages (Telegram: 24 h); a backlog of old
                 # stranger messages after downtime gets no codes and no owner notices.
                 log.info(
                     "ignored a stale message from stranger %s on %s", msg.sender_id, msg.provider
                 )
                 return
-            if self.pairing.settled_in_memory(
+            if self.shared.pairing.settled_in_memory(
                 msg.provider, msg.sender_id, self._stranger_meta(msg)
             ):
                 return
@@ -165,14 +160,16 @@ class InboundPipeline:
 
     async def _challenge(self, msg: Inbound) -> None:
         result = await asyncio.to_thread(
-            self.pairing.request, msg.provider, msg.sender_id, self._stranger_meta(msg)
+            self.shared.pairing.request, msg.provider, msg.sender_id, self._stranger_meta(msg)
         )
         req = result.request
         if req is not None:
             remember_secret(req.code)  # before any SDK logs the reply that carries it
         if result.send_code and req is not None:
-            left = remaining(req.expires_at(self.pairing.settings.pending_ttl) - self.clock.now())
-            await self.providers[msg.provider].send(
+            left = remaining(
+                req.expires_at(self.shared.pairing.settings.pending_ttl) - self.shared.clock.now()
+            )
+            await self.shared.providers[msg.provider].send(
                 msg.chat_id, messages.stranger_code(req, valid_for=left)
             )
         if result.outcome is RequestOutcome.CREATED and req is not None:
@@ -182,7 +179,7 @@ class InboundPipeline:
 
     async def _owner_command(self, msg: Inbound) -> None:
         actor = f"owner:{msg.provider}:{msg.sender_id}"
-        provider = self.providers[msg.provider]
+        provider = self.shared.providers[msg.provider]
         command = parse(msg.text, bare=provider.bare_commands)
         line = command.line if command else msg.text
         # A press on one of our own notices, with the command that notice carried: a stale

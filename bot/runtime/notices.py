@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -23,10 +24,10 @@ from bot.core.clock import Clock
 from bot.core.errors import StoreError
 from bot.core.messages import NoticeKind
 from bot.core.models import Button, NodeAsk, PendingRequest
-from bot.core.protocols import Provider, StateStore
+from bot.core.protocols import StateStore
 from bot.core.text import remaining
+from bot.runtime.shared import Shared
 from bot.services.nodes import NodeService
-from bot.services.pairing import PairingService
 
 log = logging.getLogger(__name__)
 
@@ -97,32 +98,36 @@ class OwnerNotifier:
                 await self._flush_task
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoticePacing:
+    """How fast the owners are told: at most ``limit`` notices per ``window`` (the rest are
+    folded into one digest); strangers turned away over the cap are counted for
+    ``capped_delay`` seconds, then told in one notice."""
+
+    limit: int
+    window: timedelta
+    capped_delay: float
+
+
+@dataclass(eq=False, kw_only=True)
 class OwnerNotices:
     """The notices every owner chat gets, worded; the buttons they carried, remembered."""
 
-    def __init__(
-        self,
-        owners: set[tuple[str, str]],
-        providers: Mapping[str, Provider],
-        *,
-        pairing: PairingService,
-        nodes: NodeService,
-        clock: Clock,
-        limit: int,
-        window: timedelta,
-        capped_delay: float,
-    ) -> None:
-        self._owners = owners
-        self.providers = providers
-        """The running providers, by name (the app's own mapping, filled as they start)."""
-        self.pairing = pairing
-        self.nodes = nodes
-        self.clock = clock
-        self._capped_delay = capped_delay
-        self._capped_tasks: dict[str, asyncio.Task[None]] = {}
-        self._buttons: OrderedDict[tuple[str, str, str], frozenset[str]] = OrderedDict()
-        """(provider, chat, message) of each owner notice with buttons → their commands."""
-        self.notifier = OwnerNotifier(self.send_to_owners, clock=clock, limit=limit, window=window)
+    shared: Shared
+    nodes: NodeService
+    pacing: NoticePacing
+    notifier: OwnerNotifier = field(init=False)
+    _capped_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
+    _buttons: OrderedDict[tuple[str, str, str], frozenset[str]] = field(
+        default_factory=OrderedDict, init=False
+    )
+    """(provider, chat, message) of each owner notice with buttons → their commands."""
+
+    def __post_init__(self) -> None:
+        limit, window = self.pacing.limit, self.pacing.window
+        self.notifier = OwnerNotifier(
+            self.send_to_owners, clock=self.shared.clock, limit=limit, window=window
+        )
 
     def pressed(self, provider: str, chat_id: str, message_id: str, line: str) -> bool:
         """Whether ``line`` is a command that our notice ``message_id`` carried as a button."""
@@ -145,7 +150,9 @@ class OwnerNotices:
 
     async def pairing_request(self, req: PendingRequest) -> None:
         """Tell the owners a stranger asks to be paired, with Approve / Reject buttons."""
-        expires = remaining(req.expires_at(self.pairing.settings.pending_ttl) - self.clock.now())
+        expires = remaining(
+            req.expires_at(self.shared.pairing.settings.pending_ttl) - self.shared.clock.now()
+        )
         buttons = (
             Button(label="Approve", command=f"/approve {req.code}"),
             Button(label="Reject", command=f"/reject {req.code}"),
@@ -160,7 +167,9 @@ class OwnerNotices:
     async def node_request(self, ask: NodeAsk) -> None:
         """Tell the owner a node asks to join, with Approve / Reject buttons."""
         req = ask.request
-        expires = remaining(req.expires_at(self.nodes.settings.pending_ttl) - self.clock.now())
+        expires = remaining(
+            req.expires_at(self.nodes.settings.pending_ttl) - self.shared.clock.now()
+        )
         buttons = (
             Button(label="Approve", command=f"/nodes approve {req.request_id}"),
             Button(label="Reject", command=f"/nodes reject {req.request_id}"),
@@ -178,10 +187,10 @@ class OwnerNotices:
             self._capped_tasks[provider] = asyncio.create_task(self._capped_notice(provider))
 
     async def _capped_notice(self, provider: str) -> None:
-        await asyncio.sleep(self._capped_delay)
-        count = self.pairing.take_capped(provider)
+        await asyncio.sleep(self.pacing.capped_delay)
+        count = self.shared.pairing.take_capped(provider)
         if count:
-            cap = self.pairing.settings.max_pending_per_provider
+            cap = self.shared.pairing.settings.max_pending_per_provider
             await self.notifier.notify(
                 messages.owner_capped(provider, count, cap),
                 kind=NoticeKind.TURNED_AWAY,
@@ -191,8 +200,8 @@ class OwnerNotices:
 
     async def send_to_owners(self, text: str, buttons: Sequence[Button] = ()) -> None:
         """Send to every owner chat on a running platform now (no rate limit)."""
-        for provider_name, user_id in sorted(self._owners):
-            provider = self.providers.get(provider_name)
+        for provider_name, user_id in sorted(self.shared.owners):
+            provider = self.shared.providers.get(provider_name)
             if provider is None:
                 continue
             shown = messages.without_slashes(text) if provider.bare_commands else text
@@ -244,4 +253,4 @@ class BadStateFiles:
                 self._bad_state_files -= {other}
 
 
-__all__ = ["BadStateFiles", "OwnerNotices", "OwnerNotifier"]
+__all__ = ["BadStateFiles", "NoticePacing", "OwnerNotices", "OwnerNotifier"]

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.core import messages
-from bot.core.clock import Clock
 from bot.core.errors import StoreError
 from bot.core.protocols import Provider
-from bot.services.pairing import PairingService
+from bot.runtime.shared import Shared
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +28,9 @@ NOTICE_GIVE_UP = timedelta(days=7)
 
 @dataclass(eq=False, kw_only=True)
 class ApprovedTeller:
-    """Sends "you're approved" to each sender in the outbox, on the platforms running here.
+    """Sends "you're approved" to each sender in the outbox, on the platforms running here."""
 
-    ``providers`` is the app's own mapping, filled as providers start.
-    """
-
-    pairing: PairingService
-    providers: Mapping[str, Provider]
-    clock: Clock
+    shared: Shared
     watch_interval: float
     _notice_retry: dict[tuple[str, str], tuple[int, datetime]] = field(
         default_factory=dict, init=False
@@ -61,10 +54,10 @@ class ApprovedTeller:
         process runs, then forget the notice. A send that fails is retried with a growing
         pause; after :data:`NOTICE_GIVE_UP` the notice is dropped with a warning."""
         async with self._telling:
-            notices = await asyncio.to_thread(self.pairing.notices)
-            now = self.clock.now()
+            notices = await asyncio.to_thread(self.shared.pairing.notices)
+            now = self.shared.clock.now()
             for notice in notices:
-                provider = self.providers.get(notice.provider)
+                provider = self.shared.providers.get(notice.provider)
                 key = (notice.provider, notice.sender_id)
                 retry = self._notice_retry.get(key)
                 if provider is None or (retry is not None and now < retry[1]):
@@ -83,7 +76,7 @@ class ApprovedTeller:
                     continue
                 self._notice_retry.pop(key, None)
                 await asyncio.to_thread(
-                    self.pairing.notice_sent, notice.provider, notice.sender_id
+                    self.shared.pairing.notice_sent, notice.provider, notice.sender_id
                 )
 
     async def _tell_one(self, provider: Provider, chat_id: str | None, sender_id: str) -> bool:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from bot.core import codes
 from bot.core.clock import Clock
+from bot.core.config import NodesConfig
 from bot.core.errors import (
     AlreadyPairedError,
     NodeRefused,
@@ -25,8 +26,9 @@ from bot.core.errors import (
     UnknownSubjectError,
     WrongCredentialError,
 )
-from bot.core.models import AuditEvent, NodeApproval, NodeAsk, NodeRequest, PairedNode
+from bot.core.models import NodeApproval, NodeAsk, NodeRequest, PairedNode
 from bot.core.protocols import StateStore, StateTxn
+from bot.services.requests import audit, split_expired
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,11 @@ class NodeSettings:
     max_pending: int = 50
     max_pending_per_node: int = 3
     """Live requests one node id may have at once (each from a different asker)."""
+
+    @classmethod
+    def of(cls, section: NodesConfig) -> NodeSettings:
+        """The knobs as the config's ``nodes:`` sets them."""
+        return cls(**section.model_dump())
 
 
 class NodeService:
@@ -104,19 +111,15 @@ class NodeService:
             )
             if isinstance(outcome, NodeRequest):
                 txn.put_node_request(outcome)
-                txn.audit(
-                    AuditEvent(
-                        ts=now,
-                        event="node.request",
-                        actor=f"node:{node_id}",
-                        subject=node_id,
-                        request_id=outcome.request_id,
-                        outcome="repair"
-                        if outcome.is_repair
-                        else "conflict"
-                        if conflicts
-                        else "pending",
-                    )
+                state = "repair" if outcome.is_repair else "conflict" if conflicts else "pending"
+                audit(
+                    txn,
+                    now,
+                    "node.request",
+                    state,
+                    actor=f"node:{node_id}",
+                    subject=node_id,
+                    request_id=outcome.request_id,
                 )
         if isinstance(outcome, NodeRefused):
             raise outcome
@@ -245,30 +248,10 @@ class NodeService:
             extra=old.extra if old else {},
         )
         txn.put_paired_node(node)
-        txn.drop_node_request(req.request_id)
-        txn.audit(
-            AuditEvent(
-                ts=now,
-                event="node.approve",
-                actor=actor,
-                subject=req.node_id,
-                request_id=req.request_id,
-                outcome="rotated" if old else "approved",
-            )
-        )
+        _close(txn, req, now, "node.approve", "rotated" if old else "approved", actor=actor)
         superseded = tuple(r for r in txn.node_requests() if r.node_id == req.node_id)
         for other in superseded:
-            txn.drop_node_request(other.request_id)
-            txn.audit(
-                AuditEvent(
-                    ts=now,
-                    event="node.reject",
-                    actor="system:superseded",
-                    subject=other.node_id,
-                    request_id=other.request_id,
-                    outcome="superseded",
-                )
-            )
+            _close(txn, other, now, "node.reject", "superseded", actor="system:superseded")
         return NodeApproval(node=node, token=token, request=req, superseded=superseded)
 
     def reject(self, request_id: str, *, actor: str) -> NodeRequest:
@@ -277,17 +260,7 @@ class NodeService:
         with self._store.transaction() as txn:
             req = self._live(txn, request_id, now)
             if req is not None:
-                txn.drop_node_request(req.request_id)
-                txn.audit(
-                    AuditEvent(
-                        ts=now,
-                        event="node.reject",
-                        actor=actor,
-                        subject=req.node_id,
-                        request_id=req.request_id,
-                        outcome="rejected",
-                    )
-                )
+                _close(txn, req, now, "node.reject", "rejected", actor=actor)
         if req is None:
             raise UnknownRequestError(
                 f"no pending node request {request_id!r}", hint="see `pairbot nodes pending`"
@@ -301,15 +274,7 @@ class NodeService:
             node = next((n for n in txn.paired_nodes() if n.node_id == node_id), None)
             if node is not None:
                 txn.drop_paired_node(node_id)
-                txn.audit(
-                    AuditEvent(
-                        ts=now,
-                        event="node.revoke",
-                        actor=actor,
-                        subject=node_id,
-                        outcome="revoked",
-                    )
-                )
+                audit(txn, now, "node.revoke", "revoked", actor=actor, subject=node_id)
         if node is None:
             raise UnknownSubjectError(
                 f"no paired node {node_id!r}", hint="see `pairbot nodes list`"
@@ -335,9 +300,8 @@ class NodeService:
     def pending(self) -> list[NodeRequest]:
         """Return live node requests, oldest first."""
         now = self._clock.now()
-        ttl = self.settings.pending_ttl
         with self._store.transaction() as txn:
-            live = [r for r in txn.node_requests() if now < r.created_at + ttl]
+            _, live = split_expired(txn.node_requests(), now=now, ttl=self.settings.pending_ttl)
         return sorted(live, key=lambda r: r.created_at)
 
     def get_pending(self, request_id: str) -> NodeRequest | None:
@@ -367,28 +331,23 @@ class NodeService:
         live = (
             self._drop_expired(txn, now, actor="system:expiry")
             if drop_expired
-            else [r for r in txn.node_requests() if now < r.created_at + self.settings.pending_ttl]
+            else split_expired(txn.node_requests(), now=now, ttl=self.settings.pending_ttl)[1]
         )
         return next((r for r in live if r.request_id.upper() == wanted), None)
 
     def _drop_expired(self, txn: StateTxn, now: datetime, *, actor: str) -> list[NodeRequest]:
-        live = []
-        for req in txn.node_requests():
-            if now >= req.created_at + self.settings.pending_ttl:
-                txn.drop_node_request(req.request_id)
-                txn.audit(
-                    AuditEvent(
-                        ts=now,
-                        event="node.expire",
-                        actor=actor,
-                        subject=req.node_id,
-                        request_id=req.request_id,
-                        outcome="expired",
-                    )
-                )
-            else:
-                live.append(req)
+        expired, live = split_expired(txn.node_requests(), now=now, ttl=self.settings.pending_ttl)
+        for req in expired:
+            _close(txn, req, now, "node.expire", "expired", actor=actor)
         return live
+
+
+def _close(
+    txn: StateTxn, req: NodeRequest, now: datetime, event: str, outcome: str, *, actor: str
+) -> None:
+    """Drop a request (approved, rejected, superseded, expired) and audit how it ended."""
+    txn.drop_node_request(req.request_id)
+    audit(txn, now, event, outcome, actor=actor, subject=req.node_id, request_id=req.request_id)
 
 
 def _field(name: str, value: str, *, required: bool = False) -> str:

@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from bot.core import codes
 from bot.core.clock import Clock
+from bot.core.config import PairingConfig
 from bot.core.errors import (
     AllowedByConfigError,
     CodeExpiredError,
@@ -31,6 +32,7 @@ from bot.core.models import (
 )
 from bot.core.platforms import KNOWN_PROVIDERS, platform
 from bot.core.protocols import StateStore, StateTxn
+from bot.services.requests import audit, split_expired
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,16 @@ class PairingSettings:
     pending_ttl: timedelta = timedelta(hours=1)
     resend_after: timedelta = timedelta(minutes=10)
     max_pending_per_provider: int = 3
+
+    @classmethod
+    def of(cls, section: PairingConfig) -> PairingSettings:
+        """The knobs as the config's ``pairing:`` sets them (its ``prune_interval`` is the
+        scheduler's)."""
+        return cls(
+            pending_ttl=section.pending_ttl,
+            resend_after=section.resend_after,
+            max_pending_per_provider=section.max_pending_per_provider,
+        )
 
 
 class AllowSource(StrEnum):
@@ -134,7 +146,7 @@ class PairingService:
         if quiet is not None:
             return RequestResult(outcome=RequestOutcome.PENDING, request=quiet, send_code=False)
         with self._store.transaction() as txn:
-            live = self._drop_expired(txn, provider, now, actor="system:expiry")
+            _, live = self._drop_expired(txn, provider, now, actor="system:expiry")
             mine = next((r for r in live if r.id == sender_id), None)
             if mine is not None:
                 return self._repeat(txn, mine, now, clean_meta)
@@ -152,16 +164,7 @@ class PairingService:
                 last_sent_at=now,
             )
             txn.put_request(created)
-            txn.audit(
-                AuditEvent(
-                    ts=now,
-                    event="request",
-                    actor=f"{provider}:{sender_id}",
-                    provider=provider,
-                    subject=sender_id,
-                    outcome="created",
-                )
-            )
+            _stranger_audit(txn, now, provider, sender_id, "created")
         with self._counter_lock:
             self._quiet[key] = (
                 min(now + self.settings.resend_after, created.expires_at(ttl)),
@@ -269,50 +272,20 @@ class PairingService:
             _check_provider(name)
         code = codes.normalize_code(raw_code)
         now = self._clock.now()
+        event, outcome = ("approve", "approved") if approve else ("reject", "rejected")
         expired: PendingRequest | None = None
         with self._store.transaction() as txn:
             found = self._find(txn, providers, code) if code else None
             if found is None:
-                txn.audit(
-                    AuditEvent(
-                        ts=now,
-                        event="approve" if approve else "reject",
-                        actor=actor,
-                        provider=provider,
-                        subject="-",
-                        outcome="unknown-code",
-                    )
-                )
+                audit(txn, now, event, "unknown-code", actor=actor, provider=provider, subject="-")
             elif now >= found.expires_at(self.settings.pending_ttl):
-                txn.drop_request(found.provider, found.id)
-                txn.audit(_expire_event(found, now, actor))
+                _close(txn, found, now, "expire", "expired", actor=actor)
                 expired = found
-            elif approve:
-                txn.allow(found.provider, found.id)
-                txn.put_notice(_notice(found, now))
-                txn.drop_request(found.provider, found.id)
-                txn.audit(
-                    AuditEvent(
-                        ts=now,
-                        event="approve",
-                        actor=actor,
-                        provider=found.provider,
-                        subject=found.id,
-                        outcome="approved",
-                    )
-                )
             else:
-                txn.drop_request(found.provider, found.id)
-                txn.audit(
-                    AuditEvent(
-                        ts=now,
-                        event="reject",
-                        actor=actor,
-                        provider=found.provider,
-                        subject=found.id,
-                        outcome="rejected",
-                    )
-                )
+                if approve:
+                    txn.allow(found.provider, found.id)
+                    txn.put_notice(_notice(found, now))
+                _close(txn, found, now, event, outcome, actor=actor)
         if found is not None:
             self._forget(found.provider, found.id)
         where = f" for {provider}" if provider else ""
@@ -341,15 +314,14 @@ class PairingService:
             removed = txn.disallow(provider, sender_id)
             txn.drop_notice(provider, sender_id)  # never tell a revoked sender they may write
             if removed:
-                txn.audit(
-                    AuditEvent(
-                        ts=now,
-                        event="revoke",
-                        actor=actor,
-                        provider=provider,
-                        subject=sender_id,
-                        outcome="revoked",
-                    )
+                audit(
+                    txn,
+                    now,
+                    "revoke",
+                    "revoked",
+                    actor=actor,
+                    provider=provider,
+                    subject=sender_id,
                 )
         if not removed:
             if sender_id in self._static.get(provider, frozenset()):
@@ -370,15 +342,8 @@ class PairingService:
                 if asked is not None:  # they asked: tell them, as an approval would
                     txn.put_notice(_notice(asked, now))
                 txn.drop_request(provider, sender_id)
-                txn.audit(
-                    AuditEvent(
-                        ts=now,
-                        event="allow",
-                        actor=actor,
-                        provider=provider,
-                        subject=sender_id,
-                        outcome="added",
-                    )
+                audit(
+                    txn, now, "allow", "added", actor=actor, provider=provider, subject=sender_id
                 )
         if added:
             self._forget(provider, sender_id)
@@ -401,15 +366,10 @@ class PairingService:
     def pending(self, provider: str | None = None) -> list[PendingRequest]:
         """Return live (unexpired) requests, oldest first."""
         now = self._clock.now()
-        ttl = self.settings.pending_ttl
         with self._store.transaction() as txn:
-            found = [
-                r
-                for name in _providers(provider)
-                for r in txn.requests(name)
-                if now < r.expires_at(ttl)
-            ]
-        return sorted(found, key=lambda r: (r.created_at, r.provider, r.id))
+            everything = [r for name in _providers(provider) for r in txn.requests(name)]
+        _, live = split_expired(everything, now=now, ttl=self.settings.pending_ttl)
+        return sorted(live, key=lambda r: (r.created_at, r.provider, r.id))
 
     def find(self, code: str) -> PendingRequest | None:
         """Return the live request with this code, whatever its provider, or None."""
@@ -465,9 +425,9 @@ class PairingService:
         try:
             with self._store.transaction() as txn:
                 for name in KNOWN_PROVIDERS:
-                    ttl = self.settings.pending_ttl
-                    before += [r for r in txn.requests(name) if now >= r.expires_at(ttl)]
-                    for req in self._drop_expired(txn, name, now, actor=actor):
+                    expired, live = self._drop_expired(txn, name, now, actor=actor)
+                    before += expired
+                    for req in live:
                         when = seen.get((name, req.id))
                         if when is not None and when > req.last_seen_at:
                             txn.put_request(replace(req, last_seen_at=when))
@@ -486,16 +446,14 @@ class PairingService:
 
     def _drop_expired(
         self, txn: StateTxn, provider: str, now: datetime, *, actor: str
-    ) -> list[PendingRequest]:
-        # Expired means now >= created_at + ttl; comparing against one cutoff keeps this
-        # scan (it runs on every stranger's message) to a single comparison per request.
-        cutoff = now - self.settings.pending_ttl
-        requests = txn.requests(provider)
-        expired = [req for req in requests if req.created_at <= cutoff]
+    ) -> tuple[list[PendingRequest], list[PendingRequest]]:
+        """Drop the provider's expired requests (audited); return ``(expired, live)``."""
+        expired, live = split_expired(
+            txn.requests(provider), now=now, ttl=self.settings.pending_ttl
+        )
         for req in expired:
-            txn.drop_request(provider, req.id)
-            txn.audit(_expire_event(req, now, actor))
-        return [req for req in requests if req.created_at > cutoff] if expired else requests
+            _close(txn, req, now, "expire", "expired", actor=actor)
+        return expired, live
 
     def _find(self, txn: StateTxn, providers: list[str], code: str) -> PendingRequest | None:
         everything = [r for name in providers for r in txn.requests(name)]
@@ -521,16 +479,7 @@ class PairingService:
                 return
             self._capped_seen[(provider, sender_id)] = now
             self._capped[provider] += 1
-        txn.audit(
-            AuditEvent(
-                ts=now,
-                event="request",
-                actor=f"{provider}:{sender_id}",
-                provider=provider,
-                subject=sender_id,
-                outcome="capped",
-            )
-        )
+        _stranger_audit(txn, now, provider, sender_id, "capped")
 
 
 def _notice(req: PendingRequest, now: datetime) -> ApprovalNotice:
@@ -539,15 +488,20 @@ def _notice(req: PendingRequest, now: datetime) -> ApprovalNotice:
     )
 
 
-def _expire_event(req: PendingRequest, now: datetime, actor: str) -> AuditEvent:
-    return AuditEvent(
-        ts=now,
-        event="expire",
-        actor=actor,
-        provider=req.provider,
-        subject=req.id,
-        outcome="expired",
-    )
+def _close(
+    txn: StateTxn, req: PendingRequest, now: datetime, event: str, outcome: str, *, actor: str
+) -> None:
+    """Drop a request (approved, rejected, expired) and audit how it ended."""
+    txn.drop_request(req.provider, req.id)
+    audit(txn, now, event, outcome, actor=actor, provider=req.provider, subject=req.id)
+
+
+def _stranger_audit(
+    txn: StateTxn, now: datetime, provider: str, sender_id: str, outcome: str
+) -> None:
+    """Audit a stranger's ask (``created``, or ``capped``: turned away over the cap)."""
+    actor = f"{provider}:{sender_id}"
+    audit(txn, now, "request", outcome, actor=actor, provider=provider, subject=sender_id)
 
 
 def _check_provider(name: str) -> None:

@@ -1,0 +1,29 @@
+"""What the running bot's jobs share: the owners, the providers, the clock, DM pairing.
+
+The owner notices, telling approved senders and the inbound pipeline each take this one
+record, built once by :class:`~bot.runtime.app.App`, besides what is theirs alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bot.core.clock import Clock
+from bot.core.protocols import Provider
+from bot.services.pairing import PairingService
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Shared:
+    """The parts of the running bot that every job uses.
+
+    ``providers`` is the app's own mapping, filled as providers start: a job sees a provider
+    as soon as it runs.
+    """
+
+    owners: set[tuple[str, str]]
+    """(provider, user id) of every owner."""
+    providers: Mapping[str, Provider]
+    clock: Clock
+    pairing: PairingService

@@ -14,6 +14,7 @@ sends is built here, so the bytes on the wire have one source (``docs/gateway-pr
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -172,11 +173,15 @@ class Conn:
     bad_tokens: int = 0
     asked: dict[str, str] = field(default_factory=dict)
     """nodeId → requestId of the request this connection made (or came back for)."""
+    last_active: float = field(default_factory=time.monotonic)
+    """When a frame last went either way: an idle connection is timed from here, so a peer
+    just told a decision has the whole idle timeout to act on it."""
 
     async def send(self, frame: Frame) -> bool:
         """Send ``frame``; False if the connection is closed or the send failed."""
         if self.ws.closed:
             return False
+        self.last_active = time.monotonic()
         try:
             await self.ws.send_str(json.dumps(frame))
         except (ConnectionError, RuntimeError):

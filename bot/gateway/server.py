@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -207,12 +208,17 @@ class Gateway:
         conn = Conn(ws=ws, remote="local" if local else (request.remote or "?"), operator=local)
         self._peers.add(conn)
         try:
+            idle = self._settings.idle_timeout
             while True:
                 try:
-                    msg = await ws.receive(timeout=self._settings.idle_timeout)
+                    left = idle - (time.monotonic() - conn.last_active)
+                    msg = await ws.receive(timeout=max(left, 0.001))
                 except TimeoutError:
-                    if self._busy(conn):
+                    if self._busy(conn):  # silent for a reason: time it from now
+                        conn.last_active = time.monotonic()
                         continue
+                    if time.monotonic() - conn.last_active < idle:
+                        continue  # a frame went out meanwhile (a decision): more time
                     self._burst.note(
                         "idle",
                         conn.remote,
@@ -221,6 +227,7 @@ class Gateway:
                     )
                     await ws.close(code=4008, message=b"idle")
                     break
+                conn.last_active = time.monotonic()
                 if msg.type is WSMsgType.TEXT:
                     await self._frame(conn, msg.data)
                 elif msg.type is WSMsgType.BINARY:

@@ -179,20 +179,22 @@ async def test_the_connection_cap_follows_the_file_limit(
 async def test_idle_connections_are_closed_but_waiting_ones_are_not(
     tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
 ) -> None:
-    async with running(tg, state_dir, fake_clock, gateway={"idle_timeout": "0.3s"}) as gw:
+    async with running(tg, state_dir, fake_clock, gateway={"idle_timeout": "0.6s"}) as gw:
         idle = await gw.peer()
         waiting, ask = await gw.ask("pixel-9")
         operator = await gw.operator()
         with pytest.raises(Closed):
             await idle.answer(wait=3.0)
         assert idle.close_code == 4008
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(0.9)
         await operator.ok("node.pair.approve", {"requestId": ask["requestId"]})
         event = await waiting.event("node.pair.resolved")
+        # Told a decision, the asker is no longer waiting: it has a whole idle timeout from
+        # the decision (not from its last frame) to act on it.
         assert event["payload"]["decision"] == "approved", "a waiting asker is never idle"
         token = event["payload"]["token"]
         await waiting.ok("node.connect", {"nodeId": "pixel-9", "token": token})
-        assert await waiting.quiet(0.7) == [], "a connected node is never idle"
+        assert await waiting.quiet(1.0) == [], "a connected node is never idle"
         assert not waiting.ws.closed
 
 

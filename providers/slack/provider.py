@@ -46,6 +46,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.core.models import Button, ChatKind, Inbound
+from providers._json import as_dict, as_str
 from providers.base import BaseProvider
 from providers.limits import ButtonLimits
 from providers.slack.blocks import MAX_COMMAND_CHARS, blocks, escape, unescape
@@ -53,8 +54,6 @@ from providers.slack.events import (
     CHANNEL_KINDS,
     Interaction,
     action_keys,
-    as_dict,
-    as_str,
     command_keys,
     is_user_text,
     looks_like_im,

@@ -20,9 +20,9 @@ import aiohttp
 
 from bot.core.errors import ButtonError, ProviderError
 from bot.core.models import Button
+from providers._json import as_dict, as_int, as_str, dicts
 from providers.limits import clip
 from providers.retry import Retry
-from providers.whatsapp.events import as_dict, as_int, as_str, dicts
 
 DEFAULT_API_BASE_URL = "https://graph.facebook.com"
 MAX_BUTTON_TITLE = 20

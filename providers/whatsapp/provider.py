@@ -40,6 +40,7 @@ from aiohttp import web
 
 from bot.core.errors import ConfigError
 from bot.core.models import Button
+from providers._json import as_str
 from providers.base import State
 from providers.limits import ButtonLimits, TextSplit, clip
 from providers.retry import Retry, RetryPolicy
@@ -333,7 +334,7 @@ class WhatsAppProvider(WebhookProvider):
                 if waiter is not None and not waiter.done():
                     waiter.set_result(message_id)  # a message still retrying went out
             for message in change.messages:
-                if not self._first_time(events.as_str(message.get("id"))):
+                if not self._first_time(as_str(message.get("id"))):
                     continue
                 read = events.read_message(self.name, message, change)
                 if isinstance(read, events.NumberChange):

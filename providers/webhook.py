@@ -2,24 +2,25 @@
 :class:`WebhookProvider`, the base of a provider whose events only come that way.
 
 Slack's HTTP mode, WhatsApp and iMessage (BlueBubbles) each serve an aiohttp application on
-a host, port and path; the routes are the platform's, the serving is this.
+a host, port and path (a :class:`~providers.server.HttpServer`); the routes are the
+platform's.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
 from aiohttp import web
 
 from providers.base import BaseProvider
+from providers.server import HttpServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 """What answers one request on the webhook's path."""
 
 
-class WebhookServer:
+class WebhookServer(HttpServer):
     """An aiohttp server for one platform's webhook on ``host:port`` + ``path``.
 
     Port 0 binds a free port; after the first start :attr:`port` is the bound one, so a
@@ -27,50 +28,13 @@ class WebhookServer:
     """
 
     def __init__(self, *, host: str, port: int, path: str) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host=host, port=port)
         self.path = path
-        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
         """Where the webhook listens, e.g. ``http://127.0.0.1:8081/whatsapp/webhook``."""
-        return f"http://{self.host}:{self.port}{self.path}"
-
-    @property
-    def serving(self) -> bool:
-        """Whether the server is listening."""
-        return self._runner is not None
-
-    async def start(self, app: web.Application) -> None:
-        """Serve ``app`` (its routes are the platform's) and return once listening.
-
-        Raises:
-            OSError: the address cannot be bound.
-        """
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, self.port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self.port = int(runner.addresses[0][1])
-        self._runner = runner
-
-    async def stop(self) -> None:
-        """Stop listening and close the connections; the requests in hand are answered.
-
-        asyncio makes the transport of an accepted connection one loop turn after accepting
-        it; if the listener closed in between, Python 3.11 would drop that socket unclosed,
-        so accepted connections get a few turns to register first.
-        """
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
-        for _ in range(3):
-            await asyncio.sleep(0)
-        await runner.cleanup()
+        return super().url + self.path
 
 
 class WebhookProvider(BaseProvider):

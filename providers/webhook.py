@@ -1,5 +1,6 @@
-"""Webhook binding for the platforms that call pairbot: :class:`WebhookServer`, and
-:class:`WebhookProvider`, the base of a provider whose events only come that way.
+"""Webhook binding for the platforms that call pairbot: :class:`WebhookServer`,
+:class:`WebhookProvider`, the base of a provider whose events only come that way, and
+:class:`RestClient`, the base of its client for the platform's REST API (the way back).
 
 Slack's HTTP mode, WhatsApp and iMessage (BlueBubbles) each serve an aiohttp application on
 a host, port and path (a :class:`~providers.server.HttpServer`); the routes are the
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
+import aiohttp
 from aiohttp import web
 
 from providers.base import BaseProvider
@@ -35,6 +37,28 @@ class WebhookServer(HttpServer):
     def url(self) -> str:
         """Where the webhook listens, e.g. ``http://127.0.0.1:8081/whatsapp/webhook``."""
         return super().url + self.path
+
+
+class RestClient:
+    """A webhook platform's REST API, over one HTTP session opened with the client.
+
+    A platform's client adds the calls and what their answers mean; it is made in a
+    provider's ``_connect`` (inside the running loop) and closed in its ``_disconnect``.
+
+    Args:
+        root: the URL every call starts with.
+        name: the provider's name, for errors.
+        timeout: how long one call may take.
+    """
+
+    def __init__(self, *, root: str, name: str, timeout: aiohttp.ClientTimeout) -> None:
+        self._root = root
+        self._name = name
+        self._session = aiohttp.ClientSession(timeout=timeout)
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        await self._session.close()
 
 
 class WebhookProvider(BaseProvider):
@@ -102,4 +126,4 @@ class WebhookProvider(BaseProvider):
         await self._webhook.stop()
 
 
-__all__ = ["Handler", "WebhookProvider", "WebhookServer"]
+__all__ = ["Handler", "RestClient", "WebhookProvider", "WebhookServer"]

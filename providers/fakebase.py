@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 
 async def wait_until(
@@ -151,25 +150,6 @@ class NoButtons:
         )
 
 
-class AsyncServer(ABC):
-    """``async with`` for a fake: subclasses define ``start`` and ``stop``."""
-
-    @abstractmethod
-    async def start(self) -> None:
-        """Start serving."""
-
-    @abstractmethod
-    async def stop(self) -> None:
-        """Stop serving."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-
 class _Server(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -201,7 +181,6 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 __all__ = [
-    "AsyncServer",
     "ContractPlatform",
     "DemoPlatform",
     "FakeDemo",

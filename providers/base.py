@@ -340,6 +340,23 @@ class BaseProvider(ABC):
             raise ProviderStateError(f"{self.name}: provider is not running")
         return resource
 
+    def _required(
+        self,
+        field: str,
+        value: str | None,
+        message: str = "must not be empty",
+        *,
+        hint: str | None = None,
+    ) -> str:
+        """``value`` as given, if it holds more than white space.
+
+        Raises:
+            ConfigError: it is missing or blank (see :meth:`_config_error`).
+        """
+        if not value or not value.strip():
+            raise self._config_error(field, message, hint=hint)
+        return value
+
     def _config_error(self, field: str, message: str, *, hint: str | None = None) -> ConfigError:
         """A :class:`~bot.core.errors.ConfigError` about ``providers.<name>.<field>``."""
         return ConfigError(message, source=f"providers.{self.name}", field=field, hint=hint)

@@ -159,8 +159,7 @@ class IMessageProvider(WebhookProvider):
         self._bluebubbles: BlueBubbles | None = None
 
     def _check_settings(self, server_url: str, password: str, send_method: str) -> None:
-        if not server_url or not server_url.strip():
-            raise self._config_error("server_url", "the BlueBubbles server URL is empty")
+        self._required("server_url", server_url, "the BlueBubbles server URL is empty")
         if not server_url.strip().lower().startswith(("http://", "https://")):
             raise self._config_error("server_url", "must start with http:// or https://")
         if "?" in server_url or "#" in server_url:

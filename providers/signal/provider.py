@@ -109,12 +109,12 @@ class SignalProvider(BaseProvider):
         clock: Clock | None = None,
     ) -> None:
         super().__init__(name=name)
-        if not account or not account.strip():
-            raise self._config_error(
-                "account",
-                "the Signal account is empty",
-                hint="the bot's number as registered with signal-cli",
-            )
+        self.account = self._required(
+            "account",
+            account,
+            "the Signal account is empty",
+            hint="the bot's number as registered with signal-cli",
+        ).strip()
         parts = urlsplit(http_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise self._config_error(
@@ -122,7 +122,6 @@ class SignalProvider(BaseProvider):
             )
         if not 0 < reconnect_min <= reconnect_max:
             raise self._config_error("reconnect_min", "need 0 < reconnect_min <= reconnect_max")
-        self.account = account.strip()
         self._root = http_url.rstrip("/")
         self.send_retry = RetryPolicy(
             attempts=_CONNECT_RETRIES + 1, first_delay=reconnect_min, max_delay=reconnect_max

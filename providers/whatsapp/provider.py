@@ -130,8 +130,7 @@ class WhatsAppProvider(WebhookProvider):
             ("verify_token", verify_token),
             ("phone_number_id", phone_number_id),
         ):
-            if not value or not value.strip():
-                raise self._config_error(field, "must not be empty")
+            self._required(field, value)
         if send_attempts < 1 or not retry_base_delay > 0 or not request_timeout > 0:
             raise ConfigError("retry settings must be positive", source=f"providers.{name}")
         self.send_retry = RetryPolicy(

@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from bot.core.clock import Clock
-from providers.fakebase import FakeDemo, Written, wait_until
+from providers.fakebase import PeopleDemo, Written, wait_until
 from providers.fakes_http import LoopbackFake
 
 JsonDict = dict[str, Any]
@@ -860,7 +860,7 @@ async def _body(request: web.Request) -> Any:
         return {}
 
 
-class DiscordDemo(FakeDemo[FakeDiscordServer]):
+class DiscordDemo(PeopleDemo[FakeDiscordServer]):
     """The Discord fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
 
     provider = "discord"
@@ -880,14 +880,6 @@ class DiscordDemo(FakeDemo[FakeDiscordServer]):
     def user_id(self, n: int) -> str:
         """Discord user ids are snowflakes."""
         return str(190000000000000001 + n)
-
-    def dm(self, user_id: str, text: str, *, name: str) -> None:
-        """A direct message to the bot."""
-        self.fake.dm(user_id, text, name=name)
-
-    def texts_to(self, user_id: str) -> list[str]:
-        """What the bot sent to that user's DM channel, as the user's client shows it."""
-        return self.fake.texts_to(user_id)
 
     # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
     # Played as discord-api-docs describe the gateway and REST API.

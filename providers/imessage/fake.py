@@ -39,7 +39,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.core.clock import Clock
-from providers.fakebase import FakeDemo, NoButtons, Written, free_port
+from providers.fakebase import NoButtons, WebhookDemo, Written
 from providers.fakes_http import LoopbackFake, Webhooks
 
 JsonDict = dict[str, Any]
@@ -493,28 +493,22 @@ class FakeBlueBubbles(LoopbackFake):
 
 
 # contract (issue 10): NoButtons, as iMessage has none (BlueBubbles' message/text takes none)
-class IMessageDemo(NoButtons, FakeDemo[FakeBlueBubbles]):
+class IMessageDemo(NoButtons, WebhookDemo[FakeBlueBubbles]):
     """The BlueBubbles fake as :class:`providers.DemoPlatform.fake` (people, not API calls)."""
 
     provider = "imessage"
     owner_id = "+15550000001"
+    webhook_path = WEBHOOK_PATH
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self.fake = FakeBlueBubbles(clock=clock)
-        self.webhook_port = 0
-
-    async def start(self) -> None:
-        """Start the fake server; pick the port pairbot's webhook will listen on."""
-        self.webhook_port = free_port()
-        self.fake.webhook_for(self.webhook_port)
-        await self.fake.start()
 
     def provider_config(self) -> JsonDict:
         """Point the provider at the fake, and its webhook where the fake POSTs."""
         return {
             "server_url": self.fake.base_url,
             "password": self.fake.password,
-            "webhook": {"host": "127.0.0.1", "port": self.webhook_port, "path": WEBHOOK_PATH},
+            "webhook": self.webhook_config(),
         }
 
     def user_id(self, n: int) -> str:

@@ -36,7 +36,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.core.clock import Clock
-from providers.fakebase import FakeDemo, Written, free_port
+from providers.fakebase import PeopleDemo, WebhookDemo, Written
 from providers.fakes_http import LoopbackFake, Webhooks
 
 JsonDict = dict[str, Any]
@@ -556,7 +556,7 @@ class FakeWhatsAppServer(LoopbackFake):
         return str(int(self._clock.now().timestamp()))
 
 
-class WhatsAppDemo(FakeDemo[FakeWhatsAppServer]):
+class WhatsAppDemo(WebhookDemo[FakeWhatsAppServer], PeopleDemo[FakeWhatsAppServer]):
     """The WhatsApp fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
 
     provider = "whatsapp"
@@ -565,13 +565,6 @@ class WhatsAppDemo(FakeDemo[FakeWhatsAppServer]):
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self.fake = FakeWhatsAppServer(clock=clock)
-        self.webhook_port = 0
-
-    async def start(self) -> None:
-        """Start the fake Graph API and pick the port the bot's webhook will listen on."""
-        await self.fake.start()
-        self.webhook_port = free_port()
-        self.fake.webhook_url = f"http://127.0.0.1:{self.webhook_port}{self.webhook_path}"
 
     def provider_config(self) -> JsonDict:
         """Point the provider at the fake Graph API, and its webhook where the fake posts."""
@@ -581,20 +574,12 @@ class WhatsAppDemo(FakeDemo[FakeWhatsAppServer]):
             "verify_token": self.fake.verify_token,
             "phone_number_id": self.fake.phone_number_id,
             "api_base_url": self.fake.base_url,
-            "webhook": {"host": "127.0.0.1", "port": self.webhook_port, "path": self.webhook_path},
+            "webhook": self.webhook_config(),
         }
 
     def user_id(self, n: int) -> str:
         """WhatsApp ids (wa_id) are phone numbers in digits."""
         return str(15550001000 + n)
-
-    def dm(self, user_id: str, text: str, *, name: str) -> None:
-        """A 1:1 message to the business number (delivered, and re-delivered until taken)."""
-        self.fake.dm(user_id, text, name=name)
-
-    def texts_to(self, user_id: str) -> list[str]:
-        """What the bot sent to that user."""
-        return self.fake.texts_to(user_id)
 
     # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
     # Played as Meta's Cloud API reference describes webhooks and messages.

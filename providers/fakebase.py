@@ -3,6 +3,8 @@
 They ship in the product so that ``pairbot demo`` and the e2e tests can drive the real SDKs
 with no account and no network: only the SDK's base URL changes. Each module also offers a
 :class:`DemoPlatform`: the fake, played by people, as the demo and cross-provider tests use it.
+This module holds what those share on the people side; how a fake is served and calls pairbot
+is :mod:`providers.fakes_http`.
 """
 
 from __future__ import annotations

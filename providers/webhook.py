@@ -15,7 +15,7 @@ from typing import ClassVar
 import aiohttp
 from aiohttp import web
 
-from providers.base import BaseProvider
+from providers.base import BaseProvider, need
 from providers.server import HttpServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -40,10 +40,11 @@ class WebhookServer(HttpServer):
 
 
 class RestClient:
-    """A webhook platform's REST API, over one HTTP session opened with the client.
+    """A webhook platform's REST API, pairbot's way back to it, over one HTTP session.
 
-    A platform's client adds the calls and what their answers mean; it is made in a
-    provider's ``_connect`` (inside the running loop) and closed in its ``_disconnect``.
+    A platform's client adds the calls and what their answers mean. The provider makes it
+    once; the session is open while the provider runs: :meth:`open` in ``_connect`` (inside
+    the running loop), :meth:`close` in ``_disconnect``.
 
     Args:
         root: the URL every call starts with.
@@ -54,11 +55,27 @@ class RestClient:
     def __init__(self, *, root: str, name: str, timeout: aiohttp.ClientTimeout) -> None:
         self._root = root
         self._name = name
-        self._session = aiohttp.ClientSession(timeout=timeout)
+        self._timeout = timeout
+        self._open: aiohttp.ClientSession | None = None
+
+    def open(self) -> None:
+        """Open the HTTP session."""
+        self._open = aiohttp.ClientSession(timeout=self._timeout)
 
     async def close(self) -> None:
-        """Close the HTTP session."""
-        await self._session.close()
+        """Close the HTTP session, if it is open (also that of a start that failed)."""
+        session, self._open = self._open, None
+        if session is not None:
+            await session.close()
+
+    @property
+    def _session(self) -> aiohttp.ClientSession:
+        """The open session.
+
+        Raises:
+            ProviderStateError: it is closed: the provider is not running.
+        """
+        return need(self._name, self._open)
 
 
 class WebhookProvider(BaseProvider):

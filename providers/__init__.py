@@ -4,9 +4,9 @@ This package owns everything platform-specific: the SDK imports (nowhere else in
 the conversion of platform events into :class:`~bot.core.models.Inbound` values
 (``providers/<name>/provider.py``, on the shared base in :mod:`providers.base`), and the
 loopback fakes of the platforms' APIs (``providers/<name>/fake.py``, on
-:mod:`providers.fakebase`). :data:`REGISTRY` maps a provider name to its class as
-``"module:Class"`` (from :data:`bot.core.platforms.PLATFORMS`), imported only when asked for,
-so a missing SDK breaks only the provider that needs it.
+:mod:`providers.fakebase` and :mod:`providers.fakes_http`). :data:`REGISTRY` maps a provider
+name to its class as ``"module:Class"`` (from :data:`bot.core.platforms.PLATFORMS`), imported
+only when asked for, so a missing SDK breaks only the provider that needs it.
 """
 
 from __future__ import annotations

@@ -52,6 +52,14 @@ Convert = Callable[[], Awaitable[Inbound | None]]
 _STOP = object()  # the worker's end-of-queue mark
 
 
+def need(name: str, resource: _T | None) -> _T:
+    """``resource`` (a client, a session) if the provider ``name`` holds it, which it does
+    while it runs; else :class:`~bot.core.errors.ProviderStateError`."""
+    if resource is None:
+        raise ProviderStateError(f"{name}: provider is not running")
+    return resource
+
+
 class State(enum.Enum):
     """Where a provider is in its lifecycle."""
 
@@ -336,13 +344,28 @@ class BaseProvider(ABC):
 
     def _need(self, resource: _T | None) -> _T:
         """``resource`` (a client, a session) if the provider holds it, else the error."""
-        if resource is None:
-            raise ProviderStateError(f"{self.name}: provider is not running")
-        return resource
+        return need(self.name, resource)
+
+    def _required(
+        self,
+        field: str,
+        value: str | None,
+        message: str = "must not be empty",
+        *,
+        hint: str | None = None,
+    ) -> str:
+        """``value`` as given, if it holds more than white space.
+
+        Raises:
+            ConfigError: it is missing or blank (see :meth:`_config_error`).
+        """
+        if not value or not value.strip():
+            raise self._config_error(field, message, hint=hint)
+        return value
 
     def _config_error(self, field: str, message: str, *, hint: str | None = None) -> ConfigError:
         """A :class:`~bot.core.errors.ConfigError` about ``providers.<name>.<field>``."""
         return ConfigError(message, source=f"providers.{self.name}", field=field, hint=hint)
 
 
-__all__ = ["BaseProvider", "Convert", "Dedupe", "State"]
+__all__ = ["BaseProvider", "Convert", "Dedupe", "State", "need"]

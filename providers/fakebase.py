@@ -3,17 +3,18 @@
 They ship in the product so that ``pairbot demo`` and the e2e tests can drive the real SDKs
 with no account and no network: only the SDK's base URL changes. Each module also offers a
 :class:`DemoPlatform`: the fake, played by people, as the demo and cross-provider tests use it.
+This module holds what those share on the people side; how a fake is served and calls pairbot
+is :mod:`providers.fakes_http`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 
 async def wait_until(
@@ -151,25 +152,6 @@ class NoButtons:
         )
 
 
-class AsyncServer(ABC):
-    """``async with`` for a fake: subclasses define ``start`` and ``stop``."""
-
-    @abstractmethod
-    async def start(self) -> None:
-        """Start serving."""
-
-    @abstractmethod
-    async def stop(self) -> None:
-        """Stop serving."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-
 class _Server(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -192,6 +174,54 @@ class FakeDemo(Generic[S]):
         await self.fake.stop()
 
 
+class _PeopleServer(_Server, Protocol):
+    def dm(self, user_id: str, text: str, /, *, name: str) -> object: ...
+    def texts_to(self, user_id: str, /) -> list[str]: ...
+
+
+P = TypeVar("P", bound=_PeopleServer)
+
+
+class PeopleDemo(FakeDemo[P]):
+    """A :class:`FakeDemo` whose fake already speaks of people as :class:`DemoPlatform` does:
+    its ``dm(user_id, text, name=...)`` and ``texts_to(user_id)`` serve as they are."""
+
+    def dm(self, user_id: str, text: str, *, name: str) -> None:
+        """The fake's ``dm``: a one-to-one message to the bot."""
+        self.fake.dm(user_id, text, name=name)
+
+    def texts_to(self, user_id: str) -> list[str]:
+        """The fake's ``texts_to``: what the bot sent to that person, as they see it."""
+        return self.fake.texts_to(user_id)
+
+
+class _WebhookServer(_Server, Protocol):
+    def webhook_for(self, port: int, path: str, /) -> str: ...
+
+
+W = TypeVar("W", bound=_WebhookServer)
+
+
+class WebhookDemo(FakeDemo[W]):
+    """A :class:`FakeDemo` whose platform calls pairbot on a webhook: the port pairbot will
+    listen on is picked before the fake starts, and the fake posts there."""
+
+    webhook_path: ClassVar[str]
+    """Where pairbot's webhook listens (the provider's default path)."""
+    webhook_port = 0
+    """The port pairbot's webhook will listen on; picked at :meth:`start`."""
+
+    async def start(self) -> None:
+        """Pick the webhook's port, point the fake at it, and start the fake."""
+        self.webhook_port = free_port()
+        self.fake.webhook_for(self.webhook_port, self.webhook_path)
+        await self.fake.start()
+
+    def webhook_config(self) -> dict[str, Any]:
+        """The provider's ``webhook:`` block: where the fake posts."""
+        return {"host": "127.0.0.1", "port": self.webhook_port, "path": self.webhook_path}
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago: for a webhook address a fake must know before
     the bot binds it."""
@@ -201,11 +231,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 __all__ = [
-    "AsyncServer",
     "ContractPlatform",
     "DemoPlatform",
     "FakeDemo",
     "NoButtons",
+    "PeopleDemo",
+    "WebhookDemo",
     "Written",
     "free_port",
     "wait_until",

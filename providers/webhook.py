@@ -1,25 +1,28 @@
-"""Webhook binding for the platforms that call pairbot: :class:`WebhookServer`, and
-:class:`WebhookProvider`, the base of a provider whose events only come that way.
+"""Webhook binding for the platforms that call pairbot: :class:`WebhookServer`,
+:class:`WebhookProvider`, the base of a provider whose events only come that way, and
+:class:`RestClient`, the base of its client for the platform's REST API (the way back).
 
 Slack's HTTP mode, WhatsApp and iMessage (BlueBubbles) each serve an aiohttp application on
-a host, port and path; the routes are the platform's, the serving is this.
+a host, port and path (a :class:`~providers.server.HttpServer`); the routes are the
+platform's.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
+import aiohttp
 from aiohttp import web
 
-from providers.base import BaseProvider
+from providers.base import BaseProvider, need
+from providers.server import HttpServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 """What answers one request on the webhook's path."""
 
 
-class WebhookServer:
+class WebhookServer(HttpServer):
     """An aiohttp server for one platform's webhook on ``host:port`` + ``path``.
 
     Port 0 binds a free port; after the first start :attr:`port` is the bound one, so a
@@ -27,50 +30,52 @@ class WebhookServer:
     """
 
     def __init__(self, *, host: str, port: int, path: str) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host=host, port=port)
         self.path = path
-        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
         """Where the webhook listens, e.g. ``http://127.0.0.1:8081/whatsapp/webhook``."""
-        return f"http://{self.host}:{self.port}{self.path}"
+        return super().url + self.path
+
+
+class RestClient:
+    """A webhook platform's REST API, pairbot's way back to it, over one HTTP session.
+
+    A platform's client adds the calls and what their answers mean. The provider makes it
+    once; the session is open while the provider runs: :meth:`open` in ``_connect`` (inside
+    the running loop), :meth:`close` in ``_disconnect``.
+
+    Args:
+        root: the URL every call starts with.
+        name: the provider's name, for errors.
+        timeout: how long one call may take.
+    """
+
+    def __init__(self, *, root: str, name: str, timeout: aiohttp.ClientTimeout) -> None:
+        self._root = root
+        self._name = name
+        self._timeout = timeout
+        self._open: aiohttp.ClientSession | None = None
+
+    def open(self) -> None:
+        """Open the HTTP session."""
+        self._open = aiohttp.ClientSession(timeout=self._timeout)
+
+    async def close(self) -> None:
+        """Close the HTTP session, if it is open (also that of a start that failed)."""
+        session, self._open = self._open, None
+        if session is not None:
+            await session.close()
 
     @property
-    def serving(self) -> bool:
-        """Whether the server is listening."""
-        return self._runner is not None
-
-    async def start(self, app: web.Application) -> None:
-        """Serve ``app`` (its routes are the platform's) and return once listening.
+    def _session(self) -> aiohttp.ClientSession:
+        """The open session.
 
         Raises:
-            OSError: the address cannot be bound.
+            ProviderStateError: it is closed: the provider is not running.
         """
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, self.port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self.port = int(runner.addresses[0][1])
-        self._runner = runner
-
-    async def stop(self) -> None:
-        """Stop listening and close the connections; the requests in hand are answered.
-
-        asyncio makes the transport of an accepted connection one loop turn after accepting
-        it; if the listener closed in between, Python 3.11 would drop that socket unclosed,
-        so accepted connections get a few turns to register first.
-        """
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
-        for _ in range(3):
-            await asyncio.sleep(0)
-        await runner.cleanup()
+        return need(self._name, self._open)
 
 
 class WebhookProvider(BaseProvider):
@@ -138,4 +143,4 @@ class WebhookProvider(BaseProvider):
         await self._webhook.stop()
 
 
-__all__ = ["Handler", "WebhookProvider", "WebhookServer"]
+__all__ = ["Handler", "RestClient", "WebhookProvider", "WebhookServer"]

@@ -31,8 +31,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bot.core.clock import Clock, SystemClock
-from providers.fakebase import AsyncServer, FakeDemo, Written, wait_until
+from bot.core.clock import Clock
+from providers.fakebase import PeopleDemo, Written, wait_until
+from providers.fakes_http import LoopbackFake
 
 JsonDict = dict[str, Any]
 _Handler = Callable[[web.Request, re.Match[str]], Awaitable[web.Response]]
@@ -74,7 +75,7 @@ def _error(status: int, message: str, code: int = 0) -> web.Response:
     return _json({"message": message, "code": code}, status)
 
 
-class FakeDiscordServer(AsyncServer):
+class FakeDiscordServer(LoopbackFake):
     """Discord's REST API and gateway on 127.0.0.1, for one bot; tests play the users.
 
     Use as ``async with FakeDiscordServer() as fake:`` or call :meth:`start` and :meth:`stop`;
@@ -108,6 +109,7 @@ class FakeDiscordServer(AsyncServer):
         bot_id: str = "150000000000000001",
         bot_name: str = "pairbot",
     ) -> None:
+        super().__init__(port=port, clock=clock)
         self.token = token
         self.sent: list[JsonDict] = []
         self.edits: list[JsonDict] = []
@@ -148,10 +150,6 @@ class FakeDiscordServer(AsyncServer):
             },
             "team": None,
         }
-        self._port = port
-        self._clock: Clock = clock or SystemClock()
-        self._runner: web.AppRunner | None = None
-        self._base_url: str | None = None
         self._last_snowflake = 0
         self._users: dict[str, JsonDict] = {bot_id: self.bot_user}
         self._channels: dict[str, JsonDict] = {}
@@ -196,39 +194,17 @@ class FakeDiscordServer(AsyncServer):
 
     async def start(self) -> None:
         """Start serving on 127.0.0.1 (port 0 picks a free port)."""
-        if self._runner is not None:
-            raise RuntimeError("FakeDiscordServer is already running")
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", API_PREFIX + "/{path:.*}", self._rest)
-        runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", self._port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        host, port = runner.addresses[0][:2]
-        self._runner = runner
-        self._base_url = f"http://{host}:{port}"
+        await self._serve(app)
 
     async def stop(self) -> None:
         """Close the gateway socket, stop serving and free the port. Safe to call twice."""
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
         ws, self._ws, self._live = self._ws, None, False
         if ws is not None and not ws.closed:
             await ws.close(code=1001)
-        await runner.cleanup()
-
-    @property
-    def base_url(self) -> str:
-        """The server root, e.g. ``http://127.0.0.1:PORT``."""
-        if self._base_url is None:
-            raise RuntimeError("FakeDiscordServer is not started")
-        return self._base_url
+        await self._http.stop()
 
     @property
     def api_base_url(self) -> str:
@@ -425,9 +401,6 @@ class FakeDiscordServer(AsyncServer):
         """The ``(label, custom_id)`` of every button the message carries now."""
         rows = self._messages[message_id].get("components", [])
         return [(c["label"], c["custom_id"]) for row in rows for c in row["components"]]
-
-    wait_until = staticmethod(wait_until)
-    """Poll a condition until it holds (see :func:`providers.fakebase.wait_until`)."""
 
     # -- gateway -----------------------------------------------------------------------------
 
@@ -887,7 +860,7 @@ async def _body(request: web.Request) -> Any:
         return {}
 
 
-class DiscordDemo(FakeDemo[FakeDiscordServer]):
+class DiscordDemo(PeopleDemo[FakeDiscordServer]):
     """The Discord fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
 
     provider = "discord"
@@ -907,14 +880,6 @@ class DiscordDemo(FakeDemo[FakeDiscordServer]):
     def user_id(self, n: int) -> str:
         """Discord user ids are snowflakes."""
         return str(190000000000000001 + n)
-
-    def dm(self, user_id: str, text: str, *, name: str) -> None:
-        """A direct message to the bot."""
-        self.fake.dm(user_id, text, name=name)
-
-    def texts_to(self, user_id: str) -> list[str]:
-        """What the bot sent to that user's DM channel, as the user's client shows it."""
-        return self.fake.texts_to(user_id)
 
     # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
     # Played as discord-api-docs describe the gateway and REST API.

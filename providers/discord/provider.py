@@ -121,9 +121,7 @@ class DiscordProvider(BaseProvider):
         name: str = "discord",
     ) -> None:
         super().__init__(name=name)
-        if not token or not token.strip():
-            raise self._config_error("token", "the bot token is empty")
-        self._token = token.strip()
+        self._token = self._required("token", token, "the bot token is empty").strip()
         self._rest = self._rest_root(api_base_url)
         self._gateway = self._gateway_url(gateway_url)
         self._client: Client | None = None

@@ -21,6 +21,7 @@ import aiohttp
 
 from bot.core.errors import ProviderError
 from providers.retry import Retry
+from providers.webhook import RestClient
 
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _ALREADY_QUEUED = "already queued"  # BlueBubbles' 400 while a tempGuid is still being sent
@@ -42,27 +43,20 @@ class ServerError(Retry):
     """A 500: iMessage failed to send; worth a few more tries, not many."""
 
 
-class BlueBubbles:
-    """The REST API of one BlueBubbles server, over one HTTP session.
+class BlueBubbles(RestClient):
+    """The REST API of one BlueBubbles server.
 
     Args:
         root: the server root, e.g. ``http://mac-mini.lan:1234``.
         password: the server password, sent as ``?password=`` with every call.
-        timeout: how long one call may take.
-        name: the provider's name, for errors.
+        timeout, name: as for :class:`~providers.webhook.RestClient`.
     """
 
     def __init__(
         self, *, root: str, password: str, timeout: aiohttp.ClientTimeout, name: str
     ) -> None:
-        self._root = root
+        super().__init__(root=root, name=name, timeout=timeout)
         self._auth = {"password": password}
-        self._name = name
-        self._session = aiohttp.ClientSession(timeout=timeout)
-
-    async def close(self) -> None:
-        """Close the HTTP session."""
-        await self._session.close()
 
     async def server_info(self) -> tuple[int, Any]:
         """``GET /api/v1/server/info`` (10 s at most): the HTTP status and the JSON body

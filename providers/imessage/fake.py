@@ -30,7 +30,6 @@ import asyncio
 import copy
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -39,8 +38,9 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from bot.core.clock import Clock, SystemClock
-from providers.fakebase import AsyncServer, FakeDemo, NoButtons, Written, free_port, wait_until
+from bot.core.clock import Clock
+from providers.fakebase import NoButtons, WebhookDemo, Written
+from providers.fakes_http import LoopbackFake, Webhooks
 
 JsonDict = dict[str, Any]
 
@@ -64,7 +64,7 @@ def _error(status: int, kind: str, message: str, error: str) -> web.Response:
     )
 
 
-class FakeBlueBubbles(AsyncServer):
+class FakeBlueBubbles(LoopbackFake):
     """A BlueBubbles server on 127.0.0.1 that one pairbot talks to and tests play people on.
 
     Use as ``async with FakeBlueBubbles() as fake:`` or call :meth:`start` and :meth:`stop`;
@@ -93,6 +93,7 @@ class FakeBlueBubbles(AsyncServer):
         icloud: str = "pairbot@icloud.com",
         echo_own_messages: bool = True,
     ) -> None:
+        super().__init__(port=port, clock=clock, shutdown_timeout=0.5)
         self.password = password
         self.webhook_url: str | None = None
         self.sent: list[JsonDict] = []
@@ -102,14 +103,10 @@ class FakeBlueBubbles(AsyncServer):
         self.private_api = private_api
         self.icloud = icloud
         self.echo_own_messages = echo_own_messages
-        self._port = port
-        self._clock: Clock = clock or SystemClock()
-        self._runner: web.AppRunner | None = None
-        self._base_url: str | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._sender: asyncio.Task[None] | None = None
-        self._outbox: deque[JsonDict] = deque()
-        self._wake = asyncio.Event()
+        # BlueBubbles (axios) opens a connection per POST; so does the fake.
+        self._webhooks = Webhooks(
+            "FakeBlueBubbles", self._post, ready=self._may_post, timeout=10, force_close=True
+        )
         self._down: Literal["error", "refuse"] | None = None
         self._hold_webhooks = False
         self._lose_responses = 0
@@ -119,39 +116,18 @@ class FakeBlueBubbles(AsyncServer):
         self._rowid = 100
         self._handles: dict[str, int] = {}
         self._chats: dict[str, int] = {}
-        self._posting = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start serving on 127.0.0.1 (port 0 picks a free port; read :attr:`base_url`)."""
-        if self._session is not None:
-            raise RuntimeError("FakeBlueBubbles is already running")
-        await self._listen()
-        # BlueBubbles (axios) opens a connection per POST; so does the fake.
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=10),
-            connector=aiohttp.TCPConnector(force_close=True),
-        )
-        self._sender = asyncio.create_task(self._send_webhooks(), name="fake-bluebubbles-hooks")
+        await self._serve(self._app())
+        await self._webhooks.start()
 
     async def stop(self) -> None:
         """Stop serving and sending webhooks, free the port. Safe to call twice."""
-        sender, self._sender = self._sender, None
-        if sender is not None:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-        await self._unlisten()
-
-    @property
-    def base_url(self) -> str:
-        """The server root, e.g. ``http://127.0.0.1:PORT`` (the provider's ``server_url``)."""
-        if self._base_url is None:
-            raise RuntimeError("FakeBlueBubbles is not started")
-        return self._base_url
+        await self._webhooks.stop()
+        await self._http.stop()
 
     def webhook_for(
         self,
@@ -164,7 +140,7 @@ class FakeBlueBubbles(AsyncServer):
         """Set and return :attr:`webhook_url` for pairbot's endpoint, with the password."""
         secret = self.password if password is None else password
         self.webhook_url = f"http://{host}:{port}{path}?password={quote(secret, safe='')}"
-        self._wake.set()
+        self._webhooks.wake()
         return self.webhook_url
 
     # -- outages -----------------------------------------------------------------------------
@@ -181,15 +157,15 @@ class FakeBlueBubbles(AsyncServer):
         self._down = mode
         self._hold_webhooks = hold_webhooks
         if mode == "refuse":
-            await self._unlisten()
+            await self._http.stop()
 
     async def come_back(self) -> None:
         """End an outage: serve again (on the same port) and deliver held webhooks."""
         mode, self._down = self._down, None
         self._hold_webhooks = False
         if mode == "refuse":
-            await self._listen()
-        self._wake.set()
+            await self._http.start(self._app())
+        self._webhooks.wake()
 
     def lose_next_responses(self, n: int) -> None:
         """The next ``n`` sends go out, but their answer is a 504 (lost on the way back)."""
@@ -201,31 +177,15 @@ class FakeBlueBubbles(AsyncServer):
 
     # -- injection: what people (and BlueBubbles) do -----------------------------------------
 
-    def dm(
-        self,
-        address: str,
-        text: str,
-        *,
-        service: str = "iMessage",
-        date_created: int | None = None,
-    ) -> JsonDict:
+    def dm(self, address: str, text: str, *, service: str = "iMessage") -> JsonDict:
         """``address`` writes ``text`` to the bot one-to-one; return the queued event."""
-        event = self.dm_event(address, text, service=service, date_created=date_created)
+        event = self.dm_event(address, text, service=service)
         return self.queue_event(event["type"], event["data"])
 
-    def dm_event(
-        self,
-        address: str,
-        text: str,
-        *,
-        service: str = "iMessage",
-        date_created: int | None = None,
-    ) -> JsonDict:
+    def dm_event(self, address: str, text: str, *, service: str = "iMessage") -> JsonDict:
         """Build the ``new-message`` event :meth:`dm` would send, without sending it."""
         chat = self._chat(f"{service};-;{address}", _DM_STYLE, address)
-        data = self._message(
-            text, chat, sender=address, service=service, date_created=date_created
-        )
+        data = self._message(text, chat, sender=address, service=service)
         return {"type": "new-message", "data": data}
 
     def group_message(
@@ -278,8 +238,7 @@ class FakeBlueBubbles(AsyncServer):
     def queue_event(self, kind: str, data: Mapping[str, Any]) -> JsonDict:
         """Queue ``{"type": kind, "data": data}`` for delivery; return it."""
         event: JsonDict = {"type": kind, "data": copy.deepcopy(dict(data))}
-        self._outbox.append(event)
-        self._wake.set()
+        self._webhooks.put(event)
         return event
 
     def redeliver(self, event: Mapping[str, Any]) -> None:
@@ -295,7 +254,7 @@ class FakeBlueBubbles(AsyncServer):
         if not base:
             raise RuntimeError("no webhook URL set")
         params = {} if password is None else {"password": password}
-        async with self._client().post(base, params=params, json=dict(event)) as resp:
+        async with self._webhooks.session.post(base, params=params, json=dict(event)) as resp:
             return resp.status
 
     # -- reading what the bot did ------------------------------------------------------------
@@ -311,43 +270,20 @@ class FakeBlueBubbles(AsyncServer):
     @property
     def pending_events(self) -> int:
         """Events queued and not yet POSTed."""
-        return len(self._outbox)
-
-    wait_until = staticmethod(wait_until)
-    """Poll a condition until it holds (see :func:`providers.fakebase.wait_until`)."""
+        return self._webhooks.pending
 
     async def wait_delivered(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Wait until every queued event has been POSTed (whatever the answer)."""
-        await self.wait_until(lambda: not self._outbox and not self._posting, timeout=timeout)
+        await self.wait_until(lambda: self._webhooks.idle, timeout=timeout)
 
     # -- REST API ----------------------------------------------------------------------------
 
-    async def _listen(self) -> None:
+    def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_get("/api/v1/ping", self._ping)
         app.router.add_get("/api/v1/server/info", self._server_info)
         app.router.add_post("/api/v1/message/text", self._send_text)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", self._port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        host, port = runner.addresses[0][:2]
-        self._port = port  # come_back() listens on the same port
-        self._runner = runner
-        self._base_url = f"http://{host}:{port}"
-
-    async def _unlisten(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            # Let a connection accepted a moment ago get its transport first: Python 3.11
-            # leaks its socket if the listener closes in between.
-            for _ in range(3):
-                await asyncio.sleep(0)
-            await runner.cleanup()
+        return app
 
     @web.middleware
     async def _middleware(
@@ -476,43 +412,26 @@ class FakeBlueBubbles(AsyncServer):
 
     # -- webhooks ----------------------------------------------------------------------------
 
-    async def _send_webhooks(self) -> None:
-        """Deliver queued events in order, one at a time; a failed POST is not retried."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while (
-                self._outbox
-                and self.webhook_url
-                and not (self._down is not None and self._hold_webhooks)
-            ):
-                event = self._outbox.popleft()
-                self._posting = True
-                try:
-                    status = await self._post(event)
-                finally:
-                    self._posting = False
-                data = event.get("data")
-                guid = data.get("guid") if isinstance(data, dict) else None
-                self.deliveries.append((str(event.get("type")), guid, status))
+    def _may_post(self) -> bool:
+        """Events go out once pairbot's URL is known, and not while an outage holds them."""
+        return bool(self.webhook_url) and not (self._down is not None and self._hold_webhooks)
 
-    async def _post(self, event: JsonDict) -> int | None:
-        url = self.webhook_url
-        if url is None:
-            return None
+    async def _post(self, event: JsonDict) -> None:
+        """POST one event and record how it went; a failed POST is not retried (BlueBubbles
+        does not)."""
+        url, status = self.webhook_url, None
         try:
-            async with self._client().post(url, json=event) as resp:
-                await resp.read()
-                return resp.status
+            if url is not None:  # ``_may_post`` saw it set
+                async with self._webhooks.session.post(url, json=event) as resp:
+                    await resp.read()
+                    status = resp.status
         except (aiohttp.ClientError, TimeoutError):
-            return None
+            pass
+        data = event.get("data")
+        guid = data.get("guid") if isinstance(data, dict) else None
+        self.deliveries.append((str(event.get("type")), guid, status))
 
     # -- payloads (BlueBubbles' serializers) -------------------------------------------------
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("FakeBlueBubbles is not started")
-        return self._session
 
     def _next_rowid(self) -> int:
         self._rowid += 1
@@ -540,18 +459,9 @@ class FakeBlueBubbles(AsyncServer):
         }
 
     def _message(
-        self,
-        text: str,
-        chat: JsonDict,
-        *,
-        sender: str | None,
-        service: str = "iMessage",
-        date_created: int | None = None,
+        self, text: str, chat: JsonDict, *, sender: str | None, service: str = "iMessage"
     ) -> JsonDict:
         handle = self._handle(sender, service) if sender is not None else None
-        created = (
-            date_created if date_created is not None else int(self._clock.now().timestamp() * 1000)
-        )
         return {
             "originalROWID": self._next_rowid(),
             "guid": str(uuid.uuid4()).upper(),
@@ -563,7 +473,7 @@ class FakeBlueBubbles(AsyncServer):
             "attachments": [],
             "subject": None,
             "error": 0,
-            "dateCreated": created,
+            "dateCreated": int(self._clock.now().timestamp() * 1000),
             "dateRead": None,
             "dateDelivered": None,
             "isFromMe": sender is None,
@@ -583,28 +493,22 @@ class FakeBlueBubbles(AsyncServer):
 
 
 # contract (issue 10): NoButtons, as iMessage has none (BlueBubbles' message/text takes none)
-class IMessageDemo(NoButtons, FakeDemo[FakeBlueBubbles]):
+class IMessageDemo(NoButtons, WebhookDemo[FakeBlueBubbles]):
     """The BlueBubbles fake as :class:`providers.DemoPlatform.fake` (people, not API calls)."""
 
     provider = "imessage"
     owner_id = "+15550000001"
+    webhook_path = WEBHOOK_PATH
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self.fake = FakeBlueBubbles(clock=clock)
-        self.webhook_port = 0
-
-    async def start(self) -> None:
-        """Start the fake server; pick the port pairbot's webhook will listen on."""
-        self.webhook_port = free_port()
-        self.fake.webhook_for(self.webhook_port)
-        await self.fake.start()
 
     def provider_config(self) -> JsonDict:
         """Point the provider at the fake, and its webhook where the fake POSTs."""
         return {
             "server_url": self.fake.base_url,
             "password": self.fake.password,
-            "webhook": {"host": "127.0.0.1", "port": self.webhook_port, "path": WEBHOOK_PATH},
+            "webhook": self.webhook_config(),
         }
 
     def user_id(self, n: int) -> str:

@@ -155,12 +155,15 @@ class IMessageProvider(WebhookProvider):
         self._password = password
         self._send_method: SendMethod = send_method
         self._method = "private-api" if send_method == "private-api" else "apple-script"
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
-        self._bluebubbles: BlueBubbles | None = None
+        self._bluebubbles = BlueBubbles(
+            root=self._root,
+            password=password,
+            timeout=aiohttp.ClientTimeout(total=request_timeout),
+            name=name,
+        )
 
     def _check_settings(self, server_url: str, password: str, send_method: str) -> None:
-        if not server_url or not server_url.strip():
-            raise self._config_error("server_url", "the BlueBubbles server URL is empty")
+        self._required("server_url", server_url, "the BlueBubbles server URL is empty")
         if not server_url.strip().lower().startswith(("http://", "https://")):
             raise self._config_error("server_url", "must start with http:// or https://")
         if "?" in server_url or "#" in server_url:
@@ -191,10 +194,8 @@ class IMessageProvider(WebhookProvider):
         Raises:
             ConfigError: BlueBubbles rejected the password, or the webhook port is taken.
         """
-        self._bluebubbles = BlueBubbles(
-            root=self._root, password=self._password, timeout=self._timeout, name=self.name
-        )
-        await self._check_server(self._bluebubbles)
+        self._bluebubbles.open()
+        await self._check_server()
         try:
             await self._serve(self._on_webhook)
         except OSError as exc:
@@ -211,14 +212,12 @@ class IMessageProvider(WebhookProvider):
 
     async def _disconnect(self) -> None:
         """Close the HTTP session (also that of a start that failed half-way)."""
-        bluebubbles, self._bluebubbles = self._bluebubbles, None
-        if bluebubbles is not None:
-            await bluebubbles.close()
+        await self._bluebubbles.close()
 
-    async def _check_server(self, bluebubbles: BlueBubbles) -> None:
+    async def _check_server(self) -> None:
         """Check the password and, for ``auto``, whether the Private API is usable."""
         try:
-            status, payload = await bluebubbles.server_info()
+            status, payload = await self._bluebubbles.server_info()
         except (aiohttp.ClientError, TimeoutError) as exc:
             _LOG.warning(
                 "%s: BlueBubbles at %s is not reachable (%s); sends will retry",
@@ -265,7 +264,6 @@ class IMessageProvider(WebhookProvider):
             BlueBubblesError: BlueBubbles refused the message, or stayed unreachable.
         """
         del buttons  # none: iMessage has no buttons, so the base already dropped them
-        self._need(self._bluebubbles)
         body = {
             "chatGuid": chat_id,
             "message": text,
@@ -278,7 +276,7 @@ class IMessageProvider(WebhookProvider):
             nonlocal tries, server_errors
             tries += 1
             try:
-                return await self._need(self._bluebubbles).send_text(body)
+                return await self._bluebubbles.send_text(body)
             except ServerError as failure:
                 server_errors += 1
                 if server_errors < _MAX_SERVER_ERRORS:

@@ -18,6 +18,7 @@ import aiohttp
 
 from bot.core.clock import Clock
 from bot.core.errors import ProviderError
+from providers._json import as_str
 from providers.retry import Backoff
 
 _LOG = logging.getLogger(__name__)
@@ -44,11 +45,6 @@ class SignalRpcError(ProviderError):
         self.code = code
 
 
-def text(value: object) -> str:
-    """``value`` if it is a string, else empty (payloads are untrusted)."""
-    return value if isinstance(value, str) else ""
-
-
 async def rpc_result(method: str, response: aiohttp.ClientResponse) -> Any:
     """The ``result`` of a JSON-RPC answer.
 
@@ -67,7 +63,7 @@ async def rpc_result(method: str, response: aiohttp.ClientResponse) -> Any:
         raise SignalRpcError(
             method,
             code if isinstance(code, int) else response.status,
-            text(error.get("message")) or "error",
+            as_str(error.get("message")) or "error",
         )
     if "result" not in answer:
         raise SignalRpcError(method, response.status, "no result in the answer")

@@ -34,8 +34,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.core.clock import Clock, SystemClock
-from providers.fakebase import AsyncServer, FakeDemo, NoButtons, Written, wait_until
+from bot.core.clock import Clock
+from providers.fakebase import FakeDemo, NoButtons, Written, wait_until
+from providers.fakes_http import LoopbackFake
 
 JsonDict = dict[str, Any]
 
@@ -65,7 +66,7 @@ class _Client:
     response: web.StreamResponse | None = None
 
 
-class FakeSignalDaemon(AsyncServer):
+class FakeSignalDaemon(LoopbackFake):
     """A signal-cli HTTP daemon on 127.0.0.1 for one account, played by the tests.
 
     Use as ``async with FakeSignalDaemon() as fake:`` or call :meth:`start` and :meth:`stop`;
@@ -95,18 +96,14 @@ class FakeSignalDaemon(AsyncServer):
         keepalive: float = 15.0,
         clock: Clock | None = None,
     ) -> None:
+        super().__init__(port=port, clock=clock, shutdown_timeout=0.5)
         self.account = account
         self.account_uuid = account_uuid
         self.sent: list[JsonDict] = []
         self.calls: list[tuple[str, JsonDict]] = []
         self.connects: list[str | None] = []
-        self._port = port
         self._multi = multi_account
         self._keepalive = keepalive
-        self._clock: Clock = clock or SystemClock()
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
-        self._host_port: tuple[str, int] | None = None
         self._events: list[tuple[int, str]] = []
         self._next_seq = 1
         self._run = 1
@@ -119,43 +116,21 @@ class FakeSignalDaemon(AsyncServer):
 
     async def start(self) -> None:
         """Start serving on 127.0.0.1 (port 0 picks a free port; read :attr:`base_url`)."""
-        if self._runner is not None:
-            raise RuntimeError("FakeSignalDaemon is already running")
         app = web.Application()
         app.router.add_post("/api/v1/rpc", self._rpc)
         app.router.add_get("/api/v1/events", self._stream)
         app.router.add_get("/api/v1/check", self._check)
-        runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
-        await runner.setup()
-        self._runner = runner
-        try:
-            await self._listen(self._port)
-        except BaseException:
-            self._runner = None
-            await runner.cleanup()
-            raise
+        await self._serve(app)
 
     async def stop(self) -> None:
         """Drop every stream, stop serving and free the port. Safe to call twice."""
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
         self._drop_clients()
-        self._site = None
-        await runner.cleanup()
-
-    @property
-    def base_url(self) -> str:
-        """The daemon root, e.g. ``http://127.0.0.1:PORT`` (the provider's ``http_url``)."""
-        if self._host_port is None:
-            raise RuntimeError("FakeSignalDaemon is not started")
-        host, port = self._host_port
-        return f"http://{host}:{port}"
+        await self._http.stop()
 
     @property
     def up(self) -> bool:
         """Whether the daemon accepts connections now."""
-        return self._site is not None
+        return self._http.listening
 
     @property
     def streams(self) -> int:
@@ -165,10 +140,8 @@ class FakeSignalDaemon(AsyncServer):
     async def go_down(self) -> None:
         """Play the daemon dying: drop every stream and refuse connections until
         :meth:`come_up`. Envelopes pushed meanwhile are kept for after."""
-        site, self._site = self._site, None
         self._drop_clients()
-        if site is not None:
-            await site.stop()
+        await self._http.unlisten()
         # A dead daemon takes its keep-alive connections with it.
         for transport in self._transports:
             transport.close()
@@ -178,11 +151,11 @@ class FakeSignalDaemon(AsyncServer):
         """Accept connections again on the same port. With ``new_run`` (a restart), the
         event ids start a new run, so a client's old ``Last-Event-ID`` is unknown and it is
         sent every kept event again."""
-        if self._runner is None or self._site is not None or self._host_port is None:
+        if not self._http.serving or self._http.listening:
             raise RuntimeError("FakeSignalDaemon is not down")
         if new_run:
             self._run += 1
-        await self._listen(self._host_port[1])
+        await self._http.listen()
 
     async def restart(self, *, down_for: float = 0.2) -> None:
         """:meth:`go_down`, wait ``down_for`` seconds, :meth:`come_up` as a new run."""
@@ -297,20 +270,7 @@ class FakeSignalDaemon(AsyncServer):
         """Texts the bot sent to a group."""
         return [m["message"] for m in self.sent if m["groupId"] == group_id]
 
-    wait_until = staticmethod(wait_until)
-    """Poll a condition until it holds (see :func:`providers.fakebase.wait_until`)."""
-
     # -- HTTP --------------------------------------------------------------------------------
-
-    async def _listen(self, port: int) -> None:
-        if self._runner is None:
-            raise RuntimeError("FakeSignalDaemon is not started")
-        site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True)
-        await site.start()
-        self._site = site
-        if self._host_port is None:
-            host, bound = self._runner.addresses[-1][:2]
-            self._host_port = (host, bound)
 
     def _track(self, request: web.Request) -> None:
         if request.transport is not None:

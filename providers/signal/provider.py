@@ -37,6 +37,7 @@ import aiohttp
 
 from bot.core.clock import Clock, SystemClock
 from bot.core.models import Button, ChatKind, Inbound
+from providers._json import as_str
 from providers.base import BaseProvider
 from providers.retry import Retry, RetryPolicy
 from providers.signal.daemon import (
@@ -46,7 +47,6 @@ from providers.signal.daemon import (
     rpc_result,
     unwrap,
 )
-from providers.signal.daemon import text as _text
 
 _LOG = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _chat(data: Mapping[str, Any], sender: str) -> tuple[str, ChatKind] | None:
     group = data.get("groupInfo") or data.get("groupV2")
     if not isinstance(group, dict):
         return sender, ChatKind.DM
-    group_id = _text(group.get("groupId")) or _text(group.get("id"))
+    group_id = as_str(group.get("groupId")) or as_str(group.get("id"))
     return (GROUP_PREFIX + group_id, ChatKind.GROUP) if group_id else None
 
 
@@ -109,12 +109,12 @@ class SignalProvider(BaseProvider):
         clock: Clock | None = None,
     ) -> None:
         super().__init__(name=name)
-        if not account or not account.strip():
-            raise self._config_error(
-                "account",
-                "the Signal account is empty",
-                hint="the bot's number as registered with signal-cli",
-            )
+        self.account = self._required(
+            "account",
+            account,
+            "the Signal account is empty",
+            hint="the bot's number as registered with signal-cli",
+        ).strip()
         parts = urlsplit(http_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise self._config_error(
@@ -122,7 +122,6 @@ class SignalProvider(BaseProvider):
             )
         if not 0 < reconnect_min <= reconnect_max:
             raise self._config_error("reconnect_min", "need 0 < reconnect_min <= reconnect_max")
-        self.account = account.strip()
         self._root = http_url.rstrip("/")
         self.send_retry = RetryPolicy(
             attempts=_CONNECT_RETRIES + 1, first_delay=reconnect_min, max_delay=reconnect_max
@@ -302,13 +301,13 @@ class SignalProvider(BaseProvider):
         data = envelope.get("dataMessage")
         if not isinstance(data, dict):
             return None  # receipts, typing, sync (own devices), edits, stories, calls
-        sender = _text(envelope.get("sourceUuid")) or _text(envelope.get("sourceServiceId"))
+        sender = as_str(envelope.get("sourceUuid")) or as_str(envelope.get("sourceServiceId"))
         sender = sender.lower()
-        number = _text(envelope.get("sourceNumber"))
+        number = as_str(envelope.get("sourceNumber"))
         if not sender or ":" in sender:
             return None  # no ACI (e.g. a PNI-only sender): no immutable id to key on
         own = self.account.lower()
-        if own in (sender, number.lower(), _text(envelope.get("source")).lower()):
+        if own in (sender, number.lower(), as_str(envelope.get("source")).lower()):
             return None  # the account itself
         timestamp = envelope.get("timestamp")
         if not isinstance(timestamp, int) or isinstance(timestamp, bool):
@@ -327,7 +326,7 @@ class SignalProvider(BaseProvider):
             return None  # attachments only, reactions, deletions, expiry timer changes
         if chat is None:
             return None
-        name = _text(envelope.get("sourceName"))
+        name = as_str(envelope.get("sourceName"))
         return Inbound(
             provider=self.name,
             chat_id=chat[0],

@@ -25,6 +25,7 @@ from typing import Any
 
 from bot.core.commands import umbrella_line
 from bot.core.models import ChatKind
+from providers._json import as_dict, as_str
 from providers.slack.blocks import pressed_command, unescape
 
 CHANNEL_KINDS = {
@@ -37,16 +38,6 @@ CHANNEL_KINDS = {
 
 Key = tuple[str, ...]
 """A dedupe key: what it is keyed by, then the ids."""
-
-
-def as_str(value: object) -> str:
-    """``value`` if it is a string, else ``""`` (bodies come from the network)."""
-    return value if isinstance(value, str) else ""
-
-
-def as_dict(value: object) -> dict[str, Any]:
-    """``value`` if it is an object, else an empty one."""
-    return value if isinstance(value, dict) else {}
 
 
 def ts_time(ts: object) -> datetime | None:
@@ -169,8 +160,6 @@ __all__ = [
     "Interaction",
     "Key",
     "action_keys",
-    "as_dict",
-    "as_str",
     "command_keys",
     "is_user_text",
     "looks_like_im",

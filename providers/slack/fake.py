@@ -30,7 +30,6 @@ import hmac
 import json
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -38,7 +37,8 @@ from urllib.parse import urlencode
 from aiohttp import ClientSession, WSMsgType, web
 
 from bot.core.clock import Clock, SystemClock
-from providers.fakebase import AsyncServer, FakeDemo, Written, wait_until
+from providers.fakebase import FakeDemo, Written, wait_until
+from providers.fakes_http import LoopbackFake, call_params
 
 JsonDict = dict[str, Any]
 
@@ -117,7 +117,7 @@ def _check_blocks(blocks: object) -> list[JsonDict]:
     return blocks
 
 
-class FakeSlackServer(AsyncServer):
+class FakeSlackServer(LoopbackFake):
     """Slack's Web API, Socket Mode websocket and Events API sender, on 127.0.0.1.
 
     Args:
@@ -138,9 +138,9 @@ class FakeSlackServer(AsyncServer):
         clock: Clock | None = None,
         echo_own_messages: bool = True,
     ) -> None:
+        super().__init__(clock=clock)
         self.bot_token, self.app_token, self.signing_secret = bot_token, app_token, signing_secret
         self.echo_own_messages = echo_own_messages
-        self._clock = clock or SystemClock()
         self.events_url: str | None = None
         """Set it (to the bot's HTTP URL) to deliver over the Events API instead of the socket."""
         # what the bot did
@@ -170,17 +170,10 @@ class FakeSlackServer(AsyncServer):
         self._wake = asyncio.Event()
         self._posts: set[asyncio.Task[None]] = set()
         self._session: ClientSession | None = None
-        self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
-        self.port = 0
         self.add_user(BOT_USER_ID, name="pairbot", is_bot=True)
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def api_base_url(self) -> str:
@@ -193,12 +186,7 @@ class FakeSlackServer(AsyncServer):
         app.router.add_post("/api/{method}", self._handle_api)
         app.router.add_get("/api/{method}", self._handle_api)  # slack-sdk GETs users.info
         app.router.add_get("/link/", self._handle_socket)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        await self._serve(app)
         self._session = ClientSession()
 
     async def stop(self) -> None:
@@ -211,9 +199,7 @@ class FakeSlackServer(AsyncServer):
         if self._session is not None:
             await self._session.close()
             self._session = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._http.stop()
 
     # -- the world ---------------------------------------------------------------------------
 
@@ -544,30 +530,6 @@ class FakeSlackServer(AsyncServer):
         """Answer the next ``count`` calls of ``method`` with 429 ``ratelimited``."""
         self._fail[method] = (count, retry_after)
 
-    async def wait_for_sent(
-        self,
-        predicate: Callable[[JsonDict], bool] | None = None,
-        *,
-        count: int = 1,
-        timeout: float = 5.0,  # noqa: ASYNC109
-    ) -> list[JsonDict]:
-        """Wait until ``count`` posted messages match ``predicate``; return those that do."""
-
-        def matching() -> list[JsonDict]:
-            return [m for m in self.sent if predicate is None or predicate(m)]
-
-        try:
-            await self.wait_until(lambda: len(matching()) >= count, timeout=timeout)
-        except TimeoutError:
-            raise TimeoutError(
-                f"{len(matching())} of {count} expected messages posted within "
-                f"{timeout}s ({len(self.sent)} posted in all)"
-            ) from None
-        return matching()
-
-    wait_until = staticmethod(wait_until)
-    """Poll a condition until it holds (see :func:`providers.fakebase.wait_until`)."""
-
     # -- the Web API -------------------------------------------------------------------------
 
     async def _handle_api(self, request: web.Request) -> web.Response:
@@ -615,16 +577,7 @@ class FakeSlackServer(AsyncServer):
 
     @staticmethod
     async def _params(request: web.Request) -> JsonDict:
-        params: JsonDict = dict(request.query)
-        if request.content_type == "application/json":
-            try:
-                body = await request.json()
-            except ValueError:
-                raise web.HTTPBadRequest(text="malformed JSON body") from None
-            if isinstance(body, dict):
-                params.update(body)
-        elif request.content_type in (_FORM, "multipart/form-data"):
-            params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
+        params = await call_params(request)
         for key in ("blocks", "attachments"):  # form posts carry these JSON-encoded
             if isinstance(params.get(key), str):
                 try:
@@ -647,7 +600,8 @@ class FakeSlackServer(AsyncServer):
     async def _open_connection(self, _params: JsonDict, _request: web.Request) -> JsonDict:
         ticket = uuid.uuid4().hex
         self._tickets.add(ticket)
-        return {"url": f"ws://127.0.0.1:{self.port}/link/?ticket={ticket}&app_id={APP_ID}"}
+        socket_url = "ws" + self.base_url.removeprefix("http") + "/link/"
+        return {"url": f"{socket_url}?ticket={ticket}&app_id={APP_ID}"}
 
     def _resolve_channel(self, value: object) -> str:
         channel = str(value or "")

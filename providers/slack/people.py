@@ -17,7 +17,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.errors import ProviderError
 from bot.core.models import ChatKind
-from providers.slack.events import Interaction, as_dict, as_str, looks_like_im, shared_kind
+from providers._json import as_dict, as_str
+from providers.slack.events import Interaction, looks_like_im, shared_kind
 
 _PROFILE_TTL = 600.0
 

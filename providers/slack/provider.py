@@ -46,6 +46,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.core.models import Button, ChatKind, Inbound
+from providers._json import as_dict, as_str
 from providers.base import BaseProvider
 from providers.limits import ButtonLimits
 from providers.slack.blocks import MAX_COMMAND_CHARS, blocks, escape, unescape
@@ -53,8 +54,6 @@ from providers.slack.events import (
     CHANNEL_KINDS,
     Interaction,
     action_keys,
-    as_dict,
-    as_str,
     command_keys,
     is_user_text,
     looks_like_im,
@@ -131,22 +130,20 @@ class SlackProvider(BaseProvider):
         connect_timeout: float = 30.0,
     ) -> None:
         super().__init__(name=name)
-        if not bot_token or not bot_token.strip():
-            raise self._config_error("bot_token", "the bot token is empty")
+        self._bot_token = self._required("bot_token", bot_token, "the bot token is empty").strip()
         if mode not in ("socket", "http"):
             raise self._config_error("mode", "must be socket or http")
-        if mode == "socket" and not (app_token and app_token.strip()):
-            raise self._config_error("app_token", "app_token is required when mode is socket")
-        if mode == "http" and not (signing_secret and signing_secret.strip()):
-            raise self._config_error(
-                "signing_secret", "signing_secret is required when mode is http"
+        if mode == "socket":
+            self._required("app_token", app_token, "app_token is required when mode is socket")
+        if mode == "http":
+            self._required(
+                "signing_secret", signing_secret, "signing_secret is required when mode is http"
             )
         if not webhook_path.startswith("/"):
             raise self._config_error("webhook.path", "must start with /")
         if not ping_interval > 0 or not connect_timeout > 0:
             raise self._config_error("ping_interval", "must be positive")
         self.mode = mode
-        self._bot_token = bot_token.strip()
         self._app_token = (app_token or "").strip()
         self._signing_secret = signing_secret or ""
         root = api_base_url or DEFAULT_API_BASE_URL

@@ -27,8 +27,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.core.clock import Clock, SystemClock
-from providers.fakebase import AsyncServer, FakeDemo, Written, wait_until
+from bot.core.clock import Clock
+from providers.fakebase import FakeDemo, Written, wait_until
+from providers.fakes_http import LoopbackFake, call_params
 
 JsonDict = dict[str, Any]
 
@@ -118,11 +119,12 @@ def _check_markup(markup: object) -> JsonDict | None:
     return markup
 
 
-class FakeTelegramServer(AsyncServer):
+class FakeTelegramServer(LoopbackFake):
     """A Telegram Bot API on 127.0.0.1 that one bot talks to and the tests play users on.
 
     Use as ``async with FakeTelegramServer() as fake:`` or call :meth:`start` and
-    :meth:`stop`; point the SDK at :attr:`base_url`. Everything runs on the caller's event loop.
+    :meth:`stop`; point the SDK at :attr:`base_url` (PTB's base_url is it + ``/bot``).
+    Everything runs on the caller's event loop.
 
     Attributes:
         token: the only bot token the server accepts; any other answers 401 like Telegram.
@@ -147,6 +149,7 @@ class FakeTelegramServer(AsyncServer):
         bot_name: str = "Pairbot Demo",
         clock: Clock | None = None,
     ) -> None:
+        super().__init__(port=port, clock=clock)
         self.token = token
         self.sent: list[JsonDict] = []
         self.edits: list[JsonDict] = []
@@ -162,10 +165,6 @@ class FakeTelegramServer(AsyncServer):
             "can_read_all_group_messages": False,
             "supports_inline_queries": False,
         }
-        self._port = port
-        self._clock: Clock = clock or SystemClock()
-        self._runner: web.AppRunner | None = None
-        self._base_url: str | None = None
         self._updates: list[JsonDict] = []
         self._new_update = asyncio.Event()
         self._closing = False
@@ -201,39 +200,17 @@ class FakeTelegramServer(AsyncServer):
 
     async def start(self) -> None:
         """Start serving on 127.0.0.1 (port 0 picks a free port; read :attr:`base_url`)."""
-        if self._runner is not None:
-            raise RuntimeError("FakeTelegramServer is already running")
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
-        # Long polls are woken at stop, so a short grace period is enough.
-        runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", self._port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        host, port = runner.addresses[0][:2]
-        self._runner = runner
+        # Long polls are woken at stop, so the base's short grace period is enough.
+        await self._serve(app)
         self._closing = False
-        self._base_url = f"http://{host}:{port}"
 
     async def stop(self) -> None:
         """Wake held long polls, stop serving and free the port. Safe to call twice."""
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
         self._closing = True
         self._new_update.set()
-        await runner.cleanup()
-
-    @property
-    def base_url(self) -> str:
-        """The server root, e.g. ``http://127.0.0.1:PORT`` (PTB's base_url is this + ``/bot``)."""
-        if self._base_url is None:
-            raise RuntimeError("FakeTelegramServer is not started")
-        return self._base_url
+        await self._http.stop()
 
     # -- injection: what users do ------------------------------------------------------------
 
@@ -341,31 +318,6 @@ class FakeTelegramServer(AsyncServer):
         """Return the API method names called so far, in order."""
         return [method for method, _ in self.calls]
 
-    async def wait_for_sent(
-        self,
-        predicate: Callable[[JsonDict], bool] | None = None,
-        *,
-        count: int = 1,
-        timeout: float = 5.0,  # noqa: ASYNC109 (a deadline for polling, not an I/O timeout)
-    ) -> list[JsonDict]:
-        """Wait until ``count`` sent messages match ``predicate``; return all that match.
-
-        Raises:
-            TimeoutError: fewer than ``count`` matched within ``timeout`` seconds.
-        """
-
-        def matching() -> list[JsonDict]:
-            return [m for m in self.sent if predicate is None or predicate(m)]
-
-        try:
-            await self.wait_until(lambda: len(matching()) >= count, timeout=timeout)
-        except TimeoutError:
-            raise TimeoutError(
-                f"{len(matching())} of {count} expected messages sent within {timeout}s "
-                f"({len(self.sent)} sent in all)"
-            ) from None
-        return matching()
-
     async def wait_for_call(
         self,
         method: str,
@@ -385,9 +337,6 @@ class FakeTelegramServer(AsyncServer):
                 f"{method} called {len(params())} of {count} times within {timeout}s"
             ) from None
         return params()
-
-    wait_until = staticmethod(wait_until)
-    """Poll a condition until it holds (see :func:`providers.fakebase.wait_until`)."""
 
     # -- contract capabilities (issue 10: tests/providers/test_contract.py) -------------------
 
@@ -427,7 +376,9 @@ class FakeTelegramServer(AsyncServer):
         if request.match_info["token"] != self.token:
             return _error_response(_ApiError(401, "Unauthorized"))
         method = request.match_info["method"]
-        params = await self._read_params(request)
+        # PTB JSON-encodes every value that is not text: undo it field by field.
+        raw = await call_params(request)
+        params = {key: _decode(key, value) for key, value in raw.items()}
         self.calls.append((method, params))
         handler = self._methods.get(method.lower())
         if handler is None:
@@ -439,26 +390,6 @@ class FakeTelegramServer(AsyncServer):
         if handler == self._get_updates and self._poll_lost(request, result):  # contract
             return web.Response(status=502)  # never reaches the bot: the connection is cut
         return web.json_response({"ok": True, "result": result})
-
-    @staticmethod
-    async def _read_params(request: web.Request) -> JsonDict:
-        raw: dict[str, object] = dict(request.query)
-        if request.content_type == "application/json":
-            try:
-                body = await request.json()
-            except ValueError:
-                raise web.HTTPBadRequest(text="malformed JSON body") from None
-            if isinstance(body, dict):
-                raw.update(body)
-        elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            for key, value in (await request.post()).items():
-                # An uploaded file is recorded by name only.
-                raw[key] = (
-                    value
-                    if isinstance(value, str)
-                    else {"filename": getattr(value, "filename", None)}
-                )
-        return {key: _decode(key, value) for key, value in raw.items()}
 
     # -- Bot API methods ---------------------------------------------------------------------
 

@@ -134,13 +134,11 @@ class TelegramProvider(BaseProvider):
         max_send_rate: float = 30.0,
     ) -> None:
         super().__init__(name=name)
-        if not token or not token.strip():
-            raise self._config_error("token", "the bot token is empty")
+        self._token = self._required("token", token, "the bot token is empty")
         if not poll_timeout > 0:
             raise self._config_error("poll_timeout", "must be positive")
         if not max_send_rate > 0:
             raise self._config_error("max_send_rate", "must be positive")
-        self._token = token
         self._root = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
         # Telegram takes whole seconds; 0 would turn long polling into a busy loop.
         self._poll_timeout = timedelta(seconds=max(1, round(poll_timeout)))

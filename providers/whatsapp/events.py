@@ -1,9 +1,9 @@
 """What WhatsApp POSTs to the webhook, read: the messages and statuses of one body.
 
 A body is untrusted JSON (its signature proves it came from Meta, not that it has the shape
-the documentation shows), so every value is read through :func:`as_dict`, :func:`dicts`,
-:func:`as_str` and :func:`as_int`, which turn anything unexpected into an empty value. Nothing
-here does I/O or logs; :class:`~providers.whatsapp.provider.WhatsAppProvider` decides what a
+the documentation shows), so every value is read through the readers of
+:mod:`providers._json`, which turn anything unexpected into an empty value. Nothing here does
+I/O or logs; :class:`~providers.whatsapp.provider.WhatsAppProvider` decides what a
 change means for it (another business number, a status it waits for, a re-delivery).
 
 Only ``text`` messages and ``interactive`` reply-button presses become
@@ -20,28 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.core.models import ChatKind, Inbound
+from providers._json import as_dict, as_str, dicts
 
 _NUMBER_CHANGED = frozenset({"user_changed_number", "customer_changed_number"})
-
-
-def dicts(value: object) -> list[dict[str, Any]]:
-    """The dict items of a JSON list (anything else in an untrusted payload is skipped)."""
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
-def as_dict(value: object) -> dict[str, Any]:
-    """``value`` if it is a JSON object, else an empty one."""
-    return value if isinstance(value, dict) else {}
-
-
-def as_str(value: object) -> str:
-    """``value`` if it is a string, else empty."""
-    return value if isinstance(value, str) else ""
-
-
-def as_int(value: object) -> int:
-    """``value`` if it is an integer (not a boolean), else 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _digits(value: object) -> str:
@@ -167,14 +148,4 @@ def _name(sender: str, contacts: list[dict[str, Any]]) -> str:
     return ""
 
 
-__all__ = [
-    "Change",
-    "NumberChange",
-    "as_dict",
-    "as_int",
-    "as_str",
-    "changes",
-    "dicts",
-    "read_message",
-    "went_out",
-]
+__all__ = ["Change", "NumberChange", "changes", "read_message", "went_out"]

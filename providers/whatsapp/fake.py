@@ -35,8 +35,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bot.core.clock import Clock, SystemClock
-from providers.fakebase import AsyncServer, FakeDemo, Written, free_port, wait_until
+from bot.core.clock import Clock
+from providers.fakebase import PeopleDemo, WebhookDemo, Written
+from providers.fakes_http import LoopbackFake, Webhooks
 
 JsonDict = dict[str, Any]
 
@@ -89,7 +90,7 @@ def _invalid(message: str) -> _GraphError:
     return _GraphError(400, 131009, f"(#131009) Parameter value is not valid: {message}")
 
 
-class FakeWhatsAppServer(AsyncServer):
+class FakeWhatsAppServer(LoopbackFake):
     """The Graph API on 127.0.0.1 plus Meta's webhook sender, for one business number.
 
     Use as ``async with FakeWhatsAppServer() as fake:``; point the provider's
@@ -120,6 +121,7 @@ class FakeWhatsAppServer(AsyncServer):
         clock: Clock | None = None,
         send_statuses: bool = True,
     ) -> None:
+        super().__init__(port=port, clock=clock, shutdown_timeout=0.5)
         self.access_token = access_token
         self.app_secret = app_secret
         self.verify_token = verify_token
@@ -131,13 +133,7 @@ class FakeWhatsAppServer(AsyncServer):
         self.sent: list[JsonDict] = []
         self.calls: list[tuple[str, str, JsonDict]] = []
         self.deliveries: list[JsonDict] = []
-        self._port = port
-        self._clock: Clock = clock or SystemClock()
-        self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._outbox: asyncio.Queue[JsonDict] = asyncio.Queue()
-        self._sender: asyncio.Task[None] | None = None
+        self._webhooks = Webhooks("FakeWhatsAppServer", self._deliver, timeout=5)
         self._messages: dict[str, JsonDict] = {}
         self._next_id = 1
         self._down = False
@@ -149,64 +145,34 @@ class FakeWhatsAppServer(AsyncServer):
 
     async def start(self) -> None:
         """Serve the Graph API (port 0 picks a free one) and start the webhook sender."""
-        if self._runner is not None:
-            raise RuntimeError("FakeWhatsAppServer is already running")
         app = web.Application()
         app.router.add_post("/{version}/{phone_id}/messages", self._post_messages)
         app.router.add_get("/{version}/{phone_id}", self._get_phone)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", self._port, reuse_address=True)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner, self._site = runner, site
-        self._port = int(runner.addresses[0][1])
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
-        self._sender = asyncio.create_task(self._send_loop(), name="fake-whatsapp-webhooks")
+        await self._serve(app)
+        await self._webhooks.start()
 
     async def stop(self) -> None:
         """Stop the webhook sender and the server. Safe to call twice."""
-        sender, self._sender = self._sender, None
-        if sender is not None:
-            sender.cancel()
-            try:
-                await sender
-            except asyncio.CancelledError:
-                pass
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-        runner, self._runner, self._site = self._runner, None, None
-        if runner is not None:
-            await runner.cleanup()
+        await self._webhooks.stop()
+        await self._http.stop()
 
-    @property
-    def base_url(self) -> str:
-        """The Graph API root to use as ``api_base_url``, e.g. ``http://127.0.0.1:PORT``."""
-        if self._runner is None:
-            raise RuntimeError("FakeWhatsAppServer is not started")
-        return f"http://127.0.0.1:{self._port}"
+    def webhook_for(self, port: int, path: str) -> str:
+        """Set and return :attr:`webhook_url` for pairbot's endpoint on 127.0.0.1."""
+        self.webhook_url = f"http://127.0.0.1:{port}{path}"
+        return self.webhook_url
 
     # -- outages -----------------------------------------------------------------------------
 
     async def go_down(self) -> None:
         """The Graph API goes away: new connections are refused, open ones cut."""
         self._down = True
-        if self._site is not None:
-            await self._site.stop()
-            self._site = None
+        await self._http.unlisten()
 
     async def come_back(self) -> None:
         """The Graph API answers again, on the same port."""
-        if self._runner is None:
+        if not self._http.serving:
             raise RuntimeError("FakeWhatsAppServer is not started")
-        if self._site is None:
-            site = web.TCPSite(self._runner, "127.0.0.1", self._port, reuse_address=True)
-            await site.start()
-            self._site = site
+        await self._http.listen()
         self._down = False
 
     def fail_next_sends(self, n: int, *, status: int = 503, code: int = 2) -> None:
@@ -319,7 +285,7 @@ class FakeWhatsAppServer(AsyncServer):
 
         Queuing the same payload again plays Meta re-delivering it.
         """
-        self._outbox.put_nowait(payload)
+        self._webhooks.put(payload)
         return payload
 
     async def post_webhook(
@@ -344,7 +310,7 @@ class FakeWhatsAppServer(AsyncServer):
         target = url or self.webhook_url
         if target is None:
             raise RuntimeError("webhook_url is not set")
-        async with self._client().post(target, data=raw, headers=headers) as resp:
+        async with self._webhooks.session.post(target, data=raw, headers=headers) as resp:
             await resp.read()
             return resp.status
 
@@ -359,7 +325,7 @@ class FakeWhatsAppServer(AsyncServer):
             "hub.challenge": challenge,
             "hub.verify_token": self.verify_token if token is None else token,
         }
-        async with self._client().get(self.webhook_url, params=params) as resp:
+        async with self._webhooks.session.get(self.webhook_url, params=params) as resp:
             return resp.status, await resp.text()
 
     # -- reading what the bot did ------------------------------------------------------------
@@ -374,10 +340,7 @@ class FakeWhatsAppServer(AsyncServer):
 
     async def wait_delivered(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         """Wait until every queued webhook was answered 200."""
-        await asyncio.wait_for(self._outbox.join(), timeout)
-
-    wait_until = staticmethod(wait_until)
-    """Poll a condition until it holds (see :func:`providers.fakebase.wait_until`)."""
+        await self.wait_until(lambda: self._webhooks.idle, timeout=timeout)
 
     # -- Graph API ---------------------------------------------------------------------------
 
@@ -523,33 +486,23 @@ class FakeWhatsAppServer(AsyncServer):
 
     # -- webhook sending ---------------------------------------------------------------------
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("FakeWhatsAppServer is not started")
-        return self._session
-
-    async def _send_loop(self) -> None:
-        """Deliver queued payloads in order; retry each until a 200 (as Meta does)."""
+    async def _deliver(self, payload: JsonDict) -> None:
+        """Deliver one queued payload; retry it until a 200 (as Meta does)."""
+        delay = 0.05
         while True:
-            payload = await self._outbox.get()
-            delay = 0.05
-            try:
-                while True:
-                    status: int | None = None
-                    if self.webhook_url is not None:
-                        try:
-                            status = await self.post_webhook(payload)
-                        except (aiohttp.ClientError, TimeoutError, OSError):
-                            status = None
-                    self.deliveries.append({"ids": self._ids(payload), "status": status})
-                    if status == 200 and self._lose_acks == 0:
-                        break
-                    if status == 200:
-                        self._lose_acks -= 1
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.5)
-            finally:
-                self._outbox.task_done()
+            status: int | None = None
+            if self.webhook_url is not None:
+                try:
+                    status = await self.post_webhook(payload)
+                except (aiohttp.ClientError, TimeoutError, OSError):
+                    status = None
+            self.deliveries.append({"ids": self._ids(payload), "status": status})
+            if status == 200 and self._lose_acks == 0:
+                return
+            if status == 200:
+                self._lose_acks -= 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     @staticmethod
     def _ids(payload: JsonDict) -> list[str]:
@@ -603,7 +556,7 @@ class FakeWhatsAppServer(AsyncServer):
         return str(int(self._clock.now().timestamp()))
 
 
-class WhatsAppDemo(FakeDemo[FakeWhatsAppServer]):
+class WhatsAppDemo(WebhookDemo[FakeWhatsAppServer], PeopleDemo[FakeWhatsAppServer]):
     """The WhatsApp fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
 
     provider = "whatsapp"
@@ -612,13 +565,6 @@ class WhatsAppDemo(FakeDemo[FakeWhatsAppServer]):
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self.fake = FakeWhatsAppServer(clock=clock)
-        self.webhook_port = 0
-
-    async def start(self) -> None:
-        """Start the fake Graph API and pick the port the bot's webhook will listen on."""
-        await self.fake.start()
-        self.webhook_port = free_port()
-        self.fake.webhook_url = f"http://127.0.0.1:{self.webhook_port}{self.webhook_path}"
 
     def provider_config(self) -> JsonDict:
         """Point the provider at the fake Graph API, and its webhook where the fake posts."""
@@ -628,20 +574,12 @@ class WhatsAppDemo(FakeDemo[FakeWhatsAppServer]):
             "verify_token": self.fake.verify_token,
             "phone_number_id": self.fake.phone_number_id,
             "api_base_url": self.fake.base_url,
-            "webhook": {"host": "127.0.0.1", "port": self.webhook_port, "path": self.webhook_path},
+            "webhook": self.webhook_config(),
         }
 
     def user_id(self, n: int) -> str:
         """WhatsApp ids (wa_id) are phone numbers in digits."""
         return str(15550001000 + n)
-
-    def dm(self, user_id: str, text: str, *, name: str) -> None:
-        """A 1:1 message to the business number (delivered, and re-delivered until taken)."""
-        self.fake.dm(user_id, text, name=name)
-
-    def texts_to(self, user_id: str) -> list[str]:
-        """What the bot sent to that user."""
-        return self.fake.texts_to(user_id)
 
     # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
     # Played as Meta's Cloud API reference describes webhooks and messages.

@@ -20,9 +20,10 @@ import aiohttp
 
 from bot.core.errors import ButtonError, ProviderError
 from bot.core.models import Button
+from providers._json import as_dict, as_int, as_str, dicts
 from providers.limits import clip
 from providers.retry import Retry
-from providers.whatsapp.events import as_dict, as_int, as_str, dicts
+from providers.webhook import RestClient
 
 DEFAULT_API_BASE_URL = "https://graph.facebook.com"
 MAX_BUTTON_TITLE = 20
@@ -113,27 +114,20 @@ def button_message(to: str, body: str, buttons: Sequence[Button]) -> dict[str, A
     )
 
 
-class Graph:
-    """The Graph API for one business phone number, over one HTTP session.
+class Graph(RestClient):
+    """The Graph API for one business phone number.
 
     Args:
-        phone_url: ``{api_base_url}/{api_version}/{phone_number_id}``.
+        phone_url: ``{api_base_url}/{api_version}/{phone_number_id}``, the root of every call.
         access_token: the bearer token of every call.
-        timeout: how long one call may take.
-        name: the provider's name, for errors.
+        timeout, name: as for :class:`~providers.webhook.RestClient`.
     """
 
     def __init__(
         self, *, phone_url: str, access_token: str, timeout: aiohttp.ClientTimeout, name: str
     ) -> None:
-        self._phone_url = phone_url
+        super().__init__(root=phone_url, name=name, timeout=timeout)
         self._auth = {"Authorization": f"Bearer {access_token}"}
-        self._name = name
-        self._session = aiohttp.ClientSession(timeout=timeout)
-
-    async def close(self) -> None:
-        """Close the HTTP session."""
-        await self._session.close()
 
     async def check(self) -> tuple[int, int]:
         """GET the phone number: the HTTP status and the Graph error code (0 if none).
@@ -141,7 +135,7 @@ class Graph:
         Raises:
             aiohttp.ClientError, TimeoutError, ValueError: no (JSON) answer came.
         """
-        async with self._session.get(self._phone_url, headers=self._auth) as resp:
+        async with self._session.get(self._root, headers=self._auth) as resp:
             status = resp.status
             data = await resp.json(content_type=None)
         return status, as_int(as_dict(as_dict(data).get("error")).get("code"))
@@ -155,7 +149,7 @@ class Graph:
         """
         try:
             async with self._session.post(
-                f"{self._phone_url}/messages", json=payload, headers=self._auth
+                f"{self._root}/messages", json=payload, headers=self._auth
             ) as resp:
                 status = resp.status
                 raw = await resp.read()

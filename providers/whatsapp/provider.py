@@ -40,6 +40,7 @@ from aiohttp import web
 
 from bot.core.errors import ConfigError
 from bot.core.models import Button
+from providers._json import as_str
 from providers.base import State
 from providers.limits import ButtonLimits, TextSplit, clip
 from providers.retry import Retry, RetryPolicy
@@ -129,21 +130,22 @@ class WhatsAppProvider(WebhookProvider):
             ("verify_token", verify_token),
             ("phone_number_id", phone_number_id),
         ):
-            if not value or not value.strip():
-                raise self._config_error(field, "must not be empty")
+            self._required(field, value)
         if send_attempts < 1 or not retry_base_delay > 0 or not request_timeout > 0:
             raise ConfigError("retry settings must be positive", source=f"providers.{name}")
         self.send_retry = RetryPolicy(
             attempts=send_attempts, first_delay=retry_base_delay, max_delay=_MAX_RETRY_DELAY
         )
-        self._access_token = access_token
         self._app_secret = app_secret.encode()
         self._verify_token = verify_token.encode()
         self._phone_number_id = phone_number_id.strip()
         root = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
-        self._phone_url = f"{root}/{api_version.strip('/')}/{self._phone_number_id}"
-        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
-        self._graph: Graph | None = None
+        self._graph = Graph(
+            phone_url=f"{root}/{api_version.strip('/')}/{self._phone_number_id}",
+            access_token=access_token,
+            timeout=aiohttp.ClientTimeout(total=request_timeout),
+            name=name,
+        )
         self._awaiting: dict[str, asyncio.Future[str]] = {}
 
     def __repr__(self) -> str:
@@ -164,13 +166,8 @@ class WhatsAppProvider(WebhookProvider):
             ConfigError: Graph refused the token or does not know the phone number id.
             OSError: the webhook address cannot be bound.
         """
-        self._graph = Graph(
-            phone_url=self._phone_url,
-            access_token=self._access_token,
-            timeout=self._timeout,
-            name=self.name,
-        )
-        await self._check_account(self._graph)
+        self._graph.open()
+        await self._check_account()
         await self._serve(self._receive, get=self._verify)
         _LOG.info(
             "%s: webhook listening on %s:%d%s",
@@ -182,14 +179,12 @@ class WhatsAppProvider(WebhookProvider):
 
     async def _disconnect(self) -> None:
         """Close the HTTP session (also that of a start that failed half-way)."""
-        graph, self._graph = self._graph, None
-        if graph is not None:
-            await graph.close()
+        await self._graph.close()
 
-    async def _check_account(self, graph: Graph) -> None:
+    async def _check_account(self) -> None:
         """GET the phone number: a wrong token or id fails start; no answer only warns."""
         try:
-            status, code = await graph.check()
+            status, code = await self._graph.check()
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             _LOG.warning(
                 "%s: Graph API not reachable at start (%s); sends will retry",
@@ -245,7 +240,6 @@ class WhatsAppProvider(WebhookProvider):
         The old message keeps its buttons; pressing one again is answered by the core
         ("already handled").
         """
-        self._need(self._graph)
         for part in _SPLIT.split(text):
             reply = {**text_message(chat_id, part), "context": {"message_id": message_id}}
             await self._post_message(reply)
@@ -256,14 +250,13 @@ class WhatsAppProvider(WebhookProvider):
         Between attempts, a status webhook carrying this send's key proves that an attempt
         whose answer was lost did go out: that ends the retries without a duplicate.
         """
-        self._need(self._graph)
         key = "pairbot:" + secrets.token_urlsafe(12)
         payload = {**payload, "biz_opaque_callback_data": key}
         delivered: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._awaiting[key] = delivered
         try:
             return await self._retrying(
-                lambda: self._need(self._graph).send(payload),
+                lambda: self._graph.send(payload),
                 what=f"send to {payload.get('to')}",
                 give_up=self._gave_up,
                 proof=delivered,
@@ -333,7 +326,7 @@ class WhatsAppProvider(WebhookProvider):
                 if waiter is not None and not waiter.done():
                     waiter.set_result(message_id)  # a message still retrying went out
             for message in change.messages:
-                if not self._first_time(events.as_str(message.get("id"))):
+                if not self._first_time(as_str(message.get("id"))):
                     continue
                 read = events.read_message(self.name, message, change)
                 if isinstance(read, events.NumberChange):

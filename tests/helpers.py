@@ -13,7 +13,7 @@ from bot.services.pairing import PairingService
 from providers.fakebase import wait_until
 
 OWNER = "owner:cli"
-"""The actor the service tests record for the owner (as the ``pairbot`` command does)."""
+"""The actor the service tests give for the owner's decisions."""
 SECOND = timedelta(seconds=1)
 """What a test puts just before or past a time limit."""
 

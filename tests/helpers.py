@@ -1,9 +1,21 @@
-"""Helpers shared by the provider tests."""
+"""Helpers shared by the tests: what providers hand the core, and what they are handed."""
 
 from __future__ import annotations
 
-from bot.core.models import Button, Inbound
+import hmac
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from bot.core.models import Button, ChatKind, Inbound, PendingRequest
+from bot.services.pairing import PairingService
 from providers.fakebase import wait_until
+
+OWNER = "owner:cli"
+"""The actor the service tests give for the owner's decisions."""
+SECOND = timedelta(seconds=1)
+"""What a test puts just before or past a time limit."""
 
 APPROVE = Button(label="Approve", command="/approve ABCD2345")
 REJECT = Button(label="Reject", command="/reject ABCD2345")
@@ -28,3 +40,45 @@ class Inbox:
     def texts(self) -> list[str]:
         """The texts received, in order."""
         return [i.text for i in self.items]
+
+
+def dm(
+    text: str,
+    *,
+    provider: str = "telegram",
+    sender: str = "4242",
+    chat: str | None = None,
+    name: str = "",
+    message_id: str | None = None,
+) -> Inbound:
+    """A direct message from ``sender``, in the chat of the same id unless ``chat`` says."""
+    return Inbound(
+        provider=provider,
+        chat_id=sender if chat is None else chat,
+        chat_kind=ChatKind.DM,
+        sender_id=sender,
+        sender_name=name,
+        text=text,
+        message_id=message_id,
+    )
+
+
+def compared_codes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
+    """From now on, every pair ``bot.core.codes`` hands ``hmac.compare_digest`` (which still
+    compares them), in order."""
+    compared: list[tuple[Any, Any]] = []
+    real = hmac.compare_digest
+
+    def spy(a: Any, b: Any) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr("bot.core.codes.hmac.compare_digest", spy)
+    return compared
+
+
+def requested(pairing: PairingService, provider: str, sender: str) -> PendingRequest:
+    """``sender`` writes: their request, checked to be on file."""
+    result = pairing.request(provider, sender)
+    assert result.request is not None
+    return result.request

@@ -9,8 +9,6 @@ every byte on disk as it was. A few cases also run as the installed ``pairbot`` 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +16,8 @@ import pytest
 
 from bot.cli.main import main
 from stores.jsonfile import JsonFileStore
+from tests.process import run_pairbot, telegram_config, write_config
 
-PAIRBOT = Path(sys.executable).with_name("pairbot")
 DEEP = "[" * 100_000  # far beyond the interpreter's recursion limit
 
 
@@ -230,21 +228,13 @@ def test_doctor_reports_a_bad_config_as_a_fail_line(
 
 def test_a_fifo_where_a_state_file_belongs_does_not_hang(tmp_path: Path) -> None:
     state, files = _every_file(tmp_path, lambda p: os.mkfifo(p, 0o600))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAIRBOT_")}
     for command in (
         ["pairing", "list"],
         ["allowlist", "add", "telegram", "42"],
         ["audit"],
         ["doctor"],
     ):
-        result = subprocess.run(
-            [str(PAIRBOT), "--state-dir", str(state), *command],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-            env=env,
-        )
+        result = run_pairbot("--state-dir", str(state), *command, timeout=30)
         assert "Traceback" not in result.stderr
         if command == ["doctor"]:
             assert result.returncode == 1
@@ -266,15 +256,7 @@ def test_installed_command_prints_one_line(
     tmp_path: Path, state: Callable[[Path], tuple[Path, list[Path]]]
 ) -> None:
     state_dir, culprits = state(tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAIRBOT_")}
-    result = subprocess.run(
-        [str(PAIRBOT), "--state-dir", str(state_dir), "pairing", "list"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env=env,
-    )
+    result = run_pairbot("--state-dir", str(state_dir), "pairing", "list", timeout=30)
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
@@ -287,26 +269,12 @@ def test_run_refuses_a_bad_state_with_one_line(
 ) -> None:
     state_dir, culprits = state(tmp_path)
     before = disk(tmp_path)
-    config = tmp_path / "pairbot.yaml"
-    config.write_text(  # the platform is never reached: the state is checked first
-        f"state_dir: {state_dir}\n"
-        "owners: [{provider: telegram, user_id: '111'}]\n"
-        "gateway: {port: 0}\n"
-        "providers:\n"
-        "  telegram: {token: '${TG_TOKEN}', api_base_url: 'http://127.0.0.1:9'}\n"
+    # The platform is never reached: the state is checked first.
+    config = write_config(
+        tmp_path / "pairbot.yaml", telegram_config(state_dir, "http://127.0.0.1:9")
     )
-    config.chmod(0o600)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAIRBOT_")}
-    env["TG_TOKEN"] = "1:not-a-real-token"
 
-    result = subprocess.run(
-        [str(PAIRBOT), "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
+    result = run_pairbot("run", "--config", str(config), env={"TG_TOKEN": "1:not-a-real-token"})
 
     assert result.returncode == 2, result.stderr
     lines = result.stderr.splitlines()

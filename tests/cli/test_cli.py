@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,23 +14,16 @@ from bot.core.models import RequestResult
 from bot.services.nodes import NodeService
 from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
-
-PAIRBOT = Path(sys.executable).with_name("pairbot")
+from tests.process import run_pairbot
 
 
 def run(
     state: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    full_env = {
-        k: v for k, v in os.environ.items() if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG")
-    }
-    full_env.update(env or {})
-    cmd = [str(PAIRBOT), *args]
+    """``pairbot`` on the state dir ``state`` (unless ``env`` names one)."""
     if "PAIRBOT_STATE_DIR" not in (env or {}):
-        cmd[1:1] = ["--state-dir", str(state)]
-    return subprocess.run(
-        cmd, capture_output=True, text=True, env=full_env, timeout=60, check=False, cwd=cwd
-    )
+        args = ("--state-dir", str(state), *args)
+    return run_pairbot(*args, env=env, cwd=cwd)
 
 
 def code_of(result: RequestResult) -> str:

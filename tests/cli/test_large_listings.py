@@ -16,7 +16,8 @@ from bot.core.clock import FakeClock
 from bot.core.models import AuditEvent
 from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
-from tests.cli.test_cli import PAIRBOT, run
+from tests.cli.test_cli import run
+from tests.process import PAIRBOT
 
 LARGE = 200_000
 MAX_WRITE = 1 << 20  # the largest write a streamed listing may make (the whole is ~15 MB)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,10 +13,10 @@ from bot.core.config import Config
 from bot.gateway.client import GatewayClient
 from bot.runtime.app import App
 from providers.telegram.fake import FakeTelegramServer
+from tests.process import node_pair_pixel_9, pairbot_exits, pairbot_running
 
 pytestmark = pytest.mark.e2e
 
-PAIRBOT = Path(sys.executable).with_name("pairbot")
 OWNER = 111
 
 
@@ -41,58 +38,18 @@ async def running(state_dir: Path) -> AsyncIterator[tuple[App, FakeTelegramServe
             await app.stop()
 
 
-def env() -> dict[str, str]:
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG", "PAIRBOT_NODE_DIR")
-    }
-
-
-async def pairbot(*args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [str(PAIRBOT), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env(),
-    )
-
-
 async def test_node_pair_waits_gets_the_token_from_the_owner_chat_and_connects(running, tmp_path):
     app, tg = running
     assert app.gateway is not None
     url = f"ws://127.0.0.1:{app.gateway.port}"
     node_dir = tmp_path / "node"
-    proc = await asyncio.create_subprocess_exec(
-        str(PAIRBOT),
-        "node",
-        "pair",
-        "--gateway",
-        url,
-        "--name",
-        "Pixel 9",
-        "--platform",
-        "android",
-        "--node-dir",
-        str(node_dir),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env(),
-    )
-    try:
+    async with pairbot_running(*node_pair_pixel_9(url, node_dir)) as proc:
         notice = (await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER, timeout=20))[0]
         assert "New node pairing request" in notice["text"]
         assert "Pixel 9" in notice["text"]
         request_id = app.nodes.pending()[0].request_id
         tg.dm(OWNER, f"/nodes approve {request_id}")
         stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     assert proc.returncode == 0, stderr.decode()
     token = stdout.decode().strip().splitlines()[-1]
     assert app.nodes.verify(app.nodes.paired()[0].node_id, token) is not None
@@ -101,14 +58,16 @@ async def test_node_pair_waits_gets_the_token_from_the_owner_chat_and_connects(r
     assert any("its token was sent to the waiting node" in t for t in owner_texts)
     assert not any(token in t for t in owner_texts)
 
-    connected = await pairbot("node", "connect", "--gateway", url, "--node-dir", str(node_dir))
+    connected = await pairbot_exits(
+        "node", "connect", "--gateway", url, "--node-dir", str(node_dir)
+    )
     assert connected.returncode == 0, connected.stderr
     assert "Connected to" in connected.stdout
 
     node_id = app.nodes.paired()[0].node_id
     tg.dm(OWNER, f"/nodes revoke {node_id}")
     await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and m["text"].startswith("Revoked"))
-    refused = await pairbot("node", "connect", "--gateway", url, "--node-dir", str(node_dir))
+    refused = await pairbot_exits("node", "connect", "--gateway", url, "--node-dir", str(node_dir))
     assert refused.returncode == 1
     assert "refused this node's token" in refused.stderr
 
@@ -118,7 +77,7 @@ async def test_cli_approval_while_the_bot_runs_reaches_the_waiting_node(running,
     assert app.gateway is not None
     async with GatewayClient.open(f"ws://127.0.0.1:{app.gateway.port}") as node:
         ask = await node.call("node.pair.request", {"nodeId": "esp32", "displayName": "Kitchen"})
-        result = await pairbot(
+        result = await pairbot_exits(
             "--state-dir", str(state_dir), "nodes", "approve", ask["requestId"].lower()
         )
         started = asyncio.get_running_loop().time()
@@ -137,18 +96,20 @@ async def test_cli_reject_and_revoke_while_the_bot_runs(running, state_dir):
     url = f"ws://127.0.0.1:{app.gateway.port}"
     async with GatewayClient.open(url) as node:
         ask = await node.call("node.pair.request", {"nodeId": "watch"})
-        result = await pairbot("--state-dir", str(state_dir), "nodes", "reject", ask["requestId"])
+        result = await pairbot_exits(
+            "--state-dir", str(state_dir), "nodes", "reject", ask["requestId"]
+        )
         assert result.returncode == 0, result.stderr
         assert (await node.next_event("node.pair.resolved", wait=2))["decision"] == "rejected"
-    unknown = await pairbot("--state-dir", str(state_dir), "nodes", "approve", "NOPE2345AB")
+    unknown = await pairbot_exits("--state-dir", str(state_dir), "nodes", "approve", "NOPE2345AB")
     assert unknown.returncode == 1
     assert "no pending node request" in unknown.stderr
     async with GatewayClient.open(url) as node:
         ask = await node.call("node.pair.request", {"nodeId": "watch"})
-        await pairbot("--state-dir", str(state_dir), "nodes", "approve", ask["requestId"])
+        await pairbot_exits("--state-dir", str(state_dir), "nodes", "approve", ask["requestId"])
         token = (await node.next_event("node.pair.resolved", wait=2))["token"]
         await node.call("node.connect", {"nodeId": "watch", "token": token})
-        revoked = await pairbot("--state-dir", str(state_dir), "nodes", "revoke", "watch")
+        revoked = await pairbot_exits("--state-dir", str(state_dir), "nodes", "revoke", "watch")
         assert revoked.returncode == 0, revoked.stderr
         assert (await node.next_event("node.pair.resolved", wait=2))["decision"] == "revoked"
     assert app.nodes.verify("watch", token) is None
@@ -157,33 +118,20 @@ async def test_cli_reject_and_revoke_while_the_bot_runs(running, state_dir):
 async def test_node_pair_reports_a_rejection(running, tmp_path):
     app, tg = running
     assert app.gateway is not None
-    proc = await asyncio.create_subprocess_exec(
-        str(PAIRBOT),
-        "node",
-        "pair",
-        "--gateway",
-        f"ws://127.0.0.1:{app.gateway.port}",
-        "--node-dir",
-        str(tmp_path / "n"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env(),
-    )
-    try:
+    gateway = f"ws://127.0.0.1:{app.gateway.port}"
+    async with pairbot_running(
+        "node", "pair", "--gateway", gateway, "--node-dir", str(tmp_path / "n")
+    ) as proc:
         await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER, timeout=20)
         tg.dm(OWNER, f"/nodes reject {app.nodes.pending()[0].request_id}")
         stdout, _ = await asyncio.wait_for(proc.communicate(), timeout=20)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     assert proc.returncode == 1
     assert "the request was rejected" in stdout.decode()
     assert not (tmp_path / "n" / "node.json").read_text().count("token")
 
 
 async def test_node_pair_without_a_gateway_is_a_clear_error(tmp_path):
-    result = await pairbot(
+    result = await pairbot_exits(
         "node", "pair", "--gateway", "ws://127.0.0.1:9", "--node-dir", str(tmp_path / "n")
     )
     assert result.returncode == 2

@@ -3,37 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from providers.fakebase import free_port
 from providers.telegram.fake import FakeTelegramServer
+from tests.process import (
+    pairbot_exits,
+    pairbot_running,
+    run_pairbot,
+    telegram_config,
+    write_config,
+)
 
-PAIRBOT = Path(sys.executable).with_name("pairbot")
 TOKEN = "987654321:AAH-run-test-token-not-real-000"
+TOKEN_ENV = {"TG_TOKEN": TOKEN}
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG")}
-    env.update(extra)
-    return env
+def config_for(tmp_path: Path, api_base_url: str, *, state: Path, port: int = 0) -> Path:
+    config = telegram_config(state, api_base_url, gateway={"port": port})
+    return write_config(tmp_path / "pairbot.yaml", config)
+
+
+async def run_until_exit(config: Path) -> subprocess.CompletedProcess[str]:
+    return await pairbot_exits("run", "--config", str(config), env=TOKEN_ENV)
 
 
 def test_demo_plays_the_whole_flow_and_exits_0():
-    result = subprocess.run(
-        [str(PAIRBOT), "demo"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=clean_env(),
-    )
+    result = run_pairbot("demo", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     for expected in (
@@ -52,14 +53,7 @@ def test_demo_plays_the_whole_flow_and_exits_0():
 
 
 def test_run_without_a_config_is_a_usage_error(tmp_path):
-    result = subprocess.run(
-        [str(PAIRBOT), "run"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=clean_env(),
-    )
+    result = run_pairbot("run")
     assert result.returncode == 2
     assert "no config" in result.stderr
 
@@ -67,14 +61,7 @@ def test_run_without_a_config_is_a_usage_error(tmp_path):
 def test_run_with_a_bad_config_names_the_field(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("providers:\n  telegram: {token: x, dm_policy: everyone}\n")
-    result = subprocess.run(
-        [str(PAIRBOT), "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=clean_env(),
-    )
+    result = run_pairbot("run", "--config", str(config))
     assert result.returncode == 2
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"pairbot: error: {config}: providers.telegram.dm_policy:")
@@ -89,14 +76,7 @@ def test_run_refuses_a_config_others_can_write(tmp_path, mode):
         "providers:\n  telegram: {token: '${TG_TOKEN}'}\n"
     )
     config.chmod(mode)
-    result = subprocess.run(
-        [str(PAIRBOT), "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=clean_env(TG_TOKEN=TOKEN),
-    )
+    result = run_pairbot("run", "--config", str(config), env=TOKEN_ENV)
     assert result.returncode == 2
     assert result.stderr == (
         f"pairbot: error: {config}: group or others can write it (mode {mode:04o}), and "
@@ -109,14 +89,7 @@ def test_run_warns_at_start_of_a_config_others_can_read_and_of_no_owners(tmp_pat
     config = tmp_path / "pairbot.yaml"
     config.write_text(f"state_dir: {tmp_path / 'state'}\ngateway: {{port: 0}}\n")
     config.chmod(0o644)
-    result = subprocess.run(
-        [str(PAIRBOT), "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=clean_env(),
-    )
+    result = run_pairbot("run", "--config", str(config))
     lines = result.stderr.splitlines()
     warnings = [
         line.split(" WARNING bot.cli.main: ", 1)[1]
@@ -138,25 +111,8 @@ def test_run_warns_at_start_of_a_config_others_can_read_and_of_no_owners(tmp_pat
 @pytest.mark.e2e
 async def test_run_serves_telegram_and_stops_cleanly_on_sigterm(tmp_path):
     async with FakeTelegramServer(token=TOKEN) as fake:
-        config = tmp_path / "pairbot.yaml"
-        config.write_text(
-            f"state_dir: {tmp_path / 'state'}\n"
-            "owners: [{provider: telegram, user_id: '111'}]\n"
-            "gateway: {port: 0}\n"
-            "providers:\n"
-            f"  telegram: {{token: '${{TG_TOKEN}}', api_base_url: '{fake.base_url}'}}\n"
-        )
-        config.chmod(0o600)
-        proc = await asyncio.create_subprocess_exec(
-            str(PAIRBOT),
-            "run",
-            "--config",
-            str(config),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=clean_env(TG_TOKEN=TOKEN),
-        )
-        try:
+        config = config_for(tmp_path, fake.base_url, state=tmp_path / "state")
+        async with pairbot_running("run", "--config", str(config), env=TOKEN_ENV) as proc:
             await fake.wait_for_call("getUpdates", timeout=20)
             fake.dm(4242, "hello", first_name="Alice")
             sent = await fake.wait_for_sent(lambda m: m["chat_id"] == 4242, timeout=10)
@@ -164,10 +120,6 @@ async def test_run_serves_telegram_and_stops_cleanly_on_sigterm(tmp_path):
             await fake.wait_for_sent(lambda m: m["chat_id"] == 111, timeout=10)
             proc.send_signal(signal.SIGTERM)
             _, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
         assert proc.returncode == 0, stderr.decode()
         log = stderr.decode()
         assert "pairbot running" in log
@@ -179,31 +131,6 @@ async def test_run_serves_telegram_and_stops_cleanly_on_sigterm(tmp_path):
 
 
 # --- `pairbot run` refuses to start, with one line, on what would break it ------------------
-
-
-def write_config(tmp_path: Path, api_base_url: str, *, state: Path, port: int = 0) -> Path:
-    config = tmp_path / "pairbot.yaml"
-    config.write_text(
-        f"state_dir: {state}\n"
-        "owners: [{provider: telegram, user_id: '111'}]\n"
-        f"gateway: {{port: {port}}}\n"
-        "providers:\n"
-        f"  telegram: {{token: '${{TG_TOKEN}}', api_base_url: '{api_base_url}'}}\n"
-    )
-    config.chmod(0o600)
-    return config
-
-
-async def run_until_exit(config: Path) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [str(PAIRBOT), "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=clean_env(TG_TOKEN=TOKEN),
-    )
 
 
 def the_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -227,7 +154,7 @@ async def test_run_refuses_a_corrupt_state_file_before_taking_any_message(tmp_pa
     bad.write_text('{"version": 1, "requests": [\n')
     before = bad.read_bytes()
     async with FakeTelegramServer(token=TOKEN) as fake:
-        result = await run_until_exit(write_config(tmp_path, fake.base_url, state=state))
+        result = await run_until_exit(config_for(tmp_path, fake.base_url, state=state))
         assert fake.calls == []  # Telegram was never polled: no update taken and dropped
     assert result.stderr.splitlines() == [
         f"pairbot: error: {bad}: not valid JSON: Expecting value (line 2, column 1) "
@@ -244,7 +171,7 @@ async def test_run_names_a_state_dir_that_cannot_be_used(tmp_path, where):
     blocker.write_text("a file\n")
     state = blocker if where == "file" else blocker / "sub"
     async with FakeTelegramServer(token=TOKEN) as fake:
-        result = await run_until_exit(write_config(tmp_path, fake.base_url, state=state))
+        result = await run_until_exit(config_for(tmp_path, fake.base_url, state=state))
         assert fake.calls == []
     line = the_error_line(result)
     assert line.startswith(f"pairbot: error: {state}: ")
@@ -260,7 +187,7 @@ async def test_run_names_a_gateway_port_in_use(tmp_path):
         port = holder.getsockname()[1]
         async with FakeTelegramServer(token=TOKEN) as fake:
             result = await run_until_exit(
-                write_config(tmp_path, fake.base_url, state=tmp_path / "state", port=port)
+                config_for(tmp_path, fake.base_url, state=tmp_path / "state", port=port)
             )
             assert fake.calls == []
     assert the_error_line(result) == (
@@ -272,7 +199,7 @@ async def test_run_names_a_gateway_port_in_use(tmp_path):
 @pytest.mark.e2e
 async def test_run_names_an_unreachable_platform_api(tmp_path):
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    result = await run_until_exit(write_config(tmp_path, closed, state=tmp_path / "state"))
+    result = await run_until_exit(config_for(tmp_path, closed, state=tmp_path / "state"))
     line = the_error_line(result)
     assert line.startswith("pairbot: error: telegram: cannot start: NetworkError: ")
     assert TOKEN not in result.stderr

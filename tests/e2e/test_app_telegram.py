@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -21,11 +19,11 @@ from bot.runtime.app import App
 from providers.telegram.fake import FakeTelegramServer
 from tests.e2e import support
 from tests.e2e.support import app_config, code_in, settle, texts
+from tests.process import pairbot_exits
 
 pytestmark = pytest.mark.e2e
 
 OWNER, ALICE, MALLORY, BOB = 111, 4242, 666, 5151
-PAIRBOT = Path(sys.executable).with_name("pairbot")
 
 
 def make_config(fake: FakeTelegramServer, **overrides: Any) -> Config:
@@ -64,12 +62,8 @@ async def texts_to(
 
 async def cli_approve(state_dir: Path, code: str) -> None:
     """``pairbot pairing approve telegram CODE`` on the state dir, in its own process."""
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [str(PAIRBOT), "--state-dir", str(state_dir), "pairing", "approve", "telegram", code],
-        capture_output=True,
-        text=True,
-        check=False,
+    result = await pairbot_exits(
+        "--state-dir", str(state_dir), "pairing", "approve", "telegram", code
     )
     assert result.returncode == 0, result.stderr
 

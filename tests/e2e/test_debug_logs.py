@@ -14,13 +14,10 @@ stderr is then searched for every secret of the run, in every form.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
 import secrets
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +37,10 @@ from providers.slack.fake import FakeSlackServer
 from providers.telegram.fake import FakeTelegramServer
 from providers.whatsapp.fake import FakeWhatsAppServer
 from tests.e2e.support import code_in
+from tests.process import node_pair_pixel_9, run_pairbot, start_pairbot, write_config
 
 pytestmark = pytest.mark.e2e
 
-PAIRBOT = Path(sys.executable).with_name("pairbot")
 WAIT = 30.0
 SDKS_LOG_HTTP = ("telegram", "slack", "discord")
 """Their SDKs log each HTTP call with its status; the others use aiohttp, which does not."""
@@ -94,12 +91,6 @@ def _with_secrets(platform: DemoPlatform) -> DemoPlatform:
     return platform
 
 
-def clean_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG")}
-    env.update(extra)
-    return env
-
-
 @dataclass
 class Run:
     """One platform played through real processes; collects what must never be logged."""
@@ -131,12 +122,7 @@ class Run:
             "gateway": {"port": gateway_port, "operator_token": "${PAIRBOT_T_OPERATOR}"},
             "providers": {self.platform.provider: block},
         }
-        path = self.tmp / "pairbot.yaml"
-        path.write_text(json.dumps(config, indent=1))  # YAML reads JSON
-        return path
-
-    def process_env(self) -> dict[str, str]:
-        return clean_env(self.env)
+        return write_config(self.tmp / "pairbot.yaml", config)
 
     async def pairbot(
         self, label: str, *args: str, stdout: int = subprocess.DEVNULL
@@ -144,9 +130,7 @@ class Run:
         log = self.tmp / f"{label}.stderr"
         self.stderr[label] = log
         with log.open("wb") as err:
-            return await asyncio.create_subprocess_exec(
-                str(PAIRBOT), *args, stdout=stdout, stderr=err, env=self.process_env()
-            )
+            return await start_pairbot(*args, env=self.env, stdout=stdout, stderr=err)
 
     def logs(self) -> dict[str, str]:
         return {label: path.read_text(errors="replace") for label, path in self.stderr.items()}
@@ -281,20 +265,9 @@ async def play(run: Run) -> None:
 
         # 4. A device pairs through the gateway; the owner approves it in chat.
         url = f"ws://127.0.0.1:{port}"
-        nodes = ["--node-dir", str(run.tmp / "node")]
+        node_dir = run.tmp / "node"
         pair = await run.pairbot(
-            "node-pair",
-            "node",
-            "pair",
-            "--debug",
-            "--gateway",
-            url,
-            "--name",
-            "Pixel 9",
-            "--platform",
-            "android",
-            *nodes,
-            stdout=subprocess.PIPE,
+            "node-pair", *node_pair_pixel_9(url, node_dir, "--debug"), stdout=subprocess.PIPE
         )
         notice = await reply_with(platform, owner, "New node pairing request", "node notice")
         request_id = next(
@@ -308,9 +281,8 @@ async def play(run: Run) -> None:
         token = out.decode().strip().splitlines()[-1]
         assert len(token) >= 43
         run.secrets["node token"] = token
-        connect = await run.pairbot(
-            "node-connect", "node", "connect", "--debug", "--gateway", url, *nodes
-        )
+        connect_args = ("--debug", "--gateway", url, "--node-dir", str(node_dir))
+        connect = await run.pairbot("node-connect", "node", "connect", *connect_args)
         assert await asyncio.wait_for(connect.wait(), WAIT) == 0
     finally:
         if bot.returncode is None:
@@ -385,14 +357,7 @@ def test_demo_with_debug_logs_the_sdk_but_no_code_token_or_text():
     """``pairbot demo --debug``: the CLI's own logging set-up (``main()``), a whole flow."""
     from providers.telegram.fake import DEFAULT_TOKEN
 
-    result = subprocess.run(
-        [str(PAIRBOT), "demo", "--provider", "telegram", "--debug"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=clean_env({}),
-    )
+    result = run_pairbot("demo", "--provider", "telegram", "--debug", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     codes = re.findall(r"pairing code: (\S+)", result.stdout)
     assert len(codes) == 2

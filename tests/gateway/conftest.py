@@ -1,8 +1,9 @@
-"""Fixtures of the gateway tests: the Telegram fake and a running app (the fake clock is
-tests/conftest.py's)."""
+"""Fixtures of the gateway tests: the Telegram fake, a running app, and one with config
+sections of the test's own (the fake clock is tests/conftest.py's)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from bot.core.clock import FakeClock
 from providers.telegram.fake import FakeTelegramServer
-from tests.gateway.support import Gw, running
+from tests.gateway.support import Gw, GwWith, running
 
 
 @pytest.fixture
@@ -23,3 +24,10 @@ async def tg() -> AsyncIterator[FakeTelegramServer]:
 async def gw(tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock) -> AsyncIterator[Gw]:
     async with running(tg, state_dir, fake_clock) as started:
         yield started
+
+
+@pytest.fixture
+def gw_with(tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock) -> GwWith:
+    """``async with gw_with(gateway={...}) as gw``: the app of ``gw`` on this test's fake,
+    state dir and clock, with the config sections given."""
+    return functools.partial(running, tg, state_dir, fake_clock)

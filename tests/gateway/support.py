@@ -239,16 +239,21 @@ class Gw:
         payload = await node.ok("node.pair.request", {"nodeId": node_id, **params})
         return node, payload
 
+    async def approve(self, request_id: str, node_id: str, *, delivered: bool = True) -> None:
+        """Approve through the shared operator; check the answer names the node and says
+        whether the token reached a waiting connection (``delivered``) or is held."""
+        op = await self.op()
+        assert await op.ok("node.pair.approve", {"requestId": request_id}) == {
+            "nodeId": node_id,
+            "requestId": request_id,
+            "delivered": delivered,
+        }
+
     async def pair(self, node_id: str, name: str = "") -> tuple[Peer, str]:
         """Ask, approve through the operator, return the waiting connection and its token."""
         node, ask = await self.ask(node_id, displayName=name)
         assert ask["status"] == "pending"
-        op = await self.op()
-        assert await op.ok("node.pair.approve", {"requestId": ask["requestId"]}) == {
-            "nodeId": node_id,
-            "requestId": ask["requestId"],
-            "delivered": True,
-        }
+        await self.approve(ask["requestId"], node_id)
         event = await node.event("node.pair.resolved")
         token = event["payload"]["token"]
         assert isinstance(token, str)
@@ -288,6 +293,10 @@ async def running(
     finally:
         await gw.aclose()
         await app.stop()
+
+
+GwWith = Callable[..., contextlib.AbstractAsyncContextManager[Gw]]
+"""What the ``gw_with`` fixture gives: :func:`running` less its first three arguments."""
 
 
 def connected_nodes(gw: Gw) -> list[str | None]:

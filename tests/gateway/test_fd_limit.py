@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import resource
 import signal
-import socket
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -22,20 +18,15 @@ from typing import Any
 
 import pytest
 
+from providers.fakebase import free_port
 from providers.telegram.fake import FakeTelegramServer
+from tests.process import pairbot_running, telegram_config, write_config
 
 pytestmark = pytest.mark.e2e
 
-PAIRBOT = Path(sys.executable).with_name("pairbot")
 TOKEN = "987654321:AAH-fd-limit-test-token-not-real0"
 FILE_LIMIT = 256
 OWNER, ALLOWED, STRANGER = 111, 5555, 4242
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def lower_file_limit() -> None:
@@ -65,49 +56,33 @@ async def test_chat_survives_hundreds_of_slow_gateway_sockets_at_a_low_file_limi
 ) -> None:
     port = free_port()
     async with FakeTelegramServer(token=TOKEN) as fake:
-        config = tmp_path / "pairbot.yaml"
-        config.write_text(
-            f"state_dir: {tmp_path / 'state'}\n"
-            f"owners: [{{provider: telegram, user_id: '{OWNER}'}}]\n"
-            f"gateway: {{port: {port}, handshake_timeout: 2s,"
-            " max_connections_per_address: 1000}\n"
-            "providers:\n"
-            f"  telegram: {{token: '${{TG_TOKEN}}', api_base_url: '{fake.base_url}',"
-            f" allow_from: ['{ALLOWED}']}}\n"
+        config = telegram_config(
+            tmp_path / "state",
+            fake.base_url,
+            owner=OWNER,
+            gateway={"port": port, "handshake_timeout": "2s", "max_connections_per_address": 1000},
+            allow_from=[str(ALLOWED)],
         )
-        env = {
-            k: v for k, v in os.environ.items() if k not in ("PAIRBOT_STATE_DIR", "PAIRBOT_CONFIG")
-        }
-        env["TG_TOKEN"] = TOKEN
-        proc = await asyncio.create_subprocess_exec(
-            str(PAIRBOT),
-            "run",
-            "--config",
-            str(config),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            preexec_fn=lower_file_limit,
-        )
-        sockets: list[asyncio.StreamWriter] = []
-        try:
-            await fake.wait_for_call("getUpdates", timeout=20)
-            for burst in range(2):
-                sockets += await slow_sockets(port, 400)
-                fake.dm(ALLOWED, f"hello from the allowed sender {burst}", first_name="Al")
-                fake.dm(STRANGER + burst, "hello from a stranger", first_name="Stan")
-                await fake.wait_for_sent(sent_to(ALLOWED, f"sender {burst}"), timeout=15)
-                await fake.wait_for_sent(
-                    sent_to(STRANGER + burst, "Your pairing code:"), timeout=15
-                )
-            proc.send_signal(signal.SIGTERM)
-            _, stderr_bytes = await asyncio.wait_for(proc.communicate(), timeout=30)
-        finally:
-            for writer in sockets:
-                writer.close()
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        run = ("run", "--config", str(write_config(tmp_path / "pairbot.yaml", config)))
+        async with pairbot_running(
+            *run, env={"TG_TOKEN": TOKEN}, preexec_fn=lower_file_limit
+        ) as proc:
+            sockets: list[asyncio.StreamWriter] = []
+            try:
+                await fake.wait_for_call("getUpdates", timeout=20)
+                for burst in range(2):
+                    sockets += await slow_sockets(port, 400)
+                    fake.dm(ALLOWED, f"hello from the allowed sender {burst}", first_name="Al")
+                    fake.dm(STRANGER + burst, "hello from a stranger", first_name="Stan")
+                    await fake.wait_for_sent(sent_to(ALLOWED, f"sender {burst}"), timeout=15)
+                    await fake.wait_for_sent(
+                        sent_to(STRANGER + burst, "Your pairing code:"), timeout=15
+                    )
+                proc.send_signal(signal.SIGTERM)
+                _, stderr_bytes = await asyncio.wait_for(proc.communicate(), timeout=30)
+            finally:
+                for writer in sockets:
+                    writer.close()
     assert proc.returncode == 0
     stderr = stderr_bytes.decode()
     assert "Traceback" not in stderr

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.core.clock import FakeClock
-from providers.telegram.fake import FakeTelegramServer
-from tests.gateway.support import OP_TOKEN, Closed, running, within
+from tests.gateway.support import OP_TOKEN, Closed, GwWith, within
 
 pytestmark = pytest.mark.e2e
 
@@ -23,12 +22,10 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_a_hundred_concurrent_askers_never_overshoot_the_pending_caps(
-    tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
+    gw_with: GwWith,
 ) -> None:
     """The caps used to be checked, then written, in separate steps (17-116 pending)."""
-    async with running(
-        tg, state_dir, fake_clock, gateway={"max_connections_per_address": 200}
-    ) as gw:
+    async with gw_with(gateway={"max_connections_per_address": 200}) as gw:
         peers = await asyncio.gather(*(gw.peer() for _ in range(100)))
         answers = await asyncio.gather(
             *(
@@ -43,13 +40,8 @@ async def test_a_hundred_concurrent_askers_never_overshoot_the_pending_caps(
         assert len(gw.app.nodes.pending()) == 3
 
 
-async def test_the_cap_in_all_holds_under_concurrency_across_addresses(
-    tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
-) -> None:
-    async with running(
-        tg,
-        state_dir,
-        fake_clock,
+async def test_the_cap_in_all_holds_under_concurrency_across_addresses(gw_with: GwWith) -> None:
+    async with gw_with(
         nodes={"max_pending_per_address": 100, "max_pending": 10},
         gateway={"max_connections_per_address": 200},
     ) as gw:
@@ -68,14 +60,11 @@ async def test_the_cap_in_all_holds_under_concurrency_across_addresses(
 
 
 async def test_operator_token_guesses_are_limited_per_address_across_connections(
-    tg: FakeTelegramServer,
-    state_dir: Path,
-    fake_clock: FakeClock,
-    caplog: pytest.LogCaptureFixture,
+    gw_with: GwWith, fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Guesses used to run at ~1,000/s across reconnects, each one logged."""
     caplog.set_level(logging.WARNING, logger="bot.gateway.server")
-    async with running(tg, state_dir, fake_clock) as gw:
+    async with gw_with() as gw:
         codes = []
         for _ in range(20):  # 20 connections, 3 guesses each (a connection closes after 3)
             peer = await gw.peer()
@@ -120,11 +109,9 @@ async def closed_by_server(reader: asyncio.StreamReader, within_s: float) -> boo
     return data == b"" or data.startswith(b"HTTP/1.1 4")
 
 
-async def test_a_socket_that_never_finishes_its_request_is_closed(
-    tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
-) -> None:
+async def test_a_socket_that_never_finishes_its_request_is_closed(gw_with: GwWith) -> None:
     """Half an HTTP request used to hold a socket open forever."""
-    async with running(tg, state_dir, fake_clock, gateway={"handshake_timeout": "0.3s"}) as gw:
+    async with gw_with(gateway={"handshake_timeout": "0.3s"}) as gw:
         reader, writer = await half_a_request(gw.port)
         try:
             assert await closed_by_server(reader, 3.0)
@@ -138,15 +125,10 @@ async def test_a_socket_that_never_finishes_its_request_is_closed(
 
 
 async def test_connections_over_the_per_address_cap_are_refused_and_logged_once(
-    tg: FakeTelegramServer,
-    state_dir: Path,
-    fake_clock: FakeClock,
-    caplog: pytest.LogCaptureFixture,
+    gw_with: GwWith, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="bot.gateway.server")
-    async with running(
-        tg, state_dir, fake_clock, gateway={"max_connections_per_address": 5}
-    ) as gw:
+    async with gw_with(gateway={"max_connections_per_address": 5}) as gw:
         held = [await half_a_request(gw.port) for _ in range(5)]
         extra = [await half_a_request(gw.port) for _ in range(30)]
         for reader, _ in extra:
@@ -166,20 +148,18 @@ async def test_connections_over_the_per_address_cap_are_refused_and_logged_once(
 
 
 async def test_the_connection_cap_follows_the_file_limit(
-    tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    gw_with: GwWith, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import resource
 
     monkeypatch.setattr(resource, "getrlimit", lambda _which: (256, 4096))
-    async with running(tg, state_dir, fake_clock, gateway={"max_connections": 1000}) as gw:
+    async with gw_with(gateway={"max_connections": 1000}) as gw:
         assert gw.app.gateway is not None
         assert gw.app.gateway.max_connections == 64, "(256 - 128 reserved) / 2"
 
 
-async def test_idle_connections_are_closed_but_waiting_ones_are_not(
-    tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
-) -> None:
-    async with running(tg, state_dir, fake_clock, gateway={"idle_timeout": "0.6s"}) as gw:
+async def test_idle_connections_are_closed_but_waiting_ones_are_not(gw_with: GwWith) -> None:
+    async with gw_with(gateway={"idle_timeout": "0.6s"}) as gw:
         idle = await gw.peer()
         waiting, ask = await gw.ask("pixel-9")
         operator = await gw.operator()
@@ -198,25 +178,20 @@ async def test_idle_connections_are_closed_but_waiting_ones_are_not(
         assert not waiting.ws.closed
 
 
-async def test_an_asker_whose_request_expired_is_idle_again(
-    tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
-) -> None:
-    async with running(tg, state_dir, fake_clock, gateway={"idle_timeout": "0.3s"}) as gw:
+async def test_an_asker_whose_request_expired_is_idle_again(gw_with: GwWith) -> None:
+    async with gw_with(gateway={"idle_timeout": "0.3s"}) as gw:
         waiting, _ = await gw.ask("pixel-9")
-        fake_clock.advance(timedelta(minutes=6))
+        gw.clock.advance(timedelta(minutes=6))
         assert (await waiting.event("node.pair.resolved"))["payload"]["decision"] == "expired"
         with pytest.raises(Closed):
             await waiting.answer(wait=3.0)
 
 
 async def test_a_state_file_gone_bad_is_one_line_per_burst_not_a_traceback_per_frame(
-    tg: FakeTelegramServer,
-    state_dir: Path,
-    fake_clock: FakeClock,
-    caplog: pytest.LogCaptureFixture,
+    gw_with: GwWith, state_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    async with running(tg, state_dir, fake_clock) as gw:
+    async with gw_with() as gw:
         (state_dir / "nodes" / "pending.json").write_text('{"version": 1, "requests": [')
         node = await gw.peer()
         for i in range(20):

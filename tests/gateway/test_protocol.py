@@ -8,16 +8,13 @@ import json
 import logging
 import stat
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from bot.core.clock import FakeClock
 from bot.gateway.client import GatewayCallError, GatewayClient, GatewayUnavailable
 from bot.gateway.frames import MAX_FRAME
-from providers.telegram.fake import FakeTelegramServer
 from stores.jsonfile import format_time
 from tests.gateway.support import (
     OP_TOKEN,
@@ -26,13 +23,13 @@ from tests.gateway.support import (
     WAIT,
     Closed,
     Gw,
+    GwWith,
     Peer,
     assert_error_shape,
     connected_nodes,
     disconnect,
     mentions_a_token,
     resolved,
-    running,
     within,
 )
 
@@ -109,12 +106,7 @@ async def test_a_second_asker_never_shares_the_first_askers_request(gw: Gw) -> N
     assert "another device asks with the same node id" in warning["text"]
     assert ask["requestId"] in warning["text"], "the owner sees which request came first"
 
-    op = await gw.op()
-    assert await op.ok("node.pair.approve", {"requestId": ask["requestId"]}) == {
-        "nodeId": "pixel-9",
-        "requestId": ask["requestId"],
-        "delivered": True,
-    }
+    await gw.approve(ask["requestId"], "pixel-9")
     event = await real.event("node.pair.resolved")
     assert event == resolved(ask["requestId"], "pixel-9", "approved", event["payload"]["token"])
     assert await attacker.event("node.pair.resolved") == resolved(
@@ -174,12 +166,7 @@ async def test_repair_with_proof_is_said_plainly_and_rotates_the_token(gw: Gw) -
     )[-1]
     assert notice["text"].startswith("Node asks for a new token (re-pair)")
     assert "proved it holds its current token" in notice["text"]
-    op = await gw.op()
-    assert await op.ok("node.pair.approve", {"requestId": ask["requestId"]}) == {
-        "nodeId": "pixel-9",
-        "requestId": ask["requestId"],
-        "delivered": True,
-    }
+    await gw.approve(ask["requestId"], "pixel-9")
     event = await first_conn.event("node.pair.resolved")
     new = event["payload"]["token"]
     assert event == resolved(ask["requestId"], "pixel-9", "approved", new)
@@ -390,15 +377,10 @@ async def test_revoke_answers_the_operator_even_if_the_node_does_not_read(gw: Gw
 async def test_two_waiting_nodes_each_hear_only_their_own_decision(gw: Gw) -> None:
     a, ask_a = await gw.ask("node-a")
     b, ask_b = await gw.ask("node-b")
-    op = await gw.op()
-    assert (await op.ok("node.pair.approve", {"requestId": ask_a["requestId"]}))[
-        "delivered"
-    ] is True
+    await gw.approve(ask_a["requestId"], "node-a")
     token_a = (await a.event("node.pair.resolved"))["payload"]["token"]
     assert await b.quiet() == []
-    assert (await op.ok("node.pair.approve", {"requestId": ask_b["requestId"]}))[
-        "delivered"
-    ] is True
+    await gw.approve(ask_b["requestId"], "node-b")
     token_b = (await b.event("node.pair.resolved"))["payload"]["token"]
     assert token_a != token_b
     assert await a.quiet() == []
@@ -414,12 +396,7 @@ async def test_approval_while_disconnected_is_held_for_the_pickup_secret_only(gw
     """Issue 9, item 2: a held token used to go to the next connection with that nodeId."""
     node, ask = await gw.ask("pixel-9")
     await disconnect(gw, node)
-    op = await gw.op()
-    assert await op.ok("node.pair.approve", {"requestId": ask["requestId"]}) == {
-        "nodeId": "pixel-9",
-        "requestId": ask["requestId"],
-        "delivered": False,
-    }
+    await gw.approve(ask["requestId"], "pixel-9", delivered=False)
     gw.clock.advance(TTL - timedelta(seconds=1))
 
     thief = await gw.peer()
@@ -443,6 +420,7 @@ async def test_approval_while_disconnected_is_held_for_the_pickup_secret_only(gw
     }
     again = await back.fail("node.pair.request", {"nodeId": "pixel-9", "pickup": ask["pickup"]})
     assert again["code"] == "NOT_FOUND", "single use"
+    op = await gw.op()
     assert token not in json.dumps([op.received, thief.received])
 
 
@@ -498,10 +476,7 @@ async def test_an_asker_comes_back_to_its_pending_request_with_its_pickup(gw: Gw
 async def test_a_held_token_is_dropped_after_the_ttl(gw: Gw) -> None:
     node, ask = await gw.ask("pixel-9")
     await disconnect(gw, node)
-    op = await gw.op()
-    assert (await op.ok("node.pair.approve", {"requestId": ask["requestId"]}))[
-        "delivered"
-    ] is False
+    await gw.approve(ask["requestId"], "pixel-9", delivered=False)
     gw.clock.advance(TTL + timedelta(seconds=1))
     late = await gw.peer()
     assert (await late.fail("node.pair.request", {"nodeId": "pixel-9", "pickup": ask["pickup"]}))[
@@ -512,10 +487,8 @@ async def test_a_held_token_is_dropped_after_the_ttl(gw: Gw) -> None:
 async def test_revoking_a_node_drops_its_held_token(gw: Gw) -> None:
     node, ask = await gw.ask("pixel-9")
     await disconnect(gw, node)
+    await gw.approve(ask["requestId"], "pixel-9", delivered=False)
     op = await gw.op()
-    assert (await op.ok("node.pair.approve", {"requestId": ask["requestId"]}))[
-        "delivered"
-    ] is False
     await op.ok("node.revoke", {"nodeId": "pixel-9"})
     late = await gw.peer()
     assert (await late.fail("node.pair.request", {"nodeId": "pixel-9", "pickup": ask["pickup"]}))[
@@ -546,9 +519,9 @@ async def test_expiry_reaches_the_waiting_node(gw: Gw) -> None:
 
 
 async def test_expiry_reaches_the_node_when_another_request_drops_it_first(
-    tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
+    gw_with: GwWith,
 ) -> None:
-    async with running(tg, state_dir, fake_clock, pairing={"prune_interval": "1h"}) as gw:
+    async with gw_with(pairing={"prune_interval": "1h"}) as gw:
         node, ask = await gw.ask("pixel-9")
         gw.clock.advance(TTL + timedelta(seconds=1))
         await gw.ask("tab-1")  # the store drops the expired request on the way

@@ -6,14 +6,17 @@ import errno
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.core.errors import StoreError
+from bot.core.models import PendingRequest
 from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
+from tests.helpers import requested
 from tests.stores.helpers import snapshot
 
 
@@ -21,21 +24,27 @@ class Boom(BaseException):
     """Stands for an interrupt (KeyboardInterrupt, SystemExit) arriving mid-commit."""
 
 
-def fail_nth(
-    monkeypatch: pytest.MonkeyPatch, name: str, n: int, error: BaseException
-) -> list[int]:
-    """Make the n-th call (1-based) of ``os.<name>`` raise ``error``; return the call counter."""
-    real: Callable[..., Any] = getattr(os, name)
-    calls = [0]
+FailNth = Callable[[str, int, BaseException], None]
 
-    def flaky(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        if calls[0] == n:
-            raise error
-        return real(*args, **kwargs)
 
-    monkeypatch.setattr(os, name, flaky)
-    return calls
+@pytest.fixture
+def fail_nth(monkeypatch: pytest.MonkeyPatch) -> FailNth:
+    """``fail_nth(name, n, error)``: the n-th call (1-based) of ``os.<name>`` raises ``error``."""
+
+    def arrange(name: str, n: int, error: BaseException) -> None:
+        real: Callable[..., Any] = getattr(os, name)
+        calls = 0
+
+        def flaky(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == n:
+                raise error
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, flaky)
+
+    return arrange
 
 
 def pending_ids(store: JsonFileStore) -> list[str]:
@@ -48,27 +57,32 @@ def allow_ids(store: JsonFileStore) -> list[str]:
         return txn.allow_from("telegram")
 
 
+@dataclass
+class Waiting:
+    """Bob is allowed already; alice is waiting for the owner to approve ``code``."""
+
+    pairing: PairingService
+    code: str
+
+    def approve(self) -> PendingRequest:
+        """The owner approves alice."""
+        return self.pairing.approve(self.code, actor="owner")
+
+
 @pytest.fixture
-def waiting(pairing: PairingService) -> str:
-    """Bob is allowed already; alice is waiting. Return alice's code."""
+def waiting(pairing: PairingService) -> Waiting:
     pairing.allow("telegram", "bob", actor="owner")
-    result = pairing.request("telegram", "alice")
-    assert result.request is not None
-    return result.request.code
+    return Waiting(pairing, requested(pairing, "telegram", "alice").code)
 
 
 def test_failed_rename_keeps_old_file_and_old_state(
-    monkeypatch: pytest.MonkeyPatch,
-    state_dir: Path,
-    store: JsonFileStore,
-    pairing: PairingService,
-    waiting: str,
+    state_dir: Path, store: JsonFileStore, waiting: Waiting, fail_nth: FailNth
 ) -> None:
     before = snapshot(state_dir)
-    fail_nth(monkeypatch, "replace", 1, OSError(errno.ENOSPC, "No space left on device"))
+    fail_nth("replace", 1, OSError(errno.ENOSPC, "No space left on device"))
 
     with pytest.raises(StoreError) as caught:
-        pairing.approve(waiting, actor="owner")
+        waiting.approve()
 
     message = str(caught.value)
     assert "No space left on device" in message
@@ -79,7 +93,7 @@ def test_failed_rename_keeps_old_file_and_old_state(
     assert pending_ids(store) == ["alice"]
     assert not store.is_allowed("telegram", "alice")
 
-    pairing.approve(waiting, actor="owner")  # os.replace works again: the retry succeeds
+    waiting.approve()  # os.replace works again: the retry succeeds
     assert allow_ids(store) == ["bob", "alice"]
     assert pending_ids(store) == []
     assert JsonFileStore(state_dir).is_allowed("telegram", "alice")
@@ -87,17 +101,13 @@ def test_failed_rename_keeps_old_file_and_old_state(
 
 
 def test_failure_between_grant_and_pending_leaves_it_pending(
-    monkeypatch: pytest.MonkeyPatch,
-    state_dir: Path,
-    store: JsonFileStore,
-    pairing: PairingService,
-    waiting: str,
+    state_dir: Path, store: JsonFileStore, waiting: Waiting, fail_nth: FailNth
 ) -> None:
     allow_before = store.allow_path("telegram").read_bytes()
-    fail_nth(monkeypatch, "replace", 2, OSError(errno.EIO, "Input/output error"))
+    fail_nth("replace", 2, OSError(errno.EIO, "Input/output error"))
 
     with pytest.raises(StoreError, match=r"telegram-pairing\.json"):
-        pairing.approve(waiting, actor="owner")
+        waiting.approve()
 
     # The grant was written first; the request is still there: "approved, still pending",
     # never "request consumed, grant lost". Memory says exactly what the disk says.
@@ -112,18 +122,13 @@ def test_failure_between_grant_and_pending_leaves_it_pending(
 
 @pytest.mark.parametrize("syscall", ["fsync", "write", "replace"])
 def test_interrupt_mid_commit_drops_uncommitted_changes(
-    monkeypatch: pytest.MonkeyPatch,
-    state_dir: Path,
-    store: JsonFileStore,
-    pairing: PairingService,
-    waiting: str,
-    syscall: str,
+    state_dir: Path, store: JsonFileStore, waiting: Waiting, fail_nth: FailNth, syscall: str
 ) -> None:
     before = snapshot(state_dir)
-    fail_nth(monkeypatch, syscall, 1, Boom())
+    fail_nth(syscall, 1, Boom())
 
     with pytest.raises(Boom):
-        pairing.approve(waiting, actor="owner")
+        waiting.approve()
 
     assert snapshot(state_dir) == before
     assert allow_ids(store) == ["bob"]  # not the grant that never reached the disk
@@ -132,17 +137,13 @@ def test_interrupt_mid_commit_drops_uncommitted_changes(
 
 
 def test_failed_audit_append_is_a_warning_and_the_change_stands(
-    state_dir: Path,
-    store: JsonFileStore,
-    pairing: PairingService,
-    waiting: str,
-    caplog: pytest.LogCaptureFixture,
+    state_dir: Path, store: JsonFileStore, waiting: Waiting, caplog: pytest.LogCaptureFixture
 ) -> None:
     store.audit_path.unlink()
     store.audit_path.mkdir()  # unwritable even for root (chmod would not stop root)
     caplog.set_level(logging.WARNING, logger="stores")
 
-    approved = pairing.approve(waiting, actor="owner")  # the change happened: no error
+    approved = waiting.approve()  # the change happened: no error
 
     assert approved.id == "alice"
     # The state files were durable before the audit was tried; memory agrees with them.
@@ -159,4 +160,4 @@ def test_failed_audit_append_is_a_warning_and_the_change_stands(
     assert str(store.audit_path) in warnings[0]
     assert "audit" in warnings[0]
     assert "\n" not in warnings[0]
-    assert waiting not in warnings[0]
+    assert waiting.code not in warnings[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import math
 import secrets
 from collections import Counter
@@ -17,6 +16,7 @@ from hypothesis import strategies as st
 
 from bot.core import codes
 from bot.core.codes import ALPHABET, CODE_LENGTH
+from tests.helpers import compared_codes
 
 CHI2_CRITICAL_31_DOF_P001 = 61.1
 """Chi-square critical value for 31 degrees of freedom at p = 0.001."""
@@ -139,14 +139,7 @@ def test_find_code_returns_the_index_of_the_match() -> None:
 
 
 def test_find_code_compares_every_entry_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    compared: list[tuple[Any, Any]] = []
-    real = hmac.compare_digest
-
-    def spy(a: Any, b: Any) -> bool:
-        compared.append((a, b))
-        return real(a, b)
-
-    monkeypatch.setattr("bot.core.codes.hmac.compare_digest", spy)
+    compared = compared_codes(monkeypatch)
     assert codes.find_code("AAAA2222", ["AAAA2222", "BBBB2222", "CCCC2222"]) == 0
     assert compared == [
         (b"AAAA2222", b"AAAA2222"),

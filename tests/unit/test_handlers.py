@@ -22,21 +22,14 @@ from bot.runtime.handlers import (
     WebhookHandler,
     build_handler,
 )
+from tests.helpers import dm
 
 SAMPLES = "tests.unit.sample_handlers"
 SECRET_TEXT = "my secret message 12345"
 
 
 def message(text: str = "hello bot", *, name: str = "Alice") -> Inbound:
-    return Inbound(
-        provider="telegram",
-        chat_id="4242",
-        chat_kind=ChatKind.DM,
-        sender_id="4242",
-        sender_name=name,
-        text=text,
-        message_id="9",
-    )
+    return dm(text, sender="4242", name=name, message_id="9")
 
 
 class Recorder:
@@ -330,73 +323,47 @@ async def test_build_handler_kinds(config: HandlerConfig, kind: type) -> None:
     await handler.aclose()
 
 
-@pytest.mark.parametrize(
-    ("config", "field_name", "detail"),
-    [
-        (HandlerConfig(kind="webhook"), "handler.url", "required when kind is webhook"),
-        (HandlerConfig(kind="webhook", url=""), "handler.url", "required when kind is webhook"),
-        (HandlerConfig(kind="webhook", url="ftp://x/y"), "handler.url", "http:// or https://"),
-        (HandlerConfig(kind="webhook", url="localhost:8080/x"), "handler.url", "http://"),
-        (HandlerConfig(kind="webhook", url="http://"), "handler.url", "with a host"),
-        (HandlerConfig(kind="webhook", url="http://[::1"), "handler.url", "http://"),
-        (HandlerConfig(kind="python"), "handler.target", "required when kind is python"),
-        (
-            HandlerConfig(kind="python", target="no_colon"),
-            "handler.target",
-            "must look like module:function",
-        ),
-        (
-            HandlerConfig(kind="python", target=":func"),
-            "handler.target",
-            "must look like module:function",
-        ),
-        (
-            HandlerConfig(kind="python", target=f"{SAMPLES}:"),
-            "handler.target",
-            "must look like module:function",
-        ),
-        (
-            HandlerConfig(kind="python", target="no_such_module_pairbot:f"),
-            "handler.target",
-            "cannot import 'no_such_module_pairbot'",
-        ),
-        (
-            HandlerConfig(kind="python", target=".relative:f"),
-            "handler.target",
-            "cannot import '.relative'",
-        ),
-        (
-            HandlerConfig(kind="python", target=f"{SAMPLES}:missing"),
-            "handler.target",
-            "is not a function",
-        ),
-        (
-            HandlerConfig(kind="python", target=f"{SAMPLES}:NOT_CALLABLE"),
-            "handler.target",
-            "is not a function",
-        ),
-    ],
-    ids=[
-        "webhook-no-url",
-        "webhook-empty-url",
-        "webhook-ftp",
-        "webhook-no-scheme",
-        "webhook-no-host",
-        "webhook-invalid",
-        "python-no-target",
-        "python-no-colon",
-        "python-no-module",
-        "python-no-function",
-        "python-unknown-module",
-        "python-relative",
-        "python-missing-attr",
-        "python-not-callable",
-    ],
-)
-def test_build_handler_errors(config: HandlerConfig, field_name: str, detail: str) -> None:
+def refused(config: HandlerConfig, field_name: str, detail: str) -> None:
+    """``build_handler`` refuses ``config`` with one line naming ``field_name``."""
     with pytest.raises(ConfigError) as caught:
         build_handler(config, no_owners)
     assert caught.value.field == field_name
     assert str(caught.value).startswith(f"{field_name}: ")
     assert detail in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "detail"),
+    [
+        pytest.param(None, "required when kind is webhook", id="webhook-no-url"),
+        pytest.param("", "required when kind is webhook", id="webhook-empty-url"),
+        pytest.param("ftp://x/y", "http:// or https://", id="webhook-ftp"),
+        pytest.param("localhost:8080/x", "http://", id="webhook-no-scheme"),
+        pytest.param("http://", "with a host", id="webhook-no-host"),
+        pytest.param("http://[::1", "http://", id="webhook-invalid"),
+    ],
+)
+def test_build_handler_refuses_a_bad_webhook_url(url: str | None, detail: str) -> None:
+    refused(HandlerConfig(kind="webhook", url=url), "handler.url", detail)
+
+
+@pytest.mark.parametrize(
+    ("target", "detail"),
+    [
+        pytest.param(None, "required when kind is python", id="python-no-target"),
+        pytest.param("no_colon", "must look like module:function", id="python-no-colon"),
+        pytest.param(":func", "must look like module:function", id="python-no-module"),
+        pytest.param(f"{SAMPLES}:", "must look like module:function", id="python-no-function"),
+        pytest.param(
+            "no_such_module_pairbot:f",
+            "cannot import 'no_such_module_pairbot'",
+            id="python-unknown-module",
+        ),
+        pytest.param(".relative:f", "cannot import '.relative'", id="python-relative"),
+        pytest.param(f"{SAMPLES}:missing", "is not a function", id="python-missing-attr"),
+        pytest.param(f"{SAMPLES}:NOT_CALLABLE", "is not a function", id="python-not-callable"),
+    ],
+)
+def test_build_handler_refuses_a_bad_python_target(target: str | None, detail: str) -> None:
+    refused(HandlerConfig(kind="python", target=target), "handler.target", detail)

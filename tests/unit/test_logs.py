@@ -3,6 +3,7 @@ reaches a log, from any logger."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import time
@@ -27,20 +28,35 @@ SHORT_SHAPED = "12345:abcdefghijklmnopqrst"  # the least the pattern catches: 5 
 OPERATOR = "op-secret-Zx81Q"
 
 
-@pytest.fixture
-def capture() -> Iterator[tuple[logging.Logger, io.StringIO]]:
-    """A private logger writing ``%(message)s`` lines through the filter into a buffer."""
-    logger = logging.getLogger("tests.redact")
+@contextlib.contextmanager
+def logger_to_buffer(
+    name: str, fmt: str = "%(message)s", *, redact: RedactFilter | None = None
+) -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """Logger ``name`` writing ``fmt`` lines into a buffer through a handler of its own
+    (filtered by ``redact``, if given), propagation off, at DEBUG; all undone after."""
+    logger = logging.getLogger(name)
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    handler.addFilter(RedactFilter([OPERATOR, "", "short"]))
+    handler.setFormatter(logging.Formatter(fmt))
+    if redact is not None:
+        handler.addFilter(redact)
     logger.addHandler(handler)
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
-    yield logger, buffer
-    logger.removeHandler(handler)
-    logger.propagate = True
+    try:
+        yield logger, buffer
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+
+
+@pytest.fixture
+def capture() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A private logger writing ``LEVEL message`` lines through the filter into a buffer."""
+    redact = RedactFilter([OPERATOR, "", "short"])
+    with logger_to_buffer("tests.redact", "%(levelname)s %(message)s", redact=redact) as made:
+        yield made
 
 
 @pytest.mark.parametrize(
@@ -445,17 +461,8 @@ def test_ids_words_and_numbers_are_not_taken_for_codes(text: str) -> None:
 @pytest.fixture
 def own_handler() -> Iterator[tuple[logging.Logger, io.StringIO]]:
     """A third-party-style logger: its own handler (no filter), propagate off, DEBUG."""
-    logger = logging.getLogger("tests.thirdparty")
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    yield logger, buffer
-    logger.removeHandler(handler)
-    logger.propagate = True
-    logger.setLevel(logging.NOTSET)
+    with logger_to_buffer("tests.thirdparty", "%(name)s %(message)s") as made:
+        yield made
 
 
 def test_install_redaction_covers_loggers_with_their_own_handlers(
@@ -478,16 +485,8 @@ def test_install_redaction_covers_loggers_with_their_own_handlers(
 
 def test_a_logger_made_after_set_up_with_its_own_handler_is_covered() -> None:
     install_redaction()
-    logger = logging.getLogger("tests.late")
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
+    with logger_to_buffer("tests.late") as (logger, buffer):
         logger.warning("sent %r", {"text": "a late text"})
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = True
     assert buffer.getvalue() == "sent {'text': '[redacted]'}\n"
 
 

@@ -25,10 +25,9 @@ from bot.core.models import NodeDecision, NodeVerdict
 from bot.core.protocols import StateStore
 from bot.services.nodes import NodeService, NodeSettings
 from tests.backends import Backend
+from tests.helpers import OWNER, SECOND
 
-OWNER = "owner:cli"
 TTL = timedelta(minutes=5)
-SECOND = timedelta(seconds=1)
 
 
 def files_containing(state_dir: Path, needle: str) -> list[str]:

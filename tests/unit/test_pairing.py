@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -26,11 +25,10 @@ from bot.services.pairing import AllowEntry, AllowSource, PairingService, Pairin
 from stores._files import atomic_write
 from stores.jsonfile import format_time
 from tests.backends import Backend
+from tests.helpers import OWNER, SECOND, compared_codes, requested
 
-OWNER = "owner:cli"
 TTL = timedelta(hours=1)
 RESEND = timedelta(minutes=10)
-SECOND = timedelta(seconds=1)
 
 
 def drawing(*drawn: str) -> Callable[[], str]:
@@ -84,8 +82,7 @@ def test_new_sender_gets_a_new_request(pairing: PairingService, clock: FakeClock
 def test_same_sender_again_keeps_code_and_created_at(
     pairing: PairingService, clock: FakeClock, backend: Backend
 ) -> None:
-    first = pairing.request("telegram", "100").request
-    assert first is not None
+    first = requested(pairing, "telegram", "100")
     clock.advance(60)
 
     again = pairing.request("telegram", "100")
@@ -156,8 +153,7 @@ def test_what_must_survive_a_crash_is_still_written(
 
 
 def test_a_decision_ends_the_quiet_window(pairing: PairingService, clock: FakeClock) -> None:
-    req = pairing.request("telegram", "100").request
-    assert req is not None
+    req = requested(pairing, "telegram", "100")
     assert pairing.settled_in_memory("telegram", "100") is True
     pairing.reject(req.code, actor="owner")
     assert pairing.settled_in_memory("telegram", "100") is False
@@ -218,11 +214,9 @@ def test_code_live_anywhere_is_never_reused(
 ) -> None:
     pairing = scripted("AAAA2222", "AAAA2222", "BBBB3333")
 
-    first = pairing.request("telegram", "100").request
-    second = pairing.request(second_provider, "200").request
+    first = requested(pairing, "telegram", "100")
+    second = requested(pairing, second_provider, "200")
 
-    assert first is not None
-    assert second is not None
     assert (first.code, second.code) == ("AAAA2222", "BBBB3333")
 
 
@@ -234,8 +228,7 @@ def test_code_of_an_unpruned_expired_request_is_not_reused(
     pairing = scripted("AAAA2222", "AAAA2222", "BBBB3333")
     pairing.request("telegram", "100")
     clock.advance(TTL + SECOND)
-    live = pairing.request("slack", "200").request
-    assert live is not None
+    live = requested(pairing, "slack", "200")
 
     approved = pairing.approve(live.code, actor=OWNER)
 
@@ -285,14 +278,7 @@ def test_approve_compares_codes_with_compare_digest(
 ) -> None:
     pairing = scripted("ABCD2345")
     pairing.request("telegram", "100")
-    compared: list[tuple[Any, Any]] = []
-    real = hmac.compare_digest
-
-    def spy(a: Any, b: Any) -> bool:
-        compared.append((a, b))
-        return real(a, b)
-
-    monkeypatch.setattr("bot.core.codes.hmac.compare_digest", spy)
+    compared = compared_codes(monkeypatch)
     pairing.approve("abcd-2345", actor=OWNER)
 
     assert compared == [(b"ABCD2345", b"ABCD2345")]
@@ -317,8 +303,7 @@ def test_find_returns_the_live_request_by_code(
 
 
 def test_approve_works_just_before_the_ttl(pairing: PairingService, clock: FakeClock) -> None:
-    req = pairing.request("telegram", "100").request
-    assert req is not None
+    req = requested(pairing, "telegram", "100")
     clock.advance(TTL - SECOND)
 
     assert pairing.approve(req.code, actor=OWNER).id == "100"
@@ -328,8 +313,7 @@ def test_approve_works_just_before_the_ttl(pairing: PairingService, clock: FakeC
 def test_approve_just_after_the_ttl_expires_the_request(
     pairing: PairingService, clock: FakeClock, store: StateStore, backend: Backend
 ) -> None:
-    req = pairing.request("telegram", "100").request
-    assert req is not None
+    req = requested(pairing, "telegram", "100")
     clock.advance(TTL + SECOND)
 
     with pytest.raises(CodeExpiredError) as caught:
@@ -347,8 +331,7 @@ def test_approve_just_after_the_ttl_expires_the_request(
 
 
 def test_last_seen_does_not_extend_the_ttl(pairing: PairingService, clock: FakeClock) -> None:
-    req = pairing.request("telegram", "100").request
-    assert req is not None
+    req = requested(pairing, "telegram", "100")
     for _ in range(5):
         clock.advance(RESEND)
         pairing.request("telegram", "100")
@@ -446,8 +429,7 @@ def test_expired_request_frees_a_place(pairing: PairingService, clock: FakeClock
 def test_approve_adds_to_the_allowlist_and_drops_the_request(
     pairing: PairingService, backend: Backend
 ) -> None:
-    req = pairing.request("telegram", "100").request
-    assert req is not None
+    req = requested(pairing, "telegram", "100")
 
     approved = pairing.approve(req.code, actor=OWNER)
 
@@ -464,8 +446,7 @@ def test_approve_adds_to_the_allowlist_and_drops_the_request(
 def test_reject_drops_the_request_and_allows_nobody(
     pairing: PairingService, backend: Backend
 ) -> None:
-    req = pairing.request("telegram", "100").request
-    assert req is not None
+    req = requested(pairing, "telegram", "100")
 
     rejected = pairing.reject(req.code, actor=OWNER)
 
@@ -477,8 +458,7 @@ def test_reject_drops_the_request_and_allows_nobody(
 
 
 def test_revoke_removes_the_sender(pairing: PairingService, backend: Backend) -> None:
-    req = pairing.request("telegram", "100").request
-    assert req is not None
+    req = requested(pairing, "telegram", "100")
     pairing.approve(req.code, actor=OWNER)
 
     pairing.revoke("telegram", "100", actor=OWNER)
@@ -494,8 +474,7 @@ def test_revoke_of_an_unknown_sender(pairing: PairingService) -> None:
 
 
 def test_approve_with_the_wrong_provider_is_unknown(pairing: PairingService) -> None:
-    req = pairing.request("telegram", "100").request
-    assert req is not None
+    req = requested(pairing, "telegram", "100")
 
     with pytest.raises(UnknownCodeError):
         pairing.approve(req.code, provider="slack", actor=OWNER)
@@ -548,8 +527,7 @@ def test_pending_lists_live_requests_oldest_first(
 def test_prune_drops_expired_of_every_provider(
     pairing: PairingService, clock: FakeClock, store: StateStore, backend: Backend
 ) -> None:
-    allowed = pairing.request("telegram", "friend").request
-    assert allowed is not None
+    allowed = requested(pairing, "telegram", "friend")
     pairing.approve(allowed.code, actor=OWNER)
     pairing.request("telegram", "1")
     pairing.request("slack", "U2")
@@ -616,8 +594,7 @@ def test_failed_approve_never_loses_both_grant_and_request(
     monkeypatch: pytest.MonkeyPatch,
     failing_write: int,
 ) -> None:
-    req = pairing.request("telegram", "100").request
-    assert req is not None
+    req = requested(pairing, "telegram", "100")
     writes: list[Path] = []
 
     def flaky_write(path: Path, data: bytes, **kwargs: Any) -> Any:
@@ -652,10 +629,8 @@ def test_every_decision_is_audited(
     pairing: PairingService, clock: FakeClock, store: StateStore
 ) -> None:
     t0 = clock.now()
-    ann = pairing.request("telegram", "100").request
-    bob = pairing.request("slack", "U200").request
-    assert ann is not None
-    assert bob is not None
+    ann = requested(pairing, "telegram", "100")
+    bob = requested(pairing, "slack", "U200")
     clock.advance(60)
     pairing.approve(ann.code, actor=OWNER)
     pairing.reject(bob.code, actor="owner:telegram:1")
@@ -743,8 +718,7 @@ def files_containing(state_dir: Path, needle: str) -> list[str]:
 def test_code_is_only_ever_in_the_pairing_file(
     pairing: PairingService, state_dir: Path, decide: str
 ) -> None:
-    req = pairing.request("telegram", "100").request
-    assert req is not None
+    req = requested(pairing, "telegram", "100")
     with pytest.raises(UnknownCodeError) as caught:  # a wrong guess is audited, not its text
         pairing.approve(req.code, provider="slack", actor=OWNER)
     assert req.code not in str(caught.value)

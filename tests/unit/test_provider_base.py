@@ -24,12 +24,12 @@ from bot.core.errors import (
     ProviderError,
     ProviderStateError,
 )
-from bot.core.models import Button, ChatKind, Inbound
+from bot.core.models import Button, Inbound
 from providers.base import BaseProvider, Dedupe, State
 from providers.limits import ButtonLimits, TextSplit, clip
 from providers.retry import Backoff, Retry, RetryPolicy, retrying
 from providers.webhook import WebhookProvider, WebhookServer
-from tests.helpers import Inbox
+from tests.helpers import Inbox, dm
 
 # -- the splitters as they were (reference) ------------------------------------------------------
 
@@ -323,14 +323,7 @@ class Loopback(BaseProvider):
 
 
 def inbound(text: str) -> Inbound:
-    return Inbound(
-        provider="loop",
-        chat_id="c1",
-        chat_kind=ChatKind.DM,
-        sender_id="u1",
-        text=text,
-        message_id=f"m-{text}",
-    )
+    return dm(text, provider="loop", sender="u1", chat="c1", message_id=f"m-{text}")
 
 
 async def test_lifecycle_is_one_state_stop_is_idempotent_and_start_works_again() -> None:

@@ -14,7 +14,13 @@ from bot.cli.context import EXIT_LOOKUP, EXIT_OK, Context, UsageError, cli_state
 from bot.cli.output import json_elements, print_json_array, print_rows
 from bot.core.errors import ConfigError, PairbotError
 from bot.core.text import clean
-from bot.runtime.config import NO_OWNERS, check_file_mode, find_config, load_config
+from bot.runtime.config import (
+    NO_OWNERS,
+    ModeVerdict,
+    check_file_mode,
+    find_config,
+    load_config,
+)
 from bot.runtime.logs import install_redaction
 from stores import JsonFileStore
 
@@ -37,13 +43,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     config = load_config(config_path)
     mode = check_file_mode(config_path)
-    if mode.verdict == "refuse":
+    if mode.verdict is ModeVerdict.REFUSE:
         raise ConfigError(mode.message, source=str(config_path))
     setup_logging(
         level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
         secrets=config.secrets(),
     )
-    if mode.verdict == "warn":
+    if mode.verdict is ModeVerdict.WARN:
         log.warning("%s: %s", config_path, mode.message)
     if not config.owners:
         log.warning("%s", NO_OWNERS)
@@ -130,7 +136,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if config_path is not None and config is not None:
         report(True, f"{config_path} is valid")
         mode = check_file_mode(config_path)
-        report(mode.verdict == "ok", f"{config_path}: {mode.message}")
+        report(mode.verdict is ModeVerdict.OK, f"{config_path}: {mode.message}")
         if not config.owners:
             report(False, NO_OWNERS)
     out.print("No problems found." if not problems else f"{problems} problem(s) found.")

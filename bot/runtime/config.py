@@ -13,8 +13,9 @@ import os
 import re
 import stat
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import yaml
 from pydantic import ValidationError
@@ -159,11 +160,20 @@ NO_OWNERS = "no owners configured: nobody can approve from chat; use the CLI"
 """Said by ``pairbot run`` at start (a warning) and by ``pairbot doctor``."""
 
 
-class FileModeCheck(NamedTuple):
-    """What the config file's mode means: ``ok``, ``warn`` (others can read it) or
-    ``refuse`` (others can write it); ``message`` says why in one line."""
+class ModeVerdict(StrEnum):
+    """What the config file's mode means for starting."""
 
-    verdict: Literal["ok", "warn", "refuse"]
+    OK = "ok"
+    WARN = "warn"
+    """Others can read it: it may hold secrets."""
+    REFUSE = "refuse"
+    """Others can write it: they could make themselves owner."""
+
+
+class FileModeCheck(NamedTuple):
+    """The config file's mode judged (:class:`ModeVerdict`); ``message`` says why in one line."""
+
+    verdict: ModeVerdict
     message: str
 
 
@@ -176,18 +186,18 @@ def check_file_mode(path: Path) -> FileModeCheck:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o022:
         return FileModeCheck(
-            "refuse",
+            ModeVerdict.REFUSE,
             f"group or others can write it (mode {mode:04o}), and "
             "whoever can write it can make themselves owner (chmod 600 the "
             "file)",
         )
     if mode & 0o044:
         return FileModeCheck(
-            "warn",
+            ModeVerdict.WARN,
             f"group or others can read it (mode {mode:04o}), and it "
             "may hold secrets (chmod 600 the file)",
         )
-    return FileModeCheck("ok", f"mode {mode:04o}, only its owner can read or write it")
+    return FileModeCheck(ModeVerdict.OK, f"mode {mode:04o}, only its owner can read or write it")
 
 
 def find_config(explicit: str | None) -> Path | None:

@@ -25,7 +25,7 @@ from _harness import bench_config, percentile  # first: it puts the repo root on
 from bot.cli.demo import available_platforms, bot_on_fake
 from bot.core.config import Config
 from bot.core.gate import decide
-from bot.core.models import ChatKind, DmPolicy, Inbound
+from bot.core.models import DmPolicy, Inbound
 from providers.fakebase import DemoPlatform
 
 
@@ -82,13 +82,7 @@ def gate_rate(n_allowed: int, rounds: int = 200_000) -> float:
             for i in range(n_allowed):
                 txn.allow("telegram", str(20_000_000 + i))
         pairing = PairingService(store, clock=SystemClock())
-        msg = Inbound(
-            provider="telegram",
-            chat_id="20000007",
-            chat_kind=ChatKind.DM,
-            sender_id="20000007",
-            text="hi",
-        )
+        msg = Inbound.dm("telegram", "20000007", "hi")
         owners = {("telegram", "111")}
         start = time.perf_counter()
         for _ in range(rounds):

@@ -98,6 +98,12 @@ def _opt_time(raw: Mapping[str, Any], key: str, where: str) -> datetime | None:
     return None if value is None else _parse_time(value, f"{where}.{key}")
 
 
+def _opt_time_entry(key: str, value: datetime | None) -> dict[str, str]:
+    """What :func:`_opt_time` reads back: ``{key: time}``, or nothing for an unset time (the
+    key is left out of the file)."""
+    return {} if value is None else {key: format_time(value)}
+
+
 def _parse_time(value: Any, where: str) -> datetime:
     if not isinstance(value, str):
         raise _Bad(where, "must be an ISO-8601 time string")
@@ -196,17 +202,15 @@ def _decode_request(raw: Any, where: str, provider: str) -> PendingRequest:
 
 
 def _encode_request(req: PendingRequest) -> dict[str, Any]:
-    out: dict[str, Any] = {
+    return {
         "id": req.id,
         "code": req.code,
         "createdAt": format_time(req.created_at),
         "lastSeenAt": format_time(req.last_seen_at),
         "meta": dict(req.meta),
+        **_opt_time_entry("lastSentAt", req.last_sent_at),
+        **req.extra,
     }
-    if req.last_sent_at is not None:
-        out["lastSentAt"] = format_time(req.last_sent_at)
-    out.update(req.extra)
-    return out
 
 
 def _decode_allow(raw: Any, where: str, provider: str) -> str:  # noqa: ARG001
@@ -262,16 +266,14 @@ def _decode_paired(raw: Any, where: str, provider: str) -> PairedNode:  # noqa: 
 
 
 def _encode_paired(node: PairedNode) -> dict[str, Any]:
-    out: dict[str, Any] = {
+    return {
         **_encode_node(node),
         "tokenHash": node.token_hash,
         "createdAt": format_time(node.created_at),
         "approvedAt": format_time(node.approved_at),
+        **_opt_time_entry("lastConnectedAt", node.last_connected_at),
+        **node.extra,
     }
-    if node.last_connected_at is not None:
-        out["lastConnectedAt"] = format_time(node.last_connected_at)
-    out.update(node.extra)
-    return out
 
 
 APPROVED_KEY = "approvedToTell"
@@ -1033,14 +1035,10 @@ class _Txn:
     def _paired(self) -> _Doc[PairedNode]:
         return self._store._doc(self._store._paired_path, PAIRED)
 
+    # reading: lists are copies, so later changes leave them as they are
+
     def requests(self, provider: str) -> list[PendingRequest]:
         return self._requests(provider).items()
-
-    def put_request(self, request: PendingRequest) -> None:
-        self._requests(request.provider).put(request)
-
-    def drop_request(self, provider: str, sender_id: str) -> bool:
-        return self._requests(provider).drop(sender_id)
 
     def allow_from(self, provider: str) -> list[str]:
         return self._allow(provider).items()
@@ -1048,33 +1046,11 @@ class _Txn:
     def allow_has(self, provider: str, sender_id: str) -> bool:
         return sender_id in self._allow(provider)
 
-    def allow(self, provider: str, sender_id: str) -> bool:
-        doc = self._allow(provider)
-        if sender_id in doc:
-            return False
-        doc.put(sender_id)
-        return True
-
-    def disallow(self, provider: str, sender_id: str) -> bool:
-        return self._allow(provider).drop(sender_id)
-
     def node_requests(self) -> list[NodeRequest]:
         return self._node_requests().items()
 
-    def put_node_request(self, request: NodeRequest) -> None:
-        self._node_requests().put(request)
-
-    def drop_node_request(self, request_id: str) -> bool:
-        return self._node_requests().drop(request_id)
-
     def paired_nodes(self) -> list[PairedNode]:
         return self._paired().items()
-
-    def put_paired_node(self, node: PairedNode) -> None:
-        self._paired().put(node)
-
-    def drop_paired_node(self, node_id: str) -> bool:
-        return self._paired().drop(node_id)
 
     def notices(self) -> list[ApprovalNotice]:
         found = [
@@ -1086,11 +1062,43 @@ class _Txn:
         ]
         return sorted(found, key=lambda n: n.approved_at)
 
+    # adding, or replacing the entry of the same identity
+
+    def put_request(self, request: PendingRequest) -> None:
+        self._requests(request.provider).put(request)
+
+    def allow(self, provider: str, sender_id: str) -> bool:
+        doc = self._allow(provider)
+        if sender_id in doc:
+            return False
+        doc.put(sender_id)
+        return True
+
+    def put_node_request(self, request: NodeRequest) -> None:
+        self._node_requests().put(request)
+
+    def put_paired_node(self, node: PairedNode) -> None:
+        self._paired().put(node)
+
     def put_notice(self, notice: ApprovalNotice) -> None:
         doc = self._requests(notice.provider)
         kept = [e for e in doc.head.get(APPROVED_KEY) or () if e.get("id") != notice.sender_id]
         doc.head[APPROVED_KEY] = [*kept, _encode_notice(notice)]
         doc.dirty = True
+
+    # removing: whether it was there
+
+    def drop_request(self, provider: str, sender_id: str) -> bool:
+        return self._requests(provider).drop(sender_id)
+
+    def disallow(self, provider: str, sender_id: str) -> bool:
+        return self._allow(provider).drop(sender_id)
+
+    def drop_node_request(self, request_id: str) -> bool:
+        return self._node_requests().drop(request_id)
+
+    def drop_paired_node(self, node_id: str) -> bool:
+        return self._paired().drop(node_id)
 
     def drop_notice(self, provider: str, sender_id: str) -> bool:
         doc = self._requests(provider)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from bot.core.models import Button, ChatKind, Inbound, PendingRequest
+from bot.core.models import Button, Inbound, PendingRequest
 from bot.services.pairing import PairingService
 from providers.fakebase import wait_until
 
@@ -50,16 +51,11 @@ def dm(
     chat: str | None = None,
     name: str = "",
     message_id: str | None = None,
+    meta: Mapping[str, str] | None = None,
 ) -> Inbound:
-    """A direct message from ``sender``, in the chat of the same id unless ``chat`` says."""
-    return Inbound(
-        provider=provider,
-        chat_id=sender if chat is None else chat,
-        chat_kind=ChatKind.DM,
-        sender_id=sender,
-        sender_name=name,
-        text=text,
-        message_id=message_id,
+    """:meth:`Inbound.dm` with the tests' defaults: from Telegram sender ``4242``."""
+    return Inbound.dm(
+        provider, sender, text, chat_id=chat, sender_name=name, message_id=message_id, meta=meta
     )
 
 

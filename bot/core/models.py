@@ -56,6 +56,31 @@ class Inbound:
     sent_at: datetime | None = None
     """When the platform says the message was sent (to ignore a backlog after downtime)."""
 
+    @classmethod
+    def dm(
+        cls,
+        provider: str,
+        sender_id: str,
+        text: str,
+        *,
+        chat_id: str | None = None,
+        sender_name: str = "",
+        message_id: str | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> Inbound:
+        """A direct message from ``sender_id``, in the chat of the same id unless ``chat_id``
+        says: what tests and benchmarks hand the core without a platform in between."""
+        return cls(
+            provider=provider,
+            chat_id=sender_id if chat_id is None else chat_id,
+            chat_kind=ChatKind.DM,
+            sender_id=sender_id,
+            text=text,
+            sender_name=sender_name,
+            message_id=message_id,
+            meta=meta or {},
+        )
+
 
 class Expiring:
     """A request, of a stranger or of a node: it stops being approvable a TTL after it was

@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 
 from bot.core import codes
 from bot.core.clock import Clock
-from bot.core.config import NodesConfig
 from bot.core.errors import (
     AlreadyPairedError,
     NodeRefused,
@@ -28,7 +27,7 @@ from bot.core.errors import (
 )
 from bot.core.models import NodeApproval, NodeAsk, NodeRequest, PairedNode
 from bot.core.protocols import StateStore, StateTxn
-from bot.services.requests import audit, split_expired
+from bot.services.requests import RequestSettings, audit, split_expired
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ MAX_FIELD = 128
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NodeSettings:
+class NodeSettings(RequestSettings):
     """The knobs of node pairing (``nodes:`` in the config)."""
 
     pending_ttl: timedelta = timedelta(minutes=5)
@@ -44,11 +43,6 @@ class NodeSettings:
     max_pending: int = 50
     max_pending_per_node: int = 3
     """Live requests one node id may have at once (each from a different asker)."""
-
-    @classmethod
-    def of(cls, section: NodesConfig) -> NodeSettings:
-        """The knobs as the config's ``nodes:`` sets them."""
-        return cls(**section.model_dump())
 
 
 class NodeService:

@@ -16,7 +16,6 @@ from enum import StrEnum
 
 from bot.core import codes
 from bot.core.clock import Clock
-from bot.core.config import PairingConfig
 from bot.core.errors import (
     AllowedByConfigError,
     CodeExpiredError,
@@ -32,7 +31,7 @@ from bot.core.models import (
 )
 from bot.core.platforms import KNOWN_PROVIDERS, platform
 from bot.core.protocols import StateStore, StateTxn
-from bot.services.requests import audit, split_expired
+from bot.services.requests import RequestSettings, audit, split_expired
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +39,14 @@ _CODE_ATTEMPTS = 200
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PairingSettings:
-    """The knobs of DM pairing (``pairing:`` in the config)."""
+class PairingSettings(RequestSettings):
+    """The knobs of DM pairing (``pairing:`` in the config; its ``prune_interval`` is the
+    scheduler's)."""
 
+    not_knobs = frozenset({"prune_interval"})
     pending_ttl: timedelta = timedelta(hours=1)
     resend_after: timedelta = timedelta(minutes=10)
     max_pending_per_provider: int = 3
-
-    @classmethod
-    def of(cls, section: PairingConfig) -> PairingSettings:
-        """The knobs as the config's ``pairing:`` sets them (its ``prune_interval`` is the
-        scheduler's)."""
-        return cls(
-            pending_ttl=section.pending_ttl,
-            resend_after=section.resend_after,
-            max_pending_per_provider=section.max_pending_per_provider,
-        )
 
 
 class AllowSource(StrEnum):

@@ -1,15 +1,38 @@
 """What DM pairing and node pairing share: requests that expire a TTL after they were made,
-and the audit line each change to the state writes."""
+knobs that the config's section of each sets, and the audit line each change to the state
+writes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import ClassVar, Self, TypeVar
 
 from bot.core.models import AuditEvent, Expiring
 from bot.core.protocols import StateTxn
+from bot.core.schema import Model
 
 R = TypeVar("R", bound=Expiring)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestSettings:
+    """The knobs of one kind of pairing: its requests stay approvable for ``pending_ttl``.
+
+    A subclass adds that kind's knobs, with the config's defaults; :meth:`of` takes them all
+    from the config's section of that kind.
+    """
+
+    pending_ttl: timedelta
+
+    not_knobs: ClassVar[frozenset[str]] = frozenset()
+    """Keys of the config section that are not knobs (another part reads them). Every other
+    key must be a knob: :meth:`of` fails on one that is not."""
+
+    @classmethod
+    def of(cls, section: Model) -> Self:
+        """The knobs as the config's section sets them."""
+        return cls(**section.model_dump(exclude=set(cls.not_knobs)))
 
 
 def split_expired(requests: list[R], *, now: datetime, ttl: timedelta) -> tuple[list[R], list[R]]:

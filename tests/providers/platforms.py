@@ -61,7 +61,7 @@ class Buttons:
     """Characters of a label (None: no documented limit)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Facts:
     """One platform, as the contract suite needs to know it."""
 
@@ -72,7 +72,9 @@ class Facts:
     """The platform's fake as people (called with ``clock=``)."""
     fast: Mapping[str, Any]
     """Provider arguments beyond the config block: short retries and timeouts for tests."""
-    bare_commands: bool
+    bare_commands: bool = False
+    """The owner types commands without their ``/`` (the platform's clients take a leading
+    ``/`` for their own slash commands)."""
     sender_name: bool
     """Whether a DM carries the name the person gave themselves."""
     meta: Mapping[str, str]
@@ -86,9 +88,10 @@ class Facts:
     while_stopped: Literal["kept", "lost"]
     """What becomes of a DM written while the provider is stopped: the platform keeps it for
     the next start, or it is gone."""
-    sdk_logs_texts: bool
+    sdk_logs_texts: bool = False
     """The platform's SDK logs request payloads at DEBUG (texts in them are its business;
-    from INFO up, and in pairbot's own loggers, no text may appear)."""
+    from INFO up, and in pairbot's own loggers, no text may appear). False where there is no
+    SDK: aiohttp logs no payloads."""
     log_proof: str
     """A line the run's DEBUG log must hold: proof the logging the test searches was on."""
     gaps: Mapping[str, str] = field(default_factory=dict)
@@ -96,164 +99,164 @@ class Facts:
 
 
 FACTS: dict[str, Facts] = {
-    "telegram": Facts(
-        name="telegram",
-        provider=TelegramProvider,
-        people=TelegramDemo,
-        fast={"poll_timeout": 1},
-        bare_commands=False,
-        sender_name=True,
-        meta={"firstName": NAME},
-        # Bot API sendMessage: "Text of the message to be sent, 1-4096 characters after
-        # entities parsing" ("400 Bad Request: message is too long" above).
-        max_text=4096,
-        # Bot API InlineKeyboardButton.callback_data: "Data to be sent in a callback query
-        # to the bot when the button is pressed, 1-64 bytes". No documented limit on the
-        # number of buttons or on a button's text.
-        buttons=Buttons(
-            "bytes",
-            command=Limit(64, "command is 65 bytes, Telegram allows 1 to 64"),
-            count=None,
-            label=None,
-        ),
-        edits_in_place=True,  # editMessageText; without reply_markup the keyboard goes
-        # getUpdates: "Incoming updates are stored on the server until the bot receives
-        # them either way, but they will not be kept longer than 24 hours."
-        while_stopped="kept",
-        sdk_logs_texts=True,  # python-telegram-bot logs request parameters at DEBUG
-        log_proof="HTTP Request",  # httpx logs every call's URL, which holds the token
-        gaps={
-            "test_a_long_text_is_split_to_the_platforms_limit": (
-                "TelegramProvider.send sends any text as one sendMessage; Telegram refuses "
-                "one over 4096 characters (reported to the lead)"
+    facts.name: facts
+    for facts in (
+        Facts(
+            name="telegram",
+            provider=TelegramProvider,
+            people=TelegramDemo,
+            fast={"poll_timeout": 1},
+            sender_name=True,
+            meta={"firstName": NAME},
+            # Bot API sendMessage: "Text of the message to be sent, 1-4096 characters after
+            # entities parsing" ("400 Bad Request: message is too long" above).
+            max_text=4096,
+            # Bot API InlineKeyboardButton.callback_data: "Data to be sent in a callback query
+            # to the bot when the button is pressed, 1-64 bytes". No documented limit on the
+            # number of buttons or on a button's text.
+            buttons=Buttons(
+                "bytes",
+                command=Limit(64, "command is 65 bytes, Telegram allows 1 to 64"),
+                count=None,
+                label=None,
             ),
-        },
-    ),
-    "slack": Facts(
-        name="slack",
-        provider=SlackProvider,
-        people=SlackDemo,
-        fast={"ping_interval": 1},
-        bare_commands=True,  # Slack clients take a leading "/" as a slash command
-        sender_name=True,  # users.info: profile.real_name
-        meta={"name": NAME},
-        # chat.postMessage: "Slack will truncate messages containing more than 40,000
-        # characters" (the fake answers msg_too_long instead of cutting silently).
-        max_text=40_000,
-        # Block Kit button element: action_id "Maximum length is 255 characters", less the
-        # provider's "pairbot:" (8); text "Maximum length ... is 75 characters". Actions
-        # block: "There is a maximum of 25 elements in each action block."
-        buttons=Buttons(
-            "chars",
-            command=Limit(247, "command is 248 characters, Slack allows 1 to 247"),
-            count=Limit(25, "25"),
-            label=Limit(75, CUT),
+            edits_in_place=True,  # editMessageText; without reply_markup the keyboard goes
+            # getUpdates: "Incoming updates are stored on the server until the bot receives
+            # them either way, but they will not be kept longer than 24 hours."
+            while_stopped="kept",
+            sdk_logs_texts=True,  # python-telegram-bot logs request parameters at DEBUG
+            log_proof="HTTP Request",  # httpx logs every call's URL, which holds the token
+            gaps={
+                "test_a_long_text_is_split_to_the_platforms_limit": (
+                    "TelegramProvider.send sends any text as one sendMessage; Telegram refuses "
+                    "one over 4096 characters (reported to the lead)"
+                ),
+            },
         ),
-        edits_in_place=True,  # chat.update; "blocks": [] removes the buttons
-        # Events API: Slack retries a delivery it saw no ack for (3 times, with backoff) and
-        # queues Socket Mode envelopes for the next connection (bolt-python#1071: "Slack's
-        # API server ... does retries for Events API messages").
-        while_stopped="kept",
-        sdk_logs_texts=True,  # slack_sdk logs request bodies at DEBUG
-        log_proof="Sending a request",  # slack_sdk's DEBUG line for every Web API call
-        gaps={
-            "test_a_long_text_is_split_to_the_platforms_limit": (
-                "SlackProvider.send posts any text as one chat.postMessage; Slack cuts one "
-                "over 40,000 characters (reported to the lead)"
+        Facts(
+            name="slack",
+            provider=SlackProvider,
+            people=SlackDemo,
+            fast={"ping_interval": 1},
+            bare_commands=True,  # Slack clients take a leading "/" as a slash command
+            sender_name=True,  # users.info: profile.real_name
+            meta={"name": NAME},
+            # chat.postMessage: "Slack will truncate messages containing more than 40,000
+            # characters" (the fake answers msg_too_long instead of cutting silently).
+            max_text=40_000,
+            # Block Kit button element: action_id "Maximum length is 255 characters", less the
+            # provider's "pairbot:" (8); text "Maximum length ... is 75 characters". Actions
+            # block: "There is a maximum of 25 elements in each action block."
+            buttons=Buttons(
+                "chars",
+                command=Limit(247, "command is 248 characters, Slack allows 1 to 247"),
+                count=Limit(25, "25"),
+                label=Limit(75, CUT),
             ),
-            "test_too_many_buttons_are_refused_before_sending": (
-                "SlackProvider does not count buttons; Slack answers invalid_blocks for an "
-                "actions block over 25 elements (reported to the lead)"
+            edits_in_place=True,  # chat.update; "blocks": [] removes the buttons
+            # Events API: Slack retries a delivery it saw no ack for (3 times, with backoff) and
+            # queues Socket Mode envelopes for the next connection (bolt-python#1071: "Slack's
+            # API server ... does retries for Events API messages").
+            while_stopped="kept",
+            sdk_logs_texts=True,  # slack_sdk logs request bodies at DEBUG
+            log_proof="Sending a request",  # slack_sdk's DEBUG line for every Web API call
+            gaps={
+                "test_a_long_text_is_split_to_the_platforms_limit": (
+                    "SlackProvider.send posts any text as one chat.postMessage; Slack cuts one "
+                    "over 40,000 characters (reported to the lead)"
+                ),
+                "test_too_many_buttons_are_refused_before_sending": (
+                    "SlackProvider does not count buttons; Slack answers invalid_blocks for an "
+                    "actions block over 25 elements (reported to the lead)"
+                ),
+            },
+        ),
+        Facts(
+            name="discord",
+            provider=DiscordProvider,
+            people=DiscordDemo,
+            fast={},
+            sender_name=True,  # the user's global_name
+            meta={"username": NAME.lower(), "name": NAME},
+            max_text=2000,  # Create Message: content "up to 2000 characters"
+            # Message components: a button's custom_id "max 100 characters" (less "pairbot:"),
+            # its label "max 80 characters"; "An Action Row can contain up to 5 buttons".
+            buttons=Buttons(
+                "chars",
+                command=Limit(92, "command must start with '/' and be at most 92 characters"),
+                count=Limit(5, "Discord allows 5 buttons in a row, got 6"),
+                label=Limit(80, "button label must be 1 to 80 characters"),
             ),
-        },
-    ),
-    "discord": Facts(
-        name="discord",
-        provider=DiscordProvider,
-        people=DiscordDemo,
-        fast={},
-        bare_commands=False,
-        sender_name=True,  # the user's global_name
-        meta={"username": NAME.lower(), "name": NAME},
-        max_text=2000,  # Create Message: content "up to 2000 characters"
-        # Message components: a button's custom_id "max 100 characters" (less "pairbot:"),
-        # its label "max 80 characters"; "An Action Row can contain up to 5 buttons".
-        buttons=Buttons(
-            "chars",
-            command=Limit(92, "command must start with '/' and be at most 92 characters"),
-            count=Limit(5, "Discord allows 5 buttons in a row, got 6"),
-            label=Limit(80, "button label must be 1 to 80 characters"),
+            edits_in_place=True,  # Edit Message; components [] removes the buttons
+            # Gateway: a new session (IDENTIFY) receives nothing of a closed one; only a RESUME
+            # replays missed events, and stop() closes the session.
+            while_stopped="lost",
+            sdk_logs_texts=True,  # discord.py logs gateway payloads and REST bodies at DEBUG
+            log_proof="has received",  # discord.py's DEBUG line for every REST answer
         ),
-        edits_in_place=True,  # Edit Message; components [] removes the buttons
-        # Gateway: a new session (IDENTIFY) receives nothing of a closed one; only a RESUME
-        # replays missed events, and stop() closes the session.
-        while_stopped="lost",
-        sdk_logs_texts=True,  # discord.py logs gateway payloads and REST bodies at DEBUG
-        log_proof="has received",  # discord.py's DEBUG line for every REST answer
-    ),
-    "whatsapp": Facts(
-        name="whatsapp",
-        provider=WhatsAppProvider,
-        people=WhatsAppDemo,
-        fast={"retry_base_delay": 0.05},
-        bare_commands=False,
-        sender_name=True,  # contacts[].profile.name
-        meta={"name": NAME},
-        max_text=4096,  # Cloud API text object: body "Maximum 4096 characters"
-        # Interactive reply buttons: "You can have up to 3 buttons", button id "Maximum
-        # length: 256 characters", title "Maximum length: 20 characters".
-        buttons=Buttons(
-            "chars",
-            command=Limit(256, "command is 257 characters, WhatsApp allows 1 to 256"),
-            count=Limit(3, "WhatsApp allows 3 reply buttons, got 4"),
-            label=Limit(20, CUT),
+        Facts(
+            name="whatsapp",
+            provider=WhatsAppProvider,
+            people=WhatsAppDemo,
+            fast={"retry_base_delay": 0.05},
+            sender_name=True,  # contacts[].profile.name
+            meta={"name": NAME},
+            max_text=4096,  # Cloud API text object: body "Maximum 4096 characters"
+            # Interactive reply buttons: "You can have up to 3 buttons", button id "Maximum
+            # length: 256 characters", title "Maximum length: 20 characters".
+            buttons=Buttons(
+                "chars",
+                command=Limit(256, "command is 257 characters, WhatsApp allows 1 to 256"),
+                count=Limit(3, "WhatsApp allows 3 reply buttons, got 4"),
+                label=Limit(20, CUT),
+            ),
+            edits_in_place=False,  # the Cloud API cannot edit: a reply to the message instead
+            while_stopped="kept",  # Webhooks: Meta retries a failed delivery for up to 7 days
+            log_proof="webhook listening",
         ),
-        edits_in_place=False,  # the Cloud API cannot edit: a reply to the message instead
-        while_stopped="kept",  # Webhooks: Meta retries a failed delivery for up to 7 days
-        sdk_logs_texts=False,  # no SDK: aiohttp logs no payloads
-        log_proof="webhook listening",
-    ),
-    "signal": Facts(
-        name="signal",
-        provider=SignalProvider,
-        people=SignalDemo,
-        fast={"reconnect_min": 0.05, "reconnect_max": 0.2},
-        bare_commands=False,
-        sender_name=True,  # envelope.sourceName
-        meta={"name": NAME},
-        # No limit to meet: signal-cli sends a text over 2000 bytes as a 2000-byte body plus
-        # a text/x-signal-plain "long text" attachment, as Signal's own clients do
-        # (ManagerImpl; AsamK/signal-cli#1598).
-        max_text=None,
-        buttons=None,  # signal-cli-jsonrpc(5): send takes no buttons
-        edits_in_place=True,  # send with editTimestamp: clients show the edit in place
-        # The fake's daemon keeps its last 1000 events and replays them to a stream that
-        # comes back with Last-Event-ID. NOTE: platform-sources.md reads signal-cli's
-        # HttpServerHandler.java as sending no event ids and keeping nothing; if so, a DM
-        # written while pairbot is stopped is lost on a real daemon. A claim of the fake to
-        # check (reported to the lead).
-        while_stopped="kept",
-        sdk_logs_texts=False,  # no SDK: aiohttp logs no payloads
-        log_proof="receiving from the signal-cli daemon",
-        # (Closed by the provider base: the event stream is read ahead into the ordered
-        # worker, so a DM behind the one in hand is handled before stop() returns.)
-    ),
-    "imessage": Facts(
-        name="imessage",
-        provider=IMessageProvider,
-        people=IMessageDemo,
-        fast={"retry_initial": 0.05, "retry_max": 0.2, "send_retry_for": 5.0, "stop_grace": 1.0},
-        bare_commands=False,
-        sender_name=False,  # BlueBubbles' handle carries an address, no display name
-        meta={"service": "iMessage"},
-        max_text=None,  # BlueBubbles' message/text validates no length
-        buttons=None,  # iMessage has no buttons
-        edits_in_place=False,  # the bot's messages are not edited: a new message instead
-        # webhookService/index.ts posts each event once and only logs a failure: a DM
-        # written while pairbot's webhook is down is never delivered.
-        while_stopped="lost",
-        sdk_logs_texts=False,  # no SDK: aiohttp logs no payloads
-        log_proof="webhook listening",
-    ),
+        Facts(
+            name="signal",
+            provider=SignalProvider,
+            people=SignalDemo,
+            fast={"reconnect_min": 0.05, "reconnect_max": 0.2},
+            sender_name=True,  # envelope.sourceName
+            meta={"name": NAME},
+            # No limit to meet: signal-cli sends a text over 2000 bytes as a 2000-byte body plus
+            # a text/x-signal-plain "long text" attachment, as Signal's own clients do
+            # (ManagerImpl; AsamK/signal-cli#1598).
+            max_text=None,
+            buttons=None,  # signal-cli-jsonrpc(5): send takes no buttons
+            edits_in_place=True,  # send with editTimestamp: clients show the edit in place
+            # The fake's daemon keeps its last 1000 events and replays them to a stream that
+            # comes back with Last-Event-ID. NOTE: platform-sources.md reads signal-cli's
+            # HttpServerHandler.java as sending no event ids and keeping nothing; if so, a DM
+            # written while pairbot is stopped is lost on a real daemon. A claim of the fake to
+            # check (reported to the lead).
+            while_stopped="kept",
+            log_proof="receiving from the signal-cli daemon",
+            # (Closed by the provider base: the event stream is read ahead into the ordered
+            # worker, so a DM behind the one in hand is handled before stop() returns.)
+        ),
+        Facts(
+            name="imessage",
+            provider=IMessageProvider,
+            people=IMessageDemo,
+            fast={
+                "retry_initial": 0.05,
+                "retry_max": 0.2,
+                "send_retry_for": 5.0,
+                "stop_grace": 1.0,
+            },
+            sender_name=False,  # BlueBubbles' handle carries an address, no display name
+            meta={"service": "iMessage"},
+            max_text=None,  # BlueBubbles' message/text validates no length
+            buttons=None,  # iMessage has no buttons
+            edits_in_place=False,  # the bot's messages are not edited: a new message instead
+            # webhookService/index.ts posts each event once and only logs a failure: a DM
+            # written while pairbot's webhook is down is never delivered.
+            while_stopped="lost",
+            log_proof="webhook listening",
+        ),
+    )
 }
 """Every platform pairbot has a provider for, by provider name."""

@@ -17,6 +17,8 @@ from bot.core.errors import ConfigError
 from bot.core.models import DmPolicy
 from bot.core.platforms import KNOWN_PROVIDERS, TelegramConfig
 from bot.runtime.config import _env_refs, _explain, _interpolate, load_config
+from bot.services.nodes import NodeSettings
+from bot.services.pairing import PairingSettings
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config.example.yaml"
@@ -604,6 +606,39 @@ def test_a_partial_webhook_block_keeps_the_platforms_defaults() -> None:
     assert block is not None
     assert block.provider_kwargs()["webhook_path"] == "/bluebubbles/webhook"
     assert block.provider_kwargs()["webhook_port"] == 0
+
+
+def test_the_services_take_every_knob_of_their_section_and_its_defaults() -> None:
+    config = Config.model_validate(
+        {
+            "pairing": {
+                "pending_ttl": "2h",
+                "prune_interval": "1m",
+                "max_pending_per_provider": 7,
+                "resend_after": "20m",
+            },
+            "nodes": {
+                "pending_ttl": "2m",
+                "max_pending_per_address": 1,
+                "max_pending": 9,
+                "max_pending_per_node": 2,
+            },
+        }
+    )
+    assert PairingSettings.of(config.pairing) == PairingSettings(
+        pending_ttl=timedelta(hours=2),
+        resend_after=timedelta(minutes=20),
+        max_pending_per_provider=7,
+    )
+    assert NodeSettings.of(config.nodes) == NodeSettings(
+        pending_ttl=timedelta(minutes=2),
+        max_pending_per_address=1,
+        max_pending=9,
+        max_pending_per_node=2,
+    )
+    # A service made without a config has the knobs an empty config section gives.
+    assert PairingSettings.of(Config().pairing) == PairingSettings()
+    assert NodeSettings.of(Config().nodes) == NodeSettings()
 
 
 # --- the operator token must be strong --------------------------------------------------------

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from bot.core.config import HandlerConfig
 from bot.core.errors import ConfigError
-from bot.core.models import ChatKind, Inbound
+from bot.core.models import Inbound
 from bot.runtime.handlers import (
     EchoHandler,
     ForwardHandler,
@@ -164,13 +164,11 @@ async def webhook_for(hook: Hook) -> AsyncIterator[Callable[..., WebhookHandler]
 async def test_webhook_posts_exactly_the_documented_fields(
     hook: Hook, webhook_for: Callable[..., WebhookHandler]
 ) -> None:
-    msg = Inbound(
-        provider="telegram",
-        chat_id="-100",
-        chat_kind=ChatKind.DM,
-        sender_id="4242",
-        sender_name="Alice ✨",
-        text="hello\nthere",
+    msg = dm(
+        "hello\nthere",
+        sender="4242",
+        chat="-100",
+        name="Alice ✨",
         message_id="9",
         meta={"username": "alice"},
     )

@@ -148,114 +148,85 @@ def test_hostile_name_renders_inert(raw: str) -> None:
     assert "  " not in out
 
 
-@pytest.mark.parametrize(
-    ("raw", "want"),
-    [
-        ("Alice\nBob", "Alice Bob"),
-        ("Alice\r\nBob", "Alice Bob"),
-        ("Alice\tBob", "Alice Bob"),
-        ("Alice\x85Bob", "Alice Bob"),
-        ("Alice\u2028Bob", "Alice Bob"),
-        ("\u202eevil.exe", "evil.exe"),
-        ("invoice\u202etxt.exe", "invoicetxt.exe"),
-        ("Ad\u200bmin", "Admin"),
-        ("\ufeffOwner", "Owner"),
-        ("Ali\x00ce", "Alice"),
-        ("\x1b[31mred\x1b[0m", "[31mred[0m"),
-        ("Bob\n/approve ABCD2345\n", "Bob /approve ABCD2345"),
-        ("  lots   of    space  ", "lots of space"),
-        ("\n\r\t\u202e\u200b\x00", ""),
-        ("<b>Owner</b>", "<b>Owner</b>"),
-    ],
-    ids=[
-        "newline",
-        "crlf",
-        "tab",
-        "nel",
-        "line-sep",
-        "rlo",
-        "rlo-mid",
-        "zwsp",
-        "bom",
-        "nul",
-        "ansi",
-        "fake-approve",
-        "spaces",
-        "only-controls",
-        "html-kept-as-text",
-    ],
-)
+CLEANED: dict[str, tuple[str, str]] = {
+    "newline": ("Alice\nBob", "Alice Bob"),
+    "crlf": ("Alice\r\nBob", "Alice Bob"),
+    "tab": ("Alice\tBob", "Alice Bob"),
+    "nel": ("Alice\x85Bob", "Alice Bob"),
+    "line-sep": ("Alice\u2028Bob", "Alice Bob"),
+    "rlo": ("\u202eevil.exe", "evil.exe"),
+    "rlo-mid": ("invoice\u202etxt.exe", "invoicetxt.exe"),
+    "zwsp": ("Ad\u200bmin", "Admin"),
+    "bom": ("\ufeffOwner", "Owner"),
+    "nul": ("Ali\x00ce", "Alice"),
+    "ansi": ("\x1b[31mred\x1b[0m", "[31mred[0m"),
+    "fake-approve": ("Bob\n/approve ABCD2345\n", "Bob /approve ABCD2345"),
+    "spaces": ("  lots   of    space  ", "lots of space"),
+    "only-controls": ("\n\r\t\u202e\u200b\x00", ""),
+    "html-kept-as-text": ("<b>Owner</b>", "<b>Owner</b>"),
+    # combining marks need a base, and do not stack higher than MAX_MARKS
+    "marks-first": ("\u0301\u0302Owner", "Owner"),
+    "marks-after-space": ("Al ice \u0308\u0308 Bob", "Al ice Bob"),
+    "marks-after-stripped": ("\u200b\u0301Owner", "Owner"),
+    "filler-inside": ("Ad\u3164min", "Ad min"),
+    "braille-around": ("\u2800Owner\u2800", "Owner"),
+    "zalgo-capped": ("Z" + "\u0301" * 50 + "a", "Z" + "\u0301" * MAX_MARKS + "a"),
+    "decomposed-vietnamese": ("e\u0302\u0323", "e\u0302\u0323"),
+}
+
+
+@pytest.mark.parametrize(("raw", "want"), list(CLEANED.values()), ids=list(CLEANED))
 def test_clean_exact(raw: str, want: str) -> None:
     assert clean(raw) == want
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "Alice",
-        "Alice Smith",
-        "O'Brien-Smith",
-        "José Álvarez",
-        "Zoë",
-        "Дмитрий",
-        "Ελένη",
-        "山田太郎",
-        "김민준",
-        "محمد",
-        "שרה",
-        "प्रिया",
-        "ผู้ใช้",
-        "Nguyễn Văn A",
-        "Ahmed 😀",
-        "🎉🎉",
-        "🇩🇪 Hans",
-        "café ☕",
-        "A" * NAME_LIMIT,
-        "1234567890",
-        "שָׁלוֹם",
-        "བསྒྲུབས",
-        "❤️ Ana",
-        "1️⃣ Team",
-        "Nguye\u0302\u0303n",
-        "ضَمَّة",
-    ],
-    ids=[
-        "latin",
-        "two-words",
-        "punct",
-        "accents",
-        "diaeresis",
-        "cyrillic",
-        "greek",
-        "cjk",
-        "hangul",
-        "arabic",
-        "hebrew",
-        "devanagari",
-        "thai",
-        "vietnamese",
-        "emoji",
-        "emoji-only",
-        "flag",
-        "cafe",
-        "exactly-limit",
-        "digits",
-        "hebrew-niqqud",
-        "tibetan-stack",
-        "emoji-vs16",
-        "keycap",
-        "decomposed",
-        "arabic-harakat",
-    ],
-)
+NORMAL: dict[str, str] = {
+    "latin": "Alice",
+    "two-words": "Alice Smith",
+    "punct": "O'Brien-Smith",
+    "accents": "José Álvarez",
+    "diaeresis": "Zoë",
+    "cyrillic": "Дмитрий",
+    "greek": "Ελένη",
+    "cjk": "山田太郎",
+    "hangul": "김민준",
+    "arabic": "محمد",
+    "hebrew": "שרה",
+    "devanagari": "प्रिया",
+    "thai": "ผู้ใช้",
+    "vietnamese": "Nguyễn Văn A",
+    "emoji": "Ahmed 😀",
+    "emoji-only": "🎉🎉",
+    "flag": "🇩🇪 Hans",
+    "cafe": "café ☕",
+    "exactly-limit": "A" * NAME_LIMIT,
+    "digits": "1234567890",
+    "hebrew-niqqud": "שָׁלוֹם",
+    "tibetan-stack": "བསྒྲུབས",
+    "emoji-vs16": "❤️ Ana",
+    "keycap": "1️⃣ Team",
+    "decomposed": "Nguye\u0302\u0303n",
+    "arabic-harakat": "ضَمَّة",
+}
+
+
+@pytest.mark.parametrize("name", list(NORMAL.values()), ids=list(NORMAL))
 def test_normal_names_survive_unchanged(name: str) -> None:
     assert clean(name) == name
 
 
+TRUNCATED: dict[str, tuple[int, int, int]] = {
+    "at-limit": (64, 64, 64),
+    "one-over": (65, 64, 64),
+    "huge": (10_000, 64, 64),
+    "custom-limit": (50, 32, 32),
+    "limit-one": (5, 1, 1),
+    "limit-zero": (5, 0, 0),
+}
+
+
 @pytest.mark.parametrize(
-    ("length", "limit", "want_len"),
-    [(64, 64, 64), (65, 64, 64), (10_000, 64, 64), (50, 32, 32), (5, 1, 1), (5, 0, 0)],
-    ids=["at-limit", "one-over", "huge", "custom-limit", "limit-one", "limit-zero"],
+    ("length", "limit", "want_len"), list(TRUNCATED.values()), ids=list(TRUNCATED)
 )
 def test_truncation(length: int, limit: int, want_len: int) -> None:
     out = clean("x" * length, limit=limit)
@@ -275,115 +246,55 @@ def test_no_name_at_all_stays_empty_for_the_caller_to_word() -> None:
     assert clean_name("\u2800 x", limit=1) == "x"
 
 
-@pytest.mark.parametrize(
-    ("raw", "want"),
-    [
-        ("\u0301\u0302Owner", "Owner"),
-        ("Al ice \u0308\u0308 Bob", "Al ice Bob"),
-        ("\u200b\u0301Owner", "Owner"),
-        ("Ad\u3164min", "Ad min"),
-        ("\u2800Owner\u2800", "Owner"),
-        ("Z" + "\u0301" * 50 + "a", "Z" + "\u0301" * MAX_MARKS + "a"),
-        ("e\u0302\u0323", "e\u0302\u0323"),
-    ],
-    ids=[
-        "marks-first",
-        "marks-after-space",
-        "marks-after-stripped",
-        "filler-inside",
-        "braille-around",
-        "zalgo-capped",
-        "decomposed-vietnamese",
-    ],
-)
-def test_combining_marks_need_a_base_and_do_not_stack_high(raw: str, want: str) -> None:
-    assert clean(raw) == want
-
-
 def test_truncation_does_not_end_in_a_space_before_the_ellipsis() -> None:
     assert clean("a" * 62 + " bbbb") == "a" * 62 + "…"
 
 
-@pytest.mark.parametrize(
-    ("delta", "want"),
-    [
-        (timedelta(0), "0s"),
-        (timedelta(seconds=42), "42s"),
-        (timedelta(seconds=59.9), "59s"),
-        (timedelta(seconds=60), "1m"),
-        (timedelta(minutes=5, seconds=59), "5m"),
-        (timedelta(minutes=59, seconds=59), "59m"),
-        (timedelta(hours=1), "1h"),
-        (timedelta(hours=3, minutes=59), "3h"),
-        (timedelta(hours=23, minutes=59), "23h"),
-        (timedelta(days=1), "1d"),
-        (timedelta(days=2, hours=23), "2d"),
-        (timedelta(days=400), "400d"),
-        (timedelta(seconds=-5), "0s"),
-    ],
-    ids=[
-        "zero",
-        "seconds",
-        "fraction-floored",
-        "one-minute",
-        "minutes",
-        "under-hour",
-        "one-hour",
-        "hours",
-        "under-day",
-        "one-day",
-        "days",
-        "many-days",
-        "negative",
-    ],
-)
+AGO: dict[str, tuple[timedelta, str]] = {
+    "zero": (timedelta(0), "0s"),
+    "seconds": (timedelta(seconds=42), "42s"),
+    "fraction-floored": (timedelta(seconds=59.9), "59s"),
+    "one-minute": (timedelta(seconds=60), "1m"),
+    "minutes": (timedelta(minutes=5, seconds=59), "5m"),
+    "under-hour": (timedelta(minutes=59, seconds=59), "59m"),
+    "one-hour": (timedelta(hours=1), "1h"),
+    "hours": (timedelta(hours=3, minutes=59), "3h"),
+    "under-day": (timedelta(hours=23, minutes=59), "23h"),
+    "one-day": (timedelta(days=1), "1d"),
+    "days": (timedelta(days=2, hours=23), "2d"),
+    "many-days": (timedelta(days=400), "400d"),
+    "negative": (timedelta(seconds=-5), "0s"),
+}
+
+
+@pytest.mark.parametrize(("delta", "want"), list(AGO.values()), ids=list(AGO))
 def test_ago(delta: timedelta, want: str) -> None:
     assert ago(delta) == want
 
 
-@pytest.mark.parametrize(
-    ("delta", "want"),
-    [
-        (timedelta(0), "0s"),
-        (timedelta(seconds=-5), "0s"),
-        (timedelta(milliseconds=200), "1s"),
-        (timedelta(seconds=59), "59s"),
-        (timedelta(seconds=59.1), "1m"),
-        (timedelta(minutes=5), "5m"),
-        (timedelta(minutes=15) - timedelta(seconds=1), "15m"),
-        (timedelta(minutes=15) - timedelta(microseconds=1), "15m"),
-        (timedelta(minutes=59, seconds=1), "1h"),
-        (timedelta(minutes=60), "1h"),
-        (timedelta(minutes=61), "1h 1m"),
-        (timedelta(minutes=90), "1h 30m"),
-        (timedelta(hours=1, minutes=29, seconds=1), "1h 30m"),
-        (timedelta(hours=23, minutes=59, seconds=30), "1d"),
-        (timedelta(days=1), "1d"),
-        (timedelta(days=1, seconds=1), "1d 1h"),
-        (timedelta(days=2, hours=5), "2d 5h"),
-        (timedelta(days=30), "30d"),
-    ],
-    ids=[
-        "zero",
-        "negative",
-        "fraction",
-        "seconds",
-        "just-over-a-minute",
-        "minutes",
-        "lockout-minus-a-second",
-        "lockout-minus-a-tick",
-        "just-under-an-hour",
-        "an-hour",
-        "hour-and-minute",
-        "ninety-minutes",
-        "rounds-up-the-minute",
-        "just-under-a-day",
-        "a-day",
-        "just-over-a-day",
-        "days-and-hours",
-        "a-month",
-    ],
-)
+REMAINING: dict[str, tuple[timedelta, str]] = {
+    "zero": (timedelta(0), "0s"),
+    "negative": (timedelta(seconds=-5), "0s"),
+    "fraction": (timedelta(milliseconds=200), "1s"),
+    "seconds": (timedelta(seconds=59), "59s"),
+    "just-over-a-minute": (timedelta(seconds=59.1), "1m"),
+    "minutes": (timedelta(minutes=5), "5m"),
+    "lockout-minus-a-second": (timedelta(minutes=15) - timedelta(seconds=1), "15m"),
+    "lockout-minus-a-tick": (timedelta(minutes=15) - timedelta(microseconds=1), "15m"),
+    "just-under-an-hour": (timedelta(minutes=59, seconds=1), "1h"),
+    "an-hour": (timedelta(minutes=60), "1h"),
+    "hour-and-minute": (timedelta(minutes=61), "1h 1m"),
+    "ninety-minutes": (timedelta(minutes=90), "1h 30m"),
+    "rounds-up-the-minute": (timedelta(hours=1, minutes=29, seconds=1), "1h 30m"),
+    "just-under-a-day": (timedelta(hours=23, minutes=59, seconds=30), "1d"),
+    "a-day": (timedelta(days=1), "1d"),
+    "just-over-a-day": (timedelta(days=1, seconds=1), "1d 1h"),
+    "days-and-hours": (timedelta(days=2, hours=5), "2d 5h"),
+    "a-month": (timedelta(days=30), "30d"),
+}
+
+
+@pytest.mark.parametrize(("delta", "want"), list(REMAINING.values()), ids=list(REMAINING))
 def test_remaining_rounds_up_so_it_never_promises_too_little(delta: timedelta, want: str) -> None:
     assert remaining(delta) == want
 

@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from bot.core.clock import Clock
-from providers.fakebase import PeopleDemo, Written, wait_until
+from providers.fakebase import DemoSpec, PeopleDemo, Written, wait_until
 from providers.fakes_http import LoopbackFake
 
 JsonDict = dict[str, Any]
@@ -111,7 +111,6 @@ class FakeDiscordServer(LoopbackFake):
     ) -> None:
         super().__init__(port=port, clock=clock)
         self.token = token
-        self.sent: list[JsonDict] = []
         self.edits: list[JsonDict] = []
         self.interaction_responses: list[JsonDict] = []
         self.commands: list[JsonDict] = []
@@ -860,26 +859,22 @@ async def _body(request: web.Request) -> Any:
         return {}
 
 
-class DiscordDemo(PeopleDemo[FakeDiscordServer]):
+DISCORD = DemoSpec(
+    provider="discord",
+    owner_id="190000000000000001",
+    user_id=lambda n: str(190000000000000001 + n),  # Discord user ids are snowflakes
+    fake=FakeDiscordServer,
+    config=lambda fake: {
+        "token": fake.token,
+        "api_base_url": fake.api_base_url,
+        "gateway_url": fake.gateway_url,
+    },
+)
+"""Discord's demo people, and the block that points discord.py at the fake."""
+
+
+class DiscordDemo(PeopleDemo[FakeDiscordServer], spec=DISCORD):
     """The Discord fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
-
-    provider = "discord"
-    owner_id = "190000000000000001"
-
-    def __init__(self, *, clock: Clock | None = None) -> None:
-        self.fake = FakeDiscordServer(clock=clock)
-
-    def provider_config(self) -> JsonDict:
-        """Point discord.py at the fake."""
-        return {
-            "token": self.fake.token,
-            "api_base_url": self.fake.api_base_url,
-            "gateway_url": self.fake.gateway_url,
-        }
-
-    def user_id(self, n: int) -> str:
-        """Discord user ids are snowflakes."""
-        return str(190000000000000001 + n)
 
     # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
     # Played as discord-api-docs describe the gateway and REST API.

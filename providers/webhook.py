@@ -15,6 +15,7 @@ from typing import ClassVar
 import aiohttp
 from aiohttp import web
 
+from bot.core.schema import WebhookConfig
 from providers.base import BaseProvider, need
 from providers.server import HttpServer
 
@@ -32,6 +33,11 @@ class WebhookServer(HttpServer):
     def __init__(self, *, host: str, port: int, path: str) -> None:
         super().__init__(host=host, port=port)
         self.path = path
+
+    @classmethod
+    def at(cls, address: WebhookConfig) -> WebhookServer:
+        """A server where a provider's ``webhook:`` block says."""
+        return cls(host=address.host, port=address.port, path=address.path)
 
     @property
     def url(self) -> str:

@@ -602,8 +602,8 @@ def test_a_partial_webhook_block_keeps_the_platforms_defaults() -> None:
     )
     block = config.providers.imessage
     assert block is not None
-    assert block.provider_kwargs()["webhook_path"] == "/bluebubbles/webhook"
-    assert block.provider_kwargs()["webhook_port"] == 0
+    assert block.provider_kwargs()["webhook"].path == "/bluebubbles/webhook"
+    assert block.provider_kwargs()["webhook"].port == 0
 
 
 # --- the operator token must be strong --------------------------------------------------------

@@ -159,7 +159,7 @@ class IMessageProvider(WebhookProvider):
         self._password = password
         self._send_method: SendMethod = send_method
         self._method = "private-api" if send_method == "private-api" else "apple-script"
-        self._bluebubbles = BlueBubbles(
+        self._api: BlueBubbles = BlueBubbles(
             root=self._root,
             password=password,
             timeout=aiohttp.ClientTimeout(total=request_timeout),
@@ -198,7 +198,7 @@ class IMessageProvider(WebhookProvider):
         Raises:
             ConfigError: BlueBubbles rejected the password, or the webhook port is taken.
         """
-        self._bluebubbles.open()
+        self._api.open()
         await self._check_server()
         try:
             await self._serve(self._on_webhook)
@@ -214,14 +214,10 @@ class IMessageProvider(WebhookProvider):
             self._method,
         )
 
-    async def _disconnect(self) -> None:
-        """Close the HTTP session (also that of a start that failed half-way)."""
-        await self._bluebubbles.close()
-
     async def _check_server(self) -> None:
         """Check the password and, for ``auto``, whether the Private API is usable."""
         try:
-            status, payload = await self._bluebubbles.server_info()
+            status, payload = await self._api.server_info()
         except (aiohttp.ClientError, TimeoutError) as exc:
             _LOG.warning(
                 "%s: BlueBubbles at %s is not reachable (%s); sends will retry",
@@ -280,7 +276,7 @@ class IMessageProvider(WebhookProvider):
             nonlocal tries, server_errors
             tries += 1
             try:
-                return await self._bluebubbles.send_text(body)
+                return await self._api.send_text(body)
             except ServerError as failure:
                 server_errors += 1
                 if server_errors < _MAX_SERVER_ERRORS:

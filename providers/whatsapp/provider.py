@@ -140,7 +140,7 @@ class WhatsAppProvider(WebhookProvider):
         self._verify_token = verify_token.encode()
         self._phone_number_id = phone_number_id.strip()
         root = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
-        self._graph = Graph(
+        self._api: Graph = Graph(
             phone_url=f"{root}/{api_version.strip('/')}/{self._phone_number_id}",
             access_token=access_token,
             timeout=aiohttp.ClientTimeout(total=request_timeout),
@@ -166,7 +166,7 @@ class WhatsAppProvider(WebhookProvider):
             ConfigError: Graph refused the token or does not know the phone number id.
             OSError: the webhook address cannot be bound.
         """
-        self._graph.open()
+        self._api.open()
         await self._check_account()
         await self._serve(self._receive, get=self._verify)
         _LOG.info(
@@ -177,14 +177,10 @@ class WhatsAppProvider(WebhookProvider):
             self.webhook_path,
         )
 
-    async def _disconnect(self) -> None:
-        """Close the HTTP session (also that of a start that failed half-way)."""
-        await self._graph.close()
-
     async def _check_account(self) -> None:
         """GET the phone number: a wrong token or id fails start; no answer only warns."""
         try:
-            status, code = await self._graph.check()
+            status, code = await self._api.check()
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             _LOG.warning(
                 "%s: Graph API not reachable at start (%s); sends will retry",
@@ -256,7 +252,7 @@ class WhatsAppProvider(WebhookProvider):
         self._awaiting[key] = delivered
         try:
             return await self._retrying(
-                lambda: self._graph.send(payload),
+                lambda: self._api.send(payload),
                 what=f"send to {payload.get('to')}",
                 give_up=self._gave_up,
                 proof=delivered,

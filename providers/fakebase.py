@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from bot.core.clock import Clock
+
 
 async def wait_until(
     condition: Callable[[], bool],
@@ -160,10 +162,43 @@ class _Server(Protocol):
 S = TypeVar("S", bound=_Server)
 
 
-class FakeDemo(Generic[S]):
-    """Base of the platforms' DemoPlatform classes: start and stop their fake server."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoSpec(Generic[S]):
+    """What makes one platform's :class:`DemoPlatform` its own, as values.
 
+    A platform's demo class names its spec (``class TelegramDemo(FakeDemo[FakeTelegramServer],
+    spec=TELEGRAM)``) and keeps as methods only how its platform plays what people do.
+    """
+
+    provider: str
+    """The provider name (``telegram``, ``slack``, ...)."""
+    owner_id: str
+    """The owner's immutable id on this platform."""
+    user_id: Callable[[int], str]
+    """Demo person ``n``'s id (1, 2, ...), in the platform's own format."""
+    fake: Callable[..., S]
+    """Makes the fake, called with ``clock=``."""
+    config: Callable[[S], dict[str, Any]]
+    """The ``providers.<name>`` block that points the real SDK at the fake (a webhook
+    platform's without its ``webhook:``, which :class:`WebhookDemo` adds)."""
+
+
+class FakeDemo(Generic[S]):
+    """Base of the platforms' DemoPlatform classes: made from the platform's :class:`DemoSpec`
+    (the class keyword ``spec=``), they start and stop its fake server."""
+
+    spec: ClassVar[DemoSpec[Any]]
+    provider: str
+    owner_id: str
     fake: S
+
+    def __init_subclass__(cls, *, spec: DemoSpec[Any] | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if spec is not None:
+            cls.spec, cls.provider, cls.owner_id = spec, spec.provider, spec.owner_id
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self.fake = self.spec.fake(clock=clock)
 
     async def start(self) -> None:
         """Start the fake's servers."""
@@ -172,6 +207,14 @@ class FakeDemo(Generic[S]):
     async def stop(self) -> None:
         """Stop them."""
         await self.fake.stop()
+
+    def provider_config(self) -> dict[str, Any]:
+        """The spec's ``providers.<name>`` block for this fake."""
+        return self.spec.config(self.fake)
+
+    def user_id(self, n: int) -> str:
+        """The spec's id for demo person ``n``."""
+        return self.spec.user_id(n)
 
 
 class _PeopleServer(_Server, Protocol):
@@ -217,9 +260,10 @@ class WebhookDemo(FakeDemo[W]):
         self.fake.webhook_for(self.webhook_port, self.webhook_path)
         await self.fake.start()
 
-    def webhook_config(self) -> dict[str, Any]:
-        """The provider's ``webhook:`` block: where the fake posts."""
-        return {"host": "127.0.0.1", "port": self.webhook_port, "path": self.webhook_path}
+    def provider_config(self) -> dict[str, Any]:
+        """The spec's block, with the provider's ``webhook:`` where the fake posts."""
+        webhook = {"host": "127.0.0.1", "port": self.webhook_port, "path": self.webhook_path}
+        return {**super().provider_config(), "webhook": webhook}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -233,6 +277,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 __all__ = [
     "ContractPlatform",
     "DemoPlatform",
+    "DemoSpec",
     "FakeDemo",
     "NoButtons",
     "PeopleDemo",

@@ -42,9 +42,6 @@ class LoopbackFake(ABC):
         shutdown_timeout: seconds a stop lets the requests in hand finish.
     """
 
-    sent: list[JsonDict]
-    """Every message the bot sent, oldest first, recorded in the fake's platform's shape."""
-
     wait_until = staticmethod(wait_until)
     """Poll a condition until it holds (see :func:`providers.fakebase.wait_until`)."""
 
@@ -54,6 +51,8 @@ class LoopbackFake(ABC):
         self._clock: Clock = clock or SystemClock()
         self._http = HttpServer(host="127.0.0.1", port=port, shutdown_timeout=shutdown_timeout)
         self._bound = False
+        self.sent: list[JsonDict] = []
+        """Every message the bot sent, oldest first, recorded in the fake's platform's shape."""
 
     @abstractmethod
     async def start(self) -> None:

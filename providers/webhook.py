@@ -15,6 +15,7 @@ from typing import ClassVar
 import aiohttp
 from aiohttp import web
 
+from bot.core.schema import WebhookConfig
 from providers.base import BaseProvider, need
 from providers.server import HttpServer
 
@@ -33,6 +34,11 @@ class WebhookServer(HttpServer):
         super().__init__(host=host, port=port)
         self.path = path
 
+    @classmethod
+    def at(cls, address: WebhookConfig) -> WebhookServer:
+        """A server where a provider's ``webhook:`` block says."""
+        return cls(host=address.host, port=address.port, path=address.path)
+
     @property
     def url(self) -> str:
         """Where the webhook listens, e.g. ``http://127.0.0.1:8081/whatsapp/webhook``."""
@@ -43,8 +49,9 @@ class RestClient:
     """A webhook platform's REST API, pairbot's way back to it, over one HTTP session.
 
     A platform's client adds the calls and what their answers mean. The provider makes it
-    once; the session is open while the provider runs: :meth:`open` in ``_connect`` (inside
-    the running loop), :meth:`close` in ``_disconnect``.
+    once, as its :attr:`WebhookProvider._api`; the session is open while the provider runs:
+    :meth:`open` in the platform's ``_connect`` (inside the running loop), :meth:`close` in
+    :meth:`WebhookProvider._disconnect`.
 
     Args:
         root: the URL every call starts with.
@@ -84,6 +91,8 @@ class WebhookProvider(BaseProvider):
     The platform writes the handlers of its path (auth, reading the event) and calls
     :meth:`_serve` at the end of ``_connect``; :meth:`_stop_receiving` stops the server, so a
     stop takes no request after the ones in hand. A restart binds the port bound first.
+    The way back is :attr:`_api`: the platform makes it in ``__init__`` and opens it first
+    thing in ``_connect``; :meth:`_disconnect` closes it.
 
     Args:
         name: as for :class:`~providers.base.BaseProvider`, with ``dedupe_size`` and
@@ -97,6 +106,9 @@ class WebhookProvider(BaseProvider):
 
     max_body: ClassVar[int] = 1024 * 1024
     """The largest request body taken, in bytes; a larger one is answered 413."""
+
+    _api: RestClient
+    """The platform's REST API (a :class:`RestClient` of the platform's own)."""
 
     def __init__(
         self,
@@ -141,6 +153,10 @@ class WebhookProvider(BaseProvider):
     async def _stop_receiving(self) -> None:
         """Stop listening; the requests in hand are answered (and what they accept queued)."""
         await self._webhook.stop()
+
+    async def _disconnect(self) -> None:
+        """Close the REST API's session (also that of a start that failed half-way)."""
+        await self._api.close()
 
 
 __all__ = ["Handler", "RestClient", "WebhookProvider", "WebhookServer"]

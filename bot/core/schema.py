@@ -131,12 +131,10 @@ class ProviderBlock(Model):
         return value
 
     def provider_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for the provider class: every other field, webhooks flattened
-        to ``webhook_host``, ``webhook_port``, ``webhook_path``."""
+        """Keyword arguments for the provider class: every other field, a ``webhook:`` block
+        as its :class:`WebhookConfig`."""
         kwargs = self.model_dump(exclude={"dm_policy", "allow_from", "webhook"})
         webhook = getattr(self, "webhook", None)
         if webhook is not None:
-            kwargs.update(
-                webhook_host=webhook.host, webhook_port=webhook.port, webhook_path=webhook.path
-            )
+            kwargs["webhook"] = webhook
         return kwargs

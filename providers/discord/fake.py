@@ -32,11 +32,13 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from bot.core.clock import Clock
-from providers.fakebase import PeopleDemo, Written, wait_until
+from providers.fakebase import DemoSpec, PeopleDemo, Written, wait_until
 from providers.fakes_http import LoopbackFake
 
 JsonDict = dict[str, Any]
 _Handler = Callable[[web.Request, re.Match[str]], Awaitable[web.Response]]
+_Route = tuple[str, re.Pattern[str], _Handler]
+_ORIGINAL = r"webhooks/(\d+)/([^/]+)/messages/@original"  # an interaction's first answer
 
 DEFAULT_TOKEN = "fake-discord-bot-token"  # noqa: S105 (the fake's, not a secret)
 """The token a :class:`FakeDiscordServer` accepts unless told otherwise (not a secret)."""
@@ -111,16 +113,10 @@ class FakeDiscordServer(LoopbackFake):
     ) -> None:
         super().__init__(port=port, clock=clock)
         self.token = token
-        self.sent: list[JsonDict] = []
         self.edits: list[JsonDict] = []
         self.interaction_responses: list[JsonDict] = []
         self.commands: list[JsonDict] = []
         self.calls: list[tuple[str, str]] = []
-        self.identifies: list[JsonDict] = []
-        self.resumes: list[JsonDict] = []
-        self.replayed: list[int] = []
-        self.lost: list[JsonDict] = []
-        self.replay_overlap = 0
         self.bot_user: JsonDict = {
             "id": bot_id,
             "username": bot_name,
@@ -163,31 +159,32 @@ class FakeDiscordServer(LoopbackFake):
         self._session_id: str | None = None
         self._log: list[JsonDict] = []
         self._delivered = 0
-        self._routes: list[tuple[str, re.Pattern[str], _Handler, bool]] = [
-            ("GET", re.compile(r"users/@me"), self._get_me, True),
-            ("GET", re.compile(r"oauth2/applications/@me"), self._get_application, True),
-            ("GET", re.compile(r"gateway(/bot)?"), self._get_gateway, False),
-            ("GET", re.compile(r"users/(\d+)"), self._get_user, True),
-            ("POST", re.compile(r"users/@me/channels"), self._open_dm, True),
-            ("GET", re.compile(r"channels/(\d+)"), self._get_channel, True),
-            ("POST", re.compile(r"channels/(\d+)/messages"), self._create_message, True),
-            ("PATCH", re.compile(r"channels/(\d+)/messages/(\d+)"), self._edit_message, True),
-            ("PUT", re.compile(r"applications/(\d+)/commands"), self._put_commands, True),
-            ("GET", re.compile(r"applications/(\d+)/commands"), self._get_commands, True),
-            ("POST", re.compile(r"interactions/(\d+)/([^/]+)/callback"), self._callback, False),
-            ("POST", re.compile(r"webhooks/(\d+)/([^/]+)"), self._followup, False),
-            (
-                "PATCH",
-                re.compile(r"webhooks/(\d+)/([^/]+)/messages/@original"),
-                self._edit_original,
-                False,
-            ),
-            (
-                "DELETE",
-                re.compile(r"webhooks/(\d+)/([^/]+)/messages/@original"),
-                self._delete_original,
-                False,
-            ),
+        self.identifies: list[JsonDict] = []
+        self.resumes: list[JsonDict] = []
+        self.replayed: list[int] = []
+        self.lost: list[JsonDict] = []
+        self.replay_overlap = 0
+        # REST routes, as (method, path after /api/v10/, handler). The bot's routes answer 401
+        # without "Authorization: Bot <token>". The open ones ask for no bot token: the
+        # interaction callback and webhooks carry the interaction's token in the path, and
+        # the gateway's URL is open here (Discord wants the token for /gateway/bot).
+        self._bot_routes: list[_Route] = [
+            ("GET", re.compile(r"users/@me"), self._get_me),
+            ("GET", re.compile(r"oauth2/applications/@me"), self._get_application),
+            ("GET", re.compile(r"users/(\d+)"), self._get_user),
+            ("POST", re.compile(r"users/@me/channels"), self._open_dm),
+            ("GET", re.compile(r"channels/(\d+)"), self._get_channel),
+            ("POST", re.compile(r"channels/(\d+)/messages"), self._create_message),
+            ("PATCH", re.compile(r"channels/(\d+)/messages/(\d+)"), self._edit_message),
+            ("PUT", re.compile(r"applications/(\d+)/commands"), self._put_commands),
+            ("GET", re.compile(r"applications/(\d+)/commands"), self._get_commands),
+        ]
+        self._open_routes: list[_Route] = [
+            ("GET", re.compile(r"gateway(/bot)?"), self._get_gateway),
+            ("POST", re.compile(r"interactions/(\d+)/([^/]+)/callback"), self._callback),
+            ("POST", re.compile(r"webhooks/(\d+)/([^/]+)"), self._followup),
+            ("PATCH", re.compile(_ORIGINAL), self._edit_original),
+            ("DELETE", re.compile(_ORIGINAL), self._delete_original),
         ]
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -497,13 +494,14 @@ class FakeDiscordServer(LoopbackFake):
     async def _rest(self, request: web.Request) -> web.Response:
         path = request.match_info["path"]
         self.calls.append((request.method, path))
-        for method, pattern, handler, needs_auth in self._routes:
-            match = pattern.fullmatch(path)
-            if match is None or method != request.method:
-                continue
-            if needs_auth and request.headers.get("Authorization") != f"Bot {self.token}":
-                return _error(401, "401: Unauthorized")
-            return await handler(request, match)
+        for routes, needs_auth in ((self._bot_routes, True), (self._open_routes, False)):
+            for method, pattern, handler in routes:
+                match = pattern.fullmatch(path)
+                if match is None or method != request.method:
+                    continue
+                if needs_auth and request.headers.get("Authorization") != f"Bot {self.token}":
+                    return _error(401, "401: Unauthorized")
+                return await handler(request, match)
         return _error(404, "404: Not Found")
 
     async def _get_me(self, _request: web.Request, _match: re.Match[str]) -> web.Response:
@@ -860,26 +858,22 @@ async def _body(request: web.Request) -> Any:
         return {}
 
 
-class DiscordDemo(PeopleDemo[FakeDiscordServer]):
+DISCORD = DemoSpec(
+    provider="discord",
+    owner_id="190000000000000001",
+    user_id=lambda n: str(190000000000000001 + n),  # Discord user ids are snowflakes
+    fake=FakeDiscordServer,
+    config=lambda fake: {
+        "token": fake.token,
+        "api_base_url": fake.api_base_url,
+        "gateway_url": fake.gateway_url,
+    },
+)
+"""Discord's demo people, and the block that points discord.py at the fake."""
+
+
+class DiscordDemo(PeopleDemo[FakeDiscordServer], spec=DISCORD):
     """The Discord fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
-
-    provider = "discord"
-    owner_id = "190000000000000001"
-
-    def __init__(self, *, clock: Clock | None = None) -> None:
-        self.fake = FakeDiscordServer(clock=clock)
-
-    def provider_config(self) -> JsonDict:
-        """Point discord.py at the fake."""
-        return {
-            "token": self.fake.token,
-            "api_base_url": self.fake.api_base_url,
-            "gateway_url": self.fake.gateway_url,
-        }
-
-    def user_id(self, n: int) -> str:
-        """Discord user ids are snowflakes."""
-        return str(190000000000000001 + n)
 
     # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
     # Played as discord-api-docs describe the gateway and REST API.

@@ -39,7 +39,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.core.clock import Clock
-from providers.fakebase import NoButtons, WebhookDemo, Written
+from providers.fakebase import DemoSpec, NoButtons, WebhookDemo, Written
 from providers.fakes_http import LoopbackFake, Webhooks
 
 JsonDict = dict[str, Any]
@@ -96,7 +96,6 @@ class FakeBlueBubbles(LoopbackFake):
         super().__init__(port=port, clock=clock, shutdown_timeout=0.5)
         self.password = password
         self.webhook_url: str | None = None
-        self.sent: list[JsonDict] = []
         self.send_attempts: list[tuple[str, int]] = []
         self.deliveries: list[tuple[str, str | None, int | None]] = []
         self.unauthorized = 0
@@ -492,28 +491,22 @@ class FakeBlueBubbles(LoopbackFake):
         }
 
 
+IMESSAGE = DemoSpec(
+    provider="imessage",
+    owner_id="+15550000001",
+    # iMessage handles are phone numbers (+E.164) or e-mail addresses
+    user_id=lambda n: f"+1555{2000000 + n}",
+    fake=FakeBlueBubbles,
+    config=lambda fake: {"server_url": fake.base_url, "password": fake.password},
+)
+"""iMessage's demo people, and the block that points the provider at the fake."""
+
+
 # contract (issue 10): NoButtons, as iMessage has none (BlueBubbles' message/text takes none)
-class IMessageDemo(NoButtons, WebhookDemo[FakeBlueBubbles]):
+class IMessageDemo(NoButtons, WebhookDemo[FakeBlueBubbles], spec=IMESSAGE):
     """The BlueBubbles fake as :class:`providers.DemoPlatform.fake` (people, not API calls)."""
 
-    provider = "imessage"
-    owner_id = "+15550000001"
     webhook_path = WEBHOOK_PATH
-
-    def __init__(self, *, clock: Clock | None = None) -> None:
-        self.fake = FakeBlueBubbles(clock=clock)
-
-    def provider_config(self) -> JsonDict:
-        """Point the provider at the fake, and its webhook where the fake POSTs."""
-        return {
-            "server_url": self.fake.base_url,
-            "password": self.fake.password,
-            "webhook": self.webhook_config(),
-        }
-
-    def user_id(self, n: int) -> str:
-        """iMessage handles are phone numbers (+E.164) or e-mail addresses."""
-        return f"+1555{2000000 + n}"
 
     def dm(self, user_id: str, text: str, *, name: str) -> None:
         """A one-to-one iMessage to the bot (iMessage carries no display name)."""

@@ -39,6 +39,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.core.models import Button, ChatKind, Inbound
+from bot.core.schema import WebhookConfig
 from providers.imessage.bluebubbles import BlueBubbles, BlueBubblesError, ServerError
 from providers.retry import Retry, RetryPolicy
 from providers.webhook import WebhookProvider, WebhookServer
@@ -50,6 +51,9 @@ SendMethod = Literal["auto", "apple-script", "private-api"]
 _DM_STYLE = 45
 _OBJECT_REPLACEMENT = "\ufffc"  # stands in for an attachment inside a message's text
 _MAX_SERVER_ERRORS = 3  # a 500 from BlueBubbles means iMessage failed; try that often at most
+
+DEFAULT_WEBHOOK = WebhookConfig(port=8082, path="/bluebubbles/webhook")
+"""Where the webhook listens unless told (the config block's default too)."""
 
 
 def normalize_handle(address: str) -> str:
@@ -97,9 +101,9 @@ class IMessageProvider(WebhookProvider):
     Args:
         server_url: the BlueBubbles server root, e.g. ``http://mac-mini.lan:1234``.
         password: the BlueBubbles server password; it authenticates both directions.
-        webhook_host: the address the webhook endpoint listens on.
-        webhook_port: its port (0 picks a free one: read :attr:`webhook_port` after start).
-        webhook_path: its path; BlueBubbles must POST to it with ``?password=<password>``.
+        webhook: where the webhook endpoint listens (port 0 picks a free one: read
+            :attr:`webhook_port` after start); BlueBubbles must POST to its path with
+            ``?password=<password>``.
         name: the provider name carried by every :class:`~bot.core.models.Inbound`.
         send_method: ``apple-script``, ``private-api``, or ``auto`` (the Private API when
             ``/api/v1/server/info`` says it is enabled and its helper connected).
@@ -120,9 +124,7 @@ class IMessageProvider(WebhookProvider):
         *,
         server_url: str,
         password: str,
-        webhook_host: str = "127.0.0.1",
-        webhook_port: int = 8082,
-        webhook_path: str = "/bluebubbles/webhook",
+        webhook: WebhookConfig = DEFAULT_WEBHOOK,
         name: str = "imessage",
         send_method: SendMethod = "auto",
         request_timeout: float = 60.0,
@@ -132,9 +134,11 @@ class IMessageProvider(WebhookProvider):
         dedupe_size: int = 10_000,
         stop_grace: float = 5.0,
     ) -> None:
-        webhook = WebhookServer(host=webhook_host, port=webhook_port, path=webhook_path)
         super().__init__(
-            name=name, webhook=webhook, dedupe_size=dedupe_size, drain_timeout=stop_grace
+            name=name,
+            webhook=WebhookServer.at(webhook),
+            dedupe_size=dedupe_size,
+            drain_timeout=stop_grace,
         )
         self._check_settings(server_url, password, send_method)
         for field, value in (
@@ -155,7 +159,7 @@ class IMessageProvider(WebhookProvider):
         self._password = password
         self._send_method: SendMethod = send_method
         self._method = "private-api" if send_method == "private-api" else "apple-script"
-        self._bluebubbles = BlueBubbles(
+        self._api: BlueBubbles = BlueBubbles(
             root=self._root,
             password=password,
             timeout=aiohttp.ClientTimeout(total=request_timeout),
@@ -194,7 +198,7 @@ class IMessageProvider(WebhookProvider):
         Raises:
             ConfigError: BlueBubbles rejected the password, or the webhook port is taken.
         """
-        self._bluebubbles.open()
+        self._api.open()
         await self._check_server()
         try:
             await self._serve(self._on_webhook)
@@ -210,14 +214,10 @@ class IMessageProvider(WebhookProvider):
             self._method,
         )
 
-    async def _disconnect(self) -> None:
-        """Close the HTTP session (also that of a start that failed half-way)."""
-        await self._bluebubbles.close()
-
     async def _check_server(self) -> None:
         """Check the password and, for ``auto``, whether the Private API is usable."""
         try:
-            status, payload = await self._bluebubbles.server_info()
+            status, payload = await self._api.server_info()
         except (aiohttp.ClientError, TimeoutError) as exc:
             _LOG.warning(
                 "%s: BlueBubbles at %s is not reachable (%s); sends will retry",
@@ -276,7 +276,7 @@ class IMessageProvider(WebhookProvider):
             nonlocal tries, server_errors
             tries += 1
             try:
-                return await self._bluebubbles.send_text(body)
+                return await self._api.send_text(body)
             except ServerError as failure:
                 server_errors += 1
                 if server_errors < _MAX_SERVER_ERRORS:

@@ -35,7 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.core.clock import Clock
-from providers.fakebase import FakeDemo, NoButtons, Written, wait_until
+from providers.fakebase import DemoSpec, FakeDemo, NoButtons, Written, wait_until
 from providers.fakes_http import LoopbackFake
 
 JsonDict = dict[str, Any]
@@ -99,7 +99,6 @@ class FakeSignalDaemon(LoopbackFake):
         super().__init__(port=port, clock=clock, shutdown_timeout=0.5)
         self.account = account
         self.account_uuid = account_uuid
-        self.sent: list[JsonDict] = []
         self.calls: list[tuple[str, JsonDict]] = []
         self.connects: list[str | None] = []
         self._multi = multi_account
@@ -453,23 +452,19 @@ def _error(req_id: object, code: int, message: str) -> JsonDict:
     }
 
 
+SIGNAL = DemoSpec(
+    provider="signal",
+    owner_id="0a11ce00-0000-4000-8000-00000000000a",
+    user_id=lambda n: f"5e000000-0000-4000-8000-{n:012d}",  # an ACI, a UUID
+    fake=FakeSignalDaemon,
+    config=lambda fake: {"http_url": fake.base_url, "account": fake.account},
+)
+"""Signal's demo people, and the block that points the provider at the fake daemon."""
+
+
 # contract (issue 10): NoButtons, as signal-cli-jsonrpc(5)'s ``send`` takes no buttons
-class SignalDemo(NoButtons, FakeDemo[FakeSignalDaemon]):
+class SignalDemo(NoButtons, FakeDemo[FakeSignalDaemon], spec=SIGNAL):
     """The Signal fake as :class:`providers.DemoPlatform.fake` (people, not API calls)."""
-
-    provider = "signal"
-    owner_id = "0a11ce00-0000-4000-8000-00000000000a"
-
-    def __init__(self, *, clock: Clock | None = None) -> None:
-        self.fake = FakeSignalDaemon(clock=clock)
-
-    def provider_config(self) -> JsonDict:
-        """Point the provider at the fake daemon."""
-        return {"http_url": self.fake.base_url, "account": self.fake.account}
-
-    def user_id(self, n: int) -> str:
-        """Signal users are known by their ACI, a UUID."""
-        return f"5e000000-0000-4000-8000-{n:012d}"
 
     def dm(self, user_id: str, text: str, *, name: str) -> None:
         """A 1:1 message to the bot."""

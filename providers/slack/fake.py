@@ -37,7 +37,7 @@ from urllib.parse import urlencode
 from aiohttp import ClientSession, WSMsgType, web
 
 from bot.core.clock import Clock, SystemClock
-from providers.fakebase import FakeDemo, Written, wait_until
+from providers.fakebase import DemoSpec, FakeDemo, Written, wait_until
 from providers.fakes_http import LoopbackFake, call_params
 
 JsonDict = dict[str, Any]
@@ -145,7 +145,6 @@ class FakeSlackServer(LoopbackFake):
         """Set it (to the bot's HTTP URL) to deliver over the Events API instead of the socket."""
         # what the bot did
         self.calls: list[tuple[str, JsonDict]] = []
-        self.sent: list[JsonDict] = []
         self.edits: list[JsonDict] = []
         self.acks: list[JsonDict] = []
         self.envelopes: list[JsonDict] = []
@@ -809,29 +808,26 @@ class FakeSlackServer(LoopbackFake):
         )
 
 
-class SlackDemo(FakeDemo[FakeSlackServer]):
+SLACK = DemoSpec(
+    provider="slack",
+    owner_id="U0OWNER",
+    user_id=lambda n: f"U0DEMO{n:03d}",
+    fake=FakeSlackServer,
+    config=lambda fake: {  # over Socket Mode
+        "bot_token": fake.bot_token,
+        "app_token": fake.app_token,
+        "api_base_url": fake.api_base_url,
+    },
+)
+"""Slack's demo people, and the block that points slack-bolt at the fake."""
+
+
+class SlackDemo(FakeDemo[FakeSlackServer], spec=SLACK):
     """The Slack fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
 
-    provider = "slack"
-    owner_id = "U0OWNER"
-    command_prefix = ""
-    """Slack clients take a leading ``/`` as a slash command: the owner types ``approve X``."""
-
     def __init__(self, *, clock: Clock | None = None) -> None:
-        self.fake = FakeSlackServer(clock=clock)
+        super().__init__(clock=clock)
         self.fake.add_user(self.owner_id, name="Owner")
-
-    def provider_config(self) -> JsonDict:
-        """Point slack-bolt at the fake, over Socket Mode."""
-        return {
-            "bot_token": self.fake.bot_token,
-            "app_token": self.fake.app_token,
-            "api_base_url": self.fake.api_base_url,
-        }
-
-    def user_id(self, n: int) -> str:
-        """Slack user ids look like ``U0DEMO001``."""
-        return f"U0DEMO{n:03d}"
 
     def dm(self, user_id: str, text: str, *, name: str) -> None:
         """A message in the person's IM with the bot."""

@@ -46,6 +46,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.core.models import Button, ChatKind, Inbound
+from bot.core.schema import WebhookConfig
 from providers._json import as_dict, as_str
 from providers.base import BaseProvider
 from providers.limits import ButtonLimits
@@ -68,6 +69,8 @@ from providers.webhook import WebhookServer
 _LOG = logging.getLogger(__name__)
 
 DEFAULT_API_BASE_URL = "https://slack.com/api/"
+DEFAULT_WEBHOOK = WebhookConfig(port=3000, path="/slack/events")
+"""Where HTTP mode listens unless told (the config block's default too)."""
 
 _AUTH_ERRORS = frozenset(
     {
@@ -93,14 +96,12 @@ class SlackProvider(BaseProvider):
         signing_secret: the app's signing secret; HTTP mode needs it to verify each request
             (a bad signature or a timestamp over five minutes old gets 401).
         mode: ``socket`` (an outbound websocket: no public URL) or ``http`` (Slack POSTs
-            events to ``webhook_host:webhook_port`` + ``webhook_path``).
+            events to ``webhook``).
         api_base_url: the Web API root, ``https://slack.com/api/`` unless a fake or an
             Enterprise Grid root is used. Socket Mode's websocket URL comes from
             ``apps.connections.open`` on it.
-        webhook_host: where HTTP mode listens.
-        webhook_port: the port HTTP mode listens on (0 picks a free one, kept for a restart;
-            see :attr:`webhook_url`).
-        webhook_path: the path Slack POSTs to (the app's Request URL).
+        webhook: where HTTP mode listens (port 0 picks a free one, kept for a restart; see
+            :attr:`webhook_url`), and the path Slack POSTs to (the app's Request URL).
         name: the provider name carried by every :class:`~bot.core.models.Inbound`.
         ping_interval: seconds between Socket Mode pings; a dead socket is noticed and
             replaced within a few of these.
@@ -122,9 +123,7 @@ class SlackProvider(BaseProvider):
         signing_secret: str | None = None,
         mode: str = "socket",
         api_base_url: str | None = None,
-        webhook_host: str = "127.0.0.1",
-        webhook_port: int = 3000,
-        webhook_path: str = "/slack/events",
+        webhook: WebhookConfig = DEFAULT_WEBHOOK,
         name: str = "slack",
         ping_interval: float = 10.0,
         connect_timeout: float = 30.0,
@@ -139,8 +138,6 @@ class SlackProvider(BaseProvider):
             self._required(
                 "signing_secret", signing_secret, "signing_secret is required when mode is http"
             )
-        if not webhook_path.startswith("/"):
-            raise self._config_error("webhook.path", "must start with /")
         if not ping_interval > 0 or not connect_timeout > 0:
             raise self._config_error("ping_interval", "must be positive")
         self.mode = mode
@@ -148,11 +145,7 @@ class SlackProvider(BaseProvider):
         self._signing_secret = signing_secret or ""
         root = api_base_url or DEFAULT_API_BASE_URL
         self._api_base_url = root if root.endswith("/") else root + "/"
-        self._server = (
-            WebhookServer(host=webhook_host, port=webhook_port, path=webhook_path)
-            if mode == "http"
-            else None
-        )
+        self._server = WebhookServer.at(webhook) if mode == "http" else None
         self._ping_interval = ping_interval
         self._connect_timeout = connect_timeout
         self._client: AsyncWebClient | None = None

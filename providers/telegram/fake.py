@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.core.clock import Clock
-from providers.fakebase import FakeDemo, Written, wait_until
+from providers.fakebase import DemoSpec, FakeDemo, Written, wait_until
 from providers.fakes_http import LoopbackFake, call_params
 
 JsonDict = dict[str, Any]
@@ -151,7 +151,6 @@ class FakeTelegramServer(LoopbackFake):
     ) -> None:
         super().__init__(port=port, clock=clock)
         self.token = token
-        self.sent: list[JsonDict] = []
         self.edits: list[JsonDict] = []
         self.callback_answers: list[JsonDict] = []
         self.calls: list[tuple[str, JsonDict]] = []
@@ -603,22 +602,18 @@ class FakeTelegramServer(LoopbackFake):
         return copy.deepcopy(message)
 
 
-class TelegramDemo(FakeDemo[FakeTelegramServer]):
+TELEGRAM = DemoSpec(
+    provider="telegram",
+    owner_id="111111111",
+    user_id=lambda n: str(4000 + n),  # Telegram user ids are numbers
+    fake=FakeTelegramServer,
+    config=lambda fake: {"token": fake.token, "api_base_url": fake.base_url},
+)
+"""Telegram's demo people, and the block that points python-telegram-bot at the fake."""
+
+
+class TelegramDemo(FakeDemo[FakeTelegramServer], spec=TELEGRAM):
     """The Telegram fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
-
-    provider = "telegram"
-    owner_id = "111111111"
-
-    def __init__(self, *, clock: Clock | None = None) -> None:
-        self.fake = FakeTelegramServer(clock=clock)
-
-    def provider_config(self) -> JsonDict:
-        """Point python-telegram-bot at the fake."""
-        return {"token": self.fake.token, "api_base_url": self.fake.base_url}
-
-    def user_id(self, n: int) -> str:
-        """Telegram user ids are numbers."""
-        return str(4000 + n)
 
     def dm(self, user_id: str, text: str, *, name: str) -> None:
         """A private message to the bot."""

@@ -36,7 +36,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.core.clock import Clock
-from providers.fakebase import PeopleDemo, WebhookDemo, Written
+from providers.fakebase import DemoSpec, PeopleDemo, WebhookDemo, Written
 from providers.fakes_http import LoopbackFake, Webhooks
 
 JsonDict = dict[str, Any]
@@ -130,7 +130,6 @@ class FakeWhatsAppServer(LoopbackFake):
         self.waba_id = waba_id
         self.send_statuses = send_statuses
         self.webhook_url: str | None = None
-        self.sent: list[JsonDict] = []
         self.calls: list[tuple[str, str, JsonDict]] = []
         self.deliveries: list[JsonDict] = []
         self._webhooks = Webhooks("FakeWhatsAppServer", self._deliver, timeout=5)
@@ -556,30 +555,26 @@ class FakeWhatsAppServer(LoopbackFake):
         return str(int(self._clock.now().timestamp()))
 
 
-class WhatsAppDemo(WebhookDemo[FakeWhatsAppServer], PeopleDemo[FakeWhatsAppServer]):
+WHATSAPP = DemoSpec(
+    provider="whatsapp",
+    owner_id="15550000001",
+    user_id=lambda n: str(15550001000 + n),  # a wa_id is a phone number in digits
+    fake=FakeWhatsAppServer,
+    config=lambda fake: {
+        "access_token": fake.access_token,
+        "app_secret": fake.app_secret,
+        "verify_token": fake.verify_token,
+        "phone_number_id": fake.phone_number_id,
+        "api_base_url": fake.base_url,
+    },
+)
+"""WhatsApp's demo people, and the block that points the provider at the fake Graph API."""
+
+
+class WhatsAppDemo(WebhookDemo[FakeWhatsAppServer], PeopleDemo[FakeWhatsAppServer], spec=WHATSAPP):
     """The WhatsApp fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
 
-    provider = "whatsapp"
-    owner_id = "15550000001"
     webhook_path = "/whatsapp/webhook"
-
-    def __init__(self, *, clock: Clock | None = None) -> None:
-        self.fake = FakeWhatsAppServer(clock=clock)
-
-    def provider_config(self) -> JsonDict:
-        """Point the provider at the fake Graph API, and its webhook where the fake posts."""
-        return {
-            "access_token": self.fake.access_token,
-            "app_secret": self.fake.app_secret,
-            "verify_token": self.fake.verify_token,
-            "phone_number_id": self.fake.phone_number_id,
-            "api_base_url": self.fake.base_url,
-            "webhook": self.webhook_config(),
-        }
-
-    def user_id(self, n: int) -> str:
-        """WhatsApp ids (wa_id) are phone numbers in digits."""
-        return str(15550001000 + n)
 
     # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
     # Played as Meta's Cloud API reference describes webhooks and messages.

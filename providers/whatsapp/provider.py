@@ -40,6 +40,7 @@ from aiohttp import web
 
 from bot.core.errors import ConfigError
 from bot.core.models import Button
+from bot.core.schema import WebhookConfig
 from providers._json import as_str
 from providers.base import State
 from providers.limits import ButtonLimits, TextSplit, clip
@@ -68,6 +69,8 @@ MAX_BUTTON_ID = 256
 """Characters in a reply button's id (the command it sends back)."""
 SEEN_LIMIT = 10_000
 """How many handled message ids are remembered to drop re-deliveries."""
+DEFAULT_WEBHOOK = WebhookConfig(port=8081, path="/whatsapp/webhook")
+"""Where the webhook listens unless told (the config block's default too)."""
 
 _MAX_RETRY_DELAY = 8.0
 _SPLIT = TextSplit(limit=MAX_TEXT, lines_from=0.5, keep_breaks=True)
@@ -85,9 +88,9 @@ class WhatsAppProvider(WebhookProvider):
             for other numbers of the same account are ignored.
         api_base_url: the Graph API root, ``https://graph.facebook.com`` unless a fake.
         api_version: the Graph API version in every URL, e.g. ``v21.0``.
-        webhook_host: the address the webhook server binds.
-        webhook_port: its port (0 picks a free one: read :attr:`webhook_port` after start).
-        webhook_path: the path Meta POSTs to; everything else answers 404.
+        webhook: where the webhook server binds (port 0 picks a free one: read
+            :attr:`webhook_port` after start), and the path Meta POSTs to; everything else
+            answers 404.
         name: the provider name carried by every :class:`~bot.core.models.Inbound`.
         send_attempts: tries per message before :class:`WhatsAppApiError` is raised.
         retry_base_delay: seconds before the first retry; doubled each time (up to 8 s).
@@ -113,17 +116,14 @@ class WhatsAppProvider(WebhookProvider):
         phone_number_id: str,
         api_base_url: str | None = None,
         api_version: str = "v21.0",
-        webhook_host: str = "127.0.0.1",
-        webhook_port: int = 8081,
-        webhook_path: str = "/whatsapp/webhook",
+        webhook: WebhookConfig = DEFAULT_WEBHOOK,
         name: str = "whatsapp",
         send_attempts: int = 6,
         retry_base_delay: float = 0.5,
         request_timeout: float = 20.0,
         stop_timeout: float = 5.0,
     ) -> None:
-        webhook = WebhookServer(host=webhook_host, port=webhook_port, path=webhook_path)
-        super().__init__(name=name, webhook=webhook, drain_timeout=stop_timeout)
+        super().__init__(name=name, webhook=WebhookServer.at(webhook), drain_timeout=stop_timeout)
         for field, value in (
             ("access_token", access_token),
             ("app_secret", app_secret),
@@ -140,7 +140,7 @@ class WhatsAppProvider(WebhookProvider):
         self._verify_token = verify_token.encode()
         self._phone_number_id = phone_number_id.strip()
         root = (api_base_url or DEFAULT_API_BASE_URL).rstrip("/")
-        self._graph = Graph(
+        self._api: Graph = Graph(
             phone_url=f"{root}/{api_version.strip('/')}/{self._phone_number_id}",
             access_token=access_token,
             timeout=aiohttp.ClientTimeout(total=request_timeout),
@@ -166,7 +166,7 @@ class WhatsAppProvider(WebhookProvider):
             ConfigError: Graph refused the token or does not know the phone number id.
             OSError: the webhook address cannot be bound.
         """
-        self._graph.open()
+        self._api.open()
         await self._check_account()
         await self._serve(self._receive, get=self._verify)
         _LOG.info(
@@ -177,14 +177,10 @@ class WhatsAppProvider(WebhookProvider):
             self.webhook_path,
         )
 
-    async def _disconnect(self) -> None:
-        """Close the HTTP session (also that of a start that failed half-way)."""
-        await self._graph.close()
-
     async def _check_account(self) -> None:
         """GET the phone number: a wrong token or id fails start; no answer only warns."""
         try:
-            status, code = await self._graph.check()
+            status, code = await self._api.check()
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             _LOG.warning(
                 "%s: Graph API not reachable at start (%s); sends will retry",
@@ -256,7 +252,7 @@ class WhatsAppProvider(WebhookProvider):
         self._awaiting[key] = delivered
         try:
             return await self._retrying(
-                lambda: self._graph.send(payload),
+                lambda: self._api.send(payload),
                 what=f"send to {payload.get('to')}",
                 give_up=self._gave_up,
                 proof=delivered,

@@ -19,6 +19,7 @@ from bot.core.config import Config
 from bot.core.errors import ConfigError
 from bot.core.models import ChatKind, Inbound
 from bot.core.platforms import IMessageConfig
+from bot.core.schema import WebhookConfig
 from bot.runtime.app import App
 from providers import load_provider_class
 from providers.imessage.fake import WEBHOOK_PATH, FakeBlueBubbles, IMessageDemo
@@ -38,7 +39,7 @@ def dm(handle: str) -> str:
 
 def make_provider(fake: FakeBlueBubbles, **kwargs: Any) -> IMessageProvider:
     options: dict[str, Any] = {
-        "webhook_port": 0,
+        "webhook": WebhookConfig(port=0, path=WEBHOOK_PATH),
         "retry_initial": 0.05,
         "retry_max": 0.2,
         "send_retry_for": 5.0,
@@ -189,7 +190,11 @@ async def test_the_private_api_is_used_when_the_server_has_it(inbox):
 
 async def test_a_wrong_password_fails_start_and_is_never_quoted(fake, inbox, caplog):
     caplog.set_level(logging.DEBUG)
-    provider = IMessageProvider(server_url=fake.base_url, password="hunter2-wrong", webhook_port=0)
+    provider = IMessageProvider(
+        server_url=fake.base_url,
+        password="hunter2-wrong",
+        webhook=WebhookConfig(port=0, path=WEBHOOK_PATH),
+    )
     with pytest.raises(ConfigError, match="rejected the password") as caught:
         await provider.start(inbox)
     assert "hunter2" not in str(caught.value)

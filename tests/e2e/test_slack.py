@@ -18,6 +18,7 @@ from bot.core.clock import Clock, FakeClock, SystemClock
 from bot.core.config import Config
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
+from bot.core.schema import WebhookConfig
 from bot.runtime.app import App
 from providers.slack.blocks import blocks
 from providers.slack.fake import FakeSlackServer
@@ -63,7 +64,7 @@ async def http_provider(fake: FakeSlackServer, inbox: Inbox) -> AsyncIterator[Sl
         signing_secret=fake.signing_secret,
         mode="http",
         api_base_url=fake.api_base_url,
-        webhook_port=0,
+        webhook=WebhookConfig(port=0, path="/slack/events"),
     )
     await made.start(inbox)
     fake.events_url = made.webhook_url

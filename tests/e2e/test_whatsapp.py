@@ -17,6 +17,7 @@ from bot.core.config import Config
 from bot.core.errors import ConfigError
 from bot.core.models import ChatKind
 from bot.core.platforms import WhatsAppConfig
+from bot.core.schema import WebhookConfig
 from bot.runtime.app import App
 from providers.whatsapp.fake import FakeWhatsAppServer, sign
 from providers.whatsapp.provider import WhatsAppApiError, WhatsAppProvider
@@ -41,7 +42,7 @@ def make_provider(fake: FakeWhatsAppServer, **overrides: Any) -> WhatsAppProvide
         "verify_token": fake.verify_token,
         "phone_number_id": fake.phone_number_id,
         "api_base_url": fake.base_url,
-        "webhook_port": 0,
+        "webhook": WebhookConfig(port=0, path="/whatsapp/webhook"),
         "retry_base_delay": 0.05,
     }
     kwargs.update(overrides)

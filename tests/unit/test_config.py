@@ -604,8 +604,8 @@ def test_a_partial_webhook_block_keeps_the_platforms_defaults() -> None:
     )
     block = config.providers.imessage
     assert block is not None
-    assert block.provider_kwargs()["webhook_path"] == "/bluebubbles/webhook"
-    assert block.provider_kwargs()["webhook_port"] == 0
+    assert block.provider_kwargs()["webhook"].path == "/bluebubbles/webhook"
+    assert block.provider_kwargs()["webhook"].port == 0
 
 
 def test_the_services_take_every_knob_of_their_section_and_its_defaults() -> None:

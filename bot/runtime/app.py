@@ -30,10 +30,11 @@ from bot.core.models import DmPolicy, NodeDecision, NodeVerdict
 from bot.core.protocols import Provider, StateStore
 from bot.gateway.guard import GuardSettings
 from bot.gateway.server import Gateway, GatewaySettings
+from bot.runtime.badstate import BadStateFiles
 from bot.runtime.handlers import Handler, build_handler
 from bot.runtime.inbound import InboundPipeline
 from bot.runtime.logs import RedactFilter
-from bot.runtime.notices import BadStateFiles, NoticePacing, OwnerNotices
+from bot.runtime.notices import NoticePacing, OwnerNotices
 from bot.runtime.remembered import remember_secret
 from bot.runtime.scheduler import PruneScheduler
 from bot.runtime.shared import Shared

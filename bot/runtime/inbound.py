@@ -6,7 +6,7 @@ sender's message goes to the handler, a stranger's is handed to that platform's 
 worker (a bounded queue, so no stranger's traffic delays an allowed sender or the owner),
 which asks the pairing service for a code and tells the owners. A state file that goes bad
 while running refuses only the messages that need it, and the owners are told once
-(:class:`~bot.runtime.notices.BadStateFiles`).
+(:class:`~bot.runtime.badstate.BadStateFiles`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from bot.core.gate import Decision, decide
 from bot.core.models import DmPolicy, Inbound, NodeDecision, NodeVerdict, RequestOutcome
 from bot.core.text import remaining
 from bot.gateway.server import Gateway
+from bot.runtime.badstate import BadStateFiles
 from bot.runtime.handlers import Handler
-from bot.runtime.notices import BadStateFiles, OwnerNotices
+from bot.runtime.notices import OwnerNotices
 from bot.runtime.remembered import remember_secret
 from bot.runtime.shared import Shared
 from bot.runtime.telling import ApprovedTeller

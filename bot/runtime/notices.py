@@ -17,14 +17,11 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from bot.core import messages
 from bot.core.clock import Clock
-from bot.core.errors import StoreError
 from bot.core.messages import NoticeKind
 from bot.core.models import Button, NodeAsk, PendingRequest
-from bot.core.protocols import StateStore
 from bot.core.text import remaining
 from bot.runtime.shared import Shared
 from bot.services.nodes import NodeService
@@ -219,38 +216,4 @@ class OwnerNotices:
                     self._buttons.popitem(last=False)
 
 
-class BadStateFiles:
-    """The state files found unusable while running: the owners are told once per bad file,
-    and again only after it was seen good."""
-
-    def __init__(self, store: StateStore, notices: OwnerNotices) -> None:
-        self.store = store
-        self.notices = notices
-        self._bad_state_files: frozenset[Path] = frozenset()
-        """State files found unusable, whose owners were told (replaced, not mutated)."""
-
-    @property
-    def known(self) -> bool:
-        """Whether any state file is known to be bad (then every handled message rechecks)."""
-        return bool(self._bad_state_files)
-
-    async def track(self, exc: StoreError | None) -> None:
-        """Tell the owners once about a state file that went bad; forget files good again.
-
-        A file counts as bad only if it still fails to load now: a failed write or a busy lock
-        is not a bad file. It is reported again only once it was seen good in between.
-        """
-        unusable = self.store.recheck
-        path = exc.path if exc is not None else None
-        if path is not None and path not in self._bad_state_files:
-            self._bad_state_files |= {path}  # before any await: concurrent messages tell once
-            if await asyncio.to_thread(unusable, path):
-                await self.notices.state_file_unusable(str(exc))
-            else:
-                self._bad_state_files -= {path}
-        for other in self._bad_state_files - {path}:
-            if not await asyncio.to_thread(unusable, other):
-                self._bad_state_files -= {other}
-
-
-__all__ = ["BadStateFiles", "NoticePacing", "OwnerNotices", "OwnerNotifier"]
+__all__ = ["NoticePacing", "OwnerNotices", "OwnerNotifier"]

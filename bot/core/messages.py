@@ -39,6 +39,10 @@ def stranger_code(req: PendingRequest, *, valid_for: str = "1h") -> str:
     )
 
 
+WITHOUT_TEXT = "[a photo, file or sticker]"
+"""Stands for what a forwarded message carried besides its text (pairbot passes no media)."""
+
+
 def approved_sender() -> str:
     """Told once to a sender when the owner approves them."""
     return "You're approved. Send a message to start chatting."

@@ -55,6 +55,9 @@ class Inbound:
     meta: Mapping[str, str] = field(default_factory=dict)
     sent_at: datetime | None = None
     """When the platform says the message was sent (to ignore a backlog after downtime)."""
+    media: bool = False
+    """The message carries something besides text (a photo, a file, a sticker, a voice note);
+    ``text`` is its caption, or empty. From a stranger it is a contact attempt like any text."""
 
     @classmethod
     def dm(

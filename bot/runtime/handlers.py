@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from bot.core import messages
 from bot.core.config import HandlerConfig
 from bot.core.errors import ConfigError
 from bot.core.models import Inbound
@@ -57,7 +58,8 @@ class ForwardHandler:
         """Forward to the owners."""
         name = clean_name(msg.sender_name)
         who = f"{msg.provider} {msg.sender_id}{f' ({name})' if name else ''}"
-        await self._to_owners(f"From {who}:\n{msg.text}")
+        shown = msg.text if not msg.media else f"{messages.WITHOUT_TEXT} {msg.text}".rstrip()
+        await self._to_owners(f"From {who}:\n{shown}")
         return None
 
     async def aclose(self) -> None:

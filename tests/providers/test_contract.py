@@ -117,17 +117,28 @@ async def test_a_group_message_is_never_a_dm(rig: Rig) -> None:
     assert inbound.chat_id != await rig.provider.dm_chat_id(alice)
 
 
-async def test_own_outbound_and_textless_messages_make_no_inbound(rig: Rig) -> None:
+async def test_own_and_outbound_messages_make_no_inbound(rig: Rig) -> None:
     await rig.start()
-    alice = rig.people.user_id(1)
     chat = await owner_chat(rig)
 
     rig.people.own_message("/approve ABCD2345")
     sent = await to_owner(rig, "the bot's own words", buttons=[APPROVE])
     await rig.provider.edit(chat, sent, "the bot's own words, edited")
-    rig.people.non_text_dm(alice, name=NAME)
 
     assert await through(rig) == []
+
+
+async def test_a_textless_dm_is_a_contact_attempt(rig: Rig) -> None:
+    """A photo, file or sticker with no text is still someone writing to the bot: it becomes
+    one Inbound marked ``media``, so a stranger gets a code for it like for text (issue 11)."""
+    await rig.start()
+    alice = rig.people.user_id(1)
+
+    rig.people.non_text_dm(alice, name=NAME)
+
+    [inbound] = await through(rig)
+    assert (inbound.sender_id, inbound.chat_kind, inbound.media) == (alice, ChatKind.DM, True)
+    assert inbound.text == ""
 
 
 async def test_a_redelivered_event_is_handled_once(rig: Rig) -> None:

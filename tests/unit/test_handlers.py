@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -75,6 +75,24 @@ async def test_forward_tells_the_owners_who_sent_it(name: str, want: str) -> Non
     handler = ForwardHandler(owners)
     assert await handler(message(name=name)) is None
     assert owners.sent == [want]
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("", "From telegram 4242 (Alice):\n[a photo, file or sticker]"),
+        ("look", "From telegram 4242 (Alice):\n[a photo, file or sticker] look"),
+    ],
+    ids=["no-caption", "caption"],
+)
+async def test_forward_says_what_a_textless_message_carried(text: str, want: str) -> None:
+    owners = Recorder()
+    assert await ForwardHandler(owners)(replace(message(), text=text, media=True)) is None
+    assert owners.sent == [want]
+
+
+async def test_echo_has_nothing_to_say_to_a_photo() -> None:
+    assert not await EchoHandler()(replace(message(), text="", media=True))
 
 
 # --- webhook against a real aiohttp server ----------------------------------------------------

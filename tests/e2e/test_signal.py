@@ -19,10 +19,12 @@ from bot.core.models import ChatKind
 from bot.core.platforms import SignalConfig
 from bot.runtime.app import App
 from providers import load_provider_class
+from providers.signal.doctor import RECEIVE_MODE_NOTE
 from providers.signal.fake import FakeSignalDaemon
 from providers.signal.provider import SignalProvider, SignalRpcError
 from tests.e2e.support import app_config, app_running, code_in, settle, texts
 from tests.helpers import APPROVE, Inbox
+from tests.process import pairbot_exits, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -556,6 +558,74 @@ async def test_the_fake_answers_like_signal_cli(fake) -> None:
             answers = await batch.json()
     assert [a["id"] for a in answers] == [4, 5]
     assert all(isinstance(a["result"]["timestamp"], int) for a in answers)
+
+
+# -- pairbot doctor: one short request to the configured daemon ----------------------------
+
+
+async def doctor(state_dir: Path, block: dict[str, Any]) -> tuple[int, list[str]]:
+    """``pairbot doctor`` on a config holding ``block`` as ``providers.signal``: its status
+    and its lines about Signal."""
+    config = {
+        "state_dir": str(state_dir),
+        "owners": [{"provider": "signal", "user_id": OWNER}],
+        "providers": {"signal": block},
+    }
+    path = write_config(state_dir.parent / "pairbot.yaml", config)
+    done = await pairbot_exits("--config", str(path), "doctor")
+    assert done.stderr == ""
+    return done.returncode, [ln for ln in done.stdout.splitlines() if "providers.signal" in ln]
+
+
+async def test_doctor_asks_the_daemon_and_says_to_check_its_receive_mode(fake, state_dir):
+    status, lines = await doctor(state_dir, {"http_url": fake.base_url, "account": fake.account})
+
+    assert lines == [
+        f"ok   providers.signal: signal-cli 0.13.22 at {fake.base_url} serves the one account "
+        "it was started for (-a), and names it only in its messages: pairbot warns if that is "
+        f"not {fake.account}",
+        f"info {RECEIVE_MODE_NOTE}",
+    ]
+    assert status == 0
+    assert [method for method, _ in fake.calls] == ["version", "listAccounts"]
+
+
+async def test_doctor_fails_an_account_the_daemon_does_not_serve(state_dir):
+    async with FakeSignalDaemon(multi_account=True, others=[OTHER_NUMBER]) as fake:
+        status, lines = await doctor(
+            state_dir, {"http_url": fake.base_url, "account": "+15550199999"}
+        )
+
+    assert lines[0] == (
+        f"FAIL providers.signal: account: the signal-cli daemon at {fake.base_url} serves "
+        f"{fake.account}, {OTHER_NUMBER}, not +15550199999"
+    )
+    assert status == 1
+
+
+async def test_doctor_says_in_one_line_that_the_daemon_is_down(fake, state_dir):
+    await fake.go_down()
+    status, lines = await doctor(state_dir, {"http_url": fake.base_url, "account": fake.account})
+    await fake.come_up()
+
+    assert lines[0].startswith(
+        f"FAIL providers.signal: no signal-cli daemon answers at {fake.base_url} "
+        "(ClientConnectorError): `pairbot run` would stop there"
+    )
+    assert lines[1:] == [f"info {RECEIVE_MODE_NOTE}"]
+    assert status == 1
+
+
+async def test_doctor_fails_an_account_that_is_not_a_number_without_asking(fake, state_dir):
+    status, lines = await doctor(state_dir, {"http_url": fake.base_url, "account": OWNER})
+
+    assert lines == [
+        f"FAIL providers.signal: account: not a phone number with its country code: '{OWNER}' "
+        "(the number the bot is registered with in signal-cli, e.g. +15551234567: signal-cli "
+        "names the account by its number)"
+    ]
+    assert status == 1
+    assert fake.calls == []
 
 
 # -- the whole app -------------------------------------------------------------------------

@@ -117,10 +117,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     out = Console(highlight=False, soft_wrap=True)
     problems = 0
 
-    def report(ok: bool, message: str) -> None:
+    def report(ok: bool | None, message: str) -> None:
         nonlocal problems
-        problems += 0 if ok else 1
-        out.print(Text(f"{'ok  ' if ok else 'FAIL'} {message}"))
+        problems += 0 if ok is not False else 1
+        out.print(Text(f"{'info' if ok is None else 'ok  ' if ok else 'FAIL'} {message}"))
 
     config_path = find_config(getattr(args, "config", None))
     config = None
@@ -139,5 +139,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         report(mode.verdict is ModeVerdict.OK, f"{config_path}: {mode.message}")
         if not config.owners:
             report(False, NO_OWNERS)
+        if config.providers.signal is not None:  # one short request to its daemon
+            from providers.signal.doctor import check_daemon
+
+            for finding in check_daemon(config.providers.signal.provider_kwargs()):
+                report(*finding)
     out.print("No problems found." if not problems else f"{problems} problem(s) found.")
     return EXIT_OK if not problems else EXIT_LOOKUP

@@ -1,24 +1,34 @@
 """The signal-cli daemon's HTTP interface, the client Signal has instead of an SDK.
 
-``signal-cli daemon --http`` (``signal-cli-jsonrpc(5)``) answers JSON-RPC 2.0 calls on
-``POST /api/v1/rpc`` (:func:`rpc_result` reads an answer, :class:`SignalRpcError` is its
-error) and streams incoming envelopes as Server-Sent Events on ``GET /api/v1/events``
-(:class:`EventStream` keeps that stream open and knows where it left off).
+``signal-cli daemon --http`` (``signal-cli-jsonrpc(5)``, ``HttpServerHandler.java``) answers
+JSON-RPC 2.0 calls on ``POST /api/v1/rpc`` (:func:`rpc_result` reads an answer,
+:class:`SignalRpcError` is its error, :func:`daemon_info` asks who the daemon is) and streams
+incoming envelopes as Server-Sent Events on ``GET /api/v1/events`` (:class:`EventStream` keeps
+that stream open).
+
+The stream has no memory: signal-cli writes each event with no ``id``, never reads
+``Last-Event-ID`` and keeps no buffer (``HttpServerHandler.subscribeReceiveHandlers``,
+``ServerSentEventSender.sendEvent(null, "receive", ...)``). An envelope the daemon receives
+while no stream is subscribed is gone for pairbot, unless the daemon runs with
+``--receive-mode on-connection``: then it only receives from Signal's server while a stream is
+subscribed, and messages wait on the server meanwhile (``DaemonCommand``: the default handler is
+a weak listener unless the mode is ``on-start``; ``ManagerImpl.addReceiveHandler`` starts
+receiving for the first non-weak one, ``removeReceiveHandler`` stops with the last).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from bot.core.clock import Clock
 from bot.core.errors import ProviderError
-from providers._json import as_str
+from providers._json import as_dict, as_str, dicts
 from providers.retry import Backoff
 
 _LOG = logging.getLogger(__name__)
@@ -26,8 +36,14 @@ _LOG = logging.getLogger(__name__)
 STREAM_ERRORS = (aiohttp.ClientError, TimeoutError)
 """What opening or reading the event stream raises when the daemon is away."""
 
-_UNKNOWN_EVENT_ID = "0"  # signal-cli answers an id it does not know with every kept event
-_FLOOR_MARGIN_MS = 5_000
+E164 = re.compile(r"\+[1-9][0-9]{6,18}")
+"""An account's number as signal-cli writes it (``ContactRecordProcessor.E164_PATTERN``)."""
+
+RECEIVE_MODE = "on-connection"
+"""The ``--receive-mode`` pairbot needs: the daemon receives only while pairbot listens."""
+
+METHOD_NOT_FOUND = -32601
+"""signal-cli's answer to a method this daemon does not serve (``JsonRpcResponse.Error``)."""
 
 
 class SignalRpcError(ProviderError):
@@ -45,29 +61,95 @@ class SignalRpcError(ProviderError):
         self.code = code
 
 
+def _result(method: str, answer: object, status: int) -> Any:
+    """The ``result`` of one JSON-RPC answer object."""
+    if not isinstance(answer, dict):
+        raise SignalRpcError(method, status, "no JSON-RPC answer")
+    error = answer.get("error")
+    if isinstance(error, dict):
+        code = error.get("code")
+        raise SignalRpcError(
+            method,
+            code if isinstance(code, int) else status,
+            as_str(error.get("message")) or "error",
+        )
+    if "result" not in answer:
+        raise SignalRpcError(method, status, "no result in the answer")
+    return answer["result"]
+
+
+async def _answer(response: aiohttp.ClientResponse) -> object:
+    try:
+        return await response.json(content_type=None)
+    except ValueError:
+        return None
+
+
 async def rpc_result(method: str, response: aiohttp.ClientResponse) -> Any:
     """The ``result`` of a JSON-RPC answer.
 
     Raises:
         SignalRpcError: the answer is an error, or no JSON-RPC answer at all.
     """
+    return _result(method, await _answer(response), response.status)
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonInfo:
+    """What a signal-cli daemon says of itself."""
+
+    version: str
+    """signal-cli's version (``version``), or "" if it did not say."""
+    accounts: tuple[str, ...] | None
+    """The numbers a multi-account daemon serves (``listAccounts``); None for a daemon
+    started with ``-a``, which serves one account and does not say which: it answers
+    ``listAccounts`` with -32601 (a ``JsonRpcMultiCommand``, which
+    ``SignalJsonRpcCommandHandler`` runs only without ``-a``)."""
+
+
+async def daemon_info(session: aiohttp.ClientSession, root: str) -> DaemonInfo:
+    """Ask the daemon at ``root`` its version and accounts, in one JSON-RPC batch.
+
+    Raises:
+        SignalRpcError: it did not answer as signal-cli does.
+        aiohttp.ClientError, TimeoutError: it could not be reached.
+    """
+    batch = [
+        {"jsonrpc": "2.0", "method": "version", "id": "version"},
+        {"jsonrpc": "2.0", "method": "listAccounts", "id": "listAccounts"},
+    ]
+    async with session.post(f"{root}/api/v1/rpc", json=batch) as response:
+        answers = await _answer(response)
+        status = response.status
+    if not isinstance(answers, list):
+        raise SignalRpcError("version", status, "no JSON-RPC batch answer")
+    by_id = {answer.get("id"): answer for answer in dicts(answers)}
+    version = as_str(as_dict(_result("version", by_id.get("version"), status)).get("version"))
     try:
-        answer = await response.json(content_type=None)
-    except ValueError:
-        answer = None
-    if not isinstance(answer, dict):
-        raise SignalRpcError(method, response.status, "no JSON-RPC answer")
-    error = answer.get("error")
-    if isinstance(error, dict):
-        code = error.get("code")
-        raise SignalRpcError(
-            method,
-            code if isinstance(code, int) else response.status,
-            as_str(error.get("message")) or "error",
-        )
-    if "result" not in answer:
-        raise SignalRpcError(method, response.status, "no result in the answer")
-    return answer["result"]
+        listed = _result("listAccounts", by_id.get("listAccounts"), status)
+    except SignalRpcError as exc:
+        if exc.code != METHOD_NOT_FOUND:
+            raise
+        return DaemonInfo(version, None)
+    return DaemonInfo(version, tuple(as_str(a.get("number")) for a in dicts(listed)))
+
+
+def not_a_number(account: str) -> str | None:
+    """What is wrong with ``account`` as the bot's account, or None: signal-cli names the
+    account by its number in every event (``JsonReceiveMessageHandler``: ``account`` is
+    ``m.getSelfNumber()``), so nothing else can ever match it."""
+    if E164.fullmatch(account):
+        return None
+    return f"not a phone number with its country code: {account!r}"
+
+
+def not_served(info: DaemonInfo, root: str, account: str) -> str | None:
+    """Why the daemon at ``root`` cannot be ``account``'s, or None: it lists the accounts it
+    serves and ``account`` is not one of them."""
+    if info.accounts is None or account in info.accounts:
+        return None
+    served = ", ".join(info.accounts) or "no account"
+    return f"the signal-cli daemon at {root} serves {served}, not {account}"
 
 
 def unwrap(payload: object) -> Mapping[str, Any] | None:
@@ -87,25 +169,21 @@ def unwrap(payload: object) -> Mapping[str, Any] | None:
 class _Event:
     """One Server-Sent Event."""
 
-    id: str | None
     type: str
     data: str
 
 
 async def _sse_events(lines: aiohttp.StreamReader) -> AsyncIterator[_Event]:
-    """Parse a ``text/event-stream`` body into events (WHATWG "server-sent events")."""
-    event_id: str | None = None
+    """Parse a ``text/event-stream`` body into events (WHATWG "server-sent events"); ids are
+    not read: signal-cli sends none."""
     event_type = ""
     data: list[str] = []
-    seen_id = False
     async for raw in lines:
         line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
         if not line:
             if data:
-                yield _Event(
-                    event_id if seen_id else None, event_type or "message", "\n".join(data)
-                )
-            event_type, data, seen_id = "", [], False
+                yield _Event(event_type or "message", "\n".join(data))
+            event_type, data = "", []
             continue
         if line.startswith(":"):
             continue  # a comment: the daemon's keep-alive
@@ -115,20 +193,17 @@ async def _sse_events(lines: aiohttp.StreamReader) -> AsyncIterator[_Event]:
             data.append(value)
         elif name == "event":
             event_type = value
-        elif name == "id" and "\0" not in value:
-            event_id, seen_id = value, True
 
 
 class EventStream:
-    """The daemon's event stream for one account, reopened where it left off.
+    """The daemon's event stream for one account, reopened whenever it ends.
 
-    It remembers the last event id and sends it as ``Last-Event-ID`` when it reopens, so the
-    daemon replays what was missed; that memory survives a stop and start of the provider.
+    What the daemon received while no stream was open is not sent again (see the module's
+    doc): only ``--receive-mode on-connection`` keeps it, on Signal's server.
 
     Args:
         url: the stream's URL (``/api/v1/events?account=…``).
         name: the provider name, for the log.
-        clock: dates the first connection (see :attr:`floor_ms`).
         reconnect: the first and the longest pause between attempts to reopen it.
         connect_timeout: seconds opening it may take.
         idle_timeout: seconds of silence (no event, no keep-alive) after which it is taken
@@ -140,52 +215,29 @@ class EventStream:
         *,
         url: str,
         name: str,
-        clock: Clock,
         reconnect: tuple[float, float],
         connect_timeout: float,
         idle_timeout: float,
     ) -> None:
         self.url = url
         self._name = name
-        self._clock = clock
         self._reconnect = reconnect
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_read=idle_timeout
         )
-        self.last_event_id: str | None = None
-        self._first_open_ms: int | None = None
-        self.floor_ms: int | None = None
-        """Envelopes the daemon received before this (ms) are history, not news: set when
-        the stream was reopened before any event was seen (see :meth:`open`)."""
 
-    async def open(
-        self, session: aiohttp.ClientSession, *, reconnect: bool = False
-    ) -> aiohttp.ClientResponse:
-        """Open the stream where the last one left off.
-
-        Reopened before any event was seen, it asks for every event the daemon kept (an id
-        it cannot know), so nothing that came in meanwhile is lost; kept events the daemon
-        received before this provider first connected are then history, and
-        :attr:`floor_ms` says from when.
+    async def open(self, session: aiohttp.ClientSession) -> aiohttp.ClientResponse:
+        """Open the stream.
 
         Raises:
             SignalRpcError: the daemon refused the stream.
             aiohttp.ClientError, TimeoutError: it could not be reached.
         """
         headers = {"Accept": "text/event-stream"}
-        floor: int | None = None
-        if self.last_event_id is not None:
-            headers["Last-Event-ID"] = self.last_event_id
-        elif reconnect and self._first_open_ms is not None:
-            headers["Last-Event-ID"] = _UNKNOWN_EVENT_ID
-            floor = self._first_open_ms - _FLOOR_MARGIN_MS
         response = await session.get(self.url, headers=headers, timeout=self._timeout)
         if response.status != 200:
             response.release()
             raise SignalRpcError("events", response.status, response.reason or "refused")
-        self.floor_ms = floor
-        if self._first_open_ms is None:
-            self._first_open_ms = int(self._clock.now().timestamp() * 1000)
         return response
 
     async def follow(
@@ -211,7 +263,7 @@ class EventStream:
                 response = None
             await asyncio.sleep(backoff.delay)
             try:
-                response = await self.open(session, reconnect=True)
+                response = await self.open(session)
             except (*STREAM_ERRORS, SignalRpcError) as exc:
                 _LOG.warning(
                     "%s: reconnecting to the daemon failed (%s), next try in %.1fs",
@@ -229,5 +281,3 @@ class EventStream:
         async for event in _sse_events(response.content):
             if event.type in ("receive", "message"):
                 on_event(event.data)
-            if event.id is not None:
-                self.last_event_id = event.id

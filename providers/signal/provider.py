@@ -4,18 +4,28 @@
 the Server-Sent Events stream ``GET /api/v1/events`` and sends with the JSON-RPC method
 ``send`` over ``POST /api/v1/rpc`` (see ``signal-cli-jsonrpc(5)``). It talks HTTP itself with
 aiohttp; there is no Signal SDK: :mod:`providers.signal.daemon` is the client in its place
-(JSON-RPC answers, the SSE stream and where it left off).
+(JSON-RPC answers, who the daemon is, the SSE stream).
 
-Only 1:1 data messages with text become DM inbounds, keyed by the sender's ACI (the account
-UUID, ``sourceUuid``), never by the phone number, which may be hidden or change. Group
+Only 1:1 data messages with text or media become DM inbounds, keyed by the sender's ACI (the
+account UUID, ``sourceUuid``), never by the phone number, which may be hidden or change. Group
 messages come as GROUP. Receipts, typing, sync messages (sent from the account's own linked
 devices), edits, stories, calls, reactions and messages from the account itself are dropped.
+A data message with an attachment, a sticker or a shared contact is an Inbound with ``media``
+set and its text (the caption) or "": a stranger's photo is a contact attempt.
 
 The stream is reopened with backoff whenever it ends (the daemon restarted, the connection
-dropped, or it went quiet for too long), with ``Last-Event-ID`` so the daemon replays what was
-missed. A daemon that does not know the id (it restarted) replays everything it kept, so every
-data envelope is remembered by ``(sender, timestamp)`` (Signal's own message identity, the
-dedupe key given to :class:`~providers.base.BaseProvider`) and is handed on at most once.
+dropped, or it went quiet for too long). signal-cli replays nothing (see
+:mod:`providers.signal.daemon`): what the daemon receives while pairbot has no stream open is
+kept (on Signal's server) only if the daemon runs with ``--receive-mode on-connection``, which
+the guide requires. Signal's server sends an envelope again until the daemon acknowledges it,
+so every data envelope is remembered by ``(sender, timestamp)`` (Signal's own message identity,
+the dedupe key given to :class:`~providers.base.BaseProvider`) and is handed on at most once.
+
+The account: signal-cli names it by its number in every event (``account``), so ``account``
+must be that number. At start the provider asks the daemon which accounts it serves
+(``listAccounts``) and refuses one it does not; a daemon started with ``-a`` serves one and
+does not say which, so the number in its first event is taken as the bot's, with a warning if
+it is not ``account``.
 
 Signal has no buttons: :meth:`SignalProvider.send` drops them (the owner notice already says
 ``/approve CODE``). :meth:`SignalProvider.edit` sends the new text as a Signal edit of the
@@ -36,14 +46,20 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from bot.core.clock import Clock, SystemClock
+from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
 from providers._json import as_str
 from providers.base import BaseProvider
 from providers.retry import Retry, RetryPolicy
 from providers.signal.daemon import (
+    RECEIVE_MODE,
     STREAM_ERRORS,
+    DaemonInfo,
     EventStream,
     SignalRpcError,
+    daemon_info,
+    not_a_number,
+    not_served,
     rpc_result,
     unwrap,
 )
@@ -76,9 +92,9 @@ class SignalProvider(BaseProvider):
 
     Args:
         http_url: the daemon's ``--http`` address, e.g. ``http://127.0.0.1:8080``.
-        account: the bot's account as the daemon knows it (its number, ``+15551234567``, or
-            the ACI of a numberless account); sent with every call, which a multi-account
-            daemon needs and a single-account daemon ignores.
+        account: the bot's number with its country code (``+15551234567``), as signal-cli
+            names the account in every event; sent with every call and on the event stream,
+            which a multi-account daemon needs and a single-account daemon ignores.
         name: the provider name carried by every :class:`~bot.core.models.Inbound`.
         reconnect_min: seconds before the first attempt to reopen a lost event stream (or
             to retry a call that could not connect); doubled on each failure up to
@@ -88,10 +104,14 @@ class SignalProvider(BaseProvider):
             taken for dead and reopened.
         request_timeout: seconds a JSON-RPC call may take.
         clock: the clock that dates edits (an edit of a message older than
-            :data:`EDIT_WINDOW` is sent as a new message) and the first connection.
+            :data:`EDIT_WINDOW` is sent as a new message).
 
-    :meth:`start` can be called again after :meth:`stop`; the stream position and the
-    memory of handled envelopes survive, so nothing is lost or repeated in between.
+    :meth:`start` can be called again after :meth:`stop`; the memory of handled envelopes
+    survives, so nothing is repeated. What arrives in between waits on Signal's server if
+    the daemon runs with ``--receive-mode on-connection``, and is lost otherwise.
+
+    Raises:
+        ConfigError: ``account`` is not a phone number, or ``http_url`` not an http(s) URL.
     """
 
     platform = "Signal"
@@ -115,6 +135,13 @@ class SignalProvider(BaseProvider):
             "the Signal account is empty",
             hint="the bot's number as registered with signal-cli",
         ).strip()
+        if (problem := not_a_number(self.account)) is not None:
+            raise self._config_error(
+                "account",
+                problem,
+                hint="the number the bot is registered with in signal-cli, e.g. +15551234567: "
+                "signal-cli names the account by its number",
+            )
         parts = urlsplit(http_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise self._config_error(
@@ -131,7 +158,6 @@ class SignalProvider(BaseProvider):
         self._stream = EventStream(
             url=f"{self._root}/api/v1/events?account={quote(self.account, safe='')}",
             name=name,
-            clock=self._clock,
             reconnect=(reconnect_min, reconnect_max),
             connect_timeout=request_timeout,
             idle_timeout=idle_timeout,
@@ -140,10 +166,16 @@ class SignalProvider(BaseProvider):
         self._reader: asyncio.Task[None] | None = None
         self._first_response: aiohttp.ClientResponse | None = None
         self._rpc_id = 0
-        self._warned_accounts: set[str] = set()
+        self._own_numbers = {self.account}
+        """The account's numbers: the configured one, and the one the daemon names."""
 
     def __repr__(self) -> str:
         return f"SignalProvider(name={self.name!r}, http_url={self._root!r})"
+
+    @property
+    def http_url(self) -> str:
+        """The daemon's root URL."""
+        return self._root
 
     @property
     def events_url(self) -> str:
@@ -153,30 +185,57 @@ class SignalProvider(BaseProvider):
     # -- lifecycle (the hooks of BaseProvider) -----------------------------------------------
 
     async def _connect(self) -> None:
-        """Open the daemon's event stream and return once it is open.
+        """Check that the daemon serves :attr:`account`, open its event stream and return
+        once it is open.
 
         Raises:
-            ConfigError: the daemon cannot be reached at ``http_url`` or refused the stream.
+            ConfigError: the daemon cannot be reached at ``http_url``, serves other
+                accounts, or refused the stream.
         """
         session = self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self._request_timeout),
             read_bufsize=_READ_BUFSIZE,
         )
+        info: DaemonInfo | None = None
+        try:
+            info = await daemon_info(session, self._root)
+        except STREAM_ERRORS as exc:
+            raise self._unreachable(exc) from None
+        except SignalRpcError as exc:
+            _LOG.warning(
+                "%s: the daemon did not say which accounts it serves (%s)", self.name, exc
+            )
+        if info is not None and (problem := not_served(info, self._root, self.account)):
+            raise self._config_error(
+                "account",
+                problem,
+                hint="set account to the bot's number, or start the daemon for it",
+            )
         try:
             response = await self._stream.open(session)
         except (*STREAM_ERRORS, SignalRpcError) as exc:
-            raise self._config_error(
-                "http_url",
-                f"cannot open the signal-cli event stream at {self._root} "
-                f"({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})",
-                hint=f"run `signal-cli -a {self.account} daemon --http HOST:PORT` and point "
-                "http_url at it",
-            ) from None
+            raise self._unreachable(exc) from None
         self._first_response = response
         self._reader = asyncio.create_task(
             self._stream.follow(session, response, self._on_event), name=f"{self.name}-events"
         )
-        _LOG.info("%s: receiving from the signal-cli daemon at %s", self.name, self._root)
+        _LOG.info(
+            "%s: receiving from the signal-cli daemon%s at %s (it keeps what arrives while "
+            "pairbot is away only with --receive-mode %s)",
+            self.name,
+            f" {info.version}" if info is not None and info.version else "",
+            self._root,
+            RECEIVE_MODE,
+        )
+
+    def _unreachable(self, exc: BaseException) -> ConfigError:
+        return self._config_error(
+            "http_url",
+            f"cannot open the signal-cli event stream at {self._root} "
+            f"({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})",
+            hint=f"run `signal-cli -a {self.account} daemon --http HOST:PORT --receive-mode "
+            f"{RECEIVE_MODE}` and point http_url at it",
+        )
 
     async def _stop_receiving(self) -> None:
         reader, self._reader = self._reader, None
@@ -295,8 +354,7 @@ class SignalProvider(BaseProvider):
             self._enqueue(inbound)
 
     def _from_envelope(self, payload: Mapping[str, Any]) -> Inbound | None:
-        if not self._is_for_us(payload.get("account")):
-            return None
+        self._learn_number(as_str(payload.get("account")))
         envelope: Mapping[str, Any] = payload["envelope"]
         data = envelope.get("dataMessage")
         if not isinstance(data, dict):
@@ -306,24 +364,21 @@ class SignalProvider(BaseProvider):
         number = as_str(envelope.get("sourceNumber"))
         if not sender or ":" in sender:
             return None  # no ACI (e.g. a PNI-only sender): no immutable id to key on
-        own = self.account.lower()
-        if own in (sender, number.lower(), as_str(envelope.get("source")).lower()):
+        source = {sender, number.lower(), as_str(envelope.get("source")).lower()}
+        if not self._own_numbers.isdisjoint(source):
             return None  # the account itself
         timestamp = envelope.get("timestamp")
         if not isinstance(timestamp, int) or isinstance(timestamp, bool):
             return None
         if not self._first_time((sender, timestamp)):
             return None
-        received = envelope.get("serverReceivedTimestamp")
-        if (
-            self._stream.floor_ms is not None
-            and (received if isinstance(received, int) else timestamp) < self._stream.floor_ms
-        ):
-            return None  # replayed history from before this provider connected
-        text = data.get("message")
+        text = as_str(data.get("message"))
+        # JsonDataMessage: a photo, file or voice note is an attachment, its caption the
+        # message; a sticker and a shared contact come with no message at all.
+        media = any(data.get(key) for key in ("attachments", "sticker", "contacts"))
+        if not (text or media) or data.get("remoteDelete") is not None:
+            return None  # reactions, deletions, expiry timer changes
         chat = _chat(data, sender)
-        if not isinstance(text, str) or not text or data.get("remoteDelete") is not None:
-            return None  # attachments only, reactions, deletions, expiry timer changes
         if chat is None:
             return None
         name = as_str(envelope.get("sourceName"))
@@ -337,20 +392,28 @@ class SignalProvider(BaseProvider):
             message_id=str(timestamp),
             meta={k: v for k, v in (("name", name), ("number", number)) if v},
             sent_at=datetime.fromtimestamp(timestamp / 1000, tz=UTC),
+            media=media,
         )
 
-    def _is_for_us(self, account: object) -> bool:
-        """Whether an event is for this account (a multi-account daemon streams them all)."""
-        if not isinstance(account, str) or not account or account == self.account:
-            return True
-        if account not in self._warned_accounts:
-            self._warned_accounts.add(account)
-            _LOG.warning(
-                "%s: ignoring events of another account on the daemon (set `account` to the "
-                "id the daemon uses)",
-                self.name,
-            )
-        return False
+    def _learn_number(self, account: str) -> None:
+        """Take the number the daemon names the account by as the bot's own.
+
+        A daemon started with ``-a`` serves that one account whatever pairbot asks for, and
+        says which only in its events (``JsonReceiveMessageHandler``: ``account`` is always
+        the account's number), so its messages are the bot's even when ``account`` differs.
+        """
+        if not account or account in self._own_numbers:
+            return
+        self._own_numbers.add(account)
+        _LOG.warning(
+            "%s: the signal-cli daemon serves %s, not %s: its messages are handled as the "
+            "bot's (set providers.%s.account to %s)",
+            self.name,
+            account,
+            self.account,
+            self.name,
+            account,
+        )
 
 
 __all__ = ["DEFAULT_HTTP_URL", "EDIT_WINDOW", "GROUP_PREFIX", "SignalProvider", "SignalRpcError"]

@@ -19,10 +19,12 @@ from bot.core.models import ChatKind
 from bot.core.platforms import SignalConfig
 from bot.runtime.app import App
 from providers import load_provider_class
+from providers.signal.doctor import RECEIVE_MODE_NOTE
 from providers.signal.fake import FakeSignalDaemon
 from providers.signal.provider import SignalProvider, SignalRpcError
 from tests.e2e.support import app_config, app_running, code_in, settle, texts
 from tests.helpers import APPROVE, Inbox
+from tests.process import pairbot_exits, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -31,20 +33,17 @@ BOB = "b0b00000-0000-4000-8000-000000000002"
 MALLORY = "3a110000-0000-4000-8000-000000000666"
 OWNER = "0a11ce00-0000-4000-8000-00000000000a"
 GROUP = "c2lnbmFsLWdyb3VwLWlkLWJhc2U2NA=="
+OTHER_NUMBER = "+15550100001"
 
 
 def make_fake(_clock: Clock) -> FakeSignalDaemon:
-    return FakeSignalDaemon(keepalive=0.2)  # on the real clock, which the provider's floor reads
+    # The daemon as the guide says to run it; on the real clock, as the provider's edit window.
+    return FakeSignalDaemon(keepalive=0.2, receive_mode="on-connection")
 
 
 def make_provider(fake: FakeSignalDaemon, **kwargs: Any) -> SignalProvider:
-    return SignalProvider(
-        http_url=fake.base_url,
-        account=fake.account,
-        reconnect_min=0.05,
-        reconnect_max=0.2,
-        **kwargs,
-    )
+    options = {"account": fake.account, "reconnect_min": 0.05, "reconnect_max": 0.2, **kwargs}
+    return SignalProvider(http_url=fake.base_url, **options)
 
 
 # -- provider alone: inbound ---------------------------------------------------------------
@@ -73,7 +72,7 @@ async def test_group_message_arrives_as_group(fake, running, inbox):
     )
 
 
-async def test_receipts_typing_reactions_edits_and_strangers_without_an_aci_are_ignored(
+async def test_receipts_typing_reactions_edits_deletes_and_strangers_without_an_aci_are_ignored(
     fake, running, inbox
 ):
     sent = await running.send(ALICE, "hi")
@@ -120,9 +119,13 @@ async def test_receipts_typing_reactions_edits_and_strangers_without_an_aci_are_
             "dataMessage": {"timestamp": 7, "message": "pni only"},
         }
     )
+    fake.push({**base, "timestamp": 8, "dataMessage": {"timestamp": 8, "message": None}})
     fake.push(
-        {**base, "timestamp": 8, "dataMessage": {"timestamp": 8, "message": "other"}},
-        account="+15557777777",
+        {
+            **base,
+            "timestamp": 9,
+            "dataMessage": {"timestamp": 9, "message": None, "remoteDelete": {"timestamp": 8}},
+        }
     )
     fake.dm(ALICE, "sentinel")
 
@@ -179,6 +182,27 @@ async def test_source_service_id_is_the_aci_when_source_uuid_is_absent(fake, run
     assert (inbound.sender_id, inbound.chat_kind) == (BOB, ChatKind.DM)
 
 
+async def test_a_photo_file_or_sticker_without_text_is_one_inbound_with_media(
+    fake, running, inbox
+):
+    fake.attachment(ALICE, name="Alice")
+    fake.attachment(BOB, caption="my cv", content_type="application/pdf")
+    fake.sticker(MALLORY)
+    fake.attachment(ALICE, content_type="audio/aac")  # a voice note
+    fake.dm(ALICE, "sentinel")
+
+    items = await inbox.wait(5)
+
+    assert [(i.sender_id, i.chat_kind, i.text, i.media) for i in items] == [
+        (ALICE, ChatKind.DM, "", True),
+        (BOB, ChatKind.DM, "my cv", True),
+        (MALLORY, ChatKind.DM, "", True),
+        (ALICE, ChatKind.DM, "", True),
+        (ALICE, ChatKind.DM, "sentinel", False),
+    ]
+    assert items[0].sender_name == "Alice"
+
+
 # -- provider alone: outbound --------------------------------------------------------------
 
 
@@ -197,7 +221,9 @@ async def test_send_is_one_json_rpc_send_of_plain_text_buttons_ignored(fake, run
         }
     ]
     assert fake.calls == [
-        ("send", {"account": fake.account, "recipient": [ALICE], "message": text})
+        ("version", {}),
+        ("listAccounts", {}),  # at start: which accounts the daemon serves
+        ("send", {"account": fake.account, "recipient": [ALICE], "message": text}),
     ]
     assert fake.messages_to(ALICE) == [text]
 
@@ -240,7 +266,7 @@ async def test_edit_of_an_old_or_unknown_message_or_a_refused_edit_sends_a_new_o
 
 
 async def test_multi_account_daemon_gets_the_account_on_every_call() -> None:
-    async with FakeSignalDaemon(multi_account=True) as fake:
+    async with FakeSignalDaemon(multi_account=True, others=[OTHER_NUMBER]) as fake:
         provider = make_provider(fake)
         inbox = Inbox()
         await provider.start(inbox)
@@ -256,47 +282,104 @@ async def test_multi_account_daemon_gets_the_account_on_every_call() -> None:
 # -- provider alone: the daemon coming and going -------------------------------------------
 
 
-async def test_a_daemon_restart_loses_nothing_and_duplicates_nothing(fake, running, inbox):
+async def test_on_connection_a_daemon_restart_or_a_dropped_stream_loses_nothing(
+    fake, running, inbox
+):
     fake.dm(ALICE, "one")
-    fake.dm(BOB, "two")
+    await inbox.wait()
+
+    await fake.go_down()
+    fake.dm(ALICE, "two, sent while the daemon was down")
+    await settle(0.15)  # the provider is retrying against a closed port
+    await fake.come_up()  # receives nothing until a stream subscribes
     await inbox.wait(2)
 
-    await fake.go_down()
-    fake.dm(ALICE, "three, sent while the daemon was down")
-    await settle(0.15)  # the provider is retrying against a closed port
-    await fake.come_up()  # a new run that still holds "one" and "two"
+    await fake.drop_streams()
+    fake.dm(BOB, "three, sent while no stream was open")
     await inbox.wait(3)
-    await settle(0.2)
-
-    assert inbox.texts == ["one", "two", "three, sent while the daemon was down"]
-    assert len(fake.connects) >= 2
-    assert fake.connects[-1] is not None
-    assert fake.connects[-1].startswith("1-")
-
-    fake.drop_streams()  # a blip within the same run: only what was missed comes back
-    await FakeSignalDaemon.wait_until(lambda: fake.streams == 1 and len(fake.connects) >= 3)
     fake.dm(BOB, "four")
     await inbox.wait(4)
-    await settle(0.2)
 
-    assert inbox.texts == ["one", "two", "three, sent while the daemon was down", "four"]
+    assert inbox.texts == [
+        "one",
+        "two, sent while the daemon was down",
+        "three, sent while no stream was open",
+        "four",
+    ]
+    assert fake.unseen == []
 
 
-async def test_reopened_before_any_event_it_gets_what_was_missed_but_no_history(
-    fake, provider, inbox
+async def test_on_start_what_arrives_while_no_stream_is_open_is_lost(inbox):
+    """signal-cli's default: the daemon receives and acknowledges messages from its start,
+    whether a stream is open or not (so the guide requires on-connection)."""
+    async with FakeSignalDaemon(keepalive=0.2) as fake:
+        provider = make_provider(fake)
+        await provider.start(inbox)
+        try:
+            await fake.go_down()
+            down = fake.dm(ALICE, "sent while the daemon was down")
+            await fake.come_up()  # takes it at once, before any stream is back
+            await fake.drop_streams()
+            blip = fake.dm(ALICE, "sent while no stream was open")
+            await FakeSignalDaemon.wait_until(lambda: fake.streams == 1)
+            fake.dm(BOB, "sentinel")
+            await inbox.wait()
+        finally:
+            await provider.stop()
+    assert inbox.texts == ["sentinel"]
+    assert fake.unseen == [down, blip]
+
+
+@pytest.mark.parametrize(
+    ("mode", "kept"),
+    [("on-connection", True), ("on-start", False)],
+    ids=["on-connection", "on-start"],
+)
+async def test_a_dm_sent_while_pairbot_is_stopped_is_kept_only_on_connection(inbox, mode, kept):
+    async with FakeSignalDaemon(keepalive=0.05, receive_mode=mode) as fake:
+        provider = make_provider(fake)
+        await provider.start(inbox)
+        fake.dm(ALICE, "before")
+        await inbox.wait()
+        await provider.stop()
+        await FakeSignalDaemon.wait_until(lambda: fake.streams == 0)  # its keep-alives failed
+
+        stopped = fake.dm(ALICE, "while pairbot was stopped")
+        await provider.start(inbox)
+        try:
+            fake.dm(BOB, "sentinel")
+            await FakeSignalDaemon.wait_until(lambda: "sentinel" in inbox.texts)
+        finally:
+            await provider.stop()
+    if kept:
+        assert inbox.texts == ["before", "while pairbot was stopped", "sentinel"]
+    else:
+        assert inbox.texts == ["before", "sentinel"]
+        assert fake.unseen == [stopped]
+
+
+async def test_a_dm_before_the_daemon_notices_the_closed_stream_is_lost_even_on_connection(
+    inbox,
 ):
-    an_hour_ago = int(SystemClock().now().timestamp() * 1000) - 3_600_000
-    fake.dm(ALICE, "history: handled by an earlier pairbot", timestamp=an_hour_ago)
-    await provider.start(inbox)  # a first stream gets no kept events
-    await fake.go_down()
-    fake.dm(BOB, "sent while the daemon was down")
-    await fake.come_up(new_run=False)  # the provider has no event id to offer
-
-    await inbox.wait()
-    await settle(0.2)
-
-    assert fake.connects[-1] == "0"
-    assert inbox.texts == ["sent while the daemon was down"]
+    """The daemon learns a stream is gone only from a write that fails, its second over TCP
+    (what the guide says of a restart of pairbot)."""
+    async with FakeSignalDaemon(keepalive=30, receive_mode="on-connection") as fake:
+        provider = make_provider(fake)
+        await provider.start(inbox)
+        await provider.stop()
+        first = fake.dm(ALICE, "right after the stop")
+        await FakeSignalDaemon.wait_until(lambda: fake.written)
+        assert fake.streams == 1  # a write went into the closed connection: not noticed yet
+        second = fake.dm(ALICE, "still before it noticed")
+        await FakeSignalDaemon.wait_until(lambda: fake.streams == 0)
+        fake.dm(ALICE, "after it noticed")
+        await provider.start(inbox)
+        try:
+            await inbox.wait()
+        finally:
+            await provider.stop()
+    assert inbox.texts == ["after it noticed"]
+    assert fake.unseen == [first, second]
 
 
 async def test_restarts_during_a_burst_deliver_each_message_exactly_once(fake, running, inbox):
@@ -337,7 +420,7 @@ async def test_a_silent_stream_is_reopened(fake, inbox):
         provider = make_provider(quiet, idle_timeout=0.2)
         await provider.start(inbox)
         try:
-            await FakeSignalDaemon.wait_until(lambda: len(quiet.connects) >= 2)
+            await FakeSignalDaemon.wait_until(lambda: quiet.opened >= 2)
             quiet.dm(ALICE, "still here")
             await inbox.wait()
         finally:
@@ -380,6 +463,58 @@ def test_bad_config_is_refused() -> None:
         SignalProvider(account="+15550100000", http_url="127.0.0.1:8080")
 
 
+@pytest.mark.parametrize("account", [OWNER, "15550100000", "+1 555 010 0000", "+0555010000"])
+def test_an_account_that_is_not_the_bots_number_is_refused_in_one_line(account) -> None:
+    """signal-cli names the account by its number in every event (``account``), so nothing
+    else can be matched to it."""
+    with pytest.raises(ConfigError) as refused:
+        SignalProvider(account=account)
+
+    assert str(refused.value).startswith(
+        f"providers.signal: account: not a phone number with its country code: {account!r}"
+    )
+    assert "\n" not in str(refused.value)
+
+
+async def test_a_multi_account_daemon_that_does_not_serve_the_account_refuses_start(inbox):
+    async with FakeSignalDaemon(multi_account=True, others=[OTHER_NUMBER]) as fake:
+        provider = make_provider(fake, account="+15550199999")
+
+        with pytest.raises(ConfigError) as refused:
+            await provider.start(inbox)
+
+        assert not provider.running
+        assert fake.opened == 0
+    assert str(refused.value).startswith(
+        f"providers.signal: account: the signal-cli daemon at {fake.base_url} serves "
+        f"{fake.account}, {OTHER_NUMBER}, not +15550199999"
+    )
+
+
+async def test_a_single_account_daemon_serving_another_number_is_the_bots_number(inbox, caplog):
+    """A daemon started with ``-a`` serves that account whatever is asked, does not say which
+    (``listAccounts`` is -32601) and names it by its number in every event."""
+    async with FakeSignalDaemon(receive_mode="on-connection") as fake:
+        provider = make_provider(fake, account="+15550199999")
+        await provider.start(inbox)
+        try:
+            fake.dm(ALICE, "to the daemon's number")
+            fake.own_message("from the daemon's number")
+            fake.dm(BOB, "again")
+            await inbox.wait(2)
+            await settle(0.1)
+            await provider.send(ALICE, "reply")
+        finally:
+            await provider.stop()
+    assert inbox.texts == ["to the daemon's number", "again"]
+    assert fake.messages_to(ALICE) == ["reply"]
+    [warning] = [r for r in caplog.records if "the signal-cli daemon serves" in r.getMessage()]
+    assert warning.getMessage() == (
+        f"signal: the signal-cli daemon serves {fake.account}, not +15550199999: its messages "
+        f"are handled as the bot's (set providers.signal.account to {fake.account})"
+    )
+
+
 async def test_the_registry_and_the_config_block_build_the_provider(fake) -> None:
     assert load_provider_class("signal") is SignalProvider
     block = SignalConfig.model_validate(
@@ -398,6 +533,13 @@ async def test_the_fake_answers_like_signal_cli(fake) -> None:
         async with session.get(f"{fake.base_url}/api/v1/check") as check:
             assert check.status == 200
         rpc = f"{fake.base_url}/api/v1/rpc"
+        async with session.post(rpc, data=b"{}") as untyped:
+            assert untyped.status == 415
+        listing = {"jsonrpc": "2.0", "method": "listAccounts", "id": 2}
+        async with session.post(rpc, json=listing) as single:
+            assert (await single.json())["error"]["code"] == -32601  # started with -a
+        async with session.post(rpc, json={"jsonrpc": "2.0", "method": "version"}) as note:
+            assert note.status == 201
         async with session.post(rpc, json={"jsonrpc": "2.0"}) as bad:
             assert (await bad.json())["error"]["code"] == -32600
         async with session.post(rpc, json={"jsonrpc": "2.0", "method": "nope", "id": 1}) as r:
@@ -418,12 +560,82 @@ async def test_the_fake_answers_like_signal_cli(fake) -> None:
     assert all(isinstance(a["result"]["timestamp"], int) for a in answers)
 
 
+# -- pairbot doctor: one short request to the configured daemon ----------------------------
+
+
+async def doctor(state_dir: Path, block: dict[str, Any]) -> tuple[int, list[str]]:
+    """``pairbot doctor`` on a config holding ``block`` as ``providers.signal``: its status
+    and its lines about Signal."""
+    config = {
+        "state_dir": str(state_dir),
+        "owners": [{"provider": "signal", "user_id": OWNER}],
+        "providers": {"signal": block},
+    }
+    path = write_config(state_dir.parent / "pairbot.yaml", config)
+    done = await pairbot_exits("--config", str(path), "doctor")
+    assert done.stderr == ""
+    return done.returncode, [ln for ln in done.stdout.splitlines() if "providers.signal" in ln]
+
+
+async def test_doctor_asks_the_daemon_and_says_to_check_its_receive_mode(fake, state_dir):
+    status, lines = await doctor(state_dir, {"http_url": fake.base_url, "account": fake.account})
+
+    assert lines == [
+        f"ok   providers.signal: signal-cli 0.13.22 at {fake.base_url} serves the one account "
+        "it was started for (-a), and names it only in its messages: pairbot warns if that is "
+        f"not {fake.account}",
+        f"info {RECEIVE_MODE_NOTE}",
+    ]
+    assert status == 0
+    assert [method for method, _ in fake.calls] == ["version", "listAccounts"]
+
+
+async def test_doctor_fails_an_account_the_daemon_does_not_serve(state_dir):
+    async with FakeSignalDaemon(multi_account=True, others=[OTHER_NUMBER]) as fake:
+        status, lines = await doctor(
+            state_dir, {"http_url": fake.base_url, "account": "+15550199999"}
+        )
+
+    assert lines[0] == (
+        f"FAIL providers.signal: account: the signal-cli daemon at {fake.base_url} serves "
+        f"{fake.account}, {OTHER_NUMBER}, not +15550199999"
+    )
+    assert status == 1
+
+
+async def test_doctor_says_in_one_line_that_the_daemon_is_down(fake, state_dir):
+    await fake.go_down()
+    status, lines = await doctor(state_dir, {"http_url": fake.base_url, "account": fake.account})
+    await fake.come_up()
+
+    assert lines[0].startswith(
+        f"FAIL providers.signal: no signal-cli daemon answers at {fake.base_url} "
+        "(ClientConnectorError): `pairbot run` would stop there"
+    )
+    assert lines[1:] == [f"info {RECEIVE_MODE_NOTE}"]
+    assert status == 1
+
+
+async def test_doctor_fails_an_account_that_is_not_a_number_without_asking(fake, state_dir):
+    status, lines = await doctor(state_dir, {"http_url": fake.base_url, "account": OWNER})
+
+    assert lines == [
+        f"FAIL providers.signal: account: not a phone number with its country code: '{OWNER}' "
+        "(the number the bot is registered with in signal-cli, e.g. +15551234567: signal-cli "
+        "names the account by its number)"
+    ]
+    assert status == 1
+    assert fake.calls == []
+
+
 # -- the whole app -------------------------------------------------------------------------
 
 
 @pytest.fixture
 async def daemon(fake_clock: FakeClock) -> AsyncIterator[FakeSignalDaemon]:
-    async with FakeSignalDaemon(clock=fake_clock, keepalive=0.5) as fake:
+    async with FakeSignalDaemon(
+        clock=fake_clock, keepalive=0.5, receive_mode="on-connection"
+    ) as fake:
         yield fake
 
 
@@ -503,14 +715,15 @@ async def test_app_daemon_restart_loses_and_duplicates_nothing(daemon, app):
     code = await pair(daemon, ALICE)
     daemon.dm(OWNER, f"/approve {code}")
     await texts_to(daemon, ALICE, 2)
-    daemon.dm(ALICE, "before the restart")
+    before = daemon.dm(ALICE, "before the restart")
     await texts_to(daemon, ALICE, 3)
 
     await daemon.go_down()
     daemon.dm(ALICE, "while the daemon was down")
     daemon.dm(BOB, "a stranger while it was down", name="Bob")
     await settle(0.3)
-    await daemon.come_up()  # replays everything it kept, old and new
+    await daemon.come_up()  # on-connection: they waited on Signal's server
+    daemon.replay(before)  # the server sends again what the daemon did not acknowledge
     await texts_to(daemon, ALICE, 4)
     await texts_to(daemon, BOB, 1)
     await settle(0.5)
@@ -519,3 +732,14 @@ async def test_app_daemon_restart_loses_and_duplicates_nothing(daemon, app):
     assert len(daemon.messages_to(BOB)) == 1
     assert len(daemon.messages_to(OWNER)) == 3  # notice, approval, Bob's notice: once each
     assert {r.id for r in app.pairing.pending()} == {BOB}
+
+
+async def test_app_a_strangers_photo_gets_a_code_and_is_not_passed_on(daemon, app):
+    daemon.attachment(ALICE, name="Alice")
+
+    [reply] = await texts_to(daemon, ALICE, 1)
+    [notice] = await texts_to(daemon, OWNER, 1)
+
+    code = code_in(reply)
+    assert f"/approve {code}" in notice
+    assert [r.id for r in app.pairing.pending()] == [ALICE]

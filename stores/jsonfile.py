@@ -17,6 +17,10 @@ every entry. Unknown keys, at the top level and inside entries, survive every re
 Allowlists can hold millions of entries, all plain strings: they are decoded, checked and
 encoded in bulk by the C json module, never entry by entry in Python, and the text of the list
 read from disk is reused, so adding a sender appends to it instead of re-encoding the rest.
+
+Every sender id read (allowlist entries, request and approved-to-tell ids) is taken in its
+platform's normal form, so an id another writer stored in another case still matches; the
+file is left as it is until the next change pairbot writes to it, which stores that form.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from bot.core.models import (
     PairedNode,
     PendingRequest,
 )
-from bot.core.platforms import KNOWN_PROVIDERS
+from bot.core.platforms import KNOWN_PROVIDERS, find
 from stores._files import (
     FileKey,
     StateLock,
@@ -185,13 +189,31 @@ class _Kind(Generic[T]):
     plain: bool = False
 
 
+def _normal_ids(provider: str, ids: list[str]) -> list[str]:
+    """Stored sender ids in their platform's normal form
+    (:meth:`bot.core.schema.IdRule.normalise_all`).
+
+    An older pairbot or Clawdbot may have written an id in another case (a Signal ACI in upper
+    case, an e-mail handle as typed): read in normal form, it matches the sender, the owner's
+    revoke and a new approval. The file is left as it is; the next write pairbot makes to it
+    (for a change) stores every entry in normal form.
+    """
+    found = find(provider)
+    return found.ids.normalise_all(ids) if found is not None else list(map(str.strip, ids))
+
+
+def _normal_id(provider: str, sender_id: str) -> str:
+    """One stored sender id in its platform's normal form (see :func:`_normal_ids`)."""
+    return _normal_ids(provider, [sender_id])[0]
+
+
 def _decode_request(raw: Any, where: str, provider: str) -> PendingRequest:
     if not isinstance(raw, dict):
         raise _Bad(where, "must be an object")
     created = _time(raw, "createdAt", where)
     return PendingRequest(
         provider=provider,
-        id=_str(raw, "id", where),
+        id=_normal_id(provider, _str(raw, "id", where)),
         code=_str(raw, "code", where).upper(),
         created_at=created,
         last_seen_at=_opt_time(raw, "lastSeenAt", where) or created,
@@ -213,10 +235,10 @@ def _encode_request(req: PendingRequest) -> dict[str, Any]:
     }
 
 
-def _decode_allow(raw: Any, where: str, provider: str) -> str:  # noqa: ARG001
+def _decode_allow(raw: Any, where: str, provider: str) -> str:
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise _Bad(where, "must be a sender id string")
-    return str(raw).strip()
+    return _normal_id(provider, str(raw))
 
 
 def _decode_node_request(raw: Any, where: str, provider: str) -> NodeRequest:  # noqa: ARG001
@@ -299,7 +321,7 @@ def _decode_notices(path: Path, provider: str, raw: Any) -> list[ApprovalNotice]
             notices.append(
                 ApprovalNotice(
                     provider=provider,
-                    sender_id=_str(entry, "id", where),
+                    sender_id=_normal_id(provider, _str(entry, "id", where)),
                     approved_at=_time(entry, "approvedAt", where),
                     chat_id=None if chat_id is None else _str(entry, "chatId", where),
                     extra=_extra(entry, _NOTICE_KEYS),
@@ -592,10 +614,10 @@ def _decode_all(path: Path, kind: _Kind[T], provider: str, raw_items: list[Any])
     """Decode every entry, in order; a bad one raises with its index and field named.
 
     A plain list of nothing but strings (every allowlist pairbot writes) is checked and
-    stripped by C loops; anything else goes entry by entry, to name the bad one.
+    put in normal form by C loops; anything else goes entry by entry, to name the bad one.
     """
     if kind.plain and set(map(type, raw_items)) <= {str}:
-        return cast("list[T]", list(map(str.strip, raw_items)))
+        return cast("list[T]", _normal_ids(provider, raw_items))
     decode, list_key = kind.decode, kind.list_key
     try:
         return [decode(raw, f"{list_key}[{i}]", provider) for i, raw in enumerate(raw_items)]
@@ -1082,7 +1104,8 @@ class _Txn:
 
     def put_notice(self, notice: ApprovalNotice) -> None:
         doc = self._requests(notice.provider)
-        kept = [e for e in doc.head.get(APPROVED_KEY) or () if e.get("id") != notice.sender_id]
+        listed = doc.head.get(APPROVED_KEY) or []
+        kept = [e for e in listed if not _is_notice_of(e, notice.provider, notice.sender_id)]
         doc.head[APPROVED_KEY] = [*kept, _encode_notice(notice)]
         doc.dirty = True
 
@@ -1103,7 +1126,7 @@ class _Txn:
     def drop_notice(self, provider: str, sender_id: str) -> bool:
         doc = self._requests(provider)
         listed = doc.head.get(APPROVED_KEY) or []
-        kept = [e for e in listed if e.get("id") != sender_id]
+        kept = [e for e in listed if not _is_notice_of(e, provider, sender_id)]
         if len(kept) == len(listed):
             return False
         if kept:
@@ -1115,6 +1138,12 @@ class _Txn:
 
     def audit(self, event: AuditEvent) -> None:
         self.events.append(event)
+
+
+def _is_notice_of(entry: Mapping[str, Any], provider: str, sender_id: str) -> bool:
+    """Whether an approved-to-tell entry (checked when its file was read) is this sender's,
+    whatever case an older writer stored its id in."""
+    return _normal_id(provider, str(entry.get("id"))) == sender_id
 
 
 def _access(path: Path, st: os.stat_result) -> list[tuple[bool, str]]:

@@ -114,8 +114,8 @@ def cmd_allow_list(ctx: Context) -> int:
 
 def cmd_allow_add(ctx: Context) -> int:
     """``pairbot allowlist add``."""
-    provider, sender = _provider_and_value(ctx.args, "ID")
-    sender = _check_sender_id(provider, sender)
+    provider, raw = _provider_and_value(ctx.args, "ID")
+    sender = _sender_id(provider, raw, strict=True)
     if ctx.pairing.allow(provider, sender, actor=ctx.actor):
         ctx.out.print(Text(f"Added {provider} sender {sender}."))
     else:
@@ -125,16 +125,27 @@ def cmd_allow_add(ctx: Context) -> int:
 
 def cmd_allow_remove(ctx: Context) -> int:
     """``pairbot allowlist remove``."""
-    provider, sender = _provider_and_value(ctx.args, "ID")
-    ctx.pairing.revoke(provider, sender.strip(), actor=ctx.actor)
-    ctx.out.print(Text(f"Removed {provider} sender {sender.strip()}."))
+    provider, raw = _provider_and_value(ctx.args, "ID")
+    sender = _sender_id(provider, raw, strict=False)
+    ctx.pairing.revoke(provider, sender, actor=ctx.actor)
+    ctx.out.print(Text(f"Removed {provider} sender {sender}."))
     return EXIT_OK
 
 
-def _check_sender_id(provider: str, sender: str) -> str:
-    sender = sender.strip()
-    if not sender or sender.startswith("@"):
+def _sender_id(provider: str, raw: str, *, strict: bool) -> str:
+    """The ID argument in its platform's normal form (``U012ab3cd`` is Slack's ``U012AB3CD``).
+
+    ``strict`` (adding) also refuses an id that can never be a sender of the platform; removing
+    takes any id, so an entry an older pairbot or Clawdbot stored can still be removed.
+    """
+    if not raw.strip() or raw.strip().startswith("@"):
         raise UsageError(f"{provider} sender ids are immutable ids, not @usernames")
-    if platform(provider).ids.numeric and not sender.lstrip("-").isdigit():
-        raise UsageError(f"{provider} sender ids are numeric (usernames can change hands)")
-    return sender
+    ids = platform(provider).ids
+    if not strict:
+        return ids.normalise(raw)
+    try:
+        return ids.accept(
+            raw, refusal=f"ID {{value}} is not {ids.what} (usernames can change hands)"
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None

@@ -126,16 +126,17 @@ class Owner(Model):
     @field_validator("user_id")
     @classmethod
     def _platform_id(cls, value: str, info: ValidationInfo) -> str:
+        """The platform's normal form of the id (an owner written in any accepted form is
+        recognised on the sender's messages), or a refusal naming the field."""
         provider = info.data.get("provider")  # absent when the provider itself was refused
-        if provider is not None:
-            ids = platform(provider).ids
-            if not ids.matches(value):
-                raise InvalidValue(
-                    f"{{value}} is not {ids.what} (names, usernames and phone numbers "
-                    "can change hands)",
-                    value,
-                )
-        return value
+        if provider is None:
+            return value
+        ids = platform(provider).ids
+        return ids.accept(
+            value,
+            refusal=f"{{value}} is not {ids.what} (names, usernames and phone numbers "
+            "can change hands)",
+        )
 
 
 class PairingConfig(Model):

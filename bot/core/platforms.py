@@ -32,12 +32,13 @@ from bot.core.schema import (
 class TelegramConfig(ProviderBlock):
     """``providers.telegram:`` — a Telegram bot (python-telegram-bot, long polling)."""
 
+    # A user id is a positive number, written in digits as the Bot API gives ``from.id``: a
+    # negative one is a group's chat id and a ``+`` begins a phone number, never a sender.
     ids = IdRule(
-        pattern=re.compile(r"-?[0-9]+\Z"),
+        pattern=re.compile(r"[1-9][0-9]*\Z"),
         what="a numeric Telegram user id",
         allow_from="a numeric Telegram user id (usernames can change hands)",
         allow_from_list="a list of numeric Telegram user ids, e.g. [123456789]",
-        numeric=True,
     )
 
     token: Secret
@@ -48,10 +49,12 @@ class TelegramConfig(ProviderBlock):
 class SlackConfig(ProviderBlock):
     """``providers.slack:`` — a Slack app over Socket Mode (default) or the HTTP Events API."""
 
+    # Slack writes user ids in upper case (``U012AB3CD``): one written in lower case is the same.
     ids = IdRule(
         pattern=re.compile(r"^[UW][A-Z0-9]{2,}$"),
         what="a Slack user id (U…)",
         allow_from="a Slack user id (U…), e.g. U012AB3CD",
+        case="upper",
     )
 
     bot_token: Secret
@@ -77,7 +80,6 @@ class DiscordConfig(ProviderBlock):
     ids = IdRule(
         pattern=re.compile(r"^\d{15,22}$"),
         what="a numeric Discord user id (a snowflake)",
-        numeric=True,
     )
 
     token: Secret
@@ -88,9 +90,13 @@ class DiscordConfig(ProviderBlock):
 class WhatsAppConfig(ProviderBlock):
     """``providers.whatsapp:`` — the WhatsApp Business Cloud API."""
 
-    # A wa_id is digits too, but the ``pairbot`` command never refused other sender ids for
-    # WhatsApp, so ``numeric`` stays off: this table changes no behaviour.
-    ids = IdRule(pattern=re.compile(r"^\d{6,20}$"), what="a WhatsApp id (wa_id: digits, no +)")
+    # A wa_id is the phone number in digits: ``+1 555 010 0001`` written by a user is the wa_id
+    # ``15550100001``. Anything else (a business-scoped user id, ``US.1349…``) is kept as given.
+    ids = IdRule(
+        pattern=re.compile(r"^\d{6,20}$"),
+        what="a WhatsApp id (wa_id: digits, no +)",
+        phone="digits",
+    )
 
     access_token: Secret
     app_secret: Secret
@@ -104,12 +110,14 @@ class WhatsAppConfig(ProviderBlock):
 class SignalConfig(ProviderBlock):
     """``providers.signal:`` — a signal-cli JSON-RPC daemon (``signal-cli daemon --http``)."""
 
+    # signal-cli writes an ACI as Java's ``UUID.toString()`` does, in lower case
+    # (JsonMessageEnvelope: ``sourceAddress.uuid().map(UUID::toString)``), and reads one in
+    # any case (``UUID.fromString``): an ACI written in upper case is the same account.
     ids = IdRule(
-        pattern=re.compile(
-            r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-        ),
+        pattern=re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
         what="a Signal account UUID (ACI)",
         allow_from="a Signal account UUID (ACI), not a phone number",
+        case="lower",
     )
 
     http_url: str = "http://127.0.0.1:8080"
@@ -119,9 +127,14 @@ class SignalConfig(ProviderBlock):
 class IMessageConfig(ProviderBlock):
     """``providers.imessage:`` — a BlueBubbles server."""
 
+    # A handle is an Apple ID e-mail (case-blind: lower case) or a phone number in E.164
+    # (``+1 (555) 010-0001`` is ``+15550100001``; one without its ``+`` is refused, as a
+    # national number would be a guess at the country).
     ids = IdRule(
         pattern=re.compile(r"^(\+\d{6,15}|[^@\s]+@[^@\s]+\.[^@\s]+)$"),
         what="an iMessage handle (+E.164 number or email)",
+        case="lower",
+        phone="e164",
     )
 
     server_url: str

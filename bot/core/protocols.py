@@ -28,7 +28,10 @@ class Provider(Protocol):
     """One chat platform. Turns platform events into :class:`Inbound` values; sends text.
 
     A provider knows nothing of pairing or storage. Button presses come back as an
-    :class:`Inbound` whose ``text`` is the button's command and ``is_button`` is true.
+    :class:`Inbound` whose ``text`` is the button's command and ``is_button`` is true. Its
+    ``sender_id`` is the id as the platform gives it; the core puts it in the platform's one
+    normal form (:meth:`bot.core.schema.IdRule.normalise`), and every user id the core hands a
+    provider back (``dm_chat_id``) is in that form.
     """
 
     name: str
@@ -65,6 +68,10 @@ class StateTxn(Protocol):
     transaction ends without an exception: allowlists and paired nodes first, then pending
     requests together with the notices of approvals, so a crash in between leaves "still
     pending", never "approved and lost" nor a notice of an approval that did not happen.
+
+    Sender ids are in their platform's normal form (:meth:`bot.core.schema.IdRule.normalise`):
+    the services hand them so, and a store reads what another writer stored in another form
+    (an older pairbot, Clawdbot) in that form too, so it is found by the id the sender has.
     """
 
     def requests(self, provider: str) -> list[PendingRequest]:

@@ -8,8 +8,9 @@ whole shape is :class:`bot.core.config.Config`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -53,15 +54,35 @@ def secret_fields(model: type[BaseModel]) -> frozenset[str]:
     return frozenset(name for name, info in model.model_fields.items() if SECRET in info.metadata)
 
 
+Case = Literal["lower", "upper"]
+"""How a platform folds the letters of its ids: they are case-blind there."""
+Phone = Literal["digits", "e164"]
+"""How a platform writes a phone number that is an id: bare digits (WhatsApp's ``wa_id``) or
+``+`` and digits (E.164, iMessage handles)."""
+
+_FOLD: dict[Case, Callable[[str], str]] = {"lower": str.lower, "upper": str.upper}
+_PHONE = re.compile(r"\+?[0-9][0-9 ().-]*\Z")
+"""A phone number as people write it: digits, with spaces, dots, dashes or brackets."""
+_PHONE_MARKS = (" ", ".", "-", "(", ")")
+"""What a written phone number has that its normal form has not (besides WhatsApp's ``+``)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IdRule:
-    """What a platform's immutable user id looks like, and how the config's errors name it.
+    """What a platform's immutable user id looks like, its one normal form, and how the config's
+    errors name it.
 
-    ``owners:`` and ``allow_from`` accept only ids that match: names, usernames and phone
-    numbers can change hands, so an approval must never hang on one.
+    Every id that enters pairbot (``owners:``, ``allow_from``, the ``pairbot`` command's
+    arguments, each inbound sender, each stored entry read back) goes through
+    :meth:`normalise` (or :meth:`normalise_all`), so one sender has one id wherever it is
+    written, whatever case or punctuation it was written in. ``owners:`` and ``allow_from``
+    then accept only ids whose normal form matches: names, usernames and phone numbers can
+    change hands (where a phone number is not itself the platform's id), so an approval must
+    never hang on one, and an id that can never match a sender is refused at start.
     """
 
     pattern: re.Pattern[str]
+    """What an id looks like in its normal form."""
     what: str
     """The id as an owner's error names it: ``a numeric Telegram user id``."""
     allow_from: str = ""
@@ -69,26 +90,72 @@ class IdRule:
     allow_from_list: str = ""
     """What an ``allow_from`` that is not a list is told, where it says more than
     ``a list of`` + the id."""
-    numeric: bool = False
-    """The ``pairbot`` command refuses a sender id that is not a number (the usual mistake
-    is a @username)."""
+    case: Case | None = None
+    """The platform's ids are case-blind: letters are folded to this case (Signal's ACIs,
+    e-mail handles: lower; Slack's user ids: upper). None: ids are kept as written."""
+    phone: Phone | None = None
+    """A phone number is an id here: one written with spaces, dots, dashes or brackets
+    becomes its plain form (``digits``: ``+1 555-0100`` → ``15550100``; ``e164``: →
+    ``+15550100``, and only a number written with its ``+``). Anything else is kept as
+    written (a WhatsApp BSUID ``US.1234`` stays as given)."""
+
+    def normalise(self, raw: str) -> str:
+        """Return ``raw`` in the platform's normal form: stripped, case folded, a phone
+        number written plain. Pure; an id already normal comes back unchanged."""
+        value = raw.strip()
+        if self.case is not None:
+            value = _FOLD[self.case](value)
+        return self._phone_form(value) if self.phone is not None else value
+
+    def normalise_all(self, raws: Iterable[str]) -> list[str]:
+        """:meth:`normalise` of each, in order, at the speed of C loops where it can be.
+
+        A stored allowlist can hold millions of ids, nearly all already normal: stripping
+        and folding are ``str`` methods mapped in C; the phone rule runs entry by entry only
+        when one C scan of the whole list finds a character it could change.
+        """
+        values = list(map(str.strip, raws))
+        if self.case is not None:
+            values = list(map(_FOLD[self.case], values))
+        if self.phone is not None:
+            text = "\n".join(values)
+            marks = (*_PHONE_MARKS, "+") if self.phone == "digits" else _PHONE_MARKS
+            if any(mark in text for mark in marks):
+                values = list(map(self._phone_form, values))
+        return values
+
+    def _phone_form(self, value: str) -> str:
+        if self.phone == "e164" and not value.startswith("+"):
+            return value  # a national number is a guess at a country: not turned into one
+        if _PHONE.match(value) is None:
+            return value
+        digits = "".join(c for c in value if c.isdigit())
+        return f"+{digits}" if self.phone == "e164" else digits
 
     def matches(self, value: str) -> bool:
-        """Return whether ``value`` looks like an id of this platform."""
+        """Return whether ``value``, in normal form, looks like an id of this platform."""
         return self.pattern.match(value) is not None
 
+    def accept(self, raw: str, *, refusal: str) -> str:
+        """Return ``raw``'s normal form if it looks like an id of this platform.
+
+        Raises:
+            InvalidValue: it does not; ``refusal`` is the message, with ``{value}`` where
+                ``raw`` (as written, stripped) is quoted.
+        """
+        value = self.normalise(raw)
+        if not self.matches(value):
+            raise InvalidValue(refusal, raw.strip())
+        return value
+
     def allow_list(self, value: Any) -> list[str]:
-        """Validate an ``allow_from`` list: each id as a string, stripped, matching."""
+        """Validate an ``allow_from`` list: each id as a string, in normal form, matching."""
         what = self.allow_from or self.what
         if value is None:
             return []
         if not isinstance(value, list):
             raise ValueError(f"must be {self.allow_from_list or f'a list of {what}'}")
-        items = [str(v).strip() for v in value]
-        for item in items:
-            if not self.matches(item):
-                raise InvalidValue(f"{{value}} is not {what}", item)
-        return items
+        return [self.accept(str(v), refusal=f"{{value}} is not {what}") for v in value]
 
 
 class WebhookConfig(Model):

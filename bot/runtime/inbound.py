@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from bot.core import messages
@@ -23,6 +23,7 @@ from bot.core.commands import parse
 from bot.core.errors import StoreError
 from bot.core.gate import Decision, decide
 from bot.core.models import DmPolicy, Inbound, NodeDecision, NodeVerdict, RequestOutcome
+from bot.core.platforms import find
 from bot.core.text import remaining
 from bot.gateway.server import Gateway
 from bot.runtime.badstate import BadStateFiles
@@ -81,6 +82,7 @@ class InboundPipeline:
                 await self.bad_state.track(None)
 
     async def _on_inbound(self, msg: Inbound) -> None:
+        msg = _normal_sender(msg)
         is_owner = (msg.provider, msg.sender_id) in self.shared.owners
         policy = self.policies.get(msg.provider, DmPolicy.PAIRING)
         allowed = False
@@ -221,6 +223,21 @@ class InboundPipeline:
         if reply.node_revoked is not None:
             await gateway.deliver(NodeDecision.revocation(reply.node_revoked.node_id))
         return None
+
+
+def _normal_sender(msg: Inbound) -> Inbound:
+    """The message with its sender in the platform's normal form: the one place an inbound
+    id is normalised, before the owners, the allowlist, the requests and the logs see it.
+
+    Providers hand over the id as their platform gives it (signal-cli's ACI, BlueBubbles'
+    handle); the config and the store hold the same normal form, so an owner written
+    ``Alice@Example.com`` is the sender BlueBubbles calls ``alice@example.com``.
+    """
+    rule = find(msg.provider)
+    if rule is None:
+        return msg
+    sender = rule.ids.normalise(msg.sender_id)
+    return msg if sender == msg.sender_id else replace(msg, sender_id=sender)
 
 
 __all__ = ["InboundPipeline"]

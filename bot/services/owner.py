@@ -156,10 +156,12 @@ class OwnerCommands:
                 case commands.Allowlist():
                     return OwnerReply(text=self._allowlist(command.provider))
                 case commands.Revoke():
-                    self._pairing.revoke(command.provider, command.sender_id, actor=actor)
+                    revoked = self._pairing.revoke(
+                        command.provider, command.sender_id, actor=actor
+                    )
                     return OwnerReply(
                         text=f"Revoked {messages.label(command.provider)} sender "
-                        f"{command.sender_id}; their next message gets a new code."
+                        f"{revoked}; their next message gets a new code."
                     )
                 case commands.Nodes():
                     return OwnerReply(text=self._nodes_overview())

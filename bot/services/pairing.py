@@ -85,7 +85,12 @@ class AllowGroup:
 
 
 class PairingService:
-    """DM pairing over a :class:`~bot.core.protocols.StateStore`, safe to share between threads."""
+    """DM pairing over a :class:`~bot.core.protocols.StateStore`, safe to share between threads.
+
+    Sender ids are in their platform's normal form (:meth:`bot.core.schema.IdRule.normalise`):
+    the inbound pipeline normalises each sender once, the config its ids when it is read, the
+    store each entry it reads; :meth:`allow` and :meth:`revoke` take ids as people wrote them.
+    """
 
     def __init__(
         self,
@@ -296,9 +301,14 @@ class PairingService:
         )
         return found
 
-    def revoke(self, provider: str, sender_id: str, *, actor: str) -> None:
-        """Remove a sender from the stored allowlist; their next message is a stranger's."""
-        _check_provider(provider)
+    def revoke(self, provider: str, sender_id: str, *, actor: str) -> str:
+        """Remove a sender from the stored allowlist; their next message is a stranger's.
+
+        ``sender_id`` as the owner or the ``pairbot`` command wrote it: taken in the
+        platform's normal form, so it removes the entry whatever case either was written in.
+        Return that form (the id revoked).
+        """
+        sender_id = _normal_id(provider, sender_id)
         now = self._clock.now()
         self._forget(provider, sender_id)
         with self._store.transaction() as txn:
@@ -321,10 +331,12 @@ class PairingService:
                     "remove it there"
                 )
             raise UnknownSubjectError(f"{provider} sender {sender_id} is not in the allowlist")
+        return sender_id
 
     def allow(self, provider: str, sender_id: str, *, actor: str) -> bool:
-        """Add a sender to the allowlist directly; return False if already there."""
-        _check_provider(provider)
+        """Add a sender to the allowlist directly (in the platform's normal form); return False
+        if already there."""
+        sender_id = _normal_id(provider, sender_id)
         now = self._clock.now()
         with self._store.transaction() as txn:
             added = txn.allow(provider, sender_id)
@@ -497,6 +509,11 @@ def _stranger_audit(
 
 def _check_provider(name: str) -> None:
     platform(name)  # ValueError naming the known ones
+
+
+def _normal_id(provider: str, sender_id: str) -> str:
+    """A sender id an owner or the ``pairbot`` command wrote, in the platform's normal form."""
+    return platform(provider).ids.normalise(sender_id)  # ValueError naming the known ones
 
 
 def _providers(provider: str | None) -> list[str]:

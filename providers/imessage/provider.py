@@ -56,15 +56,6 @@ DEFAULT_WEBHOOK = WebhookConfig(port=8082, path="/bluebubbles/webhook")
 """Where the webhook listens unless told (the config block's default too)."""
 
 
-def normalize_handle(address: str) -> str:
-    """Return the canonical form of an iMessage handle: trimmed, e-mails lower-cased.
-
-    Phone numbers are kept as BlueBubbles gives them (``+E.164``).
-    """
-    handle = address.strip()
-    return handle.lower() if "@" in handle else handle
-
-
 def _chat_kind(chat: Mapping[str, Any]) -> ChatKind:
     """DM only for ``<service>;-;<handle>`` chats that nothing else marks as a group."""
     parts = str(chat.get("guid", "")).split(";", 2)
@@ -251,7 +242,7 @@ class IMessageProvider(WebhookProvider):
 
     async def dm_chat_id(self, user_id: str) -> str:
         """The one-to-one iMessage chat with a handle: ``iMessage;-;<handle>``."""
-        return f"iMessage;-;{normalize_handle(user_id)}"
+        return f"iMessage;-;{user_id}"
 
     async def _send_text(self, chat_id: str, text: str, buttons: Sequence[Button]) -> str:
         """Send ``text`` to a chat guid with a fresh ``tempGuid``; return the message guid.
@@ -348,7 +339,7 @@ class IMessageProvider(WebhookProvider):
             return None  # attachments only
         handle = data.get("handle")
         address = handle.get("address") if isinstance(handle, dict) else None
-        if not isinstance(address, str) or not normalize_handle(address):
+        if not isinstance(address, str) or not address.strip():
             return None
         chats = data.get("chats")
         chat = chats[0] if isinstance(chats, list) and chats else None
@@ -362,7 +353,7 @@ class IMessageProvider(WebhookProvider):
             provider=self.name,
             chat_id=chat["guid"],
             chat_kind=_chat_kind(chat),
-            sender_id=normalize_handle(address),
+            sender_id=address,
             text=text,
             message_id=guid,
             meta=meta,
@@ -370,4 +361,4 @@ class IMessageProvider(WebhookProvider):
         )
 
 
-__all__ = ["BlueBubblesError", "IMessageProvider", "SendMethod", "normalize_handle"]
+__all__ = ["BlueBubblesError", "IMessageProvider", "SendMethod"]

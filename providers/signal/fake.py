@@ -535,10 +535,13 @@ class FakeSignalDaemon(LoopbackFake):
     def _envelope(
         self, uuid: str, name: str, number: str | None, ts: int, **content: JsonDict
     ) -> JsonDict:
+        # signal-cli writes the ACI with Java's UUID.toString(), always in lower case, however
+        # it was written to it (JsonMessageEnvelope: sourceAddress.uuid().map(UUID::toString)).
+        aci = uuid.lower()
         envelope: JsonDict = {
-            "source": number or uuid,
+            "source": number or aci,
             "sourceNumber": number,
-            "sourceUuid": uuid,
+            "sourceUuid": aci,
             "sourceName": name or None,
             "sourceDevice": 1,
             "timestamp": ts,

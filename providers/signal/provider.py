@@ -360,7 +360,6 @@ class SignalProvider(BaseProvider):
         if not isinstance(data, dict):
             return None  # receipts, typing, sync (own devices), edits, stories, calls
         sender = as_str(envelope.get("sourceUuid")) or as_str(envelope.get("sourceServiceId"))
-        sender = sender.lower()
         number = as_str(envelope.get("sourceNumber"))
         if not sender or ":" in sender:
             return None  # no ACI (e.g. a PNI-only sender): no immutable id to key on

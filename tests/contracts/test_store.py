@@ -318,8 +318,8 @@ def test_transactions_see_what_another_process_wrote(backend: Backend) -> None:
 def test_what_the_services_wrote_is_what_another_process_reads(
     pairing: PairingService, nodes: NodeService, backend: Backend
 ) -> None:
-    result = pairing.request("whatsapp", "+15550001")
-    pairing.request("whatsapp", "+15550002")
+    result = pairing.request("whatsapp", "15550001")
+    pairing.request("whatsapp", "15550002")
     assert result.request is not None
     pairing.approve(result.request.code, actor="owner")
     nodes.approve(nodes.request("n1").request.request_id, actor="owner")
@@ -327,11 +327,11 @@ def test_what_the_services_wrote_is_what_another_process_reads(
     again = backend.other()
     again.check()  # for JSON: every state file parses
     with again.transaction() as txn:
-        assert [r.id for r in txn.requests("whatsapp")] == ["+15550002"]
-        assert txn.allow_from("whatsapp") == ["+15550001"]
+        assert [r.id for r in txn.requests("whatsapp")] == ["15550002"]
+        assert txn.allow_from("whatsapp") == ["15550001"]
         assert [n.node_id for n in txn.paired_nodes()] == ["n1"]
         assert [r.node_id for r in txn.node_requests()] == ["n2"]
-    assert again.is_allowed("whatsapp", "+15550001")
+    assert again.is_allowed("whatsapp", "15550001")
 
 
 def test_threads_of_one_store_take_turns(backend: Backend) -> None:

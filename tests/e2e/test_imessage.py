@@ -60,18 +60,19 @@ async def connect(fake: FakeBlueBubbles, provider: IMessageProvider) -> None:
 # -- the provider alone ------------------------------------------------------------------------
 
 
-async def test_email_handles_are_trimmed_and_lower_cased(fake, running, inbox):
+async def test_the_handle_is_handed_over_as_bluebubbles_gives_it(fake, running, inbox):
+    # The core puts it in iMessage's one normal form (bot/core/platforms.py, tests/e2e/test_ids.py)
     event = fake.dm_event("alice@example.com", "hi")
-    event["data"]["handle"]["address"] = "  Alice@Example.COM "
+    event["data"]["handle"]["address"] = "Alice@Example.COM"
     fake.queue_event("new-message", event["data"])
 
     [inbound] = await inbox.wait()
 
     assert (inbound.sender_id, inbound.chat_id) == (
-        "alice@example.com",
+        "Alice@Example.COM",
         "iMessage;-;alice@example.com",
     )
-    assert await running.dm_chat_id(" Alice@Example.COM") == "iMessage;-;alice@example.com"
+    assert await running.dm_chat_id("alice@example.com") == "iMessage;-;alice@example.com"
 
 
 async def test_sms_dm_is_a_dm_too(fake, running, inbox):

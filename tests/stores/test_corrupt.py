@@ -161,7 +161,7 @@ def test_corrupt_file_raises_and_is_left_alone(
     path = state_dir / relpath
     write_raw(path, content)
     other = state_dir / "credentials" / "slack-allowFrom.json"
-    write_raw(other, {"version": 1, "allowFrom": ["s1"]})
+    write_raw(other, {"version": 1, "allowFrom": ["U1"]})
     store = JsonFileStore(state_dir)  # opening does not read (or judge) any state file
     pairing = PairingService(store, clock=FakeClock())
     attempts: list[Callable[[], object]]
@@ -196,7 +196,7 @@ def test_corrupt_file_raises_and_is_left_alone(
         assert snapshot(state_dir) == before  # byte-identical, same mtime; no audit line
 
     # Files that parse stay usable; a fresh store over the same dir refuses the same way.
-    assert store.is_allowed("slack", "s1")
+    assert store.is_allowed("slack", "U1")
     with pytest.raises(error):
         attempts[0]()
     fresh = PairingService(JsonFileStore(state_dir), clock=FakeClock())

@@ -465,6 +465,36 @@ BAD = [
         "[123456789]",
     ),
     (
+        "owner-telegram-group-chat-id",
+        "owners: [{provider: telegram, user_id: -1001234567}]\n",
+        "owners.0.user_id: '-1001234567' is not a numeric Telegram user id (names, "
+        "usernames and phone numbers can change hands)",
+    ),
+    (
+        "owner-telegram-phone",
+        "owners: [{provider: telegram, user_id: '+15550100001'}]\n",
+        "owners.0.user_id: '+15550100001' is not a numeric Telegram user id (names, "
+        "usernames and phone numbers can change hands)",
+    ),
+    (
+        "owner-imessage-national-number",
+        "owners: [{provider: imessage, user_id: '5550100001'}]\n",
+        "owners.0.user_id: '5550100001' is not an iMessage handle (+E.164 number or email) "
+        "(names, usernames and phone numbers can change hands)",
+    ),
+    (
+        "allow-telegram-group-chat-id",
+        "providers:\n  telegram: {token: x, allow_from: [42, -100789]}\n",
+        "providers.telegram.allow_from: '-100789' is not a numeric Telegram user id "
+        "(usernames can change hands)",
+    ),
+    (
+        "allow-signal-phone",
+        "providers:\n  signal: {account: '+15550000000', allow_from: [' +1 555 010 0001 ']}\n",
+        "providers.signal.allow_from: '+1 555 010 0001' is not a Signal account UUID (ACI), "
+        "not a phone number",
+    ),
+    (
         "token-missing",
         "providers:\n  telegram: {dm_policy: open}\n",
         "providers.telegram.token: Field required",
@@ -535,9 +565,9 @@ def test_not_utf8(tmp_path: Path) -> None:
 
 def test_allow_from_numbers_become_strings(write) -> None:
     config = load_config(
-        write("providers:\n  telegram: {token: x, allow_from: [123, '456', -100789]}\n")
+        write("providers:\n  telegram: {token: x, allow_from: [123, '456', ' 100789 ']}\n")
     )
-    assert config.static_allow() == {"telegram": ["123", "456", "-100789"]}
+    assert config.static_allow() == {"telegram": ["123", "456", "100789"]}
 
 
 def test_numeric_owner_id_becomes_a_string(write) -> None:

@@ -67,23 +67,44 @@ def first_message(payload: JsonDict) -> JsonDict:
     return dict(items[0])
 
 
+# Meta, "WhatsApp error codes" (developers.facebook.com/documentation/business-messaging/
+# whatsapp/support/error-codes): a code's title (in ``message`` after "(#code)") and its
+# ``error_data.details``, for the codes this fake plays.
+_TITLES = {
+    2: "Service temporarily unavailable",
+    130429: "Rate limit hit",
+    131047: "Re-engagement message",
+    131048: "Spam rate limit hit",
+    131056: "(Business Account, Consumer Account) pair rate limit hit",
+}
+_DETAILS = {
+    131047: "Message failed to send because more than 24 hours have passed since the customer "
+    "last replied to this number.",
+    131048: "Message failed to send because there are restrictions on how many messages can "
+    "be sent from this phone number. This may be because too many previous messages were "
+    "blocked or flagged as spam.",
+}
+
+
 class _GraphError(Exception):
-    """A Graph API error answer: ``{"error": {"message", "type", "code", "fbtrace_id"}}``."""
+    """A Graph API error answer: ``{"error": {"message", "type", "code", "error_data",
+    "fbtrace_id"}}``."""
 
     def __init__(self, status: int, code: int, message: str, kind: str = "OAuthException") -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.kind = status, code, message, kind
 
+    @classmethod
+    def of(cls, status: int, code: int) -> _GraphError:
+        """Graph's answer with error ``code``, titled and detailed as Meta's reference says."""
+        return cls(status, code, f"(#{code}) {_TITLES.get(code, 'Error')}")
+
     def response(self) -> web.Response:
-        body = {
-            "error": {
-                "message": self.message,
-                "type": self.kind,
-                "code": self.code,
-                "fbtrace_id": "AFakeTraceId",
-            }
-        }
-        return web.json_response(body, status=self.status)
+        error: JsonDict = {"message": self.message, "type": self.kind, "code": self.code}
+        if self.code in _DETAILS:
+            error["error_data"] = {"messaging_product": "whatsapp", "details": _DETAILS[self.code]}
+        error["fbtrace_id"] = "AFakeTraceId"
+        return web.json_response({"error": error}, status=self.status)
 
 
 def _invalid(message: str) -> _GraphError:
@@ -136,7 +157,7 @@ class FakeWhatsAppServer(LoopbackFake):
         self._messages: dict[str, JsonDict] = {}
         self._next_id = 1
         self._down = False
-        self._fail: list[tuple[int, int, str]] = []
+        self._fail: list[tuple[int, int]] = []
         self._drop: list[bool] = []
         self._lose_acks = 0
 
@@ -176,8 +197,7 @@ class FakeWhatsAppServer(LoopbackFake):
 
     def fail_next_sends(self, n: int, *, status: int = 503, code: int = 2) -> None:
         """Answer the next ``n`` sends with a Graph error (default: 503, service code 2)."""
-        message = "(#2) Service temporarily unavailable" if code == 2 else f"(#{code}) Error"
-        self._fail += [(status, code, message)] * n
+        self._fail += [(status, code)] * n
 
     def drop_next_sends(self, n: int, *, after_taking: bool = False) -> None:
         """Cut the connection of the next ``n`` sends without an answer; with
@@ -351,7 +371,7 @@ class FakeWhatsAppServer(LoopbackFake):
             body = await self._json(request)
             self.calls.append(("POST", request.path, body))
             if self._fail:
-                raise _GraphError(*self._fail.pop(0))
+                raise _GraphError.of(*self._fail.pop(0))
             after_taking = self._drop.pop(0) if self._drop else None
             if after_taking is False:
                 return self._cut(request)

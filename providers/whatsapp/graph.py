@@ -31,13 +31,19 @@ MAX_BUTTON_TITLE = 20
 
 # Graph error codes that mean "not done, try again later": API unknown/service, app or
 # account rate limits, Cloud API throttling, "something went wrong", service unavailable,
-# spam and pair rate limits.
-_RETRY_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131048, 131056})
+# pair rate limit. Not 131048, "Spam rate limit hit": Meta restricts the number because too
+# many of its messages were blocked or reported (WhatsApp error codes reference), and every
+# retry is one more message held against it.
+_RETRY_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131056})
+SPAM_LIMIT = 131048
+"""Graph's "Spam rate limit hit": refused for good, never retried."""
 _HINTS = {
     190: "the access token is invalid or expired",
     100: "a parameter is invalid (check phone_number_id)",
     131047: "more than 24 hours since the recipient last wrote: free text is refused "
     "until they write again",
+    SPAM_LIMIT: "Meta's spam rate limit: too many of this number's messages were blocked or "
+    "reported; check its quality rating in WhatsApp Manager (not retried)",
     131026: "the recipient cannot receive this message (not on WhatsApp, or an old client)",
     131030: "the recipient is not on the test number's allowed list",
 }
@@ -180,6 +186,7 @@ class Graph(RestClient):
 
 __all__ = [
     "DEFAULT_API_BASE_URL",
+    "SPAM_LIMIT",
     "Graph",
     "GraphRetry",
     "WhatsAppApiError",

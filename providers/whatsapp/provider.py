@@ -49,6 +49,7 @@ from providers.webhook import WebhookProvider, WebhookServer
 from providers.whatsapp import events
 from providers.whatsapp.graph import (
     DEFAULT_API_BASE_URL,
+    SPAM_LIMIT,
     Graph,
     GraphRetry,
     WhatsAppApiError,
@@ -257,6 +258,15 @@ class WhatsAppProvider(WebhookProvider):
                 give_up=self._gave_up,
                 proof=delivered,
             )
+        except WhatsAppApiError as exc:
+            if exc.code == SPAM_LIMIT:
+                _LOG.error(
+                    "%s: Meta's spam rate limit (131048) refused a message to %s; not "
+                    "retried: check the number's quality rating in WhatsApp Manager",
+                    self.name,
+                    payload.get("to"),
+                )
+            raise
         finally:
             self._awaiting.pop(key, None)
             if not delivered.done():

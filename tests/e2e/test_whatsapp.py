@@ -197,6 +197,24 @@ async def test_graph_5xx_is_retried_and_sent_once(fake, running) -> None:
     assert len([c for c in fake.calls if c[1].endswith("/messages")]) == 4
 
 
+async def test_the_spam_rate_limit_is_not_retried_and_is_logged(fake, running, caplog) -> None:
+    """131048 "Spam rate limit hit" is no passing throttle: Meta restricts the number because
+    too many of its messages were blocked or reported, and each retry is one more message
+    held against it (issue 11, item 10). It used to be retried until a try went through."""
+    fake.fail_next_sends(1, status=400, code=131048)
+
+    with pytest.raises(WhatsAppApiError) as caught:
+        await running.send(ALICE, "hello")
+
+    assert caught.value.code == 131048
+    assert "spam rate limit" in str(caught.value)
+    assert fake.sent == []
+    assert len([c for c in fake.calls if c[1].endswith("/messages")]) == 1
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "spam rate limit (131048)" in line
+    assert "hello" not in line
+
+
 async def test_graph_down_then_back_loses_and_duplicates_nothing(fake, running) -> None:
     await fake.go_down()
     sending = asyncio.create_task(running.send(ALICE, "through the outage"))

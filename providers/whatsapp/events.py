@@ -6,10 +6,13 @@ the documentation shows), so every value is read through the readers of
 I/O or logs; :class:`~providers.whatsapp.provider.WhatsAppProvider` decides what a
 change means for it (another business number, a status it waits for, a re-delivery).
 
-Only ``text`` messages and ``interactive`` reply-button presses become
-:class:`~bot.core.models.Inbound` values; the sender is the ``wa_id``, the chat of a DM is the
-``wa_id`` too, a message carrying a ``group_id`` is a group. The business number's own
-messages, system messages (:class:`NumberChange`) and every other message type never do.
+``text`` messages, media messages (image, video, document, audio, sticker: an
+:class:`~bot.core.models.Inbound` with ``media`` set and the caption, or nothing, as its text)
+and ``interactive`` reply-button presses become :class:`~bot.core.models.Inbound` values; the
+sender is the ``wa_id``, the chat of a DM is the ``wa_id`` too, a message carrying a
+``group_id`` is a group. The business number's own messages, system messages
+(:class:`NumberChange`) and every other message type (reactions, locations, contacts, ...)
+never do.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from bot.core.models import ChatKind, Inbound
 from providers._json import as_dict, as_str, dicts
 
 _NUMBER_CHANGED = frozenset({"user_changed_number", "customer_changed_number"})
+_MEDIA = frozenset({"image", "video", "document", "audio", "sticker"})
+"""Message types that carry a file (Meta's webhook reference, one page per type: image,
+video and document have an optional ``caption``; audio and sticker have none)."""
 
 
 def _digits(value: object) -> str:
@@ -102,7 +108,6 @@ def read_message(
     content = _content(message)
     if content is None:
         return None
-    text, message_id, is_button = content
     group = as_str(message.get("group_id"))
     sender_name = _name(sender, change.contacts)
     return Inbound(
@@ -111,31 +116,46 @@ def read_message(
         chat_kind=ChatKind.GROUP if group else ChatKind.DM,
         sender_id=sender,
         sender_name=sender_name,
-        text=text,
-        message_id=message_id,
-        is_button=is_button,
+        text=content.text,
+        message_id=content.message_id,
+        is_button=content.is_button,
         meta={"name": sender_name} if sender_name else {},
         sent_at=_sent_at(message.get("timestamp")),
+        media=content.media,
     )
 
 
-def _content(message: dict[str, Any]) -> tuple[str, str | None, bool] | None:
-    """``(text, message id, is a button press)``; None for what is not pairbot's to read.
+@dataclass(frozen=True, slots=True)
+class _Content:
+    text: str
+    message_id: str | None
+    is_button: bool = False
+    media: bool = False
 
-    A button press's text is the button id (the command), its message id the notice's.
+
+def _content(message: dict[str, Any]) -> _Content | None:
+    """What a message says; None for what is not pairbot's to read.
+
+    A button press's text is the button id (the command), its message id the notice's. A
+    media message's text is its caption, or empty: from a stranger it is a contact attempt
+    like any text (issue 11).
     """
-    kind = message.get("type")
+    kind = as_str(message.get("type"))
+    message_id = as_str(message.get("id")) or None
     if kind == "text":
         text = as_str(as_dict(message.get("text")).get("body"))
-        return (text, as_str(message.get("id")) or None, False) if text else None
+        return _Content(text, message_id) if text else None
+    if kind in _MEDIA:
+        caption = as_str(as_dict(message.get(kind)).get("caption"))
+        return _Content(caption, message_id, media=True)
     if kind != "interactive":
-        return None  # media, reactions, locations, template quick replies, ...
+        return None  # reactions, locations, contacts, template quick replies, ...
     interactive = as_dict(message.get("interactive"))
     if interactive.get("type") != "button_reply":
         return None
     text = as_str(as_dict(interactive.get("button_reply")).get("id"))
     notice = as_str(as_dict(message.get("context")).get("id"))
-    return (text, notice, True) if text and notice else None
+    return _Content(text, notice, is_button=True) if text and notice else None
 
 
 def _name(sender: str, contacts: list[dict[str, Any]]) -> str:

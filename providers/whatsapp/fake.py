@@ -49,6 +49,14 @@ DEFAULT_DISPLAY_NUMBER = "15550001234"
 DEFAULT_WABA_ID = "102290129340398"
 
 _MAX_TEXT = 4096
+_MEDIA = {
+    "image": "image/jpeg",
+    "video": "video/mp4",
+    "document": "application/pdf",
+    "audio": "audio/ogg; codecs=opus",
+    "sticker": "image/webp",
+}
+"""Media message types a user can send, with a MIME type of each."""
 _MAX_BODY = 1024
 _MAX_BUTTONS = 3
 _MAX_ID = 256
@@ -235,12 +243,30 @@ class FakeWhatsAppServer(LoopbackFake):
             self._payload([], field="smb_message_echoes", message_echoes=[message])
         )
 
-    def media(self, wa_id: str, *, caption: str = "", name: str = "") -> JsonDict:
-        """Queue an image message (with an optional caption) from ``wa_id``."""
-        image: JsonDict = {"mime_type": "image/jpeg", "sha256": "0" * 64, "id": "1234567890"}
+    def media(
+        self, wa_id: str, kind: str = "image", *, caption: str = "", name: str = ""
+    ) -> JsonDict:
+        """Queue a media message of ``kind`` (image, video, document, audio, sticker) from
+        ``wa_id``, as Meta's webhook reference for that type shows it: image, video and
+        document may carry a caption; audio and sticker never do.
+
+        Raises:
+            ValueError: not one of those kinds, or a caption on audio or a sticker.
+        """
+        if kind not in _MEDIA:
+            raise ValueError(f"no media message of type {kind!r}")
+        item: JsonDict = {"mime_type": _MEDIA[kind], "sha256": "0" * 64, "id": "1234567890"}
+        if kind == "document":
+            item["filename"] = "notes.pdf"
+        elif kind == "audio":
+            item["voice"] = True
+        elif kind == "sticker":
+            item["animated"] = False
+        if caption and kind in ("audio", "sticker"):
+            raise ValueError(f"a {kind} message has no caption")
         if caption:
-            image["caption"] = caption
-        message = self._message(wa_id, "image", {"image": image})
+            item["caption"] = caption
+        message = self._message(wa_id, kind, {kind: item})
         return self.deliver(self._payload([self._contact(wa_id, name)], messages=[message]))
 
     def number_changed(self, old: str, new: str, *, name: str = "") -> JsonDict:

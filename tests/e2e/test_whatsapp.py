@@ -107,6 +107,28 @@ async def test_group_message_is_group_kind(fake, running, inbox) -> None:
     )
 
 
+async def test_every_media_message_is_one_inbound_with_its_caption(fake, running, inbox) -> None:
+    """Issue 11, item 13: an image, video, document, voice note or sticker is someone writing
+    to the bot, caption or not; it used to be dropped, so a stranger who sent one got no code."""
+    fake.media(ALICE, "image", caption="look at this", name="Alice")
+    fake.media(ALICE, "document", name="Alice")
+    fake.media(ALICE, "video", caption="and this")
+    fake.media(ALICE, "audio")
+    fake.media(ALICE, "sticker")
+
+    inbounds = await inbox.wait(5)
+
+    assert [(i.text, i.media, i.is_button, i.sender_id) for i in inbounds] == [
+        ("look at this", True, False, ALICE),
+        ("", True, False, ALICE),
+        ("and this", True, False, ALICE),
+        ("", True, False, ALICE),
+        ("", True, False, ALICE),
+    ]
+    assert inbounds[0].chat_kind is ChatKind.DM
+    assert inbounds[0].sender_name == "Alice"
+
+
 async def test_statuses_system_messages_and_other_numbers_produce_nothing(
     fake, running, inbox
 ) -> None:
@@ -388,6 +410,14 @@ async def test_app_stranger_gets_a_code_and_is_not_processed(fake, app) -> None:
     ]
     await delivered(fake)
     assert "rm -rf" not in json.dumps([m["payload"] for m in fake.sent])
+
+
+async def test_app_a_stranger_who_sends_a_sticker_gets_a_code(fake, app) -> None:
+    fake.media(BOB, "sticker", name="Bob")
+
+    [reply] = await texts_to(fake, BOB, 1)
+
+    assert code_in(reply) == app.pairing.pending()[0].code
 
 
 async def test_app_owner_approves_by_command(fake, app) -> None:

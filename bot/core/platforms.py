@@ -88,9 +88,15 @@ class DiscordConfig(ProviderBlock):
 class WhatsAppConfig(ProviderBlock):
     """``providers.whatsapp:`` — the WhatsApp Business Cloud API."""
 
-    # A wa_id is digits too, but the ``pairbot`` command never refused other sender ids for
-    # WhatsApp, so ``numeric`` stays off: this table changes no behaviour.
-    ids = IdRule(pattern=re.compile(r"^\d{6,20}$"), what="a WhatsApp id (wa_id: digits, no +)")
+    # A sender is their wa_id (the phone number in digits) when Meta sends it, else their
+    # business-scoped user id (BSUID: two capitals, a period, up to 128 letters and digits;
+    # Meta, "Business-scoped user IDs"), so both may be owners and allowed. A parent BSUID
+    # (US.ENT.…) never names a sender and is refused. ``numeric`` stays off: a BSUID is not.
+    ids = IdRule(
+        pattern=re.compile(r"^(\d{6,20}|[A-Z]{2}\.[A-Za-z0-9]{1,128})$"),
+        what="a WhatsApp id (a wa_id: the phone number in digits, no +; or a BSUID such as "
+        "US.13491208655302741918)",
+    )
 
     access_token: Secret
     app_secret: Secret

@@ -8,11 +8,20 @@ change means for it (another business number, a status it waits for, a re-delive
 
 ``text`` messages, media messages (image, video, document, audio, sticker: an
 :class:`~bot.core.models.Inbound` with ``media`` set and the caption, or nothing, as its text)
-and ``interactive`` reply-button presses become :class:`~bot.core.models.Inbound` values; the
-sender is the ``wa_id``, the chat of a DM is the ``wa_id`` too, a message carrying a
-``group_id`` is a group. The business number's own messages, system messages
-(:class:`NumberChange`) and every other message type (reactions, locations, contacts, ...)
-never do.
+and ``interactive`` reply-button presses become :class:`~bot.core.models.Inbound` values; a
+message carrying a ``group_id`` is a group. The business number's own messages, system
+messages (:class:`NumberChange`) and every other message type (reactions, locations,
+contacts, ...) never do.
+
+Who wrote: since April 2026 Meta adds the sender's business-scoped user id (BSUID,
+``US.13491208655302741918``) to every message, as ``messages[].from_user_id`` and
+``contacts[].user_id``; a user who adopted a username may have no phone number in it at all:
+``from`` and ``contacts[].wa_id`` are then omitted, not filled with the BSUID (Meta's webhook
+references, e.g. "Image messages": ``wa_id`` "omitted if user's phone number is
+unavailable"). One rule gives each message one sender id: **the phone number (``wa_id``)
+when Meta sends it, the BSUID only when it does not.** So the ids allowed before BSUIDs
+existed keep working for as long as Meta shows the number, and someone it never shows is
+still someone. The chat of a DM is the sender id, so a reply goes where the message came from.
 """
 
 from __future__ import annotations
@@ -96,20 +105,26 @@ def read_message(
     name: str, message: dict[str, Any], change: Change
 ) -> Inbound | NumberChange | None:
     """What one message of ``change`` is to pairbot (``name``: the provider's name)."""
-    sender = as_str(message.get("from"))
-    if not sender or (change.business and _digits(sender) == change.business):
+    phone = as_str(message.get("from"))
+    if phone and change.business and _digits(phone) == change.business:
         return None  # the business number's own messages
     if message.get("type") == "system":
         system = as_dict(message.get("system"))
-        if system.get("type") not in _NUMBER_CHANGED:
+        if not phone or system.get("type") not in _NUMBER_CHANGED:
             return None
         new = as_str(system.get("wa_id")) or as_str(system.get("new_wa_id")) or "?"
-        return NumberChange(old=sender, new=new)
+        return NumberChange(old=phone, new=new)
+    bsuid = as_str(message.get("from_user_id"))
+    contact = _contact(phone, bsuid, change.contacts)
+    sender = phone or bsuid or as_str(contact.get("user_id"))
     content = _content(message)
-    if content is None:
+    if not sender or content is None:
         return None
     group = as_str(message.get("group_id"))
-    sender_name = _name(sender, change.contacts)
+    profile = as_dict(contact.get("profile"))
+    sender_name = as_str(profile.get("name"))
+    username = as_str(profile.get("username")).lstrip("@")
+    meta = {"name": sender_name, "username": username}
     return Inbound(
         provider=name,
         chat_id=group or sender,
@@ -119,7 +134,7 @@ def read_message(
         text=content.text,
         message_id=content.message_id,
         is_button=content.is_button,
-        meta={"name": sender_name} if sender_name else {},
+        meta={key: value for key, value in meta.items() if value},
         sent_at=_sent_at(message.get("timestamp")),
         media=content.media,
     )
@@ -158,14 +173,19 @@ def _content(message: dict[str, Any]) -> _Content | None:
     return _Content(text, notice, is_button=True) if text and notice else None
 
 
-def _name(sender: str, contacts: list[dict[str, Any]]) -> str:
-    """The profile name the sender gave (unverified), or empty."""
+def _contact(phone: str, bsuid: str, contacts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``contacts[]`` entry of the sender (by phone number or BSUID), or empty: a lone
+    entry counts unless it names someone else."""
     for contact in contacts:
-        if as_str(contact.get("wa_id")) == sender:
-            return as_str(as_dict(contact.get("profile")).get("name"))
-    if len(contacts) == 1 and not contacts[0].get("wa_id"):
-        return as_str(as_dict(contacts[0].get("profile")).get("name"))
-    return ""
+        if (phone and as_str(contact.get("wa_id")) == phone) or (
+            bsuid and as_str(contact.get("user_id")) == bsuid
+        ):
+            return contact
+    if len(contacts) == 1:
+        lone = contacts[0]
+        if not (phone and lone.get("wa_id")) and not (bsuid and lone.get("user_id")):
+            return lone
+    return {}
 
 
 __all__ = ["Change", "NumberChange", "changes", "read_message", "went_out"]

@@ -13,6 +13,13 @@ It plays both of Meta's sides on 127.0.0.1:
   gets a 200 (in order, one at a time); :meth:`~FakeWhatsAppServer.post_webhook` sends one
   POST now, signed, unsigned or forged, and returns the HTTP status.
 
+People are written to by phone number (``wa_id``). As Meta has done since April 2026, every
+message also carries the sender's business-scoped user id (BSUID, :meth:`~FakeWhatsAppServer.
+bsuid`) as ``messages[].from_user_id`` and ``contacts[].user_id``; after
+:meth:`~FakeWhatsAppServer.hide_number` (a user who adopted a username and is out of the
+business's contact book) the phone number fields are omitted and only the BSUID and the
+username remain. Sends take a phone number in ``to`` or a BSUID in ``recipient``.
+
 By default every accepted send is followed by a ``sent`` status webhook that carries the
 send's ``biz_opaque_callback_data``, as Meta's are. Outages are played with
 :meth:`~FakeWhatsAppServer.go_down` / :meth:`~FakeWhatsAppServer.come_back` (connections
@@ -29,6 +36,7 @@ import copy
 import hashlib
 import hmac
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +66,10 @@ _MEDIA = {
 }
 """Media message types a user can send, with a MIME type of each."""
 _MAX_BODY = 1024
+_BSUID = re.compile(r"[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}\Z")
+"""A BSUID (``US.13491208655302741918``) or a parent BSUID (``US.ENT.1181...``): "a two-letter
+ISO country code, a period, and up to 128 alphanumeric characters" (Meta, "Business-scoped
+user IDs")."""
 _MAX_BUTTONS = 3
 _MAX_ID = 256
 _MAX_TITLE = 20
@@ -130,7 +142,8 @@ class FakeWhatsAppServer(LoopbackFake):
         sent: every message the bot sent, in order, as ``{"to", "type", "text", "buttons",
             "message_id", "context", "biz_opaque_callback_data", "payload"}`` (``text`` is the
             body of a text or interactive message; ``buttons`` is ``[{"id", "title"}]``;
-            ``context`` the wamid replied to, or None).
+            ``context`` the wamid replied to, or None; ``to`` the phone number or BSUID it was
+            addressed to).
         calls: every authorised Graph API call, as ``(method, path, JSON body or {})``.
         deliveries: every webhook POST attempt, as ``{"ids", "status"}`` (``status`` None
             when the connection failed).
@@ -165,6 +178,7 @@ class FakeWhatsAppServer(LoopbackFake):
         self._messages: dict[str, JsonDict] = {}
         self._next_id = 1
         self._down = False
+        self._hidden: dict[str, str] = {}
         self._fail: list[tuple[int, int]] = []
         self._drop: list[bool] = []
         self._lose_acks = 0
@@ -216,10 +230,36 @@ class FakeWhatsAppServer(LoopbackFake):
         """Treat the next ``n`` 200 answers to webhooks as lost: the payload is re-delivered."""
         self._lose_acks += n
 
+    # -- who people are ----------------------------------------------------------------------
+
+    def bsuid(self, wa_id: str) -> str:
+        """The BSUID of the person with phone number ``wa_id``: stable, and scoped to this
+        business (its portfolio; the WABA id stands in for it here)."""
+        digest = hashlib.sha256(f"{self.waba_id}:{wa_id}".encode()).digest()
+        return f"US.{int.from_bytes(digest[:8], 'big'):020d}"
+
+    def hide_number(self, wa_id: str, username: str) -> str:
+        """``wa_id`` adopts ``username`` and is not in the business's contact book: from now
+        on Meta omits their phone number (``from``, ``contacts[].wa_id``) and their messages
+        carry only their BSUID and username (Meta, "Business-scoped user IDs"). Return the
+        BSUID, the one id left to reach them by."""
+        self._hidden[wa_id] = username
+        return self.bsuid(wa_id)
+
+    def _who(self, sender: str) -> tuple[str, str, str]:
+        """``(phone number or "", BSUID, username or "")`` of someone writing as ``sender``:
+        a phone number, or the BSUID of someone Meta shows no number of."""
+        if not sender.isdigit():
+            return "", sender, ""
+        if sender in self._hidden:
+            return "", self.bsuid(sender), self._hidden[sender]
+        return sender, self.bsuid(sender), ""
+
     # -- what users do -----------------------------------------------------------------------
 
     def dm(self, wa_id: str, text: str, *, name: str = "") -> JsonDict:
-        """Queue a 1:1 text message from ``wa_id`` to the business; return the payload."""
+        """Queue a 1:1 text message from ``wa_id`` (a phone number, or a BSUID) to the
+        business; return the payload."""
         message = self._message(wa_id, "text", {"text": {"body": text}})
         return self.deliver(self._payload([self._contact(wa_id, name)], messages=[message]))
 
@@ -307,12 +347,11 @@ class FakeWhatsAppServer(LoopbackFake):
         self, message_id: str, status: str = "delivered", *, key: str | None = None
     ) -> JsonDict:
         """Queue a status webhook (``sent``, ``delivered``, ``read``) for a sent message."""
-        sent = self._messages.get(message_id, {})
+        to = str(self._messages.get(message_id, {}).get("to", ""))
         item: JsonDict = {
             "id": message_id,
             "status": status,
             "timestamp": self._timestamp(),
-            "recipient_id": sent.get("to", ""),
             "conversation": {"id": "CONVERSATION_ID", "origin": {"type": "service"}},
             "pricing": {
                 "billable": False,
@@ -321,6 +360,9 @@ class FakeWhatsAppServer(LoopbackFake):
                 "type": "free_customer_service",
             },
         }
+        if to.isdigit():  # the phone number only for a send to it; the BSUID always
+            item["recipient_id"] = to
+        item["recipient_user_id"] = self._who(to)[1] if to else ""
         if key is not None:
             item["biz_opaque_callback_data"] = key
         return self.deliver(self._payload(None, statuses=[item]))
@@ -411,10 +453,16 @@ class FakeWhatsAppServer(LoopbackFake):
         return web.json_response(
             {
                 "messaging_product": "whatsapp",
-                "contacts": [{"input": record["to"], "wa_id": record["to"]}],
+                "contacts": [self._answered(record["to"])],
                 "messages": [{"id": record["message_id"]}],
             }
         )
+
+    @staticmethod
+    def _answered(to: str) -> JsonDict:
+        """The answer's ``contacts[]`` entry: ``wa_id`` for a send to a phone number,
+        ``user_id`` for one to a BSUID (Meta, "Business-scoped user IDs")."""
+        return {"input": to, "wa_id" if to.isdigit() else "user_id": to}
 
     async def _get_phone(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -468,9 +516,7 @@ class FakeWhatsAppServer(LoopbackFake):
             raise _GraphError(400, 100, "(#100) The parameter messaging_product is required.")
         if body.get("recipient_type", "individual") != "individual":
             raise _invalid("recipient_type")
-        to = body.get("to")
-        if not isinstance(to, str) or not to.lstrip("+").isdigit():
-            raise _GraphError(400, 100, "(#100) Invalid parameter: to")
+        to = self._recipient(body)
         kind = body.get("type")
         buttons: list[JsonDict] = []
         if kind == "text":
@@ -487,7 +533,7 @@ class FakeWhatsAppServer(LoopbackFake):
         if key is not None and (not isinstance(key, str) or len(key) > 512):
             raise _invalid("biz_opaque_callback_data")
         record: JsonDict = {
-            "to": to.lstrip("+"),
+            "to": to,
             "type": kind,
             "text": text,
             "buttons": buttons,
@@ -499,6 +545,22 @@ class FakeWhatsAppServer(LoopbackFake):
         self.sent.append(record)
         self._messages[record["message_id"]] = record
         return record
+
+    @staticmethod
+    def _recipient(body: JsonDict) -> str:
+        """Whom a send is for: ``to`` takes a phone number, ``recipient`` a BSUID; with both,
+        ``to`` wins (Meta, "Business-scoped user IDs", Messages API). A BSUID in ``to`` is
+        refused here: the reference gives ``to`` phone numbers only."""
+        to, recipient = body.get("to"), body.get("recipient")
+        if to is not None:
+            if not isinstance(to, str) or not to.lstrip("+").isdigit():
+                raise _GraphError(400, 100, "(#100) Invalid parameter: to")
+            return to.lstrip("+")
+        if recipient is not None:
+            if not isinstance(recipient, str) or not _BSUID.match(recipient):
+                raise _GraphError(400, 100, "(#100) Invalid parameter: recipient")
+            return recipient
+        raise _GraphError(400, 100, "(#100) The parameter to is required.")
 
     @staticmethod
     def _interactive(interactive: object) -> tuple[str, list[JsonDict]]:
@@ -579,13 +641,25 @@ class FakeWhatsAppServer(LoopbackFake):
             "entry": [{"id": self.waba_id, "changes": [{"field": field, "value": value}]}],
         }
 
-    @staticmethod
-    def _contact(wa_id: str, name: str) -> JsonDict:
-        return {"profile": {"name": name}, "wa_id": wa_id}
+    def _contact(self, sender: str, name: str) -> JsonDict:
+        """The ``contacts[]`` entry of ``sender`` (Meta's webhook references: ``wa_id``
+        "omitted if user's phone number is unavailable", ``user_id`` the BSUID,
+        ``profile.username`` "only included if user has adopted a username")."""
+        if sender == self.display_phone_number:
+            return {"profile": {"name": name}, "wa_id": sender}
+        phone, bsuid, username = self._who(sender)
+        profile = {"name": name, **({"username": username} if username else {})}
+        return {"profile": profile, **({"wa_id": phone} if phone else {}), "user_id": bsuid}
 
     def _message(self, sender: str, kind: str, fields: JsonDict) -> JsonDict:
+        """A ``messages[]`` item from ``sender``: ``from`` (the phone number, omitted when
+        Meta withholds it) and ``from_user_id`` (the BSUID)."""
+        ids: JsonDict = {"from": sender}
+        if sender != self.display_phone_number:
+            phone, bsuid, _ = self._who(sender)
+            ids = {"from": phone, "from_user_id": bsuid} if phone else {"from_user_id": bsuid}
         return {
-            "from": sender,
+            **ids,
             "id": self._new_id(),
             "timestamp": self._timestamp(),
             "type": kind,

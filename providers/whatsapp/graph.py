@@ -77,13 +77,21 @@ class GraphRetry(Retry):
 
 
 def _envelope(to: str, kind: str, content: dict[str, Any]) -> dict[str, Any]:
+    """A message to ``to``: a phone number (``wa_id``) goes in ``to``, a BSUID in
+    ``recipient`` (Messages API, "Business-scoped user IDs": ``to`` takes a phone number,
+    ``recipient`` a BSUID; with both, ``to`` wins)."""
     return {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
-        "to": to,
+        "to" if to.isdigit() else "recipient": to,
         "type": kind,
         kind: content,
     }
+
+
+def address(payload: dict[str, Any]) -> str:
+    """Whom a message built here goes to: its phone number or BSUID."""
+    return as_str(payload.get("to")) or as_str(payload.get("recipient"))
 
 
 def text_message(to: str, text: str) -> dict[str, Any]:
@@ -190,6 +198,7 @@ __all__ = [
     "Graph",
     "GraphRetry",
     "WhatsAppApiError",
+    "address",
     "button_message",
     "reply_buttons",
     "text_message",

@@ -53,6 +53,7 @@ from providers.whatsapp.graph import (
     Graph,
     GraphRetry,
     WhatsAppApiError,
+    address,
     button_message,
     reply_buttons,
     text_message,
@@ -205,7 +206,8 @@ class WhatsAppProvider(WebhookProvider):
     # -- outbound ----------------------------------------------------------------------------
 
     async def send(self, chat_id: str, text: str, *, buttons: Sequence[Button] = ()) -> str:
-        """Send plain ``text`` to a wa_id, with up to three reply buttons; return its wamid.
+        """Send plain ``text`` to a wa_id or BSUID, with up to three reply buttons; return its
+        wamid.
 
         Text over 4096 characters goes as several messages (the last one's id is returned).
         With buttons, text over 1024 characters goes first as text, then the buttons under
@@ -254,7 +256,7 @@ class WhatsAppProvider(WebhookProvider):
         try:
             return await self._retrying(
                 lambda: self._api.send(payload),
-                what=f"send to {payload.get('to')}",
+                what=f"send to {address(payload)}",
                 give_up=self._gave_up,
                 proof=delivered,
             )
@@ -264,7 +266,7 @@ class WhatsAppProvider(WebhookProvider):
                     "%s: Meta's spam rate limit (131048) refused a message to %s; not "
                     "retried: check the number's quality rating in WhatsApp Manager",
                     self.name,
-                    payload.get("to"),
+                    address(payload),
                 )
             raise
         finally:

@@ -19,7 +19,7 @@ from bot.core.models import ChatKind
 from bot.core.platforms import WhatsAppConfig
 from bot.core.schema import WebhookConfig
 from bot.runtime.app import App
-from providers.whatsapp.fake import FakeWhatsAppServer, sign
+from providers.whatsapp.fake import FakeWhatsAppServer, first_message, sign
 from providers.whatsapp.provider import WhatsAppApiError, WhatsAppProvider
 from tests.e2e import support
 from tests.e2e.support import app_config, code_in, texts
@@ -105,6 +105,69 @@ async def test_group_message_is_group_kind(fake, running, inbox) -> None:
         GROUP,
         ALICE,
     )
+
+
+async def test_a_sender_meta_shows_no_number_of_is_their_bsuid_and_is_answered_there(
+    fake, running, inbox
+) -> None:
+    """Issue 11, item 8: a user who adopted a username may come with no phone number at all,
+    only their BSUID. Such a message used to be dropped (no ``from``); a reply must go in
+    ``recipient``, since ``to`` takes phone numbers only."""
+    bsuid = fake.hide_number(ALICE, "alice.w")
+    payload = fake.dm(ALICE, "hi", name="Alice")
+    assert "from" not in payload["entry"][0]["changes"][0]["value"]["messages"][0]
+
+    [inbound] = await inbox.wait()
+    await running.send(inbound.chat_id, "hello there")
+
+    assert (inbound.sender_id, inbound.chat_id, inbound.chat_kind) == (bsuid, bsuid, ChatKind.DM)
+    assert (inbound.sender_name, inbound.meta) == (
+        "Alice",
+        {"name": "Alice", "username": "alice.w"},
+    )
+    [sent] = fake.sent
+    assert (sent["to"], sent["text"]) == (bsuid, "hello there")
+    assert sent["payload"]["recipient"] == bsuid
+    assert "to" not in sent["payload"]
+
+
+async def test_the_phone_number_wins_when_a_message_carries_both_ids(fake, running, inbox) -> None:
+    """One id per person: while Meta sends the phone number it is the sender id (and the
+    chat), so ids allowed before BSUIDs existed keep working; the BSUID beside it is unused."""
+    payload = fake.dm(ALICE, "hi", name="Alice")
+    message = payload["entry"][0]["changes"][0]["value"]["messages"][0]
+    assert (message["from"], message["from_user_id"]) == (ALICE, fake.bsuid(ALICE))
+
+    [inbound] = await inbox.wait()
+    await running.send(inbound.chat_id, "hello")
+
+    assert (inbound.sender_id, inbound.chat_id, inbound.meta) == (ALICE, ALICE, {"name": "Alice"})
+    assert fake.sent[0]["payload"]["to"] == ALICE
+    assert "recipient" not in fake.sent[0]["payload"]
+
+
+def test_the_config_takes_bsuids_as_owners_and_allowed_senders() -> None:
+    bsuid = "US.13491208655302741918"
+    base: dict[str, Any] = {
+        "access_token": "t",
+        "app_secret": "s",
+        "verify_token": "v",
+        "phone_number_id": "1",
+    }
+    config = Config.model_validate(
+        {
+            "owners": [{"provider": "whatsapp", "user_id": bsuid}],
+            "providers": {"whatsapp": {**base, "allow_from": [ALICE, "BR.1502576394655843"]}},
+        }
+    )
+    assert config.owners[0].user_id == bsuid
+    assert config.providers.whatsapp is not None
+    assert config.providers.whatsapp.allow_from == [ALICE, "BR.1502576394655843"]
+    for wrong in ("+15550004242", "US.ENT.11815799212886844830", "us.1349", "@alice.w"):
+        with pytest.raises(ValueError, match=r"WhatsApp id|not a @username"):
+            Config.model_validate({"owners": [{"provider": "whatsapp", "user_id": wrong}]})
+        with pytest.raises(ValueError, match="WhatsApp id"):
+            WhatsAppConfig.model_validate({**base, "allow_from": [wrong]})
 
 
 async def test_every_media_message_is_one_inbound_with_its_caption(fake, running, inbox) -> None:
@@ -351,15 +414,17 @@ def test_the_config_block_gives_the_webhook_its_defaults() -> None:
 # --- the whole app ---------------------------------------------------------------------------
 
 
-def make_config(fake: FakeWhatsAppServer) -> Config:
+def make_config(fake: FakeWhatsAppServer, owner: str = OWNER, **block: Any) -> Config:
     secrets = ("access_token", "app_secret", "verify_token", "phone_number_id")
-    block: dict[str, Any] = {key: getattr(fake, key) for key in secrets}
+    block.update({key: getattr(fake, key) for key in secrets})
     block.update(api_base_url=fake.base_url, webhook={"port": 0})
-    return app_config("whatsapp", OWNER, block, pairing={"prune_interval": "0.2s"})
+    return app_config("whatsapp", owner, block, pairing={"prune_interval": "0.2s"})
 
 
-async def start_app(fake: FakeWhatsAppServer, state_dir: Path, clock: FakeClock) -> App:
-    app = await support.start_app(make_config(fake), state_dir, clock)
+async def start_app(
+    fake: FakeWhatsAppServer, state_dir: Path, clock: FakeClock, config: Config | None = None
+) -> App:
+    app = await support.start_app(config or make_config(fake), state_dir, clock)
     provider = app.providers["whatsapp"]
     assert isinstance(provider, WhatsAppProvider)
     await connect(fake, provider)
@@ -418,6 +483,48 @@ async def test_app_a_stranger_who_sends_a_sticker_gets_a_code(fake, app) -> None
     [reply] = await texts_to(fake, BOB, 1)
 
     assert code_in(reply) == app.pairing.pending()[0].code
+
+
+async def test_app_a_stranger_known_only_by_bsuid_pairs_and_is_answered(fake, app) -> None:
+    bsuid = fake.hide_number(BOB, "bob")
+    fake.dm(BOB, "hello?", name="Bob")
+    [reply] = await texts_to(fake, bsuid, 1)
+    code = code_in(reply)
+    assert f"Your WhatsApp id: {bsuid}" in reply
+    await fake.wait_until(lambda: bool(fake.messages_to(OWNER)))
+    assert f"Sender id: {bsuid}" in fake.messages_to(OWNER)[0]["text"]
+    assert "Username (given by the sender, can change): @bob" in fake.messages_to(OWNER)[0]["text"]
+
+    fake.dm(OWNER, f"/approve {code}", name="Owner")
+    await fake.wait_until(lambda: app.pairing.is_allowed("whatsapp", bsuid))
+    fake.dm(BOB, "now?", name="Bob")
+    await echoed(fake, bsuid, "now?")
+    assert all(m["payload"]["recipient"] == bsuid for m in fake.messages_to(bsuid))
+
+
+async def test_app_an_owner_known_by_bsuid_runs_commands(fake, state_dir, fake_clock) -> None:
+    owner = fake.hide_number(OWNER, "the.owner")
+    app = await start_app(fake, state_dir, fake_clock, make_config(fake, owner=owner))
+    try:
+        fake.dm(OWNER, "/pending", name="Owner")
+        assert await texts_to(fake, owner, 1) == ["Nothing is pending."]
+    finally:
+        await app.stop()
+
+
+async def test_app_a_phone_number_allowed_before_bsuids_keeps_working(
+    fake, state_dir, fake_clock
+) -> None:
+    """The allowlist entry is a phone number; messages now carry a BSUID beside it."""
+    config = make_config(fake, allow_from=[ALICE])
+    app = await start_app(fake, state_dir, fake_clock, config)
+    try:
+        payload = fake.dm(ALICE, "still me", name="Alice")
+        assert "from_user_id" in first_message(payload)
+        assert await texts_to(fake, ALICE, 1) == ["still me"]  # echoed: no code
+        assert app.pairing.pending() == []
+    finally:
+        await app.stop()
 
 
 async def test_app_owner_approves_by_command(fake, app) -> None:

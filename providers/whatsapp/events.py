@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.core.models import ChatKind, Inbound
-from providers._json import as_dict, as_str, dicts
+from providers._json import as_dict, as_int, as_str, dicts
 
 _NUMBER_CHANGED = frozenset({"user_changed_number", "customer_changed_number"})
 _MEDIA = frozenset({"image", "video", "document", "audio", "sticker"})
@@ -99,6 +99,23 @@ def went_out(statuses: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
         message_id = as_str(status.get("id"))
         if key and message_id and status.get("status") != "failed":
             yield key, message_id
+
+
+def failed(statuses: list[dict[str, Any]]) -> Iterator[tuple[str, str, int]]:
+    """``(callback key or "", wamid, Graph error code or 0)`` of each ``failed`` status (its
+    ``errors[]``, as Meta's error reference shows them in webhooks)."""
+    for status in statuses:
+        if status.get("status") == "failed":
+            errors = dicts(status.get("errors"))
+            code = as_int(errors[0].get("code")) if errors else 0
+            key = as_str(status.get("biz_opaque_callback_data"))
+            yield key, as_str(status.get("id")), code
+
+
+def stamped(change: Change) -> datetime | None:
+    """The newest ``timestamp`` of a change's messages and statuses: Meta's clock."""
+    stamps = [_sent_at(item.get("timestamp")) for item in change.messages + change.statuses]
+    return max((stamp for stamp in stamps if stamp is not None), default=None)
 
 
 def read_message(
@@ -188,4 +205,4 @@ def _contact(phone: str, bsuid: str, contacts: list[dict[str, Any]]) -> dict[str
     return {}
 
 
-__all__ = ["Change", "NumberChange", "changes", "read_message", "went_out"]
+__all__ = ["Change", "NumberChange", "changes", "failed", "read_message", "stamped", "went_out"]

@@ -37,8 +37,8 @@ import hashlib
 import hmac
 import json
 import re
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
@@ -66,6 +66,10 @@ _MEDIA = {
 }
 """Media message types a user can send, with a MIME type of each."""
 _MAX_BODY = 1024
+WINDOW = timedelta(hours=24)
+"""WhatsApp's customer service window: free-form messages only within 24 hours of the user's
+last message; after it Graph error 131047 (Meta's error codes reference)."""
+WINDOW_CLOSED = 131047
 _BSUID = re.compile(r"[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}\Z")
 """A BSUID (``US.13491208655302741918``) or a parent BSUID (``US.ENT.1181...``): "a two-letter
 ISO country code, a period, and up to 128 alphanumeric characters" (Meta, "Business-scoped
@@ -138,6 +142,13 @@ class FakeWhatsAppServer(LoopbackFake):
     ``api_base_url`` at :attr:`base_url`, and set :attr:`webhook_url` to where the provider
     listens. Everything runs on the caller's event loop.
 
+    A free-form send (text, reply buttons) reaches only someone who wrote in the last 24
+    hours on the fake's clock (:meth:`wrote`); anyone else is refused with 131047, as Meta
+    does on the Cloud API: by default the send is taken (200, a wamid) and a ``failed`` status
+    webhook follows; with ``window_refusal="answer"`` the send's answer is the error (Meta's
+    error reference: "returned either synchronously as a Graph API response, asynchronously
+    via Webhook, or sometimes through both methods").
+
     Attributes:
         sent: every message the bot sent, in order, as ``{"to", "type", "text", "buttons",
             "message_id", "context", "biz_opaque_callback_data", "payload"}`` (``text`` is the
@@ -145,6 +156,8 @@ class FakeWhatsAppServer(LoopbackFake):
             ``context`` the wamid replied to, or None; ``to`` the phone number or BSUID it was
             addressed to).
         calls: every authorised Graph API call, as ``(method, path, JSON body or {})``.
+        refused: free-form sends to someone who had not written for 24 hours, recorded like
+            ``sent`` (with ``"error": 131047``) but never shown to them.
         deliveries: every webhook POST attempt, as ``{"ids", "status"}`` (``status`` None
             when the connection failed).
         webhook_url: where payloads are POSTed; None until set.
@@ -162,6 +175,7 @@ class FakeWhatsAppServer(LoopbackFake):
         port: int = 0,
         clock: Clock | None = None,
         send_statuses: bool = True,
+        window_refusal: Literal["status", "answer"] = "status",
     ) -> None:
         super().__init__(port=port, clock=clock, shutdown_timeout=0.5)
         self.access_token = access_token
@@ -171,6 +185,9 @@ class FakeWhatsAppServer(LoopbackFake):
         self.display_phone_number = display_phone_number
         self.waba_id = waba_id
         self.send_statuses = send_statuses
+        self.window_refusal = window_refusal
+        self.refused: list[JsonDict] = []
+        self._wrote: dict[str, datetime] = {}
         self.webhook_url: str | None = None
         self.calls: list[tuple[str, str, JsonDict]] = []
         self.deliveries: list[JsonDict] = []
@@ -261,7 +278,7 @@ class FakeWhatsAppServer(LoopbackFake):
         """Queue a 1:1 text message from ``wa_id`` (a phone number, or a BSUID) to the
         business; return the payload."""
         message = self._message(wa_id, "text", {"text": {"body": text}})
-        return self.deliver(self._payload([self._contact(wa_id, name)], messages=[message]))
+        return self._from_person(wa_id, name, message)
 
     def group_message(self, group_id: str, wa_id: str, text: str, *, name: str = "") -> JsonDict:
         """Queue a text message from ``wa_id`` in a group (it carries ``group_id``)."""
@@ -307,7 +324,7 @@ class FakeWhatsAppServer(LoopbackFake):
         if caption:
             item["caption"] = caption
         message = self._message(wa_id, kind, {kind: item})
-        return self.deliver(self._payload([self._contact(wa_id, name)], messages=[message]))
+        return self._from_person(wa_id, name, message)
 
     def number_changed(self, old: str, new: str, *, name: str = "") -> JsonDict:
         """Queue the ``system`` message Meta sends when a user changes number."""
@@ -341,28 +358,63 @@ class FakeWhatsAppServer(LoopbackFake):
                 "interactive": reply,
             },
         )
-        return self.deliver(self._payload([self._contact(wa_id, name)], messages=[message]))
+        return self._from_person(wa_id, name, message)
+
+    def wrote(self, sender: str, at: datetime | None = None) -> None:
+        """``sender`` wrote to the business at ``at`` (default: now), long handled: no
+        webhook, but their 24-hour window runs from then. What people do through this fake
+        (a DM, media, a button) counts by itself."""
+        self._wrote[self._who(sender)[1]] = at or self._clock.now()
+
+    def _window_open(self, to: str) -> bool:
+        """Whether ``to`` wrote less than 24 hours ago (WhatsApp's customer service window:
+        free-form messages only within 24 hours of the user's last message)."""
+        last = self._wrote.get(self._who(to)[1])
+        return last is not None and self._clock.now() - last < WINDOW
+
+    def _from_person(self, sender: str, name: str, message: JsonDict) -> JsonDict:
+        """Queue ``message``, written by ``sender`` to the business: their window opens."""
+        self.wrote(sender)
+        return self.deliver(self._payload([self._contact(sender, name)], messages=[message]))
 
     def status(
-        self, message_id: str, status: str = "delivered", *, key: str | None = None
+        self,
+        message_id: str,
+        status: str = "delivered",
+        *,
+        key: str | None = None,
+        code: int | None = None,
     ) -> JsonDict:
-        """Queue a status webhook (``sent``, ``delivered``, ``read``) for a sent message."""
+        """Queue a status webhook (``sent``, ``delivered``, ``read``) for a sent message, or
+        with ``code`` a ``failed`` one carrying that Graph error in ``errors[]`` (no
+        conversation or pricing; the BSUID only for a send to a BSUID)."""
         to = str(self._messages.get(message_id, {}).get("to", ""))
-        item: JsonDict = {
-            "id": message_id,
-            "status": status,
-            "timestamp": self._timestamp(),
-            "conversation": {"id": "CONVERSATION_ID", "origin": {"type": "service"}},
-            "pricing": {
+        item: JsonDict = {"id": message_id, "status": status, "timestamp": self._timestamp()}
+        if code is not None:
+            item["status"] = "failed"
+            title = _TITLES.get(code, "Error")
+            item["errors"] = [
+                {
+                    "code": code,
+                    "title": title,
+                    "message": title,
+                    "error_data": {"details": _DETAILS.get(code, title)},
+                    "href": "https://developers.facebook.com/docs/whatsapp/cloud-api/support/"
+                    "error-codes/",
+                }
+            ]
+        else:
+            item["conversation"] = {"id": "CONVERSATION_ID", "origin": {"type": "service"}}
+            item["pricing"] = {
                 "billable": False,
                 "pricing_model": "PMP",
                 "category": "service",
                 "type": "free_customer_service",
-            },
-        }
-        if to.isdigit():  # the phone number only for a send to it; the BSUID always
+            }
+        if to.isdigit():  # the phone number only for a send to it
             item["recipient_id"] = to
-        item["recipient_user_id"] = self._who(to)[1] if to else ""
+        if to and (code is None or not to.isdigit()):
+            item["recipient_user_id"] = self._who(to)[1]
         if key is not None:
             item["biz_opaque_callback_data"] = key
         return self.deliver(self._payload(None, statuses=[item]))
@@ -447,7 +499,8 @@ class FakeWhatsAppServer(LoopbackFake):
         except _GraphError as error:
             return error.response()
         if self.send_statuses:
-            self.status(record["message_id"], "sent", key=record["biz_opaque_callback_data"])
+            key, code = record["biz_opaque_callback_data"], record.get("error")
+            self.status(record["message_id"], "sent", key=key, code=code)
         if after_taking:
             return self._cut(request)
         return web.json_response(
@@ -532,6 +585,8 @@ class FakeWhatsAppServer(LoopbackFake):
         key = body.get("biz_opaque_callback_data")
         if key is not None and (not isinstance(key, str) or len(key) > 512):
             raise _invalid("biz_opaque_callback_data")
+        if not self._window_open(to) and self.window_refusal == "answer":
+            raise _GraphError.of(400, WINDOW_CLOSED)
         record: JsonDict = {
             "to": to,
             "type": kind,
@@ -542,8 +597,12 @@ class FakeWhatsAppServer(LoopbackFake):
             "biz_opaque_callback_data": key,
             "payload": copy.deepcopy(body),
         }
-        self.sent.append(record)
         self._messages[record["message_id"]] = record
+        if self._window_open(to):
+            self.sent.append(record)
+        else:  # taken, then refused in a failed status webhook: never shown
+            record["error"] = WINDOW_CLOSED
+            self.refused.append(record)
         return record
 
     @staticmethod
@@ -695,6 +754,12 @@ class WhatsAppDemo(WebhookDemo[FakeWhatsAppServer], PeopleDemo[FakeWhatsAppServe
     """The WhatsApp fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
 
     webhook_path = "/whatsapp/webhook"
+
+    async def start(self) -> None:
+        """Start the fake with the owner's 24-hour window open: they wrote to the bot when
+        setting it up, as the WhatsApp guide asks, so notices reach them."""
+        await super().start()
+        self.fake.wrote(self.owner_id)
 
     # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
     # Played as Meta's Cloud API reference describes webhooks and messages.

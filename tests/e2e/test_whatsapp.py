@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from bot.core.clock import Clock, FakeClock
 from bot.core.config import Config
-from bot.core.errors import ConfigError
+from bot.core.errors import ConfigError, RecipientUnreachable
 from bot.core.models import ChatKind
 from bot.core.platforms import WhatsAppConfig
 from bot.core.schema import WebhookConfig
@@ -27,12 +28,22 @@ from tests.helpers import APPROVE, REJECT, Inbox
 
 pytestmark = pytest.mark.e2e
 
+REFUSALS = ("status", "answer")
+"""How Meta refuses a send outside the 24-hour window: a failed status webhook after taking
+it (the Cloud API's usual way), or the send's own answer."""
+DAY_LATER = timedelta(hours=25)
+
 OWNER, ALICE, MALLORY, BOB = "15550000001", "15550004242", "15550006666", "15550005151"
 GROUP = "120363025246125486"
 
 
 def make_fake(clock: Clock) -> FakeWhatsAppServer:
-    return FakeWhatsAppServer(clock=clock)
+    """The fake, where the owner and Alice wrote lately: free text reaches them (strangers
+    write before they are answered)."""
+    made = FakeWhatsAppServer(clock=clock)
+    made.wrote(OWNER)
+    made.wrote(ALICE)
+    return made
 
 
 def make_provider(fake: FakeWhatsAppServer, **overrides: Any) -> WhatsAppProvider:
@@ -282,6 +293,62 @@ async def test_graph_5xx_is_retried_and_sent_once(fake, running) -> None:
     assert len([c for c in fake.calls if c[1].endswith("/messages")]) == 4
 
 
+@pytest.mark.parametrize("refusal", REFUSALS)
+async def test_a_send_outside_the_24_hour_window_is_recipient_unreachable(
+    fake, running, inbox, fake_clock, refusal
+) -> None:
+    """Issue 11, item 9: 131047. Meta usually takes the send and posts a failed status; the
+    provider used to return the wamid as if delivered (or, refused in the answer, raise an
+    error nobody could tell from any other)."""
+    fake.window_refusal = refusal
+    fake_clock.advance(DAY_LATER)  # Alice last wrote more than 24 hours ago
+
+    with pytest.raises(RecipientUnreachable) as caught:
+        await running.send(ALICE, "are you there?")
+
+    assert isinstance(caught.value, WhatsAppApiError)
+    assert caught.value.code == 131047
+    assert "until they write" in str(caught.value)
+    assert fake.sent == []
+    assert [m["text"] for m in fake.refused] == (["are you there?"] if refusal == "status" else [])
+
+    fake.dm(ALICE, "back", name="Alice")  # her window opens again
+    await inbox.wait()
+    await running.send(ALICE, "welcome back")
+    assert fake.texts_to(ALICE) == ["welcome back"]
+
+
+async def test_a_reply_to_someone_who_just_wrote_waits_for_no_status(fake, inbox) -> None:
+    """Only a send to someone not seen writing lately waits for its verdict: replies to a
+    sender who just wrote go out at the pace they always did."""
+    fake.send_statuses = False  # a verdict would never come: a wait would hang the send
+    provider = make_provider(fake, status_wait=30)
+    await provider.start(inbox)
+    try:
+        await connect(fake, provider)
+        fake.dm(BOB, "hi", name="Bob")
+        [inbound] = await inbox.wait()
+
+        await asyncio.wait_for(provider.send(inbound.chat_id, "hello Bob"), 5)
+
+        assert fake.texts_to(BOB) == ["hello Bob"]
+    finally:
+        await provider.stop()
+
+
+async def test_a_failed_status_is_logged_with_what_it_means(fake, running, caplog) -> None:
+    sent_id = await running.send(ALICE, "hi")
+
+    fake.status(sent_id, code=131026)
+    await delivered(fake)
+
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert line == (
+        f"whatsapp: message {sent_id} was not delivered (Graph error code 131026: the "
+        "recipient cannot receive this message (not on WhatsApp, or an old client))"
+    )
+
+
 async def test_the_spam_rate_limit_is_not_retried_and_is_logged(fake, running, caplog) -> None:
     """131048 "Spam rate limit hit" is no passing throttle: Meta restricts the number because
     too many of its messages were blocked or reported, and each retry is one more message
@@ -525,6 +592,46 @@ async def test_app_a_phone_number_allowed_before_bsuids_keeps_working(
         assert app.pairing.pending() == []
     finally:
         await app.stop()
+
+
+@pytest.mark.parametrize("refusal", REFUSALS)
+async def test_app_an_owner_out_of_the_window_is_told_what_they_missed_when_they_write(
+    fake, app, fake_clock, caplog, refusal
+) -> None:
+    """Issue 11, item 9: notices to an owner who has not written for 24 hours fail with
+    131047. They used to vanish (one warning each, or nothing at all when Meta took the send);
+    now one log line per burst, and the owner is told what they missed when they write."""
+    fake.window_refusal = refusal
+    fake_clock.advance(DAY_LATER)  # the owner last wrote more than 24 hours ago
+    caplog.set_level(logging.WARNING, logger="bot.runtime")
+    for who, name in ((BOB, "Bob"), (MALLORY, "Mallory")):
+        fake.dm(who, "hello?", name=name)
+        await texts_to(fake, who, 1)  # strangers just wrote: their codes reach them
+    await fake.wait_until(lambda: len(app.pairing.pending()) == 2)
+    await delivered(fake)
+
+    assert fake.messages_to(OWNER) == []
+    await fake.wait_until(
+        lambda: any("cannot be written to" in r.getMessage() for r in caplog.records)
+    )
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("bot.runtime")]
+    assert len([line for line in lines if "cannot be written to" in line]) == 1
+    assert not any("could not reach owner" in line for line in lines)
+
+    fake.dm(OWNER, "/pending", name="Owner")
+    told, pending = await texts_to(fake, OWNER, 2)
+
+    assert told == (
+        "While WhatsApp would not let pairbot write to you, these did not reach you: 2 "
+        "pairing requests (WhatsApp). Send /pending to see what still waits. WhatsApp lets a "
+        "bot write only to people who wrote to it lately: writing here now and then keeps "
+        "notices coming."
+    )
+    assert BOB in pending
+    assert MALLORY in pending
+    fake.dm(OWNER, "/pending", name="Owner")
+    await texts_to(fake, OWNER, 3)
+    assert "did not reach you" not in fake.texts_to(OWNER)[2]  # told once
 
 
 async def test_app_owner_approves_by_command(fake, app) -> None:

@@ -11,7 +11,8 @@ The tree::
     ├── StartupError                      the gateway or a provider could not start
     ├── ProviderError                     a chat platform refused or failed what was asked
     │   ├── ProviderStateError (RuntimeError)  used while not running, or started twice
-    │   └── ButtonError (ValueError)      buttons the platform cannot show
+    │   ├── ButtonError (ValueError)      buttons the platform cannot show
+    │   └── RecipientUnreachable          the person must write first (WhatsApp's 24 hours)
     ├── AllowedByConfigError              a sender allowed by the config, not the store
     ├── LookupFailed (LookupError)        the thing asked for is not there (CLI exit 1)
     │   ├── UnknownCodeError              no live pairing request has this code
@@ -136,6 +137,15 @@ class ProviderStateError(ProviderError, RuntimeError):
 
 class ButtonError(ProviderError, ValueError):
     """Buttons the platform cannot show: too many, a command too long, two alike."""
+
+
+class RecipientUnreachable(ProviderError):
+    """The platform delivers nothing to this person until they write to the bot again.
+
+    WhatsApp's 24-hour window is one such rule: a bot may write freely only to someone who
+    wrote to it in the last 24 hours. Nothing was delivered; a send after they write will be.
+    Whoever sent (the owner notices) keeps what was missed and tells them then.
+    """
 
 
 class AllowedByConfigError(PairbotError):

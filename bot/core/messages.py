@@ -77,32 +77,61 @@ class NoticeKind(StrEnum):
     TURNED_AWAY = "stranger turned away by the pending cap"
     URGENT = "urgent"
     """Never folded (a state file gone bad)."""
+    FORWARDED = "forwarded message"
+    """A message the ``forward`` handler passed to the owners (never folded)."""
 
+
+Told = Mapping[tuple[NoticeKind, str], int]
+"""What one or more owner notices told of: how many of each kind, per platform ("" for none)."""
 
 _DIGEST_ORDER = (NoticeKind.PAIRING_REQUEST, NoticeKind.NODE_REQUEST, NoticeKind.TURNED_AWAY)
+_PLURALS = {
+    NoticeKind.PAIRING_REQUEST: "pairing requests",
+    NoticeKind.NODE_REQUEST: "node requests",
+    NoticeKind.TURNED_AWAY: "strangers turned away by the pending cap",
+    NoticeKind.URGENT: "warnings that a state file went bad (see `pairbot doctor`)",
+    NoticeKind.FORWARDED: "forwarded messages",
+}
+_SINGULARS = {NoticeKind.URGENT: "warning that a state file went bad (see `pairbot doctor`)"}
 
 
-def owner_digest(folded: Mapping[tuple[NoticeKind, str], int]) -> str:
-    """Told instead of the notices held back by the rate limit: what they would have said,
-    counted (per platform where there is one)."""
+def _counted(told: Told, kinds: Sequence[NoticeKind], *, more: str = "") -> list[str]:
+    """One part per kind told of: ``3 {more}pairing requests (Slack 1, Telegram 2)``."""
     parts = []
-    for kind in _DIGEST_ORDER:
-        counts = {provider: n for (k, provider), n in folded.items() if k is kind and n}
+    for kind in kinds:
+        counts = {provider: n for (k, provider), n in told.items() if k is kind and n}
         total = sum(counts.values())
         if not total:
             continue
-        noun = str(kind)
-        if total != 1:
-            noun = noun.replace("request", "requests").replace("stranger ", "strangers ")
+        noun = _SINGULARS.get(kind, str(kind)) if total == 1 else _PLURALS[kind]
         where = ", ".join(
             f"{label(p)} {n}" if len(counts) > 1 else label(p)
             for p, n in sorted(counts.items())
             if p
         )
-        parts.append(f"{total} more {noun}{f' ({where})' if where else ''}")
+        parts.append(f"{total} {more}{noun}{f' ({where})' if where else ''}")
+    return parts
+
+
+def owner_digest(folded: Told) -> str:
+    """Told instead of the notices held back by the rate limit: what they would have said,
+    counted (per platform where there is one)."""
+    parts = _counted(folded, _DIGEST_ORDER, more="more ")
     return (
         f"Held back to keep this chat readable: {'; '.join(parts)}. Send /pending to see "
         "what waits."
+    )
+
+
+def owner_missed(provider: str, missed: Told) -> str:
+    """Told to an owner when they write again after the platform would not let pairbot write
+    to them (WhatsApp's 24 hours): what they missed, counted, and where to see it."""
+    parts = _counted(missed, (*_DIGEST_ORDER, NoticeKind.URGENT, NoticeKind.FORWARDED))
+    name = label(provider)
+    return (
+        f"While {name} would not let pairbot write to you, these did not reach you: "
+        f"{'; '.join(parts)}. Send /pending to see what still waits. {name} lets a bot write "
+        "only to people who wrote to it lately: writing here now and then keeps notices coming."
     )
 
 

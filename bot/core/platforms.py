@@ -90,11 +90,16 @@ class DiscordConfig(ProviderBlock):
 class WhatsAppConfig(ProviderBlock):
     """``providers.whatsapp:`` — the WhatsApp Business Cloud API."""
 
-    # A wa_id is the phone number in digits: ``+1 555 010 0001`` written by a user is the wa_id
-    # ``15550100001``. Anything else (a business-scoped user id, ``US.1349…``) is kept as given.
+    # A sender is their wa_id (the phone number in digits) when Meta sends it, else their
+    # business-scoped user id (BSUID: two capitals, a period, up to 128 letters and digits;
+    # Meta, "Business-scoped user IDs"), so both may be owners and allowed. A parent BSUID
+    # (US.ENT.…) never names a sender and is refused. ``numeric`` stays off: a BSUID is not.
+    # A phone number written ``+1 555 010 0001`` is taken as the wa_id ``15550100001``; a
+    # BSUID has letters, so the phone rule leaves it as given.
     ids = IdRule(
-        pattern=re.compile(r"^\d{6,20}$"),
-        what="a WhatsApp id (wa_id: digits, no +)",
+        pattern=re.compile(r"^(\d{6,20}|[A-Z]{2}\.[A-Za-z0-9]{1,128})$"),
+        what="a WhatsApp id (a wa_id: the phone number in digits, no +; or a BSUID such as "
+        "US.13491208655302741918)",
         phone="digits",
     )
 

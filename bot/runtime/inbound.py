@@ -22,7 +22,14 @@ from bot.core import messages
 from bot.core.commands import parse
 from bot.core.errors import StoreError
 from bot.core.gate import Decision, decide
-from bot.core.models import DmPolicy, Inbound, NodeDecision, NodeVerdict, RequestOutcome
+from bot.core.models import (
+    ChatKind,
+    DmPolicy,
+    Inbound,
+    NodeDecision,
+    NodeVerdict,
+    RequestOutcome,
+)
 from bot.core.platforms import find
 from bot.core.text import remaining
 from bot.gateway.server import Gateway
@@ -84,6 +91,8 @@ class InboundPipeline:
     async def _on_inbound(self, msg: Inbound) -> None:
         msg = _normal_sender(msg)
         is_owner = (msg.provider, msg.sender_id) in self.shared.owners
+        if is_owner and msg.chat_kind == ChatKind.DM:  # the platform lets us answer again
+            await self.notices.missed.owner_wrote(msg.provider, msg.sender_id)
         policy = self.policies.get(msg.provider, DmPolicy.PAIRING)
         allowed = False
         if not is_owner and policy in (DmPolicy.PAIRING, DmPolicy.ALLOWLIST):

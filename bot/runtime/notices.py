@@ -5,7 +5,8 @@ strangers turned away over the cap, a state file gone bad). :class:`OwnerNotifie
 most a few a minute and folds the rest into one digest; :class:`OwnerNotices` words each
 notice, remembers which notices it sent with buttons (to tell a stale press from a guess),
 and counts the strangers turned away for one notice per burst; :class:`BadStateFiles` tells
-them once about each state file that goes bad while running.
+them once about each state file that goes bad while running. An owner the platform will not
+let us write to until they write is told what they missed then (:mod:`bot.runtime.missed`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from datetime import datetime, timedelta
 
 from bot.core import messages
 from bot.core.clock import Clock
-from bot.core.messages import NoticeKind
+from bot.core.errors import RecipientUnreachable
+from bot.core.messages import NoticeKind, Told
 from bot.core.models import Button, NodeAsk, PendingRequest
 from bot.core.text import remaining
+from bot.runtime.missed import MissedNotices
 from bot.runtime.shared import Shared
 from bot.services.nodes import NodeService
 
@@ -43,7 +46,7 @@ class OwnerNotifier:
 
     def __init__(
         self,
-        send: Callable[[str, Sequence[Button]], Awaitable[None]],
+        send: Callable[[str, Sequence[Button], Told], Awaitable[None]],
         *,
         clock: Clock,
         limit: int = 5,
@@ -67,13 +70,13 @@ class OwnerNotifier:
         count: int = 1,
     ) -> None:
         """Send a notice now if the rate allows, else count it (``count`` of ``kind`` on
-        ``provider``) into the next digest."""
+        ``provider``) into the next digest. ``send`` is told what the message tells of."""
         now = self._clock.now()
         while self._sent and now - self._sent[0] >= self._window:
             self._sent.popleft()
         if kind is NoticeKind.URGENT or (len(self._sent) < self._limit and not self._folded):
             self._sent.append(now)
-            await self._send(text, buttons)
+            await self._send(text, buttons, {(kind, provider): count})
             return
         self._folded[(kind, provider)] += count
         if self._flush_task is None or self._flush_task.done():
@@ -85,7 +88,7 @@ class OwnerNotifier:
         folded, self._folded = self._folded, Counter()
         if folded:
             self._sent.append(self._clock.now())
-            await self._send(messages.owner_digest(folded), ())
+            await self._send(messages.owner_digest(folded), (), folded)
 
     async def aclose(self) -> None:
         """Cancel a pending digest."""
@@ -114,6 +117,7 @@ class OwnerNotices:
     nodes: NodeService
     pacing: NoticePacing
     notifier: OwnerNotifier = field(init=False)
+    missed: MissedNotices = field(init=False)
     _capped_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
     _buttons: OrderedDict[tuple[str, str, str], frozenset[str]] = field(
         default_factory=OrderedDict, init=False
@@ -125,6 +129,7 @@ class OwnerNotices:
         self.notifier = OwnerNotifier(
             self.send_to_owners, clock=self.shared.clock, limit=limit, window=window
         )
+        self.missed = MissedNotices(self.shared.providers)
 
     def pressed(self, provider: str, chat_id: str, message_id: str, line: str) -> bool:
         """Whether ``line`` is a command that our notice ``message_id`` carried as a button."""
@@ -195,8 +200,11 @@ class OwnerNotices:
                 count=count,
             )
 
-    async def send_to_owners(self, text: str, buttons: Sequence[Button] = ()) -> None:
-        """Send to every owner chat on a running platform now (no rate limit)."""
+    async def send_to_owners(
+        self, text: str, buttons: Sequence[Button] = (), told: Told | None = None
+    ) -> None:
+        """Send to every owner chat on a running platform now (no rate limit); ``told`` is
+        what it tells of, missed by an owner not reachable yet (default: a forwarded message)."""
         for provider_name, user_id in sorted(self.shared.owners):
             provider = self.shared.providers.get(provider_name)
             if provider is None:
@@ -205,6 +213,11 @@ class OwnerNotices:
             try:
                 chat_id = await provider.dm_chat_id(user_id)
                 message_id = await provider.send(chat_id, shown, buttons=buttons)
+            except RecipientUnreachable as exc:
+                self.missed.add(
+                    provider_name, user_id, told or {(NoticeKind.FORWARDED, ""): 1}, exc
+                )
+                continue
             except Exception:
                 log.warning("could not reach owner %s on %s", user_id, provider_name)
                 continue

@@ -6,10 +6,22 @@ the documentation shows), so every value is read through the readers of
 I/O or logs; :class:`~providers.whatsapp.provider.WhatsAppProvider` decides what a
 change means for it (another business number, a status it waits for, a re-delivery).
 
-Only ``text`` messages and ``interactive`` reply-button presses become
-:class:`~bot.core.models.Inbound` values; the sender is the ``wa_id``, the chat of a DM is the
-``wa_id`` too, a message carrying a ``group_id`` is a group. The business number's own
-messages, system messages (:class:`NumberChange`) and every other message type never do.
+``text`` messages, media messages (image, video, document, audio, sticker: an
+:class:`~bot.core.models.Inbound` with ``media`` set and the caption, or nothing, as its text)
+and ``interactive`` reply-button presses become :class:`~bot.core.models.Inbound` values; a
+message carrying a ``group_id`` is a group. The business number's own messages, system
+messages (:class:`NumberChange`) and every other message type (reactions, locations,
+contacts, ...) never do.
+
+Who wrote: since April 2026 Meta adds the sender's business-scoped user id (BSUID,
+``US.13491208655302741918``) to every message, as ``messages[].from_user_id`` and
+``contacts[].user_id``; a user who adopted a username may have no phone number in it at all:
+``from`` and ``contacts[].wa_id`` are then omitted, not filled with the BSUID (Meta's webhook
+references, e.g. "Image messages": ``wa_id`` "omitted if user's phone number is
+unavailable"). One rule gives each message one sender id: **the phone number (``wa_id``)
+when Meta sends it, the BSUID only when it does not.** So the ids allowed before BSUIDs
+existed keep working for as long as Meta shows the number, and someone it never shows is
+still someone. The chat of a DM is the sender id, so a reply goes where the message came from.
 """
 
 from __future__ import annotations
@@ -20,9 +32,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.core.models import ChatKind, Inbound
-from providers._json import as_dict, as_str, dicts
+from providers._json import as_dict, as_int, as_str, dicts
 
 _NUMBER_CHANGED = frozenset({"user_changed_number", "customer_changed_number"})
+_MEDIA = frozenset({"image", "video", "document", "audio", "sticker"})
+"""Message types that carry a file (Meta's webhook reference, one page per type: image,
+video and document have an optional ``caption``; audio and sticker have none)."""
 
 
 def _digits(value: object) -> str:
@@ -86,66 +101,108 @@ def went_out(statuses: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
             yield key, message_id
 
 
+def failed(statuses: list[dict[str, Any]]) -> Iterator[tuple[str, str, int]]:
+    """``(callback key or "", wamid, Graph error code or 0)`` of each ``failed`` status (its
+    ``errors[]``, as Meta's error reference shows them in webhooks)."""
+    for status in statuses:
+        if status.get("status") == "failed":
+            errors = dicts(status.get("errors"))
+            code = as_int(errors[0].get("code")) if errors else 0
+            key = as_str(status.get("biz_opaque_callback_data"))
+            yield key, as_str(status.get("id")), code
+
+
+def stamped(change: Change) -> datetime | None:
+    """The newest ``timestamp`` of a change's messages and statuses: Meta's clock."""
+    stamps = [_sent_at(item.get("timestamp")) for item in change.messages + change.statuses]
+    return max((stamp for stamp in stamps if stamp is not None), default=None)
+
+
 def read_message(
     name: str, message: dict[str, Any], change: Change
 ) -> Inbound | NumberChange | None:
     """What one message of ``change`` is to pairbot (``name``: the provider's name)."""
-    sender = as_str(message.get("from"))
-    if not sender or (change.business and _digits(sender) == change.business):
+    phone = as_str(message.get("from"))
+    if phone and change.business and _digits(phone) == change.business:
         return None  # the business number's own messages
     if message.get("type") == "system":
         system = as_dict(message.get("system"))
-        if system.get("type") not in _NUMBER_CHANGED:
+        if not phone or system.get("type") not in _NUMBER_CHANGED:
             return None
         new = as_str(system.get("wa_id")) or as_str(system.get("new_wa_id")) or "?"
-        return NumberChange(old=sender, new=new)
+        return NumberChange(old=phone, new=new)
+    bsuid = as_str(message.get("from_user_id"))
+    contact = _contact(phone, bsuid, change.contacts)
+    sender = phone or bsuid or as_str(contact.get("user_id"))
     content = _content(message)
-    if content is None:
+    if not sender or content is None:
         return None
-    text, message_id, is_button = content
     group = as_str(message.get("group_id"))
-    sender_name = _name(sender, change.contacts)
+    profile = as_dict(contact.get("profile"))
+    sender_name = as_str(profile.get("name"))
+    username = as_str(profile.get("username")).lstrip("@")
+    meta = {"name": sender_name, "username": username}
     return Inbound(
         provider=name,
         chat_id=group or sender,
         chat_kind=ChatKind.GROUP if group else ChatKind.DM,
         sender_id=sender,
         sender_name=sender_name,
-        text=text,
-        message_id=message_id,
-        is_button=is_button,
-        meta={"name": sender_name} if sender_name else {},
+        text=content.text,
+        message_id=content.message_id,
+        is_button=content.is_button,
+        meta={key: value for key, value in meta.items() if value},
         sent_at=_sent_at(message.get("timestamp")),
+        media=content.media,
     )
 
 
-def _content(message: dict[str, Any]) -> tuple[str, str | None, bool] | None:
-    """``(text, message id, is a button press)``; None for what is not pairbot's to read.
+@dataclass(frozen=True, slots=True)
+class _Content:
+    text: str
+    message_id: str | None
+    is_button: bool = False
+    media: bool = False
 
-    A button press's text is the button id (the command), its message id the notice's.
+
+def _content(message: dict[str, Any]) -> _Content | None:
+    """What a message says; None for what is not pairbot's to read.
+
+    A button press's text is the button id (the command), its message id the notice's. A
+    media message's text is its caption, or empty: from a stranger it is a contact attempt
+    like any text (issue 11).
     """
-    kind = message.get("type")
+    kind = as_str(message.get("type"))
+    message_id = as_str(message.get("id")) or None
     if kind == "text":
         text = as_str(as_dict(message.get("text")).get("body"))
-        return (text, as_str(message.get("id")) or None, False) if text else None
+        return _Content(text, message_id) if text else None
+    if kind in _MEDIA:
+        caption = as_str(as_dict(message.get(kind)).get("caption"))
+        return _Content(caption, message_id, media=True)
     if kind != "interactive":
-        return None  # media, reactions, locations, template quick replies, ...
+        return None  # reactions, locations, contacts, template quick replies, ...
     interactive = as_dict(message.get("interactive"))
     if interactive.get("type") != "button_reply":
         return None
     text = as_str(as_dict(interactive.get("button_reply")).get("id"))
     notice = as_str(as_dict(message.get("context")).get("id"))
-    return (text, notice, True) if text and notice else None
+    return _Content(text, notice, is_button=True) if text and notice else None
 
 
-def _name(sender: str, contacts: list[dict[str, Any]]) -> str:
-    """The profile name the sender gave (unverified), or empty."""
+def _contact(phone: str, bsuid: str, contacts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``contacts[]`` entry of the sender (by phone number or BSUID), or empty: a lone
+    entry counts unless it names someone else."""
     for contact in contacts:
-        if as_str(contact.get("wa_id")) == sender:
-            return as_str(as_dict(contact.get("profile")).get("name"))
-    if len(contacts) == 1 and not contacts[0].get("wa_id"):
-        return as_str(as_dict(contacts[0].get("profile")).get("name"))
-    return ""
+        if (phone and as_str(contact.get("wa_id")) == phone) or (
+            bsuid and as_str(contact.get("user_id")) == bsuid
+        ):
+            return contact
+    if len(contacts) == 1:
+        lone = contacts[0]
+        if not (phone and lone.get("wa_id")) and not (bsuid and lone.get("user_id")):
+            return lone
+    return {}
 
 
-__all__ = ["Change", "NumberChange", "changes", "read_message", "went_out"]
+__all__ = ["Change", "NumberChange", "changes", "failed", "read_message", "stamped", "went_out"]

@@ -13,6 +13,13 @@ It plays both of Meta's sides on 127.0.0.1:
   gets a 200 (in order, one at a time); :meth:`~FakeWhatsAppServer.post_webhook` sends one
   POST now, signed, unsigned or forged, and returns the HTTP status.
 
+People are written to by phone number (``wa_id``). As Meta has done since April 2026, every
+message also carries the sender's business-scoped user id (BSUID, :meth:`~FakeWhatsAppServer.
+bsuid`) as ``messages[].from_user_id`` and ``contacts[].user_id``; after
+:meth:`~FakeWhatsAppServer.hide_number` (a user who adopted a username and is out of the
+business's contact book) the phone number fields are omitted and only the BSUID and the
+username remain. Sends take a phone number in ``to`` or a BSUID in ``recipient``.
+
 By default every accepted send is followed by a ``sent`` status webhook that carries the
 send's ``biz_opaque_callback_data``, as Meta's are. Outages are played with
 :meth:`~FakeWhatsAppServer.go_down` / :meth:`~FakeWhatsAppServer.come_back` (connections
@@ -29,8 +36,9 @@ import copy
 import hashlib
 import hmac
 import json
-from datetime import UTC, datetime
-from typing import Any
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
@@ -49,7 +57,23 @@ DEFAULT_DISPLAY_NUMBER = "15550001234"
 DEFAULT_WABA_ID = "102290129340398"
 
 _MAX_TEXT = 4096
+_MEDIA = {
+    "image": "image/jpeg",
+    "video": "video/mp4",
+    "document": "application/pdf",
+    "audio": "audio/ogg; codecs=opus",
+    "sticker": "image/webp",
+}
+"""Media message types a user can send, with a MIME type of each."""
 _MAX_BODY = 1024
+WINDOW = timedelta(hours=24)
+"""WhatsApp's customer service window: free-form messages only within 24 hours of the user's
+last message; after it Graph error 131047 (Meta's error codes reference)."""
+WINDOW_CLOSED = 131047
+_BSUID = re.compile(r"[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}\Z")
+"""A BSUID (``US.13491208655302741918``) or a parent BSUID (``US.ENT.1181...``): "a two-letter
+ISO country code, a period, and up to 128 alphanumeric characters" (Meta, "Business-scoped
+user IDs")."""
 _MAX_BUTTONS = 3
 _MAX_ID = 256
 _MAX_TITLE = 20
@@ -67,23 +91,44 @@ def first_message(payload: JsonDict) -> JsonDict:
     return dict(items[0])
 
 
+# Meta, "WhatsApp error codes" (developers.facebook.com/documentation/business-messaging/
+# whatsapp/support/error-codes): a code's title (in ``message`` after "(#code)") and its
+# ``error_data.details``, for the codes this fake plays.
+_TITLES = {
+    2: "Service temporarily unavailable",
+    130429: "Rate limit hit",
+    131047: "Re-engagement message",
+    131048: "Spam rate limit hit",
+    131056: "(Business Account, Consumer Account) pair rate limit hit",
+}
+_DETAILS = {
+    131047: "Message failed to send because more than 24 hours have passed since the customer "
+    "last replied to this number.",
+    131048: "Message failed to send because there are restrictions on how many messages can "
+    "be sent from this phone number. This may be because too many previous messages were "
+    "blocked or flagged as spam.",
+}
+
+
 class _GraphError(Exception):
-    """A Graph API error answer: ``{"error": {"message", "type", "code", "fbtrace_id"}}``."""
+    """A Graph API error answer: ``{"error": {"message", "type", "code", "error_data",
+    "fbtrace_id"}}``."""
 
     def __init__(self, status: int, code: int, message: str, kind: str = "OAuthException") -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.kind = status, code, message, kind
 
+    @classmethod
+    def of(cls, status: int, code: int) -> _GraphError:
+        """Graph's answer with error ``code``, titled and detailed as Meta's reference says."""
+        return cls(status, code, f"(#{code}) {_TITLES.get(code, 'Error')}")
+
     def response(self) -> web.Response:
-        body = {
-            "error": {
-                "message": self.message,
-                "type": self.kind,
-                "code": self.code,
-                "fbtrace_id": "AFakeTraceId",
-            }
-        }
-        return web.json_response(body, status=self.status)
+        error: JsonDict = {"message": self.message, "type": self.kind, "code": self.code}
+        if self.code in _DETAILS:
+            error["error_data"] = {"messaging_product": "whatsapp", "details": _DETAILS[self.code]}
+        error["fbtrace_id"] = "AFakeTraceId"
+        return web.json_response({"error": error}, status=self.status)
 
 
 def _invalid(message: str) -> _GraphError:
@@ -97,12 +142,22 @@ class FakeWhatsAppServer(LoopbackFake):
     ``api_base_url`` at :attr:`base_url`, and set :attr:`webhook_url` to where the provider
     listens. Everything runs on the caller's event loop.
 
+    A free-form send (text, reply buttons) reaches only someone who wrote in the last 24
+    hours on the fake's clock (:meth:`wrote`); anyone else is refused with 131047, as Meta
+    does on the Cloud API: by default the send is taken (200, a wamid) and a ``failed`` status
+    webhook follows; with ``window_refusal="answer"`` the send's answer is the error (Meta's
+    error reference: "returned either synchronously as a Graph API response, asynchronously
+    via Webhook, or sometimes through both methods").
+
     Attributes:
         sent: every message the bot sent, in order, as ``{"to", "type", "text", "buttons",
             "message_id", "context", "biz_opaque_callback_data", "payload"}`` (``text`` is the
             body of a text or interactive message; ``buttons`` is ``[{"id", "title"}]``;
-            ``context`` the wamid replied to, or None).
+            ``context`` the wamid replied to, or None; ``to`` the phone number or BSUID it was
+            addressed to).
         calls: every authorised Graph API call, as ``(method, path, JSON body or {})``.
+        refused: free-form sends to someone who had not written for 24 hours, recorded like
+            ``sent`` (with ``"error": 131047``) but never shown to them.
         deliveries: every webhook POST attempt, as ``{"ids", "status"}`` (``status`` None
             when the connection failed).
         webhook_url: where payloads are POSTed; None until set.
@@ -120,6 +175,7 @@ class FakeWhatsAppServer(LoopbackFake):
         port: int = 0,
         clock: Clock | None = None,
         send_statuses: bool = True,
+        window_refusal: Literal["status", "answer"] = "status",
     ) -> None:
         super().__init__(port=port, clock=clock, shutdown_timeout=0.5)
         self.access_token = access_token
@@ -129,6 +185,9 @@ class FakeWhatsAppServer(LoopbackFake):
         self.display_phone_number = display_phone_number
         self.waba_id = waba_id
         self.send_statuses = send_statuses
+        self.window_refusal = window_refusal
+        self.refused: list[JsonDict] = []
+        self._wrote: dict[str, datetime] = {}
         self.webhook_url: str | None = None
         self.calls: list[tuple[str, str, JsonDict]] = []
         self.deliveries: list[JsonDict] = []
@@ -136,7 +195,8 @@ class FakeWhatsAppServer(LoopbackFake):
         self._messages: dict[str, JsonDict] = {}
         self._next_id = 1
         self._down = False
-        self._fail: list[tuple[int, int, str]] = []
+        self._hidden: dict[str, str] = {}
+        self._fail: list[tuple[int, int]] = []
         self._drop: list[bool] = []
         self._lose_acks = 0
 
@@ -176,8 +236,7 @@ class FakeWhatsAppServer(LoopbackFake):
 
     def fail_next_sends(self, n: int, *, status: int = 503, code: int = 2) -> None:
         """Answer the next ``n`` sends with a Graph error (default: 503, service code 2)."""
-        message = "(#2) Service temporarily unavailable" if code == 2 else f"(#{code}) Error"
-        self._fail += [(status, code, message)] * n
+        self._fail += [(status, code)] * n
 
     def drop_next_sends(self, n: int, *, after_taking: bool = False) -> None:
         """Cut the connection of the next ``n`` sends without an answer; with
@@ -188,12 +247,38 @@ class FakeWhatsAppServer(LoopbackFake):
         """Treat the next ``n`` 200 answers to webhooks as lost: the payload is re-delivered."""
         self._lose_acks += n
 
+    # -- who people are ----------------------------------------------------------------------
+
+    def bsuid(self, wa_id: str) -> str:
+        """The BSUID of the person with phone number ``wa_id``: stable, and scoped to this
+        business (its portfolio; the WABA id stands in for it here)."""
+        digest = hashlib.sha256(f"{self.waba_id}:{wa_id}".encode()).digest()
+        return f"US.{int.from_bytes(digest[:8], 'big'):020d}"
+
+    def hide_number(self, wa_id: str, username: str) -> str:
+        """``wa_id`` adopts ``username`` and is not in the business's contact book: from now
+        on Meta omits their phone number (``from``, ``contacts[].wa_id``) and their messages
+        carry only their BSUID and username (Meta, "Business-scoped user IDs"). Return the
+        BSUID, the one id left to reach them by."""
+        self._hidden[wa_id] = username
+        return self.bsuid(wa_id)
+
+    def _who(self, sender: str) -> tuple[str, str, str]:
+        """``(phone number or "", BSUID, username or "")`` of someone writing as ``sender``:
+        a phone number, or the BSUID of someone Meta shows no number of."""
+        if not sender.isdigit():
+            return "", sender, ""
+        if sender in self._hidden:
+            return "", self.bsuid(sender), self._hidden[sender]
+        return sender, self.bsuid(sender), ""
+
     # -- what users do -----------------------------------------------------------------------
 
     def dm(self, wa_id: str, text: str, *, name: str = "") -> JsonDict:
-        """Queue a 1:1 text message from ``wa_id`` to the business; return the payload."""
+        """Queue a 1:1 text message from ``wa_id`` (a phone number, or a BSUID) to the
+        business; return the payload."""
         message = self._message(wa_id, "text", {"text": {"body": text}})
-        return self.deliver(self._payload([self._contact(wa_id, name)], messages=[message]))
+        return self._from_person(wa_id, name, message)
 
     def group_message(self, group_id: str, wa_id: str, text: str, *, name: str = "") -> JsonDict:
         """Queue a text message from ``wa_id`` in a group (it carries ``group_id``)."""
@@ -215,13 +300,31 @@ class FakeWhatsAppServer(LoopbackFake):
             self._payload([], field="smb_message_echoes", message_echoes=[message])
         )
 
-    def media(self, wa_id: str, *, caption: str = "", name: str = "") -> JsonDict:
-        """Queue an image message (with an optional caption) from ``wa_id``."""
-        image: JsonDict = {"mime_type": "image/jpeg", "sha256": "0" * 64, "id": "1234567890"}
+    def media(
+        self, wa_id: str, kind: str = "image", *, caption: str = "", name: str = ""
+    ) -> JsonDict:
+        """Queue a media message of ``kind`` (image, video, document, audio, sticker) from
+        ``wa_id``, as Meta's webhook reference for that type shows it: image, video and
+        document may carry a caption; audio and sticker never do.
+
+        Raises:
+            ValueError: not one of those kinds, or a caption on audio or a sticker.
+        """
+        if kind not in _MEDIA:
+            raise ValueError(f"no media message of type {kind!r}")
+        item: JsonDict = {"mime_type": _MEDIA[kind], "sha256": "0" * 64, "id": "1234567890"}
+        if kind == "document":
+            item["filename"] = "notes.pdf"
+        elif kind == "audio":
+            item["voice"] = True
+        elif kind == "sticker":
+            item["animated"] = False
+        if caption and kind in ("audio", "sticker"):
+            raise ValueError(f"a {kind} message has no caption")
         if caption:
-            image["caption"] = caption
-        message = self._message(wa_id, "image", {"image": image})
-        return self.deliver(self._payload([self._contact(wa_id, name)], messages=[message]))
+            item["caption"] = caption
+        message = self._message(wa_id, kind, {kind: item})
+        return self._from_person(wa_id, name, message)
 
     def number_changed(self, old: str, new: str, *, name: str = "") -> JsonDict:
         """Queue the ``system`` message Meta sends when a user changes number."""
@@ -255,26 +358,63 @@ class FakeWhatsAppServer(LoopbackFake):
                 "interactive": reply,
             },
         )
-        return self.deliver(self._payload([self._contact(wa_id, name)], messages=[message]))
+        return self._from_person(wa_id, name, message)
+
+    def wrote(self, sender: str, at: datetime | None = None) -> None:
+        """``sender`` wrote to the business at ``at`` (default: now), long handled: no
+        webhook, but their 24-hour window runs from then. What people do through this fake
+        (a DM, media, a button) counts by itself."""
+        self._wrote[self._who(sender)[1]] = at or self._clock.now()
+
+    def _window_open(self, to: str) -> bool:
+        """Whether ``to`` wrote less than 24 hours ago (WhatsApp's customer service window:
+        free-form messages only within 24 hours of the user's last message)."""
+        last = self._wrote.get(self._who(to)[1])
+        return last is not None and self._clock.now() - last < WINDOW
+
+    def _from_person(self, sender: str, name: str, message: JsonDict) -> JsonDict:
+        """Queue ``message``, written by ``sender`` to the business: their window opens."""
+        self.wrote(sender)
+        return self.deliver(self._payload([self._contact(sender, name)], messages=[message]))
 
     def status(
-        self, message_id: str, status: str = "delivered", *, key: str | None = None
+        self,
+        message_id: str,
+        status: str = "delivered",
+        *,
+        key: str | None = None,
+        code: int | None = None,
     ) -> JsonDict:
-        """Queue a status webhook (``sent``, ``delivered``, ``read``) for a sent message."""
-        sent = self._messages.get(message_id, {})
-        item: JsonDict = {
-            "id": message_id,
-            "status": status,
-            "timestamp": self._timestamp(),
-            "recipient_id": sent.get("to", ""),
-            "conversation": {"id": "CONVERSATION_ID", "origin": {"type": "service"}},
-            "pricing": {
+        """Queue a status webhook (``sent``, ``delivered``, ``read``) for a sent message, or
+        with ``code`` a ``failed`` one carrying that Graph error in ``errors[]`` (no
+        conversation or pricing; the BSUID only for a send to a BSUID)."""
+        to = str(self._messages.get(message_id, {}).get("to", ""))
+        item: JsonDict = {"id": message_id, "status": status, "timestamp": self._timestamp()}
+        if code is not None:
+            item["status"] = "failed"
+            title = _TITLES.get(code, "Error")
+            item["errors"] = [
+                {
+                    "code": code,
+                    "title": title,
+                    "message": title,
+                    "error_data": {"details": _DETAILS.get(code, title)},
+                    "href": "https://developers.facebook.com/docs/whatsapp/cloud-api/support/"
+                    "error-codes/",
+                }
+            ]
+        else:
+            item["conversation"] = {"id": "CONVERSATION_ID", "origin": {"type": "service"}}
+            item["pricing"] = {
                 "billable": False,
                 "pricing_model": "PMP",
                 "category": "service",
                 "type": "free_customer_service",
-            },
-        }
+            }
+        if to.isdigit():  # the phone number only for a send to it
+            item["recipient_id"] = to
+        if to and (code is None or not to.isdigit()):
+            item["recipient_user_id"] = self._who(to)[1]
         if key is not None:
             item["biz_opaque_callback_data"] = key
         return self.deliver(self._payload(None, statuses=[item]))
@@ -351,7 +491,7 @@ class FakeWhatsAppServer(LoopbackFake):
             body = await self._json(request)
             self.calls.append(("POST", request.path, body))
             if self._fail:
-                raise _GraphError(*self._fail.pop(0))
+                raise _GraphError.of(*self._fail.pop(0))
             after_taking = self._drop.pop(0) if self._drop else None
             if after_taking is False:
                 return self._cut(request)
@@ -359,16 +499,23 @@ class FakeWhatsAppServer(LoopbackFake):
         except _GraphError as error:
             return error.response()
         if self.send_statuses:
-            self.status(record["message_id"], "sent", key=record["biz_opaque_callback_data"])
+            key, code = record["biz_opaque_callback_data"], record.get("error")
+            self.status(record["message_id"], "sent", key=key, code=code)
         if after_taking:
             return self._cut(request)
         return web.json_response(
             {
                 "messaging_product": "whatsapp",
-                "contacts": [{"input": record["to"], "wa_id": record["to"]}],
+                "contacts": [self._answered(record["to"])],
                 "messages": [{"id": record["message_id"]}],
             }
         )
+
+    @staticmethod
+    def _answered(to: str) -> JsonDict:
+        """The answer's ``contacts[]`` entry: ``wa_id`` for a send to a phone number,
+        ``user_id`` for one to a BSUID (Meta, "Business-scoped user IDs")."""
+        return {"input": to, "wa_id" if to.isdigit() else "user_id": to}
 
     async def _get_phone(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -422,9 +569,7 @@ class FakeWhatsAppServer(LoopbackFake):
             raise _GraphError(400, 100, "(#100) The parameter messaging_product is required.")
         if body.get("recipient_type", "individual") != "individual":
             raise _invalid("recipient_type")
-        to = body.get("to")
-        if not isinstance(to, str) or not to.lstrip("+").isdigit():
-            raise _GraphError(400, 100, "(#100) Invalid parameter: to")
+        to = self._recipient(body)
         kind = body.get("type")
         buttons: list[JsonDict] = []
         if kind == "text":
@@ -440,8 +585,10 @@ class FakeWhatsAppServer(LoopbackFake):
         key = body.get("biz_opaque_callback_data")
         if key is not None and (not isinstance(key, str) or len(key) > 512):
             raise _invalid("biz_opaque_callback_data")
+        if not self._window_open(to) and self.window_refusal == "answer":
+            raise _GraphError.of(400, WINDOW_CLOSED)
         record: JsonDict = {
-            "to": to.lstrip("+"),
+            "to": to,
             "type": kind,
             "text": text,
             "buttons": buttons,
@@ -450,9 +597,29 @@ class FakeWhatsAppServer(LoopbackFake):
             "biz_opaque_callback_data": key,
             "payload": copy.deepcopy(body),
         }
-        self.sent.append(record)
         self._messages[record["message_id"]] = record
+        if self._window_open(to):
+            self.sent.append(record)
+        else:  # taken, then refused in a failed status webhook: never shown
+            record["error"] = WINDOW_CLOSED
+            self.refused.append(record)
         return record
+
+    @staticmethod
+    def _recipient(body: JsonDict) -> str:
+        """Whom a send is for: ``to`` takes a phone number, ``recipient`` a BSUID; with both,
+        ``to`` wins (Meta, "Business-scoped user IDs", Messages API). A BSUID in ``to`` is
+        refused here: the reference gives ``to`` phone numbers only."""
+        to, recipient = body.get("to"), body.get("recipient")
+        if to is not None:
+            if not isinstance(to, str) or not to.lstrip("+").isdigit():
+                raise _GraphError(400, 100, "(#100) Invalid parameter: to")
+            return to.lstrip("+")
+        if recipient is not None:
+            if not isinstance(recipient, str) or not _BSUID.match(recipient):
+                raise _GraphError(400, 100, "(#100) Invalid parameter: recipient")
+            return recipient
+        raise _GraphError(400, 100, "(#100) The parameter to is required.")
 
     @staticmethod
     def _interactive(interactive: object) -> tuple[str, list[JsonDict]]:
@@ -533,13 +700,25 @@ class FakeWhatsAppServer(LoopbackFake):
             "entry": [{"id": self.waba_id, "changes": [{"field": field, "value": value}]}],
         }
 
-    @staticmethod
-    def _contact(wa_id: str, name: str) -> JsonDict:
-        return {"profile": {"name": name}, "wa_id": wa_id}
+    def _contact(self, sender: str, name: str) -> JsonDict:
+        """The ``contacts[]`` entry of ``sender`` (Meta's webhook references: ``wa_id``
+        "omitted if user's phone number is unavailable", ``user_id`` the BSUID,
+        ``profile.username`` "only included if user has adopted a username")."""
+        if sender == self.display_phone_number:
+            return {"profile": {"name": name}, "wa_id": sender}
+        phone, bsuid, username = self._who(sender)
+        profile = {"name": name, **({"username": username} if username else {})}
+        return {"profile": profile, **({"wa_id": phone} if phone else {}), "user_id": bsuid}
 
     def _message(self, sender: str, kind: str, fields: JsonDict) -> JsonDict:
+        """A ``messages[]`` item from ``sender``: ``from`` (the phone number, omitted when
+        Meta withholds it) and ``from_user_id`` (the BSUID)."""
+        ids: JsonDict = {"from": sender}
+        if sender != self.display_phone_number:
+            phone, bsuid, _ = self._who(sender)
+            ids = {"from": phone, "from_user_id": bsuid} if phone else {"from_user_id": bsuid}
         return {
-            "from": sender,
+            **ids,
             "id": self._new_id(),
             "timestamp": self._timestamp(),
             "type": kind,
@@ -575,6 +754,12 @@ class WhatsAppDemo(WebhookDemo[FakeWhatsAppServer], PeopleDemo[FakeWhatsAppServe
     """The WhatsApp fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
 
     webhook_path = "/whatsapp/webhook"
+
+    async def start(self) -> None:
+        """Start the fake with the owner's 24-hour window open: they wrote to the bot when
+        setting it up, as the WhatsApp guide asks, so notices reach them."""
+        await super().start()
+        self.fake.wrote(self.owner_id)
 
     # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
     # Played as Meta's Cloud API reference describes webhooks and messages.

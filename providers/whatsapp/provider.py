@@ -20,6 +20,14 @@ the message: when an attempt's answer is lost (the connection dropped after the 
 out), a status webhook carrying the key proves the message went out and stops the retry, so
 a flaky network duplicates nothing.
 
+The 24-hour window: WhatsApp delivers free-form messages only to someone who wrote in the last
+24 hours, and refuses others with 131047, in the send's answer or (usually) in a ``failed``
+status webhook after taking it. A send to someone this process has not seen write lately
+(:mod:`providers.whatsapp.window`; in practice the owner's notices) waits for its first status
+before it returns; either refusal raises :class:`~providers.whatsapp.graph.WindowClosed`, a
+:class:`~bot.core.errors.RecipientUnreachable`, which the owner notices keep until the owner
+writes. 131048 (spam rate limit) is not retried.
+
 Neither the access token, the app secret, the verify token nor any message text appears in
 what this module logs or raises.
 """
@@ -33,13 +41,14 @@ import json
 import logging
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from bot.core.errors import ConfigError
-from bot.core.models import Button
+from bot.core.models import Button, ChatKind, Inbound
 from bot.core.schema import WebhookConfig
 from providers._json import as_str
 from providers.base import State
@@ -49,13 +58,19 @@ from providers.webhook import WebhookProvider, WebhookServer
 from providers.whatsapp import events
 from providers.whatsapp.graph import (
     DEFAULT_API_BASE_URL,
+    SPAM_LIMIT,
+    WINDOW_CLOSED,
     Graph,
     GraphRetry,
     WhatsAppApiError,
+    WindowClosed,
+    address,
     button_message,
+    explain,
     reply_buttons,
     text_message,
 )
+from providers.whatsapp.window import RecentWriters
 
 _LOG = logging.getLogger(__name__)
 
@@ -77,6 +92,24 @@ _SPLIT = TextSplit(limit=MAX_TEXT, lines_from=0.5, keep_breaks=True)
 _BUTTONS = ButtonLimits(command=MAX_BUTTON_ID, count=MAX_BUTTONS, count_noun="reply buttons")
 
 
+@dataclass(frozen=True, slots=True)
+class _Fate:
+    """What the status webhooks of one send told: it went out (its wamid) or it failed (the
+    Graph error code)."""
+
+    went_out: asyncio.Future[str]
+    failed: asyncio.Future[int]
+
+    @classmethod
+    def new(cls) -> _Fate:
+        loop = asyncio.get_running_loop()
+        return cls(loop.create_future(), loop.create_future())
+
+    def cancel(self) -> None:
+        self.went_out.cancel()
+        self.failed.cancel()
+
+
 class WhatsAppProvider(WebhookProvider):
     """The WhatsApp Business Cloud API provider: one business phone number.
 
@@ -96,6 +129,8 @@ class WhatsAppProvider(WebhookProvider):
         retry_base_delay: seconds before the first retry; doubled each time (up to 8 s).
         request_timeout: seconds one Graph API call may take.
         stop_timeout: seconds :meth:`stop` waits for accepted events to be handled.
+        status_wait: seconds a send to someone who has not written lately waits for its first
+            status webhook, which says whether their 24-hour window refused it.
 
     :meth:`start` can be called again after :meth:`stop`; the ids of handled messages are
     kept across, so a re-delivery after a restart of the provider is still dropped.
@@ -122,6 +157,7 @@ class WhatsAppProvider(WebhookProvider):
         retry_base_delay: float = 0.5,
         request_timeout: float = 20.0,
         stop_timeout: float = 5.0,
+        status_wait: float = 10.0,
     ) -> None:
         super().__init__(name=name, webhook=WebhookServer.at(webhook), drain_timeout=stop_timeout)
         for field, value in (
@@ -146,7 +182,10 @@ class WhatsAppProvider(WebhookProvider):
             timeout=aiohttp.ClientTimeout(total=request_timeout),
             name=name,
         )
-        self._awaiting: dict[str, asyncio.Future[str]] = {}
+        self._status_wait = status_wait
+        self._awaiting: dict[str, _Fate] = {}
+        """Each send in flight, by its callback key (and, once known, its wamid)."""
+        self._writers = RecentWriters(size=SEEN_LIMIT)
 
     def __repr__(self) -> str:
         return (
@@ -204,7 +243,8 @@ class WhatsAppProvider(WebhookProvider):
     # -- outbound ----------------------------------------------------------------------------
 
     async def send(self, chat_id: str, text: str, *, buttons: Sequence[Button] = ()) -> str:
-        """Send plain ``text`` to a wa_id, with up to three reply buttons; return its wamid.
+        """Send plain ``text`` to a wa_id or BSUID, with up to three reply buttons; return its
+        wamid.
 
         Text over 4096 characters goes as several messages (the last one's id is returned).
         With buttons, text over 1024 characters goes first as text, then the buttons under
@@ -248,19 +288,49 @@ class WhatsAppProvider(WebhookProvider):
         """
         key = "pairbot:" + secrets.token_urlsafe(12)
         payload = {**payload, "biz_opaque_callback_data": key}
-        delivered: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._awaiting[key] = delivered
+        to = address(payload)
+        fate = _Fate.new()
+        known = [key]
+        self._awaiting[key] = fate
         try:
-            return await self._retrying(
+            message_id = await self._retrying(
                 lambda: self._api.send(payload),
-                what=f"send to {payload.get('to')}",
+                what=f"send to {to}",
                 give_up=self._gave_up,
-                proof=delivered,
+                proof=fate.went_out,
             )
+            if not self._writers.vouch(to) or fate.failed.done():
+                known.append(message_id)
+                self._awaiting[message_id] = fate
+                await self._verdict(fate, to)
+            return message_id
+        except WhatsAppApiError as exc:
+            if exc.code == SPAM_LIMIT:
+                _LOG.error(
+                    "%s: Meta's spam rate limit (131048) refused a message to %s; not "
+                    "retried: check the number's quality rating in WhatsApp Manager",
+                    self.name,
+                    address(payload),
+                )
+            raise
         finally:
-            self._awaiting.pop(key, None)
-            if not delivered.done():
-                delivered.cancel()
+            for each in known:
+                self._awaiting.pop(each, None)
+            fate.cancel()
+
+    async def _verdict(self, fate: _Fate, to: str) -> None:
+        """Wait (up to ``status_wait``) for the first status of a send to someone who has not
+        written lately: Meta takes a free-form message outside their 24-hour window and then
+        posts a ``failed`` status with 131047.
+
+        Raises:
+            WindowClosed: that is what the status said. (Another failure is logged where the
+                status is read; no status in time counts as sent.)
+        """
+        either: set[asyncio.Future[Any]] = {fate.went_out, fate.failed}
+        await asyncio.wait(either, timeout=self._status_wait, return_when=asyncio.FIRST_COMPLETED)
+        if fate.failed.done() and fate.failed.result() == WINDOW_CLOSED:
+            raise WindowClosed(self.name, to, status=200)
 
     def _gave_up(self, failure: Retry, tries: int) -> WhatsAppApiError:
         status, code = (
@@ -317,14 +387,28 @@ class WhatsAppProvider(WebhookProvider):
             if change.phone_number_id != self._phone_number_id:
                 _LOG.debug("%s: webhook for another phone number ignored", self.name)
                 continue
+            self._writers.saw(events.stamped(change))
             for key, message_id in events.went_out(change.statuses):
-                waiter = self._awaiting.get(key)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(message_id)  # a message still retrying went out
+                fate = self._awaiting.get(key)
+                if fate is not None and not fate.went_out.done():
+                    fate.went_out.set_result(message_id)  # it went out (perhaps on a retry)
+            for key, message_id, code in events.failed(change.statuses):
+                fate = self._awaiting.get(key) or self._awaiting.get(message_id)
+                if fate is not None and not fate.failed.done():
+                    fate.failed.set_result(code)  # its send raises WindowClosed for 131047
+                if fate is None or code != WINDOW_CLOSED:
+                    _LOG.warning(
+                        "%s: message %s was not delivered (%s)",
+                        self.name,
+                        message_id,
+                        explain(code),
+                    )
             for message in change.messages:
                 if not self._first_time(as_str(message.get("id"))):
                     continue
                 read = events.read_message(self.name, message, change)
+                if isinstance(read, Inbound) and read.chat_kind is ChatKind.DM:
+                    self._writers.wrote(read.sender_id, read.sent_at)
                 if isinstance(read, events.NumberChange):
                     _LOG.info(
                         "%s: sender %s changed number to %s; the new id is a stranger until "

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,12 @@ import pytest
 
 from bot.core.clock import Clock, FakeClock
 from bot.core.config import Config
-from bot.core.errors import ConfigError
+from bot.core.errors import ConfigError, RecipientUnreachable
 from bot.core.models import ChatKind
 from bot.core.platforms import WhatsAppConfig
 from bot.core.schema import WebhookConfig
 from bot.runtime.app import App
-from providers.whatsapp.fake import FakeWhatsAppServer, sign
+from providers.whatsapp.fake import FakeWhatsAppServer, first_message, sign
 from providers.whatsapp.provider import WhatsAppApiError, WhatsAppProvider
 from tests.e2e import support
 from tests.e2e.support import app_config, code_in, texts
@@ -27,12 +28,22 @@ from tests.helpers import APPROVE, REJECT, Inbox
 
 pytestmark = pytest.mark.e2e
 
+REFUSALS = ("status", "answer")
+"""How Meta refuses a send outside the 24-hour window: a failed status webhook after taking
+it (the Cloud API's usual way), or the send's own answer."""
+DAY_LATER = timedelta(hours=25)
+
 OWNER, ALICE, MALLORY, BOB = "15550000001", "15550004242", "15550006666", "15550005151"
 GROUP = "120363025246125486"
 
 
 def make_fake(clock: Clock) -> FakeWhatsAppServer:
-    return FakeWhatsAppServer(clock=clock)
+    """The fake, where the owner and Alice wrote lately: free text reaches them (strangers
+    write before they are answered)."""
+    made = FakeWhatsAppServer(clock=clock)
+    made.wrote(OWNER)
+    made.wrote(ALICE)
+    return made
 
 
 def make_provider(fake: FakeWhatsAppServer, **overrides: Any) -> WhatsAppProvider:
@@ -105,6 +116,94 @@ async def test_group_message_is_group_kind(fake, running, inbox) -> None:
         GROUP,
         ALICE,
     )
+
+
+async def test_a_sender_meta_shows_no_number_of_is_their_bsuid_and_is_answered_there(
+    fake, running, inbox
+) -> None:
+    """Issue 11, item 8: a user who adopted a username may come with no phone number at all,
+    only their BSUID. Such a message used to be dropped (no ``from``); a reply must go in
+    ``recipient``, since ``to`` takes phone numbers only."""
+    bsuid = fake.hide_number(ALICE, "alice.w")
+    payload = fake.dm(ALICE, "hi", name="Alice")
+    assert "from" not in payload["entry"][0]["changes"][0]["value"]["messages"][0]
+
+    [inbound] = await inbox.wait()
+    await running.send(inbound.chat_id, "hello there")
+
+    assert (inbound.sender_id, inbound.chat_id, inbound.chat_kind) == (bsuid, bsuid, ChatKind.DM)
+    assert (inbound.sender_name, inbound.meta) == (
+        "Alice",
+        {"name": "Alice", "username": "alice.w"},
+    )
+    [sent] = fake.sent
+    assert (sent["to"], sent["text"]) == (bsuid, "hello there")
+    assert sent["payload"]["recipient"] == bsuid
+    assert "to" not in sent["payload"]
+
+
+async def test_the_phone_number_wins_when_a_message_carries_both_ids(fake, running, inbox) -> None:
+    """One id per person: while Meta sends the phone number it is the sender id (and the
+    chat), so ids allowed before BSUIDs existed keep working; the BSUID beside it is unused."""
+    payload = fake.dm(ALICE, "hi", name="Alice")
+    message = payload["entry"][0]["changes"][0]["value"]["messages"][0]
+    assert (message["from"], message["from_user_id"]) == (ALICE, fake.bsuid(ALICE))
+
+    [inbound] = await inbox.wait()
+    await running.send(inbound.chat_id, "hello")
+
+    assert (inbound.sender_id, inbound.chat_id, inbound.meta) == (ALICE, ALICE, {"name": "Alice"})
+    assert fake.sent[0]["payload"]["to"] == ALICE
+    assert "recipient" not in fake.sent[0]["payload"]
+
+
+def test_the_config_takes_bsuids_as_owners_and_allowed_senders() -> None:
+    bsuid = "US.13491208655302741918"
+    base: dict[str, Any] = {
+        "access_token": "t",
+        "app_secret": "s",
+        "verify_token": "v",
+        "phone_number_id": "1",
+    }
+    config = Config.model_validate(
+        {
+            "owners": [{"provider": "whatsapp", "user_id": bsuid}],
+            "providers": {"whatsapp": {**base, "allow_from": [ALICE, "BR.1502576394655843"]}},
+        }
+    )
+    assert config.owners[0].user_id == bsuid
+    assert config.providers.whatsapp is not None
+    assert config.providers.whatsapp.allow_from == [ALICE, "BR.1502576394655843"]
+    # A phone number written with + is its wa_id (the id rule's phone form); a BSUID is not one.
+    written = WhatsAppConfig.model_validate({**base, "allow_from": ["+1 555 000 4242", bsuid]})
+    assert written.allow_from == ["15550004242", bsuid]
+    for wrong in ("US.ENT.11815799212886844830", "us.1349", "@alice.w", "+1555abc"):
+        with pytest.raises(ValueError, match=r"WhatsApp id|not a @username"):
+            Config.model_validate({"owners": [{"provider": "whatsapp", "user_id": wrong}]})
+        with pytest.raises(ValueError, match="WhatsApp id"):
+            WhatsAppConfig.model_validate({**base, "allow_from": [wrong]})
+
+
+async def test_every_media_message_is_one_inbound_with_its_caption(fake, running, inbox) -> None:
+    """Issue 11, item 13: an image, video, document, voice note or sticker is someone writing
+    to the bot, caption or not; it used to be dropped, so a stranger who sent one got no code."""
+    fake.media(ALICE, "image", caption="look at this", name="Alice")
+    fake.media(ALICE, "document", name="Alice")
+    fake.media(ALICE, "video", caption="and this")
+    fake.media(ALICE, "audio")
+    fake.media(ALICE, "sticker")
+
+    inbounds = await inbox.wait(5)
+
+    assert [(i.text, i.media, i.is_button, i.sender_id) for i in inbounds] == [
+        ("look at this", True, False, ALICE),
+        ("", True, False, ALICE),
+        ("and this", True, False, ALICE),
+        ("", True, False, ALICE),
+        ("", True, False, ALICE),
+    ]
+    assert inbounds[0].chat_kind is ChatKind.DM
+    assert inbounds[0].sender_name == "Alice"
 
 
 async def test_statuses_system_messages_and_other_numbers_produce_nothing(
@@ -195,6 +294,80 @@ async def test_graph_5xx_is_retried_and_sent_once(fake, running) -> None:
 
     assert [m["message_id"] for m in fake.sent] == [message_id]
     assert len([c for c in fake.calls if c[1].endswith("/messages")]) == 4
+
+
+@pytest.mark.parametrize("refusal", REFUSALS)
+async def test_a_send_outside_the_24_hour_window_is_recipient_unreachable(
+    fake, running, inbox, fake_clock, refusal
+) -> None:
+    """Issue 11, item 9: 131047. Meta usually takes the send and posts a failed status; the
+    provider used to return the wamid as if delivered (or, refused in the answer, raise an
+    error nobody could tell from any other)."""
+    fake.window_refusal = refusal
+    fake_clock.advance(DAY_LATER)  # Alice last wrote more than 24 hours ago
+
+    with pytest.raises(RecipientUnreachable) as caught:
+        await running.send(ALICE, "are you there?")
+
+    assert isinstance(caught.value, WhatsAppApiError)
+    assert caught.value.code == 131047
+    assert "until they write" in str(caught.value)
+    assert fake.sent == []
+    assert [m["text"] for m in fake.refused] == (["are you there?"] if refusal == "status" else [])
+
+    fake.dm(ALICE, "back", name="Alice")  # her window opens again
+    await inbox.wait()
+    await running.send(ALICE, "welcome back")
+    assert fake.texts_to(ALICE) == ["welcome back"]
+
+
+async def test_a_reply_to_someone_who_just_wrote_waits_for_no_status(fake, inbox) -> None:
+    """Only a send to someone not seen writing lately waits for its verdict: replies to a
+    sender who just wrote go out at the pace they always did."""
+    fake.send_statuses = False  # a verdict would never come: a wait would hang the send
+    provider = make_provider(fake, status_wait=30)
+    await provider.start(inbox)
+    try:
+        await connect(fake, provider)
+        fake.dm(BOB, "hi", name="Bob")
+        [inbound] = await inbox.wait()
+
+        await asyncio.wait_for(provider.send(inbound.chat_id, "hello Bob"), 5)
+
+        assert fake.texts_to(BOB) == ["hello Bob"]
+    finally:
+        await provider.stop()
+
+
+async def test_a_failed_status_is_logged_with_what_it_means(fake, running, caplog) -> None:
+    sent_id = await running.send(ALICE, "hi")
+
+    fake.status(sent_id, code=131026)
+    await delivered(fake)
+
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert line == (
+        f"whatsapp: message {sent_id} was not delivered (Graph error code 131026: the "
+        "recipient cannot receive this message (not on WhatsApp, or an old client))"
+    )
+
+
+async def test_the_spam_rate_limit_is_not_retried_and_is_logged(fake, running, caplog) -> None:
+    """131048 "Spam rate limit hit" is no passing throttle: Meta restricts the number because
+    too many of its messages were blocked or reported, and each retry is one more message
+    held against it (issue 11, item 10). It used to be retried until a try went through."""
+    fake.fail_next_sends(1, status=400, code=131048)
+
+    with pytest.raises(WhatsAppApiError) as caught:
+        await running.send(ALICE, "hello")
+
+    assert caught.value.code == 131048
+    assert "spam rate limit" in str(caught.value)
+    assert fake.sent == []
+    assert len([c for c in fake.calls if c[1].endswith("/messages")]) == 1
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "spam rate limit (131048)" in line
+    assert "hello" not in line
 
 
 async def test_graph_down_then_back_loses_and_duplicates_nothing(fake, running) -> None:
@@ -311,15 +484,17 @@ def test_the_config_block_gives_the_webhook_its_defaults() -> None:
 # --- the whole app ---------------------------------------------------------------------------
 
 
-def make_config(fake: FakeWhatsAppServer) -> Config:
+def make_config(fake: FakeWhatsAppServer, owner: str = OWNER, **block: Any) -> Config:
     secrets = ("access_token", "app_secret", "verify_token", "phone_number_id")
-    block: dict[str, Any] = {key: getattr(fake, key) for key in secrets}
+    block.update({key: getattr(fake, key) for key in secrets})
     block.update(api_base_url=fake.base_url, webhook={"port": 0})
-    return app_config("whatsapp", OWNER, block, pairing={"prune_interval": "0.2s"})
+    return app_config("whatsapp", owner, block, pairing={"prune_interval": "0.2s"})
 
 
-async def start_app(fake: FakeWhatsAppServer, state_dir: Path, clock: FakeClock) -> App:
-    app = await support.start_app(make_config(fake), state_dir, clock)
+async def start_app(
+    fake: FakeWhatsAppServer, state_dir: Path, clock: FakeClock, config: Config | None = None
+) -> App:
+    app = await support.start_app(config or make_config(fake), state_dir, clock)
     provider = app.providers["whatsapp"]
     assert isinstance(provider, WhatsAppProvider)
     await connect(fake, provider)
@@ -370,6 +545,96 @@ async def test_app_stranger_gets_a_code_and_is_not_processed(fake, app) -> None:
     ]
     await delivered(fake)
     assert "rm -rf" not in json.dumps([m["payload"] for m in fake.sent])
+
+
+async def test_app_a_stranger_who_sends_a_sticker_gets_a_code(fake, app) -> None:
+    fake.media(BOB, "sticker", name="Bob")
+
+    [reply] = await texts_to(fake, BOB, 1)
+
+    assert code_in(reply) == app.pairing.pending()[0].code
+
+
+async def test_app_a_stranger_known_only_by_bsuid_pairs_and_is_answered(fake, app) -> None:
+    bsuid = fake.hide_number(BOB, "bob")
+    fake.dm(BOB, "hello?", name="Bob")
+    [reply] = await texts_to(fake, bsuid, 1)
+    code = code_in(reply)
+    assert f"Your WhatsApp id: {bsuid}" in reply
+    await fake.wait_until(lambda: bool(fake.messages_to(OWNER)))
+    assert f"Sender id: {bsuid}" in fake.messages_to(OWNER)[0]["text"]
+    assert "Username (given by the sender, can change): @bob" in fake.messages_to(OWNER)[0]["text"]
+
+    fake.dm(OWNER, f"/approve {code}", name="Owner")
+    await fake.wait_until(lambda: app.pairing.is_allowed("whatsapp", bsuid))
+    fake.dm(BOB, "now?", name="Bob")
+    await echoed(fake, bsuid, "now?")
+    assert all(m["payload"]["recipient"] == bsuid for m in fake.messages_to(bsuid))
+
+
+async def test_app_an_owner_known_by_bsuid_runs_commands(fake, state_dir, fake_clock) -> None:
+    owner = fake.hide_number(OWNER, "the.owner")
+    app = await start_app(fake, state_dir, fake_clock, make_config(fake, owner=owner))
+    try:
+        fake.dm(OWNER, "/pending", name="Owner")
+        assert await texts_to(fake, owner, 1) == ["Nothing is pending."]
+    finally:
+        await app.stop()
+
+
+async def test_app_a_phone_number_allowed_before_bsuids_keeps_working(
+    fake, state_dir, fake_clock
+) -> None:
+    """The allowlist entry is a phone number; messages now carry a BSUID beside it."""
+    config = make_config(fake, allow_from=[ALICE])
+    app = await start_app(fake, state_dir, fake_clock, config)
+    try:
+        payload = fake.dm(ALICE, "still me", name="Alice")
+        assert "from_user_id" in first_message(payload)
+        assert await texts_to(fake, ALICE, 1) == ["still me"]  # echoed: no code
+        assert app.pairing.pending() == []
+    finally:
+        await app.stop()
+
+
+@pytest.mark.parametrize("refusal", REFUSALS)
+async def test_app_an_owner_out_of_the_window_is_told_what_they_missed_when_they_write(
+    fake, app, fake_clock, caplog, refusal
+) -> None:
+    """Issue 11, item 9: notices to an owner who has not written for 24 hours fail with
+    131047. They used to vanish (one warning each, or nothing at all when Meta took the send);
+    now one log line per burst, and the owner is told what they missed when they write."""
+    fake.window_refusal = refusal
+    fake_clock.advance(DAY_LATER)  # the owner last wrote more than 24 hours ago
+    caplog.set_level(logging.WARNING, logger="bot.runtime")
+    for who, name in ((BOB, "Bob"), (MALLORY, "Mallory")):
+        fake.dm(who, "hello?", name=name)
+        await texts_to(fake, who, 1)  # strangers just wrote: their codes reach them
+    await fake.wait_until(lambda: len(app.pairing.pending()) == 2)
+    await delivered(fake)
+
+    assert fake.messages_to(OWNER) == []
+    await fake.wait_until(
+        lambda: any("cannot be written to" in r.getMessage() for r in caplog.records)
+    )
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("bot.runtime")]
+    assert len([line for line in lines if "cannot be written to" in line]) == 1
+    assert not any("could not reach owner" in line for line in lines)
+
+    fake.dm(OWNER, "/pending", name="Owner")
+    told, pending = await texts_to(fake, OWNER, 2)
+
+    assert told == (
+        "While WhatsApp would not let pairbot write to you, these did not reach you: 2 "
+        "pairing requests (WhatsApp). Send /pending to see what still waits. WhatsApp lets a "
+        "bot write only to people who wrote to it lately: writing here now and then keeps "
+        "notices coming."
+    )
+    assert BOB in pending
+    assert MALLORY in pending
+    fake.dm(OWNER, "/pending", name="Owner")
+    await texts_to(fake, OWNER, 3)
+    assert "did not reach you" not in fake.texts_to(OWNER)[2]  # told once
 
 
 async def test_app_owner_approves_by_command(fake, app) -> None:

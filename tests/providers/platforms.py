@@ -223,9 +223,6 @@ FACTS: dict[str, Facts] = {
             edits_in_place=False,  # the Cloud API cannot edit: a reply to the message instead
             while_stopped="kept",  # Webhooks: Meta retries a failed delivery for up to 7 days
             log_proof="webhook listening",
-            gaps={
-                "test_a_textless_dm_is_a_contact_attempt": TEXTLESS,
-            },
         ),
         Facts(
             name="signal",

@@ -28,13 +28,16 @@ BUTTONS = (
 
 
 class Outbox:
-    """A recording ``send``: every (text, buttons) the notifier sent to the owners."""
+    """A recording ``send``: every (text, buttons) the notifier sent to the owners, and what
+    each told of."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, tuple[Button, ...]]] = []
+        self.told: list[messages.Told] = []
 
-    async def __call__(self, text: str, buttons: Sequence[Button]) -> None:
+    async def __call__(self, text: str, buttons: Sequence[Button], told: messages.Told) -> None:
         self.sent.append((text, tuple(buttons)))
+        self.told.append(told)
 
     def texts(self) -> list[str]:
         return [text for text, _ in self.sent]

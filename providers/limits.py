@@ -8,8 +8,9 @@ break there); :func:`clip` shortens a label. Nothing here does I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.core.errors import ButtonError
 from bot.core.models import Button
@@ -24,6 +25,10 @@ def clip(text: str, limit: int, *, strip: bool = False) -> str:
     return (kept.rstrip() if strip else kept) + "…"
 
 
+ATOM_REACH = 32
+"""How far from a hard cut :attr:`TextSplit.atom` is looked for: atoms are shorter."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TextSplit:
     """How a platform cuts a text too long for one message.
@@ -36,12 +41,16 @@ class TextSplit:
             dropped with every line break that would start the next part (False).
         escape: an escape character (``\\``) that a hard cut never separates from the
             character it escapes.
+        atom: a regular expression of what a hard cut never splits (Slack's entities,
+            ``&amp;``): a cut inside a match falls before it. Matches are looked for within
+            :data:`ATOM_REACH` characters of the cut.
     """
 
     limit: int
     lines_from: float | None = 0.0
     keep_breaks: bool = False
     escape: str | None = None
+    atom: str | None = None
 
     def split(self, text: str) -> list[str]:
         """The parts of ``text``, each at most :attr:`limit` characters (one if it fits)."""
@@ -57,10 +66,22 @@ class TextSplit:
                 if self.escape:
                     head = text[:cut]
                     cut -= (len(head) - len(head.rstrip(self.escape))) % 2
+                if self.atom:
+                    near = max(0, cut - ATOM_REACH)
+                    for match in re.finditer(self.atom, text[near : cut + ATOM_REACH]):
+                        if 0 < near + match.start() < cut < near + match.end():
+                            cut = near + match.start()
             parts.append(text[:cut])
             text = text[cut:] if self.keep_breaks else text[cut:].lstrip("\n")
         parts.append(text)
         return parts
+
+    def fit(self, text: str) -> str:
+        """``text`` cut to one part as :meth:`split` cuts, ending in ``…`` if it was cut (an
+        edit, which cannot become several messages)."""
+        if len(text) <= self.limit:
+            return text
+        return replace(self, limit=self.limit - 1).split(text)[0].rstrip("\n") + "…"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,4 +127,4 @@ class ButtonLimits:
                 raise ButtonError(f"button label must be 1 to {self.label} characters")
 
 
-__all__ = ["ButtonLimits", "TextSplit", "clip"]
+__all__ = ["ATOM_REACH", "ButtonLimits", "TextSplit", "clip"]

@@ -231,6 +231,14 @@ def node_line(req: NodeRequest, *, age: str) -> str:
     )
 
 
+def owner_unreachable(provider: str, user_id: str, why: str) -> str:
+    """Told once, through the owner chats that work, when notices cannot reach another."""
+    return (
+        f"Notices cannot reach the {label(provider)} owner {user_id}: {why}\n\n"
+        "Until that is fixed, notices reach only the owner chats that work, like this one."
+    )
+
+
 def state_file_unusable(problem: str) -> str:
     """Told to the owners once when a state file goes bad while the bot runs."""
     return (

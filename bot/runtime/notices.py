@@ -7,6 +7,9 @@ notice, remembers which notices it sent with buttons (to tell a stale press from
 and counts the strangers turned away for one notice per burst; :class:`BadStateFiles` tells
 them once about each state file that goes bad while running. An owner the platform will not
 let us write to until they write is told what they missed then (:mod:`bot.runtime.missed`).
+A notice that cannot reach an owner chat for another reason (Discord's 50007) is logged with
+the reason, and that owner is told once, through the owner chats it did reach, until a notice
+reaches theirs again.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from datetime import datetime, timedelta
 
 from bot.core import messages
 from bot.core.clock import Clock
-from bot.core.errors import RecipientUnreachable
+from bot.core.errors import PairbotError, RecipientUnreachable
 from bot.core.messages import NoticeKind, Told
 from bot.core.models import Button, NodeAsk, PendingRequest
 from bot.core.text import remaining
@@ -123,6 +126,8 @@ class OwnerNotices:
         default_factory=OrderedDict, init=False
     )
     """(provider, chat, message) of each owner notice with buttons → their commands."""
+    _unreached: set[tuple[str, str]] = field(default_factory=set, init=False)
+    """Owner chats (provider, user id) that notices do not reach, whose owner was told so."""
 
     def __post_init__(self) -> None:
         limit, window = self.pacing.limit, self.pacing.window
@@ -203,8 +208,14 @@ class OwnerNotices:
     async def send_to_owners(
         self, text: str, buttons: Sequence[Button] = (), told: Told | None = None
     ) -> None:
-        """Send to every owner chat on a running platform now (no rate limit); ``told`` is
-        what it tells of, missed by an owner not reachable yet (default: a forwarded message)."""
+        """Send to every owner chat on a running platform now (no rate limit).
+
+        ``told`` is what it tells of, kept for an owner the platform lets us write to only
+        after they write (default: a forwarded message); the owner of a chat not reached for
+        another reason is told, once, through the chats that were.
+        """
+        reached: list[tuple[str, str]] = []
+        unreached: dict[tuple[str, str], str] = {}
         for provider_name, user_id in sorted(self.shared.owners):
             provider = self.shared.providers.get(provider_name)
             if provider is None:
@@ -218,15 +229,35 @@ class OwnerNotices:
                     provider_name, user_id, told or {(NoticeKind.FORWARDED, ""): 1}, exc
                 )
                 continue
-            except Exception:
-                log.warning("could not reach owner %s on %s", user_id, provider_name)
+            except Exception as exc:
+                # A PairbotError says why, and never holds a secret; an SDK's error may.
+                why = str(exc) if isinstance(exc, PairbotError) else type(exc).__name__
+                log.warning("could not reach owner %s on %s: %s", user_id, provider_name, why)
+                unreached[(provider_name, user_id)] = why
                 continue
+            reached.append((provider_name, chat_id))
+            self._unreached.discard((provider_name, user_id))
             if buttons and message_id:
                 self._buttons[(provider_name, chat_id, message_id)] = frozenset(
                     " ".join(b.command.split()) for b in buttons
                 )
                 while len(self._buttons) > BUTTON_MEMORY:
                     self._buttons.popitem(last=False)
+        if reached:
+            await self._tell_unreached(unreached, reached)
+
+    async def _tell_unreached(
+        self, unreached: dict[tuple[str, str], str], reached: list[tuple[str, str]]
+    ) -> None:
+        """Tell the owners in ``reached`` chats about each newly ``unreached`` one, once."""
+        for (provider_name, user_id), why in unreached.items():
+            if (provider_name, user_id) in self._unreached:
+                continue
+            self._unreached.add((provider_name, user_id))
+            told = messages.owner_unreachable(provider_name, user_id, why)
+            for chat_provider, chat_id in reached:
+                with contextlib.suppress(Exception):  # it took a notice; the next one tells
+                    await self.shared.providers[chat_provider].send(chat_id, told)
 
 
 __all__ = ["NoticePacing", "OwnerNotices", "OwnerNotifier"]

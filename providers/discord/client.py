@@ -1,10 +1,12 @@
 """discord.py's client as pairbot runs it, and the two URLs discord.py reads process-wide.
 
-:class:`Client` asks for the Guilds, Direct Messages and Message Content intents, keeps no
-message cache, lets no mention ping, registers pairbot's persistent buttons
-(:mod:`providers.discord.views`) and slash commands (:mod:`providers.discord.commands`) at
-start, and hands messages, button presses and slash commands to the callbacks it was given
-(the provider's).
+:class:`Client` asks for the Guilds and Direct Messages intents, and no privileged one: a
+DM's content reaches an app without the Message Content intent (discord-api-docs, "Message
+Content Intent": "Content in DMs with the app"), and asking for a privileged intent the app was
+not granted closes the gateway with 4014. It keeps no message cache, lets no mention ping,
+registers pairbot's persistent buttons (:mod:`providers.discord.views`) and slash commands
+(:mod:`providers.discord.commands`) at start, and hands messages, button presses and slash
+commands to the callbacks it was given (the provider's).
 
 discord.py reads its REST root and first gateway URL from two class attributes
 (``discord.http.Route.BASE``, ``DiscordWebSocket.DEFAULT_GATEWAY``); :class:`LibraryUrls`
@@ -87,7 +89,6 @@ class Client(discord.Client):
         intents = discord.Intents.none()
         intents.guilds = True
         intents.dm_messages = True
-        intents.message_content = True
         super().__init__(
             intents=intents,
             max_messages=None,

@@ -16,6 +16,26 @@ it with ``==``). Like Discord, the fake echoes the bot's own messages back as ME
 forgets a session's undelivered events when the bot identifies afresh, and replays the missed
 ones on RESUME (plus ``replay_overlap`` already delivered ones, to play at-least-once
 delivery). Snowflakes carry the fake clock's time, so ``Message.created_at`` is meaningful.
+
+Two refusals are played as Discord makes them ("A fake is a claim about a platform"):
+
+* **Privileged intents.** An IDENTIFY asking for a privileged intent the app was not granted in
+  the Developer Portal (:attr:`FakeDiscordServer.granted_intents`, none by default, as on a new
+  app) closes the gateway with 4014 "Disallowed intent(s)"; and without ``MESSAGE_CONTENT`` a
+  message's content fields arrive empty unless the message is in a DM with the app, by the app,
+  or mentions it (a reply to the app with its ping on does). Source: discord-api-docs,
+  ``events/gateway.mdx`` ("Gateway Restrictions", "Message Content Intent"),
+  ``topics/opcodes-and-status-codes.mdx`` (close codes), ``gateway/you-might-not-need-a-
+  privileged-intent.mdx`` ("Exceptions").
+* **DMs nobody can receive.** Create DM (``POST /users/@me/channels``) answers a channel for any
+  person (a bot: 400, 50007), but a message in it fails with 403 when the person shares no
+  server with the bot (50278, "Cannot send messages to this user due to having no mutual
+  guilds", documented since discord-api-docs#8212; 50007 before) or does not accept DMs from
+  its server, or blocked it (50007 "Cannot send messages to this user"). Source:
+  ``topics/opcodes-and-status-codes.mdx`` (JSON error codes); discord-api-docs#2247 ("you
+  need to dm a user and wait for a 403"). Everyone the fake has been told about shares the
+  bot's server with DMs open (:meth:`FakeDiscordServer.reach` says otherwise); a user id it has
+  never heard of, met first through Create DM, shares none.
 """
 
 from __future__ import annotations
@@ -55,6 +75,16 @@ GUILD_TEXT, DM, GROUP_DM, GUILD_ANNOUNCEMENT = 0, 1, 3, 5
 # Interaction types and callback types
 APPLICATION_COMMAND, MESSAGE_COMPONENT = 2, 3
 _LOADING_FLAG = 1 << 7
+# Gateway intents ("Gateway Intents"); the privileged ones ("Privileged Intents")
+GUILD_MEMBERS, GUILD_PRESENCES, MESSAGE_CONTENT = 1 << 1, 1 << 8, 1 << 15
+PRIVILEGED_INTENTS = GUILD_MEMBERS | GUILD_PRESENCES | MESSAGE_CONTENT
+# JSON error codes ("Opcodes and Status Codes")
+CANNOT_MESSAGE_USER = 50007
+"""403 "Cannot send messages to this user": DMs closed to the bot's server, or blocked it."""
+NO_MUTUAL_GUILDS = 50278
+"""403 "Cannot send messages to this user due to having no mutual guilds"."""
+_CONTENT_FIELDS = {"content": "", "embeds": [], "attachments": [], "components": []}
+_MENTION = re.compile(r"<@!?(\d+)>")
 _ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
 
 
@@ -100,6 +130,9 @@ class FakeDiscordServer(LoopbackFake):
         replayed: sequence numbers re-sent on RESUME that had already been delivered.
         lost: dispatches that were never delivered (no session, or a fresh IDENTIFY).
         replay_overlap: how many already delivered dispatches a RESUME re-sends (0: none).
+        granted_intents: the privileged intents the app may ask for (none unless given).
+        refused: every message the bot could not create in a DM, as ``{"channel_id",
+            "user_id", "code"}`` (Discord's JSON error code).
     """
 
     def __init__(
@@ -110,13 +143,17 @@ class FakeDiscordServer(LoopbackFake):
         clock: Clock | None = None,
         bot_id: str = "150000000000000001",
         bot_name: str = "pairbot",
+        granted_intents: int = 0,
     ) -> None:
         super().__init__(port=port, clock=clock)
         self.token = token
+        self.granted_intents = granted_intents
+        """The privileged intents switched on for the app in the Developer Portal."""
         self.edits: list[JsonDict] = []
         self.interaction_responses: list[JsonDict] = []
         self.commands: list[JsonDict] = []
         self.calls: list[tuple[str, str]] = []
+        self.refused: list[JsonDict] = []
         self.bot_user: JsonDict = {
             "id": bot_id,
             "username": bot_name,
@@ -150,6 +187,8 @@ class FakeDiscordServer(LoopbackFake):
         self._users: dict[str, JsonDict] = {bot_id: self.bot_user}
         self._channels: dict[str, JsonDict] = {}
         self._dm_by_user: dict[str, str] = {}
+        self._no_server: set[str] = set()  # users who share no server with the bot
+        self._dms_closed: set[str] = set()  # users who take no DM from it
         self._messages: dict[str, JsonDict] = {}
         self._interactions: dict[str, JsonDict] = {}
         # gateway
@@ -157,6 +196,7 @@ class FakeDiscordServer(LoopbackFake):
         self._live = False
         self._wake = asyncio.Event()
         self._session_id: str | None = None
+        self._intents = 0  # what the session identified with
         self._log: list[JsonDict] = []
         self._delivered = 0
         self.identifies: list[JsonDict] = []
@@ -221,7 +261,10 @@ class FakeDiscordServer(LoopbackFake):
     # -- injection: what users do ------------------------------------------------------------
 
     def user(self, user_id: str, name: str = "", *, bot: bool = False) -> JsonDict:
-        """Register (or update) a user; ``name`` becomes the username and global name."""
+        """Register (or update) a user; ``name`` becomes the username and global name.
+
+        A user registered here shares the bot's server with DMs open (anyone who writes to a
+        bot does): see :meth:`reach`."""
         handle = (name or f"user{user_id[-4:]}").lower().replace(" ", "_")
         user: JsonDict = {
             "id": user_id,
@@ -234,6 +277,18 @@ class FakeDiscordServer(LoopbackFake):
             user["bot"] = True
         self._users[user_id] = user
         return user
+
+    def reach(self, user_id: str, *, shares_server: bool = True, accepts_dms: bool = True) -> None:
+        """Say whether ``user_id`` shares a server with the bot (they left it, or never
+        joined: ``shares_server=False``) and takes DMs from it (privacy setting "Allow direct
+        messages from server members" off, or the bot blocked: ``accepts_dms=False``)."""
+        if user_id not in self._users:
+            self.user(user_id)
+        for flagged, wanted in ((self._no_server, shares_server), (self._dms_closed, accepts_dms)):
+            if wanted:
+                flagged.discard(user_id)
+            else:
+                flagged.add(user_id)
 
     def dm_channel(self, user_id: str) -> JsonDict:
         """Return the DM channel between the bot and ``user_id``, opening it if needed."""
@@ -286,13 +341,44 @@ class FakeDiscordServer(LoopbackFake):
         guild_id: str = DEFAULT_GUILD_ID,
         channel_id: str = DEFAULT_GUILD_CHANNEL_ID,
         announcement: bool = False,
+        reply_to: str | None = None,
+        **extra: Any,
     ) -> JsonDict:
-        """``user_id`` writes in a guild text (or announcement) channel the bot can read."""
+        """``user_id`` writes in a guild text (or announcement) channel the bot can read; with
+        ``reply_to``, as a reply (ping on, the default) to that message. ``extra``: more
+        message fields (``attachments``)."""
         author = (
             self.user(user_id, name) if name else self._users.get(user_id) or self.user(user_id)
         )
         self._guild_channel(guild_id, channel_id, announcement=announcement)
-        return self.post_message(channel_id, author, text)
+        if reply_to is not None:
+            replied = self._messages[reply_to]
+            reference = {"type": 0, "message_id": reply_to, "channel_id": channel_id}
+            extra.update(
+                type=19,  # REPLY
+                message_reference={**reference, "guild_id": guild_id},
+                referenced_message=copy.deepcopy(replied),
+                mentions=[copy.deepcopy(replied["author"])],  # "ping on reply"
+            )
+        return self.post_message(channel_id, author, text, **extra)
+
+    def bot_post(self, channel_id: str, text: str) -> JsonDict:
+        """The bot's own message in a guild channel (as if it had posted it), dispatched."""
+        self._guild_channel(DEFAULT_GUILD_ID, channel_id, announcement=False)
+        return self.own_message(channel_id, text)
+
+    def attachment(self, filename: str = "photo.png", content_type: str = "image/png") -> JsonDict:
+        """A file as a message carries it ("Attachment Object"), for ``attachments=[...]``."""
+        attachment_id = self.snowflake()
+        path = f"attachments/{DEFAULT_GUILD_CHANNEL_ID}/{attachment_id}/{filename}"
+        return {
+            "id": attachment_id,
+            "filename": filename,
+            "size": 1024,
+            "url": f"https://cdn.discordapp.com/{path}",
+            "proxy_url": f"https://media.discordapp.net/{path}",
+            "content_type": content_type,
+        }
 
     def own_message(self, channel_id: str, text: str) -> JsonDict:
         """A message authored by the bot itself appears (as when it posts from elsewhere)."""
@@ -437,6 +523,14 @@ class FakeDiscordServer(LoopbackFake):
             await ws.close(code=4004, message=b"Authentication failed.")
             return
         self.identifies.append(data)
+        intents = data.get("intents")
+        if not isinstance(intents, int) or intents < 0:
+            await ws.close(code=4013, message=b"Invalid intent(s).")
+            return
+        if intents & PRIVILEGED_INTENTS & ~self.granted_intents:
+            await ws.close(code=4014, message=b"Disallowed intent(s).")
+            return
+        self._intents = intents
         # A fresh session: whatever the old one had not delivered is gone, as on Discord.
         self.lost += [{"t": f["t"], "d": f["d"]} for f in self._log[self._delivered :]]
         self._session_id = secrets.token_hex(8)
@@ -533,7 +627,12 @@ class FakeDiscordServer(LoopbackFake):
         recipient = str(body.get("recipient_id", ""))
         if not recipient.isdigit() or recipient == self.bot_user["id"]:
             return _error(400, "Invalid Recipient(s)", 50033)
-        return _json(self.dm_channel(recipient))  # any snowflake is somebody here
+        known = self._users.get(recipient)
+        if known is not None and known.get("bot"):
+            return _error(400, "Cannot send messages to this user", CANNOT_MESSAGE_USER)
+        if known is None:
+            self.reach(recipient, shares_server=False)  # somebody the bot never met
+        return _json(self.dm_channel(recipient))
 
     async def _get_channel(self, _request: web.Request, match: re.Match[str]) -> web.Response:
         channel = self._channels.get(match[1])
@@ -547,8 +646,24 @@ class FakeDiscordServer(LoopbackFake):
         problem = _check_message(body)
         if problem:
             return _error(400, problem, 50035)
-        message = self._bot_message(channel_id, body, via="rest")
-        return _json(message)
+        refusal = self._refusal(self._channels[channel_id])
+        if refusal is not None:
+            return _error(403, refusal[1], refusal[0])
+        return _json(self._bot_message(channel_id, body, via="rest"))
+
+    def _refusal(self, channel: JsonDict) -> tuple[int, str] | None:
+        """Why Discord refuses the bot's message in ``channel`` (a DM nobody can receive)."""
+        if channel["type"] != DM:
+            return None
+        user_id = channel["recipients"][0]["id"]
+        if user_id in self._no_server:
+            code, why = NO_MUTUAL_GUILDS, " due to having no mutual guilds"
+        elif user_id in self._dms_closed:
+            code, why = CANNOT_MESSAGE_USER, ""
+        else:
+            return None
+        self.refused.append({"channel_id": channel["id"], "user_id": user_id, "code": code})
+        return code, f"Cannot send messages to this user{why}"
 
     async def _edit_message(self, request: web.Request, match: re.Match[str]) -> web.Response:
         message = self._messages.get(match[2])
@@ -696,7 +811,11 @@ class FakeDiscordServer(LoopbackFake):
             "edited_timestamp": None,
             "tts": False,
             "mention_everyone": False,
-            "mentions": [],
+            "mentions": [
+                copy.deepcopy(self._users[user_id])
+                for user_id in dict.fromkeys(_MENTION.findall(content))
+                if user_id in self._users
+            ],
             "mention_roles": [],
             "attachments": [],
             "embeds": [],
@@ -715,6 +834,9 @@ class FakeDiscordServer(LoopbackFake):
         """MESSAGE_CREATE data: the message plus the gateway's extra fields."""
         channel = self._channels[message["channel_id"]]
         event = copy.deepcopy(message)
+        if not self._content_seen(message, channel):
+            event.update(copy.deepcopy(_CONTENT_FIELDS))
+            event.pop("poll", None)
         event["channel_type"] = channel["type"]
         if "guild_id" in channel:
             event["member"] = {
@@ -725,6 +847,17 @@ class FakeDiscordServer(LoopbackFake):
                 "flags": 0,
             }
         return event
+
+    def _content_seen(self, message: JsonDict, channel: JsonDict) -> bool:
+        """Whether the session gets ``message``'s content: with the Message Content intent,
+        or in a DM with the app, for the app's own message, or one that mentions it."""
+        bot_id = self.bot_user["id"]
+        return (
+            bool(self._intents & MESSAGE_CONTENT)
+            or channel["type"] == DM
+            or message["author"]["id"] == bot_id
+            or any(user["id"] == bot_id for user in message.get("mentions", []))
+        )
 
     def _bot_message(
         self, channel_id: str, body: Mapping[str, Any], *, via: str, record: bool = True
@@ -875,6 +1008,12 @@ DISCORD = DemoSpec(
 class DiscordDemo(PeopleDemo[FakeDiscordServer], spec=DISCORD):
     """The Discord fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
 
+    async def start(self) -> None:
+        """Start the fake, the owner a member of the bot's server (or no notice reaches them:
+        Discord delivers a bot's DM only to someone who shares a server with it)."""
+        self.fake.user(self.owner_id, "Owner")
+        await super().start()
+
     # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
     # Played as discord-api-docs describe the gateway and REST API.
 
@@ -908,8 +1047,11 @@ class DiscordDemo(PeopleDemo[FakeDiscordServer], spec=DISCORD):
             raise AssertionError(f"the RESUME did not replay dispatch {seq}")
 
     def group_message(self, user_id: str, text: str, *, name: str) -> None:
-        """A MESSAGE_CREATE in a guild text channel (type 0) the bot can read."""
-        self.fake.guild_message(user_id, text, name=name)
+        """A MESSAGE_CREATE in a guild text channel (type 0): a reply, ping on, to one of the
+        bot's messages there. Without the Message Content intent that is a guild message whose
+        text an app still gets ("Replies to your app's messages"); any other arrives empty."""
+        said = self.fake.bot_post(DEFAULT_GUILD_CHANNEL_ID, "Hello, server")
+        self.fake.guild_message(user_id, text, name=name, reply_to=said["id"])
 
     def own_message(self, text: str) -> None:
         """A MESSAGE_CREATE authored by the bot's own user: the gateway sends the bot its own
@@ -918,18 +1060,9 @@ class DiscordDemo(PeopleDemo[FakeDiscordServer], spec=DISCORD):
 
     def non_text_dm(self, user_id: str, *, name: str) -> None:
         """A DM with an attachment and empty ``content`` ("Attachment Object")."""
-        attachment = {
-            "id": self.fake.snowflake(),
-            "filename": "photo.png",
-            "size": 1024,
-            "url": "https://cdn.discordapp.com/attachments/1/2/photo.png",
-            "proxy_url": "https://media.discordapp.net/attachments/1/2/photo.png",
-            "content_type": "image/png",
-        }
         author = self.fake.user(user_id, name)
-        self.fake.post_message(
-            self.fake.dm_channel(user_id)["id"], author, "", attachments=[attachment]
-        )
+        channel = self.fake.dm_channel(user_id)["id"]
+        self.fake.post_message(channel, author, "", attachments=[self.fake.attachment()])
 
     async def handed_over(self) -> None:
         """Every dispatch of the live session written to the socket. With no live session the

@@ -6,17 +6,22 @@ split and the button limits are :class:`~providers.base.BaseProvider`'s; what is
 
 * Identity is the user's snowflake id, never a username or display name.
 * A chat is a DM only when the channel's type says so (:mod:`providers.discord.kinds`).
-* Messages from bots (itself included), webhooks and system messages, edits, and messages
-  without text never become an :class:`~bot.core.models.Inbound`. Every message and
-  interaction is handled at most once, by its id (a snowflake, unique across both), so events
-  the gateway replays after a RESUME are not handled twice.
+* Messages from bots (itself included), webhooks and system messages, and edits never become
+  an :class:`~bot.core.models.Inbound`. A message with attachments or stickers becomes one
+  with ``media=True`` (its text the content, or empty); one with neither and no text becomes
+  none. (In a server most messages arrive so: pairbot does not ask for the privileged Message
+  Content intent, and there only mentions of the bot and replies to it keep their content.)
+  Every message and interaction is handled at most once, by its id (a snowflake, unique
+  across both), so events the gateway replays after a RESUME are not handled twice.
 * Buttons are persistent (:mod:`providers.discord.views`). A press is acknowledged at once (a
   deferred update) and delivered as an ``is_button`` Inbound; :meth:`DiscordProvider.edit`
   drops the buttons.
 * Owner commands also exist as slash commands in the bot's DMs, answered in place
   (:mod:`providers.discord.commands`); one arrives as ``Inbound(text="/approve CODE")``.
 * Text goes out as plain text: markdown is backslash-escaped (:func:`plain`: a client shows
-  the text as written), mentions never ping and link previews are suppressed.
+  the text as written), mentions never ping and link previews are suppressed. A DM Discord
+  will not deliver (error 50007 or 50278: no shared server, DMs closed, the bot blocked) is a
+  :class:`~bot.core.errors.ProviderError` that says so.
 
 discord.py reconnects and resumes by itself. It reads ``api_base_url`` and ``gateway_url``
 process-wide: two providers in one process must agree on them (see
@@ -28,12 +33,12 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, ClassVar
 
 import yarl
 
+from bot.core.errors import ProviderError
 from bot.core.models import Button, ChatKind, Inbound
 from providers.base import BaseProvider, Convert, State
 from providers.discord import commands, kinds, views
@@ -55,13 +60,19 @@ _REFUSALS: dict[type[Exception], tuple[str, str]] = {
         "Discord rejected the bot token",
         "reset the token in the Developer Portal (Bot → Reset Token), and check api_base_url",
     ),
-    discord.PrivilegedIntentsRequired: (
-        "Discord refused the Message Content intent",
-        "enable Message Content Intent under Bot → Privileged Gateway Intents in the "
-        "Developer Portal",
-    ),
 }
 """What Discord's refusals at start mean for the token's ``ConfigError``: message, hint."""
+_UNDELIVERABLE = {
+    50007: "they share no server with the bot, take no direct messages from its server, or "
+    "blocked it",
+    50278: "they share no server with the bot",
+}
+"""Discord's JSON error codes for a DM it will not deliver ("Cannot send messages to this
+user"), and what each means."""
+_REACH_HINT = (
+    "they must be in a server with the bot and allow direct messages from its members; see "
+    "docs/providers/discord.md"
+)
 
 _ANYWHERE = re.compile(r"([\\*_~|`<\[\]])")
 _LINE_START = re.compile(r"^([ \t]*)([>#-]|\d+(?=\.))", re.MULTILINE)
@@ -84,11 +95,10 @@ def plain(text: str) -> str:
     return _LINE_START.sub(line_start, escaped)
 
 
-def _fit(content: str) -> str:
-    """Shorten escaped content to one message (cut as :data:`_SPLIT` cuts), with an ellipsis."""
-    if len(content) <= MAX_CONTENT:
-        return content
-    return replace(_SPLIT, limit=MAX_CONTENT - 1).split(content)[0] + "…"
+def _carries_media(message: discord.Message) -> bool:
+    """Whether a message carries files (photos, voice messages: "Attachment Object") or
+    stickers (``sticker_items``) besides its text."""
+    return bool(message.attachments or message.stickers)
 
 
 class DiscordProvider(BaseProvider):
@@ -128,6 +138,7 @@ class DiscordProvider(BaseProvider):
         self._runner: asyncio.Task[None] | None = None
         self._kinds = kinds.ChannelKinds(name=name, log=self._log, size=_REMEMBERED)
         self._dm_channels: dict[str, str] = {}
+        self._dm_users: dict[str, str] = {}  # the other way round: DM channel → user
 
     def __repr__(self) -> str:
         return f"DiscordProvider(name={self.name!r}, api_base_url={self._rest!r})"
@@ -155,8 +166,8 @@ class DiscordProvider(BaseProvider):
         """Log in, register buttons and slash commands, connect; return once READY arrived.
 
         Raises:
-            ConfigError: Discord rejected the token or the Message Content intent, or another
-                provider in this process points discord.py elsewhere.
+            ConfigError: Discord rejected the token, or another provider in this process points
+                discord.py elsewhere.
             TimeoutError: the gateway did not become ready within 30 s.
             discord.DiscordException, aiohttp.ClientError, OSError: Discord could not be
                 reached or answered otherwise.
@@ -230,7 +241,8 @@ class DiscordProvider(BaseProvider):
         Raises:
             ButtonError: a button's command or label does not fit Discord (nothing was sent).
             ProviderStateError: the provider is not running.
-            discord.HTTPException: Discord refused the message.
+            ProviderError: Discord will not deliver a DM to that person (50007, 50278).
+            discord.HTTPException: Discord refused the message otherwise.
         """
         views.check_commands(buttons)
         return await super().send(chat_id, text, buttons=buttons)
@@ -253,8 +265,23 @@ class DiscordProvider(BaseProvider):
                 )
         channel = client.get_partial_messageable(int(chat_id))
         extra: dict[str, Any] = {"view": view} if view is not None else {}
-        message = await channel.send(text, suppress_embeds=True, **extra)
+        try:
+            message = await channel.send(text, suppress_embeds=True, **extra)
+        except discord.Forbidden as exc:
+            raise self._undeliverable(exc, self._dm_users.get(chat_id)) from exc
         return str(message.id)
+
+    def _undeliverable(self, exc: discord.HTTPException, user_id: str | None) -> Exception:
+        """``exc``, or the :class:`ProviderError` saying whom Discord will not DM and why."""
+        why = _UNDELIVERABLE.get(exc.code)
+        if why is None:
+            return exc
+        whom = f"user {user_id}" if user_id else "this user"
+        return ProviderError(
+            f"{self.name}: Discord will not deliver a direct message to {whom} "
+            f"(error {exc.code}: {why})",
+            hint=_REACH_HINT,
+        )
 
     async def edit(self, chat_id: str, message_id: str, text: str) -> None:
         """Replace a sent message's text (cut to 2000 characters) and remove its buttons.
@@ -265,23 +292,31 @@ class DiscordProvider(BaseProvider):
         """
         client = self._need(self._client)
         message = client.get_partial_messageable(int(chat_id)).get_partial_message(int(message_id))
-        await message.edit(content=_fit(plain(text)), view=None)
+        await message.edit(content=_SPLIT.fit(plain(text)), view=None)
 
     async def dm_chat_id(self, user_id: str) -> str:
         """Open (or find) the DM channel with ``user_id`` (``POST /users/@me/channels``).
 
+        Discord opens one for anybody but a bot: whether a message there arrives is known only
+        when one is sent.
+
         Raises:
             ValueError: ``user_id`` is not a snowflake.
             ProviderStateError: the provider is not running.
-            discord.HTTPException: Discord refused (unknown user, no shared server).
+            ProviderError: ``user_id`` is a bot (50007).
+            discord.HTTPException: Discord refused otherwise (an unknown user).
         """
         cached = self._dm_channels.get(user_id)
         if cached is not None:
             return cached
         client = self._need(self._client)
-        channel = await client.create_dm(discord.Object(id=int(user_id)))
+        try:
+            channel = await client.create_dm(discord.Object(id=int(user_id)))
+        except discord.HTTPException as exc:
+            raise self._undeliverable(exc, user_id) from exc
         self._kinds.remember(channel.id, ChatKind.DM)
         self._dm_channels[user_id] = str(channel.id)
+        self._dm_users[str(channel.id)] = user_id
         return str(channel.id)
 
     # -- inbound -----------------------------------------------------------------------------
@@ -296,8 +331,8 @@ class DiscordProvider(BaseProvider):
             return
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return
-        if not message.content:
-            return  # attachments, stickers, embeds only: not text
+        if not message.content and not _carries_media(message):
+            return  # nothing a person wrote or sent: an embed only, or content withheld
         if self._first_time(message.id):
             self._enqueue(lambda: self._from_message(message))
 
@@ -358,7 +393,8 @@ class DiscordProvider(BaseProvider):
         if kind is None:
             return None
         author, chat, at = message.author, message.channel.id, message.created_at
-        return self._inbound(author, chat, kind, message.content, at, message.id)
+        media = _carries_media(message)
+        return self._inbound(author, chat, kind, message.content, at, message.id, media=media)
 
     def _inbound(
         self,
@@ -370,6 +406,7 @@ class DiscordProvider(BaseProvider):
         message_id: int | None = None,
         *,
         is_button: bool = False,
+        media: bool = False,
     ) -> Inbound:
         """An Inbound from ``user``: the snowflake id; names (untrusted) only as names."""
         meta = {"username": user.name, "name": user.global_name or ""}
@@ -384,6 +421,7 @@ class DiscordProvider(BaseProvider):
             is_button=is_button,
             meta={key: value for key, value in meta.items() if value},
             sent_at=sent_at,
+            media=media,
         )
 
 

@@ -5,10 +5,13 @@ Pure functions over the request bodies Bolt hands its listeners (Socket Mode env
 Events API posts alike); no I/O. What needs the Web API (whose IM a channel is, the name a
 user gives) is the provider's.
 
-* :func:`is_user_text`: only plain messages a person typed count; anything with a ``subtype``
-  (edits, deletions, joins, file shares, ``bot_message``), a ``bot_id``, or from the bot
-  itself does not. :data:`CHANNEL_KINDS`: ``im`` is a DM, ``mpim`` and private ``group``
-  channels GROUP, public channels CHANNEL.
+* :func:`is_person_message`: only messages a person wrote count, with text or files: those
+  without a ``subtype``, and file uploads (``file_share``: "If an end-user posts a message
+  with attached files, the message event comes with this subtype", slack_bolt's
+  ``AsyncApp.message``); any other ``subtype`` (edits, deletions, joins, ``bot_message``),
+  a ``bot_id``, or the bot itself does not. :func:`carries_files`: it has files (a photo, an
+  upload), shown as ``media``. :data:`CHANNEL_KINDS`: ``im`` is a DM, ``mpim`` and private
+  ``group`` channels GROUP, public channels CHANNEL.
 * Dedupe keys (:func:`message_keys`, :func:`action_keys`, :func:`command_keys`): Slack
   delivers at least once, so an event is known again by any of ``event_id``, its channel and
   ``ts``, ``client_msg_id``, ``trigger_id`` or the action's ``action_ts``; a key whose id is
@@ -48,9 +51,21 @@ def ts_time(ts: object) -> datetime | None:
         return None
 
 
-def is_user_text(event: dict[str, Any], bot_user_id: str) -> bool:
-    """A plain message a person (not the bot) typed, with text, in a channel type we read."""
-    if event.get("type") != "message" or "subtype" in event or event.get("hidden"):
+PERSON_SUBTYPES = frozenset({"file_share"})
+"""The ``subtype`` values of messages a person wrote (those without one are too)."""
+
+
+def carries_files(event: dict[str, Any]) -> bool:
+    """Whether a message event carries files (``files``, or the ``file_share`` subtype)."""
+    files = event.get("files")
+    return event.get("subtype") == "file_share" or (isinstance(files, list) and bool(files))
+
+
+def is_person_message(event: dict[str, Any], bot_user_id: str) -> bool:
+    """A message a person (not the bot) wrote, with text or files, in a channel type we read."""
+    if event.get("type") != "message" or event.get("hidden"):
+        return False
+    if "subtype" in event and event["subtype"] not in PERSON_SUBTYPES:
         return False
     if event.get("bot_id") or event.get("bot_profile"):
         return False
@@ -58,11 +73,8 @@ def is_user_text(event: dict[str, Any], bot_user_id: str) -> bool:
     if not user or user == bot_user_id:
         return False
     text = event.get("text")
-    return (
-        isinstance(text, str)
-        and bool(text.strip())
-        and as_str(event.get("channel_type")) in CHANNEL_KINDS
-    )
+    written = isinstance(text, str) and bool(text.strip())
+    return (written or carries_files(event)) and as_str(event.get("channel_type")) in CHANNEL_KINDS
 
 
 def looks_like_im(channel_id: str, channel_name: str) -> bool:
@@ -160,8 +172,9 @@ __all__ = [
     "Interaction",
     "Key",
     "action_keys",
+    "carries_files",
     "command_keys",
-    "is_user_text",
+    "is_person_message",
     "looks_like_im",
     "message_keys",
     "read_command",

@@ -16,9 +16,28 @@ instead, signed as Slack signs them (``X-Slack-Signature: v0=HMAC-SHA256("v0:{ts
 Tests and the demo play the people through :meth:`~FakeSlackServer.dm`,
 :meth:`~FakeSlackServer.channel_message`, :meth:`~FakeSlackServer.press_button`,
 :meth:`~FakeSlackServer.slash_command` and :meth:`~FakeSlackServer.event`, and read what the
-bot did from ``sent``, ``edits``, ``calls``, ``acks`` and ``deliveries``. Anyone may press any
-button on any message, so forged presses can be played. By default the bot's own posts and
-edits in IMs come back to it as ``message`` events, as they do on Slack.
+bot did from ``sent``, ``edits``, ``calls``, ``acks`` and ``deliveries``, and what a person
+sees from :meth:`~FakeSlackServer.shown`. Anyone may press any button on any message, so forged
+presses can be played. By default the bot's own posts and edits in IMs come back to it as
+``message`` events, as they do on Slack.
+
+Where Slack's reference and the SDKs say what Slack does, the fake does it too:
+
+* A message's ``text`` over 40,000 characters (counted as sent, entities included) is cut to
+  40,000 and still posted, with a ``message_truncated`` warning (changelog 2018-04
+  "Truncating really long messages"; chat.postMessage "Truncating content").
+* Blocks: at most 50 in a message, 25 elements in an actions block, 3,000 characters in a
+  section's text, 75 in a button's, 255 in an ``action_id``; else ``invalid_blocks``
+  (Block Kit reference; slack_sdk ``ActionsBlock.elements_max_length``,
+  ``SectionBlock.text_max_length``).
+* What a client shows (:meth:`~FakeSlackServer.shown`): the section blocks when there are any
+  (``plain_text`` as written, ``mrkdwn`` rendered), else the ``text``: as written when posted
+  with ``mrkdwn: false``, else rendered as markup, ``*b*`` bold, ``<url|label>`` a link. That
+  is always so after ``chat.update``, which has no ``mrkdwn`` argument ("text: New text for
+  the message, using the default formatting rules"; slack_sdk ``chat_update``'s signature).
+* A person's upload is a ``message`` of subtype ``file_share`` with ``files`` (and its text,
+  maybe empty): slack_bolt's ``AsyncApp.message`` ("If an end-user posts a message with
+  attached files, the message event comes with this subtype").
 """
 
 from __future__ import annotations
@@ -28,6 +47,7 @@ import copy
 import hashlib
 import hmac
 import json
+import re
 import uuid
 from collections import OrderedDict, deque
 from datetime import UTC, datetime
@@ -54,6 +74,15 @@ _MAX_LABEL = 75
 _MAX_ACTION_ID = 255
 _MAX_VALUE = 2000
 _FORM = "application/x-www-form-urlencoded"
+_TRUNCATED = {
+    "warnings": ["message_truncated"],
+    "messages": [
+        "[WARN] Your message was truncated but still posted. The `text` field accepts up to "
+        "40,000 characters."
+    ],
+}
+_CONTROL = re.compile(r"<([^<>|]*)(?:\|([^<>]*))?>")
+_EMPHASIS = re.compile(r"(?<![^\s(\[])([*_~`])(?!\s)(.+?)(?<!\s)\1(?![^\s).,!?:;\]])")
 
 
 class _ApiError(Exception):
@@ -70,6 +99,21 @@ def _unescape(text: str) -> str:
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def rendered(mrkdwn: str) -> str:
+    """A ``mrkdwn`` text as a Slack client shows it: emphasis marks (``*b*``, ``_i_``,
+    ``~s~``, `` `c` ``) gone, ``<url|label>`` its label, ``<!channel>`` and ``<@U…>`` their
+    names, entities decoded ("Formatting text for app surfaces")."""
+    shown = _CONTROL.sub(lambda m: m[2] if m[2] is not None else m[1].lstrip("!@#"), mrkdwn)
+    return _unescape(_EMPHASIS.sub(r"\2", shown))
+
+
+def _flag(value: object) -> bool | None:
+    """A boolean argument as posted: JSON ``false``, or a form's ``"false"``/``"0"``."""
+    if value is None:
+        return None
+    return str(value).lower() not in ("false", "0")
 
 
 def sign(secret: str, timestamp: str, body: str) -> str:
@@ -158,6 +202,7 @@ class FakeSlackServer(LoopbackFake):
         self.users: dict[str, JsonDict] = {}
         self._channels: dict[str, JsonDict] = {}
         self._messages: dict[tuple[str, str], JsonDict] = {}
+        self._literal: set[tuple[str, str]] = set()  # posted with mrkdwn off
         self._buttons: dict[tuple[str, str], list[JsonDict]] = {}
         self._seq = 0
         self._tickets: set[str] = set()
@@ -262,6 +307,41 @@ class FakeSlackServer(LoopbackFake):
         if user_id not in self.users:
             self.add_user(user_id, name=name or user_id)
         return self._user_message(user_id, self.im_channel(user_id), "im", text, deliver)
+
+    def upload(self, user_id: str, text: str = "", *, filename: str = "photo.png") -> JsonDict:
+        """``user_id`` uploads a file to their IM with the bot, ``text`` its message (maybe
+        none): a ``file_share`` message, shaped as Slack sends one (no ``team``:
+        slack-api-specs#62); return the event body."""
+        if user_id not in self.users:
+            self.add_user(user_id, name=user_id)
+        ts, channel = self._ts(), self.im_channel(user_id)
+        file = {
+            "id": f"F{self._next():08d}",
+            "created": int(self._now()),
+            "name": filename,
+            "title": filename,
+            "mimetype": "image/png",
+            "filetype": "png",
+            "user": user_id,
+            "mode": "hosted",
+            "size": 1024,
+        }
+        event = {
+            "type": "message",
+            "subtype": "file_share",
+            "text": _escape(text),
+            "files": [file],
+            "upload": True,
+            "user": user_id,
+            "display_as_bot": False,
+            "ts": ts,
+            "client_msg_id": str(uuid.uuid4()),
+            "channel": channel,
+            "event_ts": ts,
+            "channel_type": "im",
+        }
+        self._messages[(channel, ts)] = dict(event)
+        return self.event(event)
 
     def channel_message(
         self, channel_id: str, user_id: str, text: str, *, kind: str = "channel"
@@ -521,6 +601,18 @@ class FakeSlackServer(LoopbackFake):
         """A copy of a message as it is now (after edits). Raises KeyError if unknown."""
         return copy.deepcopy(self._messages[(channel, ts)])
 
+    def shown(self, channel: str, ts: str) -> str:
+        """What a person sees of a message now: its section blocks if it has any, else its
+        ``text``, as written only where it was posted with ``mrkdwn: false``."""
+        message = self._messages[(channel, ts)]
+        texts = [b["text"] for b in message.get("blocks") or [] if b.get("type") == "section"]
+        if texts:
+            return "".join(
+                t["text"] if t["type"] == "plain_text" else rendered(t["text"]) for t in texts
+            )
+        text = str(message.get("text", ""))
+        return _unescape(text) if (channel, ts) in self._literal else rendered(text)
+
     def methods_called(self) -> list[str]:
         """The API method names called so far, in order."""
         return [method for method, _ in self.calls]
@@ -618,8 +710,7 @@ class FakeSlackServer(LoopbackFake):
         blocks = _check_blocks(params["blocks"]) if "blocks" in params else None
         if not text and not blocks:
             raise _ApiError("no_text")
-        if len(text) > _MAX_TEXT:
-            raise _ApiError("msg_too_long")
+        text, truncated = text[:_MAX_TEXT], len(text) > _MAX_TEXT
         ts = self._ts()
         message: JsonDict = {
             "type": "message",
@@ -635,6 +726,8 @@ class FakeSlackServer(LoopbackFake):
             message["blocks"] = copy.deepcopy(blocks)
             self._remember_buttons(channel, ts, blocks)
         self._messages[(channel, ts)] = message
+        if _flag(params.get("mrkdwn")) is False:
+            self._literal.add((channel, ts))
         self.sent.append(
             {
                 "channel": channel,
@@ -647,7 +740,8 @@ class FakeSlackServer(LoopbackFake):
             }
         )
         self._echo(message, channel)
-        return {"channel": channel, "ts": ts, "message": copy.deepcopy(message)}
+        answer = {"channel": channel, "ts": ts, "message": copy.deepcopy(message)}
+        return {**answer, "response_metadata": _TRUNCATED} if truncated else answer
 
     async def _update(self, params: JsonDict, _request: web.Request) -> JsonDict:
         channel = self._resolve_channel(params.get("channel"))
@@ -660,8 +754,11 @@ class FakeSlackServer(LoopbackFake):
         if "text" not in params and "blocks" not in params:
             raise _ApiError("no_text")
         before = copy.deepcopy(message)
+        truncated = False
         if "text" in params:
-            message["text"] = str(params["text"] or "")
+            text = str(params["text"] or "")
+            message["text"], truncated = text[:_MAX_TEXT], len(text) > _MAX_TEXT
+            self._literal.discard((channel, ts))  # no mrkdwn argument: parsed from now on
         # An empty blocks list removes them; text without blocks drops them as well.
         blocks = _check_blocks(params["blocks"]) if "blocks" in params else []
         if blocks:
@@ -690,12 +787,13 @@ class FakeSlackServer(LoopbackFake):
             },
             channel,
         )
-        return {
+        answer = {
             "channel": channel,
             "ts": ts,
             "text": message["text"],
             "message": copy.deepcopy(message),
         }
+        return {**answer, "response_metadata": _TRUNCATED} if truncated else answer
 
     def _remember_buttons(self, channel: str, ts: str, blocks: list[JsonDict]) -> None:
         buttons = [
@@ -887,21 +985,7 @@ class SlackDemo(FakeDemo[FakeSlackServer], spec=SLACK):
     def non_text_dm(self, user_id: str, *, name: str) -> None:
         """A ``message`` of subtype ``file_share`` with an empty ``text`` (an upload)."""
         self._meet(user_id, name)
-        ts = self.fake._ts()
-        self.fake.event(
-            {
-                "type": "message",
-                "subtype": "file_share",
-                "user": user_id,
-                "text": "",
-                "files": [{"id": "F0CONTRACT", "mimetype": "image/png", "name": "x.png"}],
-                "upload": False,
-                "ts": ts,
-                "event_ts": ts,
-                "channel": self.fake.im_channel(user_id),
-                "channel_type": "im",
-            }
-        )
+        self.fake.upload(user_id)
 
     async def handed_over(self) -> None:
         """Over Socket Mode: every envelope written and acked (none waits in the outbox while
@@ -918,19 +1002,11 @@ class SlackDemo(FakeDemo[FakeSlackServer], spec=SLACK):
         await wait_until(offered)
 
     def shown_to(self, user_id: str) -> list[str]:
-        """What each post in the IM shows now: its plain-text sections when it has blocks
-        (clients show blocks, ``text`` is the notification fallback), else its ``text``."""
+        """What each post in the IM shows now (:meth:`FakeSlackServer.shown`)."""
         channel = self.fake.im_channel(user_id)
-        shown = []
-        for sent in self.fake.sent:
-            if sent["channel"] != channel:
-                continue
-            message = self.fake.message(channel, sent["ts"])
-            sections = [
-                b["text"]["text"] for b in message.get("blocks") or [] if b["type"] == "section"
-            ]
-            shown.append("".join(sections) if sections else _unescape(message["text"]))
-        return shown
+        return [
+            self.fake.shown(channel, m["ts"]) for m in self.fake.sent if m["channel"] == channel
+        ]
 
     def buttons_on(self, message_id: str) -> list[str]:
         """The button elements of the post's ``actions`` blocks now, by their text."""

@@ -4,8 +4,9 @@ plain text and Block Kit buttons out.
 :class:`SlackProvider` turns three kinds of Slack traffic into :class:`~bot.core.models.Inbound`
 values, always keyed by the immutable Slack user id (``U…``/``W…``), never a name:
 
-* ``message`` events: only plain messages a person typed count; ``im`` channels are DMs,
-  ``mpim`` and private ``group`` channels GROUP, public channels CHANNEL.
+* ``message`` events: only messages a person wrote count, file uploads (``file_share``) as
+  ``media`` with their text or ``""``; ``im`` channels are DMs, ``mpim`` and private ``group``
+  channels GROUP, public channels CHANNEL.
 * ``block_actions``: a press on one of the bot's Approve / Reject buttons, acknowledged at once
   and delivered with ``is_button=True``, the button's command as text, the channel id as
   ``chat_id`` and the message ``ts`` as ``message_id`` (what :meth:`SlackProvider.edit` takes).
@@ -22,8 +23,11 @@ button checks are :class:`~providers.base.BaseProvider`'s, the HTTP server
 ``Retry-After``.
 
 Outbound text is escaped (``&``, ``<``, ``>``) and sent with ``mrkdwn`` off and unfurling off,
-so a stranger's name cannot mention ``@channel``, link, or format. Nothing here logs a token,
-the signing secret, message text or a button's command.
+so a stranger's name cannot mention ``@channel``, link, or format; escaped, it is cut into
+messages of 40,000 characters (:data:`~providers.slack.blocks.MESSAGE_SPLIT`), and at most 25
+buttons go in the actions block. An edit (``chat.update``, which has no ``mrkdwn`` switch and
+parses a bare ``text`` as markup) carries the text as plain-text blocks, shown as written.
+Nothing here logs a token, the signing secret, message text or a button's command.
 """
 
 from __future__ import annotations
@@ -50,13 +54,22 @@ from bot.core.schema import WebhookConfig
 from providers._json import as_dict, as_str
 from providers.base import BaseProvider
 from providers.limits import ButtonLimits
-from providers.slack.blocks import MAX_COMMAND_CHARS, blocks, escape, unescape
+from providers.slack.blocks import (
+    MAX_BUTTONS,
+    MAX_COMMAND_CHARS,
+    MESSAGE_SPLIT,
+    blocks,
+    escape,
+    sections,
+    unescape,
+)
 from providers.slack.events import (
     CHANNEL_KINDS,
     Interaction,
     action_keys,
+    carries_files,
     command_keys,
-    is_user_text,
+    is_person_message,
     looks_like_im,
     message_keys,
     read_command,
@@ -112,7 +125,13 @@ class SlackProvider(BaseProvider):
 
     platform = "Slack"
     bare_commands = True
-    button_limits = ButtonLimits(command=MAX_COMMAND_CHARS, distinct=True)
+    button_limits = ButtonLimits(
+        command=MAX_COMMAND_CHARS,
+        distinct=True,
+        count=MAX_BUTTONS,
+        count_noun="buttons in an actions block",
+    )
+    text_split = MESSAGE_SPLIT
     dedupe_size = 4096
 
     def __init__(
@@ -265,8 +284,11 @@ class SlackProvider(BaseProvider):
 
     # -- outbound ----------------------------------------------------------------------------
 
+    def _outgoing(self, text: str) -> str:
+        return escape(text)  # before the split: Slack's limit counts the text as sent
+
     async def _send_text(self, chat_id: str, text: str, buttons: Sequence[Button]) -> str:
-        """Post plain ``text`` (with a row of Block Kit buttons if given); return its ``ts``.
+        """Post escaped ``text`` (with a row of Block Kit buttons if given); return its ``ts``.
 
         Raises:
             ProviderStateError: the provider is not running.
@@ -275,8 +297,8 @@ class SlackProvider(BaseProvider):
         client = self._need(self._client)
         response = await client.chat_postMessage(
             channel=chat_id,
-            text=escape(text),
-            blocks=blocks(text, buttons) if buttons else None,  # None: not sent at all
+            text=text,
+            blocks=blocks(unescape(text), buttons) if buttons else None,  # None: not sent
             mrkdwn=False,
             unfurl_links=False,
             unfurl_media=False,
@@ -287,16 +309,22 @@ class SlackProvider(BaseProvider):
         return as_str(response.get("ts"))
 
     async def edit(self, chat_id: str, message_id: str, text: str) -> None:
-        """Replace a message's text (``chat.update``) and drop its blocks, buttons included.
+        """Replace a message's text (``chat.update``, cut to one message) with plain-text
+        blocks, its buttons gone.
+
+        ``chat.update`` takes no ``mrkdwn`` switch: a bare ``text`` would be parsed as markup
+        (``*Bob*`` bold, a name turned into formatting), so the text goes as plain-text
+        sections, which Slack shows as written; ``text`` is only the notification's fallback.
 
         Raises:
             ProviderStateError: the provider is not running.
             slack_sdk.errors.SlackApiError: Slack refused the update.
         """
         client = self._need(self._client)
-        # An empty ``blocks`` removes the buttons whichever way the API treats a text-only
-        # update (older docs: blocks kept unless emptied; newer: dropped when text is given).
-        await client.chat_update(channel=chat_id, ts=message_id, text=escape(text), blocks=[])
+        sent = MESSAGE_SPLIT.fit(escape(text))
+        await client.chat_update(
+            channel=chat_id, ts=message_id, text=sent, blocks=sections(unescape(sent))
+        )
 
     async def dm_chat_id(self, user_id: str) -> str:
         """The bot's IM channel (``D…``) with ``user_id``, by ``conversations.open``, cached.
@@ -312,7 +340,7 @@ class SlackProvider(BaseProvider):
 
     async def _on_message_event(self, body: dict[str, Any]) -> None:
         event = body.get("event")
-        if not isinstance(event, dict) or not is_user_text(event, self.bot_user_id):
+        if not isinstance(event, dict) or not is_person_message(event, self.bot_user_id):
             return
         if self._first_time(*message_keys(body, event)):
             self._enqueue(lambda: self._from_message(event))
@@ -350,10 +378,11 @@ class SlackProvider(BaseProvider):
             chat_kind=chat_kind,
             sender_id=user,
             sender_name=name,
-            text=unescape(event["text"]),
+            text=unescape(as_str(event.get("text"))),
             message_id=ts,
             meta=meta,
             sent_at=ts_time(ts),
+            media=carries_files(event),
         )
 
     async def _from_interaction(self, interaction: Interaction | None) -> Inbound | None:

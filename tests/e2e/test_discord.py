@@ -10,14 +10,21 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yarl
 
 import providers.discord.provider as discord_module
 from bot.core.clock import Clock, FakeClock
 from bot.core.config import Config
-from bot.core.errors import ConfigError
+from bot.core.errors import ConfigError, ProviderError
 from bot.core.models import Button, ChatKind, Inbound
 from bot.runtime.app import App
-from providers.discord.fake import FakeDiscordServer, displayed
+from providers.discord.client import LibraryUrls
+from providers.discord.fake import (
+    MESSAGE_CONTENT,
+    PRIVILEGED_INTENTS,
+    FakeDiscordServer,
+    displayed,
+)
 from providers.discord.provider import DiscordProvider, plain
 from tests.e2e.support import app_config, app_running, code_in, settle, texts
 from tests.helpers import APPROVE, REJECT, Inbox
@@ -30,11 +37,19 @@ OWNER, ALICE, MALLORY, BOB = (
     "190000000000000066",
     "190000000000000077",
 )
+OTHER = "190000000000000088"
 OTHER_BOT = "190000000000000099"
+DIRECT_MESSAGES = 1 << 12
 
 
 def make_fake(clock: Clock) -> FakeDiscordServer:
-    return FakeDiscordServer(clock=clock)
+    fake = FakeDiscordServer(clock=clock)
+    fake.user(OWNER, "Owner")  # shares the bot's server: notices reach them
+    return fake
+
+
+def mention(fake: FakeDiscordServer) -> str:
+    return f"<@{fake.bot_user['id']}>"
 
 
 def make_provider(fake: FakeDiscordServer, **kwargs: Any) -> DiscordProvider:
@@ -46,13 +61,60 @@ def make_provider(fake: FakeDiscordServer, **kwargs: Any) -> DiscordProvider:
 # -- the provider alone ------------------------------------------------------------------------
 
 
-async def test_the_bot_asks_for_dm_messages_and_their_content(fake, running, inbox):
+async def test_no_privileged_intent_is_asked_and_a_dm_still_carries_its_text(fake, running, inbox):
+    """The fake grants no privileged intent (a new app): the bot that asked for Message
+    Content was refused at IDENTIFY with 4014 and never started."""
+    fake.guild_message(ALICE, "in a server: no content without the intent")
     fake.dm(ALICE, "hello", name="Alice")
 
     [inbound] = await inbox.wait()
 
-    assert inbound.text == "hello"
-    assert fake.identifies[0]["intents"] & (1 << 12 | 1 << 15) == 1 << 12 | 1 << 15
+    assert (inbound.text, inbound.chat_kind) == ("hello", ChatKind.DM)
+    intents = fake.identifies[0]["intents"]
+    assert intents & DIRECT_MESSAGES
+    assert intents & PRIVILEGED_INTENTS == 0
+
+
+async def test_the_fake_closes_the_gateway_with_4014_for_an_intent_not_granted(fake):
+    """As Discord does ("Gateway Restrictions"); discord.py raises PrivilegedIntentsRequired."""
+    import discord
+
+    async def connect(intents: discord.Intents) -> None:
+        client = discord.Client(intents=intents)
+        try:
+            await client.login(fake.token)
+            await client.connect()
+        finally:
+            await client.close()
+
+    asked = discord.Intents.none()
+    asked.dm_messages = asked.message_content = True
+    assert LibraryUrls.acquire(fake, fake.api_base_url, yarl.URL(fake.gateway_url))
+    try:
+        with pytest.raises(discord.PrivilegedIntentsRequired):
+            await connect(asked)
+    finally:
+        LibraryUrls.release(fake)
+    assert fake.identifies[0]["intents"] & MESSAGE_CONTENT
+    assert not fake.connected
+
+
+async def test_in_a_server_only_mentions_and_replies_to_the_bot_carry_text(fake, running, inbox):
+    said = fake.bot_post("300000000000000002", "Hello, server")
+    fake.guild_message(ALICE, "plain: arrives empty, so it is dropped")
+    fake.guild_message(ALICE, f"{mention(fake)} hi")
+    fake.guild_message(ALICE, "a reply", reply_to=said["id"])
+    fake.dm(ALICE, "sentinel")
+
+    items = await inbox.wait(3)
+    await settle(0.15)
+
+    assert [(i.text, i.chat_kind) for i in inbox.items] == [
+        (f"{mention(fake)} hi", ChatKind.GROUP),
+        ("a reply", ChatKind.GROUP),
+        ("sentinel", ChatKind.DM),
+    ]
+    assert items[1].chat_id == "300000000000000002"
 
 
 async def test_a_new_channel_type_is_looked_up_once(fake, running, inbox):
@@ -65,14 +127,36 @@ async def test_a_new_channel_type_is_looked_up_once(fake, running, inbox):
 
 
 async def test_announcement_and_group_dm_messages_are_not_dms(fake, running, inbox):
-    fake.guild_message(ALICE, "news", channel_id="300000000000000009", announcement=True)
-    fake.group_dm("300000000000000005", ALICE, "group dm")  # no guild, yet no DM either
+    news, group = f"{mention(fake)} news", f"{mention(fake)} group dm"
+    fake.guild_message(ALICE, news, channel_id="300000000000000009", announcement=True)
+    fake.group_dm("300000000000000005", ALICE, group)  # no guild, yet no DM either
     items = await inbox.wait(2)
 
     assert [(i.text, i.chat_kind, i.sender_id) for i in items] == [
-        ("news", ChatKind.CHANNEL, ALICE),
-        ("group dm", ChatKind.GROUP, ALICE),
+        (news, ChatKind.CHANNEL, ALICE),
+        (group, ChatKind.GROUP, ALICE),
     ]
+
+
+async def test_a_dm_with_files_or_a_sticker_and_no_text_is_a_media_inbound(fake, running, inbox):
+    channel = fake.dm_channel(ALICE)["id"]
+    alice = fake.user(ALICE, "Alice")
+    photo = fake.attachment("a.png")
+    sticker = {"id": "300000000000000012", "name": "wave", "format_type": 1}
+    fake.post_message(channel, alice, "", attachments=[photo])
+    fake.post_message(channel, alice, "", sticker_items=[sticker])
+    fake.post_message(channel, alice, "look at this", attachments=[photo])
+    fake.guild_message(ALICE, "", attachments=[photo])  # withheld without the intent: nothing
+
+    items = await inbox.wait(3)
+    await settle(0.15)
+
+    assert [(i.text, i.media, i.chat_kind) for i in inbox.items] == [
+        ("", True, ChatKind.DM),
+        ("", True, ChatKind.DM),
+        ("look at this", True, ChatKind.DM),
+    ]
+    assert items[0].message_id != items[1].message_id
 
 
 async def test_other_bots_webhook_and_system_messages_are_ignored(fake, running, inbox):
@@ -246,6 +330,7 @@ async def test_a_slash_command_arrives_as_its_text_and_is_answered_in_place(fake
         await provider.send(inbound.chat_id, "second line")
 
     await provider.start(core)
+    fake.user(ALICE, "Alice")
     interaction = fake.slash(OWNER, "approve", {"code": "abcd-2345"})
     owner_dm = fake.dm_channel_id(OWNER)
     await fake.wait_until(lambda: len(fake.messages_in(owner_dm or "")) == 2)
@@ -291,7 +376,7 @@ def _original(fake: FakeDiscordServer) -> str:
 
 
 async def test_a_slash_command_in_a_guild_is_group_and_told_to_use_a_dm(fake, running, inbox):
-    fake.guild_message(OWNER, "hello")  # makes the guild channel known to the fake
+    fake.guild_message(OWNER, f"{mention(fake)} hello")  # makes the guild channel known
     await inbox.wait()
     fake.slash(OWNER, "approve", {"code": "ABCD2345"}, channel_id="300000000000000002")
     items = await inbox.wait(2)
@@ -300,6 +385,33 @@ async def test_a_slash_command_in_a_guild_is_group_and_told_to_use_a_dm(fake, ru
     [note] = [r for r in fake.interaction_responses if r["type"] == 4]
     assert note["data"]["flags"] == 64
     assert "direct message" in note["data"]["content"]
+
+
+@pytest.mark.parametrize(
+    ("shares_server", "accepts_dms", "code"),
+    [(True, False, "50007"), (False, True, "50278"), (False, False, "50278")],
+)
+async def test_a_dm_discord_will_not_deliver_is_a_provider_error_saying_why(
+    fake, running, shares_server, accepts_dms, code
+):
+    fake.reach(BOB, shares_server=shares_server, accepts_dms=accepts_dms)
+    chat = await running.dm_chat_id(BOB)  # Create DM succeeds: the refusal comes on send
+
+    with pytest.raises(ProviderError, match=f"user {BOB} \\(error {code}:") as refused:
+        await running.send(chat, "You're approved.")
+
+    assert "docs/providers/discord.md" in str(refused.value)
+    assert fake.sent == []
+    assert fake.refused == [{"channel_id": chat, "user_id": BOB, "code": int(code)}]
+
+
+async def test_someone_the_bot_never_met_and_a_bot_cannot_be_messaged(fake, running):
+    stranger = "190000000000000123"
+    with pytest.raises(ProviderError, match="error 50278"):
+        await running.send(await running.dm_chat_id(stranger), "hello?")
+    fake.user(OTHER_BOT, "Other", bot=True)
+    with pytest.raises(ProviderError, match="error 50007"):
+        await running.dm_chat_id(OTHER_BOT)
 
 
 async def test_dm_chat_id_opens_the_dm_channel_once(fake, running):
@@ -424,15 +536,33 @@ async def test_fake_answers_like_discord(fake):
             headers=headers,
         ) as long:
             assert long.status == 400
+        fake.reach(ALICE, accepts_dms=False)
+        async with session.post(
+            f"{fake.api_base_url}/channels/{channel}/messages",
+            json={"content": "x"},
+            headers=headers,
+        ) as closed:
+            assert (closed.status, await closed.json()) == (
+                403,
+                {"message": "Cannot send messages to this user", "code": 50007},
+            )
 
 
 # -- the whole app -----------------------------------------------------------------------------
 
 
-def make_config(fake: FakeDiscordServer) -> Config:
+def make_config(fake: FakeDiscordServer, *owners: str, **pairing: Any) -> Config:
+    """The app on the fake, its owners ``owners`` (or :data:`OWNER`), ``pairing`` its knobs."""
     block = {"token": fake.token, "api_base_url": fake.api_base_url}
     block["gateway_url"] = fake.gateway_url
-    return app_config("discord", OWNER, block, pairing={"prune_interval": "1h"})
+    extra = {"owners": [{"provider": "discord", "user_id": user} for user in owners]}
+    return app_config(
+        "discord",
+        OWNER,
+        block,
+        pairing={"prune_interval": "1h", **pairing},
+        **(extra if owners else {}),
+    )
 
 
 @pytest.fixture
@@ -565,3 +695,51 @@ async def test_app_drop_and_resume_handles_each_message_once(fake, app):
     assert fake.replayed
     assert fake.texts_to(ALICE)[2:] == ["first", "second"]
     assert sum(t.startswith("Approved") for t in fake.texts_to(OWNER)) == 1
+
+
+OWNER2 = "190000000000000012"
+
+
+async def test_app_an_owner_discord_will_not_dm_is_logged_and_told_once_in_another_owner_chat(
+    fake, state_dir, fake_clock, caplog
+):
+    """Discord refuses every DM to an owner who closed them (50007): each lost notice is one
+    clear warning, and the owners hear of it once, in the owner chat notices still reach;
+    once a notice gets through again, a new refusal is news again."""
+    caplog.set_level(logging.WARNING, logger="bot.runtime.notices")
+    fake.user(OWNER2, "Second owner")
+    fake.reach(OWNER, accepts_dms=False)
+    config = make_config(fake, OWNER, OWNER2, max_pending_per_provider=5)
+
+    def told() -> list[str]:
+        return [t for t in fake.texts_to(OWNER2) if t.startswith("Notices cannot reach")]
+
+    def notices_to(user: str) -> int:
+        return sum(t.startswith("New pairing request") for t in fake.texts_to(user))
+
+    async with app_running(config, state_dir, fake_clock):
+        await pair(fake)
+        await pair(fake, BOB, "Bob")
+        await fake.wait_until(lambda: notices_to(OWNER2) == 2)
+
+        assert fake.texts_to(OWNER) == []
+        assert [r["code"] for r in fake.refused] == [50007, 50007]
+        [first] = told()
+        assert first.startswith(f"Notices cannot reach the Discord owner {OWNER}: ")
+        assert f"user {OWNER} (error 50007" in first
+        lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(lines) == 2
+        assert all(
+            line.startswith(f"could not reach owner {OWNER} on discord: ") and "50007" in line
+            for line in lines
+        )
+
+        fake.reach(OWNER)  # DMs open again: the next notice reaches them, nobody is told
+        await pair(fake, MALLORY, "Mallory")
+        await fake.wait_until(lambda: notices_to(OWNER) == 1 and notices_to(OWNER2) == 3)
+        fake.reach(OWNER, shares_server=False)  # they left the server: news again
+        await pair(fake, OTHER, "Other")
+        await fake.wait_until(lambda: notices_to(OWNER2) == 4 and len(told()) == 2)
+
+    assert "error 50278" in told()[1]
+    assert notices_to(OWNER) == 1

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.clock import Clock, FakeClock, SystemClock
 from bot.core.config import Config
@@ -28,7 +30,7 @@ from tests.helpers import APPROVE, REJECT, Inbox
 
 pytestmark = pytest.mark.e2e
 
-OWNER, ALICE, MALLORY, BOB = "U0OWNER", "U0ALICE", "U0MALLORY", "U0BOB"
+OWNER, ALICE, MALLORY, BOB, EVE = "U0OWNER", "U0ALICE", "U0MALLORY", "U0BOB", "U0EVE"
 
 
 def all_acked(fake: FakeSlackServer) -> bool:
@@ -269,6 +271,54 @@ async def test_empty_or_repeated_commands_are_refused_before_sending(
     assert fake.sent == []
 
 
+async def test_a_long_text_is_cut_as_sent_escaped_never_inside_an_entity(
+    fake: FakeSlackServer, running: SlackProvider
+) -> None:
+    """Slack cuts a text over 40,000 characters (the fake too: it counts the text as sent);
+    escaped, this one is 13 characters a triple, and a hard cut must not split ``&amp;``."""
+    text = "<&>" * 10_000  # 130,000 characters escaped
+
+    last = await running.send("D0OWNER", text, buttons=[APPROVE])
+
+    raw = [m["raw_text"] for m in fake.sent]
+    assert len(raw) == 4
+    assert all(40_000 - 5 < len(part) <= 40_000 for part in raw[:-1])  # cut back, not more
+    assert all(not re.search(r"&(?!amp;|lt;|gt;)", part) for part in raw)
+    assert "".join(fake.shown("D0OWNER", m["ts"]) for m in fake.sent) == text
+    assert [bool(m["blocks"]) for m in fake.sent] == [False, False, False, True]
+    assert fake.sent[-1]["ts"] == last
+
+
+async def test_25_buttons_fit_an_actions_block_and_26_are_refused_before_sending(
+    fake: FakeSlackServer, running: SlackProvider
+) -> None:
+    buttons = [Button(label=f"B{n}", command=f"/b {n}") for n in range(26)]
+
+    with pytest.raises(ValueError, match="Slack allows 25 buttons in an actions block, got 26"):
+        await running.send("D0OWNER", "Choose", buttons=buttons)
+    assert fake.sent == []
+    ts = await running.send("D0OWNER", "Choose", buttons=buttons[:25])
+    [actions] = [b for b in fake.message("D0OWNER", ts)["blocks"] if b["type"] == "actions"]
+    assert len(actions["elements"]) == 25
+
+
+async def test_an_upload_is_a_media_inbound_with_its_text_or_none(
+    fake: FakeSlackServer, running: SlackProvider, inbox: Inbox
+) -> None:
+    fake.upload(ALICE)
+    fake.upload(ALICE, "look <here> & there", filename="cat.png")
+    fake.upload(BOB)
+    items = await inbox.wait(3)
+
+    assert [(i.sender_id, i.text, i.media, i.chat_kind) for i in items] == [
+        (ALICE, "", True, ChatKind.DM),
+        (ALICE, "look <here> & there", True, ChatKind.DM),
+        (BOB, "", True, ChatKind.DM),
+    ]
+    assert items[0].sender_name == "Alice Liddell"
+    assert items[0].message_id != items[1].message_id
+
+
 async def test_a_button_press_is_acked_at_once_and_carries_the_profile(
     fake: FakeSlackServer, running: SlackProvider, inbox: Inbox
 ) -> None:
@@ -286,16 +336,53 @@ async def test_a_button_press_is_acked_at_once_and_carries_the_profile(
     await fake.wait_until(lambda: envelope["envelope_id"] in {a["envelope_id"] for a in fake.acks})
 
 
-async def test_an_edit_is_escaped_and_empties_the_blocks(
+async def test_an_edit_is_plain_text_blocks_so_a_name_shows_as_written(
     fake: FakeSlackServer, running: SlackProvider
 ) -> None:
+    """chat.update has no mrkdwn switch: a bare text would show ``*Bob*`` as a bold Bob (and
+    did: the fake renders it so), so the edit carries plain-text sections."""
     ts = await running.send("D0OWNER", "Approve Bob?", buttons=[APPROVE, REJECT])
+    text = "Approved Slack sender U0BOB (*Bob* _the_ ~builder~ `x` <https://e.example|y> & co)"
 
-    await running.edit("D0OWNER", ts, "Approved <Bob> & co")
+    await running.edit("D0OWNER", ts, text)
 
-    assert fake.message("D0OWNER", ts)["text"] == "Approved &lt;Bob&gt; &amp; co"
-    assert [(e["text"], e["blocks"]) for e in fake.edits] == [("Approved <Bob> & co", None)]
-    assert fake.calls[-1][1]["blocks"] == []
+    assert fake.shown("D0OWNER", ts) == text
+    message = fake.message("D0OWNER", ts)
+    assert message["blocks"] == [
+        {"type": "section", "text": {"type": "plain_text", "text": text, "emoji": False}}
+    ]
+    assert message["text"] == (
+        "Approved Slack sender U0BOB (*Bob* _the_ ~builder~ `x` "
+        "&lt;https://e.example|y&gt; &amp; co)"
+    )  # only the notification's fallback
+
+
+async def test_the_fake_shows_an_updated_bare_text_as_markup(
+    fake: FakeSlackServer, running: SlackProvider
+) -> None:
+    """What the provider no longer sends, played through the Web API: chat.update's text
+    follows the default formatting rules; chat.postMessage's with mrkdwn off does not."""
+    ts = await running.send("D0OWNER", "*as written*")
+    client = AsyncWebClient(token=fake.bot_token, base_url=fake.api_base_url)
+
+    assert fake.shown("D0OWNER", ts) == "*as written*"
+    await client.chat_update(channel="D0OWNER", ts=ts, text="Approved *Bob* <https://e.x|here>")
+    assert fake.shown("D0OWNER", ts) == "Approved Bob here"
+
+
+async def test_a_long_edit_is_cut_to_one_message_of_sections(
+    fake: FakeSlackServer, running: SlackProvider
+) -> None:
+    ts = await running.send("D0OWNER", "Approve?", buttons=[APPROVE])
+
+    await running.edit("D0OWNER", ts, "first line\n" + "&" * 40_000)
+
+    # Escaped, 40,000 characters hold 7997 "&amp;" (and "…"): the cut falls before an entity.
+    kept = 7997
+    message = fake.message("D0OWNER", ts)
+    assert message["text"] == "first line\n" + "&amp;" * kept + "…"
+    assert fake.shown("D0OWNER", ts) == "first line\n" + "&" * kept + "…"
+    assert [b["type"] for b in message["blocks"]] == ["section"] * 3
 
 
 async def test_slash_command_in_the_bots_im_is_a_dm_command(
@@ -460,6 +547,13 @@ async def test_fake_answers_like_the_web_api(fake: FakeSlackServer) -> None:
     status, body = await call("chat.postMessage", fake.bot_token, channel=ALICE, text="a &amp; b")
     assert (status, body["ok"], body["channel"]) == (200, True, "D0ALICE")
     assert fake.messages_to(ALICE) == ["a & b"]
+    status, body = await call("chat.postMessage", fake.bot_token, channel=ALICE, text="y" * 40_001)
+    assert (status, body["ok"], body["response_metadata"]["warnings"]) == (
+        200,
+        True,
+        ["message_truncated"],
+    )  # cut, still posted (changelog 2018-04 "Truncating really long messages")
+    assert fake.messages_to(ALICE)[-1] == "y" * 40_000
 
 
 # -- the provider alone, HTTP Events API ----------------------------------------------------
@@ -610,13 +704,37 @@ async def test_app_owner_approves_by_button_and_the_notice_is_updated(fake, app)
 
     await fake.wait_until(lambda: len(fake.edits) == 1)
     assert fake.edits[0]["text"].startswith(f"Approved Slack sender {ALICE}")
-    assert "blocks" not in fake.message("D0OWNER", notice["ts"])
+    assert fake.shown("D0OWNER", notice["ts"]) == fake.edits[0]["text"]
+    assert [b["type"] for b in fake.message("D0OWNER", notice["ts"])["blocks"]] == ["section"]
     assert app.pairing.is_allowed("slack", ALICE)
     fake.dm(ALICE, "hi now")
     assert (await texts_to(fake, ALICE, 3))[2] == "hi now"
     fake.press_button(OWNER, notice["ts"])  # pressed again, on a client not yet refreshed
     await fake.wait_until(lambda: len(fake.edits) == 2)
     assert fake.edits[1]["text"] == "This request was already handled; nothing changed."
+
+
+async def test_app_a_strangers_markup_name_shows_as_written_in_the_edited_notice(fake, app):
+    name = "*Eve* _the_ ~builder~"
+    fake.add_user(EVE, name=name)
+    code = await pair(fake, EVE)
+    notice = await notice_of(fake, code)
+    assert f"Name (given by the sender, unverified): {name}" in fake.shown("D0OWNER", notice["ts"])
+
+    fake.press_button(OWNER, notice["ts"])
+    await fake.wait_until(lambda: len(fake.edits) == 1)
+
+    assert fake.shown("D0OWNER", notice["ts"]) == (
+        f"Approved Slack sender {EVE} ({name}, as given by the sender). They have been told."
+    )
+
+
+async def test_app_a_strangers_upload_without_text_gets_a_code(fake, app):
+    fake.upload(BOB)
+
+    [reply] = await texts_to(fake, BOB, 1)
+    assert f"Your Slack id: {BOB}" in reply
+    await notice_of(fake, code_in(reply))
 
 
 async def test_app_non_owner_approvals_and_channel_traffic_change_nothing(fake, app):

@@ -148,7 +148,8 @@ FACTS: dict[str, Facts] = {
             sender_name=True,  # users.info: profile.real_name
             meta={"name": NAME},
             # chat.postMessage: "Slack will truncate messages containing more than 40,000
-            # characters" (the fake answers msg_too_long instead of cutting silently).
+            # characters" (changelog 2018-04: cut, still posted, a message_truncated warning;
+            # the fake counts the text as sent, entities included).
             max_text=40_000,
             # Block Kit button element: action_id "Maximum length is 255 characters", less the
             # provider's "pairbot:" (8); text "Maximum length ... is 75 characters". Actions
@@ -166,17 +167,6 @@ FACTS: dict[str, Facts] = {
             while_stopped="kept",
             sdk_logs_texts=True,  # slack_sdk logs request bodies at DEBUG
             log_proof="Sending a request",  # slack_sdk's DEBUG line for every Web API call
-            gaps={
-                "test_a_textless_dm_is_a_contact_attempt": TEXTLESS,
-                "test_a_long_text_is_split_to_the_platforms_limit": (
-                    "SlackProvider.send posts any text as one chat.postMessage; Slack cuts one "
-                    "over 40,000 characters (reported to the lead)"
-                ),
-                "test_too_many_buttons_are_refused_before_sending": (
-                    "SlackProvider does not count buttons; Slack answers invalid_blocks for an "
-                    "actions block over 25 elements (reported to the lead)"
-                ),
-            },
         ),
         Facts(
             name="discord",
@@ -200,9 +190,6 @@ FACTS: dict[str, Facts] = {
             while_stopped="lost",
             sdk_logs_texts=True,  # discord.py logs gateway payloads and REST bodies at DEBUG
             log_proof="has received",  # discord.py's DEBUG line for every REST answer
-            gaps={
-                "test_a_textless_dm_is_a_contact_attempt": TEXTLESS,
-            },
         ),
         Facts(
             name="whatsapp",

@@ -8,15 +8,48 @@ from any other.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+from bot.core import codes
 from bot.core.clock import iso
-from bot.core.models import AuditEvent
+from bot.core.models import AuditEvent, PendingRequest
 from bot.core.platforms import KNOWN_PROVIDERS
 
 NEVER_ALLOWED = frozenset({"*", ""})
 """Allowlist entries kept as they were written but never matched by ``is_allowed``: a
 wildcard (Clawdbot's "everyone") or an empty id must not open the gate to anyone."""
+
+
+class ScannedRequests(ABC):
+    """The request queries of :class:`bot.core.protocols.StateTxn`, answered by scanning
+    :meth:`requests`: for the backends that hold each provider's requests as one list (the
+    JSON files, memory). A database answers them with its indexes instead."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def requests(self, provider: str) -> list[PendingRequest]:
+        """The provider's pending requests, in file order."""
+
+    def request(self, provider: str, sender_id: str) -> PendingRequest | None:
+        return next((r for r in self.requests(provider) if r.id == sender_id), None)
+
+    def request_count(self, provider: str) -> int:
+        return len(self.requests(provider))
+
+    def requests_created_before(self, provider: str, cutoff: datetime) -> list[PendingRequest]:
+        return [r for r in self.requests(provider) if r.created_at <= cutoff]
+
+    def request_with_code(self, code: str, providers: Sequence[str]) -> PendingRequest | None:
+        everything = [r for name in providers for r in self.requests(name)]
+        index = codes.find_code(code, [r.code for r in everything])  # constant time
+        return None if index is None else everything[index]
+
+    def code_taken(self, code: str) -> bool:
+        return any(r.code == code for name in KNOWN_PROVIDERS for r in self.requests(name))
 
 
 def audit_record(event: AuditEvent) -> dict[str, Any]:

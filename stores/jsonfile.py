@@ -62,7 +62,7 @@ from stores._files import (
     remove_debris,
     stat_key,
 )
-from stores._records import NEVER_ALLOWED, audit_record, unknown_provider
+from stores._records import NEVER_ALLOWED, ScannedRequests, audit_record, unknown_provider
 
 log = logging.getLogger(__name__)
 
@@ -1036,7 +1036,7 @@ class JsonFileStore:
         self._allow_cache.clear()
 
 
-class _Txn:
+class _Txn(ScannedRequests):
     """The view a transaction hands out; see :class:`bot.core.protocols.StateTxn`."""
 
     __slots__ = ("_store", "events")

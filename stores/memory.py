@@ -25,7 +25,7 @@ from typing import Any, cast
 
 from bot.core.errors import StoreLockTimeoutError
 from bot.core.models import ApprovalNotice, AuditEvent, NodeRequest, PairedNode, PendingRequest
-from stores._records import NEVER_ALLOWED, audit_record, check_provider
+from stores._records import NEVER_ALLOWED, ScannedRequests, audit_record, check_provider
 
 _Part = dict[Any, Any]
 _PartKey = tuple[str, str]
@@ -124,7 +124,7 @@ class MemoryStore:
         """Nothing is held open; the state stays (it lives as long as the object)."""
 
 
-class _Txn:
+class _Txn(ScannedRequests):
     """The view a transaction hands out; see :class:`bot.core.protocols.StateTxn`.
 
     Reads go to the part this transaction changed, else to the committed one; the first

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -76,6 +77,29 @@ class StateTxn(Protocol):
 
     def requests(self, provider: str) -> list[PendingRequest]:
         """Return the provider's pending DM requests, in file order."""
+        ...
+
+    def request(self, provider: str, sender_id: str) -> PendingRequest | None:
+        """Return the sender's pending request, or None."""
+        ...
+
+    def request_count(self, provider: str) -> int:
+        """Return how many requests the provider has on file (expired ones not yet dropped
+        included)."""
+        ...
+
+    def requests_created_before(self, provider: str, cutoff: datetime) -> list[PendingRequest]:
+        """Return the provider's requests created at or before ``cutoff`` (those a TTL ending
+        at ``cutoff`` has expired), in file order."""
+        ...
+
+    def request_with_code(self, code: str, providers: Sequence[str]) -> PendingRequest | None:
+        """Return the request of one of ``providers`` whose code is ``code`` (upper case),
+        expired or not, or None. Codes are unique across providers, so there is at most one."""
+        ...
+
+    def code_taken(self, code: str) -> bool:
+        """Return whether any provider's request on file (expired included) has ``code``."""
         ...
 
     def put_request(self, request: PendingRequest) -> None:

@@ -142,11 +142,11 @@ class PairingService:
         if quiet is not None:
             return RequestResult(outcome=RequestOutcome.PENDING, request=quiet, send_code=False)
         with self._store.transaction() as txn:
-            _, live = self._drop_expired(txn, provider, now, actor="system:expiry")
-            mine = next((r for r in live if r.id == sender_id), None)
+            self._drop_expired(txn, provider, now, actor="system:expiry")
+            mine = txn.request(provider, sender_id)
             if mine is not None:
                 return self._repeat(txn, mine, now, clean_meta)
-            if len(live) >= self.settings.max_pending_per_provider:
+            if txn.request_count(provider) >= self.settings.max_pending_per_provider:
                 self._count_capped(txn, provider, sender_id, now, ttl)
                 return RequestResult(outcome=RequestOutcome.CAPPED, request=None, send_code=False)
             code = self._unique_code(txn)
@@ -341,7 +341,7 @@ class PairingService:
         with self._store.transaction() as txn:
             added = txn.allow(provider, sender_id)
             if added:
-                asked = next((r for r in txn.requests(provider) if r.id == sender_id), None)
+                asked = txn.request(provider, sender_id)
                 if asked is not None:  # they asked: tell them, as an approval would
                     txn.put_notice(_notice(asked, now))
                 txn.drop_request(provider, sender_id)
@@ -428,12 +428,11 @@ class PairingService:
         try:
             with self._store.transaction() as txn:
                 for name in KNOWN_PROVIDERS:
-                    expired, live = self._drop_expired(txn, name, now, actor=actor)
-                    before += expired
-                    for req in live:
-                        when = seen.get((name, req.id))
-                        if when is not None and when > req.last_seen_at:
-                            txn.put_request(replace(req, last_seen_at=when))
+                    before += self._drop_expired(txn, name, now, actor=actor)
+                for (name, sender_id), when in seen.items():
+                    req = txn.request(name, sender_id)
+                    if req is not None and when > req.last_seen_at:
+                        txn.put_request(replace(req, last_seen_at=when))
         except BaseException:
             with self._counter_lock:
                 for key, when in seen.items():
@@ -449,27 +448,22 @@ class PairingService:
 
     def _drop_expired(
         self, txn: StateTxn, provider: str, now: datetime, *, actor: str
-    ) -> tuple[list[PendingRequest], list[PendingRequest]]:
-        """Drop the provider's expired requests (audited); return ``(expired, live)``."""
-        expired, live = split_expired(
-            txn.requests(provider), now=now, ttl=self.settings.pending_ttl
-        )
+    ) -> list[PendingRequest]:
+        """Drop the provider's expired requests (audited); return them."""
+        expired = txn.requests_created_before(provider, now - self.settings.pending_ttl)
         for req in expired:
             _close(txn, req, now, "expire", "expired", actor=actor)
-        return expired, live
+        return expired
 
     def _find(self, txn: StateTxn, providers: list[str], code: str) -> PendingRequest | None:
-        everything = [r for name in providers for r in txn.requests(name)]
-        index = codes.find_code(code, [r.code for r in everything])
-        return None if index is None else everything[index]
+        return txn.request_with_code(code, providers)
 
     def _unique_code(self, txn: StateTxn) -> str:
         # Expired requests of other providers stay on file until pruned and are still matched
         # by approve (which then reports "expired"), so their codes count as taken too.
-        taken = {r.code for name in KNOWN_PROVIDERS for r in txn.requests(name)}
         for _ in range(_CODE_ATTEMPTS):
             code = self._new_code()
-            if code not in taken:
+            if not txn.code_taken(code):
                 return code
         raise RuntimeError(f"no unique pairing code after {_CODE_ATTEMPTS} draws")
 

@@ -88,15 +88,15 @@ def subjects(records: Iterable[dict[str, object]]) -> list[object]:
 def test_requests_keep_their_order_and_a_put_replaces_in_place(backend: Backend) -> None:
     store = backend.open()
     with store.transaction() as txn:
-        for sender in ("1", "2", "3"):
-            txn.put_request(request(sender))
+        for sender, code in (("1", "AAAA2222"), ("2", "CCCC4444"), ("3", "DDDD5555")):
+            txn.put_request(request(sender, code))
         txn.put_request(request("2", code="BBBB3333"))
         assert txn.requests("slack") == []
     with backend.other().transaction() as txn:
         assert [(r.id, r.code) for r in txn.requests("telegram")] == [
             ("1", "AAAA2222"),
             ("2", "BBBB3333"),
-            ("3", "AAAA2222"),
+            ("3", "DDDD5555"),
         ]
         assert txn.drop_request("telegram", "1") is True
         assert txn.drop_request("telegram", "1") is False
@@ -104,6 +104,32 @@ def test_requests_keep_their_order_and_a_put_replaces_in_place(backend: Backend)
         txn.put_request(request("1"))  # back, at the end
     with store.transaction() as txn:
         assert [r.id for r in txn.requests("telegram")] == ["2", "3", "1"]
+
+
+def test_requests_are_found_by_sender_by_code_and_by_age(backend: Backend) -> None:
+    store = backend.open()
+    with store.transaction() as txn:
+        txn.put_request(replace(request("old", "AAAA2222"), created_at=at(-60)))
+        txn.put_request(request("new", "BBBB3333"))
+        txn.put_request(request("7", "CCCC4444", provider="slack"))
+    with backend.other().transaction() as txn:
+        assert txn.request("telegram", "new") == request("new", "BBBB3333")
+        assert txn.request("telegram", "7") is None
+        assert txn.request("slack", "7") == request("7", "CCCC4444", provider="slack")
+        assert (txn.request_count("telegram"), txn.request_count("slack")) == (2, 1)
+        assert txn.request_count("discord") == 0
+        assert [r.id for r in txn.requests_created_before("telegram", at(-60))] == ["old"]
+        assert [r.id for r in txn.requests_created_before("telegram", at(-61))] == []
+        assert [r.id for r in txn.requests_created_before("telegram", at(0))] == ["old", "new"]
+        found = txn.request_with_code("CCCC4444", ["telegram", "slack"])
+        assert found is not None and (found.provider, found.id) == ("slack", "7")
+        assert txn.request_with_code("CCCC4444", ["telegram"]) is None
+        assert txn.request_with_code("ZZZZ9999", ["telegram", "slack"]) is None
+        assert txn.code_taken("AAAA2222") and txn.code_taken("CCCC4444")
+        assert not txn.code_taken("ZZZZ9999")
+        txn.drop_request("slack", "7")
+        assert not txn.code_taken("CCCC4444")  # the view sees its own changes
+        assert txn.request_with_code("CCCC4444", ["slack"]) is None
 
 
 def test_the_allowlist_keeps_its_order_and_each_sender_once(backend: Backend) -> None:

@@ -37,6 +37,7 @@ def make_config(fake: FakeTelegramServer, **overrides: Any) -> Config:
 @pytest.fixture
 async def tg(fake_clock: FakeClock) -> AsyncIterator[FakeTelegramServer]:
     async with FakeTelegramServer(clock=fake_clock) as fake:
+        fake.started_before(OWNER)  # the owner pressed Start, as the guide says
         yield fake
 
 

@@ -143,14 +143,10 @@ def _unreachable(exc: TelegramError, chat_id: str, bot_username: str | None) -> 
     found = exc.message.lower()
     chat = f"t.me/{bot_username}" if bot_username else "the bot's chat"
     if _BLOCKED in found:
-        return (
-            f"user {chat_id} blocked the bot: they must open {chat} and press Restart "
-            f"(Telegram: {exc.message})"
-        )
+        return f"they blocked the bot: open {chat} and press Restart (Telegram: {exc.message})"
     if any(sign in found for sign in _NOT_STARTED):
         return (
-            f"user {chat_id} has not started the bot: they must open {chat} and press Start "
-            f"(Telegram: {exc.message})"
+            f"they have not started the bot: open {chat} and press Start (Telegram: {exc.message})"
         )
     return None
 
@@ -217,6 +213,22 @@ class TelegramProvider(BaseProvider):
 
     def __repr__(self) -> str:
         return f"TelegramProvider(name={self.name!r}, api_base_url={self._root!r})"
+
+    @property
+    def api_root(self) -> str:
+        """The Bot API server root (no token in it)."""
+        return self._root
+
+    def lone_bot(self) -> Bot:
+        """A PTB Bot on this provider's token and server, outside the provider's application
+        (``pairbot doctor``): use it as ``async with``."""
+        return Bot(self._token, base_url=self._bot_url(), base_file_url=self._file_url())
+
+    def _bot_url(self) -> str:
+        return f"{self._root}/bot"
+
+    def _file_url(self) -> str:
+        return f"{self._root}/file/bot"
 
     # -- lifecycle (the hooks of BaseProvider) -----------------------------------------------
 
@@ -302,7 +314,7 @@ class TelegramProvider(BaseProvider):
             why = _unreachable(exc, chat_id, bot.username)
             if why is None:
                 raise
-            raise RecipientUnreachable(f"{self.name}: {why}") from exc
+            raise RecipientUnreachable(f"{self.name}: user {chat_id}: {why}") from exc
         return str(message.message_id)
 
     async def why_unreachable(self, user_id: str) -> str | None:
@@ -437,8 +449,8 @@ class TelegramProvider(BaseProvider):
         builder = (
             Application.builder()
             .token(self._token)
-            .base_url(f"{self._root}/bot")
-            .base_file_url(f"{self._root}/file/bot")
+            .base_url(self._bot_url())
+            .base_file_url(self._file_url())
             .job_queue(None)
         )
         app: _App = (

@@ -144,11 +144,14 @@ def _unreachable(exc: TelegramError, chat_id: str, bot_username: str | None) -> 
     chat = f"t.me/{bot_username}" if bot_username else "the bot's chat"
     if _BLOCKED in found:
         return f"they blocked the bot: open {chat} and press Restart (Telegram: {exc.message})"
-    if any(sign in found for sign in _NOT_STARTED):
-        return (
-            f"they have not started the bot: open {chat} and press Start (Telegram: {exc.message})"
-        )
-    return None
+    if not any(sign in found for sign in _NOT_STARTED):
+        return None
+    # "chat not found" is also what a mistyped id gets: say so.
+    check = "check the id; if it is right, " if "chat not found" in found else ""
+    return (
+        f"they have not started the bot: {check}open {chat} and press Start "
+        f"(Telegram: {exc.message})"
+    )
 
 
 async def reach(bot: Bot, user_id: str) -> str | None:

@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from itertools import islice
 
 from bot.core import commands, messages
 from bot.core.clock import Clock
@@ -255,16 +256,18 @@ class OwnerCommands:
         """A count, then one page of :data:`ALLOWLIST_PAGE` senders, and how to see the next."""
         if provider is not None and find(provider) is None:
             return f"Unknown provider {clean(provider, limit=20)!r}."
-        entries = self._pairing.allowed(provider)
-        if not entries:
+        groups = self._pairing.allowed_groups(provider)  # millions: a few lists, not objects
+        count = sum(len(group.ids) for group in groups)
+        if not count:
             return "The allowlist is empty."
-        pages = -(-len(entries) // ALLOWLIST_PAGE)
+        pages = -(-count // ALLOWLIST_PAGE)
         word = "/allowlist" + (f" {provider}" if provider else "")
         if page > pages:
             return f"The allowlist has {_pages(pages)}; the last is {word} {pages}."
-        shown = entries[(page - 1) * ALLOWLIST_PAGE : page * ALLOWLIST_PAGE]
+        entries = (entry for group in groups for entry in group.entries())
+        shown = islice(entries, (page - 1) * ALLOWLIST_PAGE, page * ALLOWLIST_PAGE)
         where = f" on {messages.label(provider)}" if provider else ""
-        head = f"Allowed{where}: {len(entries)}"
+        head = f"Allowed{where}: {count}"
         lines = [f"{head} (page {page} of {pages})" if pages > 1 else head]
         lines += [
             f"{messages.label(e.provider)} {e.id}"

@@ -64,7 +64,10 @@ Media = Literal["photo", "document", "sticker", "voice"]
 
 _FILE = {"file_id": "AgACAgQAAxkBAAIB", "file_unique_id": "AQADzbAxG"}
 # The Message fields of each kind, with the fields the Bot API marks required
-# (core.telegram.org/bots/api: PhotoSize, Document, Sticker, Voice). A sticker has no caption.
+# (core.telegram.org/bots/api: Message.photo "Array of PhotoSize", .document, .sticker, .voice;
+# PhotoSize: file_id, file_unique_id, width, height; Sticker also type, is_animated, is_video;
+# Voice: duration), as PTB 22's de_json reads them (telegram/_files/*.py). A sticker carries
+# no caption; the others take one (Message.caption, "0-1024 characters").
 _MEDIA: dict[str, object] = {
     "photo": [
         {**_FILE, "width": 90, "height": 67, "file_size": 1237},

@@ -144,5 +144,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
             for finding in check_daemon(config.providers.signal.provider_kwargs()):
                 report(*finding)
+        if config.providers.telegram is not None:  # getMe, and one sendChatAction per owner
+            from providers.telegram.doctor import check_owners
+
+            owners = [o.user_id for o in config.owners if o.provider == "telegram"]
+            for finding in check_owners(config.providers.telegram.provider_kwargs(), owners):
+                report(*finding)
     out.print("No problems found." if not problems else f"{problems} problem(s) found.")
     return EXIT_OK if not problems else EXIT_LOOKUP

@@ -48,10 +48,21 @@ class Pending(OwnerCommand):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Allowlist(OwnerCommand):
-    """``/allowlist [provider]``; ``provider`` lower-cased, and not checked: an unknown one
-    is answered, not a usage error."""
+    """``/allowlist [provider] [page]``; ``provider`` lower-cased, and not checked: an unknown
+    one is answered, not a usage error. ``page`` counts from 1."""
 
     provider: str | None
+    page: int = 1
+
+
+def _allowlist(line: str, words: list[str]) -> OwnerCommand | None:
+    """``/allowlist``, ``/allowlist slack``, ``/allowlist 2``, ``/allowlist slack 2``."""
+    page = 1
+    if words and words[-1].isdigit():
+        page = int(words.pop())
+        if page < 1:
+            return None
+    return Allowlist(line=line, provider=words[0].lower() if words else None, page=page)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,18 +196,17 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         name="allowlist",
         summary="Show who is allowed",
-        help=(("/allowlist [provider]", "who is allowed"),),
+        help=(("/allowlist [provider] [page]", "who is allowed, a page at a time"),),
         args=(
             Arg(
                 name="platform",
                 description=f"Only this platform ({', '.join(KNOWN_PROVIDERS[:3])}, ...)",
                 required=False,
             ),
+            Arg(name="page", description="Which page of a long list (1, 2, ...)", required=False),
         ),
         changes_state=False,
-        read=lambda line, words: Allowlist(
-            line=line, provider=words[0].lower() if words else None
-        ),
+        read=_allowlist,
     ),
     Command(
         name="revoke",

@@ -35,6 +35,7 @@ from bot.runtime.handlers import Handler, build_handler
 from bot.runtime.inbound import InboundPipeline
 from bot.runtime.logs import RedactFilter
 from bot.runtime.notices import NoticePacing, OwnerNotices
+from bot.runtime.reach import check_owners
 from bot.runtime.remembered import remember_secret
 from bot.runtime.scheduler import PruneScheduler
 from bot.runtime.shared import Shared
@@ -182,6 +183,7 @@ class App:
                 ) from exc
             self.providers[name] = provider
             self._stack.push_async_callback(provider.stop)
+        await check_owners(self.providers, self._owners)  # one line per owner not reached
         self.scheduler = PruneScheduler(self.prune, interval=cfg.pairing.prune_interval)
         await self.scheduler.start()
         self._stack.push_async_callback(self.scheduler.stop)

@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from itertools import islice
 
 from bot.core import commands, messages
 from bot.core.clock import Clock
@@ -32,6 +33,10 @@ from bot.services.pairing import PairingService
 
 log = logging.getLogger(__name__)
 
+ALLOWLIST_PAGE = 30
+"""Senders ``/allowlist`` shows a page: 30 of the longest usual ids (a Signal UUID, 43
+characters with its label, 52 from the config) fill about 1,600 characters, under the
+smallest platform's message (Discord's 2,000), so a page is one message everywhere."""
 MAX_FAILURES = 10
 LOCKOUT = timedelta(minutes=15)
 MAX_LOCKOUT = timedelta(hours=1)
@@ -122,6 +127,10 @@ class Lockout:
             self._failures.pop(actor, None)
 
 
+def _pages(count: int) -> str:
+    return f"{count} page{'s' if count != 1 else ''}"
+
+
 def _paused_text(pause: timedelta) -> str:
     return f"Too many wrong codes: approvals are paused for {remaining(pause)}."
 
@@ -154,7 +163,7 @@ class OwnerCommands:
                 case commands.Pending():
                     return OwnerReply(text=self._pending())
                 case commands.Allowlist():
-                    return OwnerReply(text=self._allowlist(command.provider))
+                    return OwnerReply(text=self._allowlist(command.provider, command.page))
                 case commands.Revoke():
                     revoked = self._pairing.revoke(
                         command.provider, command.sender_id, actor=actor
@@ -243,17 +252,31 @@ class OwnerCommands:
             lines += [messages.node_line(r, age=ago(now - r.created_at)) for r in nodes]
         return "\n".join(lines)
 
-    def _allowlist(self, provider: str | None) -> str:
+    def _allowlist(self, provider: str | None, page: int) -> str:
+        """A count, then one page of :data:`ALLOWLIST_PAGE` senders, and how to see the next."""
         if provider is not None and find(provider) is None:
             return f"Unknown provider {clean(provider, limit=20)!r}."
-        entries = self._pairing.allowed(provider)
-        if not entries:
+        groups = self._pairing.allowed_groups(provider)  # millions: a few lists, not objects
+        count = sum(len(group.ids) for group in groups)
+        if not count:
             return "The allowlist is empty."
-        return "\n".join(
+        pages = -(-count // ALLOWLIST_PAGE)
+        word = "/allowlist" + (f" {provider}" if provider else "")
+        if page > pages:
+            return f"The allowlist has {_pages(pages)}; the last is {word} {pages}."
+        entries = (entry for group in groups for entry in group.entries())
+        shown = islice(entries, (page - 1) * ALLOWLIST_PAGE, page * ALLOWLIST_PAGE)
+        where = f" on {messages.label(provider)}" if provider else ""
+        head = f"Allowed{where}: {count}"
+        lines = [f"{head} (page {page} of {pages})" if pages > 1 else head]
+        lines += [
             f"{messages.label(e.provider)} {e.id}"
             f"{' (config)' if e.source.value == 'config' else ''}"
-            for e in entries
-        )
+            for e in shown
+        ]
+        if page < pages:
+            lines.append(f"More: {word} {page + 1}")
+        return "\n".join(lines)
 
     # --- nodes ---------------------------------------------------------------------------------
 

@@ -87,6 +87,9 @@ def _chat(data: Mapping[str, Any], sender: str) -> tuple[str, ChatKind] | None:
     return (GROUP_PREFIX + group_id, ChatKind.GROUP) if group_id else None
 
 
+# No text_split: signal-cli sends a text over 2000 UTF-8 bytes as its first 2000 bytes plus the
+# whole text as a text/x-signal-plain attachment, as Signal's apps do (AsamK/signal-cli
+# ManagerImpl.java, MAX_MESSAGE_SIZE_BYTES and splitByByteLength), so any length arrives whole.
 class SignalProvider(BaseProvider):
     """The Signal provider: one account of a signal-cli daemon in HTTP mode.
 

@@ -11,6 +11,13 @@ Responses use the official shapes: ``{"ok": true, "result": ...}`` or
 ``parameters.retry_after`` on 429. It keeps one global message-id counter (Telegram's ids are
 per chat, which the bot cannot tell apart here), and it lets any user press any button on any
 message the bot sent, even one since edited, so tests can play stale and forged presses.
+
+A bot cannot write first, and the fake refuses as the Bot API server does (tdlib/telegram-bot-api
+Client.cpp, tdlib/td MessagesManager.cpp): a private chat takes the bot's messages only once its
+user wrote to the bot there (pressed Start: :meth:`FakeTelegramServer.dm`, or
+:meth:`~FakeTelegramServer.started_before`), and none while they have blocked it
+(:meth:`~FakeTelegramServer.block`). Users write text or media in the Bot API's shapes
+(:meth:`~FakeTelegramServer.dm_media`: photo, document, sticker, voice).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -36,8 +43,48 @@ JsonDict = dict[str, Any]
 DEFAULT_TOKEN = "123456:fake-telegram-token"  # noqa: S105 (the fake's, not a secret)
 """The token a :class:`FakeTelegramServer` accepts unless told otherwise (not a secret)."""
 
+# sendMessage: "Text of the message to be sent, 1-4096 characters after entities parsing",
+# counted in Unicode code points as Python's len counts (td/telegram/MessageContent.cpp:
+# utf8_length(text) > message_text_length_max -> "Message is too long").
 _MAX_TEXT = 4096
 _MAX_CALLBACK_DATA = 64
+
+# The refusals of a private chat (telegram-bot-api Client.cpp; tdlib/td MessagesManager.cpp
+# process_send_message_fail_error turns the server's PEER_ID_INVALID for a bot writing to a
+# user who never wrote to it into "Bot can't initiate conversation with a user", 403; the Bot
+# API server turns USER_IS_BLOCKED into "bot was blocked by the user", 403, for every method;
+# sendChatAction's error goes through no such mapping: PEER_ID_INVALID stays, 400).
+_NOT_STARTED = "Forbidden: bot can't initiate conversation with a user"
+_BLOCKED = "Forbidden: bot was blocked by the user"
+_NOT_STARTED_ACTION = "Bad Request: PEER_ID_INVALID"
+_CHAT_NOT_FOUND = "Bad Request: chat not found"
+
+Media = Literal["photo", "document", "sticker", "voice"]
+"""What :meth:`FakeTelegramServer.dm_media` can send."""
+
+_FILE = {"file_id": "AgACAgQAAxkBAAIB", "file_unique_id": "AQADzbAxG"}
+# The Message fields of each kind, with the fields the Bot API marks required
+# (core.telegram.org/bots/api: Message.photo "Array of PhotoSize", .document, .sticker, .voice;
+# PhotoSize: file_id, file_unique_id, width, height; Sticker also type, is_animated, is_video;
+# Voice: duration), as PTB 22's de_json reads them (telegram/_files/*.py). A sticker carries
+# no caption; the others take one (Message.caption, "0-1024 characters").
+_MEDIA: dict[str, object] = {
+    "photo": [
+        {**_FILE, "width": 90, "height": 67, "file_size": 1237},
+        {**_FILE, "file_unique_id": "AQADzbAxG-y", "width": 320, "height": 240},
+    ],
+    "document": {**_FILE, "file_name": "cv.pdf", "mime_type": "application/pdf"},
+    "sticker": {
+        **_FILE,
+        "type": "regular",
+        "width": 512,
+        "height": 512,
+        "is_animated": False,
+        "is_video": False,
+        "emoji": "\N{WAVING HAND SIGN}",
+    },
+    "voice": {**_FILE, "duration": 3, "mime_type": "audio/ogg", "file_size": 5012},
+}
 
 # PTB posts form fields and JSON-encodes every value that is not a string, so a field is
 # decoded as JSON unless it is one of these, whose values are text ("42" stays "42").
@@ -174,6 +221,8 @@ class FakeTelegramServer(LoopbackFake):
         self._users: dict[int, JsonDict] = {}
         self._chats: dict[int, JsonDict] = {}
         self._open_queries: set[str] = set()
+        self._started: set[int] = set()  # users who wrote to the bot in private
+        self._blocked: set[int] = set()
         self._fail_sends = 0
         self._fail_retry_after = 1
         self._served: Counter[int] = Counter()  # contract (issue 10): lose_next_poll_answers
@@ -222,15 +271,44 @@ class FakeTelegramServer(LoopbackFake):
         last_name: str = "",
         username: str | None = None,
     ) -> JsonDict:
-        """Queue a private-chat message from ``user_id`` to the bot; return the Update."""
-        user = self._remember_user(user_id, first_name, last_name, username)
-        chat: JsonDict = {"id": user_id, "type": "private", "first_name": first_name}
-        if last_name:
-            chat["last_name"] = last_name
-        if username:
-            chat["username"] = username
-        self._chats[user_id] = chat
+        """Queue a private-chat message from ``user_id`` to the bot; return the Update.
+
+        Writing (``/start`` is what a client's Start button sends) opens the chat to the bot
+        and ends a block (a blocked bot's chat offers only Restart, which unblocks it)."""
+        user, chat = self._private(user_id, first_name, last_name, username)
         return self.queue_update({"message": self._new_message(chat, text, sender=user)})
+
+    def dm_media(
+        self,
+        user_id: int,
+        kind: Media,
+        *,
+        caption: str | None = None,
+        first_name: str = "",
+    ) -> JsonDict:
+        """Queue a private-chat message carrying a photo, a document, a sticker or a voice
+        note, with a caption or none, and no ``text``; return the Update.
+
+        Raises:
+            ValueError: a caption on a sticker (the Bot API has none).
+        """
+        if kind == "sticker" and caption is not None:
+            raise ValueError("a sticker carries no caption")
+        user, chat = self._private(user_id, first_name, "", None)
+        message = self._new_message(chat, None, sender=user)
+        message[kind] = copy.deepcopy(_MEDIA[kind])
+        if caption is not None:
+            message["caption"] = caption
+        return self.queue_update({"message": message})
+
+    def started_before(self, *user_ids: int) -> None:
+        """These users pressed Start before this fake ran: their chats are open, and no update
+        is queued (it was read long ago)."""
+        self._started.update(user_ids)
+
+    def block(self, user_id: int) -> None:
+        """``user_id`` blocks the bot: its messages to them are refused until they write."""
+        self._blocked.add(user_id)
 
     def group_message(
         self,
@@ -428,6 +506,7 @@ class FakeTelegramServer(LoopbackFake):
             retry = self._fail_retry_after
             raise _ApiError(429, f"Too Many Requests: retry after {retry}", retry_after=retry)
         chat = self._chat(params.get("chat_id"))
+        self._check_writable(chat, not_started=(403, _NOT_STARTED))
         text = _text(params, "text", "message text")
         if len(text) > _MAX_TEXT:
             raise _ApiError(400, "Bad Request: message is too long")
@@ -506,7 +585,8 @@ class FakeTelegramServer(LoopbackFake):
         return copy.deepcopy(self.commands)
 
     async def _send_chat_action(self, params: JsonDict) -> bool:
-        self._chat(params.get("chat_id"))
+        chat = self._chat(params.get("chat_id"))
+        self._check_writable(chat, not_started=(400, _NOT_STARTED_ACTION))
         _text(params, "action", "action")
         return True
 
@@ -546,33 +626,66 @@ class FakeTelegramServer(LoopbackFake):
         self._users[user_id] = user
         return user
 
-    def _new_message(self, chat: JsonDict, text: str, *, sender: JsonDict | None) -> JsonDict:
+    def _private(
+        self, user_id: int, first_name: str, last_name: str, username: str | None
+    ) -> tuple[JsonDict, JsonDict]:
+        """The user and their private chat, which they just wrote in: open to the bot."""
+        user = self._remember_user(user_id, first_name, last_name, username)
+        chat: JsonDict = {"id": user_id, "type": "private", "first_name": first_name}
+        if last_name:
+            chat["last_name"] = last_name
+        if username:
+            chat["username"] = username
+        self._chats[user_id] = chat
+        self._started.add(user_id)
+        self._blocked.discard(user_id)
+        return user, chat
+
+    def _check_writable(self, chat: JsonDict, *, not_started: tuple[int, str]) -> None:
+        """Refuse a private chat its user has not started or has blocked."""
+        if chat["type"] != "private":
+            return
+        if chat["id"] in self._blocked:
+            raise _ApiError(403, _BLOCKED)
+        if chat["id"] not in self._started:
+            raise _ApiError(*not_started)
+
+    def _new_message(
+        self, chat: JsonDict, text: str | None, *, sender: JsonDict | None
+    ) -> JsonDict:
         message: JsonDict = {
             "message_id": self._next_message_id,
             "date": self._now(),
             "chat": dict(chat),
-            "text": text,
         }
+        if text is not None:
+            message["text"] = text
         self._next_message_id += 1
         if sender is not None:
             message["from"] = dict(sender)
-        if text.startswith("/"):
+        if text is not None and text.startswith("/"):
             command = text.split(maxsplit=1)[0]
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
         self._messages[message["message_id"]] = message
         return message
 
     def _chat(self, chat_id: object) -> JsonDict:
-        """Return the chat ``chat_id`` names, made up if the fake has not seen it yet."""
+        """Return the chat ``chat_id`` names: a group is made up if the fake has not seen it
+        yet; a user's private chat is found once the bot has met the user (in a group too)
+        or they pressed Start, else "chat not found" (telegram-bot-api Client.cpp,
+        check_chat: a user it has no access to is looked up and not found)."""
         if chat_id is None or chat_id == "":
             raise _ApiError(400, "Bad Request: chat_id is empty")
         if isinstance(chat_id, bool) or not isinstance(chat_id, int):
-            raise _ApiError(400, "Bad Request: chat not found")
+            raise _ApiError(400, _CHAT_NOT_FOUND)
         known = self._chats.get(chat_id)
         if known is not None:
             return known
         if chat_id > 0:
-            return {"id": chat_id, "type": "private", "first_name": ""}
+            if chat_id not in self._users and chat_id not in self._started:
+                raise _ApiError(400, _CHAT_NOT_FOUND)
+            first_name = self._users.get(chat_id, {}).get("first_name", "")
+            return {"id": chat_id, "type": "private", "first_name": first_name}
         return {"id": chat_id, "type": "supergroup", "title": "Group"}
 
     def _editable(self, params: JsonDict) -> JsonDict:
@@ -613,7 +726,14 @@ TELEGRAM = DemoSpec(
 
 
 class TelegramDemo(FakeDemo[FakeTelegramServer], spec=TELEGRAM):
-    """The Telegram fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls)."""
+    """The Telegram fake as :class:`providers.fakebase.DemoPlatform` (people, not API calls).
+
+    The owner pressed Start before the demo (as the set-up guide says): notices reach them.
+    """
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        super().__init__(clock=clock)
+        self.fake.started_before(int(self.owner_id))
 
     def dm(self, user_id: str, text: str, *, name: str) -> None:
         """A private message to the bot."""
@@ -653,10 +773,7 @@ class TelegramDemo(FakeDemo[FakeTelegramServer], spec=TELEGRAM):
 
     def non_text_dm(self, user_id: str, *, name: str) -> None:
         """A private message with a ``photo`` (an array of PhotoSize) and no ``text``."""
-        person = {"id": int(user_id), "is_bot": False, "first_name": name}
-        chat = {"id": int(user_id), "type": "private", "first_name": name}
-        photo = [{"file_id": "f1", "file_unique_id": "u1", "width": 1, "height": 1}]
-        self._queue_message(chat, person, photo=photo)
+        self.fake.dm_media(int(user_id), "photo", first_name=name)
 
     _made_ids = itertools.count(900_000_001)  # ids no message of the fake's own takes
 

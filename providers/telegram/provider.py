@@ -7,9 +7,20 @@ through PTB's ``AIORateLimiter`` when ``aiolimiter`` is installed
 (``python-telegram-bot[rate-limiter]``), else through the base's retry on ``RetryAfter``;
 either way a 429's ``retry_after`` is honoured up to three times.
 
-Lifecycle, the ordered handling of updates and the retry loop are
-:class:`~providers.base.BaseProvider`'s; Telegram needs no dedupe (``getUpdates`` offsets
-acknowledge each update once) and no text split (pairbot's texts fit one message).
+Lifecycle, the ordered handling of updates, the retry loop and the text split (at line breaks,
+4096 characters a message) are :class:`~providers.base.BaseProvider`'s; Telegram needs no
+dedupe (``getUpdates`` offsets acknowledge each update once).
+
+A message with a photo, a file, a sticker, a voice note (anything PTB counts as its
+``effective_attachment``) becomes an Inbound with ``media`` set and its caption, or ``""``, as
+its text: a stranger who sends one is writing to the bot like any other.
+
+A bot cannot write first: Telegram delivers nothing to a person's private chat until they
+pressed Start (or wrote) there, and nothing once they blocked the bot. Such a send raises
+:class:`~bot.core.errors.RecipientUnreachable` saying what they must do (the owner notices
+keep what they miss and tell them when they write); :meth:`TelegramProvider.why_unreachable`
+asks the same without sending a message (``sendChatAction``), for the check at start and
+``pairbot doctor``.
 
 The bot token never appears in what this module logs or raises, and while the provider runs a
 filter redacts it from the httpx and PTB log lines that carry it inside a URL.
@@ -33,14 +44,14 @@ from telegram import (
     Update,
     User,
 )
-from telegram.constants import ChatType
-from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError
+from telegram.constants import ChatAction, ChatType
+from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import AIORateLimiter, Application, ContextTypes, TypeHandler
 
-from bot.core.errors import ProviderError
+from bot.core.errors import ProviderError, RecipientUnreachable
 from bot.core.models import Button, ChatKind, Inbound
 from providers.base import BaseProvider
-from providers.limits import ButtonLimits
+from providers.limits import ButtonLimits, TextSplit
 from providers.retry import Retry, RetryPolicy
 
 _LOG = logging.getLogger(__name__)
@@ -48,6 +59,16 @@ _LOG = logging.getLogger(__name__)
 DEFAULT_API_BASE_URL = "https://api.telegram.org"
 MAX_CALLBACK_DATA_BYTES = 64
 """Telegram refuses inline buttons whose callback data is longer than this, in UTF-8 bytes."""
+MAX_TEXT = 4096
+"""The most characters of one message (Bot API sendMessage: "1-4096 characters after entities
+parsing"). Characters are Unicode code points, as Python's ``len`` counts them, not UTF-16
+units: the Bot API server checks ``utf8_length(text) > message_text_length_max`` ("Message is
+too long"; tdlib/td td/telegram/MessageContent.cpp, get_input_message_content; tdutils
+utf8.h: utf8_length "returns length of UTF-8 string in characters"), the option being 4096
+(OptionManager.cpp). An emoji outside the BMP is one character of the 4096."""
+
+_SPLIT = TextSplit(limit=MAX_TEXT)
+"""At the last line break (dropped with those after it), else hard at 4096 characters."""
 
 _MAX_RETRIES = 3
 _ALLOWED_UPDATES = (Update.MESSAGE, Update.CHANNEL_POST, Update.CALLBACK_QUERY)
@@ -103,6 +124,52 @@ def _chat_ref(chat_id: str) -> int | str:
         return chat_id
 
 
+_NOT_STARTED = ("bot can't initiate conversation", "chat not found", "peer_id_invalid")
+"""How Telegram refuses a private chat the person never started (lower-cased): sendMessage
+says "Forbidden: bot can't initiate conversation with a user" (TDLib turns the server's
+PEER_ID_INVALID into it: td/telegram/MessagesManager.cpp, process_send_message_fail_error),
+or "Bad Request: chat not found" for a user the bot never met (telegram-bot-api Client.cpp,
+check_chat); sendChatAction passes PEER_ID_INVALID on as it is."""
+_BLOCKED = "bot was blocked by the user"
+"""USER_IS_BLOCKED, as every method says it (telegram-bot-api Client.cpp, fail_query_with_error:
+"Forbidden: bot was blocked by the user")."""
+
+
+def _unreachable(exc: TelegramError, chat_id: str, bot_username: str | None) -> str | None:
+    """What the person must do, if ``exc`` is Telegram refusing their private chat; else None
+    (a group's refusals, and every other error, are not about a person)."""
+    if not chat_id.isdigit():  # a user id is positive; groups and channels are negative
+        return None
+    found = exc.message.lower()
+    chat = f"t.me/{bot_username}" if bot_username else "the bot's chat"
+    if _BLOCKED in found:
+        return f"they blocked the bot: open {chat} and press Restart (Telegram: {exc.message})"
+    if not any(sign in found for sign in _NOT_STARTED):
+        return None
+    # "chat not found" is also what a mistyped id gets: say so.
+    check = "check the id; if it is right, " if "chat not found" in found else ""
+    return (
+        f"they have not started the bot: {check}open {chat} and press Start "
+        f"(Telegram: {exc.message})"
+    )
+
+
+async def reach(bot: Bot, user_id: str) -> str | None:
+    """None if ``bot`` can write to ``user_id``'s private chat; else what they must do.
+
+    Raises:
+        telegram.error.TelegramError: Telegram failed otherwise (the network, the token).
+    """
+    try:
+        await bot.send_chat_action(chat_id=_chat_ref(user_id), action=ChatAction.TYPING)
+    except (Forbidden, BadRequest) as exc:
+        why = _unreachable(exc, user_id, bot.username)
+        if why is None:
+            raise
+        return why
+    return None
+
+
 class TelegramProvider(BaseProvider):
     """The Telegram provider: a PTB application polled by hand, one per bot token.
 
@@ -122,6 +189,7 @@ class TelegramProvider(BaseProvider):
 
     platform = "Telegram"
     button_limits = ButtonLimits(command=MAX_CALLBACK_DATA_BYTES, command_in_bytes=True)
+    text_split = _SPLIT
     send_retry = RetryPolicy(attempts=_MAX_RETRIES + 1)
 
     def __init__(
@@ -148,6 +216,22 @@ class TelegramProvider(BaseProvider):
 
     def __repr__(self) -> str:
         return f"TelegramProvider(name={self.name!r}, api_base_url={self._root!r})"
+
+    @property
+    def api_root(self) -> str:
+        """The Bot API server root (no token in it)."""
+        return self._root
+
+    def lone_bot(self) -> Bot:
+        """A PTB Bot on this provider's token and server, outside the provider's application
+        (``pairbot doctor``): use it as ``async with``."""
+        return Bot(self._token, base_url=self._bot_url(), base_file_url=self._file_url())
+
+    def _bot_url(self) -> str:
+        return f"{self._root}/bot"
+
+    def _file_url(self) -> str:
+        return f"{self._root}/file/bot"
 
     # -- lifecycle (the hooks of BaseProvider) -----------------------------------------------
 
@@ -214,6 +298,7 @@ class TelegramProvider(BaseProvider):
 
         Raises:
             ProviderStateError: the provider is not running.
+            RecipientUnreachable: a private chat the person has not started or has blocked.
             telegram.error.TelegramError: Telegram refused the message.
         """
         markup = None
@@ -222,10 +307,33 @@ class TelegramProvider(BaseProvider):
                 [[InlineKeyboardButton(b.label, callback_data=b.command) for b in buttons]]
             )
         bot = self._bot()
-        message = await self._call(
-            lambda: bot.send_message(chat_id=_chat_ref(chat_id), text=text, reply_markup=markup)
-        )
+        try:
+            message = await self._call(
+                lambda: bot.send_message(
+                    chat_id=_chat_ref(chat_id), text=text, reply_markup=markup
+                )
+            )
+        except (Forbidden, BadRequest) as exc:
+            why = _unreachable(exc, chat_id, bot.username)
+            if why is None:
+                raise
+            raise RecipientUnreachable(f"{self.name}: user {chat_id}: {why}") from exc
         return str(message.message_id)
+
+    async def why_unreachable(self, user_id: str) -> str | None:
+        """None if the bot can write to ``user_id``'s private chat; else what they must do.
+
+        Asked without a message: ``sendChatAction`` (a "typing…" for at most 5 seconds)
+        passes the checks a message passes (see :func:`_unreachable`). getChat would not
+        tell: it answers for any user the bot has met, in a group too, and for one who
+        blocked it (telegram-bot-api Client.cpp: check_chat_access with Read access fails
+        only for a user it does not know).
+
+        Raises:
+            ProviderStateError: the provider is not running.
+            telegram.error.TelegramError: Telegram failed otherwise (the network, the token).
+        """
+        return await reach(self._bot(), user_id)
 
     async def edit(self, chat_id: str, message_id: str, text: str) -> None:
         """Replace a sent message's text and remove its buttons; "not modified" is success.
@@ -238,7 +346,7 @@ class TelegramProvider(BaseProvider):
         try:
             await self._call(
                 lambda: bot.edit_message_text(
-                    text=text, chat_id=_chat_ref(chat_id), message_id=int(message_id)
+                    text=_SPLIT.fit(text), chat_id=_chat_ref(chat_id), message_id=int(message_id)
                 )
             )
         except BadRequest as exc:
@@ -280,7 +388,12 @@ class TelegramProvider(BaseProvider):
 
     def _from_message(self, message: Message) -> Inbound | None:
         kind = _chat_kind(message.chat)
-        if kind is None or message.text is None:
+        # A photo, a document, a sticker, a voice note: PTB's effective_attachment (Bot API
+        # Message: the content fields besides ``text``); a caption is its text. Service
+        # messages (a member joined, a pin) carry neither and stay unseen.
+        media = message.effective_attachment is not None
+        text = message.text if message.text is not None else message.caption
+        if kind is None or (text is None and not media):
             return None
         chat = message.chat
         if kind is ChatKind.CHANNEL:
@@ -299,10 +412,11 @@ class TelegramProvider(BaseProvider):
             chat_kind=kind,
             sender_id=sender_id,
             sender_name=sender_name,
-            text=message.text,
+            text=text or "",
             message_id=str(message.message_id),
             meta=meta,
             sent_at=message.date,
+            media=media,
         )
 
     async def _from_button(self, query: CallbackQuery) -> Inbound | None:
@@ -338,8 +452,8 @@ class TelegramProvider(BaseProvider):
         builder = (
             Application.builder()
             .token(self._token)
-            .base_url(f"{self._root}/bot")
-            .base_file_url(f"{self._root}/file/bot")
+            .base_url(self._bot_url())
+            .base_file_url(self._file_url())
             .job_queue(None)
         )
         app: _App = (

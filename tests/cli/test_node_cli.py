@@ -23,6 +23,7 @@ OWNER = 111
 @pytest.fixture
 async def running(state_dir: Path) -> AsyncIterator[tuple[App, FakeTelegramServer]]:
     async with FakeTelegramServer() as tg:
+        tg.started_before(OWNER)
         config = Config.model_validate(
             {
                 "owners": [{"provider": "telegram", "user_id": str(OWNER)}],

@@ -111,6 +111,7 @@ def test_run_warns_at_start_of_a_config_others_can_read_and_of_no_owners(tmp_pat
 @pytest.mark.e2e
 async def test_run_serves_telegram_and_stops_cleanly_on_sigterm(tmp_path):
     async with FakeTelegramServer(token=TOKEN) as fake:
+        fake.started_before(111)  # the config's owner pressed Start
         config = config_for(tmp_path, fake.base_url, state=tmp_path / "state")
         async with pairbot_running("run", "--config", str(config), env=TOKEN_ENV) as proc:
             await fake.wait_for_call("getUpdates", timeout=20)
@@ -154,6 +155,7 @@ async def test_run_refuses_a_corrupt_state_file_before_taking_any_message(tmp_pa
     bad.write_text('{"version": 1, "requests": [\n')
     before = bad.read_bytes()
     async with FakeTelegramServer(token=TOKEN) as fake:
+        fake.started_before(111)  # the config's owner pressed Start
         result = await run_until_exit(config_for(tmp_path, fake.base_url, state=state))
         assert fake.calls == []  # Telegram was never polled: no update taken and dropped
     assert result.stderr.splitlines() == [
@@ -171,6 +173,7 @@ async def test_run_names_a_state_dir_that_cannot_be_used(tmp_path, where):
     blocker.write_text("a file\n")
     state = blocker if where == "file" else blocker / "sub"
     async with FakeTelegramServer(token=TOKEN) as fake:
+        fake.started_before(111)  # the config's owner pressed Start
         result = await run_until_exit(config_for(tmp_path, fake.base_url, state=state))
         assert fake.calls == []
     line = the_error_line(result)
@@ -186,6 +189,7 @@ async def test_run_names_a_gateway_port_in_use(tmp_path):
         holder.listen()
         port = holder.getsockname()[1]
         async with FakeTelegramServer(token=TOKEN) as fake:
+            fake.started_before(111)  # the config's owner pressed Start
             result = await run_until_exit(
                 config_for(tmp_path, fake.base_url, state=tmp_path / "state", port=port)
             )

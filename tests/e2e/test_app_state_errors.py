@@ -40,6 +40,7 @@ BROKEN = '{"version": 1, "requests": [\n'
 @pytest.fixture
 async def tg() -> AsyncIterator[FakeTelegramServer]:
     async with FakeTelegramServer() as fake:
+        fake.started_before(OWNER)
         yield fake
 
 

@@ -37,6 +37,7 @@ def make_config(fake: FakeTelegramServer, **overrides: Any) -> Config:
 @pytest.fixture
 async def tg(fake_clock: FakeClock) -> AsyncIterator[FakeTelegramServer]:
     async with FakeTelegramServer(clock=fake_clock) as fake:
+        fake.started_before(OWNER)  # the owner pressed Start, as the guide says
         yield fake
 
 
@@ -233,7 +234,9 @@ async def test_owner_commands(tg, app):
     tg.dm(OWNER, f"/approve {code}")
     await tg.wait_until(lambda: app.pairing.is_allowed("telegram", str(ALICE)))
     tg.dm(OWNER, "/allowlist")
-    await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and m["text"] == f"Telegram {ALICE}")
+    await tg.wait_for_sent(
+        lambda m: m["chat_id"] == OWNER and m["text"] == f"Allowed: 1\nTelegram {ALICE}"
+    )
     tg.dm(OWNER, f"/revoke telegram {ALICE}")
     await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and m["text"].startswith("Revoked"))
     assert not app.pairing.is_allowed("telegram", str(ALICE))

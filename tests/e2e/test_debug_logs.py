@@ -73,6 +73,7 @@ def _with_secrets(platform: DemoPlatform) -> DemoPlatform:
     word = secrets.token_urlsafe
     if platform.provider == "telegram":
         fake.fake = FakeTelegramServer(token=f"{secrets.randbelow(10**9) + 10**9}:AA{word(24)}")
+        fake.fake.started_before(int(platform.owner_id))
     elif platform.provider == "slack":
         fake.fake = FakeSlackServer(
             bot_token=f"xoxb-{word(18)}",
@@ -386,6 +387,7 @@ async def test_the_running_bot_feeds_every_code_and_token_to_the_registry(tmp_pa
     store.close()
     assert earlier.request is not None
     async with FakeTelegramServer() as fake:
+        fake.started_before(111)
         config = Config.model_validate(
             {
                 "owners": [{"provider": "telegram", "user_id": "111"}],

@@ -24,7 +24,10 @@ DENY = Button(label="Deny", command="/deny ABCD2345")
 
 
 def make_fake(clock: Clock) -> FakeTelegramServer:
-    return FakeTelegramServer(clock=clock)
+    """A Bot API where Alice pressed Start before: the bot may write to her."""
+    fake = FakeTelegramServer(clock=clock)
+    fake.started_before(ALICE)
+    return fake
 
 
 def make_provider(fake: FakeTelegramServer) -> TelegramProvider:

@@ -11,12 +11,13 @@ import pytest
 
 from bot.core.clock import FakeClock
 from providers.telegram.fake import FakeTelegramServer
-from tests.gateway.support import Gw, GwWith, running
+from tests.gateway.support import OWNER, Gw, GwWith, running
 
 
 @pytest.fixture
 async def tg() -> AsyncIterator[FakeTelegramServer]:
     async with FakeTelegramServer() as fake:
+        fake.started_before(OWNER)  # the owner pressed Start: notices reach them
         yield fake
 
 

@@ -56,6 +56,7 @@ async def test_chat_survives_hundreds_of_slow_gateway_sockets_at_a_low_file_limi
 ) -> None:
     port = free_port()
     async with FakeTelegramServer(token=TOKEN) as fake:
+        fake.started_before(OWNER)
         config = telegram_config(
             tmp_path / "state",
             fake.base_url,

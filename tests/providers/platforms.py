@@ -114,7 +114,8 @@ FACTS: dict[str, Facts] = {
             sender_name=True,
             meta={"firstName": NAME},
             # Bot API sendMessage: "Text of the message to be sent, 1-4096 characters after
-            # entities parsing" ("400 Bad Request: message is too long" above).
+            # entities parsing" ("400 Bad Request: message is too long" above); characters
+            # are code points (tdlib/td MessageContent.cpp: utf8_length), as len() counts.
             max_text=4096,
             # Bot API InlineKeyboardButton.callback_data: "Data to be sent in a callback query
             # to the bot when the button is pressed, 1-64 bytes". No documented limit on the
@@ -131,13 +132,6 @@ FACTS: dict[str, Facts] = {
             while_stopped="kept",
             sdk_logs_texts=True,  # python-telegram-bot logs request parameters at DEBUG
             log_proof="HTTP Request",  # httpx logs every call's URL, which holds the token
-            gaps={
-                "test_a_textless_dm_is_a_contact_attempt": TEXTLESS,
-                "test_a_long_text_is_split_to_the_platforms_limit": (
-                    "TelegramProvider.send sends any text as one sendMessage; Telegram refuses "
-                    "one over 4096 characters (reported to the lead)"
-                ),
-            },
         ),
         Facts(
             name="slack",

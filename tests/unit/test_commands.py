@@ -40,6 +40,8 @@ from bot.core.commands import (
         ("/allowlist", Allowlist(line="/allowlist", provider=None)),
         ("/allowlist Slack extra", Allowlist(line="/allowlist Slack extra", provider="slack")),
         ("/allowlist myspace", Allowlist(line="/allowlist myspace", provider="myspace")),
+        ("/allowlist 3", Allowlist(line="/allowlist 3", provider=None, page=3)),
+        ("/allowlist Slack 2", Allowlist(line="/allowlist Slack 2", provider="slack", page=2)),
         (
             "/revoke Telegram 42",
             Revoke(line="/revoke Telegram 42", provider="telegram", sender_id="42"),
@@ -65,6 +67,8 @@ from bot.core.commands import (
         "allowlist",
         "allowlist-lowered-first-word-only",
         "allowlist-unknown-is-not-usage",
+        "allowlist-page",
+        "allowlist-provider-page",
         "revoke",
         "nodes",
         "nodes-approve",

@@ -35,7 +35,7 @@ def test_help_is_the_owner_commands_table_as_it_always_read():
         "/pending                      pending pairing and node requests\n"
         "/approve CODE                 let the sender with this code in\n"
         "/reject CODE                  drop the request with this code\n"
-        "/allowlist [provider]         who is allowed\n"
+        "/allowlist [provider] [page]  who is allowed, a page at a time\n"
         "/revoke PROVIDER ID           remove someone from the allowlist\n"
         "/nodes                        pending and paired nodes\n"
         "/nodes approve ID | reject ID pair a node (it gets a token) or refuse it\n"

@@ -31,6 +31,7 @@ from bot.services.owner import (
     OwnerReply,
 )
 from bot.services.pairing import PairingService
+from tests.providers.platforms import FACTS
 
 OWNER = "owner:telegram:111"
 OTHER_OWNER = "owner:telegram:222"
@@ -232,10 +233,10 @@ def test_allowlist_empty(owner: OwnerCommands) -> None:
 @pytest.mark.parametrize(
     ("typed", "want"),
     [
-        ("/allowlist", "Telegram 4242\nTelegram 99 (config)\nSlack U1"),
-        ("/allowlist telegram", "Telegram 4242\nTelegram 99 (config)"),
-        ("/allowlist TELEGRAM", "Telegram 4242\nTelegram 99 (config)"),
-        ("/allowlist slack", "Slack U1"),
+        ("/allowlist", "Allowed: 3\nTelegram 4242\nTelegram 99 (config)\nSlack U1"),
+        ("/allowlist telegram", "Allowed on Telegram: 2\nTelegram 4242\nTelegram 99 (config)"),
+        ("/allowlist TELEGRAM", "Allowed on Telegram: 2\nTelegram 4242\nTelegram 99 (config)"),
+        ("/allowlist slack", "Allowed on Slack: 1\nSlack U1"),
         ("/allowlist discord", "The allowlist is empty."),
         ("/allowlist myspace", "Unknown provider 'myspace'."),
         ("/allowlist " + "x" * 100, f"Unknown provider '{'x' * 19}…'."),
@@ -257,6 +258,36 @@ def test_allowlist(
     pairing.allow("telegram", "4242", actor=OWNER)
     pairing.allow("slack", "U1", actor=OWNER)
     assert run(owner, typed, actor=OWNER) == OwnerReply(text=want)
+
+
+SIGNAL_IDS = [f"{n:08x}-1c2d-4e5f-8a9b-0c1d2e3f4a5b" for n in range(155)]
+"""155 approved Signal senders: an ACI is the longest id of the usual kinds (36 characters)."""
+
+
+def test_a_long_allowlist_is_counted_and_paged_under_every_platforms_limit(
+    owner: OwnerCommands, pairing: PairingService
+) -> None:
+    """Issue 11 (12): 155 senders answer in pages of 30, each one message everywhere."""
+    for sender in SIGNAL_IDS:
+        pairing.allow("signal", sender, actor=OWNER)
+    smallest = min(f.max_text for f in FACTS.values() if f.max_text is not None)
+
+    pages = [run(owner, f"/allowlist {n}", actor=OWNER).text for n in range(1, 7)]
+
+    assert pages[0] == run(owner, "/allowlist", actor=OWNER).text
+    assert pages[0].splitlines()[0] == "Allowed: 155 (page 1 of 6)"
+    assert pages[0].splitlines()[-1] == "More: /allowlist 2"
+    assert pages[5].splitlines()[0] == "Allowed: 155 (page 6 of 6)"
+    assert "More:" not in pages[5]
+    listed = [line.split()[1] for page in pages for line in page.splitlines()[1:]]
+    assert [i for i in listed if i != "/allowlist"] == SIGNAL_IDS
+    assert all(len(page) <= smallest for page in pages), [len(p) for p in pages]
+    assert run(owner, "/allowlist signal 2", actor=OWNER).text.splitlines()[-1] == (
+        "More: /allowlist signal 3"
+    )
+    assert run(owner, "/allowlist 7", actor=OWNER).text == (
+        "The allowlist has 6 pages; the last is /allowlist 6."
+    )
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,8 @@ GROUP = "iMessage;+;chat123456789"
 
 
 def dm(handle: str) -> str:
-    return f"iMessage;-;{handle}"
+    """The one-to-one chat as macOS 26, the fake's Mac, names it."""
+    return f"any;-;{handle}"
 
 
 def make_provider(fake: FakeBlueBubbles, **kwargs: Any) -> IMessageProvider:
@@ -50,7 +51,10 @@ def make_provider(fake: FakeBlueBubbles, **kwargs: Any) -> IMessageProvider:
 
 
 def make_fake(clock: Clock) -> FakeBlueBubbles:
-    return FakeBlueBubbles(clock=clock)
+    fake = FakeBlueBubbles(clock=clock)
+    for handle in (OWNER, ALICE):  # the Mac has talked with them before: sends to them land
+        fake.existing_chat(handle)
+    return fake
 
 
 async def connect(fake: FakeBlueBubbles, provider: IMessageProvider) -> None:
@@ -70,9 +74,9 @@ async def test_the_handle_is_handed_over_as_bluebubbles_gives_it(fake, running, 
 
     assert (inbound.sender_id, inbound.chat_id) == (
         "Alice@Example.COM",
-        "iMessage;-;alice@example.com",
+        "any;-;alice@example.com",
     )
-    assert await running.dm_chat_id("alice@example.com") == "iMessage;-;alice@example.com"
+    assert await running.dm_chat_id("alice@example.com") == "any;-;alice@example.com"
 
 
 async def test_sms_dm_is_a_dm_too(fake, running, inbox):
@@ -82,9 +86,24 @@ async def test_sms_dm_is_a_dm_too(fake, running, inbox):
 
     assert (inbound.chat_kind, inbound.chat_id, inbound.meta) == (
         ChatKind.DM,
-        f"SMS;-;{BOB}",
+        f"any;-;{BOB}",  # macOS 26 names every one-to-one chat "any"
         {"service": "SMS"},
     )
+
+
+async def test_before_macos_26_a_dm_chat_is_named_by_its_service(inbox):
+    async with FakeBlueBubbles(macos=15) as fake:
+        provider = make_provider(fake)
+        try:
+            await provider.start(inbox)
+            await connect(fake, provider)
+            fake.dm(BOB, "via sms", service="SMS")
+            fake.dm(ALICE, "via imessage")
+            sms, imessage = await inbox.wait(2)
+        finally:
+            await provider.stop()
+    assert (sms.chat_kind, sms.chat_id) == (ChatKind.DM, f"SMS;-;{BOB}")
+    assert (imessage.chat_kind, imessage.chat_id) == (ChatKind.DM, f"iMessage;-;{ALICE}")
 
 
 async def test_group_chats_arrive_as_group(fake, running, inbox):
@@ -179,6 +198,7 @@ async def test_each_send_has_its_own_temp_guid_and_returns_the_message_guid(fake
 
 async def test_the_private_api_is_used_when_the_server_has_it(inbox):
     async with FakeBlueBubbles(private_api=True) as fake:
+        fake.existing_chat(ALICE)
         provider = make_provider(fake)
         try:
             await provider.start(inbox)
@@ -242,14 +262,16 @@ async def test_a_send_waits_out_an_outage_and_goes_out_once(fake, running, mode,
     assert any("retrying" in r.getMessage() for r in caplog.records)
 
 
-async def test_a_lost_answer_is_retried_with_the_same_temp_guid_and_not_duplicated(fake, running):
+async def test_a_lost_answer_is_looked_up_not_sent_again(fake, running):
+    """BlueBubbles keeps no tempGuid once a send is answered (``sendCache``): a second try
+    would send a second message. The provider finds the first one instead."""
     fake.lose_next_responses(2)
 
     guid = await running.send(dm(ALICE), "exactly once")
 
     assert [m["text"] for m in fake.sent] == ["exactly once"]
     temp = fake.sent[0]["tempGuid"]
-    assert fake.send_attempts == [(temp, 504), (temp, 504), (temp, 200)]
+    assert fake.send_attempts == [(temp, 504)]
     assert guid == fake.sent[0]["guid"]
 
 
@@ -332,6 +354,7 @@ def make_config(fake: FakeBlueBubbles) -> Config:
 
 @pytest.fixture
 async def app(fake: FakeBlueBubbles, state_dir: Path, fake_clock: FakeClock) -> AsyncIterator[App]:
+    fake.existing_chat(OWNER)  # the owner wrote to the bot's Apple ID at set-up
     async with app_running(make_config(fake), state_dir, fake_clock) as running:
         provider = running.providers["imessage"]
         assert isinstance(provider, IMessageProvider)

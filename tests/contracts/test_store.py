@@ -525,7 +525,9 @@ def test_a_cursor_is_kept_for_the_next_start_and_replaced_as_a_whole(backend: Ba
     assert store.cursor("other.cursor") == ""
 
 
-def test_a_cursor_leaves_the_pairing_state_alone(backend: Backend, pairing: PairingService) -> None:
+def test_a_cursor_leaves_the_pairing_state_alone(
+    backend: Backend, pairing: PairingService
+) -> None:
     pairing.allow("imessage", "+15550100001", actor="owner")
     store = backend.open()
     store.save_cursor("imessage.catch-up", "1")

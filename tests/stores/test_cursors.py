@@ -47,7 +47,7 @@ def test_a_bad_cursors_file_is_refused_and_left_as_it_is(
     path = state_dir / "cursors.json"
     path.write_text(text)
 
-    with pytest.raises(error, match="cursors.json"):
+    with pytest.raises(error, match=r"cursors\.json"):
         store.cursor("a")
     with pytest.raises(error):
         store.save_cursor("a", "1")

@@ -53,7 +53,7 @@ import hmac
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -232,7 +232,7 @@ class IMessageProvider(WebhookProvider):
             drain_timeout=stop_grace,
         )
         self._check_settings(server_url, password, send_method)
-        for name, value in (
+        for setting, value in (
             ("request_timeout", request_timeout),
             ("confirm_wait", confirm_wait),
             ("catch_up_every", catch_up_every),
@@ -241,7 +241,7 @@ class IMessageProvider(WebhookProvider):
             ("retry_max", retry_max),
         ):
             if not value > 0:
-                raise self._config_error(name, "must be positive")
+                raise self._config_error(setting, "must be positive")
         if not request_timeout > confirm_wait:
             raise self._config_error(
                 "request_timeout",
@@ -418,16 +418,34 @@ class IMessageProvider(WebhookProvider):
             BlueBubblesError: it refused the query.
         """
         if self._mark is None:
-            newest = await self._api.messages({"limit": 1, "sort": "DESC"})
-            at = _ms(newest[0].get("dateCreated")) if newest else None
-            self._mark = _Mark(at or 0)
-            if newest and isinstance(newest[0].get("guid"), str):
-                self._mark.see(newest[0]["guid"], at)
-            await self._save_mark()
+            await self._start_mark()
             return 0
         new = 0
+        async for data in self._since(self._mark.after - _OVERLAP_MS):
+            new += self._take(data)
+        if new:
+            _LOG.info("%s: caught up on %d message(s) no webhook brought", self.name, new)
+        return new
+
+    async def _start_mark(self) -> None:
+        """The first cursor: the newest message, and those of the overlap before it, noted as
+        seen (not handed on)."""
+        newest = await self._api.messages({"limit": 1, "sort": "DESC"})
+        at = _ms(newest[0].get("dateCreated")) if newest else None
+        mark = _Mark(at or 0)
+        if at is not None:
+            async for data in self._since(at - _OVERLAP_MS):
+                guid = data.get("guid")
+                if isinstance(guid, str) and guid:
+                    self._seen.first_time(guid)
+                    mark.see(guid, _ms(data.get("dateCreated")))
+        self._mark = mark
+        await self._save_mark()
+
+    async def _since(self, after: int) -> AsyncIterator[dict[str, Any]]:
+        """Every message stored at ``after`` (ms) or later, oldest first, page by page."""
         body: dict[str, Any] = {
-            "after": max(self._mark.after - _OVERLAP_MS, 0),
+            "after": max(after, 0),
             "sort": "ASC",
             "limit": _PAGE,
             "with": ["chats", "chats.participants", "attachments"],
@@ -435,13 +453,11 @@ class IMessageProvider(WebhookProvider):
         offset = 0
         while True:
             page = await self._api.messages({**body, "offset": offset})
-            new += sum(1 for data in page if self._take(data))
+            for data in page:
+                yield data
             if len(page) < _PAGE:
-                break
+                return
             offset += len(page)
-        if new:
-            _LOG.info("%s: caught up on %d message(s) no webhook brought", self.name, new)
-        return new
 
     # -- outbound ----------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from bot.runtime.app import App
 from providers import load_provider_class
 from providers.imessage.fake import WEBHOOK_PATH, FakeBlueBubbles, IMessageDemo
 from providers.imessage.provider import BlueBubblesError, IMessageProvider
+from stores.jsonfile import JsonFileStore
 from tests.e2e.support import app_config, app_running, code_in, texts
 from tests.helpers import APPROVE
 
@@ -344,6 +345,220 @@ async def test_stop_does_not_wait_past_stop_grace_for_a_stuck_handler(fake, capl
     assert "1 accepted message(s) not handled" in caplog.text
 
 
+# -- DM chats as the Mac names them (issue 11, point 4) ----------------------------------------
+
+
+async def test_the_owners_chat_is_the_one_the_mac_has_not_an_assembled_guid(fake, running):
+    """macOS 26 names one-to-one chats ``any;-;<handle>``: the owner's chat is looked up
+    through the chat query, and the notice lands in it and is confirmed."""
+    chat = await running.dm_chat_id(OWNER)
+    guid = await running.send(chat, "New pairing request")
+
+    assert chat == f"any;-;{OWNER}"
+    assert fake.messages_to(chat) == ["New pairing request"]
+    assert fake.send_attempts == [(fake.sent[0]["tempGuid"], 200)]
+    assert guid == fake.sent[0]["guid"]
+
+
+async def test_an_sms_owners_chat_is_learned_from_their_own_message(inbox):
+    async with FakeBlueBubbles(macos=15) as fake:
+        provider = make_provider(fake)
+        try:
+            await provider.start(inbox)
+            await connect(fake, provider)
+            fake.dm(OWNER, "hi bot", service="SMS")
+            await inbox.wait()
+            chat = await provider.dm_chat_id(OWNER)
+            await provider.send(chat, "Approve Alice?")
+        finally:
+            await provider.stop()
+    assert chat == f"SMS;-;{OWNER}"
+    assert fake.messages_to(f"SMS;-;{OWNER}") == ["Approve Alice?"]
+
+
+async def test_a_handle_without_a_chat_on_the_mac_is_not_guessed_at(fake, running):
+    chat = await running.dm_chat_id(BOB)
+
+    with pytest.raises(BlueBubblesError, match="must write to the bot's Apple ID first"):
+        await running.send(chat, "hello?")
+    assert fake.send_attempts == []
+
+    fake.dm(BOB, "hi, it's Bob")  # now the Mac has the chat
+    await running.send(chat, "hello Bob")
+    assert fake.messages_to(dm(BOB)) == ["hello Bob"]
+
+
+async def test_the_fake_like_bluebubbles_never_confirms_a_send_to_a_chat_the_mac_lacks(fake):
+    """``sendMessageFallback`` gets it out to the handle, in the chat the Mac has; the
+    ``MessagePromise`` waits for it in the guid asked for, in vain, and the answer is a 500."""
+    fake.confirm_wait = 0.05
+    params = {"password": fake.password}
+    body = {"chatGuid": f"iMessage;-;{ALICE}", "message": "hi", "tempGuid": "t-1"}
+    async with aiohttp.ClientSession() as session:
+        url = f"{fake.base_url}/api/v1/message/text"
+        async with session.post(url, params=params, json=body) as resp:
+            answer = (resp.status, (await resp.json())["message"])
+        group = {**body, "chatGuid": "iMessage;+;chat404", "tempGuid": "t-2"}
+        async with session.post(url, params=params, json=group) as resp:
+            refused = resp.status
+
+    assert answer == (500, "Message Send Error")
+    assert fake.messages_to(dm(ALICE)) == ["hi"]  # it went out all the same
+    assert refused == 500
+    assert len(fake.sent) == 1
+
+
+# -- sends: never twice (issue 11, point 5) ------------------------------------------------------
+
+
+def test_a_send_may_take_longer_than_bluebubbles_waits_to_confirm_it():
+    block = IMessageConfig.model_validate({"server_url": "http://mac.lan", "password": "x"})
+    provider = IMessageProvider(**block.provider_kwargs())
+    assert block.request_timeout == 130
+    with pytest.raises(ConfigError, match="request_timeout") as caught:
+        IMessageProvider(server_url="http://mac.lan", password="x", request_timeout=60)
+    assert "more than 120 s" in str(caught.value)
+    assert provider.running is False
+
+
+async def test_a_500_for_a_send_that_went_out_is_not_sent_again(fake, running, caplog):
+    """BlueBubbles answers 500 "Message Send Error" when it did not see the message go out in
+    time (2 minutes; here shortened), though it did: the provider looks before it resends."""
+    caplog.set_level(logging.INFO)
+    fake.confirm_wait = 0.1
+    fake.leave_unconfirmed(1)
+
+    guid = await running.send(dm(ALICE), "exactly once")
+
+    assert fake.messages_to(dm(ALICE)) == ["exactly once"]
+    assert guid == fake.sent[0]["guid"]
+    assert "gone out after all" in caplog.text
+
+
+async def test_a_send_whose_answer_never_came_is_looked_up_not_sent_again(fake, inbox):
+    """A request that timed out (a network hiccup) left the send in hand on the server: the
+    provider waits until it can tell, and does not send the message twice."""
+    fake.confirm_wait = 0.3
+    fake.leave_unconfirmed(1)
+    provider = make_provider(fake, request_timeout=0.1, confirm_wait=0.05)
+    await provider.start(inbox)
+    try:
+        guid = await provider.send(dm(ALICE), "only one of me")
+    finally:
+        await provider.stop()
+    assert fake.messages_to(dm(ALICE)) == ["only one of me"]
+    assert guid == fake.sent[0]["guid"]
+
+
+async def test_a_500_for_a_send_that_did_not_go_out_is_tried_again(fake, running):
+    fake.fail_next_sends(1, status=500)
+
+    await running.send(dm(ALICE), "second time lucky")
+
+    assert fake.messages_to(dm(ALICE)) == ["second time lucky"]
+    assert [status for _, status in fake.send_attempts] == [500, 200]
+
+
+# -- catch-up: what no webhook brought (issue 11, point 6) ----------------------------------------
+
+
+async def test_messages_written_while_pairbot_was_down_arrive_once_after_a_restart(
+    fake, state_dir, inbox
+):
+    """Two processes, one after the other, on one state dir: the cursor in cursors.json says
+    where the first got to, so the second hands on what it missed, and nothing twice."""
+    first = make_provider(fake, cursors=JsonFileStore(state_dir))
+    await first.start(inbox)
+    await connect(fake, first)
+    fake.dm(ALICE, "before")
+    await inbox.wait()
+    await first.stop()
+    fake.dm(ALICE, "while down 1")
+    fake.dm(BOB, "while down 2")
+    await fake.wait_delivered()  # posted once, to nobody: BlueBubbles forgets them
+
+    second = make_provider(fake, cursors=JsonFileStore(state_dir))
+    await second.start(inbox)
+    try:
+        await connect(fake, second)
+        fake.dm(ALICE, "after")
+        await inbox.wait(4)
+        await second.catch_up()  # again: nothing new
+        fake.dm(ALICE, "last")
+        await inbox.wait(5)
+    finally:
+        await second.stop()
+    assert inbox.texts == ["before", "while down 1", "while down 2", "after", "last"]
+
+
+async def test_the_first_start_ever_does_not_replay_the_macs_history(fake, inbox):
+    fake.webhook_for(1, WEBHOOK_PATH)  # before pairbot: posted where nobody listens
+    fake.dm(ALICE, "last year")
+    await fake.wait_delivered()
+    provider = make_provider(fake)
+    await provider.start(inbox)
+    try:
+        await connect(fake, provider)
+        fake.dm(ALICE, "today")
+        await inbox.wait()
+        assert await provider.catch_up() == 0
+    finally:
+        await provider.stop()
+    assert inbox.texts == ["today"]
+
+
+async def test_catch_up_and_webhook_racing_hand_a_message_on_once(fake, running, inbox):
+    fake.webhook_url = None  # BlueBubbles has not posted it yet
+    fake.dm(ALICE, "raced")
+
+    assert await running.catch_up() == 1
+    await connect(fake, running)  # now the webhook comes too
+    await fake.wait_delivered()
+    fake.dm(ALICE, "sentinel")
+    await inbox.wait(2)
+
+    assert inbox.texts == ["raced", "sentinel"]
+    assert fake.deliveries[0][2] == 200  # answered (a duplicate), not handed on
+
+
+async def test_a_webhook_that_never_came_is_caught_up_on_a_while_later(fake, inbox):
+    provider = make_provider(fake, catch_up_every=0.05)
+    await provider.start(inbox)
+    try:
+        fake.webhook_for(1, WEBHOOK_PATH)  # BlueBubbles posts where nobody listens
+        fake.dm(ALICE, "lost in the post")
+        [inbound] = await inbox.wait()
+    finally:
+        await provider.stop()
+    assert (inbound.text, inbound.chat_id) == ("lost in the post", dm(ALICE))
+
+
+# -- textless messages (issue 11, point 13) -------------------------------------------------------
+
+
+async def test_a_photo_a_voice_note_and_an_empty_text_with_a_file_are_contact_attempts(
+    fake, running, inbox
+):
+    fake.attachment_only(ALICE)
+    voice = fake.dm_event(BOB, "")
+    voice["data"]["text"] = None
+    voice["data"]["attachments"] = [{"guid": "V1", "mimeType": "audio/x-caf"}]
+    fake.queue_event("new-message", voice["data"])
+    fake.queue_event("new-message", fake.dm_event(MALLORY, "")["data"])  # nothing at all
+    fake.dm(ALICE, "sentinel")
+
+    photo, note, sentinel = await inbox.wait(3)
+
+    assert (photo.sender_id, photo.text, photo.media, photo.chat_kind) == (
+        ALICE,
+        "",
+        True,
+        ChatKind.DM,
+    )
+    assert (note.sender_id, note.text, note.media) == (BOB, "", True)
+    assert (sentinel.text, sentinel.media) == ("sentinel", False)
+
+
 # -- the whole app -----------------------------------------------------------------------------
 
 
@@ -475,6 +690,24 @@ async def test_app_server_dropping_and_coming_back_loses_and_duplicates_nothing(
     await fake.wait_delivered()
     await asyncio.sleep(0.5)
     assert fake.messages_to(dm(ALICE))[before:] == ["m1", "m2", "m3", "m4", "m5"]
+
+
+async def test_app_a_stranger_who_sends_only_a_photo_gets_a_code(fake, app):
+    fake.attachment_only(BOB)
+
+    [reply] = await texts_to(fake, BOB, 1)
+
+    assert "pairing code" in reply
+    assert [r.id for r in app.pairing.pending()] == [BOB]
+
+
+async def test_app_keeps_the_catch_up_cursor_in_the_state_dir(fake, app, state_dir):
+    fake.dm(ALICE, "hello?")
+    await texts_to(fake, ALICE, 1)
+
+    store = JsonFileStore(state_dir)
+    await fake.wait_until(lambda: store.cursor("imessage.catch-up") is not None)
+    assert (state_dir / "cursors.json").stat().st_mode & 0o777 == 0o600
 
 
 async def test_demo_platform_plays_the_whole_demo():

@@ -600,15 +600,7 @@ def _read_top(path: Path, kind: _Kind[Any], data: bytes) -> tuple[dict[str, Any]
         doc = {"version": SCHEMA_VERSION, kind.list_key: doc}
     if not isinstance(doc, dict):
         raise StoreCorruptError("top level must be a JSON object", path=path, hint=_HINT)
-    version = doc.get("version", SCHEMA_VERSION)
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise StoreCorruptError("version: must be an integer", path=path, hint=_HINT)
-    if version > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"version {version} is newer than this pairbot knows ({SCHEMA_VERSION})",
-            path=path,
-            hint="upgrade pairbot; the file was left as it is",
-        )
+    _check_version(path, doc)
     raw_items = doc.get(kind.list_key, [])
     if not isinstance(raw_items, list):
         raise StoreCorruptError(f"{kind.list_key}: must be a list", path=path, hint=_HINT)
@@ -1237,6 +1229,24 @@ def _allow_set(ids: Iterable[str]) -> frozenset[str]:
     return allowed if allowed.isdisjoint(NEVER_ALLOWED) else allowed - NEVER_ALLOWED
 
 
+def _check_version(path: Path, doc: Mapping[str, Any]) -> None:
+    """Refuse a state file whose ``version`` is not an integer, or newer than this pairbot's.
+
+    Raises:
+        StoreCorruptError: it is not an integer.
+        SchemaVersionError: it is newer.
+    """
+    version = doc.get("version", SCHEMA_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise StoreCorruptError("version: must be an integer", path=path, hint=_HINT)
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"version {version} is newer than this pairbot knows ({SCHEMA_VERSION})",
+            path=path,
+            hint="upgrade pairbot; the file was left as it is",
+        )
+
+
 def _decode_cursors(path: Path, data: bytes) -> dict[str, Any]:
     """The top level of ``cursors.json``, its ``cursors`` checked: an object of strings.
 
@@ -1250,15 +1260,7 @@ def _decode_cursors(path: Path, data: bytes) -> dict[str, Any]:
         raise StoreCorruptError("not valid JSON", path=path, hint=_HINT) from None
     if not isinstance(top, dict):
         raise StoreCorruptError("top level must be a JSON object", path=path, hint=_HINT)
-    version = top.get("version", SCHEMA_VERSION)
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise StoreCorruptError("version: must be an integer", path=path, hint=_HINT)
-    if version > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"version {version} is newer than this pairbot knows ({SCHEMA_VERSION})",
-            path=path,
-            hint="upgrade pairbot; the file was left as it is",
-        )
+    _check_version(path, top)
     cursors = top.get("cursors", {})
     if not isinstance(cursors, dict) or not all(isinstance(v, str) for v in cursors.values()):
         raise StoreCorruptError("cursors: must be an object of strings", path=path, hint=_HINT)

@@ -436,40 +436,21 @@ class FakeBlueBubbles(LoopbackFake):
         elif not text:
             problem = "A 'message' is required"
         if problem is not None:
-            self.send_attempts.append((str(temp_guid), 400))
-            return _error(400, "Validation Error", "Bad request", problem)
+            return self._answered(str(temp_guid), 400, problem)
         key = str(temp_guid or uuid.uuid4())
         if key in self._in_flight:  # validateText: httpService.sendCache
-            self.send_attempts.append((key, 400))
-            return _error(
-                400,
-                "Validation Error",
-                "Bad request",
-                f"Message is already queued to be sent! (Temp GUID: {key})",
+            return self._answered(
+                key, 400, f"Message is already queued to be sent! (Temp GUID: {key})"
             )
         if method == "private-api" and not self.private_api:
-            self.send_attempts.append((key, 500))
-            return _error(
-                500,
-                "iMessage Error",
-                "Message Send Error",
-                "iMessage Private API Helper is not connected!",
-            )
+            return self._answered(key, 500, "iMessage Private API Helper is not connected!")
         if self._fail_sends:
-            status = self._fail_sends.pop(0)
-            self.send_attempts.append((key, status))
-            return _error(status, "iMessage Error", "Message Send Error", _SEND_FAILED)
+            return self._answered(key, self._fail_sends.pop(0), _SEND_FAILED)
         self._in_flight.add(key)
         try:
             landed = self._landing(str(chat_guid))
             if landed is None:  # the fallback script refuses a group or an unknown service
-                self.send_attempts.append((key, 500))
-                return _error(
-                    500,
-                    "iMessage Error",
-                    "Message Send Error",
-                    f"Can't send to chat id {chat_guid}: no such chat",
-                )
+                return self._answered(key, 500, f"Can't send to chat id {chat_guid}: no such chat")
             await asyncio.sleep(0)  # the AppleScript round trip
             sent = self._record_sent(landed, str(text), key, str(method))
             # MessagePromise.isSame: the message must show up in the chat guid asked for.
@@ -477,8 +458,7 @@ class FakeBlueBubbles(LoopbackFake):
             self._unconfirmed = max(self._unconfirmed - (landed == chat_guid), 0)
             if not seen:
                 await asyncio.sleep(self.confirm_wait)  # MessagePromise: "Message send timeout"
-                self.send_attempts.append((key, 500))
-                return _error(500, "iMessage Error", "Message Send Error", _SEND_FAILED)
+                return self._answered(key, 500, _SEND_FAILED)
         finally:
             self._in_flight.discard(key)
         if self._lose_responses > 0:
@@ -487,6 +467,14 @@ class FakeBlueBubbles(LoopbackFake):
             return _error(504, "Server Error", "Gateway Timeout", "upstream timed out")
         self.send_attempts.append((key, 200))
         return _envelope({**copy.deepcopy(sent), "tempGuid": key}, "Message sent!")
+
+    def _answered(self, temp_guid: str, status: int, error: str) -> web.Response:
+        """Record a send refused with ``status``: a 400 ``Validation Error`` or, from 500 up,
+        ``IMessageError``'s "Message Send Error"."""
+        self.send_attempts.append((temp_guid, status))
+        if status < 500:
+            return _error(status, "Validation Error", "Bad request", error)
+        return _error(status, "iMessage Error", "Message Send Error", error)
 
     def _landing(self, chat_guid: str) -> str | None:
         """The chat a send to ``chat_guid`` lands in: that chat if the Mac has it; else, for

@@ -7,6 +7,7 @@ import asyncio
 import io
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from providers.imessage.fake import WEBHOOK_PATH, FakeBlueBubbles, IMessageDemo
 from providers.imessage.provider import BlueBubblesError, IMessageProvider
 from stores.jsonfile import JsonFileStore
 from tests.e2e.support import app_config, app_running, code_in, texts
-from tests.helpers import APPROVE
+from tests.helpers import APPROVE, Inbox
 
 pytestmark = pytest.mark.e2e
 
@@ -92,17 +93,24 @@ async def test_sms_dm_is_a_dm_too(fake, running, inbox):
     )
 
 
-async def test_before_macos_26_a_dm_chat_is_named_by_its_service(inbox):
+@asynccontextmanager
+async def on_macos_15(inbox: Inbox) -> AsyncIterator[tuple[FakeBlueBubbles, IMessageProvider]]:
+    """A fake Mac on macOS 15 and a provider running against it."""
     async with FakeBlueBubbles(macos=15) as fake:
         provider = make_provider(fake)
         try:
             await provider.start(inbox)
             await connect(fake, provider)
-            fake.dm(BOB, "via sms", service="SMS")
-            fake.dm(ALICE, "via imessage")
-            sms, imessage = await inbox.wait(2)
+            yield fake, provider
         finally:
             await provider.stop()
+
+
+async def test_before_macos_26_a_dm_chat_is_named_by_its_service(inbox):
+    async with on_macos_15(inbox) as (fake, _):
+        fake.dm(BOB, "via sms", service="SMS")
+        fake.dm(ALICE, "via imessage")
+        sms, imessage = await inbox.wait(2)
     assert (sms.chat_kind, sms.chat_id) == (ChatKind.DM, f"SMS;-;{BOB}")
     assert (imessage.chat_kind, imessage.chat_id) == (ChatKind.DM, f"iMessage;-;{ALICE}")
 
@@ -361,17 +369,11 @@ async def test_the_owners_chat_is_the_one_the_mac_has_not_an_assembled_guid(fake
 
 
 async def test_an_sms_owners_chat_is_learned_from_their_own_message(inbox):
-    async with FakeBlueBubbles(macos=15) as fake:
-        provider = make_provider(fake)
-        try:
-            await provider.start(inbox)
-            await connect(fake, provider)
-            fake.dm(OWNER, "hi bot", service="SMS")
-            await inbox.wait()
-            chat = await provider.dm_chat_id(OWNER)
-            await provider.send(chat, "Approve Alice?")
-        finally:
-            await provider.stop()
+    async with on_macos_15(inbox) as (fake, provider):
+        fake.dm(OWNER, "hi bot", service="SMS")
+        await inbox.wait()
+        chat = await provider.dm_chat_id(OWNER)
+        await provider.send(chat, "Approve Alice?")
     assert chat == f"SMS;-;{OWNER}"
     assert fake.messages_to(f"SMS;-;{OWNER}") == ["Approve Alice?"]
 

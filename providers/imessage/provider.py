@@ -169,6 +169,12 @@ class _Mark:
             return None
 
 
+def _letters(text: object) -> str:
+    """The letters and digits of a text: what BlueBubbles compares to match a sent message
+    (``onlyAlphaNumeric`` in ``MessagePromise``)."""
+    return "".join(c for c in text if c.isalnum()) if isinstance(text, str) else ""
+
+
 def _answer(status: int, message: str) -> web.Response:
     """A webhook answer in BlueBubbles' own envelope."""
     return web.json_response({"status": status, "message": message}, status=status)
@@ -272,6 +278,7 @@ class IMessageProvider(WebhookProvider):
         self._catch_up_every = catch_up_every
         self._catcher: asyncio.Task[None] | None = None
         self._dm_chats: dict[str, str] = {}  # handle (normal form) -> its DM chat guid
+        self._chats_seen: set[str] = set()  # DM chat guids the Mac is known to have
         self._claimed = Dedupe(1000)  # guids of the bot's messages already taken as a send
 
     def _check_settings(self, server_url: str, password: str, send_method: str) -> None:
@@ -405,6 +412,8 @@ class IMessageProvider(WebhookProvider):
                 exc.reason if isinstance(exc, Retry) else exc,
                 self._catch_up_every,
             )
+        except Exception:  # an answer of another shape: the webhooks still flow
+            _LOG.exception("%s: catching up on missed messages failed", self.name)
 
     async def catch_up(self) -> int:
         """Read the messages BlueBubbles stored since the cursor and take those not seen yet,
@@ -467,9 +476,11 @@ class IMessageProvider(WebhookProvider):
         known = self._dm_chats.get(user_id)
         if known is not None:
             return known
-        found = await self._retrying(lambda: self._look_up_chat(user_id), what="chat lookup")
+        found = await self._retrying(
+            lambda: self._look_up_chat(user_id), what="chat lookup", give_up=self._gave_up
+        )
         if found is not None:
-            self._dm_chats[user_id] = found
+            self._learn(user_id, found)
         return found or user_id
 
     async def _look_up_chat(self, handle: str) -> str | None:
@@ -477,11 +488,52 @@ class IMessageProvider(WebhookProvider):
         (``any;-;`` on macOS 26, ``iMessage;-;``, ``SMS;-;``, ``RCS;-;``): the query matches
         a guid exactly and has no handle filter (``chatRouter.ts``, ``getChats``)."""
         for service in _DM_SERVICES:
-            for chat in await self._api.chats({"guid": f"{service};-;{handle}", "limit": 1}):
-                guid = chat.get("guid")
-                if isinstance(guid, str) and _chat_kind(chat) is ChatKind.DM:
-                    return guid
+            guid = f"{service};-;{handle}"
+            if await self._chat_exists(guid):
+                return guid
         return None
+
+    async def _chat_exists(self, guid: str) -> bool:
+        """Whether the Mac has a one-to-one chat with exactly this guid."""
+        for chat in await self._api.chats({"guid": guid, "limit": 1}):
+            if chat.get("guid") == guid and _chat_kind(chat) is ChatKind.DM:
+                return True
+        return False
+
+    def _learn(self, handle: str, chat_guid: str) -> None:
+        self._dm_chats[IMessageConfig.ids.normalise(handle)] = chat_guid
+        self._chats_seen.add(chat_guid)
+
+    async def _chat_for(self, chat_id: str) -> str:
+        """The chat a send to ``chat_id`` goes to: itself if the Mac has it (seen this run, or
+        found now); for a one-to-one guid it lacks (one stored by an older pairbot, before
+        macOS 26) or a bare handle, the handle's chat (:meth:`dm_chat_id`). A group guid goes
+        as given.
+
+        Raises:
+            BlueBubblesError: the handle has no chat on the Mac, or the server stays
+                unreachable.
+        """
+        if chat_id in self._chats_seen:
+            return chat_id
+        _, dm, handle = chat_id.partition(";-;")
+        if not dm and ";" in chat_id:
+            return chat_id
+        if dm:
+            exists = await self._retrying(
+                lambda: self._chat_exists(chat_id), what="chat lookup", give_up=self._gave_up
+            )
+            if exists:
+                self._learn(handle, chat_id)
+                return chat_id
+        handle = IMessageConfig.ids.normalise(handle if dm else chat_id)
+        found = await self.dm_chat_id(handle)
+        if ";" not in found:
+            raise BlueBubblesError(
+                f"{self.name}: {handle} has no chat on the Mac; they must write to the "
+                "bot's Apple ID first"
+            )
+        return found
 
     async def _send_text(self, chat_id: str, text: str, buttons: Sequence[Button]) -> str:
         """Send ``text`` to a chat guid with a fresh ``tempGuid``; return the message guid.
@@ -497,14 +549,7 @@ class IMessageProvider(WebhookProvider):
                 handle has no chat on the Mac.
         """
         del buttons  # none: iMessage has no buttons, so the base already dropped them
-        if ";" not in chat_id:  # a handle without a chat (see dm_chat_id): perhaps one now
-            found = self._dm_chats.get(chat_id) or await self._look_up_chat(chat_id)
-            if found is None:
-                raise BlueBubblesError(
-                    f"{self.name}: {chat_id} has no chat on the Mac; they must write to the "
-                    "bot's Apple ID first"
-                )
-            chat_id = self._dm_chats[chat_id] = found
+        chat_id = await self._chat_for(chat_id)
         body = {
             "chatGuid": chat_id,
             "message": text,
@@ -550,7 +595,8 @@ class IMessageProvider(WebhookProvider):
         """The guid of the bot's message with ``text`` in the chat since ``since`` (ms) that
         no earlier send took, or None: ``POST /api/v1/message/query`` (newest first). The
         database knows no ``tempGuid`` (``messageRouter.ts`` puts it only in the answer to the
-        send), so chat, sender, text and time are what match.
+        send), so chat, sender, text (its letters and digits, as ``MessagePromise.isSame``
+        compares it) and time are what match.
 
         Raises:
             Retry: BlueBubbles could not be asked (so nothing may be resent yet).
@@ -562,7 +608,7 @@ class IMessageProvider(WebhookProvider):
             guid = data.get("guid")
             if (
                 data.get("isFromMe")
-                and data.get("text") == text
+                and _letters(data.get("text")) == _letters(text)
                 and isinstance(guid, str)
                 and self._claimed.first_time(guid)
             ):
@@ -614,7 +660,7 @@ class IMessageProvider(WebhookProvider):
             self._mark.see(guid, _ms(data.get("dateCreated")))
         inbound = self._from_message(data, guid)
         if inbound is not None and inbound.chat_kind is ChatKind.DM:
-            self._dm_chats[IMessageConfig.ids.normalise(inbound.sender_id)] = inbound.chat_id
+            self._learn(inbound.sender_id, inbound.chat_id)
 
         async def handed() -> Inbound | None:
             await self._save_mark()

@@ -378,6 +378,15 @@ async def test_an_sms_owners_chat_is_learned_from_their_own_message(inbox):
     assert fake.messages_to(f"SMS;-;{OWNER}") == ["Approve Alice?"]
 
 
+async def test_a_chat_guid_an_older_pairbot_stored_is_sent_to_the_chat_the_mac_has(fake, running):
+    """A notice stored with ``iMessage;-;<owner>`` before the Mac moved to macOS 26: the Mac
+    has no such chat, so the send goes to the owner's ``any;-;`` chat, and is confirmed."""
+    await running.send(f"iMessage;-;{OWNER}", "Approve Alice?")
+
+    assert fake.messages_to(dm(OWNER)) == ["Approve Alice?"]
+    assert [status for _, status in fake.send_attempts] == [200]
+
+
 async def test_a_handle_without_a_chat_on_the_mac_is_not_guessed_at(fake, running):
     chat = await running.dm_chat_id(BOB)
 

@@ -27,9 +27,11 @@ where the server's history ends.
 
 **DM chats.** The chat with a handle is the one macOS has: ``any;-;<handle>`` on macOS 26,
 ``iMessage;-;`` or ``SMS;-;`` before. It is learned from the handle's own messages, else looked
-up by exact guid through ``POST /api/v1/chat/query``; it is never assumed. A handle with no
-chat on the Mac yet gets its bare handle as the chat id, and sending to it is refused: it must
-write to the bot's Apple ID first (a stranger always has; the owner does once, at set-up).
+up by exact guid through ``POST /api/v1/chat/query``; it is never assumed. A send to a
+one-to-one guid the Mac lacks (stored by an older pairbot) goes to the handle's real chat. A
+handle with no chat on the Mac yet gets its bare handle as the chat id, and sending to it is
+refused: it must write to the bot's Apple ID first (a stranger always has; the owner does
+once, at set-up).
 
 **Sends.** Outbound text goes through ``POST /api/v1/message/text`` with a fresh ``tempGuid``.
 BlueBubbles answers once Messages shows the message, or 500 after waiting 2 minutes for that

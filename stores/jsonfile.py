@@ -7,7 +7,12 @@ Layout (``~/.pairbot`` or ``$PAIRBOT_STATE_DIR``)::
     credentials/<provider>-allowFrom.json {"version": 1, "allowFrom": ["<sender id>", ...]}
     nodes/pending.json                    {"version": 1, "requests": [{requestId, nodeId, ...}]}
     nodes/paired.json                     {"version": 1, "nodes": [{nodeId, tokenHash, ...}]}
+    cursors.json                          {"version": 1, "cursors": {"<key>": "<value>"}}
     audit.jsonl                           one JSON object per line, append-only
+
+``cursors.json`` holds the providers' :class:`~bot.core.protocols.Cursors` (pairbot's own
+file, not Clawdbot's): where a provider's catch-up got to, saved on its own, outside any
+transaction, under the same lock and with the same atomic 0600 write.
 
 Parsed files are kept in memory with the key (inode, size, mtime) of the version read; every
 transaction re-checks the key under the lock and re-reads only files another process changed.
@@ -595,15 +600,7 @@ def _read_top(path: Path, kind: _Kind[Any], data: bytes) -> tuple[dict[str, Any]
         doc = {"version": SCHEMA_VERSION, kind.list_key: doc}
     if not isinstance(doc, dict):
         raise StoreCorruptError("top level must be a JSON object", path=path, hint=_HINT)
-    version = doc.get("version", SCHEMA_VERSION)
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise StoreCorruptError("version: must be an integer", path=path, hint=_HINT)
-    if version > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"version {version} is newer than this pairbot knows ({SCHEMA_VERSION})",
-            path=path,
-            hint="upgrade pairbot; the file was left as it is",
-        )
+    _check_version(path, doc)
     raw_items = doc.get(kind.list_key, [])
     if not isinstance(raw_items, list):
         raise StoreCorruptError(f"{kind.list_key}: must be a list", path=path, hint=_HINT)
@@ -707,6 +704,7 @@ class JsonFileStore:
         self._allow_strs = {name: str(path) for name, path in self._allow_paths.items()}
         self._pending_path = self.nodes_dir / "pending.json"
         self._paired_path = self.nodes_dir / "paired.json"
+        self.cursors_path = state_dir / "cursors.json"
         self._lock = StateLock(state_dir / ".lock", timeout=lock_timeout)
         self._docs: dict[Path, _Doc[Any]] = {}
         self._checked: set[Path] = set()  # docs re-validated against disk in this transaction
@@ -838,7 +836,13 @@ class JsonFileStore:
         files = [
             p for name in KNOWN_PROVIDERS for p in (self.pairing_path(name), self.allow_path(name))
         ]
-        return [*files, self._pending_path, self._paired_path, self.audit_path]
+        return [
+            *files,
+            self._pending_path,
+            self._paired_path,
+            self.cursors_path,
+            self.audit_path,
+        ]
 
     # reading ---------------------------------------------------------------------------------
 
@@ -876,6 +880,9 @@ class JsonFileStore:
             return None
         if path == self.audit_path:
             _check_audit(path, loaded[1])
+            return None
+        if path == self.cursors_path:
+            _decode_cursors(path, loaded[1])
             return None
         kind, provider = self._kind_of(path)
         return _parse(path, kind, provider, *loaded)
@@ -962,6 +969,44 @@ class JsonFileStore:
                     continue
                 if isinstance(record, dict):
                     yield record
+
+    # cursors ---------------------------------------------------------------------------------
+
+    def cursor(self, key: str) -> str | None:
+        """Return the value last saved under ``key`` in ``cursors.json``, or None.
+
+        Raises:
+            StoreError: the file is unreadable or not a cursors file (named, left as it is).
+        """
+        with self._lock.hold():
+            return self._read_cursors().get(key)
+
+    def save_cursor(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key``: ``cursors.json`` rewritten atomically (0600), the
+        other keys and any unknown top-level keys kept.
+
+        Raises:
+            StoreError: the file is unreadable (left as it is), or the write failed.
+        """
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError("a cursor's key and value are strings")
+        with self._lock.hold():
+            loaded = read_versioned(self.cursors_path)
+            top = {} if loaded is None else _decode_cursors(self.cursors_path, loaded[1])
+            cursors = dict(top.get("cursors", {}))
+            cursors[key] = value
+            data = {**top, "version": SCHEMA_VERSION, "cursors": cursors}
+            text = json.dumps(data, ensure_ascii=False, indent=2).encode() + b"\n"
+            try:
+                atomic_write(self.cursors_path, text, after=None if loaded is None else loaded[0])
+            except OSError as exc:
+                raise os_error(exc, self.cursors_path, "write failed") from exc
+
+    def _read_cursors(self) -> dict[str, str]:
+        loaded = read_versioned(self.cursors_path)
+        if loaded is None:
+            return {}
+        return dict(_decode_cursors(self.cursors_path, loaded[1]).get("cursors", {}))
 
     # writing ---------------------------------------------------------------------------------
 
@@ -1182,6 +1227,44 @@ def _render(doc: _Doc[Any]) -> bytes:
 def _allow_set(ids: Iterable[str]) -> frozenset[str]:
     allowed = frozenset(ids)
     return allowed if allowed.isdisjoint(NEVER_ALLOWED) else allowed - NEVER_ALLOWED
+
+
+def _check_version(path: Path, doc: Mapping[str, Any]) -> None:
+    """Refuse a state file whose ``version`` is not an integer, or newer than this pairbot's.
+
+    Raises:
+        StoreCorruptError: it is not an integer.
+        SchemaVersionError: it is newer.
+    """
+    version = doc.get("version", SCHEMA_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise StoreCorruptError("version: must be an integer", path=path, hint=_HINT)
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"version {version} is newer than this pairbot knows ({SCHEMA_VERSION})",
+            path=path,
+            hint="upgrade pairbot; the file was left as it is",
+        )
+
+
+def _decode_cursors(path: Path, data: bytes) -> dict[str, Any]:
+    """The top level of ``cursors.json``, its ``cursors`` checked: an object of strings.
+
+    Raises:
+        StoreCorruptError: it does not parse or has another shape.
+        SchemaVersionError: it declares a version newer than this pairbot knows.
+    """
+    try:
+        top = json.loads(data)
+    except (ValueError, RecursionError):
+        raise StoreCorruptError("not valid JSON", path=path, hint=_HINT) from None
+    if not isinstance(top, dict):
+        raise StoreCorruptError("top level must be a JSON object", path=path, hint=_HINT)
+    _check_version(path, top)
+    cursors = top.get("cursors", {})
+    if not isinstance(cursors, dict) or not all(isinstance(v, str) for v in cursors.values()):
+        raise StoreCorruptError("cursors: must be an object of strings", path=path, hint=_HINT)
+    return top
 
 
 def _check_audit(path: Path, data: bytes) -> None:

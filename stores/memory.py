@@ -60,6 +60,7 @@ class MemoryStore:
         # A provider's parts are made by the first commit that changes them.
         self._parts: dict[_PartKey, _Part] = {_NODE_REQUESTS: {}, _PAIRED: {}, _NOTICES: {}}
         self._audit: list[str] = []  # one JSON text per record, as audit.jsonl holds them
+        self._cursors: dict[str, str] = {}
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[_Txn]:
@@ -88,6 +89,16 @@ class MemoryStore:
         for key in sorted(txn.changed, key=_commit_rank):
             self._parts[key] = txn.changed[key]
         self._audit += lines
+
+    def cursor(self, key: str) -> str | None:
+        """Return the value last saved under ``key``, or None."""
+        return self._cursors.get(key)
+
+    def save_cursor(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key`` (one dict assignment: atomic for every reader)."""
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError("a cursor's key and value are strings")
+        self._cursors[key] = value
 
     def is_allowed(self, provider: str, sender_id: str) -> bool:
         """Answer from the committed allowlist: two dict lookups, no lock."""

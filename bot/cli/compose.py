@@ -2,21 +2,23 @@
 
 ``pairbot run``, the demo, the benchmarks and the tests build the running bot here: the JSON
 state dir store of the chosen directory, and each configured platform's provider from the
-lazy registry (:mod:`providers`).
+lazy registry (:mod:`providers`). A provider that keeps a cursor across restarts (it takes a
+``cursors`` argument: iMessage's catch-up) is handed the opened store as its
+:class:`~bot.core.protocols.Cursors`; providers never import a store.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bot.core.clock import Clock
 from bot.core.config import Config
 from bot.core.errors import ConfigError
-from bot.core.protocols import Provider
+from bot.core.protocols import Cursors, Provider, StateStore
 from bot.runtime.app import App
 from stores import STATE_DIR_ENV, open_store, resolve_state_dir
 
@@ -40,18 +42,29 @@ def open_app(
     ``App.start``: the store opens and the providers are built there."""
     chosen = state_dir_of(config, state_dir)
     given = dict(providers) if providers is not None else None
+    opened: list[StateStore] = []  # App opens the store, then builds the providers
+
+    def store() -> StateStore:
+        made = open_store(chosen, backend=config.store.backend)
+        opened[:] = [made]
+        return made
+
+    def built() -> dict[str, Provider]:
+        return build_providers(config, cursors=opened[0] if opened else None)
+
     return App(
         config,
-        store=partial(open_store, chosen, backend=config.store.backend),
-        providers=(lambda: given) if given is not None else partial(build_providers, config),
+        store=store,
+        providers=(lambda: given) if given is not None else built,
         state_dir=chosen,
         clock=clock,
         **tuning,
     )
 
 
-def build_providers(config: Config) -> dict[str, Provider]:
-    """Instantiate every provider configured, through the lazy registry."""
+def build_providers(config: Config, *, cursors: Cursors | None = None) -> dict[str, Provider]:
+    """Instantiate every provider configured, through the lazy registry; those that take
+    ``cursors`` get it."""
     from providers import load_provider_class
 
     built: dict[str, Provider] = {}
@@ -60,7 +73,11 @@ def build_providers(config: Config) -> dict[str, Provider]:
         if block is None:
             continue
         try:
-            built[name] = load_provider_class(name)(**block.provider_kwargs())
+            cls = load_provider_class(name)
+            kwargs = block.provider_kwargs()
+            if cursors is not None and "cursors" in inspect.signature(cls).parameters:
+                kwargs["cursors"] = cursors
+            built[name] = cls(**kwargs)
         except ImportError as exc:
             raise ConfigError(
                 f"cannot load the {name} provider: {exc}", field=f"providers.{name}"

@@ -146,6 +146,10 @@ class IMessageConfig(ProviderBlock):
     password: Secret
     send_method: Literal["auto", "apple-script", "private-api"] = "auto"
     webhook: WebhookConfig = WebhookConfig(port=8082, path="/bluebubbles/webhook")
+    # BlueBubbles answers a send once Messages shows it, or after 120 s (the provider refuses
+    # a request_timeout that gives up first). Catch-up reads what webhooks missed this often.
+    request_timeout: float = Field(default=130.0, gt=0)
+    catch_up_every: float = Field(default=60.0, gt=0)
 
 
 # --- the table ---------------------------------------------------------------------------------

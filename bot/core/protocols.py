@@ -1,7 +1,9 @@
 """Every seam in pairbot, in one file: what a provider, a store and an audit log must do.
 
 The core (``bot/``) talks to platforms only through :class:`Provider` and to disk only
-through :class:`StateStore`; it imports no platform SDK and no storage code.
+through :class:`StateStore`; it imports no platform SDK and no storage code. A provider that
+must remember where it got to across a restart (a catch-up cursor) is handed a
+:class:`Cursors` by the composition root, never a store.
 """
 
 from __future__ import annotations
@@ -59,6 +61,24 @@ class Provider(Protocol):
     async def dm_chat_id(self, user_id: str) -> str:
         """Return the chat id of the bot's one-to-one chat with ``user_id``, opening it if
         the platform needs that (Slack ``conversations.open``, a Discord DM channel)."""
+        ...
+
+
+class Cursors(Protocol):
+    """Small strings kept across restarts, one per key: where a provider got to.
+
+    A provider that reads missed messages back from its platform (iMessage's catch-up) saves
+    its cursor here and loads it on the next start. The value is the provider's own (opaque
+    to the store); a key is the provider's name and what the cursor is for. A save is durable
+    when it returns and replaces the key's value as a whole. Every store backend provides it.
+    """
+
+    def cursor(self, key: str) -> str | None:
+        """Return the value last saved under ``key``, or None if none was."""
+        ...
+
+    def save_cursor(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key``, replacing what was there."""
         ...
 
 
@@ -168,8 +188,11 @@ class StateTxn(Protocol):
         ...
 
 
-class StateStore(Protocol):
+class StateStore(Cursors, Protocol):
     """Where pairing state lives. Each transaction is atomic and safe across processes.
+
+    It also keeps the providers' :class:`Cursors` (outside transactions: a cursor is saved
+    on its own).
 
     Unreadable data raises :class:`bot.core.errors.StoreCorruptError` and is never read as empty.
     Stores never read a clock: times arrive inside the values.

@@ -1,27 +1,44 @@
 """A loopback fake of a BlueBubbles server, for ``pairbot demo`` and the e2e tests.
 
 It serves the REST routes pairbot uses (``GET /api/v1/ping``, ``GET /api/v1/server/info``,
-``POST /api/v1/message/text``) on 127.0.0.1 with BlueBubbles' envelopes
-(``{"status", "message", "data"}``, errors with ``{"error": {"type", "message"}}``) and its
-``?password=`` authentication (a wrong or missing one answers 401), and it plays BlueBubbles'
-webhook sender: every event is POSTed as ``{"type": ..., "data": ...}`` to
-:attr:`FakeBlueBubbles.webhook_url`, one at a time, in order, never retried on failure (like
-BlueBubbles). The payloads follow BlueBubbles' message, handle and chat serializers.
+``POST /api/v1/message/text``, ``POST /api/v1/message/query``, ``POST /api/v1/chat/query``) on
+127.0.0.1 with BlueBubbles' envelopes (``{"status", "message", "data"}``, errors with
+``{"error": {"type", "message"}}``) and its ``?password=`` authentication (a wrong or missing
+one answers 401), and it plays BlueBubbles' webhook sender: every event is POSTed as
+``{"type": ..., "data": ...}`` to :attr:`FakeBlueBubbles.webhook_url`, one at a time, in
+order, never retried on failure (``services/webhookService/index.ts``: one ``axios.post``, a
+failure only logged). The payloads follow BlueBubbles' message, handle and chat serializers.
+Every message is also kept, as the Mac's ``chat.db`` keeps it, for the message query.
+
+The Mac it plays runs macOS ``macos`` (26 unless told): there Messages names every one-to-one
+chat ``any;-;<handle>``; before, ``iMessage;-;<handle>`` or ``SMS;-;<handle>`` by service.
 
 Tests and the demo play people through :meth:`~FakeBlueBubbles.dm`,
 :meth:`~FakeBlueBubbles.group_message`, :meth:`~FakeBlueBubbles.own_message`,
-:meth:`~FakeBlueBubbles.tapback`, :meth:`~FakeBlueBubbles.event` (any other event type) and
-:meth:`~FakeBlueBubbles.redeliver`, and read what the bot sent from :attr:`~FakeBlueBubbles.sent`.
-Like the real server, each message the bot sends comes back as a ``new-message`` webhook with
-``isFromMe: true``.
+:meth:`~FakeBlueBubbles.tapback`, :meth:`~FakeBlueBubbles.attachment_only`,
+:meth:`~FakeBlueBubbles.event` (any other event type) and :meth:`~FakeBlueBubbles.redeliver`,
+and read what the bot sent from :attr:`~FakeBlueBubbles.sent`. Like the real server, each
+message the bot sends comes back as a ``new-message`` webhook with ``isFromMe: true``.
+
+Sends, as ``MessageRouter.sendText`` → ``MessageInterface.sendMessageSync`` do them
+(``api/interfaces/messageInterface.ts``): the AppleScript sends to ``chat id "<guid>"``; when
+no chat has that guid, ``ActionHandler.sendMessage`` (``api/apple/actions.ts``) falls back to
+``sendMessageFallback`` (``api/apple/scripts.ts``), which sends to the handle through the
+service named in the guid (``iMessage`` or ``SMS``; nothing for a group or another word):
+the message lands in the chat macOS has for that handle. The answer waits for a
+``MessagePromise`` (``managers/outgoingMessageManager/messagePromise.ts``) to see the message
+in the chat guid asked for (``isSameChatGuid``); a message that landed elsewhere, or that
+:meth:`~FakeBlueBubbles.leave_unconfirmed` leaves unseen, is answered after
+:attr:`~FakeBlueBubbles.confirm_wait` seconds (120 on the real server) with a 500 "Message
+Send Error", though it went out. A ``tempGuid`` is refused with 400 "already queued" only
+while its send is in hand (``httpService.sendCache``); once answered, the same ``tempGuid``
+sends again.
 
 Outages: :meth:`~FakeBlueBubbles.go_down` makes the REST API answer 503 (``mode="error"``, a
 proxy in front of a dead server) or stops listening altogether (``mode="refuse"``) until
 :meth:`~FakeBlueBubbles.come_back`; webhooks are held meanwhile unless told otherwise.
 :meth:`~FakeBlueBubbles.lose_next_responses` sends a message and then answers 504, as when the
-reply is lost on the way back. A ``tempGuid`` seen before is answered with the message it
-already sent (an idempotency key), so a retried send never duplicates; one still being sent
-answers 400 "already queued", as BlueBubbles does.
+reply is lost on the way back.
 """
 
 from __future__ import annotations
@@ -57,6 +74,35 @@ def _envelope(data: object, message: str = "Success", status: int = 200) -> web.
     return web.json_response({"status": status, "message": message, "data": data}, status=status)
 
 
+_SEND_FAILED = "Failed to send message! See attached message error code."
+"""``MessageRouter.sendText``'s error for a send that failed or was never seen to go out."""
+
+
+async def _json_body(request: web.Request) -> JsonDict:
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _page_problem(body: Mapping[str, Any], *, sorts: tuple[str, ...]) -> str | None:
+    """What the validators' paging rules refuse (``limit`` 1-1000, ``offset``/``after`` at
+    least 0, ``sort`` one of ``sorts``, ``with`` an array), or None."""
+    limit = body.get("limit")
+    if limit is not None and (not isinstance(limit, int) or not 1 <= limit <= 1000):
+        return "The limit must be between 1 and 1000."
+    for name in ("offset", "after"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, int | float) or value < 0):
+            return f"The {name} must be at least 0."
+    if body.get("sort") is not None and body.get("sort") not in sorts:
+        return "The selected sort is invalid."
+    if body.get("with") is not None and not isinstance(body.get("with"), list):
+        return "The with must be an array."
+    return None
+
+
 def _error(status: int, kind: str, message: str, error: str) -> web.Response:
     return web.json_response(
         {"status": status, "message": message, "error": {"type": kind, "message": error}},
@@ -74,8 +120,10 @@ class FakeBlueBubbles(LoopbackFake):
     Attributes:
         password: the only password the REST API accepts.
         webhook_url: where events are POSTed; None holds them until it is set.
-        sent: every message the bot sent, once each, as ``{"chatGuid", "text", "guid",
-            "tempGuid", "method", "received_at"}`` (``received_at``: ``time.perf_counter()``).
+        sent: every message that went out from the bot, as ``{"chatGuid", "text", "guid",
+            "tempGuid", "method", "received_at"}`` (``received_at``: ``time.perf_counter()``);
+            ``chatGuid`` is the chat it landed in.
+        confirm_wait: seconds a send that is never seen in its chat waits before its 500.
         send_attempts: every ``/api/v1/message/text`` request that reached the handler, in
             order, as ``(tempGuid, HTTP status answered)``.
         deliveries: every webhook POST made, as ``(event type, message guid or None,
@@ -92,6 +140,8 @@ class FakeBlueBubbles(LoopbackFake):
         private_api: bool = False,
         icloud: str = "pairbot@icloud.com",
         echo_own_messages: bool = True,
+        macos: int = 26,
+        confirm_wait: float = 120.0,
     ) -> None:
         super().__init__(port=port, clock=clock, shutdown_timeout=0.5)
         self.password = password
@@ -102,6 +152,8 @@ class FakeBlueBubbles(LoopbackFake):
         self.private_api = private_api
         self.icloud = icloud
         self.echo_own_messages = echo_own_messages
+        self.macos = macos
+        self.confirm_wait = confirm_wait
         # BlueBubbles (axios) opens a connection per POST; so does the fake.
         self._webhooks = Webhooks(
             "FakeBlueBubbles", self._post, ready=self._may_post, timeout=10, force_close=True
@@ -110,11 +162,12 @@ class FakeBlueBubbles(LoopbackFake):
         self._hold_webhooks = False
         self._lose_responses = 0
         self._fail_sends: list[int] = []
-        self._by_temp_guid: dict[str, JsonDict] = {}
+        self._unconfirmed = 0
         self._in_flight: set[str] = set()
         self._rowid = 100
-        self._handles: dict[str, int] = {}
-        self._chats: dict[str, int] = {}
+        self._handles: dict[str, JsonDict] = {}
+        self._chats: dict[str, JsonDict] = {}
+        self._db: dict[str, JsonDict] = {}  # message guid -> the message, as chat.db has it
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -174,6 +227,28 @@ class FakeBlueBubbles(LoopbackFake):
         """The next ``n`` sends are not sent and answer ``status`` (500: iMessage failed)."""
         self._fail_sends = [status] * n
 
+    def leave_unconfirmed(self, n: int) -> None:
+        """The next ``n`` sends go out but are never seen in their chat: each is answered 500
+        "Message Send Error" after :attr:`confirm_wait` seconds."""
+        self._unconfirmed = n
+
+    # -- the Mac's chats ---------------------------------------------------------------------
+
+    def dm_chat_guid(self, address: str, service: str = "iMessage") -> str:
+        """The guid of ``address``'s one-to-one chat: the one the Mac has, else the one it
+        would make (``any;-;`` on macOS 26, ``<service>;-;`` before)."""
+        for guid, chat in self._chats.items():
+            if chat["style"] == _DM_STYLE and chat["chatIdentifier"] == address:
+                return guid
+        return f"any;-;{address}" if self.macos >= 26 else f"{service};-;{address}"
+
+    def existing_chat(self, address: str, service: str = "iMessage") -> str:
+        """Give the Mac a one-to-one chat with ``address`` (as after an earlier conversation);
+        return its guid."""
+        guid = self.dm_chat_guid(address, service)
+        self._chat(guid, _DM_STYLE, address, participants=(address,), service=service)
+        return guid
+
     # -- injection: what people (and BlueBubbles) do -----------------------------------------
 
     def dm(self, address: str, text: str, *, service: str = "iMessage") -> JsonDict:
@@ -183,8 +258,8 @@ class FakeBlueBubbles(LoopbackFake):
 
     def dm_event(self, address: str, text: str, *, service: str = "iMessage") -> JsonDict:
         """Build the ``new-message`` event :meth:`dm` would send, without sending it."""
-        chat = self._chat(f"{service};-;{address}", _DM_STYLE, address)
-        data = self._message(text, chat, sender=address, service=service)
+        guid = self.existing_chat(address, service)
+        data = self._message(text, self._chats[guid], sender=address, service=service)
         return {"type": "new-message", "data": data}
 
     def group_message(
@@ -197,27 +272,34 @@ class FakeBlueBubbles(LoopbackFake):
         title: str = "",
     ) -> JsonDict:
         """``address`` writes ``text`` in the group chat ``chat_guid`` (``iMessage;+;chat…``)."""
-        chat = self._chat(chat_guid, _GROUP_STYLE, chat_guid.split(";")[-1], title=title)
-        chat["participants"] = [self._handle(a) for a in (participants or (address,))]
+        chat = self._chat(
+            chat_guid,
+            _GROUP_STYLE,
+            chat_guid.split(";")[-1],
+            title=title,
+            participants=participants or (address,),
+        )
         return self.queue_event("new-message", self._message(text, chat, sender=address))
 
     def own_message(self, chat_guid: str, text: str) -> JsonDict:
         """A message the bot's own Apple ID sent (``isFromMe: true``, no handle)."""
-        chat = self._chat(chat_guid, _DM_STYLE, chat_guid.split(";")[-1])
+        address = chat_guid.split(";")[-1]
+        chat = self._chat(chat_guid, _DM_STYLE, address, participants=(address,))
         return self.queue_event("new-message", self._message(text, chat, sender=None))
 
     def tapback(self, address: str, target_guid: str, reaction: str = "love") -> JsonDict:
         """``address`` reacts to a message with a tapback (a ``new-message`` with an
         ``associatedMessageGuid``)."""
-        chat = self._chat(f"iMessage;-;{address}", _DM_STYLE, address)
+        chat = self._chats[self.existing_chat(address)]
         data = self._message(f"Loved \u201c{reaction}\u201d", chat, sender=address)
         data["associatedMessageGuid"] = f"p:0/{target_guid}"
         data["associatedMessageType"] = reaction
         return self.queue_event("new-message", data)
 
     def attachment_only(self, address: str) -> JsonDict:
-        """``address`` sends a photo without text (the text is U+FFFC)."""
-        chat = self._chat(f"iMessage;-;{address}", _DM_STYLE, address)
+        """``address`` sends a photo without text (the text is U+FFFC, the attachment's
+        placeholder in ``message.text``)."""
+        chat = self._chats[self.existing_chat(address)]
         data = self._message("\ufffc", chat, sender=address)
         data["attachments"] = [
             {
@@ -237,6 +319,9 @@ class FakeBlueBubbles(LoopbackFake):
     def queue_event(self, kind: str, data: Mapping[str, Any]) -> JsonDict:
         """Queue ``{"type": kind, "data": data}`` for delivery; return it."""
         event: JsonDict = {"type": kind, "data": copy.deepcopy(dict(data))}
+        guid = event["data"].get("guid")
+        if kind == "new-message" and isinstance(guid, str):
+            self._db[guid] = copy.deepcopy(event["data"])  # stored before it is posted
         self._webhooks.put(event)
         return event
 
@@ -259,8 +344,12 @@ class FakeBlueBubbles(LoopbackFake):
     # -- reading what the bot did ------------------------------------------------------------
 
     def messages_to(self, chat_guid: str) -> list[str]:
-        """Return the texts the bot sent to ``chat_guid``, in order."""
+        """Return the texts the bot sent that landed in ``chat_guid``, in order."""
         return [m["text"] for m in self.sent if m["chatGuid"] == chat_guid]
+
+    def messages_to_handle(self, address: str) -> list[str]:
+        """Return the texts the bot sent that landed in ``address``'s one-to-one chat."""
+        return self.messages_to(self.dm_chat_guid(address))
 
     def delivered(self) -> int:
         """How many webhook POSTs were answered 2xx."""
@@ -282,6 +371,8 @@ class FakeBlueBubbles(LoopbackFake):
         app.router.add_get("/api/v1/ping", self._ping)
         app.router.add_get("/api/v1/server/info", self._server_info)
         app.router.add_post("/api/v1/message/text", self._send_text)
+        app.router.add_post("/api/v1/message/query", self._query_messages)
+        app.router.add_post("/api/v1/chat/query", self._query_chats)
         return app
 
     @web.middleware
@@ -309,7 +400,7 @@ class FakeBlueBubbles(LoopbackFake):
         return _envelope(
             {
                 "computer_id": "FakeMac",
-                "os_version": "14.5",
+                "os_version": f"{self.macos}.0",
                 "server_version": "1.9.9",
                 "private_api": self.private_api,
                 "helper_connected": self.private_api,
@@ -345,55 +436,60 @@ class FakeBlueBubbles(LoopbackFake):
         elif not text:
             problem = "A 'message' is required"
         if problem is not None:
-            self.send_attempts.append((str(temp_guid), 400))
-            return _error(400, "Validation Error", "Bad request", problem)
+            return self._answered(str(temp_guid), 400, problem)
         key = str(temp_guid or uuid.uuid4())
-        if key in self._in_flight:
-            self.send_attempts.append((key, 400))
-            return _error(
-                400,
-                "Validation Error",
-                "Bad request",
-                f"Message is already queued to be sent! (Temp GUID: {key})",
+        if key in self._in_flight:  # validateText: httpService.sendCache
+            return self._answered(
+                key, 400, f"Message is already queued to be sent! (Temp GUID: {key})"
             )
         if method == "private-api" and not self.private_api:
-            self.send_attempts.append((key, 500))
-            return _error(
-                500,
-                "iMessage Error",
-                "Message Send Error",
-                "iMessage Private API Helper is not connected!",
-            )
-        known = self._by_temp_guid.get(key)
-        if known is None and self._fail_sends:
-            status = self._fail_sends.pop(0)
-            self.send_attempts.append((key, status))
-            return _error(
-                status,
-                "iMessage Error",
-                "Message Send Error",
-                "Failed to send message! See attached message error code.",
-            )
-        if known is None:
-            self._in_flight.add(key)
-            try:
-                await asyncio.sleep(0)  # the AppleScript round trip
-                known = self._record_sent(str(chat_guid), str(text), key, str(method))
-            finally:
-                self._in_flight.discard(key)
+            return self._answered(key, 500, "iMessage Private API Helper is not connected!")
+        if self._fail_sends:
+            return self._answered(key, self._fail_sends.pop(0), _SEND_FAILED)
+        self._in_flight.add(key)
+        try:
+            landed = self._landing(str(chat_guid))
+            if landed is None:  # the fallback script refuses a group or an unknown service
+                return self._answered(key, 500, f"Can't send to chat id {chat_guid}: no such chat")
+            await asyncio.sleep(0)  # the AppleScript round trip
+            sent = self._record_sent(landed, str(text), key, str(method))
+            # MessagePromise.isSame: the message must show up in the chat guid asked for.
+            seen = landed == chat_guid and self._unconfirmed == 0
+            self._unconfirmed = max(self._unconfirmed - (landed == chat_guid), 0)
+            if not seen:
+                await asyncio.sleep(self.confirm_wait)  # MessagePromise: "Message send timeout"
+                return self._answered(key, 500, _SEND_FAILED)
+        finally:
+            self._in_flight.discard(key)
         if self._lose_responses > 0:
             self._lose_responses -= 1
             self.send_attempts.append((key, 504))
             return _error(504, "Server Error", "Gateway Timeout", "upstream timed out")
         self.send_attempts.append((key, 200))
-        return _envelope(copy.deepcopy(known), "Message sent!")
+        return _envelope({**copy.deepcopy(sent), "tempGuid": key}, "Message sent!")
+
+    def _answered(self, temp_guid: str, status: int, error: str) -> web.Response:
+        """Record a send refused with ``status``: a 400 ``Validation Error`` or, from 500 up,
+        ``IMessageError``'s "Message Send Error"."""
+        self.send_attempts.append((temp_guid, status))
+        if status < 500:
+            return _error(status, "Validation Error", "Bad request", error)
+        return _error(status, "iMessage Error", "Message Send Error", error)
+
+    def _landing(self, chat_guid: str) -> str | None:
+        """The chat a send to ``chat_guid`` lands in: that chat if the Mac has it; else, for
+        a one-to-one guid naming ``iMessage`` or ``SMS``, the handle's chat (made if need be)
+        by ``sendMessageFallback``; else None (the scripts fail)."""
+        if chat_guid in self._chats:
+            return chat_guid
+        service, _, address = chat_guid.partition(";-;")
+        if not address or service not in ("iMessage", "SMS"):
+            return None
+        return self.existing_chat(address, service)
 
     def _record_sent(self, chat_guid: str, text: str, temp_guid: str, method: str) -> JsonDict:
-        style = _GROUP_STYLE if ";+;" in chat_guid else _DM_STYLE
-        chat = self._chat(chat_guid, style, chat_guid.split(";")[-1])
-        data = self._message(text, chat, sender=None)
-        data["tempGuid"] = temp_guid
-        self._by_temp_guid[temp_guid] = data
+        data = self._message(text, self._chats[chat_guid], sender=None)
+        self._db[data["guid"]] = copy.deepcopy(data)
         self.sent.append(
             {
                 "chatGuid": chat_guid,
@@ -405,9 +501,70 @@ class FakeBlueBubbles(LoopbackFake):
             }
         )
         if self.echo_own_messages:
-            echo = {k: v for k, v in data.items() if k != "tempGuid"}
-            self.queue_event("new-message", echo)
+            self._webhooks.put({"type": "new-message", "data": copy.deepcopy(data)})
         return data
+
+    async def _query_messages(self, request: web.Request) -> web.Response:
+        """``MessageRouter.query`` over what the fake's Mac stored, after
+        ``MessageValidator.queryBodyRules``; ``after``/``before`` are inclusive
+        (``applyMessageDateQuery``: ``message.date >= :after``); newest first unless
+        ``sort`` is ``ASC``. SQL ``where`` clauses are not run by the fake: refused."""
+        body = await _json_body(request)
+        problem = _page_problem(body, sorts=("ASC", "DESC"))
+        if problem is None and body.get("where"):
+            problem = "the fake runs no SQL where clauses"
+        if problem is not None:
+            return _error(400, "Validation Error", "Bad request", problem)
+        with_ = {str(w).lower() for w in body.get("with") or []}
+        found = list(self._db.values())
+        chat_guid = body.get("chatGuid")
+        if chat_guid:
+            if chat_guid not in self._chats:
+                return _envelope([], f"No chat found with GUID: {chat_guid}")
+            found = [m for m in found if any(c["guid"] == chat_guid for c in m["chats"])]
+        if body.get("after") is not None:
+            found = [m for m in found if m["dateCreated"] >= int(body["after"])]
+        if body.get("before") is not None:
+            found = [m for m in found if m["dateCreated"] <= int(body["before"])]
+        found.sort(
+            key=lambda m: (m["dateCreated"], m["originalROWID"]),
+            reverse=body.get("sort", "DESC") == "DESC",
+        )
+        offset, limit = int(body.get("offset") or 0), int(body.get("limit") or 100)
+        page = []
+        for message in found[offset : offset + limit]:
+            shown = copy.deepcopy(message)
+            if not with_ & {"chat", "chats"}:
+                shown.pop("chats", None)
+            if not with_ & {"attachment", "attachments"}:
+                shown["attachments"] = []
+            page.append(shown)
+        meta = {"offset": offset, "limit": limit, "total": len(found), "count": len(page)}
+        return web.json_response(
+            {
+                "status": 200,
+                "message": "Successfully fetched messages!",
+                "data": page,
+                "metadata": meta,
+            }
+        )
+
+    async def _query_chats(self, request: web.Request) -> web.Response:
+        """``ChatRouter.query`` after ``ChatValidator.queryRules``: ``guid`` matches one chat
+        exactly (``getChats``: ``chat.guid = :guid``); participants come with each chat."""
+        body = await _json_body(request)
+        problem = _page_problem(body, sorts=("lastmessage",))
+        if problem is not None:
+            return _error(400, "Validation Error", "Bad request", problem)
+        guid = body.get("guid")
+        chats = [c for g, c in self._chats.items() if not guid or g == guid]
+        chats.sort(key=lambda c: c["originalROWID"], reverse=True)
+        offset, limit = int(body.get("offset") or 0), int(body.get("limit") or 1000)
+        page = copy.deepcopy(chats[offset : offset + limit])
+        meta = {"count": len(page), "total": len(chats), "offset": offset, "limit": limit}
+        return web.json_response(
+            {"status": 200, "message": "Success", "data": page, "metadata": meta}
+        )
 
     # -- webhooks ----------------------------------------------------------------------------
 
@@ -437,25 +594,40 @@ class FakeBlueBubbles(LoopbackFake):
         return self._rowid
 
     def _handle(self, address: str, service: str = "iMessage") -> JsonDict:
-        rowid = self._handles.setdefault(address, len(self._handles) + 1)
-        return {
-            "originalROWID": rowid,
-            "address": address,
-            "service": service,
-            "country": "us",
-            "uncanonicalizedId": None,
-        }
+        known = self._handles.get(address)
+        if known is None:
+            known = self._handles[address] = {
+                "originalROWID": len(self._handles) + 1,
+                "address": address,
+                "service": service,
+                "country": "us",
+                "uncanonicalizedId": None,
+            }
+        return dict(known)
 
-    def _chat(self, guid: str, style: int, identifier: str, *, title: str = "") -> JsonDict:
-        rowid = self._chats.setdefault(guid, len(self._chats) + 1)
-        return {
-            "originalROWID": rowid,
-            "guid": guid,
-            "style": style,
-            "chatIdentifier": identifier,
-            "isArchived": False,
-            "displayName": title,
-        }
+    def _chat(
+        self,
+        guid: str,
+        style: int,
+        identifier: str,
+        *,
+        title: str = "",
+        participants: tuple[str, ...] = (),
+        service: str = "iMessage",
+    ) -> JsonDict:
+        """The chat ``guid``, made the first time (``ChatSerializer``'s fields)."""
+        chat = self._chats.get(guid)
+        if chat is None:
+            chat = self._chats[guid] = {
+                "originalROWID": len(self._chats) + 1,
+                "guid": guid,
+                "style": style,
+                "chatIdentifier": identifier,
+                "isArchived": False,
+                "displayName": title,
+                "participants": [self._handle(a, service) for a in participants],
+            }
+        return chat
 
     def _message(
         self, text: str, chat: JsonDict, *, sender: str | None, service: str = "iMessage"
@@ -487,7 +659,7 @@ class FakeBlueBubbles(LoopbackFake):
             "expressiveSendStyleId": None,
             "threadOriginatorGuid": None,
             "hasPayloadData": False,
-            "chats": [chat],
+            "chats": [{k: v for k, v in chat.items() if k != "participants"}],
         }
 
 
@@ -513,9 +685,15 @@ class IMessageDemo(NoButtons, WebhookDemo[FakeBlueBubbles], spec=IMESSAGE):
         del name
         self.fake.dm(user_id, text)
 
+    async def start(self) -> None:
+        """Start the fake, whose Mac has a chat with the owner (who wrote to the bot's Apple
+        ID while setting it up, as the guide asks)."""
+        await super().start()
+        self.fake.existing_chat(self.owner_id)
+
     def texts_to(self, user_id: str) -> list[str]:
         """What the bot sent to that handle's one-to-one chat."""
-        return self.fake.messages_to(f"iMessage;-;{user_id}")
+        return self.fake.messages_to_handle(user_id)
 
     # -- contract capabilities (issue 10: providers.ContractPlatform.fake) -------------------
     # Played as bluebubbles-server's webhookService and message serializer shape events.
@@ -545,7 +723,7 @@ class IMessageDemo(NoButtons, WebhookDemo[FakeBlueBubbles], spec=IMESSAGE):
 
     def own_message(self, text: str) -> None:
         """A ``new-message`` with ``isFromMe`` true: the bot's Apple ID wrote it elsewhere."""
-        self.fake.own_message(f"iMessage;-;{self.owner_id}", text)
+        self.fake.own_message(self.fake.dm_chat_guid(self.owner_id), text)
 
     def non_text_dm(self, user_id: str, *, name: str) -> None:
         """A photo alone: the text is just U+FFFC, the attachment placeholder."""

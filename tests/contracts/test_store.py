@@ -532,3 +532,36 @@ def test_a_store_in_use_reports_nothing_wrong_and_closes_without_loss(
     assert store.recheck(backend.state_dir.parent / "elsewhere.json") is False
     store.close()
     assert backend.other().is_allowed("telegram", "1")
+
+
+# --- cursors: where a provider got to, across a restart ------------------------------------------
+
+
+def test_a_cursor_is_kept_for_the_next_start_and_replaced_as_a_whole(backend: Backend) -> None:
+    store = backend.open()
+    assert store.cursor("imessage.catch-up") is None
+    store.save_cursor("imessage.catch-up", '{"after": 1, "guids": ["A"]}')
+    store.save_cursor("other.cursor", "x")
+    store.save_cursor("imessage.catch-up", '{"after": 2, "guids": []}')
+    store.close()
+
+    restarted = backend.other()
+    assert restarted.cursor("imessage.catch-up") == '{"after": 2, "guids": []}'
+    assert restarted.cursor("other.cursor") == "x"
+    assert restarted.cursor("unknown") is None
+    restarted.save_cursor("other.cursor", "")
+    assert store.cursor("other.cursor") == ""
+
+
+def test_a_cursor_leaves_the_pairing_state_alone(
+    backend: Backend, pairing: PairingService
+) -> None:
+    pairing.allow("imessage", "+15550100001", actor="owner")
+    store = backend.open()
+    store.save_cursor("imessage.catch-up", "1")
+    with backend.other().transaction() as txn:
+        assert txn.allow_from("imessage") == ["+15550100001"]
+        assert txn.requests("imessage") == []
+    assert subjects(store.read_audit()) == ["+15550100001"]
+    store.check()
+    assert all(ok for ok, _ in store.access_report())

@@ -81,9 +81,10 @@ async def test_an_imessage_owner_e_mail_written_in_mixed_case_approves_from_thei
         provider = app.providers["imessage"]
         assert isinstance(provider, IMessageProvider)
         bluebubbles.webhook_for(provider.webhook_port, provider.webhook_path)
+        bluebubbles.existing_chat(OWNER_MAIL)  # the owner wrote to the bot's Apple ID once
 
         def to(handle: str) -> list[str]:
-            return bluebubbles.messages_to(f"iMessage;-;{handle}")
+            return bluebubbles.messages_to_handle(handle)
 
         bluebubbles.dm(ALICE_PHONE, "hello?")
         code = code_in((await texts(lambda: to(ALICE_PHONE), 1))[0])

@@ -7,6 +7,7 @@ import asyncio
 import io
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,9 @@ from bot.runtime.app import App
 from providers import load_provider_class
 from providers.imessage.fake import WEBHOOK_PATH, FakeBlueBubbles, IMessageDemo
 from providers.imessage.provider import BlueBubblesError, IMessageProvider
+from stores.jsonfile import JsonFileStore
 from tests.e2e.support import app_config, app_running, code_in, texts
-from tests.helpers import APPROVE
+from tests.helpers import APPROVE, Inbox
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +36,8 @@ GROUP = "iMessage;+;chat123456789"
 
 
 def dm(handle: str) -> str:
-    return f"iMessage;-;{handle}"
+    """The one-to-one chat as macOS 26, the fake's Mac, names it."""
+    return f"any;-;{handle}"
 
 
 def make_provider(fake: FakeBlueBubbles, **kwargs: Any) -> IMessageProvider:
@@ -50,7 +53,10 @@ def make_provider(fake: FakeBlueBubbles, **kwargs: Any) -> IMessageProvider:
 
 
 def make_fake(clock: Clock) -> FakeBlueBubbles:
-    return FakeBlueBubbles(clock=clock)
+    fake = FakeBlueBubbles(clock=clock)
+    for handle in (OWNER, ALICE):  # the Mac has talked with them before: sends to them land
+        fake.existing_chat(handle)
+    return fake
 
 
 async def connect(fake: FakeBlueBubbles, provider: IMessageProvider) -> None:
@@ -70,9 +76,9 @@ async def test_the_handle_is_handed_over_as_bluebubbles_gives_it(fake, running, 
 
     assert (inbound.sender_id, inbound.chat_id) == (
         "Alice@Example.COM",
-        "iMessage;-;alice@example.com",
+        "any;-;alice@example.com",
     )
-    assert await running.dm_chat_id("alice@example.com") == "iMessage;-;alice@example.com"
+    assert await running.dm_chat_id("alice@example.com") == "any;-;alice@example.com"
 
 
 async def test_sms_dm_is_a_dm_too(fake, running, inbox):
@@ -82,9 +88,31 @@ async def test_sms_dm_is_a_dm_too(fake, running, inbox):
 
     assert (inbound.chat_kind, inbound.chat_id, inbound.meta) == (
         ChatKind.DM,
-        f"SMS;-;{BOB}",
+        f"any;-;{BOB}",  # macOS 26 names every one-to-one chat "any"
         {"service": "SMS"},
     )
+
+
+@asynccontextmanager
+async def on_macos_15(inbox: Inbox) -> AsyncIterator[tuple[FakeBlueBubbles, IMessageProvider]]:
+    """A fake Mac on macOS 15 and a provider running against it."""
+    async with FakeBlueBubbles(macos=15) as fake:
+        provider = make_provider(fake)
+        try:
+            await provider.start(inbox)
+            await connect(fake, provider)
+            yield fake, provider
+        finally:
+            await provider.stop()
+
+
+async def test_before_macos_26_a_dm_chat_is_named_by_its_service(inbox):
+    async with on_macos_15(inbox) as (fake, _):
+        fake.dm(BOB, "via sms", service="SMS")
+        fake.dm(ALICE, "via imessage")
+        sms, imessage = await inbox.wait(2)
+    assert (sms.chat_kind, sms.chat_id) == (ChatKind.DM, f"SMS;-;{BOB}")
+    assert (imessage.chat_kind, imessage.chat_id) == (ChatKind.DM, f"iMessage;-;{ALICE}")
 
 
 async def test_group_chats_arrive_as_group(fake, running, inbox):
@@ -179,6 +207,7 @@ async def test_each_send_has_its_own_temp_guid_and_returns_the_message_guid(fake
 
 async def test_the_private_api_is_used_when_the_server_has_it(inbox):
     async with FakeBlueBubbles(private_api=True) as fake:
+        fake.existing_chat(ALICE)
         provider = make_provider(fake)
         try:
             await provider.start(inbox)
@@ -242,14 +271,16 @@ async def test_a_send_waits_out_an_outage_and_goes_out_once(fake, running, mode,
     assert any("retrying" in r.getMessage() for r in caplog.records)
 
 
-async def test_a_lost_answer_is_retried_with_the_same_temp_guid_and_not_duplicated(fake, running):
+async def test_a_lost_answer_is_looked_up_not_sent_again(fake, running):
+    """BlueBubbles keeps no tempGuid once a send is answered (``sendCache``): a second try
+    would send a second message. The provider finds the first one instead."""
     fake.lose_next_responses(2)
 
     guid = await running.send(dm(ALICE), "exactly once")
 
     assert [m["text"] for m in fake.sent] == ["exactly once"]
     temp = fake.sent[0]["tempGuid"]
-    assert fake.send_attempts == [(temp, 504), (temp, 504), (temp, 200)]
+    assert fake.send_attempts == [(temp, 504)]
     assert guid == fake.sent[0]["guid"]
 
 
@@ -322,6 +353,223 @@ async def test_stop_does_not_wait_past_stop_grace_for_a_stuck_handler(fake, capl
     assert "1 accepted message(s) not handled" in caplog.text
 
 
+# -- DM chats as the Mac names them (issue 11, point 4) ----------------------------------------
+
+
+async def test_the_owners_chat_is_the_one_the_mac_has_not_an_assembled_guid(fake, running):
+    """macOS 26 names one-to-one chats ``any;-;<handle>``: the owner's chat is looked up
+    through the chat query, and the notice lands in it and is confirmed."""
+    chat = await running.dm_chat_id(OWNER)
+    guid = await running.send(chat, "New pairing request")
+
+    assert chat == f"any;-;{OWNER}"
+    assert fake.messages_to(chat) == ["New pairing request"]
+    assert fake.send_attempts == [(fake.sent[0]["tempGuid"], 200)]
+    assert guid == fake.sent[0]["guid"]
+
+
+async def test_an_sms_owners_chat_is_learned_from_their_own_message(inbox):
+    async with on_macos_15(inbox) as (fake, provider):
+        fake.dm(OWNER, "hi bot", service="SMS")
+        await inbox.wait()
+        chat = await provider.dm_chat_id(OWNER)
+        await provider.send(chat, "Approve Alice?")
+    assert chat == f"SMS;-;{OWNER}"
+    assert fake.messages_to(f"SMS;-;{OWNER}") == ["Approve Alice?"]
+
+
+async def test_a_chat_guid_an_older_pairbot_stored_is_sent_to_the_chat_the_mac_has(fake, running):
+    """A notice stored with ``iMessage;-;<owner>`` before the Mac moved to macOS 26: the Mac
+    has no such chat, so the send goes to the owner's ``any;-;`` chat, and is confirmed."""
+    await running.send(f"iMessage;-;{OWNER}", "Approve Alice?")
+
+    assert fake.messages_to(dm(OWNER)) == ["Approve Alice?"]
+    assert [status for _, status in fake.send_attempts] == [200]
+
+
+async def test_a_handle_without_a_chat_on_the_mac_is_not_guessed_at(fake, running):
+    chat = await running.dm_chat_id(BOB)
+
+    with pytest.raises(BlueBubblesError, match="must write to the bot's Apple ID first"):
+        await running.send(chat, "hello?")
+    assert fake.send_attempts == []
+
+    fake.dm(BOB, "hi, it's Bob")  # now the Mac has the chat
+    await running.send(chat, "hello Bob")
+    assert fake.messages_to(dm(BOB)) == ["hello Bob"]
+
+
+async def test_the_fake_like_bluebubbles_never_confirms_a_send_to_a_chat_the_mac_lacks(fake):
+    """``sendMessageFallback`` gets it out to the handle, in the chat the Mac has; the
+    ``MessagePromise`` waits for it in the guid asked for, in vain, and the answer is a 500."""
+    fake.confirm_wait = 0.05
+    params = {"password": fake.password}
+    body = {"chatGuid": f"iMessage;-;{ALICE}", "message": "hi", "tempGuid": "t-1"}
+    async with aiohttp.ClientSession() as session:
+        url = f"{fake.base_url}/api/v1/message/text"
+        async with session.post(url, params=params, json=body) as resp:
+            answer = (resp.status, (await resp.json())["message"])
+        group = {**body, "chatGuid": "iMessage;+;chat404", "tempGuid": "t-2"}
+        async with session.post(url, params=params, json=group) as resp:
+            refused = resp.status
+
+    assert answer == (500, "Message Send Error")
+    assert fake.messages_to(dm(ALICE)) == ["hi"]  # it went out all the same
+    assert refused == 500
+    assert len(fake.sent) == 1
+
+
+# -- sends: never twice (issue 11, point 5) ------------------------------------------------------
+
+
+def test_a_send_may_take_longer_than_bluebubbles_waits_to_confirm_it():
+    block = IMessageConfig.model_validate({"server_url": "http://mac.lan", "password": "x"})
+    provider = IMessageProvider(**block.provider_kwargs())
+    assert block.request_timeout == 130
+    with pytest.raises(ConfigError, match="request_timeout") as caught:
+        IMessageProvider(server_url="http://mac.lan", password="x", request_timeout=60)
+    assert "more than 120 s" in str(caught.value)
+    assert provider.running is False
+
+
+async def test_a_500_for_a_send_that_went_out_is_not_sent_again(fake, running, caplog):
+    """BlueBubbles answers 500 "Message Send Error" when it did not see the message go out in
+    time (2 minutes; here shortened), though it did: the provider looks before it resends."""
+    caplog.set_level(logging.INFO)
+    fake.confirm_wait = 0.1
+    fake.leave_unconfirmed(1)
+
+    guid = await running.send(dm(ALICE), "exactly once")
+
+    assert fake.messages_to(dm(ALICE)) == ["exactly once"]
+    assert guid == fake.sent[0]["guid"]
+    assert "gone out after all" in caplog.text
+
+
+async def test_a_send_whose_answer_never_came_is_looked_up_not_sent_again(fake, inbox):
+    """A request that timed out (a network hiccup) left the send in hand on the server: the
+    provider waits until it can tell, and does not send the message twice."""
+    fake.confirm_wait = 0.3
+    fake.leave_unconfirmed(1)
+    provider = make_provider(fake, request_timeout=0.1, confirm_wait=0.05)
+    await provider.start(inbox)
+    try:
+        guid = await provider.send(dm(ALICE), "only one of me")
+    finally:
+        await provider.stop()
+    assert fake.messages_to(dm(ALICE)) == ["only one of me"]
+    assert guid == fake.sent[0]["guid"]
+
+
+async def test_a_500_for_a_send_that_did_not_go_out_is_tried_again(fake, running):
+    fake.fail_next_sends(1, status=500)
+
+    await running.send(dm(ALICE), "second time lucky")
+
+    assert fake.messages_to(dm(ALICE)) == ["second time lucky"]
+    assert [status for _, status in fake.send_attempts] == [500, 200]
+
+
+# -- catch-up: what no webhook brought (issue 11, point 6) ----------------------------------------
+
+
+async def test_messages_written_while_pairbot_was_down_arrive_once_after_a_restart(
+    fake, state_dir, inbox
+):
+    """Two processes, one after the other, on one state dir: the cursor in cursors.json says
+    where the first got to, so the second hands on what it missed, and nothing twice."""
+    first = make_provider(fake, cursors=JsonFileStore(state_dir))
+    await first.start(inbox)
+    await connect(fake, first)
+    fake.dm(ALICE, "before")
+    await inbox.wait()
+    await first.stop()
+    fake.dm(ALICE, "while down 1")
+    fake.dm(BOB, "while down 2")
+    await fake.wait_delivered()  # posted once, to nobody: BlueBubbles forgets them
+
+    second = make_provider(fake, cursors=JsonFileStore(state_dir))
+    await second.start(inbox)
+    try:
+        await connect(fake, second)
+        fake.dm(ALICE, "after")
+        await inbox.wait(4)
+        await second.catch_up()  # again: nothing new
+        fake.dm(ALICE, "last")
+        await inbox.wait(5)
+    finally:
+        await second.stop()
+    assert inbox.texts == ["before", "while down 1", "while down 2", "after", "last"]
+
+
+async def test_the_first_start_ever_does_not_replay_the_macs_history(fake, inbox):
+    fake.webhook_for(1, WEBHOOK_PATH)  # before pairbot: posted where nobody listens
+    fake.dm(ALICE, "last year")
+    await fake.wait_delivered()
+    provider = make_provider(fake)
+    await provider.start(inbox)
+    try:
+        await connect(fake, provider)
+        fake.dm(ALICE, "today")
+        await inbox.wait()
+        assert await provider.catch_up() == 0
+    finally:
+        await provider.stop()
+    assert inbox.texts == ["today"]
+
+
+async def test_catch_up_and_webhook_racing_hand_a_message_on_once(fake, running, inbox):
+    fake.webhook_url = None  # BlueBubbles has not posted it yet
+    fake.dm(ALICE, "raced")
+
+    assert await running.catch_up() == 1
+    await connect(fake, running)  # now the webhook comes too
+    await fake.wait_delivered()
+    fake.dm(ALICE, "sentinel")
+    await inbox.wait(2)
+
+    assert inbox.texts == ["raced", "sentinel"]
+    assert fake.deliveries[0][2] == 200  # answered (a duplicate), not handed on
+
+
+async def test_a_webhook_that_never_came_is_caught_up_on_a_while_later(fake, inbox):
+    provider = make_provider(fake, catch_up_every=0.05)
+    await provider.start(inbox)
+    try:
+        fake.webhook_for(1, WEBHOOK_PATH)  # BlueBubbles posts where nobody listens
+        fake.dm(ALICE, "lost in the post")
+        [inbound] = await inbox.wait()
+    finally:
+        await provider.stop()
+    assert (inbound.text, inbound.chat_id) == ("lost in the post", dm(ALICE))
+
+
+# -- textless messages (issue 11, point 13) -------------------------------------------------------
+
+
+async def test_a_photo_a_voice_note_and_an_empty_text_with_a_file_are_contact_attempts(
+    fake, running, inbox
+):
+    fake.attachment_only(ALICE)
+    voice = fake.dm_event(BOB, "")
+    voice["data"]["text"] = None
+    voice["data"]["attachments"] = [{"guid": "V1", "mimeType": "audio/x-caf"}]
+    fake.queue_event("new-message", voice["data"])
+    fake.queue_event("new-message", fake.dm_event(MALLORY, "")["data"])  # nothing at all
+    fake.dm(ALICE, "sentinel")
+
+    photo, note, sentinel = await inbox.wait(3)
+
+    assert (photo.sender_id, photo.text, photo.media, photo.chat_kind) == (
+        ALICE,
+        "",
+        True,
+        ChatKind.DM,
+    )
+    assert (note.sender_id, note.text, note.media) == (BOB, "", True)
+    assert (sentinel.text, sentinel.media) == ("sentinel", False)
+
+
 # -- the whole app -----------------------------------------------------------------------------
 
 
@@ -332,6 +580,7 @@ def make_config(fake: FakeBlueBubbles) -> Config:
 
 @pytest.fixture
 async def app(fake: FakeBlueBubbles, state_dir: Path, fake_clock: FakeClock) -> AsyncIterator[App]:
+    fake.existing_chat(OWNER)  # the owner wrote to the bot's Apple ID at set-up
     async with app_running(make_config(fake), state_dir, fake_clock) as running:
         provider = running.providers["imessage"]
         assert isinstance(provider, IMessageProvider)
@@ -452,6 +701,24 @@ async def test_app_server_dropping_and_coming_back_loses_and_duplicates_nothing(
     await fake.wait_delivered()
     await asyncio.sleep(0.5)
     assert fake.messages_to(dm(ALICE))[before:] == ["m1", "m2", "m3", "m4", "m5"]
+
+
+async def test_app_a_stranger_who_sends_only_a_photo_gets_a_code(fake, app):
+    fake.attachment_only(BOB)
+
+    [reply] = await texts_to(fake, BOB, 1)
+
+    assert "pairing code" in reply
+    assert [r.id for r in app.pairing.pending()] == [BOB]
+
+
+async def test_app_keeps_the_catch_up_cursor_in_the_state_dir(fake, app, state_dir):
+    fake.dm(ALICE, "hello?")
+    await texts_to(fake, ALICE, 1)
+
+    store = JsonFileStore(state_dir)
+    await fake.wait_until(lambda: store.cursor("imessage.catch-up") is not None)
+    assert (state_dir / "cursors.json").stat().st_mode & 0o777 == 0o600
 
 
 async def test_demo_platform_plays_the_whole_demo():

@@ -245,13 +245,11 @@ FACTS: dict[str, Facts] = {
             max_text=None,  # BlueBubbles' message/text validates no length
             buttons=None,  # iMessage has no buttons
             edits_in_place=False,  # the bot's messages are not edited: a new message instead
-            # webhookService/index.ts posts each event once and only logs a failure: a DM
-            # written while pairbot's webhook is down is never delivered.
-            while_stopped="lost",
+            # webhookService/index.ts posts each event once and only logs a failure, but the
+            # Mac keeps every message: the provider reads those written while it was stopped
+            # back through POST /api/v1/message/query as it starts (its catch-up).
+            while_stopped="kept",
             log_proof="webhook listening",
-            gaps={
-                "test_a_textless_dm_is_a_contact_attempt": TEXTLESS,
-            },
         ),
     )
 }

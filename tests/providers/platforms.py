@@ -98,11 +98,6 @@ class Facts:
     """Contract test name → why this provider fails it (a strict xfail, reported)."""
 
 
-TEXTLESS = (
-    "the provider drops a DM that carries no text (a photo, file, sticker): a stranger who "
-    "sends one gets no code (issue 11, item 13)"
-)
-
 FACTS: dict[str, Facts] = {
     facts.name: facts
     for facts in (

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bot.core.models import (
     ApprovalNotice,
@@ -61,6 +61,16 @@ class Provider(Protocol):
     async def dm_chat_id(self, user_id: str) -> str:
         """Return the chat id of the bot's one-to-one chat with ``user_id``, opening it if
         the platform needs that (Slack ``conversations.open``, a Discord DM channel)."""
+        ...
+
+
+@runtime_checkable
+class ToldReach(Protocol):
+    """A provider that can say, without sending a message, whether a person's chat with the
+    bot takes its messages."""
+
+    async def why_unreachable(self, user_id: str) -> str | None:
+        """None if the bot can write to ``user_id``; else what they must do, in one line."""
         ...
 
 

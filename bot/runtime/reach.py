@@ -1,7 +1,8 @@
 """At start, whether each owner's chat takes notices, on platforms that can tell without a
 message (Telegram: only a chat its user started).
 
-A provider that can tell has ``why_unreachable(user_id)`` (:class:`ToldReach`); the app asks
+A provider that can tell has ``why_unreachable(user_id)``
+(:class:`~bot.core.protocols.ToldReach`); the app asks
 it once per owner after the providers started and logs one line per owner it cannot write
 to, saying what that owner must do. Notices are still tried: one that fails is kept for the
 owner by :mod:`bot.runtime.missed`, and told when they write.
@@ -11,21 +12,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Protocol, runtime_checkable
 
-from bot.core.protocols import Provider
+from bot.core.protocols import Provider, ToldReach
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class ToldReach(Protocol):
-    """A provider that can say, without sending a message, whether a person's chat with the
-    bot takes its messages."""
-
-    async def why_unreachable(self, user_id: str) -> str | None:
-        """None if the bot can write to ``user_id``; else what they must do, in one line."""
-        ...
 
 
 async def check_owners(
@@ -57,4 +47,4 @@ async def check_owners(
     return unreachable
 
 
-__all__ = ["ToldReach", "check_owners"]
+__all__ = ["check_owners"]

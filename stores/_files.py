@@ -438,3 +438,12 @@ class _QueuedFlock:
 
 
 _CONTENDED = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
+
+
+def access_lines(path: Path, st: os.stat_result) -> list[tuple[bool, str]]:
+    """The mode line of one state dir or file, and an owner line if it is not ours."""
+    mode = stat.S_IMODE(st.st_mode)
+    report = [(mode & 0o077 == 0, f"{path} mode {mode:04o}")]
+    if st.st_uid != os.getuid():
+        report.append((False, f"{path} belongs to uid {st.st_uid}, not {os.getuid()}"))
+    return report

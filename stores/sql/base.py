@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from bot.core import codes
 from bot.core.errors import SchemaVersionError, StoreLockTimeoutError
 from bot.core.models import ApprovalNotice, AuditEvent, NodeRequest, PairedNode, PendingRequest
 from bot.core.platforms import KNOWN_PROVIDERS
@@ -243,7 +244,10 @@ class SqlTxn:
             f"SELECT {_REQUEST_COLS} FROM pending_requests WHERE code = ?",  # noqa: S608
             (code,),
         ).fetchone()
-        return None if row is None or row[0] not in providers else self._request(row)
+        if row is None or row[0] not in providers:
+            return None
+        # Found by the index; confirmed in constant time as the other backends compare codes.
+        return self._request(row) if codes.find_code(code, [row[2]]) == 0 else None
 
     def code_taken(self, code: str) -> bool:
         found = self._run("SELECT 1 FROM pending_requests WHERE code = ?", (code,)).fetchone()
@@ -524,6 +528,9 @@ class SqlStore(ABC):
         """Whether anything may have been committed since the last call (cheap: the gate asks
         on every message). Called under the read lock; True on the first call."""
 
+    def _committed(self, writer: Connection) -> None:  # noqa: B027 (optional)
+        """Called after each commit, the write lock still held (nothing by default)."""
+
     @abstractmethod
     def _translate(self, exc: Exception) -> Exception | None:
         """The :class:`~bot.core.errors.StoreError` a driver error means, naming
@@ -566,6 +573,10 @@ class SqlStore(ABC):
         process that started at the same moment may have done it meanwhile."""
         if self._check_version(conn) == SCHEMA_VERSION:
             return
+        with self._write_lock():
+            self._migrate_locked(conn)
+
+    def _migrate_locked(self, conn: Connection) -> None:
         self.dialect.begin_exclusive(conn)
         try:
             migrations = self.dialect.migrations()
@@ -599,6 +610,32 @@ class SqlStore(ABC):
         another process) raises :class:`~bot.core.errors.StoreLockTimeoutError`.
         """
         writer, _ = self._connections()
+        with self._write_lock(), self._errors():
+            self.dialect.begin_exclusive(writer)
+            txn = SqlTxn(writer, self)
+            try:
+                yield txn
+            except BaseException:
+                txn.end()
+                with contextlib.suppress(Exception):
+                    self.dialect.end(writer, commit=False)
+                raise
+            txn.end()
+            try:
+                self.dialect.end(writer, commit=True)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.dialect.end(writer, commit=False)
+                raise
+            self._committed(writer)
+
+    @contextlib.contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        """Hold this process's turn to write: one transaction at a time among its threads.
+
+        Across processes the dialect's exclusive begin decides; a backend whose database
+        does not queue its waiters fairly queues them here too (SQLite).
+        """
         if not self._txn_lock.acquire(timeout=self.lock_timeout):
             raise StoreLockTimeoutError(
                 f"state lock busy in this process for over {self.lock_timeout:g}s",
@@ -606,23 +643,7 @@ class SqlStore(ABC):
                 hint="a transaction is open in another thread, or this one opened one inside it",
             )
         try:
-            with self._errors():
-                self.dialect.begin_exclusive(writer)
-                txn = SqlTxn(writer, self)
-                try:
-                    yield txn
-                except BaseException:
-                    txn.end()
-                    with contextlib.suppress(Exception):
-                        self.dialect.end(writer, commit=False)
-                    raise
-                txn.end()
-                try:
-                    self.dialect.end(writer, commit=True)
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        self.dialect.end(writer, commit=False)
-                    raise
+            yield
         finally:
             self._txn_lock.release()
 
@@ -744,7 +765,7 @@ class SqlStore(ABC):
 
     def close(self) -> None:
         """Close the connections; the next use opens them again."""
-        with self._setup_lock, self._txn_lock, self._read_lock:
+        with self._setup_lock, self._read_lock:
             conns, self._conns = self._conns, None
             self._allowed = None
             self._seen = 0

@@ -5,9 +5,14 @@ What is SQLite's own here (the rest is :mod:`stores.sql.base`):
 - durability: WAL mode and ``synchronous = FULL`` (each commit is fsynced in the WAL before
   the transaction returns), so a ``kill -9`` or a power cut after a commit loses nothing;
 - the write lock: ``BEGIN IMMEDIATE`` takes SQLite's write lock at the start of every
-  transaction, so transactions are one at a time across processes; a wait longer than the
-  lock timeout (SQLite's busy timeout) raises :class:`~bot.core.errors.StoreLockTimeoutError`.
-  SQLite releases the lock of a process that dies, so a killed writer blocks nobody;
+  transaction, so transactions are one at a time across processes. SQLite's busy handler
+  polls (sleeping up to 100 ms between tries), so a process that commits and begins again at
+  once keeps the lock from the others for as long as it likes: waiters therefore first queue
+  in the kernel on ``<db>.lock`` (the JSON store's :class:`~stores._files.StateLock`, a
+  ``flock``), and ``BEGIN IMMEDIATE`` then finds the database free unless something else (the
+  ``sqlite3`` shell) writes to it. Either wait longer than the lock timeout (SQLite's busy
+  timeout too) raises :class:`~bot.core.errors.StoreLockTimeoutError`. The kernel and SQLite
+  release the locks of a process that dies, so a killed writer blocks nobody;
 - the change check of the gate: ``PRAGMA data_version`` on the reader connection, which
   changes when any other connection (this process's writer included) commits;
 - privacy: the file is created 0600 in a 0700 dir before SQLite opens it, and SQLite gives its
@@ -16,14 +21,23 @@ What is SQLite's own here (the rest is :mod:`stores.sql.base`):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 from bot.core.errors import StoreCorruptError, StoreError, StoreLockTimeoutError
-from stores._files import FILE_MODE, access_lines, ensure_private_dir, file_type, os_error
+from stores._files import (
+    FILE_MODE,
+    StateLock,
+    access_lines,
+    ensure_private_dir,
+    file_type,
+    os_error,
+)
 from stores.sql.base import Connection, Dialect, SqlStore
 
 _CORRUPT_HINT = "pairbot left it as it is; restore it from a backup or move it away"
@@ -49,6 +63,8 @@ class SqliteStore(SqlStore):
         path = Path(path).expanduser().absolute()
         super().__init__(SqliteDialect(), path, lock_timeout=lock_timeout)
         self.path = path
+        self.lock_path = path.with_name(path.name + ".lock")
+        self._lock = StateLock(self.lock_path, timeout=lock_timeout)
         self._data_version: int | None = None
 
     def files(self) -> list[Path]:
@@ -100,6 +116,22 @@ class SqliteStore(SqlStore):
         for conn in conns:
             if isinstance(conn, sqlite3.Connection):
                 conn.close()
+
+    @contextlib.contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        # The kernel's queue first: fair among processes, dropped with a dead holder.
+        with self._lock.hold():
+            yield
+
+    def _committed(self, writer: Connection) -> None:
+        # A read right after the commit takes a WAL read mark at the new end of the log, so
+        # the reads that follow (the gate, a listing command) find one and write nothing, not
+        # even to the -shm file.
+        writer.execute("BEGIN")
+        try:
+            writer.execute("SELECT 1 FROM pairbot_meta LIMIT 1").fetchone()
+        finally:
+            writer.execute("COMMIT")
 
     # --- the gate's change check ------------------------------------------------------------
 
@@ -172,7 +204,7 @@ class SqliteStore(SqlStore):
     def access_report(self) -> list[tuple[bool, str]]:
         """The modes and owners of the database's dir and files (every one must be private)."""
         report: list[tuple[bool, str]] = []
-        for path in [self.path.parent, *self.files()]:
+        for path in [self.path.parent, *self.files(), self.lock_path]:
             try:
                 st = path.stat()
             except OSError:  # missing, or unusable: check() and every use name it

@@ -567,11 +567,18 @@ class SqlStore(ABC):
             )
         return version
 
-    def _migrate(self, conn: Connection) -> None:
+    def _schema_current(self, conn: Connection) -> bool:
+        """Whether the database's schema is this code's (refusing a newer one); reads only."""
+        return self._check_version(conn) == SCHEMA_VERSION
+
+    def _migrate(self, conn: Connection, *, locked: bool = False) -> None:
         """Bring the schema to :data:`SCHEMA_VERSION`, one numbered migration after the other,
         in one transaction under the write lock. The version is read again under the lock: a
         process that started at the same moment may have done it meanwhile."""
-        if self._check_version(conn) == SCHEMA_VERSION:
+        if self._schema_current(conn):
+            return
+        if locked:  # the caller holds the write lock already
+            self._migrate_locked(conn)
             return
         with self._write_lock():
             self._migrate_locked(conn)

@@ -78,18 +78,27 @@ class SqliteStore(SqlStore):
         self._create_file()
         writer = self._connect()
         try:
-            self._check_version(writer)  # before anything is written: a newer one is refused
-            mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"cannot use WAL mode (journal mode {mode})", path=self.path)
             writer.execute("PRAGMA synchronous = FULL")
-            self._migrate(writer)
+            # Before anything is written: a newer schema is refused, and left as it is.
+            if not self._schema_current(writer) or not self._in_wal_mode(writer):
+                # A new or older database: made ready by one process at a time. (Switching to
+                # WAL while another process reads can fail at once, without a busy wait.)
+                with self._write_lock():
+                    self._check_version(writer)
+                    mode = writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                    if str(mode).lower() != "wal":
+                        raise StoreError(f"cannot use WAL mode ({mode})", path=self.path)
+                    self._migrate(writer, locked=True)
             reader = self._connect()
             reader.execute("PRAGMA query_only = 1")
         except BaseException:
             writer.close()
             raise
         return writer, reader
+
+    @staticmethod
+    def _in_wal_mode(conn: Connection) -> bool:
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
 
     def _create_file(self) -> None:
         """Create the database file 0600 (SQLite would use the umask's mode)."""

@@ -12,7 +12,8 @@ SQLite: a WAL commit with ``synchronous = FULL``), so figures depend on the disk
 
 Printed: the gate's decision time for a known sender at each allowlist size, then requests/s
 and approvals/s at each pending size with each allowlist size on file, and the process's RSS
-after each row (one process runs every row, smallest first, so RSS is a high-water mark).
+at the end of a row's runs, the store still open (the largest of its runs; one process runs
+every row, smallest first, so memory a row freed may still count in the next).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def requests_per_s(bench: Bench, size: int, allowed: int, ops: int, run: int) ->
     for i in range(ops):
         service.request(PROVIDER, f"new{i}", {"username": f"new{i}"})
     elapsed = time.perf_counter() - began
-    store.close()
+    _note_rss(store)
     return ops / elapsed
 
 
@@ -147,7 +148,7 @@ def approvals_per_s(
     for code in codes[size : size + ops]:
         service.approve(code, provider=provider, actor="bench")
     elapsed = time.perf_counter() - began
-    store.close()
+    _note_rss(store)
     return ops / elapsed
 
 
@@ -163,8 +164,24 @@ def decision_us(bench: Bench, size: int, run: int, calls: int = 200_000) -> floa
     for _ in range(calls):
         is_allowed(PROVIDER, known)
     elapsed = time.perf_counter() - began
-    store.close()
+    _note_rss(store)
     return elapsed / calls * 1e6
+
+
+_RSS: list[float] = []
+"""The RSS (MiB) at the end of each run since the last :func:`peak_rss`, store still open."""
+
+
+def _note_rss(store: StateStore) -> None:
+    _RSS.append(rss_mib())
+    store.close()
+
+
+def peak_rss() -> float:
+    """The largest RSS noted since the last call (the row's figure), then forget them."""
+    peak = max(_RSS, default=rss_mib())
+    _RSS.clear()
+    return peak
 
 
 def median(runs: int, measure: Callable[[int], float]) -> float:
@@ -229,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         gates: dict[int, float] = {}
         for size in gate_sizes:
             gates[size] = median(args.runs, partial(decision_us, bench, size))
-            print(f"{size:>10,}  {gates[size]:>11.2f}  {rss_mib():>8.0f}")
+            print(f"{size:>10,}  {gates[size]:>11.2f}  {peak_rss():>8.0f}")
         print()
         header = (
             f"{'pending':>8}  {'allowlist':>10}  {'requests/s':>11}  {'approvals/s':>11}  "
@@ -252,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 writes[size, allowed] = (req, app)
                 print(
                     f"{size:>8,}  {allowed:>10,}  {req:>11.0f}  {app:>11.0f}  "
-                    f"{app_any:>26.0f}  {rss_mib():>8.0f}"
+                    f"{app_any:>26.0f}  {peak_rss():>8.0f}"
                 )
         print()
         print(

@@ -634,7 +634,8 @@ class SqlStore(ABC):
                 with contextlib.suppress(Exception):
                     self.dialect.end(writer, commit=False)
                 raise
-            self._committed(writer)
+            with contextlib.suppress(Exception):  # committed: nothing after it may deny that
+                self._committed(writer)
 
     @contextlib.contextmanager
     def _write_lock(self) -> Iterator[None]:

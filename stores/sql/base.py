@@ -102,7 +102,9 @@ class Dialect(ABC):
         time across every process using the database. Waits up to the lock timeout."""
 
     def begin_read(self, conn: Connection) -> None:
-        """Begin a read-only transaction: its reads see one committed state."""
+        """Begin a read-only transaction whose reads all see one committed state (SQLite's
+        ``BEGIN`` does; PostgreSQL needs ``REPEATABLE READ``: the gate reads the log's floor
+        and then the log, and a trim committed in between must not be half seen)."""
         conn.execute("BEGIN")
 
     def end(self, conn: Connection, *, commit: bool) -> None:

@@ -51,6 +51,7 @@ from stores._files import (
     FileKey,
     StateLock,
     access_lines,
+    access_report,
     append_durably,
     atomic_write,
     check_readable,
@@ -735,14 +736,8 @@ class JsonFileStore:
         Anything group- or world-accessible, or owned by another user, is a problem: these
         files decide who reaches the owner's assistant.
         """
-        report: list[tuple[bool, str]] = []
-        for path in [self.state_dir, self.credentials_dir, self.nodes_dir, *self.state_files()]:
-            try:
-                st = path.stat()
-            except OSError:  # missing, or unusable: check() and every read name it
-                continue
-            report += access_lines(path, st)
-        return report
+        dirs = [self.state_dir, self.credentials_dir, self.nodes_dir]
+        return access_report([*dirs, *self.state_files()])
 
     @classmethod
     def inspect(cls, state_dir: Path) -> list[tuple[bool, str]]:

@@ -33,7 +33,7 @@ from bot.core.errors import StoreCorruptError, StoreError, StoreLockTimeoutError
 from stores._files import (
     FILE_MODE,
     StateLock,
-    access_lines,
+    access_report,
     ensure_private_dir,
     file_type,
     os_error,
@@ -212,11 +212,4 @@ class SqliteStore(SqlStore):
 
     def access_report(self) -> list[tuple[bool, str]]:
         """The modes and owners of the database's dir and files (every one must be private)."""
-        report: list[tuple[bool, str]] = []
-        for path in [self.path.parent, *self.files(), self.lock_path]:
-            try:
-                st = path.stat()
-            except OSError:  # missing, or unusable: check() and every use name it
-                continue
-            report += access_lines(path, st)
-        return report
+        return access_report([self.path.parent, *self.files(), self.lock_path])

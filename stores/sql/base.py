@@ -588,11 +588,14 @@ class SqlStore(ABC):
     def _migrate_locked(self, conn: Connection) -> None:
         self.dialect.begin_exclusive(conn)
         try:
-            migrations = self.dialect.migrations()
-            for step in migrations[self._check_version(conn) :]:
+            version = self._check_version(conn)
+            for step in self.dialect.migrations()[version:]:
                 for statement in step:
                     conn.execute(statement)
-            conn.execute(self.dialect.sql(_SET_META), (SCHEMA_VERSION_KEY, str(SCHEMA_VERSION)))
+            if version != SCHEMA_VERSION:  # else another process did it while this one waited
+                conn.execute(
+                    self.dialect.sql(_SET_META), (SCHEMA_VERSION_KEY, str(SCHEMA_VERSION))
+                )
         except BaseException:
             self.dialect.end(conn, commit=False)
             raise

@@ -1,11 +1,19 @@
-"""Benchmark the JSON file store through PairingService: durable requests/s, approvals/s, gate µs.
+"""Benchmark a store backend through PairingService: gate µs, durable requests/s, approvals/s.
 
 Usage::
 
-    python benchmarks/store_bench.py [--sizes 100,1000,10000] [--runs 3]
+    python benchmarks/store_bench.py [--backend json|sqlite] [--sizes 100,1000,10000]
+                                     [--allow-sizes 1000,10000,100000] [--runs 3]
 
-Every figure is the median of ``--runs`` runs, each in a fresh state dir under /tmp. Writes are
-real (temp file, fsync, rename, dir fsync, audit append + fsync), so figures depend on the disk.
+Every figure is the median of ``--runs`` runs, each on a fresh state under /tmp, as the bot
+uses it (``PairingService``). Writes are real: each request or approval is committed and
+synced before it returns (JSON: temp file, fsync, rename, dir fsync, audit append + fsync;
+SQLite: a WAL commit with ``synchronous = FULL``), so figures depend on the disk.
+
+Printed: the gate's decision time for a known sender at each allowlist size, then requests/s
+and approvals/s at each pending size with each allowlist size on file, and the process's RSS
+at the end of a row's runs, the store still open (the largest of its runs; one process runs
+every row, smallest first, so memory a row freed may still count in the next).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -28,16 +37,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bot.core.clock import FakeClock
 from bot.core.codes import ALPHABET, CODE_LENGTH
 from bot.core.models import PendingRequest
+from bot.core.protocols import StateStore
 from bot.services.pairing import PairingService, PairingSettings
-from stores.jsonfile import JsonFileStore
+from stores import open_store
 
 PROVIDER = "telegram"
 START = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 SETTINGS = PairingSettings(pending_ttl=timedelta(days=365), max_pending_per_provider=10**9)
 
-TARGET_REQUESTS = 650.0  # per second, at 1,000 pending
-TARGET_APPROVALS = 450.0  # per second, at 1,000 pending
-TARGET_DECISION_US = 9.0  # per call, at 1,000 entries, flat to 100,000
+
+@dataclass(frozen=True)
+class Targets:
+    """What a backend must reach: writes at one (pending, allowlist) point, and the gate."""
+
+    requests: float  # per second
+    approvals: float  # per second
+    at_pending: int
+    at_allowed: int
+    decision_us: float  # per call, at 1,000 entries and flat to the largest size measured
+
+
+TARGETS = {
+    "json": Targets(requests=650, approvals=450, at_pending=1000, at_allowed=1000, decision_us=9),
+    "sqlite": Targets(
+        requests=1000, approvals=800, at_pending=10_000, at_allowed=100_000, decision_us=5
+    ),
+}
+GATE_SIZES = {"json": "1000,10000,100000", "sqlite": "1000,10000,100000,1000000"}
 
 
 def code_for(n: int) -> str:
@@ -49,7 +75,7 @@ def code_for(n: int) -> str:
     return "".join(digits)
 
 
-def seed_pending(store: JsonFileStore, count: int, *, first: int = 0) -> list[str]:
+def seed_pending(store: StateStore, count: int, *, first: int = 0) -> list[str]:
     """Write ``count`` pending requests in one transaction; return their codes."""
     codes = [code_for(first + i) for i in range(count)]
     with store.transaction() as txn:
@@ -68,20 +94,27 @@ def seed_pending(store: JsonFileStore, count: int, *, first: int = 0) -> list[st
     return codes
 
 
-def seed_allow(store: JsonFileStore, count: int) -> None:
+def seed_allow(store: StateStore, count: int) -> None:
     """Write an allowlist of ``count`` senders in one transaction."""
     with store.transaction() as txn:
         for i in range(count):
             txn.allow(PROVIDER, f"allowed{i}")
 
 
-def fresh(tmp: Path, name: str) -> tuple[JsonFileStore, PairingService]:
-    """Open a new store in its own dir and a PairingService over it."""
-    store = JsonFileStore(tmp / name)
-    service = PairingService(
-        store, clock=FakeClock(START), settings=SETTINGS, new_code=_counter_codes()
-    )
-    return store, service
+@dataclass(frozen=True)
+class Bench:
+    """Where and on which backend the runs make their stores."""
+
+    tmp: Path
+    backend: str
+
+    def fresh(self, name: str) -> tuple[StateStore, PairingService]:
+        """Open a new store in its own dir and a PairingService over it."""
+        store = open_store(self.tmp / name, backend=self.backend)
+        service = PairingService(
+            store, clock=FakeClock(START), settings=SETTINGS, new_code=_counter_codes()
+        )
+        return store, service
 
 
 def _counter_codes() -> Callable[[], str]:
@@ -89,31 +122,39 @@ def _counter_codes() -> Callable[[], str]:
     return lambda: code_for(next(counter))
 
 
-def requests_per_s(tmp: Path, size: int, ops: int, run: int) -> float:
-    """Time ``ops`` requests from new senders with ``size`` already pending."""
-    store, service = fresh(tmp, f"req-{size}-{run}")
+def requests_per_s(bench: Bench, size: int, allowed: int, ops: int, run: int) -> float:
+    """Time ``ops`` requests from new senders with ``size`` pending and ``allowed`` allowed."""
+    store, service = bench.fresh(f"req-{size}-{allowed}-{run}")
+    seed_allow(store, allowed)
     seed_pending(store, size)
     service.request(PROVIDER, "warmup")
     began = time.perf_counter()
     for i in range(ops):
         service.request(PROVIDER, f"new{i}", {"username": f"new{i}"})
-    return ops / (time.perf_counter() - began)
+    elapsed = time.perf_counter() - began
+    _note_rss(store)
+    return ops / elapsed
 
 
-def approvals_per_s(tmp: Path, size: int, ops: int, run: int, *, provider: str | None) -> float:
+def approvals_per_s(
+    bench: Bench, size: int, allowed: int, ops: int, run: int, *, provider: str | None
+) -> float:
     """Time ``ops`` approvals by code with ``size`` (+ the ones to approve) pending."""
-    store, service = fresh(tmp, f"app-{size}-{run}-{provider}")
+    store, service = bench.fresh(f"app-{size}-{allowed}-{run}-{provider}")
+    seed_allow(store, allowed)
     codes = seed_pending(store, size + ops + 1)
     service.approve(codes[-1], provider=provider, actor="bench")
     began = time.perf_counter()
     for code in codes[size : size + ops]:
         service.approve(code, provider=provider, actor="bench")
-    return ops / (time.perf_counter() - began)
+    elapsed = time.perf_counter() - began
+    _note_rss(store)
+    return ops / elapsed
 
 
-def decision_us(tmp: Path, size: int, run: int, calls: int = 200_000) -> float:
+def decision_us(bench: Bench, size: int, run: int, calls: int = 200_000) -> float:
     """Time PairingService.is_allowed for a known sender with ``size`` allowlist entries."""
-    store, service = fresh(tmp, f"gate-{size}-{run}")
+    store, service = bench.fresh(f"gate-{size}-{run}")
     seed_allow(store, size)
     known = f"allowed{size // 2}"
     if not service.is_allowed(PROVIDER, known):
@@ -122,7 +163,25 @@ def decision_us(tmp: Path, size: int, run: int, calls: int = 200_000) -> float:
     began = time.perf_counter()
     for _ in range(calls):
         is_allowed(PROVIDER, known)
-    return (time.perf_counter() - began) / calls * 1e6
+    elapsed = time.perf_counter() - began
+    _note_rss(store)
+    return elapsed / calls * 1e6
+
+
+_RSS: list[float] = []
+"""The RSS (MiB) at the end of each run since the last :func:`peak_rss`, store still open."""
+
+
+def _note_rss(store: StateStore) -> None:
+    _RSS.append(rss_mib())
+    store.close()
+
+
+def peak_rss() -> float:
+    """The largest RSS noted since the last call (the row's figure), then forget them."""
+    peak = max(_RSS, default=rss_mib())
+    _RSS.clear()
+    return peak
 
 
 def median(runs: int, measure: Callable[[int], float]) -> float:
@@ -130,15 +189,34 @@ def median(runs: int, measure: Callable[[int], float]) -> float:
     return statistics.median(measure(run) for run in range(runs))
 
 
+def rss_mib() -> float:
+    """The process's resident set size now, in MiB (Linux ``/proc``)."""
+    with Path("/proc/self/status").open() as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _ints(text: str) -> list[int]:
+    return sorted({int(s) for s in text.split(",") if s})
+
+
+Writes = dict[tuple[int, int], tuple[float, float]]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=sorted(TARGETS), default="json")
+    parser.add_argument("--sizes", default="100,1000,10000", help="pending sizes")
     parser.add_argument(
-        "--sizes", default="100,1000,10000", help="pending / allowlist sizes (comma-separated)"
+        "--allow-sizes", default="1000,10000,100000", help="allowlist sizes beside the pending"
     )
     parser.add_argument(
         "--gate-sizes",
         default=None,
-        help="allowlist sizes for the decision time (default: sizes + 100000)",
+        help="allowlist sizes for the decision time (default: json to 100,000, sqlite to "
+        "1,000,000)",
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--ops", type=int, default=200, help="writes timed per run")
@@ -149,58 +227,63 @@ def main(argv: list[str] | None = None) -> int:
         help="profile one operation at the first size instead of the table",
     )
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",") if s]
-    gate_sizes = (
-        [int(s) for s in args.gate_sizes.split(",") if s]
-        if args.gate_sizes
-        else sorted({*sizes, 100_000})
-    )
+    sizes = _ints(args.sizes)
+    allow_sizes = _ints(args.allow_sizes)
+    gate_sizes = _ints(args.gate_sizes or GATE_SIZES[args.backend])
 
     with tempfile.TemporaryDirectory(prefix="pairbot-bench-", dir="/tmp") as raw:
-        tmp = Path(raw)
+        bench = Bench(Path(raw), args.backend)
         if args.profile:
-            return profile(tmp, args.profile, sizes[0], args.ops)
+            return profile(bench, args.profile, sizes[0], args.ops)
         print(
-            f"store benchmark: median of {args.runs} runs, {args.ops} writes per run, "
-            f"state dir under {tmp.parent}; load average {_load()}"
+            f"store benchmark, backend {args.backend}: median of {args.runs} runs, up to "
+            f"{args.ops} writes per run, state under {bench.tmp.parent}; load average {_load()}"
         )
         print()
+        header = f"{'allowlist':>10}  {'decision µs':>11}  {'RSS MiB':>8}"
+        print(header)
+        print("-" * len(header))
+        gates: dict[int, float] = {}
+        for size in gate_sizes:
+            gates[size] = median(args.runs, partial(decision_us, bench, size))
+            print(f"{size:>10,}  {gates[size]:>11.2f}  {peak_rss():>8.0f}")
+        print()
         header = (
-            f"{'N':>8}  {'requests/s':>11}  {'approvals/s':>11}  "
-            f"{'approvals/s (any provider)':>26}  {'decision µs':>11}"
+            f"{'pending':>8}  {'allowlist':>10}  {'requests/s':>11}  {'approvals/s':>11}  "
+            f"{'approvals/s (any provider)':>26}  {'RSS MiB':>8}"
         )
         print(header)
         print("-" * len(header))
-        rows: dict[int, tuple[float | None, float | None, float | None]] = {}
-        for size in sorted({*sizes, *gate_sizes}):
-            req = app = app_any = gate = None
-            if size in sizes:
+        writes: Writes = {}
+        for allowed in allow_sizes:
+            for size in sizes:
                 ops = max(20, min(args.ops, args.ops * 1000 // max(size, 1)))
-                req = median(args.runs, partial(requests_per_s, tmp, size, ops))
+                req = median(args.runs, partial(requests_per_s, bench, size, allowed, ops))
                 app = median(
-                    args.runs, partial(approvals_per_s, tmp, size, ops, provider=PROVIDER)
+                    args.runs,
+                    partial(approvals_per_s, bench, size, allowed, ops, provider=PROVIDER),
                 )
                 app_any = median(
-                    args.runs, partial(approvals_per_s, tmp, size, ops, provider=None)
+                    args.runs, partial(approvals_per_s, bench, size, allowed, ops, provider=None)
                 )
-            if size in gate_sizes:
-                gate = median(args.runs, partial(decision_us, tmp, size))
-            rows[size] = (req, app, gate)
-            print(
-                f"{size:>8,}  {_fmt(req, '.0f'):>11}  {_fmt(app, '.0f'):>11}  "
-                f"{_fmt(app_any, '.0f'):>26}  {_fmt(gate, '.2f'):>11}"
-            )
+                writes[size, allowed] = (req, app)
+                print(
+                    f"{size:>8,}  {allowed:>10,}  {req:>11.0f}  {app:>11.0f}  "
+                    f"{app_any:>26.0f}  {peak_rss():>8.0f}"
+                )
         print()
         print(
-            f"targets: >= {TARGET_REQUESTS:.0f} requests/s and >= {TARGET_APPROVALS:.0f} "
-            f"approvals/s at 1,000 pending; decision <= {TARGET_DECISION_US:g} µs at 1,000 "
-            "entries and flat to 100,000"
+            f"targets: >= {TARGETS[args.backend].requests:.0f} requests/s and >= "
+            f"{TARGETS[args.backend].approvals:.0f} approvals/s at "
+            f"{TARGETS[args.backend].at_pending:,} pending with "
+            f"{TARGETS[args.backend].at_allowed:,} allowed; decision <= "
+            f"{TARGETS[args.backend].decision_us:g} µs at 1,000 entries and flat to the largest"
         )
         print(f"load average after: {_load()} (other work on the machine skews the figures)")
-        return report_targets(rows)
+        return report_targets(TARGETS[args.backend], writes, gates)
 
 
-def report_targets(rows: dict[int, tuple[float | None, float | None, float | None]]) -> int:
+def report_targets(targets: Targets, writes: Writes, gates: dict[int, float]) -> int:
     """Print a verdict per target measured; return 1 if any was missed."""
     missed = 0
 
@@ -209,33 +292,33 @@ def report_targets(rows: dict[int, tuple[float | None, float | None, float | Non
         missed += not ok
         print(f"  {'ok  ' if ok else 'MISS'} {name}: {detail}")
 
-    req, app, gate = rows.get(1000, (None, None, None))
-    if req is not None:
-        verdict("requests/s at 1,000", req >= TARGET_REQUESTS, f"{req:.0f}")
-    if app is not None:
-        verdict("approvals/s at 1,000", app >= TARGET_APPROVALS, f"{app:.0f}")
+    where = f"{targets.at_pending:,} pending, {targets.at_allowed:,} allowed"
+    if (targets.at_pending, targets.at_allowed) in writes:
+        req, app = writes[targets.at_pending, targets.at_allowed]
+        verdict(f"requests/s at {where}", req >= targets.requests, f"{req:.0f}")
+        verdict(f"approvals/s at {where}", app >= targets.approvals, f"{app:.0f}")
+    gate = gates.get(1000)
     if gate is not None:
-        verdict("decision at 1,000", gate <= TARGET_DECISION_US, f"{gate:.2f} µs")
-        largest = max(rows)
-        big = rows[largest][2]
-        if largest > 1000 and big is not None:
+        verdict("decision at 1,000", gate <= targets.decision_us, f"{gate:.2f} µs")
+        largest = max(gates)
+        big = gates[largest]
+        if largest > 1000:
             # "flat": within 2x of the 1,000-entry figure and under the target
-            flat = big <= max(2 * gate, gate + 1.0) and big <= TARGET_DECISION_US
+            flat = big <= max(2 * gate, gate + 1.0) and big <= targets.decision_us
             verdict(f"decision flat to {largest:,}", flat, f"{big:.2f} µs")
     return 1 if missed else 0
 
 
-def profile(tmp: Path, op: str, size: int, ops: int) -> int:
+def profile(bench: Bench, op: str, size: int, ops: int) -> int:
     """Print a cProfile of ``ops`` requests or approvals at ``size`` pending."""
     profiler = cProfile.Profile()
+    store, service = bench.fresh("profile")
     if op == "request":
-        store, service = fresh(tmp, "profile")
         seed_pending(store, size)
         profiler.enable()
         for i in range(ops):
             service.request(PROVIDER, f"new{i}")
     else:
-        store, service = fresh(tmp, "profile")
         codes = seed_pending(store, size + ops)
         profiler.enable()
         for code in codes[size:]:
@@ -247,10 +330,6 @@ def profile(tmp: Path, op: str, size: int, ops: int) -> int:
 
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 if __name__ == "__main__":

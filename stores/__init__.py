@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal, overload
 
+from bot.core.protocols import StateStore
 from stores.jsonfile import JsonFileStore
+from stores.sql.sqlite import SqliteStore
 
 DEFAULT_STATE_DIR = "~/.pairbot"
 STATE_DIR_ENV = "PAIRBOT_STATE_DIR"
+SQLITE_FILE = "pairbot.db"
+"""The SQLite database's name in the state dir, unless the config gives a path."""
+BACKENDS = ("json", "sqlite", "postgres")
 
 
 def resolve_state_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -17,17 +23,54 @@ def resolve_state_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(chosen).expanduser().absolute()
 
 
-def open_store(state_dir: Path, *, backend: str = "json") -> JsonFileStore:
-    """Open the state store of ``state_dir`` with the named backend."""
-    if backend != "json":
-        raise ValueError(f"unknown store backend {backend!r} (known: json)")
-    return JsonFileStore(state_dir)
+@overload
+def open_store(
+    state_dir: Path,
+    *,
+    backend: Literal["json"] = "json",
+    path: Path | None = None,
+    dsn: str | None = None,
+) -> JsonFileStore: ...
+
+
+@overload
+def open_store(
+    state_dir: Path, *, backend: str, path: Path | None = None, dsn: str | None = None
+) -> StateStore: ...
+
+
+def open_store(
+    state_dir: Path,
+    *,
+    backend: str = "json",
+    path: Path | None = None,
+    dsn: str | None = None,  # noqa: ARG001 (the PostgreSQL backend's, once it is built)
+) -> StateStore:
+    """Open the state store with the named backend.
+
+    ``json``: the files of ``state_dir``. ``sqlite``: the database at ``path``, by default
+    ``<state_dir>/pairbot.db``. Nothing is created or read until the store is first used.
+
+    Raises:
+        ValueError: an unknown backend, or one not built yet (``postgres``).
+    """
+    if backend == "json":
+        return JsonFileStore(state_dir)
+    if backend == "sqlite":
+        return SqliteStore(path if path is not None else state_dir / SQLITE_FILE)
+    if backend == "postgres":
+        raise ValueError(
+            "store backend 'postgres' is not built yet in this pairbot (use json or sqlite)"
+        )
+    raise ValueError(f"unknown store backend {backend!r} (known: {', '.join(BACKENDS)})")
 
 
 __all__ = [
     "DEFAULT_STATE_DIR",
+    "SQLITE_FILE",
     "STATE_DIR_ENV",
     "JsonFileStore",
+    "SqliteStore",
     "open_store",
     "resolve_state_dir",
 ]

@@ -17,7 +17,7 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -438,3 +438,25 @@ class _QueuedFlock:
 
 
 _CONTENDED = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
+
+
+def access_lines(path: Path, st: os.stat_result) -> list[tuple[bool, str]]:
+    """The mode line of one state dir or file, and an owner line if it is not ours."""
+    mode = stat.S_IMODE(st.st_mode)
+    report = [(mode & 0o077 == 0, f"{path} mode {mode:04o}")]
+    if st.st_uid != os.getuid():
+        report.append((False, f"{path} belongs to uid {st.st_uid}, not {os.getuid()}"))
+    return report
+
+
+def access_report(paths: Iterable[Path]) -> list[tuple[bool, str]]:
+    """The :func:`access_lines` of each of ``paths`` that exists (one that is missing or
+    cannot be used is left to the check and the reads, which name it)."""
+    report: list[tuple[bool, str]] = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        report += access_lines(path, st)
+    return report

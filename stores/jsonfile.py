@@ -55,6 +55,8 @@ from bot.core.platforms import KNOWN_PROVIDERS, find
 from stores._files import (
     FileKey,
     StateLock,
+    access_lines,
+    access_report,
     append_durably,
     atomic_write,
     check_readable,
@@ -732,14 +734,8 @@ class JsonFileStore:
         Anything group- or world-accessible, or owned by another user, is a problem: these
         files decide who reaches the owner's assistant.
         """
-        report: list[tuple[bool, str]] = []
-        for path in [self.state_dir, self.credentials_dir, self.nodes_dir, *self.state_files()]:
-            try:
-                st = path.stat()
-            except OSError:  # missing, or unusable: check() and every read name it
-                continue
-            report += _access(path, st)
-        return report
+        dirs = [self.state_dir, self.credentials_dir, self.nodes_dir]
+        return access_report([*dirs, *self.state_files()])
 
     @classmethod
     def inspect(cls, state_dir: Path) -> list[tuple[bool, str]]:
@@ -785,7 +781,7 @@ class JsonFileStore:
                 report.append((False, f"{directory} is {file_type(st)}, not a directory"))
                 unusable.append(directory)
             else:
-                report += _access(directory, st)
+                report += access_lines(directory, st)
         if self.state_dir in unusable:
             return report
         lock = _lstat(self._lock.path, report)
@@ -818,7 +814,7 @@ class JsonFileStore:
                 if not path.exists():
                     continue  # a dangling link: nothing to parse
             elif stat.S_ISREG(st.st_mode):
-                report += _access(path, st)
+                report += access_lines(path, st)
             report.append(self._check_file(path))
         return report
 
@@ -1189,15 +1185,6 @@ def _is_notice_of(entry: Mapping[str, Any], provider: str, sender_id: str) -> bo
     """Whether an approved-to-tell entry (checked when its file was read) is this sender's,
     whatever case an older writer stored its id in."""
     return _normal_id(provider, str(entry.get("id"))) == sender_id
-
-
-def _access(path: Path, st: os.stat_result) -> list[tuple[bool, str]]:
-    """The mode line of one state dir or file, and an owner line if it is not ours."""
-    mode = stat.S_IMODE(st.st_mode)
-    report = [(mode & 0o077 == 0, f"{path} mode {mode:04o}")]
-    if st.st_uid != os.getuid():
-        report.append((False, f"{path} belongs to uid {st.st_uid}, not {os.getuid()}"))
-    return report
 
 
 def _lstat(

@@ -15,6 +15,7 @@ from bot.core.platforms import KNOWN_PROVIDERS
 from bot.core.protocols import StateStore
 from stores.jsonfile import JsonFileStore
 from stores.memory import MemoryStore
+from stores.sql.sqlite import SqliteStore
 from tests.stores.helpers import snapshot
 
 
@@ -83,7 +84,26 @@ class MemoryBackend(Backend):
         return self.open()
 
 
-BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (JsonBackend, MemoryBackend)}
+class SqliteBackend(Backend):
+    """The SQLite database ``pairbot.db`` in the state dir. Another process is another
+    :class:`SqliteStore` on the same file (its own connections)."""
+
+    name = "sqlite"
+
+    @property
+    def path(self) -> Path:
+        return self.state_dir / "pairbot.db"
+
+    def open(self, *, lock_timeout: float = 10.0) -> StateStore:
+        return self._keep(SqliteStore(self.path, lock_timeout=lock_timeout))
+
+    def other(self) -> StateStore:
+        return self._keep(SqliteStore(self.path))
+
+
+BACKENDS: dict[str, type[Backend]] = {
+    b.name: b for b in (JsonBackend, MemoryBackend, SqliteBackend)
+}
 
 
 def contents(store: StateStore) -> dict[str, object]:

@@ -2,9 +2,9 @@
 
 Every test runs once per backend of tests/backends.py. ``backend.open()`` is the store under
 test; ``backend.other()`` is what another process would use on the same state (a second
-JsonFileStore on the dir; the same MemoryStore). What one backend alone does (the JSON files'
-shapes, modes, fsyncs, crashes, locks across processes, corrupt files) is tested beside it,
-in tests/stores/.
+JsonFileStore on the dir; the same MemoryStore; a second SqliteStore on the file). What one
+backend alone does (the JSON files' shapes, the database's schema, modes, fsyncs, crashes,
+locks across processes, corrupt files) is tested beside it, in tests/stores/.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The JSON store's own tests: ``store`` is a JSON store on the state dir, and the pairing
-service has a higher pending cap. (What every backend must do is in tests/contracts/.)"""
+"""Each backend's own tests: ``store`` is a JSON store on the state dir (the SQLite store's
+tests open theirs), and the pairing service has a higher pending cap. (What every backend must
+do is in tests/contracts/.)"""
 
 from __future__ import annotations
 

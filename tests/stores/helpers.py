@@ -30,12 +30,13 @@ def load(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def writer_cmd(mode: str, state_dir: Path, *args: object) -> list[str]:
-    """The command line that runs ``tests/stores/writer.py`` in one mode."""
+def writer_cmd(mode: str, state_dir: Path, *args: object, backend: str = "json") -> list[str]:
+    """The command line that runs ``tests/stores/writer.py`` in one mode, on one backend."""
     return [
         sys.executable,
         "-m",
         "tests.stores.writer",
+        f"--backend={backend}",
         mode,
         str(state_dir),
         *(str(a) for a in args),
@@ -51,10 +52,12 @@ def writer_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def writer_process(mode: str, state_dir: Path, *args: object) -> Iterator[subprocess.Popen[str]]:
+def writer_process(
+    mode: str, state_dir: Path, *args: object, backend: str = "json"
+) -> Iterator[subprocess.Popen[str]]:
     """Run a writer for the ``with`` block (stdout a text pipe); kill it at the end if alive."""
     proc = subprocess.Popen(
-        writer_cmd(mode, state_dir, *args),
+        writer_cmd(mode, state_dir, *args, backend=backend),
         cwd=REPO_ROOT,
         env=writer_env(),
         stdout=subprocess.PIPE,
@@ -69,10 +72,10 @@ def writer_process(mode: str, state_dir: Path, *args: object) -> Iterator[subpro
             proc.wait()
 
 
-def run_writer(mode: str, state_dir: Path, *args: object) -> str:
+def run_writer(mode: str, state_dir: Path, *args: object, backend: str = "json") -> str:
     """Run a writer to completion; return its stdout (fails the test if it failed)."""
     done = subprocess.run(
-        writer_cmd(mode, state_dir, *args),
+        writer_cmd(mode, state_dir, *args, backend=backend),
         cwd=REPO_ROOT,
         env=writer_env(),
         capture_output=True,

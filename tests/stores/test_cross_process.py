@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from stores import open_store
 from stores.jsonfile import JsonFileStore
 from tests.stores.helpers import run_writer
 
@@ -25,16 +28,18 @@ def test_same_size_rewrites_in_quick_succession_are_seen(state_dir: Path) -> Non
         assert not gate.is_allowed("telegram", f"u{(i - 1) % 10}"), i
 
 
-def test_subprocess_grant_and_revoke_are_seen(state_dir: Path) -> None:
-    gate = JsonFileStore(state_dir)
+@pytest.mark.parametrize("kind", ["json", "sqlite"])
+def test_subprocess_grant_and_revoke_are_seen(state_dir: Path, kind: str) -> None:
+    gate = open_store(state_dir, backend=kind)
     assert not gate.is_allowed("telegram", "carol")
-    run_writer("allow", state_dir, "carol")
+    run_writer("allow", state_dir, "carol", backend=kind)
     assert gate.is_allowed("telegram", "carol")
     assert gate.is_allowed("telegram", "carol")  # from memory now
-    run_writer("revoke", state_dir, "carol")
+    run_writer("revoke", state_dir, "carol", backend=kind)
     assert not gate.is_allowed("telegram", "carol")
-    run_writer("allow", state_dir, "carol")
+    run_writer("allow", state_dir, "carol", backend=kind)
     assert gate.is_allowed("telegram", "carol")
+    gate.close()
 
 
 def test_file_deleted_behind_the_store_means_not_allowed(state_dir: Path) -> None:

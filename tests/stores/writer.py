@@ -1,5 +1,8 @@
 """A writer process for the multi-process store tests (run as ``python -m tests.stores.writer``).
 
+Usage: ``python -m tests.stores.writer [--backend=json|sqlite] MODE DIR ...`` (the store is
+``open_store(DIR, backend=...)``: the JSON files of DIR, or DIR/pairbot.db).
+
 Modes (all take the state dir first)::
 
     storm DIR WORKER OPS GO_FILE  wait for GO_FILE, then OPS interleaved writes: for each
@@ -9,6 +12,8 @@ Modes (all take the state dir first)::
     hold DIR SECONDS              take the state lock, print "LOCKED", sleep, release
     allow DIR SENDER              add a sender to the telegram allowlist
     revoke DIR SENDER             remove a sender from the telegram allowlist
+    open DIR GO_FILE              wait for GO_FILE, then use the store once (a first use
+                                  creates or migrates the schema)
 
 Every mode prints "READY" once its store is open.
 """
@@ -22,7 +27,7 @@ from pathlib import Path
 
 from bot.core.clock import FakeClock
 from bot.services.pairing import PairingService, PairingSettings
-from stores.jsonfile import JsonFileStore
+from stores import open_store
 
 PROVIDER = "telegram"
 SETTINGS = PairingSettings(pending_ttl=timedelta(days=3650), max_pending_per_provider=10**6)
@@ -72,8 +77,11 @@ def loop(service: PairingService, prefix: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    backend = "json"
+    if argv and argv[0].startswith("--backend="):
+        backend = argv.pop(0).partition("=")[2]
     mode, state_dir, *rest = argv
-    store = JsonFileStore(Path(state_dir))
+    store = open_store(Path(state_dir), backend=backend)
     service = PairingService(store, clock=FakeClock(), settings=SETTINGS)
     say("READY")
     if mode == "storm":
@@ -89,6 +97,11 @@ def main(argv: list[str]) -> int:
         service.allow(PROVIDER, rest[0], actor="other-process")
     elif mode == "revoke":
         service.revoke(PROVIDER, rest[0], actor="other-process")
+    elif mode == "open":
+        start = Path(rest[0])
+        while not start.exists():
+            time.sleep(0.001)
+        service.is_allowed(PROVIDER, "nobody")
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     say("DONE")

@@ -167,6 +167,8 @@ _PUT_PAIRED = _upsert("paired_nodes", _PAIRED_COLS, "node_id")
 _PUT_NOTICE = _upsert("approval_notices", _NOTICE_COLS, "provider, sender_id")
 _SET_META = _upsert(META_TABLE, "key, value", "key")
 _GET_META = f"SELECT value FROM {META_TABLE} WHERE key = ?"  # noqa: S608 (a constant name)
+_PUT_CURSOR = _upsert("provider_cursors", "key, value", "key")
+_GET_CURSOR = "SELECT value FROM provider_cursors WHERE key = ?"
 
 
 class SqlTxn:
@@ -722,6 +724,21 @@ class SqlStore(ABC):
             )
             allowed[provider] = {row[0] for row in rows} - NEVER_ALLOWED
         return allowed, max(floor, 0 if last is None else int(last))
+
+    # --- cursors (bot.core.protocols.Cursors) -----------------------------------------------
+
+    def cursor(self, key: str) -> str | None:
+        """Return the value last saved under ``key``, or None."""
+        with self._reading() as reader:
+            row = reader.execute(self.dialect.sql(_GET_CURSOR), (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def save_cursor(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key`` in a transaction of its own (durable on return)."""
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError("a cursor's key and value are strings")
+        with self.transaction() as txn:
+            txn._run(_PUT_CURSOR, (key, value))
 
     # --- the audit log ----------------------------------------------------------------------
 

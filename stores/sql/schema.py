@@ -103,6 +103,10 @@ MIGRATIONS: list[list[str]] = [
             record {text} NOT NULL
         )""",
     ],
+    # 2: where each provider got to (bot.core.protocols.Cursors), one small string per key.
+    [
+        "CREATE TABLE provider_cursors (key {text} PRIMARY KEY, value {text} NOT NULL)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -122,10 +122,12 @@ def test_requests_are_found_by_sender_by_code_and_by_age(backend: Backend) -> No
         assert [r.id for r in txn.requests_created_before("telegram", at(-61))] == []
         assert [r.id for r in txn.requests_created_before("telegram", at(0))] == ["old", "new"]
         found = txn.request_with_code("CCCC4444", ["telegram", "slack"])
-        assert found is not None and (found.provider, found.id) == ("slack", "7")
+        assert found is not None
+        assert (found.provider, found.id) == ("slack", "7")
         assert txn.request_with_code("CCCC4444", ["telegram"]) is None
         assert txn.request_with_code("ZZZZ9999", ["telegram", "slack"]) is None
-        assert txn.code_taken("AAAA2222") and txn.code_taken("CCCC4444")
+        assert txn.code_taken("AAAA2222")
+        assert txn.code_taken("CCCC4444")
         assert not txn.code_taken("ZZZZ9999")
         txn.drop_request("slack", "7")
         assert not txn.code_taken("CCCC4444")  # the view sees its own changes

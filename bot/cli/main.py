@@ -6,9 +6,10 @@ the output went away before it ended. Errors are one line on stderr (``--debug``
 traceback) and never contain a code or a token.
 
 This module builds the parser and runs a command; the commands live by group:
-:mod:`bot.cli.pairing` (pairing, allowlist), :mod:`bot.cli.nodes` (nodes, node) and
-:mod:`bot.cli.run` (run, demo, doctor, audit), over :mod:`bot.cli.context` (what every
-command gets) and :mod:`bot.cli.output` (listings that stream).
+:mod:`bot.cli.pairing` (pairing, allowlist), :mod:`bot.cli.nodes` (nodes, node),
+:mod:`bot.cli.run` (run, demo, doctor, audit) and :mod:`bot.cli.store` (store export,
+import), over :mod:`bot.cli.context` (what every command gets) and :mod:`bot.cli.output`
+(listings that stream).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from bot.cli.pairing import (
     cmd_pairing_reject,
 )
 from bot.cli.run import cmd_audit, cmd_demo, cmd_doctor, cmd_run
+from bot.cli.store import cmd_store_export, cmd_store_import
 from bot.core.errors import AllowedByConfigError, LookupFailed, NodeRefused, PairbotError
 from bot.core.platforms import KNOWN_PROVIDERS
 from bot.runtime.logs import install_redaction
@@ -225,6 +227,36 @@ def build_parser() -> argparse.ArgumentParser:
         [node_common],
         description="Authenticate to the gateway with the saved token.",
         plain=True,
+    )
+
+    store = groups.add_parser("store", help="the whole state: export it, import it")
+    ssub = store.add_subparsers(dest="command", metavar="ACTION", required=True)
+    p = leaf(
+        ssub,
+        "export",
+        cmd_store_export,
+        "write the whole state as one JSON document (it holds codes: keep it private)",
+    )
+    p.add_argument(
+        "--output", "-o", default=None, metavar="FILE", help="write FILE (0600); default stdout"
+    )
+    p = leaf(
+        ssub,
+        "import",
+        cmd_store_import,
+        "read a document (or a state dir) into the configured store",
+        description="Read a document made by `pairbot store export`, or a pairbot or Clawdbot "
+        "state dir, into the configured store. Refused (exit 2, nothing written) when the "
+        "store already holds state, unless --merge.",
+    )
+    p.add_argument(
+        "file", nargs="?", default=None, metavar="FILE", help="the document (- for stdin)"
+    )
+    p.add_argument(
+        "--from-state-dir", default=None, metavar="DIR", help="a pairbot or Clawdbot state dir"
+    )
+    p.add_argument(
+        "--merge", action="store_true", help="add to the state the store holds; replace nothing"
     )
 
     p = leaf(groups, "audit", cmd_audit, "show the audit log", [as_json])

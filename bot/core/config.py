@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import unquote
 
 from pydantic import (
     AfterValidator,
@@ -22,6 +23,7 @@ from pydantic import (
     ValidationInfo,
     create_model,
     field_validator,
+    model_validator,
 )
 
 from bot.core.codes import MIN_SECRET_BITS, RANDOM_STRING_COMMAND, weakness
@@ -206,10 +208,81 @@ class GatewayConfig(Model):
         return value
 
 
-class StoreConfig(Model):
-    """``store:`` — which backend keeps the state."""
+_DSN_SCHEMES = ("postgresql://", "postgres://")
+_CONNINFO_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+_URL_PASSWORD = re.compile(r"^([a-z]+://[^:/@?#]*:)([^@/?#]*)(@)")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)")
 
-    backend: Literal["json"] = "json"
+
+def _is_url(dsn: str) -> bool:
+    return dsn.startswith(_DSN_SCHEMES)
+
+
+def dsn_password(dsn: str) -> str | None:
+    """The password a PostgreSQL DSN carries (URL or ``key=value`` form), or None."""
+    patterns = (_URL_PASSWORD, _QUERY_PASSWORD) if _is_url(dsn) else (_CONNINFO_PASSWORD,)
+    for pattern in patterns:
+        found = pattern.search(dsn)
+        if found and found.group(2):
+            value = found.group(2)
+            return value[1:-1] if value.startswith("'") else value
+    return None
+
+
+def dsn_secrets(dsn: str) -> list[str]:
+    """The forms in which a DSN's password may appear in a log line: as written, and decoded
+    (``%40`` → ``@``; ``\\'`` → ``'``), as the driver uses it."""
+    password = dsn_password(dsn)
+    if not password:
+        return []
+    decoded = unquote(password) if _is_url(dsn) else re.sub(r"\\(.)", r"\1", password)
+    return list(dict.fromkeys((password, decoded)))
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with its password (if any) as ``***``: what a log, an error or ``doctor`` shows."""
+    if _is_url(dsn):
+        return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***\3", dsn))
+    return _CONNINFO_PASSWORD.sub(r"\1***", dsn)
+
+
+class StoreConfig(Model):
+    """``store:`` — which backend keeps the state.
+
+    ``json`` (the default) is the state dir in Clawdbot's file shapes; ``sqlite`` one database
+    file (``path``, default ``<state_dir>/pairbot.db``); ``postgres`` a PostgreSQL database
+    (``dsn``, a ``postgresql://`` URL or a ``key=value`` string, whose password is never shown).
+    """
+
+    backend: Literal["json", "sqlite", "postgres"] = "json"
+    path: str | None = None
+    dsn: str | None = None
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_form(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError("must not be empty")
+        if not value.startswith(_DSN_SCHEMES) and "=" not in value:
+            # never quote it: it may hold a password
+            raise ValueError("must be a postgresql:// URL or a key=value connection string")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_backend(self) -> StoreConfig:
+        if self.backend == "postgres" and self.dsn is None:
+            raise ValueError("backend postgres needs store.dsn (e.g. ${PAIRBOT_DATABASE_URL})")
+        return self  # a path or dsn of another backend stays unused (switching back is easy)
+
+    def described(self) -> str:
+        """The backend and where it keeps the state, for logs and ``doctor`` (no password)."""
+        if self.backend == "postgres" and self.dsn is not None:
+            return f"postgres ({redact_dsn(self.dsn)})"
+        if self.backend == "sqlite" and self.path is not None:
+            return f"sqlite ({self.path})"
+        return self.backend
 
 
 class HandlerConfig(Model):
@@ -280,6 +353,8 @@ class Config(Model):
     def secrets(self) -> list[str]:
         """Every secret value in the config (for the log redaction filter)."""
         found = [self.gateway.operator_token or ""]
+        if self.store.dsn:
+            found += dsn_secrets(self.store.dsn)
         for block in self.providers.blocks().values():
             found += [str(v) for k, v in block.model_dump().items() if k in SECRET_KEYS and v]
         return [s for s in found if s]

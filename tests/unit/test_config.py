@@ -158,6 +158,7 @@ def test_commented_provider_blocks_are_valid(monkeypatch) -> None:
     example = full_example()
     for name in _env_refs(example):
         monkeypatch.setenv(name, f"{name.lower()}-value")
+    monkeypatch.setenv("PAIRBOT_DATABASE_URL", "postgresql://pairbot@db:5432/pairbot")
     config = Config.model_validate(_interpolate(example, "", "example"))
     assert list(config.static_allow()) == list(KNOWN_PROVIDERS)
 
@@ -514,7 +515,11 @@ BAD = [
         "pairing: {max_pending_per_provider: 0}\n",
         "pairing.max_pending_per_provider: Input should be greater than or equal to 1",
     ),
-    ("backend", "store: {backend: sqlite}\n", "store.backend: Input should be 'json'"),
+    (
+        "backend",
+        "store: {backend: redis}\n",
+        "store.backend: Input should be 'json', 'sqlite' or 'postgres'",
+    ),
     (
         "yaml-indent",
         "a: b\n  c: d\n",
@@ -815,3 +820,47 @@ def test_any_message_that_would_quote_an_environment_value_is_masked() -> None:
         "msg": f"Value error, {ENV_SECRET!r} does not resolve, 1 try",
     }
     assert _explain(error, used) == ("gateway.host", "'${PB_SECRET}' does not resolve, 1 try")
+
+
+# --- store: ----------------------------------------------------------------------------------
+
+
+def test_the_store_backend_and_its_place(write) -> None:
+    assert load_config(write("store: {backend: sqlite}\n")).store.path is None
+    sqlite = load_config(write("store: {backend: sqlite, path: /srv/p.db}\n")).store
+    assert (sqlite.backend, sqlite.path, sqlite.described()) == (
+        "sqlite",
+        "/srv/p.db",
+        "sqlite (/srv/p.db)",
+    )
+    assert "store.backend" in config_error(write("store: {backend: redis}\n"))
+    assert "needs store.dsn" in config_error(write("store: {backend: postgres}\n"))
+
+
+def test_a_dsn_password_is_a_secret_never_shown(write, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_URL", "postgresql://pairbot:p%40ss-w0rd@db:5432/pairbot")
+    config = load_config(write("store:\n  backend: postgres\n  dsn: ${DB_URL}\n"))
+    assert {"p%40ss-w0rd", "p@ss-w0rd"} <= set(config.secrets())
+    assert config.store.described() == "postgres (postgresql://pairbot:***@db:5432/pairbot)"
+    monkeypatch.setenv("DB_URL", "mysql pass: hunter2")
+    message = config_error(write("store:\n  backend: postgres\n  dsn: ${DB_URL}\n"))
+    assert "store.dsn" in message
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://u:pw@h/d", "postgresql://u:***@h/d"),
+        (
+            "postgresql://u@h/d?password=pw&sslmode=require",
+            "postgresql://u@h/d?password=***&sslmode=require",
+        ),
+        ("host=h user=u password='p w' dbname=d", "host=h user=u password=*** dbname=d"),
+        ("postgresql://h/d", "postgresql://h/d"),
+    ],
+)
+def test_redact_dsn(dsn: str, shown: str) -> None:
+    from bot.core.config import redact_dsn
+
+    assert redact_dsn(dsn) == shown

@@ -1,8 +1,9 @@
 """The composition root: the one place that names the concrete store and provider classes.
 
-``pairbot run``, the demo, the benchmarks and the tests build the running bot here: the JSON
-state dir store of the chosen directory, and each configured platform's provider from the
-lazy registry (:mod:`providers`). A provider that keeps a cursor across restarts (it takes a
+``pairbot run``, every ``pairbot`` command, the demo, the benchmarks and the tests build what
+they run on here: the store the config's ``store:`` names (the JSON state dir by default;
+:func:`configured_store`), and each configured platform's provider from the lazy registry
+(:mod:`providers`). A provider that keeps a cursor across restarts (it takes a
 ``cursors`` argument: iMessage's catch-up) is handed the opened store as its
 :class:`~bot.core.protocols.Cursors`; providers never import a store.
 """
@@ -28,6 +29,16 @@ def state_dir_of(config: Config, explicit: Path | None = None) -> Path:
     return explicit or resolve_state_dir(os.environ.get(STATE_DIR_ENV) or config.state_dir)
 
 
+def configured_store(config: Config | None, state_dir: Path) -> StateStore:
+    """The store the config's ``store:`` names (JSON in ``state_dir`` without a config):
+    opened, nothing read or created until first used."""
+    if config is None:
+        return open_store(state_dir)
+    chosen = config.store
+    path = Path(chosen.path).expanduser() if chosen.path else None
+    return open_store(state_dir, backend=chosen.backend, path=path, dsn=chosen.dsn)
+
+
 def open_app(
     config: Config,
     *,
@@ -45,7 +56,7 @@ def open_app(
     opened: list[StateStore] = []  # App opens the store, then builds the providers
 
     def store() -> StateStore:
-        made = open_store(chosen, backend=config.store.backend)
+        made = configured_store(config, chosen)
         opened[:] = [made]
         return made
 

@@ -18,11 +18,12 @@ from bot.core.clock import Clock, SystemClock
 from bot.core.config import Config
 from bot.core.errors import PairbotError
 from bot.core.platforms import KNOWN_PROVIDERS
+from bot.core.protocols import StateStore
 from bot.runtime.config import find_config, load_config
 from bot.runtime.logs import add_secrets
 from bot.services.nodes import NodeService, NodeSettings
 from bot.services.pairing import PairingService, PairingSettings
-from stores import STATE_DIR_ENV, JsonFileStore, open_store, resolve_state_dir
+from stores import STATE_DIR_ENV, resolve_state_dir
 
 EXIT_OK, EXIT_LOOKUP, EXIT_USAGE, EXIT_PIPE = 0, 1, 2, 141
 """Success; unknown or expired; a usage, config or state error; the reader went away."""
@@ -38,7 +39,8 @@ class Context:
 
     args: argparse.Namespace
     config: Config | None
-    store: JsonFileStore
+    store: StateStore
+    state_dir: Path
     pairing: PairingService
     nodes: NodeService
     clock: Clock
@@ -74,7 +76,10 @@ def make_context(args: argparse.Namespace, *, clock: Clock | None = None) -> Con
     config = load_config(config_path) if config_path else None
     if config is not None:
         add_secrets(config.secrets())
-    store = open_store(cli_state_dir(args, config))
+    from bot.cli.compose import configured_store  # the composition root names the store
+
+    state_dir = cli_state_dir(args, config)
+    store = configured_store(config, state_dir)
     clock = clock or SystemClock()
     pairing_settings = PairingSettings.of(config.pairing) if config else PairingSettings()
     node_settings = NodeSettings.of(config.nodes) if config else NodeSettings()
@@ -82,6 +87,7 @@ def make_context(args: argparse.Namespace, *, clock: Clock | None = None) -> Con
         args=args,
         config=config,
         store=store,
+        state_dir=state_dir,
         clock=clock,
         pairing=PairingService(
             store,

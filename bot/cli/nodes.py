@@ -196,7 +196,7 @@ def _via_gateway(ctx: Context, method: str, params: dict[str, Any]) -> dict[str,
     from bot.gateway.client import GatewayCallError, GatewayClient, GatewayUnavailable
     from bot.gateway.server import SOCKET_NAME
 
-    socket = ctx.store.state_dir / SOCKET_NAME
+    socket = ctx.state_dir / SOCKET_NAME
     if not socket.exists():
         return None
 

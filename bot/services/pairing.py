@@ -355,9 +355,17 @@ class PairingService:
     # --- approved senders to tell ------------------------------------------------------------
 
     def notices(self) -> list[ApprovalNotice]:
-        """Return the senders approved and not yet told, oldest approval first."""
+        """Return the senders approved and not yet told, oldest approval first.
+
+        What this process remembered of their requests is forgotten: an approval made by
+        another process (the CLI) ended that request, and a revocation after it must find the
+        sender a stranger again (a new code), not a pending request nobody can approve.
+        """
         with self._store.transaction() as txn:
-            return txn.notices()
+            notices = txn.notices()
+        for notice in notices:
+            self._forget(notice.provider, notice.sender_id)
+        return notices
 
     def notice_sent(self, provider: str, sender_id: str) -> None:
         """Forget a notice once the sender has been told (they are told once)."""

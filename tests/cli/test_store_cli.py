@@ -11,6 +11,7 @@ from bot.services.nodes import NodeService
 from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
 from tests.cli.test_cli import run
+from tests.process import run_pairbot
 from tests.stores.helpers import snapshot
 from tests.stores.test_clawdbot_compat import CLAWDBOT_ALLOW, CLAWDBOT_PAIRING
 
@@ -111,3 +112,35 @@ def test_neither_or_both_sources_is_a_usage_error(tmp_path: Path) -> None:
         result = run(tmp_path / "b", "store", "import", *args)
         assert result.returncode == 2
         assert "either FILE or --from-state-dir" in result.stderr
+
+
+def backend_config(tmp_path: Path, name: str, store: dict[str, str]) -> Path:
+    """A config file whose ``store:`` is ``store``, over its own state dir."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(json.dumps({"state_dir": str(tmp_path / name), "store": store}))
+    path.chmod(0o600)
+    return path
+
+
+def test_a_round_trip_through_every_backend_gives_the_same_listings(tmp_path: Path) -> None:
+    """json → sqlite → json: the listings and the audit are the same at every step."""
+    source = filled(tmp_path / "a")
+    expected = listings(source)
+    chain = [
+        backend_config(tmp_path, "db", {"backend": "sqlite"}),
+        backend_config(tmp_path, "back", {"backend": "json"}),
+    ]
+    document = tmp_path / "step0.json"
+    assert run(source, "store", "export", "-o", str(document)).returncode == 0
+    for step, config in enumerate(chain, start=1):
+        imported = run_pairbot("--config", str(config), "store", "import", str(document))
+        assert imported.returncode == 0, imported.stderr
+        shown = [json.loads(run_pairbot("--config", str(config), *cmd).stdout) for cmd in LISTINGS]
+        assert shown == expected, f"step {step}"
+        document = tmp_path / f"step{step}.json"
+        exported = run_pairbot("--config", str(config), "store", "export", "-o", str(document))
+        assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "db" / "pairbot.db").exists()
+    first, last = (json.loads((tmp_path / f"step{n}.json").read_text()) for n in (0, 2))
+    del first["exportedAt"], last["exportedAt"]
+    assert last == first

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -12,7 +13,8 @@ from rich.text import Text
 
 from bot.cli.context import EXIT_LOOKUP, EXIT_OK, Context, UsageError, cli_state_dir
 from bot.cli.output import json_elements, print_json_array, print_rows
-from bot.core.errors import ConfigError, PairbotError
+from bot.core.config import Config
+from bot.core.errors import ConfigError, PairbotError, StoreError
 from bot.core.text import clean
 from bot.runtime.config import (
     NO_OWNERS,
@@ -107,6 +109,43 @@ def cmd_audit(ctx: Context) -> int:
     return EXIT_OK
 
 
+def _doctor_store(
+    config: Config, state_dir: Path, report: Callable[[bool | None, str], None]
+) -> None:
+    """The configured SQL store: where it is, its modes, its schema and integrity (read-only),
+    and any JSON state left in the state dir that this backend does not read."""
+    from bot.cli.compose import configured_store
+
+    report(None, f"store: {config.store.described()}")
+    try:
+        store = configured_store(config, state_dir)
+    except (PairbotError, ValueError) as exc:
+        report(False, f"store: {exc}")
+        return
+    try:
+        diagnose = getattr(store, "diagnose", None)
+        if callable(diagnose):  # a server: reachable, schema, privileges
+            for ok, message in diagnose():
+                report(ok, message)
+        else:
+            for ok, message in store.access_report():
+                report(ok, message)
+            try:
+                store.check()
+            except StoreError as exc:
+                report(False, str(exc))
+            else:
+                report(True, "the database is readable, its schema known and undamaged")
+    finally:
+        store.close()
+    if any((state_dir / "credentials").glob("*.json")):
+        report(
+            None,
+            f"{state_dir}/credentials holds JSON state this backend does not read; move it "
+            f"with: pairbot store import --from-state-dir {state_dir}",
+        )
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     """``pairbot doctor``: report what would stop pairbot or weaken it; exit 1 on problems.
 
@@ -131,8 +170,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             config = load_config(config_path)
         except (PairbotError, ValueError, OSError) as exc:
             report(False, str(exc))
-    for ok, message in JsonFileStore.inspect(cli_state_dir(args, config)):
-        report(ok, message)
+    state_dir = cli_state_dir(args, config)
+    if config is None or config.store.backend == "json":
+        for ok, message in JsonFileStore.inspect(state_dir):
+            report(ok, message)
+    else:
+        _doctor_store(config, state_dir, report)
     if config_path is not None and config is not None:
         report(True, f"{config_path} is valid")
         mode = check_file_mode(config_path)

@@ -144,3 +144,21 @@ def test_a_round_trip_through_every_backend_gives_the_same_listings(tmp_path: Pa
     first, last = (json.loads((tmp_path / f"step{n}.json").read_text()) for n in (0, 2))
     del first["exportedAt"], last["exportedAt"]
     assert last == first
+
+
+def test_doctor_checks_the_configured_sqlite_store(tmp_path: Path) -> None:
+    config = backend_config(tmp_path, "db", {"backend": "sqlite"})
+    assert (
+        run_pairbot("--config", str(config), "allowlist", "add", "telegram", "7").returncode == 0
+    )
+    (tmp_path / "db" / "credentials").mkdir()
+    (tmp_path / "db" / "credentials" / "telegram-allowFrom.json").write_text('{"allowFrom": []}')
+    doctor = run_pairbot("--config", str(config), "doctor")
+    assert "info store: sqlite" in doctor.stdout
+    assert "ok   the database is readable" in doctor.stdout
+    assert "pairbot store import --from-state-dir" in doctor.stdout
+    assert "FAIL" not in doctor.stdout.replace("FAIL no owners", "")
+    (tmp_path / "db" / "pairbot.db").write_bytes(b"not a database at all" * 100)
+    damaged = run_pairbot("--config", str(config), "doctor")
+    assert damaged.returncode == 1
+    assert f"FAIL {tmp_path / 'db' / 'pairbot.db'}" in damaged.stdout

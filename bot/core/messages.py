@@ -43,6 +43,14 @@ WITHOUT_TEXT = "[a photo, file or sticker]"
 """Stands for what a forwarded message carried besides its text (pairbot passes no media)."""
 
 
+def store_unavailable() -> str:
+    """To an owner whose command found the state store unreachable."""
+    return (
+        "pairbot cannot reach its state store right now, so nothing was approved, rejected "
+        "or changed. Try again in a minute; people already approved can still write."
+    )
+
+
 def approved_sender() -> str:
     """Told once to a sender when the owner approves them."""
     return "You're approved. Send a message to start chatting."

@@ -25,7 +25,7 @@ from typing import Any, Self
 
 from bot.core.clock import Clock, SystemClock
 from bot.core.config import Config
-from bot.core.errors import PairbotError, StartupError
+from bot.core.errors import PairbotError, StartupError, StoreUnavailableError
 from bot.core.models import DmPolicy, NodeDecision, NodeVerdict
 from bot.core.protocols import Provider, StateStore
 from bot.gateway.guard import GuardSettings
@@ -35,6 +35,7 @@ from bot.runtime.handlers import Handler, build_handler
 from bot.runtime.inbound import InboundPipeline
 from bot.runtime.logs import RedactFilter
 from bot.runtime.notices import NoticePacing, OwnerNotices
+from bot.runtime.outage import StoreOutage
 from bot.runtime.reach import check_owners
 from bot.runtime.remembered import remember_secret
 from bot.runtime.scheduler import PruneScheduler
@@ -78,6 +79,9 @@ class App:
         self.providers: dict[str, Provider] = {}
         """The running providers, by name; the jobs share this mapping."""
         self._notices: OwnerNotices | None = None
+        self.outage = StoreOutage()
+        """Whether the state store is unreachable now: one log line when an outage begins, one
+        when it ends."""
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -119,7 +123,11 @@ class App:
         self.nodes = NodeService(self.store, clock=self.clock, settings=NodeSettings.of(cfg.nodes))
         self.owner = OwnerCommands(self.pairing, self.nodes, clock=self.clock)
         shared = Shared(
-            owners=self._owners, providers=self.providers, clock=self.clock, pairing=self.pairing
+            owners=self._owners,
+            providers=self.providers,
+            clock=self.clock,
+            pairing=self.pairing,
+            outage=self.outage,
         )
         notices = self._notices = OwnerNotices(
             shared=shared, nodes=self.nodes, pacing=self._pacing
@@ -200,9 +208,15 @@ class App:
         await self._stack.aclose()
 
     async def prune(self) -> None:
-        """Drop expired DM and node requests (audited); tell waiting nodes theirs expired."""
-        await asyncio.to_thread(self.pairing.prune)
-        expired = await asyncio.to_thread(self.nodes.prune)
+        """Drop expired DM and node requests (audited); tell waiting nodes theirs expired.
+
+        While the store cannot be reached there is nothing to prune: the next run does it."""
+        try:
+            await asyncio.to_thread(self.pairing.prune)
+            expired = await asyncio.to_thread(self.nodes.prune)
+        except StoreUnavailableError as exc:
+            self.outage.failed(exc)
+            return
         if self.gateway is not None:
             for req in expired:
                 await self.gateway.deliver(NodeDecision.on_request(req, NodeVerdict.EXPIRED))

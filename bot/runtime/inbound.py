@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from bot.core import messages
 from bot.core.commands import parse
-from bot.core.errors import StoreError
+from bot.core.errors import StoreError, StoreUnavailableError
 from bot.core.gate import Decision, decide
 from bot.core.models import (
     ChatKind,
@@ -79,6 +79,10 @@ class InboundPipeline:
     async def _guarded(self, msg: Inbound, handle: Callable[[Inbound], Awaitable[None]]) -> None:
         try:
             await handle(msg)
+        except StoreUnavailableError as exc:  # refused closed; the owner hears why
+            log.debug("refused a %s message from %s: %s", msg.provider, msg.sender_id, exc)
+            self.shared.outage.failed(exc)
+            await self._tell_owner_store_down(msg)
         except StoreError as exc:  # refused closed: no code sent, nothing granted
             log.error("refused a %s message from %s: %s", msg.provider, msg.sender_id, exc)
             await self.bad_state.track(exc)
@@ -87,6 +91,20 @@ class InboundPipeline:
         else:
             if self.bad_state.known:
                 await self.bad_state.track(None)
+
+    async def _tell_owner_store_down(self, msg: Inbound) -> None:
+        """An owner's message could not be handled for want of the store: say so, in their
+        chat (a stranger is told nothing: no code while the store is down)."""
+        msg = _normal_sender(msg)
+        if (msg.provider, msg.sender_id) not in self.shared.owners or msg.chat_kind != ChatKind.DM:
+            return
+        provider = self.shared.providers.get(msg.provider)
+        if provider is None:
+            return
+        try:
+            await provider.send(msg.chat_id, messages.store_unavailable())
+        except Exception as exc:
+            log.warning("could not tell owner %s the store is down (%s)", msg.sender_id, exc)
 
     async def _on_inbound(self, msg: Inbound) -> None:
         msg = _normal_sender(msg)

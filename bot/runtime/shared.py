@@ -7,10 +7,11 @@ record, built once by :class:`~bot.runtime.app.App`, besides what is theirs alon
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.core.clock import Clock
 from bot.core.protocols import Provider
+from bot.runtime.outage import StoreOutage
 from bot.services.pairing import PairingService
 
 
@@ -27,3 +28,5 @@ class Shared:
     providers: Mapping[str, Provider]
     clock: Clock
     pairing: PairingService
+    outage: StoreOutage = field(default_factory=StoreOutage)
+    """Whether the state store is unreachable now (one log line per outage)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.core import messages
-from bot.core.errors import StoreError
+from bot.core.errors import StoreError, StoreUnavailableError
 from bot.core.protocols import Provider
 from bot.runtime.shared import Shared
 
@@ -43,6 +43,8 @@ class ApprovedTeller:
         while True:
             try:
                 await self.tell()
+            except StoreUnavailableError as exc:  # logged once per outage, not per look
+                self.shared.outage.failed(exc)
             except StoreError as exc:
                 log.error("could not read the approved senders to tell: %s", exc)
             except Exception:
@@ -55,6 +57,7 @@ class ApprovedTeller:
         pause; after :data:`NOTICE_GIVE_UP` the notice is dropped with a warning."""
         async with self._telling:
             notices = await asyncio.to_thread(self.shared.pairing.notices)
+            self.shared.outage.ok()  # this look, every watch_interval, notices its end
             now = self.shared.clock.now()
             for notice in notices:
                 provider = self.shared.providers.get(notice.provider)

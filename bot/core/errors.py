@@ -31,6 +31,9 @@ The tree::
     ├── GatewayUnavailable                bot.gateway.client: no gateway, or it went away
     ├── UsageError                        bot.cli.context: a command line not runnable (exit 2)
     ├── DemoFailed                        bot.cli.demo: a demo step did not behave
+    ├── DocumentError (ValueError)        bot.services.transfer: a state document's bad field
+    ├── NotEmptyError                     bot.services.transfer: an import into a store that
+    │                                     holds state, without --merge
     └── _Bad                              stores.jsonfile: one bad field, always re-raised as
                                           StoreCorruptError naming the file
 

@@ -64,7 +64,7 @@ def switch(monkeypatch: pytest.MonkeyPatch) -> list[Switched]:
     def switched(config: Config | None, state_dir: Path) -> StateStore:
         store = Switched(real(config, state_dir))
         made.append(store)
-        return store  # type: ignore[return-value]
+        return store
 
     monkeypatch.setattr(compose, "configured_store", switched)
     return made

@@ -7,7 +7,8 @@ The tree::
     ├── StoreError                        the state dir cannot be used
     │   ├── StoreCorruptError             a state file does not parse or has the wrong shape
     │   ├── SchemaVersionError            a state file was written by a newer pairbot
-    │   └── StoreLockTimeoutError         another process held the state lock too long
+    │   ├── StoreLockTimeoutError         another process held the state lock too long
+    │   └── StoreUnavailableError         the state's database cannot be reached (PostgreSQL)
     ├── StartupError                      the gateway or a provider could not start
     ├── ProviderError                     a chat platform refused or failed what was asked
     │   ├── ProviderStateError (RuntimeError)  used while not running, or started twice
@@ -92,6 +93,15 @@ class SchemaVersionError(StoreError):
 
 class StoreLockTimeoutError(StoreError):
     """The cross-process state lock could not be taken in time."""
+
+
+class StoreUnavailableError(StoreError):
+    """The state's database cannot be reached (down, refusing, the connection lost).
+
+    The call failed as a whole: a transaction it was in was rolled back, or, if the connection
+    was lost while committing, its outcome is unknown until the database is back. The store
+    reconnects on its own; a later call may succeed.
+    """
 
 
 class StartupError(PairbotError):

@@ -274,28 +274,146 @@ class _QuietPoolReconnects(logging.Filter):
 logging.getLogger("psycopg.pool").addFilter(_QuietPoolReconnects())
 
 
-_NEIGHBOURS: dict[tuple[str, ...], weakref.WeakSet[PostgresStore]] = {}
-"""The stores of this process open on each database schema: a commit by one marks every
-gate cache among them stale at once, without waiting for the notification."""
-_NEIGHBOURS_LOCK = threading.Lock()
+class _Database:
+    """What the stores of one process share on one DSN: the pool, the listener, the outage.
+
+    A process opens as many stores on a DSN as it likes (the services' tests open a hundred
+    at once, as a hundred processes would); they share these, so each process holds at most
+    :data:`_POOL_MAX` + 1 connections to the database. Each store keeps its own gate cache;
+    the listener marks every one of them stale.
+    """
+
+    def __init__(self, key: tuple[str, float, float], display: str) -> None:
+        self.dsn, self.lock_timeout, self.connect_timeout = key
+        self.key = key
+        self.display = display
+        self.health = _Health(display)
+        self.stores: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
+        self.users = 0
+        self.schema = ""
+        self.listening = False
+        self.pool: ConnectionPool[PgConnection] | None = None
+        self.listener: _Listener | None = None
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        return {
+            "autocommit": True,  # the layer begins and ends its transactions itself
+            "connect_timeout": max(1, round(self.connect_timeout)),
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
+
+    def configure(self, conn: PgConnection) -> None:
+        """Set a new connection up: how long a lock wait may last (the advisory lock's)."""
+        ms = max(1, round(self.lock_timeout * 1000))
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{ms}ms",))
+
+    def connect(self) -> PgConnection:
+        """A connection of its own (the listener's, a check's), set up as the pool's are."""
+        conn = psycopg.connect(self.dsn, **self.connect_kwargs())
+        try:
+            self.configure(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def open(self, store: PostgresStore) -> None:
+        """Connect, make the schema ready (through ``store``: the layer's migrations), then
+        start the pool and the listener."""
+        conn = self.connect()
+        try:
+            found = conn.execute("SELECT current_schema()").fetchone()
+            if found is None or found[0] is None:
+                raise StoreError(
+                    "no schema to use: the search_path names none that exists",
+                    path=store.where,
+                    hint="create the schema, or fix options=-csearch_path=... in store.dsn",
+                )
+            self.schema = str(found[0])
+            store._pg.lock_key = schema_key(self.schema)
+            store._check_version(conn)  # a newer schema is refused before anything is written
+            store._migrate(conn)
+            pool: ConnectionPool[PgConnection] = ConnectionPool(
+                self.dsn,
+                kwargs=self.connect_kwargs(),
+                min_size=2,
+                max_size=_POOL_MAX,
+                open=False,
+                configure=self.configure,
+                timeout=self.connect_timeout,
+                reconnect_timeout=max(self.connect_timeout, 5.0),
+                num_workers=1,
+                name=f"pairbot {self.display}",
+            )
+            pool.open(wait=False)
+            self.pool = pool
+            self.listener = _Listener(self, conn)
+        except BaseException:
+            conn.close()
+            self.close()
+            raise
+
+    def close(self) -> None:
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.stop()
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.close()
+        self.listening = False
+
+    def changed(self) -> None:
+        """Something was committed (or may have been): every store's cache is stale."""
+        for store in list(self.stores):
+            store._stale = True
+
+    def borrow(self) -> PgConnection:
+        """A live connection from the pool, waiting at most the connect timeout (much less
+        while the database is known to be away: calls fail fast)."""
+        pool = self.pool
+        if pool is None:
+            raise psycopg.OperationalError("the store was closed")
+        wait = _DOWN_WAIT if self.health.down else self.connect_timeout
+        deadline = monotonic() + wait
+        while True:
+            conn = pool.getconn(timeout=max(deadline - monotonic(), 0.001))
+            if _alive(conn):
+                return conn
+            pool.putconn(conn)  # dropped there; the pool connects anew, with backoff
+
+    def give_back(self, conn: PgConnection) -> None:
+        pool = self.pool
+        if pool is None or pool.closed:
+            conn.close()
+        else:
+            pool.putconn(conn)
+
+
+_POOL_MAX = 4
+"""Connections a process's pool may hold: a transaction at a time per store, and the gates."""
+_DATABASES: dict[tuple[str, float, float], _Database] = {}
+_DATABASES_LOCK = threading.Lock()
 
 
 class _Listener:
-    """A daemon thread on its own connection: ``LISTEN``, and mark the cache stale on each
-    notification about the store's schema; reconnect with backoff when the connection is
-    lost (the cache counts as changed until it listens again)."""
+    """A daemon thread on its own connection: ``LISTEN``, and mark the caches stale on each
+    notification about the schema; reconnect with backoff when the connection is lost (the
+    caches count as changed until it listens again)."""
 
-    def __init__(self, store: PostgresStore, conn: PgConnection) -> None:
-        self._store = store
+    def __init__(self, db: _Database, conn: PgConnection) -> None:
+        self._db = db
         self._conn: PgConnection | None = conn
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(
-            target=self._run, name=f"pairbot-listen {store.where}", daemon=True
+            target=self._run, name=f"pairbot-listen {db.display}", daemon=True
         )
         conn.execute(f"LISTEN {CHANNEL}")
-        store._listening = True
-        store._stale = True
+        db.listening = True
+        db.changed()
         self._thread.start()
 
     def stop(self) -> None:
@@ -306,28 +424,28 @@ class _Listener:
         os.close(self._wake_w)
 
     def _run(self) -> None:
-        store = self._store
+        db = self._db
         delay = _BACKOFF[0]
         while not self._stop.is_set():
             conn = self._conn
             if conn is None:
                 try:
-                    conn = store._connect()
+                    conn = db.connect()
                     conn.execute(f"LISTEN {CHANNEL}")
                 except psycopg.Error as exc:
-                    store._health.failed(store._reason(exc))
+                    db.health.failed(_reason(exc))
                     self._stop.wait(delay)
                     delay = min(delay * 2, _BACKOFF[1])
                     continue
                 self._conn, delay = conn, _BACKOFF[0]
-                store._health.ok()
-                store._listening = True
-                store._stale = True  # what was committed while away: caught up once
+                db.health.ok()
+                db.listening = True
+                db.changed()  # what was committed while away: caught up once
             try:
                 self._listen(conn)
             except psycopg.Error:
-                store._listening = False
-                store._stale = True
+                db.listening = False
+                db.changed()
                 self._conn = None
                 conn.close()
         if self._conn is not None:
@@ -340,10 +458,22 @@ class _Listener:
         if not ready:
             conn.execute("SELECT 1")  # a quiet connection: still there?
             return
-        schema = self._store._schema
         for note in conn.notifies(timeout=0):
-            if note.channel == CHANNEL and note.payload == schema:
-                self._store._stale = True
+            if note.channel == CHANNEL and note.payload == self._db.schema:
+                self._db.changed()
+
+
+def _reason(exc: BaseException, password: str | None = None) -> str:
+    """A driver's message as one short line: the server's primary message (never its DETAIL,
+    which quotes values such as a code), with the DSN's password masked."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    text = " ".join(str(primary or exc).split()) or type(exc).__name__
+    if password:
+        text = text.replace(password, "***")
+    if len(text) > _DETAIL_MAX:
+        text = text[: _DETAIL_MAX - 3] + "..."
+    return text
 
 
 # --- the store -------------------------------------------------------------------------------
@@ -360,149 +490,94 @@ class PostgresStore(SqlStore):
         lock_timeout: float = 10.0,
         connect_timeout: float = 5.0,
     ) -> None:
-        dsn_fields(dsn)  # a bad DSN is refused now, naming the field
+        fields = dsn_fields(dsn)  # a bad DSN is refused now, naming the field
         self.dsn = dsn
         self.display = redact_dsn(dsn)
         """Where the database is, safe to show (no password): errors and logs name it."""
         self._pg = PostgresDialect()
         super().__init__(self._pg, Path(self.display), lock_timeout=lock_timeout)
         self.connect_timeout = connect_timeout
-        self._password = dsn_fields(dsn).get("password") or None
-        self._health = _Health(self.display)
-        self._pool: ConnectionPool[PgConnection] | None = None
-        self._listener: _Listener | None = None
-        self._schema = ""
-        self._neighbours_key: tuple[str, ...] = ()
-        self._listening = False
+        self._password = fields.get("password") or None
+        self._db: _Database | None = None
         self._stale = True
+        self._unopened = _Health(self.display)  # the outage state before the first open
 
-    # --- connections ------------------------------------------------------------------------
+    @property
+    def _health(self) -> _Health:
+        db = self._db
+        return db.health if db is not None else self._unopened
 
-    def _connect_kwargs(self) -> dict[str, Any]:
-        return {
-            "autocommit": True,  # the layer begins and ends its transactions itself
-            "connect_timeout": max(1, round(self.connect_timeout)),
-            "keepalives": 1,
-            "keepalives_idle": 10,
-            "keepalives_interval": 5,
-            "keepalives_count": 3,
-        }
-
-    def _configure(self, conn: PgConnection) -> None:
-        """Set a new connection up: how long a lock wait may last (the advisory lock's)."""
-        ms = max(1, round(self.lock_timeout * 1000))
-        conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{ms}ms",))
+    def _reason(self, exc: BaseException) -> str:
+        return _reason(exc, self._password)
 
     def _connect(self) -> PgConnection:
-        """A connection of its own (the listener's, or a check's), set up as the pool's."""
-        conn = psycopg.connect(self.dsn, **self._connect_kwargs())
-        try:
-            self._configure(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return _Database((self.dsn, self.lock_timeout, self.connect_timeout), "").connect()
 
     def _borrow(self) -> PgConnection:
-        """A live connection from the pool, waiting at most the connect timeout (much less
-        while the database is known to be away: calls fail fast)."""
-        pool = self._pool
-        if pool is None:
-            raise StoreUnavailableError("the store is closed", path=self.where)
-        wait = _DOWN_WAIT if self._health.down else self.connect_timeout
-        deadline = monotonic() + wait
-        while True:
-            conn = pool.getconn(timeout=max(deadline - monotonic(), 0.001))
-            if _alive(conn):
-                return conn
-            pool.putconn(conn)  # dropped there; the pool connects anew, with backoff
+        db = self._db
+        if db is None:
+            raise psycopg.OperationalError("the store was closed")
+        return db.borrow()
 
     def _give_back(self, conn: PgConnection) -> None:
-        pool = self._pool
-        if pool is None or pool.closed:
+        db = self._db
+        if db is None:
             conn.close()
         else:
-            pool.putconn(conn)
+            db.give_back(conn)
 
     # --- opening ----------------------------------------------------------------------------
 
     def _open(self) -> tuple[Connection, Connection]:
-        conn = self._connect()
-        try:
-            schema = conn.execute("SELECT current_schema()").fetchone()
-            if schema is None or schema[0] is None:
-                raise StoreError(
-                    "no schema to use: the search_path names none that exists",
-                    path=self.where,
-                    hint="create the schema, or fix options=-csearch_path=... in store.dsn",
-                )
-            self._schema = str(schema[0])
-            self._pg.lock_key = schema_key(self._schema)
-            self._check_version(conn)  # a newer schema is refused before anything is written
-            self._migrate(conn)
-            info = conn.info
-            self._neighbours_key = (info.host, str(info.port), info.dbname, self._schema)
-            pool: ConnectionPool[PgConnection] = ConnectionPool(
-                self.dsn,
-                kwargs=self._connect_kwargs(),
-                min_size=2,
-                max_size=2,
-                open=False,
-                configure=self._configure,
-                timeout=self.connect_timeout,
-                reconnect_timeout=max(self.connect_timeout, 5.0),
-                num_workers=1,
-                name=f"pairbot {self.display}",
-            )
-            pool.open(wait=False)
-            self._pool = pool
-            self._listener = _Listener(self, conn)
-        except BaseException:
-            conn.close()
-            if self._pool is not None:
-                self._pool.close()
-                self._pool = None
-            raise
-        with _NEIGHBOURS_LOCK:
-            _NEIGHBOURS.setdefault(self._neighbours_key, weakref.WeakSet()).add(self)
+        key = (self.dsn, self.lock_timeout, self.connect_timeout)
+        with _DATABASES_LOCK:
+            db = _DATABASES.get(key)
+            if db is None:
+                db = _Database(key, self.display)
+                db.open(self)
+                _DATABASES[key] = db
+            else:
+                self._pg.lock_key = schema_key(db.schema)
+            db.users += 1
+            db.stores.add(self)
+            self._db = db
+        self._stale = True
         return _Lent(self), _Lent(self)
 
     def _close(self, conns: tuple[Connection, Connection]) -> None:
-        with _NEIGHBOURS_LOCK:
-            mine = _NEIGHBOURS.get(self._neighbours_key)
-            if mine is not None:
-                mine.discard(self)
-                if not mine:
-                    del _NEIGHBOURS[self._neighbours_key]
         for conn in conns:
             if isinstance(conn, _Lent):
                 conn.give_back()
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.stop()
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
-        self._listening = False
-        self._stale = True
+        with _DATABASES_LOCK:
+            db, self._db = self._db, None
+            if db is None:
+                return
+            db.stores.discard(self)
+            db.users -= 1
+            if db.users > 0:
+                return
+            del _DATABASES[db.key]
+        db.close()
 
     def _committed(self, writer: Connection) -> None:
-        self._health.ok()
-        with _NEIGHBOURS_LOCK:
-            stores = list(_NEIGHBOURS.get(self._neighbours_key, ()))
-        for store in stores:
-            store._stale = True
+        db = self._db
+        if db is not None:
+            db.health.ok()
+            db.changed()  # this process's gates see it at once, not when notified
 
     # --- the gate's change check ------------------------------------------------------------
 
     def _allow_may_have_changed(self, reader: Connection) -> bool:
-        changed = self._stale or not self._listening
+        db = self._db
+        changed = self._stale or db is None or not db.listening
         self._stale = False
         return changed
 
     def _catch_up(self, reader: Connection) -> None:
         """Catch up as the layer does; while the database is away, answer from the cache."""
-        if self._allowed is not None and self._health.down and not self._listening:
+        db = self._db
+        away = db is not None and db.health.down and not db.listening
+        if self._allowed is not None and away:
             self._stale = True  # nothing to ask: the listener says when it is back
             return
         try:
@@ -522,18 +597,6 @@ class PostgresStore(SqlStore):
         return isinstance(exc, psycopg.OperationalError) and not isinstance(
             exc, psycopg.errors.LockNotAvailable | psycopg.errors.QueryCanceled
         )
-
-    def _reason(self, exc: BaseException) -> str:
-        """The driver's message as one short line: the server's primary message (never its
-        DETAIL, which quotes values such as a code), with the DSN's password masked."""
-        diag = getattr(exc, "diag", None)
-        primary = getattr(diag, "message_primary", None)
-        text = " ".join(str(primary or exc).split()) or type(exc).__name__
-        if self._password:
-            text = text.replace(self._password, "***")
-        if len(text) > _DETAIL_MAX:
-            text = text[: _DETAIL_MAX - 3] + "..."
-        return text
 
     def _translate(self, exc: Exception) -> Exception | None:
         if not isinstance(exc, psycopg.Error):

@@ -86,6 +86,8 @@ TABLES = tuple(
 
 _DOWN_WAIT = 0.2
 """Seconds a call waits for a connection while the database is known to be away."""
+_GATE_RETRY = 1.0
+"""Seconds between the gate's tries to reach a database known to be away."""
 _PING_EVERY = 5.0
 """Seconds of quiet after which the listener checks that its connection still works."""
 _BACKOFF = (0.1, 5.0)
@@ -202,11 +204,13 @@ class _Lent:
     def __init__(self, store: PostgresStore) -> None:
         self._store = store
         self._conn: PgConnection | None = None
+        self.wait: float | None = None
+        """How long to wait for a connection; None: the store's rule (:meth:`_Database.borrow`)."""
 
     def execute(self, sql: str, parameters: Any = None, /) -> Cursor:
         conn = self._conn
         if conn is None:
-            conn = self._conn = self._store._borrow()
+            conn = self._conn = self._store._borrow(self.wait)
         try:
             cursor = conn.execute(sql, parameters)
         except BaseException:
@@ -370,13 +374,14 @@ class _Database:
         for store in list(self.stores):
             store._stale = True
 
-    def borrow(self) -> PgConnection:
-        """A live connection from the pool, waiting at most the connect timeout (much less
-        while the database is known to be away: calls fail fast)."""
+    def borrow(self, wait: float | None = None) -> PgConnection:
+        """A live connection from the pool, waiting at most ``wait``: by default the connect
+        timeout, much less while the database is known to be away (calls fail fast)."""
         pool = self.pool
         if pool is None:
             raise psycopg.OperationalError("the store was closed")
-        wait = _DOWN_WAIT if self.health.down else self.connect_timeout
+        if wait is None:
+            wait = _DOWN_WAIT if self.health.down else self.connect_timeout
         deadline = monotonic() + wait
         while True:
             conn = pool.getconn(timeout=max(deadline - monotonic(), 0.001))
@@ -433,12 +438,13 @@ class _Listener:
                     conn = db.connect()
                     conn.execute(f"LISTEN {CHANNEL}")
                 except psycopg.Error as exc:
-                    db.health.failed(_reason(exc))
+                    # Not an outage by itself: the gate checks on every call meanwhile, and a
+                    # call that cannot reach the database says so (and logs it).
+                    log.debug("store: listener cannot reconnect: %s", _reason(exc))
                     self._stop.wait(delay)
                     delay = min(delay * 2, _BACKOFF[1])
                     continue
                 self._conn, delay = conn, _BACKOFF[0]
-                db.health.ok()
                 db.listening = True
                 db.changed()  # what was committed while away: caught up once
             try:
@@ -501,6 +507,7 @@ class PostgresStore(SqlStore):
         self._db: _Database | None = None
         self._stale = True
         self._unopened = _Health(self.display)  # the outage state before the first open
+        self._gate_retry_at = 0.0
 
     @property
     def _health(self) -> _Health:
@@ -513,11 +520,11 @@ class PostgresStore(SqlStore):
     def _connect(self) -> PgConnection:
         return _Database((self.dsn, self.lock_timeout, self.connect_timeout), "").connect()
 
-    def _borrow(self) -> PgConnection:
+    def _borrow(self, wait: float | None) -> PgConnection:
         db = self._db
         if db is None:
             raise psycopg.OperationalError("the store was closed")
-        return db.borrow()
+        return db.borrow(wait)
 
     def _give_back(self, conn: PgConnection) -> None:
         db = self._db
@@ -542,7 +549,7 @@ class PostgresStore(SqlStore):
             db.stores.add(self)
             self._db = db
         self._stale = True
-        return _Lent(self), _Lent(self)
+        return _Lent(self), _Lent(self)  # (writer, reader) as the layer names them
 
     def _close(self, conns: tuple[Connection, Connection]) -> None:
         for conn in conns:
@@ -574,20 +581,28 @@ class PostgresStore(SqlStore):
         return changed
 
     def _catch_up(self, reader: Connection) -> None:
-        """Catch up as the layer does; while the database is away, answer from the cache."""
-        db = self._db
-        away = db is not None and db.health.down and not db.listening
-        if self._allowed is not None and away:
-            self._stale = True  # nothing to ask: the listener says when it is back
+        """Catch up as the layer does. With a cache to fall back on, the gate waits briefly
+        for a connection, and while the database is away it answers from the cache, asking
+        again at most every :data:`_GATE_RETRY` seconds (the listener, once back, says so)."""
+        cached = self._allowed is not None
+        if cached and self._health.down and monotonic() < self._gate_retry_at:
+            self._stale = True
             return
+        lent = reader if isinstance(reader, _Lent) else None
+        if lent is not None and cached:
+            lent.wait = _DOWN_WAIT
         try:
             super()._catch_up(reader)
         except psycopg.OperationalError as exc:
             self._stale = True
-            if self._allowed is None or not self._unavailable(exc):
+            if not cached or not self._unavailable(exc):
                 raise
+            self._gate_retry_at = monotonic() + _GATE_RETRY
             self._health.failed(self._reason(exc))
             return
+        finally:
+            if lent is not None:
+                lent.wait = None
         self._health.ok()
 
     # --- errors -----------------------------------------------------------------------------
@@ -721,9 +736,14 @@ class PostgresStore(SqlStore):
         for table in TABLES:
             if table not in present:
                 continue
+            name = f'"{schema}"."{table}"'
+            # Each alone: given several privileges, has_table_privilege says if any is held.
             (ok,) = conn.execute(
-                "SELECT has_table_privilege(current_user, %s, 'SELECT, INSERT, UPDATE, DELETE')",
-                (f'"{schema}"."{table}"',),
+                "SELECT has_table_privilege(current_user, %s, 'SELECT') "
+                "AND has_table_privilege(current_user, %s, 'INSERT') "
+                "AND has_table_privilege(current_user, %s, 'UPDATE') "
+                "AND has_table_privilege(current_user, %s, 'DELETE')",
+                (name, name, name, name),
             ).fetchone() or (False,)
             if not ok:
                 denied.append(table)

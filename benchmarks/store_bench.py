@@ -30,8 +30,8 @@ import contextlib
 import cProfile
 import multiprocessing
 import os
-import secrets
 import pstats
+import secrets
 import statistics
 import sys
 import tempfile
@@ -40,8 +40,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 

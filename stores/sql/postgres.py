@@ -134,7 +134,7 @@ def schema_key(schema: str) -> int:
 
 
 class PostgresDialect(Dialect):
-    """PostgreSQL's words: ``%s``, an identity column, ``pg_advisory_xact_lock`` after ``BEGIN``."""
+    """PostgreSQL's words: ``%s``, an identity column, an advisory lock after ``BEGIN``."""
 
     placeholder = "%s"
     words = {
@@ -566,7 +566,7 @@ class PostgresStore(SqlStore):
             del _DATABASES[db.key]
         db.close()
 
-    def _committed(self, writer: Connection) -> None:
+    def _committed(self, writer: Connection) -> None:  # noqa: ARG002 (the layer's signature)
         db = self._db
         if db is not None:
             db.health.ok()
@@ -574,7 +574,7 @@ class PostgresStore(SqlStore):
 
     # --- the gate's change check ------------------------------------------------------------
 
-    def _allow_may_have_changed(self, reader: Connection) -> bool:
+    def _allow_may_have_changed(self, reader: Connection) -> bool:  # noqa: ARG002 (as above)
         db = self._db
         changed = self._stale or db is None or not db.listening
         self._stale = False
@@ -675,7 +675,7 @@ class PostgresStore(SqlStore):
         where = self.display
         try:
             conn = self._connect()
-        except Exception as exc:  # noqa: BLE001 (a report, whatever went wrong)
+        except Exception as exc:
             return [(False, f"PostgreSQL {where}: unreachable: {self._reason(exc)}")]
         lines: list[tuple[bool, str]] = []
         try:
@@ -687,13 +687,16 @@ class PostgresStore(SqlStore):
                     (False, f"PostgreSQL {where}: the search_path names no schema that exists")
                 ]
             lines.append(
-                (True, f"PostgreSQL {where}: reachable (server {server}, user {user}, "
-                 f"schema {schema})")
+                (
+                    True,
+                    f"PostgreSQL {where}: reachable (server {server}, user {user}, "
+                    f"schema {schema})",
+                )
             )
             version = self._schema_version(conn)
             lines.append(self._version_line(version))
             lines.extend(self._privilege_lines(conn, str(schema), version))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             lines.append((False, f"PostgreSQL {where}: {self._reason(exc)}"))
         finally:
             conn.close()
@@ -729,8 +732,11 @@ class PostgresStore(SqlStore):
             lines.append(
                 (True, f"may create the missing tables in schema {schema}")
                 if may_create
-                else (False, f"may not create tables in schema {schema} (GRANT CREATE ON "
-                      f"SCHEMA {schema} TO the user, or let its owner run pairbot once)")
+                else (
+                    False,
+                    f"may not create tables in schema {schema} (GRANT CREATE ON "
+                    f"SCHEMA {schema} TO the user, or let its owner run pairbot once)",
+                )
             )
         denied = []
         for table in TABLES:
@@ -749,8 +755,11 @@ class PostgresStore(SqlStore):
                 denied.append(table)
         if present & set(TABLES):
             lines.append(
-                (False, f"may not read and write: {', '.join(denied)} (GRANT SELECT, INSERT, "
-                 "UPDATE, DELETE)")
+                (
+                    False,
+                    f"may not read and write: {', '.join(denied)} (GRANT SELECT, INSERT, "
+                    "UPDATE, DELETE)",
+                )
                 if denied
                 else (True, "may read and write its tables")
             )

@@ -65,7 +65,9 @@ def raw(dsn: str) -> psycopg.Connection[tuple[object, ...]]:
 
 def schema_version(dsn: str) -> int:
     with raw(dsn) as conn:
-        row = conn.execute("SELECT value FROM pairbot_meta WHERE key = 'schema_version'").fetchone()
+        row = conn.execute(
+            "SELECT value FROM pairbot_meta WHERE key = 'schema_version'"
+        ).fetchone()
         assert row is not None
         return int(str(row[0]))
 
@@ -144,8 +146,11 @@ def test_a_newer_schema_is_refused_and_left_untouched(
     with pytest.raises(SchemaVersionError):
         newer.check()
     assert newer.recheck(newer.where) is True
-    assert (False, f"schema version 99 is newer than this pairbot's ({SCHEMA_VERSION}): "
-            "refused, left as it is; upgrade pairbot") in newer.diagnose()
+    assert (
+        False,
+        f"schema version 99 is newer than this pairbot's ({SCHEMA_VERSION}): "
+        "refused, left as it is; upgrade pairbot",
+    ) in newer.diagnose()
     assert everything() == before
 
 
@@ -171,12 +176,14 @@ def test_a_code_is_unique_across_providers_in_the_database(
     store = pg_store(opened, pg_dsn)
     with store.transaction() as txn:
         txn.put_request(request("1", "AAAA2222"))
-    with (
-        pytest.raises(StoreError, match=r"refused the change.*pending_requests_code") as caught,
-        store.transaction() as txn,
-    ):
-        txn.allow("slack", "U2")
-        txn.put_request(request("U2", "AAAA2222", provider="slack"))
+
+    def take_the_code() -> None:
+        with store.transaction() as txn:
+            txn.allow("slack", "U2")
+            txn.put_request(request("U2", "AAAA2222", provider="slack"))
+
+    with pytest.raises(StoreError, match=r"refused the change.*pending_requests_code") as caught:
+        take_the_code()
     assert "AAAA2222" not in str(caught.value)  # the server's DETAIL quotes it; never shown
     assert "\n" not in str(caught.value)
     with store.transaction() as txn:

@@ -207,11 +207,11 @@ def test_migrations_run_in_order_on_an_older_database(
     with sqlite_store(opened, db).transaction() as txn:
         txn.allow("telegram", "1")
     opened.pop().close()
-    # The next migration adds a table (as the cursor seam will) and then fills it.
+    # The next migration adds a table and then fills it.
     later = [
         *MIGRATIONS,
-        ["CREATE TABLE cursors (key TEXT PRIMARY KEY, value TEXT NOT NULL)"],
-        ["INSERT INTO cursors (key, value) SELECT 'first', sender_id FROM allowlist"],
+        ["CREATE TABLE later (key TEXT PRIMARY KEY, value TEXT NOT NULL)"],
+        ["INSERT INTO later (key, value) SELECT 'first', sender_id FROM allowlist"],
     ]
     monkeypatch.setattr(base, "MIGRATIONS", later)
     monkeypatch.setattr(base, "SCHEMA_VERSION", len(later))
@@ -220,7 +220,7 @@ def test_migrations_run_in_order_on_an_older_database(
     assert upgraded.is_allowed("telegram", "1")
     assert schema_version(db) == len(later)
     conn = raw(db)
-    assert conn.execute("SELECT key, value FROM cursors").fetchall() == [("first", "1")]
+    assert conn.execute("SELECT key, value FROM later").fetchall() == [("first", "1")]
     conn.close()
 
 

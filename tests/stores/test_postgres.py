@@ -208,6 +208,26 @@ def test_a_revocation_by_another_process_reaches_the_gate(
     print(f"notification delays after the writer exited: {[f'{d * 1000:.1f}' for d in delays]} ms")
 
 
+def test_this_process_commits_reach_its_gates_at_once(
+    opened: list[PostgresStore], pg_dsn: str
+) -> None:
+    """No wait for a notification: a commit marks every cache of the process stale itself."""
+    gate = pg_store(opened, pg_dsn)
+    owner = PairingService(pg_store(opened, pg_dsn), clock=FakeClock())
+    assert not gate.is_allowed("telegram", "frank")
+    db = gate._db
+    assert db is not None
+    assert db.listener is not None
+    db.listener.stop()  # listening, as far as the gate knows, but deaf: nothing is notified
+    db.listener = None
+    assert db.listening
+    for _ in range(3):
+        owner.allow("telegram", "frank", actor="owner")
+        assert gate.is_allowed("telegram", "frank")
+        owner.revoke("telegram", "frank", actor="owner")
+        assert not gate.is_allowed("telegram", "frank")
+
+
 def listener_pid(store: PostgresStore) -> int:
     db = store._db
     assert db is not None

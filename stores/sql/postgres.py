@@ -293,6 +293,7 @@ class _Database:
         self.display = display
         self.health = _Health(display)
         self.stores: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
+        self.stores_lock = threading.Lock()  # the listener thread reads the set
         self.users = 0
         self.schema = ""
         self.listening = False
@@ -371,7 +372,9 @@ class _Database:
 
     def changed(self) -> None:
         """Something was committed (or may have been): every store's cache is stale."""
-        for store in list(self.stores):
+        with self.stores_lock:
+            stores = list(self.stores)
+        for store in stores:
             store._stale = True
 
     def borrow(self, wait: float | None = None) -> PgConnection:
@@ -546,9 +549,11 @@ class PostgresStore(SqlStore):
             else:
                 self._pg.lock_key = schema_key(db.schema)
             db.users += 1
-            db.stores.add(self)
+            with db.stores_lock:
+                db.stores.add(self)
             self._db = db
         self._stale = True
+        self._unopened.ok()  # if a first use had found the database away
         return _Lent(self), _Lent(self)  # (writer, reader) as the layer names them
 
     def _close(self, conns: tuple[Connection, Connection]) -> None:
@@ -559,7 +564,8 @@ class PostgresStore(SqlStore):
             db, self._db = self._db, None
             if db is None:
                 return
-            db.stores.discard(self)
+            with db.stores_lock:
+                db.stores.discard(self)
             db.users -= 1
             if db.users > 0:
                 return

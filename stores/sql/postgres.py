@@ -73,6 +73,36 @@ _NOTIFY_ON_CHANGE = [
 ]
 """Appended to the first migration: every committed grant or revocation is announced."""
 
+_COUNT_PENDING = [
+    "CREATE TABLE pending_counts (provider TEXT PRIMARY KEY, n BIGINT NOT NULL)",
+    """CREATE FUNCTION pairbot_pending_count() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO pending_counts AS c (provider, n) VALUES (NEW.provider, 1)
+            ON CONFLICT (provider) DO UPDATE SET n = c.n + 1;
+        ELSIF TG_OP = 'DELETE' THEN
+            UPDATE pending_counts SET n = n - 1 WHERE provider = OLD.provider;
+        ELSE
+            DELETE FROM pending_counts;
+        END IF;
+        RETURN NULL;
+    END $$""",
+    # A replace (INSERT ... ON CONFLICT DO UPDATE) fires no AFTER INSERT: the count stays.
+    "CREATE TRIGGER pending_count AFTER INSERT OR DELETE ON pending_requests "
+    "FOR EACH ROW EXECUTE FUNCTION pairbot_pending_count()",
+    "CREATE TRIGGER pending_count_truncate AFTER TRUNCATE ON pending_requests "
+    "FOR EACH STATEMENT EXECUTE FUNCTION pairbot_pending_count()",
+]
+"""Appended to the first migration: each provider's pending count, kept by the database.
+``COUNT(*)`` reads every pending row of the provider (0.5-0.8 ms at 10,000, inside the
+exclusive lock on every stranger's request); this is one indexed row."""
+
+_REWRITES = {
+    "SELECT COUNT(*) FROM pending_requests WHERE provider = ?": (
+        "SELECT COALESCE((SELECT n FROM pending_counts WHERE provider = %s), 0)"
+    ),
+}
+"""Statements of the layer PostgreSQL answers its own way (same parameters, same answer)."""
+
 TABLES = tuple(
     dict.fromkeys(
         match.group(1)
@@ -148,9 +178,13 @@ class PostgresDialect(Dialect):
         self.lock_key = 0
         """:func:`schema_key` of the store's schema, set when the store opens."""
 
+    def sql(self, statement: str) -> str:
+        rewritten = _REWRITES.get(statement)
+        return rewritten if rewritten is not None else super().sql(statement)
+
     def migrations(self) -> list[list[str]]:
         steps = super().migrations()
-        steps[0] = [*steps[0], *_NOTIFY_ON_CHANGE]
+        steps[0] = [*steps[0], *_NOTIFY_ON_CHANGE, *_COUNT_PENDING]
         return steps
 
     def begin_exclusive(self, conn: Connection) -> None:

@@ -12,6 +12,7 @@ schema of its own (the ``pg_dsn`` fixture); with no server they are skipped, or 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import selectors
 import socket
@@ -37,6 +38,7 @@ from bot.core.models import PendingRequest
 from bot.services.pairing import PairingService
 from stores import open_store
 from stores.sql import postgres
+from stores.sql.base import SqlTxn
 from stores.sql.postgres import PostgresStore, redact_dsn
 from stores.sql.schema import SCHEMA_VERSION
 from tests.stores.helpers import expect_line, run_writer, writer_process
@@ -189,6 +191,29 @@ def test_a_code_is_unique_across_providers_in_the_database(
     with store.transaction() as txn:
         assert txn.requests("slack") == []
         assert txn.allow_from("slack") == []
+
+
+def test_the_pending_count_is_kept_by_the_database(
+    opened: list[PostgresStore], pg_dsn: str
+) -> None:
+    store = pg_store(opened, pg_dsn)
+    with store.transaction() as txn:
+        for n, code in enumerate(("AAAA2222", "BBBB3333", "CCCC4444", "DDDD5555", "EEEE6666")):
+            txn.put_request(request(str(n), code))
+        txn.put_request(request("1", "FFFF7777"))  # a replace: no new request
+        assert txn.drop_request("telegram", "2")
+        txn.put_request(request("U1", "GGGG8888", provider="slack"))
+        assert (txn.request_count("telegram"), txn.request_count("slack")) == (4, 1)
+        assert txn.request_count("discord") == 0
+    with raw(pg_dsn) as conn:
+        counts = conn.execute("SELECT provider, n FROM pending_counts ORDER BY provider")
+        assert counts.fetchall() == [("slack", 1), ("telegram", 4)]
+        conn.execute("TRUNCATE pending_requests")  # by hand: the counts follow
+    with store.transaction() as txn:
+        assert txn.request_count("telegram") == 0
+    # The layer's statement is the one PostgreSQL answers from the counts.
+    (statement,) = postgres._REWRITES
+    assert statement in inspect.getsource(SqlTxn.request_count)
 
 
 # --- the gate ------------------------------------------------------------------------------------

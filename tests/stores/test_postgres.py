@@ -41,6 +41,7 @@ from stores.sql import postgres
 from stores.sql.base import SqlTxn
 from stores.sql.postgres import PostgresStore, redact_dsn
 from stores.sql.schema import SCHEMA_VERSION
+from tests.backends import PG_REQUIRE_ENV, PG_URL_ENV, need_postgres
 from tests.stores.helpers import expect_line, run_writer, writer_process
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -520,3 +521,18 @@ def test_the_schema_key_is_a_signed_32_bit_number() -> None:
     for name in ("public", "pairbot", "x" * 200):
         assert -(2**31) <= postgres.schema_key(name) < 2**31
     assert postgres.schema_key("public") != postgres.schema_key("pairbot")
+
+
+def test_without_a_server_the_tests_skip_or_under_ci_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test of this file needs the server for this: it asks about one that is not there."""
+    monkeypatch.setenv(PG_URL_ENV, f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/test")
+    monkeypatch.delenv(PG_REQUIRE_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        need_postgres()
+    reason = str(skipped.value)
+    assert "no PostgreSQL server at postgres@127.0.0.1:1/test" in reason
+    assert f"set {PG_URL_ENV}" in reason
+    assert PASSWORD not in reason
+    monkeypatch.setenv(PG_REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match=f"{PG_REQUIRE_ENV}=1"):
+        need_postgres()

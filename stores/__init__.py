@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 from typing import Literal, overload
 
+from bot.core.errors import ConfigError
 from bot.core.protocols import StateStore
 from stores.jsonfile import JsonFileStore
+from stores.sql.postgres import PostgresStore
 from stores.sql.sqlite import SqliteStore
 
 DEFAULT_STATE_DIR = "~/.pairbot"
@@ -44,24 +46,31 @@ def open_store(
     *,
     backend: str = "json",
     path: Path | None = None,
-    dsn: str | None = None,  # noqa: ARG001 (the PostgreSQL backend's, once it is built)
+    dsn: str | None = None,
 ) -> StateStore:
     """Open the state store with the named backend.
 
     ``json``: the files of ``state_dir``. ``sqlite``: the database at ``path``, by default
-    ``<state_dir>/pairbot.db``. Nothing is created or read until the store is first used.
+    ``<state_dir>/pairbot.db``. ``postgres``: the database ``dsn`` points to (its first
+    ``search_path`` schema). Nothing is created, read or connected to until the store is
+    first used.
 
     Raises:
-        ValueError: an unknown backend, or one not built yet (``postgres``).
+        ValueError: an unknown backend; ``postgres`` without a DSN, or with one that does not
+            parse (a :class:`~bot.core.errors.ConfigError` naming ``store.dsn``).
     """
     if backend == "json":
         return JsonFileStore(state_dir)
     if backend == "sqlite":
         return SqliteStore(path if path is not None else state_dir / SQLITE_FILE)
     if backend == "postgres":
-        raise ValueError(
-            "store backend 'postgres' is not built yet in this pairbot (use json or sqlite)"
-        )
+        if not dsn:
+            raise ConfigError(
+                "the postgres backend needs a DSN",
+                field="store.dsn",
+                hint="e.g. dsn: ${PAIRBOT_DATABASE_URL}",
+            )
+        return PostgresStore(dsn)
     raise ValueError(f"unknown store backend {backend!r} (known: {', '.join(BACKENDS)})")
 
 
@@ -70,6 +79,7 @@ __all__ = [
     "SQLITE_FILE",
     "STATE_DIR_ENV",
     "JsonFileStore",
+    "PostgresStore",
     "SqliteStore",
     "open_store",
     "resolve_state_dir",

@@ -7,14 +7,24 @@ for the ``backend`` fixture (or ``store``, ``pairing``, ``nodes``) then runs on 
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
+import secrets
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
 
 from bot.core.platforms import KNOWN_PROVIDERS
 from bot.core.protocols import StateStore
 from stores.jsonfile import JsonFileStore
 from stores.memory import MemoryStore
+from stores.sql.postgres import PostgresStore, redact_dsn
 from stores.sql.sqlite import SqliteStore
 from tests.stores.helpers import snapshot
 
@@ -101,8 +111,92 @@ class SqliteBackend(Backend):
         return self._keep(SqliteStore(self.path))
 
 
+# --- PostgreSQL: a schema of its own per test ---------------------------------------------------
+
+PG_URL_ENV = "PAIRBOT_TEST_DATABASE_URL"
+PG_DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PG_REQUIRE_ENV = "PAIRBOT_REQUIRE_POSTGRES"
+
+
+def pg_url() -> str:
+    """The test server: ``$PAIRBOT_TEST_DATABASE_URL``, else the local one CI runs."""
+    return os.environ.get(PG_URL_ENV) or PG_DEFAULT_URL
+
+
+@functools.cache
+def _pg_unreachable(url: str) -> str | None:
+    """Why the test server cannot be used (asked once per run), or None."""
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return " ".join(str(exc).split())[:200]
+    return None
+
+
+def need_postgres() -> str:
+    """Return the test server's URL; skip the test if it is unreachable (fail it instead
+    when ``$PAIRBOT_REQUIRE_POSTGRES=1``, as CI sets: CI never passes by skipping)."""
+    url = pg_url()
+    reason = _pg_unreachable(url)
+    if reason is not None:
+        message = (
+            f"no PostgreSQL server at {redact_dsn(url)} ({reason}); to run the PostgreSQL "
+            f"tests, set {PG_URL_ENV} to a server's URL whose user may create schemas"
+        )
+        if os.environ.get(PG_REQUIRE_ENV) == "1":
+            pytest.fail(f"{message} ({PG_REQUIRE_ENV}=1)", pytrace=False)
+        pytest.skip(message)
+    return url
+
+
+@contextlib.contextmanager
+def pg_schema() -> Iterator[str]:
+    """A new schema on the test server for the ``with`` block, dropped after; yields a DSN
+    whose ``search_path`` is that schema alone (and whose application_name is its name, so a
+    test can find the store's sessions)."""
+    url = need_postgres()
+    name = f"pairbot_test_{secrets.token_hex(6)}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {name}")
+    try:
+        yield make_conninfo(url, options=f"-csearch_path={name}", application_name=name)
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            admin.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+class PostgresBackend(Backend):
+    """A schema of its own on the test server. Another process is another
+    :class:`PostgresStore` on the same DSN (its own pool and listener)."""
+
+    name = "postgres"
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(state_dir)
+        self._schema = pg_schema()
+        self.dsn = self._schema.__enter__()
+
+    def open(self, *, lock_timeout: float = 10.0) -> StateStore:
+        return self._keep(PostgresStore(self.dsn, lock_timeout=lock_timeout))
+
+    def other(self) -> StateStore:
+        return self._keep(PostgresStore(self.dsn))
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._schema.__exit__(None, None, None)
+
+
 BACKENDS: dict[str, type[Backend]] = {
-    b.name: b for b in (JsonBackend, MemoryBackend, SqliteBackend)
+    b.name: b for b in (JsonBackend, MemoryBackend, SqliteBackend, PostgresBackend)
 }
 
 

@@ -17,7 +17,7 @@ from bot.core.protocols import StateStore
 from bot.runtime.logs import reset_redaction
 from bot.services.nodes import NodeService
 from bot.services.pairing import PairingService
-from tests.backends import BACKENDS, Backend, JsonBackend
+from tests.backends import BACKENDS, Backend, JsonBackend, pg_schema
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -63,6 +63,14 @@ def backend(request: pytest.FixtureRequest, state_dir: Path) -> Iterator[Backend
     made = BACKENDS[request.param](state_dir)
     yield made
     made.close()
+
+
+@pytest.fixture
+def pg_dsn() -> Iterator[str]:
+    """A DSN of a new schema on the test PostgreSQL server, dropped after the test (skipped
+    when no server is reachable, unless ``$PAIRBOT_REQUIRE_POSTGRES=1``)."""
+    with pg_schema() as dsn:
+        yield dsn
 
 
 @pytest.fixture

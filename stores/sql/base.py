@@ -40,6 +40,7 @@ from bot.core.models import ApprovalNotice, AuditEvent, NodeRequest, PairedNode,
 from bot.core.platforms import KNOWN_PROVIDERS
 from stores._records import NEVER_ALLOWED, audit_record, check_provider, unknown_provider
 from stores.sql.schema import (
+    CURSORS_TABLE,
     LOG_FLOOR_KEY,
     META_TABLE,
     MIGRATIONS,
@@ -166,9 +167,9 @@ _PUT_NODE_REQUEST = _upsert("node_requests", _NODE_REQUEST_COLS, "request_id")
 _PUT_PAIRED = _upsert("paired_nodes", _PAIRED_COLS, "node_id")
 _PUT_NOTICE = _upsert("approval_notices", _NOTICE_COLS, "provider, sender_id")
 _SET_META = _upsert(META_TABLE, "key, value", "key")
+_PUT_CURSOR = _upsert(CURSORS_TABLE, "key, value", "key")
+_GET_CURSOR = f"SELECT value FROM {CURSORS_TABLE} WHERE key = ?"  # noqa: S608 (a constant name)
 _GET_META = f"SELECT value FROM {META_TABLE} WHERE key = ?"  # noqa: S608 (a constant name)
-_PUT_CURSOR = _upsert("provider_cursors", "key, value", "key")
-_GET_CURSOR = "SELECT value FROM provider_cursors WHERE key = ?"
 
 
 class SqlTxn:
@@ -725,21 +726,6 @@ class SqlStore(ABC):
             allowed[provider] = {row[0] for row in rows} - NEVER_ALLOWED
         return allowed, max(floor, 0 if last is None else int(last))
 
-    # --- cursors (bot.core.protocols.Cursors) -----------------------------------------------
-
-    def cursor(self, key: str) -> str | None:
-        """Return the value last saved under ``key``, or None."""
-        with self._reading() as reader:
-            row = reader.execute(self.dialect.sql(_GET_CURSOR), (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def save_cursor(self, key: str, value: str) -> None:
-        """Store ``value`` under ``key`` in a transaction of its own (durable on return)."""
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError("a cursor's key and value are strings")
-        with self.transaction() as txn:
-            txn._run(_PUT_CURSOR, (key, value))
-
     # --- the audit log ----------------------------------------------------------------------
 
     def read_audit(self, *, limit: int | None = None) -> list[dict[str, object]]:
@@ -790,6 +776,21 @@ class SqlStore(ABC):
         _, reader = self._connections()
         with self._read_lock, self._errors():
             yield reader
+
+    # --- the providers' cursors (outside the pairing transactions) --------------------------
+
+    def cursor(self, key: str) -> str | None:
+        """Return the value last saved under ``key``, or None if none was."""
+        with self._reading() as reader:
+            row = reader.execute(self.dialect.sql(_GET_CURSOR), (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def save_cursor(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key`` in a transaction of its own: durable on return."""
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError("a cursor's key and value are strings")
+        with self.transaction() as txn:
+            txn._run(_PUT_CURSOR, (key, value))
 
     # --- the rest of the protocol -----------------------------------------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 META_TABLE = "pairbot_meta"
 """Key/value rows: ``schema_version``, and ``allowlist_log_floor`` (see :data:`MIGRATIONS`)."""
 
+CURSORS_TABLE = "cursors"
 SCHEMA_VERSION_KEY = "schema_version"
 LOG_FLOOR_KEY = "allowlist_log_floor"
 """The highest allowlist-log sequence number trimmed away: a gate cache that has applied the
@@ -103,10 +104,9 @@ MIGRATIONS: list[list[str]] = [
             record {text} NOT NULL
         )""",
     ],
-    # 2: where each provider got to (bot.core.protocols.Cursors), one small string per key.
-    [
-        "CREATE TABLE provider_cursors (key {text} PRIMARY KEY, value {text} NOT NULL)",
-    ],
+    # 2: the providers' cursors (:class:`bot.core.protocols.Cursors`): a small string per key,
+    # the provider's own, saved outside the pairing transactions.
+    [f"CREATE TABLE {CURSORS_TABLE} (key {{text}} PRIMARY KEY, value {{text}} NOT NULL)"],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -30,13 +30,16 @@ def load(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def writer_cmd(mode: str, state_dir: Path, *args: object, backend: str = "json") -> list[str]:
+def writer_cmd(
+    mode: str, state_dir: Path, *args: object, backend: str = "json", dsn: str | None = None
+) -> list[str]:
     """The command line that runs ``tests/stores/writer.py`` in one mode, on one backend."""
     return [
         sys.executable,
         "-m",
         "tests.stores.writer",
         f"--backend={backend}",
+        *([f"--dsn={dsn}"] if dsn else []),
         mode,
         str(state_dir),
         *(str(a) for a in args),
@@ -53,11 +56,11 @@ def writer_env() -> dict[str, str]:
 
 @contextlib.contextmanager
 def writer_process(
-    mode: str, state_dir: Path, *args: object, backend: str = "json"
+    mode: str, state_dir: Path, *args: object, backend: str = "json", dsn: str | None = None
 ) -> Iterator[subprocess.Popen[str]]:
     """Run a writer for the ``with`` block (stdout a text pipe); kill it at the end if alive."""
     proc = subprocess.Popen(
-        writer_cmd(mode, state_dir, *args, backend=backend),
+        writer_cmd(mode, state_dir, *args, backend=backend, dsn=dsn),
         cwd=REPO_ROOT,
         env=writer_env(),
         stdout=subprocess.PIPE,
@@ -72,10 +75,12 @@ def writer_process(
             proc.wait()
 
 
-def run_writer(mode: str, state_dir: Path, *args: object, backend: str = "json") -> str:
+def run_writer(
+    mode: str, state_dir: Path, *args: object, backend: str = "json", dsn: str | None = None
+) -> str:
     """Run a writer to completion; return its stdout (fails the test if it failed)."""
     done = subprocess.run(
-        writer_cmd(mode, state_dir, *args, backend=backend),
+        writer_cmd(mode, state_dir, *args, backend=backend, dsn=dsn),
         cwd=REPO_ROOT,
         env=writer_env(),
         capture_output=True,

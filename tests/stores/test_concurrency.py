@@ -1,5 +1,5 @@
 """Four processes writing one provider's state at once lose nothing (on each backend that
-other processes share: the JSON files and the SQLite database)."""
+other processes share: the JSON files, the SQLite database and a PostgreSQL schema)."""
 
 from __future__ import annotations
 
@@ -19,18 +19,23 @@ OPS = 250
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["json", "sqlite"])
-def test_four_processes_interleaved_lose_nothing(tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize("kind", ["json", "sqlite", "postgres"])
+def test_four_processes_interleaved_lose_nothing(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
     state_dir = tmp_path / "state"
     go = tmp_path / "go"
-    with open_store(state_dir, backend=kind).transaction():
+    dsn = request.getfixturevalue("pg_dsn") if kind == "postgres" else None
+    made = open_store(state_dir, backend=kind, dsn=dsn)
+    with made.transaction():
         pass  # made before the storm, as a running bot would have
+    made.close()
     names = [f"w{k}" for k in range(WORKERS)]
     with (
-        writer_process("storm", state_dir, names[0], OPS, go, backend=kind) as p0,
-        writer_process("storm", state_dir, names[1], OPS, go, backend=kind) as p1,
-        writer_process("storm", state_dir, names[2], OPS, go, backend=kind) as p2,
-        writer_process("storm", state_dir, names[3], OPS, go, backend=kind) as p3,
+        writer_process("storm", state_dir, names[0], OPS, go, backend=kind, dsn=dsn) as p0,
+        writer_process("storm", state_dir, names[1], OPS, go, backend=kind, dsn=dsn) as p1,
+        writer_process("storm", state_dir, names[2], OPS, go, backend=kind, dsn=dsn) as p2,
+        writer_process("storm", state_dir, names[3], OPS, go, backend=kind, dsn=dsn) as p3,
     ):
         procs = [p0, p1, p2, p3]
         for proc in procs:
@@ -49,7 +54,7 @@ def test_four_processes_interleaved_lose_nothing(tmp_path: Path, kind: str) -> N
         approved |= mine_approved
         pending |= mine_pending
 
-    store = open_store(state_dir, backend=kind)
+    store = open_store(state_dir, backend=kind, dsn=dsn)
     with store.transaction() as txn:
         allow = txn.allow_from("telegram")
         requests = txn.requests("telegram")
@@ -74,6 +79,7 @@ def test_four_processes_interleaved_lose_nothing(tmp_path: Path, kind: str) -> N
     workers = [str(r["subject"]).split("-")[0] for r in audit]
     switches = sum(a != b for a, b in itertools.pairwise(workers))
     assert switches >= WORKERS * OPS // 4, switches  # waiters queue: no starvation
+    store.close()
     print(
         f"{kind}: {WORKERS * OPS} writes from {WORKERS} processes in {elapsed:.2f}s, "
         f"{switches} switches between writers"

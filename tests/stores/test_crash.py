@@ -1,5 +1,5 @@
 """kill -9 at random moments: the state stays usable, acknowledged approvals survive, no stale
-lock (the JSON files and the SQLite database)."""
+lock (the JSON files, the SQLite database and a PostgreSQL schema)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,16 @@ from bot.core.protocols import StateStore
 from stores import open_store
 from stores._files import TEMP_SUFFIX
 from stores.jsonfile import JsonFileStore
+from stores.sql.postgres import PostgresStore
 from stores.sql.sqlite import SqliteStore
 from tests.stores.helpers import expect_line, load, writer_process
 
 ROUNDS = 20
 
 
-def kill_at_random(state_dir: Path, prefix: str, kind: str) -> list[str]:
+def kill_at_random(state_dir: Path, prefix: str, kind: str, dsn: str | None) -> list[str]:
     """Run a looping writer, kill -9 it 0.05-0.4 s into its writes; return the ACKed senders."""
-    with writer_process("loop", state_dir, prefix, backend=kind) as proc:
+    with writer_process("loop", state_dir, prefix, backend=kind, dsn=dsn) as proc:
         expect_line(proc, "READY")
         time.sleep(0.05 + secrets.randbelow(351) / 1000)
         os.kill(proc.pid, signal.SIGKILL)
@@ -41,25 +42,32 @@ def check_files(store: StateStore, state_dir: Path, round_no: int) -> None:
             store.load_check(path)  # every file parses (audit: every line is one object)
             if path.exists() and path != store.audit_path:
                 load(path)
-    store.check()  # SQLite: the database passes its integrity check
+    store.check()  # SQLite: the database passes its integrity check; PostgreSQL: reachable
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["json", "sqlite"])
-def test_kill_9_loses_no_acknowledged_approval(tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize("kind", ["json", "sqlite", "postgres"])
+def test_kill_9_loses_no_acknowledged_approval(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
     state_dir = tmp_path / "state"
-    with open_store(state_dir, backend=kind).transaction():
+    dsn = request.getfixturevalue("pg_dsn") if kind == "postgres" else None
+    made = open_store(state_dir, backend=kind, dsn=dsn)
+    with made.transaction():
         pass
+    made.close()
     acked: set[str] = set()
     lock_waits: list[float] = []
     debris = 0
     for round_no in range(ROUNDS):
-        acked |= set(kill_at_random(state_dir, f"r{round_no}", kind))
+        acked |= set(kill_at_random(state_dir, f"r{round_no}", kind, dsn))
         debris += len(list(state_dir.rglob(f"*{TEMP_SUFFIX}")))  # killed mid-write
 
         began = time.perf_counter()
         if kind == "json":
             store: StateStore = JsonFileStore(state_dir, lock_timeout=5)  # sweeps debris
+        elif dsn is not None:
+            store = PostgresStore(dsn, lock_timeout=5)
         else:
             store = SqliteStore(state_dir / "pairbot.db", lock_timeout=5)
         with store.transaction() as txn:

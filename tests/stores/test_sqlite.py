@@ -101,8 +101,8 @@ def test_open_store_picks_the_backend_and_the_database_path(tmp_path: Path) -> N
     assert elsewhere.path == tmp_path / "db" / "state.db"
     assert not state_dir.exists(), "nothing is made before the first use"
     assert isinstance(open_store(state_dir), JsonFileStore)
-    with pytest.raises(ValueError, match="'postgres' is not built yet"):
-        open_store(state_dir, backend="postgres", dsn="postgresql://localhost/test")
+    with pytest.raises(ValueError, match=r"^store\.dsn: the postgres backend needs a DSN"):
+        open_store(state_dir, backend="postgres")
     with pytest.raises(ValueError, match="unknown store backend 'mysql'"):
         open_store(state_dir, backend="mysql")
 
@@ -207,11 +207,11 @@ def test_migrations_run_in_order_on_an_older_database(
     with sqlite_store(opened, db).transaction() as txn:
         txn.allow("telegram", "1")
     opened.pop().close()
-    # The next migration adds a table (as the cursor seam will) and then fills it.
+    # The next migration adds a table and then fills it.
     later = [
         *MIGRATIONS,
-        ["CREATE TABLE cursors (key TEXT PRIMARY KEY, value TEXT NOT NULL)"],
-        ["INSERT INTO cursors (key, value) SELECT 'first', sender_id FROM allowlist"],
+        ["CREATE TABLE later (key TEXT PRIMARY KEY, value TEXT NOT NULL)"],
+        ["INSERT INTO later (key, value) SELECT 'first', sender_id FROM allowlist"],
     ]
     monkeypatch.setattr(base, "MIGRATIONS", later)
     monkeypatch.setattr(base, "SCHEMA_VERSION", len(later))
@@ -220,7 +220,7 @@ def test_migrations_run_in_order_on_an_older_database(
     assert upgraded.is_allowed("telegram", "1")
     assert schema_version(db) == len(later)
     conn = raw(db)
-    assert conn.execute("SELECT key, value FROM cursors").fetchall() == [("first", "1")]
+    assert conn.execute("SELECT key, value FROM later").fetchall() == [("first", "1")]
     conn.close()
 
 

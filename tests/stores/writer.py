@@ -1,7 +1,8 @@
 """A writer process for the multi-process store tests (run as ``python -m tests.stores.writer``).
 
-Usage: ``python -m tests.stores.writer [--backend=json|sqlite] MODE DIR ...`` (the store is
-``open_store(DIR, backend=...)``: the JSON files of DIR, or DIR/pairbot.db).
+Usage: ``python -m tests.stores.writer [--backend=json|sqlite|postgres] [--dsn=DSN] MODE DIR
+...`` (the store is ``open_store(DIR, backend=..., dsn=...)``: the JSON files of DIR,
+DIR/pairbot.db, or the database of the DSN).
 
 Modes (all take the state dir first)::
 
@@ -78,10 +79,13 @@ def loop(service: PairingService, prefix: str) -> None:
 
 def main(argv: list[str]) -> int:
     backend = "json"
+    dsn = None
     if argv and argv[0].startswith("--backend="):
         backend = argv.pop(0).partition("=")[2]
+    if argv and argv[0].startswith("--dsn="):
+        dsn = argv.pop(0).partition("=")[2]
     mode, state_dir, *rest = argv
-    store = open_store(Path(state_dir), backend=backend)
+    store = open_store(Path(state_dir), backend=backend, dsn=dsn)
     service = PairingService(store, clock=FakeClock(), settings=SETTINGS)
     say("READY")
     if mode == "storm":

@@ -24,7 +24,7 @@ from bot.core.platforms import KNOWN_PROVIDERS
 from bot.core.protocols import StateStore
 from stores.jsonfile import JsonFileStore
 from stores.memory import MemoryStore
-from stores.sql.postgres import PostgresStore, redact_dsn
+from stores.sql.postgres import PostgresStore, dsn_target
 from stores.sql.sqlite import SqliteStore
 from tests.stores.helpers import snapshot
 
@@ -141,7 +141,7 @@ def need_postgres() -> str:
     reason = _pg_unreachable(url)
     if reason is not None:
         message = (
-            f"no PostgreSQL server at {redact_dsn(url)} ({reason}); to run the PostgreSQL "
+            f"no PostgreSQL server at {dsn_target(url)} ({reason}); to run the PostgreSQL "
             f"tests, set {PG_URL_ENV} to a server's URL whose user may create schemas"
         )
         if os.environ.get(PG_REQUIRE_ENV) == "1":

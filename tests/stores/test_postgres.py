@@ -106,7 +106,7 @@ def test_open_store_picks_postgres_and_a_bad_dsn_names_the_field(
     assert PASSWORD not in str(caught.value)
 
 
-def test_redact_dsn_never_shows_the_password() -> None:
+def test_dsn_target_never_shows_the_password() -> None:
     assert dsn_target(f"postgresql://bot:{PASSWORD}@db.example:6432/pairbot") == (
         "bot@db.example:6432/pairbot"
     )

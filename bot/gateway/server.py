@@ -171,6 +171,8 @@ class Gateway:
         if len(str(path)) > _UNIX_PATH_MAX:
             log.warning("state dir path too long for a Unix socket; local operator socket off")
             return
+        # A database backend never makes the state dir; the socket needs it (private).
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _remove(path)
         site = GuardedSite(await self._runner(local=True), self._local_guard, path=str(path))
         await site.start()

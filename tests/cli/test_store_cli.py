@@ -122,12 +122,16 @@ def backend_config(tmp_path: Path, name: str, store: dict[str, str]) -> Path:
     return path
 
 
-def test_a_round_trip_through_every_backend_gives_the_same_listings(tmp_path: Path) -> None:
-    """json → sqlite → json: the listings and the audit are the same at every step."""
+def test_a_round_trip_through_every_backend_gives_the_same_listings(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """json → sqlite → postgres → json: the listings and the audit are the same at every
+    step, and the last document is the first."""
     source = filled(tmp_path / "a")
     expected = listings(source)
     chain = [
         backend_config(tmp_path, "db", {"backend": "sqlite"}),
+        backend_config(tmp_path, "pg", {"backend": "postgres", "dsn": pg_dsn}),
         backend_config(tmp_path, "back", {"backend": "json"}),
     ]
     document = tmp_path / "step0.json"
@@ -141,7 +145,7 @@ def test_a_round_trip_through_every_backend_gives_the_same_listings(tmp_path: Pa
         exported = run_pairbot("--config", str(config), "store", "export", "-o", str(document))
         assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "db" / "pairbot.db").exists()
-    first, last = (json.loads((tmp_path / f"step{n}.json").read_text()) for n in (0, 2))
+    first, last = (json.loads((tmp_path / f"step{n}.json").read_text()) for n in (0, 3))
     del first["exportedAt"], last["exportedAt"]
     assert last == first
 

@@ -26,10 +26,12 @@ OWNER, ALICE = 111, 4242
 APPROVED = "You're approved. Send a message to start chatting."
 
 
-@pytest.fixture(params=["json", "sqlite"])
+@pytest.fixture(params=["json", "sqlite", "postgres"])
 def store_section(request: pytest.FixtureRequest, state_dir: Path) -> dict[str, Any]:
     if request.param == "sqlite":
         return {"backend": "sqlite", "path": str(state_dir / "bot.db")}
+    if request.param == "postgres":  # a schema of its own on the test server
+        return {"backend": "postgres", "dsn": request.getfixturevalue("pg_dsn")}
     return {"backend": request.param}
 
 

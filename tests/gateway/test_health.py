@@ -72,7 +72,7 @@ def checked(monkeypatch: pytest.MonkeyPatch) -> list[Checked]:
     def wrapped(config: Config | None, state_dir: Path) -> StateStore:
         store = Checked(real(config, state_dir))
         made.append(store)
-        return store  # type: ignore[return-value]  # a StateStore by its __getattr__
+        return store  # a StateStore by its __getattr__
 
     monkeypatch.setattr(compose, "configured_store", wrapped)
     return made

@@ -112,3 +112,42 @@ def test_systemd_analyze_rates_the_unit_well_hardened(tmp_path: Path) -> None:
     found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", done.stdout)
     assert found, done.stdout + done.stderr
     assert float(found.group(1)) <= MAX_EXPOSURE, done.stdout
+
+
+CLI = DEPLOY / "pairbot-cli"
+
+
+def test_the_cli_wrapper_runs_pairbot_as_the_services_user_with_its_state_and_config(
+    tmp_path: Path,
+) -> None:
+    """deploy/pairbot-cli hands its arguments to the unit's pairbot, through systemd-run
+    (a stand-in that records its argv here: systemd does not run as PID 1 on this machine)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "argv"
+    fake = bin_dir / "systemd-run"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n', encoding="utf-8")
+    fake.chmod(0o755)
+    done = subprocess.run(
+        ["sh", str(CLI), "store", "export", "--output", "a file.json"],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    argv = record.read_text(encoding="utf-8").splitlines()
+    (start,) = service()["ExecStart"]
+    binary = start.split()[0]
+    assert argv[argv.index(binary) :] == [binary, "store", "export", "--output", "a file.json"]
+    props = dict(a.removeprefix("--property=").split("=", 1) for a in argv if "--property=" in a)
+    for key in ("DynamicUser", "User", "StateDirectory", "LoadCredential", "UMask"):
+        assert [props[key]] == service()[key], key
+    assert [props["EnvironmentFile"]] == service()["EnvironmentFile"]
+    env = dict(a.removeprefix("--setenv=").split("=", 1) for a in argv if "--setenv=" in a)
+    unit_name = next(a.removeprefix("--unit=") for a in argv if a.startswith("--unit="))
+    assert env["PAIRBOT_CONFIG"] == f"/run/credentials/{unit_name}.service/pairbot.yaml"
+    assert env["PAIRBOT_STATE_DIR"] == "/var/lib/pairbot"  # %S/pairbot of a system unit
+    assert "--pipe" in argv
+    assert "--wait" in argv

@@ -7,8 +7,10 @@ provider: the running app hands it a :class:`ReadinessSources` of plain callable
 
 The store check runs in a worker thread (it may wait on a database), never on the event
 loop, bounded by ``timeout``; its answer is kept for ``interval`` (a load balancer polling
-every 100 ms causes one check a second), and at most one check runs at a time, however many
-requests wait for it. What is wrong is named by a short word per part (``unreachable``,
+every 100 ms causes one check a second), or for ten times what the check took if that is
+longer (a check that reads a large state, such as SQLite's ``quick_check``, then takes at
+most a tenth of the time), and at most one check runs at a time, however many requests wait
+for it. What is wrong is named by a short word per part (``unreachable``,
 ``schema newer``, ...), never by the error's text: a path, a host or a DSN stays in the log,
 where one line says when the store stops (and starts again) answering.
 """
@@ -35,6 +37,8 @@ from bot.core.errors import (
 
 log = logging.getLogger(__name__)
 
+SPACING = 10
+"""A store check's answer is kept for at least this many times the check's own duration."""
 RUNNING = "running"
 """A provider's state when it receives and sends (the providers' ``State.RUNNING`` value)."""
 
@@ -68,6 +72,8 @@ class StoreStatus:
     problem: str | None = None
     detail: str = ""
     """The error's own text, for the log only (it may name a path or a host)."""
+    took: timedelta = timedelta(0)
+    """How long the check ran (zero when it gave no answer in time)."""
 
     @property
     def ok(self) -> bool:
@@ -92,7 +98,8 @@ def problem_of(exc: Exception) -> str:
 
 
 class Readiness:
-    """Answers whether the bot is ready; checks the store at most once per ``interval``."""
+    """Answers whether the bot is ready; checks the store at most once per ``interval`` (or
+    per ten times the last check's duration, if longer)."""
 
     def __init__(
         self,
@@ -108,6 +115,7 @@ class Readiness:
         self._timeout = timeout
         self._last: StoreStatus | None = None
         self._last_at: datetime | None = None
+        self._keep = interval
         self._checking: asyncio.Future[StoreStatus] | None = None
 
     async def report(self) -> tuple[bool, dict[str, Any]]:
@@ -137,7 +145,7 @@ class Readiness:
         if (
             self._last is not None
             and self._last_at is not None
-            and self._last_at <= now < self._last_at + self._interval
+            and self._last_at <= now < self._last_at + self._keep
         ):
             return self._last
         if self._checking is None or self._checking.done():  # one check at a time
@@ -148,14 +156,16 @@ class Readiness:
             status = StoreStatus(f"no answer within {self._timeout:g}s")
         self._note(status)
         self._last, self._last_at = status, self._clock.now()
+        self._keep = max(self._interval, status.took * SPACING)
         return status
 
     def _check(self) -> StoreStatus:
+        began = self._clock.now()
         try:
             self._sources.check_store()
         except Exception as exc:  # any failure means "not ready"; the kind is named
-            return StoreStatus(problem_of(exc), detail=str(exc))
-        return StoreStatus()
+            return StoreStatus(problem_of(exc), detail=str(exc), took=self._clock.now() - began)
+        return StoreStatus(took=self._clock.now() - began)
 
     def _note(self, status: StoreStatus) -> None:
         """One log line when the store stops passing its check, one when it passes again."""
@@ -179,4 +189,12 @@ def _not_ready(phase: Phase) -> str:
     return phase.value if phase is not Phase.RUNNING else "not ready"
 
 
-__all__ = ["RUNNING", "Phase", "Readiness", "ReadinessSources", "StoreStatus", "problem_of"]
+__all__ = [
+    "RUNNING",
+    "SPACING",
+    "Phase",
+    "Readiness",
+    "ReadinessSources",
+    "StoreStatus",
+    "problem_of",
+]

@@ -48,12 +48,17 @@ class Checked:
         self.gate: threading.Event | None = None
         self.calls = 0
         self.done = 0
+        self.clock: FakeClock | None = None
+        self.takes = timedelta(0)
+        """How far each check moves ``clock`` on (a check that takes that long)."""
 
     def check(self) -> None:
         self.calls += 1
         try:
             if self.gate is not None:
                 self.gate.wait(30)
+            if self.clock is not None:
+                self.clock.advance(self.takes)
             if self.fails is not None:
                 raise self.fails
             self._store.check()
@@ -161,6 +166,26 @@ async def test_the_store_is_checked_at_most_once_a_second_however_often_polled(
     fake_clock.advance(timedelta(seconds=1))
     assert (await get(gwc, "/readyz"))[0] == 503
     assert store.calls == before + 2
+
+
+async def test_a_long_store_check_is_run_at_most_a_tenth_of_the_time(
+    gwc: Gw, checked: list[Checked], fake_clock: FakeClock
+) -> None:
+    store = checked[0]
+    store.clock, store.takes = fake_clock, timedelta(seconds=0.5)  # a big state to read
+    fake_clock.advance(timedelta(seconds=1))
+    assert (await get(gwc, "/readyz"))[0] == 200
+    ran = store.calls
+    fake_clock.advance(timedelta(seconds=4.9))  # 10 x 0.5 s: not yet
+    assert (await get(gwc, "/readyz"))[0] == 200
+    assert store.calls == ran
+    store.takes = timedelta(0)
+    fake_clock.advance(timedelta(seconds=0.2))
+    assert (await get(gwc, "/readyz"))[0] == 200
+    assert store.calls == ran + 1
+    fake_clock.advance(timedelta(seconds=1))  # a quick check again: once a second
+    assert (await get(gwc, "/readyz"))[0] == 200
+    assert store.calls == ran + 2
 
 
 async def test_a_slow_store_check_never_blocks_the_event_loop(

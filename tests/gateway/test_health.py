@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bot.cli import compose
 from bot.cli.compose import open_app
@@ -30,7 +32,9 @@ from bot.core.models import Button
 from bot.core.protocols import OnInbound, StateStore
 from bot.runtime.app import App
 from providers.telegram.fake import FakeTelegramServer
+from stores.sql.schema import SCHEMA_VERSION
 from tests.gateway.support import Gw, make_config, running, within
+from tests.stores.test_postgres import Proxy
 
 pytestmark = pytest.mark.e2e
 
@@ -328,3 +332,46 @@ async def app_on(app: App, tg: FakeTelegramServer) -> AsyncIterator[Gw]:
     finally:
         await session.close()
         await app.stop()
+
+
+async def test_readyz_on_postgresql_follows_the_database_going_away_and_coming_back(
+    pg_dsn: str, tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
+) -> None:
+    """A real PostgreSQL behind a TCP proxy the test stops (the database "goes away") and
+    starts again; then a schema newer than this pairbot's, and back."""
+    fields = conninfo_to_dict(pg_dsn)
+    proxy = Proxy(str(fields.get("host") or "127.0.0.1"), int(str(fields.get("port") or 5432)))
+    proxy.start()
+    via_proxy = make_conninfo(pg_dsn, host="127.0.0.1", port=proxy.port, password=PASSWORD)
+    config = make_config(tg, store={"backend": "postgres", "dsn": via_proxy})
+    app = open_app(config, state_dir=state_dir, clock=fake_clock)
+    postgres_ready = {**READY, "store": {"backend": "postgres", "ok": True}}
+    try:
+        async with app_on(app, tg) as gw:
+            assert await get(gw, "/readyz") == (200, postgres_ready)
+
+            proxy.stop()
+            fake_clock.advance(timedelta(seconds=1))
+            status, body = await get(gw, "/readyz")
+            assert (status, body["store"]) == (
+                503,
+                {"backend": "postgres", "ok": False, "problem": "unreachable"},
+            )
+            assert PASSWORD not in json.dumps(body)
+
+            proxy.start()  # the same port again
+            fake_clock.advance(timedelta(seconds=1))
+            assert await get(gw, "/readyz") == (200, postgres_ready)
+
+            set_version = "UPDATE pairbot_meta SET value = %s WHERE key = 'schema_version'"
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                conn.execute(set_version, (str(SCHEMA_VERSION + 1),))
+            fake_clock.advance(timedelta(seconds=1))
+            status, body = await get(gw, "/readyz")
+            assert (status, body["problems"]) == (503, ["store: schema newer than this pairbot"])
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                conn.execute(set_version, (str(SCHEMA_VERSION),))
+            fake_clock.advance(timedelta(seconds=1))
+            assert await get(gw, "/readyz") == (200, postgres_ready)
+    finally:
+        proxy.stop()

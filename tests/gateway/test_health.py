@@ -60,7 +60,7 @@ class Checked:
         self.calls += 1
         try:
             if self.gate is not None:
-                self.gate.wait(30)
+                self.gate.wait(60)
             if self.clock is not None:
                 self.clock.advance(self.takes)
             if self.fails is not None:
@@ -195,7 +195,8 @@ async def test_a_long_store_check_is_run_at_most_a_tenth_of_the_time(
 async def test_a_slow_store_check_never_blocks_the_event_loop(
     checked: list[Checked], tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
 ) -> None:
-    app = open_app(make_config(tg), state_dir=state_dir, clock=fake_clock)
+    # A timeout far beyond the test: /readyz waits for the check, only the gate ends it.
+    app = open_app(make_config(tg), state_dir=state_dir, clock=fake_clock, ready_timeout=60)
     async with app_on(app, tg) as gw:
         gate = checked[0].gate = threading.Event()
         try:

@@ -47,6 +47,7 @@ from bot.gateway.guard import (
     GuardedSite,
     GuardSettings,
 )
+from bot.gateway.health import Readiness
 from bot.gateway.operators import Method, Operators
 from bot.gateway.peers import Peers
 from bot.services.nodes import NodeService
@@ -93,8 +94,11 @@ class Gateway:
         settings: GatewaySettings,
         on_request: OnRequest,
         on_secret: Callable[[str], None],
+        readiness: Readiness | None = None,
     ) -> None:
         self._nodes = nodes
+        self._readiness = readiness
+        """What ``GET /readyz`` asks; without it the route answers 503 (nothing to judge by)."""
         self._settings = settings
         self._on_request = on_request
         self._on_secret = on_secret
@@ -155,6 +159,7 @@ class Gateway:
 
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/", ws_handler)
         app.router.add_get("/ws", ws_handler)
         runner = web.AppRunner(
@@ -186,6 +191,8 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        if self._readiness is not None:
+            await self._readiness.aclose()
         for conn in list(self._peers.conns):
             try:
                 await conn.ws.close(code=1001, message=b"server shutting down")
@@ -201,7 +208,16 @@ class Gateway:
     # --- HTTP ------------------------------------------------------------------------------------
 
     async def _healthz(self, _request: web.Request) -> web.Response:
+        """Alive: the process serves HTTP (nothing else is looked at)."""
         return web.json_response({"status": "ok"})
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        """Ready: 200 with what was checked, else 503 with the same shape naming what is not."""
+        if self._readiness is None:
+            body = {"status": "not ready", "problems": ["readiness is not wired"]}
+            return web.json_response(body, status=503)
+        ready, body = await self._readiness.report()
+        return web.json_response(body, status=200 if ready else 503)
 
     async def _ws(self, request: web.Request, *, local: bool) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=frames.MAX_FRAME * 10, heartbeat=30)

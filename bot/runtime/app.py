@@ -10,6 +10,10 @@ owner notices (:mod:`bot.runtime.notices`), telling approved senders
 (:mod:`bot.runtime.telling`), the prune job (:mod:`bot.runtime.scheduler`). The app names no
 concrete store or provider: the composition root (:mod:`bot.cli.compose`) hands it a
 factory of each, called at start.
+
+The gateway's ``GET /readyz`` reads the app's :attr:`App.phase`, the store's check and the
+providers' states through :meth:`App.readiness_sources` (plain callables: the gateway names no
+store and no provider).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from bot.core.errors import PairbotError, StartupError, StoreUnavailableError
 from bot.core.models import DmPolicy, NodeDecision, NodeVerdict
 from bot.core.protocols import Provider, StateStore
 from bot.gateway.guard import GuardSettings
+from bot.gateway.health import RUNNING, Phase, Readiness, ReadinessSources
 from bot.gateway.server import Gateway, GatewaySettings
 from bot.runtime.badstate import BadStateFiles
 from bot.runtime.handlers import Handler, build_handler
@@ -63,6 +68,7 @@ class App:
         notice_window: timedelta = timedelta(minutes=1),
         watch_interval: float = 0.5,
         capped_delay: float = 5.0,
+        ready_timeout: float = 2.0,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -74,6 +80,9 @@ class App:
             limit=notice_limit, window=notice_window, capped_delay=capped_delay
         )
         self._watch_interval = watch_interval
+        self._ready_timeout = ready_timeout
+        self.phase = Phase.STARTING
+        """Starting until every part runs; stopping from the first moment of :meth:`stop`."""
         self._owners = {(o.provider, o.user_id) for o in config.owners}
         self._policies: dict[str, DmPolicy] = {}
         self.providers: dict[str, Provider] = {}
@@ -98,6 +107,7 @@ class App:
 
     async def start(self) -> None:
         """Start everything; on failure, undo what was started and re-raise."""
+        self.phase = Phase.STARTING
         try:
             await self._start()
         except BaseException:
@@ -155,6 +165,9 @@ class App:
                 ),
                 on_request=notices.node_request,
                 on_secret=remember_secret,
+                readiness=Readiness(
+                    self.readiness_sources(), clock=self.clock, timeout=self._ready_timeout
+                ),
             )
             try:
                 await gateway.start()
@@ -197,12 +210,24 @@ class App:
         self._stack.push_async_callback(self.scheduler.stop)
         telling = asyncio.create_task(teller.run_forever(), name="pairbot-tell")
         self._stack.push_async_callback(_cancel, telling)
+        self.phase = Phase.RUNNING
         log.info(
             "pairbot running: providers=%s state_dir=%s", ",".join(self.providers), self.state_dir
         )
 
+    def readiness_sources(self) -> ReadinessSources:
+        """What ``GET /readyz`` judges by: the store's backend and check (the store opened
+        at start), the providers' states and :attr:`phase`."""
+        return ReadinessSources(
+            backend=self.config.store.backend,
+            check_store=lambda: self.store.check(),
+            providers=lambda: {name: _state_of(p) for name, p in self.providers.items()},
+            phase=lambda: self.phase,
+        )
+
     async def stop(self) -> None:
         """Stop in reverse order of start (providers finish the update in hand first)."""
+        self.phase = Phase.STOPPING
         if self._notices is not None:
             self._notices.cancel_capped()
         await self._stack.aclose()
@@ -220,6 +245,14 @@ class App:
         if self.gateway is not None:
             for req in expired:
                 await self.gateway.deliver(NodeDecision.on_request(req, NodeVerdict.EXPIRED))
+
+
+def _state_of(provider: Provider) -> str:
+    """A provider's lifecycle state as a word: its ``state`` (the providers' base keeps one),
+    else ``running`` (it started and has not been stopped)."""
+    state = getattr(provider, "state", None)
+    value = getattr(state, "value", state)
+    return value if isinstance(value, str) else RUNNING
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:

@@ -350,13 +350,15 @@ class Proxy:
                     sel.register(client, selectors.EVENT_READ)
                     sel.register(server, selectors.EVENT_READ)
                     continue
+                if sock not in pairs:  # its pair closed both earlier in this round
+                    continue
                 try:
                     data = sock.recv(65536)
+                    if data:
+                        pairs[sock].sendall(data)
                 except OSError:
                     data = b""
-                if data:
-                    pairs[sock].sendall(data)
-                else:
+                if not data:
                     other = pairs.pop(sock)
                     pairs.pop(other, None)
                     for s in (sock, other):

@@ -123,8 +123,8 @@ _WEBHOOK_ACTIVE = (
     "delete the webhook first"
 )
 _BAD_URL = "Bad Request: invalid webhook URL specified"
-_SECRET_TOO_LONG = "Bad Request: secret token is too long"
-_SECRET_CHARACTERS = "Bad Request: secret token contains unallowed characters"
+_SECRET_TOO_LONG = "Bad Request: secret token is too long"  # noqa: S105 (an error text)
+_SECRET_CHARACTERS = "Bad Request: secret token contains unallowed characters"  # noqa: S105 (an error text)
 _NOT_HTTPS = "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
 _BAD_PORT = "Bad Request: bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443"
 _WEBHOOK_PORTS = frozenset({80, 88, 443, 8443})
@@ -133,7 +133,7 @@ _URL = re.compile(
     r"(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?(?P<host>[^/:?#]+)(?::(?P<port>\d+))?"
 )
 _DEFAULT_MAX_CONNECTIONS = 40  # setWebhook max_connections: "Defaults to 40"
-SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 
 
 _REASONS = {

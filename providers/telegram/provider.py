@@ -90,7 +90,7 @@ _LOG = logging.getLogger(__name__)
 DEFAULT_API_BASE_URL = TELEGRAM_API
 DEFAULT_WEBHOOK = WebhookConfig(port=8083, path="/telegram/webhook")
 """Where webhook mode listens unless told (the config block's default too)."""
-SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 """The header carrying setWebhook's ``secret_token`` in each webhook POST (Bot API setWebhook:
 "If specified, the request will contain a header “X-Telegram-Bot-Api-Secret-Token” with the
 secret token as content"; telegram-bot-api WebhookActor.cpp adds it to every request)."""

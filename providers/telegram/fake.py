@@ -42,7 +42,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.core.clock import Clock
-from providers.fakebase import DemoSpec, FakeDemo, Written, wait_until
+from providers.fakebase import DemoSpec, FakeDemo, Written, free_port, wait_until
 from providers.fakes_http import LoopbackFake, Webhooks, call_params
 
 JsonDict = dict[str, Any]
@@ -1035,3 +1035,44 @@ class TelegramDemo(FakeDemo[FakeTelegramServer], spec=TELEGRAM):
         if data is None:
             raise LookupError(f"message {message_id} shows no button {label!r}")
         self.fake.press_button(int(user_id), int(message_id), data)
+
+
+class TelegramWebhookDemo(TelegramDemo):
+    """The Telegram fake with the bot in ``mode: webhook``: the provider contract suite runs
+    on it too (tests/e2e/test_telegram_webhook_contract.py).
+
+    TEST ONLY: it turns on the fake's ``allow_http_webhooks`` (a Bot API server in --local
+    mode), as the bot listens on plain HTTP on 127.0.0.1; api.telegram.org would refuse the
+    URL. The secret token is a fixed, strong one, the fake's (not a secret).
+    """
+
+    secret_token = "Xq7-Lm2_Rt9vKp4Wz8Nc3Hs6Jd1Fg5Yb0Ue-Qa_Tk"  # noqa: S105 (the fake's)
+    webhook_path = "/telegram/webhook"
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        super().__init__(clock=clock)
+        self.fake.allow_http_webhooks = True
+        self.webhook_port = 0
+
+    async def start(self) -> None:
+        """Pick the port the bot will listen on, then start the fake."""
+        self.webhook_port = free_port()
+        await super().start()
+
+    def provider_config(self) -> dict[str, Any]:
+        """The block in webhook mode: the bot listens on the port picked, and registers its
+        http:// loopback URL with setWebhook."""
+        return {
+            **super().provider_config(),
+            "mode": "webhook",
+            "webhook_url": f"http://127.0.0.1:{self.webhook_port}{self.webhook_path}",
+            "secret_token": self.secret_token,
+            "webhook": {"host": "127.0.0.1", "port": self.webhook_port, "path": self.webhook_path},
+        }
+
+    async def dm_delivered_twice(self, user_id: str, text: str, *, name: str) -> None:
+        """The bot's 200 for the POST carrying the message is lost, so Telegram posts the same
+        update (same update_id) again (see :meth:`FakeTelegramServer.lose_next_webhook_acks`)."""
+        self.fake.lose_next_webhook_acks(1)
+        update = self.fake.dm(int(user_id), text, first_name=name)
+        await wait_until(lambda: self.fake.times_posted(update["update_id"]) >= 2)

@@ -294,6 +294,11 @@ class TelegramProvider(BaseProvider):
         )
 
     @property
+    def public_url(self) -> str | None:
+        """In webhook mode: the URL registered with setWebhook (``webhook_url``); else None."""
+        return self._webhook_url or None
+
+    @property
     def webhook_url(self) -> str | None:
         """In webhook mode, while serving: where the webhook listens (with the real port),
         e.g. ``http://127.0.0.1:8083/telegram/webhook``; what ``webhook_url`` must reach."""

@@ -9,6 +9,7 @@ takes only HTTPS, as the last tests show.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -374,3 +375,41 @@ async def test_a_stranger_gets_a_code_and_the_owner_approves_in_webhook_mode(
         assert app.pairing.is_allowed("telegram", str(ALICE))
         assert code not in [p.code for p in app.pairing.pending()]
         assert "getUpdates" not in tg.methods_called()
+
+
+# -- pairbot doctor --------------------------------------------------------------------------
+
+
+async def test_doctor_says_whether_telegram_posts_to_the_webhook(
+    fake: FakeTelegramServer, provider: TelegramProvider
+) -> None:
+    from providers.telegram.doctor import check_owners  # (imported here: pairbot doctor's way)
+
+    made = webhook_block(fake)
+    block = {
+        **made,
+        "webhook_url": provider.public_url,
+        "webhook": WebhookConfig(**made["webhook"]),
+    }
+
+    # doctor runs its own event loop; the fake serves on this one
+    before = await asyncio.to_thread(check_owners, block, [])
+    await provider.start(Inbox())
+    registered = await asyncio.to_thread(check_owners, block, [])
+    await provider.stop()
+    fake.dm(ALICE, "nobody listens", first_name="Alice")
+    await wait_until(lambda: fake.deliveries != [])
+    failing = await asyncio.to_thread(check_owners, block, [])
+
+    where = "providers.telegram"
+    assert before[1] == (
+        None,
+        f"{where}: no webhook is registered yet: pairbot registers it at start",
+    )
+    assert registered[1] == (True, f"{where}: Telegram posts updates to the webhook_url")
+    assert failing[1] == (
+        False,
+        f"{where}: Telegram's last webhook delivery failed: Webhook connection closed "
+        "(1 update(s) waiting)",
+    )
+    assert SECRET not in repr([before, registered, failing])

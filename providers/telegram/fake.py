@@ -258,6 +258,7 @@ class FakeTelegramServer(LoopbackFake):
             timeout=5,
         )
         self._to_post: set[int] = set()
+        self._next_set_webhook = 0.0  # loop time before which setWebhook with a URL is 429
         self._last_error: tuple[int, str] | None = None
         self._acks_to_lose = 0
         self.edits: list[JsonDict] = []
@@ -526,6 +527,10 @@ class FakeTelegramServer(LoopbackFake):
         update_id, is delivered again."""
         self._acks_to_lose = n
 
+    def allow_set_webhook_now(self) -> None:
+        """Forget the last setWebhook's time: the next one is not held to one a second."""
+        self._next_set_webhook = 0.0
+
     def times_posted(self, update_id: int) -> int:
         """How many webhook POSTs carried the update (failed ones included)."""
         return sum(1 for d in self.deliveries if d["update_id"] == update_id)
@@ -635,6 +640,15 @@ class FakeTelegramServer(LoopbackFake):
         for the HTTPS and port checks, which the real server makes when it first connects
         and answers as "bad webhook: ..."). An empty ``url`` deletes the webhook."""
         url = str(params.get("url") or "")
+        if url:
+            # One setWebhook with a URL a second, answered or not, the same URL or another:
+            # the next earlier is "Too Many Requests: retry after 1" (process_set_webhook_query,
+            # next_allowed_set_webhook_time_; Query.cpp set_retry_after_error). Timed by the
+            # event loop's clock, not the fake's (tests freeze that one).
+            now = asyncio.get_running_loop().time()
+            if now < self._next_set_webhook:
+                raise _ApiError(429, "Too Many Requests: retry after 1", retry_after=1)
+            self._next_set_webhook = now + 1
         if params.get("drop_pending_updates") is True:
             self._updates.clear()
         if not url:

@@ -371,10 +371,14 @@ class TelegramProvider(BaseProvider):
         web_app.router.add_post(server.path, self._receive)
         await server.start(web_app)
         try:
-            await app.bot.set_webhook(
-                url=self._webhook_url,
-                secret_token=self._secret,
-                allowed_updates=_ALLOWED_UPDATES,
+            # Through the flood-limit retry: the Bot API takes one setWebhook a second (a
+            # second one, from a quick restart or another process, is a 429 retry_after 1).
+            await self._call(
+                lambda: app.bot.set_webhook(
+                    url=self._webhook_url,
+                    secret_token=self._secret,
+                    allowed_updates=_ALLOWED_UPDATES,
+                )
             )
         except BadRequest as exc:
             # "Bad Request: bad webhook: ...", "secret token ...": Client.cpp, do_set_webhook.

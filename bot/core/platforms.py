@@ -16,8 +16,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from bot.core.codes import MIN_SECRET_BITS, RANDOM_STRING_COMMAND, weakness
 from bot.core.schema import (
     IdRule,
     OptionalSecret,
@@ -29,8 +30,44 @@ from bot.core.schema import (
 # --- the config blocks -------------------------------------------------------------------------
 
 
+TELEGRAM_API = "https://api.telegram.org"
+"""The Bot API server a Telegram block talks to unless ``api_base_url`` names another."""
+
+_TELEGRAM_SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}\Z")
+"""What setWebhook takes as ``secret_token``: "1-256 characters. Only characters A-Z, a-z,
+0-9, _ and - are allowed" (core.telegram.org/bots/api#setwebhook; the Bot API server refuses
+others: tdlib/telegram-bot-api Client.cpp, do_set_webhook, "secret token is too long",
+"secret token contains unallowed characters")."""
+
+
+def telegram_secret_token_problem(value: str) -> str | None:
+    """Why setWebhook would refuse ``value`` as its ``secret_token``, or None. Never quotes it."""
+    if _TELEGRAM_SECRET_TOKEN.match(value) is None:
+        return "must be 1 to 256 characters of A-Z, a-z, 0-9, _ and - (what setWebhook takes)"
+    return None
+
+
+def telegram_webhook_url_problem(url: str, api_base_url: str | None) -> str | None:
+    """Why ``url`` cannot be the URL Telegram posts updates to, or None.
+
+    api.telegram.org posts only to HTTPS ("bad webhook: An HTTPS URL must be provided for
+    webhook": tdlib/telegram-bot-api WebhookActor.cpp). A self-hosted Bot API server
+    (``api_base_url`` set) started with ``--local`` also posts to plain HTTP on any port
+    (the same check is skipped in local mode), so there an ``http://`` URL is let through and
+    the server itself refuses it if it is not in local mode.
+    """
+    scheme, _, rest = url.partition("://")
+    if not rest or "/" in scheme or rest.startswith("/"):
+        return "must be a full URL, e.g. https://bot.example.com/telegram/webhook"
+    local = (api_base_url or TELEGRAM_API).rstrip("/") != TELEGRAM_API
+    if scheme.lower() != "https" and not (local and scheme.lower() == "http"):
+        return "must be an https:// URL: Telegram posts updates only to HTTPS"
+    return None
+
+
 class TelegramConfig(ProviderBlock):
-    """``providers.telegram:`` — a Telegram bot (python-telegram-bot, long polling)."""
+    """``providers.telegram:`` — a Telegram bot (python-telegram-bot): long polling (default)
+    or a webhook Telegram POSTs updates to (``mode: webhook``)."""
 
     # A user id is a positive number, written in digits as the Bot API gives ``from.id``: a
     # negative one is a group's chat id and a ``+`` begins a phone number, never a sender.
@@ -44,6 +81,47 @@ class TelegramConfig(ProviderBlock):
     token: Secret
     api_base_url: str | None = None
     max_send_rate: float = Field(default=30.0, gt=0)
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str | None = None
+    """The public URL Telegram POSTs updates to (setWebhook ``url``); webhook mode only."""
+    secret_token: OptionalSecret = None
+    """Sent by Telegram in ``X-Telegram-Bot-Api-Secret-Token`` with each update; webhook mode
+    only, and required there."""
+    webhook: WebhookConfig = WebhookConfig(port=8083, path="/telegram/webhook")
+
+    @field_validator("secret_token")
+    @classmethod
+    def _secret_token(cls, value: str | None) -> str | None:
+        """What setWebhook takes, and not guessable: anyone who reaches the port may try."""
+        if value is None:
+            return None
+        if problem := telegram_secret_token_problem(value):
+            raise ValueError(problem)
+        if reason := weakness(value):
+            raise ValueError(
+                f"too weak ({reason}; at least {MIN_SECRET_BITS} bits of randomness needed): "
+                f"make one with {RANDOM_STRING_COMMAND}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> TelegramConfig:
+        """Webhook mode needs the URL and the secret token; polling mode takes neither."""
+        if self.mode == "polling":
+            for field in ("webhook_url", "secret_token"):
+                if getattr(self, field) is not None:
+                    raise ValueError(f"{field} is only used when mode is webhook")
+            return self
+        if not self.webhook_url:
+            raise ValueError("webhook_url is required when mode is webhook")
+        if problem := telegram_webhook_url_problem(self.webhook_url, self.api_base_url):
+            raise ValueError(f"webhook_url {problem}")
+        if not self.secret_token:
+            raise ValueError(
+                f"secret_token is required when mode is webhook: make one with "
+                f"{RANDOM_STRING_COMMAND}"
+            )
+        return self
 
 
 class SlackConfig(ProviderBlock):

@@ -18,6 +18,11 @@ user wrote to the bot there (pressed Start: :meth:`FakeTelegramServer.dm`, or
 :meth:`~FakeTelegramServer.started_before`), and none while they have blocked it
 (:meth:`~FakeTelegramServer.block`). Users write text or media in the Bot API's shapes
 (:meth:`~FakeTelegramServer.dm_media`: photo, document, sticker, voice).
+
+Updates go out by getUpdates, or, once setWebhook registered a URL, by POSTing each Update to
+it (with ``X-Telegram-Bot-Api-Secret-Token``), in order, retried until answered 2xx; while a
+webhook is set getUpdates is refused with 409 (tdlib/telegram-bot-api Client.cpp,
+WebhookActor.cpp: see ``_set_webhook`` and ``_post_update``).
 """
 
 from __future__ import annotations
@@ -26,17 +31,19 @@ import asyncio
 import copy
 import itertools
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import aiohttp
 from aiohttp import web
 
 from bot.core.clock import Clock
-from providers.fakebase import DemoSpec, FakeDemo, Written, wait_until
-from providers.fakes_http import LoopbackFake, call_params
+from providers.fakebase import DemoSpec, FakeDemo, Written, free_port, wait_until
+from providers.fakes_http import LoopbackFake, Webhooks, call_params
 
 JsonDict = dict[str, Any]
 
@@ -107,6 +114,38 @@ _STRING_FIELDS = frozenset(
 _UPDATE_KINDS = frozenset(
     {"message", "edited_message", "channel_post", "edited_channel_post", "callback_query"}
 )
+
+# Webhooks, as tdlib/telegram-bot-api answers them (telegram-bot-api/Client.cpp at 01a3679:
+# process_get_updates_query, process_set_webhook_query, do_set_webhook, JsonWebhookInfo;
+# WebhookActor.cpp: the HTTPS and port checks, the header, and what counts as delivered).
+_WEBHOOK_ACTIVE = (
+    "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to "
+    "delete the webhook first"
+)
+_BAD_URL = "Bad Request: invalid webhook URL specified"
+_SECRET_TOO_LONG = "Bad Request: secret token is too long"  # noqa: S105 (an error text)
+_SECRET_CHARACTERS = "Bad Request: secret token contains unallowed characters"  # noqa: S105 (an error text)
+_NOT_HTTPS = "Bad Request: bad webhook: An HTTPS URL must be provided for webhook"
+_BAD_PORT = "Bad Request: bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443"
+_WEBHOOK_PORTS = frozenset({80, 88, 443, 8443})
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*\Z")  # td::is_base64url_characters; "" is no secret
+_URL = re.compile(
+    r"(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://)?(?P<host>[^/:?#]+)(?::(?P<port>\d+))?"
+)
+_DEFAULT_MAX_CONNECTIONS = 40  # setWebhook max_connections: "Defaults to 40"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
+
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+"""The HTTP reason phrases the Bot API server quotes in "Wrong response from the webhook"."""
 
 
 class _ApiError(Exception):
@@ -195,9 +234,33 @@ class FakeTelegramServer(LoopbackFake):
         bot_username: str = "pairbot_demo_bot",
         bot_name: str = "Pairbot Demo",
         clock: Clock | None = None,
+        allow_http_webhooks: bool = False,
     ) -> None:
         super().__init__(port=port, clock=clock)
         self.token = token
+        # TEST-ONLY switch. api.telegram.org posts only to https:// on ports 80, 88, 443 or
+        # 8443 (WebhookActor.cpp refuses the rest, and so does this fake by default). A test
+        # cannot serve TLS on such a port on 127.0.0.1, so it turns this on to let setWebhook
+        # take an http:// loopback URL on any port: what a self-hosted telegram-bot-api
+        # started with --local does (the same checks are skipped in local mode). Every other
+        # setWebhook check (URL syntax, secret_token) still applies.
+        self.allow_http_webhooks = allow_http_webhooks
+        self.webhook: JsonDict | None = None
+        """The registered webhook (``url``, ``secret_token``, ``max_connections``,
+        ``allowed_updates``), or None: what a test reads, as getWebhookInfo never tells the
+        secret."""
+        self.deliveries: list[JsonDict] = []
+        """Every webhook POST the fake made, as ``{"update_id", "status"}`` (None: no answer)."""
+        self._webhooks: Webhooks[int] = Webhooks(
+            "FakeTelegramServer",
+            self._post_update,
+            ready=lambda: self.webhook is not None,
+            timeout=5,
+        )
+        self._to_post: set[int] = set()
+        self._next_set_webhook = 0.0  # loop time before which setWebhook with a URL is 429
+        self._last_error: tuple[int, str] | None = None
+        self._acks_to_lose = 0
         self.edits: list[JsonDict] = []
         self.callback_answers: list[JsonDict] = []
         self.calls: list[tuple[str, JsonDict]] = []
@@ -229,7 +292,9 @@ class FakeTelegramServer(LoopbackFake):
         self._polls_to_lose = 0  # contract (issue 10)
         self._methods: dict[str, Callable[[JsonDict], Awaitable[object]]] = {
             "getme": self._get_me,
-            "deletewebhook": self._true,
+            "setwebhook": self._set_webhook,
+            "deletewebhook": self._delete_webhook,
+            "getwebhookinfo": self._get_webhook_info,
             "getupdates": self._get_updates,
             "sendmessage": self._send_message,
             "editmessagetext": self._edit_message_text,
@@ -253,11 +318,16 @@ class FakeTelegramServer(LoopbackFake):
         # Long polls are woken at stop, so the base's short grace period is enough.
         await self._serve(app)
         self._closing = False
+        await self._webhooks.start()
+        self._post_pending()
 
     async def stop(self) -> None:
-        """Wake held long polls, stop serving and free the port. Safe to call twice."""
+        """Wake held long polls, stop posting webhooks, stop serving and free the port. Safe
+        to call twice."""
         self._closing = True
         self._new_update.set()
+        await self._webhooks.stop()
+        self._to_post.clear()
         await self._http.stop()
 
     # -- injection: what users do ------------------------------------------------------------
@@ -374,6 +444,7 @@ class FakeTelegramServer(LoopbackFake):
         self._next_update_id += 1
         self._updates.append(body)
         self._new_update.set()
+        self._post_pending()
         return body
 
     def fail_next_sends(self, n: int, retry_after: int = 1) -> None:
@@ -447,6 +518,94 @@ class FakeTelegramServer(LoopbackFake):
             request.transport.close()
         return True
 
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def lose_next_webhook_acks(self, n: int) -> None:
+        """The next ``n`` webhook POSTs answered 2xx count as failed, as if the answer never
+        came back (WebhookActor.cpp: a connection closed before the response is "Webhook
+        connection closed", and the update is posted again): the same update, same
+        update_id, is delivered again."""
+        self._acks_to_lose = n
+
+    def allow_set_webhook_now(self) -> None:
+        """Forget the last setWebhook's time: the next one is not held to one a second."""
+        self._next_set_webhook = 0.0
+
+    def times_posted(self, update_id: int) -> int:
+        """How many webhook POSTs carried the update (failed ones included)."""
+        return sum(1 for d in self.deliveries if d["update_id"] == update_id)
+
+    async def post_update(self, update: Mapping[str, Any], *, secret: str | None) -> int:
+        """POST ``update`` to the registered webhook once, now, with ``secret`` as the secret
+        header (None: no header), and return the HTTP status: a forged or stray POST, beside
+        Telegram's own deliveries.
+
+        Raises:
+            RuntimeError: no webhook is set.
+        """
+        if self.webhook is None:
+            raise RuntimeError("no webhook is set")
+        headers = {"Content-Type": "application/json"}
+        if secret is not None:
+            headers[SECRET_HEADER] = secret
+        session = self._webhooks.session
+        raw = json.dumps(update).encode()
+        async with session.post(self.webhook["url"], data=raw, headers=headers) as resp:
+            await resp.read()
+            return resp.status
+
+    def _post_pending(self) -> None:
+        """Queue every pending update for the webhook, if one is set (each once)."""
+        if self.webhook is None:
+            return
+        for update in self._updates:
+            if update["update_id"] not in self._to_post:
+                self._to_post.add(update["update_id"])
+                self._webhooks.put(update["update_id"])
+
+    async def _post_update(self, update_id: int) -> None:
+        """POST one update until it is answered 2xx, the webhook is deleted, or the update is
+        dropped; delivered, it is gone (as getUpdates' offset confirms one).
+
+        WebhookActor.cpp: a 2xx answer is success; any other ("Wrong response from the
+        webhook: 403 Forbidden"), or none, is recorded as the last error (getWebhookInfo
+        ``last_error_date`` and ``last_error_message``) and the update is posted again later
+        (the real server backs off up to minutes; the fake after 0.05 s, doubling to 0.5 s).
+        Updates go out one at a time, in order (the fake plays max_connections 1).
+        """
+        delay = 0.05
+        try:
+            while (hook := self.webhook) is not None:
+                update = next((u for u in self._updates if u["update_id"] == update_id), None)
+                if update is None:
+                    return
+                kinds = hook["allowed_updates"] or _UPDATE_KINDS
+                if kinds.isdisjoint(update):
+                    self._updates.remove(update)  # not asked for: never sent
+                    return
+                status: int | None = None
+                try:
+                    status = await self.post_update(update, secret=hook["secret_token"] or None)
+                except (aiohttp.ClientError, TimeoutError, OSError):
+                    self._last_error = (self._now(), "Webhook connection closed")
+                self.deliveries.append({"update_id": update_id, "status": status})
+                if status is not None and 200 <= status <= 299:
+                    if self._acks_to_lose == 0:
+                        self._updates.remove(update)
+                        return
+                    self._acks_to_lose -= 1
+                    self._last_error = (self._now(), "Webhook connection closed")
+                elif status is not None:
+                    reason = _REASONS.get(status, "")
+                    self._last_error = (
+                        self._now(),
+                        f"Wrong response from the webhook: {status} {reason}".rstrip(),
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        finally:
+            self._to_post.discard(update_id)
+
     # -- HTTP --------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -476,7 +635,82 @@ class FakeTelegramServer(LoopbackFake):
     async def _get_me(self, _params: JsonDict) -> JsonDict:
         return dict(self.bot_user)
 
+    async def _set_webhook(self, params: JsonDict) -> bool:
+        """setWebhook (Client.cpp process_set_webhook_query, do_set_webhook; WebhookActor.cpp
+        for the HTTPS and port checks, which the real server makes when it first connects
+        and answers as "bad webhook: ..."). An empty ``url`` deletes the webhook."""
+        url = str(params.get("url") or "")
+        if url:
+            # One setWebhook with a URL a second, answered or not, the same URL or another:
+            # the next earlier is "Too Many Requests: retry after 1" (process_set_webhook_query,
+            # next_allowed_set_webhook_time_; Query.cpp set_retry_after_error). Timed by the
+            # event loop's clock, not the fake's (tests freeze that one).
+            now = asyncio.get_running_loop().time()
+            if now < self._next_set_webhook:
+                raise _ApiError(429, "Too Many Requests: retry after 1", retry_after=1)
+            self._next_set_webhook = now + 1
+        if params.get("drop_pending_updates") is True:
+            self._updates.clear()
+        if not url:
+            self.webhook = None
+            return True
+        found = _URL.match(url)
+        scheme = (found.group("scheme") or "https").lower() if found else ""
+        if found is None or scheme not in ("http", "https"):
+            raise _ApiError(400, _BAD_URL)
+        secret = str(params.get("secret_token") or "")
+        if len(secret) > 256:
+            raise _ApiError(400, _SECRET_TOO_LONG)
+        if _BASE64URL.match(secret) is None:
+            raise _ApiError(400, _SECRET_CHARACTERS)
+        if not self.allow_http_webhooks:
+            port = int(found.group("port") or (443 if scheme == "https" else 80))
+            if scheme != "https":
+                raise _ApiError(400, _NOT_HTTPS)
+            if port not in _WEBHOOK_PORTS:
+                raise _ApiError(400, _BAD_PORT)
+        allowed = params.get("allowed_updates")
+        previous = self.webhook["allowed_updates"] if self.webhook is not None else None
+        self.webhook = {
+            "url": url,
+            "secret_token": secret,
+            "max_connections": params.get("max_connections") or _DEFAULT_MAX_CONNECTIONS,
+            # "If not specified, the previous setting will be used"; [] means the default set.
+            "allowed_updates": frozenset(allowed) if isinstance(allowed, list) else previous,
+        }
+        self._last_error = None
+        self._new_update.set()  # a long poll held now ends (the real one: "terminated")
+        self._post_pending()
+        self._webhooks.wake()
+        return True
+
+    async def _delete_webhook(self, params: JsonDict) -> bool:
+        """deleteWebhook: the pending updates stay for getUpdates unless dropped."""
+        if params.get("drop_pending_updates") is True:
+            self._updates.clear()
+        self.webhook = None
+        return True
+
+    async def _get_webhook_info(self, _params: JsonDict) -> JsonDict:
+        """getWebhookInfo, as JsonWebhookInfo stores it: never the secret token."""
+        hook = self.webhook
+        info: JsonDict = {
+            "url": hook["url"] if hook else "",
+            "has_custom_certificate": False,
+            "pending_update_count": len(self._updates),
+        }
+        if self._last_error is not None:
+            info["last_error_date"], info["last_error_message"] = self._last_error
+        if hook is not None:
+            info["max_connections"] = hook["max_connections"]
+            info["ip_address"] = "127.0.0.1"
+            if hook["allowed_updates"]:
+                info["allowed_updates"] = sorted(hook["allowed_updates"])
+        return info
+
     async def _get_updates(self, params: JsonDict) -> list[JsonDict]:
+        if self.webhook is not None:
+            raise _ApiError(409, _WEBHOOK_ACTIVE)
         offset = params.get("offset")
         if isinstance(offset, int) and offset > 0:
             # Telegram forgets every update older than the offset: that is the ack.
@@ -490,6 +724,8 @@ class FakeTelegramServer(LoopbackFake):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
+            if self.webhook is not None:  # set while this poll was held (abort_long_poll)
+                raise _ApiError(409, "Conflict: terminated by setWebhook request")
             ready = [u for u in self._updates if not kinds.isdisjoint(u)]
             remaining = deadline - loop.time()
             if ready or remaining <= 0 or self._closing:
@@ -813,3 +1049,44 @@ class TelegramDemo(FakeDemo[FakeTelegramServer], spec=TELEGRAM):
         if data is None:
             raise LookupError(f"message {message_id} shows no button {label!r}")
         self.fake.press_button(int(user_id), int(message_id), data)
+
+
+class TelegramWebhookDemo(TelegramDemo):
+    """The Telegram fake with the bot in ``mode: webhook``: the provider contract suite runs
+    on it too (tests/e2e/test_telegram_webhook_contract.py).
+
+    TEST ONLY: it turns on the fake's ``allow_http_webhooks`` (a Bot API server in --local
+    mode), as the bot listens on plain HTTP on 127.0.0.1; api.telegram.org would refuse the
+    URL. The secret token is a fixed, strong one, the fake's (not a secret).
+    """
+
+    secret_token = "Xq7-Lm2_Rt9vKp4Wz8Nc3Hs6Jd1Fg5Yb0Ue-Qa_Tk"  # noqa: S105 (the fake's)
+    webhook_path = "/telegram/webhook"
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        super().__init__(clock=clock)
+        self.fake.allow_http_webhooks = True
+        self.webhook_port = 0
+
+    async def start(self) -> None:
+        """Pick the port the bot will listen on, then start the fake."""
+        self.webhook_port = free_port()
+        await super().start()
+
+    def provider_config(self) -> dict[str, Any]:
+        """The block in webhook mode: the bot listens on the port picked, and registers its
+        http:// loopback URL with setWebhook."""
+        return {
+            **super().provider_config(),
+            "mode": "webhook",
+            "webhook_url": f"http://127.0.0.1:{self.webhook_port}{self.webhook_path}",
+            "secret_token": self.secret_token,
+            "webhook": {"host": "127.0.0.1", "port": self.webhook_port, "path": self.webhook_path},
+        }
+
+    async def dm_delivered_twice(self, user_id: str, text: str, *, name: str) -> None:
+        """The bot's 200 for the POST carrying the message is lost, so Telegram posts the same
+        update (same update_id) again (see :meth:`FakeTelegramServer.lose_next_webhook_acks`)."""
+        self.fake.lose_next_webhook_acks(1)
+        update = self.fake.dm(int(user_id), text, first_name=name)
+        await wait_until(lambda: self.fake.times_posted(update["update_id"]) >= 2)

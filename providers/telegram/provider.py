@@ -1,4 +1,5 @@
-"""Telegram, through python-telegram-bot: long polling in, plain text and inline buttons out.
+"""Telegram, through python-telegram-bot: long polling or a webhook in, plain text and inline
+buttons out.
 
 :class:`TelegramProvider` turns Telegram updates into :class:`~bot.core.models.Inbound` values (the
 sender is always the numeric user id, never the @username, which can be reassigned) and sends
@@ -7,9 +8,28 @@ through PTB's ``AIORateLimiter`` when ``aiolimiter`` is installed
 (``python-telegram-bot[rate-limiter]``), else through the base's retry on ``RetryAfter``;
 either way a 429's ``retry_after`` is honoured up to three times.
 
-Lifecycle, the ordered handling of updates, the retry loop and the text split (at line breaks,
-4096 characters a message) are :class:`~providers.base.BaseProvider`'s; Telegram needs no
-dedupe (``getUpdates`` offsets acknowledge each update once).
+Lifecycle, the ordered handling of updates, the dedupe, the retry loop and the text split (at
+line breaks, 4096 characters a message) are :class:`~providers.base.BaseProvider`'s.
+
+Updates come one of two ways (``mode``), and become Inbound values the same way:
+
+* ``polling`` (default): PTB long-polls getUpdates; an offset acknowledges each update once.
+  Starting to poll deletes a webhook left set (PTB's Updater bootstrap calls deleteWebhook).
+* ``webhook``: Telegram POSTs each Update to ``webhook_url``, which must reach the
+  :class:`~providers.webhook.WebhookServer` this provider serves (``webhook``: host, port,
+  path). At start the provider checks the token (getMe), listens, then registers the URL
+  with setWebhook (the same ``allowed_updates`` as polling, and ``secret_token``). A POST is
+  taken only if its ``X-Telegram-Bot-Api-Secret-Token`` header matches the secret (compared
+  in constant time, before the body is read; else 403, as PTB's own webhook answers); it is
+  answered 200 once the update is queued, so a crash before that leaves it to Telegram's
+  retry, and 503 while the provider takes no events. Telegram delivers at least once: an
+  update_id seen before is dropped (the base's dedupe, in the worker, so an update queued and
+  then dropped at a stop is taken again when re-delivered).
+
+  :meth:`~TelegramProvider.stop` leaves the webhook registered: Telegram keeps the updates
+  that arrive meanwhile (up to 24 hours) and retries their delivery, so a restart loses
+  nothing; and where several processes serve the same URL behind a load balancer, one
+  stopping must not cut the others off. ``mode: polling`` deletes it at its next start.
 
 A message with a photo, a file, a sticker, a voice note (anything PTB counts as its
 ``effective_attachment``) becomes an Inbound with ``media`` set and its caption, or ``""``, as
@@ -22,18 +42,22 @@ keep what they miss and tell them when they write); :meth:`TelegramProvider.why_
 asks the same without sending a message (``sendChatAction``), for the check at start and
 ``pairbot doctor``.
 
-The bot token never appears in what this module logs or raises, and while the provider runs a
-filter redacts it from the httpx and PTB log lines that carry it inside a URL.
+The bot token and the webhook's secret token never appear in what this module logs or
+raises, and while the provider runs a filter redacts them from the httpx and PTB log lines
+that carry them (the token inside a URL; PTB logs setWebhook's parameters at DEBUG).
 """
 
 from __future__ import annotations
 
+import hmac
 import importlib.util
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from aiohttp import web
 from telegram import (
     Bot,
     CallbackQuery,
@@ -50,13 +74,28 @@ from telegram.ext import AIORateLimiter, Application, ContextTypes, TypeHandler
 
 from bot.core.errors import ProviderError, RecipientUnreachable
 from bot.core.models import Button, ChatKind, Inbound
+from bot.core.platforms import (
+    TELEGRAM_API,
+    telegram_secret_token_problem,
+    telegram_webhook_url_problem,
+)
+from bot.core.schema import WebhookConfig
 from providers.base import BaseProvider
 from providers.limits import ButtonLimits, TextSplit
 from providers.retry import Retry, RetryPolicy
+from providers.webhook import WebhookServer
 
 _LOG = logging.getLogger(__name__)
 
-DEFAULT_API_BASE_URL = "https://api.telegram.org"
+DEFAULT_API_BASE_URL = TELEGRAM_API
+DEFAULT_WEBHOOK = WebhookConfig(port=8083, path="/telegram/webhook")
+"""Where webhook mode listens unless told (the config block's default too)."""
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
+"""The header carrying setWebhook's ``secret_token`` in each webhook POST (Bot API setWebhook:
+"If specified, the request will contain a header “X-Telegram-Bot-Api-Secret-Token” with the
+secret token as content"; telegram-bot-api WebhookActor.cpp adds it to every request)."""
+MAX_UPDATE_BODY = 1024 * 1024
+"""The largest webhook body taken, in bytes (an Update is far smaller); more is answered 413."""
 MAX_CALLBACK_DATA_BYTES = 64
 """Telegram refuses inline buttons whose callback data is longer than this, in UTF-8 bytes."""
 MAX_TEXT = 4096
@@ -83,16 +122,20 @@ _App = Application[Any, Any, Any, Any, Any, Any]
 
 
 class _RedactToken(logging.Filter):
-    """Replace the bot token in the records of the loggers it is added to."""
+    """Replace the bot token (and the webhook's secret token) in the records of the loggers
+    it is added to."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, *secrets: str) -> None:
         super().__init__()
-        self._token = token
+        self._secrets = [secret for secret in secrets if secret]
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if self._token in message:
-            record.msg = message.replace(self._token, "<token>")
+        found = [secret for secret in self._secrets if secret in message]
+        if found:
+            for secret in found:
+                message = message.replace(secret, "<token>")
+            record.msg = message
             record.args = None
         return True
 
@@ -182,9 +225,17 @@ class TelegramProvider(BaseProvider):
             seconds, at least 1).
         max_send_rate: messages per second the bot sends at most, all chats together
             (Telegram allows about 30); sends beyond it wait their turn.
+        mode: ``polling`` (getUpdates: no public URL needed) or ``webhook`` (Telegram POSTs
+            updates to ``webhook_url``).
+        webhook_url: webhook mode: the public HTTPS URL registered with setWebhook; it must
+            reach ``webhook`` (through a reverse proxy or load balancer, usually).
+        secret_token: webhook mode: setWebhook's ``secret_token`` (1-256 characters of
+            ``A-Z a-z 0-9 _ -``), which each POST must carry.
+        webhook: webhook mode: where to listen (port 0 picks a free one, kept for a restart)
+            and the path Telegram's POSTs arrive on.
 
     :meth:`start` can be called again after :meth:`stop`. Updates are handled one at a time,
-    in order; an exception from the handler is logged and polling goes on.
+    in order; an exception from the handler is logged and receiving goes on.
     """
 
     platform = "Telegram"
@@ -200,9 +251,31 @@ class TelegramProvider(BaseProvider):
         name: str = "telegram",
         poll_timeout: float = 10.0,
         max_send_rate: float = 30.0,
+        mode: str = "polling",
+        webhook_url: str | None = None,
+        secret_token: str | None = None,
+        webhook: WebhookConfig = DEFAULT_WEBHOOK,
     ) -> None:
         super().__init__(name=name)
         self._token = self._required("token", token, "the bot token is empty")
+        self.mode = mode
+        self._webhook_url = ""
+        self._secret = ""
+        self._server: WebhookServer | None = None
+        if mode == "webhook":
+            self._webhook_url = self._required(
+                "webhook_url", webhook_url, "webhook_url is required when mode is webhook"
+            )
+            if problem := telegram_webhook_url_problem(self._webhook_url, api_base_url):
+                raise self._config_error("webhook_url", problem)
+            self._secret = self._required(
+                "secret_token", secret_token, "secret_token is required when mode is webhook"
+            )
+            if problem := telegram_secret_token_problem(self._secret):
+                raise self._config_error("secret_token", problem)
+            self._server = WebhookServer.at(webhook)
+        elif mode != "polling":
+            raise self._config_error("mode", "must be polling or webhook")
         if not poll_timeout > 0:
             raise self._config_error("poll_timeout", "must be positive")
         if not max_send_rate > 0:
@@ -212,10 +285,25 @@ class TelegramProvider(BaseProvider):
         self._poll_timeout = timedelta(seconds=max(1, round(poll_timeout)))
         self._max_send_rate = max_send_rate
         self._app: _App | None = None
-        self._redactor = _RedactToken(token)
+        self._redactor = _RedactToken(token, self._secret)
 
     def __repr__(self) -> str:
-        return f"TelegramProvider(name={self.name!r}, api_base_url={self._root!r})"
+        return (
+            f"TelegramProvider(name={self.name!r}, mode={self.mode!r}, "
+            f"api_base_url={self._root!r})"
+        )
+
+    @property
+    def public_url(self) -> str | None:
+        """In webhook mode: the URL registered with setWebhook (``webhook_url``); else None."""
+        return self._webhook_url or None
+
+    @property
+    def webhook_url(self) -> str | None:
+        """In webhook mode, while serving: where the webhook listens (with the real port),
+        e.g. ``http://127.0.0.1:8083/telegram/webhook``; what ``webhook_url`` must reach."""
+        server = self._server
+        return server.url if server is not None and server.serving else None
 
     @property
     def api_root(self) -> str:
@@ -236,11 +324,14 @@ class TelegramProvider(BaseProvider):
     # -- lifecycle (the hooks of BaseProvider) -----------------------------------------------
 
     async def _connect(self) -> None:
-        """Check the token (getMe), start long polling; return once updates flow.
+        """Check the token (getMe), start long polling or serve the webhook and register it
+        (setWebhook); return once updates flow.
 
         Raises:
-            ConfigError: Telegram rejected the token.
+            ConfigError: Telegram rejected the token, or refused the webhook (setWebhook:
+                ``webhook_url``, ``secret_token``).
             telegram.error.TelegramError: the API could not be reached or answered otherwise.
+            OSError: webhook mode could not listen on its port.
         """
         self._redact_logs(True)
         # Held from now on: a handler that replies to the very first update (which may arrive
@@ -256,6 +347,9 @@ class TelegramProvider(BaseProvider):
                 hint="check the token @BotFather gave you, and api_base_url",
             ) from None
         await app.start()
+        if self._server is not None:
+            await self._serve_webhook(app, self._server)
+            return
         if app.updater is None:  # the builder always makes one; this narrows the type
             raise ProviderError(f"{self.name}: PTB built no updater")
         await app.updater.start_polling(
@@ -266,8 +360,46 @@ class TelegramProvider(BaseProvider):
         )
         _LOG.info("%s: polling started as @%s", self.name, app.bot.username)
 
+    async def _serve_webhook(self, app: _App, server: WebhookServer) -> None:
+        """Listen first (what Telegram posts once setWebhook returns finds the server), then
+        register the URL.
+
+        Raises:
+            ConfigError: setWebhook refused the URL or the secret token.
+        """
+        web_app = web.Application(client_max_size=MAX_UPDATE_BODY)
+        web_app.router.add_post(server.path, self._receive)
+        await server.start(web_app)
+        try:
+            # Through the flood-limit retry: the Bot API takes one setWebhook a second (a
+            # second one, from a quick restart or another process, is a 429 retry_after 1).
+            await self._call(
+                lambda: app.bot.set_webhook(
+                    url=self._webhook_url,
+                    secret_token=self._secret,
+                    allowed_updates=_ALLOWED_UPDATES,
+                )
+            )
+        except BadRequest as exc:
+            # "Bad Request: bad webhook: ...", "secret token ...": Client.cpp, do_set_webhook.
+            field = "secret_token" if "secret token" in exc.message.lower() else "webhook_url"
+            raise self._config_error(
+                field, "Telegram refused the webhook", hint=f"setWebhook said: {exc.message}"
+            ) from None
+        _LOG.info(
+            "%s: webhook set, listening on %s:%d%s as @%s",
+            self.name,
+            server.host,
+            server.port,
+            server.path,
+            app.bot.username,
+        )
+
     async def _stop_receiving(self) -> None:
-        """Stop polling, then PTB, which hands the updates it still holds to the worker."""
+        """Stop polling (then PTB, which hands the updates it still holds to the worker), or
+        stop serving the webhook, which stays registered (see the module's doc)."""
+        if self._server is not None:
+            await self._server.stop()
         app = self._app
         if app is None:
             return
@@ -374,8 +506,50 @@ class TelegramProvider(BaseProvider):
     # -- inbound -----------------------------------------------------------------------------
 
     async def _on_update(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Queue one update; the worker turns it into an Inbound, in order."""
-        self._enqueue(lambda: self._from_update(update))
+        """A polled update (PTB's handler): taken as a webhook's is."""
+        self._take(update)
+
+    def _take(self, update: Update) -> bool:
+        """Queue one update, from either mode; the worker turns it into an Inbound, in order.
+        False, and nothing queued, once the provider takes no events."""
+        return self._enqueue(lambda: self._first_from(update))
+
+    async def _first_from(self, update: Update) -> Inbound | None:
+        """The update's Inbound, unless its update_id was handled before (Telegram delivers
+        at least once: a webhook POST it saw no 2xx for is sent again)."""
+        if not self._first_time(update.update_id):
+            return None
+        return await self._from_update(update)
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        """One webhook POST: check the secret token, then read and queue the Update.
+
+        The header is checked before the body is read, and never logged. 200 means queued;
+        Telegram posts again whatever got another answer or none.
+        """
+        given = request.headers.get(SECRET_HEADER, "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, self._secret.encode()):
+            _LOG.warning(
+                "%s: webhook POST from %s with a %s secret token refused",
+                self.name,
+                request.remote,
+                "wrong" if given else "missing",
+            )
+            return web.Response(status=403, text="Forbidden")
+        app = self._app
+        if app is None:
+            return web.Response(status=503, text="Stopping")
+        try:
+            body = json.loads(await request.read())
+            update = Update.de_json(body, app.bot) if isinstance(body, dict) else None
+        except (ValueError, TypeError, KeyError):
+            update = None
+        if update is None:
+            _LOG.warning("%s: webhook POST is not an Update; refused", self.name)
+            return web.Response(status=400, text="Bad Request")
+        if not self._take(update):
+            return web.Response(status=503, text="Stopping")
+        return web.Response(text="OK")
 
     async def _from_update(self, update: Update) -> Inbound | None:
         if update.callback_query is not None:

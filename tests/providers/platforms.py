@@ -11,6 +11,7 @@ xfails (listed in every pytest summary), so a fix shows up as an XPASS to clear.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -25,7 +26,7 @@ from providers.signal.fake import SignalDemo
 from providers.signal.provider import SignalProvider
 from providers.slack.fake import SlackDemo
 from providers.slack.provider import SlackProvider
-from providers.telegram.fake import TelegramDemo
+from providers.telegram.fake import TelegramDemo, TelegramWebhookDemo
 from providers.telegram.provider import TelegramProvider
 from providers.whatsapp.fake import WhatsAppDemo
 from providers.whatsapp.provider import WhatsAppProvider
@@ -249,3 +250,20 @@ FACTS: dict[str, Facts] = {
     )
 }
 """Every platform pairbot has a provider for, by provider name."""
+
+TELEGRAM_WEBHOOK = dataclasses.replace(
+    FACTS["telegram"],
+    people=TelegramWebhookDemo,
+    fast={},
+    # setWebhook: "In case of an unsuccessful request ... we will repeat the request and give
+    # up after a reasonable number of attempts"; stop() leaves the webhook set, so what is
+    # written meanwhile is posted again until the restarted bot answers 2xx.
+    while_stopped="kept",
+    log_proof="webhook set",  # the provider's INFO line once setWebhook took the URL
+)
+"""Telegram in ``mode: webhook``: the same platform and provider, updates POSTed by Telegram.
+
+Not an entry of :data:`FACTS`: that table is keyed by provider name, and the name is also the
+config key the contract fixture builds the block under and the demo platform
+``tests/e2e/test_demo_platforms.py`` loads, so a second ``telegram`` entry needs a key that is
+no provider. tests/e2e/test_telegram_webhook_contract.py runs the contract suite on it."""

@@ -616,6 +616,7 @@ def test_the_secret_keys_are_the_fields_marked_secret() -> None:
         "verify_token",
         "password",
         "operator_token",
+        "secret_token",
     }
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bot.core import codes
-from bot.core.errors import SchemaVersionError, StoreLockTimeoutError
+from bot.core.errors import SchemaVersionError, StoreError, StoreLockTimeoutError
 from bot.core.models import ApprovalNotice, AuditEvent, NodeRequest, PairedNode, PendingRequest
 from bot.core.platforms import KNOWN_PROVIDERS
 from stores._records import NEVER_ALLOWED, audit_record, check_provider, unknown_provider
@@ -793,6 +793,24 @@ class SqlStore(ABC):
             txn._run(_PUT_CURSOR, (key, value))
 
     # --- the rest of the protocol -----------------------------------------------------------
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise a :class:`~bot.core.errors.StoreError` if the database cannot be used."""
+
+    def _holds(self, where: Path) -> bool:
+        """Whether a :class:`~bot.core.errors.StoreError`'s ``path`` names this database."""
+        return where == self.where
+
+    def recheck(self, where: Path) -> bool:
+        """True if ``where`` is this database (:meth:`_holds`) and it still cannot be used."""
+        if not self._holds(where):
+            return False
+        try:
+            self.check()
+        except StoreError:
+            return True
+        return False
 
     def close(self) -> None:
         """Close the connections; the next use opens them again."""

@@ -692,16 +692,6 @@ class PostgresStore(SqlStore):
             finally:
                 conn.close()
 
-    def recheck(self, where: Path) -> bool:
-        """True if ``where`` is this database and it still cannot be used."""
-        if where != self.where:
-            return False
-        try:
-            self.check()
-        except StoreError:
-            return True
-        return False
-
     def access_report(self) -> list[tuple[bool, str]]:
         """Nothing on disk to check: the database's own roles say who may read it (see
         :meth:`diagnose` for what the DSN's user may do)."""

@@ -200,15 +200,9 @@ class SqliteStore(SqlStore):
         if problems != ["ok"]:
             raise StoreCorruptError(f"damaged: {problems[0]}", path=self.path, hint=_CORRUPT_HINT)
 
-    def recheck(self, where: Path) -> bool:
-        """True if ``where`` is this database (or a file of it) and it still cannot be used."""
-        if where not in self.files():
-            return False
-        try:
-            self.check()
-        except StoreError:
-            return True
-        return False
+    def _holds(self, where: Path) -> bool:
+        """The database, or one of its files (``-wal``, ``-shm``)."""
+        return where in self.files()
 
     def access_report(self) -> list[tuple[bool, str]]:
         """The modes and owners of the database's dir and files (every one must be private)."""

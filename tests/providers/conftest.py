@@ -4,6 +4,7 @@ and its real provider built from the fake's config block the way ``pairbot run``
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -56,7 +57,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(params=list(FACTS))
 async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
-    facts = FACTS[request.param]
+    async with rigged(FACTS[request.param]) as made:
+        yield made
+
+
+@asynccontextmanager
+async def rigged(facts: Facts) -> AsyncIterator[Rig]:
+    """The rig of ``facts``: its fake started, its provider built from the fake's config block
+    (not started); both stopped on the way out."""
     people = facts.people(clock=FakeClock(SystemClock().now()))
     await people.start()
     try:

@@ -1,5 +1,5 @@
 """What the e2e tests share: a platform's app config, the app at test pace, waiting for what
-the bot sent, and the code in a stranger's reply."""
+the bot sent, the code in a stranger's reply, and the app's store wrapped for a test."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from bot.cli import compose
 from bot.cli.compose import open_app
 from bot.core.clock import Clock
 from bot.core.config import Config
+from bot.core.protocols import StateStore
 from bot.runtime.app import App
 from providers.fakebase import wait_until
 
 T = TypeVar("T")
+W = TypeVar("W")
 
 PACE: dict[str, Any] = {
     "watch_interval": 0.1,
@@ -86,3 +89,18 @@ def code_in(text: str) -> str:
 async def settle(seconds: float = 0.3) -> None:
     """Give traffic that must not come the time it would need to show up."""
     await asyncio.sleep(seconds)
+
+
+def wrap_stores(monkeypatch: Any, wrap: Callable[[StateStore], W]) -> list[W]:
+    """Make every app (and command) built in this test open its configured store wrapped by
+    ``wrap`` (a store in its own right, by delegation); return the wrappers, as made."""
+    made: list[W] = []
+    real = compose.configured_store
+
+    def wrapped(config: Config | None, state_dir: Path) -> StateStore:
+        store = wrap(real(config, state_dir))
+        made.append(store)
+        return cast(StateStore, store)
+
+    monkeypatch.setattr(compose, "configured_store", wrapped)
+    return made

@@ -15,10 +15,8 @@ from typing import Any
 
 import pytest
 
-from bot.cli import compose
 from bot.core import messages
 from bot.core.clock import FakeClock
-from bot.core.config import Config
 from bot.core.errors import StoreUnavailableError
 from bot.core.protocols import StateStore, StateTxn
 from bot.runtime.app import App
@@ -58,16 +56,7 @@ async def tg(fake_clock: FakeClock) -> AsyncIterator[FakeTelegramServer]:
 
 @pytest.fixture
 def switch(monkeypatch: pytest.MonkeyPatch) -> list[Switched]:
-    made: list[Switched] = []
-    real = compose.configured_store
-
-    def switched(config: Config | None, state_dir: Path) -> StateStore:
-        store = Switched(real(config, state_dir))
-        made.append(store)
-        return store
-
-    monkeypatch.setattr(compose, "configured_store", switched)
-    return made
+    return support.wrap_stores(monkeypatch, Switched)
 
 
 @pytest.fixture

@@ -17,10 +17,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bot.cli import compose
 from bot.cli.compose import open_app
 from bot.core.clock import FakeClock
-from bot.core.config import Config
 from bot.core.errors import (
     SchemaVersionError,
     StoreCorruptError,
@@ -33,6 +31,7 @@ from bot.core.protocols import OnInbound, StateStore
 from bot.runtime.app import App
 from providers.telegram.fake import FakeTelegramServer
 from stores.sql.schema import SCHEMA_VERSION
+from tests.e2e import support
 from tests.gateway.support import Gw, make_config, running, within
 from tests.stores.test_postgres import Proxy
 
@@ -75,16 +74,7 @@ class Checked:
 
 @pytest.fixture
 def checked(monkeypatch: pytest.MonkeyPatch) -> list[Checked]:
-    made: list[Checked] = []
-    real = compose.configured_store
-
-    def wrapped(config: Config | None, state_dir: Path) -> StateStore:
-        store = Checked(real(config, state_dir))
-        made.append(store)
-        return store  # a StateStore by its __getattr__
-
-    monkeypatch.setattr(compose, "configured_store", wrapped)
-    return made
+    return support.wrap_stores(monkeypatch, Checked)
 
 
 @pytest.fixture

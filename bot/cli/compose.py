@@ -19,9 +19,10 @@ from typing import Any
 from bot.core.clock import Clock
 from bot.core.config import Config
 from bot.core.errors import ConfigError
-from bot.core.protocols import Cursors, Provider, StateStore
+from bot.core.protocols import Cluster, Cursors, Provider, StateStore
 from bot.runtime.app import App
 from stores import STATE_DIR_ENV, open_store, resolve_state_dir
+from stores.cluster import LocalCluster
 
 
 def state_dir_of(config: Config, explicit: Path | None = None) -> Path:
@@ -37,6 +38,13 @@ def configured_store(config: Config | None, state_dir: Path) -> StateStore:
     chosen = config.store
     path = Path(chosen.path).expanduser() if chosen.path else None
     return open_store(state_dir, backend=chosen.backend, path=path, dsn=chosen.dsn)
+
+
+def configured_cluster(store: StateStore) -> Cluster:
+    """The cluster the instances on ``store`` share: this process alone, in memory, unless
+    the store is one several instances can share."""
+    del store  # every backend is a cluster of one for now
+    return LocalCluster()
 
 
 def open_app(
@@ -67,6 +75,7 @@ def open_app(
         config,
         store=store,
         providers=(lambda: given) if given is not None else built,
+        cluster=configured_cluster,
         state_dir=chosen,
         clock=clock,
         **tuning,

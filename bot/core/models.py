@@ -328,3 +328,15 @@ class AuditEvent:
     provider: str | None = None
     request_id: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceBeat:
+    """One running instance as its last heartbeat told of it (:meth:`Cluster.beat`)."""
+
+    instance_id: str
+    started_at: datetime
+    """When the instance's first beat was recorded."""
+    last_beat: datetime
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    """What the instance said of itself: version, host, readiness, the connectors it holds."""

@@ -8,9 +8,9 @@ must remember where it got to across a restart (a catch-up cursor) is handed a
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -19,12 +19,17 @@ from bot.core.models import (
     AuditEvent,
     Button,
     Inbound,
+    InstanceBeat,
     NodeRequest,
     PairedNode,
     PendingRequest,
 )
 
 OnInbound = Callable[[Inbound], Awaitable[None]]
+OnMessage = Callable[[dict[str, str]], None]
+
+CLUSTER_KEEP = timedelta(hours=1)
+"""How long a cluster keeps a published message for subscribers that were cut off."""
 
 
 class Provider(Protocol):
@@ -246,4 +251,93 @@ class StateStore(Cursors, Protocol):
 
     def close(self) -> None:
         """Release anything held open."""
+        ...
+
+
+class Cluster(Protocol):
+    """What the instances of pairbot running on one state share besides the state itself.
+
+    One ``pairbot run`` on a JSON or SQLite state is the only instance there is: its cluster
+    lives in that process's memory. On PostgreSQL, every instance on the same schema shares
+    one, in the database, so N instances behave as one bot: a platform event handled once
+    (:meth:`claim`), one set of limits (:meth:`bump`), events that reach the instance they
+    concern (:meth:`publish`), one consumer of a connector that allows one (:meth:`hold`), and
+    a list of who is running (:meth:`beat`).
+
+    Blocking and thread-safe like a :class:`StateStore`: the runtime calls it from worker
+    threads. It never reads a clock: ``now`` comes from the caller's injected clock, so
+    instances on several machines need clocks kept in step (NTP) to well within the shortest
+    ``ttl`` they use. Keys, topics and lease names are short strings chosen by the caller;
+    they never carry a secret (a code, a token), since a database administrator can read them.
+    """
+
+    instance_id: str
+    """This instance: unique among every instance that ever shares the cluster."""
+
+    def claim(self, key: str, *, now: datetime, ttl: timedelta) -> bool:
+        """Take ``key`` until ``now + ttl`` if no claim on it is running: True if this call
+        took it; False if a claim (this instance's or another's) holds it until after
+        ``now``. Two instances claiming one key at once: exactly one gets True."""
+        ...
+
+    def keep(self, key: str, *, now: datetime, ttl: timedelta) -> None:
+        """Make this instance's claim on ``key`` last until ``now + ttl`` (longer or shorter);
+        a key it does not hold is left as it is."""
+        ...
+
+    def claimed_until(self, key: str, *, now: datetime) -> datetime | None:
+        """When the running claim on ``key`` ends, or None if none runs at ``now``."""
+        ...
+
+    def unclaim(self, key: str) -> None:
+        """End this instance's claim on ``key`` now (the work failed: another may take it)."""
+        ...
+
+    def bump(self, key: str, *, now: datetime, window: timedelta) -> int:
+        """Count one event under ``key`` at ``now``; return how many events were counted
+        under it in the ``window`` before ``now`` (this one included), by every instance."""
+        ...
+
+    def clear(self, key: str) -> None:
+        """Forget every event counted under ``key``."""
+        ...
+
+    def publish(self, topic: str, message: Mapping[str, str]) -> None:
+        """Send ``message`` to every subscriber of ``topic`` on every instance (this one
+        included). Each subscriber gets each message once, in the order they were published.
+        Returns once the message is durable: a subscriber that was cut off gets it when it
+        is back (messages are kept for at least :data:`CLUSTER_KEEP`)."""
+        ...
+
+    def subscribe(self, topic: str, handler: OnMessage) -> Callable[[], None]:
+        """Call ``handler`` with each message published on ``topic`` from now on, from a
+        thread of the cluster's, one at a time; return a function that stops it. After a
+        lost connection the messages published meanwhile are delivered first (catch-up)."""
+        ...
+
+    def hold(self, lease: str, *, now: datetime, ttl: timedelta) -> bool:
+        """Take or renew ``lease`` for this instance until ``now + ttl``: True if this
+        instance holds it now; False while another holds it (until its ttl runs out)."""
+        ...
+
+    def release(self, lease: str) -> None:
+        """Give ``lease`` up at once if this instance holds it (a clean stop)."""
+        ...
+
+    def holders(self, *, now: datetime) -> dict[str, str]:
+        """Every lease held at ``now``: its name → the holder's instance id."""
+        ...
+
+    def beat(self, *, now: datetime, facts: Mapping[str, object]) -> None:
+        """Say this instance is alive at ``now``, with what :meth:`instances` shows of it
+        (JSON-able facts: version, host, readiness, the connectors it holds)."""
+        ...
+
+    def instances(self, *, now: datetime, within: timedelta) -> list[InstanceBeat]:
+        """The instances whose last beat is within ``within`` before ``now``, oldest first."""
+        ...
+
+    def close(self) -> None:
+        """Stop subscriptions and release what is held open (not the leases: see
+        :meth:`release`)."""
         ...

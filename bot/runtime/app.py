@@ -31,7 +31,7 @@ from bot.core.clock import Clock, SystemClock
 from bot.core.config import Config
 from bot.core.errors import PairbotError, StartupError, StoreUnavailableError
 from bot.core.models import DmPolicy, NodeDecision, NodeVerdict
-from bot.core.protocols import Provider, StateStore
+from bot.core.protocols import Cluster, Provider, StateStore
 from bot.gateway.guard import GuardSettings
 from bot.gateway.health import RUNNING, Phase, Readiness, ReadinessSources
 from bot.gateway.server import Gateway, GatewaySettings
@@ -62,6 +62,7 @@ class App:
         *,
         store: Callable[[], StateStore],
         providers: Callable[[], Mapping[str, Provider]],
+        cluster: Callable[[StateStore], Cluster],
         state_dir: Path,
         clock: Clock | None = None,
         notice_limit: int = 5,
@@ -73,6 +74,7 @@ class App:
         self.config = config
         self.clock = clock or SystemClock()
         self._open_store = store
+        self._open_cluster = cluster
         self._build_providers = providers
         self.state_dir = state_dir
         """Where the gateway's local operator socket lives (the state dir)."""
@@ -119,6 +121,8 @@ class App:
         self.store: StateStore = await asyncio.to_thread(self._open_store)
         self._stack.callback(self.store.close)
         await asyncio.to_thread(self.store.check)  # a bad file refuses the start, unchanged
+        self.cluster: Cluster = await asyncio.to_thread(self._open_cluster, self.store)
+        self._stack.callback(self.cluster.close)
         for ok, message in await asyncio.to_thread(self.store.access_report):
             if not ok:
                 log.warning("state is too open: %s (run `pairbot doctor`)", message)
@@ -137,6 +141,7 @@ class App:
             providers=self.providers,
             clock=self.clock,
             pairing=self.pairing,
+            cluster=self.cluster,
             outage=self.outage,
         )
         notices = self._notices = OwnerNotices(

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bot.core.clock import Clock
-from bot.core.protocols import Provider
+from bot.core.protocols import Cluster, Provider
 from bot.runtime.outage import StoreOutage
 from bot.services.pairing import PairingService
 
@@ -28,5 +28,8 @@ class Shared:
     providers: Mapping[str, Provider]
     clock: Clock
     pairing: PairingService
+    cluster: Cluster
+    """What this instance shares with the others on the same state (a cluster of one unless
+    several instances run on one PostgreSQL)."""
     outage: StoreOutage = field(default_factory=StoreOutage)
     """Whether the state store is unreachable now (one log line per outage)."""

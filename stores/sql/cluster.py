@@ -323,6 +323,7 @@ class _Listener:
         self._dirty = True
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
+        self._own_pipe = False
         self._thread = threading.Thread(
             target=self._run, name=f"pairbot-cluster {cluster.instance_id}", daemon=True
         )
@@ -331,10 +332,12 @@ class _Listener:
     def stop(self) -> None:
         self._stop.set()
         os.write(self._wake_w, b"x")
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+        if self._thread is threading.current_thread():  # a handler closed the cluster
+            self._own_pipe = True  # closed by the thread as it ends, below
+            return
+        self._thread.join(timeout=10)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
     def _run(self) -> None:
         delay = _BACKOFF[0]
@@ -361,17 +364,23 @@ class _Listener:
                     cut_at = None
             try:
                 self._serve(conn)
-            except psycopg.Error as exc:
+            except Exception as exc:  # the connection lost (or a bug): reconnect, catch up
+                if not isinstance(exc, psycopg.Error):
+                    log.exception("cluster: the listener failed")
                 cut_at = monotonic()
                 self.listening = False
                 self.conn = None
                 conn.close()
                 if not self._stop.is_set():
                     self._cut(exc)
+                    self._stop.wait(_BACKOFF[0])
         self.listening = False
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        if self._own_pipe:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     def _connect(self) -> PgConnection:
         conn = self._store._connect()
@@ -417,16 +426,21 @@ class _Listener:
         while not self._stop.is_set():
             rows = conn.execute(_FETCH, (after, topics, PAGE)).fetchall()
             for seq, topic, body in rows:
-                message = json.loads(body)
+                after = seq
+                try:
+                    message: dict[str, str] | None = json.loads(body)
+                except ValueError:  # not written by pairbot: skipped, said once
+                    log.error("cluster: message %d on topic %s is not JSON; skipped", seq, topic)
+                    message = None
                 for sub in subs:
                     if sub.topic != topic or not sub.active or sub.after >= seq:
                         continue
-                    try:
-                        sub.handler(dict(message))
-                    except Exception:  # one handler's failure must not stop the others
-                        log.exception("a cluster subscriber failed on topic %s", topic)
+                    if message is not None:
+                        try:
+                            sub.handler(dict(message))
+                        except Exception:  # one handler's failure must not stop the others
+                            log.exception("a cluster subscriber failed on topic %s", topic)
                     sub.after = seq
-                after = seq
             if len(rows) < PAGE:
                 return
 

@@ -608,6 +608,41 @@ def test_an_instance_killed_with_9_blocks_nothing_and_its_lease_passes_on(
     assert got[-1] == {"from": "survivor", "n": "0"}
 
 
+def count_rows(dsn: str, table: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_ended_claims_and_counters_are_swept(pg_rig: PostgresRig) -> None:
+    a = pg_rig.instance("inst-a")
+    for i in range(SWEEP_EVERY):  # each ends before the next is taken
+        assert a.claim(f"update:{i}", now=T0 + i * SECOND, ttl=SECOND)
+        a.bump(f"limit:{i}", now=T0 + i * SECOND, window=SECOND)
+    # The last sweep ran at the SWEEP_EVERY-th of each: only the last key's row is left.
+    assert count_rows(pg_rig.dsn, "cluster_claims") == 1
+    assert count_rows(pg_rig.dsn, "cluster_counts") == 1
+
+
+def test_a_handler_may_close_its_cluster(pg_rig: PostgresRig) -> None:
+    a = pg_rig.instance("inst-a")
+    b = pg_rig.instance("inst-b")
+    assert isinstance(b, PostgresCluster)
+    closed = threading.Event()
+
+    def close(_message: dict[str, str]) -> None:
+        b.close()
+        closed.set()
+
+    b.subscribe("t", close)
+    a.publish("t", {"n": "1"})
+    assert closed.wait(5)
+    wait_for(lambda: b.listener_pid is None)
+    with pytest.raises(RuntimeError):
+        b.subscribe("t", close)
+
+
 def test_the_cluster_tables_come_with_the_schema(pg_rig: PostgresRig) -> None:
     pg_rig.instance("inst-a").beat(now=T0, facts={})
     with psycopg.connect(pg_rig.dsn) as conn:

@@ -107,6 +107,9 @@ MIGRATIONS: list[list[str]] = [
     # 2: the providers' cursors (:class:`bot.core.protocols.Cursors`): a small string per key,
     # the provider's own, saved outside the pairing transactions.
     [f"CREATE TABLE {CURSORS_TABLE} (key {{text}} PRIMARY KEY, value {{text}} NOT NULL)"],
+    # 3: nothing here; PostgreSQL spreads its pending counts over rows (so strangers' requests
+    # need not wait for each other: see stores.sql.postgres).
+    [],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

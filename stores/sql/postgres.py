@@ -34,6 +34,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import select
 import threading
 import weakref
@@ -98,6 +99,37 @@ _COUNT_PENDING = [
 ``COUNT(*)`` reads every pending row of the provider (0.5-0.8 ms at 10,000, inside the
 exclusive lock on every stranger's request); this is one indexed row."""
 
+STRIPES = 64
+"""Rows each provider's pending count is spread over (migration 3)."""
+
+_STRIPED_COUNTS = [
+    "ALTER TABLE pending_counts ADD COLUMN stripe INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE pending_counts DROP CONSTRAINT pending_counts_pkey",
+    "ALTER TABLE pending_counts ADD PRIMARY KEY (provider, stripe)",
+    f"""CREATE OR REPLACE FUNCTION pairbot_pending_count() RETURNS trigger LANGUAGE plpgsql
+    AS $$ DECLARE s INTEGER := floor(random() * {STRIPES}); BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO pending_counts AS c (provider, stripe, n) VALUES (NEW.provider, s, 1)
+            ON CONFLICT (provider, stripe) DO UPDATE SET n = c.n + 1;
+        ELSIF TG_OP = 'DELETE' THEN
+            INSERT INTO pending_counts AS c (provider, stripe, n) VALUES (OLD.provider, s, -1)
+            ON CONFLICT (provider, stripe) DO UPDATE SET n = c.n - 1;
+        ELSE
+            DELETE FROM pending_counts;
+        END IF;
+        RETURN NULL;
+    END $$""",  # noqa: S608 (a constant number)
+]
+"""Migration 3: each provider's count spread over :data:`STRIPES` rows, each change to a
+random one. A count row is locked from the change until the commit; with one row per provider
+every stranger's request queued behind the one before it, commit and all, even in shared
+transactions. The count is the sum of the provider's rows."""
+
+_SHARED_SLOTS = 8
+"""Shared transactions that may run at once across every process on a schema: each holds one
+of this many advisory locks, so a limit checked in one holds with this many others in
+flight (:attr:`bot.core.protocols.StateTxn.peers`)."""
+
 CLUSTER_CHANNEL = "pairbot_cluster"
 """The ``NOTIFY`` channel of the cluster's messages; the payload is the schema, never a body."""
 CLUSTER_LOCK_CLASS = 0x636C7573  # "clus"
@@ -147,7 +179,7 @@ _CLUSTER = [
 
 _REWRITES = {
     "SELECT COUNT(*) FROM pending_requests WHERE provider = ?": (
-        "SELECT COALESCE((SELECT n FROM pending_counts WHERE provider = %s), 0)"
+        "SELECT COALESCE(SUM(n), 0)::BIGINT FROM pending_counts WHERE provider = %s"
     ),
 }
 """Statements of the layer PostgreSQL answers its own way (same parameters, same answer)."""
@@ -234,16 +266,44 @@ class PostgresDialect(Dialect):
     def migrations(self) -> list[list[str]]:
         steps = super().migrations()
         steps[0] = [*steps[0], *_NOTIFY_ON_CHANGE, *_COUNT_PENDING]
+        steps[2] = [*steps[2], *_STRIPED_COUNTS]
         steps[CLUSTER_MIGRATION - 1] = [*steps[CLUSTER_MIGRATION - 1], *_CLUSTER]
         return steps
 
     def begin_exclusive(self, conn: Connection) -> None:
-        conn.execute("BEGIN")
+        self._begin_locked(conn, f"pg_advisory_xact_lock({LOCK_CLASS}, {self.lock_key})")
+
+    def begin_shared(self, conn: Connection) -> int:
+        """The schema's advisory lock in shared mode (an exclusive holder or waiter keeps it
+        out), then one of :data:`_SHARED_SLOTS` slot locks: the first free, else a random one
+        waited for. Both end with the transaction."""
+        base = (self.lock_key & 0xFFFFFFFF) << 8  # one-key locks: a space apart from the two-key
+        row = self._begin_locked(
+            conn,
+            f"pg_advisory_xact_lock_shared({LOCK_CLASS}, {self.lock_key}), (SELECT s FROM "  # noqa: S608 (integers)
+            f"generate_series(0, {_SHARED_SLOTS - 1}) AS s "
+            f"WHERE pg_try_advisory_xact_lock({base} + s) LIMIT 1)",
+        )
+        if row is None or row[1] is None:
+            try:
+                slot = secrets.randbelow(_SHARED_SLOTS)
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (base + slot,))
+            except BaseException:
+                self.end(conn, commit=False)
+                raise
+        return _SHARED_SLOTS - 1
+
+    def _begin_locked(self, conn: Connection, locks: str) -> Any:
+        """``BEGIN`` and take ``locks`` (a select list of lock calls on integers this code
+        made) in one round trip; return the select's row."""
         try:
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, self.lock_key))
+            cur: Any = conn.execute(f"BEGIN; SELECT {locks}")  # no parameters: one trip for both
+            cur.nextset()
+            return cur.fetchone()
         except BaseException:
             # Not begun, as far as the caller knows: leave no aborted transaction behind.
-            self.end(conn, commit=False)
+            with contextlib.suppress(Exception):
+                self.end(conn, commit=False)
             raise
 
     def begin_read(self, conn: Connection) -> None:

@@ -30,6 +30,7 @@ from bot.core.protocols import Cluster
 from stores.cluster import LocalCluster
 from stores.sql.cluster import SWEEP_EVERY, PostgresCluster
 from stores.sql.postgres import PostgresStore, dsn_target
+from stores.sql.schema import CLUSTER_MIGRATION, SCHEMA_VERSION
 from tests.backends import pg_schema
 from tests.stores.cluster_member import TTL as MEMBER_TTL
 from tests.stores.helpers import REPO_ROOT, expect_line, writer_env
@@ -660,3 +661,27 @@ def test_the_cluster_tables_come_with_the_schema(pg_rig: PostgresRig) -> None:
         "cluster_leases",
         "cluster_beats",
     }
+
+
+def test_a_schema_of_the_version_before_gains_the_cluster_tables(pg_rig: PostgresRig) -> None:
+    first = PostgresStore(pg_rig.dsn)
+    with first.transaction() as txn:
+        txn.allow("telegram", "42")
+    first.close()
+    with psycopg.connect(pg_rig.dsn, autocommit=True) as conn:  # as the code before made it
+        for table in ("claims", "counts", "messages", "leases", "beats"):
+            conn.execute(f"DROP TABLE cluster_{table}")
+        conn.execute("DROP FUNCTION pairbot_cluster_publish")
+        conn.execute(
+            "UPDATE pairbot_meta SET value = %s WHERE key = 'schema_version'",
+            (str(CLUSTER_MIGRATION - 1),),
+        )
+    a = pg_rig.instance("inst-a")
+    assert a.claim("k", now=T0, ttl=MINUTE)
+    with psycopg.connect(pg_rig.dsn) as conn:
+        row = conn.execute(
+            "SELECT value FROM pairbot_meta WHERE key = 'schema_version'"
+        ).fetchone()
+    assert row == (str(SCHEMA_VERSION),)
+    assert pg_rig.stores[-1].is_allowed("telegram", "42")
+

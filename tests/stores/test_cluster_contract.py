@@ -684,4 +684,3 @@ def test_a_schema_of_the_version_before_gains_the_cluster_tables(pg_rig: Postgre
         ).fetchone()
     assert row == (str(SCHEMA_VERSION),)
     assert pg_rig.stores[-1].is_allowed("telegram", "42")
-

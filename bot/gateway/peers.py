@@ -18,7 +18,7 @@ from typing import Any
 
 from bot.core import codes
 from bot.core.clock import Clock
-from bot.core.models import NodeApproval, NodeDecision, NodeRequest, NodeVerdict
+from bot.core.models import NodeDecision, NodeRequest, NodeVerdict
 from bot.gateway import frames
 from bot.gateway.frames import Conn
 from bot.services import seal
@@ -121,14 +121,6 @@ class Peers:
         """Send an event to every operator connection."""
         for conn in [c for c in self.conns if c.operator]:
             await conn.send(frames.event(event, payload))
-
-    async def deliver_approval(self, approval: NodeApproval) -> bool:
-        """Deliver what an approval decided (:meth:`NodeApproval.decisions`): the superseded
-        askers hear "rejected", the approved asker its token. True if that asker heard."""
-        heard = False
-        for decision in approval.decisions():
-            heard = await self.deliver(decision)
-        return heard
 
     async def deliver(self, decision: NodeDecision) -> bool:
         """Tell ``decision`` to the one it concerns; True if it heard.

@@ -11,9 +11,10 @@ approve`` reaches a running bot.
 Every ``node.pair.request`` is its own request, bound to the connection that made it: the
 answer carries a pickup secret for that asker alone, and a decision goes only to that
 connection, or, if it went away, to whoever comes back showing the pickup secret
-(:mod:`bot.gateway.askers`). A node id that is already paired is refused unless the asker
+(:mod:`bot.gateway.peers`). A node id that is already paired is refused unless the asker
 proves it holds the node's current token (a re-pair). Every decision, whoever made it, is a
-:class:`~bot.core.models.NodeDecision` delivered by :meth:`Gateway.deliver`. See
+:class:`~bot.core.models.NodeDecision` delivered by :meth:`Gateway.deliver`, through the
+cluster to whichever instance holds its asker (:mod:`bot.gateway.relay`). See
 ``docs/gateway-protocol.md``.
 
 Connections are capped (in all and per address, within the process's file limit), must

@@ -519,3 +519,32 @@ def test_messages_never_carry_a_token() -> None:
         "sealed": "v1.xyz",
         "from": "me",
     }
+
+
+def test_only_a_postgresql_config_makes_the_cli_publish_through_the_cluster(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bot.cli import compose
+    from bot.core.config import Config
+
+    opened: list[object] = []
+    monkeypatch.setattr(compose, "configured_cluster", lambda store: opened.append(store) or store)
+
+    def config(store: dict[str, str]) -> Config:
+        return Config.model_validate(
+            {"owners": [{"provider": "telegram", "user_id": "1"}], "store": store}
+        )
+
+    store = open_store(tmp_path, backend="sqlite", path=tmp_path / "x.db")
+    try:
+        assert compose.shared_cluster(None, store) is None
+        assert compose.shared_cluster(config({"backend": "json"}), store) is None
+        assert compose.shared_cluster(config({"backend": "sqlite"}), store) is None
+        pg = config({"backend": "postgres", "dsn": "postgresql://u@127.0.0.1:1/x"})
+        shared = compose.shared_cluster(pg, store)
+        assert shared is not None
+        assert opened == [], "opened only when a command needs it"
+        assert shared() is store
+        assert opened == [store], "the composition root's cluster of the store"
+    finally:
+        store.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,16 @@ def configured_cluster(store: StateStore) -> Cluster:
     if isinstance(store, PostgresStore):
         return PostgresCluster(store)
     return LocalCluster()
+
+
+def shared_cluster(config: Config | None, store: StateStore) -> Callable[[], Cluster] | None:
+    """How a command reaches the running instances on ``store``: through the cluster they
+    share when the state is one several instances can share (PostgreSQL: opened only when
+    called), else None (a running bot on a JSON or SQLite state is reached through its state
+    dir's socket)."""
+    if config is None or config.store.backend != "postgres":
+        return None
+    return lambda: configured_cluster(store)
 
 
 def open_app(

@@ -174,6 +174,7 @@ class App:
                 ),
                 on_request=notices.node_request,
                 on_secret=remember_secret,
+                cluster=self.cluster,
                 readiness=Readiness(
                     self.readiness_sources(), clock=self.clock, timeout=self._ready_timeout
                 ),

@@ -23,6 +23,8 @@ from bot.core.protocols import Cluster, Cursors, Provider, StateStore
 from bot.runtime.app import App
 from stores import STATE_DIR_ENV, open_store, resolve_state_dir
 from stores.cluster import LocalCluster
+from stores.sql.cluster import PostgresCluster
+from stores.sql.postgres import PostgresStore
 
 
 def state_dir_of(config: Config, explicit: Path | None = None) -> Path:
@@ -41,9 +43,11 @@ def configured_store(config: Config | None, state_dir: Path) -> StateStore:
 
 
 def configured_cluster(store: StateStore) -> Cluster:
-    """The cluster the instances on ``store`` share: this process alone, in memory, unless
-    the store is one several instances can share."""
-    del store  # every backend is a cluster of one for now
+    """The cluster the instances on ``store`` share: on PostgreSQL, every instance on the
+    same schema (:class:`~stores.sql.cluster.PostgresCluster`); on any other store this
+    process alone, in memory (:class:`~stores.cluster.LocalCluster`)."""
+    if isinstance(store, PostgresStore):
+        return PostgresCluster(store)
     return LocalCluster()
 
 

@@ -21,12 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from bot import __version__
 from bot.core.clock import Clock, SystemClock
 from bot.core.config import Config
 from bot.core.errors import PairbotError, StartupError, StoreUnavailableError
@@ -118,6 +121,7 @@ class App:
 
     async def _start(self) -> None:
         cfg = self.config
+        self.started_at = self.clock.now()
         self.store: StateStore = await asyncio.to_thread(self._open_store)
         self._stack.callback(self.store.close)
         await asyncio.to_thread(self.store.check)  # a bad file refuses the start, unchanged
@@ -223,13 +227,26 @@ class App:
 
     def readiness_sources(self) -> ReadinessSources:
         """What ``GET /readyz`` judges by: the store's backend and check (the store opened
-        at start), the providers' states and :attr:`phase`."""
+        at start), the providers' states and :attr:`phase`; and who answers
+        (:meth:`instance_facts`)."""
         return ReadinessSources(
             backend=self.config.store.backend,
             check_store=lambda: self.store.check(),
             providers=lambda: {name: _state_of(p) for name, p in self.providers.items()},
             phase=lambda: self.phase,
+            instance=self.instance_facts,
         )
+
+    def instance_facts(self) -> dict[str, object]:
+        """This instance as ``pairbot status`` shows it: its cluster id, pairbot's version,
+        the host, the process id and when it started (ISO 8601, UTC)."""
+        return {
+            "id": self.cluster.instance_id,
+            "version": __version__,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self.started_at.isoformat(),
+        }
 
     async def stop(self) -> None:
         """Stop in reverse order of start (providers finish the update in hand first)."""

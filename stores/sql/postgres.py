@@ -39,6 +39,7 @@ import select
 import threading
 import weakref
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from time import monotonic
 from typing import Any
@@ -56,7 +57,7 @@ from bot.core.errors import (
     StoreUnavailableError,
 )
 from stores.sql.base import Connection, Cursor, Dialect, SqlStore
-from stores.sql.schema import MIGRATIONS, SCHEMA_VERSION
+from stores.sql.schema import CLUSTER_MIGRATION, MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,53 @@ _SHARED_SLOTS = 8
 of this many advisory locks, so a limit checked in one holds with this many others in
 flight (:attr:`bot.core.protocols.StateTxn.peers`)."""
 
+CLUSTER_CHANNEL = "pairbot_cluster"
+"""The ``NOTIFY`` channel of the cluster's messages; the payload is the schema, never a body."""
+CLUSTER_LOCK_CLASS = 0x636C7573  # "clus"
+"""The first key of the advisory lock that puts the cluster's messages in commit order."""
+
+_CLUSTER = [
+    # A claim on an event (handled once): who holds it, until when (µs). Ended ones are swept.
+    "CREATE TABLE cluster_claims (key TEXT PRIMARY KEY, holder TEXT NOT NULL, "
+    "until BIGINT NOT NULL)",
+    "CREATE INDEX cluster_claims_until ON cluster_claims (until)",
+    # A sliding-window counter: the times of its events in the window, one row per key (the
+    # row lock of ``ON CONFLICT DO UPDATE`` counts concurrent bumps one after the other), and
+    # when its newest event leaves the window (then the row is swept).
+    "CREATE TABLE cluster_counts (key TEXT PRIMARY KEY, events BIGINT[] NOT NULL, "
+    "ends BIGINT NOT NULL)",
+    "CREATE INDEX cluster_counts_ends ON cluster_counts (ends)",
+    # Published messages in commit order (``seq``), kept a while for listeners cut off.
+    "CREATE TABLE cluster_messages (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+    "topic TEXT NOT NULL, at BIGINT NOT NULL, body TEXT NOT NULL)",
+    "CREATE INDEX cluster_messages_at ON cluster_messages (at)",
+    "CREATE TABLE cluster_leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, "
+    "until BIGINT NOT NULL)",
+    "CREATE TABLE cluster_beats (instance_id TEXT PRIMARY KEY, started_at BIGINT NOT NULL, "
+    "last_beat BIGINT NOT NULL, facts TEXT NOT NULL)",
+    "CREATE INDEX cluster_beats_last ON cluster_beats (last_beat)",
+    # One statement publishes: under a transaction-scoped advisory lock, so sequence numbers
+    # are handed out in commit order (a reader that has seen seq n has seen every seq below
+    # it), trimming what is older than ``keep_us`` by the database's clock (``publish`` is
+    # given no time), and announcing the schema on the channel at commit.
+    f"""CREATE FUNCTION pairbot_cluster_publish(
+            lock_class INTEGER, lock_key INTEGER, t TEXT, b TEXT, keep_us BIGINT)
+        RETURNS BIGINT LANGUAGE plpgsql AS $$
+        DECLARE
+            now_us BIGINT := floor(extract(epoch FROM clock_timestamp()) * 1000000);
+            s BIGINT;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(lock_class, lock_key);
+            INSERT INTO cluster_messages (topic, at, body) VALUES (t, now_us, b)
+                RETURNING seq INTO s;
+            DELETE FROM cluster_messages WHERE at < now_us - keep_us;
+            PERFORM pg_notify('{CLUSTER_CHANNEL}', current_schema());
+            RETURN s;
+        END $$""",  # noqa: S608 (a constant name)
+]
+"""The cluster's tables (:mod:`stores.sql.cluster`): migration
+:data:`~stores.sql.schema.CLUSTER_MIGRATION`, PostgreSQL's alone."""
+
 _REWRITES = {
     "SELECT COUNT(*) FROM pending_requests WHERE provider = ?": (
         "SELECT COALESCE(SUM(n), 0)::BIGINT FROM pending_counts WHERE provider = %s"
@@ -139,7 +187,7 @@ _REWRITES = {
 TABLES = tuple(
     dict.fromkeys(
         match.group(1)
-        for step in MIGRATIONS
+        for step in [*MIGRATIONS, _COUNT_PENDING, _CLUSTER]
         for statement in step
         for match in [re.match(r"\s*CREATE TABLE (\w+)", statement)]
         if match
@@ -219,6 +267,7 @@ class PostgresDialect(Dialect):
         steps = super().migrations()
         steps[0] = [*steps[0], *_NOTIFY_ON_CHANGE, *_COUNT_PENDING]
         steps[2] = [*steps[2], *_STRIPED_COUNTS]
+        steps[CLUSTER_MIGRATION - 1] = [*steps[CLUSTER_MIGRATION - 1], *_CLUSTER]
         return steps
 
     def begin_exclusive(self, conn: Connection) -> None:
@@ -630,6 +679,30 @@ class PostgresStore(SqlStore):
             conn.close()
         else:
             db.give_back(conn)
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[PgConnection]:
+        """A connection of the pool for a statement or two outside the store's transactions
+        (the cluster's: each one statement, committed on its own), given back after; the
+        database is opened (and migrated) first if it was not. A driver error leaves as the
+        :class:`~bot.core.errors.StoreError` it means, as the store's own would."""
+        self._connections()
+        with self._errors():
+            conn = self._borrow(None)
+            try:
+                yield conn
+            finally:
+                self._give_back(conn)
+            self._health.ok()
+
+    @property
+    def schema(self) -> str:
+        """The schema the store uses (the database is opened first if it was not)."""
+        self._connections()
+        db = self._db
+        if db is None:
+            raise StoreUnavailableError("the store was closed", path=self.where)
+        return db.schema
 
     # --- opening ----------------------------------------------------------------------------
 

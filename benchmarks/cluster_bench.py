@@ -60,6 +60,7 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass, field
+from math import inf
 from pathlib import Path
 from typing import Any
 
@@ -203,14 +204,18 @@ class Balancer:
 
     Each payload is POSTed to the next instance in turn (or to the one it is pinned to) by
     one of the lanes; one not answered 200 is tried again on the next instance after 50 ms,
-    as Meta re-delivers. Every ``redeliver``-th message payload (0: none) is POSTed again,
-    once answered, to the next instance: a retry after a lost answer, landing elsewhere.
+    as Meta re-delivers. Every ``redeliver``-th message payload (0: none) is delivered a
+    second time, to whichever instance is next: a retry after a lost answer. Every other
+    such copy is queued right behind the first (both may be in flight at once, on two
+    instances); the rest ``late`` seconds later (by default past the 10 s an inbound claim
+    lasts while its message is handled: the claim must have been kept by then).
     """
 
     def __init__(self, fake: FakeWhatsAppServer) -> None:
         self.fake = fake
         self.urls: list[str] = []
         self.redeliver = 0
+        self.late = 0.0
         self.posts = 0
         self.refused = 0
         self.again = 0
@@ -221,6 +226,7 @@ class Balancer:
         self._busy = 0
         self._lanes: list[asyncio.Task[None]] = []
         self._pin: int | None = None
+        self._later: set[asyncio.TimerHandle] = set()
 
     def put(self, payload: dict[str, Any], pin: int | None = None) -> None:
         """Queue ``payload`` for the next instance in turn, or for instance ``pin``."""
@@ -231,8 +237,20 @@ class Balancer:
         if self.redeliver and "messages" in value and pin is None:
             self._messages += 1
             if self._messages % self.redeliver == 0:
-                self._queue.append((payload, None))
                 self.again += 1
+                if self.again % 2 or not self.late:
+                    self._queue.append((payload, None))
+                else:
+                    self._put_later(payload)
+
+    def _put_later(self, payload: dict[str, Any]) -> None:
+        def put() -> None:
+            self._later.discard(handle)
+            self._queue.append((payload, None))
+            self._wake.set()
+
+        handle = asyncio.get_running_loop().call_later(self.late, put)
+        self._later.add(handle)
 
     @contextlib.contextmanager
     def pinned(self, instance: int) -> Iterator[None]:
@@ -245,7 +263,7 @@ class Balancer:
 
     @property
     def idle(self) -> bool:
-        return not self._queue and self._busy == 0
+        return not self._queue and self._busy == 0 and not self._later
 
     def start(self, urls: list[str], lanes: int) -> None:
         self.urls = urls
@@ -257,6 +275,9 @@ class Balancer:
         await asyncio.gather(*self._lanes, return_exceptions=True)
         self._lanes = []
         self._queue.clear()
+        for handle in self._later:
+            handle.cancel()
+        self._later.clear()
 
     async def _lane(self) -> None:
         while True:
@@ -522,9 +543,12 @@ class Figures:
     strangers_codes_twice: int = 0
     strangers_no_code: int = 0
     approvals: int = 0
+    probed: int = 0
     told_p50_ms: float = 0.0
     told_p99_ms: float = 0.0
     told_max_ms: float = 0.0
+    told_ms: list[float] = field(default_factory=list)
+    """Each approval's commit to its "approved" message, in the order approved (inf: never)."""
     told_twice: int = 0
     not_told: int = 0
     gate_p99_ms: float = 0.0
@@ -551,7 +575,9 @@ class Settings:
     seconds: float
     strangers: int
     approvals: int
+    probed: int
     redeliver: int
+    late: float
     statuses: str
     dsn: str
     logs: Path | None
@@ -596,11 +622,20 @@ async def measure(settings: Settings, n: int, where: Path) -> Figures:
                     fake.webhook_url = running[0].url
                     fake.balancer.start([one.url for one in running], LANES_PER_INSTANCE * n)
                     fake.balancer.redeliver = settings.redeliver
+                    fake.balancer.late = settings.late
                     try:
                         await _warm_up(fake, replies, n)
-                        await _allowed(settings, fake, replies, figures, running)
-                        coded = await _strangers(settings, fake, replies, figures)
-                        await _approvals(settings, fake, replies, figures, pairing, coded)
+                        offered = await _allowed(settings, fake, replies, figures, running)
+                        ids = await _strangers(settings, fake, replies, figures)
+                        coded = [s for s in ids if s in replies.coded_at]
+                        after = await _approvals(settings, fake, replies, figures, pairing, coded)
+                        # Late copies are still to come: count duplicates once they landed.
+                        await _until(lambda: fake.balancer.idle, settings.late + DRAIN)
+                        await asyncio.sleep(0.5)
+                        figures.allowed_duplicates = sum(replies.echoes[t] - 1 for t in offered)
+                        figures.strangers_codes_twice = sum(
+                            1 for s in ids if len(replies.codes.get(s, [])) - after.get(s, 0) > 1
+                        )
                         figures.owner_notices = replies.to_owner
                         figures.webhook_posts = fake.balancer.posts
                         figures.webhook_refused = fake.balancer.refused
@@ -659,7 +694,8 @@ async def _allowed(
     replies: Replies,
     figures: Figures,
     running: list[Instance],
-) -> None:
+) -> list[str]:
+    """Phase 1; return the texts offered (each must be echoed once)."""
     sent_at: dict[str, float] = {}
 
     def send(i: int) -> None:
@@ -676,22 +712,20 @@ async def _allowed(
     cpu.stop()
     done_in_time = sum(1 for t in sent_at if replies.echoed_at.get(t, end + 1) <= end)
     await _until(lambda: all(t in replies.echoed_at for t in sent_at), DRAIN)
-    await _until(lambda: fake.balancer.idle, DRAIN)
-    await asyncio.sleep(0.5)  # a duplicate in flight lands
     figures.allowed_offered = offered
     figures.allowed_per_s = done_in_time / (end - start)
     figures.allowed_lost = sum(1 for t in sent_at if t not in replies.echoed_at)
-    figures.allowed_duplicates = sum(replies.echoes[t] - 1 for t in sent_at if replies.echoes[t])
     latencies = [replies.echoed_at[t] - s for t, s in sent_at.items() if t in replies.echoed_at]
     figures.allowed_p50_ms = percentile(latencies, 50) * 1000
     figures.cpu_instances, figures.cpu_postgres = cpu.instances, cpu.postgres
     figures.cpu_bench, figures.cpu_machine = cpu.bench, cpu.machine
+    return list(sent_at)
 
 
 async def _strangers(
     settings: Settings, fake: BenchWhatsApp, replies: Replies, figures: Figures
 ) -> list[str]:
-    """Phase 2; return the strangers who got a code, in the order they wrote."""
+    """Phase 2; return the strangers, in the order they wrote."""
     ids = [stranger_id(i) for i in range(settings.strangers)]
 
     def send(i: int) -> None:
@@ -700,14 +734,11 @@ async def _strangers(
     window = WINDOW_PER_INSTANCE * len(fake.balancer.urls)
     start, offered = await _offer(replies, window, None, len(ids), send)
     await _until(lambda: all(s in replies.coded_at for s in ids), DRAIN)
-    await _until(lambda: fake.balancer.idle, DRAIN)
-    await asyncio.sleep(0.5)
     answered = [replies.coded_at[s] for s in ids if s in replies.coded_at]
     figures.strangers_offered = offered
     figures.strangers_per_s = len(answered) / (max(answered) - start) if answered else 0.0
     figures.strangers_no_code = sum(1 for s in ids if s not in replies.coded_at)
-    figures.strangers_codes_twice = sum(1 for s in ids if len(replies.codes.get(s, [])) > 1)
-    return [s for s in ids if s in replies.coded_at]
+    return ids
 
 
 async def _approvals(
@@ -717,12 +748,14 @@ async def _approvals(
     figures: Figures,
     pairing: PairingService,
     coded: list[str],
-) -> None:
+) -> dict[str, int]:
+    """Phase 3: approvals told (nobody writes meanwhile), then approvals probed. Return the
+    codes each approved sender was sent after their approval."""
     chosen = coded[: settings.approvals]
-    codes_before = {s: len(replies.codes.get(s, [])) for s in chosen}
+    probed = coded[settings.approvals : settings.approvals + settings.probed]
+    codes_before = {s: len(replies.codes.get(s, [])) for s in chosen + probed}
     committed: dict[str, float] = {}
     gates: list[float] = []
-    probes: list[asyncio.Task[None]] = []
     n = len(fake.balancer.urls)
 
     def approve(sender: str) -> float:
@@ -750,22 +783,31 @@ async def _approvals(
     for sender in chosen:
         began = time.perf_counter()
         committed[sender] = await asyncio.to_thread(approve, sender)
-        probes += [asyncio.create_task(probe(sender, i, committed[sender])) for i in range(n)]
+        await asyncio.sleep(max(0.0, began + APPROVAL_GAP - time.perf_counter()))
+    await _until(lambda: all(s in replies.told for s in chosen), DRAIN)
+    probes: list[asyncio.Task[None]] = []
+    for sender in probed:
+        began = time.perf_counter()
+        at = committed[sender] = await asyncio.to_thread(approve, sender)
+        probes += [asyncio.create_task(probe(sender, i, at)) for i in range(n)]
         await asyncio.sleep(max(0.0, began + APPROVAL_GAP - time.perf_counter()))
     await asyncio.gather(*probes)
-    await _until(lambda: all(s in replies.told for s in chosen), DRAIN)
+    await _until(lambda: all(s in replies.told for s in chosen + probed), DRAIN)
     await asyncio.sleep(TOLD_GRACE)
-    told = [replies.told[s][0] - committed[s] for s in chosen if replies.told.get(s)]
+    # Never told counts as never: it is the slowest, whatever the others took.
+    told = [replies.told[s][0] - committed[s] if replies.told.get(s) else inf for s in chosen]
+    figures.told_ms = [round(t * 1000, 1) for t in told]
     figures.approvals = len(chosen)
+    figures.probed = len(probed)
     figures.told_p50_ms = percentile(told, 50) * 1000
     figures.told_p99_ms = percentile(told, 99) * 1000
     figures.told_max_ms = max(told, default=float("nan")) * 1000
-    figures.told_twice = sum(1 for s in chosen if len(replies.told.get(s, [])) > 1)
-    figures.not_told = sum(1 for s in chosen if not replies.told.get(s))
+    figures.told_twice = sum(1 for s in chosen + probed if len(replies.told.get(s, [])) > 1)
+    figures.not_told = sum(1 for s in chosen + probed if not replies.told.get(s))
     figures.gate_p99_ms = percentile(gates, 99) * 1000
-    figures.codes_after_approval = sum(
-        len(replies.codes.get(s, [])) - codes_before[s] for s in chosen
-    )
+    after = {s: len(replies.codes.get(s, [])) - codes_before[s] for s in chosen + probed}
+    figures.codes_after_approval = sum(after.values())
+    return after
 
 
 async def _until(condition: Any, within: float) -> bool:
@@ -877,12 +919,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", default="1,2,4", help="instance counts, e.g. 1,2,4")
     parser.add_argument("--seconds", type=float, default=None, help="allowed run (default 20)")
     parser.add_argument("--strangers", type=int, default=None, help="new senders (default 300)")
-    parser.add_argument("--approvals", type=int, default=None, help="approvals (default 100)")
+    parser.add_argument(
+        "--approvals", type=int, default=None, help="approvals timed to told (default 100)"
+    )
+    parser.add_argument(
+        "--probes", type=int, default=None, help="approvals whose gates are probed (default 20)"
+    )
     parser.add_argument(
         "--redeliver",
         type=int,
         default=20,
         help="deliver every Nth message twice, to the next instance (0: never; default 20)",
+    )
+    parser.add_argument(
+        "--late",
+        type=float,
+        default=12.0,
+        help="seconds after which every other second delivery comes (0: all at once; "
+        "default 12, past the 10 s an inbound claim lasts in flight)",
     )
     parser.add_argument(
         "--statuses",
@@ -893,32 +947,41 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dsn", default=DEFAULT_DSN, help=f"PostgreSQL (default {DEFAULT_DSN})")
     parser.add_argument(
-        "--quick", action="store_true", help="a smoke run: 3 s, 40 strangers, 20 approvals"
+        "--quick",
+        action="store_true",
+        help="a smoke run: 3 s, 40 strangers, 20 approvals, 5 probed, copies 4 s late",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--logs", type=Path, default=None, help="keep the instances' logs here")
     args = parser.parse_args(argv)
-    quick = {"seconds": 3.0, "strangers": 40, "approvals": 20}
-    full = {"seconds": 20.0, "strangers": 300, "approvals": 100}
+    quick = {"seconds": 3.0, "strangers": 40, "approvals": 20, "probes": 5}
+    full = {"seconds": 20.0, "strangers": 300, "approvals": 100, "probes": 20}
     chosen = quick if args.quick else full
+
+    def given(name: str) -> Any:
+        value = getattr(args, name)
+        return chosen[name] if value is None else value
+
     settings = Settings(
         instances=sorted({int(s) for s in args.instances.split(",") if s.strip()}),
-        seconds=args.seconds if args.seconds is not None else chosen["seconds"],
-        strangers=args.strangers if args.strangers is not None else int(chosen["strangers"]),
-        approvals=args.approvals if args.approvals is not None else int(chosen["approvals"]),
+        seconds=float(given("seconds")),
+        strangers=int(given("strangers")),
+        approvals=int(given("approvals")),
+        probed=int(given("probes")),
         redeliver=args.redeliver,
+        late=4.0 if args.quick and args.late == parser.get_default("late") else args.late,
         statuses=args.statuses,
         dsn=args.dsn,
         logs=args.logs,
     )
-    if settings.approvals > settings.strangers:
-        parser.error("--approvals must not exceed --strangers (strangers are the ones approved)")
+    if settings.approvals + settings.probed > settings.strangers:
+        parser.error("--approvals and --probes must not exceed --strangers (they approve them)")
     print(
         f"cluster benchmark: 1 PostgreSQL schema on {where_dsn(settings.dsn)}, WhatsApp fake "
-        f"behind a round-robin balancer; {settings.seconds:g} s of allowed messages, "
-        f"{settings.strangers} strangers, {settings.approvals} approvals, every "
-        f"{settings.redeliver or 'no'}th message delivered twice, statuses "
-        f"{settings.statuses}; {os.cpu_count()} cores; "
+        f"behind a round-robin balancer (statuses {settings.statuses}); {settings.seconds:g} s "
+        f"of allowed messages, {settings.strangers} strangers, {settings.approvals} approvals "
+        f"timed and {settings.probed} probed; every {settings.redeliver or 'no'}th message "
+        f"delivered twice (half of them {settings.late:g} s late); {os.cpu_count()} cores; "
         f"load average before: {load()}"
     )
     rows: list[Figures] = []

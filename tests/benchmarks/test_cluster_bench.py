@@ -68,7 +68,7 @@ def test_quick_run_with_one_and_two_instances(tmp_path: Path) -> None:
         assert row["redelivered"] > 0, where  # the duplicates were offered, and dropped
         assert (row["strangers_codes_twice"], row["strangers_no_code"]) == (0, 0), where
         assert row["strangers_per_s"] > 0, where
-        assert row["approvals"] == 20, where
+        assert (row["approvals"], row["probed"]) == (20, 5), where
         assert (row["told_twice"], row["not_told"]) == (0, 0), where
         assert 0 < row["told_p50_ms"] <= row["told_p99_ms"], where
         assert row["gate_not_seen"] == 0, where

@@ -507,6 +507,11 @@ class FakeTelegramServer(LoopbackFake):
         """Updates queued that no getUpdates offset has confirmed yet."""
         return len(self._updates)
 
+    @property
+    def unserved(self) -> int:
+        """Updates queued that no getUpdates answer has carried yet."""
+        return sum(1 for update in self._updates if not self._served[update["update_id"]])
+
     def _poll_lost(self, request: web.Request, result: object) -> bool:
         if not isinstance(result, list) or not result:
             return False
@@ -983,9 +988,11 @@ class TelegramDemo(FakeDemo[FakeTelegramServer], spec=TELEGRAM):
     # Played the Bot API's way (core.telegram.org/bots/api): updates come by getUpdates.
 
     def dm_written(self, user_id: str, text: str, *, name: str) -> Written:
-        """A private message; Message.message_id and Message.date (Unix seconds)."""
-        message = self.fake.dm(int(user_id), text, first_name=name)["message"]
-        return Written(str(message["message_id"]), datetime.fromtimestamp(message["date"], UTC))
+        """A private message; its Update's update_id (the provider's message id: unique per
+        bot, where Message.message_id counts per chat) and Message.date (Unix seconds)."""
+        update = self.fake.dm(int(user_id), text, first_name=name)
+        sent_at = datetime.fromtimestamp(update["message"]["date"], UTC)
+        return Written(str(update["update_id"]), sent_at)
 
     async def dm_delivered_twice(self, user_id: str, text: str, *, name: str) -> None:
         """The getUpdates answer carrying the message is lost on the way, so Telegram sends
@@ -1018,8 +1025,9 @@ class TelegramDemo(FakeDemo[FakeTelegramServer], spec=TELEGRAM):
         self.fake.queue_update({"message": {**message, "from": sender, **content}})
 
     async def handed_over(self) -> None:
-        """Updates are pulled: wait until a getUpdates offset confirmed every one."""
-        await wait_until(lambda: self.fake.unconfirmed == 0)
+        """Updates are pulled: wait until a getUpdates answer carried every one (the bot
+        confirms each only once it handled it)."""
+        await wait_until(lambda: self.fake.unserved == 0)
 
     def shown_to(self, user_id: str) -> list[str]:
         """The bot's messages in the private chat, as edited since."""

@@ -122,6 +122,10 @@ _WEBHOOK_ACTIVE = (
     "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to "
     "delete the webhook first"
 )
+_TERMINATED = (
+    "Conflict: terminated by other getUpdates request; make sure that only one bot instance "
+    "is running"
+)
 _BAD_URL = "Bad Request: invalid webhook URL specified"
 _SECRET_TOO_LONG = "Bad Request: secret token is too long"  # noqa: S105 (an error text)
 _SECRET_CHARACTERS = "Bad Request: secret token contains unallowed characters"  # noqa: S105 (an error text)
@@ -290,6 +294,10 @@ class FakeTelegramServer(LoopbackFake):
         self._fail_retry_after = 1
         self._served: Counter[int] = Counter()  # contract (issue 10): lose_next_poll_answers
         self._polls_to_lose = 0  # contract (issue 10)
+        self._poll_turn = 0
+        self.conflicts = 0
+        """How many long polls a getUpdates from elsewhere ended while their client still
+        waited (Telegram's 409 Conflict): two consumers of one bot."""
         self._methods: dict[str, Callable[[JsonDict], Awaitable[object]]] = {
             "getme": self._get_me,
             "setwebhook": self._set_webhook,
@@ -625,7 +633,10 @@ class FakeTelegramServer(LoopbackFake):
         if handler is None:
             return _error_response(_ApiError(404, "Not Found"))
         try:
-            result = await handler(params)
+            if handler == self._get_updates:
+                result: object = await self._get_updates(params, request)
+            else:
+                result = await handler(params)
         except _ApiError as error:
             return _error_response(error)
         if handler == self._get_updates and self._poll_lost(request, result):  # contract
@@ -713,9 +724,17 @@ class FakeTelegramServer(LoopbackFake):
                 info["allowed_updates"] = sorted(hook["allowed_updates"])
         return info
 
-    async def _get_updates(self, params: JsonDict) -> list[JsonDict]:
+    async def _get_updates(
+        self, params: JsonDict, request: web.Request | None = None
+    ) -> list[JsonDict]:
         if self.webhook is not None:
             raise _ApiError(409, _WEBHOOK_ACTIVE)
+        # One poller per bot: a getUpdates ends the long poll still held, which is answered
+        # 409 (telegram-bot-api Client.cpp: "Conflict: terminated by other getUpdates
+        # request; make sure that only one bot instance is running").
+        self._poll_turn += 1
+        turn = self._poll_turn
+        self._new_update.set()
         offset = params.get("offset")
         if isinstance(offset, int) and offset > 0:
             # Telegram forgets every update older than the offset: that is the ack.
@@ -731,6 +750,11 @@ class FakeTelegramServer(LoopbackFake):
         while True:
             if self.webhook is not None:  # set while this poll was held (abort_long_poll)
                 raise _ApiError(409, "Conflict: terminated by setWebhook request")
+            if turn != self._poll_turn:
+                transport = request.transport if request is not None else None
+                if transport is not None and not transport.is_closing():
+                    self.conflicts += 1  # a poller still waiting: a second consumer
+                raise _ApiError(409, _TERMINATED)
             ready = [u for u in self._updates if not kinds.isdisjoint(u)]
             remaining = deadline - loop.time()
             if ready or remaining <= 0 or self._closing:

@@ -440,7 +440,9 @@ class TelegramProvider(BaseProvider):
         last getUpdates (one short getUpdates with their offset), so the next consumer does
         not get them again. What was fetched and not handled stays unconfirmed."""
         app, offset = self._app, self._handled_to
-        if app is None or offset is None or offset == self._confirmed_to:
+        if self._server is not None or app is None or offset is None:
+            return  # webhook mode: each 2xx answer confirmed its update
+        if offset == self._confirmed_to:
             return
         try:
             await app.bot.get_updates(

@@ -1,8 +1,10 @@
 """Two instances of the whole app taking turns on a connector that allows one consumer.
 
 Each test runs two :class:`~bot.runtime.app.App` in this process on one state dir, sharing
-one cluster's memory (``LocalCluster`` siblings: what instances on one PostgreSQL share),
-each with its own provider against the one loopback fake of the platform. The leases run
+one cluster, each with its own provider against the one loopback fake of the platform. The
+cluster is ``LocalCluster`` siblings (one memory) and, for the tests that take ``clusters``,
+also two ``PostgresCluster`` on one schema of the test server: what two ``pairbot run`` on one
+PostgreSQL share. The leases run
 out on the shared FakeClock, which the tests move; the lease loops pause for real, briefly.
 The allowed sender's messages are echoed: a message handled twice is answered twice.
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,7 +29,7 @@ import pytest
 from bot.cli import compose
 from bot.core.clock import FakeClock
 from bot.core.models import Inbound
-from bot.core.protocols import Provider
+from bot.core.protocols import Cluster, Provider
 from bot.runtime.app import App
 from bot.runtime.leases import LeaseTiming
 from providers.discord.fake import FakeDiscordServer
@@ -38,6 +40,9 @@ from providers.signal.provider import SignalProvider
 from providers.telegram.fake import FakeTelegramServer
 from providers.telegram.provider import TelegramProvider
 from stores.cluster import LocalCluster
+from stores.sql.cluster import PostgresCluster
+from stores.sql.postgres import PostgresStore
+from tests.backends import pg_schema
 from tests.e2e.support import PACE, app_config, settle, texts
 
 pytestmark = pytest.mark.e2e
@@ -71,7 +76,7 @@ def instance(
     provider: Callable[[], Provider],
     *,
     state_dir: Path,
-    cluster: LocalCluster,
+    cluster: Cluster,
     clock: FakeClock,
     timing: LeaseTiming = QUICK,
 ) -> App:
@@ -90,14 +95,41 @@ def instance(
     )
 
 
+@pytest.fixture(params=["local", "postgres"])
+def clusters(request: pytest.FixtureRequest) -> Iterator[tuple[Cluster, Cluster]]:
+    """Instance a's and instance b's cluster: LocalCluster siblings, or two PostgresCluster
+    on one new schema of the test server (each on its own store: its own connections)."""
+    if request.param == "local":
+        first = LocalCluster("a")
+        yield first, first.sibling("b")
+        return
+    with pg_schema() as dsn:
+        stores = [PostgresStore(dsn), PostgresStore(dsn)]
+        try:
+            yield (
+                PostgresCluster(stores[0], instance_id="a"),
+                PostgresCluster(stores[1], instance_id="b"),
+            )
+        finally:
+            for store in stores:
+                store.close()
+
+
 @asynccontextmanager
 async def pair(
-    name: str, make: Callable[[LocalCluster, LeaseTiming], App], *, b_timing: LeaseTiming = QUICK
+    name: str,
+    make: Callable[[Cluster, LeaseTiming], App],
+    clusters: tuple[Cluster, Cluster] | None = None,
+    *,
+    b_timing: LeaseTiming = QUICK,
 ) -> AsyncIterator[Pair]:
-    """Start ``a`` (it takes the lease), then ``b``; stop both on the way out."""
-    first = LocalCluster("a")
-    a = make(first, QUICK)
-    b = make(first.sibling("b"), b_timing)
+    """Start ``a`` (it takes the lease), then ``b``, on ``clusters`` (LocalCluster siblings
+    unless given); stop both on the way out."""
+    if clusters is None:
+        first = LocalCluster("a")
+        clusters = (first, first.sibling("b"))
+    a = make(clusters[0], QUICK)
+    b = make(clusters[1], b_timing)
     await a.start()
     try:
         await b.start()
@@ -135,13 +167,13 @@ async def tg(fake_clock: FakeClock) -> AsyncIterator[FakeTelegramServer]:
 
 def telegram(
     fake: FakeTelegramServer, state_dir: Path, clock: FakeClock
-) -> Callable[[LocalCluster, LeaseTiming], App]:
+) -> Callable[[Cluster, LeaseTiming], App]:
     block = {"token": fake.token, "api_base_url": fake.base_url, "allow_from": [str(TG_ALICE)]}
 
     def provider() -> Provider:
         return TelegramProvider(token=fake.token, api_base_url=fake.base_url, poll_timeout=1)
 
-    def make(cluster: LocalCluster, timing: LeaseTiming) -> App:
+    def make(cluster: Cluster, timing: LeaseTiming) -> App:
         return instance(
             "telegram",
             block,
@@ -163,8 +195,8 @@ async def echoes(read: Callable[[], list[str]], *wanted: str) -> None:
     assert sorted(read()) == sorted(wanted)
 
 
-async def test_one_instance_polls_telegram_and_both_send(tg, state_dir, fake_clock):
-    async with pair("telegram", telegram(tg, state_dir, fake_clock)) as two:
+async def test_one_instance_polls_telegram_and_both_send(tg, state_dir, fake_clock, clusters):
+    async with pair("telegram", telegram(tg, state_dir, fake_clock), clusters) as two:
         assert (two.holds(two.a), two.holds(two.b)) == (True, False)
         assert two.provider(two.b).running
         assert not two.provider(two.b).receiving
@@ -178,9 +210,9 @@ async def test_one_instance_polls_telegram_and_both_send(tg, state_dir, fake_clo
 
 
 async def test_a_clean_stop_hands_telegram_over_and_nothing_is_lost_or_repeated(
-    tg, state_dir, fake_clock
+    tg, state_dir, fake_clock, clusters
 ):
-    async with pair("telegram", telegram(tg, state_dir, fake_clock)) as two:
+    async with pair("telegram", telegram(tg, state_dir, fake_clock), clusters) as two:
         tg.dm(TG_ALICE, "before")
         await texts(lambda: tg.messages_to(TG_ALICE), 1)
         stopping = asyncio.create_task(two.a.stop())
@@ -196,9 +228,9 @@ async def test_a_clean_stop_hands_telegram_over_and_nothing_is_lost_or_repeated(
 
 
 async def test_an_update_in_hand_when_the_holder_dies_goes_to_the_next_one(
-    tg, state_dir, fake_clock
+    tg, state_dir, fake_clock, clusters
 ):
-    async with pair("telegram", telegram(tg, state_dir, fake_clock)) as two:
+    async with pair("telegram", telegram(tg, state_dir, fake_clock), clusters) as two:
         dead: TelegramProvider = two.provider(two.a)
         in_hand = asyncio.Event()
 
@@ -244,7 +276,7 @@ async def test_takeover_after_a_silent_death_within_ttl_and_a_try(tg, state_dir,
     timing = LeaseTiming(ttl=timedelta(seconds=0.6), renew_every=0.15, try_every=0.1)
     make = telegram(tg, state_dir, fake_clock)
 
-    def real_time(cluster: LocalCluster, _timing: LeaseTiming) -> App:
+    def real_time(cluster: Cluster, _timing: LeaseTiming) -> App:
         app = make(cluster, timing)
         app.clock = _Monotonic()
         return app
@@ -282,7 +314,7 @@ async def daemon() -> AsyncIterator[FakeSignalDaemon]:
 
 def signal(
     fake: FakeSignalDaemon, state_dir: Path, clock: FakeClock
-) -> Callable[[LocalCluster, LeaseTiming], App]:
+) -> Callable[[Cluster, LeaseTiming], App]:
     block = {"http_url": fake.base_url, "account": fake.account, "allow_from": [SIGNAL_ALICE]}
 
     def provider() -> Provider:
@@ -290,7 +322,7 @@ def signal(
             http_url=fake.base_url, account=fake.account, reconnect_min=0.05, reconnect_max=0.2
         )
 
-    def make(cluster: LocalCluster, timing: LeaseTiming) -> App:
+    def make(cluster: Cluster, timing: LeaseTiming) -> App:
         return instance(
             "signal",
             block,
@@ -355,14 +387,14 @@ async def gateway(fake_clock: FakeClock) -> AsyncIterator[FakeDiscordServer]:
 
 def discord(
     fake: FakeDiscordServer, state_dir: Path, clock: FakeClock
-) -> Callable[[LocalCluster, LeaseTiming], App]:
+) -> Callable[[Cluster, LeaseTiming], App]:
     urls = {"api_base_url": fake.api_base_url, "gateway_url": fake.gateway_url}
     block = {"token": fake.token, **urls, "allow_from": [DISCORD_ALICE]}
 
     def provider() -> Provider:
         return DiscordProvider(token=fake.token, **urls)
 
-    def make(cluster: LocalCluster, timing: LeaseTiming) -> App:
+    def make(cluster: Cluster, timing: LeaseTiming) -> App:
         return instance(
             "discord",
             block,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -73,10 +73,10 @@ class Failing(LocalCluster):
 
     down = False
 
-    def hold(self, lease: str, *, now: object, ttl: timedelta) -> bool:  # type: ignore[override]
+    def hold(self, lease: str, *, now: datetime, ttl: timedelta) -> bool:
         if self.down:
             raise ConnectionError("database away")
-        return super().hold(lease, now=now, ttl=ttl)  # type: ignore[arg-type]
+        return super().hold(lease, now=now, ttl=ttl)
 
 
 # -- the provider base ------------------------------------------------------------------------

@@ -70,6 +70,40 @@ class Provider(Protocol):
 
 
 @runtime_checkable
+class TakesTurns(Provider, Protocol):
+    """A provider that can receive apart from running: where its platform hands each event
+    to one consumer only (:attr:`one_consumer`), the instances on one state take turns
+    receiving on it, and every one of them sends.
+
+    While it runs for sending alone, :meth:`Provider.send`, :meth:`Provider.edit` and
+    :meth:`Provider.dm_chat_id` work as usual and nothing is received.
+    """
+
+    one_consumer: bool
+    """True where two consumers would steal events from each other or both get them
+    (Telegram's getUpdates, Discord's gateway, signal-cli's event stream)."""
+
+    @property
+    def receiving(self) -> bool:
+        """Whether events are taken now."""
+        ...
+
+    async def start(self, on_inbound: OnInbound, *, receive: bool = True) -> None:
+        """:meth:`Provider.start`; with ``receive=False``, connect for sending only."""
+        ...
+
+    async def start_receiving(self) -> None:
+        """Begin receiving (events go to the ``on_inbound`` given at start); return once
+        events flow. A failure leaves it sending."""
+        ...
+
+    async def stop_receiving(self) -> None:
+        """Stop receiving, let the events accepted be handled, confirm them to the platform
+        where it takes a confirmation, and go on sending."""
+        ...
+
+
+@runtime_checkable
 class ToldReach(Protocol):
     """A provider that can say, without sending a message, whether a person's chat with the
     bot takes its messages."""

@@ -17,7 +17,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import aiohttp
 import pytest
@@ -528,7 +528,12 @@ def test_only_a_postgresql_config_makes_the_cli_publish_through_the_cluster(
     from bot.core.config import Config
 
     opened: list[object] = []
-    monkeypatch.setattr(compose, "configured_cluster", lambda store: opened.append(store) or store)
+
+    def configured(store: object) -> object:
+        opened.append(store)
+        return store  # stands for the cluster the composition root makes of it
+
+    monkeypatch.setattr(compose, "configured_cluster", configured)
 
     def config(store: dict[str, str]) -> Config:
         return Config.model_validate(
@@ -544,7 +549,7 @@ def test_only_a_postgresql_config_makes_the_cli_publish_through_the_cluster(
         shared = compose.shared_cluster(pg, store)
         assert shared is not None
         assert opened == [], "opened only when a command needs it"
-        assert shared() is store
+        assert shared() is cast("object", store)
         assert opened == [store], "the composition root's cluster of the store"
     finally:
         store.close()

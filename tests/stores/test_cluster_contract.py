@@ -19,6 +19,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -119,6 +120,19 @@ def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
         time.sleep(0.002)
 
 
+def _claim(clusters: tuple[Cluster, Cluster], key: str, i: int) -> bool:
+    return clusters[i % 2].claim(key, now=T0, ttl=MINUTE)
+
+
+def _hold(clusters: tuple[Cluster, Cluster], lease: str, i: int) -> bool:
+    return clusters[i % 2].hold(lease, now=T0, ttl=MINUTE)
+
+
+def _moved_on(cluster: PostgresCluster, pid: int) -> bool:
+    """Whether the cluster's listener is on a connection other than ``pid``'s."""
+    return cluster.listener_pid not in (None, pid)
+
+
 def race(workers: int, work: Callable[[int], Any]) -> list[Any]:
     """Run ``work(i)`` in ``workers`` threads released at once; their results, by ``i``."""
     go = threading.Barrier(workers)
@@ -198,7 +212,7 @@ def test_instances_claiming_one_key_at_once_give_exactly_one_winner(
 ) -> None:
     for round_ in range(20):
         key = f"update:{round_}"
-        won = race(8, lambda i, key=key: (a, b)[i % 2].claim(key, now=T0, ttl=MINUTE))
+        won = race(8, partial(_claim, (a, b), key))
         assert won.count(True) == 1, won
 
 
@@ -395,7 +409,7 @@ def test_a_lease_has_one_holder_until_its_ttl_runs_out(a: Cluster, b: Cluster) -
 def test_two_instances_holding_one_lease_at_once_give_one_holder(a: Cluster, b: Cluster) -> None:
     for round_ in range(20):
         lease = f"connector-{round_}"
-        held = race(8, lambda i, lease=lease: (a, b)[i % 2].hold(lease, now=T0, ttl=MINUTE))
+        held = race(8, partial(_hold, (a, b), lease))
         winners = {("inst-a", "inst-b")[i % 2] for i, ok in enumerate(held) if ok}
         assert len(winners) == 1, held
         assert a.holders(now=T0)[lease] in winners
@@ -480,7 +494,7 @@ def test_a_listener_cut_off_catches_up_each_message_once_in_order(
         pid = b.listener_pid
         assert pid is not None
         terminate(pg_rig.dsn, pid)
-        wait_for(lambda pid=pid: b.listener_pid not in (None, pid))
+        wait_for(partial(_moved_on, b, pid))
     publisher.join()
     assert inbox.wait(300) == sent
     time.sleep(0.2)

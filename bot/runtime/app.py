@@ -135,7 +135,9 @@ class App:
         for pending in await asyncio.to_thread(self.pairing.pending):
             remember_secret(pending.code)  # codes issued before this start are secrets too
         self.nodes = NodeService(self.store, clock=self.clock, settings=NodeSettings.of(cfg.nodes))
-        self.owner = OwnerCommands(self.pairing, self.nodes, clock=self.clock)
+        self.owner = OwnerCommands(
+            self.pairing, self.nodes, clock=self.clock, cluster=self.cluster
+        )
         shared = Shared(
             owners=self._owners,
             providers=self.providers,

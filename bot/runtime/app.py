@@ -1,19 +1,21 @@
 """The running bot: wires config, store, services, gateway, providers and scheduler; runs them.
 
 ``async with App(config, store=..., providers=..., state_dir=...) as app`` starts everything
-(store → services → owner notices → gateway → providers → scheduler → teller) and stops it
-in reverse, also when start-up fails half-way. The gateway is up before any provider
-delivers a message, so an owner's ``/nodes approve`` can always reach the waiting node.
+(store → cluster → services → owner notices → gateway → providers → scheduler → teller →
+heartbeat) and stops it in reverse, also when start-up fails half-way. The gateway is up
+before any provider delivers a message, so an owner's ``/nodes approve`` can always reach
+the waiting node.
 
 The jobs are modules of their own: the inbound pipeline (:mod:`bot.runtime.inbound`), the
 owner notices (:mod:`bot.runtime.notices`), telling approved senders
-(:mod:`bot.runtime.telling`), the prune job (:mod:`bot.runtime.scheduler`). The app names no
-concrete store or provider: the composition root (:mod:`bot.cli.compose`) hands it a
-factory of each, called at start.
+(:mod:`bot.runtime.telling`), the prune job (:mod:`bot.runtime.scheduler`), the heartbeat
+(:mod:`bot.runtime.beats`). The app names no concrete store, cluster or provider: the
+composition root (:mod:`bot.cli.compose`) hands it a factory of each, called at start.
 
 The gateway's ``GET /readyz`` reads the app's :attr:`App.phase`, the store's check and the
 providers' states through :meth:`App.readiness_sources` (plain callables: the gateway names no
-store and no provider).
+store and no provider); the heartbeats read the same :class:`Readiness`, so both say the
+same and share one store check.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from bot.gateway.guard import GuardSettings
 from bot.gateway.health import RUNNING, Phase, Readiness, ReadinessSources
 from bot.gateway.server import Gateway, GatewaySettings
 from bot.runtime.badstate import BadStateFiles
+from bot.runtime.beats import BEAT_EVERY, Heartbeat
 from bot.runtime.handlers import Handler, build_handler
 from bot.runtime.inbound import InboundPipeline
 from bot.runtime.logs import RedactFilter
@@ -70,6 +73,7 @@ class App:
         watch_interval: float = 0.5,
         capped_delay: float = 5.0,
         ready_timeout: float = 2.0,
+        beat_every: float = BEAT_EVERY,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -83,6 +87,8 @@ class App:
         )
         self._watch_interval = watch_interval
         self._ready_timeout = ready_timeout
+        self._beat_every = beat_every
+        self._heartbeat: Heartbeat | None = None
         self.phase = Phase.STARTING
         """Starting until every part runs; stopping from the first moment of :meth:`stop`."""
         self._owners = {(o.provider, o.user_id) for o in config.owners}
@@ -123,6 +129,11 @@ class App:
         await asyncio.to_thread(self.store.check)  # a bad file refuses the start, unchanged
         self.cluster: Cluster = await asyncio.to_thread(self._open_cluster, self.store)
         self._stack.callback(self.cluster.close)
+        # One readiness for GET /readyz and the heartbeats: they share its store check.
+        self.readiness = Readiness(
+            self.readiness_sources(), clock=self.clock, timeout=self._ready_timeout
+        )
+        self._stack.push_async_callback(self.readiness.aclose)
         for ok, message in await asyncio.to_thread(self.store.access_report):
             if not ok:
                 log.warning("state is too open: %s (run `pairbot doctor`)", message)
@@ -172,9 +183,7 @@ class App:
                 ),
                 on_request=notices.node_request,
                 on_secret=remember_secret,
-                readiness=Readiness(
-                    self.readiness_sources(), clock=self.clock, timeout=self._ready_timeout
-                ),
+                readiness=self.readiness,
             )
             try:
                 await gateway.start()
@@ -184,7 +193,8 @@ class App:
             self._stack.push_async_callback(gateway.stop)
             self.gateway = gateway
         teller = ApprovedTeller(shared=shared, watch_interval=self._watch_interval)
-        inbound = InboundPipeline(
+        self._stack.push_async_callback(teller.aclose)
+        inbound = self.inbound = InboundPipeline(
             shared=shared,
             policies=self._policies,
             owner=self.owner,
@@ -196,8 +206,8 @@ class App:
         )
         providers = self._build_providers()
         # Runs after every provider has stopped (the stack unwinds in reverse): no message
-        # can arrive for a stranger worker that is gone.
-        self._stack.push_async_callback(inbound.stop_stranger_workers)
+        # can arrive for a stranger worker that is gone, and no claim is in flight.
+        self._stack.push_async_callback(inbound.stop)
         for name, provider in providers.items():
             block = getattr(cfg.providers, name, None)
             self._policies[name] = block.dm_policy if block is not None else DmPolicy.PAIRING
@@ -218,6 +228,16 @@ class App:
         telling = asyncio.create_task(teller.run_forever(), name="pairbot-tell")
         self._stack.push_async_callback(_cancel, telling)
         self.phase = Phase.RUNNING
+        heartbeat = self._heartbeat = Heartbeat(
+            self.cluster,
+            clock=self.clock,
+            phase=lambda: self.phase,
+            ready=self._ready,
+            outage=self.outage,
+            every=self._beat_every,
+        )
+        beating = asyncio.create_task(heartbeat.run_forever(), name="pairbot-beat")
+        self._stack.push_async_callback(_cancel, beating)
         log.info(
             "pairbot running: providers=%s state_dir=%s", ",".join(self.providers), self.state_dir
         )
@@ -232,9 +252,16 @@ class App:
             phase=lambda: self.phase,
         )
 
+    async def _ready(self) -> bool:
+        ready, _ = await self.readiness.report()
+        return ready
+
     async def stop(self) -> None:
-        """Stop in reverse order of start (providers finish the update in hand first)."""
+        """Stop in reverse order of start (providers finish the update in hand first); the
+        other instances hear first that this one is stopping."""
         self.phase = Phase.STOPPING
+        if self._heartbeat is not None:
+            await self._heartbeat.last()
         if self._notices is not None:
             self._notices.cancel_capped()
         await self._stack.aclose()

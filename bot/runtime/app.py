@@ -290,7 +290,12 @@ def _state_of(provider: Provider) -> str:
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
-    task.cancel()
+    """Cancel ``task`` and wait until it ends. It is cancelled again until it does: on Python
+    3.11 ``asyncio.wait_for`` (the readiness check's, which a heartbeat awaits) swallows a
+    cancellation that arrives just as what it waits for completes, and the task goes on."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
     with contextlib.suppress(asyncio.CancelledError):
         await task
 

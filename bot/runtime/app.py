@@ -14,8 +14,7 @@ composition root (:mod:`bot.cli.compose`) hands it a factory of each, called at 
 
 The gateway's ``GET /readyz`` reads the app's :attr:`App.phase`, the store's check and the
 providers' states through :meth:`App.readiness_sources` (plain callables: the gateway names no
-store and no provider); the heartbeats read the same :class:`Readiness`, so both say the
-same and share one store check.
+store and no provider).
 """
 
 from __future__ import annotations
@@ -129,11 +128,6 @@ class App:
         await asyncio.to_thread(self.store.check)  # a bad file refuses the start, unchanged
         self.cluster: Cluster = await asyncio.to_thread(self._open_cluster, self.store)
         self._stack.callback(self.cluster.close)
-        # One readiness for GET /readyz and the heartbeats: they share its store check.
-        self.readiness = Readiness(
-            self.readiness_sources(), clock=self.clock, timeout=self._ready_timeout
-        )
-        self._stack.push_async_callback(self.readiness.aclose)
         for ok, message in await asyncio.to_thread(self.store.access_report):
             if not ok:
                 log.warning("state is too open: %s (run `pairbot doctor`)", message)
@@ -183,7 +177,9 @@ class App:
                 ),
                 on_request=notices.node_request,
                 on_secret=remember_secret,
-                readiness=self.readiness,
+                readiness=Readiness(
+                    self.readiness_sources(), clock=self.clock, timeout=self._ready_timeout
+                ),
             )
             try:
                 await gateway.start()
@@ -252,9 +248,16 @@ class App:
             phase=lambda: self.phase,
         )
 
-    async def _ready(self) -> bool:
-        ready, _ = await self.readiness.report()
-        return ready
+    def _ready(self) -> bool:
+        """Ready as this instance knows it without a check (what its heartbeat says): running,
+        every provider running, the store not known to be unreachable. ``GET /readyz`` also
+        checks the store; a beat every 10 s does not, so a large JSON state costs it nothing
+        and a state file gone bad is logged by its own paths only."""
+        return (
+            self.phase is Phase.RUNNING
+            and not self.outage.down
+            and all(_state_of(p) == RUNNING for p in self.providers.values())
+        )
 
     async def stop(self) -> None:
         """Stop in reverse order of start (providers finish the update in hand first); the
@@ -291,8 +294,8 @@ def _state_of(provider: Provider) -> str:
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait until it ends. It is cancelled again until it does: on Python
-    3.11 ``asyncio.wait_for`` (the readiness check's, which a heartbeat awaits) swallows a
-    cancellation that arrives just as what it waits for completes, and the task goes on."""
+    3.11 an ``asyncio.wait_for`` anywhere in the task swallows a cancellation that arrives
+    just as what it waits for completes, and the task would go on (a stop hung on it)."""
     while not task.done():
         task.cancel()
         await asyncio.wait({task}, timeout=0.1)

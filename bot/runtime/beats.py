@@ -2,8 +2,9 @@
 
 Every :data:`BEAT_EVERY` seconds (the first when the app is running, and one more as it
 starts to stop) the instance tells the cluster (:meth:`~bot.core.protocols.Cluster.beat`)
-its version, host, process id, phase, whether it is ready (the answer ``GET /readyz``
-gives), and the leases it holds (the connectors that allow one consumer), so ``pairbot
+its version, host, process id, phase, whether it is ready (running, every provider running,
+the store not known to be down: ``GET /readyz`` also checks the store, a beat does not), and
+the leases it holds (the connectors that allow one consumer), so ``pairbot
 status`` can list every instance seen lately and what each does.
 """
 
@@ -14,7 +15,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 
 from bot import __version__
@@ -40,7 +41,7 @@ class Heartbeat:
         cluster: the cluster the instances share.
         clock: the injected clock.
         phase: the app's phase now.
-        ready: whether the app is ready now (the readiness ``GET /readyz`` reports).
+        ready: whether the app is ready now, as it knows without a check.
         outage: where an unreachable cluster is told (one log line per outage).
         every: seconds between two beats.
     """
@@ -51,7 +52,7 @@ class Heartbeat:
         *,
         clock: Clock,
         phase: Callable[[], Phase],
-        ready: Callable[[], Awaitable[bool]],
+        ready: Callable[[], bool],
         outage: StoreOutage,
         every: float = BEAT_EVERY,
     ) -> None:
@@ -67,7 +68,7 @@ class Heartbeat:
     async def run_forever(self) -> None:
         """Beat now, then every :attr:`every` seconds, until cancelled."""
         while True:
-            await self.beat(ready=await self._ready())
+            await self.beat(ready=self._ready())
             await asyncio.sleep(self.every)
 
     async def last(self) -> None:

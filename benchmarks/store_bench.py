@@ -148,14 +148,15 @@ class Bench:
         _SCHEMAS.append(schema)
         return make_conninfo(self.dsn, options=f"-csearch_path={schema}")
 
-    def again(self, where: str) -> tuple[StateStore, PairingService]:
-        """Open a store on a place :meth:`where` made (another process's view of it)."""
+    def again(self, where: str, *, writer: int = 0) -> tuple[StateStore, PairingService]:
+        """Open a store on a place :meth:`where` made (another process's view of it);
+        ``writer`` numbers the process, so each draws codes no other draws."""
         if self.backend == "postgres":
             store = open_store(self.tmp, backend="postgres", dsn=where)
         else:
             store = open_store(Path(where), backend=self.backend)
         service = PairingService(
-            store, clock=FakeClock(START), settings=SETTINGS, new_code=_counter_codes()
+            store, clock=FakeClock(START), settings=SETTINGS, new_code=_counter_codes(writer)
         )
         return store, service
 
@@ -177,8 +178,10 @@ class Bench:
 _SCHEMAS: list[str] = []
 
 
-def _counter_codes() -> Callable[[], str]:
-    counter = iter(range(10**7, 10**9))
+def _counter_codes(writer: int = 0) -> Callable[[], str]:
+    # Codes as the real draws give them: distinct across writers (a real draw collides once
+    # in ~10^12), so no writer waits on another's code.
+    counter = iter(range(10**7 + writer * 10**8, 10**7 + (writer + 1) * 10**8))
     return lambda: code_for(next(counter))
 
 
@@ -197,10 +200,11 @@ def requests_per_s(bench: Bench, size: int, allowed: int, ops: int, run: int) ->
 
 
 def _request_worker(
-    backend: str, where: str, prefix: str, ops: int, ready: Any, go: Any, done: Any
+    backend: str, where: str, writer: int, ops: int, ready: Any, go: Any, done: Any
 ) -> None:
     """One of the writer processes of :func:`requests_per_s_from`: ``ops`` requests."""
-    store, service = Bench(Path("/tmp"), backend).again(where)
+    store, service = Bench(Path("/tmp"), backend).again(where, writer=writer + 1)
+    prefix = f"p{writer}"
     service.request(PROVIDER, f"{prefix}-warmup")
     ready.release()
     go.wait()
@@ -224,7 +228,7 @@ def requests_per_s_from(
     procs = [
         ctx.Process(
             target=_request_worker,
-            args=(bench.backend, where, f"p{k}", ops, ready, go, done),
+            args=(bench.backend, where, k, ops, ready, go, done),
         )
         for k in range(processes)
     ]

@@ -9,6 +9,12 @@ auth, its buttons, and its limits, declared as class attributes. In return it ge
 * **Lifecycle**: ``start``/``stop``, start again after stop, one :class:`State` instead of
   flags; ``stop`` is idempotent and waits for a start or stop in progress, and a start that
   fails runs the same teardown.
+* **Taking turns**: a platform that hands each event to one consumer only (Telegram's
+  getUpdates, Discord's gateway, signal-cli's event stream) says so
+  (:attr:`~BaseProvider.one_consumer`); such a provider can run for sending alone
+  (``start(..., receive=False)``) and begin and end receiving while it runs
+  (:meth:`~BaseProvider.start_receiving`, :meth:`~BaseProvider.stop_receiving`), so that
+  several instances of pairbot take turns on it and all of them send.
 * **One ordered inbound worker**: :meth:`~BaseProvider._enqueue` takes an ``Inbound`` (or a
   :data:`Convert`, for a conversion that needs the network) and one task hands them to the
   callback in order. A failing callback is logged (never the text) and the next item taken;
@@ -96,9 +102,9 @@ class BaseProvider(ABC):
     """The mechanics every provider shares; a platform subclass adds what is its own.
 
     Subclasses implement :meth:`_connect`, :meth:`_disconnect` and :meth:`_send_text`; they
-    may override :meth:`_stop_receiving`, :meth:`_outgoing`, :meth:`edit` and
-    :meth:`dm_chat_id`, and set the class attributes below. The callback given to
-    :meth:`start` must not call :meth:`stop` (stop waits for it).
+    may override :meth:`_listen`, :meth:`_stop_receiving`, :meth:`_received`,
+    :meth:`_outgoing`, :meth:`edit` and :meth:`dm_chat_id`, and set the class attributes
+    below. The callback given to :meth:`start` must not call :meth:`stop` (stop waits for it).
 
     Args:
         name: the provider name carried by every :class:`~bot.core.models.Inbound`.
@@ -108,6 +114,12 @@ class BaseProvider(ABC):
 
     platform: ClassVar[str]
     """The platform's name as people write it (``Telegram``), for errors."""
+    one_consumer: bool = False
+    """True where the platform hands each event to one consumer only, and two would steal
+    events from each other or both get them (Telegram's getUpdates, Discord's gateway,
+    signal-cli's event stream): instances of pairbot on one state then receive on it one at
+    a time (the runtime's lease), and the others start it with ``receive=False``, to send.
+    False where every instance may receive (webhooks, Slack's Socket Mode)."""
     bare_commands: bool = False
     """See :class:`~bot.core.protocols.Provider`: True where clients eat a leading ``/``."""
     button_limits: ClassVar[ButtonLimits | None] = None
@@ -133,6 +145,7 @@ class BaseProvider(ABC):
         self._on_inbound: OnInbound | None = None
         self._queue: asyncio.Queue[object] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._receiving = False
         self._unhandled = 0
         self._stopping = asyncio.Event()
         self._seen = Dedupe(self.dedupe_size if dedupe_size is None else dedupe_size)
@@ -147,16 +160,35 @@ class BaseProvider(ABC):
         """Whether :meth:`start` has returned and :meth:`stop` has not begun."""
         return self._state is State.RUNNING
 
+    @property
+    def receiving(self) -> bool:
+        """Whether events are taken: from the start of receiving (:meth:`start`,
+        :meth:`start_receiving`) until it stops (:meth:`stop_receiving`, :meth:`stop`)."""
+        return self._receiving
+
     # -- hooks -------------------------------------------------------------------------------
 
     @abstractmethod
     async def _connect(self) -> None:
         """Connect and return once events flow (the worker already runs: what arrives is
         queued). Raise to fail :meth:`start`; :meth:`_stop_receiving` and
-        :meth:`_disconnect` then run, so both must cope with a half-made connection."""
+        :meth:`_disconnect` then run, so both must cope with a half-made connection.
+
+        A provider that overrides :meth:`_listen` (a :attr:`one_consumer` one) connects here
+        only for sending (checking its credentials), and receives in :meth:`_listen`."""
+
+    async def _listen(self) -> None:  # noqa: B027 (an optional hook)
+        """Begin receiving on a connection :meth:`_connect` made; return once events flow
+        (the worker already runs). Raise to fail the start of receiving: :meth:`_stop_receiving`
+        and :meth:`_received` then run. Here nothing: :meth:`_connect` receives."""
 
     async def _stop_receiving(self) -> None:  # noqa: B027 (an optional hook)
         """Take no new events; what the platform still hands over meanwhile is queued."""
+
+    async def _received(self) -> None:  # noqa: B027 (an optional hook)
+        """Receiving has ended and the accepted items were handled (or dropped): confirm
+        what was handled to the platform, close what only receiving needed. The provider
+        may still send afterwards (:meth:`stop_receiving`), or disconnect."""
 
     @abstractmethod
     async def _disconnect(self) -> None:
@@ -172,8 +204,11 @@ class BaseProvider(ABC):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, on_inbound: OnInbound) -> None:
+    async def start(self, on_inbound: OnInbound, *, receive: bool = True) -> None:
         """Connect and begin handing inbound messages to ``on_inbound``; return once running.
+
+        With ``receive=False`` (a :attr:`one_consumer` provider whose events another instance
+        takes), connect for sending only: :meth:`start_receiving` begins receiving later.
 
         Raises:
             ProviderStateError: the provider is already running.
@@ -185,14 +220,45 @@ class BaseProvider(ABC):
             self._state = State.STARTING
             self._on_inbound = on_inbound
             self._stopping = asyncio.Event()
-            self._queue = queue = asyncio.Queue[object]()
-            self._worker = asyncio.create_task(self._work(queue), name=f"{self.name}-inbound")
             try:
+                if receive:
+                    self._begin_worker()
                 await self._connect()
+                if receive:
+                    await self._listen()
             except BaseException:
                 await self._shut(drain=False)
                 raise
             self._state = State.RUNNING
+
+    async def start_receiving(self) -> None:
+        """Begin receiving on a provider started with ``receive=False``; return once events
+        flow. Nothing if it receives already. A failure leaves it sending, not receiving.
+
+        Raises:
+            ProviderStateError: the provider is not running.
+        """
+        async with self._lock:
+            if self._state is not State.RUNNING:
+                raise ProviderStateError(f"{self.name}: provider is not running")
+            if self._receiving:
+                return
+            self._begin_worker()
+            try:
+                await self._listen()
+            except BaseException:
+                await self._end_receiving(drain=False)
+                raise
+        self._log.info("%s: receiving", self.name)
+
+    async def stop_receiving(self) -> None:
+        """Stop receiving, let accepted items be handled (within :attr:`drain_timeout`), and
+        go on sending. Nothing if it does not receive."""
+        async with self._lock:
+            if self._state is not State.RUNNING or not self._receiving:
+                return
+            await self._end_receiving(drain=True)
+        self._log.info("%s: stopped receiving (still sending)", self.name)
 
     async def stop(self) -> None:
         """Stop receiving, let accepted items be handled (within :attr:`drain_timeout`), and
@@ -206,10 +272,7 @@ class BaseProvider(ABC):
 
     async def _shut(self, *, drain: bool) -> None:
         try:
-            try:
-                await self._stop_receiving()
-            finally:
-                await self._end_worker(drain=drain)
+            await self._end_receiving(drain=drain)
         finally:
             self._stopping.set()  # a send still retrying gives up now
             try:
@@ -217,6 +280,21 @@ class BaseProvider(ABC):
             finally:
                 self._on_inbound = None
                 self._state = State.STOPPED
+
+    def _begin_worker(self) -> None:
+        self._receiving = True
+        self._queue = queue = asyncio.Queue[object]()
+        self._worker = asyncio.create_task(self._work(queue), name=f"{self.name}-inbound")
+
+    async def _end_receiving(self, *, drain: bool) -> None:
+        try:
+            try:
+                await self._stop_receiving()
+            finally:
+                await self._end_worker(drain=drain)
+        finally:
+            self._receiving = False
+            await self._received()
 
     async def _end_worker(self, *, drain: bool) -> None:
         queue, worker = self._queue, self._worker

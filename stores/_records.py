@@ -51,6 +51,20 @@ class ScannedRequests(ABC):
     def code_taken(self, code: str) -> bool:
         return any(r.code == code for name in KNOWN_PROVIDERS for r in self.requests(name))
 
+    @property
+    def peers(self) -> int:
+        return 0  # these backends run one transaction at a time
+
+    @abstractmethod
+    def put_request(self, request: PendingRequest) -> None:
+        """Insert or replace (by sender id) a pending DM request."""
+
+    def add_request(self, request: PendingRequest) -> bool:
+        if self.request(request.provider, request.id) is not None or self.code_taken(request.code):
+            return False
+        self.put_request(request)
+        return True
+
 
 def audit_record(event: AuditEvent) -> dict[str, Any]:
     """Return the audit record of ``event``: what ``read_audit`` yields and ``audit.jsonl``

@@ -1007,13 +1007,14 @@ class JsonFileStore:
     # writing ---------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[_Txn]:
+    def transaction(self, *, shared: bool = False) -> Iterator[_Txn]:
         """Take the lock, hand out a view, and commit what changed on a clean exit.
 
         If the body or the commit fails in any way (including KeyboardInterrupt mid-write),
         every uncommitted change is dropped from memory, so the next transaction sees exactly
-        what is on disk.
+        what is on disk. One transaction runs at a time: a ``shared`` one is exclusive.
         """
+        del shared  # one writer at a time is what the state dir's lock file allows
         with self._lock.hold():
             self._checked.clear()
             try:

@@ -63,13 +63,15 @@ class MemoryStore:
         self._cursors: dict[str, str] = {}
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[_Txn]:
+    def transaction(self, *, shared: bool = False) -> Iterator[_Txn]:
         """Take the lock and hand out a view; commit what changed on a clean exit.
 
         A body that raises changes nothing. Waiting longer than ``lock_timeout`` for the lock
         raises :class:`~bot.core.errors.StoreLockTimeoutError`: another thread held it that
         long, or this one opened a transaction inside its own (which would wait forever).
+        One transaction runs at a time: a ``shared`` one is exclusive.
         """
+        del shared
         if not self._lock.acquire(timeout=self._lock_timeout):
             raise StoreLockTimeoutError(
                 f"state lock busy in this process for over {self._lock_timeout:g}s",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ from bot.core.protocols import Cluster, Cursors, Provider, StateStore
 from bot.runtime.app import App
 from stores import STATE_DIR_ENV, open_store, resolve_state_dir
 from stores.cluster import LocalCluster
+from stores.sql.cluster import PostgresCluster
+from stores.sql.postgres import PostgresStore
 
 
 def state_dir_of(config: Config, explicit: Path | None = None) -> Path:
@@ -41,10 +43,22 @@ def configured_store(config: Config | None, state_dir: Path) -> StateStore:
 
 
 def configured_cluster(store: StateStore) -> Cluster:
-    """The cluster the instances on ``store`` share: this process alone, in memory, unless
-    the store is one several instances can share."""
-    del store  # every backend is a cluster of one for now
+    """The cluster the instances on ``store`` share: on PostgreSQL, every instance on the
+    same schema (:class:`~stores.sql.cluster.PostgresCluster`); on any other store this
+    process alone, in memory (:class:`~stores.cluster.LocalCluster`)."""
+    if isinstance(store, PostgresStore):
+        return PostgresCluster(store)
     return LocalCluster()
+
+
+def shared_cluster(config: Config | None, store: StateStore) -> Callable[[], Cluster] | None:
+    """How a command reaches the running instances on ``store``: through the cluster they
+    share when the state is one several instances can share (PostgreSQL: opened only when
+    called), else None (a running bot on a JSON or SQLite state is reached through its state
+    dir's socket)."""
+    if config is None or config.store.backend != "postgres":
+        return None
+    return lambda: configured_cluster(store)
 
 
 def open_app(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from bot.core.clock import Clock, SystemClock
 from bot.core.config import Config
 from bot.core.errors import PairbotError
 from bot.core.platforms import KNOWN_PROVIDERS
-from bot.core.protocols import StateStore
+from bot.core.protocols import Cluster, StateStore
 from bot.runtime.config import find_config, load_config
 from bot.runtime.logs import add_secrets
 from bot.services.nodes import NodeService, NodeSettings
@@ -46,6 +47,10 @@ class Context:
     clock: Clock
     out: Console
     actor: str
+    shared_cluster: Callable[[], Cluster] | None = None
+    """Opens the cluster the running instances on this state share, when decisions reach
+    them through it (a PostgreSQL state); None when a running bot is reached through the
+    state dir's socket (JSON, SQLite)."""
 
 
 def provider_name(value: str) -> str:
@@ -76,7 +81,10 @@ def make_context(args: argparse.Namespace, *, clock: Clock | None = None) -> Con
     config = load_config(config_path) if config_path else None
     if config is not None:
         add_secrets(config.secrets())
-    from bot.cli.compose import configured_store  # the composition root names the store
+    from bot.cli.compose import (  # the composition root names the store and the cluster
+        configured_store,
+        shared_cluster,
+    )
 
     state_dir = cli_state_dir(args, config)
     store = configured_store(config, state_dir)
@@ -98,4 +106,5 @@ def make_context(args: argparse.Namespace, *, clock: Clock | None = None) -> Con
         nodes=NodeService(store, clock=clock, settings=node_settings),
         out=Console(highlight=False, soft_wrap=True),
         actor=_actor(),
+        shared_cluster=shared_cluster(config, store),
     )

@@ -1,15 +1,15 @@
 """The ``pairbot`` command: the owner's shell over the same services and store as the bot.
 
-Exit status: 0 success; 1 the code, request, sender or node is unknown or expired; 2 a usage,
-configuration or state-file error; 141 (128 + SIGPIPE, as ``yes | head`` gives) the reader of
-the output went away before it ended. Errors are one line on stderr (``--debug`` adds the
-traceback) and never contain a code or a token.
+Exit status: 0 success; 1 the code, request, sender or node is unknown or expired (for
+``status``: no instance is running); 2 a usage, configuration or state-file error; 141 (128 +
+SIGPIPE, as ``yes | head`` gives) the reader of the output went away before it ended. Errors
+are one line on stderr (``--debug`` adds the traceback) and never contain a code or a token.
 
 This module builds the parser and runs a command; the commands live by group:
 :mod:`bot.cli.pairing` (pairing, allowlist), :mod:`bot.cli.nodes` (nodes, node),
-:mod:`bot.cli.run` (run, demo, doctor, audit) and :mod:`bot.cli.store` (store export,
-import), over :mod:`bot.cli.context` (what every command gets) and :mod:`bot.cli.output`
-(listings that stream).
+:mod:`bot.cli.run` (run, demo, doctor, audit), :mod:`bot.cli.status` (status) and
+:mod:`bot.cli.store` (store export, import), over :mod:`bot.cli.context` (what every
+command gets) and :mod:`bot.cli.output` (listings that stream).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from bot.cli.pairing import (
     cmd_pairing_reject,
 )
 from bot.cli.run import cmd_audit, cmd_demo, cmd_doctor, cmd_run
+from bot.cli.status import cmd_status
 from bot.cli.store import cmd_store_export, cmd_store_import
 from bot.core.errors import AllowedByConfigError, LookupFailed, NodeRefused, PairbotError
 from bot.core.platforms import KNOWN_PROVIDERS
@@ -262,6 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(groups, "audit", cmd_audit, "show the audit log", [as_json])
     p.add_argument(
         "--limit", type=_limit, default=50, metavar="N", help="last N entries (default 50)"
+    )
+    leaf(
+        groups,
+        "status",
+        cmd_status,
+        "the instances running, with what they hold",
+        [as_json],
+        description="Show every instance of pairbot that reported in the last minute: its id, "
+        "host, pid, version, start, last beat, readiness and the connectors it holds. On "
+        "PostgreSQL, every instance on the database; on a JSON or SQLite state, the local bot, "
+        "asked through its gateway. Exit 1 if none is running.",
     )
     leaf(
         groups,

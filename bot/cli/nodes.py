@@ -2,15 +2,20 @@
 
 ``nodes approve|reject|revoke`` act through the running bot when one listens on the state
 dir's gateway socket, so that a node's token goes straight to the waiting node; with no bot
-running they act on the store. ``node pair|connect`` play a device: ask a gateway to join,
-wait for the owner, keep the token; connect with it.
+running they act on the store. On a state several instances share (PostgreSQL) they act on
+the store and publish the decision through the cluster, where the instance holding the node's
+connection hears it (:mod:`bot.gateway.relay`): no socket, no state dir needed.
+``node pair|connect`` play a device: ask a gateway to join, wait for the owner, keep the
+token; connect with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,8 @@ from rich.text import Text
 from bot.cli.context import EXIT_LOOKUP, EXIT_OK, Context, UsageError
 from bot.cli.output import print_json, print_listing
 from bot.core.errors import LookupFailed
-from bot.core.models import NodeRequest, NodeVerdict, PairedNode
+from bot.core.models import NodeDecision, NodeRequest, NodeVerdict, PairedNode
+from bot.core.protocols import Cluster
 from bot.core.text import ago, clean, clean_name
 from bot.gateway.frames import ErrorCode
 
@@ -215,29 +221,60 @@ def _via_gateway(ctx: Context, method: str, params: dict[str, Any]) -> dict[str,
         raise
 
 
+def _publish(cluster: Cluster, decisions: Sequence[NodeDecision], what: str) -> bool | None:
+    """Publish ``decisions`` to the running instances (:func:`publish_decisions`); a cluster
+    that cannot be reached is a warning (the decision is made: the store has it)."""
+    from bot.gateway.relay import publish_decisions
+
+    try:
+        return publish_decisions(cluster, decisions)
+    except Exception as exc:  # the decision stands; only the telling failed
+        log.warning("the running instances could not be told of this %s (%s)", what, exc)
+        return None
+
+
+def _approved(ctx: Context, node_id: str, delivered: bool) -> int:
+    if ctx.args.json:
+        print_json(ctx, {"nodeId": node_id, "delivered": delivered})
+        return EXIT_OK
+    where = (
+        "its token went to the waiting node over the gateway"
+        if delivered
+        else "the node is not connected; it receives its token if it asks again "
+        "before its request would have expired"
+    )
+    ctx.out.print(Text(f"Approved node {clean(node_id)}: {where}."))
+    return EXIT_OK
+
+
 def cmd_nodes_approve(ctx: Context) -> int:
     """``pairbot nodes approve``: through the running bot if any, else the token is printed.
 
-    With the bot running, the gateway mints the token and hands it to the waiting node over
-    its connection; nobody else sees it. Without, the token is printed here, once.
+    With the bot running, the token goes to the waiting node over its connection; nobody
+    else sees it. On a shared state it crosses to the instance holding that connection only
+    sealed for the node's pickup secret. With no bot running (or, on a shared state, no
+    instance holding the request), the token is printed here, once.
     """
+    if ctx.shared_cluster is not None:
+        with contextlib.closing(ctx.shared_cluster()) as cluster:
+            approval = ctx.nodes.approve(ctx.args.request_id, actor=ctx.actor)
+            decisions = approval.decisions()
+            sendable = [d for d in decisions if d.verdict is not NodeVerdict.APPROVED]
+            outcome = _publish(cluster, decisions if approval.sealed else sendable, "approval")
+        if outcome is not None:
+            return _approved(ctx, approval.node.node_id, outcome)
+        if not ctx.args.json:
+            ctx.out.print("No running instance holds this node's request.")
+        return _print_token(ctx, approval.node, approval.token)
     answer = _via_gateway(ctx, "node.pair.approve", {"requestId": ctx.args.request_id})
     if answer is not None:
-        if ctx.args.json:
-            print_json(
-                ctx, {"nodeId": answer.get("nodeId"), "delivered": bool(answer.get("delivered"))}
-            )
-            return EXIT_OK
-        where = (
-            "its token went to the waiting node over the gateway"
-            if answer.get("delivered")
-            else "the node is not connected; it receives its token if it asks again "
-            "before its request would have expired"
-        )
-        ctx.out.print(Text(f"Approved node {clean(str(answer.get('nodeId')))}: {where}."))
-        return EXIT_OK
+        return _approved(ctx, str(answer.get("nodeId")), bool(answer.get("delivered")))
     approval = ctx.nodes.approve(ctx.args.request_id, actor=ctx.actor)
-    node, token = approval.node, approval.token
+    return _print_token(ctx, approval.node, approval.token)
+
+
+def _print_token(ctx: Context, node: PairedNode, token: str) -> int:
+    """Show a new token once (pairbot keeps only its hash)."""
     if ctx.args.json:
         print_json(ctx, {**node.as_json(), "token": token})
         return EXIT_OK
@@ -250,6 +287,17 @@ def cmd_nodes_approve(ctx: Context) -> int:
 
 def cmd_nodes_reject(ctx: Context) -> int:
     """``pairbot nodes reject``."""
+    if ctx.shared_cluster is not None:
+        with contextlib.closing(ctx.shared_cluster()) as cluster:
+            req = ctx.nodes.reject(ctx.args.request_id, actor=ctx.actor)
+            _publish(cluster, [NodeDecision.on_request(req, NodeVerdict.REJECTED)], "rejection")
+        ctx.out.print(
+            Text(
+                f"Rejected node {clean(req.node_id)} (request {req.request_id}); the "
+                "instance holding it tells the node."
+            )
+        )
+        return EXIT_OK
     answer = _via_gateway(ctx, "node.pair.reject", {"requestId": ctx.args.request_id})
     if answer is not None:
         ctx.out.print(
@@ -288,11 +336,16 @@ def cmd_nodes_list(ctx: Context) -> int:
 
 def cmd_nodes_revoke(ctx: Context) -> int:
     """``pairbot nodes revoke``."""
-    answer = _via_gateway(ctx, "node.revoke", {"nodeId": ctx.args.node_id})
-    node_id = (
-        str(answer.get("nodeId"))
-        if answer is not None
-        else ctx.nodes.revoke(ctx.args.node_id, actor=ctx.actor).node_id
-    )
+    if ctx.shared_cluster is not None:
+        with contextlib.closing(ctx.shared_cluster()) as cluster:
+            node_id = ctx.nodes.revoke(ctx.args.node_id, actor=ctx.actor).node_id
+            _publish(cluster, [NodeDecision.revocation(node_id)], "revocation")
+    else:
+        answer = _via_gateway(ctx, "node.revoke", {"nodeId": ctx.args.node_id})
+        node_id = (
+            str(answer.get("nodeId"))
+            if answer is not None
+            else ctx.nodes.revoke(ctx.args.node_id, actor=ctx.actor).node_id
+        )
     ctx.out.print(Text(f"Revoked node {clean(node_id)}; its token no longer works."))
     return EXIT_OK

@@ -70,10 +70,17 @@ def allow_json(groups: Sequence[AllowGroup]) -> Iterator[str]:
 
 
 def print_rows(
-    ctx: Context, title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], *, empty: str
+    ctx: Context,
+    title: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    empty: str,
+    plain: bool = False,
 ) -> None:
     """Print a listing: a table (``title`` gets the count) up to TABLE_ROWS rows, else plain
-    aligned lines as the rows come.
+    aligned lines as the rows come; ``plain``: lines whatever the count (a table of many
+    columns would cut its cells to the terminal's width).
 
     Only the first TABLE_ROWS + 1 rows are read before printing starts (to choose, and to
     size the columns), so memory does not grow with the listing.
@@ -82,7 +89,7 @@ def print_rows(
     ahead = list(islice(rows, TABLE_ROWS + 1))
     if not ahead:
         ctx.out.print(Text(empty))
-    elif len(ahead) <= TABLE_ROWS:
+    elif len(ahead) <= TABLE_ROWS and not plain:
         table = Table(title=title.format(len(ahead)), title_justify="left")
         for column in columns:
             table.add_column(column)

@@ -232,6 +232,9 @@ class NodeApproval:
     token: str = field(repr=False)
     request: NodeRequest
     superseded: tuple[NodeRequest, ...] = ()
+    sealed: str = field(default="", repr=False)
+    """The token sealed to the request's seal key (:mod:`bot.services.seal`): what may cross
+    to another instance; "" when the request carries no seal key."""
 
     def decisions(self) -> tuple[NodeDecision, ...]:
         """What the askers are told: each superseded request, then the approval (with the
@@ -243,6 +246,7 @@ class NodeApproval:
             request_id=req.request_id,
             token=self.token,
             pickup_hash=req.pickup_hash,
+            sealed=self.sealed,
         )
         others = (NodeDecision.on_request(r, NodeVerdict.SUPERSEDED) for r in self.superseded)
         return (*others, approval)
@@ -282,6 +286,8 @@ class NodeDecision:
     """The request decided; None only for ``revoked`` (a node, not a request)."""
     token: str | None = field(default=None, repr=False)
     pickup_hash: str = field(default="", repr=False)
+    sealed: str = field(default="", repr=False)
+    """With ``approved``: the token sealed for the asker (what another instance gets)."""
 
     def __post_init__(self) -> None:
         approved = self.verdict is NodeVerdict.APPROVED

@@ -70,6 +70,40 @@ class Provider(Protocol):
 
 
 @runtime_checkable
+class TakesTurns(Provider, Protocol):
+    """A provider that can receive apart from running: where its platform hands each event
+    to one consumer only (:attr:`one_consumer`), the instances on one state take turns
+    receiving on it, and every one of them sends.
+
+    While it runs for sending alone, :meth:`Provider.send`, :meth:`Provider.edit` and
+    :meth:`Provider.dm_chat_id` work as usual and nothing is received.
+    """
+
+    one_consumer: bool
+    """True where two consumers would steal events from each other or both get them
+    (Telegram's getUpdates, Discord's gateway, signal-cli's event stream)."""
+
+    @property
+    def receiving(self) -> bool:
+        """Whether events are taken now."""
+        ...
+
+    async def start(self, on_inbound: OnInbound, *, receive: bool = True) -> None:
+        """:meth:`Provider.start`; with ``receive=False``, connect for sending only."""
+        ...
+
+    async def start_receiving(self) -> None:
+        """Begin receiving (events go to the ``on_inbound`` given at start); return once
+        events flow. A failure leaves it sending."""
+        ...
+
+    async def stop_receiving(self) -> None:
+        """Stop receiving, let the events accepted be handled, confirm them to the platform
+        where it takes a confirmation, and go on sending."""
+        ...
+
+
+@runtime_checkable
 class ToldReach(Protocol):
     """A provider that can say, without sending a message, whether a person's chat with the
     bot takes its messages."""
@@ -98,17 +132,34 @@ class Cursors(Protocol):
 
 
 class StateTxn(Protocol):
-    """A view of the whole state, taken under the store's exclusive cross-process lock.
+    """A view of the whole state, taken under the store's cross-process lock.
 
-    Reads see every write committed before the lock was taken. Changes are written when the
-    transaction ends without an exception: allowlists and paired nodes first, then pending
-    requests together with the notices of approvals, so a crash in between leaves "still
-    pending", never "approved and lost" nor a notice of an approval that did not happen.
+    An exclusive transaction (the default) holds the state alone: reads see every write
+    committed before the lock was taken, and nothing else commits until it ends. A shared
+    one (:meth:`StateStore.transaction` with ``shared=True``: a stranger's ask) may run
+    beside other shared ones, never beside an exclusive one; each read sees what was
+    committed when it ran, and :attr:`peers` says how many others may commit meanwhile. A
+    shared transaction only adds requests (:meth:`add_request`, where a concurrent insert
+    decides), replaces a request it read, drops a request (whose result says whether *this*
+    transaction dropped it) and audits. A backend that runs one transaction at a time runs
+    a shared one as an exclusive one (``peers`` 0).
+
+    Changes are written when the transaction ends without an exception: allowlists and paired
+    nodes first, then pending requests together with the notices of approvals, so a crash in
+    between leaves "still pending", never "approved and lost" nor a notice of an approval
+    that did not happen.
 
     Sender ids are in their platform's normal form (:meth:`bot.core.schema.IdRule.normalise`):
     the services hand them so, and a store reads what another writer stored in another form
     (an older pairbot, Clawdbot) in that form too, so it is found by the id the sender has.
     """
+
+    @property
+    def peers(self) -> int:
+        """How many other transactions may commit while this one runs: 0 when it holds the
+        state alone; in a shared transaction, a bound on the others (so a limit checked
+        against a count read here holds if ``count + peers`` is within it)."""
+        ...
 
     def requests(self, provider: str) -> list[PendingRequest]:
         """Return the provider's pending DM requests, in file order."""
@@ -139,6 +190,12 @@ class StateTxn(Protocol):
 
     def put_request(self, request: PendingRequest) -> None:
         """Insert or replace (by sender id) a pending DM request."""
+        ...
+
+    def add_request(self, request: PendingRequest) -> bool:
+        """Insert a new pending DM request unless the sender already has one or its code is
+        on file (any provider's request, expired included); return whether it was inserted.
+        Between concurrent inserts of one sender or one code, exactly one wins."""
         ...
 
     def drop_request(self, provider: str, sender_id: str) -> bool:
@@ -213,8 +270,9 @@ class StateStore(Cursors, Protocol):
     Stores never read a clock: times arrive inside the values.
     """
 
-    def transaction(self) -> AbstractContextManager[StateTxn]:
-        """Take the exclusive lock and return a view of the state; commit on clean exit."""
+    def transaction(self, *, shared: bool = False) -> AbstractContextManager[StateTxn]:
+        """Take the lock (exclusive, or ``shared``: see :class:`StateTxn`) and return a view
+        of the state; commit on clean exit."""
         ...
 
     def is_allowed(self, provider: str, sender_id: str) -> bool:

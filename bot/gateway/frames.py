@@ -170,6 +170,9 @@ class Conn:
     operator: bool = False
     node_id: str | None = None
     """The node this connection proved to be (``node.connect``)."""
+    token_hash: str = field(default="", repr=False)
+    """The stored hash of the token it proved that with: a revocation closes it unless the
+    node is still paired with that token (a stale or replayed revocation closes nothing)."""
     bad_tokens: int = 0
     asked: dict[str, str] = field(default_factory=dict)
     """nodeId → requestId of the request this connection made (or came back for)."""

@@ -63,6 +63,9 @@ class ReadinessSources:
     """Each provider's name and lifecycle state (``running``, ``stopped``, ...)."""
     phase: Callable[[], Phase]
     """Whether the app is starting, running or stopping."""
+    instance: Callable[[], Mapping[str, object]] | None = None
+    """Who answers: this instance's id, version, host, pid and start time (``pairbot status``
+    reads them on a single-machine state, where no other instance can be asked)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,8 @@ class Readiness:
         }
         if store.problem is not None:
             body["store"]["problem"] = store.problem
+        if self._sources.instance is not None:
+            body["instance"] = dict(self._sources.instance())
         if problems:
             body["problems"] = problems
         return not problems, body

@@ -4,7 +4,8 @@ Over TCP a connection becomes an operator with ``operator.connect {token}`` (com
 constant time; wrong tokens are counted per connection and per address, and an address over
 its limit is refused unseen). A connection on the state dir's Unix socket is an operator from
 the start. Operators list, approve, reject and revoke; every decision they make is delivered
-by :class:`~bot.gateway.peers.Peers`, the same path as the owner chat's.
+through :class:`~bot.gateway.relay.Relay` to whichever instance holds its node, the same path
+as the owner chat's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bot.core.models import NodeDecision, NodeVerdict
 from bot.gateway.frames import Conn, ErrorCode, GatewayError, node_id_param, param
 from bot.gateway.guard import BurstLog, FailureLimiter
 from bot.gateway.peers import Peers
+from bot.gateway.relay import Relay
 from bot.services.nodes import NodeService
 
 Method = Callable[[Conn, dict[str, Any]], Awaitable[Any]]
@@ -34,6 +36,7 @@ class Operators:
 
     nodes: NodeService
     peers: Peers
+    relay: Relay
     token: str | None = field(repr=False)
     failures: FailureLimiter
     burst: BurstLog
@@ -106,7 +109,7 @@ class Operators:
             param(params, "requestId"),
             actor=param(params, "actor", required=False) or "operator:gateway",
         )
-        delivered = await self.peers.deliver_approval(approval)
+        delivered = await self.relay.deliver_approval(approval)
         return {
             "nodeId": approval.node.node_id,
             "requestId": approval.request.request_id,
@@ -119,7 +122,7 @@ class Operators:
             param(params, "requestId"),
             actor=param(params, "actor", required=False) or "operator:gateway",
         )
-        await self.peers.deliver(NodeDecision.on_request(req, NodeVerdict.REJECTED))
+        await self.relay.deliver(NodeDecision.on_request(req, NodeVerdict.REJECTED))
         return {"requestId": req.request_id, "nodeId": req.node_id}
 
     async def _node_revoke(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -128,5 +131,5 @@ class Operators:
             node_id_param(params),
             actor=param(params, "actor", required=False) or "operator:gateway",
         )
-        await self.peers.deliver(NodeDecision.revocation(node.node_id))
+        await self.relay.deliver(NodeDecision.revocation(node.node_id))
         return {"nodeId": node.node_id}

@@ -18,11 +18,23 @@ from typing import Any
 
 from bot.core import codes
 from bot.core.clock import Clock
-from bot.core.models import NodeApproval, NodeDecision, NodeRequest, NodeVerdict
+from bot.core.models import NodeDecision, NodeRequest, NodeVerdict
 from bot.gateway import frames
 from bot.gateway.frames import Conn
+from bot.services import seal
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """A request handed out (or come back for) here and not yet decided."""
+
+    node_id: str
+    until: datetime
+    pickup_hash: str = field(repr=False)
+    opener: seal.Opener | None = field(repr=False)
+    """Opens the request's sealed token (derived from the pickup secret this gateway saw)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,16 +61,43 @@ class Peers:
         self.conns: set[Conn] = set()
         self._askers: dict[str, Conn] = {}
         """requestId → the connection that hears its decision."""
-        self._asked: dict[str, tuple[str, datetime]] = {}
-        """requestId → (nodeId, expiry) of each request handed out here and not yet decided."""
+        self._asked: dict[str, _Asked] = {}
+        """requestId → each request handed out here (or come back for) and not yet decided."""
         self._held: dict[str, _Held] = {}
         """requestId → a token approved while the asker was away."""
 
-    def attach(self, conn: Conn, req: NodeRequest) -> None:
-        """Make ``conn`` the one that hears ``req``'s decision."""
+    def attach(self, conn: Conn, req: NodeRequest, pickup: str | None = None) -> None:
+        """Make ``conn`` the one that hears ``req``'s decision. ``pickup``, the request's
+        pickup secret as the asker showed it, makes the key that opens its sealed token (kept
+        from an earlier attach when not given)."""
         self._askers[req.request_id] = conn
         conn.asked[req.node_id] = req.request_id
-        self._asked[req.request_id] = (req.node_id, req.expires_at(self._pending_ttl))
+        before = self._asked.get(req.request_id)
+        opener = (
+            seal.opener(pickup)
+            if pickup is not None
+            else before.opener
+            if before is not None
+            else None
+        )
+        self._asked[req.request_id] = _Asked(
+            req.node_id, req.expires_at(self._pending_ttl), req.pickup_hash, opener
+        )
+
+    def opener_of(self, request_id: str) -> seal.Opener | None:
+        """The key that opens ``request_id``'s sealed token, if its asker is this gateway's
+        (waiting here, or gone away from here and not yet back elsewhere)."""
+        asked = self._asked.get(request_id)
+        return asked.opener if asked is not None else None
+
+    def let_go(self, request_id: str) -> None:
+        """Another instance has the asker of ``request_id`` now: its decision is not ours."""
+        self._asked.pop(request_id, None)
+        self._askers.pop(request_id, None)
+
+    def drop_held(self, request_id: str) -> None:
+        """The token held for ``request_id`` was collected elsewhere: forget it."""
+        self._held.pop(request_id, None)
 
     def add(self, conn: Conn) -> None:
         """A new connection."""
@@ -83,14 +122,6 @@ class Peers:
         for conn in [c for c in self.conns if c.operator]:
             await conn.send(frames.event(event, payload))
 
-    async def deliver_approval(self, approval: NodeApproval) -> bool:
-        """Deliver what an approval decided (:meth:`NodeApproval.decisions`): the superseded
-        askers hear "rejected", the approved asker its token. True if that asker heard."""
-        heard = False
-        for decision in approval.decisions():
-            heard = await self.deliver(decision)
-        return heard
-
     async def deliver(self, decision: NodeDecision) -> bool:
         """Tell ``decision`` to the one it concerns; True if it heard.
 
@@ -104,16 +135,16 @@ class Peers:
             return await self._revoke(decision)
         if decision.token is not None:
             self._on_secret(decision.token)  # never logged, by any logger
-        waited = self._asked.pop(request_id, None) is not None
+        asked = self._asked.pop(request_id, None)
+        waited = asked is not None
         asker = self._askers.pop(request_id, None)
         if asker is not None and await asker.send(frames.resolved(decision)):
             return True
         held = ""
-        if decision.verdict is NodeVerdict.APPROVED and decision.token and decision.pickup_hash:
+        pickup_hash = decision.pickup_hash or (asked.pickup_hash if asked is not None else "")
+        if decision.verdict is NodeVerdict.APPROVED and decision.token and pickup_hash:
             until = self._clock.now() + self._pending_ttl
-            self._held[request_id] = _Held(
-                decision.node_id, decision.token, decision.pickup_hash, until
-            )
+            self._held[request_id] = _Held(decision.node_id, decision.token, pickup_hash, until)
             held = "; its token is held for the asker's pickup secret"
         if asker is not None or waited:
             log.warning(
@@ -128,11 +159,26 @@ class Peers:
 
     async def _revoke(self, decision: NodeDecision) -> bool:
         """Drop any token held for the node; tell and close the node's connections."""
-        node_id = decision.node_id
-        for request_id in [r for r, h in self._held.items() if h.node_id == node_id]:
+        return await self.revoke(decision.node_id, current_hash=None)
+
+    async def revoke(self, node_id: str, *, current_hash: str | None) -> bool:
+        """Drop the tokens held for ``node_id`` and close its connections, all but those
+        proved with its current token (``current_hash``: None when it is paired no more);
+        True if a closed connection heard why."""
+        for request_id in [
+            r
+            for r, h in self._held.items()
+            if h.node_id == node_id
+            and (current_hash is None or not codes.token_matches(h.token, current_hash))
+        ]:
             del self._held[request_id]
+        decision = NodeDecision.revocation(node_id)
         heard = False
-        for conn in [c for c in self.conns if c.node_id == node_id]:
+        for conn in [
+            c
+            for c in self.conns
+            if c.node_id == node_id and (current_hash is None or c.token_hash != current_hash)
+        ]:
             if await conn.send(frames.resolved(decision)):
                 heard = True
             else:
@@ -169,10 +215,10 @@ class Peers:
         for request_id, held in list(self._held.items()):
             if now >= held.until:
                 del self._held[request_id]
-        for request_id, (node_id, until) in list(self._asked.items()):
-            if now < until:
+        for request_id, asked in list(self._asked.items()):
+            if now < asked.until:
                 continue
             expired = NodeDecision(
-                verdict=NodeVerdict.EXPIRED, node_id=node_id, request_id=request_id
+                verdict=NodeVerdict.EXPIRED, node_id=asked.node_id, request_id=request_id
             )
             await self.deliver(expired)

@@ -11,9 +11,10 @@ approve`` reaches a running bot.
 Every ``node.pair.request`` is its own request, bound to the connection that made it: the
 answer carries a pickup secret for that asker alone, and a decision goes only to that
 connection, or, if it went away, to whoever comes back showing the pickup secret
-(:mod:`bot.gateway.askers`). A node id that is already paired is refused unless the asker
+(:mod:`bot.gateway.peers`). A node id that is already paired is refused unless the asker
 proves it holds the node's current token (a re-pair). Every decision, whoever made it, is a
-:class:`~bot.core.models.NodeDecision` delivered by :meth:`Gateway.deliver`. See
+:class:`~bot.core.models.NodeDecision` delivered by :meth:`Gateway.deliver`, through the
+cluster to whichever instance holds its asker (:mod:`bot.gateway.relay`). See
 ``docs/gateway-protocol.md``.
 
 Connections are capped (in all and per address, within the process's file limit), must
@@ -38,6 +39,7 @@ from aiohttp import WSMsgType, web
 from bot.core.clock import Clock, iso
 from bot.core.errors import LookupFailed, NodeRefused, StoreError
 from bot.core.models import NodeApproval, NodeAsk, NodeDecision, NodeRequest
+from bot.core.protocols import Cluster
 from bot.gateway import frames
 from bot.gateway.frames import Conn, ErrorCode, GatewayError, node_id_param, param
 from bot.gateway.guard import (
@@ -50,6 +52,7 @@ from bot.gateway.guard import (
 from bot.gateway.health import Readiness
 from bot.gateway.operators import Method, Operators
 from bot.gateway.peers import Peers
+from bot.gateway.relay import Relay
 from bot.services.nodes import NodeService
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,7 @@ class Gateway:
         settings: GatewaySettings,
         on_request: OnRequest,
         on_secret: Callable[[str], None],
+        cluster: Cluster,
         readiness: Readiness | None = None,
     ) -> None:
         self._nodes = nodes
@@ -106,6 +110,10 @@ class Gateway:
         self._peers = Peers(
             clock=clock, pending_ttl=nodes.settings.pending_ttl, on_secret=on_secret
         )
+        self._relay = Relay(
+            cluster, nodes=nodes, peers=self._peers, clock=clock, on_secret=on_secret
+        )
+        """Decisions to and from the other instances on the same state (the cluster)."""
         self._burst = BurstLog(log, clock=clock)
         self._guard = ConnectionGuard(settings.guard, burst=self._burst)
         self._local_guard = ConnectionGuard(
@@ -119,6 +127,7 @@ class Gateway:
         self._operators = Operators(
             nodes=nodes,
             peers=self._peers,
+            relay=self._relay,
             token=settings.operator_token,
             failures=FailureLimiter(
                 clock=clock, limit=settings.operator_failures, window=settings.operator_window
@@ -138,7 +147,9 @@ class Gateway:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Listen on host:port (and the state dir's Unix socket)."""
+        """Hear the other instances' decisions; listen on host:port (and the state dir's Unix
+        socket)."""
+        await self._relay.start()
         runner = await self._runner(local=False)
         site = GuardedSite(runner, self._guard, host=self._settings.host, port=self._settings.port)
         await site.start()
@@ -191,6 +202,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        await self._relay.stop()
         if self._readiness is not None:
             await self._readiness.aclose()
         for conn in list(self._peers.conns):
@@ -335,16 +347,20 @@ class Gateway:
         )
         if ask.pickup is not None:
             self._on_secret(ask.pickup)  # never logged, by any logger
-        self._peers.attach(conn, ask.request)
+        self._peers.attach(conn, ask.request, ask.pickup)
         await self._peers.broadcast_operators("node.pair.requested", ask.request.as_json())
         await self._on_request(ask)
         return {**self._pending_payload(ask.request), "pickup": ask.pickup}
 
     async def _come_back(self, conn: Conn, node_id: str, pickup: str) -> dict[str, Any]:
-        """An asker back with its pickup secret: its held token, or its pending request."""
-        held = self._peers.take_held(node_id, pickup)
+        """An asker back with its pickup secret: its held token (held here, or kept sealed
+        here for an asker of another instance), or its pending request."""
+        held = self._peers.take_held(node_id, pickup) or await self._relay.take_sealed(
+            node_id, pickup
+        )
         if held is not None:
             request_id, token = held
+            await self._relay.collected(request_id, node_id)
             return {"status": "paired", "requestId": request_id, "token": token}
         req = await asyncio.to_thread(self._nodes.claim, node_id, pickup)
         if req is None:
@@ -354,7 +370,8 @@ class Gateway:
                 "pickup (rejected, expired, already collected, or the bot "
                 "restarted after approving); ask again without one",
             )
-        self._peers.attach(conn, req)
+        self._peers.attach(conn, req, pickup)
+        await self._relay.attached(req.request_id, node_id)
         return self._pending_payload(req)
 
     def _pending_payload(self, req: NodeRequest) -> dict[str, Any]:
@@ -379,23 +396,26 @@ class Gateway:
             raise GatewayError(ErrorCode.UNAUTHORIZED, "unknown node or wrong token")
         await asyncio.to_thread(self._nodes.touch, node_id)
         conn.node_id = node_id
+        conn.token_hash = node.token_hash
         return {"nodeId": node.node_id, "displayName": node.display_name}
 
     # --- pushing decisions -----------------------------------------------------------------------
 
-    async def deliver(self, decision: NodeDecision) -> bool:
-        """Tell ``decision`` to the one it concerns; True if it heard (:meth:`Peers.deliver`)."""
-        return await self._peers.deliver(decision)
+    async def deliver(self, decision: NodeDecision) -> None:
+        """Have ``decision`` told to the one it concerns, on whichever instance holds it
+        (:meth:`Relay.deliver`)."""
+        await self._relay.deliver(decision)
 
     async def deliver_approval(self, approval: NodeApproval) -> bool:
-        """Tell an approval's askers (:meth:`Peers.deliver_approval`); True if the approved
-        asker heard and has its token."""
-        return await self._peers.deliver_approval(approval)
+        """Have an approval's askers told, wherever they wait (:meth:`Relay.deliver_approval`);
+        True if the approved asker heard and has its token."""
+        return await self._relay.deliver_approval(approval)
 
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self._settings.sweep_interval)
             try:
+                self._relay.sweep()
                 await self._peers.sweep()
             except Exception:
                 log.exception("gateway sweep failed")

@@ -22,17 +22,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+import os
+import socket
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from bot import __version__
 from bot.core.clock import Clock, SystemClock
 from bot.core.config import Config
 from bot.core.errors import PairbotError, StartupError, StoreUnavailableError
 from bot.core.models import DmPolicy, NodeDecision, NodeVerdict
-from bot.core.protocols import Cluster, Provider, StateStore
+from bot.core.protocols import Cluster, OnInbound, Provider, StateStore, TakesTurns
 from bot.gateway.guard import GuardSettings
 from bot.gateway.health import RUNNING, Phase, Readiness, ReadinessSources
 from bot.gateway.server import Gateway, GatewaySettings
@@ -40,6 +43,7 @@ from bot.runtime.badstate import BadStateFiles
 from bot.runtime.beats import BEAT_EVERY, Heartbeat
 from bot.runtime.handlers import Handler, build_handler
 from bot.runtime.inbound import InboundPipeline
+from bot.runtime.leases import ConnectorLease, LeaseTiming
 from bot.runtime.logs import RedactFilter
 from bot.runtime.notices import NoticePacing, OwnerNotices
 from bot.runtime.outage import StoreOutage
@@ -73,6 +77,7 @@ class App:
         capped_delay: float = 5.0,
         ready_timeout: float = 2.0,
         beat_every: float = BEAT_EVERY,
+        lease_timing: LeaseTiming | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -88,12 +93,17 @@ class App:
         self._ready_timeout = ready_timeout
         self._beat_every = beat_every
         self._heartbeat: Heartbeat | None = None
+        self._lease_timing = lease_timing or LeaseTiming()
         self.phase = Phase.STARTING
         """Starting until every part runs; stopping from the first moment of :meth:`stop`."""
         self._owners = {(o.provider, o.user_id) for o in config.owners}
         self._policies: dict[str, DmPolicy] = {}
         self.providers: dict[str, Provider] = {}
-        """The running providers, by name; the jobs share this mapping."""
+        """The running providers, by name; the jobs share this mapping. A provider whose
+        lease another instance holds is here too: it sends, and does not receive."""
+        self.leases: dict[str, ConnectorLease] = {}
+        """The providers that allow one consumer, by name, with their lease: which of them
+        this instance receives on now (:attr:`ConnectorLease.held`)."""
         self._notices: OwnerNotices | None = None
         self.outage = StoreOutage()
         """Whether the state store is unreachable now: one log line when an outage begins, one
@@ -123,6 +133,7 @@ class App:
 
     async def _start(self) -> None:
         cfg = self.config
+        self.started_at = self.clock.now()
         self.store: StateStore = await asyncio.to_thread(self._open_store)
         self._stack.callback(self.store.close)
         await asyncio.to_thread(self.store.check)  # a bad file refuses the start, unchanged
@@ -177,6 +188,7 @@ class App:
                 ),
                 on_request=notices.node_request,
                 on_secret=remember_secret,
+                cluster=self.cluster,
                 readiness=Readiness(
                     self.readiness_sources(), clock=self.clock, timeout=self._ready_timeout
                 ),
@@ -208,7 +220,7 @@ class App:
             block = getattr(cfg.providers, name, None)
             self._policies[name] = block.dm_policy if block is not None else DmPolicy.PAIRING
             try:
-                await provider.start(inbound.on_inbound)
+                stop = await self._start_provider(name, provider, inbound.on_inbound)
             except PairbotError:
                 raise
             except Exception as exc:
@@ -216,7 +228,7 @@ class App:
                     name, exc, redact=RedactFilter(cfg.secrets()).redact
                 ) from exc
             self.providers[name] = provider
-            self._stack.push_async_callback(provider.stop)
+            self._stack.push_async_callback(stop)
         await check_owners(self.providers, self._owners)  # one line per owner not reached
         self.scheduler = PruneScheduler(self.prune, interval=cfg.pairing.prune_interval)
         await self.scheduler.start()
@@ -238,14 +250,31 @@ class App:
             "pairbot running: providers=%s state_dir=%s", ",".join(self.providers), self.state_dir
         )
 
+    async def _start_provider(
+        self, name: str, provider: Provider, on_inbound: OnInbound
+    ) -> Callable[[], Awaitable[None]]:
+        """Start ``provider``; return what stops it. One that allows one consumer receives
+        only while this instance holds its lease (:mod:`bot.runtime.leases`)."""
+        if not (isinstance(provider, TakesTurns) and provider.one_consumer):
+            await provider.start(on_inbound)
+            return provider.stop
+        lease = ConnectorLease(
+            name, provider, cluster=self.cluster, clock=self.clock, timing=self._lease_timing
+        )
+        await lease.start(on_inbound)
+        self.leases[name] = lease
+        return lease.stop
+
     def readiness_sources(self) -> ReadinessSources:
         """What ``GET /readyz`` judges by: the store's backend and check (the store opened
-        at start), the providers' states and :attr:`phase`."""
+        at start), the providers' states and :attr:`phase`; and who answers
+        (:meth:`instance_facts`)."""
         return ReadinessSources(
             backend=self.config.store.backend,
             check_store=lambda: self.store.check(),
             providers=lambda: {name: _state_of(p) for name, p in self.providers.items()},
             phase=lambda: self.phase,
+            instance=self.instance_facts,
         )
 
     def _ready(self) -> bool:
@@ -258,6 +287,17 @@ class App:
             and not self.outage.down
             and all(_state_of(p) == RUNNING for p in self.providers.values())
         )
+
+    def instance_facts(self) -> dict[str, object]:
+        """This instance as ``pairbot status`` shows it: its cluster id, pairbot's version,
+        the host, the process id and when it started (ISO 8601, UTC)."""
+        return {
+            "id": self.cluster.instance_id,
+            "version": __version__,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self.started_at.isoformat(),
+        }
 
     async def stop(self) -> None:
         """Stop in reverse order of start (providers finish the update in hand first); the

@@ -4,8 +4,9 @@ Every ask is its own request with its own pickup secret (handed to that asker al
 only as a hash), so a decision can reach only the asker the owner saw. A node id that is
 already paired can ask again only with proof of its current token (a re-pair, which rotates
 the token); a lost device is revoked first. A token is returned once, to the caller of
-:meth:`NodeService.approve`, and stored only as its SHA-256; revoking a node makes the token
-fail at once.
+:meth:`NodeService.approve`, and stored only as its SHA-256 (the approval also carries it
+sealed to the request's seal key, for the instance that holds the asker: :mod:`.seal`);
+revoking a node makes the token fail at once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from bot.core.errors import (
 )
 from bot.core.models import NodeApproval, NodeAsk, NodeRequest, PairedNode
 from bot.core.protocols import StateStore, StateTxn
+from bot.services import seal
 from bot.services.requests import RequestSettings, audit, split_expired
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class NodeService:
                 remote=remote,
                 pickup_hash=codes.hash_token(pickup),
                 is_repair=paired is not None,
+                extra={seal.SEAL_KEY: seal.public_key(pickup)},
             )
             if isinstance(outcome, NodeRequest):
                 txn.put_node_request(outcome)
@@ -246,7 +249,12 @@ class NodeService:
         superseded = tuple(r for r in txn.node_requests() if r.node_id == req.node_id)
         for other in superseded:
             _close(txn, other, now, "node.reject", "superseded", actor="system:superseded")
-        return NodeApproval(node=node, token=token, request=req, superseded=superseded)
+        sealed = seal.request_seal(
+            req.extra, token, node_id=req.node_id, request_id=req.request_id
+        )
+        return NodeApproval(
+            node=node, token=token, request=req, superseded=superseded, sealed=sealed
+        )
 
     def reject(self, request_id: str, *, actor: str) -> NodeRequest:
         """Drop a pending request; the node gets no token."""
@@ -282,6 +290,11 @@ class NodeService:
         probe = node.token_hash if node is not None else "0" * 64
         ok = codes.token_matches(token, probe)
         return node if ok and node is not None else None
+
+    def paired_node(self, node_id: str) -> PairedNode | None:
+        """Return the paired node ``node_id`` as the store has it now, or None."""
+        with self._store.transaction() as txn:
+            return next((n for n in txn.paired_nodes() if n.node_id == node_id), None)
 
     def touch(self, node_id: str) -> None:
         """Record that a paired node connected now."""

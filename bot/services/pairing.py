@@ -141,26 +141,16 @@ class PairingService:
         quiet = self._settled(key, now, clean_meta)
         if quiet is not None:
             return RequestResult(outcome=RequestOutcome.PENDING, request=quiet, send_code=False)
-        with self._store.transaction() as txn:
-            self._drop_expired(txn, provider, now, actor="system:expiry")
-            mine = txn.request(provider, sender_id)
-            if mine is not None:
-                return self._repeat(txn, mine, now, clean_meta)
-            if txn.request_count(provider) >= self.settings.max_pending_per_provider:
-                self._count_capped(txn, provider, sender_id, now, ttl)
-                return RequestResult(outcome=RequestOutcome.CAPPED, request=None, send_code=False)
-            code = self._unique_code(txn)
-            created = PendingRequest(
-                provider=provider,
-                id=sender_id,
-                code=code,
-                created_at=now,
-                last_seen_at=now,
-                meta=clean_meta,
-                last_sent_at=now,
-            )
-            txn.put_request(created)
-            _stranger_audit(txn, now, provider, sender_id, "created")
+        # First in a shared transaction, beside other strangers' asks (a database that can
+        # runs them at once); near the cap, again holding the state alone, so the cap holds.
+        with self._store.transaction(shared=True) as txn:
+            result = self._ask(txn, provider, sender_id, now, clean_meta)
+        while result is None:  # an exclusive transaction always decides
+            with self._store.transaction() as txn:
+                result = self._ask(txn, provider, sender_id, now, clean_meta)
+        if result.outcome is not RequestOutcome.CREATED or result.request is None:
+            return result
+        created = result.request
         with self._counter_lock:
             self._quiet[key] = (
                 min(now + self.settings.resend_after, created.expires_at(ttl)),
@@ -168,6 +158,50 @@ class PairingService:
             )
         log.info("pairing request created provider=%s sender=%s", provider, sender_id)
         return RequestResult(outcome=RequestOutcome.CREATED, request=created, send_code=True)
+
+    def _ask(
+        self,
+        txn: StateTxn,
+        provider: str,
+        sender_id: str,
+        now: datetime,
+        meta: Mapping[str, str],
+    ) -> RequestResult | None:
+        """A stranger's ask in ``txn``: None if a shared transaction came too near the cap to
+        decide it (the caller asks again, alone)."""
+        ttl = self.settings.pending_ttl
+        if txn.peers == 0:
+            self._drop_expired(txn, provider, now, actor="system:expiry")
+        mine = txn.request(provider, sender_id)
+        if mine is not None and mine.created_at <= now - ttl:  # expired, not yet dropped
+            _close(txn, mine, now, "expire", "expired", actor="system:expiry")
+            mine = None
+        if mine is not None:
+            return self._repeat(txn, mine, now, meta)
+        if txn.request_count(provider) + txn.peers >= self.settings.max_pending_per_provider:
+            if txn.peers:
+                return None
+            self._count_capped(txn, provider, sender_id, now, ttl)
+            return RequestResult(outcome=RequestOutcome.CAPPED, request=None, send_code=False)
+        for _ in range(_CODE_ATTEMPTS):
+            created = PendingRequest(
+                provider=provider,
+                id=sender_id,
+                code=self._new_code(),
+                created_at=now,
+                last_seen_at=now,
+                meta=dict(meta),
+                last_sent_at=now,
+            )
+            if txn.add_request(created):
+                _stranger_audit(txn, now, provider, sender_id, "created")
+                return RequestResult(
+                    outcome=RequestOutcome.CREATED, request=created, send_code=True
+                )
+            mine = txn.request(provider, sender_id)
+            if mine is not None:  # the sender's ask, handled at the same moment elsewhere
+                return self._repeat(txn, mine, now, meta)
+        raise RuntimeError(f"no unique pairing code after {_CODE_ATTEMPTS} draws")
 
     def settled_in_memory(
         self, provider: str, sender_id: str, meta: Mapping[str, str] | None = None
@@ -466,15 +500,6 @@ class PairingService:
     def _find(self, txn: StateTxn, providers: list[str], code: str) -> PendingRequest | None:
         return txn.request_with_code(code, providers)
 
-    def _unique_code(self, txn: StateTxn) -> str:
-        # Expired requests of other providers stay on file until pruned and are still matched
-        # by approve (which then reports "expired"), so their codes count as taken too.
-        for _ in range(_CODE_ATTEMPTS):
-            code = self._new_code()
-            if not txn.code_taken(code):
-                return code
-        raise RuntimeError(f"no unique pairing code after {_CODE_ATTEMPTS} draws")
-
     def _count_capped(
         self, txn: StateTxn, provider: str, sender_id: str, now: datetime, ttl: timedelta
     ) -> None:
@@ -496,9 +521,10 @@ def _notice(req: PendingRequest, now: datetime) -> ApprovalNotice:
 def _close(
     txn: StateTxn, req: PendingRequest, now: datetime, event: str, outcome: str, *, actor: str
 ) -> None:
-    """Drop a request (approved, rejected, expired) and audit how it ended."""
-    txn.drop_request(req.provider, req.id)
-    audit(txn, now, event, outcome, actor=actor, provider=req.provider, subject=req.id)
+    """Drop a request (approved, rejected, expired) and audit how it ended: once, by the
+    transaction that dropped it (a shared one may find it dropped by another)."""
+    if txn.drop_request(req.provider, req.id):
+        audit(txn, now, event, outcome, actor=actor, provider=req.provider, subject=req.id)
 
 
 def _stranger_audit(

@@ -26,6 +26,17 @@ split and the button limits are :class:`~providers.base.BaseProvider`'s; what is
 discord.py reconnects and resumes by itself. It reads ``api_base_url`` and ``gateway_url``
 process-wide: two providers in one process must agree on them (see
 :class:`~providers.discord.client.LibraryUrls`).
+
+Sending needs no gateway: the provider sends, edits and opens DMs through a second
+discord.py client that only logs in (REST), made at start. The gateway client is made only
+while it receives. Every gateway session gets every DM, so the provider is
+:attr:`~DiscordProvider.one_consumer`: instances of pairbot on one state take turns on the
+gateway (the runtime's lease) and all of them send; a press on a button another instance
+sent reaches the gateway's holder, which knows every pairbot button (they are dynamic items
+keyed by their custom id). A new holder starts a new session (IDENTIFY, one of the bot's
+daily session starts): Discord replays missed events only on a RESUME of the same session,
+so what was written to the bot between the old holder's end and the new one's READY is not
+delivered to pairbot (the person writes again).
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ import yarl
 
 from bot.core.errors import ProviderError
 from bot.core.models import Button, ChatKind, Inbound
-from providers.base import BaseProvider, Convert, State
+from providers.base import BaseProvider, Convert
 from providers.discord import commands, kinds, views
 from providers.discord._sdk import discord
 from providers.discord.client import Client, LibraryUrls
@@ -117,6 +128,7 @@ class DiscordProvider(BaseProvider):
     """
 
     platform = "Discord"
+    one_consumer = True
     button_limits: ClassVar[ButtonLimits | None] = views.LIMITS
     text_split = _SPLIT
     dedupe_size = _REMEMBERED
@@ -135,6 +147,10 @@ class DiscordProvider(BaseProvider):
         self._rest = self._rest_root(api_base_url)
         self._gateway = self._gateway_url(gateway_url)
         self._client: Client | None = None
+        """The gateway client, while receiving."""
+        self._sender: discord.Client | None = None
+        """The REST client every send, edit and DM goes through, while running."""
+        self._accepting = False
         self._runner: asyncio.Task[None] | None = None
         self._kinds = kinds.ChannelKinds(name=name, log=self._log, size=_REMEMBERED)
         self._dm_channels: dict[str, str] = {}
@@ -163,12 +179,11 @@ class DiscordProvider(BaseProvider):
     # -- lifecycle (the hooks of BaseProvider) -----------------------------------------------
 
     async def _connect(self) -> None:
-        """Log in, register buttons and slash commands, connect; return once READY arrived.
+        """Log in over REST (the token is checked): the bot can send from now on.
 
         Raises:
             ConfigError: Discord rejected the token, or another provider in this process points
                 discord.py elsewhere.
-            TimeoutError: the gateway did not become ready within 30 s.
             discord.DiscordException, aiohttp.ClientError, OSError: Discord could not be
                 reached or answered otherwise.
         """
@@ -178,6 +193,28 @@ class DiscordProvider(BaseProvider):
                 "another Discord provider in this process uses a different api_base_url or "
                 "gateway_url; discord.py reads them process-wide",
             )
+        sender = self._sender = discord.Client(
+            intents=discord.Intents(guilds=True),  # never used (no gateway); none would warn
+            max_messages=None,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        try:
+            await sender.login(self._token)
+        except discord.LoginFailure:
+            message, hint = _REFUSALS[discord.LoginFailure]
+            raise self._config_error("token", message, hint=hint) from None
+
+    async def _listen(self) -> None:
+        """Log the gateway client in, register buttons and slash commands, connect; return
+        once READY arrived.
+
+        Raises:
+            ConfigError: Discord rejected the token.
+            TimeoutError: the gateway did not become ready within 30 s.
+            discord.DiscordException, aiohttp.ClientError, OSError: Discord could not be
+                reached or answered otherwise.
+        """
+        self._accepting = True
         client = self._client = Client(
             name=self.name,
             log=self._log,
@@ -204,21 +241,33 @@ class DiscordProvider(BaseProvider):
             client.user.id if client.user else "?",
         )
 
-    async def _disconnect(self) -> None:
-        """Close the gateway and the HTTP session (also those of a start that failed)."""
+    async def _stop_receiving(self) -> None:
+        """Take no new events; the gateway stays open while the accepted ones are handled
+        (a slash command is answered through it)."""
+        self._accepting = False
+
+    async def _received(self) -> None:
+        """Close the gateway (also that of a start that failed)."""
         client, runner = self._client, self._runner
+        self._client = self._runner = None
+        if client is not None:
+            await client.close()
+        if runner is not None:
+            runner.remove_done_callback(self._runner_ended)
+            await asyncio.gather(runner, return_exceptions=True)
+
+    async def _disconnect(self) -> None:
+        """Close the gateway, if still open, and the REST client's HTTP session."""
+        sender, self._sender = self._sender, None
         try:
-            if client is not None:
-                await client.close()
-            if runner is not None:
-                runner.remove_done_callback(self._runner_ended)
-                await asyncio.gather(runner, return_exceptions=True)
+            await self._received()
+            if sender is not None:
+                await sender.close()
         finally:
-            self._client = self._runner = None
             LibraryUrls.release(self)
 
     def _runner_ended(self, runner: asyncio.Task[None]) -> None:
-        if runner.cancelled() or not self.running:
+        if runner.cancelled() or not self.receiving:
             return
         error = runner.exception()
         self._log.error(
@@ -228,8 +277,8 @@ class DiscordProvider(BaseProvider):
         )
 
     def _taking(self) -> bool:
-        """Whether events are taken: from the start of :meth:`start` until :meth:`stop`."""
-        return self.state in (State.STARTING, State.RUNNING)
+        """Whether events are taken: from the start of receiving until it stops."""
+        return self._accepting
 
     # -- outbound ----------------------------------------------------------------------------
 
@@ -251,7 +300,7 @@ class DiscordProvider(BaseProvider):
         return plain(text)
 
     async def _send_text(self, chat_id: str, text: str, buttons: Sequence[Button]) -> str:
-        client = self._need(self._client)
+        client = self._need(self._sender)
         view = views.view(buttons) if buttons else None
         reply = commands.REPLY.get()
         if reply is not None and reply.takes(chat_id):
@@ -290,7 +339,7 @@ class DiscordProvider(BaseProvider):
             ProviderStateError: the provider is not running.
             discord.HTTPException: Discord refused the edit.
         """
-        client = self._need(self._client)
+        client = self._need(self._sender)
         message = client.get_partial_messageable(int(chat_id)).get_partial_message(int(message_id))
         await message.edit(content=_SPLIT.fit(plain(text)), view=None)
 
@@ -309,7 +358,7 @@ class DiscordProvider(BaseProvider):
         cached = self._dm_channels.get(user_id)
         if cached is not None:
             return cached
-        client = self._need(self._client)
+        client = self._need(self._sender)
         try:
             channel = await client.create_dm(discord.Object(id=int(user_id)))
         except discord.HTTPException as exc:

@@ -21,6 +21,19 @@ the guide requires. Signal's server sends an envelope again until the daemon ack
 so every data envelope is remembered by ``(sender, timestamp)`` (Signal's own message identity,
 the dedupe key given to :class:`~providers.base.BaseProvider`) and is handed on at most once.
 
+Several instances of pairbot on one state must not all open the stream: the daemon writes
+each envelope to every stream subscribed, so each would get it. The provider is
+:attr:`~SignalProvider.one_consumer`: one instance holds the stream (the runtime's lease),
+the others only send (``send`` is a JSON-RPC call and needs no stream). When the holder goes
+away, a daemon in ``on-connection`` mode stops receiving once it learns its last stream is
+gone, and what arrives meanwhile waits on Signal's server for the stream the next holder
+opens. Two things are lost all the same, as pairbot cannot change them: signal-cli
+acknowledges an envelope to Signal's server once it wrote it to a stream (a client has no way
+to acknowledge handling it), so an envelope the old holder read and had not handled is gone;
+and the daemon learns that a stream was closed only when a write to it fails (the second
+after the close), so the first events it writes after the holder went away (envelopes or
+its keep-alive, every 15 s) go nowhere.
+
 The account: signal-cli names it by its number in every event (``account``), so ``account``
 must be that number. At start the provider asks the daemon which accounts it serves
 (``listAccounts``) and refuses one it does not; a daemon started with ``-a`` serves one and
@@ -118,6 +131,7 @@ class SignalProvider(BaseProvider):
     """
 
     platform = "Signal"
+    one_consumer = True
 
     def __init__(
         self,
@@ -169,6 +183,7 @@ class SignalProvider(BaseProvider):
         self._reader: asyncio.Task[None] | None = None
         self._first_response: aiohttp.ClientResponse | None = None
         self._rpc_id = 0
+        self._version = ""
         self._own_numbers = {self.account}
         """The account's numbers: the configured one, and the one the daemon names."""
 
@@ -188,12 +203,11 @@ class SignalProvider(BaseProvider):
     # -- lifecycle (the hooks of BaseProvider) -----------------------------------------------
 
     async def _connect(self) -> None:
-        """Check that the daemon serves :attr:`account`, open its event stream and return
-        once it is open.
+        """Check that the daemon serves :attr:`account`: the bot can send from now on.
 
         Raises:
-            ConfigError: the daemon cannot be reached at ``http_url``, serves other
-                accounts, or refused the stream.
+            ConfigError: the daemon cannot be reached at ``http_url``, or serves other
+                accounts.
         """
         session = self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self._request_timeout),
@@ -214,6 +228,15 @@ class SignalProvider(BaseProvider):
                 problem,
                 hint="set account to the bot's number, or start the daemon for it",
             )
+        self._version = info.version if info is not None else ""
+
+    async def _listen(self) -> None:
+        """Open the daemon's event stream; return once it is open.
+
+        Raises:
+            ConfigError: the daemon cannot be reached at ``http_url``, or refused the stream.
+        """
+        session = self._need(self._session)
         try:
             response = await self._stream.open(session)
         except (*STREAM_ERRORS, SignalRpcError) as exc:
@@ -226,7 +249,7 @@ class SignalProvider(BaseProvider):
             "%s: receiving from the signal-cli daemon%s at %s (it keeps what arrives while "
             "pairbot is away only with --receive-mode %s)",
             self.name,
-            f" {info.version}" if info is not None and info.version else "",
+            f" {self._version}" if self._version else "",
             self._root,
             RECEIVE_MODE,
         )
@@ -241,15 +264,16 @@ class SignalProvider(BaseProvider):
         )
 
     async def _stop_receiving(self) -> None:
+        """Close the event stream (the daemon learns it at its next write to it)."""
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-
-    async def _disconnect(self) -> None:
         response, self._first_response = self._first_response, None
         if response is not None:
             response.close()  # a reader cancelled before it began
+
+    async def _disconnect(self) -> None:
         session, self._session = self._session, None
         if session is not None:
             await session.close()

@@ -122,6 +122,10 @@ _WEBHOOK_ACTIVE = (
     "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to "
     "delete the webhook first"
 )
+_TERMINATED = (
+    "Conflict: terminated by other getUpdates request; make sure that only one bot instance "
+    "is running"
+)
 _BAD_URL = "Bad Request: invalid webhook URL specified"
 _SECRET_TOO_LONG = "Bad Request: secret token is too long"  # noqa: S105 (an error text)
 _SECRET_CHARACTERS = "Bad Request: secret token contains unallowed characters"  # noqa: S105 (an error text)
@@ -290,6 +294,10 @@ class FakeTelegramServer(LoopbackFake):
         self._fail_retry_after = 1
         self._served: Counter[int] = Counter()  # contract (issue 10): lose_next_poll_answers
         self._polls_to_lose = 0  # contract (issue 10)
+        self._poll_turn = 0
+        self.conflicts = 0
+        """How many long polls a getUpdates from elsewhere ended while their client still
+        waited (Telegram's 409 Conflict): two consumers of one bot."""
         self._methods: dict[str, Callable[[JsonDict], Awaitable[object]]] = {
             "getme": self._get_me,
             "setwebhook": self._set_webhook,
@@ -507,6 +515,11 @@ class FakeTelegramServer(LoopbackFake):
         """Updates queued that no getUpdates offset has confirmed yet."""
         return len(self._updates)
 
+    @property
+    def unserved(self) -> int:
+        """Updates queued that no getUpdates answer has carried yet."""
+        return sum(1 for update in self._updates if not self._served[update["update_id"]])
+
     def _poll_lost(self, request: web.Request, result: object) -> bool:
         if not isinstance(result, list) or not result:
             return False
@@ -620,7 +633,10 @@ class FakeTelegramServer(LoopbackFake):
         if handler is None:
             return _error_response(_ApiError(404, "Not Found"))
         try:
-            result = await handler(params)
+            if handler == self._get_updates:
+                result: object = await self._get_updates(params, request)
+            else:
+                result = await handler(params)
         except _ApiError as error:
             return _error_response(error)
         if handler == self._get_updates and self._poll_lost(request, result):  # contract
@@ -708,9 +724,17 @@ class FakeTelegramServer(LoopbackFake):
                 info["allowed_updates"] = sorted(hook["allowed_updates"])
         return info
 
-    async def _get_updates(self, params: JsonDict) -> list[JsonDict]:
+    async def _get_updates(
+        self, params: JsonDict, request: web.Request | None = None
+    ) -> list[JsonDict]:
         if self.webhook is not None:
             raise _ApiError(409, _WEBHOOK_ACTIVE)
+        # One poller per bot: a getUpdates ends the long poll still held, which is answered
+        # 409 (telegram-bot-api Client.cpp: "Conflict: terminated by other getUpdates
+        # request; make sure that only one bot instance is running").
+        self._poll_turn += 1
+        turn = self._poll_turn
+        self._new_update.set()
         offset = params.get("offset")
         if isinstance(offset, int) and offset > 0:
             # Telegram forgets every update older than the offset: that is the ack.
@@ -726,6 +750,11 @@ class FakeTelegramServer(LoopbackFake):
         while True:
             if self.webhook is not None:  # set while this poll was held (abort_long_poll)
                 raise _ApiError(409, "Conflict: terminated by setWebhook request")
+            if turn != self._poll_turn:
+                transport = request.transport if request is not None else None
+                if transport is not None and not transport.is_closing():
+                    self.conflicts += 1  # a poller still waiting: a second consumer
+                raise _ApiError(409, _TERMINATED)
             ready = [u for u in self._updates if not kinds.isdisjoint(u)]
             remaining = deadline - loop.time()
             if ready or remaining <= 0 or self._closing:
@@ -983,9 +1012,11 @@ class TelegramDemo(FakeDemo[FakeTelegramServer], spec=TELEGRAM):
     # Played the Bot API's way (core.telegram.org/bots/api): updates come by getUpdates.
 
     def dm_written(self, user_id: str, text: str, *, name: str) -> Written:
-        """A private message; Message.message_id and Message.date (Unix seconds)."""
-        message = self.fake.dm(int(user_id), text, first_name=name)["message"]
-        return Written(str(message["message_id"]), datetime.fromtimestamp(message["date"], UTC))
+        """A private message; its Update's update_id (the provider's message id: unique per
+        bot, where Message.message_id counts per chat) and Message.date (Unix seconds)."""
+        update = self.fake.dm(int(user_id), text, first_name=name)
+        sent_at = datetime.fromtimestamp(update["message"]["date"], UTC)
+        return Written(str(update["update_id"]), sent_at)
 
     async def dm_delivered_twice(self, user_id: str, text: str, *, name: str) -> None:
         """The getUpdates answer carrying the message is lost on the way, so Telegram sends
@@ -1018,8 +1049,9 @@ class TelegramDemo(FakeDemo[FakeTelegramServer], spec=TELEGRAM):
         self.fake.queue_update({"message": {**message, "from": sender, **content}})
 
     async def handed_over(self) -> None:
-        """Updates are pulled: wait until a getUpdates offset confirmed every one."""
-        await wait_until(lambda: self.fake.unconfirmed == 0)
+        """Updates are pulled: wait until a getUpdates answer carried every one (the bot
+        confirms each only once it handled it)."""
+        await wait_until(lambda: self.fake.unserved == 0)
 
     def shown_to(self, user_id: str) -> list[str]:
         """The bot's messages in the private chat, as edited since."""

@@ -13,8 +13,16 @@ line breaks, 4096 characters a message) are :class:`~providers.base.BaseProvider
 
 Updates come one of two ways (``mode``), and become Inbound values the same way:
 
-* ``polling`` (default): PTB long-polls getUpdates; an offset acknowledges each update once.
-  Starting to poll deletes a webhook left set (PTB's Updater bootstrap calls deleteWebhook).
+* ``polling`` (default): the provider long-polls getUpdates itself (not PTB's Updater, which
+  confirms each batch as soon as it is fetched) and confirms an update only once it was
+  handled: the ``offset`` of the next getUpdates is the update after the last one handled,
+  never one merely fetched, and a stop confirms what it handled with one last short call.
+  So when an instance dies with updates in hand, Telegram gives them again to the next
+  getUpdates, whichever instance makes it (see :meth:`TelegramProvider._poll`). Telegram
+  serves one poller per bot at a time (a second getUpdates ends the first with 409
+  Conflict), so polling is :attr:`~TelegramProvider.one_consumer`: instances on one state
+  take turns, and the others only send (sendMessage needs no poller). Starting to poll
+  deletes a webhook left set (deleteWebhook, as PTB's Updater bootstrap did).
 * ``webhook``: Telegram POSTs each Update to ``webhook_url``, which must reach the
   :class:`~providers.webhook.WebhookServer` this provider serves (``webhook``: host, port,
   path). At start the provider checks the token (getMe), listens, then registers the URL
@@ -24,7 +32,14 @@ Updates come one of two ways (``mode``), and become Inbound values the same way:
   answered 200 once the update is queued, so a crash before that leaves it to Telegram's
   retry, and 503 while the provider takes no events. Telegram delivers at least once: an
   update_id seen before is dropped (the base's dedupe, in the worker, so an update queued and
-  then dropped at a stop is taken again when re-delivered).
+  then dropped at a stop is taken again when re-delivered). Every instance behind the load
+  balancer receives: webhook mode is not :attr:`~TelegramProvider.one_consumer`.
+
+A message's :attr:`~bot.core.models.Inbound.message_id` is its update's ``update_id``: the
+same whenever Telegram delivers the update again, whichever instance gets it, and unique per
+bot (a Message's own ``message_id`` counts per chat), so instances can agree on handling it
+once. A button press carries the id of the message whose button was pressed (the edit needs
+it).
 
   :meth:`~TelegramProvider.stop` leaves the webhook registered: Telegram keeps the updates
   that arrive meanwhile (up to 24 hours) and retries their delivery, so a restart loses
@@ -49,6 +64,7 @@ that carry them (the token inside a URL; PTB logs setWebhook's parameters at DEB
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import importlib.util
 import json
@@ -69,10 +85,18 @@ from telegram import (
     User,
 )
 from telegram.constants import ChatAction, ChatType
-from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
-from telegram.ext import AIORateLimiter, Application, ContextTypes, TypeHandler
+from telegram.error import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.ext import AIORateLimiter, Application
 
-from bot.core.errors import ProviderError, RecipientUnreachable
+from bot.core.errors import RecipientUnreachable
 from bot.core.models import Button, ChatKind, Inbound
 from bot.core.platforms import (
     TELEGRAM_API,
@@ -82,7 +106,7 @@ from bot.core.platforms import (
 from bot.core.schema import WebhookConfig
 from providers.base import BaseProvider
 from providers.limits import ButtonLimits, TextSplit
-from providers.retry import Retry, RetryPolicy
+from providers.retry import Backoff, Retry, RetryPolicy
 from providers.webhook import WebhookServer
 
 _LOG = logging.getLogger(__name__)
@@ -110,6 +134,8 @@ _SPLIT = TextSplit(limit=MAX_TEXT)
 """At the last line break (dropped with those after it), else hard at 4096 characters."""
 
 _MAX_RETRIES = 3
+_POLL_BACKOFF = (1.0, 30.0)
+"""The pause after a failed getUpdates: 1 s, growing to 30 s (PTB's Updater pauses alike)."""
 _ALLOWED_UPDATES = (Update.MESSAGE, Update.CHANNEL_POST, Update.CALLBACK_QUERY)
 _HAVE_AIOLIMITER = importlib.util.find_spec("aiolimiter") is not None
 
@@ -286,6 +312,12 @@ class TelegramProvider(BaseProvider):
         self._max_send_rate = max_send_rate
         self._app: _App | None = None
         self._redactor = _RedactToken(token, self._secret)
+        self.one_consumer = mode == "polling"
+        self._poller: asyncio.Task[None] | None = None
+        self._handled_to: int | None = None
+        """The offset that confirms every update handled so far (the last one's id + 1)."""
+        self._confirmed_to: int | None = None
+        """The offset last given to getUpdates: what Telegram counts as confirmed."""
 
     def __repr__(self) -> str:
         return (
@@ -324,18 +356,14 @@ class TelegramProvider(BaseProvider):
     # -- lifecycle (the hooks of BaseProvider) -----------------------------------------------
 
     async def _connect(self) -> None:
-        """Check the token (getMe), start long polling or serve the webhook and register it
-        (setWebhook); return once updates flow.
+        """Check the token (getMe): the bot can send from now on.
 
         Raises:
-            ConfigError: Telegram rejected the token, or refused the webhook (setWebhook:
-                ``webhook_url``, ``secret_token``).
+            ConfigError: Telegram rejected the token.
             telegram.error.TelegramError: the API could not be reached or answered otherwise.
-            OSError: webhook mode could not listen on its port.
         """
         self._redact_logs(True)
-        # Held from now on: a handler that replies to the very first update (which may arrive
-        # before start_polling returns) finds the bot.
+        # Held from now on: a handler that replies to the very first update finds the bot.
         app = self._app = self._build()
         try:
             await app.initialize()
@@ -346,19 +374,89 @@ class TelegramProvider(BaseProvider):
                 "Telegram rejected the bot token",
                 hint="check the token @BotFather gave you, and api_base_url",
             ) from None
-        await app.start()
+
+    async def _listen(self) -> None:
+        """Start long polling, or serve the webhook and register it (setWebhook); return
+        once updates flow.
+
+        Raises:
+            ConfigError: Telegram refused the webhook (setWebhook: ``webhook_url``,
+                ``secret_token``).
+            telegram.error.TelegramError: the API could not be reached or answered otherwise.
+            OSError: webhook mode could not listen on its port.
+        """
+        app = self._need(self._app)
         if self._server is not None:
             await self._serve_webhook(app, self._server)
             return
-        if app.updater is None:  # the builder always makes one; this narrows the type
-            raise ProviderError(f"{self.name}: PTB built no updater")
-        await app.updater.start_polling(
-            poll_interval=0.0,
-            timeout=self._poll_timeout,
-            allowed_updates=_ALLOWED_UPDATES,
-            error_callback=self._on_polling_error,
-        )
+        # getUpdates is refused while a webhook is set (409): polling deletes one left set.
+        await self._call(lambda: app.bot.delete_webhook())
+        self._handled_to = self._confirmed_to = None
+        self._poller = asyncio.create_task(self._poll(app.bot), name=f"{self.name}-poll")
         _LOG.info("%s: polling started as @%s", self.name, app.bot.username)
+
+    async def _poll(self, bot: Bot) -> None:
+        """Long-poll getUpdates and queue each update; ask for the next batch only once this
+        one was handled, with the offset that confirms exactly what was handled.
+
+        Bot API, getUpdates (core.telegram.org/bots/api#getupdates): ``offset`` is the
+        "Identifier of the first update to be returned. Must be greater by one than the
+        highest among the identifiers of previously received updates. By default, updates
+        starting with the earliest unconfirmed update are returned. An update is considered
+        confirmed as soon as getUpdates is called with an offset higher than its
+        update_id." So a getUpdates made while updates are still in hand would confirm them:
+        the loop waits for the batch first. An instance that dies (``kill -9``) has
+        confirmed only what it handled; Telegram answers the next getUpdates, made by
+        whichever instance holds the bot next, from the first update left unconfirmed.
+        """
+        backoff = Backoff(*_POLL_BACKOFF)
+        while True:
+            offset = self._handled_to
+            try:
+                updates = await bot.get_updates(
+                    offset=offset, timeout=self._poll_timeout, allowed_updates=_ALLOWED_UPDATES
+                )
+            except RetryAfter as exc:
+                await asyncio.sleep(exc._retry_after.total_seconds())  # public one warns
+                continue
+            except TimedOut:
+                continue  # a long poll cut short: ask again at once, as PTB does
+            except TelegramError as exc:
+                self._on_polling_error(exc)
+                await asyncio.sleep(backoff.delay)
+                backoff.grow()
+                continue
+            backoff.reset()
+            self._confirmed_to = offset
+            last: asyncio.Future[None] | None = None
+            for update in updates:
+                if (last := self._take(update)) is None:
+                    return  # receiving has stopped
+            if last is not None:
+                await last  # handled in order: the last one done means the batch is
+
+    async def _received(self) -> None:
+        """Polling ended and the worker finished: confirm the updates it handled since the
+        last getUpdates (one short getUpdates with their offset), so the next consumer does
+        not get them again. What was fetched and not handled stays unconfirmed."""
+        app, offset = self._app, self._handled_to
+        if self._server is not None or app is None or offset is None:
+            return  # webhook mode: each 2xx answer confirmed its update
+        if offset == self._confirmed_to:
+            return
+        try:
+            await app.bot.get_updates(
+                offset=offset, limit=1, timeout=0, allowed_updates=_ALLOWED_UPDATES
+            )
+        except TelegramError as exc:
+            _LOG.warning(
+                "%s: confirming the handled updates failed (%s): Telegram gives them again "
+                "to the next getUpdates",
+                self.name,
+                type(exc).__name__,
+            )
+        else:
+            self._confirmed_to = offset
 
     async def _serve_webhook(self, app: _App, server: WebhookServer) -> None:
         """Listen first (what Telegram posts once setWebhook returns finds the server), then
@@ -396,17 +494,15 @@ class TelegramProvider(BaseProvider):
         )
 
     async def _stop_receiving(self) -> None:
-        """Stop polling (then PTB, which hands the updates it still holds to the worker), or
-        stop serving the webhook, which stays registered (see the module's doc)."""
+        """Stop polling (a long poll in flight is abandoned: what it would bring stays
+        unconfirmed), or stop serving the webhook, which stays registered (see the module's
+        doc)."""
         if self._server is not None:
             await self._server.stop()
-        app = self._app
-        if app is None:
-            return
-        if app.updater is not None and app.updater.running:
-            await app.updater.stop()
-        if app.running:
-            await app.stop()
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
 
     async def _disconnect(self) -> None:
         """Release the connections (also those of a start that failed half-way)."""
@@ -505,14 +601,31 @@ class TelegramProvider(BaseProvider):
 
     # -- inbound -----------------------------------------------------------------------------
 
-    async def _on_update(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A polled update (PTB's handler): taken as a webhook's is."""
-        self._take(update)
+    def _take(self, update: Update) -> asyncio.Future[None] | None:
+        """Queue one update, from either mode; the worker turns it into an Inbound and hands
+        it on, in order. Return a future done once it was handled (handed on, or dropped as a
+        repeat or as nothing to hand on; a conversion that failed is logged and counts as
+        handled, so one bad update cannot stall the bot); it is never done for an update cut
+        short or dropped at a stop. None, and nothing queued, once the provider takes no
+        events."""
+        done = asyncio.get_running_loop().create_future()
 
-    def _take(self, update: Update) -> bool:
-        """Queue one update, from either mode; the worker turns it into an Inbound, in order.
-        False, and nothing queued, once the provider takes no events."""
-        return self._enqueue(lambda: self._first_from(update))
+        async def handle() -> None:
+            try:
+                inbound = await self._first_from(update)
+                if inbound is not None:
+                    await self._deliver(inbound)
+            except Exception:
+                self._handled(update.update_id, done)
+                raise  # the worker logs it
+            self._handled(update.update_id, done)
+
+        return done if self._enqueue(handle) else None
+
+    def _handled(self, update_id: int, done: asyncio.Future[None]) -> None:
+        self._handled_to = max(self._handled_to or 0, update_id + 1)
+        if not done.done():
+            done.set_result(None)
 
     async def _first_from(self, update: Update) -> Inbound | None:
         """The update's Inbound, unless its update_id was handled before (Telegram delivers
@@ -547,7 +660,7 @@ class TelegramProvider(BaseProvider):
         if update is None:
             _LOG.warning("%s: webhook POST is not an Update; refused", self.name)
             return web.Response(status=400, text="Bad Request")
-        if not self._take(update):
+        if self._take(update) is None:
             return web.Response(status=503, text="Stopping")
         return web.Response(text="OK")
 
@@ -555,12 +668,12 @@ class TelegramProvider(BaseProvider):
         if update.callback_query is not None:
             return await self._from_button(update.callback_query)
         if update.message is not None:
-            return self._from_message(update.message)
+            return self._from_message(update.message, update.update_id)
         if update.channel_post is not None:
-            return self._from_message(update.channel_post)
+            return self._from_message(update.channel_post, update.update_id)
         return None  # edits and every other kind of update are ignored
 
-    def _from_message(self, message: Message) -> Inbound | None:
+    def _from_message(self, message: Message, update_id: int) -> Inbound | None:
         kind = _chat_kind(message.chat)
         # A photo, a document, a sticker, a voice note: PTB's effective_attachment (Bot API
         # Message: the content fields besides ``text``); a caption is its text. Service
@@ -587,7 +700,7 @@ class TelegramProvider(BaseProvider):
             sender_id=sender_id,
             sender_name=sender_name,
             text=text or "",
-            message_id=str(message.message_id),
+            message_id=str(update_id),
             meta=meta,
             sent_at=message.date,
             media=media,
@@ -617,7 +730,15 @@ class TelegramProvider(BaseProvider):
         )
 
     def _on_polling_error(self, exc: TelegramError) -> None:
-        # PTB retries with backoff; log without the message, which may quote a request.
+        if isinstance(exc, Conflict):  # its message is Telegram's own, quoting nothing
+            _LOG.warning(
+                "%s: Telegram ended a getUpdates for another consumer (%s): one bot token is "
+                "polled by one process at a time; retrying",
+                self.name,
+                exc.message,
+            )
+            return
+        # Log without the message, which may quote a request.
         _LOG.warning("%s: polling failed (%s), retrying", self.name, type(exc).__name__)
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -629,6 +750,7 @@ class TelegramProvider(BaseProvider):
             .base_url(self._bot_url())
             .base_file_url(self._file_url())
             .job_queue(None)
+            .updater(None)  # polled by _poll, which confirms only what was handled
         )
         app: _App = (
             builder.rate_limiter(
@@ -637,7 +759,6 @@ class TelegramProvider(BaseProvider):
             if _HAVE_AIOLIMITER
             else builder.build()
         )
-        app.add_handler(TypeHandler(Update, self._on_update))
         return app
 
     def _redact_logs(self, on: bool) -> None:

@@ -102,6 +102,14 @@ class Dialect(ABC):
         """Begin a transaction that holds the store's write lock until it ends: one at a
         time across every process using the database. Waits up to the lock timeout."""
 
+    def begin_shared(self, conn: Connection) -> int:
+        """Begin a transaction that may run beside other shared ones but never beside an
+        exclusive one; return how many others may run beside it (see
+        :attr:`bot.core.protocols.StateTxn.peers`). A database that writes one transaction
+        at a time (SQLite) begins an exclusive one and returns 0."""
+        self.begin_exclusive(conn)
+        return 0
+
     def begin_read(self, conn: Connection) -> None:
         """Begin a read-only transaction whose reads all see one committed state (SQLite's
         ``BEGIN`` does; PostgreSQL needs ``REPEATABLE READ``: the gate reads the log's floor
@@ -163,6 +171,12 @@ def _upsert(table: str, cols: str, key: str) -> str:
 
 
 _PUT_REQUEST = _upsert("pending_requests", _REQUEST_COLS, "provider, sender_id")
+_ADD_REQUEST = (
+    f"INSERT INTO pending_requests ({_REQUEST_COLS}) "  # noqa: S608 (constant names)
+    f"VALUES ({', '.join('?' for _ in _REQUEST_COLS.split(','))}) ON CONFLICT DO NOTHING"
+)
+"""A new request, unless the sender's or the code's unique index already holds one: a
+concurrent insert of either waits for the other to end, then inserts nothing."""
 _PUT_NODE_REQUEST = _upsert("node_requests", _NODE_REQUEST_COLS, "request_id")
 _PUT_PAIRED = _upsert("paired_nodes", _PAIRED_COLS, "node_id")
 _PUT_NOTICE = _upsert("approval_notices", _NOTICE_COLS, "provider, sender_id")
@@ -179,12 +193,13 @@ class SqlTxn:
     changes is seen by the view at once and by everyone else when the transaction commits.
     """
 
-    __slots__ = ("_conn", "_d", "_store")
+    __slots__ = ("_conn", "_d", "_store", "peers")
 
-    def __init__(self, conn: Connection, store: SqlStore) -> None:
+    def __init__(self, conn: Connection, store: SqlStore, *, peers: int = 0) -> None:
         self._conn: Connection | None = conn
         self._d = store.dialect
         self._store = store
+        self.peers = peers
 
     def end(self) -> None:
         """Refuse any use of this view once its transaction is over."""
@@ -259,20 +274,23 @@ class SqlTxn:
         return found is not None
 
     def put_request(self, request: PendingRequest) -> None:
+        self._run(_PUT_REQUEST, self._request_row(request))
+
+    def add_request(self, request: PendingRequest) -> bool:
+        return self._run(_ADD_REQUEST, self._request_row(request)).rowcount > 0
+
+    def _request_row(self, request: PendingRequest) -> tuple[Any, ...]:
         check_provider(request.provider)
         encode = self._d.encode_time
-        self._run(
-            _PUT_REQUEST,
-            (
-                request.provider,
-                request.id,
-                request.code,
-                encode(request.created_at),
-                encode(request.last_seen_at),
-                None if request.last_sent_at is None else encode(request.last_sent_at),
-                _json(request.meta),
-                _json(request.extra),
-            ),
+        return (
+            request.provider,
+            request.id,
+            request.code,
+            encode(request.created_at),
+            encode(request.last_seen_at),
+            None if request.last_sent_at is None else encode(request.last_sent_at),
+            _json(request.meta),
+            _json(request.extra),
         )
 
     def drop_request(self, provider: str, sender_id: str) -> bool:
@@ -618,16 +636,21 @@ class SqlStore(ABC):
     # --- transactions -----------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[SqlTxn]:
-        """Take the write lock and hand out a view; commit on a clean exit, else roll back.
+    def transaction(self, *, shared: bool = False) -> Iterator[SqlTxn]:
+        """Take the write lock (or, ``shared``, the dialect's shared one) and hand out a view;
+        commit on a clean exit, else roll back.
 
         Waiting longer than ``lock_timeout`` (for another thread of this process, or for
         another process) raises :class:`~bot.core.errors.StoreLockTimeoutError`.
         """
         writer, _ = self._connections()
         with self._write_lock(), self._errors():
-            self.dialect.begin_exclusive(writer)
-            txn = SqlTxn(writer, self)
+            if shared:
+                peers = self.dialect.begin_shared(writer)
+            else:
+                self.dialect.begin_exclusive(writer)
+                peers = 0
+            txn = SqlTxn(writer, self, peers=peers)
             try:
                 yield txn
             except BaseException:

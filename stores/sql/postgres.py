@@ -30,13 +30,16 @@ What is PostgreSQL's own here (the rest is :mod:`stores.sql.base`):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import secrets
 import select
 import threading
 import weakref
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from time import monotonic
 from typing import Any
@@ -54,7 +57,7 @@ from bot.core.errors import (
     StoreUnavailableError,
 )
 from stores.sql.base import Connection, Cursor, Dialect, SqlStore
-from stores.sql.schema import MIGRATIONS, SCHEMA_VERSION
+from stores.sql.schema import CLUSTER_MIGRATION, MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +99,87 @@ _COUNT_PENDING = [
 ``COUNT(*)`` reads every pending row of the provider (0.5-0.8 ms at 10,000, inside the
 exclusive lock on every stranger's request); this is one indexed row."""
 
+STRIPES = 64
+"""Rows each provider's pending count is spread over (migration 3)."""
+
+_STRIPED_COUNTS = [
+    "ALTER TABLE pending_counts ADD COLUMN stripe INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE pending_counts DROP CONSTRAINT pending_counts_pkey",
+    "ALTER TABLE pending_counts ADD PRIMARY KEY (provider, stripe)",
+    f"""CREATE OR REPLACE FUNCTION pairbot_pending_count() RETURNS trigger LANGUAGE plpgsql
+    AS $$ DECLARE s INTEGER := floor(random() * {STRIPES}); BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO pending_counts AS c (provider, stripe, n) VALUES (NEW.provider, s, 1)
+            ON CONFLICT (provider, stripe) DO UPDATE SET n = c.n + 1;
+        ELSIF TG_OP = 'DELETE' THEN
+            INSERT INTO pending_counts AS c (provider, stripe, n) VALUES (OLD.provider, s, -1)
+            ON CONFLICT (provider, stripe) DO UPDATE SET n = c.n - 1;
+        ELSE
+            DELETE FROM pending_counts;
+        END IF;
+        RETURN NULL;
+    END $$""",  # noqa: S608 (a constant number)
+]
+"""Migration 3: each provider's count spread over :data:`STRIPES` rows, each change to a
+random one. A count row is locked from the change until the commit; with one row per provider
+every stranger's request queued behind the one before it, commit and all, even in shared
+transactions. The count is the sum of the provider's rows."""
+
+_SHARED_SLOTS = 8
+"""Shared transactions that may run at once across every process on a schema: each holds one
+of this many advisory locks, so a limit checked in one holds with this many others in
+flight (:attr:`bot.core.protocols.StateTxn.peers`)."""
+
+CLUSTER_CHANNEL = "pairbot_cluster"
+"""The ``NOTIFY`` channel of the cluster's messages; the payload is the schema, never a body."""
+CLUSTER_LOCK_CLASS = 0x636C7573  # "clus"
+"""The first key of the advisory lock that puts the cluster's messages in commit order."""
+
+_CLUSTER = [
+    # A claim on an event (handled once): who holds it, until when (µs). Ended ones are swept.
+    "CREATE TABLE cluster_claims (key TEXT PRIMARY KEY, holder TEXT NOT NULL, "
+    "until BIGINT NOT NULL)",
+    "CREATE INDEX cluster_claims_until ON cluster_claims (until)",
+    # A sliding-window counter: the times of its events in the window, one row per key (the
+    # row lock of ``ON CONFLICT DO UPDATE`` counts concurrent bumps one after the other), and
+    # when its newest event leaves the window (then the row is swept).
+    "CREATE TABLE cluster_counts (key TEXT PRIMARY KEY, events BIGINT[] NOT NULL, "
+    "ends BIGINT NOT NULL)",
+    "CREATE INDEX cluster_counts_ends ON cluster_counts (ends)",
+    # Published messages in commit order (``seq``), kept a while for listeners cut off.
+    "CREATE TABLE cluster_messages (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+    "topic TEXT NOT NULL, at BIGINT NOT NULL, body TEXT NOT NULL)",
+    "CREATE INDEX cluster_messages_at ON cluster_messages (at)",
+    "CREATE TABLE cluster_leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, "
+    "until BIGINT NOT NULL)",
+    "CREATE TABLE cluster_beats (instance_id TEXT PRIMARY KEY, started_at BIGINT NOT NULL, "
+    "last_beat BIGINT NOT NULL, facts TEXT NOT NULL)",
+    "CREATE INDEX cluster_beats_last ON cluster_beats (last_beat)",
+    # One statement publishes: under a transaction-scoped advisory lock, so sequence numbers
+    # are handed out in commit order (a reader that has seen seq n has seen every seq below
+    # it), trimming what is older than ``keep_us`` by the database's clock (``publish`` is
+    # given no time), and announcing the schema on the channel at commit.
+    f"""CREATE FUNCTION pairbot_cluster_publish(
+            lock_class INTEGER, lock_key INTEGER, t TEXT, b TEXT, keep_us BIGINT)
+        RETURNS BIGINT LANGUAGE plpgsql AS $$
+        DECLARE
+            now_us BIGINT := floor(extract(epoch FROM clock_timestamp()) * 1000000);
+            s BIGINT;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(lock_class, lock_key);
+            INSERT INTO cluster_messages (topic, at, body) VALUES (t, now_us, b)
+                RETURNING seq INTO s;
+            DELETE FROM cluster_messages WHERE at < now_us - keep_us;
+            PERFORM pg_notify('{CLUSTER_CHANNEL}', current_schema());
+            RETURN s;
+        END $$""",  # noqa: S608 (a constant name)
+]
+"""The cluster's tables (:mod:`stores.sql.cluster`): migration
+:data:`~stores.sql.schema.CLUSTER_MIGRATION`, PostgreSQL's alone."""
+
 _REWRITES = {
     "SELECT COUNT(*) FROM pending_requests WHERE provider = ?": (
-        "SELECT COALESCE((SELECT n FROM pending_counts WHERE provider = %s), 0)"
+        "SELECT COALESCE(SUM(n), 0)::BIGINT FROM pending_counts WHERE provider = %s"
     ),
 }
 """Statements of the layer PostgreSQL answers its own way (same parameters, same answer)."""
@@ -106,7 +187,7 @@ _REWRITES = {
 TABLES = tuple(
     dict.fromkeys(
         match.group(1)
-        for step in MIGRATIONS
+        for step in [*MIGRATIONS, _COUNT_PENDING, _CLUSTER]
         for statement in step
         for match in [re.match(r"\s*CREATE TABLE (\w+)", statement)]
         if match
@@ -185,15 +266,44 @@ class PostgresDialect(Dialect):
     def migrations(self) -> list[list[str]]:
         steps = super().migrations()
         steps[0] = [*steps[0], *_NOTIFY_ON_CHANGE, *_COUNT_PENDING]
+        steps[2] = [*steps[2], *_STRIPED_COUNTS]
+        steps[CLUSTER_MIGRATION - 1] = [*steps[CLUSTER_MIGRATION - 1], *_CLUSTER]
         return steps
 
     def begin_exclusive(self, conn: Connection) -> None:
-        conn.execute("BEGIN")
+        self._begin_locked(conn, f"pg_advisory_xact_lock({LOCK_CLASS}, {self.lock_key})")
+
+    def begin_shared(self, conn: Connection) -> int:
+        """The schema's advisory lock in shared mode (an exclusive holder or waiter keeps it
+        out), then one of :data:`_SHARED_SLOTS` slot locks: the first free, else a random one
+        waited for. Both end with the transaction."""
+        base = (self.lock_key & 0xFFFFFFFF) << 8  # one-key locks: a space apart from the two-key
+        row = self._begin_locked(
+            conn,
+            f"pg_advisory_xact_lock_shared({LOCK_CLASS}, {self.lock_key}), (SELECT s FROM "  # noqa: S608 (integers)
+            f"generate_series(0, {_SHARED_SLOTS - 1}) AS s "
+            f"WHERE pg_try_advisory_xact_lock({base} + s) LIMIT 1)",
+        )
+        if row is None or row[1] is None:
+            try:
+                slot = secrets.randbelow(_SHARED_SLOTS)
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (base + slot,))
+            except BaseException:
+                self.end(conn, commit=False)
+                raise
+        return _SHARED_SLOTS - 1
+
+    def _begin_locked(self, conn: Connection, locks: str) -> Any:
+        """``BEGIN`` and take ``locks`` (a select list of lock calls on integers this code
+        made) in one round trip; return the select's row."""
         try:
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, self.lock_key))
+            cur: Any = conn.execute(f"BEGIN; SELECT {locks}")  # no parameters: one trip for both
+            cur.nextset()
+            return cur.fetchone()
         except BaseException:
             # Not begun, as far as the caller knows: leave no aborted transaction behind.
-            self.end(conn, commit=False)
+            with contextlib.suppress(Exception):
+                self.end(conn, commit=False)
             raise
 
     def begin_read(self, conn: Connection) -> None:
@@ -569,6 +679,30 @@ class PostgresStore(SqlStore):
             conn.close()
         else:
             db.give_back(conn)
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[PgConnection]:
+        """A connection of the pool for a statement or two outside the store's transactions
+        (the cluster's: each one statement, committed on its own), given back after; the
+        database is opened (and migrated) first if it was not. A driver error leaves as the
+        :class:`~bot.core.errors.StoreError` it means, as the store's own would."""
+        self._connections()
+        with self._errors():
+            conn = self._borrow(None)
+            try:
+                yield conn
+            finally:
+                self._give_back(conn)
+            self._health.ok()
+
+    @property
+    def schema(self) -> str:
+        """The schema the store uses (the database is opened first if it was not)."""
+        self._connections()
+        db = self._db
+        if db is None:
+            raise StoreUnavailableError("the store was closed", path=self.where)
+        return db.schema
 
     # --- opening ----------------------------------------------------------------------------
 

@@ -107,7 +107,18 @@ MIGRATIONS: list[list[str]] = [
     # 2: the providers' cursors (:class:`bot.core.protocols.Cursors`): a small string per key,
     # the provider's own, saved outside the pairing transactions.
     [f"CREATE TABLE {CURSORS_TABLE} (key {{text}} PRIMARY KEY, value {{text}} NOT NULL)"],
+    # 3: nothing here; PostgreSQL spreads its pending counts over rows (so strangers' requests
+    # need not wait for each other: see stores.sql.postgres).
+    [],
+    # 4: the cluster's tables (:class:`bot.core.protocols.Cluster`), PostgreSQL's alone: on a
+    # SQLite state the one instance keeps its cluster in memory, so the step is empty here
+    # and :class:`stores.sql.postgres.PostgresDialect` fills it in (the version still counts
+    # it, so one number says the same of every backend's schema).
+    [],
 ]
+
+CLUSTER_MIGRATION = 4
+"""The number of the migration that makes the cluster's tables (PostgreSQL's words only)."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
 """The schema this code reads and writes."""

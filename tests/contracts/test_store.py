@@ -24,11 +24,12 @@ from bot.core.models import (
     NodeRequest,
     PairedNode,
     PendingRequest,
+    RequestOutcome,
 )
 from bot.core.protocols import StateStore, StateTxn
 from bot.services.nodes import NodeService
-from bot.services.pairing import PairingService
-from tests.backends import Backend
+from bot.services.pairing import PairingService, PairingSettings
+from tests.backends import Backend, contents
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
@@ -565,3 +566,117 @@ def test_a_cursor_leaves_the_pairing_state_alone(
     assert subjects(store.read_audit()) == ["+15550100001"]
     store.check()
     assert all(ok for ok, _ in store.access_report())
+
+
+# --- strangers asking at once (shared transactions) -------------------------------------------
+
+
+def test_add_request_inserts_only_a_new_sender_with_a_free_code(backend: Backend) -> None:
+    store = backend.open()
+    with store.transaction() as txn:
+        assert txn.peers == 0, "an exclusive transaction holds the state alone"
+        assert txn.add_request(request("1", "AAAA2222"))
+        assert not txn.add_request(request("1", "BBBB3333")), "the sender has one"
+        assert not txn.add_request(request("2", "AAAA2222", provider="slack")), "code taken"
+        assert txn.add_request(request("2", "CCCC4444", provider="slack"))
+    with backend.other().transaction(shared=True) as txn:
+        assert txn.peers >= 0
+        assert not txn.add_request(request("3", "CCCC4444")), "taken by a request on file"
+        assert txn.add_request(request("3", "DDDD5555"))
+        assert [r.code for r in txn.requests("telegram")] == ["AAAA2222", "DDDD5555"]
+    assert contents(backend.other()) == contents(store)
+
+
+def test_only_a_database_runs_shared_transactions_side_by_side(backend: Backend) -> None:
+    with backend.open().transaction(shared=True) as txn:
+        assert (txn.peers > 0) == (backend.name == "postgres")
+
+
+def _at_once(count: int, work: Callable[[int], None]) -> None:
+    """Run ``work(0..count-1)`` in threads released together; re-raise the first failure."""
+    start = threading.Barrier(count)
+    failures: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            start.wait(10)
+            work(index)
+        except BaseException as exc:  # re-raised below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    if failures:
+        raise failures[0]
+
+
+def _services(backend: Backend, count: int, clock: FakeClock, cap: int) -> list[PairingService]:
+    """``count`` instances of the bot on one state, each with its own store."""
+    settings = PairingSettings(max_pending_per_provider=cap)
+    stores = [backend.open()] + [backend.other() for _ in range(count - 1)]
+    return [PairingService(s, clock=clock, settings=settings) for s in stores]
+
+
+def test_strangers_asking_at_once_never_pass_the_cap(backend: Backend) -> None:
+    clock = FakeClock(T0)
+    services = _services(backend, 4, clock, cap=20)
+    outcomes: list[RequestOutcome] = []
+
+    def ask(index: int) -> None:
+        outcomes.extend(
+            services[index].request("telegram", f"{index}-{n}").outcome for n in range(12)
+        )
+
+    _at_once(4, ask)
+    with backend.other().transaction() as txn:
+        on_file = txn.requests("telegram")
+    assert len(on_file) == 20, "the cap holds across instances, and is reached"
+    assert outcomes.count(RequestOutcome.CREATED) == 20
+    assert outcomes.count(RequestOutcome.CAPPED) == 28
+    assert len({r.code for r in on_file}) == 20
+    created = [r for r in backend.other().read_audit() if r["outcome"] == "created"]
+    assert sorted(str(r["subject"]) for r in created) == sorted(r.id for r in on_file)
+
+
+def test_one_stranger_asking_through_four_instances_at_once_gets_one_code(
+    backend: Backend,
+) -> None:
+    clock = FakeClock(T0)
+    services = _services(backend, 4, clock, cap=100)
+    codes: list[str] = []
+    sent: list[bool] = []
+
+    def ask(index: int) -> None:
+        result = services[index].request("whatsapp", "15550001")
+        assert result.request is not None
+        codes.append(result.request.code)
+        sent.append(result.send_code)
+
+    _at_once(4, ask)
+    assert len(set(codes)) == 1, "every instance answers with the one request's code"
+    assert sent.count(True) == 1, "the code is sent once"
+    audit = backend.other().read_audit()
+    assert [r["outcome"] for r in audit if r["subject"] == "15550001"] == ["created"]
+
+
+def test_an_expiry_several_instances_see_at_once_is_audited_once(backend: Backend) -> None:
+    clock = FakeClock(T0)
+    services = _services(backend, 4, clock, cap=100)
+    first = services[0].request("signal", "+15550001").request
+    assert first is not None
+    clock.advance(timedelta(hours=2))  # past the TTL: the next ask drops it and makes another
+    codes: list[str] = []
+
+    def ask(index: int) -> None:
+        result = services[index].request("signal", "+15550001")
+        assert result.request is not None
+        codes.append(result.request.code)
+
+    _at_once(4, ask)
+    assert len(set(codes)) == 1
+    assert first.code not in codes
+    outcomes = [r["outcome"] for r in backend.other().read_audit()]
+    assert outcomes == ["created", "expired", "created"]

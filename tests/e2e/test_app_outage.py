@@ -37,10 +37,10 @@ class Switched:
         self.down = False
 
     @contextmanager
-    def transaction(self) -> Iterator[StateTxn]:
+    def transaction(self, *, shared: bool = False) -> Iterator[StateTxn]:
         if self.down:
             raise StoreUnavailableError("postgresql://pairbot@db/pairbot: connection refused")
-        with self._store.transaction() as txn:
+        with self._store.transaction(shared=shared) as txn:
             yield txn
 
     def __getattr__(self, name: str) -> Any:

@@ -97,6 +97,7 @@ async def test_start_registers_the_webhook_and_a_posted_update_becomes_an_inboun
     )
     await wait_until(lambda: fake.unconfirmed == 0)  # answered 2xx: delivered
     assert [d["status"] for d in fake.deliveries] == [200]
+    await running.stop()  # a 2xx confirmed it: nothing to confirm with getUpdates
     assert "getUpdates" not in fake.methods_called()
 
 

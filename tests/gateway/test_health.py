@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import socket
 import threading
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
@@ -17,6 +19,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from bot import __version__
 from bot.cli.compose import open_app
 from bot.core.clock import FakeClock
 from bot.core.errors import (
@@ -87,10 +90,14 @@ async def gwc(
         yield started
 
 
-async def get(gw: Gw, path: str) -> tuple[int, dict[str, Any]]:
+async def get(gw: Gw, path: str, *, instance: bool = False) -> tuple[int, dict[str, Any]]:
+    """The status and body of a request; the body without who answers (``instance``: its
+    own test checks it) unless ``instance``."""
     async with gw.session.get(f"http://127.0.0.1:{gw.port}{path}") as resp:
         body = await resp.json()
         assert isinstance(body, dict)
+        if not instance:
+            body.pop("instance", None)
         return resp.status, body
 
 
@@ -104,6 +111,18 @@ READY = {
 async def test_healthz_stays_alive_and_readyz_is_ready_while_running(gw: Gw) -> None:
     assert await get(gw, "/healthz") == (200, {"status": "ok"})
     assert await get(gw, "/readyz") == (200, READY)
+
+
+async def test_readyz_names_the_instance_that_answers(gw: Gw) -> None:
+    """``pairbot status`` reads these on a single-machine state (no other instance to ask)."""
+    _, body = await get(gw, "/readyz", instance=True)
+    assert body["instance"] == {
+        "id": gw.app.cluster.instance_id,
+        "version": __version__,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": gw.app.started_at.isoformat(),
+    }
 
 
 @pytest.mark.parametrize(

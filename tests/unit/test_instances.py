@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from bot.core import messages
 from bot.core.clock import FakeClock
 from bot.core.errors import StoreUnavailableError
 from bot.core.models import Button, ChatKind, Inbound
+from bot.core.protocols import StateStore
 from bot.runtime.app import App
 from bot.runtime.inbound import HANDLED_KEEP, IN_FLIGHT
 from stores.cluster import LocalCluster
@@ -70,6 +72,12 @@ class Phone:
         return [text for chat, text in self.sent if chat == chat_id]
 
 
+def _same(cluster: LocalCluster, store: StateStore) -> LocalCluster:
+    """The cluster factory of one instance: its own cluster, whatever the store."""
+    del store
+    return cluster
+
+
 class Instances:
     """N apps on one store, one cluster memory, one clock."""
 
@@ -89,8 +97,8 @@ class Instances:
             app = App(
                 config,
                 store=lambda: self.store,
-                providers=lambda phone=phone: {"telegram": phone},
-                cluster=lambda _store, cluster=cluster: cluster,
+                providers=partial(dict, telegram=phone),
+                cluster=partial(_same, cluster),
                 state_dir=self.tmp_path / f"i{i}",
                 clock=self.clock,
                 **{"watch_interval": 0.05, **tuning},
@@ -240,10 +248,10 @@ class AwayStore(MemoryStore):
         super().__init__()
         self._cluster = cluster
 
-    def transaction(self) -> Any:
+    def transaction(self, *, shared: bool = False) -> Any:
         if self._cluster.down:
             raise StoreUnavailableError(REFUSED)
-        return super().transaction()
+        return super().transaction(shared=shared)
 
 
 async def test_while_the_database_is_away_allowed_senders_go_on_unclaimed(

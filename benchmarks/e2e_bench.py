@@ -1,7 +1,7 @@
 """End-to-end figures: stranger DM → code reply latency through each platform's loopback
 fake, and the gate's decisions per second for known senders.
 
-Usage: python benchmarks/e2e_bench.py [--rate 50] [--seconds 10] [--only allowed]
+Usage: python benchmarks/e2e_bench.py [--rate 50] [--seconds 10] [--only allowed] [--dsn DSN]
 
 For every platform with a demo fake, the latency run offers ``rate`` new strangers per
 second (each a distinct user, cap raised so every one gets a code) to the whole app on the
@@ -15,16 +15,21 @@ The allowed-sender runs measure what an allowed sender's message costs the runni
 inbound dedupe through the cluster included: on WhatsApp's fake (a webhook) and Telegram's
 (long polling), the round trip of one message at a time to its echo; and, in-process, the
 inbound pipeline's messages/s for an allowed sender whose handler answers nothing (no send:
-the pipeline alone, its cluster claim included).
+the pipeline alone, its cluster claim included); with ``--dsn``, that run again on a
+PostgreSQL state in a schema of its own (dropped after), whose cluster is the database's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import secrets
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from _harness import bench_config, percentile  # first: it puts the repo root on sys.path
 
@@ -108,15 +113,18 @@ async def silent(msg: Inbound) -> None:
     del msg
 
 
-async def pipeline_rate(count: int) -> float:
+async def pipeline_rate(count: int, dsn: str | None = None) -> float:
     """Allowed-sender messages/s through the inbound pipeline (gate, cluster claim, handler),
-    handed in directly as the providers' worker hands them, one after the other."""
+    handed in directly as the providers' worker hands them, one after the other; on the
+    PostgreSQL state of ``dsn`` if given."""
 
     def configure(platform: DemoPlatform) -> Config:
+        store: dict[str, Any] = {"store": {"backend": "postgres", "dsn": dsn}} if dsn else {}
         return bench_config(
             platform,
             allow_from=[platform.user_id(ALLOWED)],
             handler={"kind": "python", "target": "e2e_bench:silent"},
+            **store,
         )
 
     async with bot_on_fake("whatsapp", configure) as (platform, app):
@@ -127,6 +135,22 @@ async def pipeline_rate(count: int) -> float:
         for msg in messages:
             await on_inbound(msg)
         return count / (time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def pg_schema(dsn: str) -> Iterator[str]:
+    """A DSN on a new schema of ``dsn``'s database, dropped after."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    schema = f"bench_{secrets.token_hex(6)}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield make_conninfo(dsn, options=f"-csearch_path={schema}")
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def gate_rate(n_allowed: int, rounds: int = 200_000) -> float:
@@ -155,6 +179,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--only", choices=["allowed"], help="only the allowed-sender runs")
+    parser.add_argument("--dsn", help="also run the pipeline on a PostgreSQL state here")
     args = parser.parse_args()
     for name in ("whatsapp", "telegram"):
         trips = asyncio.run(allowed_round_trips(name, 500))
@@ -167,6 +192,10 @@ def main() -> None:
     print(
         f"inbound pipeline, allowed sender, no reply: {rates[1]:>9,.0f} messages/s (median of 3)"
     )
+    if args.dsn:
+        with pg_schema(args.dsn) as where:
+            rates = sorted(asyncio.run(pipeline_rate(2_000, where)) for _ in range(3))
+        print(f"  the same on PostgreSQL (its cluster):      {rates[1]:>9,.0f} messages/s")
     if args.only == "allowed":
         return
     expected = int(args.rate * args.seconds)

@@ -76,10 +76,10 @@ class Instances:
             "gateway": {**config.get("gateway", {}), "port": port},
         }
         path = write_config(self.tmp / f"{name}.yaml", config)
-        log = (self.tmp / f"{name}.log").open("wb")
-        self.procs[name] = await start_pairbot(
-            "run", "--config", str(path), env=ENV, stdout=log, stderr=log
-        )
+        with (self.tmp / f"{name}.log").open("wb") as log:  # the child keeps its own copy
+            self.procs[name] = await start_pairbot(
+                "run", "--config", str(path), env=ENV, stdout=log, stderr=log
+            )
         self.ports[name] = port
 
     def log(self, name: str) -> str:
@@ -122,15 +122,22 @@ class Instances:
         finally:
             cluster.close()
 
-    async def holder(self, lease: str, ids: dict[str, str], timeout: float = 30) -> str:  # noqa: ASYNC109
-        """The instance (by name) holding ``lease``, once one does."""
+    async def holder(
+        self,
+        lease: str,
+        ids: dict[str, str],
+        timeout: float = 30,  # noqa: ASYNC109 (a deadline for polling)
+        *,
+        not_by: str | None = None,
+    ) -> str:
+        """The instance (by name) holding ``lease``, once one does (other than ``not_by``)."""
         cluster = self.cluster()
         names = {v: k for k, v in ids.items()}
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 held = await asyncio.to_thread(cluster.holders, now=SystemClock().now())
-                if held.get(lease) in names:
+                if held.get(lease) in names and names[held[lease]] != not_by:
                     return names[held[lease]]
                 await asyncio.sleep(0.2)
         finally:
@@ -178,6 +185,7 @@ async def instances(
 def tg_config(fake: FakeTelegramServer) -> dict[str, Any]:
     config = telegram_config(Path("unused"), fake.base_url, owner=OWNER)
     config["handler"] = {"kind": "echo"}
+    config["pairing"] = {"max_pending_per_provider": 1000}  # the tests' strangers all get codes
     return config
 
 
@@ -288,7 +296,7 @@ async def test_killing_the_telegram_holder_hands_over_with_every_message_handled
         os.kill(inst.procs[first].pid, signal.SIGKILL)
         killed_at = time.monotonic()
         await write(20, "during")  # ~3 s of traffic while nobody holds Telegram
-        assert await inst.holder("connector:telegram", ids, timeout=TAKEOVER) == other
+        assert await inst.holder("connector:telegram", ids, TAKEOVER, not_by=first) == other
         taken_over = time.monotonic() - killed_at
         assert taken_over < TAKEOVER
         await write(10, "after")

@@ -1,7 +1,7 @@
 """End-to-end figures: stranger DM → code reply latency through each platform's loopback
 fake, and the gate's decisions per second for known senders.
 
-Usage: python benchmarks/e2e_bench.py [--rate 50] [--seconds 10]
+Usage: python benchmarks/e2e_bench.py [--rate 50] [--seconds 10] [--only allowed] [--dsn DSN]
 
 For every platform with a demo fake, the latency run offers ``rate`` new strangers per
 second (each a distinct user, cap raised so every one gets a code) to the whole app on the
@@ -10,15 +10,26 @@ fake has the code reply (polled every millisecond). Telegram runs twice: with th
 limiter lifted (what pairbot costs) and as deployed (30 sends/s, what Telegram allows). The
 gate run times the full per-message decision (policy, owner check, allowlist from memory,
 ``gate.decide``) for allowlisted senders, in-process.
+
+The allowed-sender runs measure what an allowed sender's message costs the running bot,
+inbound dedupe through the cluster included: on WhatsApp's fake (a webhook) and Telegram's
+(long polling), the round trip of one message at a time to its echo; and, in-process, the
+inbound pipeline's messages/s for an allowed sender whose handler answers nothing (no send:
+the pipeline alone, its cluster claim included); with ``--dsn``, that run again on a
+PostgreSQL state in a schema of its own (dropped after), whose cluster is the database's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import secrets
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from _harness import bench_config, percentile  # first: it puts the repo root on sys.path
 
@@ -71,6 +82,77 @@ async def _offer(platform: DemoPlatform, rate: float, seconds: float) -> list[fl
     return samples
 
 
+ALLOWED = 7
+
+
+async def allowed_round_trips(provider: str, count: int) -> list[float]:
+    """``count`` messages from an allowed sender, each sent once the previous one's echo is
+    back; return each round trip in seconds."""
+
+    def configure(platform: DemoPlatform) -> Config:
+        lifted = 10_000.0 if provider == "telegram" else None  # only Telegram's has a limiter
+        return bench_config(platform, max_send_rate=lifted, allow_from=[user(platform)])
+
+    def user(platform: DemoPlatform) -> str:
+        return platform.user_id(ALLOWED)
+
+    async with bot_on_fake(provider, configure) as (platform, _app):
+        samples = []
+        for i in range(count):
+            began = time.perf_counter()
+            platform.dm(user(platform), f"m{i}", name="allowed")
+            while len(platform.texts_to(user(platform))) <= i:  # noqa: ASYNC110 (a fake's list)
+                await asyncio.sleep(0.0002)
+            samples.append(time.perf_counter() - began)
+        return samples
+
+
+async def silent(msg: Inbound) -> None:
+    """The handler of the pipeline run: takes the message, answers nothing (a coroutine, so
+    no worker thread is spent on it)."""
+    del msg
+
+
+async def pipeline_rate(count: int, dsn: str | None = None) -> float:
+    """Allowed-sender messages/s through the inbound pipeline (gate, cluster claim, handler),
+    handed in directly as the providers' worker hands them, one after the other; on the
+    PostgreSQL state of ``dsn`` if given."""
+
+    def configure(platform: DemoPlatform) -> Config:
+        store: dict[str, Any] = {"store": {"backend": "postgres", "dsn": dsn}} if dsn else {}
+        return bench_config(
+            platform,
+            allow_from=[platform.user_id(ALLOWED)],
+            handler={"kind": "python", "target": "e2e_bench:silent"},
+            **store,
+        )
+
+    async with bot_on_fake("whatsapp", configure) as (platform, app):
+        on_inbound = app.providers["whatsapp"]._on_inbound  # type: ignore[attr-defined]
+        sender = platform.user_id(ALLOWED)
+        messages = [Inbound.dm("whatsapp", sender, "hi", message_id=f"w{i}") for i in range(count)]
+        start = time.perf_counter()
+        for msg in messages:
+            await on_inbound(msg)
+        return count / (time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def pg_schema(dsn: str) -> Iterator[str]:
+    """A DSN on a new schema of ``dsn``'s database, dropped after."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    schema = f"bench_{secrets.token_hex(6)}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield make_conninfo(dsn, options=f"-csearch_path={schema}")
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 def gate_rate(n_allowed: int, rounds: int = 200_000) -> float:
     from bot.core.clock import SystemClock
     from bot.services.pairing import PairingService
@@ -96,7 +178,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--only", choices=["allowed"], help="only the allowed-sender runs")
+    parser.add_argument("--dsn", help="also run the pipeline on a PostgreSQL state here")
     args = parser.parse_args()
+    for name in ("whatsapp", "telegram"):
+        trips = asyncio.run(allowed_round_trips(name, 500))
+        print(
+            f"allowed sender -> echo, one at a time, {name:<9} "
+            f"p50 {percentile(trips, 50) * 1000:6.2f} ms   "
+            f"p99 {percentile(trips, 99) * 1000:6.2f} ms"
+        )
+    rates = sorted(asyncio.run(pipeline_rate(20_000)) for _ in range(3))
+    print(
+        f"inbound pipeline, allowed sender, no reply: {rates[1]:>9,.0f} messages/s (median of 3)"
+    )
+    if args.dsn:
+        with pg_schema(args.dsn) as where:
+            rates = sorted(asyncio.run(pipeline_rate(2_000, where)) for _ in range(3))
+        print(f"  the same on PostgreSQL (its cluster):      {rates[1]:>9,.0f} messages/s")
+    if args.only == "allowed":
+        return
     expected = int(args.rate * args.seconds)
     runs: list[tuple[str, float | None, str]] = [
         ("telegram", 10_000.0, "send limiter lifted"),

@@ -1,15 +1,16 @@
 """The running bot: wires config, store, services, gateway, providers and scheduler; runs them.
 
 ``async with App(config, store=..., providers=..., state_dir=...) as app`` starts everything
-(store → services → owner notices → gateway → providers → scheduler → teller) and stops it
-in reverse, also when start-up fails half-way. The gateway is up before any provider
-delivers a message, so an owner's ``/nodes approve`` can always reach the waiting node.
+(store → cluster → services → owner notices → gateway → providers → scheduler → teller →
+heartbeat) and stops it in reverse, also when start-up fails half-way. The gateway is up
+before any provider delivers a message, so an owner's ``/nodes approve`` can always reach
+the waiting node.
 
 The jobs are modules of their own: the inbound pipeline (:mod:`bot.runtime.inbound`), the
 owner notices (:mod:`bot.runtime.notices`), telling approved senders
-(:mod:`bot.runtime.telling`), the prune job (:mod:`bot.runtime.scheduler`). The app names no
-concrete store or provider: the composition root (:mod:`bot.cli.compose`) hands it a
-factory of each, called at start.
+(:mod:`bot.runtime.telling`), the prune job (:mod:`bot.runtime.scheduler`), the heartbeat
+(:mod:`bot.runtime.beats`). The app names no concrete store, cluster or provider: the
+composition root (:mod:`bot.cli.compose`) hands it a factory of each, called at start.
 
 The gateway's ``GET /readyz`` reads the app's :attr:`App.phase`, the store's check and the
 providers' states through :meth:`App.readiness_sources` (plain callables: the gateway names no
@@ -39,6 +40,7 @@ from bot.gateway.guard import GuardSettings
 from bot.gateway.health import RUNNING, Phase, Readiness, ReadinessSources
 from bot.gateway.server import Gateway, GatewaySettings
 from bot.runtime.badstate import BadStateFiles
+from bot.runtime.beats import BEAT_EVERY, Heartbeat
 from bot.runtime.handlers import Handler, build_handler
 from bot.runtime.inbound import InboundPipeline
 from bot.runtime.leases import ConnectorLease, LeaseTiming
@@ -74,6 +76,7 @@ class App:
         watch_interval: float = 0.5,
         capped_delay: float = 5.0,
         ready_timeout: float = 2.0,
+        beat_every: float = BEAT_EVERY,
         lease_timing: LeaseTiming | None = None,
     ) -> None:
         self.config = config
@@ -88,6 +91,8 @@ class App:
         )
         self._watch_interval = watch_interval
         self._ready_timeout = ready_timeout
+        self._beat_every = beat_every
+        self._heartbeat: Heartbeat | None = None
         self._lease_timing = lease_timing or LeaseTiming()
         self.phase = Phase.STARTING
         """Starting until every part runs; stopping from the first moment of :meth:`stop`."""
@@ -146,7 +151,9 @@ class App:
         for pending in await asyncio.to_thread(self.pairing.pending):
             remember_secret(pending.code)  # codes issued before this start are secrets too
         self.nodes = NodeService(self.store, clock=self.clock, settings=NodeSettings.of(cfg.nodes))
-        self.owner = OwnerCommands(self.pairing, self.nodes, clock=self.clock)
+        self.owner = OwnerCommands(
+            self.pairing, self.nodes, clock=self.clock, cluster=self.cluster
+        )
         shared = Shared(
             owners=self._owners,
             providers=self.providers,
@@ -194,7 +201,8 @@ class App:
             self._stack.push_async_callback(gateway.stop)
             self.gateway = gateway
         teller = ApprovedTeller(shared=shared, watch_interval=self._watch_interval)
-        inbound = InboundPipeline(
+        self._stack.push_async_callback(teller.aclose)
+        inbound = self.inbound = InboundPipeline(
             shared=shared,
             policies=self._policies,
             owner=self.owner,
@@ -206,8 +214,8 @@ class App:
         )
         providers = self._build_providers()
         # Runs after every provider has stopped (the stack unwinds in reverse): no message
-        # can arrive for a stranger worker that is gone.
-        self._stack.push_async_callback(inbound.stop_stranger_workers)
+        # can arrive for a stranger worker that is gone, and no claim is in flight.
+        self._stack.push_async_callback(inbound.stop)
         for name, provider in providers.items():
             block = getattr(cfg.providers, name, None)
             self._policies[name] = block.dm_policy if block is not None else DmPolicy.PAIRING
@@ -228,6 +236,16 @@ class App:
         telling = asyncio.create_task(teller.run_forever(), name="pairbot-tell")
         self._stack.push_async_callback(_cancel, telling)
         self.phase = Phase.RUNNING
+        heartbeat = self._heartbeat = Heartbeat(
+            self.cluster,
+            clock=self.clock,
+            phase=lambda: self.phase,
+            ready=self._ready,
+            outage=self.outage,
+            every=self._beat_every,
+        )
+        beating = asyncio.create_task(heartbeat.run_forever(), name="pairbot-beat")
+        self._stack.push_async_callback(_cancel, beating)
         log.info(
             "pairbot running: providers=%s state_dir=%s", ",".join(self.providers), self.state_dir
         )
@@ -259,6 +277,17 @@ class App:
             instance=self.instance_facts,
         )
 
+    def _ready(self) -> bool:
+        """Ready as this instance knows it without a check (what its heartbeat says): running,
+        every provider running, the store not known to be unreachable. ``GET /readyz`` also
+        checks the store; a beat every 10 s does not, so a large JSON state costs it nothing
+        and a state file gone bad is logged by its own paths only."""
+        return (
+            self.phase is Phase.RUNNING
+            and not self.outage.down
+            and all(_state_of(p) == RUNNING for p in self.providers.values())
+        )
+
     def instance_facts(self) -> dict[str, object]:
         """This instance as ``pairbot status`` shows it: its cluster id, pairbot's version,
         the host, the process id and when it started (ISO 8601, UTC)."""
@@ -271,8 +300,11 @@ class App:
         }
 
     async def stop(self) -> None:
-        """Stop in reverse order of start (providers finish the update in hand first)."""
+        """Stop in reverse order of start (providers finish the update in hand first); the
+        other instances hear first that this one is stopping."""
         self.phase = Phase.STOPPING
+        if self._heartbeat is not None:
+            await self._heartbeat.last()
         if self._notices is not None:
             self._notices.cancel_capped()
         await self._stack.aclose()
@@ -301,7 +333,12 @@ def _state_of(provider: Provider) -> str:
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
-    task.cancel()
+    """Cancel ``task`` and wait until it ends. It is cancelled again until it does: on Python
+    3.11 an ``asyncio.wait_for`` anywhere in the task swallows a cancellation that arrives
+    just as what it waits for completes, and the task would go on (a stop hung on it)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
     with contextlib.suppress(asyncio.CancelledError):
         await task
 

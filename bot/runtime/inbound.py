@@ -7,6 +7,12 @@ worker (a bounded queue, so no stranger's traffic delays an allowed sender or th
 which asks the pairing service for a code and tells the owners. A state file that goes bad
 while running refuses only the messages that need it, and the owners are told once
 (:class:`~bot.runtime.badstate.BadStateFiles`).
+
+A platform event is handled by one instance of all those on one state: before a message that
+has a platform id is handled, its key (``in:<provider>:<chat>:<sender>:<message id>``) is
+claimed on the cluster for :data:`IN_FLIGHT` (renewed while the handling runs), then kept for
+:data:`HANDLED_KEEP`; a message whose key another instance holds is dropped. The providers'
+own dedupe (in memory) stays the first line: it costs nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from bot.core.platforms import find
 from bot.core.text import remaining
 from bot.gateway.server import Gateway
 from bot.runtime.badstate import BadStateFiles
+from bot.runtime.claims import ClaimedWork
 from bot.runtime.handlers import Handler
 from bot.runtime.notices import OwnerNotices
 from bot.runtime.remembered import remember_secret
@@ -47,6 +54,14 @@ STALE_STRANGER = timedelta(minutes=5)
 """A stranger's message older than this when it arrives (a backlog) creates no request."""
 STRANGER_QUEUE = 1000
 """Strangers' messages waiting per platform; beyond that they are dropped (and counted)."""
+IN_FLIGHT = timedelta(seconds=10)
+"""How long an inbound event's claim lasts unless renewed (every third of it while it is
+handled): an instance that dies mid-message holds it at most this long, so a takeover after
+that handles it."""
+HANDLED_KEEP = timedelta(hours=24)
+"""How long an inbound event stays claimed once handled: longer than any platform
+redelivers (Slack retries for an hour, WhatsApp and BlueBubbles for less, Telegram's updates
+live 24 h)."""
 
 
 @dataclass(eq=False, kw_only=True)
@@ -66,6 +81,18 @@ class InboundPipeline:
     bad_state: BadStateFiles
     _strangers: dict[str, asyncio.Queue[Inbound]] = field(default_factory=dict, init=False)
     _stranger_workers: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
+    claims: ClaimedWork = field(init=False)
+    """The inbound events this instance is handling or handled, claimed on the cluster."""
+
+    def __post_init__(self) -> None:
+        self.claims = ClaimedWork(
+            self.shared.cluster,
+            clock=self.shared.clock,
+            outage=self.shared.outage,
+            ttl=IN_FLIGHT,
+            kept=HANDLED_KEEP,
+            fail_open=True,  # a cluster away must not stop allowed senders
+        )
 
     async def on_inbound(self, msg: Inbound) -> None:
         """Handle one inbound message or button press; never raises into the provider.
@@ -73,10 +100,29 @@ class InboundPipeline:
         A stranger's message is handed to that platform's stranger worker, so no stranger's
         traffic delays an allowed sender or the owner; a repeat from a stranger already
         pending and not due a reminder is settled in memory, without touching the store.
-        """
-        await self._guarded(msg, self._on_inbound)
 
-    async def _guarded(self, msg: Inbound, handle: Callable[[Inbound], Awaitable[None]]) -> None:
+        A message another instance handles (or handled) is dropped; one that fails here is
+        given back, for a redelivery to handle.
+        """
+        key = _event_key(msg)
+        if key is None:
+            await self._guarded(msg, self._on_inbound)
+            return
+        if not await self.claims.take(key):
+            log.debug(
+                "dropped a %s message from %s: another instance has it",
+                msg.provider,
+                msg.sender_id,
+            )
+            return
+        handled = False
+        try:
+            handled = await self._guarded(msg, self._on_inbound)
+        finally:
+            await self.claims.done(key, ok=handled)
+
+    async def _guarded(self, msg: Inbound, handle: Callable[[Inbound], Awaitable[None]]) -> bool:
+        """Run ``handle``; True if it ran through, False if it failed (logged, answered)."""
         try:
             await handle(msg)
         except StoreUnavailableError as exc:  # refused closed; the owner hears why
@@ -91,6 +137,8 @@ class InboundPipeline:
         else:
             if self.bad_state.known:
                 await self.bad_state.track(None)
+            return True
+        return False
 
     async def _tell_owner_store_down(self, msg: Inbound) -> None:
         """An owner's message could not be handled for want of the store: say so, in their
@@ -172,6 +220,12 @@ class InboundPipeline:
             finally:
                 queue.task_done()
 
+    async def stop(self) -> None:
+        """Stop the stranger workers and the claims' renewal (the claims of messages handled
+        are kept); run once the providers have stopped."""
+        await self.stop_stranger_workers()
+        await self.claims.aclose()
+
     async def stop_stranger_workers(self) -> None:
         for task in self._stranger_workers.values():
             task.cancel()
@@ -250,6 +304,21 @@ class InboundPipeline:
         if reply.node_revoked is not None:
             await gateway.deliver(NodeDecision.revocation(reply.node_revoked.node_id))
         return None
+
+
+def _event_key(msg: Inbound) -> str | None:
+    """The cluster key of a platform event, or None if it has none to be told apart by.
+
+    A message id is unique only within its chat on some platforms (Telegram's count up per
+    chat, Signal's are the sender's timestamp), so the chat and the sender are in the key. A
+    button press carries the id of the notice it was pressed on, the same for every press:
+    presses are not deduplicated here (a second press of a handled notice is answered
+    "already handled").
+    """
+    if msg.message_id is None or msg.is_button:
+        return None
+    msg = _normal_sender(msg)
+    return f"in:{msg.provider}:{msg.chat_id}:{msg.sender_id}:{msg.message_id}"
 
 
 def _normal_sender(msg: Inbound) -> Inbound:

@@ -24,11 +24,13 @@ from datetime import datetime, timedelta
 
 from bot.core import messages
 from bot.core.clock import Clock
-from bot.core.errors import PairbotError, RecipientUnreachable
+from bot.core.errors import PairbotError, RecipientUnreachable, StoreUnavailableError
 from bot.core.messages import NoticeKind, Told
 from bot.core.models import Button, NodeAsk, PendingRequest
+from bot.core.protocols import Cluster
 from bot.core.text import remaining
 from bot.runtime.missed import MissedNotices
+from bot.runtime.outage import StoreOutage
 from bot.runtime.shared import Shared
 from bot.services.nodes import NodeService
 
@@ -45,6 +47,14 @@ class OwnerNotifier:
     request, strangers turned away; per platform) and sent as one digest when the window frees
     up, so a flood of strangers becomes one message that says what happened, not a wall of
     prompts to approve. Urgent notices (a state file gone bad) are never folded.
+
+    The limit holds across instances: every notice about to be sent is counted in the
+    cluster under ``notices`` (:meth:`~bot.core.protocols.Cluster.bump`), so N instances send
+    ``limit`` notices per ``window`` between them, not N times that. A count past the limit
+    folds the notice (it was counted, so a flood keeps the window full until it ends). What an
+    instance folded it alone knows: it sends its own digest, at most one per ``window``, once
+    its own oldest notice has left the window (a whole window if it sent none). While the
+    cluster cannot be reached the instance counts its own notices only (``outage`` logs it).
     """
 
     def __init__(
@@ -52,14 +62,19 @@ class OwnerNotifier:
         send: Callable[[str, Sequence[Button], Told], Awaitable[None]],
         *,
         clock: Clock,
+        cluster: Cluster,
         limit: int = 5,
         window: timedelta = timedelta(minutes=1),
+        outage: StoreOutage | None = None,
     ) -> None:
         self._send = send
         self._clock = clock
+        self._cluster = cluster
         self._limit = limit
         self._window = window
+        self._outage = outage
         self._sent: deque[datetime] = deque()
+        """When this instance sent each notice within the window."""
         self._folded: Counter[tuple[NoticeKind, str]] = Counter()
         self._flush_task: asyncio.Task[None] | None = None
 
@@ -77,20 +92,40 @@ class OwnerNotifier:
         now = self._clock.now()
         while self._sent and now - self._sent[0] >= self._window:
             self._sent.popleft()
-        if kind is NoticeKind.URGENT or (len(self._sent) < self._limit and not self._folded):
-            self._sent.append(now)
-            await self._send(text, buttons, {(kind, provider): count})
-            return
+        # Once something is folded, later notices fold too (no jumping the queue); an urgent
+        # notice is counted like any other, and sent whatever the count.
+        urgent = kind is NoticeKind.URGENT
+        if urgent or not self._folded:
+            counted = await self._counted(now)
+            if urgent or counted <= self._limit:
+                self._sent.append(now)
+                await self._send(text, buttons, {(kind, provider): count})
+                return
         self._folded[(kind, provider)] += count
         if self._flush_task is None or self._flush_task.done():
-            wait = (self._sent[0] + self._window - now).total_seconds() if self._sent else 0
+            oldest = self._sent[0] if self._sent else now
+            wait = (oldest + self._window - now).total_seconds()
             self._flush_task = asyncio.create_task(self._flush_after(max(wait, 0.0)))
+
+    async def _counted(self, now: datetime) -> int:
+        """Count one notice in the cluster; return the notices of the window, this one
+        included, of every instance (of this one alone while the cluster is away)."""
+        try:
+            return await asyncio.to_thread(
+                self._cluster.bump, "notices", now=now, window=self._window
+            )
+        except StoreUnavailableError as exc:
+            if self._outage is not None:
+                self._outage.failed(exc)
+            return len(self._sent) + 1
 
     async def _flush_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
         folded, self._folded = self._folded, Counter()
         if folded:
-            self._sent.append(self._clock.now())
+            now = self._clock.now()
+            self._sent.append(now)
+            await self._counted(now)  # the digest fills the shared window too
             await self._send(messages.owner_digest(folded), (), folded)
 
     async def aclose(self) -> None:
@@ -132,7 +167,12 @@ class OwnerNotices:
     def __post_init__(self) -> None:
         limit, window = self.pacing.limit, self.pacing.window
         self.notifier = OwnerNotifier(
-            self.send_to_owners, clock=self.shared.clock, limit=limit, window=window
+            self.send_to_owners,
+            clock=self.shared.clock,
+            cluster=self.shared.cluster,
+            limit=limit,
+            window=window,
+            outage=self.shared.outage,
         )
         self.missed = MissedNotices(self.shared.providers)
 

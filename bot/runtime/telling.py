@@ -6,6 +6,13 @@ the grant. :class:`ApprovedTeller` reads the outbox through the store every
 platform this process runs, and drops the notice. So a sender approved by the CLI, by
 another process or while the bot was down is told when a bot that runs their platform next
 looks.
+
+Every instance on one state sees the same outbox; one of them tells each sender. Before
+sending, an instance claims ``tell:<provider>:<sender>:<approved at, µs>`` on the cluster for
+:data:`TELL_CLAIM` (renewed while the send runs: a flood limit may hold it); only the one that
+took it sends. Told: the notice is dropped and the claim kept for :data:`TOLD_KEEP` (an
+instance still working through an older read of the outbox finds it taken); not told: the
+claim is given back, for whichever instance looks next.
 """
 
 from __future__ import annotations
@@ -17,13 +24,19 @@ from datetime import datetime, timedelta
 
 from bot.core import messages
 from bot.core.errors import StoreError, StoreUnavailableError
+from bot.core.models import ApprovalNotice
 from bot.core.protocols import Provider
+from bot.runtime.claims import ClaimedWork
 from bot.runtime.shared import Shared
 
 log = logging.getLogger(__name__)
 
 NOTICE_GIVE_UP = timedelta(days=7)
 """An approved sender who could not be told within this long is no longer tried."""
+TELL_CLAIM = timedelta(seconds=30)
+"""How long an instance's claim to tell one approved sender lasts unless renewed."""
+TOLD_KEEP = timedelta(hours=1)
+"""How long the claim outlives the telling (longer than one look at the outbox takes)."""
 
 
 @dataclass(eq=False, kw_only=True)
@@ -37,6 +50,18 @@ class ApprovedTeller:
     )
     """(provider, sender) → (failed sends, not before) for approved senders not told."""
     _telling: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    claims: ClaimedWork = field(init=False)
+    """The approved senders this instance is telling or told, claimed on the cluster."""
+
+    def __post_init__(self) -> None:
+        self.claims = ClaimedWork(
+            self.shared.cluster,
+            clock=self.shared.clock,
+            outage=self.shared.outage,
+            ttl=TELL_CLAIM,
+            kept=TOLD_KEEP,
+            fail_open=False,  # no cluster, no telling: a sender told twice is worse than later
+        )
 
     async def run_forever(self) -> None:
         """Tell senders approved by anyone (the owner chat, the CLI, while the bot was down)."""
@@ -65,22 +90,37 @@ class ApprovedTeller:
                 retry = self._notice_retry.get(key)
                 if provider is None or (retry is not None and now < retry[1]):
                     continue
-                if now - notice.approved_at > NOTICE_GIVE_UP:
-                    log.warning(
-                        "gave up telling %s sender %s they were approved: not reachable for %s",
-                        notice.provider,
-                        notice.sender_id,
-                        NOTICE_GIVE_UP,
+                claim = _claim_key(notice)
+                if not await self.claims.take(claim):
+                    continue  # another instance tells them (or has told them)
+                told = False
+                try:
+                    if now - notice.approved_at > NOTICE_GIVE_UP:
+                        log.warning(
+                            "gave up telling %s sender %s they were approved: "
+                            "not reachable for %s",
+                            notice.provider,
+                            notice.sender_id,
+                            NOTICE_GIVE_UP,
+                        )
+                    elif not await self._tell_one(provider, notice.chat_id, notice.sender_id):
+                        failures = retry[0] + 1 if retry is not None else 1
+                        pause = min(timedelta(seconds=2**failures), timedelta(minutes=10))
+                        self._notice_retry[key] = (failures, now + pause)
+                        continue
+                    # Told (or given up on): the claim is kept even if dropping the notice
+                    # fails, so no instance tells them again before TOLD_KEEP.
+                    told = True
+                    self._notice_retry.pop(key, None)
+                    await asyncio.to_thread(
+                        self.shared.pairing.notice_sent, notice.provider, notice.sender_id
                     )
-                elif not await self._tell_one(provider, notice.chat_id, notice.sender_id):
-                    failures = retry[0] + 1 if retry is not None else 1
-                    pause = min(timedelta(seconds=2**failures), timedelta(minutes=10))
-                    self._notice_retry[key] = (failures, now + pause)
-                    continue
-                self._notice_retry.pop(key, None)
-                await asyncio.to_thread(
-                    self.shared.pairing.notice_sent, notice.provider, notice.sender_id
-                )
+                finally:
+                    await self.claims.done(claim, ok=told)
+
+    async def aclose(self) -> None:
+        """Stop renewing claims; keep those of the senders told."""
+        await self.claims.aclose()
 
     async def _tell_one(self, provider: Provider, chat_id: str | None, sender_id: str) -> bool:
         try:
@@ -97,4 +137,11 @@ class ApprovedTeller:
         return True
 
 
-__all__ = ["NOTICE_GIVE_UP", "ApprovedTeller"]
+def _claim_key(notice: ApprovalNotice) -> str:
+    """The cluster key of telling one approval: a later approval of the same sender (after a
+    revocation) is told again."""
+    at = round(notice.approved_at.timestamp() * 1_000_000)
+    return f"tell:{notice.provider}:{notice.sender_id}:{at}"
+
+
+__all__ = ["NOTICE_GIVE_UP", "TELL_CLAIM", "TOLD_KEEP", "ApprovedTeller"]

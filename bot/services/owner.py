@@ -5,13 +5,15 @@ Only :mod:`bot.core.gate` decides who is an owner; this module trusts that decis
 owner precise answers (approved whom, unknown code, expired). Failed approvals are counted
 per owner (:class:`Lockout`): after 10 in a row the owner's approvals are refused for 15
 minutes (doubling up to an hour), so even a hijacked owner account cannot enumerate codes.
+The count and the pause live in the :class:`~bot.core.protocols.Cluster`, so N instances
+behind one load balancer lock an owner out as one bot would.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from itertools import islice
@@ -27,6 +29,7 @@ from bot.core.errors import (
 )
 from bot.core.models import AuditEvent, NodeApproval, NodeRequest, PairedNode, PendingRequest
 from bot.core.platforms import find
+from bot.core.protocols import Cluster
 from bot.core.text import ago, clean, remaining
 from bot.services.nodes import NodeService
 from bot.services.pairing import PairingService
@@ -40,6 +43,8 @@ smallest platform's message (Discord's 2,000), so a page is one message everywhe
 MAX_FAILURES = 10
 LOCKOUT = timedelta(minutes=15)
 MAX_LOCKOUT = timedelta(hours=1)
+PAUSES_REMEMBERED = timedelta(days=1)
+"""How long an owner's past pauses keep doubling the next one (a success forgets them)."""
 
 
 class OwnerFailure(StrEnum):
@@ -72,13 +77,6 @@ class OwnerReply:
     node_revoked: PairedNode | None = None
 
 
-@dataclass(slots=True)
-class _Failures:
-    locked_until: datetime | None = None
-    lockout: timedelta = LOCKOUT
-    history: list[datetime] = field(default_factory=list)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LockedOut:
     """A failure that paused an owner's approvals: after how many, and for how long."""
@@ -92,39 +90,55 @@ class Lockout:
     that owner's approvals for :data:`LOCKOUT`, doubling with each pause up to
     :data:`MAX_LOCKOUT`; a success starts the count again.
 
-    Owner commands run in worker threads, several at once: one lock guards all the
-    bookkeeping, so no failure is lost and each pause is counted once.
+    Everything is kept in the ``cluster``, so wrong codes typed to any instance add up to one
+    lockout and a pause started by one instance holds on all of them. Per owner (``actor``,
+    an ``owner:<provider>:<id>`` string: never a code):
+
+    * ``wrong:<actor>``, a counter over :data:`LOCKOUT`: the wrong codes; cleared by the
+      failure that starts a pause and by a success;
+    * ``lockout:<actor>``, a claim that lasts the pause (:meth:`paused` asks when it ends);
+    * ``lockouts:<actor>``, a counter over :data:`PAUSES_REMEMBERED`: the pauses so far,
+      which double the next one; cleared by a success.
+
+    Owner commands run in worker threads, several at once: a lock makes counting a failure
+    and clearing the count one step in this process, so no failure is lost and each pause is
+    counted once. Across instances two failures at the very same moment may both start a
+    pause; the second then only counts toward the doubling (the pause errs long, never
+    short), and reports the pause that runs.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
         self._lock = threading.Lock()
-        self._failures: dict[str, _Failures] = {}
 
     def paused(self, actor: str, now: datetime) -> timedelta | None:
         """How much longer ``actor``'s approvals are paused, or None."""
-        with self._lock:
-            state = self._failures.get(actor)
-            if state and state.locked_until and now < state.locked_until:
-                return state.locked_until - now
-        return None
+        until = self._cluster.claimed_until(f"lockout:{actor}", now=now)
+        return until - now if until is not None else None
 
     def fail(self, actor: str, now: datetime) -> LockedOut | None:
         """Count a wrong code; return the pause it starts, if it starts one."""
+        cluster = self._cluster
         with self._lock:
-            state = self._failures.setdefault(actor, _Failures())
-            state.history = [t for t in state.history if now - t < LOCKOUT] + [now]
-            if len(state.history) < MAX_FAILURES:
+            failures = cluster.bump(f"wrong:{actor}", now=now, window=LOCKOUT)
+            if failures < MAX_FAILURES:
                 return None
-            locked = LockedOut(failures=len(state.history), pause=state.lockout)
-            state.locked_until = now + state.lockout
-            state.lockout = min(state.lockout * 2, MAX_LOCKOUT)
-            state.history = []
-        return locked
+            cluster.clear(f"wrong:{actor}")
+            pauses = cluster.bump(f"lockouts:{actor}", now=now, window=PAUSES_REMEMBERED)
+            pause = min(LOCKOUT * 2 ** min(pauses - 1, 8), MAX_LOCKOUT)
+            key = f"lockout:{actor}"
+            if not cluster.claim(key, now=now, ttl=pause):
+                cluster.keep(key, now=now, ttl=pause)  # ours: a pause in a pause grows it
+            until = cluster.claimed_until(key, now=now)
+        return LockedOut(failures=failures, pause=until - now if until is not None else pause)
 
     def succeed(self, actor: str) -> None:
         """A code was right: forget ``actor``'s failures (and the doubling)."""
+        cluster = self._cluster
         with self._lock:
-            self._failures.pop(actor, None)
+            cluster.clear(f"wrong:{actor}")
+            cluster.clear(f"lockouts:{actor}")
+            cluster.unclaim(f"lockout:{actor}")
 
 
 def _pages(count: int) -> str:
@@ -138,11 +152,13 @@ def _paused_text(pause: timedelta) -> str:
 class OwnerCommands:
     """Runs owner commands. Synchronous (the services do file I/O); call it off the loop."""
 
-    def __init__(self, pairing: PairingService, nodes: NodeService, *, clock: Clock) -> None:
+    def __init__(
+        self, pairing: PairingService, nodes: NodeService, *, clock: Clock, cluster: Cluster
+    ) -> None:
         self._pairing = pairing
         self._nodes = nodes
         self._clock = clock
-        self._lockout = Lockout()
+        self._lockout = Lockout(cluster)
 
     def run(
         self, command: commands.OwnerCommand | None, *, actor: str, pressed: bool = False

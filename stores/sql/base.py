@@ -120,6 +120,13 @@ class Dialect(ABC):
         """End the transaction ``conn`` is in."""
         conn.execute("COMMIT" if commit else "ROLLBACK")
 
+    def commit(self, conn: Connection, tail: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run ``tail`` (statements with ``?`` placeholders), then commit. If any fails, the
+        transaction is left for the caller to roll back."""
+        for statement, params in tail:
+            conn.execute(self.sql(statement), params)
+        self.end(conn, commit=True)
+
     @abstractmethod
     def table_exists(self, conn: Connection, name: str) -> bool:
         """Return whether the database has a table called ``name`` (read only)."""
@@ -193,13 +200,15 @@ class SqlTxn:
     changes is seen by the view at once and by everyone else when the transaction commits.
     """
 
-    __slots__ = ("_conn", "_d", "_store", "peers")
+    __slots__ = ("_conn", "_d", "_store", "peers", "tail")
 
     def __init__(self, conn: Connection, store: SqlStore, *, peers: int = 0) -> None:
         self._conn: Connection | None = conn
         self._d = store.dialect
         self._store = store
         self.peers = peers
+        self.tail: list[tuple[str, Sequence[Any]]] = []
+        """Statements (``?`` placeholders) whose results nobody reads, run at the commit."""
 
     def end(self) -> None:
         """Refuse any use of this view once its transaction is over."""
@@ -499,10 +508,13 @@ class SqlTxn:
     def audit(self, event: AuditEvent) -> None:
         # Encoded here: an event that cannot be written as JSON fails the body, changing nothing.
         record = json.dumps(audit_record(event), ensure_ascii=False)
-        self._run(
-            "INSERT INTO audit_log (ts, event, record) VALUES (?, ?, ?)",
-            (self._d.encode_time(event.ts), event.event, record),
-        )
+        if self._conn is None:
+            raise RuntimeError("the transaction has ended; open a new one")
+        # Written with the commit (the dialect may send both at once): nothing reads it before.
+        self.tail.append((_AUDIT_INSERT, (self._d.encode_time(event.ts), event.event, record)))
+
+
+_AUDIT_INSERT = "INSERT INTO audit_log (ts, event, record) VALUES (?, ?, ?)"
 
 
 _AUDIT_PAGE = 512
@@ -660,7 +672,7 @@ class SqlStore(ABC):
                 raise
             txn.end()
             try:
-                self.dialect.end(writer, commit=True)
+                self.dialect.commit(writer, txn.tail)
             except BaseException:
                 with contextlib.suppress(Exception):
                     self.dialect.end(writer, commit=False)

@@ -39,13 +39,14 @@ import select
 import threading
 import weakref
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from time import monotonic
 from typing import Any
 
 import psycopg
 import psycopg.errors
+from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
@@ -305,6 +306,19 @@ class PostgresDialect(Dialect):
             with contextlib.suppress(Exception):
                 self.end(conn, commit=False)
             raise
+
+    def commit(self, conn: Connection, tail: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """The tail and the ``COMMIT`` in one round trip: one simple query of several
+        statements, the tail's values bound as literals by psycopg (no parameters may go
+        with several statements). An error in the tail stops the query before the commit."""
+        if not tail:
+            self.end(conn, commit=True)
+            return
+        statements = [
+            pgsql.SQL(self.sql(text).replace("%s", "{}")).format(*map(pgsql.Literal, params))
+            for text, params in tail
+        ]
+        conn.execute(pgsql.SQL("; ").join([*statements, pgsql.SQL("COMMIT")]).as_string(None))
 
     def begin_read(self, conn: Connection) -> None:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

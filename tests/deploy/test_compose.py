@@ -1,5 +1,6 @@
-"""deploy/compose.yaml, deploy/.env.example and deploy/config/pairbot.yaml: they parse, name
-what they must, and the config loads with pairbot's own loader (no Docker here to run them)."""
+"""deploy/compose.yaml (PostgreSQL and two pairbot instances), deploy/.env.example and
+deploy/config/pairbot.yaml: they parse, name what they must, and the config loads with
+pairbot's own loader (no Docker here to run them)."""
 
 from __future__ import annotations
 
@@ -50,14 +51,47 @@ def strings(node: object) -> list[str]:
     return []
 
 
-def test_it_runs_postgresql_and_exactly_one_pairbot() -> None:
+INSTANCES = ("pairbot-a", "pairbot-b")
+"""The pairbot services: two instances on one database."""
+
+
+def published(svc: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """A service's published ports as ``(host address, host port, container port)``."""
+    out: list[tuple[str, int, int]] = []
+    for entry in svc.get("ports", []):
+        address, host, container = str(entry).split(":")
+        out.append((address, int(host), int(container)))
+    return out
+
+
+def test_it_runs_postgresql_and_two_pairbot_instances_from_one_definition() -> None:
     doc = compose()
-    assert set(doc["services"]) == {"db", "pairbot"}
-    pairbot = service("pairbot")
-    assert "scale" not in pairbot
-    assert pairbot.get("deploy", {}).get("replicas", 1) == 1
+    assert set(doc["services"]) == {"db", *INSTANCES}
     text = COMPOSE.read_text(encoding="utf-8")
-    assert "two pairbot instances on one database is not supported yet" in " ".join(text.split())
+    assert "not supported" not in " ".join(text.split())
+    shared = doc["x-pairbot"]
+    assert isinstance(shared, dict)
+    for name in INSTANCES:
+        pairbot = service(name)
+        assert "scale" not in pairbot
+        assert pairbot.get("deploy", {}).get("replicas", 1) == 1
+        # Everything of the shared definition, as it is there (the YAML merge key): the
+        # image, the env file, the DSN, the hardening.
+        assert {key: pairbot[key] for key in shared} == shared
+        assert re.search(rf"^  {re.escape(name)}:\n    <<: \*pairbot$", text, re.M), name
+    assert len({service(name)["hostname"] for name in INSTANCES}) == len(INSTANCES)
+
+
+def test_every_instance_is_hardened_and_stops_cleanly() -> None:
+    for name in INSTANCES:
+        pairbot = service(name)
+        assert pairbot["read_only"] is True
+        assert pairbot["cap_drop"] == ["ALL"]
+        assert pairbot["security_opt"] == ["no-new-privileges:true"]
+        assert pairbot["tmpfs"] == ["/tmp"]
+        assert pairbot["init"] is True
+        assert pairbot["stop_grace_period"] == "30s"
+        assert pairbot["restart"] == "unless-stopped"
 
 
 def test_the_database_keeps_its_data_on_a_named_volume_and_has_a_healthcheck() -> None:
@@ -67,26 +101,48 @@ def test_the_database_keeps_its_data_on_a_named_volume_and_has_a_healthcheck() -
     assert "pgdata" in compose()["volumes"]
     check = db["healthcheck"]["test"]
     assert "pg_isready" in " ".join(check)
-    assert "ports" not in db, "only pairbot reaches the database"
+    assert "ports" not in db, "only the pairbot instances reach the database"
 
 
-def test_pairbot_waits_for_a_healthy_database_and_keeps_its_state_on_a_volume() -> None:
-    pairbot = service("pairbot")
-    assert pairbot["depends_on"]["db"]["condition"] == "service_healthy"
-    assert mounts(pairbot)["state"] == "/var/lib/pairbot"
-    assert "state" in compose()["volumes"]
-    assert mounts(pairbot)["./config"] == "/etc/pairbot"
+def test_each_instance_waits_for_a_healthy_database_and_keeps_its_own_state_volume() -> None:
+    volumes = compose()["volumes"]
+    states: list[str] = []
+    for name in INSTANCES:
+        pairbot = service(name)
+        assert pairbot["depends_on"]["db"]["condition"] == "service_healthy"
+        state = [
+            source for source, target in mounts(pairbot).items() if target == "/var/lib/pairbot"
+        ]
+        assert len(state) == 1, f"{name}: one state volume"
+        assert state[0] in volumes, f"{name}: {state[0]} is a named volume"
+        states.append(state[0])
+        assert mounts(pairbot)["./config"] == "/etc/pairbot"
+        assert "./config:/etc/pairbot:ro" in pairbot["volumes"], "the config is read-only"
+        assert (DEPLOY / pairbot["build"]["context"] / pairbot["build"]["dockerfile"]).is_file()
+    assert len(set(states)) == len(INSTANCES), "a state volume each: none is shared"
+    assert "pgdata" not in states
+    assert len({service(name)["image"] for name in INSTANCES}) == 1, "one image for all"
     assert (DEPLOY / "config").is_dir()
-    assert (DEPLOY / pairbot["build"]["context"] / pairbot["build"]["dockerfile"]).is_file()
+
+
+def test_each_instance_publishes_its_own_gateway_port_on_loopback_only() -> None:
+    ports = {name: published(service(name)) for name in INSTANCES}
+    assert all(len(p) == 1 for p in ports.values()), ports
+    assert {address for p in ports.values() for address, _, _ in p} == {"127.0.0.1"}
+    hosts = [host for p in ports.values() for _, host, _ in p]
+    assert sorted(hosts) == [18789, 18790], "distinct host ports"
+    assert {container for p in ports.values() for _, _, container in p} == {18789}
 
 
 def test_secrets_come_from_the_env_file_never_from_the_compose_file() -> None:
-    pairbot = service("pairbot")
-    assert pairbot["env_file"] == [".env"]
-    url = pairbot["environment"]["PAIRBOT_DATABASE_URL"]
-    assert re.fullmatch(
-        r"postgresql://pairbot:\$\{POSTGRES_PASSWORD:\?[^}]*\}@db:5432/pairbot", url
-    )
+    for name in INSTANCES:
+        pairbot = service(name)
+        assert pairbot["env_file"] == [".env"]
+        url = pairbot["environment"]["PAIRBOT_DATABASE_URL"]
+        assert re.fullmatch(
+            r"postgresql://pairbot:\$\{POSTGRES_PASSWORD:\?[^}]*\}@db:5432/pairbot", url
+        ), name
+        assert set(pairbot["environment"]) == {"PAIRBOT_DATABASE_URL"}, name
     assert service("db")["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
 
 
@@ -98,7 +154,7 @@ def test_the_env_example_names_every_variable_with_placeholders_only() -> None:
         for text in strings(yaml.safe_load(path.read_text(encoding="utf-8")))
         for name in ENV_REF.findall(text)
     }
-    set_by_compose = set(service("pairbot")["environment"])
+    set_by_compose = {var for name in INSTANCES for var in service(name)["environment"]}
     assert used - set_by_compose <= set(example), "every ${VAR} has a line in .env.example"
     assert all(value.startswith("replace-") for value in example.values()), example
 
@@ -119,8 +175,8 @@ def test_the_containers_config_loads_and_uses_postgres_through_the_environment(
     assert config.gateway.enabled
     assert config.gateway.host == "0.0.0.0"  # inside the container
     assert config.gateway.port == GatewayConfig().port
-    published = service("pairbot")["ports"]
-    assert published == [f"127.0.0.1:{config.gateway.port}:{config.gateway.port}"]
+    for name in INSTANCES:
+        assert [port for _, _, port in published(service(name))] == [config.gateway.port], name
 
 
 def test_the_committed_files_hold_no_real_secret() -> None:

@@ -36,7 +36,7 @@ from providers.telegram.fake import FakeTelegramServer
 from stores.sql.schema import SCHEMA_VERSION
 from tests.e2e import support
 from tests.gateway.support import Gw, make_config, running, within
-from tests.stores.test_postgres import Proxy
+from tests.pgproxy import Proxy
 
 pytestmark = pytest.mark.e2e
 

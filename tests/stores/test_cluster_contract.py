@@ -33,9 +33,10 @@ from stores.sql.cluster import SWEEP_EVERY, PostgresCluster
 from stores.sql.postgres import PostgresStore, dsn_target
 from stores.sql.schema import CLUSTER_MIGRATION, SCHEMA_VERSION
 from tests.backends import pg_schema
+from tests.pgproxy import Proxy
 from tests.stores.cluster_member import TTL as MEMBER_TTL
 from tests.stores.helpers import REPO_ROOT, expect_line, writer_env
-from tests.stores.test_postgres import PASSWORD, Proxy
+from tests.stores.test_postgres import PASSWORD
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 SECOND = timedelta(seconds=1)

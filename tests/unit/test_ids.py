@@ -16,6 +16,7 @@ from bot.services.nodes import NodeService
 from bot.services.owner import OwnerCommands
 from bot.services.pairing import PairingService
 from providers.fakebase import DemoPlatform
+from stores.cluster import LocalCluster
 from stores.memory import MemoryStore
 
 ACI = "0a11ce00-0000-4000-8000-00000000000a"
@@ -174,7 +175,9 @@ def test_an_owner_revokes_a_sender_written_in_another_case() -> None:
     clock = FakeClock()
     store = MemoryStore()
     pairing = PairingService(store, clock=clock)
-    owner = OwnerCommands(pairing, NodeService(store, clock=clock), clock=clock)
+    owner = OwnerCommands(
+        pairing, NodeService(store, clock=clock), clock=clock, cluster=LocalCluster()
+    )
     pairing.allow("signal", f" {ACI.upper()}", actor="cli")
     assert pairing.is_allowed("signal", ACI)
 

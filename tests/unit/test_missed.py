@@ -17,6 +17,7 @@ from bot.core.messages import NoticeKind
 from bot.core.models import Button
 from bot.runtime.missed import MissedNotices
 from bot.runtime.notices import OwnerNotifier
+from stores.cluster import LocalCluster
 
 OWNER = "15550000001"
 PAIRING = (NoticeKind.PAIRING_REQUEST, "whatsapp")
@@ -120,7 +121,8 @@ async def test_the_notifier_says_what_each_message_tells_of(clock: FakeClock) ->
     async def send(text: str, buttons: Sequence[Button], what: messages.Told) -> None:
         told.append(what)
 
-    notifier = OwnerNotifier(send, clock=clock, limit=1, window=timedelta(seconds=0.05))
+    window = timedelta(seconds=0.05)
+    notifier = OwnerNotifier(send, clock=clock, cluster=LocalCluster(), limit=1, window=window)
     await notifier.notify("one", kind=NoticeKind.PAIRING_REQUEST, provider="whatsapp")
     await notifier.notify("two", kind=NoticeKind.PAIRING_REQUEST, provider="whatsapp")
     await notifier.notify("three", kind=NoticeKind.NODE_REQUEST)

@@ -15,9 +15,12 @@ import pytest
 
 from bot.core import messages
 from bot.core.clock import FakeClock
+from bot.core.errors import StoreUnavailableError
 from bot.core.messages import NoticeKind
 from bot.core.models import Button
 from bot.runtime.notices import OwnerNotifier
+from bot.runtime.outage import StoreOutage
+from stores.cluster import LocalCluster
 
 WINDOW = timedelta(seconds=0.2)
 LIMIT = 5
@@ -50,7 +53,7 @@ def outbox() -> Outbox:
 
 @pytest.fixture
 async def notifier(outbox: Outbox, clock: FakeClock):
-    made = OwnerNotifier(outbox, clock=clock, limit=LIMIT, window=WINDOW)
+    made = OwnerNotifier(outbox, clock=clock, cluster=LocalCluster(), limit=LIMIT, window=WINDOW)
     yield made
     await made.aclose()
 
@@ -155,7 +158,9 @@ async def test_burst_after_a_digest_in_the_same_window_folds_again(
 
 
 async def test_aclose_cancels_a_pending_digest(outbox: Outbox, clock: FakeClock) -> None:
-    notifier = OwnerNotifier(outbox, clock=clock, limit=LIMIT, window=WINDOW)
+    notifier = OwnerNotifier(
+        outbox, clock=clock, cluster=LocalCluster(), limit=LIMIT, window=WINDOW
+    )
     for i in range(LIMIT + 3):
         await notifier.notify(notice(i), **PAIRING)
     await notifier.aclose()
@@ -165,7 +170,9 @@ async def test_aclose_cancels_a_pending_digest(outbox: Outbox, clock: FakeClock)
 
 
 async def test_aclose_without_a_digest_is_harmless(outbox: Outbox, clock: FakeClock) -> None:
-    notifier = OwnerNotifier(outbox, clock=clock, limit=LIMIT, window=WINDOW)
+    notifier = OwnerNotifier(
+        outbox, clock=clock, cluster=LocalCluster(), limit=LIMIT, window=WINDOW
+    )
     await notifier.aclose()
     await notifier.notify(notice(0), **PAIRING)
     assert outbox.texts() == [notice(0)]
@@ -202,3 +209,62 @@ async def test_urgent_notices_are_never_folded(notifier: OwnerNotifier, outbox: 
         await notifier.notify(notice(i), BUTTONS, **PAIRING)
     await notifier.notify("A state file went bad", kind=NoticeKind.URGENT)
     assert outbox.texts()[-1] == "A state file went bad"
+
+
+# --- several instances (issue 13) ---------------------------------------------------------------
+
+
+async def test_two_instances_send_the_limit_between_them_and_each_its_digest(
+    clock: FakeClock,
+) -> None:
+    """N instances on one state must not send N times the limit: the count is the cluster's.
+    What each instance held back it tells in its own digest."""
+    here = LocalCluster()
+    boxes = [Outbox(), Outbox()]
+    pair = [
+        OwnerNotifier(box, clock=clock, cluster=cluster, limit=LIMIT, window=WINDOW)
+        for box, cluster in zip(boxes, (here, here.sibling()), strict=True)
+    ]
+    try:
+        for i in range(3 * LIMIT):  # a flood, alternating between the instances
+            await pair[i % 2].notify(notice(i), BUTTONS, **PAIRING)
+        sent = [text for box in boxes for text in box.texts()]
+        assert sorted(sent) == sorted(notice(i) for i in range(LIMIT))
+
+        await until(lambda: sum(len(box.sent) for box in boxes) == LIMIT + 2)
+        assert boxes[0].texts()[-1] == digest(5)  # 5, 7, 9, 11, 13 (0-4 went out)
+        assert boxes[1].texts()[-1] == digest(5)  # 6, 8, 10, 12, 14
+
+        clock.advance(WINDOW)  # a fresh window: the limit again, between them
+        for i in range(2 * LIMIT):
+            await pair[i % 2].notify(notice(100 + i), BUTTONS, **PAIRING)
+        assert sum(len(box.sent) for box in boxes) == 2 * LIMIT + 2
+    finally:
+        for notifier in pair:
+            await notifier.aclose()
+
+
+class Unreachable(LocalCluster):
+    """A cluster whose database is down: counting fails as the PostgreSQL one's would."""
+
+    def bump(self, key: str, *, now: Any, window: Any) -> int:
+        raise StoreUnavailableError("postgresql://pairbot@db/pairbot: connection refused")
+
+
+async def test_while_the_cluster_is_away_an_instance_keeps_its_own_limit(
+    outbox: Outbox, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    outage = StoreOutage()
+    notifier = OwnerNotifier(
+        outbox, clock=clock, cluster=Unreachable(), limit=LIMIT, window=WINDOW, outage=outage
+    )
+    try:
+        for i in range(LIMIT + 3):
+            await notifier.notify(notice(i), BUTTONS, **PAIRING)
+        assert outbox.texts() == [notice(i) for i in range(LIMIT)]
+        await until(lambda: len(outbox.sent) == LIMIT + 1)
+        assert outbox.texts()[-1] == digest(3)
+    finally:
+        await notifier.aclose()
+    assert outage.down
+    assert len([r for r in caplog.records if "cannot be reached" in r.getMessage()]) == 1

@@ -31,6 +31,7 @@ from bot.services.owner import (
     OwnerReply,
 )
 from bot.services.pairing import PairingService
+from stores.cluster import LocalCluster
 from tests.providers.platforms import FACTS
 
 OWNER = "owner:telegram:111"
@@ -43,7 +44,7 @@ UNKNOWN_TEXT = "No pending request has that code (check it, or see /pending)."
 
 @pytest.fixture
 def owner(pairing: PairingService, nodes: NodeService, clock: FakeClock) -> OwnerCommands:
-    return OwnerCommands(pairing, nodes, clock=clock)
+    return OwnerCommands(pairing, nodes, clock=clock, cluster=LocalCluster())
 
 
 def stranger(
@@ -223,7 +224,7 @@ def with_config_allow(
     store: StateStore, clock: FakeClock, nodes: NodeService
 ) -> tuple[OwnerCommands, PairingService]:
     pairing = PairingService(store, clock=clock, static_allow={"telegram": ["99"]})
-    return OwnerCommands(pairing, nodes, clock=clock), pairing
+    return OwnerCommands(pairing, nodes, clock=clock, cluster=LocalCluster()), pairing
 
 
 def test_allowlist_empty(owner: OwnerCommands) -> None:
@@ -609,6 +610,34 @@ def test_one_owners_failures_do_not_lock_another(
     assert run(owner, f"/approve {req.code}", actor=OWNER).approved == req
 
 
+# --- the lockout across instances (issue 13) ----------------------------------------------------
+
+
+def test_wrong_codes_on_two_instances_add_up_to_one_lockout(
+    pairing: PairingService, nodes: NodeService, clock: FakeClock
+) -> None:
+    """Two instances behind one load balancer: the owner's guesses land on either, and the
+    lockout (its count, its pause, its doubling, its reset) is one."""
+    here = LocalCluster()
+    a = OwnerCommands(pairing, nodes, clock=clock, cluster=here)
+    b = OwnerCommands(pairing, nodes, clock=clock, cluster=here.sibling())
+    req = stranger(pairing)
+
+    assert {r.failure for r in fail(a, 5) + fail(b, 4)} == {OwnerFailure.UNKNOWN}
+    assert fail(b, 1)[0].text == f"{UNKNOWN_TEXT}\n{LOCKED_15M}"  # the tenth, on b
+    for instance in (a, b):  # the pause holds on both
+        assert run(instance, f"/approve {req.code}", actor=OWNER).failure is OwnerFailure.LOCKED
+    lockouts = [r for r in pairing._store.read_audit() if r["event"] == "lockout"]
+    assert [(r["failures"], r["seconds"]) for r in lockouts] == [(MAX_FAILURES, 900)]
+
+    clock.advance(LOCKOUT)  # the second pause, started on a, doubles the first (from b)
+    fail(b, 6)
+    assert fail(a, 4)[-1].text.endswith("approvals are paused for 30m.")
+    clock.advance(2 * LOCKOUT)
+    assert run(a, f"/approve {req.code}", actor=OWNER).approved == req  # success on a ...
+    assert fail(b, 10)[-1].text.endswith(LOCKED_15M)  # ... resets b's count and doubling
+
+
 # --- the lockout under threads ------------------------------------------------------------------
 
 
@@ -623,7 +652,7 @@ def tiny_switch_interval() -> Iterator[None]:
 
 @pytest.mark.usefixtures("tiny_switch_interval")
 def test_the_lockout_loses_no_failure_when_threads_hammer_it() -> None:
-    lockout, now = Lockout(), FakeClock().now()
+    lockout, now = Lockout(LocalCluster()), FakeClock().now()
     threads, per_thread = 16, 250
     started = threading.Barrier(threads)
 

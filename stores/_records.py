@@ -51,6 +51,11 @@ class ScannedRequests(ABC):
     def code_taken(self, code: str) -> bool:
         return any(r.code == code for name in KNOWN_PROVIDERS for r in self.requests(name))
 
+    def _same_code(self, provider: str, sender_id: str, code: str) -> bool | None:
+        """Whether the sender's request has ``code`` (None: the sender has none)."""
+        mine = self.request(provider, sender_id)
+        return None if mine is None else mine.code == code
+
     @property
     def peers(self) -> int:
         return 0  # these backends run one transaction at a time

@@ -24,7 +24,12 @@ from bot.core.protocols import OnMessage
 log = logging.getLogger(__name__)
 
 _SWEEP_EVERY = 1024
-"""Claims taken between two sweeps of the ended ones (the memory stays bounded)."""
+"""Claims taken between two sweeps of the ended ones."""
+CLAIMS_KEPT = 100_000
+"""Claims a local cluster keeps at most: past this, the oldest taken go first. A process alone
+keeps each handled message's claim for a day (the runtime's dedupe), which at a few messages
+a second would otherwise grow by hundreds of thousands of entries; the providers' own dedupe
+keeps fewer still, so an event redelivered after this many others was already beyond it."""
 
 
 def new_instance_id() -> str:
@@ -75,10 +80,13 @@ class LocalCluster:
             held = mem.claims.get(key)
             if held is not None and held[1] > now:
                 return False
+            mem.claims.pop(key, None)  # a retaken key is the newest
             mem.claims[key] = (self.instance_id, now + ttl)
             mem.taken += 1
             if mem.taken % _SWEEP_EVERY == 0:
                 mem.claims = {k: v for k, v in mem.claims.items() if v[1] > now}
+            while len(mem.claims) > CLAIMS_KEPT:
+                del mem.claims[next(iter(mem.claims))]
             return True
 
     def keep(self, key: str, *, now: datetime, ttl: timedelta) -> None:

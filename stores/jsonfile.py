@@ -1153,7 +1153,9 @@ class _Txn(ScannedRequests):
 
     # removing: whether it was there
 
-    def drop_request(self, provider: str, sender_id: str) -> bool:
+    def drop_request(self, provider: str, sender_id: str, *, code: str | None = None) -> bool:
+        if code is not None and self._same_code(provider, sender_id, code) is False:
+            return False
         return self._requests(provider).drop(sender_id)
 
     def disallow(self, provider: str, sender_id: str) -> bool:

@@ -198,8 +198,9 @@ class StateTxn(Protocol):
         Between concurrent inserts of one sender or one code, exactly one wins."""
         ...
 
-    def drop_request(self, provider: str, sender_id: str) -> bool:
-        """Remove a pending DM request; return whether it was there."""
+    def drop_request(self, provider: str, sender_id: str, *, code: str | None = None) -> bool:
+        """Remove a pending DM request (only the one with ``code``, if given: the request a
+        shared transaction read, not one another made since); return whether it was there."""
         ...
 
     def allow_from(self, provider: str) -> list[str]:

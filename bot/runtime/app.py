@@ -290,13 +290,15 @@ class App:
 
     def instance_facts(self) -> dict[str, object]:
         """This instance as ``pairbot status`` shows it: its cluster id, pairbot's version,
-        the host, the process id and when it started (ISO 8601, UTC)."""
+        the host, the process id, when it started (ISO 8601, UTC) and the leases of the
+        connectors it receives on (the ones only one instance at a time may)."""
         return {
             "id": self.cluster.instance_id,
             "version": __version__,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started": self.started_at.isoformat(),
+            "held": sorted(lease.lease for lease in self.leases.values() if lease.held),
         }
 
     async def stop(self) -> None:

@@ -523,7 +523,7 @@ def _close(
 ) -> None:
     """Drop a request (approved, rejected, expired) and audit how it ended: once, by the
     transaction that dropped it (a shared one may find it dropped by another)."""
-    if txn.drop_request(req.provider, req.id):
+    if txn.drop_request(req.provider, req.id, code=req.code):
         audit(txn, now, event, outcome, actor=actor, provider=req.provider, subject=req.id)
 
 

@@ -302,12 +302,18 @@ class SqlTxn:
             _json(request.extra),
         )
 
-    def drop_request(self, provider: str, sender_id: str) -> bool:
+    def drop_request(self, provider: str, sender_id: str, *, code: str | None = None) -> bool:
         check_provider(provider)
-        cur = self._run(
-            "DELETE FROM pending_requests WHERE provider = ? AND sender_id = ?",
-            (provider, sender_id),
-        )
+        if code is None:
+            cur = self._run(
+                "DELETE FROM pending_requests WHERE provider = ? AND sender_id = ?",
+                (provider, sender_id),
+            )
+        else:  # the request read, not one made since by another transaction
+            cur = self._run(
+                "DELETE FROM pending_requests WHERE provider = ? AND sender_id = ? AND code = ?",
+                (provider, sender_id, code),
+            )
         return cur.rowcount > 0
 
     # --- allowlists: every change also goes to the log the gate caches catch up from

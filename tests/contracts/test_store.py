@@ -585,6 +585,12 @@ def test_add_request_inserts_only_a_new_sender_with_a_free_code(backend: Backend
         assert txn.add_request(request("3", "DDDD5555"))
         assert [r.code for r in txn.requests("telegram")] == ["AAAA2222", "DDDD5555"]
     assert contents(backend.other()) == contents(store)
+    with store.transaction() as txn:
+        assert not txn.drop_request("telegram", "1", code="ZZZZ9999"), "not the one read"
+        assert not txn.drop_request("telegram", "9", code="AAAA2222"), "no such sender"
+        assert txn.request("telegram", "1") is not None
+        assert txn.drop_request("telegram", "1", code="AAAA2222")
+        assert txn.request("telegram", "1") is None
 
 
 def test_only_a_database_runs_shared_transactions_side_by_side(backend: Backend) -> None:

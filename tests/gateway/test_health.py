@@ -122,6 +122,7 @@ async def test_readyz_names_the_instance_that_answers(gw: Gw) -> None:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "started": gw.app.started_at.isoformat(),
+        "held": ["connector:telegram"],  # polling: one instance at a time, and it is this one
     }
 
 

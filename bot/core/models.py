@@ -135,6 +135,9 @@ class RequestOutcome(StrEnum):
     CREATED = "created"
     PENDING = "pending"
     CAPPED = "capped"
+    ALLOWED = "allowed"
+    """The sender is on the stored allowlist: approved by another process a moment before,
+    whose grant this process's gate had not heard of yet. Their message is an allowed one."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

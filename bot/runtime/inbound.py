@@ -172,9 +172,7 @@ class InboundPipeline:
         if decision is Decision.OWNER_COMMAND:
             await self._owner_command(msg)
         elif decision is Decision.FORWARD:
-            reply = await self.handler(msg)
-            if reply:
-                await self.shared.providers[msg.provider].send(msg.chat_id, reply)
+            await self._forward(msg)
         elif decision is Decision.CHALLENGE:
             if msg.sent_at is not None and self.shared.clock.now() - msg.sent_at > STALE_STRANGER:
                 # Platforms keep undelivered messages (Telegram: 24 h); a backlog of old
@@ -188,6 +186,12 @@ class InboundPipeline:
             ):
                 return
             self._queue_stranger(msg)
+
+    async def _forward(self, msg: Inbound) -> None:
+        """An allowed sender's message: to the handler, its reply back to the chat."""
+        reply = await self.handler(msg)
+        if reply:
+            await self.shared.providers[msg.provider].send(msg.chat_id, reply)
 
     def _queue_stranger(self, msg: Inbound) -> None:
         queue = self._strangers.get(msg.provider)
@@ -246,6 +250,9 @@ class InboundPipeline:
         result = await asyncio.to_thread(
             self.shared.pairing.request, msg.provider, msg.sender_id, self._stranger_meta(msg)
         )
+        if result.outcome is RequestOutcome.ALLOWED:
+            await self._forward(msg)  # approved elsewhere a moment ago: no code, no notice
+            return
         req = result.request
         if req is not None:
             remember_secret(req.code)  # before any SDK logs the reply that carries it

@@ -178,6 +178,8 @@ class PairingService:
             mine = None
         if mine is not None:
             return self._repeat(txn, mine, now, meta)
+        if txn.allow_has(provider, sender_id):  # granted elsewhere, not yet heard by our gate
+            return RequestResult(outcome=RequestOutcome.ALLOWED, request=None, send_code=False)
         if txn.request_count(provider) + txn.peers >= self.settings.max_pending_per_provider:
             if txn.peers:
                 return None

@@ -686,3 +686,25 @@ def test_an_expiry_several_instances_see_at_once_is_audited_once(backend: Backen
     assert first.code not in codes
     outcomes = [r["outcome"] for r in backend.other().read_audit()]
     assert outcomes == ["created", "expired", "created"]
+
+
+def test_a_sender_approved_elsewhere_a_moment_ago_is_not_given_a_new_code(
+    backend: Backend,
+) -> None:
+    """The grant committed by another instance before this one's gate heard of it: the ask
+    finds the sender allowed, makes no request, writes no audit line."""
+    clock = FakeClock(T0)
+    here, there = _services(backend, 2, clock, cap=100)
+    asked = there.request("telegram", "4242").request
+    assert asked is not None
+    there.approve(asked.code, actor="owner")
+    before = backend.other().read_audit()
+    result = here.request("telegram", "4242")
+    assert (result.outcome, result.request, result.send_code) == (
+        RequestOutcome.ALLOWED,
+        None,
+        False,
+    )
+    with backend.other().transaction() as txn:
+        assert txn.requests("telegram") == []
+    assert backend.other().read_audit() == before

@@ -345,3 +345,25 @@ async def test_each_instance_beats_with_what_it_is_and_holds(
         assert beats()["instance-1"]["ready"] is False
     finally:
         await made.apps[0].stop()
+
+
+# --- a grant another instance made a moment ago -------------------------------------------------
+
+
+async def test_a_sender_approved_on_another_instance_is_answered_before_the_gate_hears(
+    two: Instances, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Instance B approves Carol; A's gate has not heard yet (it lags 1 to 20 ms on
+    PostgreSQL). Her message to A is hers, answered: no new code, no owner notice."""
+    a, _ = two.phones
+    carol = "6262"
+    asked = two.apps[1].pairing.request("telegram", carol).request
+    assert asked is not None
+    two.apps[1].pairing.approve(asked.code, actor="owner:telegram:111")
+    monkeypatch.setattr(two.apps[0].pairing, "is_allowed", lambda provider, sender: False)
+    notices_before = len(two.texts_to(OWNER))
+    await a.deliver(dm("hello from carol", sender=carol, message_id="9"))
+    await until(lambda: "hello from carol" in two.texts_to(carol))
+    assert not [t for t in two.texts_to(carol) if "pairing code" in t]
+    assert len(two.texts_to(OWNER)) == notices_before
+    assert two.apps[0].pairing.pending("telegram") == []

@@ -159,15 +159,18 @@ def test_corrupt_file_raises_and_is_left_alone(
     state_dir: Path, relpath: str, content: object, error: type[StoreError], words: list[str]
 ) -> None:
     path = state_dir / relpath
-    write_raw(path, content)
     other = state_dir / "credentials" / "slack-allowFrom.json"
     write_raw(other, {"version": 1, "allowFrom": ["U1"]})
     store = JsonFileStore(state_dir)  # opening does not read (or judge) any state file
     pairing = PairingService(store, clock=FakeClock())
     attempts: list[Callable[[], object]]
     if "allowFrom" in relpath:
+        # Asked while the allowlist was sound (a stranger's ask reads it: no code for a
+        # sender it already lists), then the file went bad.
         code = pairing.request("telegram", "waiting").request.code  # type: ignore[union-attr]
+        write_raw(path, content)
         attempts = [
+            lambda: pairing.request("telegram", "another"),
             lambda: pairing.approve(code, actor="owner"),
             lambda: pairing.approve(code, actor="owner"),  # no "empty" cached by the first
             lambda: pairing.allow("telegram", "x", actor="owner"),
@@ -176,6 +179,7 @@ def test_corrupt_file_raises_and_is_left_alone(
             lambda: store.is_allowed("telegram", "1"),
         ]
     else:
+        write_raw(path, content)
         attempts = [
             lambda: pairing.request("telegram", "newcomer"),
             lambda: pairing.request("telegram", "newcomer"),  # no "empty" cached by the first

@@ -60,6 +60,7 @@ class LocalCluster:
 
     def __init__(self, instance_id: str | None = None, *, _memory: _Memory | None = None) -> None:
         self.instance_id = instance_id or new_instance_id()
+        self.in_memory = True
         self._mem = _memory or _Memory()
         self._subscribers: dict[str, list[OnMessage]] = defaultdict(list)
         self._outbox: queue.SimpleQueue[tuple[str, dict[str, str]] | None] = queue.SimpleQueue()

@@ -332,6 +332,9 @@ class Cluster(Protocol):
 
     instance_id: str
     """This instance: unique among every instance that ever shares the cluster."""
+    in_memory: bool
+    """True when no call waits on I/O (a cluster of one, in this process's memory): a caller
+    on an event loop may make its calls there, without a hop to a thread."""
 
     def claim(self, key: str, *, now: datetime, ttl: timedelta) -> bool:
         """Take ``key`` until ``now + ttl`` if no claim on it is running: True if this call

@@ -19,12 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from bot.core.clock import Clock
 from bot.core.errors import StoreUnavailableError
 from bot.core.protocols import Cluster
 from bot.runtime.outage import StoreOutage
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ class ClaimedWork:
                 return True
             self._unreachable_until = None
         try:
-            taken = await asyncio.to_thread(self._cluster.claim, key, now=now, ttl=self._ttl)
+            taken = await self._call(self._cluster.claim, key, now=now, ttl=self._ttl)
         except StoreUnavailableError as exc:
             if not self._fail_open:
                 raise
@@ -114,7 +118,7 @@ class ClaimedWork:
                 del self._done[next(iter(self._done))]
             return
         try:
-            await asyncio.to_thread(self._cluster.unclaim, key)
+            await self._call(self._cluster.unclaim, key)
         except StoreUnavailableError as exc:  # it runs out by itself within ttl
             self._outage.failed(exc)
 
@@ -125,11 +129,18 @@ class ClaimedWork:
             return
         self._done.clear()
         try:
-            await asyncio.to_thread(self._renew, in_flight, done, self._clock.now())
+            await self._call(self._renew, in_flight, done, self._clock.now())
         except StoreUnavailableError as exc:
             self._outage.failed(exc)
             for key in done:  # kept on the next round; claims in flight run out meanwhile
                 self._done.setdefault(key, None)
+
+    async def _call(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        """A cluster call: made here when the cluster is in memory (a process alone: the
+        message path pays no thread hop for it), else in a worker thread."""
+        if self._cluster.in_memory:
+            return fn(*args, **kwargs)
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
     def _renew(self, in_flight: list[str], done: list[str], now: datetime) -> None:
         cluster = self._cluster

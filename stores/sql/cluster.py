@@ -133,6 +133,7 @@ class PostgresCluster:
         keep: timedelta = CLUSTER_KEEP,
     ) -> None:
         self.instance_id = instance_id or new_instance_id()
+        self.in_memory = False
         self._store = store
         self._keep = _micros(keep)
         self._lock = threading.Lock()

@@ -292,7 +292,7 @@ async def test_killing_the_telegram_holder_hands_over_with_every_message_handled
                 await asyncio.sleep(0.15)
 
         await write(10, "before")
-        approved = await _approve_one(fake, inst)
+        approved = await _approve_one(fake)
         os.kill(inst.procs[first].pid, signal.SIGKILL)
         killed_at = time.monotonic()
         await write(20, "during")  # ~3 s of traffic while nobody holds Telegram
@@ -316,7 +316,7 @@ async def test_killing_the_telegram_holder_hands_over_with_every_message_handled
         inst.procs.pop(first)  # killed: nothing to stop
 
 
-async def _approve_one(fake: FakeTelegramServer, inst: Instances) -> int:
+async def _approve_one(fake: FakeTelegramServer) -> int:
     """A stranger asks and the owner approves them in the owner chat; return their id."""
     fake.dm(6000, "let me in", first_name="Newcomer")
     [asked] = await fake.wait_for_sent(
@@ -324,7 +324,6 @@ async def _approve_one(fake: FakeTelegramServer, inst: Instances) -> int:
     )
     fake.dm(OWNER, f"/approve {code_in(asked['text'])}", first_name="Owner")
     await fake.wait_for_sent(lambda m: m["chat_id"] == 6000 and m["text"] == TOLD, timeout=10)
-    del inst
     return 6000
 
 
@@ -398,7 +397,7 @@ async def test_both_instances_ride_out_a_database_restart_and_lose_nothing(
         await inst.start("b", tg_config(fake))
         ids = await inst.running("a", "b")
         await inst.holder("connector:telegram", ids)
-        approved = await _approve_one(fake, inst)
+        approved = await _approve_one(fake)
 
         proxy.stop()  # the server goes away: every connection cut, new ones refused
         fake.dm(5001, "while away", first_name="Ally")

@@ -20,7 +20,8 @@ The takeover when the holder dies without a word (``kill -9``): its lease runs o
 ``ttl`` after its last renewal (10 s), an instance standing by tries within ``try_every``
 after that (2 s), and starting to receive takes a few hundred milliseconds: under 13 s, with
 room for a slow start within 15 s. A holder that cannot renew stops receiving after at most
-twice ``renew_every`` (6 s: a pause and a renewal that did not answer in time), well before its
+``renew_every`` plus ``answer_within`` (6 s: a pause and a renewal that did not answer in
+time), well before its
 lease runs out, so two instances receive at once only if their clocks disagree by more than
 the ``ttl`` minus that.
 
@@ -47,6 +48,8 @@ RENEW_EVERY = 3.0
 """Seconds between two renewals by the holder (three tries before the lease runs out)."""
 TRY_EVERY = 2.0
 """Seconds between two tries to take the lease while another instance holds it."""
+ANSWER_WITHIN = 3.0
+"""Seconds the cluster has to answer a try or a renewal before it counts as refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,7 @@ class LeaseTiming:
     ttl: timedelta = LEASE_TTL
     renew_every: float = RENEW_EVERY
     try_every: float = TRY_EVERY
+    answer_within: float = ANSWER_WITHIN
 
 
 def lease_name(provider: str) -> str:
@@ -158,9 +162,9 @@ class ConnectorLease:
 
     async def _hold(self) -> bool:
         """Take or renew the lease; False if another holds it, or if the cluster did not
-        answer within ``renew_every`` (it may hold it then: the next try says)."""
+        answer within ``answer_within`` (it may hold it then: the next try says)."""
         try:
-            async with asyncio.timeout(self._timing.renew_every):
+            async with asyncio.timeout(self._timing.answer_within):
                 held = await asyncio.to_thread(
                     self._cluster.hold, self.lease, now=self._clock.now(), ttl=self._timing.ttl
                 )
@@ -192,4 +196,12 @@ class ConnectorLease:
         return holders.get(self.lease)
 
 
-__all__ = ["LEASE_TTL", "RENEW_EVERY", "TRY_EVERY", "ConnectorLease", "LeaseTiming", "lease_name"]
+__all__ = [
+    "ANSWER_WITHIN",
+    "LEASE_TTL",
+    "RENEW_EVERY",
+    "TRY_EVERY",
+    "ConnectorLease",
+    "LeaseTiming",
+    "lease_name",
+]

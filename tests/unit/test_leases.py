@@ -8,7 +8,9 @@ Time: the leases run out on a FakeClock the tests move; the loops pause for real
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -76,6 +78,16 @@ class Failing(LocalCluster):
     def hold(self, lease: str, *, now: datetime, ttl: timedelta) -> bool:
         if self.down:
             raise ConnectionError("database away")
+        return super().hold(lease, now=now, ttl=ttl)
+
+
+class Slow(LocalCluster):
+    """A cluster member whose ``hold`` answers after ``delay`` seconds (a loaded database)."""
+
+    delay = 0.0
+
+    def hold(self, lease: str, *, now: datetime, ttl: timedelta) -> bool:
+        time.sleep(self.delay)  # called on a worker thread, as a database call is
         return super().hold(lease, now=now, ttl=ttl)
 
 
@@ -221,6 +233,34 @@ async def test_a_cluster_that_does_not_answer_stops_receiving_until_it_does(cloc
         assert provider_of(lease).running
         cluster.down = False
         await wait_until(lambda: lease.held, timeout=1)
+    finally:
+        await lease.stop()
+
+
+async def test_an_answer_slower_than_the_renewal_pace_but_in_time_holds(clock) -> None:
+    """A loaded database answers after the next renewal is due: still an answer (the try's
+    deadline is ``answer_within``, not ``renew_every``)."""
+    cluster = Slow("a")
+    cluster.delay = 0.1
+    timing = replace(QUICK, answer_within=1.0)
+    lease = ConnectorLease("turns", Turns(), cluster=cluster, clock=clock, timing=timing)
+    await lease.start(Inbox())
+    try:
+        assert lease.held
+    finally:
+        await lease.stop()
+
+
+async def test_an_answer_later_than_answer_within_counts_as_refused(clock) -> None:
+    cluster = Slow("a")
+    cluster.delay = 0.3
+    timing = replace(QUICK, answer_within=0.05)
+    lease = ConnectorLease("turns", Turns(), cluster=cluster, clock=clock, timing=timing)
+    await lease.start(Inbox())
+    try:
+        assert (provider_of(lease).running, lease.held) == (True, False)
+        cluster.delay = 0.0
+        await wait_until(lambda: lease.held, timeout=2)
     finally:
         await lease.stop()
 

@@ -52,8 +52,8 @@ from pathlib import Path
 from stores.jsonfile import JsonFileStore
 began = time.perf_counter()
 store = JsonFileStore(Path(sys.argv[1]))
-assert store.is_allowed("telegram", sys.argv[2])
-assert not store.is_allowed("telegram", "nobody")
+assert store.allowed_until("telegram", sys.argv[2])
+assert not store.allowed_until("telegram", "nobody")
 print(f"{time.perf_counter() - began:.3f}")
 """
 

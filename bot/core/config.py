@@ -1,9 +1,10 @@
 """The config file's shape: validated, frozen pydantic models, or one line saying what is wrong.
 
-Durations are written ``90s``, ``5m``, ``1h``, ``2d`` (or plain seconds), within the bounds
-of :data:`DURATION_BOUNDS`. The ``providers:`` section and the owners' ids come from the
-platforms table (:mod:`bot.core.platforms`). Reading the file and the environment is
-:mod:`bot.runtime.config`'s job.
+Durations are written ``90s``, ``5m``, ``1h``, ``2d``, ``1w`` (or plain seconds), within the
+bounds of :data:`DURATION_BOUNDS`; how long an owner's grant lasts (``/approve CODE 7d``,
+``--for 24h``) is read by the same parser (:func:`grant_length`). The ``providers:`` section
+and the owners' ids come from the platforms table (:mod:`bot.core.platforms`). Reading the
+file and the environment is :mod:`bot.runtime.config`'s job.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from bot.core.codes import MIN_SECRET_BITS, RANDOM_STRING_COMMAND, weakness
 from bot.core.platforms import KNOWN_PROVIDERS, PLATFORMS, platform
 from bot.core.schema import InvalidValue, Model, OptionalSecret, ProviderBlock, secret_fields
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604_800, None: 1}
 
 
 def parse_duration(value: Any) -> timedelta:
-    """Read ``90s``/``5m``/``1h``/``2d`` (or a number of seconds) as a positive timedelta."""
+    """Read ``90s``/``5m``/``1h``/``2d``/``1w`` (or a number of seconds) as a positive
+    timedelta."""
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
@@ -89,15 +91,42 @@ def span(value: timedelta) -> str:
     return f"{ms}ms"
 
 
+GRANT_BOUNDS = (timedelta(seconds=1), timedelta(days=3650))
+"""How long a grant that ends may last (``/approve CODE 7d``, ``--for 24h``): a second at least
+(a test's grant), ten years at most (longer is "for good", which is a grant without an end)."""
+_GRANT_EXAMPLES = "use e.g. 30m, 24h, 7d, 2w"
+
+
+def grant_length(text: str) -> timedelta:
+    """Read how long an owner's grant lasts: a duration with its unit (``s``, ``m``, ``h``,
+    ``d``, ``w``; a bare number is refused, ``/approve CODE 60`` being too easy to mistype),
+    within :data:`GRANT_BOUNDS`.
+
+    Raises:
+        ValueError: one line saying what is wrong; the caller names the argument.
+    """
+    match = _DURATION.match(text.lower())  # a phone's keyboard may write 7D
+    if match is None or match.group(2) is None:
+        raise ValueError(f"not a duration: {text!r} ({_GRANT_EXAMPLES})")
+    try:
+        return _bounded(parse_duration(match.group(0)), *GRANT_BOUNDS)
+    except ValueError as exc:
+        raise ValueError(f"duration {text!r}: {exc}") from None
+
+
+def _bounded(value: timedelta, low: timedelta, high: timedelta) -> timedelta:
+    if not low <= value <= high:
+        raise ValueError(f"must be from {span(low)} to {span(high)}")
+    return value
+
+
 def _within(field: str) -> Callable[[timedelta, ValidationInfo], timedelta]:
     low, high = DURATION_BOUNDS[field]
 
     def check(value: timedelta, info: ValidationInfo) -> timedelta:
         if isinstance(info.context, dict) and info.context.get(_ANY_DURATIONS):
             return value
-        if not low <= value <= high:
-            raise ValueError(f"must be from {span(low)} to {span(high)}")
-        return value
+        return _bounded(value, low, high)
 
     return check
 

@@ -152,11 +152,13 @@ def owner_capped(provider: str, count: int, cap: int) -> str:
     )
 
 
-def approved(req: PendingRequest) -> str:
-    """The owner's confirmation of an approval."""
+def approved(req: PendingRequest, *, until: str = "") -> str:
+    """The owner's confirmation of an approval; ``until`` says when it ends, if it does
+    (:func:`bot.core.text.until`)."""
     name = clean_name(req.display_name())
     who = f" ({name}, as given by the sender)" if name else ""
-    return f"Approved {label(req.provider)} sender {req.id}{who}. They have been told."
+    ends = f" until {until}" if until else ""
+    return f"Approved {label(req.provider)} sender {req.id}{who}{ends}. They have been told."
 
 
 def rejected(req: PendingRequest) -> str:

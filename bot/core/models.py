@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -83,6 +83,12 @@ class Inbound:
             message_id=message_id,
             meta=meta or {},
         )
+
+
+FOREVER = datetime.max.replace(tzinfo=UTC)
+"""When a grant without an end ends: later than any time there is. What
+:meth:`bot.core.protocols.StateStore.allowed_until` answers for a sender allowed for good (the
+one value compared by identity on the gate's path); never stored (a store keeps no end)."""
 
 
 class Expiring:

@@ -16,11 +16,12 @@ row's sequence number, times are integers (microseconds since the epoch, UTC), f
 and unknown keys are JSON text. Every query a transaction makes is answered by an index; no
 method loads a table to answer a question about one row.
 
-The gate (:meth:`SqlStore.is_allowed`) answers from a set per provider, built once and then
-kept current from ``allowlist_log``: the grants and revocations in commit order, read from
-the last sequence number applied, and only when the backend's change check says something was
-committed. The log is trimmed to its last :attr:`SqlStore.log_keep` rows; a cache that fell
-further behind than that (``allowlist_log_floor``) reloads the allowlists whole.
+The gate (:meth:`SqlStore.allowed_until`) answers from a set per provider and the ends of the
+grants that end, built once and then kept current from ``allowlist_log``: the grants (with
+their ends) and revocations in commit order, read from the last sequence number applied, and
+only when the backend's change check says something was committed. The log is trimmed to
+its last :attr:`SqlStore.log_keep` rows; a cache that fell further behind than that
+(``allowlist_log_floor``) reloads the allowlists whole.
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ from typing import Any, Protocol
 
 from bot.core import codes
 from bot.core.errors import SchemaVersionError, StoreError, StoreLockTimeoutError
-from bot.core.models import ApprovalNotice, AuditEvent, NodeRequest, PairedNode, PendingRequest
+from bot.core.models import (
+    FOREVER,
+    ApprovalNotice,
+    AuditEvent,
+    NodeRequest,
+    PairedNode,
+    PendingRequest,
+)
 from bot.core.platforms import KNOWN_PROVIDERS
 from stores._records import NEVER_ALLOWED, audit_record, check_provider, unknown_provider
 from stores.sql.schema import (
@@ -332,34 +340,77 @@ class SqlTxn:
         ).fetchone()
         return found is not None
 
-    def allow(self, provider: str, sender_id: str) -> bool:
+    def allow_end(self, provider: str, sender_id: str) -> datetime | None:
         check_provider(provider)
-        cur = self._run(
-            "INSERT INTO allowlist (provider, sender_id) VALUES (?, ?) "
-            "ON CONFLICT (provider, sender_id) DO NOTHING",
+        row = self._run(
+            "SELECT ends_at FROM allowlist WHERE provider = ? AND sender_id = ?",
             (provider, sender_id),
-        )
-        if cur.rowcount <= 0:
-            return False
-        self._log(provider, sender_id, added=True)
-        return True
+        ).fetchone()
+        return None if row is None or row[0] is None else self._d.decode_time(row[0])
 
-    def disallow(self, provider: str, sender_id: str) -> bool:
+    def allow_ends(self, provider: str, *, by: datetime | None = None) -> dict[str, datetime]:
         check_provider(provider)
+        if by is None:
+            rows = self._run(
+                "SELECT sender_id, ends_at FROM allowlist "
+                "WHERE provider = ? AND ends_at IS NOT NULL ORDER BY seq",
+                (provider,),
+            )
+        else:
+            rows = self._run(
+                "SELECT sender_id, ends_at FROM allowlist "
+                "WHERE provider = ? AND ends_at IS NOT NULL AND ends_at <= ? ORDER BY seq",
+                (provider, self._d.encode_time(by)),
+            )
+        decode = self._d.decode_time
+        return {sender_id: decode(end) for sender_id, end in rows.fetchall()}
+
+    def allow(self, provider: str, sender_id: str, *, until: datetime | None = None) -> bool:
+        check_provider(provider)
+        end = None if until is None else self._d.encode_time(until)
         cur = self._run(
-            "DELETE FROM allowlist WHERE provider = ? AND sender_id = ?", (provider, sender_id)
+            "INSERT INTO allowlist (provider, sender_id, ends_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (provider, sender_id) DO NOTHING",
+            (provider, sender_id, end),
         )
+        if cur.rowcount > 0:
+            self._log(provider, sender_id, added=True, end=end)
+            return True
+        row = self._run(
+            "SELECT ends_at FROM allowlist WHERE provider = ? AND sender_id = ?",
+            (provider, sender_id),
+        ).fetchone()
+        if row[0] != end:  # listed with another end: this one replaces it
+            self._run(
+                "UPDATE allowlist SET ends_at = ? WHERE provider = ? AND sender_id = ?",
+                (end, provider, sender_id),
+            )
+            self._log(provider, sender_id, added=True, end=end)
+        return False
+
+    def disallow(self, provider: str, sender_id: str, *, ending: datetime | None = None) -> bool:
+        check_provider(provider)
+        if ending is None:
+            cur = self._run(
+                "DELETE FROM allowlist WHERE provider = ? AND sender_id = ?",
+                (provider, sender_id),
+            )
+        else:  # the ended grant read, not one renewed since by another transaction
+            cur = self._run(
+                "DELETE FROM allowlist WHERE provider = ? AND sender_id = ? AND ends_at = ?",
+                (provider, sender_id, self._d.encode_time(ending)),
+            )
         if cur.rowcount <= 0:
             return False
-        self._log(provider, sender_id, added=False)
+        self._log(provider, sender_id, added=False, end=None)
         return True
 
-    def _log(self, provider: str, sender_id: str, *, added: bool) -> None:
+    def _log(self, provider: str, sender_id: str, *, added: bool, end: int | None) -> None:
         seq = int(
             self._run(
-                "INSERT INTO allowlist_log (provider, sender_id, added) VALUES (?, ?, ?) "
-                "RETURNING seq",
-                (provider, sender_id, int(added)),
+                "INSERT INTO allowlist_log (provider, sender_id, added, ends_at) "
+                "VALUES (?, ?, ?, ?) RETURNING seq",
+                (provider, sender_id, int(added), end),
             ).fetchone()[0]
         )
         keep, every = self._store.log_keep, self._store.log_trim_every
@@ -551,7 +602,9 @@ class SqlStore(ABC):
         self._setup_lock = threading.Lock()
         self._conns: tuple[Connection, Connection] | None = None  # (writer, reader)
         self._allowed: dict[str, set[str]] | None = None
-        self._seen = 0  # the last allowlist-log seq applied to _allowed
+        self._ends: dict[str, dict[str, datetime]] = {}
+        """Per provider, the ends of the cached grants that end (the rest do not)."""
+        self._seen = 0  # the last allowlist-log seq applied to _allowed and _ends
 
     # --- what a backend provides ----------------------------------------------------------
 
@@ -706,7 +759,7 @@ class SqlStore(ABC):
 
     # --- the gate ---------------------------------------------------------------------------
 
-    def is_allowed(self, provider: str, sender_id: str) -> bool:
+    def allowed_until(self, provider: str, sender_id: str) -> datetime | None:
         """Answer from the cached allowlists; catch up first if anything was committed.
 
         Thread-safe: the gate may ask from the event loop while transactions run in worker
@@ -725,7 +778,10 @@ class SqlStore(ABC):
             allowed = self._allowed.get(provider) if self._allowed is not None else None
         if allowed is None:
             raise unknown_provider(provider)
-        return sender_id in allowed
+        if sender_id not in allowed:
+            return None
+        ends = self._ends.get(provider)
+        return ends.get(sender_id, FOREVER) if ends else FOREVER
 
     def _catch_up(self, reader: Connection) -> None:
         """Apply the allowlist log from the last change applied, in one read transaction; or
@@ -737,35 +793,52 @@ class SqlStore(ABC):
             floor = 0 if row is None else int(row[0])
             allowed = self._allowed
             if allowed is None or self._seen < floor:
-                self._allowed, self._seen = self._load_allowed(reader, floor)
+                self._allowed, self._ends, self._seen = self._load_allowed(reader, floor)
             else:
                 changes = reader.execute(
                     d.sql(
-                        "SELECT seq, provider, sender_id, added FROM allowlist_log "
+                        "SELECT seq, provider, sender_id, added, ends_at FROM allowlist_log "
                         "WHERE seq > ? ORDER BY seq"
                     ),
                     (self._seen,),
                 ).fetchall()
-                for seq, provider, sender_id, added in changes:
+                for seq, provider, sender_id, added, end in changes:
                     ids = allowed.setdefault(provider, set())
+                    ends = self._ends.setdefault(provider, {})
                     if not added:
                         ids.discard(sender_id)
+                        ends.pop(sender_id, None)
                     elif sender_id not in NEVER_ALLOWED:
                         ids.add(sender_id)
+                        if end is None:
+                            ends.pop(sender_id, None)
+                        else:
+                            ends[sender_id] = d.decode_time(end)
                     self._seen = seq
         finally:
             d.end(reader, commit=False)
 
-    def _load_allowed(self, reader: Connection, floor: int) -> tuple[dict[str, set[str]], int]:
+    def _load_allowed(
+        self, reader: Connection, floor: int
+    ) -> tuple[dict[str, set[str]], dict[str, dict[str, datetime]], int]:
         d = self.dialect
         last = reader.execute(d.sql("SELECT MAX(seq) FROM allowlist_log")).fetchone()[0]
         allowed: dict[str, set[str]] = {name: set() for name in KNOWN_PROVIDERS}
+        ends: dict[str, dict[str, datetime]] = {name: {} for name in KNOWN_PROVIDERS}
         for provider in KNOWN_PROVIDERS:
             rows = reader.execute(
                 d.sql("SELECT sender_id FROM allowlist WHERE provider = ?"), (provider,)
             )
             allowed[provider] = {row[0] for row in rows} - NEVER_ALLOWED
-        return allowed, max(floor, 0 if last is None else int(last))
+            ending = reader.execute(
+                d.sql(
+                    "SELECT sender_id, ends_at FROM allowlist "
+                    "WHERE provider = ? AND ends_at IS NOT NULL"
+                ),
+                (provider,),
+            )
+            ends[provider] = {sender_id: d.decode_time(end) for sender_id, end in ending}
+        return allowed, ends, max(floor, 0 if last is None else int(last))
 
     # --- the audit log ----------------------------------------------------------------------
 
@@ -858,6 +931,7 @@ class SqlStore(ABC):
         with self._setup_lock, self._read_lock:
             conns, self._conns = self._conns, None
             self._allowed = None
+            self._ends = {}
             self._seen = 0
             if conns is not None:
                 self._close(conns)

@@ -698,4 +698,4 @@ def test_a_schema_of_the_version_before_gains_the_cluster_tables(pg_rig: Postgre
             "SELECT value FROM pairbot_meta WHERE key = 'schema_version'"
         ).fetchone()
     assert row == (str(SCHEMA_VERSION),)
-    assert pg_rig.stores[-1].is_allowed("telegram", "42")
+    assert pg_rig.stores[-1].allowed_until("telegram", "42")

@@ -16,7 +16,7 @@ byte of output (listings), and the process's peak RSS (``wait4``), each the medi
     list-json   ``pairbot allowlist list telegram --json``
     approve     ``pairbot pairing approve telegram CODE``: one stranger, the large allowlist
     add         ``pairbot allowlist add telegram ID``
-    gate        a new process's first ``JsonFileStore.is_allowed``: the bot's first message
+    gate        a new process's first ``JsonFileStore.allowed_until``: the bot's first message
 
 ``--src DIR`` runs the code in DIR (a checkout holding ``bot/`` and ``stores/``) instead of
 this tree, to compare before and after on the same machine. ``--profile COMMAND`` runs one

@@ -19,7 +19,7 @@ from bot.core.models import AuditEvent, PendingRequest
 from bot.core.platforms import KNOWN_PROVIDERS
 
 NEVER_ALLOWED = frozenset({"*", ""})
-"""Allowlist entries kept as they were written but never matched by ``is_allowed``: a
+"""Allowlist entries kept as they were written but never matched by ``allowed_until``: a
 wildcard (Clawdbot's "everyone") or an empty id must not open the gate to anyone."""
 
 

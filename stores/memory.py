@@ -11,7 +11,7 @@ node requests, the paired nodes, the notices), each a dict in entry order; an al
 each sender to the end of their grant (:data:`~bot.core.models.FOREVER` for one that does
 not end), so a grant and its end change together. A transaction
 copies a part the first time it changes it and commit puts the copies in place, so the
-committed parts are never changed in place: :meth:`MemoryStore.is_allowed` reads them
+committed parts are never changed in place: :meth:`MemoryStore.allowed_until` reads them
 without the lock and never sees a change that is not committed.
 """
 

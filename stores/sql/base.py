@@ -350,18 +350,11 @@ class SqlTxn:
 
     def allow_ends(self, provider: str, *, by: datetime | None = None) -> dict[str, datetime]:
         check_provider(provider)
-        if by is None:
-            rows = self._run(
-                "SELECT sender_id, ends_at FROM allowlist "
-                "WHERE provider = ? AND ends_at IS NOT NULL ORDER BY seq",
-                (provider,),
-            )
-        else:
-            rows = self._run(
-                "SELECT sender_id, ends_at FROM allowlist "
-                "WHERE provider = ? AND ends_at IS NOT NULL AND ends_at <= ? ORDER BY seq",
-                (provider, self._d.encode_time(by)),
-            )
+        rows = self._run(  # by the partial index of the rows with an end
+            "SELECT sender_id, ends_at FROM allowlist "
+            "WHERE provider = ? AND ends_at IS NOT NULL AND ends_at <= ? ORDER BY seq",
+            (provider, self._d.encode_time(FOREVER if by is None else by)),
+        )
         decode = self._d.decode_time
         return {sender_id: decode(end) for sender_id, end in rows.fetchall()}
 

@@ -146,42 +146,30 @@ def test_a_corrupt_ends_file_is_refused_by_the_gate_and_left_as_it_is(
     assert snapshot(state_dir) == before
 
 
-Change = Callable[[JsonFileStore], None]
+REVOKED = None
+FOR_GOOD = FOREVER
+Step = tuple[str, datetime | None]
+"""One change in a transaction: a sender and their grant after it (``REVOKED``: none,
+``FOR_GOOD``: one that does not end, else its end)."""
 
 
-def _grant_timed(store: JsonFileStore) -> None:
+def apply(store: JsonFileStore, steps: list[Step]) -> None:
+    """Make ``steps`` in one transaction."""
     with store.transaction() as txn:
-        txn.allow("telegram", "222", until=LATER)
+        for sender, grant in steps:
+            if grant is REVOKED:
+                txn.disallow("telegram", sender)
+            else:
+                txn.allow("telegram", sender, until=None if grant is FOR_GOOD else grant)
 
 
-def _revoke(store: JsonFileStore) -> None:
-    with store.transaction() as txn:
-        txn.disallow("telegram", "111")
-
-
-def _for_good(store: JsonFileStore) -> None:
-    with store.transaction() as txn:
-        txn.allow("telegram", "111")
-
-
-def _shorten(store: JsonFileStore) -> None:
-    with store.transaction() as txn:
-        txn.allow("telegram", "333", until=LATER)
-
-
-def _revoke_and_grant(store: JsonFileStore) -> None:
-    with store.transaction() as txn:
-        txn.disallow("telegram", "111")
-        txn.allow("telegram", "222", until=LATER)
-
-
-CHANGES: dict[str, tuple[Change, str, datetime | None, datetime | None]] = {
-    # name: (change, sender, their grant before, after)
-    "grant-that-ends": (_grant_timed, "222", None, LATER),
-    "revoke-one-that-ends": (_revoke, "111", T0, None),
-    "make-one-for-good": (_for_good, "111", T0, FOREVER),
-    "shorten-one-for-good": (_shorten, "333", FOREVER, LATER),
-    "revoke-and-grant-in-one": (_revoke_and_grant, "222", None, LATER),
+CHANGES: dict[str, tuple[list[Step], str, datetime | None, datetime | None]] = {
+    # name: (steps, sender, their grant before, after); 111 ends at T0, 333 does not end
+    "grant-that-ends": ([("222", LATER)], "222", None, LATER),
+    "revoke-one-that-ends": ([("111", REVOKED)], "111", T0, None),
+    "make-one-for-good": ([("111", FOR_GOOD)], "111", T0, FOREVER),
+    "shorten-one-for-good": ([("333", LATER)], "333", FOREVER, LATER),
+    "revoke-and-grant-in-one": ([("111", REVOKED), ("222", LATER)], "222", None, LATER),
 }
 
 
@@ -191,7 +179,7 @@ def test_a_crash_between_the_two_files_never_leaves_a_sender_allowed_for_good_by
 ) -> None:
     """A crash after each write of the commit in turn: what the next process reads is the
     grant as it was or as it is now, never a sender listed without the end they were given."""
-    change, sender, before, after = CHANGES[name]
+    steps, sender, before, after = CHANGES[name]
     renames = 0
     for crash_after in range(1, 4):
         start = state_dir / name / str(crash_after)
@@ -210,7 +198,7 @@ def test_a_crash_between_the_two_files_never_leaves_a_sender_allowed_for_good_by
 
         monkeypatch.setattr(os, "replace", crashing)
         try:
-            change(JsonFileStore(start))
+            apply(JsonFileStore(start), steps)
         except Boom:
             pass
         else:

@@ -786,7 +786,8 @@ class JsonFileStore:
         self._checked: set[Path] = set()  # docs re-validated against disk in this transaction
         self._allow_cache: dict[str, tuple[FileKey | None, frozenset[str], dict[str, datetime]]]
         self._allow_cache = {}
-        """Per provider, for the gate: the key of the allowlist read, its ids, the ends."""
+        """Per provider, for the gate: the key of the allowlist read, the senders it lists
+        whose grant does not end, and those whose grant ends, with the end."""
 
     # paths -----------------------------------------------------------------------------------
 
@@ -1013,10 +1014,10 @@ class JsonFileStore:
         cached = self._allow_cache.get(provider)
         if cached is None or cached[0] != key:
             cached = self._read_allow_set(provider, self._allow_paths[provider])
-        if sender_id not in cached[1]:
-            return None
+        if sender_id in cached[1]:  # for good: the one lookup this costs, as before ends
+            return FOREVER
         ends = cached[2]
-        return ends.get(sender_id, FOREVER) if ends else FOREVER
+        return ends.get(sender_id) if ends else None
 
     def _read_allow_set(
         self, provider: str, path: Path
@@ -1035,7 +1036,7 @@ class JsonFileStore:
         ends_path = self._ends_paths[provider]
         read = read_versioned(ends_path)
         ends = {} if read is None else _end_times(_parse(ends_path, ENDS, provider, *read))
-        entry = (key, ids, ends)
+        entry = _gate_entry(key, ids, ends)
         self._allow_cache[provider] = entry
         return entry
 
@@ -1159,10 +1160,8 @@ class JsonFileStore:
             if doc.kind is ALLOW and doc.provider in self._allow_cache:
                 # A gate in this process answers from the new version without a re-read; a
                 # process that never asked (the CLI) builds no set.
-                self._allow_cache[doc.provider] = (
-                    doc.key,
-                    _allow_set(doc.identities()),
-                    self._gate_ends(doc.provider),
+                self._allow_cache[doc.provider] = _gate_entry(
+                    doc.key, _allow_set(doc.identities()), self._gate_ends(doc.provider)
                 )
         for doc in dirty:
             doc.dirty = False
@@ -1171,13 +1170,9 @@ class JsonFileStore:
         self._append_audit(txn)
 
     def _gate_ends(self, provider: str) -> dict[str, datetime]:
-        """The ends the gate keeps for ``provider``, from this transaction's doc (the one
-        being committed) or, if it read none, the gate's own."""
-        doc = self._docs.get(self._ends_paths[provider])
-        if isinstance(doc, _EndsDoc):
-            return _end_times(doc)
-        cached = self._allow_cache.get(provider)
-        return {} if cached is None else cached[2]
+        """The ends the gate keeps for ``provider``, as this commit leaves them (called under
+        the lock: the doc is the one the transaction changed, or the one on disk)."""
+        return _end_times(self._doc(self._ends_paths[provider], ENDS, provider))
 
     def _append_audit(self, txn: _Txn) -> None:
         """Append the transaction's audit lines, after its state files are durable.
@@ -1374,6 +1369,15 @@ def _render(doc: _Doc[Any]) -> bytes:
             path=doc.path,
             hint="pairbot left the file as it is; fix it or move it away",
         ) from None
+
+
+def _gate_entry(
+    key: FileKey | None, ids: frozenset[str], ends: dict[str, datetime]
+) -> tuple[FileKey | None, frozenset[str], dict[str, datetime]]:
+    """What the gate keeps of a provider's allowlist: its key, the listed senders whose grant
+    does not end (a set: one lookup answers them), and the listed ones whose grant ends."""
+    timed = {ident: end for ident, end in ends.items() if ident in ids}
+    return key, (ids - timed.keys() if timed else ids), timed
 
 
 def _end_times(doc: _Doc[Any]) -> dict[str, datetime]:

@@ -9,7 +9,8 @@ process; "another process" is simply another caller of the same object.
 The state is a set of parts (one provider's pending requests, one provider's allowlist, the
 node requests, the paired nodes, the notices), each a dict in entry order; an allowlist maps
 each sender to the end of their grant (:data:`~bot.core.models.FOREVER` for one that does
-not end), so a grant and its end change together. A transaction
+not end; None for an id that is kept but never lets anyone in, ``*`` or empty), so a grant
+and its end change together and the gate's answer is one lookup. A transaction
 copies a part the first time it changes it and commit puts the copies in place, so the
 committed parts are never changed in place: :meth:`MemoryStore.allowed_until` reads them
 without the lock and never sees a change that is not committed.
@@ -118,8 +119,8 @@ class MemoryStore:
         if allowed is None:
             check_provider(provider)
             return None
-        end: datetime | None = allowed.get(sender_id)
-        return None if sender_id in NEVER_ALLOWED else end
+        end: datetime | None = allowed.get(sender_id)  # None for "*" and "" (see allow)
+        return end
 
     def read_audit(self, *, limit: int | None = None) -> list[dict[str, object]]:
         """Return the last ``limit`` audit records (all when None), oldest first."""
@@ -215,7 +216,7 @@ class _Txn(ScannedRequests):
         return {
             sender_id: end
             for sender_id, end in self._read(_allow_key(provider)).items()
-            if end is not FOREVER and (by is None or end <= by)
+            if end is not FOREVER and end is not None and (by is None or end <= by)
         }
 
     def node_requests(self) -> list[NodeRequest]:
@@ -234,7 +235,10 @@ class _Txn(ScannedRequests):
         self._put(_requests_key(request.provider), request.id, request)
 
     def allow(self, provider: str, sender_id: str, *, until: datetime | None = None) -> bool:
-        key, end = _allow_key(provider), FOREVER if until is None else until
+        key = _allow_key(provider)
+        end: datetime | None = FOREVER if until is None else until
+        if sender_id in NEVER_ALLOWED:
+            end = None  # listed as written, never let in: the gate reads None
         listed = self._read(key)
         if sender_id in listed:
             if listed[sender_id] != end:

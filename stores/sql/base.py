@@ -595,8 +595,9 @@ class SqlStore(ABC):
         self._setup_lock = threading.Lock()
         self._conns: tuple[Connection, Connection] | None = None  # (writer, reader)
         self._allowed: dict[str, set[str]] | None = None
+        """Per provider, the cached senders whose grant does not end."""
         self._ends: dict[str, dict[str, datetime]] = {}
-        """Per provider, the ends of the cached grants that end (the rest do not)."""
+        """Per provider, the cached senders whose grant ends, and its end."""
         self._seen = 0  # the last allowlist-log seq applied to _allowed and _ends
 
     # --- what a backend provides ----------------------------------------------------------
@@ -771,10 +772,10 @@ class SqlStore(ABC):
             allowed = self._allowed.get(provider) if self._allowed is not None else None
         if allowed is None:
             raise unknown_provider(provider)
-        if sender_id not in allowed:
-            return None
+        if sender_id in allowed:  # for good: the one lookup this costs, as before ends
+            return FOREVER
         ends = self._ends.get(provider)
-        return ends.get(sender_id, FOREVER) if ends else FOREVER
+        return ends.get(sender_id) if ends else None
 
     def _catch_up(self, reader: Connection) -> None:
         """Apply the allowlist log from the last change applied, in one read transaction; or
@@ -798,13 +799,11 @@ class SqlStore(ABC):
                 for seq, provider, sender_id, added, end in changes:
                     ids = allowed.setdefault(provider, set())
                     ends = self._ends.setdefault(provider, {})
-                    if not added:
-                        ids.discard(sender_id)
-                        ends.pop(sender_id, None)
-                    elif sender_id not in NEVER_ALLOWED:
-                        ids.add(sender_id)
+                    ids.discard(sender_id)  # a sender is in one of the two, or neither
+                    ends.pop(sender_id, None)
+                    if added and sender_id not in NEVER_ALLOWED:
                         if end is None:
-                            ends.pop(sender_id, None)
+                            ids.add(sender_id)
                         else:
                             ends[sender_id] = d.decode_time(end)
                     self._seen = seq
@@ -822,7 +821,7 @@ class SqlStore(ABC):
             rows = reader.execute(
                 d.sql("SELECT sender_id FROM allowlist WHERE provider = ?"), (provider,)
             )
-            allowed[provider] = {row[0] for row in rows} - NEVER_ALLOWED
+            everyone = {row[0] for row in rows} - NEVER_ALLOWED
             ending = reader.execute(
                 d.sql(
                     "SELECT sender_id, ends_at FROM allowlist "
@@ -830,7 +829,9 @@ class SqlStore(ABC):
                 ),
                 (provider,),
             )
-            ends[provider] = {sender_id: d.decode_time(end) for sender_id, end in ending}
+            timed = {s: d.decode_time(end) for s, end in ending if s not in NEVER_ALLOWED}
+            allowed[provider] = everyone - timed.keys() if timed else everyone
+            ends[provider] = timed
         return allowed, ends, max(floor, 0 if last is None else int(last))
 
     # --- the audit log ----------------------------------------------------------------------

@@ -339,6 +339,22 @@ class AuditEvent:
     detail: Mapping[str, Any] = field(default_factory=dict)
 
 
+class SendFailure(StrEnum):
+    """Why a provider's send failed, in words few enough to count by (metrics)."""
+
+    UNREACHABLE = "unreachable"
+    """The platform will not deliver to that person now (blocked, window closed)."""
+    RATE_LIMITED = "rate_limited"
+    TIMEOUT = "timeout"
+    NETWORK = "network"
+    FORBIDDEN = "forbidden"
+    REFUSED = "refused"
+    """The platform answered with an error (after the retries)."""
+    BUTTONS = "buttons"
+    NOT_RUNNING = "not_running"
+    OTHER = "other"
+
+
 AUDIT_EVENTS: tuple[str, ...] = (
     "request",
     "approve",

@@ -24,6 +24,7 @@ from bot.core.models import (
     NodeRequest,
     PairedNode,
     PendingRequest,
+    SendFailure,
 )
 
 OnInbound = Callable[[Inbound], Awaitable[None]]
@@ -114,6 +115,13 @@ class ToldReach(Protocol):
     async def why_unreachable(self, user_id: str) -> str | None:
         """None if the bot can write to ``user_id``; else what they must do, in one line."""
         ...
+
+
+@runtime_checkable
+class CountsSendFailures(Protocol):
+    """A provider that counts the sends that failed, by why (the providers' base does)."""
+
+    send_failures: Mapping[SendFailure, int]
 
 
 class Cursors(Protocol):

@@ -7,16 +7,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from bot.core.clock import FakeClock
 from bot.core.config import EventsConfig
@@ -28,69 +25,9 @@ from providers.fakebase import wait_until
 from stores.cluster import LocalCluster
 from stores.jsonfile import JsonFileStore
 from stores.memory import MemoryStore
+from tests.helpers import SECRET, Receiver, documented_verifier
 
-SECRET = "Zq3kR9vX2mW7pL4tN8bY1cH6dF5gJ0sA-uE_iOw"
 QUICK = EventsTiming(first_pause=0.01, longest_pause=0.02, save_every=timedelta(0))
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "observability.md"
-
-
-def documented_verifier() -> Callable[..., bool]:
-    """The verifier as the docs print it (the first python block after "Verifying")."""
-    text = DOCS.read_text()
-    block = re.search(r"### Verifying.*?```python\n(.*?)```", text, re.S)
-    assert block is not None
-    namespace: dict[str, Any] = {}
-    exec(block.group(1), namespace)  # the docs' own lines, run as a receiver would
-    verify = namespace["verify"]
-    lines = [line for line in block.group(1).splitlines() if line.strip()]
-    assert len(lines) == 6  # the import and five lines
-    return verify  # type: ignore[no-any-return]
-
-
-class Receiver:
-    """A loopback HTTP receiver: checks each POST's signature, keeps what it was sent, and
-    answers what ``answer`` says (200 unless told otherwise)."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.got: list[dict[str, Any]] = []
-        self.tries = 0
-        self.answer: Callable[[dict[str, Any]], Awaitable[int]] | None = None
-        self.verify = documented_verifier()
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def _post(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.tries += 1
-        timestamp = request.headers["X-Pairbot-Timestamp"]
-        signed, now = request.headers["X-Pairbot-Signature"], self.clock.now().timestamp()
-        assert self.verify(SECRET, body, timestamp, signed, now)
-        assert not self.verify("another secret", body, timestamp, signed, now)
-        assert not self.verify(SECRET, body, timestamp, signed, now + 301)  # stale: refused
-        record = json.loads(body)
-        record["_id"] = request.headers["X-Pairbot-Event-Id"]
-        status = 200 if self.answer is None else await self.answer(record)
-        if status == 200:
-            self.got.append(record)
-        return web.Response(status=status)
-
-    async def __aenter__(self) -> Receiver:
-        app = web.Application()
-        app.router.add_post("/hook", self._post)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/hook"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-
-    def subjects(self) -> list[str]:
-        return [r["subject"] for r in self.got]
 
 
 @pytest.fixture

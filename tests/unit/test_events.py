@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -72,19 +73,33 @@ def events_out(
     )
 
 
+@asynccontextmanager
+async def sending(
+    store: StateStore,
+    receiver: Receiver,
+    clock: FakeClock,
+    *,
+    kinds: list[str] | None = None,
+    timing: EventsTiming = QUICK,
+) -> AsyncIterator[EventsOut]:
+    """:func:`events_out`, started (its first position saved), closed on the way out."""
+    out = events_out(store, receiver, clock, kinds=kinds, timing=timing)
+    await out.start()
+    try:
+        await wait_until(lambda: store.cursor(CURSOR_KEY) is not None)
+        yield out
+    finally:
+        await out.aclose()
+
+
 async def test_events_arrive_signed_with_the_audit_records_fields(
     receiver: Receiver, fake_clock: FakeClock
 ) -> None:
     store = MemoryStore()
     audit(store, "before")  # before the first start: not sent (the start is at the log's end)
-    out = events_out(store, receiver, fake_clock)
-    await out.start()
-    try:
-        await wait_until(lambda: store.cursor(CURSOR_KEY) is not None)
+    async with sending(store, receiver, fake_clock) as out:
         audit(store, "4242", "5151")
         await wait_until(lambda: out.sent == 2)
-    finally:
-        await out.aclose()
     records = store.read_audit()[1:]
     assert [{k: v for k, v in r.items() if k != "_id"} for r in receiver.got] == records
     assert out.stats() == (2, 0, 0, 0)
@@ -92,16 +107,11 @@ async def test_events_arrive_signed_with_the_audit_records_fields(
 
 async def test_only_the_kinds_chosen_are_sent(receiver: Receiver, fake_clock: FakeClock) -> None:
     store = MemoryStore()
-    out = events_out(store, receiver, fake_clock, kinds=["revoke"])
-    await out.start()
-    try:
-        await wait_until(lambda: store.cursor(CURSOR_KEY) is not None)
+    async with sending(store, receiver, fake_clock, kinds=["revoke"]):
         audit(store, "a")
         audit(store, "b", event="revoke")
         await wait_until(lambda: len(receiver.got) == 1)
         await asyncio.sleep(0.05)
-    finally:
-        await out.aclose()
     assert [(r["event"], r["subject"]) for r in receiver.got] == [("revoke", "b")]
 
 
@@ -119,10 +129,7 @@ async def test_a_receiver_that_fails_then_recovers_gets_every_event_in_order_per
         return 200
 
     receiver.answer = flaky
-    out = events_out(store, receiver, fake_clock)
-    await out.start()
-    try:
-        await wait_until(lambda: store.cursor(CURSOR_KEY) is not None)
+    async with sending(store, receiver, fake_clock) as out:
         with store.transaction() as txn:
             for n in range(4):
                 for subject in ("slow", "quick"):
@@ -137,8 +144,6 @@ async def test_a_receiver_that_fails_then_recovers_gets_every_event_in_order_per
                         )
                     )
         await wait_until(lambda: out.sent == 8)
-    finally:
-        await out.aclose()
     per_subject = {
         s: [r["actor"] for r in receiver.got if r["subject"] == s] for s in ("slow", "quick")
     }
@@ -161,17 +166,12 @@ async def test_an_event_refused_for_an_hour_is_given_up_on_and_the_next_one_sent
         return 200
 
     receiver.answer = down_for_an_hour
-    out = events_out(store, receiver, fake_clock)
-    await out.start()
-    try:
-        await wait_until(lambda: store.cursor(CURSOR_KEY) is not None)
+    async with sending(store, receiver, fake_clock) as out:
         audit(store, "doomed", "doomed")
         await wait_until(lambda: out.failed == 2)
         receiver.answer = None
         audit(store, "doomed")
         await wait_until(lambda: out.sent == 1)
-    finally:
-        await out.aclose()
     assert receiver.tries == 2 * 3 + 1  # three tries each over an hour (0, 25, 50 min, out at 75)
     assert out.stats() == (1, 2, 0, 0)
     gave_up = [r.getMessage() for r in caplog.records if "gave up" in r.getMessage()]
@@ -195,11 +195,8 @@ async def test_a_full_queue_drops_the_oldest_counts_them_and_says_so_once(
 
     receiver.answer = stuck
     timing = EventsTiming(first_pause=0.01, queue=3, senders=1, save_every=timedelta(0))
-    out = events_out(store, receiver, fake_clock, timing=timing)
     caplog.set_level(logging.WARNING, logger="bot.runtime.events")
-    await out.start()
-    try:
-        await wait_until(lambda: store.cursor(CURSOR_KEY) is not None)
+    async with sending(store, receiver, fake_clock, timing=timing) as out:
         audit(store, "first")
         await wait_until(lambda: receiver.tries == 1)  # being sent: not waiting, never dropped
         audit(store, *(f"s{n}" for n in range(10)))
@@ -207,8 +204,6 @@ async def test_a_full_queue_drops_the_oldest_counts_them_and_says_so_once(
         assert out.queued == 3
         release.set()
         await wait_until(lambda: out.sent == 4)
-    finally:
-        await out.aclose()
     assert receiver.subjects() == ["first", "s7", "s8", "s9"]  # the newest were kept
     assert out.stats() == (4, 0, 7, 0)
     full = [r for r in caplog.records if "dropped" in r.getMessage()]

@@ -430,8 +430,8 @@ class Config(Model):
     def secrets(self) -> list[str]:
         """Every secret value in the config (for the log redaction filter)."""
         found = [self.gateway.operator_token or ""]
-        if self.events is not None:
-            found.append(self.events.secret)
+        if self.events is not None:  # the URL too: many hook URLs carry their token
+            found += [self.events.secret, self.events.url]
         if self.store.dsn:
             found += dsn_secrets(self.store.dsn)
         for block in self.providers.blocks().values():

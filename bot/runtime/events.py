@@ -227,8 +227,8 @@ class EventsOut:
             before = position
 
     def _put(self, event: _Event) -> None:
-        while self._waiting >= self.timing.queue:
-            self._drop_oldest()
+        while self._waiting >= self.timing.queue and self._drop_oldest():
+            pass
         self._unsettled.append(event)
         self._order.append(event)
         self._waiting += 1
@@ -241,7 +241,8 @@ class EventsOut:
         if len(self._order) > 2 * self.timing.queue:  # settled ones passed over: forget them
             self._order = deque(e for e in self._order if not (e.settled or e.taken))
 
-    def _drop_oldest(self) -> None:
+    def _drop_oldest(self) -> bool:
+        """Drop the oldest event still waiting; False if none waits."""
         while self._order:
             oldest = self._order.popleft()
             if oldest.settled or oldest.taken:
@@ -256,7 +257,8 @@ class EventsOut:
                     "(pairbot_events_dropped_total counts them); is the receiver down?",
                     self.timing.queue,
                 )
-            return
+            return True
+        return False
 
     async def _save(self, *, force: bool = False) -> None:
         """Save the position before the first event not yet settled (or the tail's own, when
@@ -286,7 +288,11 @@ class EventsOut:
                     continue
                 event.taken = True
                 self._waiting -= 1
-                await self._deliver(event)
+                try:
+                    await self._deliver(event)
+                except Exception:  # never lose the sender: this event is given up on
+                    self.failed += 1
+                    log.exception("events: sending a %s event failed", event.kind)
                 event.settled = True
             del self._lanes[subject]
             if not self._waiting:

@@ -906,6 +906,7 @@ def test_events_take_a_web_url_a_strong_secret_and_known_kinds(
         ["approve"],
     )
     assert STRONG_TOKEN in config.secrets()  # the log redaction gets it
+    assert "https://hooks.test/p" in config.secrets()  # a hook URL may carry a token
     secret = "secret: '${PB_EVENTS}'"
     for text, expected in [
         (f"events: {{url: 'ftp://hooks.test/p?token=hush', {secret}}}", "events.url: must be an"),

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 
 from bot.core.models import (
     ApprovalNotice,
+    AskView,
     AuditEvent,
     Button,
     Inbound,
@@ -199,6 +200,11 @@ class StateTxn(Protocol):
     def request_count(self, provider: str) -> int:
         """Return how many requests the provider has on file (expired ones not yet dropped
         included)."""
+        ...
+
+    def ask_view(self, provider: str, sender_id: str) -> AskView:
+        """:meth:`request`, :meth:`allow_has` and :meth:`request_count` read at once (one
+        statement on a SQL backend: a stranger's ask reads all three)."""
         ...
 
     def requests_created_before(self, provider: str, cutoff: datetime) -> list[PendingRequest]:

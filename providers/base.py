@@ -103,6 +103,9 @@ class Dedupe:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._keys
+
 
 class BaseProvider(ABC):
     """The mechanics every provider shares; a platform subclass adds what is its own.

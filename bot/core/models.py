@@ -141,6 +141,16 @@ class RequestOutcome(StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AskView:
+    """What a stranger's ask reads before deciding (:meth:`StateTxn.ask_view`): the sender's
+    pending request, whether the stored allowlist lists them, the provider's pending count."""
+
+    request: PendingRequest | None
+    allowed: bool
+    pending: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RequestResult:
     """The answer to a stranger's message: their request, and whether to (re)send the code."""
 

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 
 from bot.core.models import (
     ApprovalNotice,
+    AskView,
     AuditEvent,
     AuditPage,
     Button,
@@ -107,6 +108,33 @@ class TakesTurns(Provider, Protocol):
         ...
 
 
+class Peers(Protocol):
+    """The same provider on the other instances of pairbot on one state (none on a JSON or
+    SQLite state): what one instance's webhook learnt that another instance needs."""
+
+    def tell(self, news: Mapping[str, str]) -> None:
+        """Hand ``news`` (short strings; never a secret, never message text) to the same
+        provider on every other instance, through :meth:`HasPeers.heard`. Returns at once;
+        the news goes out in the background, in order, and may be lost (a full queue, the
+        state's database away): news speeds things up, it never carries a decision."""
+        ...
+
+
+@runtime_checkable
+class HasPeers(Protocol):
+    """A provider whose platform hands an event to whichever instance its load balancer
+    picks, when another instance is the one waiting for it (WhatsApp's status webhooks of a
+    message another instance sent)."""
+
+    def meet(self, peers: Peers) -> None:
+        """From now on, tell ``peers`` what they need to know (called before start)."""
+        ...
+
+    def heard(self, news: Mapping[str, str]) -> None:
+        """What the same provider on another instance told (called on the event loop)."""
+        ...
+
+
 @runtime_checkable
 class ToldReach(Protocol):
     """A provider that can say, without sending a message, whether a person's chat with the
@@ -183,6 +211,11 @@ class StateTxn(Protocol):
     def request_count(self, provider: str) -> int:
         """Return how many requests the provider has on file (expired ones not yet dropped
         included)."""
+        ...
+
+    def ask_view(self, provider: str, sender_id: str) -> AskView:
+        """:meth:`request`, :meth:`allow_has` and :meth:`request_count` read at once (one
+        statement on a SQL backend: a stranger's ask reads all three)."""
         ...
 
     def requests_created_before(self, provider: str, cutoff: datetime) -> list[PendingRequest]:

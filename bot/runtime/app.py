@@ -36,7 +36,7 @@ from bot.core.clock import Clock, SystemClock
 from bot.core.config import Config
 from bot.core.errors import PairbotError, StartupError, StoreUnavailableError
 from bot.core.models import DmPolicy, NodeDecision, NodeVerdict
-from bot.core.protocols import Cluster, OnInbound, Provider, StateStore, TakesTurns
+from bot.core.protocols import Cluster, HasPeers, OnInbound, Provider, StateStore, TakesTurns
 from bot.gateway.guard import GuardSettings
 from bot.gateway.health import RUNNING, Phase, Readiness, ReadinessSources
 from bot.gateway.server import Gateway, GatewaySettings
@@ -49,6 +49,7 @@ from bot.runtime.inbound import InboundPipeline
 from bot.runtime.leases import ConnectorLease, LeaseTiming
 from bot.runtime.logs import RedactFilter
 from bot.runtime.metrics import AuditCounts, Latency, Metrics, MetricSources, StateCounts
+from bot.runtime.news import ClusterPeers
 from bot.runtime.notices import NoticePacing, OwnerNotices
 from bot.runtime.outage import StoreOutage
 from bot.runtime.reach import check_owners
@@ -281,7 +282,30 @@ class App:
         self, name: str, provider: Provider, on_inbound: OnInbound
     ) -> Callable[[], Awaitable[None]]:
         """Start ``provider``; return what stops it. One that allows one consumer receives
-        only while this instance holds its lease (:mod:`bot.runtime.leases`)."""
+        only while this instance holds its lease (:mod:`bot.runtime.leases`); one that tells
+        the other instances what its webhook learnt is met with them first
+        (:mod:`bot.runtime.news`), and stops hearing them after it stops."""
+        if isinstance(provider, HasPeers):
+            peers = ClusterPeers(name, provider, cluster=self.cluster)
+            await peers.start()
+            try:
+                stop = await self._start_alone(name, provider, on_inbound)
+            except BaseException:
+                await peers.stop()
+                raise
+
+            async def stop_both() -> None:
+                try:
+                    await stop()
+                finally:
+                    await peers.stop()
+
+            return stop_both
+        return await self._start_alone(name, provider, on_inbound)
+
+    async def _start_alone(
+        self, name: str, provider: Provider, on_inbound: OnInbound
+    ) -> Callable[[], Awaitable[None]]:
         if not (isinstance(provider, TakesTurns) and provider.one_consumer):
             await provider.start(on_inbound)
             return provider.stop

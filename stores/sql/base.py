@@ -38,6 +38,7 @@ from bot.core import codes
 from bot.core.errors import SchemaVersionError, StoreError, StoreLockTimeoutError
 from bot.core.models import (
     ApprovalNotice,
+    AskView,
     AuditEvent,
     AuditPage,
     NodeRequest,
@@ -90,8 +91,19 @@ class Dialect(ABC):
     }
     """The column words of :mod:`stores.sql.schema`'s statements."""
 
+    pending_count = "SELECT COUNT(*) FROM pending_requests WHERE provider = ?"
+    """A provider's pending count (its one ``?``: the provider)."""
+
     def __init__(self) -> None:
         self._sql: dict[str, str] = {}
+        self.ask_view = (
+            f"SELECT {', '.join('r.' + c.strip() for c in _REQUEST_COLS.split(','))}, "  # noqa: S608 (constant names)
+            "EXISTS (SELECT 1 FROM allowlist WHERE provider = ? AND sender_id = ?), "
+            f"({self.pending_count}) FROM (SELECT 1) AS one "
+            "LEFT JOIN pending_requests AS r ON r.provider = ? AND r.sender_id = ?"
+        )
+        """:meth:`SqlTxn.ask_view`'s one statement: the request (NULLs if none), whether
+        the allowlist lists the sender, the provider's pending count."""
 
     def sql(self, statement: str) -> str:
         """Return ``statement`` with this dialect's placeholder (converted once, then cached)."""
@@ -261,10 +273,19 @@ class SqlTxn:
 
     def request_count(self, provider: str) -> int:
         check_provider(provider)
-        row = self._run(
-            "SELECT COUNT(*) FROM pending_requests WHERE provider = ?", (provider,)
-        ).fetchone()
+        row = self._run(self._d.pending_count, (provider,)).fetchone()
         return int(row[0])
+
+    def ask_view(self, provider: str, sender_id: str) -> AskView:
+        check_provider(provider)
+        row = self._run(
+            self._d.ask_view, (provider, sender_id, provider, provider, sender_id)
+        ).fetchone()
+        return AskView(
+            request=None if row[0] is None else self._request(row[:8]),
+            allowed=bool(row[8]),
+            pending=int(row[9]),
+        )
 
     def requests_created_before(self, provider: str, cutoff: datetime) -> list[PendingRequest]:
         check_provider(provider)

@@ -20,6 +20,7 @@ from bot.core.clock import FakeClock
 from bot.core.errors import StoreLockTimeoutError
 from bot.core.models import (
     ApprovalNotice,
+    AskView,
     AuditEvent,
     NodeRequest,
     PairedNode,
@@ -105,6 +106,24 @@ def test_requests_keep_their_order_and_a_put_replaces_in_place(backend: Backend)
         txn.put_request(request("1"))  # back, at the end
     with store.transaction() as txn:
         assert [r.id for r in txn.requests("telegram")] == ["2", "3", "1"]
+
+
+def test_a_strangers_view_reads_their_request_the_allowlist_and_the_count(
+    backend: Backend,
+) -> None:
+    store = backend.open()
+    with store.transaction() as txn:
+        txn.put_request(request("asker", "AAAA2222"))
+        txn.put_request(request("other", "BBBB3333"))
+        txn.put_request(request("asker", "CCCC4444", provider="slack"))
+        txn.allow("telegram", "friend")
+    with backend.other().transaction(shared=True) as txn:
+        assert txn.ask_view("telegram", "asker") == AskView(
+            request=request("asker", "AAAA2222"), allowed=False, pending=2
+        )
+        assert txn.ask_view("telegram", "friend") == AskView(request=None, allowed=True, pending=2)
+        assert txn.ask_view("slack", "friend") == AskView(request=None, allowed=False, pending=1)
+        assert txn.ask_view("discord", "asker") == AskView(request=None, allowed=False, pending=0)
 
 
 def test_requests_are_found_by_sender_by_code_and_by_age(backend: Backend) -> None:

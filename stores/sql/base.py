@@ -40,6 +40,7 @@ from bot.core.models import (
     ApprovalNotice,
     AskView,
     AuditEvent,
+    AuditPage,
     NodeRequest,
     PairedNode,
     PendingRequest,
@@ -838,6 +839,41 @@ class SqlStore(ABC):
             for _, record in page:
                 yield json.loads(record)
             after = int(page[-1][0])
+
+    def audit_since(
+        self, position: str | None, *, limit: int = _AUDIT_PAGE, skip_gap: bool = False
+    ) -> AuditPage:
+        """The records after ``position`` (a sequence number), up to the first gap.
+
+        Sequence numbers are handed out as records are inserted, before their transaction
+        commits: a record may be seen while one numbered before it is still to come (or never
+        comes: its transaction rolled back). The page stops at such a gap and says so.
+        """
+        d = self.dialect
+        with self._reading() as reader:
+            last = reader.execute(d.sql("SELECT MAX(seq) FROM audit_log")).fetchone()[0]
+            last = 0 if last is None else int(last)
+            if position is None:
+                return AuditPage(records=[], end=str(last))
+            after = int(position) if position.isdigit() else 0
+            after = after if after <= last else 0
+            rows = reader.execute(
+                d.sql("SELECT seq, record FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?"),
+                (after, max(limit, 0)),
+            ).fetchall()
+        records: list[tuple[str, dict[str, Any]]] = []
+        gap = False
+        for seq, record in rows:
+            if int(seq) != after + 1:
+                if not skip_gap:
+                    gap = True
+                    break
+                skip_gap = False  # only the first gap
+            after = int(seq)
+            records.append((str(after), json.loads(record)))
+        return AuditPage(
+            records=records, end=str(after), more=not gap and len(rows) >= limit, gap=gap
+        )
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Connection]:

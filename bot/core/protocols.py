@@ -16,18 +16,23 @@ from typing import Protocol, runtime_checkable
 
 from bot.core.models import (
     ApprovalNotice,
+    AskView,
     AuditEvent,
+    AuditPage,
     Button,
     Inbound,
     InstanceBeat,
     NodeRequest,
     PairedNode,
     PendingRequest,
+    SendFailure,
 )
 
 OnInbound = Callable[[Inbound], Awaitable[None]]
 OnMessage = Callable[[dict[str, str]], None]
 
+AUDIT_PAGE = 512
+"""Audit records one :meth:`StateStore.audit_since` returns at most, unless told otherwise."""
 CLUSTER_KEEP = timedelta(hours=1)
 """How long a cluster keeps a published message for subscribers that were cut off."""
 
@@ -103,6 +108,33 @@ class TakesTurns(Provider, Protocol):
         ...
 
 
+class Peers(Protocol):
+    """The same provider on the other instances of pairbot on one state (none on a JSON or
+    SQLite state): what one instance's webhook learnt that another instance needs."""
+
+    def tell(self, news: Mapping[str, str]) -> None:
+        """Hand ``news`` (short strings; never a secret, never message text) to the same
+        provider on every other instance, through :meth:`HasPeers.heard`. Returns at once;
+        the news goes out in the background, in order, and may be lost (a full queue, the
+        state's database away): news speeds things up, it never carries a decision."""
+        ...
+
+
+@runtime_checkable
+class HasPeers(Protocol):
+    """A provider whose platform hands an event to whichever instance its load balancer
+    picks, when another instance is the one waiting for it (WhatsApp's status webhooks of a
+    message another instance sent)."""
+
+    def meet(self, peers: Peers) -> None:
+        """From now on, tell ``peers`` what they need to know (called before start)."""
+        ...
+
+    def heard(self, news: Mapping[str, str]) -> None:
+        """What the same provider on another instance told (called on the event loop)."""
+        ...
+
+
 @runtime_checkable
 class ToldReach(Protocol):
     """A provider that can say, without sending a message, whether a person's chat with the
@@ -111,6 +143,13 @@ class ToldReach(Protocol):
     async def why_unreachable(self, user_id: str) -> str | None:
         """None if the bot can write to ``user_id``; else what they must do, in one line."""
         ...
+
+
+@runtime_checkable
+class CountsSendFailures(Protocol):
+    """A provider that counts the sends that failed, by why (the providers' base does)."""
+
+    send_failures: Mapping[SendFailure, int]
 
 
 class Cursors(Protocol):
@@ -173,6 +212,12 @@ class StateTxn(Protocol):
     def request_count(self, provider: str) -> int:
         """Return how many requests the provider has on file (expired ones not yet dropped
         included)."""
+        ...
+
+    def ask_view(self, provider: str, sender_id: str) -> AskView:
+        """:meth:`request`, :meth:`allow_has` (with :meth:`allow_end`) and
+        :meth:`request_count` read at once (one statement on a SQL backend: a stranger's ask
+        reads them all)."""
         ...
 
     def requests_created_before(self, provider: str, cutoff: datetime) -> list[PendingRequest]:
@@ -314,6 +359,19 @@ class StateStore(Cursors, Protocol):
     def iter_audit(self, *, limit: int | None = None) -> Iterator[dict[str, object]]:
         """Yield what :meth:`read_audit` returns, record by record, in memory that does not
         grow with the log."""
+        ...
+
+    def audit_since(
+        self, position: str | None, *, limit: int = AUDIT_PAGE, skip_gap: bool = False
+    ) -> AuditPage:
+        """Return the audit records committed after ``position``, by any process, oldest
+        first, at most ``limit`` (a tail of the log: cheap when nothing was added).
+
+        ``position`` is a page's ``end`` or a record's position, as this store made it. None
+        reads nothing and returns the log's end now (where a reader starts). A position this
+        log cannot have (the log was replaced or shortened) reads from the log's start.
+        ``skip_gap`` steps over the first :attr:`~bot.core.models.AuditPage.gap`.
+        """
         ...
 
     def check(self) -> None:

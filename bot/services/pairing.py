@@ -198,17 +198,18 @@ class PairingService:
         ttl = self.settings.pending_ttl
         if txn.peers == 0:
             self._drop_expired(txn, provider, now, actor="system:expiry")
-        mine = txn.request(provider, sender_id)
+        view = txn.ask_view(provider, sender_id)  # one statement on a SQL backend
+        mine, pending = view.request, view.pending
         if mine is not None and mine.created_at <= now - ttl:  # expired, not yet dropped
-            _close(txn, mine, now, "expire", "expired", actor="system:expiry")
+            if _close(txn, mine, now, "expire", "expired", actor="system:expiry"):
+                pending -= 1
             mine = None
         if mine is not None:
             return self._repeat(txn, mine, now, meta)
-        if txn.allow_has(provider, sender_id) and _in_force(
-            txn.allow_end(provider, sender_id), now
-        ):  # granted elsewhere, not yet heard by our gate
+        if view.allowed and _in_force(view.allowed_end, now):  # granted elsewhere, in force,
+            # not yet heard by our gate
             return RequestResult(outcome=RequestOutcome.ALLOWED, request=None, send_code=False)
-        if txn.request_count(provider) + txn.peers >= self.settings.max_pending_per_provider:
+        if pending + txn.peers >= self.settings.max_pending_per_provider:
             if txn.peers:
                 return None
             self._count_capped(txn, provider, sender_id, now, ttl)
@@ -647,20 +648,23 @@ def _close(
     *,
     actor: str,
     detail: Mapping[str, str] | None = None,
-) -> None:
+) -> bool:
     """Drop a request (approved, rejected, expired) and audit how it ended: once, by the
-    transaction that dropped it (a shared one may find it dropped by another)."""
-    if txn.drop_request(req.provider, req.id, code=req.code):
-        audit(
-            txn,
-            now,
-            event,
-            outcome,
-            actor=actor,
-            provider=req.provider,
-            subject=req.id,
-            detail=detail,
-        )
+    transaction that dropped it (a shared one may find it dropped by another). True if this
+    transaction dropped it."""
+    if not txn.drop_request(req.provider, req.id, code=req.code):
+        return False
+    audit(
+        txn,
+        now,
+        event,
+        outcome,
+        actor=actor,
+        provider=req.provider,
+        subject=req.id,
+        detail=detail,
+    )
+    return True
 
 
 def _stranger_audit(

@@ -28,6 +28,16 @@ before it returns; either refusal raises :class:`~providers.whatsapp.graph.Windo
 :class:`~bot.core.errors.RecipientUnreachable`, which the owner notices keep until the owner
 writes. 131048 (spam rate limit) is not retried.
 
+Several instances behind one load balancer (a PostgreSQL state): Meta posts a message's status
+to whichever instance the balancer picks, and a sender's messages too. So the provider tells
+the others (:class:`~bot.core.protocols.HasPeers`, over the cluster) who wrote (once an hour
+per sender: then any instance vouches for their window, and a reply sent by another instance
+waits for nothing), and hands on each status of a send that waits for its verdict (its key
+says so) and that it is not itself waiting for. Any instance then learns at once that its
+send went out or was refused, instead of waiting ``status_wait`` for a status that reached
+another instance and calling a refused message sent. Statuses of other sends stay where they
+land: only the proof that a send whose answer was lost went out is then local.
+
 Neither the access token, the app secret, the verify token nor any message text appears in
 what this module logs or raises.
 """
@@ -40,8 +50,9 @@ import hmac
 import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -49,9 +60,10 @@ from aiohttp import web
 
 from bot.core.errors import ConfigError
 from bot.core.models import Button, ChatKind, Inbound
+from bot.core.protocols import Peers
 from bot.core.schema import WebhookConfig
 from providers._json import as_str
-from providers.base import State
+from providers.base import Dedupe, State
 from providers.limits import ButtonLimits, TextSplit, clip
 from providers.retry import Retry, RetryPolicy
 from providers.webhook import WebhookProvider, WebhookServer
@@ -86,6 +98,11 @@ SEEN_LIMIT = 10_000
 """How many handled message ids are remembered to drop re-deliveries."""
 DEFAULT_WEBHOOK = WebhookConfig(port=8081, path="/whatsapp/webhook")
 """Where the webhook listens unless told (the config block's default too)."""
+KEY = "pairbot:"
+"""How every send's callback key starts (``biz_opaque_callback_data``)."""
+WAITING_KEY = KEY + "v:"
+"""How the key of a send that waits for its verdict starts: its statuses are news for the
+instance that sent it, wherever they land."""
 
 _MAX_RETRY_DELAY = 8.0
 _SPLIT = TextSplit(limit=MAX_TEXT, lines_from=0.5, keep_breaks=True)
@@ -186,6 +203,9 @@ class WhatsAppProvider(WebhookProvider):
         self._awaiting: dict[str, _Fate] = {}
         """Each send in flight, by its callback key (and, once known, its wamid)."""
         self._writers = RecentWriters(size=SEEN_LIMIT)
+        self._peers: Peers | None = None
+        self._settled = Dedupe(SEEN_LIMIT)
+        """Keys of waiting sends that need no news any more: told, or ended here."""
 
     def __repr__(self) -> str:
         return (
@@ -286,9 +306,10 @@ class WhatsAppProvider(WebhookProvider):
         Between attempts, a status webhook carrying this send's key proves that an attempt
         whose answer was lost did go out: that ends the retries without a duplicate.
         """
-        key = "pairbot:" + secrets.token_urlsafe(12)
-        payload = {**payload, "biz_opaque_callback_data": key}
         to = address(payload)
+        waits = not self._writers.vouch(to)
+        key = (WAITING_KEY if waits else KEY) + secrets.token_urlsafe(12)
+        payload = {**payload, "biz_opaque_callback_data": key}
         fate = _Fate.new()
         known = [key]
         self._awaiting[key] = fate
@@ -299,7 +320,7 @@ class WhatsAppProvider(WebhookProvider):
                 give_up=self._gave_up,
                 proof=fate.went_out,
             )
-            if not self._writers.vouch(to) or fate.failed.done():
+            if waits or fate.failed.done():
                 known.append(message_id)
                 self._awaiting[message_id] = fate
                 await self._verdict(fate, to)
@@ -317,6 +338,8 @@ class WhatsAppProvider(WebhookProvider):
             for each in known:
                 self._awaiting.pop(each, None)
             fate.cancel()
+            if waits:
+                self._settled.first_time(key)  # its later statuses are nobody's news
 
     async def _verdict(self, fate: _Fate, to: str) -> None:
         """Wait (up to ``status_wait``) for the first status of a send to someone who has not
@@ -389,14 +412,14 @@ class WhatsAppProvider(WebhookProvider):
                 continue
             self._writers.saw(events.stamped(change))
             for key, message_id in events.went_out(change.statuses):
-                fate = self._awaiting.get(key)
-                if fate is not None and not fate.went_out.done():
-                    fate.went_out.set_result(message_id)  # it went out (perhaps on a retry)
+                if not self._went_out(key, message_id):
+                    self._hand_on(key, {"status": "out", "key": key, "id": message_id})
             for key, message_id, code in events.failed(change.statuses):
-                fate = self._awaiting.get(key) or self._awaiting.get(message_id)
-                if fate is not None and not fate.failed.done():
-                    fate.failed.set_result(code)  # its send raises WindowClosed for 131047
-                if fate is None or code != WINDOW_CLOSED:
+                mine = self._failed(key, message_id, code)
+                if not mine:
+                    news = {"status": "failed", "key": key, "id": message_id, "code": str(code)}
+                    self._hand_on(key, news)
+                if not mine or code != WINDOW_CLOSED:
                     _LOG.warning(
                         "%s: message %s was not delivered (%s)",
                         self.name,
@@ -408,7 +431,7 @@ class WhatsAppProvider(WebhookProvider):
                     continue
                 read = events.read_message(self.name, message, change)
                 if isinstance(read, Inbound) and read.chat_kind is ChatKind.DM:
-                    self._writers.wrote(read.sender_id, read.sent_at)
+                    self._wrote(read.sender_id, read.sent_at)
                 if isinstance(read, events.NumberChange):
                     _LOG.info(
                         "%s: sender %s changed number to %s; the new id is a stranger until "
@@ -419,6 +442,67 @@ class WhatsAppProvider(WebhookProvider):
                     )
                 elif read is not None:
                     self._enqueue(read)
+
+    def _went_out(self, key: str, message_id: str) -> bool:
+        """A status says the send keyed ``key`` went out: True if this process waits on it."""
+        fate = self._awaiting.get(key)
+        if fate is None:
+            return False
+        if not fate.went_out.done():
+            fate.went_out.set_result(message_id)  # it went out (perhaps on a retry)
+        return True
+
+    def _failed(self, key: str, message_id: str, code: int) -> bool:
+        """A status says the send keyed ``key`` failed: True if this process waits on it."""
+        fate = self._awaiting.get(key) or self._awaiting.get(message_id)
+        if fate is None:
+            return False
+        if not fate.failed.done():
+            fate.failed.set_result(code)  # its send raises WindowClosed for 131047
+        return True
+
+    def _wrote(self, sender: str, at: datetime | None) -> None:
+        """``sender`` wrote here: vouch for their window, and have every instance vouch."""
+        if self._writers.wrote(sender, at) and self._peers is not None:
+            news = {"wrote": sender}
+            if at is not None:
+                news["at"] = at.isoformat()
+            self._peers.tell(news)
+
+    def _hand_on(self, key: str, news: dict[str, str]) -> None:
+        """Tell the other instances a status that is not this process's to wait for, if the
+        send it belongs to waits for one (once per key and kind)."""
+        if (
+            self._peers is not None
+            and key.startswith(WAITING_KEY)
+            and key not in self._settled  # a send of this process's that ended: nobody waits
+            and self._settled.first_time((key, news["status"]))
+        ):
+            self._peers.tell(news)
+
+    # -- the other instances (HasPeers) --------------------------------------------------------
+
+    def meet(self, peers: Peers) -> None:
+        """Tell ``peers`` who wrote, and the statuses of their waiting sends that land here."""
+        self._peers = peers
+
+    def heard(self, news: Mapping[str, str]) -> None:
+        """Another instance saw someone write, or a status of a send that may be this one's."""
+        if (sender := news.get("wrote")) is not None:
+            self._writers.wrote(sender, _moment(news.get("at")))
+            return
+        key, message_id = news.get("key", ""), news.get("id", "")
+        if news.get("status") == "out":
+            self._went_out(key, message_id)
+        elif news.get("status") == "failed":
+            self._failed(key, message_id, int(news.get("code") or 0))
+
+
+def _moment(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
 
 
 __all__ = ["WhatsAppApiError", "WhatsAppProvider"]

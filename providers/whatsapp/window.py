@@ -19,6 +19,9 @@ from datetime import datetime, timedelta
 
 WITHIN = timedelta(hours=23)
 """How recent a message must be to vouch for its sender's window (24 hours, less a margin)."""
+NEWS_EVERY = timedelta(hours=1)
+"""How often a sender who keeps writing is news for the other instances (within this of the
+last time, they vouch for the window anyway)."""
 
 
 class RecentWriters:
@@ -28,6 +31,7 @@ class RecentWriters:
         size: senders remembered; one forgotten is no longer vouched for (a send to them
             waits for its verdict, nothing worse).
         within: how recent a message vouches for its sender.
+        news_every: how long after a sender's message another one is news again.
         now: this process's clock, in seconds (monotonic).
     """
 
@@ -36,10 +40,12 @@ class RecentWriters:
         *,
         size: int = 10_000,
         within: timedelta = WITHIN,
+        news_every: timedelta = NEWS_EVERY,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self._size = size
         self._within = within
+        self._news_every = news_every
         self._now = now
         self._wrote: OrderedDict[str, tuple[float, datetime | None]] = OrderedDict()
         self._meta_now: datetime | None = None
@@ -49,13 +55,17 @@ class RecentWriters:
         if at is not None and (self._meta_now is None or at > self._meta_now):
             self._meta_now = at
 
-    def wrote(self, sender: str, at: datetime | None) -> None:
-        """``sender`` wrote to the business, at ``at`` by Meta's clock (if it said)."""
+    def wrote(self, sender: str, at: datetime | None) -> bool:
+        """``sender`` wrote to the business, at ``at`` by Meta's clock (if it said). True if
+        that is news: nothing was recorded of ``sender`` in the last ``news_every``."""
         self.saw(at)
-        self._wrote[sender] = (self._now(), at)
+        now = self._now()
+        before = self._wrote.get(sender)
+        self._wrote[sender] = (now, at)
         self._wrote.move_to_end(sender)
         while len(self._wrote) > self._size:
             self._wrote.popitem(last=False)
+        return before is None or now - before[0] >= self._news_every.total_seconds()
 
     def vouch(self, recipient: str) -> bool:
         """Whether ``recipient`` surely wrote within the window, by both clocks."""
@@ -68,4 +78,4 @@ class RecentWriters:
         return at is None or self._meta_now is None or self._meta_now - at < self._within
 
 
-__all__ = ["WITHIN", "RecentWriters"]
+__all__ = ["NEWS_EVERY", "WITHIN", "RecentWriters"]

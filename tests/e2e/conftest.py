@@ -9,16 +9,23 @@ requesting module, see "Fixtures can introspect the requesting test context"):
 and, when the fake must learn where the started provider listens (a webhook), an async
 ``connect(fake, provider)``. ``fake`` is started and stopped here, ``provider`` stopped,
 ``running`` started with ``inbox`` as its callback and connected.
+
+``clusters`` is what two instances on one state share, to run two of them in this process.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from bot.core.clock import FakeClock
+from bot.core.protocols import Cluster
+from stores.cluster import LocalCluster
+from stores.sql.cluster import PostgresCluster
+from stores.sql.postgres import PostgresStore
+from tests.backends import pg_schema
 from tests.helpers import Inbox
 
 
@@ -49,3 +56,23 @@ async def running(request: pytest.FixtureRequest, fake: Any, provider: Any, inbo
     if connect is not None:
         await connect(fake, provider)
     return provider
+
+
+@pytest.fixture(params=["local", "postgres"])
+def clusters(request: pytest.FixtureRequest) -> Iterator[tuple[Cluster, Cluster]]:
+    """Instance a's and instance b's cluster: LocalCluster siblings, or two PostgresCluster
+    on one new schema of the test server (each on its own store: its own connections)."""
+    if request.param == "local":
+        first = LocalCluster("a")
+        yield first, first.sibling("b")
+        return
+    with pg_schema() as dsn:
+        stores = [PostgresStore(dsn), PostgresStore(dsn)]
+        try:
+            yield (
+                PostgresCluster(stores[0], instance_id="a"),
+                PostgresCluster(stores[1], instance_id="b"),
+            )
+        finally:
+            for store in stores:
+                store.close()

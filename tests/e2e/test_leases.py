@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -40,9 +40,6 @@ from providers.signal.provider import SignalProvider
 from providers.telegram.fake import FakeTelegramServer
 from providers.telegram.provider import TelegramProvider
 from stores.cluster import LocalCluster
-from stores.sql.cluster import PostgresCluster
-from stores.sql.postgres import PostgresStore
-from tests.backends import pg_schema
 from tests.e2e.support import PACE, app_config, settle, texts
 
 pytestmark = pytest.mark.e2e
@@ -93,26 +90,6 @@ def instance(
         lease_timing=timing,
         **PACE,
     )
-
-
-@pytest.fixture(params=["local", "postgres"])
-def clusters(request: pytest.FixtureRequest) -> Iterator[tuple[Cluster, Cluster]]:
-    """Instance a's and instance b's cluster: LocalCluster siblings, or two PostgresCluster
-    on one new schema of the test server (each on its own store: its own connections)."""
-    if request.param == "local":
-        first = LocalCluster("a")
-        yield first, first.sibling("b")
-        return
-    with pg_schema() as dsn:
-        stores = [PostgresStore(dsn), PostgresStore(dsn)]
-        try:
-            yield (
-                PostgresCluster(stores[0], instance_id="a"),
-                PostgresCluster(stores[1], instance_id="b"),
-            )
-        finally:
-            for store in stores:
-                store.close()
 
 
 @asynccontextmanager

@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 import pytest
 
 from bot.core.clock import FakeClock, iso
-from bot.core.models import FOREVER, RequestOutcome
+from bot.core.models import AUDIT_EVENTS, FOREVER, RequestOutcome
 from bot.core.protocols import StateStore
+from bot.runtime.metrics import AuditCounts
 from bot.services.pairing import AllowEntry, AllowSource, Granted, PairingService
 from tests.backends import Backend
 from tests.helpers import OWNER, SECOND, requested
@@ -204,3 +205,16 @@ def test_audit_lines_of_grants_say_when_they_end_and_never_carry_the_code(
         ("grant.expire", "expired", iso(until)),
     ]
     assert code not in json.dumps(records)
+
+
+def test_an_ended_grant_is_an_event_kind_and_counted_as_an_expiry(
+    pairing: PairingService, clock: FakeClock, store: StateStore
+) -> None:
+    approve_for(pairing, clock, "100", SECOND)
+    clock.advance(SECOND)
+    pairing.prune()
+    counts = AuditCounts()
+    counts.add([("", record) for record in store.read_audit()])
+    assert counts.counts[("expiries", "grant")] == 1
+    assert counts.counts[("expiries", "dm")] == 0
+    assert "grant.expire" in AUDIT_EVENTS  # events.kinds may choose it

@@ -1,4 +1,5 @@
-"""The node side's own files (``pairbot node pair|connect``): its id, tokens and pickups.
+"""The node side's own files (``pairbot node pair|connect``): its id, tokens, pickups and
+the certificate fingerprints it pins.
 
 These belong to the device playing a node, not to the bot's state, and are written with the
 same durable primitives as the state dir (atomic, 0600 in a 0700 dir).
@@ -34,9 +35,10 @@ class NodeKeyring:
     """The node side's private files: its stable node id and one token per gateway.
 
     ``<dir>/node.json`` = ``{"version": 1, "nodeId": ..., "gateways": {url: {token, ...}},
-    "pickups": {url: {nodeId, pickup}}}``, 0600 in a 0700 dir, written atomically. A pickup
-    secret is kept only while a request waits for the owner, so a node stopped meanwhile can
-    come back for its decision.
+    "pickups": {url: {nodeId, pickup}}, "pins": {url: "sha256:..."}}``, 0600 in a 0700 dir,
+    written atomically. A pickup secret is kept only while a request waits for the owner, so
+    a node stopped meanwhile can come back for its decision. A pin is the fingerprint of the
+    certificate a ``wss://`` gateway must show, kept once a connection with it succeeded.
     """
 
     def __init__(self, directory: Path | None = None) -> None:
@@ -110,6 +112,22 @@ class NodeKeyring:
                 return
         else:
             pickups[gateway] = {"nodeId": node_id, "pickup": pickup}
+        self._save(doc)
+
+    def pin(self, gateway: str) -> str | None:
+        """Return the certificate fingerprint pinned for ``gateway``, if any."""
+        value = self._load().get("pins", {}).get(gateway)
+        return value if isinstance(value, str) and value else None
+
+    def keep_pin(self, gateway: str, pin: str) -> None:
+        """Pin ``gateway`` to the certificate with fingerprint ``pin`` from now on."""
+        doc = self._load()
+        pins = doc.setdefault("pins", {})
+        if not isinstance(pins, dict):
+            raise PairbotError(f"{self.path}: unexpected shape; fix or move it away")
+        if pins.get(gateway) == pin:
+            return
+        pins[gateway] = pin
         self._save(doc)
 
     def _save(self, doc: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.text import Text
 
 from bot.cli.context import EXIT_LOOKUP, EXIT_OK, Context, UsageError
+from bot.cli.keyring import NodeKeyring
 from bot.cli.output import print_json, print_listing
 from bot.core.errors import LookupFailed
 from bot.core.models import NodeDecision, NodeRequest, NodeVerdict, PairedNode
@@ -35,6 +36,22 @@ log = logging.getLogger("bot.cli.main")
 """One logger for the whole command: its lines read ``bot.cli.main``, as they always have."""
 
 
+def _pin(args: argparse.Namespace, keyring: NodeKeyring) -> str | None:
+    """The certificate fingerprint the gateway must show: ``--fingerprint``, else the one
+    the keyring pinned for this gateway, else none (a certificate an authority vouches for)."""
+    from bot.gateway.tls import parse_fingerprint
+
+    given = getattr(args, "fingerprint", None)
+    if not given:
+        return keyring.pin(args.gateway)
+    if not str(args.gateway).startswith("wss://"):
+        raise UsageError(f"--fingerprint pins a wss:// gateway, and {args.gateway} is not one")
+    try:
+        return parse_fingerprint(given)
+    except ValueError as exc:
+        raise UsageError(f"--fingerprint: {exc}") from None
+
+
 def cmd_node_pair(args: argparse.Namespace) -> int:
     """``pairbot node pair``: ask to join, wait for the decision, save the token.
 
@@ -44,10 +61,11 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
     """
     import asyncio
 
-    from bot.cli.keyring import NodeCredentials, NodeKeyring
+    from bot.cli.keyring import NodeCredentials
     from bot.gateway.client import GatewayCallError, GatewayClient
 
     keyring = NodeKeyring(Path(args.node_dir) if args.node_dir else None)
+    pin = _pin(args, keyring)
     node_id = args.node_id or keyring.node_id()
     saved = keyring.get(args.gateway)
     out = Console(highlight=False, soft_wrap=True)
@@ -85,7 +103,9 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
         return answer
 
     async def pair() -> int:
-        async with GatewayClient.open(args.gateway) as client:
+        async with GatewayClient.open(args.gateway, pin=pin) as client:
+            if pin is not None:
+                keyring.keep_pin(args.gateway, pin)
             answer = await ask(client)
             if answer.get("status") == "pending":
                 out.print(
@@ -136,16 +156,18 @@ def cmd_node_connect(args: argparse.Namespace) -> int:
     """``pairbot node connect``: authenticate with the token saved by ``node pair``."""
     import asyncio
 
-    from bot.cli.keyring import NodeKeyring
     from bot.gateway.client import GatewayCallError, GatewayClient
 
     keyring = NodeKeyring(Path(args.node_dir) if args.node_dir else None)
+    pin = _pin(args, keyring)
     creds = keyring.get(args.gateway)
     if creds is None:
         raise UsageError(f"no token saved for {args.gateway}; run `pairbot node pair` first")
 
     async def connect() -> dict[str, Any]:
-        async with GatewayClient.open(args.gateway) as client:
+        async with GatewayClient.open(args.gateway, pin=pin) as client:
+            if pin is not None:
+                keyring.keep_pin(args.gateway, pin)
             return await client.call(
                 "node.connect", {"nodeId": creds.node_id, "token": creds.token}
             )

@@ -29,6 +29,7 @@ The tree::
     ├── GatewayError                      bot.gateway.frames: an error answer to a peer
     ├── GatewayCallError                  bot.gateway.client: a gateway answered ok=false
     ├── GatewayUnavailable                bot.gateway.client: no gateway, or it went away
+    │   └── GatewayNotTrusted             its certificate is not the pinned (or a vouched) one
     ├── UsageError                        bot.cli.context: a command line not runnable (exit 2)
     ├── DemoFailed                        bot.cli.demo: a demo step did not behave
     ├── DocumentError (ValueError)        bot.services.transfer: a state document's bad field

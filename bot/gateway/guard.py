@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import ssl
+from asyncio import sslproto
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -135,7 +137,8 @@ class ConnectionGuard:
         self.limit = fd_budget(settings.max_connections)
         self._burst = burst
         self._open: Counter[str] = Counter()
-        self._done: set[asyncio.Transport] = set()
+        self._done: set[object] = set()
+        """The connections past their handshake, by :func:`_socket_of`."""
 
     @property
     def open(self) -> int:
@@ -169,16 +172,17 @@ class ConnectionGuard:
         self._open[address] -= 1
         if self._open[address] <= 0:
             del self._open[address]
-        self._done.discard(transport)
+        self._done.discard(_socket_of(transport))
 
-    def handshake_done(self, transport: asyncio.Transport | None) -> None:
-        """Mark a connection as past its handshake (a WebSocket that was accepted)."""
+    def handshake_done(self, transport: asyncio.BaseTransport | None) -> None:
+        """Mark a connection as past its handshake (a WebSocket that was accepted); the
+        transport may be the TLS layer's, over the one the guard admitted."""
         if transport is not None:
-            self._done.add(transport)
+            self._done.add(_socket_of(transport))
 
     def expired(self, address: str, transport: asyncio.Transport) -> None:
         """Close a connection whose handshake deadline passed, unless it finished."""
-        if transport in self._done or transport.is_closing():
+        if _socket_of(transport) in self._done or transport.is_closing():
             return
         self._burst.note(
             "handshake",
@@ -188,15 +192,23 @@ class ConnectionGuard:
         )
         transport.abort()
 
-    def protocol(self, inner: asyncio.Protocol) -> asyncio.Protocol:
-        """Wrap the web server's protocol for one connection."""
+    def protocol(self, inner: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
+        """Wrap the web server's protocol (or the TLS layer over it) for one connection."""
+        if isinstance(inner, asyncio.BufferedProtocol):
+            return _GuardedBuffered(inner, self)
         return _Guarded(inner, self)
+
+
+def _socket_of(transport: asyncio.BaseTransport) -> object:
+    """What a connection is known by: its socket, which a TLS layer's transport shares with
+    the transport under it."""
+    return transport.get_extra_info("socket") or transport
 
 
 class _Guarded(asyncio.Protocol):
     """A connection's protocol behind the guard: refused over the caps, timed until done."""
 
-    def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard) -> None:
+    def __init__(self, inner: Any, guard: ConnectionGuard) -> None:
         self._inner = inner
         self._guard = guard
         self._address: str | None = None
@@ -242,10 +254,32 @@ class _Guarded(asyncio.Protocol):
         self._inner.connection_lost(exc)
 
 
-class GuardedSite(web.BaseSite):
-    """A TCP or Unix-socket site whose connections pass through a :class:`ConnectionGuard`."""
+class _GuardedBuffered(_Guarded, asyncio.BufferedProtocol):
+    """The guard over a protocol that reads into its own buffer (the TLS layer)."""
 
-    __slots__ = ("_guard", "_host", "_path", "_port")
+    _SPARE = bytearray(1)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._address is None:  # refused: let the TLS layer drop what it made for it
+            self._inner.connection_lost(None)
+
+    def get_buffer(self, sizehint: int) -> Any:
+        if self._address is None:
+            return self._SPARE  # refused: the transport is aborted, the bytes go nowhere
+        return self._inner.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._address is not None:
+            self._inner.buffer_updated(nbytes)
+
+
+class GuardedSite(web.BaseSite):
+    """A TCP or Unix-socket site whose connections pass through a :class:`ConnectionGuard`;
+    with ``tls``, each is admitted before its TLS handshake (so half-open handshakes count
+    toward the caps and the deadline like any other connection)."""
+
+    __slots__ = ("_guard", "_host", "_path", "_port", "_tls")
 
     def __init__(
         self,
@@ -255,15 +289,18 @@ class GuardedSite(web.BaseSite):
         host: str | None = None,
         port: int | None = None,
         path: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(runner)
         self._guard = guard
         self._host, self._port, self._path = host, port, path
+        self._tls = tls
 
     @property
     def name(self) -> str:
         """Where the site listens."""
-        return self._path or f"http://{self._host}:{self._port}"
+        scheme = "https" if self._tls is not None else "http"
+        return self._path or f"{scheme}://{self._host}:{self._port}"
 
     async def start(self) -> None:
         """Listen; every accepted connection is admitted (or refused) by the guard."""
@@ -273,8 +310,22 @@ class GuardedSite(web.BaseSite):
         if server is None:
             raise RuntimeError("call runner.setup() before starting a site")
 
-        def factory() -> asyncio.Protocol:
-            return self._guard.protocol(server())
+        tls, deadline = self._tls, self._guard.settings.handshake_timeout
+
+        def factory() -> asyncio.BaseProtocol:
+            inner: asyncio.BaseProtocol = server()
+            if tls is not None:
+                # The TLS layer asyncio itself puts under a server's protocol; here it goes
+                # under the guard's, so the guard counts a connection from its first byte.
+                inner = sslproto.SSLProtocol(
+                    loop,
+                    inner,
+                    tls,
+                    None,  # type: ignore[arg-type]  # no one awaits the handshake: asyncio's own server passes None too
+                    server_side=True,
+                    ssl_handshake_timeout=deadline,  # type: ignore[arg-type]  # typeshed says int; asyncio takes seconds as a float
+                )
+            return self._guard.protocol(inner)
 
         kwargs: dict[str, Any] = {"backlog": self._backlog}
         if self._path is not None:

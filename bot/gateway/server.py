@@ -53,6 +53,7 @@ from bot.gateway.health import Readiness
 from bot.gateway.operators import Method, Operators
 from bot.gateway.peers import Peers
 from bot.gateway.relay import Relay
+from bot.gateway.tls import GatewayTls
 from bot.services.nodes import NodeService
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ class GatewaySettings:
     """Wrong operator tokens one address may send per ``operator_window``, across
     connections; after that its attempts are refused unseen until the window moves on."""
     operator_window: timedelta = timedelta(minutes=1)
+    tls: GatewayTls | None = None
+    """Serve ``wss://`` with this certificate (None: plain ``ws://``)."""
 
 
 OnRequest = Callable[[NodeAsk], Awaitable[None]]
@@ -151,18 +154,33 @@ class Gateway:
         socket)."""
         await self._relay.start()
         runner = await self._runner(local=False)
-        site = GuardedSite(runner, self._guard, host=self._settings.host, port=self._settings.port)
+        tls = self._settings.tls
+        site = GuardedSite(
+            runner,
+            self._guard,
+            host=self._settings.host,
+            port=self._settings.port,
+            tls=tls.server_context() if tls is not None else None,
+        )
         await site.start()
         self.port = site.port or self._settings.port
         if self._settings.socket_dir is not None:
             await self._start_unix(self._settings.socket_dir / SOCKET_NAME)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="pairbot-gateway-sweep")
         log.info(
-            "gateway listening on %s:%s (at most %d connections)",
+            "gateway listening on %s://%s:%s (at most %d connections)%s",
+            "wss" if tls is not None else "ws",
             self._settings.host,
             self.port,
             self._guard.limit,
+            f"; certificate {tls.fingerprint}" if tls is not None else "",
         )
+
+    @property
+    def fingerprint(self) -> str:
+        """The served certificate's fingerprint ("" without TLS)."""
+        tls = self._settings.tls
+        return tls.fingerprint if tls is not None else ""
 
     async def _runner(self, *, local: bool) -> web.AppRunner:
         async def ws_handler(request: web.Request) -> web.StreamResponse:

@@ -222,6 +222,11 @@ class GatewayConfig(Model):
     idle_timeout: Annotated[Duration, AfterValidator(_within("gateway.idle_timeout"))] = timedelta(
         seconds=60
     )
+    failures_per_minute: int = Field(default=5, ge=1, le=10_000)
+    """Failed verifications (wrong tokens, signatures, pickups, invites; the operator token's
+    too) one address may make in a minute before everything it shows is refused unseen."""
+    pair_requests_per_minute: int = Field(default=30, ge=1, le=100_000)
+    connects_per_minute: int = Field(default=120, ge=1, le=100_000)
 
     @field_validator("operator_token")
     @classmethod

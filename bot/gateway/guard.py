@@ -6,8 +6,8 @@ it (the chat connectors, the store) fails too. :class:`ConnectionGuard` admits a
 only under a cap in all and a cap per address, derived from the process's file limit so that
 enough descriptors always stay for the rest of the bot; it closes a connection that has not
 finished its handshake within a deadline. :class:`BurstLog` turns a storm of the same event
-into one line per window. :class:`FailureLimiter` counts failures per address across
-connections (wrong operator tokens).
+into one line per window. :class:`WindowLimiter` counts events per address across
+connections (failures, attempts; :mod:`bot.gateway.limits` puts them together).
 """
 
 from __future__ import annotations
@@ -87,29 +87,37 @@ class BurstLog:
         )
 
 
-class FailureLimiter:
-    """Counts failures per key (an address) in a sliding window, across connections."""
+class WindowLimiter:
+    """Counts events per key (an address) in a sliding window, across connections: failures
+    (wrong tokens, bad signatures), or attempts (pair requests, connects).
+
+    At most ``limit + 1`` times are kept per key, and at most
+    :data:`MAX_TRACKED_ADDRESSES` keys, so a flood costs bounded memory.
+    """
 
     def __init__(self, *, clock: Clock, limit: int, window: timedelta) -> None:
         self._clock = clock
-        self._limit = limit
+        self.limit = limit
         self.window = window
-        """How far back failures count."""
+        """How far back events count."""
         self._seen: OrderedDict[str, list[datetime]] = OrderedDict()
 
     def blocked(self, key: str) -> bool:
-        """True while ``key`` has used up its failures in the window."""
-        return len(self._recent(key)) >= self._limit
+        """True while ``key`` has used up its events in the window."""
+        return len(self._recent(key)) >= self.limit
 
-    def fail(self, key: str) -> int:
-        """Record a failure; return how many ``key`` has in the window now."""
+    def count(self, key: str) -> int:
+        """Record an event; return how many ``key`` had in the window before it (so the
+        event is within the limit when that is under ``limit``, and the first over it when
+        that equals ``limit``)."""
         recent = self._recent(key)
+        before = len(recent)
         recent.append(self._clock.now())
-        self._seen[key] = recent
+        self._seen[key] = recent[-(self.limit + 1) :]
         self._seen.move_to_end(key)
         while len(self._seen) > MAX_TRACKED_ADDRESSES:
             self._seen.popitem(last=False)
-        return len(recent)
+        return before
 
     def _recent(self, key: str) -> list[datetime]:
         horizon = self._clock.now() - self.window

@@ -30,26 +30,20 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from bot.core.clock import Clock, iso
-from bot.core.errors import LookupFailed, NodeRefused, StoreError
-from bot.core.models import NodeApproval, NodeAsk, NodeDecision, NodeRequest
+from bot.core.errors import LookupFailed, NodeRefused, StoreError, WrongCredentialError
+from bot.core.models import NodeApproval, NodeAsk, NodeDecision, NodeRequest, PairedNode
 from bot.core.protocols import Cluster
 from bot.gateway import frames
 from bot.gateway.frames import Conn, ErrorCode, GatewayError, node_id_param, param
-from bot.gateway.guard import (
-    BurstLog,
-    ConnectionGuard,
-    FailureLimiter,
-    GuardedSite,
-    GuardSettings,
-)
+from bot.gateway.guard import BurstLog, ConnectionGuard, GuardedSite, GuardSettings
 from bot.gateway.health import Readiness
+from bot.gateway.limits import AddressLimits, Attempt, LimitSettings
 from bot.gateway.operators import Method, Operators
 from bot.gateway.peers import Peers
 from bot.gateway.relay import Relay
@@ -78,10 +72,9 @@ class GatewaySettings:
     idle_timeout: float = 60.0
     """Seconds a connection may stay silent when it is neither an operator, nor a connected
     node, nor waiting for a decision."""
-    operator_failures: int = 5
-    """Wrong operator tokens one address may send per ``operator_window``, across
-    connections; after that its attempts are refused unseen until the window moves on."""
-    operator_window: timedelta = timedelta(minutes=1)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    """What one address may try per window: pair requests, connects, failed verifications
+    (the operator token's included; :mod:`bot.gateway.limits`)."""
     tls: GatewayTls | None = None
     """Serve ``wss://`` with this certificate (None: plain ``ws://``)."""
 
@@ -127,15 +120,15 @@ class Gateway:
             ),
             burst=self._burst,
         )
+        self._limits = AddressLimits(
+            settings.limits, clock=clock, burst=self._burst, audit=self._audit_refusal
+        )
         self._operators = Operators(
             nodes=nodes,
             peers=self._peers,
             relay=self._relay,
             token=settings.operator_token,
-            failures=FailureLimiter(
-                clock=clock, limit=settings.operator_failures, window=settings.operator_window
-            ),
-            burst=self._burst,
+            limits=self._limits,
         )
         self._runners: list[web.AppRunner] = []
         self._sweeper: asyncio.Task[None] | None = None
@@ -343,8 +336,21 @@ class Gateway:
 
     # --- node methods ----------------------------------------------------------------------------
 
+    async def _audit_refusal(
+        self, attempt: Attempt, outcome: str, remote: str, subject: str
+    ) -> None:
+        """One audit line for a refused attempt (never what was sent); a store that cannot
+        take it is logged once per burst, and the refusal stands."""
+        try:
+            await asyncio.to_thread(
+                self._nodes.refused, attempt.value, outcome, remote=remote, subject=subject
+            )
+        except StoreError as exc:
+            self._burst.note("audit", remote, f"gateway: a refusal was not audited: {exc}")
+
     async def _pair_request(self, conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
         node_id = node_id_param(params)
+        await self._limits.admit(conn.remote, Attempt.PAIR, subject=node_id)
         pickup = param(params, "pickup", required=False)
         if pickup:
             return await self._come_back(conn, node_id, pickup)
@@ -354,15 +360,21 @@ class Gateway:
             if req is not None:
                 self._peers.attach(conn, req)
                 return self._pending_payload(req)
-        ask = await asyncio.to_thread(
-            self._nodes.request,
-            node_id,
-            display_name=param(params, "displayName", required=False),
-            platform=param(params, "platform", required=False),
-            version=param(params, "version", required=False),
-            remote=conn.remote,
-            proof=param(params, "token", required=False) or None,
-        )
+        try:
+            ask = await asyncio.to_thread(
+                self._nodes.request,
+                node_id,
+                display_name=param(params, "displayName", required=False),
+                platform=param(params, "platform", required=False),
+                version=param(params, "version", required=False),
+                remote=conn.remote,
+                proof=param(params, "token", required=False) or None,
+            )
+        except WrongCredentialError:  # the service audited it
+            await self._limits.failed(
+                conn.remote, Attempt.PAIR, "wrong_token", subject=node_id, audited=True
+            )
+            raise
         if ask.pickup is not None:
             self._on_secret(ask.pickup)  # never logged, by any logger
         self._peers.attach(conn, ask.request, ask.pickup)
@@ -382,6 +394,9 @@ class Gateway:
             return {"status": "paired", "requestId": request_id, "token": token}
         req = await asyncio.to_thread(self._nodes.claim, node_id, pickup)
         if req is None:
+            await self._limits.failed(
+                conn.remote, Attempt.PAIR, "unknown_pickup", subject=node_id, audited=False
+            )
             raise GatewayError(
                 ErrorCode.NOT_FOUND,
                 "no pending request or held decision matches this "
@@ -399,19 +414,30 @@ class Gateway:
             "expiresAt": iso(req.expires_at(self._nodes.settings.pending_ttl)),
         }
 
-    async def _pair_verify(self, _conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
-        node = await asyncio.to_thread(
-            self._nodes.verify, node_id_param(params), param(params, "token")
-        )
-        if node is None:
-            raise GatewayError(ErrorCode.UNAUTHORIZED, "unknown node or wrong token")
+    async def _pair_verify(self, conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
+        node = await self._verified(conn, Attempt.VERIFY, params)
         return {"ok": True, "nodeId": node.node_id}
 
-    async def _connect(self, conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
+    async def _verified(self, conn: Conn, attempt: Attempt, params: dict[str, Any]) -> PairedNode:
+        """The paired node whose token the peer showed, within the address's budgets.
+
+        Raises:
+            GatewayError: ``RATE_LIMITED``, or ``UNAUTHORIZED`` (counted and audited).
+        """
         node_id = node_id_param(params)
-        node = await asyncio.to_thread(self._nodes.verify, node_id, param(params, "token"))
+        token = param(params, "token")
+        await self._limits.admit(conn.remote, attempt, subject=node_id)
+        node = await asyncio.to_thread(self._nodes.verify, node_id, token)
         if node is None:
+            await self._limits.failed(
+                conn.remote, attempt, "wrong_token", subject=node_id, audited=False
+            )
             raise GatewayError(ErrorCode.UNAUTHORIZED, "unknown node or wrong token")
+        return node
+
+    async def _connect(self, conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
+        node = await self._verified(conn, Attempt.CONNECT, params)
+        node_id = node.node_id
         await asyncio.to_thread(self._nodes.touch, node_id)
         conn.node_id = node_id
         conn.token_hash = node.token_hash

@@ -38,6 +38,7 @@ from bot.core.models import DmPolicy, NodeDecision, NodeVerdict
 from bot.core.protocols import Cluster, HasPeers, OnInbound, Provider, StateStore, TakesTurns
 from bot.gateway.guard import GuardSettings
 from bot.gateway.health import RUNNING, Phase, Readiness, ReadinessSources
+from bot.gateway.limits import LimitSettings
 from bot.gateway.server import Gateway, GatewaySettings
 from bot.gateway.tls import GatewayTls
 from bot.runtime.badstate import BadStateFiles
@@ -201,6 +202,11 @@ class App:
                     socket_dir=self.state_dir,
                     idle_timeout=cfg.gateway.idle_timeout.total_seconds(),
                     tls=tls,
+                    limits=LimitSettings(
+                        failures=cfg.gateway.failures_per_minute,
+                        pair_requests=cfg.gateway.pair_requests_per_minute,
+                        connects=cfg.gateway.connects_per_minute,
+                    ),
                     guard=GuardSettings(
                         max_connections=cfg.gateway.max_connections,
                         max_per_address=cfg.gateway.max_connections_per_address,

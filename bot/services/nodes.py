@@ -106,7 +106,16 @@ class NodeService:
                 is_repair=paired is not None,
                 extra={seal.SEAL_KEY: seal.public_key(pickup)},
             )
-            if isinstance(outcome, NodeRequest):
+            if isinstance(outcome, NodeRefused):
+                audit(
+                    txn,
+                    now,
+                    "node.request",
+                    _REFUSED[type(outcome)],
+                    actor=_remote_actor(remote),
+                    subject=node_id,
+                )
+            else:
                 txn.put_node_request(outcome)
                 state = "repair" if outcome.is_repair else "conflict" if conflicts else "pending"
                 audit(
@@ -163,6 +172,20 @@ class NodeService:
         if len(live) >= settings.max_pending:
             return RateLimitedError("too many pending requests")
         return None
+
+    def refused(self, event: str, outcome: str, *, remote: str, subject: str = "") -> None:
+        """Audit an attempt the gateway refused: its method, why, from where, and the node id
+        it named (never what it showed)."""
+        now = self._clock.now()
+        with self._store.transaction() as txn:
+            audit(
+                txn,
+                now,
+                event,
+                outcome,
+                actor=_remote_actor(remote),
+                subject=_field("nodeId", subject) or "-",
+            )
 
     def claim(self, node_id: str, pickup: str) -> NodeRequest | None:
         """Return the live request of ``node_id`` whose pickup secret is ``pickup``, or None.
@@ -355,6 +378,19 @@ def _close(
     """Drop a request (approved, rejected, superseded, expired) and audit how it ended."""
     txn.drop_node_request(req.request_id)
     audit(txn, now, event, outcome, actor=actor, subject=req.node_id, request_id=req.request_id)
+
+
+_REFUSED: dict[type[NodeRefused], str] = {
+    AlreadyPairedError: "already_paired",
+    WrongCredentialError: "wrong_token",
+    RateLimitedError: "capped",
+}
+"""The audit outcome of each refusal of a node's request."""
+
+
+def _remote_actor(remote: str) -> str:
+    """Who an audit line says acted, for a peer of the gateway: its address."""
+    return f"remote:{remote or '?'}"
 
 
 def _field(name: str, value: str, *, required: bool = False) -> str:

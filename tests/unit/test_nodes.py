@@ -378,7 +378,11 @@ def test_a_paired_node_id_is_refused_without_proof_of_its_token(
         nodes.request("laptop", proof=token[:-1])
 
     assert nodes.pending() == []
-    assert node_events(store) == before
+    refused = [
+        ("node.request", "remote:?", "laptop", None, outcome)
+        for outcome in ("already_paired", "wrong_token", "wrong_token")
+    ]
+    assert node_events(store) == before + refused, "each refusal audited, nothing else"
     assert nodes.verify("laptop", token) is not None, "the real node keeps working"
 
 

@@ -231,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="already paired: ask the owner for a new token (proves the old one)",
     )
+    p.add_argument(
+        "--no-key",
+        action="store_true",
+        help="pair with a token alone (by default the node makes an Ed25519 key, node.key "
+        "0600, and connects by signature: nothing reusable crosses the wire)",
+    )
     leaf(
         node_sub,
         "connect",

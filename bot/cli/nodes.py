@@ -57,17 +57,23 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
 
     The request's pickup secret is kept (0600) while it waits, so a ``node pair`` stopped and
     run again comes back for the same request instead of making a new one. With a saved
-    token, ``--rotate`` asks the owner for a new token, proving the node holds the current one.
+    token, ``--rotate`` asks the owner for a new token, proving the node holds the current one
+    (its key's signature, or its token). The node's Ed25519 key (``node.key``, 0600) is made
+    the first time and sent with the request, so the node connects by signature; ``--no-key``
+    pairs with a token alone.
     """
     import asyncio
 
     from bot.cli.keyring import NodeCredentials
     from bot.gateway.client import GatewayCallError, GatewayClient
+    from bot.services import keys
 
     keyring = NodeKeyring(Path(args.node_dir) if args.node_dir else None)
     pin = _pin(args, keyring)
     node_id = args.node_id or keyring.node_id()
     saved = keyring.get(args.gateway)
+    key = None if args.no_key else keyring.key(make=True)
+    public = keys.public_key(key) if key is not None else ""
     out = Console(highlight=False, soft_wrap=True)
     if saved is not None and saved.node_id == node_id and not args.rotate:
         out.print(
@@ -95,8 +101,13 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
             "platform": args.platform,
             "version": args.node_version,
         }
+        if public:
+            params["publicKey"] = public
         if saved is not None and saved.node_id == node_id:
-            params["token"] = saved.token
+            if saved.public_key and key is not None:
+                params |= await client.signed(keys.PAIR, node_id, key, new_key=public)
+            else:
+                params["token"] = saved.token
         answer = await client.call("node.pair.request", params)
         if answer.get("pickup"):
             keyring.keep_pickup(args.gateway, node_id, str(answer["pickup"]))
@@ -125,7 +136,11 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
         token = str(decision["token"])
         keyring.save(
             NodeCredentials(
-                gateway=args.gateway, node_id=node_id, token=token, display_name=args.name
+                gateway=args.gateway,
+                node_id=node_id,
+                token=token,
+                display_name=args.name,
+                public_key=public,
             )
         )
         out.print(Text(f"Approved. Token saved in {keyring.path}:"))
@@ -164,20 +179,29 @@ def cmd_node_connect(args: argparse.Namespace) -> int:
     if creds is None:
         raise UsageError(f"no token saved for {args.gateway}; run `pairbot node pair` first")
 
+    key = keyring.key() if creds.public_key else None
+    if creds.public_key and key is None:
+        raise UsageError(f"{keyring.directory}: the node key this node paired with is gone")
+
     async def connect() -> dict[str, Any]:
+        from bot.services import keys
+
         async with GatewayClient.open(args.gateway, pin=pin) as client:
             if pin is not None:
                 keyring.keep_pin(args.gateway, pin)
-            return await client.call(
-                "node.connect", {"nodeId": creds.node_id, "token": creds.token}
+            proof = (
+                await client.signed(keys.CONNECT, creds.node_id, key)
+                if key is not None
+                else {"token": creds.token}
             )
+            return await client.call("node.connect", {"nodeId": creds.node_id, **proof})
 
     try:
         answer = asyncio.run(connect())
     except GatewayCallError as exc:
         if exc.code == ErrorCode.UNAUTHORIZED:
             sys.stderr.write(
-                "pairbot: error: the gateway refused this node's token (revoked?); "
+                "pairbot: error: the gateway refused this node's key or token (revoked?); "
                 "pair again with `pairbot node pair`\n"
             )
             return EXIT_LOOKUP

@@ -23,6 +23,7 @@ The tree::
     ├── NodeRefused                       a node's request is refused as asked (gateway)
     │   ├── AlreadyPairedError            the node id is paired; no proof of its token
     │   ├── WrongCredentialError          a token or pickup secret that does not match
+    │   │   └── BadSignatureError         not the node key's signature over this nonce
     │   └── RateLimitedError              a pending-request cap is full
     │
     │   defined beside the code that raises them:
@@ -202,6 +203,11 @@ class WrongCredentialError(NodeRefused):
     """A presented node token or pickup secret does not match."""
 
     code = "UNAUTHORIZED"
+
+
+class BadSignatureError(WrongCredentialError):
+    """A signature that is not by the node's key over this connection's nonce, node id and
+    certificate."""
 
 
 class RateLimitedError(NodeRefused):

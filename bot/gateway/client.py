@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, Self
 
 import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bot.core.errors import PairbotError
 from bot.gateway.tls import PREFIX, digest, peer_fingerprint
+from bot.services import keys
 
 
 class GatewayCallError(PairbotError):
@@ -145,6 +147,21 @@ class GatewayClient:
             )
         payload = answer.get("payload")
         return payload if isinstance(payload, dict) else {}
+
+    async def signed(
+        self, purpose: str, node_id: str, key: Ed25519PrivateKey, *, new_key: str = ""
+    ) -> dict[str, str]:
+        """The params that prove this node holds ``key``: a fresh nonce from the gateway
+        (``node.challenge``) signed with the node id, ``purpose`` and the certificate this
+        connection sees (:func:`bot.services.keys.signed_message`)."""
+        nonce = str((await self.call("node.challenge"))["nonce"])
+        message = keys.signed_message(
+            purpose, nonce=nonce, node_id=node_id, fingerprint=self.fingerprint, new_key=new_key
+        )
+        params = {"signature": keys.sign(key, message)}
+        if self.fingerprint:
+            params["certFingerprint"] = self.fingerprint
+        return params
 
     async def next_event(
         self, name: str | None = None, *, wait: float | None = None

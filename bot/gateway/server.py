@@ -35,8 +35,15 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from bot.core import codes
 from bot.core.clock import Clock, iso
-from bot.core.errors import LookupFailed, NodeRefused, StoreError, WrongCredentialError
+from bot.core.errors import (
+    BadSignatureError,
+    LookupFailed,
+    NodeRefused,
+    StoreError,
+    WrongCredentialError,
+)
 from bot.core.models import NodeApproval, NodeAsk, NodeDecision, NodeRequest, PairedNode
 from bot.core.protocols import Cluster
 from bot.gateway import frames
@@ -48,6 +55,7 @@ from bot.gateway.operators import Method, Operators
 from bot.gateway.peers import Peers
 from bot.gateway.relay import Relay
 from bot.gateway.tls import GatewayTls
+from bot.services.keys import KeyProof
 from bot.services.nodes import NodeService
 
 log = logging.getLogger(__name__)
@@ -330,6 +338,7 @@ class Gateway:
         return {
             "node.pair.request": self._pair_request,
             "node.pair.verify": self._pair_verify,
+            "node.challenge": self._challenge,
             "node.connect": self._connect,
             **self._operators.methods(),
         }
@@ -369,10 +378,13 @@ class Gateway:
                 version=param(params, "version", required=False),
                 remote=conn.remote,
                 proof=param(params, "token", required=False) or None,
+                public_key=param(params, "publicKey", required=False) or None,
+                key_proof=self._key_proof(conn, params),
             )
-        except WrongCredentialError:  # the service audited it
+        except WrongCredentialError as exc:  # the service audited it
+            outcome = "bad_signature" if isinstance(exc, BadSignatureError) else "wrong_token"
             await self._limits.failed(
-                conn.remote, Attempt.PAIR, "wrong_token", subject=node_id, audited=True
+                conn.remote, Attempt.PAIR, outcome, subject=node_id, audited=True
             )
             raise
         if ask.pickup is not None:
@@ -425,15 +437,50 @@ class Gateway:
             GatewayError: ``RATE_LIMITED``, or ``UNAUTHORIZED`` (counted and audited).
         """
         node_id = node_id_param(params)
-        token = param(params, "token")
+        token = param(params, "token", required=False)
         await self._limits.admit(conn.remote, attempt, subject=node_id)
-        node = await asyncio.to_thread(self._nodes.verify, node_id, token)
+        proof = self._key_proof(conn, params)
+        if proof is not None:
+            node = await asyncio.to_thread(self._nodes.verify_signature, node_id, proof)
+            outcome = "bad_signature"
+        elif token:
+            node = await asyncio.to_thread(self._nodes.verify, node_id, token)
+            outcome = "wrong_token"
+        else:
+            raise GatewayError(
+                ErrorCode.INVALID_REQUEST, "params.token or params.signature is required"
+            )
         if node is None:
             await self._limits.failed(
-                conn.remote, attempt, "wrong_token", subject=node_id, audited=False
+                conn.remote, attempt, outcome, subject=node_id, audited=False
             )
             raise GatewayError(ErrorCode.UNAUTHORIZED, "unknown node or wrong token")
         return node
+
+    async def _challenge(self, conn: Conn, _params: dict[str, Any]) -> dict[str, Any]:
+        """A fresh nonce for this connection's next signature (the one before is void)."""
+        conn.nonce = codes.new_token()
+        return {"nonce": conn.nonce}
+
+    def _key_proof(self, conn: Conn, params: dict[str, Any]) -> KeyProof | None:
+        """The signature a request carries, bound to what this gateway knows: the nonce it
+        handed this connection (spent now, whatever the outcome) and, when it serves TLS, its
+        own certificate (behind a TLS proxy, the one the node says it saw).
+
+        Raises:
+            GatewayError: a signature without a nonce to spend.
+        """
+        signature = param(params, "signature", required=False)
+        if not signature:
+            return None
+        nonce, conn.nonce = conn.nonce, ""
+        if not nonce:
+            raise GatewayError(
+                ErrorCode.UNAUTHORIZED,
+                "no nonce to sign: call node.challenge first (one per signature)",
+            )
+        seen = self.fingerprint or param(params, "certFingerprint", required=False)
+        return KeyProof(nonce=nonce, fingerprint=seen, signature=signature)
 
     async def _connect(self, conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
         node = await self._verified(conn, Attempt.CONNECT, params)

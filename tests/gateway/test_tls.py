@@ -217,3 +217,22 @@ async def test_half_open_tls_handshakes_count_toward_the_caps_and_the_deadline(
         # and a real node still gets in afterwards
         _, ask = await gw.ask("pixel-9")
         assert ask["status"] == "pending"
+
+
+async def test_pairbot_run_refuses_plaintext_on_a_network_address_in_one_line(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "pairbot.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        "gateway: {host: 0.0.0.0, port: 0}\n"
+        "providers: {telegram: {token: '123:abc'}}\n"
+    )
+    config.chmod(0o600)
+    done = await pairbot_exits("run", "--config", str(config))
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("pairbot: error:")]
+    assert len(errors) == 1, done.stderr
+    assert "gateway: host 0.0.0.0 reaches the network" in errors[0]
+    assert "allow_plaintext" in errors[0]
+    assert not (tmp_path / "state").exists(), "refused before anything started"

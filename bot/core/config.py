@@ -8,6 +8,7 @@ platforms table (:mod:`bot.core.platforms`). Reading the file and the environmen
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -187,12 +188,39 @@ class NodesConfig(Model):
     max_pending_per_node: int = Field(default=3, ge=1, le=100)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` reaches this machine only (``localhost``, 127.0.0.0/8,
+    ``::1``); a wildcard (``0.0.0.0``, ``::``) or any other name reaches the network."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class TlsFiles(Model):
+    """``gateway.tls: {cert_file, key_file}`` — a certificate (PEM, the chain after it) and
+    its private key, served as ``wss://``."""
+
+    cert_file: str
+    key_file: str
+
+
+AUTO_TLS = "auto"
+"""``gateway.tls: auto``: a self-signed certificate pairbot makes once and keeps in the state
+dir (nodes pin its fingerprint)."""
+
+
 class GatewayConfig(Model):
     """``gateway:`` — where nodes connect."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=18789, ge=0, le=65535)
+    tls: Literal["auto"] | TlsFiles | None = None
+    allow_plaintext: bool = False
+    """Listen without TLS on an address that reaches the network (a TLS proxy in front)."""
     operator_token: OptionalSecret = None
     max_connections: int = Field(default=256, ge=4, le=100_000)
     max_connections_per_address: int = Field(default=32, ge=1, le=100_000)
@@ -202,12 +230,34 @@ class GatewayConfig(Model):
     idle_timeout: Annotated[Duration, AfterValidator(_within("gateway.idle_timeout"))] = timedelta(
         seconds=60
     )
+    failures_per_minute: int = Field(default=5, ge=1, le=10_000)
+    """Failed verifications (wrong tokens, signatures, pickups, invites; the operator token's
+    too) one address may make in a minute before everything it shows is refused unseen."""
+    pair_requests_per_minute: int = Field(default=30, ge=1, le=100_000)
+    connects_per_minute: int = Field(default=120, ge=1, le=100_000)
 
     @field_validator("operator_token")
     @classmethod
     def _strong(cls, value: str | None) -> str | None:
         """Anyone who reaches the port may guess it: refuse what can be guessed."""
         return _strong_secret(value, "or set null to turn remote operators off")
+
+    @model_validator(mode="after")
+    def _private_or_tls(self) -> GatewayConfig:
+        """Tokens, pickups and invites cross the wire: never in the clear on a network."""
+        if self.plaintext_on_network and not self.allow_plaintext:
+            raise ValueError(
+                f"host {self.host} reaches the network, and without TLS what nodes send "
+                "(tokens, invites) crosses it in the clear: set gateway.tls (auto, or "
+                "cert_file and key_file), or gateway.allow_plaintext: true if a TLS "
+                "proxy is in front"
+            )
+        return self
+
+    @property
+    def plaintext_on_network(self) -> bool:
+        """Listening without TLS where the network reaches (allowed, and warned about)."""
+        return self.enabled and self.tls is None and not is_loopback(self.host)
 
 
 def _strong_secret(value: str | None, instead: str) -> str | None:

@@ -174,14 +174,22 @@ def node_notice(
 ) -> str:
     """Told to the owner about each node asking to join; a re-pair and a second asker for
     the same node id are said plainly."""
-    lines = [
-        "Node asks for a new token (re-pair)" if req.is_repair else "New node pairing request"
-    ]
-    if req.is_repair:
-        lines.append(
-            "It is already paired and proved it holds its current token; approving "
-            "gives it a new one and the old one stops working."
-        )
+    if req.key_changed:
+        lines = [
+            "Node asks again with a different key",
+            "Warning: this node id is already paired with another key (or none), and the "
+            "asker proved nothing. A reinstalled device looks like this, and so does "
+            "someone else using its id: approving replaces the paired node, whose key "
+            "and token then stop working.",
+        ]
+    elif req.is_repair:
+        lines = [
+            "Node asks for a new token (re-pair)",
+            "It is already paired and proved it holds its current token or key; approving "
+            "gives it a new token and the old one stops working.",
+        ]
+    else:
+        lines = ["New node pairing request"]
     lines += [
         f"Node id: {clean(req.node_id)}",
         f"Name (given by the node, unverified): {clean_name(req.display_name) or '(none)'}",

@@ -159,6 +159,14 @@ class RequestResult:
     send_code: bool
 
 
+PUBLIC_KEY = "publicKey"
+"""The key of a node request's and a paired node's ``extra`` holding the node's Ed25519
+public key (:mod:`bot.services.keys`)."""
+KEY_CHANGED = "keyChanged"
+"""The key of a node request's ``extra`` saying it names a paired node id with another key
+and proves nothing (approving it replaces that node)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeRequest(Expiring):
     """A device asking to join (one entry of ``nodes/pending.json``)."""
@@ -177,6 +185,11 @@ class NodeRequest(Expiring):
     """Asked for a node that is already paired, by a caller that proved it holds the node's
     current token: approving it rotates the token."""
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key_changed(self) -> bool:
+        """It names a paired node id with another public key, and proved nothing."""
+        return self.extra.get(KEY_CHANGED) is True
 
     def as_json(self) -> dict[str, Any]:
         """The public JSON view (CLI ``--json``, gateway ``node.pair.list``); no pickup hash."""

@@ -187,7 +187,7 @@ def test_interpolation_reads_the_environment(write, monkeypatch: pytest.MonkeyPa
         write(
             "state_dir: ${PB_HOME}/state\n"
             "owners: [{provider: telegram, user_id: '${PB_OWNER}'}]\n"
-            "gateway: {host: '${PB_HOST}', port: '${PB_PORT}'}\n" + TG
+            "gateway: {host: '${PB_HOST}', port: '${PB_PORT}', tls: auto}\n" + TG
         )
     )
     assert config.state_dir == "/srv/pb/state"

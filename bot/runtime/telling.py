@@ -13,20 +13,33 @@ sending, an instance claims ``tell:<provider>:<sender>:<approved at, µs>`` on t
 took it sends. Told: the notice is dropped and the claim kept for :data:`TOLD_KEEP` (an
 instance still working through an older read of the outbox finds it taken); not told: the
 claim is given back, for whichever instance looks next.
+
+Messages the sender wrote while pending (``pairing.hold_messages``) moved from their request
+to the notice in the approval's own write; they are handed to the handler, in order, right
+after the sender is told (at once where strangers are answered with silence: there the
+approved sender is told nothing either), each reply sent to the sender as an allowed
+sender's would be. Progress is written as it goes: first that the sender was told, then,
+after each message handed over, the messages left; the notice is dropped with the last one.
+So a process that dies in the middle tells nobody twice and hands again at most the one
+message it had in hand when it died (at least once, never silently dropped); whichever
+instance looks next goes on from there. A revocation drops the notice: nothing more is
+handed over for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from enum import Enum
 
 from bot.core import messages
 from bot.core.errors import StoreError, StoreUnavailableError
-from bot.core.models import ApprovalNotice
+from bot.core.models import ApprovalNotice, ChatKind, HeldMessage, Inbound
 from bot.core.protocols import Provider
 from bot.runtime.claims import ClaimedWork
+from bot.runtime.handlers import Handler
 from bot.runtime.shared import Shared
 
 log = logging.getLogger(__name__)
@@ -39,12 +52,26 @@ TOLD_KEEP = timedelta(hours=1)
 """How long the claim outlives the telling (longer than one look at the outbox takes)."""
 
 
+class _Outcome(Enum):
+    """How far one notice got in one look."""
+
+    DONE = "done"
+    """Told (or nothing to tell), every held message handed over: drop the notice."""
+    RETRY = "retry"
+    """Not told, or the chat to hand over in not found: try again after a pause."""
+    GONE = "gone"
+    """The notice was dropped (revoked) or replaced (approved again) meanwhile: leave it."""
+
+
 @dataclass(eq=False, kw_only=True)
 class ApprovedTeller:
     """Sends "you're approved" to each sender in the outbox, on the platforms running here."""
 
     shared: Shared
     watch_interval: float
+    handler: Handler | None = None
+    """Where the messages a sender wrote while pending go once they are told (the app's
+    handler); None hands none over (they are dropped with the notice)."""
     _notice_retry: dict[tuple[str, str], tuple[int, datetime]] = field(
         default_factory=dict, init=False
     )
@@ -98,12 +125,16 @@ class ApprovedTeller:
                     if now - notice.approved_at > NOTICE_GIVE_UP:
                         log.warning(
                             "gave up telling %s sender %s they were approved: "
-                            "not reachable for %s",
+                            "not reachable for %s (%d held message(s) dropped)",
                             notice.provider,
                             notice.sender_id,
                             NOTICE_GIVE_UP,
+                            len(notice.held),
                         )
-                    elif not await self._tell_one(provider, notice.chat_id, notice.sender_id):
+                        outcome = _Outcome.DONE
+                    else:
+                        outcome = await self._carry_out(provider, notice)
+                    if outcome is _Outcome.RETRY:
                         failures = retry[0] + 1 if retry is not None else 1
                         pause = min(timedelta(seconds=2**failures), timedelta(minutes=10))
                         self._notice_retry[key] = (failures, now + pause)
@@ -112,15 +143,60 @@ class ApprovedTeller:
                     # fails, so no instance tells them again before TOLD_KEEP.
                     told = True
                     self._notice_retry.pop(key, None)
-                    await asyncio.to_thread(
-                        self.shared.pairing.notice_sent, notice.provider, notice.sender_id
-                    )
+                    if outcome is _Outcome.DONE:
+                        await asyncio.to_thread(
+                            self.shared.pairing.notice_sent, notice.provider, notice.sender_id
+                        )
                 finally:
                     await self.claims.done(claim, ok=told)
 
     async def aclose(self) -> None:
         """Stop renewing claims; keep those of the senders told."""
         await self.claims.aclose()
+
+    async def _carry_out(self, provider: Provider, notice: ApprovalNotice) -> _Outcome:
+        """Tell the sender (unless told, or their platform is silent), then hand over what
+        they wrote while pending, writing how far it got."""
+        tell = not notice.told and self.shared.reply_to_strangers(notice.provider).tells
+        if tell and not await self._tell_one(provider, notice.chat_id, notice.sender_id):
+            return _Outcome.RETRY
+        handler = self.handler
+        if not notice.held or handler is None:
+            return _Outcome.DONE
+        if not notice.told:
+            notice = replace(notice, told=True)
+            if not await asyncio.to_thread(self.shared.pairing.notice_progress, notice):
+                return _Outcome.GONE
+        try:
+            chat_id = notice.chat_id or await provider.dm_chat_id(notice.sender_id)
+        except Exception as exc:
+            log.warning(
+                "could not open the chat of %s sender %s to hand over what they wrote "
+                "while pending (will retry): %s",
+                notice.provider,
+                notice.sender_id,
+                type(exc).__name__,
+            )
+            return _Outcome.RETRY
+        return await self._hand_over(handler, provider, chat_id, notice)
+
+    async def _hand_over(
+        self, handler: Handler, provider: Provider, chat_id: str, notice: ApprovalNotice
+    ) -> _Outcome:
+        """Hand ``notice``'s held messages to the handler in order, writing after each the
+        ones left; the caller drops the notice after the last. A sender no longer allowed
+        (revoked) gets nothing more."""
+        held = notice.held
+        for i, message in enumerate(held):
+            if not self.shared.pairing.is_allowed(notice.provider, notice.sender_id):
+                return _Outcome.GONE  # revoked: the revocation drops the notice
+            await _hand_one(handler, provider, chat_id, notice, message)
+            left = held[i + 1 :]
+            if left and not await asyncio.to_thread(
+                self.shared.pairing.notice_progress, replace(notice, held=left)
+            ):
+                return _Outcome.GONE
+        return _Outcome.DONE
 
     async def _tell_one(self, provider: Provider, chat_id: str | None, sender_id: str) -> bool:
         try:
@@ -135,6 +211,38 @@ class ApprovedTeller:
             )
             return False
         return True
+
+
+async def _hand_one(
+    handler: Handler,
+    provider: Provider,
+    chat_id: str,
+    notice: ApprovalNotice,
+    message: HeldMessage,
+) -> None:
+    """One held message to the handler, as an allowed sender's message; its reply to the
+    sender. A failure is logged (never the text) and counts as handed over: a handler is
+    never given one message twice on purpose."""
+    inbound = Inbound(
+        provider=notice.provider,
+        chat_id=chat_id,
+        chat_kind=ChatKind.DM,
+        sender_id=notice.sender_id,
+        text=message.text,
+        sender_name=message.name,
+        sent_at=message.at,
+    )
+    try:
+        reply = await handler(inbound)
+        if reply:
+            await provider.send(chat_id, reply)
+    except Exception as exc:
+        log.warning(
+            "a message %s sender %s wrote while pending: the handler or its reply failed (%s)",
+            notice.provider,
+            notice.sender_id,
+            type(exc).__name__,
+        )
 
 
 def _claim_key(notice: ApprovalNotice) -> str:

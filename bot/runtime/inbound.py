@@ -261,6 +261,7 @@ class InboundPipeline:
             # Approved elsewhere a moment ago: no code, no notice. What they wrote while
             # pending goes to the handler first, if this instance tells them.
             await self.teller.tell()
+            await self.teller.handed(msg.provider, msg.sender_id)
             await self._forward(msg)
             return
         req = result.request

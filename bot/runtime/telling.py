@@ -53,7 +53,7 @@ TOLD_KEEP = timedelta(hours=1)
 
 
 class _Outcome(Enum):
-    """How far one notice got in one look."""
+    """How far one notice got."""
 
     DONE = "done"
     """Told (or nothing to tell), every held message handed over: drop the notice."""
@@ -61,11 +61,14 @@ class _Outcome(Enum):
     """Not told, or the chat to hand over in not found: try again after a pause."""
     GONE = "gone"
     """The notice was dropped (revoked) or replaced (approved again) meanwhile: leave it."""
+    HAND_OVER = "hand over"
+    """Told (and written so); the held messages go to the handler in a task of their own."""
 
 
 @dataclass(eq=False, kw_only=True)
 class ApprovedTeller:
-    """Sends "you're approved" to each sender in the outbox, on the platforms running here."""
+    """Sends "you're approved" to each sender in the outbox, on the platforms running here,
+    and hands the handler what they wrote while pending."""
 
     shared: Shared
     watch_interval: float
@@ -77,6 +80,9 @@ class ApprovedTeller:
     )
     """(provider, sender) → (failed sends, not before) for approved senders not told."""
     _telling: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _handing: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict, init=False)
+    """(provider, sender) → the task handing their held messages over, while it runs: off
+    the path of whoever made the look (an owner's command waits only for the telling)."""
     claims: ClaimedWork = field(init=False)
     """The approved senders this instance is telling or told, claimed on the cluster."""
 
@@ -91,22 +97,30 @@ class ApprovedTeller:
         )
 
     async def run_forever(self) -> None:
-        """Tell senders approved by anyone (the owner chat, the CLI, while the bot was down)."""
-        while True:
-            try:
-                await self.tell()
-            except StoreUnavailableError as exc:  # logged once per outage, not per look
-                self.shared.outage.failed(exc)
-            except StoreError as exc:
-                log.error("could not read the approved senders to tell: %s", exc)
-            except Exception:
-                log.exception("telling approved senders failed")
-            await asyncio.sleep(self.watch_interval)
+        """Tell senders approved by anyone (the owner chat, the CLI, while the bot was down).
+
+        Cancelled (the bot stops, before its providers), it cancels the hand-overs under way:
+        the message in the handler's hands then is handed over again by the next start."""
+        try:
+            while True:
+                try:
+                    await self.tell()
+                except StoreUnavailableError as exc:  # logged once per outage, not per look
+                    self.shared.outage.failed(exc)
+                except StoreError as exc:
+                    log.error("could not read the approved senders to tell: %s", exc)
+                except Exception:
+                    log.exception("telling approved senders failed")
+                await asyncio.sleep(self.watch_interval)
+        finally:
+            await self._stop_handing()
 
     async def tell(self) -> None:
         """Send "you're approved" to each approved sender not yet told, on the platforms this
-        process runs, then forget the notice. A send that fails is retried with a growing
-        pause; after :data:`NOTICE_GIVE_UP` the notice is dropped with a warning."""
+        process runs, then forget the notice, or first hand what they wrote while pending to
+        the handler (in a task of its own: this returns once they are told). A send that
+        fails is retried with a growing pause; after :data:`NOTICE_GIVE_UP` the notice is
+        dropped with a warning."""
         async with self._telling:
             notices = await asyncio.to_thread(self.shared.pairing.notices)
             self.shared.outage.ok()  # this look, every watch_interval, notices its end
@@ -115,12 +129,15 @@ class ApprovedTeller:
                 provider = self.shared.providers.get(notice.provider)
                 key = (notice.provider, notice.sender_id)
                 retry = self._notice_retry.get(key)
-                if provider is None or (retry is not None and now < retry[1]):
+                if provider is None or key in self._handing:
+                    continue
+                if retry is not None and now < retry[1]:
                     continue
                 claim = _claim_key(notice)
                 if not await self.claims.take(claim):
                     continue  # another instance tells them (or has told them)
                 told = False
+                handing = False
                 try:
                     if now - notice.approved_at > NOTICE_GIVE_UP:
                         log.warning(
@@ -133,40 +150,103 @@ class ApprovedTeller:
                         )
                         outcome = _Outcome.DONE
                     else:
-                        outcome = await self._carry_out(provider, notice)
-                    if outcome is _Outcome.RETRY:
-                        failures = retry[0] + 1 if retry is not None else 1
-                        pause = min(timedelta(seconds=2**failures), timedelta(minutes=10))
-                        self._notice_retry[key] = (failures, now + pause)
+                        outcome = await self._tell_first(provider, notice)
+                    if outcome is _Outcome.HAND_OVER and self.handler is not None:
+                        told_notice = replace(notice, told=True)
+                        self._handing[key] = asyncio.create_task(
+                            self._hand_over(self.handler, provider, told_notice, claim),
+                            name=f"pairbot-held-{notice.provider}",
+                        )
+                        handing = True
                         continue
-                    # Told (or given up on): the claim is kept even if dropping the notice
-                    # fails, so no instance tells them again before TOLD_KEEP.
-                    told = True
-                    self._notice_retry.pop(key, None)
+                    told = self._settled(notice, outcome, now)
                     if outcome is _Outcome.DONE:
                         await asyncio.to_thread(
                             self.shared.pairing.notice_sent, notice.provider, notice.sender_id
                         )
                 finally:
-                    await self.claims.done(claim, ok=told)
+                    if not handing:
+                        await self.claims.done(claim, ok=told)
+
+    async def handed(self, provider: str, sender_id: str) -> None:
+        """Return once what ``sender_id`` wrote while pending has been handed over, if this
+        instance is handing it over now."""
+        task = self._handing.get((provider, sender_id))
+        if task is not None:
+            await asyncio.wait({task})
 
     async def aclose(self) -> None:
-        """Stop renewing claims; keep those of the senders told."""
+        """Stop the hand-overs under way and renewing claims; keep those of the senders told."""
+        await self._stop_handing()
         await self.claims.aclose()
 
-    async def _carry_out(self, provider: Provider, notice: ApprovalNotice) -> _Outcome:
-        """Tell the sender (unless told, or their platform is silent), then hand over what
-        they wrote while pending, writing how far it got."""
+    async def _stop_handing(self) -> None:
+        tasks = list(self._handing.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def _settled(self, notice: ApprovalNotice, outcome: _Outcome, now: datetime) -> bool:
+        """Note how a notice's turn ended: a retry's pause grows; anything else is told (or
+        given up on, or gone), and its claim is kept even if dropping the notice fails, so
+        no instance tells them again before :data:`TOLD_KEEP`. Return whether it is."""
+        key = (notice.provider, notice.sender_id)
+        if outcome is _Outcome.RETRY:
+            retry = self._notice_retry.get(key)
+            failures = retry[0] + 1 if retry is not None else 1
+            pause = min(timedelta(seconds=2**failures), timedelta(minutes=10))
+            self._notice_retry[key] = (failures, now + pause)
+            return False
+        self._notice_retry.pop(key, None)
+        return True
+
+    async def _tell_first(self, provider: Provider, notice: ApprovalNotice) -> _Outcome:
+        """Tell the sender (unless told, or their platform is silent); with held messages to
+        hand over, write that they were told first, so nobody tells them twice."""
         tell = not notice.told and self.shared.reply_to_strangers(notice.provider).tells
         if tell and not await self._tell_one(provider, notice.chat_id, notice.sender_id):
             return _Outcome.RETRY
-        handler = self.handler
-        if not notice.held or handler is None:
+        if not notice.held or self.handler is None:
             return _Outcome.DONE
-        if not notice.told:
-            notice = replace(notice, told=True)
-            if not await asyncio.to_thread(self.shared.pairing.notice_progress, notice):
-                return _Outcome.GONE
+        if not notice.told and not await asyncio.to_thread(
+            self.shared.pairing.notice_progress, replace(notice, told=True)
+        ):
+            return _Outcome.GONE
+        return _Outcome.HAND_OVER
+
+    async def _hand_over(
+        self, handler: Handler, provider: Provider, notice: ApprovalNotice, claim: str
+    ) -> None:
+        """Hand ``notice``'s held messages over (its sender told), then drop it; the claim
+        taken for it is kept once done, given back if this failed."""
+        key = (notice.provider, notice.sender_id)
+        done = False
+        try:
+            outcome = await self._hand_each(handler, provider, notice)
+            done = self._settled(notice, outcome, self.shared.clock.now())
+            if outcome is _Outcome.DONE:
+                await asyncio.to_thread(
+                    self.shared.pairing.notice_sent, notice.provider, notice.sender_id
+                )
+        except StoreUnavailableError as exc:  # the message in hand is handed over again
+            self.shared.outage.failed(exc)
+        except Exception:
+            log.exception(
+                "handing over what %s sender %s wrote while pending failed (will retry)",
+                notice.provider,
+                notice.sender_id,
+            )
+        finally:
+            self._handing.pop(key, None)
+            await self.claims.done(claim, ok=done)
+
+    async def _hand_each(
+        self, handler: Handler, provider: Provider, notice: ApprovalNotice
+    ) -> _Outcome:
+        """Hand ``notice``'s held messages to the handler in order, writing after each the
+        ones left (the last one's is the notice dropped, by the caller). A sender no longer
+        allowed (revoked) gets nothing more."""
         try:
             chat_id = notice.chat_id or await provider.dm_chat_id(notice.sender_id)
         except Exception as exc:
@@ -178,14 +258,6 @@ class ApprovedTeller:
                 type(exc).__name__,
             )
             return _Outcome.RETRY
-        return await self._hand_over(handler, provider, chat_id, notice)
-
-    async def _hand_over(
-        self, handler: Handler, provider: Provider, chat_id: str, notice: ApprovalNotice
-    ) -> _Outcome:
-        """Hand ``notice``'s held messages to the handler in order, writing after each the
-        ones left; the caller drops the notice after the last. A sender no longer allowed
-        (revoked) gets nothing more."""
         held = notice.held
         for i, message in enumerate(held):
             if not self.shared.pairing.is_allowed(notice.provider, notice.sender_id):

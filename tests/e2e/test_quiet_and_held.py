@@ -21,7 +21,7 @@ from bot.core.clock import FakeClock
 from bot.runtime.app import App
 from providers.telegram.fake import FakeTelegramServer
 from stores.jsonfile import JsonFileStore
-from tests.e2e import support
+from tests.e2e import held_handler, support
 from tests.e2e.support import code_in, settle, texts
 from tests.e2e.test_app_telegram import ALICE, BOB, OWNER, cli_approve, make_config
 from tests.process import pairbot_exits, pairbot_running, telegram_config, write_config
@@ -336,3 +336,40 @@ async def test_a_process_killed_while_handing_over_hands_that_one_again_and_tell
     assert tg.messages_to(ALICE)[1:] == [APPROVED], "told once"
     with JsonFileStore(state_dir).transaction() as txn:
         assert txn.notices() == []
+
+
+async def test_a_slow_handler_holds_up_neither_the_owner_nor_other_senders(
+    tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
+) -> None:
+    """The held messages are handed over off the provider's path: the owner's confirmation
+    and another sender's message do not wait for the handler to finish with them."""
+    held_handler.GATE.clear()
+    held_handler.SEEN.clear()
+    app = await running(
+        tg,
+        state_dir,
+        fake_clock,
+        pairing=HOLD,
+        handler={"kind": "python", "target": "tests.e2e.held_handler:gated", "timeout": "30s"},
+        telegram={"allow_from": [str(BOB)]},
+    )
+    try:
+        tg.dm(ALICE, "one", first_name="Alice")
+        tg.dm(ALICE, "two")
+        [notice] = await owner_notices(tg)
+        await settle(0.3)
+        tg.dm(OWNER, f"/approve {code_of(notice)}")
+        await tg.wait_until(lambda: held_handler.SEEN == ["one"])
+        await tg.wait_for_sent(
+            lambda m: m["chat_id"] == OWNER and m["text"].startswith("Approved")
+        )
+        assert tg.messages_to(ALICE)[1:] == [APPROVED]
+        tg.dm(BOB, "not held up", first_name="Bob")
+        await tg.wait_until(lambda: "not held up" in held_handler.SEEN)
+        held_handler.GATE.set()
+        told = await texts(lambda: tg.messages_to(ALICE), 4)
+        assert told[1:] == [APPROVED, "answered: one", "answered: two"]
+        assert await texts(lambda: tg.messages_to(BOB), 1) == ["answered: not held up"]
+    finally:
+        held_handler.GATE.set()
+        await app.stop()

@@ -18,12 +18,13 @@ Messages the sender wrote while pending (``pairing.hold_messages``) moved from t
 to the notice in the approval's own write; they are handed to the handler, in order, right
 after the sender is told (at once where strangers are answered with silence: there the
 approved sender is told nothing either), each reply sent to the sender as an allowed
-sender's would be. Progress is written as it goes: first that the sender was told, then,
-after each message handed over, the messages left; the notice is dropped with the last one.
-So a process that dies in the middle tells nobody twice and hands again at most the one
-message it had in hand when it died (at least once, never silently dropped); whichever
-instance looks next goes on from there. A revocation drops the notice: nothing more is
-handed over for it.
+sender's would be, in a task per sender that keeps the approval's claim until it is done (a
+look, and the owner's command that makes one, wait only for the telling). Progress is
+written as it goes: first that the sender was told, then, after each message handed over,
+the messages left; the notice is dropped with the last one. So a process that dies (or
+stops) in the middle tells nobody twice and hands again at most the one message the handler
+had when it died (at least once, never silently dropped); whichever instance looks next
+goes on from there. A revocation drops the notice: nothing more is handed over for it.
 """
 
 from __future__ import annotations

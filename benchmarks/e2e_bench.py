@@ -2,6 +2,7 @@
 fake, and the gate's decisions per second for known senders.
 
 Usage: python benchmarks/e2e_bench.py [--rate 50] [--seconds 10] [--only allowed] [--dsn DSN]
+                                     [--observe]
 
 For every platform with a demo fake, the latency run offers ``rate`` new strangers per
 second (each a distinct user, cap raised so every one gets a code) to the whole app on the
@@ -17,6 +18,9 @@ inbound dedupe through the cluster included: on WhatsApp's fake (a webhook) and 
 inbound pipeline's messages/s for an allowed sender whose handler answers nothing (no send:
 the pipeline alone, its cluster claim included); with ``--dsn``, that run again on a
 PostgreSQL state in a schema of its own (dropped after), whose cluster is the database's.
+With ``--observe`` the allowed-sender runs have metrics on (a listener of their own) and
+events out configured (an allowed sender's message is audited by nothing: this measures what
+the two cost a message that makes no event).
 """
 
 from __future__ import annotations
@@ -85,13 +89,17 @@ async def _offer(platform: DemoPlatform, rate: float, seconds: float) -> list[fl
 ALLOWED = 7
 
 
+OBSERVE: dict[str, Any] = {}
+"""Config sections added to the allowed-sender runs (``--observe``)."""
+
+
 async def allowed_round_trips(provider: str, count: int) -> list[float]:
     """``count`` messages from an allowed sender, each sent once the previous one's echo is
     back; return each round trip in seconds."""
 
     def configure(platform: DemoPlatform) -> Config:
         lifted = 10_000.0 if provider == "telegram" else None  # only Telegram's has a limiter
-        return bench_config(platform, max_send_rate=lifted, allow_from=[user(platform)])
+        return bench_config(platform, max_send_rate=lifted, allow_from=[user(platform)], **OBSERVE)
 
     def user(platform: DemoPlatform) -> str:
         return platform.user_id(ALLOWED)
@@ -125,6 +133,7 @@ async def pipeline_rate(count: int, dsn: str | None = None) -> float:
             allow_from=[platform.user_id(ALLOWED)],
             handler={"kind": "python", "target": "e2e_bench:silent"},
             **store,
+            **OBSERVE,
         )
 
     async with bot_on_fake("whatsapp", configure) as (platform, app):
@@ -180,7 +189,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--only", choices=["allowed"], help="only the allowed-sender runs")
     parser.add_argument("--dsn", help="also run the pipeline on a PostgreSQL state here")
+    parser.add_argument(
+        "--observe", action="store_true", help="metrics on and events out in the allowed runs"
+    )
     args = parser.parse_args()
+    if args.observe:
+        OBSERVE["metrics"] = {"enabled": True, "port": 0}
+        OBSERVE["events"] = {
+            "url": "http://127.0.0.1:9/events",
+            "secret": secrets.token_urlsafe(32),
+        }
     for name in ("whatsapp", "telegram"):
         trips = asyncio.run(allowed_round_trips(name, 500))
         print(

@@ -40,12 +40,18 @@ import asyncio
 import enum
 import logging
 from abc import ABC, abstractmethod
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import ClassVar, TypeVar, cast
 
-from bot.core.errors import ConfigError, ProviderStateError
-from bot.core.models import Button, Inbound
+from bot.core.errors import (
+    ButtonError,
+    ConfigError,
+    ProviderError,
+    ProviderStateError,
+    RecipientUnreachable,
+)
+from bot.core.models import Button, Inbound, SendFailure
 from bot.core.protocols import OnInbound
 from providers.limits import ButtonLimits, TextSplit
 from providers.retry import GiveUp, RetryPolicy, retrying
@@ -152,6 +158,8 @@ class BaseProvider(ABC):
         self._unhandled = 0
         self._stopping = asyncio.Event()
         self._seen = Dedupe(self.dedupe_size if dedupe_size is None else dedupe_size)
+        self.send_failures: Counter[SendFailure] = Counter()
+        """Sends that failed, by why (:func:`send_failure`): what the metrics count."""
 
     @property
     def state(self) -> State:
@@ -379,16 +387,20 @@ class BaseProvider(ABC):
             ProviderStateError: the provider is not running.
             ProviderError: the platform refused the message (an SDK may raise its own).
         """
-        if self.button_limits is None:
-            buttons = ()
-        else:
-            self.button_limits.check(self.platform, buttons)
-        text = self._outgoing(text)
-        parts = [text] if self.text_split is None else self.text_split.split(text)
-        message_id = ""
-        for index, part in enumerate(parts):
-            last = index == len(parts) - 1
-            message_id = await self._send_text(chat_id, part, buttons if last else ())
+        try:
+            if self.button_limits is None:
+                buttons = ()
+            else:
+                self.button_limits.check(self.platform, buttons)
+            text = self._outgoing(text)
+            parts = [text] if self.text_split is None else self.text_split.split(text)
+            message_id = ""
+            for index, part in enumerate(parts):
+                last = index == len(parts) - 1
+                message_id = await self._send_text(chat_id, part, buttons if last else ())
+        except Exception as exc:
+            self.send_failures[send_failure(exc)] += 1
+            raise
         return message_id
 
     async def edit(self, chat_id: str, message_id: str, text: str) -> None:
@@ -449,4 +461,27 @@ class BaseProvider(ABC):
         return ConfigError(message, source=f"providers.{self.name}", field=field, hint=hint)
 
 
-__all__ = ["BaseProvider", "Convert", "Dedupe", "State", "need"]
+def send_failure(exc: BaseException) -> SendFailure:
+    """Why a send failed, in one of a few words: pairbot's own errors by their class, an
+    SDK's by the words in its class names (``TimedOut``, ``RetryAfter``, ``Forbidden``, ...)."""
+    if isinstance(exc, RecipientUnreachable):
+        return SendFailure.UNREACHABLE
+    if isinstance(exc, ButtonError):
+        return SendFailure.BUTTONS
+    if isinstance(exc, ProviderStateError):
+        return SendFailure.NOT_RUNNING
+    names = " ".join(cls.__name__ for cls in type(exc).__mro__).lower()
+    if isinstance(exc, TimeoutError) or "timeout" in names or "timedout" in names:
+        return SendFailure.TIMEOUT
+    if "retryafter" in names or "ratelimit" in names or "flood" in names:
+        return SendFailure.RATE_LIMITED
+    if "forbidden" in names:
+        return SendFailure.FORBIDDEN
+    if isinstance(exc, OSError) or "network" in names or "connect" in names:
+        return SendFailure.NETWORK
+    if isinstance(exc, ProviderError) or "api" in names or "http" in names:
+        return SendFailure.REFUSED
+    return SendFailure.OTHER
+
+
+__all__ = ["BaseProvider", "Convert", "Dedupe", "State", "need", "send_failure"]

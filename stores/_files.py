@@ -78,8 +78,21 @@ def atomic_write(path: Path, data: bytes, *, after: FileKey | None = None) -> Fi
     later than it, so two writes never share a key even when the filesystem's clock is coarse
     and the inode number is reused (readers rely on the key to notice changes).
     """
-    directory = path.parent
-    tmp = directory / f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    tmp, st = _private_temp(path, data, after)
+    try:
+        os.replace(tmp, path)  # a rename keeps the inode and its mtime: the key holds
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+    return file_key(st)
+
+
+def _private_temp(path: Path, data: bytes, after: FileKey | None) -> tuple[Path, os.stat_result]:
+    """Write ``data`` to a new temp file beside ``path``, 0600 and fsynced; return it and its
+    stat (its mtime later than ``after``'s, if given). Nothing is left behind on a failure."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     try:
         try:
@@ -96,13 +109,47 @@ def atomic_write(path: Path, data: bytes, *, after: FileKey | None = None) -> Fi
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)  # a rename keeps the inode and its mtime: the key holds
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    fsync_dir(directory)
-    return file_key(st)
+    return tmp, st
+
+
+@contextlib.contextmanager
+def staged(path: Path, data: bytes) -> Iterator[Path]:
+    """``data`` in a private temp file beside ``path`` (0600, fsynced), for the block to check
+    before :func:`place` puts it at ``path``; removed on the way out if it was not placed."""
+    tmp, _ = _private_temp(path, data, None)
+    try:
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def place(tmp: Path, path: Path, *, replace: bool) -> None:
+    """Move a :func:`staged` file to ``path`` atomically, then flush the directory.
+
+    ``replace`` False never touches what is at ``path`` (a file, a directory, a symlink, even
+    a dangling one): a hard link cannot be made over anything, so it fails with
+    ``FileExistsError`` with no window between a check and the write. Where the filesystem
+    has no hard links, the check is made just before a rename instead.
+    """
+    if replace:
+        os.replace(tmp, path)
+    else:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here (EPERM, ENOTSUP): check, then rename
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+            os.replace(tmp, path)
+        else:
+            tmp.unlink()
+    fsync_dir(path.parent)
 
 
 def fsync_dir(directory: Path) -> None:

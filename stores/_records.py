@@ -15,7 +15,7 @@ from typing import Any
 
 from bot.core import codes
 from bot.core.clock import iso
-from bot.core.models import AuditEvent, PendingRequest
+from bot.core.models import AskView, AuditEvent, PendingRequest
 from bot.core.platforms import KNOWN_PROVIDERS
 
 NEVER_ALLOWED = frozenset({"*", ""})
@@ -39,6 +39,17 @@ class ScannedRequests(ABC):
 
     def request_count(self, provider: str) -> int:
         return len(self.requests(provider))
+
+    def ask_view(self, provider: str, sender_id: str) -> AskView:
+        return AskView(
+            request=self.request(provider, sender_id),
+            allowed=self.allow_has(provider, sender_id),
+            pending=self.request_count(provider),
+        )
+
+    @abstractmethod
+    def allow_has(self, provider: str, sender_id: str) -> bool:
+        """See :meth:`bot.core.protocols.StateTxn.allow_has`."""
 
     def requests_created_before(self, provider: str, cutoff: datetime) -> list[PendingRequest]:
         return [r for r in self.requests(provider) if r.created_at <= cutoff]

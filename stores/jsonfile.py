@@ -40,19 +40,21 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypedDict, TypeVar, cast
+from typing import Any, BinaryIO, Generic, TypedDict, TypeVar, cast
 
 from bot.core.clock import iso
 from bot.core.errors import PairbotError, SchemaVersionError, StoreCorruptError, StoreError
 from bot.core.models import (
     ApprovalNotice,
     AuditEvent,
+    AuditPage,
     HeldMessage,
     NodeRequest,
     PairedNode,
     PendingRequest,
 )
 from bot.core.platforms import KNOWN_PROVIDERS, find
+from bot.core.protocols import AUDIT_PAGE
 from stores._files import (
     FileKey,
     StateLock,
@@ -985,12 +987,45 @@ class JsonFileStore:
             if limit is not None:
                 file.seek(last_lines_offset(file, limit))
             for line in file:
-                try:
-                    record = json.loads(line.decode(errors="replace"))
-                except (ValueError, RecursionError):
-                    continue
-                if isinstance(record, dict):
+                record = _audit_record(line)
+                if record is not None:
                     yield record
+
+    def audit_since(
+        self,
+        position: str | None,
+        *,
+        limit: int = AUDIT_PAGE,
+        skip_gap: bool = False,  # noqa: ARG002 (an appended file has no gaps)
+    ) -> AuditPage:
+        """The records after ``position`` (``<inode>:<byte offset>`` in ``audit.jsonl``).
+
+        Only whole lines are read: a line still being appended is left for the next read.
+        Lines that are not a JSON object are passed over. Another file at the path (a new
+        inode) or one shorter than the offset is read from its start.
+        """
+        fd = open_for_reading(self.audit_path)
+        if fd is None:
+            return AuditPage(records=[], end="0:0")
+        with os.fdopen(fd, "rb") as file:
+            st = os.fstat(file.fileno())
+            if position is None:
+                return AuditPage(records=[], end=f"{st.st_ino}:{_whole_lines_end(file)}")
+            inode, _, offset_text = position.partition(":")
+            offset = int(offset_text) if offset_text.isdigit() else 0
+            if inode != str(st.st_ino) or offset > st.st_size:
+                offset = 0
+            file.seek(offset)
+            records: list[tuple[str, dict[str, Any]]] = []
+            while len(records) < limit:
+                line = file.readline()
+                if not line.endswith(b"\n"):
+                    break
+                offset += len(line)
+                record = _audit_record(line)
+                if record is not None:
+                    records.append((f"{st.st_ino}:{offset}", record))
+        return AuditPage(records=records, end=f"{st.st_ino}:{offset}", more=len(records) >= limit)
 
     # cursors ---------------------------------------------------------------------------------
 
@@ -1295,6 +1330,29 @@ def _check_audit(path: Path, data: bytes) -> None:
                 path=path,
                 hint="read_audit skips such lines; pairbot only appends",
             )
+
+
+def _audit_record(line: bytes) -> dict[str, Any] | None:
+    """One line of ``audit.jsonl`` as its record; None if it is not a JSON object."""
+    try:
+        record = json.loads(line.decode(errors="replace"))
+    except (ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _whole_lines_end(file: BinaryIO) -> int:
+    """Where the last whole line of ``file`` ends (a line still being appended is not one)."""
+    end = file.seek(0, os.SEEK_END)
+    position = end
+    while position > 0:
+        start = max(position - 4096, 0)
+        file.seek(start)
+        found = file.read(position - start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        position = start
+    return 0
 
 
 def _audit_line(event: AuditEvent) -> str:

@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any, cast
 
 from bot.core.errors import StoreLockTimeoutError
-from bot.core.models import ApprovalNotice, AuditEvent, NodeRequest, PairedNode, PendingRequest
+from bot.core.models import (
+    ApprovalNotice,
+    AuditEvent,
+    AuditPage,
+    NodeRequest,
+    PairedNode,
+    PendingRequest,
+)
+from bot.core.protocols import AUDIT_PAGE
 from stores._records import NEVER_ALLOWED, ScannedRequests, audit_record, check_provider
 
 _Part = dict[Any, Any]
@@ -121,6 +129,26 @@ class MemoryStore:
         start = 0 if limit is None else max(end - max(limit, 0), 0)
         for line in itertools.islice(self._audit, start, end):
             yield cast("dict[str, object]", json.loads(line))
+
+    def audit_since(
+        self,
+        position: str | None,
+        *,
+        limit: int = AUDIT_PAGE,
+        skip_gap: bool = False,  # noqa: ARG002 (a list has no gaps)
+    ) -> AuditPage:
+        """The records after ``position`` (a record's index in the log, as a string)."""
+        end = len(self._audit)
+        if position is None:
+            return AuditPage(records=[], end=str(end))
+        start = int(position) if position.isdigit() else 0
+        start = start if start <= end else 0
+        stop = min(end, start + max(limit, 0))
+        records = [
+            (str(index + 1), cast("dict[str, Any]", json.loads(self._audit[index])))
+            for index in range(start, stop)
+        ]
+        return AuditPage(records=records, end=str(stop), more=stop < end)
 
     def check(self) -> None:
         """Memory is always usable: nothing to raise."""

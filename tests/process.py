@@ -4,7 +4,8 @@ Every run gets this environment less the developer's own ``PAIRBOT_*`` settings 
 a config, a node dir), plus what the test adds. :func:`run_pairbot` runs a command to its end;
 :func:`pairbot_exits` does so in a thread while the test's event loop serves a fake or an app;
 :func:`pairbot_running` keeps one running for an ``async with`` block and kills it if the
-block leaves it running. A ``pairbot run`` reads its config from :func:`write_config`.
+block leaves it running; :func:`pairbot_in_terminal` runs one on a pseudo-terminal, typed
+at. A ``pairbot run`` reads its config from :func:`write_config`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -72,13 +74,122 @@ async def pairbot_running(
     *args: str, env: Mapping[str, str] | None = None, **options: Any
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """:func:`start_pairbot` for the block; a process still running at its end is killed."""
-    proc = await start_pairbot(*args, env=env, **options)
+    async with _ended(await start_pairbot(*args, env=env, **options)) as proc:
+        yield proc
+
+
+@asynccontextmanager
+async def _ended(proc: asyncio.subprocess.Process) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``proc`` for the block, killed at its end if it still runs."""
     try:
         yield proc
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+_WITH_TERMINAL = (
+    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+"""Run by the child of :func:`pairbot_in_terminal` before ``pairbot``: in its own session, it
+takes the pseudo-terminal on its standard input as its controlling terminal (as a login
+shell's is), so ``/dev/tty`` is that terminal, as ``getpass`` wants it."""
+
+
+class Terminal:
+    """The far side of a pseudo-terminal a ``pairbot`` runs in: what it showed, and typing."""
+
+    WAIT = 20.0
+    """How long :meth:`expect` waits for a text."""
+
+    def __init__(self, master: int, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self._master = master
+        self._shown = bytearray()
+        self._seen = 0
+        self._changed = asyncio.Event()
+        self.closed = False
+        asyncio.get_running_loop().add_reader(master, self._read)
+
+    def _read(self) -> None:
+        try:
+            data = os.read(self._master, 65536)
+        except OSError:  # EIO: every process holding the terminal has gone
+            data = b""
+        if not data:
+            self.closed = True
+            asyncio.get_running_loop().remove_reader(self._master)
+        self._shown += data
+        self._changed.set()
+
+    @property
+    def transcript(self) -> str:
+        """Everything the terminal showed so far (the echo of what was typed included)."""
+        return self._shown.decode("utf-8", "replace").replace("\r\n", "\n")
+
+    async def expect(self, text: str) -> str:
+        """Wait until ``text`` is shown after what earlier calls consumed; return what was
+        shown up to its end, and consume it."""
+        wanted = text.encode()
+        async with asyncio.timeout(self.WAIT):
+            while (at := self._shown.find(wanted, self._seen)) < 0:
+                if self.closed:
+                    raise AssertionError(f"{text!r} never shown:\n{self.transcript}")
+                self._changed.clear()
+                await self._changed.wait()
+        start, self._seen = self._seen, at + len(wanted)
+        return self._shown[start : self._seen].decode("utf-8", "replace").replace("\r\n", "\n")
+
+    def type(self, line: str) -> None:
+        """Type ``line`` and Enter."""
+        os.write(self._master, line.encode() + b"\r")
+
+    async def exit_status(self) -> int:
+        """Wait for the process to end and the terminal to show all it wrote."""
+        async with asyncio.timeout(self.WAIT):
+            status = await self.proc.wait()
+            while not self.closed:
+                self._changed.clear()
+                await self._changed.wait()
+        return status
+
+
+@asynccontextmanager
+async def pairbot_in_terminal(
+    *args: str, env: Mapping[str, str] | None = None, unset: Iterable[str] = ()
+) -> AsyncIterator[Terminal]:
+    """Run ``pairbot *args`` on a new pseudo-terminal (its controlling terminal, standard
+    input, output and error), as a person at a terminal would; killed if still running at
+    the end of the block. ``unset`` names variables taken out of its environment."""
+    master, slave = pty.openpty()
+    environment = clean_env({"TERM": "dumb", **(env or {})})
+    for name in unset:
+        environment.pop(name, None)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _WITH_TERMINAL,
+            str(PAIRBOT),
+            *args,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=environment,
+            start_new_session=True,
+        )
+    finally:
+        os.close(slave)  # the child holds it now: when it ends, the master reads EIO
+    terminal = Terminal(master, proc)
+    try:
+        async with _ended(proc):
+            yield terminal
+    finally:
+        if not terminal.closed:
+            asyncio.get_running_loop().remove_reader(master)
+        os.close(master)
 
 
 def node_pair_pixel_9(gateway: str, node_dir: Path, *options: str) -> list[str]:

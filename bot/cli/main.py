@@ -7,7 +7,8 @@ are one line on stderr (``--debug`` adds the traceback) and never contain a code
 
 This module builds the parser and runs a command; the commands live by group:
 :mod:`bot.cli.pairing` (pairing, allowlist), :mod:`bot.cli.nodes` (nodes, node),
-:mod:`bot.cli.run` (run, demo, doctor, audit), :mod:`bot.cli.status` (status) and
+:mod:`bot.cli.run` (run, demo, doctor, audit), :mod:`bot.cli.init` (init),
+:mod:`bot.cli.status` (status) and
 :mod:`bot.cli.store` (store export, import), over :mod:`bot.cli.context` (what every
 command gets) and :mod:`bot.cli.output` (listings that stream).
 """
@@ -31,6 +32,9 @@ from bot.cli.context import (
     make_context,
     provider_name,
 )
+from bot.cli.init import DESCRIPTION as INIT_DESCRIPTION
+from bot.cli.init import EPILOG as INIT_EPILOG
+from bot.cli.init import cmd_init
 from bot.cli.nodes import (
     cmd_node_connect,
     cmd_node_pair,
@@ -70,26 +74,26 @@ def _limit(value: str) -> int:
     return number
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the whole ``pairbot`` argument parser."""
+def _common(*, state_dir: str, config: str) -> argparse.ArgumentParser:
+    """The options every command takes, with what ``--state-dir`` and ``--config`` mean to it
+    (left unset when not given, so one given before the command holds)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--state-dir",
-        default=argparse.SUPPRESS,
-        metavar="DIR",
-        help=f"state dir (default: ${STATE_DIR_ENV}, else ~/.pairbot)",
-    )
-    common.add_argument(
-        "--config",
-        default=argparse.SUPPRESS,
-        metavar="PATH",
-        help="config file (default: $PAIRBOT_CONFIG); for TTLs and allow_from",
-    )
+    common.add_argument("--state-dir", default=argparse.SUPPRESS, metavar="DIR", help=state_dir)
+    common.add_argument("--config", default=argparse.SUPPRESS, metavar="PATH", help=config)
     common.add_argument(
         "--debug",
         action="store_true",
         default=argparse.SUPPRESS,
         help="show tracebacks and debug logs",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the whole ``pairbot`` argument parser."""
+    common = _common(
+        state_dir=f"state dir (default: ${STATE_DIR_ENV}, else ~/.pairbot)",
+        config="config file (default: $PAIRBOT_CONFIG); for TTLs and allow_from",
     )
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print a JSON array")
@@ -291,6 +295,51 @@ def build_parser() -> argparse.ArgumentParser:
         "run the bot (needs a config)",
         description="Run the bot until SIGINT/SIGTERM.",
         plain=True,
+    )
+    p = groups.add_parser(
+        "init",
+        help="write a first config: asks, or --yes takes flags and the environment",
+        description=INIT_DESCRIPTION,
+        epilog=INIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[
+            _common(
+                state_dir=f"the state dir the file names (default: ${STATE_DIR_ENV}, else "
+                "~/.pairbot)",
+                config="the file to write (default: $PAIRBOT_CONFIG, else ~/.config/pairbot.yaml)",
+            )
+        ],
+    )
+    p.set_defaults(plain=cmd_init)
+    p.add_argument(
+        "--provider",
+        dest="providers",
+        action="append",
+        metavar="P[,P...]",
+        help=f"a platform to connect (again, or comma-separated, for more): "
+        f"{', '.join(KNOWN_PROVIDERS)}; default: asked, or with --yes each whose secrets are "
+        "all in the environment",
+    )
+    p.add_argument(
+        "--owner",
+        action="append",
+        metavar="[P:]ID",
+        help="an owner: their immutable id on platform P (P may be left out when one platform "
+        "is chosen); again for more. Default: asked, or with --yes none",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any other key of the config, dotted, with a YAML value (e.g. gateway.port=18790, "
+        "providers.telegram.api_base_url=URL); a secret key takes only '${VAR}'",
+    )
+    p.add_argument("--yes", "-y", action="store_true", help="ask nothing (for scripts)")
+    p.add_argument("--force", action="store_true", help="overwrite the file if it exists")
+    p.add_argument(
+        "--skip-doctor",
+        action="store_true",
+        help="do not check the file after writing it (the checks call the platforms' APIs)",
     )
     p = leaf(
         groups,

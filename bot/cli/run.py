@@ -153,6 +153,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     cannot be opened are reported as FAIL lines like every other problem. It opens nothing
     for writing and takes no lock, so it also works while the bot runs.
     """
+    return doctor(find_config(getattr(args, "config", None)), args)
+
+
+def doctor(config_path: Path | None, args: argparse.Namespace) -> int:
+    """The checks of ``pairbot doctor`` over ``config_path`` (``args`` may name the state
+    dir: :func:`~bot.cli.context.cli_state_dir`); return its exit status."""
     out = Console(highlight=False, soft_wrap=True)
     problems = 0
 
@@ -161,7 +167,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         problems += 0 if ok is not False else 1
         out.print(Text(f"{'info' if ok is None else 'ok  ' if ok else 'FAIL'} {message}"))
 
-    config_path = find_config(getattr(args, "config", None))
     config = None
     if config_path is None:
         out.print("info no config file given (--config or $PAIRBOT_CONFIG)")

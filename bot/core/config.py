@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -30,9 +30,16 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bot.core.codes import MIN_SECRET_BITS, RANDOM_STRING_COMMAND, weakness
 from bot.core.messages import StrangerReply, stranger_template_problem
-from bot.core.models import UnpairedResponse
+from bot.core.models import AUDIT_EVENTS, UnpairedResponse
 from bot.core.platforms import KNOWN_PROVIDERS, PLATFORMS, platform
-from bot.core.schema import InvalidValue, Model, OptionalSecret, ProviderBlock, secret_fields
+from bot.core.schema import (
+    InvalidValue,
+    Model,
+    OptionalSecret,
+    ProviderBlock,
+    Secret,
+    secret_fields,
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -220,12 +227,68 @@ class GatewayConfig(Model):
     @classmethod
     def _strong(cls, value: str | None) -> str | None:
         """Anyone who reaches the port may guess it: refuse what can be guessed."""
-        if value is not None and (reason := weakness(value)):
-            raise ValueError(
-                f"too weak ({reason}; at least {MIN_SECRET_BITS} bits of "
-                f"randomness needed): make one with {RANDOM_STRING_COMMAND}, "
-                "or set null to turn remote operators off"
-            )
+        return _strong_secret(value, "or set null to turn remote operators off")
+
+
+def _strong_secret(value: str | None, instead: str) -> str | None:
+    """``value`` unless it can be guessed (:func:`bot.core.codes.weakness`); ``instead`` says
+    what else the owner may do."""
+    if value is not None and (reason := weakness(value)):
+        raise ValueError(
+            f"too weak ({reason}; at least {MIN_SECRET_BITS} bits of "
+            f"randomness needed): make one with {RANDOM_STRING_COMMAND}, {instead}"
+        )
+    return value
+
+
+class MetricsConfig(Model):
+    """``metrics:`` — Prometheus metrics at ``GET /metrics``, off unless ``enabled``.
+
+    Served on the gateway's port unless ``port`` gives the metrics a listener of their own
+    (on ``host``).
+    """
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=0, le=65535)
+
+
+class EventsConfig(Model):
+    """``events:`` — every audit event (``kinds``: only these) POSTed as JSON to ``url``,
+    signed with ``secret`` (HMAC-SHA256)."""
+
+    url: str
+    secret: Secret
+    kinds: list[str] = Field(default_factory=list)
+    """The audit events to send (:data:`bot.core.models.AUDIT_EVENTS`); empty: every one."""
+
+    @field_validator("url")
+    @classmethod
+    def _web(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            # never quoted: a URL may carry a password or a token
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _strong(cls, value: str) -> str:
+        """Whoever guesses it can forge events: refuse what can be guessed."""
+        _strong_secret(value, "or remove the events block")
+        return value
+
+    @field_validator("kinds")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        for kind in value:
+            if kind not in AUDIT_EVENTS:
+                raise InvalidValue(
+                    f"{{value}} is not an audit event (known: {', '.join(AUDIT_EVENTS)})", kind
+                )
         return value
 
 
@@ -359,7 +422,7 @@ else:
     )
 
 SECRET_KEYS: frozenset[str] = secret_fields(GatewayConfig).union(
-    *(secret_fields(p.config) for p in PLATFORMS)
+    secret_fields(EventsConfig), *(secret_fields(p.config) for p in PLATFORMS)
 )
 """The keys whose values are secrets, wherever they stand in the file."""
 
@@ -385,6 +448,19 @@ class Config(Model):
     handler: HandlerConfig = HandlerConfig()
     messages: MessagesConfig = MessagesConfig()
     providers: ProvidersConfig = ProvidersConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    events: EventsConfig | None = None
+
+    @field_validator("metrics")
+    @classmethod
+    def _served(cls, value: MetricsConfig, info: ValidationInfo) -> MetricsConfig:
+        gateway = info.data.get("gateway")
+        if value.enabled and value.port is None and gateway is not None and not gateway.enabled:
+            raise ValueError(
+                "metrics.port is needed: the metrics are served on the gateway's port unless "
+                "given one of their own, and the gateway is off"
+            )
+        return value
 
     @model_validator(mode="after")
     def _stranger_text_used(self) -> Config:
@@ -428,6 +504,8 @@ class Config(Model):
     def secrets(self) -> list[str]:
         """Every secret value in the config (for the log redaction filter)."""
         found = [self.gateway.operator_token or ""]
+        if self.events is not None:  # the URL too: many hook URLs carry their token
+            found += [self.events.secret, self.events.url]
         if self.store.dsn:
             found += dsn_secrets(self.store.dsn)
         for block in self.providers.blocks().values():

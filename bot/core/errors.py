@@ -111,12 +111,15 @@ class StartupError(PairbotError):
     """The gateway or a provider could not start: a port in use, a platform unreachable."""
 
     @classmethod
-    def cannot_listen(cls, host: str, port: int, exc: OSError) -> StartupError:
-        """The gateway could not listen on ``host:port`` (in use, not allowed, no such host)."""
+    def cannot_listen(
+        cls, host: str, port: int, exc: OSError, *, section: str = "gateway"
+    ) -> StartupError:
+        """The gateway (or ``section``'s listener) could not listen on ``host:port`` (in use,
+        not allowed, no such host)."""
         reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-        field = "gateway.host" if exc.errno == errno.EADDRNOTAVAIL else "gateway.port"
+        field = f"{section}.host" if exc.errno == errno.EADDRNOTAVAIL else f"{section}.port"
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        return cls(f"gateway: cannot listen on {where}: {reason}", hint=field)
+        return cls(f"{section}: cannot listen on {where}: {reason}", hint=field)
 
     @classmethod
     def cannot_start(

@@ -216,6 +216,16 @@ class RequestOutcome(StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AskView:
+    """What a stranger's ask reads before deciding (:meth:`StateTxn.ask_view`): the sender's
+    pending request, whether the stored allowlist lists them, the provider's pending count."""
+
+    request: PendingRequest | None
+    allowed: bool
+    pending: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RequestResult:
     """The answer to a stranger's message: their request, and whether to (re)send the code."""
 
@@ -417,6 +427,59 @@ class AuditEvent:
     provider: str | None = None
     request_id: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+class SendFailure(StrEnum):
+    """Why a provider's send failed, in words few enough to count by (metrics)."""
+
+    UNREACHABLE = "unreachable"
+    """The platform will not deliver to that person now (blocked, window closed)."""
+    RATE_LIMITED = "rate_limited"
+    TIMEOUT = "timeout"
+    NETWORK = "network"
+    FORBIDDEN = "forbidden"
+    REFUSED = "refused"
+    """The platform answered with an error (after the retries)."""
+    BUTTONS = "buttons"
+    NOT_RUNNING = "not_running"
+    OTHER = "other"
+
+
+AUDIT_EVENTS: tuple[str, ...] = (
+    "request",
+    "approve",
+    "reject",
+    "expire",
+    "revoke",
+    "allow",
+    "lockout",
+    "node.request",
+    "node.approve",
+    "node.reject",
+    "node.expire",
+    "node.revoke",
+)
+"""Every ``event`` an audit line may name (what ``events.kinds`` chooses from)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditPage:
+    """Audit records read after a position (:meth:`~bot.core.protocols.StateStore.audit_since`).
+
+    A position is the store's own opaque string; each record comes with the position just
+    after it, so a reader that handled some of them knows where to go on from.
+    """
+
+    records: list[tuple[str, dict[str, Any]]]
+    """(the position after the record, the record), oldest first."""
+    end: str
+    """Where the next read starts: after the last record, or where the read began."""
+    more: bool = False
+    """The page was full: more records may follow at once."""
+    gap: bool = False
+    """A later record is committed while one before it is not (yet): the page stops there.
+    A transaction still running (PostgreSQL's strangers' asks commit side by side) fills it
+    soon; one rolled back never does (read again with ``skip_gap``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

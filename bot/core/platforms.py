@@ -7,7 +7,10 @@ and no SDK), its proper name, and the two facts the core needs about its client.
 ``providers:`` and ``owners:``, the ``pairbot`` command's choices, the texts, the provider
 registry, the demo and the state dir's files all come from :data:`PLATFORMS`.
 
-Adding a platform is one block and one entry here, plus its provider and fake.
+Adding a platform is one block and one entry here, plus its provider and fake. The block also
+says what ``pairbot init`` asks for to write it (``asks``, each secret with the environment
+variable that holds it, as ``config.example.yaml`` names it) and how a person finds their own
+id there (its id rule's ``find``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from bot.core.codes import MIN_SECRET_BITS, RANDOM_STRING_COMMAND, weakness
 from bot.core.schema import (
+    Ask,
     IdRule,
     OptionalSecret,
     ProviderBlock,
@@ -76,6 +80,16 @@ class TelegramConfig(ProviderBlock):
         what="a numeric Telegram user id",
         allow_from="a numeric Telegram user id (usernames can change hands)",
         allow_from_list="a list of numeric Telegram user ids, e.g. [123456789]",
+        find="your numeric Telegram user id, not your @username: message @userinfobot in "
+        "Telegram and it answers with it. Then open your bot's chat and press Start: a bot "
+        "cannot write to anyone first.",
+    )
+    asks = (
+        Ask(
+            field="token",
+            what="bot token (@BotFather answers /newbot with it: 123456789:AA…)",
+            env="TELEGRAM_BOT_TOKEN",
+        ),
     )
 
     token: Secret
@@ -133,6 +147,20 @@ class SlackConfig(ProviderBlock):
         what="a Slack user id (U…)",
         allow_from="a Slack user id (U…), e.g. U012AB3CD",
         case="upper",
+        find="your Slack member id (U…): open your profile in Slack, then ⋮ → Copy member ID.",
+    )
+    asks = (
+        Ask(
+            field="bot_token",
+            what="Bot User OAuth Token (xoxb-…: Install App in your app's settings)",
+            env="SLACK_BOT_TOKEN",
+        ),
+        Ask(
+            field="app_token",
+            what="app-level token for Socket Mode (xapp-…: Basic Information → App-Level "
+            "Tokens, scope connections:write)",
+            env="SLACK_APP_TOKEN",
+        ),
     )
 
     bot_token: Secret
@@ -158,6 +186,15 @@ class DiscordConfig(ProviderBlock):
     ids = IdRule(
         pattern=re.compile(r"^\d{15,22}$"),
         what="a numeric Discord user id (a snowflake)",
+        find="your Discord user id (a long number): turn on User Settings → Advanced → "
+        "Developer Mode, then right-click your name and choose Copy User ID.",
+    )
+    asks = (
+        Ask(
+            field="token",
+            what="bot token (Developer Portal → your application → Bot → Reset Token)",
+            env="DISCORD_BOT_TOKEN",
+        ),
     )
 
     token: Secret
@@ -179,6 +216,32 @@ class WhatsAppConfig(ProviderBlock):
         what="a WhatsApp id (a wa_id: the phone number in digits, no +; or a BSUID such as "
         "US.13491208655302741918)",
         phone="digits",
+        find="your WhatsApp number with its country code, in digits (15551234567 for "
+        "+1 555 123 4567). Then send the bot a message: WhatsApp lets it write to you only "
+        "within 24 hours of your last one.",
+    )
+    asks = (
+        Ask(
+            field="access_token",
+            what="access token (a system user's permanent token with whatsapp_business_messaging)",
+            env="WHATSAPP_ACCESS_TOKEN",
+        ),
+        Ask(
+            field="app_secret",
+            what="app secret (App settings → Basic); it verifies every webhook POST",
+            env="WHATSAPP_APP_SECRET",
+        ),
+        Ask(
+            field="verify_token",
+            what="verify token (any string you choose; you enter the same in Meta's webhook "
+            "settings)",
+            env="WHATSAPP_VERIFY_TOKEN",
+        ),
+        Ask(
+            field="phone_number_id",
+            what="phone number id of the business number (WhatsApp → API Setup; the id, not "
+            "the number)",
+        ),
     )
 
     access_token: Secret
@@ -201,6 +264,15 @@ class SignalConfig(ProviderBlock):
         what="a Signal account UUID (ACI)",
         allow_from="a Signal account UUID (ACI), not a phone number",
         case="lower",
+        find="your Signal ACI (account UUID), not your number. Not known yet? Leave it out: "
+        'write to the bot once, its reply says "Your Signal id: …", and add that to owners:.',
+    )
+    asks = (
+        Ask(
+            field="account",
+            what="the bot's own number, with + and country code (as signal-cli names it)",
+        ),
+        Ask(field="http_url", what="where the signal-cli daemon (daemon --http) listens"),
     )
 
     http_url: str = "http://127.0.0.1:8080"
@@ -218,6 +290,16 @@ class IMessageConfig(ProviderBlock):
         what="an iMessage handle (+E.164 number or email)",
         case="lower",
         phone="e164",
+        find="your own handle: your phone number with + and country code (+15551234567) or "
+        "your Apple ID e-mail. Then write to the bot's Apple ID once.",
+    )
+    asks = (
+        Ask(field="server_url", what="the BlueBubbles server's URL (http://mac.lan:1234)"),
+        Ask(
+            field="password",
+            what="the BlueBubbles server password",
+            env="BLUEBUBBLES_PASSWORD",
+        ),
     )
 
     server_url: str

@@ -16,18 +16,23 @@ from typing import Protocol, runtime_checkable
 
 from bot.core.models import (
     ApprovalNotice,
+    AskView,
     AuditEvent,
+    AuditPage,
     Button,
     Inbound,
     InstanceBeat,
     NodeRequest,
     PairedNode,
     PendingRequest,
+    SendFailure,
 )
 
 OnInbound = Callable[[Inbound], Awaitable[None]]
 OnMessage = Callable[[dict[str, str]], None]
 
+AUDIT_PAGE = 512
+"""Audit records one :meth:`StateStore.audit_since` returns at most, unless told otherwise."""
 CLUSTER_KEEP = timedelta(hours=1)
 """How long a cluster keeps a published message for subscribers that were cut off."""
 
@@ -140,6 +145,13 @@ class ToldReach(Protocol):
         ...
 
 
+@runtime_checkable
+class CountsSendFailures(Protocol):
+    """A provider that counts the sends that failed, by why (the providers' base does)."""
+
+    send_failures: Mapping[SendFailure, int]
+
+
 class Cursors(Protocol):
     """Small strings kept across restarts, one per key: where a provider got to.
 
@@ -199,6 +211,11 @@ class StateTxn(Protocol):
     def request_count(self, provider: str) -> int:
         """Return how many requests the provider has on file (expired ones not yet dropped
         included)."""
+        ...
+
+    def ask_view(self, provider: str, sender_id: str) -> AskView:
+        """:meth:`request`, :meth:`allow_has` and :meth:`request_count` read at once (one
+        statement on a SQL backend: a stranger's ask reads all three)."""
         ...
 
     def requests_created_before(self, provider: str, cutoff: datetime) -> list[PendingRequest]:
@@ -318,6 +335,19 @@ class StateStore(Cursors, Protocol):
     def iter_audit(self, *, limit: int | None = None) -> Iterator[dict[str, object]]:
         """Yield what :meth:`read_audit` returns, record by record, in memory that does not
         grow with the log."""
+        ...
+
+    def audit_since(
+        self, position: str | None, *, limit: int = AUDIT_PAGE, skip_gap: bool = False
+    ) -> AuditPage:
+        """Return the audit records committed after ``position``, by any process, oldest
+        first, at most ``limit`` (a tail of the log: cheap when nothing was added).
+
+        ``position`` is a page's ``end`` or a record's position, as this store made it. None
+        reads nothing and returns the log's end now (where a reader starts). A position this
+        log cannot have (the log was replaced or shortened) reads from the log's start.
+        ``skip_gap`` steps over the first :attr:`~bot.core.models.AuditPage.gap`.
+        """
         ...
 
     def check(self) -> None:

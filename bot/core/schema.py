@@ -85,6 +85,9 @@ class IdRule:
     """What an id looks like in its normal form."""
     what: str
     """The id as an owner's error names it: ``a numeric Telegram user id``."""
+    find: str
+    """How a person finds their own id there, in a sentence or two (``pairbot init`` says it
+    when it asks for the owner's id)."""
     allow_from: str = ""
     """The id as an ``allow_from`` error names it, where it says more than :attr:`what`."""
     allow_from_list: str = ""
@@ -158,6 +161,25 @@ class IdRule:
         return [self.accept(str(v), refusal=f"{{value}} is not {what}") for v in value]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ask:
+    """A value of a platform's block that a first run (``pairbot init``) asks for.
+
+    A secret (a field marked :data:`SECRET`) names the environment variable it is read from
+    (the one ``config.example.yaml`` writes as ``${VAR}``): init writes that reference when the
+    variable is set, and asks without echo when it is not. Any other value is asked in the
+    open, its field's default (if any) offered.
+    """
+
+    field: str
+    """The block's field."""
+    what: str
+    """What it is and where to get it, as the question says it: ``bot token (@BotFather
+    answers /newbot with it)``."""
+    env: str | None = None
+    """For a secret: the environment variable that holds it."""
+
+
 class WebhookConfig(Model):
     """Where pairbot listens for a platform's webhook POSTs."""
 
@@ -183,6 +205,9 @@ class ProviderBlock(Model):
         {"dm_policy", "allow_from", "unpaired_response"}
     )
     """The keys pairbot reads itself; the provider gets the others."""
+    asks: ClassVar[tuple[Ask, ...]]
+    """What ``pairbot init`` asks for to write this block, in order: every field the
+    platform's default mode needs (its defaults cover the rest)."""
 
     dm_policy: DmPolicy = DmPolicy.PAIRING
     allow_from: list[str] = Field(default_factory=list)

@@ -84,6 +84,8 @@ class GatewaySettings:
 
 
 OnRequest = Callable[[NodeAsk], Awaitable[None]]
+Scrape = Callable[[web.Request], Awaitable[web.StreamResponse]]
+"""What answers ``GET /metrics`` (the app's metrics)."""
 
 
 class Gateway:
@@ -99,10 +101,13 @@ class Gateway:
         on_secret: Callable[[str], None],
         cluster: Cluster,
         readiness: Readiness | None = None,
+        metrics: Scrape | None = None,
     ) -> None:
         self._nodes = nodes
         self._readiness = readiness
         """What ``GET /readyz`` asks; without it the route answers 503 (nothing to judge by)."""
+        self._metrics = metrics
+        """What ``GET /metrics`` serves; without it there is no such route."""
         self._settings = settings
         self._on_request = on_request
         self._on_secret = on_secret
@@ -171,6 +176,8 @@ class Gateway:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        if self._metrics is not None and not local:
+            app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/", ws_handler)
         app.router.add_get("/ws", ws_handler)
         runner = web.AppRunner(
@@ -230,6 +237,10 @@ class Gateway:
             return web.json_response(body, status=503)
         ready, body = await self._readiness.report()
         return web.json_response(body, status=200 if ready else 503)
+
+    def connected_nodes(self) -> int:
+        """How many paired nodes are connected here now."""
+        return len(self._peers.connected_nodes())
 
     async def _ws(self, request: web.Request, *, local: bool) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=frames.MAX_FRAME * 10, heartbeat=30)

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -39,12 +40,15 @@ from bot.core.protocols import Cluster, HasPeers, OnInbound, Provider, StateStor
 from bot.gateway.guard import GuardSettings
 from bot.gateway.health import RUNNING, Phase, Readiness, ReadinessSources
 from bot.gateway.server import Gateway, GatewaySettings
+from bot.runtime.audittail import AuditTail
 from bot.runtime.badstate import BadStateFiles
 from bot.runtime.beats import BEAT_EVERY, Heartbeat
+from bot.runtime.events import EventsOut, EventsTiming
 from bot.runtime.handlers import Handler, build_handler
 from bot.runtime.inbound import InboundPipeline
 from bot.runtime.leases import ConnectorLease, LeaseTiming
 from bot.runtime.logs import RedactFilter
+from bot.runtime.metrics import AuditCounts, Latency, Metrics, MetricSources, StateCounts
 from bot.runtime.news import ClusterPeers
 from bot.runtime.notices import NoticePacing, OwnerNotices
 from bot.runtime.outage import StoreOutage
@@ -79,6 +83,7 @@ class App:
         ready_timeout: float = 2.0,
         beat_every: float = BEAT_EVERY,
         lease_timing: LeaseTiming | None = None,
+        events_timing: EventsTiming | None = None,
     ) -> None:
         self.config = config
         self.clock = clock or SystemClock()
@@ -95,6 +100,11 @@ class App:
         self._beat_every = beat_every
         self._heartbeat: Heartbeat | None = None
         self._lease_timing = lease_timing or LeaseTiming()
+        self._events_timing = events_timing or EventsTiming()
+        self.metrics: Metrics | None = None
+        """This app's metrics (a registry of its own), when ``metrics.enabled``."""
+        self.events: EventsOut | None = None
+        """The audit events sent out, when the config has ``events``."""
         self.phase = Phase.STARTING
         """Starting until every part runs; stopping from the first moment of :meth:`stop`."""
         self._owners = {(o.provider, o.user_id) for o in config.owners}
@@ -178,6 +188,7 @@ class App:
         self._stack.push_async_callback(notices.aclose)
         self.handler: Handler = build_handler(cfg.handler, notices.send_to_owners)
         self._stack.push_async_callback(self.handler.aclose)
+        metrics = self.metrics = Metrics() if cfg.metrics.enabled else None
 
         self.gateway: Gateway | None = None
         if cfg.gateway.enabled:
@@ -202,6 +213,7 @@ class App:
                 readiness=Readiness(
                     self.readiness_sources(), clock=self.clock, timeout=self._ready_timeout
                 ),
+                metrics=metrics.handle if metrics and cfg.metrics.port is None else None,
             )
             try:
                 await gateway.start()
@@ -224,6 +236,18 @@ class App:
             gateway=self.gateway,
             bad_state=BadStateFiles(self.store, notices),
         )
+        if cfg.events is not None:
+            self.events = EventsOut(
+                config=cfg.events,
+                store=self.store,
+                cluster=self.cluster,
+                clock=self.clock,
+                outage=self.outage,
+                interval=self._watch_interval,
+                timing=self._events_timing,
+            )
+        if metrics is not None:
+            await self._start_metrics(metrics, inbound, notices)
         providers = self._build_providers()
         # Runs after every provider has stopped (the stack unwinds in reverse): no message
         # can arrive for a stranger worker that is gone, and no claim is in flight.
@@ -247,6 +271,9 @@ class App:
         self._stack.push_async_callback(self.scheduler.stop)
         telling = asyncio.create_task(teller.run_forever(), name="pairbot-tell")
         self._stack.push_async_callback(_cancel, telling)
+        if self.events is not None:
+            await self.events.start()
+            self._stack.push_async_callback(self.events.aclose)
         self.phase = Phase.RUNNING
         heartbeat = self._heartbeat = Heartbeat(
             self.cluster,
@@ -299,6 +326,51 @@ class App:
         await lease.start(on_inbound)
         self.leases[name] = lease
         return lease.stop
+
+    async def _start_metrics(
+        self, metrics: Metrics, inbound: InboundPipeline, notices: OwnerNotices
+    ) -> None:
+        """Feed ``metrics`` from the running parts; serve them on a port of their own if the
+        config gives one (else the gateway serves them)."""
+        audit = AuditCounts()
+        tail = AuditTail(self.store, clock=self.clock, on_records=audit.add, outage=self.outage)
+        await tail.read_logged()  # counts start at the log's end now
+        reading = asyncio.create_task(
+            tail.run_forever(self._watch_interval), name="pairbot-metrics-audit"
+        )
+        self._stack.push_async_callback(_cancel, reading)
+        inbound.latency = Latency()
+        notifier, gateway, events = notices.notifier, self.gateway, self.events
+        metrics.sources = MetricSources(
+            decisions=inbound.decisions,
+            requests=inbound.requests,
+            latency=inbound.latency,
+            notices=lambda: (notifier.sent_count, notifier.folded_count),
+            providers=self.providers,
+            audit=audit,
+            strangers_dropped=lambda: inbound.dropped_strangers,
+            state=self._state_counts,
+            connected_nodes=gateway.connected_nodes if gateway is not None else None,
+            events=events.stats if events is not None else None,
+        )
+        port = self.config.metrics.port
+        if port is None:
+            return
+        host = self.config.metrics.host
+        try:
+            await metrics.serve(host, port)
+        except OSError as exc:
+            raise StartupError.cannot_listen(host, port, exc, section="metrics") from exc
+        self._stack.push_async_callback(metrics.aclose)
+
+    def _state_counts(self) -> StateCounts:
+        """What the metrics' gauges show of the store (blocking: read in a worker thread)."""
+        pending = Counter(r.provider for r in self.pairing.pending())
+        return StateCounts(
+            pending=pending,
+            node_requests=len(self.nodes.pending()),
+            paired_nodes=len(self.nodes.paired()),
+        )
 
     def readiness_sources(self) -> ReadinessSources:
         """What ``GET /readyz`` judges by: the store's backend and check (the store opened

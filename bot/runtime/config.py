@@ -28,7 +28,8 @@ from bot.runtime.logs import add_secrets
 log = logging.getLogger(__name__)
 
 CONFIG_ENV = "PAIRBOT_CONFIG"
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+"""``${NAME}`` in a config string: read from the environment (group 1 is the name)."""
 
 
 def _interpolate(
@@ -55,7 +56,7 @@ def _interpolate(
                 used.setdefault(path, {})[name] = os.environ[name]
             return os.environ[name]
 
-        return _ENV_REF.sub(lookup, value)
+        return ENV_REF.sub(lookup, value)
     return value
 
 
@@ -65,7 +66,7 @@ def _env_refs(value: Any) -> set[str]:
         value = list(value.values())
     if isinstance(value, list):
         return set().union(*(_env_refs(v) for v in value))
-    return set(_ENV_REF.findall(value)) if isinstance(value, str) else set()
+    return set(ENV_REF.findall(value)) if isinstance(value, str) else set()
 
 
 def _warn_literal_secrets(value: Any, path: str, source: str) -> None:

@@ -21,6 +21,8 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -43,6 +45,7 @@ from bot.gateway.server import Gateway
 from bot.runtime.badstate import BadStateFiles
 from bot.runtime.claims import ClaimedWork
 from bot.runtime.handlers import Handler
+from bot.runtime.metrics import Latency
 from bot.runtime.notices import OwnerNotices
 from bot.runtime.remembered import remember_secret
 from bot.runtime.shared import Shared
@@ -84,6 +87,15 @@ class InboundPipeline:
     _stranger_workers: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
     claims: ClaimedWork = field(init=False)
     """The inbound events this instance is handling or handled, claimed on the cluster."""
+    decisions: dict[Decision, int] = field(
+        default_factory=lambda: dict.fromkeys(Decision, 0), init=False
+    )
+    """Messages by the gate's decision (the metrics read it: one increment per message)."""
+    requests: Counter[tuple[str, RequestOutcome]] = field(default_factory=Counter, init=False)
+    """Strangers' messages by (provider, what pairing did): a repeat settled in memory is
+    ``pending``."""
+    latency: Latency | None = None
+    """The handler's latency, measured only when the metrics are on."""
 
     def __post_init__(self) -> None:
         self.claims = ClaimedWork(
@@ -170,6 +182,7 @@ class InboundPipeline:
             msg, policy=policy, is_owner=is_owner, is_allowed=allowed, bare_commands=bare
         )
         log.debug("decision=%s provider=%s sender=%s", decision, msg.provider, msg.sender_id)
+        self.decisions[decision] += 1
         if decision is Decision.OWNER_COMMAND:
             await self._owner_command(msg)
         elif decision is Decision.FORWARD:
@@ -185,12 +198,19 @@ class InboundPipeline:
             if self.shared.pairing.settled_in_memory(
                 msg.provider, msg.sender_id, self._stranger_meta(msg), text=_held_text(msg)
             ):
+                self.requests[(msg.provider, RequestOutcome.PENDING)] += 1
                 return
             self._queue_stranger(msg)
 
     async def _forward(self, msg: Inbound) -> None:
         """An allowed sender's message: to the handler, its reply back to the chat."""
-        reply = await self.handler(msg)
+        latency = self.latency
+        if latency is None:
+            reply = await self.handler(msg)
+        else:
+            began = time.perf_counter()
+            reply = await self.handler(msg)
+            latency.observe(time.perf_counter() - began)
         if reply:
             await self.shared.providers[msg.provider].send(msg.chat_id, reply)
 
@@ -204,17 +224,18 @@ class InboundPipeline:
         try:
             queue.put_nowait(msg)
         except asyncio.QueueFull:
-            self._dropped_strangers += 1
-            if self._dropped_strangers in (1, 10, 100) or self._dropped_strangers % 1000 == 0:
+            self.dropped_strangers += 1
+            if self.dropped_strangers in (1, 10, 100) or self.dropped_strangers % 1000 == 0:
                 log.warning(
                     "%s: %d stranger messages dropped so far: more than %d waited "
                     "(a flood); allowed senders are not affected",
                     msg.provider,
-                    self._dropped_strangers,
+                    self.dropped_strangers,
                     STRANGER_QUEUE,
                 )
 
-    _dropped_strangers = 0
+    dropped_strangers = 0
+    """Strangers' messages dropped because their platform's queue was full."""
 
     async def _stranger_worker(self, queue: asyncio.Queue[Inbound]) -> None:
         """One platform's strangers, in the order they wrote, off the providers' path."""
@@ -257,6 +278,7 @@ class InboundPipeline:
                 text=_held_text(msg),
             )
         )
+        self.requests[(msg.provider, result.outcome)] += 1
         if result.outcome is RequestOutcome.ALLOWED:
             # Approved elsewhere a moment ago: no code, no notice. What they wrote while
             # pending goes to the handler first, if this instance tells them.

@@ -77,6 +77,10 @@ class OwnerNotifier:
         """When this instance sent each notice within the window."""
         self._folded: Counter[tuple[NoticeKind, str]] = Counter()
         self._flush_task: asyncio.Task[None] | None = None
+        self.sent_count = 0
+        """Notices sent so far (a digest counts as one), for the metrics."""
+        self.folded_count = 0
+        """Notices folded into a digest so far, for the metrics."""
 
     async def notify(
         self,
@@ -99,9 +103,11 @@ class OwnerNotifier:
             counted = await self._counted(now)
             if urgent or counted <= self._limit:
                 self._sent.append(now)
+                self.sent_count += 1
                 await self._send(text, buttons, {(kind, provider): count})
                 return
         self._folded[(kind, provider)] += count
+        self.folded_count += count
         if self._flush_task is None or self._flush_task.done():
             oldest = self._sent[0] if self._sent else now
             wait = (oldest + self._window - now).total_seconds()
@@ -126,6 +132,7 @@ class OwnerNotifier:
             now = self._clock.now()
             self._sent.append(now)
             await self._counted(now)  # the digest fills the shared window too
+            self.sent_count += 1
             await self._send(messages.owner_digest(folded), (), folded)
 
     async def aclose(self) -> None:

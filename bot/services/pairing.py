@@ -189,15 +189,17 @@ class PairingService:
         ttl = self.settings.pending_ttl
         if txn.peers == 0:
             self._drop_expired(txn, provider, now, actor="system:expiry")
-        mine = txn.request(provider, sender_id)
+        view = txn.ask_view(provider, sender_id)  # one statement on a SQL backend
+        mine, pending = view.request, view.pending
         if mine is not None and mine.created_at <= now - ttl:  # expired, not yet dropped
-            _close(txn, mine, now, "expire", "expired", actor="system:expiry")
+            if _close(txn, mine, now, "expire", "expired", actor="system:expiry"):
+                pending -= 1
             mine = None
         if mine is not None:
             return self._repeat(txn, mine, now, meta, held)
-        if txn.allow_has(provider, sender_id):  # granted elsewhere, not yet heard by our gate
+        if view.allowed:  # granted elsewhere, not yet heard by our gate
             return RequestResult(outcome=RequestOutcome.ALLOWED, request=None, send_code=False)
-        if txn.request_count(provider) + txn.peers >= self.settings.max_pending_per_provider:
+        if pending + txn.peers >= self.settings.max_pending_per_provider:
             if txn.peers:
                 return None
             self._count_capped(txn, provider, sender_id, now, ttl)
@@ -602,11 +604,14 @@ def _notice(req: PendingRequest, now: datetime) -> ApprovalNotice:
 
 def _close(
     txn: StateTxn, req: PendingRequest, now: datetime, event: str, outcome: str, *, actor: str
-) -> None:
+) -> bool:
     """Drop a request (approved, rejected, expired) and audit how it ended: once, by the
-    transaction that dropped it (a shared one may find it dropped by another)."""
-    if txn.drop_request(req.provider, req.id, code=req.code):
-        audit(txn, now, event, outcome, actor=actor, provider=req.provider, subject=req.id)
+    transaction that dropped it (a shared one may find it dropped by another). True if this
+    transaction dropped it."""
+    if not txn.drop_request(req.provider, req.id, code=req.code):
+        return False
+    audit(txn, now, event, outcome, actor=actor, provider=req.provider, subject=req.id)
+    return True
 
 
 def _stranger_audit(

@@ -43,7 +43,9 @@ from bot.core.errors import (
 )
 from bot.core.models import (
     ApprovalNotice,
+    AskView,
     AuditEvent,
+    AuditPage,
     HeldMessage,
     NodeRequest,
     PairedNode,
@@ -102,8 +104,19 @@ class Dialect(ABC):
     }
     """The column words of :mod:`stores.sql.schema`'s statements."""
 
+    pending_count = "SELECT COUNT(*) FROM pending_requests WHERE provider = ?"
+    """A provider's pending count (its one ``?``: the provider)."""
+
     def __init__(self) -> None:
         self._sql: dict[str, str] = {}
+        self.ask_view = (
+            f"SELECT {', '.join('r.' + c.strip() for c in _REQUEST_COLS.split(','))}, "  # noqa: S608 (constant names)
+            "EXISTS (SELECT 1 FROM allowlist WHERE provider = ? AND sender_id = ?), "
+            f"({self.pending_count}) FROM (SELECT 1) AS one "
+            "LEFT JOIN pending_requests AS r ON r.provider = ? AND r.sender_id = ?"
+        )
+        """:meth:`SqlTxn.ask_view`'s one statement: the request (NULLs if none), whether
+        the allowlist lists the sender, the provider's pending count."""
 
     def sql(self, statement: str) -> str:
         """Return ``statement`` with this dialect's placeholder (converted once, then cached)."""
@@ -294,10 +307,19 @@ class SqlTxn:
 
     def request_count(self, provider: str) -> int:
         check_provider(provider)
-        row = self._run(
-            "SELECT COUNT(*) FROM pending_requests WHERE provider = ?", (provider,)
-        ).fetchone()
+        row = self._run(self._d.pending_count, (provider,)).fetchone()
         return int(row[0])
+
+    def ask_view(self, provider: str, sender_id: str) -> AskView:
+        check_provider(provider)
+        row = self._run(
+            self._d.ask_view, (provider, sender_id, provider, provider, sender_id)
+        ).fetchone()
+        return AskView(
+            request=None if row[0] is None else self._request(row[:8]),
+            allowed=bool(row[8]),
+            pending=int(row[9]),
+        )
 
     def requests_created_before(self, provider: str, cutoff: datetime) -> list[PendingRequest]:
         check_provider(provider)
@@ -862,6 +884,41 @@ class SqlStore(ABC):
             for _, record in page:
                 yield json.loads(record)
             after = int(page[-1][0])
+
+    def audit_since(
+        self, position: str | None, *, limit: int = _AUDIT_PAGE, skip_gap: bool = False
+    ) -> AuditPage:
+        """The records after ``position`` (a sequence number), up to the first gap.
+
+        Sequence numbers are handed out as records are inserted, before their transaction
+        commits: a record may be seen while one numbered before it is still to come (or never
+        comes: its transaction rolled back). The page stops at such a gap and says so.
+        """
+        d = self.dialect
+        with self._reading() as reader:
+            last = reader.execute(d.sql("SELECT MAX(seq) FROM audit_log")).fetchone()[0]
+            last = 0 if last is None else int(last)
+            if position is None:
+                return AuditPage(records=[], end=str(last))
+            after = int(position) if position.isdigit() else 0
+            after = after if after <= last else 0
+            rows = reader.execute(
+                d.sql("SELECT seq, record FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?"),
+                (after, max(limit, 0)),
+            ).fetchall()
+        records: list[tuple[str, dict[str, Any]]] = []
+        gap = False
+        for seq, record in rows:
+            if int(seq) != after + 1:
+                if not skip_gap:
+                    gap = True
+                    break
+                skip_gap = False  # only the first gap
+            after = int(seq)
+            records.append((str(after), json.loads(record)))
+        return AuditPage(
+            records=records, end=str(after), more=not gap and len(rows) >= limit, gap=gap
+        )
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Connection]:

@@ -21,6 +21,7 @@ from bot.core.errors import StoreLockTimeoutError
 from bot.core.models import (
     HELD_TEXT_LIMIT,
     ApprovalNotice,
+    AskView,
     AuditEvent,
     HeldMessage,
     NodeRequest,
@@ -109,6 +110,24 @@ def test_requests_keep_their_order_and_a_put_replaces_in_place(backend: Backend)
         txn.put_request(request("1"))  # back, at the end
     with store.transaction() as txn:
         assert [r.id for r in txn.requests("telegram")] == ["2", "3", "1"]
+
+
+def test_a_strangers_view_reads_their_request_the_allowlist_and_the_count(
+    backend: Backend,
+) -> None:
+    store = backend.open()
+    with store.transaction() as txn:
+        txn.put_request(request("asker", "AAAA2222"))
+        txn.put_request(request("other", "BBBB3333"))
+        txn.put_request(request("asker", "CCCC4444", provider="slack"))
+        txn.allow("telegram", "friend")
+    with backend.other().transaction(shared=True) as txn:
+        assert txn.ask_view("telegram", "asker") == AskView(
+            request=request("asker", "AAAA2222"), allowed=False, pending=2
+        )
+        assert txn.ask_view("telegram", "friend") == AskView(request=None, allowed=True, pending=2)
+        assert txn.ask_view("slack", "friend") == AskView(request=None, allowed=False, pending=1)
+        assert txn.ask_view("discord", "asker") == AskView(request=None, allowed=False, pending=0)
 
 
 def test_requests_are_found_by_sender_by_code_and_by_age(backend: Backend) -> None:
@@ -482,6 +501,39 @@ def test_the_audit_log_is_read_oldest_first_from_its_end(backend: Backend) -> No
     assert store.read_audit(limit=10) == everything
     assert list(store.iter_audit(limit=0)) == []
     assert backend.other().read_audit(limit=1) == everything[-1:]
+
+
+def test_the_audit_log_is_tailed_from_a_position_by_any_process(backend: Backend) -> None:
+    store, cli = backend.open(), backend.other()
+    start = store.audit_since(None)
+    assert (start.records, start.more, start.gap) == ([], False, False)
+    with store.transaction() as txn:
+        txn.audit(event("before"))
+    assert store.audit_since(None).end != start.end  # None: the end now, past "before"
+    for n in range(5):
+        with cli.transaction() as txn:  # another process writes; this one reads
+            txn.audit(event(str(n)))
+    page = store.audit_since(start.end)
+    assert subjects(r for _, r in page.records) == ["before", "0", "1", "2", "3", "4"]
+    assert [r for _, r in page.records] == store.read_audit()
+    assert page.end == page.records[-1][0]
+    assert (page.more, page.gap) == (False, False)
+    assert store.audit_since(page.end).records == []
+    assert store.audit_since(page.end).end == page.end
+    first = store.audit_since(start.end, limit=2)  # a page at a time, from where it stopped
+    assert subjects(r for _, r in first.records) == ["before", "0"]
+    assert first.more
+    rest = store.audit_since(first.records[0][0])  # from a record's own position
+    assert subjects(r for _, r in rest.records) == ["0", "1", "2", "3", "4"]
+
+
+def test_an_audit_position_the_log_cannot_have_reads_it_from_its_start(backend: Backend) -> None:
+    store = backend.open()
+    with store.transaction() as txn:
+        txn.audit(event("a"))
+        txn.audit(event("b"))
+    for alien in ("", "junk", "99999999", "1:99999999"):
+        assert subjects(r for _, r in store.audit_since(alien).records) == ["a", "b"]
 
 
 # --- the gate's question, provider names, health ------------------------------------------------

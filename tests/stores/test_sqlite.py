@@ -490,3 +490,27 @@ def test_a_foreign_writer_holding_the_database_times_out(
         foreign.close()
     with store.transaction() as txn:
         txn.allow("telegram", "after")
+
+
+def test_the_audit_tail_stops_at_a_gap_until_told_to_step_over_it(
+    opened: list[SqliteStore], db: Path
+) -> None:
+    store = sqlite_store(opened, db)
+    start = store.audit_since(None)
+    with store.transaction() as txn:
+        txn.audit(AuditEvent(ts=T0, event="allow", actor="a", subject="1", outcome="added"))
+    conn = raw(db)  # number 3 committed while number 2 never is (its transaction rolled back)
+    try:
+        record = '{"subject": "3"}'
+        conn.execute(
+            "INSERT INTO audit_log (seq, ts, event, record) VALUES (3, 0, 'x', ?)", (record,)
+        )
+    finally:
+        conn.close()
+    page = store.audit_since(start.end)
+    assert [r["subject"] for _, r in page.records] == ["1"]
+    assert page.gap
+    assert store.audit_since(page.end).records == []
+    stepped = store.audit_since(page.end, skip_gap=True)
+    assert [r["subject"] for _, r in stepped.records] == ["3"]
+    assert not stepped.gap

@@ -159,8 +159,10 @@ def test_commented_provider_blocks_are_valid(monkeypatch) -> None:
     for name in _env_refs(example):
         monkeypatch.setenv(name, f"{name.lower()}-value")
     monkeypatch.setenv("PAIRBOT_DATABASE_URL", "postgresql://pairbot@db:5432/pairbot")
+    monkeypatch.setenv("PAIRBOT_EVENTS_SECRET", STRONG_TOKEN)
     config = Config.model_validate(_interpolate(example, "", "example"))
     assert list(config.static_allow()) == list(KNOWN_PROVIDERS)
+    assert config.events is not None
 
 
 def test_example_documents_every_field() -> None:
@@ -588,8 +590,9 @@ def test_numeric_owner_id_becomes_a_string(write) -> None:
     [
         (f"providers:\n  telegram:\n    token: '{LITERAL_TOKEN}'\n", "providers.telegram.token"),
         (f"gateway: {{operator_token: '{LITERAL_TOKEN}'}}\n", "gateway.operator_token"),
+        (f"events: {{url: 'https://x.test/h', secret: '{LITERAL_TOKEN}'}}\n", "events.secret"),
     ],
-    ids=["bot-token", "operator-token"],
+    ids=["bot-token", "operator-token", "events-secret"],
 )
 def test_literal_secret_warns_without_the_value(
     write, caplog: pytest.LogCaptureFixture, text: str, field_name: str
@@ -617,6 +620,7 @@ def test_the_secret_keys_are_the_fields_marked_secret() -> None:
         "password",
         "operator_token",
         "secret_token",
+        "secret",
     }
 
 
@@ -978,3 +982,54 @@ def test_redact_dsn(dsn: str, shown: str) -> None:
     from bot.core.config import redact_dsn
 
     assert redact_dsn(dsn) == shown
+
+
+# --- metrics and events out ---------------------------------------------------------------------
+
+
+def test_metrics_are_off_and_events_unset_by_default(write) -> None:
+    config = load_config(write(TG))
+    assert (config.metrics.enabled, config.metrics.port, config.events) == (False, None, None)
+
+
+def test_metrics_on_the_gateways_port_need_the_gateway(write) -> None:
+    message = config_error(write("gateway: {enabled: false}\nmetrics: {enabled: true}\n"))
+    assert message.startswith("metrics: metrics.port is needed")
+    config = load_config(
+        write("gateway: {enabled: false}\nmetrics: {enabled: true, port: 9464}\n")
+    )
+    assert (config.metrics.enabled, config.metrics.host, config.metrics.port) == (
+        True,
+        "127.0.0.1",
+        9464,
+    )
+
+
+def test_events_take_a_web_url_a_strong_secret_and_known_kinds(
+    write, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PB_EVENTS", STRONG_TOKEN)
+    config = load_config(
+        write("events: {url: 'https://hooks.test/p', secret: '${PB_EVENTS}', kinds: [approve]}\n")
+    )
+    assert config.events is not None
+    assert (config.events.url, config.events.secret, config.events.kinds) == (
+        "https://hooks.test/p",
+        STRONG_TOKEN,
+        ["approve"],
+    )
+    assert STRONG_TOKEN in config.secrets()  # the log redaction gets it
+    assert "https://hooks.test/p" in config.secrets()  # a hook URL may carry a token
+    secret = "secret: '${PB_EVENTS}'"
+    for text, expected in [
+        (f"events: {{url: 'ftp://hooks.test/p?token=hush', {secret}}}", "events.url: must be an"),
+        (f"events: {{url: 'https:///p', {secret}}}", "events.url: must be an http"),
+        ("events: {url: 'https://hooks.test/p', secret: 'hunter2hunter2'}", "events.secret: too"),
+        ("events: {url: 'https://hooks.test/p'}", "events.secret: "),
+        (f"events: {{url: 'https://h.test', {secret}, kinds: [approved]}}", "events.kinds: 'appr"),
+    ]:
+        message = config_error(write(text + "\n"))
+        assert message.startswith(expected), message
+        assert "hush" not in message
+        assert "hunter2" not in message
+    assert "known: request, approve, reject" in message

@@ -23,9 +23,10 @@ from bot.core.errors import (
     PairbotError,
     ProviderError,
     ProviderStateError,
+    RecipientUnreachable,
 )
-from bot.core.models import Button, Inbound
-from providers.base import BaseProvider, Dedupe, State
+from bot.core.models import Button, Inbound, SendFailure
+from providers.base import BaseProvider, Dedupe, State, send_failure
 from providers.limits import ButtonLimits, TextSplit, clip
 from providers.retry import Backoff, Retry, RetryPolicy, retrying
 from providers.webhook import WebhookProvider, WebhookServer
@@ -477,6 +478,57 @@ async def test_send_checks_buttons_splits_and_puts_buttons_under_the_last_part()
     ]
     assert last == "2"
     assert await provider.dm_chat_id("u1") == "u1"
+
+
+async def test_failed_sends_are_counted_by_a_few_fixed_words() -> None:
+    class Refusing(Loopback):
+        failure: BaseException = RecipientUnreachable("closed")
+
+        async def _send_text(self, chat_id: str, text: str, buttons: Sequence[Button]) -> str:
+            self._need(self.session)  # not running: ProviderStateError
+            raise self.failure
+
+    provider = Refusing()
+    with pytest.raises(ProviderStateError):
+        await provider.send("c1", "not started")
+    await provider.start(Inbox())
+    try:
+        with pytest.raises(ButtonError):
+            await provider.send("c1", "x", buttons=[APPROVE] * 3)
+        for failure in (RecipientUnreachable("closed"), TimeoutError(), ProviderError("no")):
+            provider.failure = failure
+            with pytest.raises(type(failure)):
+                await provider.send("c1", "hello")
+    finally:
+        await provider.stop()
+    assert dict(provider.send_failures) == {
+        SendFailure.NOT_RUNNING: 1,
+        SendFailure.BUTTONS: 1,
+        SendFailure.UNREACHABLE: 1,
+        SendFailure.TIMEOUT: 1,
+        SendFailure.REFUSED: 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "bases", "expected"),
+    [
+        ("TimedOut", (Exception,), SendFailure.TIMEOUT),  # python-telegram-bot
+        ("RetryAfter", (Exception,), SendFailure.RATE_LIMITED),
+        ("RateLimited", (Exception,), SendFailure.RATE_LIMITED),  # discord.py
+        ("Forbidden", (Exception,), SendFailure.FORBIDDEN),
+        ("NetworkError", (Exception,), SendFailure.NETWORK),
+        ("ClientConnectorError", (Exception,), SendFailure.NETWORK),  # aiohttp
+        ("SlackApiError", (Exception,), SendFailure.REFUSED),
+        ("HTTPException", (Exception,), SendFailure.REFUSED),
+        ("Weird", (Exception,), SendFailure.OTHER),
+        ("Reset", (ConnectionResetError,), SendFailure.NETWORK),
+    ],
+)
+def test_an_sdks_error_is_named_by_the_words_in_its_class_names(
+    name: str, bases: tuple[type[BaseException], ...], expected: SendFailure
+) -> None:
+    assert send_failure(type(name, bases, {})()) is expected
 
 
 async def test_a_platform_without_buttons_drops_them() -> None:

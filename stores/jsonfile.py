@@ -4,6 +4,8 @@ Layout (``~/.pairbot`` or ``$PAIRBOT_STATE_DIR``)::
 
     credentials/<provider>-pairing.json   {"version": 1, "requests": [{id, code, createdAt,
                                                                      lastSeenAt, meta}]}
+                                          (pairbot's own keys beside them: lastSentAt,
+                                          heldMessages; approvedToTell, the outbox)
     credentials/<provider>-allowFrom.json {"version": 1, "allowFrom": ["<sender id>", ...]}
     nodes/pending.json                    {"version": 1, "requests": [{requestId, nodeId, ...}]}
     nodes/paired.json                     {"version": 1, "nodes": [{nodeId, tokenHash, ...}]}

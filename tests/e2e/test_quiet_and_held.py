@@ -10,6 +10,7 @@ import asyncio
 import json
 import signal
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,11 @@ async def tg(fake_clock: FakeClock) -> AsyncIterator[FakeTelegramServer]:
         yield fake
 
 
-async def running(
+def running(
     tg: FakeTelegramServer, state_dir: Path, clock: FakeClock, **overrides: Any
-) -> App:
-    return await support.start_app(make_config(tg, **overrides), state_dir, clock)
+) -> AbstractAsyncContextManager[App]:
+    """The app on ``tg`` with ``overrides`` (see :func:`make_config`), stopped on the way out."""
+    return support.app_running(make_config(tg, **overrides), state_dir, clock)
 
 
 async def owner_notices(tg: FakeTelegramServer, count: int = 1) -> list[dict[str, Any]]:
@@ -65,26 +67,23 @@ def code_of(notice: dict[str, Any]) -> str:
     return line.split()[1].replace("-", "")
 
 
-async def written_while_pending(
+async def approved_while_down(
     tg: FakeTelegramServer,
     state_dir: Path,
     clock: FakeClock,
     user: int,
     *written: str,
     pairing: dict[str, Any] = HOLD,
-) -> str:
+) -> None:
     """A bot that holds messages runs while stranger ``user`` writes ``written`` (each held,
-    up to the limit), then stops; return the stranger's code."""
-    app = await running(tg, state_dir, clock, pairing=pairing)
-    try:
+    up to the limit), then stops; ``pairbot pairing approve`` approves them meanwhile."""
+    async with running(tg, state_dir, clock, pairing=pairing):
         for text in written:
             tg.dm(user, text, first_name="Alice")
         code = code_in((await texts(lambda: tg.messages_to(user), 1))[0])
         await owner_notices(tg)
         await settle(0.3)  # every message handled
-    finally:
-        await app.stop()
-    return code
+    await cli_approve(state_dir, code)
 
 
 def everything_stored(state_dir: Path) -> bytes:
@@ -98,8 +97,7 @@ def everything_stored(state_dir: Path) -> bytes:
 async def test_a_silent_platform_tells_a_stranger_nothing_and_the_owner_that(
     tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
 ) -> None:
-    app = await running(tg, state_dir, fake_clock, telegram={"unpaired_response": "silent"})
-    try:
+    async with running(tg, state_dir, fake_clock, telegram={"unpaired_response": "silent"}) as app:
         tg.dm(ALICE, "hello?", first_name="Alice")
         [notice] = await owner_notices(tg)
         assert (
@@ -121,21 +119,18 @@ async def test_a_silent_platform_tells_a_stranger_nothing_and_the_owner_that(
         assert tg.messages_to(ALICE) == [], 'not even "you\'re approved"'
         tg.dm(ALICE, "so, the rota?")
         assert await texts(lambda: tg.messages_to(ALICE), 1) == ["so, the rota?"]
-    finally:
-        await app.stop()
 
 
 async def test_a_custom_text_is_what_a_stranger_gets_and_again_as_the_reminder(
     tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
 ) -> None:
-    app = await running(
+    async with running(
         tg,
         state_dir,
         fake_clock,
         telegram={"unpaired_response": "custom"},
         messages={"stranger": CUSTOM},
-    )
-    try:
+    ) as app:
         tg.dm(ALICE, "hello?", first_name="Alice")
         [first] = await texts(lambda: tg.messages_to(ALICE), 1)
         [request] = app.pairing.pending()
@@ -151,8 +146,6 @@ async def test_a_custom_text_is_what_a_stranger_gets_and_again_as_the_reminder(
         )
         tg.dm(OWNER, f"/approve {request.code}")
         assert (await texts(lambda: tg.messages_to(ALICE), 3))[2] == APPROVED
-    finally:
-        await app.stop()
 
 
 # --- held messages ----------------------------------------------------------------------------
@@ -161,8 +154,7 @@ async def test_a_custom_text_is_what_a_stranger_gets_and_again_as_the_reminder(
 async def test_held_messages_reach_the_handler_once_right_after_the_button_approval(
     tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
 ) -> None:
-    app = await running(tg, state_dir, fake_clock, pairing=HOLD)
-    try:
+    async with running(tg, state_dir, fake_clock, pairing=HOLD) as app:
         tg.dm(ALICE, FIRST, first_name="Alice")
         tg.dm(ALICE, "second")
         tg.dm(ALICE, "third: past hold_messages, not kept")
@@ -188,8 +180,6 @@ async def test_held_messages_reach_the_handler_once_right_after_the_button_appro
         assert tg.messages_to(ALICE)[1:] == [APPROVED, FIRST, "second", "and now?"]
         assert app.pairing.notices() == []
         assert MARK not in everything_stored(state_dir), "handed over: gone from the state"
-    finally:
-        await app.stop()
 
 
 async def test_held_messages_are_in_the_state_and_never_in_the_logs_or_the_audit(
@@ -201,8 +191,7 @@ async def test_held_messages_are_in_the_state_and_never_in_the_logs_or_the_audit
     """(Third-party loggers at DEBUG are searched by ``test_debug_logs.py``.)"""
     caplog.set_level("DEBUG", logger="bot")
     caplog.set_level("DEBUG", logger="stores")
-    app = await running(tg, state_dir, fake_clock, pairing=HOLD)
-    try:
+    async with running(tg, state_dir, fake_clock, pairing=HOLD):
         tg.dm(ALICE, "my private words", first_name="Alice")
         await owner_notices(tg)
         with JsonFileStore(state_dir).transaction() as txn:
@@ -212,8 +201,6 @@ async def test_held_messages_are_in_the_state_and_never_in_the_logs_or_the_audit
         assert pairing_file.stat().st_mode & 0o777 == 0o600
         tg.dm(OWNER, f"/approve {request.code}")
         await texts(lambda: tg.messages_to(ALICE), 3)
-    finally:
-        await app.stop()
     ours = [r.getMessage() for r in caplog.records if r.name.startswith(("bot", "stores"))]
     assert ours, "pairbot logged what it did"
     assert not any("private words" in line for line in ours)
@@ -226,8 +213,7 @@ async def test_held_messages_reach_the_handler_after_an_approval_by_the_cli(
 ) -> None:
     """``pairbot pairing approve`` in a process of its own, which knows nothing of
     hold_messages: the approval carries the messages to the running bot's outbox."""
-    app = await running(tg, state_dir, fake_clock, pairing=HOLD)
-    try:
+    async with running(tg, state_dir, fake_clock, pairing=HOLD):
         tg.dm(ALICE, "one", first_name="Alice")
         tg.dm(ALICE, "two")
         code = code_in((await texts(lambda: tg.messages_to(ALICE), 1))[0])
@@ -237,29 +223,22 @@ async def test_held_messages_reach_the_handler_after_an_approval_by_the_cli(
         told = await texts(lambda: tg.messages_to(ALICE), 4)
         await settle(0.4)
         assert told[1:] == tg.messages_to(ALICE)[1:] == [APPROVED, "one", "two"]
-    finally:
-        await app.stop()
 
 
 async def test_held_messages_wait_for_the_bot_when_it_was_down_at_the_approval(
     tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
 ) -> None:
-    code = await written_while_pending(tg, state_dir, fake_clock, ALICE, "while you were out")
-    await cli_approve(state_dir, code)
-    app = await running(tg, state_dir, fake_clock, pairing=HOLD)
-    try:
+    await approved_while_down(tg, state_dir, fake_clock, ALICE, "while you were out")
+    async with running(tg, state_dir, fake_clock, pairing=HOLD):
         told = await texts(lambda: tg.messages_to(ALICE), 3)
         assert told[1:] == [APPROVED, "while you were out"]
-    finally:
-        await app.stop()
 
 
 @pytest.mark.parametrize("end", ["reject", "expire"])
 async def test_held_messages_are_dropped_when_the_request_is_rejected_or_expires(
     tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock, end: str
 ) -> None:
-    app = await running(tg, state_dir, fake_clock, pairing=HOLD)
-    try:
+    async with running(tg, state_dir, fake_clock, pairing=HOLD) as app:
         tg.dm(ALICE, "before the end", first_name="Alice")
         [notice] = await owner_notices(tg)
         if end == "reject":
@@ -281,16 +260,13 @@ async def test_held_messages_are_dropped_when_the_request_is_rejected_or_expires
         await texts(lambda: tg.messages_to(ALICE), 4)
         await settle(0.4)
         assert tg.messages_to(ALICE)[2:] == [APPROVED, "after the end"]
-    finally:
-        await app.stop()
 
 
 async def test_a_sender_revoked_before_being_told_gets_nothing_of_what_was_held(
     tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock
 ) -> None:
     """Approved by the CLI, then revoked by the CLI, both while the bot was down."""
-    code = await written_while_pending(tg, state_dir, fake_clock, BOB, "held for nobody")
-    await cli_approve(state_dir, code)
+    await approved_while_down(tg, state_dir, fake_clock, BOB, "held for nobody")
     with JsonFileStore(state_dir).transaction() as txn:
         assert [m.text for m in txn.notices()[0].held] == ["held for nobody"]
     result = await pairbot_exits(
@@ -299,13 +275,10 @@ async def test_a_sender_revoked_before_being_told_gets_nothing_of_what_was_held(
     assert result.returncode == 0, result.stderr
     assert b"held for nobody" not in everything_stored(state_dir)
     before = len(tg.sent)  # the code, and the notice with its preview
-    app = await running(tg, state_dir, fake_clock, pairing=HOLD, handler={"kind": "forward"})
-    try:
+    async with running(tg, state_dir, fake_clock, pairing=HOLD, handler={"kind": "forward"}):
         await settle(0.4)
         assert tg.messages_to(BOB)[1:] == []
         assert "held for nobody" not in json.dumps(tg.sent[before:])
-    finally:
-        await app.stop()
 
 
 async def test_a_process_killed_while_handing_over_hands_that_one_again_and_tells_once(
@@ -314,10 +287,9 @@ async def test_a_process_killed_while_handing_over_hands_that_one_again_and_tell
     """The documented crash window: a bot dies after handing a held message to the handler
     and before writing that it did. The next start tells nobody twice, hands the message it
     had in hand again (at least once), and the ones after it once; none is lost."""
-    code = await written_while_pending(
+    await approved_while_down(
         tg, state_dir, fake_clock, ALICE, "one", "two", "three", pairing={"hold_messages": 3}
     )
-    await cli_approve(state_dir, code)
     record = tmp_path / "handed.txt"
     config = telegram_config(state_dir, tg.base_url, owner=OWNER)
     config["handler"] = {"kind": "python", "target": "tests.e2e.held_handler:record"}
@@ -345,31 +317,30 @@ async def test_a_slow_handler_holds_up_neither_the_owner_nor_other_senders(
     and another sender's message do not wait for the handler to finish with them."""
     held_handler.GATE.clear()
     held_handler.SEEN.clear()
-    app = await running(
+    async with running(
         tg,
         state_dir,
         fake_clock,
         pairing=HOLD,
         handler={"kind": "python", "target": "tests.e2e.held_handler:gated", "timeout": "30s"},
         telegram={"allow_from": [str(BOB)]},
-    )
-    try:
-        tg.dm(ALICE, "one", first_name="Alice")
-        tg.dm(ALICE, "two")
-        [notice] = await owner_notices(tg)
-        await settle(0.3)
-        tg.dm(OWNER, f"/approve {code_of(notice)}")
-        await tg.wait_until(lambda: held_handler.SEEN == ["one"])
-        await tg.wait_for_sent(
-            lambda m: m["chat_id"] == OWNER and m["text"].startswith("Approved")
-        )
-        assert tg.messages_to(ALICE)[1:] == [APPROVED]
-        tg.dm(BOB, "not held up", first_name="Bob")
-        await tg.wait_until(lambda: "not held up" in held_handler.SEEN)
-        held_handler.GATE.set()
-        told = await texts(lambda: tg.messages_to(ALICE), 4)
-        assert told[1:] == [APPROVED, "answered: one", "answered: two"]
-        assert await texts(lambda: tg.messages_to(BOB), 1) == ["answered: not held up"]
-    finally:
-        held_handler.GATE.set()
-        await app.stop()
+    ):
+        try:
+            tg.dm(ALICE, "one", first_name="Alice")
+            tg.dm(ALICE, "two")
+            [notice] = await owner_notices(tg)
+            await settle(0.3)
+            tg.dm(OWNER, f"/approve {code_of(notice)}")
+            await tg.wait_until(lambda: held_handler.SEEN == ["one"])
+            await tg.wait_for_sent(
+                lambda m: m["chat_id"] == OWNER and m["text"].startswith("Approved")
+            )
+            assert tg.messages_to(ALICE)[1:] == [APPROVED]
+            tg.dm(BOB, "not held up", first_name="Bob")
+            await tg.wait_until(lambda: "not held up" in held_handler.SEEN)
+            held_handler.GATE.set()
+            told = await texts(lambda: tg.messages_to(ALICE), 4)
+            assert told[1:] == [APPROVED, "answered: one", "answered: two"]
+            assert await texts(lambda: tg.messages_to(BOB), 1) == ["answered: not held up"]
+        finally:
+            held_handler.GATE.set()

@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
         ssub,
         "export",
         cmd_store_export,
-        "write the whole state as one JSON document (it holds codes: keep it private)",
+        "write the whole state as one JSON document (it holds codes and held messages: "
+        "keep it private)",
     )
     p.add_argument(
         "--output", "-o", default=None, metavar="FILE", help="write FILE (0600); default stdout"

@@ -76,6 +76,14 @@ def cmd_pairing_approve(ctx: Context) -> int:
     req = ctx.pairing.approve(code, provider=provider, actor=ctx.actor)
     name = clean_name(req.display_name())
     ctx.out.print(Text(f"Approved {req.provider} sender {req.id}{f' ({name})' if name else ''}."))
+    if req.held:
+        count = len(req.held)
+        ctx.out.print(
+            Text(
+                f"The {count} message{'s' if count != 1 else ''} they wrote while waiting "
+                f"{'go' if count != 1 else 'goes'} to the handler once a running bot tells them."
+            )
+        )
     return EXIT_OK
 
 

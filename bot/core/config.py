@@ -21,14 +21,17 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
+    ValidationError,
     ValidationInfo,
     create_model,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bot.core.codes import MIN_SECRET_BITS, RANDOM_STRING_COMMAND, weakness
-from bot.core.models import AUDIT_EVENTS
+from bot.core.messages import StrangerReply, stranger_template_problem
+from bot.core.models import AUDIT_EVENTS, UnpairedResponse
 from bot.core.platforms import KNOWN_PROVIDERS, PLATFORMS, platform
 from bot.core.schema import (
     InvalidValue,
@@ -150,6 +153,10 @@ class Owner(Model):
         )
 
 
+MAX_HELD = 20
+"""The most messages ``pairing.hold_messages`` may keep per pending stranger."""
+
+
 class PairingConfig(Model):
     """``pairing:`` — DM pairing knobs."""
 
@@ -163,6 +170,19 @@ class PairingConfig(Model):
     resend_after: Annotated[Duration, AfterValidator(_within("pairing.resend_after"))] = timedelta(
         minutes=10
     )
+    hold_messages: int = Field(default=0, ge=0, le=MAX_HELD)
+    """How many of a pending stranger's text messages are kept for the handler."""
+    notice_preview: bool = False
+    """The owner's notice shows the first line of the first message held."""
+
+    @field_validator("notice_preview")
+    @classmethod
+    def _something_held(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("hold_messages") == 0:
+            raise ValueError(
+                "shows the first message held: set pairing.hold_messages to 1 or more"
+            )
+        return value
 
     @field_validator("resend_after")
     @classmethod
@@ -410,6 +430,21 @@ class HandlerConfig(Model):
     )
 
 
+class MessagesConfig(Model):
+    """``messages:`` — texts of the owner's own."""
+
+    stranger: str | None = Field(default=None, min_length=1, max_length=4000)
+    """What a stranger is sent where ``unpaired_response`` is ``custom``: a template with
+    ``{code}``, ``{ttl}``, ``{sender_id}``, ``{provider}``."""
+
+    @field_validator("stranger")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None and (problem := stranger_template_problem(value)):
+            raise ValueError(problem)
+        return value
+
+
 class _Providers(Model):
     """``providers:`` — one block per platform pairbot connects to, each optional."""
 
@@ -442,6 +477,15 @@ SECRET_KEYS: frozenset[str] = secret_fields(GatewayConfig).union(
 """The keys whose values are secrets, wherever they stand in the file."""
 
 
+def _error_at(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
+    """A validation error about the field at ``loc``, for a check that spans sections (the
+    error names that field, not the section that checked it)."""
+    return ValidationError.from_exception_data(
+        "Config",
+        [InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)],
+    )
+
+
 class Config(Model):
     """The whole configuration file."""
 
@@ -452,6 +496,7 @@ class Config(Model):
     nodes: NodesConfig = NodesConfig()
     gateway: GatewayConfig = GatewayConfig()
     handler: HandlerConfig = HandlerConfig()
+    messages: MessagesConfig = MessagesConfig()
     providers: ProvidersConfig = ProvidersConfig()
     metrics: MetricsConfig = MetricsConfig()
     events: EventsConfig | None = None
@@ -466,6 +511,35 @@ class Config(Model):
                 "given one of their own, and the gateway is off"
             )
         return value
+
+    @model_validator(mode="after")
+    def _stranger_text_used(self) -> Config:
+        """``custom`` needs ``messages.stranger``, and a ``messages.stranger`` nobody uses
+        is a mistake said at once (the strangers would get the default text)."""
+        blocks = self.providers.blocks()
+        custom = [n for n, b in blocks.items() if b.unpaired_response is UnpairedResponse.CUSTOM]
+        if custom and self.messages.stranger is None:
+            raise _error_at(
+                ("providers", custom[0], "unpaired_response"),
+                "custom needs messages.stranger (the text strangers are sent)",
+                "custom",
+            )
+        if not custom and self.messages.stranger is not None:
+            raise _error_at(
+                ("messages", "stranger"),
+                "no provider uses it: set unpaired_response: custom in a providers block",
+                self.messages.stranger,
+            )
+        return self
+
+    def stranger_replies(self) -> dict[str, StrangerReply]:
+        """How each configured provider answers a stranger."""
+        return {
+            name: StrangerReply(
+                mode=block.unpaired_response, template=self.messages.stranger or ""
+            )
+            for name, block in self.providers.blocks().items()
+        }
 
     @classmethod
     def with_any_durations(cls, data: Any) -> Config:

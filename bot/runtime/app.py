@@ -169,8 +169,13 @@ class App:
         for pending in await asyncio.to_thread(self.pairing.pending):
             remember_secret(pending.code)  # codes issued before this start are secrets too
         self.nodes = NodeService(self.store, clock=self.clock, settings=NodeSettings.of(cfg.nodes))
+        replies = cfg.stranger_replies()
         self.owner = OwnerCommands(
-            self.pairing, self.nodes, clock=self.clock, cluster=self.cluster
+            self.pairing,
+            self.nodes,
+            clock=self.clock,
+            cluster=self.cluster,
+            silent=[name for name, reply in replies.items() if not reply.tells],
         )
         shared = Shared(
             owners=self._owners,
@@ -179,9 +184,13 @@ class App:
             pairing=self.pairing,
             cluster=self.cluster,
             outage=self.outage,
+            stranger_replies=replies,
         )
         notices = self._notices = OwnerNotices(
-            shared=shared, nodes=self.nodes, pacing=self._pacing
+            shared=shared,
+            nodes=self.nodes,
+            pacing=self._pacing,
+            preview=cfg.pairing.notice_preview,
         )
         self._stack.push_async_callback(notices.aclose)
         self.handler: Handler = build_handler(cfg.handler, notices.send_to_owners)
@@ -239,7 +248,9 @@ class App:
                 raise StartupError.cannot_listen(cfg.gateway.host, cfg.gateway.port, exc) from exc
             self._stack.push_async_callback(gateway.stop)
             self.gateway = gateway
-        teller = ApprovedTeller(shared=shared, watch_interval=self._watch_interval)
+        teller = ApprovedTeller(
+            shared=shared, watch_interval=self._watch_interval, handler=self.handler
+        )
         self._stack.push_async_callback(teller.aclose)
         inbound = self.inbound = InboundPipeline(
             shared=shared,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -153,12 +154,21 @@ class OwnerCommands:
     """Runs owner commands. Synchronous (the services do file I/O); call it off the loop."""
 
     def __init__(
-        self, pairing: PairingService, nodes: NodeService, *, clock: Clock, cluster: Cluster
+        self,
+        pairing: PairingService,
+        nodes: NodeService,
+        *,
+        clock: Clock,
+        cluster: Cluster,
+        silent: Collection[str] = (),
     ) -> None:
         self._pairing = pairing
         self._nodes = nodes
         self._clock = clock
         self._lockout = Lockout(cluster)
+        self._silent = frozenset(silent)
+        """The providers whose strangers are told nothing (``unpaired_response: silent``):
+        an approved sender there is not told either."""
 
     def run(
         self, command: commands.OwnerCommand | None, *, actor: str, pressed: bool = False
@@ -211,7 +221,8 @@ class OwnerCommands:
         try:
             if isinstance(command, commands.Approve):
                 req = self._pairing.approve(command.code, actor=actor)
-                reply = OwnerReply(text=messages.approved(req), approved=req)
+                told = req.provider not in self._silent
+                reply = OwnerReply(text=messages.approved(req, told=told), approved=req)
             else:
                 req = self._pairing.reject(command.code, actor=actor)
                 reply = OwnerReply(text=messages.rejected(req))

@@ -1,5 +1,5 @@
 """What every backend must say the same way: the audit record, the provider check, the
-allowlist entries that never let anyone in.
+allowlist entries that never let anyone in, the held messages of a request or a notice.
 
 A backend keeps its own layout; these are the parts a caller sees through
 :class:`bot.core.protocols.StateStore`, so a record read from one backend is the record read
@@ -104,6 +104,16 @@ def audit_record(event: AuditEvent) -> dict[str, Any]:
     record["outcome"] = event.outcome
     record.update(event.detail)
     return record
+
+
+HELD_KEY = "heldMessages"
+"""The key of a request's (or a notice's) held messages, as
+:meth:`~bot.core.models.HeldMessage.as_json` writes each (``[{"text", "at", "name"?}]``), left
+out when there are none. Beside the entry's other keys in a JSON file, in the ``extra``
+column of a database row: held messages need no column of their own."""
+TOLD_KEY = "told"
+"""The key of a notice whose sender was told and whose held messages are not all handed
+over: ``true``, left out otherwise."""
 
 
 def unknown_provider(name: str) -> ValueError:

@@ -4,6 +4,8 @@ Layout (``~/.pairbot`` or ``$PAIRBOT_STATE_DIR``)::
 
     credentials/<provider>-pairing.json   {"version": 1, "requests": [{id, code, createdAt,
                                                                      lastSeenAt, meta}]}
+                                          (pairbot's own keys beside them: lastSentAt,
+                                          heldMessages; approvedToTell, the outbox)
     credentials/<provider>-allowFrom.json {"version": 1, "allowFrom": ["<sender id>", ...]}
     credentials/<provider>-allowEnds.json {"version": 1, "ends": [{id, endsAt}]}
     nodes/pending.json                    {"version": 1, "requests": [{requestId, nodeId, ...}]}
@@ -61,6 +63,7 @@ from bot.core.models import (
     ApprovalNotice,
     AuditEvent,
     AuditPage,
+    HeldMessage,
     NodeRequest,
     PairedNode,
     PendingRequest,
@@ -84,7 +87,14 @@ from stores._files import (
     remove_debris,
     stat_key,
 )
-from stores._records import NEVER_ALLOWED, ScannedRequests, audit_record, unknown_provider
+from stores._records import (
+    HELD_KEY,
+    NEVER_ALLOWED,
+    TOLD_KEY,
+    ScannedRequests,
+    audit_record,
+    unknown_provider,
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +170,18 @@ def _extra(raw: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k not in known}
 
 
-_REQUEST_KEYS = frozenset({"id", "code", "createdAt", "lastSeenAt", "meta", "lastSentAt"})
+def _held(raw: Mapping[str, Any], where: str) -> tuple[HeldMessage, ...]:
+    return HeldMessage.read_all(raw.get(HELD_KEY), f"{where}.{HELD_KEY}", _Bad)
+
+
+def _held_entry(held: tuple[HeldMessage, ...]) -> dict[str, Any]:
+    """What :func:`_held` reads back: ``{heldMessages: [...]}``, or nothing when none are."""
+    return {HELD_KEY: [m.as_json() for m in held]} if held else {}
+
+
+_REQUEST_KEYS = frozenset(
+    {"id", "code", "createdAt", "lastSeenAt", "meta", "lastSentAt", HELD_KEY}
+)
 _NODE_KEYS = ("nodeId", "displayName", "platform", "version")
 """What a node says it is: the same keys in a node request and in a paired node."""
 _NODE_REQUEST_KEYS = frozenset(
@@ -241,6 +262,7 @@ def _decode_request(raw: Any, where: str, provider: str) -> PendingRequest:
         last_seen_at=_opt_time(raw, "lastSeenAt", where) or created,
         meta=_meta(raw, where),
         last_sent_at=_opt_time(raw, "lastSentAt", where),
+        held=_held(raw, where),
         extra=_extra(raw, _REQUEST_KEYS),
     )
 
@@ -253,6 +275,7 @@ def _encode_request(req: PendingRequest) -> dict[str, Any]:
         "lastSeenAt": format_time(req.last_seen_at),
         "meta": dict(req.meta),
         **_opt_time_entry("lastSentAt", req.last_sent_at),
+        **_held_entry(req.held),
         **req.extra,
     }
 
@@ -350,7 +373,7 @@ APPROVED_KEY = "approvedToTell"
 """Top-level key of ``<provider>-pairing.json``: senders approved and not yet told. It is
 written in the same atomic write that drops their request, so "request → approved, to tell"
 is one step on disk, after the grant."""
-_NOTICE_KEYS = frozenset({"id", "chatId", "approvedAt"})
+_NOTICE_KEYS = frozenset({"id", "chatId", "approvedAt", HELD_KEY, TOLD_KEY})
 
 
 def _decode_notices(path: Path, provider: str, raw: Any) -> list[ApprovalNotice]:
@@ -372,6 +395,8 @@ def _decode_notices(path: Path, provider: str, raw: Any) -> list[ApprovalNotice]
                     sender_id=_normal_id(provider, _str(entry, "id", where)),
                     approved_at=_time(entry, "approvedAt", where),
                     chat_id=None if chat_id is None else _str(entry, "chatId", where),
+                    held=_held(entry, where),
+                    told=entry.get(TOLD_KEY) is True,
                     extra=_extra(entry, _NOTICE_KEYS),
                 )
             )
@@ -384,6 +409,9 @@ def _encode_notice(notice: ApprovalNotice) -> dict[str, Any]:
     out: dict[str, Any] = {"id": notice.sender_id, "approvedAt": format_time(notice.approved_at)}
     if notice.chat_id is not None:
         out["chatId"] = notice.chat_id
+    out.update(_held_entry(notice.held))
+    if notice.told:
+        out[TOLD_KEY] = True
     out.update(notice.extra)
     return out
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from bot.cli.tls import gateway_tls
 from bot.core.clock import Clock
 from bot.core.config import Config
 from bot.core.errors import ConfigError
@@ -92,6 +93,7 @@ def open_app(
         cluster=configured_cluster,
         state_dir=chosen,
         clock=clock,
+        tls=lambda: gateway_tls(config, chosen, clock=clock),
         **tuning,
     )
 

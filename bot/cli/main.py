@@ -53,7 +53,7 @@ from bot.cli.pairing import (
     cmd_pairing_list,
     cmd_pairing_reject,
 )
-from bot.cli.run import cmd_audit, cmd_demo, cmd_doctor, cmd_run
+from bot.cli.run import cmd_audit, cmd_demo, cmd_doctor, cmd_gateway_fingerprint, cmd_run
 from bot.cli.status import cmd_status
 from bot.cli.store import cmd_store_export, cmd_store_import
 from bot.core.errors import AllowedByConfigError, LookupFailed, NodeRefused, PairbotError
@@ -214,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the node keeps its id and tokens "
         "(default $PAIRBOT_NODE_DIR, else ~/.pairbot-node)",
     )
+    node_common.add_argument(
+        "--fingerprint",
+        default=None,
+        metavar="sha256:HEX",
+        help="the certificate a wss:// gateway must show (`pairbot gateway fingerprint` "
+        "prints it); kept with the node's keyring once it connected",
+    )
     p = leaf(
         node_sub,
         "pair",
@@ -239,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="already paired: ask the owner for a new token (proves the old one)",
     )
+    p.add_argument(
+        "--no-key",
+        action="store_true",
+        help="pair with a token alone (by default the node makes an Ed25519 key, node.key "
+        "0600, and connects by signature: nothing reusable crosses the wire)",
+    )
     leaf(
         node_sub,
         "connect",
@@ -249,13 +262,27 @@ def build_parser() -> argparse.ArgumentParser:
         plain=True,
     )
 
+    gateway = groups.add_parser("gateway", help="the node gateway's certificate")
+    gsub = gateway.add_subparsers(dest="command", metavar="ACTION", required=True)
+    leaf(
+        gsub,
+        "fingerprint",
+        cmd_gateway_fingerprint,
+        "print the SHA-256 fingerprint of the gateway's certificate (for nodes to pin)",
+        description="Print the SHA-256 fingerprint nodes pin (`pairbot node pair "
+        "--fingerprint`). With gateway.tls: auto the certificate is made first if the bot "
+        "has not run yet.",
+        plain=True,
+    )
+
     store = groups.add_parser("store", help="the whole state: export it, import it")
     ssub = store.add_subparsers(dest="command", metavar="ACTION", required=True)
     p = leaf(
         ssub,
         "export",
         cmd_store_export,
-        "write the whole state as one JSON document (it holds codes: keep it private)",
+        "write the whole state as one JSON document (it holds codes and held messages: "
+        "keep it private)",
     )
     p.add_argument(
         "--output", "-o", default=None, metavar="FILE", help="write FILE (0600); default stdout"

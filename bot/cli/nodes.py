@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.text import Text
 
 from bot.cli.context import EXIT_LOOKUP, EXIT_OK, Context, UsageError
+from bot.cli.keyring import NodeKeyring
 from bot.cli.output import print_json, print_listing
 from bot.core.errors import LookupFailed
 from bot.core.models import NodeDecision, NodeRequest, NodeVerdict, PairedNode
@@ -35,21 +36,44 @@ log = logging.getLogger("bot.cli.main")
 """One logger for the whole command: its lines read ``bot.cli.main``, as they always have."""
 
 
+def _pin(args: argparse.Namespace, keyring: NodeKeyring) -> str | None:
+    """The certificate fingerprint the gateway must show: ``--fingerprint``, else the one
+    the keyring pinned for this gateway, else none (a certificate an authority vouches for)."""
+    from bot.gateway.tls import parse_fingerprint
+
+    given = getattr(args, "fingerprint", None)
+    if not given:
+        return keyring.pin(args.gateway)
+    if not str(args.gateway).startswith("wss://"):
+        raise UsageError(f"--fingerprint pins a wss:// gateway, and {args.gateway} is not one")
+    try:
+        return parse_fingerprint(given)
+    except ValueError as exc:
+        raise UsageError(f"--fingerprint: {exc}") from None
+
+
 def cmd_node_pair(args: argparse.Namespace) -> int:
     """``pairbot node pair``: ask to join, wait for the decision, save the token.
 
     The request's pickup secret is kept (0600) while it waits, so a ``node pair`` stopped and
     run again comes back for the same request instead of making a new one. With a saved
-    token, ``--rotate`` asks the owner for a new token, proving the node holds the current one.
+    token, ``--rotate`` asks the owner for a new token, proving the node holds the current one
+    (its key's signature, or its token). The node's Ed25519 key (``node.key``, 0600) is made
+    the first time and sent with the request, so the node connects by signature; ``--no-key``
+    pairs with a token alone.
     """
     import asyncio
 
-    from bot.cli.keyring import NodeCredentials, NodeKeyring
+    from bot.cli.keyring import NodeCredentials
     from bot.gateway.client import GatewayCallError, GatewayClient
+    from bot.services import keys
 
     keyring = NodeKeyring(Path(args.node_dir) if args.node_dir else None)
+    pin = _pin(args, keyring)
     node_id = args.node_id or keyring.node_id()
     saved = keyring.get(args.gateway)
+    key = None if args.no_key else keyring.key(make=True)
+    public = keys.public_key(key) if key is not None else ""
     out = Console(highlight=False, soft_wrap=True)
     if saved is not None and saved.node_id == node_id and not args.rotate:
         out.print(
@@ -77,15 +101,22 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
             "platform": args.platform,
             "version": args.node_version,
         }
+        if public:
+            params["publicKey"] = public
         if saved is not None and saved.node_id == node_id:
-            params["token"] = saved.token
+            if saved.public_key and key is not None:
+                params |= await client.signed(keys.PAIR, node_id, key, new_key=public)
+            else:
+                params["token"] = saved.token
         answer = await client.call("node.pair.request", params)
         if answer.get("pickup"):
             keyring.keep_pickup(args.gateway, node_id, str(answer["pickup"]))
         return answer
 
     async def pair() -> int:
-        async with GatewayClient.open(args.gateway) as client:
+        async with GatewayClient.open(args.gateway, pin=pin) as client:
+            if pin is not None:
+                keyring.keep_pin(args.gateway, pin)
             answer = await ask(client)
             if answer.get("status") == "pending":
                 out.print(
@@ -105,7 +136,11 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
         token = str(decision["token"])
         keyring.save(
             NodeCredentials(
-                gateway=args.gateway, node_id=node_id, token=token, display_name=args.name
+                gateway=args.gateway,
+                node_id=node_id,
+                token=token,
+                display_name=args.name,
+                public_key=public,
             )
         )
         out.print(Text(f"Approved. Token saved in {keyring.path}:"))
@@ -136,26 +171,37 @@ def cmd_node_connect(args: argparse.Namespace) -> int:
     """``pairbot node connect``: authenticate with the token saved by ``node pair``."""
     import asyncio
 
-    from bot.cli.keyring import NodeKeyring
     from bot.gateway.client import GatewayCallError, GatewayClient
 
     keyring = NodeKeyring(Path(args.node_dir) if args.node_dir else None)
+    pin = _pin(args, keyring)
     creds = keyring.get(args.gateway)
     if creds is None:
         raise UsageError(f"no token saved for {args.gateway}; run `pairbot node pair` first")
 
+    key = keyring.key() if creds.public_key else None
+    if creds.public_key and key is None:
+        raise UsageError(f"{keyring.directory}: the node key this node paired with is gone")
+
     async def connect() -> dict[str, Any]:
-        async with GatewayClient.open(args.gateway) as client:
-            return await client.call(
-                "node.connect", {"nodeId": creds.node_id, "token": creds.token}
+        from bot.services import keys
+
+        async with GatewayClient.open(args.gateway, pin=pin) as client:
+            if pin is not None:
+                keyring.keep_pin(args.gateway, pin)
+            proof = (
+                await client.signed(keys.CONNECT, creds.node_id, key)
+                if key is not None
+                else {"token": creds.token}
             )
+            return await client.call("node.connect", {"nodeId": creds.node_id, **proof})
 
     try:
         answer = asyncio.run(connect())
     except GatewayCallError as exc:
         if exc.code == ErrorCode.UNAUTHORIZED:
             sys.stderr.write(
-                "pairbot: error: the gateway refused this node's token (revoked?); "
+                "pairbot: error: the gateway refused this node's key or token (revoked?); "
                 "pair again with `pairbot node pair`\n"
             )
             return EXIT_LOOKUP

@@ -19,7 +19,7 @@ from bot.cli.output import (
     print_rows,
     until_cell,
 )
-from bot.core.config import grant_length
+from bot.core.durations import grant_length
 from bot.core.models import PendingRequest
 from bot.core.platforms import platform
 from bot.core.text import ago, clean_name, remaining, until
@@ -94,6 +94,14 @@ def cmd_pairing_approve(ctx: Context) -> int:
     name = clean_name(req.display_name())
     who = f" ({name})" if name else ""
     ctx.out.print(Text(f"Approved {req.provider} sender {req.id}{who}{ends}."))
+    if req.held:
+        count = len(req.held)
+        ctx.out.print(
+            Text(
+                f"The {count} message{'s' if count != 1 else ''} they wrote while waiting "
+                f"{'go' if count != 1 else 'goes'} to the handler once a running bot tells them."
+            )
+        )
     return EXIT_OK
 
 

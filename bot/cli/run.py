@@ -73,6 +73,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gateway_fingerprint(args: argparse.Namespace) -> int:
+    """``pairbot gateway fingerprint``: what nodes pin (``--fingerprint``)."""
+    from bot.cli.compose import state_dir_of
+    from bot.cli.tls import gateway_tls
+
+    config_path = find_config(getattr(args, "config", None))
+    if config_path is None:
+        raise UsageError("no config: pass --config PATH or set PAIRBOT_CONFIG")
+    config = load_config(config_path)
+    state_dir = getattr(args, "state_dir", None)
+    tls = gateway_tls(config, state_dir_of(config, Path(state_dir) if state_dir else None))
+    if tls is None:
+        raise ConfigError(
+            "not set: the gateway serves plain ws://, with no certificate to pin "
+            "(set gateway.tls: auto, or cert_file and key_file)",
+            field="gateway.tls",
+        )
+    Console(highlight=False, soft_wrap=True).print(Text(tls.fingerprint))
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """``pairbot demo``."""
     from bot.cli.demo import available_platforms

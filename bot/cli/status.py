@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,9 +24,11 @@ import httpx
 
 from bot.cli.context import EXIT_LOOKUP, EXIT_OK, Context, UsageError
 from bot.cli.output import print_json, print_rows
+from bot.cli.tls import gateway_tls
 from bot.core.config import GatewayConfig
 from bot.core.models import InstanceBeat
 from bot.core.text import ago, clean
+from bot.gateway.tls import peer_fingerprint
 
 WITHIN = timedelta(minutes=1)
 """An instance whose last beat is older than this is not shown (it stopped, or died)."""
@@ -159,16 +162,32 @@ def _cluster_statuses(ctx: Context, now: datetime) -> list[InstanceStatus]:
 
 def readyz_url(gateway: GatewayConfig) -> str:
     """Where the local gateway answers ``/readyz`` (an address it listens on everywhere is
-    asked on loopback)."""
+    asked on loopback; over https when it serves TLS)."""
+    scheme = "https" if gateway.tls is not None else "http"
     host = gateway.host.strip("[]")
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return f"http://{host}:{gateway.port}/readyz"
+        return f"{scheme}://{host}:{gateway.port}/readyz"
     if address.is_unspecified:
         address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
     shown = f"[{address}]" if address.version == 6 else str(address)
-    return f"http://{shown}:{gateway.port}/readyz"
+    return f"{scheme}://{shown}:{gateway.port}/readyz"
+
+
+def _pinned_get(url: str, pin: str) -> httpx.Response:
+    """GET ``url``, over TLS only from the certificate with fingerprint ``pin`` (the gateway's
+    own, read from the config and the state dir: no authority vouches for it)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # checked below, by fingerprint, before it is read
+    with httpx.Client(timeout=ASK_TIMEOUT, trust_env=False, verify=context) as client:
+        answer = client.get(url)
+        stream = answer.extensions.get("network_stream")
+        shown = peer_fingerprint(stream.get_extra_info("ssl_object") if stream else None)
+        if shown != pin:
+            raise httpx.HTTPError(f"certificate {shown or 'none'} is not the gateway's {pin}")
+        return answer
 
 
 def _local_statuses(ctx: Context, now: datetime) -> tuple[list[InstanceStatus], str]:
@@ -182,9 +201,13 @@ def _local_statuses(ctx: Context, now: datetime) -> tuple[list[InstanceStatus], 
             f"bot answers through its GET /readyz, and {why}"
         )
     url = readyz_url(gateway)
+    tls = gateway_tls(ctx.config, ctx.state_dir) if ctx.config is not None else None
     try:
-        with httpx.Client(timeout=ASK_TIMEOUT, trust_env=False) as client:
-            answer = client.get(url)
+        if tls is not None:
+            answer = _pinned_get(url, tls.fingerprint)
+        else:
+            with httpx.Client(timeout=ASK_TIMEOUT, trust_env=False) as client:
+                answer = client.get(url)
         body = answer.json()
     except httpx.HTTPError as exc:
         return [], f"nothing answers at {url} ({type(exc).__name__})"

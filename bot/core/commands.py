@@ -16,7 +16,7 @@ from datetime import timedelta
 from enum import StrEnum
 
 from bot.core.codes import normalize_code
-from bot.core.config import grant_length
+from bot.core.durations import grant_length
 from bot.core.platforms import KNOWN_PROVIDERS, find
 
 # --- the values the parser makes ---------------------------------------------------------------

@@ -1,15 +1,15 @@
 """The config file's shape: validated, frozen pydantic models, or one line saying what is wrong.
 
 Durations are written ``90s``, ``5m``, ``1h``, ``2d``, ``1w`` (or plain seconds), within the
-bounds of :data:`DURATION_BOUNDS`; how long an owner's grant lasts (``/approve CODE 7d``,
-``--for 24h``) is read by the same parser (:func:`grant_length`). The ``providers:`` section
+bounds of :data:`DURATION_BOUNDS`; :mod:`bot.core.durations` reads them, and how long an
+owner's grant lasts too. The ``providers:`` section
 and the owners' ids come from the platforms table (:mod:`bot.core.platforms`). Reading the
 file and the environment is :mod:`bot.runtime.config`'s job.
 """
 
 from __future__ import annotations
 
-import math
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -21,14 +21,18 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
+    ValidationError,
     ValidationInfo,
     create_model,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bot.core.codes import MIN_SECRET_BITS, RANDOM_STRING_COMMAND, weakness
-from bot.core.models import AUDIT_EVENTS
+from bot.core.durations import bounded, parse_duration
+from bot.core.messages import StrangerReply, stranger_template_problem
+from bot.core.models import AUDIT_EVENTS, UnpairedResponse
 from bot.core.platforms import KNOWN_PROVIDERS, PLATFORMS, platform
 from bot.core.schema import (
     InvalidValue,
@@ -38,31 +42,6 @@ from bot.core.schema import (
     Secret,
     secret_fields,
 )
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604_800, None: 1}
-
-
-def parse_duration(value: Any) -> timedelta:
-    """Read ``90s``/``5m``/``1h``/``2d``/``1w`` (or a number of seconds) as a positive
-    timedelta."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    else:
-        raise InvalidValue("not a duration: {value} (use e.g. 90s, 5m, 1h)", value)
-    if not math.isfinite(seconds):
-        raise InvalidValue("not a duration: {value} (use e.g. 90s, 5m, 1h)", value)
-    if seconds <= 0:
-        raise ValueError("must be longer than zero")
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError:
-        raise InvalidValue("too long: {value}", value) from None
-
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
@@ -90,51 +69,13 @@ error quote it. Trusted Python callers can step outside it: :meth:`Config.with_a
 _ANY_DURATIONS = "any_durations"
 
 
-def span(value: timedelta) -> str:
-    """Write a duration the way the config does, in its largest whole unit: ``90s``, ``1d``."""
-    ms = round(value.total_seconds() * 1000)
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"
-
-
-GRANT_BOUNDS = (timedelta(seconds=1), timedelta(days=3650))
-"""How long a grant that ends may last (``/approve CODE 7d``, ``--for 24h``): a second at least
-(a test's grant), ten years at most (longer is "for good", which is a grant without an end)."""
-_GRANT_EXAMPLES = "use e.g. 30m, 24h, 7d, 2w"
-
-
-def grant_length(text: str) -> timedelta:
-    """Read how long an owner's grant lasts: a duration with its unit (``s``, ``m``, ``h``,
-    ``d``, ``w``; a bare number is refused, ``/approve CODE 60`` being too easy to mistype),
-    within :data:`GRANT_BOUNDS`.
-
-    Raises:
-        ValueError: one line saying what is wrong; the caller names the argument.
-    """
-    match = _DURATION.match(text.lower())  # a phone's keyboard may write 7D
-    if match is None or match.group(2) is None:
-        raise ValueError(f"not a duration: {text!r} ({_GRANT_EXAMPLES})")
-    try:
-        return _bounded(parse_duration(match.group(0)), *GRANT_BOUNDS)
-    except ValueError as exc:
-        raise ValueError(f"duration {text!r}: {exc}") from None
-
-
-def _bounded(value: timedelta, low: timedelta, high: timedelta) -> timedelta:
-    if not low <= value <= high:
-        raise ValueError(f"must be from {span(low)} to {span(high)}")
-    return value
-
-
 def _within(field: str) -> Callable[[timedelta, ValidationInfo], timedelta]:
     low, high = DURATION_BOUNDS[field]
 
     def check(value: timedelta, info: ValidationInfo) -> timedelta:
         if isinstance(info.context, dict) and info.context.get(_ANY_DURATIONS):
             return value
-        return _bounded(value, low, high)
+        return bounded(value, low, high)
 
     return check
 
@@ -178,6 +119,10 @@ class Owner(Model):
         )
 
 
+MAX_HELD = 20
+"""The most messages ``pairing.hold_messages`` may keep per pending stranger."""
+
+
 class PairingConfig(Model):
     """``pairing:`` — DM pairing knobs."""
 
@@ -191,6 +136,19 @@ class PairingConfig(Model):
     resend_after: Annotated[Duration, AfterValidator(_within("pairing.resend_after"))] = timedelta(
         minutes=10
     )
+    hold_messages: int = Field(default=0, ge=0, le=MAX_HELD)
+    """How many of a pending stranger's text messages are kept for the handler."""
+    notice_preview: bool = False
+    """The owner's notice shows the first line of the first message held."""
+
+    @field_validator("notice_preview")
+    @classmethod
+    def _something_held(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("hold_messages") == 0:
+            raise ValueError(
+                "shows the first message held: set pairing.hold_messages to 1 or more"
+            )
+        return value
 
     @field_validator("resend_after")
     @classmethod
@@ -216,12 +174,39 @@ class NodesConfig(Model):
     max_pending_per_node: int = Field(default=3, ge=1, le=100)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` reaches this machine only (``localhost``, 127.0.0.0/8,
+    ``::1``); a wildcard (``0.0.0.0``, ``::``) or any other name reaches the network."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class TlsFiles(Model):
+    """``gateway.tls: {cert_file, key_file}`` — a certificate (PEM, the chain after it) and
+    its private key, served as ``wss://``."""
+
+    cert_file: str
+    key_file: str
+
+
+AUTO_TLS = "auto"
+"""``gateway.tls: auto``: a self-signed certificate pairbot makes once and keeps in the state
+dir (nodes pin its fingerprint)."""
+
+
 class GatewayConfig(Model):
     """``gateway:`` — where nodes connect."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=18789, ge=0, le=65535)
+    tls: Literal["auto"] | TlsFiles | None = None
+    allow_plaintext: bool = False
+    """Listen without TLS on an address that reaches the network (a TLS proxy in front)."""
     operator_token: OptionalSecret = None
     max_connections: int = Field(default=256, ge=4, le=100_000)
     max_connections_per_address: int = Field(default=32, ge=1, le=100_000)
@@ -231,12 +216,34 @@ class GatewayConfig(Model):
     idle_timeout: Annotated[Duration, AfterValidator(_within("gateway.idle_timeout"))] = timedelta(
         seconds=60
     )
+    failures_per_minute: int = Field(default=5, ge=1, le=10_000)
+    """Failed verifications (wrong tokens, signatures, pickups, invites; the operator token's
+    too) one address may make in a minute before everything it shows is refused unseen."""
+    pair_requests_per_minute: int = Field(default=30, ge=1, le=100_000)
+    connects_per_minute: int = Field(default=120, ge=1, le=100_000)
 
     @field_validator("operator_token")
     @classmethod
     def _strong(cls, value: str | None) -> str | None:
         """Anyone who reaches the port may guess it: refuse what can be guessed."""
         return _strong_secret(value, "or set null to turn remote operators off")
+
+    @model_validator(mode="after")
+    def _private_or_tls(self) -> GatewayConfig:
+        """Tokens, pickups and invites cross the wire: never in the clear on a network."""
+        if self.plaintext_on_network and not self.allow_plaintext:
+            raise ValueError(
+                f"host {self.host} reaches the network, and without TLS what nodes send "
+                "(tokens, invites) crosses it in the clear: set gateway.tls (auto, or "
+                "cert_file and key_file), or gateway.allow_plaintext: true if a TLS "
+                "proxy is in front"
+            )
+        return self
+
+    @property
+    def plaintext_on_network(self) -> bool:
+        """Listening without TLS where the network reaches (allowed, and warned about)."""
+        return self.enabled and self.tls is None and not is_loopback(self.host)
 
 
 def _strong_secret(value: str | None, instead: str) -> str | None:
@@ -389,6 +396,21 @@ class HandlerConfig(Model):
     )
 
 
+class MessagesConfig(Model):
+    """``messages:`` — texts of the owner's own."""
+
+    stranger: str | None = Field(default=None, min_length=1, max_length=4000)
+    """What a stranger is sent where ``unpaired_response`` is ``custom``: a template with
+    ``{code}``, ``{ttl}``, ``{sender_id}``, ``{provider}``."""
+
+    @field_validator("stranger")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None and (problem := stranger_template_problem(value)):
+            raise ValueError(problem)
+        return value
+
+
 class _Providers(Model):
     """``providers:`` — one block per platform pairbot connects to, each optional."""
 
@@ -421,6 +443,15 @@ SECRET_KEYS: frozenset[str] = secret_fields(GatewayConfig).union(
 """The keys whose values are secrets, wherever they stand in the file."""
 
 
+def _error_at(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
+    """A validation error about the field at ``loc``, for a check that spans sections (the
+    error names that field, not the section that checked it)."""
+    return ValidationError.from_exception_data(
+        "Config",
+        [InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=value)],
+    )
+
+
 class Config(Model):
     """The whole configuration file."""
 
@@ -431,6 +462,7 @@ class Config(Model):
     nodes: NodesConfig = NodesConfig()
     gateway: GatewayConfig = GatewayConfig()
     handler: HandlerConfig = HandlerConfig()
+    messages: MessagesConfig = MessagesConfig()
     providers: ProvidersConfig = ProvidersConfig()
     metrics: MetricsConfig = MetricsConfig()
     events: EventsConfig | None = None
@@ -445,6 +477,35 @@ class Config(Model):
                 "given one of their own, and the gateway is off"
             )
         return value
+
+    @model_validator(mode="after")
+    def _stranger_text_used(self) -> Config:
+        """``custom`` needs ``messages.stranger``, and a ``messages.stranger`` nobody uses
+        is a mistake said at once (the strangers would get the default text)."""
+        blocks = self.providers.blocks()
+        custom = [n for n, b in blocks.items() if b.unpaired_response is UnpairedResponse.CUSTOM]
+        if custom and self.messages.stranger is None:
+            raise _error_at(
+                ("providers", custom[0], "unpaired_response"),
+                "custom needs messages.stranger (the text strangers are sent)",
+                "custom",
+            )
+        if not custom and self.messages.stranger is not None:
+            raise _error_at(
+                ("messages", "stranger"),
+                "no provider uses it: set unpaired_response: custom in a providers block",
+                self.messages.stranger,
+            )
+        return self
+
+    def stranger_replies(self) -> dict[str, StrangerReply]:
+        """How each configured provider answers a stranger."""
+        return {
+            name: StrangerReply(
+                mode=block.unpaired_response, template=self.messages.stranger or ""
+            )
+            for name, block in self.providers.blocks().items()
+        }
 
     @classmethod
     def with_any_durations(cls, data: Any) -> Config:

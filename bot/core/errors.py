@@ -23,12 +23,14 @@ The tree::
     ├── NodeRefused                       a node's request is refused as asked (gateway)
     │   ├── AlreadyPairedError            the node id is paired; no proof of its token
     │   ├── WrongCredentialError          a token or pickup secret that does not match
+    │   │   └── BadSignatureError         not the node key's signature over this nonce
     │   └── RateLimitedError              a pending-request cap is full
     │
     │   defined beside the code that raises them:
     ├── GatewayError                      bot.gateway.frames: an error answer to a peer
     ├── GatewayCallError                  bot.gateway.client: a gateway answered ok=false
     ├── GatewayUnavailable                bot.gateway.client: no gateway, or it went away
+    │   └── GatewayNotTrusted             its certificate is not the pinned (or a vouched) one
     ├── UsageError                        bot.cli.context: a command line not runnable (exit 2)
     ├── DemoFailed                        bot.cli.demo: a demo step did not behave
     ├── DocumentError (ValueError)        bot.services.transfer: a state document's bad field
@@ -204,6 +206,11 @@ class WrongCredentialError(NodeRefused):
     """A presented node token or pickup secret does not match."""
 
     code = "UNAUTHORIZED"
+
+
+class BadSignatureError(WrongCredentialError):
+    """A signature that is not by the node's key over this connection's nonce, node id and
+    certificate."""
 
 
 class RateLimitedError(NodeRefused):

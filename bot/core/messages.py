@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 
 from bot.core.codes import format_code
 from bot.core.commands import COMMANDS
-from bot.core.models import NodeRequest, PairedNode, PendingRequest
+from bot.core.models import NodeRequest, PairedNode, PendingRequest, UnpairedResponse
 from bot.core.platforms import find
-from bot.core.text import ago, clean, clean_name
+from bot.core.text import ago, clean, clean_name, first_line
 
 _SLASHED = re.compile(rf"(?<![\w/])/({'|'.join(c.name for c in COMMANDS)})\b")
 
@@ -39,6 +41,71 @@ def stranger_code(req: PendingRequest, *, valid_for: str = "1h") -> str:
     )
 
 
+STRANGER_FIELDS = ("code", "ttl", "sender_id", "provider")
+"""The placeholders of ``messages.stranger``: the pairing code (``ABCD-2345``), how long it
+works (``1h``), the sender's id on the platform, the platform's proper name."""
+
+
+def stranger_template_problem(template: str) -> str | None:
+    """Why ``template`` cannot be ``messages.stranger``, or None.
+
+    Placeholders are ``{code}``, ``{ttl}``, ``{sender_id}`` and ``{provider}``, bare (no
+    format spec, no conversion); ``{{`` and ``}}`` write a brace.
+    """
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:  # a lone brace
+        return f"not a template: {exc} (write {{{{ or }}}} for a brace)"
+    known = ", ".join(f"{{{name}}}" for name in STRANGER_FIELDS)
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in STRANGER_FIELDS:
+            return f"unknown placeholder {{{name}}} (known: {known})"
+        if spec or conversion:
+            return f"placeholder {{{name}}} takes no format or conversion"
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrangerReply:
+    """How one platform answers a stranger (``unpaired_response``, and ``messages.stranger``
+    when it is ``custom``)."""
+
+    mode: UnpairedResponse = UnpairedResponse.CODE
+    template: str = ""
+    """The text of ``custom`` (checked by :func:`stranger_template_problem`)."""
+
+    @property
+    def tells(self) -> bool:
+        """Whether the stranger is sent anything at all (also "you're approved")."""
+        return self.mode is not UnpairedResponse.SILENT
+
+    @property
+    def shows_code(self) -> bool:
+        """Whether what the stranger is sent carries their code."""
+        if self.mode is UnpairedResponse.CUSTOM:
+            return any(name == "code" for _, name, _, _ in string.Formatter().parse(self.template))
+        return self.tells
+
+    def text(self, req: PendingRequest, *, valid_for: str) -> str | None:
+        """What the stranger of ``req`` is sent, or None (silent)."""
+        if self.mode is UnpairedResponse.SILENT:
+            return None
+        if self.mode is UnpairedResponse.CUSTOM:
+            return self.template.format(
+                code=format_code(req.code),
+                ttl=valid_for,
+                sender_id=req.id,
+                provider=label(req.provider),
+            )
+        return stranger_code(req, valid_for=valid_for)
+
+
+CODE_REPLY = StrangerReply()
+"""The default answer: the code, with what to do with it."""
+
+
 WITHOUT_TEXT = "[a photo, file or sticker]"
 """Stands for what a forwarded message carried besides its text (pairbot passes no media)."""
 
@@ -56,8 +123,23 @@ def approved_sender() -> str:
     return "You're approved. Send a message to start chatting."
 
 
-def owner_notice(req: PendingRequest, *, expires_in: str) -> str:
-    """Told to the owner about each new request; the name is marked as the sender's claim."""
+PREVIEW_LIMIT = 200
+"""The most characters of a held message an owner notice shows (``notice_preview``)."""
+
+
+def owner_notice(
+    req: PendingRequest,
+    *,
+    expires_in: str,
+    reply: StrangerReply = CODE_REPLY,
+    preview: bool = False,
+) -> str:
+    """Told to the owner about each new request; the name is marked as the sender's claim.
+
+    ``reply`` is how the stranger was answered: one sent no code (``silent``, or a custom
+    text without ``{code}``) is said to be so, and the owner approves by who the sender is.
+    ``preview``: the first line of the first message held, made safe and cut short.
+    """
     name = clean_name(req.display_name()) or "(none)"
     username = clean(req.meta.get("username", ""))
     lines = [
@@ -68,12 +150,25 @@ def owner_notice(req: PendingRequest, *, expires_in: str) -> str:
     ]
     if username:
         lines.append(f"Username (given by the sender, can change): @{username}")
-    lines += [
-        f"Code: {format_code(req.code)}  (expires in {expires_in})",
-        "",
-        f"Approve only if you know who holds this code: /approve {req.code} "
-        f"(or /reject {req.code}).",
-    ]
+    if preview and req.held:
+        shown = first_line(req.held[0].text, limit=PREVIEW_LIMIT)
+        lines.append(f"First message (as the sender wrote it, unverified): {shown}")
+    lines.append(f"Code: {format_code(req.code)}  (expires in {expires_in})")
+    if not reply.tells:
+        lines.append("They were told nothing (this platform answers strangers with silence).")
+    elif not reply.shows_code:
+        lines.append("They got your stranger text, without the code.")
+    lines.append("")
+    if reply.shows_code:
+        lines.append(
+            f"Approve only if you know who holds this code: /approve {req.code} "
+            f"(or /reject {req.code})."
+        )
+    else:
+        lines.append(
+            f"Nobody was given this code: approve only if you know this sender: "
+            f"/approve {req.code} (or /reject {req.code})."
+        )
     return "\n".join(lines)
 
 
@@ -152,13 +247,23 @@ def owner_capped(provider: str, count: int, cap: int) -> str:
     )
 
 
-def approved(req: PendingRequest, *, until: str = "") -> str:
-    """The owner's confirmation of an approval; ``until`` says when it ends, if it does
-    (:func:`bot.core.text.until`)."""
+def approved(req: PendingRequest, *, told: bool = True, until: str = "") -> str:
+    """The owner's confirmation of an approval; ``told``: the sender is told (not where
+    strangers are answered with silence); ``until`` says when it ends, if it does
+    (:func:`bot.core.text.until`). Held messages are counted, never shown."""
     name = clean_name(req.display_name())
     who = f" ({name}, as given by the sender)" if name else ""
     ends = f" until {until}" if until else ""
-    return f"Approved {label(req.provider)} sender {req.id}{who}{ends}. They have been told."
+    text = f"Approved {label(req.provider)} sender {req.id}{who}{ends}. " + (
+        "They have been told." if told else "They were not told (silent mode)."
+    )
+    if req.held:
+        count = len(req.held)
+        text += (
+            f" The {count} message{'s' if count != 1 else ''} they wrote while waiting "
+            f"{'go' if count != 1 else 'goes'} to the handler now."
+        )
+    return text
 
 
 def rejected(req: PendingRequest) -> str:
@@ -176,14 +281,22 @@ def node_notice(
 ) -> str:
     """Told to the owner about each node asking to join; a re-pair and a second asker for
     the same node id are said plainly."""
-    lines = [
-        "Node asks for a new token (re-pair)" if req.is_repair else "New node pairing request"
-    ]
-    if req.is_repair:
-        lines.append(
-            "It is already paired and proved it holds its current token; approving "
-            "gives it a new one and the old one stops working."
-        )
+    if req.key_changed:
+        lines = [
+            "Node asks again with a different key",
+            "Warning: this node id is already paired with another key (or none), and the "
+            "asker proved nothing. A reinstalled device looks like this, and so does "
+            "someone else using its id: approving replaces the paired node, whose key "
+            "and token then stop working.",
+        ]
+    elif req.is_repair:
+        lines = [
+            "Node asks for a new token (re-pair)",
+            "It is already paired and proved it holds its current token or key; approving "
+            "gives it a new token and the old one stops working.",
+        ]
+    else:
+        lines = ["New node pairing request"]
     lines += [
         f"Node id: {clean(req.node_id)}",
         f"Name (given by the node, unverified): {clean_name(req.display_name) or '(none)'}",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -18,6 +18,17 @@ class DmPolicy(StrEnum):
     ALLOWLIST = "allowlist"
     OPEN = "open"
     DISABLED = "disabled"
+
+
+class UnpairedResponse(StrEnum):
+    """What a stranger who writes to a provider in pairing mode is sent."""
+
+    CODE = "code"
+    """Their pairing code, with what to do with it (the default)."""
+    SILENT = "silent"
+    """Nothing at all, ever: the request is recorded and the owners are told."""
+    CUSTOM = "custom"
+    """The config's own text (``messages.stranger``), its placeholders filled in."""
 
 
 class ChatKind(StrEnum):
@@ -103,6 +114,63 @@ class Expiring:
         return self.created_at + ttl
 
 
+HELD_TEXT_LIMIT = 4096
+"""The longest text a pending stranger's message may have (in UTF-8 bytes) to be held."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeldMessage:
+    """A message a stranger wrote while pending, kept to be handed to the handler once they
+    are approved (``pairing.hold_messages``). Its text is message text: never logged, never
+    audited, never in a repr."""
+
+    text: str = field(repr=False)
+    at: datetime
+    """When it arrived."""
+    name: str = ""
+    """The name the sender gave with it (untrusted), for the handler."""
+
+    def as_json(self) -> dict[str, str]:
+        """The stored form (what :meth:`read_all` reads back): ``{text, at, name?}``."""
+        out = {"text": self.text, "at": iso(self.at)}
+        if self.name:
+            out["name"] = self.name
+        return out
+
+    @classmethod
+    def read_all(
+        cls, raw: Any, where: str, fail: Callable[[str, str], Exception]
+    ) -> tuple[HeldMessage, ...]:
+        """Held messages as stored: a list of :meth:`as_json` forms (None: none).
+
+        One not so raises ``fail(field, problem)``, the field named under ``where`` (never
+        the message's text): each store and reader makes its own error.
+        """
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise fail(where, "must be a list")
+        held = []
+        for i, entry in enumerate(raw):
+            at = f"{where}[{i}]"
+            if not isinstance(entry, dict):
+                raise fail(at, "must be an object")
+            text, when, name = entry.get("text"), entry.get("at"), entry.get("name", "")
+            if not isinstance(text, str):
+                raise fail(f"{at}.text", "must be a string")
+            if not isinstance(name, str):
+                raise fail(f"{at}.name", "must be a string")
+            try:
+                parsed = datetime.fromisoformat(when) if isinstance(when, str) else None
+            except ValueError:
+                parsed = None
+            if parsed is None:
+                raise fail(f"{at}.at", "must be an ISO-8601 time string")
+            when_utc = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            held.append(cls(text=text, at=when_utc, name=name))
+        return tuple(held)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PendingRequest(Expiring):
     """A stranger waiting for the owner's approval (one entry of ``<provider>-pairing.json``)."""
@@ -114,6 +182,9 @@ class PendingRequest(Expiring):
     last_seen_at: datetime
     meta: Mapping[str, str] = field(default_factory=dict)
     last_sent_at: datetime | None = None
+    held: tuple[HeldMessage, ...] = field(default=(), repr=False)
+    """The stranger's messages kept for the handler, oldest first (``pairing.hold_messages``):
+    they move to the approval's notice, and go when the request is rejected or expires."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Keys pairbot does not know, kept as they were so other tools' data survives a rewrite."""
 
@@ -130,7 +201,11 @@ class PendingRequest(Expiring):
 
     def display_name(self) -> str:
         """Return the name the sender gave, best effort (untrusted)."""
-        meta = self.meta
+        return self.name_in(self.meta)
+
+    @staticmethod
+    def name_in(meta: Mapping[str, str]) -> str:
+        """Return the name a sender gave in a message's ``meta``, best effort (untrusted)."""
         full = " ".join(p for p in (meta.get("firstName", ""), meta.get("lastName", "")) if p)
         return meta.get("name") or full or meta.get("username") or meta.get("tag") or ""
 
@@ -168,6 +243,14 @@ class RequestResult:
     send_code: bool
 
 
+PUBLIC_KEY = "publicKey"
+"""The key of a node request's and a paired node's ``extra`` holding the node's Ed25519
+public key (:mod:`bot.services.keys`)."""
+KEY_CHANGED = "keyChanged"
+"""The key of a node request's ``extra`` saying it names a paired node id with another key
+and proves nothing (approving it replaces that node)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeRequest(Expiring):
     """A device asking to join (one entry of ``nodes/pending.json``)."""
@@ -186,6 +269,11 @@ class NodeRequest(Expiring):
     """Asked for a node that is already paired, by a caller that proved it holds the node's
     current token: approving it rotates the token."""
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key_changed(self) -> bool:
+        """It names a paired node id with another public key, and proved nothing."""
+        return self.extra.get(KEY_CHANGED) is True
 
     def as_json(self) -> dict[str, Any]:
         """The public JSON view (CLI ``--json``, gateway ``node.pair.list``); no pickup hash."""
@@ -241,6 +329,11 @@ class ApprovalNotice:
     approved_at: datetime
     chat_id: str | None = None
     """Where the sender wrote from, when that is not their DM id (a Slack DM channel)."""
+    held: tuple[HeldMessage, ...] = field(default=(), repr=False)
+    """The messages the sender wrote while pending, moved here from the request by the
+    approval, not yet handed to the handler; each leaves once handed."""
+    told: bool = False
+    """The sender has been told they are approved; what is left is :attr:`held`."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

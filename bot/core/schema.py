@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bot.core.models import DmPolicy
+from bot.core.models import DmPolicy, UnpairedResponse
 
 
 class Model(BaseModel):
@@ -196,17 +196,24 @@ class WebhookConfig(Model):
 
 
 class ProviderBlock(Model):
-    """What every ``providers.<name>:`` block has: its DM policy and its static allowlist,
-    checked against the platform's :class:`IdRule`."""
+    """What every ``providers.<name>:`` block has: its DM policy, what a stranger is sent,
+    and its static allowlist, checked against the platform's :class:`IdRule`."""
 
     ids: ClassVar[IdRule]
     """What a user id looks like on this platform."""
+    pairing_keys: ClassVar[frozenset[str]] = frozenset(
+        {"dm_policy", "allow_from", "unpaired_response"}
+    )
+    """The keys pairbot reads itself; the provider gets the others."""
     asks: ClassVar[tuple[Ask, ...]]
     """What ``pairbot init`` asks for to write this block, in order: every field the
     platform's default mode needs (its defaults cover the rest)."""
 
     dm_policy: DmPolicy = DmPolicy.PAIRING
     allow_from: list[str] = Field(default_factory=list)
+    unpaired_response: UnpairedResponse = UnpairedResponse.CODE
+    """What a stranger is sent in ``pairing``: their code, nothing (``silent``), or the
+    config's ``messages.stranger`` (``custom``)."""
 
     @field_validator("allow_from", mode="before")
     @classmethod
@@ -225,7 +232,7 @@ class ProviderBlock(Model):
     def provider_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the provider class: every other field, a ``webhook:`` block
         as its :class:`WebhookConfig`."""
-        kwargs = self.model_dump(exclude={"dm_policy", "allow_from", "webhook"})
+        kwargs = self.model_dump(exclude={*self.pairing_keys, "webhook"})
         webhook = getattr(self, "webhook", None)
         if webhook is not None:
             kwargs["webhook"] = webhook

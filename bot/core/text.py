@@ -1,4 +1,5 @@
-"""Making untrusted text (display names, node names) safe to show to the owner."""
+"""Making untrusted text (display names, node names, a message's preview) safe to show to
+the owner."""
 
 from __future__ import annotations
 
@@ -70,6 +71,15 @@ def clean_name(text: str, *, limit: int = NAME_LIMIT) -> str:
     """:func:`clean` a name for display; a name that would show as nothing becomes
     :data:`BLANK_NAME`. No name at all stays ``""``, for the caller to word."""
     return clean(text, limit=limit) or (BLANK_NAME if text else "")
+
+
+def first_line(text: str, *, limit: int) -> str:
+    """The first line of ``text`` that shows something, :func:`clean`: a preview of an
+    untrusted message in one safe line of at most ``limit`` characters."""
+    for line in text.splitlines():
+        if shown := clean(line, limit=limit):
+            return shown
+    return ""
 
 
 def ago(delta: timedelta) -> str:

@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any, Self
 
 import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bot.core.errors import PairbotError
+from bot.gateway.tls import PREFIX, digest, peer_fingerprint
+from bot.services import keys
 
 
 class GatewayCallError(PairbotError):
@@ -32,6 +35,11 @@ class GatewayUnavailable(PairbotError):
     """The gateway could not be reached, or closed the connection."""
 
 
+class GatewayNotTrusted(GatewayUnavailable):
+    """The gateway's certificate is not the pinned one, or (with no pin) not one a
+    certificate authority vouches for: nothing was sent."""
+
+
 class GatewayClient:
     """One WebSocket connection to a gateway: calls, and the events that arrive between."""
 
@@ -40,6 +48,8 @@ class GatewayClient:
     ) -> None:
         self._session = session
         self._ws = ws
+        self.fingerprint = peer_fingerprint(ws.get_extra_info("ssl_object"))
+        """The fingerprint of the certificate the gateway showed ("" over plain ``ws://``)."""
         self._ids = itertools.count(1)
         self._answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -49,21 +59,47 @@ class GatewayClient:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, url: str | None = None, *, unix_socket: Path | None = None, wait: float = 10.0
+        cls,
+        url: str | None = None,
+        *,
+        unix_socket: Path | None = None,
+        wait: float = 10.0,
+        pin: str | None = None,
     ) -> AsyncIterator[Self]:
-        """Connect to ``url`` (``ws://host:port``) or to a local Unix socket.
+        """Connect to ``url`` (``ws://`` or ``wss://host:port``) or to a local Unix socket.
 
-        ``wait`` bounds the connection attempt and the closing handshake.
+        Over ``wss://`` with ``pin`` (a certificate fingerprint) the gateway must show that
+        very certificate; without one, a certificate an authority vouches for. ``wait``
+        bounds the connection attempt and the closing handshake.
+
+        Raises:
+            GatewayNotTrusted: the certificate is refused (the message says which it was).
+            GatewayUnavailable: the gateway cannot be reached.
         """
         connector = aiohttp.UnixConnector(path=str(unix_socket)) if unix_socket else None
         session = aiohttp.ClientSession(connector=connector)
         target = "http://localhost/" if unix_socket else (url or "")
+        tls: aiohttp.Fingerprint | bool = aiohttp.Fingerprint(digest(pin)) if pin else True
         try:
             try:
                 async with asyncio.timeout(wait):
                     ws = await session.ws_connect(
-                        target, timeout=aiohttp.ClientWSTimeout(ws_close=wait), heartbeat=30
+                        target,
+                        timeout=aiohttp.ClientWSTimeout(ws_close=wait),
+                        heartbeat=30,
+                        ssl=tls,
                     )
+            except aiohttp.ServerFingerprintMismatch as exc:
+                raise GatewayNotTrusted(
+                    f"refused {url}: its certificate is {fingerprint_of(exc.got)}, not the "
+                    f"pinned {pin} (another gateway, or someone in between)"
+                ) from None
+            except aiohttp.ClientConnectorCertificateError:
+                raise GatewayNotTrusted(
+                    f"refused {url}: its certificate is not one an authority vouches for; "
+                    "pin it with --fingerprint sha256:... (`pairbot gateway fingerprint` on "
+                    "the bot's machine prints it)"
+                ) from None
             except (aiohttp.ClientError, OSError, ValueError, TimeoutError) as exc:
                 where = unix_socket or url
                 raise GatewayUnavailable(
@@ -112,6 +148,21 @@ class GatewayClient:
         payload = answer.get("payload")
         return payload if isinstance(payload, dict) else {}
 
+    async def signed(
+        self, purpose: str, node_id: str, key: Ed25519PrivateKey, *, new_key: str = ""
+    ) -> dict[str, str]:
+        """The params that prove this node holds ``key``: a fresh nonce from the gateway
+        (``node.challenge``) signed with the node id, ``purpose`` and the certificate this
+        connection sees (:func:`bot.services.keys.signed_message`)."""
+        nonce = str((await self.call("node.challenge"))["nonce"])
+        message = keys.signed_message(
+            purpose, nonce=nonce, node_id=node_id, fingerprint=self.fingerprint, new_key=new_key
+        )
+        params = {"signature": keys.sign(key, message)}
+        if self.fingerprint:
+            params["certFingerprint"] = self.fingerprint
+        return params
+
     async def next_event(
         self, name: str | None = None, *, wait: float | None = None
     ) -> dict[str, Any]:
@@ -147,3 +198,9 @@ class GatewayClient:
             for future in self._answers.values():
                 if not future.done():
                     future.set_exception(GatewayUnavailable("the gateway closed the connection"))
+
+
+def fingerprint_of(raw: bytes) -> str:
+    """A SHA-256 digest (as :class:`aiohttp.ServerFingerprintMismatch` carries it) written as
+    a fingerprint."""
+    return PREFIX + raw.hex()

@@ -174,6 +174,8 @@ class Conn:
     """The stored hash of the token it proved that with: a revocation closes it unless the
     node is still paired with that token (a stale or replayed revocation closes nothing)."""
     bad_tokens: int = 0
+    nonce: str = field(default="", repr=False)
+    """The nonce ``node.challenge`` handed this connection, until a signature spends it."""
     asked: dict[str, str] = field(default_factory=dict)
     """nodeId → requestId of the request this connection made (or came back for)."""
     last_active: float = field(default_factory=time.monotonic)

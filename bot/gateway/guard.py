@@ -6,8 +6,8 @@ it (the chat connectors, the store) fails too. :class:`ConnectionGuard` admits a
 only under a cap in all and a cap per address, derived from the process's file limit so that
 enough descriptors always stay for the rest of the bot; it closes a connection that has not
 finished its handshake within a deadline. :class:`BurstLog` turns a storm of the same event
-into one line per window. :class:`FailureLimiter` counts failures per address across
-connections (wrong operator tokens).
+into one line per window. :class:`WindowLimiter` counts events per address across
+connections (failures, attempts; :mod:`bot.gateway.limits` puts them together).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import ssl
+from asyncio import sslproto
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -85,29 +87,37 @@ class BurstLog:
         )
 
 
-class FailureLimiter:
-    """Counts failures per key (an address) in a sliding window, across connections."""
+class WindowLimiter:
+    """Counts events per key (an address) in a sliding window, across connections: failures
+    (wrong tokens, bad signatures), or attempts (pair requests, connects).
+
+    At most ``limit + 1`` times are kept per key, and at most
+    :data:`MAX_TRACKED_ADDRESSES` keys, so a flood costs bounded memory.
+    """
 
     def __init__(self, *, clock: Clock, limit: int, window: timedelta) -> None:
         self._clock = clock
-        self._limit = limit
+        self.limit = limit
         self.window = window
-        """How far back failures count."""
+        """How far back events count."""
         self._seen: OrderedDict[str, list[datetime]] = OrderedDict()
 
     def blocked(self, key: str) -> bool:
-        """True while ``key`` has used up its failures in the window."""
-        return len(self._recent(key)) >= self._limit
+        """True while ``key`` has used up its events in the window."""
+        return len(self._recent(key)) >= self.limit
 
-    def fail(self, key: str) -> int:
-        """Record a failure; return how many ``key`` has in the window now."""
+    def count(self, key: str) -> int:
+        """Record an event; return how many ``key`` had in the window before it (so the
+        event is within the limit when that is under ``limit``, and the first over it when
+        that equals ``limit``)."""
         recent = self._recent(key)
+        before = len(recent)
         recent.append(self._clock.now())
-        self._seen[key] = recent
+        self._seen[key] = recent[-(self.limit + 1) :]
         self._seen.move_to_end(key)
         while len(self._seen) > MAX_TRACKED_ADDRESSES:
             self._seen.popitem(last=False)
-        return len(recent)
+        return before
 
     def _recent(self, key: str) -> list[datetime]:
         horizon = self._clock.now() - self.window
@@ -135,7 +145,8 @@ class ConnectionGuard:
         self.limit = fd_budget(settings.max_connections)
         self._burst = burst
         self._open: Counter[str] = Counter()
-        self._done: set[asyncio.Transport] = set()
+        self._done: set[object] = set()
+        """The connections past their handshake, by :func:`_socket_of`."""
 
     @property
     def open(self) -> int:
@@ -169,16 +180,17 @@ class ConnectionGuard:
         self._open[address] -= 1
         if self._open[address] <= 0:
             del self._open[address]
-        self._done.discard(transport)
+        self._done.discard(_socket_of(transport))
 
-    def handshake_done(self, transport: asyncio.Transport | None) -> None:
-        """Mark a connection as past its handshake (a WebSocket that was accepted)."""
+    def handshake_done(self, transport: asyncio.BaseTransport | None) -> None:
+        """Mark a connection as past its handshake (a WebSocket that was accepted); the
+        transport may be the TLS layer's, over the one the guard admitted."""
         if transport is not None:
-            self._done.add(transport)
+            self._done.add(_socket_of(transport))
 
     def expired(self, address: str, transport: asyncio.Transport) -> None:
         """Close a connection whose handshake deadline passed, unless it finished."""
-        if transport in self._done or transport.is_closing():
+        if _socket_of(transport) in self._done or transport.is_closing():
             return
         self._burst.note(
             "handshake",
@@ -188,15 +200,23 @@ class ConnectionGuard:
         )
         transport.abort()
 
-    def protocol(self, inner: asyncio.Protocol) -> asyncio.Protocol:
-        """Wrap the web server's protocol for one connection."""
+    def protocol(self, inner: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
+        """Wrap the web server's protocol (or the TLS layer over it) for one connection."""
+        if isinstance(inner, asyncio.BufferedProtocol):
+            return _GuardedBuffered(inner, self)
         return _Guarded(inner, self)
+
+
+def _socket_of(transport: asyncio.BaseTransport) -> object:
+    """What a connection is known by: its socket, which a TLS layer's transport shares with
+    the transport under it."""
+    return transport.get_extra_info("socket") or transport
 
 
 class _Guarded(asyncio.Protocol):
     """A connection's protocol behind the guard: refused over the caps, timed until done."""
 
-    def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard) -> None:
+    def __init__(self, inner: Any, guard: ConnectionGuard) -> None:
         self._inner = inner
         self._guard = guard
         self._address: str | None = None
@@ -242,10 +262,32 @@ class _Guarded(asyncio.Protocol):
         self._inner.connection_lost(exc)
 
 
-class GuardedSite(web.BaseSite):
-    """A TCP or Unix-socket site whose connections pass through a :class:`ConnectionGuard`."""
+class _GuardedBuffered(_Guarded, asyncio.BufferedProtocol):
+    """The guard over a protocol that reads into its own buffer (the TLS layer)."""
 
-    __slots__ = ("_guard", "_host", "_path", "_port")
+    _SPARE = bytearray(1)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._address is None:  # refused: let the TLS layer drop what it made for it
+            self._inner.connection_lost(None)
+
+    def get_buffer(self, sizehint: int) -> Any:
+        if self._address is None:
+            return self._SPARE  # refused: the transport is aborted, the bytes go nowhere
+        return self._inner.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._address is not None:
+            self._inner.buffer_updated(nbytes)
+
+
+class GuardedSite(web.BaseSite):
+    """A TCP or Unix-socket site whose connections pass through a :class:`ConnectionGuard`;
+    with ``tls``, each is admitted before its TLS handshake (so half-open handshakes count
+    toward the caps and the deadline like any other connection)."""
+
+    __slots__ = ("_guard", "_host", "_path", "_port", "_tls")
 
     def __init__(
         self,
@@ -255,15 +297,18 @@ class GuardedSite(web.BaseSite):
         host: str | None = None,
         port: int | None = None,
         path: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(runner)
         self._guard = guard
         self._host, self._port, self._path = host, port, path
+        self._tls = tls
 
     @property
     def name(self) -> str:
         """Where the site listens."""
-        return self._path or f"http://{self._host}:{self._port}"
+        scheme = "https" if self._tls is not None else "http"
+        return self._path or f"{scheme}://{self._host}:{self._port}"
 
     async def start(self) -> None:
         """Listen; every accepted connection is admitted (or refused) by the guard."""
@@ -273,8 +318,22 @@ class GuardedSite(web.BaseSite):
         if server is None:
             raise RuntimeError("call runner.setup() before starting a site")
 
-        def factory() -> asyncio.Protocol:
-            return self._guard.protocol(server())
+        tls, deadline = self._tls, self._guard.settings.handshake_timeout
+
+        def factory() -> asyncio.BaseProtocol:
+            inner: asyncio.BaseProtocol = server()
+            if tls is not None:
+                # The TLS layer asyncio itself puts under a server's protocol; here it goes
+                # under the guard's, so the guard counts a connection from its first byte.
+                inner = sslproto.SSLProtocol(
+                    loop,
+                    inner,
+                    tls,
+                    None,  # type: ignore[arg-type]  # no one awaits the handshake: asyncio's own server passes None too
+                    server_side=True,
+                    ssl_handshake_timeout=deadline,  # type: ignore[arg-type]  # typeshed says int; asyncio takes seconds as a float
+                )
+            return self._guard.protocol(inner)
 
         kwargs: dict[str, Any] = {"backlog": self._backlog}
         if self._path is not None:

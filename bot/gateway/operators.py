@@ -18,7 +18,7 @@ from typing import Any
 
 from bot.core.models import NodeDecision, NodeVerdict
 from bot.gateway.frames import Conn, ErrorCode, GatewayError, node_id_param, param
-from bot.gateway.guard import BurstLog, FailureLimiter
+from bot.gateway.limits import AddressLimits, Attempt
 from bot.gateway.peers import Peers
 from bot.gateway.relay import Relay
 from bot.services.nodes import NodeService
@@ -30,16 +30,16 @@ Method = Callable[[Conn, dict[str, Any]], Awaitable[Any]]
 class Operators:
     """Operator authentication and the operator methods, by method name.
 
-    ``token`` is the operator token (None: operators only on the Unix socket); ``failures``
-    counts wrong tokens per address across connections; ``burst`` logs them quietly.
+    ``token`` is the operator token (None: operators only on the Unix socket); ``limits``
+    counts wrong tokens per address across connections, in the budget of failed
+    verifications the node methods share, and audits them.
     """
 
     nodes: NodeService
     peers: Peers
     relay: Relay
     token: str | None = field(repr=False)
-    failures: FailureLimiter
-    burst: BurstLog
+    limits: AddressLimits
 
     def methods(self) -> dict[str, Method]:
         """``operator.connect`` and every method that needs it."""
@@ -57,28 +57,14 @@ class Operators:
         given = param(params, "token")
         if not expected:
             raise GatewayError(ErrorCode.UNAUTHORIZED, "operator access is not configured")
-        if self.failures.blocked(conn.remote):
+        try:
+            await self.limits.admit(conn.remote, Attempt.OPERATOR)
+        except GatewayError:
             conn.bad_tokens += 1
-            self.burst.note(
-                "operator",
-                conn.remote,
-                "gateway: operator.connect refused "
-                f"unseen from {conn.remote}: too many wrong tokens",
-            )
-            raise GatewayError(
-                ErrorCode.RATE_LIMITED,
-                "too many wrong operator tokens from this address; try again later",
-            )
+            raise
         if not hmac.compare_digest(given.encode(), expected.encode()):
             conn.bad_tokens += 1
-            failures = self.failures.fail(conn.remote)
-            self.burst.note(
-                "operator",
-                conn.remote,
-                f"gateway: wrong operator token from "
-                f"{conn.remote} ({failures} in the last "
-                f"{int(self.failures.window.total_seconds())}s)",
-            )
+            await self.limits.failed(conn.remote, Attempt.OPERATOR, "wrong_token", audited=False)
             raise GatewayError(ErrorCode.UNAUTHORIZED, "wrong operator token")
         conn.operator = True
         return {"role": "operator"}

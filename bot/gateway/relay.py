@@ -316,7 +316,7 @@ class Relay:
     async def _current(self, node_id: str, token: str) -> bool:
         """Whether ``token`` is the node's token in the store now (else the approval was
         replayed, forged, or overtaken by a revocation or a rotation: given to nobody)."""
-        if await asyncio.to_thread(self._nodes.verify, node_id, token) is not None:
+        if await asyncio.to_thread(self._nodes.holds_token, node_id, token) is not None:
             return True
         log.warning(
             "node %s: an approval whose token is not the node's current one "

@@ -30,29 +30,32 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from bot.core import codes
 from bot.core.clock import Clock, iso
-from bot.core.errors import LookupFailed, NodeRefused, StoreError
-from bot.core.models import NodeApproval, NodeAsk, NodeDecision, NodeRequest
+from bot.core.errors import (
+    BadSignatureError,
+    LookupFailed,
+    NodeRefused,
+    StoreError,
+    WrongCredentialError,
+)
+from bot.core.models import NodeApproval, NodeAsk, NodeDecision, NodeRequest, PairedNode
 from bot.core.protocols import Cluster
 from bot.gateway import frames
 from bot.gateway.frames import Conn, ErrorCode, GatewayError, node_id_param, param
-from bot.gateway.guard import (
-    BurstLog,
-    ConnectionGuard,
-    FailureLimiter,
-    GuardedSite,
-    GuardSettings,
-)
+from bot.gateway.guard import BurstLog, ConnectionGuard, GuardedSite, GuardSettings
 from bot.gateway.health import Readiness
+from bot.gateway.limits import AddressLimits, Attempt, LimitSettings
 from bot.gateway.operators import Method, Operators
 from bot.gateway.peers import Peers
 from bot.gateway.relay import Relay
+from bot.gateway.tls import GatewayTls
+from bot.services.keys import KeyProof
 from bot.services.nodes import NodeService
 
 log = logging.getLogger(__name__)
@@ -77,10 +80,11 @@ class GatewaySettings:
     idle_timeout: float = 60.0
     """Seconds a connection may stay silent when it is neither an operator, nor a connected
     node, nor waiting for a decision."""
-    operator_failures: int = 5
-    """Wrong operator tokens one address may send per ``operator_window``, across
-    connections; after that its attempts are refused unseen until the window moves on."""
-    operator_window: timedelta = timedelta(minutes=1)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    """What one address may try per window: pair requests, connects, failed verifications
+    (the operator token's included; :mod:`bot.gateway.limits`)."""
+    tls: GatewayTls | None = None
+    """Serve ``wss://`` with this certificate (None: plain ``ws://``)."""
 
 
 OnRequest = Callable[[NodeAsk], Awaitable[None]]
@@ -129,15 +133,15 @@ class Gateway:
             ),
             burst=self._burst,
         )
+        self._limits = AddressLimits(
+            settings.limits, clock=clock, burst=self._burst, audit=self._audit_refusal
+        )
         self._operators = Operators(
             nodes=nodes,
             peers=self._peers,
             relay=self._relay,
             token=settings.operator_token,
-            failures=FailureLimiter(
-                clock=clock, limit=settings.operator_failures, window=settings.operator_window
-            ),
-            burst=self._burst,
+            limits=self._limits,
         )
         self._runners: list[web.AppRunner] = []
         self._sweeper: asyncio.Task[None] | None = None
@@ -156,18 +160,33 @@ class Gateway:
         socket)."""
         await self._relay.start()
         runner = await self._runner(local=False)
-        site = GuardedSite(runner, self._guard, host=self._settings.host, port=self._settings.port)
+        tls = self._settings.tls
+        site = GuardedSite(
+            runner,
+            self._guard,
+            host=self._settings.host,
+            port=self._settings.port,
+            tls=tls.server_context() if tls is not None else None,
+        )
         await site.start()
         self.port = site.port or self._settings.port
         if self._settings.socket_dir is not None:
             await self._start_unix(self._settings.socket_dir / SOCKET_NAME)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="pairbot-gateway-sweep")
         log.info(
-            "gateway listening on %s:%s (at most %d connections)",
+            "gateway listening on %s://%s:%s (at most %d connections)%s",
+            "wss" if tls is not None else "ws",
             self._settings.host,
             self.port,
             self._guard.limit,
+            f"; certificate {tls.fingerprint}" if tls is not None else "",
         )
+
+    @property
+    def fingerprint(self) -> str:
+        """The served certificate's fingerprint ("" without TLS)."""
+        tls = self._settings.tls
+        return tls.fingerprint if tls is not None else ""
 
     async def _runner(self, *, local: bool) -> web.AppRunner:
         async def ws_handler(request: web.Request) -> web.StreamResponse:
@@ -330,14 +349,28 @@ class Gateway:
         return {
             "node.pair.request": self._pair_request,
             "node.pair.verify": self._pair_verify,
+            "node.challenge": self._challenge,
             "node.connect": self._connect,
             **self._operators.methods(),
         }
 
     # --- node methods ----------------------------------------------------------------------------
 
+    async def _audit_refusal(
+        self, attempt: Attempt, outcome: str, remote: str, subject: str
+    ) -> None:
+        """One audit line for a refused attempt (never what was sent); a store that cannot
+        take it is logged once per burst, and the refusal stands."""
+        try:
+            await asyncio.to_thread(
+                self._nodes.refused, attempt.value, outcome, remote=remote, subject=subject
+            )
+        except StoreError as exc:
+            self._burst.note("audit", remote, f"gateway: a refusal was not audited: {exc}")
+
     async def _pair_request(self, conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
         node_id = node_id_param(params)
+        await self._limits.admit(conn.remote, Attempt.PAIR, subject=node_id)
         pickup = param(params, "pickup", required=False)
         if pickup:
             return await self._come_back(conn, node_id, pickup)
@@ -347,15 +380,24 @@ class Gateway:
             if req is not None:
                 self._peers.attach(conn, req)
                 return self._pending_payload(req)
-        ask = await asyncio.to_thread(
-            self._nodes.request,
-            node_id,
-            display_name=param(params, "displayName", required=False),
-            platform=param(params, "platform", required=False),
-            version=param(params, "version", required=False),
-            remote=conn.remote,
-            proof=param(params, "token", required=False) or None,
-        )
+        try:
+            ask = await asyncio.to_thread(
+                self._nodes.request,
+                node_id,
+                display_name=param(params, "displayName", required=False),
+                platform=param(params, "platform", required=False),
+                version=param(params, "version", required=False),
+                remote=conn.remote,
+                proof=param(params, "token", required=False) or None,
+                public_key=param(params, "publicKey", required=False) or None,
+                key_proof=self._key_proof(conn, params),
+            )
+        except WrongCredentialError as exc:  # the service audited it
+            outcome = "bad_signature" if isinstance(exc, BadSignatureError) else "wrong_token"
+            await self._limits.failed(
+                conn.remote, Attempt.PAIR, outcome, subject=node_id, audited=True
+            )
+            raise
         if ask.pickup is not None:
             self._on_secret(ask.pickup)  # never logged, by any logger
         self._peers.attach(conn, ask.request, ask.pickup)
@@ -375,6 +417,9 @@ class Gateway:
             return {"status": "paired", "requestId": request_id, "token": token}
         req = await asyncio.to_thread(self._nodes.claim, node_id, pickup)
         if req is None:
+            await self._limits.failed(
+                conn.remote, Attempt.PAIR, "unknown_pickup", subject=node_id, audited=False
+            )
             raise GatewayError(
                 ErrorCode.NOT_FOUND,
                 "no pending request or held decision matches this "
@@ -392,19 +437,65 @@ class Gateway:
             "expiresAt": iso(req.expires_at(self._nodes.settings.pending_ttl)),
         }
 
-    async def _pair_verify(self, _conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
-        node = await asyncio.to_thread(
-            self._nodes.verify, node_id_param(params), param(params, "token")
-        )
-        if node is None:
-            raise GatewayError(ErrorCode.UNAUTHORIZED, "unknown node or wrong token")
+    async def _pair_verify(self, conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
+        node = await self._verified(conn, Attempt.VERIFY, params)
         return {"ok": True, "nodeId": node.node_id}
 
-    async def _connect(self, conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
+    async def _verified(self, conn: Conn, attempt: Attempt, params: dict[str, Any]) -> PairedNode:
+        """The paired node whose token the peer showed, within the address's budgets.
+
+        Raises:
+            GatewayError: ``RATE_LIMITED``, or ``UNAUTHORIZED`` (counted and audited).
+        """
         node_id = node_id_param(params)
-        node = await asyncio.to_thread(self._nodes.verify, node_id, param(params, "token"))
+        token = param(params, "token", required=False)
+        await self._limits.admit(conn.remote, attempt, subject=node_id)
+        proof = self._key_proof(conn, params)
+        if proof is not None:
+            node = await asyncio.to_thread(self._nodes.verify_signature, node_id, proof)
+            outcome = "bad_signature"
+        elif token:
+            node = await asyncio.to_thread(self._nodes.verify, node_id, token)
+            outcome = "wrong_token"
+        else:
+            raise GatewayError(
+                ErrorCode.INVALID_REQUEST, "params.token or params.signature is required"
+            )
         if node is None:
+            await self._limits.failed(
+                conn.remote, attempt, outcome, subject=node_id, audited=False
+            )
             raise GatewayError(ErrorCode.UNAUTHORIZED, "unknown node or wrong token")
+        return node
+
+    async def _challenge(self, conn: Conn, _params: dict[str, Any]) -> dict[str, Any]:
+        """A fresh nonce for this connection's next signature (the one before is void)."""
+        conn.nonce = codes.new_token()
+        return {"nonce": conn.nonce}
+
+    def _key_proof(self, conn: Conn, params: dict[str, Any]) -> KeyProof | None:
+        """The signature a request carries, bound to what this gateway knows: the nonce it
+        handed this connection (spent now, whatever the outcome) and, when it serves TLS, its
+        own certificate (behind a TLS proxy, the one the node says it saw).
+
+        Raises:
+            GatewayError: a signature without a nonce to spend.
+        """
+        signature = param(params, "signature", required=False)
+        if not signature:
+            return None
+        nonce, conn.nonce = conn.nonce, ""
+        if not nonce:
+            raise GatewayError(
+                ErrorCode.UNAUTHORIZED,
+                "no nonce to sign: call node.challenge first (one per signature)",
+            )
+        seen = self.fingerprint or param(params, "certFingerprint", required=False)
+        return KeyProof(nonce=nonce, fingerprint=seen, signature=signature)
+
+    async def _connect(self, conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
+        node = await self._verified(conn, Attempt.CONNECT, params)
+        node_id = node.node_id
         await asyncio.to_thread(self._nodes.touch, node_id)
         conn.node_id = node_id
         conn.token_hash = node.token_hash

@@ -34,12 +34,14 @@ from typing import Any, Self
 from bot import __version__
 from bot.core.clock import Clock, SystemClock
 from bot.core.config import Config
-from bot.core.errors import PairbotError, StartupError, StoreUnavailableError
+from bot.core.errors import ConfigError, PairbotError, StartupError, StoreUnavailableError
 from bot.core.models import DmPolicy, NodeDecision, NodeVerdict
 from bot.core.protocols import Cluster, HasPeers, OnInbound, Provider, StateStore, TakesTurns
 from bot.gateway.guard import GuardSettings
 from bot.gateway.health import RUNNING, Phase, Readiness, ReadinessSources
+from bot.gateway.limits import LimitSettings
 from bot.gateway.server import Gateway, GatewaySettings
+from bot.gateway.tls import GatewayTls
 from bot.runtime.audittail import AuditTail
 from bot.runtime.badstate import BadStateFiles
 from bot.runtime.beats import BEAT_EVERY, Heartbeat
@@ -84,8 +86,13 @@ class App:
         beat_every: float = BEAT_EVERY,
         lease_timing: LeaseTiming | None = None,
         events_timing: EventsTiming | None = None,
+        tls: Callable[[], GatewayTls | None] | None = None,
     ) -> None:
         self.config = config
+        self._tls = tls
+        """Reads (or makes) the certificate ``gateway.tls`` names: the composition root's
+        (:func:`bot.cli.tls.gateway_tls`), as the certificate of ``auto`` lives in the state
+        dir."""
         self.clock = clock or SystemClock()
         self._open_store = store
         self._open_cluster = cluster
@@ -162,8 +169,13 @@ class App:
         for pending in await asyncio.to_thread(self.pairing.pending):
             remember_secret(pending.code)  # codes issued before this start are secrets too
         self.nodes = NodeService(self.store, clock=self.clock, settings=NodeSettings.of(cfg.nodes))
+        replies = cfg.stranger_replies()
         self.owner = OwnerCommands(
-            self.pairing, self.nodes, clock=self.clock, cluster=self.cluster
+            self.pairing,
+            self.nodes,
+            clock=self.clock,
+            cluster=self.cluster,
+            silent=[name for name, reply in replies.items() if not reply.tells],
         )
         shared = Shared(
             owners=self._owners,
@@ -172,9 +184,13 @@ class App:
             pairing=self.pairing,
             cluster=self.cluster,
             outage=self.outage,
+            stranger_replies=replies,
         )
         notices = self._notices = OwnerNotices(
-            shared=shared, nodes=self.nodes, pacing=self._pacing
+            shared=shared,
+            nodes=self.nodes,
+            pacing=self._pacing,
+            preview=cfg.pairing.notice_preview,
         )
         self._stack.push_async_callback(notices.aclose)
         self.handler: Handler = build_handler(cfg.handler, notices.send_to_owners)
@@ -183,6 +199,19 @@ class App:
 
         self.gateway: Gateway | None = None
         if cfg.gateway.enabled:
+            if cfg.gateway.tls is not None and self._tls is None:
+                raise ConfigError(
+                    "this caller gave the app no way to read the certificate",
+                    field="gateway.tls",
+                )
+            tls = await asyncio.to_thread(self._tls) if self._tls is not None else None
+            if cfg.gateway.plaintext_on_network:
+                log.warning(
+                    "gateway: listening on %s without TLS (gateway.allow_plaintext): what "
+                    "nodes send crosses the network in the clear unless a TLS proxy is in "
+                    "front; set gateway.tls to serve wss:// itself",
+                    cfg.gateway.host,
+                )
             gateway = Gateway(
                 self.nodes,
                 clock=self.clock,
@@ -192,6 +221,12 @@ class App:
                     operator_token=cfg.gateway.operator_token,
                     socket_dir=self.state_dir,
                     idle_timeout=cfg.gateway.idle_timeout.total_seconds(),
+                    tls=tls,
+                    limits=LimitSettings(
+                        failures=cfg.gateway.failures_per_minute,
+                        pair_requests=cfg.gateway.pair_requests_per_minute,
+                        connects=cfg.gateway.connects_per_minute,
+                    ),
                     guard=GuardSettings(
                         max_connections=cfg.gateway.max_connections,
                         max_per_address=cfg.gateway.max_connections_per_address,
@@ -213,7 +248,9 @@ class App:
                 raise StartupError.cannot_listen(cfg.gateway.host, cfg.gateway.port, exc) from exc
             self._stack.push_async_callback(gateway.stop)
             self.gateway = gateway
-        teller = ApprovedTeller(shared=shared, watch_interval=self._watch_interval)
+        teller = ApprovedTeller(
+            shared=shared, watch_interval=self._watch_interval, handler=self.handler
+        )
         self._stack.push_async_callback(teller.aclose)
         inbound = self.inbound = InboundPipeline(
             shared=shared,

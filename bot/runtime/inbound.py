@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
@@ -195,7 +196,7 @@ class InboundPipeline:
                 )
                 return
             if self.shared.pairing.settled_in_memory(
-                msg.provider, msg.sender_id, self._stranger_meta(msg)
+                msg.provider, msg.sender_id, self._stranger_meta(msg), text=_held_text(msg)
             ):
                 self.requests[(msg.provider, RequestOutcome.PENDING)] += 1
                 return
@@ -269,22 +270,33 @@ class InboundPipeline:
 
     async def _challenge(self, msg: Inbound) -> None:
         result = await asyncio.to_thread(
-            self.shared.pairing.request, msg.provider, msg.sender_id, self._stranger_meta(msg)
+            functools.partial(
+                self.shared.pairing.request,
+                msg.provider,
+                msg.sender_id,
+                self._stranger_meta(msg),
+                text=_held_text(msg),
+            )
         )
         self.requests[(msg.provider, result.outcome)] += 1
         if result.outcome is RequestOutcome.ALLOWED:
-            await self._forward(msg)  # approved elsewhere a moment ago: no code, no notice
+            # Approved elsewhere a moment ago: no code, no notice. What they wrote while
+            # pending goes to the handler first, if this instance tells them.
+            await self.teller.tell()
+            await self.teller.handed(msg.provider, msg.sender_id)
+            await self._forward(msg)
             return
         req = result.request
         if req is not None:
             remember_secret(req.code)  # before any SDK logs the reply that carries it
-        if result.send_code and req is not None:
+        reply = self.shared.reply_to_strangers(msg.provider)
+        if result.send_code and req is not None and reply.tells:
             left = remaining(
                 req.expires_at(self.shared.pairing.settings.pending_ttl) - self.shared.clock.now()
             )
-            await self.shared.providers[msg.provider].send(
-                msg.chat_id, messages.stranger_code(req, valid_for=left)
-            )
+            text = reply.text(req, valid_for=left)
+            if text:
+                await self.shared.providers[msg.provider].send(msg.chat_id, text)
         if result.outcome is RequestOutcome.CREATED and req is not None:
             await self.notices.pairing_request(req)
         elif result.outcome is RequestOutcome.CAPPED:
@@ -333,6 +345,12 @@ class InboundPipeline:
         if reply.node_revoked is not None:
             await gateway.deliver(NodeDecision.revocation(reply.node_revoked.node_id))
         return None
+
+
+def _held_text(msg: Inbound) -> str | None:
+    """What of a stranger's message may be held for the handler: its text, when it is text
+    alone (a photo's caption is not held)."""
+    return None if msg.media else msg.text
 
 
 def _event_key(msg: Inbound) -> str | None:

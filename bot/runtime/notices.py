@@ -161,6 +161,9 @@ class OwnerNotices:
     shared: Shared
     nodes: NodeService
     pacing: NoticePacing
+    preview: bool = False
+    """A pairing request's notice shows the first line of the first message held
+    (``pairing.notice_preview``)."""
     notifier: OwnerNotifier = field(init=False)
     missed: MissedNotices = field(init=False)
     _capped_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
@@ -203,7 +206,8 @@ class OwnerNotices:
         await self.notifier.aclose()
 
     async def pairing_request(self, req: PendingRequest) -> None:
-        """Tell the owners a stranger asks to be paired, with Approve / Reject buttons."""
+        """Tell the owners a stranger asks to be paired, with Approve / Reject buttons (and
+        how the stranger was answered: told nothing where the platform is silent)."""
         expires = remaining(
             req.expires_at(self.shared.pairing.settings.pending_ttl) - self.shared.clock.now()
         )
@@ -212,7 +216,12 @@ class OwnerNotices:
             Button(label="Reject", command=f"/reject {req.code}"),
         )
         await self.notifier.notify(
-            messages.owner_notice(req, expires_in=expires),
+            messages.owner_notice(
+                req,
+                expires_in=expires,
+                reply=self.shared.reply_to_strangers(req.provider),
+                preview=self.preview,
+            ),
             buttons,
             kind=NoticeKind.PAIRING_REQUEST,
             provider=req.provider,

@@ -1,4 +1,5 @@
-"""What the running bot's jobs share: the owners, the providers, the clock, DM pairing.
+"""What the running bot's jobs share: the owners, the providers, the clock, DM pairing, how
+each provider answers strangers.
 
 The owner notices, telling approved senders and the inbound pipeline each take this one
 record, built once by :class:`~bot.runtime.app.App`, besides what is theirs alone.
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bot.core.clock import Clock
+from bot.core.messages import CODE_REPLY, StrangerReply
 from bot.core.protocols import Cluster, Provider
 from bot.runtime.outage import StoreOutage
 from bot.services.pairing import PairingService
@@ -33,3 +35,10 @@ class Shared:
     several instances run on one PostgreSQL)."""
     outage: StoreOutage = field(default_factory=StoreOutage)
     """Whether the state store is unreachable now (one log line per outage)."""
+    stranger_replies: Mapping[str, StrangerReply] = field(default_factory=dict)
+    """How each provider answers strangers (``unpaired_response``); the code where unset."""
+
+    def reply_to_strangers(self, provider: str) -> StrangerReply:
+        """How ``provider`` answers a stranger (and whether it tells them they were
+        approved)."""
+        return self.stranger_replies.get(provider, CODE_REPLY)

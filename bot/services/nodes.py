@@ -12,13 +12,16 @@ revoking a node makes the token fail at once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from bot.core import codes
 from bot.core.clock import Clock
 from bot.core.errors import (
     AlreadyPairedError,
+    BadSignatureError,
     NodeRefused,
     PairbotError,
     RateLimitedError,
@@ -28,7 +31,8 @@ from bot.core.errors import (
 )
 from bot.core.models import NodeApproval, NodeAsk, NodeRequest, PairedNode
 from bot.core.protocols import StateStore, StateTxn
-from bot.services import seal
+from bot.services import keys, seal
+from bot.services.keys import KeyProof
 from bot.services.requests import RequestSettings, audit, split_expired
 
 log = logging.getLogger(__name__)
@@ -66,12 +70,19 @@ class NodeService:
         version: str = "",
         remote: str = "",
         proof: str | None = None,
+        public_key: str | None = None,
+        key_proof: KeyProof | None = None,
     ) -> NodeAsk:
         """Ask to join: always a new request, with a pickup secret for this asker alone.
 
-        A node id that is already paired is refused (:class:`AlreadyPairedError`) unless
-        ``proof`` is its current token: then the request is a re-pair (``is_repair``), and
-        approving it rotates the token. Another live request for the same node id does not
+        ``public_key`` is the node's Ed25519 key (kept with the request, then with the paired
+        node, which from then on connects by signature only). A node id that is already
+        paired is refused (:class:`AlreadyPairedError`) unless the request proves it is that
+        node (``proof``, its current token; or ``key_proof``, a signature by its current
+        key): then it is a re-pair (``is_repair``), and approving it rotates the token. A
+        request that names a paired node id with another public key and no such proof is a
+        new request marked ``keyChanged`` (the owner is told; approving it replaces the
+        node). Another live request for the same node id does not
         stop this one; it is returned in ``conflicts`` so the owner is warned. The caps (per
         address, per node id, in all) are checked and the request written in one
         transaction, so concurrent askers cannot overshoot them.
@@ -86,6 +97,7 @@ class NodeService:
         platform = _field("platform", platform)
         version = _field("version", version)
         remote = _field("remote", remote)
+        public_key = keys.parse_public_key(public_key) if public_key else None
         pickup = codes.new_token()
         now = self._clock.now()
         outcome: NodeRequest | NodeRefused
@@ -94,7 +106,17 @@ class NodeService:
             live = self._drop_expired(txn, now, actor="system:expiry")
             paired = next((n for n in txn.paired_nodes() if n.node_id == node_id), None)
             conflicts = tuple(r for r in live if r.node_id == node_id)
-            outcome = self._refusal(live, paired, node_id, remote, proof) or NodeRequest(
+            key_changed = _key_changed(paired, public_key, proof, key_proof)
+            outcome = self._refusal(
+                live,
+                paired,
+                node_id,
+                remote,
+                proof,
+                key_proof,
+                key_changed=key_changed,
+                public_key=public_key or "",
+            ) or NodeRequest(
                 request_id=self._fresh_id(live),
                 node_id=node_id,
                 display_name=display_name,
@@ -103,12 +125,33 @@ class NodeService:
                 created_at=now,
                 remote=remote,
                 pickup_hash=codes.hash_token(pickup),
-                is_repair=paired is not None,
-                extra={seal.SEAL_KEY: seal.public_key(pickup)},
+                is_repair=paired is not None and not key_changed,
+                extra={
+                    seal.SEAL_KEY: seal.public_key(pickup),
+                    **({keys.PUBLIC_KEY: public_key} if public_key else {}),
+                    **({keys.KEY_CHANGED: True} if key_changed else {}),
+                },
             )
-            if isinstance(outcome, NodeRequest):
+            if isinstance(outcome, NodeRefused):
+                audit(
+                    txn,
+                    now,
+                    "node.request",
+                    _REFUSED[type(outcome)],
+                    actor=_remote_actor(remote),
+                    subject=node_id,
+                )
+            else:
                 txn.put_node_request(outcome)
-                state = "repair" if outcome.is_repair else "conflict" if conflicts else "pending"
+                state = (
+                    "repair"
+                    if outcome.is_repair
+                    else "key_changed"
+                    if key_changed
+                    else "conflict"
+                    if conflicts
+                    else "pending"
+                )
                 audit(
                     txn,
                     now,
@@ -143,14 +186,25 @@ class NodeService:
         node_id: str,
         remote: str,
         proof: str | None,
+        key_proof: KeyProof | None,
+        *,
+        key_changed: bool,
+        public_key: str,
     ) -> NodeRefused | None:
-        if paired is not None:
-            if proof is None:
+        if paired is not None and not key_changed:
+            paired_key = keys.key_of(paired.extra)
+            if key_proof is not None:
+                if paired_key is None or not _signed_by(
+                    paired_key, keys.PAIR, key_proof, node_id=node_id, new_key=public_key
+                ):
+                    return BadSignatureError(f"that is not node {node_id!r}'s signature")
+            elif proof is None or paired_key is not None:
                 return AlreadyPairedError(
-                    f"node {node_id!r} is already paired: connect with its token, send the "
-                    "current token to ask for a new one, or have the owner revoke it"
+                    f"node {node_id!r} is already paired: connect with its "
+                    f"{'key' if paired_key else 'token'}, prove it to ask for a new token, "
+                    "or have the owner revoke it"
                 )
-            if not codes.token_matches(proof, paired.token_hash):
+            elif not codes.token_matches(proof, paired.token_hash):
                 return WrongCredentialError(f"that is not node {node_id!r}'s current token")
         settings = self.settings
         if (
@@ -163,6 +217,20 @@ class NodeService:
         if len(live) >= settings.max_pending:
             return RateLimitedError("too many pending requests")
         return None
+
+    def refused(self, event: str, outcome: str, *, remote: str, subject: str = "") -> None:
+        """Audit an attempt the gateway refused: its method, why, from where, and the node id
+        it named (never what it showed)."""
+        now = self._clock.now()
+        with self._store.transaction() as txn:
+            audit(
+                txn,
+                now,
+                event,
+                outcome,
+                actor=_remote_actor(remote),
+                subject=_field("nodeId", subject) or "-",
+            )
 
     def claim(self, node_id: str, pickup: str) -> NodeRequest | None:
         """Return the live request of ``node_id`` whose pickup secret is ``pickup``, or None.
@@ -207,7 +275,7 @@ class NodeService:
                 outcome = UnknownRequestError(
                     f"no pending node request {request_id!r}", hint="see `pairbot nodes pending`"
                 )
-            elif old is not None and not req.is_repair:
+            elif old is not None and not req.is_repair and not req.key_changed:
                 outcome = AlreadyPairedError(
                     f"node {req.node_id!r} was paired in the meantime; revoke it first "
                     f"(`pairbot nodes revoke {req.node_id}`) if this request is the real one"
@@ -242,7 +310,7 @@ class NodeService:
             token_hash=codes.hash_token(token),
             created_at=old.created_at if old else req.created_at,
             approved_at=now,
-            extra=old.extra if old else {},
+            extra=_with_key(old.extra if old else {}, keys.key_of(req.extra)),
         )
         txn.put_paired_node(node)
         _close(txn, req, now, "node.approve", "rotated" if old else "approved", actor=actor)
@@ -284,12 +352,29 @@ class NodeService:
         return node
 
     def verify(self, node_id: str, token: str) -> PairedNode | None:
-        """Return the paired node if ``token`` is its current token (constant-time compare)."""
+        """Return the paired node if ``token`` is its current token and it proves itself by
+        token: a node with a key proves itself by signature only (:meth:`verify_signature`),
+        so its token, wherever it leaked, opens nothing."""
+        node = self.holds_token(node_id, token)
+        return node if node is not None and keys.key_of(node.extra) is None else None
+
+    def holds_token(self, node_id: str, token: str) -> PairedNode | None:
+        """Return the paired node if ``token`` is its current token (constant-time compare),
+        keyed or not: whether an approval carried this node's token, not a login."""
         with self._store.transaction() as txn:
             node = next((n for n in txn.paired_nodes() if n.node_id == node_id), None)
         probe = node.token_hash if node is not None else "0" * 64
         ok = codes.token_matches(token, probe)
         return node if ok and node is not None else None
+
+    def verify_signature(self, node_id: str, proof: KeyProof) -> PairedNode | None:
+        """Return the paired node if ``proof`` is its key's signature for ``node.connect``
+        over this nonce and certificate."""
+        node = self.paired_node(node_id)
+        key = keys.key_of(node.extra) if node is not None else None
+        if node is None or key is None:
+            return None
+        return node if _signed_by(key, keys.CONNECT, proof, node_id=node_id) else None
 
     def paired_node(self, node_id: str) -> PairedNode | None:
         """Return the paired node ``node_id`` as the store has it now, or None."""
@@ -355,6 +440,53 @@ def _close(
     """Drop a request (approved, rejected, superseded, expired) and audit how it ended."""
     txn.drop_node_request(req.request_id)
     audit(txn, now, event, outcome, actor=actor, subject=req.node_id, request_id=req.request_id)
+
+
+_REFUSED: dict[type[NodeRefused], str] = {
+    AlreadyPairedError: "already_paired",
+    WrongCredentialError: "wrong_token",
+    RateLimitedError: "capped",
+    BadSignatureError: "bad_signature",
+}
+"""The audit outcome of each refusal of a node's request."""
+
+
+def _key_changed(
+    paired: PairedNode | None,
+    public_key: str | None,
+    proof: str | None,
+    key_proof: KeyProof | None,
+) -> bool:
+    """Whether a request names a paired node id with another key and proves nothing: a new
+    device (or someone else) for that id, for the owner to decide on."""
+    if paired is None or public_key is None or proof is not None or key_proof is not None:
+        return False
+    return public_key != keys.key_of(paired.extra)
+
+
+def _signed_by(
+    key: str, purpose: str, proof: KeyProof, *, node_id: str, new_key: str = ""
+) -> bool:
+    message = keys.signed_message(
+        purpose,
+        nonce=proof.nonce,
+        node_id=node_id,
+        fingerprint=proof.fingerprint,
+        new_key=new_key,
+    )
+    return keys.verify(key, proof.signature, message)
+
+
+def _with_key(extra: Mapping[str, Any], key: str | None) -> dict[str, Any]:
+    """A paired node's ``extra`` with its public key as the approved request named it
+    (none: a token node)."""
+    kept = {k: v for k, v in extra.items() if k != keys.PUBLIC_KEY}
+    return {**kept, keys.PUBLIC_KEY: key} if key else kept
+
+
+def _remote_actor(remote: str) -> str:
+    """Who an audit line says acted, for a peer of the gateway: its address."""
+    return f"remote:{remote or '?'}"
 
 
 def _field(name: str, value: str, *, required: bool = False) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -161,12 +162,21 @@ class OwnerCommands:
     """Runs owner commands. Synchronous (the services do file I/O); call it off the loop."""
 
     def __init__(
-        self, pairing: PairingService, nodes: NodeService, *, clock: Clock, cluster: Cluster
+        self,
+        pairing: PairingService,
+        nodes: NodeService,
+        *,
+        clock: Clock,
+        cluster: Cluster,
+        silent: Collection[str] = (),
     ) -> None:
         self._pairing = pairing
         self._nodes = nodes
         self._clock = clock
         self._lockout = Lockout(cluster)
+        self._silent = frozenset(silent)
+        """The providers whose strangers are told nothing (``unpaired_response: silent``):
+        an approved sender there is not told either."""
 
     def run(
         self, command: commands.OwnerCommand | None, *, actor: str, pressed: bool = False
@@ -221,8 +231,10 @@ class OwnerCommands:
                 now = self._clock.now()
                 end = now + command.lasting if command.lasting is not None else None
                 req = self._pairing.approve(command.code, actor=actor, until=end)
+                told = req.provider not in self._silent
                 ends = until(end, now) if end is not None else ""
-                reply = OwnerReply(text=messages.approved(req, until=ends), approved=req)
+                text = messages.approved(req, told=told, until=ends)
+                reply = OwnerReply(text=text, approved=req)
             else:
                 req = self._pairing.reject(command.code, actor=actor)
                 reply = OwnerReply(text=messages.rejected(req))

@@ -30,8 +30,10 @@ from bot.core.errors import (
 )
 from bot.core.models import (
     FOREVER,
+    HELD_TEXT_LIMIT,
     ApprovalNotice,
     AuditEvent,
+    HeldMessage,
     PendingRequest,
     RequestOutcome,
     RequestResult,
@@ -50,10 +52,13 @@ class PairingSettings(RequestSettings):
     """The knobs of DM pairing (``pairing:`` in the config; its ``prune_interval`` is the
     scheduler's)."""
 
-    not_knobs = frozenset({"prune_interval"})
+    not_knobs = frozenset({"prune_interval", "notice_preview"})
     pending_ttl: timedelta = timedelta(hours=1)
     resend_after: timedelta = timedelta(minutes=10)
     max_pending_per_provider: int = 3
+    hold_messages: int = 0
+    """How many of a pending stranger's text messages are kept with their request, to be
+    handed to the handler once they are approved."""
 
 
 class AllowSource(StrEnum):
@@ -152,28 +157,38 @@ class PairingService:
         return until is FOREVER or (until is not None and self._clock.now() < until)
 
     def request(
-        self, provider: str, sender_id: str, meta: Mapping[str, str] | None = None
+        self,
+        provider: str,
+        sender_id: str,
+        meta: Mapping[str, str] | None = None,
+        *,
+        text: str | None = None,
     ) -> RequestResult:
         """Record that a stranger wrote; create their request or refresh the pending one.
 
         ``send_code`` is true when the request is created and again only once
         ``resend_after`` has passed since the code was last sent: never on every message.
+
+        ``text`` is the message's text when it is text alone (None for a photo, a file):
+        while the request holds fewer than ``hold_messages`` messages, it is held with it.
         """
         _check_provider(provider)
         now = self._clock.now()
         ttl = self.settings.pending_ttl
         clean_meta = {k: v for k, v in (meta or {}).items() if v}
         key = (provider, sender_id)
-        quiet = self._settled(key, now, clean_meta)
+        held = self._holdable(text, now, clean_meta)
+        quiet = self._settled(key, now, clean_meta, held)
         if quiet is not None:
             return RequestResult(outcome=RequestOutcome.PENDING, request=quiet, send_code=False)
         # First in a shared transaction, beside other strangers' asks (a database that can
-        # runs them at once); near the cap, again holding the state alone, so the cap holds.
+        # runs them at once); near the cap, or to hold a message, again holding the state
+        # alone, so the cap holds and no held message is lost to a concurrent one.
         with self._store.transaction(shared=True) as txn:
-            result = self._ask(txn, provider, sender_id, now, clean_meta)
+            result = self._ask(txn, provider, sender_id, now, clean_meta, held)
         while result is None:  # an exclusive transaction always decides
             with self._store.transaction() as txn:
-                result = self._ask(txn, provider, sender_id, now, clean_meta)
+                result = self._ask(txn, provider, sender_id, now, clean_meta, held)
         if result.outcome is not RequestOutcome.CREATED or result.request is None:
             return result
         created = result.request
@@ -192,9 +207,11 @@ class PairingService:
         sender_id: str,
         now: datetime,
         meta: Mapping[str, str],
+        held: HeldMessage | None,
     ) -> RequestResult | None:
-        """A stranger's ask in ``txn``: None if a shared transaction came too near the cap to
-        decide it (the caller asks again, alone)."""
+        """A stranger's ask in ``txn``: None if a shared transaction came too near the cap,
+        or would add a held message to a request, to decide it (the caller asks again,
+        alone)."""
         ttl = self.settings.pending_ttl
         if txn.peers == 0:
             self._drop_expired(txn, provider, now, actor="system:expiry")
@@ -205,7 +222,7 @@ class PairingService:
                 pending -= 1
             mine = None
         if mine is not None:
-            return self._repeat(txn, mine, now, meta)
+            return self._repeat(txn, mine, now, meta, held)
         if view.allowed and _in_force(view.allowed_end, now):  # granted elsewhere, in force,
             # not yet heard by our gate
             return RequestResult(outcome=RequestOutcome.ALLOWED, request=None, send_code=False)
@@ -223,6 +240,7 @@ class PairingService:
                 last_seen_at=now,
                 meta=dict(meta),
                 last_sent_at=now,
+                held=() if held is None else (held,),
             )
             if txn.add_request(created):
                 _stranger_audit(txn, now, provider, sender_id, "created")
@@ -231,40 +249,76 @@ class PairingService:
                 )
             mine = txn.request(provider, sender_id)
             if mine is not None:  # the sender's ask, handled at the same moment elsewhere
-                return self._repeat(txn, mine, now, meta)
+                return self._repeat(txn, mine, now, meta, held)
         raise RuntimeError(f"no unique pairing code after {_CODE_ATTEMPTS} draws")
 
     def settled_in_memory(
-        self, provider: str, sender_id: str, meta: Mapping[str, str] | None = None
+        self,
+        provider: str,
+        sender_id: str,
+        meta: Mapping[str, str] | None = None,
+        *,
+        text: str | None = None,
     ) -> bool:
         """Answer a pending stranger's repeat message from memory when nothing is due.
 
         True when :meth:`request` would neither send the code again nor write anything (the
-        stranger's request is pending, the reminder is not due, the name did not change):
-        the message is then settled with no store access and no thread hop. False means
-        :meth:`request` must run.
+        stranger's request is pending, the reminder is not due, the name did not change, no
+        message is to be held): the message is then settled with no store access and no
+        thread hop. False means :meth:`request` must run.
         """
         clean_meta = {k: v for k, v in (meta or {}).items() if v}
-        return self._settled((provider, sender_id), self._clock.now(), clean_meta) is not None
+        now = self._clock.now()
+        held = self._holdable(text, now, clean_meta)
+        return self._settled((provider, sender_id), now, clean_meta, held) is not None
 
     def _settled(
-        self, key: tuple[str, str], now: datetime, meta: Mapping[str, str]
+        self,
+        key: tuple[str, str],
+        now: datetime,
+        meta: Mapping[str, str],
+        held: HeldMessage | None,
     ) -> PendingRequest | None:
         with self._counter_lock:
             quiet = self._quiet.get(key)
             if quiet is None or now >= quiet[0] or (meta and meta != quiet[1].meta):
                 return None
+            if held is not None and len(quiet[1].held) < self.settings.hold_messages:
+                return None
             self._seen[key] = now
         return replace(quiet[1], last_seen_at=now)
 
+    def _holdable(
+        self, text: str | None, now: datetime, meta: Mapping[str, str]
+    ) -> HeldMessage | None:
+        """The message to hold if messages are held and ``text`` may be (text alone, not
+        empty, at most :data:`~bot.core.models.HELD_TEXT_LIMIT` bytes); else None."""
+        if not self.settings.hold_messages or not text or not text.strip():
+            return None
+        if len(text) > HELD_TEXT_LIMIT or len(text.encode("utf-8")) > HELD_TEXT_LIMIT:
+            return None
+        name = PendingRequest.name_in(meta)
+        return HeldMessage(text=text, at=now, name=name)
+
     def _repeat(
-        self, txn: StateTxn, mine: PendingRequest, now: datetime, meta: Mapping[str, str]
-    ) -> RequestResult:
+        self,
+        txn: StateTxn,
+        mine: PendingRequest,
+        now: datetime,
+        meta: Mapping[str, str],
+        held: HeldMessage | None,
+    ) -> RequestResult | None:
         """A pending stranger wrote again: write only what must survive a crash.
 
-        That is the time the code was last sent (so a restart does not re-send it early) and
-        a changed name; the time of the message itself waits for the next write.
+        That is the time the code was last sent (so a restart does not re-send it early), a
+        changed name and a message to hold; the time of the message itself waits for the
+        next write. None: a message to hold, in a shared transaction (where a concurrent
+        message of the same sender could replace the request too and lose one of them).
         """
+        if held is not None and len(mine.held) >= self.settings.hold_messages:
+            held = None  # as many held as kept: this one is not
+        if held is not None and txn.peers:
+            return None
         last_sent = mine.last_sent_at or mine.created_at
         resend = now - last_sent >= self.settings.resend_after
         request = replace(
@@ -272,8 +326,9 @@ class PairingService:
             last_seen_at=now,
             meta=meta or mine.meta,
             last_sent_at=now if resend else mine.last_sent_at,
+            held=mine.held if held is None else (*mine.held, held),
         )
-        written = resend or (bool(meta) and meta != mine.meta)
+        written = resend or held is not None or (bool(meta) and meta != mine.meta)
         if written:
             txn.put_request(request)
         key = (mine.provider, mine.id)
@@ -475,9 +530,29 @@ class PairingService:
         return notices
 
     def notice_sent(self, provider: str, sender_id: str) -> None:
-        """Forget a notice once the sender has been told (they are told once)."""
+        """Forget a notice once the sender has been told (they are told once) and every
+        message held for them handed over."""
         with self._store.transaction() as txn:
             txn.drop_notice(provider, sender_id)
+
+    def notice_progress(self, notice: ApprovalNotice) -> bool:
+        """Write how far telling ``notice``'s sender got (:attr:`ApprovalNotice.told`, the
+        held messages not yet handed over) if that approval still waits to be told; return
+        whether it does. False: it was dropped meanwhile (a revocation) or replaced (a new
+        approval), and nothing is written: nothing more is handed over for it."""
+        with self._store.transaction() as txn:
+            current = next(
+                (
+                    n
+                    for n in txn.notices()
+                    if n.provider == notice.provider and n.sender_id == notice.sender_id
+                ),
+                None,
+            )
+            if current is None or current.approved_at != notice.approved_at:
+                return False
+            txn.put_notice(notice)
+        return True
 
     # --- listing and expiry ------------------------------------------------------------------
 
@@ -634,8 +709,13 @@ def _end_grants(txn: StateTxn, provider: str, now: datetime, *, actor: str) -> N
 
 
 def _notice(req: PendingRequest, now: datetime) -> ApprovalNotice:
+    """The notice of approving ``req``: its held messages move to it, in the same write."""
     return ApprovalNotice(
-        provider=req.provider, sender_id=req.id, approved_at=now, chat_id=req.meta.get("chatId")
+        provider=req.provider,
+        sender_id=req.id,
+        approved_at=now,
+        chat_id=req.meta.get("chatId"),
+        held=req.held,
     )
 
 

@@ -58,7 +58,7 @@ def opener(pickup: str) -> Opener:
 def public_key(pickup: str) -> str:
     """The public seal key of a request whose pickup secret is ``pickup`` (safe to store)."""
     raw = opener(pickup).key.public_key().public_bytes_raw()
-    return _b64(raw)
+    return b64(raw)
 
 
 def seal(token: str, key: str, *, node_id: str, request_id: str) -> str:
@@ -68,11 +68,11 @@ def seal(token: str, key: str, *, node_id: str, request_id: str) -> str:
         ValueError: ``key`` is not a seal public key.
     """
     try:
-        public = X25519PublicKey.from_public_bytes(_unb64(key))
+        public = X25519PublicKey.from_public_bytes(unb64(key))
     except (ValueError, binascii.Error):
         raise ValueError("not a seal public key") from None
     sealed = _SUITE.encrypt(token.encode(), public, info=_info(node_id, request_id))
-    return _PREFIX + _b64(sealed)
+    return _PREFIX + b64(sealed)
 
 
 def open_sealed(sealed: str, key: Opener, *, node_id: str, request_id: str) -> str | None:
@@ -82,7 +82,7 @@ def open_sealed(sealed: str, key: Opener, *, node_id: str, request_id: str) -> s
         return None
     try:
         plain = _SUITE.decrypt(
-            _unb64(sealed.removeprefix(_PREFIX)), key.key, info=_info(node_id, request_id)
+            unb64(sealed.removeprefix(_PREFIX)), key.key, info=_info(node_id, request_id)
         )
         return plain.decode()
     except (InvalidTag, ValueError, binascii.Error):
@@ -109,9 +109,11 @@ def _info(node_id: str, request_id: str) -> bytes:
     return b"\0".join((_SEAL_INFO, node_id.encode(), request_id.encode()))
 
 
-def _b64(raw: bytes) -> str:
+def b64(raw: bytes) -> str:
+    """URL-safe base64 without padding (keys, sealed tokens, signatures)."""
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _unb64(text: str) -> bytes:
+def unb64(text: str) -> bytes:
+    """The bytes of :func:`b64` text (padding optional)."""
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -11,18 +11,20 @@ The document (``"format": "pairbot-state"``, ``"version"`` 2, or 1 when no grant
 
     {"format": "pairbot-state", "version": 2, "exportedAt": "…Z",
      "requests": [{"provider", "id", "code", "createdAt", "lastSeenAt", "lastSentAt"?,
-                   "meta", "extra"}],
+                   "meta", "extra", "held"?}],
      "allowlists": {"telegram": ["123", …], …},
      "allowEnds": {"telegram": {"123": "…Z"}, …},
-     "notices": [{"provider", "senderId", "approvedAt", "chatId"?}],
+     "notices": [{"provider", "senderId", "approvedAt", "chatId"?, "held"?, "told"?}],
      "nodes": {"pending": [{"requestId", "nodeId", "displayName", "platform", "version",
                             "createdAt", "remote", "pickupHash", "isRepair", "extra"}],
                "paired": [{"nodeId", "displayName", "platform", "version", "tokenHash",
                            "createdAt", "approvedAt", "lastConnectedAt"?, "extra"}]},
      "audit": [<the audit records, as `pairbot audit --json` prints them>]}
 
-It holds node token hashes and pickup hashes (never a token), and pairing codes: whoever reads
-it can approve a pending stranger, so the CLI writes it 0600.
+It holds node token hashes and pickup hashes (never a token), pairing codes (whoever reads it
+can approve a pending stranger) and the text of held messages
+(:class:`~bot.core.models.HeldMessage`, ``[{"text", "at", "name"?}]``), so the CLI writes it
+0600.
 
 ``allowEnds`` (version 2) holds when the grants that end do end, by provider and sender, each
 sender one the document's allowlist lists. A document with none is written as version 1, which
@@ -41,7 +43,14 @@ from typing import Any
 from bot.core import codes
 from bot.core.clock import iso
 from bot.core.errors import PairbotError
-from bot.core.models import ApprovalNotice, AuditEvent, NodeRequest, PairedNode, PendingRequest
+from bot.core.models import (
+    ApprovalNotice,
+    AuditEvent,
+    HeldMessage,
+    NodeRequest,
+    PairedNode,
+    PendingRequest,
+)
 from bot.core.platforms import KNOWN_PROVIDERS, platform
 from bot.core.protocols import StateStore, StateTxn
 
@@ -148,6 +157,8 @@ def _request_json(req: PendingRequest) -> dict[str, Any]:
     }
     if req.last_sent_at is not None:
         out["lastSentAt"] = iso(req.last_sent_at)
+    if req.held:
+        out["held"] = [m.as_json() for m in req.held]
     return out
 
 
@@ -159,6 +170,10 @@ def _notice_json(notice: ApprovalNotice) -> dict[str, Any]:
     }
     if notice.chat_id is not None:
         out["chatId"] = notice.chat_id
+    if notice.held:
+        out["held"] = [m.as_json() for m in notice.held]
+    if notice.told:
+        out["told"] = True
     return out
 
 
@@ -228,6 +243,9 @@ class _Reader:
             raise self._fail(key, "must be an object of strings")
         return dict(value)
 
+    def held(self, key: str = "held") -> tuple[HeldMessage, ...]:
+        return HeldMessage.read_all(self.raw.get(key), f"{self.where}.{key}", _document_error)
+
     def obj(self, key: str) -> dict[str, Any]:
         value = self.raw.get(key, {})
         if not isinstance(value, dict):
@@ -245,6 +263,10 @@ class _Reader:
             return platform(provider).ids.normalise(self.text(key, empty=False))
         except ValueError as exc:
             raise self._fail(key, str(exc)) from None
+
+
+def _document_error(field: str, problem: str) -> DocumentError:
+    return DocumentError(f"{field}: {problem}")
 
 
 def _items(raw: object, where: str) -> Iterator[_Reader]:
@@ -293,6 +315,7 @@ def _read(raw: object) -> StateDocument:
                 last_seen_at=r.time("lastSeenAt"),
                 last_sent_at=r.opt_time("lastSentAt"),
                 meta=r.strings("meta"),
+                held=r.held(),
                 extra=r.obj("extra"),
             )
         )
@@ -325,6 +348,8 @@ def _read(raw: object) -> StateDocument:
                 sender_id=n.sender(name, "senderId"),
                 approved_at=n.time("approvedAt"),
                 chat_id=n.opt_text("chatId"),
+                held=n.held(),
+                told=n.flag("told"),
             )
         )
     nodes = _Reader(top.raw.get("nodes", {}), "nodes")

@@ -36,19 +36,32 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bot.core import codes
-from bot.core.errors import SchemaVersionError, StoreError, StoreLockTimeoutError
+from bot.core.errors import (
+    SchemaVersionError,
+    StoreCorruptError,
+    StoreError,
+    StoreLockTimeoutError,
+)
 from bot.core.models import (
     FOREVER,
     ApprovalNotice,
     AskView,
     AuditEvent,
     AuditPage,
+    HeldMessage,
     NodeRequest,
     PairedNode,
     PendingRequest,
 )
 from bot.core.platforms import KNOWN_PROVIDERS
-from stores._records import NEVER_ALLOWED, audit_record, check_provider, unknown_provider
+from stores._records import (
+    HELD_KEY,
+    NEVER_ALLOWED,
+    TOLD_KEY,
+    audit_record,
+    check_provider,
+    unknown_provider,
+)
 from stores.sql.schema import (
     CURSORS_TABLE,
     LOG_FLOOR_KEY,
@@ -175,6 +188,25 @@ def _unjson(text: str | None) -> dict[str, Any]:
     return {} if text is None else dict(json.loads(text))
 
 
+def _held(extra: str | None, table: str) -> tuple[tuple[HeldMessage, ...], dict[str, Any]]:
+    """A row's held messages, kept in its ``extra`` column (:data:`HELD_KEY`), and the rest
+    of that column."""
+    rest = _unjson(extra)
+    if HELD_KEY not in rest:
+        return (), rest
+    held = HeldMessage.read_all(rest.pop(HELD_KEY), f"{table}.extra.{HELD_KEY}", _corrupt)
+    return held, rest
+
+
+def _corrupt(field: str, problem: str) -> StoreCorruptError:
+    return StoreCorruptError(f"{field}: {problem}")
+
+
+def _with_held(extra: Mapping[str, Any], held: Sequence[HeldMessage]) -> dict[str, Any]:
+    """What :func:`_held` reads back: ``extra`` with the held messages, if any."""
+    return {**extra, HELD_KEY: [m.as_json() for m in held]} if held else dict(extra)
+
+
 # --- rows <-> models ----------------------------------------------------------------------------
 
 _REQUEST_COLS = "provider, sender_id, code, created_at, last_seen_at, last_sent_at, meta, extra"
@@ -249,6 +281,7 @@ class SqlTxn:
     def _request(self, row: Sequence[Any]) -> PendingRequest:
         provider, sender_id, code, created, seen, sent, meta, extra = row
         decode = self._d.decode_time
+        held, rest = _held(extra, "pending_requests")
         return PendingRequest(
             provider=provider,
             id=sender_id,
@@ -257,7 +290,8 @@ class SqlTxn:
             last_seen_at=decode(seen),
             meta=_unjson(meta),
             last_sent_at=None if sent is None else decode(sent),
-            extra=_unjson(extra),
+            held=held,
+            extra=rest,
         )
 
     def requests(self, provider: str) -> list[PendingRequest]:
@@ -334,7 +368,7 @@ class SqlTxn:
             encode(request.last_seen_at),
             None if request.last_sent_at is None else encode(request.last_sent_at),
             _json(request.meta),
-            _json(request.extra),
+            _json(_with_held(request.extra, request.held)),
         )
 
     def drop_request(self, provider: str, sender_id: str, *, code: str | None = None) -> bool:
@@ -548,16 +582,22 @@ class SqlTxn:
             f"SELECT {_NOTICE_COLS} FROM approval_notices ORDER BY approved_at, seq"  # noqa: S608
         )
         decode = self._d.decode_time
-        return [
-            ApprovalNotice(
-                provider=provider,
-                sender_id=sender_id,
-                approved_at=decode(approved),
-                chat_id=chat_id,
-                extra=_unjson(extra),
+        notices = []
+        for provider, sender_id, approved, chat_id, extra in rows.fetchall():
+            held, rest = _held(extra, "approval_notices")
+            told = rest.pop(TOLD_KEY, None) is True
+            notices.append(
+                ApprovalNotice(
+                    provider=provider,
+                    sender_id=sender_id,
+                    approved_at=decode(approved),
+                    chat_id=chat_id,
+                    held=held,
+                    told=told,
+                    extra=rest,
+                )
             )
-            for provider, sender_id, approved, chat_id, extra in rows.fetchall()
-        ]
+        return notices
 
     def put_notice(self, notice: ApprovalNotice) -> None:
         check_provider(notice.provider)
@@ -568,7 +608,12 @@ class SqlTxn:
                 notice.sender_id,
                 self._d.encode_time(notice.approved_at),
                 notice.chat_id,
-                _json(notice.extra),
+                _json(
+                    _with_held(
+                        {**notice.extra, **({TOLD_KEY: True} if notice.told else {})},
+                        notice.held,
+                    )
+                ),
             ),
         )
 

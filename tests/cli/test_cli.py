@@ -13,7 +13,7 @@ from bot.core.clock import FakeClock, SystemClock, iso
 from bot.core.models import FOREVER, RequestResult
 from bot.core.text import moment
 from bot.services.nodes import NodeService
-from bot.services.pairing import PairingService
+from bot.services.pairing import PairingService, PairingSettings
 from stores.jsonfile import JsonFileStore
 from tests.process import run_pairbot
 
@@ -95,6 +95,20 @@ def test_approve_by_code_in_either_form_and_tolerant_input(state_dir, live, form
         "has that code"
     )
     assert code not in again.stderr
+
+
+def test_approve_counts_the_messages_held_and_never_shows_them(state_dir, live):
+    store, _, _ = live
+    settings = PairingSettings(hold_messages=3)
+    holding = PairingService(store, clock=SystemClock(), settings=settings)
+    code = code_of(holding.request("telegram", "42", text="my words"))
+    holding.request("telegram", "42", text="more words")
+    result = run(state_dir, "pairing", "approve", "telegram", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "The 2 messages they wrote while waiting go to the handler once a running bot tells them."
+    )
+    assert "words" not in result.stdout
 
 
 def test_approve_for_the_wrong_provider_is_unknown(state_dir, live):

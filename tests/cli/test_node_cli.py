@@ -53,8 +53,12 @@ async def test_node_pair_waits_gets_the_token_from_the_owner_chat_and_connects(r
         stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=20)
     assert proc.returncode == 0, stderr.decode()
     token = stdout.decode().strip().splitlines()[-1]
-    assert app.nodes.verify(app.nodes.paired()[0].node_id, token) is not None
+    paired = app.nodes.paired()[0]
+    assert app.nodes.holds_token(paired.node_id, token) is not None
+    assert app.nodes.verify(paired.node_id, token) is None, "a keyed node's token opens nothing"
+    assert paired.extra["publicKey"], "node pair made a key and sent its public half"
     assert (node_dir / "node.json").stat().st_mode & 0o777 == 0o600
+    assert (node_dir / "node.key").stat().st_mode & 0o777 == 0o600
     owner_texts = tg.messages_to(OWNER)
     assert any("its token was sent to the waiting node" in t for t in owner_texts)
     assert not any(token in t for t in owner_texts)
@@ -70,7 +74,7 @@ async def test_node_pair_waits_gets_the_token_from_the_owner_chat_and_connects(r
     await tg.wait_for_sent(lambda m: m["chat_id"] == OWNER and m["text"].startswith("Revoked"))
     refused = await pairbot_exits("node", "connect", "--gateway", url, "--node-dir", str(node_dir))
     assert refused.returncode == 1
-    assert "refused this node's token" in refused.stderr
+    assert "refused this node" in refused.stderr
 
 
 async def test_cli_approval_while_the_bot_runs_reaches_the_waiting_node(running, state_dir):

@@ -228,4 +228,6 @@ def test_status_asks_the_gateway_where_it_listens(host: str, url: str) -> None:
     from bot.cli.status import readyz_url
     from bot.core.config import GatewayConfig
 
-    assert readyz_url(GatewayConfig(host=host)) == url
+    assert readyz_url(GatewayConfig(host=host, allow_plaintext=True)) == url
+    tls = readyz_url(GatewayConfig(host=host, tls="auto"))
+    assert tls == url.replace("http://", "https://")

@@ -20,18 +20,22 @@ from bot.core.clock import FakeClock
 from bot.core.errors import StoreLockTimeoutError
 from bot.core.models import (
     FOREVER,
+    HELD_TEXT_LIMIT,
     ApprovalNotice,
     AskView,
     AuditEvent,
+    HeldMessage,
     NodeRequest,
     PairedNode,
     PendingRequest,
     RequestOutcome,
 )
+from bot.core.platforms import KNOWN_PROVIDERS
 from bot.core.protocols import StateStore, StateTxn
 from bot.services.nodes import NodeService
 from bot.services.pairing import PairingService, PairingSettings
-from tests.backends import Backend, contents
+from tests.backends import Backend, JsonBackend, contents
+from tests.stores.helpers import snapshot
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
@@ -871,3 +875,224 @@ def test_an_ended_grant_several_instances_prune_at_once_is_audited_once(
     with backend.other().transaction() as txn:
         assert txn.allow_from("telegram") == ["4"]
         assert txn.allow_ends("telegram") == {}
+
+
+# --- held messages: kept with the request, moved by the approval, gone with the request --------
+
+WORDS = "Hi, it's Zoë from the choir.\nCould you send me the rota? «ünïcode» 🎶"
+LONG = "é" * (HELD_TEXT_LIMIT // 2)  # 4 KB in UTF-8 exactly: the longest held
+
+
+def held(text: str, seconds: float, name: str = "") -> HeldMessage:
+    return HeldMessage(text=text, at=at(seconds), name=name)
+
+
+def holding(backend: Backend, clock: FakeClock, count: int = 3) -> PairingService:
+    settings = PairingSettings(hold_messages=count, max_pending_per_provider=100)
+    return PairingService(backend.open(), clock=clock, settings=settings)
+
+
+def texts_of(messages: Iterable[HeldMessage]) -> list[str]:
+    return [m.text for m in messages]
+
+
+def stored_texts(backend: Backend) -> str:
+    """Every held message's text the state holds (requests and notices of every provider),
+    and the audit log, as another process reads them; one string to search."""
+    with backend.other().transaction() as txn:
+        requests = [r for p in KNOWN_PROVIDERS for r in txn.requests(p)]
+        notices = txn.notices()
+    held = [m for r in requests for m in r.held] + [m for n in notices for m in n.held]
+    return "\n".join([*texts_of(held), repr(backend.other().read_audit())])
+
+
+def test_held_messages_are_read_back_whole_in_order(backend: Backend) -> None:
+    """With the request and with the notice, beside unknown keys; the told mark too."""
+    pending = replace(
+        request("D1", provider="discord"),
+        held=(held(WORDS, 1, name="Zoë"), held(LONG, 2), held("  spaced \n", 3)),
+        extra={"keptKey": [1, "two"]},
+    )
+    told = ApprovalNotice(
+        provider="slack",
+        sender_id="U1",
+        approved_at=at(4),
+        chat_id="D0",
+        held=(held("second", 2), held("third", 3)),
+        told=True,
+        extra={"keptKey": True},
+    )
+    with backend.open().transaction() as txn:
+        txn.put_request(pending)
+        txn.put_notice(told)
+        txn.put_notice(notice("telegram", "7", 5))
+    with backend.other().transaction() as txn:
+        assert txn.requests("discord") == [pending]
+        assert txn.request_with_code(pending.code, ["discord"]) == pending
+        assert txn.notices() == [told, notice("telegram", "7", 5)]
+        txn.put_request(replace(pending, held=()))
+        txn.put_notice(replace(told, held=(), told=False))
+    with backend.open().transaction() as txn:
+        assert txn.requests("discord") == [replace(pending, held=())]
+        assert txn.notices()[0] == replace(told, held=(), told=False)
+
+
+def test_a_pending_strangers_text_messages_are_held_up_to_the_limit(
+    backend: Backend, clock: FakeClock
+) -> None:
+    pairing = holding(backend, clock, count=3)
+    pairing.request("telegram", "42", {"firstName": "Zoë"}, text=WORDS)
+    clock.advance(timedelta(seconds=1))
+    for text in (None, "", "   ", "é" * (HELD_TEXT_LIMIT // 2) + "x"):  # a photo, blank, 4 KB+1
+        assert pairing.request("telegram", "42", text=text).send_code is False
+    for n in range(4):
+        clock.advance(timedelta(seconds=1))
+        pairing.request("telegram", "42", text=f"message {n}")
+    with backend.other().transaction() as txn:
+        [mine] = txn.requests("telegram")
+    assert texts_of(mine.held) == [WORDS, "message 0", "message 1"]
+    assert [m.at for m in mine.held] == [T0, at(2), at(3)]
+    assert mine.held[0].name == "Zoë"
+    assert "message 2" not in stored_texts(backend)
+
+
+def test_holding_nothing_is_the_default(backend: Backend, clock: FakeClock) -> None:
+    pairing = PairingService(backend.open(), clock=clock)
+    pairing.request("telegram", "42", text="hello")
+    pairing.request("telegram", "42", text="again")
+    with backend.other().transaction() as txn:
+        assert [r.held for r in txn.requests("telegram")] == [()]
+
+
+def test_a_held_message_is_never_settled_in_memory(backend: Backend, clock: FakeClock) -> None:
+    """Repeats are answered from memory only once nothing is left to hold."""
+    pairing = holding(backend, clock, count=2)
+    pairing.request("signal", "+15550001", text="one")
+    assert pairing.settled_in_memory("signal", "+15550001", text="two") is False
+    pairing.request("signal", "+15550001", text="two")
+    assert pairing.settled_in_memory("signal", "+15550001", text="three") is True
+    assert pairing.settled_in_memory("signal", "+15550001", text=None) is True
+    with backend.other().transaction() as txn:
+        assert texts_of(txn.requests("signal")[0].held) == ["one", "two"]
+
+
+def test_the_approval_moves_held_messages_to_the_notice_in_its_write(
+    backend: Backend, clock: FakeClock
+) -> None:
+    pairing = holding(backend, clock)
+    asked = pairing.request("whatsapp", "15550001", text=WORDS).request
+    pairing.request("whatsapp", "15550001", text="and another")
+    assert asked is not None
+    approved = pairing.approve(asked.code, actor="owner")
+    assert texts_of(approved.held) == [WORDS, "and another"]
+    with backend.other().transaction() as txn:
+        assert txn.requests("whatsapp") == []
+        [told] = txn.notices()
+        assert txn.allow_has("whatsapp", "15550001")
+    assert (told.sender_id, told.told, texts_of(told.held)) == (
+        "15550001",
+        False,
+        [WORDS, "and another"],
+    )
+    assert all(WORDS not in str(r) for r in backend.other().read_audit())
+
+
+def test_allowing_a_sender_who_asked_moves_their_held_messages_too(
+    backend: Backend, clock: FakeClock
+) -> None:
+    pairing = holding(backend, clock)
+    pairing.request("slack", "U77", {"chatId": "D77"}, text="from the DM")
+    pairing.allow("slack", "U77", actor="owner")
+    with backend.other().transaction() as txn:
+        [told] = txn.notices()
+    assert (told.chat_id, texts_of(told.held)) == ("D77", ["from the DM"])
+
+
+@pytest.mark.parametrize("end", ["reject", "expire", "expire-on-ask"])
+def test_held_messages_go_with_a_request_that_is_rejected_or_expires(
+    backend: Backend, clock: FakeClock, end: str
+) -> None:
+    pairing = holding(backend, clock)
+    asked = pairing.request("imessage", "+15550001", text=WORDS).request
+    assert asked is not None
+    assert WORDS in stored_texts(backend)
+    if isinstance(backend, JsonBackend):
+        assert in_a_file(backend, b"from the choir")
+    if end == "reject":
+        pairing.reject(asked.code, actor="owner")
+    elif end == "expire":
+        clock.advance(pairing.settings.pending_ttl)
+        assert [r.id for r in pairing.prune()] == ["+15550001"]
+    else:  # the stranger's next message after the TTL: a new request, nothing of the old
+        clock.advance(pairing.settings.pending_ttl)
+        pairing.request("imessage", "+15550001", text="new")
+    assert WORDS not in stored_texts(backend)
+    assert contents(backend.other())["notices"] == []
+    if isinstance(backend, JsonBackend):  # not in any file, the audit log included
+        assert not in_a_file(backend, b"from the choir")
+
+
+def in_a_file(backend: JsonBackend, part: bytes) -> bool:
+    """Whether any file of the state dir holds ``part`` (a part of :data:`WORDS` that JSON
+    writes as it is)."""
+    return any(part in data for data, _ in snapshot(backend.state_dir).values())
+
+
+def test_a_revocation_before_the_sender_was_told_drops_the_held_messages(
+    backend: Backend, clock: FakeClock
+) -> None:
+    pairing = holding(backend, clock)
+    asked = pairing.request("discord", "123456789012345678", text=WORDS).request
+    assert asked is not None
+    pairing.approve(asked.code, actor="owner")
+    pairing.revoke("discord", "123456789012345678", actor="owner")
+    assert WORDS not in stored_texts(backend)
+
+
+def test_progress_is_written_only_while_that_approval_waits(
+    backend: Backend, clock: FakeClock
+) -> None:
+    pairing = holding(backend, clock)
+    asked = pairing.request("telegram", "42", text="one").request
+    pairing.request("telegram", "42", text="two")
+    assert asked is not None
+    pairing.approve(asked.code, actor="owner")
+    [waiting] = pairing.notices()
+    on = replace(waiting, told=True, held=waiting.held[1:])
+    assert pairing.notice_progress(on) is True
+    with backend.other().transaction() as txn:
+        assert txn.notices() == [on]
+    pairing.revoke("telegram", "42", actor="owner")
+    assert pairing.notice_progress(on) is False, "revoked: not written back"
+    assert pairing.notices() == []
+    again = pairing.request("telegram", "42").request
+    assert again is not None
+    clock.advance(timedelta(seconds=1))
+    pairing.approve(again.code, actor="owner")
+    assert pairing.notice_progress(on) is False, "another approval's notice is left alone"
+    [newer] = pairing.notices()
+    assert (newer.approved_at, newer.held, newer.told) == (at(1), (), False)
+
+
+def test_messages_held_through_four_instances_at_once_are_all_kept(backend: Backend) -> None:
+    """One sender's messages handled by several instances at the same moment: holding takes
+    the state alone, so no instance's write replaces another's."""
+    clock = FakeClock(T0)
+    settings = PairingSettings(hold_messages=20, max_pending_per_provider=100)
+    stores = [backend.open()] + [backend.other() for _ in range(3)]
+    services = [PairingService(s, clock=clock, settings=settings) for s in stores]
+    services[0].request("whatsapp", "15550001", text="first")
+
+    def write(index: int) -> None:
+        for n in range(3):
+            services[index].request("whatsapp", "15550001", text=f"{index}-{n}")
+
+    _at_once(4, write)
+    with backend.other().transaction() as txn:
+        [mine] = txn.requests("whatsapp")
+    assert texts_of(mine.held)[0] == "first"
+    written = [f"{i}-{n}" for i in range(4) for n in range(3)]
+    assert sorted(texts_of(mine.held)[1:]) == sorted(written)
+    for index in range(4):  # each instance's own messages kept in the order it wrote them
+        mine_only = [t for t in texts_of(mine.held) if t.startswith(f"{index}-")]
+        assert mine_only == [f"{index}-{n}" for n in range(3)]

@@ -17,6 +17,7 @@ import aiohttp
 from bot.cli.compose import open_app
 from bot.core.clock import FakeClock
 from bot.core.config import Config
+from bot.gateway.tls import digest
 from bot.runtime.app import App
 from providers.telegram.fake import FakeTelegramServer
 
@@ -201,11 +202,19 @@ class Gw:
         return self.app.gateway.port
 
     @property
+    def fingerprint(self) -> str:
+        """The served certificate's fingerprint ("" over plain ws://)."""
+        assert self.app.gateway is not None
+        return self.app.gateway.fingerprint
+
+    @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/"
+        return f"{'wss' if self.fingerprint else 'ws'}://127.0.0.1:{self.port}/"
 
     async def peer(self) -> Peer:
-        peer = Peer(await self.session.ws_connect(self.url))
+        """A new connection (over TLS, pinning the served certificate, when it is on)."""
+        tls = aiohttp.Fingerprint(digest(self.fingerprint)) if self.fingerprint else True
+        peer = Peer(await self.session.ws_connect(self.url, ssl=tls))
         self.peers.append(peer)
         return peer
 

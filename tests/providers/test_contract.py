@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import pytest
 
 from bot.core.errors import ConfigError
-from bot.core.models import Button, ChatKind, Inbound
+from bot.core.models import HELD_TEXT_LIMIT, Button, ChatKind, Inbound
 from providers import load_provider_class
 from providers.fakebase import wait_until
 from tests.helpers import APPROVE, REJECT
@@ -126,6 +126,26 @@ async def test_own_and_outbound_messages_make_no_inbound(rig: Rig) -> None:
     await rig.provider.edit(chat, sent, "the bot's own words, edited")
 
     assert await through(rig) == []
+
+
+async def test_a_long_dm_of_many_lines_arrives_whole_as_text(rig: Rig) -> None:
+    """What a pending stranger wrote is held as it arrived and handed to the handler after
+    the approval, and its first line previewed to the owner (issue 14): the provider hands
+    on the whole text, its line breaks kept, up to the most either the platform lets a
+    person write or pairbot holds (4 KB)."""
+    await rig.start()
+    alice = rig.people.user_id(1)
+    most = min(rig.facts.max_text or HELD_TEXT_LIMIT, HELD_TEXT_LIMIT)
+    lines = [f"line {n}: Zoë says «hi» 🎶 *not bold* <b>" for n in range(200)]
+    text = "\n".join(lines)
+    while len(text) > most or len(text.encode()) > HELD_TEXT_LIMIT:
+        text = text.rsplit("\n", 1)[0]
+
+    rig.people.dm(alice, text, name=NAME)
+
+    [inbound] = await through(rig)
+    assert (inbound.text, inbound.media, inbound.chat_kind) == (text, False, ChatKind.DM)
+    assert inbound.text.splitlines()[0] == lines[0]
 
 
 async def test_a_textless_dm_is_a_contact_attempt(rig: Rig) -> None:

@@ -12,9 +12,10 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from bot.core.config import DURATION_BOUNDS, SECRET_KEYS, Config, Owner, parse_duration
+from bot.core.config import DURATION_BOUNDS, SECRET_KEYS, Config, Owner
+from bot.core.durations import parse_duration
 from bot.core.errors import ConfigError
-from bot.core.models import DmPolicy
+from bot.core.models import DmPolicy, UnpairedResponse
 from bot.core.platforms import KNOWN_PROVIDERS, TelegramConfig
 from bot.runtime.config import _env_refs, _explain, _interpolate, load_config
 from bot.services.nodes import NodeSettings
@@ -187,7 +188,7 @@ def test_interpolation_reads_the_environment(write, monkeypatch: pytest.MonkeyPa
         write(
             "state_dir: ${PB_HOME}/state\n"
             "owners: [{provider: telegram, user_id: '${PB_OWNER}'}]\n"
-            "gateway: {host: '${PB_HOST}', port: '${PB_PORT}'}\n" + TG
+            "gateway: {host: '${PB_HOST}', port: '${PB_PORT}', tls: auto}\n" + TG
         )
     )
     assert config.state_dir == "/srv/pb/state"
@@ -669,6 +670,8 @@ def test_the_services_take_every_knob_of_their_section_and_its_defaults() -> Non
                 "prune_interval": "1m",
                 "max_pending_per_provider": 7,
                 "resend_after": "20m",
+                "hold_messages": 4,
+                "notice_preview": True,
             },
             "nodes": {
                 "pending_ttl": "2m",
@@ -682,6 +685,7 @@ def test_the_services_take_every_knob_of_their_section_and_its_defaults() -> Non
         pending_ttl=timedelta(hours=2),
         resend_after=timedelta(minutes=20),
         max_pending_per_provider=7,
+        hold_messages=4,
     )
     assert NodeSettings.of(config.nodes) == NodeSettings(
         pending_ttl=timedelta(minutes=2),
@@ -692,6 +696,116 @@ def test_the_services_take_every_knob_of_their_section_and_its_defaults() -> Non
     # A service made without a config has the knobs an empty config section gives.
     assert PairingSettings.of(Config().pairing) == PairingSettings()
     assert NodeSettings.of(Config().nodes) == NodeSettings()
+
+
+# --- how strangers are answered, held messages -------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", list(UnpairedResponse))
+def test_each_provider_says_how_it_answers_strangers(write, mode: UnpairedResponse) -> None:
+    text = f"{TG}    unpaired_response: {mode.value}\n"
+    if mode is UnpairedResponse.CUSTOM:
+        text += (
+            "messages:\n  stranger: 'Ask the owner about {code} ({ttl}, {provider} {sender_id})'\n"
+        )
+    config = load_config(write(text))
+    block = config.providers.telegram
+    assert block is not None
+    assert block.unpaired_response is mode
+    assert "unpaired_response" not in block.provider_kwargs()
+    [(name, reply)] = config.stranger_replies().items()
+    assert (name, reply.mode) == ("telegram", mode)
+
+
+def test_strangers_get_their_code_unless_the_config_says_otherwise(write) -> None:
+    config = load_config(write(TG))
+    assert config.stranger_replies()["telegram"].mode is UnpairedResponse.CODE
+    assert (config.pairing.hold_messages, config.pairing.notice_preview) == (0, False)
+
+
+KNOWN = "{code}, {ttl}, {sender_id}, {provider}"
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        (
+            "Hi {name}",
+            "unknown placeholder {name} (known: {code}, {ttl}, {sender_id}, {provider})",
+        ),
+        ("Hi {}", "unknown placeholder {} (known: {code}, {ttl}, {sender_id}, {provider})"),
+        ("Hi {code.upper}", "unknown placeholder {code.upper} (known:"),
+        ("Hi {code!r}", "placeholder {code} takes no format or conversion"),
+        ("Hi {ttl:>9}", "placeholder {ttl} takes no format or conversion"),
+        ("Hi {code", "not a template: expected '}' before end of string"),
+        ("Hi } there", "not a template: Single '}' encountered in format string"),
+        ("", "String should have at least 1 character"),
+    ],
+    ids=[
+        "unknown",
+        "empty-name",
+        "attribute",
+        "conversion",
+        "spec",
+        "open",
+        "lone-close",
+        "empty",
+    ],
+)
+def test_a_bad_stranger_text_is_an_error_naming_the_field(
+    write, template: str, problem: str
+) -> None:
+    text = f"{TG}    unpaired_response: custom\nmessages:\n  stranger: '{template}'\n"
+    message = config_error(write(text))
+    assert message.startswith(f"messages.stranger: {problem}")
+
+
+def test_braces_are_written_twice_in_the_stranger_text(write) -> None:
+    text = f"{TG}    unpaired_response: custom\nmessages:\n  stranger: '{{{{ {{code}} }}}}'\n"
+    assert load_config(write(text)).messages.stranger == "{{ {code} }}"
+
+
+def test_custom_without_a_stranger_text_names_the_provider_field(write) -> None:
+    message = config_error(write(f"{TG}    unpaired_response: custom\n"))
+    assert message == (
+        "providers.telegram.unpaired_response: custom needs messages.stranger (the text "
+        "strangers are sent)"
+    )
+
+
+def test_a_stranger_text_no_provider_uses_is_an_error(write) -> None:
+    message = config_error(write(f"{TG}messages:\n  stranger: 'Code: {{code}}'\n"))
+    assert message == (
+        "messages.stranger: no provider uses it: set unpaired_response: custom in a "
+        "providers block"
+    )
+
+
+def test_an_unknown_answer_is_an_error_naming_the_field(write) -> None:
+    message = config_error(write(f"{TG}    unpaired_response: quiet\n"))
+    assert message.startswith("providers.telegram.unpaired_response: Input should be 'code'")
+
+
+@pytest.mark.parametrize(
+    ("pairing", "problem"),
+    [
+        ("hold_messages: -1", "pairing.hold_messages: Input should be greater than or equal to 0"),
+        ("hold_messages: 21", "pairing.hold_messages: Input should be less than or equal to 20"),
+        (
+            "notice_preview: true",
+            "pairing.notice_preview: shows the first message held: set pairing.hold_messages "
+            "to 1 or more",
+        ),
+    ],
+    ids=["negative", "too-many", "preview-of-nothing"],
+)
+def test_held_message_knobs_out_of_range_are_errors(write, pairing: str, problem: str) -> None:
+    assert config_error(write(f"pairing: {{{pairing}}}\n")) == problem
+
+
+def test_held_messages_and_their_preview(write) -> None:
+    config = load_config(write("pairing: {hold_messages: 20, notice_preview: true}\n"))
+    assert (config.pairing.hold_messages, config.pairing.notice_preview) == (20, True)
 
 
 # --- the operator token must be strong --------------------------------------------------------

@@ -9,8 +9,10 @@ import threading
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bot.core import codes
 from bot.core.clock import FakeClock
@@ -23,6 +25,8 @@ from bot.core.errors import (
 )
 from bot.core.models import NodeDecision, NodeVerdict
 from bot.core.protocols import StateStore
+from bot.services import keys
+from bot.services.keys import KeyProof
 from bot.services.nodes import NodeService, NodeSettings
 from tests.backends import Backend
 from tests.helpers import OWNER, SECOND
@@ -231,8 +235,9 @@ def test_a_revocation_names_the_node_only() -> None:
 def test_bad_input_is_a_value_error(
     nodes: NodeService, node_id: str, field: str, value: str, named: str
 ) -> None:
+    given: dict[str, Any] = {field: value}
     with pytest.raises(ValueError, match=named):
-        nodes.request(node_id, **{field: value})
+        nodes.request(node_id, **given)
     assert nodes.pending() == []
 
 
@@ -378,7 +383,11 @@ def test_a_paired_node_id_is_refused_without_proof_of_its_token(
         nodes.request("laptop", proof=token[:-1])
 
     assert nodes.pending() == []
-    assert node_events(store) == before
+    refused = [
+        ("node.request", "remote:?", "laptop", None, outcome)
+        for outcome in ("already_paired", "wrong_token", "wrong_token")
+    ]
+    assert node_events(store) == before + refused, "each refusal audited, nothing else"
     assert nodes.verify("laptop", token) is not None, "the real node keeps working"
 
 
@@ -554,3 +563,35 @@ def test_concurrent_askers_never_overshoot_the_caps(backend: Backend, clock: Fak
     assert len(pending) == outcomes.count("ok") == 50
     per_address = Counter(r.remote for r in pending)
     assert max(per_address.values()) <= 3
+
+
+def test_a_public_key_is_kept_with_the_request_and_the_node_which_then_signs(
+    nodes: NodeService,
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    public = keys.public_key(key)
+    req = nodes.request("pixel", public_key=public).request
+    kept = nodes.get_pending(req.request_id)
+    assert kept is not None
+    assert kept.extra["publicKey"] == public
+    token = nodes.approve(req.request_id, actor=OWNER).token
+    paired = nodes.paired_node("pixel")
+    assert paired is not None
+    assert paired.extra["publicKey"] == public
+    assert nodes.verify("pixel", token) is None, "a keyed node's token opens nothing"
+
+    message = keys.signed_message(keys.CONNECT, nonce="n1", node_id="pixel", fingerprint="")
+    good = KeyProof(nonce="n1", fingerprint="", signature=keys.sign(key, message))
+    assert nodes.verify_signature("pixel", good) == paired
+    for wrong in (
+        KeyProof(nonce="n2", fingerprint="", signature=good.signature),
+        KeyProof(nonce="n1", fingerprint="sha256:" + "0" * 64, signature=good.signature),
+    ):
+        assert nodes.verify_signature("pixel", wrong) is None
+    assert nodes.verify_signature("other", good) is None
+
+
+def test_a_public_key_that_is_not_one_is_a_value_error(nodes: NodeService) -> None:
+    with pytest.raises(ValueError, match="publicKey"):
+        nodes.request("pixel", public_key="not-a-key")
+    assert nodes.pending() == []

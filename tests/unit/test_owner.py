@@ -30,7 +30,7 @@ from bot.services.owner import (
     OwnerFailure,
     OwnerReply,
 )
-from bot.services.pairing import PairingService
+from bot.services.pairing import PairingService, PairingSettings
 from stores.cluster import LocalCluster
 from tests.providers.platforms import FACTS
 
@@ -154,6 +154,37 @@ def test_approve_with_a_bad_duration_is_usage_and_approves_nothing(
     assert reply.text.startswith("Not a duration: '7x'")
     assert pairing.pending() == [req]
     assert req.code not in reply.text
+
+
+def test_an_approval_where_strangers_get_silence_says_the_sender_was_not_told(
+    pairing: PairingService, nodes: NodeService, clock: FakeClock
+) -> None:
+    quiet = OwnerCommands(pairing, nodes, clock=clock, cluster=LocalCluster(), silent=["signal"])
+    on_signal = stranger(pairing, sender="+15550001", name="", provider="signal")
+    on_telegram = stranger(pairing)
+    assert run(quiet, f"/approve {on_signal.code}", actor=OWNER).text == (
+        "Approved Signal sender +15550001. They were not told (silent mode)."
+    )
+    assert run(quiet, f"/approve {on_telegram.code}", actor=OWNER).text.endswith(
+        "They have been told."
+    )
+
+
+def test_an_approval_counts_the_messages_held_and_never_shows_them(
+    store: StateStore, nodes: NodeService, clock: FakeClock
+) -> None:
+    pairing = PairingService(store, clock=clock, settings=PairingSettings(hold_messages=5))
+    owner = OwnerCommands(pairing, nodes, clock=clock, cluster=LocalCluster())
+    req = pairing.request("telegram", "4242", {"firstName": "Alice"}, text="my secret").request
+    pairing.request("telegram", "4242", text="second")
+    assert req is not None
+    reply = run(owner, f"/approve {req.code}", actor=OWNER)
+    assert reply.text == (
+        "Approved Telegram sender 4242 (Alice, as given by the sender). They have been told. "
+        "The 2 messages they wrote while waiting go to the handler now."
+    )
+    assert reply.approved is not None
+    assert [m.text for m in reply.approved.held] == ["my secret", "second"]
 
 
 def test_reject(owner: OwnerCommands, pairing: PairingService) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from bot.core.models import FOREVER, AuditEvent
 from bot.core.protocols import StateStore
 from bot.services import transfer
 from bot.services.nodes import NodeService
-from bot.services.pairing import PairingService
+from bot.services.pairing import PairingService, PairingSettings
 from stores.memory import MemoryStore
 from tests.backends import BACKENDS, Backend
 
@@ -21,14 +22,17 @@ WEEK = timedelta(days=7)
 
 
 def fill(store: StateStore, clock: FakeClock) -> None:
-    """A state with one of everything: pending strangers, grants, a notice, nodes, audit."""
-    pairing = PairingService(store, clock=clock)
+    """A state with one of everything: pending strangers (one with held messages), grants,
+    notices (one told, with held messages left), nodes, audit."""
+    pairing = PairingService(store, clock=clock, settings=PairingSettings(hold_messages=2))
     nodes = NodeService(store, clock=clock)
-    pairing.request("telegram", "111", {"firstName": "Ann"})
-    asked = pairing.request("slack", "U0BOB", {"name": "Bob"})
+    pairing.request("telegram", "111", {"firstName": "Ann"}, text="Ann's\nfirst")
+    asked = pairing.request("slack", "U0BOB", {"name": "Bob"}, text="Bob's")
     assert asked.request is not None
     clock.advance(timedelta(seconds=5))
     pairing.approve(asked.request.code, actor="owner")  # a grant, and a notice to send
+    [notice] = pairing.notices()
+    pairing.notice_progress(replace(notice, told=True))
     pairing.allow("discord", "190000000000000011", actor="owner")
     pairing.allow("signal", "+15550002222", actor="owner", until=clock.now() + WEEK)
     pairing.request("whatsapp", "15550001111")
@@ -154,6 +158,9 @@ def test_a_code_the_target_already_holds_refuses_the_whole_merge(clock: FakeCloc
         (lambda d: d["nodes"]["paired"][0].pop("tokenHash"), "nodes.paired[0].tokenHash"),
         (lambda d: d["allowlists"].update(telegram="7"), "allowlists.telegram"),
         (lambda d: d["audit"][0].pop("ts"), "audit[0].ts"),
+        (lambda d: d["requests"][0]["held"][0].update(at=5), "requests[0].held[0].at"),
+        (lambda d: d["notices"][0].update(held={}), "notices[0].held: must be a list"),
+        (lambda d: d["notices"][0].update(told="yes"), "notices[0].told"),
     ],
 )
 def test_a_bad_document_is_named_to_the_field(change, named, clock: FakeClock) -> None:
@@ -231,3 +238,21 @@ def test_a_bad_end_is_refused_naming_its_field(ends: object, message: str) -> No
     with pytest.raises(transfer.DocumentError) as caught:
         transfer.read_document(raw, source="state.json")
     assert str(caught.value) == f"state.json: {message}"
+
+
+def test_held_messages_and_the_told_mark_travel_with_the_document(clock: FakeClock) -> None:
+    source = MemoryStore()
+    fill(source, clock)
+    document = transfer.document_json(transfer.export_state(source), now=clock.now())
+    assert [r.get("held") for r in document["requests"]] == [
+        [{"text": "Ann's\nfirst", "at": "2026-01-01T12:00:00.000Z", "name": "Ann"}],
+        None,
+    ]
+    assert [(n["senderId"], n["told"], len(n["held"])) for n in document["notices"]] == [
+        ("U0BOB", True, 1)
+    ]
+    target = MemoryStore()
+    transfer.import_state(target, transfer.read_document(document), merge=False)
+    with source.transaction() as was, target.transaction() as now:
+        assert now.requests("telegram") == was.requests("telegram")
+        assert now.notices() == was.notices()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -34,6 +36,16 @@ from bot.core.commands import (
         ("/approve ABCD2345", Approve(line="/approve ABCD2345", code="ABCD2345")),
         ("  /approve ABCD 2345 ", Approve(line="/approve ABCD 2345", code="ABCD2345")),
         ("/APPROVE@my_bot abcd-2345", Approve(line="/APPROVE@my_bot abcd-2345", code="abcd-2345")),
+        (
+            "/approve abcd-2345 7d",
+            Approve(line="/approve abcd-2345 7d", code="abcd-2345", lasting=timedelta(days=7)),
+        ),
+        (
+            "/approve ABCD 2345 2W",
+            Approve(line="/approve ABCD 2345 2W", code="ABCD2345", lasting=timedelta(days=14)),
+        ),
+        ("/approve ABCD 2345", Approve(line="/approve ABCD 2345", code="ABCD2345")),
+        ("/approve ABC 7d", Approve(line="/approve ABC 7d", code="ABC7d")),
         ("/reject X", Reject(line="/reject X", code="X")),
         ("/pending", Pending(line="/pending")),
         ("/pending everything", Pending(line="/pending everything")),
@@ -61,6 +73,10 @@ from bot.core.commands import (
         "approve",
         "approve-split-code",
         "approve-upper-suffix",
+        "approve-for-a-week",
+        "approve-split-code-for-two-weeks",
+        "approve-split-code-is-no-duration",
+        "approve-short-code-is-all-code",
         "reject",
         "pending",
         "pending-ignores-words",
@@ -83,7 +99,23 @@ def test_a_line_becomes_its_typed_command(text: str, want: OwnerCommand) -> None
 @pytest.mark.parametrize(
     ("text", "usage"),
     [
-        ("/approve", "Usage: /approve CODE"),
+        ("/approve", "Usage: /approve CODE [DURATION]"),
+        (
+            "/approve ABCD-2345 7x",
+            "Not a duration: '7x' (use e.g. 30m, 24h, 7d, 2w). Usage: /approve CODE [DURATION]",
+        ),
+        (
+            "/approve ABCD-2345 60",
+            "Not a duration: '60' (use e.g. 30m, 24h, 7d, 2w). Usage: /approve CODE [DURATION]",
+        ),
+        (
+            "/approve ABCD-2345 0s",
+            "Duration '0s': must be longer than zero. Usage: /approve CODE [DURATION]",
+        ),
+        (
+            "/approve ABCD-2345 3651d",
+            "Duration '3651d': must be from 1s to 3650d. Usage: /approve CODE [DURATION]",
+        ),
         ("/reject   ", "Usage: /reject CODE"),
         ("/revoke", "Usage: /revoke PROVIDER ID"),
         ("/revoke myspace 42", "Usage: /revoke PROVIDER ID"),

@@ -166,13 +166,19 @@ def fsync_dir(directory: Path) -> None:
 
 
 def append_durably(path: Path, data: bytes) -> None:
-    """Append ``data`` to ``path`` (created 0600) with one write, then fsync.
+    """Append ``data`` to ``path`` (created 0600), then fsync it (and, if this created it, its
+    directory).
 
     Raises ``OSError`` if ``path`` is anything but a regular file (a FIFO is refused at once,
     never waited on).
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK
-    fd = os.open(path, flags, FILE_MODE)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK
+    created = False
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        fd = os.open(path, flags | os.O_CREAT, FILE_MODE)
+        created = True
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -183,6 +189,8 @@ def append_durably(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    if created:
+        fsync_dir(path.parent)
 
 
 def read_versioned(path: Path) -> tuple[FileKey, bytes] | None:

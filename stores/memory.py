@@ -124,6 +124,10 @@ class MemoryStore:
         end: datetime | None = allowed.get(sender_id)  # None for "*" and "" (see allow)
         return end
 
+    def allowed_soon(self, provider: str, sender_id: str) -> datetime | None:
+        """:meth:`allowed_until`: memory never reads first."""
+        return self.allowed_until(provider, sender_id)
+
     def read_audit(self, *, limit: int | None = None) -> list[dict[str, object]]:
         """Return the last ``limit`` audit records (all when None), oldest first."""
         return list(self.iter_audit(limit=limit))

@@ -15,6 +15,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -153,7 +154,21 @@ class PairingService:
         static = self._static.get(provider)
         if static is not None and sender_id in static:
             return True
-        until = self._store.allowed_until(provider, sender_id)
+        return self._in_force(self._store.allowed_until(provider, sender_id))
+
+    def allowed_soon(self, provider: str, sender_id: str) -> bool | Future[None]:
+        """:meth:`is_allowed` for the event loop: the answer, or a future to wait for off the
+        loop (the store is reading a changed allowlist in a worker thread) before asking
+        again (:meth:`bot.core.protocols.StateStore.allowed_soon`)."""
+        static = self._static.get(provider)
+        if static is not None and sender_id in static:
+            return True
+        until = self._store.allowed_soon(provider, sender_id)
+        return until if isinstance(until, Future) else self._in_force(until)
+
+    def _in_force(self, until: datetime | None) -> bool:
+        """Whether a stored grant that lasts ``until`` lets its sender in now (a grant for
+        good reads no clock)."""
         return until is FOREVER or (until is not None and self._clock.now() < until)
 
     def request(

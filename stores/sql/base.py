@@ -849,6 +849,11 @@ class SqlStore(ABC):
         ends = self._ends.get(provider)
         return ends.get(sender_id) if ends else None
 
+    def allowed_soon(self, provider: str, sender_id: str) -> datetime | None:
+        """:meth:`allowed_until`: a change costs the gate a small indexed read of the log,
+        not a reload, so it is made on the caller's thread."""
+        return self.allowed_until(provider, sender_id)
+
     def _catch_up(self, reader: Connection) -> None:
         """Apply the allowlist log from the last change applied, in one read transaction; or
         reload the allowlists whole if there is no cache yet or the log was trimmed past it."""

@@ -9,12 +9,16 @@ Layout (``~/.pairbot`` or ``$PAIRBOT_STATE_DIR``)::
     credentials/<provider>-allowFrom.json {"version": 1, "allowFrom": ["<sender id>", ...]}
     nodes/pending.json                    {"version": 1, "requests": [{requestId, nodeId, ...}]}
     nodes/paired.json                     {"version": 1, "nodes": [{nodeId, tokenHash, ...}]}
+    nodes/invites.json                    {"version": 1, "invites": [{inviteId, secretHash,
+                                                                    expiresAt, usedAt?, ...}]}
     cursors.json                          {"version": 1, "cursors": {"<key>": "<value>"}}
     audit.jsonl                           one JSON object per line, append-only
 
-``cursors.json`` holds the providers' :class:`~bot.core.protocols.Cursors` (pairbot's own
-file, not Clawdbot's): where a provider's catch-up got to, saved on its own, outside any
-transaction, under the same lock and with the same atomic 0600 write.
+``nodes/invites.json`` holds the owner's one-time node invites (pairbot's own file: only each
+secret's SHA-256, kept until the invite would have expired, spent or not). ``cursors.json``
+holds the providers' :class:`~bot.core.protocols.Cursors` (pairbot's own file, not
+Clawdbot's): where a provider's catch-up got to, saved on its own, outside any transaction,
+under the same lock and with the same atomic 0600 write.
 
 Parsed files are kept in memory with the key (inode, size, mtime) of the version read; every
 transaction re-checks the key under the lock and re-reads only files another process changed.
@@ -39,7 +43,7 @@ import os
 import stat
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypedDict, TypeVar, cast
@@ -51,6 +55,7 @@ from bot.core.models import (
     AuditEvent,
     AuditPage,
     HeldMessage,
+    NodeInvite,
     NodeRequest,
     PairedNode,
     PendingRequest,
@@ -80,12 +85,15 @@ from stores._records import (
     TOLD_KEY,
     ScannedRequests,
     audit_record,
+    invite_with_hash,
     unknown_provider,
 )
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+INVITES_NAME = "invites.json"
+"""The node invites' file, in ``nodes/`` beside ``pending.json`` and ``paired.json``."""
 T = TypeVar("T")
 
 
@@ -330,6 +338,42 @@ def _encode_paired(node: PairedNode) -> dict[str, Any]:
     }
 
 
+_INVITE_KEYS = frozenset(
+    {"inviteId", "secretHash", "name", "createdAt", "expiresAt", "usedAt", "usedBy"}
+)
+
+
+def _decode_invite(raw: Any, where: str, provider: str) -> NodeInvite:  # noqa: ARG001
+    if not isinstance(raw, dict):
+        raise _Bad(where, "must be an object")
+    secret_hash = _str(raw, "secretHash", where)
+    if len(secret_hash) != 64:
+        raise _Bad(f"{where}.secretHash", "must be a SHA-256 hex digest")
+    return NodeInvite(
+        invite_id=_str(raw, "inviteId", where),
+        secret_hash=secret_hash,
+        name=_str(raw, "name", where, default=""),
+        created_at=_time(raw, "createdAt", where),
+        expires_at=_time(raw, "expiresAt", where),
+        used_at=_opt_time(raw, "usedAt", where),
+        used_by=_str(raw, "usedBy", where, default=""),
+        extra=_extra(raw, _INVITE_KEYS),
+    )
+
+
+def _encode_invite(invite: NodeInvite) -> dict[str, Any]:
+    return {
+        "inviteId": invite.invite_id,
+        "secretHash": invite.secret_hash,
+        "name": invite.name,
+        "createdAt": format_time(invite.created_at),
+        "expiresAt": format_time(invite.expires_at),
+        **_opt_time_entry("usedAt", invite.used_at),
+        **({"usedBy": invite.used_by} if invite.used_by else {}),
+        **invite.extra,
+    }
+
+
 APPROVED_KEY = "approvedToTell"
 """Top-level key of ``<provider>-pairing.json``: senders approved and not yet told. It is
 written in the same atomic write that drops their request, so "request → approved, to tell"
@@ -385,6 +429,9 @@ NODE_REQUESTS: _Kind[NodeRequest] = _Kind(
     "requests", _decode_node_request, _encode_node_request, lambda r: r.request_id
 )
 PAIRED: _Kind[PairedNode] = _Kind("nodes", _decode_paired, _encode_paired, lambda n: n.node_id)
+INVITES: _Kind[NodeInvite] = _Kind(
+    "invites", _decode_invite, _encode_invite, lambda i: i.invite_id
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -736,6 +783,7 @@ class JsonFileStore:
         self._allow_strs = {name: str(path) for name, path in self._allow_paths.items()}
         self._pending_path = self.nodes_dir / "pending.json"
         self._paired_path = self.nodes_dir / "paired.json"
+        self._invites_path = self.nodes_dir / INVITES_NAME
         self.cursors_path = state_dir / "cursors.json"
         self._lock = StateLock(state_dir / ".lock", timeout=lock_timeout)
         self._docs: dict[Path, _Doc[Any]] = {}
@@ -866,6 +914,7 @@ class JsonFileStore:
             *files,
             self._pending_path,
             self._paired_path,
+            self._invites_path,
             self.cursors_path,
             self.audit_path,
         ]
@@ -940,7 +989,8 @@ class JsonFileStore:
 
     def _kind_of(self, path: Path) -> tuple[_Kind[Any], str]:
         if path.parent == self.nodes_dir:
-            return (NODE_REQUESTS if path.name == "pending.json" else PAIRED), ""
+            kinds: dict[str, _Kind[Any]] = {"pending.json": NODE_REQUESTS, INVITES_NAME: INVITES}
+            return kinds.get(path.name, PAIRED), ""
         provider, _, suffix = path.name.rpartition("-")
         return (ALLOW if suffix == "allowFrom.json" else REQUESTS), provider
 
@@ -1099,7 +1149,9 @@ class JsonFileStore:
         # Grants first, pending second: a crash between them leaves "still pending", never
         # "request consumed and grant lost". (The notice that tells of an approval is in the
         # pending file, swapped for the request in one write, so it never precedes its grant.)
-        dirty.sort(key=lambda d: 0 if d.kind is ALLOW or d.kind is PAIRED else 1)
+        # A spent invite goes before even the grant it made: a crash between them leaves it
+        # spent with nothing paired (the owner makes another), never usable twice.
+        dirty.sort(key=_commit_rank)
         rendered = [(doc, _render(doc)) for doc in dirty]  # a failure here writes nothing
         for written, (doc, data) in enumerate(rendered):
             try:
@@ -1162,6 +1214,9 @@ class _Txn(ScannedRequests):
     def _paired(self) -> _Doc[PairedNode]:
         return self._store._doc(self._store._paired_path, PAIRED)
 
+    def _invites(self) -> _Doc[NodeInvite]:
+        return self._store._doc(self._store._invites_path, INVITES)
+
     # reading: lists are copies, so later changes leave them as they are
 
     def requests(self, provider: str) -> list[PendingRequest]:
@@ -1189,6 +1244,12 @@ class _Txn(ScannedRequests):
         ]
         return sorted(found, key=lambda n: n.approved_at)
 
+    def invites(self) -> list[NodeInvite]:
+        return self._invites().items()
+
+    def invite_with_hash(self, secret_hash: str) -> NodeInvite | None:
+        return invite_with_hash(self.invites(), secret_hash)
+
     # adding, or replacing the entry of the same identity
 
     def put_request(self, request: PendingRequest) -> None:
@@ -1206,6 +1267,17 @@ class _Txn(ScannedRequests):
 
     def put_paired_node(self, node: PairedNode) -> None:
         self._paired().put(node)
+
+    def put_invite(self, invite: NodeInvite) -> None:
+        self._invites().put(invite)
+
+    def spend_invite(self, invite_id: str, *, node_id: str, at: datetime) -> bool:
+        doc = cast("_ObjectDoc[NodeInvite]", self._invites())
+        invite = doc.entries.get(invite_id)
+        if invite is None or not invite.live(at):
+            return False
+        doc.put(replace(invite, used_at=at, used_by=node_id))
+        return True
 
     def put_notice(self, notice: ApprovalNotice) -> None:
         doc = self._requests(notice.provider)
@@ -1230,6 +1302,9 @@ class _Txn(ScannedRequests):
     def drop_paired_node(self, node_id: str) -> bool:
         return self._paired().drop(node_id)
 
+    def drop_invite(self, invite_id: str) -> bool:
+        return self._invites().drop(invite_id)
+
     def drop_notice(self, provider: str, sender_id: str) -> bool:
         doc = self._requests(provider)
         listed = doc.head.get(APPROVED_KEY) or []
@@ -1245,6 +1320,13 @@ class _Txn(ScannedRequests):
 
     def audit(self, event: AuditEvent) -> None:
         self.events.append(event)
+
+
+def _commit_rank(doc: _Doc[Any]) -> int:
+    """The order of a commit's writes: invites, grants, then the rest (see ``_commit``)."""
+    if doc.kind is INVITES:
+        return -1
+    return 0 if doc.kind is ALLOW or doc.kind is PAIRED else 1
 
 
 def _is_notice_of(entry: Mapping[str, Any], provider: str, sender_id: str) -> bool:

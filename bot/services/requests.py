@@ -4,9 +4,10 @@ writes."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from bot.core.models import AuditEvent, Expiring
 from bot.core.protocols import StateTxn
@@ -56,8 +57,10 @@ def audit(
     subject: str,
     provider: str | None = None,
     request_id: str | None = None,
+    detail: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write one line of the audit log in ``txn``, stamped ``now``."""
+    """Write one line of the audit log in ``txn``, stamped ``now`` (``detail``: more keys,
+    never a secret)."""
     txn.audit(
         AuditEvent(
             ts=now,
@@ -67,5 +70,6 @@ def audit(
             outcome=outcome,
             provider=provider,
             request_id=request_id,
+            detail=detail or {},
         )
     )

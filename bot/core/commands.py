@@ -10,8 +10,10 @@ into a typed :class:`OwnerCommand` (or a :class:`Usage` for a known command writ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 
 from bot.core.platforms import KNOWN_PROVIDERS, find
@@ -84,6 +86,7 @@ class NodeAction(StrEnum):
     APPROVE = "approve"
     REJECT = "reject"
     REVOKE = "revoke"
+    INVITE = "invite"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +95,15 @@ class NodeDecision(OwnerCommand):
 
     action: NodeAction
     ident: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Invite(OwnerCommand):
+    """``/nodes invite [DURATION] [NAME]``: a one-time invite for a device, lasting
+    ``lasting`` (None: the configured default), for the device the owner calls ``name``."""
+
+    lasting: timedelta | None = None
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,10 +184,27 @@ def _revoke(line: str, words: list[str]) -> OwnerCommand | None:
     return Revoke(line=line, provider=words[0].lower(), sender_id=words[1])
 
 
+_LENGTH = re.compile(r"^\d+(?:\.\d+)?[smhd]$")
+"""A word that says how long (with its unit: a bare number is a name's word)."""
+
+
+def _invite(line: str, words: list[str]) -> OwnerCommand | None:
+    """``/nodes invite``, ``/nodes invite 30m``, ``/nodes invite 30m Pixel 9``,
+    ``/nodes invite Pixel 9``: a first word with a unit is how long, the rest the name."""
+    from bot.core.config import parse_duration  # the config's words (it imports this table)
+
+    lasting = None
+    if words and _LENGTH.match(words[0].lower()):
+        lasting = parse_duration(words.pop(0).lower())
+    return Invite(line=line, lasting=lasting, name=" ".join(words))
+
+
 def _nodes(line: str, words: list[str]) -> OwnerCommand | None:
     if not words:
         return Nodes(line=line)
     action, rest = words[0].lower(), words[1:]
+    if action == NodeAction.INVITE:
+        return _invite(line, rest)
     if action not in set(NodeAction) or len(rest) != 1:
         return None
     return NodeDecision(line=line, action=NodeAction(action), ident=rest[0])
@@ -226,6 +255,7 @@ COMMANDS: tuple[Command, ...] = (
             ("/nodes", "pending and paired nodes"),
             ("/nodes approve ID | reject ID", "pair a node (it gets a token) or refuse it"),
             ("/nodes revoke NODE_ID", "unpair a node; its token stops working"),
+            ("/nodes invite [30m] [NAME]", "a one-time setup code: a device joins at once"),
         ),
         args=(
             Arg(
@@ -236,12 +266,13 @@ COMMANDS: tuple[Command, ...] = (
             ),
             Arg(
                 name="id",
-                description="The request id (approve, reject) or node id (revoke)",
+                description="The request id (approve, reject), node id (revoke), or how long "
+                "and a name (invite: 30m Pixel 9)",
                 required=False,
             ),
         ),
         changes_state=True,
-        usage="/nodes [approve ID | reject ID | revoke NODE_ID]",
+        usage="/nodes [approve ID | reject ID | revoke NODE_ID | invite [30m] [NAME]]",
         read=_nodes,
     ),
     Command(

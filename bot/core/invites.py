@@ -85,6 +85,13 @@ class SetupCode:
         raw = json.dumps(body, separators=(",", ":")).encode()
         return CODE_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What logs must never show of it: the secret, the code's text, and the code's
+        encoded part alone (what is left of it where a ``:`` was escaped)."""
+        text = self.text
+        return self.secret, text, text.removeprefix(CODE_PREFIX)
+
     @classmethod
     def parse(cls, text: str) -> SetupCode:
         """Read a setup code as printed (spaces and line breaks anywhere are ignored).
@@ -139,6 +146,6 @@ class Invitation:
     code: SetupCode
 
     @property
-    def secrets(self) -> tuple[str, str]:
-        """What logs must never show of it: the secret, and the code that carries it."""
-        return self.code.secret, self.code.text
+    def secrets(self) -> tuple[str, ...]:
+        """What logs must never show of it (:attr:`SetupCode.secrets`)."""
+        return self.code.secrets

@@ -68,6 +68,18 @@ INVITE_BOUNDS = DURATION_BOUNDS["nodes.invite_ttl"]
 """How long an invite may last (``--for``, ``/nodes invite 30m``), as the config's knob."""
 
 
+def bounded_invite(lasting: timedelta) -> timedelta:
+    """``lasting`` if an invite may last that long (:data:`INVITE_BOUNDS`).
+
+    Raises:
+        ValueError: one line saying the range; the caller names its argument.
+    """
+    low, high = INVITE_BOUNDS
+    if not low <= lasting <= high:
+        raise ValueError(f"must be from {span(low)} to {span(high)}")
+    return lasting
+
+
 class NodeService:
     """Node pairing over a :class:`~bot.core.protocols.StateStore`."""
 
@@ -428,10 +440,7 @@ class NodeService:
                 caller names its argument).
             RateLimitedError: :attr:`NodeSettings.max_invites` invites are live.
         """
-        lasting = self.settings.invite_ttl if lasting is None else lasting
-        low, high = INVITE_BOUNDS
-        if not low <= lasting <= high:
-            raise ValueError(f"must be from {span(low)} to {span(high)}")
+        lasting = bounded_invite(self.settings.invite_ttl if lasting is None else lasting)
         name = _field("name", name)
         secret = codes.new_token()
         now = self._clock.now()

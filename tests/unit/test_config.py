@@ -294,6 +294,7 @@ BOUNDS = [
     ("pairing.prune_interval", "1s", "1d", "1ms", "25h"),
     ("pairing.resend_after", "10s", "1d", "9s", "2d"),
     ("nodes.pending_ttl", "10s", "1d", "1s", "2d"),
+    ("nodes.invite_ttl", "1m", "1d", "59s", "25h"),
     ("handler.timeout", "100ms", "5m", "99ms", "301s"),
     ("gateway.handshake_timeout", "1s", "5m", "999ms", "301s"),
     ("gateway.idle_timeout", "5s", "1d", "4s", "25h"),

@@ -154,6 +154,14 @@ def _str(raw: Mapping[str, Any], key: str, where: str, *, default: str | None = 
     return str(value).strip()
 
 
+def _sha256(raw: Mapping[str, Any], key: str, where: str) -> str:
+    """A stored SHA-256 hex digest (of a token or a secret, never the thing itself)."""
+    value = _str(raw, key, where)
+    if len(value) != 64:
+        raise _Bad(f"{where}.{key}", "must be a SHA-256 hex digest")
+    return value
+
+
 def _meta(raw: Mapping[str, Any], where: str) -> dict[str, str]:
     value = raw.get("meta") or {}
     if not isinstance(value, dict):
@@ -314,12 +322,9 @@ def _encode_node_request(req: NodeRequest) -> dict[str, Any]:
 def _decode_paired(raw: Any, where: str, provider: str) -> PairedNode:  # noqa: ARG001
     if not isinstance(raw, dict):
         raise _Bad(where, "must be an object")
-    token_hash = _str(raw, "tokenHash", where)
-    if len(token_hash) != 64:
-        raise _Bad(f"{where}.tokenHash", "must be a SHA-256 hex digest")
     return PairedNode(
         **_decode_node(raw, where),
-        token_hash=token_hash,
+        token_hash=_sha256(raw, "tokenHash", where),
         created_at=_time(raw, "createdAt", where),
         approved_at=_time(raw, "approvedAt", where),
         last_connected_at=_opt_time(raw, "lastConnectedAt", where),
@@ -346,12 +351,9 @@ _INVITE_KEYS = frozenset(
 def _decode_invite(raw: Any, where: str, provider: str) -> NodeInvite:  # noqa: ARG001
     if not isinstance(raw, dict):
         raise _Bad(where, "must be an object")
-    secret_hash = _str(raw, "secretHash", where)
-    if len(secret_hash) != 64:
-        raise _Bad(f"{where}.secretHash", "must be a SHA-256 hex digest")
     return NodeInvite(
         invite_id=_str(raw, "inviteId", where),
-        secret_hash=secret_hash,
+        secret_hash=_sha256(raw, "secretHash", where),
         name=_str(raw, "name", where, default=""),
         created_at=_time(raw, "createdAt", where),
         expires_at=_time(raw, "expiresAt", where),

@@ -404,12 +404,8 @@ class Gateway:
             ask = await asyncio.to_thread(
                 self._nodes.request,
                 node_id,
-                display_name=param(params, "displayName", required=False),
-                platform=param(params, "platform", required=False),
-                version=param(params, "version", required=False),
-                remote=conn.remote,
+                **_described(conn, params),
                 proof=param(params, "token", required=False) or None,
-                public_key=param(params, "publicKey", required=False) or None,
                 key_proof=self._key_proof(conn, params),
             )
         except WrongCredentialError as exc:  # the service audited it
@@ -437,14 +433,7 @@ class Gateway:
             )
         try:
             approval = await asyncio.to_thread(
-                self._nodes.join,
-                node_id,
-                invite,
-                display_name=param(params, "displayName", required=False),
-                platform=param(params, "platform", required=False),
-                version=param(params, "version", required=False),
-                remote=conn.remote,
-                public_key=param(params, "publicKey", required=False) or None,
+                self._nodes.join, node_id, invite, **_described(conn, params)
             )
         except InviteRefusedError:  # the service audited it
             await self._limits.failed(
@@ -579,6 +568,18 @@ class Gateway:
                 await self._peers.sweep()
             except Exception:
                 log.exception("gateway sweep failed")
+
+
+def _described(conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
+    """What an asker says of itself (``displayName``, ``platform``, ``version``,
+    ``publicKey``) and where it asks from, as the node service takes them."""
+    return {
+        "display_name": param(params, "displayName", required=False),
+        "platform": param(params, "platform", required=False),
+        "version": param(params, "version", required=False),
+        "remote": conn.remote,
+        "public_key": param(params, "publicKey", required=False) or None,
+    }
 
 
 def _remove(path: Path) -> None:

@@ -18,7 +18,7 @@ several race for it; an unknown, spent or expired one pairs nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -121,12 +121,9 @@ class NodeService:
             WrongCredentialError: a proof was given and it is not the node's current token.
             RateLimitedError: a cap is full.
         """
-        node_id = _field("nodeId", node_id, required=True)
-        display_name = _field("displayName", display_name)
-        platform = _field("platform", platform)
-        version = _field("version", version)
-        remote = _field("remote", remote)
-        public_key = keys.parse_public_key(public_key) if public_key else None
+        node_id, display_name, platform, version, remote, public_key = _said(
+            node_id, display_name, platform, version, remote, public_key
+        )
         pickup = codes.new_token()
         now = self._clock.now()
         outcome: NodeRequest | NodeRefused
@@ -146,7 +143,7 @@ class NodeService:
                 key_changed=key_changed,
                 public_key=public_key or "",
             ) or NodeRequest(
-                request_id=self._fresh_id(live),
+                request_id=_fresh_id(r.request_id for r in live),
                 node_id=node_id,
                 display_name=display_name,
                 platform=platform,
@@ -199,14 +196,6 @@ class NodeService:
             " (conflicts with another request)" if conflicts else "",
         )
         return NodeAsk(request=outcome, created=True, pickup=pickup, conflicts=conflicts)
-
-    @staticmethod
-    def _fresh_id(live: list[NodeRequest]) -> str:
-        taken = {r.request_id for r in live}
-        request_id = codes.new_request_id()
-        while request_id in taken:
-            request_id = codes.new_request_id()
-        return request_id
 
     def _refusal(
         self,
@@ -454,7 +443,7 @@ class NodeService:
                 )
             else:
                 made = NodeInvite(
-                    invite_id=self._fresh_invite_id(live),
+                    invite_id=_fresh_id(i.invite_id for i in live),
                     secret_hash=codes.hash_token(secret),
                     name=name,
                     created_at=now,
@@ -475,14 +464,6 @@ class NodeService:
             raise made
         log.info("node invite made id=%s by=%s (for %s)", made.invite_id, actor, span(lasting))
         return Invitation(invite=made, code=SetupCode(address=address, secret=secret))
-
-    @staticmethod
-    def _fresh_invite_id(invites: list[NodeInvite]) -> str:
-        taken = {i.invite_id for i in invites}
-        invite_id = codes.new_request_id()
-        while invite_id in taken:
-            invite_id = codes.new_request_id()
-        return invite_id
 
     def join(
         self,
@@ -510,12 +491,9 @@ class NodeService:
             AlreadyPairedError: the node id is paired (the invite is left unspent: revoke
                 the node first, or join under another id).
         """
-        node_id = _field("nodeId", node_id, required=True)
-        display_name = _field("displayName", display_name)
-        platform = _field("platform", platform)
-        version = _field("version", version)
-        remote = _field("remote", remote)
-        public_key = keys.parse_public_key(public_key) if public_key else None
+        node_id, display_name, platform, version, remote, public_key = _said(
+            node_id, display_name, platform, version, remote, public_key
+        )
         secret_hash = codes.hash_token(secret)
         token = codes.new_token()
         now = self._clock.now()
@@ -676,6 +654,38 @@ _REFUSED: dict[type[NodeRefused], str] = {
     BadSignatureError: "bad_signature",
 }
 """The audit outcome of each refusal of a node's request."""
+
+
+def _fresh_id(taken: Iterable[str]) -> str:
+    """A new request (or invite) id that is none of ``taken``."""
+    ids = set(taken)
+    fresh = codes.new_request_id()
+    while fresh in ids:
+        fresh = codes.new_request_id()
+    return fresh
+
+
+def _said(
+    node_id: str,
+    display_name: str,
+    platform: str,
+    version: str,
+    remote: str,
+    public_key: str | None,
+) -> tuple[str, str, str, str, str, str | None]:
+    """What an asker says of itself, checked: printable, bounded, a key that is one.
+
+    Raises:
+        ValueError: naming the field.
+    """
+    return (
+        _field("nodeId", node_id, required=True),
+        _field("displayName", display_name),
+        _field("platform", platform),
+        _field("version", version),
+        _field("remote", remote),
+        keys.parse_public_key(public_key) if public_key else None,
+    )
 
 
 def _invite_refusal(invite: NodeInvite | None, now: datetime) -> str | None:

@@ -16,7 +16,7 @@ byte of output (listings), and the process's peak RSS (``wait4``), each the medi
     list-json   ``pairbot allowlist list telegram --json``
     approve     ``pairbot pairing approve telegram CODE``: one stranger, the large allowlist
     add         ``pairbot allowlist add telegram ID``
-    gate        a new process's first ``JsonFileStore.is_allowed``: the bot's first message
+    gate        a new process's first ``JsonFileStore.allowed_until``: the bot's first message
 
 ``--src DIR`` runs the code in DIR (a checkout holding ``bot/`` and ``stores/``) instead of
 this tree, to compare before and after on the same machine. ``--profile COMMAND`` runs one
@@ -52,8 +52,8 @@ from pathlib import Path
 from stores.jsonfile import JsonFileStore
 began = time.perf_counter()
 store = JsonFileStore(Path(sys.argv[1]))
-assert store.is_allowed("telegram", sys.argv[2])
-assert not store.is_allowed("telegram", "nobody")
+assert store.allowed_until("telegram", sys.argv[2])
+assert not store.allowed_until("telegram", "nobody")
 print(f"{time.perf_counter() - began:.3f}")
 """
 

@@ -16,11 +16,12 @@ The allowed-sender runs measure what an allowed sender's message costs the runni
 inbound dedupe through the cluster included: on WhatsApp's fake (a webhook) and Telegram's
 (long polling), the round trip of one message at a time to its echo; and, in-process, the
 inbound pipeline's messages/s for an allowed sender whose handler answers nothing (no send:
-the pipeline alone, its cluster claim included); with ``--dsn``, that run again on a
-PostgreSQL state in a schema of its own (dropped after), whose cluster is the database's.
-With ``--observe`` the allowed-sender runs have metrics on (a listener of their own) and
-events out configured (an allowed sender's message is audited by nothing: this measures what
-the two cost a message that makes no event).
+the pipeline alone, its cluster claim included), once for a sender of the config's
+``allow_from`` and once for one approved (on the store's allowlist); with ``--dsn``, that run
+again on a PostgreSQL state in a schema of its own (dropped after), whose cluster is the
+database's. With ``--observe`` the allowed-sender runs have metrics on (a listener of their
+own) and events out configured (an allowed sender's message is audited by nothing: this
+measures what the two cost a message that makes no event).
 """
 
 from __future__ import annotations
@@ -121,16 +122,17 @@ async def silent(msg: Inbound) -> None:
     del msg
 
 
-async def pipeline_rate(count: int, dsn: str | None = None) -> float:
+async def pipeline_rate(count: int, dsn: str | None = None, *, stored: bool = False) -> float:
     """Allowed-sender messages/s through the inbound pipeline (gate, cluster claim, handler),
     handed in directly as the providers' worker hands them, one after the other; on the
-    PostgreSQL state of ``dsn`` if given."""
+    PostgreSQL state of ``dsn`` if given. The sender is in the config's ``allow_from``, or,
+    ``stored``, approved (on the store's allowlist, for good: what a paired sender costs)."""
 
     def configure(platform: DemoPlatform) -> Config:
         store: dict[str, Any] = {"store": {"backend": "postgres", "dsn": dsn}} if dsn else {}
         return bench_config(
             platform,
-            allow_from=[platform.user_id(ALLOWED)],
+            allow_from=[] if stored else [platform.user_id(ALLOWED)],
             handler={"kind": "python", "target": "e2e_bench:silent"},
             **store,
             **OBSERVE,
@@ -139,6 +141,8 @@ async def pipeline_rate(count: int, dsn: str | None = None) -> float:
     async with bot_on_fake("whatsapp", configure) as (platform, app):
         on_inbound = app.providers["whatsapp"]._on_inbound  # type: ignore[attr-defined]
         sender = platform.user_id(ALLOWED)
+        if stored:
+            await asyncio.to_thread(app.pairing.allow, "whatsapp", sender, actor="bench")
         messages = [Inbound.dm("whatsapp", sender, "hi", message_id=f"w{i}") for i in range(count)]
         start = time.perf_counter()
         for msg in messages:
@@ -210,6 +214,8 @@ def main() -> None:
     print(
         f"inbound pipeline, allowed sender, no reply: {rates[1]:>9,.0f} messages/s (median of 3)"
     )
+    rates = sorted(asyncio.run(pipeline_rate(20_000, stored=True)) for _ in range(3))
+    print(f"  the same, an approved (stored) sender:   {rates[1]:>9,.0f} messages/s")
     if args.dsn:
         with pg_schema(args.dsn) as where:
             rates = sorted(asyncio.run(pipeline_rate(2_000, where)) for _ in range(3))

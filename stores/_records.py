@@ -19,7 +19,7 @@ from bot.core.models import AskView, AuditEvent, NodeInvite, PendingRequest
 from bot.core.platforms import KNOWN_PROVIDERS
 
 NEVER_ALLOWED = frozenset({"*", ""})
-"""Allowlist entries kept as they were written but never matched by ``is_allowed``: a
+"""Allowlist entries kept as they were written but never matched by ``allowed_until``: a
 wildcard (Clawdbot's "everyone") or an empty id must not open the gate to anyone."""
 
 
@@ -45,11 +45,16 @@ class ScannedRequests(ABC):
             request=self.request(provider, sender_id),
             allowed=self.allow_has(provider, sender_id),
             pending=self.request_count(provider),
+            allowed_end=self.allow_end(provider, sender_id),
         )
 
     @abstractmethod
     def allow_has(self, provider: str, sender_id: str) -> bool:
         """See :meth:`bot.core.protocols.StateTxn.allow_has`."""
+
+    @abstractmethod
+    def allow_end(self, provider: str, sender_id: str) -> datetime | None:
+        """See :meth:`bot.core.protocols.StateTxn.allow_end`."""
 
     def requests_created_before(self, provider: str, cutoff: datetime) -> list[PendingRequest]:
         return [r for r in self.requests(provider) if r.created_at <= cutoff]

@@ -7,6 +7,7 @@ Layout (``~/.pairbot`` or ``$PAIRBOT_STATE_DIR``)::
                                           (pairbot's own keys beside them: lastSentAt,
                                           heldMessages; approvedToTell, the outbox)
     credentials/<provider>-allowFrom.json {"version": 1, "allowFrom": ["<sender id>", ...]}
+    credentials/<provider>-allowEnds.json {"version": 1, "ends": [{id, endsAt}]}
     nodes/pending.json                    {"version": 1, "requests": [{requestId, nodeId, ...}]}
     nodes/paired.json                     {"version": 1, "nodes": [{nodeId, tokenHash, ...}]}
     nodes/invites.json                    {"version": 1, "invites": [{inviteId, secretHash,
@@ -14,11 +15,22 @@ Layout (``~/.pairbot`` or ``$PAIRBOT_STATE_DIR``)::
     cursors.json                          {"version": 1, "cursors": {"<key>": "<value>"}}
     audit.jsonl                           one JSON object per line, append-only
 
+``<provider>-allowEnds.json`` is pairbot's own file too: when the grants in ``allowFrom`` that
+end do end (``/approve CODE 7d``). ``allowFrom`` stays the list of ids Clawdbot reads (Clawdbot
+sees every listed sender as allowed, until pairbot's prune removes an ended one); the ends are
+beside it in a file of their own, not in a key of ``allowFrom.json``, because Clawdbot rewrites
+that file as ``{version, allowFrom}`` and a key there would be lost, turning grants that end
+into grants for good. The two files are written in the order that never lets a crash do that
+either (see :meth:`JsonFileStore._commit`), and every change to the ends rewrites
+``allowFrom.json`` too, so a gate in another process, which watches only that file, sees it.
+An end whose id ``allowFrom`` does not list is ignored, and dropped by the next write.
+
 ``nodes/invites.json`` holds the owner's one-time node invites (pairbot's own file: only each
-secret's SHA-256, kept until the invite would have expired, spent or not). ``cursors.json``
-holds the providers' :class:`~bot.core.protocols.Cursors` (pairbot's own file, not
-Clawdbot's): where a provider's catch-up got to, saved on its own, outside any transaction,
-under the same lock and with the same atomic 0600 write.
+secret's SHA-256, kept until the invite would have expired, spent or not).
+
+``cursors.json`` holds the providers' :class:`~bot.core.protocols.Cursors` (pairbot's own
+file, not Clawdbot's): where a provider's catch-up got to, saved on its own, outside any
+transaction, under the same lock and with the same atomic 0600 write.
 
 Parsed files are kept in memory with the key (inode, size, mtime) of the version read; every
 transaction re-checks the key under the lock and re-reads only files another process changed.
@@ -45,12 +57,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypedDict, TypeVar, cast
 
 from bot.core.clock import iso
 from bot.core.errors import PairbotError, SchemaVersionError, StoreCorruptError, StoreError
 from bot.core.models import (
+    FOREVER,
     ApprovalNotice,
     AuditEvent,
     AuditPage,
@@ -289,6 +303,32 @@ def _decode_allow(raw: Any, where: str, provider: str) -> str:
     return _normal_id(provider, str(raw))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _End:
+    """One entry of ``<provider>-allowEnds.json``: when a listed sender's grant ends."""
+
+    id: str
+    ends_at: datetime
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+_END_KEYS = frozenset({"id", "endsAt"})
+
+
+def _decode_end(raw: Any, where: str, provider: str) -> _End:
+    if not isinstance(raw, dict):
+        raise _Bad(where, "must be an object")
+    return _End(
+        id=_normal_id(provider, _str(raw, "id", where)),
+        ends_at=_time(raw, "endsAt", where),
+        extra=_extra(raw, _END_KEYS),
+    )
+
+
+def _encode_end(end: _End) -> dict[str, Any]:
+    return {"id": end.id, "endsAt": format_time(end.ends_at), **end.extra}
+
+
 def _decode_node_request(raw: Any, where: str, provider: str) -> NodeRequest:  # noqa: ARG001
     if not isinstance(raw, dict):
         raise _Bad(where, "must be an object")
@@ -427,6 +467,7 @@ REQUESTS: _Kind[PendingRequest] = _Kind(
     "requests", _decode_request, _encode_request, lambda r: r.id
 )
 ALLOW: _Kind[str] = _Kind("allowFrom", _decode_allow, lambda s: s, lambda s: s, plain=True)
+ENDS: _Kind[_End] = _Kind("ends", _decode_end, _encode_end, lambda e: e.id)
 NODE_REQUESTS: _Kind[NodeRequest] = _Kind(
     "requests", _decode_node_request, _encode_node_request, lambda r: r.request_id
 )
@@ -620,6 +661,35 @@ class _PlainDoc(_Doc[str]):
         self.runs = [_list_text(text, before, after)]
 
 
+@dataclass(slots=True)
+class _EndsDoc(_ObjectDoc[_End]):
+    """``<provider>-allowEnds.json``, which also remembers, within a transaction, what of it
+    must reach the disk before the provider's allowlist and what after it.
+
+    ``early``: an end was given, changed, or taken off a sender who stays listed; written
+    before ``allowFrom``, so a crash never leaves a sender listed without the end given. ``late``:
+    the ends of the senders this transaction removed from ``allowFrom``, as they were; they
+    stay on disk until ``allowFrom`` no longer lists those senders, for the same reason.
+    """
+
+    early: bool = False
+    late: dict[str, _End] = field(default_factory=dict)
+
+    def before_allowlist(self) -> bytes:
+        """The text to write before ``allowFrom``: the ends, those of the senders being
+        removed still among them."""
+        if not self.late:
+            return self.render()
+        held = _ObjectDoc(self.path, self.kind, self.provider, self.key, self.head)
+        held.entries = {**self.late, **self.entries}
+        return held.render()
+
+    def settled(self) -> None:
+        """The transaction's changes are on disk: nothing more to order."""
+        self.early = False
+        self.late.clear()
+
+
 _MISSING: Any = object()
 _HINT = "pairbot left the file as it is; fix it or move it away"
 
@@ -632,11 +702,13 @@ def _new_doc(
     head: dict[str, Any] | None = None,
 ) -> _Doc[T]:
     """Return an empty doc of the class that holds this kind."""
-    doc = (
-        _PlainDoc(path, cast("_Kind[str]", kind), provider, key)
-        if kind.plain
-        else _ObjectDoc(path, kind, provider, key)
-    )
+    doc: _Doc[Any]
+    if kind.plain:
+        doc = _PlainDoc(path, cast("_Kind[str]", kind), provider, key)
+    elif kind is ENDS:
+        doc = _EndsDoc(path, ENDS, provider, key)
+    else:
+        doc = _ObjectDoc(path, kind, provider, key)
     if head is not None:
         doc.head = head
     return cast("_Doc[T]", doc)
@@ -783,6 +855,9 @@ class JsonFileStore:
             name: self.credentials_dir / f"{name}-allowFrom.json" for name in KNOWN_PROVIDERS
         }
         self._allow_strs = {name: str(path) for name, path in self._allow_paths.items()}
+        self._ends_paths = {
+            name: self.credentials_dir / f"{name}-allowEnds.json" for name in KNOWN_PROVIDERS
+        }
         self._pending_path = self.nodes_dir / "pending.json"
         self._paired_path = self.nodes_dir / "paired.json"
         self._invites_path = self.nodes_dir / INVITES_NAME
@@ -790,7 +865,10 @@ class JsonFileStore:
         self._lock = StateLock(state_dir / ".lock", timeout=lock_timeout)
         self._docs: dict[Path, _Doc[Any]] = {}
         self._checked: set[Path] = set()  # docs re-validated against disk in this transaction
-        self._allow_cache: dict[str, tuple[FileKey | None, frozenset[str]]] = {}
+        self._allow_cache: dict[str, tuple[FileKey | None, frozenset[str], dict[str, datetime]]]
+        self._allow_cache = {}
+        """Per provider, for the gate: the key of the allowlist read, the senders it lists
+        whose grant does not end, and those whose grant ends, with the end."""
 
     # paths -----------------------------------------------------------------------------------
 
@@ -805,6 +883,13 @@ class JsonFileStore:
         """Return ``credentials/<provider>-allowFrom.json``."""
         try:
             return self._allow_paths[provider]
+        except KeyError:
+            raise unknown_provider(provider) from None
+
+    def ends_path(self, provider: str) -> Path:
+        """Return ``credentials/<provider>-allowEnds.json``."""
+        try:
+            return self._ends_paths[provider]
         except KeyError:
             raise unknown_provider(provider) from None
 
@@ -910,7 +995,9 @@ class JsonFileStore:
     def state_files(self) -> list[Path]:
         """Return every state file pairbot may write, existing or not."""
         files = [
-            p for name in KNOWN_PROVIDERS for p in (self.pairing_path(name), self.allow_path(name))
+            p
+            for name in KNOWN_PROVIDERS
+            for p in (self.pairing_path(name), self.allow_path(name), self.ends_path(name))
         ]
         return [
             *files,
@@ -991,15 +1078,17 @@ class JsonFileStore:
 
     def _kind_of(self, path: Path) -> tuple[_Kind[Any], str]:
         if path.parent == self.nodes_dir:
-            kinds: dict[str, _Kind[Any]] = {"pending.json": NODE_REQUESTS, INVITES_NAME: INVITES}
-            return kinds.get(path.name, PAIRED), ""
+            nodes: dict[str, _Kind[Any]] = {"pending.json": NODE_REQUESTS, INVITES_NAME: INVITES}
+            return nodes.get(path.name, PAIRED), ""
         provider, _, suffix = path.name.rpartition("-")
-        return (ALLOW if suffix == "allowFrom.json" else REQUESTS), provider
+        kinds: dict[str, _Kind[Any]] = {"allowFrom.json": ALLOW, "allowEnds.json": ENDS}
+        return kinds.get(suffix, REQUESTS), provider
 
-    def is_allowed(self, provider: str, sender_id: str) -> bool:
-        """Answer from memory; re-read the allowlist only when its file changed on disk.
+    def allowed_until(self, provider: str, sender_id: str) -> datetime | None:
+        """Answer from memory; re-read the allowlist (and its ends) only when its file changed
+        on disk (every change to the ends rewrites it too).
 
-        The hot path is one ``stat`` and two dict lookups: no Path objects are built.
+        The hot path is one ``stat`` and three dict lookups: no Path objects are built.
         """
         path = self._allow_strs.get(provider)
         if path is None:
@@ -1008,18 +1097,29 @@ class JsonFileStore:
         cached = self._allow_cache.get(provider)
         if cached is None or cached[0] != key:
             cached = self._read_allow_set(provider, self._allow_paths[provider])
-        return sender_id in cached[1]
+        if sender_id in cached[1]:  # for good: the one lookup this costs, as before ends
+            return FOREVER
+        ends = cached[2]
+        return ends.get(sender_id) if ends else None
 
-    def _read_allow_set(self, provider: str, path: Path) -> tuple[FileKey | None, frozenset[str]]:
+    def _read_allow_set(
+        self, provider: str, path: Path
+    ) -> tuple[FileKey | None, frozenset[str], dict[str, datetime]]:
         # Straight from the JSON list to the set: the gate needs no order, no repeats removed
-        # and no text, so only the set is built.
+        # and no text, so only the set is built. The ends are read after the list: a writer
+        # writes them before a list that lists their senders (see _commit).
         loaded = read_versioned(path)
         if loaded is None:
-            entry: tuple[FileKey | None, frozenset[str]] = (None, frozenset())
+            key: FileKey | None = None
+            ids: frozenset[str] = frozenset()
         else:
             key, data = loaded
             raw_items = _read_top(path, ALLOW, data)[1]
-            entry = (key, _allow_set(_decode_all(path, ALLOW, provider, raw_items)))
+            ids = _allow_set(_decode_all(path, ALLOW, provider, raw_items))
+        ends_path = self._ends_paths[provider]
+        read = read_versioned(ends_path)
+        ends = {} if read is None else _end_times(_parse(ends_path, ENDS, provider, *read))
+        entry = _gate_entry(key, ids, ends)
         self._allow_cache[provider] = entry
         return entry
 
@@ -1151,23 +1251,48 @@ class JsonFileStore:
         # Grants first, pending second: a crash between them leaves "still pending", never
         # "request consumed and grant lost". (The notice that tells of an approval is in the
         # pending file, swapped for the request in one write, so it never precedes its grant.)
-        # A spent invite goes before even the grant it made: a crash between them leaves it
-        # spent with nothing paired (the owner makes another), never usable twice.
-        dirty.sort(key=_commit_rank)
-        rendered = [(doc, _render(doc)) for doc in dirty]  # a failure here writes nothing
-        for written, (doc, data) in enumerate(rendered):
+        # A grant's end goes before the allowlist that lists its sender, and stays until after
+        # the allowlist that no longer does: a crash never leaves a sender listed without the
+        # end they were given (allowed for good). A spent invite goes before even the grant it
+        # made: a crash between them leaves it spent with nothing paired (the owner makes
+        # another), never usable twice.
+        invites = [d for d in dirty if d.kind is INVITES]
+        ends = [d for d in dirty if isinstance(d, _EndsDoc)]
+        grants = [d for d in dirty if d.kind is ALLOW or d.kind is PAIRED]
+        rest = [d for d in dirty if all(d.kind is not k for k in (ALLOW, PAIRED, ENDS, INVITES))]
+        writes: list[tuple[_Doc[Any], Callable[[], bytes]]] = [
+            *((d, partial(_render, d)) for d in invites),
+            *((d, d.before_allowlist) for d in ends if d.early),
+            *((d, partial(_render, d)) for d in grants),
+            *((d, partial(_render, d)) for d in ends if d.late or not d.early),
+            *((d, partial(_render, d)) for d in rest),
+        ]
+        rendered = [(doc, write()) for doc, write in writes]  # a failure here writes nothing
+        granted = False
+        for doc, data in rendered:
             try:
                 doc.key = atomic_write(doc.path, data, after=doc.key)
             except OSError as exc:
-                if written:  # a grant is on disk (the request is still pending): audit it
+                if granted:  # a grant is on disk (the request is still pending): audit it
                     self._append_audit(txn)
                 raise os_error(exc, doc.path, "write failed") from exc
-            doc.dirty = False
+            granted = granted or doc.kind is ALLOW or doc.kind is PAIRED
             if doc.kind is ALLOW and doc.provider in self._allow_cache:
                 # A gate in this process answers from the new version without a re-read; a
                 # process that never asked (the CLI) builds no set.
-                self._allow_cache[doc.provider] = (doc.key, _allow_set(doc.identities()))
+                self._allow_cache[doc.provider] = _gate_entry(
+                    doc.key, _allow_set(doc.identities()), self._gate_ends(doc.provider)
+                )
+        for doc in dirty:
+            doc.dirty = False
+            if isinstance(doc, _EndsDoc):
+                doc.settled()
         self._append_audit(txn)
+
+    def _gate_ends(self, provider: str) -> dict[str, datetime]:
+        """The ends the gate keeps for ``provider``, as this commit leaves them (called under
+        the lock: the doc is the one the transaction changed, or the one on disk)."""
+        return _end_times(self._doc(self._ends_paths[provider], ENDS, provider))
 
     def _append_audit(self, txn: _Txn) -> None:
         """Append the transaction's audit lines, after its state files are durable.
@@ -1210,6 +1335,9 @@ class _Txn(ScannedRequests):
     def _allow(self, provider: str) -> _Doc[str]:
         return self._store._doc(self._store.allow_path(provider), ALLOW, provider)
 
+    def _ends(self, provider: str) -> _EndsDoc:
+        return cast("_EndsDoc", self._store._doc(self._store.ends_path(provider), ENDS, provider))
+
     def _node_requests(self) -> _Doc[NodeRequest]:
         return self._store._doc(self._store._pending_path, NODE_REQUESTS)
 
@@ -1229,6 +1357,20 @@ class _Txn(ScannedRequests):
 
     def allow_has(self, provider: str, sender_id: str) -> bool:
         return sender_id in self._allow(provider)
+
+    def allow_end(self, provider: str, sender_id: str) -> datetime | None:
+        if sender_id not in self._allow(provider):
+            return None  # an end of a sender not listed (left by a crash) is no grant's
+        end = self._ends(provider).entries.get(sender_id)
+        return None if end is None else end.ends_at
+
+    def allow_ends(self, provider: str, *, by: datetime | None = None) -> dict[str, datetime]:
+        listed = self._allow(provider)
+        return {
+            sender_id: end.ends_at
+            for sender_id, end in self._ends(provider).entries.items()
+            if sender_id in listed and (by is None or end.ends_at <= by)
+        }
 
     def node_requests(self) -> list[NodeRequest]:
         return self._node_requests().items()
@@ -1257,12 +1399,22 @@ class _Txn(ScannedRequests):
     def put_request(self, request: PendingRequest) -> None:
         self._requests(request.provider).put(request)
 
-    def allow(self, provider: str, sender_id: str) -> bool:
-        doc = self._allow(provider)
-        if sender_id in doc:
-            return False
-        doc.put(sender_id)
-        return True
+    def allow(self, provider: str, sender_id: str, *, until: datetime | None = None) -> bool:
+        doc, ends = self._allow(provider), self._ends(provider)
+        added = sender_id not in doc
+        had = ends.entries.get(sender_id)  # when added: an end a crash left, replaced
+        if until is not None:
+            until = until.replace(microsecond=until.microsecond // 1000 * 1000)  # as written
+        if (had.ends_at if had is not None else None) != until:
+            if until is None:
+                ends.drop(sender_id)
+            else:
+                ends.put(_End(id=sender_id, ends_at=until, extra=had.extra if had else {}))
+            ends.early = True
+            doc.dirty = True  # rewritten, so gates elsewhere (they watch it) see the new end
+        if added:
+            doc.put(sender_id)
+        return added
 
     def put_node_request(self, request: NodeRequest) -> None:
         self._node_requests().put(request)
@@ -1295,8 +1447,16 @@ class _Txn(ScannedRequests):
             return False
         return self._requests(provider).drop(sender_id)
 
-    def disallow(self, provider: str, sender_id: str) -> bool:
-        return self._allow(provider).drop(sender_id)
+    def disallow(self, provider: str, sender_id: str, *, ending: datetime | None = None) -> bool:
+        if ending is not None and self.allow_end(provider, sender_id) != ending:
+            return False
+        if not self._allow(provider).drop(sender_id):
+            return False
+        ends = self._ends(provider)
+        end = ends.entries.get(sender_id)
+        if end is not None and ends.drop(sender_id):
+            ends.late[sender_id] = end  # off the disk only once allowFrom no longer lists them
+        return True
 
     def drop_node_request(self, request_id: str) -> bool:
         return self._node_requests().drop(request_id)
@@ -1322,13 +1482,6 @@ class _Txn(ScannedRequests):
 
     def audit(self, event: AuditEvent) -> None:
         self.events.append(event)
-
-
-def _commit_rank(doc: _Doc[Any]) -> int:
-    """The order of a commit's writes: invites, grants, then the rest (see ``_commit``)."""
-    if doc.kind is INVITES:
-        return -1
-    return 0 if doc.kind is ALLOW or doc.kind is PAIRED else 1
 
 
 def _is_notice_of(entry: Mapping[str, Any], provider: str, sender_id: str) -> bool:
@@ -1359,6 +1512,21 @@ def _render(doc: _Doc[Any]) -> bytes:
             path=doc.path,
             hint="pairbot left the file as it is; fix it or move it away",
         ) from None
+
+
+def _gate_entry(
+    key: FileKey | None, ids: frozenset[str], ends: dict[str, datetime]
+) -> tuple[FileKey | None, frozenset[str], dict[str, datetime]]:
+    """What the gate keeps of a provider's allowlist: its key, the listed senders whose grant
+    does not end (a set: one lookup answers them), and the listed ones whose grant ends."""
+    timed = {ident: end for ident, end in ends.items() if ident in ids}
+    return key, (ids - timed.keys() if timed else ids), timed
+
+
+def _end_times(doc: _Doc[Any]) -> dict[str, datetime]:
+    """The ends an ends doc holds: sender id → end (a sender not listed included: the gate
+    asks only about listed ones)."""
+    return {ident: end.ends_at for ident, end in cast("_EndsDoc", doc).entries.items()}
 
 
 def _allow_set(ids: Iterable[str]) -> frozenset[str]:

@@ -7,9 +7,12 @@ files keep, and audit records have the same keys in the same order. Nothing surv
 process; "another process" is simply another caller of the same object.
 
 The state is a set of parts (one provider's pending requests, one provider's allowlist, the
-node requests, the paired nodes, the notices), each a dict in entry order. A transaction
+node requests, the paired nodes, the notices), each a dict in entry order; an allowlist maps
+each sender to the end of their grant (:data:`~bot.core.models.FOREVER` for one that does
+not end; None for an id that is kept but never lets anyone in, ``*`` or empty), so a grant
+and its end change together and the gate's answer is one lookup. A transaction
 copies a part the first time it changes it and commit puts the copies in place, so the
-committed parts are never changed in place: :meth:`MemoryStore.is_allowed` reads them
+committed parts are never changed in place: :meth:`MemoryStore.allowed_until` reads them
 without the lock and never sees a change that is not committed.
 """
 
@@ -27,6 +30,7 @@ from typing import Any, cast
 
 from bot.core.errors import StoreLockTimeoutError
 from bot.core.models import (
+    FOREVER,
     ApprovalNotice,
     AuditEvent,
     AuditPage,
@@ -128,13 +132,14 @@ class MemoryStore:
             raise TypeError("a cursor's key and value are strings")
         self._cursors[key] = value
 
-    def is_allowed(self, provider: str, sender_id: str) -> bool:
+    def allowed_until(self, provider: str, sender_id: str) -> datetime | None:
         """Answer from the committed allowlist: two dict lookups, no lock."""
         allowed = self._parts.get(_allow_key(provider))
         if allowed is None:
             check_provider(provider)
-            return False
-        return sender_id in allowed and sender_id not in NEVER_ALLOWED
+            return None
+        end: datetime | None = allowed.get(sender_id)  # None for "*" and "" (see allow)
+        return end
 
     def read_audit(self, *, limit: int | None = None) -> list[dict[str, object]]:
         """Return the last ``limit`` audit records (all when None), oldest first."""
@@ -242,6 +247,17 @@ class _Txn(ScannedRequests):
     def allow_has(self, provider: str, sender_id: str) -> bool:
         return sender_id in self._read(_allow_key(provider))
 
+    def allow_end(self, provider: str, sender_id: str) -> datetime | None:
+        end = self._read(_allow_key(provider)).get(sender_id)
+        return None if end is FOREVER else end
+
+    def allow_ends(self, provider: str, *, by: datetime | None = None) -> dict[str, datetime]:
+        return {
+            sender_id: end
+            for sender_id, end in self._read(_allow_key(provider)).items()
+            if end is not FOREVER and end is not None and (by is None or end <= by)
+        }
+
     def node_requests(self) -> list[NodeRequest]:
         return list(self._read(_NODE_REQUESTS).values())
 
@@ -276,10 +292,17 @@ class _Txn(ScannedRequests):
     def put_request(self, request: PendingRequest) -> None:
         self._put(_requests_key(request.provider), request.id, request)
 
-    def allow(self, provider: str, sender_id: str) -> bool:
-        if self.allow_has(provider, sender_id):
+    def allow(self, provider: str, sender_id: str, *, until: datetime | None = None) -> bool:
+        key = _allow_key(provider)
+        end: datetime | None = FOREVER if until is None else until
+        if sender_id in NEVER_ALLOWED:
+            end = None  # listed as written, never let in: the gate reads None
+        listed = self._read(key)
+        if sender_id in listed:
+            if listed[sender_id] != end:
+                self._put(key, sender_id, end)  # a known key keeps its place in a dict
             return False
-        self._put(_allow_key(provider), sender_id, None)
+        self._put(key, sender_id, end)
         return True
 
     def put_node_request(self, request: NodeRequest) -> None:
@@ -299,7 +322,9 @@ class _Txn(ScannedRequests):
             return False
         return self._drop(_requests_key(provider), sender_id)
 
-    def disallow(self, provider: str, sender_id: str) -> bool:
+    def disallow(self, provider: str, sender_id: str, *, ending: datetime | None = None) -> bool:
+        if ending is not None and self.allow_end(provider, sender_id) != ending:
+            return False
         return self._drop(_allow_key(provider), sender_id)
 
     def drop_node_request(self, request_id: str) -> bool:

@@ -206,6 +206,7 @@ def contents(store: StateStore) -> dict[str, object]:
         state: dict[str, object] = {
             "requests": {p: txn.requests(p) for p in KNOWN_PROVIDERS},
             "allowFrom": {p: txn.allow_from(p) for p in KNOWN_PROVIDERS},
+            "allowEnds": {p: txn.allow_ends(p) for p in KNOWN_PROVIDERS},
             "nodeRequests": txn.node_requests(),
             "pairedNodes": txn.paired_nodes(),
             "notices": txn.notices(),

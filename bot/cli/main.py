@@ -44,7 +44,6 @@ from bot.cli.nodes import (
     cmd_nodes_pending,
     cmd_nodes_reject,
     cmd_nodes_revoke,
-    invite_length,
 )
 from bot.cli.output import stdout_closed
 from bot.cli.pairing import (
@@ -152,16 +151,31 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     def on_provider(
-        sub: Any, name: str, func: Callable[[Context], int], help_text: str, value: str
+        sub: Any,
+        name: str,
+        func: Callable[[Context], int],
+        help_text: str,
+        value: str,
+        parents: Sequence[argparse.ArgumentParser] = (),
     ) -> None:
         """An action of a :func:`by_provider` group: ``[PROVIDER] VALUE``."""
-        p = leaf(sub, name, func, help_text, [provider_opt])
+        p = leaf(sub, name, func, help_text, [provider_opt, *parents])
         p.add_argument("words", nargs="+", metavar=f"[PROVIDER] {value}")
+
+    lasting = argparse.ArgumentParser(add_help=False)
+    lasting.add_argument(
+        "--for",
+        dest="lasting",
+        metavar="DURATION",
+        help="a grant that ends after this long (30m, 24h, 7d, 2w); without it, for good",
+    )
 
     psub = by_provider(
         "pairing", "pending DM pairing requests", cmd_pairing_list, "list pending requests"
     )
-    on_provider(psub, "approve", cmd_pairing_approve, "approve a request by its code", "CODE")
+    on_provider(
+        psub, "approve", cmd_pairing_approve, "approve a request by its code", "CODE", [lasting]
+    )
     on_provider(psub, "reject", cmd_pairing_reject, "reject a request by its code", "CODE")
     asub = by_provider(
         "allowlist",
@@ -169,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_allow_list,
         "list allowed senders",
     )
-    on_provider(asub, "add", cmd_allow_add, "allow a sender by immutable id", "ID")
+    on_provider(asub, "add", cmd_allow_add, "allow a sender by immutable id", "ID", [lasting])
     on_provider(asub, "remove", cmd_allow_remove, "revoke a sender", "ID")
 
     nodes = groups.add_parser("nodes", help="devices paired with the gateway")
@@ -198,10 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--for",
         dest="lasting",
-        type=invite_length,
         default=None,
         metavar="DURATION",
-        help="how long it lasts (1m..1d; default nodes.invite_ttl, 10m)",
+        help="how long it lasts, e.g. 30m (1m..1d; default nodes.invite_ttl, 10m)",
     )
     p.add_argument("--name", default="", help="what you call the device (its name once paired)")
 

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,7 +30,7 @@ from rich.text import Text
 from bot.cli.context import EXIT_LOOKUP, EXIT_OK, Context, UsageError
 from bot.cli.keyring import NodeKeyring
 from bot.cli.output import print_json, print_listing
-from bot.core.config import parse_duration, span
+from bot.core.durations import invite_length, span
 from bot.core.errors import ConfigError, LookupFailed
 from bot.core.invites import GatewayAddress, Invitation, SetupCode
 from bot.core.models import NodeDecision, NodeRequest, NodeVerdict, PairedNode
@@ -390,16 +390,6 @@ def _print_token(ctx: Context, node: PairedNode, token: str) -> int:
     return EXIT_OK
 
 
-def invite_length(text: str) -> timedelta:
-    """``--for``: how long an invite lasts, within the config's bounds (an argparse type)."""
-    from bot.services.nodes import bounded_invite
-
-    try:
-        return bounded_invite(parse_duration(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def cmd_nodes_invite(ctx: Context) -> int:
     """``pairbot nodes invite``: a one-time invite, its setup code printed once, as text and
     as a QR code. The config says where nodes reach the gateway (``gateway.public_url``, or
@@ -422,11 +412,15 @@ def cmd_nodes_invite(ctx: Context) -> int:
             "is 0 (a free port, known only to the running bot): set a port, or gateway.public_url",
             field="gateway.port",
         )
+    try:
+        lasting = None if ctx.args.lasting is None else invite_length(ctx.args.lasting)
+    except ValueError as exc:
+        raise UsageError(f"--for: {exc}") from None
     tls = gateway_tls(config, ctx.state_dir)
     address = GatewayAddress(
         url=gateway.node_url(gateway.port), fingerprint=tls.fingerprint if tls else ""
     )
-    made = ctx.nodes.invite(address, actor=ctx.actor, lasting=ctx.args.lasting, name=ctx.args.name)
+    made = ctx.nodes.invite(address, actor=ctx.actor, lasting=lasting, name=ctx.args.name)
     for secret in made.secrets:
         remember_secret(secret)
     if ctx.args.json:

@@ -19,6 +19,8 @@ from rich.table import Table
 from rich.text import Text
 
 from bot.cli.context import Context
+from bot.core.clock import iso
+from bot.core.text import until
 from bot.services.pairing import AllowGroup
 
 TABLE_ROWS = 200
@@ -63,7 +65,8 @@ def allow_json(groups: Sequence[AllowGroup]) -> Iterator[str]:
     """
     for group in groups:
         head = f'{{\n    "provider": {json.dumps(group.provider)},\n    "id": '
-        tail = f',\n    "source": {json.dumps(group.source.value)}\n  }}'
+        ends = "" if group.until is None else f',\n    "until": {json.dumps(iso(group.until))}'
+        tail = f',\n    "source": {json.dumps(group.source.value)}{ends}\n  }}'
         encoder = json.JSONEncoder(separators=(f"{tail},\n  {head}", ": "))
         for start in range(0, len(group.ids), _SLICE):
             yield head + encoder.encode(group.ids[start : start + _SLICE])[1:-1] + tail
@@ -153,11 +156,24 @@ ID_WIDTH = 40
 """Sender ids are padded to the longest, up to this: one odd id does not widen every line."""
 
 
-def allow_lines(groups: Sequence[AllowGroup], widths: Sequence[int]) -> Iterator[str]:
-    """Lay allowlist entries out as aligned lines, a slice of ids per block, in C loops."""
+def until_cell(end: datetime | None, now: datetime, shown: bool) -> tuple[str, ...]:
+    """The ``Until`` cell of an allowlist row, when the listing has that column (``shown``):
+    when the grant ends, or ``-`` for one that does not."""
+    if not shown:
+        return ()
+    return (until(end, now) if end is not None else "-",)
+
+
+def allow_lines(
+    groups: Sequence[AllowGroup], widths: Sequence[int], *, now: datetime
+) -> Iterator[str]:
+    """Lay allowlist entries out as aligned lines, a slice of ids per block, in C loops (a
+    fourth width: the listing has an ``Until`` column)."""
     for group in groups:
         prefix = group.provider.ljust(widths[0]) + "  "
         suffix = "  " + group.source.value
+        if len(widths) > 2:
+            suffix = "  ".join([suffix.ljust(widths[2] + 2), *until_cell(group.until, now, True)])
         glue = f"{suffix}\n{prefix}"
         for start in range(0, len(group.ids), _SLICE):
             ids = group.ids[start : start + _SLICE]

@@ -17,10 +17,13 @@ from bot.cli.output import (
     print_lines,
     print_listing,
     print_rows,
+    until_cell,
 )
+from bot.core.durations import grant_length
 from bot.core.models import PendingRequest
 from bot.core.platforms import platform
-from bot.core.text import ago, clean_name, remaining
+from bot.core.text import ago, clean_name, remaining, until
+from bot.services.pairing import Granted
 
 
 def _provider_and_value(args: argparse.Namespace, what: str) -> tuple[str, str]:
@@ -70,12 +73,27 @@ def cmd_pairing_list(ctx: Context) -> int:
     return EXIT_OK
 
 
+def _grant_end(ctx: Context) -> tuple[datetime | None, str]:
+    """When a grant asked with ``--for`` ends (None: no ``--for``, for good), and how to
+    say so after a sender (`` until 2026-01-08 12:00 UTC, 7d left``)."""
+    if ctx.args.lasting is None:
+        return None, ""
+    try:
+        length = grant_length(ctx.args.lasting)
+    except ValueError as exc:
+        raise UsageError(f"--for: {exc}") from None
+    now = ctx.clock.now()
+    return now + length, f" until {until(now + length, now)}"
+
+
 def cmd_pairing_approve(ctx: Context) -> int:
     """``pairbot pairing approve``."""
     provider, code = _provider_and_value(ctx.args, "CODE")
-    req = ctx.pairing.approve(code, provider=provider, actor=ctx.actor)
+    end, ends = _grant_end(ctx)
+    req = ctx.pairing.approve(code, provider=provider, actor=ctx.actor, until=end)
     name = clean_name(req.display_name())
-    ctx.out.print(Text(f"Approved {req.provider} sender {req.id}{f' ({name})' if name else ''}."))
+    who = f" ({name})" if name else ""
+    ctx.out.print(Text(f"Approved {req.provider} sender {req.id}{who}{ends}."))
     if req.held:
         count = len(req.held)
         ctx.out.print(
@@ -96,27 +114,38 @@ def cmd_pairing_reject(ctx: Context) -> int:
 
 
 def cmd_allow_list(ctx: Context) -> int:
-    """``pairbot allowlist list``: millions of entries are laid out in slices by C loops."""
+    """``pairbot allowlist list``: millions of entries are laid out in slices by C loops.
+
+    Grants that end add an ``Until`` column (and ``until`` to their JSON elements); a list
+    of grants for good prints as it did before they existed.
+    """
     groups = ctx.pairing.allowed_groups(_list_provider(ctx.args))
     if ctx.args.json:
         print_json_array(ctx, allow_json(groups))
         return EXIT_OK
-    columns = ("Provider", "Sender id", "Source")
+    now = ctx.clock.now()
+    ending = any(g.until is not None for g in groups)
+    columns = ("Provider", "Sender id", "Source", *(("Until",) if ending else ()))
     count = sum(len(g.ids) for g in groups)
     if count <= TABLE_ROWS:
         print_rows(
             ctx,
             "Allowed senders ({})",
             columns,
-            ((e.provider, e.id, e.source.value) for g in groups for e in g.entries()),
+            (
+                (e.provider, e.id, e.source.value, *until_cell(e.until, now, ending))
+                for g in groups
+                for e in g.entries()
+            ),
             empty="The allowlist is empty.",
         )
         return EXIT_OK
     widths = [
         max(len(columns[0]), *(len(g.provider) for g in groups)),
         min(ID_WIDTH, max(len(columns[1]), *(max(map(len, g.ids)) for g in groups))),
+        *((len(columns[2]),) if ending else ()),
     ]
-    print_lines(ctx, columns, widths, allow_lines(groups, widths))
+    print_lines(ctx, columns, widths, allow_lines(groups, widths, now=now))
     return EXIT_OK
 
 
@@ -124,10 +153,14 @@ def cmd_allow_add(ctx: Context) -> int:
     """``pairbot allowlist add``."""
     provider, raw = _provider_and_value(ctx.args, "ID")
     sender = _sender_id(provider, raw, strict=True)
-    if ctx.pairing.allow(provider, sender, actor=ctx.actor):
-        ctx.out.print(Text(f"Added {provider} sender {sender}."))
+    end, ends = _grant_end(ctx)
+    granted = ctx.pairing.allow(provider, sender, actor=ctx.actor, until=end)
+    if granted is Granted.ADDED:
+        ctx.out.print(Text(f"Added {provider} sender {sender}{ends}."))
+    elif granted is Granted.CHANGED:
+        ctx.out.print(Text(f"{provider} sender {sender} is now allowed{ends or ' for good'}."))
     else:
-        ctx.out.print(Text(f"{provider} sender {sender} was already allowed."))
+        ctx.out.print(Text(f"{provider} sender {sender} was already allowed{ends}."))
     return EXIT_OK
 
 

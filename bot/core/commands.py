@@ -10,12 +10,13 @@ into a typed :class:`OwnerCommand` (or a :class:`Usage` for a known command writ
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
+from bot.core.codes import normalize_code
+from bot.core.durations import grant_length, has_unit, invite_length
 from bot.core.platforms import KNOWN_PROVIDERS, find
 
 # --- the values the parser makes ---------------------------------------------------------------
@@ -31,9 +32,12 @@ class OwnerCommand:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Approve(OwnerCommand):
-    """``/approve CODE``: the words after the command, joined (``ABCD 2345`` is one code)."""
+    """``/approve CODE [DURATION]``: the words after the command, joined (``ABCD 2345`` is one
+    code); a last word after a whole code is how long the grant lasts (``7d``), else it is
+    for good (``lasting`` None)."""
 
     code: str
+    lasting: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,14 +117,18 @@ class Help(OwnerCommand):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Usage(OwnerCommand):
-    """A known command written wrong (a missing code, an unknown provider in ``/revoke``)."""
+    """A known command written wrong (a missing code, an unknown provider in ``/revoke``, a
+    duration that is none)."""
 
     command: Command
+    problem: str = ""
+    """What is wrong, when the command's reader said (``not a duration: '7x' ...``)."""
 
     @property
     def text(self) -> str:
         """What the owner is told."""
-        return f"Usage: {self.command.usage or self.command.help[0][0]}"
+        usage = f"Usage: {self.command.usage or self.command.help[0][0]}"
+        return f"{self.problem[:1].upper()}{self.problem[1:]}. {usage}" if self.problem else usage
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -137,7 +145,8 @@ class Arg:
 
 
 Reader = Callable[[str, list[str]], OwnerCommand | None]
-"""Reads a command's words (after the command word) into its value; None: a usage error."""
+"""Reads a command's words (after the command word) into its value; None: a usage error (a
+``ValueError``: one that says what is wrong)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,16 +175,16 @@ class Command:
 _CODE = Arg(name="code", description="The pairing code, e.g. ABCD-2345")
 
 
-def _code_command(name: str, summary: str, does: str, make: type[Approve | Reject]) -> Command:
-    """``/approve CODE`` and ``/reject CODE``: one argument, the code, and a state change."""
-    return Command(
-        name=name,
-        summary=summary,
-        help=((f"/{name} CODE", does),),
-        args=(_CODE,),
-        changes_state=True,
-        read=lambda line, words: make(line=line, code="".join(words)) if words else None,
-    )
+def _approve(line: str, words: list[str]) -> OwnerCommand | None:
+    """``/approve CODE`` or ``/approve CODE DURATION``: a last word is the duration only
+    after a whole code (``/approve ABCD 2345`` is one code, ``/approve ABCD-2345 7d`` a week).
+
+    Raises:
+        ValueError: a whole code is followed by a word that is no duration.
+    """
+    if len(words) > 1 and normalize_code("".join(words[:-1])) is not None:
+        return Approve(line=line, code="".join(words[:-1]), lasting=grant_length(words[-1]))
+    return Approve(line=line, code="".join(words)) if words else None
 
 
 def _revoke(line: str, words: list[str]) -> OwnerCommand | None:
@@ -184,18 +193,14 @@ def _revoke(line: str, words: list[str]) -> OwnerCommand | None:
     return Revoke(line=line, provider=words[0].lower(), sender_id=words[1])
 
 
-_LENGTH = re.compile(r"^\d+(?:\.\d+)?[smhd]$")
-"""A word that says how long (with its unit: a bare number is a name's word)."""
-
-
 def _invite(line: str, words: list[str]) -> OwnerCommand | None:
     """``/nodes invite``, ``/nodes invite 30m``, ``/nodes invite 30m Pixel 9``,
-    ``/nodes invite Pixel 9``: a first word with a unit is how long, the rest the name."""
-    from bot.core.config import parse_duration  # the config's words (it imports this table)
+    ``/nodes invite Pixel 9``: a first word with a unit is how long, the rest the name.
 
-    lasting = None
-    if words and _LENGTH.match(words[0].lower()):
-        lasting = parse_duration(words.pop(0).lower())
+    Raises:
+        ValueError: how long is out of bounds (:data:`~bot.core.durations.INVITE_BOUNDS`).
+    """
+    lasting = invite_length(words.pop(0)) if words and has_unit(words[0]) else None
     return Invite(line=line, lasting=lasting, name=" ".join(words))
 
 
@@ -218,10 +223,33 @@ COMMANDS: tuple[Command, ...] = (
         changes_state=False,
         read=lambda line, _: Pending(line=line),
     ),
-    _code_command(
-        "approve", "Approve a pairing request", "let the sender with this code in", Approve
+    Command(
+        name="approve",
+        summary="Approve a pairing request",
+        help=(
+            ("/approve CODE", "let the sender with this code in"),
+            ("/approve CODE 7d", "the same, for a time (30m, 24h, 7d, 2w)"),
+        ),
+        args=(
+            _CODE,
+            Arg(
+                name="duration",
+                description="For how long, e.g. 24h or 7d (leave empty: for good)",
+                required=False,
+            ),
+        ),
+        changes_state=True,
+        usage="/approve CODE [DURATION]",
+        read=_approve,
     ),
-    _code_command("reject", "Reject a pairing request", "drop the request with this code", Reject),
+    Command(
+        name="reject",
+        summary="Reject a pairing request",
+        help=(("/reject CODE", "drop the request with this code"),),
+        args=(_CODE,),
+        changes_state=True,
+        read=lambda line, words: Reject(line=line, code="".join(words)) if words else None,
+    ),
     Command(
         name="allowlist",
         summary="Show who is allowed",
@@ -330,4 +358,8 @@ def parse(text: str, *, bare: bool = False) -> OwnerCommand | None:
     if found is None:
         return None
     command, line = found
-    return command.read(line, line.split()[1:]) or Usage(line=line, command=command)
+    try:
+        read = command.read(line, line.split()[1:])
+    except ValueError as exc:
+        return Usage(line=line, command=command, problem=str(exc))
+    return read or Usage(line=line, command=command)

@@ -1,15 +1,15 @@
 """The config file's shape: validated, frozen pydantic models, or one line saying what is wrong.
 
-Durations are written ``90s``, ``5m``, ``1h``, ``2d`` (or plain seconds), within the bounds
-of :data:`DURATION_BOUNDS`. The ``providers:`` section and the owners' ids come from the
-platforms table (:mod:`bot.core.platforms`). Reading the file and the environment is
-:mod:`bot.runtime.config`'s job.
+Durations are written ``90s``, ``5m``, ``1h``, ``2d``, ``1w`` (or plain seconds), within the
+bounds of :data:`DURATION_BOUNDS`; :mod:`bot.core.durations` reads them, and how long an
+owner's grant lasts too. The ``providers:`` section
+and the owners' ids come from the platforms table (:mod:`bot.core.platforms`). Reading the
+file and the environment is :mod:`bot.runtime.config`'s job.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bot.core.codes import MIN_SECRET_BITS, RANDOM_STRING_COMMAND, weakness
+from bot.core.durations import INVITE_BOUNDS, bounded, parse_duration
 from bot.core.errors import ConfigError
 from bot.core.invites import is_gateway_url
 from bot.core.messages import StrangerReply, stranger_template_problem
@@ -43,30 +44,6 @@ from bot.core.schema import (
     Secret,
     secret_fields,
 )
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def parse_duration(value: Any) -> timedelta:
-    """Read ``90s``/``5m``/``1h``/``2d`` (or a number of seconds) as a positive timedelta."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    else:
-        raise InvalidValue("not a duration: {value} (use e.g. 90s, 5m, 1h)", value)
-    if not math.isfinite(seconds):
-        raise InvalidValue("not a duration: {value} (use e.g. 90s, 5m, 1h)", value)
-    if seconds <= 0:
-        raise ValueError("must be longer than zero")
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError:
-        raise InvalidValue("too long: {value}", value) from None
-
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
@@ -82,7 +59,7 @@ DURATION_BOUNDS: Mapping[str, tuple[timedelta, timedelta]] = MappingProxyType(
         "nodes.pending_ttl": (timedelta(seconds=10), timedelta(days=1)),
         # An invite must outlive carrying it to the device, and be dead by tomorrow (also the
         # bounds of `pairbot nodes invite --for` and `/nodes invite 30m`).
-        "nodes.invite_ttl": (timedelta(minutes=1), timedelta(days=1)),
+        "nodes.invite_ttl": INVITE_BOUNDS,
         # Each approved message waits for the handler this long at most.
         "handler.timeout": (timedelta(milliseconds=100), timedelta(minutes=5)),
         # A connection must finish its HTTP request this soon; a slow link needs a second or two.
@@ -97,24 +74,13 @@ error quote it. Trusted Python callers can step outside it: :meth:`Config.with_a
 _ANY_DURATIONS = "any_durations"
 
 
-def span(value: timedelta) -> str:
-    """Write a duration the way the config does, in its largest whole unit: ``90s``, ``1d``."""
-    ms = round(value.total_seconds() * 1000)
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"
-
-
 def _within(field: str) -> Callable[[timedelta, ValidationInfo], timedelta]:
     low, high = DURATION_BOUNDS[field]
 
     def check(value: timedelta, info: ValidationInfo) -> timedelta:
         if isinstance(info.context, dict) and info.context.get(_ANY_DURATIONS):
             return value
-        if not low <= value <= high:
-            raise ValueError(f"must be from {span(low)} to {span(high)}")
-        return value
+        return bounded(value, low, high)
 
     return check
 

@@ -262,12 +262,14 @@ def owner_capped(provider: str, count: int, cap: int) -> str:
     )
 
 
-def approved(req: PendingRequest, *, told: bool = True) -> str:
+def approved(req: PendingRequest, *, told: bool = True, until: str = "") -> str:
     """The owner's confirmation of an approval; ``told``: the sender is told (not where
-    strangers are answered with silence). Held messages are counted, never shown."""
+    strangers are answered with silence); ``until`` says when it ends, if it does
+    (:func:`bot.core.text.until`). Held messages are counted, never shown."""
     name = clean_name(req.display_name())
     who = f" ({name}, as given by the sender)" if name else ""
-    text = f"Approved {label(req.provider)} sender {req.id}{who}. " + (
+    ends = f" until {until}" if until else ""
+    text = f"Approved {label(req.provider)} sender {req.id}{who}{ends}. " + (
         "They have been told." if told else "They were not told (silent mode)."
     )
     if req.held:

@@ -96,6 +96,12 @@ class Inbound:
         )
 
 
+FOREVER = datetime.max.replace(tzinfo=UTC)
+"""When a grant without an end ends: later than any time there is. What
+:meth:`bot.core.protocols.StateStore.allowed_until` answers for a sender allowed for good (the
+one value compared by identity on the gate's path); never stored (a store keeps no end)."""
+
+
 class Expiring:
     """A request, of a stranger or of a node: it stops being approvable a TTL after it was
     made (the TTL is the service's setting, not the request's)."""
@@ -218,11 +224,14 @@ class RequestOutcome(StrEnum):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AskView:
     """What a stranger's ask reads before deciding (:meth:`StateTxn.ask_view`): the sender's
-    pending request, whether the stored allowlist lists them, the provider's pending count."""
+    pending request, whether the stored allowlist lists them (and until when), the provider's
+    pending count."""
 
     request: PendingRequest | None
     allowed: bool
     pending: int
+    allowed_end: datetime | None = None
+    """When the sender's grant ends, if the allowlist lists them with one that ends."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -502,6 +511,7 @@ AUDIT_EVENTS: tuple[str, ...] = (
     "expire",
     "revoke",
     "allow",
+    "grant.expire",
     "lockout",
     "node.request",
     "node.approve",

@@ -189,6 +189,8 @@ class StateTxn(Protocol):
     approvals, so a crash in between leaves "still pending", never "approved and lost" nor a
     notice of an approval that did not happen; and an invite is never left unspent by a
     pairing it made (an invite errs toward "spent, nothing paired": the owner makes another).
+    A grant and its end are one change: a crash never leaves a sender listed without the end
+    they were given (allowed for good by accident).
 
     Sender ids are in their platform's normal form (:meth:`bot.core.schema.IdRule.normalise`):
     the services hand them so, and a store reads what another writer stored in another form
@@ -216,8 +218,9 @@ class StateTxn(Protocol):
         ...
 
     def ask_view(self, provider: str, sender_id: str) -> AskView:
-        """:meth:`request`, :meth:`allow_has` and :meth:`request_count` read at once (one
-        statement on a SQL backend: a stranger's ask reads all three)."""
+        """:meth:`request`, :meth:`allow_has` (with :meth:`allow_end`) and
+        :meth:`request_count` read at once (one statement on a SQL backend: a stranger's ask
+        reads them all)."""
         ...
 
     def requests_created_before(self, provider: str, cutoff: datetime) -> list[PendingRequest]:
@@ -251,19 +254,37 @@ class StateTxn(Protocol):
 
     def allow_from(self, provider: str) -> list[str]:
         """Return the provider's stored allowlist, in file order (a copy: later changes to
-        the allowlist leave it as it is)."""
+        the allowlist leave it as it is), every sender listed, whether their grant ends or
+        not (an ended one included until it is removed)."""
         ...
 
     def allow_has(self, provider: str, sender_id: str) -> bool:
-        """Return whether the provider's stored allowlist lists the sender (no copy, O(1))."""
+        """Return whether the provider's stored allowlist lists the sender (no copy, O(1)),
+        whether their grant ends or not."""
         ...
 
-    def allow(self, provider: str, sender_id: str) -> bool:
-        """Add a sender to the allowlist; return False if already there."""
+    def allow_end(self, provider: str, sender_id: str) -> datetime | None:
+        """Return when the sender's grant ends; None if it does not end, or if the sender is
+        not listed (:meth:`allow_has` tells which). One lookup, O(1)."""
         ...
 
-    def disallow(self, provider: str, sender_id: str) -> bool:
-        """Remove a sender from the allowlist; return whether it was there."""
+    def allow_ends(self, provider: str, *, by: datetime | None = None) -> dict[str, datetime]:
+        """Return the provider's grants that end (only those ending at or before ``by``, if
+        given): sender id → end, in allowlist order."""
+        ...
+
+    def allow(self, provider: str, sender_id: str, *, until: datetime | None = None) -> bool:
+        """Add a sender to the allowlist, their grant ending at ``until`` (None: it does not
+        end). A sender already listed keeps their place and gets this end instead of theirs.
+        Return False if the sender was already listed."""
+        ...
+
+    def disallow(self, provider: str, sender_id: str, *, ending: datetime | None = None) -> bool:
+        """Remove a sender from the allowlist; return whether *this* call removed them.
+
+        With ``ending``, only a grant that ends at exactly that time is removed (the ended
+        grant a prune read, never one renewed since), so of several instances dropping one
+        ended grant at once, one is told it did, and audits it."""
         ...
 
     def node_requests(self) -> list[NodeRequest]:
@@ -347,11 +368,15 @@ class StateStore(Cursors, Protocol):
         of the state; commit on clean exit."""
         ...
 
-    def is_allowed(self, provider: str, sender_id: str) -> bool:
-        """Answer from memory whether the stored allowlist has the sender.
+    def allowed_until(self, provider: str, sender_id: str) -> datetime | None:
+        """Answer from memory until when the stored allowlist lets the sender in: None if it
+        does not list them, :data:`bot.core.models.FOREVER` (that very object) if their grant
+        does not end, else its end (which may be past: an ended grant not yet removed).
 
-        Must be cheap (the gate calls it per message) and must notice writes made by other
-        processes without being told.
+        Must be cheap (the gate calls it per message: a grant that does not end costs no more
+        than a set lookup, and its caller compares ``FOREVER`` by identity, reading no clock)
+        and must notice writes made by other processes without being told. The store reads no
+        clock: whether a time is past is the caller's question.
         """
         ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 NAME_LIMIT = 64
 MAX_MARKS = 4
@@ -107,3 +107,16 @@ def remaining(delta: timedelta) -> str:
         return f"{hours}h" + (f" {minutes}m" if minutes else "")
     days, hours = divmod(math.ceil(seconds / 3600), 24)
     return f"{days}d" + (f" {hours}h" if hours else "")
+
+
+def moment(value: datetime) -> str:
+    """Say when, in UTC, to the minute (to the second if it has any): ``2026-01-08 12:00 UTC``,
+    ``2026-01-01 12:00:02 UTC``."""
+    at = value.astimezone(UTC)
+    return at.strftime("%Y-%m-%d %H:%M:%S UTC" if at.second else "%Y-%m-%d %H:%M UTC")
+
+
+def until(end: datetime, now: datetime) -> str:
+    """Say when a grant ends and how long that is from ``now`` (rounded up):
+    ``2026-01-08 12:00 UTC, 7d left``."""
+    return f"{moment(end)}, {remaining(end - now)} left"

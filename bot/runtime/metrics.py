@@ -12,7 +12,8 @@ What each family counts and from where:
 * ``pairbot_pairing_requests_total{provider,outcome}``: strangers' messages that asked for a
   code, by what pairing did (``created``, ``pending``: a repeat, ``capped``, ``allowed``).
 * ``pairbot_approvals_total{kind}``, ``…_rejections_total``, ``…_revocations_total``,
-  ``…_expiries_total`` (``kind`` ``dm`` or ``node``) and ``pairbot_lockouts_total``: the audit
+  ``…_expiries_total`` (``kind`` ``dm`` or ``node``; an expiry also ``grant``: a grant that
+  ended) and ``pairbot_lockouts_total``: the audit
   log as this instance reads it (:mod:`bot.runtime.audittail`), so the CLI's approvals count
   too; with several instances on one PostgreSQL each counts every one (take ``max``).
 * ``pairbot_owner_notices_total{result}``: owner notices ``sent``, and ``folded`` into a digest.
@@ -73,9 +74,16 @@ _AUDITED: Mapping[tuple[str, str], tuple[str, str]] = {
     ("node.revoke", "revoked"): ("revocations", "node"),
     ("expire", "expired"): ("expiries", "dm"),
     ("node.expire", "expired"): ("expiries", "node"),
+    ("grant.expire", "expired"): ("expiries", "grant"),
 }
 """Audit (event, outcome) → (family, kind) of the decision families."""
 _DECISION_FAMILIES = ("approvals", "rejections", "revocations", "expiries")
+_KINDS = {
+    name: tuple(dict.fromkeys(k for family, k in _AUDITED.values() if family == name))
+    for name in _DECISION_FAMILIES
+}
+"""Each decision family's kinds, as the audit table gives them (an expiry is also a grant's
+end: ``grant``)."""
 
 
 class Latency:
@@ -227,7 +235,7 @@ class Metrics:
             family = CounterMetricFamily(
                 f"pairbot_{name}", f"Pairing {name} in the audit log, by kind.", labels=["kind"]
             )
-            for kind in ("dm", "node"):
+            for kind in _KINDS[name]:
                 family.add_metric([kind], src.audit.counts[(name, kind)])
             yield family
         yield CounterMetricFamily(

@@ -25,7 +25,7 @@ from typing import Any
 
 from bot.core import codes
 from bot.core.clock import Clock, iso
-from bot.core.config import DURATION_BOUNDS, span
+from bot.core.durations import INVITE_BOUNDS, bounded, span
 from bot.core.errors import (
     AlreadyPairedError,
     BadSignatureError,
@@ -62,22 +62,6 @@ class NodeSettings(RequestSettings):
     """How long an invite lasts unless its maker says."""
     max_invites: int = 20
     """Invites neither used nor expired at once."""
-
-
-INVITE_BOUNDS = DURATION_BOUNDS["nodes.invite_ttl"]
-"""How long an invite may last (``--for``, ``/nodes invite 30m``), as the config's knob."""
-
-
-def bounded_invite(lasting: timedelta) -> timedelta:
-    """``lasting`` if an invite may last that long (:data:`INVITE_BOUNDS`).
-
-    Raises:
-        ValueError: one line saying the range; the caller names its argument.
-    """
-    low, high = INVITE_BOUNDS
-    if not low <= lasting <= high:
-        raise ValueError(f"must be from {span(low)} to {span(high)}")
-    return lasting
 
 
 class NodeService:
@@ -421,15 +405,15 @@ class NodeService:
         return it with its setup code, shown once (only the secret's hash is stored).
 
         It lasts ``lasting`` (:attr:`NodeSettings.invite_ttl` if None), within
-        :data:`INVITE_BOUNDS`; ``name`` is what the owner calls the device (the paired
-        node's name). Audited (``node.invite`` ``created``), never with its secret.
+        :data:`~bot.core.durations.INVITE_BOUNDS`; ``name`` is what the owner calls the device
+        (the paired node's name). Audited (``node.invite`` ``created``), never with its secret.
 
         Raises:
             ValueError: ``lasting`` is out of bounds, or ``name`` too long (one line; the
                 caller names its argument).
             RateLimitedError: :attr:`NodeSettings.max_invites` invites are live.
         """
-        lasting = bounded_invite(self.settings.invite_ttl if lasting is None else lasting)
+        lasting = bounded(self.settings.invite_ttl if lasting is None else lasting, *INVITE_BOUNDS)
         name = _field("name", name)
         secret = codes.new_token()
         now = self._clock.now()

@@ -33,9 +33,9 @@ from bot.core.invites import GatewayAddress, Invitation
 from bot.core.models import AuditEvent, NodeApproval, NodeRequest, PairedNode, PendingRequest
 from bot.core.platforms import find
 from bot.core.protocols import Cluster
-from bot.core.text import ago, clean, remaining
+from bot.core.text import ago, clean, remaining, until
 from bot.services.nodes import NodeService
-from bot.services.pairing import PairingService
+from bot.services.pairing import AllowEntry, AllowSource, PairingService
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,14 @@ def _pages(count: int) -> str:
     return f"{count} page{'s' if count != 1 else ''}"
 
 
+def _source(entry: AllowEntry, now: datetime) -> str:
+    """What ``/allowlist`` says after a sender: when their grant ends, or that the config
+    allows them (nothing for a stored grant for good)."""
+    if entry.until is not None:
+        return f" (until {until(entry.until, now)})"
+    return " (config)" if entry.source is AllowSource.CONFIG else ""
+
+
 def _paused_text(pause: timedelta) -> str:
     return f"Too many wrong codes: approvals are paused for {remaining(pause)}."
 
@@ -233,9 +241,13 @@ class OwnerCommands:
             return OwnerReply(text=_paused_text(paused), ok=False, failure=OwnerFailure.LOCKED)
         try:
             if isinstance(command, commands.Approve):
-                req = self._pairing.approve(command.code, actor=actor)
+                now = self._clock.now()
+                end = now + command.lasting if command.lasting is not None else None
+                req = self._pairing.approve(command.code, actor=actor, until=end)
                 told = req.provider not in self._silent
-                reply = OwnerReply(text=messages.approved(req, told=told), approved=req)
+                ends = until(end, now) if end is not None else ""
+                text = messages.approved(req, told=told, until=ends)
+                reply = OwnerReply(text=text, approved=req)
             else:
                 req = self._pairing.reject(command.code, actor=actor)
                 reply = OwnerReply(text=messages.rejected(req))
@@ -309,11 +321,8 @@ class OwnerCommands:
         where = f" on {messages.label(provider)}" if provider else ""
         head = f"Allowed{where}: {count}"
         lines = [f"{head} (page {page} of {pages})" if pages > 1 else head]
-        lines += [
-            f"{messages.label(e.provider)} {e.id}"
-            f"{' (config)' if e.source.value == 'config' else ''}"
-            for e in shown
-        ]
+        now = self._clock.now()
+        lines += [f"{messages.label(e.provider)} {e.id}{_source(e, now)}" for e in shown]
         if page < pages:
             lines.append(f"More: {word} {page + 1}")
         return "\n".join(lines)
@@ -345,13 +354,9 @@ class OwnerCommands:
             )
         except ConfigError as exc:
             return OwnerReply(text=str(exc), ok=False, failure=OwnerFailure.REFUSED)
-        except ValueError as exc:
-            usage = commands.Usage(line=command.line, command=_NODES)
-            return OwnerReply(
-                text=f"How long, or the name: {exc}. {usage.text}",
-                ok=False,
-                failure=OwnerFailure.USAGE,
-            )
+        except ValueError as exc:  # the name: too long
+            usage = commands.Usage(line=command.line, command=_NODES, problem=str(exc))
+            return OwnerReply(text=usage.text, ok=False, failure=OwnerFailure.USAGE)
         return OwnerReply(
             text=messages.node_invite(
                 made, lasts=remaining(made.invite.expires_at - made.invite.created_at)

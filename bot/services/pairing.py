@@ -2,6 +2,11 @@
 
 :class:`PairingService` owns the rules; the store owns durability. Every time comes from the
 injected clock and every code from :func:`bot.core.codes.new_code`.
+
+A grant may end (``/approve CODE 7d``, ``allowlist add … --for 24h``): the sender is allowed
+until that moment by the injected clock, to the microsecond, whether or not the prune has run;
+after it they are a stranger again (a new code under the pairing policy). The prune then
+removes the ended grant from the store and audits it, once, whichever instance does it.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from itertools import filterfalse
 
 from bot.core import codes
-from bot.core.clock import Clock
+from bot.core.clock import Clock, iso
 from bot.core.errors import (
     AllowedByConfigError,
     CodeExpiredError,
@@ -23,6 +29,7 @@ from bot.core.errors import (
     UnknownSubjectError,
 )
 from bot.core.models import (
+    FOREVER,
     HELD_TEXT_LIMIT,
     ApprovalNotice,
     AuditEvent,
@@ -61,32 +68,49 @@ class AllowSource(StrEnum):
     CONFIG = "config"
 
 
+class Granted(StrEnum):
+    """What :meth:`PairingService.allow` did (the value is the audit line's outcome)."""
+
+    ADDED = "added"
+    """The sender was not allowed (not listed, or their grant had ended); now they are."""
+    CHANGED = "changed"
+    """The sender was allowed; their grant now ends at another time, or no longer ends."""
+    UNCHANGED = "unchanged"
+    """The sender was allowed just so already: nothing was written."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AllowEntry:
-    """One allowed sender, and whether the store or the config allows them."""
+    """One allowed sender, whether the store or the config allows them, and until when
+    (None: for good)."""
 
     provider: str
     id: str
     source: AllowSource
+    until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AllowGroup:
-    """Consecutive allowlist entries with one provider and one source: the ids, in order.
+    """Consecutive allowlist entries with one provider, one source and one end: the ids, in
+    order.
 
     A listing of millions of senders is a few of these, not millions of objects: ``ids`` is
     one list of the ids themselves, a snapshot that later changes to the allowlist leave as
-    it is.
+    it is. Grants that end are few; each makes a group of its own, with its ``until``.
     """
 
     provider: str
     source: AllowSource
     ids: Sequence[str]
+    until: datetime | None = None
 
     def entries(self) -> Iterator[AllowEntry]:
         """Yield the group's entries one by one."""
         for sender_id in self.ids:
-            yield AllowEntry(provider=self.provider, id=sender_id, source=self.source)
+            yield AllowEntry(
+                provider=self.provider, id=sender_id, source=self.source, until=self.until
+            )
 
 
 class PairingService:
@@ -124,11 +148,13 @@ class PairingService:
     # --- the gate's questions ----------------------------------------------------------------
 
     def is_allowed(self, provider: str, sender_id: str) -> bool:
-        """Return whether the sender is on the config or the stored allowlist (from memory)."""
+        """Return whether the sender is on the config or the stored allowlist (from memory),
+        with a grant that has not ended by now. A grant that does not end reads no clock."""
         static = self._static.get(provider)
         if static is not None and sender_id in static:
             return True
-        return self._store.is_allowed(provider, sender_id)
+        until = self._store.allowed_until(provider, sender_id)
+        return until is FOREVER or (until is not None and self._clock.now() < until)
 
     def request(
         self,
@@ -197,7 +223,8 @@ class PairingService:
             mine = None
         if mine is not None:
             return self._repeat(txn, mine, now, meta, held)
-        if view.allowed:  # granted elsewhere, not yet heard by our gate
+        if view.allowed and _in_force(view.allowed_end, now):  # granted elsewhere, in force,
+            # not yet heard by our gate
             return RequestResult(outcome=RequestOutcome.ALLOWED, request=None, send_code=False)
         if pending + txn.peers >= self.settings.max_pending_per_provider:
             if txn.peers:
@@ -337,8 +364,16 @@ class PairingService:
 
     # --- the owner's actions -----------------------------------------------------------------
 
-    def approve(self, code: str, *, provider: str | None = None, actor: str) -> PendingRequest:
-        """Approve the live request with this code: the sender joins the allowlist.
+    def approve(
+        self,
+        code: str,
+        *,
+        provider: str | None = None,
+        actor: str,
+        until: datetime | None = None,
+    ) -> PendingRequest:
+        """Approve the live request with this code: the sender joins the allowlist, for good
+        or ``until`` then (a grant that ends).
 
         The allowlist is written before the request is dropped (see the store), so a crash
         can leave the request pending but never consume it without the grant.
@@ -346,15 +381,23 @@ class PairingService:
         Raises:
             UnknownCodeError: no request (of ``provider``, if given) has this code.
             CodeExpiredError: the request expired; it is removed and cannot be approved.
+            ValueError: ``until`` is not after now.
         """
-        return self._decide(code, provider=provider, actor=actor, approve=True)
+        self._check_until(until)
+        return self._decide(code, provider=provider, actor=actor, approve=True, until=until)
 
     def reject(self, code: str, *, provider: str | None = None, actor: str) -> PendingRequest:
         """Drop the live request with this code; the sender stays a stranger."""
         return self._decide(code, provider=provider, actor=actor, approve=False)
 
     def _decide(
-        self, raw_code: str, *, provider: str | None, actor: str, approve: bool
+        self,
+        raw_code: str,
+        *,
+        provider: str | None,
+        actor: str,
+        approve: bool,
+        until: datetime | None = None,
     ) -> PendingRequest:
         providers = [provider] if provider else list(KNOWN_PROVIDERS)
         for name in providers:
@@ -372,9 +415,9 @@ class PairingService:
                 expired = found
             else:
                 if approve:
-                    txn.allow(found.provider, found.id)
+                    txn.allow(found.provider, found.id, until=until)
                     txn.put_notice(_notice(found, now))
-                _close(txn, found, now, event, outcome, actor=actor)
+                _close(txn, found, now, event, outcome, actor=actor, detail=_until(until))
         if found is not None:
             self._forget(found.provider, found.id)
         where = f" for {provider}" if provider else ""
@@ -426,24 +469,50 @@ class PairingService:
             raise UnknownSubjectError(f"{provider} sender {sender_id} is not in the allowlist")
         return sender_id
 
-    def allow(self, provider: str, sender_id: str, *, actor: str) -> bool:
-        """Add a sender to the allowlist directly (in the platform's normal form); return False
-        if already there."""
+    def allow(
+        self, provider: str, sender_id: str, *, actor: str, until: datetime | None = None
+    ) -> Granted:
+        """Allow a sender directly (in the platform's normal form), for good or ``until``
+        then. A sender allowed already gets this end instead of theirs (:attr:`Granted.CHANGED`).
+
+        Raises:
+            ValueError: ``until`` is not after now; an unknown provider.
+        """
         sender_id = _normal_id(provider, sender_id)
+        self._check_until(until)
         now = self._clock.now()
         with self._store.transaction() as txn:
-            added = txn.allow(provider, sender_id)
-            if added:
+            listed = txn.allow_has(provider, sender_id)
+            before = txn.allow_end(provider, sender_id) if listed else None
+            if not (listed and _in_force(before, now)):
+                granted = Granted.ADDED
+            else:
+                granted = Granted.UNCHANGED if before == until else Granted.CHANGED
+            if granted is not Granted.UNCHANGED:
+                txn.allow(provider, sender_id, until=until)
+            if granted is Granted.ADDED:
                 asked = txn.request(provider, sender_id)
                 if asked is not None:  # they asked: tell them, as an approval would
                     txn.put_notice(_notice(asked, now))
                 txn.drop_request(provider, sender_id)
+            if granted is not Granted.UNCHANGED:
                 audit(
-                    txn, now, "allow", "added", actor=actor, provider=provider, subject=sender_id
+                    txn,
+                    now,
+                    "allow",
+                    granted.value,
+                    actor=actor,
+                    provider=provider,
+                    subject=sender_id,
+                    detail=_until(until),
                 )
-        if added:
+        if granted is Granted.ADDED:
             self._forget(provider, sender_id)
-        return added
+        return granted
+
+    def _check_until(self, until: datetime | None) -> None:
+        if until is not None and until <= self._clock.now():
+            raise ValueError("a grant that ends must end after now")
 
     # --- approved senders to tell ------------------------------------------------------------
 
@@ -508,22 +577,38 @@ class PairingService:
         return found
 
     def allowed_groups(self, provider: str | None = None) -> list[AllowGroup]:
-        """Return the allowlist: per provider, stored entries, then config entries not stored.
+        """Return who is allowed now: per provider, the stored grants that do not end (in
+        file order), the config's entries those do not hold, then the stored grants that end
+        and have not ended (soonest first), each sender once, by their longest grant.
 
         One consistent snapshot, taken under the store's lock and released before the caller
         shows anything: a slow reader of a long listing never holds up the bot.
         """
+        now = self._clock.now()
         groups: list[AllowGroup] = []
         with self._store.transaction() as txn:
             for name in _providers(provider):
+                static = self._static.get(name, frozenset())
                 stored = txn.allow_from(name)
+                ends = txn.allow_ends(name)
+                if ends:  # a C loop: millions of grants for good are not walked in Python
+                    stored = list(filterfalse(ends.__contains__, stored))
                 config = [
-                    i for i in sorted(self._static.get(name, ())) if not txn.allow_has(name, i)
+                    i
+                    for i in sorted(static)
+                    if not txn.allow_has(name, i) or i in ends  # else held for good
                 ]
+                timed = sorted(
+                    (end, i) for i, end in ends.items() if now < end and i not in static
+                )
                 groups += [
                     AllowGroup(provider=name, source=source, ids=ids)
                     for source, ids in ((AllowSource.STORE, stored), (AllowSource.CONFIG, config))
                     if ids
+                ]
+                groups += [
+                    AllowGroup(provider=name, source=AllowSource.STORE, ids=[i], until=end)
+                    for end, i in timed
                 ]
         return groups
 
@@ -537,7 +622,8 @@ class PairingService:
         return list(self.iter_allowed(provider))
 
     def prune(self, *, actor: str = "system:scheduler") -> list[PendingRequest]:
-        """Drop every expired request of every provider (audited); return what was dropped.
+        """Drop every expired request and every ended grant of every provider (each audited
+        once, by the transaction that dropped it); return the requests dropped.
 
         Also writes the ``lastSeenAt`` of pending strangers who wrote since their request was
         last written (kept in memory until now, to spare a write per message).
@@ -550,6 +636,7 @@ class PairingService:
             with self._store.transaction() as txn:
                 for name in KNOWN_PROVIDERS:
                     before += self._drop_expired(txn, name, now, actor=actor)
+                    _end_grants(txn, name, now, actor=actor)
                 for (name, sender_id), when in seen.items():
                     req = txn.request(name, sender_id)
                     if req is not None and when > req.last_seen_at:
@@ -591,6 +678,36 @@ class PairingService:
         _stranger_audit(txn, now, provider, sender_id, "capped")
 
 
+def _in_force(end: datetime | None, now: datetime) -> bool:
+    """Whether a stored grant ending at ``end`` (None: it does not end) lets its sender in
+    at ``now``: up to, not at, the moment it ends."""
+    return end is None or now < end
+
+
+def _until(until: datetime | None) -> dict[str, str]:
+    """The audit detail of a grant: when it ends, if it does."""
+    return {} if until is None else {"until": iso(until)}
+
+
+def _end_grants(txn: StateTxn, provider: str, now: datetime, *, actor: str) -> None:
+    """Remove the provider's grants that ended by ``now``, each audited once: by the
+    transaction that removed it, as :func:`_close` audits an expired request."""
+    for sender_id, end in txn.allow_ends(provider, by=now).items():
+        if txn.disallow(provider, sender_id, ending=end):
+            txn.drop_notice(provider, sender_id)  # never tell "you're approved" after the end
+            audit(
+                txn,
+                now,
+                "grant.expire",
+                "expired",
+                actor=actor,
+                provider=provider,
+                subject=sender_id,
+                detail=_until(end),
+            )
+            log.info("grant ended provider=%s sender=%s", provider, sender_id)
+
+
 def _notice(req: PendingRequest, now: datetime) -> ApprovalNotice:
     """The notice of approving ``req``: its held messages move to it, in the same write."""
     return ApprovalNotice(
@@ -603,14 +720,30 @@ def _notice(req: PendingRequest, now: datetime) -> ApprovalNotice:
 
 
 def _close(
-    txn: StateTxn, req: PendingRequest, now: datetime, event: str, outcome: str, *, actor: str
+    txn: StateTxn,
+    req: PendingRequest,
+    now: datetime,
+    event: str,
+    outcome: str,
+    *,
+    actor: str,
+    detail: Mapping[str, str] | None = None,
 ) -> bool:
     """Drop a request (approved, rejected, expired) and audit how it ended: once, by the
     transaction that dropped it (a shared one may find it dropped by another). True if this
     transaction dropped it."""
     if not txn.drop_request(req.provider, req.id, code=req.code):
         return False
-    audit(txn, now, event, outcome, actor=actor, provider=req.provider, subject=req.id)
+    audit(
+        txn,
+        now,
+        event,
+        outcome,
+        actor=actor,
+        provider=req.provider,
+        subject=req.id,
+        detail=detail,
+    )
     return True
 
 

@@ -7,12 +7,13 @@ form and :func:`read_document` reads one back, naming the field of anything it r
 :func:`import_state` writes a document into a store in one transaction: refused when the store
 already holds state unless merging, and, merging, nothing already stored is replaced.
 
-The document (``"format": "pairbot-state"``, ``"version": 1``)::
+The document (``"format": "pairbot-state"``, ``"version"`` 2, or 1 when no grant ends)::
 
-    {"format": "pairbot-state", "version": 1, "exportedAt": "…Z",
+    {"format": "pairbot-state", "version": 2, "exportedAt": "…Z",
      "requests": [{"provider", "id", "code", "createdAt", "lastSeenAt", "lastSentAt"?,
                    "meta", "extra", "held"?}],
      "allowlists": {"telegram": ["123", …], …},
+     "allowEnds": {"telegram": {"123": "…Z"}, …},
      "notices": [{"provider", "senderId", "approvedAt", "chatId"?, "held"?, "told"?}],
      "nodes": {"pending": [{"requestId", "nodeId", "displayName", "platform", "version",
                             "createdAt", "remote", "pickupHash", "isRepair", "extra"}],
@@ -24,6 +25,11 @@ It holds node token hashes and pickup hashes (never a token), pairing codes (who
 can approve a pending stranger) and the text of held messages
 (:class:`~bot.core.models.HeldMessage`, ``[{"text", "at", "name"?}]``), so the CLI writes it
 0600.
+
+``allowEnds`` (version 2) holds when the grants that end do end, by provider and sender, each
+sender one the document's allowlist lists. A document with none is written as version 1, which
+an older pairbot reads whole; one with ends is version 2, which an older pairbot refuses
+rather than read those grants as grants for good.
 """
 
 from __future__ import annotations
@@ -49,7 +55,10 @@ from bot.core.platforms import KNOWN_PROVIDERS, platform
 from bot.core.protocols import StateStore, StateTxn
 
 FORMAT = "pairbot-state"
-VERSION = 1
+VERSION = 2
+"""The newest document version this pairbot writes and reads (2: ``allowEnds``)."""
+_NO_ENDS_VERSION = 1
+"""The version of a document without ``allowEnds``: what an older pairbot reads as it is."""
 
 _AUDIT_KEYS = ("ts", "event", "actor", "provider", "subject", "requestId", "outcome")
 
@@ -68,6 +77,8 @@ class StateDocument:
 
     requests: list[PendingRequest] = field(default_factory=list)
     allowlists: dict[str, list[str]] = field(default_factory=dict)
+    allow_ends: dict[str, dict[str, datetime]] = field(default_factory=dict)
+    """Per provider, the grants that end: sender id → end (senders the allowlist lists)."""
     notices: list[ApprovalNotice] = field(default_factory=list)
     node_requests: list[NodeRequest] = field(default_factory=list)
     paired_nodes: list[PairedNode] = field(default_factory=list)
@@ -102,6 +113,7 @@ def export_state(store: StateStore) -> StateDocument:
         document = StateDocument(
             requests=[r for name in KNOWN_PROVIDERS for r in txn.requests(name)],
             allowlists={n: ids for n in KNOWN_PROVIDERS if (ids := txn.allow_from(n))},
+            allow_ends={n: ends for n in KNOWN_PROVIDERS if (ends := txn.allow_ends(n))},
             notices=txn.notices(),
             node_requests=txn.node_requests(),
             paired_nodes=txn.paired_nodes(),
@@ -112,12 +124,18 @@ def export_state(store: StateStore) -> StateDocument:
 
 def document_json(document: StateDocument, *, now: datetime) -> dict[str, Any]:
     """The JSON form of ``document`` (see the module's docstring)."""
+    ends = {
+        name: {sender: iso(end) for sender, end in by_sender.items()}
+        for name, by_sender in document.allow_ends.items()
+        if by_sender
+    }
     return {
         "format": FORMAT,
-        "version": VERSION,
+        "version": VERSION if ends else _NO_ENDS_VERSION,
         "exportedAt": iso(now),
         "requests": [_request_json(r) for r in document.requests],
         "allowlists": {name: list(ids) for name, ids in document.allowlists.items()},
+        **({"allowEnds": ends} if ends else {}),
         "notices": [_notice_json(n) for n in document.notices],
         "nodes": {
             "pending": [_node_request_json(r) for r in document.node_requests],
@@ -309,6 +327,19 @@ def _read(raw: object) -> StateDocument:
             raise DocumentError(f"allowlists.{name}: must be a list of ids")
         rule = platform(name).ids
         document.allowlists[name] = list(dict.fromkeys(rule.normalise(i) for i in ids))
+    ends = _Reader(top.raw.get("allowEnds", {}), "allowEnds")
+    for name in ends.raw:
+        if name not in KNOWN_PROVIDERS:
+            raise DocumentError(f"allowEnds.{name[:20]}: unknown provider")
+        by_sender = _Reader(ends.raw[name], f"allowEnds.{name}")
+        listed = set(document.allowlists.get(name, ()))
+        read: dict[str, datetime] = {}
+        for raw_id in by_sender.raw:
+            sender = platform(name).ids.normalise(raw_id)
+            if sender not in listed:
+                raise DocumentError(f"allowEnds.{name}.{raw_id[:40]}: not in allowlists.{name}")
+            read[sender] = by_sender.time(raw_id)
+        document.allow_ends[name] = read
     for n in _items(top.raw.get("notices", []), "notices"):
         name = n.provider()
         document.notices.append(
@@ -399,8 +430,10 @@ def import_state(store: StateStore, document: StateDocument, *, merge: bool) -> 
                     )
                 txn.put_request(req)
         for name, ids in document.allowlists.items():
+            ends = document.allow_ends.get(name, {})
             for sender in ids:
-                count("allowed", txn.allow(name, sender))
+                if count("allowed", not (merge and txn.allow_has(name, sender))):
+                    txn.allow(name, sender, until=ends.get(sender))
         told = {(n.provider, n.sender_id) for n in txn.notices()}
         for notice in document.notices:
             if count("notices", (notice.provider, notice.sender_id) not in told):

@@ -16,11 +16,12 @@ row's sequence number, times are integers (microseconds since the epoch, UTC), f
 and unknown keys are JSON text. Every query a transaction makes is answered by an index; no
 method loads a table to answer a question about one row.
 
-The gate (:meth:`SqlStore.is_allowed`) answers from a set per provider, built once and then
-kept current from ``allowlist_log``: the grants and revocations in commit order, read from
-the last sequence number applied, and only when the backend's change check says something was
-committed. The log is trimmed to its last :attr:`SqlStore.log_keep` rows; a cache that fell
-further behind than that (``allowlist_log_floor``) reloads the allowlists whole.
+The gate (:meth:`SqlStore.allowed_until`) answers from a set per provider and the ends of the
+grants that end, built once and then kept current from ``allowlist_log``: the grants (with
+their ends) and revocations in commit order, read from the last sequence number applied, and
+only when the backend's change check says something was committed. The log is trimmed to
+its last :attr:`SqlStore.log_keep` rows; a cache that fell further behind than that
+(``allowlist_log_floor``) reloads the allowlists whole.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from bot.core.errors import (
     StoreLockTimeoutError,
 )
 from bot.core.models import (
+    FOREVER,
     ApprovalNotice,
     AskView,
     AuditEvent,
@@ -113,11 +115,14 @@ class Dialect(ABC):
         self.ask_view = (
             f"SELECT {', '.join('r.' + c.strip() for c in _REQUEST_COLS.split(','))}, "  # noqa: S608 (constant names)
             "EXISTS (SELECT 1 FROM allowlist WHERE provider = ? AND sender_id = ?), "
-            f"({self.pending_count}) FROM (SELECT 1) AS one "
+            f"({self.pending_count}), "
+            "(SELECT ends_at FROM allowlist WHERE provider = ? AND sender_id = ?) "
+            "FROM (SELECT 1) AS one "
             "LEFT JOIN pending_requests AS r ON r.provider = ? AND r.sender_id = ?"
         )
         """:meth:`SqlTxn.ask_view`'s one statement: the request (NULLs if none), whether
-        the allowlist lists the sender, the provider's pending count."""
+        the allowlist lists the sender, the provider's pending count, the end of the sender's
+        grant (NULL if it does not end, or if they are not listed)."""
 
     def sql(self, statement: str) -> str:
         """Return ``statement`` with this dialect's placeholder (converted once, then cached)."""
@@ -316,12 +321,14 @@ class SqlTxn:
     def ask_view(self, provider: str, sender_id: str) -> AskView:
         check_provider(provider)
         row = self._run(
-            self._d.ask_view, (provider, sender_id, provider, provider, sender_id)
+            self._d.ask_view,
+            (provider, sender_id, provider, provider, sender_id, provider, sender_id),
         ).fetchone()
         return AskView(
             request=None if row[0] is None else self._request(row[:8]),
             allowed=bool(row[8]),
             pending=int(row[9]),
+            allowed_end=None if row[10] is None else self._d.decode_time(row[10]),
         )
 
     def requests_created_before(self, provider: str, cutoff: datetime) -> list[PendingRequest]:
@@ -397,34 +404,70 @@ class SqlTxn:
         ).fetchone()
         return found is not None
 
-    def allow(self, provider: str, sender_id: str) -> bool:
+    def allow_end(self, provider: str, sender_id: str) -> datetime | None:
         check_provider(provider)
-        cur = self._run(
-            "INSERT INTO allowlist (provider, sender_id) VALUES (?, ?) "
-            "ON CONFLICT (provider, sender_id) DO NOTHING",
+        row = self._run(
+            "SELECT ends_at FROM allowlist WHERE provider = ? AND sender_id = ?",
             (provider, sender_id),
-        )
-        if cur.rowcount <= 0:
-            return False
-        self._log(provider, sender_id, added=True)
-        return True
+        ).fetchone()
+        return None if row is None or row[0] is None else self._d.decode_time(row[0])
 
-    def disallow(self, provider: str, sender_id: str) -> bool:
+    def allow_ends(self, provider: str, *, by: datetime | None = None) -> dict[str, datetime]:
         check_provider(provider)
-        cur = self._run(
-            "DELETE FROM allowlist WHERE provider = ? AND sender_id = ?", (provider, sender_id)
+        rows = self._run(  # by the partial index of the rows with an end
+            "SELECT sender_id, ends_at FROM allowlist "
+            "WHERE provider = ? AND ends_at IS NOT NULL AND ends_at <= ? ORDER BY seq",
+            (provider, self._d.encode_time(FOREVER if by is None else by)),
         )
+        decode = self._d.decode_time
+        return {sender_id: decode(end) for sender_id, end in rows.fetchall()}
+
+    def allow(self, provider: str, sender_id: str, *, until: datetime | None = None) -> bool:
+        check_provider(provider)
+        end = None if until is None else self._d.encode_time(until)
+        cur = self._run(
+            "INSERT INTO allowlist (provider, sender_id, ends_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (provider, sender_id) DO NOTHING",
+            (provider, sender_id, end),
+        )
+        if cur.rowcount > 0:
+            self._log(provider, sender_id, added=True, end=end)
+            return True
+        row = self._run(
+            "SELECT ends_at FROM allowlist WHERE provider = ? AND sender_id = ?",
+            (provider, sender_id),
+        ).fetchone()
+        if row[0] != end:  # listed with another end: this one replaces it
+            self._run(
+                "UPDATE allowlist SET ends_at = ? WHERE provider = ? AND sender_id = ?",
+                (end, provider, sender_id),
+            )
+            self._log(provider, sender_id, added=True, end=end)
+        return False
+
+    def disallow(self, provider: str, sender_id: str, *, ending: datetime | None = None) -> bool:
+        check_provider(provider)
+        if ending is None:
+            cur = self._run(
+                "DELETE FROM allowlist WHERE provider = ? AND sender_id = ?",
+                (provider, sender_id),
+            )
+        else:  # the ended grant read, not one renewed since by another transaction
+            cur = self._run(
+                "DELETE FROM allowlist WHERE provider = ? AND sender_id = ? AND ends_at = ?",
+                (provider, sender_id, self._d.encode_time(ending)),
+            )
         if cur.rowcount <= 0:
             return False
-        self._log(provider, sender_id, added=False)
+        self._log(provider, sender_id, added=False, end=None)
         return True
 
-    def _log(self, provider: str, sender_id: str, *, added: bool) -> None:
+    def _log(self, provider: str, sender_id: str, *, added: bool, end: int | None) -> None:
         seq = int(
             self._run(
-                "INSERT INTO allowlist_log (provider, sender_id, added) VALUES (?, ?, ?) "
-                "RETURNING seq",
-                (provider, sender_id, int(added)),
+                "INSERT INTO allowlist_log (provider, sender_id, added, ends_at) "
+                "VALUES (?, ?, ?, ?) RETURNING seq",
+                (provider, sender_id, int(added), end),
             ).fetchone()[0]
         )
         keep, every = self._store.log_keep, self._store.log_trim_every
@@ -686,7 +729,10 @@ class SqlStore(ABC):
         self._setup_lock = threading.Lock()
         self._conns: tuple[Connection, Connection] | None = None  # (writer, reader)
         self._allowed: dict[str, set[str]] | None = None
-        self._seen = 0  # the last allowlist-log seq applied to _allowed
+        """Per provider, the cached senders whose grant does not end."""
+        self._ends: dict[str, dict[str, datetime]] = {}
+        """Per provider, the cached senders whose grant ends, and its end."""
+        self._seen = 0  # the last allowlist-log seq applied to _allowed and _ends
 
     # --- what a backend provides ----------------------------------------------------------
 
@@ -841,7 +887,7 @@ class SqlStore(ABC):
 
     # --- the gate ---------------------------------------------------------------------------
 
-    def is_allowed(self, provider: str, sender_id: str) -> bool:
+    def allowed_until(self, provider: str, sender_id: str) -> datetime | None:
         """Answer from the cached allowlists; catch up first if anything was committed.
 
         Thread-safe: the gate may ask from the event loop while transactions run in worker
@@ -860,7 +906,10 @@ class SqlStore(ABC):
             allowed = self._allowed.get(provider) if self._allowed is not None else None
         if allowed is None:
             raise unknown_provider(provider)
-        return sender_id in allowed
+        if sender_id in allowed:  # for good: the one lookup this costs, as before ends
+            return FOREVER
+        ends = self._ends.get(provider)
+        return ends.get(sender_id) if ends else None
 
     def _catch_up(self, reader: Connection) -> None:
         """Apply the allowlist log from the last change applied, in one read transaction; or
@@ -872,35 +921,52 @@ class SqlStore(ABC):
             floor = 0 if row is None else int(row[0])
             allowed = self._allowed
             if allowed is None or self._seen < floor:
-                self._allowed, self._seen = self._load_allowed(reader, floor)
+                self._allowed, self._ends, self._seen = self._load_allowed(reader, floor)
             else:
                 changes = reader.execute(
                     d.sql(
-                        "SELECT seq, provider, sender_id, added FROM allowlist_log "
+                        "SELECT seq, provider, sender_id, added, ends_at FROM allowlist_log "
                         "WHERE seq > ? ORDER BY seq"
                     ),
                     (self._seen,),
                 ).fetchall()
-                for seq, provider, sender_id, added in changes:
+                for seq, provider, sender_id, added, end in changes:
                     ids = allowed.setdefault(provider, set())
-                    if not added:
-                        ids.discard(sender_id)
-                    elif sender_id not in NEVER_ALLOWED:
-                        ids.add(sender_id)
+                    ends = self._ends.setdefault(provider, {})
+                    ids.discard(sender_id)  # a sender is in one of the two, or neither
+                    ends.pop(sender_id, None)
+                    if added and sender_id not in NEVER_ALLOWED:
+                        if end is None:
+                            ids.add(sender_id)
+                        else:
+                            ends[sender_id] = d.decode_time(end)
                     self._seen = seq
         finally:
             d.end(reader, commit=False)
 
-    def _load_allowed(self, reader: Connection, floor: int) -> tuple[dict[str, set[str]], int]:
+    def _load_allowed(
+        self, reader: Connection, floor: int
+    ) -> tuple[dict[str, set[str]], dict[str, dict[str, datetime]], int]:
         d = self.dialect
         last = reader.execute(d.sql("SELECT MAX(seq) FROM allowlist_log")).fetchone()[0]
         allowed: dict[str, set[str]] = {name: set() for name in KNOWN_PROVIDERS}
+        ends: dict[str, dict[str, datetime]] = {name: {} for name in KNOWN_PROVIDERS}
         for provider in KNOWN_PROVIDERS:
             rows = reader.execute(
                 d.sql("SELECT sender_id FROM allowlist WHERE provider = ?"), (provider,)
             )
-            allowed[provider] = {row[0] for row in rows} - NEVER_ALLOWED
-        return allowed, max(floor, 0 if last is None else int(last))
+            everyone = {row[0] for row in rows} - NEVER_ALLOWED
+            ending = reader.execute(
+                d.sql(
+                    "SELECT sender_id, ends_at FROM allowlist "
+                    "WHERE provider = ? AND ends_at IS NOT NULL"
+                ),
+                (provider,),
+            )
+            timed = {s: d.decode_time(end) for s, end in ending if s not in NEVER_ALLOWED}
+            allowed[provider] = everyone - timed.keys() if timed else everyone
+            ends[provider] = timed
+        return allowed, ends, max(floor, 0 if last is None else int(last))
 
     # --- the audit log ----------------------------------------------------------------------
 
@@ -1028,6 +1094,7 @@ class SqlStore(ABC):
         with self._setup_lock, self._read_lock:
             conns, self._conns = self._conns, None
             self._allowed = None
+            self._ends = {}
             self._seen = 0
             if conns is not None:
                 self._close(conns)

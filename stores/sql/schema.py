@@ -115,8 +115,15 @@ MIGRATIONS: list[list[str]] = [
     # and :class:`stores.sql.postgres.PostgresDialect` fills it in (the version still counts
     # it, so one number says the same of every backend's schema).
     [],
-    # 5: grants that end (another change's; a placeholder until it lands).
-    [],
+    # 5: grants that end. Each allowlist row keeps its grant's end (NULL: it does not end, as
+    # every grant made before this step), and so does each row of the log, so a gate cache
+    # catches up on ends as on grants; the prune finds the grants that ended by an index of
+    # the few rows that have an end.
+    [
+        "ALTER TABLE allowlist ADD COLUMN ends_at {time}",
+        "ALTER TABLE allowlist_log ADD COLUMN ends_at {time}",
+        "CREATE INDEX allowlist_ends ON allowlist (provider, ends_at) WHERE ends_at IS NOT NULL",
+    ],
     # 6: one-time node invites. Only each secret's hash is kept, unique, so an invite is
     # found by the hash of what a node shows; a spent one keeps ``used_at`` (and whom it
     # paired) until it would have expired. Spending is one conditional UPDATE (``used_at IS

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.clock import FakeClock, SystemClock
-from bot.core.models import RequestResult
+from bot.core.clock import FakeClock, SystemClock, iso
+from bot.core.models import FOREVER, RequestResult
+from bot.core.text import moment
 from bot.services.nodes import NodeService
 from bot.services.pairing import PairingService, PairingSettings
 from stores.jsonfile import JsonFileStore
@@ -188,6 +189,51 @@ def test_allowlist_add_list_remove(state_dir, live):
     missing = run(state_dir, "allowlist", "remove", "telegram", "42")
     assert missing.returncode == 1
     assert "not in the allowlist" in missing.stderr
+
+
+def test_grants_that_end_from_the_command_line(state_dir, live):
+    store, pairing, _ = live
+    code = code_of(pairing.request("telegram", "42", {"firstName": "Alice"}))
+    approved = run(state_dir, "pairing", "approve", "--provider", "telegram", code, "--for", "7d")
+    assert approved.returncode == 0, approved.stderr
+    end = store.allowed_until("telegram", "42")
+    assert end is not None
+    assert end is not FOREVER
+    assert approved.stdout.strip() == (
+        f"Approved telegram sender 42 (Alice) until {moment(end)}, 7d left."
+    )
+    added = run(state_dir, "allowlist", "add", "slack", "U0SLACK", "--for", "24h")
+    assert added.stdout.startswith("Added slack sender U0SLACK until "), added.stdout
+    assert run(state_dir, "allowlist", "add", "telegram", "7").returncode == 0
+    for_good = run(state_dir, "allowlist", "add", "slack", "U0SLACK")
+    assert for_good.stdout.strip() == "slack sender U0SLACK is now allowed for good."
+
+    rows = json.loads(run(state_dir, "allowlist", "list", "--json").stdout)
+    assert rows == [
+        {"provider": "telegram", "id": "7", "source": "store"},
+        {"provider": "telegram", "id": "42", "source": "store", "until": iso(end)},
+        {"provider": "slack", "id": "U0SLACK", "source": "store"},
+    ]
+    table = run(state_dir, "allowlist", "list").stdout
+    assert "Until" in table
+    assert f"{moment(end)}, 7d left" in table
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["pairing", "approve", "telegram", "ABCD2345", "--for", "7x"], "not a duration: '7x'"),
+        (["allowlist", "add", "telegram", "42", "--for", "60"], "not a duration: '60'"),
+        (["allowlist", "add", "telegram", "42", "--for", "0s"], "duration '0s': must be longer"),
+    ],
+    ids=["approve-no-unit", "add-bare-number", "add-zero"],
+)
+def test_a_bad_for_is_one_line_naming_the_argument(state_dir, args, problem):
+    result = run(state_dir, *args)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"pairbot: error: --for: {problem}")
+    assert JsonFileStore(state_dir).allowed_until("telegram", "42") is None
 
 
 def test_nodes_approve_prints_the_token_once_and_stores_only_its_hash(state_dir, live):
@@ -424,4 +470,4 @@ def test_unwritable_audit_log_still_approves_and_prints_the_token(state_dir, liv
         assert len(lines) == 1, result.stderr
         assert lines[0].startswith(f"pairbot: WARNING: {audit}: ")
         assert secret not in result.stderr
-    assert JsonFileStore(state_dir).is_allowed("telegram", "42")
+    assert JsonFileStore(state_dir).allowed_until("telegram", "42")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import pytest
 
 from bot.cli import main as cli
 from bot.cli import output
-from bot.core.clock import FakeClock
+from bot.core.clock import FakeClock, SystemClock
 from bot.core.models import AuditEvent
+from bot.core.text import moment
 from bot.services.pairing import PairingService
 from stores.jsonfile import JsonFileStore
 from tests.cli.test_cli import run
@@ -128,6 +130,21 @@ def test_a_table_up_to_table_rows_and_lines_past_it(state_dir, monkeypatch):
     _, sink = main(monkeypatch, state_dir, "allowlist", "list")
     assert sink.text.startswith("Provider  Sender id   Source\n")
     assert len(sink.text.splitlines()) == 2 + output.TABLE_ROWS
+
+
+def test_grants_that_end_add_an_until_column_to_the_lines(state_dir, monkeypatch):
+    seed_allowlist(state_dir, "telegram", large_ids(output.TABLE_ROWS))
+    clock = SystemClock()
+    end = clock.now() + timedelta(days=7)
+    PairingService(JsonFileStore(state_dir), clock=clock).allow(
+        "telegram", "555", actor="owner", until=end
+    )
+    _, sink = main(monkeypatch, state_dir, "allowlist", "list")
+    lines = sink.text.splitlines()
+    assert lines[0] == "Provider  Sender id   Source  Until"
+    assert lines[1] == "telegram  1000000000  store   -"
+    assert lines[-1] == f"telegram  555         store   {moment(end)}, 7d left"
+    assert len(lines) == 2 + output.TABLE_ROWS
 
 
 def test_lines_show_an_unprintable_id_escaped_never_raw(state_dir, monkeypatch):

@@ -20,6 +20,7 @@ from bot.core import codes
 from bot.core.clock import FakeClock
 from bot.core.errors import StoreLockTimeoutError
 from bot.core.models import (
+    FOREVER,
     HELD_TEXT_LIMIT,
     ApprovalNotice,
     AskView,
@@ -383,7 +384,7 @@ def test_a_body_that_raises_changes_nothing_and_a_clean_one_changes_all(
             assert txn.allow_from("telegram") == ["bob"]
             assert [r.id for r in txn.requests("telegram")] == ["alice"]
             assert (txn.notices(), txn.node_requests(), txn.paired_nodes()) == ([], [], [])
-        assert seen.is_allowed("telegram", "mallory") is False
+        assert seen.allowed_until("telegram", "mallory") is None
         assert subjects(seen.read_audit()) == ["bob", "alice"]
 
     with store.transaction() as txn:
@@ -406,24 +407,24 @@ def test_changes_are_seen_only_once_committed(backend: Backend) -> None:
         txn.disallow("telegram", "old")
         txn.allow("telegram", "new")
         txn.audit(event("new"))
-        assert store.is_allowed("telegram", "old") is True
-        assert store.is_allowed("telegram", "new") is False
+        assert store.allowed_until("telegram", "old") is FOREVER
+        assert store.allowed_until("telegram", "new") is None
         assert store.read_audit() == []
-    assert store.is_allowed("telegram", "old") is False
-    assert store.is_allowed("telegram", "new") is True
+    assert store.allowed_until("telegram", "old") is None
+    assert store.allowed_until("telegram", "new") is FOREVER
     assert subjects(store.read_audit()) == ["new"]
 
 
-def test_is_allowed_sees_grants_and_revocations_made_elsewhere(backend: Backend) -> None:
+def test_the_gate_sees_grants_and_revocations_made_elsewhere(backend: Backend) -> None:
     gate = backend.open()
     owner = PairingService(backend.other(), clock=FakeClock())
-    assert not gate.is_allowed("telegram", "alice")
+    assert not gate.allowed_until("telegram", "alice")
 
     owner.allow("telegram", "alice", actor="owner")
-    assert gate.is_allowed("telegram", "alice")
+    assert gate.allowed_until("telegram", "alice")
 
     owner.revoke("telegram", "alice", actor="owner")
-    assert not gate.is_allowed("telegram", "alice")
+    assert not gate.allowed_until("telegram", "alice")
 
 
 def test_transactions_see_what_another_process_wrote(backend: Backend) -> None:
@@ -455,7 +456,7 @@ def test_what_the_services_wrote_is_what_another_process_reads(
         assert txn.allow_from("whatsapp") == ["15550001"]
         assert [n.node_id for n in txn.paired_nodes()] == ["n1"]
         assert [r.node_id for r in txn.node_requests()] == ["n2"]
-    assert again.is_allowed("whatsapp", "15550001")
+    assert again.allowed_until("whatsapp", "15550001")
 
 
 def test_threads_of_one_store_take_turns(backend: Backend) -> None:
@@ -620,7 +621,7 @@ def test_a_wildcard_or_an_empty_id_is_kept_but_never_allowed(backend: Backend) -
         assert txn.allow_from("telegram") == ["*", "", "1"]
         assert txn.allow_has("telegram", "*") is True
     for gate in (store, backend.other()):
-        assert [gate.is_allowed("telegram", s) for s in ("*", "", "1", "2")] == [
+        assert [gate.allowed_until("telegram", s) is FOREVER for s in ("*", "", "1", "2")] == [
             False,
             False,
             True,
@@ -648,7 +649,7 @@ def test_an_unknown_provider_is_a_value_error(
     with pytest.raises(ValueError, match="unknown provider 'myspace'"), store.transaction() as txn:
         use(txn)
     with pytest.raises(ValueError, match="unknown provider 'myspace'"):
-        store.is_allowed("myspace", "1")
+        store.allowed_until("myspace", "1")
     assert backend.dump() == before
 
 
@@ -660,7 +661,7 @@ def test_a_store_in_use_reports_nothing_wrong_and_closes_without_loss(
     assert all(ok for ok, _ in store.access_report())
     assert store.recheck(backend.state_dir.parent / "elsewhere.json") is False
     store.close()
-    assert backend.other().is_allowed("telegram", "1")
+    assert backend.other().allowed_until("telegram", "1")
 
 
 # --- cursors: where a provider got to, across a restart ------------------------------------------
@@ -836,6 +837,116 @@ def test_a_sender_approved_elsewhere_a_moment_ago_is_not_given_a_new_code(
     with backend.other().transaction() as txn:
         assert txn.requests("telegram") == []
     assert backend.other().read_audit() == before
+
+
+# --- grants that end ------------------------------------------------------------------------
+
+
+def test_a_grant_that_ends_keeps_its_end_and_its_place(backend: Backend) -> None:
+    store = backend.open()
+    with store.transaction() as txn:
+        assert txn.allow("telegram", "a") is True
+        assert txn.allow("telegram", "b", until=at(60)) is True
+        assert txn.allow("telegram", "c") is True
+        assert txn.allow("slack", "U1", until=at(30)) is True
+        assert (txn.allow_end("telegram", "a"), txn.allow_end("telegram", "b")) == (None, at(60))
+        assert txn.allow_end("telegram", "nobody") is None
+        assert txn.allow_ends("telegram") == {"b": at(60)}
+    with backend.other().transaction() as txn:
+        assert txn.allow_from("telegram") == ["a", "b", "c"]
+        assert txn.allow_ends("telegram") == {"b": at(60)}
+        assert txn.allow_ends("slack") == {"U1": at(30)}
+        assert txn.allow("telegram", "b") is False, "listed: not added, but now for good"
+        assert txn.allow("telegram", "a", until=at(90)) is False
+    with store.transaction() as txn:
+        assert txn.allow_from("telegram") == ["a", "b", "c"], "a new end keeps the place"
+        assert txn.allow_ends("telegram") == {"a": at(90)}
+        assert txn.allow_end("telegram", "b") is None
+        assert txn.allow_has("telegram", "b")
+        txn.allow("telegram", "c", until=at(10))
+        assert txn.allow_ends("telegram", by=at(10)) == {"c": at(10)}, "ended at or before"
+        assert txn.allow_ends("telegram", by=at(9)) == {}
+        assert txn.allow_ends("telegram", by=at(90)) == {"a": at(90), "c": at(10)}
+
+
+def test_the_gate_says_until_when_and_sees_an_end_changed_elsewhere(backend: Backend) -> None:
+    gate = backend.open()
+    with gate.transaction() as txn:
+        txn.allow("telegram", "forever")
+        txn.allow("telegram", "timed", until=at(60))
+    assert gate.allowed_until("telegram", "forever") is FOREVER
+    assert gate.allowed_until("telegram", "timed") == at(60)
+    assert gate.allowed_until("telegram", "stranger") is None
+    with backend.other().transaction() as txn:  # only an end changes, nothing is added
+        txn.allow("telegram", "forever", until=at(30))
+        txn.allow("telegram", "timed")
+    assert gate.allowed_until("telegram", "forever") == at(30)
+    assert gate.allowed_until("telegram", "timed") is FOREVER
+    with backend.other().transaction() as txn:
+        txn.allow("telegram", "forever", until=at(45))
+    assert gate.allowed_until("telegram", "forever") == at(45)
+    assert backend.other().allowed_until("telegram", "forever") == at(45), "a new reader too"
+
+
+def test_a_grant_and_its_end_are_one_change(backend: Backend) -> None:
+    store = backend.open()
+
+    def allow_then_fail(until: datetime | None) -> None:
+        with store.transaction() as txn:
+            txn.allow("telegram", "a", until=until)
+            raise RuntimeError("the body failed")
+
+    with pytest.raises(RuntimeError):
+        allow_then_fail(at(60))
+    assert backend.other().allowed_until("telegram", "a") is None
+    with store.transaction() as txn:
+        txn.allow("telegram", "a", until=at(60))
+    with pytest.raises(RuntimeError):
+        allow_then_fail(None)
+    assert backend.other().allowed_until("telegram", "a") == at(60), "never for good by accident"
+    with store.transaction() as txn:
+        assert txn.disallow("telegram", "a") is True
+        assert txn.allow_ends("telegram") == {}
+        assert txn.allow("telegram", "a") is True
+    assert backend.other().allowed_until("telegram", "a") is FOREVER, "the old end went with it"
+
+
+def test_an_ended_grant_is_removed_only_as_it_was_read(backend: Backend) -> None:
+    store = backend.open()
+    with store.transaction() as txn:
+        txn.allow("telegram", "a", until=at(60))
+        txn.allow("telegram", "b")
+    with store.transaction() as txn:
+        assert txn.disallow("telegram", "a", ending=at(59)) is False, "renewed since"
+        assert txn.disallow("telegram", "b", ending=at(60)) is False, "a grant for good"
+        assert txn.disallow("telegram", "nobody", ending=at(60)) is False
+        assert txn.disallow("telegram", "a", ending=at(60)) is True
+        assert txn.disallow("telegram", "a", ending=at(60)) is False
+    with backend.other().transaction() as txn:
+        assert txn.allow_from("telegram") == ["b"]
+        assert txn.allow_ends("telegram") == {}
+
+
+def test_an_ended_grant_several_instances_prune_at_once_is_audited_once(
+    backend: Backend,
+) -> None:
+    clock = FakeClock(T0)
+    services = _services(backend, 4, clock, cap=100)
+    for sender in ("1", "2", "3"):
+        services[0].allow("telegram", sender, actor="owner", until=at(2))
+    services[0].allow("telegram", "4", actor="owner")
+    clock.advance(timedelta(seconds=2))
+
+    def prune(index: int) -> None:
+        services[index].prune()
+
+    _at_once(4, prune)
+
+    ended = [r for r in backend.other().read_audit() if r["event"] == "grant.expire"]
+    assert sorted(str(r["subject"]) for r in ended) == ["1", "2", "3"]
+    with backend.other().transaction() as txn:
+        assert txn.allow_from("telegram") == ["4"]
+        assert txn.allow_ends("telegram") == {}
 
 
 # --- held messages: kept with the request, moved by the approval, gone with the request --------

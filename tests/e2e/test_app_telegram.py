@@ -309,6 +309,36 @@ async def test_scheduler_prunes_expired_requests_and_audits_them(tg, app, fake_c
     )
 
 
+async def test_a_two_second_grant_lets_the_sender_in_and_then_shows_them_a_code(
+    tg, app, fake_clock
+):
+    """Issue 14: the grant ends at its moment by the bot's clock (moved here, no sleeping),
+    whether or not the prune ran; the sender is a stranger again and gets a new code."""
+    code = await pair(tg, app, ALICE)
+    tg.dm(OWNER, f"/approve {code} 2s")
+    owner_texts = await tg.wait_for_sent(
+        lambda m: m["chat_id"] == OWNER and m["text"].startswith("Approved")
+    )
+    assert ", 2s left. They have been told." in owner_texts[0]["text"]
+    assert (await texts_to(tg, ALICE, 2))[
+        1
+    ] == "You're approved. Send a message to start chatting."
+    fake_clock.advance(timedelta(seconds=1))
+    tg.dm(ALICE, "still within the grant")
+    assert (await texts_to(tg, ALICE, 3))[2] == "still within the grant"
+
+    fake_clock.advance(timedelta(seconds=1))
+    tg.dm(ALICE, "after the end")
+    texts = await texts_to(tg, ALICE, 4)
+    assert "pairing code" in texts[3]
+    assert code_in(texts[3]) != code
+    await settle(0.4)
+    assert "after the end" not in json.dumps(tg.sent)
+    await tg.wait_until(
+        lambda: [r["event"] for r in app.store.read_audit()].count("grant.expire") == 1
+    )
+
+
 async def test_restart_keeps_every_approval(tg, state_dir, fake_clock):
     app = await start_app(tg, state_dir, fake_clock)
     try:

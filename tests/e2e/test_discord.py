@@ -315,7 +315,8 @@ async def test_slash_commands_are_synced_for_dms_only(fake, running):
         "help",
     }
     assert all(c["contexts"] == [1] and c["integration_types"] == [0] for c in commands.values())
-    assert [o["name"] for o in commands["approve"]["options"]] == ["code"]
+    assert [o["name"] for o in commands["approve"]["options"]] == ["code", "duration"]
+    assert [o["required"] for o in commands["approve"]["options"]] == [True, False]
     assert [o["name"] for o in commands["nodes"]["options"]] == ["action", "id"]
 
 
@@ -353,12 +354,14 @@ async def test_options_become_the_command_line(fake, running, inbox):
     fake.slash(OWNER, "nodes", {"action": "approve", "id": "req-1"})
     fake.slash(OWNER, "allowlist")
     fake.slash(OWNER, "revoke", {"platform": "discord", "user_id": ALICE})
-    items = await inbox.wait(3)
+    fake.slash(OWNER, "approve", {"code": "abcd-2345", "duration": "7d"})
+    items = await inbox.wait(4)
 
     assert [(i.text, i.chat_kind, i.sender_id, i.is_button) for i in items] == [
         ("/nodes approve req-1", ChatKind.DM, OWNER, False),
         ("/allowlist", ChatKind.DM, OWNER, False),
         (f"/revoke discord {ALICE}", ChatKind.DM, OWNER, False),
+        ("/approve abcd-2345 7d", ChatKind.DM, OWNER, False),
     ]
 
 

@@ -64,7 +64,7 @@ def test_approve_from_clawdbot_files(state_dir: Path) -> None:
     assert approved.id == "123456789"
     assert approved.meta == {"username": "alice", "accountId": "default"}
     assert service.is_allowed("telegram", "123456789")
-    assert JsonFileStore(state_dir).is_allowed("telegram", "123456789")
+    assert JsonFileStore(state_dir).allowed_until("telegram", "123456789")
 
     allow = load(allow_file)
     assert allow == {"version": 1, "allowFrom": ["555", "123456789"], "note": "hand-edited"}
@@ -97,10 +97,10 @@ def test_bare_array_allow_from_is_read_and_upgraded(state_dir: Path) -> None:
     write_json(allow_file, ["111", 222, " 333 "])
     store = JsonFileStore(state_dir)
 
-    assert store.is_allowed("telegram", "111")
-    assert store.is_allowed("telegram", "222")
-    assert store.is_allowed("telegram", "333")
-    assert not store.is_allowed("telegram", "444")
+    assert store.allowed_until("telegram", "111")
+    assert store.allowed_until("telegram", "222")
+    assert store.allowed_until("telegram", "333")
+    assert not store.allowed_until("telegram", "444")
     with store.transaction() as txn:
         assert txn.allow_from("telegram") == ["111", "222", "333"]
     store.load_check(allow_file)
@@ -114,8 +114,8 @@ def test_wildcard_is_kept_but_never_allows(state_dir: Path) -> None:
     allow_file = state_dir / "credentials" / "telegram-allowFrom.json"
     write_json(allow_file, {"version": 1, "allowFrom": ["*", "1"]})
     store = JsonFileStore(state_dir)
-    assert not store.is_allowed("telegram", "*")
-    assert not store.is_allowed("telegram", "2")
+    assert not store.allowed_until("telegram", "*")
+    assert not store.allowed_until("telegram", "2")
     with store.transaction() as txn:
         txn.allow("telegram", "3")
     assert load(allow_file)["allowFrom"] == ["*", "1", "3"]
@@ -160,4 +160,4 @@ def test_duplicate_entries_keep_the_first(state_dir: Path) -> None:
         assert [r.code for r in txn.requests("telegram")] == ["AAAA2222"]
         assert txn.drop_request("telegram", "9")
         assert txn.requests("telegram") == []
-    assert store.is_allowed("telegram", "1")
+    assert store.allowed_until("telegram", "1")

@@ -63,7 +63,7 @@ def test_four_processes_interleaved_lose_nothing(
     assert {r.id for r in requests} == pending
     assert len(requests) == len(pending)
     for sender in approved:
-        assert store.is_allowed("telegram", sender)
+        assert store.allowed_until("telegram", sender)
     if isinstance(store, JsonFileStore):  # what is on disk, not only what the store reads
         assert load(store.allow_path("telegram"))["allowFrom"] == allow
         assert len(load(store.pairing_path("telegram"))["requests"]) == len(pending)

@@ -176,7 +176,7 @@ def test_corrupt_file_raises_and_is_left_alone(
             lambda: pairing.allow("telegram", "x", actor="owner"),
             lambda: pairing.revoke("telegram", "1", actor="owner"),
             lambda: pairing.allowed("telegram"),
-            lambda: store.is_allowed("telegram", "1"),
+            lambda: store.allowed_until("telegram", "1"),
         ]
     else:
         write_raw(path, content)
@@ -200,7 +200,7 @@ def test_corrupt_file_raises_and_is_left_alone(
         assert snapshot(state_dir) == before  # byte-identical, same mtime; no audit line
 
     # Files that parse stay usable; a fresh store over the same dir refuses the same way.
-    assert store.is_allowed("slack", "U1")
+    assert store.allowed_until("slack", "U1")
     with pytest.raises(error):
         attempts[0]()
     fresh = PairingService(JsonFileStore(state_dir), clock=FakeClock())
@@ -214,7 +214,7 @@ def test_corrupt_file_raises_and_is_left_alone(
     ("relpath", "content", "error", "words"),
     [pytest.param(*case[1:], id=case[0]) for case in CASES if "allowFrom" in case[1]],
 )
-def test_is_allowed_on_corrupt_allowlist_raises(
+def test_the_gate_on_a_corrupt_allowlist_raises(
     state_dir: Path,
     store: JsonFileStore,
     relpath: str,
@@ -224,13 +224,13 @@ def test_is_allowed_on_corrupt_allowlist_raises(
 ) -> None:
     with store.transaction() as txn:
         txn.allow("telegram", "1")
-    assert store.is_allowed("telegram", "1")  # cached as allowed...
+    assert store.allowed_until("telegram", "1")  # cached as allowed...
     path = state_dir / relpath
     write_raw(path, content)  # ...then the file goes bad behind the store's back
     before = snapshot(state_dir)
     for _ in range(2):  # every call, not just the first: the gate fails closed
         with pytest.raises(error) as caught:
-            store.is_allowed("telegram", "1")
+            store.allowed_until("telegram", "1")
         assert_names(caught.value, path, words)
     assert snapshot(state_dir) == before
 

@@ -80,7 +80,7 @@ def test_kill_9_loses_no_acknowledged_approval(
         assert not missing, f"round {round_no}: acknowledged but not allowed: {missing}"
         assert not acked & pending, f"round {round_no}: acknowledged yet still pending"
         for sender in acked:
-            assert store.is_allowed("telegram", sender)
+            assert store.allowed_until("telegram", sender)
         approvals = {r["subject"] for r in store.read_audit() if r["outcome"] == "approved"}
         assert acked <= approvals
         store.close()
@@ -110,4 +110,4 @@ def test_stray_temp_files_are_swept_on_open(state_dir: Path) -> None:
 
     assert not any(path.exists() for path in debris)
     assert keep.read_text() == "mine"
-    assert store.is_allowed("telegram", "1")
+    assert store.allowed_until("telegram", "1")

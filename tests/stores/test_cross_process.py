@@ -18,27 +18,27 @@ def test_same_size_rewrites_in_quick_succession_are_seen(state_dir: Path) -> Non
     with other.transaction() as txn:
         txn.allow("telegram", "u0")
     for i in range(1, 60):
-        assert gate.is_allowed("telegram", f"u{(i - 1) % 10}")
+        assert gate.allowed_until("telegram", f"u{(i - 1) % 10}")
         size = other.allow_path("telegram").stat().st_size
         with other.transaction() as txn:
             assert txn.disallow("telegram", f"u{(i - 1) % 10}")
             txn.allow("telegram", f"u{i % 10}")
         assert other.allow_path("telegram").stat().st_size == size
-        assert gate.is_allowed("telegram", f"u{i % 10}"), i
-        assert not gate.is_allowed("telegram", f"u{(i - 1) % 10}"), i
+        assert gate.allowed_until("telegram", f"u{i % 10}"), i
+        assert not gate.allowed_until("telegram", f"u{(i - 1) % 10}"), i
 
 
 @pytest.mark.parametrize("kind", ["json", "sqlite"])
 def test_subprocess_grant_and_revoke_are_seen(state_dir: Path, kind: str) -> None:
     gate = open_store(state_dir, backend=kind)
-    assert not gate.is_allowed("telegram", "carol")
+    assert not gate.allowed_until("telegram", "carol")
     run_writer("allow", state_dir, "carol", backend=kind)
-    assert gate.is_allowed("telegram", "carol")
-    assert gate.is_allowed("telegram", "carol")  # from memory now
+    assert gate.allowed_until("telegram", "carol")
+    assert gate.allowed_until("telegram", "carol")  # from memory now
     run_writer("revoke", state_dir, "carol", backend=kind)
-    assert not gate.is_allowed("telegram", "carol")
+    assert not gate.allowed_until("telegram", "carol")
     run_writer("allow", state_dir, "carol", backend=kind)
-    assert gate.is_allowed("telegram", "carol")
+    assert gate.allowed_until("telegram", "carol")
     gate.close()
 
 
@@ -46,6 +46,6 @@ def test_file_deleted_behind_the_store_means_not_allowed(state_dir: Path) -> Non
     gate = JsonFileStore(state_dir)
     with gate.transaction() as txn:
         txn.allow("telegram", "dave")
-    assert gate.is_allowed("telegram", "dave")
+    assert gate.allowed_until("telegram", "dave")
     gate.allow_path("telegram").unlink()
-    assert not gate.is_allowed("telegram", "dave")
+    assert not gate.allowed_until("telegram", "dave")

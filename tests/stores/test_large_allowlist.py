@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.core.models import FOREVER
 from stores.jsonfile import JsonFileStore
 from tests.stores.helpers import load
 
@@ -91,7 +92,7 @@ def test_any_other_layout_gets_the_right_list(
     store = add(state_dir, "c")
 
     assert load(path)["allowFrom"] == expected
-    assert [store.is_allowed("telegram", s) for s in ("a", "b", "c")] == [
+    assert [store.allowed_until("telegram", s) is FOREVER for s in ("a", "b", "c")] == [
         s in expected for s in ("a", "b", "c")
     ]
     fresh = JsonFileStore(state_dir)
@@ -103,7 +104,7 @@ def test_the_gate_of_a_process_sees_its_own_writes_and_other_writers(state_dir: 
     path = allow_file(state_dir)
     path.write_text(json.dumps({"version": 1, "allowFrom": ["*", "", " 1 "]}))
     gate = JsonFileStore(state_dir)
-    assert [gate.is_allowed("telegram", s) for s in ("1", "*", "", "2")] == [
+    assert [gate.allowed_until("telegram", s) is FOREVER for s in ("1", "*", "", "2")] == [
         True,
         False,
         False,
@@ -111,8 +112,8 @@ def test_the_gate_of_a_process_sees_its_own_writes_and_other_writers(state_dir: 
     ]
     with gate.transaction() as txn:
         txn.allow("telegram", "2")
-    assert gate.is_allowed("telegram", "2")  # the set was rebuilt by the commit
+    assert gate.allowed_until("telegram", "2")  # the set was rebuilt by the commit
 
     add(state_dir, "3")  # another process
-    assert gate.is_allowed("telegram", "3")
-    assert not gate.is_allowed("telegram", "*")
+    assert gate.allowed_until("telegram", "3")
+    assert not gate.allowed_until("telegram", "*")

@@ -75,7 +75,7 @@ def test_first_write_of_a_new_file_keeps_its_entries(store: JsonFileStore) -> No
     with store.transaction() as txn:
         txn.allow("discord", "d1")
     assert load(store.allow_path("discord")) == {"version": 1, "allowFrom": ["d1"]}
-    assert JsonFileStore(store.state_dir).is_allowed("discord", "d1")
+    assert JsonFileStore(store.state_dir).allowed_until("discord", "d1")
 
 
 def test_node_files_shape(state_dir: Path, nodes: NodeService, clock: FakeClock) -> None:

@@ -141,7 +141,7 @@ def test_a_newer_schema_is_refused_and_left_untouched(
     )
     assert "\n" not in message
     with pytest.raises(SchemaVersionError):
-        newer.is_allowed("telegram", "1")
+        newer.allowed_until("telegram", "1")
     with pytest.raises(SchemaVersionError):
         newer.check()
     assert newer.recheck(newer.where) is True
@@ -228,13 +228,13 @@ def test_a_revocation_by_another_process_reaches_the_gate(
     opened: list[PostgresStore], pg_dsn: str, tmp_path: Path
 ) -> None:
     gate = pg_store(opened, pg_dsn)
-    assert not gate.is_allowed("telegram", "carol")
+    assert not gate.allowed_until("telegram", "carol")
     delays = []
     for _ in range(3):
         run_writer("allow", tmp_path, "carol", backend="postgres", dsn=pg_dsn)
-        delays.append(wait_for(lambda: gate.is_allowed("telegram", "carol")))
+        delays.append(wait_for(lambda: gate.allowed_until("telegram", "carol") is not None))
         run_writer("revoke", tmp_path, "carol", backend="postgres", dsn=pg_dsn)
-        delays.append(wait_for(lambda: not gate.is_allowed("telegram", "carol")))
+        delays.append(wait_for(lambda: not gate.allowed_until("telegram", "carol")))
     print(f"notification delays after the writer exited: {[f'{d * 1000:.1f}' for d in delays]} ms")
 
 
@@ -244,7 +244,7 @@ def test_this_process_commits_reach_its_gates_at_once(
     """No wait for a notification: a commit marks every cache of the process stale itself."""
     gate = pg_store(opened, pg_dsn)
     owner = PairingService(pg_store(opened, pg_dsn), clock=FakeClock())
-    assert not gate.is_allowed("telegram", "frank")
+    assert not gate.allowed_until("telegram", "frank")
     db = gate._db
     assert db is not None
     assert db.listener is not None
@@ -253,9 +253,9 @@ def test_this_process_commits_reach_its_gates_at_once(
     assert db.listening
     for _ in range(3):
         owner.allow("telegram", "frank", actor="owner")
-        assert gate.is_allowed("telegram", "frank")
+        assert gate.allowed_until("telegram", "frank")
         owner.revoke("telegram", "frank", actor="owner")
-        assert not gate.is_allowed("telegram", "frank")
+        assert not gate.allowed_until("telegram", "frank")
 
 
 def listener_pid(store: PostgresStore) -> int:
@@ -278,7 +278,7 @@ def test_without_its_listener_the_gate_checks_on_every_call(
     gate = pg_store(opened, pg_dsn)
     with gate.transaction() as txn:
         txn.allow("telegram", "dave")
-    assert gate.is_allowed("telegram", "dave")
+    assert gate.allowed_until("telegram", "dave")
     db = gate._db
     assert db is not None
     refused = threading.Event()
@@ -293,14 +293,14 @@ def test_without_its_listener_the_gate_checks_on_every_call(
     assert not db.listening
     # No notification can arrive now: the revocation is seen by the check per call.
     run_writer("revoke", tmp_path, "dave", backend="postgres", dsn=pg_dsn)
-    assert not gate.is_allowed("telegram", "dave")
+    assert not gate.allowed_until("telegram", "dave")
     run_writer("allow", tmp_path, "dave", backend="postgres", dsn=pg_dsn)
-    assert gate.is_allowed("telegram", "dave")
+    assert gate.allowed_until("telegram", "dave")
 
     monkeypatch.undo()
     wait_for(lambda: db.listening)
     run_writer("revoke", tmp_path, "dave", backend="postgres", dsn=pg_dsn)
-    wait_for(lambda: not gate.is_allowed("telegram", "dave"))  # notified again
+    wait_for(lambda: not gate.allowed_until("telegram", "dave"))  # notified again
 
 
 # --- an outage -----------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def test_an_outage_fails_fast_answers_the_gate_from_memory_and_logs_once(
     pairing = PairingService(store, clock=FakeClock())
     pairing.allow("telegram", "alice", actor="owner")
     pairing.allow("telegram", "erin", actor="owner")
-    assert store.is_allowed("telegram", "alice")
+    assert store.allowed_until("telegram", "alice")
     caplog.set_level(logging.WARNING, logger="stores.sql.postgres")
 
     proxy.stop()  # the server is away for this store; the direct one still reaches it
@@ -339,8 +339,8 @@ def test_an_outage_fails_fast_answers_the_gate_from_memory_and_logs_once(
             pairing.allow("telegram", "bob", actor="owner")
         took.append(time.perf_counter() - began)
         errors.append(str(caught.value))
-        assert store.is_allowed("telegram", "alice")  # from the cache, no error
-        assert not store.is_allowed("telegram", "bob")
+        assert store.allowed_until("telegram", "alice")  # from the cache, no error
+        assert not store.allowed_until("telegram", "bob")
     assert max(took[1:]) < 1.0, took  # once known away, calls do not wait the connect timeout
     for message in errors:
         assert message.startswith(f"{dsn_target(via_proxy)}: PostgreSQL unreachable: ")
@@ -367,9 +367,9 @@ def test_an_outage_fails_fast_answers_the_gate_from_memory_and_logs_once(
         return True
 
     wait_for(works, 20)
-    wait_for(lambda: not store.is_allowed("telegram", "erin"))  # caught up with the outage
-    assert store.is_allowed("telegram", "bob")
-    assert store.is_allowed("telegram", "alice")  # nothing acknowledged was lost
+    wait_for(lambda: not store.allowed_until("telegram", "erin"))  # caught up with the outage
+    assert store.allowed_until("telegram", "bob")
+    assert store.allowed_until("telegram", "alice")  # nothing acknowledged was lost
     back = [r for r in caplog.records if "reachable again" in r.getMessage()]
     assert len(back) == 1
     assert len([r for r in caplog.records if "unreachable" in r.getMessage()]) == 1
@@ -390,7 +390,7 @@ def test_another_process_holding_the_lock_times_out(
             pytest.fail("two transactions at once")
         assert "\n" not in str(caught.value)
         assert str(caught.value).startswith(f"{dsn_target(pg_dsn)}: another process held")
-        assert store.is_allowed("telegram", "1")  # the gate does not wait for the lock
+        assert store.allowed_until("telegram", "1")  # the gate does not wait for the lock
     # The holder was killed: the server ended its session and its lock with it.
     with store.transaction() as txn:
         txn.allow("telegram", "after")

@@ -26,7 +26,7 @@ from bot.core.errors import (
     StoreError,
     StoreLockTimeoutError,
 )
-from bot.core.models import AuditEvent, PendingRequest
+from bot.core.models import FOREVER, AuditEvent, PendingRequest
 from bot.services.pairing import PairingService
 from stores import open_store
 from stores.jsonfile import JsonFileStore
@@ -126,7 +126,7 @@ def test_the_database_and_its_files_are_private(
 ) -> None:
     store = sqlite_store(opened, db)
     PairingService(store, clock=FakeClock()).request("telegram", "1")
-    store.is_allowed("telegram", "1")
+    store.allowed_until("telegram", "1")
     names = sorted(p.name for p in state_dir.iterdir())
     assert names == ["pairbot.db", "pairbot.db-shm", "pairbot.db-wal", "pairbot.db.lock"]
     assert mode(state_dir) == 0o700
@@ -175,7 +175,7 @@ def test_a_newer_schema_is_refused_and_left_untouched(
     assert "\n" not in message
     assert caught.value.path == db
     with pytest.raises(SchemaVersionError):
-        newer.is_allowed("telegram", "1")
+        newer.allowed_until("telegram", "1")
     with pytest.raises(SchemaVersionError):
         newer.check()
     assert newer.recheck(db) is True
@@ -217,7 +217,7 @@ def test_migrations_run_in_order_on_an_older_database(
     monkeypatch.setattr(base, "SCHEMA_VERSION", len(later))
 
     upgraded = sqlite_store(opened, db)
-    assert upgraded.is_allowed("telegram", "1")
+    assert upgraded.allowed_until("telegram", "1")
     assert schema_version(db) == len(later)
     conn = raw(db)
     assert conn.execute("SELECT key, value FROM later").fetchall() == [("first", "1")]
@@ -238,7 +238,7 @@ def test_a_file_that_is_no_database_is_named_and_left_as_it_is(
 
     for use in (
         store.check,
-        lambda: store.is_allowed("telegram", "1"),
+        lambda: store.allowed_until("telegram", "1"),
         store.read_audit,
     ):
         with pytest.raises(StoreCorruptError) as caught:
@@ -323,7 +323,7 @@ def test_reads_write_nothing(opened: list[SqliteStore], db: Path, state_dir: Pat
     before = files(state_dir)
     reader = sqlite_store(opened, db)
     for seen in (store, reader):
-        assert seen.is_allowed("telegram", "1")
+        assert seen.allowed_until("telegram", "1")
         assert len(seen.read_audit()) == 2
         with seen.transaction() as txn:
             assert [r.id for r in txn.requests("telegram")] == ["2"]
@@ -349,19 +349,19 @@ def test_the_gate_answers_from_memory_and_catches_up_from_the_log(
     other = sqlite_store(opened, db)
     with other.transaction() as txn:
         txn.allow("telegram", "alice")
-    assert gate.is_allowed("telegram", "alice")
+    assert gate.allowed_until("telegram", "alice")
     statements = traced(gate)
     for _ in range(100):
-        assert gate.is_allowed("telegram", "alice")
-        assert not gate.is_allowed("telegram", "bob")
+        assert gate.allowed_until("telegram", "alice")
+        assert not gate.allowed_until("telegram", "bob")
     assert set(statements) == {"PRAGMA data_version"}, "no query while nothing changed"
 
     statements.clear()
     with other.transaction() as txn:
         txn.disallow("telegram", "alice")
         txn.allow("telegram", "bob")
-    assert not gate.is_allowed("telegram", "alice")
-    assert gate.is_allowed("telegram", "bob")
+    assert not gate.allowed_until("telegram", "alice")
+    assert gate.allowed_until("telegram", "bob")
     assert any("FROM allowlist_log" in s for s in statements)
     assert not any("FROM allowlist WHERE" in s for s in statements), "no reload"
 
@@ -372,7 +372,7 @@ def test_a_gate_further_behind_than_the_log_reloads(opened: list[SqliteStore], d
     other.log_keep, other.log_trim_every = 3, 2
     with other.transaction() as txn:
         txn.allow("telegram", "alice")
-    assert gate.is_allowed("telegram", "alice")
+    assert gate.allowed_until("telegram", "alice")
     statements = traced(gate)
     with other.transaction() as txn:
         txn.disallow("telegram", "alice")  # this change is trimmed from the log...
@@ -382,8 +382,8 @@ def test_a_gate_further_behind_than_the_log_reloads(opened: list[SqliteStore], d
     conn = raw(db)
     assert conn.execute("SELECT COUNT(*) FROM allowlist_log").fetchone()[0] <= 4
     conn.close()
-    assert not gate.is_allowed("telegram", "alice")  # ...so the gate reloads to see it
-    assert all(gate.is_allowed("telegram", f"s{i}") for i in range(10))
+    assert not gate.allowed_until("telegram", "alice")  # ...so the gate reloads to see it
+    assert all(gate.allowed_until("telegram", f"s{i}") for i in range(10))
     assert any("FROM allowlist WHERE" in s for s in statements)
 
 
@@ -397,8 +397,8 @@ def test_the_gate_is_thread_safe_while_transactions_run(
     def ask() -> None:
         try:
             while not stop.is_set():
-                store.is_allowed("telegram", "steady")
-                store.is_allowed("telegram", "flapping")
+                store.allowed_until("telegram", "steady")
+                store.allowed_until("telegram", "flapping")
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -414,8 +414,8 @@ def test_the_gate_is_thread_safe_while_transactions_run(
                     txn.disallow("telegram", "flapping")
                 else:
                     txn.allow("telegram", "flapping")
-            assert store.is_allowed("telegram", "steady")
-            assert store.is_allowed("telegram", "flapping") is (i % 2 == 0)
+            assert store.allowed_until("telegram", "steady")
+            assert (store.allowed_until("telegram", "flapping") is FOREVER) is (i % 2 == 0)
     finally:
         stop.set()
         for thread in threads:
@@ -464,7 +464,7 @@ def test_another_process_holding_the_lock_times_out(
         assert 0.3 <= time.perf_counter() - began < 2.0
         assert caught.value.path == store.lock_path
         assert "\n" not in str(caught.value)
-        assert store.is_allowed("telegram", "1") is False  # the gate does not wait
+        assert store.allowed_until("telegram", "1") is None  # the gate does not wait
     began = time.perf_counter()  # the holder was killed: its locks went with it
     with store.transaction() as txn:
         txn.allow("telegram", "after")

@@ -13,7 +13,7 @@ import pytest
 from bot.core.clock import FakeClock, iso
 from bot.core.errors import UnknownSubjectError
 from bot.core.models import RequestOutcome
-from bot.services.pairing import PairingService
+from bot.services.pairing import Granted, PairingService
 from stores.jsonfile import JsonFileStore
 from tests.stores.helpers import load, snapshot
 
@@ -55,7 +55,7 @@ def test_a_stored_entry_in_another_form_admits_the_sender_and_is_left_as_it_is(
 
     assert pairing.is_allowed(provider, sender)
     assert [e.id for e in pairing.allowed(provider)] == [sender]
-    assert not pairing.allow(provider, sender, actor="cli")  # already there
+    assert pairing.allow(provider, sender, actor="cli") is Granted.UNCHANGED  # already there
 
     assert snapshot(state_dir) == before  # reading never rewrites a user's file
 
@@ -81,7 +81,7 @@ def test_the_next_write_stores_every_entry_in_normal_form_and_keeps_the_rest(
 ) -> None:
     path = stored_allow(state_dir, "signal", ACI.upper(), f" {OTHER} ")
 
-    assert pairing.allow("signal", NEW.upper(), actor="cli")
+    assert pairing.allow("signal", NEW.upper(), actor="cli") is Granted.ADDED
 
     assert load(path) == {"version": 1, "allowFrom": [ACI, OTHER, NEW], "note": "hand-edited"}
     assert all(pairing.is_allowed("signal", i) for i in (ACI, OTHER, NEW))

@@ -91,12 +91,12 @@ def test_failed_rename_keeps_old_file_and_old_state(
     assert not list(state_dir.rglob("*.pairbot-tmp"))
     assert allow_ids(store) == ["bob"]
     assert pending_ids(store) == ["alice"]
-    assert not store.is_allowed("telegram", "alice")
+    assert not store.allowed_until("telegram", "alice")
 
     waiting.approve()  # os.replace works again: the retry succeeds
     assert allow_ids(store) == ["bob", "alice"]
     assert pending_ids(store) == []
-    assert JsonFileStore(state_dir).is_allowed("telegram", "alice")
+    assert JsonFileStore(state_dir).allowed_until("telegram", "alice")
     assert [r["outcome"] for r in store.read_audit()][-1] == "approved"
 
 
@@ -114,7 +114,7 @@ def test_failure_between_grant_and_pending_leaves_it_pending(
     assert store.allow_path("telegram").read_bytes() != allow_before
     assert allow_ids(store) == ["bob", "alice"]
     assert pending_ids(store) == ["alice"]
-    assert store.is_allowed("telegram", "alice")
+    assert store.allowed_until("telegram", "alice")
     fresh = JsonFileStore(state_dir)
     assert allow_ids(fresh) == ["bob", "alice"]
     assert pending_ids(fresh) == ["alice"]
@@ -133,7 +133,7 @@ def test_interrupt_mid_commit_drops_uncommitted_changes(
     assert snapshot(state_dir) == before
     assert allow_ids(store) == ["bob"]  # not the grant that never reached the disk
     assert pending_ids(store) == ["alice"]
-    assert not store.is_allowed("telegram", "alice")
+    assert not store.allowed_until("telegram", "alice")
 
 
 def test_failed_audit_append_is_a_warning_and_the_change_stands(
@@ -149,7 +149,7 @@ def test_failed_audit_append_is_a_warning_and_the_change_stands(
     # The state files were durable before the audit was tried; memory agrees with them.
     assert allow_ids(store) == ["bob", "alice"]
     assert pending_ids(store) == []
-    assert store.is_allowed("telegram", "alice")
+    assert store.allowed_until("telegram", "alice")
     assert allow_ids(JsonFileStore(state_dir)) == ["bob", "alice"]
     warnings = [
         r.getMessage()

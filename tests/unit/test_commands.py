@@ -37,6 +37,16 @@ from bot.core.commands import (
         ("/approve ABCD2345", Approve(line="/approve ABCD2345", code="ABCD2345")),
         ("  /approve ABCD 2345 ", Approve(line="/approve ABCD 2345", code="ABCD2345")),
         ("/APPROVE@my_bot abcd-2345", Approve(line="/APPROVE@my_bot abcd-2345", code="abcd-2345")),
+        (
+            "/approve abcd-2345 7d",
+            Approve(line="/approve abcd-2345 7d", code="abcd-2345", lasting=timedelta(days=7)),
+        ),
+        (
+            "/approve ABCD 2345 2W",
+            Approve(line="/approve ABCD 2345 2W", code="ABCD2345", lasting=timedelta(days=14)),
+        ),
+        ("/approve ABCD 2345", Approve(line="/approve ABCD 2345", code="ABCD2345")),
+        ("/approve ABC 7d", Approve(line="/approve ABC 7d", code="ABC7d")),
         ("/reject X", Reject(line="/reject X", code="X")),
         ("/pending", Pending(line="/pending")),
         ("/pending everything", Pending(line="/pending everything")),
@@ -64,6 +74,10 @@ from bot.core.commands import (
         "approve",
         "approve-split-code",
         "approve-upper-suffix",
+        "approve-for-a-week",
+        "approve-split-code-for-two-weeks",
+        "approve-split-code-is-no-duration",
+        "approve-short-code-is-all-code",
         "reject",
         "pending",
         "pending-ignores-words",
@@ -94,8 +108,9 @@ def test_a_line_becomes_its_typed_command(text: str, want: OwnerCommand) -> None
         ),
         ("/nodes invite Pixel 9", Invite(line="/nodes invite Pixel 9", name="Pixel 9")),
         ("/nodes invite 90 Pixel", Invite(line="/nodes invite 90 Pixel", name="90 Pixel")),
+        ("/nodes invite 1D", Invite(line="/nodes invite 1D", lasting=timedelta(days=1))),
     ],
-    ids=["default", "lasting", "lasting-and-name", "name", "a-bare-number-is-a-name"],
+    ids=["default", "lasting", "lasting-and-name", "name", "a-bare-number-is-a-name", "upper"],
 )
 def test_nodes_invite_reads_how_long_and_a_name(text: str, want: Invite) -> None:
     assert parse(text) == want
@@ -104,7 +119,23 @@ def test_nodes_invite_reads_how_long_and_a_name(text: str, want: Invite) -> None
 @pytest.mark.parametrize(
     ("text", "usage"),
     [
-        ("/approve", "Usage: /approve CODE"),
+        ("/approve", "Usage: /approve CODE [DURATION]"),
+        (
+            "/approve ABCD-2345 7x",
+            "Not a duration: '7x' (use e.g. 30m, 24h, 7d, 2w). Usage: /approve CODE [DURATION]",
+        ),
+        (
+            "/approve ABCD-2345 60",
+            "Not a duration: '60' (use e.g. 30m, 24h, 7d, 2w). Usage: /approve CODE [DURATION]",
+        ),
+        (
+            "/approve ABCD-2345 0s",
+            "Duration '0s': must be longer than zero. Usage: /approve CODE [DURATION]",
+        ),
+        (
+            "/approve ABCD-2345 3651d",
+            "Duration '3651d': must be from 1s to 3650d. Usage: /approve CODE [DURATION]",
+        ),
         ("/reject   ", "Usage: /reject CODE"),
         ("/revoke", "Usage: /revoke PROVIDER ID"),
         ("/revoke myspace 42", "Usage: /revoke PROVIDER ID"),

@@ -12,7 +12,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from bot.core.config import DURATION_BOUNDS, SECRET_KEYS, Config, Owner, parse_duration
+from bot.core.config import DURATION_BOUNDS, SECRET_KEYS, Config, Owner
+from bot.core.durations import parse_duration
 from bot.core.errors import ConfigError
 from bot.core.models import DmPolicy, UnpairedResponse
 from bot.core.platforms import KNOWN_PROVIDERS, TelegramConfig
@@ -229,6 +230,7 @@ def test_missing_variable_names_field_and_variable(write, text: str, field_name:
         ("5m", 300),
         ("1h", 3600),
         ("2d", 172_800),
+        ("1w", 604_800),
         ("250ms", 0.25),
         ("1.5h", 5400),
         ("10 s", 10),
@@ -236,7 +238,19 @@ def test_missing_variable_names_field_and_variable(write, text: str, field_name:
         (30, 30),
         (1.5, 1.5),
     ],
-    ids=["90s", "5m", "1h", "2d", "ms", "fraction", "space", "string-number", "int", "float"],
+    ids=[
+        "90s",
+        "5m",
+        "1h",
+        "2d",
+        "1w",
+        "ms",
+        "fraction",
+        "space",
+        "string-number",
+        "int",
+        "float",
+    ],
 )
 def test_durations(written: object, seconds: float) -> None:
     assert parse_duration(written) == timedelta(seconds=seconds)
@@ -258,7 +272,7 @@ def test_a_duration_in_a_file(write) -> None:
         ("-5", "must be longer than zero"),
         ("'-5s'", "not a duration: '-5s' (use e.g. 90s, 5m, 1h)"),
         ("5 minutes", "not a duration: '5 minutes' (use e.g. 90s, 5m, 1h)"),
-        ("1w", "not a duration: '1w' (use e.g. 90s, 5m, 1h)"),
+        ("1y", "not a duration: '1y' (use e.g. 90s, 5m, 1h)"),
         ("abc", "not a duration: 'abc' (use e.g. 90s, 5m, 1h)"),
         ("true", "not a duration: True (use e.g. 90s, 5m, 1h)"),
         ("[1]", "not a duration: [1] (use e.g. 90s, 5m, 1h)"),
@@ -273,7 +287,7 @@ def test_a_duration_in_a_file(write) -> None:
         "negative",
         "negative-s",
         "words",
-        "weeks",
+        "years",
         "letters",
         "bool",
         "list",

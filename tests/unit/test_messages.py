@@ -48,6 +48,7 @@ def test_help_is_the_owner_commands_table_as_it_always_read():
         "Owner commands (only here, in your own chat with the bot):\n"
         "/pending                      pending pairing and node requests\n"
         "/approve CODE                 let the sender with this code in\n"
+        "/approve CODE 7d              the same, for a time (30m, 24h, 7d, 2w)\n"
         "/reject CODE                  drop the request with this code\n"
         "/allowlist [provider] [page]  who is allowed, a page at a time\n"
         "/revoke PROVIDER ID           remove someone from the allowlist\n"

@@ -114,6 +114,49 @@ def test_approve_code_variants(owner: OwnerCommands, pairing: PairingService, ty
     assert pairing.pending() == []
 
 
+@pytest.mark.parametrize(
+    ("typed", "length", "said"),
+    [
+        ("/approve {code} 7d", timedelta(days=7), "2026-01-08 12:00 UTC, 7d left"),
+        ("/approve {head} {tail} 24H", timedelta(hours=24), "2026-01-02 12:00 UTC, 1d left"),
+        ("/approve {code} 2s", timedelta(seconds=2), "2026-01-01 12:00:02 UTC, 2s left"),
+    ],
+    ids=["week", "split-code-upper-unit", "seconds"],
+)
+def test_approve_for_a_time(
+    owner: OwnerCommands,
+    pairing: PairingService,
+    store: StateStore,
+    clock: FakeClock,
+    typed: str,
+    length: timedelta,
+    said: str,
+) -> None:
+    req = stranger(pairing)
+    reply = run(
+        owner, typed.format(code=req.code, head=req.code[:4], tail=req.code[4:]), actor=OWNER
+    )
+    assert reply == OwnerReply(
+        text=f"Approved Telegram sender 4242 (Alice, as given by the sender) until {said}. "
+        "They have been told.",
+        approved=req,
+    )
+    assert store.allowed_until("telegram", "4242") == clock.now() + length
+    clock.advance(length)
+    assert not pairing.is_allowed("telegram", "4242")
+
+
+def test_approve_with_a_bad_duration_is_usage_and_approves_nothing(
+    owner: OwnerCommands, pairing: PairingService
+) -> None:
+    req = stranger(pairing)
+    reply = run(owner, f"/approve {req.code} 7x", actor=OWNER)
+    assert (reply.ok, reply.failure) == (False, OwnerFailure.USAGE)
+    assert reply.text.startswith("Not a duration: '7x'")
+    assert pairing.pending() == [req]
+    assert req.code not in reply.text
+
+
 def test_an_approval_where_strangers_get_silence_says_the_sender_was_not_told(
     pairing: PairingService, nodes: NodeService, clock: FakeClock
 ) -> None:
@@ -199,8 +242,9 @@ def test_code_is_accepted_one_second_before_expiry(
 @pytest.mark.parametrize("command", ["/approve", "/reject", "/approve@my_bot", "/reject   "])
 def test_approve_without_a_code_is_usage(owner: OwnerCommands, command: str) -> None:
     word = command.split("@")[0].strip()
+    usage = f"{word} CODE [DURATION]" if word == "/approve" else f"{word} CODE"
     assert run(owner, command, actor=OWNER) == OwnerReply(
-        text=f"Usage: {word} CODE", ok=False, failure=OwnerFailure.USAGE
+        text=f"Usage: {usage}", ok=False, failure=OwnerFailure.USAGE
     )
 
 
@@ -291,6 +335,25 @@ def test_allowlist(
     pairing.allow("telegram", "4242", actor=OWNER)
     pairing.allow("slack", "U1", actor=OWNER)
     assert run(owner, typed, actor=OWNER) == OwnerReply(text=want)
+
+
+def test_allowlist_says_when_grants_end(
+    with_config_allow: tuple[OwnerCommands, PairingService], clock: FakeClock
+) -> None:
+    owner, pairing = with_config_allow
+    pairing.allow("telegram", "4242", actor=OWNER, until=clock.now() + timedelta(days=7))
+    pairing.allow("telegram", "5151", actor=OWNER, until=clock.now() + timedelta(hours=1))
+    pairing.allow("telegram", "6161", actor=OWNER)
+    clock.advance(timedelta(minutes=30))
+    assert run(owner, "/allowlist", actor=OWNER).text == (
+        "Allowed: 4\n"
+        "Telegram 6161\n"
+        "Telegram 99 (config)\n"
+        "Telegram 5151 (until 2026-01-01 13:00 UTC, 30m left)\n"
+        "Telegram 4242 (until 2026-01-08 12:00 UTC, 7d left)"
+    )
+    clock.advance(timedelta(minutes=30))
+    assert "5151" not in run(owner, "/allowlist", actor=OWNER).text, "ended: not allowed"
 
 
 SIGNAL_IDS = [f"{n:08x}-1c2d-4e5f-8a9b-0c1d2e3f4a5b" for n in range(155)]
@@ -476,9 +539,9 @@ def test_nodes_lists_the_invites_not_yet_used(
 @pytest.mark.parametrize(
     ("typed", "says"),
     [
-        ("/nodes invite 30s", "How long, or the name: must be from 1m to 1d. Usage: /nodes"),
-        ("/nodes invite 2d", "How long, or the name: must be from 1m to 1d. Usage: /nodes"),
-        ("/nodes invite " + "x" * 129, "How long, or the name: name: longer than 128"),
+        ("/nodes invite 30s", "Duration '30s': must be from 1m to 1d. Usage: /nodes"),
+        ("/nodes invite 2d", "Duration '2d': must be from 1m to 1d. Usage: /nodes"),
+        ("/nodes invite " + "x" * 129, "Name: longer than 128 characters. Usage: /nodes"),
     ],
     ids=["too-short", "too-long", "name-too-long"],
 )

@@ -21,7 +21,13 @@ from bot.core.errors import (
 )
 from bot.core.models import RequestOutcome
 from bot.core.protocols import StateStore
-from bot.services.pairing import AllowEntry, AllowSource, PairingService, PairingSettings
+from bot.services.pairing import (
+    AllowEntry,
+    AllowSource,
+    Granted,
+    PairingService,
+    PairingSettings,
+)
 from stores._files import atomic_write
 from stores.jsonfile import format_time
 from tests.backends import Backend
@@ -58,7 +64,7 @@ def still_pending(backend: Backend, provider: str, sender_id: str) -> bool:
 
 
 def allowed_elsewhere(backend: Backend, provider: str, sender_id: str) -> bool:
-    return backend.other().is_allowed(provider, sender_id)
+    return backend.other().allowed_until(provider, sender_id) is not None
 
 
 # --- request --------------------------------------------------------------------------------
@@ -494,8 +500,8 @@ def test_approve_of_an_unknown_code(pairing: PairingService) -> None:
 def test_allow_adds_directly_and_drops_the_request(pairing: PairingService) -> None:
     pairing.request("telegram", "100")
 
-    assert pairing.allow("telegram", "100", actor=OWNER) is True
-    assert pairing.allow("telegram", "100", actor=OWNER) is False
+    assert pairing.allow("telegram", "100", actor=OWNER) is Granted.ADDED
+    assert pairing.allow("telegram", "100", actor=OWNER) is Granted.UNCHANGED
     assert pairing.is_allowed("telegram", "100") is True
     assert pairing.pending() == []
 

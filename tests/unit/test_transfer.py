@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 
 from bot.core.clock import FakeClock
-from bot.core.models import AuditEvent
+from bot.core.models import FOREVER, AuditEvent
 from bot.core.protocols import StateStore
 from bot.services import transfer
 from bot.services.nodes import NodeService
 from bot.services.pairing import PairingService, PairingSettings
 from stores.memory import MemoryStore
 from tests.backends import BACKENDS, Backend
+
+WEEK = timedelta(days=7)
 
 
 def fill(store: StateStore, clock: FakeClock) -> None:
@@ -32,6 +34,7 @@ def fill(store: StateStore, clock: FakeClock) -> None:
     [notice] = pairing.notices()
     pairing.notice_progress(replace(notice, told=True))
     pairing.allow("discord", "190000000000000011", actor="owner")
+    pairing.allow("signal", "+15550002222", actor="owner", until=clock.now() + WEEK)
     pairing.request("whatsapp", "15550001111")
     ask = nodes.request("n1", display_name="Phone", platform="ios", version="1")
     nodes.request("n2", display_name="Laptop", platform="linux", version="2")
@@ -175,6 +178,66 @@ def test_a_bad_document_is_named_to_the_field(change, named, clock: FakeClock) -
 def test_not_json_is_named(tmp_path: Path) -> None:
     with pytest.raises(transfer.DocumentError, match=r"^x\.json: not JSON"):
         transfer.decode(b"{", source="x.json")
+
+
+def test_the_ends_of_grants_travel_and_only_they_make_a_version_2_document(
+    backend: Backend, clock: FakeClock
+) -> None:
+    source = backend.open()
+    fill(source, clock)
+    document = transfer.document_json(transfer.export_state(source), now=clock.now())
+    assert document["version"] == 2
+    assert document["allowEnds"] == {"signal": {"+15550002222": "2026-01-08T12:00:05.000Z"}}
+    target = MemoryStore()
+    transfer.import_state(target, transfer.read_document(document), merge=False)
+    assert target.allowed_until("signal", "+15550002222") == clock.now() + WEEK
+    assert target.allowed_until("discord", "190000000000000011") is FOREVER
+
+    plain = MemoryStore()
+    PairingService(plain, clock=clock).allow("telegram", "7", actor="owner")
+    older = transfer.document_json(transfer.export_state(plain), now=clock.now())
+    assert older["version"] == 1, "no grant ends: a document an older pairbot reads whole"
+    assert "allowEnds" not in older
+
+
+def test_a_merge_keeps_the_stores_own_end(clock: FakeClock) -> None:
+    source = MemoryStore()
+    PairingService(source, clock=clock).allow(
+        "telegram", "7", actor="owner", until=clock.now() + WEEK
+    )
+    target = MemoryStore()
+    PairingService(target, clock=clock).allow("telegram", "7", actor="owner")
+    report = transfer.import_state(target, transfer.export_state(source), merge=True)
+    assert report.kept["allowed"] == 1
+    assert target.allowed_until("telegram", "7") is FOREVER
+
+
+@pytest.mark.parametrize(
+    ("ends", "message"),
+    [
+        (
+            {"telegram": {"8": "2026-01-08T12:00:00Z"}},
+            "allowEnds.telegram.8: not in allowlists.telegram",
+        ),
+        (
+            {"telegram": {"7": "next week"}},
+            "allowEnds.telegram.7: not an ISO-8601 time: 'next week'",
+        ),
+        ({"myspace": {}}, "allowEnds.myspace: unknown provider"),
+        ({"telegram": ["7"]}, "allowEnds.telegram: must be an object"),
+    ],
+    ids=["not-listed", "bad-time", "unknown-provider", "not-an-object"],
+)
+def test_a_bad_end_is_refused_naming_its_field(ends: object, message: str) -> None:
+    raw = {
+        "format": "pairbot-state",
+        "version": 2,
+        "allowlists": {"telegram": ["7"]},
+        "allowEnds": ends,
+    }
+    with pytest.raises(transfer.DocumentError) as caught:
+        transfer.read_document(raw, source="state.json")
+    assert str(caught.value) == f"state.json: {message}"
 
 
 def test_held_messages_and_the_told_mark_travel_with_the_document(clock: FakeClock) -> None:

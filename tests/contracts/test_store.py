@@ -18,7 +18,8 @@ import pytest
 
 from bot.core import codes
 from bot.core.clock import FakeClock
-from bot.core.errors import StoreLockTimeoutError
+from bot.core.errors import InviteRefusedError, StoreLockTimeoutError
+from bot.core.invites import GatewayAddress
 from bot.core.models import (
     FOREVER,
     HELD_TEXT_LIMIT,
@@ -330,6 +331,31 @@ def test_an_invite_is_spent_once_and_never_once_it_expired(backend: Backend) -> 
     assert (first.used_at, first.used_by) == (at(59), "pixel-9")
     assert not first.live(at(1))
     assert (second.used_at, second.used_by) == (None, "")
+
+
+def test_one_invite_shown_to_four_instances_at_once_pairs_one_node(backend: Backend) -> None:
+    clock = FakeClock(T0)
+    stores = [backend.open()] + [backend.other() for _ in range(3)]
+    services = [NodeService(s, clock=clock) for s in stores]
+    address = GatewayAddress(url="wss://127.0.0.1:18789", fingerprint="")
+    secret = services[0].invite(address, actor="owner").code.secret
+    paired: list[str] = []
+    refused: list[str] = []
+
+    def join(index: int) -> None:
+        try:
+            paired.append(services[index].join(f"node-{index}", secret).node.node_id)
+        except InviteRefusedError as exc:
+            refused.append(exc.reason)
+
+    _at_once(4, join)
+    assert len(paired) == 1
+    assert refused == ["used"] * 3
+    assert [n.node_id for n in services[0].paired()] == paired
+    outcomes = [
+        str(r["outcome"]) for r in backend.other().read_audit() if r["event"] == "node.invite"
+    ]
+    assert sorted(outcomes) == ["created", "refused", "refused", "refused", "used"]
 
 
 def test_four_instances_spending_one_invite_at_once_spend_it_once(backend: Backend) -> None:

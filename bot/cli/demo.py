@@ -16,7 +16,7 @@ import contextlib
 import importlib
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO, cast
@@ -166,9 +166,6 @@ async def run_demo(
     root = logging.getLogger()
     if root.level != logging.DEBUG:  # `pairbot demo --debug` keeps its debug lines
         root.setLevel(logging.WARNING)
-        # The transcript shows the refused second try with an invite; its warning would
-        # only repeat it, in the middle of the transcript.
-        logging.getLogger("bot.gateway.server").setLevel(logging.ERROR)
 
     def configure(platform: DemoPlatform) -> Config:
         return fake_config(
@@ -329,12 +326,27 @@ async def _invite_scene(app: App, platform: DemoPlatform, t: Transcript, out: Co
     async with GatewayClient.open(code.address.url, pin=code.address.fingerprint) as node:
         t.node("node.pair.request {nodeId: laptop, invite: <the same code>}", device=" Laptop")
         try:
-            await node.call("node.pair.request", {"nodeId": "laptop", "invite": code.secret})
+            with _unwarned("bot.gateway.server"):  # the transcript shows the refusal
+                await node.call("node.pair.request", {"nodeId": "laptop", "invite": code.secret})
         except GatewayCallError as exc:
             t.node_hears(f"refused: {exc.code}", device=" Laptop")
         else:
             raise DemoFailed("an invite paired a second device")
     t.note("an invite pairs one device; the second try is audited (node.invite refused)")
+
+
+@contextlib.contextmanager
+def _unwarned(name: str) -> Iterator[None]:
+    """Keep the logger ``name``'s warnings out of the transcript for the block (not at
+    ``--debug``), and its level as it was after."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    if logging.getLogger().level != logging.DEBUG:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def check(ok: bool, failure: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from bot.core import codes
 from bot.core.clock import iso
-from bot.core.models import AskView, AuditEvent, PendingRequest
+from bot.core.models import AskView, AuditEvent, NodeInvite, PendingRequest
 from bot.core.platforms import KNOWN_PROVIDERS
 
 NEVER_ALLOWED = frozenset({"*", ""})
@@ -85,6 +85,13 @@ class ScannedRequests(ABC):
             return False
         self.put_request(request)
         return True
+
+
+def invite_with_hash(invites: Sequence[NodeInvite], secret_hash: str) -> NodeInvite | None:
+    """The invite whose secret has ``secret_hash``, every one compared in constant time (for
+    the backends that hold the invites as one list)."""
+    index = codes.find_code(secret_hash.upper(), [i.secret_hash for i in invites])
+    return None if index is None else invites[index]
 
 
 def audit_record(event: AuditEvent) -> dict[str, Any]:

@@ -10,6 +10,8 @@ Layout (``~/.pairbot`` or ``$PAIRBOT_STATE_DIR``)::
     credentials/<provider>-allowEnds.json {"version": 1, "ends": [{id, endsAt}]}
     nodes/pending.json                    {"version": 1, "requests": [{requestId, nodeId, ...}]}
     nodes/paired.json                     {"version": 1, "nodes": [{nodeId, tokenHash, ...}]}
+    nodes/invites.json                    {"version": 1, "invites": [{inviteId, secretHash,
+                                                                    expiresAt, usedAt?, ...}]}
     cursors.json                          {"version": 1, "cursors": {"<key>": "<value>"}}
     audit.jsonl                           one JSON object per line, append-only
 
@@ -22,6 +24,9 @@ into grants for good. The two files are written in the order that never lets a c
 either (see :meth:`JsonFileStore._commit`), and every change to the ends rewrites
 ``allowFrom.json`` too, so a gate in another process, which watches only that file, sees it.
 An end whose id ``allowFrom`` does not list is ignored, and dropped by the next write.
+
+``nodes/invites.json`` holds the owner's one-time node invites (pairbot's own file: only each
+secret's SHA-256, kept until the invite would have expired, spent or not).
 
 ``cursors.json`` holds the providers' :class:`~bot.core.protocols.Cursors` (pairbot's own
 file, not Clawdbot's): where a provider's catch-up got to, saved on its own, outside any
@@ -55,7 +60,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from itertools import compress, repeat
@@ -72,6 +77,7 @@ from bot.core.models import (
     AuditEvent,
     AuditPage,
     HeldMessage,
+    NodeInvite,
     NodeRequest,
     PairedNode,
     PendingRequest,
@@ -108,12 +114,15 @@ from stores._records import (
     TOLD_KEY,
     ScannedRequests,
     audit_record,
+    invite_with_hash,
     unknown_provider,
 )
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+INVITES_NAME = "invites.json"
+"""The node invites' file, in ``nodes/`` beside ``pending.json`` and ``paired.json``."""
 T = TypeVar("T")
 
 
@@ -172,6 +181,14 @@ def _str(raw: Mapping[str, Any], key: str, where: str, *, default: str | None = 
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise _Bad(f"{where}.{key}", "must be a string")
     return str(value).strip()
+
+
+def _sha256(raw: Mapping[str, Any], key: str, where: str) -> str:
+    """A stored SHA-256 hex digest (of a token or a secret, never the thing itself)."""
+    value = _str(raw, key, where)
+    if len(value) != 64:
+        raise _Bad(f"{where}.{key}", "must be a SHA-256 hex digest")
+    return value
 
 
 def _meta(raw: Mapping[str, Any], where: str) -> dict[str, str]:
@@ -360,12 +377,9 @@ def _encode_node_request(req: NodeRequest) -> dict[str, Any]:
 def _decode_paired(raw: Any, where: str, provider: str) -> PairedNode:  # noqa: ARG001
     if not isinstance(raw, dict):
         raise _Bad(where, "must be an object")
-    token_hash = _str(raw, "tokenHash", where)
-    if len(token_hash) != 64:
-        raise _Bad(f"{where}.tokenHash", "must be a SHA-256 hex digest")
     return PairedNode(
         **_decode_node(raw, where),
-        token_hash=token_hash,
+        token_hash=_sha256(raw, "tokenHash", where),
         created_at=_time(raw, "createdAt", where),
         approved_at=_time(raw, "approvedAt", where),
         last_connected_at=_opt_time(raw, "lastConnectedAt", where),
@@ -381,6 +395,39 @@ def _encode_paired(node: PairedNode) -> dict[str, Any]:
         "approvedAt": format_time(node.approved_at),
         **_opt_time_entry("lastConnectedAt", node.last_connected_at),
         **node.extra,
+    }
+
+
+_INVITE_KEYS = frozenset(
+    {"inviteId", "secretHash", "name", "createdAt", "expiresAt", "usedAt", "usedBy"}
+)
+
+
+def _decode_invite(raw: Any, where: str, provider: str) -> NodeInvite:  # noqa: ARG001
+    if not isinstance(raw, dict):
+        raise _Bad(where, "must be an object")
+    return NodeInvite(
+        invite_id=_str(raw, "inviteId", where),
+        secret_hash=_sha256(raw, "secretHash", where),
+        name=_str(raw, "name", where, default=""),
+        created_at=_time(raw, "createdAt", where),
+        expires_at=_time(raw, "expiresAt", where),
+        used_at=_opt_time(raw, "usedAt", where),
+        used_by=_str(raw, "usedBy", where, default=""),
+        extra=_extra(raw, _INVITE_KEYS),
+    )
+
+
+def _encode_invite(invite: NodeInvite) -> dict[str, Any]:
+    return {
+        "inviteId": invite.invite_id,
+        "secretHash": invite.secret_hash,
+        "name": invite.name,
+        "createdAt": format_time(invite.created_at),
+        "expiresAt": format_time(invite.expires_at),
+        **_opt_time_entry("usedAt", invite.used_at),
+        **({"usedBy": invite.used_by} if invite.used_by else {}),
+        **invite.extra,
     }
 
 
@@ -440,6 +487,9 @@ NODE_REQUESTS: _Kind[NodeRequest] = _Kind(
     "requests", _decode_node_request, _encode_node_request, lambda r: r.request_id
 )
 PAIRED: _Kind[PairedNode] = _Kind("nodes", _decode_paired, _encode_paired, lambda n: n.node_id)
+INVITES: _Kind[NodeInvite] = _Kind(
+    "invites", _decode_invite, _encode_invite, lambda i: i.invite_id
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -967,6 +1017,7 @@ class JsonFileStore:
         }
         self._pending_path = self.nodes_dir / "pending.json"
         self._paired_path = self.nodes_dir / "paired.json"
+        self._invites_path = self.nodes_dir / INVITES_NAME
         self.cursors_path = state_dir / "cursors.json"
         self._lock = StateLock(state_dir / ".lock", timeout=lock_timeout)
         self._docs: dict[Path, _Doc[Any]] = {}
@@ -1114,6 +1165,7 @@ class JsonFileStore:
             *files,
             self._pending_path,
             self._paired_path,
+            self._invites_path,
             self.cursors_path,
             self.audit_path,
         ]
@@ -1190,7 +1242,8 @@ class JsonFileStore:
 
     def _kind_of(self, path: Path) -> tuple[_Kind[Any], str]:
         if path.parent == self.nodes_dir:
-            return (NODE_REQUESTS if path.name == "pending.json" else PAIRED), ""
+            nodes: dict[str, _Kind[Any]] = {"pending.json": NODE_REQUESTS, INVITES_NAME: INVITES}
+            return nodes.get(path.name, PAIRED), ""
         provider, _, suffix = path.name.rpartition("-")
         kinds: dict[str, _Kind[Any]] = {"allowFrom.json": ALLOW, "allowEnds.json": ENDS}
         return kinds.get(suffix, REQUESTS), provider
@@ -1448,11 +1501,15 @@ class JsonFileStore:
         # pending file, swapped for the request in one write, so it never precedes its grant.)
         # A grant's end goes before the allowlist that lists its sender, and stays until after
         # the allowlist that no longer does: a crash never leaves a sender listed without the
-        # end they were given (allowed for good).
+        # end they were given (allowed for good). A spent invite goes before even the grant it
+        # made: a crash between them leaves it spent with nothing paired (the owner makes
+        # another), never usable twice.
+        invites = [d for d in dirty if d.kind is INVITES]
         ends = [d for d in dirty if isinstance(d, _EndsDoc)]
         grants = [d for d in dirty if d.kind is ALLOW or d.kind is PAIRED]
-        rest = [d for d in dirty if all(d.kind is not k for k in (ALLOW, PAIRED, ENDS))]
+        rest = [d for d in dirty if all(d.kind is not k for k in (ALLOW, PAIRED, ENDS, INVITES))]
         writes: list[tuple[_Doc[Any], Callable[[], bytes]]] = [
+            *((d, partial(_render, d)) for d in invites),
             *((d, d.before_allowlist) for d in ends if d.early),
             *((d, partial(_render, d)) for d in grants),
             *((d, partial(_render, d)) for d in ends if d.late or not d.early),
@@ -1556,6 +1613,9 @@ class _Txn(ScannedRequests):
     def _paired(self) -> _Doc[PairedNode]:
         return self._store._doc(self._store._paired_path, PAIRED)
 
+    def _invites(self) -> _Doc[NodeInvite]:
+        return self._store._doc(self._store._invites_path, INVITES)
+
     # reading: lists are copies, so later changes leave them as they are
 
     def requests(self, provider: str) -> list[PendingRequest]:
@@ -1597,6 +1657,12 @@ class _Txn(ScannedRequests):
         ]
         return sorted(found, key=lambda n: n.approved_at)
 
+    def invites(self) -> list[NodeInvite]:
+        return self._invites().items()
+
+    def invite_with_hash(self, secret_hash: str) -> NodeInvite | None:
+        return invite_with_hash(self.invites(), secret_hash)
+
     # adding, or replacing the entry of the same identity
 
     def put_request(self, request: PendingRequest) -> None:
@@ -1624,6 +1690,17 @@ class _Txn(ScannedRequests):
 
     def put_paired_node(self, node: PairedNode) -> None:
         self._paired().put(node)
+
+    def put_invite(self, invite: NodeInvite) -> None:
+        self._invites().put(invite)
+
+    def spend_invite(self, invite_id: str, *, node_id: str, at: datetime) -> bool:
+        doc = cast("_ObjectDoc[NodeInvite]", self._invites())
+        invite = doc.entries.get(invite_id)
+        if invite is None or not invite.live(at):
+            return False
+        doc.put(replace(invite, used_at=at, used_by=node_id))
+        return True
 
     def put_notice(self, notice: ApprovalNotice) -> None:
         doc = self._requests(notice.provider)
@@ -1655,6 +1732,9 @@ class _Txn(ScannedRequests):
 
     def drop_paired_node(self, node_id: str) -> bool:
         return self._paired().drop(node_id)
+
+    def drop_invite(self, invite_id: str) -> bool:
+        return self._invites().drop(invite_id)
 
     def drop_notice(self, provider: str, sender_id: str) -> bool:
         doc = self._requests(provider)

@@ -23,6 +23,7 @@ import itertools
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -33,12 +34,19 @@ from bot.core.models import (
     ApprovalNotice,
     AuditEvent,
     AuditPage,
+    NodeInvite,
     NodeRequest,
     PairedNode,
     PendingRequest,
 )
 from bot.core.protocols import AUDIT_PAGE
-from stores._records import NEVER_ALLOWED, ScannedRequests, audit_record, check_provider
+from stores._records import (
+    NEVER_ALLOWED,
+    ScannedRequests,
+    audit_record,
+    check_provider,
+    invite_with_hash,
+)
 
 _Part = dict[Any, Any]
 _PartKey = tuple[str, str]
@@ -46,6 +54,7 @@ _PartKey = tuple[str, str]
 _NODE_REQUESTS: _PartKey = ("nodes", "pending")
 _PAIRED: _PartKey = ("nodes", "paired")
 _NOTICES: _PartKey = ("notices", "")
+_INVITES: _PartKey = ("nodes", "invites")
 
 
 def _requests_key(provider: str) -> _PartKey:
@@ -57,8 +66,11 @@ def _allow_key(provider: str) -> _PartKey:
 
 
 def _commit_rank(key: _PartKey) -> int:
-    """Grants first, then the notices that tell of them, pending last: a commit cut short (an
-    interrupt between two parts) never loses a grant, nor tells of one that did not happen."""
+    """Spent invites first, grants next, then the notices that tell of them, pending last: a
+    commit cut short (an interrupt between two parts) never loses a grant, nor tells of one
+    that did not happen, nor leaves an invite unspent by the pairing it made."""
+    if key == _INVITES:
+        return -1
     if key[0] == "allow" or key == _PAIRED:
         return 0
     return 1 if key == _NOTICES else 2
@@ -71,7 +83,12 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._lock_timeout = lock_timeout
         # A provider's parts are made by the first commit that changes them.
-        self._parts: dict[_PartKey, _Part] = {_NODE_REQUESTS: {}, _PAIRED: {}, _NOTICES: {}}
+        self._parts: dict[_PartKey, _Part] = {
+            _NODE_REQUESTS: {},
+            _PAIRED: {},
+            _NOTICES: {},
+            _INVITES: {},
+        }
         self._audit: list[str] = []  # one JSON text per record, as audit.jsonl holds them
         self._cursors: dict[str, str] = {}
 
@@ -254,6 +271,25 @@ class _Txn(ScannedRequests):
     def notices(self) -> list[ApprovalNotice]:
         notices: list[ApprovalNotice] = list(self._read(_NOTICES).values())
         return sorted(notices, key=lambda n: n.approved_at)
+
+    def invites(self) -> list[NodeInvite]:
+        return list(self._read(_INVITES).values())
+
+    def invite_with_hash(self, secret_hash: str) -> NodeInvite | None:
+        return invite_with_hash(self.invites(), secret_hash)
+
+    def spend_invite(self, invite_id: str, *, node_id: str, at: datetime) -> bool:
+        invite = self._read(_INVITES).get(invite_id)
+        if invite is None or not invite.live(at):
+            return False
+        self._put(_INVITES, invite_id, replace(invite, used_at=at, used_by=node_id))
+        return True
+
+    def put_invite(self, invite: NodeInvite) -> None:
+        self._put(_INVITES, invite.invite_id, invite)
+
+    def drop_invite(self, invite_id: str) -> bool:
+        return self._drop(_INVITES, invite_id)
 
     # adding or replacing: a known identity keeps its place, a new one goes last
 

@@ -210,6 +210,7 @@ def contents(store: StateStore) -> dict[str, object]:
             "nodeRequests": txn.node_requests(),
             "pairedNodes": txn.paired_nodes(),
             "notices": txn.notices(),
+            "invites": txn.invites(),
         }
     state["audit"] = store.read_audit()
     return state

@@ -3,8 +3,10 @@
 It starts a loopback fake of a chat platform and the real bot (the platform's real SDK)
 against it, on a temporary state dir, then plays the people: a stranger who gets a code, a
 non-owner who tries to approve it, the owner who approves, the stranger whose next message
-goes through, a request that expires and is pruned by the scheduler, and a device that asks
-to join through the node gateway and gets its token once the owner approves.
+goes through, a request that expires and is pruned by the scheduler, a device that asks
+to join through the node gateway (``wss://``, its certificate pinned) and gets its token once
+the owner approves, and a second device that joins at once with a one-time invite the owner
+made in the shell, shown as a QR code, which nobody can use twice.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import contextlib
 import importlib
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 from rich.console import Console
 from rich.text import Text
@@ -114,11 +117,14 @@ class Transcript:
     def says(self, user: str, text: str) -> None:
         self._out.print(Text(f"{self._names[user]:>8} → bot: ", style="cyan") + Text(text))
 
-    def node(self, text: str) -> None:
-        self._out.print(Text(" Pixel 9 → gateway: ", style="magenta") + Text(text))
+    def node(self, text: str, *, device: str = "Pixel 9") -> None:
+        self._out.print(Text(f" {device} → gateway: ", style="magenta") + Text(text))
 
-    def node_hears(self, text: str) -> None:
-        self._out.print(Text(" gateway → Pixel 9: ", style="magenta") + Text(text))
+    def node_hears(self, text: str, *, device: str = "Pixel 9") -> None:
+        self._out.print(Text(f" gateway → {device}: ", style="magenta") + Text(text))
+
+    def shell(self, command: str) -> None:
+        self._out.print(Text(f"   owner $ {command}", style="yellow"))
 
     async def until(self, condition: Callable[[], bool]) -> None:
         """Wait (bounded) until ``condition`` holds."""
@@ -166,7 +172,7 @@ async def run_demo(
             platform,
             pairing={"pending_ttl": f"{ttl_seconds}s", "prune_interval": "1s"},
             handler={"kind": "echo"},
-            gateway={"port": 0},
+            gateway={"port": 0, "tls": "auto"},
         )
 
     async with bot_on_fake(provider, configure, watch_interval=0.2) as (platform, app):
@@ -226,6 +232,7 @@ async def _play(
 
     if with_node:
         await _node_scene(app, platform, t, slash)
+        await _invite_scene(app, platform, t, out)
 
     t.scene("Audit log (no codes, no tokens)")
     for record in app.store.read_audit():
@@ -250,8 +257,9 @@ async def _node_scene(app: App, platform: DemoPlatform, t: Transcript, slash: st
         raise DemoFailed("the gateway is not running")
     owner = platform.owner_id
     t.scene("6. A device asks to join through the gateway")
-    url = f"ws://127.0.0.1:{app.gateway.port}"
-    async with GatewayClient.open(url) as node:
+    url, pin = f"wss://127.0.0.1:{app.gateway.port}", app.gateway.fingerprint
+    t.note(f"wss://, the certificate pinned by its fingerprint {pin[:19]}…")
+    async with GatewayClient.open(url, pin=pin) as node:
         t.node("node.pair.request {nodeId: pixel-9, displayName: Pixel 9, platform: android}")
         ask = await node.call(
             "node.pair.request",
@@ -273,10 +281,72 @@ async def _node_scene(app: App, platform: DemoPlatform, t: Transcript, slash: st
             "sent only to this node; pairbot keeps its hash)"
         )
         await t.bot_replies(owner)
-    async with GatewayClient.open(url) as node:
+    async with GatewayClient.open(url, pin=pin) as node:
         t.node("node.connect {nodeId: pixel-9, token: …}")
         hello = await node.call("node.connect", {"nodeId": "pixel-9", "token": token})
         t.node_hears(f"connected as {hello['nodeId']} ({hello['displayName']})")
+
+
+async def _invite_scene(app: App, platform: DemoPlatform, t: Transcript, out: Console) -> None:
+    """The owner invites a tablet from the shell (a QR code); it joins at once, once."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from bot.cli.nodes import show_invite
+    from bot.core.invites import SetupCode
+    from bot.gateway.client import GatewayCallError, GatewayClient
+    from bot.runtime.remembered import remember_secret
+    from bot.services import keys
+
+    t.scene("7. The owner invites a tablet with a QR code; it joins at once, and only once")
+    t.shell("pairbot nodes invite --for 10m --name Tablet")
+    made = app.nodes.invite(
+        app.invite_address(), actor="cli:owner", lasting=timedelta(minutes=10), name="Tablet"
+    )
+    for secret in made.secrets:
+        remember_secret(secret)
+    show_invite(out, made, qr_out=cast("TextIO", out.file))
+    code = SetupCode.parse(made.code.text)  # what the tablet's camera read
+    key = Ed25519PrivateKey.generate()
+    device = "  Tablet"
+    t.note("the tablet scans it: the gateway's URL, the certificate to pin, the secret")
+    async with GatewayClient.open(code.address.url, pin=code.address.fingerprint) as node:
+        t.node("node.pair.request {nodeId: tablet, publicKey: …, invite: …}", device=device)
+        joined = await node.call(
+            "node.pair.request",
+            {"nodeId": "tablet", "publicKey": keys.public_key(key), "invite": code.secret},
+        )
+        check(joined.get("status") == "paired", "the invite did not pair the tablet")
+        t.node_hears(f"paired at once by invite {joined['requestId']}", device=device)
+    await t.bot_replies(platform.owner_id)
+    async with GatewayClient.open(code.address.url, pin=code.address.fingerprint) as node:
+        proof = await node.signed(keys.CONNECT, "tablet", key)
+        t.node("node.connect {nodeId: tablet, signature: …}", device=device)
+        hello = await node.call("node.connect", {"nodeId": "tablet", **proof})
+        t.node_hears(f"connected as {hello['nodeId']} ({hello['displayName']})", device=device)
+    async with GatewayClient.open(code.address.url, pin=code.address.fingerprint) as node:
+        t.node("node.pair.request {nodeId: laptop, invite: <the same code>}", device=" Laptop")
+        try:
+            with _unwarned("bot.gateway.server"):  # the transcript shows the refusal
+                await node.call("node.pair.request", {"nodeId": "laptop", "invite": code.secret})
+        except GatewayCallError as exc:
+            t.node_hears(f"refused: {exc.code}", device=" Laptop")
+        else:
+            raise DemoFailed("an invite paired a second device")
+    t.note("an invite pairs one device; the second try is audited (node.invite refused)")
+
+
+@contextlib.contextmanager
+def _unwarned(name: str) -> Iterator[None]:
+    """Keep the logger ``name``'s warnings out of the transcript for the block (not at
+    ``--debug``), and its level as it was after."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    if logging.getLogger().level != logging.DEBUG:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def check(ok: bool, failure: str) -> None:

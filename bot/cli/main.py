@@ -39,6 +39,7 @@ from bot.cli.nodes import (
     cmd_node_connect,
     cmd_node_pair,
     cmd_nodes_approve,
+    cmd_nodes_invite,
     cmd_nodes_list,
     cmd_nodes_pending,
     cmd_nodes_reject,
@@ -197,13 +198,32 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(nsub, "list", cmd_nodes_list, "list paired nodes", [as_json])
     p = leaf(nsub, "revoke", cmd_nodes_revoke, "unpair a node; its token stops working")
     p.add_argument("node_id", metavar="NODE_ID")
+    p = leaf(
+        nsub,
+        "invite",
+        cmd_nodes_invite,
+        "a one-time setup code (text and QR code): a device joins with it at once",
+        [as_json],
+        description="Make a one-time invite: a setup code carrying the gateway's URL, the "
+        "fingerprint of its certificate and a secret (pairbot keeps only its hash). A node "
+        "that shows it (`pairbot node pair --invite CODE`) is paired at once, once. Needs the "
+        "config (where nodes reach the gateway: gateway.public_url, or its host and port).",
+    )
+    p.add_argument(
+        "--for",
+        dest="lasting",
+        default=None,
+        metavar="DURATION",
+        help="how long it lasts, e.g. 30m (1m..1d; default nodes.invite_ttl, 10m)",
+    )
+    p.add_argument("--name", default="", help="what you call the device (its name once paired)")
 
     node = groups.add_parser("node", help="play a node: ask a gateway to join, connect")
     node_sub = node.add_subparsers(dest="command", metavar="ACTION", required=True)
     node_common = argparse.ArgumentParser(add_help=False)
     node_common.add_argument(
         "--gateway",
-        default="ws://127.0.0.1:18789",
+        default=None,
         metavar="URL",
         help="gateway WebSocket URL (default ws://127.0.0.1:18789)",
     )
@@ -245,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--rotate",
         action="store_true",
         help="already paired: ask the owner for a new token (proves the old one)",
+    )
+    p.add_argument(
+        "--invite",
+        default=None,
+        metavar="CODE",
+        help="join at once with a one-time invite's setup code (`pairbot nodes invite`); it "
+        "gives the gateway and the certificate to pin",
     )
     p.add_argument(
         "--no-key",

@@ -5,6 +5,10 @@ dir's gateway socket, so that a node's token goes straight to the waiting node; 
 running they act on the store. On a state several instances share (PostgreSQL) they act on
 the store and publish the decision through the cluster, where the instance holding the node's
 connection hears it (:mod:`bot.gateway.relay`): no socket, no state dir needed.
+``nodes invite`` makes a one-time invite and prints its setup code as text and as a QR
+code; ``node pair --invite CODE`` joins with one at once (the code gives the gateway's URL
+and the certificate to pin).
+
 ``node pair|connect`` play a device: ask a gateway to join, wait for the owner, keep the
 token; connect with it.
 """
@@ -18,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.text import Text
@@ -26,7 +30,9 @@ from rich.text import Text
 from bot.cli.context import EXIT_LOOKUP, EXIT_OK, Context, UsageError
 from bot.cli.keyring import NodeKeyring
 from bot.cli.output import print_json, print_listing
-from bot.core.errors import LookupFailed
+from bot.core.durations import invite_length, span
+from bot.core.errors import ConfigError, LookupFailed
+from bot.core.invites import GatewayAddress, Invitation, SetupCode
 from bot.core.models import NodeDecision, NodeRequest, NodeVerdict, PairedNode
 from bot.core.protocols import Cluster
 from bot.core.text import ago, clean, clean_name
@@ -36,11 +42,35 @@ log = logging.getLogger("bot.cli.main")
 """One logger for the whole command: its lines read ``bot.cli.main``, as they always have."""
 
 
+DEFAULT_GATEWAY = "ws://127.0.0.1:18789"
+
+
+def _invite_code(args: argparse.Namespace) -> SetupCode | None:
+    """The setup code ``--invite`` gives, its gateway and pin set as ``args.gateway`` and
+    ``args.fingerprint`` (naming others as well is a usage error); None without one."""
+    text = getattr(args, "invite", None)
+    if not text:
+        args.gateway = args.gateway or DEFAULT_GATEWAY
+        return None
+    try:
+        code = SetupCode.parse(text)
+    except ValueError as exc:
+        raise UsageError(f"--invite: {exc}") from None
+    address = code.address
+    if args.gateway not in (None, address.url):
+        raise UsageError(f"--invite is for {address.url}; leave --gateway out")
+    if args.fingerprint and args.fingerprint != address.fingerprint:
+        raise UsageError("--invite pins its own certificate; leave --fingerprint out")
+    args.gateway, args.fingerprint = address.url, address.fingerprint or None
+    return code
+
+
 def _pin(args: argparse.Namespace, keyring: NodeKeyring) -> str | None:
     """The certificate fingerprint the gateway must show: ``--fingerprint``, else the one
     the keyring pinned for this gateway, else none (a certificate an authority vouches for)."""
     from bot.gateway.tls import parse_fingerprint
 
+    args.gateway = args.gateway or DEFAULT_GATEWAY
     given = getattr(args, "fingerprint", None)
     if not given:
         return keyring.pin(args.gateway)
@@ -61,6 +91,10 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
     (its key's signature, or its token). The node's Ed25519 key (``node.key``, 0600) is made
     the first time and sent with the request, so the node connects by signature; ``--no-key``
     pairs with a token alone.
+
+    With ``--invite CODE`` (a setup code from ``pairbot nodes invite`` or ``/nodes invite``)
+    the node goes to the code's gateway, pins the code's certificate, and is paired at once:
+    the owner's invite is the approval.
     """
     import asyncio
 
@@ -69,13 +103,14 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
     from bot.services import keys
 
     keyring = NodeKeyring(Path(args.node_dir) if args.node_dir else None)
+    invite = _invite_code(args)
     pin = _pin(args, keyring)
     node_id = args.node_id or keyring.node_id()
     saved = keyring.get(args.gateway)
     key = None if args.no_key else keyring.key(make=True)
     public = keys.public_key(key) if key is not None else ""
     out = Console(highlight=False, soft_wrap=True)
-    if saved is not None and saved.node_id == node_id and not args.rotate:
+    if saved is not None and saved.node_id == node_id and not args.rotate and invite is None:
         out.print(
             Text(
                 f"Node {node_id} is already paired with {args.gateway}; use `pairbot "
@@ -85,6 +120,17 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     async def ask(client: GatewayClient) -> dict[str, Any]:
+        if invite is not None:
+            params = {
+                "nodeId": node_id,
+                "displayName": args.name,
+                "platform": args.platform,
+                "version": args.node_version,
+                "invite": invite.secret,
+            }
+            return await client.call(
+                "node.pair.request", {**params, **({"publicKey": public} if public else {})}
+            )
         pickup = keyring.pickup(args.gateway, node_id)
         if pickup is not None:
             try:
@@ -129,6 +175,13 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
                 decision = await client.next_event("node.pair.resolved", wait=args.wait)
             else:
                 decision = {"decision": NodeVerdict.APPROVED, "token": answer.get("token")}
+                if invite is not None:
+                    out.print(
+                        Text(
+                            f"Paired node {node_id} with {args.gateway} by the owner's "
+                            f"invite {answer.get('requestId')}."
+                        )
+                    )
         if decision.get("decision") != NodeVerdict.APPROVED or not decision.get("token"):
             keyring.keep_pickup(args.gateway, node_id, None)
             out.print(Text(f"Not paired: the request was {decision.get('decision')}."))
@@ -162,6 +215,12 @@ def cmd_node_pair(args: argparse.Namespace) -> int:
                 f"{args.gateway} and this node has no token for it; ask the "
                 f"owner to revoke it (`pairbot nodes revoke {node_id}`), then pair "
                 "again\n"
+            )
+            return EXIT_LOOKUP
+        if exc.code == ErrorCode.UNAUTHORIZED and invite is not None:
+            sys.stderr.write(
+                "pairbot: error: the gateway refused this invite (already used, expired or "
+                "never made); ask the owner for a new one\n"
             )
             return EXIT_LOOKUP
         raise
@@ -329,6 +388,80 @@ def _print_token(ctx: Context, node: PairedNode, token: str) -> int:
     ctx.out.print("Its token, shown once (pairbot keeps only a hash):")
     sys.stdout.write(token + "\n")
     return EXIT_OK
+
+
+def cmd_nodes_invite(ctx: Context) -> int:
+    """``pairbot nodes invite``: a one-time invite, its setup code printed once, as text and
+    as a QR code. The config says where nodes reach the gateway (``gateway.public_url``, or
+    its host and port) and, with ``gateway.tls``, the certificate they pin; the invite goes
+    to the store, where every running instance's gateway finds it."""
+    from bot.cli.tls import gateway_tls
+    from bot.runtime.remembered import remember_secret
+
+    config = ctx.config
+    if config is None:
+        raise UsageError(
+            "no config: an invite tells the node where the gateway is (pass --config PATH "
+            "or set PAIRBOT_CONFIG)"
+        )
+    gateway = config.gateway
+    if not gateway.enabled:
+        raise ConfigError("is false: no gateway for an invite to reach", field="gateway.enabled")
+    if gateway.port == 0 and not gateway.public_url:
+        raise ConfigError(
+            "is 0 (a free port, known only to the running bot): set a port, or gateway.public_url",
+            field="gateway.port",
+        )
+    try:
+        lasting = None if ctx.args.lasting is None else invite_length(ctx.args.lasting)
+    except ValueError as exc:
+        raise UsageError(f"--for: {exc}") from None
+    tls = gateway_tls(config, ctx.state_dir)
+    address = GatewayAddress(
+        url=gateway.node_url(gateway.port), fingerprint=tls.fingerprint if tls else ""
+    )
+    made = ctx.nodes.invite(address, actor=ctx.actor, lasting=lasting, name=ctx.args.name)
+    for secret in made.secrets:
+        remember_secret(secret)
+    if ctx.args.json:
+        print_json(
+            ctx,
+            {**made.invite.as_json(), "code": made.code.text, **_address_json(address)},
+        )
+        return EXIT_OK
+    show_invite(ctx.out, made, qr_out=sys.stdout)
+    return EXIT_OK
+
+
+def _address_json(address: GatewayAddress) -> dict[str, str]:
+    return {"url": address.url, "fingerprint": address.fingerprint}
+
+
+def show_invite(out: Console, made: Invitation, *, qr_out: TextIO) -> None:
+    """Print an invite for its maker: what it is for and until when, its setup code as
+    text, then as a QR code (``qr_out``: where the terminal is), then what the device runs."""
+    import segno
+
+    invite, code = made.invite, made.code
+    name = clean_name(invite.name)
+    lasts = span(invite.expires_at - invite.created_at)
+    out.print(
+        Text(
+            f"Invite {invite.invite_id}{f' for {name}' if name else ''}: one device may join "
+            f"with it, until {invite.expires_at:%Y-%m-%d %H:%M:%S} UTC ({lasts}), once."
+        )
+    )
+    out.print(
+        f"Gateway: {code.address.url}"
+        + (f"  (certificate {code.address.fingerprint})" if code.address.fingerprint else "")
+    )
+    out.print("Setup code (shown once; pairbot keeps only a hash of its secret):")
+    out.file.flush()
+    qr_out.write(code.text + "\n\n")
+    segno.make(code.text, error="m").terminal(out=qr_out, compact=True, border=2)
+    qr_out.write("\n")
+    qr_out.flush()
+    out.print(Text(f"On the device: pairbot node pair --invite {code.text}"))
 
 
 def cmd_nodes_reject(ctx: Context) -> int:

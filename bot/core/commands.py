@@ -16,7 +16,7 @@ from datetime import timedelta
 from enum import StrEnum
 
 from bot.core.codes import normalize_code
-from bot.core.durations import grant_length
+from bot.core.durations import grant_length, has_unit, invite_length
 from bot.core.platforms import KNOWN_PROVIDERS, find
 
 # --- the values the parser makes ---------------------------------------------------------------
@@ -90,6 +90,7 @@ class NodeAction(StrEnum):
     APPROVE = "approve"
     REJECT = "reject"
     REVOKE = "revoke"
+    INVITE = "invite"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +99,15 @@ class NodeDecision(OwnerCommand):
 
     action: NodeAction
     ident: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Invite(OwnerCommand):
+    """``/nodes invite [DURATION] [NAME]``: a one-time invite for a device, lasting
+    ``lasting`` (None: the configured default), for the device the owner calls ``name``."""
+
+    lasting: timedelta | None = None
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,10 +193,23 @@ def _revoke(line: str, words: list[str]) -> OwnerCommand | None:
     return Revoke(line=line, provider=words[0].lower(), sender_id=words[1])
 
 
+def _invite(line: str, words: list[str]) -> OwnerCommand | None:
+    """``/nodes invite``, ``/nodes invite 30m``, ``/nodes invite 30m Pixel 9``,
+    ``/nodes invite Pixel 9``: a first word with a unit is how long, the rest the name.
+
+    Raises:
+        ValueError: how long is out of bounds (:data:`~bot.core.durations.INVITE_BOUNDS`).
+    """
+    lasting = invite_length(words.pop(0)) if words and has_unit(words[0]) else None
+    return Invite(line=line, lasting=lasting, name=" ".join(words))
+
+
 def _nodes(line: str, words: list[str]) -> OwnerCommand | None:
     if not words:
         return Nodes(line=line)
     action, rest = words[0].lower(), words[1:]
+    if action == NodeAction.INVITE:
+        return _invite(line, rest)
     if action not in set(NodeAction) or len(rest) != 1:
         return None
     return NodeDecision(line=line, action=NodeAction(action), ident=rest[0])
@@ -260,6 +283,7 @@ COMMANDS: tuple[Command, ...] = (
             ("/nodes", "pending and paired nodes"),
             ("/nodes approve ID | reject ID", "pair a node (it gets a token) or refuse it"),
             ("/nodes revoke NODE_ID", "unpair a node; its token stops working"),
+            ("/nodes invite [30m] [NAME]", "a one-time setup code: a device joins at once"),
         ),
         args=(
             Arg(
@@ -270,12 +294,13 @@ COMMANDS: tuple[Command, ...] = (
             ),
             Arg(
                 name="id",
-                description="The request id (approve, reject) or node id (revoke)",
+                description="The request id (approve, reject), node id (revoke), or how long "
+                "and a name (invite: 30m Pixel 9)",
                 required=False,
             ),
         ),
         changes_state=True,
-        usage="/nodes [approve ID | reject ID | revoke NODE_ID]",
+        usage="/nodes [approve ID | reject ID | revoke NODE_ID | invite [30m] [NAME]]",
         read=_nodes,
     ),
     Command(

@@ -30,7 +30,9 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from bot.core.codes import MIN_SECRET_BITS, RANDOM_STRING_COMMAND, weakness
-from bot.core.durations import bounded, parse_duration
+from bot.core.durations import INVITE_BOUNDS, bounded, parse_duration
+from bot.core.errors import ConfigError
+from bot.core.invites import is_gateway_url
 from bot.core.messages import StrangerReply, stranger_template_problem
 from bot.core.models import AUDIT_EVENTS, UnpairedResponse
 from bot.core.platforms import KNOWN_PROVIDERS, PLATFORMS, platform
@@ -55,6 +57,9 @@ DURATION_BOUNDS: Mapping[str, tuple[timedelta, timedelta]] = MappingProxyType(
         "pairing.resend_after": (timedelta(seconds=10), timedelta(days=1)),
         # A node waits on an open connection while the owner decides.
         "nodes.pending_ttl": (timedelta(seconds=10), timedelta(days=1)),
+        # An invite must outlive carrying it to the device, and be dead by tomorrow (also the
+        # bounds of `pairbot nodes invite --for` and `/nodes invite 30m`).
+        "nodes.invite_ttl": INVITE_BOUNDS,
         # Each approved message waits for the handler this long at most.
         "handler.timeout": (timedelta(milliseconds=100), timedelta(minutes=5)),
         # A connection must finish its HTTP request this soon; a slow link needs a second or two.
@@ -172,6 +177,12 @@ class NodesConfig(Model):
     max_pending_per_address: int = Field(default=3, ge=1, le=1000)
     max_pending: int = Field(default=50, ge=1, le=10_000)
     max_pending_per_node: int = Field(default=3, ge=1, le=100)
+    invite_ttl: Annotated[Duration, AfterValidator(_within("nodes.invite_ttl"))] = timedelta(
+        minutes=10
+    )
+    """How long a one-time invite lasts unless its maker says (``--for``)."""
+    max_invites: int = Field(default=20, ge=1, le=1000)
+    """Invites not yet used nor expired at once."""
 
 
 def is_loopback(host: str) -> bool:
@@ -207,6 +218,9 @@ class GatewayConfig(Model):
     tls: Literal["auto"] | TlsFiles | None = None
     allow_plaintext: bool = False
     """Listen without TLS on an address that reaches the network (a TLS proxy in front)."""
+    public_url: str | None = None
+    """Where nodes reach the gateway (``wss://pairbot.lan:18789``), as invites tell them;
+    unset: ``host`` and ``port``, with ``wss://`` when ``tls`` is set."""
     operator_token: OptionalSecret = None
     max_connections: int = Field(default=256, ge=4, le=100_000)
     max_connections_per_address: int = Field(default=32, ge=1, le=100_000)
@@ -228,6 +242,13 @@ class GatewayConfig(Model):
         """Anyone who reaches the port may guess it: refuse what can be guessed."""
         return _strong_secret(value, "or set null to turn remote operators off")
 
+    @field_validator("public_url")
+    @classmethod
+    def _reachable(cls, value: str | None) -> str | None:
+        if value is not None and not is_gateway_url(value):
+            raise ValueError("must be a ws:// or wss:// URL with a host")
+        return value
+
     @model_validator(mode="after")
     def _private_or_tls(self) -> GatewayConfig:
         """Tokens, pickups and invites cross the wire: never in the clear on a network."""
@@ -238,7 +259,33 @@ class GatewayConfig(Model):
                 "cert_file and key_file), or gateway.allow_plaintext: true if a TLS "
                 "proxy is in front"
             )
+        if self.tls is not None and self.public_url and not self.public_url.startswith("wss"):
+            raise ValueError(
+                "public_url: the gateway serves TLS (gateway.tls), so nodes reach it at a "
+                "wss:// URL"
+            )
         return self
+
+    def node_url(self, port: int) -> str:
+        """Where nodes reach the gateway listening on ``port`` (an invite's URL):
+        ``public_url``, else ``host`` and ``port``, ``wss://`` when it serves TLS.
+
+        Raises:
+            ConfigError: the host is a wildcard, no address a node can reach, and
+                ``public_url`` is not set.
+        """
+        if self.public_url:
+            return self.public_url
+        host = self.host.strip().strip("[]")
+        if host in ("", "0.0.0.0", "::"):  # noqa: S104 (recognised, not bound to)
+            raise ConfigError(
+                f"not set, and gateway.host {self.host or '(empty)'} is no address a node "
+                "can reach: set it to where nodes reach the gateway, e.g. "
+                f"wss://192.168.1.20:{port}",
+                field="gateway.public_url",
+            )
+        shown = f"[{host}]" if ":" in host else host
+        return f"{'wss' if self.tls is not None else 'ws'}://{shown}:{port}"
 
     @property
     def plaintext_on_network(self) -> bool:

@@ -1,6 +1,7 @@
 """Durations as people write them: ``90s``, ``5m``, ``1h``, ``2d``, ``1w``; one parser for the
-config's durations (:mod:`bot.core.config`) and for how long an owner's grant lasts
-(``/approve CODE 7d``, ``--for 24h``: :func:`grant_length`)."""
+config's durations (:mod:`bot.core.config`), for how long an owner's grant lasts
+(``/approve CODE 7d``, ``--for 24h``: :func:`grant_length`) and for how long a node invite
+does (``/nodes invite 30m``, ``--for 30m``: :func:`invite_length`)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,12 @@ GRANT_BOUNDS = (timedelta(seconds=1), timedelta(days=3650))
 _GRANT_EXAMPLES = "use e.g. 30m, 24h, 7d, 2w"
 
 
+INVITE_BOUNDS = (timedelta(minutes=1), timedelta(days=1))
+"""How long a one-time node invite may last (``nodes.invite_ttl``, ``/nodes invite 30m``,
+``--for``): long enough to carry the code to the device, and dead by tomorrow."""
+_INVITE_EXAMPLES = "use e.g. 10m, 1h"
+
+
 def grant_length(text: str) -> timedelta:
     """Read how long an owner's grant lasts: a duration with its unit (``s``, ``m``, ``h``,
     ``d``, ``w``; a bare number is refused, ``/approve CODE 60`` being too easy to mistype),
@@ -59,11 +66,31 @@ def grant_length(text: str) -> timedelta:
     Raises:
         ValueError: one line saying what is wrong; the caller names the argument.
     """
-    match = _DURATION.match(text.lower())  # a phone's keyboard may write 7D
-    if match is None or match.group(2) is None:
-        raise ValueError(f"not a duration: {text!r} ({_GRANT_EXAMPLES})")
+    return _length(text, GRANT_BOUNDS, _GRANT_EXAMPLES)
+
+
+def invite_length(text: str) -> timedelta:
+    """Read how long a node invite lasts, as :func:`grant_length` reads a grant's, within
+    :data:`INVITE_BOUNDS`.
+
+    Raises:
+        ValueError: one line saying what is wrong; the caller names the argument.
+    """
+    return _length(text, INVITE_BOUNDS, _INVITE_EXAMPLES)
+
+
+def has_unit(text: str) -> bool:
+    """Whether ``text`` is written as a duration with its unit (``30m``, ``7D``): a word that
+    says how long, not a name's word."""
+    match = _DURATION.match(text.lower())
+    return match is not None and match.group(2) is not None
+
+
+def _length(text: str, bounds: tuple[timedelta, timedelta], examples: str) -> timedelta:
+    if not has_unit(text):  # a phone's keyboard may write 7D
+        raise ValueError(f"not a duration: {text!r} ({examples})")
     try:
-        return bounded(parse_duration(match.group(0)), *GRANT_BOUNDS)
+        return bounded(parse_duration(text.lower()), *bounds)
     except ValueError as exc:
         raise ValueError(f"duration {text!r}: {exc}") from None
 

@@ -23,7 +23,8 @@ The tree::
     ├── NodeRefused                       a node's request is refused as asked (gateway)
     │   ├── AlreadyPairedError            the node id is paired; no proof of its token
     │   ├── WrongCredentialError          a token or pickup secret that does not match
-    │   │   └── BadSignatureError         not the node key's signature over this nonce
+    │   │   ├── BadSignatureError         not the node key's signature over this nonce
+    │   │   └── InviteRefusedError        an invite that is unknown, spent or expired
     │   └── RateLimitedError              a pending-request cap is full
     │
     │   defined beside the code that raises them:
@@ -211,6 +212,18 @@ class WrongCredentialError(NodeRefused):
 class BadSignatureError(WrongCredentialError):
     """A signature that is not by the node's key over this connection's nonce, node id and
     certificate."""
+
+
+class InviteRefusedError(WrongCredentialError):
+    """An invite secret that opens nothing: unknown, already used, or expired. The message is
+    the same for all three (the peer learns nothing); ``reason`` says which, for the audit."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            "this invite is not valid (unknown, already used or expired); ask the owner "
+            "for a new one"
+        )
+        self.reason = reason
 
 
 class RateLimitedError(NodeRefused):

@@ -10,7 +10,15 @@ from enum import StrEnum
 
 from bot.core.codes import format_code
 from bot.core.commands import COMMANDS
-from bot.core.models import NodeRequest, PairedNode, PendingRequest, UnpairedResponse
+from bot.core.invites import Invitation
+from bot.core.models import (
+    NodeApproval,
+    NodeInvite,
+    NodeRequest,
+    PairedNode,
+    PendingRequest,
+    UnpairedResponse,
+)
 from bot.core.platforms import find
 from bot.core.text import ago, clean, clean_name, first_line
 
@@ -177,6 +185,7 @@ class NoticeKind(StrEnum):
 
     PAIRING_REQUEST = "pairing request"
     NODE_REQUEST = "node request"
+    NODE_JOINED = "node joined with an invite"
     TURNED_AWAY = "stranger turned away by the pending cap"
     URGENT = "urgent"
     """Never folded (a state file gone bad)."""
@@ -187,10 +196,16 @@ class NoticeKind(StrEnum):
 Told = Mapping[tuple[NoticeKind, str], int]
 """What one or more owner notices told of: how many of each kind, per platform ("" for none)."""
 
-_DIGEST_ORDER = (NoticeKind.PAIRING_REQUEST, NoticeKind.NODE_REQUEST, NoticeKind.TURNED_AWAY)
+_DIGEST_ORDER = (
+    NoticeKind.PAIRING_REQUEST,
+    NoticeKind.NODE_REQUEST,
+    NoticeKind.NODE_JOINED,
+    NoticeKind.TURNED_AWAY,
+)
 _PLURALS = {
     NoticeKind.PAIRING_REQUEST: "pairing requests",
     NoticeKind.NODE_REQUEST: "node requests",
+    NoticeKind.NODE_JOINED: "nodes joined with an invite",
     NoticeKind.TURNED_AWAY: "strangers turned away by the pending cap",
     NoticeKind.URGENT: "warnings that a state file went bad (see `pairbot doctor`)",
     NoticeKind.FORWARDED: "forwarded messages",
@@ -325,6 +340,44 @@ def node_approved(node: PairedNode, *, delivered: bool) -> str:
     )
     name = clean_name(node.display_name) or "no name"
     return f"Approved node {clean(node.node_id)} ({name}): {where}."
+
+
+def node_invite(made: Invitation, *, lasts: str) -> str:
+    """The owner's new invite, in their chat: the setup code alone on its line (chats show
+    no QR code from pairbot; ``pairbot nodes invite`` prints one in the terminal)."""
+    invite = made.invite
+    name = clean_name(invite.name)
+    return "\n".join(
+        [
+            f"Invite {invite.invite_id}{f' for {name}' if name else ''}: one device may join "
+            f"with it, within {lasts}. Its setup code:",
+            "",
+            made.code.text,
+            "",
+            "On the device: pairbot node pair --invite <the code> (or scan the QR code "
+            "`pairbot nodes invite` prints). Keep the code private until it is used: whoever "
+            "holds it can pair a device. /nodes lists the invites not yet used.",
+        ]
+    )
+
+
+def invite_line(invite: NodeInvite, *, left: str) -> str:
+    """One line of ``/nodes`` for an invite not yet used."""
+    name = clean_name(invite.name, limit=32)
+    return f"{invite.invite_id}{f' ({name})' if name else ''}, expires in {left}"
+
+
+def node_joined(approval: NodeApproval) -> str:
+    """Told to the owner when a node paired itself with one of their invites."""
+    node, req = approval.node, approval.request
+    name = clean_name(node.display_name) or "no name"
+    return "\n".join(
+        [
+            f"Node {clean(node.node_id)} ({name}) joined with your invite {req.request_id}, "
+            f"from {clean(req.remote) or '?'}.",
+            f"Not you? /nodes revoke {clean(node.node_id)}",
+        ]
+    )
 
 
 HELP = "\n".join(

@@ -317,6 +317,43 @@ class PairedNode:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NodeInvite:
+    """A one-time invite the owner made (one entry of ``nodes/invites.json``): a node that
+    shows its secret is paired at once, the invite being the owner's approval.
+
+    Only the secret's SHA-256 is kept. A spent invite stays (``used_at``, ``used_by``) until
+    it would have expired, so a second try with it is told apart from a guess in the audit
+    log; then the prune drops it.
+    """
+
+    invite_id: str
+    secret_hash: str = field(repr=False)
+    name: str = ""
+    """What the owner called the device it is for (``--name``): the paired node's name."""
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+    used_by: str = ""
+    """The node id paired with it."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def live(self, now: datetime) -> bool:
+        """Not spent, and ``now`` is before it expires."""
+        return self.used_at is None and now < self.expires_at
+
+    def as_json(self) -> dict[str, Any]:
+        """The public JSON view (CLI ``--json``): no hash."""
+        return {
+            "inviteId": self.invite_id,
+            "name": self.name,
+            "createdAt": iso(self.created_at),
+            "expiresAt": iso(self.expires_at),
+            "usedAt": iso(self.used_at) if self.used_at else None,
+            "usedBy": self.used_by or None,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ApprovalNotice:
     """A sender approved and not yet told (``approvedToTell`` in their pairing file).
 
@@ -481,6 +518,7 @@ AUDIT_EVENTS: tuple[str, ...] = (
     "node.reject",
     "node.expire",
     "node.revoke",
+    "node.invite",
 )
 """Every ``event`` an audit line may name (what ``events.kinds`` chooses from)."""
 

@@ -23,6 +23,7 @@ from bot.core.models import (
     Button,
     Inbound,
     InstanceBeat,
+    NodeInvite,
     NodeRequest,
     PairedNode,
     PendingRequest,
@@ -184,11 +185,13 @@ class StateTxn(Protocol):
     transaction dropped it) and audits. A backend that runs one transaction at a time runs
     a shared one as an exclusive one (``peers`` 0).
 
-    Changes are written when the transaction ends without an exception: allowlists and paired
-    nodes first, then pending requests together with the notices of approvals, so a crash in
-    between leaves "still pending", never "approved and lost" nor a notice of an approval
-    that did not happen. A grant and its end are one change: a crash never leaves a sender
-    listed without the end they were given (allowed for good by accident).
+    Changes are written when the transaction ends without an exception: spent invites first,
+    then allowlists and paired nodes, then pending requests together with the notices of
+    approvals, so a crash in between leaves "still pending", never "approved and lost" nor a
+    notice of an approval that did not happen; and an invite is never left unspent by a
+    pairing it made (an invite errs toward "spent, nothing paired": the owner makes another).
+    A grant and its end are one change: a crash never leaves a sender listed without the end
+    they were given (allowed for good by accident).
 
     Sender ids are in their platform's normal form (:meth:`bot.core.schema.IdRule.normalise`):
     the services hand them so, and a store reads what another writer stored in another form
@@ -307,6 +310,31 @@ class StateTxn(Protocol):
 
     def drop_paired_node(self, node_id: str) -> bool:
         """Remove a paired node; return whether it was there."""
+        ...
+
+    def invites(self) -> list[NodeInvite]:
+        """Return the node invites on file (spent and expired ones not yet dropped
+        included), oldest first."""
+        ...
+
+    def invite_with_hash(self, secret_hash: str) -> NodeInvite | None:
+        """Return the invite whose secret has this SHA-256 (spent or expired included), or
+        None; the hash is compared in constant time."""
+        ...
+
+    def put_invite(self, invite: NodeInvite) -> None:
+        """Insert or replace (by invite id) a node invite."""
+        ...
+
+    def spend_invite(self, invite_id: str, *, node_id: str, at: datetime) -> bool:
+        """Mark the invite spent by ``node_id`` at ``at``, only if it is not spent and
+        expires after ``at``; return whether *this* call spent it. One conditional update:
+        of several transactions spending one invite at once (instances on one database),
+        exactly one is told it did."""
+        ...
+
+    def drop_invite(self, invite_id: str) -> bool:
+        """Remove an invite; return whether *this* call removed it."""
         ...
 
     def notices(self) -> list[ApprovalNotice]:

@@ -8,7 +8,12 @@ TCP; a connection on the local Unix socket in the state dir (0600 in a 0700 dir:
 owner's user can open it) is an operator from the start, which is how ``pairbot nodes
 approve`` reaches a running bot.
 
-Every ``node.pair.request`` is its own request, bound to the connection that made it: the
+A ``node.pair.request`` that carries an ``invite`` (the secret of a one-time invite the owner
+made) pairs the node at once: the answer carries its token, the invite is spent, and the
+owner is told. An unknown, spent or expired invite pairs nothing and spends the address's
+budget of failed verifications (:mod:`bot.gateway.limits`).
+
+Every other ``node.pair.request`` is its own request, bound to the connection that made it: the
 answer carries a pickup secret for that asker alone, and a decision goes only to that
 connection, or, if it went away, to whoever comes back showing the pickup secret
 (:mod:`bot.gateway.peers`). A node id that is already paired is refused unless the asker
@@ -39,12 +44,20 @@ from bot.core import codes
 from bot.core.clock import Clock, iso
 from bot.core.errors import (
     BadSignatureError,
+    InviteRefusedError,
     LookupFailed,
     NodeRefused,
     StoreError,
     WrongCredentialError,
 )
-from bot.core.models import NodeApproval, NodeAsk, NodeDecision, NodeRequest, PairedNode
+from bot.core.models import (
+    NodeApproval,
+    NodeAsk,
+    NodeDecision,
+    NodeRequest,
+    NodeVerdict,
+    PairedNode,
+)
 from bot.core.protocols import Cluster
 from bot.gateway import frames
 from bot.gateway.frames import Conn, ErrorCode, GatewayError, node_id_param, param
@@ -88,6 +101,8 @@ class GatewaySettings:
 
 
 OnRequest = Callable[[NodeAsk], Awaitable[None]]
+OnJoined = Callable[[NodeApproval], Awaitable[None]]
+"""Told each node that paired itself with an invite (the owner's notice)."""
 Scrape = Callable[[web.Request], Awaitable[web.StreamResponse]]
 """What answers ``GET /metrics`` (the app's metrics)."""
 
@@ -106,8 +121,10 @@ class Gateway:
         cluster: Cluster,
         readiness: Readiness | None = None,
         metrics: Scrape | None = None,
+        on_joined: OnJoined | None = None,
     ) -> None:
         self._nodes = nodes
+        self._on_joined = on_joined
         self._readiness = readiness
         """What ``GET /readyz`` asks; without it the route answers 503 (nothing to judge by)."""
         self._metrics = metrics
@@ -371,6 +388,9 @@ class Gateway:
     async def _pair_request(self, conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
         node_id = node_id_param(params)
         await self._limits.admit(conn.remote, Attempt.PAIR, subject=node_id)
+        invite = param(params, "invite", required=False)
+        if invite:
+            return await self._join(conn, node_id, invite, params)
         pickup = param(params, "pickup", required=False)
         if pickup:
             return await self._come_back(conn, node_id, pickup)
@@ -384,12 +404,8 @@ class Gateway:
             ask = await asyncio.to_thread(
                 self._nodes.request,
                 node_id,
-                display_name=param(params, "displayName", required=False),
-                platform=param(params, "platform", required=False),
-                version=param(params, "version", required=False),
-                remote=conn.remote,
+                **_described(conn, params),
                 proof=param(params, "token", required=False) or None,
-                public_key=param(params, "publicKey", required=False) or None,
                 key_proof=self._key_proof(conn, params),
             )
         except WrongCredentialError as exc:  # the service audited it
@@ -404,6 +420,37 @@ class Gateway:
         await self._peers.broadcast_operators("node.pair.requested", ask.request.as_json())
         await self._on_request(ask)
         return {**self._pending_payload(ask.request), "pickup": ask.pickup}
+
+    async def _join(
+        self, conn: Conn, node_id: str, invite: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A node showing an invite's secret: paired at once (the answer carries its token),
+        or refused and counted as a failed verification. The secret is never logged."""
+        if any(param(params, name, required=False) for name in ("pickup", "token", "signature")):
+            raise GatewayError(
+                ErrorCode.INVALID_REQUEST,
+                "params.invite comes alone: not with a pickup, a token or a signature",
+            )
+        try:
+            approval = await asyncio.to_thread(
+                self._nodes.join, node_id, invite, **_described(conn, params)
+            )
+        except InviteRefusedError:  # the service audited it
+            await self._limits.failed(
+                conn.remote, Attempt.PAIR, "bad_invite", subject=node_id, audited=True
+            )
+            raise
+        self._on_secret(approval.token)
+        for other in approval.superseded:
+            await self._relay.deliver(NodeDecision.on_request(other, NodeVerdict.SUPERSEDED))
+        if self._on_joined is not None:
+            await self._on_joined(approval)
+        return {
+            "status": "paired",
+            "requestId": approval.request.request_id,
+            "nodeId": approval.node.node_id,
+            "token": approval.token,
+        }
 
     async def _come_back(self, conn: Conn, node_id: str, pickup: str) -> dict[str, Any]:
         """An asker back with its pickup secret: its held token (held here, or kept sealed
@@ -521,6 +568,18 @@ class Gateway:
                 await self._peers.sweep()
             except Exception:
                 log.exception("gateway sweep failed")
+
+
+def _described(conn: Conn, params: dict[str, Any]) -> dict[str, Any]:
+    """What an asker says of itself (``displayName``, ``platform``, ``version``,
+    ``publicKey``) and where it asks from, as the node service takes them."""
+    return {
+        "display_name": param(params, "displayName", required=False),
+        "platform": param(params, "platform", required=False),
+        "version": param(params, "version", required=False),
+        "remote": conn.remote,
+        "public_key": param(params, "publicKey", required=False) or None,
+    }
 
 
 def _remove(path: Path) -> None:

@@ -10,14 +10,14 @@ band (``pairbot gateway fingerprint``, or an invite's setup code) and refuses an
 with a public certificate in front of the gateway).
 
 The fingerprint is written ``sha256:`` and 64 lower-case hex digits; :func:`parse_fingerprint`
-also takes the colon-separated upper-case form ``openssl x509 -fingerprint -sha256`` prints.
+(:mod:`bot.core.invites`, where setup codes carry it) also takes the colon-separated upper-case
+form ``openssl x509 -fingerprint -sha256`` prints.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-import re
 import ssl
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,9 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from bot.core.errors import ConfigError
+from bot.core.invites import PREFIX, parse_fingerprint
 
-PREFIX = "sha256:"
-_HEX = re.compile(r"^[0-9a-f]{64}$")
 AUTO_VALIDITY = timedelta(days=3650)
 """How long a certificate made by ``gateway.tls: auto`` is valid: pinned, it is trusted for
 what it is, not for its dates, and replacing it means re-pinning every node."""
@@ -40,22 +39,6 @@ what it is, not for its dates, and replacing it means re-pinning every node."""
 def fingerprint(der: bytes) -> str:
     """The fingerprint of a certificate in DER form: ``sha256:<64 hex digits>``."""
     return PREFIX + hashlib.sha256(der).hexdigest()
-
-
-def parse_fingerprint(text: str) -> str:
-    """A fingerprint as written by a person, in the one form :func:`fingerprint` makes.
-
-    Raises:
-        ValueError: not a SHA-256 fingerprint (the message says what one looks like).
-    """
-    raw = text.strip().lower()
-    raw = raw.removeprefix(PREFIX).replace(":", "")
-    if not _HEX.match(raw):
-        raise ValueError(
-            "not a SHA-256 certificate fingerprint (expected sha256: and 64 hex digits, "
-            "as `pairbot gateway fingerprint` prints)"
-        )
-    return PREFIX + raw
 
 
 def digest(pin: str) -> bytes:
@@ -150,3 +133,14 @@ def peer_fingerprint(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str:
         return ""
     der = ssl_object.getpeercert(True)  # positional: the raw _ssl socket takes no keywords
     return fingerprint(der) if der else ""
+
+
+__all__ = [
+    "PREFIX",
+    "GatewayTls",
+    "digest",
+    "fingerprint",
+    "parse_fingerprint",
+    "peer_fingerprint",
+    "self_signed",
+]

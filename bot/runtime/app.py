@@ -35,6 +35,7 @@ from bot import __version__
 from bot.core.clock import Clock, SystemClock
 from bot.core.config import Config
 from bot.core.errors import ConfigError, PairbotError, StartupError, StoreUnavailableError
+from bot.core.invites import GatewayAddress
 from bot.core.models import DmPolicy, NodeDecision, NodeVerdict
 from bot.core.protocols import Cluster, HasPeers, OnInbound, Provider, StateStore, TakesTurns
 from bot.gateway.guard import GuardSettings
@@ -176,6 +177,7 @@ class App:
             clock=self.clock,
             cluster=self.cluster,
             silent=[name for name, reply in replies.items() if not reply.tells],
+            gateway=self.invite_address if cfg.gateway.enabled else None,
         )
         shared = Shared(
             owners=self._owners,
@@ -234,6 +236,7 @@ class App:
                     ),
                 ),
                 on_request=notices.node_request,
+                on_joined=notices.node_joined,
                 on_secret=remember_secret,
                 cluster=self.cluster,
                 readiness=Readiness(
@@ -398,6 +401,20 @@ class App:
             paired_nodes=len(self.nodes.paired()),
         )
 
+    def invite_address(self) -> GatewayAddress:
+        """Where nodes reach this instance's gateway, as its invites tell them: the URL
+        (``gateway.public_url``, else the host and the port it listens on) and the
+        certificate's fingerprint.
+
+        Raises:
+            ConfigError: no gateway runs, or its host is no address a node can reach.
+        """
+        gateway = self.gateway
+        if gateway is None or gateway.port is None:
+            raise ConfigError("the node gateway is not running", field="gateway.enabled")
+        url = self.config.gateway.node_url(gateway.port)
+        return GatewayAddress(url=url, fingerprint=gateway.fingerprint)
+
     def readiness_sources(self) -> ReadinessSources:
         """What ``GET /readyz`` judges by: the store's backend and check (the store opened
         at start), the providers' states and :attr:`phase`; and who answers
@@ -445,7 +462,8 @@ class App:
         await self._stack.aclose()
 
     async def prune(self) -> None:
-        """Drop expired DM and node requests (audited); tell waiting nodes theirs expired.
+        """Drop expired DM and node requests and node invites (audited); tell waiting nodes
+        theirs expired.
 
         While the store cannot be reached there is nothing to prune: the next run does it."""
         try:

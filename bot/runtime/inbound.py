@@ -315,6 +315,9 @@ class InboundPipeline:
             and self.notices.pressed(msg.provider, msg.chat_id, msg.message_id, line)
         )
         reply = await asyncio.to_thread(self.owner.run, command, actor=actor, pressed=pressed)
+        if reply.invitation is not None:
+            for secret in reply.invitation.secrets:
+                remember_secret(secret)  # the reply carries it; no log line may
         text = reply.text
         if reply.approved is not None:
             await self.teller.tell()

@@ -26,7 +26,7 @@ from bot.core import messages
 from bot.core.clock import Clock
 from bot.core.errors import PairbotError, RecipientUnreachable, StoreUnavailableError
 from bot.core.messages import NoticeKind, Told
-from bot.core.models import Button, NodeAsk, PendingRequest
+from bot.core.models import Button, NodeApproval, NodeAsk, PendingRequest
 from bot.core.protocols import Cluster
 from bot.core.text import remaining
 from bot.runtime.missed import MissedNotices
@@ -242,6 +242,11 @@ class OwnerNotices:
             buttons,
             kind=NoticeKind.NODE_REQUEST,
         )
+
+    async def node_joined(self, approval: NodeApproval) -> None:
+        """Tell the owners a node paired itself with one of their invites (no buttons: it is
+        done; the notice says how to undo it)."""
+        await self.notifier.notify(messages.node_joined(approval), kind=NoticeKind.NODE_JOINED)
 
     def schedule_capped(self, provider: str) -> None:
         """Tell the owners, once the burst is over, how many strangers were turned away."""

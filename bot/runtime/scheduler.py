@@ -1,4 +1,5 @@
-"""The APScheduler job that prunes expired DM and node requests every ``prune_interval``."""
+"""The APScheduler job that prunes expired DM and node requests and node invites every
+``prune_interval``."""
 
 from __future__ import annotations
 

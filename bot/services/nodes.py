@@ -7,21 +7,29 @@ the token); a lost device is revoked first. A token is returned once, to the cal
 :meth:`NodeService.approve`, and stored only as its SHA-256 (the approval also carries it
 sealed to the request's seal key, for the instance that holds the asker: :mod:`.seal`);
 revoking a node makes the token fail at once.
+
+The owner may also hand a device a one-time invite (:meth:`NodeService.invite`): a node that
+shows its secret is paired at once (:meth:`NodeService.join`), the invite standing for the
+owner's approval. The secret is stored only as its SHA-256; the invite is spent in the same
+transaction that pairs the node, by one conditional update, so it pairs one node even when
+several race for it; an unknown, spent or expired one pairs nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from bot.core import codes
-from bot.core.clock import Clock
+from bot.core.clock import Clock, iso
+from bot.core.durations import INVITE_BOUNDS, bounded, span
 from bot.core.errors import (
     AlreadyPairedError,
     BadSignatureError,
+    InviteRefusedError,
     NodeRefused,
     PairbotError,
     RateLimitedError,
@@ -29,7 +37,8 @@ from bot.core.errors import (
     UnknownSubjectError,
     WrongCredentialError,
 )
-from bot.core.models import NodeApproval, NodeAsk, NodeRequest, PairedNode
+from bot.core.invites import GatewayAddress, Invitation, SetupCode
+from bot.core.models import NodeApproval, NodeAsk, NodeInvite, NodeRequest, PairedNode
 from bot.core.protocols import StateStore, StateTxn
 from bot.services import keys, seal
 from bot.services.keys import KeyProof
@@ -49,6 +58,10 @@ class NodeSettings(RequestSettings):
     max_pending: int = 50
     max_pending_per_node: int = 3
     """Live requests one node id may have at once (each from a different asker)."""
+    invite_ttl: timedelta = timedelta(minutes=10)
+    """How long an invite lasts unless its maker says."""
+    max_invites: int = 20
+    """Invites neither used nor expired at once."""
 
 
 class NodeService:
@@ -92,12 +105,9 @@ class NodeService:
             WrongCredentialError: a proof was given and it is not the node's current token.
             RateLimitedError: a cap is full.
         """
-        node_id = _field("nodeId", node_id, required=True)
-        display_name = _field("displayName", display_name)
-        platform = _field("platform", platform)
-        version = _field("version", version)
-        remote = _field("remote", remote)
-        public_key = keys.parse_public_key(public_key) if public_key else None
+        node_id, display_name, platform, version, remote, public_key = _said(
+            node_id, display_name, platform, version, remote, public_key
+        )
         pickup = codes.new_token()
         now = self._clock.now()
         outcome: NodeRequest | NodeRefused
@@ -117,7 +127,7 @@ class NodeService:
                 key_changed=key_changed,
                 public_key=public_key or "",
             ) or NodeRequest(
-                request_id=self._fresh_id(live),
+                request_id=_fresh_id(r.request_id for r in live),
                 node_id=node_id,
                 display_name=display_name,
                 platform=platform,
@@ -170,14 +180,6 @@ class NodeService:
             " (conflicts with another request)" if conflicts else "",
         )
         return NodeAsk(request=outcome, created=True, pickup=pickup, conflicts=conflicts)
-
-    @staticmethod
-    def _fresh_id(live: list[NodeRequest]) -> str:
-        taken = {r.request_id for r in live}
-        request_id = codes.new_request_id()
-        while request_id in taken:
-            request_id = codes.new_request_id()
-        return request_id
 
     def _refusal(
         self,
@@ -389,6 +391,192 @@ class NodeService:
             if node is not None:
                 txn.put_paired_node(replace(node, last_connected_at=now))
 
+    # --- one-time invites -----------------------------------------------------------------
+
+    def invite(
+        self,
+        address: GatewayAddress,
+        *,
+        actor: str,
+        lasting: timedelta | None = None,
+        name: str = "",
+    ) -> Invitation:
+        """Make a one-time invite for a device to join through the gateway at ``address``;
+        return it with its setup code, shown once (only the secret's hash is stored).
+
+        It lasts ``lasting`` (:attr:`NodeSettings.invite_ttl` if None), within
+        :data:`~bot.core.durations.INVITE_BOUNDS`; ``name`` is what the owner calls the device
+        (the paired node's name). Audited (``node.invite`` ``created``), never with its secret.
+
+        Raises:
+            ValueError: ``lasting`` is out of bounds, or ``name`` too long (one line; the
+                caller names its argument).
+            RateLimitedError: :attr:`NodeSettings.max_invites` invites are live.
+        """
+        lasting = bounded(self.settings.invite_ttl if lasting is None else lasting, *INVITE_BOUNDS)
+        name = _field("name", name)
+        secret = codes.new_token()
+        now = self._clock.now()
+        made: NodeInvite | RateLimitedError
+        with self._store.transaction() as txn:
+            live = self._drop_expired_invites(txn, now, actor="system:expiry")
+            if sum(1 for i in live if i.live(now)) >= self.settings.max_invites:
+                made = RateLimitedError(
+                    f"{self.settings.max_invites} invites are live already: wait for one to "
+                    "be used or to expire"
+                )
+            else:
+                made = NodeInvite(
+                    invite_id=_fresh_id(i.invite_id for i in live),
+                    secret_hash=codes.hash_token(secret),
+                    name=name,
+                    created_at=now,
+                    expires_at=now + lasting,
+                )
+                txn.put_invite(made)
+                audit(
+                    txn,
+                    now,
+                    "node.invite",
+                    "created",
+                    actor=actor,
+                    subject=name or "-",
+                    request_id=made.invite_id,
+                    detail={"expiresAt": iso(made.expires_at)},
+                )
+        if isinstance(made, RateLimitedError):
+            raise made
+        log.info("node invite made id=%s by=%s (for %s)", made.invite_id, actor, span(lasting))
+        return Invitation(invite=made, code=SetupCode(address=address, secret=secret))
+
+    def join(
+        self,
+        node_id: str,
+        secret: str,
+        *,
+        display_name: str = "",
+        platform: str = "",
+        version: str = "",
+        remote: str = "",
+        public_key: str | None = None,
+    ) -> NodeApproval:
+        """Pair ``node_id`` at once with the invite whose secret is ``secret``, spending it.
+
+        One transaction finds the invite by its secret's hash, spends it (a conditional
+        update: of several nodes racing for it, one wins) and pairs the node as an approval
+        would (its name the invite's, else the node's; other requests for the node id are
+        superseded). Audited: ``node.invite`` ``used``, then ``node.approve`` by
+        ``invite:<id>``; a refusal is ``node.invite`` ``refused`` with why (``unknown``,
+        ``used``, ``expired``), never the secret.
+
+        Raises:
+            InviteRefusedError: no invite has this secret, or it is spent or expired (one
+                message for all three).
+            AlreadyPairedError: the node id is paired (the invite is left unspent: revoke
+                the node first, or join under another id).
+        """
+        node_id, display_name, platform, version, remote, public_key = _said(
+            node_id, display_name, platform, version, remote, public_key
+        )
+        secret_hash = codes.hash_token(secret)
+        token = codes.new_token()
+        now = self._clock.now()
+        outcome: NodeApproval | NodeRefused
+        with self._store.transaction() as txn:
+            found = txn.invite_with_hash(secret_hash)
+            self._drop_expired_invites(txn, now, actor="system:expiry")
+            self._drop_expired(txn, now, actor="system:expiry")
+            paired = any(n.node_id == node_id for n in txn.paired_nodes())
+            why = _invite_refusal(found, now)
+            if found is not None and why is None and paired:
+                outcome = AlreadyPairedError(
+                    f"node {node_id!r} is already paired: have the owner revoke it first, "
+                    "or join under another node id"
+                )
+                audit(
+                    txn,
+                    now,
+                    "node.request",
+                    "already_paired",
+                    actor=_remote_actor(remote),
+                    subject=node_id,
+                    request_id=found.invite_id,
+                )
+            elif (
+                found is None
+                or why is not None
+                or not txn.spend_invite(found.invite_id, node_id=node_id, at=now)
+            ):
+                why = why or "used"
+                outcome = InviteRefusedError(why)
+                audit(
+                    txn,
+                    now,
+                    "node.invite",
+                    "refused",
+                    actor=_remote_actor(remote),
+                    subject=node_id,
+                    request_id=found.invite_id if found is not None else None,
+                    detail={"reason": why},
+                )
+            else:
+                audit(
+                    txn,
+                    now,
+                    "node.invite",
+                    "used",
+                    actor=_remote_actor(remote),
+                    subject=node_id,
+                    request_id=found.invite_id,
+                )
+                req = NodeRequest(
+                    request_id=found.invite_id,
+                    node_id=node_id,
+                    display_name=found.name or display_name,
+                    platform=platform,
+                    version=version,
+                    created_at=now,
+                    remote=remote,
+                    extra={keys.PUBLIC_KEY: public_key} if public_key else {},
+                )
+                outcome = self._pair(txn, req, None, token, now, f"invite:{found.invite_id}")
+        if isinstance(outcome, NodeRefused):
+            raise outcome
+        log.info(
+            "node joined with an invite id=%s node=%s from=%s",
+            outcome.request.request_id,
+            node_id,
+            remote or "?",
+        )
+        return outcome
+
+    def invites(self) -> list[NodeInvite]:
+        """Return the invites neither used nor expired, oldest first."""
+        now = self._clock.now()
+        with self._store.transaction() as txn:
+            return [i for i in txn.invites() if i.live(now)]
+
+    def _drop_expired_invites(
+        self, txn: StateTxn, now: datetime, *, actor: str
+    ) -> list[NodeInvite]:
+        """Drop the invites past their time, auditing ``expired`` each that was never used
+        (once: the drop that removed it); return the rest."""
+        kept = []
+        for invite in txn.invites():
+            if now < invite.expires_at:
+                kept.append(invite)
+            elif txn.drop_invite(invite.invite_id) and invite.used_at is None:
+                audit(
+                    txn,
+                    now,
+                    "node.invite",
+                    "expired",
+                    actor=actor,
+                    subject=invite.name or "-",
+                    request_id=invite.invite_id,
+                )
+        return kept
+
     def pending(self) -> list[NodeRequest]:
         """Return live node requests, oldest first."""
         now = self._clock.now()
@@ -408,11 +596,12 @@ class NodeService:
             return sorted(txn.paired_nodes(), key=lambda n: n.approved_at)
 
     def prune(self, *, actor: str = "system:scheduler") -> list[NodeRequest]:
-        """Drop expired requests (audited); return them."""
+        """Drop expired requests and invites (audited); return the requests."""
         now = self._clock.now()
         with self._store.transaction() as txn:
             before = txn.node_requests()
             live = self._drop_expired(txn, now, actor=actor)
+            self._drop_expired_invites(txn, now, actor=actor)
         ids = {r.request_id for r in live}
         return [r for r in before if r.request_id not in ids]
 
@@ -449,6 +638,47 @@ _REFUSED: dict[type[NodeRefused], str] = {
     BadSignatureError: "bad_signature",
 }
 """The audit outcome of each refusal of a node's request."""
+
+
+def _fresh_id(taken: Iterable[str]) -> str:
+    """A new request (or invite) id that is none of ``taken``."""
+    ids = set(taken)
+    fresh = codes.new_request_id()
+    while fresh in ids:
+        fresh = codes.new_request_id()
+    return fresh
+
+
+def _said(
+    node_id: str,
+    display_name: str,
+    platform: str,
+    version: str,
+    remote: str,
+    public_key: str | None,
+) -> tuple[str, str, str, str, str, str | None]:
+    """What an asker says of itself, checked: printable, bounded, a key that is one.
+
+    Raises:
+        ValueError: naming the field.
+    """
+    return (
+        _field("nodeId", node_id, required=True),
+        _field("displayName", display_name),
+        _field("platform", platform),
+        _field("version", version),
+        _field("remote", remote),
+        keys.parse_public_key(public_key) if public_key else None,
+    )
+
+
+def _invite_refusal(invite: NodeInvite | None, now: datetime) -> str | None:
+    """Why an invite shown at ``now`` pairs nothing (for the audit), or None if it pairs."""
+    if invite is None:
+        return "unknown"
+    if invite.used_at is not None:
+        return "used"
+    return None if now < invite.expires_at else "expired"
 
 
 def _key_changed(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -24,10 +24,12 @@ from bot.core.clock import Clock
 from bot.core.errors import (
     AllowedByConfigError,
     CodeExpiredError,
+    ConfigError,
     LookupFailed,
     NodeRefused,
     UnknownCodeError,
 )
+from bot.core.invites import GatewayAddress, Invitation
 from bot.core.models import AuditEvent, NodeApproval, NodeRequest, PairedNode, PendingRequest
 from bot.core.platforms import find
 from bot.core.protocols import Cluster
@@ -76,6 +78,9 @@ class OwnerReply:
     node_approved: NodeApproval | None = None
     node_rejected: NodeRequest | None = None
     node_revoked: PairedNode | None = None
+    invitation: Invitation | None = None
+    """A node invite made: its setup code is in :attr:`text` (the app keeps it out of the
+    logs before sending)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +147,9 @@ class Lockout:
             cluster.unclaim(f"lockout:{actor}")
 
 
+_NODES = next(c for c in commands.COMMANDS if c.name == "nodes")
+
+
 def _pages(count: int) -> str:
     return f"{count} page{'s' if count != 1 else ''}"
 
@@ -169,6 +177,7 @@ class OwnerCommands:
         clock: Clock,
         cluster: Cluster,
         silent: Collection[str] = (),
+        gateway: Callable[[], GatewayAddress] | None = None,
     ) -> None:
         self._pairing = pairing
         self._nodes = nodes
@@ -177,6 +186,8 @@ class OwnerCommands:
         self._silent = frozenset(silent)
         """The providers whose strangers are told nothing (``unpaired_response: silent``):
         an approved sender there is not told either."""
+        self._gateway = gateway
+        """Where nodes reach the gateway (what an invite tells them); None: no gateway runs."""
 
     def run(
         self, command: commands.OwnerCommand | None, *, actor: str, pressed: bool = False
@@ -210,6 +221,8 @@ class OwnerCommands:
                     return OwnerReply(text=self._nodes_overview())
                 case commands.NodeDecision():
                     return self._node_decision(command, actor)
+                case commands.Invite():
+                    return self._invite(command, actor)
             return OwnerReply(text=messages.HELP)
         except LookupFailed as exc:
             return OwnerReply(text=str(exc), ok=False, failure=OwnerFailure.UNKNOWN)
@@ -331,12 +344,36 @@ class OwnerCommands:
             node_revoked=paired,
         )
 
+    def _invite(self, command: commands.Invite, actor: str) -> OwnerReply:
+        if self._gateway is None:
+            text = "The node gateway is off (gateway.enabled): an invite could reach nothing."
+            return OwnerReply(text=text, ok=False, failure=OwnerFailure.REFUSED)
+        try:
+            made = self._nodes.invite(
+                self._gateway(), actor=actor, lasting=command.lasting, name=command.name
+            )
+        except ConfigError as exc:
+            return OwnerReply(text=str(exc), ok=False, failure=OwnerFailure.REFUSED)
+        except ValueError as exc:  # the name: too long
+            usage = commands.Usage(line=command.line, command=_NODES, problem=str(exc))
+            return OwnerReply(text=usage.text, ok=False, failure=OwnerFailure.USAGE)
+        return OwnerReply(
+            text=messages.node_invite(
+                made, lasts=remaining(made.invite.expires_at - made.invite.created_at)
+            ),
+            invitation=made,
+        )
+
     def _nodes_overview(self) -> str:
         now = self._clock.now()
         pending = self._nodes.pending()
         paired = self._nodes.paired()
         lines = [f"Pending nodes ({len(pending)}):"]
         lines += [messages.node_line(r, age=ago(now - r.created_at)) for r in pending] or ["-"]
+        invites = self._nodes.invites()
+        if invites:
+            lines.append(f"Invites not yet used ({len(invites)}):")
+            lines += [messages.invite_line(i, left=remaining(i.expires_at - now)) for i in invites]
         lines.append(f"Paired nodes ({len(paired)}):")
         lines += [
             f"{clean(n.node_id, limit=40)} ({clean(n.display_name, limit=32) or 'no name'})"

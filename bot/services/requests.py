@@ -59,7 +59,8 @@ def audit(
     request_id: str | None = None,
     detail: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write one line of the audit log in ``txn``, stamped ``now``."""
+    """Write one line of the audit log in ``txn``, stamped ``now`` (``detail``: more keys,
+    never a secret)."""
     txn.audit(
         AuditEvent(
             ts=now,

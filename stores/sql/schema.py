@@ -124,6 +124,23 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE allowlist_log ADD COLUMN ends_at {time}",
         "CREATE INDEX allowlist_ends ON allowlist (provider, ends_at) WHERE ends_at IS NOT NULL",
     ],
+    # 6: one-time node invites. Only each secret's hash is kept, unique, so an invite is
+    # found by the hash of what a node shows; a spent one keeps ``used_at`` (and whom it
+    # paired) until it would have expired. Spending is one conditional UPDATE (``used_at IS
+    # NULL``): of two instances spending one invite at once, exactly one changes the row.
+    [
+        """CREATE TABLE node_invites (
+            seq {serial},
+            invite_id {text} NOT NULL UNIQUE,
+            secret_hash {text} NOT NULL UNIQUE,
+            name {text} NOT NULL,
+            created_at {time} NOT NULL,
+            expires_at {time} NOT NULL,
+            used_at {time},
+            used_by {text},
+            extra {text}
+        )""",
+    ],
 ]
 
 CLUSTER_MIGRATION = 4

@@ -47,9 +47,18 @@ def test_demo_plays_the_whole_flow_and_exits_0():
         "expire",
         "gateway → Pixel 9: node.pair.resolved: approved",
         "connected as pixel-9",
+        "owner $ pairbot nodes invite --for 10m --name Tablet",
+        "pairbot-invite:",
+        "▀▀▀▀▀▀▀▀▀▀▀▀▀▀▀▀▀▀▀▀",  # the QR code's last row
+        "Tablet: paired at once by invite",
+        "joined with your invite",
+        "connected as tablet (Tablet)",
+        "Laptop: refused: UNAUTHORIZED",
+        "node.invite  refused",
         "Demo complete",
     ):
         assert expected in out, expected
+    assert "WARNING" not in result.stderr
 
 
 def test_run_without_a_config_is_a_usage_error(tmp_path):

@@ -16,8 +16,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.core import codes
 from bot.core.clock import FakeClock
-from bot.core.errors import StoreLockTimeoutError
+from bot.core.errors import InviteRefusedError, StoreLockTimeoutError
+from bot.core.invites import GatewayAddress
 from bot.core.models import (
     FOREVER,
     HELD_TEXT_LIMIT,
@@ -25,6 +27,7 @@ from bot.core.models import (
     AskView,
     AuditEvent,
     HeldMessage,
+    NodeInvite,
     NodeRequest,
     PairedNode,
     PendingRequest,
@@ -275,6 +278,101 @@ def test_what_is_put_is_read_back_whole(backend: Backend) -> None:
         assert txn.node_requests() == [asking]
         assert txn.paired_nodes() == [node]
         assert txn.notices() == [told]
+
+
+def invite(invite_id: str, secret: str, *, expires: float = 600, **fields: object) -> NodeInvite:
+    return NodeInvite(
+        invite_id=invite_id,
+        secret_hash=codes.hash_token(secret),
+        created_at=T0,
+        expires_at=at(expires),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def test_invites_keep_their_order_are_found_by_hash_and_read_back_whole(
+    backend: Backend,
+) -> None:
+    spent = invite(
+        "I2", "second", name="Tablet", used_at=at(5), used_by="tab-1", extra={"note": "kept"}
+    )
+    with backend.open().transaction() as txn:
+        txn.put_invite(invite("I1", "first"))
+        txn.put_invite(spent)
+        txn.put_invite(invite("I3", "third"))
+        txn.put_invite(invite("I1", "first", name="Pixel"))  # replaced in place
+    with backend.other().transaction() as txn:
+        assert [(i.invite_id, i.name) for i in txn.invites()] == [
+            ("I1", "Pixel"),
+            ("I2", "Tablet"),
+            ("I3", ""),
+        ]
+        assert txn.invites()[1] == spent
+        assert txn.invite_with_hash(codes.hash_token("second")) == spent
+        assert txn.invite_with_hash(codes.hash_token("nobody's")) is None
+        assert txn.drop_invite("I1") is True
+        assert txn.drop_invite("I1") is False
+    with backend.open().transaction() as txn:
+        assert [i.invite_id for i in txn.invites()] == ["I2", "I3"]
+        assert txn.invite_with_hash(codes.hash_token("first")) is None
+
+
+def test_an_invite_is_spent_once_and_never_once_it_expired(backend: Backend) -> None:
+    with backend.open().transaction() as txn:
+        txn.put_invite(invite("I1", "one", expires=60))
+        txn.put_invite(invite("I2", "two", expires=60))
+    with backend.other().transaction() as txn:
+        assert txn.spend_invite("I1", node_id="pixel-9", at=at(59)) is True
+        assert txn.spend_invite("I1", node_id="tablet", at=at(59)) is False
+        assert txn.spend_invite("I2", node_id="tablet", at=at(60)) is False  # expired then
+        assert txn.spend_invite("I3", node_id="tablet", at=at(1)) is False
+    with backend.open().transaction() as txn:
+        first, second = txn.invites()
+    assert (first.used_at, first.used_by) == (at(59), "pixel-9")
+    assert not first.live(at(1))
+    assert (second.used_at, second.used_by) == (None, "")
+
+
+def test_one_invite_shown_to_four_instances_at_once_pairs_one_node(backend: Backend) -> None:
+    clock = FakeClock(T0)
+    stores = [backend.open()] + [backend.other() for _ in range(3)]
+    services = [NodeService(s, clock=clock) for s in stores]
+    address = GatewayAddress(url="wss://127.0.0.1:18789", fingerprint="")
+    secret = services[0].invite(address, actor="owner").code.secret
+    paired: list[str] = []
+    refused: list[str] = []
+
+    def join(index: int) -> None:
+        try:
+            paired.append(services[index].join(f"node-{index}", secret).node.node_id)
+        except InviteRefusedError as exc:
+            refused.append(exc.reason)
+
+    _at_once(4, join)
+    assert len(paired) == 1
+    assert refused == ["used"] * 3
+    assert [n.node_id for n in services[0].paired()] == paired
+    outcomes = [
+        str(r["outcome"]) for r in backend.other().read_audit() if r["event"] == "node.invite"
+    ]
+    assert sorted(outcomes) == ["created", "refused", "refused", "refused", "used"]
+
+
+def test_four_instances_spending_one_invite_at_once_spend_it_once(backend: Backend) -> None:
+    with backend.open().transaction() as txn:
+        txn.put_invite(invite("I1", "one"))
+    stores = [backend.open()] + [backend.other() for _ in range(3)]
+    spent: list[str] = []
+
+    def spend(index: int) -> None:
+        with stores[index].transaction() as txn:
+            if txn.spend_invite("I1", node_id=f"node-{index}", at=at(1)):
+                spent.append(f"node-{index}")
+
+    _at_once(4, spend)
+    assert len(spent) == 1
+    with backend.other().transaction() as txn:
+        assert [i.used_by for i in txn.invites()] == spent
 
 
 # --- transactions: atomic, committed, one at a time ---------------------------------------------

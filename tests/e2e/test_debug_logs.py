@@ -7,7 +7,9 @@ with its dash; a second stranger is approved by the notice's Approve button (or,
 platform has no buttons, by the code typed plain); a third by ``pairbot pairing approve
 --debug``; the approved senders write texts the echo handler sends back; the owner asks
 ``/pending``; a device pairs through the gateway with ``pairbot node pair --debug`` (a token is
-minted) and connects with ``pairbot node connect --debug``. Everything every process wrote to
+minted) and connects with ``pairbot node connect --debug``; the owner makes a one-time invite
+in chat (``/nodes invite``) and another with ``pairbot nodes invite --debug``, and a device
+joins with each (``pairbot node pair --invite --debug``). Everything every process wrote to
 stderr is then searched for every secret of the run, in every form.
 """
 
@@ -29,6 +31,7 @@ from bot.cli.demo import load_platform
 from bot.core import platforms
 from bot.core.codes import format_code
 from bot.core.config import SECRET_KEYS
+from bot.core.invites import SetupCode
 from bot.core.platforms import KNOWN_PROVIDERS
 from providers.discord.fake import FakeDiscordServer
 from providers.fakebase import DemoPlatform, free_port
@@ -58,6 +61,8 @@ PAIRBOT_SENDS = (
     "New node pairing request",
     "given by the node",
     "its token was sent to the waiting node",
+    "one device may join with it",
+    "joined with your invite",
 )
 LINE = re.compile(r"^\S+ \S+ (?P<level>[A-Z]+) (?P<name>[\w.\-]+): ")
 
@@ -285,6 +290,27 @@ async def play(run: Run) -> None:
         connect_args = ("--debug", "--gateway", url, "--node-dir", str(node_dir))
         connect = await run.pairbot("node-connect", "node", "connect", *connect_args)
         assert await asyncio.wait_for(connect.wait(), WAIT) == 0
+
+        # 5. The owner invites a tablet in chat; it joins with the setup code at once.
+        made = await owner_says(f"{slash}nodes invite 10m Tablet", "Its setup code")
+        await join_with(run, next(w for w in made.split() if w.startswith("pairbot-invite:")))
+        await reply_with(platform, owner, "joined with your invite", "the joined notice")
+
+        # 6. An invite made in the shell, with `pairbot nodes invite --debug`.
+        cli = await run.pairbot(
+            "nodes-invite",
+            "nodes",
+            "invite",
+            "--debug",
+            "--config",
+            str(config),
+            stdout=subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(cli.communicate(), WAIT)
+        assert cli.returncode == 0
+        await join_with(
+            run, next(w for w in out.decode().split() if w.startswith("pairbot-invite:"))
+        )
     finally:
         if bot.returncode is None:
             bot.send_signal(signal.SIGTERM)
@@ -293,6 +319,21 @@ async def play(run: Run) -> None:
             except TimeoutError:
                 bot.kill()
                 await bot.wait()
+
+
+async def join_with(run: Run, code: str) -> None:
+    """A device joins with an invite's setup code (``pairbot node pair --invite --debug``);
+    every form of the code and its secret joins the strings never to be logged."""
+    forms = SetupCode.parse(code).secrets
+    number = sum(1 for what in run.secrets if what.startswith("invite ")) // len(forms) + 1
+    for n, form in enumerate(forms):
+        run.secrets[f"invite {number} form {n}"] = form
+    node_dir = run.tmp / f"invited-{number}"
+    joined = await run.pairbot(
+        f"node-invite-{number}",
+        *("node", "pair", "--debug", "--invite", code, "--node-dir", str(node_dir)),
+    )
+    assert await asyncio.wait_for(joined.wait(), WAIT) == 0
 
 
 def forbidden(run: Run) -> dict[str, str]:

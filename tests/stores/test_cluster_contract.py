@@ -689,6 +689,7 @@ def test_a_schema_of_the_version_before_gains_the_cluster_tables(pg_rig: Postgre
         conn.execute("DROP FUNCTION pairbot_cluster_publish")
         for table in ("allowlist", "allowlist_log"):  # and what the migrations after it made
             conn.execute(f"ALTER TABLE {table} DROP COLUMN ends_at")
+        conn.execute("DROP TABLE node_invites")
         conn.execute(
             "UPDATE pairbot_meta SET value = %s WHERE key = 'schema_version'",
             (str(CLUSTER_MIGRATION - 1),),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,7 @@ from bot.core.models import FOREVER
 from bot.core.protocols import StateStore
 from stores.jsonfile import JsonFileStore
 from stores.sql import base
-from stores.sql.postgres import PostgresStore
 from stores.sql.schema import MIGRATIONS
-from stores.sql.sqlite import SqliteStore
 from tests.stores.helpers import load, snapshot
 
 T0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -213,32 +211,6 @@ def test_a_crash_between_the_two_files_never_leaves_a_sender_allowed_for_good_by
 
 
 # --- the SQL backends: migration 5 -------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def sql_opener(
-    request: pytest.FixtureRequest, state_dir: Path
-) -> Iterator[Callable[[], StateStore]]:
-    opened: list[StateStore] = []
-    if request.param == "sqlite":
-        state_dir.mkdir(mode=0o700)
-        path = state_dir / "pairbot.db"
-
-        def open_sqlite() -> StateStore:
-            opened.append(SqliteStore(path))
-            return opened[-1]
-
-        yield open_sqlite
-    else:
-        dsn = request.getfixturevalue("pg_dsn")
-
-        def open_postgres() -> StateStore:
-            opened.append(PostgresStore(dsn))
-            return opened[-1]
-
-        yield open_postgres
-    for store in opened:
-        store.close()
 
 
 def test_the_grants_of_a_version_4_database_migrate_as_grants_for_good(

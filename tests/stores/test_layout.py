@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bot.core.clock import FakeClock
+from bot.core.invites import GatewayAddress
 from bot.core.platforms import KNOWN_PROVIDERS
 from bot.services.nodes import NodeService
 from bot.services.pairing import PairingService
@@ -103,6 +104,30 @@ def test_node_files_shape(state_dir: Path, nodes: NodeService, clock: FakeClock)
     assert load(state_dir / "nodes" / "pending.json") == {"version": 1, "requests": []}
 
 
+def test_invites_file_shape(state_dir: Path, nodes: NodeService, clock: FakeClock) -> None:
+    address = GatewayAddress(url="wss://127.0.0.1:18789", fingerprint="sha256:" + "0" * 64)
+    made = nodes.invite(address, actor="owner", name="Tablet")
+    path = state_dir / "nodes" / "invites.json"
+    doc = load(path)
+    assert list(doc) == ["version", "invites"]
+    assert doc["invites"] == [
+        {
+            "inviteId": made.invite.invite_id,
+            "secretHash": made.invite.secret_hash,
+            "name": "Tablet",
+            "createdAt": "2026-01-01T12:00:00.000Z",
+            "expiresAt": "2026-01-01T12:10:00.000Z",
+        }
+    ]
+    assert path.stat().st_mode & 0o777 == 0o600
+    clock.advance(5)
+    nodes.join("tablet", made.code.secret)
+    [spent] = load(path)["invites"]
+    assert (spent["usedAt"], spent["usedBy"]) == ("2026-01-01T12:00:05.000Z", "tablet")
+    for secret in made.secrets:
+        assert secret not in path.read_text()
+
+
 def test_audit_lines(store: JsonFileStore, pairing: PairingService) -> None:
     """One line per record, each the JSON object read back (the records: tests/contracts)."""
     result = pairing.request("telegram", "7")
@@ -121,6 +146,7 @@ def test_state_files_lists_every_file(state_dir: Path, store: JsonFileStore) -> 
         assert state_dir / "credentials" / f"{name}-allowFrom.json" in files
     assert state_dir / "nodes" / "pending.json" in files
     assert state_dir / "nodes" / "paired.json" in files
+    assert state_dir / "nodes" / "invites.json" in files
     assert state_dir / "audit.jsonl" in files
     for path in files:  # nothing exists yet, and a missing file checks clean
         store.load_check(path)

@@ -13,6 +13,7 @@ from bot.core.commands import (
     Allowlist,
     Approve,
     Help,
+    Invite,
     NodeAction,
     NodeDecision,
     Nodes,
@@ -97,6 +98,25 @@ def test_a_line_becomes_its_typed_command(text: str, want: OwnerCommand) -> None
 
 
 @pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("/nodes invite", Invite(line="/nodes invite")),
+        ("/nodes INVITE 30M", Invite(line="/nodes INVITE 30M", lasting=timedelta(minutes=30))),
+        (
+            "/nodes invite 2h Pixel 9",
+            Invite(line="/nodes invite 2h Pixel 9", lasting=timedelta(hours=2), name="Pixel 9"),
+        ),
+        ("/nodes invite Pixel 9", Invite(line="/nodes invite Pixel 9", name="Pixel 9")),
+        ("/nodes invite 90 Pixel", Invite(line="/nodes invite 90 Pixel", name="90 Pixel")),
+        ("/nodes invite 1D", Invite(line="/nodes invite 1D", lasting=timedelta(days=1))),
+    ],
+    ids=["default", "lasting", "lasting-and-name", "name", "a-bare-number-is-a-name", "upper"],
+)
+def test_nodes_invite_reads_how_long_and_a_name(text: str, want: Invite) -> None:
+    assert parse(text) == want
+
+
+@pytest.mark.parametrize(
     ("text", "usage"),
     [
         ("/approve", "Usage: /approve CODE [DURATION]"),
@@ -120,9 +140,18 @@ def test_a_line_becomes_its_typed_command(text: str, want: OwnerCommand) -> None
         ("/revoke", "Usage: /revoke PROVIDER ID"),
         ("/revoke myspace 42", "Usage: /revoke PROVIDER ID"),
         ("/revoke telegram 42 extra", "Usage: /revoke PROVIDER ID"),
-        ("/nodes list", "Usage: /nodes [approve ID | reject ID | revoke NODE_ID]"),
-        ("/nodes approve", "Usage: /nodes [approve ID | reject ID | revoke NODE_ID]"),
-        ("/nodes approve A B", "Usage: /nodes [approve ID | reject ID | revoke NODE_ID]"),
+        (
+            "/nodes list",
+            "Usage: /nodes [approve ID | reject ID | revoke NODE_ID | invite [30m] [NAME]]",
+        ),
+        (
+            "/nodes approve",
+            "Usage: /nodes [approve ID | reject ID | revoke NODE_ID | invite [30m] [NAME]]",
+        ),
+        (
+            "/nodes approve A B",
+            "Usage: /nodes [approve ID | reject ID | revoke NODE_ID | invite [30m] [NAME]]",
+        ),
     ],
 )
 def test_a_known_command_written_wrong_is_a_usage(text: str, usage: str) -> None:

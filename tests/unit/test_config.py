@@ -308,6 +308,7 @@ BOUNDS = [
     ("pairing.prune_interval", "1s", "1d", "1ms", "25h"),
     ("pairing.resend_after", "10s", "1d", "9s", "2d"),
     ("nodes.pending_ttl", "10s", "1d", "1s", "2d"),
+    ("nodes.invite_ttl", "1m", "1d", "59s", "25h"),
     ("handler.timeout", "100ms", "5m", "99ms", "301s"),
     ("gateway.handshake_timeout", "1s", "5m", "999ms", "301s"),
     ("gateway.idle_timeout", "5s", "1d", "4s", "25h"),
@@ -1047,3 +1048,30 @@ def test_events_take_a_web_url_a_strong_secret_and_known_kinds(
         assert "hush" not in message
         assert "hunter2" not in message
     assert "known: request, approve, reject" in message
+
+
+@pytest.mark.parametrize(
+    ("gateway", "says"),
+    [
+        ("{public_url: 'https://pairbot.lan'}", "gateway.public_url: must be a ws:// or wss://"),
+        ("{public_url: 'wss://'}", "gateway.public_url: must be a ws:// or wss://"),
+        (
+            "{tls: auto, public_url: 'ws://pairbot.lan:18789'}",
+            "gateway: public_url: the gateway serves TLS",
+        ),
+    ],
+    ids=["not-a-websocket", "no-host", "plain-beside-tls"],
+)
+def test_public_url_is_a_websocket_url_nodes_can_reach(write, gateway: str, says: str) -> None:
+    assert config_error(write(f"gateway: {gateway}\n")).startswith(says)
+
+
+def test_the_node_url_is_the_public_url_else_the_host_and_port() -> None:
+    def url(**gateway: object) -> str:
+        return Config.model_validate({"gateway": gateway}).gateway.node_url(18789)
+
+    assert url() == "ws://127.0.0.1:18789"
+    assert url(host="::1", tls="auto") == "wss://[::1]:18789"
+    assert url(host="0.0.0.0", tls="auto", public_url="wss://pi.lan:1") == "wss://pi.lan:1"
+    with pytest.raises(ConfigError, match=r"^gateway\.public_url: not set, and gateway\.host ::"):
+        url(host="::", tls="auto")

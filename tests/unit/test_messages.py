@@ -55,6 +55,7 @@ def test_help_is_the_owner_commands_table_as_it_always_read():
         "/nodes                        pending and paired nodes\n"
         "/nodes approve ID | reject ID pair a node (it gets a token) or refuse it\n"
         "/nodes revoke NODE_ID         unpair a node; its token stops working\n"
+        "/nodes invite [30m] [NAME]    a one-time setup code: a device joins at once\n"
         "/help                         this text"
     )
 

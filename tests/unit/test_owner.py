@@ -17,6 +17,7 @@ from bot.core import messages
 from bot.core.clock import FakeClock
 from bot.core.codes import format_code
 from bot.core.commands import COMMANDS, Command, parse
+from bot.core.invites import GatewayAddress, SetupCode
 from bot.core.models import NodeRequest, PendingRequest
 from bot.core.protocols import StateStore
 from bot.services.nodes import NodeService
@@ -498,6 +499,71 @@ def test_nodes_revoke(owner: OwnerCommands, nodes: NodeService) -> None:
     assert nodes.paired() == []
 
 
+HERE = GatewayAddress(url="wss://192.168.1.20:18789", fingerprint="sha256:" + "5f" * 32)
+
+
+def test_nodes_invite_answers_with_a_setup_code_a_node_joins_with(
+    pairing: PairingService, nodes: NodeService, clock: FakeClock
+) -> None:
+    owner = OwnerCommands(
+        pairing, nodes, clock=clock, cluster=LocalCluster(), gateway=lambda: HERE
+    )
+    reply = run(owner, "/nodes invite 30m Pixel 9", actor=OWNER)
+    made = reply.invitation
+    assert made is not None
+    assert (reply.ok, made.invite.name, made.code.address) == (True, "Pixel 9", HERE)
+    assert made.invite.expires_at == clock.now() + timedelta(minutes=30)
+    assert made.code.text in reply.text.splitlines(), "the code alone on its line, to copy"
+    assert reply.text.startswith(f"Invite {made.invite.invite_id} for Pixel 9: ")
+    assert "within 30m" in reply.text
+    nodes.join("pixel-9", SetupCode.parse(made.code.text).secret)
+    assert [n.display_name for n in nodes.paired()] == ["Pixel 9"]
+
+
+def test_nodes_lists_the_invites_not_yet_used(
+    pairing: PairingService, nodes: NodeService, clock: FakeClock
+) -> None:
+    owner = OwnerCommands(
+        pairing, nodes, clock=clock, cluster=LocalCluster(), gateway=lambda: HERE
+    )
+    made = run(owner, "/nodes invite Tablet", actor=OWNER).invitation
+    assert made is not None
+    clock.advance(timedelta(minutes=4))
+    overview = run(owner, "/nodes", actor=OWNER).text.splitlines()
+    assert overview[2:4] == [
+        "Invites not yet used (1):",
+        f"{made.invite.invite_id} (Tablet), expires in 6m",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("typed", "says"),
+    [
+        ("/nodes invite 30s", "Duration '30s': must be from 1m to 1d. Usage: /nodes"),
+        ("/nodes invite 2d", "Duration '2d': must be from 1m to 1d. Usage: /nodes"),
+        ("/nodes invite " + "x" * 129, "Name: longer than 128 characters. Usage: /nodes"),
+    ],
+    ids=["too-short", "too-long", "name-too-long"],
+)
+def test_nodes_invite_out_of_bounds_is_a_usage(
+    pairing: PairingService, nodes: NodeService, clock: FakeClock, typed: str, says: str
+) -> None:
+    owner = OwnerCommands(
+        pairing, nodes, clock=clock, cluster=LocalCluster(), gateway=lambda: HERE
+    )
+    reply = run(owner, typed, actor=OWNER)
+    assert (reply.ok, reply.failure, reply.invitation) == (False, OwnerFailure.USAGE, None)
+    assert reply.text.startswith(says)
+    assert nodes.invites() == []
+
+
+def test_nodes_invite_without_a_gateway_says_so(owner: OwnerCommands, nodes: NodeService) -> None:
+    reply = run(owner, "/nodes invite", actor=OWNER)
+    assert (reply.ok, reply.failure) == (False, OwnerFailure.REFUSED)
+    assert "gateway is off" in reply.text
+    assert nodes.invites() == []
+
+
 @pytest.mark.parametrize(
     ("typed", "want"),
     [
@@ -544,7 +610,7 @@ def test_nodes_approve_expired_request_is_unknown(
 )
 def test_nodes_usage(owner: OwnerCommands, typed: str) -> None:
     assert run(owner, typed, actor=OWNER) == OwnerReply(
-        text="Usage: /nodes [approve ID | reject ID | revoke NODE_ID]",
+        text="Usage: /nodes [approve ID | reject ID | revoke NODE_ID | invite [30m] [NAME]]",
         ok=False,
         failure=OwnerFailure.USAGE,
     )

@@ -58,7 +58,7 @@ import stat
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -1031,6 +1031,9 @@ class JsonFileStore:
         self._gate_reads: dict[str, Future[None]] = {}
         """Per provider, the allowlist read running in a worker thread, if one is."""
         self._gate_lock = threading.Lock()
+        self._epochs: dict[str, int] = {}
+        """Per provider, how many versions of its pairing file this store has read from disk
+        (not written itself): see :meth:`pending_epoch`."""
 
     # paths -----------------------------------------------------------------------------------
 
@@ -1185,6 +1188,8 @@ class JsonFileStore:
             self._checked.add(path)
             return cached
         loaded = read_versioned(path)
+        if kind is REQUESTS:  # a version this store did not write (see pending_epoch)
+            self._epochs[provider] = self._epochs.get(provider, 0) + 1
         if loaded is None:
             doc = _new_doc(path, kind, provider)
         elif isinstance(cached, _ObjectDoc) and not cached.dirty:  # another writer changed it
@@ -1292,6 +1297,18 @@ class JsonFileStore:
             if cached is None or not held:
                 return reading
         return _gate_answer(cached, sender_id)
+
+    def pending_epoch(self, provider: str) -> Hashable:
+        """How many versions of the provider's pairing file this store has read from disk,
+        while the one it holds is the one on disk (one ``stat``); the key of the file on
+        disk while it is not (another process changed it, and this store has not read it
+        yet). Its own writes change neither: they are its own."""
+        path = self.pairing_path(provider)
+        key = stat_key(path)
+        doc = self._docs.get(path)
+        if doc is None or (doc.key != key and not doc.dirty):
+            return ("on disk", key)
+        return self._epochs.get(provider, 0)
 
     def _read_soon(self, provider: str) -> Future[None]:
         """The allowlist read in a worker thread: the one running, or a new one."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -139,9 +139,11 @@ class PairingService:
         self._capped: Counter[str] = Counter()
         self._capped_seen: dict[tuple[str, str], datetime] = {}
         self._counter_lock = threading.Lock()
-        self._quiet: dict[tuple[str, str], tuple[datetime, PendingRequest]] = {}
-        """(provider, sender) → until when their repeat messages need no store access, and
-        their request as last read: a chatty pending stranger costs a dict lookup."""
+        self._quiet: dict[tuple[str, str], tuple[datetime, PendingRequest, Hashable]] = {}
+        """(provider, sender) → until when their repeat messages need no transaction, their
+        request as last read, and the store's :meth:`~StateStore.pending_epoch` then: a
+        chatty pending stranger costs a dict lookup and the epoch's check (a ``stat``), and
+        a change made elsewhere (the CLI rejected the request) ends the quiet at once."""
         self._seen: dict[tuple[str, str], datetime] = {}
         """(provider, sender) → their latest message not yet on disk (``lastSeenAt`` is not
         worth an fsync per message; it is written with the next write of that file)."""
@@ -201,9 +203,11 @@ class PairingService:
         # alone, so the cap holds and no held message is lost to a concurrent one.
         with self._store.transaction(shared=True) as txn:
             result = self._ask(txn, provider, sender_id, now, clean_meta, held)
+            epoch = self._store.pending_epoch(provider)  # what this transaction saw
         while result is None:  # an exclusive transaction always decides
             with self._store.transaction() as txn:
                 result = self._ask(txn, provider, sender_id, now, clean_meta, held)
+                epoch = self._store.pending_epoch(provider)
         if result.outcome is not RequestOutcome.CREATED or result.request is None:
             return result
         created = result.request
@@ -211,6 +215,7 @@ class PairingService:
             self._quiet[key] = (
                 min(now + self.settings.resend_after, created.expires_at(ttl)),
                 created,
+                epoch,
             )
         log.info("pairing request created provider=%s sender=%s", provider, sender_id)
         return RequestResult(outcome=RequestOutcome.CREATED, request=created, send_code=True)
@@ -300,6 +305,9 @@ class PairingService:
                 return None
             if held is not None and len(quiet[1].held) < self.settings.hold_messages:
                 return None
+        if self._store.pending_epoch(key[0]) != quiet[2]:  # changed elsewhere: ask the store
+            return None
+        with self._counter_lock:
             self._seen[key] = now
         return replace(quiet[1], last_seen_at=now)
 
@@ -356,6 +364,7 @@ class PairingService:
             self._quiet[key] = (
                 min(next_send, mine.expires_at(self.settings.pending_ttl)),
                 request,
+                self._store.pending_epoch(mine.provider),  # in the transaction that read it
             )
         return RequestResult(outcome=RequestOutcome.PENDING, request=request, send_code=resend)
 

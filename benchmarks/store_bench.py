@@ -57,6 +57,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _harness import FsyncCounter
+
 from bot.core.clock import FakeClock
 from bot.core.codes import ALPHABET, CODE_LENGTH
 from bot.core.models import PendingRequest
@@ -497,25 +499,6 @@ def profile(bench: Bench, op: str, size: int, ops: int) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Several processes on one state: --concurrent N, --outside-change (issue 16)
-
-
-class FsyncCounter:
-    """Counts ``os.fsync`` calls in this process while installed."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._real = os.fsync
-
-    def __enter__(self) -> FsyncCounter:
-        def counting(fd: Any) -> None:
-            self.count += 1
-            self._real(fd)
-
-        os.fsync = counting
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        os.fsync = self._real
 
 
 def fsync_probe(where: Path, writes: int = 50) -> tuple[float, float]:

@@ -4,6 +4,7 @@ the event loop, and other senders' messages are answered meanwhile (issue 16).""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -33,7 +34,7 @@ class HeldRead:
         self._go = threading.Event()
         real = jsonfile._gate_ids
 
-        def held(*args: object) -> list[str]:
+        def held(*args: object) -> set[str]:
             self.threads.append(threading.current_thread())
             self.started.set()
             self._go.wait(30)
@@ -126,3 +127,23 @@ async def _until(condition: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.001)
     raise AssertionError("condition not met")
+
+
+def test_a_large_list_read_in_steps_is_the_list_read_whole(tmp_path: Path) -> None:
+    """The gate reads a list laid out as pairbot writes it in steps (letting the event loop's
+    thread have the GIL between them); the ids it finds are exactly those of a whole parse,
+    normal forms (Slack's upper case) and entries that never match included."""
+    ids = [f"u{n:06d}x" for n in range(60_000)] + ["*", "", "  U7  ", "u000001X"]
+    text = b'{\n  "version": 1,\n  "allowFrom": [\n    '
+    text += b",\n    ".join(json.dumps(i).encode() for i in ids) + b'\n  ],\n  "note": 1\n}\n'
+    path = tmp_path / "slack-allowFrom.json"
+
+    steps = jsonfile._gate_steps(text)
+    found = jsonfile._gate_ids(path, "slack", text)
+
+    assert steps is not None
+    assert len(list(steps[1])) > 2
+    whole = jsonfile._decode_all(path, jsonfile.ALLOW, "slack", json.loads(text)["allowFrom"])
+    assert found == set(whole)
+    assert "U000001X" in found
+    assert "U7" in found

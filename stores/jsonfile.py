@@ -1640,6 +1640,21 @@ class _Txn(ScannedRequests):
     def requests(self, provider: str) -> list[PendingRequest]:
         return self._requests(provider).items()
 
+    # the questions ScannedRequests answers by scanning, answered from the doc's dict instead
+
+    def request(self, provider: str, sender_id: str) -> PendingRequest | None:
+        return cast("_ObjectDoc[PendingRequest]", self._requests(provider)).entries.get(sender_id)
+
+    def request_count(self, provider: str) -> int:
+        return len(self._requests(provider).identities())
+
+    def code_taken(self, code: str) -> bool:
+        return any(
+            r.code == code
+            for name in KNOWN_PROVIDERS
+            for r in cast("_ObjectDoc[PendingRequest]", self._requests(name)).entries.values()
+        )
+
     def allow_from(self, provider: str) -> list[str]:
         return self._allow(provider).items()
 

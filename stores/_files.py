@@ -1,25 +1,29 @@
 """Durable file primitives: atomic writes, private modes, the cross-process lock, debris.
 
-Every state file pairbot writes goes through :func:`atomic_write`: a temp file in the same
-directory, ``fsync``, ``rename`` over the target, then ``fsync`` of the directory. The lock is
-a kernel ``flock`` (taken with :mod:`fcntl`), so a writer killed with ``kill -9`` releases it at
-once and the next writer never waits on a stale lock.
+Every state file pairbot writes is a temp file in the same directory, ``fsync``ed, renamed
+over the target, and the directory ``fsync``ed: alone (:func:`atomic_write`), or with the other
+files and the audit lines of one transaction (:func:`stage`, then :func:`commit`, which a
+writer killed midway leaves for the next one to :func:`finish`). The lock is a kernel
+``flock`` (taken with :mod:`fcntl`), so a writer killed with ``kill -9`` releases it at once and
+the next writer never waits on a stale lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
+import json
 import logging
 import os
 import secrets
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from bot.core.errors import StoreError, StoreLockTimeoutError
 
@@ -162,23 +166,31 @@ def fsync_dir(directory: Path) -> None:
 
 
 def append_durably(path: Path, data: bytes) -> None:
-    """Append ``data`` to ``path`` (created 0600) with one write, then fsync.
+    """Append ``data`` to ``path`` (created 0600), then fsync it (and, if this created it, its
+    directory).
 
     Raises ``OSError`` if ``path`` is anything but a regular file (a FIFO is refused at once,
     never waited on).
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK
-    fd = os.open(path, flags, FILE_MODE)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK
+    created = False
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        fd = os.open(path, flags | os.O_CREAT, FILE_MODE)
+        created = True
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, f"is {file_type(st)}, not a regular file")
         if stat.S_IMODE(st.st_mode) != FILE_MODE:
             os.fchmod(fd, FILE_MODE)
-        os.write(fd, data)
+        _write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+    if created:
+        fsync_dir(path.parent)
 
 
 def read_versioned(path: Path) -> tuple[FileKey, bytes] | None:
@@ -352,8 +364,9 @@ class StateLock:
         return self._path
 
     @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """Hold the lock for the duration of the ``with`` block."""
+    def hold(self) -> Iterator[Held]:
+        """Hold the lock for the duration of the ``with`` block; the :class:`Held` lock
+        carries the journal of a commit its last holder did not finish (see :func:`commit`)."""
         deadline = time.monotonic() + self._timeout
         if not self._thread_lock.acquire(timeout=self._timeout):
             raise StoreLockTimeoutError(
@@ -362,7 +375,11 @@ class StateLock:
         try:
             fd = self._acquire(deadline)
             try:
-                yield
+                try:
+                    held = Held(fd)
+                except OSError as exc:
+                    raise os_error(exc, self._path, "lock file cannot be read") from exc
+                yield held
             finally:
                 try:  # unlock explicitly: a child forked meanwhile may share the descriptor
                     fcntl.flock(fd, fcntl.LOCK_UN)
@@ -420,6 +437,273 @@ class StateLock:
             os.close(fd)
             raise
         return fd
+
+
+class Held:
+    """The state lock as held, and the journal of a commit kept in the lock file.
+
+    A commit that changes more than one thing (several files; a file and its log lines)
+    writes what it is about to do into the lock file first and empties it when done, so
+    the next holder finds a commit its writer did not finish (killed) and finishes it
+    (:func:`finish`). The journal is not fsynced: a killed process loses nothing the kernel
+    holds, and a power cut is covered by the order of the writes instead (see
+    :func:`commit`). An empty lock file is the normal case: one ``fstat`` says so.
+    """
+
+    __slots__ = ("_fd", "journal")
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        size = os.fstat(fd).st_size
+        self.journal = os.pread(fd, size, 0) if size else b""
+        """What the last holder left in the lock file (empty: it finished)."""
+
+    def note(self, journal: bytes) -> None:
+        """Write ``journal`` into the lock file, in place of what it held."""
+        view, at = memoryview(journal), 0
+        while at < len(view):
+            at += os.pwrite(self._fd, view[at:], at)
+        if len(self.journal) > len(journal):
+            os.ftruncate(self._fd, len(journal))
+        self.journal = journal
+
+    def clear(self) -> None:
+        """Empty the lock file: nothing left to finish."""
+        if self.journal:
+            os.ftruncate(self._fd, 0)
+            self.journal = b""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Staged:
+    """A file's new version, written and fsynced beside it, not yet in its place."""
+
+    path: Path
+    tmp: Path
+    key: FileKey
+    """The key the file has once in place (a rename keeps inode, size and mtime)."""
+    before: FileKey | None
+    """The key of the version it replaces (None: there is none): a commit finished by
+    another process puts it in place only over that version."""
+
+
+def stage(path: Path, data: bytes, *, after: FileKey | None) -> Staged:
+    """Write ``data`` beside ``path`` (0600, fsynced) for :func:`commit` to put in place;
+    ``after`` is the key of the version it will replace (its mtime is set later than it)."""
+    tmp, st = _private_temp(path, data, after)
+    return Staged(path=path, tmp=tmp, key=file_key(st), before=after)
+
+
+def unstage(staged: Iterable[Staged]) -> None:
+    """Remove staged files that will not be put in place."""
+    for one in staged:
+        with contextlib.suppress(OSError):
+            one.tmp.unlink()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Finished:
+    """What :func:`finish` did with a commit its writer did not finish."""
+
+    lines: bytes
+    """The log lines of that commit (now all in the log, once each)."""
+    already: int
+    """Files the writer had put in place."""
+    placed: int
+    """Files it put in place that the writer had not."""
+    refused: int
+    """Files it could not put in place (another writer changed the file since, or the
+    rename failed), nor any after them."""
+    first_refused: Path | None = None
+    """The first of those."""
+    error: OSError | None = None
+    """Why it could not be put in place, if a rename failed."""
+
+
+_JOURNAL = b"pairbot-commit 1 "
+
+
+def commit(
+    held: Held,
+    staged: Sequence[Staged],
+    log: Path,
+    lines: bytes,
+    *,
+    on_log_error: Callable[[OSError], None],
+) -> Finished | None:
+    """Put ``staged`` files in place, in order, and append ``lines`` to ``log`` (fsynced),
+    as one step that no crash splits; None when it went through as planned.
+
+    The commit point is the journal (in the lock file): once it is written, the commit is
+    finished, by this process or, if it is killed, by the next holder of the lock
+    (:func:`finish`), so after a ``kill -9`` the log never claims a change that is not on
+    disk. The lines go before the files: a change is never on disk without its lines, even
+    after a power cut (the lines' fsync returns before the first rename). Each directory is
+    fsynced once, after its last rename.
+
+    A failed append is handed to ``on_log_error`` and the files still go in place (the
+    change is not undone for want of its lines). A failed rename is tried once more by
+    :func:`finish`, whose :class:`Finished` is returned (``refused``: files not in place).
+    An interrupt (``KeyboardInterrupt``) after the commit point finishes the commit before
+    it goes on.
+    """
+    journaled = bool(lines) or len(staged) > 1
+    if journaled:
+        held.note(_journal(staged, log, lines))  # before the append: it says where it goes
+    if lines:
+        try:
+            append_durably(log, lines)
+        except OSError as exc:
+            on_log_error(exc)
+    try:
+        for one in staged:
+            os.replace(one.tmp, one.path)
+    except OSError as exc:
+        if not journaled:
+            unstage(staged)
+            return Finished(
+                lines=b"", already=0, placed=0, refused=1, first_refused=staged[0].path, error=exc
+            )
+        return finish(held, error=exc)
+    except BaseException:
+        if journaled:
+            finish(held)
+        else:
+            unstage(staged)
+        raise
+    for directory in dict.fromkeys(one.path.parent for one in staged):
+        fsync_dir(directory)
+    held.clear()
+    return None
+
+
+def _journal(staged: Sequence[Staged], log: Path, lines: bytes) -> bytes:
+    """The journal of a commit: the files to place, over which versions; the log lines and
+    where in the log they go."""
+    at, inode = 0, None
+    if lines:
+        try:
+            st = os.stat(log)
+        except FileNotFoundError:
+            pass
+        else:
+            at, inode = st.st_size, st.st_ino
+    body = json.dumps(
+        {
+            "files": [[str(s.tmp), str(s.path), s.before] for s in staged],
+            "log": str(log),
+            "at": at,
+            "inode": inode,
+            "lines": lines.decode(),
+        }
+    ).encode()
+    return _JOURNAL + str(len(body)).encode() + b"\n" + body
+
+
+def finish(held: Held, *, error: OSError | None = None) -> Finished | None:
+    """Finish the commit whose journal ``held`` carries, if any; None if there was none.
+
+    Its lines are made whole in the log (appended, or the rest of a torn append: never
+    twice). Its files are put in place in order, each only if its file is still the version
+    it replaces (else another writer changed it meanwhile, which is kept), and none after
+    the first that cannot be; staged files not placed are removed. A journal torn by a
+    crash while it was written is from before anything changed: dropped. ``error`` is the
+    rename failure that made this process finish its own commit, if that is the case.
+    """
+    journal = _read_journal(held.journal)
+    if journal is None:
+        held.clear()
+        return None
+    lines = journal["lines"].encode()
+    if lines:
+        try:
+            _complete_lines(Path(journal["log"]), lines, journal["at"], journal["inode"])
+        except OSError as exc:
+            log.warning(
+                "%s: audit lines of an unfinished commit not written: %s",
+                journal["log"],
+                exc.strerror or exc,
+            )
+    already, placed, refused, first_refused = 0, 0, 0, None
+    for tmp, path, before in journal["files"]:
+        tmp_path, target = Path(tmp), Path(path)
+        if not os.path.lexists(tmp_path):
+            already += 1  # put in place before the crash
+            continue
+        if not refused and stat_key(target) == (tuple(before) if before else None):
+            try:
+                os.replace(tmp_path, target)
+            except OSError as exc:
+                error = exc
+            else:
+                placed += 1
+                continue
+        refused += 1
+        first_refused = first_refused or target
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+    for directory in dict.fromkeys(Path(path).parent for _, path, _ in journal["files"]):
+        with contextlib.suppress(OSError):
+            fsync_dir(directory)
+    held.clear()
+    return Finished(
+        lines=lines,
+        already=already,
+        placed=placed,
+        refused=refused,
+        first_refused=first_refused,
+        error=error,
+    )
+
+
+def _read_journal(raw: bytes) -> dict[str, Any] | None:
+    """The journal in ``raw``, or None if it is empty or torn."""
+    head, newline, body = raw.partition(b"\n")
+    if not head.startswith(_JOURNAL) or not newline:
+        return None
+    length = head[len(_JOURNAL) :]
+    if not length.isdigit() or int(length) != len(body):
+        return None
+    try:
+        journal = json.loads(body)
+    except ValueError:
+        return None
+    return journal if isinstance(journal, dict) else None
+
+
+def _complete_lines(log: Path, lines: bytes, at: int, inode: int | None) -> None:
+    """Make ``lines`` the end of ``log``, once: all of them, or what a torn append left out.
+
+    The commit appended them at offset ``at`` of the file ``inode`` (None: there was no log
+    yet) under the lock, so from ``at`` the log holds all of them, a first part (a ``kill
+    -9`` can cut a write short), or nothing. Anything else there (another file, a shorter
+    one) gets them whole, on a line of their own.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK
+    fd = os.open(log, flags, FILE_MODE)
+    try:
+        st = os.fstat(fd)
+        check_regular(log, st)
+        size = st.st_size
+        rest = lines
+        same = inode is None or st.st_ino == inode
+        if same and at <= size <= at + len(lines):
+            written = os.pread(fd, size - at, at)
+            if lines.startswith(written):
+                rest = lines[len(written) :]
+        if rest is lines and size and os.pread(fd, 1, size - 1) != b"\n":
+            rest = b"\n" + lines  # end a line torn by something else: ours stand whole
+        if rest:
+            _write_all(fd, rest)
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class _QueuedFlock:

@@ -78,20 +78,27 @@ from bot.core.platforms import KNOWN_PROVIDERS, find
 from bot.core.protocols import AUDIT_PAGE
 from stores._files import (
     FileKey,
+    Finished,
+    Held,
+    Staged,
     StateLock,
     access_lines,
     access_report,
     append_durably,
     atomic_write,
     check_readable,
+    commit,
     ensure_private_dir,
     file_type,
+    finish,
     last_lines_offset,
     open_for_reading,
     os_error,
     read_versioned,
     remove_debris,
+    stage,
     stat_key,
+    unstage,
 )
 from stores._records import (
     HELD_KEY,
@@ -838,7 +845,7 @@ class JsonFileStore:
         self._set_paths(state_dir, lock_timeout)
         for directory in (state_dir, self.credentials_dir, self.nodes_dir):
             ensure_private_dir(directory)
-        with self._lock.hold():
+        with self._hold():  # a commit a killed writer left is finished before the sweep
             remove_debris(self.state_dir)
             remove_debris(self.credentials_dir)
             remove_debris(self.nodes_dir)
@@ -1189,7 +1196,7 @@ class JsonFileStore:
         Raises:
             StoreError: the file is unreadable or not a cursors file (named, left as it is).
         """
-        with self._lock.hold():
+        with self._hold():
             return self._read_cursors().get(key)
 
     def save_cursor(self, key: str, value: str) -> None:
@@ -1201,7 +1208,7 @@ class JsonFileStore:
         """
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError("a cursor's key and value are strings")
-        with self._lock.hold():
+        with self._hold():
             loaded = read_versioned(self.cursors_path)
             top = {} if loaded is None else _decode_cursors(self.cursors_path, loaded[1])
             cursors = dict(top.get("cursors", {}))
@@ -1230,23 +1237,54 @@ class JsonFileStore:
         what is on disk. One transaction runs at a time: a ``shared`` one is exclusive.
         """
         del shared  # one writer at a time is what the state dir's lock file allows
-        with self._lock.hold():
+        with self._hold() as held:
             self._checked.clear()
             try:
                 txn = _Txn(self)
                 yield txn
-                self._commit(txn)
+                self._commit(txn, held)
             except BaseException:
                 self._forget_dirty()
                 raise
             finally:
                 self._checked.clear()
 
+    @contextlib.contextmanager
+    def _hold(self) -> Iterator[Held]:
+        """Hold the state lock, having first finished a commit whose writer was killed."""
+        with self._lock.hold() as held:
+            if held.journal:
+                self._finished(finish(held))
+            yield held
+
+    def _finished(self, done: Finished | None) -> None:
+        """Say what finishing an interrupted commit did; if none of its files could be put
+        in place, mark each of its audit lines not applied (a line saying so, after it)."""
+        if done is None:
+            return
+        if not done.refused:
+            log.info("finished a commit its writer left: %d file(s) put in place", done.placed)
+            return
+        log.warning(
+            "a commit could not be finished: %s was changed by another writer or could not "
+            "be replaced; %d of its %d file(s) are in place",
+            done.first_refused,
+            done.already + done.placed,
+            done.already + done.placed + done.refused,
+        )
+        if done.already or done.placed or not done.lines:
+            return  # the first files (the grants) are in place: the lines stand
+        marks = [_not_applied(line) for line in done.lines.splitlines()]
+        try:
+            append_durably(self.audit_path, "".join(marks).encode())
+        except OSError as exc:
+            self._audit_failed(len(marks), exc)
+
     def _forget_dirty(self) -> None:
         for path in [p for p, d in self._docs.items() if d.dirty]:
             del self._docs[path]
 
-    def _commit(self, txn: _Txn) -> None:
+    def _commit(self, txn: _Txn, held: Held) -> None:
         dirty = [d for d in self._docs.values() if d.dirty]
         # Grants first, pending second: a crash between them leaves "still pending", never
         # "request consumed and grant lost". (The notice that tells of an approval is in the
@@ -1268,51 +1306,71 @@ class JsonFileStore:
             *((d, partial(_render, d)) for d in rest),
         ]
         rendered = [(doc, write()) for doc, write in writes]  # a failure here writes nothing
-        granted = False
-        for doc, data in rendered:
-            try:
-                doc.key = atomic_write(doc.path, data, after=doc.key)
-            except OSError as exc:
-                if granted:  # a grant is on disk (the request is still pending): audit it
-                    self._append_audit(txn)
-                raise os_error(exc, doc.path, "write failed") from exc
-            granted = granted or doc.kind is ALLOW or doc.kind is PAIRED
+        staged = self._stage(rendered)
+        lines = "".join(_audit_line(e) for e in txn.events).encode()
+        failed = commit(
+            held,
+            staged,
+            self.audit_path,
+            lines,
+            on_log_error=partial(self._audit_failed, len(txn.events)),
+        )
+        if failed is not None and failed.refused:
+            self._finished(failed)
+            where = failed.first_refused or staged[0].path
+            if failed.error is None:
+                raise StoreError("changed by another writer during the commit", path=where)
+            raise os_error(failed.error, where, "write failed") from failed.error
+        for (doc, _), one in zip(rendered, staged, strict=True):
+            doc.key = one.key
+        for doc in dirty:
             if doc.kind is ALLOW and doc.provider in self._allow_cache:
                 # A gate in this process answers from the new version without a re-read; a
                 # process that never asked (the CLI) builds no set.
                 self._allow_cache[doc.provider] = _gate_entry(
                     doc.key, _allow_set(doc.identities()), self._gate_ends(doc.provider)
                 )
-        for doc in dirty:
             doc.dirty = False
             if isinstance(doc, _EndsDoc):
                 doc.settled()
-        self._append_audit(txn)
+
+    @staticmethod
+    def _stage(rendered: list[tuple[_Doc[Any], bytes]]) -> list[Staged]:
+        """Each new text written beside its file, fsynced; nothing left behind on a failure.
+        A file written twice (a grant's end, before and after the allowlist) is staged over
+        its first new version."""
+        staged: list[Staged] = []
+        keys: dict[Path, FileKey | None] = {}
+        try:
+            for doc, data in rendered:
+                one = stage(doc.path, data, after=keys.get(doc.path, doc.key))
+                keys[doc.path] = one.key
+                staged.append(one)
+        except OSError as exc:
+            unstage(staged)
+            raise os_error(exc, doc.path, "write failed") from exc
+        except BaseException:
+            unstage(staged)
+            raise
+        return staged
 
     def _gate_ends(self, provider: str) -> dict[str, datetime]:
         """The ends the gate keeps for ``provider``, as this commit leaves them (called under
         the lock: the doc is the one the transaction changed, or the one on disk)."""
         return _end_times(self._doc(self._ends_paths[provider], ENDS, provider))
 
-    def _append_audit(self, txn: _Txn) -> None:
-        """Append the transaction's audit lines, after its state files are durable.
-
-        The change has happened by now, so a failed append does not undo or deny it: the
-        caller goes on to report what was done (an approved node's token included), and a
-        one-line warning (no code, no token) says the audit log is missing these lines.
-        """
-        if not txn.events:
-            return
-        try:
-            append_durably(self.audit_path, "".join(_audit_line(e) for e in txn.events).encode())
-        except OSError as exc:
-            log.warning(
-                "%s: %d audit line(s) could not be written: %s; the audit log does "
-                "not show this change",
-                self.audit_path,
-                len(txn.events),
-                exc.strerror or exc,
-            )
+    def _audit_failed(self, count: int, exc: OSError) -> None:
+        """The audit lines of a change could not be appended. The change goes ahead: a failed
+        append does not undo or deny it, so the caller goes on to report what was done (an
+        approved node's token included), and a one-line warning (no code, no token) says the
+        audit log is missing these lines."""
+        log.warning(
+            "%s: %d audit line(s) could not be written: %s; the audit log does "
+            "not show this change",
+            self.audit_path,
+            count,
+            exc.strerror or exc,
+        )
 
     def close(self) -> None:
         """Drop cached state (the lock file is kept; it is reused by every process)."""
@@ -1611,3 +1669,15 @@ def _whole_lines_end(file: BinaryIO) -> int:
 
 def _audit_line(event: AuditEvent) -> str:
     return json.dumps(audit_record(event), ensure_ascii=False) + "\n"
+
+
+_MARKED = ("ts", "event", "actor", "provider", "subject", "requestId")
+
+
+def _not_applied(line: bytes) -> str:
+    """The line that marks an audit line's change as not applied: its record's keys up to
+    the subject, outcome ``not-applied``, and the outcome it had said (``was``)."""
+    record = _audit_record(line) or {}
+    mark = {key: record[key] for key in _MARKED if key in record}
+    mark.update(outcome="not-applied", was=record.get("outcome"))
+    return json.dumps(mark, ensure_ascii=False) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -75,11 +76,33 @@ def waiting(pairing: PairingService) -> Waiting:
     return Waiting(pairing, requested(pairing, "telegram", "alice").code)
 
 
+@pytest.fixture
+def fail_replacing(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path, OSError], None]:
+    """``fail_replacing(path, error)``: every ``os.replace`` onto ``path`` raises ``error``
+    (a failure that a second try meets again)."""
+
+    def arrange(path: Path, error: OSError) -> None:
+        real = os.replace
+
+        def failing(src: Any, dst: Any, **kwargs: Any) -> None:
+            if Path(dst) == path:
+                raise error
+            real(src, dst, **kwargs)
+
+        monkeypatch.setattr(os, "replace", failing)
+
+    return arrange
+
+
 def test_failed_rename_keeps_old_file_and_old_state(
-    state_dir: Path, store: JsonFileStore, waiting: Waiting, fail_nth: FailNth
+    state_dir: Path,
+    store: JsonFileStore,
+    waiting: Waiting,
+    fail_replacing: Callable[[Path, OSError], None],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     before = snapshot(state_dir)
-    fail_nth("replace", 1, OSError(errno.ENOSPC, "No space left on device"))
+    fail_replacing(store.allow_path("telegram"), OSError(errno.ENOSPC, "No space left on device"))
 
     with pytest.raises(StoreError) as caught:
         waiting.approve()
@@ -87,24 +110,56 @@ def test_failed_rename_keeps_old_file_and_old_state(
     message = str(caught.value)
     assert "No space left on device" in message
     assert str(store.allow_path("telegram")) in message
-    assert snapshot(state_dir) == before  # old files intact, no audit line
+    after = snapshot(state_dir)
+    audit = after.pop("audit.jsonl")[0].splitlines()
+    assert after == {k: v for k, v in before.items() if k != "audit.jsonl"}  # old files intact
+    # The line went first (the commit's order); nothing of the change reached the disk, so
+    # the line after it says so.
+    assert (
+        audit[: len(before["audit.jsonl"][0].splitlines())]
+        == before["audit.jsonl"][0].splitlines()
+    )
+    approved, mark = (json.loads(line) for line in audit[-2:])
+    assert (approved["outcome"], mark["outcome"], mark["was"]) == (
+        "approved",
+        "not-applied",
+        "approved",
+    )
+    assert mark["subject"] == approved["subject"] == "alice"
     assert not list(state_dir.rglob("*.pairbot-tmp"))
     assert allow_ids(store) == ["bob"]
     assert pending_ids(store) == ["alice"]
     assert not store.allowed_until("telegram", "alice")
 
-    waiting.approve()  # os.replace works again: the retry succeeds
+    monkeypatch.undo()  # os.replace works again: the retry succeeds
+    waiting.approve()
     assert allow_ids(store) == ["bob", "alice"]
     assert pending_ids(store) == []
     assert JsonFileStore(state_dir).allowed_until("telegram", "alice")
     assert [r["outcome"] for r in store.read_audit()][-1] == "approved"
 
 
-def test_failure_between_grant_and_pending_leaves_it_pending(
+def test_rename_that_fails_once_is_tried_again(
     state_dir: Path, store: JsonFileStore, waiting: Waiting, fail_nth: FailNth
 ) -> None:
+    fail_nth("replace", 1, OSError(errno.EIO, "Input/output error"))
+
+    waiting.approve()  # past its commit point, a commit is finished: the rename is retried
+
+    assert allow_ids(store) == ["bob", "alice"]
+    assert pending_ids(store) == []
+    assert [r["outcome"] for r in store.read_audit()][-1] == "approved"
+    assert not list(state_dir.rglob("*.pairbot-tmp"))
+
+
+def test_failure_between_grant_and_pending_leaves_it_pending(
+    state_dir: Path,
+    store: JsonFileStore,
+    waiting: Waiting,
+    fail_replacing: Callable[[Path, OSError], None],
+) -> None:
     allow_before = store.allow_path("telegram").read_bytes()
-    fail_nth("replace", 2, OSError(errno.EIO, "Input/output error"))
+    fail_replacing(store.pairing_path("telegram"), OSError(errno.EIO, "Input/output error"))
 
     with pytest.raises(StoreError, match=r"telegram-pairing\.json"):
         waiting.approve()
@@ -118,14 +173,15 @@ def test_failure_between_grant_and_pending_leaves_it_pending(
     fresh = JsonFileStore(state_dir)
     assert allow_ids(fresh) == ["bob", "alice"]
     assert pending_ids(fresh) == ["alice"]
+    assert not list(state_dir.rglob("*.pairbot-tmp"))
 
 
-@pytest.mark.parametrize("syscall", ["fsync", "write", "replace"])
+@pytest.mark.parametrize("syscall", ["fsync", "write"])
 def test_interrupt_mid_commit_drops_uncommitted_changes(
     state_dir: Path, store: JsonFileStore, waiting: Waiting, fail_nth: FailNth, syscall: str
 ) -> None:
     before = snapshot(state_dir)
-    fail_nth(syscall, 1, Boom())
+    fail_nth(syscall, 1, Boom())  # while the new files are written, before the commit point
 
     with pytest.raises(Boom):
         waiting.approve()
@@ -134,6 +190,21 @@ def test_interrupt_mid_commit_drops_uncommitted_changes(
     assert allow_ids(store) == ["bob"]  # not the grant that never reached the disk
     assert pending_ids(store) == ["alice"]
     assert not store.allowed_until("telegram", "alice")
+
+
+def test_interrupt_past_the_commit_point_finishes_the_commit(
+    state_dir: Path, store: JsonFileStore, waiting: Waiting, fail_nth: FailNth
+) -> None:
+    fail_nth("replace", 1, Boom())  # the lines are in the log: the change is made whole
+
+    with pytest.raises(Boom):
+        waiting.approve()
+
+    assert allow_ids(store) == ["bob", "alice"]
+    assert pending_ids(store) == []
+    assert store.allowed_until("telegram", "alice")
+    assert [r["outcome"] for r in store.read_audit()][-1] == "approved"
+    assert not list(state_dir.rglob("*.pairbot-tmp"))
 
 
 def test_failed_audit_append_is_a_warning_and_the_change_stands(

@@ -15,12 +15,18 @@ Modes (all take the state dir first)::
     revoke DIR SENDER             remove a sender from the telegram allowlist
     open DIR GO_FILE              wait for GO_FILE, then use the store once (a first use
                                   creates or migrates the schema)
+    die DIR SENDER POINT          SENDER requests, then is approved by a process that kills
+                                  itself (SIGKILL) at POINT of the commit: "append" (half of
+                                  the audit lines written), "replace1" or "replace2" (before
+                                  the first or second file is put in place)
 
 Every mode prints "READY" once its store is open.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 from datetime import timedelta
@@ -77,6 +83,35 @@ def loop(service: PairingService, prefix: str) -> None:
         j += 2
 
 
+def die_at(point: str) -> None:
+    """Make this process kill itself with SIGKILL at ``point`` of its next commit."""
+    from stores import _files
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if point == "append":
+        real_write = _files._write_all
+
+        def torn(fd: int, data: bytes) -> None:
+            real_write(fd, data[: len(data) // 2])
+            die()
+
+        _files._write_all = torn
+        return
+    nth = int(point.removeprefix("replace"))
+    real_replace, calls = os.replace, 0
+
+    def replace(src: str, dst: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == nth:
+            die()
+        real_replace(src, dst)
+
+    os.replace = replace  # type: ignore[assignment]
+
+
 def main(argv: list[str]) -> int:
     backend = "json"
     dsn = None
@@ -106,6 +141,12 @@ def main(argv: list[str]) -> int:
         while not start.exists():
             time.sleep(0.001)
         service.is_allowed(PROVIDER, "nobody")
+    elif mode == "die":
+        sender_id, point = rest
+        created = service.request(PROVIDER, sender_id).request
+        assert created is not None
+        die_at(point)
+        service.approve(created.code, provider=PROVIDER, actor="owner")
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     say("DONE")

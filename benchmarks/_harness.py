@@ -3,6 +3,7 @@ percentiles. The bot itself runs on :func:`bot.cli.demo.bot_on_fake`, as the dem
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,3 +37,22 @@ def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+class FsyncCounter:
+    """Counts os.fsync calls while installed (the store's durable writes)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._real = os.fsync
+
+    def __enter__(self) -> FsyncCounter:
+        def counting(fd: Any) -> None:
+            self.count += 1
+            self._real(fd)
+
+        os.fsync = counting
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        os.fsync = self._real

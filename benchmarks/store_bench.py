@@ -5,11 +5,12 @@ Usage::
     python benchmarks/store_bench.py [--backend json|sqlite|postgres] [--sizes 100,1000,10000]
                                      [--allow-sizes 1000,10000,100000] [--runs 3]
                                      [--dsn DSN]
+    python benchmarks/store_bench.py [--concurrent 4] [--outside-change] [--runs 3]
 
 Every figure is the median of ``--runs`` runs, each on a fresh state under /tmp, as the bot
 uses it (``PairingService``). Writes are real: each request or approval is committed and
-synced before it returns (JSON: temp file, fsync, rename, dir fsync, audit append + fsync;
-SQLite: a WAL commit with ``synchronous = FULL``; PostgreSQL: a commit with the server's
+synced before it returns (JSON: temp files fsynced, audit append + fsync, renames, one dir
+fsync; SQLite: a WAL commit with ``synchronous = FULL``; PostgreSQL: a commit with the server's
 ``synchronous_commit``), so figures depend on the disk.
 
 PostgreSQL runs on ``--dsn`` (default ``$PAIRBOT_TEST_DATABASE_URL``, else the local server at
@@ -21,6 +22,17 @@ Printed: the gate's decision time for a known sender at each allowlist size, the
 and approvals/s at each pending size with each allowlist size on file, and the process's RSS
 at the end of a row's runs, the store still open (the largest of its runs; one process runs
 every row, smallest first, so memory a row freed may still count in the next).
+
+With ``--concurrent N`` or ``--outside-change`` (the JSON store shared by several processes,
+issue 16) it prints instead, between two probes of the disk's fsync latency (a 4 KiB write
+and fsync, 50 times: it moves every figure) and with the fsyncs one request, allowlist add
+and approval cost (counted): N processes x 500 requests at 1,000 pending against one process
+doing them all, in turns, run by run (target: within 1.3x); and, at 10,000 and 100,000
+allowed (``--allow-sizes``), how long after another process added a sender this process's
+gate answers from the new list (and per entry: target <= 0.2 µs), the longest single gate
+call on the event loop meanwhile while other senders ask every ms (target: none over 5 ms),
+and a fresh process's first add (its open and commit). Figures are medians, with the range
+of the runs.
 """
 
 from __future__ import annotations
@@ -44,6 +56,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _harness import FsyncCounter
 
 from bot.core.clock import FakeClock
 from bot.core.codes import ALPHABET, CODE_LENGTH
@@ -339,6 +353,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="profile one operation at the first size instead of the table",
     )
+    parser.add_argument(
+        "--concurrent",
+        type=int,
+        default=0,
+        metavar="N",
+        help="json: N processes x 500 requests at 1,000 pending, against 1 process doing all",
+    )
+    parser.add_argument(
+        "--outside-change",
+        action="store_true",
+        help="json: the first gate check after another process changed the allowlist "
+        "(10,000 and 100,000 entries unless --allow-sizes), and a fresh process's first add",
+    )
     args = parser.parse_args(argv)
     sizes = _ints(args.sizes)
     allow_sizes = _ints(args.allow_sizes)
@@ -351,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(Path(raw), args.backend, args.dsn)
         if args.profile:
             return profile(bench, args.profile, sizes[0], args.ops)
+        if args.concurrent or args.outside_change:
+            return several_processes(args, bench)
         print(
             f"store benchmark, backend {args.backend}: median of {args.runs} runs, up to "
             f"{args.ops} writes per run, state under {bench.tmp.parent}; load average {_load()}"
@@ -466,6 +495,225 @@ def profile(bench: Bench, op: str, size: int, ops: int) -> int:
     profiler.disable()
     pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Several processes on one state: --concurrent N, --outside-change (issue 16)
+
+
+def fsync_probe(where: Path, writes: int = 50) -> tuple[float, float]:
+    """The disk's fsync latency under ``where``: a 4 KiB write + fsync, ``writes`` times;
+    return the median and the 90th percentile in ms."""
+    path = where / "fsync-probe"
+    block = secrets.token_bytes(4096)
+    samples = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(writes):
+            began = time.perf_counter()
+            os.pwrite(fd, block, 0)
+            os.fsync(fd)
+            samples.append((time.perf_counter() - began) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    samples.sort()
+    return statistics.median(samples), samples[int(0.9 * (len(samples) - 1))]
+
+
+def fsyncs_per_write(bench: Bench) -> dict[str, float]:
+    """How many fsyncs one request, one allowlist add and one approval cost, counted."""
+    store, service = bench.fresh("fsyncs")
+    seed_pending(store, 10)
+    service.request(PROVIDER, "warmup")  # the audit log exists from here on
+    counts: dict[str, float] = {}
+    ops = 20
+    with FsyncCounter() as syncs:
+        codes = [service.request(PROVIDER, f"f{i}").request for i in range(ops)]
+    counts["request"] = syncs.count / ops
+    with FsyncCounter() as syncs:
+        for i in range(ops):
+            service.allow(PROVIDER, f"a{i}", actor="bench")
+    counts["allowlist add"] = syncs.count / ops
+    with FsyncCounter() as syncs:
+        for req in codes:
+            assert req is not None
+            service.approve(req.code, provider=PROVIDER, actor="bench")
+    counts["approval"] = syncs.count / ops
+    store.close()
+    return counts
+
+
+def _spread(values: list[float], fmt: str = "{:.0f}") -> str:
+    """``median (min to max)`` of several runs."""
+    if len(values) == 1:
+        return fmt.format(values[0])
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{fmt.format(mid)} ({fmt.format(low)} to {fmt.format(high)})"
+
+
+def concurrent(bench: Bench, processes: int, size: int, allowed: int, ops: int, runs: int) -> int:
+    """``processes`` x ``ops`` requests at once against one process doing them all."""
+    total = processes * ops
+    alone, together = [], []
+    for run in range(runs):  # in turns, so both see the same load
+        alone.append(total / requests_per_s_from(bench, 1, size, allowed, total, run))
+        together.append(total / requests_per_s_from(bench, processes, size, allowed, ops, run))
+    ratios = [t / a for t, a in zip(together, alone, strict=True)]
+    print(
+        f"{total:,} requests at {size:,} pending ({allowed:,} allowed), {runs} runs in turns:\n"
+        f"  1 process doing all {total:,}:    {_spread(alone, '{:.2f}')} s"
+        f"  ({_spread([a / total * 1000 for a in alone], '{:.2f}')} ms per request)\n"
+        f"  {processes} processes x {ops:,} at once: {_spread(together, '{:.2f}')} s"
+        f"  ({_spread([t / total * 1000 for t in together], '{:.2f}')} ms per request)\n"
+        f"  ratio {processes} processes / 1: {_spread(ratios, '{:.2f}')}  (target <= 1.3)"
+    )
+    return 0 if statistics.median(ratios) <= 1.3 else 1
+
+
+_ADD_ONE = """
+import sys, time
+sys.path.insert(0, {root!r})
+began = time.perf_counter()
+from pathlib import Path
+from stores import open_store
+imported = time.perf_counter()
+store = open_store(Path({where!r}), backend="json")
+with store.transaction() as txn:
+    txn.allow("telegram", {sender!r})
+print(imported - began, time.perf_counter() - imported)
+"""
+
+
+def _add_elsewhere(where: str, sender: str) -> tuple[float, float]:
+    """Add ``sender`` from another process (a fresh one: the ``pairbot`` CLI's case); return
+    (seconds its imports took, seconds its store took to open and commit the add). The
+    change is on disk when this returns."""
+    import subprocess
+
+    root = str(Path(__file__).resolve().parent.parent)
+    code = _ADD_ONE.format(root=root, where=where, sender=sender)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    imports, add = done.stdout.split()
+    return float(imports), float(add)
+
+
+def _gate(service: PairingService) -> Callable[[str], Any]:
+    """The gate's question as the event loop asks it (``allowed_soon`` where the service
+    has it: it never reads on the loop; else ``is_allowed``)."""
+    return partial(getattr(service, "allowed_soon", service.is_allowed), PROVIDER)
+
+
+async def _outside_round(service: PairingService, where: str, size: int) -> tuple[float, float]:
+    """One outside change while other senders write every ms: (ms from the first gate call
+    after it until this process's gate answers from it, longest single gate call on the event
+    loop in ms)."""
+    import asyncio
+
+    ask = _gate(service)
+    newcomer = f"new-{secrets.token_hex(4)}"
+    longest = 0.0
+    seen, asking = asyncio.Event(), asyncio.Event()
+    asking.set()
+
+    async def others() -> None:
+        nonlocal longest
+        i = 0
+        while not seen.is_set():
+            await asking.wait()
+            began = time.perf_counter()
+            answer = ask(f"allowed{i % size}")
+            longest = max(longest, time.perf_counter() - began)
+            if not isinstance(answer, bool):  # a future: this sender waits, off the loop
+                await asyncio.wrap_future(answer)
+            i += 1
+            await asyncio.sleep(0.001)
+
+    loop_task = asyncio.create_task(others())
+    await asyncio.sleep(0.01)
+    asking.clear()  # the change is timed from the first gate call after it, whoever makes it
+    await asyncio.to_thread(_add_elsewhere, where, newcomer)
+    began = time.perf_counter()
+    asking.set()
+    while True:
+        asked = time.perf_counter()
+        answer = ask(newcomer)
+        longest = max(longest, time.perf_counter() - asked)
+        if answer is True:
+            break
+        if not isinstance(answer, bool):
+            await asyncio.wrap_future(answer)
+        else:
+            await asyncio.sleep(0.0005)
+    took = time.perf_counter() - began
+    seen.set()
+    await loop_task
+    return took * 1000, longest * 1000
+
+
+def outside_change(bench: Bench, sizes: list[int], runs: int) -> int:
+    """The first gate check after another process changed the allowlist, and the first add
+    in a fresh process, at each allowlist size."""
+    import asyncio
+
+    print(
+        f"{'allowlist':>10}  {'gate sees it, ms':>18}  {'µs per entry':>14}  "
+        f"{'longest loop stall, ms':>22}  {'first add, fresh process, ms':>28}"
+        "  (its open and commit: imports not counted)"
+    )
+    missed = 0
+    for size in sizes:
+        seen, stalls, adds = [], [], []
+        for run in range(runs):
+            where = bench.where(f"outside-{size}-{run}")
+            store, service = bench.again(where)
+            seed_allow(store, size)
+            if not service.is_allowed(PROVIDER, f"allowed{size // 2}"):
+                raise AssertionError("known sender not allowed")
+            took, stall = asyncio.run(_outside_round(service, where, size))
+            seen.append(took)
+            stalls.append(stall)
+            adds.append(_add_elsewhere(where, f"fresh-{run}")[1] * 1000)
+            store.close()
+        per_entry = [ms * 1000 / size for ms in seen]
+        print(
+            f"{size:>10,}  {_spread(seen, '{:.1f}'):>18}  {_spread(per_entry, '{:.2f}'):>14}  "
+            f"{_spread(stalls, '{:.2f}'):>22}  {_spread(adds, '{:.0f}'):>28}"
+        )
+        missed += statistics.median(per_entry) > 0.2 or statistics.median(stalls) > 5
+    print("targets: <= 0.2 µs per entry; no gate call on the event loop longer than 5 ms")
+    return 1 if missed else 0
+
+
+def several_processes(args: argparse.Namespace, bench: Bench) -> int:
+    """The figures of ``--concurrent`` and ``--outside-change``, with the disk's fsync
+    latency before and after (it moves every figure)."""
+    print(f"store benchmark, backend json, state under {bench.tmp.parent}; load {_load()}")
+    median_ms, p90_ms = fsync_probe(bench.tmp)
+    print(f"fsync latency (4 KiB write + fsync): median {median_ms:.2f} ms, p90 {p90_ms:.2f} ms")
+    counts = fsyncs_per_write(bench)
+    print("fsyncs: " + ", ".join(f"{n:g} per {op}" for op, n in counts.items()))
+    missed = int(counts["request"] > 3 or counts["allowlist add"] > 3 or counts["approval"] > 4)
+    print()
+    if args.concurrent:
+        size = _ints(args.sizes)[0] if args.sizes != "100,1000,10000" else 1000
+        allowed = _ints(args.allow_sizes)[0] if args.allow_sizes != "1000,10000,100000" else 1000
+        missed |= concurrent(bench, args.concurrent, size, allowed, 500, args.runs)
+        print()
+    if args.outside_change:
+        sizes = (
+            _ints(args.allow_sizes)
+            if args.allow_sizes != "1000,10000,100000"
+            else [
+                10_000,
+                100_000,
+            ]
+        )
+        missed |= outside_change(bench, sizes, args.runs)
+        print()
+    median_ms, p90_ms = fsync_probe(bench.tmp)
+    print(f"fsync latency after: median {median_ms:.2f} ms, p90 {p90_ms:.2f} ms; load {_load()}")
+    return missed
 
 
 def _load() -> str:

@@ -14,35 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 from collections.abc import Callable
-from typing import Any
 
-from _harness import bench_config, percentile  # first: it puts the repo root on sys.path
+from _harness import FsyncCounter, bench_config, percentile  # first: the repo root on sys.path
 
 from bot.cli.demo import available_platforms, bot_on_fake
 from bot.core.config import Config
 from providers.fakebase import DemoPlatform
-
-
-class FsyncCounter:
-    """Counts os.fsync calls while installed (the store's durable writes)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._real = os.fsync
-
-    def __enter__(self) -> FsyncCounter:
-        def counting(fd: Any) -> None:
-            self.count += 1
-            self._real(fd)
-
-        os.fsync = counting
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        os.fsync = self._real
 
 
 async def flood(provider: str, messages: int, rate: float) -> tuple[list[float], int, float]:

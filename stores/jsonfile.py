@@ -51,15 +51,24 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import operator
 import os
 import stat
+import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
+from itertools import compress, repeat
 from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypedDict, TypeVar, cast
+
+import msgspec
 
 from bot.core.clock import iso
 from bot.core.errors import PairbotError, SchemaVersionError, StoreCorruptError, StoreError
@@ -584,6 +593,10 @@ class _ObjectDoc(_Doc[T]):
 
     entries: dict[str, T] = field(default_factory=dict)
     texts: dict[str, bytes] | None = None
+    listed: bytes = b""
+    """The text of the list's entries in the version on disk, as last written or read (the
+    entries joined by ``_SEP``); a re-read that finds it unchanged at the start of the new
+    list decodes only what follows it (see :func:`_entries`)."""
 
     def items(self) -> list[T]:
         return list(self.entries.values())
@@ -617,6 +630,9 @@ class _ObjectDoc(_Doc[T]):
                 for ident, item in self.entries.items()
             }
         return [_SEP.join(self.texts.values())] if self.texts else []
+
+    def _rendered(self, text: bytes, before: bytes, after: bytes) -> None:
+        self.listed = bytes(_list_text(text, before, after))
 
 
 @dataclass(slots=True)
@@ -834,15 +850,150 @@ def _verbatim_runs(doc: _PlainDoc, data: bytes) -> list[_Text] | None:
     return [_list_text(data, before, after)]
 
 
+def _reparse(old: _ObjectDoc[T], key: FileKey, data: bytes) -> _ObjectDoc[T] | None:
+    """Read a new version of a file of objects, decoding only the entries that changed.
+
+    pairbot writes one entry per line (and one top-level key per line), so an entry whose
+    text is the text this process holds for an entry is that entry: it is taken as it is,
+    and only new or changed entries are parsed and checked. The entries are split, looked up
+    and collected by C loops, not line by line in Python. None when the file is not laid out
+    as pairbot writes it (Clawdbot's indented entries, a repeated key or entry, a line that
+    does not parse): the caller then parses it whole, which names any problem. Another
+    writer adding one request to 1,000 costs one entry's decoding, not 1,000.
+    """
+    if old.texts is None:
+        return None  # nothing known to reuse
+    try:
+        parsed = _split_file(old.kind, data)
+        if parsed is None:
+            return None
+        head, start, end = parsed
+        entries = _entries(old, data, start, end)
+    except (ValueError, RecursionError, _Bad):  # JSONDecodeError, UnicodeDecodeError too
+        return None
+    if entries is None:
+        return None
+    _check_version(old.path, head)
+    head.setdefault("version", SCHEMA_VERSION)
+    if old.kind is REQUESTS:  # as _parse: a bad approved-to-tell list is refused now
+        _decode_notices(old.path, old.provider, head.get(APPROVED_KEY))
+    doc = cast("_ObjectDoc[T]", _new_doc(old.path, old.kind, old.provider, key, head))
+    doc.entries, doc.texts = entries
+    doc.listed = data[start:end]
+    return doc
+
+
+def _split_file(kind: _Kind[Any], data: bytes) -> tuple[dict[str, Any], int, int] | None:
+    """A file laid out as pairbot writes it, split: its top-level keys (the list's value a
+    placeholder, in its place) and where the text of the list's entries starts and ends;
+    None if it is laid out otherwise. Raises what parsing a line raises."""
+    if not (data.startswith(b"{\n") and data.endswith(b"\n}\n")):
+        return None
+    opening = f"\n  {json.dumps(kind.list_key, ensure_ascii=False)}: [\n    ".encode()
+    start = data.find(opening)
+    if start < 0:  # an empty list is written on its key's line
+        head = _head_lines(data[2:-3].split(b"\n"))
+        if head is None or head.get(kind.list_key, _MISSING) != []:
+            return None
+        head[kind.list_key] = None
+        return head, 0, 0
+    end = data.find(b"\n  ]", start)  # no entry holds a line break: JSON escapes them
+    if end < 0:
+        return None
+    after = data[end + len(b"\n  ]") : -3]  # the keys after the list, if any
+    if after and not after.startswith(b",\n"):
+        return None
+    placeholder = f"  {json.dumps(kind.list_key)}: null{',' if after else ''}".encode()
+    lines = [*data[2 : start + 1].split(b"\n")[:-1], placeholder]
+    if after:
+        lines += after[2:].split(b"\n")
+    head = _head_lines(lines)
+    return None if head is None else (head, start + len(opening), end)
+
+
+def _head_lines(lines: list[bytes]) -> dict[str, Any] | None:
+    """Top-level keys written one a line (``  "key": value,``, the last without a comma);
+    None if they are not. A key repeated is None too (the whole parse takes the last)."""
+    head: dict[str, Any] = {}
+    for number, line in enumerate(lines):
+        last = number == len(lines) - 1
+        if not line.startswith(b'  "') or line.endswith(b",") == last:
+            return None
+        pair = json.loads(b"{" + line.removesuffix(b",") + b"}")
+        if not isinstance(pair, dict) or len(pair) != 1 or pair.keys() & head.keys():
+            return None
+        head.update(pair)
+    return head
+
+
+def _entries(
+    old: _ObjectDoc[T], data: bytes, start: int, end: int
+) -> tuple[dict[str, T], dict[str, bytes]] | None:
+    """The entries of the list text ``data[start:end]`` by identity, and their texts in
+    pairbot's form: known ones taken from ``old`` (C loops), the others decoded. None if an
+    identity repeats.
+
+    The usual change of another writer adds entries at the end (a request): when the list
+    starts with the list ``old`` holds, its entries are taken whole and only the rest is
+    split and read."""
+    prior = old.listed
+    if prior and data.startswith(prior, start):
+        if start + len(prior) == end:
+            return dict(old.entries), dict(old.texts or {})
+        if data.startswith(_SEP, start + len(prior)):
+            rest = start + len(prior) + len(_SEP)
+            added = _entries(_ObjectDoc(old.path, old.kind, old.provider), data, rest, end)
+            if added is None or not added[0].keys().isdisjoint(old.entries):
+                return None
+            return {**old.entries, **added[0]}, {**(old.texts or {}), **added[1]}
+    texts = data[start:end].split(_SEP) if end > start else []
+    held = old.texts or {}
+    known = dict(zip(held.values(), held.keys(), strict=True))
+    idents = list(map(known.get, texts))
+    items = list(map(old.entries.get, idents))  # type: ignore[arg-type]  # None: unknown
+    kind = old.kind
+    for number in compress(range(len(idents)), map(operator.is_, idents, repeat(None))):
+        raw = json.loads(texts[number])
+        item = kind.decode(raw, f"{kind.list_key}[{number}]", old.provider)
+        items[number] = item
+        idents[number] = kind.ident(item)
+        texts[number] = json.dumps(kind.encode(item), ensure_ascii=False).encode()
+    entries = dict(zip(cast("list[str]", idents), cast("list[T]", items), strict=True))
+    if len(entries) != len(idents):
+        return None  # repeated: the whole parse keeps the first, and warns
+    return entries, dict(zip(entries, texts, strict=True))
+
+
 # ---------------------------------------------------------------------------------------------
 # The store
+
+
+GATE_GRACE = 0.05
+"""Seconds for which the gate on the event loop (:meth:`JsonFileStore.allowed_soon`) may answer
+from the allowlist version it holds after that version was last seen current, while the
+changed file is read in a worker thread."""
+
+
+class _GateFile(msgspec.Struct):
+    """What the gate needs of an allowlist file: its version and its list of ids. Other keys
+    are skipped unread; a file of another shape is read the slow way, which names the
+    problem (or accepts what Clawdbot may write: ids as numbers, a bare list)."""
+
+    version: int = SCHEMA_VERSION
+    allow_from: list[str] = msgspec.field(default_factory=list, name="allowFrom")
+
+
+_GATE_FILE = msgspec.json.Decoder(_GateFile)
 
 
 class JsonFileStore:
     """The JSON state dir store. Thread-safe; safe across processes sharing the dir."""
 
-    def __init__(self, state_dir: Path, *, lock_timeout: float = 10.0) -> None:
+    def __init__(
+        self, state_dir: Path, *, lock_timeout: float = 10.0, gate_grace: float = GATE_GRACE
+    ) -> None:
         self._set_paths(state_dir, lock_timeout)
+        self._gate_grace = gate_grace
         for directory in (state_dir, self.credentials_dir, self.nodes_dir):
             ensure_private_dir(directory)
         with self._hold():  # a commit a killed writer left is finished before the sweep
@@ -872,10 +1023,18 @@ class JsonFileStore:
         self._lock = StateLock(state_dir / ".lock", timeout=lock_timeout)
         self._docs: dict[Path, _Doc[Any]] = {}
         self._checked: set[Path] = set()  # docs re-validated against disk in this transaction
-        self._allow_cache: dict[str, tuple[FileKey | None, frozenset[str], dict[str, datetime]]]
-        self._allow_cache = {}
+        self._allow_cache: dict[str, _GateEntry] = {}
         """Per provider, for the gate: the key of the allowlist read, the senders it lists
         whose grant does not end, and those whose grant ends, with the end."""
+        self._gate_grace = GATE_GRACE
+        self._gate_seen: dict[str, float] = {}
+        """Per provider, when (``time.monotonic``) the gate's version was last seen current."""
+        self._gate_reads: dict[str, Future[None]] = {}
+        """Per provider, the allowlist read running in a worker thread, if one is."""
+        self._gate_lock = threading.Lock()
+        self._epochs: dict[str, int] = {}
+        """Per provider, how many versions of its pairing file this store has read from disk
+        (not written itself): see :meth:`pending_epoch`."""
 
     # paths -----------------------------------------------------------------------------------
 
@@ -1030,8 +1189,12 @@ class JsonFileStore:
             self._checked.add(path)
             return cached
         loaded = read_versioned(path)
+        if kind is REQUESTS:  # a version this store did not write (see pending_epoch)
+            self._epochs[provider] = self._epochs.get(provider, 0) + 1
         if loaded is None:
             doc = _new_doc(path, kind, provider)
+        elif isinstance(cached, _ObjectDoc) and not cached.dirty:  # another writer changed it
+            doc = _reparse(cached, *loaded) or _parse(path, kind, provider, *loaded)
         else:
             doc = _parse(path, kind, provider, *loaded)
         self._docs[path] = doc
@@ -1096,6 +1259,8 @@ class JsonFileStore:
         on disk (every change to the ends rewrites it too).
 
         The hot path is one ``stat`` and three dict lookups: no Path objects are built.
+        The re-read, if one is needed, is made on the caller's thread: the event loop asks
+        :meth:`allowed_soon` instead.
         """
         path = self._allow_strs.get(provider)
         if path is None:
@@ -1104,30 +1269,94 @@ class JsonFileStore:
         cached = self._allow_cache.get(provider)
         if cached is None or cached[0] != key:
             cached = self._read_allow_set(provider, self._allow_paths[provider])
-        if sender_id in cached[1]:  # for good: the one lookup this costs, as before ends
-            return FOREVER
-        ends = cached[2]
-        return ends.get(sender_id) if ends else None
+        return _gate_answer(cached, sender_id)
 
-    def _read_allow_set(
-        self, provider: str, path: Path
-    ) -> tuple[FileKey | None, frozenset[str], dict[str, datetime]]:
+    def allowed_soon(self, provider: str, sender_id: str) -> datetime | Future[None] | None:
+        """:meth:`allowed_until` for the event loop: never reads a file on the caller's thread.
+
+        If the allowlist changed on disk, it is read in a worker thread. Meanwhile the answer
+        comes from the version held, if that was seen current within the last
+        ``gate_grace`` seconds (:data:`GATE_GRACE`); otherwise (the gate had not looked for
+        longer, or the read takes longer) the read's future is returned, for the caller to
+        wait on off the loop and ask again. So no message is answered from a version that
+        was superseded more than ``gate_grace`` before it, and no message waits while the
+        gate is looked at that often.
+        """
+        path = self._allow_strs.get(provider)
+        if path is None:
+            raise unknown_provider(provider)
+        key = stat_key(path)
+        cached = self._allow_cache.get(provider)
+        now = time.monotonic()
+        if cached is not None and cached[0] == key:
+            self._gate_seen[provider] = now
+        else:
+            # Whether the version held was seen current lately, asked before the read starts
+            # (a quick read would make the version it reads look "seen" just now).
+            held = now - self._gate_seen.get(provider, -math.inf) <= self._gate_grace
+            reading = self._read_soon(provider)
+            if cached is None or not held:
+                return reading
+        return _gate_answer(cached, sender_id)
+
+    def pending_epoch(self, provider: str) -> Hashable:
+        """How many versions of the provider's pairing file this store has read from disk,
+        while the one it holds is the one on disk (one ``stat``); the key of the file on
+        disk while it is not (another process changed it, and this store has not read it
+        yet). Its own writes change neither: they are its own."""
+        path = self.pairing_path(provider)
+        key = stat_key(path)
+        doc = self._docs.get(path)
+        if doc is None or (doc.key != key and not doc.dirty):
+            return ("on disk", key)
+        return self._epochs.get(provider, 0)
+
+    def _read_soon(self, provider: str) -> Future[None]:
+        """The allowlist read in a worker thread: the one running, or a new one."""
+        with self._gate_lock:
+            reading = self._gate_reads.get(provider)
+            if reading is None:
+                reading = self._gate_reads[provider] = Future()
+                threading.Thread(
+                    target=self._read_in_thread,
+                    args=(provider, reading),
+                    name=f"pairbot-gate-{provider}",
+                    daemon=True,
+                ).start()
+        return reading
+
+    def _read_in_thread(self, provider: str, reading: Future[None]) -> None:
+        failed: BaseException | None = None
+        try:
+            self._read_allow_set(provider, self._allow_paths[provider])
+        except BaseException as exc:  # handed to whoever waits (a bad file: a StoreError)
+            failed = exc
+        with self._gate_lock:
+            del self._gate_reads[provider]
+        if failed is None:
+            reading.set_result(None)
+        else:
+            reading.set_exception(failed)
+
+    def _read_allow_set(self, provider: str, path: Path) -> _GateEntry:
         # Straight from the JSON list to the set: the gate needs no order, no repeats removed
         # and no text, so only the set is built. The ends are read after the list: a writer
         # writes them before a list that lists their senders (see _commit).
+        began = time.monotonic()  # the version read was current then, at least
         loaded = read_versioned(path)
         if loaded is None:
             key: FileKey | None = None
-            ids: frozenset[str] = frozenset()
+            ids: set[str] = set()
         else:
             key, data = loaded
-            raw_items = _read_top(path, ALLOW, data)[1]
-            ids = _allow_set(_decode_all(path, ALLOW, provider, raw_items))
+            ids = _gate_ids(path, provider, data)
+            ids.difference_update(NEVER_ALLOWED)
         ends_path = self._ends_paths[provider]
         read = read_versioned(ends_path)
         ends = {} if read is None else _end_times(_parse(ends_path, ENDS, provider, *read))
         entry = _gate_entry(key, ids, ends)
         self._allow_cache[provider] = entry
+        self._gate_seen[provider] = began
         return entry
 
     def read_audit(self, *, limit: int | None = None) -> list[dict[str, object]]:
@@ -1330,6 +1559,7 @@ class JsonFileStore:
                 self._allow_cache[doc.provider] = _gate_entry(
                     doc.key, _allow_set(doc.identities()), self._gate_ends(doc.provider)
                 )
+                self._gate_seen[doc.provider] = time.monotonic()
             doc.dirty = False
             if isinstance(doc, _EndsDoc):
                 doc.settled()
@@ -1409,6 +1639,21 @@ class _Txn(ScannedRequests):
 
     def requests(self, provider: str) -> list[PendingRequest]:
         return self._requests(provider).items()
+
+    # the questions ScannedRequests answers by scanning, answered from the doc's dict instead
+
+    def request(self, provider: str, sender_id: str) -> PendingRequest | None:
+        return cast("_ObjectDoc[PendingRequest]", self._requests(provider)).entries.get(sender_id)
+
+    def request_count(self, provider: str) -> int:
+        return len(self._requests(provider).identities())
+
+    def code_taken(self, code: str) -> bool:
+        return any(
+            r.code == code
+            for name in KNOWN_PROVIDERS
+            for r in cast("_ObjectDoc[PendingRequest]", self._requests(name)).entries.values()
+        )
 
     def allow_from(self, provider: str) -> list[str]:
         return self._allow(provider).items()
@@ -1572,13 +1817,104 @@ def _render(doc: _Doc[Any]) -> bytes:
         ) from None
 
 
+_GateEntry = tuple[FileKey | None, AbstractSet[str], dict[str, datetime]]
+
+
+def _gate_answer(entry: _GateEntry, sender_id: str) -> datetime | None:
+    """The gate's answer from what it keeps of an allowlist (see :func:`_gate_entry`)."""
+    if sender_id in entry[1]:  # for good: the one lookup this costs, as before ends
+        return FOREVER
+    ends = entry[2]
+    return ends.get(sender_id) if ends else None
+
+
+_GATE_STEP = 1 << 18
+"""Bytes of an allowlist's entries the gate's read decodes in one step (about 14,000 ids,
+about a millisecond) before it lets other threads (the event loop's) have the GIL."""
+_GATE_LIST = msgspec.json.Decoder(list[str])
+_GATE_KEY = f"{json.dumps(ALLOW.list_key)}: ".encode()
+
+
+def _gate_ids(path: Path, provider: str, data: bytes) -> set[str]:
+    """The ids an allowlist file lists, in normal form, read for the gate: by msgspec, which
+    checks only what the gate needs (a version it knows, a list of strings) and skips the
+    rest unread (about 0.1 µs an entry); a file of another shape the slow way, which names
+    what is wrong with it.
+
+    A file laid out as pairbot writes it (one id a line) is read in steps of
+    :data:`_GATE_STEP` bytes, each a few C calls, with the GIL let go between them: read in a
+    worker thread, one long C call would hold up the event loop's thread as surely as a
+    read on the loop (by the whole read: 10 ms and more at 100,000 ids)."""
+    steps = _gate_steps(data)
+    if steps is None:
+        try:
+            top = _GATE_FILE.decode(data)
+        except msgspec.MsgspecError:
+            return set(_decode_all(path, ALLOW, provider, _read_top(path, ALLOW, data)[1]))
+        _check_version(path, {"version": top.version})
+        return set(_normal_ids(provider, top.allow_from))
+    version, runs = steps
+    _check_version(path, {"version": version})
+    ids: set[str] = set()
+    for run in runs:
+        try:
+            listed = _GATE_LIST.decode(run)
+        except msgspec.MsgspecError:  # an entry that is not a string: the slow way names it
+            return set(_decode_all(path, ALLOW, provider, _read_top(path, ALLOW, data)[1]))
+        ids.update(_normal_ids(provider, listed))
+        time.sleep(0)  # lets a thread waiting for the GIL (the event loop's) have it now
+    return ids
+
+
+def _gate_steps(data: bytes) -> tuple[int, Iterator[bytes]] | None:
+    """An allowlist file laid out as pairbot writes it: its version, and its entries as JSON
+    lists of about :data:`_GATE_STEP` bytes each (split between two entries); None if it is
+    laid out otherwise, or its frame (the file with an empty list) does not parse.
+
+    The list found is the top-level one: the frame must decode with an empty top-level
+    ``allowFrom`` where the list was cut out (JSON strings hold no line break, and pairbot
+    writes every other key on one line, so the list ends at the last line that closes
+    one)."""
+    found = data.find(_GATE_KEY + _OPEN)
+    if found < 0:
+        return None
+    start = found + len(_GATE_KEY) + len(_OPEN)
+    end = data.rfind(_CLOSE, start)  # the last: no value after the list spans lines
+    if end < 0:
+        return None
+    try:
+        frame = _GATE_FILE.decode(
+            data[: found + len(_GATE_KEY)] + b"[]" + data[end + len(_CLOSE) :]
+        )
+    except msgspec.MsgspecError:
+        return None
+    if frame.allow_from:
+        return None
+
+    view = memoryview(data)
+
+    def runs() -> Iterator[bytes]:
+        position = start
+        while position < end:
+            cut = data.find(_SEP, min(position + _GATE_STEP, end), end)
+            stop = end if cut < 0 else cut
+            yield b"".join((b"[", view[position:stop], b"]"))  # one copy of the step
+            position = stop + len(_SEP)
+
+    return frame.version, runs()
+
+
 def _gate_entry(
-    key: FileKey | None, ids: frozenset[str], ends: dict[str, datetime]
-) -> tuple[FileKey | None, frozenset[str], dict[str, datetime]]:
+    key: FileKey | None, ids: AbstractSet[str], ends: dict[str, datetime]
+) -> _GateEntry:
     """What the gate keeps of a provider's allowlist: its key, the listed senders whose grant
     does not end (a set: one lookup answers them), and the listed ones whose grant ends."""
     timed = {ident: end for ident, end in ends.items() if ident in ids}
-    return key, (ids - timed.keys() if timed else ids), timed
+    if timed and isinstance(ids, set):
+        ids.difference_update(timed)  # a set of its own, just read: no copy of millions
+    elif timed:
+        ids = ids - timed.keys()
+    return key, ids, timed
 
 
 def _end_times(doc: _Doc[Any]) -> dict[str, datetime]:

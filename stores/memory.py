@@ -141,6 +141,16 @@ class MemoryStore:
         end: datetime | None = allowed.get(sender_id)  # None for "*" and "" (see allow)
         return end
 
+    def pending_epoch(self, provider: str) -> int:
+        """Always 0: every change to this store is made in this process, through the pairing
+        service, which forgets what its own changes end."""
+        check_provider(provider)
+        return 0
+
+    def allowed_soon(self, provider: str, sender_id: str) -> datetime | None:
+        """:meth:`allowed_until`: memory never reads first."""
+        return self.allowed_until(provider, sender_id)
+
     def read_audit(self, *, limit: int | None = None) -> list[dict[str, object]]:
         """Return the last ``limit`` audit records (all when None), oldest first."""
         return list(self.iter_audit(limit=limit))

@@ -8,7 +8,8 @@ must remember where it got to across a restart (a catch-up cursor) is handed a
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -378,6 +379,23 @@ class StateStore(Cursors, Protocol):
         and must notice writes made by other processes without being told. The store reads no
         clock: whether a time is past is the caller's question.
         """
+        ...
+
+    def allowed_soon(self, provider: str, sender_id: str) -> datetime | Future[None] | None:
+        """:meth:`allowed_until` as the event loop asks it: the same answer, or, where this
+        store would first have to read a changed allowlist, a future done once it has read
+        it (in a worker thread), for the caller to wait on off the loop and ask again. It
+        may answer from the version it holds while the read runs, for a bound it documents;
+        a store that never reads much to answer returns :meth:`allowed_until`'s answer."""
+        ...
+
+    def pending_epoch(self, provider: str) -> Hashable:
+        """A marker, cheap to ask (no read), that changes whenever the provider's pending
+        requests may have been changed other than by this store's own transactions (by
+        another process, the ``pairbot`` command). Asked inside a transaction, it is the
+        marker of what that transaction sees. The pairing service settles a pending
+        stranger's repeat from memory only while the marker is the one it saw then. A store
+        with no such marker returns a constant (what it cannot see, memory cannot either)."""
         ...
 
     def read_audit(self, *, limit: int | None = None) -> list[dict[str, object]]:

@@ -175,7 +175,7 @@ class InboundPipeline:
         policy = self.policies.get(msg.provider, DmPolicy.PAIRING)
         allowed = False
         if not is_owner and policy in (DmPolicy.PAIRING, DmPolicy.ALLOWLIST):
-            allowed = self.shared.pairing.is_allowed(msg.provider, msg.sender_id)
+            allowed = await self.shared.is_allowed(msg.provider, msg.sender_id)
         provider = self.shared.providers.get(msg.provider)
         bare = bool(getattr(provider, "bare_commands", False))
         decision = decide(

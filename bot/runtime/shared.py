@@ -7,6 +7,7 @@ record, built once by :class:`~bot.runtime.app.App`, besides what is theirs alon
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -42,3 +43,13 @@ class Shared:
         """How ``provider`` answers a stranger (and whether it tells them they were
         approved)."""
         return self.stranger_replies.get(provider, CODE_REPLY)
+
+    async def is_allowed(self, provider: str, sender_id: str) -> bool:
+        """Whether the sender may write (:meth:`PairingService.is_allowed`), asked without
+        reading a file on the event loop: a changed allowlist is read in a worker thread,
+        and only a message that needs that read waits for it."""
+        answer = self.pairing.allowed_soon(provider, sender_id)
+        while not isinstance(answer, bool):
+            await asyncio.wrap_future(answer)
+            answer = self.pairing.allowed_soon(provider, sender_id)
+        return answer

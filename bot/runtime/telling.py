@@ -261,7 +261,11 @@ class ApprovedTeller:
             return _Outcome.RETRY
         held = notice.held
         for i, message in enumerate(held):
-            if not self.shared.pairing.is_allowed(notice.provider, notice.sender_id):
+            # Asked fresh, in a thread: the notice was read from a newer state than the
+            # gate's may be (the gate may answer from the version before for a moment).
+            if not await asyncio.to_thread(
+                self.shared.pairing.is_allowed, notice.provider, notice.sender_id
+            ):
                 return _Outcome.GONE  # revoked: the revocation drops the notice
             await _hand_one(handler, provider, chat_id, notice, message)
             left = held[i + 1 :]

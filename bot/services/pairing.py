@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -138,9 +139,11 @@ class PairingService:
         self._capped: Counter[str] = Counter()
         self._capped_seen: dict[tuple[str, str], datetime] = {}
         self._counter_lock = threading.Lock()
-        self._quiet: dict[tuple[str, str], tuple[datetime, PendingRequest]] = {}
-        """(provider, sender) → until when their repeat messages need no store access, and
-        their request as last read: a chatty pending stranger costs a dict lookup."""
+        self._quiet: dict[tuple[str, str], tuple[datetime, PendingRequest, Hashable]] = {}
+        """(provider, sender) → until when their repeat messages need no transaction, their
+        request as last read, and the store's :meth:`~StateStore.pending_epoch` then: a
+        chatty pending stranger costs a dict lookup and the epoch's check (a ``stat``), and
+        a change made elsewhere (the CLI rejected the request) ends the quiet at once."""
         self._seen: dict[tuple[str, str], datetime] = {}
         """(provider, sender) → their latest message not yet on disk (``lastSeenAt`` is not
         worth an fsync per message; it is written with the next write of that file)."""
@@ -153,7 +156,21 @@ class PairingService:
         static = self._static.get(provider)
         if static is not None and sender_id in static:
             return True
-        until = self._store.allowed_until(provider, sender_id)
+        return self._in_force(self._store.allowed_until(provider, sender_id))
+
+    def allowed_soon(self, provider: str, sender_id: str) -> bool | Future[None]:
+        """:meth:`is_allowed` for the event loop: the answer, or a future to wait for off the
+        loop (the store is reading a changed allowlist in a worker thread) before asking
+        again (:meth:`bot.core.protocols.StateStore.allowed_soon`)."""
+        static = self._static.get(provider)
+        if static is not None and sender_id in static:
+            return True
+        until = self._store.allowed_soon(provider, sender_id)
+        return until if isinstance(until, Future) else self._in_force(until)
+
+    def _in_force(self, until: datetime | None) -> bool:
+        """Whether a stored grant that lasts ``until`` lets its sender in now (a grant for
+        good reads no clock)."""
         return until is FOREVER or (until is not None and self._clock.now() < until)
 
     def request(
@@ -186,9 +203,11 @@ class PairingService:
         # alone, so the cap holds and no held message is lost to a concurrent one.
         with self._store.transaction(shared=True) as txn:
             result = self._ask(txn, provider, sender_id, now, clean_meta, held)
+            epoch = self._store.pending_epoch(provider)  # what this transaction saw
         while result is None:  # an exclusive transaction always decides
             with self._store.transaction() as txn:
                 result = self._ask(txn, provider, sender_id, now, clean_meta, held)
+                epoch = self._store.pending_epoch(provider)
         if result.outcome is not RequestOutcome.CREATED or result.request is None:
             return result
         created = result.request
@@ -196,6 +215,7 @@ class PairingService:
             self._quiet[key] = (
                 min(now + self.settings.resend_after, created.expires_at(ttl)),
                 created,
+                epoch,
             )
         log.info("pairing request created provider=%s sender=%s", provider, sender_id)
         return RequestResult(outcome=RequestOutcome.CREATED, request=created, send_code=True)
@@ -285,6 +305,9 @@ class PairingService:
                 return None
             if held is not None and len(quiet[1].held) < self.settings.hold_messages:
                 return None
+        if self._store.pending_epoch(key[0]) != quiet[2]:  # changed elsewhere: ask the store
+            return None
+        with self._counter_lock:
             self._seen[key] = now
         return replace(quiet[1], last_seen_at=now)
 
@@ -341,6 +364,7 @@ class PairingService:
             self._quiet[key] = (
                 min(next_send, mine.expires_at(self.settings.pending_ttl)),
                 request,
+                self._store.pending_epoch(mine.provider),  # in the transaction that read it
             )
         return RequestResult(outcome=RequestOutcome.PENDING, request=request, send_code=resend)
 

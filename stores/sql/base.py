@@ -911,6 +911,18 @@ class SqlStore(ABC):
         ends = self._ends.get(provider)
         return ends.get(sender_id) if ends else None
 
+    def pending_epoch(self, provider: str) -> int:
+        """Always 0: a database has no marker of its pending requests as cheap as a ``stat``
+        (a rejection by another process is not seen by a pending stranger's quiet memory
+        until it runs out: at the next reminder)."""
+        check_provider(provider)
+        return 0
+
+    def allowed_soon(self, provider: str, sender_id: str) -> datetime | None:
+        """:meth:`allowed_until`: a change costs the gate a small indexed read of the log,
+        not a reload, so it is made on the caller's thread."""
+        return self.allowed_until(provider, sender_id)
+
     def _catch_up(self, reader: Connection) -> None:
         """Apply the allowlist log from the last change applied, in one read transaction; or
         reload the allowlists whole if there is no cache yet or the log was trimmed past it."""

@@ -26,6 +26,7 @@ from tests.e2e import held_handler, support
 from tests.e2e.support import code_in, settle, texts
 from tests.e2e.test_app_telegram import ALICE, BOB, OWNER, cli_approve, make_config
 from tests.process import pairbot_exits, pairbot_running, telegram_config, write_config
+from tests.stores.helpers import run_writer
 
 pytestmark = pytest.mark.e2e
 
@@ -344,3 +345,35 @@ async def test_a_slow_handler_holds_up_neither_the_owner_nor_other_senders(
             assert await texts(lambda: tg.messages_to(BOB), 1) == ["answered: not held up"]
         finally:
             held_handler.GATE.set()
+
+
+async def cli(state_dir: Path, *args: str) -> None:
+    """``pairbot ARGS`` on the state dir, in a process of its own."""
+    result = await pairbot_exits("--state-dir", str(state_dir), *args)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("elsewhere", ["reject", "approve-then-revoke"])
+async def test_a_change_by_another_process_ends_a_pending_strangers_quiet(
+    tg: FakeTelegramServer, state_dir: Path, fake_clock: FakeClock, elsewhere: str
+) -> None:
+    """Issue 16: the running bot remembered the stranger as pending and quiet, so after the
+    CLI rejected the request (or approved, then revoked the sender) their next messages were
+    settled from that memory, silently, instead of getting a new code."""
+    async with running(tg, state_dir, fake_clock):
+        tg.dm(ALICE, "hello?", first_name="Alice")
+        first = code_in((await texts(lambda: tg.messages_to(ALICE), 1))[0])
+        tg.dm(ALICE, "anyone?")  # pending and quiet: settled from memory, no answer
+        await settle(0.3)
+        assert len(tg.messages_to(ALICE)) == 1
+        if elsewhere == "reject":
+            await cli(state_dir, "pairing", "reject", "telegram", first)
+        else:  # at once: the revocation drops the notice before the bot comes to tell it
+            await asyncio.to_thread(run_writer, "approve-revoke", state_dir, first)
+        await settle(0.3)
+        answered = len(tg.messages_to(ALICE))
+
+        tg.dm(ALICE, "hello again")
+
+        again = (await texts(lambda: tg.messages_to(ALICE), answered + 1))[-1]
+        assert code_in(again) != first

@@ -13,6 +13,8 @@ Modes (all take the state dir first)::
     hold DIR SECONDS              take the state lock, print "LOCKED", sleep, release
     allow DIR SENDER              add a sender to the telegram allowlist
     revoke DIR SENDER             remove a sender from the telegram allowlist
+    approve-revoke DIR CODE       approve the telegram request with CODE, then revoke its
+                                  sender at once (before a running bot tells them)
     open DIR GO_FILE              wait for GO_FILE, then use the store once (a first use
                                   creates or migrates the schema)
     die DIR SENDER POINT          SENDER requests, then is approved by a process that kills
@@ -136,6 +138,9 @@ def main(argv: list[str]) -> int:
         service.allow(PROVIDER, rest[0], actor="other-process")
     elif mode == "revoke":
         service.revoke(PROVIDER, rest[0], actor="other-process")
+    elif mode == "approve-revoke":
+        approved = service.approve(rest[0], provider=PROVIDER, actor="other-process")
+        service.revoke(PROVIDER, approved.id, actor="other-process")
     elif mode == "open":
         start = Path(rest[0])
         while not start.exists():

@@ -266,12 +266,23 @@ class WebhookDemo(FakeDemo[W]):
         return {**super().provider_config(), "webhook": webhook}
 
 
+_GIVEN: set[int] = set()
+"""Every port :func:`free_port` handed out in this process."""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago: for a webhook address a fake must know before
-    the bot binds it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    """A TCP port that was free a moment ago, and that no earlier call in this process gave:
+    for a webhook address a fake must know before the bot binds it. (The kernel may offer a
+    port again as soon as the probe closes it, so two calls a moment apart could otherwise
+    give two servers one port.)"""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+            port = int(probe.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
+    raise OSError("no free TCP port that was not already given out")
 
 
 __all__ = [

@@ -653,3 +653,28 @@ def test_a_webhook_path_must_start_with_a_slash() -> None:
         Hooked(path="hook")
 
     assert (raised.value.source, raised.value.field) == ("providers.hooked", "webhook.path")
+
+
+def test_free_port_never_gives_one_port_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel may offer the port a probe just closed again: two servers of one test were
+    once handed one port (an instance then failed to bind its gateway)."""
+    import providers.fakebase as fakebase
+
+    offered = iter([50001, 50001, 50001, 50002])
+
+    class Probe:
+        def __enter__(self) -> Probe:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def bind(self, address: tuple[str, int]) -> None:
+            self.port = next(offered)
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(fakebase, "_GIVEN", set())
+    monkeypatch.setattr("providers.fakebase.socket.socket", lambda *args: Probe())
+    assert [fakebase.free_port(), fakebase.free_port()] == [50001, 50002]
